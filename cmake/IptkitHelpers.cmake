@@ -1,0 +1,33 @@
+# iptkit_library(NAME SRCS ... DEPS ...): one folder = one static library target.
+function(iptkit_library name)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SRCS})
+  target_compile_features(${name} PUBLIC cxx_std_20)
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR}/include ${PROJECT_SOURCE_DIR})
+  target_link_libraries(${name} PUBLIC ${ARG_DEPS})
+  iptkit_warnings(${name})
+endfunction()
+
+# iptkit_test(NAME SRCS ... DEPS ... [LABELS ...]): a GoogleTest binary registered with ctest.
+function(iptkit_test name)
+  if(NOT IPTKIT_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${ARG_SRCS})
+  target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_compile_definitions(${name} PRIVATE IPTKIT_CORPUS_DIR="${IPTKIT_CORPUS_DIR}"
+                                             IPTKIT_BINARY_DIR="${PROJECT_BINARY_DIR}")
+  iptkit_warnings(${name})
+  if(NOT ARG_LABELS)
+    set(ARG_LABELS unit)
+  endif()
+  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+endfunction()
+
+function(iptkit_warnings name)
+  target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  if(IPTKIT_WERROR)
+    target_compile_options(${name} PRIVATE -Werror)
+  endif()
+endfunction()

@@ -1,0 +1,129 @@
+// Firewall: the entry point of the iptkit library. One Firewall manages the iptables rules of one network
+// namespace (the caller's, or one named by --netns NAME|PATH) through one backend.
+//
+// Reads return structured rulesets (or canonical iptables-save text); every change is a Transaction (DESIGN.md
+// §6). Declarative desired state goes through PlanApply / Apply.
+// Thread-safety: a Firewall is not thread-safe; use one per thread or serialize calls (the daemon has one
+// writer thread). Different Firewall objects may be used concurrently: the kernel commit is atomic per table and
+// iptkit guards position-based edits with `-C` preconditions.
+//
+//   auto fw = iptkit::Firewall::Open({.netns = "blue"});
+//   if (!fw.ok()) return Fail(fw.status());
+//   auto rules = (*fw)->List(iptkit::Family::kIPv4, "filter");
+//   iptkit::Transaction txn;
+//   txn.Append(iptkit::Family::kIPv4, "filter", "INPUT", *iptkit::ParseRuleSpec("-j ACCEPT", v4));
+//   auto done = (*fw)->Commit(txn);
+#ifndef IPTKIT_FIREWALL_H_
+#define IPTKIT_FIREWALL_H_
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "iptkit/desired.h"
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "iptkit/transaction.h"
+
+namespace iptkit {
+
+namespace backend {
+class Backend;
+}
+
+enum class BackendKind {
+  kAuto,    // the variant that holds rules (nft when neither or both do)
+  kNft,     // iptables-nft-restore / -save
+  kLegacy,  // iptables-legacy-restore / -save
+  kFake,    // in-memory, same semantics; for tests (the library's and the users')
+};
+
+struct FirewallOptions {
+  // Network namespace: "" = the caller's; a name (as `ip netns`, /run/netns/NAME) or a path (/proc/PID/ns/net).
+  std::string netns;
+  BackendKind backend = BackendKind::kAuto;
+  // Bound for the xtables lock and iptables' own --wait; a timeout is Unavailable ("busy"), never a hang.
+  std::chrono::milliseconds wait = std::chrono::seconds(10);
+  // Test hook: called after the snapshot was read and before the first commit of a transaction (used by the
+  // concurrency tests to slip in a foreign writer). Not for production use.
+  std::function<void()> before_commit_hook;
+};
+
+// What `iptkit info` shows.
+struct VariantTables {
+  std::string variant;  // "nft" or "legacy"
+  std::string version;  // `iptables -V` of that variant
+  struct TableRules {
+    Family family = Family::kIPv4;
+    std::string table;
+    size_t rules = 0;
+    bool representable = true;
+  };
+  std::vector<TableRules> tables;  // tables that exist in that variant, with rule counts
+};
+struct ForeignNftChain {
+  std::string family;  // nft family: ip, ip6, inet, ...
+  std::string table;
+  std::string chain;
+  std::string hook;    // input, forward, ...
+  int priority = 0;
+};
+struct FirewallInfo {
+  std::string backend;  // "nft", "legacy" or "fake"
+  std::string netns;    // as given ("" = caller's)
+  std::vector<VariantTables> variants;        // both variants, so rules in the other one are visible
+  std::vector<ForeignNftChain> foreign_nft;   // nft base chains not made by iptables-nft (firewalld, docker...)
+  std::vector<std::string> warnings;
+};
+
+class Firewall {
+ public:
+  static Result<std::unique_ptr<Firewall>> Open(const FirewallOptions& options = {});
+  // For tests and embedding: a Firewall over a given backend (internal type; see src/backend/backend.h).
+  static std::unique_ptr<Firewall> WithBackend(std::unique_ptr<backend::Backend> backend,
+                                               const FirewallOptions& options = {});
+  ~Firewall();
+  Firewall(const Firewall&) = delete;
+  Firewall& operator=(const Firewall&) = delete;
+
+  // ---- Query ----
+  // Every table of the family (or one), with counters.
+  Result<Ruleset> List(Family family, std::optional<std::string> table = std::nullopt);
+  // Canonical iptables-save text (without "#" comment lines).
+  Result<std::string> Save(Family family, std::optional<std::string> table = std::nullopt,
+                           bool counters = false);
+  // Whether an equal rule exists in the chain (like iptables -C).
+  Result<bool> Check(Family family, const std::string& table, const std::string& chain, const Rule& rule);
+  Result<FirewallInfo> Info();
+  // The rule as the kernel would print it (canonical spec); e.g. adds "/32" and "-m tcp".
+  Result<Rule> Canonicalize(Family family, const std::string& table, const Rule& rule);
+
+  // ---- Change ----
+  Result<CommitResult> Commit(const Transaction& txn, const CommitOptions& options = {});
+  // Replaces the tables named in `text` (iptables-restore format) — or, with noflush, adds to them — as one
+  // transaction. Tables that are unrepresentable are refused.
+  struct RestoreOptions {
+    bool noflush = false;
+    bool counters = false;  // take "[p:b]" from the text
+    bool dry_run = false;
+  };
+  Result<CommitResult> Restore(Family family, std::string_view text, const RestoreOptions& options);
+
+  // ---- Declarative ----
+  Result<ApplyPlan> PlanApply(const DesiredState& desired);
+  Result<ApplyPlan> Apply(const DesiredState& desired, const CommitOptions& options = {});
+
+  backend::Backend& backend() { return *backend_; }
+
+ private:
+  Firewall(std::unique_ptr<backend::Backend> backend, FirewallOptions options);
+  std::unique_ptr<backend::Backend> backend_;
+  FirewallOptions options_;
+};
+
+}  // namespace iptkit
+
+#endif  // IPTKIT_FIREWALL_H_
