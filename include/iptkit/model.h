@@ -153,11 +153,14 @@ bool IsStandardVerdict(std::string_view name);
 // Chain names: 1..28 bytes, not starting with '-' or '!', no whitespace, not a standard verdict or the name of a
 // known target extension (DNAT, LOG, ...). Errors name the chain.
 Status ValidateChainName(std::string_view name);
-// Checks every value of the rule: no '\n', '\r' or NUL anywhere; comments <= 255 bytes; -f only for IPv4;
-// `-p icmp` refused in IPv6 (it never matches; use ipv6-icmp/icmpv6/58). Errors name the field or option.
+// Checks every value of the rule: no '\n', '\r' or NUL anywhere; comments <= 255 bytes; set names <= 31 bytes;
+// interface names <= 15 bytes; -s/-d one numeric address of the family with optional /prefix or /mask (host
+// names and comma lists refused: one spec = one rule); -f only for IPv4; `-p icmp` refused in IPv6 (it never
+// matches; use ipv6-icmp/icmpv6/58). Errors name the field or option.
 Status ValidateRule(const Rule& rule, Family family);
 // Whether target `name` may be used in `table` on builtin chain `hook` (DNAT only in nat PREROUTING/OUTPUT, ...).
 // `hook` empty means "from a user chain": only the table is checked. Error names target, table and hook.
+// Unknown tables and chains that are not builtins of the table are refused too.
 Status ValidateTargetPlacement(std::string_view name, std::string_view table, std::string_view hook, Family family);
 
 }  // namespace iptkit

@@ -1,0 +1,918 @@
+#include "src/json/json_codec.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <utility>
+#include <vector>
+
+namespace iptkit::json {
+namespace {
+
+// ---- Errors and small readers ----
+
+std::string Where(const std::string& pointer) { return pointer.empty() ? "(document)" : pointer; }
+
+Status Err(const std::string& pointer, std::string message) {
+  return Status::InvalidArgument(Where(pointer) + ": " + std::move(message));
+}
+
+std::string_view TypeName(const Json& j) {
+  if (j.is_null()) return "null";
+  if (j.is_boolean()) return "boolean";
+  if (j.is_number()) return "number";
+  if (j.is_string()) return "string";
+  if (j.is_array()) return "array";
+  return "object";
+}
+
+Status Expect(const Json& j, const std::string& pointer, bool ok, std::string_view expected) {
+  if (ok) return Status::Ok();
+  return Err(pointer, "expected " + std::string(expected) + ", got " + std::string(TypeName(j)));
+}
+
+Status ExpectObject(const Json& j, const std::string& pointer) {
+  return Expect(j, pointer, j.is_object(), "object");
+}
+
+// Every member must be one of `allowed`; the error names the first unknown member in document order.
+Status CheckKeys(const Json& obj, const std::string& pointer, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [key, value] : obj.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+    std::string list;
+    for (std::string_view a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+    return Err(PointerJoin(pointer, key), "unknown field (expected one of: " + list + ")");
+  }
+  return Status::Ok();
+}
+
+const Json* Member(const Json& obj, std::string_view key) {
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+Result<std::string> GetString(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_string(), "string"));
+  return j.get<std::string>();
+}
+
+Result<std::string> RequiredString(const Json& obj, std::string_view key, const std::string& pointer) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return Err(PointerJoin(pointer, key), "required field is missing");
+  return GetString(*m, PointerJoin(pointer, key));
+}
+
+Result<std::optional<std::string>> OptionalString(const Json& obj, std::string_view key,
+                                                  const std::string& pointer) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return std::optional<std::string>();
+  IPTKIT_ASSIGN_OR_RETURN(std::string s, GetString(*m, PointerJoin(pointer, key)));
+  return std::optional<std::string>(std::move(s));
+}
+
+Result<bool> OptionalBool(const Json& obj, std::string_view key, const std::string& pointer) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return false;
+  IPTKIT_RETURN_IF_ERROR(Expect(*m, PointerJoin(pointer, key), m->is_boolean(), "boolean"));
+  return m->get<bool>();
+}
+
+Result<uint64_t> GetUnsigned(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_number_unsigned(), "non-negative integer"));
+  return j.get<uint64_t>();
+}
+
+// A 1-based position.
+Result<int> GetIndex(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_number_integer(), "integer >= 1"));
+  int64_t v = j.get<int64_t>();
+  if (v < 1 || v > std::numeric_limits<int>::max()) {
+    return Err(pointer, "expected integer >= 1, got " + std::to_string(v));
+  }
+  return static_cast<int>(v);
+}
+
+Result<std::vector<std::string>> GetStringArray(const Json& j, const std::string& pointer) {
+  bool ok = j.is_array() && std::all_of(j.begin(), j.end(), [](const Json& e) { return e.is_string(); });
+  if (!ok) return Err(pointer, "expected array of strings");
+  std::vector<std::string> out;
+  for (const Json& e : j) out.push_back(e.get<std::string>());
+  return out;
+}
+
+Result<Family> GetFamily(const Json& j, const std::string& pointer) {
+  IPTKIT_ASSIGN_OR_RETURN(std::string s, GetString(j, pointer));
+  if (s == "ipv4") return Family::kIPv4;
+  if (s == "ipv6") return Family::kIPv6;
+  return Err(pointer, "unknown family '" + s + "' (expected ipv4 or ipv6)");
+}
+
+Result<std::string> GetTable(const Json& j, const std::string& pointer) {
+  IPTKIT_ASSIGN_OR_RETURN(std::string s, GetString(j, pointer));
+  if (BuiltinChains(s).empty()) {
+    return Err(pointer, "unknown table '" + s + "' (expected filter, nat, mangle, raw or security)");
+  }
+  return s;
+}
+
+// ---- Rule pieces ----
+
+Json FieldToJson(const Field& f, std::string_view key) {
+  Json j = Json::object();
+  if (!key.empty()) j[std::string(key)] = f.value;
+  if (f.negated) j["not"] = true;
+  return j;
+}
+
+Result<Field> FieldFromJson(const Json& j, std::string_view key, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
+  Field f;
+  if (key.empty()) {  // fragment: {"not": bool}
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer, {"not"}));
+  } else {
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer, {key, "not"}));
+    IPTKIT_ASSIGN_OR_RETURN(f.value, RequiredString(j, key, pointer));
+  }
+  IPTKIT_ASSIGN_OR_RETURN(f.negated, OptionalBool(j, "not", pointer));
+  return f;
+}
+
+Json OptionsToJson(const std::vector<Option>& options) {
+  Json arr = Json::array();
+  for (const Option& o : options) {
+    Json j = Json::object();
+    j["name"] = o.name;
+    if (o.negated) j["not"] = true;
+    if (!o.values.empty()) j["values"] = o.values;
+    arr.push_back(std::move(j));
+  }
+  return arr;
+}
+
+Result<std::vector<Option>> OptionsFromJson(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_array(), "array of options"));
+  std::vector<Option> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    std::string p = PointerJoin(pointer, std::to_string(i));
+    const Json& o = j[i];
+    IPTKIT_RETURN_IF_ERROR(ExpectObject(o, p));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(o, p, {"name", "not", "values"}));
+    Option opt;
+    IPTKIT_ASSIGN_OR_RETURN(opt.name, RequiredString(o, "name", p));
+    if (opt.name.empty()) return Err(PointerJoin(p, "name"), "empty option name");
+    IPTKIT_ASSIGN_OR_RETURN(opt.negated, OptionalBool(o, "not", p));
+    if (const Json* v = Member(o, "values")) {
+      IPTKIT_ASSIGN_OR_RETURN(opt.values, GetStringArray(*v, PointerJoin(p, "values")));
+    }
+    out.push_back(std::move(opt));
+  }
+  return out;
+}
+
+Result<std::vector<Match>> MatchesFromJson(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_array(), "array of matches"));
+  std::vector<Match> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    std::string p = PointerJoin(pointer, std::to_string(i));
+    const Json& m = j[i];
+    IPTKIT_RETURN_IF_ERROR(ExpectObject(m, p));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(m, p, {"name", "options"}));
+    Match match;
+    IPTKIT_ASSIGN_OR_RETURN(match.name, RequiredString(m, "name", p));
+    if (match.name.empty()) return Err(PointerJoin(p, "name"), "empty match name");
+    if (const Json* o = Member(m, "options")) {
+      IPTKIT_ASSIGN_OR_RETURN(match.options, OptionsFromJson(*o, PointerJoin(p, "options")));
+    }
+    out.push_back(std::move(match));
+  }
+  return out;
+}
+
+Result<Target> TargetFromJson(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer, {"name", "kind", "options"}));
+  Target t;
+  IPTKIT_ASSIGN_OR_RETURN(t.name, RequiredString(j, "name", pointer));
+  if (t.name.empty()) return Err(PointerJoin(pointer, "name"), "empty target name");
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> kind, OptionalString(j, "kind", pointer));
+  if (!kind || *kind == "jump") {
+    t.kind = Target::Kind::kJump;
+  } else if (*kind == "goto") {
+    t.kind = Target::Kind::kGoto;
+  } else {
+    return Err(PointerJoin(pointer, "kind"), "unknown kind '" + *kind + "' (expected jump or goto)");
+  }
+  if (const Json* o = Member(j, "options")) {
+    if (t.kind == Target::Kind::kGoto) return Err(PointerJoin(pointer, "options"), "goto takes no options");
+    IPTKIT_ASSIGN_OR_RETURN(t.options, OptionsFromJson(*o, PointerJoin(pointer, "options")));
+  }
+  return t;
+}
+
+Json CountersToJson(const Counters& c) {
+  Json j = Json::object();
+  j["packets"] = c.packets;
+  j["bytes"] = c.bytes;
+  return j;
+}
+
+Result<Counters> CountersFromJson(const Json& j, const std::string& pointer) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer, {"packets", "bytes"}));
+  Counters c;
+  if (const Json* p = Member(j, "packets")) {
+    IPTKIT_ASSIGN_OR_RETURN(c.packets, GetUnsigned(*p, PointerJoin(pointer, "packets")));
+  }
+  if (const Json* b = Member(j, "bytes")) {
+    IPTKIT_ASSIGN_OR_RETURN(c.bytes, GetUnsigned(*b, PointerJoin(pointer, "bytes")));
+  }
+  return c;
+}
+
+// Owner tag parts (DESIGN.md §6): owner [a-z0-9-]{1,32}, id up to 26 characters without ':' or blanks.
+Status CheckTagPart(const std::string& value, const std::string& pointer, bool owner) {
+  size_t max = owner ? 32 : 26;
+  bool ok = !value.empty() && value.size() <= max;
+  for (char c : value) {
+    bool lower_or_digit = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    bool id_char = lower_or_digit || (c >= 'A' && c <= 'Z') || c == '_' || c == '.';
+    if (!(owner ? lower_or_digit : id_char)) ok = false;
+  }
+  if (ok) return Status::Ok();
+  return Err(pointer, owner ? "owner must match [a-z0-9-]{1,32}, got '" + value + "'"
+                            : "id must be 1..26 characters of [A-Za-z0-9._-], got '" + value + "'");
+}
+
+bool RuleHasStructuredFields(const Json& j) {
+  for (std::string_view k : {"src", "dst", "in", "out", "protocol", "fragment", "matches", "target"}) {
+    if (j.contains(k)) return true;
+  }
+  return false;
+}
+
+Result<Rule> StructuredRuleFromJson(const Json& j, const std::string& pointer) {
+  Rule r;
+  struct HeaderKey {
+    std::string_view key;
+    std::string_view value_key;
+    std::optional<Field> Rule::*field;
+  };
+  static constexpr HeaderKey kHeader[] = {
+      {"src", "addr", &Rule::source},   {"dst", "addr", &Rule::destination},     {"in", "name", &Rule::in_interface},
+      {"out", "name", &Rule::out_interface}, {"protocol", "value", &Rule::protocol}, {"fragment", "", &Rule::fragment},
+  };
+  for (const HeaderKey& h : kHeader) {
+    if (const Json* f = Member(j, h.key)) {
+      IPTKIT_ASSIGN_OR_RETURN(Field field, FieldFromJson(*f, h.value_key, PointerJoin(pointer, h.key)));
+      r.*(h.field) = std::move(field);
+    }
+  }
+  if (const Json* m = Member(j, "matches")) {
+    IPTKIT_ASSIGN_OR_RETURN(r.matches, MatchesFromJson(*m, PointerJoin(pointer, "matches")));
+  }
+  if (const Json* t = Member(j, "target")) {
+    IPTKIT_ASSIGN_OR_RETURN(r.target, TargetFromJson(*t, PointerJoin(pointer, "target")));
+  }
+  return r;
+}
+
+// ---- Ops ----
+
+struct VerbName {
+  Op::Kind kind;
+  std::string_view name;
+};
+constexpr VerbName kVerbs[] = {
+    {Op::Kind::kAppend, "append"},          {Op::Kind::kInsert, "insert"},
+    {Op::Kind::kDelete, "delete"},          {Op::Kind::kDeleteAt, "delete"},
+    {Op::Kind::kReplace, "replace"},        {Op::Kind::kCreateChain, "create_chain"},
+    {Op::Kind::kDeleteChain, "delete_chain"}, {Op::Kind::kRenameChain, "rename_chain"},
+    {Op::Kind::kFlush, "flush"},            {Op::Kind::kZero, "zero"},
+    {Op::Kind::kPolicy, "policy"},
+};
+
+std::string_view VerbOf(Op::Kind kind) {
+  for (const VerbName& v : kVerbs) {
+    if (v.kind == kind) return v.name;
+  }
+  return "?";
+}
+
+// A rule inside an op: location members, when repeated (e.g. copied from a listing), must agree with the op's.
+Result<Rule> OpRuleFromJson(const Json& j, const Op& op, const std::string& pointer, const SpecCodec& spec) {
+  IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson(j, op.family, pointer, spec));
+  if (in.table && *in.table != op.table) {
+    return Err(PointerJoin(pointer, "table"), "'" + *in.table + "' disagrees with the op's table '" + op.table + "'");
+  }
+  if (in.chain && *in.chain != op.chain) {
+    return Err(PointerJoin(pointer, "chain"), "'" + *in.chain + "' disagrees with the op's chain '" + op.chain + "'");
+  }
+  return std::move(in.rule);
+}
+
+Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::string& p, const SpecCodec& spec) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(body, p));
+  Op op;
+  bool chain_optional = false;
+  if (verb == "append") {
+    op.kind = Op::Kind::kAppend;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "rule"}));
+  } else if (verb == "insert") {
+    op.kind = Op::Kind::kInsert;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "index", "rule"}));
+  } else if (verb == "delete") {
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "rule", "index", "expect"}));
+    bool by_rule = body.contains("rule");
+    bool by_index = body.contains("index");
+    if (by_rule == by_index) return Err(p, "give either \"rule\" or \"index\" (with optional \"expect\")");
+    if (by_rule && body.contains("expect")) return Err(PointerJoin(p, "expect"), "only valid with \"index\"");
+    op.kind = by_rule ? Op::Kind::kDelete : Op::Kind::kDeleteAt;
+  } else if (verb == "replace") {
+    op.kind = Op::Kind::kReplace;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "index", "rule", "expect"}));
+  } else if (verb == "create_chain") {
+    op.kind = Op::Kind::kCreateChain;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain"}));
+  } else if (verb == "delete_chain") {
+    op.kind = Op::Kind::kDeleteChain;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "cascade"}));
+  } else if (verb == "rename_chain") {
+    op.kind = Op::Kind::kRenameChain;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "new_name"}));
+  } else if (verb == "flush" || verb == "zero") {
+    op.kind = verb == "flush" ? Op::Kind::kFlush : Op::Kind::kZero;
+    chain_optional = true;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain"}));
+  } else if (verb == "policy") {
+    op.kind = Op::Kind::kPolicy;
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "policy"}));
+  }
+
+  if (const Json* f = Member(body, "family")) {
+    IPTKIT_ASSIGN_OR_RETURN(op.family, GetFamily(*f, PointerJoin(p, "family")));
+  }
+  if (const Json* t = Member(body, "table")) {
+    IPTKIT_ASSIGN_OR_RETURN(op.table, GetTable(*t, PointerJoin(p, "table")));
+  }
+  if (chain_optional) {
+    IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> chain, OptionalString(body, "chain", p));
+    op.chain = chain.value_or("");
+  } else {
+    IPTKIT_ASSIGN_OR_RETURN(op.chain, RequiredString(body, "chain", p));
+  }
+  if (!op.chain.empty() && !IsBuiltinChain(op.table, op.chain)) {
+    if (Status s = ValidateChainName(op.chain); !s.ok()) return Err(PointerJoin(p, "chain"), s.message());
+  }
+
+  switch (op.kind) {
+    case Op::Kind::kInsert:
+    case Op::Kind::kDeleteAt:
+    case Op::Kind::kReplace: {
+      const Json* index = Member(body, "index");
+      if (index == nullptr) return Err(PointerJoin(p, "index"), "required field is missing");
+      IPTKIT_ASSIGN_OR_RETURN(op.index, GetIndex(*index, PointerJoin(p, "index")));
+      break;
+    }
+    default:
+      break;
+  }
+  switch (op.kind) {
+    case Op::Kind::kAppend:
+    case Op::Kind::kInsert:
+    case Op::Kind::kDelete:
+    case Op::Kind::kReplace: {
+      const Json* rule = Member(body, "rule");
+      if (rule == nullptr) return Err(PointerJoin(p, "rule"), "required field is missing");
+      IPTKIT_ASSIGN_OR_RETURN(op.rule, OpRuleFromJson(*rule, op, PointerJoin(p, "rule"), spec));
+      break;
+    }
+    default:
+      break;
+  }
+  if (const Json* expect = Member(body, "expect")) {
+    IPTKIT_ASSIGN_OR_RETURN(Rule rule, OpRuleFromJson(*expect, op, PointerJoin(p, "expect"), spec));
+    op.expect = std::move(rule);
+  }
+  if (op.kind == Op::Kind::kDeleteChain) {
+    IPTKIT_ASSIGN_OR_RETURN(op.cascade, OptionalBool(body, "cascade", p));
+  }
+  if (op.kind == Op::Kind::kRenameChain) {
+    IPTKIT_ASSIGN_OR_RETURN(op.new_name, RequiredString(body, "new_name", p));
+    if (Status s = ValidateChainName(op.new_name); !s.ok()) return Err(PointerJoin(p, "new_name"), s.message());
+  }
+  if (op.kind == Op::Kind::kCreateChain && IsBuiltinChain(op.table, op.chain)) {
+    return Err(PointerJoin(p, "chain"), "'" + op.chain + "' is a builtin chain of table " + op.table);
+  }
+  if (op.kind == Op::Kind::kPolicy) {
+    IPTKIT_ASSIGN_OR_RETURN(op.policy, RequiredString(body, "policy", p));
+    if (op.policy != "ACCEPT" && op.policy != "DROP") {
+      return Err(PointerJoin(p, "policy"), "expected ACCEPT or DROP, got '" + op.policy + "'");
+    }
+  }
+  return op;
+}
+
+// ---- Desired state ----
+
+std::string_view PositionName(HookRule::Position p) { return p == HookRule::Position::kFirst ? "first" : "last"; }
+
+std::string_view FamiliesName(DesiredState::Families f) {
+  switch (f) {
+    case DesiredState::Families::kIPv4:
+      return "ipv4";
+    case DesiredState::Families::kIPv6:
+      return "ipv6";
+    case DesiredState::Families::kBoth:
+      return "both";
+  }
+  return "ipv4";
+}
+
+Json TableCommitToJson(const TableCommit& t) {
+  Json j = Json::object();
+  j["family"] = FamilyName(t.family);
+  j["table"] = t.table;
+  j["restore_text"] = t.restore_text;
+  return j;
+}
+
+}  // namespace
+
+// ---- Text ----
+
+Result<Json> Parse(std::string_view text) {
+  // Duplicate keys: the parser callback sees every key; keep one set of keys per open object and the path to it.
+  struct Frame {
+    bool array = false;
+    long index = -1;  // current element of an array
+    std::string key;  // current member of an object
+    std::set<std::string> keys;
+  };
+  std::vector<Frame> frames;
+  std::string duplicate;  // pointer of the first repeated key
+  auto path = [&frames]() {
+    std::string p;
+    for (size_t i = 0; i + 1 < frames.size(); ++i) {
+      p = PointerJoin(p, frames[i].array ? std::to_string(frames[i].index) : frames[i].key);
+    }
+    return p;
+  };
+  auto callback = [&](int /*depth*/, Json::parse_event_t event, Json& parsed) {
+    using E = Json::parse_event_t;
+    switch (event) {
+      case E::object_start:
+      case E::array_start:
+        if (!frames.empty() && frames.back().array) ++frames.back().index;
+        frames.push_back(Frame{event == E::array_start, -1, {}, {}});
+        break;
+      case E::object_end:
+      case E::array_end:
+        if (!frames.empty()) frames.pop_back();
+        break;
+      case E::key: {
+        std::string key = parsed.get<std::string>();
+        if (!frames.empty()) {
+          if (!frames.back().keys.insert(key).second && duplicate.empty()) {
+            duplicate = PointerJoin(path(), key);
+          }
+          frames.back().key = key;
+        }
+        break;
+      }
+      case E::value:
+        if (!frames.empty() && frames.back().array) ++frames.back().index;
+        break;
+    }
+    return true;
+  };
+  try {
+    Json j = Json::parse(text.begin(), text.end(), callback);
+    if (!duplicate.empty()) return Err(duplicate, "duplicate key");
+    return j;
+  } catch (const Json::parse_error& e) {
+    std::string what = e.what();
+    // Drop nlohmann's "[json.exception.parse_error.101] " prefix.
+    if (size_t close = what.find("] "); what.rfind("[json.exception", 0) == 0 && close != std::string::npos) {
+      what = what.substr(close + 2);
+    }
+    return Status::InvalidArgument("malformed JSON at byte " + std::to_string(e.byte) + ": " + what);
+  } catch (const Json::exception& e) {
+    return Status::InvalidArgument(std::string("malformed JSON: ") + e.what());
+  }
+}
+
+std::string Dump(const Json& value, int indent) {
+  return value.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string PointerJoin(std::string_view pointer, std::string_view token) {
+  std::string out(pointer);
+  out += '/';
+  for (char c : token) {
+    if (c == '~') {
+      out += "~0";
+    } else if (c == '/') {
+      out += "~1";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+// ---- Rules ----
+
+Json RuleToJson(const Rule& rule, const RuleOutput& output, const SpecCodec& spec) {
+  const RuleLocation& loc = output.location;
+  Json j = Json::object();
+  if (loc.family) j["family"] = FamilyName(*loc.family);
+  if (!loc.table.empty()) j["table"] = loc.table;
+  if (!loc.chain.empty()) j["chain"] = loc.chain;
+  if (loc.index > 0) j["index"] = loc.index;
+  if (spec.format) j["spec"] = spec.format(rule);
+  if (rule.source) j["src"] = FieldToJson(*rule.source, "addr");
+  if (rule.destination) j["dst"] = FieldToJson(*rule.destination, "addr");
+  if (rule.in_interface) j["in"] = FieldToJson(*rule.in_interface, "name");
+  if (rule.out_interface) j["out"] = FieldToJson(*rule.out_interface, "name");
+  if (rule.protocol) j["protocol"] = FieldToJson(*rule.protocol, "value");
+  if (rule.fragment) j["fragment"] = FieldToJson(*rule.fragment, "");
+  if (!rule.matches.empty()) {
+    Json arr = Json::array();
+    for (const Match& m : rule.matches) {
+      Json mj = Json::object();
+      mj["name"] = m.name;
+      if (!m.options.empty()) mj["options"] = OptionsToJson(m.options);
+      arr.push_back(std::move(mj));
+    }
+    j["matches"] = std::move(arr);
+  }
+  if (!rule.target.empty()) {
+    Json t = Json::object();
+    t["name"] = rule.target.name;
+    if (rule.target.kind == Target::Kind::kGoto) t["kind"] = "goto";
+    if (!rule.target.options.empty()) t["options"] = OptionsToJson(rule.target.options);
+    j["target"] = std::move(t);
+  }
+  if (output.counters) j["counters"] = CountersToJson(rule.counters);
+  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) {
+    j["owner"] = tag->owner;
+    j["id"] = tag->id;
+  }
+  return j;
+}
+
+Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& pointer, const SpecCodec& spec,
+                               RuleKeys keys) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
+  if (keys == RuleKeys::kLocated) {
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer,
+                                     {"family", "table", "chain", "index", "spec", "src", "dst", "in", "out",
+                                      "protocol", "fragment", "matches", "target", "counters", "owner", "id"}));
+  } else {
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(
+        j, pointer, {"spec", "src", "dst", "in", "out", "protocol", "fragment", "matches", "target"}));
+  }
+  RuleInput in;
+  if (const Json* f = Member(j, "family")) {
+    IPTKIT_ASSIGN_OR_RETURN(in.family, GetFamily(*f, PointerJoin(pointer, "family")));
+  }
+  if (const Json* t = Member(j, "table")) {
+    IPTKIT_ASSIGN_OR_RETURN(in.table, GetTable(*t, PointerJoin(pointer, "table")));
+  }
+  IPTKIT_ASSIGN_OR_RETURN(in.chain, OptionalString(j, "chain", pointer));
+  if (const Json* i = Member(j, "index")) {
+    IPTKIT_ASSIGN_OR_RETURN(in.index, GetIndex(*i, PointerJoin(pointer, "index")));
+  }
+  if (in.family && *in.family != family) {
+    return Err(PointerJoin(pointer, "family"), "'" + std::string(FamilyName(*in.family)) + "' disagrees with '" +
+                                                   std::string(FamilyName(family)) + "' given by the context");
+  }
+  const Family rule_family = family;
+
+  std::optional<Rule> from_spec;
+  if (const Json* s = Member(j, "spec")) {
+    std::string sp = PointerJoin(pointer, "spec");
+    IPTKIT_ASSIGN_OR_RETURN(std::string text, GetString(*s, sp));
+    if (!spec.parse) return Err(sp, "rule specs cannot be parsed here; give the structured fields");
+    Result<Rule> parsed = spec.parse(text, rule_family);
+    if (!parsed.ok()) return Err(sp, parsed.status().message());
+    from_spec = std::move(parsed).value();
+  }
+  if (RuleHasStructuredFields(j)) {
+    IPTKIT_ASSIGN_OR_RETURN(Rule structured, StructuredRuleFromJson(j, pointer));
+    if (from_spec && !(*from_spec == structured)) {
+      std::string detail;
+      if (spec.format) {
+        detail = " (the spec reads '" + spec.format(*from_spec) + "', the fields give '" + spec.format(structured) +
+                 "')";
+      }
+      return Err(PointerJoin(pointer, "spec"), "does not agree with the structured fields" + detail);
+    }
+    in.rule = std::move(structured);
+  } else if (from_spec) {
+    in.rule = std::move(*from_spec);
+  }
+
+  if (const Json* c = Member(j, "counters")) {
+    IPTKIT_ASSIGN_OR_RETURN(in.rule.counters, CountersFromJson(*c, PointerJoin(pointer, "counters")));
+  }
+  const Json* owner = Member(j, "owner");
+  const Json* id = Member(j, "id");
+  if ((owner == nullptr) != (id == nullptr)) {
+    return Err(PointerJoin(pointer, owner ? "id" : "owner"), "\"owner\" and \"id\" go together");
+  }
+  if (owner != nullptr) {
+    Rule::Tag tag;
+    IPTKIT_ASSIGN_OR_RETURN(tag.owner, GetString(*owner, PointerJoin(pointer, "owner")));
+    IPTKIT_ASSIGN_OR_RETURN(tag.id, GetString(*id, PointerJoin(pointer, "id")));
+    IPTKIT_RETURN_IF_ERROR(CheckTagPart(tag.owner, PointerJoin(pointer, "owner"), true));
+    IPTKIT_RETURN_IF_ERROR(CheckTagPart(tag.id, PointerJoin(pointer, "id"), false));
+    if (std::optional<Rule::Tag> existing = in.rule.OwnerTag()) {
+      if (!(*existing == tag)) {
+        return Err(PointerJoin(pointer, "owner"), "disagrees with the rule's owner tag 'iptkit:" + existing->owner +
+                                                      ":" + existing->id + "'");
+      }
+    } else {
+      in.rule.SetOwnerTag(tag);
+    }
+  }
+  if (Status s = ValidateRule(in.rule, rule_family); !s.ok()) return Err(pointer, s.message());
+  return in;
+}
+
+// ---- Rulesets ----
+
+Json RulesetToJson(const Ruleset& ruleset, const SpecCodec& spec) {
+  Json tables = Json::array();
+  for (const Table& t : ruleset.tables) {
+    Json tj = Json::object();
+    tj["name"] = t.name;
+    if (!t.unrepresentable_reason.empty()) tj["unrepresentable"] = t.unrepresentable_reason;
+    Json chains = Json::array();
+    for (const Chain& c : t.chains) {
+      Json cj = Json::object();
+      cj["name"] = c.name;
+      if (c.policy) {
+        cj["policy"] = *c.policy;
+        cj["counters"] = CountersToJson(c.counters);
+      }
+      Json rules = Json::array();
+      for (size_t i = 0; i < c.rules.size(); ++i) {
+        RuleOutput out;
+        out.location.index = static_cast<int>(i + 1);
+        rules.push_back(RuleToJson(c.rules[i], out, spec));
+      }
+      cj["rules"] = std::move(rules);
+      chains.push_back(std::move(cj));
+    }
+    tj["chains"] = std::move(chains);
+    tables.push_back(std::move(tj));
+  }
+  Json j = Json::object();
+  j["family"] = FamilyName(ruleset.family);
+  j["tables"] = std::move(tables);
+  return j;
+}
+
+// ---- Transactions ----
+
+Json OpToJson(const Op& op, const SpecCodec& spec) {
+  RuleOutput rule_out;
+  rule_out.counters = false;
+  Json b = Json::object();
+  b["family"] = FamilyName(op.family);
+  b["table"] = op.table;
+  if (!op.chain.empty()) b["chain"] = op.chain;
+  switch (op.kind) {
+    case Op::Kind::kInsert:
+    case Op::Kind::kDeleteAt:
+    case Op::Kind::kReplace:
+      b["index"] = op.index;
+      break;
+    default:
+      break;
+  }
+  switch (op.kind) {
+    case Op::Kind::kAppend:
+    case Op::Kind::kInsert:
+    case Op::Kind::kDelete:
+    case Op::Kind::kReplace:
+      b["rule"] = RuleToJson(op.rule, rule_out, spec);
+      break;
+    default:
+      break;
+  }
+  if (op.expect && (op.kind == Op::Kind::kDeleteAt || op.kind == Op::Kind::kReplace)) {
+    b["expect"] = RuleToJson(*op.expect, rule_out, spec);
+  }
+  if (op.kind == Op::Kind::kDeleteChain && op.cascade) b["cascade"] = true;
+  if (op.kind == Op::Kind::kRenameChain) b["new_name"] = op.new_name;
+  if (op.kind == Op::Kind::kPolicy) b["policy"] = op.policy;
+  Json j = Json::object();
+  j[std::string(VerbOf(op.kind))] = std::move(b);
+  return j;
+}
+
+Result<Op> OpFromJson(const Json& j, const std::string& pointer, const SpecCodec& spec) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
+  if (j.size() != 1) return Err(pointer, "an op is an object with exactly one verb member");
+  const auto& [verb, body] = *j.items().begin();
+  static constexpr std::string_view kVerbNames[] = {"append",       "insert",       "delete", "replace",
+                                                    "create_chain", "delete_chain", "rename_chain", "flush",
+                                                    "zero",         "policy"};
+  if (std::find(std::begin(kVerbNames), std::end(kVerbNames), verb) == std::end(kVerbNames)) {
+    return Err(PointerJoin(pointer, verb),
+               "unknown op (expected append, insert, delete, replace, create_chain, delete_chain, rename_chain, "
+               "flush, zero or policy)");
+  }
+  return OpBodyFromJson(verb, body, PointerJoin(pointer, verb), spec);
+}
+
+Json TransactionToJson(const Transaction& txn, const SpecCodec& spec) {
+  Json ops = Json::array();
+  for (const Op& op : txn.ops()) ops.push_back(OpToJson(op, spec));
+  Json j = Json::object();
+  j["ops"] = std::move(ops);
+  return j;
+}
+
+// ---- Desired state ----
+
+Json DesiredStateToJson(const DesiredState& d, const SpecCodec& spec) {
+  RuleOutput rule_out;
+  rule_out.counters = false;
+  Json chains = Json::array();
+  for (const OwnedChain& c : d.chains) {
+    Json cj = Json::object();
+    cj["table"] = c.table;
+    cj["name"] = c.name;
+    Json rules = Json::array();
+    for (const Rule& r : c.rules) rules.push_back(RuleToJson(r, rule_out, spec));
+    cj["rules"] = std::move(rules);
+    chains.push_back(std::move(cj));
+  }
+  Json hooks = Json::array();
+  for (const HookRule& h : d.hooks) {
+    Json hj = Json::object();
+    hj["table"] = h.table;
+    hj["chain"] = h.chain;
+    hj["position"] = PositionName(h.position);
+    Json rule = RuleToJson(h.rule, rule_out, spec);
+    for (auto& [key, value] : rule.items()) hj[key] = value;
+    hooks.push_back(std::move(hj));
+  }
+  Json j = Json::object();
+  j["owner"] = d.owner;
+  j["family"] = FamiliesName(d.families);
+  j["chains"] = std::move(chains);
+  j["hooks"] = std::move(hooks);
+  return j;
+}
+
+Result<DesiredState> DesiredStateFromJson(const Json& j, const SpecCodec& spec) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, ""));
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, "", {"owner", "family", "chains", "hooks"}));
+  DesiredState d;
+  IPTKIT_ASSIGN_OR_RETURN(d.owner, RequiredString(j, "owner", ""));
+  IPTKIT_RETURN_IF_ERROR(CheckTagPart(d.owner, "/owner", true));
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> fam, OptionalString(j, "family", ""));
+  if (!fam || *fam == "ipv4") {
+    d.families = DesiredState::Families::kIPv4;
+  } else if (*fam == "ipv6") {
+    d.families = DesiredState::Families::kIPv6;
+  } else if (*fam == "both") {
+    d.families = DesiredState::Families::kBoth;
+  } else {
+    return Err("/family", "unknown family '" + *fam + "' (expected ipv4, ipv6 or both)");
+  }
+  // With "both" the rules are parsed as IPv4; applying them to IPv6 (and any per-family translation) is the
+  // planner's job, which validates them again for each family.
+  Family parse_family = d.families == DesiredState::Families::kIPv6 ? Family::kIPv6 : Family::kIPv4;
+
+  // "chains" is required: an absent list would silently remove every owned chain.
+  const Json* chains = Member(j, "chains");
+  if (chains == nullptr) return Err("/chains", "required field is missing (an empty list removes all owned chains)");
+  IPTKIT_RETURN_IF_ERROR(Expect(*chains, "/chains", chains->is_array(), "array of chains"));
+  for (size_t i = 0; i < chains->size(); ++i) {
+    std::string p = "/chains/" + std::to_string(i);
+    const Json& c = (*chains)[i];
+    IPTKIT_RETURN_IF_ERROR(ExpectObject(c, p));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(c, p, {"table", "name", "rules"}));
+    OwnedChain chain;
+    if (const Json* t = Member(c, "table")) {
+      IPTKIT_ASSIGN_OR_RETURN(chain.table, GetTable(*t, PointerJoin(p, "table")));
+    }
+    IPTKIT_ASSIGN_OR_RETURN(chain.name, RequiredString(c, "name", p));
+    if (Status s = ValidateChainName(chain.name); !s.ok()) return Err(PointerJoin(p, "name"), s.message());
+    const Json* rules = Member(c, "rules");
+    if (rules == nullptr) return Err(PointerJoin(p, "rules"), "required field is missing");
+    IPTKIT_RETURN_IF_ERROR(Expect(*rules, PointerJoin(p, "rules"), rules->is_array(), "array of rules"));
+    for (size_t k = 0; k < rules->size(); ++k) {
+      IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson((*rules)[k], parse_family,
+                                                         PointerJoin(PointerJoin(p, "rules"), std::to_string(k)),
+                                                         spec, RuleKeys::kBare));
+      chain.rules.push_back(std::move(in.rule));
+    }
+    d.chains.push_back(std::move(chain));
+  }
+  if (const Json* hooks = Member(j, "hooks")) {
+    IPTKIT_RETURN_IF_ERROR(Expect(*hooks, "/hooks", hooks->is_array(), "array of hook rules"));
+    for (size_t i = 0; i < hooks->size(); ++i) {
+      std::string p = "/hooks/" + std::to_string(i);
+      const Json& h = (*hooks)[i];
+      IPTKIT_RETURN_IF_ERROR(ExpectObject(h, p));
+      HookRule hook;
+      if (const Json* t = Member(h, "table")) {
+        IPTKIT_ASSIGN_OR_RETURN(hook.table, GetTable(*t, PointerJoin(p, "table")));
+      }
+      IPTKIT_ASSIGN_OR_RETURN(hook.chain, RequiredString(h, "chain", p));
+      if (!IsBuiltinChain(hook.table, hook.chain)) {
+        return Err(PointerJoin(p, "chain"), "'" + hook.chain + "' is not a builtin chain of table " + hook.table);
+      }
+      IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> pos, OptionalString(h, "position", p));
+      if (!pos || *pos == "first") {
+        hook.position = HookRule::Position::kFirst;
+      } else if (*pos == "last") {
+        hook.position = HookRule::Position::kLast;
+      } else {
+        return Err(PointerJoin(p, "position"), "expected first or last, got '" + *pos + "'");
+      }
+      Json rule = h;
+      for (std::string_view k : {"table", "chain", "position"}) rule.erase(std::string(k));
+      IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson(rule, parse_family, p, spec, RuleKeys::kBare));
+      hook.rule = std::move(in.rule);
+      d.hooks.push_back(std::move(hook));
+    }
+  }
+  return d;
+}
+
+// ---- Results ----
+
+Json CommitResultToJson(const CommitResult& result) {
+  Json tables = Json::array();
+  for (const TableCommit& t : result.tables) tables.push_back(TableCommitToJson(t));
+  Json j = Json::object();
+  j["dry_run"] = result.dry_run;
+  j["tables"] = std::move(tables);
+  return j;
+}
+
+Json ApplyPlanToJson(const ApplyPlan& plan) {
+  Json steps = Json::array();
+  for (const PlanStep& s : plan.steps) {
+    Json sj = Json::object();
+    sj["family"] = FamilyName(s.family);
+    sj["table"] = s.table;
+    sj["description"] = s.description;
+    steps.push_back(std::move(sj));
+  }
+  Json tables = Json::array();
+  for (const TableCommit& t : plan.tables) tables.push_back(TableCommitToJson(t));
+  Json j = Json::object();
+  j["changed"] = plan.changed();
+  j["steps"] = std::move(steps);
+  j["tables"] = std::move(tables);
+  j["warnings"] = plan.warnings;
+  return j;
+}
+
+Json FirewallInfoToJson(const FirewallInfo& info) {
+  Json variants = Json::array();
+  for (const VariantTables& v : info.variants) {
+    Json tables = Json::array();
+    for (const VariantTables::TableRules& t : v.tables) {
+      Json tj = Json::object();
+      tj["family"] = FamilyName(t.family);
+      tj["table"] = t.table;
+      tj["rules"] = t.rules;
+      tj["representable"] = t.representable;
+      tables.push_back(std::move(tj));
+    }
+    Json vj = Json::object();
+    vj["variant"] = v.variant;
+    vj["version"] = v.version;
+    vj["tables"] = std::move(tables);
+    variants.push_back(std::move(vj));
+  }
+  Json foreign = Json::array();
+  for (const ForeignNftChain& c : info.foreign_nft) {
+    Json cj = Json::object();
+    cj["family"] = c.family;
+    cj["table"] = c.table;
+    cj["chain"] = c.chain;
+    cj["hook"] = c.hook;
+    cj["priority"] = c.priority;
+    foreign.push_back(std::move(cj));
+  }
+  Json j = Json::object();
+  j["backend"] = info.backend;
+  j["netns"] = info.netns;
+  j["variants"] = std::move(variants);
+  j["foreign_nft"] = std::move(foreign);
+  j["warnings"] = info.warnings;
+  return j;
+}
+
+}  // namespace iptkit::json

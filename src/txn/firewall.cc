@@ -1,0 +1,235 @@
+// Firewall: queries, Commit and Restore (declarative PlanApply/Apply live in firewall_apply.cc, Open in
+// firewall_open.cc so that users of WithBackend do not need the backend factory).
+#include "iptkit/firewall.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "iptkit/dialect.h"
+#include "src/backend/backend.h"
+#include "src/backend/fake/table_sim.h"
+#include "src/txn/firewall_internal.h"
+
+namespace iptkit {
+
+namespace txn {
+
+Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families) {
+  Snapshots snapshots;
+  for (Family family : families) {
+    if (snapshots.count(family) != 0) continue;
+    Result<Ruleset> rs = backend.Read(family);
+    if (!rs.ok()) return rs.status().WithContext("reading the " + std::string(FamilyName(family)) + " snapshot");
+    rs->family = family;
+    snapshots.emplace(family, *std::move(rs));
+  }
+  return snapshots;
+}
+
+namespace {
+
+bool Empty(const backend::TableBatch& batch) { return batch.ops.empty() && !batch.flush_table; }
+
+std::string TableName(const backend::TableBatch& batch) {
+  return std::string(FamilyName(batch.family)) + " " + batch.table;
+}
+
+}  // namespace
+
+CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run) {
+  CommitResult result;
+  result.dry_run = dry_run;
+  for (const auto& t : tables) {
+    if (Empty(t.batch)) continue;
+    result.tables.push_back({t.batch.family, t.batch.table, backend::RenderRestoreBlock(t.batch)});
+  }
+  return result;
+}
+
+Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<PlannedTable>& tables,
+                                   const CommitOptions& options) {
+  CommitResult result = RenderPlanned(tables, options.dry_run);
+  if (options.dry_run) return result;
+
+  std::vector<size_t> to_commit;
+  for (size_t i = 0; i < tables.size(); ++i) {
+    if (!Empty(tables[i].batch)) to_commit.push_back(i);
+  }
+  for (size_t k = 0; k < to_commit.size(); ++k) {
+    const PlannedTable& failed = tables[to_commit[k]];
+    Status status = backend.Commit(failed.batch);
+    if (status.ok()) continue;
+
+    // Undo tables k-1..0, newest first; keep going when one inverse fails so that as much as possible is undone.
+    std::string rolled_back;
+    std::string rollback_errors;
+    std::string left_changed;
+    std::string zeroed;
+    for (size_t j = k; j-- > 0;) {
+      const PlannedTable& done = tables[to_commit[j]];
+      if (done.irreversible) zeroed += (zeroed.empty() ? "" : ", ") + TableName(done.batch);
+      Status undo = Empty(done.inverse) ? Status::Ok() : backend.Commit(done.inverse);
+      if (undo.ok()) {
+        rolled_back += (rolled_back.empty() ? "" : ", ") + TableName(done.batch);
+      } else {
+        rollback_errors += "; rollback of " + TableName(done.batch) + " failed: " + undo.ToString();
+        left_changed += (left_changed.empty() ? "" : ", ") + TableName(done.batch);
+      }
+    }
+    std::string what = "commit of " + TableName(failed.batch) + " (table " + std::to_string(k + 1) + " of " +
+                       std::to_string(to_commit.size()) + ") failed";
+    std::string zero_note =
+        zeroed.empty() ? "" : " (counters zeroed in " + zeroed + " could not be restored)";
+    if (!rollback_errors.empty()) {
+      return Status::Internal(what + ": " + status.ToString() + rollback_errors + "; left changed: " + left_changed +
+                              (rolled_back.empty() ? "" : "; rolled back: " + rolled_back) + zero_note);
+    }
+    if (!rolled_back.empty()) what += ", rolled back " + rolled_back + zero_note;
+    return Status(status.code(), what + ": " + status.message());
+  }
+  return result;
+}
+
+Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
+                                  const std::vector<Family>& families, const CommitOptions& options,
+                                  const PlanFunction& plan) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
+  IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(snapshots));
+  if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
+  return CommitBatches(backend, planned, options);
+}
+
+}  // namespace txn
+
+namespace {
+
+using backend::TableOp;
+
+TableOp MakeOp(TableOp::Kind kind, std::string chain, Rule rule = {}, std::string arg = {}) {
+  TableOp op;
+  op.kind = kind;
+  op.chain = std::move(chain);
+  op.rule = std::move(rule);
+  op.arg = std::move(arg);
+  return op;
+}
+
+// The batch a restore of `table` (parsed from the user's text) sends.
+Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, const Table& current,
+                                         const Firewall::RestoreOptions& options) {
+  backend::TableBatch batch;
+  batch.family = family;
+  batch.table = table.name;
+  batch.flush_table = !options.noflush;
+  batch.with_counters = options.counters;
+  for (const auto& chain : table.chains) {
+    const bool builtin = IsBuiltinChain(table.name, chain.name);
+    if (chain.builtin() != builtin) {
+      return Status::InvalidArgument("table " + table.name + ": chain " + chain.name +
+                                     (builtin ? " is builtin and needs a policy" : " is not builtin; use '-' as policy"));
+    }
+    if (builtin) {
+      // A whole-table restore sets every declared policy. With --noflush the declarations are ignored: a
+      // builtin declaration there would reset an admin's policy (DESIGN.md §5); policies change only by -P.
+      if (!options.noflush) {
+        TableOp op = MakeOp(TableOp::Kind::kPolicy, chain.name, {}, *chain.policy);
+        op.rule.counters = chain.counters;
+        batch.ops.push_back(std::move(op));
+      }
+    } else if (!options.noflush || current.FindChain(chain.name) == nullptr) {
+      // --noflush: an existing user chain is appended to, never flushed (unlike iptables-restore's ":NAME -").
+      batch.ops.push_back(MakeOp(TableOp::Kind::kNewChain, chain.name));
+    }
+  }
+  for (const auto& chain : table.chains) {
+    for (Rule rule : chain.rules) {
+      if (!options.counters) rule.counters = {};
+      batch.ops.push_back(MakeOp(TableOp::Kind::kAppend, chain.name, std::move(rule)));
+    }
+  }
+  return batch;
+}
+
+}  // namespace
+
+Firewall::Firewall(std::unique_ptr<backend::Backend> backend, FirewallOptions options)
+    : backend_(std::move(backend)), options_(std::move(options)) {}
+
+Firewall::~Firewall() = default;
+
+std::unique_ptr<Firewall> Firewall::WithBackend(std::unique_ptr<backend::Backend> backend,
+                                                const FirewallOptions& options) {
+  return std::unique_ptr<Firewall>(new Firewall(std::move(backend), options));
+}
+
+Result<Ruleset> Firewall::List(Family family, std::optional<std::string> table) {
+  return backend_->Read(family, table);
+}
+
+Result<std::string> Firewall::Save(Family family, std::optional<std::string> table, bool counters) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
+  return FormatSave(rs, {.counters = counters});
+}
+
+Result<bool> Firewall::Check(Family family, const std::string& table, const std::string& chain, const Rule& rule) {
+  IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
+  const Table* t = rs.FindTable(table);
+  const Chain* c = t == nullptr ? nullptr : t->FindChain(chain);
+  if (c == nullptr) {
+    return Status::NotFound("chain '" + chain + "' does not exist in " + std::string(FamilyName(family)) + " " +
+                            table);
+  }
+  return backend::FindRule(*c, canon.front()) >= 0;
+}
+
+Result<FirewallInfo> Firewall::Info() {
+  IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, backend_->Info());
+  if (info.backend.empty()) info.backend = backend_->name();
+  info.netns = options_.netns;
+  return info;
+}
+
+Result<Rule> Firewall::Canonicalize(Family family, const std::string& table, const Rule& rule) {
+  IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
+  if (canon.size() != 1) return Status::Internal("backend returned " + std::to_string(canon.size()) + " rules");
+  return std::move(canon.front());
+}
+
+Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOptions& options) {
+  if (txn.empty()) return CommitResult{.tables = {}, .dry_run = options.dry_run};
+  return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options,
+                           [&](const txn::Snapshots& snapshots) {
+                             return txn::PlanTransaction(*backend_, txn, snapshots);
+                           });
+}
+
+Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family));
+  if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
+  for (size_t i = 0; i < parsed.tables.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (parsed.tables[i].name == parsed.tables[j].name) {
+        return Status::InvalidArgument("restore text names table " + parsed.tables[i].name + " twice");
+      }
+    }
+  }
+  return txn::LockedCommit(
+      *backend_, options_, {family}, {.dry_run = options.dry_run},
+      [&](const txn::Snapshots& snapshots) -> Result<std::vector<txn::PlannedTable>> {
+        const Ruleset& snapshot = snapshots.at(family);
+        std::vector<txn::PlannedTable> planned;
+        for (const auto& table : parsed.tables) {
+          IPTKIT_ASSIGN_OR_RETURN(Table current, txn::SnapshotTable(snapshot, table.name));
+          IPTKIT_ASSIGN_OR_RETURN(backend::TableBatch batch, RestoreBatch(family, table, current, options));
+          IPTKIT_ASSIGN_OR_RETURN(txn::PlannedTable p, txn::PlanBatch(snapshot, std::move(batch)));
+          planned.push_back(std::move(p));
+        }
+        return planned;
+      });
+}
+
+}  // namespace iptkit

@@ -1,0 +1,52 @@
+// Internal pieces of Firewall shared by firewall.cc (Commit, Restore) and firewall_apply.cc (declarative apply):
+// reading snapshots, committing planned tables with rollback, and the locked read → plan → commit sequence.
+//
+// Thread-safety: as Firewall (one thread at a time per Backend).
+//
+//   // Inside a Firewall member, with a planner that turns snapshots into per-table batches:
+//   return txn::LockedCommit(backend(), options_, {Family::kIPv4}, options,
+//       [&](const txn::Snapshots& snaps) -> Result<std::vector<txn::PlannedTable>> {
+//         IPTKIT_ASSIGN_OR_RETURN(auto table, txn::PlanBatch(snaps.at(Family::kIPv4), MyBatch()));
+//         return std::vector<txn::PlannedTable>{std::move(table)};
+//       });
+#ifndef IPTKIT_SRC_TXN_FIREWALL_INTERNAL_H_
+#define IPTKIT_SRC_TXN_FIREWALL_INTERNAL_H_
+
+#include <functional>
+#include <vector>
+
+#include "iptkit/firewall.h"
+#include "iptkit/status.h"
+#include "iptkit/transaction.h"
+#include "src/backend/backend.h"
+#include "src/txn/planner.h"
+
+namespace iptkit::txn {
+
+// Reads Backend::Read(family) for each family (duplicates read once).
+Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families);
+
+// The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.
+CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run);
+
+// Commits tables[0], tables[1], ... in order (options.dry_run: sends nothing and returns RenderPlanned).
+// Batches without ops are skipped. When table k fails, commits the inverse batches of tables k-1..0 (in that
+// order) and returns table k's error (same code) prefixed with which table failed, e.g.
+// "commit of ipv4 nat (table 2 of 2) failed, ipv4 filter rolled back: <backend error>". If an inverse fails too,
+// returns Internal naming the original error, each failed inverse and which tables are left changed; the other
+// inverses are still attempted.
+Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<PlannedTable>& tables,
+                                   const CommitOptions& options);
+
+// Plans from snapshots (called with the lock held).
+using PlanFunction = std::function<Result<std::vector<PlannedTable>>(const Snapshots&)>;
+
+// The whole write path: backend.Lock(fw_options.wait) held throughout; ReadSnapshots(families); plan(snapshots);
+// fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches.
+Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
+                                  const std::vector<Family>& families, const CommitOptions& options,
+                                  const PlanFunction& plan);
+
+}  // namespace iptkit::txn
+
+#endif  // IPTKIT_SRC_TXN_FIREWALL_INTERNAL_H_

@@ -1,0 +1,13 @@
+// Firewall::Open: the only part of Firewall that needs the backend factory (backend_factory.cc).
+#include "iptkit/firewall.h"
+#include "src/backend/backend.h"
+
+namespace iptkit {
+
+Result<std::unique_ptr<Firewall>> Firewall::Open(const FirewallOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> backend,
+                          backend::MakeBackend(options.backend, {.netns = options.netns, .wait = options.wait}));
+  return WithBackend(std::move(backend), options);
+}
+
+}  // namespace iptkit

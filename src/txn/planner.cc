@@ -1,0 +1,462 @@
+#include "src/txn/planner.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "iptkit/dialect.h"
+#include "src/backend/fake/table_sim.h"
+
+namespace iptkit::txn {
+namespace {
+
+using backend::TableBatch;
+using backend::TableOp;
+using TKind = TableOp::Kind;
+
+std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string TableName(Family family, std::string_view table) {
+  return std::string(FamilyName(family)) + " " + std::string(table);
+}
+
+TableOp MakeTableOp(TKind kind, std::string chain, Rule rule = {}, int index = 0, std::string arg = {}) {
+  TableOp op;
+  op.kind = kind;
+  op.chain = std::move(chain);
+  op.rule = std::move(rule);
+  op.index = index;
+  op.arg = std::move(arg);
+  return op;
+}
+
+// Undoes the presence of the rule at 1-based `pos` of `chain`. By spec when that is the first occurrence of the
+// spec (-D by spec is race-free); otherwise an earlier equal rule exists and -D by spec would remove that one, so
+// the position is used, guarded by -C (a residual race with a foreign writer moving rules in between, which on
+// legacy cannot happen while the xtables lock is held).
+std::vector<TableOp> RemoveInverse(const Chain& chain, int pos) {
+  const Rule& rule = chain.rules[pos - 1];
+  if (backend::FindRule(chain, rule) == pos - 1) return {MakeTableOp(TKind::kDelete, chain.name, rule)};
+  return {MakeTableOp(TKind::kCheck, chain.name, rule), MakeTableOp(TKind::kDeleteAt, chain.name, {}, pos)};
+}
+
+// Puts `rule` (with its counters) back at 1-based `pos` of a chain that has `size` rules now.
+TableOp ReinsertInverse(const std::string& chain, size_t size, int pos, const Rule& rule) {
+  if (static_cast<size_t>(pos) == size + 1) return MakeTableOp(TKind::kAppend, chain, rule);
+  return MakeTableOp(TKind::kInsert, chain, rule, pos);
+}
+
+// Applies `op` to `sim` and returns the ops that undo it (to be run in order, after the inverses of every later
+// op). On error `sim` is unchanged.
+Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const TableOp& op, bool with_counters) {
+  // What the op is about to remove, read before applying.
+  const Chain* before = op.chain.empty() ? nullptr : sim.FindChain(op.chain);
+  std::optional<Rule> removed;
+  int removed_pos = 0;
+  if (before != nullptr) {
+    if (op.kind == TKind::kDelete) {
+      int at = backend::FindRule(*before, op.rule);
+      if (at >= 0) {
+        removed = before->rules[at];
+        removed_pos = at + 1;
+      }
+    } else if ((op.kind == TKind::kDeleteAt || op.kind == TKind::kReplace) && op.index >= 1 &&
+               static_cast<size_t>(op.index) <= before->rules.size()) {
+      removed = before->rules[op.index - 1];
+      removed_pos = op.index;
+    }
+  }
+  std::vector<Chain> flushed;  // -F: the chains as they were
+  std::vector<std::string> deleted_chains;
+  if (op.kind == TKind::kFlush) {
+    for (const auto& c : sim.chains) {
+      if (op.chain.empty() || c.name == op.chain) flushed.push_back(c);
+    }
+  }
+  if (op.kind == TKind::kDeleteChain) {
+    for (const auto& c : sim.chains) {
+      if (op.chain.empty() ? !c.builtin() : c.name == op.chain) deleted_chains.push_back(c.name);
+    }
+  }
+  std::optional<std::string> old_policy;
+  Counters old_policy_counters;
+  if (op.kind == TKind::kPolicy && before != nullptr) {
+    old_policy = before->policy;
+    old_policy_counters = before->counters;
+  }
+
+  IPTKIT_RETURN_IF_ERROR(backend::ApplyTableOp(family, sim, op, with_counters));
+
+  const Chain* after = op.chain.empty() ? nullptr : sim.FindChain(op.chain);
+  std::vector<TableOp> inverse;
+  switch (op.kind) {
+    case TKind::kAppend:
+      inverse = RemoveInverse(*after, static_cast<int>(after->rules.size()));
+      break;
+    case TKind::kInsert:
+      inverse = RemoveInverse(*after, op.index);
+      break;
+    case TKind::kCheck:
+    case TKind::kZero:  // counters cannot be given back
+      break;
+    case TKind::kDelete:
+    case TKind::kDeleteAt:
+      inverse.push_back(ReinsertInverse(op.chain, after->rules.size(), removed_pos, *removed));
+      break;
+    case TKind::kReplace:
+      inverse = RemoveInverse(*after, op.index);
+      inverse.push_back(ReinsertInverse(op.chain, after->rules.size() - 1, removed_pos, *removed));
+      break;
+    case TKind::kNewChain:
+      inverse.push_back(MakeTableOp(TKind::kDeleteChain, op.chain));
+      break;
+    case TKind::kDeleteChain:
+      for (const auto& name : deleted_chains) inverse.push_back(MakeTableOp(TKind::kNewChain, name));
+      break;
+    case TKind::kRenameChain:
+      inverse.push_back(MakeTableOp(TKind::kRenameChain, op.arg, {}, 0, op.chain));
+      break;
+    case TKind::kFlush:
+      for (const auto& c : flushed) {
+        for (const auto& r : c.rules) inverse.push_back(MakeTableOp(TKind::kAppend, c.name, r));
+      }
+      break;
+    case TKind::kPolicy: {
+      TableOp undo = MakeTableOp(TKind::kPolicy, op.chain, {}, 0, old_policy.value_or("ACCEPT"));
+      undo.rule.counters = old_policy_counters;
+      inverse.push_back(std::move(undo));
+      break;
+    }
+  }
+  return inverse;
+}
+
+// Simulates and inverts a sequence of table ops; used for transactions and raw batches.
+class TableSimulation {
+ public:
+  TableSimulation(Family family, Table table) : family_(family), sim_(std::move(table)) {}
+
+  Table& table() { return sim_; }
+
+  // Applies op (as a batch with with_counters) and records it in the forward batch and its inverse.
+  Status Emit(TableOp op, bool with_counters = false) {
+    IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inv, ApplyAndInvert(family_, sim_, op, with_counters));
+    if (op.kind == TKind::kZero) irreversible_ = true;
+    forward_.push_back(std::move(op));
+    inverses_.push_back(std::move(inv));
+    return Status::Ok();
+  }
+
+  std::vector<TableOp> TakeForward() { return std::move(forward_); }
+  std::vector<TableOp> Inverse() const {
+    std::vector<TableOp> out;
+    for (auto it = inverses_.rbegin(); it != inverses_.rend(); ++it) out.insert(out.end(), it->begin(), it->end());
+    return out;
+  }
+  bool irreversible() const { return irreversible_; }
+
+ private:
+  Family family_;
+  Table sim_;
+  std::vector<TableOp> forward_;
+  std::vector<std::vector<TableOp>> inverses_;
+  bool irreversible_ = false;
+};
+
+std::string DescribeOp(size_t number, const Op& op) {
+  std::string s = "op " + std::to_string(number) + " (" + std::string(OpKindName(op.kind)) + " " +
+                  TableName(op.family, op.table);
+  if (!op.chain.empty()) s += " " + op.chain;
+  if (op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kDeleteAt || op.kind == Op::Kind::kReplace) {
+    s += " " + std::to_string(op.index);
+  }
+  return s + ")";
+}
+
+bool HasRule(Op::Kind kind) {
+  return kind == Op::Kind::kAppend || kind == Op::Kind::kInsert || kind == Op::Kind::kDelete ||
+         kind == Op::Kind::kReplace;
+}
+
+Result<const Chain*> NeedChain(const Table& table, const std::string& chain) {
+  if (chain.empty()) return Status::InvalidArgument("no chain given");
+  const Chain* c = table.FindChain(chain);
+  if (c == nullptr) return Status::NotFound("chain " + Quoted(chain) + " does not exist in table " + table.name);
+  return c;
+}
+
+Result<const Chain*> NeedUserChain(const Table& table, const std::string& chain, std::string_view verb) {
+  IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, chain));
+  if (c->builtin()) return Status::InvalidArgument("cannot " + std::string(verb) + " builtin chain " + Quoted(chain));
+  return c;
+}
+
+// The rule at `index` of `chain`, checked against `expect`, and that it can be addressed race-free by its spec
+// (its first occurrence in the chain is at `index`, DESIGN.md §5).
+Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect) {
+  if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
+  if (static_cast<size_t>(index) > chain.rules.size()) {
+    return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
+                            std::to_string(chain.rules.size()) + " rules");
+  }
+  const Rule& at = chain.rules[index - 1];
+  if (expect && !backend::SameRule(at, *expect)) {
+    return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " is " +
+                                      Quoted(FormatRuleSpec(at)) + ", expected " + Quoted(FormatRuleSpec(*expect)));
+  }
+  int first = backend::FindRule(chain, at);
+  if (first != index - 1) {
+    return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " (" +
+                                      Quoted(FormatRuleSpec(at)) + ") also occurs earlier, at " +
+                                      std::to_string(first + 1) +
+                                      "; it cannot be addressed by position race-free");
+  }
+  return at;
+}
+
+// Renders one transaction op into table ops on the simulation, with op-level checks that give better messages
+// than the table-op level ones.
+Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
+  const Table& table = sim.table();
+  switch (op.kind) {
+    case Op::Kind::kAppend: {
+      IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
+      return sim.Emit(MakeTableOp(TKind::kAppend, op.chain, op.rule));
+    }
+    case Op::Kind::kInsert: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
+        return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
+                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
+      }
+      return sim.Emit(MakeTableOp(TKind::kInsert, op.chain, op.rule, op.index));
+    }
+    case Op::Kind::kDelete: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      if (backend::FindRule(*c, op.rule) < 0) {
+        return Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
+      }
+      return sim.Emit(MakeTableOp(TKind::kDelete, op.chain, op.rule));
+    }
+    case Op::Kind::kDeleteAt: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kCheck, op.chain, old)));
+      return sim.Emit(MakeTableOp(TKind::kDelete, op.chain, old));
+    }
+    case Op::Kind::kReplace: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      // Checked before anything is emitted so that a bad new rule names the replace, not a half of it.
+      IPTKIT_RETURN_IF_ERROR(backend::CheckRule(family, table, op.chain, op.rule));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kCheck, op.chain, old)));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kDelete, op.chain, old)));
+      return sim.Emit(MakeTableOp(TKind::kInsert, op.chain, op.rule, op.index));
+    }
+    case Op::Kind::kCreateChain: {
+      IPTKIT_RETURN_IF_ERROR(ValidateChainName(op.chain));
+      if (table.FindChain(op.chain) != nullptr) {
+        return Status::AlreadyExists("chain " + Quoted(op.chain) + " already exists in table " + table.name);
+      }
+      return sim.Emit(MakeTableOp(TKind::kNewChain, op.chain));
+    }
+    case Op::Kind::kDeleteChain: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedUserChain(table, op.chain, "delete"));
+      std::vector<backend::RuleRef> refs = backend::FindReferences(table, op.chain);
+      if (!op.cascade) {
+        if (!refs.empty()) {
+          return Status::FailedPrecondition("chain " + Quoted(op.chain) + " is referenced by " +
+                                            std::to_string(refs.size()) + " rule(s): " +
+                                            backend::DescribeReferences(table, refs) +
+                                            " (delete them first or use cascade)");
+        }
+        if (!c->rules.empty()) {
+          return Status::FailedPrecondition("chain " + Quoted(op.chain) + " is not empty (" +
+                                            std::to_string(c->rules.size()) +
+                                            " rules; flush it first or use cascade)");
+        }
+        return sim.Emit(MakeTableOp(TKind::kDeleteChain, op.chain));
+      }
+      const bool has_rules = !c->rules.empty();
+      for (const auto& ref : refs) IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kDelete, ref.chain, ref.rule)));
+      if (has_rules) IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kFlush, op.chain)));
+      return sim.Emit(MakeTableOp(TKind::kDeleteChain, op.chain));
+    }
+    case Op::Kind::kRenameChain: {
+      IPTKIT_RETURN_IF_ERROR(NeedUserChain(table, op.chain, "rename").status());
+      IPTKIT_RETURN_IF_ERROR(ValidateChainName(op.new_name));
+      if (table.FindChain(op.new_name) != nullptr) {
+        return Status::AlreadyExists("chain " + Quoted(op.new_name) + " already exists in table " + table.name);
+      }
+      return sim.Emit(MakeTableOp(TKind::kRenameChain, op.chain, {}, 0, op.new_name));
+    }
+    case Op::Kind::kFlush:
+    case Op::Kind::kZero: {
+      if (!op.chain.empty()) IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
+      return sim.Emit(MakeTableOp(op.kind == Op::Kind::kFlush ? TKind::kFlush : TKind::kZero, op.chain));
+    }
+    case Op::Kind::kPolicy: {
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      if (!c->builtin()) {
+        return Status::InvalidArgument("cannot set a policy on user chain " + Quoted(op.chain) +
+                                       " (only builtin chains have one)");
+      }
+      if (op.policy != "ACCEPT" && op.policy != "DROP") {
+        return Status::InvalidArgument("bad policy " + Quoted(op.policy) + " (expected ACCEPT or DROP)");
+      }
+      return sim.Emit(MakeTableOp(TKind::kPolicy, op.chain, {}, 0, op.policy));
+    }
+  }
+  return Status::Internal("unknown op kind");
+}
+
+// A batch that rebuilds `table` whole (builtin policies, user chains, rules, all with counters).
+TableBatch PreimageBatch(Family family, const Table& table) {
+  TableBatch batch;
+  batch.family = family;
+  batch.table = table.name;
+  batch.flush_table = true;
+  batch.with_counters = true;
+  for (const auto& c : table.chains) {
+    if (c.builtin()) {
+      TableOp op = MakeTableOp(TKind::kPolicy, c.name, {}, 0, *c.policy);
+      op.rule.counters = c.counters;
+      batch.ops.push_back(std::move(op));
+    } else {
+      batch.ops.push_back(MakeTableOp(TKind::kNewChain, c.name));
+    }
+  }
+  for (const auto& c : table.chains) {
+    for (const auto& r : c.rules) batch.ops.push_back(MakeTableOp(TKind::kAppend, c.name, r));
+  }
+  return batch;
+}
+
+}  // namespace
+
+std::vector<Family> InvolvedFamilies(const Transaction& txn) {
+  std::vector<Family> families;
+  for (const auto& op : txn.ops()) {
+    if (std::find(families.begin(), families.end(), op.family) == families.end()) families.push_back(op.family);
+  }
+  return families;
+}
+
+Result<Table> SnapshotTable(const Ruleset& snapshot, const std::string& table) {
+  if (const Table* t = snapshot.FindTable(table)) return *t;
+  return backend::NewTable(table);
+}
+
+Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
+                                                  const Snapshots& snapshots) {
+  struct Group {
+    Family family;
+    std::string table;
+    std::vector<size_t> ops;  // indices into txn.ops()
+  };
+  std::vector<Group> groups;
+  for (size_t i = 0; i < txn.ops().size(); ++i) {
+    const Op& op = txn.ops()[i];
+    auto it = std::find_if(groups.begin(), groups.end(),
+                           [&](const Group& g) { return g.family == op.family && g.table == op.table; });
+    if (it == groups.end()) {
+      groups.push_back({op.family, op.table, {}});
+      it = groups.end() - 1;
+    }
+    it->ops.push_back(i);
+  }
+
+  std::vector<PlannedTable> planned;
+  for (const Group& group : groups) {
+    const std::string where = TableName(group.family, group.table);
+    auto snap = snapshots.find(group.family);
+    if (snap == snapshots.end()) return Status::Internal("no snapshot of " + std::string(FamilyName(group.family)));
+    Result<Table> table = SnapshotTable(snap->second, group.table);
+    if (!table.ok()) return table.status().WithContext(DescribeOp(group.ops.front() + 1, txn.ops()[group.ops.front()]));
+    if (!table->unrepresentable_reason.empty()) {
+      return Status::FailedPrecondition("table " + where + " is unrepresentable (" + table->unrepresentable_reason +
+                                        "); iptkit does not rewrite it");
+    }
+
+    // Local rule checks, then one canonicalization call for every rule of the table.
+    std::vector<Op> ops;
+    std::vector<Rule> rules;
+    for (size_t i : group.ops) {
+      const Op& op = txn.ops()[i];
+      if (HasRule(op.kind)) {
+        IPTKIT_RETURN_IF_ERROR(ValidateRule(op.rule, op.family).WithContext(DescribeOp(i + 1, op)));
+        rules.push_back(op.rule);
+      }
+      if (op.expect) {
+        IPTKIT_RETURN_IF_ERROR(ValidateRule(*op.expect, op.family).WithContext(DescribeOp(i + 1, op) + " expect"));
+        rules.push_back(*op.expect);
+      }
+      ops.push_back(op);
+    }
+    if (!rules.empty()) {
+      Result<std::vector<Rule>> canon = backend.Canonicalize(group.family, group.table, rules);
+      if (!canon.ok()) return canon.status().WithContext("canonicalizing the rules of " + where);
+      if (canon->size() != rules.size()) {
+        return Status::Internal("backend " + backend.name() + " returned " + std::to_string(canon->size()) +
+                                " canonical rules for " + std::to_string(rules.size()));
+      }
+      size_t next = 0;
+      for (Op& op : ops) {
+        if (HasRule(op.kind)) op.rule = (*canon)[next++];
+        if (op.expect) op.expect = (*canon)[next++];
+      }
+    }
+
+    TableSimulation sim(group.family, *std::move(table));
+    for (size_t k = 0; k < ops.size(); ++k) {
+      Status s = PlanOp(group.family, sim, ops[k]);
+      if (!s.ok()) return s.WithContext(DescribeOp(group.ops[k] + 1, ops[k]));
+    }
+    Status graph = backend::CheckTableGraph(group.family, sim.table());
+    if (!graph.ok()) return graph.WithContext("table " + where + " after the transaction");
+
+    PlannedTable p;
+    p.irreversible = sim.irreversible();
+    p.batch.family = p.inverse.family = group.family;
+    p.batch.table = p.inverse.table = group.table;
+    p.inverse.with_counters = true;
+    p.inverse.ops = sim.Inverse();
+    p.batch.ops = sim.TakeForward();
+    planned.push_back(std::move(p));
+  }
+  // Tables that zero counters commit last: a failure of any other table then rolls back completely.
+  std::stable_partition(planned.begin(), planned.end(), [](const PlannedTable& p) { return !p.irreversible; });
+  return planned;
+}
+
+Result<PlannedTable> PlanBatch(const Ruleset& snapshot, TableBatch batch) {
+  const std::string where = TableName(snapshot.family, batch.table);
+  IPTKIT_ASSIGN_OR_RETURN(Table table, SnapshotTable(snapshot, batch.table));
+  if (!table.unrepresentable_reason.empty()) {
+    return Status::FailedPrecondition("table " + where + " is unrepresentable (" + table.unrepresentable_reason +
+                                      "); iptkit does not rewrite it");
+  }
+  PlannedTable p;
+  if (batch.flush_table) p.inverse = PreimageBatch(snapshot.family, table);
+  if (batch.flush_table) backend::ResetTable(table);
+  TableSimulation sim(snapshot.family, std::move(table));
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    Status s = sim.Emit(batch.ops[i], batch.with_counters);
+    if (!s.ok()) {
+      return s.WithContext(where + " op " + std::to_string(i + 1) + " (" + backend::DescribeTableOp(batch.ops[i]) +
+                           ")");
+    }
+  }
+  IPTKIT_RETURN_IF_ERROR(backend::CheckTableGraph(snapshot.family, sim.table()).WithContext("table " + where));
+  p.irreversible = sim.irreversible();
+  if (!batch.flush_table) {
+    p.inverse.family = snapshot.family;
+    p.inverse.table = batch.table;
+    p.inverse.with_counters = true;
+    p.inverse.ops = sim.Inverse();
+  }
+  batch.family = snapshot.family;
+  p.batch = std::move(batch);
+  return p;
+}
+
+}  // namespace iptkit::txn

@@ -1,0 +1,80 @@
+// Planner (internal): turns a Transaction into per-table backend batches, validated locally against snapshots,
+// each with the guarded inverse batch that undoes it (DESIGN.md §5-§6).
+//
+// Planning is pure apart from one Backend::Canonicalize call per (family, table): it simulates every op on a
+// copy of the snapshot, so everything iptables would reject for state reasons (missing chain or jump target,
+// referenced chain, policy on a user chain, index out of range, target not allowed in the table/hook) fails
+// here with the op named, before anything is sent.
+//
+// Thread-safety: free functions; the Backend is used by the calling thread only.
+//
+//   IPTKIT_ASSIGN_OR_RETURN(auto snapshots, ReadSnapshots(backend, InvolvedFamilies(txn)));
+//   IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> plan, PlanTransaction(backend, txn, snapshots));
+//   IPTKIT_ASSIGN_OR_RETURN(CommitResult done, CommitBatches(backend, plan, {}));   // firewall_internal.h
+#ifndef IPTKIT_SRC_TXN_PLANNER_H_
+#define IPTKIT_SRC_TXN_PLANNER_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "iptkit/transaction.h"
+#include "src/backend/backend.h"
+
+namespace iptkit::txn {
+
+// Whole-family snapshots as read from the backend (Backend::Read(family)). A table missing from a snapshot is
+// planned as freshly created (builtin chains, policy ACCEPT), which is what the kernel does on first use.
+using Snapshots = std::map<Family, Ruleset>;
+
+// One table's part of a transaction.
+struct PlannedTable {
+  // What is sent: one atomic commit.
+  backend::TableBatch batch;
+  // Undoes `batch` when committed right after it (used to roll back when a later table fails). Guarded: every op
+  // that removes a rule names it by spec (or is preceded by `-C CHAIN spec`), so on a table that changed in the
+  // meantime the inverse fails as a whole instead of removing a foreign rule. Re-added rules carry the counters
+  // of the snapshot (with_counters is set); packets counted between the snapshot and the rollback are lost.
+  // A flush_table batch's inverse is the table's pre-image (a flush_table batch itself).
+  backend::TableBatch inverse;
+  // `batch` zeroes counters (-Z); the old counters cannot be restored by `inverse`.
+  bool irreversible = false;
+};
+
+// Families in order of first appearance in `txn`.
+std::vector<Family> InvolvedFamilies(const Transaction& txn);
+
+// Plans `txn` against `snapshots` (which must hold every family InvolvedFamilies names):
+// - ops are grouped by (family, table) in order of first appearance, keeping op order within a table; tables
+//   whose batch zeroes counters are moved after the others (stable), so a failure of a later table can roll back
+//   everything except zeroed counters as often as possible;
+// - rules (and `expect` rules) are validated (ValidateRule) and canonicalized with one backend.Canonicalize call
+//   per table; a rule equals another when their canonical specs (FormatRuleSpec) are equal;
+// - position-based ops are rendered race-free: DeleteAt N (expecting S, or S = the snapshot's rule at N) becomes
+//   `-C CHAIN S` + `-D CHAIN S`, only when the first occurrence of S in the chain is at N (else
+//   FailedPrecondition); Replace N becomes `-C CHAIN old` + `-D CHAIN old` + `-I CHAIN N new` under the same rule;
+// - DeleteChain of a referenced chain fails with FailedPrecondition listing every referencing rule (table, chain,
+//   index, spec); with `cascade` those rules are deleted by spec and the chain is flushed in the same batch.
+// Error codes: InvalidArgument (bad names, rule, policy value, target placement, insert index, op on a builtin
+// chain that needs a user chain), NotFound (chain/rule/index missing), AlreadyExists (chain exists),
+// FailedPrecondition (chain not empty/referenced, snapshot moved, table unrepresentable). Messages start with the
+// op: "op 3 (delete_chain ipv4 filter FOO): ...".
+Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
+                                                  const Snapshots& snapshots);
+
+// Validates a raw batch by simulating it on the snapshot of its table (missing in `snapshot` = fresh table) and
+// computes its inverse, without canonicalizing (rules must already be as the kernel prints them). For
+// flush_table batches the inverse is the pre-image of the table (FailedPrecondition when the snapshot's table is
+// unrepresentable); for --noflush batches it is the guarded inverse described at PlannedTable. Errors name the op
+// ("op 4 (-D INPUT -j FOO): ...").
+Result<PlannedTable> PlanBatch(const Ruleset& snapshot, backend::TableBatch batch);
+
+// The table of `snapshot` named `table`, or a fresh one (builtin chains, policy ACCEPT) when it is absent.
+// InvalidArgument for a table name iptables does not know.
+Result<Table> SnapshotTable(const Ruleset& snapshot, const std::string& table);
+
+}  // namespace iptkit::txn
+
+#endif  // IPTKIT_SRC_TXN_PLANNER_H_
