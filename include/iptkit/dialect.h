@@ -29,20 +29,27 @@ struct Token {
 };
 
 // Splits one line the way iptables-restore does (xshared.c add_param_to_argv, v1.8.9): blanks separate tokens,
-// double quotes group, a backslash escapes the next character only inside quotes; single quotes are ordinary.
-// Errors (unterminated quote, a NUL/CR/newline byte) name the column.
+// double quotes group, a backslash escapes the next character only inside quotes; single quotes are ordinary;
+// `""` is an empty token and a closing quote ends its token (`"ab"cd` is two tokens).
+// Errors (unterminated quote, a NUL/CR/newline byte) name the column. Columns in error messages are 1-based
+// ("column 1" is the first byte); Token::column is 0-based.
 Result<std::vector<Token>> LexRestoreLine(std::string_view line);
 
 // Parses a rule spec: the text after "-A CHAIN " (or what a user types after the chain on the command line).
 // Accepts user input forms (implicit protocol match for `-p tcp --dport 22`, long option names such as
-// --source, options in any order) and iptables-save's form. Rejects host names, comma lists of addresses,
-// unknown extensions/options, newline/CR/NUL; the message names the token and its column.
+// --source, getopt abbreviations and "--opt=value", options in any order) and iptables-save's form. Extension
+// options are known from the system's libxtables; an extension that cannot be loaded in-process is parsed
+// generically. No canonicalization beyond iptables' own parsing (no "/32", no hex marks: the backend's job).
+// Rejects host names, comma lists of addresses, unknown extensions/options, missing values, `-f` in IPv6,
+// newline/CR/NUL; the message names the token and its column.
 Result<Rule> ParseRuleSpec(std::string_view spec, Family family);
 // The same from already split arguments (a CLI's argv after the chain name). Errors name the argument.
 Result<Rule> ParseRuleArgs(const std::vector<std::string>& args, Family family);
 
 // Prints a rule spec as iptables-save prints it (without "-A CHAIN "): header fields in save order, matches,
-// target, values quoted the way each extension's save function quotes them.
+// target, values quoted the way each extension's save function quotes them. One deliberate difference: a value
+// that iptables would print raw but that would not read back as the same single value (blanks, a '"', empty,
+// "!", "-j"-like first values, option-like later values) is quoted, so the text is always a faithful restore line.
 std::string FormatRuleSpec(const Rule& rule);
 
 // Parses iptables-save / ip6tables-save output (with or without "-c" counters; "#" comment lines ignored).
