@@ -103,6 +103,8 @@ class Backend {
 struct BackendOptions {
   std::string netns;  // "" = caller's, NAME or PATH
   std::chrono::milliseconds wait = std::chrono::seconds(10);
+  // The xtables lock iptables-legacy serializes on (per mount namespace). Configurable for tests.
+  std::string xtables_lock_path = "/run/xtables.lock";
 };
 
 // Creates the backend for `kind` (kAuto detects the variant holding rules). Defined in backend_factory.cc.

@@ -1,7 +1,13 @@
 // Rendering of TableBatches as iptables-restore input (DESIGN.md §5).
-// Note for the restore engineer: the lead wrote this file to unblock the txn tests. The flush_table encoding
-// (kPolicy ops with counters in op.rule.counters, kNewChain, then kAppend) is what src/txn/planner.cc
-// PreimageBatch produces; adapt rather than replace.
+//
+// Encoding (shared with src/txn/planner.cc PreimageBatch): in a flush_table batch the kPolicy ops declare the
+// builtin chains (policy counters in op.rule.counters) and the kNewChain ops declare user chains; everything is
+// printed the way iptables-save prints a table: builtin chains in hook order, then user chains in op order, then
+// the other ops. A builtin chain without a kPolicy op is declared "ACCEPT [0:0]": a flush_table batch starts
+// from an empty table (backend.h), and only a declaration makes both variants agree on that (iptables-legacy-
+// restore keeps an undeclared builtin chain's old policy, iptables-nft-restore recreates it with ACCEPT).
+// Incremental batches (--noflush) never declare chains: there a declaration resets a builtin chain's policy and
+// counters and flushes a user chain; they use -N and -P.
 #include <string>
 
 #include "iptkit/dialect.h"
@@ -10,8 +16,8 @@
 namespace iptkit::backend {
 namespace {
 
-std::string CounterPrefix(const Counters& c) {
-  return "[" + std::to_string(c.packets) + ":" + std::to_string(c.bytes) + "] ";
+std::string CounterText(const Counters& c) {
+  return "[" + std::to_string(c.packets) + ":" + std::to_string(c.bytes) + "]";
 }
 
 // "-A CHAIN" + " spec" (no trailing blank for an empty spec).
@@ -25,47 +31,69 @@ bool CarriesCounters(TableOp::Kind kind) {
   return kind == TableOp::Kind::kAppend || kind == TableOp::Kind::kInsert || kind == TableOp::Kind::kReplace;
 }
 
+bool IsDeclaration(const TableBatch& batch, const TableOp& op) {
+  return batch.flush_table && (op.kind == TableOp::Kind::kPolicy || op.kind == TableOp::Kind::kNewChain);
+}
+
 }  // namespace
 
 std::string RenderRestoreLine(const TableOp& op) {
   using K = TableOp::Kind;
   const std::string index = std::to_string(op.index);
   switch (op.kind) {
-    case K::kAppend: return WithSpec("-A " + op.chain, op.rule);
-    case K::kInsert: return WithSpec("-I " + op.chain + " " + index, op.rule);
-    case K::kCheck: return WithSpec("-C " + op.chain, op.rule);
-    case K::kDelete: return WithSpec("-D " + op.chain, op.rule);
-    case K::kDeleteAt: return "-D " + op.chain + " " + index;
-    case K::kReplace: return WithSpec("-R " + op.chain + " " + index, op.rule);
-    case K::kNewChain: return "-N " + op.chain;
-    case K::kDeleteChain: return "-X " + op.chain;
-    case K::kRenameChain: return "-E " + op.chain + " " + op.arg;
-    case K::kFlush: return op.chain.empty() ? "-F" : "-F " + op.chain;
-    case K::kZero: return op.chain.empty() ? "-Z" : "-Z " + op.chain;
-    case K::kPolicy: return "-P " + op.chain + " " + op.arg;
+    case K::kAppend:
+      return WithSpec("-A " + op.chain, op.rule);
+    case K::kInsert:
+      return WithSpec("-I " + op.chain + " " + index, op.rule);
+    case K::kCheck:
+      return WithSpec("-C " + op.chain, op.rule);
+    case K::kDelete:
+      return WithSpec("-D " + op.chain, op.rule);
+    case K::kDeleteAt:
+      return "-D " + op.chain + " " + index;
+    case K::kReplace:
+      return WithSpec("-R " + op.chain + " " + index, op.rule);
+    case K::kNewChain:
+      return "-N " + op.chain;
+    case K::kDeleteChain:
+      return "-X " + op.chain;
+    case K::kRenameChain:
+      return "-E " + op.chain + " " + op.arg;
+    case K::kFlush:
+      return op.chain.empty() ? "-F" : "-F " + op.chain;
+    case K::kZero:
+      return op.chain.empty() ? "-Z" : "-Z " + op.chain;
+    case K::kPolicy:
+      return "-P " + op.chain + " " + op.arg;
   }
   return "";
 }
 
 std::string RenderRestoreBlock(const TableBatch& batch) {
   std::string out = "*" + batch.table + "\n";
-  // A whole-table restore declares its chains the way iptables-save does: builtin chains with their policy (and
-  // counters), user chains with "-". Only such batches may declare chains: with --noflush a declaration resets a
-  // builtin chain's policy and flushes a user chain (DESIGN.md §5), so incremental batches use -N/-P instead.
   if (batch.flush_table) {
+    const Counters zero;
+    // Builtin chains: the last kPolicy op of each wins, as it would with -P lines.
+    for (const std::string& builtin : BuiltinChains(batch.table)) {
+      const TableOp* policy = nullptr;
+      for (const TableOp& op : batch.ops) {
+        if (op.kind == TableOp::Kind::kPolicy && op.chain == builtin) policy = &op;
+      }
+      out += ":" + builtin + " " + (policy ? policy->arg : std::string("ACCEPT")) + " " +
+             CounterText(policy && batch.with_counters ? policy->rule.counters : zero) + "\n";
+    }
     for (const TableOp& op : batch.ops) {
-      if (op.kind == TableOp::Kind::kPolicy) {
-        out += ":" + op.chain + " " + op.arg + " " + CounterPrefix(op.rule.counters);
-        out.pop_back();  // CounterPrefix ends with a blank
-        out += "\n";
-      } else if (op.kind == TableOp::Kind::kNewChain) {
+      if (op.kind == TableOp::Kind::kNewChain) {
         out += ":" + op.chain + " - [0:0]\n";
+      } else if (op.kind == TableOp::Kind::kPolicy && !IsBuiltinChain(batch.table, op.chain)) {
+        // Not a builtin of a known table: declare it as given and let iptables judge.
+        out += ":" + op.chain + " " + op.arg + " " + CounterText(batch.with_counters ? op.rule.counters : zero) + "\n";
       }
     }
   }
   for (const TableOp& op : batch.ops) {
-    if (batch.flush_table && (op.kind == TableOp::Kind::kPolicy || op.kind == TableOp::Kind::kNewChain)) continue;
-    if (batch.with_counters && CarriesCounters(op.kind)) out += CounterPrefix(op.rule.counters);
+    if (IsDeclaration(batch, op)) continue;
+    if (batch.with_counters && CarriesCounters(op.kind)) out += CounterText(op.rule.counters) + " ";
     out += RenderRestoreLine(op);
     out += "\n";
   }

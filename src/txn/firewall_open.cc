@@ -3,10 +3,20 @@
 #include "src/backend/backend.h"
 
 namespace iptkit {
+namespace {
+
+backend::BackendOptions MakeBackendOptions(const FirewallOptions& options) {
+  backend::BackendOptions out;
+  out.netns = options.netns;
+  out.wait = options.wait;
+  return out;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Firewall>> Firewall::Open(const FirewallOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> backend,
-                          backend::MakeBackend(options.backend, {.netns = options.netns, .wait = options.wait}));
+                          backend::MakeBackend(options.backend, MakeBackendOptions(options)));
   return WithBackend(std::move(backend), options);
 }
 

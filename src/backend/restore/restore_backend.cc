@@ -1,0 +1,834 @@
+#include "src/backend/restore/restore_backend.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <sstream>
+
+#include "iptkit/dialect.h"
+#include "src/base/errno_status.h"
+#include "src/base/file_lock.h"
+
+#ifndef IPTKIT_XTABLES_LIBDIR
+#define IPTKIT_XTABLES_LIBDIR "/usr/lib/x86_64-linux-gnu/xtables"
+#endif
+
+namespace iptkit::backend {
+
+using base::Cmd;
+using base::SubprocessResult;
+
+namespace {
+
+constexpr const char* kNft = "/usr/sbin/nft";
+constexpr const char* kIpset = "/usr/sbin/ipset";
+constexpr const char* kNfacct = "/usr/sbin/nfacct";
+constexpr std::chrono::seconds kToolSlack(60);  // on top of the lock wait: big tables take a while
+
+// The save tool's ways of saying "this output is not the whole truth" (iptables 1.8.9 xtables-save.c,
+// nft-shared.c). A line starting with one of these, on stdout or stderr.
+constexpr std::string_view kLegacyWarning = "# Warning: iptables-legacy tables present";
+constexpr std::string_view kParseFailed = "Parsing nftables rule failed";
+constexpr std::string_view kIncompatible = "incompatible";
+constexpr std::string_view kLockBusy = "Another app is currently holding the xtables lock";
+
+std::string Trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\n' || s[b] == '\t' || s[b] == '\r')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\n' || s[e - 1] == '\t' || s[e - 1] == '\r')) --e;
+  return std::string(s.substr(b, e - b));
+}
+
+std::vector<std::string> SplitLines(std::string_view text) {
+  std::vector<std::string> lines;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    lines.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return lines;
+}
+
+std::string NftFamily(Family family) { return family == Family::kIPv4 ? "ip" : "ip6"; }
+
+std::chrono::milliseconds ToolTimeout(std::chrono::milliseconds wait) { return wait + kToolSlack; }
+
+// iptables' --wait takes whole seconds; round up so the child never gives up before our own bound.
+std::string WaitSeconds(std::chrono::milliseconds wait) {
+  long long s = (wait.count() + 999) / 1000;
+  return std::to_string(std::max(1LL, s));
+}
+
+// "# Table `filter' is incompatible, use 'nft' tool." → "filter".
+std::string IncompatibleTableName(std::string_view line) {
+  size_t open = line.find('`');
+  size_t close = line.find('\'', open == std::string_view::npos ? 0 : open + 1);
+  if (open == std::string_view::npos || close == std::string_view::npos) return "";
+  return std::string(line.substr(open + 1, close - open - 1));
+}
+
+// Rules held in a save text ("-A" lines, with or without "[p:b]").
+size_t CountSaveRules(std::string_view text) {
+  size_t n = 0;
+  for (const std::string& line : SplitLines(text)) {
+    std::string_view l = line;
+    if (!l.empty() && l[0] == '[') {
+      size_t close = l.find("] ");
+      if (close != std::string_view::npos) l.remove_prefix(close + 2);
+    }
+    if (l.starts_with("-A ")) ++n;
+  }
+  return n;
+}
+
+// Whether `name` is a target extension installed for the family (libxt_NAME.so or libipt_/libip6t_NAME.so in
+// the xtables module directory), as opposed to a user chain. iptables decides the same way: a -j name that is
+// not a chain is loaded as an extension.
+bool IsTargetExtension(const std::string& name, Family family) {
+  const std::string dir = IPTKIT_XTABLES_LIBDIR;
+  const std::string fam = family == Family::kIPv4 ? "libipt_" : "libip6t_";
+  for (const std::string& prefix : {std::string("libxt_"), fam}) {
+    if (::access((dir + "/" + prefix + name + ".so").c_str(), F_OK) == 0) return true;
+  }
+  return false;
+}
+
+// The user chains a rule jumps or goes to.
+std::optional<std::string> ChainTarget(const Rule& rule, Family family) {
+  const Target& t = rule.target;
+  if (t.kind == Target::Kind::kGoto) return t.name;
+  if (t.kind != Target::Kind::kJump || !t.options.empty() || IsStandardVerdict(t.name)) return std::nullopt;
+  if (IsTargetExtension(t.name, family)) return std::nullopt;
+  return t.name;
+}
+
+// ipset names a rule uses: -m set --match-set NAME ..., -j SET --add-set/--del-set/--map-set NAME ...
+std::vector<std::string> SetsOf(const Rule& rule) {
+  std::vector<std::string> names;
+  for (const Match& m : rule.matches) {
+    if (m.name != "set") continue;
+    for (const Option& o : m.options) {
+      if (o.name == "match-set" && !o.values.empty()) names.push_back(o.values[0]);
+    }
+  }
+  if (rule.target.kind == Target::Kind::kJump && rule.target.name == "SET") {
+    for (const Option& o : rule.target.options) {
+      if ((o.name == "add-set" || o.name == "del-set" || o.name == "map-set") && !o.values.empty()) {
+        names.push_back(o.values[0]);
+      }
+    }
+  }
+  return names;
+}
+
+std::vector<std::string> NfacctOf(const Rule& rule) {
+  std::vector<std::string> names;
+  for (const Match& m : rule.matches) {
+    if (m.name != "nfacct") continue;
+    for (const Option& o : m.options) {
+      if (o.name == "nfacct-name" && !o.values.empty()) names.push_back(o.values[0]);
+    }
+  }
+  return names;
+}
+
+// An ipset create line without its random "initval 0x..." (differs per creation, not per definition).
+std::string WithoutInitval(std::string line) {
+  static const std::regex kInitval(" initval 0x[0-9a-fA-F]+");
+  return std::regex_replace(line, kInitval, "");
+}
+
+// ---- nft cross-check (DESIGN.md §5: iptables-nft-save can be lossy without an error) ----
+
+struct KernelChain {
+  size_t rules = 0;
+  bool base = false;
+  std::string hook;
+  int priority = 0;
+  std::string lossy;  // why a rule of this chain would not survive save → restore ("" = none seen)
+};
+struct KernelTable {
+  std::map<std::string, KernelChain> chains;
+  std::vector<std::string> sets;  // named sets/maps: iptables-nft-save marks such tables incompatible
+};
+// (nft family, table) → chains.
+using KernelView = std::map<std::pair<std::string, std::string>, KernelTable>;
+
+// Why iptables-nft-save would print this rule lossily, or "" when every expression is one iptables-nft 1.8.9
+// creates and prints back (the expression kinds seen when loading the whole corpus with iptables-nft: payload /
+// meta / bitwise matches — with ==, !=, <=, >=, ! and "in" for flag tests — against literal values, prefixes and
+// ranges; counter; xt match/target; verdicts; limit, log, mangle). Anything else — set lookups ({ a, b } or @set),
+// ct/fib/socket/numgen/... native expressions, statements such as nat/reject/notrack written by nft — is what
+// iptables-nft-save drops or misprints.
+std::string LossyRuleReason(const nlohmann::json& expr) {
+  static const std::set<std::string> kStatements = {"match", "counter", "xt",    "accept", "drop",   "return",
+                                                    "jump",  "goto",    "limit", "log",    "mangle", "queue"};
+  if (!expr.is_array()) return "rule without expressions";
+  for (const auto& e : expr) {
+    if (!e.is_object() || e.size() != 1) return "unexpected expression";
+    const std::string& kind = e.begin().key();
+    if (!kStatements.count(kind)) return "native nft expression '" + kind + "'";
+    if (kind != "match") continue;
+    const auto& m = e.begin().value();
+    if (!m.is_object()) return "unexpected match";
+    const auto& right = m.contains("right") ? m["right"] : nlohmann::json();
+    if (right.is_object() && (right.contains("set") || right.contains("map"))) return "anonymous set lookup";
+    if (right.is_string() && right.get<std::string>().starts_with("@")) return "named set lookup";
+    const auto& left = m.contains("left") ? m["left"] : nlohmann::json();
+    const nlohmann::json* l = &left;
+    if (l->is_object() && l->contains("&") && (*l)["&"].is_array() && !(*l)["&"].empty()) l = &(*l)["&"][0];
+    if (!l->is_object() || l->empty()) return "unexpected match operand";
+    const std::string& lkind = l->begin().key();
+    if (lkind != "payload" && lkind != "meta") return "native nft match on '" + lkind + "'";
+  }
+  return "";
+}
+
+Result<KernelView> ParseNftJson(const std::string& text) {
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("nftables") || !doc["nftables"].is_array()) {
+    return Status::Internal("nft -j printed something that is not its JSON schema: " + text.substr(0, 200));
+  }
+  KernelView view;
+  try {
+    for (const auto& item : doc["nftables"]) {
+      if (!item.is_object()) continue;
+      if (item.contains("table")) {
+        const auto& t = item["table"];
+        view[{t.value("family", ""), t.value("name", "")}];
+      } else if (item.contains("chain")) {
+        const auto& c = item["chain"];
+        KernelChain& chain = view[{c.value("family", ""), c.value("table", "")}].chains[c.value("name", "")];
+        if (c.contains("hook")) {
+          chain.base = true;
+          chain.hook = c.value("hook", "");
+          chain.priority = c.contains("prio") && c["prio"].is_number_integer() ? c["prio"].get<int>() : 0;
+        }
+      } else if (item.contains("rule")) {
+        const auto& r = item["rule"];
+        KernelChain& chain = view[{r.value("family", ""), r.value("table", "")}].chains[r.value("chain", "")];
+        ++chain.rules;
+        if (chain.lossy.empty()) {
+          std::string why = LossyRuleReason(r.contains("expr") ? r["expr"] : nlohmann::json());
+          if (!why.empty()) {
+            chain.lossy = "rule " + std::to_string(chain.rules) + " (nft handle " +
+                          std::to_string(r.value("handle", 0)) + ") uses " + why;
+          }
+        }
+      } else if (item.contains("set") || item.contains("map")) {
+        const auto& s = item.contains("set") ? item["set"] : item["map"];
+        view[{s.value("family", ""), s.value("table", "")}].sets.push_back(s.value("name", ""));
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Internal(std::string("unexpected nft JSON: ") + e.what());
+  }
+  return view;
+}
+
+// "" when `table` as saved matches the kernel's view of it, else why not.
+std::string CrossCheck(const Table& table, const KernelTable* kernel) {
+  if (kernel == nullptr) {
+    // iptables-nft-save -t TABLE prints the builtin chains of a table that does not exist; nothing to lose.
+    for (const Chain& c : table.chains) {
+      if (!c.rules.empty()) return "iptables-nft-save shows rules of a table the kernel does not have";
+    }
+    return "";
+  }
+  for (const auto& [name, kc] : kernel->chains) {
+    const Chain* saved = table.FindChain(name);
+    if (saved == nullptr) {
+      return "chain " + name + " exists in the kernel but iptables-nft-save does not show it";
+    }
+    if (saved->rules.size() != kc.rules) {
+      return "chain " + name + ": iptables-nft-save shows " + std::to_string(saved->rules.size()) +
+             " rules, the kernel holds " + std::to_string(kc.rules);
+    }
+    if (!kc.lossy.empty()) return "chain " + name + ": " + kc.lossy + ", which iptables-nft-save cannot show";
+    if (kc.base && !IsBuiltinChain(table.name, name)) {
+      return "chain " + name + " is an nft base chain (hook " + kc.hook + ") iptables does not manage";
+    }
+  }
+  for (const Chain& c : table.chains) {
+    if (!kernel->chains.count(c.name) && !c.rules.empty()) {
+      return "chain " + c.name + " is shown by iptables-nft-save but does not exist in the kernel";
+    }
+  }
+  if (!kernel->sets.empty()) return "table holds nft sets (" + kernel->sets.front() + ") iptables cannot show";
+  return "";
+}
+
+// ---- restore error mapping ----
+
+// The restore line a failure names: "line N failed", "Error occurred at line: N", "line N: ...".
+std::optional<int> FailedLine(const std::string& err) {
+  static const std::regex kPatterns[] = {std::regex(R"(line (\d+) failed)"),
+                                         std::regex(R"(Error occurred at line: (\d+))"),
+                                         std::regex(R"((?:^|\n)line (\d+): )")};
+  for (const auto& re : kPatterns) {
+    std::smatch m;
+    if (std::regex_search(err, m, re)) return std::stoi(m[1].str());
+  }
+  return std::nullopt;
+}
+
+// The command of a restore line ("-A", "-C", ...), after an optional "[p:b]" prefix.
+std::string LineCommand(std::string_view line) {
+  if (!line.empty() && line[0] == '[') {
+    size_t close = line.find("] ");
+    if (close != std::string_view::npos) line.remove_prefix(close + 2);
+  }
+  return std::string(line.substr(0, line.find(' ')));
+}
+
+bool HasIndexArgument(std::string_view line) {
+  // "-I CHAIN 3 ..." / "-R CHAIN 3 ..." / "-D CHAIN 3"
+  std::istringstream in{std::string(line)};
+  std::string cmd, chain, third;
+  in >> cmd >> chain >> third;
+  return !third.empty() && std::all_of(third.begin(), third.end(), ::isdigit);
+}
+
+StatusCode CodeForFailure(const std::string& err, const std::string& line, bool bare) {
+  auto has = [&](std::string_view s) { return err.find(s) != std::string::npos; };
+  const std::string cmd = LineCommand(line);
+  if (has("Permission denied (you must be root)")) return StatusCode::kPermissionDenied;
+  if (has("Bad rule (does a matching rule exist")) {
+    return cmd == "-C" ? StatusCode::kFailedPrecondition : StatusCode::kNotFound;
+  }
+  if (has("Index of") && has("too big")) return StatusCode::kFailedPrecondition;
+  if (has("No chain/target/match by that name") || has("(No such file or directory)")) {
+    return StatusCode::kNotFound;
+  }
+  if (has("Chain already exists") || has("(File exists)")) return StatusCode::kAlreadyExists;
+  if (has("Device or resource busy") || has("Directory not empty") || has("Too many links")) {
+    return StatusCode::kFailedPrecondition;
+  }
+  if (!bare) return StatusCode::kInvalidArgument;
+  // iptables-legacy-restore says only "line N failed" (libiptc's reason is dropped); infer from the command.
+  std::string_view rest = line;
+  if (!rest.empty() && rest[0] == '[') rest.remove_prefix(std::min(rest.size(), rest.find("] ") + 2));
+  if (cmd == "-C") return StatusCode::kFailedPrecondition;
+  if ((cmd == "-I" || cmd == "-R" || cmd == "-D") && HasIndexArgument(rest)) return StatusCode::kFailedPrecondition;
+  if (cmd == "-N") return StatusCode::kAlreadyExists;
+  if (cmd == "-X" || cmd == "-E") return StatusCode::kFailedPrecondition;
+  if (cmd == "-D" || cmd == "-A" || cmd == "-I" || cmd == "-F" || cmd == "-Z" || cmd == "-P") {
+    return StatusCode::kNotFound;
+  }
+  return StatusCode::kInvalidArgument;
+}
+
+Status MapRestoreFailure(const std::string& tool, const std::string& table, const std::string& text,
+                         const SubprocessResult& r) {
+  const std::string err = Trim(r.stderr_text);
+  if (err.find(kLockBusy) != std::string::npos) {
+    return Status::Unavailable("xtables lock busy: " + tool + ": " + err);
+  }
+  std::vector<std::string> lines = SplitLines(text);
+  std::optional<int> n = FailedLine(err);
+  if (!n || *n < 1 || *n > static_cast<int>(lines.size())) {
+    return Status::Internal(tool + " exited " + std::to_string(r.exit_code) + " for table " + table + ": " + err);
+  }
+  const std::string& line = lines[*n - 1];
+  // Just "iptables-restore: line N failed" and nothing else: no reason given.
+  static const std::regex kBare(R"(^[\w.-]+: line \d+ failed$)");
+  bool bare = std::regex_match(err, kBare);
+  if (line == "COMMIT") {
+    // The batch is applied at COMMIT: legacy replaces the table blob there (the kernel's reason goes only to the
+    // kernel log), iptables-nft resolves some references there (a chain renamed by -E earlier in the same block
+    // is not known to later lines in 1.8.9: "Chain 'NEW' does not exist").
+    if (bare) {
+      return Status::InvalidArgument("the kernel rejected table " + table + " at COMMIT (line " + std::to_string(*n) +
+                                     "; the reason is only in the kernel log, see dmesg): " + err);
+    }
+    StatusCode code =
+        err.find("does not exist") != std::string::npos ? StatusCode::kNotFound : CodeForFailure(err, line, false);
+    return Status(code, tool + " failed at COMMIT of table " + table + " (line " + std::to_string(*n) + "): " + err);
+  }
+  StatusCode code = CodeForFailure(err, line, bare);
+  return Status(code, tool + " failed at line " + std::to_string(*n) + " \"" + line + "\": " + err);
+}
+
+Status RunFailure(const std::string& what, const SubprocessResult& r) {
+  const std::string err = Trim(r.stderr_text);
+  if (err.find("Permission denied (you must be root)") != std::string::npos) {
+    return Status::PermissionDenied(what + ": " + err);
+  }
+  if (err.find(kLockBusy) != std::string::npos) return Status::Unavailable("xtables lock busy: " + what + ": " + err);
+  return Status::Internal(what + " exited " + std::to_string(r.exit_code) + ": " + err);
+}
+
+class NoopGuard final : public LockGuard {};
+
+class XtablesLockGuard final : public LockGuard {
+ public:
+  XtablesLockGuard(std::optional<base::FileLock> lock, std::shared_ptr<RestoreBackend::LockState> state)
+      : lock_(std::move(lock)), state_(std::move(state)) {
+    ++state_->depth;
+  }
+  ~XtablesLockGuard() override { --state_->depth; }
+
+ private:
+  std::optional<base::FileLock> lock_;  // empty for a nested guard (the outer one holds the flock)
+  std::shared_ptr<RestoreBackend::LockState> state_;
+};
+
+Result<base::FileLock> AcquireXtablesLock(const std::string& path, std::chrono::milliseconds wait) {
+  auto lock = base::FileLock::Acquire(path, wait);
+  if (!lock.ok() && lock.status().code() == StatusCode::kUnavailable) {
+    return Status::Unavailable("xtables lock busy: " + lock.status().message());
+  }
+  return lock;
+}
+
+}  // namespace
+
+struct RestoreBackend::SaveOutput {
+  Ruleset ruleset;
+  std::string text;
+  // Lenient reads only: what made the output incomplete.
+  std::vector<std::string> incompatible_tables;
+  std::vector<std::string> warnings;
+};
+
+std::string_view VariantName(Variant variant) { return variant == Variant::kNft ? "nft" : "legacy"; }
+
+std::string IptablesToolPath(Variant variant, Family family, std::string_view suffix) {
+  return std::string("/usr/sbin/") + (family == Family::kIPv4 ? "iptables-" : "ip6tables-") +
+         std::string(VariantName(variant)) + std::string(suffix);
+}
+
+RestoreBackend::RestoreBackend(Variant variant, BackendOptions options, base::UniqueFd netns)
+    : variant_(variant),
+      options_(std::move(options)),
+      netns_(std::move(netns)),
+      lock_state_(std::make_shared<LockState>()) {}
+
+RestoreBackend::~RestoreBackend() {
+  if (!private_lock_path_.empty()) ::unlink(private_lock_path_.c_str());
+}
+
+Result<std::unique_ptr<RestoreBackend>> RestoreBackend::Create(Variant variant, const BackendOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
+  return std::unique_ptr<RestoreBackend>(new RestoreBackend(variant, options, std::move(ns)));
+}
+
+Result<std::unique_ptr<Backend>> NewRestoreBackend(Variant variant, const BackendOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<RestoreBackend> backend, RestoreBackend::Create(variant, options));
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+Result<SubprocessResult> RestoreBackend::Run(base::SubprocessOptions options, int netns_fd) const {
+  options.netns_fd = netns_fd;
+  options.timeout = ToolTimeout(options_.wait);
+  return base::RunSubprocess(options);
+}
+
+Result<std::string> RestoreBackend::PrivateLockFile() {
+  if (!private_lock_path_.empty()) return private_lock_path_;
+  // Next to the real lock (same trust as its directory); O_EXCL via mkstemp, so nothing can be planted there.
+  std::string dir = options_.xtables_lock_path;
+  size_t slash = dir.rfind('/');
+  dir = slash == std::string::npos || slash == 0 ? "/run" : dir.substr(0, slash);
+  std::string tmpl = dir + "/.iptkit-xtables-private-XXXXXX";
+  int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) return base::ErrnoToStatus(errno, "mkstemp " + tmpl);
+  ::close(fd);
+  private_lock_path_ = tmpl;
+  return private_lock_path_;
+}
+
+std::vector<std::pair<std::string, std::string>> RestoreBackend::ChildEnv() const {
+  if (private_lock_path_.empty()) return {};
+  return {{"XTABLES_LOCKFILE", private_lock_path_}};
+}
+
+Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Family family,
+                                                           const std::optional<std::string>& table, int netns_fd,
+                                                           bool strict) const {
+  const std::string tool = IptablesToolPath(variant, family, "-save");
+  std::vector<std::string> argv = {tool, "-c"};
+  // iptables-legacy-save -t TABLE instantiates that table in the kernel (the module's table is created on first
+  // use), after which iptables-nft-save in the same netns warns about legacy tables. A read must change
+  // nothing, so legacy always saves everything and the wanted table is picked from the parsed result.
+  if (table && variant == Variant::kNft) {
+    argv.push_back("-t");
+    argv.push_back(*table);
+  }
+  base::SubprocessOptions cmd = Cmd(tool, argv).Env(ChildEnv());
+  const std::string what = base::DescribeCommand(cmd);
+  IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_fd));
+  if (r.exit_code != 0) return RunFailure(what, r);
+
+  SaveOutput out;
+  for (const std::string* stream : {&r.stdout_text, &r.stderr_text}) {
+    for (const std::string& line : SplitLines(*stream)) {
+      bool legacy_warning = line.starts_with(kLegacyWarning);
+      bool parse_failed = line.find(kParseFailed) != std::string::npos;
+      bool incompatible = line.starts_with("#") && line.find(kIncompatible) != std::string::npos;
+      if (!legacy_warning && !parse_failed && !incompatible) continue;
+      if (strict) {
+        return Status::FailedPrecondition(what + " did not print a complete snapshot (" + Trim(line) +
+                                          "); refusing to use partial output");
+      }
+      if (incompatible) out.incompatible_tables.push_back(IncompatibleTableName(line));
+      out.warnings.push_back(Trim(line));
+    }
+  }
+  auto parsed = ParseSave(r.stdout_text, family);
+  if (!parsed.ok()) return parsed.status().WithContext("cannot parse the output of " + what);
+  out.ruleset = std::move(parsed).value();
+  out.ruleset.family = family;
+  if (table) std::erase_if(out.ruleset.tables, [&](const Table& t) { return t.name != *table; });
+  out.text = std::move(r.stdout_text);
+  return out;
+}
+
+Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::string>& table) {
+  IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, netns_.get(), /*strict=*/true));
+  if (variant_ != Variant::kNft || save.ruleset.tables.empty()) return std::move(save.ruleset);
+
+  std::vector<std::string> argv = {kNft, "-j", "list"};
+  if (table) {
+    argv.insert(argv.end(), {"table", NftFamily(family), *table});
+  } else {
+    argv.insert(argv.end(), {"ruleset", NftFamily(family)});
+  }
+  base::SubprocessOptions cmd = Cmd(kNft, argv);
+  const std::string what = base::DescribeCommand(cmd);
+  IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_.get()));
+  KernelView view;
+  if (r.exit_code != 0) {
+    // `nft list table` of a table that does not exist: iptables-nft-save printed a synthetic empty one.
+    if (!table || r.stderr_text.find("No such file or directory") == std::string::npos) return RunFailure(what, r);
+  } else {
+    IPTKIT_ASSIGN_OR_RETURN(view, ParseNftJson(r.stdout_text));
+  }
+  for (Table& t : save.ruleset.tables) {
+    auto it = view.find({NftFamily(family), t.name});
+    t.unrepresentable_reason = CrossCheck(t, it == view.end() ? nullptr : &it->second);
+  }
+  return std::move(save.ruleset);
+}
+
+Status RestoreBackend::RunRestore(Family family, const std::string& table, const std::string& text, bool noflush,
+                                  bool counters, int netns_fd) const {
+  const std::string tool = IptablesToolPath(variant_, family, "-restore");
+  std::vector<std::string> argv = {tool};
+  if (noflush) argv.push_back("--noflush");
+  argv.push_back("--wait");
+  argv.push_back(WaitSeconds(options_.wait));
+  if (counters) argv.push_back("-c");
+  base::SubprocessOptions cmd = Cmd(tool, argv).Stdin(text).Env(ChildEnv());
+  const std::string what = base::DescribeCommand(cmd);
+  IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_fd));
+  if (r.exit_code == 0) return Status::Ok();  // stderr may carry harmless noise (connlabel.conf warnings)
+  return MapRestoreFailure(what, table, text, r);
+}
+
+Status RestoreBackend::Commit(const TableBatch& batch) {
+  if (batch.table.empty() || batch.table.find_first_of(" \t\n\r") != std::string::npos) {
+    return Status::InvalidArgument("invalid table name '" + batch.table + "'");
+  }
+  const std::string text = RenderRestoreBlock(batch);
+  std::optional<base::FileLock> lock;
+  if (variant_ == Variant::kLegacy) {
+    IPTKIT_RETURN_IF_ERROR(PrivateLockFile().status());
+    if (lock_state_->depth == 0) {
+      IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireXtablesLock(options_.xtables_lock_path, options_.wait));
+      lock.emplace(std::move(held));
+    }
+  }
+  return RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters, netns_.get());
+}
+
+Result<std::unique_ptr<LockGuard>> RestoreBackend::Lock(std::chrono::milliseconds wait) {
+  if (variant_ == Variant::kNft) return std::unique_ptr<LockGuard>(std::make_unique<NoopGuard>());
+  IPTKIT_RETURN_IF_ERROR(PrivateLockFile().status());
+  std::optional<base::FileLock> lock;
+  if (lock_state_->depth == 0) {
+    IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireXtablesLock(options_.xtables_lock_path, wait));
+    lock.emplace(std::move(held));
+  }
+  return std::unique_ptr<LockGuard>(std::make_unique<XtablesLockGuard>(std::move(lock), lock_state_));
+}
+
+// ---- Canonicalize ----
+
+Status RestoreBackend::EnsureScratch(Family family, const std::vector<const Rule*>& rules) {
+  // Set definitions from the target netns; a scratch netns holding a different definition under the same name is
+  // replaced (a set referenced by rules there cannot be destroyed).
+  std::map<std::string, std::string> wanted_sets;
+  std::set<std::string> wanted_nfacct;
+  for (const Rule* rule : rules) {
+    for (const std::string& name : SetsOf(*rule)) wanted_sets[name];
+    for (const std::string& name : NfacctOf(*rule)) wanted_nfacct.insert(name);
+  }
+  for (auto& [name, create] : wanted_sets) {
+    base::SubprocessOptions cmd = Cmd(kIpset, {"ipset", "save", name});
+    const std::string what = base::DescribeCommand(cmd);
+    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_.get()));
+    if (r.exit_code != 0) {
+      return Status::NotFound("ipset '" + name + "' used by a rule does not exist in the target netns: " + what + ": " +
+                              Trim(r.stderr_text));
+    }
+    std::vector<std::string> lines = SplitLines(r.stdout_text);
+    if (lines.empty() || !lines[0].starts_with("create ")) {
+      return Status::Internal(what + " printed no create line: " + r.stdout_text.substr(0, 200));
+    }
+    create = lines[0];
+  }
+  bool conflict = false;
+  for (const auto& [name, create] : wanted_sets) {
+    auto it = scratch_sets_.find(name);
+    if (it != scratch_sets_.end() && it->second != WithoutInitval(create)) conflict = true;
+  }
+  if (conflict || !scratch_) {
+    IPTKIT_ASSIGN_OR_RETURN(base::ScratchNetns fresh, base::ScratchNetns::Create());
+    scratch_.emplace(std::move(fresh));
+    scratch_sets_.clear();
+    scratch_nfacct_.clear();
+  }
+  std::string ipset_input;
+  std::vector<std::string> new_sets;
+  for (const auto& [name, create] : wanted_sets) {
+    if (scratch_sets_.count(name)) continue;
+    ipset_input += create + "\n";
+    new_sets.push_back(name);
+  }
+  if (!ipset_input.empty()) {
+    base::SubprocessOptions cmd = Cmd(kIpset, {"ipset", "restore"}).Stdin(ipset_input);
+    const std::string what = base::DescribeCommand(cmd);
+    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), scratch_->fd()));
+    if (r.exit_code != 0) return RunFailure(what + " (copying sets into the scratch netns)", r);
+    for (const std::string& name : new_sets) scratch_sets_[name] = WithoutInitval(wanted_sets[name]);
+  }
+  for (const std::string& name : wanted_nfacct) {
+    if (scratch_nfacct_.count(name)) continue;
+    base::SubprocessOptions cmd = Cmd(kNfacct, {"nfacct", "add", name});
+    const std::string what = base::DescribeCommand(cmd);
+    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), scratch_->fd()));
+    if (r.exit_code != 0) return RunFailure(what + " (in the scratch netns)", r);
+    scratch_nfacct_.insert(name);
+  }
+  return Status::Ok();
+}
+
+Status RestoreBackend::CanonicalizeInScratch(Family family, const std::string& table,
+                                             const std::vector<const Rule*>& rules, std::vector<Rule>& out) {
+  // A chain name none of the rules refers to.
+  std::set<std::string> targets;
+  for (const Rule* rule : rules) {
+    if (auto chain = ChainTarget(*rule, family)) targets.insert(*chain);
+  }
+  std::string holder = "IPTKIT-CANON";
+  for (int i = 2; targets.count(holder); ++i) holder = "IPTKIT-CANON-" + std::to_string(i);
+
+  std::vector<std::string> specs;
+  for (const Rule* rule : rules) specs.push_back(FormatRuleSpec(*rule));
+  auto block = [&](const std::vector<size_t>& which) {
+    std::string text = "*" + table + "\n:" + holder + " - [0:0]\n";
+    std::set<std::string> declared;
+    for (size_t i : which) {
+      if (auto chain = ChainTarget(*rules[i], family); chain && declared.insert(*chain).second) {
+        text += ":" + *chain + " - [0:0]\n";
+      }
+    }
+    for (size_t i : which) text += "-A " + holder + (specs[i].empty() ? "" : " " + specs[i]) + "\n";
+    return text + "COMMIT\n";
+  };
+  std::vector<size_t> all(rules.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
+
+  // Without --noflush: the scratch table is replaced, so leftovers of earlier calls are gone.
+  Status loaded = RunRestore(family, table, block(all), /*noflush=*/false, /*counters=*/false, scratch_->fd());
+  if (!loaded.ok()) {
+    if (loaded.code() == StatusCode::kUnavailable) return loaded;
+    // Name the guilty rules: each alone (the message of a lone rule is iptables' own about that rule).
+    std::string failures;
+    size_t count = 0;
+    for (size_t i : all) {
+      Status one = RunRestore(family, table, block({i}), false, false, scratch_->fd());
+      if (one.ok()) continue;
+      ++count;
+      failures += (failures.empty() ? "" : "; ") + std::string("'") + specs[i] + "': " + one.message();
+    }
+    if (count == 0) return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules");
+    return Status::InvalidArgument("iptables rejects " + std::to_string(count) + " rule(s) for table " + table + ": " +
+                                   failures);
+  }
+  IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, scratch_->fd(), /*strict=*/true));
+  const Table* t = save.ruleset.FindTable(table);
+  const Chain* c = t == nullptr ? nullptr : t->FindChain(holder);
+  if (c == nullptr || c->rules.size() != rules.size()) {
+    return Status::Internal("canonicalization read back " + std::to_string(c ? c->rules.size() : 0) + " rules for " +
+                            std::to_string(rules.size()) + " specs in table " + table);
+  }
+  out = c->rules;
+  return Status::Ok();
+}
+
+Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std::string& table,
+                                                       const std::vector<Rule>& rules) {
+  if (BuiltinChains(table).empty()) return Status::InvalidArgument("unknown table '" + table + "'");
+  std::vector<Rule> out(rules.size());
+  std::vector<std::string> keys(rules.size());
+  std::vector<const Rule*> todo;
+  std::map<std::string, size_t> todo_index;  // spec → position in todo
+  for (size_t i = 0; i < rules.size(); ++i) {
+    IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
+    keys[i] = FormatRuleSpec(rules[i]);
+    if (canonical_cache_.count({family, table, keys[i]})) continue;
+    if (todo_index.emplace(keys[i], todo.size()).second) todo.push_back(&rules[i]);
+  }
+  if (!todo.empty()) {
+    IPTKIT_RETURN_IF_ERROR(EnsureScratch(family, todo));
+    std::vector<Rule> canonical;
+    IPTKIT_RETURN_IF_ERROR(CanonicalizeInScratch(family, table, todo, canonical));
+    for (const auto& [spec, index] : todo_index) {
+      Rule r = canonical[index];
+      r.counters = Counters{};
+      canonical_cache_[{family, table, spec}] = std::move(r);
+    }
+  }
+  for (size_t i = 0; i < rules.size(); ++i) {
+    out[i] = canonical_cache_.at({family, table, keys[i]});
+    out[i].counters = rules[i].counters;
+  }
+  return out;
+}
+
+// ---- Info and detection ----
+
+Result<FirewallInfo> RestoreBackend::Info() {
+  FirewallInfo info;
+  info.backend = name();
+  info.netns = options_.netns;
+
+  // One `nft -j list ruleset` serves the cross-check of both families and the foreign base chains.
+  KernelView view;
+  bool have_view = false;
+  {
+    base::SubprocessOptions cmd = Cmd(kNft, {"nft", "-j", "list", "ruleset"});
+    const std::string what = base::DescribeCommand(cmd);
+    auto r = Run(std::move(cmd), netns_.get());
+    if (!r.ok()) {
+      info.warnings.push_back(what + ": " + r.status().message());
+    } else if (r->exit_code != 0) {
+      info.warnings.push_back(what + " exited " + std::to_string(r->exit_code) + ": " + Trim(r->stderr_text));
+    } else {
+      auto parsed = ParseNftJson(r->stdout_text);
+      if (parsed.ok()) {
+        view = std::move(parsed).value();
+        have_view = true;
+      } else {
+        info.warnings.push_back(parsed.status().message());
+      }
+    }
+  }
+
+  for (Variant v : {Variant::kNft, Variant::kLegacy}) {
+    VariantTables vt;
+    vt.variant = std::string(VariantName(v));
+    base::SubprocessOptions cmd = Cmd(IptablesToolPath(v, Family::kIPv4, ""), {"iptables", "-V"});
+    auto version = Run(std::move(cmd), -1);
+    if (version.ok() && version->exit_code == 0)
+      vt.version = Trim(version->stdout_text);
+    else
+      vt.version = "unavailable";
+    size_t rules_total = 0;
+    for (Family family : {Family::kIPv4, Family::kIPv6}) {
+      // Never "-t TABLE" here: legacy would load (create) the table, and an nft save would then warn forever.
+      auto save = RunSave(v, family, std::nullopt, netns_.get(), /*strict=*/false);
+      if (!save.ok()) {
+        info.warnings.push_back(std::string(VariantName(v)) + " " + std::string(FamilyName(family)) + ": " +
+                                save.status().message());
+        continue;
+      }
+      for (const Table& t : save->ruleset.tables) {
+        VariantTables::TableRules tr;
+        tr.family = family;
+        tr.table = t.name;
+        for (const Chain& c : t.chains) tr.rules += c.rules.size();
+        if (v == Variant::kNft && have_view) {
+          auto it = view.find({NftFamily(family), t.name});
+          tr.representable = CrossCheck(t, it == view.end() ? nullptr : &it->second).empty();
+        }
+        rules_total += tr.rules;
+        vt.tables.push_back(tr);
+      }
+      for (const std::string& name : save->incompatible_tables) {
+        VariantTables::TableRules tr;
+        tr.family = family;
+        tr.table = name;
+        tr.representable = false;
+        auto it = view.find({NftFamily(family), name});
+        if (it != view.end()) {
+          for (const auto& [chain, kc] : it->second.chains) tr.rules += kc.rules;
+        }
+        auto same = std::find_if(vt.tables.begin(), vt.tables.end(),
+                                 [&](const auto& x) { return x.family == family && x.table == name; });
+        if (same != vt.tables.end()) {
+          same->representable = false;
+          rules_total += tr.rules - std::min(tr.rules, same->rules);
+          same->rules = std::max(same->rules, tr.rules);
+        } else {
+          rules_total += tr.rules;
+          vt.tables.push_back(tr);
+        }
+      }
+    }
+    if (v != variant_ && rules_total > 0) {
+      info.warnings.push_back("iptables-" + vt.variant + " also holds " + std::to_string(rules_total) +
+                              " rule(s); they judge packets too (an ACCEPT here does not override a DROP there)");
+    }
+    info.variants.push_back(std::move(vt));
+  }
+
+  for (const auto& [key, table] : view) {
+    const auto& [family, table_name] = key;
+    bool iptables_table = (family == "ip" || family == "ip6") && !BuiltinChains(table_name).empty();
+    for (const auto& [chain, kc] : table.chains) {
+      if (!kc.base) continue;
+      if (iptables_table && IsBuiltinChain(table_name, chain)) continue;
+      info.foreign_nft.push_back(ForeignNftChain{family, table_name, chain, kc.hook, kc.priority});
+    }
+  }
+  if (!info.foreign_nft.empty()) {
+    info.warnings.push_back(std::to_string(info.foreign_nft.size()) +
+                            " nft base chain(s) of other tools also judge packets (see foreign_nft)");
+  }
+  return info;
+}
+
+Result<VariantRuleCounts> CountRulesPerVariant(const BackendOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
+  VariantRuleCounts counts;
+  for (Variant v : {Variant::kNft, Variant::kLegacy}) {
+    for (Family family : {Family::kIPv4, Family::kIPv6}) {
+      const std::string tool = IptablesToolPath(v, family, "-save");
+      base::SubprocessOptions cmd = Cmd(tool, {tool}).Netns(ns.get()).Timeout(ToolTimeout(options.wait));
+      const std::string what = base::DescribeCommand(cmd);
+      auto r = base::RunSubprocess(cmd);
+      if (!r.ok() || r->exit_code != 0) {
+        counts.errors.push_back(what + ": " + (r.ok() ? Trim(r->stderr_text) : r.status().message()));
+        continue;
+      }
+      (v == Variant::kNft ? counts.nft : counts.legacy) += CountSaveRules(r->stdout_text);
+    }
+  }
+  return counts;
+}
+
+Variant PickVariant(const VariantRuleCounts& counts) {
+  return counts.legacy > 0 && counts.nft == 0 ? Variant::kLegacy : Variant::kNft;
+}
+
+}  // namespace iptkit::backend

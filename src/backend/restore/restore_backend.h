@@ -1,0 +1,124 @@
+// RestoreBackend: the portable backend. Reads with iptables-{nft,legacy}-save (ip6tables-* for IPv6), writes by
+// piping one "*table ... COMMIT" block into iptables-{nft,legacy}-restore --noflush --wait N, all spawned inside
+// the target network namespace (src/base/subprocess.h). DESIGN.md §5 lists the netfilter facts this rests on.
+//
+// Contracts beyond backend.h:
+//  - Read is one save spawn (+ one `nft -j list` on nft). It fails (never a partial snapshot) when the save tool
+//    exits non-zero or prints "Parsing nftables rule failed", "incompatible" or the "iptables-legacy tables
+//    present" warning. On nft, a table whose kernel rules do not match the save text (rule count per chain, chains
+//    save does not show, or rules using nft features iptables-nft-save prints lossily, e.g. an anonymous set
+//    `ip saddr { 1.1.1.1, 2.2.2.2 } accept` that prints as `-A INPUT -j ACCEPT`) gets unrepresentable_reason.
+//  - Commit maps failures to the op: "line N failed" / "Error occurred at line: N" name the restore line, which
+//    the Status quotes with the tool's stderr. A lock timeout is Unavailable. A rejection at the COMMIT line is
+//    the kernel refusing the table (legacy logs the reason only to the kernel log) → InvalidArgument. Harmless
+//    stderr noise of a successful run is ignored.
+//  - Locking (legacy): Lock() and every Commit outside a Lock() hold flock(BackendOptions::xtables_lock_path)
+//    with the wait bound; the children then use a private lock file through XTABLES_LOCKFILE (honoured by
+//    iptables 1.8.9, xshared.c xtables_lock) so they neither deadlock on our lock nor wait forever. nft: Lock()
+//    is a no-op guard (iptables-nft takes no lock; -C preconditions and its generation-id retry give
+//    correctness). A LockGuard must not outlive its backend.
+//  - Canonicalize loads the uncached rules into a private ScratchNetns (created on first use, reused) as a user
+//    chain of the same table (so hook restrictions do not apply), one restore + one save for all of them, with
+//    the user chains they jump to, the ipsets they use (create line copied from the target netns) and nfacct
+//    objects. Cached per (family, table, FormatRuleSpec). Failures name the spec with iptables' stderr.
+// Thread-safety: one thread at a time (like every Backend).
+//
+//   IPTKIT_ASSIGN_OR_RETURN(auto backend, NewRestoreBackend(Variant::kNft, {.netns = "blue"}));
+//   IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend->Read(Family::kIPv4, "filter"));
+//   TableBatch batch{.family = Family::kIPv4, .table = "filter", .ops = {...}};
+//   IPTKIT_RETURN_IF_ERROR(backend->Commit(batch));
+#ifndef IPTKIT_SRC_BACKEND_RESTORE_RESTORE_BACKEND_H_
+#define IPTKIT_SRC_BACKEND_RESTORE_RESTORE_BACKEND_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "src/backend/backend.h"
+#include "src/base/netns.h"
+#include "src/base/subprocess.h"
+#include "src/base/unique_fd.h"
+
+namespace iptkit::backend {
+
+enum class Variant { kNft, kLegacy };
+// "nft" / "legacy".
+std::string_view VariantName(Variant variant);
+
+// /usr/sbin/{iptables,ip6tables}-{nft,legacy}{suffix}; suffix "", "-save" or "-restore".
+std::string IptablesToolPath(Variant variant, Family family, std::string_view suffix);
+
+class RestoreBackend final : public Backend {
+ public:
+  // Opens the netns of `options` (kept open for the backend's lifetime).
+  static Result<std::unique_ptr<RestoreBackend>> Create(Variant variant, const BackendOptions& options);
+  ~RestoreBackend() override;
+
+  std::string name() const override { return std::string(VariantName(variant_)); }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt) override;
+  Status Commit(const TableBatch& batch) override;
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override;
+  Result<std::unique_ptr<LockGuard>> Lock(std::chrono::milliseconds wait) override;
+  Result<FirewallInfo> Info() override;
+
+  Variant variant() const { return variant_; }
+  // Number of distinct specs in the canonicalization cache (tests).
+  size_t canonical_cache_size() const { return canonical_cache_.size(); }
+
+  // Implementation types (public for the helpers in restore_backend.cc).
+  struct SaveOutput;
+  struct LockState {
+    int depth = 0;  // live guards of this backend holding the xtables lock
+  };
+
+ private:
+  RestoreBackend(Variant variant, BackendOptions options, base::UniqueFd netns);
+
+  Result<base::SubprocessResult> Run(base::SubprocessOptions options, int netns_fd) const;
+  // One save of `variant` in `netns_fd`; strict = the Read contract (markers are errors).
+  Result<SaveOutput> RunSave(Variant variant, Family family, const std::optional<std::string>& table, int netns_fd,
+                             bool strict) const;
+  Status RunRestore(Family family, const std::string& table, const std::string& text, bool noflush, bool counters,
+                    int netns_fd) const;
+  Result<std::string> PrivateLockFile();
+  std::vector<std::pair<std::string, std::string>> ChildEnv() const;
+  Status EnsureScratch(Family family, const std::vector<const Rule*>& rules);
+  Status CanonicalizeInScratch(Family family, const std::string& table, const std::vector<const Rule*>& rules,
+                               std::vector<Rule>& out);
+
+  Variant variant_;
+  BackendOptions options_;
+  base::UniqueFd netns_;
+  std::shared_ptr<LockState> lock_state_;
+  std::string private_lock_path_;  // legacy: created on first use, removed by the destructor
+
+  std::optional<base::ScratchNetns> scratch_;
+  std::map<std::string, std::string> scratch_sets_;  // ipset name → create line (without initval)
+  std::set<std::string> scratch_nfacct_;
+  std::map<std::tuple<Family, std::string, std::string>, Rule> canonical_cache_;
+};
+
+Result<std::unique_ptr<Backend>> NewRestoreBackend(Variant variant, const BackendOptions& options);
+
+// ---- Variant detection (for the factory's BackendKind::kAuto) ----
+
+// Rules held by each variant in the netns of `options`, both families (counted from each save tool's output,
+// which holds rules of tables that exist; a variant whose tool fails counts 0 and is named in `errors`).
+struct VariantRuleCounts {
+  size_t nft = 0;
+  size_t legacy = 0;
+  std::vector<std::string> errors;
+};
+Result<VariantRuleCounts> CountRulesPerVariant(const BackendOptions& options);
+// The variant that holds rules; nft when neither or both do (DESIGN.md §5).
+Variant PickVariant(const VariantRuleCounts& counts);
+
+}  // namespace iptkit::backend
+
+#endif  // IPTKIT_SRC_BACKEND_RESTORE_RESTORE_BACKEND_H_
