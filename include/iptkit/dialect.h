@@ -54,7 +54,12 @@ std::string FormatRuleSpec(const Rule& rule);
 
 // Parses iptables-save / ip6tables-save output (with or without "-c" counters; "#" comment lines ignored).
 // Errors name the line number and the token.
-Result<Ruleset> ParseSave(std::string_view text, Family family);
+struct ParseSaveOptions {
+  // Accept iptables-restore --noflush input as well: `-A` to chains the text does not declare (they exist in
+  // the kernel), and builtin chains declared with policy "-" (keep the current policy; Chain::policy is "-").
+  bool restore_input = false;
+};
+Result<Ruleset> ParseSave(std::string_view text, Family family, const ParseSaveOptions& options = {});
 
 struct SaveFormatOptions {
   bool counters = false;  // print "[packets:bytes]" before each rule (iptables-save -c)

@@ -58,7 +58,10 @@ bool IsKnownTable(std::string_view name) {
 
 class SaveParser {
  public:
-  SaveParser(std::string_view text, Family family) : text_(text) { ruleset_.family = family; }
+  SaveParser(std::string_view text, Family family, const ParseSaveOptions& options)
+      : text_(text), options_(options) {
+    ruleset_.family = family;
+  }
 
   Result<Ruleset> Parse() {
     size_t start = 0;
@@ -128,11 +131,14 @@ class SaveParser {
     const Token& policy = tokens[1];
     bool builtin = IsBuiltinChain(table_->name, chain.name);
     if (builtin) {
-      if (policy.text != "ACCEPT" && policy.text != "DROP") {
+      if (policy.text == "-" && options_.restore_input) {
+        chain.policy = "-";  // iptables-restore: keep the current policy
+      } else if (policy.text != "ACCEPT" && policy.text != "DROP") {
         return Status::InvalidArgument("'" + policy.text + "' at column " + std::to_string(policy.column + 1) +
                                        ": builtin chain " + chain.name + " needs policy ACCEPT or DROP");
+      } else {
+        chain.policy = policy.text;
       }
-      chain.policy = policy.text;
     } else if (policy.text != "-") {
       return Status::InvalidArgument("'" + policy.text + "' at column " + std::to_string(policy.column + 1) +
                                      ": user-defined chain " + chain.name + " has no policy (write '-')");
@@ -172,6 +178,14 @@ class SaveParser {
     }
     const Token& chain_token = tokens[i + 1];
     Chain* chain = table_->FindChain(chain_token.text);
+    if (chain == nullptr && options_.restore_input && !chain_token.quoted) {
+      // iptables-restore --noflush input may append to chains that exist in the kernel without declaring them.
+      Chain undeclared;
+      undeclared.name = chain_token.text;
+      if (IsBuiltinChain(table_->name, undeclared.name)) undeclared.policy = "-";
+      table_->chains.push_back(std::move(undeclared));
+      chain = &table_->chains.back();
+    }
     if (chain == nullptr) {
       return Status::InvalidArgument("'" + chain_token.text + "' at column " + std::to_string(chain_token.column + 1) +
                                      ": chain not declared in table " + table_->name);
@@ -185,6 +199,7 @@ class SaveParser {
   }
 
   std::string_view text_;
+  ParseSaveOptions options_;
   Ruleset ruleset_;
   std::optional<Table> table_;  // the open "*table" block
   size_t table_line_ = 0;
@@ -193,6 +208,8 @@ class SaveParser {
 
 }  // namespace
 
-Result<Ruleset> ParseSave(std::string_view text, Family family) { return SaveParser(text, family).Parse(); }
+Result<Ruleset> ParseSave(std::string_view text, Family family, const ParseSaveOptions& options) {
+  return SaveParser(text, family, options).Parse();
+}
 
 }  // namespace iptkit

@@ -208,7 +208,7 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family));
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family, {.restore_input = options.noflush}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
   for (size_t i = 0; i < parsed.tables.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {

@@ -97,7 +97,18 @@ TEST_P(ConcurrencyTest, ReplaceWithExpectNeverReplacesTheRuleThatMovedIn) {
   WaitForeign();
   std::vector<std::string> input = Input();
   if (done.ok()) {
-    EXPECT_EQ(input, (std::vector<std::string>{kX, kA, kN, kC})) << "B had to become N, nothing else";
+    // B must be the rule that went, and nothing else may change. Where N lands: on legacy the xtables lock keeps
+    // the foreign insert out until the commit is done (X, A, N, C); on nft, which has no lock, the index is
+    // resolved by iptables-nft-restore against the chain as it is at commit, so N may sit at index 2 of the
+    // shifted chain (X, N, A, C). docs/cli.md states this; the native nft backend will close it with the
+    // generation id.
+    std::vector<std::string> in_place = {kX, kA, kN, kC};
+    std::vector<std::string> at_index = {kX, kN, kA, kC};
+    if (variant() == Variant::kLegacy) {
+      EXPECT_EQ(input, in_place) << "B had to become N, nothing else";
+    } else {
+      EXPECT_TRUE(input == in_place || input == at_index) << "B had to become N, nothing else: " << ::testing::PrintToString(input);
+    }
   } else {
     EXPECT_EQ(done.status().code(), StatusCode::kFailedPrecondition) << done.status().ToString();
     EXPECT_EQ(input, (std::vector<std::string>{kX, kA, kB, kC})) << "a failed replace must change nothing";

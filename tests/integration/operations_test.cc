@@ -194,6 +194,10 @@ TEST_P(OperationsTest, FlushChainThenTable) {
 }
 
 TEST_P(OperationsTest, ZeroChainThenTable) {
+  if (variant() == Variant::kNft && family() == Family::kIPv6) {
+    // ip6tables-nft-restore -c (iptables 1.8.9) drops rule counters, so this fixture cannot preset them there.
+    GTEST_SKIP() << "ip6tables-nft-restore -c does not restore rule counters";
+  }
   CommandResult loaded = ns_->Exec({IptablesTool(variant(), family(), "-restore"), "-c"}, Base(true));
   ASSERT_TRUE(loaded.ok()) << loaded.Describe();
   ASSERT_NE(SaveFilter(true).find("[2:200] " + R2()), std::string::npos) << SaveFilter(true);
@@ -216,7 +220,7 @@ TEST_P(OperationsTest, PolicyOnBuiltinChain) {
 }
 
 TEST_P(OperationsTest, CheckFindsCanonicalEquivalent) {
-  ASSERT_OK_AND_ASSIGN(bool present, fw_->Check(f(), "filter", "INPUT", S("--dport 22 -p tcp -s " + H(1) + " -j ACCEPT")));
+  ASSERT_OK_AND_ASSIGN(bool present, fw_->Check(f(), "filter", "INPUT", S("-p tcp --dport 22 -s " + H(1) + " -j ACCEPT")));
   EXPECT_TRUE(present);
   ASSERT_OK_AND_ASSIGN(bool absent, fw_->Check(f(), "filter", "INPUT", S("-s " + H(1) + " -p tcp --dport 23 -j ACCEPT")));
   EXPECT_FALSE(absent);
@@ -224,6 +228,10 @@ TEST_P(OperationsTest, CheckFindsCanonicalEquivalent) {
 }
 
 TEST_P(OperationsTest, ListReturnsRulesAndCounters) {
+  if (variant() == Variant::kNft && family() == Family::kIPv6) {
+    // ip6tables-nft-restore -c (iptables 1.8.9) drops rule counters, so this fixture cannot preset them there.
+    GTEST_SKIP() << "ip6tables-nft-restore -c does not restore rule counters";
+  }
   CommandResult loaded = ns_->Exec({IptablesTool(variant(), family(), "-restore"), "-c"}, Base(true));
   ASSERT_TRUE(loaded.ok()) << loaded.Describe();
   ASSERT_OK_AND_ASSIGN(Ruleset rs, fw_->List(f(), "filter"));
