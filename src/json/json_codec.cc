@@ -717,7 +717,10 @@ Json OpToJson(const Op& op, const SpecCodec& spec) {
 Result<Op> OpFromJson(const Json& j, const std::string& pointer, const SpecCodec& spec) {
   IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
   if (j.size() != 1) return Err(pointer, "an op is an object with exactly one verb member");
-  const auto& [verb, body] = *j.items().begin();
+  // Not `*j.items().begin()`: that binds to a temporary iterator proxy (dangling).
+  const auto member = j.begin();
+  const std::string verb = member.key();
+  const Json& body = member.value();
   static constexpr std::string_view kVerbNames[] = {"append",       "insert",       "delete", "replace",
                                                     "create_chain", "delete_chain", "rename_chain", "flush",
                                                     "zero",         "policy"};
