@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "iptkit/firewall.h"
@@ -43,6 +44,18 @@ struct TableOp {
   Rule rule;
   std::string arg;
   friend bool operator==(const TableOp&, const TableOp&) = default;
+
+  // The op from its parts; the ones a kind does not use stay empty:
+  //   TableOp::Make(Kind::kInsert, "INPUT", rule, 3), TableOp::Make(Kind::kPolicy, "INPUT", {}, 0, "DROP").
+  static TableOp Make(Kind kind, std::string chain, Rule rule = {}, int index = 0, std::string arg = {}) {
+    TableOp op;
+    op.kind = kind;
+    op.chain = std::move(chain);
+    op.index = index;
+    op.rule = std::move(rule);
+    op.arg = std::move(arg);
+    return op;
+  }
 };
 
 struct TableBatch {

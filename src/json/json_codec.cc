@@ -52,15 +52,47 @@ const Json* Member(const Json& obj, std::string_view key) {
   return it == obj.end() ? nullptr : &*it;
 }
 
+// `read(value, value_pointer)` (returning a Result) applied to member `key` of `obj`, which must be present.
+template <typename Read>
+auto ReadRequired(const Json& obj, std::string_view key, const std::string& pointer, Read read)
+    -> decltype(read(obj, pointer)) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return Err(PointerJoin(pointer, key), "required field is missing");
+  return read(*m, PointerJoin(pointer, key));
+}
+
+// When `obj` has member `key`, stores `read(value, value_pointer)` in *out; otherwise leaves *out alone.
+template <typename T, typename Read>
+Status ReadOptional(const Json& obj, std::string_view key, const std::string& pointer, Read read, T* out) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return Status::Ok();
+  IPTKIT_ASSIGN_OR_RETURN(*out, read(*m, PointerJoin(pointer, key)));
+  return Status::Ok();
+}
+
+// An array (`expected` names it in the error, e.g. "array of options") whose elements are objects, each read by
+// `read(element, element_pointer)`.
+template <typename T, typename Read>
+Result<std::vector<T>> ReadObjectArray(const Json& j, const std::string& pointer, std::string_view expected,
+                                       Read read) {
+  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_array(), expected));
+  std::vector<T> out;
+  for (size_t i = 0; i < j.size(); ++i) {
+    std::string p = PointerJoin(pointer, std::to_string(i));
+    IPTKIT_RETURN_IF_ERROR(ExpectObject(j[i], p));
+    IPTKIT_ASSIGN_OR_RETURN(T item, read(j[i], p));
+    out.push_back(std::move(item));
+  }
+  return out;
+}
+
 Result<std::string> GetString(const Json& j, const std::string& pointer) {
   IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_string(), "string"));
   return j.get<std::string>();
 }
 
 Result<std::string> RequiredString(const Json& obj, std::string_view key, const std::string& pointer) {
-  const Json* m = Member(obj, key);
-  if (m == nullptr) return Err(PointerJoin(pointer, key), "required field is missing");
-  return GetString(*m, PointerJoin(pointer, key));
+  return ReadRequired(obj, key, pointer, GetString);
 }
 
 Result<std::optional<std::string>> OptionalString(const Json& obj, std::string_view key,
@@ -150,43 +182,33 @@ Json OptionsToJson(const std::vector<Option>& options) {
   return arr;
 }
 
+// One element of an "options" array (an object).
+Result<Option> OptionFromJson(const Json& o, const std::string& p) {
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(o, p, {"name", "not", "values"}));
+  Option opt;
+  IPTKIT_ASSIGN_OR_RETURN(opt.name, RequiredString(o, "name", p));
+  if (opt.name.empty()) return Err(PointerJoin(p, "name"), "empty option name");
+  IPTKIT_ASSIGN_OR_RETURN(opt.negated, OptionalBool(o, "not", p));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(o, "values", p, GetStringArray, &opt.values));
+  return opt;
+}
+
 Result<std::vector<Option>> OptionsFromJson(const Json& j, const std::string& pointer) {
-  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_array(), "array of options"));
-  std::vector<Option> out;
-  for (size_t i = 0; i < j.size(); ++i) {
-    std::string p = PointerJoin(pointer, std::to_string(i));
-    const Json& o = j[i];
-    IPTKIT_RETURN_IF_ERROR(ExpectObject(o, p));
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(o, p, {"name", "not", "values"}));
-    Option opt;
-    IPTKIT_ASSIGN_OR_RETURN(opt.name, RequiredString(o, "name", p));
-    if (opt.name.empty()) return Err(PointerJoin(p, "name"), "empty option name");
-    IPTKIT_ASSIGN_OR_RETURN(opt.negated, OptionalBool(o, "not", p));
-    if (const Json* v = Member(o, "values")) {
-      IPTKIT_ASSIGN_OR_RETURN(opt.values, GetStringArray(*v, PointerJoin(p, "values")));
-    }
-    out.push_back(std::move(opt));
-  }
-  return out;
+  return ReadObjectArray<Option>(j, pointer, "array of options", OptionFromJson);
+}
+
+// One element of a "matches" array (an object).
+Result<Match> MatchFromJson(const Json& m, const std::string& p) {
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(m, p, {"name", "options"}));
+  Match match;
+  IPTKIT_ASSIGN_OR_RETURN(match.name, RequiredString(m, "name", p));
+  if (match.name.empty()) return Err(PointerJoin(p, "name"), "empty match name");
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(m, "options", p, OptionsFromJson, &match.options));
+  return match;
 }
 
 Result<std::vector<Match>> MatchesFromJson(const Json& j, const std::string& pointer) {
-  IPTKIT_RETURN_IF_ERROR(Expect(j, pointer, j.is_array(), "array of matches"));
-  std::vector<Match> out;
-  for (size_t i = 0; i < j.size(); ++i) {
-    std::string p = PointerJoin(pointer, std::to_string(i));
-    const Json& m = j[i];
-    IPTKIT_RETURN_IF_ERROR(ExpectObject(m, p));
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(m, p, {"name", "options"}));
-    Match match;
-    IPTKIT_ASSIGN_OR_RETURN(match.name, RequiredString(m, "name", p));
-    if (match.name.empty()) return Err(PointerJoin(p, "name"), "empty match name");
-    if (const Json* o = Member(m, "options")) {
-      IPTKIT_ASSIGN_OR_RETURN(match.options, OptionsFromJson(*o, PointerJoin(p, "options")));
-    }
-    out.push_back(std::move(match));
-  }
-  return out;
+  return ReadObjectArray<Match>(j, pointer, "array of matches", MatchFromJson);
 }
 
 Result<Target> TargetFromJson(const Json& j, const std::string& pointer) {
@@ -203,10 +225,10 @@ Result<Target> TargetFromJson(const Json& j, const std::string& pointer) {
   } else {
     return Err(PointerJoin(pointer, "kind"), "unknown kind '" + *kind + "' (expected jump or goto)");
   }
-  if (const Json* o = Member(j, "options")) {
-    if (t.kind == Target::Kind::kGoto) return Err(PointerJoin(pointer, "options"), "goto takes no options");
-    IPTKIT_ASSIGN_OR_RETURN(t.options, OptionsFromJson(*o, PointerJoin(pointer, "options")));
+  if (t.kind == Target::Kind::kGoto && j.contains("options")) {
+    return Err(PointerJoin(pointer, "options"), "goto takes no options");
   }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "options", pointer, OptionsFromJson, &t.options));
   return t;
 }
 
@@ -221,12 +243,8 @@ Result<Counters> CountersFromJson(const Json& j, const std::string& pointer) {
   IPTKIT_RETURN_IF_ERROR(ExpectObject(j, pointer));
   IPTKIT_RETURN_IF_ERROR(CheckKeys(j, pointer, {"packets", "bytes"}));
   Counters c;
-  if (const Json* p = Member(j, "packets")) {
-    IPTKIT_ASSIGN_OR_RETURN(c.packets, GetUnsigned(*p, PointerJoin(pointer, "packets")));
-  }
-  if (const Json* b = Member(j, "bytes")) {
-    IPTKIT_ASSIGN_OR_RETURN(c.bytes, GetUnsigned(*b, PointerJoin(pointer, "bytes")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "packets", pointer, GetUnsigned, &c.packets));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "bytes", pointer, GetUnsigned, &c.bytes));
   return c;
 }
 
@@ -268,12 +286,8 @@ Result<Rule> StructuredRuleFromJson(const Json& j, const std::string& pointer) {
       r.*(h.field) = std::move(field);
     }
   }
-  if (const Json* m = Member(j, "matches")) {
-    IPTKIT_ASSIGN_OR_RETURN(r.matches, MatchesFromJson(*m, PointerJoin(pointer, "matches")));
-  }
-  if (const Json* t = Member(j, "target")) {
-    IPTKIT_ASSIGN_OR_RETURN(r.target, TargetFromJson(*t, PointerJoin(pointer, "target")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "matches", pointer, MatchesFromJson, &r.matches));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "target", pointer, TargetFromJson, &r.target));
   return r;
 }
 
@@ -297,6 +311,19 @@ std::string_view VerbOf(Op::Kind kind) {
     if (v.kind == kind) return v.name;
   }
   return "?";
+}
+
+bool IsVerb(std::string_view name) {
+  return std::any_of(std::begin(kVerbs), std::end(kVerbs), [name](const VerbName& v) { return v.name == name; });
+}
+
+// The ops that carry an "index" (1-based position) and those that carry a "rule".
+bool TakesIndex(Op::Kind kind) {
+  return kind == Op::Kind::kInsert || kind == Op::Kind::kDeleteAt || kind == Op::Kind::kReplace;
+}
+bool TakesRule(Op::Kind kind) {
+  return kind == Op::Kind::kAppend || kind == Op::Kind::kInsert || kind == Op::Kind::kDelete ||
+         kind == Op::Kind::kReplace;
 }
 
 // A rule inside an op: location members, when repeated (e.g. copied from a listing), must agree with the op's.
@@ -349,12 +376,8 @@ Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::st
     IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "policy"}));
   }
 
-  if (const Json* f = Member(body, "family")) {
-    IPTKIT_ASSIGN_OR_RETURN(op.family, GetFamily(*f, PointerJoin(p, "family")));
-  }
-  if (const Json* t = Member(body, "table")) {
-    IPTKIT_ASSIGN_OR_RETURN(op.table, GetTable(*t, PointerJoin(p, "table")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(body, "family", p, GetFamily, &op.family));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(body, "table", p, GetTable, &op.table));
   if (chain_optional) {
     IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> chain, OptionalString(body, "chain", p));
     op.chain = chain.value_or("");
@@ -365,35 +388,16 @@ Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::st
     if (Status s = ValidateChainName(op.chain); !s.ok()) return Err(PointerJoin(p, "chain"), s.message());
   }
 
-  switch (op.kind) {
-    case Op::Kind::kInsert:
-    case Op::Kind::kDeleteAt:
-    case Op::Kind::kReplace: {
-      const Json* index = Member(body, "index");
-      if (index == nullptr) return Err(PointerJoin(p, "index"), "required field is missing");
-      IPTKIT_ASSIGN_OR_RETURN(op.index, GetIndex(*index, PointerJoin(p, "index")));
-      break;
-    }
-    default:
-      break;
+  auto op_rule = [&op, &spec](const Json& rule, const std::string& pointer) {
+    return OpRuleFromJson(rule, op, pointer, spec);
+  };
+  if (TakesIndex(op.kind)) {
+    IPTKIT_ASSIGN_OR_RETURN(op.index, ReadRequired(body, "index", p, GetIndex));
   }
-  switch (op.kind) {
-    case Op::Kind::kAppend:
-    case Op::Kind::kInsert:
-    case Op::Kind::kDelete:
-    case Op::Kind::kReplace: {
-      const Json* rule = Member(body, "rule");
-      if (rule == nullptr) return Err(PointerJoin(p, "rule"), "required field is missing");
-      IPTKIT_ASSIGN_OR_RETURN(op.rule, OpRuleFromJson(*rule, op, PointerJoin(p, "rule"), spec));
-      break;
-    }
-    default:
-      break;
+  if (TakesRule(op.kind)) {
+    IPTKIT_ASSIGN_OR_RETURN(op.rule, ReadRequired(body, "rule", p, op_rule));
   }
-  if (const Json* expect = Member(body, "expect")) {
-    IPTKIT_ASSIGN_OR_RETURN(Rule rule, OpRuleFromJson(*expect, op, PointerJoin(p, "expect"), spec));
-    op.expect = std::move(rule);
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(body, "expect", p, op_rule, &op.expect));
   if (op.kind == Op::Kind::kDeleteChain) {
     IPTKIT_ASSIGN_OR_RETURN(op.cascade, OptionalBool(body, "cascade", p));
   }
@@ -427,6 +431,47 @@ std::string_view FamiliesName(DesiredState::Families f) {
       return "both";
   }
   return "ipv4";
+}
+
+// One element of "chains" (an object); its rules are parsed as `family`.
+Result<OwnedChain> OwnedChainFromJson(const Json& c, const std::string& p, Family family, const SpecCodec& spec) {
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(c, p, {"table", "name", "rules"}));
+  OwnedChain chain;
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(c, "table", p, GetTable, &chain.table));
+  IPTKIT_ASSIGN_OR_RETURN(chain.name, RequiredString(c, "name", p));
+  if (Status s = ValidateChainName(chain.name); !s.ok()) return Err(PointerJoin(p, "name"), s.message());
+  auto rule = [family, &spec](const Json& r, const std::string& rp) -> Result<Rule> {
+    IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson(r, family, rp, spec, RuleKeys::kBare));
+    return std::move(in.rule);
+  };
+  auto rules = [&rule](const Json& r, const std::string& rp) {
+    return ReadObjectArray<Rule>(r, rp, "array of rules", rule);
+  };
+  IPTKIT_ASSIGN_OR_RETURN(chain.rules, ReadRequired(c, "rules", p, rules));
+  return chain;
+}
+
+// One element of "hooks" (an object): the hook's location members, the rest is the rule (parsed as `family`).
+Result<HookRule> HookRuleFromJson(const Json& h, const std::string& p, Family family, const SpecCodec& spec) {
+  HookRule hook;
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(h, "table", p, GetTable, &hook.table));
+  IPTKIT_ASSIGN_OR_RETURN(hook.chain, RequiredString(h, "chain", p));
+  if (!IsBuiltinChain(hook.table, hook.chain)) {
+    return Err(PointerJoin(p, "chain"), "'" + hook.chain + "' is not a builtin chain of table " + hook.table);
+  }
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> pos, OptionalString(h, "position", p));
+  if (!pos || *pos == "first") {
+    hook.position = HookRule::Position::kFirst;
+  } else if (*pos == "last") {
+    hook.position = HookRule::Position::kLast;
+  } else {
+    return Err(PointerJoin(p, "position"), "expected first or last, got '" + *pos + "'");
+  }
+  Json rule = h;
+  for (std::string_view k : {"table", "chain", "position"}) rule.erase(std::string(k));
+  IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson(rule, family, p, spec, RuleKeys::kBare));
+  hook.rule = std::move(in.rule);
+  return hook;
 }
 
 Json TableCommitToJson(const TableCommit& t) {
@@ -574,16 +619,10 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
         j, pointer, {"spec", "src", "dst", "in", "out", "protocol", "fragment", "matches", "target"}));
   }
   RuleInput in;
-  if (const Json* f = Member(j, "family")) {
-    IPTKIT_ASSIGN_OR_RETURN(in.family, GetFamily(*f, PointerJoin(pointer, "family")));
-  }
-  if (const Json* t = Member(j, "table")) {
-    IPTKIT_ASSIGN_OR_RETURN(in.table, GetTable(*t, PointerJoin(pointer, "table")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "family", pointer, GetFamily, &in.family));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "table", pointer, GetTable, &in.table));
   IPTKIT_ASSIGN_OR_RETURN(in.chain, OptionalString(j, "chain", pointer));
-  if (const Json* i = Member(j, "index")) {
-    IPTKIT_ASSIGN_OR_RETURN(in.index, GetIndex(*i, PointerJoin(pointer, "index")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "index", pointer, GetIndex, &in.index));
   if (in.family && *in.family != family) {
     return Err(PointerJoin(pointer, "family"), "'" + std::string(FamilyName(*in.family)) + "' disagrees with '" +
                                                    std::string(FamilyName(family)) + "' given by the context");
@@ -614,9 +653,7 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
     in.rule = std::move(*from_spec);
   }
 
-  if (const Json* c = Member(j, "counters")) {
-    IPTKIT_ASSIGN_OR_RETURN(in.rule.counters, CountersFromJson(*c, PointerJoin(pointer, "counters")));
-  }
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "counters", pointer, CountersFromJson, &in.rule.counters));
   const Json* owner = Member(j, "owner");
   const Json* id = Member(j, "id");
   if ((owner == nullptr) != (id == nullptr)) {
@@ -684,25 +721,8 @@ Json OpToJson(const Op& op, const SpecCodec& spec) {
   b["family"] = FamilyName(op.family);
   b["table"] = op.table;
   if (!op.chain.empty()) b["chain"] = op.chain;
-  switch (op.kind) {
-    case Op::Kind::kInsert:
-    case Op::Kind::kDeleteAt:
-    case Op::Kind::kReplace:
-      b["index"] = op.index;
-      break;
-    default:
-      break;
-  }
-  switch (op.kind) {
-    case Op::Kind::kAppend:
-    case Op::Kind::kInsert:
-    case Op::Kind::kDelete:
-    case Op::Kind::kReplace:
-      b["rule"] = RuleToJson(op.rule, rule_out, spec);
-      break;
-    default:
-      break;
-  }
+  if (TakesIndex(op.kind)) b["index"] = op.index;
+  if (TakesRule(op.kind)) b["rule"] = RuleToJson(op.rule, rule_out, spec);
   if (op.expect && (op.kind == Op::Kind::kDeleteAt || op.kind == Op::Kind::kReplace)) {
     b["expect"] = RuleToJson(*op.expect, rule_out, spec);
   }
@@ -721,10 +741,7 @@ Result<Op> OpFromJson(const Json& j, const std::string& pointer, const SpecCodec
   const auto member = j.begin();
   const std::string verb = member.key();
   const Json& body = member.value();
-  static constexpr std::string_view kVerbNames[] = {"append",       "insert",       "delete", "replace",
-                                                    "create_chain", "delete_chain", "rename_chain", "flush",
-                                                    "zero",         "policy"};
-  if (std::find(std::begin(kVerbNames), std::end(kVerbNames), verb) == std::end(kVerbNames)) {
+  if (!IsVerb(verb)) {
     return Err(PointerJoin(pointer, verb),
                "unknown op (expected append, insert, delete, replace, create_chain, delete_chain, rename_chain, "
                "flush, zero or policy)");
@@ -796,58 +813,17 @@ Result<DesiredState> DesiredStateFromJson(const Json& j, const SpecCodec& spec) 
   // "chains" is required: an absent list would silently remove every owned chain.
   const Json* chains = Member(j, "chains");
   if (chains == nullptr) return Err("/chains", "required field is missing (an empty list removes all owned chains)");
-  IPTKIT_RETURN_IF_ERROR(Expect(*chains, "/chains", chains->is_array(), "array of chains"));
-  for (size_t i = 0; i < chains->size(); ++i) {
-    std::string p = "/chains/" + std::to_string(i);
-    const Json& c = (*chains)[i];
-    IPTKIT_RETURN_IF_ERROR(ExpectObject(c, p));
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(c, p, {"table", "name", "rules"}));
-    OwnedChain chain;
-    if (const Json* t = Member(c, "table")) {
-      IPTKIT_ASSIGN_OR_RETURN(chain.table, GetTable(*t, PointerJoin(p, "table")));
-    }
-    IPTKIT_ASSIGN_OR_RETURN(chain.name, RequiredString(c, "name", p));
-    if (Status s = ValidateChainName(chain.name); !s.ok()) return Err(PointerJoin(p, "name"), s.message());
-    const Json* rules = Member(c, "rules");
-    if (rules == nullptr) return Err(PointerJoin(p, "rules"), "required field is missing");
-    IPTKIT_RETURN_IF_ERROR(Expect(*rules, PointerJoin(p, "rules"), rules->is_array(), "array of rules"));
-    for (size_t k = 0; k < rules->size(); ++k) {
-      IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson((*rules)[k], parse_family,
-                                                         PointerJoin(PointerJoin(p, "rules"), std::to_string(k)),
-                                                         spec, RuleKeys::kBare));
-      chain.rules.push_back(std::move(in.rule));
-    }
-    d.chains.push_back(std::move(chain));
-  }
-  if (const Json* hooks = Member(j, "hooks")) {
-    IPTKIT_RETURN_IF_ERROR(Expect(*hooks, "/hooks", hooks->is_array(), "array of hook rules"));
-    for (size_t i = 0; i < hooks->size(); ++i) {
-      std::string p = "/hooks/" + std::to_string(i);
-      const Json& h = (*hooks)[i];
-      IPTKIT_RETURN_IF_ERROR(ExpectObject(h, p));
-      HookRule hook;
-      if (const Json* t = Member(h, "table")) {
-        IPTKIT_ASSIGN_OR_RETURN(hook.table, GetTable(*t, PointerJoin(p, "table")));
-      }
-      IPTKIT_ASSIGN_OR_RETURN(hook.chain, RequiredString(h, "chain", p));
-      if (!IsBuiltinChain(hook.table, hook.chain)) {
-        return Err(PointerJoin(p, "chain"), "'" + hook.chain + "' is not a builtin chain of table " + hook.table);
-      }
-      IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> pos, OptionalString(h, "position", p));
-      if (!pos || *pos == "first") {
-        hook.position = HookRule::Position::kFirst;
-      } else if (*pos == "last") {
-        hook.position = HookRule::Position::kLast;
-      } else {
-        return Err(PointerJoin(p, "position"), "expected first or last, got '" + *pos + "'");
-      }
-      Json rule = h;
-      for (std::string_view k : {"table", "chain", "position"}) rule.erase(std::string(k));
-      IPTKIT_ASSIGN_OR_RETURN(RuleInput in, RuleFromJson(rule, parse_family, p, spec, RuleKeys::kBare));
-      hook.rule = std::move(in.rule);
-      d.hooks.push_back(std::move(hook));
-    }
-  }
+  auto chain = [parse_family, &spec](const Json& c, const std::string& p) {
+    return OwnedChainFromJson(c, p, parse_family, spec);
+  };
+  IPTKIT_ASSIGN_OR_RETURN(d.chains, ReadObjectArray<OwnedChain>(*chains, "/chains", "array of chains", chain));
+  auto hook = [parse_family, &spec](const Json& h, const std::string& p) {
+    return HookRuleFromJson(h, p, parse_family, spec);
+  };
+  auto hooks = [&hook](const Json& h, const std::string& p) {
+    return ReadObjectArray<HookRule>(h, p, "array of hook rules", hook);
+  };
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "hooks", "", hooks, &d.hooks));
   return d;
 }
 

@@ -39,14 +39,8 @@ using backend::TableOp;
 
 // One op; the rule's counters are dropped (they are sent only by whole-table restores).
 TableOp MakeOp(TableOp::Kind kind, const std::string& chain, const Rule* rule = nullptr, int index = 0) {
-  TableOp op;
-  op.kind = kind;
-  op.chain = chain;
-  op.index = index;
-  if (rule != nullptr) {
-    op.rule = *rule;
-    op.rule.counters = {};
-  }
+  TableOp op = TableOp::Make(kind, chain, rule != nullptr ? *rule : Rule{}, index);
+  op.rule.counters = {};
   return op;
 }
 

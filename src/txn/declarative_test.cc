@@ -842,12 +842,7 @@ TEST(FirewallApplyRaceTest, ForeignInsertBetweenReadAndCommitIsNeverDeleted) {
     backend::TableBatch batch;
     batch.family = kV4;
     batch.table = "filter";
-    TableOp op;
-    op.kind = TableOp::Kind::kInsert;
-    op.chain = "INPUT";
-    op.index = 1;
-    op.rule = intruder;
-    batch.ops.push_back(op);
+    batch.ops.push_back(TableOp::Make(TableOp::Kind::kInsert, "INPUT", intruder, 1));
     ASSERT_TRUE(raw->Commit(batch).ok());
   };
   auto fw = Firewall::WithBackend(std::move(fake), options);

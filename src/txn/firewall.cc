@@ -106,15 +106,6 @@ namespace {
 
 using backend::TableOp;
 
-TableOp MakeOp(TableOp::Kind kind, std::string chain, Rule rule = {}, std::string arg = {}) {
-  TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  op.rule = std::move(rule);
-  op.arg = std::move(arg);
-  return op;
-}
-
 // The batch a restore of `table` (parsed from the user's text) sends.
 Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, const Table& current,
                                          const Firewall::RestoreOptions& options) {
@@ -133,19 +124,19 @@ Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, cons
       // A whole-table restore sets every declared policy. With --noflush the declarations are ignored: a
       // builtin declaration there would reset an admin's policy (DESIGN.md §5); policies change only by -P.
       if (!options.noflush) {
-        TableOp op = MakeOp(TableOp::Kind::kPolicy, chain.name, {}, *chain.policy);
+        TableOp op = TableOp::Make(TableOp::Kind::kPolicy, chain.name, {}, 0, *chain.policy);
         op.rule.counters = chain.counters;
         batch.ops.push_back(std::move(op));
       }
     } else if (!options.noflush || current.FindChain(chain.name) == nullptr) {
       // --noflush: an existing user chain is appended to, never flushed (unlike iptables-restore's ":NAME -").
-      batch.ops.push_back(MakeOp(TableOp::Kind::kNewChain, chain.name));
+      batch.ops.push_back(TableOp::Make(TableOp::Kind::kNewChain, chain.name));
     }
   }
   for (const auto& chain : table.chains) {
     for (Rule rule : chain.rules) {
       if (!options.counters) rule.counters = {};
-      batch.ops.push_back(MakeOp(TableOp::Kind::kAppend, chain.name, std::move(rule)));
+      batch.ops.push_back(TableOp::Make(TableOp::Kind::kAppend, chain.name, std::move(rule)));
     }
   }
   return batch;

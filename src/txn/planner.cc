@@ -19,30 +19,20 @@ std::string TableName(Family family, std::string_view table) {
   return std::string(FamilyName(family)) + " " + std::string(table);
 }
 
-TableOp MakeTableOp(TKind kind, std::string chain, Rule rule = {}, int index = 0, std::string arg = {}) {
-  TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  op.rule = std::move(rule);
-  op.index = index;
-  op.arg = std::move(arg);
-  return op;
-}
-
 // Undoes the presence of the rule at 1-based `pos` of `chain`. By spec when that is the first occurrence of the
 // spec (-D by spec is race-free); otherwise an earlier equal rule exists and -D by spec would remove that one, so
 // the position is used, guarded by -C (a residual race with a foreign writer moving rules in between, which on
 // legacy cannot happen while the xtables lock is held).
 std::vector<TableOp> RemoveInverse(const Chain& chain, int pos) {
   const Rule& rule = chain.rules[pos - 1];
-  if (backend::FindRule(chain, rule) == pos - 1) return {MakeTableOp(TKind::kDelete, chain.name, rule)};
-  return {MakeTableOp(TKind::kCheck, chain.name, rule), MakeTableOp(TKind::kDeleteAt, chain.name, {}, pos)};
+  if (backend::FindRule(chain, rule) == pos - 1) return {TableOp::Make(TKind::kDelete, chain.name, rule)};
+  return {TableOp::Make(TKind::kCheck, chain.name, rule), TableOp::Make(TKind::kDeleteAt, chain.name, {}, pos)};
 }
 
 // Puts `rule` (with its counters) back at 1-based `pos` of a chain that has `size` rules now.
 TableOp ReinsertInverse(const std::string& chain, size_t size, int pos, const Rule& rule) {
-  if (static_cast<size_t>(pos) == size + 1) return MakeTableOp(TKind::kAppend, chain, rule);
-  return MakeTableOp(TKind::kInsert, chain, rule, pos);
+  if (static_cast<size_t>(pos) == size + 1) return TableOp::Make(TKind::kAppend, chain, rule);
+  return TableOp::Make(TKind::kInsert, chain, rule, pos);
 }
 
 // Applies `op` to `sim` and returns the ops that undo it (to be run in order, after the inverses of every later
@@ -107,21 +97,21 @@ Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const Tab
       inverse.push_back(ReinsertInverse(op.chain, after->rules.size() - 1, removed_pos, *removed));
       break;
     case TKind::kNewChain:
-      inverse.push_back(MakeTableOp(TKind::kDeleteChain, op.chain));
+      inverse.push_back(TableOp::Make(TKind::kDeleteChain, op.chain));
       break;
     case TKind::kDeleteChain:
-      for (const auto& name : deleted_chains) inverse.push_back(MakeTableOp(TKind::kNewChain, name));
+      for (const auto& name : deleted_chains) inverse.push_back(TableOp::Make(TKind::kNewChain, name));
       break;
     case TKind::kRenameChain:
-      inverse.push_back(MakeTableOp(TKind::kRenameChain, op.arg, {}, 0, op.chain));
+      inverse.push_back(TableOp::Make(TKind::kRenameChain, op.arg, {}, 0, op.chain));
       break;
     case TKind::kFlush:
       for (const auto& c : flushed) {
-        for (const auto& r : c.rules) inverse.push_back(MakeTableOp(TKind::kAppend, c.name, r));
+        for (const auto& r : c.rules) inverse.push_back(TableOp::Make(TKind::kAppend, c.name, r));
       }
       break;
     case TKind::kPolicy: {
-      TableOp undo = MakeTableOp(TKind::kPolicy, op.chain, {}, 0, old_policy.value_or("ACCEPT"));
+      TableOp undo = TableOp::Make(TKind::kPolicy, op.chain, {}, 0, old_policy.value_or("ACCEPT"));
       undo.rule.counters = old_policy_counters;
       inverse.push_back(std::move(undo));
       break;
@@ -220,7 +210,7 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
   switch (op.kind) {
     case Op::Kind::kAppend: {
       IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
-      return sim.Emit(MakeTableOp(TKind::kAppend, op.chain, op.rule));
+      return sim.Emit(TableOp::Make(TKind::kAppend, op.chain, op.rule));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -228,36 +218,36 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
         return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
                                        std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
       }
-      return sim.Emit(MakeTableOp(TKind::kInsert, op.chain, op.rule, op.index));
+      return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
     }
     case Op::Kind::kDelete: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       if (backend::FindRule(*c, op.rule) < 0) {
         return Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
       }
-      return sim.Emit(MakeTableOp(TKind::kDelete, op.chain, op.rule));
+      return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, op.rule));
     }
     case Op::Kind::kDeleteAt: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
-      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kCheck, op.chain, old)));
-      return sim.Emit(MakeTableOp(TKind::kDelete, op.chain, old));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
+      return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old));
     }
     case Op::Kind::kReplace: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
       // Checked before anything is emitted so that a bad new rule names the replace, not a half of it.
       IPTKIT_RETURN_IF_ERROR(backend::CheckRule(family, table, op.chain, op.rule));
-      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kCheck, op.chain, old)));
-      IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kDelete, op.chain, old)));
-      return sim.Emit(MakeTableOp(TKind::kInsert, op.chain, op.rule, op.index));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
+      IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old)));
+      return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
     }
     case Op::Kind::kCreateChain: {
       IPTKIT_RETURN_IF_ERROR(ValidateChainName(op.chain));
       if (table.FindChain(op.chain) != nullptr) {
         return Status::AlreadyExists("chain " + Quoted(op.chain) + " already exists in table " + table.name);
       }
-      return sim.Emit(MakeTableOp(TKind::kNewChain, op.chain));
+      return sim.Emit(TableOp::Make(TKind::kNewChain, op.chain));
     }
     case Op::Kind::kDeleteChain: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedUserChain(table, op.chain, "delete"));
@@ -274,12 +264,12 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
                                             std::to_string(c->rules.size()) +
                                             " rules; flush it first or use cascade)");
         }
-        return sim.Emit(MakeTableOp(TKind::kDeleteChain, op.chain));
+        return sim.Emit(TableOp::Make(TKind::kDeleteChain, op.chain));
       }
       const bool has_rules = !c->rules.empty();
-      for (const auto& ref : refs) IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kDelete, ref.chain, ref.rule)));
-      if (has_rules) IPTKIT_RETURN_IF_ERROR(sim.Emit(MakeTableOp(TKind::kFlush, op.chain)));
-      return sim.Emit(MakeTableOp(TKind::kDeleteChain, op.chain));
+      for (const auto& ref : refs) IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kDelete, ref.chain, ref.rule)));
+      if (has_rules) IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kFlush, op.chain)));
+      return sim.Emit(TableOp::Make(TKind::kDeleteChain, op.chain));
     }
     case Op::Kind::kRenameChain: {
       IPTKIT_RETURN_IF_ERROR(NeedUserChain(table, op.chain, "rename").status());
@@ -287,12 +277,12 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
       if (table.FindChain(op.new_name) != nullptr) {
         return Status::AlreadyExists("chain " + Quoted(op.new_name) + " already exists in table " + table.name);
       }
-      return sim.Emit(MakeTableOp(TKind::kRenameChain, op.chain, {}, 0, op.new_name));
+      return sim.Emit(TableOp::Make(TKind::kRenameChain, op.chain, {}, 0, op.new_name));
     }
     case Op::Kind::kFlush:
     case Op::Kind::kZero: {
       if (!op.chain.empty()) IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
-      return sim.Emit(MakeTableOp(op.kind == Op::Kind::kFlush ? TKind::kFlush : TKind::kZero, op.chain));
+      return sim.Emit(TableOp::Make(op.kind == Op::Kind::kFlush ? TKind::kFlush : TKind::kZero, op.chain));
     }
     case Op::Kind::kPolicy: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -303,7 +293,7 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
       if (op.policy != "ACCEPT" && op.policy != "DROP") {
         return Status::InvalidArgument("bad policy " + Quoted(op.policy) + " (expected ACCEPT or DROP)");
       }
-      return sim.Emit(MakeTableOp(TKind::kPolicy, op.chain, {}, 0, op.policy));
+      return sim.Emit(TableOp::Make(TKind::kPolicy, op.chain, {}, 0, op.policy));
     }
   }
   return Status::Internal("unknown op kind");
@@ -318,15 +308,15 @@ TableBatch PreimageBatch(Family family, const Table& table) {
   batch.with_counters = true;
   for (const auto& c : table.chains) {
     if (c.builtin()) {
-      TableOp op = MakeTableOp(TKind::kPolicy, c.name, {}, 0, *c.policy);
+      TableOp op = TableOp::Make(TKind::kPolicy, c.name, {}, 0, *c.policy);
       op.rule.counters = c.counters;
       batch.ops.push_back(std::move(op));
     } else {
-      batch.ops.push_back(MakeTableOp(TKind::kNewChain, c.name));
+      batch.ops.push_back(TableOp::Make(TKind::kNewChain, c.name));
     }
   }
   for (const auto& c : table.chains) {
-    for (const auto& r : c.rules) batch.ops.push_back(MakeTableOp(TKind::kAppend, c.name, r));
+    for (const auto& r : c.rules) batch.ops.push_back(TableOp::Make(TKind::kAppend, c.name, r));
   }
   return batch;
 }

@@ -11,6 +11,7 @@
 
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
+#include "src/backend/backend_test_util.h"
 #include "src/backend/fake/fake_backend.h"
 #include "src/backend/fake/fault_backend.h"
 
@@ -52,11 +53,9 @@ inline constexpr std::string_view kBaseV6 =
     "-A INPUT -p ipv6-icmp -j ACCEPT\n"
     "COMMIT\n";
 
-inline Rule R(std::string_view spec, Family family = Family::kIPv4) {
-  Result<Rule> rule = ParseRuleSpec(spec, family);
-  EXPECT_TRUE(rule.ok()) << spec << ": " << rule.status().ToString();
-  return rule.ok() ? *rule : Rule{};
-}
+// R(spec, family = IPv4): the parsed rule. TOp(kind, chain, spec = "", index = 0, arg = ""): a TableOp.
+using backend_test::R;
+using backend_test::TOp;
 
 class FirewallFixture : public ::testing::Test {
  protected:
@@ -126,17 +125,6 @@ class FirewallFixture : public ::testing::Test {
   std::string before_;
   Ruleset snapshot_;
 };
-
-inline backend::TableOp TOp(backend::TableOp::Kind kind, std::string chain, std::string_view spec = "",
-                            int index = 0, std::string arg = "") {
-  backend::TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  if (!spec.empty()) op.rule = R(spec);
-  op.index = index;
-  op.arg = std::move(arg);
-  return op;
-}
 
 }  // namespace iptkit::txn_test
 

@@ -4,31 +4,18 @@
 #include <gtest/gtest.h>
 
 #include "iptkit/dialect.h"
+#include "src/backend/backend_test_util.h"
 
 namespace iptkit::backend {
 namespace {
 
+using backend_test::R;
+using backend_test::TOp;
 using ::testing::HasSubstr;
 using Kind = TableOp::Kind;
 
 constexpr Family v4 = Family::kIPv4;
 constexpr Family v6 = Family::kIPv6;
-
-Rule R(std::string_view spec, Family family = v4) {
-  Result<Rule> rule = ParseRuleSpec(spec, family);
-  EXPECT_TRUE(rule.ok()) << spec << ": " << rule.status().ToString();
-  return rule.ok() ? *rule : Rule{};
-}
-
-TableOp Op(Kind kind, std::string chain, std::string_view spec = "", int index = 0, std::string arg = "") {
-  TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  if (!spec.empty()) op.rule = R(spec);
-  op.index = index;
-  op.arg = std::move(arg);
-  return op;
-}
 
 TableBatch Batch(std::string table, std::vector<TableOp> ops, Family family = v4) {
   TableBatch b;
@@ -87,7 +74,7 @@ TEST_F(FakeBackendTest, UnusedTableReadsAsFreshButDoesNotAppear) {
 }
 
 TEST_F(FakeBackendTest, TableAppearsOnFirstUseInSaveOrder) {
-  ASSERT_TRUE(Commit({Op(Kind::kAppend, "PREROUTING", "-j NOTRACK")}, "raw").ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kAppend, "PREROUTING", "-j NOTRACK")}, "raw").ok());
   Result<Ruleset> rs = fake_.Read(v4);
   ASSERT_EQ(rs->tables.size(), 2u);
   EXPECT_EQ(rs->tables[0].name, "raw");  // iptables-nft-save order: raw, mangle, filter, nat, security
@@ -95,9 +82,9 @@ TEST_F(FakeBackendTest, TableAppearsOnFirstUseInSaveOrder) {
 }
 
 TEST_F(FakeBackendTest, AppendInsertStoreCanonicalRules) {
-  ASSERT_TRUE(Commit({Op(Kind::kAppend, "OUTPUT", "-d 192.168.1.7 -j ACCEPT"),
-                      Op(Kind::kInsert, "OUTPUT", "-d 10.1.2.3/8 -j DROP", 1),
-                      Op(Kind::kInsert, "OUTPUT", "-d 172.16.0.0/255.240.0.0 -j DROP", 3)})
+  ASSERT_TRUE(Commit({TOp(Kind::kAppend, "OUTPUT", "-d 192.168.1.7 -j ACCEPT"),
+                      TOp(Kind::kInsert, "OUTPUT", "-d 10.1.2.3/8 -j DROP", 1),
+                      TOp(Kind::kInsert, "OUTPUT", "-d 172.16.0.0/255.240.0.0 -j DROP", 3)})
                   .ok());
   const Chain out = ChainOf("OUTPUT");
   ASSERT_EQ(out.rules.size(), 3u);
@@ -107,15 +94,15 @@ TEST_F(FakeBackendTest, AppendInsertStoreCanonicalRules) {
 }
 
 TEST_F(FakeBackendTest, DeleteAndCheckMatchByCanonicalSpec) {
-  ASSERT_TRUE(Commit({Op(Kind::kAppend, "OUTPUT", "-d 1.2.3.4 -j ACCEPT")}).ok());
-  EXPECT_TRUE(Commit({Op(Kind::kCheck, "OUTPUT", "-d 1.2.3.4/32 -j ACCEPT")}).ok());
-  ASSERT_TRUE(Commit({Op(Kind::kDelete, "OUTPUT", "-d 1.2.3.4/255.255.255.255 -j ACCEPT")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kAppend, "OUTPUT", "-d 1.2.3.4 -j ACCEPT")}).ok());
+  EXPECT_TRUE(Commit({TOp(Kind::kCheck, "OUTPUT", "-d 1.2.3.4/32 -j ACCEPT")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kDelete, "OUTPUT", "-d 1.2.3.4/255.255.255.255 -j ACCEPT")}).ok());
   EXPECT_EQ(Save(), kBase);
 }
 
 TEST_F(FakeBackendTest, FailingOpLeavesEverythingUnchangedAndIsNamed) {
-  Status s = Commit({Op(Kind::kNewChain, "BAR"), Op(Kind::kAppend, "BAR", "-j ACCEPT"),
-                     Op(Kind::kDelete, "INPUT", "-s 1.1.1.1/32 -j DROP")});
+  Status s = Commit({TOp(Kind::kNewChain, "BAR"), TOp(Kind::kAppend, "BAR", "-j ACCEPT"),
+                     TOp(Kind::kDelete, "INPUT", "-s 1.1.1.1/32 -j DROP")});
   EXPECT_EQ(s.code(), StatusCode::kNotFound);
   EXPECT_THAT(s.message(), HasSubstr("line 3 (-D INPUT -s 1.1.1.1/32 -j DROP)"));
   EXPECT_THAT(s.message(), HasSubstr("ipv4 table filter"));
@@ -133,37 +120,37 @@ struct ErrorCase {
 
 TEST_F(FakeBackendTest, ErrorsNameTheOpAndHaveSpecificCodes) {
   const std::vector<ErrorCase> cases = {
-      {"check miss", {Op(Kind::kCheck, "INPUT", "-j DROP")}, StatusCode::kFailedPrecondition, "-C INPUT -j DROP"},
-      {"delete missing", {Op(Kind::kDelete, "INPUT", "-j DROP")}, StatusCode::kNotFound, "no rule '-j DROP'"},
-      {"missing chain", {Op(Kind::kAppend, "NOPE", "-j DROP")}, StatusCode::kNotFound, "chain 'NOPE'"},
-      {"new existing", {Op(Kind::kNewChain, "FOO")}, StatusCode::kAlreadyExists, "-N FOO"},
-      {"delete non-empty", {Op(Kind::kDeleteChain, "FOO")}, StatusCode::kFailedPrecondition, "not empty"},
+      {"check miss", {TOp(Kind::kCheck, "INPUT", "-j DROP")}, StatusCode::kFailedPrecondition, "-C INPUT -j DROP"},
+      {"delete missing", {TOp(Kind::kDelete, "INPUT", "-j DROP")}, StatusCode::kNotFound, "no rule '-j DROP'"},
+      {"missing chain", {TOp(Kind::kAppend, "NOPE", "-j DROP")}, StatusCode::kNotFound, "chain 'NOPE'"},
+      {"new existing", {TOp(Kind::kNewChain, "FOO")}, StatusCode::kAlreadyExists, "-N FOO"},
+      {"delete non-empty", {TOp(Kind::kDeleteChain, "FOO")}, StatusCode::kFailedPrecondition, "not empty"},
       {"delete referenced",
-       {Op(Kind::kFlush, "FOO"), Op(Kind::kDeleteChain, "FOO")},
+       {TOp(Kind::kFlush, "FOO"), TOp(Kind::kDeleteChain, "FOO")},
        StatusCode::kFailedPrecondition,
        "referenced by filter INPUT 2: -j FOO"},
-      {"delete builtin", {Op(Kind::kDeleteChain, "INPUT")}, StatusCode::kInvalidArgument, "builtin"},
-      {"delete absent", {Op(Kind::kDeleteChain, "GONE")}, StatusCode::kNotFound, "GONE"},
+      {"delete builtin", {TOp(Kind::kDeleteChain, "INPUT")}, StatusCode::kInvalidArgument, "builtin"},
+      {"delete absent", {TOp(Kind::kDeleteChain, "GONE")}, StatusCode::kNotFound, "GONE"},
       {"rename onto existing",
-       {Op(Kind::kNewChain, "BAR"), Op(Kind::kRenameChain, "BAR", "", 0, "FOO")},
+       {TOp(Kind::kNewChain, "BAR"), TOp(Kind::kRenameChain, "BAR", "", 0, "FOO")},
        StatusCode::kAlreadyExists,
        "-E BAR FOO"},
-      {"rename builtin", {Op(Kind::kRenameChain, "INPUT", "", 0, "IN")}, StatusCode::kInvalidArgument, "builtin"},
-      {"policy on user chain", {Op(Kind::kPolicy, "FOO", "", 0, "DROP")}, StatusCode::kInvalidArgument, "-P FOO"},
-      {"bad policy", {Op(Kind::kPolicy, "INPUT", "", 0, "REJECT")}, StatusCode::kInvalidArgument, "REJECT"},
-      {"jump to missing chain", {Op(Kind::kAppend, "INPUT", "-j NOPE")}, StatusCode::kNotFound, "NOPE"},
-      {"goto builtin", {Op(Kind::kAppend, "FOO", "-g OUTPUT")}, StatusCode::kInvalidArgument, "builtin"},
-      {"insert too far", {Op(Kind::kInsert, "INPUT", "-j DROP", 4)}, StatusCode::kInvalidArgument, "index 4"},
-      {"insert zero", {Op(Kind::kInsert, "INPUT", "-j DROP", 0)}, StatusCode::kInvalidArgument, "index 0"},
-      {"delete-at too far", {Op(Kind::kDeleteAt, "INPUT", "", 3)}, StatusCode::kNotFound, "-D INPUT 3"},
-      {"replace too far", {Op(Kind::kReplace, "FOO", "-j DROP", 2)}, StatusCode::kNotFound, "index 2"},
+      {"rename builtin", {TOp(Kind::kRenameChain, "INPUT", "", 0, "IN")}, StatusCode::kInvalidArgument, "builtin"},
+      {"policy on user chain", {TOp(Kind::kPolicy, "FOO", "", 0, "DROP")}, StatusCode::kInvalidArgument, "-P FOO"},
+      {"bad policy", {TOp(Kind::kPolicy, "INPUT", "", 0, "REJECT")}, StatusCode::kInvalidArgument, "REJECT"},
+      {"jump to missing chain", {TOp(Kind::kAppend, "INPUT", "-j NOPE")}, StatusCode::kNotFound, "NOPE"},
+      {"goto builtin", {TOp(Kind::kAppend, "FOO", "-g OUTPUT")}, StatusCode::kInvalidArgument, "builtin"},
+      {"insert too far", {TOp(Kind::kInsert, "INPUT", "-j DROP", 4)}, StatusCode::kInvalidArgument, "index 4"},
+      {"insert zero", {TOp(Kind::kInsert, "INPUT", "-j DROP", 0)}, StatusCode::kInvalidArgument, "index 0"},
+      {"delete-at too far", {TOp(Kind::kDeleteAt, "INPUT", "", 3)}, StatusCode::kNotFound, "-D INPUT 3"},
+      {"replace too far", {TOp(Kind::kReplace, "FOO", "-j DROP", 2)}, StatusCode::kNotFound, "index 2"},
       {"DNAT in filter",
-       {Op(Kind::kAppend, "INPUT", "-p tcp -j DNAT --to-destination 10.0.0.1")},
+       {TOp(Kind::kAppend, "INPUT", "-p tcp -j DNAT --to-destination 10.0.0.1")},
        StatusCode::kInvalidArgument,
        "DNAT"},
-      {"bad chain name", {Op(Kind::kNewChain, "-bad")}, StatusCode::kInvalidArgument, "-bad"},
+      {"bad chain name", {TOp(Kind::kNewChain, "-bad")}, StatusCode::kInvalidArgument, "-bad"},
       {"jump loop",
-       {Op(Kind::kNewChain, "BAR"), Op(Kind::kAppend, "BAR", "-j FOO"), Op(Kind::kAppend, "FOO", "-j BAR")},
+       {TOp(Kind::kNewChain, "BAR"), TOp(Kind::kAppend, "BAR", "-j FOO"), TOp(Kind::kAppend, "FOO", "-j BAR")},
        StatusCode::kInvalidArgument,
        "loop"},
   };
@@ -177,17 +164,17 @@ TEST_F(FakeBackendTest, ErrorsNameTheOpAndHaveSpecificCodes) {
 
 TEST_F(FakeBackendTest, TargetPlacementFollowsHooksThroughUserChains) {
   // MASQUERADE is allowed in nat POSTROUTING only: in a user chain it is fine until PREROUTING jumps there.
-  ASSERT_TRUE(Commit({Op(Kind::kNewChain, "MASQ"), Op(Kind::kAppend, "MASQ", "-j MASQUERADE"),
-                      Op(Kind::kAppend, "POSTROUTING", "-j MASQ")},
+  ASSERT_TRUE(Commit({TOp(Kind::kNewChain, "MASQ"), TOp(Kind::kAppend, "MASQ", "-j MASQUERADE"),
+                      TOp(Kind::kAppend, "POSTROUTING", "-j MASQ")},
                      "nat")
                   .ok());
-  Status s = Commit({Op(Kind::kAppend, "PREROUTING", "-j MASQ")}, "nat");
+  Status s = Commit({TOp(Kind::kAppend, "PREROUTING", "-j MASQ")}, "nat");
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("PREROUTING"));
 }
 
 TEST_F(FakeBackendTest, RenameKeepsJumpsPointingAtTheChain) {
-  ASSERT_TRUE(Commit({Op(Kind::kRenameChain, "FOO", "", 0, "BAR")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kRenameChain, "FOO", "", 0, "BAR")}).ok());
   EXPECT_EQ(Save(),
             "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:BAR - [0:0]\n"
             "-A INPUT -s 10.0.0.0/8 -j ACCEPT\n-A INPUT -j BAR\n-A BAR -p tcp -m tcp --dport 22 -j ACCEPT\n"
@@ -195,7 +182,7 @@ TEST_F(FakeBackendTest, RenameKeepsJumpsPointingAtTheChain) {
 }
 
 TEST_F(FakeBackendTest, UserChainsAreKeptSortedLikeIptablesSave) {
-  ASSERT_TRUE(Commit({Op(Kind::kNewChain, "ZED"), Op(Kind::kNewChain, "ALPHA")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kNewChain, "ZED"), TOp(Kind::kNewChain, "ALPHA")}).ok());
   const Table t = fake_.Read(v4)->tables[0];
   std::vector<std::string> names;
   for (const auto& c : t.chains) names.push_back(c.name);
@@ -203,25 +190,25 @@ TEST_F(FakeBackendTest, UserChainsAreKeptSortedLikeIptablesSave) {
 }
 
 TEST_F(FakeBackendTest, DeleteAtReplaceFlushAndDeleteAllChains) {
-  ASSERT_TRUE(Commit({Op(Kind::kReplace, "INPUT", "-s 10.0.0.0/8 -j DROP", 1), Op(Kind::kDeleteAt, "INPUT", "", 2),
-                      Op(Kind::kFlush, ""), Op(Kind::kDeleteChain, "")})
+  ASSERT_TRUE(Commit({TOp(Kind::kReplace, "INPUT", "-s 10.0.0.0/8 -j DROP", 1), TOp(Kind::kDeleteAt, "INPUT", "", 2),
+                      TOp(Kind::kFlush, ""), TOp(Kind::kDeleteChain, "")})
                   .ok());
   EXPECT_EQ(Save(), "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
 }
 
 TEST_F(FakeBackendTest, CountersSurviveOtherChangesAndAreZeroed) {
   ASSERT_TRUE(fake_.AddPacketCounts(v4, "filter", "INPUT", 1, 5, 500).ok());
-  ASSERT_TRUE(Commit({Op(Kind::kInsert, "INPUT", "-j LOG", 1), Op(Kind::kAppend, "INPUT", "-j DROP")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kInsert, "INPUT", "-j LOG", 1), TOp(Kind::kAppend, "INPUT", "-j DROP")}).ok());
   const Chain in = ChainOf("INPUT");
   EXPECT_EQ(in.rules[1].counters, (Counters{5, 500}));
   EXPECT_EQ(in.rules[0].counters, (Counters{0, 0}));
-  ASSERT_TRUE(Commit({Op(Kind::kZero, "INPUT")}).ok());
+  ASSERT_TRUE(Commit({TOp(Kind::kZero, "INPUT")}).ok());
   EXPECT_EQ(ChainOf("INPUT").rules[1].counters, (Counters{0, 0}));
   EXPECT_EQ(fake_.AddPacketCounts(v4, "filter", "INPUT", 9, 1, 1).code(), StatusCode::kNotFound);
 }
 
 TEST_F(FakeBackendTest, CountersFromTheBatchOnlyWithCounters) {
-  TableOp op = Op(Kind::kAppend, "OUTPUT", "-j ACCEPT");
+  TableOp op = TOp(Kind::kAppend, "OUTPUT", "-j ACCEPT");
   op.rule.counters = {7, 70};
   TableBatch b = Batch("filter", {op});
   ASSERT_TRUE(fake_.Commit(b).ok());
@@ -233,9 +220,9 @@ TEST_F(FakeBackendTest, CountersFromTheBatchOnlyWithCounters) {
 }
 
 TEST_F(FakeBackendTest, FlushTableBatchReplacesTheTable) {
-  ASSERT_TRUE(Commit({Op(Kind::kAppend, "POSTROUTING", "-j MASQUERADE")}, "nat").ok());
-  TableBatch b = Batch("filter", {Op(Kind::kPolicy, "INPUT", "", 0, "ACCEPT"), Op(Kind::kNewChain, "NEW"),
-                                  Op(Kind::kAppend, "NEW", "-j RETURN")});
+  ASSERT_TRUE(Commit({TOp(Kind::kAppend, "POSTROUTING", "-j MASQUERADE")}, "nat").ok());
+  TableBatch b = Batch("filter", {TOp(Kind::kPolicy, "INPUT", "", 0, "ACCEPT"), TOp(Kind::kNewChain, "NEW"),
+                                  TOp(Kind::kAppend, "NEW", "-j RETURN")});
   b.flush_table = true;
   ASSERT_TRUE(fake_.Commit(b).ok());
   Result<Ruleset> rs = fake_.Read(v4);
@@ -247,7 +234,7 @@ TEST_F(FakeBackendTest, FlushTableBatchReplacesTheTable) {
 }
 
 TEST_F(FakeBackendTest, UnknownTableIsRefused) {
-  EXPECT_EQ(Commit({Op(Kind::kFlush, "")}, "bogus").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(Commit({TOp(Kind::kFlush, "")}, "bogus").code(), StatusCode::kInvalidArgument);
 }
 
 TEST(FakeCanonicalTest, AddressesAsTheKernelPrintsThem) {
@@ -292,7 +279,7 @@ TEST(FakeBackendMiscTest, LockGuardAndInfo) {
     EXPECT_TRUE(fake.locked());
   }
   EXPECT_FALSE(fake.locked());
-  ASSERT_TRUE(fake.Commit(Batch("filter", {Op(Kind::kAppend, "INPUT", "-j ACCEPT")})).ok());
+  ASSERT_TRUE(fake.Commit(Batch("filter", {TOp(Kind::kAppend, "INPUT", "-j ACCEPT")})).ok());
   ASSERT_TRUE(fake.MarkUnrepresentable(v6, "nat", "lossy").ok());
   Result<FirewallInfo> info = fake.Info();
   ASSERT_TRUE(info.ok());

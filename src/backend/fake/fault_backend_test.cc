@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "iptkit/dialect.h"
+#include "src/backend/backend_test_util.h"
 #include "src/backend/fake/fake_backend.h"
 
 namespace iptkit::backend {
@@ -14,11 +15,7 @@ TableBatch AppendBatch(std::string table, std::string chain, std::string_view sp
   TableBatch b;
   b.family = v4;
   b.table = std::move(table);
-  TableOp op;
-  op.kind = TableOp::Kind::kAppend;
-  op.chain = std::move(chain);
-  op.rule = *ParseRuleSpec(spec, v4);
-  b.ops.push_back(std::move(op));
+  b.ops.push_back(backend_test::TOp(TableOp::Kind::kAppend, std::move(chain), spec));
   return b;
 }
 

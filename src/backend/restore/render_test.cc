@@ -2,47 +2,33 @@
 
 #include "iptkit/dialect.h"
 #include "src/backend/backend.h"
+#include "src/backend/backend_test_util.h"
 
 namespace iptkit::backend {
 namespace {
 
-Rule R(std::string_view spec, Family family = Family::kIPv4) {
-  auto rule = ParseRuleSpec(spec, family);
-  EXPECT_TRUE(rule.ok()) << spec << ": " << rule.status().ToString();
-  return rule.ok() ? *rule : Rule{};
-}
-
-TableOp Op(TableOp::Kind kind, std::string chain, Rule rule = {}, int index = 0, std::string arg = "") {
-  TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  op.rule = std::move(rule);
-  op.index = index;
-  op.arg = std::move(arg);
-  return op;
-}
-
+using backend_test::R;
 using K = TableOp::Kind;
 
 TEST(RenderTest, EveryOpKindAsARestoreLine) {
   Rule rule = R("-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j ACCEPT");
   const std::string spec = "-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j ACCEPT";
-  EXPECT_EQ(RenderRestoreLine(Op(K::kAppend, "INPUT", rule)), "-A INPUT " + spec);
-  EXPECT_EQ(RenderRestoreLine(Op(K::kInsert, "INPUT", rule, 3)), "-I INPUT 3 " + spec);
-  EXPECT_EQ(RenderRestoreLine(Op(K::kCheck, "INPUT", rule)), "-C INPUT " + spec);
-  EXPECT_EQ(RenderRestoreLine(Op(K::kDelete, "INPUT", rule)), "-D INPUT " + spec);
-  EXPECT_EQ(RenderRestoreLine(Op(K::kDeleteAt, "INPUT", {}, 2)), "-D INPUT 2");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kReplace, "INPUT", rule, 1)), "-R INPUT 1 " + spec);
-  EXPECT_EQ(RenderRestoreLine(Op(K::kNewChain, "MYCHAIN")), "-N MYCHAIN");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kDeleteChain, "MYCHAIN")), "-X MYCHAIN");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kRenameChain, "MYCHAIN", {}, 0, "OTHER")), "-E MYCHAIN OTHER");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kFlush, "MYCHAIN")), "-F MYCHAIN");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kFlush, "")), "-F");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kZero, "INPUT")), "-Z INPUT");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kZero, "")), "-Z");
-  EXPECT_EQ(RenderRestoreLine(Op(K::kPolicy, "INPUT", {}, 0, "DROP")), "-P INPUT DROP");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kAppend, "INPUT", rule)), "-A INPUT " + spec);
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kInsert, "INPUT", rule, 3)), "-I INPUT 3 " + spec);
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kCheck, "INPUT", rule)), "-C INPUT " + spec);
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kDelete, "INPUT", rule)), "-D INPUT " + spec);
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kDeleteAt, "INPUT", {}, 2)), "-D INPUT 2");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kReplace, "INPUT", rule, 1)), "-R INPUT 1 " + spec);
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kNewChain, "MYCHAIN")), "-N MYCHAIN");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kDeleteChain, "MYCHAIN")), "-X MYCHAIN");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kRenameChain, "MYCHAIN", {}, 0, "OTHER")), "-E MYCHAIN OTHER");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kFlush, "MYCHAIN")), "-F MYCHAIN");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kFlush, "")), "-F");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kZero, "INPUT")), "-Z INPUT");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kZero, "")), "-Z");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kPolicy, "INPUT", {}, 0, "DROP")), "-P INPUT DROP");
   // An empty rule (no match, no target) has no trailing blank.
-  EXPECT_EQ(RenderRestoreLine(Op(K::kAppend, "INPUT", Rule{})), "-A INPUT");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kAppend, "INPUT", Rule{})), "-A INPUT");
 }
 
 TEST(RenderTest, NoflushBatchNeverDeclaresChains) {
@@ -50,8 +36,9 @@ TEST(RenderTest, NoflushBatchNeverDeclaresChains) {
   // ":MYCHAIN - [0:0]" flushes an existing chain.
   TableBatch batch;
   batch.table = "filter";
-  batch.ops = {Op(K::kNewChain, "MYCHAIN"), Op(K::kAppend, "MYCHAIN", R("-j RETURN")),
-               Op(K::kPolicy, "FORWARD", {}, 0, "DROP"), Op(K::kAppend, "INPUT", R("-j MYCHAIN"))};
+  batch.ops = {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", R("-j RETURN")),
+               TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP"),
+               TableOp::Make(K::kAppend, "INPUT", R("-j MYCHAIN"))};
   EXPECT_EQ(RenderRestoreBlock(batch),
             "*filter\n"
             "-N MYCHAIN\n"
@@ -67,7 +54,8 @@ TEST(RenderTest, CountersPrefixRuleOpsOnlyWhenAsked) {
   batch.with_counters = true;
   Rule rule = R("-j ACCEPT");
   rule.counters = {5, 420};
-  batch.ops = {Op(K::kAppend, "INPUT", rule), Op(K::kInsert, "INPUT", rule, 1), Op(K::kDelete, "INPUT", rule)};
+  batch.ops = {TableOp::Make(K::kAppend, "INPUT", rule), TableOp::Make(K::kInsert, "INPUT", rule, 1),
+               TableOp::Make(K::kDelete, "INPUT", rule)};
   EXPECT_EQ(RenderRestoreBlock(batch),
             "*filter\n[5:420] -A INPUT -j ACCEPT\n[5:420] -I INPUT 1 -j ACCEPT\n-D INPUT -j ACCEPT\nCOMMIT\n");
   batch.with_counters = false;
@@ -80,12 +68,12 @@ TEST(RenderTest, FlushTableBatchDeclaresLikeIptablesSave) {
   batch.table = "nat";
   batch.flush_table = true;
   batch.with_counters = true;
-  TableOp post = Op(K::kPolicy, "POSTROUTING", {}, 0, "ACCEPT");
+  TableOp post = TableOp::Make(K::kPolicy, "POSTROUTING", {}, 0, "ACCEPT");
   post.rule.counters = {7, 700};
-  TableOp pre = Op(K::kPolicy, "PREROUTING", {}, 0, "DROP");
+  TableOp pre = TableOp::Make(K::kPolicy, "PREROUTING", {}, 0, "DROP");
   Rule masq = R("-o eth0 -j MASQUERADE");
-  batch.ops = {post, Op(K::kNewChain, "DOCKER"), pre, Op(K::kAppend, "POSTROUTING", masq),
-               Op(K::kAppend, "DOCKER", R("-j RETURN"))};
+  batch.ops = {post, TableOp::Make(K::kNewChain, "DOCKER"), pre, TableOp::Make(K::kAppend, "POSTROUTING", masq),
+               TableOp::Make(K::kAppend, "DOCKER", R("-j RETURN"))};
   // Builtins in hook order (INPUT, OUTPUT undeclared by ops → ACCEPT [0:0]), then user chains, then rules.
   EXPECT_EQ(RenderRestoreBlock(batch),
             "*nat\n"
@@ -103,7 +91,7 @@ TEST(RenderTest, FlushTableWithoutCountersPrintsZeroChainCounters) {
   TableBatch batch;
   batch.table = "raw";
   batch.flush_table = true;
-  TableOp pre = Op(K::kPolicy, "PREROUTING", {}, 0, "ACCEPT");
+  TableOp pre = TableOp::Make(K::kPolicy, "PREROUTING", {}, 0, "ACCEPT");
   pre.rule.counters = {1, 2};
   batch.ops = {pre};
   EXPECT_EQ(RenderRestoreBlock(batch), "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
@@ -113,7 +101,7 @@ TEST(RenderTest, IPv6RulesRenderWithTheirFamilySpelling) {
   TableBatch batch;
   batch.family = Family::kIPv6;
   batch.table = "filter";
-  batch.ops = {Op(K::kAppend, "INPUT", R("-s 2001:db8::/32 -p ipv6-icmp -j ACCEPT", Family::kIPv6))};
+  batch.ops = {TableOp::Make(K::kAppend, "INPUT", R("-s 2001:db8::/32 -p ipv6-icmp -j ACCEPT", Family::kIPv6))};
   EXPECT_EQ(RenderRestoreBlock(batch), "*filter\n-A INPUT -s 2001:db8::/32 -p ipv6-icmp -j ACCEPT\nCOMMIT\n");
 }
 

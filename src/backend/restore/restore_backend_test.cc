@@ -16,12 +16,14 @@
 #include <sstream>
 
 #include "iptkit/dialect.h"
+#include "src/backend/backend_test_util.h"
 #include "src/base/file_lock.h"
 #include "src/base/subprocess.h"
 
 namespace iptkit::backend {
 namespace {
 
+using backend_test::R;
 using base::Cmd;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -87,22 +89,6 @@ class TestNetns {
   bool ok_ = false;
 };
 
-Rule R(std::string_view spec, Family family = Family::kIPv4) {
-  auto rule = ParseRuleSpec(spec, family);
-  EXPECT_TRUE(rule.ok()) << spec << ": " << rule.status().ToString();
-  return rule.ok() ? *rule : Rule{};
-}
-
-TableOp Op(K kind, std::string chain, Rule rule = {}, int index = 0, std::string arg = "") {
-  TableOp op;
-  op.kind = kind;
-  op.chain = std::move(chain);
-  op.rule = std::move(rule);
-  op.index = index;
-  op.arg = std::move(arg);
-  return op;
-}
-
 TableBatch Batch(Family family, std::string table, std::vector<TableOp> ops) {
   TableBatch batch;
   batch.family = family;
@@ -164,12 +150,13 @@ class OpsTest : public RestoreBackendTest, public ::testing::WithParamInterface<
 
 TEST_P(OpsTest, EveryOpKindCommitsAndShowsInIptablesSave) {
   ASSERT_TRUE(backend_);
-  Status s = backend_->Commit(
-      Batch(family(), "filter",
-            {Op(K::kNewChain, "MYCHAIN"), Op(K::kAppend, "MYCHAIN", Spec("-s " + Addr(1) + " -j RETURN")),
-             Op(K::kAppend, "INPUT", Spec("-p tcp --dport 22 -j ACCEPT")),
-             Op(K::kAppend, "INPUT", Spec("-p udp --dport 53 -j ACCEPT")),
-             Op(K::kInsert, "INPUT", Spec("-j MYCHAIN"), 1), Op(K::kPolicy, "FORWARD", {}, 0, "DROP")}));
+  Status s = backend_->Commit(Batch(family(), "filter",
+                                    {TableOp::Make(K::kNewChain, "MYCHAIN"),
+                                     TableOp::Make(K::kAppend, "MYCHAIN", Spec("-s " + Addr(1) + " -j RETURN")),
+                                     TableOp::Make(K::kAppend, "INPUT", Spec("-p tcp --dport 22 -j ACCEPT")),
+                                     TableOp::Make(K::kAppend, "INPUT", Spec("-p udp --dport 53 -j ACCEPT")),
+                                     TableOp::Make(K::kInsert, "INPUT", Spec("-j MYCHAIN"), 1),
+                                     TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(Save(),
             "*filter\n"
@@ -192,15 +179,15 @@ TEST_P(OpsTest, EveryOpKindCommitsAndShowsInIptablesSave) {
   ASSERT_NE(rs->FindTable("filter"), nullptr);
   EXPECT_EQ(rs->FindTable("filter")->unrepresentable_reason, "");
 
-  s = backend_->Commit(Batch(
-      family(), "filter",
-      {Op(K::kCheck, "INPUT", Spec("-p tcp --dport 22 -j ACCEPT")),
-       Op(K::kReplace, "INPUT", Spec("-p tcp --dport 2222 -j ACCEPT"), 2), Op(K::kDelete, "INPUT", Spec("-j MYCHAIN")),
-       Op(K::kZero, "INPUT"), Op(K::kRenameChain, "MYCHAIN", {}, 0, "RENAMED")}));
+  s = backend_->Commit(Batch(family(), "filter",
+                             {TableOp::Make(K::kCheck, "INPUT", Spec("-p tcp --dport 22 -j ACCEPT")),
+                              TableOp::Make(K::kReplace, "INPUT", Spec("-p tcp --dport 2222 -j ACCEPT"), 2),
+                              TableOp::Make(K::kDelete, "INPUT", Spec("-j MYCHAIN")), TableOp::Make(K::kZero, "INPUT"),
+                              TableOp::Make(K::kRenameChain, "MYCHAIN", {}, 0, "RENAMED")}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   // iptables-nft 1.8.9 does not see a chain renamed earlier in the same block ("Chain 'RENAMED' does not
   // exist", reported at COMMIT), so the reference goes into its own batch.
-  s = backend_->Commit(Batch(family(), "filter", {Op(K::kAppend, "INPUT", Spec("-j RENAMED"))}));
+  s = backend_->Commit(Batch(family(), "filter", {TableOp::Make(K::kAppend, "INPUT", Spec("-j RENAMED"))}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(Save(),
             "*filter\n"
@@ -216,9 +203,10 @@ TEST_P(OpsTest, EveryOpKindCommitsAndShowsInIptablesSave) {
                 " -j RETURN\n"
                 "COMMIT\n");
 
-  s = backend_->Commit(Batch(family(), "filter",
-                             {Op(K::kDeleteAt, "INPUT", {}, 3), Op(K::kFlush, "RENAMED"),
-                              Op(K::kDeleteChain, "RENAMED"), Op(K::kPolicy, "FORWARD", {}, 0, "ACCEPT")}));
+  s = backend_->Commit(
+      Batch(family(), "filter",
+            {TableOp::Make(K::kDeleteAt, "INPUT", {}, 3), TableOp::Make(K::kFlush, "RENAMED"),
+             TableOp::Make(K::kDeleteChain, "RENAMED"), TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "ACCEPT")}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(Save(),
             "*filter\n"
@@ -230,16 +218,16 @@ TEST_P(OpsTest, EveryOpKindCommitsAndShowsInIptablesSave) {
             "COMMIT\n");
 
   // A rename and a use of the new name in one block: nft reports the missing chain at COMMIT.
-  s = backend_->Commit(
-      Batch(family(), "filter",
-            {Op(K::kNewChain, "A1"), Op(K::kRenameChain, "A1", {}, 0, "B1"), Op(K::kAppend, "INPUT", Spec("-j B1"))}));
+  s = backend_->Commit(Batch(family(), "filter",
+                             {TableOp::Make(K::kNewChain, "A1"), TableOp::Make(K::kRenameChain, "A1", {}, 0, "B1"),
+                              TableOp::Make(K::kAppend, "INPUT", Spec("-j B1"))}));
   if (variant() == Variant::kNft) {
     EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
     EXPECT_THAT(s.message(), HasSubstr("Chain 'B1' does not exist"));
   } else {
     EXPECT_TRUE(s.ok()) << s.ToString();
   }
-  s = backend_->Commit(Batch(family(), "filter", {Op(K::kFlush, "")}));
+  s = backend_->Commit(Batch(family(), "filter", {TableOp::Make(K::kFlush, "")}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_THAT(Save(), HasSubstr("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"));
   EXPECT_THAT(Save(), Not(HasSubstr("-A ")));
@@ -249,7 +237,8 @@ TEST_P(OpsTest, NoflushBatchKeepsAnAdminsPolicyAndOtherRules) {
   ASSERT_TRUE(backend_);
   ASSERT_EQ(ns_->Exec({IptablesToolPath(variant(), family(), ""), "-P", "INPUT", "DROP"}), "");
   ASSERT_EQ(ns_->Exec({IptablesToolPath(variant(), family(), ""), "-A", "INPUT", "-i", "lo", "-j", "ACCEPT"}), "");
-  Status s = backend_->Commit(Batch(family(), "filter", {Op(K::kAppend, "INPUT", Spec("-p tcp -j ACCEPT"))}));
+  Status s =
+      backend_->Commit(Batch(family(), "filter", {TableOp::Make(K::kAppend, "INPUT", Spec("-p tcp -j ACCEPT"))}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   EXPECT_EQ(Save(),
             "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
@@ -258,49 +247,52 @@ TEST_P(OpsTest, NoflushBatchKeepsAnAdminsPolicyAndOtherRules) {
 
 TEST_P(OpsTest, FailingOpLeavesTheTableByteIdenticalAndIsNamed) {
   ASSERT_TRUE(backend_);
-  Status s = backend_->Commit(Batch(family(), "filter",
-                                    {Op(K::kNewChain, "KEEP"), Op(K::kAppend, "KEEP", Spec("-j RETURN")),
-                                     Op(K::kAppend, "INPUT", Spec("-s " + Addr(7) + " -j KEEP"))}));
+  Status s =
+      backend_->Commit(Batch(family(), "filter",
+                             {TableOp::Make(K::kNewChain, "KEEP"), TableOp::Make(K::kAppend, "KEEP", Spec("-j RETURN")),
+                              TableOp::Make(K::kAppend, "INPUT", Spec("-s " + Addr(7) + " -j KEEP"))}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   const std::string before = ns_->Save(variant(), family(), /*counters=*/true);
 
   // A delete of a rule that is not there, in the middle of an otherwise fine batch.
-  s = backend_->Commit(
-      Batch(family(), "filter",
-            {Op(K::kAppend, "INPUT", Spec("-j DROP")), Op(K::kDelete, "INPUT", Spec("-s " + Addr(8) + " -j ACCEPT")),
-             Op(K::kAppend, "INPUT", Spec("-j ACCEPT"))}));
+  s = backend_->Commit(Batch(family(), "filter",
+                             {TableOp::Make(K::kAppend, "INPUT", Spec("-j DROP")),
+                              TableOp::Make(K::kDelete, "INPUT", Spec("-s " + Addr(8) + " -j ACCEPT")),
+                              TableOp::Make(K::kAppend, "INPUT", Spec("-j ACCEPT"))}));
   EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("line 3 \"-D INPUT -s " + Addr(8)));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // A -C precondition miss.
-  s = backend_->Commit(
-      Batch(family(), "filter",
-            {Op(K::kCheck, "INPUT", Spec("-s " + Addr(9) + " -j KEEP")), Op(K::kDeleteAt, "INPUT", {}, 1)}));
+  s = backend_->Commit(Batch(family(), "filter",
+                             {TableOp::Make(K::kCheck, "INPUT", Spec("-s " + Addr(9) + " -j KEEP")),
+                              TableOp::Make(K::kDeleteAt, "INPUT", {}, 1)}));
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("line 2 \"-C INPUT -s"));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // Deleting a chain that is still referenced.
-  s = backend_->Commit(Batch(family(), "filter", {Op(K::kFlush, "KEEP"), Op(K::kDeleteChain, "KEEP")}));
+  s = backend_->Commit(
+      Batch(family(), "filter", {TableOp::Make(K::kFlush, "KEEP"), TableOp::Make(K::kDeleteChain, "KEEP")}));
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_THAT(s.message(), HasSubstr("line 3 \"-X KEEP\""));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // Creating a chain that exists.
-  s = backend_->Commit(Batch(family(), "filter", {Op(K::kNewChain, "KEEP")}));
+  s = backend_->Commit(Batch(family(), "filter", {TableOp::Make(K::kNewChain, "KEEP")}));
   EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << s.ToString();
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // An index past the end (the snapshot moved).
-  s = backend_->Commit(Batch(family(), "filter", {Op(K::kInsert, "INPUT", Spec("-j DROP"), 5)}));
+  s = backend_->Commit(Batch(family(), "filter", {TableOp::Make(K::kInsert, "INPUT", Spec("-j DROP"), 5)}));
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // The kernel refuses DNAT outside nat: legacy at COMMIT (reason only in dmesg), nft at the rule.
   std::string dnat = v4() ? "-p tcp -j DNAT --to-destination 10.9.9.9" : "-p tcp -j DNAT --to-destination 2001:db8::99";
   s = backend_->Commit(
-      Batch(family(), "filter", {Op(K::kAppend, "KEEP", Spec("-j RETURN")), Op(K::kAppend, "INPUT", Spec(dnat))}));
+      Batch(family(), "filter",
+            {TableOp::Make(K::kAppend, "KEEP", Spec("-j RETURN")), TableOp::Make(K::kAppend, "INPUT", Spec(dnat))}));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   if (variant() == Variant::kLegacy) {
     EXPECT_THAT(s.message(), HasSubstr("at COMMIT"));
@@ -315,9 +307,10 @@ TEST_P(OpsTest, FlushTableBatchReplacesTheWholeTable) {
   ASSERT_EQ(ns_->Exec({IptablesToolPath(variant(), family(), ""), "-P", "OUTPUT", "DROP"}), "");
   ASSERT_EQ(ns_->Exec({IptablesToolPath(variant(), family(), ""), "-N", "OLD"}), "");
   ASSERT_EQ(ns_->Exec({IptablesToolPath(variant(), family(), ""), "-A", "INPUT", "-j", "OLD"}), "");
-  TableBatch batch = Batch(family(), "filter",
-                           {Op(K::kPolicy, "INPUT", {}, 0, "DROP"), Op(K::kNewChain, "NEW"),
-                            Op(K::kAppend, "NEW", Spec("-j ACCEPT")), Op(K::kAppend, "INPUT", Spec("-j NEW"))});
+  TableBatch batch =
+      Batch(family(), "filter",
+            {TableOp::Make(K::kPolicy, "INPUT", {}, 0, "DROP"), TableOp::Make(K::kNewChain, "NEW"),
+             TableOp::Make(K::kAppend, "NEW", Spec("-j ACCEPT")), TableOp::Make(K::kAppend, "INPUT", Spec("-j NEW"))});
   batch.flush_table = true;
   batch.with_counters = true;
   batch.ops[0].rule.counters = {3, 300};
@@ -446,7 +439,8 @@ TEST_P(VariantTest, InfoReportsBothVariantsAndTheirRules) {
   Variant other = variant() == Variant::kNft ? Variant::kLegacy : Variant::kNft;
   ASSERT_TRUE(backend_
                   ->Commit(Batch(Family::kIPv4, "filter",
-                                 {Op(K::kAppend, "INPUT", R("-j ACCEPT")), Op(K::kAppend, "INPUT", R("-j DROP"))}))
+                                 {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT")),
+                                  TableOp::Make(K::kAppend, "INPUT", R("-j DROP"))}))
                   .ok());
   ASSERT_EQ(ns_->Exec({IptablesToolPath(other, Family::kIPv6, ""), "-A", "OUTPUT", "-j", "DROP"}), "");
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add", "table", "inet", "iptkit_foreign"}), "");
@@ -490,9 +484,12 @@ TEST_P(VariantTest, CountRulesPerVariantPicksTheVariantHoldingRules) {
   EXPECT_EQ(empty->legacy, 0u);
   EXPECT_EQ(PickVariant(*empty), Variant::kNft);
 
-  ASSERT_TRUE(backend_->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
   ASSERT_TRUE(
-      backend_->Commit(Batch(Family::kIPv6, "raw", {Op(K::kAppend, "OUTPUT", R("-j ACCEPT", Family::kIPv6))})).ok());
+      backend_->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
+  ASSERT_TRUE(
+      backend_
+          ->Commit(Batch(Family::kIPv6, "raw", {TableOp::Make(K::kAppend, "OUTPUT", R("-j ACCEPT", Family::kIPv6))}))
+          .ok());
   auto counts = CountRulesPerVariant(options_);
   ASSERT_TRUE(counts.ok()) << counts.status().ToString();
   EXPECT_EQ(variant() == Variant::kNft ? counts->nft : counts->legacy, 2u);
@@ -511,8 +508,10 @@ class NftTest : public RestoreBackendTest {
 TEST_F(NftTest, NativeSetRuleMarksTheTableUnrepresentable) {
   ASSERT_TRUE(backend_);
   ASSERT_TRUE(
-      backend_->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-s 9.9.9.9 -j DROP"))})).ok());
-  ASSERT_TRUE(backend_->Commit(Batch(Family::kIPv4, "nat", {Op(K::kAppend, "OUTPUT", R("-j ACCEPT"))})).ok());
+      backend_->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-s 9.9.9.9 -j DROP"))}))
+          .ok());
+  ASSERT_TRUE(
+      backend_->Commit(Batch(Family::kIPv4, "nat", {TableOp::Make(K::kAppend, "OUTPUT", R("-j ACCEPT"))})).ok());
   // Printed by iptables-nft-save as "-A INPUT -j ACCEPT": restoring that would accept everything.
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add", "rule", "ip", "filter", "INPUT", "ip", "saddr", "{ 1.1.1.1, 2.2.2.2 }",
                        "accept"}),
@@ -551,7 +550,8 @@ TEST_F(NftTest, ReadOfAMissingTableIsEmptyAndRepresentable) {
 
 TEST_F(NftTest, ReadRefusesIncompleteSnapshots) {
   ASSERT_TRUE(backend_);
-  ASSERT_TRUE(backend_->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
+  ASSERT_TRUE(
+      backend_->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
   // A base chain iptables did not make: iptables-nft-save says the table is incompatible.
   ASSERT_EQ(
       ns_->Exec({"/usr/sbin/nft", "add", "chain", "ip", "filter", "weird", "{ type filter hook input priority 5; }"}),
@@ -584,7 +584,7 @@ TEST_F(LegacyTest, LockHeldElsewhereIsUnavailableWithinTheBound) {
     auto held = base::FileLock::Acquire(options_.xtables_lock_path, std::chrono::milliseconds(0));
     ASSERT_TRUE(held.ok()) << held.status().ToString();
     auto start = std::chrono::steady_clock::now();
-    Status s = (*backend)->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j DROP"))}));
+    Status s = (*backend)->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j DROP"))}));
     auto elapsed = std::chrono::steady_clock::now() - start;
     EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
     EXPECT_THAT(s.message(), HasSubstr("xtables lock busy"));
@@ -595,7 +595,7 @@ TEST_F(LegacyTest, LockHeldElsewhereIsUnavailableWithinTheBound) {
     EXPECT_EQ(guard.status().code(), StatusCode::kUnavailable);
   }
   EXPECT_EQ(ns_->Save(Variant::kLegacy, Family::kIPv4), before);
-  Status s = (*backend)->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j DROP"))}));
+  Status s = (*backend)->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j DROP"))}));
   EXPECT_TRUE(s.ok()) << s.ToString();
 }
 
@@ -604,7 +604,7 @@ TEST_F(LegacyTest, CommitUnderOwnLockDoesNotDeadlockAndExcludesOthers) {
   auto guard = backend_->Lock(std::chrono::seconds(1));
   ASSERT_TRUE(guard.ok()) << guard.status().ToString();
   // The children use a private lock file while we hold the real one.
-  Status s = backend_->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j ACCEPT"))}));
+  Status s = backend_->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT"))}));
   ASSERT_TRUE(s.ok()) << s.ToString();
   auto nested = backend_->Lock(std::chrono::milliseconds(0));
   EXPECT_TRUE(nested.ok()) << nested.status().ToString();
@@ -613,11 +613,12 @@ TEST_F(LegacyTest, CommitUnderOwnLockDoesNotDeadlockAndExcludesOthers) {
   other_options.wait = std::chrono::milliseconds(200);
   auto other = RestoreBackend::Create(Variant::kLegacy, other_options);
   ASSERT_TRUE(other.ok());
-  EXPECT_EQ((*other)->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j DROP"))})).code(),
+  EXPECT_EQ((*other)->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j DROP"))})).code(),
             StatusCode::kUnavailable);
   nested->reset();
   guard->reset();
-  EXPECT_TRUE((*other)->Commit(Batch(Family::kIPv4, "filter", {Op(K::kAppend, "INPUT", R("-j DROP"))})).ok());
+  EXPECT_TRUE(
+      (*other)->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j DROP"))})).ok());
   EXPECT_EQ(ns_->Save(Variant::kLegacy, Family::kIPv4),
             "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n"
             "-A INPUT -j DROP\nCOMMIT\n");
@@ -674,14 +675,14 @@ std::vector<TableBatch> WholeTableBatches(const Ruleset& rs) {
     b.flush_table = true;
     for (const Chain& c : t.chains) {
       if (c.builtin()) {
-        b.ops.push_back(Op(K::kPolicy, c.name, {}, 0, *c.policy));
+        b.ops.push_back(TableOp::Make(K::kPolicy, c.name, {}, 0, *c.policy));
         b.ops.back().rule.counters = c.counters;
       } else {
-        b.ops.push_back(Op(K::kNewChain, c.name));
+        b.ops.push_back(TableOp::Make(K::kNewChain, c.name));
       }
     }
     for (const Chain& c : t.chains) {
-      for (const Rule& r : c.rules) b.ops.push_back(Op(K::kAppend, c.name, r));
+      for (const Rule& r : c.rules) b.ops.push_back(TableOp::Make(K::kAppend, c.name, r));
     }
     batches.push_back(std::move(b));
   }
