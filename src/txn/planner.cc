@@ -167,6 +167,27 @@ bool HasRule(Op::Kind kind) {
          kind == Op::Kind::kReplace;
 }
 
+// iptables-nft-restore 1.8.9 resolves chain names against the cache it read before the block, so in one block
+// `-E OLD NEW` followed by an op that names NEW (as its chain or as a jump/goto target) fails at COMMIT with
+// "No chain/target/match by that name" (checked on this kernel). Refuse that up front, naming the op, instead of
+// letting the commit fail and roll back; legacy handles it.
+Status CheckNftRenameUse(const Transaction& txn) {
+  std::map<std::pair<Family, std::string>, std::vector<std::string>> renamed;  // (family, table) -> new names
+  for (size_t i = 0; i < txn.ops().size(); ++i) {
+    const Op& op = txn.ops()[i];
+    std::vector<std::string>& names = renamed[{op.family, op.table}];
+    auto named = [&](const std::string& chain) { return std::find(names.begin(), names.end(), chain) != names.end(); };
+    const bool uses = named(op.chain) || (HasRule(op.kind) && !op.rule.target.empty() && named(op.rule.target.name));
+    if (uses) {
+      return Status::InvalidArgument(DescribeOp(i + 1, op) +
+                                     ": uses a chain renamed earlier in the same table commit, which iptables-nft "
+                                     "1.8.9 rejects at COMMIT; commit the rename in its own transaction first");
+    }
+    if (op.kind == Op::Kind::kRenameChain) names.push_back(op.new_name);
+  }
+  return Status::Ok();
+}
+
 Result<const Chain*> NeedChain(const Table& table, const std::string& chain) {
   if (chain.empty()) return Status::InvalidArgument("no chain given");
   const Chain* c = table.FindChain(chain);
@@ -343,6 +364,7 @@ Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, con
     std::string table;
     std::vector<size_t> ops;  // indices into txn.ops()
   };
+  if (backend.name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
   std::vector<Group> groups;
   for (size_t i = 0; i < txn.ops().size(); ++i) {
     const Op& op = txn.ops()[i];

@@ -162,6 +162,24 @@ TEST_P(OperationsTest, CreateRenameAndDeleteChain) {
   ExpectRejectedUnchanged(Transaction().DeleteChain(f(), "filter", "IT-NEW"), StatusCode::kNotFound);
 }
 
+// Regression: iptables-nft-restore 1.8.9 fails at COMMIT when a block renames a chain and then uses the new name;
+// iptkit refuses that transaction up front on nft (naming the op) and commits it on legacy, where it works.
+TEST_P(OperationsTest, RenameThenUseNewNameInOneTransaction) {
+  Transaction txn;
+  txn.RenameChain(f(), "filter", "IT-WEB", "IT-HTTP");
+  txn.Append(f(), "filter", "IT-HTTP", S("-j ACCEPT"));
+  if (variant() == Variant::kNft) {
+    ExpectRejectedUnchanged(txn, StatusCode::kInvalidArgument);
+    Result<CommitResult> refused = fw_->Commit(txn);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("op 2 (append"), std::string::npos) << refused.status().ToString();
+  } else {
+    ASSERT_STATUS_OK(CommitOne(txn));
+    EXPECT_EQ(Chain("IT-HTTP"),
+              (V{"-A IT-HTTP -s " + Net() + " -j ACCEPT", "-A IT-HTTP -j RETURN", "-A IT-HTTP -j ACCEPT"}));
+  }
+}
+
 TEST_P(OperationsTest, DeleteReferencedChainListsReferencesAndCascades) {
   CommandResult flushed = ns_->Iptables(variant(), family(), {"-F", "IT-WEB"});
   ASSERT_TRUE(flushed.ok()) << flushed.Describe();
