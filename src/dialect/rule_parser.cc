@@ -249,6 +249,16 @@ class Parser {
     return t.quoted || (t.text != "!" && !LooksLikeOption(t.text));
   }
 
+  static bool StrictOldStyle(const dialect::Extension& ext) {
+    return ext.name == "tcp" || ext.name == "udp" || ext.name == "icmp" || ext.name == "icmp6" ||
+           ext.name == "sctp" || ext.name == "dccp";
+  }
+
+  static bool TakesSecondArgument(std::string_view name) {
+    return name == "tcp-flags" || name == "chunk-types" || name == "match-set" || name == "add-set" ||
+           name == "del-set" || name == "map-set";
+  }
+
   Status MissingValue(const Token& tok) const {
     if (pos_ < tokens_.size() && !tokens_[pos_].quoted && tokens_[pos_].text == "!") {
       return Error(tokens_[pos_],
@@ -279,7 +289,19 @@ class Parser {
       if (!NextIsRequiredValue()) return MissingValue(tok);
       option.values.push_back(tokens_[pos_++].text);
     }
-    while (NextIsExtraValue()) option.values.push_back(tokens_[pos_++].text);
+    // Extra values. New-style (x6_options) extensions take exactly the declared arity, and so do the old-style
+    // protocol matches whose parse functions read nothing more — except the options that read a second argument
+    // themselves (argv[optind++]: tcp --tcp-flags MASK COMP, sctp --chunk-types all|any|only LIST, set
+    // --match-set NAME FLAGS, SET --add-set/--del-set/--map-set NAME FLAGS). A stray token after those is left
+    // for the caller, which reports it as iptables does ("Bad argument"). Other old-style extensions may read
+    // argv themselves (rateest: --rateest-bps [RATE] is declared without argument), so they keep every
+    // following non-option token.
+    const bool exact_arity = opt != nullptr && arg != Arg::kOptional && (opt->flags_known || StrictOldStyle(*ctx.ext));
+    if (!exact_arity) {
+      while (NextIsExtraValue()) option.values.push_back(tokens_[pos_++].text);
+    } else if (TakesSecondArgument(r.name) && NextIsExtraValue()) {
+      option.values.push_back(tokens_[pos_++].text);
+    }
     if (ctx.target) {
       rule_.target.options.push_back(std::move(option));
     } else {

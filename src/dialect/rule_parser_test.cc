@@ -128,6 +128,18 @@ TEST(ParseRuleSpecTest, RejectsHostNamesAndCommaLists) {
   EXPECT_THAT(ParseError("-s 1.2.3"), IsInvalidWith("not an IPv4 address literal"));
 }
 
+// Regression: stray words after an option's value (a spec pasted from a shell line) used to become extra values
+// of that option; iptables rejects them ("Bad argument"), and so must the parser, naming the token.
+TEST(ParseRuleSpecTest, RejectsStrayArgumentsAfterAValue) {
+  EXPECT_THAT(ParseError("-p tcp --dport 22 && reboot -j ACCEPT"),
+              IsInvalidWith("'&&' at column 19: unexpected argument"));
+  EXPECT_THAT(ParseError("-m conntrack --ctstate NEW ; rm -j ACCEPT"),
+              IsInvalidWith("';' at column 28: unexpected argument"));
+  // The options that do read a second argument keep it.
+  EXPECT_TRUE(ParseRuleSpec("-p tcp --tcp-flags SYN,ACK SYN -j DROP", kV4).ok());
+  EXPECT_TRUE(ParseRuleSpec("-m set --match-set blocked src -j DROP", kV4).ok());
+}
+
 TEST(ParseRuleSpecTest, RejectsUnknownExtensionsAndOptions) {
   EXPECT_THAT(ParseError("-m nosuchmatch --x 1"), IsInvalidWith("'nosuchmatch' at column 4: unknown match extension"));
   EXPECT_THAT(ParseError("-m icmp6 --icmpv6-type 1"),
