@@ -15,12 +15,13 @@ function(iptkit_library name)
   iptkit_warnings(${name})
 endfunction()
 
-# iptkit_test(NAME SRCS ... DEPS ... [LABELS ...]): a GoogleTest binary registered with ctest.
+# iptkit_test(NAME SRCS ... DEPS ... [LABELS ...] [SERIAL]): a GoogleTest binary registered with ctest.
+# SERIAL: its tests never run beside others (traffic tests whose timing a loaded CPU would disturb).
 function(iptkit_test name)
   if(NOT IPTKIT_BUILD_TESTS)
     return()
   endif()
-  cmake_parse_arguments(ARG "" "" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${name} ${ARG_SRCS})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_compile_definitions(${name} PRIVATE IPTKIT_CORPUS_DIR="${IPTKIT_CORPUS_DIR}"
@@ -29,7 +30,11 @@ function(iptkit_test name)
   if(NOT ARG_LABELS)
     set(ARG_LABELS unit)
   endif()
-  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
+  gtest_discover_tests(${name} PROPERTIES LABELS "${ARG_LABELS}" RUN_SERIAL ${serial} DISCOVERY_TIMEOUT 60)
 endfunction()
 
 function(iptkit_warnings name)
