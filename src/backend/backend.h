@@ -92,7 +92,10 @@ class Backend {
   // tool fails or prints one of the warnings that mean its output is incomplete, this fails. A table whose
   // save text is not faithful (nft: rule count differs from the kernel's) is returned with
   // Table::unrepresentable_reason set.
-  virtual Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt) = 0;
+  // With fresh_counters = false the backend may return a cached snapshot that is exactly the kernel's current
+  // ruleset except for counters, which may be stale (enough for planning; nft: the generation id proves it).
+  virtual Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
+                               bool fresh_counters = true) = 0;
 
   // Applies one batch atomically. On failure nothing of the table changed; the Status names the failing op
   // (its restore line) and carries the tool's stderr.

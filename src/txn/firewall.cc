@@ -18,7 +18,8 @@ Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Fam
   Snapshots snapshots;
   for (Family family : families) {
     if (snapshots.count(family) != 0) continue;
-    Result<Ruleset> rs = backend.Read(family);
+    // Planning needs no fresh counters: a backend may answer from its snapshot cache (nft generation id).
+    Result<Ruleset> rs = backend.Read(family, std::nullopt, /*fresh_counters=*/false);
     if (!rs.ok()) return rs.status().WithContext("reading the " + std::string(FamilyName(family)) + " snapshot");
     rs->family = family;
     snapshots.emplace(family, *std::move(rs));

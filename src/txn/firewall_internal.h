@@ -23,7 +23,8 @@
 
 namespace iptkit::txn {
 
-// Reads Backend::Read(family) for each family (duplicates read once).
+// Reads Backend::Read(family, std::nullopt, /*fresh_counters=*/false) for each family (duplicates read once):
+// planning needs no fresh counters, so a backend may answer from its snapshot cache.
 Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families);
 
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.

@@ -109,7 +109,7 @@ Result<Rule> FakeCanonicalRule(Family family, const Rule& rule) {
   return out;
 }
 
-Result<Ruleset> FakeBackend::Read(Family family, const std::optional<std::string>& table) {
+Result<Ruleset> FakeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
   Ruleset& rs = state_[family];
   rs.family = family;
   if (!table) return rs;

@@ -35,8 +35,9 @@ class FakeBackend : public Backend {
 
   std::string name() const override { return "fake"; }
   // Every table that exists (was used) in the family; with `table`, that table (as freshly created when it was
-  // never used). NotFound for a table name iptables does not know.
-  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt) override;
+  // never used). NotFound for a table name iptables does not know. Always current: fresh_counters changes nothing.
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
+                       bool fresh_counters = true) override;
   Status Commit(const TableBatch& batch) override;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override;

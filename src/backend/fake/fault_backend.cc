@@ -28,12 +28,12 @@ void FaultBackend::ClearFaults() {
   read_fault_times_ = 0;
 }
 
-Result<Ruleset> FaultBackend::Read(Family family, const std::optional<std::string>& table) {
+Result<Ruleset> FaultBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
   if (read_fault_times_ > 0) {
     --read_fault_times_;
     return read_fault_;
   }
-  return inner_->Read(family, table);
+  return inner_->Read(family, table, fresh_counters);
 }
 
 Status FaultBackend::Commit(const TableBatch& batch) {

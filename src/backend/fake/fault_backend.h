@@ -43,7 +43,8 @@ class FaultBackend : public Backend {
   const std::vector<TableBatch>& attempted() const { return attempted_; }
 
   std::string name() const override { return inner_->name(); }
-  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt) override;
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
+                       bool fresh_counters = true) override;
   Status Commit(const TableBatch& batch) override;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override {

@@ -12,6 +12,7 @@
 
 #include "iptkit/dialect.h"
 #include "src/base/errno_status.h"
+#include "src/backend/fake/table_sim.h"
 #include "src/base/file_lock.h"
 
 #ifndef IPTKIT_XTABLES_LIBDIR
@@ -147,22 +148,14 @@ std::string WithoutInitval(std::string line) {
 
 // ---- nft cross-check (DESIGN.md §5: iptables-nft-save can be lossy without an error) ----
 
-struct KernelChain {
-  size_t rules = 0;
-  bool base = false;
-  std::string hook;
-  int priority = 0;
-  std::string lossy;  // why a rule of this chain would not survive save → restore ("" = none seen)
-};
-struct KernelTable {
-  std::map<std::string, KernelChain> chains;
-  std::vector<std::string> sets;  // named sets/maps: iptables-nft-save marks such tables incompatible
-};
-// (nft family, table) → chains.
-using KernelView = std::map<std::pair<std::string, std::string>, KernelTable>;
+// Read takes the kernel's view from netlink (src/backend/nft/); Info from `nft -j list ruleset`, which also shows
+// the other families' tables.
+using nft::KernelChain;
+using nft::KernelTable;
+using nft::KernelView;
 
 // Why iptables-nft-save would print this rule lossily, or "" when every expression is one iptables-nft 1.8.9
-// creates and prints back (the expression kinds seen when loading the whole corpus with iptables-nft: payload /
+// creates and prints back (the JSON twin of nft::LossyExpressionsReason) (the expression kinds seen when loading the whole corpus with iptables-nft: payload /
 // meta / bitwise matches — with ==, !=, <=, >=, ! and "in" for flag tests — against literal values, prefixes and
 // ranges; counter; xt match/target; verdicts; limit, log, mangle). Anything else — set lookups ({ a, b } or @set),
 // ct/fib/socket/numgen/... native expressions, statements such as nat/reject/notrack written by nft — is what
@@ -491,31 +484,147 @@ Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Fami
   return out;
 }
 
-Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::string>& table) {
+Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
+  if (variant_ == Variant::kNft) return ReadNft(family, table, fresh_counters);
+  ++read_stats_.saves;
   IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, netns_.get(), /*strict=*/true));
-  if (variant_ != Variant::kNft || save.ruleset.tables.empty()) return std::move(save.ruleset);
-
-  std::vector<std::string> argv = {kNft, "-j", "list"};
-  if (table) {
-    argv.insert(argv.end(), {"table", NftFamily(family), *table});
-  } else {
-    argv.insert(argv.end(), {"ruleset", NftFamily(family)});
-  }
-  base::SubprocessOptions cmd = Cmd(kNft, argv);
-  const std::string what = base::DescribeCommand(cmd);
-  IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_.get()));
-  KernelView view;
-  if (r.exit_code != 0) {
-    // `nft list table` of a table that does not exist: iptables-nft-save printed a synthetic empty one.
-    if (!table || r.stderr_text.find("No such file or directory") == std::string::npos) return RunFailure(what, r);
-  } else {
-    IPTKIT_ASSIGN_OR_RETURN(view, ParseNftJson(r.stdout_text));
-  }
-  for (Table& t : save.ruleset.tables) {
-    auto it = view.find({NftFamily(family), t.name});
-    t.unrepresentable_reason = CrossCheck(t, it == view.end() ? nullptr : &it->second);
-  }
   return std::move(save.ruleset);
+}
+
+Result<nft::NetlinkClient*> RestoreBackend::Netlink() {
+  if (!netlink_) {
+    auto client = nft::NetlinkClient::Open(netns_.get());
+    if (!client.ok()) return client.status().WithContext("opening the nf_tables netlink socket");
+    netlink_ = std::move(client).value();
+  }
+  return netlink_.get();
+}
+
+Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters) {
+  constexpr int kAttempts = 3;
+  IPTKIT_ASSIGN_OR_RETURN(nft::NetlinkClient * nl, Netlink());
+  for (int attempt = 1;; ++attempt) {
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t before, nl->GenerationId());
+    if (!fresh_counters) {
+      auto it = snapshot_cache_.find(family);
+      if (it != snapshot_cache_.end() && it->second.generation == before) {
+        const Ruleset& cached = it->second.ruleset;
+        if (!table) {
+          ++read_stats_.cache_hits;
+          return cached;
+        }
+        // A table the kernel does not have: the save path prints it as freshly created; go there.
+        if (const Table* t = cached.FindTable(*table)) {
+          ++read_stats_.cache_hits;
+          return Ruleset{.family = family, .tables = {*t}};
+        }
+      }
+    }
+    ++read_stats_.saves;
+    IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, netns_.get(), /*strict=*/true));
+    Result<KernelView> view = nl->Dump(family, table);
+    if (!view.ok() && view.status().code() != StatusCode::kAborted) {
+      return view.status().WithContext("cross-checking iptables-nft-save with the kernel");
+    }
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t after, nl->GenerationId());
+    const bool consistent = view.ok() && after == before;
+    if (!consistent && attempt < kAttempts) continue;
+    if (!view.ok()) return view.status().WithContext("cross-checking iptables-nft-save with the kernel");
+    for (Table& t : save.ruleset.tables) {
+      auto it = view->find({NftFamily(family), t.name});
+      t.unrepresentable_reason = CrossCheck(t, it == view->end() ? nullptr : &it->second);
+    }
+    // Still changing after kAttempts: the result is as good as an unchecked read, but not cached.
+    if (consistent && !table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset};
+    return std::move(save.ruleset);
+  }
+}
+
+std::optional<Table> RestoreBackend::SimulateOnCache(const Ruleset& cached, const TableBatch& batch) const {
+  if (batch.flush_table || batch.with_counters) return std::nullopt;
+  Table table;
+  if (const Table* t = cached.FindTable(batch.table)) {
+    table = *t;
+  } else {
+    auto fresh = NewTable(batch.table);
+    if (!fresh.ok()) return std::nullopt;
+    table = std::move(fresh).value();
+  }
+  if (!table.unrepresentable_reason.empty()) return std::nullopt;
+  // Rules the cache would hold must be exactly what iptables-nft-save prints: outputs of Canonicalize, or rules
+  // the snapshot already holds (e.g. re-inserted by a rollback).
+  std::optional<std::set<std::string>> snapshot_specs;
+  auto canonical = [&](const Rule& rule) {
+    const std::string spec = FormatRuleSpec(rule);
+    if (canonical_outputs_.count({batch.family, batch.table, spec})) return true;
+    if (!snapshot_specs) {
+      snapshot_specs.emplace();
+      for (const Chain& c : table.chains) {
+        for (const Rule& r : c.rules) snapshot_specs->insert(FormatRuleSpec(r));
+      }
+    }
+    return snapshot_specs->count(spec) != 0;
+  };
+  for (const TableOp& op : batch.ops) {
+    const bool adds = op.kind == TableOp::Kind::kAppend || op.kind == TableOp::Kind::kInsert ||
+                      op.kind == TableOp::Kind::kReplace;
+    if (adds && !canonical(op.rule)) return std::nullopt;
+    if (!ApplyTableOp(batch.family, table, op, /*with_counters=*/false).ok()) return std::nullopt;
+  }
+  // iptables-nft-save lists user chains sorted by name (iptables 1.8.9 nft-cache.c keeps them sorted).
+  auto user = std::stable_partition(table.chains.begin(), table.chains.end(),
+                                    [&](const Chain& c) { return IsBuiltinChain(table.name, c.name); });
+  std::sort(user, table.chains.end(), [](const Chain& a, const Chain& b) { return a.name < b.name; });
+  return table;
+}
+
+void RestoreBackend::UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before) {
+  auto after = netlink_->GenerationId();
+  if (!after.ok()) {
+    snapshot_cache_.clear();
+    return;
+  }
+  // Entries of another generation were stale before this commit already.
+  std::erase_if(snapshot_cache_, [&](const auto& e) { return e.second.generation != generation_before; });
+  // -A -I -D -R -N -X -E always make iptables-nft-restore send a kernel message; -C never does (answered from
+  // its cache); -F -Z -P may or may not (nothing to flush or zero, policy unchanged).
+  bool surely_commits = batch.flush_table;
+  for (const TableOp& op : batch.ops) {
+    if (op.kind != TableOp::Kind::kCheck && op.kind != TableOp::Kind::kFlush && op.kind != TableOp::Kind::kZero &&
+        op.kind != TableOp::Kind::kPolicy) {
+      surely_commits = true;
+    }
+  }
+  // Unchanged id: nothing was committed (a batch that surely commits cannot have succeeded so: distrust it).
+  // One more: exactly one transaction ran, ours when the batch surely committed. Else: foreign or unknown.
+  const bool nothing_committed = *after == generation_before && !surely_commits;
+  const bool only_ours = *after == generation_before + 1 && surely_commits;
+  if (nothing_committed) return;  // the kernel is as cached (counters aside)
+  if (!only_ours) {
+    snapshot_cache_.clear();
+    return;
+  }
+  auto it = snapshot_cache_.find(batch.family);
+  if (it != snapshot_cache_.end()) {
+    std::optional<Table> updated = SimulateOnCache(it->second.ruleset, batch);
+    if (!updated) {
+      snapshot_cache_.erase(it);
+    } else {
+      std::vector<Table>& tables = it->second.ruleset.tables;
+      auto same = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == batch.table; });
+      if (same != tables.end()) {
+        *same = std::move(*updated);
+      } else {
+        // A new table takes its place in iptables-nft-save's order.
+        const auto& order = KnownTables();
+        auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
+        auto pos = std::find_if(tables.begin(), tables.end(),
+                                [&](const Table& t) { return rank(t.name) > rank(batch.table); });
+        tables.insert(pos, std::move(*updated));
+      }
+    }
+  }
+  for (auto& [family, entry] : snapshot_cache_) entry.generation = *after;
 }
 
 Status RestoreBackend::RunRestore(Family family, const std::string& table, const std::string& text, bool noflush,
@@ -546,7 +655,17 @@ Status RestoreBackend::Commit(const TableBatch& batch) {
       lock.emplace(std::move(held));
     }
   }
-  return RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters, netns_.get());
+  if (variant_ != Variant::kNft || snapshot_cache_.empty()) {
+    return RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters,
+                      netns_.get());
+  }
+  auto before = netlink_->GenerationId();
+  if (!before.ok()) snapshot_cache_.clear();
+  Status status =
+      RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters, netns_.get());
+  // A failed run committed nothing (iptables-nft-restore aborts the whole batch); the next Read checks the id.
+  if (status.ok() && before.ok()) UpdateSnapshotCache(batch, *before);
+  return status;
 }
 
 Result<std::unique_ptr<LockGuard>> RestoreBackend::Lock(std::chrono::milliseconds wait) {
@@ -695,6 +814,7 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
     for (const auto& [spec, index] : todo_index) {
       Rule r = canonical[index];
       r.counters = Counters{};
+      canonical_outputs_.insert({family, table, FormatRuleSpec(r)});
       canonical_cache_[{family, table, spec}] = std::move(r);
     }
   }

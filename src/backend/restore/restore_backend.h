@@ -3,11 +3,26 @@
 // the target network namespace (src/base/subprocess.h). DESIGN.md §5 lists the netfilter facts this rests on.
 //
 // Contracts beyond backend.h:
-//  - Read is one save spawn (+ one `nft -j list` on nft). It fails (never a partial snapshot) when the save tool
+//  - Read is one save spawn (+ on nft a native netlink dump of the same tables, src/backend/nft/). It fails (never a partial snapshot) when the save tool
 //    exits non-zero or prints "Parsing nftables rule failed", "incompatible" or the "iptables-legacy tables
 //    present" warning. On nft, a table whose kernel rules do not match the save text (rule count per chain, chains
 //    save does not show, or rules using nft features iptables-nft-save prints lossily, e.g. an anonymous set
 //    `ip saddr { 1.1.1.1, 2.2.2.2 } accept` that prints as `-A INPUT -j ACCEPT`) gets unrepresentable_reason.
+//  - Snapshot cache (nft only; DESIGN.md §5 "keep a model and refresh it"). A whole-family Read records the
+//    nf_tables generation id G read BEFORE the save, and keeps the snapshot only when the id is still G after the
+//    save and the netlink dump: then nothing was committed in between (the kernel bumps the id on every commit
+//    that changes anything, in any family), so save and dump both show generation G exactly. A concurrent change
+//    can only make the ids differ — a re-read (up to 3 attempts; the last one is returned uncached), never a stale
+//    cache. Read(fresh_counters = false) first reads the id (one netlink round trip) and returns the cached
+//    snapshot when it is still G; counters may then be stale. After a successful Commit the id is read again:
+//    exactly one more than just before the restore, for a batch that surely commits (-A -I -D -R -N -X -E; one
+//    iptables-nft-restore run is one kernel transaction, netlink_client_test OneRestoreRunIsOneGeneration),
+//    means the bump was ours, and the cached table is updated by simulating the batch (table_sim.h ApplyTableOp)
+//    when all its rules are known canonical (outputs of Canonicalize or rules of the snapshot); the other
+//    families' entries of that generation move along. Anything else (another id, a batch that may or may not
+//    commit such as only -F/-Z/-P, flush_table / with_counters batches, a failed simulation) drops the cache.
+//    Legacy tables created meanwhile do not bump the id: a cached read does not repeat the save's warning about
+//    them (the nft snapshot itself is still exact).
 //  - Commit maps failures to the op: "line N failed" / "Error occurred at line: N" name the restore line, which
 //    the Status quotes with the tool's stderr. A lock timeout is Unavailable. A rejection at the COMMIT line is
 //    the kernel refusing the table (legacy logs the reason only to the kernel log) → InvalidArgument. Harmless
@@ -40,6 +55,7 @@
 #include <vector>
 
 #include "src/backend/backend.h"
+#include "src/backend/nft/netlink_client.h"
 #include "src/base/netns.h"
 #include "src/base/subprocess.h"
 #include "src/base/unique_fd.h"
@@ -60,7 +76,8 @@ class RestoreBackend final : public Backend {
   ~RestoreBackend() override;
 
   std::string name() const override { return std::string(VariantName(variant_)); }
-  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt) override;
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
+                       bool fresh_counters = true) override;
   Status Commit(const TableBatch& batch) override;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override;
@@ -70,6 +87,14 @@ class RestoreBackend final : public Backend {
   Variant variant() const { return variant_; }
   // Number of distinct specs in the canonicalization cache (tests).
   size_t canonical_cache_size() const { return canonical_cache_.size(); }
+  // What Read did so far (tests): save spawns, and reads answered from the snapshot cache.
+  struct ReadStats {
+    uint64_t saves = 0;
+    uint64_t cache_hits = 0;
+  };
+  const ReadStats& read_stats() const { return read_stats_; }
+  // Whether a snapshot of the family is cached (it is used only while the generation id is unchanged).
+  bool has_cached_snapshot(Family family) const { return snapshot_cache_.count(family) != 0; }
 
   // Implementation types (public for the helpers in restore_backend.cc).
   struct SaveOutput;
@@ -89,6 +114,12 @@ class RestoreBackend final : public Backend {
   Result<std::string> PrivateLockFile();
   std::vector<std::pair<std::string, std::string>> ChildEnv() const;
   Status EnsureScratch(Family family, const std::vector<const Rule*>& rules);
+  Result<nft::NetlinkClient*> Netlink();
+  Result<Ruleset> ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters);
+  // After a successful restore of `batch` on nft: update or drop snapshot_cache_ (see the contract above).
+  void UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before);
+  // The family's cached table after `batch`, or nullopt when it cannot be simulated faithfully.
+  std::optional<Table> SimulateOnCache(const Ruleset& cached, const TableBatch& batch) const;
   Status CanonicalizeInScratch(Family family, const std::string& table, const std::vector<const Rule*>& rules,
                                std::vector<Rule>& out);
 
@@ -102,6 +133,16 @@ class RestoreBackend final : public Backend {
   std::map<std::string, std::string> scratch_sets_;  // ipset name → create line (without initval)
   std::set<std::string> scratch_nfacct_;
   std::map<std::tuple<Family, std::string, std::string>, Rule> canonical_cache_;
+  // FormatRuleSpec of every rule Canonicalize returned, per (family, table): known to be what save prints.
+  std::set<std::tuple<Family, std::string, std::string>> canonical_outputs_;
+
+  std::unique_ptr<nft::NetlinkClient> netlink_;  // nft: opened on first use, kept open
+  struct CachedSnapshot {
+    uint32_t generation = 0;
+    Ruleset ruleset;
+  };
+  std::map<Family, CachedSnapshot> snapshot_cache_;
+  ReadStats read_stats_;
 };
 
 Result<std::unique_ptr<Backend>> NewRestoreBackend(Variant variant, const BackendOptions& options);

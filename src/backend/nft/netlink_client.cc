@@ -1,0 +1,319 @@
+#include "src/backend/nft/netlink_client.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/gen.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <set>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+#include "src/base/errno_status.h"
+
+namespace iptkit::backend::nft {
+
+namespace {
+
+// Big enough for any one message batch the kernel sends per recvmsg (netlink dumps fill at most 32 KiB skbs;
+// libmnl's MNL_SOCKET_DUMP_SIZE).
+constexpr size_t kRecvBuffer = 64 * 1024;
+
+std::string NftFamilyName(Family family) { return family == Family::kIPv4 ? "ip" : "ip6"; }
+uint16_t NfProto(Family family) { return family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
+
+// Hook numbers of the ip/ip6 families (linux/netfilter.h enum nf_inet_hooks) as nft names them.
+std::string HookName(uint32_t hooknum) {
+  switch (hooknum) {
+    case NF_INET_PRE_ROUTING: return "prerouting";
+    case NF_INET_LOCAL_IN: return "input";
+    case NF_INET_FORWARD: return "forward";
+    case NF_INET_LOCAL_OUT: return "output";
+    case NF_INET_POST_ROUTING: return "postrouting";
+    default: return "hook" + std::to_string(hooknum);
+  }
+}
+
+// Calls f on each attribute in [start, start + len). (libmnl's mnl_attr_for_each macros do void* arithmetic,
+// which C++ does not allow.)
+template <typename F>
+void ForEachAttr(const void* start, size_t len, F&& f) {
+  const nlattr* a = static_cast<const nlattr*>(start);
+  int remaining = static_cast<int>(len);
+  while (mnl_attr_ok(a, remaining)) {
+    f(a);
+    remaining -= static_cast<int>(MNL_ALIGN(a->nla_len));
+    a = mnl_attr_next(a);
+  }
+}
+
+template <typename F>
+void ForEachNested(const nlattr* nest, F&& f) {
+  ForEachAttr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), f);
+}
+
+// Attributes of one nested block (or of a message after its nfgenmsg), by type (the last one wins); no
+// validation beyond bounds: attribute kinds newer than our headers must not make a dump fail.
+template <size_t N>
+void ParseNested(const nlattr* nest, const nlattr* (&tb)[N]) {
+  for (auto& a : tb) a = nullptr;
+  ForEachNested(nest, [&](const nlattr* attr) {
+    uint16_t type = mnl_attr_get_type(attr);
+    if (type < N) tb[type] = attr;
+  });
+}
+
+template <size_t N>
+void ParseMessage(const nlmsghdr* nlh, const nlattr* (&tb)[N]) {
+  for (auto& a : tb) a = nullptr;
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+  if (end <= start) return;
+  ForEachAttr(start, static_cast<size_t>(end - start), [&](const nlattr* attr) {
+    uint16_t type = mnl_attr_get_type(attr);
+    if (type < N) tb[type] = attr;
+  });
+}
+
+std::string Str(const char* s) { return s == nullptr ? "" : s; }
+
+std::string AttrString(const nlattr* attr) {
+  if (attr == nullptr) return "";
+  const char* s = static_cast<const char*>(mnl_attr_get_payload(attr));
+  size_t len = mnl_attr_get_payload_len(attr);
+  std::string_view v(s, len);
+  if (size_t nul = v.find('\0'); nul != std::string_view::npos) v = v.substr(0, nul);
+  return std::string(v);
+}
+
+}  // namespace
+
+std::string LossyExpressionsReason(const std::vector<RuleExpr>& exprs) {
+  // The expression types iptables-nft 1.8.9 writes (nft-shared.c, nft-ruleparse*.c parse exactly these back).
+  static const std::set<std::string_view> kIptablesNft = {"payload", "meta",      "bitwise", "cmp",
+                                                          "range",   "counter",   "match",   "target",
+                                                          "immediate", "limit",   "log",     "queue"};
+  if (exprs.empty()) return "rule without expressions";
+  for (const RuleExpr& e : exprs) {
+    if (e.name == "lookup") {
+      // nft names anonymous sets and maps "__set%d" / "__map%d" (nftables src/rule.c set_is_anonymous).
+      if (e.set.starts_with("__")) return "anonymous set lookup";
+      return "named set lookup (@" + e.set + ")";
+    }
+    if (!kIptablesNft.count(e.name)) return "native nft expression '" + e.name + "'";
+  }
+  return "";
+}
+
+NetlinkClient::NetlinkClient(mnl_socket* socket)
+    : socket_(socket), portid_(mnl_socket_get_portid(socket)), seq_(static_cast<uint32_t>(::time(nullptr))) {}
+
+NetlinkClient::~NetlinkClient() { mnl_socket_close(socket_); }
+
+Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
+  mnl_socket* socket = nullptr;
+  Status status;
+  auto open = [&] {
+    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
+      status = base::ErrnoToStatus(errno, "setns (opening the nf_tables netlink socket)");
+      return;
+    }
+    socket = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+    if (socket == nullptr) {
+      status = base::ErrnoToStatus(errno, "socket(AF_NETLINK, NETLINK_NETFILTER)");
+      return;
+    }
+    if (mnl_socket_bind(socket, 0, MNL_SOCKET_AUTOPID) < 0) {
+      status = base::ErrnoToStatus(errno, "bind NETLINK_NETFILTER socket");
+      mnl_socket_close(socket);
+      socket = nullptr;
+    }
+  };
+  if (netns_fd < 0) {
+    open();
+  } else {
+    // setns() changes only the calling thread; a throwaway thread keeps ours where it is.
+    try {
+      std::thread(open).join();
+    } catch (const std::system_error& e) {
+      return Status::Internal(std::string("starting the netns thread for the nf_tables socket: ") + e.what());
+    }
+  }
+  if (!status.ok()) return status;
+  return std::unique_ptr<NetlinkClient>(new NetlinkClient(socket));
+}
+
+Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table,
+                              uint16_t table_attr, const std::function<Status(const nlmsghdr*)>& on_message) {
+  std::vector<char> buf(kRecvBuffer);
+  const uint32_t seq = ++seq_;
+  const uint16_t flags = msg_type == NFT_MSG_GETGEN ? NLM_F_ACK : NLM_F_DUMP;
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, flags, seq);
+  if (table && table_attr != 0) mnl_attr_put_strz(nlh, table_attr, table->c_str());
+  ++requests_;
+  if (mnl_socket_sendto(socket_, nlh, nlh->nlmsg_len) < 0) return base::ErrnoToStatus(errno, "netlink sendto");
+
+  bool interrupted = false;
+  Status failed;
+  for (;;) {
+    ssize_t n = mnl_socket_recvfrom(socket_, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return base::ErrnoToStatus(errno, "netlink recvfrom");
+    }
+    int len = static_cast<int>(n);
+    for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, len);
+         m = mnl_nlmsg_next(m, &len)) {
+      if (m->nlmsg_seq != seq || m->nlmsg_pid != portid_) continue;  // a stale answer of an abandoned request
+      if (m->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
+      if (m->nlmsg_type == NLMSG_DONE) {
+        // A dump's DONE may carry its error (netlink_dump_done).
+        if (mnl_nlmsg_get_payload_len(m) >= sizeof(int)) {
+          int err = *static_cast<const int*>(mnl_nlmsg_get_payload(m));
+          if (err < 0 && failed.ok()) failed = base::ErrnoToStatus(-err, "nf_tables dump");
+        }
+        if (!failed.ok()) return failed;
+        if (interrupted) return Status::Aborted("the nf_tables ruleset changed during the dump");
+        return Status::Ok();
+      }
+      if (m->nlmsg_type == NLMSG_ERROR) {
+        const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m));
+        if (mnl_nlmsg_get_payload_len(m) < sizeof(nlmsgerr)) return Status::Internal("truncated netlink error");
+        if (err->error != 0) return base::ErrnoToStatus(-err->error, "nf_tables request");
+        // The ACK of a non-dump request: the answer came before it.
+        if (!failed.ok()) return failed;
+        return Status::Ok();
+      }
+      if (failed.ok()) failed = on_message(m);
+    }
+  }
+}
+
+Result<uint32_t> NetlinkClient::GenerationId() {
+  std::optional<uint32_t> id;
+  Status s = RunDump(NFT_MSG_GETGEN, AF_UNSPEC, std::nullopt, 0, [&](const nlmsghdr* m) -> Status {
+    if ((m->nlmsg_type & 0xff) != NFT_MSG_NEWGEN) return Status::Ok();
+    nftnl_gen* gen = nftnl_gen_alloc();
+    if (gen == nullptr) return Status::Internal("nftnl_gen_alloc failed");
+    if (nftnl_gen_nlmsg_parse(m, gen) == 0 && nftnl_gen_is_set(gen, NFTNL_GEN_ID)) {
+      id = nftnl_gen_get_u32(gen, NFTNL_GEN_ID);
+    }
+    nftnl_gen_free(gen);
+    return Status::Ok();
+  });
+  IPTKIT_RETURN_IF_ERROR(s);
+  if (!id) return Status::Internal("NFT_MSG_GETGEN: no NFTA_GEN_ID in the kernel's answer");
+  return *id;
+}
+
+Result<KernelView> NetlinkClient::Dump(Family family, const std::optional<std::string>& table) {
+  const std::string fam = NftFamilyName(family);
+  const uint16_t proto = NfProto(family);
+  KernelView view;
+  auto wanted = [&](const std::string& name) { return !table || name == *table; };
+
+  // Tables (so that a table without chains still exists in the view).
+  IPTKIT_RETURN_IF_ERROR(RunDump(NFT_MSG_GETTABLE, proto, std::nullopt, 0, [&](const nlmsghdr* m) -> Status {
+    nftnl_table* t = nftnl_table_alloc();
+    if (t == nullptr) return Status::Internal("nftnl_table_alloc failed");
+    Status s = Status::Ok();
+    if (nftnl_table_nlmsg_parse(m, t) < 0) {
+      s = Status::Internal("cannot parse an nf_tables table message");
+    } else {
+      std::string name = Str(nftnl_table_get_str(t, NFTNL_TABLE_NAME));
+      if (wanted(name)) view[{fam, name}];
+    }
+    nftnl_table_free(t);
+    return s;
+  }));
+
+  // Chains, with hook and priority for base chains.
+  IPTKIT_RETURN_IF_ERROR(RunDump(NFT_MSG_GETCHAIN, proto, std::nullopt, 0, [&](const nlmsghdr* m) -> Status {
+    nftnl_chain* c = nftnl_chain_alloc();
+    if (c == nullptr) return Status::Internal("nftnl_chain_alloc failed");
+    Status s = Status::Ok();
+    if (nftnl_chain_nlmsg_parse(m, c) < 0) {
+      s = Status::Internal("cannot parse an nf_tables chain message");
+    } else {
+      std::string tname = Str(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE));
+      if (wanted(tname)) {
+        KernelChain& chain = view[{fam, tname}].chains[Str(nftnl_chain_get_str(c, NFTNL_CHAIN_NAME))];
+        if (nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM)) {
+          chain.base = true;
+          chain.hook = HookName(nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM));
+          chain.priority = nftnl_chain_is_set(c, NFTNL_CHAIN_PRIO) ? nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO) : 0;
+        }
+      }
+    }
+    nftnl_chain_free(c);
+    return s;
+  }));
+
+  // Rules. Parsed by hand rather than with nftnl_rule_nlmsg_parse: libnftnl fails the whole rule when one
+  // expression is of a type it does not know (expr.c nftnl_expr_parse), and such a rule is exactly one we must
+  // classify as lossy, not fail on. The kernel filters the dump by NFTA_RULE_TABLE (nf_tables_dump_rules).
+  IPTKIT_RETURN_IF_ERROR(RunDump(NFT_MSG_GETRULE, proto, table, NFTA_RULE_TABLE, [&](const nlmsghdr* m) -> Status {
+    const nlattr* tb[NFTA_RULE_MAX + 1];
+    ParseMessage(m, tb);
+    std::string tname = AttrString(tb[NFTA_RULE_TABLE]);
+    if (!wanted(tname)) return Status::Ok();
+    KernelChain& chain = view[{fam, tname}].chains[AttrString(tb[NFTA_RULE_CHAIN])];
+    ++chain.rules;
+    if (!chain.lossy.empty()) return Status::Ok();
+    std::vector<RuleExpr> exprs;
+    if (tb[NFTA_RULE_EXPRESSIONS] != nullptr) {
+      ForEachNested(tb[NFTA_RULE_EXPRESSIONS], [&](const nlattr* elem) {
+        if (mnl_attr_get_type(elem) != NFTA_LIST_ELEM) return;
+        const nlattr* etb[NFTA_EXPR_MAX + 1];
+        ParseNested(elem, etb);
+        RuleExpr e{.name = AttrString(etb[NFTA_EXPR_NAME]), .set = ""};
+        if (e.name == "lookup" && etb[NFTA_EXPR_DATA] != nullptr) {
+          const nlattr* ltb[NFTA_LOOKUP_MAX + 1];
+          ParseNested(etb[NFTA_EXPR_DATA], ltb);
+          e.set = AttrString(ltb[NFTA_LOOKUP_SET]);
+        }
+        exprs.push_back(std::move(e));
+      });
+    }
+    std::string why = LossyExpressionsReason(exprs);
+    if (!why.empty()) {
+      uint64_t handle = tb[NFTA_RULE_HANDLE] ? be64toh(mnl_attr_get_u64(tb[NFTA_RULE_HANDLE])) : 0;
+      chain.lossy = "rule " + std::to_string(chain.rules) + " (nft handle " + std::to_string(handle) + ") uses " + why;
+    }
+    return Status::Ok();
+  }));
+
+  // Named sets and maps (anonymous ones belong to a rule and are judged through its lookup). Not filtered by the
+  // kernel: a set dump naming a table that does not exist fails with ENOENT.
+  IPTKIT_RETURN_IF_ERROR(RunDump(NFT_MSG_GETSET, proto, std::nullopt, 0, [&](const nlmsghdr* m) -> Status {
+    nftnl_set* set = nftnl_set_alloc();
+    if (set == nullptr) return Status::Internal("nftnl_set_alloc failed");
+    Status s = Status::Ok();
+    if (nftnl_set_nlmsg_parse(m, set) < 0) {
+      s = Status::Internal("cannot parse an nf_tables set message");
+    } else {
+      std::string tname = Str(nftnl_set_get_str(set, NFTNL_SET_TABLE));
+      uint32_t flags = nftnl_set_is_set(set, NFTNL_SET_FLAGS) ? nftnl_set_get_u32(set, NFTNL_SET_FLAGS) : 0;
+      if (wanted(tname) && !(flags & NFT_SET_ANONYMOUS)) {
+        view[{fam, tname}].sets.push_back(Str(nftnl_set_get_str(set, NFTNL_SET_NAME)));
+      }
+    }
+    nftnl_set_free(set);
+    return s;
+  }));
+  return view;
+}
+
+}  // namespace iptkit::backend::nft
