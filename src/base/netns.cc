@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <system_error>
+#include <thread>
 
 #include "src/base/errno_status.h"
 
@@ -109,6 +111,24 @@ Result<ScratchNetns> ScratchNetns::Create() {
   reap();
   if (!fd.valid()) return ErrnoToStatus(open_errno, "open " + ns_path);
   return ScratchNetns(std::move(fd));
+}
+
+Status RunInNetnsThread(int netns_fd, const std::function<Status()>& fn, std::string_view what) {
+  if (netns_fd < 0) return fn();
+  Status status;
+  auto body = [&] {
+    if (::setns(netns_fd, CLONE_NEWNET) != 0) {
+      status = ErrnoToStatus(errno, "setns (" + std::string(what) + ")");
+      return;
+    }
+    status = fn();
+  };
+  try {
+    std::thread(body).join();
+  } catch (const std::system_error& e) {
+    return Status::Internal("starting the netns thread (" + std::string(what) + "): " + e.what());
+  }
+  return status;
 }
 
 }  // namespace iptkit::base

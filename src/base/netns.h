@@ -13,6 +13,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -57,6 +58,12 @@ class ScratchNetns {
   explicit ScratchNetns(UniqueFd fd) : fd_(std::move(fd)) {}
   UniqueFd fd_;
 };
+
+// Runs `fn` on a short-lived thread that first setns(CLONE_NEWNET)s into `netns_fd` (-1: stays in the caller's
+// netns), and returns fn's Status. For sockets and /proc/thread-self/net files that must belong to that namespace
+// (a socket keeps the netns it was created in); setns() changes only the calling thread, so the caller's thread
+// stays where it is. `what` names the purpose in errors.
+Status RunInNetnsThread(int netns_fd, const std::function<Status()>& fn, std::string_view what);
 
 }  // namespace iptkit::base
 

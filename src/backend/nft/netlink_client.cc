@@ -19,9 +19,9 @@
 #include <set>
 #include <string_view>
 #include <system_error>
-#include <thread>
 
 #include "src/base/errno_status.h"
+#include "src/base/netns.h"
 
 namespace iptkit::backend::nft {
 
@@ -124,33 +124,20 @@ NetlinkClient::~NetlinkClient() { mnl_socket_close(socket_); }
 
 Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
   mnl_socket* socket = nullptr;
-  Status status;
-  auto open = [&] {
-    if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
-      status = base::ErrnoToStatus(errno, "setns (opening the nf_tables netlink socket)");
-      return;
-    }
-    socket = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-    if (socket == nullptr) {
-      status = base::ErrnoToStatus(errno, "socket(AF_NETLINK, NETLINK_NETFILTER)");
-      return;
-    }
-    if (mnl_socket_bind(socket, 0, MNL_SOCKET_AUTOPID) < 0) {
-      status = base::ErrnoToStatus(errno, "bind NETLINK_NETFILTER socket");
-      mnl_socket_close(socket);
-      socket = nullptr;
-    }
-  };
-  if (netns_fd < 0) {
-    open();
-  } else {
-    // setns() changes only the calling thread; a throwaway thread keeps ours where it is.
-    try {
-      std::thread(open).join();
-    } catch (const std::system_error& e) {
-      return Status::Internal(std::string("starting the netns thread for the nf_tables socket: ") + e.what());
-    }
-  }
+  Status status = base::RunInNetnsThread(
+      netns_fd,
+      [&]() -> Status {
+        socket = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
+        if (socket == nullptr) return base::ErrnoToStatus(errno, "socket(AF_NETLINK, NETLINK_NETFILTER)");
+        if (mnl_socket_bind(socket, 0, MNL_SOCKET_AUTOPID) < 0) {
+          Status bind_failed = base::ErrnoToStatus(errno, "bind NETLINK_NETFILTER socket");
+          mnl_socket_close(socket);
+          socket = nullptr;
+          return bind_failed;
+        }
+        return Status::Ok();
+      },
+      "opening the nf_tables netlink socket");
   if (!status.ok()) return status;
   return std::unique_ptr<NetlinkClient>(new NetlinkClient(socket));
 }

@@ -467,7 +467,10 @@ Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Fami
       bool parse_failed = line.find(kParseFailed) != std::string::npos;
       bool incompatible = line.starts_with("#") && line.find(kIncompatible) != std::string::npos;
       if (!legacy_warning && !parse_failed && !incompatible) continue;
-      if (strict) {
+      // "iptables-legacy tables present" says the OTHER variant holds tables too; the nft view itself is
+      // complete, so it is a warning (Info() and declarative apply report it: those rules judge packets as
+      // well), not a partial snapshot. A failed rule parse or an incompatible table is.
+      if (strict && !legacy_warning) {
         return Status::FailedPrecondition(what + " did not print a complete snapshot (" + Trim(line) +
                                           "); refusing to use partial output");
       }
@@ -486,9 +489,132 @@ Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Fami
 
 Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
   if (variant_ == Variant::kNft) return ReadNft(family, table, fresh_counters);
-  ++read_stats_.saves;
-  IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, netns_.get(), /*strict=*/true));
-  return std::move(save.ruleset);
+  return ReadLegacy(family, table, fresh_counters);
+}
+
+namespace {
+
+// Whether `tables` are exactly the tables of `fp`, in its order (iptables-legacy-save's order).
+bool SameTables(const std::vector<Table>& tables, const legacy::Fingerprint& fp) {
+  if (tables.size() != fp.size()) return false;
+  for (size_t i = 0; i < fp.size(); ++i) {
+    if (tables[i].name != fp[i].name) return false;
+  }
+  return true;
+}
+
+// Puts `tables` in the order of `fp`; false when the two do not hold the same tables.
+bool OrderLike(std::vector<Table>& tables, const legacy::Fingerprint& fp) {
+  if (tables.size() != fp.size()) return false;
+  std::vector<Table> ordered;
+  ordered.reserve(fp.size());
+  for (const legacy::TableFingerprint& t : fp) {
+    auto it = std::find_if(tables.begin(), tables.end(), [&](const Table& x) { return x.name == t.name; });
+    if (it == tables.end()) return false;
+    ordered.push_back(std::move(*it));
+  }
+  tables = std::move(ordered);
+  return true;
+}
+
+}  // namespace
+
+Result<legacy::XtablesProbe*> RestoreBackend::XtProbe() {
+  if (!xt_probe_) {
+    auto probe = legacy::XtablesProbe::Open(netns_.get());
+    if (!probe.ok()) return probe.status().WithContext("opening the x_tables probe");
+    xt_probe_ = std::move(probe).value();
+  }
+  return xt_probe_.get();
+}
+
+Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<std::string>& table,
+                                           bool fresh_counters) {
+  constexpr int kAttempts = 3;
+  // iptables-legacy-save always prints the whole family here (RunSave), so every save can fill the cache.
+  auto save_all = [&]() -> Result<SaveOutput> {
+    ++read_stats_.saves;
+    return RunSave(variant_, family, std::nullopt, netns_.get(), /*strict=*/true);
+  };
+  auto pick = [&](Ruleset rs) {
+    if (table) std::erase_if(rs.tables, [&](const Table& t) { return t.name != *table; });
+    return rs;
+  };
+  // Cached only when read under our xtables lock: then no lock-respecting writer ran during the save, so an
+  // unchanged fingerprint cannot hide a change made and undone while save was reading (A→B→A).
+  const bool cacheable = lock_state_->depth > 0;
+  if (!cacheable && (fresh_counters || !snapshot_cache_.count(family))) {
+    // Nothing to answer from and nothing to record: no fingerprint needed.
+    IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
+    return pick(std::move(save.ruleset));
+  }
+  auto probe = XtProbe();
+  for (int attempt = 1;; ++attempt) {
+    Result<legacy::Fingerprint> before =
+        probe.ok() ? (*probe)->Read(family) : Result<legacy::Fingerprint>(probe.status());
+    if (!before.ok()) {
+      // No change detector: an uncached read, and no cached answer either.
+      snapshot_cache_.erase(family);
+      IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
+      return pick(std::move(save.ruleset));
+    }
+    auto it = snapshot_cache_.find(family);
+    if (it != snapshot_cache_.end() && it->second.fingerprint != *before) {
+      snapshot_cache_.erase(it);
+      it = snapshot_cache_.end();
+    }
+    if (it != snapshot_cache_.end() && cacheable) it->second.verified_epoch = lock_state_->epoch;
+    if (!fresh_counters && it != snapshot_cache_.end()) {
+      const Ruleset& cached = it->second.ruleset;
+      if (!table) {
+        ++read_stats_.cache_hits;
+        return cached;
+      }
+      if (const Table* t = cached.FindTable(*table)) {
+        ++read_stats_.cache_hits;
+        return Ruleset{.family = family, .tables = {*t}};
+      }
+    }
+    IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
+    if (!cacheable) return pick(std::move(save.ruleset));
+    auto after = (*probe)->Read(family);
+    const bool consistent = after.ok() && *after == *before && SameTables(save.ruleset.tables, *before);
+    if (!consistent && attempt < kAttempts) continue;
+    if (consistent) {
+      CachedSnapshot entry;
+      entry.ruleset = save.ruleset;
+      entry.fingerprint = std::move(*before);
+      entry.verified_epoch = lock_state_->epoch;
+      snapshot_cache_[family] = std::move(entry);
+    }
+    return pick(std::move(save.ruleset));
+  }
+}
+
+void RestoreBackend::UpdateLegacyCache(const TableBatch& batch) {
+  auto it = snapshot_cache_.find(batch.family);
+  if (it == snapshot_cache_.end()) return;
+  auto after = xt_probe_->Read(batch.family);
+  std::optional<Table> updated;
+  if (after.ok()) updated = SimulateOnCache(it->second.ruleset, batch);
+  if (!updated) {
+    snapshot_cache_.erase(it);
+    return;
+  }
+  std::vector<Table>& tables = it->second.ruleset.tables;
+  auto same = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == batch.table; });
+  if (same != tables.end()) {
+    *same = std::move(*updated);
+  } else {
+    tables.push_back(std::move(*updated));
+  }
+  // A table the restore created takes its place in /proc/net/ip_tables_names, which is save's order.
+  if (!OrderLike(tables, *after)) {
+    snapshot_cache_.erase(it);
+    return;
+  }
+  it->second.fingerprint = std::move(*after);
+  it->second.verified_epoch = lock_state_->depth > 0 ? lock_state_->epoch : 0;
 }
 
 Result<nft::NetlinkClient*> RestoreBackend::Netlink() {
@@ -535,7 +661,7 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
       t.unrepresentable_reason = CrossCheck(t, it == view->end() ? nullptr : &it->second);
     }
     // Still changing after kAttempts: the result is as good as an unchecked read, but not cached.
-    if (consistent && !table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset};
+    if (consistent && !table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
     return std::move(save.ruleset);
   }
 }
@@ -551,7 +677,7 @@ std::optional<Table> RestoreBackend::SimulateOnCache(const Ruleset& cached, cons
     table = std::move(fresh).value();
   }
   if (!table.unrepresentable_reason.empty()) return std::nullopt;
-  // Rules the cache would hold must be exactly what iptables-nft-save prints: outputs of Canonicalize, or rules
+  // Rules the cache would hold must be exactly what the save tool prints: outputs of Canonicalize, or rules
   // the snapshot already holds (e.g. re-inserted by a rollback).
   std::optional<std::set<std::string>> snapshot_specs;
   auto canonical = [&](const Rule& rule) {
@@ -571,7 +697,8 @@ std::optional<Table> RestoreBackend::SimulateOnCache(const Ruleset& cached, cons
     if (adds && !canonical(op.rule)) return std::nullopt;
     if (!ApplyTableOp(batch.family, table, op, /*with_counters=*/false).ok()) return std::nullopt;
   }
-  // iptables-nft-save lists user chains sorted by name (iptables 1.8.9 nft-cache.c keeps them sorted).
+  // Both save tools list user chains sorted by name (iptables 1.8.9 nft-cache.c keeps them sorted; libiptc
+  // inserts new chains in name order, libiptc.c iptcc_chain_index / iptc_insert_chain).
   auto user = std::stable_partition(table.chains.begin(), table.chains.end(),
                                     [&](const Chain& c) { return IsBuiltinChain(table.name, c.name); });
   std::sort(user, table.chains.end(), [](const Chain& a, const Chain& b) { return a.name < b.name; });
@@ -655,7 +782,26 @@ Status RestoreBackend::Commit(const TableBatch& batch) {
       lock.emplace(std::move(held));
     }
   }
-  if (variant_ != Variant::kNft || snapshot_cache_.empty()) {
+  if (variant_ == Variant::kLegacy) {
+    // The xtables lock is held from here to the end (ours or the LockGuard's). A cached family is kept only when
+    // the kernel still matches it now, so the simulation below starts from the true table.
+    bool track = false;
+    if (auto it = snapshot_cache_.find(batch.family); it != snapshot_cache_.end()) {
+      if (lock_state_->depth > 0 && it->second.verified_epoch == lock_state_->epoch) {
+        track = true;  // matched the kernel during this very hold of the lock
+      } else {
+        auto now = xt_probe_->Read(batch.family);
+        track = now.ok() && *now == it->second.fingerprint;
+        if (!track) snapshot_cache_.erase(it);
+      }
+    }
+    Status status =
+        RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters, netns_.get());
+    // A failed run replaced nothing (libiptc replaces the table once, at COMMIT); the next Read checks anyway.
+    if (status.ok() && track) UpdateLegacyCache(batch);
+    return status;
+  }
+  if (snapshot_cache_.empty()) {
     return RunRestore(batch.family, batch.table, text, /*noflush=*/!batch.flush_table, batch.with_counters,
                       netns_.get());
   }
@@ -675,6 +821,7 @@ Result<std::unique_ptr<LockGuard>> RestoreBackend::Lock(std::chrono::millisecond
   if (lock_state_->depth == 0) {
     IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireXtablesLock(options_.xtables_lock_path, wait));
     lock.emplace(std::move(held));
+    ++lock_state_->epoch;
   }
   return std::unique_ptr<LockGuard>(std::make_unique<XtablesLockGuard>(std::move(lock), lock_state_));
 }

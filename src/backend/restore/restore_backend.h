@@ -3,7 +3,8 @@
 // the target network namespace (src/base/subprocess.h). DESIGN.md §5 lists the netfilter facts this rests on.
 //
 // Contracts beyond backend.h:
-//  - Read is one save spawn (+ on nft a native netlink dump of the same tables, src/backend/nft/). It fails (never a partial snapshot) when the save tool
+//  - Read is one save spawn (+ on nft a native netlink dump of the same tables, src/backend/nft/; on legacy always
+//    of the whole family, the wanted table picked from it). It fails (never a partial snapshot) when the save tool
 //    exits non-zero or prints "Parsing nftables rule failed", "incompatible" or the "iptables-legacy tables
 //    present" warning. On nft, a table whose kernel rules do not match the save text (rule count per chain, chains
 //    save does not show, or rules using nft features iptables-nft-save prints lossily, e.g. an anonymous set
@@ -23,6 +24,27 @@
 //    commit such as only -F/-Z/-P, flush_table / with_counters batches, a failed simulation) drops the cache.
 //    Legacy tables created meanwhile do not bump the id: a cached read does not repeat the save's warning about
 //    them (the nft snapshot itself is still exact).
+//  - Snapshot cache (legacy). x_tables has no generation id; the change detector is the family's fingerprint
+//    (src/backend/legacy/xt_fingerprint.h: the rule blob of every table, counters zeroed, read with two
+//    getsockopt calls per table, no spawn). A whole-family save is kept only when (a) the fingerprint read BEFORE
+//    the save equals the one read AFTER it and names the tables the save printed, in its order (else re-read, up
+//    to 3 attempts, the last one uncached), and (b) this backend holds the xtables lock (LockGuard, as Firewall
+//    does across read → commit): a content fingerprint, unlike a counter, cannot tell A from A→B→A, so only
+//    excluding lock-respecting writers during the save makes "unchanged" mean "save saw this state".
+//    Read(fresh_counters = false) returns the cached snapshot when the fingerprint now equals the recorded one —
+//    byte-equal blobs are equal rulesets, whatever happened in between; counters may then be stale.
+//    Commit (the lock is held throughout, ours or the guard's): the fingerprint is compared with the cached one
+//    first (a foreign write since the read → drop) unless the cache was checked or recorded during the current
+//    hold of a LockGuard (no lock-respecting writer can have run since), then the restore runs, then the cached table is updated by
+//    ApplyTableOp under the nft path's conditions (rules known canonical; not flush_table / with_counters) and
+//    the fingerprint read right after the restore, still under the lock, is recorded with it. A new table takes
+//    its place in /proc/net/ip_tables_names order (save's order). A failed restore replaced nothing (libiptc
+//    replaces a table once, at COMMIT): the cache stays, and is checked by the next read anyway.
+//    Limits: a writer that ignores the xtables lock (raw libiptc, another lock file or mount namespace) and
+//    changes a table between our check and our restore, or between our restore and the fingerprint after it,
+//    is folded into the recorded fingerprint without being in the model — the same writer also loses updates
+//    against iptables itself (libiptc replaces whole tables). `ipset rename/swap` changes save's text without
+//    changing any blob (rules hold set indexes), as it does not change the nft generation id either.
 //  - Commit maps failures to the op: "line N failed" / "Error occurred at line: N" name the restore line, which
 //    the Status quotes with the tool's stderr. A lock timeout is Unavailable. A rejection at the COMMIT line is
 //    the kernel refusing the table (legacy logs the reason only to the kernel log) → InvalidArgument. Harmless
@@ -55,6 +77,7 @@
 #include <vector>
 
 #include "src/backend/backend.h"
+#include "src/backend/legacy/xt_fingerprint.h"
 #include "src/backend/nft/netlink_client.h"
 #include "src/base/netns.h"
 #include "src/base/subprocess.h"
@@ -93,13 +116,15 @@ class RestoreBackend final : public Backend {
     uint64_t cache_hits = 0;
   };
   const ReadStats& read_stats() const { return read_stats_; }
-  // Whether a snapshot of the family is cached (it is used only while the generation id is unchanged).
+  // Whether a snapshot of the family is cached (used only while the nft generation id / the legacy fingerprint is
+  // unchanged).
   bool has_cached_snapshot(Family family) const { return snapshot_cache_.count(family) != 0; }
 
   // Implementation types (public for the helpers in restore_backend.cc).
   struct SaveOutput;
   struct LockState {
-    int depth = 0;  // live guards of this backend holding the xtables lock
+    int depth = 0;       // live guards of this backend holding the xtables lock
+    uint64_t epoch = 0;  // bumped each time an outermost guard takes the lock (1 = the first hold)
   };
 
  private:
@@ -115,6 +140,11 @@ class RestoreBackend final : public Backend {
   std::vector<std::pair<std::string, std::string>> ChildEnv() const;
   Status EnsureScratch(Family family, const std::vector<const Rule*>& rules);
   Result<nft::NetlinkClient*> Netlink();
+  Result<legacy::XtablesProbe*> XtProbe();
+  Result<Ruleset> ReadLegacy(Family family, const std::optional<std::string>& table, bool fresh_counters);
+  // After a successful restore of `batch` on legacy, with the xtables lock still held: update or drop the
+  // family's cached snapshot (see the contract above).
+  void UpdateLegacyCache(const TableBatch& batch);
   Result<Ruleset> ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters);
   // After a successful restore of `batch` on nft: update or drop snapshot_cache_ (see the contract above).
   void UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before);
@@ -137,9 +167,12 @@ class RestoreBackend final : public Backend {
   std::set<std::tuple<Family, std::string, std::string>> canonical_outputs_;
 
   std::unique_ptr<nft::NetlinkClient> netlink_;  // nft: opened on first use, kept open
+  std::unique_ptr<legacy::XtablesProbe> xt_probe_;  // legacy: opened on first Read, kept open
   struct CachedSnapshot {
-    uint32_t generation = 0;
+    uint32_t generation = 0;  // nft
     Ruleset ruleset;
+    legacy::Fingerprint fingerprint;  // legacy: the family's tables when `ruleset` was true
+    uint64_t verified_epoch = 0;      // legacy: the lock hold during which it last matched the kernel (0: none)
   };
   std::map<Family, CachedSnapshot> snapshot_cache_;
   ReadStats read_stats_;

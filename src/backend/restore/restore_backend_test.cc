@@ -677,7 +677,7 @@ TEST_F(NftTest, ReadOfAMissingTableIsEmptyAndRepresentable) {
   }
 }
 
-TEST_F(NftTest, ReadRefusesIncompleteSnapshots) {
+TEST_F(NftTest, ReadRefusesIncompleteSnapshotsButNotLegacyTablesElsewhere) {
   ASSERT_TRUE(backend_);
   ASSERT_TRUE(
       backend_->Commit(Batch(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
@@ -691,11 +691,20 @@ TEST_F(NftTest, ReadRefusesIncompleteSnapshots) {
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "delete", "chain", "ip", "filter", "weird"}), "");
   ASSERT_TRUE(backend_->Read(Family::kIPv4).ok());
 
-  // Legacy tables present: the nft view misses rules that judge packets.
+  // Legacy tables present: the nft view is still complete (it is a warning, reported by Info), so the snapshot is
+  // usable and shows exactly the nft rules; the legacy DROP is not mixed in.
   ASSERT_EQ(ns_->Exec({IptablesToolPath(Variant::kLegacy, Family::kIPv4, ""), "-A", "INPUT", "-j", "DROP"}), "");
   rs = backend_->Read(Family::kIPv4);
-  EXPECT_EQ(rs.status().code(), StatusCode::kFailedPrecondition) << rs.status().ToString();
-  EXPECT_THAT(rs.status().message(), HasSubstr("iptables-legacy tables present"));
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  const Table* filter = rs->FindTable("filter");
+  ASSERT_NE(filter, nullptr);
+  ASSERT_EQ(filter->FindChain("INPUT")->rules.size(), 1u);
+  EXPECT_EQ(FormatRuleSpec(filter->FindChain("INPUT")->rules[0]), "-j ACCEPT");
+  auto info = backend_->Info();
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  bool warned = false;
+  for (const std::string& w : info->warnings) warned = warned || w.find("legacy") != std::string::npos;
+  EXPECT_TRUE(warned) << "Info() must say that the other variant holds rules";
 }
 
 class LegacyTest : public RestoreBackendTest {
@@ -751,6 +760,185 @@ TEST_F(LegacyTest, CommitUnderOwnLockDoesNotDeadlockAndExcludesOthers) {
   EXPECT_EQ(ns_->Save(Variant::kLegacy, Family::kIPv4),
             "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n"
             "-A INPUT -j DROP\nCOMMIT\n");
+}
+
+// The legacy snapshot cache (x_tables fingerprints, src/backend/legacy/xt_fingerprint.h).
+TEST_F(LegacyTest, SnapshotCacheFollowsOwnCommitsAndEqualsAFreshRead) {
+  ASSERT_TRUE(backend_);
+  const Family v4 = Family::kIPv4, v6 = Family::kIPv6;
+  std::vector<Rule> f = Canon(*backend_, v4, "filter",
+                              {"-s 10.0.0.1 -j RETURN", "-p tcp --dport 22 -j ACCEPT", "-j MYCHAIN", "-j OTHER"});
+  std::vector<Rule> n = Canon(*backend_, v4, "nat", {"-o lo -j MASQUERADE"});
+  std::vector<Rule> r6 = Canon(*backend_, v6, "filter", {"-p tcp --dport 80 -j DROP", "-s 2001:db8::1 -j ACCEPT"});
+  std::vector<Rule> m6 = Canon(*backend_, v6, "mangle", {"-s 2001:db8::1 -j ACCEPT"});
+  // Like Firewall: the xtables lock is held across read → commit.
+  auto guard = backend_->Lock(std::chrono::seconds(1));
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  // An existing table first (the empty netns has none).
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT", f[1])})).ok());
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->Read(v6, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  ASSERT_TRUE(backend_->has_cached_snapshot(v6));
+
+  const std::vector<TableBatch> steps = {
+      Batch(v4, "filter", {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", f[0]),
+                           TableOp::Make(K::kInsert, "INPUT", f[2], 1)}),
+      Batch(v4, "filter", {TableOp::Make(K::kNewChain, "ZZZ"), TableOp::Make(K::kNewChain, "AAA"),
+                           TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")}),
+      Batch(v4, "filter", {TableOp::Make(K::kRenameChain, "ZZZ", {}, 0, "OTHER")}),
+      Batch(v4, "filter", {TableOp::Make(K::kAppend, "OUTPUT", f[3])}),
+      Batch(v4, "nat", {TableOp::Make(K::kAppend, "POSTROUTING", n[0])}),  // a new table
+      Batch(v6, "filter", {TableOp::Make(K::kAppend, "INPUT", r6[0])}),     // a new table
+      Batch(v6, "mangle", {TableOp::Make(K::kAppend, "PREROUTING", m6[0])}),
+      Batch(v6, "filter", {TableOp::Make(K::kReplace, "INPUT", r6[1], 1)}),
+      Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[1]), TableOp::Make(K::kDelete, "INPUT", f[1]),
+                           TableOp::Make(K::kDelete, "OUTPUT", f[3]), TableOp::Make(K::kDeleteChain, "OTHER")}),
+      Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[2])}),  // changes nothing
+  };
+  int step = 0;
+  for (const TableBatch& batch : steps) {
+    SCOPED_TRACE("step " + std::to_string(++step));
+    Status s = backend_->Commit(batch);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    for (Family fam : {v4, v6}) {
+      ASSERT_TRUE(backend_->has_cached_snapshot(fam)) << FamilyName(fam);
+      const uint64_t saves = backend_->read_stats().saves;
+      const uint64_t hits = backend_->read_stats().cache_hits;
+      auto cached = backend_->Read(fam, std::nullopt, /*fresh_counters=*/false);
+      ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+      EXPECT_EQ(backend_->read_stats().saves, saves) << FamilyName(fam) << ": the cache was not used";
+      EXPECT_EQ(backend_->read_stats().cache_hits, hits + 1);
+      auto fresh = backend_->Read(fam);
+      ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+      EXPECT_EQ(backend_->read_stats().saves, saves + 1);
+      EXPECT_EQ(FormatSave(*cached, {.counters = true}), FormatSave(*fresh, {.counters = true}));
+      EXPECT_EQ(*cached, *fresh);
+      EXPECT_EQ(FormatSave(*cached), ns_->Save(Variant::kLegacy, fam));
+    }
+  }
+  // A table read is answered from the cache too.
+  const uint64_t saves = backend_->read_stats().saves;
+  auto nat = backend_->Read(v4, std::string("nat"), false);
+  ASSERT_TRUE(nat.ok()) << nat.status().ToString();
+  ASSERT_EQ(nat->tables.size(), 1u);
+  EXPECT_EQ(nat->tables[0].name, "nat");
+  EXPECT_EQ(backend_->read_stats().saves, saves);
+}
+
+TEST_F(LegacyTest, SnapshotCacheSeesForeignWritesButNotTraffic) {
+  ASSERT_TRUE(backend_);
+  const Family v4 = Family::kIPv4;
+  const std::string ipt = IptablesToolPath(Variant::kLegacy, v4, "");
+  std::vector<Rule> f = Canon(*backend_, v4, "filter", {"-p tcp --dport 22 -j ACCEPT"});
+  auto guard = backend_->Lock(std::chrono::seconds(1));
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT", f[0])})).ok());
+  ASSERT_EQ(ns_->Exec({ipt, "-A", "OUTPUT", "-d", "127.0.0.1", "-p", "udp", "-j", "ACCEPT"}), "");
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  uint64_t saves = backend_->read_stats().saves;
+
+  // Traffic moves counters only: still answered from the cache.
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/ip", "link", "set", "lo", "up"}), "");
+  ASSERT_EQ(ns_->Exec({"/usr/bin/python3", "-c",
+                       "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                       "for _ in range(3): s.sendto(b'x', ('127.0.0.1', 9))\n"}),
+            "");
+  ASSERT_THAT(ns_->Save(Variant::kLegacy, v4, /*counters=*/true), HasSubstr("[3:87] -A OUTPUT -d 127.0.0.1/32"));
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  EXPECT_EQ(backend_->read_stats().saves, saves);
+
+  // A foreign write between two reads is seen by the next (planning) read.
+  ASSERT_EQ(ns_->Exec({ipt, "-I", "INPUT", "1", "-s", "10.9.9.9", "-j", "DROP"}), "");
+  auto rs = backend_->Read(v4, std::nullopt, false);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_EQ(backend_->read_stats().saves, saves + 1);
+  EXPECT_EQ(FormatSave(*rs), ns_->Save(Variant::kLegacy, v4));
+  EXPECT_THAT(FormatSave(*rs), HasSubstr("-A INPUT -s 10.9.9.9/32 -j DROP\n"));
+
+  // Same-size replace.
+  ASSERT_EQ(ns_->Exec({ipt, "-R", "INPUT", "1", "-s", "10.9.9.8", "-j", "DROP"}), "");
+  saves = backend_->read_stats().saves;
+  rs = backend_->Read(v4, std::nullopt, false);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_EQ(backend_->read_stats().saves, saves + 1);
+  EXPECT_THAT(FormatSave(*rs), HasSubstr("-A INPUT -s 10.9.9.8/32 -j DROP\n"));
+
+  // A write in the other family leaves this one cached.
+  ASSERT_EQ(ns_->Exec({IptablesToolPath(Variant::kLegacy, Family::kIPv6, ""), "-A", "INPUT", "-j", "ACCEPT"}), "");
+  saves = backend_->read_stats().saves;
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  EXPECT_EQ(backend_->read_stats().saves, saves);
+
+  // Between a read and a commit made outside that hold of the lock (this foreign writer takes another lock
+  // file): the commit's check drops the cache; our change and the foreign one both show.
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  guard->reset();
+  ASSERT_EQ(ns_->Exec({ipt, "-A", "OUTPUT", "-d", "10.8.8.8", "-j", "DROP"}), "");
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kDelete, "INPUT", f[0])})).ok());
+  EXPECT_FALSE(backend_->has_cached_snapshot(v4));
+  guard = backend_->Lock(std::chrono::seconds(1));
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  rs = backend_->Read(v4, std::nullopt, false);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_EQ(FormatSave(*rs), ns_->Save(Variant::kLegacy, v4));
+  EXPECT_THAT(FormatSave(*rs), HasSubstr("-A OUTPUT -d 10.8.8.8/32 -j DROP\n"));
+  EXPECT_THAT(FormatSave(*rs), Not(HasSubstr("--dport 22")));
+
+  // A table created by someone else.
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  ASSERT_EQ(ns_->Exec({ipt, "-t", "raw", "-A", "OUTPUT", "-j", "ACCEPT"}), "");
+  rs = backend_->Read(v4, std::nullopt, false);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_NE(rs->FindTable("raw"), nullptr);
+  EXPECT_EQ(FormatSave(*rs), ns_->Save(Variant::kLegacy, v4));
+}
+
+TEST_F(LegacyTest, SnapshotCacheNeedsTheLockAndCanonicalRules) {
+  ASSERT_TRUE(backend_);
+  const Family v4 = Family::kIPv4;
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT", R("-j ACCEPT"))})).ok());
+  // Outside Lock(): a read is never cached (a change undone while save ran could not be told apart).
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  EXPECT_FALSE(backend_->has_cached_snapshot(v4));
+  uint64_t saves = backend_->read_stats().saves;
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  EXPECT_EQ(backend_->read_stats().saves, saves + 1);
+
+  auto guard = backend_->Lock(std::chrono::seconds(1));
+  ASSERT_TRUE(guard.ok()) << guard.status().ToString();
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  // Not canonical ("--dport" without "-m tcp", no /32): the cache cannot know how save prints it.
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT",
+                                                                  R("-s 10.0.0.1 -p tcp --dport 22 -j ACCEPT"))}))
+                  .ok());
+  EXPECT_FALSE(backend_->has_cached_snapshot(v4));
+  auto rs = backend_->Read(v4, std::nullopt, false);
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_THAT(FormatSave(*rs), HasSubstr("-A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"));
+  // A rule already in the snapshot is known canonical; a flush_table batch drops the cache.
+  const Rule existing = rs->FindTable("filter")->FindChain("INPUT")->rules[1];
+  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kInsert, "INPUT", existing, 1)})).ok());
+  EXPECT_TRUE(backend_->has_cached_snapshot(v4));
+  auto cached = backend_->Read(v4, std::nullopt, false);
+  auto fresh = backend_->Read(v4);
+  ASSERT_TRUE(cached.ok() && fresh.ok());
+  EXPECT_EQ(*cached, *fresh);
+  TableBatch flush = Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT", existing)});
+  flush.flush_table = true;
+  ASSERT_TRUE(backend_->Commit(flush).ok());
+  EXPECT_FALSE(backend_->has_cached_snapshot(v4));
+  // A failed commit keeps it (nothing was replaced).
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->has_cached_snapshot(v4));
+  EXPECT_FALSE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kDelete, "INPUT", R("-s 7.7.7.7/32 -j DROP"))}))
+                   .ok());
+  EXPECT_TRUE(backend_->has_cached_snapshot(v4));
+  saves = backend_->read_stats().saves;
+  ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
+  EXPECT_EQ(backend_->read_stats().saves, saves);
 }
 
 // ---- Corpus kernel round trip ----
