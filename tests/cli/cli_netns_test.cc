@@ -215,6 +215,24 @@ TEST_P(CliNetnsTest, TxnAndApply) {
   EXPECT_EQ(ChainLines("TXN"), "-A TXN -s " + canonical_addr_ + " -j RETURN\n");
 }
 
+// Rules in the other iptables variant judge the same packets: apply must say so even when it is otherwise quiet.
+// (Regression: iptables-nft-save's "legacy tables present" warning used to make every nft read fail.)
+TEST_P(CliNetnsTest, ApplyWarnsAboutRulesInTheOtherVariant) {
+  const Param& p = GetParam();
+  const std::string other = std::string(p.ipv6 ? "ip6tables-" : "iptables-") + (p.backend == std::string("nft") ? "legacy" : "nft");
+  ASSERT_FALSE(FindTool(other).empty());
+  ProcessResult foreign = ns_->Exec({FindTool(other), "-A", "INPUT", "-j", "ACCEPT"});
+  ASSERT_EQ(foreign.code, 0) << foreign.err;
+  std::string family = p.ipv6 ? "ipv6" : "ipv4";
+  std::string desired = WriteTemp(R"({"owner":"clitest","family":")" + family + R"(",
+      "chains":[{"table":"filter","name":"CLITEST-IN","rules":[{"spec":"-j RETURN"}]}],
+      "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-j CLITEST-IN"}]})");
+  ProcessResult applied = Ok({"apply", desired});
+  EXPECT_THAT(applied.out, HasSubstr("warning: iptables-" + std::string(p.backend == std::string("nft") ? "legacy" : "nft")))
+      << applied.out;
+  EXPECT_THAT(ChainLines("INPUT"), HasSubstr("-j CLITEST-IN"));
+}
+
 TEST_P(CliNetnsTest, BadInputChangesNothing) {
   Ok({"chain", "create", "USERCHAIN"});
   Ok({"append", "INPUT", "-j", "ACCEPT"});

@@ -293,6 +293,10 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
         out << FormatCommitText(plan->tables);
       } else if (inv.global.verbosity > 0) {
         out << FormatPlan(*plan) << FormatCommitText(plan->tables);
+      } else {
+        // Quiet on success, but never silent about what the user must know (e.g. the other iptables variant
+        // holds rules on the same hooks: they judge packets too).
+        for (const std::string& w : plan->warnings) out << "warning: " << w << "\n";
       }
       return kExitOk;
     }
