@@ -39,7 +39,8 @@ endfunction()
 
 function(iptkit_warnings name)
   # -Wno-restrict: GCC 12 reports false positives inside std::string at -O3 (GCC bug 105329).
-  target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter -Wno-restrict)
+  target_compile_options(${name} PRIVATE -Wall -Wextra -Wno-unused-parameter
+                                         $<$<CXX_COMPILER_ID:GNU>:-Wno-restrict>)
   if(IPTKIT_WERROR)
     target_compile_options(${name} PRIVATE -Werror)
   endif()

@@ -59,7 +59,7 @@ bool IsSafeExtensionName(std::string_view name) {
 std::jmp_buf g_jump;
 char g_error[256];
 
-[[noreturn]] __attribute__((format(printf, 2, 3))) void ExitErr(enum xtables_exittype, const char* fmt, ...) {
+__attribute__((noreturn, format(printf, 2, 3))) void ExitErr(enum xtables_exittype, const char* fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   std::vsnprintf(g_error, sizeof(g_error), fmt, ap);
