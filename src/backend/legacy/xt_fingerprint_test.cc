@@ -1,6 +1,7 @@
 // Tests of XtablesProbe against the real kernel in private network namespaces (root; skip otherwise). Tables
 // are written with iptables-legacy inside the namespace; the host's firewall is never touched.
 #include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/test_netns.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -20,47 +21,9 @@ using base::Cmd;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-// A named network namespace (`ip netns add`), deleted by the destructor.
-class TestNetns {
+class TestNetns : public test::TestNetns {
  public:
-  TestNetns() {
-    static std::atomic<int> counter{0};
-    name_ = "iptkit-legacy-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    auto r = base::RunSubprocess(Cmd("/usr/sbin/ip", {"ip", "netns", "add", name_}));
-    ok_ = r.ok() && r->exit_code == 0;
-    if (!ok_) error_ = r.ok() ? r->stderr_text : r.status().ToString();
-  }
-  ~TestNetns() {
-    if (ok_) (void)base::RunSubprocess(Cmd("/usr/sbin/ip", {"ip", "netns", "delete", name_}));
-  }
-  TestNetns(const TestNetns&) = delete;
-  TestNetns& operator=(const TestNetns&) = delete;
-
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-  const std::string& name() const { return name_; }
-
-  // Runs argv (argv[0] an absolute path) inside the namespace; "" on success, else a description.
-  std::string Exec(std::vector<std::string> argv) const {
-    auto r = Run(argv);
-    if (!r.ok()) return r.status().ToString();
-    if (r->exit_code != 0) return base::DescribeCommand(Cmd(argv[0], argv)) + ": " + r->stderr_text;
-    return "";
-  }
-  std::string Output(std::vector<std::string> argv) const {
-    auto r = Run(argv);
-    return r.ok() ? r->stdout_text : "";
-  }
-
- private:
-  Result<base::SubprocessResult> Run(const std::vector<std::string>& argv) const {
-    IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd fd, base::OpenNetns(name_));
-    return base::RunSubprocess(Cmd(argv[0], argv).Netns(fd.get()));
-  }
-
-  std::string name_;
-  std::string error_;
-  bool ok_ = false;
+  TestNetns() : test::TestNetns("iptkit-legacy") {}
 };
 
 constexpr const char* kIpt = "/usr/sbin/iptables-legacy";

@@ -487,6 +487,18 @@ Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Fami
   return out;
 }
 
+std::optional<Ruleset> RestoreBackend::CachedView(const Ruleset& cached, const std::optional<std::string>& table) {
+  if (!table) {
+    ++read_stats_.cache_hits;
+    return cached;
+  }
+  // A table the kernel does not have is not in the cache: the save path prints it as freshly created.
+  const Table* t = cached.FindTable(*table);
+  if (t == nullptr) return std::nullopt;
+  ++read_stats_.cache_hits;
+  return Ruleset{.family = cached.family, .tables = {*t}};
+}
+
 Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
   if (variant_ == Variant::kNft) return ReadNft(family, table, fresh_counters);
   return ReadLegacy(family, table, fresh_counters);
@@ -565,15 +577,7 @@ Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<st
     }
     if (it != snapshot_cache_.end() && cacheable) it->second.verified_epoch = lock_state_->epoch;
     if (!fresh_counters && it != snapshot_cache_.end()) {
-      const Ruleset& cached = it->second.ruleset;
-      if (!table) {
-        ++read_stats_.cache_hits;
-        return cached;
-      }
-      if (const Table* t = cached.FindTable(*table)) {
-        ++read_stats_.cache_hits;
-        return Ruleset{.family = family, .tables = {*t}};
-      }
+      if (auto hit = CachedView(it->second.ruleset, table)) return *std::move(hit);
     }
     IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
     if (!cacheable) return pick(std::move(save.ruleset));
@@ -634,16 +638,7 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
     if (!fresh_counters) {
       auto it = snapshot_cache_.find(family);
       if (it != snapshot_cache_.end() && it->second.generation == before) {
-        const Ruleset& cached = it->second.ruleset;
-        if (!table) {
-          ++read_stats_.cache_hits;
-          return cached;
-        }
-        // A table the kernel does not have: the save path prints it as freshly created; go there.
-        if (const Table* t = cached.FindTable(*table)) {
-          ++read_stats_.cache_hits;
-          return Ruleset{.family = family, .tables = {*t}};
-        }
+        if (auto hit = CachedView(it->second.ruleset, table)) return *std::move(hit);
       }
     }
     ++read_stats_.saves;

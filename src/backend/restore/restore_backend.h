@@ -128,6 +128,9 @@ class RestoreBackend final : public Backend {
   };
 
  private:
+  // The cached snapshot as a Read of `table` (all tables when nullopt) returns it, counting a cache hit; nullopt
+  // when the table is not in the cache.
+  std::optional<Ruleset> CachedView(const Ruleset& cached, const std::optional<std::string>& table);
   RestoreBackend(Variant variant, BackendOptions options, base::UniqueFd netns);
 
   Result<base::SubprocessResult> Run(base::SubprocessOptions options, int netns_fd) const;

@@ -2,6 +2,7 @@
 // namespaces. Need root; skip otherwise. Every test owns its namespaces (unique names) and deletes them in
 // destructors, so a failing assertion leaves nothing behind.
 #include "src/backend/restore/restore_backend.h"
+#include "src/backend/test_netns.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -39,54 +40,16 @@ std::string StripComments(const std::string& text) {
   return out;
 }
 
-// A named network namespace (`ip netns add`), deleted by the destructor.
-class TestNetns {
+// The backend tests' namespace plus the real save of one variant/family.
+class TestNetns : public test::TestNetns {
  public:
-  TestNetns() {
-    static std::atomic<int> counter{0};
-    name_ = "iptkit-restore-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
-    auto r = base::RunSubprocess(Cmd("/usr/sbin/ip", {"ip", "netns", "add", name_}));
-    ok_ = r.ok() && r->exit_code == 0;
-    if (!ok_) error_ = r.ok() ? r->stderr_text : r.status().ToString();
-  }
-  ~TestNetns() {
-    if (ok_) (void)base::RunSubprocess(Cmd("/usr/sbin/ip", {"ip", "netns", "delete", name_}));
-  }
-  TestNetns(const TestNetns&) = delete;
-  TestNetns& operator=(const TestNetns&) = delete;
-
-  bool ok() const { return ok_; }
-  const std::string& error() const { return error_; }
-  const std::string& name() const { return name_; }
-
-  // Runs argv (argv[0] an absolute path) inside the namespace; "" on success, else a description.
-  std::string Exec(std::vector<std::string> argv, std::string stdin_data = "") const {
-    auto fd = base::OpenNetns(name_);
-    if (!fd.ok()) return fd.status().ToString();
-    std::string path = argv[0];
-    auto r = base::RunSubprocess(Cmd(path, argv).Stdin(std::move(stdin_data)).Netns(fd->get()));
-    if (!r.ok()) return r.status().ToString();
-    if (r->exit_code != 0) return base::DescribeCommand(Cmd(path, argv)) + ": " + r->stderr_text;
-    return "";
-  }
-  std::string Output(std::vector<std::string> argv) const {
-    auto fd = base::OpenNetns(name_);
-    if (!fd.ok()) return "";
-    std::string path = argv[0];
-    auto r = base::RunSubprocess(Cmd(path, argv).Netns(fd->get()));
-    return r.ok() ? r->stdout_text : "";
-  }
+  TestNetns() : test::TestNetns("iptkit-restore") {}
   // The real iptables-save text (no comment lines; with -c when asked).
   std::string Save(Variant variant, Family family, bool counters = false) const {
     std::vector<std::string> argv = {IptablesToolPath(variant, family, "-save")};
     if (counters) argv.push_back("-c");
     return StripComments(Output(argv));
   }
-
- private:
-  std::string name_;
-  std::string error_;
-  bool ok_ = false;
 };
 
 TableBatch Batch(Family family, std::string table, std::vector<TableOp> ops) {
