@@ -87,6 +87,30 @@ class RestoreBackendTest : public ::testing::Test {
   std::unique_ptr<TestNetns> ns_;
   std::string dir_;
   BackendOptions options_;
+  // A planning read (fresh_counters=false) is answered from the cache, spawns no save, and equals a fresh read.
+  void ExpectCachedReadEqualsFreshRead(Family family) {
+    const uint64_t saves = backend_->read_stats().saves;
+    const uint64_t hits = backend_->read_stats().cache_hits;
+    auto cached = backend_->Read(family, std::nullopt, /*fresh_counters=*/false);
+    ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+    EXPECT_EQ(backend_->read_stats().saves, saves) << FamilyName(family) << ": the cache was not used";
+    EXPECT_EQ(backend_->read_stats().cache_hits, hits + 1);
+    auto fresh = backend_->Read(family);
+    ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+    EXPECT_EQ(backend_->read_stats().saves, saves + 1);
+    EXPECT_EQ(FormatSave(*cached, {.counters = true}), FormatSave(*fresh, {.counters = true}));
+    EXPECT_EQ(*cached, *fresh);
+  }
+  // A planning read of one table is answered from the cache too.
+  void ExpectTableReadFromCache(Family family, const std::string& table) {
+    const uint64_t saves = backend_->read_stats().saves;
+    auto one = backend_->Read(family, table, /*fresh_counters=*/false);
+    ASSERT_TRUE(one.ok()) << one.status().ToString();
+    ASSERT_EQ(one->tables.size(), 1u);
+    EXPECT_EQ(one->tables[0].name, table);
+    EXPECT_EQ(backend_->read_stats().saves, saves);
+  }
+
   std::unique_ptr<RestoreBackend> backend_;
 };
 
@@ -543,26 +567,10 @@ TEST_F(NftTest, SnapshotCacheFollowsOwnCommitsAndEqualsAFreshRead) {
     Status s = backend_->Commit(batch);
     ASSERT_TRUE(s.ok()) << s.ToString();
     for (Family fam : {v4, v6}) {
-      const uint64_t saves = backend_->read_stats().saves;
-      const uint64_t hits = backend_->read_stats().cache_hits;
-      auto cached = backend_->Read(fam, std::nullopt, /*fresh_counters=*/false);
-      ASSERT_TRUE(cached.ok()) << cached.status().ToString();
-      EXPECT_EQ(backend_->read_stats().saves, saves) << FamilyName(fam) << ": the cache was not used";
-      EXPECT_EQ(backend_->read_stats().cache_hits, hits + 1);
-      auto fresh = backend_->Read(fam);
-      ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
-      EXPECT_EQ(backend_->read_stats().saves, saves + 1);
-      EXPECT_EQ(FormatSave(*cached, {.counters = true}), FormatSave(*fresh, {.counters = true}));
-      EXPECT_EQ(*cached, *fresh);
+      ExpectCachedReadEqualsFreshRead(fam);
     }
   }
-  // A table read is answered from the cache too.
-  const uint64_t saves = backend_->read_stats().saves;
-  auto nat = backend_->Read(v4, std::string("nat"), false);
-  ASSERT_TRUE(nat.ok()) << nat.status().ToString();
-  ASSERT_EQ(nat->tables.size(), 1u);
-  EXPECT_EQ(nat->tables[0].name, "nat");
-  EXPECT_EQ(backend_->read_stats().saves, saves);
+  ExpectTableReadFromCache(v4, "nat");
 }
 
 TEST_F(NftTest, ForeignWritesInvalidateTheSnapshotCache) {
@@ -766,27 +774,11 @@ TEST_F(LegacyTest, SnapshotCacheFollowsOwnCommitsAndEqualsAFreshRead) {
     ASSERT_TRUE(s.ok()) << s.ToString();
     for (Family fam : {v4, v6}) {
       ASSERT_TRUE(backend_->has_cached_snapshot(fam)) << FamilyName(fam);
-      const uint64_t saves = backend_->read_stats().saves;
-      const uint64_t hits = backend_->read_stats().cache_hits;
-      auto cached = backend_->Read(fam, std::nullopt, /*fresh_counters=*/false);
-      ASSERT_TRUE(cached.ok()) << cached.status().ToString();
-      EXPECT_EQ(backend_->read_stats().saves, saves) << FamilyName(fam) << ": the cache was not used";
-      EXPECT_EQ(backend_->read_stats().cache_hits, hits + 1);
-      auto fresh = backend_->Read(fam);
-      ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
-      EXPECT_EQ(backend_->read_stats().saves, saves + 1);
-      EXPECT_EQ(FormatSave(*cached, {.counters = true}), FormatSave(*fresh, {.counters = true}));
-      EXPECT_EQ(*cached, *fresh);
-      EXPECT_EQ(FormatSave(*cached), ns_->Save(Variant::kLegacy, fam));
+      ExpectCachedReadEqualsFreshRead(fam);
+      EXPECT_EQ(FormatSave(*backend_->Read(fam)), ns_->Save(Variant::kLegacy, fam));
     }
   }
-  // A table read is answered from the cache too.
-  const uint64_t saves = backend_->read_stats().saves;
-  auto nat = backend_->Read(v4, std::string("nat"), false);
-  ASSERT_TRUE(nat.ok()) << nat.status().ToString();
-  ASSERT_EQ(nat->tables.size(), 1u);
-  EXPECT_EQ(nat->tables[0].name, "nat");
-  EXPECT_EQ(backend_->read_stats().saves, saves);
+  ExpectTableReadFromCache(v4, "nat");
 }
 
 TEST_F(LegacyTest, SnapshotCacheSeesForeignWritesButNotTraffic) {
