@@ -96,7 +96,7 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
                                   const PlanFunction& plan) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
   IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
-  IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(snapshots));
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
   if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
   return CommitBatches(backend, planned, options);
 }
@@ -194,8 +194,8 @@ Result<Rule> Firewall::Canonicalize(Family family, const std::string& table, con
 Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOptions& options) {
   if (txn.empty()) return CommitResult{.tables = {}, .dry_run = options.dry_run};
   return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options,
-                           [&](const txn::Snapshots& snapshots) {
-                             return txn::PlanTransaction(*backend_, txn, snapshots);
+                           [&](txn::Snapshots snapshots) {
+                             return txn::PlanTransaction(*backend_, txn, std::move(snapshots));
                            });
 }
 
@@ -211,16 +211,20 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
   }
   return txn::LockedCommit(
       *backend_, options_, {family}, {.dry_run = options.dry_run},
-      [&](const txn::Snapshots& snapshots) -> Result<std::vector<txn::PlannedTable>> {
-        const Ruleset& snapshot = snapshots.at(family);
-        std::vector<txn::PlannedTable> planned;
+      [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
+        // Every batch is built against the table as read (each table is named once), then planned.
+        std::vector<backend::TableBatch> batches;
         for (const auto& table : parsed.tables) {
-          IPTKIT_ASSIGN_OR_RETURN(Table current, txn::SnapshotTable(snapshot, table.name));
+          IPTKIT_ASSIGN_OR_RETURN(Table current, txn::SnapshotTable(snapshots.at(family), table.name));
           IPTKIT_ASSIGN_OR_RETURN(backend::TableBatch batch, RestoreBatch(family, table, current, options));
-          IPTKIT_ASSIGN_OR_RETURN(txn::PlannedTable p, txn::PlanBatch(snapshot, std::move(batch)));
-          planned.push_back(std::move(p));
+          batches.push_back(std::move(batch));
         }
-        return planned;
+        txn::BatchPlanner planner(backend_.get(), std::move(snapshots));
+        for (backend::TableBatch& batch : batches) {
+          batch.family = family;
+          IPTKIT_RETURN_IF_ERROR(planner.AddBatch(std::move(batch)));
+        }
+        return planner.Finish();
       });
 }
 

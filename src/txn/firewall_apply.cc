@@ -177,22 +177,24 @@ Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptio
 
   ApplyPlan plan;
   std::vector<txn::PlannedTable> planned;
-  auto planner = [&](const txn::Snapshots& snapshots) -> Result<std::vector<txn::PlannedTable>> {
+  auto planner = [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
     plan.steps.clear();
     plan.warnings.clear();
-    planned.clear();
+    txn::BatchPlanner batches(backend_.get(), std::move(snapshots));
     for (Family family : families) {
-      const Ruleset& snapshot = snapshots.at(family);
-      IPTKIT_ASSIGN_OR_RETURN(txn::DeclarativePlan dp, txn::PlanDeclarative(snapshot, prepared.at(family)));
+      // Each family is planned against its snapshot as read: the batches of one family touch distinct tables.
+      IPTKIT_ASSIGN_OR_RETURN(const Ruleset* snapshot, batches.Current(family));
+      IPTKIT_ASSIGN_OR_RETURN(txn::DeclarativePlan dp, txn::PlanDeclarative(*snapshot, prepared.at(family)));
       for (backend::TableBatch& batch : dp.batches) {
         const std::string label = std::string(FamilyName(family)) + " " + batch.table;
-        auto table = txn::PlanBatch(snapshot, std::move(batch));
-        if (!table.ok()) return table.status().WithContext("apply of owner '" + desired.owner + "' in " + label);
-        planned.push_back(std::move(*table));
+        batch.family = family;
+        Status added = batches.AddBatch(std::move(batch));
+        if (!added.ok()) return added.WithContext("apply of owner '" + desired.owner + "' in " + label);
       }
       for (PlanStep& s : dp.steps) plan.steps.push_back(std::move(s));
       for (std::string& w : dp.warnings) plan.warnings.push_back(std::move(w));
     }
+    planned = batches.Finish();
     return planned;
   };
   IPTKIT_ASSIGN_OR_RETURN(CommitResult done, txn::LockedCommit(*backend_, options_, families, options, planner));

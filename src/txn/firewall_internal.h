@@ -5,9 +5,10 @@
 //
 //   // Inside a Firewall member, with a planner that turns snapshots into per-table batches:
 //   return txn::LockedCommit(backend(), options_, {Family::kIPv4}, options,
-//       [&](const txn::Snapshots& snaps) -> Result<std::vector<txn::PlannedTable>> {
-//         IPTKIT_ASSIGN_OR_RETURN(auto table, txn::PlanBatch(snaps.at(Family::kIPv4), MyBatch()));
-//         return std::vector<txn::PlannedTable>{std::move(table)};
+//       [&](txn::Snapshots snaps) -> Result<std::vector<txn::PlannedTable>> {
+//         txn::BatchPlanner planner(&backend(), std::move(snaps));
+//         IPTKIT_RETURN_IF_ERROR(planner.AddBatch(MyBatch()));
+//         return planner.Finish();
 //       });
 #ifndef IPTKIT_SRC_TXN_FIREWALL_INTERNAL_H_
 #define IPTKIT_SRC_TXN_FIREWALL_INTERNAL_H_
@@ -39,8 +40,8 @@ CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run
 Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<PlannedTable>& tables,
                                    const CommitOptions& options);
 
-// Plans from snapshots (called with the lock held).
-using PlanFunction = std::function<Result<std::vector<PlannedTable>>(const Snapshots&)>;
+// Plans from snapshots (called with the lock held; the snapshots are the planner's to change).
+using PlanFunction = std::function<Result<std::vector<PlannedTable>>(Snapshots)>;
 
 // The whole write path: backend.Lock(fw_options.wait) held throughout; ReadSnapshots(families); plan(snapshots);
 // fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches.

@@ -1,6 +1,7 @@
 #include "src/txn/planner.h"
 
 #include <algorithm>
+#include <functional>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -120,36 +121,17 @@ Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const Tab
   return inverse;
 }
 
-// Simulates and inverts a sequence of table ops; used for transactions and raw batches.
+// One table of a BatchPlanner as PlanOp sees it: the simulated table and a way to emit ops onto it.
 class TableSimulation {
  public:
-  TableSimulation(Family family, Table table) : family_(family), sim_(std::move(table)) {}
-
-  Table& table() { return sim_; }
-
-  // Applies op (as a batch with with_counters) and records it in the forward batch and its inverse.
-  Status Emit(TableOp op, bool with_counters = false) {
-    IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inv, ApplyAndInvert(family_, sim_, op, with_counters));
-    if (op.kind == TKind::kZero) irreversible_ = true;
-    forward_.push_back(std::move(op));
-    inverses_.push_back(std::move(inv));
-    return Status::Ok();
-  }
-
-  std::vector<TableOp> TakeForward() { return std::move(forward_); }
-  std::vector<TableOp> Inverse() const {
-    std::vector<TableOp> out;
-    for (auto it = inverses_.rbegin(); it != inverses_.rend(); ++it) out.insert(out.end(), it->begin(), it->end());
-    return out;
-  }
-  bool irreversible() const { return irreversible_; }
+  using EmitFn = std::function<Status(TableOp op)>;
+  TableSimulation(Table& table, EmitFn emit) : table_(table), emit_(std::move(emit)) {}
+  Table& table() { return table_; }
+  Status Emit(TableOp op) { return emit_(std::move(op)); }
 
  private:
-  Family family_;
-  Table sim_;
-  std::vector<TableOp> forward_;
-  std::vector<std::vector<TableOp>> inverses_;
-  bool irreversible_ = false;
+  Table& table_;
+  EmitFn emit_;
 };
 
 std::string DescribeOp(size_t number, const Op& op) {
@@ -357,14 +339,89 @@ Result<Table> SnapshotTable(const Ruleset& snapshot, const std::string& table) {
   return backend::NewTable(table);
 }
 
-Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
-                                                  const Snapshots& snapshots) {
+// ---- BatchPlanner ----
+
+BatchPlanner::BatchPlanner(backend::Backend* backend, Snapshots snapshots)
+    : backend_(backend), state_(std::move(snapshots)) {
+  for (auto& [family, rs] : state_) rs.family = family;
+}
+
+Result<const Ruleset*> BatchPlanner::Current(Family family) const {
+  auto it = state_.find(family);
+  if (it == state_.end()) return Status::Internal("no snapshot of " + std::string(FamilyName(family)));
+  return &it->second;
+}
+
+Result<Table*> BatchPlanner::Touch(Family family, const std::string& table) {
+  IPTKIT_RETURN_IF_ERROR(poisoned_);
+  auto it = state_.find(family);
+  if (it == state_.end()) return Status::Internal("no snapshot of " + std::string(FamilyName(family)));
+  if (Table* t = it->second.FindTable(table)) return t;
+  IPTKIT_ASSIGN_OR_RETURN(Table fresh, backend::NewTable(table));
+  it->second.tables.push_back(std::move(fresh));
+  Entry created;
+  created.family = family;
+  created.table = table;
+  created.created = true;
+  journal_.push_back(std::move(created));
+  return &it->second.tables.back();
+}
+
+Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_counters) {
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse, ApplyAndInvert(family, table, op, with_counters));
+  Entry e;
+  e.family = family;
+  e.table = table.name;
+  e.zeroes = op.kind == TKind::kZero;
+  e.with_counters = with_counters;
+  e.op = std::move(op);
+  e.inverse = std::move(inverse);
+  journal_.push_back(std::move(e));
+  return Status::Ok();
+}
+
+void BatchPlanner::Undo(const Entry& entry) {
+  Ruleset& rs = state_.at(entry.family);
+  if (entry.created) {
+    std::erase_if(rs.tables, [&](const Table& t) { return t.name == entry.table; });
+    return;
+  }
+  Table* table = rs.FindTable(entry.table);
+  if (table == nullptr) {
+    poisoned_ = Status::Internal("planner undo: table " + entry.table + " vanished from the simulation");
+    return;
+  }
+  if (!entry.op) {  // a table reset
+    *table = *entry.preimage;
+    return;
+  }
+  for (const TableOp& inv : entry.inverse) {
+    Status s = backend::ApplyTableOp(entry.family, *table, inv, /*with_counters=*/true);
+    if (!s.ok()) {
+      // Cannot happen when the simulation is right after `entry`; if it does, nothing planned is trusted any more.
+      poisoned_ = Status::Internal("planner undo of '" + backend::DescribeTableOp(*entry.op) + "' failed: " +
+                                   s.ToString());
+      return;
+    }
+  }
+}
+
+void BatchPlanner::RollbackTo(Mark mark) {
+  while (journal_.size() > mark.entries) {
+    Undo(journal_.back());
+    journal_.pop_back();
+  }
+}
+
+Status BatchPlanner::AddTransaction(const Transaction& txn) {
+  IPTKIT_RETURN_IF_ERROR(poisoned_);
+  if (backend_ == nullptr) return Status::Internal("BatchPlanner without a backend cannot plan transactions");
+  if (backend_->name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
   struct Group {
     Family family;
     std::string table;
     std::vector<size_t> ops;  // indices into txn.ops()
   };
-  if (backend.name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
   std::vector<Group> groups;
   for (size_t i = 0; i < txn.ops().size(); ++i) {
     const Op& op = txn.ops()[i];
@@ -377,16 +434,20 @@ Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, con
     it->ops.push_back(i);
   }
 
-  std::vector<PlannedTable> planned;
+  const Mark start = mark();
+  auto fail = [&](Status s) {
+    RollbackTo(start);
+    return s;
+  };
   for (const Group& group : groups) {
     const std::string where = TableName(group.family, group.table);
-    auto snap = snapshots.find(group.family);
-    if (snap == snapshots.end()) return Status::Internal("no snapshot of " + std::string(FamilyName(group.family)));
-    Result<Table> table = SnapshotTable(snap->second, group.table);
-    if (!table.ok()) return table.status().WithContext(DescribeOp(group.ops.front() + 1, txn.ops()[group.ops.front()]));
-    if (!table->unrepresentable_reason.empty()) {
-      return Status::FailedPrecondition("table " + where + " is unrepresentable (" + table->unrepresentable_reason +
-                                        "); iptkit does not rewrite it");
+    Result<Table*> table = Touch(group.family, group.table);
+    if (!table.ok()) {
+      return fail(table.status().WithContext(DescribeOp(group.ops.front() + 1, txn.ops()[group.ops.front()])));
+    }
+    if (!(*table)->unrepresentable_reason.empty()) {
+      return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
+                                             (*table)->unrepresentable_reason + "); iptkit does not rewrite it"));
     }
 
     // Local rule checks, then one canonicalization call for every rule of the table.
@@ -395,21 +456,23 @@ Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, con
     for (size_t i : group.ops) {
       const Op& op = txn.ops()[i];
       if (HasRule(op.kind)) {
-        IPTKIT_RETURN_IF_ERROR(ValidateRule(op.rule, op.family).WithContext(DescribeOp(i + 1, op)));
+        Status s = ValidateRule(op.rule, op.family);
+        if (!s.ok()) return fail(s.WithContext(DescribeOp(i + 1, op)));
         rules.push_back(op.rule);
       }
       if (op.expect) {
-        IPTKIT_RETURN_IF_ERROR(ValidateRule(*op.expect, op.family).WithContext(DescribeOp(i + 1, op) + " expect"));
+        Status s = ValidateRule(*op.expect, op.family);
+        if (!s.ok()) return fail(s.WithContext(DescribeOp(i + 1, op) + " expect"));
         rules.push_back(*op.expect);
       }
       ops.push_back(op);
     }
     if (!rules.empty()) {
-      Result<std::vector<Rule>> canon = backend.Canonicalize(group.family, group.table, rules);
-      if (!canon.ok()) return canon.status().WithContext("canonicalizing the rules of " + where);
+      Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
+      if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
       if (canon->size() != rules.size()) {
-        return Status::Internal("backend " + backend.name() + " returned " + std::to_string(canon->size()) +
-                                " canonical rules for " + std::to_string(rules.size()));
+        return fail(Status::Internal("backend " + backend_->name() + " returned " + std::to_string(canon->size()) +
+                                     " canonical rules for " + std::to_string(rules.size())));
       }
       size_t next = 0;
       for (Op& op : ops) {
@@ -418,21 +481,107 @@ Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, con
       }
     }
 
-    TableSimulation sim(group.family, *std::move(table));
+    // Canonicalization may have run iptables, but nothing else touched the simulation: the pointer is still good.
+    Table& t = **table;
+    TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
       Status s = PlanOp(group.family, sim, ops[k]);
-      if (!s.ok()) return s.WithContext(DescribeOp(group.ops[k] + 1, ops[k]));
+      if (!s.ok()) return fail(s.WithContext(DescribeOp(group.ops[k] + 1, ops[k])));
     }
-    Status graph = backend::CheckTableGraph(group.family, sim.table());
-    if (!graph.ok()) return graph.WithContext("table " + where + " after the transaction");
+    Status graph = backend::CheckTableGraph(group.family, t);
+    if (!graph.ok()) return fail(graph.WithContext("table " + where + " after the transaction"));
+  }
+  return Status::Ok();
+}
 
+Status BatchPlanner::AddBatch(TableBatch batch) {
+  IPTKIT_RETURN_IF_ERROR(poisoned_);
+  const std::string where = TableName(batch.family, batch.table);
+  const Mark start = mark();
+  auto fail = [&](Status s) {
+    RollbackTo(start);
+    return s;
+  };
+  IPTKIT_ASSIGN_OR_RETURN(Table * table, Touch(batch.family, batch.table));
+  if (!table->unrepresentable_reason.empty()) {
+    return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
+                                           table->unrepresentable_reason + "); iptkit does not rewrite it"));
+  }
+  if (batch.flush_table) {
+    for (size_t i = 0; i < start.entries; ++i) {
+      const Entry& e = journal_[i];
+      if (e.family == batch.family && e.table == batch.table && !e.created) {
+        return fail(Status::FailedPrecondition("a whole-table restore of " + where +
+                                               " must be the first change planned for that table"));
+      }
+    }
+    Entry reset;
+    reset.family = batch.family;
+    reset.table = batch.table;
+    reset.preimage = *table;
+    journal_.push_back(std::move(reset));
+    backend::ResetTable(*table);
+  }
+  for (size_t i = 0; i < batch.ops.size(); ++i) {
+    Status s = Emit(batch.family, *table, batch.ops[i], batch.with_counters);
+    if (!s.ok()) {
+      return fail(s.WithContext(where + " op " + std::to_string(i + 1) + " (" +
+                                backend::DescribeTableOp(batch.ops[i]) + ")"));
+    }
+  }
+  Status graph = backend::CheckTableGraph(batch.family, *table);
+  if (!graph.ok()) return fail(graph.WithContext("table " + where));
+  return Status::Ok();
+}
+
+namespace {
+
+// Journal entries grouped per table in order of first touch.
+template <typename EntryT>
+std::vector<std::vector<const EntryT*>> GroupByTable(const std::vector<EntryT>& journal, size_t from, size_t to) {
+  std::vector<std::vector<const EntryT*>> groups;
+  for (size_t i = from; i < to && i < journal.size(); ++i) {
+    const EntryT& e = journal[i];
+    if (e.created) continue;
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const std::vector<const EntryT*>& g) {
+      return g.front()->family == e.family && g.front()->table == e.table;
+    });
+    if (it == groups.end()) {
+      groups.push_back({&e});
+    } else {
+      it->push_back(&e);
+    }
+  }
+  return groups;
+}
+
+}  // namespace
+
+std::vector<PlannedTable> BatchPlanner::Finish(Mark from) const {
+  std::vector<PlannedTable> planned;
+  for (const auto& group : GroupByTable(journal_, from.entries, journal_.size())) {
     PlannedTable p;
-    p.irreversible = sim.irreversible();
-    p.batch.family = p.inverse.family = group.family;
-    p.batch.table = p.inverse.table = group.table;
+    p.batch.family = p.inverse.family = group.front()->family;
+    p.batch.table = p.inverse.table = group.front()->table;
     p.inverse.with_counters = true;
-    p.inverse.ops = sim.Inverse();
-    p.batch.ops = sim.TakeForward();
+    const Entry* reset = nullptr;
+    for (const Entry* e : group) {
+      if (!e->op) {
+        reset = e;
+        p.batch.flush_table = true;
+        continue;
+      }
+      p.batch.ops.push_back(*e->op);
+      if (e->with_counters) p.batch.with_counters = true;
+      if (e->zeroes) p.irreversible = true;
+    }
+    if (reset != nullptr) {
+      p.inverse = PreimageBatch(reset->family, *reset->preimage);
+    } else {
+      for (auto it = group.rbegin(); it != group.rend(); ++it) {
+        p.inverse.ops.insert(p.inverse.ops.end(), (*it)->inverse.begin(), (*it)->inverse.end());
+      }
+    }
     planned.push_back(std::move(p));
   }
   // Tables that zero counters commit last: a failure of any other table then rolls back completely.
@@ -440,35 +589,48 @@ Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, con
   return planned;
 }
 
-Result<PlannedTable> PlanBatch(const Ruleset& snapshot, TableBatch batch) {
-  const std::string where = TableName(snapshot.family, batch.table);
-  IPTKIT_ASSIGN_OR_RETURN(Table table, SnapshotTable(snapshot, batch.table));
-  if (!table.unrepresentable_reason.empty()) {
-    return Status::FailedPrecondition("table " + where + " is unrepresentable (" + table.unrepresentable_reason +
-                                      "); iptkit does not rewrite it");
-  }
-  PlannedTable p;
-  if (batch.flush_table) p.inverse = PreimageBatch(snapshot.family, table);
-  if (batch.flush_table) backend::ResetTable(table);
-  TableSimulation sim(snapshot.family, std::move(table));
-  for (size_t i = 0; i < batch.ops.size(); ++i) {
-    Status s = sim.Emit(batch.ops[i], batch.with_counters);
-    if (!s.ok()) {
-      return s.WithContext(where + " op " + std::to_string(i + 1) + " (" + backend::DescribeTableOp(batch.ops[i]) +
-                           ")");
+std::vector<TableCommit> BatchPlanner::Render(Mark from, Mark to) const {
+  std::vector<TableCommit> out;
+  for (const auto& group : GroupByTable(journal_, from.entries, to.entries)) {
+    TableBatch batch;
+    batch.family = group.front()->family;
+    batch.table = group.front()->table;
+    for (const Entry* e : group) {
+      if (!e->op) {
+        batch.flush_table = true;
+      } else {
+        batch.ops.push_back(*e->op);
+        if (e->with_counters) batch.with_counters = true;
+      }
     }
+    out.push_back({batch.family, batch.table, backend::RenderRestoreBlock(batch)});
   }
-  IPTKIT_RETURN_IF_ERROR(backend::CheckTableGraph(snapshot.family, sim.table()).WithContext("table " + where));
-  p.irreversible = sim.irreversible();
-  if (!batch.flush_table) {
-    p.inverse.family = snapshot.family;
-    p.inverse.table = batch.table;
-    p.inverse.with_counters = true;
-    p.inverse.ops = sim.Inverse();
-  }
+  return out;
+}
+
+Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
+                                                  Snapshots snapshots) {
+  BatchPlanner planner(&backend, std::move(snapshots));
+  IPTKIT_RETURN_IF_ERROR(planner.AddTransaction(txn));
+  return planner.Finish();
+}
+
+Result<PlannedTable> PlanBatch(const Ruleset& snapshot, TableBatch batch) {
   batch.family = snapshot.family;
-  p.batch = std::move(batch);
-  return p;
+  const Family family = snapshot.family;
+  const std::string table = batch.table;
+  BatchPlanner planner(nullptr, Snapshots{{family, snapshot}});
+  IPTKIT_RETURN_IF_ERROR(planner.AddBatch(std::move(batch)));
+  std::vector<PlannedTable> planned = planner.Finish();
+  if (planned.empty()) {
+    // Nothing to send (an empty --noflush batch): still a valid plan of that table.
+    PlannedTable p;
+    p.batch.family = p.inverse.family = family;
+    p.batch.table = p.inverse.table = table;
+    p.inverse.with_counters = true;
+    return p;
+  }
+  return std::move(planned.front());
 }
 
 }  // namespace iptkit::txn

@@ -15,6 +15,7 @@
 #define IPTKIT_SRC_TXN_PLANNER_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,76 @@ struct PlannedTable {
 // Families in order of first appearance in `txn`.
 std::vector<Family> InvolvedFamilies(const Transaction& txn);
 
+// Plans any number of transactions and raw batches, one after the other, on one simulated state (the snapshots,
+// changed in place), so that each is validated against the state the ones before it leave behind. This is how the
+// daemon's group commit turns many requests into one commit per table (DESIGN.md §7), and how Firewall plans a
+// single transaction, restore or declarative apply.
+//
+// Each Add* is all or nothing: on error the simulated state and everything planned are as before the call. A
+// savepoint (Mark) lets the caller undo several successful Adds (RollbackTo), e.g. a request whose later part
+// failed, or a dry run. Finish() returns one PlannedTable per table touched (in order of first touch; tables that
+// zero counters last), whose batch is every planned op of that table in order and whose inverse undoes them all.
+// Cost: O(ops) per Add (plus one Backend::Canonicalize call per table of a transaction, and a graph check of each
+// touched table); no table is copied.
+// Thread-safety: one thread at a time; `backend` is used by that thread only.
+//
+//   BatchPlanner planner(&backend, std::move(snapshots));
+//   for (const Transaction& txn : requests) results.push_back(planner.AddTransaction(txn));   // each fails alone
+//   IPTKIT_ASSIGN_OR_RETURN(CommitResult done, CommitBatches(backend, planner.Finish(), {}));
+struct PlanMark {
+  size_t entries = 0;  // journal length
+};
+class BatchPlanner {
+ public:
+  // `snapshots` as read from the backend (a family missing from it cannot be planned: Internal). `backend` is
+  // used for canonicalization only (AddTransaction); it may be null when only AddBatch is used.
+  BatchPlanner(backend::Backend* backend, Snapshots snapshots);
+
+  // A savepoint: RollbackTo(mark) undoes everything planned after it.
+  using Mark = PlanMark;
+  Mark mark() const { return Mark{journal_.size()}; }
+  void RollbackTo(Mark mark);
+
+  // Plans `txn` as PlanTransaction documents (validation, one canonicalization call per table, position ops
+  // rendered race-free, cascade, the nft rename rule); errors start with the op ("op 3 (delete_chain ...): ...").
+  Status AddTransaction(const Transaction& txn);
+  // Plans a raw batch as PlanBatch documents (rules must already be as the kernel prints them). A flush_table batch
+  // must be the first thing planned for its table (FailedPrecondition otherwise). Errors name the op
+  // ("ipv4 filter op 4 (-D INPUT -j FOO): ...").
+  Status AddBatch(backend::TableBatch batch);
+
+  // The simulated state of `family` after everything planned so far (the snapshot when nothing was). Internal
+  // error for a family that was not in the snapshots.
+  Result<const Ruleset*> Current(Family family) const;
+  bool empty() const { return journal_.empty(); }
+
+  // One PlannedTable per table touched since `from` (default: everything), as described above.
+  std::vector<PlannedTable> Finish(Mark from = {}) const;
+  // The forward ops planned between two marks, rendered per table ("*table ... COMMIT"), in order of first touch.
+  std::vector<TableCommit> Render(Mark from, Mark to) const;
+
+ private:
+  struct Entry {
+    Family family = Family::kIPv4;
+    std::string table;
+    std::optional<backend::TableOp> op;      // the forward op; nullopt for a table reset (flush_table batch)
+    std::vector<backend::TableOp> inverse;   // undoes `op`, run in order
+    std::optional<Table> preimage;           // the table before a reset, or before it was created (nullopt table)
+    bool created = false;                    // the table was absent from the snapshot and was created here
+    bool zeroes = false;                     // op is -Z: its inverse cannot give the counters back
+    bool with_counters = false;              // op comes from a batch with counters
+  };
+  // The simulated table, created (as the kernel does on first use) when absent; records the creation.
+  Result<Table*> Touch(Family family, const std::string& table);
+  Status Emit(Family family, Table& table, backend::TableOp op, bool with_counters);
+  void Undo(const Entry& entry);
+
+  backend::Backend* backend_;
+  Snapshots state_;
+  std::vector<Entry> journal_;
+  Status poisoned_;  // set when an undo failed: nothing planned can be trusted, every later call fails
+};
+
 // Plans `txn` against `snapshots` (which must hold every family InvolvedFamilies names):
 // - ops are grouped by (family, table) in order of first appearance, keeping op order within a table; tables
 //   whose batch zeroes counters are moved after the others (stable), so a failure of a later table can roll back
@@ -61,8 +132,9 @@ std::vector<Family> InvolvedFamilies(const Transaction& txn);
 // chain that needs a user chain), NotFound (chain/rule/index missing), AlreadyExists (chain exists),
 // FailedPrecondition (chain not empty/referenced, snapshot moved, table unrepresentable). Messages start with the
 // op: "op 3 (delete_chain ipv4 filter FOO): ...".
+// Equivalent to BatchPlanner(&backend, snapshots).AddTransaction(txn) then Finish().
 Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
-                                                  const Snapshots& snapshots);
+                                                  Snapshots snapshots);
 
 // Validates a raw batch by simulating it on the snapshot of its table (missing in `snapshot` = fresh table) and
 // computes its inverse, without canonicalizing (rules must already be as the kernel prints them). For

@@ -234,5 +234,119 @@ TEST_F(PlannerTest, MissingTableIsPlannedAsFresh) {
   EXPECT_THAT(Lines((*plan)[0].batch), ElementsAre("-A PREROUTING -j MARK --set-xmark 0x1/0xffffffff"));
 }
 
+// ---- BatchPlanner: many transactions on one simulated state (the daemon's group commit) ----
+
+class BatchPlannerTest : public PlannerTest {
+ protected:
+  Snapshots Snaps() {
+    Result<Snapshots> snaps = ReadSnapshots(*fault_, {v4, v6});
+    EXPECT_TRUE(snaps.ok()) << snaps.status().ToString();
+    return snaps.ok() ? *snaps : Snapshots{};
+  }
+  static Transaction AppendTxn(const std::string& chain, const std::string& spec) {
+    Transaction txn;
+    txn.Append(v4, "filter", chain, R(spec));
+    return txn;
+  }
+};
+
+TEST_F(BatchPlannerTest, LaterTransactionsSeeEarlierOnesAndAFailureStaysAlone) {
+  BatchPlanner planner(fault_, Snaps());
+  Transaction create;
+  create.CreateChain(v4, "filter", "NEW");
+  ASSERT_TRUE(planner.AddTransaction(create).ok());
+  // Sees the chain the first one created.
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("NEW", "-s 1.1.1.1 -j ACCEPT")).ok());
+  // Fails (no such chain) and leaves nothing behind: its first op is undone too.
+  Transaction bad;
+  bad.Append(v4, "filter", "INPUT", R("-s 2.2.2.2 -j ACCEPT")).Append(v4, "filter", "MISSING", R("-j DROP"));
+  Status s = planner.AddTransaction(bad);
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  EXPECT_THAT(s.message(), HasSubstr("op 2 (append ipv4 filter MISSING)"));
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 3.3.3.3 -j ACCEPT")).ok());
+
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_THAT(Lines(plan[0].batch), ElementsAre("-N NEW", "-A NEW -s 1.1.1.1/32 -j ACCEPT",
+                                                "-A INPUT -s 3.3.3.3/32 -j ACCEPT"));
+  // The combined batch commits, and its combined inverse restores everything (counters included).
+  ASSERT_TRUE(fake_->Commit(plan[0].batch).ok());
+  ASSERT_TRUE(fake_->Commit(plan[0].inverse).ok());
+  EXPECT_EQ(SaveAll(), before_);
+}
+
+TEST_F(BatchPlannerTest, RollbackToAMarkUndoesSeveralTransactionsAndCreatedTables) {
+  BatchPlanner planner(fault_, Snaps());
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 1.1.1.1 -j ACCEPT")).ok());
+  const Ruleset after_first = **planner.Current(v4);
+  BatchPlanner::Mark mark = planner.mark();
+  Transaction more;
+  more.Append(v4, "mangle", "PREROUTING", R("-j ACCEPT"))  // mangle is not in the snapshot: created
+      .DeleteAt(v4, "filter", "INPUT", 1)
+      .SetPolicy(v4, "filter", "FORWARD", "DROP")
+      .Flush(v4, "filter", "LOGDROP");
+  ASSERT_TRUE(planner.AddTransaction(more).ok());
+  EXPECT_NE(**planner.Current(v4), after_first);
+  planner.RollbackTo(mark);
+  EXPECT_EQ(**planner.Current(v4), after_first);
+  EXPECT_EQ((*planner.Current(v4))->FindTable("mangle"), nullptr);
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_THAT(Lines(plan[0].batch), ElementsAre("-A INPUT -s 1.1.1.1/32 -j ACCEPT"));
+}
+
+TEST_F(BatchPlannerTest, RenderShowsOnlyThePartBetweenMarks) {
+  BatchPlanner planner(fault_, Snaps());
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 1.1.1.1 -j ACCEPT")).ok());
+  BatchPlanner::Mark from = planner.mark();
+  Transaction second;
+  second.Append(v4, "filter", "OUTPUT", R("-d 9.9.9.9 -j DROP")).Append(v6, "filter", "INPUT", R("-j ACCEPT", v6));
+  ASSERT_TRUE(planner.AddTransaction(second).ok());
+  std::vector<TableCommit> part = planner.Render(from, planner.mark());
+  ASSERT_EQ(part.size(), 2u);
+  EXPECT_EQ(part[0].restore_text, "*filter\n-A OUTPUT -d 9.9.9.9/32 -j DROP\nCOMMIT\n");
+  EXPECT_EQ(part[1].family, v6);
+  EXPECT_EQ(planner.Finish().size(), 2u);
+  EXPECT_EQ(planner.Finish(from).size(), 2u);
+  EXPECT_THAT(Lines(planner.Finish(from)[0].batch), ElementsAre("-A OUTPUT -d 9.9.9.9/32 -j DROP"));
+}
+
+TEST_F(BatchPlannerTest, PositionOpsAfterEarlierRequestsUseTheSimulatedPositions) {
+  BatchPlanner planner(fault_, Snaps());
+  Transaction first;
+  first.Insert(v4, "filter", "INPUT", 1, R("-s 1.1.1.1 -j ACCEPT"));
+  ASSERT_TRUE(planner.AddTransaction(first).ok());
+  // Rule 1 is now the one just inserted; deleting "rule 2" expecting the snapshot's first rule works.
+  Transaction second;
+  second.DeleteAt(v4, "filter", "INPUT", 2, R("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"));
+  ASSERT_TRUE(planner.AddTransaction(second).ok());
+  // ... and expecting the old position fails alone.
+  Transaction stale;
+  stale.DeleteAt(v4, "filter", "INPUT", 1, R("-p tcp -m tcp --dport 22 -j SSH"));
+  EXPECT_EQ(planner.AddTransaction(stale).code(), StatusCode::kFailedPrecondition);
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 1u);
+  ASSERT_TRUE(fake_->Commit(plan[0].batch).ok());
+  EXPECT_EQ(Specs(v4, "filter", "INPUT")[0], "-s 1.1.1.1/32 -j ACCEPT");
+  EXPECT_EQ(Specs(v4, "filter", "INPUT")[1], "-p tcp -m tcp --dport 22 -j SSH");
+}
+
+TEST_F(BatchPlannerTest, WholeTableRestoreMustComeFirstForItsTable) {
+  BatchPlanner planner(fault_, Snaps());
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 1.1.1.1 -j ACCEPT")).ok());
+  backend::TableBatch restore;
+  restore.family = v4;
+  restore.table = "filter";
+  restore.flush_table = true;
+  EXPECT_EQ(planner.AddBatch(restore).code(), StatusCode::kFailedPrecondition);
+  restore.table = "nat";
+  restore.ops.push_back(txn_test::TOp(TKind::kAppend, "POSTROUTING", "-o eth9 -j MASQUERADE"));
+  ASSERT_TRUE(planner.AddBatch(restore).ok());
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 2u);
+  EXPECT_TRUE(plan[1].batch.flush_table);
+  EXPECT_TRUE(plan[1].inverse.flush_table);  // the pre-image
+}
+
 }  // namespace
 }  // namespace iptkit::txn
