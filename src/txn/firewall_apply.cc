@@ -23,9 +23,8 @@
 #include "src/txn/planner.h"
 
 namespace iptkit {
-namespace {
 
-std::vector<Family> DesiredFamilies(const DesiredState& desired) {
+std::vector<Family> txn::DesiredFamilies(const DesiredState& desired) {
   switch (desired.families) {
     case DesiredState::Families::kIPv4:
       return {Family::kIPv4};
@@ -36,6 +35,8 @@ std::vector<Family> DesiredFamilies(const DesiredState& desired) {
   }
   return {Family::kIPv4};
 }
+
+namespace {
 
 // A rule of the desired state with where it sits, for error messages.
 struct RuleSlot {
@@ -64,8 +65,10 @@ Status CanonicalizeSlots(backend::Backend& backend, Family family,
   return Status::Ok();
 }
 
-// The desired state for one family, every rule canonical and carrying its owner tag.
-Result<DesiredState> PrepareFamily(backend::Backend& backend, const DesiredState& desired, Family family) {
+}  // namespace
+
+Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const DesiredState& desired,
+                                              Family family) {
   DesiredState out = desired;
   std::map<std::string, std::vector<RuleSlot>> slots;  // by table
   for (OwnedChain& chain : out.chains) {
@@ -118,6 +121,8 @@ Result<DesiredState> PrepareFamily(backend::Backend& backend, const DesiredState
   return out;
 }
 
+namespace {
+
 // nft family names whose hooks see packets of `family`.
 bool NftFamilyCovers(const std::string& nft_family, Family family) {
   return nft_family == "inet" || nft_family == (family == Family::kIPv4 ? "ip" : "ip6");
@@ -169,10 +174,10 @@ Result<ApplyPlan> Firewall::PlanApply(const DesiredState& desired) {
 
 Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptions& options) {
   IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(desired));
-  const std::vector<Family> families = DesiredFamilies(desired);
+  const std::vector<Family> families = txn::DesiredFamilies(desired);
   std::map<Family, DesiredState> prepared;
   for (Family family : families) {
-    IPTKIT_ASSIGN_OR_RETURN(prepared[family], PrepareFamily(*backend_, desired, family));
+    IPTKIT_ASSIGN_OR_RETURN(prepared[family], txn::PrepareDesiredState(*backend_, desired, family));
   }
 
   ApplyPlan plan;

@@ -16,6 +16,7 @@
 #include <functional>
 #include <vector>
 
+#include "iptkit/desired.h"
 #include "iptkit/firewall.h"
 #include "iptkit/status.h"
 #include "iptkit/transaction.h"
@@ -48,6 +49,15 @@ using PlanFunction = std::function<Result<std::vector<PlannedTable>>(Snapshots)>
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
                                   const PlanFunction& plan);
+
+// The families a desired state applies to (kBoth: IPv4 then IPv6).
+std::vector<Family> DesiredFamilies(const DesiredState& desired);
+
+// `desired` for one family, ready for PlanDeclarative: every rule validated (ValidateRule), canonicalized through
+// `backend` without its tag, given its owner tag (AssignOwnerTags: a caller's tag of this owner keeps its id), and
+// canonicalized again with the tag (so the plan compares with what the kernel prints). Errors name the rule
+// ("ipv4 owned chain filter/MYAPP-IN rule 2: ..."). Does not call ValidateDesiredState.
+Result<DesiredState> PrepareDesiredState(backend::Backend& backend, const DesiredState& desired, Family family);
 
 }  // namespace iptkit::txn
 

@@ -557,9 +557,9 @@ std::vector<std::vector<const EntryT*>> GroupByTable(const std::vector<EntryT>& 
 
 }  // namespace
 
-std::vector<PlannedTable> BatchPlanner::Finish(Mark from) const {
+std::vector<PlannedTable> BatchPlanner::Finish(Mark from, Mark to) const {
   std::vector<PlannedTable> planned;
-  for (const auto& group : GroupByTable(journal_, from.entries, journal_.size())) {
+  for (const auto& group : GroupByTable(journal_, from.entries, to.entries)) {
     PlannedTable p;
     p.batch.family = p.inverse.family = group.front()->family;
     p.batch.table = p.inverse.table = group.front()->table;

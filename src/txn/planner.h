@@ -89,9 +89,14 @@ class BatchPlanner {
   // error for a family that was not in the snapshots.
   Result<const Ruleset*> Current(Family family) const;
   bool empty() const { return journal_.empty(); }
+  // The simulated state of every family; the planner is spent afterwards.
+  Snapshots TakeState() && { return std::move(state_); }
 
   // One PlannedTable per table touched since `from` (default: everything), as described above.
-  std::vector<PlannedTable> Finish(Mark from = {}) const;
+  std::vector<PlannedTable> Finish(Mark from = {}) const { return Finish(from, mark()); }
+  // The same for what was planned between two marks only (e.g. one request of a group commit, whose inverse
+  // undoes just that request).
+  std::vector<PlannedTable> Finish(Mark from, Mark to) const;
   // The forward ops planned between two marks, rendered per table ("*table ... COMMIT"), in order of first touch.
   std::vector<TableCommit> Render(Mark from, Mark to) const;
 

@@ -1,0 +1,62 @@
+// OwnerState: what the daemon keeps per owner — its declarative document (PUT /v1/owners/OWNER) and its managed
+// rules (rules added through the API with an owner, optionally with a TTL) — and the effective desired state the
+// two make together, which is what the daemon applies and repairs (docs/daemon.md "Owners").
+//
+// Placement of managed rules in the effective state of one family:
+//  - in a builtin chain: a hook. kFirst rules come first (newest first, like repeated `-I CHAIN 1`), then the
+//    document's hooks, then kLast rules (oldest first, like repeated `-A CHAIN`);
+//  - in a chain with the owner's prefix: a rule of that owned chain, kFirst rules before the document's rules of
+//    the chain (newest first) and kLast ones after them; the chain is part of the effective state while the
+//    document lists it or a managed rule sits in it.
+// Every managed rule carries its stored id as its owner tag, so its tag (and its counters) stay the same while the
+// rule exists.
+// Thread-safety: values and pure functions.
+//
+//   OwnerState state;
+//   state.managed[store::KeyOf(rule)] = rule;
+//   IPTKIT_ASSIGN_OR_RETURN(DesiredState v4, EffectiveState("myapp", state, Family::kIPv4));
+//   // then txn::PrepareDesiredState + txn::PlanDeclarative
+#ifndef IPTKIT_SRC_SERVICE_OWNER_STATE_H_
+#define IPTKIT_SRC_SERVICE_OWNER_STATE_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iptkit/desired.h"
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "src/store/store.h"
+
+namespace iptkit::service {
+
+struct OwnerState {
+  std::optional<DesiredState> document;
+  std::map<store::ManagedRuleKey, store::ManagedRule> managed;
+  bool empty() const { return !document && managed.empty(); }
+  friend bool operator==(const OwnerState&, const OwnerState&) = default;
+};
+
+// Whether the document covers `family`.
+bool DocumentCovers(const DesiredState& document, Family family);
+
+// A managed rule may sit in a builtin chain of its table or in a chain named with the owner's prefix
+// (OwnerChainPrefix). InvalidArgument naming the chain otherwise (foreign user chains such as DOCKER-USER are not
+// supported: their content is not the owner's to order).
+Status CheckManagedPlacement(std::string_view owner, std::string_view table, std::string_view chain);
+
+// The effective desired state of one family (families = that family), as described above; rules of managed
+// entries are parsed from their stored specs. InvalidArgument when a stored spec does not parse (a corrupt store).
+Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& state, Family family);
+
+// The owner tag a managed rule carries in the kernel.
+Rule::Tag ManagedTag(const store::ManagedRule& rule);
+
+// Seconds until the rule's deadline, rounded up (0 when passed); nullopt for a permanent rule.
+std::optional<int64_t> TtlRemainingSeconds(const store::ManagedRule& rule, int64_t now_ms);
+
+}  // namespace iptkit::service
+
+#endif  // IPTKIT_SRC_SERVICE_OWNER_STATE_H_

@@ -1,0 +1,183 @@
+// Service: the daemon's core (DESIGN.md §7, docs/daemon.md), independent of HTTP. It owns the writer thread,
+// which alone writes netfilter state through its backend: requests are queued, the writer drains the queue and
+// plans every queued request on one simulated state (txn::BatchPlanner), each validated against what the requests
+// before it leave behind, then commits one batch per table (group commit) and answers every request with its own
+// result. A request that fails validation fails alone; when the kernel rejects a commit, the writer bisects the
+// batch so that only the guilty requests fail. Nothing is answered before the store holds the change.
+//
+// Besides requests the writer runs timers: managed rules whose TTL passed are removed; commit-confirm
+// transactions whose deadline passed unconfirmed are rolled back; every drift interval the owners' state is
+// compared with the kernel and repaired (someone ran `iptables -F`, a firewall manager reloaded). At start,
+// before serving anything: expired rules are removed, overdue confirms rolled back, and every owner re-applied.
+//
+// Reads (List, Info, owner diffs, rule counters for metrics) use a second backend (one read at a time) so that a
+// long listing never holds up commits.
+// Thread-safety: every public method is safe to call from any thread; Submit blocks until the writer answered.
+//
+//   Service::Options options;
+//   options.make_backend = [] { return backend::MakeBackend(BackendKind::kAuto, {.netns = "blue"}); };
+//   IPTKIT_ASSIGN_OR_RETURN(auto service, Service::Start(std::move(options), store.get(), &metrics, &events));
+//   ChangeRequest req;
+//   req.principal = "token:ci";
+//   req.ops.Append(Family::kIPv4, "filter", "INPUT", rule);
+//   Result<ChangeResult> done = service->Submit(std::move(req));
+#ifndef IPTKIT_SRC_SERVICE_SERVICE_H_
+#define IPTKIT_SRC_SERVICE_SERVICE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "iptkit/desired.h"
+#include "iptkit/firewall.h"
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "iptkit/transaction.h"
+#include "src/backend/backend.h"
+#include "src/service/events.h"
+#include "src/service/metrics.h"
+#include "src/service/owner_state.h"
+#include "src/store/store.h"
+
+namespace iptkit::service {
+
+// Adds a rule to an owner's managed rules (or refreshes it: the same owner, family, table, chain and canonical
+// spec is the same add) and applies the owner's state.
+struct ManagedAdd {
+  std::string owner;
+  Family family = Family::kIPv4;
+  std::string table = "filter";
+  std::string chain;
+  Rule rule;                      // without a tag, or with this owner's tag (its id is then kept)
+  store::Position position = store::Position::kLast;
+  std::optional<int64_t> ttl_seconds;  // > 0; nullopt: permanent
+};
+
+// Removes a managed rule (identified as for ManagedAdd) and applies the owner's state. NotFound when absent.
+struct ManagedDelete {
+  std::string owner;
+  Family family = Family::kIPv4;
+  std::string table = "filter";
+  std::string chain;
+  Rule rule;
+};
+
+// One request. Its parts are planned in this order: `ops` (imperative, on any rule except owned ones), managed
+// adds and deletes, the owner document change, the confirmation. All parts succeed together or the request fails.
+struct ChangeRequest {
+  // For the audit log.
+  std::string principal;
+  std::string request_id;
+  std::string action;        // "append", "transaction", "put_owner", ...
+  std::string request_json;  // the request as received
+
+  Transaction ops;
+  std::vector<ManagedAdd> adds;
+  std::vector<ManagedDelete> deletes;
+  std::optional<DesiredState> put_owner;    // replaces that owner's document
+  std::optional<std::string> delete_owner;  // removes the owner: document and managed rules
+  std::optional<std::string> confirm;       // id of a pending commit-confirm transaction
+
+  bool dry_run = false;  // plan only; nothing is committed or stored (the audit log is not written either)
+  // Commit now, roll back unless confirmed within this many seconds (> 0). Not with dry_run or confirm.
+  std::optional<int64_t> confirm_within_seconds;
+};
+
+// A managed rule as it stands after the request.
+struct ManagedRuleView {
+  store::ManagedRule rule;
+  std::optional<int64_t> ttl_remaining_seconds;  // rounded up; nullopt when permanent
+};
+
+struct ChangeResult {
+  std::string id;        // transaction id: the request id, unique per daemon run
+  bool dry_run = false;
+  bool changed = false;  // something was committed (or would be, for a dry run)
+  std::vector<TableCommit> tables;   // this request's own restore lines, per table
+  std::vector<PlanStep> steps;       // owner changes, for people
+  std::vector<std::string> warnings;
+  std::vector<ManagedRuleView> managed;  // the managed rules this request added or refreshed
+  size_t batch_requests = 0;             // how many requests shared the commit (1 = alone)
+  std::optional<int64_t> confirm_deadline_ms;
+};
+
+// What GET /v1/owners/OWNER shows.
+struct OwnerView {
+  std::string owner;
+  std::optional<DesiredState> document;
+  std::vector<ManagedRuleView> managed;
+  // The live difference between the kernel and the owner's state (empty when in sync); only from GetOwner.
+  std::vector<PlanStep> drift;
+};
+
+struct ConfirmView {
+  store::ConfirmRecord record;
+};
+
+class Service {
+ public:
+  struct Options {
+    // Makes a backend for the served netns; called twice (the writer's and the reader's). Required.
+    std::function<Result<std::unique_ptr<backend::Backend>>()> make_backend;
+    FirewallOptions firewall;  // netns (for Info), wait bound; the backend comes from make_backend
+    std::chrono::milliseconds drift_interval = std::chrono::seconds(5);
+    size_t max_batch = 1000;  // requests planned into one commit at most
+    // Longest time Start waits for the start-up reconcile before serving anyway (it goes on in the writer).
+    std::chrono::milliseconds startup_wait = std::chrono::seconds(60);
+  };
+
+  // Loads the store, starts the writer and runs the start-up sequence (see above) before returning. `store`,
+  // `metrics` and `events` must outlive the service.
+  static Result<std::unique_ptr<Service>> Start(Options options, store::Store* store, Metrics* metrics,
+                                                EventBus* events);
+  ~Service();  // Stop()
+  Service(const Service&) = delete;
+  Service& operator=(const Service&) = delete;
+
+  // Stops the writer after the request being planned; queued requests get Unavailable. Idempotent.
+  void Stop();
+
+  // Queues the request and waits for its result. Errors: the request's own (InvalidArgument, NotFound, ...), with
+  // the message naming the op; Unavailable when stopping or the lock is busy; Aborted after repeated concurrent
+  // foreign changes.
+  Result<ChangeResult> Submit(ChangeRequest request);
+
+  // ---- Reads (reader backend) ----
+  Result<Ruleset> List(Family family, const std::optional<std::string>& table = std::nullopt);
+  Result<FirewallInfo> Info();
+  // Every owner with its document and managed rules (no drift).
+  std::vector<OwnerView> Owners() const;
+  // One owner with the live drift. NotFound for an unknown owner.
+  Result<OwnerView> GetOwner(const std::string& owner);
+  // Managed rules of every owner, with time left.
+  std::vector<ManagedRuleView> ManagedRules() const;
+  Result<store::ConfirmRecord> GetConfirm(const std::string& id);
+
+  // Metric families computed at scrape time: managed rules per owner, and the kernel's packet/byte counters of
+  // every rule that carries the tag of a known owner (one read with counters per family). Registered as a
+  // collector of the Metrics registry by Start.
+  std::vector<Metrics::Family> CollectMetrics();
+
+  std::string backend_name() const { return backend_name_; }
+  // True once the start-up sequence completed (successfully or not); its error, if any.
+  bool started() const;
+  Status startup_status() const;
+
+  struct Impl;
+
+ private:
+  Service() = default;
+  std::unique_ptr<Impl> impl_;
+  std::string backend_name_;
+};
+
+// Milliseconds since the Unix epoch.
+int64_t NowMs();
+
+}  // namespace iptkit::service
+
+#endif  // IPTKIT_SRC_SERVICE_SERVICE_H_

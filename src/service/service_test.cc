@@ -1,0 +1,475 @@
+#include "src/service/service.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <thread>
+
+#include "iptkit/dialect.h"
+#include "src/service/service_test_util.h"
+
+namespace iptkit::service {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using TKind = backend::TableOp::Kind;
+
+constexpr Family v4 = Family::kIPv4;
+
+constexpr std::string_view kBase =
+    "*filter\n"
+    ":INPUT ACCEPT [0:0]\n"
+    ":FORWARD ACCEPT [0:0]\n"
+    ":OUTPUT ACCEPT [0:0]\n"
+    "-A INPUT -s 192.168.0.0/16 -j ACCEPT\n"
+    "COMMIT\n";
+
+Rule R(std::string_view spec) {
+  Result<Rule> r = ParseRuleSpec(spec, v4);
+  EXPECT_TRUE(r.ok()) << spec << ": " << r.status().ToString();
+  return r.ok() ? *r : Rule{};
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    kernel_ = std::make_shared<test::FakeKernel>();
+    ASSERT_TRUE(kernel_->fake.LoadSave(v4, kBase).ok());
+    ASSERT_FALSE(dir_.path().empty());
+    OpenStore();
+  }
+  void TearDown() override { service_.reset(); }
+
+  void OpenStore() {
+    auto store = store::Store::Open(dir_.path() + "/iptkitd.db");
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    store_ = *std::move(store);
+  }
+
+  void Start(std::chrono::milliseconds drift = std::chrono::hours(1)) {
+    metrics_ = std::make_unique<Metrics>();
+    events_ = std::make_unique<EventBus>();
+    Service::Options options;
+    auto kernel = kernel_;
+    options.make_backend = [kernel]() -> Result<std::unique_ptr<backend::Backend>> {
+      return std::unique_ptr<backend::Backend>(new test::SharedFakeBackend(kernel));
+    };
+    options.drift_interval = drift;
+    options.firewall.before_commit_hook = [this] {
+      if (hook_) hook_();
+    };
+    auto service = Service::Start(std::move(options), store_.get(), metrics_.get(), events_.get());
+    ASSERT_TRUE(service.ok()) << service.status().ToString();
+    service_ = *std::move(service);
+    ASSERT_TRUE(service_->started());
+  }
+  // Stops the daemon (as a crash or restart would) and starts it again over the same store and kernel.
+  void Restart(std::chrono::milliseconds drift = std::chrono::hours(1)) {
+    service_.reset();
+    store_.reset();
+    OpenStore();
+    Start(drift);
+  }
+
+  static ChangeRequest Append(const std::string& chain, const std::string& spec) {
+    ChangeRequest r;
+    r.principal = "test";
+    r.action = "append";
+    r.ops.Append(v4, "filter", chain, R(spec));
+    return r;
+  }
+  static ChangeRequest Owned(const std::string& owner, const std::string& chain, const std::string& spec,
+                             std::optional<int64_t> ttl = std::nullopt,
+                             store::Position position = store::Position::kLast) {
+    ChangeRequest r;
+    r.principal = "test";
+    r.action = "append";
+    r.adds.push_back({owner, v4, "filter", chain, R(spec), position, ttl});
+    return r;
+  }
+  std::string Save() { return kernel_->Save(v4); }
+  // Polls until `pred` holds (the writer works in the background), for up to `limit`.
+  static bool Eventually(const std::function<bool()>& pred,
+                         std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return pred();
+  }
+  std::vector<store::AuditEntry> Audit(const std::string& action = "") {
+    store::AuditQuery q;
+    q.action = action;
+    q.limit = 1000;
+    auto page = store_->QueryAudit(q);
+    EXPECT_TRUE(page.ok()) << page.status().ToString();
+    return page.ok() ? page->entries : std::vector<store::AuditEntry>{};
+  }
+
+  test::TempDir dir_;
+  std::shared_ptr<test::FakeKernel> kernel_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<EventBus> events_;
+  std::unique_ptr<Service> service_;
+  std::function<void()> hook_;
+};
+
+TEST_F(ServiceTest, AppendCommitsAndIsAudited) {
+  Start();
+  ChangeRequest req = Append("INPUT", "-s 10.0.0.1 -j DROP");
+  req.request_id = "req-1";
+  Result<ChangeResult> done = service_->Submit(std::move(req));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_TRUE(done->changed);
+  ASSERT_EQ(done->tables.size(), 1u);
+  EXPECT_EQ(done->tables[0].restore_text, "*filter\n-A INPUT -s 10.0.0.1/32 -j DROP\nCOMMIT\n");
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.0.0.1/32 -j DROP\n"));
+  std::vector<store::AuditEntry> audit = Audit("append");
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].request_id, "req-1");
+  EXPECT_EQ(audit[0].principal, "test");
+  EXPECT_EQ(audit[0].result, "ok");
+  EXPECT_THAT(audit[0].diff, HasSubstr("-A INPUT -s 10.0.0.1/32 -j DROP"));
+  Result<Ruleset> listed = service_->List(v4, "filter");
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->tables[0].FindChain("INPUT")->rules.size(), 2u);
+}
+
+TEST_F(ServiceTest, BadRequestFailsAloneWithTheOpNamedAndIsAudited) {
+  Start();
+  ChangeRequest bad = Append("NOSUCHCHAIN", "-j DROP");
+  Result<ChangeResult> done = service_->Submit(std::move(bad));
+  ASSERT_FALSE(done.ok());
+  EXPECT_EQ(done.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(done.status().message(), HasSubstr("op 1 (append ipv4 filter NOSUCHCHAIN)"));
+  EXPECT_EQ(Save(), kBase);
+  std::vector<store::AuditEntry> audit = Audit();
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0].result, "NOT_FOUND");
+}
+
+// Holds the writer inside its first commit until `n` more requests are queued, so that they form one group.
+class GroupGate {
+ public:
+  explicit GroupGate(Metrics* metrics) : metrics_(metrics) {}
+  void Hook(int waiting_for) {
+    if (first_.exchange(false)) {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::seconds(10), [&] { return queued_ >= waiting_for; });
+    }
+  }
+  void Queued() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++queued_;
+    cv_.notify_all();
+  }
+
+ private:
+  Metrics* metrics_;
+  std::atomic<bool> first_{true};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int queued_ = 0;
+};
+
+TEST_F(ServiceTest, ConcurrentRequestsShareOneCommitAndAValidationFailureFailsAlone) {
+  Start();
+  GroupGate gate(metrics_.get());
+  hook_ = [&] { gate.Hook(16); };
+  // The first request occupies the writer; 16 more queue behind it, one of them bad.
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.9.9 -j DROP")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::vector<std::future<Result<ChangeResult>>> results;
+  for (int i = 0; i < 16; ++i) {
+    const std::string spec = i == 7 ? "-s 10.0.0.7 -j NOSUCHCHAIN" : "-s 10.0.0." + std::to_string(i) + " -j DROP";
+    results.push_back(std::async(std::launch::async, [this, spec] { return service_->Submit(Append("INPUT", spec)); }));
+    gate.Queued();
+  }
+  ASSERT_TRUE(first.get().ok());
+  int ok = 0;
+  size_t largest = 0;
+  for (int i = 0; i < 16; ++i) {
+    Result<ChangeResult> r = results[i].get();
+    if (i == 7) {
+      EXPECT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+    ++ok;
+    largest = std::max(largest, r->batch_requests);
+  }
+  EXPECT_EQ(ok, 15);
+  // Queued while the writer was busy: they went into (at most a few) shared commits.
+  EXPECT_GT(largest, 1u);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 7) continue;
+    EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.0.0." + std::to_string(i) + "/32 -j DROP\n"));
+  }
+}
+
+TEST_F(ServiceTest, KernelRejectionIsBisectedSoOnlyTheGuiltyRequestFails) {
+  Start();
+  // The "kernel" rejects any table batch holding the rule with this comment, as it would an extension it refuses
+  // at COMMIT after every local check passed.
+  kernel_->reject = [](const backend::TableBatch& batch) {
+    for (const auto& op : batch.ops) {
+      if (FormatRuleSpec(op.rule).find("kernel-says-no") != std::string::npos) {
+        return Status::InvalidArgument("the kernel rejected table filter at COMMIT (line 3)");
+      }
+    }
+    return Status::Ok();
+  };
+  GroupGate gate(metrics_.get());
+  hook_ = [&] { gate.Hook(16); };
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.9.9 -j DROP")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::vector<std::future<Result<ChangeResult>>> results;
+  for (int i = 0; i < 16; ++i) {
+    const std::string spec = i == 11 ? "-s 10.0.0.11 -m comment --comment kernel-says-no -j DROP"
+                                     : "-s 10.0.0." + std::to_string(i) + " -j DROP";
+    results.push_back(std::async(std::launch::async, [this, spec] { return service_->Submit(Append("INPUT", spec)); }));
+    gate.Queued();
+  }
+  ASSERT_TRUE(first.get().ok());
+  for (int i = 0; i < 16; ++i) {
+    Result<ChangeResult> r = results[i].get();
+    if (i == 11) {
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+      EXPECT_THAT(r.status().message(), HasSubstr("rejected"));
+    } else {
+      EXPECT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+    }
+  }
+  const std::string saved = Save();
+  EXPECT_THAT(saved, Not(HasSubstr("kernel-says-no")));
+  for (int i = 0; i < 16; ++i) {
+    if (i != 11) {
+      EXPECT_THAT(saved, HasSubstr("-s 10.0.0." + std::to_string(i) + "/32 -j DROP\n"));
+    }
+  }
+}
+
+TEST_F(ServiceTest, ManagedRuleIsTaggedAndARepeatedAddRefreshesInsteadOfDuplicating) {
+  Start();
+  Result<ChangeResult> a = service_->Submit(Owned("myapp", "INPUT", "-s 10.1.1.1 -j DROP", 600));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_EQ(a->managed.size(), 1u);
+  const store::ManagedRule first = a->managed[0].rule;
+  EXPECT_EQ(first.spec, "-s 10.1.1.1/32 -j DROP");
+  EXPECT_EQ(a->managed[0].ttl_remaining_seconds, 600);
+  const std::string tagged =
+      "-A INPUT -s 10.1.1.1/32 -m comment --comment \"iptkit:myapp:" + first.rule_id + "\" -j DROP\n";
+  EXPECT_THAT(Save(), HasSubstr(tagged));
+
+  // Typed differently, same canonical spec: the same add.
+  Result<ChangeResult> b = service_->Submit(Owned("myapp", "INPUT", "-s 10.1.1.1/32 -j DROP", 1200));
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_FALSE(b->changed);  // nothing to do in the kernel
+  EXPECT_EQ(b->managed[0].rule.seq, first.seq);
+  EXPECT_EQ(b->managed[0].ttl_remaining_seconds, 1200);
+  const std::string saved = Save();
+  EXPECT_EQ(saved.find(tagged), saved.rfind(tagged)) << "one copy only:\n" << saved;
+  auto stored = store_->ListManagedRules();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_GT(*(*stored)[0].deadline_ms, *first.deadline_ms);
+}
+
+TEST_F(ServiceTest, ManagedRulesOutsideBuiltinOrOwnChainsAreRefused) {
+  Start();
+  Transaction create;
+  create.CreateChain(v4, "filter", "DOCKER-USER");
+  ChangeRequest c;
+  c.ops = create;
+  ASSERT_TRUE(service_->Submit(std::move(c)).ok());
+  Result<ChangeResult> r = service_->Submit(Owned("myapp", "DOCKER-USER", "-j DROP"));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("'MYAPP-'"));
+}
+
+TEST_F(ServiceTest, TtlExpiryRemovesTheRuleAndIsAuditedAndCounted) {
+  Start();
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.2.2.2 -j DROP", 1)).ok());
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.3.3.3 -j DROP")).ok());  // permanent
+  EXPECT_THAT(Save(), HasSubstr("10.2.2.2/32"));
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.2.2.2/32") == std::string::npos; }));
+  EXPECT_THAT(Save(), HasSubstr("10.3.3.3/32"));
+  ASSERT_TRUE(Eventually([&] { return !Audit("ttl_expire").empty(); }));
+  EXPECT_EQ(Audit("ttl_expire")[0].principal, "iptkitd");
+  EXPECT_EQ(service_->ManagedRules().size(), 1u);
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_ttl_expiries_total 1"));
+}
+
+TEST_F(ServiceTest, RulesExpiredWhileDownGoFirstAtStartAndTheRestIsReapplied) {
+  Start();
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.2.2.2 -j DROP", 2)).ok());
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.3.3.3 -j DROP")).ok());
+  service_.reset();
+  // "Reboot": the kernel lost everything; the TTL passes while the daemon is down.
+  ASSERT_TRUE(kernel_->fake.LoadSave(v4, kBase).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(2100));
+  Restart();
+  const std::string saved = Save();
+  EXPECT_THAT(saved, Not(HasSubstr("10.2.2.2")));
+  EXPECT_THAT(saved, HasSubstr("-A INPUT -s 10.3.3.3/32"));
+  EXPECT_THAT(saved, HasSubstr("-A INPUT -s 192.168.0.0/16 -j ACCEPT"));  // foreign rule untouched
+  auto stored = store_->ListManagedRules();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->size(), 1u);
+}
+
+TEST_F(ServiceTest, OwnerDocumentIsAppliedPersistedAndRepairedAfterAForeignFlush) {
+  Start(std::chrono::milliseconds(200));
+  ChangeRequest put;
+  put.principal = "test";
+  put.action = "put_owner";
+  DesiredState doc;
+  doc.owner = "web";
+  doc.chains.push_back({"filter", "WEB-IN", {R("-p tcp --dport 443 -j ACCEPT"), R("-j RETURN")}});
+  doc.hooks.push_back({"filter", "INPUT", HookRule::Position::kFirst, R("-j WEB-IN")});
+  put.put_owner = doc;
+  Result<ChangeResult> done = service_->Submit(std::move(put));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_FALSE(done->steps.empty());
+  const std::string applied = Save();
+  EXPECT_THAT(applied, HasSubstr(":WEB-IN - [0:0]"));
+  EXPECT_THAT(applied, HasSubstr("-A WEB-IN -p tcp -m tcp --dport 443"));
+
+  // Someone flushes INPUT and the owned chain.
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kFlush, "INPUT"),
+                                              backend::TableOp::Make(TKind::kFlush, "WEB-IN")})
+                  .ok());
+  ASSERT_NE(Save(), applied);
+  const std::string hook = "-A INPUT -m comment --comment \"iptkit:web:";
+  ASSERT_TRUE(Eventually([&] { return Save().find(hook) != std::string::npos; })) << Save();
+  ASSERT_TRUE(Eventually([&] { return Save().find("-A WEB-IN -p tcp -m tcp --dport 443") != std::string::npos; }));
+  EXPECT_TRUE(Eventually([&] { return metrics_->Render().find("iptkitd_drift_repairs_total{owner=\"web\"} 1") !=
+                                      std::string::npos; }))
+      << metrics_->Render();
+  EXPECT_FALSE(Audit("drift_repair").empty());
+
+  // And after a restart on an empty kernel (a reboot) it is there again.
+  ASSERT_TRUE(kernel_->fake.LoadSave(v4, kBase).ok());
+  Restart();
+  EXPECT_THAT(Save(), HasSubstr("-A WEB-IN -p tcp -m tcp --dport 443"));
+  EXPECT_THAT(Save(), HasSubstr(hook));
+}
+
+TEST_F(ServiceTest, ImperativeInsertAboveFirstHooksIsRepairedInTheSameCommit) {
+  Start();
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.5.5.5 -j DROP", std::nullopt,
+                                     store::Position::kFirst))
+                  .ok());
+  ChangeRequest insert;
+  insert.ops.Insert(v4, "filter", "INPUT", 1, R("-s 10.5.5.5 -j ACCEPT"));
+  ASSERT_TRUE(service_->Submit(std::move(insert)).ok());
+  Result<Ruleset> rs = service_->List(v4, "filter");
+  ASSERT_TRUE(rs.ok());
+  const Chain* input = rs->tables[0].FindChain("INPUT");
+  ASSERT_GE(input->rules.size(), 2u);
+  EXPECT_TRUE(input->rules[0].OwnerTag().has_value()) << FormatSave(*rs);
+  EXPECT_EQ(FormatRuleSpec(input->rules[1]), "-s 10.5.5.5/32 -j ACCEPT");
+}
+
+TEST_F(ServiceTest, ImperativeDeleteOfAnOwnedRuleIsRefused) {
+  Start();
+  Result<ChangeResult> a = service_->Submit(Owned("bans", "INPUT", "-s 10.6.6.6 -j DROP"));
+  ASSERT_TRUE(a.ok());
+  Rule tagged = R("-s 10.6.6.6/32 -j DROP");
+  tagged.SetOwnerTag({"bans", a->managed[0].rule.rule_id});
+  ChangeRequest del;
+  del.ops.Delete(v4, "filter", "INPUT", tagged);
+  Result<ChangeResult> r = service_->Submit(std::move(del));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("belongs to owner 'bans'"));
+  // Through its owner it goes.
+  ChangeRequest owned;
+  owned.deletes.push_back({"bans", v4, "filter", "INPUT", R("-s 10.6.6.6 -j DROP")});
+  ASSERT_TRUE(service_->Submit(std::move(owned)).ok());
+  EXPECT_THAT(Save(), Not(HasSubstr("10.6.6.6")));
+  EXPECT_TRUE(service_->Owners().empty());
+}
+
+TEST_F(ServiceTest, DryRunChangesNothingAndReturnsThePlan) {
+  Start();
+  ChangeRequest req = Owned("myapp", "INPUT", "-s 10.7.7.7 -j DROP");
+  req.dry_run = true;
+  Result<ChangeResult> r = service_->Submit(std::move(req));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->dry_run);
+  ASSERT_EQ(r->tables.size(), 1u);
+  EXPECT_THAT(r->tables[0].restore_text, HasSubstr("10.7.7.7/32"));
+  EXPECT_EQ(Save(), kBase);
+  EXPECT_TRUE(service_->Owners().empty());
+  EXPECT_TRUE(Audit().empty());
+}
+
+TEST_F(ServiceTest, UnconfirmedTransactionIsRolledBackAndAConfirmedOneStays) {
+  Start();
+  ChangeRequest risky = Append("INPUT", "-s 10.8.8.8 -j DROP");
+  risky.ops.SetPolicy(v4, "filter", "INPUT", "DROP");
+  risky.confirm_within_seconds = 1;
+  Result<ChangeResult> r = service_->Submit(std::move(risky));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(r->confirm_deadline_ms.has_value());
+  EXPECT_THAT(Save(), HasSubstr(":INPUT DROP"));
+  ASSERT_TRUE(Eventually([&] { return Save() == kBase; })) << Save();
+  Result<store::ConfirmRecord> rec = service_->GetConfirm(r->id);
+  ASSERT_TRUE(rec.ok());
+  EXPECT_EQ(rec->state, store::ConfirmRecord::State::kRolledBack);
+  // A late confirmation is refused.
+  ChangeRequest late;
+  late.confirm = r->id;
+  EXPECT_EQ(service_->Submit(std::move(late)).status().code(), StatusCode::kNotFound);
+
+  ChangeRequest safe = Append("INPUT", "-s 10.8.8.9 -j DROP");
+  safe.confirm_within_seconds = 1;
+  Result<ChangeResult> s = service_->Submit(std::move(safe));
+  ASSERT_TRUE(s.ok());
+  ChangeRequest confirm;
+  confirm.confirm = s->id;
+  ASSERT_TRUE(service_->Submit(std::move(confirm)).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  EXPECT_THAT(Save(), HasSubstr("10.8.8.9/32"));
+  EXPECT_EQ(service_->GetConfirm(s->id)->state, store::ConfirmRecord::State::kConfirmed);
+}
+
+TEST_F(ServiceTest, PendingConfirmIsRolledBackAfterARestartToo) {
+  Start();
+  ChangeRequest risky = Owned("myapp", "INPUT", "-s 10.9.0.1 -j DROP");
+  risky.confirm_within_seconds = 1;
+  Result<ChangeResult> r = service_->Submit(std::move(risky));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  service_.reset();  // down before the deadline
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  Restart();
+  EXPECT_THAT(Save(), Not(HasSubstr("10.9.0.1")));
+  EXPECT_TRUE(service_->ManagedRules().empty());
+  EXPECT_EQ(service_->GetConfirm(r->id)->state, store::ConfirmRecord::State::kRolledBack);
+}
+
+TEST_F(ServiceTest, ForeignChangeIsPublishedAsAnEvent) {
+  Start(std::chrono::milliseconds(100));
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.0.0.1 -j DROP")).ok());
+  const uint64_t after = events_->last_id();
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kAppend, "OUTPUT", R("-j ACCEPT"))}).ok());
+  bool seen = false;
+  for (int i = 0; i < 50 && !seen; ++i) {
+    EventBus::Batch b = events_->WaitAfter(after, std::chrono::milliseconds(100));
+    for (const Event& e : b.events) seen = seen || e.type == "foreign_change";
+  }
+  EXPECT_TRUE(seen);
+}
+
+}  // namespace
+}  // namespace iptkit::service

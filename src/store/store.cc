@@ -1,0 +1,891 @@
+#include "src/store/store.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <utility>
+
+#include "src/base/errno_status.h"
+#include "src/base/unique_fd.h"
+#include "src/store/sqlite_db.h"
+
+namespace iptkit::store {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr int64_t kApplicationId = 0x6970746b;  // "iptk" in PRAGMA application_id (database header offset 68)
+constexpr int kBusyTimeoutMs = 5000;
+constexpr int kMaxAuditLimit = 1000;
+constexpr size_t kSecretRandomBytes = 25;  // 200 bits = 40 base32 characters, no padding
+constexpr std::string_view kSecretPrefix = "iptk_";
+
+// kMigrations[i] takes the schema from user_version i to i + 1. Each runs inside the BEGIN IMMEDIATE transaction
+// of Open and ends by setting user_version, so a crash leaves either the old or the new version.
+constexpr const char* kMigrations[kSchemaVersion] = {
+    R"sql(
+CREATE TABLE meta (
+  key TEXT PRIMARY KEY NOT NULL,
+  value TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE owners (
+  owner TEXT PRIMARY KEY NOT NULL,
+  document TEXT,  -- DesiredStateToJson text; NULL: the owner has only managed rules
+  updated_ms INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE managed_rules (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: a deleted rule's seq is never handed out again
+  owner TEXT NOT NULL REFERENCES owners (owner) ON DELETE CASCADE,
+  family TEXT NOT NULL CHECK (family IN ('ipv4', 'ipv6')),
+  table_name TEXT NOT NULL,
+  chain TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  rule_id TEXT NOT NULL,
+  position TEXT NOT NULL CHECK (position IN ('first', 'last')),
+  deadline_ms INTEGER,  -- NULL: permanent
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  UNIQUE (owner, family, table_name, chain, spec)
+) STRICT;
+
+CREATE TABLE confirms (
+  id TEXT PRIMARY KEY NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'confirmed', 'rolled_back', 'rollback_failed')),
+  deadline_ms INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  rollback TEXT NOT NULL,
+  created_ms INTEGER NOT NULL,
+  resolved_ms INTEGER,
+  message TEXT NOT NULL
+) STRICT;
+CREATE INDEX confirms_by_created ON confirms (created_ms, id);
+
+CREATE TABLE audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  time_ms INTEGER NOT NULL,
+  principal TEXT NOT NULL,
+  request_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  request TEXT NOT NULL,
+  result TEXT NOT NULL,
+  message TEXT NOT NULL,
+  diff TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_time ON audit (time_ms);
+
+CREATE TABLE tokens (
+  name TEXT PRIMARY KEY NOT NULL,
+  hash TEXT NOT NULL UNIQUE,  -- lower-case hex SHA-256 of the secret; the secret itself is never stored
+  scopes TEXT NOT NULL,       -- JSON object, see ScopesToJson
+  created_ms INTEGER NOT NULL,
+  revoked_ms INTEGER
+) STRICT;
+
+PRAGMA application_id = 1768977515;  -- kApplicationId
+PRAGMA user_version = 1;
+)sql",
+};
+
+constexpr const char* kManagedRuleColumns =
+    "seq, owner, family, table_name, chain, spec, rule_id, position, deadline_ms, created_ms, updated_ms";
+
+// ---- Names and encodings ----
+
+bool IsOwnerName(std::string_view name) {
+  return !name.empty() && name.size() <= 32 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+bool IsTokenName(std::string_view name) {
+  return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+Status ValidateOwner(std::string_view owner) {
+  if (IsOwnerName(owner)) return Status::Ok();
+  return Status::InvalidArgument("owner '" + std::string(owner) + "': must be 1..32 characters of [a-z0-9-]");
+}
+
+Status ValidateKey(const ManagedRuleKey& key) {
+  IPTKIT_RETURN_IF_ERROR(ValidateOwner(key.owner));
+  if (key.table.empty()) return Status::InvalidArgument("managed rule of owner '" + key.owner + "': empty table");
+  if (key.chain.empty()) return Status::InvalidArgument("managed rule of owner '" + key.owner + "': empty chain");
+  return Status::Ok();
+}
+
+Result<Position> ParsePosition(std::string_view name) {
+  if (name == "first") return Position::kFirst;
+  if (name == "last") return Position::kLast;
+  return Status::Internal("unknown position '" + std::string(name) + "' in the database");
+}
+
+Result<ConfirmRecord::State> ParseConfirmState(std::string_view name) {
+  for (auto state : {ConfirmRecord::State::kPending, ConfirmRecord::State::kConfirmed,
+                     ConfirmRecord::State::kRolledBack, ConfirmRecord::State::kRollbackFailed}) {
+    if (ConfirmStateName(state) == name) return state;
+  }
+  return Status::Internal("unknown confirm state '" + std::string(name) + "' in the database");
+}
+
+Status ValidateScopeName(std::string_view kind, std::string_view name) {
+  std::string word = std::string(kind) + ":" + std::string(name);
+  if (kind == "table") {
+    const std::vector<std::string>& tables = KnownTables();
+    if (std::find(tables.begin(), tables.end(), name) == tables.end()) {
+      return Status::InvalidArgument("scope '" + word + "': unknown table (raw, mangle, filter, nat, security)");
+    }
+    return Status::Ok();
+  }
+  if (kind == "chain") return ValidateChainName(name).WithContext("scope '" + word + "'");
+  if (!IsOwnerName(name)) return Status::InvalidArgument("scope '" + word + "': owner must be 1..32 of [a-z0-9-]");
+  return Status::Ok();
+}
+
+Status ValidateScopes(const Scopes& scopes) {
+  for (const std::string& table : scopes.tables) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("table", table));
+  for (const std::string& chain : scopes.chains) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("chain", chain));
+  for (const std::string& owner : scopes.owners) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("owner", owner));
+  if (scopes.max_ttl_seconds.has_value() && *scopes.max_ttl_seconds <= 0) {
+    return Status::InvalidArgument("max_ttl_seconds must be positive, got " + std::to_string(*scopes.max_ttl_seconds));
+  }
+  return Status::Ok();
+}
+
+// {"read":bool,"write":bool,"tables":[...],"chains":[...],"owners":[...]} plus "max_ttl_seconds" when set.
+std::string ScopesToJson(const Scopes& scopes) {
+  nlohmann::json j = {{"read", scopes.read},
+                      {"write", scopes.write},
+                      {"tables", scopes.tables},
+                      {"chains", scopes.chains},
+                      {"owners", scopes.owners}};
+  if (scopes.max_ttl_seconds.has_value()) j["max_ttl_seconds"] = *scopes.max_ttl_seconds;
+  // Validated names are printable ASCII, so dump cannot meet invalid UTF-8; replace is only a backstop.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<Scopes> ScopesFromJson(const std::string& text) {
+  try {
+    nlohmann::json j = nlohmann::json::parse(text);
+    Scopes scopes;
+    scopes.read = j.at("read").get<bool>();
+    scopes.write = j.at("write").get<bool>();
+    scopes.tables = j.at("tables").get<std::vector<std::string>>();
+    scopes.chains = j.at("chains").get<std::vector<std::string>>();
+    scopes.owners = j.at("owners").get<std::vector<std::string>>();
+    if (j.contains("max_ttl_seconds")) scopes.max_ttl_seconds = j.at("max_ttl_seconds").get<int64_t>();
+    return scopes;
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Internal(std::string("stored token scopes are not valid: ") + e.what());
+  }
+}
+
+// RFC 4648 base32, lower case, without padding (the input is a multiple of 5 bytes).
+std::string Base32Lower(const uint8_t* data, size_t size) {
+  static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
+  std::string out;
+  out.reserve((size * 8 + 4) / 5);
+  uint32_t buffer = 0;
+  int bits = 0;
+  for (size_t i = 0; i < size; ++i) {
+    buffer = (buffer << 8) | data[i];
+    bits += 8;
+    while (bits >= 5) {
+      out += kAlphabet[(buffer >> (bits - 5)) & 0x1f];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += kAlphabet[(buffer << (5 - bits)) & 0x1f];
+  return out;
+}
+
+Result<std::string> NewSecret() {
+  std::array<uint8_t, kSecretRandomBytes> bytes{};
+  size_t filled = 0;
+  while (filled < bytes.size()) {
+    ssize_t n = ::getrandom(bytes.data() + filled, bytes.size() - filled, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return base::ErrnoToStatus(errno, "getrandom");
+    }
+    filled += static_cast<size_t>(n);
+  }
+  return std::string(kSecretPrefix) + Base32Lower(bytes.data(), bytes.size());
+}
+
+// ---- Rows ----
+
+Result<ManagedRule> ReadManagedRule(const Statement& st) {
+  ManagedRule rule;
+  rule.seq = st.ColumnInt64(0);
+  rule.owner = st.ColumnText(1);
+  std::string family = st.ColumnText(2);
+  Result<Family> parsed_family = ParseFamily(family);
+  if (!parsed_family.ok()) {
+    return Status::Internal("managed rule " + std::to_string(rule.seq) + ": unknown family '" + family + "'");
+  }
+  rule.family = *parsed_family;
+  rule.table = st.ColumnText(3);
+  rule.chain = st.ColumnText(4);
+  rule.spec = st.ColumnText(5);
+  rule.rule_id = st.ColumnText(6);
+  IPTKIT_ASSIGN_OR_RETURN(rule.position, ParsePosition(st.ColumnText(7)));
+  rule.deadline_ms = st.ColumnOptionalInt64(8);
+  rule.created_ms = st.ColumnInt64(9);
+  rule.updated_ms = st.ColumnInt64(10);
+  return rule;
+}
+
+constexpr const char* kConfirmColumns =
+    "id, state, deadline_ms, principal, request_id, rollback, created_ms, resolved_ms, message";
+
+Result<ConfirmRecord> ReadConfirm(const Statement& st) {
+  ConfirmRecord record;
+  record.id = st.ColumnText(0);
+  IPTKIT_ASSIGN_OR_RETURN(record.state, ParseConfirmState(st.ColumnText(1)));
+  record.deadline_ms = st.ColumnInt64(2);
+  record.principal = st.ColumnText(3);
+  record.request_id = st.ColumnText(4);
+  record.rollback = st.ColumnText(5);
+  record.created_ms = st.ColumnInt64(6);
+  record.resolved_ms = st.ColumnOptionalInt64(7);
+  record.message = st.ColumnText(8);
+  return record;
+}
+
+constexpr const char* kOwnerColumns = "owner, document, updated_ms";
+
+OwnerRecord ReadOwner(const Statement& st) {
+  return OwnerRecord{st.ColumnText(0), st.ColumnOptionalText(1), st.ColumnInt64(2)};
+}
+
+constexpr const char* kTokenColumns = "name, scopes, created_ms, revoked_ms";
+
+Result<TokenRecord> ReadToken(const Statement& st) {
+  TokenRecord record;
+  record.name = st.ColumnText(0);
+  Result<Scopes> scopes = ScopesFromJson(st.ColumnText(1));
+  if (!scopes.ok()) return scopes.status().WithContext("token '" + record.name + "'");
+  record.scopes = std::move(scopes).value();
+  record.created_ms = st.ColumnInt64(2);
+  record.revoked_ms = st.ColumnOptionalInt64(3);
+  return record;
+}
+
+std::string Sql(std::initializer_list<std::string_view> parts) {
+  std::string sql;
+  for (std::string_view part : parts) sql += part;
+  return sql;
+}
+
+// ---- Opening ----
+
+struct SchemaIdentity {
+  int64_t application_id = 0;
+  int64_t user_version = 0;
+  int64_t schema_objects = 0;
+};
+
+// One statement, so one snapshot: a concurrent creator is seen either not at all or complete.
+Result<SchemaIdentity> ReadIdentity(SqliteDb& db) {
+  IPTKIT_ASSIGN_OR_RETURN(Statement st, db.Prepare("SELECT (SELECT application_id FROM pragma_application_id), "
+                                                   "(SELECT user_version FROM pragma_user_version), "
+                                                   "(SELECT count(*) FROM sqlite_schema)",
+                                                   "read the schema version"));
+  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::Internal("read the schema version: no row");
+  return SchemaIdentity{st.ColumnInt64(0), st.ColumnInt64(1), st.ColumnInt64(2)};
+}
+
+// OK for a database this build can use (possibly after migrating), or a fresh empty file.
+Status CheckIdentity(const SchemaIdentity& id, const std::string& path) {
+  bool fresh = id.application_id == 0 && id.user_version == 0 && id.schema_objects == 0;
+  if (!fresh && id.application_id != kApplicationId) {
+    return Status::FailedPrecondition(
+        path + " is not an iptkitd database (application_id " + std::to_string(id.application_id) + ", user_version " +
+        std::to_string(id.user_version) + ", " + std::to_string(id.schema_objects) + " schema objects)");
+  }
+  if (id.user_version > kSchemaVersion) {
+    return Status::FailedPrecondition(path + " has schema version " + std::to_string(id.user_version) +
+                                      ", newer than this iptkitd supports (" + std::to_string(kSchemaVersion) + ")");
+  }
+  return Status::Ok();
+}
+
+// Creates `path` with mode 0600 when it does not exist, so SQLite (which gives its -wal and -shm files the
+// database file's permissions, os_unix.c findCreateFileMode/unixOpenSharedMemory) never creates anything more
+// open. A path that exists is never opened here: closing a descriptor of a database file that a connection of
+// this process holds would drop that connection's POSIX locks (sqlite.org/howtocorrupt.html §2.2). The mutex
+// orders creation before any other Open of this process can see the file.
+Status CreateFileIfMissing(const std::string& path) {
+  static std::mutex create_mu;
+  std::lock_guard<std::mutex> lock(create_mu);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) return Status::FailedPrecondition(path + " is not a regular file");
+    return Status::Ok();
+  }
+  if (errno != ENOENT) return base::ErrnoToStatus(errno, "stat " + path);
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid() && errno != EEXIST) return base::ErrnoToStatus(errno, "create " + path);
+  return Status::Ok();
+}
+
+Status Pragma(SqliteDb& db, const char* sql) { return db.Exec(sql, sql); }
+
+}  // namespace
+
+// ---- Free functions ----
+
+std::string_view PositionName(Position position) {
+  switch (position) {
+    case Position::kFirst:
+      return "first";
+    case Position::kLast:
+      return "last";
+  }
+  return "last";
+}
+
+ManagedRuleKey KeyOf(const ManagedRule& rule) {
+  return ManagedRuleKey{rule.owner, rule.family, rule.table, rule.chain, rule.spec};
+}
+
+std::string_view ConfirmStateName(ConfirmRecord::State state) {
+  switch (state) {
+    case ConfirmRecord::State::kPending:
+      return "pending";
+    case ConfirmRecord::State::kConfirmed:
+      return "confirmed";
+    case ConfirmRecord::State::kRolledBack:
+      return "rolled_back";
+    case ConfirmRecord::State::kRollbackFailed:
+      return "rollback_failed";
+  }
+  return "pending";
+}
+
+Result<Scopes> ParseScopes(const std::vector<std::string>& words) {
+  Scopes scopes;
+  auto add = [](std::vector<std::string>& list, std::string name) {
+    if (std::find(list.begin(), list.end(), name) == list.end()) list.push_back(std::move(name));
+  };
+  for (const std::string& word : words) {
+    if (word == "read") {
+      scopes.read = true;
+      continue;
+    }
+    if (word == "write") {
+      scopes.write = true;
+      continue;
+    }
+    size_t colon = word.find(':');
+    std::string kind = word.substr(0, colon);
+    if (colon == std::string::npos || (kind != "table" && kind != "chain" && kind != "owner")) {
+      return Status::InvalidArgument("scope '" + word +
+                                     "': expected read, write, table:NAME, chain:NAME or owner:NAME");
+    }
+    std::string name = word.substr(colon + 1);
+    IPTKIT_RETURN_IF_ERROR(ValidateScopeName(kind, name));
+    add(kind == "table" ? scopes.tables : kind == "chain" ? scopes.chains : scopes.owners, std::move(name));
+  }
+  return scopes;
+}
+
+std::vector<std::string> ScopeWords(const Scopes& scopes) {
+  std::vector<std::string> words;
+  if (scopes.read) words.push_back("read");
+  if (scopes.write) words.push_back("write");
+  for (const std::string& table : scopes.tables) words.push_back("table:" + table);
+  for (const std::string& chain : scopes.chains) words.push_back("chain:" + chain);
+  for (const std::string& owner : scopes.owners) words.push_back("owner:" + owner);
+  return words;
+}
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  if (EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr) != 1) return "";
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(size * 2);
+  for (unsigned int i = 0; i < size; ++i) {
+    out += kHex[digest[i] >> 4];
+    out += kHex[digest[i] & 0xf];
+  }
+  return out;
+}
+
+// ---- Store ----
+
+struct Store::Impl {
+  explicit Impl(SqliteDb connection) : db(std::move(connection)) {}
+
+  // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
+  Result<std::unique_lock<std::mutex>> Lock(std::string_view method) {
+    if (writer.load() == std::this_thread::get_id()) {
+      return Status::FailedPrecondition("Store::" + std::string(method) +
+                                        " called from inside Store::Write; use the Tx passed to fn");
+    }
+    return std::unique_lock<std::mutex>(mu);
+  }
+
+  std::mutex mu;
+  std::atomic<std::thread::id> writer{};  // the thread running Write's fn, if any
+  SqliteDb db;                            // guarded by mu
+};
+
+namespace {
+
+class TxImpl final : public Store::Tx {
+ public:
+  explicit TxImpl(SqliteDb& db) : db_(db) {}
+
+  Status PutOwner(const std::string& owner, const std::optional<std::string>& document, int64_t now_ms) override {
+    IPTKIT_RETURN_IF_ERROR(ValidateOwner(owner));
+    // An upsert, not INSERT OR REPLACE: replacing would delete the row and cascade to the owner's managed rules.
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("INSERT INTO owners (owner, document, updated_ms) "
+                                                      "VALUES (?1, ?2, ?3) ON CONFLICT (owner) DO UPDATE "
+                                                      "SET document = excluded.document, "
+                                                      "updated_ms = excluded.updated_ms",
+                                                      "put owner"));
+    st.Bind(1, owner).Bind(2, document).Bind(3, now_ms);
+    return st.Run();
+  }
+
+  Status DeleteOwner(const std::string& owner) override {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("DELETE FROM owners WHERE owner = ?1", "delete owner"));
+    st.Bind(1, owner);
+    IPTKIT_RETURN_IF_ERROR(st.Run());
+    if (db_.Changes() == 0) return Status::NotFound("owner '" + owner + "' does not exist");
+    return Status::Ok();
+  }
+
+  Result<ManagedRule> UpsertManagedRule(const ManagedRule& rule) override {
+    IPTKIT_RETURN_IF_ERROR(ValidateKey(KeyOf(rule)));
+    IPTKIT_RETURN_IF_ERROR(EnsureOwner(rule.owner, rule.updated_ms));
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        db_.Prepare("INSERT INTO managed_rules (owner, family, table_name, chain, spec, rule_id, position, "
+                    "deadline_ms, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) "
+                    "ON CONFLICT (owner, family, table_name, chain, spec) DO UPDATE SET "
+                    "rule_id = excluded.rule_id, position = excluded.position, "
+                    "deadline_ms = excluded.deadline_ms, updated_ms = excluded.updated_ms "
+                    "RETURNING seq, created_ms",
+                    "upsert managed rule"));
+    BindRule(st, rule);
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::Internal("upsert managed rule: no row returned");
+    ManagedRule stored = rule;
+    stored.seq = st.ColumnInt64(0);
+    stored.created_ms = st.ColumnInt64(1);
+    IPTKIT_RETURN_IF_ERROR(st.Run());
+    return stored;
+  }
+
+  Status RestoreManagedRule(const ManagedRule& rule) override {
+    IPTKIT_RETURN_IF_ERROR(ValidateKey(KeyOf(rule)));
+    IPTKIT_RETURN_IF_ERROR(EnsureOwner(rule.owner, rule.updated_ms));
+    IPTKIT_RETURN_IF_ERROR(DeleteByKey(KeyOf(rule)));
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        db_.Prepare("INSERT INTO managed_rules (owner, family, table_name, chain, spec, rule_id, position, "
+                    "deadline_ms, created_ms, updated_ms, seq) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    "restore managed rule"));
+    BindRule(st, rule);
+    st.Bind(11, rule.seq);
+    Status status = st.Run();
+    if (status.code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists("restore managed rule: seq " + std::to_string(rule.seq) +
+                                   " belongs to another managed rule");
+    }
+    return status;
+  }
+
+  Status DeleteManagedRule(const ManagedRuleKey& key) override {
+    IPTKIT_RETURN_IF_ERROR(DeleteByKey(key));
+    if (db_.Changes() == 0) {
+      return Status::NotFound("no managed rule of owner '" + key.owner + "' in " + std::string(FamilyName(key.family)) +
+                              " " + key.table + "/" + key.chain + ": " + key.spec);
+    }
+    return Status::Ok();
+  }
+
+  Status PutConfirm(const ConfirmRecord& record) override {
+    if (record.state != ConfirmRecord::State::kPending || record.resolved_ms.has_value()) {
+      return Status::InvalidArgument("confirm '" + record.id + "': a new confirm record must be pending");
+    }
+    if (record.id.empty()) return Status::InvalidArgument("confirm record without id");
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        db_.Prepare(Sql({"INSERT INTO confirms (", kConfirmColumns, ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8)"}),
+                    "put confirm"));
+    st.Bind(1, record.id)
+        .Bind(2, ConfirmStateName(record.state))
+        .Bind(3, record.deadline_ms)
+        .Bind(4, record.principal)
+        .Bind(5, record.request_id)
+        .Bind(6, record.rollback)
+        .Bind(7, record.created_ms)
+        .Bind(8, record.message);
+    Status status = st.Run();
+    if (status.code() == StatusCode::kAlreadyExists) {
+      return Status::AlreadyExists("confirm '" + record.id + "' already exists");
+    }
+    return status;
+  }
+
+  Status ResolveConfirm(const std::string& id, ConfirmRecord::State state, int64_t now_ms,
+                        const std::string& message) override {
+    if (state == ConfirmRecord::State::kPending) {
+      return Status::InvalidArgument("confirm '" + id + "': cannot resolve to pending");
+    }
+    IPTKIT_ASSIGN_OR_RETURN(Statement update,
+                            db_.Prepare("UPDATE confirms SET state = ?2, resolved_ms = ?3, message = ?4 "
+                                        "WHERE id = ?1 AND state = 'pending'",
+                                        "resolve confirm"));
+    update.Bind(1, id).Bind(2, ConfirmStateName(state)).Bind(3, now_ms).Bind(4, message);
+    IPTKIT_RETURN_IF_ERROR(update.Run());
+    if (db_.Changes() == 1) return Status::Ok();
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("SELECT state FROM confirms WHERE id = ?1", "read confirm"));
+    st.Bind(1, id);
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::NotFound("confirm '" + id + "' does not exist");
+    return Status::FailedPrecondition("confirm '" + id + "' is no longer pending (" + st.ColumnText(0) + ")");
+  }
+
+  Result<int64_t> AppendAudit(const AuditEntry& entry) override {
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        db_.Prepare("INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                    "append audit entry"));
+    st.Bind(1, entry.time_ms)
+        .Bind(2, entry.principal)
+        .Bind(3, entry.request_id)
+        .Bind(4, entry.action)
+        .Bind(5, entry.request)
+        .Bind(6, entry.result)
+        .Bind(7, entry.message)
+        .Bind(8, entry.diff);
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::Internal("append audit entry: no id returned");
+    int64_t id = st.ColumnInt64(0);
+    IPTKIT_RETURN_IF_ERROR(st.Run());
+    return id;
+  }
+
+ private:
+  Status EnsureOwner(const std::string& owner, int64_t now_ms) {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("INSERT INTO owners (owner, document, updated_ms) "
+                                                      "VALUES (?1, NULL, ?2) ON CONFLICT (owner) DO NOTHING",
+                                                      "create owner of managed rule"));
+    st.Bind(1, owner).Bind(2, now_ms);
+    return st.Run();
+  }
+
+  Status DeleteByKey(const ManagedRuleKey& key) {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("DELETE FROM managed_rules WHERE owner = ?1 AND family = ?2 "
+                                                      "AND table_name = ?3 AND chain = ?4 AND spec = ?5",
+                                                      "delete managed rule"));
+    st.Bind(1, key.owner).Bind(2, FamilyName(key.family)).Bind(3, key.table).Bind(4, key.chain).Bind(5, key.spec);
+    return st.Run();
+  }
+
+  // ?1..?10 in the column order of the INSERTs above.
+  static void BindRule(Statement& st, const ManagedRule& rule) {
+    st.Bind(1, rule.owner)
+        .Bind(2, FamilyName(rule.family))
+        .Bind(3, rule.table)
+        .Bind(4, rule.chain)
+        .Bind(5, rule.spec)
+        .Bind(6, rule.rule_id)
+        .Bind(7, PositionName(rule.position))
+        .Bind(8, rule.deadline_ms)
+        .Bind(9, rule.created_ms)
+        .Bind(10, rule.updated_ms);
+  }
+
+  SqliteDb& db_;
+};
+
+// Marks the calling thread as the one inside Write for the lifetime of the scope.
+class WriterScope {
+ public:
+  explicit WriterScope(std::atomic<std::thread::id>& writer) : writer_(writer) {
+    writer_.store(std::this_thread::get_id());
+  }
+  ~WriterScope() { writer_.store(std::thread::id()); }
+  WriterScope(const WriterScope&) = delete;
+  WriterScope& operator=(const WriterScope&) = delete;
+
+ private:
+  std::atomic<std::thread::id>& writer_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  IPTKIT_RETURN_IF_ERROR(CreateFileIfMissing(path));
+  // No SQLITE_OPEN_CREATE: the file exists now with the right mode. NOMUTEX: the Store's mutex serializes use.
+  IPTKIT_ASSIGN_OR_RETURN(
+      SqliteDb db,
+      SqliteDb::Open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, kBusyTimeoutMs));
+  // Checked before anything is written, so a foreign file is left exactly as it was (not even switched to WAL).
+  Result<SchemaIdentity> identity = ReadIdentity(db);
+  if (!identity.ok()) return identity.status().WithContext("open " + path);
+  IPTKIT_RETURN_IF_ERROR(CheckIdentity(*identity, path));
+
+  IPTKIT_ASSIGN_OR_RETURN(Statement wal, db.Prepare("PRAGMA journal_mode = WAL", "PRAGMA journal_mode = WAL"));
+  IPTKIT_ASSIGN_OR_RETURN(bool row, wal.Step());
+  std::string mode = row ? wal.ColumnText(0) : "";
+  if (mode != "wal") {
+    return Status::FailedPrecondition("open " + path + ": cannot use WAL journal mode (got '" + mode + "')");
+  }
+  wal = Statement();
+  IPTKIT_RETURN_IF_ERROR(Pragma(db, "PRAGMA synchronous = FULL"));
+  IPTKIT_RETURN_IF_ERROR(Pragma(db, "PRAGMA foreign_keys = ON"));
+
+  {
+    IPTKIT_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::BeginImmediate(db, "migrate schema"));
+    // Again under the write lock: another process may have created or migrated the schema meanwhile.
+    IPTKIT_ASSIGN_OR_RETURN(SchemaIdentity locked, ReadIdentity(db));
+    IPTKIT_RETURN_IF_ERROR(CheckIdentity(locked, path));
+    for (int64_t version = locked.user_version; version < kSchemaVersion; ++version) {
+      IPTKIT_RETURN_IF_ERROR(db.Exec(kMigrations[version], "migrate schema to version " + std::to_string(version + 1)));
+    }
+    IPTKIT_RETURN_IF_ERROR(txn.Commit());
+  }
+  return std::unique_ptr<Store>(new Store(std::make_unique<Impl>(std::move(db))));
+}
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Store::~Store() = default;
+
+Status Store::Write(const std::function<Status(Tx&)>& fn) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("Write"));
+  IPTKIT_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::BeginImmediate(impl_->db, "write"));
+  WriterScope writer(impl_->writer);
+  TxImpl tx(impl_->db);
+  Status status = fn(tx);
+  if (!status.ok()) {
+    txn.Rollback();
+    return status;
+  }
+  return txn.Commit();
+}
+
+Result<std::vector<OwnerRecord>> Store::ListOwners() {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("ListOwners"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st, impl_->db.Prepare(Sql({"SELECT ", kOwnerColumns, " FROM owners ORDER BY owner"}), "list owners"));
+  std::vector<OwnerRecord> owners;
+  while (true) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return owners;
+    owners.push_back(ReadOwner(st));
+  }
+}
+
+Result<std::optional<OwnerRecord>> Store::GetOwner(const std::string& owner) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("GetOwner"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st, impl_->db.Prepare(Sql({"SELECT ", kOwnerColumns, " FROM owners WHERE owner = ?1"}), "get owner"));
+  st.Bind(1, owner);
+  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<OwnerRecord>();
+  return std::optional<OwnerRecord>(ReadOwner(st));
+}
+
+Result<std::vector<ManagedRule>> Store::ListManagedRules() {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("ListManagedRules"));
+  IPTKIT_ASSIGN_OR_RETURN(Statement st,
+                          impl_->db.Prepare(Sql({"SELECT ", kManagedRuleColumns, " FROM managed_rules ORDER BY seq"}),
+                                            "list managed rules"));
+  std::vector<ManagedRule> rules;
+  while (true) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return rules;
+    IPTKIT_ASSIGN_OR_RETURN(ManagedRule rule, ReadManagedRule(st));
+    rules.push_back(std::move(rule));
+  }
+}
+
+Result<std::vector<ConfirmRecord>> Store::ListConfirms(bool pending_only) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("ListConfirms"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st, impl_->db.Prepare(Sql({"SELECT ", kConfirmColumns,
+                                           " FROM confirms WHERE ?1 = 0 OR state = 'pending' ORDER BY created_ms, id"}),
+                                      "list confirms"));
+  st.Bind(1, int64_t{pending_only ? 1 : 0});
+  std::vector<ConfirmRecord> records;
+  while (true) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return records;
+    IPTKIT_ASSIGN_OR_RETURN(ConfirmRecord record, ReadConfirm(st));
+    records.push_back(std::move(record));
+  }
+}
+
+Result<std::optional<ConfirmRecord>> Store::GetConfirm(const std::string& id) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("GetConfirm"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st,
+      impl_->db.Prepare(Sql({"SELECT ", kConfirmColumns, " FROM confirms WHERE id = ?1"}), "get confirm"));
+  st.Bind(1, id);
+  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<ConfirmRecord>();
+  IPTKIT_ASSIGN_OR_RETURN(ConfirmRecord record, ReadConfirm(st));
+  return std::optional<ConfirmRecord>(std::move(record));
+}
+
+Result<AuditPage> Store::QueryAudit(const AuditQuery& query) {
+  if (query.limit < 1 || query.limit > kMaxAuditLimit) {
+    return Status::InvalidArgument("audit limit must be 1.." + std::to_string(kMaxAuditLimit) + ", got " +
+                                   std::to_string(query.limit));
+  }
+  // The SQL text is put together from constant fragments only; every value is a bound parameter.
+  std::string sql =
+      "SELECT id, time_ms, principal, request_id, action, request, result, message, diff FROM audit WHERE 1";
+  if (!query.principal.empty()) sql += " AND principal = ?1";
+  if (!query.action.empty()) sql += " AND action = ?2";
+  if (query.result == "error") {
+    sql += " AND result <> ?3";
+  } else if (!query.result.empty()) {
+    bool known = query.result == "ok";
+    for (int code = static_cast<int>(StatusCode::kInvalidArgument); code <= static_cast<int>(StatusCode::kInternal);
+         ++code) {
+      known = known || StatusCodeName(static_cast<StatusCode>(code)) == query.result;
+    }
+    if (!known) {
+      return Status::InvalidArgument("audit result filter '" + query.result +
+                                     "': expected ok, error or a status code name such as INVALID_ARGUMENT");
+    }
+    sql += " AND result = ?3";
+  }
+  if (!query.request_id.empty()) sql += " AND request_id = ?4";
+  if (query.since_ms.has_value()) sql += " AND time_ms >= ?5";
+  if (query.until_ms.has_value()) sql += " AND time_ms < ?6";
+  if (query.before_id.has_value()) sql += " AND id < ?7";
+  sql += " ORDER BY id DESC LIMIT ?8";
+
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("QueryAudit"));
+  IPTKIT_ASSIGN_OR_RETURN(Statement st, impl_->db.Prepare(sql, "query audit log"));
+  // ?8 is always present, so ?1..?7 exist as parameters even when their condition was left out.
+  st.Bind(1, query.principal)
+      .Bind(2, query.action)
+      .Bind(3, query.result == "error" ? std::string("ok") : query.result)
+      .Bind(4, query.request_id)
+      .Bind(5, query.since_ms)
+      .Bind(6, query.until_ms)
+      .Bind(7, query.before_id)
+      .Bind(8, int64_t{query.limit} + 1);  // one more row tells whether there is a next page
+  AuditPage page;
+  while (true) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    if (page.entries.size() == static_cast<size_t>(query.limit)) {
+      page.next_before = page.entries.back().id;
+      break;
+    }
+    page.entries.push_back(AuditEntry{st.ColumnInt64(0), st.ColumnInt64(1), st.ColumnText(2), st.ColumnText(3),
+                                      st.ColumnText(4), st.ColumnText(5), st.ColumnText(6), st.ColumnText(7),
+                                      st.ColumnText(8)});
+  }
+  return page;
+}
+
+Result<std::string> Store::CreateToken(const std::string& name, const Scopes& scopes, int64_t now_ms) {
+  if (!IsTokenName(name)) {
+    return Status::InvalidArgument("token name '" + name + "': must be 1..64 characters of [A-Za-z0-9._-]");
+  }
+  IPTKIT_RETURN_IF_ERROR(ValidateScopes(scopes).WithContext("token '" + name + "'"));
+  IPTKIT_ASSIGN_OR_RETURN(std::string secret, NewSecret());
+  std::string hash = Sha256Hex(secret);
+  if (hash.size() != 64) return Status::Internal("token '" + name + "': SHA-256 failed (OpenSSL)");
+
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("CreateToken"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st,
+      impl_->db.Prepare("INSERT INTO tokens (name, hash, scopes, created_ms) VALUES (?1, ?2, ?3, ?4)", "create token"));
+  st.Bind(1, name).Bind(2, hash).Bind(3, ScopesToJson(scopes)).Bind(4, now_ms);
+  Status status = st.Run();
+  // A hash collision of two 200-bit secrets is not a case to design for: a conflict is the name.
+  if (status.code() == StatusCode::kAlreadyExists) return Status::AlreadyExists("token '" + name + "' already exists");
+  IPTKIT_RETURN_IF_ERROR(status);
+  return secret;
+}
+
+Result<std::vector<TokenRecord>> Store::ListTokens() {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("ListTokens"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st, impl_->db.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens ORDER BY name"}), "list tokens"));
+  std::vector<TokenRecord> tokens;
+  while (true) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return tokens;
+    IPTKIT_ASSIGN_OR_RETURN(TokenRecord token, ReadToken(st));
+    tokens.push_back(std::move(token));
+  }
+}
+
+Status Store::RevokeToken(const std::string& name, int64_t now_ms) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("RevokeToken"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st,
+      impl_->db.Prepare("UPDATE tokens SET revoked_ms = coalesce(revoked_ms, ?2) WHERE name = ?1", "revoke token"));
+  st.Bind(1, name).Bind(2, now_ms);
+  IPTKIT_RETURN_IF_ERROR(st.Run());
+  if (impl_->db.Changes() == 0) return Status::NotFound("token '" + name + "' does not exist");
+  return Status::Ok();
+}
+
+Result<std::optional<TokenRecord>> Store::LookupToken(std::string_view secret) {
+  std::string hash = Sha256Hex(secret);
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("LookupToken"));
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st,
+      impl_->db.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"}),
+                        "look up token"));
+  st.Bind(1, hash);
+  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<TokenRecord>();
+  IPTKIT_ASSIGN_OR_RETURN(TokenRecord token, ReadToken(st));
+  return std::optional<TokenRecord>(std::move(token));
+}
+
+Result<std::optional<std::string>> Store::GetMeta(const std::string& key) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("GetMeta"));
+  IPTKIT_ASSIGN_OR_RETURN(Statement st, impl_->db.Prepare("SELECT value FROM meta WHERE key = ?1", "get meta"));
+  st.Bind(1, key);
+  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return std::optional<std::string>();
+  return std::optional<std::string>(st.ColumnText(0));
+}
+
+Status Store::PutMeta(const std::string& key, const std::string& value) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("PutMeta"));
+  IPTKIT_ASSIGN_OR_RETURN(Statement st, impl_->db.Prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                                                          "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                                          "put meta"));
+  st.Bind(1, key).Bind(2, value);
+  return st.Run();
+}
+
+}  // namespace iptkit::store

@@ -1,0 +1,238 @@
+// Store: the daemon's persistent state in one SQLite database (WAL): owners' declarative documents, managed rules
+// (rules added through the daemon with an owner, optionally with a TTL deadline), pending commit-confirm
+// transactions with what undoes them, the audit log, and API tokens (hashed). DESIGN.md §7, docs/daemon.md.
+//
+// Durability: journal_mode=WAL, synchronous=FULL: a Write that returned OK survives a crash of the daemon and a
+// power loss. Every Write is one SQLite transaction: all of it or nothing.
+// Times are milliseconds since the Unix epoch, given by the caller (so tests control the clock).
+// Thread-safety: all methods are safe to call concurrently (one connection behind a mutex). Another process (the
+// `iptkitd token` command) may open the same file at the same time; SQLite's locking serializes writers and a busy
+// database is waited for up to 5 s, then Unavailable.
+//
+//   IPTKIT_ASSIGN_OR_RETURN(auto store, store::Store::Open("/var/lib/iptkitd/iptkitd.db"));
+//   IPTKIT_RETURN_IF_ERROR(store->Write([&](store::Store::Tx& tx) -> Status {
+//     IPTKIT_RETURN_IF_ERROR(tx.PutOwner("myapp", document_json, now_ms));
+//     return tx.AppendAudit(entry).status();
+//   }));
+//   IPTKIT_ASSIGN_OR_RETURN(std::vector<store::OwnerRecord> owners, store->ListOwners());
+#ifndef IPTKIT_SRC_STORE_STORE_H_
+#define IPTKIT_SRC_STORE_STORE_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+
+namespace iptkit::store {
+
+// ---- Records ----
+
+// An owner known to the daemon. `document` is the owner's declarative desired state as JSON text
+// (DesiredStateToJson of what PUT /v1/owners/OWNER accepted); nullopt when the owner has only managed rules.
+struct OwnerRecord {
+  std::string owner;
+  std::optional<std::string> document;
+  int64_t updated_ms = 0;
+  friend bool operator==(const OwnerRecord&, const OwnerRecord&) = default;
+};
+
+// Where a managed rule sits among the owner's rules of its chain (docs/daemon.md): kFirst rules come before the
+// owner's other rules of the chain (newest first, like repeated `-I CHAIN 1`), kLast ones after them (oldest first,
+// like repeated `-A`).
+enum class Position { kFirst, kLast };
+std::string_view PositionName(Position position);  // "first" / "last"
+
+// A rule added through the daemon with an owner. Identity (the "same add") is (owner, family, table, chain,
+// spec): adding it again updates position/deadline instead of creating a second row.
+struct ManagedRule {
+  int64_t seq = 0;  // assigned by the store on first insert, increasing; kept when the same add is repeated
+  std::string owner;
+  Family family = Family::kIPv4;
+  std::string table;
+  std::string chain;
+  std::string spec;     // canonical spec WITHOUT the owner tag
+  std::string rule_id;  // the id of the tag "iptkit:<owner>:<rule_id>"
+  Position position = Position::kLast;
+  std::optional<int64_t> deadline_ms;  // nullopt: permanent
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  friend bool operator==(const ManagedRule&, const ManagedRule&) = default;
+};
+
+// The identity of a managed rule.
+struct ManagedRuleKey {
+  std::string owner;
+  Family family = Family::kIPv4;
+  std::string table;
+  std::string chain;
+  std::string spec;
+  friend auto operator<=>(const ManagedRuleKey&, const ManagedRuleKey&) = default;
+};
+ManagedRuleKey KeyOf(const ManagedRule& rule);
+
+// A transaction applied with confirm_within. `rollback` is opaque JSON text written by the service (what undoes
+// the transaction); the store only keeps it.
+struct ConfirmRecord {
+  enum class State { kPending, kConfirmed, kRolledBack, kRollbackFailed };
+  std::string id;
+  State state = State::kPending;
+  int64_t deadline_ms = 0;
+  std::string principal;
+  std::string request_id;
+  std::string rollback;  // JSON text
+  int64_t created_ms = 0;
+  std::optional<int64_t> resolved_ms;  // set with any state but kPending
+  std::string message;                 // why/how it was resolved ("" while pending)
+  friend bool operator==(const ConfirmRecord&, const ConfirmRecord&) = default;
+};
+std::string_view ConfirmStateName(ConfirmRecord::State state);  // "pending", "confirmed", "rolled_back", ...
+
+// One audited change (or attempted change).
+struct AuditEntry {
+  int64_t id = 0;  // assigned by the store, increasing
+  int64_t time_ms = 0;
+  std::string principal;   // "token:ci", "uid:0", "iptkitd" (the daemon itself: TTL expiry, drift repair, ...)
+  std::string request_id;
+  std::string action;      // "append", "transaction", "put_owner", "ttl_expire", "drift_repair", ...
+  std::string request;     // JSON text of the request (ops, rule, document)
+  std::string result;      // "ok", or a status code name such as "INVALID_ARGUMENT"
+  std::string message;     // error message ("" when ok)
+  std::string diff;        // the restore lines committed for this request ("" when nothing changed)
+  friend bool operator==(const AuditEntry&, const AuditEntry&) = default;
+};
+
+struct AuditQuery {
+  // Filters (empty/nullopt = any). `result` "ok" matches successes, "error" every failure, else a code name.
+  std::string principal;
+  std::string action;
+  std::string result;
+  std::string request_id;
+  std::optional<int64_t> since_ms;  // time_ms >= since_ms
+  std::optional<int64_t> until_ms;  // time_ms < until_ms
+  // Paging: newest first; entries with id < before_id (nullopt: from the newest). 1..1000.
+  std::optional<int64_t> before_id;
+  int limit = 100;
+};
+struct AuditPage {
+  std::vector<AuditEntry> entries;     // newest first
+  std::optional<int64_t> next_before;  // pass as before_id for the next page; nullopt when this is the last page
+};
+
+// What a token may do. Empty lists mean "any".
+struct Scopes {
+  bool read = false;   // GET of rules, owners, audit, events, metrics
+  bool write = false;  // any change
+  std::vector<std::string> tables;  // tables it may change
+  std::vector<std::string> chains;  // chains it may change (any table)
+  std::vector<std::string> owners;  // owners whose state it may change; when set, unowned changes are refused
+  std::optional<int64_t> max_ttl_seconds;  // longest TTL it may give; when set, adds without a TTL are refused
+  friend bool operator==(const Scopes&, const Scopes&) = default;
+};
+// Parses the command-line scope words: "read", "write", "table:NAME", "chain:NAME", "owner:NAME". InvalidArgument
+// naming the bad word. NAME is checked: a table iptables knows (KnownTables), a valid chain name
+// (ValidateChainName), an owner of [a-z0-9-]{1,32}. Repeated words count once.
+Result<Scopes> ParseScopes(const std::vector<std::string>& words);
+// The words again, in the order read, write, tables, chains, owners (max_ttl is not a word).
+std::vector<std::string> ScopeWords(const Scopes& scopes);
+
+struct TokenRecord {
+  std::string name;  // [A-Za-z0-9._-]{1,64}, unique
+  Scopes scopes;
+  int64_t created_ms = 0;
+  std::optional<int64_t> revoked_ms;
+  friend bool operator==(const TokenRecord&, const TokenRecord&) = default;
+};
+
+// ---- The store ----
+
+class Store {
+ public:
+  // Opens (creating when missing) the database file; the directory must exist. Creates or migrates the schema
+  // (PRAGMA user_version). The file is created with mode 0600 (it holds token hashes and the audit log).
+  // A file that is not an iptkitd database, or one with a newer schema version, is FailedPrecondition.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // One unit of work inside Write. Only valid during the Write call that passed it.
+  class Tx {
+   public:
+    virtual ~Tx() = default;
+    // Creates or replaces the owner row (document nullopt: no document, the owner has only managed rules); its
+    // managed rules stay. InvalidArgument for an owner name that is not [a-z0-9-]{1,32}.
+    virtual Status PutOwner(const std::string& owner, const std::optional<std::string>& document,
+                            int64_t now_ms) = 0;
+    // Deletes the owner row and all its managed rules. NotFound when there is no such owner.
+    virtual Status DeleteOwner(const std::string& owner) = 0;
+    // Inserts the rule, or for an existing key updates rule_id, position, deadline_ms and updated_ms (created_ms
+    // and seq stay). Creates the owner row (without document) when it does not exist. Returns the stored record.
+    // rule.created_ms is used on the first insert only; rule.seq is ignored. InvalidArgument for a bad owner name
+    // or an empty table or chain.
+    virtual Result<ManagedRule> UpsertManagedRule(const ManagedRule& rule) = 0;
+    // Puts back a managed rule exactly as recorded (seq and times included), replacing a row with the same key;
+    // used to undo a change (commit-confirm rollback). Creates the owner row when it does not exist. AlreadyExists
+    // when rule.seq belongs to a rule with another key.
+    virtual Status RestoreManagedRule(const ManagedRule& rule) = 0;
+    // NotFound when absent.
+    virtual Status DeleteManagedRule(const ManagedRuleKey& key) = 0;
+    // Inserts a pending confirm record. AlreadyExists for a used id; InvalidArgument for an empty id or a record
+    // that is not pending.
+    virtual Status PutConfirm(const ConfirmRecord& record) = 0;
+    // Moves a pending record to `state` (not kPending) with resolved_ms and message. NotFound for an unknown id,
+    // FailedPrecondition when it is no longer pending.
+    virtual Status ResolveConfirm(const std::string& id, ConfirmRecord::State state, int64_t now_ms,
+                                  const std::string& message) = 0;
+    // Appends; returns the assigned id.
+    virtual Result<int64_t> AppendAudit(const AuditEntry& entry) = 0;
+  };
+  // Runs `fn` in one SQLite transaction (BEGIN IMMEDIATE): commits when it returns OK, rolls back otherwise (and
+  // returns its Status). A failing COMMIT is returned too, with nothing written. `fn` must use only `tx`: another
+  // Store method called from inside fn returns FailedPrecondition (it would wait for the lock fn holds).
+  Status Write(const std::function<Status(Tx&)>& fn);
+
+  // ---- Reads ----
+  Result<std::vector<OwnerRecord>> ListOwners();  // by owner name
+  Result<std::optional<OwnerRecord>> GetOwner(const std::string& owner);
+  Result<std::vector<ManagedRule>> ListManagedRules();  // by seq
+  // Pending records only when pending_only, else all; by created_ms, then id.
+  Result<std::vector<ConfirmRecord>> ListConfirms(bool pending_only);
+  Result<std::optional<ConfirmRecord>> GetConfirm(const std::string& id);
+  // InvalidArgument for a limit outside 1..1000 or a result filter that is not "ok", "error" or a code name.
+  Result<AuditPage> QueryAudit(const AuditQuery& query);
+
+  // ---- Tokens ----
+  // Creates a token and returns its secret: "iptk_" followed by 40 characters of RFC 4648 base32 (lower case,
+  // 200 bits from getrandom(2)). Only the SHA-256 of the secret is stored. AlreadyExists for a name in use (also
+  // a revoked one), InvalidArgument for a bad name or scopes ParseScopes would refuse (or max_ttl_seconds <= 0).
+  Result<std::string> CreateToken(const std::string& name, const Scopes& scopes, int64_t now_ms);
+  Result<std::vector<TokenRecord>> ListTokens();  // by name, revoked ones included
+  // NotFound for an unknown name; revoking twice is OK (keeps the first time).
+  Status RevokeToken(const std::string& name, int64_t now_ms);
+  // The live (not revoked) token whose secret this is, or nullopt. Compares hashes only.
+  Result<std::optional<TokenRecord>> LookupToken(std::string_view secret);
+
+  // ---- Small key/value settings (e.g. the netns the state belongs to) ----
+  Result<std::optional<std::string>> GetMeta(const std::string& key);
+  Status PutMeta(const std::string& key, const std::string& value);
+
+  // Implementation (store.cc).
+  struct Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Lower-case hex SHA-256 of `data` (OpenSSL libcrypto).
+std::string Sha256Hex(std::string_view data);
+
+}  // namespace iptkit::store
+
+#endif  // IPTKIT_SRC_STORE_STORE_H_

@@ -1,0 +1,496 @@
+#include "tools/iptkitd/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "src/base/errno_status.h"
+#include "src/base/unique_fd.h"
+
+namespace iptkit::daemon {
+namespace {
+
+constexpr size_t kMaxConfigBytes = size_t{1} << 20;
+// sun_path holds the path and its terminating NUL (unix(7)).
+constexpr size_t kMaxSocketPath = sizeof(sockaddr_un::sun_path) - 1;
+
+bool IsBlank(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+
+std::string_view Trim(std::string_view s) {
+  while (!s.empty() && IsBlank(s.front())) s.remove_prefix(1);
+  while (!s.empty() && IsBlank(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+bool AllDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Decimal digits only (no sign, no blanks), at most `max`.
+bool ParseUnsigned(std::string_view s, uint64_t max, uint64_t* out) {
+  if (!AllDigits(s)) return false;
+  uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || ptr != s.data() + s.size() || v > max) return false;
+  *out = v;
+  return true;
+}
+
+std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+// The parsers below return reasons without the value; the public wrappers and ParseConfig add where and what.
+
+Result<Listener> ListenerOrReason(std::string_view text) {
+  Listener l;
+  std::string_view rest = text;
+  if (rest.starts_with("http://")) {
+    l.tls = Listener::Tls::kOff;
+    rest.remove_prefix(7);
+  } else if (rest.starts_with("https://")) {
+    l.tls = Listener::Tls::kOn;
+    rest.remove_prefix(8);
+  } else if (rest.find("://") != std::string_view::npos) {
+    return Status::InvalidArgument("unknown scheme (use http:// or https://, or none)");
+  }
+  if (l.tls != Listener::Tls::kAuto && rest.ends_with("/")) rest.remove_suffix(1);
+  if (rest.empty()) return Status::InvalidArgument("expected ADDRESS:PORT");
+
+  std::string_view host, port;
+  bool bracketed = false;
+  if (rest.front() == '[') {
+    const size_t close = rest.find(']');
+    if (close == std::string_view::npos) return Status::InvalidArgument("missing ']' after the IPv6 address");
+    host = rest.substr(1, close - 1);
+    bracketed = true;
+    rest.remove_prefix(close + 1);
+    if (!rest.starts_with(":")) return Status::InvalidArgument("expected ':PORT' after ']'");
+    port = rest.substr(1);
+  } else {
+    const size_t colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return Status::InvalidArgument("missing ':PORT'");
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return Status::InvalidArgument("an IPv6 address needs brackets: [ADDRESS]:PORT");
+    }
+  }
+  uint64_t port_number = 0;
+  if (!ParseUnsigned(port, 65535, &port_number)) return Status::InvalidArgument("the port must be 0..65535");
+  l.port = static_cast<int>(port_number);
+  if (host.empty()) return Status::InvalidArgument("missing address (use 0.0.0.0 or [::] for all addresses)");
+
+  const std::string host_str(host);
+  char buf[INET6_ADDRSTRLEN];
+  in6_addr a6;
+  in_addr a4;
+  if (bracketed) {
+    if (inet_pton(AF_INET6, host_str.c_str(), &a6) != 1) return Status::InvalidArgument("not an IPv6 address");
+    l.address = inet_ntop(AF_INET6, &a6, buf, sizeof(buf));
+  } else if (inet_pton(AF_INET, host_str.c_str(), &a4) == 1) {
+    l.address = inet_ntop(AF_INET, &a4, buf, sizeof(buf));
+  } else if (std::equal(host.begin(), host.end(), std::string_view("localhost").begin(),
+                        std::string_view("localhost").end(), [](char a, char b) { return (a | 0x20) == b; })) {
+    l.address = "127.0.0.1";
+  } else {
+    return Status::InvalidArgument("not a numeric address; host names other than localhost are not resolved");
+  }
+  return l;
+}
+
+Result<SocketPeer> SocketPeerOrReason(std::string_view text) {
+  SocketPeer p;
+  std::string_view rest = text;
+  if (rest.starts_with("uid:")) {
+    rest.remove_prefix(4);
+  } else if (rest.starts_with("gid:")) {
+    p.is_gid = true;
+    rest.remove_prefix(4);
+  } else {
+    return Status::InvalidArgument("expected uid:N or gid:N, optionally followed by :ro or :rw");
+  }
+  std::string_view id = rest, mode;
+  if (const size_t colon = rest.find(':'); colon != std::string_view::npos) {
+    id = rest.substr(0, colon);
+    mode = rest.substr(colon + 1);
+    if (mode == "ro") {
+      p.read_only = true;
+    } else if (mode != "rw") {
+      return Status::InvalidArgument("the access must be ro or rw");
+    }
+  }
+  uint64_t n = 0;
+  if (!ParseUnsigned(id, std::numeric_limits<uint32_t>::max() - 1, &n)) {
+    return Status::InvalidArgument("the id must be a number 0..4294967294 (names are not looked up)");
+  }
+  p.id = static_cast<uint32_t>(n);
+  return p;
+}
+
+Result<std::chrono::milliseconds> DurationOrReason(std::string_view text) {
+  size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string_view number = text.substr(0, digits), unit = text.substr(digits);
+  int64_t factor = 0;
+  if (unit == "ms") {
+    factor = 1;
+  } else if (unit == "s" || unit.empty()) {
+    factor = 1000;
+  } else if (unit == "m") {
+    factor = 60 * 1000;
+  } else if (unit == "h") {
+    factor = 60 * 60 * 1000;
+  }
+  uint64_t n = 0;
+  if (factor == 0 || !ParseUnsigned(number, std::numeric_limits<int64_t>::max() / factor, &n)) {
+    return Status::InvalidArgument("expected a duration such as 250ms, 5s, 2m, 1h or a number of seconds");
+  }
+  if (n == 0) return Status::InvalidArgument("the duration must be greater than 0");
+  return std::chrono::milliseconds(static_cast<int64_t>(n) * factor);
+}
+
+Status PositiveSize(std::string_view v, size_t* out) {
+  uint64_t n = 0;
+  if (!ParseUnsigned(v, std::numeric_limits<size_t>::max(), &n) || n == 0) {
+    return Status::InvalidArgument("expected a positive integer");
+  }
+  *out = static_cast<size_t>(n);
+  return Status::Ok();
+}
+
+Status Number(std::string_view v, double min, double* out) {
+  double d = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size() || !std::isfinite(d) || d < min) {
+    return Status::InvalidArgument("expected a number >= " + std::to_string(static_cast<int>(min)));
+  }
+  *out = d;
+  return Status::Ok();
+}
+
+Status OneOf(std::string_view v, std::initializer_list<std::string_view> allowed, std::string* out) {
+  if (std::find(allowed.begin(), allowed.end(), v) == allowed.end()) {
+    std::string list;
+    for (std::string_view a : allowed) list += (list.empty() ? "" : "|") + std::string(a);
+    return Status::InvalidArgument("expected one of " + list);
+  }
+  *out = std::string(v);
+  return Status::Ok();
+}
+
+// The same rule as ValidateOwner in src/txn (owner tags "iptkit:<owner>:<id>", DESIGN.md §6).
+bool ValidOwner(std::string_view owner) {
+  return !owner.empty() && owner.size() <= 32 && std::all_of(owner.begin(), owner.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+  });
+}
+
+struct KeySpec {
+  bool repeatable = false;
+  // Applies a value; a non-OK Status carries the reason only.
+  std::function<Status(std::string_view, DaemonConfig*)> apply;
+};
+
+const std::map<std::string, KeySpec, std::less<>>& Keys() {
+  static const auto* keys = new std::map<std::string, KeySpec, std::less<>>{
+      {"netns",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          c->netns = std::string(v);
+          return Status::Ok();
+        }}},
+      {"backend",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          return OneOf(v, {"auto", "nft", "legacy", "fake"}, &c->backend);
+        }}},
+      {"listen",
+       {true,
+        [](std::string_view v, DaemonConfig* c) {
+          Result<Listener> l = ListenerOrReason(v);
+          if (!l.ok()) return l.status();
+          c->listen.push_back(*l);
+          return Status::Ok();
+        }}},
+      {"socket",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          if (v.size() > kMaxSocketPath) {
+            return Status::InvalidArgument("a unix socket path has at most " + std::to_string(kMaxSocketPath) +
+                                           " bytes");
+          }
+          c->socket = std::string(v);
+          return Status::Ok();
+        }}},
+      {"socket_mode",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          const bool octal = !v.empty() && v.size() <= 4 &&
+                             std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
+          uint32_t mode = 0;
+          if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+          if (!octal || mode > 0777) return Status::InvalidArgument("expected an octal mode 0..0777, e.g. 0660");
+          c->socket_mode = mode;
+          return Status::Ok();
+        }}},
+      {"socket_allow",
+       {true,
+        [](std::string_view v, DaemonConfig* c) {
+          Result<SocketPeer> p = SocketPeerOrReason(v);
+          if (!p.ok()) return p.status();
+          c->socket_allow.push_back(*p);
+          return Status::Ok();
+        }}},
+      {"state_dir",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          if (v.empty()) return Status::InvalidArgument("must not be empty");
+          c->state_dir = std::string(v);
+          return Status::Ok();
+        }}},
+      {"tls_cert",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          c->tls_cert = std::string(v);
+          return Status::Ok();
+        }}},
+      {"tls_key",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          c->tls_key = std::string(v);
+          return Status::Ok();
+        }}},
+      {"drift_interval",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          if (!d.ok()) return d.status();
+          c->drift_interval = *d;
+          return Status::Ok();
+        }}},
+      {"wait",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          if (!d.ok()) return d.status();
+          c->wait = *d;
+          return Status::Ok();
+        }}},
+      {"max_body_bytes",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }}},
+      {"max_ops", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }}},
+      {"rate_limit", {false, [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }}},
+      {"rate_burst", {false, [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }}},
+      {"max_connections",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }}},
+      {"max_batch", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }}},
+      {"log_level",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          return OneOf(v, {"trace", "debug", "info", "warn", "error", "off"}, &c->log_level);
+        }}},
+      {"default_owner",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          if (!ValidOwner(v)) return Status::InvalidArgument("an owner is 1..32 characters of [a-z0-9-]");
+          c->default_owner = std::string(v);
+          return Status::Ok();
+        }}},
+  };
+  return *keys;
+}
+
+// The value part of a line (after '='): a quoted string, or the text up to a comment, trimmed.
+Result<std::string> ParseValue(std::string_view raw) {
+  raw = Trim(raw);
+  if (!raw.starts_with("\"")) {
+    for (size_t i = 0; i < raw.size(); ++i) {
+      if (raw[i] == '#' && (i == 0 || IsBlank(raw[i - 1]))) {
+        raw = raw.substr(0, i);
+        break;
+      }
+    }
+    return std::string(Trim(raw));
+  }
+  std::string value;
+  size_t i = 1;
+  for (;; ++i) {
+    if (i >= raw.size()) return Status::InvalidArgument("missing closing '\"'");
+    const char c = raw[i];
+    if (c == '"') break;
+    if (c == '\\') {
+      if (i + 1 >= raw.size() || (raw[i + 1] != '"' && raw[i + 1] != '\\')) {
+        return Status::InvalidArgument("only \\\" and \\\\ may follow a backslash in a quoted value");
+      }
+      value += raw[++i];
+      continue;
+    }
+    value += c;
+  }
+  const std::string_view after = Trim(raw.substr(i + 1));
+  if (!after.empty() && after.front() != '#') return Status::InvalidArgument("text after the closing '\"'");
+  return value;
+}
+
+}  // namespace
+
+Result<Listener> ParseListener(std::string_view text) {
+  Result<Listener> l = ListenerOrReason(text);
+  if (!l.ok()) return Status::InvalidArgument("listener " + Quote(text) + ": " + l.status().message());
+  return l;
+}
+
+std::string FormatListener(const Listener& l) {
+  std::string out = l.tls == Listener::Tls::kOff ? "http://" : l.tls == Listener::Tls::kOn ? "https://" : "";
+  if (l.address.find(':') != std::string::npos) {
+    out += "[" + l.address + "]";
+  } else {
+    out += l.address;
+  }
+  return out + ":" + std::to_string(l.port);
+}
+
+bool IsLoopback(const Listener& l) {
+  if (l.address == "localhost") return true;
+  in_addr a4;
+  if (inet_pton(AF_INET, l.address.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6;
+  if (inet_pton(AF_INET6, l.address.c_str(), &a6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+}
+
+bool UsesTls(const Listener& l) {
+  switch (l.tls) {
+    case Listener::Tls::kOn:
+      return true;
+    case Listener::Tls::kOff:
+      return false;
+    case Listener::Tls::kAuto:
+      break;
+  }
+  return !IsLoopback(l);
+}
+
+Result<SocketPeer> ParseSocketPeer(std::string_view text) {
+  Result<SocketPeer> p = SocketPeerOrReason(text);
+  if (!p.ok()) return Status::InvalidArgument("socket peer " + Quote(text) + ": " + p.status().message());
+  return p;
+}
+
+std::string FormatSocketPeer(const SocketPeer& p) {
+  return std::string(p.is_gid ? "gid:" : "uid:") + std::to_string(p.id) + (p.read_only ? ":ro" : "");
+}
+
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
+  Result<std::chrono::milliseconds> d = DurationOrReason(text);
+  if (!d.ok()) return Status::InvalidArgument("duration " + Quote(text) + ": " + d.status().message());
+  return d;
+}
+
+Result<DaemonConfig> ParseConfig(std::string_view text, std::string_view file_name, DaemonConfig base) {
+  DaemonConfig config = std::move(base);
+  std::map<std::string, int, std::less<>> first_line;  // non-repeatable keys seen so far
+  int line_number = 0;
+  while (!text.empty()) {
+    ++line_number;
+    const size_t eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+
+    line = Trim(line);
+    if (line.empty() || line.front() == '#') continue;
+    const std::string where = std::string(file_name) + ":" + std::to_string(line_number) + ": ";
+    if (line.find('\0') != std::string_view::npos) return Status::InvalidArgument(where + "NUL byte in the line");
+    const size_t eq = line.find('=');
+    if (eq == std::string_view::npos) {
+      return Status::InvalidArgument(where + "expected 'key = value', got " + Quote(line));
+    }
+    const std::string_view key = Trim(line.substr(0, eq));
+    if (key.empty()) return Status::InvalidArgument(where + "missing key before '=' in " + Quote(line));
+    const auto spec = Keys().find(key);
+    if (spec == Keys().end()) {
+      return Status::InvalidArgument(where + std::string(key) + " " + Quote(Trim(line.substr(eq + 1))) +
+                                     ": unknown key");
+    }
+    Result<std::string> value = ParseValue(line.substr(eq + 1));
+    if (!value.ok()) {
+      return Status::InvalidArgument(where + std::string(key) + " " + Quote(Trim(line.substr(eq + 1))) + ": " +
+                                     value.status().message());
+    }
+    if (!spec->second.repeatable) {
+      auto [it, inserted] = first_line.emplace(std::string(key), line_number);
+      if (!inserted) {
+        return Status::InvalidArgument(where + std::string(key) + " " + Quote(*value) +
+                                       ": key given twice (first on line " + std::to_string(it->second) + ")");
+      }
+    }
+    if (Status s = spec->second.apply(*value, &config); !s.ok()) {
+      return Status::InvalidArgument(where + std::string(key) + " " + Quote(*value) + ": " + s.message());
+    }
+  }
+  return config;
+}
+
+Result<DaemonConfig> LoadConfigFile(const std::string& path, DaemonConfig base) {
+  base::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return base::ErrnoToStatus(errno, "config file " + path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return base::ErrnoToStatus(errno, "config file " + path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument("config file " + path + ": not a regular file");
+  std::string text;
+  char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return base::ErrnoToStatus(errno, "config file " + path);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      return Status::InvalidArgument("config file " + path + ": larger than " + std::to_string(kMaxConfigBytes) +
+                                     " bytes");
+    }
+  }
+  return ParseConfig(text, path, std::move(base));
+}
+
+Status ValidateConfig(const DaemonConfig& config) {
+  if (config.listen.empty() && config.socket.empty()) {
+    return Status::InvalidArgument("nothing to serve: set at least one listen address or a socket");
+  }
+  if (config.tls_cert.empty() != config.tls_key.empty()) {
+    return Status::InvalidArgument(config.tls_cert.empty() ? "tls_key is set but tls_cert is not"
+                                                           : "tls_cert is set but tls_key is not");
+  }
+  const bool have_tls = !config.tls_cert.empty();
+  std::set<std::pair<std::string, int>> bound;
+  for (const Listener& l : config.listen) {
+    const std::string name = "listener " + FormatListener(l);
+    // Port 0 picks a fresh port per bind, so two of them never collide.
+    if (l.port != 0 && !bound.emplace(l.address, l.port).second) {
+      return Status::InvalidArgument(name + ": address and port given twice");
+    }
+    if (l.tls == Listener::Tls::kOff && !IsLoopback(l)) {
+      return Status::InvalidArgument(name +
+                                     ": plain HTTP is only allowed on a loopback address; use https:// "
+                                     "with tls_cert and tls_key");
+    }
+    if (UsesTls(l) && !have_tls) {
+      return Status::InvalidArgument(name + ": TLS needs tls_cert and tls_key" +
+                                     (l.tls == Listener::Tls::kAuto ? " (a non-loopback address requires TLS)" : ""));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace iptkit::daemon

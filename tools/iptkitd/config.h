@@ -1,0 +1,110 @@
+// DaemonConfig: the settings of iptkitd, read from its configuration file (docs/daemon-config.md is the reference of
+// every key) and overridden by command-line flags, whose values use the same parsers.
+//
+// The file format: one `key = value` per line; blank lines are ignored; '#' starts a comment on a line of its own or
+// after whitespace (`listen = 127.0.0.1:8080  # local`; `netns = a#b` keeps the '#'); keys and values are trimmed.
+// A value in double quotes is taken verbatim between them, with \" and \\ as the only escapes (for leading or
+// trailing blanks, or " #"). `listen` and `socket_allow` may repeat and append; any other key given twice is an
+// error. Errors are InvalidArgument "FILE:LINE: KEY 'VALUE': reason"; nothing is partially applied.
+// Parsing never touches the system (no DNS, no file checks beyond reading the file itself).
+// Thread-safety: stateless functions.
+//
+//   IPTKIT_ASSIGN_OR_RETURN(DaemonConfig config, LoadConfigFile("/etc/iptkit/iptkitd.conf"));
+//   for (const std::string& flag : listen_flags) {
+//     IPTKIT_ASSIGN_OR_RETURN(Listener l, ParseListener(flag));
+//     config.listen.push_back(l);
+//   }
+//   IPTKIT_RETURN_IF_ERROR(ValidateConfig(config));
+#ifndef IPTKIT_TOOLS_IPTKITD_CONFIG_H_
+#define IPTKIT_TOOLS_IPTKITD_CONFIG_H_
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iptkit/status.h"
+
+namespace iptkit::daemon {
+
+// Who may use the unix socket, matched against the peer's SO_PEERCRED uid or gid.
+// Text form: "uid:0", "gid:27:ro", "uid:1000:rw" (rw is the default). Ids are numeric (no NSS lookups).
+struct SocketPeer {
+  bool is_gid = false;     // match the peer's gid instead of its uid
+  uint32_t id = 0;         // 0..4294967294 ((uid_t)-1 is not an id)
+  bool read_only = false;  // only GET requests
+
+  friend bool operator==(const SocketPeer&, const SocketPeer&) = default;
+};
+
+// One TCP listener. Text form: "127.0.0.1:8080", "[::1]:8080", "localhost:8080", "http://127.0.0.1:8080" (tls kOff),
+// "https://0.0.0.0:8443" (tls kOn); an optional trailing "/" after a URL. The host is a numeric IPv4 or IPv6 address
+// (IPv6 in brackets) or "localhost"; other host names are refused because they would need DNS.
+struct Listener {
+  // kAuto: TLS unless the address is loopback (see UsesTls).
+  enum class Tls { kAuto, kOff, kOn };
+  Tls tls = Tls::kAuto;
+  std::string address;  // numeric IPv4, or IPv6 without brackets in inet_ntop form; "localhost" becomes 127.0.0.1
+  int port = 0;         // 0..65535; 0 = any free port
+
+  friend bool operator==(const Listener&, const Listener&) = default;
+};
+
+Result<Listener> ParseListener(std::string_view text);
+// The text form that parses back to `l`: "https://[::1]:8443", "127.0.0.1:8080" (no scheme for kAuto).
+std::string FormatListener(const Listener& l);
+// 127.0.0.0/8 (also IPv4-mapped, ::ffff:127.x.y.z), ::1, "localhost".
+bool IsLoopback(const Listener& l);
+// Whether the listener speaks TLS: kOn, or kAuto on a non-loopback address.
+bool UsesTls(const Listener& l);
+
+Result<SocketPeer> ParseSocketPeer(std::string_view text);
+// "uid:0", "gid:27:ro".
+std::string FormatSocketPeer(const SocketPeer& p);
+
+// "250ms", "5s", "2m", "1h", or a plain integer = seconds. Integers only, no blanks; must be > 0.
+Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
+
+// Defaults are the values used when a key is absent. Each field names its key.
+struct DaemonConfig {
+  std::string netns;                           // netns: a name under /run/netns or a path; "" = the daemon's own
+  std::string backend = "auto";                // backend: auto|nft|legacy|fake (fake: in-memory, for tests)
+  std::vector<Listener> listen;                // listen (repeatable)
+  std::string socket;                          // socket: unix socket path (at most 107 bytes); "" = none
+  uint32_t socket_mode = 0660;                 // socket_mode: octal, at most 0777
+  std::vector<SocketPeer> socket_allow;        // socket_allow (repeatable)
+  std::string state_dir = "/var/lib/iptkitd";  // state_dir: SQLite store; not empty
+  std::string tls_cert;                        // tls_cert: PEM certificate chain file; "" = none
+  std::string tls_key;                         // tls_key: PEM private key file; "" = none
+  std::chrono::milliseconds drift_interval = std::chrono::seconds(5);  // drift_interval: drift check period
+  std::chrono::milliseconds wait = std::chrono::seconds(10);           // wait: bound on waiting for the xtables lock
+  size_t max_body_bytes = 1 << 20;                                     // max_body_bytes: request body limit; > 0
+  size_t max_ops = 1000;                                               // max_ops: ops / rules per request; > 0
+  double rate_limit = 100;                // rate_limit: requests per second per principal, >= 0; 0 = unlimited
+  double rate_burst = 200;                // rate_burst: token bucket size, >= 1
+  size_t max_connections = 256;           // max_connections: HTTP connections served at once; > 0
+  size_t max_batch = 1000;                // max_batch: requests per group commit; > 0
+  std::string log_level = "info";         // log_level: trace|debug|info|warn|error|off
+  std::string default_owner = "iptkitd";  // default_owner: owner of TTL rules added without one; [a-z0-9-]{1,32}
+
+  friend bool operator==(const DaemonConfig&, const DaemonConfig&) = default;
+};
+
+// Parses `text` on top of `base`: keys present replace base's values, repeatable keys append to them. `file_name`
+// only prefixes error messages. Does not call ValidateConfig (flags may still complete the configuration).
+Result<DaemonConfig> ParseConfig(std::string_view text, std::string_view file_name, DaemonConfig base = {});
+
+// Reads and parses the file at `path` (a regular file of at most 1 MiB). A missing file is NotFound naming the path.
+Result<DaemonConfig> LoadConfigFile(const std::string& path, DaemonConfig base = {});
+
+// Checks the whole configuration (after flags were applied); InvalidArgument naming the offending listener or key:
+// at least one listener or a socket; tls_cert and tls_key together or neither; no listener twice; plain HTTP (kOff)
+// only on loopback; a TLS listener (kOn, or kAuto on a non-loopback address) needs tls_cert and tls_key.
+// Does not check that files exist.
+Status ValidateConfig(const DaemonConfig& config);
+
+}  // namespace iptkit::daemon
+
+#endif  // IPTKIT_TOOLS_IPTKITD_CONFIG_H_
