@@ -56,7 +56,7 @@ class ServiceTest : public ::testing::Test {
     Service::Options options;
     auto kernel = kernel_;
     options.make_backend = [kernel]() -> Result<std::unique_ptr<backend::Backend>> {
-      return std::unique_ptr<backend::Backend>(new test::SharedFakeBackend(kernel));
+      return backend::NewSharedFakeHandle(kernel);
     };
     options.drift_interval = drift;
     options.firewall.before_commit_hook = [this] {

@@ -13,18 +13,13 @@
 #include <vector>
 
 #include "iptkit/dialect.h"
-#include "src/backend/fake/fake_backend.h"
+#include "src/backend/fake/shared_fake.h"
 
 namespace iptkit::service::test {
 
-// The shared kernel: a FakeBackend behind a mutex.
-struct FakeKernel {
-  std::mutex mu;
-  backend::FakeBackend fake;
-  // Called (under mu) before each commit; a non-OK Status rejects the batch like the kernel at COMMIT.
-  std::function<Status(const backend::TableBatch&)> reject;
-  int commits = 0;  // successful commits
-
+// The shared kernel (src/backend/fake/shared_fake.h) with helpers to look at it and to change it behind the
+// daemon's back.
+struct FakeKernel : backend::SharedFake {
   std::string Save(Family family) {
     std::lock_guard<std::mutex> lock(mu);
     Result<Ruleset> rs = fake.Read(family);
@@ -39,40 +34,6 @@ struct FakeKernel {
     batch.ops = std::move(ops);
     return fake.Commit(batch);
   }
-};
-
-// A Backend over a FakeKernel.
-class SharedFakeBackend : public backend::Backend {
- public:
-  explicit SharedFakeBackend(std::shared_ptr<FakeKernel> kernel) : kernel_(std::move(kernel)) {}
-  std::string name() const override { return "fake"; }
-  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
-    std::lock_guard<std::mutex> lock(kernel_->mu);
-    return kernel_->fake.Read(family, table, fresh_counters);
-  }
-  Status Commit(const backend::TableBatch& batch) override {
-    std::lock_guard<std::mutex> lock(kernel_->mu);
-    if (kernel_->reject) IPTKIT_RETURN_IF_ERROR(kernel_->reject(batch));
-    Status s = kernel_->fake.Commit(batch);
-    if (s.ok()) ++kernel_->commits;
-    return s;
-  }
-  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
-                                         const std::vector<Rule>& rules) override {
-    std::lock_guard<std::mutex> lock(kernel_->mu);
-    return kernel_->fake.Canonicalize(family, table, rules);
-  }
-  Result<std::unique_ptr<backend::LockGuard>> Lock(std::chrono::milliseconds wait) override {
-    std::lock_guard<std::mutex> lock(kernel_->mu);
-    return kernel_->fake.Lock(wait);
-  }
-  Result<FirewallInfo> Info() override {
-    std::lock_guard<std::mutex> lock(kernel_->mu);
-    return kernel_->fake.Info();
-  }
-
- private:
-  std::shared_ptr<FakeKernel> kernel_;
 };
 
 // A temporary directory removed by the destructor.

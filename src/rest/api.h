@@ -1,0 +1,101 @@
+// Api: the REST API of iptkitd (docs/rest.md, docs/openapi.yaml) as a transport-independent handler: an
+// HttpRequest in, an HttpResponse out. It routes, authenticates (bearer token, or unix socket peer), rate-limits,
+// checks scopes, decodes (src/rest/decode.h), calls the Service and encodes the answer; errors are
+// {"error":{"code","message","details"}} with the HTTP status from one table (src/rest/errors.h). No business
+// logic lives here. The HTTP listeners (http_server.h) only move bytes.
+// Thread-safety: Handle may be called from any number of threads at once.
+//
+//   Api api(service.get(), store.get(), &events, &metrics, options);
+//   HttpResponse r = api.Handle(HttpRequest{.method = "GET", .path = "/v1/ipv4", .headers = {{"authorization",
+//                                           "Bearer iptk_..."}}});
+#ifndef IPTKIT_SRC_REST_API_H_
+#define IPTKIT_SRC_REST_API_H_
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "src/rest/auth.h"
+#include "src/rest/decode.h"
+#include "src/rest/errors.h"
+#include "src/service/events.h"
+#include "src/service/metrics.h"
+#include "src/service/service.h"
+#include "src/store/store.h"
+
+namespace iptkit::rest {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", "PUT", "DELETE", ...
+  std::string path;    // decoded, without the query
+  Query query;
+  // Header names in lower case.
+  std::multimap<std::string, std::string> headers;
+  std::string body;
+  std::optional<PeerCred> peer;  // set for requests on the unix socket (then no token is needed)
+  std::string remote;            // for the access log: "127.0.0.1:5555", "unix"
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;
+  // Server-Sent Events: called repeatedly with a writer for the next chunk until it returns false (client gone
+  // or the stream ended); `body` is then ignored. The writer returns false when the client is gone.
+  std::function<bool(const std::function<bool(std::string_view)>& write)> stream;
+};
+
+struct ApiOptions {
+  std::string netns;                    // the netns the daemon serves, as configured ("" = its own)
+  std::string default_owner = "iptkitd";
+  size_t max_body_bytes = 1 << 20;
+  size_t max_ops = 1000;
+  double rate_limit = 100;  // requests per second per principal; 0 = unlimited
+  double rate_burst = 200;
+  std::vector<SocketRule> socket_allow;
+  std::string version;  // of iptkitd
+  // How often an idle event stream sends a keep-alive comment.
+  std::chrono::milliseconds sse_keepalive = std::chrono::seconds(15);
+};
+
+class Api {
+ public:
+  Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
+      ApiOptions options);
+  HttpResponse Handle(const HttpRequest& request);
+
+  // The route pattern a path matches ("/v1/{family}/tables/{table}"), or "" — for metrics labels and logs.
+  static std::string RouteName(std::string_view path);
+
+ private:
+  struct Context;
+  HttpResponse Dispatch(Context& ctx);
+  bool RateLimited(const std::string& principal, int* retry_after);
+
+  service::Service* service_;
+  store::Store* store_;
+  service::EventBus* events_;
+  service::Metrics* metrics_;
+  ApiOptions options_;
+  service::Metrics::Counter* requests_ = nullptr;      // {method, route, code}
+  service::Metrics::Histogram* latency_ = nullptr;     // {route}
+  service::Metrics::Counter* auth_failures_ = nullptr;  // {reason}
+
+  std::mutex rate_mu_;
+  struct Bucket {
+    double tokens = 0;
+    std::chrono::steady_clock::time_point last;
+  };
+  std::map<std::string, Bucket> buckets_;
+};
+
+}  // namespace iptkit::rest
+
+#endif  // IPTKIT_SRC_REST_API_H_

@@ -1,0 +1,78 @@
+// Who is asking and what they may do (docs/rest.md "Authentication").
+//
+// Every TCP request carries `Authorization: Bearer <token>`; the token is looked up by its SHA-256 in the store on
+// every request, so a revocation takes effect at once. A unix-socket peer is identified by SO_PEERCRED (uid, gid,
+// and its supplementary groups from SO_PEERGROUPS) and authorized by the configured uid/gid list. Scopes are
+// checked against everything a change touches before it is submitted: nothing is queued when one part is out of
+// scope.
+// Thread-safety: pure functions, except Authenticate (store access, itself thread-safe).
+//
+//   IPTKIT_ASSIGN_OR_RETURN(Principal who, PeerPrincipal(peer, allow));
+//   IPTKIT_RETURN_IF_ERROR(AuthorizeChange(who, TouchesOf(request)));
+#ifndef IPTKIT_SRC_REST_AUTH_H_
+#define IPTKIT_SRC_REST_AUTH_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "src/service/service.h"
+#include "src/store/store.h"
+
+namespace iptkit::rest {
+
+// The credentials of a unix socket peer.
+struct PeerCred {
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int32_t pid = 0;
+  std::vector<uint32_t> groups;  // supplementary groups
+};
+
+// One entry of the socket's allow list: a uid or a gid (primary or supplementary), read-only or read-write.
+struct SocketRule {
+  bool is_gid = false;
+  uint32_t id = 0;
+  bool read_only = false;
+};
+
+struct Principal {
+  std::string name;  // "token:ci", "uid:1000"
+  store::Scopes scopes;
+};
+
+// The principal of a socket peer: the first matching rule, uid rules before gid rules; read-write beats
+// read-only when both match. PermissionDenied naming the uid and gid when none matches.
+Result<Principal> PeerPrincipal(const PeerCred& peer, const std::vector<SocketRule>& allow);
+
+// The principal of an Authorization header value. Unauthenticated (returned as PermissionDenied with
+// `unauthenticated` set) when it is missing, not "Bearer <token>", or names no live token.
+struct AuthResult {
+  std::optional<Principal> principal;
+  std::string problem;  // why not, when principal is nullopt
+};
+AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
+
+// What a change touches.
+struct Touch {
+  Family family = Family::kIPv4;
+  std::string table;
+  std::string chain;  // "" = the whole table (flush/zero of every chain)
+  std::optional<std::string> owner;  // set for owned changes
+  bool owned_add = false;
+  std::optional<int64_t> ttl_seconds;  // of an owned add
+  bool permanent_add = false;          // an imperative append/insert/replace (no TTL possible)
+};
+std::vector<Touch> TouchesOf(const service::ChangeRequest& request);
+
+// PermissionDenied naming the scope that is missing ("token:ci may not change table nat").
+Status AuthorizeRead(const Principal& principal);
+Status AuthorizeChange(const Principal& principal, const std::vector<Touch>& touches);
+
+}  // namespace iptkit::rest
+
+#endif  // IPTKIT_SRC_REST_AUTH_H_
