@@ -145,11 +145,16 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   const size_t n = kernel.size();
   std::vector<std::string> kspec(n);
   std::vector<bool> ours(n);
+  // In an anchored chain the rules not made by iptkit are the anchors that head and tail are placed around. Rules
+  // of other iptkit owners are not: two owners' first (or last) hooks may interleave in any order, else each
+  // owner's apply would move its hooks above the other's and the two would take turns forever.
+  std::vector<bool> anchor(n);
   size_t foreign = 0;
   for (size_t i = 0; i < n; ++i) {
     kspec[i] = FormatRuleSpec(kernel[i]);
     ours[i] = IsOurs(kernel[i], owner_);
-    if (!ours[i]) ++foreign;
+    anchor[i] = !ours[i] && !kernel[i].OwnerTag().has_value();
+    if (anchor[i]) ++foreign;
   }
 
   // Desired segments: one list, or (anchored, with foreign rules) head, an empty list between each pair of
@@ -188,7 +193,7 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   std::unordered_map<std::string, size_t> last;
   for (size_t i = 0, seg = 0; i < n; ++i) {
     if (!ours[i]) {
-      if (anchored && foreign > 0) ++seg;
+      if (anchored && anchor[i]) ++seg;
       continue;
     }
     kseg[i] = seg;
@@ -244,7 +249,7 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   for (size_t i = 0; i < n; ++i) {
     if (!ours[i]) {
       fin.push_back({static_cast<int>(i), nullptr, &kspec[i]});
-      if (anchored && foreign > 0) run(++seg, 0);
+      if (anchored && anchor[i]) run(++seg, 0);
       continue;
     }
     if (match[i] < 0) continue;

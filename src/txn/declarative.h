@@ -77,6 +77,8 @@ struct DeclarativePlan {
 //  - Builtin chains: the hooks with position kFirst must be the chain's first rules, before any foreign rule
 //    (index 1, 2, ... in desired order); kLast hooks its last rules, after any foreign rule. A hook found
 //    behind a foreign rule (e.g. docker's `-I FORWARD 1`) is drift: it is deleted and inserted back in place.
+//    Here "foreign" means without any iptkit tag: other owners' rules may interleave with ours (each owner
+//    insisting on being first would make two owners move each other's hooks forever).
 //    Rules of ours in builtin chains that are not desired hooks are deleted, as are rules of ours in any other
 //    chain that is neither desired nor owned.
 //  - Duplicate copies of one of our rules in a chain (only a foreign tool copying them makes those) are

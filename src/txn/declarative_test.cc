@@ -493,6 +493,37 @@ TEST(PlanDeclarativeTest, HookPushedDownByForeignInsertIsMovedBackWithoutTouchin
   EXPECT_TRUE(Converge(rs, want)->empty());
 }
 
+// Regression: two owners with `first` hooks in one chain each moved their hook above the other's on every
+// apply (each treated the other's hook as a foreign rule), so a daemon's drift check repaired both forever.
+TEST(PlanDeclarativeTest, TwoOwnersFirstHooksShareTheTopWithoutMovingEachOther) {
+  Ruleset rs = AdminRuleset();
+  DesiredState mine = Want({}, {{"filter", "INPUT", HookRule::Position::kFirst, Drop("10.1.0.0/16")}});
+  DesiredState other = mine;
+  other.owner = "other";
+  other.hooks = {{"filter", "INPUT", HookRule::Position::kFirst, Drop("10.2.0.0/16")},
+                 {"filter", "INPUT", HookRule::Position::kLast, Drop("10.3.0.0/16")}};
+  ASSERT_TRUE(Converge(rs, mine).ok());
+  ASSERT_TRUE(Converge(rs, other).ok());
+  const std::vector<std::string> settled = SpecsWithoutTags(*rs.FindTable("filter")->FindChain("INPUT"));
+  EXPECT_EQ(settled.front(), "-s 10.2.0.0/16 -j DROP");  // the newer first hook went on top
+  EXPECT_EQ(settled[1], "-s 10.1.0.0/16 -j DROP");
+  EXPECT_EQ(settled.back(), "-s 10.3.0.0/16 -j DROP");
+  for (int round = 0; round < 3; ++round) {
+    auto a = Converge(rs, mine);
+    auto b = Converge(rs, other);
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_TRUE(a->empty()) << "round " << round;
+    EXPECT_TRUE(b->empty()) << "round " << round;
+  }
+  // A rule without a tag above them is still drift for both.
+  Chain& input = *rs.FindTable("filter")->FindChain("INPUT");
+  input.rules.insert(input.rules.begin(), Accept("10.9.0.0/16"));
+  ASSERT_TRUE(Converge(rs, mine).ok());
+  ASSERT_TRUE(Converge(rs, other).ok());
+  const std::vector<std::string> repaired = SpecsWithoutTags(*rs.FindTable("filter")->FindChain("INPUT"));
+  EXPECT_EQ(repaired[2], "-s 10.9.0.0/16 -j ACCEPT");
+}
+
 TEST(PlanDeclarativeTest, ForeignRulesAndPoliciesSurviveApplyChangeAndRemove) {
   Ruleset rs = AdminRuleset();
   const Ruleset original = rs;
