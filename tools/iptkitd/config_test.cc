@@ -456,5 +456,18 @@ TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
   }
 }
 
+// The example shipped for /etc/iptkit/iptkitd.conf parses and validates.
+TEST(DocsTest, PackagedConfigurationParses) {
+  const std::string path =
+      (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "packaging" / "iptkitd.conf")
+          .string();
+  if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found";
+  Result<DaemonConfig> c = LoadConfigFile(path);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(ValidateConfig(*c).ok()) << ValidateConfig(*c).ToString();
+  EXPECT_EQ(c->listen.size(), 1u);
+  EXPECT_EQ(c->socket, "/run/iptkitd/iptkitd.sock");
+}
+
 }  // namespace
 }  // namespace iptkit::daemon

@@ -39,7 +39,7 @@
 namespace iptkit::daemon {
 namespace {
 
-constexpr const char* kDefaultConfig = "/etc/iptkitd.conf";
+constexpr const char* kDefaultConfig = "/etc/iptkit/iptkitd.conf";
 
 std::string DbPath(const std::string& state_dir) { return state_dir + "/iptkitd.db"; }
 

@@ -1,0 +1,432 @@
+// Unit tests of the REST layer without sockets: errors and their details, decoding, scopes, and the Api handler
+// over a service on the shared fake backend.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "iptkit/dialect.h"
+#include "src/backend/fake/shared_fake.h"
+#include "src/base/subprocess.h"
+#include "src/rest/api.h"
+#include "src/rest/auth.h"
+#include "src/rest/decode.h"
+#include "src/rest/errors.h"
+
+namespace iptkit::rest {
+namespace {
+
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+// ---- errors ----
+
+TEST(ErrorsTest, OneTableMapsEveryCode) {
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInvalidArgument), 400);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kAlreadyExists), 409);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kAborted), 409);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kFailedPrecondition), 412);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kPermissionDenied), 403);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kUnavailable), 503);
+  EXPECT_EQ(HttpStatusFor(StatusCode::kInternal), 500);
+  EXPECT_EQ(ErrorCodeFor(StatusCode::kFailedPrecondition), "failed_precondition");
+}
+
+TEST(ErrorsTest, DetailsNameTheFieldTokenAndColumn) {
+  HttpError e = ErrorFromStatus(Status::InvalidArgument("/spec: '--dportx' at column 8: unknown option"));
+  EXPECT_EQ(e.field, "/spec");
+  EXPECT_EQ(e.token, "--dportx");
+  EXPECT_EQ(e.column, 8);
+  // A token with quotes in it.
+  e = ErrorFromStatus(Status::InvalidArgument("/ops/1/append/rule/spec: 'a'b' at column 3: bad"));
+  EXPECT_EQ(e.field, "/ops/1/append/rule/spec");
+  EXPECT_EQ(e.token, "a'b");
+  // Planner errors name the op; the transaction maps it to its pointer.
+  e = ErrorFromStatus(Status::NotFound("op 3 (append ipv4 filter X): chain 'X' does not exist"), {"/ops", ""});
+  EXPECT_EQ(e.http_status, 404);
+  EXPECT_EQ(e.field, "/ops/2");
+  // Without a pointer a single-rule request's field is given by the caller.
+  e = ErrorFromStatus(Status::InvalidArgument("iptables rejects 1 rule(s)"), {"", "/spec"});
+  EXPECT_EQ(e.field, "/spec");
+  json body = json::parse(ErrorBody(e, "r-1"));
+  EXPECT_EQ(body["error"]["code"], "invalid_argument");
+  EXPECT_EQ(body["error"]["details"]["request_id"], "r-1");
+  // Absurd numbers do not throw.
+  e = ErrorFromStatus(Status::InvalidArgument("'x' at column 99999999999999999999: y; op 99999999999999999 (z"));
+  EXPECT_FALSE(e.column.has_value());
+}
+
+// ---- decoding ----
+
+const DecodeOptions kOptions{"", "iptkitd", 3};
+const Location kInput{Family::kIPv4, "filter", "INPUT"};
+
+TEST(DecodeTest, RuleBodyWithOwnedMembers) {
+  Result<RuleBody> b = DecodeRuleBody(R"({"spec":"-s 10.0.0.1 -j DROP","owner":"bans","id":"x1","ttl":60})",
+                                      kInput, kOptions);
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(FormatRuleSpec(b->rule), "-s 10.0.0.1 -j DROP");
+  EXPECT_EQ(b->owner, "bans");
+  EXPECT_EQ(b->id, "x1");
+  EXPECT_EQ(b->ttl_seconds, 60);
+  // A ttl alone means the default owner.
+  b = DecodeRuleBody(R"({"spec":"-j DROP","ttl":5})", kInput, kOptions);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->owner, "iptkitd");
+}
+
+TEST(DecodeTest, RuleBodyErrorsNameTheMember) {
+  struct Case {
+    const char* body;
+    const char* starts;
+  } cases[] = {
+      {"", "(body): expected a JSON object"},
+      {"[]", "(body): expected a JSON object, got array"},
+      {R"({"spec":"-j DROP","ttl":0})", "/ttl: expected an integer 1..315360000"},
+      {R"({"spec":"-j DROP","ttl":"5"})", "/ttl: expected an integer"},
+      {R"({"spec":"-j DROP","owner":"Bad"})", "/owner:"},
+      {R"({"spec":"-j DROP","id":"x"})", "/id: an id needs an \"owner\""},
+      {R"({"spec":"-j DROP","table":"nat"})", "/table: 'nat' disagrees with the route's table 'filter'"},
+      {R"({"spec":"-j DROP","netns":"other"})", "/netns: this daemon serves"},
+      {R"({"spec":"-j DROP","index":2})", "/index: give the position in the URL"},
+      {R"({"spec":"-s example.com -j DROP"})", "/spec:"},
+      {R"({"spec":"-j DROP","x":1})", "/x: unknown field"},
+      {R"({"spec":"-j DROP","spec":"-j ACCEPT"})", "/spec"},
+      {R"({"spec":"-m comment --comment \"iptkit:a:b\" -j DROP"})", "/spec: the rule carries an owner tag"},
+  };
+  for (const Case& c : cases) {
+    Result<RuleBody> b = DecodeRuleBody(c.body, kInput, kOptions);
+    ASSERT_FALSE(b.ok()) << c.body;
+    EXPECT_EQ(b.status().code(), StatusCode::kInvalidArgument) << c.body;
+    EXPECT_THAT(b.status().message(), ::testing::StartsWith(c.starts)) << c.body;
+  }
+}
+
+TEST(DecodeTest, TransactionSplitsOwnedOpsAndEnforcesLimits) {
+  Result<TransactionBody> t = DecodeTransactionBody(
+      R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j ACCEPT"}}},
+                 {"insert":{"chain":"INPUT","index":1,"rule":{"spec":"-s 1.2.3.4 -j DROP","owner":"bans","ttl":9}}},
+                 {"delete":{"chain":"INPUT","rule":{"spec":"-s 5.6.7.8 -j DROP","owner":"bans"}}}],
+          "confirm_within":30,"dry_run":false})",
+      kOptions);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->ops.ops().size(), 1u);
+  ASSERT_EQ(t->adds.size(), 1u);
+  EXPECT_EQ(t->adds[0].position, store::Position::kFirst);
+  EXPECT_EQ(t->adds[0].ttl_seconds, 9);
+  ASSERT_EQ(t->deletes.size(), 1u);
+  EXPECT_EQ(t->confirm_within_seconds, 30);
+
+  auto error = [](const char* body) {
+    Result<TransactionBody> r = DecodeTransactionBody(body, kOptions);
+    return r.ok() ? std::string("ok") : r.status().message();
+  };
+  EXPECT_THAT(error(R"({"ops":[]})"), HasSubstr("/ops: no ops given"));
+  EXPECT_THAT(error(R"({"ops":[{"flush":{}},{"flush":{}},{"flush":{}},{"flush":{}}]})"),
+              HasSubstr("exceed this daemon's limit of 3"));
+  EXPECT_THAT(error(R"({"ops":[{"insert":{"chain":"INPUT","index":2,"rule":{"spec":"-j DROP","owner":"a"}}}]})"),
+              HasSubstr("/ops/0/insert/index"));
+  EXPECT_THAT(error(R"({"ops":[{"replace":{"chain":"INPUT","index":1,"rule":{"spec":"-j DROP","owner":"a"}}}]})"),
+              HasSubstr("/ops/0/replace/rule/owner"));
+  EXPECT_THAT(error(R"({"ops":[{"append":{"chain":"INPUT"}}]})"), HasSubstr("/ops/0/append/rule"));
+  EXPECT_THAT(error(R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j X"}}}],"extra":1})"),
+              HasSubstr("/extra: unknown field"));
+}
+
+TEST(DecodeTest, QueryParameters) {
+  Query q{{"limit", "5"}, {"since", "2026-12-02T04:00:00Z"}, {"flag", ""}, {"two", "a"}, {"two", "b"}};
+  EXPECT_EQ(**QueryInt(q, "limit", 1, 10), 5);
+  EXPECT_FALSE(QueryInt(q, "limit", 6, 10).ok());
+  EXPECT_EQ(**QueryTime(q, "since"), 1796184000000);
+  EXPECT_TRUE(*QueryBool(q, "flag"));
+  EXPECT_FALSE(QueryValue(q, "two").ok());
+  EXPECT_THAT(CheckQuery({{"token", "x"}}, {"token"}).message(), HasSubstr("Authorization header only"));
+  EXPECT_THAT(CheckQuery({{"nope", "x"}}, {"limit"}).message(), HasSubstr("unknown query parameter 'nope'"));
+  EXPECT_EQ(FormatTime(1796184000123), "2026-12-02T04:00:00.123Z");
+}
+
+// ---- scopes ----
+
+TEST(AuthTest, ScopesLimitTablesChainsOwnersAndTtl) {
+  Principal p{"token:t", {}};
+  p.scopes.read = true;
+  service::ChangeRequest r;
+  r.ops.Append(Family::kIPv4, "nat", "POSTROUTING", Rule{});
+  EXPECT_EQ(AuthorizeChange(p, TouchesOf(r)).code(), StatusCode::kPermissionDenied);  // no write
+  p.scopes.write = true;
+  EXPECT_TRUE(AuthorizeChange(p, TouchesOf(r)).ok());
+  p.scopes.tables = {"filter"};
+  EXPECT_THAT(AuthorizeChange(p, TouchesOf(r)).message(), HasSubstr("may not change table nat"));
+  service::ChangeRequest flush;
+  flush.ops.Flush(Family::kIPv4, "filter");
+  p.scopes.chains = {"INPUT"};
+  EXPECT_THAT(AuthorizeChange(p, TouchesOf(flush)).message(), HasSubstr("every chain"));
+
+  Principal bans{"token:bans", {}};
+  bans.scopes.read = bans.scopes.write = true;
+  bans.scopes.owners = {"bans"};
+  bans.scopes.max_ttl_seconds = 60;
+  service::ChangeRequest add;
+  add.adds.push_back({"bans", Family::kIPv4, "filter", "INPUT", Rule{}, store::Position::kLast, 30});
+  EXPECT_TRUE(AuthorizeChange(bans, TouchesOf(add)).ok());
+  add.adds[0].ttl_seconds = 120;
+  EXPECT_THAT(AuthorizeChange(bans, TouchesOf(add)).message(), HasSubstr("at most 60"));
+  add.adds[0].ttl_seconds.reset();
+  EXPECT_FALSE(AuthorizeChange(bans, TouchesOf(add)).ok());
+  add.adds[0].owner = "other";
+  add.adds[0].ttl_seconds = 10;
+  EXPECT_THAT(AuthorizeChange(bans, TouchesOf(add)).message(), HasSubstr("owner 'other'"));
+  EXPECT_FALSE(AuthorizeChange(bans, TouchesOf(r)).ok());  // unowned change
+}
+
+TEST(AuthTest, SocketPeersByUidAndGroups) {
+  std::vector<SocketRule> allow = {{false, 1000, true}, {true, 27, false}};
+  PeerCred reader{1000, 1000, 42, {}};
+  Result<Principal> p = PeerPrincipal(reader, allow);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->name, "uid:1000");
+  EXPECT_TRUE(p->scopes.read);
+  EXPECT_FALSE(p->scopes.write);
+  PeerCred member{1000, 1000, 42, {5, 27}};  // read-only by uid, read-write by a supplementary group
+  EXPECT_TRUE(PeerPrincipal(member, allow)->scopes.write);
+  PeerCred stranger{2000, 2000, 43, {}};
+  EXPECT_EQ(PeerPrincipal(stranger, allow).status().code(), StatusCode::kPermissionDenied);
+}
+
+// ---- the Api over a service on the fake backend ----
+
+class ApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "iptkit-rest-XXXXXX").string();
+    ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+    dir_ = tmpl;
+    kernel_ = std::make_shared<backend::SharedFake>();
+    ASSERT_TRUE(kernel_->fake.LoadSave(Family::kIPv4, "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+                                                      ":OUTPUT ACCEPT [0:0]\n-A INPUT -s 192.168.0.0/16 -j ACCEPT\n"
+                                                      "COMMIT\n")
+                    .ok());
+    store_ = *store::Store::Open(dir_ + "/iptkitd.db");
+    service::Service::Options options;
+    auto kernel = kernel_;
+    options.make_backend = [kernel]() -> Result<std::unique_ptr<backend::Backend>> {
+      return backend::NewSharedFakeHandle(kernel);
+    };
+    options.drift_interval = std::chrono::hours(1);
+    service_ = *service::Service::Start(std::move(options), store_.get(), &metrics_, &events_);
+    ApiOptions api_options;
+    api_options.version = "test";
+    api_options.rate_limit = 1000;
+    api_options.rate_burst = 1000;
+    api_options.max_body_bytes = 4096;
+    api_options.socket_allow = {{false, 0, false}};
+    api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics_, api_options);
+    admin_ = *store_->CreateToken("admin", *store::ParseScopes({"read", "write"}), 0);
+    reader_ = *store_->CreateToken("reader", *store::ParseScopes({"read"}), 0);
+  }
+  void TearDown() override {
+    api_.reset();
+    events_.Close();
+    service_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  HttpResponse Call(const std::string& method, const std::string& path, const std::string& body = "",
+                    const std::string& token = "", Query query = {}) {
+    HttpRequest req;
+    req.method = method;
+    req.path = path;
+    req.query = std::move(query);
+    req.body = body;
+    if (!body.empty()) req.headers.emplace("content-type", "application/json");
+    const std::string& t = token.empty() ? admin_ : token;
+    if (t != "-") req.headers.emplace("authorization", "Bearer " + t);
+    return api_->Handle(req);
+  }
+  std::string Kernel() {
+    std::lock_guard<std::mutex> lock(kernel_->mu);
+    return FormatSave(*kernel_->fake.Read(Family::kIPv4));
+  }
+
+  std::string dir_;
+  std::shared_ptr<backend::SharedFake> kernel_;
+  std::unique_ptr<store::Store> store_;
+  service::Metrics metrics_;
+  service::EventBus events_;
+  std::unique_ptr<service::Service> service_;
+  std::unique_ptr<Api> api_;
+  std::string admin_, reader_;
+};
+
+TEST_F(ApiTest, AuthenticationAndRouting) {
+  EXPECT_EQ(Call("GET", "/healthz", "", "-").status, 200);
+  HttpResponse r = Call("GET", "/v1/ipv4", "", "-");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "unauthenticated");
+  EXPECT_EQ(Call("GET", "/v1/ipv4", "", "iptk_wrong").status, 401);
+  EXPECT_EQ(Call("GET", "/v1/ipv4").status, 200);
+  EXPECT_EQ(Call("GET", "/v1/ipv5").status, 404);
+  EXPECT_EQ(Call("GET", "/nope").status, 404);
+  r = Call("PATCH", "/v1/ipv4");
+  EXPECT_EQ(r.status, 405);
+  bool allow = false;
+  for (auto& [k, v] : r.headers) allow = allow || (k == "Allow" && v == "GET");
+  EXPECT_TRUE(allow);
+  EXPECT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-j DROP"})", reader_).status, 403);
+  // Revoked at once.
+  ASSERT_TRUE(store_->RevokeToken("reader", 1).ok());
+  EXPECT_EQ(Call("GET", "/v1/ipv4", "", reader_).status, 401);
+  // Unix socket peers need no token.
+  HttpRequest peer;
+  peer.method = "GET";
+  peer.path = "/v1/version";
+  peer.peer = PeerCred{0, 0, 1, {}};
+  EXPECT_EQ(api_->Handle(peer).status, 200);
+  peer.peer = PeerCred{4242, 4242, 1, {}};
+  EXPECT_EQ(api_->Handle(peer).status, 403);
+}
+
+TEST_F(ApiTest, RuleLifecycleAndErrorsChangeNothing) {
+  const std::string rules = "/v1/ipv4/tables/filter/chains/INPUT/rules";
+  HttpResponse r = Call("POST", rules, R"({"spec":"-s 10.0.0.1 -j DROP"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(Kernel(), HasSubstr("-A INPUT -s 10.0.0.1/32 -j DROP"));
+  r = Call("POST", rules, R"({"spec":"-s 10.0.0.2 -j DROP"})", "", {{"position", "1"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = Call("GET", rules + "/1");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body)["spec"], "-s 10.0.0.2/32 -j DROP");
+  r = Call("PUT", rules + "/1", R"({"spec":"-s 10.0.0.3 -j DROP","expect":"-s 10.0.0.2/32 -j DROP"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = Call("PUT", rules + "/1", R"({"spec":"-s 10.0.0.4 -j DROP","expect":"-s 10.0.0.2/32 -j DROP"})");
+  EXPECT_EQ(r.status, 412) << r.body;
+  r = Call("DELETE", rules, R"({"spec":"-s 10.0.0.1/32 -j DROP"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = Call("DELETE", rules + "/1");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Kernel(),
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A INPUT -s 192.168.0.0/16 -j ACCEPT\nCOMMIT\n");
+
+  const std::string before = Kernel();
+  r = Call("POST", rules, R"({"spec":"-p tcp --dportx 22 -j ACCEPT"})");
+  EXPECT_EQ(r.status, 400);
+  json e = json::parse(r.body)["error"];
+  EXPECT_EQ(e["details"]["field"], "/spec");
+  EXPECT_EQ(e["details"]["token"], "--dportx");
+  EXPECT_EQ(e["details"]["column"], 8);
+  EXPECT_EQ(Call("POST", rules, "x", "", {}).status, 400);
+  HttpRequest wrong_type;
+  wrong_type.method = "POST";
+  wrong_type.path = rules;
+  wrong_type.body = R"({"spec":"-j DROP"})";
+  wrong_type.headers = {{"authorization", "Bearer " + admin_}, {"content-type", "text/plain"}};
+  EXPECT_EQ(api_->Handle(wrong_type).status, 415);
+  EXPECT_EQ(Call("POST", rules, std::string(5000, ' ')).status, 413);
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/NOPE").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/bogus").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/ipv4", "", "", {{"token", "abc"}}).status, 400);
+  EXPECT_EQ(Kernel(), before);
+}
+
+TEST_F(ApiTest, ThousandMalformedRequestsAreAll4xxAndChangeNothing) {
+  const std::string before = Kernel();
+  std::mt19937 rng(7);
+  const std::vector<std::string> paths = {"/v1/ipv4/tables/filter/chains/INPUT/rules", "/v1/transactions",
+                                          "/v1/owners/x", "/v1/ipv4/tables/filter/chains/INPUT",
+                                          "/v1/ipv4/tables/filter/chains/INPUT/rules/1"};
+  const std::vector<std::string> bodies = {
+      "{", "[]", "null", "1", R"({"spec":1})", R"({"spec":"-j"})", R"({"spec":"-s a.b -j DROP"})",
+      R"({"spec":"-s 1.1.1.1,2.2.2.2 -j DROP"})", R"({"ops":"x"})", R"({"ops":[{"bogus":{}}]})",
+      R"({"ops":[{"append":{"chain":"NOPE","rule":{"spec":"-j ACCEPT"}}}]})", R"({"chains":1})",
+      R"({"policy":"MAYBE"})", R"({"spec":"-j DROP","ttl":-1})", R"({"unknown":true})",
+      R"({"spec":"-m comment --comment \"a\nb\" -j DROP"})", "\xff\xfe", R"({"spec":"-j DROP"}trailing)"};
+  const std::vector<std::string> methods = {"POST", "PUT", "DELETE"};
+  int n = 0;
+  for (; n < 1000; ++n) {
+    HttpResponse r = Call(methods[rng() % methods.size()], paths[rng() % paths.size()], bodies[rng() % bodies.size()]);
+    ASSERT_GE(r.status, 400) << n << " " << r.body;
+    ASSERT_LT(r.status, 500) << n << " " << r.body;
+    json e = json::parse(r.body);
+    ASSERT_TRUE(e["error"].contains("code") && e["error"].contains("message") && e["error"].contains("details"));
+  }
+  EXPECT_EQ(Kernel(), before);
+  EXPECT_EQ(Call("GET", "/healthz").status, 200);
+}
+
+TEST_F(ApiTest, OwnersTransactionsAuditAndMetrics) {
+  HttpResponse r = Call("PUT", "/v1/owners/web",
+                        R"({"chains":[{"table":"filter","name":"WEB-IN","rules":[{"spec":"-p tcp --dport 443 -j ACCEPT"}]}],
+                            "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-j WEB-IN"}]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  r = Call("GET", "/v1/owners/web");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["in_sync"], true);
+  EXPECT_EQ(Call("PUT", "/v1/owners/web", R"({"owner":"other","chains":[]})").status, 400);
+  r = Call("POST", "/v1/transactions", R"({"ops":[{"policy":{"chain":"FORWARD","policy":"DROP"}}],"confirm_within":60})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const std::string id = json::parse(r.body)["transaction"];
+  r = Call("GET", "/v1/transactions/" + id);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body)["state"], "pending");
+  r = Call("POST", "/v1/transactions/" + id + "/confirm");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["state"], "confirmed");
+  r = Call("GET", "/v1/audit", "", "", {{"limit", "2"}});
+  ASSERT_EQ(r.status, 200);
+  json page = json::parse(r.body);
+  EXPECT_EQ(page["entries"].size(), 2u);
+  ASSERT_FALSE(page["next_before"].is_null());
+  r = Call("GET", "/v1/audit", "", "", {{"before", std::to_string(page["next_before"].get<int64_t>())}});
+  EXPECT_GE(json::parse(r.body)["entries"].size(), 1u);
+  r = Call("GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("iptkitd_owned_rule_packets_total{owner=\"web\""));
+  EXPECT_THAT(r.body, HasSubstr("iptkitd_http_requests_total{"));
+  r = Call("DELETE", "/v1/owners/web");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(Kernel(), ::testing::Not(HasSubstr("WEB-IN")));
+}
+
+// The daemon's whole /metrics output (every family the service and the API register, with owned-rule counters)
+// passes `promtool check metrics` (Debian's prometheus package).
+TEST_F(ApiTest, MetricsPassPromtool) {
+  if (!std::filesystem::exists("/usr/bin/promtool")) GTEST_SKIP() << "promtool not installed";
+  ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.9 -j DROP","ttl":60})").status,
+            200);
+  ASSERT_EQ(Call("GET", "/v1/ipv4").status, 200);
+  ASSERT_EQ(Call("GET", "/nope").status, 404);
+  HttpResponse r = Call("GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  EXPECT_THAT(r.body, HasSubstr("iptkitd_owned_rule_bytes_total{owner=\"iptkitd\""));
+  auto check = base::RunSubprocess(base::Cmd("/usr/bin/promtool", {"promtool", "check", "metrics"})
+                                       .Stdin(r.body)
+                                       .Timeout(std::chrono::seconds(30)));
+  ASSERT_TRUE(check.ok()) << check.status().ToString();
+  EXPECT_EQ(check->exit_code, 0) << check->stdout_text << check->stderr_text;
+  EXPECT_EQ(check->stdout_text + check->stderr_text, "") << r.body;
+}
+
+TEST_F(ApiTest, EventStreamDeliversCommits) {
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/v1/events";
+  req.headers = {{"authorization", "Bearer " + admin_}};
+  HttpResponse stream = api_->Handle(req);
+  ASSERT_TRUE(stream.stream);
+  ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-j ACCEPT"})").status, 200);
+  std::string got;
+  stream.stream([&](std::string_view chunk) {
+    got += chunk;
+    return true;
+  });
+  EXPECT_THAT(got, HasSubstr("event: commit\n"));
+  EXPECT_THAT(got, HasSubstr("\"action\":\"append\""));
+}
+
+}  // namespace
+}  // namespace iptkit::rest
