@@ -331,6 +331,25 @@ TEST_F(BatchPlannerTest, PositionOpsAfterEarlierRequestsUseTheSimulatedPositions
   EXPECT_EQ(Specs(v4, "filter", "INPUT")[1], "-p tcp -m tcp --dport 22 -j SSH");
 }
 
+// The table graph (loops, extension targets reached from hooks) is only re-checked when an op adds a rule whose
+// target is not a verdict; a loop closed by a later request is still refused, alone.
+TEST_F(BatchPlannerTest, JumpLoopAcrossRequestsIsRefusedAlone) {
+  BatchPlanner planner(fault_, Snaps());
+  Transaction chains;
+  chains.CreateChain(v4, "filter", "A").CreateChain(v4, "filter", "B").Append(v4, "filter", "A", R("-j B"));
+  ASSERT_TRUE(planner.AddTransaction(chains).ok());
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("B", "-s 1.1.1.1 -j DROP")).ok());
+  Status loop = planner.AddTransaction(AppendTxn("B", "-j A"));
+  EXPECT_EQ(loop.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(loop.message(), HasSubstr("loop"));
+  // An extension target in the user chain is checked against the hooks reaching it (none here: fine).
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("B", "-j LOG")).ok());
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_THAT(Lines(plan[0].batch), ElementsAre("-N A", "-N B", "-A A -j B", "-A B -s 1.1.1.1/32 -j DROP",
+                                                "-A B -j LOG"));
+}
+
 TEST_F(BatchPlannerTest, WholeTableRestoreMustComeFirstForItsTable) {
   BatchPlanner planner(fault_, Snaps());
   ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 1.1.1.1 -j ACCEPT")).ok());
