@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -78,20 +79,31 @@ class ConnectionQueue final : public httplib::TaskQueue {
   bool shut_ = false;
 };
 
-// A connection's socket as httplib's Stream, with poll(2) timeouts.
+// A connection's socket as httplib's Stream, with poll(2) timeouts and a read buffer (httplib reads request lines
+// a byte at a time).
 class FdStream final : public httplib::Stream {
  public:
   FdStream(int fd, time_t read_timeout_sec, time_t write_timeout_sec)
-      : fd_(fd), read_ms_(static_cast<int>(read_timeout_sec * 1000)), write_ms_(static_cast<int>(write_timeout_sec * 1000)) {}
-  bool is_readable() const override { return Wait(POLLIN, read_ms_); }
+      : fd_(fd),
+        read_ms_(static_cast<int>(read_timeout_sec * 1000)),
+        write_ms_(static_cast<int>(write_timeout_sec * 1000)) {}
+  bool is_readable() const override { return begin_ < end_ || Wait(POLLIN, read_ms_); }
   bool is_writable() const override { return Wait(POLLOUT, write_ms_); }
   ssize_t read(char* ptr, size_t size) override {
-    if (!is_readable()) return -1;
-    for (;;) {
-      ssize_t n = ::recv(fd_, ptr, size, 0);
-      if (n < 0 && errno == EINTR) continue;
-      return n;
+    if (begin_ == end_) {
+      if (!Wait(POLLIN, read_ms_)) return -1;
+      ssize_t n;
+      do {
+        n = ::recv(fd_, buffer_, sizeof(buffer_), 0);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      begin_ = 0;
+      end_ = static_cast<size_t>(n);
     }
+    const size_t take = std::min(size, end_ - begin_);
+    std::memcpy(ptr, buffer_ + begin_, take);
+    begin_ += take;
+    return static_cast<ssize_t>(take);
   }
   ssize_t write(const char* ptr, size_t size) override {
     if (!is_writable()) return -1;
@@ -110,6 +122,8 @@ class FdStream final : public httplib::Stream {
     port = 0;
   }
   socket_t socket() const override { return fd_; }
+  // Bytes of the next request already read (pipelining).
+  bool has_buffered() const { return begin_ < end_; }
 
  private:
   bool Wait(short events, int timeout_ms) const {
@@ -123,6 +137,8 @@ class FdStream final : public httplib::Stream {
   int fd_;
   int read_ms_;
   int write_ms_;
+  char buffer_[4096];
+  size_t begin_ = 0, end_ = 0;
 };
 
 // httplib::Server on a unix socket that knows its peers (SO_PEERCRED, SO_PEERGROUPS). httplib 0.11 hands the
@@ -150,8 +166,8 @@ class UnixHttpServer final : public httplib::Server {
     if (known) {
       g_peer = cred;
       size_t count = keep_alive_max_count_;
-      while (svr_sock_ != INVALID_SOCKET && count > 0 && WaitForRequest(sock)) {
-        FdStream strm(sock, read_timeout_sec_, write_timeout_sec_);
+      FdStream strm(sock, read_timeout_sec_, write_timeout_sec_);  // one per connection: it buffers
+      while (svr_sock_ != INVALID_SOCKET && count > 0 && (strm.has_buffered() || WaitForRequest(sock))) {
         bool closed = false;
         ret = process_request(strm, count == 1, closed, nullptr);
         if (!ret || closed) break;

@@ -685,6 +685,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
               owners.erase(owner);
+              prepared.erase(owner);
             } else {
               owners[owner] = it->second;
             }
@@ -708,6 +709,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
         if (item->repair) {
           // Planned again by each half.
           item->final = true;
+          item->skip_audit = true;
           item->status = Status::Aborted("superseded by the bisection");
         } else {
           clients.push_back(item);
