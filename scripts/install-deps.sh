@@ -9,5 +9,5 @@ apt-get install -y --no-install-recommends \
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev \
   libxtables-dev libnftnl-dev libmnl-dev \
   iptables ipset nftables nfacct iproute2 util-linux procps \
-  python3 python3-iptables \
+  python3 python3-iptables python3-yaml python3-jsonschema \
   libsqlite3-dev libssl-dev openssl libcpp-httplib-dev prometheus curl

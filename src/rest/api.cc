@@ -208,6 +208,13 @@ Json ConfirmJson(const store::ConfirmRecord& c) {
   return j;
 }
 
+// "100", "2.5".
+std::string FormatRate(double rate) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", rate);
+  return buf;
+}
+
 ErrorContext SpecField() { return ErrorContext{"", "/spec"}; }
 
 Json OwnerJson(const service::OwnerView& o, bool with_drift) {
@@ -249,6 +256,10 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
                                          "Requests refused for authentication (401) or scope (403).", {"reason"});
 }
 
+std::string Api::RequestId(std::string_view given) {
+  return ValidRequestId(given) ? std::string(given) : "r-" + RandomHex(8);
+}
+
 std::string Api::RouteName(std::string_view path) {
   for (const Route& r : Routes()) {
     if (Match(r, path, nullptr)) return std::string(r.pattern);
@@ -280,8 +291,7 @@ bool Api::RateLimited(const std::string& principal, int* retry_after) {
 HttpResponse Api::Handle(const HttpRequest& req) {
   const auto t0 = Clock::now();
   Context ctx{req, req.method == "HEAD" ? std::string("GET") : req.method, "", nullptr, {}, {}};
-  const std::string given_id = Header(req, "x-request-id");
-  ctx.request_id = ValidRequestId(given_id) ? given_id : "r-" + RandomHex(8);
+  ctx.request_id = RequestId(Header(req, "x-request-id"));
   HttpResponse resp = Dispatch(ctx);
   if (resp.status >= 400 && resp.body.empty()) {
     resp.body = ErrorBody(MakeError(resp.status, "error", "request failed"), ctx.request_id);
@@ -334,6 +344,14 @@ HttpResponse Api::Dispatch(Context& ctx) {
     return r;
   }
 
+  // A token in the URL is refused before authentication (docs/daemon.md "Security"): a client that put it there
+  // learns why (400) instead of getting "missing Authorization header" (401).
+  for (const auto& [name, value] : req.query) {
+    if (name == "token" || name == "access_token" || name == "api_key") {
+      return status_error(CheckQuery({{name, value}}, {}));
+    }
+  }
+
   // ---- Authentication (everything but /healthz) ----
   if (ctx.route->id != RouteId::kHealthz) {
     if (req.peer) {
@@ -356,8 +374,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
     int retry_after = 0;
     if (RateLimited(ctx.principal.name, &retry_after)) {
       HttpError e = MakeError(429, "rate_limited",
-                              ctx.principal.name + " exceeded " + std::to_string(options_.rate_limit) +
-                                  " requests per second");
+                              ctx.principal.name + " exceeded " + FormatRate(options_.rate_limit) +
+                                  " requests per second (burst " + FormatRate(options_.rate_burst) + ")");
       e.retry_after_seconds = retry_after;
       return error(e);
     }
@@ -420,6 +438,18 @@ HttpResponse Api::Dispatch(Context& ctx) {
     if (!scoped.ok()) {
       auth_failures_->Inc({"scope"});
       return status_error(scoped);
+    }
+    // What the plan actually touches (an owner's dropped chains, a cascade's rules elsewhere) is checked again by
+    // the writer.
+    const store::Scopes& scopes = ctx.principal.scopes;
+    if (!scopes.tables.empty() || !scopes.chains.empty()) {
+      Principal who = ctx.principal;
+      service::Metrics::Counter* failures = auth_failures_;
+      change.authorize = [who, failures](const std::vector<service::ChangedChain>& chains) {
+        Status s = AuthorizeChains(who, chains);
+        if (!s.ok()) failures->Inc({"scope"});
+        return s;
+      };
     }
     Result<service::ChangeResult> done = service_->Submit(std::move(change));
     if (!done.ok()) return status_error(done.status(), ec);
@@ -670,11 +700,18 @@ HttpResponse Api::Dispatch(Context& ctx) {
       return submit(std::move(change), {});
     }
     case RouteId::kTransactions: {
-      if (Status s = check_query({"dry_run"}); !s.ok()) return status_error(s);
+      if (Status s = check_query({"dry_run", "confirm_within"}); !s.ok()) return status_error(s);
       Result<TransactionBody> body = DecodeTransactionBody(req.body, owned_decode);
       if (!body.ok()) return status_error(body.status());
       Result<bool> dry = QueryBool(req.query, "dry_run");
       if (!dry.ok()) return status_error(dry.status());
+      Result<std::optional<int64_t>> confirm = QueryInt(req.query, "confirm_within", 1, kMaxSeconds);
+      if (!confirm.ok()) return status_error(confirm.status());
+      if (*confirm && body->confirm_within_seconds && *confirm != *body->confirm_within_seconds) {
+        return status_error(Status::InvalidArgument(
+            "query parameter 'confirm_within' disagrees with the body's \"confirm_within\""));
+      }
+      if (*confirm) body->confirm_within_seconds = *confirm;
       service::ChangeRequest change;
       change.action = "transaction";
       change.ops = std::move(body->ops);

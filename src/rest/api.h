@@ -74,6 +74,10 @@ class Api {
   // The route pattern a path matches ("/v1/{family}/tables/{table}"), or "" — for metrics labels and logs.
   static std::string RouteName(std::string_view path);
 
+  // The id a request goes by: `given` (the client's X-Request-Id) when it is 1..64 characters of
+  // [A-Za-z0-9._:-], else a new "r-" + 16 hex digits. Also for the errors the HTTP layer answers itself.
+  static std::string RequestId(std::string_view given);
+
  private:
   struct Context;
   HttpResponse Dispatch(Context& ctx);

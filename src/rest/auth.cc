@@ -81,17 +81,17 @@ std::vector<Touch> TouchesOf(const service::ChangeRequest& r) {
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
       if (!service::DocumentCovers(d, f)) continue;
       for (const OwnedChain& c : d.chains) {
-        out.push_back({f, c.table, c.name, d.owner, false, {}, false});
+        out.push_back({f, c.table, c.name, d.owner, false, {}, false, true});
         any = true;
       }
       for (const HookRule& h : d.hooks) {
-        out.push_back({f, h.table, h.chain, d.owner, false, {}, false});
+        out.push_back({f, h.table, h.chain, d.owner, false, {}, false, true});
         any = true;
       }
     }
-    if (!any) out.push_back({Family::kIPv4, "", "", d.owner, false, {}, false});
+    if (!any) out.push_back({Family::kIPv4, "", "", d.owner, false, {}, false, true});
   }
-  if (r.delete_owner) out.push_back({Family::kIPv4, "", "", *r.delete_owner, false, {}, false});
+  if (r.delete_owner) out.push_back({Family::kIPv4, "", "", *r.delete_owner, false, {}, false, true});
   return out;
 }
 
@@ -119,6 +119,10 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
     if (!t.chain.empty() && !Allowed(s.chains, t.chain)) {
       return Status::PermissionDenied(p.name + " may not change chain " + t.chain);
     }
+    if (t.document && s.max_ttl_seconds) {
+      return Status::PermissionDenied(p.name + " may only add rules with a ttl (at most " +
+                                      std::to_string(*s.max_ttl_seconds) + " s), not change an owner's document");
+    }
     if (t.permanent_add && s.max_ttl_seconds) {
       return Status::PermissionDenied(p.name + " may only add rules with a ttl (at most " +
                                       std::to_string(*s.max_ttl_seconds) + " s)");
@@ -132,6 +136,26 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
         return Status::PermissionDenied(p.name + " may give a ttl of at most " + std::to_string(*s.max_ttl_seconds) +
                                         " s, not " + std::to_string(*t.ttl_seconds));
       }
+    }
+  }
+  return Status::Ok();
+}
+
+Status AuthorizeChains(const Principal& p, const std::vector<service::ChangedChain>& chains) {
+  const store::Scopes& s = p.scopes;
+  for (const service::ChangedChain& c : chains) {
+    if (!Allowed(s.tables, c.table)) {
+      return Status::PermissionDenied(p.name + " may not change table " + c.table + " (the change would touch " +
+                                      std::string(FamilyName(c.family)) + " " + c.table +
+                                      (c.chain.empty() ? "" : "/" + c.chain) + ")");
+    }
+    if (s.chains.empty()) continue;
+    if (c.chain.empty()) {
+      return Status::PermissionDenied(p.name + " is scoped to chains and may not change every chain of " + c.table);
+    }
+    if (!Allowed(s.chains, c.chain)) {
+      return Status::PermissionDenied(p.name + " may not change chain " + c.chain + " (the change would touch " +
+                                      std::string(FamilyName(c.family)) + " " + c.table + "/" + c.chain + ")");
     }
   }
   return Status::Ok();

@@ -66,12 +66,17 @@ struct Touch {
   bool owned_add = false;
   std::optional<int64_t> ttl_seconds;  // of an owned add
   bool permanent_add = false;          // an imperative append/insert/replace (no TTL possible)
+  bool document = false;               // an owner's document is replaced or the owner removed
 };
 std::vector<Touch> TouchesOf(const service::ChangeRequest& request);
 
 // PermissionDenied naming the scope that is missing ("token:ci may not change table nat").
 Status AuthorizeRead(const Principal& principal);
+// Before queuing: what the request names. A token with a TTL bound may not change documents (they are permanent).
 Status AuthorizeChange(const Principal& principal, const std::vector<Touch>& touches);
+// After planning (service::ChangeRequest::authorize): every chain the kernel change touches must be in the token's
+// table and chain scopes; a whole-table flush/zero needs no chain restriction.
+Status AuthorizeChains(const Principal& principal, const std::vector<service::ChangedChain>& chains);
 
 }  // namespace iptkit::rest
 

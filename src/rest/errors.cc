@@ -88,11 +88,13 @@ HttpError ErrorFromStatus(const Status& status, const ErrorContext& context) {
     e.field = m.substr(0, colon);
   } else if (auto n = OpNumber(m); n && !context.op_pointer.empty() && *n >= 1) {
     e.field = context.op_pointer + "/" + std::to_string(*n - 1);
-  } else if (!context.default_field.empty() && status.code() == StatusCode::kInvalidArgument) {
-    e.field = context.default_field;
   }
   FindSpecToken(m, e);
-  if (e.token && !e.field && !context.default_field.empty()) e.field = context.default_field;
+  // A message without a pointer is about the request's rule only when iptables or the parser said so (a token, or
+  // iptables rejecting the rule while canonicalizing it), not for a position, a chain or the body's syntax.
+  const bool about_rule = e.token.has_value() || m.find("canonicalizing") != std::string::npos ||
+                          m.find("iptables rejects") != std::string::npos;
+  if (!e.field && about_rule && !context.default_field.empty()) e.field = context.default_field;
   if (status.code() == StatusCode::kUnavailable) e.retry_after_seconds = 1;
   return e;
 }

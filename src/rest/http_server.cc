@@ -214,7 +214,6 @@ void ToHttplib(HttpResponse&& in, httplib::Response& out) {
   for (auto& [k, v] : in.headers) out.set_header(k, v);
   if (in.stream) {
     auto stream = std::move(in.stream);
-    out.set_header("Cache-Control", "no-store");
     out.set_chunked_content_provider(in.content_type, [stream](size_t, httplib::DataSink& sink) {
       bool more = stream([&](std::string_view chunk) { return sink.write(chunk.data(), chunk.size()); });
       if (!more) sink.done();
@@ -229,6 +228,10 @@ void Configure(httplib::Server& server, Api* api, const HttpServerOptions& optio
   const size_t max_connections = options.max_connections;
   server.new_task_queue = [max_connections] { return new ConnectionQueue(max_connections); };
   server.set_payload_max_length(options.max_body_bytes);
+  // httplib writes a response's headers and body with two send(2) calls; with Nagle's algorithm the body then waits
+  // for the ACK of the headers, which a keep-alive client delays (delayed ACK): +40 ms per request. The flag is set
+  // on the listening socket and inherited by accepted ones (tcp(7)); a unix socket ignores it.
+  server.set_tcp_nodelay(true);
   server.set_keep_alive_max_count(10000);
   server.set_keep_alive_timeout(5);
   server.set_read_timeout(10, 0);
@@ -256,13 +259,17 @@ void Configure(httplib::Server& server, Api* api, const HttpServerOptions& optio
   server.Delete(any, handler);
   server.Patch(any, handler);
   server.Options(any, handler);
-  // Errors httplib answers itself (413 beyond max_body_bytes, 400 for a malformed request line): a JSON body.
-  httplib::Server::HandlerWithResponse on_error = [](const httplib::Request&, httplib::Response& res) {
+  // Errors httplib answers itself (413 beyond max_body_bytes, 400 for a malformed request line): a JSON body
+  // and the headers every answer of the Api carries.
+  httplib::Server::HandlerWithResponse on_error = [](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
     std::string code = res.status == 413 ? "payload_too_large" : res.status == 404 ? "not_found" : "bad_request";
     std::string message = res.status == 413 ? "the request body is larger than this daemon accepts"
                                             : "malformed HTTP request (status " + std::to_string(res.status) + ")";
-    res.set_content(ErrorBody(MakeError(res.status, code, message)), "application/json");
+    const std::string request_id = Api::RequestId(req.get_header_value("X-Request-Id"));
+    res.set_header("X-Request-Id", request_id);
+    res.set_header("Cache-Control", "no-store");
+    res.set_content(ErrorBody(MakeError(res.status, code, message), request_id), "application/json");
     return httplib::Server::HandlerResponse::Handled;
   };
   server.set_error_handler(on_error);

@@ -392,6 +392,48 @@ TEST_F(ApiTest, OwnersTransactionsAuditAndMetrics) {
   EXPECT_THAT(Kernel(), ::testing::Not(HasSubstr("WEB-IN")));
 }
 
+// Regression: scopes were checked only against what a request names, so a table:nat token's PUT of an owner
+// document with a nat chain removed the owner's filter chains, and a chain-scoped token's cascading delete removed
+// rules elsewhere. The writer now checks every chain the planned change touches.
+TEST_F(ApiTest, ScopesCoverWhatThePlanTouchesNotJustWhatIsNamed) {
+  ASSERT_EQ(Call("PUT", "/v1/owners/app",
+                 R"({"chains":[{"table":"filter","name":"APP-IN","rules":[{"spec":"-j ACCEPT"}]}],
+                     "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-j APP-IN"}]})")
+                .status,
+            200);
+  const std::string before = Kernel();
+  const std::string nat = *store_->CreateToken("nat", *store::ParseScopes({"read", "write", "table:nat"}), 0);
+  HttpResponse r = Call("PUT", "/v1/owners/app", R"({"chains":[{"table":"nat","name":"APP-NAT","rules":[]}]})", nat);
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("filter"));
+  EXPECT_EQ(Call("DELETE", "/v1/owners/app", "", nat).status, 403);
+  EXPECT_EQ(Kernel(), before);
+
+  ASSERT_EQ(Call("PUT", "/v1/ipv4/tables/filter/chains/FOO").status, 200);
+  ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-j FOO"})").status, 200);
+  const std::string with_foo = Kernel();
+  const std::string foo = *store_->CreateToken("foo", *store::ParseScopes({"read", "write", "chain:FOO"}), 0);
+  r = Call("DELETE", "/v1/ipv4/tables/filter/chains/FOO", "", foo, {{"cascade", "1"}});
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("INPUT"));
+  EXPECT_EQ(Kernel(), with_foo);
+
+  store::Scopes bounded = *store::ParseScopes({"read", "write"});
+  bounded.max_ttl_seconds = 60;
+  const std::string ttl = *store_->CreateToken("ttl", bounded, 0);
+  EXPECT_EQ(Call("PUT", "/v1/owners/other", R"({"chains":[]})", ttl).status, 403);
+}
+
+TEST_F(ApiTest, ChainsNamedWithAnOwnersPrefixAreTheOwners) {
+  ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.1 -j DROP","owner":"oapi"})")
+                .status,
+            200);
+  HttpResponse r = Call("PUT", "/v1/ipv4/tables/filter/chains/OAPI-REF");
+  EXPECT_EQ(r.status, 412) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("belong to owner 'oapi'"));
+  EXPECT_EQ(Call("PUT", "/v1/ipv4/tables/filter/chains/OTHER-REF").status, 200);
+}
+
 // The daemon's whole /metrics output (every family the service and the API register, with owned-rule counters)
 // passes `promtool check metrics` (Debian's prometheus package).
 TEST_F(ApiTest, MetricsPassPromtool) {

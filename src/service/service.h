@@ -66,6 +66,14 @@ struct ManagedDelete {
   Rule rule;
 };
 
+// A chain a planned kernel change touches; chain "" means every chain of the table (a flush or zero of it).
+struct ChangedChain {
+  Family family = Family::kIPv4;
+  std::string table;
+  std::string chain;
+  friend auto operator<=>(const ChangedChain&, const ChangedChain&) = default;
+};
+
 // One request. Its parts are planned in this order: `ops` (imperative, on any rule except owned ones), managed
 // adds and deletes, the owner document change, the confirmation. All parts succeed together or the request fails.
 struct ChangeRequest {
@@ -81,6 +89,13 @@ struct ChangeRequest {
   std::optional<DesiredState> put_owner;    // replaces that owner's document
   std::optional<std::string> delete_owner;  // removes the owner: document and managed rules
   std::optional<std::string> confirm;       // id of a pending commit-confirm transaction
+
+  // Called by the writer, after planning, with every chain the request's kernel change touches (a rule added,
+  // deleted or moved there; the chain created, deleted, renamed, flushed, zeroed, its policy set) — also what
+  // follows from the current state, such as the chains an owner's new document drops, or the rules a cascading
+  // chain delete removes elsewhere. A non-OK Status fails the request and nothing of it is committed. This is how
+  // scope checks that depend on the current state are exact.
+  std::function<Status(const std::vector<ChangedChain>&)> authorize;
 
   bool dry_run = false;  // plan only; nothing is committed or stored (the audit log is not written either)
   // Commit now, roll back unless confirmed within this many seconds (> 0). Not with dry_run or confirm.

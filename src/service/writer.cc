@@ -335,6 +335,25 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
     case WorkItem::Kind::kRequest: {
       ChangeRequest& r = item.request;
       if (!r.ops.empty()) {
+        // A chain named with an owner's prefix is that owner's (declarative.md "Owned chains"): made outside the
+        // owner it would be removed by the owner's next apply.
+        for (size_t i = 0; i < r.ops.ops().size(); ++i) {
+          const Op& op = r.ops.ops()[i];
+          const std::string* name = op.kind == Op::Kind::kCreateChain   ? &op.chain
+                                    : op.kind == Op::Kind::kRenameChain ? &op.new_name
+                                                                        : nullptr;
+          if (name == nullptr) continue;
+          for (const auto& [owner, state] : working) {
+            const std::string prefix = OwnerChainPrefix(owner);
+            if (state.empty() || name->size() <= prefix.size() || name->compare(0, prefix.size(), prefix) != 0) {
+              continue;
+            }
+            return fail(Status::FailedPrecondition(
+                "op " + std::to_string(i + 1) + " (" + std::string(OpKindName(op.kind)) + " " + *name +
+                "): chains named '" + prefix + "...' belong to owner '" + owner +
+                "'; give the chain in its document (PUT /v1/owners/" + owner + ")"));
+          }
+        }
         Status s = planner.AddTransaction(r.ops);
         if (!s.ok()) return fail(s);
         for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
@@ -441,6 +460,18 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
       for (const std::string& owner : item.touched_owners) {
         Status s = PlanOwner(owner, working[owner], planner, &item.result);
         if (!s.ok()) return fail(s);
+      }
+      if (r.authorize) {
+        std::set<ChangedChain> touched;
+        for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
+          for (const backend::TableOp& op : p.batch.ops) {
+            if (op.kind == backend::TableOp::Kind::kCheck) continue;
+            touched.insert({p.batch.family, p.batch.table, op.chain});
+            if (op.kind == backend::TableOp::Kind::kRenameChain) touched.insert({p.batch.family, p.batch.table, op.arg});
+          }
+        }
+        Status allowed = r.authorize(std::vector<ChangedChain>(touched.begin(), touched.end()));
+        if (!allowed.ok()) return fail(allowed);
       }
       if (r.confirm) {
         std::lock_guard<std::mutex> lock(state_mu);
