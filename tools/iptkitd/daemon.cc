@@ -158,13 +158,15 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
 
   service::Metrics metrics;
   service::EventBus events;
-  metrics.AddGauge("iptkitd_build_info", "Always 1; the labels say which iptkitd this is.", {"version", "backend"});
+  service::Metrics::Gauge& build_info =
+      metrics.AddGauge("iptkitd_build_info", "Always 1; the labels say which iptkitd this is.", {"version", "backend"});
   Result<std::unique_ptr<service::Service>> service =
       service::Service::Start(std::move(options), store->get(), &metrics, &events);
   if (!service.ok()) {
     spdlog::critical("start: {}", service.status().ToString());
     return kExitFailure;
   }
+  build_info.Set({IPTKIT_VERSION, (*service)->backend_name()}, 1);
   if (!(*service)->startup_status().ok()) {
     spdlog::error("start-up reconcile: {} (serving anyway)", (*service)->startup_status().ToString());
   }
