@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -61,7 +62,7 @@ void CloseFrom(int first, int last, int max_fd) noexcept {
 
 // Runs in the forked child: only async-signal-safe calls, no allocation.
 [[noreturn]] void ChildMain(const char* path, char* const* argv, char* const* envp, int netns_fd, int stdin_fd,
-                            int stdout_fd, int stderr_fd, int status_fd, int max_fd) noexcept {
+                            int stdout_fd, int stderr_fd, int status_fd, int max_fd, pid_t parent) noexcept {
   ::setpgid(0, 0);
   struct sigaction dfl;
   std::memset(&dfl, 0, sizeof(dfl));
@@ -81,6 +82,10 @@ void CloseFrom(int first, int last, int max_fd) noexcept {
   if (::getgid() != egid && ::setresgid(egid, egid, egid) != 0) ChildFail(st, kStageIds, errno);
   uid_t euid = ::geteuid();
   if (::getuid() != euid && ::setresuid(euid, euid, euid) != 0) ChildFail(st, kStageIds, errno);
+  // Dies with the caller (after the id changes, which clear the setting: prctl(2)). A daemon killed with -9 must
+  // not leave an iptables-restore behind that commits after a new instance has started.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != parent) ::_exit(127);  // the caller died before prctl
 
   // Everything but 0/1/2 and the status pipe (close-on-exec) goes.
   CloseFrom(3, st - 1, max_fd);
@@ -208,11 +213,12 @@ Result<SubprocessResult> RunSubprocess(const SubprocessOptions& options) {
   ScopedSigpipeBlock sigpipe_block;
   const Clock::time_point deadline = Clock::now() + options.timeout;
 
+  const pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork for " + command);
   if (pid == 0) {
     ChildMain(options.path.c_str(), argv_ptrs.data(), envp_ptrs.data(), options.netns_fd, in_r.get(), out_w.get(),
-              err_w.get(), st_w.get(), max_fd);
+              err_w.get(), st_w.get(), max_fd, parent);
   }
   ::setpgid(pid, pid);  // also done by the child; whichever runs first wins, so kill(-pid) works at once
   in_r.reset();

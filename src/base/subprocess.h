@@ -13,6 +13,8 @@
 //    caller.
 //  - The child runs in its own process group; on timeout the whole group gets SIGKILL and the call returns
 //    Unavailable. The call never hangs past `timeout` (plus reaping).
+//  - The child gets SIGKILL when the calling thread dies (PR_SET_PDEATHSIG; the caller waits for it, so only when
+//    the process is killed): a killed daemon leaves no iptables-restore running that could commit later.
 //  - SIGPIPE is not raised in the caller when the child stops reading stdin early.
 // A non-zero exit code is not an error of RunSubprocess: it is reported in the result. Errors are only "could
 // not run it" (fork/pipe/setns/exec failures: the errno of the failing step, e.g. NotFound for a missing

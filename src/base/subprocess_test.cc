@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
+#include <thread>
 
 #include "src/base/netns.h"
 
@@ -94,6 +97,53 @@ TEST(SubprocessTest, TimeoutKillsTheProcessGroupAndIsUnavailable) {
   EXPECT_THAT(r.status().message(), HasSubstr("timed out after 300 ms"));
   EXPECT_LT(elapsed, std::chrono::seconds(3));
   EXPECT_GE(elapsed, std::chrono::milliseconds(300));
+}
+
+// A caller killed with SIGKILL takes its child along (a daemon killed with -9 must not leave an iptables-restore
+// that commits after its next instance started).
+TEST(SubprocessTest, ChildDiesWithAKilledCaller) {
+  char dir_template[] = "/tmp/iptkit-pdeath-XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  const std::string pid_file = std::string(dir_template) + "/pid";
+  pid_t caller = fork();
+  ASSERT_GE(caller, 0);
+  if (caller == 0) {
+    (void)RunSubprocess(Cmd("/bin/sh", {"sh", "-c", "echo $$ > " + pid_file + "; exec sleep 30"}));
+    _exit(0);
+  }
+  pid_t child = 0;
+  for (int i = 0; i < 200 && child == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    FILE* f = std::fopen(pid_file.c_str(), "r");
+    if (f != nullptr) {
+      if (std::fscanf(f, "%d", &child) != 1) child = 0;
+      std::fclose(f);
+    }
+  }
+  ASSERT_GT(child, 0) << "the child did not start";
+  ASSERT_EQ(::kill(child, 0), 0);
+  ::kill(caller, SIGKILL);
+  ::waitpid(caller, nullptr, 0);
+  bool gone = false;
+  for (int i = 0; i < 200 && !gone; ++i) {
+    // The child is reparented (to init or a subreaper) and reaped there; until then kill(0) still succeeds on a
+    // zombie, so look at its state.
+    std::string stat_path = "/proc/" + std::to_string(child) + "/stat";
+    FILE* f = std::fopen(stat_path.c_str(), "r");
+    if (f == nullptr) {
+      gone = true;
+      break;
+    }
+    int pid = 0;
+    char comm[256] = "", state = 0;
+    if (std::fscanf(f, "%d %255s %c", &pid, comm, &state) == 3 && state == 'Z') gone = true;
+    std::fclose(f);
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(gone) << "pid " << child << " outlived its killed caller";
+  if (!gone) ::kill(child, SIGKILL);
+  std::remove(pid_file.c_str());
+  rmdir(dir_template);
 }
 
 TEST(SubprocessTest, EnvironmentIsFixedAndMinimal) {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <condition_variable>
 #include <deque>
@@ -23,7 +24,7 @@ namespace iptkit::rest {
 namespace {
 
 // The credentials of the unix socket peer whose connection the current thread serves (set by
-// UnixHttpServer::process_and_close_socket around the connection; the handler runs on the same thread).
+// OwnConnectionsServer::process_and_close_socket around the connection; the handler runs on the same thread).
 thread_local std::optional<PeerCred> g_peer;
 
 // Threads on demand up to `max`, kept afterwards; jobs beyond that wait for a free thread.
@@ -113,19 +114,27 @@ class FdStream final : public httplib::Stream {
       return n;
     }
   }
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    ip = "unix";
-    port = 0;
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    ip = "unix";
-    port = 0;
-  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override { Address(true, ip, port); }
+  void get_local_ip_and_port(std::string& ip, int& port) const override { Address(false, ip, port); }
   socket_t socket() const override { return fd_; }
-  // Bytes of the next request already read (pipelining).
-  bool has_buffered() const { return begin_ < end_; }
 
  private:
+  // The peer's (or our) numeric address and port; "unix" and 0 on a unix socket.
+  void Address(bool peer, std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof(addr);
+    auto* sa = reinterpret_cast<sockaddr*>(&addr);
+    ip = "unix";
+    port = 0;
+    if ((peer ? ::getpeername(fd_, sa, &len) : ::getsockname(fd_, sa, &len)) != 0) return;
+    char host[NI_MAXHOST] = "";
+    char serv[NI_MAXSERV] = "";
+    if (addr.ss_family != AF_INET && addr.ss_family != AF_INET6) return;
+    if (getnameinfo(sa, len, host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
   bool Wait(short events, int timeout_ms) const {
     pollfd p{fd_, events, 0};
     for (;;) {
@@ -141,43 +150,58 @@ class FdStream final : public httplib::Stream {
   size_t begin_ = 0, end_ = 0;
 };
 
-// httplib::Server on a unix socket that knows its peers (SO_PEERCRED, SO_PEERGROUPS). httplib 0.11 hands the
-// accepted socket to the private virtual process_and_close_socket; overriding it is the one place that sees the
-// descriptor. The keep-alive loop below is what httplib's own implementation does (httplib.h
-// process_server_socket_core), over FdStream.
-class UnixHttpServer final : public httplib::Server {
+// httplib::Server whose connections this file serves itself: plain TCP, and the unix socket, whose peers it
+// identifies (SO_PEERCRED, SO_PEERGROUPS). httplib 0.11 hands each accepted socket to the private virtual
+// process_and_close_socket; overriding it is the one place that sees the descriptor. The keep-alive loop is what
+// httplib's own does (httplib.h process_server_socket_core) over FdStream, except that waiting for the next
+// request checks for Stop every 100 ms (httplib's waits out the keep-alive timeout, which held a SIGTERM up for
+// 5 s per idle client). TLS listeners use httplib::SSLServer as it is.
+class OwnConnectionsServer final : public httplib::Server {
+ public:
+  explicit OwnConnectionsServer(bool unix_peers) : unix_peers_(unix_peers) {}
+
  private:
   bool process_and_close_socket(socket_t sock) override {
-    PeerCred cred;
-    ucred uc{};
-    socklen_t len = sizeof(uc);
-    bool known = getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &len) == 0;
-    if (known) {
-      cred.uid = uc.uid;
-      cred.gid = uc.gid;
-      cred.pid = uc.pid;
-      gid_t groups[256];
-      socklen_t glen = sizeof(groups);
-      if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
-        for (size_t i = 0; i < glen / sizeof(gid_t); ++i) cred.groups.push_back(groups[i]);
-      }
-    }
     bool ret = false;
-    if (known) {
-      g_peer = cred;
-      size_t count = keep_alive_max_count_;
-      FdStream strm(sock, read_timeout_sec_, write_timeout_sec_);  // one per connection: it buffers
-      while (svr_sock_ != INVALID_SOCKET && count > 0 && (strm.has_buffered() || WaitForRequest(sock))) {
-        bool closed = false;
-        ret = process_request(strm, count == 1, closed, nullptr);
-        if (!ret || closed) break;
-        --count;
+    std::optional<PeerCred> peer;
+    if (unix_peers_) {
+      peer = PeerOf(sock);
+      if (!peer) {
+        ::close(sock);
+        return false;
       }
-      g_peer.reset();
     }
+    g_peer = peer;
+    size_t count = keep_alive_max_count_;
+    while (svr_sock_ != INVALID_SOCKET && count > 0 && WaitForRequest(sock)) {
+      // One stream per request, as httplib does: what it buffered beyond the request is dropped with it. That
+      // loses pipelined requests (so does httplib), but also whatever a failed request left unread (a body after
+      // a refused content type, the rest of a malformed request line) instead of parsing it as the next request.
+      FdStream strm(sock, read_timeout_sec_, write_timeout_sec_);
+      bool closed = false;
+      ret = process_request(strm, count == 1, closed, nullptr);
+      if (!ret || closed) break;
+      --count;
+    }
+    g_peer.reset();
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     return ret;
+  }
+  static std::optional<PeerCred> PeerOf(int sock) {
+    ucred uc{};
+    socklen_t len = sizeof(uc);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &uc, &len) != 0) return std::nullopt;
+    PeerCred cred;
+    cred.uid = uc.uid;
+    cred.gid = uc.gid;
+    cred.pid = uc.pid;
+    gid_t groups[256];
+    socklen_t glen = sizeof(groups);
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+      for (size_t i = 0; i < glen / sizeof(gid_t); ++i) cred.groups.push_back(groups[i]);
+    }
+    return cred;
   }
   // Whether the next request starts within the keep-alive timeout (checking for Stop every 100 ms).
   bool WaitForRequest(int sock) {
@@ -190,6 +214,8 @@ class UnixHttpServer final : public httplib::Server {
     }
     return false;
   }
+
+  const bool unix_peers_;
 };
 
 HttpRequest FromHttplib(const httplib::Request& in) {
@@ -311,7 +337,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
       }
       server = std::move(ssl);
     } else {
-      server = std::make_unique<httplib::Server>();
+      server = std::make_unique<OwnConnectionsServer>(/*unix_peers=*/false);
     }
     Configure(*server, api, options);
     int port = l.port;
@@ -337,7 +363,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
       if (!S_ISSOCK(st.st_mode)) return Status::FailedPrecondition(what + ": exists and is not a socket");
       if (unlink(path.c_str()) != 0) return base::ErrnoToStatus(errno, what + ": removing the stale socket");
     }
-    auto server = std::make_unique<UnixHttpServer>();
+    auto server = std::make_unique<OwnConnectionsServer>(/*unix_peers=*/true);
     Configure(*server, api, options);
     server->set_address_family(AF_UNIX);
     // Created with no permissions for anyone but the owner until chmod below sets the configured mode.

@@ -220,9 +220,11 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   }
   spdlog::info("signal {}: stopping", sig);
   NotifySystemd("STOPPING=1\n");
-  events.Close();  // ends event streams so that their connections close
-  (*http)->Stop();
+  // The writer first: queued requests are answered (503) and no timer fires once we said we stop; then event
+  // streams end, so that their connections close, and the listeners.
   (*service)->Stop();
+  events.Close();
+  (*http)->Stop();
   return kExitOk;
 }
 
