@@ -97,6 +97,12 @@ class Backend {
   virtual Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                                bool fresh_counters = true) = 0;
 
+  // Whether the kernel still holds exactly the family's ruleset as this backend last read or committed it (counters
+  // aside), so that a caller who kept its own copy of that state (the daemon's writer) may plan on it without a
+  // Read. Cheap (nft: the generation id; legacy: the x_tables fingerprint, with the same conditions as a cached
+  // Read). false means "not known", never an error of the kernel's; the default is false.
+  virtual bool Unchanged(Family family) { return false; }
+
   // Applies one batch atomically. On failure nothing of the table changed; the Status names the failing op
   // (its restore line) and carries the tool's stderr.
   virtual Status Commit(const TableBatch& batch) = 0;

@@ -315,6 +315,12 @@ Status ValidateTargetPlacement(std::string_view name, std::string_view table, st
     }
     hook_bit = HookBit(hook);
   }
+  if (name == "DROP" && table == "nat") {
+    // iptables refuses it in userspace (iptables/xshared.c: "The nat table is not intended for filtering, the use
+    // of DROP is therefore inhibited"); so does iptkit, before anything is sent.
+    return Status::InvalidArgument("target 'DROP' is not allowed in table nat: the nat table is not intended for "
+                                   "filtering (iptables inhibits DROP there)");
+  }
   auto it = std::find_if(std::begin(kPlacements), std::end(kPlacements),
                          [&](const Placement& p) { return p.target == name; });
   if (it == std::end(kPlacements)) return Status::Ok();  // verdict, unrestricted extension, or user chain

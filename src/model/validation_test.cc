@@ -280,5 +280,16 @@ TEST(ValidateTargetPlacementTest, UnknownTableOrNonBuiltinHookRejected) {
               HasSubstr("not a builtin chain of table raw"));
 }
 
+// Regression: DROP in the nat table passed local validation; iptables refuses it in userspace, which only the
+// scratch canonicalization used to catch (address-only rules are now canonicalized without iptables).
+TEST(TargetPlacementTest, DropIsNotAllowedInNat) {
+  Status s = ValidateTargetPlacement("DROP", "nat", "PREROUTING", Family::kIPv4);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("not intended for filtering"), std::string::npos) << s.ToString();
+  EXPECT_EQ(ValidateTargetPlacement("DROP", "nat", "", Family::kIPv6).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ValidateTargetPlacement("ACCEPT", "nat", "PREROUTING", Family::kIPv4).ok());
+  EXPECT_TRUE(ValidateTargetPlacement("DROP", "mangle", "PREROUTING", Family::kIPv4).ok());
+}
+
 }  // namespace
 }  // namespace iptkit

@@ -159,6 +159,11 @@ class FdStream final : public httplib::Stream {
 class OwnConnectionsServer final : public httplib::Server {
  public:
   explicit OwnConnectionsServer(bool unix_peers) : unix_peers_(unix_peers) {}
+  // See Relistening below.
+  void RaiseBacklog() {
+    const socket_t sock = svr_sock_;
+    if (sock != INVALID_SOCKET) ::listen(sock, SOMAXCONN);
+  }
 
  private:
   bool process_and_close_socket(socket_t sock) override {
@@ -217,6 +222,20 @@ class OwnConnectionsServer final : public httplib::Server {
 
   const bool unix_peers_;
 };
+
+// httplib 0.11 listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's shared library):
+// 64 clients connecting at once overflowed it (ListenOverflows, SYN retries after 1 s). listen(2) again on the
+// bound socket raises it; svr_sock_ is protected, hence these subclasses.
+template <typename Base>
+class Relistening : public Base {
+ public:
+  using Base::Base;
+  void RaiseBacklog() {
+    const socket_t sock = this->svr_sock_;
+    if (sock != INVALID_SOCKET) ::listen(sock, SOMAXCONN);
+  }
+};
+using TlsServer = Relistening<httplib::SSLServer>;
 
 HttpRequest FromHttplib(const httplib::Request& in) {
   HttpRequest out;
@@ -330,7 +349,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
       if (options.tls_cert.empty() || options.tls_key.empty()) {
         return Status::InvalidArgument(what + ": TLS needs tls_cert and tls_key");
       }
-      auto ssl = std::make_unique<httplib::SSLServer>(options.tls_cert.c_str(), options.tls_key.c_str());
+      auto ssl = std::make_unique<TlsServer>(options.tls_cert.c_str(), options.tls_key.c_str());
       if (!ssl->is_valid()) {
         return Status::InvalidArgument(what + ": cannot load the TLS certificate '" + options.tls_cert +
                                        "' and key '" + options.tls_key + "'");
@@ -347,6 +366,11 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
       if (port < 0) return base::ErrnoToStatus(errno, what);
     } else if (!server->bind_to_port(l.address, l.port, flags)) {
       return base::ErrnoToStatus(errno == 0 ? EADDRINUSE : errno, what);
+    }
+    if (l.tls) {
+      static_cast<TlsServer*>(server.get())->RaiseBacklog();
+    } else {
+      static_cast<OwnConnectionsServer*>(server.get())->RaiseBacklog();
     }
     auto listener = std::make_unique<Listener>();
     listener->server = std::move(server);
@@ -372,6 +396,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
     const int bind_errno = errno;
     umask(old_mask);
     if (!bound) return base::ErrnoToStatus(bind_errno == 0 ? EADDRINUSE : bind_errno, what);
+    server->RaiseBacklog();
     if (chmod(path.c_str(), options.socket_mode) != 0) return base::ErrnoToStatus(errno, what + ": chmod");
     auto listener = std::make_unique<Listener>();
     listener->server = std::move(server);

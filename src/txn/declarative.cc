@@ -143,7 +143,7 @@ class TablePlanner {
 Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>& kernel, bool anchored,
                                const std::vector<const Rule*>& head, const std::vector<const Rule*>& tail) {
   const size_t n = kernel.size();
-  std::vector<std::string> kspec(n);
+  std::vector<std::string> kspec(n);  // our rules' specs only: the others are never matched, deleted or named
   std::vector<bool> ours(n);
   // In an anchored chain the rules not made by iptkit are the anchors that head and tail are placed around. Rules
   // of other iptkit owners are not: two owners' first (or last) hooks may interleave in any order, else each
@@ -151,10 +151,11 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   std::vector<bool> anchor(n);
   size_t foreign = 0;
   for (size_t i = 0; i < n; ++i) {
-    kspec[i] = FormatRuleSpec(kernel[i]);
-    ours[i] = IsOurs(kernel[i], owner_);
-    anchor[i] = !ours[i] && !kernel[i].OwnerTag().has_value();
+    const std::optional<Rule::Tag> tag = kernel[i].OwnerTag();
+    ours[i] = tag.has_value() && tag->owner == owner_;
+    anchor[i] = !tag.has_value();
     if (anchor[i]) ++foreign;
+    if (ours[i]) kspec[i] = FormatRuleSpec(kernel[i]);
   }
 
   // Desired segments: one list, or (anchored, with foreign rules) head, an empty list between each pair of
@@ -201,23 +202,26 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   }
 
   // Longest common subsequence per segment. Desired specs are unique and so are the candidates (last copies):
-  // the LCS is the longest increasing run of desired positions taken in kernel order.
+  // the LCS is the longest increasing run of desired positions taken in kernel order. The candidates of every
+  // segment are collected in one pass over the chain (an anchored chain has a segment per foreign rule, so a pass
+  // per segment would be quadratic in the chain's length).
   std::vector<int> match(n, -1);
   std::vector<std::vector<bool>> dmatched(segs.size());
   for (size_t s = 0; s < segs.size(); ++s) dmatched[s].assign(segs[s].size(), false);
+  std::vector<std::vector<size_t>> cand(segs.size());
+  std::vector<std::vector<int>> pos(segs.size());
+  for (size_t i = 0; i < n; ++i) {
+    if (!ours[i] || last[kspec[i]] != i) continue;
+    const size_t s = kseg[i];
+    auto it = dindex[s].find(kspec[i]);
+    if (it == dindex[s].end()) continue;
+    cand[s].push_back(i);
+    pos[s].push_back(it->second);
+  }
   for (size_t s = 0; s < segs.size(); ++s) {
-    std::vector<size_t> cand;
-    std::vector<int> pos;
-    for (size_t i = 0; i < n; ++i) {
-      if (!ours[i] || kseg[i] != s || last[kspec[i]] != i) continue;
-      auto it = dindex[s].find(kspec[i]);
-      if (it == dindex[s].end()) continue;
-      cand.push_back(i);
-      pos.push_back(it->second);
-    }
-    for (size_t k : LongestIncreasing(pos)) {
-      match[cand[k]] = pos[k];
-      dmatched[s][pos[k]] = true;
+    for (size_t k : LongestIncreasing(pos[s])) {
+      match[cand[s][k]] = pos[s][k];
+      dmatched[s][pos[s][k]] = true;
     }
   }
 
@@ -235,9 +239,9 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   // The final chain: kept kernel rules in order, each new desired rule right after its desired predecessor (the
   // first of a segment at the segment's start).
   struct Slot {
-    int kernel = -1;             // index into `kernel`, or -1 for a new rule
-    const Rule* rule = nullptr;  // new rule
-    const std::string* spec = nullptr;
+    int kernel = -1;                    // index into `kernel`, or -1 for a new rule
+    const Rule* rule = nullptr;         // new rule
+    const std::string* spec = nullptr;  // a new rule's spec (read only for new rules)
   };
   std::vector<Slot> fin;
   fin.reserve(kept + all_desired.size());

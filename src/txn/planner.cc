@@ -296,6 +296,10 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
       if (op.policy != "ACCEPT" && op.policy != "DROP") {
         return Status::InvalidArgument("bad policy " + Quoted(op.policy) + " (expected ACCEPT or DROP)");
       }
+      if (op.policy == "DROP" && table.name == "nat") {
+        return Status::InvalidArgument("policy DROP is not allowed in table nat: the nat table is not intended for "
+                                       "filtering (iptables inhibits DROP there)");
+      }
       return sim.Emit(TableOp::Make(TKind::kPolicy, op.chain, {}, 0, op.policy));
     }
   }

@@ -140,7 +140,10 @@ Status CheckRule(Family family, const Table& table, std::string_view chain, cons
   IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
   const Target& t = rule.target;
   if (t.kind == Target::Kind::kNone) return Status::Ok();
-  if (t.kind == Target::Kind::kJump && IsStandardVerdict(t.name)) return Status::Ok();
+  if (t.kind == Target::Kind::kJump && IsStandardVerdict(t.name)) {
+    // Verdicts are allowed everywhere but DROP in nat (ValidateTargetPlacement).
+    return ValidateTargetPlacement(t.name, table.name, IsBuiltinChain(table.name, chain) ? chain : "", family);
+  }
   if (IsTargetExtension(t)) {
     return ValidateTargetPlacement(t.name, table.name, IsBuiltinChain(table.name, chain) ? chain : "", family);
   }

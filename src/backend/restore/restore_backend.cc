@@ -13,6 +13,7 @@
 #include "iptkit/dialect.h"
 #include "src/base/errno_status.h"
 #include "src/backend/fake/table_sim.h"
+#include "src/backend/restore/local_canonical.h"
 #include "src/base/file_lock.h"
 
 #ifndef IPTKIT_XTABLES_LIBDIR
@@ -599,18 +600,23 @@ void RestoreBackend::UpdateLegacyCache(const TableBatch& batch) {
   auto it = snapshot_cache_.find(batch.family);
   if (it == snapshot_cache_.end()) return;
   auto after = xt_probe_->Read(batch.family);
-  std::optional<Table> updated;
-  if (after.ok()) updated = SimulateOnCache(it->second.ruleset, batch);
-  if (!updated) {
+  if (!after.ok()) {
     snapshot_cache_.erase(it);
     return;
   }
   std::vector<Table>& tables = it->second.ruleset.tables;
   auto same = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == batch.table; });
-  if (same != tables.end()) {
-    *same = std::move(*updated);
-  } else {
-    tables.push_back(std::move(*updated));
+  if (same == tables.end()) {
+    auto fresh = NewTable(batch.table);
+    if (fresh.ok()) {
+      tables.push_back(*std::move(fresh));
+      same = tables.end() - 1;
+    }
+  }
+  // A failed simulation leaves the table half changed: the entry goes.
+  if (same == tables.end() || !SimulateOnCache(*same, batch)) {
+    snapshot_cache_.erase(it);
+    return;
   }
   // A table the restore created takes its place in /proc/net/ip_tables_names, which is save's order.
   if (!OrderLike(tables, *after)) {
@@ -628,6 +634,24 @@ Result<nft::NetlinkClient*> RestoreBackend::Netlink() {
     netlink_ = std::move(client).value();
   }
   return netlink_.get();
+}
+
+bool RestoreBackend::Unchanged(Family family) {
+  auto it = snapshot_cache_.find(family);
+  if (it == snapshot_cache_.end()) return false;
+  if (variant_ == Variant::kNft) {
+    Result<nft::NetlinkClient*> nl = Netlink();
+    if (!nl.ok()) return false;
+    Result<uint32_t> generation = (*nl)->GenerationId();
+    return generation.ok() && *generation == it->second.generation;
+  }
+  // Legacy: as ReadLegacy's cache hit — byte-equal rule blobs are equal rulesets.
+  Result<legacy::XtablesProbe*> probe = XtProbe();
+  if (!probe.ok()) return false;
+  Result<legacy::Fingerprint> now = (*probe)->Read(family);
+  if (!now.ok() || *now != it->second.fingerprint) return false;
+  if (lock_state_->depth > 0) it->second.verified_epoch = lock_state_->epoch;
+  return true;
 }
 
 Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters) {
@@ -661,19 +685,11 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
   }
 }
 
-std::optional<Table> RestoreBackend::SimulateOnCache(const Ruleset& cached, const TableBatch& batch) const {
-  if (batch.flush_table || batch.with_counters) return std::nullopt;
-  Table table;
-  if (const Table* t = cached.FindTable(batch.table)) {
-    table = *t;
-  } else {
-    auto fresh = NewTable(batch.table);
-    if (!fresh.ok()) return std::nullopt;
-    table = std::move(fresh).value();
-  }
-  if (!table.unrepresentable_reason.empty()) return std::nullopt;
+bool RestoreBackend::SimulateOnCache(Table& table, const TableBatch& batch) const {
+  if (batch.flush_table || batch.with_counters) return false;
+  if (!table.unrepresentable_reason.empty()) return false;
   // Rules the cache would hold must be exactly what the save tool prints: outputs of Canonicalize, or rules
-  // the snapshot already holds (e.g. re-inserted by a rollback).
+  // the snapshot already holds (e.g. re-inserted by a rollback). Checked for every op before the table changes.
   std::optional<std::set<std::string>> snapshot_specs;
   auto canonical = [&](const Rule& rule) {
     const std::string spec = FormatRuleSpec(rule);
@@ -689,15 +705,18 @@ std::optional<Table> RestoreBackend::SimulateOnCache(const Ruleset& cached, cons
   for (const TableOp& op : batch.ops) {
     const bool adds = op.kind == TableOp::Kind::kAppend || op.kind == TableOp::Kind::kInsert ||
                       op.kind == TableOp::Kind::kReplace;
-    if (adds && !canonical(op.rule)) return std::nullopt;
-    if (!ApplyTableOp(batch.family, table, op, /*with_counters=*/false).ok()) return std::nullopt;
+    if (adds && !canonical(op.rule)) return false;
+  }
+  // In place: copying a 20,000-rule table per commit cost more than the commit's planning (daemon benchmark).
+  for (const TableOp& op : batch.ops) {
+    if (!ApplyTableOp(batch.family, table, op, /*with_counters=*/false).ok()) return false;
   }
   // Both save tools list user chains sorted by name (iptables 1.8.9 nft-cache.c keeps them sorted; libiptc
   // inserts new chains in name order, libiptc.c iptcc_chain_index / iptc_insert_chain).
   auto user = std::stable_partition(table.chains.begin(), table.chains.end(),
                                     [&](const Chain& c) { return IsBuiltinChain(table.name, c.name); });
   std::sort(user, table.chains.end(), [](const Chain& a, const Chain& b) { return a.name < b.name; });
-  return table;
+  return true;
 }
 
 void RestoreBackend::UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before) {
@@ -728,23 +747,21 @@ void RestoreBackend::UpdateSnapshotCache(const TableBatch& batch, uint32_t gener
   }
   auto it = snapshot_cache_.find(batch.family);
   if (it != snapshot_cache_.end()) {
-    std::optional<Table> updated = SimulateOnCache(it->second.ruleset, batch);
-    if (!updated) {
-      snapshot_cache_.erase(it);
-    } else {
-      std::vector<Table>& tables = it->second.ruleset.tables;
-      auto same = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == batch.table; });
-      if (same != tables.end()) {
-        *same = std::move(*updated);
-      } else {
-        // A new table takes its place in iptables-nft-save's order.
+    std::vector<Table>& tables = it->second.ruleset.tables;
+    auto same = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == batch.table; });
+    if (same == tables.end()) {
+      // A new table takes its place in iptables-nft-save's order.
+      auto fresh = NewTable(batch.table);
+      if (fresh.ok()) {
         const auto& order = KnownTables();
         auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
         auto pos = std::find_if(tables.begin(), tables.end(),
                                 [&](const Table& t) { return rank(t.name) > rank(batch.table); });
-        tables.insert(pos, std::move(*updated));
+        same = tables.insert(pos, *std::move(fresh));
       }
     }
+    // A failed simulation leaves the table half changed: the entry goes.
+    if (same == tables.end() || !SimulateOnCache(*same, batch)) snapshot_cache_.erase(it);
   }
   for (auto& [family, entry] : snapshot_cache_) entry.generation = *after;
 }
@@ -947,6 +964,12 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
     IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
     keys[i] = FormatRuleSpec(rules[i]);
     if (canonical_cache_.count({family, table, keys[i]})) continue;
+    if (std::optional<Rule> local = LocalCanonicalRule(family, rules[i])) {
+      canonical_outputs_.insert({family, table, FormatRuleSpec(*local)});
+      canonical_cache_[{family, table, keys[i]}] = *std::move(local);
+      ++local_canonicalized_;
+      continue;
+    }
     if (todo_index.emplace(keys[i], todo.size()).second) todo.push_back(&rules[i]);
   }
   if (!todo.empty()) {

@@ -54,7 +54,8 @@
 //    iptables 1.8.9, xshared.c xtables_lock) so they neither deadlock on our lock nor wait forever. nft: Lock()
 //    is a no-op guard (iptables-nft takes no lock; -C preconditions and its generation-id retry give
 //    correctness). A LockGuard must not outlive its backend.
-//  - Canonicalize loads the uncached rules into a private ScratchNetns (created on first use, reused) as a user
+//  - Canonicalize computes the canonical form of simple rules itself (addresses, interfaces, comments, verdicts:
+//    local_canonical.h) and loads the other uncached rules into a private ScratchNetns (created on first use, reused) as a user
 //    chain of the same table (so hook restrictions do not apply), one restore + one save for all of them, with
 //    the user chains they jump to, the ipsets they use (create line copied from the target netns) and nfacct
 //    objects. Cached per (family, table, FormatRuleSpec). Failures name the spec with iptables' stderr.
@@ -102,14 +103,18 @@ class RestoreBackend final : public Backend {
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
   Status Commit(const TableBatch& batch) override;
+  // True when a Read(family, nullopt, false) now would answer from the snapshot cache.
+  bool Unchanged(Family family) override;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override;
   Result<std::unique_ptr<LockGuard>> Lock(std::chrono::milliseconds wait) override;
   Result<FirewallInfo> Info() override;
 
   Variant variant() const { return variant_; }
-  // Number of distinct specs in the canonicalization cache (tests).
+  // Number of distinct specs in the canonicalization cache, and how many of them were computed without iptables
+  // (tests).
   size_t canonical_cache_size() const { return canonical_cache_.size(); }
+  size_t local_canonicalized() const { return local_canonicalized_; }
   // What Read did so far (tests): save spawns, and reads answered from the snapshot cache.
   struct ReadStats {
     uint64_t saves = 0;
@@ -151,8 +156,9 @@ class RestoreBackend final : public Backend {
   Result<Ruleset> ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters);
   // After a successful restore of `batch` on nft: update or drop snapshot_cache_ (see the contract above).
   void UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before);
-  // The family's cached table after `batch`, or nullopt when it cannot be simulated faithfully.
-  std::optional<Table> SimulateOnCache(const Ruleset& cached, const TableBatch& batch) const;
+  // Applies `batch` to the cached `table` in place; false when it cannot be simulated faithfully (then the table
+  // may be half changed and the caller drops the cache entry).
+  bool SimulateOnCache(Table& table, const TableBatch& batch) const;
   Status CanonicalizeInScratch(Family family, const std::string& table, const std::vector<const Rule*>& rules,
                                std::vector<Rule>& out);
 
@@ -168,6 +174,7 @@ class RestoreBackend final : public Backend {
   std::map<std::tuple<Family, std::string, std::string>, Rule> canonical_cache_;
   // FormatRuleSpec of every rule Canonicalize returned, per (family, table): known to be what save prints.
   std::set<std::tuple<Family, std::string, std::string>> canonical_outputs_;
+  size_t local_canonicalized_ = 0;
 
   std::unique_ptr<nft::NetlinkClient> netlink_;  // nft: opened on first use, kept open
   std::unique_ptr<legacy::XtablesProbe> xt_probe_;  // legacy: opened on first Read, kept open

@@ -1,0 +1,767 @@
+// iptkitd_bench: the daemon's group commit under concurrent load, beside the same adds done one `iptables -A`
+// process at a time (what rfw-style daemons do), in the same run (README.md, Benchmarks).
+//
+// For each iptables variant (nft, legacy):
+//   1. a fresh network namespace (iptkit-bench-<pid>-<variant>-daemon) gets --preload rules in filter INPUT from
+//      one iptables-restore; iptkitd is started on it (temporary state dir and token, --rate-limit 0, listening on
+//      127.0.0.1 of the benchmark's own namespace); after one checked warm-up add + delete, --clients threads, each
+//      with its own keep-alive connection (opened one after the other before the clock starts), POST --adds
+//      distinct single-rule appends (`-s 172.16.x.y/32 -j DROP`); then, if --ttl-adds > 0, as many threads POST
+//      that many owned adds with {"ttl": 3600} (the default owner: the declarative path) into the same daemon,
+//      whose namespace then holds preload + adds rules. Every response must be 200 and iptables-save must
+//      show preload + adds (+ ttl adds) INPUT rules afterwards. /metrics, read before and after each phase, gives
+//      the number of commits, the mean group-commit batch size and the mean commit duration of that phase.
+//   2. a second fresh namespace (…-loop) gets the same preload, then the first --loop-adds of the same specs as
+//      one `iptables -w 10 -A INPUT <spec>` process each, one after the other, checked by a rule count.
+// Prints the machine facts and one Markdown table per variant on stdout (progress on stderr); exits 1 when any
+// check failed. Needs root; writes netfilter state only in the namespaces it creates and deletes them, and kills
+// the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
+//
+//   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --preload 1000 --adds 1000
+#include <fcntl.h>
+#include <httplib.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <latch>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench/harness.h"
+#include "iptkit/status.h"
+
+#ifndef IPTKITD_PATH
+#define IPTKITD_PATH ""
+#endif
+
+namespace iptkit::bench {
+namespace {
+
+constexpr const char* kRulesPath = "/v1/ipv4/tables/filter/chains/INPUT/rules";
+constexpr const char* kWarmUpSpec = "-s 198.51.100.1/32 -j DROP";
+
+struct Config {
+  std::vector<std::string> variants = {"nft", "legacy"};
+  int preload = 10000;
+  int adds = 10000;
+  int clients = 64;
+  int loop_adds = -1;  // -1: = adds
+  int ttl_adds = 2000;
+  std::string iptkitd = IPTKITD_PATH;
+  std::string daemon_log_level = "warn";
+  std::vector<std::string> daemon_env;  // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
+};
+
+// The i-th add of the plain phase (and of the iptables -A loop): distinct /32 sources in 172.16.0.0/12.
+std::string AddSpec(int i) {
+  return "-s 172." + std::to_string(16 + (i >> 16)) + "." + std::to_string((i >> 8) & 255) + "." +
+         std::to_string(i & 255) + "/32 -j DROP";
+}
+// The i-th owned TTL add: distinct /32 sources in 100.64.0.0/10.
+std::string TtlSpec(int i) {
+  return "-s 100." + std::to_string(64 + (i >> 16)) + "." + std::to_string((i >> 8) & 255) + "." +
+         std::to_string(i & 255) + "/32 -j DROP";
+}
+
+std::vector<std::string> Words(const std::string& text) {
+  std::vector<std::string> words;
+  std::istringstream in(text);
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+// Nearest-rank percentile (p in (0, 1]) of unsorted samples; 0 when empty.
+double Percentile(std::vector<double> samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  size_t rank = static_cast<size_t>(std::ceil(p * static_cast<double>(samples.size())));
+  return samples[std::clamp<size_t>(rank, 1, samples.size()) - 1];
+}
+
+// ---- The daemon process ----
+
+// The pid of the running daemon for the signal handler, which kills it and then runs the harness's handler
+// (namespace cleanup, re-raise).
+volatile sig_atomic_t g_daemon_pid = 0;
+void (*g_harness_handler)(int) = nullptr;
+
+void KillDaemonHandler(int sig) {
+  const pid_t pid = g_daemon_pid;
+  if (pid > 0) kill(pid, SIGKILL);
+  if (g_harness_handler != nullptr && g_harness_handler != SIG_DFL && g_harness_handler != SIG_IGN) {
+    g_harness_handler(sig);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void InstallCleanupHandlers() {
+  InstallNetnsCleanupHandlers();
+  struct sigaction old {};
+  sigaction(SIGTERM, nullptr, &old);
+  g_harness_handler = old.sa_handler;  // the same handler for SIGINT/SIGTERM/SIGHUP
+  struct sigaction action {};
+  action.sa_handler = KillDaemonHandler;
+  sigemptyset(&action.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &action, nullptr);
+}
+
+std::string Tail(const std::string& path, size_t max_bytes = 2000) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > max_bytes) text = "..." + text.substr(text.size() - max_bytes);
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return text;
+}
+
+// A running iptkitd. The destructor stops it (SIGTERM, then SIGKILL after 20 s) and reaps it.
+class Daemon {
+ public:
+  static Result<std::unique_ptr<Daemon>> Start(const std::string& binary, const std::vector<std::string>& args,
+                                               const std::vector<std::string>& extra_env, const std::string& log_path,
+                                               const std::string& ready_path) {
+    std::vector<std::string> argv = {binary};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> child_argv;
+    for (const std::string& a : argv) child_argv.push_back(const_cast<char*>(a.c_str()));
+    child_argv.push_back(nullptr);
+    std::vector<std::string> env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    std::vector<char*> child_env;
+    for (const std::string& e : env) child_env.push_back(const_cast<char*>(e.c_str()));
+    child_env.push_back(nullptr);
+    const int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0) return Status::Internal("open " + log_path + ": " + std::strerror(errno));
+    const int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    const pid_t parent = getpid();
+    const pid_t pid = fork();
+    if (pid < 0) {
+      close(log_fd);
+      if (null_fd >= 0) close(null_fd);
+      return Status::Internal(std::string("fork: ") + std::strerror(errno));
+    }
+    if (pid == 0) {
+      // The daemon must not outlive the benchmark, whatever kills it.
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(125);
+      if (dup2(null_fd, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) _exit(126);
+      close_range(3, ~0U, 0);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) signal(sig, SIG_DFL);
+      execve(child_argv[0], child_argv.data(), child_env.data());
+      _exit(127);
+    }
+    close(log_fd);
+    if (null_fd >= 0) close(null_fd);
+    g_daemon_pid = pid;
+    std::unique_ptr<Daemon> daemon(new Daemon(pid, log_path));
+
+    // Serving once the ready file exists (the start-up reconcile has run by then).
+    const Clock::time_point start = Clock::now();
+    for (;;) {
+      int status = 0;
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        daemon->pid_ = -1;
+        g_daemon_pid = 0;
+        return Status::Internal("iptkitd exited during start-up (status " + std::to_string(status) + "); its log:\n" +
+                                Tail(log_path));
+      }
+      std::ifstream ready(ready_path);
+      if (ready) {
+        std::string text((std::istreambuf_iterator<char>(ready)), std::istreambuf_iterator<char>());
+        try {
+          nlohmann::json doc = nlohmann::json::parse(text);
+          for (const auto& e : doc.at("endpoints")) {
+            const std::string endpoint = e.get<std::string>();
+            const std::string prefix = "http://127.0.0.1:";
+            if (endpoint.rfind(prefix, 0) == 0) daemon->port_ = std::stoi(endpoint.substr(prefix.size()));
+          }
+          daemon->backend_ = doc.at("backend").get<std::string>();
+        } catch (const std::exception& e) {
+          return Status::Internal(std::string("unparsable ready file: ") + e.what() + ": " + text);
+        }
+        if (daemon->port_ <= 0) return Status::Internal("no http://127.0.0.1 endpoint in the ready file: " + text);
+        return daemon;
+      }
+      if (MillisSince(start) > 120000)
+        return Status::Internal("iptkitd not ready after 120 s; log:\n" + Tail(log_path));
+      usleep(20000);
+    }
+  }
+
+  // SIGTERM and wait; an exit code other than 0 is an error (with the log's tail).
+  Status Stop() {
+    if (pid_ <= 0) return Status::Ok();
+    kill(pid_, SIGTERM);
+    int status = 0;
+    const Clock::time_point start = Clock::now();
+    while (waitpid(pid_, &status, WNOHANG) == 0) {
+      if (MillisSince(start) > 20000) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        break;
+      }
+      usleep(10000);
+    }
+    pid_ = -1;
+    g_daemon_pid = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
+    return Status::Internal("iptkitd did not stop cleanly (wait status " + std::to_string(status) + "); log:\n" +
+                            Tail(log_path_));
+  }
+  ~Daemon() { (void)Stop(); }
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  int port() const { return port_; }
+  const std::string& backend() const { return backend_; }
+  const std::string& log_path() const { return log_path_; }
+
+ private:
+  Daemon(pid_t pid, std::string log_path) : pid_(pid), log_path_(std::move(log_path)) {}
+  pid_t pid_;
+  std::string log_path_;
+  int port_ = 0;
+  std::string backend_;
+};
+
+// A temporary directory (mode 0700) removed with its content by the destructor.
+class TempDir {
+ public:
+  static Result<std::unique_ptr<TempDir>> Create(const std::string& prefix) {
+    std::string pattern = "/tmp/" + prefix + "XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) return Status::Internal("mkdtemp: " + std::string(std::strerror(errno)));
+    return std::unique_ptr<TempDir>(new TempDir(pattern));
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// ---- HTTP ----
+
+httplib::Headers AuthHeaders(const std::string& token) { return {{"Authorization", "Bearer " + token}}; }
+
+std::unique_ptr<httplib::Client> NewClient(int port) {
+  auto client = std::make_unique<httplib::Client>("127.0.0.1", port);
+  client->set_keep_alive(true);
+  client->set_connection_timeout(10);
+  client->set_read_timeout(300);
+  client->set_write_timeout(60);
+  return client;
+}
+
+std::string RuleBody(const std::string& spec, std::optional<int> ttl) {
+  nlohmann::json body = {{"spec", spec}};
+  if (ttl) body["ttl"] = *ttl;
+  return body.dump();
+}
+
+// The sum and count of a histogram from a Prometheus text exposition.
+struct HistogramTotals {
+  double sum = 0;
+  double count = 0;
+};
+std::optional<double> MetricValue(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(name, 0) != 0 || line.size() <= name.size()) continue;
+    if (line[name.size()] != ' ' && line[name.size()] != '{') continue;
+    try {
+      return std::stod(line.substr(line.rfind(' ') + 1));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+Result<HistogramTotals> ReadHistogram(const std::string& text, const std::string& name) {
+  std::optional<double> sum = MetricValue(text, name + "_sum"), count = MetricValue(text, name + "_count");
+  if (!sum || !count) return Status::Internal("/metrics has no " + name + "_sum/_count");
+  return HistogramTotals{*sum, *count};
+}
+
+struct MetricsSnapshot {
+  HistogramTotals batch;   // iptkitd_group_commit_requests
+  HistogramTotals commit;  // iptkitd_commit_duration_seconds
+};
+Result<MetricsSnapshot> ScrapeMetrics(int port, const std::string& token) {
+  auto client = NewClient(port);
+  httplib::Result res = client->Get("/metrics", AuthHeaders(token));
+  if (!res) return Status::Internal("GET /metrics: " + httplib::to_string(res.error()));
+  if (res->status != 200)
+    return Status::Internal("GET /metrics: HTTP " + std::to_string(res->status) + ": " + res->body);
+  MetricsSnapshot snap;
+  IPTKIT_ASSIGN_OR_RETURN(snap.batch, ReadHistogram(res->body, "iptkitd_group_commit_requests"));
+  IPTKIT_ASSIGN_OR_RETURN(snap.commit, ReadHistogram(res->body, "iptkitd_commit_duration_seconds"));
+  return snap;
+}
+
+// One request outside the timed phase; must answer 200.
+Status CheckedRequest(int port, const std::string& token, const std::string& method, const std::string& body) {
+  auto client = NewClient(port);
+  httplib::Result res = method == "POST" ? client->Post(kRulesPath, AuthHeaders(token), body, "application/json")
+                                         : client->Delete(kRulesPath, AuthHeaders(token), body, "application/json");
+  if (!res) return Status::Internal(method + " " + kRulesPath + ": " + httplib::to_string(res.error()));
+  if (res->status != 200) {
+    return Status::Internal(method + " " + kRulesPath + " " + body + ": HTTP " + std::to_string(res->status) + ": " +
+                            res->body);
+  }
+  return Status::Ok();
+}
+
+// A TcpExt counter of this process's network namespace (/proc/net/netstat: a line of names, then one of values).
+std::optional<long long> TcpExtCounter(const std::string& name) {
+  std::ifstream in("/proc/net/netstat");
+  std::string names, values;
+  while (std::getline(in, names) && std::getline(in, values)) {
+    if (names.rfind("TcpExt:", 0) != 0) continue;
+    std::vector<std::string> n = Words(names), v = Words(values);
+    for (size_t i = 1; i < n.size() && i < v.size(); ++i) {
+      if (n[i] == name) return std::stoll(v[i]);
+    }
+  }
+  return std::nullopt;
+}
+
+// ---- The timed phases ----
+
+struct PhaseResult {
+  std::string tool;
+  int changes = 0;
+  double wall_s = 0;
+  std::vector<double> latency_ms;
+  std::optional<double> mean_batch;      // per commit, from /metrics
+  std::optional<double> commits;         // kernel commits in the phase, from /metrics
+  std::optional<double> mean_commit_ms;  // from /metrics
+  double mean_batch_seen = 0;            // mean of the responses' batch_requests (request-weighted)
+  size_t max_batch_seen = 0;
+  std::optional<long long> listen_overflows;  // TcpExtListenOverflows delta in the benchmark's netns (any listener)
+  std::string error;                          // non-empty: a check failed
+};
+
+// `clients` threads, each with its own keep-alive connection (opened before the clock starts), POST `count`
+// bodies made by `body(i)`; every answer must be 200 with a JSON body.
+PhaseResult RunClients(const std::string& tool, int port, const std::string& token, int clients, int count,
+                       const std::function<std::string(int)>& body) {
+  PhaseResult result;
+  result.tool = tool;
+  result.changes = count;
+  std::vector<std::vector<double>> latencies(clients);
+  std::vector<double> batch_sum(clients, 0);
+  std::vector<size_t> batch_max(clients, 0);
+  std::mutex error_mu;
+  std::vector<std::string> errors;
+  size_t error_count = 0;
+  auto record_error = [&](std::string e) {
+    std::lock_guard<std::mutex> lock(error_mu);
+    if (++error_count <= 5) errors.push_back(std::move(e));
+  };
+  // The connections are opened one after the other before the clock starts: iptkitd's listener has httplib's
+  // listen backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, compiled into Debian's libcpp-httplib), and 64 simultaneous
+  // connects overflow it (TcpExtListenOverflows; SYNs retried after 1 s, some connections reset).
+  std::vector<std::unique_ptr<httplib::Client>> connections;
+  for (int c = 0; c < clients; ++c) {
+    connections.push_back(NewClient(port));
+    httplib::Result hello = connections.back()->Get("/healthz", AuthHeaders(token));
+    if (!hello) {
+      record_error("GET /healthz: " + httplib::to_string(hello.error()));
+    } else if (hello->status != 200) {
+      record_error("GET /healthz: HTTP " + std::to_string(hello->status) + ": " + hello->body);
+    }
+  }
+  std::atomic<int> next{0};
+  std::latch ready(clients + 1);
+  std::latch go(1);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c) {
+    threads.emplace_back([&, c] {
+      httplib::Client* client = connections[c].get();
+      const httplib::Headers headers = AuthHeaders(token);
+      ready.count_down();
+      go.wait();
+      latencies[c].reserve(static_cast<size_t>(count / clients + 1));
+      for (int i = next++; i < count; i = next++) {
+        const std::string text = body(i);
+        const Clock::time_point t0 = Clock::now();
+        httplib::Result res = client->Post(kRulesPath, headers, text, "application/json");
+        latencies[c].push_back(MillisSince(t0));
+        if (!res) {
+          record_error("POST " + text + ": " + httplib::to_string(res.error()));
+          continue;
+        }
+        if (res->status != 200) {
+          record_error("POST " + text + ": HTTP " + std::to_string(res->status) + ": " + res->body);
+          continue;
+        }
+        try {
+          const size_t batch = nlohmann::json::parse(res->body).at("batch_requests").get<size_t>();
+          batch_sum[c] += static_cast<double>(batch);
+          batch_max[c] = std::max(batch_max[c], batch);
+        } catch (const std::exception& e) {
+          record_error("POST " + text + ": unparsable answer (" + e.what() + "): " + res->body);
+        }
+      }
+    });
+  }
+  ready.arrive_and_wait();
+  const Clock::time_point start = Clock::now();
+  go.count_down();
+  for (std::thread& t : threads) t.join();
+  result.wall_s = MillisSince(start) / 1000;
+  double sum = 0;
+  for (int c = 0; c < clients; ++c) {
+    result.latency_ms.insert(result.latency_ms.end(), latencies[c].begin(), latencies[c].end());
+    sum += batch_sum[c];
+    result.max_batch_seen = std::max(result.max_batch_seen, batch_max[c]);
+  }
+  if (count > 0) result.mean_batch_seen = sum / count;
+  if (error_count > 0) {
+    result.error = std::to_string(error_count) + " of " + std::to_string(count) + " requests failed, e.g.:";
+    for (const std::string& e : errors) result.error += "\n    " + e;
+  }
+  return result;
+}
+
+Status LoadPreload(const Variant& variant, int netns_fd, int preload) {
+  auto loaded = RunProcessOk({variant.restore, "--noflush", "-w", "10"},
+                             {.netns_fd = netns_fd, .stdin_data = GenerateRules(preload)});
+  if (!loaded.ok()) return loaded.status().WithContext("loading the preload");
+  return Status::Ok();
+}
+
+// Fails unless filter INPUT holds exactly `expected` rules.
+Status CheckRuleCount(const Variant& variant, int netns_fd, size_t expected, const std::string& when) {
+  IPTKIT_ASSIGN_OR_RETURN(std::string saved, SaveFilter(variant, netns_fd));
+  const size_t n = CountRuleLines(saved, kChain);
+  if (n != expected) {
+    return Status::Internal(when + ": iptables-save shows " + std::to_string(n) + " INPUT rules, expected " +
+                            std::to_string(expected));
+  }
+  return Status::Ok();
+}
+
+std::string NetnsName(const Variant& variant, const std::string& what) {
+  return "iptkit-bench-" + std::to_string(getpid()) + "-" + variant.name + "-" + what;
+}
+
+void ApplyMetricsDelta(PhaseResult& r, const MetricsSnapshot& before, const MetricsSnapshot& after) {
+  const double commits = after.batch.count - before.batch.count;
+  r.commits = commits;
+  if (commits > 0) r.mean_batch = (after.batch.sum - before.batch.sum) / commits;
+  const double commit_n = after.commit.count - before.commit.count;
+  if (commit_n > 0) r.mean_commit_ms = (after.commit.sum - before.commit.sum) / commit_n * 1000;
+}
+
+// The daemon phases; appends one PhaseResult per phase (the failing one carries the error).
+Status RunDaemon(const Config& config, const Variant& variant, std::vector<PhaseResult>& out) {
+  const std::string ns_name = NetnsName(variant, "daemon");
+  std::fprintf(stderr, "[%s daemon] netns %s, preloading %d rules\n", variant.name.c_str(), ns_name.c_str(),
+               config.preload);
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Netns> ns, Netns::Create(ns_name));
+  IPTKIT_RETURN_IF_ERROR(LoadPreload(variant, ns->fd(), config.preload));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the preload"));
+
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<TempDir> dir,
+                          TempDir::Create("iptkit-bench-" + std::to_string(getpid()) + "-" + variant.name + "-"));
+  const std::string state_dir = dir->path() + "/state";
+  IPTKIT_ASSIGN_OR_RETURN(std::string token_out,
+                          RunProcessOk({config.iptkitd, "token", "create", "--name", "bench", "--scope", "read",
+                                        "--scope", "write", "--state-dir", state_dir}));
+  const std::vector<std::string> token_words = Words(token_out);
+  if (token_words.size() != 1) return Status::Internal("`iptkitd token create` printed '" + token_out + "'");
+  const std::string token = token_words.front();
+
+  const std::vector<std::string> args = {"--netns",           ns_name,
+                                         "--backend",         variant.name,
+                                         "--listen",          "127.0.0.1:0",
+                                         "--ready-file",      dir->path() + "/ready.json",
+                                         "--state-dir",       state_dir,
+                                         "--rate-limit",      "0",
+                                         "--max-connections", std::to_string(config.clients + 16),
+                                         "--log-level",       config.daemon_log_level};
+  const Clock::time_point started = Clock::now();
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Daemon> daemon,
+                          Daemon::Start(config.iptkitd, args, config.daemon_env, dir->path() + "/iptkitd.log",
+                                        dir->path() + "/ready.json"));
+  std::fprintf(stderr, "[%s daemon] iptkitd (%s backend) serving on 127.0.0.1:%d after %.2f s\n", variant.name.c_str(),
+               daemon->backend().c_str(), daemon->port(), MillisSince(started) / 1000);
+  if (daemon->backend() != variant.name) {
+    return Status::Internal("iptkitd reports backend '" + daemon->backend() + "', wanted " + variant.name);
+  }
+
+  // Checked warm-up: one add and its delete through the API (fills the daemon's snapshot and spec caches).
+  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon->port(), token, "POST", RuleBody(kWarmUpSpec, std::nullopt)));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload + 1, "after the warm-up add"));
+  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon->port(), token, "DELETE", RuleBody(kWarmUpSpec, std::nullopt)));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the warm-up delete"));
+
+  size_t expected = static_cast<size_t>(config.preload);
+  auto phase = [&](const std::string& tool, int count, const std::function<std::string(int)>& body) -> Status {
+    std::fprintf(stderr, "[%s daemon] %s: %d clients, %d adds\n", variant.name.c_str(), tool.c_str(), config.clients,
+                 count);
+    IPTKIT_ASSIGN_OR_RETURN(MetricsSnapshot before, ScrapeMetrics(daemon->port(), token));
+    const std::optional<long long> overflows_before = TcpExtCounter("ListenOverflows");
+    PhaseResult r = RunClients(tool, daemon->port(), token, config.clients, count, body);
+    const std::optional<long long> overflows_after = TcpExtCounter("ListenOverflows");
+    if (overflows_before && overflows_after) r.listen_overflows = *overflows_after - *overflows_before;
+    expected += static_cast<size_t>(count);
+    if (r.error.empty()) {
+      Status counted = CheckRuleCount(variant, ns->fd(), expected, "after " + tool);
+      if (!counted.ok()) r.error = counted.message();
+    }
+    Result<MetricsSnapshot> after = ScrapeMetrics(daemon->port(), token);
+    if (after.ok()) {
+      ApplyMetricsDelta(r, before, *after);
+    } else if (r.error.empty()) {
+      r.error = after.status().ToString();
+    }
+    std::fprintf(stderr, "[%s daemon] %s: %.2f s, %.0f changes/s, %.0f commits%s\n", variant.name.c_str(), tool.c_str(),
+                 r.wall_s, r.wall_s > 0 ? count / r.wall_s : 0, r.commits.value_or(-1),
+                 r.error.empty() ? "" : " (FAILED)");
+    const std::string error = r.error;
+    out.push_back(std::move(r));
+    if (!error.empty()) {
+      return Status::Internal(tool + ": " + error + "\n  iptkitd log (tail):\n" + Tail(daemon->log_path()));
+    }
+    return Status::Ok();
+  };
+  IPTKIT_RETURN_IF_ERROR(phase("iptkitd, " + std::to_string(config.clients) + " clients", config.adds,
+                               [](int i) { return RuleBody(AddSpec(i), std::nullopt); }));
+  if (config.ttl_adds > 0) {
+    IPTKIT_RETURN_IF_ERROR(phase("iptkitd owned TTL adds, " + std::to_string(config.clients) + " clients",
+                                 config.ttl_adds, [](int i) { return RuleBody(TtlSpec(i), 3600); }));
+  }
+  const std::string log = Tail(daemon->log_path());
+  IPTKIT_RETURN_IF_ERROR(daemon->Stop());
+  if (!log.empty()) std::fprintf(stderr, "[%s daemon] iptkitd log (tail):\n%s\n", variant.name.c_str(), log.c_str());
+  return Status::Ok();
+}
+
+// The same adds as `iptables -A` processes, one at a time, in a fresh namespace with the same preload.
+Status RunLoop(const Config& config, const Variant& variant, std::vector<PhaseResult>& out) {
+  const int count = config.loop_adds < 0 ? config.adds : config.loop_adds;
+  const std::string ns_name = NetnsName(variant, "loop");
+  std::fprintf(stderr, "[%s loop] netns %s, preloading %d rules, then %d x iptables -A\n", variant.name.c_str(),
+               ns_name.c_str(), config.preload, count);
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Netns> ns, Netns::Create(ns_name));
+  IPTKIT_RETURN_IF_ERROR(LoadPreload(variant, ns->fd(), config.preload));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the preload"));
+  PhaseResult r;
+  r.tool = "`iptables -A` loop (1 process per add)";
+  r.changes = count;
+  r.latency_ms.reserve(static_cast<size_t>(count));
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    std::vector<std::string> argv = {variant.iptables, "-w", "10", "-t", "filter", "-A", kChain};
+    for (std::string& w : Words(AddSpec(i))) argv.push_back(std::move(w));
+    const Clock::time_point t0 = Clock::now();
+    Result<std::string> done = RunProcessOk(argv, {.netns_fd = ns->fd()});
+    r.latency_ms.push_back(MillisSince(t0));
+    if (!done.ok()) {
+      r.error = "add " + std::to_string(i) + ": " + done.status().ToString();
+      break;
+    }
+    if ((i + 1) % 1000 == 0) {
+      std::fprintf(stderr, "[%s loop] %d adds, %.1f s\n", variant.name.c_str(), i + 1, MillisSince(start) / 1000);
+    }
+  }
+  r.wall_s = MillisSince(start) / 1000;
+  if (r.error.empty()) {
+    Status counted =
+        CheckRuleCount(variant, ns->fd(), static_cast<size_t>(config.preload + count), "after the iptables -A loop");
+    if (!counted.ok()) r.error = counted.message();
+  }
+  const std::string error = r.error;
+  out.push_back(std::move(r));
+  if (!error.empty()) return Status::Internal(error);
+  return Status::Ok();
+}
+
+// ---- Report ----
+
+std::string Fixed(double v, int digits) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+std::string FirstLine(const Result<std::string>& text) {
+  if (!text.ok()) return "?";
+  return text->substr(0, text->find('\n'));
+}
+
+std::string CpuModel() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+std::string FormatVariant(const std::string& variant, const Config& config, const std::vector<PhaseResult>& rows,
+                          const std::vector<std::string>& errors) {
+  std::ostringstream md;
+  md << "#### " << variant << " (" << config.preload << " rules preloaded in filter INPUT)\n\n"
+     << "| tool | adds | wall s | changes/s | p50 ms | p99 ms | mean batch | commits | mean commit ms | "
+        "÷ iptables -A loop |\n"
+     << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+  std::optional<double> loop_rate;
+  for (const PhaseResult& r : rows) {
+    if (r.tool.rfind("`iptables -A`", 0) == 0 && r.error.empty() && r.wall_s > 0) loop_rate = r.changes / r.wall_s;
+  }
+  for (const PhaseResult& r : rows) {
+    const double rate = r.wall_s > 0 ? r.changes / r.wall_s : 0;
+    md << "| " << r.tool << (r.error.empty() ? "" : " (FAILED)") << " | " << r.changes << " | " << Fixed(r.wall_s, 2)
+       << " | " << Fixed(rate, 0) << " | " << Fixed(Percentile(r.latency_ms, 0.5), 2) << " | "
+       << Fixed(Percentile(r.latency_ms, 0.99), 2) << " | "
+       << (r.mean_batch ? Fixed(*r.mean_batch, 1) : std::string(r.commits ? "-" : "1")) << " | "
+       << (r.commits ? Fixed(*r.commits, 0) : std::to_string(r.changes)) << " | "
+       << (r.mean_commit_ms ? Fixed(*r.mean_commit_ms, 1) : std::string("-")) << " | "
+       << (loop_rate && r.error.empty() ? Fixed(rate / *loop_rate, 1) + "×" : std::string("n/a")) << " |\n";
+  }
+  md << "\n";
+  for (const PhaseResult& r : rows) {
+    if (r.commits) {
+      md << "- " << r.tool << ": responses' batch_requests mean " << Fixed(r.mean_batch_seen, 1) << ", max "
+         << r.max_batch_seen << " (request-weighted; the table's mean batch is per commit, from /metrics)";
+      if (r.listen_overflows) md << "; TCP listen overflows meanwhile: " << *r.listen_overflows;
+      md << ".\n";
+    }
+  }
+  for (const std::string& e : errors) md << "- **error**: " << e << "\n";
+  md << "\n";
+  return md.str();
+}
+
+int Main(int argc, char** argv) {
+  Config config;
+  CLI::App app{"iptkitd group commit under concurrent clients vs an `iptables -A` loop (Markdown on stdout)"};
+  app.add_option("--variants", config.variants, "nft,legacy")->delimiter(',');
+  app.add_option("--preload", config.preload, "rules loaded into filter INPUT before the adds")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--adds", config.adds, "single-rule adds sent to the daemon")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--clients", config.clients, "concurrent client threads, one keep-alive connection each")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--loop-adds", config.loop_adds, "adds done as `iptables -A` processes (default: --adds)")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--ttl-adds", config.ttl_adds, "owned adds with ttl 3600 after the plain ones (0: skip)")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--iptkitd", config.iptkitd, "path of the iptkitd binary")->check(CLI::ExistingFile);
+  app.add_option("--daemon-log-level", config.daemon_log_level, "iptkitd --log-level");
+  app.add_option("--daemon-env", config.daemon_env, "KEY=VALUE added to iptkitd's environment (repeatable)");
+  CLI11_PARSE(app, argc, argv);
+  for (const std::string& v : config.variants) {
+    if (v != "nft" && v != "legacy") {
+      std::cerr << "--variants: unknown variant '" << v << "'\n";
+      return 2;
+    }
+  }
+  if (config.iptkitd.empty() || config.iptkitd[0] != '/') {
+    std::cerr << "--iptkitd must be an absolute path\n";
+    return 2;
+  }
+  if (geteuid() != 0) {
+    std::cerr << "iptkitd_bench must run as root (it creates network namespaces)\n";
+    return 2;
+  }
+  InstallCleanupHandlers();
+
+  utsname host{};
+  uname(&host);
+  char date[64];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  std::ostringstream md;
+  const int loop_adds = config.loop_adds < 0 ? config.adds : config.loop_adds;
+  md << "## iptkitd group-commit benchmark (" << date << ")\n\n"
+     << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs (" << CpuModel() << "); "
+     << FirstLine(RunProcessOk({Variant::Nft().iptables, "-V"})) << "; "
+     << FirstLine(RunProcessOk({Variant::Legacy().iptables, "-V"})) << "; load average at start " << LoadAverage()
+     << "; iptkitd " << config.iptkitd << ".\n\n"
+     << "- iptkitd: " << config.clients << " client threads (one keep-alive HTTP/1.1 connection each, on 127.0.0.1) "
+     << "POST " << config.adds << " single-rule appends `{\"spec\": \"-s 172.16.x.y/32 -j DROP\"}` to "
+     << "`" << kRulesPath << "` (rate limit off); latency per request, wall clock from the first request to the "
+     << "last answer. Every answer checked (200) and the rule count checked with iptables-save afterwards.\n";
+  if (config.ttl_adds > 0) {
+    md << "- owned TTL adds: then " << config.ttl_adds << " adds `{\"spec\": \"-s 100.64.x.y/32 -j DROP\", "
+       << "\"ttl\": 3600}` (managed rules of the default owner: the declarative path, stored in SQLite) by the "
+       << "same clients, into the same daemon.\n";
+  }
+  if (!config.daemon_env.empty()) {
+    md << "- iptkitd's environment also had:";
+    for (const std::string& e : config.daemon_env) md << " `" << e << "`";
+    md << ".\n";
+  }
+  md << "- mean batch = requests per kernel commit, commits and mean commit ms (iptkitd_commit_duration_seconds) "
+     << "from /metrics deltas around the phase.\n"
+     << "- `iptables -A` loop: the first " << loop_adds << " of the same specs as `iptables-{nft,legacy} -w 10 -t "
+     << "filter -A INPUT <spec>`, one process after the other (fork + setns + execve), in a fresh namespace with "
+     << "the same preload; p50/p99 per command.\n\n";
+
+  bool failed = false;
+  for (const std::string& name : config.variants) {
+    const Variant variant = name == "nft" ? Variant::Nft() : Variant::Legacy();
+    std::vector<PhaseResult> rows;
+    std::vector<std::string> errors;
+    if (Status s = RunDaemon(config, variant, rows); !s.ok()) {
+      errors.push_back("daemon: " + s.ToString());
+      failed = true;
+    }
+    if (loop_adds > 0) {
+      if (Status s = RunLoop(config, variant, rows); !s.ok()) {
+        errors.push_back("iptables -A loop: " + s.ToString());
+        failed = true;
+      }
+    }
+    md << FormatVariant(name, config, rows, errors);
+    std::fprintf(stderr, "%s", FormatVariant(name, config, rows, errors).c_str());
+  }
+  std::cout << md.str();
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace iptkit::bench
+
+int main(int argc, char** argv) { return iptkit::bench::Main(argc, argv); }
