@@ -275,6 +275,10 @@ httplib::Headers AuthHeaders(const std::string& token) { return {{"Authorization
 std::unique_ptr<httplib::Client> NewClient(int port) {
   auto client = std::make_unique<httplib::Client>("127.0.0.1", port);
   client->set_keep_alive(true);
+  // httplib writes a POST's headers and body separately: without TCP_NODELAY, Nagle holds the body back until the
+  // server's delayed ACK (~40 ms), which measured the client's TCP stack instead of the daemon (curl, Python's
+  // http.client and most HTTP libraries set it too).
+  client->set_tcp_nodelay(true);
   client->set_connection_timeout(10);
   client->set_read_timeout(300);
   client->set_write_timeout(60);

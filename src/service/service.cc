@@ -123,12 +123,22 @@ void Service::Impl::WriterMain() {
         }
       }
       if (stopping) break;
+      // Group commit window (Options::group_wait): the clients the last drain answered are about to send again.
+      // Clients that keep sending alternate in cohorts (those answered by one drain queue up during the next):
+      // waiting for as many as the last two drains took lets them share one commit.
+      if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
+        const size_t target = std::min(last_drain_requests + previous_drain_requests, options.max_batch);
+        queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
+        if (stopping) break;
+      }
       while (!queue.empty() && requests.size() < options.max_batch) {
         requests.push_back(std::move(queue.front()));
         queue.pop_front();
       }
       queue_depth->Set({}, static_cast<double>(queue.size()));
     }
+    previous_drain_requests = last_drain_requests;
+    last_drain_requests = requests.size();
     // Expiries and rollbacks before the requests; the drift check (if due) after them.
     std::vector<std::unique_ptr<WorkItem>> items = DueTimers();
     std::unique_ptr<WorkItem> drift;

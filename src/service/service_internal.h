@@ -78,7 +78,10 @@ struct Service::Impl {
   std::unique_ptr<backend::Backend> writer_backend;
   std::thread writer;
   int64_t next_seq = 1;  // seq of the next new managed rule
+  size_t last_drain_requests = 0;      // client requests the writer took last time (group_wait's target) ...
+  size_t previous_drain_requests = 0;  // ... and the time before
   std::map<Family, Ruleset> expected;  // what the kernel holds after our last commit (foreign change detection)
+  txn::BatchPlanner::ShapeIndex expected_shapes;  // the planner's shape index for `expected`
   std::chrono::steady_clock::time_point next_drift;
   // Internal work that failed: not retried before this time (keyed "expire", "rollback:<id>").
   std::map<std::string, std::chrono::steady_clock::time_point> backoff;

@@ -605,11 +605,13 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
     // Our own simulation of the kernel after the last drain serves as the snapshot while the backend vouches that
     // nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset, no compare.
     txn::Snapshots snapshots;
+    txn::BatchPlanner::ShapeIndex shapes;
     const bool reuse = expected.size() == std::size(kFamilies) &&
                        std::all_of(std::begin(kFamilies), std::end(kFamilies),
                                    [&](Family f) { return writer_backend->Unchanged(f); });
     if (reuse) {
       snapshots = std::move(expected);
+      shapes = std::move(expected_shapes);
       expected.clear();
     } else {
       Result<txn::Snapshots> read = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
@@ -618,7 +620,8 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
       snapshots = *std::move(read);
     }
 
-    txn::BatchPlanner planner(writer_backend.get(), std::move(snapshots));
+    expected_shapes.clear();
+    txn::BatchPlanner planner(writer_backend.get(), std::move(snapshots), std::move(shapes));
     std::map<std::string, OwnerState> working;
     {
       std::lock_guard<std::mutex> guard(state_mu);
@@ -676,6 +679,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
       }
     }
     if (committing.empty()) {
+      expected_shapes = planner.TakeShapes();
       expected = std::move(planner).TakeState();
       return;
     }
@@ -696,6 +700,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
         item->result.batch_requests = committing.size();
         item->diff = JoinDiff(item->result.tables);
       }
+      expected_shapes = planner.TakeShapes();
       expected = std::move(planner).TakeState();
       lock->reset();
       std::set<std::string> emptied;

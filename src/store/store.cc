@@ -433,7 +433,7 @@ std::string Sha256Hex(std::string_view data) {
 // ---- Store ----
 
 struct Store::Impl {
-  explicit Impl(SqliteDb connection) : db(std::move(connection)) {}
+  Impl(SqliteDb connection, SqliteDb read_connection) : db(std::move(connection)), reader(std::move(read_connection)) {}
 
   // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
   Result<std::unique_lock<std::mutex>> Lock(std::string_view method) {
@@ -447,6 +447,10 @@ struct Store::Impl {
   std::mutex mu;
   std::atomic<std::thread::id> writer{};  // the thread running Write's fn, if any
   SqliteDb db;                            // guarded by mu
+  // A second, read-only connection for the lookups of every HTTP request (tokens): in WAL mode it reads while
+  // `db` commits, so authentication never waits for a writer's fsync.
+  std::mutex reader_mu;
+  SqliteDb reader;  // guarded by reader_mu
 };
 
 namespace {
@@ -671,7 +675,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     }
     IPTKIT_RETURN_IF_ERROR(txn.Commit());
   }
-  return std::unique_ptr<Store>(new Store(std::make_unique<Impl>(std::move(db))));
+  IPTKIT_ASSIGN_OR_RETURN(
+      SqliteDb reader,
+      SqliteDb::Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, kBusyTimeoutMs));
+  return std::unique_ptr<Store>(new Store(std::make_unique<Impl>(std::move(db), std::move(reader))));
 }
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -858,11 +865,11 @@ Status Store::RevokeToken(const std::string& name, int64_t now_ms) {
 
 Result<std::optional<TokenRecord>> Store::LookupToken(std::string_view secret) {
   std::string hash = Sha256Hex(secret);
-  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("LookupToken"));
+  std::lock_guard<std::mutex> lock(impl_->reader_mu);
   IPTKIT_ASSIGN_OR_RETURN(
       Statement st,
-      impl_->db.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"}),
-                        "look up token"));
+      impl_->reader.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"}),
+                            "look up token"));
   st.Bind(1, hash);
   IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
   if (!row) return std::optional<TokenRecord>();

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <tuple>
+#include <unordered_set>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -24,9 +26,13 @@ std::string TableName(Family family, std::string_view table) {
 // spec (-D by spec is race-free); otherwise an earlier equal rule exists and -D by spec would remove that one, so
 // the position is used, guarded by -C (a residual race with a foreign writer moving rules in between, which on
 // legacy cannot happen while the xtables lock is held).
-std::vector<TableOp> RemoveInverse(const Chain& chain, int pos) {
+// `maybe_earlier` false: the caller knows no other rule of the chain can equal this one (SpecShapes), so the
+// O(chain) search is skipped.
+std::vector<TableOp> RemoveInverse(const Chain& chain, int pos, bool maybe_earlier = true) {
   const Rule& rule = chain.rules[pos - 1];
-  if (backend::FindRule(chain, rule) == pos - 1) return {TableOp::Make(TKind::kDelete, chain.name, rule)};
+  if (!maybe_earlier || backend::FindRule(chain, rule) == pos - 1) {
+    return {TableOp::Make(TKind::kDelete, chain.name, rule)};
+  }
   return {TableOp::Make(TKind::kCheck, chain.name, rule), TableOp::Make(TKind::kDeleteAt, chain.name, {}, pos)};
 }
 
@@ -38,7 +44,8 @@ TableOp ReinsertInverse(const std::string& chain, size_t size, int pos, const Ru
 
 // Applies `op` to `sim` and returns the ops that undo it (to be run in order, after the inverses of every later
 // op). On error `sim` is unchanged.
-Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const TableOp& op, bool with_counters) {
+Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const TableOp& op, bool with_counters,
+                                             bool maybe_equal_rule = true) {
   // What the op is about to remove, read before applying.
   const Chain* before = op.chain.empty() ? nullptr : sim.FindChain(op.chain);
   std::optional<Rule> removed;
@@ -81,10 +88,10 @@ Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const Tab
   std::vector<TableOp> inverse;
   switch (op.kind) {
     case TKind::kAppend:
-      inverse = RemoveInverse(*after, static_cast<int>(after->rules.size()));
+      inverse = RemoveInverse(*after, static_cast<int>(after->rules.size()), maybe_equal_rule);
       break;
     case TKind::kInsert:
-      inverse = RemoveInverse(*after, op.index);
+      inverse = RemoveInverse(*after, op.index, maybe_equal_rule);
       break;
     case TKind::kCheck:
     case TKind::kZero:  // counters cannot be given back
@@ -119,6 +126,31 @@ Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const Tab
     }
   }
   return inverse;
+}
+
+// A hash of the fields two rules with the same canonical spec always share (those backend::FindRule compares
+// before formatting: header fields, target, match names). Different hashes mean different specs.
+uint64_t SpecShapeHash(const Rule& r) {
+  uint64_t h = 14695981039346656037ull;  // FNV-1a 64
+  auto byte = [&](unsigned char c) {
+    h ^= c;
+    h *= 1099511628211ull;
+  };
+  auto mix = [&](std::string_view bytes, unsigned char tag) {
+    for (unsigned char c : bytes) byte(c);
+    byte(tag);
+  };
+  for (const std::optional<Field>* f : {&r.source, &r.destination, &r.in_interface, &r.out_interface, &r.protocol,
+                                        &r.fragment}) {
+    if (*f) {
+      mix((*f)->value, (*f)->negated ? 1 : 2);
+    } else {
+      byte(3);
+    }
+  }
+  mix(r.target.name, r.target.kind == Target::Kind::kGoto ? 4 : r.target.kind == Target::Kind::kJump ? 5 : 6);
+  for (const Match& m : r.matches) mix(m.name, 7);
+  return h;
 }
 
 // One table of a BatchPlanner as PlanOp sees it: the simulated table and a way to emit ops onto it.
@@ -362,8 +394,8 @@ Result<Table> SnapshotTable(const Ruleset& snapshot, const std::string& table) {
 
 // ---- BatchPlanner ----
 
-BatchPlanner::BatchPlanner(backend::Backend* backend, Snapshots snapshots)
-    : backend_(backend), state_(std::move(snapshots)) {
+BatchPlanner::BatchPlanner(backend::Backend* backend, Snapshots snapshots, ShapeIndex shapes)
+    : backend_(backend), state_(std::move(snapshots)), shapes_(std::move(shapes)) {
   for (auto& [family, rs] : state_) rs.family = family;
 }
 
@@ -389,7 +421,35 @@ Result<Table*> BatchPlanner::Touch(Family family, const std::string& table) {
 }
 
 Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_counters) {
-  IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse, ApplyAndInvert(family, table, op, with_counters));
+  // Whether the rule an append/insert adds may equal one the chain holds (then its inverse must not be a plain
+  // `-D spec`, which would remove the earlier copy). A set of SpecShapeHash per chain answers "surely not" without
+  // scanning the chain: built on first use from the chain, it only ever grows (every rule added through here goes
+  // in; deletes leave stale entries), so it holds a superset of the chain's shapes — except after ops that move or
+  // replace a chain's rules wholesale, which drop it.
+  const bool adds = op.kind == TKind::kAppend || op.kind == TKind::kInsert || op.kind == TKind::kReplace;
+  bool maybe_equal = true;
+  const auto key = std::make_tuple(family, table.name, op.chain);
+  if (adds) {
+    auto it = shapes_.find(key);
+    if (it == shapes_.end()) {
+      std::unordered_set<uint64_t> built;
+      if (const Chain* c = table.FindChain(op.chain)) {
+        for (const Rule& r : c->rules) built.insert(SpecShapeHash(r));
+      }
+      it = shapes_.emplace(key, std::move(built)).first;
+    }
+    const uint64_t h = SpecShapeHash(op.rule);
+    maybe_equal = it->second.count(h) != 0;
+    it->second.insert(h);
+  } else if (op.kind == TKind::kRenameChain || op.kind == TKind::kDeleteChain) {
+    shapes_.erase(key);
+    shapes_.erase(std::make_tuple(family, table.name, op.arg));
+    if (op.chain.empty()) std::erase_if(shapes_, [&](const auto& e) {
+        return std::get<0>(e.first) == family && std::get<1>(e.first) == table.name;
+      });
+  }
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse,
+                          ApplyAndInvert(family, table, op, with_counters, maybe_equal));
   Entry e;
   e.family = family;
   e.table = table.name;
@@ -545,6 +605,9 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
     reset.preimage = *table;
     journal_.push_back(std::move(reset));
     backend::ResetTable(*table);
+    std::erase_if(shapes_, [&](const auto& e) {
+      return std::get<0>(e.first) == batch.family && std::get<1>(e.first) == batch.table;
+    });
   }
   for (size_t i = 0; i < batch.ops.size(); ++i) {
     Status s = Emit(batch.family, *table, batch.ops[i], batch.with_counters);

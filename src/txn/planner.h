@@ -17,6 +17,8 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <unordered_set>
 #include <vector>
 
 #include "iptkit/model.h"
@@ -68,9 +70,14 @@ struct PlanMark {
 };
 class BatchPlanner {
  public:
+  // For each chain, the shapes (a hash of the fields equal specs share) of every rule it held since first asked:
+  // a superset of its current rules' shapes. Kept by a caller that plans on this planner's TakeState() again.
+  using ShapeIndex = std::map<std::tuple<Family, std::string, std::string>, std::unordered_set<uint64_t>>;
+
   // `snapshots` as read from the backend (a family missing from it cannot be planned: Internal). `backend` is
-  // used for canonicalization only (AddTransaction); it may be null when only AddBatch is used.
-  BatchPlanner(backend::Backend* backend, Snapshots snapshots);
+  // used for canonicalization only (AddTransaction); it may be null when only AddBatch is used. `shapes` must be
+  // empty or the TakeShapes() of the planner whose TakeState() `snapshots` is.
+  BatchPlanner(backend::Backend* backend, Snapshots snapshots, ShapeIndex shapes = {});
 
   // A savepoint: RollbackTo(mark) undoes everything planned after it.
   using Mark = PlanMark;
@@ -89,8 +96,9 @@ class BatchPlanner {
   // error for a family that was not in the snapshots.
   Result<const Ruleset*> Current(Family family) const;
   bool empty() const { return journal_.empty(); }
-  // The simulated state of every family; the planner is spent afterwards.
+  // The simulated state of every family, and the shape index that goes with it; the planner is spent afterwards.
   Snapshots TakeState() && { return std::move(state_); }
+  ShapeIndex TakeShapes() { return std::move(shapes_); }
 
   // One PlannedTable per table touched since `from` (default: everything), as described above.
   std::vector<PlannedTable> Finish(Mark from = {}) const { return Finish(from, mark()); }
@@ -118,6 +126,7 @@ class BatchPlanner {
 
   backend::Backend* backend_;
   Snapshots state_;
+  ShapeIndex shapes_;  // see Emit
   std::vector<Entry> journal_;
   Status poisoned_;  // set when an undo failed: nothing planned can be trusted, every later call fails
 };

@@ -350,6 +350,34 @@ TEST_F(BatchPlannerTest, JumpLoopAcrossRequestsIsRefusedAlone) {
                                                 "-A B -j LOG"));
 }
 
+// The inverse of an append is `-D spec` only when no equal rule precedes it (else it would delete the earlier
+// copy); the per-chain shape set that spares the chain scan must still see copies from the snapshot, from earlier
+// requests and from rules a rollback put back.
+TEST_F(BatchPlannerTest, InverseOfAnAppendedCopyRemovesTheCopyNotTheOriginal) {
+  BatchPlanner planner(fault_, Snaps());
+  // A copy of a snapshot rule.
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 10.0.0.0/8 -j ACCEPT")).ok());
+  // A new rule, then a copy of it from a later request.
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 10.9.9.9 -j DROP")).ok());
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 10.9.9.9 -j DROP")).ok());
+  // Deleted and put back by a rollback, then copied.
+  BatchPlanner::Mark mark = planner.mark();
+  Transaction del;
+  del.Delete(v4, "filter", "SSH", R("-s 192.168.0.0/16 -j ACCEPT"));
+  ASSERT_TRUE(planner.AddTransaction(del).ok());
+  planner.RollbackTo(mark);
+  ASSERT_TRUE(planner.AddTransaction(AppendTxn("SSH", "-s 192.168.0.0/16 -j ACCEPT")).ok());
+  std::vector<PlannedTable> plan = planner.Finish();
+  ASSERT_EQ(plan.size(), 1u);
+  EXPECT_THAT(Lines(plan[0].inverse),
+              ElementsAre("-C SSH -s 192.168.0.0/16 -j ACCEPT", "-D SSH 2", "-C INPUT -s 10.9.9.9/32 -j DROP",
+                          "-D INPUT 7", "-D INPUT -s 10.9.9.9/32 -j DROP", "-C INPUT -s 10.0.0.0/8 -j ACCEPT",
+                          "-D INPUT 5"));
+  ASSERT_TRUE(fake_->Commit(plan[0].batch).ok());
+  ASSERT_TRUE(fake_->Commit(plan[0].inverse).ok());
+  EXPECT_EQ(SaveAll(), before_);
+}
+
 TEST_F(BatchPlannerTest, WholeTableRestoreMustComeFirstForItsTable) {
   BatchPlanner planner(fault_, Snaps());
   ASSERT_TRUE(planner.AddTransaction(AppendTxn("INPUT", "-s 1.1.1.1 -j ACCEPT")).ok());

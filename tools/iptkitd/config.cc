@@ -278,6 +278,19 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
           c->drift_interval = *d;
           return Status::Ok();
         }}},
+      {"group_wait",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          if (v == "0") {
+            c->group_wait = std::chrono::milliseconds(0);
+            return Status::Ok();
+          }
+          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          if (!d.ok()) return d.status();
+          if (*d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
+          c->group_wait = *d;
+          return Status::Ok();
+        }}},
       {"wait",
        {false,
         [](std::string_view v, DaemonConfig* c) {

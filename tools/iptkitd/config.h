@@ -80,6 +80,9 @@ struct DaemonConfig {
   std::string tls_key;                         // tls_key: PEM private key file; "" = none
   std::chrono::milliseconds drift_interval = std::chrono::seconds(5);  // drift_interval: drift check period
   std::chrono::milliseconds wait = std::chrono::seconds(10);           // wait: bound on waiting for the xtables lock
+  // group_wait: how long the writer, under load, waits for the clients its last commit answered before the next
+  // commit ("0" = never waits); at most 1s.
+  std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
   size_t max_body_bytes = 1 << 20;                                     // max_body_bytes: request body limit; > 0
   size_t max_ops = 1000;                                               // max_ops: ops / rules per request; > 0
   double rate_limit = 100;                // rate_limit: requests per second per principal, >= 0; 0 = unlimited

@@ -155,6 +155,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   options.firewall.wait = config.wait;
   options.drift_interval = config.drift_interval;
   options.max_batch = config.max_batch;
+  options.group_wait = config.group_wait;
 
   service::Metrics metrics;
   service::EventBus events;
@@ -311,7 +312,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   app.add_option("--config", config_path, std::string("configuration file (default ") + kDefaultConfig +
                                               " when it exists; docs/daemon-config.md)");
   // Flags override the file; each is applied only when given.
-  std::optional<std::string> netns, backend, socket, socket_mode, state_dir, tls_cert, tls_key, drift, wait,
+  std::optional<std::string> netns, backend, socket, socket_mode, state_dir, tls_cert, tls_key, drift, group_wait, wait,
       log_level, default_owner, max_connections, max_body, max_ops, rate_limit, rate_burst;
   std::vector<std::string> listen, socket_allow;
   std::string ready_file;
@@ -326,6 +327,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   app.add_option("--tls-key", tls_key, "PEM private key");
   app.add_option("--drift-interval", drift, "how often owned state is checked (e.g. 5s)");
   app.add_option("--wait", wait, "bound on waiting for the xtables lock (e.g. 10s)");
+  app.add_option("--group-wait", group_wait, "group commit window under load (default 5ms; 0 = none)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
   app.add_option("--default-owner", default_owner, "owner of TTL rules added without one");
   app.add_option("--max-connections", max_connections, "connections served at once per listener");
@@ -447,6 +449,14 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   apply("--tls-key", tls_key, [&](const std::string& v) { config.tls_key = v; return Status::Ok(); });
   apply("--drift-interval", drift, [&](const std::string& v) -> Status {
     IPTKIT_ASSIGN_OR_RETURN(config.drift_interval, ParseDuration(v));
+    return Status::Ok();
+  });
+  apply("--group-wait", group_wait, [&](const std::string& v) -> Status {
+    if (v == "0") {
+      config.group_wait = std::chrono::milliseconds(0);
+      return Status::Ok();
+    }
+    IPTKIT_ASSIGN_OR_RETURN(config.group_wait, ParseDuration(v));
     return Status::Ok();
   });
   apply("--wait", wait, [&](const std::string& v) -> Status {
