@@ -18,14 +18,7 @@ Status Err(const std::string& pointer, std::string message) {
   return Status::InvalidArgument(Where(pointer) + ": " + std::move(message));
 }
 
-std::string_view TypeName(const Json& j) {
-  if (j.is_null()) return "null";
-  if (j.is_boolean()) return "boolean";
-  if (j.is_number()) return "number";
-  if (j.is_string()) return "string";
-  if (j.is_array()) return "array";
-  return "object";
-}
+std::string_view TypeName(const Json& j) { return JsonTypeName(j); }
 
 Status Expect(const Json& j, const std::string& pointer, bool ok, std::string_view expected) {
   if (ok) return Status::Ok();
@@ -892,6 +885,15 @@ Json FirewallInfoToJson(const FirewallInfo& info) {
   j["foreign_nft"] = std::move(foreign);
   j["warnings"] = info.warnings;
   return j;
+}
+
+std::string_view JsonTypeName(const Json& j) {
+  if (j.is_null()) return "null";
+  if (j.is_boolean()) return "boolean";
+  if (j.is_number()) return "number";
+  if (j.is_string()) return "string";
+  if (j.is_array()) return "array";
+  return "object";
 }
 
 }  // namespace iptkit::json

@@ -48,6 +48,9 @@ Result<Json> Parse(std::string_view text);
 // rather than thrown.
 std::string Dump(const Json& value, int indent = -1);
 
+// "null", "boolean", "number", "string", "array" or "object", for error messages.
+std::string_view JsonTypeName(const Json& value);
+
 // "/a/b" + token, escaping '~' and '/' (RFC 6901).
 std::string PointerJoin(std::string_view pointer, std::string_view token);
 

@@ -17,14 +17,7 @@ Status Err(const std::string& pointer, const std::string& message) {
   return Status::InvalidArgument((pointer.empty() ? std::string("(body)") : pointer) + ": " + message);
 }
 
-std::string TypeOf(const Json& j) {
-  if (j.is_null()) return "null";
-  if (j.is_boolean()) return "boolean";
-  if (j.is_number()) return "number";
-  if (j.is_string()) return "string";
-  if (j.is_array()) return "array";
-  return "object";
-}
+std::string TypeOf(const Json& j) { return std::string(json::JsonTypeName(j)); }
 
 // Parses a non-empty body into an object.
 Result<Json> ParseObject(std::string_view body) {
