@@ -1,6 +1,8 @@
 #include "src/service/owner_state.h"
 
 #include <algorithm>
+#include <set>
+#include <tuple>
 
 #include "iptkit/dialect.h"
 
@@ -36,33 +38,37 @@ std::optional<int64_t> TtlRemainingSeconds(const store::ManagedRule& rule, int64
   return left <= 0 ? 0 : (left + 999) / 1000;
 }
 
-Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& state, Family family) {
+Result<DesiredState> AssembleEffectiveState(std::string_view owner, Family family, const DesiredState* document,
+                                            const std::map<store::ManagedRuleKey, store::ManagedRule>& managed,
+                                            const ManagedRuleSource& rule_of) {
   DesiredState out;
   out.owner = std::string(owner);
   out.families = family == Family::kIPv4 ? DesiredState::Families::kIPv4 : DesiredState::Families::kIPv6;
-  if (state.document && DocumentCovers(*state.document, family)) {
-    out.chains = state.document->chains;
-    out.hooks = state.document->hooks;
+  if (document != nullptr) {
+    out.chains = document->chains;
+    out.hooks = document->hooks;
+  }
+  // (table, chain, id) of the document's tagged rules: a managed rule with the same tag in the same chain is that
+  // document rule (equal specs derive equal ids) and is not listed twice.
+  std::set<std::tuple<std::string, std::string, std::string>> document_tags;
+  for (const OwnedChain& c : out.chains) {
+    for (const Rule& r : c.rules) {
+      if (auto tag = r.OwnerTag()) document_tags.insert({c.table, c.name, tag->id});
+    }
+  }
+  for (const HookRule& h : out.hooks) {
+    if (auto tag = h.rule.OwnerTag()) document_tags.insert({h.table, h.chain, tag->id});
   }
 
   // Managed rules of this family, split by position; first ones newest first, last ones oldest first.
   std::vector<const store::ManagedRule*> first, last;
-  for (const auto& [key, rule] : state.managed) {
-    if (rule.family != family) continue;
+  for (const auto& [key, rule] : managed) {
+    if (rule.family != family || document_tags.count({rule.table, rule.chain, rule.rule_id})) continue;
     (rule.position == store::Position::kFirst ? first : last).push_back(&rule);
   }
   std::sort(first.begin(), first.end(), [](auto* a, auto* b) { return a->seq > b->seq; });
   std::sort(last.begin(), last.end(), [](auto* a, auto* b) { return a->seq < b->seq; });
 
-  auto parse = [&](const store::ManagedRule& m) -> Result<Rule> {
-    Result<Rule> rule = ParseRuleSpec(m.spec, family);
-    if (!rule.ok()) {
-      return rule.status().WithContext("stored managed rule of owner '" + m.owner + "' in " + m.table + "/" +
-                                       m.chain);
-    }
-    rule->SetOwnerTag(ManagedTag(m));
-    return rule;
-  };
   auto chain_of = [&](const store::ManagedRule& m) -> OwnedChain& {
     for (OwnedChain& c : out.chains) {
       if (c.table == m.table && c.name == m.chain) return c;
@@ -74,7 +80,7 @@ Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& st
   std::vector<HookRule> first_hooks;
   std::map<std::pair<std::string, std::string>, std::vector<Rule>> chain_first;
   for (const store::ManagedRule* m : first) {
-    IPTKIT_ASSIGN_OR_RETURN(Rule rule, parse(*m));
+    IPTKIT_ASSIGN_OR_RETURN(Rule rule, rule_of(*m));
     if (IsBuiltinChain(m->table, m->chain)) {
       first_hooks.push_back(HookRule{m->table, m->chain, HookRule::Position::kFirst, std::move(rule)});
     } else {
@@ -89,7 +95,7 @@ Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& st
   }
   out.hooks.insert(out.hooks.begin(), first_hooks.begin(), first_hooks.end());
   for (const store::ManagedRule* m : last) {
-    IPTKIT_ASSIGN_OR_RETURN(Rule rule, parse(*m));
+    IPTKIT_ASSIGN_OR_RETURN(Rule rule, rule_of(*m));
     if (IsBuiltinChain(m->table, m->chain)) {
       out.hooks.push_back(HookRule{m->table, m->chain, HookRule::Position::kLast, std::move(rule)});
     } else {
@@ -97,6 +103,20 @@ Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& st
     }
   }
   return out;
+}
+
+Result<Rule> ParseManagedRule(const store::ManagedRule& m) {
+  Result<Rule> rule = ParseRuleSpec(m.spec, m.family);
+  if (!rule.ok()) {
+    return rule.status().WithContext("stored managed rule of owner '" + m.owner + "' in " + m.table + "/" + m.chain);
+  }
+  rule->SetOwnerTag(ManagedTag(m));
+  return rule;
+}
+
+Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& state, Family family) {
+  const bool covers = state.document && DocumentCovers(*state.document, family);
+  return AssembleEffectiveState(owner, family, covers ? &*state.document : nullptr, state.managed, ParseManagedRule);
 }
 
 }  // namespace iptkit::service

@@ -19,6 +19,7 @@
 #ifndef IPTKIT_SRC_SERVICE_OWNER_STATE_H_
 #define IPTKIT_SRC_SERVICE_OWNER_STATE_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -48,8 +49,20 @@ bool DocumentCovers(const DesiredState& document, Family family);
 Status CheckManagedPlacement(std::string_view owner, std::string_view table, std::string_view chain);
 
 // The effective desired state of one family (families = that family), as described above; rules of managed
-// entries are parsed from their stored specs. InvalidArgument when a stored spec does not parse (a corrupt store).
+// entries are parsed from their stored specs (ParseManagedRule). InvalidArgument when a stored spec does not parse
+// (a corrupt store).
 Result<DesiredState> EffectiveState(std::string_view owner, const OwnerState& state, Family family);
+
+// The same from parts: `document` is the document's part for this family (nullptr: none), possibly already
+// prepared (canonical and tagged), and each managed rule's Rule comes from `rule_of` (the writer passes its cache
+// of canonical tagged rules). A managed rule whose tag (same table, chain and id) a document rule carries is that
+// rule and is left out.
+using ManagedRuleSource = std::function<Result<Rule>(const store::ManagedRule&)>;
+Result<DesiredState> AssembleEffectiveState(std::string_view owner, Family family, const DesiredState* document,
+                                            const std::map<store::ManagedRuleKey, store::ManagedRule>& managed,
+                                            const ManagedRuleSource& rule_of);
+// The stored spec parsed, with the rule's owner tag.
+Result<Rule> ParseManagedRule(const store::ManagedRule& rule);
 
 // The owner tag a managed rule carries in the kernel.
 Rule::Tag ManagedTag(const store::ManagedRule& rule);

@@ -63,6 +63,7 @@ struct WorkItem {
   };
   std::optional<Resolution> resolve_confirm;
   std::set<std::string> touched_owners;        // owners whose state this item changed (to re-plan)
+  std::set<std::string> rule_ids;              // ids of the managed rules it added or removed
   std::set<std::pair<Family, std::string>> imperative_tables;  // tables its imperative ops changed
   std::vector<std::string> repaired_owners;     // kReconcile: owners whose state had to be changed
   std::string diff;  // its committed restore text
@@ -85,12 +86,17 @@ struct Service::Impl {
   std::chrono::steady_clock::time_point next_drift;
   // Internal work that failed: not retried before this time (keyed "expire", "rollback:<id>").
   std::map<std::string, std::chrono::steady_clock::time_point> backoff;
-  // Prepared (canonical, tagged) effective states per owner and family, valid while the owner's state is `source`.
-  struct Prepared {
-    OwnerState source;
+  // Per owner, its document prepared (canonical, tagged) per family it covers, valid while the document is `source`.
+  struct PreparedDocument {
+    bool valid = false;
+    std::optional<DesiredState> source;
     std::map<Family, DesiredState> states;
   };
-  std::map<std::string, Prepared> prepared;
+  std::map<std::string, PreparedDocument> prepared_documents;
+  // Every managed rule canonical with its tag (as the kernel prints it), made once per rule and id: planning an
+  // owner then costs no parsing or canonicalization of its other managed rules.
+  std::map<store::ManagedRuleKey, std::pair<std::string, Rule>> tagged_managed;  // key → (rule_id, rule)
+  Status PrepareManagedRules(const OwnerState& state);
   // Items a drain made itself (repairs); they live until the drain's items are answered.
   std::vector<std::unique_ptr<WorkItem>> extras;
 
@@ -136,8 +142,9 @@ struct Service::Impl {
   void Drain(std::vector<WorkItem*> items, int depth);
   // Plans one item on top of the planner; on error the planner must be rolled back by the caller, `working` is
   // restored already. `undo` receives the owners' values before the item changed them.
+  // With defer_owner the owners it touched are not planned (the drain plans them once for several requests).
   Status PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
-                  std::map<std::string, std::optional<OwnerState>>& undo);
+                  std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner);
   Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner,
                    ChangeResult* result);
   Status PlanRollback(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working);

@@ -257,6 +257,49 @@ TEST_F(ServiceTest, KernelRejectionIsBisectedSoOnlyTheGuiltyRequestFails) {
   }
 }
 
+// Owned adds of one owner queued together are planned with one declarative plan of the owner; when that plan fails,
+// they are planned one by one so that only the guilty one fails.
+TEST_F(ServiceTest, OwnedAddsOfOneOwnerShareOnePlanAndAFailureStaysAlone) {
+  Start();
+  GroupGate gate(metrics_.get());
+  hook_ = [&] { gate.Hook(10); };
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.9.9 -j DROP")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::vector<std::future<Result<ChangeResult>>> results;
+  for (int i = 0; i < 10; ++i) {
+    const std::string spec = i == 4 ? "-s 10.4.4.4 -j NOSUCHCHAIN" : "-s 10.4.0." + std::to_string(i) + " -j DROP";
+    results.push_back(
+        std::async(std::launch::async, [this, spec] { return service_->Submit(Owned("bans", "INPUT", spec, 600)); }));
+    gate.Queued();
+  }
+  ASSERT_TRUE(first.get().ok());
+  size_t largest = 0;
+  for (int i = 0; i < 10; ++i) {
+    Result<ChangeResult> r = results[i].get();
+    if (i == 4) {
+      ASSERT_FALSE(r.ok());
+      EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().ToString();
+      continue;
+    }
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().ToString();
+    largest = std::max(largest, r->batch_requests);
+    // Each result shows its own rule's line.
+    ASSERT_EQ(r->managed.size(), 1u);
+    ASSERT_FALSE(r->tables.empty()) << i;
+    EXPECT_THAT(r->tables[0].restore_text, HasSubstr("-s 10.4.0." + std::to_string(i) + "/32"));
+    EXPECT_THAT(r->tables[0].restore_text, HasSubstr("iptkit:bans:" + r->managed[0].rule.rule_id));
+  }
+  EXPECT_GT(largest, 1u);
+  const std::string saved = Save();
+  for (int i = 0; i < 10; ++i) {
+    if (i != 4) {
+      EXPECT_THAT(saved, HasSubstr("-s 10.4.0." + std::to_string(i) + "/32 -m comment"));
+    }
+  }
+  EXPECT_THAT(saved, Not(HasSubstr("NOSUCHCHAIN")));
+  EXPECT_EQ(service_->ManagedRules().size(), 9u);
+}
+
 TEST_F(ServiceTest, ManagedRuleIsTaggedAndARepeatedAddRefreshesInsteadOfDuplicating) {
   Start();
   Result<ChangeResult> a = service_->Submit(Owned("myapp", "INPUT", "-s 10.1.1.1 -j DROP", 600));

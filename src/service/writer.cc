@@ -59,6 +59,7 @@ void ResetForPlanning(WorkItem& item) {
   item.resolve_confirm.reset();
   item.touched_owners.clear();
   item.imperative_tables.clear();
+  item.rule_ids.clear();
   item.repaired_owners.clear();
   item.diff.clear();
 }
@@ -136,6 +137,68 @@ std::string JoinDiff(const std::vector<TableCommit>& tables) {
     out += "# " + std::string(FamilyName(t.family)) + "\n" + t.restore_text;
   }
   return out;
+}
+
+// Whether a request's owned changes may be planned together with the other such requests of the drain for the
+// same owner (one declarative plan of the owner instead of one per request): it only adds or deletes managed
+// rules of one owner, and needs nothing exact about its own part (no dry run, no commit-confirm, no post-plan
+// scope check).
+bool Deferrable(const WorkItem& item) {
+  if (item.kind != WorkItem::Kind::kRequest) return false;
+  const ChangeRequest& r = item.request;
+  if (!r.ops.empty() || r.put_owner || r.delete_owner || r.confirm || r.dry_run || r.confirm_within_seconds ||
+      r.authorize || (r.adds.empty() && r.deletes.empty())) {
+    return false;
+  }
+  std::set<std::string> owners;
+  for (const ManagedAdd& a : r.adds) owners.insert(a.owner);
+  for (const ManagedDelete& d : r.deletes) owners.insert(d.owner);
+  return owners.size() == 1;
+}
+
+// Splits one owner's plan among the deferred requests it was made for: an op or step about a rule carrying the
+// tag of a request's managed rule belongs to that request, everything else (chain creation, guards, moved hooks)
+// to the first request.
+void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& planned,
+               const std::vector<PlanStep>& steps, const std::vector<std::string>& warnings,
+               const std::vector<WorkItem*>& items) {
+  auto owner_of = [&](const std::string& id) -> WorkItem* {
+    for (WorkItem* item : items) {
+      if (item->rule_ids.count(id)) return item;
+    }
+    return items.front();
+  };
+  std::map<WorkItem*, std::vector<backend::TableBatch>> batches;
+  for (const txn::PlannedTable& p : planned) {
+    for (const backend::TableOp& op : p.batch.ops) {
+      auto tag = op.rule.OwnerTag();
+      WorkItem* item = tag && tag->owner == owner ? owner_of(tag->id) : items.front();
+      std::vector<backend::TableBatch>& mine = batches[item];
+      if (mine.empty() || mine.back().family != p.batch.family || mine.back().table != p.batch.table) {
+        backend::TableBatch b;
+        b.family = p.batch.family;
+        b.table = p.batch.table;
+        mine.push_back(std::move(b));
+      }
+      mine.back().ops.push_back(op);
+    }
+  }
+  for (auto& [item, list] : batches) {
+    for (const backend::TableBatch& b : list) {
+      item->result.tables.push_back({b.family, b.table, backend::RenderRestoreBlock(b)});
+    }
+  }
+  const std::string tag_prefix = "iptkit:" + owner + ":";
+  for (const PlanStep& step : steps) {
+    WorkItem* item = items.front();
+    if (size_t at = step.description.find(tag_prefix); at != std::string::npos) {
+      const size_t from = at + tag_prefix.size();
+      item = owner_of(step.description.substr(from, step.description.find('"', from) - from));
+    }
+    item->result.steps.push_back(step);
+  }
+  for (const std::string& w : warnings) items.front()->result.warnings.push_back(w);
+  for (WorkItem* item : items) item->result.changed = !item->result.tables.empty();
 }
 
 }  // namespace
@@ -217,32 +280,78 @@ void Service::Impl::WarmCanonicalCache(const std::vector<WorkItem*>& items) {
 
 // ---- Planning one item ----
 
+Status Service::Impl::PrepareManagedRules(const OwnerState& state) {
+  // The rules not canonicalized yet (or with a new id), per (family, table): one Backend::Canonicalize call each.
+  std::map<std::pair<Family, std::string>, std::vector<const store::ManagedRule*>> todo;
+  for (const auto& [key, rule] : state.managed) {
+    auto it = tagged_managed.find(key);
+    if (it == tagged_managed.end() || it->second.first != rule.rule_id) todo[{rule.family, rule.table}].push_back(&rule);
+  }
+  for (const auto& [where, rules] : todo) {
+    std::vector<Rule> tagged;
+    tagged.reserve(rules.size());
+    for (const store::ManagedRule* m : rules) {
+      IPTKIT_ASSIGN_OR_RETURN(Rule r, ParseManagedRule(*m));
+      tagged.push_back(std::move(r));
+    }
+    Result<std::vector<Rule>> canonical = writer_backend->Canonicalize(where.first, where.second, tagged);
+    if (!canonical.ok()) {
+      return canonical.status().WithContext("managed rules of owner '" + rules.front()->owner + "' in " +
+                                            std::string(FamilyName(where.first)) + " " + where.second);
+    }
+    for (size_t i = 0; i < rules.size(); ++i) {
+      Rule& r = (*canonical)[i];
+      if (r.OwnerTag() != ManagedTag(*rules[i])) {
+        return Status::Internal("the backend did not keep the owner tag as the last match of " +
+                                FormatRuleSpec(tagged[i]));
+      }
+      r.counters = {};
+      tagged_managed[store::KeyOf(*rules[i])] = {rules[i]->rule_id, std::move(r)};
+    }
+  }
+  return Status::Ok();
+}
+
 Status Service::Impl::PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner,
                                 ChangeResult* result) {
-  Prepared& cache = prepared[owner];
-  const bool fresh = cache.source == state && cache.states.size() == std::size(kFamilies);
-  if (!fresh) {
-    cache.states.clear();
-    for (Family family : kFamilies) {
-      IPTKIT_ASSIGN_OR_RETURN(DesiredState effective, EffectiveState(owner, state, family));
-      IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(effective).WithContext("owner '" + owner + "'"));
-      Result<DesiredState> ready = txn::PrepareDesiredState(*writer_backend, effective, family);
-      if (!ready.ok()) return ready.status().WithContext("owner '" + owner + "'");
-      cache.states[family] = *std::move(ready);
+  const std::string context = "owner '" + owner + "'";
+  // The document, prepared per family while it stays the same (documents change rarely, managed rules often).
+  PreparedDocument& document = prepared_documents[owner];
+  if (!document.valid || document.source != state.document) {
+    document.valid = false;
+    document.states.clear();
+    if (state.document) {
+      for (Family family : kFamilies) {
+        if (!DocumentCovers(*state.document, family)) continue;
+        DesiredState part = *state.document;
+        part.families = family == Family::kIPv4 ? DesiredState::Families::kIPv4 : DesiredState::Families::kIPv6;
+        Result<DesiredState> ready = txn::PrepareDesiredState(*writer_backend, part, family);
+        if (!ready.ok()) return ready.status().WithContext(context);
+        document.states[family] = *std::move(ready);
+      }
     }
-    cache.source = state;
+    document.source = state.document;
+    document.valid = true;
   }
+  IPTKIT_RETURN_IF_ERROR(PrepareManagedRules(state).WithContext(context));
+  const ManagedRuleSource cached = [&](const store::ManagedRule& m) -> Result<Rule> {
+    return tagged_managed.at(store::KeyOf(m)).second;
+  };
   for (Family family : kFamilies) {
+    auto part = document.states.find(family);
+    IPTKIT_ASSIGN_OR_RETURN(
+        DesiredState effective,
+        AssembleEffectiveState(owner, family, part == document.states.end() ? nullptr : &part->second, state.managed,
+                               cached));
     IPTKIT_ASSIGN_OR_RETURN(const Ruleset* current, planner.Current(family));
-    Result<txn::DeclarativePlan> plan = txn::PlanDeclarative(*current, cache.states.at(family));
-    if (!plan.ok()) return plan.status().WithContext("owner '" + owner + "'");
+    // PlanDeclarative validates the effective state (chain names, hooks, jumps into owned chains) first.
+    Result<txn::DeclarativePlan> plan = txn::PlanDeclarative(*current, effective);
+    if (!plan.ok()) return plan.status().WithContext(context);
     for (backend::TableBatch& batch : plan->batches) {
       batch.family = family;
       const std::string table = batch.table;
       Status added = planner.AddBatch(std::move(batch));
-      if (!added.ok()) {
-        return added.WithContext("owner '" + owner + "' in " + std::string(FamilyName(family)) + " " + table);
-      }
+      if (!added.ok()) return added.WithContext(context + " in " + std::string(FamilyName(family)) + " " + table);
     }
     if (result != nullptr) {
       for (PlanStep& s : plan->steps) result->steps.push_back(std::move(s));
@@ -320,7 +429,7 @@ Status Service::Impl::PlanRollback(WorkItem& item, txn::BatchPlanner& planner,
 
 Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
                                std::map<std::string, OwnerState>& working,
-                               std::map<std::string, std::optional<OwnerState>>& undo) {
+                               std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner) {
   ResetForPlanning(item);
   undo.clear();
   const txn::PlanMark start = planner.mark();
@@ -416,6 +525,7 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
         rec.updated_ms = now;
         state.managed[key] = rec;
         item.upserts.push_back(rec);
+        item.rule_ids.insert(rec.rule_id);
         item.touched_owners.insert(a.owner);
         item.result.managed.push_back({rec, TtlRemainingSeconds(rec, now)});
       }
@@ -434,6 +544,7 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
         if (owner == working.end() || owner->second.managed.count(key) == 0) {
           return fail(Status::NotFound(where + ": owner '" + d.owner + "' has no managed rule '" + key.spec + "'"));
         }
+        item.rule_ids.insert(owner->second.managed.at(key).rule_id);
         Modify(working, d.owner, undo).managed.erase(key);
         item.removals.push_back(key);
         item.touched_owners.insert(d.owner);
@@ -457,6 +568,7 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
         item.deleted_owners.insert(*r.delete_owner);
         item.touched_owners.insert(*r.delete_owner);
       }
+      if (defer_owner) return Status::Ok();  // the drain plans the owner once for all its deferred requests
       for (const std::string& owner : item.touched_owners) {
         Status s = PlanOwner(owner, working[owner], planner, &item.result);
         if (!s.ok()) return fail(s);
@@ -629,15 +741,31 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
     }
     std::vector<WorkItem*> committing;
     bool imperative = false;
+    // Requests whose owner is planned once at the end (Deferrable), per owner in order of first appearance, with
+    // each owner's state before the first of them.
+    std::vector<std::string> deferred_owners;
+    std::map<std::string, std::vector<WorkItem*>> deferred;
+    std::map<std::string, std::optional<OwnerState>> deferred_before;
     for (WorkItem* item : open) {
       if (item->final) continue;
       const txn::PlanMark mark = planner.mark();
       std::map<std::string, std::optional<OwnerState>> undo;
-      Status s = PlanItem(*item, planner, working, undo);
+      const bool defer = Deferrable(*item);
+      Status s = PlanItem(*item, planner, working, undo, defer);
       if (!s.ok()) {
         planner.RollbackTo(mark);
         item->status = s;
         item->final = true;
+        continue;
+      }
+      if (defer) {
+        const std::string& owner = *item->touched_owners.begin();
+        if (!deferred.count(owner)) {
+          deferred_owners.push_back(owner);
+          deferred_before[owner] = undo.count(owner) ? undo.at(owner) : std::optional<OwnerState>(working[owner]);
+        }
+        deferred[owner].push_back(item);
+        committing.push_back(item);
         continue;
       }
       item->from = mark;
@@ -653,6 +781,42 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
       if (!item->imperative_tables.empty()) imperative = true;
       committing.push_back(item);
     }
+    // Each owner of deferred requests planned once; when that fails, its requests are planned one by one again so
+    // that only the guilty ones fail.
+    for (const std::string& owner : deferred_owners) {
+      std::vector<WorkItem*>& items = deferred[owner];
+      const txn::PlanMark mark = planner.mark();
+      ChangeResult combined;
+      Status s = PlanOwner(owner, working[owner], planner, &combined);
+      if (s.ok()) {
+        Attribute(owner, planner.Finish(mark, planner.mark()), combined.steps, combined.warnings, items);
+        continue;
+      }
+      planner.RollbackTo(mark);
+      const std::optional<OwnerState>& before = deferred_before[owner];
+      if (before) {
+        working[owner] = *before;
+      } else {
+        working.erase(owner);
+      }
+      std::erase_if(committing, [&](WorkItem* w) { return std::find(items.begin(), items.end(), w) != items.end(); });
+      for (WorkItem* item : items) {
+        const txn::PlanMark one = planner.mark();
+        std::map<std::string, std::optional<OwnerState>> undo;
+        Status alone = PlanItem(*item, planner, working, undo, /*defer_owner=*/false);
+        if (!alone.ok()) {
+          planner.RollbackTo(one);
+          item->status = alone;
+          item->final = true;
+          continue;
+        }
+        item->from = one;
+        item->to = planner.mark();
+        item->result.tables = planner.Render(item->from, item->to);
+        item->result.changed = !item->result.tables.empty();
+        committing.push_back(item);
+      }
+    }
     // Imperative ops of this drain may have disturbed owned state (a flush, an `-I 1` above first hooks): repair
     // it in the same commit, so that no packet sees the owned rules out of place.
     if (imperative && !working.empty()) {
@@ -665,7 +829,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
       repair->result.id = NewTransactionId();
       const txn::PlanMark mark = planner.mark();
       std::map<std::string, std::optional<OwnerState>> undo;
-      Status s = PlanItem(*repair, planner, working, undo);
+      Status s = PlanItem(*repair, planner, working, undo, /*defer_owner=*/false);
       if (!s.ok()) {
         planner.RollbackTo(mark);
         spdlog::error("repairing owned state after imperative changes failed: {}", s.ToString());
@@ -726,6 +890,9 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
                                               persisted.ToString() + "); it was " + undone));
         return;
       }
+      for (WorkItem* item : committing) {
+        for (const store::ManagedRuleKey& key : item->removals) tagged_managed.erase(key);
+      }
       {
         std::lock_guard<std::mutex> guard(state_mu);
         for (WorkItem* item : committing) {
@@ -733,7 +900,7 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
               owners.erase(owner);
-              prepared.erase(owner);
+              prepared_documents.erase(owner);
             } else {
               owners[owner] = it->second;
             }
