@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
   const auto v4 = iptkit::Family::kIPv4;
   iptkit::DesiredState desired;
   desired.owner = "example";
-  desired.chains.push_back({"filter", "EXAMPLE-IN",
+  desired.chains.push_back({"filter",
+                            "EXAMPLE-IN",
                             {*iptkit::ParseRuleSpec("-p tcp --dport 22 -s 10.0.0.0/8 -j ACCEPT", v4),
                              *iptkit::ParseRuleSpec("-j RETURN", v4)}});
   desired.hooks.push_back(

@@ -57,9 +57,9 @@ struct PlanStep {
 };
 
 struct ApplyPlan {
-  std::vector<PlanStep> steps;         // empty when nothing changes
-  std::vector<TableCommit> tables;     // exact restore text per table
-  std::vector<std::string> warnings;   // e.g. the other iptables variant holds rules on the same hooks
+  std::vector<PlanStep> steps;        // empty when nothing changes
+  std::vector<TableCommit> tables;    // exact restore text per table
+  std::vector<std::string> warnings;  // e.g. the other iptables variant holds rules on the same hooks
   bool changed() const { return !steps.empty(); }
 };
 

@@ -68,14 +68,14 @@ struct ForeignNftChain {
   std::string family;  // nft family: ip, ip6, inet, ...
   std::string table;
   std::string chain;
-  std::string hook;    // input, forward, ...
+  std::string hook;  // input, forward, ...
   int priority = 0;
 };
 struct FirewallInfo {
-  std::string backend;  // "nft", "legacy" or "fake"
-  std::string netns;    // as given ("" = caller's)
-  std::vector<VariantTables> variants;        // both variants, so rules in the other one are visible
-  std::vector<ForeignNftChain> foreign_nft;   // nft base chains not made by iptables-nft (firewalld, docker...)
+  std::string backend;                       // "nft", "legacy" or "fake"
+  std::string netns;                         // as given ("" = caller's)
+  std::vector<VariantTables> variants;       // both variants, so rules in the other one are visible
+  std::vector<ForeignNftChain> foreign_nft;  // nft base chains not made by iptables-nft (firewalld, docker...)
   std::vector<std::string> warnings;
 };
 
@@ -93,8 +93,7 @@ class Firewall {
   // Every table of the family (or one), with counters.
   Result<Ruleset> List(Family family, std::optional<std::string> table = std::nullopt);
   // Canonical iptables-save text (without "#" comment lines).
-  Result<std::string> Save(Family family, std::optional<std::string> table = std::nullopt,
-                           bool counters = false);
+  Result<std::string> Save(Family family, std::optional<std::string> table = std::nullopt, bool counters = false);
   // Whether an equal rule exists in the chain (like iptables -C).
   Result<bool> Check(Family family, const std::string& table, const std::string& chain, const Rule& rule);
   Result<FirewallInfo> Info();

@@ -125,9 +125,7 @@ struct Table {
 
   const Chain* FindChain(std::string_view name) const;
   Chain* FindChain(std::string_view name);
-  friend bool operator==(const Table& a, const Table& b) {
-    return a.name == b.name && a.chains == b.chains;
-  }
+  friend bool operator==(const Table& a, const Table& b) { return a.name == b.name && a.chains == b.chains; }
 };
 
 // All tables of one family, in save order.

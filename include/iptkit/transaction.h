@@ -24,28 +24,28 @@ namespace iptkit {
 struct Op {
   // Verbs as everywhere in iptkit (CLI subcommand, REST route, JSON op).
   enum class Kind {
-    kAppend,        // rule → end of chain
-    kInsert,        // rule → at index (1-based; index = size+1 appends)
-    kDelete,        // the first rule equal to `rule` (by canonical spec)
-    kDeleteAt,      // the rule at index; when `expect` is set it must be that rule, else FailedPrecondition
-    kReplace,       // the rule at index becomes `rule`; `expect` as for kDeleteAt
-    kCreateChain,   // user chain `chain`
-    kDeleteChain,   // user chain `chain`; must be empty and unreferenced unless `cascade`
-    kRenameChain,   // user chain `chain` → `new_name`
-    kFlush,         // all rules of `chain`, or of every chain of the table when chain is empty
-    kZero,          // counters of `chain`, or of the whole table when chain is empty
-    kPolicy,        // builtin chain `chain` gets policy `policy` (ACCEPT or DROP)
+    kAppend,       // rule → end of chain
+    kInsert,       // rule → at index (1-based; index = size+1 appends)
+    kDelete,       // the first rule equal to `rule` (by canonical spec)
+    kDeleteAt,     // the rule at index; when `expect` is set it must be that rule, else FailedPrecondition
+    kReplace,      // the rule at index becomes `rule`; `expect` as for kDeleteAt
+    kCreateChain,  // user chain `chain`
+    kDeleteChain,  // user chain `chain`; must be empty and unreferenced unless `cascade`
+    kRenameChain,  // user chain `chain` → `new_name`
+    kFlush,        // all rules of `chain`, or of every chain of the table when chain is empty
+    kZero,         // counters of `chain`, or of the whole table when chain is empty
+    kPolicy,       // builtin chain `chain` gets policy `policy` (ACCEPT or DROP)
   };
   Kind kind = Kind::kAppend;
   Family family = Family::kIPv4;
   std::string table = "filter";
   std::string chain;
-  int index = 0;                // kInsert, kDeleteAt, kReplace
-  Rule rule;                    // kAppend, kInsert, kDelete, kReplace
-  std::optional<Rule> expect;   // kDeleteAt, kReplace: the rule expected at `index`
-  std::string new_name;         // kRenameChain
-  std::string policy;           // kPolicy
-  bool cascade = false;         // kDeleteChain: also delete the rules that jump to the chain
+  int index = 0;               // kInsert, kDeleteAt, kReplace
+  Rule rule;                   // kAppend, kInsert, kDelete, kReplace
+  std::optional<Rule> expect;  // kDeleteAt, kReplace: the rule expected at `index`
+  std::string new_name;        // kRenameChain
+  std::string policy;          // kPolicy
+  bool cascade = false;        // kDeleteChain: also delete the rules that jump to the chain
   friend bool operator==(const Op&, const Op&) = default;
 };
 

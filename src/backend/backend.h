@@ -25,18 +25,18 @@ namespace iptkit::backend {
 // One iptables-restore command inside a table block.
 struct TableOp {
   enum class Kind {
-    kAppend,        // -A CHAIN rule
-    kInsert,        // -I CHAIN index rule
-    kCheck,         // -C CHAIN rule      (a precondition: a miss aborts the whole block)
-    kDelete,        // -D CHAIN rule      (first equal rule)
-    kDeleteAt,      // -D CHAIN index     (only used where the index cannot have moved, e.g. fake tests)
-    kReplace,       // -R CHAIN index rule
-    kNewChain,      // -N CHAIN
-    kDeleteChain,   // -X CHAIN
-    kRenameChain,   // -E CHAIN arg
-    kFlush,         // -F [CHAIN]
-    kZero,          // -Z [CHAIN]
-    kPolicy,        // -P CHAIN arg
+    kAppend,       // -A CHAIN rule
+    kInsert,       // -I CHAIN index rule
+    kCheck,        // -C CHAIN rule      (a precondition: a miss aborts the whole block)
+    kDelete,       // -D CHAIN rule      (first equal rule)
+    kDeleteAt,     // -D CHAIN index     (only used where the index cannot have moved, e.g. fake tests)
+    kReplace,      // -R CHAIN index rule
+    kNewChain,     // -N CHAIN
+    kDeleteChain,  // -X CHAIN
+    kRenameChain,  // -E CHAIN arg
+    kFlush,        // -F [CHAIN]
+    kZero,         // -Z [CHAIN]
+    kPolicy,       // -P CHAIN arg
   };
   Kind kind = Kind::kAppend;
   std::string chain;

@@ -58,8 +58,7 @@ bool IsKnownTable(std::string_view name) {
 
 class SaveParser {
  public:
-  SaveParser(std::string_view text, Family family, const ParseSaveOptions& options)
-      : text_(text), options_(options) {
+  SaveParser(std::string_view text, Family family, const ParseSaveOptions& options) : text_(text), options_(options) {
     ruleset_.family = family;
   }
 

@@ -115,7 +115,9 @@ class Parser {
     return "at column " + std::to_string(t.column + 1);
   }
   Status Error(const Token& t, const std::string& problem) const {
-    return Status::InvalidArgument("'" + t.text + "' " + Where(t) + ": " + problem);
+    Status s = Status::InvalidArgument("'" + t.text + "' " + Where(t) + ": " + problem);
+    if (location_ == TokenLocation::kArgument) return s.WithToken(t.text).WithArgument(t.column + 1);
+    return s.WithToken(t.text, t.column + 1);
   }
 
   Status ShortOption(const Token& tok) {
@@ -250,8 +252,8 @@ class Parser {
   }
 
   static bool StrictOldStyle(const dialect::Extension& ext) {
-    return ext.name == "tcp" || ext.name == "udp" || ext.name == "icmp" || ext.name == "icmp6" ||
-           ext.name == "sctp" || ext.name == "dccp";
+    return ext.name == "tcp" || ext.name == "udp" || ext.name == "icmp" || ext.name == "icmp6" || ext.name == "sctp" ||
+           ext.name == "dccp";
   }
 
   static bool TakesSecondArgument(std::string_view name) {

@@ -15,7 +15,8 @@ namespace {
 std::string Where(const std::string& pointer) { return pointer.empty() ? "(document)" : pointer; }
 
 Status Err(const std::string& pointer, std::string message) {
-  return Status::InvalidArgument(Where(pointer) + ": " + std::move(message));
+  Status s = Status::InvalidArgument(Where(pointer) + ": " + std::move(message));
+  return pointer.empty() ? s : s.WithField(pointer);
 }
 
 std::string_view TypeName(const Json& j) { return JsonTypeName(j); }
@@ -25,9 +26,7 @@ Status Expect(const Json& j, const std::string& pointer, bool ok, std::string_vi
   return Err(pointer, "expected " + std::string(expected) + ", got " + std::string(TypeName(j)));
 }
 
-Status ExpectObject(const Json& j, const std::string& pointer) {
-  return Expect(j, pointer, j.is_object(), "object");
-}
+Status ExpectObject(const Json& j, const std::string& pointer) { return Expect(j, pointer, j.is_object(), "object"); }
 
 // Every member must be one of `allowed`; the error names the first unknown member in document order.
 Status CheckKeys(const Json& obj, const std::string& pointer, std::initializer_list<std::string_view> allowed) {
@@ -88,8 +87,7 @@ Result<std::string> RequiredString(const Json& obj, std::string_view key, const 
   return ReadRequired(obj, key, pointer, GetString);
 }
 
-Result<std::optional<std::string>> OptionalString(const Json& obj, std::string_view key,
-                                                  const std::string& pointer) {
+Result<std::optional<std::string>> OptionalString(const Json& obj, std::string_view key, const std::string& pointer) {
   const Json* m = Member(obj, key);
   if (m == nullptr) return std::optional<std::string>();
   IPTKIT_ASSIGN_OR_RETURN(std::string s, GetString(*m, PointerJoin(pointer, key)));
@@ -270,8 +268,9 @@ Result<Rule> StructuredRuleFromJson(const Json& j, const std::string& pointer) {
     std::optional<Field> Rule::*field;
   };
   static constexpr HeaderKey kHeader[] = {
-      {"src", "addr", &Rule::source},   {"dst", "addr", &Rule::destination},     {"in", "name", &Rule::in_interface},
-      {"out", "name", &Rule::out_interface}, {"protocol", "value", &Rule::protocol}, {"fragment", "", &Rule::fragment},
+      {"src", "addr", &Rule::source},         {"dst", "addr", &Rule::destination},
+      {"in", "name", &Rule::in_interface},    {"out", "name", &Rule::out_interface},
+      {"protocol", "value", &Rule::protocol}, {"fragment", "", &Rule::fragment},
   };
   for (const HeaderKey& h : kHeader) {
     if (const Json* f = Member(j, h.key)) {
@@ -291,11 +290,16 @@ struct VerbName {
   std::string_view name;
 };
 constexpr VerbName kVerbs[] = {
-    {Op::Kind::kAppend, "append"},          {Op::Kind::kInsert, "insert"},
-    {Op::Kind::kDelete, "delete"},          {Op::Kind::kDeleteAt, "delete"},
-    {Op::Kind::kReplace, "replace"},        {Op::Kind::kCreateChain, "create_chain"},
-    {Op::Kind::kDeleteChain, "delete_chain"}, {Op::Kind::kRenameChain, "rename_chain"},
-    {Op::Kind::kFlush, "flush"},            {Op::Kind::kZero, "zero"},
+    {Op::Kind::kAppend, "append"},
+    {Op::Kind::kInsert, "insert"},
+    {Op::Kind::kDelete, "delete"},
+    {Op::Kind::kDeleteAt, "delete"},
+    {Op::Kind::kReplace, "replace"},
+    {Op::Kind::kCreateChain, "create_chain"},
+    {Op::Kind::kDeleteChain, "delete_chain"},
+    {Op::Kind::kRenameChain, "rename_chain"},
+    {Op::Kind::kFlush, "flush"},
+    {Op::Kind::kZero, "zero"},
     {Op::Kind::kPolicy, "policy"},
 };
 
@@ -608,8 +612,8 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
                                      {"family", "table", "chain", "index", "spec", "src", "dst", "in", "out",
                                       "protocol", "fragment", "matches", "target", "counters", "owner", "id"}));
   } else {
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(
-        j, pointer, {"spec", "src", "dst", "in", "out", "protocol", "fragment", "matches", "target"}));
+    IPTKIT_RETURN_IF_ERROR(
+        CheckKeys(j, pointer, {"spec", "src", "dst", "in", "out", "protocol", "fragment", "matches", "target"}));
   }
   RuleInput in;
   IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "family", pointer, GetFamily, &in.family));
@@ -628,7 +632,7 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
     IPTKIT_ASSIGN_OR_RETURN(std::string text, GetString(*s, sp));
     if (!spec.parse) return Err(sp, "rule specs cannot be parsed here; give the structured fields");
     Result<Rule> parsed = spec.parse(text, rule_family);
-    if (!parsed.ok()) return Err(sp, parsed.status().message());
+    if (!parsed.ok()) return Err(sp, parsed.status().message()).WithDetails(parsed.status().details()).WithField(sp);
     from_spec = std::move(parsed).value();
   }
   if (RuleHasStructuredFields(j)) {
@@ -636,8 +640,8 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
     if (from_spec && !(*from_spec == structured)) {
       std::string detail;
       if (spec.format) {
-        detail = " (the spec reads '" + spec.format(*from_spec) + "', the fields give '" + spec.format(structured) +
-                 "')";
+        detail =
+            " (the spec reads '" + spec.format(*from_spec) + "', the fields give '" + spec.format(structured) + "')";
       }
       return Err(PointerJoin(pointer, "spec"), "does not agree with the structured fields" + detail);
     }
@@ -660,8 +664,8 @@ Result<RuleInput> RuleFromJson(const Json& j, Family family, const std::string& 
     IPTKIT_RETURN_IF_ERROR(CheckTagPart(tag.id, PointerJoin(pointer, "id"), false));
     if (std::optional<Rule::Tag> existing = in.rule.OwnerTag()) {
       if (!(*existing == tag)) {
-        return Err(PointerJoin(pointer, "owner"), "disagrees with the rule's owner tag 'iptkit:" + existing->owner +
-                                                      ":" + existing->id + "'");
+        return Err(PointerJoin(pointer, "owner"),
+                   "disagrees with the rule's owner tag 'iptkit:" + existing->owner + ":" + existing->id + "'");
       }
     } else {
       in.rule.SetOwnerTag(tag);

@@ -13,11 +13,10 @@
 #define IPTKIT_SRC_JSON_JSON_CODEC_H_
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json.hpp>
 
 #include "iptkit/desired.h"
 #include "iptkit/firewall.h"

@@ -2,11 +2,11 @@
 // The public API with the real dialect is covered by json_test.cc.
 #include "src/json/json_codec.h"
 
-#include <map>
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <map>
+#include <string>
 
 namespace iptkit::json {
 namespace {
@@ -15,8 +15,9 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 std::string Quote(const std::string& v) {
-  bool bare = !v.empty() && v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,") ==
-                                std::string::npos;
+  bool bare =
+      !v.empty() &&
+      v.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,") == std::string::npos;
   return bare ? v : "\"" + v + "\"";
 }
 
@@ -149,14 +150,15 @@ TEST(RuleJsonTest, GoldenShapeOfDesignExample) {
   out.location = RuleLocation{Family::kIPv4, "filter", "INPUT", 3};
   r.SetOwnerTag({"myapp", "01HZX"});
   // DESIGN.md §4 (plus the owner tag the example's "owner" implies).
-  EXPECT_EQ(Dump(RuleToJson(r, out, spec.codec)),
-            R"({"family":"ipv4","table":"filter","chain":"INPUT","index":3,)"
-            R"("spec":"-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment ssh -m comment --comment iptkit:myapp:01HZX -j ACCEPT",)"
-            R"("src":{"addr":"10.0.0.0/8"},"protocol":{"value":"tcp"},)"
-            R"("matches":[{"name":"tcp","options":[{"name":"dport","values":["22"]}]},)"
-            R"({"name":"comment","options":[{"name":"comment","values":["ssh"]}]},)"
-            R"({"name":"comment","options":[{"name":"comment","values":["iptkit:myapp:01HZX"]}]}],)"
-            R"("target":{"name":"ACCEPT"},"counters":{"packets":0,"bytes":0},"owner":"myapp","id":"01HZX"})");
+  EXPECT_EQ(
+      Dump(RuleToJson(r, out, spec.codec)),
+      R"({"family":"ipv4","table":"filter","chain":"INPUT","index":3,)"
+      R"("spec":"-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment ssh -m comment --comment iptkit:myapp:01HZX -j ACCEPT",)"
+      R"("src":{"addr":"10.0.0.0/8"},"protocol":{"value":"tcp"},)"
+      R"("matches":[{"name":"tcp","options":[{"name":"dport","values":["22"]}]},)"
+      R"({"name":"comment","options":[{"name":"comment","values":["ssh"]}]},)"
+      R"({"name":"comment","options":[{"name":"comment","values":["iptkit:myapp:01HZX"]}]}],)"
+      R"("target":{"name":"ACCEPT"},"counters":{"packets":0,"bytes":0},"owner":"myapp","id":"01HZX"})");
 }
 
 TEST(RuleJsonTest, RoundTripEveryField) {
@@ -192,8 +194,9 @@ TEST(RuleJsonTest, RoundTripEveryField) {
 
 TEST(RuleJsonTest, SpecOnlyStructuredOnlyAndBoth) {
   TestSpec spec;
-  Result<RuleInput> a = RuleFromJson(MustParse(R"({"spec":"-s 10.0.0.0/8 -p tcp --dport 22 -m comment --comment ssh -j ACCEPT"})"),
-                                     Family::kIPv4, "", spec.codec);
+  Result<RuleInput> a =
+      RuleFromJson(MustParse(R"({"spec":"-s 10.0.0.0/8 -p tcp --dport 22 -m comment --comment ssh -j ACCEPT"})"),
+                   Family::kIPv4, "", spec.codec);
   ASSERT_TRUE(a.ok()) << a.status().ToString();
   EXPECT_EQ(a->rule, SshRule());
   // Both forms, agreeing (what RuleToJson prints).
@@ -265,9 +268,9 @@ TEST(RuleJsonTest, WrongTypesNameThePointer) {
 
 TEST(RuleJsonTest, ValidationErrorsCarryThePointerOfTheRule) {
   TestSpec spec;
-  Result<RuleInput> r = RuleFromJson(
-      MustParse(R"({"matches":[{"name":"comment","options":[{"name":"comment","values":["a\nb"]}]}]})"),
-      Family::kIPv4, "/ops/0/append/rule", spec.codec);
+  Result<RuleInput> r =
+      RuleFromJson(MustParse(R"({"matches":[{"name":"comment","options":[{"name":"comment","values":["a\nb"]}]}]})"),
+                   Family::kIPv4, "/ops/0/append/rule", spec.codec);
   EXPECT_THAT(r.status().message(), StartsWith("/ops/0/append/rule: match 'comment' option '--comment'"));
   EXPECT_THAT(r.status().message(), HasSubstr("newline"));
   r = RuleFromJson(MustParse(R"({"src":{"addr":"1.2.3.4,5.6.7.8"}})"), Family::kIPv4, "", spec.codec);
@@ -278,8 +281,8 @@ TEST(RuleJsonTest, ValidationErrorsCarryThePointerOfTheRule) {
 
 TEST(RuleJsonTest, OwnerAndIdAddOrMustMatchTheTag) {
   TestSpec spec;
-  Result<RuleInput> r = RuleFromJson(MustParse(R"({"spec":"-j ACCEPT","owner":"myapp","id":"7"})"), Family::kIPv4,
-                                     "", spec.codec);
+  Result<RuleInput> r =
+      RuleFromJson(MustParse(R"({"spec":"-j ACCEPT","owner":"myapp","id":"7"})"), Family::kIPv4, "", spec.codec);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_TRUE(r->rule.OwnerTag().has_value());
   EXPECT_EQ(r->rule.OwnerTag()->owner, "myapp");
@@ -344,8 +347,8 @@ TEST(OpJsonTest, RoundTripEveryKind) {
 
 TEST(OpJsonTest, DefaultsAndSpecInput) {
   TestSpec spec;
-  Result<Op> op = OpFromJson(MustParse(R"({"append":{"chain":"INPUT","rule":{"spec":"-j ACCEPT"}}})"), "/ops/0",
-                             spec.codec);
+  Result<Op> op =
+      OpFromJson(MustParse(R"({"append":{"chain":"INPUT","rule":{"spec":"-j ACCEPT"}}})"), "/ops/0", spec.codec);
   ASSERT_TRUE(op.ok()) << op.status().ToString();
   EXPECT_EQ(op->family, Family::kIPv4);
   EXPECT_EQ(op->table, "filter");
@@ -382,20 +385,23 @@ TEST(OpJsonTest, ErrorsNameThePointer) {
       {R"({"append":{"chain":"DNAT","rule":{}}})", "/ops/3/append/chain: chain name 'DNAT' clashes with a target name"},
       {R"({"insert":{"chain":"INPUT","rule":{}}})", "/ops/3/insert/index: required field is missing"},
       {R"({"insert":{"chain":"INPUT","index":-2,"rule":{}}})", "/ops/3/insert/index: expected integer >= 1, got -2"},
-      {R"({"insert":{"chain":"INPUT","index":1.5,"rule":{}}})", "/ops/3/insert/index: expected integer >= 1, got number"},
+      {R"({"insert":{"chain":"INPUT","index":1.5,"rule":{}}})",
+       "/ops/3/insert/index: expected integer >= 1, got number"},
       {R"({"delete":{"chain":"INPUT"}})", "/ops/3/delete: give either \"rule\" or \"index\""},
       {R"({"delete":{"chain":"INPUT","rule":{},"index":1}})", "/ops/3/delete: give either \"rule\" or \"index\""},
       {R"({"delete":{"chain":"INPUT","rule":{},"expect":{}}})", "/ops/3/delete/expect: only valid with \"index\""},
       {R"({"delete":{"chain":"INPUT","index":2,"expect":{"spec":"-j NOPE"}}})",
        "/ops/3/delete/expect/spec: column 0: cannot parse '-j NOPE'"},
       {R"({"replace":{"chain":"INPUT","index":1}})", "/ops/3/replace/rule: required field is missing"},
-      {R"({"create_chain":{"chain":"INPUT"}})", "/ops/3/create_chain/chain: 'INPUT' is a builtin chain of table filter"},
+      {R"({"create_chain":{"chain":"INPUT"}})",
+       "/ops/3/create_chain/chain: 'INPUT' is a builtin chain of table filter"},
       {R"({"create_chain":{"chain":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}})", "/ops/3/create_chain/chain: chain name"},
       {R"({"delete_chain":{"chain":"X","cascade":1}})", "/ops/3/delete_chain/cascade: expected boolean, got number"},
       {R"({"rename_chain":{"chain":"X"}})", "/ops/3/rename_chain/new_name: required field is missing"},
       {R"({"rename_chain":{"chain":"X","new_name":"-Y"}})", "/ops/3/rename_chain/new_name: chain name '-Y' may not"},
       {R"({"flush":{"chain":5}})", "/ops/3/flush/chain: expected string, got number"},
-      {R"({"policy":{"chain":"INPUT","policy":"REJECT"}})", "/ops/3/policy/policy: expected ACCEPT or DROP, got 'REJECT'"},
+      {R"({"policy":{"chain":"INPUT","policy":"REJECT"}})",
+       "/ops/3/policy/policy: expected ACCEPT or DROP, got 'REJECT'"},
       {R"({"policy":{"chain":"INPUT"}})", "/ops/3/policy/policy: required field is missing"},
   };
   for (const Case& c : cases) {
@@ -458,7 +464,8 @@ TEST(DesiredJsonTest, ErrorsNameThePointer) {
       {R"({"family":"ipv4","chains":[]})", "/owner: required field is missing"},
       {R"({"owner":"myapp"})", "/chains: required field is missing"},
       {R"({"owner":"my app","chains":[]})", "/owner: owner must match"},
-      {R"({"owner":"myapp","family":"all","chains":[]})", "/family: unknown family 'all' (expected ipv4, ipv6 or both)"},
+      {R"({"owner":"myapp","family":"all","chains":[]})",
+       "/family: unknown family 'all' (expected ipv4, ipv6 or both)"},
       {R"({"owner":"myapp","chains":[],"extra":1})", "/extra: unknown field"},
       {R"({"owner":"myapp","chains":[{"name":"MYAPP-IN"}]})", "/chains/0/rules: required field is missing"},
       {R"({"owner":"myapp","chains":[{"name":"MYAPP-IN","rules":[{"spec":"-j ACCEPT","index":1}]}]})",
@@ -511,18 +518,16 @@ TEST(OutputJsonTest, ResultsShapes) {
   CommitResult cr;
   cr.dry_run = true;
   cr.tables.push_back(TableCommit{Family::kIPv6, "filter", "*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"});
-  EXPECT_EQ(Dump(json::CommitResultToJson(cr)),
-            R"({"dry_run":true,"tables":[{"family":"ipv6","table":"filter",)"
-            R"("restore_text":"*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"}]})");
+  EXPECT_EQ(Dump(json::CommitResultToJson(cr)), R"({"dry_run":true,"tables":[{"family":"ipv6","table":"filter",)"
+                                                R"("restore_text":"*filter\n-A INPUT -j ACCEPT\nCOMMIT\n"}]})");
 
   ApplyPlan plan;
   EXPECT_EQ(Dump(json::ApplyPlanToJson(plan)), R"({"changed":false,"steps":[],"tables":[],"warnings":[]})");
   plan.steps.push_back(PlanStep{Family::kIPv4, "filter", "insert filter MYAPP-IN 1: -j RETURN"});
   plan.warnings.push_back("legacy tables hold rules on INPUT");
-  EXPECT_EQ(Dump(json::ApplyPlanToJson(plan)),
-            R"({"changed":true,"steps":[{"family":"ipv4","table":"filter",)"
-            R"("description":"insert filter MYAPP-IN 1: -j RETURN"}],"tables":[],)"
-            R"("warnings":["legacy tables hold rules on INPUT"]})");
+  EXPECT_EQ(Dump(json::ApplyPlanToJson(plan)), R"({"changed":true,"steps":[{"family":"ipv4","table":"filter",)"
+                                               R"("description":"insert filter MYAPP-IN 1: -j RETURN"}],"tables":[],)"
+                                               R"("warnings":["legacy tables hold rules on INPUT"]})");
 
   FirewallInfo info;
   info.backend = "nft";

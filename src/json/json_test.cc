@@ -1,13 +1,13 @@
 // The public JSON API (include/iptkit/json.h) with the real dialect printer/parser.
 #include "iptkit/json.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "iptkit/dialect.h"
 
@@ -46,8 +46,7 @@ TEST(JsonApiTest, SpecInputCanonicalizesLikeTheDialect) {
   // Comma lists are refused (one spec = one rule), whichever form carries them.
   EXPECT_EQ(RuleFromJson(R"({"spec":"-s 1.1.1.1,2.2.2.2 -j DROP"})", kV4).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_THAT(RuleFromJson(R"({"src":{"addr":"1.1.1.1,2.2.2.2"}})", kV4).status().message(),
-              HasSubstr("comma lists"));
+  EXPECT_THAT(RuleFromJson(R"({"src":{"addr":"1.1.1.1,2.2.2.2"}})", kV4).status().message(), HasSubstr("comma lists"));
   EXPECT_THAT(RuleFromJson("{\"spec\": ", kV4).status().message(), StartsWith("malformed JSON at byte"));
 }
 

@@ -7,11 +7,14 @@ namespace iptkit::json {
 Result<Transaction> TransactionFromJson(const Json& j, const SpecCodec& spec) {
   if (!j.is_object()) return Status::InvalidArgument("(document): expected object with \"ops\"");
   for (const auto& [key, value] : j.items()) {
-    if (key != "ops") return Status::InvalidArgument(PointerJoin("", key) + ": unknown field (expected one of: ops)");
+    if (key != "ops") {
+      return Status::InvalidArgument(PointerJoin("", key) + ": unknown field (expected one of: ops)")
+          .WithField(PointerJoin("", key));
+    }
   }
   auto it = j.find("ops");
-  if (it == j.end()) return Status::InvalidArgument("/ops: required field is missing");
-  if (!it->is_array()) return Status::InvalidArgument("/ops: expected array of ops");
+  if (it == j.end()) return Status::InvalidArgument("/ops: required field is missing").WithField("/ops");
+  if (!it->is_array()) return Status::InvalidArgument("/ops: expected array of ops").WithField("/ops");
   const Json* ops = &*it;
   Transaction txn;
   for (size_t i = 0; i < ops->size(); ++i) {

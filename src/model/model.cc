@@ -26,9 +26,8 @@ std::optional<Rule::Tag> ParseTagComment(std::string_view comment) {
 }
 
 bool IsTagMatch(const Match& m) {
-  return m.name == "comment" && m.options.size() == 1 && m.options[0].name == "comment" &&
-         !m.options[0].negated && m.options[0].values.size() == 1 &&
-         ParseTagComment(m.options[0].values[0]).has_value();
+  return m.name == "comment" && m.options.size() == 1 && m.options[0].name == "comment" && !m.options[0].negated &&
+         m.options[0].values.size() == 1 && ParseTagComment(m.options[0].values[0]).has_value();
 }
 
 }  // namespace

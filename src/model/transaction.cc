@@ -6,17 +6,28 @@ namespace iptkit {
 
 std::string_view OpKindName(Op::Kind kind) {
   switch (kind) {
-    case Op::Kind::kAppend: return "append";
-    case Op::Kind::kInsert: return "insert";
-    case Op::Kind::kDelete: return "delete";
-    case Op::Kind::kDeleteAt: return "delete";  // the same verb; the op carries an index
-    case Op::Kind::kReplace: return "replace";
-    case Op::Kind::kCreateChain: return "create_chain";
-    case Op::Kind::kDeleteChain: return "delete_chain";
-    case Op::Kind::kRenameChain: return "rename_chain";
-    case Op::Kind::kFlush: return "flush";
-    case Op::Kind::kZero: return "zero";
-    case Op::Kind::kPolicy: return "policy";
+    case Op::Kind::kAppend:
+      return "append";
+    case Op::Kind::kInsert:
+      return "insert";
+    case Op::Kind::kDelete:
+      return "delete";
+    case Op::Kind::kDeleteAt:
+      return "delete";  // the same verb; the op carries an index
+    case Op::Kind::kReplace:
+      return "replace";
+    case Op::Kind::kCreateChain:
+      return "create_chain";
+    case Op::Kind::kDeleteChain:
+      return "delete_chain";
+    case Op::Kind::kRenameChain:
+      return "rename_chain";
+    case Op::Kind::kFlush:
+      return "flush";
+    case Op::Kind::kZero:
+      return "zero";
+    case Op::Kind::kPolicy:
+      return "policy";
   }
   return "unknown";
 }

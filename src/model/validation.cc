@@ -30,11 +30,11 @@ constexpr size_t kMaxInterface = 15;
 // Target extensions iptables 1.8.9 can load (libxt_*/libipt_*/libip6t_* with upper-case names): iptables refuses
 // chain names that xtables_find_target() resolves ("chain name may not clash with target name").
 constexpr std::string_view kTargetExtensions[] = {
-    "AUDIT",   "CHECKSUM",   "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT",       "DNAT",
-    "DNPT",    "DSCP",       "ECN",      "HL",        "HMARK",    "IDLETIMER",   "LED",      "LOG",
-    "MARK",    "MASQUERADE", "NETMAP",   "NFLOG",     "NFQUEUE",  "NOTRACK",     "RATEEST",  "REDIRECT",
-    "REJECT",  "SECMARK",    "SET",      "SNAT",      "SNPT",     "SYNPROXY",    "TCPMSS",   "TCPOPTSTRIP",
-    "TEE",     "TOS",        "TPROXY",   "TRACE",     "TTL",      "ULOG",
+    "AUDIT",  "CHECKSUM",   "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT",      "DNAT",
+    "DNPT",   "DSCP",       "ECN",      "HL",        "HMARK",    "IDLETIMER",   "LED",     "LOG",
+    "MARK",   "MASQUERADE", "NETMAP",   "NFLOG",     "NFQUEUE",  "NOTRACK",     "RATEEST", "REDIRECT",
+    "REJECT", "SECMARK",    "SET",      "SNAT",      "SNPT",     "SYNPROXY",    "TCPMSS",  "TCPOPTSTRIP",
+    "TEE",    "TOS",        "TPROXY",   "TRACE",     "TTL",      "ULOG",
 };
 
 bool IsTargetExtension(std::string_view name) {
@@ -158,9 +158,11 @@ unsigned HookBit(std::string_view chain) {
 }
 
 std::string HookNames(unsigned mask) {
-  static constexpr std::array<std::pair<unsigned, std::string_view>, 5> kNames = {{
-      {kPreRouting, "PREROUTING"}, {kInput, "INPUT"}, {kForward, "FORWARD"}, {kOutput, "OUTPUT"},
-      {kPostRouting, "POSTROUTING"}}};
+  static constexpr std::array<std::pair<unsigned, std::string_view>, 5> kNames = {{{kPreRouting, "PREROUTING"},
+                                                                                   {kInput, "INPUT"},
+                                                                                   {kForward, "FORWARD"},
+                                                                                   {kOutput, "OUTPUT"},
+                                                                                   {kPostRouting, "POSTROUTING"}}};
   std::string out;
   for (const auto& [bit, name] : kNames) {
     if (!(mask & bit)) continue;
@@ -230,10 +232,10 @@ Status ValidateRule(const Rule& rule, Family family) {
     const std::optional<Field>& field;
     std::string_view what;
   };
-  for (const HeaderField& h : {HeaderField{rule.source, "source (-s)"}, HeaderField{rule.destination, "destination (-d)"},
-                               HeaderField{rule.in_interface, "in interface (-i)"},
-                               HeaderField{rule.out_interface, "out interface (-o)"},
-                               HeaderField{rule.protocol, "protocol (-p)"}, HeaderField{rule.fragment, "fragment (-f)"}}) {
+  for (const HeaderField& h :
+       {HeaderField{rule.source, "source (-s)"}, HeaderField{rule.destination, "destination (-d)"},
+        HeaderField{rule.in_interface, "in interface (-i)"}, HeaderField{rule.out_interface, "out interface (-o)"},
+        HeaderField{rule.protocol, "protocol (-p)"}, HeaderField{rule.fragment, "fragment (-f)"}}) {
     if (h.field) IPTKIT_RETURN_IF_ERROR(CheckBytes(h.what, h.field->value));
   }
   if (rule.source) IPTKIT_RETURN_IF_ERROR(CheckAddress("source (-s)", rule.source->value, family));
@@ -242,7 +244,8 @@ Status ValidateRule(const Rule& rule, Family family) {
   if (rule.out_interface) IPTKIT_RETURN_IF_ERROR(CheckInterface("out interface (-o)", rule.out_interface->value));
   if (rule.protocol) {
     const std::string& p = rule.protocol->value;
-    if (p.empty() || HasWhitespace(p)) return Status::InvalidArgument("protocol (-p) " + Quoted(p) + " is not a protocol");
+    if (p.empty() || HasWhitespace(p))
+      return Status::InvalidArgument("protocol (-p) " + Quoted(p) + " is not a protocol");
     // ip6tables accepts `-p icmp` (and 1), but ICMPv4 never appears in IPv6 packets: the rule would never match.
     if (family == Family::kIPv6 && (EqualsIgnoreCase(p, "icmp") || p == "1")) {
       return Status::InvalidArgument("protocol (-p) " + Quoted(p) +
@@ -305,8 +308,7 @@ Status ValidateRule(const Rule& rule, Family family) {
   return Status::Ok();
 }
 
-Status ValidateTargetPlacement(std::string_view name, std::string_view table, std::string_view hook,
-                               Family family) {
+Status ValidateTargetPlacement(std::string_view name, std::string_view table, std::string_view hook, Family family) {
   if (BuiltinChains(table).empty()) return Status::InvalidArgument("unknown table " + Quoted(table));
   unsigned hook_bit = 0;
   if (!hook.empty()) {
@@ -318,8 +320,9 @@ Status ValidateTargetPlacement(std::string_view name, std::string_view table, st
   if (name == "DROP" && table == "nat") {
     // iptables refuses it in userspace (iptables/xshared.c: "The nat table is not intended for filtering, the use
     // of DROP is therefore inhibited"); so does iptkit, before anything is sent.
-    return Status::InvalidArgument("target 'DROP' is not allowed in table nat: the nat table is not intended for "
-                                   "filtering (iptables inhibits DROP there)");
+    return Status::InvalidArgument(
+        "target 'DROP' is not allowed in table nat: the nat table is not intended for "
+        "filtering (iptables inhibits DROP there)");
   }
   auto it = std::find_if(std::begin(kPlacements), std::end(kPlacements),
                          [&](const Placement& p) { return p.target == name; });
@@ -327,8 +330,8 @@ Status ValidateTargetPlacement(std::string_view name, std::string_view table, st
   const Placement& p = *it;
   unsigned fam_bit = family == Family::kIPv4 ? kV4 : kV6;
   if (!(p.families & fam_bit)) {
-    return Status::InvalidArgument("target " + Quoted(name) + " does not exist for " +
-                                   std::string(FamilyName(family)) + " (" + std::string(p.source) + ")");
+    return Status::InvalidArgument("target " + Quoted(name) + " does not exist for " + std::string(FamilyName(family)) +
+                                   " (" + std::string(p.source) + ")");
   }
   bool any_table = p.tables[0].empty();
   bool table_ok = any_table || p.tables[0] == table || (!p.tables[1].empty() && p.tables[1] == table);
@@ -340,8 +343,8 @@ Status ValidateTargetPlacement(std::string_view name, std::string_view table, st
                                    place + " (" + std::string(p.source) + ")");
   }
   if (hook_bit != 0 && !(p.hooks & hook_bit)) {
-    return Status::InvalidArgument("target " + Quoted(name) + " is not allowed in " + place + "; allowed chains: " +
-                                   HookNames(p.hooks) + " (" + std::string(p.source) + ")");
+    return Status::InvalidArgument("target " + Quoted(name) + " is not allowed in " + place +
+                                   "; allowed chains: " + HookNames(p.hooks) + " (" + std::string(p.source) + ")");
   }
   return Status::Ok();
 }

@@ -1,7 +1,7 @@
-#include <string>
-
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "iptkit/model.h"
 
@@ -40,8 +40,8 @@ TEST(ValidateChainNameTest, RefusesEmptyLeadingDashOrBangAndWhitespace) {
 }
 
 TEST(ValidateChainNameTest, RefusesTargetNames) {
-  for (const char* name : {"ACCEPT", "DROP", "RETURN", "QUEUE", "DNAT", "LOG", "MASQUERADE", "REJECT", "CT",
-                           "NOTRACK", "TTL", "HL", "NFQUEUE", "TCPMSS"}) {
+  for (const char* name : {"ACCEPT", "DROP", "RETURN", "QUEUE", "DNAT", "LOG", "MASQUERADE", "REJECT", "CT", "NOTRACK",
+                           "TTL", "HL", "NFQUEUE", "TCPMSS"}) {
     Status s = ValidateChainName(name);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << name;
     EXPECT_THAT(s.message(), HasSubstr("clashes with a target name")) << name;
@@ -206,53 +206,95 @@ struct PlacementCase {
 TEST(ValidateTargetPlacementTest, MatchesTheKernel) {
   // Each row was checked against Linux 6.18 with iptables-legacy and iptables-nft 1.8.9 in a scratch netns.
   const PlacementCase cases[] = {
-      {"DNAT", "nat", "PREROUTING", kV4, true},      {"DNAT", "nat", "OUTPUT", kV4, true},
-      {"DNAT", "nat", "POSTROUTING", kV4, false},    {"DNAT", "nat", "INPUT", kV6, false},
-      {"DNAT", "filter", "INPUT", kV4, false},       {"DNAT", "nat", "", kV4, true},
-      {"DNAT", "filter", "", kV4, false},            {"SNAT", "nat", "POSTROUTING", kV4, true},
-      {"SNAT", "nat", "INPUT", kV6, true},           {"SNAT", "nat", "PREROUTING", kV4, false},
-      {"SNAT", "nat", "OUTPUT", kV4, false},         {"MASQUERADE", "nat", "POSTROUTING", kV6, true},
-      {"MASQUERADE", "nat", "PREROUTING", kV4, false}, {"MASQUERADE", "nat", "INPUT", kV4, false},
-      {"MASQUERADE", "mangle", "POSTROUTING", kV4, false}, {"REDIRECT", "nat", "PREROUTING", kV4, true},
-      {"REDIRECT", "nat", "OUTPUT", kV6, true},      {"REDIRECT", "nat", "POSTROUTING", kV4, false},
-      {"NETMAP", "nat", "INPUT", kV4, true},         {"NETMAP", "nat", "POSTROUTING", kV6, true},
-      {"NETMAP", "filter", "INPUT", kV4, false},     {"CT", "raw", "PREROUTING", kV4, true},
-      {"CT", "raw", "OUTPUT", kV6, true},            {"CT", "mangle", "PREROUTING", kV4, false},
-      {"CT", "filter", "", kV4, false},              {"NOTRACK", "raw", "OUTPUT", kV4, true},
-      {"NOTRACK", "filter", "INPUT", kV4, false},    {"TRACE", "raw", "PREROUTING", kV4, true},
-      {"TRACE", "filter", "INPUT", kV4, false},      {"TPROXY", "mangle", "PREROUTING", kV4, true},
-      {"TPROXY", "mangle", "", kV6, true},           {"TPROXY", "mangle", "INPUT", kV4, false},
-      {"TPROXY", "nat", "PREROUTING", kV4, false},   {"CHECKSUM", "mangle", "POSTROUTING", kV4, true},
-      {"CHECKSUM", "filter", "OUTPUT", kV4, false},  {"DSCP", "mangle", "FORWARD", kV6, true},
-      {"DSCP", "filter", "FORWARD", kV4, false},     {"TOS", "mangle", "OUTPUT", kV4, true},
-      {"TOS", "raw", "OUTPUT", kV4, false},          {"ECN", "mangle", "PREROUTING", kV4, true},
-      {"ECN", "mangle", "PREROUTING", kV6, false},   {"TTL", "mangle", "INPUT", kV4, true},
-      {"TTL", "mangle", "INPUT", kV6, false},        {"HL", "mangle", "INPUT", kV6, true},
-      {"HL", "mangle", "INPUT", kV4, false},         {"SNPT", "mangle", "POSTROUTING", kV6, true},
-      {"SNPT", "mangle", "INPUT", kV6, true},        {"SNPT", "mangle", "PREROUTING", kV6, false},
-      {"DNPT", "mangle", "PREROUTING", kV6, true},   {"DNPT", "mangle", "POSTROUTING", kV6, false},
-      {"DNPT", "mangle", "OUTPUT", kV4, false},      {"SECMARK", "security", "INPUT", kV4, true},
-      {"SECMARK", "mangle", "INPUT", kV4, true},     {"SECMARK", "filter", "INPUT", kV4, false},
-      {"CONNSECMARK", "security", "OUTPUT", kV6, true}, {"CONNSECMARK", "nat", "OUTPUT", kV4, false},
-      {"CLASSIFY", "mangle", "POSTROUTING", kV4, true}, {"CLASSIFY", "filter", "FORWARD", kV4, true},
-      {"CLASSIFY", "raw", "OUTPUT", kV6, true},      {"CLASSIFY", "filter", "INPUT", kV4, false},
-      {"CLASSIFY", "mangle", "PREROUTING", kV4, false}, {"REJECT", "filter", "INPUT", kV4, true},
-      {"REJECT", "filter", "FORWARD", kV6, true},    {"REJECT", "filter", "OUTPUT", kV4, true},
-      {"REJECT", "filter", "", kV4, true},           {"REJECT", "mangle", "INPUT", kV4, false},
-      {"REJECT", "raw", "PREROUTING", kV4, false},   {"REJECT", "security", "INPUT", kV4, false},
-      {"SYNPROXY", "filter", "INPUT", kV4, true},    {"SYNPROXY", "filter", "FORWARD", kV6, true},
-      {"SYNPROXY", "raw", "", kV4, true},            {"SYNPROXY", "filter", "OUTPUT", kV4, false},
-      {"SYNPROXY", "raw", "PREROUTING", kV4, false}, {"TEE", "filter", "INPUT", kV4, true},
-      {"TEE", "nat", "POSTROUTING", kV6, true},      {"MARK", "filter", "INPUT", kV4, true},
-      {"MARK", "raw", "PREROUTING", kV6, true},      {"CONNMARK", "nat", "PREROUTING", kV4, true},
-      {"LOG", "raw", "OUTPUT", kV4, true},           {"NFQUEUE", "security", "FORWARD", kV6, true},
-      {"TCPMSS", "filter", "INPUT", kV4, true},      {"ACCEPT", "nat", "PREROUTING", kV4, true},
-      {"MY-CHAIN", "raw", "OUTPUT", kV6, true},      {"SOMEEXT", "mangle", "", kV4, true},
+      {"DNAT", "nat", "PREROUTING", kV4, true},
+      {"DNAT", "nat", "OUTPUT", kV4, true},
+      {"DNAT", "nat", "POSTROUTING", kV4, false},
+      {"DNAT", "nat", "INPUT", kV6, false},
+      {"DNAT", "filter", "INPUT", kV4, false},
+      {"DNAT", "nat", "", kV4, true},
+      {"DNAT", "filter", "", kV4, false},
+      {"SNAT", "nat", "POSTROUTING", kV4, true},
+      {"SNAT", "nat", "INPUT", kV6, true},
+      {"SNAT", "nat", "PREROUTING", kV4, false},
+      {"SNAT", "nat", "OUTPUT", kV4, false},
+      {"MASQUERADE", "nat", "POSTROUTING", kV6, true},
+      {"MASQUERADE", "nat", "PREROUTING", kV4, false},
+      {"MASQUERADE", "nat", "INPUT", kV4, false},
+      {"MASQUERADE", "mangle", "POSTROUTING", kV4, false},
+      {"REDIRECT", "nat", "PREROUTING", kV4, true},
+      {"REDIRECT", "nat", "OUTPUT", kV6, true},
+      {"REDIRECT", "nat", "POSTROUTING", kV4, false},
+      {"NETMAP", "nat", "INPUT", kV4, true},
+      {"NETMAP", "nat", "POSTROUTING", kV6, true},
+      {"NETMAP", "filter", "INPUT", kV4, false},
+      {"CT", "raw", "PREROUTING", kV4, true},
+      {"CT", "raw", "OUTPUT", kV6, true},
+      {"CT", "mangle", "PREROUTING", kV4, false},
+      {"CT", "filter", "", kV4, false},
+      {"NOTRACK", "raw", "OUTPUT", kV4, true},
+      {"NOTRACK", "filter", "INPUT", kV4, false},
+      {"TRACE", "raw", "PREROUTING", kV4, true},
+      {"TRACE", "filter", "INPUT", kV4, false},
+      {"TPROXY", "mangle", "PREROUTING", kV4, true},
+      {"TPROXY", "mangle", "", kV6, true},
+      {"TPROXY", "mangle", "INPUT", kV4, false},
+      {"TPROXY", "nat", "PREROUTING", kV4, false},
+      {"CHECKSUM", "mangle", "POSTROUTING", kV4, true},
+      {"CHECKSUM", "filter", "OUTPUT", kV4, false},
+      {"DSCP", "mangle", "FORWARD", kV6, true},
+      {"DSCP", "filter", "FORWARD", kV4, false},
+      {"TOS", "mangle", "OUTPUT", kV4, true},
+      {"TOS", "raw", "OUTPUT", kV4, false},
+      {"ECN", "mangle", "PREROUTING", kV4, true},
+      {"ECN", "mangle", "PREROUTING", kV6, false},
+      {"TTL", "mangle", "INPUT", kV4, true},
+      {"TTL", "mangle", "INPUT", kV6, false},
+      {"HL", "mangle", "INPUT", kV6, true},
+      {"HL", "mangle", "INPUT", kV4, false},
+      {"SNPT", "mangle", "POSTROUTING", kV6, true},
+      {"SNPT", "mangle", "INPUT", kV6, true},
+      {"SNPT", "mangle", "PREROUTING", kV6, false},
+      {"DNPT", "mangle", "PREROUTING", kV6, true},
+      {"DNPT", "mangle", "POSTROUTING", kV6, false},
+      {"DNPT", "mangle", "OUTPUT", kV4, false},
+      {"SECMARK", "security", "INPUT", kV4, true},
+      {"SECMARK", "mangle", "INPUT", kV4, true},
+      {"SECMARK", "filter", "INPUT", kV4, false},
+      {"CONNSECMARK", "security", "OUTPUT", kV6, true},
+      {"CONNSECMARK", "nat", "OUTPUT", kV4, false},
+      {"CLASSIFY", "mangle", "POSTROUTING", kV4, true},
+      {"CLASSIFY", "filter", "FORWARD", kV4, true},
+      {"CLASSIFY", "raw", "OUTPUT", kV6, true},
+      {"CLASSIFY", "filter", "INPUT", kV4, false},
+      {"CLASSIFY", "mangle", "PREROUTING", kV4, false},
+      {"REJECT", "filter", "INPUT", kV4, true},
+      {"REJECT", "filter", "FORWARD", kV6, true},
+      {"REJECT", "filter", "OUTPUT", kV4, true},
+      {"REJECT", "filter", "", kV4, true},
+      {"REJECT", "mangle", "INPUT", kV4, false},
+      {"REJECT", "raw", "PREROUTING", kV4, false},
+      {"REJECT", "security", "INPUT", kV4, false},
+      {"SYNPROXY", "filter", "INPUT", kV4, true},
+      {"SYNPROXY", "filter", "FORWARD", kV6, true},
+      {"SYNPROXY", "raw", "", kV4, true},
+      {"SYNPROXY", "filter", "OUTPUT", kV4, false},
+      {"SYNPROXY", "raw", "PREROUTING", kV4, false},
+      {"TEE", "filter", "INPUT", kV4, true},
+      {"TEE", "nat", "POSTROUTING", kV6, true},
+      {"MARK", "filter", "INPUT", kV4, true},
+      {"MARK", "raw", "PREROUTING", kV6, true},
+      {"CONNMARK", "nat", "PREROUTING", kV4, true},
+      {"LOG", "raw", "OUTPUT", kV4, true},
+      {"NFQUEUE", "security", "FORWARD", kV6, true},
+      {"TCPMSS", "filter", "INPUT", kV4, true},
+      {"ACCEPT", "nat", "PREROUTING", kV4, true},
+      {"MY-CHAIN", "raw", "OUTPUT", kV6, true},
+      {"SOMEEXT", "mangle", "", kV4, true},
   };
   for (const PlacementCase& c : cases) {
     Status s = ValidateTargetPlacement(c.target, c.table, c.hook, c.family);
-    std::string where = std::string(c.target) + " in " + c.table + " " + c.hook + " " +
-                        std::string(FamilyName(c.family));
+    std::string where =
+        std::string(c.target) + " in " + c.table + " " + c.hook + " " + std::string(FamilyName(c.family));
     if (c.ok) {
       EXPECT_TRUE(s.ok()) << where << ": " << s.ToString();
     } else {

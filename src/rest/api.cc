@@ -163,7 +163,8 @@ Json ManagedJson(const service::ManagedRuleView& v) {
 Json TablesJson(const std::vector<TableCommit>& tables) {
   Json out = Json::array();
   for (const TableCommit& t : tables) {
-    out.push_back({{"family", std::string(FamilyName(t.family))}, {"table", t.table}, {"restore_text", t.restore_text}});
+    out.push_back(
+        {{"family", std::string(FamilyName(t.family))}, {"table", t.table}, {"restore_text", t.restore_text}});
   }
   return out;
 }
@@ -304,8 +305,8 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   if (!resp.stream) latency_->Observe({route}, seconds);
   // Never the query or headers: they could hold secrets pasted by mistake.
   spdlog::info("{} {} {} {} {} {:.1f}ms {}", req.remote.empty() ? "-" : req.remote,
-               ctx.principal.name.empty() ? "-" : ctx.principal.name, req.method, route, resp.status,
-               seconds * 1000, ctx.request_id);
+               ctx.principal.name.empty() ? "-" : ctx.principal.name, req.method, route, resp.status, seconds * 1000,
+               ctx.request_id);
   return resp;
 }
 
@@ -337,9 +338,9 @@ HttpResponse Api::Dispatch(Context& ctx) {
     return r;
   }
   if (std::find(methods.begin(), methods.end(), ctx.method) == methods.end()) {
-    HttpResponse r = error(MakeError(405, "method_not_allowed",
-                                     req.method + " is not allowed on " + std::string(ctx.route->pattern) +
-                                         " (allowed: " + allow + ")"));
+    HttpResponse r = error(
+        MakeError(405, "method_not_allowed",
+                  req.method + " is not allowed on " + std::string(ctx.route->pattern) + " (allowed: " + allow + ")"));
     r.headers.emplace_back("Allow", allow);
     return r;
   }
@@ -381,7 +382,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
     }
     const bool reads = ctx.method == "GET";
     Status allowed = reads ? AuthorizeRead(ctx.principal) : Status::Ok();
-    if (!reads && !ctx.principal.scopes.write) allowed = Status::PermissionDenied(ctx.principal.name + " has no write scope");
+    if (!reads && !ctx.principal.scopes.write)
+      allowed = Status::PermissionDenied(ctx.principal.name + " has no write scope");
     if (!allowed.ok()) {
       auth_failures_->Inc({"scope"});
       return status_error(allowed);
@@ -419,8 +421,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
     IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> netns, QueryValue(req.query, "netns"));
     if (netns && *netns != options_.netns) {
       return Status::InvalidArgument("query parameter 'netns': this daemon serves network namespace '" +
-                                     (options_.netns.empty() ? std::string("(its own)") : options_.netns) +
-                                     "', not '" + *netns + "'");
+                                     (options_.netns.empty() ? std::string("(its own)") : options_.netns) + "', not '" +
+                                     *netns + "'");
     }
     return Status::Ok();
   };
@@ -461,7 +463,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
   const std::string table = ctx.params.count("table") ? ctx.params.at("table") : "";
   const std::string chain = ctx.params.count("chain") ? ctx.params.at("chain") : "";
   if (!table.empty() && BuiltinChains(table).empty()) {
-    return error(MakeError(404, "not_found", "unknown table '" + table + "' (known: filter, nat, mangle, raw, security)"));
+    return error(
+        MakeError(404, "not_found", "unknown table '" + table + "' (known: filter, nat, mangle, raw, security)"));
   }
   const Location where{family, table, chain};
 
@@ -483,7 +486,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
                                   r["owner"].get<std::string>(), r["id"].get<std::string>()});
           if (it == managed.end()) continue;
           r["managed"] = true;
-          r["ttl_remaining"] = it->second.ttl_remaining_seconds ? Json(*it->second.ttl_remaining_seconds) : Json(nullptr);
+          r["ttl_remaining"] =
+              it->second.ttl_remaining_seconds ? Json(*it->second.ttl_remaining_seconds) : Json(nullptr);
           if (it->second.rule.deadline_ms) r["expires_at"] = FormatTime(*it->second.rule.deadline_ms);
         }
       }
@@ -569,14 +573,16 @@ HttpResponse Api::Dispatch(Context& ctx) {
         change.dry_run = *dry;
         if (IsBuiltinChain(table, chain)) {
           if (!*policy) {
-            return status_error(Status::InvalidArgument(
-                "/policy: '" + chain + "' is a builtin chain: PUT sets its policy and needs {\"policy\": ...}"));
+            return status_error(
+                Status::InvalidArgument("/policy: '" + chain +
+                                        "' is a builtin chain: PUT sets its policy and needs {\"policy\": ...}")
+                    .WithField("/policy"));
           }
           change.action = "policy";
           change.ops.SetPolicy(family, table, chain, **policy);
         } else {
           if (*policy) {
-            return status_error(Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy"));
+            return status_error(Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy").WithField("/policy"));
           }
           change.action = "create_chain";
           change.ops.CreateChain(family, table, chain);
@@ -613,8 +619,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
         return JsonResponse({{"family", family_name}, {"table", table}, {"chain", chain}, {"rules", (*c)["rules"]}});
       }
       const bool post = ctx.method == "POST";
-      if (Status s = check_query(post ? std::vector<std::string>{"position", "dry_run"}
-                                      : std::vector<std::string>{"dry_run"});
+      if (Status s =
+              check_query(post ? std::vector<std::string>{"position", "dry_run"} : std::vector<std::string>{"dry_run"});
           !s.ok()) {
         return status_error(s);
       }
@@ -636,7 +642,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
           } else if (*position && **position != "last") {
             return status_error(Status::InvalidArgument(
                 "query parameter 'position': an owned rule goes first (position=1 or first) or last (last, or "
-                "no position) among its owner's rules, not at '" + **position + "'"));
+                "no position) among its owner's rules, not at '" +
+                **position + "'"));
           }
           change.action = "append";
           change.adds.push_back({*body->owner, family, table, chain, rule, where_owned, body->ttl_seconds});
@@ -650,7 +657,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
           change.ops.Append(family, table, chain, rule);
         }
       } else {
-        if (body->ttl_seconds) return status_error(Status::InvalidArgument("/ttl: a delete has no ttl"));
+        if (body->ttl_seconds) return status_error(Status::InvalidArgument("/ttl: a delete has no ttl").WithField("/ttl"));
         change.action = "delete";
         if (body->owner) {
           change.deletes.push_back({*body->owner, family, table, chain, rule});
@@ -708,8 +715,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
       Result<std::optional<int64_t>> confirm = QueryInt(req.query, "confirm_within", 1, kMaxSeconds);
       if (!confirm.ok()) return status_error(confirm.status());
       if (*confirm && body->confirm_within_seconds && *confirm != *body->confirm_within_seconds) {
-        return status_error(Status::InvalidArgument(
-            "query parameter 'confirm_within' disagrees with the body's \"confirm_within\""));
+        return status_error(
+            Status::InvalidArgument("query parameter 'confirm_within' disagrees with the body's \"confirm_within\""));
       }
       if (*confirm) body->confirm_within_seconds = *confirm;
       service::ChangeRequest change;
@@ -720,7 +727,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
       change.dry_run = body->dry_run || *dry;
       change.confirm_within_seconds = body->confirm_within_seconds;
       if (change.dry_run && change.confirm_within_seconds) {
-        return status_error(Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed"));
+        return status_error(Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed").WithField("/confirm_within"));
       }
       return submit(std::move(change), ErrorContext{"/ops", ""});
     }
@@ -824,8 +831,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
         j["diff"] = e.diff;
         entries.push_back(std::move(j));
       }
-      return JsonResponse({{"entries", entries},
-                           {"next_before", page->next_before ? Json(*page->next_before) : Json(nullptr)}});
+      return JsonResponse(
+          {{"entries", entries}, {"next_before", page->next_before ? Json(*page->next_before) : Json(nullptr)}});
     }
     case RouteId::kEvents: {
       if (Status s = check_query({"after"}); !s.ok()) return status_error(s);

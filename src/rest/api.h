@@ -53,7 +53,7 @@ struct HttpResponse {
 };
 
 struct ApiOptions {
-  std::string netns;                    // the netns the daemon serves, as configured ("" = its own)
+  std::string netns;  // the netns the daemon serves, as configured ("" = its own)
   std::string default_owner = "iptkitd";
   size_t max_body_bytes = 1 << 20;
   size_t max_ops = 1000;
@@ -88,8 +88,8 @@ class Api {
   service::EventBus* events_;
   service::Metrics* metrics_;
   ApiOptions options_;
-  service::Metrics::Counter* requests_ = nullptr;      // {method, route, code}
-  service::Metrics::Histogram* latency_ = nullptr;     // {route}
+  service::Metrics::Counter* requests_ = nullptr;       // {method, route, code}
+  service::Metrics::Histogram* latency_ = nullptr;      // {route}
   service::Metrics::Counter* auth_failures_ = nullptr;  // {reason}
 
   std::mutex rate_mu_;

@@ -105,7 +105,8 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
   if (!s.write) return Status::PermissionDenied(p.name + " has no write scope");
   for (const Touch& t : touches) {
     if (!t.owner && !s.owners.empty()) {
-      return Status::PermissionDenied(p.name + " may only change the state of owner(s) it is scoped to; give \"owner\"");
+      return Status::PermissionDenied(p.name +
+                                      " may only change the state of owner(s) it is scoped to; give \"owner\"");
     }
     if (t.owner && !Allowed(s.owners, *t.owner)) {
       return Status::PermissionDenied(p.name + " may not change the state of owner '" + *t.owner + "'");

@@ -61,7 +61,7 @@ AuthResult Authenticate(store::Store& store, std::string_view authorization_head
 struct Touch {
   Family family = Family::kIPv4;
   std::string table;
-  std::string chain;  // "" = the whole table (flush/zero of every chain)
+  std::string chain;                 // "" = the whole table (flush/zero of every chain)
   std::optional<std::string> owner;  // set for owned changes
   bool owned_add = false;
   std::optional<int64_t> ttl_seconds;  // of an owned add

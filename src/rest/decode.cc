@@ -14,7 +14,8 @@ namespace {
 using json::Json;
 
 Status Err(const std::string& pointer, const std::string& message) {
-  return Status::InvalidArgument((pointer.empty() ? std::string("(body)") : pointer) + ": " + message);
+  Status s = Status::InvalidArgument((pointer.empty() ? std::string("(body)") : pointer) + ": " + message);
+  return pointer.empty() ? s : s.WithField(pointer);
 }
 
 std::string TypeOf(const Json& j) { return std::string(json::JsonTypeName(j)); }
@@ -40,10 +41,10 @@ Result<std::optional<int64_t>> TakeSeconds(Json& j, const char* key, const std::
   auto it = j.find(key);
   if (it == j.end()) return std::optional<int64_t>();
   const std::string where = p + "/" + key;
-  if (!it->is_number_integer()) return Err(where, "expected an integer 1.." + std::to_string(kMaxSeconds) + ", got " + TypeOf(*it));
-  int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(kMaxSeconds)
-                  ? kMaxSeconds + 1
-                  : it->get<int64_t>();
+  if (!it->is_number_integer())
+    return Err(where, "expected an integer 1.." + std::to_string(kMaxSeconds) + ", got " + TypeOf(*it));
+  int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(kMaxSeconds) ? kMaxSeconds + 1
+                                                                                                   : it->get<int64_t>();
   if (v < 1 || v > kMaxSeconds) {
     return Err(where, "expected an integer 1.." + std::to_string(kMaxSeconds) + ", got " + it->dump());
   }
@@ -219,12 +220,13 @@ Result<TransactionBody> DecodeTransactionBody(std::string_view body, const Decod
     if (owned.id) rule.SetOwnerTag({*owned.owner, *owned.id});
     if (op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert) {
       if (op.kind == Op::Kind::kInsert && op.index != 1) {
-        return Err(p + "/insert/index", "an owned rule is inserted at the front of its owner's rules (index 1) or "
-                                        "appended; index " + std::to_string(op.index) + " has no meaning for it");
+        return Err(p + "/insert/index",
+                   "an owned rule is inserted at the front of its owner's rules (index 1) or "
+                   "appended; index " +
+                       std::to_string(op.index) + " has no meaning for it");
       }
       out.adds.push_back({*owned.owner, op.family, op.table, op.chain, std::move(rule),
-                          op.kind == Op::Kind::kInsert ? store::Position::kFirst : store::Position::kLast,
-                          owned.ttl});
+                          op.kind == Op::Kind::kInsert ? store::Position::kFirst : store::Position::kLast, owned.ttl});
     } else if (op.kind == Op::Kind::kDelete) {
       if (owned.ttl) return Err(rp + "/ttl", "a delete has no ttl");
       out.deletes.push_back({*owned.owner, op.family, op.table, op.chain, std::move(rule)});
@@ -275,8 +277,8 @@ Result<std::optional<int64_t>> QueryInt(const Query& query, const std::string& n
   int64_t n = 0;
   auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
   if (ec != std::errc() || ptr != v->data() + v->size() || n < min || n > max) {
-    return Status::InvalidArgument("query parameter '" + name + "': expected an integer " + std::to_string(min) +
-                                   ".." + std::to_string(max) + ", got '" + *v + "'");
+    return Status::InvalidArgument("query parameter '" + name + "': expected an integer " + std::to_string(min) + ".." +
+                                   std::to_string(max) + ", got '" + *v + "'");
   }
   return std::optional<int64_t>(n);
 }
@@ -287,15 +289,15 @@ Result<std::optional<int64_t>> QueryTime(const Query& query, const std::string& 
   auto bad = [&] {
     return Status::InvalidArgument("query parameter '" + name +
                                    "': expected milliseconds since 1970 or an RFC 3339 UTC time such as "
-                                   "2026-12-02T04:00:00Z, got '" + *v + "'");
+                                   "2026-12-02T04:00:00Z, got '" +
+                                   *v + "'");
   };
   int64_t n = 0;
   auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
   if (ec == std::errc() && ptr == v->data() + v->size()) return std::optional<int64_t>(n);
   // YYYY-MM-DDTHH:MM:SS[.mmm]Z
   const std::string& s = *v;
-  if (s.size() < 20 || s.back() != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
-      s[16] != ':') {
+  if (s.size() < 20 || s.back() != 'Z' || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':') {
     return bad();
   }
   auto num = [&](size_t pos, size_t len, int& out) {
@@ -349,8 +351,8 @@ std::string FormatTime(int64_t ms) {
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[96];
-  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
+  std::snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
   return buf;
 }
 

@@ -23,11 +23,11 @@ namespace iptkit::rest {
 
 struct HttpError {
   int http_status = 500;
-  std::string code;     // "invalid_argument", "not_found", ..., "unauthenticated", "rate_limited"
+  std::string code;  // "invalid_argument", "not_found", ..., "unauthenticated", "rate_limited"
   std::string message;
-  std::optional<std::string> field;   // JSON pointer
-  std::optional<std::string> token;   // the offending token of a rule spec
-  std::optional<int> column;          // its 1-based column
+  std::optional<std::string> field;        // JSON pointer
+  std::optional<std::string> token;        // the offending token of a rule spec
+  std::optional<int> column;               // its 1-based column
   std::optional<int> retry_after_seconds;  // for 429 / 503
 };
 

@@ -10,9 +10,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
@@ -250,7 +250,8 @@ HttpRequest FromHttplib(const httplib::Request& in) {
   }
   out.body = in.body;
   out.peer = g_peer;
-  out.remote = g_peer ? "unix:uid=" + std::to_string(g_peer->uid) : in.remote_addr + ":" + std::to_string(in.remote_port);
+  out.remote =
+      g_peer ? "unix:uid=" + std::to_string(g_peer->uid) : in.remote_addr + ":" + std::to_string(in.remote_port);
   return out;
 }
 
@@ -288,8 +289,8 @@ void Configure(httplib::Server& server, Api* api, const HttpServerOptions& optio
   // until the connection closes (read_content_without_length) and answer 400 after the read timeout. Such
   // requests (curl -X DELETE, most clients' bodyless DELETE) are answered before httplib reads.
   server.set_pre_routing_handler([api](const httplib::Request& req, httplib::Response& res) {
-    const bool may_have_body = req.method == "POST" || req.method == "PUT" || req.method == "PATCH" ||
-                               req.method == "DELETE";
+    const bool may_have_body =
+        req.method == "POST" || req.method == "PUT" || req.method == "PATCH" || req.method == "DELETE";
     if (!may_have_body || req.has_header("Content-Length")) return httplib::Server::HandlerResponse::Unhandled;
     if (req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos) {
       return httplib::Server::HandlerResponse::Unhandled;
@@ -351,8 +352,8 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServer
       }
       auto ssl = std::make_unique<TlsServer>(options.tls_cert.c_str(), options.tls_key.c_str());
       if (!ssl->is_valid()) {
-        return Status::InvalidArgument(what + ": cannot load the TLS certificate '" + options.tls_cert +
-                                       "' and key '" + options.tls_key + "'");
+        return Status::InvalidArgument(what + ": cannot load the TLS certificate '" + options.tls_cert + "' and key '" +
+                                       options.tls_key + "'");
       }
       server = std::move(ssl);
     } else {

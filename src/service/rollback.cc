@@ -8,16 +8,22 @@
 namespace iptkit::service {
 namespace {
 
-using json::Json;
 using backend::TableOp;
+using json::Json;
 
 constexpr std::pair<TableOp::Kind, std::string_view> kOpNames[] = {
-    {TableOp::Kind::kAppend, "append"},          {TableOp::Kind::kInsert, "insert"},
-    {TableOp::Kind::kCheck, "check"},            {TableOp::Kind::kDelete, "delete"},
-    {TableOp::Kind::kDeleteAt, "delete_at"},     {TableOp::Kind::kReplace, "replace"},
-    {TableOp::Kind::kNewChain, "new_chain"},     {TableOp::Kind::kDeleteChain, "delete_chain"},
-    {TableOp::Kind::kRenameChain, "rename_chain"}, {TableOp::Kind::kFlush, "flush"},
-    {TableOp::Kind::kZero, "zero"},              {TableOp::Kind::kPolicy, "policy"},
+    {TableOp::Kind::kAppend, "append"},
+    {TableOp::Kind::kInsert, "insert"},
+    {TableOp::Kind::kCheck, "check"},
+    {TableOp::Kind::kDelete, "delete"},
+    {TableOp::Kind::kDeleteAt, "delete_at"},
+    {TableOp::Kind::kReplace, "replace"},
+    {TableOp::Kind::kNewChain, "new_chain"},
+    {TableOp::Kind::kDeleteChain, "delete_chain"},
+    {TableOp::Kind::kRenameChain, "rename_chain"},
+    {TableOp::Kind::kFlush, "flush"},
+    {TableOp::Kind::kZero, "zero"},
+    {TableOp::Kind::kPolicy, "policy"},
 };
 
 Status Bad(const std::string& pointer, const std::string& what) {
@@ -122,8 +128,8 @@ std::string RollbackToJson(const Rollback& rollback) {
     Json jm;
     jm["before"] = m.before ? RuleJson(*m.before) : Json(nullptr);
     jm["after"] = m.after ? RuleJson(*m.after) : Json(nullptr);
-    jm["key"] = RuleJson(store::ManagedRule{0, m.key.owner, m.key.family, m.key.table, m.key.chain, m.key.spec,
-                                            "", store::Position::kLast, std::nullopt, 0, 0});
+    jm["key"] = RuleJson(store::ManagedRule{0, m.key.owner, m.key.family, m.key.table, m.key.chain, m.key.spec, "",
+                                            store::Position::kLast, std::nullopt, 0, 0});
     managed.push_back(std::move(jm));
   }
   root["managed"] = std::move(managed);
@@ -189,8 +195,8 @@ Result<Rollback> RollbackFromJson(std::string_view text) {
         op.rule = *std::move(rule);
       }
       auto counters = jo.find("counters");
-      if (counters != jo.end() && counters->is_array() && counters->size() == 2 && (*counters)[0].is_number_unsigned() &&
-          (*counters)[1].is_number_unsigned()) {
+      if (counters != jo.end() && counters->is_array() && counters->size() == 2 &&
+          (*counters)[0].is_number_unsigned() && (*counters)[1].is_number_unsigned()) {
         op.rule.counters = {(*counters)[0].get<uint64_t>(), (*counters)[1].get<uint64_t>()};
       }
       b.ops.push_back(std::move(op));

@@ -7,9 +7,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <utility>
-
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "iptkit/json.h"
 #include "src/service/service_internal.h"
@@ -220,8 +219,8 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
     data["id"] = item->result.id;
     nlohmann::ordered_json tables = nlohmann::ordered_json::array();
     for (const TableCommit& t : item->result.tables) {
-      tables.push_back({{"family", std::string(FamilyName(t.family))}, {"table", t.table},
-                        {"restore_text", t.restore_text}});
+      tables.push_back(
+          {{"family", std::string(FamilyName(t.family))}, {"table", t.table}, {"restore_text", t.restore_text}});
     }
     switch (item->kind) {
       case WorkItem::Kind::kRequest:
@@ -244,8 +243,11 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
         ttl_expiries->Inc({}, static_cast<double>(item->removals.size()));
         nlohmann::ordered_json rules = nlohmann::ordered_json::array();
         for (const store::ManagedRuleKey& k : item->removals) {
-          rules.push_back({{"owner", k.owner}, {"family", std::string(FamilyName(k.family))}, {"table", k.table},
-                           {"chain", k.chain}, {"spec", k.spec}});
+          rules.push_back({{"owner", k.owner},
+                           {"family", std::string(FamilyName(k.family))},
+                           {"table", k.table},
+                           {"chain", k.chain},
+                           {"spec", k.spec}});
           spdlog::info("TTL of owner {} rule in {} {}/{} passed: {}", k.owner, FamilyName(k.family), k.table, k.chain,
                        k.spec);
         }
@@ -380,15 +382,15 @@ Result<std::unique_ptr<Service>> Service::Start(Options options, store::Store* s
   service->backend_name_ = impl->writer_backend->name();
 
   impl->commits = &metrics->AddCounter("iptkitd_commits_total", "Kernel commits of the writer, by result.", {"result"});
-  impl->batch_requests = &metrics->AddHistogram(
-      "iptkitd_group_commit_requests", "Requests (the daemon's own work included) sent in one group commit.", {},
-      {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
-  impl->commit_seconds = &metrics->AddHistogram(
-      "iptkitd_commit_duration_seconds", "Time to commit one group (every table it changes).", {},
-      {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
-  impl->drift_repairs = &metrics->AddCounter(
-      "iptkitd_drift_repairs_total", "Repairs of an owner's rules or chains after someone else changed them.",
-      {"owner"});
+  impl->batch_requests = &metrics->AddHistogram("iptkitd_group_commit_requests",
+                                                "Requests (the daemon's own work included) sent in one group commit.",
+                                                {}, {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024});
+  impl->commit_seconds =
+      &metrics->AddHistogram("iptkitd_commit_duration_seconds", "Time to commit one group (every table it changes).",
+                             {}, {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10});
+  impl->drift_repairs =
+      &metrics->AddCounter("iptkitd_drift_repairs_total",
+                           "Repairs of an owner's rules or chains after someone else changed them.", {"owner"});
   impl->foreign_changes = &metrics->AddCounter("iptkitd_foreign_changes_total",
                                                "Changes of the ruleset by other writers that the daemon noticed.");
   impl->ttl_expiries = &metrics->AddCounter("iptkitd_ttl_expiries_total", "Managed rules removed at their TTL.");
@@ -535,8 +537,8 @@ std::vector<Metrics::Family> Service::CollectMetrics() {
   // Rules carrying the tag of an owner the daemon manages: their kernel counters (one read with counters per
   // family), and the number of managed rules per owner.
   std::set<std::string> known;
-  Metrics::Family managed{"iptkitd_managed_rules", "Managed rules (added through the API with an owner) per owner.",
-                          "gauge", {}};
+  Metrics::Family managed{
+      "iptkitd_managed_rules", "Managed rules (added through the API with an owner) per owner.", "gauge", {}};
   {
     std::lock_guard<std::mutex> lock(impl_->state_mu);
     for (const auto& [owner, state] : impl_->owners) {
@@ -544,10 +546,10 @@ std::vector<Metrics::Family> Service::CollectMetrics() {
       managed.samples.push_back({{{"owner", owner}}, static_cast<double>(state.managed.size())});
     }
   }
-  Metrics::Family packets{"iptkitd_owned_rule_packets_total", "Packets matched by owned rules (kernel counters).",
-                          "counter", {}};
-  Metrics::Family bytes{"iptkitd_owned_rule_bytes_total", "Bytes matched by owned rules (kernel counters).",
-                        "counter", {}};
+  Metrics::Family packets{
+      "iptkitd_owned_rule_packets_total", "Packets matched by owned rules (kernel counters).", "counter", {}};
+  Metrics::Family bytes{
+      "iptkitd_owned_rule_bytes_total", "Bytes matched by owned rules (kernel counters).", "counter", {}};
   for (Family family : {Family::kIPv4, Family::kIPv6}) {
     Result<Ruleset> rs = List(family);
     if (!rs.ok()) continue;

@@ -52,7 +52,7 @@ struct ManagedAdd {
   Family family = Family::kIPv4;
   std::string table = "filter";
   std::string chain;
-  Rule rule;                      // without a tag, or with this owner's tag (its id is then kept)
+  Rule rule;  // without a tag, or with this owner's tag (its id is then kept)
   store::Position position = store::Position::kLast;
   std::optional<int64_t> ttl_seconds;  // > 0; nullopt: permanent
 };
@@ -109,11 +109,11 @@ struct ManagedRuleView {
 };
 
 struct ChangeResult {
-  std::string id;        // transaction id: the request id, unique per daemon run
+  std::string id;  // transaction id: the request id, unique per daemon run
   bool dry_run = false;
-  bool changed = false;  // something was committed (or would be, for a dry run)
-  std::vector<TableCommit> tables;   // this request's own restore lines, per table
-  std::vector<PlanStep> steps;       // owner changes, for people
+  bool changed = false;             // something was committed (or would be, for a dry run)
+  std::vector<TableCommit> tables;  // this request's own restore lines, per table
+  std::vector<PlanStep> steps;      // owner changes, for people
   std::vector<std::string> warnings;
   std::vector<ManagedRuleView> managed;  // the managed rules this request added or refreshed
   size_t batch_requests = 0;             // how many requests shared the commit (1 = alone)

@@ -36,12 +36,12 @@ struct CollectorLink {
 struct WorkItem {
   enum class Kind { kRequest, kExpire, kRollback, kReconcile };
   Kind kind = Kind::kRequest;
-  ChangeRequest request;                        // kRequest; principal/action/request_id also for the others
-  std::vector<store::ManagedRuleKey> expire;    // kExpire
-  std::string confirm_id;                       // kRollback
-  std::set<std::string> reconcile_owners;       // kReconcile; empty = every owner
-  bool drift_check = false;                     // kReconcile: count what it repairs as drift
-  bool repair = false;       // made by a drain to repair owned state after imperative ops (planned per attempt)
+  ChangeRequest request;                      // kRequest; principal/action/request_id also for the others
+  std::vector<store::ManagedRuleKey> expire;  // kExpire
+  std::string confirm_id;                     // kRollback
+  std::set<std::string> reconcile_owners;     // kReconcile; empty = every owner
+  bool drift_check = false;                   // kReconcile: count what it repairs as drift
+  bool repair = false;  // made by a drain to repair owned state after imperative ops (planned per attempt)
   bool skip_audit = false;
   std::optional<std::promise<Result<ChangeResult>>> promise;
 
@@ -62,11 +62,11 @@ struct WorkItem {
     std::string message;
   };
   std::optional<Resolution> resolve_confirm;
-  std::set<std::string> touched_owners;        // owners whose state this item changed (to re-plan)
-  std::set<std::string> rule_ids;              // ids of the managed rules it added or removed
+  std::set<std::string> touched_owners;                        // owners whose state this item changed (to re-plan)
+  std::set<std::string> rule_ids;                              // ids of the managed rules it added or removed
   std::set<std::pair<Family, std::string>> imperative_tables;  // tables its imperative ops changed
-  std::vector<std::string> repaired_owners;     // kReconcile: owners whose state had to be changed
-  std::string diff;  // its committed restore text
+  std::vector<std::string> repaired_owners;                    // kReconcile: owners whose state had to be changed
+  std::string diff;                                            // its committed restore text
 };
 
 struct Service::Impl {
@@ -78,7 +78,7 @@ struct Service::Impl {
   // ---- Writer thread (only it touches these, except where a mutex is named) ----
   std::unique_ptr<backend::Backend> writer_backend;
   std::thread writer;
-  int64_t next_seq = 1;  // seq of the next new managed rule
+  int64_t next_seq = 1;                // seq of the next new managed rule
   size_t last_drain_requests = 0;      // client requests the writer took last time (group_wait's target) ...
   size_t previous_drain_requests = 0;  // ... and the time before
   std::map<Family, Ruleset> expected;  // what the kernel holds after our last commit (foreign change detection)
@@ -124,10 +124,10 @@ struct Service::Impl {
   std::shared_ptr<CollectorLink> collector_link;
 
   // ---- Metrics owned by the service ----
-  Metrics::Counter* commits = nullptr;            // {result}
-  Metrics::Histogram* batch_requests = nullptr;   // requests per commit
+  Metrics::Counter* commits = nullptr;           // {result}
+  Metrics::Histogram* batch_requests = nullptr;  // requests per commit
   Metrics::Histogram* commit_seconds = nullptr;
-  Metrics::Counter* drift_repairs = nullptr;      // {owner}
+  Metrics::Counter* drift_repairs = nullptr;  // {owner}
   Metrics::Counter* foreign_changes = nullptr;
   Metrics::Counter* ttl_expiries = nullptr;
   Metrics::Counter* confirm_rollbacks = nullptr;  // {result}
@@ -145,8 +145,7 @@ struct Service::Impl {
   // With defer_owner the owners it touched are not planned (the drain plans them once for several requests).
   Status PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
                   std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner);
-  Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner,
-                   ChangeResult* result);
+  Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner, ChangeResult* result);
   Status PlanRollback(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working);
   void WarmCanonicalCache(const std::vector<WorkItem*>& items);
   void CheckForeignChanges(const txn::Snapshots& snapshots);

@@ -388,16 +388,18 @@ TEST_F(ServiceTest, OwnerDocumentIsAppliedPersistedAndRepairedAfterAForeignFlush
   EXPECT_THAT(applied, HasSubstr("-A WEB-IN -p tcp -m tcp --dport 443"));
 
   // Someone flushes INPUT and the owned chain.
-  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kFlush, "INPUT"),
-                                              backend::TableOp::Make(TKind::kFlush, "WEB-IN")})
-                  .ok());
+  ASSERT_TRUE(
+      kernel_
+          ->Foreign(v4, "filter",
+                    {backend::TableOp::Make(TKind::kFlush, "INPUT"), backend::TableOp::Make(TKind::kFlush, "WEB-IN")})
+          .ok());
   ASSERT_NE(Save(), applied);
   const std::string hook = "-A INPUT -m comment --comment \"iptkit:web:";
   ASSERT_TRUE(Eventually([&] { return Save().find(hook) != std::string::npos; })) << Save();
   ASSERT_TRUE(Eventually([&] { return Save().find("-A WEB-IN -p tcp -m tcp --dport 443") != std::string::npos; }));
-  EXPECT_TRUE(Eventually([&] { return metrics_->Render().find("iptkitd_drift_repairs_total{owner=\"web\"} 1") !=
-                                      std::string::npos; }))
-      << metrics_->Render();
+  EXPECT_TRUE(Eventually([&] {
+    return metrics_->Render().find("iptkitd_drift_repairs_total{owner=\"web\"} 1") != std::string::npos;
+  })) << metrics_->Render();
   EXPECT_FALSE(Audit("drift_repair").empty());
 
   // And after a restart on an empty kernel (a reboot) it is there again.
@@ -409,9 +411,8 @@ TEST_F(ServiceTest, OwnerDocumentIsAppliedPersistedAndRepairedAfterAForeignFlush
 
 TEST_F(ServiceTest, ImperativeInsertAboveFirstHooksIsRepairedInTheSameCommit) {
   Start();
-  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.5.5.5 -j DROP", std::nullopt,
-                                     store::Position::kFirst))
-                  .ok());
+  ASSERT_TRUE(
+      service_->Submit(Owned("bans", "INPUT", "-s 10.5.5.5 -j DROP", std::nullopt, store::Position::kFirst)).ok());
   ChangeRequest insert;
   insert.ops.Insert(v4, "filter", "INPUT", 1, R("-s 10.5.5.5 -j ACCEPT"));
   ASSERT_TRUE(service_->Submit(std::move(insert)).ok());

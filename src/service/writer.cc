@@ -4,11 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "iptkit/dialect.h"
-#include <nlohmann/json.hpp>
-
 #include "iptkit/json.h"
 #include "src/backend/fake/table_sim.h"
 #include "src/service/service_internal.h"
@@ -119,8 +118,11 @@ std::string InternalRequestJson(const WorkItem& item) {
   if (item.kind == WorkItem::Kind::kExpire) {
     nlohmann::ordered_json rules = nlohmann::ordered_json::array();
     for (const store::ManagedRuleKey& k : item.removals) {
-      rules.push_back({{"owner", k.owner}, {"family", std::string(FamilyName(k.family))}, {"table", k.table},
-                       {"chain", k.chain}, {"spec", k.spec}});
+      rules.push_back({{"owner", k.owner},
+                       {"family", std::string(FamilyName(k.family))},
+                       {"table", k.table},
+                       {"chain", k.chain},
+                       {"spec", k.spec}});
     }
     j["rules"] = rules;
   } else if (item.kind == WorkItem::Kind::kRollback) {
@@ -285,7 +287,8 @@ Status Service::Impl::PrepareManagedRules(const OwnerState& state) {
   std::map<std::pair<Family, std::string>, std::vector<const store::ManagedRule*>> todo;
   for (const auto& [key, rule] : state.managed) {
     auto it = tagged_managed.find(key);
-    if (it == tagged_managed.end() || it->second.first != rule.rule_id) todo[{rule.family, rule.table}].push_back(&rule);
+    if (it == tagged_managed.end() || it->second.first != rule.rule_id)
+      todo[{rule.family, rule.table}].push_back(&rule);
   }
   for (const auto& [where, rules] : todo) {
     std::vector<Rule> tagged;
@@ -427,8 +430,7 @@ Status Service::Impl::PlanRollback(WorkItem& item, txn::BatchPlanner& planner,
   return Status::Ok();
 }
 
-Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
-                               std::map<std::string, OwnerState>& working,
+Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
                                std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner) {
   ResetForPlanning(item);
   undo.clear();
@@ -457,10 +459,10 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
             if (state.empty() || name->size() <= prefix.size() || name->compare(0, prefix.size(), prefix) != 0) {
               continue;
             }
-            return fail(Status::FailedPrecondition(
-                "op " + std::to_string(i + 1) + " (" + std::string(OpKindName(op.kind)) + " " + *name +
-                "): chains named '" + prefix + "...' belong to owner '" + owner +
-                "'; give the chain in its document (PUT /v1/owners/" + owner + ")"));
+            return fail(Status::FailedPrecondition("op " + std::to_string(i + 1) + " (" +
+                                                   std::string(OpKindName(op.kind)) + " " + *name +
+                                                   "): chains named '" + prefix + "...' belong to owner '" + owner +
+                                                   "'; give the chain in its document (PUT /v1/owners/" + owner + ")"));
           }
         }
         Status s = planner.AddTransaction(r.ops);
@@ -579,7 +581,8 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner,
           for (const backend::TableOp& op : p.batch.ops) {
             if (op.kind == backend::TableOp::Kind::kCheck) continue;
             touched.insert({p.batch.family, p.batch.table, op.chain});
-            if (op.kind == backend::TableOp::Kind::kRenameChain) touched.insert({p.batch.family, p.batch.table, op.arg});
+            if (op.kind == backend::TableOp::Kind::kRenameChain)
+              touched.insert({p.batch.family, p.batch.table, op.arg});
           }
         }
         Status allowed = r.authorize(std::vector<ChangedChain>(touched.begin(), touched.end()));
@@ -718,9 +721,9 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
     // nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset, no compare.
     txn::Snapshots snapshots;
     txn::BatchPlanner::ShapeIndex shapes;
-    const bool reuse = expected.size() == std::size(kFamilies) &&
-                       std::all_of(std::begin(kFamilies), std::end(kFamilies),
-                                   [&](Family f) { return writer_backend->Unchanged(f); });
+    const bool reuse =
+        expected.size() == std::size(kFamilies) &&
+        std::all_of(std::begin(kFamilies), std::end(kFamilies), [&](Family f) { return writer_backend->Unchanged(f); });
     if (reuse) {
       snapshots = std::move(expected);
       shapes = std::move(expected_shapes);

@@ -97,13 +97,13 @@ std::string_view ConfirmStateName(ConfirmRecord::State state);  // "pending", "c
 struct AuditEntry {
   int64_t id = 0;  // assigned by the store, increasing
   int64_t time_ms = 0;
-  std::string principal;   // "token:ci", "uid:0", "iptkitd" (the daemon itself: TTL expiry, drift repair, ...)
+  std::string principal;  // "token:ci", "uid:0", "iptkitd" (the daemon itself: TTL expiry, drift repair, ...)
   std::string request_id;
-  std::string action;      // "append", "transaction", "put_owner", "ttl_expire", "drift_repair", ...
-  std::string request;     // JSON text of the request (ops, rule, document)
-  std::string result;      // "ok", or a status code name such as "INVALID_ARGUMENT"
-  std::string message;     // error message ("" when ok)
-  std::string diff;        // the restore lines committed for this request ("" when nothing changed)
+  std::string action;   // "append", "transaction", "put_owner", "ttl_expire", "drift_repair", ...
+  std::string request;  // JSON text of the request (ops, rule, document)
+  std::string result;   // "ok", or a status code name such as "INVALID_ARGUMENT"
+  std::string message;  // error message ("" when ok)
+  std::string diff;     // the restore lines committed for this request ("" when nothing changed)
   friend bool operator==(const AuditEntry&, const AuditEntry&) = default;
 };
 
@@ -126,11 +126,11 @@ struct AuditPage {
 
 // What a token may do. Empty lists mean "any".
 struct Scopes {
-  bool read = false;   // GET of rules, owners, audit, events, metrics
-  bool write = false;  // any change
-  std::vector<std::string> tables;  // tables it may change
-  std::vector<std::string> chains;  // chains it may change (any table)
-  std::vector<std::string> owners;  // owners whose state it may change; when set, unowned changes are refused
+  bool read = false;                       // GET of rules, owners, audit, events, metrics
+  bool write = false;                      // any change
+  std::vector<std::string> tables;         // tables it may change
+  std::vector<std::string> chains;         // chains it may change (any table)
+  std::vector<std::string> owners;         // owners whose state it may change; when set, unowned changes are refused
   std::optional<int64_t> max_ttl_seconds;  // longest TTL it may give; when set, adds without a TTL are refused
   friend bool operator==(const Scopes&, const Scopes&) = default;
 };
@@ -167,8 +167,7 @@ class Store {
     virtual ~Tx() = default;
     // Creates or replaces the owner row (document nullopt: no document, the owner has only managed rules); its
     // managed rules stay. InvalidArgument for an owner name that is not [a-z0-9-]{1,32}.
-    virtual Status PutOwner(const std::string& owner, const std::optional<std::string>& document,
-                            int64_t now_ms) = 0;
+    virtual Status PutOwner(const std::string& owner, const std::optional<std::string>& document, int64_t now_ms) = 0;
     // Deletes the owner row and all its managed rules. NotFound when there is no such owner.
     virtual Status DeleteOwner(const std::string& owner) = 0;
     // Inserts the rule, or for an existing key updates rule_id, position, deadline_ms and updated_ms (created_ms

@@ -79,8 +79,7 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
     }
     std::string what = "commit of " + TableName(failed.batch) + " (table " + std::to_string(k + 1) + " of " +
                        std::to_string(to_commit.size()) + ") failed";
-    std::string zero_note =
-        zeroed.empty() ? "" : " (counters zeroed in " + zeroed + " could not be restored)";
+    std::string zero_note = zeroed.empty() ? "" : " (counters zeroed in " + zeroed + " could not be restored)";
     if (!rollback_errors.empty()) {
       return Status::Internal(what + ": " + status.ToString() + rollback_errors + "; left changed: " + left_changed +
                               (rolled_back.empty() ? "" : "; rolled back: " + rolled_back) + zero_note);
@@ -118,8 +117,9 @@ Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, cons
   for (const auto& chain : table.chains) {
     const bool builtin = IsBuiltinChain(table.name, chain.name);
     if (chain.builtin() != builtin) {
-      return Status::InvalidArgument("table " + table.name + ": chain " + chain.name +
-                                     (builtin ? " is builtin and needs a policy" : " is not builtin; use '-' as policy"));
+      return Status::InvalidArgument(
+          "table " + table.name + ": chain " + chain.name +
+          (builtin ? " is builtin and needs a policy" : " is not builtin; use '-' as policy"));
     }
     if (builtin) {
       // A whole-table restore sets every declared policy. With --noflush the declarations are ignored: a
@@ -171,8 +171,7 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
   const Table* t = rs.FindTable(table);
   const Chain* c = t == nullptr ? nullptr : t->FindChain(chain);
   if (c == nullptr) {
-    return Status::NotFound("chain '" + chain + "' does not exist in " + std::string(FamilyName(family)) + " " +
-                            table);
+    return Status::NotFound("chain '" + chain + "' does not exist in " + std::string(FamilyName(family)) + " " + table);
   }
   return backend::FindRule(*c, canon.front()) >= 0;
 }
@@ -193,10 +192,9 @@ Result<Rule> Firewall::Canonicalize(Family family, const std::string& table, con
 
 Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOptions& options) {
   if (txn.empty()) return CommitResult{.tables = {}, .dry_run = options.dry_run};
-  return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options,
-                           [&](txn::Snapshots snapshots) {
-                             return txn::PlanTransaction(*backend_, txn, std::move(snapshots));
-                           });
+  return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options, [&](txn::Snapshots snapshots) {
+    return txn::PlanTransaction(*backend_, txn, std::move(snapshots));
+  });
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {

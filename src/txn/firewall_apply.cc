@@ -67,8 +67,7 @@ Status CanonicalizeSlots(backend::Backend& backend, Family family,
 
 }  // namespace
 
-Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const DesiredState& desired,
-                                              Family family) {
+Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const DesiredState& desired, Family family) {
   DesiredState out = desired;
   std::map<std::string, std::vector<RuleSlot>> slots;  // by table
   for (OwnedChain& chain : out.chains) {

@@ -151,7 +151,8 @@ TEST_F(FirewallTest, ValidationErrorsHaveSpecificCodesAndSendNothing) {
       .Append(v4, "filter", "INPUT", R("-j LOGDROP"))
       .DeleteAt(v4, "filter", "INPUT", 5);
   add("create existing", StatusCode::kAlreadyExists, "'SSH' already exists").CreateChain(v4, "filter", "SSH");
-  add("create bad name", StatusCode::kInvalidArgument, "").CreateChain(v4, "filter", "THIS-NAME-IS-LONGER-THAN-28-BYTES");
+  add("create bad name", StatusCode::kInvalidArgument, "")
+      .CreateChain(v4, "filter", "THIS-NAME-IS-LONGER-THAN-28-BYTES");
   add("create target name", StatusCode::kInvalidArgument, "").CreateChain(v4, "filter", "DNAT");
   add("delete builtin", StatusCode::kInvalidArgument, "builtin chain 'INPUT'").DeleteChain(v4, "filter", "INPUT");
   add("delete missing chain", StatusCode::kNotFound, "GONE").DeleteChain(v4, "filter", "GONE");
@@ -161,15 +162,15 @@ TEST_F(FirewallTest, ValidationErrorsHaveSpecificCodesAndSendNothing) {
       .DeleteChain(v4, "filter", "FULL");
   add("rename onto existing", StatusCode::kAlreadyExists, "'LOGDROP'").RenameChain(v4, "filter", "SSH", "LOGDROP");
   add("rename builtin", StatusCode::kInvalidArgument, "builtin").RenameChain(v4, "filter", "INPUT", "IN");
-  add("policy on user chain", StatusCode::kInvalidArgument, "user chain 'SSH'")
-      .SetPolicy(v4, "filter", "SSH", "DROP");
+  add("policy on user chain", StatusCode::kInvalidArgument, "user chain 'SSH'").SetPolicy(v4, "filter", "SSH", "DROP");
   add("bad policy", StatusCode::kInvalidArgument, "'RETURN'").SetPolicy(v4, "filter", "INPUT", "RETURN");
   add("DNAT in filter", StatusCode::kInvalidArgument, "DNAT")
       .Append(v4, "filter", "INPUT", R("-p tcp -j DNAT --to-destination 10.0.0.1"));
   add("MASQUERADE in PREROUTING", StatusCode::kInvalidArgument, "MASQUERADE")
       .Append(v4, "nat", "PREROUTING", R("-j MASQUERADE"));
   add("unknown table", StatusCode::kInvalidArgument, "'bogus'").Flush(v4, "bogus");
-  add("newline in comment", StatusCode::kInvalidArgument, "op 1 (append").Append(v4, "filter", "INPUT", newline_comment);
+  add("newline in comment", StatusCode::kInvalidArgument, "op 1 (append")
+      .Append(v4, "filter", "INPUT", newline_comment);
   add("-f in IPv6", StatusCode::kInvalidArgument, "").Append(v6, "filter", "INPUT", fragment_v6);
   add("jump loop", StatusCode::kInvalidArgument, "loop")
       .Append(v4, "filter", "SSH", R("-j LOGDROP"))
@@ -301,7 +302,7 @@ TEST_F(FirewallTest, FailureOfALaterTableRollsBackEveryEarlierTableExactly) {
   EXPECT_THAT(s.message(), HasSubstr("rolled back ipv6 filter, ipv4 filter"));
   EXPECT_THAT(s.message(), HasSubstr("line 2 failed"));
   EXPECT_EQ(fault_->commit_calls(), 5);  // 3 forward (the last failed) + 2 inverses
-  EXPECT_EQ(SaveAll(), before_);          // byte-identical, counters and policies included
+  EXPECT_EQ(SaveAll(), before_);         // byte-identical, counters and policies included
 }
 
 TEST_F(FirewallTest, RollbackAlsoAcrossSuccessfulCommitsOfTheSameTransaction) {
@@ -444,12 +445,14 @@ constexpr std::string_view kRestoreText =
     "COMMIT\n";
 
 TEST_F(FirewallTest, RestoreReplacesTheNamedTables) {
-  ASSERT_TRUE(fake_->Commit([] {
-    backend::TableBatch b;
-    b.table = "raw";
-    b.ops.push_back(TOp(TKind::kAppend, "PREROUTING", "-j NOTRACK"));
-    return b;
-  }()).ok());
+  ASSERT_TRUE(fake_
+                  ->Commit([] {
+                    backend::TableBatch b;
+                    b.table = "raw";
+                    b.ops.push_back(TOp(TKind::kAppend, "PREROUTING", "-j NOTRACK"));
+                    return b;
+                  }())
+                  .ok());
   Result<CommitResult> r = fw_->Restore(v4, kRestoreText, {});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   ASSERT_EQ(r->tables.size(), 2u);

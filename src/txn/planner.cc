@@ -45,7 +45,7 @@ TableOp ReinsertInverse(const std::string& chain, size_t size, int pos, const Ru
 // Applies `op` to `sim` and returns the ops that undo it (to be run in order, after the inverses of every later
 // op). On error `sim` is unchanged.
 Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const TableOp& op, bool with_counters,
-                                             bool maybe_equal_rule = true) {
+                                            bool maybe_equal_rule = true) {
   // What the op is about to remove, read before applying.
   const Chain* before = op.chain.empty() ? nullptr : sim.FindChain(op.chain);
   std::optional<Rule> removed;
@@ -140,8 +140,8 @@ uint64_t SpecShapeHash(const Rule& r) {
     for (unsigned char c : bytes) byte(c);
     byte(tag);
   };
-  for (const std::optional<Field>* f : {&r.source, &r.destination, &r.in_interface, &r.out_interface, &r.protocol,
-                                        &r.fragment}) {
+  for (const std::optional<Field>* f :
+       {&r.source, &r.destination, &r.in_interface, &r.out_interface, &r.protocol, &r.fragment}) {
     if (*f) {
       mix((*f)->value, (*f)->negated ? 1 : 2);
     } else {
@@ -167,13 +167,20 @@ class TableSimulation {
 };
 
 std::string DescribeOp(size_t number, const Op& op) {
-  std::string s = "op " + std::to_string(number) + " (" + std::string(OpKindName(op.kind)) + " " +
-                  TableName(op.family, op.table);
+  std::string s =
+      "op " + std::to_string(number) + " (" + std::string(OpKindName(op.kind)) + " " + TableName(op.family, op.table);
   if (!op.chain.empty()) s += " " + op.chain;
   if (op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kDeleteAt || op.kind == Op::Kind::kReplace) {
     s += " " + std::to_string(op.index);
   }
   return s + ")";
+}
+
+// `s` about op `number` (1-based): the message names the op, the payload carries its index and place.
+Status AtOp(const Status& s, size_t number, const Op& op, std::string_view suffix = {}) {
+  return s.WithContext(DescribeOp(number, op) + std::string(suffix))
+      .WithOpIndex(static_cast<int>(number) - 1)
+      .WithLocation(std::string(FamilyName(op.family)), op.table, op.chain);
 }
 
 bool HasRule(Op::Kind kind) {
@@ -193,9 +200,9 @@ Status CheckNftRenameUse(const Transaction& txn) {
     auto named = [&](const std::string& chain) { return std::find(names.begin(), names.end(), chain) != names.end(); };
     const bool uses = named(op.chain) || (HasRule(op.kind) && !op.rule.target.empty() && named(op.rule.target.name));
     if (uses) {
-      return Status::InvalidArgument(DescribeOp(i + 1, op) +
-                                     ": uses a chain renamed earlier in the same table commit, which iptables-nft "
-                                     "1.8.9 rejects at COMMIT; commit the rename in its own transaction first");
+      return AtOp(Status::InvalidArgument("uses a chain renamed earlier in the same table commit, which iptables-nft "
+                                          "1.8.9 rejects at COMMIT; commit the rename in its own transaction first"),
+                  i + 1, op);
     }
     if (op.kind == Op::Kind::kRenameChain) names.push_back(op.new_name);
   }
@@ -232,8 +239,7 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   if (first != index - 1) {
     return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " (" +
                                       Quoted(FormatRuleSpec(at)) + ") also occurs earlier, at " +
-                                      std::to_string(first + 1) +
-                                      "; it cannot be addressed by position race-free");
+                                      std::to_string(first + 1) + "; it cannot be addressed by position race-free");
   }
   return at;
 }
@@ -289,15 +295,13 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
       std::vector<backend::RuleRef> refs = backend::FindReferences(table, op.chain);
       if (!op.cascade) {
         if (!refs.empty()) {
-          return Status::FailedPrecondition("chain " + Quoted(op.chain) + " is referenced by " +
-                                            std::to_string(refs.size()) + " rule(s): " +
-                                            backend::DescribeReferences(table, refs) +
-                                            " (delete them first or use cascade)");
+          return Status::FailedPrecondition(
+              "chain " + Quoted(op.chain) + " is referenced by " + std::to_string(refs.size()) +
+              " rule(s): " + backend::DescribeReferences(table, refs) + " (delete them first or use cascade)");
         }
         if (!c->rules.empty()) {
           return Status::FailedPrecondition("chain " + Quoted(op.chain) + " is not empty (" +
-                                            std::to_string(c->rules.size()) +
-                                            " rules; flush it first or use cascade)");
+                                            std::to_string(c->rules.size()) + " rules; flush it first or use cascade)");
         }
         return sim.Emit(TableOp::Make(TKind::kDeleteChain, op.chain));
       }
@@ -329,8 +333,9 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
         return Status::InvalidArgument("bad policy " + Quoted(op.policy) + " (expected ACCEPT or DROP)");
       }
       if (op.policy == "DROP" && table.name == "nat") {
-        return Status::InvalidArgument("policy DROP is not allowed in table nat: the nat table is not intended for "
-                                       "filtering (iptables inhibits DROP there)");
+        return Status::InvalidArgument(
+            "policy DROP is not allowed in table nat: the nat table is not intended for "
+            "filtering (iptables inhibits DROP there)");
       }
       return sim.Emit(TableOp::Make(TKind::kPolicy, op.chain, {}, 0, op.policy));
     }
@@ -444,12 +449,11 @@ Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_cou
   } else if (op.kind == TKind::kRenameChain || op.kind == TKind::kDeleteChain) {
     shapes_.erase(key);
     shapes_.erase(std::make_tuple(family, table.name, op.arg));
-    if (op.chain.empty()) std::erase_if(shapes_, [&](const auto& e) {
-        return std::get<0>(e.first) == family && std::get<1>(e.first) == table.name;
-      });
+    if (op.chain.empty())
+      std::erase_if(
+          shapes_, [&](const auto& e) { return std::get<0>(e.first) == family && std::get<1>(e.first) == table.name; });
   }
-  IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse,
-                          ApplyAndInvert(family, table, op, with_counters, maybe_equal));
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse, ApplyAndInvert(family, table, op, with_counters, maybe_equal));
   Entry e;
   e.family = family;
   e.table = table.name;
@@ -480,8 +484,8 @@ void BatchPlanner::Undo(const Entry& entry) {
     Status s = backend::ApplyTableOp(entry.family, *table, inv, /*with_counters=*/true);
     if (!s.ok()) {
       // Cannot happen when the simulation is right after `entry`; if it does, nothing planned is trusted any more.
-      poisoned_ = Status::Internal("planner undo of '" + backend::DescribeTableOp(*entry.op) + "' failed: " +
-                                   s.ToString());
+      poisoned_ =
+          Status::Internal("planner undo of '" + backend::DescribeTableOp(*entry.op) + "' failed: " + s.ToString());
       return;
     }
   }
@@ -524,7 +528,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     const std::string where = TableName(group.family, group.table);
     Result<Table*> table = Touch(group.family, group.table);
     if (!table.ok()) {
-      return fail(table.status().WithContext(DescribeOp(group.ops.front() + 1, txn.ops()[group.ops.front()])));
+      return fail(AtOp(table.status(), group.ops.front() + 1, txn.ops()[group.ops.front()]));
     }
     if (!(*table)->unrepresentable_reason.empty()) {
       return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
@@ -538,12 +542,12 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
       const Op& op = txn.ops()[i];
       if (HasRule(op.kind)) {
         Status s = ValidateRule(op.rule, op.family);
-        if (!s.ok()) return fail(s.WithContext(DescribeOp(i + 1, op)));
+        if (!s.ok()) return fail(AtOp(s, i + 1, op));
         rules.push_back(op.rule);
       }
       if (op.expect) {
         Status s = ValidateRule(*op.expect, op.family);
-        if (!s.ok()) return fail(s.WithContext(DescribeOp(i + 1, op) + " expect"));
+        if (!s.ok()) return fail(AtOp(s, i + 1, op, " expect"));
         rules.push_back(*op.expect);
       }
       ops.push_back(op);
@@ -568,7 +572,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
       Status s = PlanOp(group.family, sim, ops[k]);
-      if (!s.ok()) return fail(s.WithContext(DescribeOp(group.ops[k] + 1, ops[k])));
+      if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {
       Status graph = backend::CheckTableGraph(group.family, t);
@@ -588,8 +592,8 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
   };
   IPTKIT_ASSIGN_OR_RETURN(Table * table, Touch(batch.family, batch.table));
   if (!table->unrepresentable_reason.empty()) {
-    return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
-                                           table->unrepresentable_reason + "); iptkit does not rewrite it"));
+    return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" + table->unrepresentable_reason +
+                                           "); iptkit does not rewrite it"));
   }
   if (batch.flush_table) {
     for (size_t i = 0; i < start.entries; ++i) {
@@ -612,8 +616,8 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
   for (size_t i = 0; i < batch.ops.size(); ++i) {
     Status s = Emit(batch.family, *table, batch.ops[i], batch.with_counters);
     if (!s.ok()) {
-      return fail(s.WithContext(where + " op " + std::to_string(i + 1) + " (" +
-                                backend::DescribeTableOp(batch.ops[i]) + ")"));
+      return fail(
+          s.WithContext(where + " op " + std::to_string(i + 1) + " (" + backend::DescribeTableOp(batch.ops[i]) + ")"));
     }
   }
   // A whole-table restore builds the table anew: always checked.

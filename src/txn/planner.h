@@ -112,12 +112,12 @@ class BatchPlanner {
   struct Entry {
     Family family = Family::kIPv4;
     std::string table;
-    std::optional<backend::TableOp> op;      // the forward op; nullopt for a table reset (flush_table batch)
-    std::vector<backend::TableOp> inverse;   // undoes `op`, run in order
-    std::optional<Table> preimage;           // the table before a reset, or before it was created (nullopt table)
-    bool created = false;                    // the table was absent from the snapshot and was created here
-    bool zeroes = false;                     // op is -Z: its inverse cannot give the counters back
-    bool with_counters = false;              // op comes from a batch with counters
+    std::optional<backend::TableOp> op;     // the forward op; nullopt for a table reset (flush_table batch)
+    std::vector<backend::TableOp> inverse;  // undoes `op`, run in order
+    std::optional<Table> preimage;          // the table before a reset, or before it was created (nullopt table)
+    bool created = false;                   // the table was absent from the snapshot and was created here
+    bool zeroes = false;                    // op is -Z: its inverse cannot give the counters back
+    bool with_counters = false;             // op comes from a batch with counters
   };
   // The simulated table, created (as the kernel does on first use) when absent; records the creation.
   Result<Table*> Touch(Family family, const std::string& table);

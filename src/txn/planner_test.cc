@@ -121,9 +121,9 @@ TEST_F(PlannerTest, InverseOpsAreGuardedAndInReverseOrder) {
   const PlannedTable& p = (*plan)[0];
   EXPECT_TRUE(p.inverse.with_counters);
   EXPECT_FALSE(p.irreversible);
-  EXPECT_THAT(Lines(p.inverse), ElementsAre("-E NEWER NEW", "-X NEW", "-P INPUT DROP",
-                                            "-I INPUT 3 -s 10.0.0.0/8 -j ACCEPT", "-D OUTPUT -j ACCEPT",
-                                            "-C INPUT -j LOGDROP", "-D INPUT 5"));
+  EXPECT_THAT(Lines(p.inverse),
+              ElementsAre("-E NEWER NEW", "-X NEW", "-P INPUT DROP", "-I INPUT 3 -s 10.0.0.0/8 -j ACCEPT",
+                          "-D OUTPUT -j ACCEPT", "-C INPUT -j LOGDROP", "-D INPUT 5"));
   // The re-inserted rule carries its snapshot counters.
   EXPECT_EQ(p.inverse.ops[3].rule.counters, ChainOf(v4, "filter", "INPUT").rules[2].counters);
 }
@@ -145,7 +145,9 @@ TEST_F(PlannerTest, InverseRestoresEveryOpKindExactly) {
   add("replace").Replace(v4, "filter", "INPUT", 4, R("-j DROP"));
   add("replace last").Replace(v4, "filter", "LOGDROP", 2, R("-j REJECT"));
   add("create chain").CreateChain(v4, "filter", "NEW").Append(v4, "filter", "NEW", R("-j RETURN"));
-  add("delete chain").Flush(v4, "filter", "LOGDROP").Delete(v4, "filter", "INPUT", R("-j LOGDROP"))
+  add("delete chain")
+      .Flush(v4, "filter", "LOGDROP")
+      .Delete(v4, "filter", "INPUT", R("-j LOGDROP"))
       .DeleteChain(v4, "filter", "LOGDROP");
   add("cascade").DeleteChain(v4, "filter", "SSH", true);
   add("rename").RenameChain(v4, "filter", "SSH", "SSH2");
@@ -189,11 +191,10 @@ TEST_F(PlannerTest, CascadeDeletesEveryReferenceThenFlushesAndDeletes) {
   txn.DeleteChain(v4, "filter", "SSH", true);
   Result<std::vector<PlannedTable>> plan = Plan(txn);
   ASSERT_TRUE(plan.ok()) << plan.status().ToString();
-  EXPECT_THAT(Lines((*plan)[0].batch), ElementsAre("-D INPUT -p tcp -m tcp --dport 22 -j SSH", "-D OUTPUT -j SSH",
-                                                   "-F SSH", "-X SSH"));
-  EXPECT_THAT(Lines((*plan)[0].inverse),
-              ElementsAre("-N SSH", "-A SSH -s 192.168.0.0/16 -j ACCEPT", "-A OUTPUT -j SSH",
-                          "-I INPUT 2 -p tcp -m tcp --dport 22 -j SSH"));
+  EXPECT_THAT(Lines((*plan)[0].batch),
+              ElementsAre("-D INPUT -p tcp -m tcp --dport 22 -j SSH", "-D OUTPUT -j SSH", "-F SSH", "-X SSH"));
+  EXPECT_THAT(Lines((*plan)[0].inverse), ElementsAre("-N SSH", "-A SSH -s 192.168.0.0/16 -j ACCEPT", "-A OUTPUT -j SSH",
+                                                     "-I INPUT 2 -p tcp -m tcp --dport 22 -j SSH"));
 }
 
 TEST_F(PlannerTest, PlanBatchFlushTableInverseIsThePreimage) {
@@ -208,8 +209,10 @@ TEST_F(PlannerTest, PlanBatchFlushTableInverseIsThePreimage) {
   EXPECT_TRUE(p->inverse.flush_table);
   EXPECT_TRUE(p->inverse.with_counters);
   ASSERT_TRUE(fake_->Commit(p->batch).ok());
-  EXPECT_EQ(Save(v4), "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-                      "-A INPUT -j ACCEPT\nCOMMIT\n" + std::string(txn_test::kBaseV4.substr(txn_test::kBaseV4.find("*nat"))));
+  EXPECT_EQ(Save(v4),
+            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+            "-A INPUT -j ACCEPT\nCOMMIT\n" +
+                std::string(txn_test::kBaseV4.substr(txn_test::kBaseV4.find("*nat"))));
   ASSERT_TRUE(fake_->Commit(p->inverse).ok());
   EXPECT_EQ(SaveAll(), before_);
 }
@@ -267,8 +270,8 @@ TEST_F(BatchPlannerTest, LaterTransactionsSeeEarlierOnesAndAFailureStaysAlone) {
 
   std::vector<PlannedTable> plan = planner.Finish();
   ASSERT_EQ(plan.size(), 1u);
-  EXPECT_THAT(Lines(plan[0].batch), ElementsAre("-N NEW", "-A NEW -s 1.1.1.1/32 -j ACCEPT",
-                                                "-A INPUT -s 3.3.3.3/32 -j ACCEPT"));
+  EXPECT_THAT(Lines(plan[0].batch),
+              ElementsAre("-N NEW", "-A NEW -s 1.1.1.1/32 -j ACCEPT", "-A INPUT -s 3.3.3.3/32 -j ACCEPT"));
   // The combined batch commits, and its combined inverse restores everything (counters included).
   ASSERT_TRUE(fake_->Commit(plan[0].batch).ok());
   ASSERT_TRUE(fake_->Commit(plan[0].inverse).ok());
@@ -346,8 +349,8 @@ TEST_F(BatchPlannerTest, JumpLoopAcrossRequestsIsRefusedAlone) {
   ASSERT_TRUE(planner.AddTransaction(AppendTxn("B", "-j LOG")).ok());
   std::vector<PlannedTable> plan = planner.Finish();
   ASSERT_EQ(plan.size(), 1u);
-  EXPECT_THAT(Lines(plan[0].batch), ElementsAre("-N A", "-N B", "-A A -j B", "-A B -s 1.1.1.1/32 -j DROP",
-                                                "-A B -j LOG"));
+  EXPECT_THAT(Lines(plan[0].batch),
+              ElementsAre("-N A", "-N B", "-A A -j B", "-A B -s 1.1.1.1/32 -j DROP", "-A B -j LOG"));
 }
 
 // The inverse of an append is `-D spec` only when no equal rule precedes it (else it would delete the earlier
@@ -369,10 +372,10 @@ TEST_F(BatchPlannerTest, InverseOfAnAppendedCopyRemovesTheCopyNotTheOriginal) {
   ASSERT_TRUE(planner.AddTransaction(AppendTxn("SSH", "-s 192.168.0.0/16 -j ACCEPT")).ok());
   std::vector<PlannedTable> plan = planner.Finish();
   ASSERT_EQ(plan.size(), 1u);
-  EXPECT_THAT(Lines(plan[0].inverse),
-              ElementsAre("-C SSH -s 192.168.0.0/16 -j ACCEPT", "-D SSH 2", "-C INPUT -s 10.9.9.9/32 -j DROP",
-                          "-D INPUT 7", "-D INPUT -s 10.9.9.9/32 -j DROP", "-C INPUT -s 10.0.0.0/8 -j ACCEPT",
-                          "-D INPUT 5"));
+  EXPECT_THAT(
+      Lines(plan[0].inverse),
+      ElementsAre("-C SSH -s 192.168.0.0/16 -j ACCEPT", "-D SSH 2", "-C INPUT -s 10.9.9.9/32 -j DROP", "-D INPUT 7",
+                  "-D INPUT -s 10.9.9.9/32 -j DROP", "-C INPUT -s 10.0.0.0/8 -j ACCEPT", "-D INPUT 5"));
   ASSERT_TRUE(fake_->Commit(plan[0].batch).ok());
   ASSERT_TRUE(fake_->Commit(plan[0].inverse).ok());
   EXPECT_EQ(SaveAll(), before_);

@@ -219,7 +219,8 @@ TEST_P(CliNetnsTest, TxnAndApply) {
 // (Regression: iptables-nft-save's "legacy tables present" warning used to make every nft read fail.)
 TEST_P(CliNetnsTest, ApplyWarnsAboutRulesInTheOtherVariant) {
   const Param& p = GetParam();
-  const std::string other = std::string(p.ipv6 ? "ip6tables-" : "iptables-") + (p.backend == std::string("nft") ? "legacy" : "nft");
+  const std::string other =
+      std::string(p.ipv6 ? "ip6tables-" : "iptables-") + (p.backend == std::string("nft") ? "legacy" : "nft");
   ASSERT_FALSE(FindTool(other).empty());
   ProcessResult foreign = ns_->Exec({FindTool(other), "-A", "INPUT", "-j", "ACCEPT"});
   ASSERT_EQ(foreign.code, 0) << foreign.err;
@@ -228,7 +229,8 @@ TEST_P(CliNetnsTest, ApplyWarnsAboutRulesInTheOtherVariant) {
       "chains":[{"table":"filter","name":"CLITEST-IN","rules":[{"spec":"-j RETURN"}]}],
       "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-j CLITEST-IN"}]})");
   ProcessResult applied = Ok({"apply", desired});
-  EXPECT_THAT(applied.out, HasSubstr("warning: iptables-" + std::string(p.backend == std::string("nft") ? "legacy" : "nft")))
+  EXPECT_THAT(applied.out,
+              HasSubstr("warning: iptables-" + std::string(p.backend == std::string("nft") ? "legacy" : "nft")))
       << applied.out;
   EXPECT_THAT(ChainLines("INPUT"), HasSubstr("-j CLITEST-IN"));
 }

@@ -99,8 +99,9 @@ TEST_P(CoexistenceTest, UfwRulesetSurvivesApplyChangeAndRemove) {
   EXPECT_EQ(ForeignRemainder(after_apply), foreign);
   std::vector<std::string> owned = RuleLines(after_apply, "filter", kChain);
   ASSERT_EQ(owned.size(), 4u) << after_apply;
-  EXPECT_TRUE(owned[0].starts_with("-A ITTEST-IN -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "
-                                   "\"iptkit:ittest:"))
+  EXPECT_TRUE(
+      owned[0].starts_with("-A ITTEST-IN -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "
+                           "\"iptkit:ittest:"))
       << owned[0];
   EXPECT_TRUE(owned[3].starts_with("-A ITTEST-IN -m comment --comment \"iptkit:ittest:")) << owned[3];
   std::set<std::string> ids;

@@ -4,12 +4,11 @@
 // moved into the position. On legacy, the xtables lock held by another process turns into Unavailable within
 // FirewallOptions::wait.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <chrono>
 #include <future>
@@ -36,8 +35,8 @@ class ConcurrencyTest : public ::testing::TestWithParam<BackendKind> {
     IPTKIT_REQUIRE_ROOT();
     ASSERT_OK_AND_ASSIGN(ns_, TestNetns::Create());
     IPTKIT_REQUIRE_VARIANT(*ns_, variant(), Family::kIPv4);
-    std::string text = std::string("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n") +
-                       kA + "\n" + kB + "\n" + kC + "\nCOMMIT\n";
+    std::string text = std::string("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n") + kA +
+                       "\n" + kB + "\n" + kC + "\nCOMMIT\n";
     CommandResult loaded = ns_->Restore(variant(), Family::kIPv4, text);
     ASSERT_TRUE(loaded.ok()) << loaded.Describe();
   }
@@ -51,8 +50,8 @@ class ConcurrencyTest : public ::testing::TestWithParam<BackendKind> {
     options.before_commit_hook = [this] {
       if (foreign_.valid()) return;  // once per test, also if iptkit retries
       foreign_ = std::async(std::launch::async, [this] {
-        return ns_->Iptables(variant(), Family::kIPv4, {"-w", "10", "-I", "INPUT", "1", "-s", "203.0.113.66",
-                                                        "-j", "ACCEPT"});
+        return ns_->Iptables(variant(), Family::kIPv4,
+                             {"-w", "10", "-I", "INPUT", "1", "-s", "203.0.113.66", "-j", "ACCEPT"});
       });
       foreign_.wait_for(milliseconds(500));
     };
@@ -107,7 +106,8 @@ TEST_P(ConcurrencyTest, ReplaceWithExpectNeverReplacesTheRuleThatMovedIn) {
     if (variant() == Variant::kLegacy) {
       EXPECT_EQ(input, in_place) << "B had to become N, nothing else";
     } else {
-      EXPECT_TRUE(input == in_place || input == at_index) << "B had to become N, nothing else: " << ::testing::PrintToString(input);
+      EXPECT_TRUE(input == in_place || input == at_index)
+          << "B had to become N, nothing else: " << ::testing::PrintToString(input);
     }
   } else {
     EXPECT_EQ(done.status().code(), StatusCode::kFailedPrecondition) << done.status().ToString();

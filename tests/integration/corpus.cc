@@ -41,8 +41,10 @@ std::string LegacyForm(std::string line) {
     size_t at;
     while ((at = line.find(gone)) != std::string::npos) {
       size_t end = at + std::string_view(gone).size();
-      if (end == line.size() || line[end] == ' ') line.erase(at, end - at);
-      else break;
+      if (end == line.size() || line[end] == ' ')
+        line.erase(at, end - at);
+      else
+        break;
     }
   }
   const std::string opt = "--nflog-prefix ";
@@ -81,8 +83,7 @@ std::string FirstDifference(const std::string& what, const std::string& expected
   while (i < e.size() && i < a.size() && e[i] == a[i]) ++i;
   std::ostringstream out;
   out << what << " differs at line " << i + 1 << ":\n  expected: " << (i < e.size() ? e[i] : "<end>")
-      << "\n  actual:   " << (i < a.size() ? a[i] : "<end>") << "\n  (" << e.size() << " vs " << a.size()
-      << " lines)";
+      << "\n  actual:   " << (i < a.size() ? a[i] : "<end>") << "\n  (" << e.size() << " vs " << a.size() << " lines)";
   return out.str();
 }
 

@@ -30,11 +30,15 @@ TEST_P(CorpusCliTest, IptablesRestoreThenSaveGivesTheFile) {
 
 TEST(CorpusDiffTest, LegacyKnownDifferencesOnlyOnLegacy) {
   std::string prefix(70, 'x');
-  std::string expected = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-                         "-A INPUT -j NFLOG --nflog-prefix " + prefix + "\n-A FORWARD ! -i +\nCOMMIT\n";
-  std::string legacy = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
-                       "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
-                       "-A INPUT -j NFLOG --nflog-prefix " + prefix.substr(0, 63) + "\n-A FORWARD\nCOMMIT\n";
+  std::string expected =
+      "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+      "-A INPUT -j NFLOG --nflog-prefix " +
+      prefix + "\n-A FORWARD ! -i +\nCOMMIT\n";
+  std::string legacy =
+      "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+      "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+      "-A INPUT -j NFLOG --nflog-prefix " +
+      prefix.substr(0, 63) + "\n-A FORWARD\nCOMMIT\n";
   EXPECT_EQ(CorpusDiff(Variant::kLegacy, expected, legacy), "");
   EXPECT_NE(CorpusDiff(Variant::kNft, expected, legacy), "");
   EXPECT_EQ(CorpusDiff(Variant::kNft, expected, expected), "");

@@ -80,7 +80,7 @@ std::string CommandResult::Describe() const {
 bool IsRoot() { return geteuid() == 0; }
 
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& netns_path, std::string_view input,
-                  std::chrono::milliseconds timeout) {
+                         std::chrono::milliseconds timeout) {
   CommandResult result;
   result.command = Join(argv);
   if (argv.empty()) return result;
@@ -286,8 +286,7 @@ CommandResult TestNetns::Restore(Variant variant, Family family, std::string_vie
   return Exec(argv, text);
 }
 
-Result<std::string> TestNetns::Save(Variant variant, Family family, const std::string& table,
-                                    bool counters) const {
+Result<std::string> TestNetns::Save(Variant variant, Family family, const std::string& table, bool counters) const {
   std::vector<std::string> argv = {IptablesTool(variant, family, "-save")};
   if (!table.empty()) argv.insert(argv.end(), {"-t", table});
   if (counters) argv.push_back("-c");
@@ -370,8 +369,7 @@ Result<VethLink> ConnectVeth(const TestNetns& a, const TestNetns& b) {
   for (const auto& [ns, addr, mac, dev] :
        {std::tuple{&a, link.b_ipv4, b_mac, link.a_dev}, std::tuple{&a, link.b_ipv6, b_mac, link.a_dev},
         std::tuple{&b, link.a_ipv4, a_mac, link.b_dev}, std::tuple{&b, link.a_ipv6, a_mac, link.b_dev}}) {
-    CommandResult r =
-        ns->Exec({"ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"});
+    CommandResult r = ns->Exec({"ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent"});
     if (!r.ok()) return Status::Internal(r.Describe());
   }
   return link;

@@ -45,8 +45,7 @@ struct CommandResult {
 // stdin fed from `input`, all other fds closed, inside `netns_path` (a /run/netns/NAME path; "" = the caller's
 // namespace). The child is killed after `timeout`.
 CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& netns_path = "",
-                  std::string_view input = "",
-                  std::chrono::milliseconds timeout = std::chrono::seconds(120));
+                         std::string_view input = "", std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
 bool IsRoot();
 
@@ -84,8 +83,7 @@ class TestNetns {
   CommandResult Restore(Variant variant, Family family, std::string_view text, bool noflush = false) const;
   // iptables-save text without comment lines. Fails when the tool fails or warns that its output is
   // incomplete (the "legacy tables present" / "incompatible" warnings).
-  Result<std::string> Save(Variant variant, Family family, const std::string& table = "",
-                           bool counters = false) const;
+  Result<std::string> Save(Variant variant, Family family, const std::string& table = "", bool counters = false) const;
   Result<std::string> NftListRuleset() const;
   // A counter of `nstat -az` (absolute, history untouched), e.g. "UdpRcvbufErrors".
   Result<uint64_t> NstatCounter(std::string_view name) const;

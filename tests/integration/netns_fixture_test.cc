@@ -57,8 +57,10 @@ TEST(NetnsFixtureTest, RestoreAndSaveRoundTripBothVariantsBothFamilies) {
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
       IPTKIT_REQUIRE_VARIANT(*ns, v, f);
       std::string src = f == Family::kIPv4 ? "198.51.100.0/24" : "2001:db8::/32";
-      std::string text = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-X - [0:0]\n"
-                         "-A INPUT -s " + src + " -p tcp -m tcp --dport 22 -j IT-X\n-A IT-X -j ACCEPT\nCOMMIT\n";
+      std::string text =
+          "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-X - [0:0]\n"
+          "-A INPUT -s " +
+          src + " -p tcp -m tcp --dport 22 -j IT-X\n-A IT-X -j ACCEPT\nCOMMIT\n";
       CommandResult r = ns->Restore(v, f, text);
       ASSERT_TRUE(r.ok()) << r.Describe();
       ASSERT_OK_AND_ASSIGN(std::string saved, ns->Save(v, f, "filter"));
@@ -97,8 +99,8 @@ TEST(NetnsFixtureTest, StreamSeesDropRule) {
   IPTKIT_NEW_NETNS(tx);
   IPTKIT_NEW_NETNS(rx);
   ASSERT_OK_AND_ASSIGN(VethLink link, ConnectVeth(*tx, *rx));
-  CommandResult drop = rx->Iptables(Variant::kNft, Family::kIPv4,
-                                    {"-A", "INPUT", "-p", "udp", "--dport", "6001", "-j", "DROP"});
+  CommandResult drop =
+      rx->Iptables(Variant::kNft, Family::kIPv4, {"-A", "INPUT", "-p", "udp", "--dport", "6001", "-j", "DROP"});
   ASSERT_TRUE(drop.ok()) << drop.Describe();
   UdpStreamOptions options;
   options.count = 1000;

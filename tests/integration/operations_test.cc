@@ -43,11 +43,13 @@ class OperationsTest : public ::testing::TestWithParam<OpsParam> {
   std::string Base(bool counters = false) const {
     auto c = [&](const char* pc) { return counters ? std::string(pc) + " " : std::string(); };
     return "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
-           "-A POSTROUTING -s " + Net() + " -j MASQUERADE\n"
+           "-A POSTROUTING -s " +
+           Net() +
+           " -j MASQUERADE\n"
            "COMMIT\n"
            "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-WEB - [0:0]\n" +
-           c("[1:100]") + R1() + "\n" + c("[2:200]") + R2() + "\n" + c("[3:300]") + R3() + "\n" + c("[4:400]") +
-           R4() + "\n" + c("[6:600]") + "-A IT-WEB -s " + Net() + " -j ACCEPT\n" + c("[7:700]") +
+           c("[1:100]") + R1() + "\n" + c("[2:200]") + R2() + "\n" + c("[3:300]") + R3() + "\n" + c("[4:400]") + R4() +
+           "\n" + c("[6:600]") + "-A IT-WEB -s " + Net() + " -j ACCEPT\n" + c("[7:700]") +
            "-A IT-WEB -j RETURN\n"
            "COMMIT\n";
   }
@@ -59,9 +61,7 @@ class OperationsTest : public ::testing::TestWithParam<OpsParam> {
     EXPECT_TRUE(s.ok()) << s.status().ToString();
     return s.ok() ? *s : "";
   }
-  std::vector<std::string> Chain(const std::string& chain) const {
-    return RuleLines(SaveFilter(), "filter", chain);
-  }
+  std::vector<std::string> Chain(const std::string& chain) const { return RuleLines(SaveFilter(), "filter", chain); }
   std::vector<std::string> Declarations() const {
     std::vector<std::string> out;
     for (const auto& [name, text] : ChainTexts(SaveFilter())) out.push_back(text.substr(0, text.find('\n')));
@@ -133,8 +133,8 @@ TEST_P(OperationsTest, ReplaceAtWithAndWithoutExpect) {
   Transaction txn;
   txn.Replace(f(), "filter", "INPUT", 4, S("-s " + H(8) + " -j REJECT"), S("-s " + H(2) + " -j DROP"));
   ASSERT_STATUS_OK(CommitOne(txn));
-  std::string reject = v4() ? "-j REJECT --reject-with icmp-port-unreachable"
-                            : "-j REJECT --reject-with icmp6-port-unreachable";
+  std::string reject =
+      v4() ? "-j REJECT --reject-with icmp-port-unreachable" : "-j REJECT --reject-with icmp6-port-unreachable";
   EXPECT_EQ(Chain("INPUT"), (V{R1(), R2(), R3(), "-A INPUT -s " + HS(8) + " " + reject}));
   Transaction plain;
   plain.Replace(f(), "filter", "INPUT", 1, S("-i lo -p udp -j ACCEPT"));
@@ -146,8 +146,8 @@ TEST_P(OperationsTest, CreateRenameAndDeleteChain) {
   Transaction create;
   create.CreateChain(f(), "filter", "IT-NEW");
   ASSERT_STATUS_OK(CommitOne(create));
-  EXPECT_EQ(Declarations(), (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-NEW - [0:0]",
-                               ":IT-WEB - [0:0]", ":OUTPUT ACCEPT [0:0]"}));
+  EXPECT_EQ(Declarations(), (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-NEW - [0:0]", ":IT-WEB - [0:0]",
+                               ":OUTPUT ACCEPT [0:0]"}));
   ExpectRejectedUnchanged(Transaction().CreateChain(f(), "filter", "IT-NEW"), StatusCode::kAlreadyExists);
 
   // Renaming keeps the rules and the references (they follow the chain, as with iptables -E).
@@ -157,8 +157,8 @@ TEST_P(OperationsTest, CreateRenameAndDeleteChain) {
   EXPECT_TRUE(Chain("IT-WEB").empty());
 
   ASSERT_STATUS_OK(CommitOne(Transaction().DeleteChain(f(), "filter", "IT-NEW")));
-  EXPECT_EQ(Declarations(), (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-HTTP - [0:0]",
-                               ":OUTPUT ACCEPT [0:0]"}));
+  EXPECT_EQ(Declarations(),
+            (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-HTTP - [0:0]", ":OUTPUT ACCEPT [0:0]"}));
   ExpectRejectedUnchanged(Transaction().DeleteChain(f(), "filter", "IT-NEW"), StatusCode::kNotFound);
 }
 
@@ -204,8 +204,8 @@ TEST_P(OperationsTest, FlushChainThenTable) {
   ASSERT_STATUS_OK(CommitOne(Transaction().Flush(f(), "filter")));
   EXPECT_TRUE(Chain("IT-WEB").empty());
   // Flushing keeps the chains and their policies.
-  EXPECT_EQ(Declarations(), (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-WEB - [0:0]",
-                               ":OUTPUT ACCEPT [0:0]"}));
+  EXPECT_EQ(Declarations(),
+            (V{":FORWARD ACCEPT [0:0]", ":INPUT ACCEPT [0:0]", ":IT-WEB - [0:0]", ":OUTPUT ACCEPT [0:0]"}));
   Result<std::string> nat = ns_->Save(variant(), family(), "nat");
   ASSERT_TRUE(nat.ok());
   EXPECT_EQ(RuleLines(*nat, "nat", "POSTROUTING").size(), 1u) << "flush of filter touched nat";
@@ -238,9 +238,11 @@ TEST_P(OperationsTest, PolicyOnBuiltinChain) {
 }
 
 TEST_P(OperationsTest, CheckFindsCanonicalEquivalent) {
-  ASSERT_OK_AND_ASSIGN(bool present, fw_->Check(f(), "filter", "INPUT", S("-p tcp --dport 22 -s " + H(1) + " -j ACCEPT")));
+  ASSERT_OK_AND_ASSIGN(bool present,
+                       fw_->Check(f(), "filter", "INPUT", S("-p tcp --dport 22 -s " + H(1) + " -j ACCEPT")));
   EXPECT_TRUE(present);
-  ASSERT_OK_AND_ASSIGN(bool absent, fw_->Check(f(), "filter", "INPUT", S("-s " + H(1) + " -p tcp --dport 23 -j ACCEPT")));
+  ASSERT_OK_AND_ASSIGN(bool absent,
+                       fw_->Check(f(), "filter", "INPUT", S("-s " + H(1) + " -p tcp --dport 23 -j ACCEPT")));
   EXPECT_FALSE(absent);
   EXPECT_EQ(fw_->Check(f(), "filter", "NO-SUCH", S("-j ACCEPT")).status().code(), StatusCode::kNotFound);
 }
@@ -285,8 +287,10 @@ TEST_P(OperationsTest, SaveEqualsIptablesSave) {
 }
 
 TEST_P(OperationsTest, RestoreReplacesNamedTablesOnly) {
-  std::string text = "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-B - [0:0]\n"
-                     "-A INPUT -s " + HS(9) + " -j IT-B\n-A IT-B -j ACCEPT\nCOMMIT\n";
+  std::string text =
+      "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-B - [0:0]\n"
+      "-A INPUT -s " +
+      HS(9) + " -j IT-B\n-A IT-B -j ACCEPT\nCOMMIT\n";
   Result<std::string> nat_before = ns_->Save(variant(), family(), "nat");
   ASSERT_TRUE(nat_before.ok());
   ASSERT_OK_AND_ASSIGN(CommitResult done, fw_->Restore(f(), text, {}));
@@ -341,19 +345,19 @@ TEST_P(OperationsTest, JumpToMissingChainIsNotFound) {
 TEST_P(OperationsTest, WrongExpectIsFailedPrecondition) {
   ExpectRejectedUnchanged(Transaction().DeleteAt(f(), "filter", "INPUT", 1, S("-s " + H(1) + " -j ACCEPT")),
                           StatusCode::kFailedPrecondition);
-  ExpectRejectedUnchanged(
-      Transaction().Replace(f(), "filter", "INPUT", 2, S("-j ACCEPT"), S("-i lo -j ACCEPT")),
-      StatusCode::kFailedPrecondition);
+  ExpectRejectedUnchanged(Transaction().Replace(f(), "filter", "INPUT", 2, S("-j ACCEPT"), S("-i lo -j ACCEPT")),
+                          StatusCode::kFailedPrecondition);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, OperationsTest,
-    ::testing::Values(OpsParam{BackendKind::kNft, Family::kIPv4}, OpsParam{BackendKind::kNft, Family::kIPv6},
-                      OpsParam{BackendKind::kLegacy, Family::kIPv4}, OpsParam{BackendKind::kLegacy, Family::kIPv6}),
-    [](const auto& info) {
-      return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") +
-             (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
-    });
+INSTANTIATE_TEST_SUITE_P(All, OperationsTest,
+                         ::testing::Values(OpsParam{BackendKind::kNft, Family::kIPv4},
+                                           OpsParam{BackendKind::kNft, Family::kIPv6},
+                                           OpsParam{BackendKind::kLegacy, Family::kIPv4},
+                                           OpsParam{BackendKind::kLegacy, Family::kIPv6}),
+                         [](const auto& info) {
+                           return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") +
+                                  (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
+                         });
 
 }  // namespace
 }  // namespace iptkit::integration

@@ -46,13 +46,19 @@ std::string BaseRuleset(Family family) {
   const std::string net = v4 ? "198.51.100.0/24" : "2001:db8:1::/48";
   const std::string host = v4 ? "192.0.2.7/32" : "2001:db8::7/128";
   return "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n"
-         "-A POSTROUTING -s " + net + " -o veth-x -j MASQUERADE\n"
+         "-A POSTROUTING -s " +
+         net +
+         " -o veth-x -j MASQUERADE\n"
          "COMMIT\n"
          "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-SVC - [0:0]\n"
          "-A INPUT -i lo -j ACCEPT\n"
-         "-A INPUT -s " + host + " -j DROP\n"
+         "-A INPUT -s " +
+         host +
+         " -j DROP\n"
          "-A INPUT -p tcp -m tcp --dport 22 -j IT-SVC\n"
-         "-A IT-SVC -s " + net + " -j ACCEPT\n"
+         "-A IT-SVC -s " +
+         net +
+         " -j ACCEPT\n"
          "COMMIT\n";
 }
 
@@ -130,24 +136,26 @@ TEST_P(RollbackTest, SameTransactionWithoutTheBadRuleCommits) {
   EXPECT_EQ(SplitTables(saved)["filter"],
             "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:IT-NEW - [0:0]\n"
             ":IT-SVC - [0:0]\n"
-            "-A INPUT -s " + other + " -j DROP\n"
-            "-A INPUT -i lo -j ACCEPT\n"
-            "-A INPUT -p tcp -m tcp --dport 22 -j IT-SVC\n"
-            "-A INPUT -p udp -m udp --dport 53 -j ACCEPT\n"
-            "-A IT-NEW -j RETURN\n"
-            "COMMIT\n");
+            "-A INPUT -s " +
+                other +
+                " -j DROP\n"
+                "-A INPUT -i lo -j ACCEPT\n"
+                "-A INPUT -p tcp -m tcp --dport 22 -j IT-SVC\n"
+                "-A INPUT -p udp -m udp --dport 53 -j ACCEPT\n"
+                "-A IT-NEW -j RETURN\n"
+                "COMMIT\n");
   EXPECT_EQ(RuleLines(saved, "nat", "POSTROUTING").size(), 2u) << saved;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, RollbackTest,
-    ::testing::Values(RollbackParam{BackendKind::kNft, Family::kIPv4}, RollbackParam{BackendKind::kNft, Family::kIPv6},
-                      RollbackParam{BackendKind::kLegacy, Family::kIPv4},
-                      RollbackParam{BackendKind::kLegacy, Family::kIPv6}),
-    [](const auto& info) {
-      return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") +
-             (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
-    });
+INSTANTIATE_TEST_SUITE_P(All, RollbackTest,
+                         ::testing::Values(RollbackParam{BackendKind::kNft, Family::kIPv4},
+                                           RollbackParam{BackendKind::kNft, Family::kIPv6},
+                                           RollbackParam{BackendKind::kLegacy, Family::kIPv4},
+                                           RollbackParam{BackendKind::kLegacy, Family::kIPv6}),
+                         [](const auto& info) {
+                           return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") +
+                                  (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
+                         });
 
 }  // namespace
 }  // namespace iptkit::integration

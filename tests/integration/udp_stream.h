@@ -32,8 +32,8 @@ namespace iptkit::integration {
 struct UdpStreamOptions {
   size_t count = 100000;
   int rate_per_second = 20000;
-  size_t payload_bytes = 64;         // >= 8: magic + sequence number
-  int rcvbuf_bytes = 64 << 20;       // SO_RCVBUFFORCE
+  size_t payload_bytes = 64;    // >= 8: magic + sequence number
+  int rcvbuf_bytes = 64 << 20;  // SO_RCVBUFFORCE
   // After the last datagram was sent, wait this long without a new arrival before declaring the rest lost.
   std::chrono::milliseconds drain = std::chrono::milliseconds(500);
 };
@@ -43,9 +43,9 @@ struct UdpStreamResult {
   size_t send_errors = 0;  // sendto failures (counted, not retried)
   size_t received = 0;     // distinct sequence numbers that arrived
   size_t duplicates = 0;
-  size_t missing = 0;      // count - received
+  size_t missing = 0;                    // count - received
   std::vector<uint32_t> missing_sample;  // the first few missing sequence numbers
-  double seconds = 0;      // duration of the send loop
+  double seconds = 0;                    // duration of the send loop
   std::string Describe() const;
 };
 

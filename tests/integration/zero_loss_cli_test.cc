@@ -20,9 +20,9 @@ TEST_P(ZeroLossCliTest, AtomicRestoreBaselineLosesNothing) {
   ASSERT_OK_AND_ASSIGN(ZeroLossSetup setup, MakeZeroLossSetup(GetParam()));
   IPTKIT_REQUIRE_VARIANT(*setup.receiver, GetParam(), Family::kIPv4);
   ASSERT_OK_AND_ASSIGN(ZeroLossResult result, RunZeroLoss(setup, kReplacements, [&](int g) -> Status {
-    CommandResult r = setup.receiver->Restore(GetParam(), Family::kIPv4, ReceiverFilterTable(g));
-    return r.ok() ? Status::Ok() : Status::Internal(r.Describe());
-  }));
+                         CommandResult r = setup.receiver->Restore(GetParam(), Family::kIPv4, ReceiverFilterTable(g));
+                         return r.ok() ? Status::Ok() : Status::Internal(r.Describe());
+                       }));
   std::printf("  %s\n", result.Describe().c_str());
   EXPECT_EQ(result.replacements_done, kReplacements) << result.Describe();
   EXPECT_EQ(result.stream.missing, 0u) << result.Describe();
@@ -36,16 +36,17 @@ TEST_P(ZeroLossCliTest, NaiveFlushAndReaddLosesDatagrams) {
   IPTKIT_REQUIRE_ROOT();
   ASSERT_OK_AND_ASSIGN(ZeroLossSetup setup, MakeZeroLossSetup(GetParam()));
   IPTKIT_REQUIRE_VARIANT(*setup.receiver, GetParam(), Family::kIPv4);
-  ASSERT_OK_AND_ASSIGN(ZeroLossResult result, RunZeroLoss(setup, kReplacements, [&](int g) -> Status {
-    CommandResult flush = setup.receiver->Iptables(GetParam(), Family::kIPv4, {"-w", "5", "-F", "INPUT"});
-    if (!flush.ok()) return Status::Internal(flush.Describe());
-    for (auto rule : ReceiverInputRules(g)) {
-      rule.insert(rule.begin(), {"-w", "5", "-A", "INPUT"});
-      CommandResult add = setup.receiver->Iptables(GetParam(), Family::kIPv4, rule);
-      if (!add.ok()) return Status::Internal(add.Describe());
-    }
-    return Status::Ok();
-  }));
+  ASSERT_OK_AND_ASSIGN(
+      ZeroLossResult result, RunZeroLoss(setup, kReplacements, [&](int g) -> Status {
+        CommandResult flush = setup.receiver->Iptables(GetParam(), Family::kIPv4, {"-w", "5", "-F", "INPUT"});
+        if (!flush.ok()) return Status::Internal(flush.Describe());
+        for (auto rule : ReceiverInputRules(g)) {
+          rule.insert(rule.begin(), {"-w", "5", "-A", "INPUT"});
+          CommandResult add = setup.receiver->Iptables(GetParam(), Family::kIPv4, rule);
+          if (!add.ok()) return Status::Internal(add.Describe());
+        }
+        return Status::Ok();
+      }));
   std::printf("  %s\n", result.Describe().c_str());
   // Between the flush and the re-added ACCEPT, the policy DROP eats the stream.
   EXPECT_GT(result.replacements_done, 0) << result.Describe();

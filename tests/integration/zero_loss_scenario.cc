@@ -51,8 +51,7 @@ Result<ZeroLossResult> RunZeroLoss(const ZeroLossSetup& setup, int replacements,
   ZeroLossResult result;
   IPTKIT_ASSIGN_OR_RETURN(uint64_t errors_before, setup.receiver->NstatCounter("UdpRcvbufErrors"));
   IPTKIT_ASSIGN_OR_RETURN(auto stream,
-                          UdpStream::Create(*setup.sender, *setup.receiver, setup.link.b_ipv4, kStreamPort,
-                                            options));
+                          UdpStream::Create(*setup.sender, *setup.receiver, setup.link.b_ipv4, kStreamPort, options));
   stream->Start();
   Status failure;
   for (int g = 1; g <= replacements && failure.ok(); ++g) {

@@ -83,8 +83,8 @@ struct DaemonConfig {
   // group_wait: how long the writer, under load, waits for the clients its last commit answered before the next
   // commit ("0" = never waits); at most 1s.
   std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
-  size_t max_body_bytes = 1 << 20;                                     // max_body_bytes: request body limit; > 0
-  size_t max_ops = 1000;                                               // max_ops: ops / rules per request; > 0
+  size_t max_body_bytes = 1 << 20;        // max_body_bytes: request body limit; > 0
+  size_t max_ops = 1000;                  // max_ops: ops / rules per request; > 0
   double rate_limit = 100;                // rate_limit: requests per second per principal, >= 0; 0 = unlimited
   double rate_burst = 200;                // rate_burst: token bucket size, >= 1
   size_t max_connections = 256;           // max_connections: HTTP connections served at once; > 0

@@ -446,9 +446,10 @@ TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_TRUE(ValidateConfig(*c).ok()) << ValidateConfig(*c).ToString();
 
-  for (const char* key : {"netns", "backend", "listen", "socket", "socket_mode", "socket_allow", "state_dir",
-                          "tls_cert", "tls_key", "drift_interval", "group_wait", "wait", "max_body_bytes", "max_ops", "rate_limit",
-                          "rate_burst", "max_connections", "max_batch", "log_level", "default_owner"}) {
+  for (const char* key :
+       {"netns",      "backend",    "listen",          "socket",     "socket_mode", "socket_allow",   "state_dir",
+        "tls_cert",   "tls_key",    "drift_interval",  "group_wait", "wait",        "max_body_bytes", "max_ops",
+        "rate_limit", "rate_burst", "max_connections", "max_batch",  "log_level",   "default_owner"}) {
     EXPECT_THAT(text, HasSubstr("| `" + std::string(key) + "` |")) << key;
     // A key absent from the parser would fail here.
     EXPECT_EQ(ParseConfig(std::string(key) + " = @@bad", "k").status().message().find("unknown key"), std::string::npos)

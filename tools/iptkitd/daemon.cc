@@ -1,6 +1,5 @@
 #include "tools/iptkitd/daemon.h"
 
-#include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -10,6 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -18,9 +18,8 @@
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <optional>
-
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "src/backend/backend.h"
 #include "src/backend/fake/shared_fake.h"
@@ -247,7 +246,8 @@ int TokenCreate(const std::string& state_dir, const std::string& name, const std
   Result<std::string> secret = (*store)->CreateToken(name, *scopes, Now());
   if (!secret.ok()) {
     err << "iptkitd token create: " << secret.status().message() << "\n";
-    return secret.status().code() == StatusCode::kInvalidArgument || secret.status().code() == StatusCode::kAlreadyExists
+    return secret.status().code() == StatusCode::kInvalidArgument ||
+                   secret.status().code() == StatusCode::kAlreadyExists
                ? kExitUsage
                : kExitFailure;
   }
@@ -305,12 +305,12 @@ int TokenRevoke(const std::string& state_dir, const std::string& name, std::ostr
 }  // namespace
 
 int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  CLI::App app("iptkitd: the iptkit firewall daemon (REST API, unix socket, group commit, owned state)",
-               "iptkitd");
+  CLI::App app("iptkitd: the iptkit firewall daemon (REST API, unix socket, group commit, owned state)", "iptkitd");
   app.set_version_flag("--version", std::string("iptkitd ") + IPTKIT_VERSION);
   std::string config_path;
-  app.add_option("--config", config_path, std::string("configuration file (default ") + kDefaultConfig +
-                                              " when it exists; docs/daemon-config.md)");
+  app.add_option(
+      "--config", config_path,
+      std::string("configuration file (default ") + kDefaultConfig + " when it exists; docs/daemon-config.md)");
   // Flags override the file; each is applied only when given.
   std::optional<std::string> netns, backend, socket, socket_mode, state_dir, tls_cert, tls_key, drift, group_wait, wait,
       log_level, default_owner, max_connections, max_body, max_ops, rate_limit, rate_burst;
@@ -345,8 +345,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   std::vector<std::string> scopes;
   std::optional<int64_t> ttl_max;
   create->add_option("--name", token_name, "token name")->required();
-  create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME (repeatable)")
-      ->required();
+  create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME (repeatable)")->required();
   create->add_option("--ttl-max", ttl_max, "longest TTL (seconds) the token may give; adds need a TTL")
       ->check(CLI::Range(int64_t{1}, int64_t{315360000}));
   CLI::App* list = token->add_subcommand("list", "list tokens (without secrets)");
@@ -412,7 +411,10 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       return Status::InvalidArgument("expected a non-negative number");
     }
   };
-  apply("--netns", netns, [&](const std::string& v) { config.netns = v; return Status::Ok(); });
+  apply("--netns", netns, [&](const std::string& v) {
+    config.netns = v;
+    return Status::Ok();
+  });
   apply("--backend", backend, [&](const std::string& v) {
     if (v != "auto" && v != "nft" && v != "legacy" && v != "fake") {
       return Status::InvalidArgument("expected auto, nft, legacy or fake");
@@ -428,7 +430,10 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       if (parsed.ok()) config.listen.push_back(*parsed);
     }
   }
-  apply("--socket", socket, [&](const std::string& v) { config.socket = v; return Status::Ok(); });
+  apply("--socket", socket, [&](const std::string& v) {
+    config.socket = v;
+    return Status::Ok();
+  });
   apply("--socket-mode", socket_mode, [&](const std::string& v) {
     char* end = nullptr;
     unsigned long mode = std::strtoul(v.c_str(), &end, 8);
@@ -444,9 +449,18 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       if (parsed.ok()) config.socket_allow.push_back(*parsed);
     }
   }
-  apply("--state-dir", state_dir, [&](const std::string& v) { config.state_dir = v; return Status::Ok(); });
-  apply("--tls-cert", tls_cert, [&](const std::string& v) { config.tls_cert = v; return Status::Ok(); });
-  apply("--tls-key", tls_key, [&](const std::string& v) { config.tls_key = v; return Status::Ok(); });
+  apply("--state-dir", state_dir, [&](const std::string& v) {
+    config.state_dir = v;
+    return Status::Ok();
+  });
+  apply("--tls-cert", tls_cert, [&](const std::string& v) {
+    config.tls_cert = v;
+    return Status::Ok();
+  });
+  apply("--tls-key", tls_key, [&](const std::string& v) {
+    config.tls_key = v;
+    return Status::Ok();
+  });
   apply("--drift-interval", drift, [&](const std::string& v) -> Status {
     IPTKIT_ASSIGN_OR_RETURN(config.drift_interval, ParseDuration(v));
     return Status::Ok();

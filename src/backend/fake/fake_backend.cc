@@ -51,8 +51,8 @@ std::optional<std::string> CanonicalAddress(Family family, std::string_view valu
   } else if (auto p = ParsePrefix(mask, bits)) {
     prefix = *p;
   } else if (family == Family::kIPv4 && inet_pton(AF_INET, std::string(mask).c_str(), maskbytes.data()) == 1) {
-    uint32_t m = (uint32_t{maskbytes[0]} << 24) | (uint32_t{maskbytes[1]} << 16) | (uint32_t{maskbytes[2]} << 8) |
-                 maskbytes[3];
+    uint32_t m =
+        (uint32_t{maskbytes[0]} << 24) | (uint32_t{maskbytes[1]} << 16) | (uint32_t{maskbytes[2]} << 8) | maskbytes[3];
     int ones = std::countl_one(m);
     if (ones == 32 || (m << ones) == 0) prefix = ones;  // contiguous: printed as a prefix
   } else {
@@ -76,8 +76,8 @@ Table* FindOrCreateTable(Ruleset& rs, const Table& fresh) {
   // Keep iptables-nft-save's table order.
   const auto& order = KnownTables();
   auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
-  auto pos = std::find_if(rs.tables.begin(), rs.tables.end(),
-                          [&](const Table& t) { return rank(t.name) > rank(fresh.name); });
+  auto pos =
+      std::find_if(rs.tables.begin(), rs.tables.end(), [&](const Table& t) { return rank(t.name) > rank(fresh.name); });
   return &*rs.tables.insert(pos, fresh);
 }
 

@@ -52,8 +52,8 @@ class FakeBackend : public Backend {
   // Replaces the family's state with parsed iptables-save text.
   Status LoadSave(Family family, std::string_view save_text);
   // Adds traffic to the counters of rule `index` (1-based) of a chain.
-  Status AddPacketCounts(Family family, std::string_view table, std::string_view chain, int index,
-                         uint64_t packets, uint64_t bytes);
+  Status AddPacketCounts(Family family, std::string_view table, std::string_view chain, int index, uint64_t packets,
+                         uint64_t bytes);
   // Marks a table as unrepresentable (as the nft backend does when iptables-save is lossy); creates it if needed.
   Status MarkUnrepresentable(Family family, std::string_view table, std::string reason);
   // Successful commits, in order (what was swapped in).

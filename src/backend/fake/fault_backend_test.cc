@@ -57,8 +57,7 @@ TEST_F(FaultBackendTest, NthIsCountedFromTheCallThatArmsIt) {
 TEST_F(FaultBackendTest, FailsCommitsOfANamedTable) {
   fault_->FailTableCommits(v4, "nat", Status::FailedPrecondition("kernel says no"), 1);
   EXPECT_TRUE(fault_->Commit(AppendBatch("filter", "INPUT", "-j ACCEPT")).ok());
-  EXPECT_EQ(fault_->Commit(AppendBatch("nat", "POSTROUTING", "-j MASQUERADE")).code(),
-            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(fault_->Commit(AppendBatch("nat", "POSTROUTING", "-j MASQUERADE")).code(), StatusCode::kFailedPrecondition);
   EXPECT_TRUE(fault_->Commit(AppendBatch("nat", "POSTROUTING", "-j MASQUERADE")).ok());
 
   fault_->FailTableCommits(v4, "filter", Status::Internal("always"));

@@ -1,8 +1,8 @@
 #include "src/backend/fake/table_sim.h"
 
 #include <algorithm>
-#include <iterator>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -16,12 +16,12 @@ using Kind = TableOp::Kind;
 // Target extensions of iptables 1.8.9 (extensions/libxt_*.c, libipt_*.c, libip6t_*.c) that may appear without
 // options; with options a target is always an extension.
 constexpr std::string_view kTargetExtensions[] = {
-    "AUDIT",     "CHECKSUM", "CLASSIFY", "CLUSTERIP",   "CONNMARK", "CONNSECMARK", "CT",       "DNAT",
-    "DNPT",      "DSCP",     "ECN",      "HL",          "HMARK",    "IDLETIMER",   "LED",      "LOG",
-    "MARK",      "MASQUERADE", "MIRROR", "NETMAP",      "NFLOG",    "NFQUEUE",     "NOTRACK",  "RATEEST",
-    "REDIRECT",  "REJECT",   "SAME",     "SECMARK",     "SET",      "SNAT",        "SNPT",     "SYNPROXY",
-    "TCPMSS",    "TCPOPTSTRIP", "TEE",   "TOS",         "TPROXY",   "TRACE",       "TTL",      "ULOG",
-    "IPV4OPTSSTRIP"};
+    "AUDIT",   "CHECKSUM", "CLASSIFY", "CLUSTERIP",  "CONNMARK", "CONNSECMARK",  "CT",
+    "DNAT",    "DNPT",     "DSCP",     "ECN",        "HL",       "HMARK",        "IDLETIMER",
+    "LED",     "LOG",      "MARK",     "MASQUERADE", "MIRROR",   "NETMAP",       "NFLOG",
+    "NFQUEUE", "NOTRACK",  "RATEEST",  "REDIRECT",   "REJECT",   "SAME",         "SECMARK",
+    "SET",     "SNAT",     "SNPT",     "SYNPROXY",   "TCPMSS",   "TCPOPTSTRIP",  "TEE",
+    "TOS",     "TPROXY",   "TRACE",    "TTL",        "ULOG",     "IPV4OPTSSTRIP"};
 
 std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -243,8 +243,8 @@ Status ApplyTableOp(Family family, Table& table, const TableOp& op, bool with_co
     case Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(Chain * c, find_chain(op.chain));
       if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
-        return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range: chain " +
-                                       op.chain + " has " + std::to_string(c->rules.size()) + " rules");
+        return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range: chain " + op.chain +
+                                       " has " + std::to_string(c->rules.size()) + " rules");
       }
       IPTKIT_RETURN_IF_ERROR(CheckRule(family, table, op.chain, op.rule));
       c->rules.insert(c->rules.begin() + (op.index - 1), WithCounters(op.rule, with_counters));
@@ -305,17 +305,15 @@ Status ApplyTableOp(Family family, Table& table, const TableOp& op, bool with_co
                                             std::to_string(c->rules.size()) + " rules)");
         }
         std::vector<RuleRef> refs = FindReferences(table, name);
-        std::erase_if(refs, [&](const RuleRef& r) {
-          return std::find(names.begin(), names.end(), r.chain) != names.end();
-        });
+        std::erase_if(refs,
+                      [&](const RuleRef& r) { return std::find(names.begin(), names.end(), r.chain) != names.end(); });
         if (!refs.empty()) {
           return Status::FailedPrecondition("chain " + Quoted(name) + " is referenced by " +
                                             DescribeReferences(table, refs));
         }
       }
-      std::erase_if(table.chains, [&](const Chain& c) {
-        return std::find(names.begin(), names.end(), c.name) != names.end();
-      });
+      std::erase_if(table.chains,
+                    [&](const Chain& c) { return std::find(names.begin(), names.end(), c.name) != names.end(); });
       return Status::Ok();
     }
     case Kind::kRenameChain: {
@@ -381,18 +379,30 @@ std::string DescribeTableOp(const TableOp& op) {
     return s;
   };
   switch (op.kind) {
-    case Kind::kAppend: return with_chain("-A") + " " + FormatRuleSpec(op.rule);
-    case Kind::kInsert: return with_chain("-I") + " " + std::to_string(op.index) + " " + FormatRuleSpec(op.rule);
-    case Kind::kCheck: return with_chain("-C") + " " + FormatRuleSpec(op.rule);
-    case Kind::kDelete: return with_chain("-D") + " " + FormatRuleSpec(op.rule);
-    case Kind::kDeleteAt: return with_chain("-D") + " " + std::to_string(op.index);
-    case Kind::kReplace: return with_chain("-R") + " " + std::to_string(op.index) + " " + FormatRuleSpec(op.rule);
-    case Kind::kNewChain: return with_chain("-N");
-    case Kind::kDeleteChain: return with_chain("-X");
-    case Kind::kRenameChain: return with_chain("-E") + " " + op.arg;
-    case Kind::kFlush: return with_chain("-F");
-    case Kind::kZero: return with_chain("-Z");
-    case Kind::kPolicy: return with_chain("-P") + " " + op.arg;
+    case Kind::kAppend:
+      return with_chain("-A") + " " + FormatRuleSpec(op.rule);
+    case Kind::kInsert:
+      return with_chain("-I") + " " + std::to_string(op.index) + " " + FormatRuleSpec(op.rule);
+    case Kind::kCheck:
+      return with_chain("-C") + " " + FormatRuleSpec(op.rule);
+    case Kind::kDelete:
+      return with_chain("-D") + " " + FormatRuleSpec(op.rule);
+    case Kind::kDeleteAt:
+      return with_chain("-D") + " " + std::to_string(op.index);
+    case Kind::kReplace:
+      return with_chain("-R") + " " + std::to_string(op.index) + " " + FormatRuleSpec(op.rule);
+    case Kind::kNewChain:
+      return with_chain("-N");
+    case Kind::kDeleteChain:
+      return with_chain("-X");
+    case Kind::kRenameChain:
+      return with_chain("-E") + " " + op.arg;
+    case Kind::kFlush:
+      return with_chain("-F");
+    case Kind::kZero:
+      return with_chain("-Z");
+    case Kind::kPolicy:
+      return with_chain("-P") + " " + op.arg;
   }
   return "?";
 }

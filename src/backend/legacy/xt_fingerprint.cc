@@ -3,9 +3,11 @@
 #include <fcntl.h>
 // glibc's netinet/in.h before the kernel headers: it tells <linux/in.h> (via __UAPI_DEF_*) not to redefine
 // in_addr and IPPROTO_*.
+// clang-format off
 #include <netinet/in.h>
 #include <linux/netfilter_ipv4/ip_tables.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
+// clang-format on
 #include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -122,21 +124,24 @@ Result<std::unique_ptr<XtablesProbe>> XtablesProbe::Open(int netns_fd) {
 
 Status XtablesProbe::OpenInNetns(Family family, bool with_socket) {
   PerFamily& f = family == Family::kIPv4 ? v4_ : v6_;
-  return base::RunInNetnsThread(netns_fd_, [&]() -> Status {
-    if (with_socket) {
-      int domain = family == Family::kIPv4 ? V4::kDomain : V6::kDomain;
-      int fd = ::socket(domain, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
-      if (fd < 0) return base::ErrnoToStatus(errno, "socket(SOCK_RAW) for the x_tables probe");
-      f.socket.reset(fd);
-    }
-    int fd = ::open(NamesPath(family), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      if (errno == ENOENT) return Status::Ok();  // the module is not loaded: no table of this family exists
-      return base::ErrnoToStatus(errno, std::string("open ") + NamesPath(family));
-    }
-    f.names.reset(fd);
-    return Status::Ok();
-  }, "opening the x_tables probe");
+  return base::RunInNetnsThread(
+      netns_fd_,
+      [&]() -> Status {
+        if (with_socket) {
+          int domain = family == Family::kIPv4 ? V4::kDomain : V6::kDomain;
+          int fd = ::socket(domain, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW);
+          if (fd < 0) return base::ErrnoToStatus(errno, "socket(SOCK_RAW) for the x_tables probe");
+          f.socket.reset(fd);
+        }
+        int fd = ::open(NamesPath(family), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+          if (errno == ENOENT) return Status::Ok();  // the module is not loaded: no table of this family exists
+          return base::ErrnoToStatus(errno, std::string("open ") + NamesPath(family));
+        }
+        f.names.reset(fd);
+        return Status::Ok();
+      },
+      "opening the x_tables probe");
 }
 
 Result<std::vector<std::string>> XtablesProbe::TableNames(Family family) {

@@ -1,7 +1,6 @@
 // Tests of XtablesProbe against the real kernel in private network namespaces (root; skip otherwise). Tables
 // are written with iptables-legacy inside the namespace; the host's firewall is never touched.
 #include "src/backend/legacy/xt_fingerprint.h"
-#include "src/backend/test_netns.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -11,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "src/backend/test_netns.h"
 #include "src/base/netns.h"
 #include "src/base/subprocess.h"
 

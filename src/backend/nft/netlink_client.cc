@@ -37,12 +37,18 @@ uint16_t NfProto(Family family) { return family == Family::kIPv4 ? NFPROTO_IPV4 
 // Hook numbers of the ip/ip6 families (linux/netfilter.h enum nf_inet_hooks) as nft names them.
 std::string HookName(uint32_t hooknum) {
   switch (hooknum) {
-    case NF_INET_PRE_ROUTING: return "prerouting";
-    case NF_INET_LOCAL_IN: return "input";
-    case NF_INET_FORWARD: return "forward";
-    case NF_INET_LOCAL_OUT: return "output";
-    case NF_INET_POST_ROUTING: return "postrouting";
-    default: return "hook" + std::to_string(hooknum);
+    case NF_INET_PRE_ROUTING:
+      return "prerouting";
+    case NF_INET_LOCAL_IN:
+      return "input";
+    case NF_INET_FORWARD:
+      return "forward";
+    case NF_INET_LOCAL_OUT:
+      return "output";
+    case NF_INET_POST_ROUTING:
+      return "postrouting";
+    default:
+      return "hook" + std::to_string(hooknum);
   }
 }
 
@@ -102,9 +108,8 @@ std::string AttrString(const nlattr* attr) {
 
 std::string LossyExpressionsReason(const std::vector<RuleExpr>& exprs) {
   // The expression types iptables-nft 1.8.9 writes (nft-shared.c, nft-ruleparse*.c parse exactly these back).
-  static const std::set<std::string_view> kIptablesNft = {"payload", "meta",      "bitwise", "cmp",
-                                                          "range",   "counter",   "match",   "target",
-                                                          "immediate", "limit",   "log",     "queue"};
+  static const std::set<std::string_view> kIptablesNft = {"payload", "meta",   "bitwise",   "cmp",   "range", "counter",
+                                                          "match",   "target", "immediate", "limit", "log",   "queue"};
   if (exprs.empty()) return "rule without expressions";
   for (const RuleExpr& e : exprs) {
     if (e.name == "lookup") {

@@ -42,7 +42,8 @@ struct KernelChain {
 };
 struct KernelTable {
   std::map<std::string, KernelChain> chains;
-  std::vector<std::string> sets;  // named sets/maps (not anonymous ones): iptables-nft-save marks such tables incompatible
+  std::vector<std::string>
+      sets;  // named sets/maps (not anonymous ones): iptables-nft-save marks such tables incompatible
 };
 // (nft family "ip"/"ip6"/..., table) → chains.
 using KernelView = std::map<std::pair<std::string, std::string>, KernelTable>;

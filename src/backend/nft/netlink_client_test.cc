@@ -36,8 +36,7 @@ TEST(LossyExpressionsReasonTest, IptablesNftExpressionsAreFaithful) {
 
 TEST(LossyExpressionsReasonTest, NativeExpressionsAreLossy) {
   EXPECT_EQ(LossyExpressionsReason({}), "rule without expressions");
-  EXPECT_EQ(LossyExpressionsReason({{"payload", ""}, {"lookup", "__set0"}, {"immediate", ""}}),
-            "anonymous set lookup");
+  EXPECT_EQ(LossyExpressionsReason({{"payload", ""}, {"lookup", "__set0"}, {"immediate", ""}}), "anonymous set lookup");
   EXPECT_EQ(LossyExpressionsReason({{"payload", ""}, {"lookup", "blocked"}}), "named set lookup (@blocked)");
   EXPECT_EQ(LossyExpressionsReason({{"ct", ""}, {"bitwise", ""}, {"cmp", ""}}), "native nft expression 'ct'");
   EXPECT_EQ(LossyExpressionsReason({{"counter", ""}, {"nat", ""}}), "native nft expression 'nat'");
@@ -64,9 +63,7 @@ class NetlinkClientTest : public ::testing::Test {
     if (r->exit_code != 0) return path + " exited " + std::to_string(r->exit_code) + ": " + r->stderr_text;
     return "";
   }
-  std::string Restore(const std::string& text) {
-    return Exec({"/usr/sbin/iptables-nft-restore", "--noflush"}, text);
-  }
+  std::string Restore(const std::string& text) { return Exec({"/usr/sbin/iptables-nft-restore", "--noflush"}, text); }
   uint32_t Gen() {
     auto g = client_->GenerationId();
     EXPECT_TRUE(g.ok()) << g.status().ToString();
@@ -103,10 +100,11 @@ TEST_F(NetlinkClientTest, OneRestoreRunIsOneGeneration) {
 }
 
 TEST_F(NetlinkClientTest, DumpCountsRulesPerChain) {
-  ASSERT_EQ(Restore("*filter\n-N FOO\n-A FOO -j RETURN\n-A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j FOO\n"
-                    "-A INPUT -m comment --comment hi -j ACCEPT\n-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\n"
-                    "COMMIT\n*nat\n-A POSTROUTING -o lo -j MASQUERADE\nCOMMIT\n"),
-            "");
+  ASSERT_EQ(
+      Restore("*filter\n-N FOO\n-A FOO -j RETURN\n-A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j FOO\n"
+              "-A INPUT -m comment --comment hi -j ACCEPT\n-A INPUT -m conntrack --ctstate ESTABLISHED -j ACCEPT\n"
+              "COMMIT\n*nat\n-A POSTROUTING -o lo -j MASQUERADE\nCOMMIT\n"),
+      "");
   auto view = client_->Dump(Family::kIPv4, std::nullopt);
   ASSERT_TRUE(view.ok()) << view.status().ToString();
   ASSERT_TRUE(view->count({"ip", "filter"}));

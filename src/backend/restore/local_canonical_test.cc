@@ -55,11 +55,11 @@ const std::vector<std::string> kCoveredV6 = {
 };
 
 TEST(LocalCanonicalTest, LeavesEverythingElseToIptables) {
-  for (const char* spec : {"-p tcp -j DROP", "-s 10.0.0.1 -p udp --dport 53 -j ACCEPT", "-f -j DROP",
-                           "-s 10.0.0.0/0 -j DROP", "-s 10.0.0.0/255.0.255.0 -j DROP",
-                           "-j LOG", "-j MYCHAIN", "-g MYCHAIN", "-i + -j DROP", "-j REJECT --reject-with tcp-reset",
-                           "-m comment --comment \"with space\" -j DROP", "-m conntrack --ctstate NEW -j ACCEPT",
-                           "-j QUEUE"}) {
+  for (const char* spec :
+       {"-p tcp -j DROP", "-s 10.0.0.1 -p udp --dport 53 -j ACCEPT", "-f -j DROP", "-s 10.0.0.0/0 -j DROP",
+        "-s 10.0.0.0/255.0.255.0 -j DROP", "-j LOG", "-j MYCHAIN", "-g MYCHAIN", "-i + -j DROP",
+        "-j REJECT --reject-with tcp-reset", "-m comment --comment \"with space\" -j DROP",
+        "-m conntrack --ctstate NEW -j ACCEPT", "-j QUEUE"}) {
     EXPECT_EQ(Local(v4, spec), std::nullopt) << spec;
   }
   EXPECT_EQ(Local(v6, "-s ::/0 -j DROP"), std::nullopt);

@@ -11,9 +11,9 @@
 #include <sstream>
 
 #include "iptkit/dialect.h"
-#include "src/base/errno_status.h"
 #include "src/backend/fake/table_sim.h"
 #include "src/backend/restore/local_canonical.h"
+#include "src/base/errno_status.h"
 #include "src/base/file_lock.h"
 
 #ifndef IPTKIT_XTABLES_LIBDIR
@@ -156,11 +156,11 @@ using nft::KernelTable;
 using nft::KernelView;
 
 // Why iptables-nft-save would print this rule lossily, or "" when every expression is one iptables-nft 1.8.9
-// creates and prints back (the JSON twin of nft::LossyExpressionsReason) (the expression kinds seen when loading the whole corpus with iptables-nft: payload /
-// meta / bitwise matches — with ==, !=, <=, >=, ! and "in" for flag tests — against literal values, prefixes and
-// ranges; counter; xt match/target; verdicts; limit, log, mangle). Anything else — set lookups ({ a, b } or @set),
-// ct/fib/socket/numgen/... native expressions, statements such as nat/reject/notrack written by nft — is what
-// iptables-nft-save drops or misprints.
+// creates and prints back (the JSON twin of nft::LossyExpressionsReason) (the expression kinds seen when loading the
+// whole corpus with iptables-nft: payload / meta / bitwise matches — with ==, !=, <=, >=, ! and "in" for flag tests —
+// against literal values, prefixes and ranges; counter; xt match/target; verdicts; limit, log, mangle). Anything else —
+// set lookups ({ a, b } or @set), ct/fib/socket/numgen/... native expressions, statements such as nat/reject/notrack
+// written by nft — is what iptables-nft-save drops or misprints.
 std::string LossyRuleReason(const nlohmann::json& expr) {
   static const std::set<std::string> kStatements = {"match", "counter", "xt",    "accept", "drop",   "return",
                                                     "jump",  "goto",    "limit", "log",    "mangle", "queue"};
@@ -703,8 +703,8 @@ bool RestoreBackend::SimulateOnCache(Table& table, const TableBatch& batch) cons
     return snapshot_specs->count(spec) != 0;
   };
   for (const TableOp& op : batch.ops) {
-    const bool adds = op.kind == TableOp::Kind::kAppend || op.kind == TableOp::Kind::kInsert ||
-                      op.kind == TableOp::Kind::kReplace;
+    const bool adds =
+        op.kind == TableOp::Kind::kAppend || op.kind == TableOp::Kind::kInsert || op.kind == TableOp::Kind::kReplace;
     if (adds && !canonical(op.rule)) return false;
   }
   // In place: copying a 20,000-rule table per commit cost more than the commit's planning (daemon benchmark).
@@ -754,7 +754,9 @@ void RestoreBackend::UpdateSnapshotCache(const TableBatch& batch, uint32_t gener
       auto fresh = NewTable(batch.table);
       if (fresh.ok()) {
         const auto& order = KnownTables();
-        auto rank = [&](const std::string& name) { return std::find(order.begin(), order.end(), name) - order.begin(); };
+        auto rank = [&](const std::string& name) {
+          return std::find(order.begin(), order.end(), name) - order.begin();
+        };
         auto pos = std::find_if(tables.begin(), tables.end(),
                                 [&](const Table& t) { return rank(t.name) > rank(batch.table); });
         same = tables.insert(pos, *std::move(fresh));
@@ -938,9 +940,12 @@ Status RestoreBackend::CanonicalizeInScratch(Family family, const std::string& t
       ++count;
       failures += (failures.empty() ? "" : "; ") + std::string("'") + specs[i] + "': " + one.message();
     }
-    if (count == 0) return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules");
+    if (count == 0) {
+      return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules").WithReason("rule_rejected");
+    }
     return Status::InvalidArgument("iptables rejects " + std::to_string(count) + " rule(s) for table " + table + ": " +
-                                   failures);
+                                   failures)
+        .WithReason("rule_rejected");
   }
   IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, scratch_->fd(), /*strict=*/true));
   const Table* t = save.ruleset.FindTable(table);

@@ -35,16 +35,16 @@
 //    byte-equal blobs are equal rulesets, whatever happened in between; counters may then be stale.
 //    Commit (the lock is held throughout, ours or the guard's): the fingerprint is compared with the cached one
 //    first (a foreign write since the read → drop) unless the cache was checked or recorded during the current
-//    hold of a LockGuard (no lock-respecting writer can have run since), then the restore runs, then the cached table is updated by
-//    ApplyTableOp under the nft path's conditions (rules known canonical; not flush_table / with_counters) and
-//    the fingerprint read right after the restore, still under the lock, is recorded with it. A new table takes
-//    its place in /proc/net/ip_tables_names order (save's order). A failed restore replaced nothing (libiptc
-//    replaces a table once, at COMMIT): the cache stays, and is checked by the next read anyway.
-//    Limits: a writer that ignores the xtables lock (raw libiptc, another lock file or mount namespace) and
-//    changes a table between our check and our restore, or between our restore and the fingerprint after it,
-//    is folded into the recorded fingerprint without being in the model — the same writer also loses updates
-//    against iptables itself (libiptc replaces whole tables). `ipset rename/swap` changes save's text without
-//    changing any blob (rules hold set indexes), as it does not change the nft generation id either.
+//    hold of a LockGuard (no lock-respecting writer can have run since), then the restore runs, then the cached table
+//    is updated by ApplyTableOp under the nft path's conditions (rules known canonical; not flush_table /
+//    with_counters) and the fingerprint read right after the restore, still under the lock, is recorded with it. A new
+//    table takes its place in /proc/net/ip_tables_names order (save's order). A failed restore replaced nothing
+//    (libiptc replaces a table once, at COMMIT): the cache stays, and is checked by the next read anyway. Limits: a
+//    writer that ignores the xtables lock (raw libiptc, another lock file or mount namespace) and changes a table
+//    between our check and our restore, or between our restore and the fingerprint after it, is folded into the
+//    recorded fingerprint without being in the model — the same writer also loses updates against iptables itself
+//    (libiptc replaces whole tables). `ipset rename/swap` changes save's text without changing any blob (rules hold set
+//    indexes), as it does not change the nft generation id either.
 //  - Commit maps failures to the op: "line N failed" / "Error occurred at line: N" name the restore line, which
 //    the Status quotes with the tool's stderr. A lock timeout is Unavailable. A rejection at the COMMIT line is
 //    the kernel refusing the table (legacy logs the reason only to the kernel log) → InvalidArgument. Harmless
@@ -55,9 +55,9 @@
 //    is a no-op guard (iptables-nft takes no lock; -C preconditions and its generation-id retry give
 //    correctness). A LockGuard must not outlive its backend.
 //  - Canonicalize computes the canonical form of simple rules itself (addresses, interfaces, comments, verdicts:
-//    local_canonical.h) and loads the other uncached rules into a private ScratchNetns (created on first use, reused) as a user
-//    chain of the same table (so hook restrictions do not apply), one restore + one save for all of them, with
-//    the user chains they jump to, the ipsets they use (create line copied from the target netns) and nfacct
+//    local_canonical.h) and loads the other uncached rules into a private ScratchNetns (created on first use, reused)
+//    as a user chain of the same table (so hook restrictions do not apply), one restore + one save for all of them,
+//    with the user chains they jump to, the ipsets they use (create line copied from the target netns) and nfacct
 //    objects. Cached per (family, table, FormatRuleSpec). Failures name the spec with iptables' stderr.
 // Thread-safety: one thread at a time (like every Backend).
 //
@@ -176,7 +176,7 @@ class RestoreBackend final : public Backend {
   std::set<std::tuple<Family, std::string, std::string>> canonical_outputs_;
   size_t local_canonicalized_ = 0;
 
-  std::unique_ptr<nft::NetlinkClient> netlink_;  // nft: opened on first use, kept open
+  std::unique_ptr<nft::NetlinkClient> netlink_;     // nft: opened on first use, kept open
   std::unique_ptr<legacy::XtablesProbe> xt_probe_;  // legacy: opened on first Read, kept open
   struct CachedSnapshot {
     uint32_t generation = 0;  // nft

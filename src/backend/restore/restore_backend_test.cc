@@ -2,7 +2,6 @@
 // namespaces. Need root; skip otherwise. Every test owns its namespaces (unique names) and deletes them in
 // destructors, so a failing assertion leaves nothing behind.
 #include "src/backend/restore/restore_backend.h"
-#include "src/backend/test_netns.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -18,6 +17,7 @@
 
 #include "iptkit/dialect.h"
 #include "src/backend/backend_test_util.h"
+#include "src/backend/test_netns.h"
 #include "src/base/file_lock.h"
 #include "src/base/subprocess.h"
 
@@ -548,17 +548,20 @@ TEST_F(NftTest, SnapshotCacheFollowsOwnCommitsAndEqualsAFreshRead) {
   ASSERT_TRUE(backend_->has_cached_snapshot(v6));
 
   const std::vector<std::pair<Family, TableBatch>> steps = {
-      {v4, Batch(v4, "filter", {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", f[0]),
-                                TableOp::Make(K::kAppend, "INPUT", f[1]), TableOp::Make(K::kInsert, "INPUT", f[2], 1)})},
-      {v4, Batch(v4, "filter", {TableOp::Make(K::kNewChain, "ZZZ"), TableOp::Make(K::kNewChain, "AAA"),
-                                TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")})},
+      {v4, Batch(v4, "filter",
+                 {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", f[0]),
+                  TableOp::Make(K::kAppend, "INPUT", f[1]), TableOp::Make(K::kInsert, "INPUT", f[2], 1)})},
+      {v4, Batch(v4, "filter",
+                 {TableOp::Make(K::kNewChain, "ZZZ"), TableOp::Make(K::kNewChain, "AAA"),
+                  TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")})},
       // Separate blocks: iptables-nft 1.8.9 does not know a chain renamed earlier in the same block.
       {v4, Batch(v4, "filter", {TableOp::Make(K::kRenameChain, "ZZZ", {}, 0, "OTHER")})},
       {v4, Batch(v4, "filter", {TableOp::Make(K::kAppend, "OUTPUT", f[3])})},
       {v4, Batch(v4, "nat", {TableOp::Make(K::kAppend, "POSTROUTING", n[0])})},
       {v6, Batch(v6, "filter", {TableOp::Make(K::kAppend, "INPUT", r6[0])})},
-      {v4, Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[1]), TableOp::Make(K::kDelete, "INPUT", f[1]),
-                                TableOp::Make(K::kDelete, "OUTPUT", f[3]), TableOp::Make(K::kDeleteChain, "OTHER")})},
+      {v4, Batch(v4, "filter",
+                 {TableOp::Make(K::kCheck, "INPUT", f[1]), TableOp::Make(K::kDelete, "INPUT", f[1]),
+                  TableOp::Make(K::kDelete, "OUTPUT", f[3]), TableOp::Make(K::kDeleteChain, "OTHER")})},
       {v4, Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[2])})},  // commits nothing
   };
   int step = 0;
@@ -582,7 +585,8 @@ TEST_F(NftTest, ForeignWritesInvalidateTheSnapshotCache) {
   ASSERT_TRUE(backend_->has_cached_snapshot(v4));
 
   // Between two reads: the next (planning) read sees the foreign rule.
-  ASSERT_EQ(ns_->Exec({IptablesToolPath(Variant::kNft, v4, ""), "-I", "INPUT", "1", "-s", "10.9.9.9", "-j", "DROP"}), "");
+  ASSERT_EQ(ns_->Exec({IptablesToolPath(Variant::kNft, v4, ""), "-I", "INPUT", "1", "-s", "10.9.9.9", "-j", "DROP"}),
+            "");
   uint64_t saves = backend_->read_stats().saves;
   auto rs = backend_->Read(v4, std::nullopt, false);
   ASSERT_TRUE(rs.ok()) << rs.status().ToString();
@@ -620,8 +624,9 @@ TEST_F(NftTest, RulesNotKnownCanonicalDropTheCachedFamily) {
   ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
   ASSERT_TRUE(backend_->Read(Family::kIPv6, std::nullopt, false).ok());
   // Not canonical ("--dport" without "-m tcp", no /32): the cache cannot know how save prints it.
-  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT",
-                                                                  R("-s 10.0.0.1 -p tcp --dport 22 -j ACCEPT"))}))
+  ASSERT_TRUE(backend_
+                  ->Commit(Batch(v4, "filter",
+                                 {TableOp::Make(K::kAppend, "INPUT", R("-s 10.0.0.1 -p tcp --dport 22 -j ACCEPT"))}))
                   .ok());
   EXPECT_FALSE(backend_->has_cached_snapshot(v4));
   EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv6));  // our commit, one generation: still exact
@@ -753,18 +758,21 @@ TEST_F(LegacyTest, SnapshotCacheFollowsOwnCommitsAndEqualsAFreshRead) {
   ASSERT_TRUE(backend_->has_cached_snapshot(v6));
 
   const std::vector<TableBatch> steps = {
-      Batch(v4, "filter", {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", f[0]),
-                           TableOp::Make(K::kInsert, "INPUT", f[2], 1)}),
-      Batch(v4, "filter", {TableOp::Make(K::kNewChain, "ZZZ"), TableOp::Make(K::kNewChain, "AAA"),
-                           TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")}),
+      Batch(v4, "filter",
+            {TableOp::Make(K::kNewChain, "MYCHAIN"), TableOp::Make(K::kAppend, "MYCHAIN", f[0]),
+             TableOp::Make(K::kInsert, "INPUT", f[2], 1)}),
+      Batch(v4, "filter",
+            {TableOp::Make(K::kNewChain, "ZZZ"), TableOp::Make(K::kNewChain, "AAA"),
+             TableOp::Make(K::kPolicy, "FORWARD", {}, 0, "DROP")}),
       Batch(v4, "filter", {TableOp::Make(K::kRenameChain, "ZZZ", {}, 0, "OTHER")}),
       Batch(v4, "filter", {TableOp::Make(K::kAppend, "OUTPUT", f[3])}),
       Batch(v4, "nat", {TableOp::Make(K::kAppend, "POSTROUTING", n[0])}),  // a new table
-      Batch(v6, "filter", {TableOp::Make(K::kAppend, "INPUT", r6[0])}),     // a new table
+      Batch(v6, "filter", {TableOp::Make(K::kAppend, "INPUT", r6[0])}),    // a new table
       Batch(v6, "mangle", {TableOp::Make(K::kAppend, "PREROUTING", m6[0])}),
       Batch(v6, "filter", {TableOp::Make(K::kReplace, "INPUT", r6[1], 1)}),
-      Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[1]), TableOp::Make(K::kDelete, "INPUT", f[1]),
-                           TableOp::Make(K::kDelete, "OUTPUT", f[3]), TableOp::Make(K::kDeleteChain, "OTHER")}),
+      Batch(v4, "filter",
+            {TableOp::Make(K::kCheck, "INPUT", f[1]), TableOp::Make(K::kDelete, "INPUT", f[1]),
+             TableOp::Make(K::kDelete, "OUTPUT", f[3]), TableOp::Make(K::kDeleteChain, "OTHER")}),
       Batch(v4, "filter", {TableOp::Make(K::kCheck, "INPUT", f[2])}),  // changes nothing
   };
   int step = 0;
@@ -866,8 +874,9 @@ TEST_F(LegacyTest, SnapshotCacheNeedsTheLockAndCanonicalRules) {
   ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
   ASSERT_TRUE(backend_->has_cached_snapshot(v4));
   // Not canonical ("--dport" without "-m tcp", no /32): the cache cannot know how save prints it.
-  ASSERT_TRUE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kAppend, "INPUT",
-                                                                  R("-s 10.0.0.1 -p tcp --dport 22 -j ACCEPT"))}))
+  ASSERT_TRUE(backend_
+                  ->Commit(Batch(v4, "filter",
+                                 {TableOp::Make(K::kAppend, "INPUT", R("-s 10.0.0.1 -p tcp --dport 22 -j ACCEPT"))}))
                   .ok());
   EXPECT_FALSE(backend_->has_cached_snapshot(v4));
   auto rs = backend_->Read(v4, std::nullopt, false);
@@ -888,8 +897,8 @@ TEST_F(LegacyTest, SnapshotCacheNeedsTheLockAndCanonicalRules) {
   // A failed commit keeps it (nothing was replaced).
   ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
   ASSERT_TRUE(backend_->has_cached_snapshot(v4));
-  EXPECT_FALSE(backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kDelete, "INPUT", R("-s 7.7.7.7/32 -j DROP"))}))
-                   .ok());
+  EXPECT_FALSE(
+      backend_->Commit(Batch(v4, "filter", {TableOp::Make(K::kDelete, "INPUT", R("-s 7.7.7.7/32 -j DROP"))})).ok());
   EXPECT_TRUE(backend_->has_cached_snapshot(v4));
   saves = backend_->read_stats().saves;
   ASSERT_TRUE(backend_->Read(v4, std::nullopt, false).ok());
