@@ -15,6 +15,7 @@
 #include <map>
 #include <set>
 
+#include "src/base/duration.h"
 #include "src/base/errno_status.h"
 #include "src/base/unique_fd.h"
 
@@ -137,28 +138,6 @@ Result<SocketPeer> SocketPeerOrReason(std::string_view text) {
   return p;
 }
 
-Result<std::chrono::milliseconds> DurationOrReason(std::string_view text) {
-  size_t digits = 0;
-  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
-  const std::string_view number = text.substr(0, digits), unit = text.substr(digits);
-  int64_t factor = 0;
-  if (unit == "ms") {
-    factor = 1;
-  } else if (unit == "s" || unit.empty()) {
-    factor = 1000;
-  } else if (unit == "m") {
-    factor = 60 * 1000;
-  } else if (unit == "h") {
-    factor = 60 * 60 * 1000;
-  }
-  uint64_t n = 0;
-  if (factor == 0 || !ParseUnsigned(number, std::numeric_limits<int64_t>::max() / factor, &n)) {
-    return Status::InvalidArgument("expected a duration such as 250ms, 5s, 2m, 1h or a number of seconds");
-  }
-  if (n == 0) return Status::InvalidArgument("the duration must be greater than 0");
-  return std::chrono::milliseconds(static_cast<int64_t>(n) * factor);
-}
-
 Status PositiveSize(std::string_view v, size_t* out) {
   uint64_t n = 0;
   if (!ParseUnsigned(v, std::numeric_limits<size_t>::max(), &n) || n == 0) {
@@ -273,7 +252,7 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
       {"drift_interval",
        {false,
         [](std::string_view v, DaemonConfig* c) {
-          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
           if (!d.ok()) return d.status();
           c->drift_interval = *d;
           return Status::Ok();
@@ -285,7 +264,7 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
             c->group_wait = std::chrono::milliseconds(0);
             return Status::Ok();
           }
-          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
           if (!d.ok()) return d.status();
           if (*d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
           c->group_wait = *d;
@@ -294,7 +273,7 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
       {"wait",
        {false,
         [](std::string_view v, DaemonConfig* c) {
-          Result<std::chrono::milliseconds> d = DurationOrReason(v);
+          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
           if (!d.ok()) return d.status();
           c->wait = *d;
           return Status::Ok();
@@ -406,8 +385,8 @@ std::string FormatSocketPeer(const SocketPeer& p) {
 }
 
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
-  Result<std::chrono::milliseconds> d = DurationOrReason(text);
-  if (!d.ok()) return Status::InvalidArgument("duration " + Quote(text) + ": " + d.status().message());
+  Result<std::chrono::milliseconds> d = base::ParseDuration(text);
+  if (!d.ok()) return Status::InvalidArgument("duration " + d.status().message());
   return d;
 }
 

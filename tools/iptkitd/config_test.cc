@@ -138,10 +138,11 @@ TEST(ParseDurationTest, Forms) {
   EXPECT_EQ(*ParseDuration("1h"), milliseconds(3600000));
   EXPECT_EQ(*ParseDuration("7"), milliseconds(7000));
   EXPECT_EQ(*ParseDuration("1ms"), milliseconds(1));
+  EXPECT_EQ(*ParseDuration("1d"), milliseconds(86400000));
 }
 
 TEST(ParseDurationTest, Refusals) {
-  for (std::string text : {"0", "0s", "0ms", "", "s", "5x", "5 s", " 5s", "1.5s", "-1s", "+1s", "5S", "1d",
+  for (std::string text : {"0", "0s", "0ms", "", "s", "5x", "5 s", " 5s", "1.5s", "-1s", "+1s", "5S", "1w",
                            "99999999999999999999h", "9223372036854775807h"}) {
     SCOPED_TRACE(text);
     ExpectInvalid(ParseDuration(text), {"duration '" + text + "'"});
