@@ -90,6 +90,10 @@ struct TableCommit {
 struct CommitResult {
   std::vector<TableCommit> tables;  // in commit order
   bool dry_run = false;
+  // The whole commit was one kernel transaction (one table, or a backend atomic across tables); otherwise each
+  // table was committed atomically on its own, and packets between two of those commits saw new and old tables.
+  bool atomic_across_tables = false;
+  std::string backend;  // the backend that committed it ("nft", "legacy", "fake"); empty for a dry run
   // For a failed multi-table commit that was rolled back this stays empty: the call returns the error instead.
 };
 

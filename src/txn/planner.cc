@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "iptkit/dialect.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 
 namespace iptkit::txn {
 namespace {
@@ -501,7 +501,7 @@ void BatchPlanner::RollbackTo(Mark mark) {
 Status BatchPlanner::AddTransaction(const Transaction& txn) {
   IPTKIT_RETURN_IF_ERROR(poisoned_);
   if (backend_ == nullptr) return Status::Internal("BatchPlanner without a backend cannot plan transactions");
-  if (backend_->name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
+  if (!backend_->traits().rename_then_use) IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
   struct Group {
     Family family;
     std::string table;
@@ -556,7 +556,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
       Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
       if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
       if (canon->size() != rules.size()) {
-        return fail(Status::Internal("backend " + backend_->name() + " returned " + std::to_string(canon->size()) +
+        return fail(Status::Internal("backend " + backend_->traits().name + " returned " + std::to_string(canon->size()) +
                                      " canonical rules for " + std::to_string(rules.size())));
       }
       size_t next = 0;

@@ -3,7 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/txn/firewall_internal.h"
 #include "src/txn/txn_test_util.h"
 

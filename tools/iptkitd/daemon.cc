@@ -147,7 +147,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     if (kind == BackendKind::kFake) return backend::NewSharedFakeHandle(shared_fake);
     IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> b,
                             backend::MakeBackend(resolved->value_or(kind), backend_options));
-    if (!*resolved) *resolved = b->name() == "legacy" ? BackendKind::kLegacy : BackendKind::kNft;
+    if (!*resolved) *resolved = b->traits().variant == "legacy" ? BackendKind::kLegacy : BackendKind::kNft;
     return b;
   };
   options.firewall.netns = config.netns;
