@@ -712,7 +712,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
       if (!body.ok()) return status_error(body.status());
       Result<bool> dry = QueryBool(req.query, "dry_run");
       if (!dry.ok()) return status_error(dry.status());
-      Result<std::optional<int64_t>> confirm = QueryInt(req.query, "confirm_within", 1, kMaxSeconds);
+      Result<std::optional<int64_t>> confirm = QuerySeconds(req.query, "confirm_within", kMaxSeconds);
       if (!confirm.ok()) return status_error(confirm.status());
       if (*confirm && body->confirm_within_seconds && *confirm != *body->confirm_within_seconds) {
         return status_error(
@@ -767,7 +767,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
       if (Status s = check_query({"dry_run", "confirm_within"}); !s.ok()) return status_error(s);
       Result<bool> dry = QueryBool(req.query, "dry_run");
       if (!dry.ok()) return status_error(dry.status());
-      Result<std::optional<int64_t>> confirm = QueryInt(req.query, "confirm_within", 1, kMaxSeconds);
+      Result<std::optional<int64_t>> confirm = QuerySeconds(req.query, "confirm_within", kMaxSeconds);
       if (!confirm.ok()) return status_error(confirm.status());
       service::ChangeRequest change;
       change.dry_run = *dry;

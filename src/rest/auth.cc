@@ -39,13 +39,23 @@ AuthResult Authenticate(store::Store& store, std::string_view header) {
     out.problem = "missing Authorization header (expected 'Bearer <token>')";
     return out;
   }
-  constexpr std::string_view kBearer = "Bearer ";
-  if (header.size() <= kBearer.size() || header.substr(0, kBearer.size()) != kBearer) {
+  // RFC 7235 §2.1: the scheme is case-insensitive and is followed by one or more spaces.
+  constexpr std::string_view kBearer = "bearer";
+  const bool bearer = header.size() > kBearer.size() &&
+                      std::equal(kBearer.begin(), kBearer.end(), header.begin(),
+                                 [](char want, char got) { return want == (got | 0x20); }) &&
+                      (header[kBearer.size()] == ' ' || header[kBearer.size()] == '\t');
+  if (!bearer) {
     out.problem = "the Authorization header must be 'Bearer <token>'";
     return out;
   }
   std::string_view secret = header.substr(kBearer.size());
-  while (!secret.empty() && secret.back() == ' ') secret.remove_suffix(1);
+  while (!secret.empty() && (secret.front() == ' ' || secret.front() == '\t')) secret.remove_prefix(1);
+  while (!secret.empty() && (secret.back() == ' ' || secret.back() == '\t')) secret.remove_suffix(1);
+  if (secret.empty()) {
+    out.problem = "the Authorization header must be 'Bearer <token>'";
+    return out;
+  }
   Result<std::optional<store::TokenRecord>> token = store.LookupToken(secret);
   if (!token.ok()) {
     out.problem = "token lookup failed: " + token.status().ToString();

@@ -81,6 +81,48 @@ TEST(DecodeTest, RuleBodyWithOwnedMembers) {
   EXPECT_EQ(b->owner, "iptkitd");
 }
 
+// TTLs take the same forms as in the CLI and the configuration: seconds, or "90", "10m", "2h", "1d".
+TEST(DecodeTest, TtlsAreSecondsOrDurations) {
+  for (const auto& [ttl, seconds] : std::vector<std::pair<std::string, int64_t>>{
+           {"90", 90}, {"\"90\"", 90}, {"\"90s\"", 90}, {"\"10m\"", 600}, {"\"2h\"", 7200}, {"\"1d\"", 86400}}) {
+    Result<RuleBody> b = DecodeRuleBody(R"({"spec":"-j DROP","ttl":)" + ttl + "}", kInput, kOptions);
+    ASSERT_TRUE(b.ok()) << ttl << ": " << b.status().ToString();
+    EXPECT_EQ(b->ttl_seconds, seconds) << ttl;
+  }
+  Result<TransactionBody> t = DecodeTransactionBody(
+      R"({"confirm_within":"2m","ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j DROP","ttl":"1d"}}}]})", kOptions);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->confirm_within_seconds, 120);
+  EXPECT_EQ(t->adds.at(0).ttl_seconds, 86400);
+  EXPECT_EQ(*QuerySeconds({{"confirm_within", "10m"}}, "confirm_within", kMaxSeconds), 600);
+  EXPECT_FALSE(QuerySeconds({{"confirm_within", "soon"}}, "confirm_within", kMaxSeconds).ok());
+}
+
+// Regression (issue 8, item 6): a transaction accepted a forged owner tag in an imperative op, which the
+// single-rule POST refuses; a tag that is not the last match is refused too.
+TEST(DecodeTest, ForgedOwnerTagsAreRefusedEverywhere) {
+  const std::string tag = R"(-m comment --comment \"iptkit:zed:abc\")";
+  for (const std::string& op : {R"({"append":{"chain":"INPUT","rule":{"spec":"-s 10.0.0.1 )" + tag + R"( -j DROP"}}})",
+                                R"({"insert":{"chain":"INPUT","index":1,"rule":{"spec":")" + tag + R"( -j ACCEPT"}}})",
+                                R"({"delete":{"chain":"INPUT","rule":{"spec":")" + tag + R"( -j ACCEPT"}}})",
+                                R"({"replace":{"chain":"INPUT","index":1,"rule":{"spec":")" + tag + R"( -j ACCEPT"}}})",
+                                R"({"append":{"chain":"INPUT","rule":{"spec":")" + tag + R"( -p tcp -j DROP"}}})"}) {
+    Result<TransactionBody> t = DecodeTransactionBody(R"({"ops":[{"flush":{"chain":"INPUT"}},)" + op + "]}", kOptions);
+    ASSERT_FALSE(t.ok()) << op;
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(t.status().message(), HasSubstr("owner tag")) << op;
+    EXPECT_THAT(t.status().details().field.value_or(""), ::testing::StartsWith("/ops/1/")) << op;
+  }
+  // A comment of one's own that merely mentions iptkit is fine.
+  EXPECT_TRUE(
+      DecodeTransactionBody(
+          R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-m comment --comment \"via iptkit\" -j DROP"}}}]})",
+          kOptions)
+          .ok());
+  Result<ReplaceBody> r = DecodeReplaceBody(R"({"spec":")" + tag + R"( -j DROP"})", kInput, kOptions);
+  EXPECT_FALSE(r.ok());
+}
+
 TEST(DecodeTest, RuleBodyErrorsNameTheMember) {
   struct Case {
     const char* body;
@@ -89,7 +131,10 @@ TEST(DecodeTest, RuleBodyErrorsNameTheMember) {
       {"", "(body): expected a JSON object"},
       {"[]", "(body): expected a JSON object, got array"},
       {R"({"spec":"-j DROP","ttl":0})", "/ttl: expected an integer 1..315360000"},
-      {R"({"spec":"-j DROP","ttl":"5"})", "/ttl: expected an integer"},
+      {R"({"spec":"-j DROP","ttl":"5x"})", "/ttl: '5x': expected a whole number of seconds"},
+      {R"({"spec":"-j DROP","ttl":"0"})", "/ttl: '0': expected"},
+      {R"({"spec":"-j DROP","ttl":"500ms"})", "/ttl: '500ms': expected"},
+      {R"({"spec":"-j DROP","ttl":true})", "/ttl: expected an integer"},
       {R"({"spec":"-j DROP","owner":"Bad"})", "/owner:"},
       {R"({"spec":"-j DROP","id":"x"})", "/id: an id needs an \"owner\""},
       {R"({"spec":"-j DROP","table":"nat"})", "/table: 'nat' disagrees with the route's table 'filter'"},

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -23,6 +24,7 @@
 
 #include "src/backend/backend.h"
 #include "src/backend/fake/shared_fake.h"
+#include "src/base/duration.h"
 #include "src/rest/api.h"
 #include "src/rest/http_server.h"
 #include "src/service/events.h"
@@ -39,6 +41,7 @@ namespace iptkit::daemon {
 namespace {
 
 constexpr const char* kDefaultConfig = "/etc/iptkit/iptkitd.conf";
+constexpr int64_t kMaxTtlSeconds = 315360000;  // 10 years, as in the REST API
 
 std::string DbPath(const std::string& state_dir) { return state_dir + "/iptkitd.db"; }
 
@@ -231,13 +234,20 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
 // ---- token subcommands ----
 
 int TokenCreate(const std::string& state_dir, const std::string& name, const std::vector<std::string>& scope_words,
-                std::optional<int64_t> ttl_max, std::ostream& out, std::ostream& err) {
+                const std::optional<std::string>& ttl_max, std::ostream& out, std::ostream& err) {
   Result<store::Scopes> scopes = store::ParseScopes(scope_words);
   if (!scopes.ok()) {
     err << "iptkitd token create: " << scopes.status().message() << "\n";
     return kExitUsage;
   }
-  scopes->max_ttl_seconds = ttl_max;
+  if (ttl_max) {
+    Result<int64_t> seconds = base::ParseSeconds(*ttl_max, kMaxTtlSeconds);
+    if (!seconds.ok()) {
+      err << "iptkitd token create: --ttl-max " << seconds.status().message() << "\n";
+      return kExitUsage;
+    }
+    scopes->max_ttl_seconds = *seconds;
+  }
   Result<std::unique_ptr<store::Store>> store = OpenStore(state_dir, /*create=*/true);
   if (!store.ok()) {
     err << "iptkitd token create: " << store.status().ToString() << "\n";
@@ -311,31 +321,20 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   app.add_option(
       "--config", config_path,
       std::string("configuration file (default ") + kDefaultConfig + " when it exists; docs/daemon-config.md)");
-  // Flags override the file; each is applied only when given.
-  std::optional<std::string> netns, backend, socket, socket_mode, state_dir, tls_cert, tls_key, drift, group_wait, wait,
-      log_level, default_owner, max_connections, max_body, max_ops, rate_limit, rate_burst;
-  std::vector<std::string> listen, socket_allow;
+  // One flag per configuration key (config.h ConfigKeys), applied on top of the file only when given, through the
+  // same parser and checks as the file's line.
+  std::map<std::string, std::optional<std::string>> single;
+  std::map<std::string, std::vector<std::string>> repeated;
+  for (const ConfigKey& key : ConfigKeys()) {
+    if (key.repeatable) {
+      app.add_option(key.flag, repeated[key.name], key.help);
+    } else {
+      app.add_option(key.flag, single[key.name], key.help);
+    }
+  }
   std::string ready_file;
-  app.add_option("--netns", netns, "network namespace to serve: NAME (/run/netns) or PATH");
-  app.add_option("--backend", backend, "auto|nft|legacy|fake");
-  app.add_option("--listen", listen, "[http://|https://]ADDR:PORT (repeatable)");
-  app.add_option("--socket", socket, "unix socket path");
-  app.add_option("--socket-mode", socket_mode, "unix socket permissions (octal)");
-  app.add_option("--socket-allow", socket_allow, "uid:N or gid:N, optionally :ro (repeatable)");
-  app.add_option("--state-dir", state_dir, "directory of the SQLite store");
-  app.add_option("--tls-cert", tls_cert, "PEM certificate chain");
-  app.add_option("--tls-key", tls_key, "PEM private key");
-  app.add_option("--drift-interval", drift, "how often owned state is checked (e.g. 5s)");
-  app.add_option("--wait", wait, "bound on waiting for the xtables lock (e.g. 10s)");
-  app.add_option("--group-wait", group_wait, "group commit window under load (default 5ms; 0 = none)");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
-  app.add_option("--default-owner", default_owner, "owner of TTL rules added without one");
-  app.add_option("--max-connections", max_connections, "connections served at once per listener");
-  app.add_option("--max-body-bytes", max_body, "request body limit");
-  app.add_option("--max-ops", max_ops, "ops / rules per request");
-  app.add_option("--rate-limit", rate_limit, "requests per second per principal (0 = unlimited)");
-  app.add_option("--rate-burst", rate_burst, "token bucket size");
-  app.add_option("--ready-file", ready_file, "write {pid, endpoints} as JSON here once serving");
+  app.add_option("--ready-file", ready_file,
+                 "once serving, write {pid, backend, netns, endpoints} as JSON to this file (never through a symlink)");
 
   CLI::App* token = app.add_subcommand("token", "manage API tokens (in the state directory's store)");
   token->require_subcommand(1);
@@ -343,11 +342,11 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   CLI::App* create = token->add_subcommand("create", "create a token and print it (shown only once)");
   std::string token_name;
   std::vector<std::string> scopes;
-  std::optional<int64_t> ttl_max;
+  std::optional<std::string> ttl_max;
   create->add_option("--name", token_name, "token name")->required();
   create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME (repeatable)")->required();
-  create->add_option("--ttl-max", ttl_max, "longest TTL (seconds) the token may give; adds need a TTL")
-      ->check(CLI::Range(int64_t{1}, int64_t{315360000}));
+  create->add_option("--ttl-max", ttl_max,
+                     "longest TTL the token may give (90, 10m, 2h, 1d); it may then only make TTL-bounded changes");
   CLI::App* list = token->add_subcommand("list", "list tokens (without secrets)");
   bool list_json = false;
   list->add_flag("--json", list_json, "JSON output");
@@ -393,106 +392,24 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
     }
     config = *std::move(loaded);
   }
-  // Flags, with the same value syntax as the file.
-  std::string problem;
-  auto apply = [&](const char* flag, const std::optional<std::string>& value, auto&& set) {
-    if (!value || !problem.empty()) return;
-    Status s = set(*value);
-    if (!s.ok()) problem = std::string(flag) + " '" + *value + "': " + s.message();
-  };
-  auto number = [](const std::string& v, auto* out_value) -> Status {
-    try {
-      size_t used = 0;
-      double d = std::stod(v, &used);
-      if (used != v.size() || d < 0) return Status::InvalidArgument("expected a non-negative number");
-      *out_value = static_cast<std::remove_pointer_t<decltype(out_value)>>(d);
-      return Status::Ok();
-    } catch (const std::exception&) {
-      return Status::InvalidArgument("expected a non-negative number");
+  // Flags: a repeatable flag replaces the file's entries, any other replaces the file's value.
+  for (const ConfigKey& key : ConfigKeys()) {
+    std::vector<std::string> values;
+    if (key.repeatable) {
+      values = repeated[key.name];
+      if (values.empty()) continue;
+      if (key.name == "listen") config.listen.clear();
+      if (key.name == "socket_allow") config.socket_allow.clear();
+    } else {
+      if (!single[key.name]) continue;
+      values.push_back(*single[key.name]);
     }
-  };
-  apply("--netns", netns, [&](const std::string& v) {
-    config.netns = v;
-    return Status::Ok();
-  });
-  apply("--backend", backend, [&](const std::string& v) {
-    if (v != "auto" && v != "nft" && v != "legacy" && v != "fake") {
-      return Status::InvalidArgument("expected auto, nft, legacy or fake");
+    for (const std::string& v : values) {
+      if (Status s = ApplyConfigValue(key.name, v, &config); !s.ok()) {
+        err << "iptkitd: " << key.flag << " '" << v << "': " << s.message() << "\n";
+        return kExitUsage;
+      }
     }
-    config.backend = v;
-    return Status::Ok();
-  });
-  if (!listen.empty()) {
-    config.listen.clear();
-    for (const std::string& l : listen) {
-      Result<Listener> parsed = ParseListener(l);
-      if (!parsed.ok() && problem.empty()) problem = "--listen '" + l + "': " + parsed.status().message();
-      if (parsed.ok()) config.listen.push_back(*parsed);
-    }
-  }
-  apply("--socket", socket, [&](const std::string& v) {
-    config.socket = v;
-    return Status::Ok();
-  });
-  apply("--socket-mode", socket_mode, [&](const std::string& v) {
-    char* end = nullptr;
-    unsigned long mode = std::strtoul(v.c_str(), &end, 8);
-    if (end == v.c_str() || *end != '\0' || mode > 0777) return Status::InvalidArgument("expected an octal mode");
-    config.socket_mode = static_cast<uint32_t>(mode);
-    return Status::Ok();
-  });
-  if (!socket_allow.empty()) {
-    config.socket_allow.clear();
-    for (const std::string& p : socket_allow) {
-      Result<SocketPeer> parsed = ParseSocketPeer(p);
-      if (!parsed.ok() && problem.empty()) problem = "--socket-allow '" + p + "': " + parsed.status().message();
-      if (parsed.ok()) config.socket_allow.push_back(*parsed);
-    }
-  }
-  apply("--state-dir", state_dir, [&](const std::string& v) {
-    config.state_dir = v;
-    return Status::Ok();
-  });
-  apply("--tls-cert", tls_cert, [&](const std::string& v) {
-    config.tls_cert = v;
-    return Status::Ok();
-  });
-  apply("--tls-key", tls_key, [&](const std::string& v) {
-    config.tls_key = v;
-    return Status::Ok();
-  });
-  apply("--drift-interval", drift, [&](const std::string& v) -> Status {
-    IPTKIT_ASSIGN_OR_RETURN(config.drift_interval, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--group-wait", group_wait, [&](const std::string& v) -> Status {
-    if (v == "0") {
-      config.group_wait = std::chrono::milliseconds(0);
-      return Status::Ok();
-    }
-    IPTKIT_ASSIGN_OR_RETURN(config.group_wait, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--wait", wait, [&](const std::string& v) -> Status {
-    IPTKIT_ASSIGN_OR_RETURN(config.wait, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--log-level", log_level, [&](const std::string& v) {
-    config.log_level = v;
-    return Status::Ok();
-  });
-  apply("--default-owner", default_owner, [&](const std::string& v) {
-    config.default_owner = v;
-    return Status::Ok();
-  });
-  apply("--max-connections", max_connections, [&](const std::string& v) { return number(v, &config.max_connections); });
-  apply("--max-body-bytes", max_body, [&](const std::string& v) { return number(v, &config.max_body_bytes); });
-  apply("--max-ops", max_ops, [&](const std::string& v) { return number(v, &config.max_ops); });
-  apply("--rate-limit", rate_limit, [&](const std::string& v) { return number(v, &config.rate_limit); });
-  apply("--rate-burst", rate_burst, [&](const std::string& v) { return number(v, &config.rate_burst); });
-  if (!problem.empty()) {
-    err << "iptkitd: " << problem << "\n";
-    return kExitUsage;
   }
   return Run(config, ready_file, err);
 }
