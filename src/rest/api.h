@@ -57,6 +57,8 @@ struct ApiOptions {
   std::string default_owner = "iptkitd";
   size_t max_body_bytes = 1 << 20;
   size_t max_ops = 1000;
+  // Most bytes of one GET /v1/audit answer (at least one entry is always sent); the rest is on the next page.
+  size_t audit_page_bytes = 1 << 20;
   double rate_limit = 100;  // requests per second per principal; 0 = unlimited
   double rate_burst = 200;
   std::vector<SocketRule> socket_allow;

@@ -11,6 +11,9 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -21,15 +24,19 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "src/backend/backend.h"
 #include "src/backend/fake/shared_fake.h"
 #include "src/base/duration.h"
+#include "src/base/errno_status.h"
+#include "src/base/unique_fd.h"
 #include "src/rest/api.h"
 #include "src/rest/http_server.h"
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
+#include "src/store/state_dir.h"
 #include "src/store/store.h"
 #include "tools/iptkitd/config.h"
 
@@ -43,18 +50,11 @@ namespace {
 constexpr const char* kDefaultConfig = "/etc/iptkit/iptkitd.conf";
 constexpr int64_t kMaxTtlSeconds = 315360000;  // 10 years, as in the REST API
 
-std::string DbPath(const std::string& state_dir) { return state_dir + "/iptkitd.db"; }
-
-// The state directory (mode 0700) and the store in it.
-Result<std::unique_ptr<store::Store>> OpenStore(const std::string& state_dir, bool create) {
-  std::error_code ec;
-  if (!std::filesystem::exists(state_dir, ec)) {
-    if (!create) return Status::NotFound("state directory '" + state_dir + "' does not exist");
-    if (mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Status::Internal("mkdir " + state_dir + ": " + std::strerror(errno));
-    }
-  }
-  return store::Store::Open(DbPath(state_dir));
+// The state directory (created 0700 when missing, its permissions checked) and the store in it.
+Result<std::unique_ptr<store::Store>> OpenStore(const std::string& state_dir, bool create,
+                                                store::StoreOptions options = {}) {
+  IPTKIT_RETURN_IF_ERROR(store::PrepareStateDir(state_dir, create));
+  return store::Store::Open(store::DatabasePath(state_dir), options);
 }
 
 // READY=1 to systemd when started as Type=notify (sd_notify(3) protocol, without libsystemd).
@@ -77,19 +77,116 @@ void NotifySystemd(const std::string& state) {
   close(fd);
 }
 
-// Writes `text` to `path` atomically (temporary file + rename).
+// Writes `text` to `path` atomically: a new temporary file beside it (O_EXCL|O_NOFOLLOW: never through a symlink
+// someone planted, never onto an existing file), then rename(2), which replaces `path` itself even when it is a
+// symlink rather than writing where it points.
 Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out) return Status::Internal("cannot write " + tmp);
+  char suffix[32];
+  std::snprintf(suffix, sizeof(suffix), ".tmp.%d.%lx", static_cast<int>(getpid()),
+                static_cast<unsigned long>(std::chrono::steady_clock::now().time_since_epoch().count() & 0xffffff));
+  const std::string tmp = path + suffix;
+  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd.valid()) return base::ErrnoToStatus(errno, "create " + tmp);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      Status s = base::ErrnoToStatus(errno, "write " + tmp);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
   }
+  fd.reset();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Internal("rename " + tmp + " " + path + ": " + std::strerror(errno));
+    Status s = base::ErrnoToStatus(errno, "rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return s;
   }
   return Status::Ok();
 }
+
+// The store's housekeeping, on a thread of its own: every second it checks that the state directory and the
+// database are still the ones opened (and says so loudly in the log when not: writes are refused then), stores
+// queued audit entries, and every `prune_interval` enforces audit retention.
+class StoreMaintenance {
+ public:
+  StoreMaintenance(store::Store* store, service::Metrics* metrics, store::AuditRetention retention,
+                   std::chrono::milliseconds prune_interval)
+      : store_(store), retention_(retention), prune_interval_(prune_interval) {
+    healthy_ = &metrics->AddGauge("iptkitd_store_ok",
+                                  "1 while the store can write; 0 when its files were removed or replaced, or the "
+                                  "last write failed (see /healthz).",
+                                  {});
+    backlog_ = &metrics->AddGauge("iptkitd_audit_backlog", "Audit entries waiting in memory to be stored.", {});
+    pruned_ = &metrics->AddCounter("iptkitd_audit_pruned_total", "Audit entries removed by retention, by reason.",
+                                   {"reason"});
+    healthy_->Set({}, 1);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~StoreMaintenance() { Stop(); }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    auto next_prune = std::chrono::steady_clock::now();
+    auto last_loud = std::chrono::steady_clock::time_point::min();
+    std::string problem;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      const store::StoreHealth h = store_->Health();
+      const auto now = std::chrono::steady_clock::now();
+      if (h.problem != problem || (!h.ok() && now - last_loud >= std::chrono::minutes(1))) {
+        if (!h.ok()) {
+          spdlog::critical("STORE PROBLEM: {}; changes are refused with 503 until this is fixed", h.problem);
+          last_loud = now;
+        } else if (!problem.empty()) {
+          spdlog::info("store: writes work again");
+        }
+        problem = h.problem;
+      }
+      healthy_->Set({}, h.ok() ? 1 : 0);
+      backlog_->Set({}, static_cast<double>(h.audit_backlog));
+      if (h.audit_backlog > 0 && h.files_ok) (void)store_->FlushAuditBacklog();
+      if (now >= next_prune && h.files_ok) {
+        next_prune = now + prune_interval_;
+        Result<store::PruneResult> r = store_->PruneAudit(retention_, service::NowMs());
+        if (!r.ok()) {
+          spdlog::error("audit retention: {}", r.status().ToString());
+        } else if (r->removed_by_age + r->removed_by_size > 0) {
+          pruned_->Inc({"age"}, static_cast<double>(r->removed_by_age));
+          pruned_->Inc({"size"}, static_cast<double>(r->removed_by_size));
+          spdlog::info(
+              "audit retention removed {} entries older than the maximum age and {} for the size bound; {} "
+              "entries ({} bytes) remain",
+              r->removed_by_age, r->removed_by_size, r->remaining_entries, r->remaining_bytes);
+        }
+      }
+      lock.lock();
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    }
+  }
+
+  store::Store* store_;
+  store::AuditRetention retention_;
+  std::chrono::milliseconds prune_interval_;
+  service::Metrics::Gauge* healthy_ = nullptr;
+  service::Metrics::Gauge* backlog_ = nullptr;
+  service::Metrics::Counter* pruned_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 int64_t Now() { return service::NowMs(); }
 
@@ -112,7 +209,18 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Result<std::unique_ptr<store::Store>> store = OpenStore(config.state_dir, /*create=*/true);
+  // One daemon per state directory: checked before anything in it is opened, and named when held.
+  if (Status s = store::PrepareStateDir(config.state_dir, /*create=*/true); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return kExitFailure;
+  }
+  Result<store::StateDirLock> state_lock = store::StateDirLock::Acquire(config.state_dir);
+  if (!state_lock.ok()) {
+    spdlog::critical("{}", state_lock.status().message());
+    return kExitFailure;
+  }
+  Result<std::unique_ptr<store::Store>> store =
+      OpenStore(config.state_dir, /*create=*/true, store::StoreOptions{.audit_body_bytes = config.audit_body_bytes});
   if (!store.ok()) {
     spdlog::critical("store: {}", store.status().ToString());
     return kExitFailure;
@@ -170,6 +278,11 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     return kExitFailure;
   }
   build_info.Set({IPTKIT_VERSION, (*service)->backend_name()}, 1);
+  StoreMaintenance maintenance(
+      store->get(), &metrics,
+      store::AuditRetention{.max_age_ms = config.audit_max_age.count(),
+                            .max_bytes = static_cast<int64_t>(std::min<size_t>(config.audit_max_bytes, INT64_MAX))},
+      config.audit_prune_interval);
   if (!(*service)->startup_status().ok()) {
     spdlog::error("start-up reconcile: {} (serving anyway)", (*service)->startup_status().ToString());
   }
@@ -181,6 +294,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.max_ops = config.max_ops;
   api_options.rate_limit = config.rate_limit;
   api_options.rate_burst = config.rate_burst;
+  api_options.audit_page_bytes = config.audit_page_bytes;
   api_options.version = IPTKIT_VERSION;
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
   rest::Api api(service->get(), store->get(), &events, &metrics, api_options);
@@ -225,9 +339,14 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   NotifySystemd("STOPPING=1\n");
   // The writer first: queued requests are answered (503) and no timer fires once we said we stop; then event
   // streams end, so that their connections close, and the listeners.
+  const auto stop_started = std::chrono::steady_clock::now();
   (*service)->Stop();
   events.Close();
   (*http)->Stop();
+  maintenance.Stop();
+  spdlog::info(
+      "stopped in {} ms",
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stop_started).count());
   return kExitOk;
 }
 
