@@ -1,7 +1,8 @@
 // Api: the REST API of iptkitd (docs/rest.md, docs/openapi.yaml) as a transport-independent handler: an
-// HttpRequest in, an HttpResponse out. It routes, authenticates (bearer token, or unix socket peer), rate-limits,
-// checks scopes, decodes (src/rest/decode.h), calls the Service and encodes the answer; errors are
-// {"error":{"code","message","details"}} with the HTTP status from one table (src/rest/errors.h). No business
+// HttpRequest in, an HttpResponse out. It routes (a table of routes, each with the handler of its resource:
+// src/rest/handlers.h), authenticates (bearer token, or unix socket peer), rate-limits and checks the read/write
+// scope and the body's envelope; the handler decodes (decode.h), calls the Service and encodes (encode.h). Errors
+// are {"error":{"code","message","details"}} with the HTTP status from one table (src/rest/errors.h). No business
 // logic lives here. The HTTP listeners (http_server.h) only move bytes.
 // Thread-safety: Handle may be called from any number of threads at once.
 //
@@ -67,6 +68,16 @@ struct ApiOptions {
   std::chrono::milliseconds sse_keepalive = std::chrono::seconds(15);
 };
 
+// What the handlers share (handlers.h).
+struct HandlerEnv {
+  service::Service* service = nullptr;
+  store::Store* store = nullptr;
+  service::EventBus* events = nullptr;
+  service::Metrics* metrics = nullptr;
+  const ApiOptions* options = nullptr;
+  service::Metrics::Counter* auth_failures = nullptr;  // {reason}
+};
+
 class Api {
  public:
   Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
@@ -85,14 +96,10 @@ class Api {
   HttpResponse Dispatch(Context& ctx);
   bool RateLimited(const std::string& principal, int* retry_after);
 
-  service::Service* service_;
-  store::Store* store_;
-  service::EventBus* events_;
-  service::Metrics* metrics_;
   ApiOptions options_;
-  service::Metrics::Counter* requests_ = nullptr;       // {method, route, code}
-  service::Metrics::Histogram* latency_ = nullptr;      // {route}
-  service::Metrics::Counter* auth_failures_ = nullptr;  // {reason}
+  HandlerEnv env_;
+  service::Metrics::Counter* requests_ = nullptr;   // {method, route, code}
+  service::Metrics::Histogram* latency_ = nullptr;  // {route}
 
   std::mutex rate_mu_;
   struct Bucket {
