@@ -148,8 +148,9 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
   const std::string ttl_bound =
       s.max_ttl_seconds ? std::to_string(*s.max_ttl_seconds) + " s" : std::string();  // "" without --ttl-max
   for (const Touch& t : touches) {
-    const bool owned =
-        t.kind == Touch::Kind::kOwnedAdd || t.kind == Touch::Kind::kOwnedDelete || t.kind == Touch::Kind::kDocument;
+    // (A confirm is checked by AuthorizeConfirm: an owner-scoped token may confirm its own transactions.)
+    const bool owned = t.kind == Touch::Kind::kOwnedAdd || t.kind == Touch::Kind::kOwnedDelete ||
+                       t.kind == Touch::Kind::kDocument || t.kind == Touch::Kind::kConfirm;
     if (!owned && !s.owners.empty()) {
       return Status::PermissionDenied(p.name + " may only change the state of owner(s) " + Join(s.owners) +
                                       " (an owned change: give \"owner\"), not " + t.what);

@@ -233,8 +233,11 @@ Result<TransactionBody> DecodeTransactionBody(std::string_view body, const Decod
     }
     IPTKIT_ASSIGN_OR_RETURN(Op op, json::OpFromJson(op_json, p, json::DialectSpec()));
     const std::string rp = p + "/" + verb + "/rule";
-    // The same refusal as the single-rule routes', for owned and imperative ops alike.
-    if (Status s = RefuseOwnerTag(op.rule, rp + "/spec"); !s.ok()) return s.WithOpIndex(static_cast<int>(i));
+    // A rule an op adds may not carry an owner tag, as in the single-rule POST (owned and imperative ops alike). A
+    // delete of a tagged spec is the writer's to refuse (412, naming the owner).
+    if (op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kReplace || owned.owner) {
+      if (Status s = RefuseOwnerTag(op.rule, rp + "/spec"); !s.ok()) return s.WithOpIndex(static_cast<int>(i));
+    }
     if (!owned.owner) {
       out.ops.Add(std::move(op));
       continue;
