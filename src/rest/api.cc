@@ -276,6 +276,11 @@ HttpResponse Api::Dispatch(Context& ctx) {
       principal = *std::move(p);
     } else {
       AuthResult a = Authenticate(*env_.store, Header(req, "authorization"));
+      if (!a.lookup.ok()) {
+        // The store, not the client, failed: say what is wrong with it (503), never "unauthenticated".
+        Status files = env_.store->CheckFiles();
+        return status_error(files.ok() ? Status::Unavailable("cannot check the token: " + a.lookup.message()) : files);
+      }
       if (!a.principal) {
         env_.auth_failures->Inc({"token"});
         HttpResponse r = error(MakeError(401, "unauthenticated", a.problem));

@@ -78,6 +78,7 @@ AuthResult Authenticate(store::Store& store, std::string_view header) {
   Result<std::optional<store::TokenRecord>> token = store.LookupToken(secret);
   if (!token.ok()) {
     out.problem = "token lookup failed: " + token.status().ToString();
+    out.lookup = token.status();
     return out;
   }
   if (!*token) {

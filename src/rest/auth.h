@@ -54,6 +54,7 @@ Result<Principal> PeerPrincipal(const PeerCred& peer, const std::vector<SocketRu
 struct AuthResult {
   std::optional<Principal> principal;
   std::string problem;  // why not, when principal is nullopt
+  Status lookup;        // not OK when the store could not be asked (then the answer is 503, not 401)
 };
 AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
 

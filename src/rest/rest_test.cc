@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "iptkit/dialect.h"
 #include "src/backend/fake/shared_fake.h"
@@ -420,6 +421,66 @@ TEST_F(ApiTest, ThousandMalformedRequestsAreAll4xxAndChangeNothing) {
   }
   EXPECT_EQ(Kernel(), before);
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
+}
+
+// Regression (issue 8, item 3): an audit page was built whole from up to 1,000 entries of any size. A page now
+// ends before it would pass audit_page_bytes (with at least one entry), and the cursor goes on from there.
+TEST_F(ApiTest, AuditPagesAreBoundedInBytes) {
+  ASSERT_TRUE(store_
+                  ->Write([](store::Store::Tx& tx) -> Status {
+                    for (int i = 0; i < 60; ++i) {
+                      store::AuditEntry e;
+                      e.time_ms = 1000 + i;
+                      e.principal = "uid:0";
+                      e.action = "append";
+                      e.result = "ok";
+                      e.diff = std::string(10000, 'a' + i % 26);
+                      IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+                    }
+                    return Status::Ok();
+                  })
+                  .ok());
+  ApiOptions options;
+  options.rate_limit = 0;
+  options.audit_page_bytes = 65536;
+  Api small(service_.get(), store_.get(), &events_, &metrics_, options);
+  std::set<int64_t> seen;
+  Query query = {{"limit", "1000"}};
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    HttpRequest req;
+    req.method = "GET";
+    req.path = "/v1/audit";
+    req.query = query;
+    req.headers.emplace("authorization", "Bearer " + admin_);
+    HttpResponse r = small.Handle(req);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_LE(r.body.size(), 65536u);
+    json page = json::parse(r.body);
+    for (const json& e : page["entries"]) EXPECT_TRUE(seen.insert(e["id"].get<int64_t>()).second);
+    if (page["next_before"].is_null()) break;
+    query = {{"limit", "1000"}, {"before", std::to_string(page["next_before"].get<int64_t>())}};
+  }
+  EXPECT_EQ(seen.size(), 60u);
+  EXPECT_GE(pages, 9);
+}
+
+// Regression (issue 8, item 7): with the state directory gone, writes answered 200 (into an unlinked database).
+TEST_F(ApiTest, ChangesAreRefusedAndHealthIsNotOkWhenTheStoreCannotKeepThem) {
+  ASSERT_EQ(Call("GET", "/v1/version").status, 200);
+  std::filesystem::remove_all(dir_);
+  HttpResponse r = Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.1 -j DROP"})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("was removed"));
+  // A dry run stores nothing and still works; reads too.
+  EXPECT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.1 -j DROP"})", "",
+                 {{"dry_run", "1"}})
+                .status,
+            200);
+  EXPECT_EQ(Call("GET", "/v1/ipv4").status, 200);
+  HttpResponse health = Call("GET", "/healthz", "", "-");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(json::parse(health.body)["status"], "unhealthy");
 }
 
 TEST_F(ApiTest, OwnersTransactionsAuditAndMetrics) {
