@@ -234,6 +234,53 @@ TEST(AuthTest, ScopesLimitTablesChainsOwnersAndTtl) {
   EXPECT_FALSE(AuthorizeChange(bans, TouchesOf(r)).ok());  // unowned change
 }
 
+// Regression (issue 8, item 6): a --ttl-max token could set a policy or flush (only adds were checked); an owner
+// scope could jump into another owner's chains and confirm another principal's transaction.
+TEST(AuthTest, TtlBoundAllowsOnlyTtlBoundedChangesAndOwnersJumpOnlyIntoTheirChains) {
+  Principal temp{"token:temp", {}};
+  temp.scopes.read = temp.scopes.write = true;
+  temp.scopes.max_ttl_seconds = 60;
+  auto refused = [&](const service::ChangeRequest& r) { return AuthorizeChange(temp, TouchesOf(r)).code(); };
+  service::ChangeRequest policy;
+  policy.ops.SetPolicy(Family::kIPv4, "filter", "INPUT", "DROP");
+  EXPECT_EQ(refused(policy), StatusCode::kPermissionDenied);
+  service::ChangeRequest flush;
+  flush.ops.Flush(Family::kIPv4, "filter");
+  EXPECT_EQ(refused(flush), StatusCode::kPermissionDenied);
+  service::ChangeRequest confirm;
+  confirm.confirm = "t-1";
+  EXPECT_EQ(refused(confirm), StatusCode::kPermissionDenied);
+  service::ChangeRequest del;
+  del.deletes.push_back({"zed", Family::kIPv4, "filter", "INPUT", Rule{}});
+  EXPECT_TRUE(AuthorizeChange(temp, TouchesOf(del)).ok());  // the writer refuses it when the rule is permanent
+  EXPECT_TRUE(TtlBounded(temp));
+
+  Principal app{"token:app", {}};
+  app.scopes.read = app.scopes.write = true;
+  app.scopes.owners = {"app"};
+  service::ChangeRequest jump;
+  Rule to_zed;
+  to_zed.target = Target::Jump("ZED-IN");
+  jump.adds.push_back({"app", Family::kIPv4, "filter", "INPUT", to_zed, store::Position::kLast, std::nullopt});
+  EXPECT_THAT(AuthorizeChange(app, TouchesOf(jump)).message(), HasSubstr("not to 'ZED-IN'"));
+  jump.adds[0].rule.target = Target::Goto("ZED-IN");
+  EXPECT_FALSE(AuthorizeChange(app, TouchesOf(jump)).ok());
+  for (const char* ok : {"APP-IN", "ACCEPT", "LOG", "RETURN"}) {
+    jump.adds[0].rule.target = Target::Jump(ok);
+    EXPECT_TRUE(AuthorizeChange(app, TouchesOf(jump)).ok()) << ok;
+  }
+  store::ConfirmRecord theirs;
+  theirs.id = "t-1";
+  theirs.principal = "token:admin";
+  EXPECT_EQ(AuthorizeConfirm(app, theirs).code(), StatusCode::kPermissionDenied);
+  theirs.principal = "token:app";
+  EXPECT_TRUE(AuthorizeConfirm(app, theirs).ok());
+  Principal admin{"token:admin", {}};
+  admin.scopes.write = true;
+  theirs.principal = "token:other";
+  EXPECT_TRUE(AuthorizeConfirm(admin, theirs).ok());
+}
+
 TEST(AuthTest, SocketPeersByUidAndGroups) {
   std::vector<SocketRule> allow = {{false, 1000, true}, {true, 27, false}};
   PeerCred reader{1000, 1000, 42, {}};

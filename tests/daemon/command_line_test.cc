@@ -62,7 +62,10 @@ TEST(DaemonCommandLine, FlagsAreCheckedLikeTheConfigFile) {
     std::string flag = "--" + c.key;
     std::replace(flag.begin(), flag.end(), '_', '-');
     // The flag: refused before anything starts, naming the flag, the value and the reason.
-    CommandResult by_flag = Daemon::RunBinary({flag, c.value, "--listen", "127.0.0.1:0", "--state-dir", dir + "/s"});
+    // (--backend fake: were a bad value ever accepted, the daemon would serve an in-memory firewall, not the host's.)
+    std::vector<std::string> args = {flag, c.value, "--listen", "127.0.0.1:0", "--state-dir", dir + "/s"};
+    if (c.key != "backend") args.insert(args.end(), {"--backend", "fake"});
+    CommandResult by_flag = Daemon::RunBinary(args, std::chrono::seconds(10));
     EXPECT_EQ(by_flag.exit_code, 2) << by_flag.Describe();
     const size_t at_flag = by_flag.err.find(flag + " '" + c.value + "': ");
     ASSERT_NE(at_flag, std::string::npos) << by_flag.Describe();
@@ -71,7 +74,9 @@ TEST(DaemonCommandLine, FlagsAreCheckedLikeTheConfigFile) {
     // The same value in the file: the same reason.
     const std::string conf = dir + "/iptkitd.conf";
     std::ofstream(conf) << c.key << " = " << c.value << "\n";
-    CommandResult by_file = Daemon::RunBinary({"--config", conf, "--listen", "127.0.0.1:0"});
+    CommandResult by_file =
+        Daemon::RunBinary({"--config", conf, "--listen", "127.0.0.1:0", "--state-dir", dir + "/s", "--backend", "fake"},
+                          std::chrono::seconds(10));
     EXPECT_EQ(by_file.exit_code, 2) << by_file.Describe();
     const size_t at_key = by_file.err.find(c.key + " '" + c.value + "': ");
     ASSERT_NE(at_key, std::string::npos) << by_file.Describe();
@@ -79,7 +84,9 @@ TEST(DaemonCommandLine, FlagsAreCheckedLikeTheConfigFile) {
     EXPECT_FALSE(std::filesystem::exists(dir + "/s")) << "a refused start created the state directory";
   }
   // A flag given twice (not a repeatable one) is refused too.
-  CommandResult twice = Daemon::RunBinary({"--log-level", "info", "--log-level", "warn", "--listen", "127.0.0.1:0"});
+  CommandResult twice =
+      Daemon::RunBinary({"--log-level", "info", "--log-level", "warn", "--listen", "127.0.0.1:0", "--backend", "fake"},
+                        std::chrono::seconds(10));
   EXPECT_EQ(twice.exit_code, 2) << twice.Describe();
   std::filesystem::remove_all(dir);
 }
@@ -117,10 +124,14 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
 TEST(DaemonCommandLine, ReadyFileIsNeverWrittenThroughASymlink) {
   IPTKIT_NEW_NETNS(ns);
   ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Create(*ns));
+  // Symlinks at the ready file's path and at the temporary name it was once written to first (".tmp").
   const std::string victim = daemon->dir() + "/victim";
+  const std::string victim2 = daemon->dir() + "/victim2";
   const std::string ready = daemon->dir() + "/planted-ready.json";
   std::ofstream(victim) << "precious\n";
+  std::ofstream(victim2) << "precious too\n";
   ASSERT_EQ(::symlink(victim.c_str(), ready.c_str()), 0);
+  ASSERT_EQ(::symlink(victim2.c_str(), (ready + ".tmp").c_str()), 0);
   const pid_t pid = Spawn({"--netns", daemon->netns(), "--state-dir", daemon->state_dir(), "--backend", "nft",
                            "--listen", "127.0.0.1:0", "--ready-file", ready},
                           daemon->dir() + "/spawned.log");
@@ -137,12 +148,13 @@ TEST(DaemonCommandLine, ReadyFileIsNeverWrittenThroughASymlink) {
   waitpid(pid, &status, 0);
   ASSERT_TRUE(written) << ReadFile(daemon->dir() + "/spawned.log");
   EXPECT_EQ(ReadFile(victim), "precious\n");
+  EXPECT_EQ(ReadFile(victim2), "precious too\n");
   Json j = Json::parse(ReadFile(ready), nullptr, false);
   ASSERT_TRUE(j.is_object()) << ReadFile(ready);
   EXPECT_EQ(j["pid"], pid);
-  // No temporary file is left beside it.
+  // No temporary file of its own is left beside it.
   for (const auto& e : std::filesystem::directory_iterator(daemon->dir())) {
-    EXPECT_EQ(e.path().filename().string().find("planted-ready.json.tmp"), std::string::npos) << e.path();
+    EXPECT_FALSE(e.path().filename().string().starts_with("planted-ready.json.tmp.")) << e.path();
   }
 }
 
