@@ -58,8 +58,20 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
   }
   for (size_t k = 0; k < to_commit.size(); ++k) {
     const PlannedTable& failed = tables[to_commit[k]];
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kCommitting;
+    progress.tables = to_commit.size();
+    progress.ops = failed.batch.ops.size();
+    progress.table_index = k + 1;
+    progress.family = failed.batch.family;
+    progress.table = failed.batch.table;
+    if (options.progress) options.progress(progress);
     Status status = backend.Commit(failed.batch);
-    if (status.ok()) continue;
+    if (status.ok()) {
+      progress.stage = CommitProgress::Stage::kCommitted;
+      if (options.progress) options.progress(progress);
+      continue;
+    }
 
     // Undo tables k-1..0, newest first; keep going when one inverse fails so that as much as possible is undone.
     std::string rolled_back;
@@ -95,7 +107,22 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
                                   const PlanFunction& plan) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
   IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kSnapshotRead;
+    options.progress(progress);
+  }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kPlanned;
+    for (const PlannedTable& t : planned) {
+      if (Empty(t.batch)) continue;
+      ++progress.tables;
+      progress.ops += t.batch.ops.size();
+    }
+    options.progress(progress);
+  }
   if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
   return CommitBatches(backend, planned, options);
 }
@@ -200,6 +227,14 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family, {.restore_input = options.noflush}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kParsed;
+    for (const Table& t : parsed.tables) {
+      for (const Chain& c : t.chains) progress.rules += c.rules.size();
+    }
+    options.progress(progress);
+  }
   for (size_t i = 0; i < parsed.tables.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (parsed.tables[i].name == parsed.tables[j].name) {
@@ -208,7 +243,7 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
     }
   }
   return txn::LockedCommit(
-      *backend_, options_, {family}, {.dry_run = options.dry_run},
+      *backend_, options_, {family}, CommitOptions{.progress = options.progress, .dry_run = options.dry_run},
       [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
         // Every batch is built against the table as read (each table is named once), then planned.
         std::vector<backend::TableBatch> batches;
