@@ -408,6 +408,29 @@ std::string HelpRow(std::string_view label, std::string_view help, size_t width)
   return out + "\n";
 }
 
+// `text` wrapped at 118 columns.
+std::string Wrap(std::string_view text) {
+  std::string out;
+  size_t col = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view word = text.substr(pos, end - pos);
+    if (col > 0 && col + 1 + word.size() > 118) {
+      out += "\n";
+      col = 0;
+    } else if (col > 0) {
+      out += " ";
+      ++col;
+    }
+    out += word;
+    col += word.size();
+    pos = end + 1;
+  }
+  return out;
+}
+
 const CommandSpec* FindCommand(std::string_view name) {
   for (const CommandSpec& c : Commands()) {
     if (c.name == name) return &c;
@@ -932,7 +955,7 @@ std::string RootHelp() {
 std::string CommandHelp(std::string_view command) {
   const CommandSpec* c = FindCommand(command);
   if (c == nullptr) return RootHelp();
-  std::string out = "Usage: iptkit " + std::string(c->usage) + "\n\n" + std::string(c->description) + "\n";
+  std::string out = "Usage: iptkit " + std::string(c->usage) + "\n\n" + Wrap(c->description) + "\n";
   if (!c->positionals.empty()) {
     out += "\nArguments:\n";
     for (const Positional& p : c->positionals) out += HelpRow(p.name, p.help, 22);
