@@ -69,7 +69,7 @@ class SaveParser {
       if (end == std::string_view::npos) end = text_.size();
       ++line_no_;
       Status status = Line(text_.substr(start, end - start));
-      if (!status.ok()) return status.WithContext("line " + std::to_string(line_no_));
+      if (!status.ok()) return status.WithContext("line " + std::to_string(line_no_)).WithLine(line_no_);
       start = end + 1;
     }
     if (table_) {

@@ -336,7 +336,8 @@ Status StatusFromDaemonError(int http_status, const std::string& body) {
   return s;
 }
 
-Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err) {
+Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
+                             std::string* input) {
   DaemonClient client(*inv.global.daemon, inv.global.wait);
   const Family family = inv.global.family;
   auto transaction = [&](Json op) -> Result<Json> {
@@ -454,6 +455,7 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
 
     case CommandKind::kTxn: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       IPTKIT_ASSIGN_OR_RETURN(Json doc, ParseDocument(text, inv.arg));
       if (inv.dry_run) doc["dry_run"] = true;
       IPTKIT_ASSIGN_OR_RETURN(Json r, client.Send("POST", "/v1/transactions", doc));
@@ -464,6 +466,7 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
     case CommandKind::kPlan:
     case CommandKind::kApply: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       IPTKIT_ASSIGN_OR_RETURN(Json doc, ParseDocument(text, inv.arg));
       const std::string owner = Str(doc, "owner");
       if (owner.empty()) {

@@ -21,7 +21,9 @@
 namespace iptkit::cli {
 
 // Runs `inv` through the iptkitd at inv.global.daemon; the exit code on success (0, or 1 for a check miss).
-Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err);
+// `input` receives the text of a FILE argument (for marking an error in it).
+Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
+                             std::string* input);
 
 // An error answer of iptkitd ({"error": {"code", "message", "details"}}) as a Status: the REST code mapped back
 // (invalid_argument → InvalidArgument, not_found → NotFound, ...; rate_limited → Unavailable), details.token,

@@ -161,6 +161,9 @@ Status ExplainMissedDelete(Firewall& fw, const Invocation& inv, const Status& mi
   return OwnedRuleError(table, inv.chain, index, *tag, /*through_daemon=*/false);
 }
 
+// FILE as errors name it.
+std::string InputName(const std::string& file) { return file == "-" ? "stdin" : file; }
+
 size_t DesiredRuleCount(const DesiredState& desired) {
   size_t n = desired.hooks.size();
   for (const OwnedChain& c : desired.chains) n += c.rules.size();
@@ -168,8 +171,9 @@ size_t DesiredRuleCount(const DesiredState& desired) {
 }
 
 // Runs the command; returns the exit code for success paths (0, or 1 for a check miss).
+// `input` receives the text of a FILE argument (for marking an error in it).
 Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::ostream& out, std::ostream& err,
-                    const Environment& env) {
+                    const Environment& env, std::string* input) {
   const Family family = inv.global.family;
   switch (inv.kind) {
     case CommandKind::kInfo: {
@@ -214,6 +218,7 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
 
     case CommandKind::kRestore: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       ProgressDisplay progress(err, env.stderr_is_terminal, inv.global.quiet, "restore");
       Firewall::RestoreOptions options;
       options.noflush = inv.noflush;
@@ -244,8 +249,9 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
     case CommandKind::kPlan:
     case CommandKind::kApply: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       Result<DesiredState> desired = DesiredStateFromJson(text);
-      if (!desired.ok()) return desired.status().WithContext(inv.arg);
+      if (!desired.ok()) return desired.status().WithContext(InputName(inv.arg));
       ProgressDisplay progress(err, env.stderr_is_terminal, inv.global.quiet || inv.kind == CommandKind::kPlan,
                                "apply");
       const size_t rules = DesiredRuleCount(*desired);
@@ -273,8 +279,9 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
 
     case CommandKind::kTxn: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       Result<Transaction> txn = TransactionFromJson(text);
-      if (!txn.ok()) return txn.status().WithContext(inv.arg);
+      if (!txn.ok()) return txn.status().WithContext(InputName(inv.arg));
       IPTKIT_ASSIGN_OR_RETURN(CommitResult result, fw.Commit(*txn, {.dry_run = inv.dry_run}));
       PrintCommit(inv, result, out);
       return kExitOk;
@@ -291,6 +298,62 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       return kExitOk;
     }
   }
+}
+
+// "  <shown>\n  <carets under [begin, begin + length)>\n", cut to a window around the mark when long.
+std::string MarkedLine(std::string shown, size_t mark_begin, size_t mark_length) {
+  mark_length = std::max<size_t>(mark_length, 1);
+  constexpr size_t kContext = 50;
+  if (shown.size() > 2 * kContext + mark_length + 8) {
+    size_t from = mark_begin > kContext ? mark_begin - kContext : 0;
+    size_t to = std::min(shown.size(), mark_begin + mark_length + kContext);
+    // Cut between words.
+    if (from > 0) from = std::min(shown.find(' ', from) + 1, mark_begin);
+    if (to < shown.size()) to = std::max(shown.rfind(' ', to), mark_begin + mark_length);
+    std::string window = (from > 0 ? "..." : "") + shown.substr(from, to - from) + (to < shown.size() ? "..." : "");
+    mark_begin = mark_begin - from + (from > 0 ? 3 : 0);
+    shown = window;
+  }
+  return "  " + shown + "\n  " + std::string(mark_begin, ' ') + std::string(mark_length, '^') + "\n";
+}
+
+// The part of the user's input file an error is about: its line (details.line) or, in a JSON document, the string
+// at details.field; with the token at details.column marked. "" when the payload names neither.
+std::string InputExcerpt(const Status& status, const std::string& file, const std::string& text) {
+  const StatusDetails& d = status.details();
+  if (text.empty()) return "";
+  const std::string name = InputName(file);
+  std::string shown;
+  std::string where;
+  if (d.line && *d.line >= 1) {
+    size_t start = 0;
+    for (int n = 1; n < *d.line && start != std::string::npos; ++n) {
+      start = text.find('\n', start);
+      if (start != std::string::npos) ++start;
+    }
+    if (start == std::string::npos || start > text.size()) return "";
+    shown = text.substr(start, text.find('\n', start) - start);
+    where = name + ":" + std::to_string(*d.line) + ": ";
+  } else if (d.field && !d.field->empty()) {
+    // nlohmann-json throws on a malformed pointer; this adapter keeps that inside.
+    try {
+      nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+      nlohmann::json::json_pointer pointer(*d.field);
+      if (doc.is_discarded() || !doc.contains(pointer) || !doc.at(pointer).is_string()) return "";
+      shown = doc.at(pointer).get<std::string>();
+    } catch (const nlohmann::json::exception&) {
+      return "";
+    }
+    where = name + " " + *d.field + ": ";
+  } else {
+    return "";
+  }
+  if (shown.find_first_of(std::string_view("\r\0", 2)) != std::string::npos) return "";
+  if (d.column && d.token && *d.column >= 1 && static_cast<size_t>(*d.column) - 1 + d.token->size() <= shown.size() &&
+      shown.compare(static_cast<size_t>(*d.column) - 1, d.token->size(), *d.token) == 0) {
+    return MarkedLine(where + shown, where.size() + static_cast<size_t>(*d.column) - 1, d.token->size());
+  }
+  return "  " + where + shown + "\n";
 }
 
 // An argument as a shell would need it quoted, for showing the command line.
@@ -374,31 +437,20 @@ std::string FormatError(const Status& status, const std::vector<std::string>& ar
     shown += " ";
     if (i + 1 == static_cast<size_t>(*d.argument)) {
       mark_begin = shown.size();
-      mark_length = std::max<size_t>(quoted.size(), 1);
+      mark_length = quoted.size();
     }
     shown += quoted;
   }
-  constexpr size_t kContext = 50;
-  if (shown.size() > 2 * kContext + mark_length + 8) {
-    size_t from = mark_begin > kContext ? mark_begin - kContext : 0;
-    size_t to = std::min(shown.size(), mark_begin + mark_length + kContext);
-    // Cut between arguments.
-    if (from > 0) from = std::min(shown.find(' ', from) + 1, mark_begin);
-    if (to < shown.size()) to = std::max(shown.rfind(' ', to), mark_begin + mark_length);
-    std::string window = (from > 0 ? "..." : "") + shown.substr(from, to - from) + (to < shown.size() ? "..." : "");
-    mark_begin = mark_begin - from + (from > 0 ? 3 : 0);
-    shown = window;
-  }
-  out += "  " + shown + "\n";
-  out += "  " + std::string(mark_begin, ' ') + std::string(mark_length, '^') + "\n";
+  out += MarkedLine(shown, mark_begin, mark_length);
   return out;
 }
 
 int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostream& out, std::ostream& err,
         const Environment& env) {
+  std::string input;  // the FILE argument's text, once read
   auto fail = [&](const Status& status) {
     out.flush();
-    err << FormatError(status, inv.args);
+    err << FormatError(status, inv.args) << InputExcerpt(status, inv.arg, input);
     return ExitCodeFor(status);
   };
   if (inv.kind == CommandKind::kHelp) {
@@ -408,7 +460,7 @@ int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostrea
   }
   Result<int> code = kExitOk;
   if (firewall == nullptr && inv.global.daemon) {
-    code = ExecuteViaDaemon(inv, in, out, err);
+    code = ExecuteViaDaemon(inv, in, out, err, &input);
   } else {
     std::unique_ptr<Firewall> owned;
     if (firewall == nullptr) {
@@ -425,7 +477,7 @@ int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostrea
       owned = std::move(opened).value();
       firewall = owned.get();
     }
-    code = Execute(inv, *firewall, in, out, err, env);
+    code = Execute(inv, *firewall, in, out, err, env, &input);
   }
   out.flush();
   if (!code.ok()) return fail(code.status());

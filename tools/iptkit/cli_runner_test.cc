@@ -373,6 +373,24 @@ TEST_F(CliRunnerTest, ProgressOfLargeRestoreAndApply) {
   EXPECT_THAT(apply.err, HasSubstr("iptkit apply: committing ipv4 filter"));
 }
 
+// An error in a FILE (restore text, a JSON document) shows the line or the JSON string it is about, marked.
+TEST_F(CliRunnerTest, ErrorsInInputFilesShowTheLineMarked) {
+  Outcome restore = Cli({"restore", "--noflush", "-"}, "*filter\n-A INPUT -p tcp --dportx 22 -j ACCEPT\nCOMMIT\n");
+  EXPECT_EQ(restore.code, kExitInvalid);
+  EXPECT_EQ(restore.err,
+            "iptkit: line 2: '--dportx' at column 17: unknown option (not an option of match tcp)\n"
+            "  stdin:2: -A INPUT -p tcp --dportx 22 -j ACCEPT\n"
+            "                           ^^^^^^^^\n");
+  Outcome txn = Cli({"txn", "-"}, R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-p tcp --dportx 1"}}}]})");
+  EXPECT_EQ(txn.code, kExitInvalid);
+  EXPECT_THAT(txn.err, HasSubstr("\n  stdin /ops/0/append/rule/spec: -p tcp --dportx 1\n"
+                                 "                                        ^^^^^^^^\n"));
+  EXPECT_THAT(txn.err, StartsWith("iptkit: stdin: /ops/0/append/rule/spec: '--dportx' at column 8"));
+  // A pointer that names no string shows nothing more.
+  Outcome other = Cli({"txn", "-"}, R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j ACCEPT"},"x":1}}]})");
+  EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
+}
+
 TEST(CliFormatErrorTest, MarksTheArgumentTheErrorNames) {
   Status s = Status::InvalidArgument("bad").WithToken("a b").WithArgument(2);
   EXPECT_EQ(FormatError(s, {"append", "a b", "c"}), "iptkit: bad\n  iptkit append 'a b' c\n                ^^^^^\n");
