@@ -160,6 +160,19 @@ TEST_P(CliDaemonTest, ApplyPlanTxnAndWhatIsRefused) {
   EXPECT_THAT(no_owner.err, HasSubstr("/owner"));
 }
 
+// --netns goes along with every request: iptkitd serves one namespace and refuses another.
+TEST_P(CliDaemonTest, NetnsIsCheckedByTheDaemon) {
+  Ok({"--netns", ns_->name(), "append", "INPUT", "-s", "192.0.2.30", "-j", "DROP"});
+  EXPECT_THAT(Save(), HasSubstr("192.0.2.30"));
+  EXPECT_THAT(Ok({"--netns", ns_->name(), "list", "-S"}).out, HasSubstr("192.0.2.30"));
+  ProcessResult other = Cli({"--netns", "some-other-ns", "list"});
+  EXPECT_EQ(other.code, 2) << other.err;
+  EXPECT_THAT(other.err, HasSubstr("some-other-ns"));
+  ProcessResult backend = Cli({"--backend", "legacy", "list"});
+  EXPECT_EQ(backend.code, 2);
+  EXPECT_THAT(backend.err, HasSubstr("--backend does not apply with --daemon"));
+}
+
 TEST_P(CliDaemonTest, UnreachableDaemonIsExit5) {
   ProcessResult r = RunProcess({IPTKIT_CLI_BIN, "--daemon", daemon_->dir() + "/nosuch.sock", "list"});
   EXPECT_EQ(r.code, 5) << r.err;

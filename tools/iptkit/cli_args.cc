@@ -472,7 +472,7 @@ class Parser {
   size_t family_index_ = 0;
   size_t table_index_ = std::string::npos;
   std::string backend_ = "auto";
-  size_t backend_index_ = 0;
+  size_t backend_index_ = std::string::npos;
   std::optional<std::string> wait_;
   size_t wait_index_ = 0;
   std::optional<size_t> owner_index_;
@@ -843,6 +843,9 @@ Result<Invocation> Parser::Run() {
                                                                             {"nft", BackendKind::kNft},
                                                                             {"legacy", BackendKind::kLegacy},
                                                                             {"fake", BackendKind::kFake}};
+  if (inv_.global.daemon && backend_index_ != std::string::npos) {
+    return Usage("--backend does not apply with --daemon: iptkitd uses its own backend", backend_index_ - 1);
+  }
   auto backend = kBackends.find(backend_);
   if (backend == kBackends.end()) {
     return Usage("--backend '" + backend_ + "': expected auto, nft, legacy or fake", backend_index_);

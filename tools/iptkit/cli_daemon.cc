@@ -3,6 +3,7 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <cctype>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -41,9 +42,28 @@ StatusCode CodeFromRest(const std::string& code) {
 
 Json ParseOrNull(const std::string& text) { return Json::parse(text, nullptr, /*allow_exceptions=*/false); }
 
+// "%XX" for every byte outside the unreserved characters of RFC 3986.
+std::string UrlEncode(std::string_view text) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 class DaemonClient {
  public:
-  DaemonClient(std::string socket, std::chrono::milliseconds wait) : socket_(std::move(socket)), client_(socket_) {
+  // `netns`: the namespace the user named (--netns); sent with every request, so that an iptkitd serving another
+  // namespace refuses instead of answering about its own.
+  DaemonClient(std::string socket, std::chrono::milliseconds wait, std::string netns)
+      : socket_(std::move(socket)), netns_(std::move(netns)), client_(socket_) {
     client_.set_address_family(AF_UNIX);
     client_.set_connection_timeout(std::chrono::seconds(5));
     // The daemon waits up to its own lock bound before it answers; allow for that and a queue of other requests.
@@ -55,6 +75,7 @@ class DaemonClient {
     httplib::Request req;
     req.method = method;
     req.path = path;
+    if (!netns_.empty()) req.path += (path.find('?') == std::string::npos ? "?netns=" : "&netns=") + UrlEncode(netns_);
     if (body) {
       req.body = body->dump();
       req.headers.emplace("Content-Type", "application/json");
@@ -72,6 +93,7 @@ class DaemonClient {
 
  private:
   std::string socket_;
+  std::string netns_;
   httplib::Client client_;
 };
 
@@ -338,7 +360,7 @@ Status StatusFromDaemonError(int http_status, const std::string& body) {
 
 Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
                              std::string* input) {
-  DaemonClient client(*inv.global.daemon, inv.global.wait);
+  DaemonClient client(*inv.global.daemon, inv.global.wait, inv.global.netns);
   const Family family = inv.global.family;
   auto transaction = [&](Json op) -> Result<Json> {
     Json body = {{"ops", Json::array({std::move(op)})}};
