@@ -94,24 +94,21 @@ class Transaction {
 };
 
 // How far a commit got, for callers that show progress of large changes (the CLI's restore and apply). Stages come
-// in this order; kParsed and kCanonicalized only where they apply (Restore, Apply), kCommitting/kCommitted once per
-// table commit (not for a dry run).
+// in this order; kParsed and kCanonicalized only where they apply (Restore, Apply), kCommitting and kCommitted not
+// for a dry run or when nothing changes.
 struct CommitProgress {
   enum class Stage {
     kParsed,         // the input text was parsed: `rules` rules
     kCanonicalized,  // the input rules were canonicalized: `rules` rules
     kSnapshotRead,   // the current rules were read (under the lock on iptables-legacy)
     kPlanned,        // the change was planned: `tables` table commits of `ops` ops in all
-    kCommitting,     // table commit `table_index` of `tables` (`family` `table`, `ops` ops) is being sent
-    kCommitted,      // ... and was committed
+    kCommitting,     // those are being sent
+    kCommitted,      // ... and were committed
   };
   Stage stage = Stage::kPlanned;
   size_t rules = 0;
   size_t tables = 0;
   size_t ops = 0;
-  size_t table_index = 0;  // 1-based
-  Family family = Family::kIPv4;
-  std::string table;
 };
 
 struct CommitOptions {

@@ -58,20 +58,8 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
   }
   for (size_t k = 0; k < to_commit.size(); ++k) {
     const PlannedTable& failed = tables[to_commit[k]];
-    CommitProgress progress;
-    progress.stage = CommitProgress::Stage::kCommitting;
-    progress.tables = to_commit.size();
-    progress.ops = failed.batch.ops.size();
-    progress.table_index = k + 1;
-    progress.family = failed.batch.family;
-    progress.table = failed.batch.table;
-    if (options.progress) options.progress(progress);
     Status status = backend.Commit(failed.batch);
-    if (status.ok()) {
-      progress.stage = CommitProgress::Stage::kCommitted;
-      if (options.progress) options.progress(progress);
-      continue;
-    }
+    if (status.ok()) continue;
 
     // Undo tables k-1..0, newest first; keep going when one inverse fails so that as much as possible is undone.
     std::string rolled_back;
@@ -113,18 +101,23 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
     options.progress(progress);
   }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
-  if (options.progress) {
-    CommitProgress progress;
-    progress.stage = CommitProgress::Stage::kPlanned;
-    for (const PlannedTable& t : planned) {
-      if (Empty(t.batch)) continue;
-      ++progress.tables;
-      progress.ops += t.batch.ops.size();
-    }
-    options.progress(progress);
-  }
   if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-  return CommitBatches(backend, planned, options);
+  if (!options.progress) return CommitBatches(backend, planned, options);
+  CommitProgress progress;
+  progress.stage = CommitProgress::Stage::kPlanned;
+  for (const PlannedTable& t : planned) {
+    if (Empty(t.batch)) continue;
+    ++progress.tables;
+    progress.ops += t.batch.ops.size();
+  }
+  options.progress(progress);
+  if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
+  progress.stage = CommitProgress::Stage::kCommitting;
+  options.progress(progress);
+  IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
+  progress.stage = CommitProgress::Stage::kCommitted;
+  options.progress(progress);
+  return result;
 }
 
 }  // namespace txn

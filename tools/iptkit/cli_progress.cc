@@ -9,8 +9,6 @@ namespace {
 
 constexpr int kBarWidth = 30;
 
-std::string TableName(const CommitProgress& p) { return std::string(FamilyName(p.family)) + " " + p.table; }
-
 }  // namespace
 
 ProgressDisplay::ProgressDisplay(std::ostream& err, bool terminal, bool quiet, std::string what)
@@ -44,17 +42,13 @@ void ProgressDisplay::Update(const CommitProgress& p) {
       Show(0.3, "planning");
       break;
     case Stage::kPlanned:
-      total_ops_ = p.ops;
-      Show(0.4, fmt::format("planned {} ops in {} table commit{}", p.ops, p.tables, p.tables == 1 ? "" : "s"));
+      Show(0.4, fmt::format("planned {} ops in {} table{}", p.ops, p.tables, p.tables == 1 ? "" : "s"));
       break;
     case Stage::kCommitting:
-      Show(0.4 + 0.6 * (total_ops_ ? static_cast<double>(done_ops_) / total_ops_ : 0.0),
-           fmt::format("committing {} ({} of {}, {} ops)", TableName(p), p.table_index, p.tables, p.ops));
+      Show(0.5, fmt::format("committing {} ops in {} table{}", p.ops, p.tables, p.tables == 1 ? "" : "s"));
       break;
     case Stage::kCommitted:
-      done_ops_ += p.ops;
-      Show(0.4 + 0.6 * (total_ops_ ? static_cast<double>(done_ops_) / total_ops_ : 1.0),
-           fmt::format("committed {} ({} of {})", TableName(p), p.table_index, p.tables));
+      Show(1.0, fmt::format("committed {} ops in {} table{}", p.ops, p.tables, p.tables == 1 ? "" : "s"));
       break;
   }
 }

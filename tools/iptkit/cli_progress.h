@@ -49,8 +49,6 @@ class ProgressDisplay {
   bool active_ = false;  // the input is large enough
   bool drawn_ = false;   // a bar line is on the screen
   bool finished_ = false;
-  size_t total_ops_ = 0;
-  size_t done_ops_ = 0;
   std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 };
 

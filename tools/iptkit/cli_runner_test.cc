@@ -348,7 +348,7 @@ TEST_F(CliRunnerTest, ProgressOfLargeRestoreAndApply) {
   Outcome lines = Cli({"restore", "-"}, text);
   ASSERT_EQ(lines.code, 0) << lines.err;
   EXPECT_THAT(lines.err, HasSubstr("iptkit restore: parsed 1200 rules"));
-  EXPECT_THAT(lines.err, HasSubstr("iptkit restore: committing ipv4 filter (1 of 1, "));
+  EXPECT_THAT(lines.err, HasSubstr("iptkit restore: committing 1201 ops in 1 table"));
   EXPECT_THAT(lines.err, HasSubstr("iptkit restore: done"));
   EXPECT_EQ(lines.err.find('\r'), std::string::npos);
   EXPECT_EQ(Cli({"-q", "restore", "-"}, text).err, "");
@@ -370,7 +370,7 @@ TEST_F(CliRunnerTest, ProgressOfLargeRestoreAndApply) {
   Outcome apply = Cli({"apply", "-"}, doc);
   ASSERT_EQ(apply.code, 0) << apply.err;
   EXPECT_THAT(apply.err, HasSubstr("iptkit apply: checking 1000 rules"));
-  EXPECT_THAT(apply.err, HasSubstr("iptkit apply: committing ipv4 filter"));
+  EXPECT_THAT(apply.err, HasSubstr("iptkit apply: committing 1001 ops in 1 table"));
 }
 
 // An error in a FILE (restore text, a JSON document) shows the line or the JSON string it is about, marked.
