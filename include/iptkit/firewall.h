@@ -72,6 +72,7 @@ class Firewall {
   // Replaces the tables named in `text` (iptables-restore format) — or, with noflush, adds to them — as one
   // transaction. Tables that are unrepresentable are refused.
   struct RestoreOptions {
+    std::function<void(const CommitProgress&)> progress = nullptr;  // as CommitOptions::progress
     bool noflush = false;
     bool counters = false;  // take "[p:b]" from the text
     bool dry_run = false;
