@@ -273,7 +273,9 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
         IPTKIT_RETURN_IF_ERROR(sets.Create(inv.name, inv.arg, options));
       }
       doc["type"] = inv.arg;
-      return done("create", would + "create set " + inv.name + " (" + inv.arg + ")");
+      return done("create", inv.dry_run || inv.global.verbosity > 0
+                                ? would + "create set " + inv.name + " (" + inv.arg + ")"
+                                : "");
     }
     case SetVerb::kAdd: {
       IPTKIT_ASSIGN_OR_RETURN(SetAddOptions options, AddOptions(inv));
@@ -426,8 +428,18 @@ int RunSetCommand(const SetInvocation& inv, std::istream& in, std::ostream& out,
   Result<int> code = Execute(inv, in, out, err, env);
   out.flush();
   if (!code.ok()) {
-    err << FormatError(code.status(), inv.args);
-    return ExitCodeFor(code.status());
+    // An error about one word of the command line (the entry, a create option): mark it there.
+    Status status = code.status();
+    if (status.details().token && !status.details().argument) {
+      for (size_t i = 0; i < inv.args.size(); ++i) {
+        if (inv.args[i] == *status.details().token) {
+          status = status.WithArgument(static_cast<int>(i) + 1);
+          break;
+        }
+      }
+    }
+    err << FormatError(status, inv.args);
+    return ExitCodeFor(status);
   }
   return *code;
 }
