@@ -178,8 +178,10 @@ Status ReportStatus(const Report& report, std::string_view what) {
     s = Status::FailedPrecondition(message).WithReason("referenced");
   } else if (has("is full")) {
     s = Status::FailedPrecondition(message).WithReason("set_full");
-  } else if (has("Kernel error") || has("Cannot open session") || has("Operation not permitted")) {
-    s = has("Operation not permitted") ? Status::PermissionDenied(message) : Status::Unavailable(message);
+  } else if (has("Operation not permitted")) {
+    s = Status::PermissionDenied(message + " (needs root or CAP_NET_ADMIN)");
+  } else if (has("Kernel error") || has("Cannot open session")) {
+    s = Status::Unavailable(message);
   } else {
     s = Status::InvalidArgument(message);
   }

@@ -118,6 +118,13 @@ TEST_F(CliSetTest, UsageErrorsAndHelp) {
   EXPECT_THAT(r.out, HasSubstr("--grow"));
 }
 
+TEST_F(CliSetTest, WithoutPrivilegesIsExit6) {
+  // nobody: the kernel refuses every ipset command without CAP_NET_ADMIN (libipset reports EPERM).
+  ProcessResult r = RunProcess({IPTKIT_CLI_BIN, "set", "list"}, "", RunOptions{.uid = 65534});
+  EXPECT_EQ(r.code, 6) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("Operation not permitted"));
+}
+
 TEST_F(CliSetTest, LargeLoadShowsProgressAndRespectsTheCapacity) {
   ASSERT_EQ(Cli({"set", "create", "bl", "hash:ip", "maxelem", "1000"}).code, 0);
   std::string input;
