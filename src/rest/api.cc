@@ -237,12 +237,15 @@ Json OwnerJson(const service::OwnerView& o, bool with_drift) {
 // ---- Api ----
 
 struct Api::Context {
+  explicit Context(const HttpRequest& r) : req(r), method(r.method == "HEAD" ? std::string("GET") : r.method) {}
   const HttpRequest& req;
   std::string method;  // HEAD as GET
   std::string request_id;
   const Route* route = nullptr;
   std::map<std::string, std::string> params;
   Principal principal;
+  Clock::time_point start;
+  size_t max_body_bytes = 0;  // what Admit allows the HTTP layer to read
 };
 
 Api::Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
@@ -290,19 +293,56 @@ bool Api::RateLimited(const std::string& principal, int* retry_after) {
 }
 
 HttpResponse Api::Handle(const HttpRequest& req) {
-  const auto t0 = Clock::now();
-  Context ctx{req, req.method == "HEAD" ? std::string("GET") : req.method, "", nullptr, {}, {}};
-  ctx.request_id = RequestId(Header(req, "x-request-id"));
-  HttpResponse resp = Dispatch(ctx);
+  Preflighted p = Preflight(req);
+  if (p.response) return std::move(*p.response);
+  return Handle(req, p.admission);
+}
+
+Api::Preflighted Api::Preflight(const HttpRequest& head) {
+  Context ctx(head);
+  ctx.start = Clock::now();
+  ctx.request_id = RequestId(Header(head, "x-request-id"));
+  Preflighted out;
+  if (std::optional<HttpResponse> refused = Admit(ctx)) {
+    out.response = Finish(ctx, *std::move(refused));
+    return out;
+  }
+  out.admission = Admission{ctx.principal, ctx.request_id, ctx.max_body_bytes, ctx.start};
+  return out;
+}
+
+HttpResponse Api::Handle(const HttpRequest& req, const Admission& admission) {
+  Context ctx(req);
+  ctx.start = admission.start;
+  ctx.request_id = admission.request_id;
+  ctx.principal = admission.principal;
+  ctx.max_body_bytes = admission.max_body_bytes;
+  for (const Route& r : Routes()) {
+    if (Match(r, req.path, &ctx.params)) {
+      ctx.route = &r;
+      break;
+    }
+  }
+  if (ctx.route == nullptr) {
+    HttpResponse r;
+    r.status = 404;
+    r.body = ErrorBody(MakeError(404, "not_found", "no such route: " + req.path), ctx.request_id);
+    return Finish(ctx, std::move(r));
+  }
+  return Finish(ctx, Dispatch(ctx));
+}
+
+HttpResponse Api::Finish(const Context& ctx, HttpResponse resp) {
+  const HttpRequest& req = ctx.req;
   if (resp.status >= 400 && resp.body.empty()) {
     resp.body = ErrorBody(MakeError(resp.status, "error", "request failed"), ctx.request_id);
   }
   resp.headers.emplace_back("X-Request-Id", ctx.request_id);
   resp.headers.emplace_back("Cache-Control", "no-store");
   const std::string route = ctx.route != nullptr ? std::string(ctx.route->pattern) : "unknown";
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(Clock::now() - ctx.start).count();
   requests_->Inc({ctx.method, route, std::to_string(resp.status)});
-  if (!resp.stream) latency_->Observe({route}, seconds);
+  if (!resp.events) latency_->Observe({route}, seconds);
   // Never the query or headers: they could hold secrets pasted by mistake.
   spdlog::info("{} {} {} {} {} {:.1f}ms {}", req.remote.empty() ? "-" : req.remote,
                ctx.principal.name.empty() ? "-" : ctx.principal.name, req.method, route, resp.status, seconds * 1000,
@@ -310,7 +350,7 @@ HttpResponse Api::Handle(const HttpRequest& req) {
   return resp;
 }
 
-HttpResponse Api::Dispatch(Context& ctx) {
+std::optional<HttpResponse> Api::Admit(Context& ctx) {
   const HttpRequest& req = ctx.req;
   auto error = [&](const HttpError& e) {
     HttpResponse r;
@@ -320,7 +360,6 @@ HttpResponse Api::Dispatch(Context& ctx) {
     return r;
   };
   auto status_error = [&](const Status& s, const ErrorContext& ec = {}) { return error(ErrorFromStatus(s, ec)); };
-
   for (const Route& r : Routes()) {
     if (Match(r, req.path, &ctx.params)) {
       ctx.route = &r;
@@ -390,11 +429,19 @@ HttpResponse Api::Dispatch(Context& ctx) {
     }
   }
 
-  // ---- Body ----
-  if (!req.body.empty()) {
-    if (req.body.size() > options_.max_body_bytes) {
+  // ---- Body: size and type, from the head (docs/rest.md "Limits") ----
+  // A GET (or HEAD, OPTIONS) body is ignored: it is not read.
+  uint64_t announced = req.body.size();
+  bool has_body = !req.body.empty() || req.headers.count("transfer-encoding") > 0;
+  if (const std::string length = Header(req, "content-length"); !length.empty()) {
+    const uint64_t n = std::strtoull(length.c_str(), nullptr, 10);
+    announced = std::max(announced, n);
+    has_body = has_body || n > 0;
+  }
+  if (ctx.method != "GET" && has_body) {
+    if (announced > options_.max_body_bytes) {
       return error(MakeError(413, "payload_too_large",
-                             "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                             "the body has " + std::to_string(announced) + " bytes; the limit is " +
                                  std::to_string(options_.max_body_bytes)));
     }
     std::string type = Header(req, "content-type");
@@ -406,6 +453,27 @@ HttpResponse Api::Dispatch(Context& ctx) {
                              "request bodies are JSON: send Content-Type: application/json" +
                                  (type.empty() ? std::string() : " (got " + type + ")")));
     }
+    ctx.max_body_bytes = options_.max_body_bytes;
+  }
+  return std::nullopt;
+}
+
+HttpResponse Api::Dispatch(Context& ctx) {
+  const HttpRequest& req = ctx.req;
+  auto error = [&](const HttpError& e) {
+    HttpResponse r;
+    r.status = e.http_status;
+    r.body = ErrorBody(e, ctx.request_id);
+    if (e.retry_after_seconds) r.headers.emplace_back("Retry-After", std::to_string(*e.retry_after_seconds));
+    return r;
+  };
+  auto status_error = [&](const Status& s, const ErrorContext& ec = {}) { return error(ErrorFromStatus(s, ec)); };
+
+  // The body was admitted by Admit (size and type) and read by the HTTP layer within ctx.max_body_bytes.
+  if (ctx.method != "GET" && req.body.size() > ctx.max_body_bytes) {
+    return error(MakeError(413, "payload_too_large",
+                           "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                               std::to_string(ctx.max_body_bytes)));
   }
 
   const DecodeOptions decode{options_.netns, options_.default_owner, options_.max_ops};
@@ -582,7 +650,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
           change.ops.SetPolicy(family, table, chain, **policy);
         } else {
           if (*policy) {
-            return status_error(Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy").WithField("/policy"));
+            return status_error(
+                Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy").WithField("/policy"));
           }
           change.action = "create_chain";
           change.ops.CreateChain(family, table, chain);
@@ -657,7 +726,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
           change.ops.Append(family, table, chain, rule);
         }
       } else {
-        if (body->ttl_seconds) return status_error(Status::InvalidArgument("/ttl: a delete has no ttl").WithField("/ttl"));
+        if (body->ttl_seconds)
+          return status_error(Status::InvalidArgument("/ttl: a delete has no ttl").WithField("/ttl"));
         change.action = "delete";
         if (body->owner) {
           change.deletes.push_back({*body->owner, family, table, chain, rule});
@@ -727,7 +797,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
       change.dry_run = body->dry_run || *dry;
       change.confirm_within_seconds = body->confirm_within_seconds;
       if (change.dry_run && change.confirm_within_seconds) {
-        return status_error(Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed").WithField("/confirm_within"));
+        return status_error(
+            Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed").WithField("/confirm_within"));
       }
       return submit(std::move(change), ErrorContext{"/ops", ""});
     }
@@ -849,24 +920,16 @@ HttpResponse Api::Dispatch(Context& ctx) {
       }
       // An id from an earlier run of the daemon (ids restart at 1) means "from now".
       if (after > events_->last_id()) after = events_->last_id();
+      // The HTTP layer writes the stream from its I/O loop; no request thread waits for events.
+      Result<std::unique_ptr<service::EventBus::Subscription>> sub = events_->Subscribe(after);
+      if (!sub.ok()) {
+        HttpError e = ErrorFromStatus(sub.status());
+        e.retry_after_seconds = 5;
+        return error(e);
+      }
       HttpResponse r;
       r.content_type = "text/event-stream";
-      service::EventBus* events = events_;
-      const auto keepalive = options_.sse_keepalive;
-      auto last = std::make_shared<uint64_t>(after);
-      r.stream = [events, keepalive, last](const std::function<bool(std::string_view)>& write) {
-        service::EventBus::Batch b = events->WaitAfter(*last, keepalive);
-        if (b.missed && !write(": some events were dropped from the buffer before they could be sent\n\n")) {
-          return false;
-        }
-        for (const service::Event& e : b.events) {
-          if (!write(service::FormatSse(e))) return false;
-          *last = e.id;
-        }
-        if (b.closed) return false;
-        if (b.events.empty()) return write(": keep-alive\n\n");
-        return true;
-      };
+      r.events = *std::move(sub);
       return r;
     }
   }

@@ -174,6 +174,17 @@ bool ValidOwner(std::string_view owner) {
   });
 }
 
+// A duration of 100ms..1h (the HTTP timeouts).
+Status Timeout(std::string_view v, std::chrono::milliseconds* out) {
+  Result<std::chrono::milliseconds> d = base::ParseDuration(v);
+  if (!d.ok()) return d.status();
+  if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
+    return Status::InvalidArgument("expected a duration from 100ms to 1h");
+  }
+  *out = *d;
+  return Status::Ok();
+}
+
 struct KeySpec {
   bool repeatable = false;
   // Applies a value; a non-OK Status carries the reason only.
@@ -285,6 +296,39 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
       {"rate_burst", {false, [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }}},
       {"max_connections",
        {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }}},
+      {"max_connections_per_peer",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections_per_peer); }}},
+      {"max_socket_connections",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_socket_connections); }}},
+      {"max_event_streams",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_event_streams); }}},
+      {"event_buffer_bytes",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->event_buffer_bytes); }}},
+      {"max_header_bytes",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          size_t n = 0;
+          IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+          if (n < 1024) return Status::InvalidArgument("at least 1024");
+          c->max_header_bytes = n;
+          return Status::Ok();
+        }}},
+      {"header_timeout", {false, [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->header_timeout); }}},
+      {"body_timeout", {false, [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->body_timeout); }}},
+      {"idle_timeout", {false, [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->idle_timeout); }}},
+      {"send_timeout", {false, [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->send_timeout); }}},
+      {"io_threads",
+       {false,
+        [](std::string_view v, DaemonConfig* c) {
+          size_t n = 0;
+          IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+          if (n > 64) return Status::InvalidArgument("at most 64");
+          c->io_threads = n;
+          return Status::Ok();
+        }}},
+      {"workers", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->workers); }}},
+      {"socket_workers",
+       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->socket_workers); }}},
       {"max_batch", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }}},
       {"log_level",
        {false,

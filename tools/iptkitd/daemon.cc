@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -109,6 +110,36 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  // The listeners first: a second daemon on the same port or socket stops here, before it touches anything.
+  // Both outlive the server (its event streams hold subscriptions of the bus).
+  service::Metrics metrics;
+  service::EventBus events(service::EventBusOptions{.max_subscribers = config.max_event_streams,
+                                                    .max_backlog_bytes = config.event_buffer_bytes});
+  rest::HttpServerOptions http_options;
+  for (const Listener& l : config.listen) http_options.tcp.push_back({l.address, l.port, UsesTls(l)});
+  http_options.unix_socket = config.socket;
+  http_options.socket_mode = config.socket_mode;
+  http_options.tls_cert = config.tls_cert;
+  http_options.tls_key = config.tls_key;
+  http_options.max_connections = config.max_connections;
+  http_options.max_body_bytes = config.max_body_bytes;
+  http_options.max_connections_per_peer = config.max_connections_per_peer;
+  http_options.max_socket_connections = config.max_socket_connections;
+  http_options.max_header_bytes = config.max_header_bytes;
+  http_options.header_timeout = config.header_timeout;
+  http_options.body_timeout = config.body_timeout;
+  http_options.idle_timeout = config.idle_timeout;
+  http_options.send_timeout = config.send_timeout;
+  http_options.io_threads = config.io_threads;
+  http_options.workers = config.workers;
+  http_options.socket_workers = config.socket_workers;
+  http_options.metrics = &metrics;
+  Result<std::unique_ptr<rest::HttpServer>> http = rest::HttpServer::Bind(http_options);
+  if (!http.ok()) {
+    spdlog::critical("{}", http.status().ToString());
+    return kExitFailure;
+  }
+
   Result<std::unique_ptr<store::Store>> store = OpenStore(config.state_dir, /*create=*/true);
   if (!store.ok()) {
     spdlog::critical("store: {}", store.status().ToString());
@@ -156,8 +187,6 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   options.max_batch = config.max_batch;
   options.group_wait = config.group_wait;
 
-  service::Metrics metrics;
-  service::EventBus events;
   service::Metrics::Gauge& build_info =
       metrics.AddGauge("iptkitd_build_info", "Always 1; the labels say which iptkitd this is.", {"version", "backend"});
   Result<std::unique_ptr<service::Service>> service =
@@ -182,17 +211,8 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
   rest::Api api(service->get(), store->get(), &events, &metrics, api_options);
 
-  rest::HttpServerOptions http_options;
-  for (const Listener& l : config.listen) http_options.tcp.push_back({l.address, l.port, UsesTls(l)});
-  http_options.unix_socket = config.socket;
-  http_options.socket_mode = config.socket_mode;
-  http_options.tls_cert = config.tls_cert;
-  http_options.tls_key = config.tls_key;
-  http_options.max_connections = config.max_connections;
-  http_options.max_body_bytes = config.max_body_bytes;
-  Result<std::unique_ptr<rest::HttpServer>> http = rest::HttpServer::Start(&api, http_options);
-  if (!http.ok()) {
-    spdlog::critical("{}", http.status().ToString());
+  if (Status s = (*http)->Serve(&api); !s.ok()) {
+    spdlog::critical("{}", s.ToString());
     events.Close();
     return kExitFailure;
   }
@@ -336,6 +356,25 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   app.add_option("--rate-limit", rate_limit, "requests per second per principal (0 = unlimited)");
   app.add_option("--rate-burst", rate_burst, "token bucket size");
   app.add_option("--ready-file", ready_file, "write {pid, endpoints} as JSON here once serving");
+  // HTTP limits: each flag is the configuration key of the same name (underscores for dashes), parsed and checked
+  // exactly as in the file.
+  std::vector<std::pair<std::string, std::optional<std::string>>> http_limits = {{"max_connections_per_peer", {}},
+                                                                                 {"max_socket_connections", {}},
+                                                                                 {"max_event_streams", {}},
+                                                                                 {"event_buffer_bytes", {}},
+                                                                                 {"max_header_bytes", {}},
+                                                                                 {"header_timeout", {}},
+                                                                                 {"body_timeout", {}},
+                                                                                 {"idle_timeout", {}},
+                                                                                 {"send_timeout", {}},
+                                                                                 {"io_threads", {}},
+                                                                                 {"workers", {}},
+                                                                                 {"socket_workers", {}}};
+  for (auto& [key, value] : http_limits) {
+    std::string flag = "--" + key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    app.add_option(flag, value, "configuration key " + key + " (docs/daemon-config.md)");
+  }
 
   CLI::App* token = app.add_subcommand("token", "manage API tokens (in the state directory's store)");
   token->require_subcommand(1);
@@ -490,6 +529,21 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   apply("--max-ops", max_ops, [&](const std::string& v) { return number(v, &config.max_ops); });
   apply("--rate-limit", rate_limit, [&](const std::string& v) { return number(v, &config.rate_limit); });
   apply("--rate-burst", rate_burst, [&](const std::string& v) { return number(v, &config.rate_burst); });
+  for (const auto& [key, value] : http_limits) {
+    if (!value || !problem.empty()) continue;
+    std::string flag = "--" + key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    std::string quoted;
+    for (char c : *value) quoted += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+    Result<DaemonConfig> applied = ParseConfig(key + " = \"" + quoted + "\"", flag, config);
+    if (!applied.ok()) {
+      const std::string message = applied.status().message();
+      const size_t reason = message.find("': ");
+      problem = flag + " '" + *value + "': " + (reason == std::string::npos ? message : message.substr(reason + 3));
+    } else {
+      config = *std::move(applied);
+    }
+  }
   if (!problem.empty()) {
     err << "iptkitd: " << problem << "\n";
     return kExitUsage;
