@@ -27,7 +27,7 @@ HttpServer::HttpServer() : impl_(std::make_unique<Impl>()) {}
 
 HttpServer::~HttpServer() { Stop(); }
 
-size_t HttpServer::tcp_connection_cap() const { return impl_->shared.tcp_cap; }
+size_t HttpServer::tcp_connection_cap() const { return impl_->shared.tcp_cap.load(); }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(Api* api, const HttpServerOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<HttpServer> http, Bind(options));
@@ -47,18 +47,13 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Bind(const HttpServerOptions& op
 
   // Descriptors: everything beyond the reserve and the unix socket's share may go to TCP connections.
   const uint64_t limit = http::RaiseDescriptorLimit();
-  const uint64_t fixed = options.reserved_descriptors + 3 * s.options.io_threads + options.tcp.size() + 16;
-  s.unix_cap = options.unix_socket.empty() ? 0 : options.max_socket_connections;
-  const uint64_t room = limit > fixed + s.unix_cap ? limit - fixed - s.unix_cap : 0;
-  s.tcp_cap = static_cast<size_t>(std::min<uint64_t>(options.max_connections, room));
-  if (!options.tcp.empty() && s.tcp_cap == 0) {
+  s.fixed_descriptors = options.reserved_descriptors + 3 * s.options.io_threads + options.tcp.size() + 16;
+  s.RefreshCaps();
+  if (!options.tcp.empty() && s.tcp_cap.load() == 0) {
     return Status::FailedPrecondition("the file descriptor limit (RLIMIT_NOFILE " + std::to_string(limit) +
                                       ") leaves no room for TCP connections beside the " +
-                                      std::to_string(fixed + s.unix_cap) + " this daemon keeps for other uses");
-  }
-  if (!options.tcp.empty() && s.tcp_cap < options.max_connections) {
-    spdlog::warn("serving at most {} TCP connections, not max_connections {}: the file descriptor limit is {}",
-                 s.tcp_cap, options.max_connections, limit);
+                                      std::to_string(s.fixed_descriptors + s.unix_cap.load()) +
+                                      " this daemon keeps for other uses");
   }
 
   if (options.metrics != nullptr) {

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -138,6 +139,27 @@ struct EventLoop::Connection {
   size_t lingered = 0;
 };
 
+uint64_t ServerShared::RefreshCaps() {
+  rlimit limit{};
+  uint64_t now = descriptor_limit.load();
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0) {
+    now = limit.rlim_cur == RLIM_INFINITY ? uint64_t{1} << 20 : static_cast<uint64_t>(limit.rlim_cur);
+  }
+  const uint64_t before = descriptor_limit.exchange(now);
+  if (before == now) return now;
+  const uint64_t unix_room = options.unix_socket.empty() ? 0 : options.max_socket_connections;
+  const uint64_t after_fixed = now > fixed_descriptors ? now - fixed_descriptors : 0;
+  unix_cap.store(static_cast<size_t>(std::min(unix_room, after_fixed)));
+  tcp_cap.store(static_cast<size_t>(std::min<uint64_t>(options.max_connections, after_fixed - unix_cap.load())));
+  if (!options.tcp.empty() && tcp_cap.load() < options.max_connections) {
+    spdlog::warn(
+        "serving at most {} TCP connections, not max_connections {}: the file descriptor limit is {} and {} "
+        "are kept for the unix socket and other uses",
+        tcp_cap.load(), options.max_connections, now, fixed_descriptors + unix_cap.load());
+  }
+  return now;
+}
+
 EventLoop::EventLoop(ServerShared* shared, std::vector<const ListenSocket*> listeners)
     : s_(shared), listeners_(std::move(listeners)), next_id_(kFirstConnection) {}
 
@@ -206,7 +228,9 @@ void EventLoop::Run() {
     for (Result& r : results) OnResult(std::move(r));
     if (events_pending_.exchange(false)) {
       for (auto& [id, c] : conns_) {
-        if (!c->closed && c->state == ConnState::kStreaming) PumpStream(*c);
+        if (c->closed || c->state != ConnState::kStreaming) continue;
+        PumpStream(*c);
+        if (!c->closed) UpdateInterest(*c);
       }
     }
     if (Clock::now() >= next_tick) {
@@ -260,11 +284,11 @@ void EventLoop::Accept(size_t index) {
     auto c = std::make_unique<Connection>();
     c->unix_socket = l.unix_socket;
     if (l.unix_socket) {
-      if (s_->unix_open.fetch_add(1) >= s_->unix_cap) {
+      if (s_->unix_open.fetch_add(1) >= s_->unix_cap.load()) {
         s_->unix_open.fetch_sub(1);
         s_->Hit("max_socket_connections");
         Refuse(fd,
-               std::to_string(s_->unix_cap) +
+               std::to_string(s_->unix_cap.load()) +
                    " connections are open on the unix socket, the most this daemon serves (max_socket_connections)");
         continue;
       }
@@ -278,10 +302,10 @@ void EventLoop::Accept(size_t index) {
       if (s_->connections != nullptr) s_->connections->Add({"unix"}, 1);
     } else {
       PeerOf(addr, &c->peer_key, &c->remote);
-      if (s_->tcp_open.fetch_add(1) >= s_->tcp_cap) {
+      if (s_->tcp_open.fetch_add(1) >= s_->tcp_cap.load()) {
         s_->tcp_open.fetch_sub(1);
         s_->Hit("max_connections");
-        Refuse(fd, std::to_string(s_->tcp_cap) +
+        Refuse(fd, std::to_string(s_->tcp_cap.load()) +
                        " TCP connections are open, the most this daemon serves "
                        "(max_connections); retry later");
         continue;
@@ -768,6 +792,7 @@ void EventLoop::StartLinger(Connection& c) {
 }
 
 void EventLoop::CheckTimers() {
+  s_->RefreshCaps();
   const auto now = Clock::now();
   if (accepting_paused_ && now >= accept_resume_ && !s_->stopping.load()) {
     accepting_paused_ = false;

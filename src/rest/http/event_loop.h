@@ -44,8 +44,14 @@ struct ServerShared {
   std::unique_ptr<TlsContext> tls;
   std::unique_ptr<WorkerPool> tcp_workers;
   std::unique_ptr<WorkerPool> unix_workers;
-  size_t tcp_cap = 0;             // max_connections, fitted to the descriptor limit
-  size_t unix_cap = 0;            // max_socket_connections, likewise
+  // max_connections and max_socket_connections, fitted to the descriptor limit (RLIMIT_NOFILE, which may change
+  // while the daemon runs: prlimit(1)) minus fixed_descriptors. Refreshed by RefreshCaps.
+  std::atomic<size_t> tcp_cap{0};
+  std::atomic<size_t> unix_cap{0};
+  uint64_t fixed_descriptors = 0;
+  std::atomic<uint64_t> descriptor_limit{0};
+  // Reads RLIMIT_NOFILE and recomputes the caps when it changed; returns the limit.
+  uint64_t RefreshCaps();
   size_t linger_bytes = 8 << 20;  // what a lingering close discards at most
   std::atomic<size_t> tcp_open{0};
   std::atomic<size_t> unix_open{0};
