@@ -146,6 +146,13 @@ bool EventBus::Subscription::cut() const {
   return cut_;
 }
 
+void EventBus::Subscription::Cut(std::string reason) {
+  std::lock_guard<std::mutex> lock(bus_->mu_);
+  if (cut_) return;
+  cut_ = true;
+  cut_reason_ = std::move(reason);
+}
+
 EventBus::Subscription::State EventBus::Subscription::Read(size_t max_bytes, std::string* out) {
   std::lock_guard<std::mutex> lock(bus_->mu_);
   const std::deque<Entry>& ring = bus_->ring_;

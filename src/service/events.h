@@ -140,6 +140,9 @@ class EventBus::Subscription {
   State Read(size_t max_bytes, std::string* out);
   // Whether this subscription was cut (Read will say why), without reading.
   bool cut() const;
+  // Cuts it for a reason of the reader's (a client that accepts no data): Read appends the notice with `reason`.
+  // No effect when it was cut already.
+  void Cut(std::string reason);
   // The id of the last event Read appended (or the `after` it started from).
   uint64_t last_id() const { return next_id_ - 1; }
 

@@ -313,6 +313,22 @@ TEST(SubscriptionTest, ASubscriberThatFallsBehindIsCutWithTheReason) {
   EXPECT_EQ(fast->last_id(), 20u);
 }
 
+TEST(SubscriptionTest, TheReaderMayCutItForItsOwnReason) {
+  EventBus bus;
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(0));
+  bus.Publish("t", "{}", 0);
+  sub->Cut("it accepted no data for 10 s");
+  sub->Cut("ignored: cut already");
+  EXPECT_TRUE(sub->cut());
+  EventBus::Subscription::State state;
+  std::string out = ReadAll(*sub, &state);
+  EXPECT_EQ(state, EventBus::Subscription::kCut);
+  EXPECT_TRUE(
+      out.starts_with(": disconnected: this stream was too slow: it accepted no data for 10 s; reconnect "
+                      "with Last-Event-ID: 0\n"))
+      << out;
+}
+
 TEST(SubscriptionTest, UnreadEventsLeavingTheRingCutTheSubscriber) {
   EventBus bus(EventBusOptions{.capacity = 4, .max_backlog_bytes = 1 << 20});
   ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(0));

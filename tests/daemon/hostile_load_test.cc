@@ -209,8 +209,7 @@ TEST(DaemonHostileLoad, ChunkedGigabytesWithoutATokenAreNotRead) {
 // Regression: 250 never-reading event streams took the daemon from 145 MB to 4.1 GB, and held 250 workers.
 TEST(DaemonHostileLoad, StalledEventStreamsAreCutWithTheReasonAndMemoryStaysBounded) {
   IPTKIT_NEW_NETNS(ns);
-  // The cut streams keep their connection until the notice is read (send_timeout), which the test does at the end.
-  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns, {.args = {"--send-timeout", "60s"}}));
+  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns));
   HttpClient admin = daemon->Admin();
   const int port = PortOf(daemon->endpoint());
   ASSERT_EQ(admin.Put("/v1/ipv4/tables/filter/chains/HL-BIG", "").status, 200);
@@ -220,17 +219,25 @@ TEST(DaemonHostileLoad, StalledEventStreamsAreCutWithTheReasonAndMemoryStaysBoun
   for (int i = 0; i < kStreams; ++i) {
     int fd = Connect(port, Attacker(i, 50), /*rcvbuf=*/4096);
     ASSERT_GE(fd, 0) << "stream " << i << ": " << std::strerror(errno);
-    ASSERT_TRUE(SendAll(
-        fd, "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + daemon->admin_token() + "\r\n\r\n"));
-    streams.push_back(fd);  // never read until the end
+    ASSERT_TRUE(SendAll(fd, "GET /v1/events?after=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                                daemon->admin_token() + "\r\n\r\n"));
+    streams.push_back(fd);
   }
-  ASSERT_TRUE(WaitUntil([&] { return Metric(admin, "iptkitd_event_streams").value_or(0) == kStreams; }, seconds(20)))
-      << Metric(admin, "iptkitd_event_streams").value_or(-1);
+  // Each stream started (its response head came); from here on they never read until the end.
+  std::vector<std::string> heads(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    while (heads[i].find("\r\n\r\n") == std::string::npos) {
+      char c;
+      ASSERT_EQ(recv(streams[i], &c, 1, 0), 1) << "stream " << i << " got no answer: " << heads[i];
+      heads[i] += c;
+    }
+    ASSERT_TRUE(heads[i].starts_with("HTTP/1.1 200 ")) << heads[i];
+  }
 
   // Commits whose events are about 50 kB each (200 rules with long comments), until every stream fell behind.
   const std::string comment(180, 'c');
   int commits = 0;
-  while (Metric(admin, "iptkitd_event_streams").value_or(0) > 0 && commits < 120) {
+  while (commits < 120 && Metric(admin, "iptkitd_event_streams").value_or(kStreams) > 0) {
     Json ops = Json::array();
     ops.push_back({{"flush", {{"chain", "HL-BIG"}}}});
     for (int r = 0; r < 200; ++r) {
@@ -247,7 +254,11 @@ TEST(DaemonHostileLoad, StalledEventStreamsAreCutWithTheReasonAndMemoryStaysBoun
     if (commits % 10 == 0) ExpectServed(TimedSend(admin, Request("GET", "/v1/version")));
   }
   EXPECT_EQ(Metric(admin, "iptkitd_event_streams").value_or(-1), 0) << "after " << commits << " commits";
-  EXPECT_EQ(Metric(admin, "iptkitd_http_limit_hits_total", {{"limit", "event_buffer_bytes"}}).value_or(0), kStreams);
+  // Cut for falling event_buffer_bytes behind, or (on a slow machine, when the commits took long) for accepting no
+  // data for send_timeout: either way with the reason.
+  EXPECT_EQ(Metric(admin, "iptkitd_http_limit_hits_total", {{"limit", "event_buffer_bytes"}}).value_or(0) +
+                Metric(admin, "iptkitd_http_limit_hits_total", {{"limit", "send_timeout"}}).value_or(0),
+            kStreams);
   const long peak = StatusKb(daemon->pid(), "VmHWM");
   EXPECT_GT(peak, 0);
   EXPECT_LT(peak, kMaxRssKb) << "peak RSS " << peak << " kB after " << commits << " commits";
@@ -258,8 +269,7 @@ TEST(DaemonHostileLoad, StalledEventStreamsAreCutWithTheReasonAndMemoryStaysBoun
   bool told = false;
   for (int fd : streams) {
     const std::string got = ReadUntilClosed(fd, milliseconds(5000), 64 << 20);
-    const bool ok = got.starts_with("HTTP/1.1 200 ") &&
-                    got.find(": disconnected: this stream was too slow: it fell ") != std::string::npos &&
+    const bool ok = got.find(": disconnected: this stream was too slow: it ") != std::string::npos &&
                     got.find("event: disconnect\ndata: {\"reason\":\"slow_consumer\"") != std::string::npos &&
                     got.ends_with("0\r\n\r\n");
     if (ok) {
@@ -351,12 +361,12 @@ TEST(DaemonHostileLoad, EventStreamsHoldNoWorkers) {
 // ---- Slow and idle clients ----
 
 // Regression: 300 connections sending one header byte per second starved every other client (0 of 12 requests
-// served in 60 s). They get 408 once header_timeout (here 8 s) passed since their first byte.
+// served in 60 s). They get 408 once header_timeout (10 s) passed since their first byte.
 TEST(DaemonHostileLoad, SlowlorisDoesNotStarveTcpOrTheUnixSocket) {
   IPTKIT_NEW_NETNS(ns);
   ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Create(*ns));
   const std::string sock = daemon->dir() + "/sock";
-  daemon->options().args = {"--socket", sock, "--socket-allow", "uid:0", "--header-timeout", "8s"};
+  daemon->options().args = {"--socket", sock, "--socket-allow", "uid:0"};
   ASSERT_STATUS_OK(daemon->Launch());
   HttpClient admin = daemon->Admin();
   HttpClient root(UnixEndpoint(*daemon));
@@ -384,12 +394,12 @@ TEST(DaemonHostileLoad, SlowlorisDoesNotStarveTcpOrTheUnixSocket) {
         TimedSend(root, Request("POST", RulesPath("INPUT"),
                                 Json{{"spec", "-s 198.51.100." + std::to_string(i + 1) + " -j DROP"}}.dump())));
   }
-  EXPECT_LT(Since(attack_start), 8.0) << "the requests took so long that the attack may have ended";
+  EXPECT_LT(Since(attack_start), 10.0) << "the requests took so long that the attack may have ended";
   // Past the head deadline every slow connection was answered 408 and closed, although it kept sending.
   int timed_out = 0;
   for (int fd : slow) {
     std::string got;
-    if (ClosedWithin(fd, milliseconds(12000), &got) && got.starts_with("HTTP/1.1 408 ") &&
+    if (ClosedWithin(fd, milliseconds(15000), &got) && got.starts_with("HTTP/1.1 408 ") &&
         got.find("\"code\":\"request_timeout\"") != std::string::npos) {
       ++timed_out;
     }
@@ -594,9 +604,12 @@ TEST(DaemonHostileLoad, SigtermWithAttackersConnectedIsPrompt) {
     SendAll(fd, "GET /v1/version HTTP/1.1\r\nX-Slow: a");  // slow heads
     fds.push_back(fd);
   }
-  for (int i = 0; i < 100; ++i) {  // event streams, half of them stalled
+  for (int i = 0; i < 100; ++i) {  // event streams, half of them stalled (the other half are idle readers)
     int fd = Connect(port, Attacker(200 + i, 50), i < 50 ? 4096 : 0);
     SendAll(fd, "GET /v1/events?after=0 HTTP/1.1\r\nAuthorization: Bearer " + daemon->admin_token() + "\r\n\r\n");
+    char buf[512];
+    ASSERT_GT(recv(fd, buf, sizeof(buf), 0), 0) << "event stream " << i << " was not answered";
+    ASSERT_TRUE(std::string_view(buf, 12) == "HTTP/1.1 200");
     fds.push_back(fd);
   }
   for (int i = 0; i < 20; ++i) {  // idle on the unix socket
@@ -617,7 +630,6 @@ TEST(DaemonHostileLoad, SigtermWithAttackersConnectedIsPrompt) {
     }
     close(fd);
   });
-  ASSERT_TRUE(WaitUntil([&] { return Metric(admin, "iptkitd_event_streams").value_or(0) >= 100; }, seconds(10)));
   std::this_thread::sleep_for(milliseconds(300));
   const auto t0 = Clock::now();
   const Status stopped = daemon->Stop(seconds(3));

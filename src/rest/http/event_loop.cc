@@ -135,6 +135,7 @@ struct EventLoop::Connection {
   std::unique_ptr<service::EventBus::Subscription> stream;
   bool stream_chunked = true;
   bool stream_done = false;
+  bool stream_cut_here = false;  // cut by send_timeout, not by the bus
   Clock::time_point next_keepalive = kNever;
   size_t lingered = 0;
 };
@@ -767,7 +768,7 @@ void EventLoop::PumpStream(Connection& c) {
     c.next_keepalive = now + s_->options.sse_keepalive;
   }
   if (state != service::EventBus::Subscription::kOpen) {
-    if (state == service::EventBus::Subscription::kCut) s_->Hit("event_buffer_bytes");
+    if (state == service::EventBus::Subscription::kCut && !c.stream_cut_here) s_->Hit("event_buffer_bytes");
     if (c.stream_chunked) c.out += Chunk("");
     c.stream_done = true;
     c.stream.reset();
@@ -831,8 +832,19 @@ void EventLoop::CheckTimers() {
         RespondProblem(c, {408, "the request body did not arrive within " + Seconds(s_->options.body_timeout)},
                        "body_timeout");
         break;
-      case ConnState::kWriting:
       case ConnState::kStreaming:
+        s_->Hit("send_timeout");
+        if (c.stream) {
+          // A live stream the client stopped reading: it is cut, and the notice gets its own send_timeout.
+          c.stream_cut_here = true;
+          c.stream->Cut("it accepted no data for " + Seconds(s_->options.send_timeout));
+          c.deadline = now + s_->options.send_timeout;
+          PumpStream(c);
+        } else {
+          Close(c);
+        }
+        break;
+      case ConnState::kWriting:
         s_->Hit("send_timeout");
         Close(c);
         break;
