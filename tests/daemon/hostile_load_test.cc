@@ -234,24 +234,25 @@ TEST(DaemonHostileLoad, StalledEventStreamsAreCutWithTheReasonAndMemoryStaysBoun
     ASSERT_TRUE(heads[i].starts_with("HTTP/1.1 200 ")) << heads[i];
   }
 
-  // Commits whose events are about 50 kB each (200 rules with long comments), until every stream fell behind.
+  // Commits whose events are about 200 kB each (800 rules with long comments), until every stream fell behind.
   const std::string comment(180, 'c');
   int commits = 0;
   while (commits < 120 && Metric(admin, "iptkitd_event_streams").value_or(kStreams) > 0) {
     Json ops = Json::array();
     ops.push_back({{"flush", {{"chain", "HL-BIG"}}}});
-    for (int r = 0; r < 200; ++r) {
-      ops.push_back({{"append",
-                      {{"chain", "HL-BIG"},
-                       {"rule",
-                        {{"spec", "-s 10.1." + std::to_string(commits % 250) + "." + std::to_string(r) +
-                                      " -m comment --comment " + comment + " -j ACCEPT"}}}}}});
+    for (int r = 0; r < 800; ++r) {
+      ops.push_back(
+          {{"append",
+            {{"chain", "HL-BIG"},
+             {"rule",
+              {{"spec", "-s 10." + std::to_string(1 + r / 250) + "." + std::to_string(commits % 250) + "." +
+                            std::to_string(r % 250) + " -m comment --comment " + comment + " -j ACCEPT"}}}}}});
     }
     Timed t = TimedSend(admin, Request("POST", "/v1/transactions", Json{{"ops", ops}}.dump()));
     ExpectServed(t);
     if (t.reply.status != 200) break;
     ++commits;
-    if (commits % 10 == 0) ExpectServed(TimedSend(admin, Request("GET", "/v1/version")));
+    if (commits % 3 == 0) ExpectServed(TimedSend(admin, Request("GET", "/v1/version")));
   }
   EXPECT_EQ(Metric(admin, "iptkitd_event_streams").value_or(-1), 0) << "after " << commits << " commits";
   // Cut for falling event_buffer_bytes behind, or (on a slow machine, when the commits took long) for accepting no

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -32,6 +33,10 @@ constexpr milliseconds kLingerTime{2000};     // a lingering close waits this lo
 constexpr milliseconds kStopGrace{300};       // Stop waits this long for requests in a worker
 constexpr milliseconds kTick{100};            // timer resolution
 constexpr milliseconds kAcceptPause{100};     // after EMFILE from accept
+// How long a worker that answered on a keep-alive connection waits for the client's next request before it hands the
+// connection back to the loop. Clients that send one request after the other (and the writer's group commit, which
+// waits group_wait for them) save two thread wake-ups per request; an idle client costs the worker this long.
+constexpr milliseconds kReadAhead{5};
 
 const Clock::time_point kNever = Clock::time_point::max();
 
@@ -95,9 +100,8 @@ enum class ConnState {
   kHandshake,  // TLS handshake
   kIdle,       // no request: waiting for the first byte of the next one (keep-alive)
   kHead,       // reading the request line and header fields
-  kPreflight,  // a worker runs Api::Preflight on the head; nothing is read meanwhile
   kBody,       // reading an admitted body
-  kWorking,    // a worker runs Api::Handle; nothing is read meanwhile
+  kWorking,    // a worker owns the connection (see Connection::away)
   kWriting,    // sending an answer
   kStreaming,  // sending an event stream
   kLinger,     // answered and write side shut: discarding what the client still sends until it closes
@@ -114,6 +118,12 @@ struct EventLoop::Connection {
   ConnState state = ConnState::kIdle;
   Clock::time_point deadline = kNever;
   bool closed = false;
+  // While a worker runs a request (kWorking), it owns the connection: the socket is out of the epoll set and the loop
+  // touches nothing but this flag until the worker's Result comes back. The worker answers on the socket itself and
+  // may take the next keep-alive request right away (RunAway), which saves the loop two wake-ups per request.
+  bool away = false;
+  bool registered = false;  // in the epoll set
+  bool broken = false;      // a worker found the connection reset: close it
 
   std::string in;        // received, not yet parsed
   size_t scan_from = 0;  // FindHeadEnd resumes here
@@ -217,7 +227,7 @@ void EventLoop::Run() {
         woken_.store(false);
       } else if (tag < kFirstConnection) {
         Accept(tag - 1);
-      } else if (auto it = conns_.find(tag); it != conns_.end() && !it->second->closed) {
+      } else if (auto it = conns_.find(tag); it != conns_.end() && !it->second->closed && !it->second->away) {
         OnEvent(*it->second, events[i].events);
       }
     }
@@ -238,17 +248,22 @@ void EventLoop::Run() {
       CheckTimers();
       next_tick = Clock::now() + kTick;
     }
+    bool only_away = false;
     if (s_->stopping.load()) {
       if (!stop_begun_) BeginStop();
       if (Clock::now() >= stop_deadline_) {
+        only_away = true;
         for (auto& [id, c] : conns_) {
-          if (!c->closed) Close(*c);
+          if (c->closed) continue;
+          // A worker still owns it: it is closed with the loop, after the workers stopped (HttpServer::Stop).
+          if (c->away) continue;
+          Close(*c);
         }
       }
     }
     for (uint64_t id : closed_) conns_.erase(id);
     closed_.clear();
-    if (stop_begun_ && conns_.empty()) break;
+    if (stop_begun_ && (conns_.empty() || only_away)) break;
   }
   // Results that arrive later (a worker finishing) are dropped with the loop.
 }
@@ -349,6 +364,7 @@ void EventLoop::Accept(size_t index) {
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = c->id;
     c->interest = ev.events;
+    c->registered = true;
     if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
       Connection& raw = *c;
       conns_.emplace(raw.id, std::move(c));
@@ -413,6 +429,7 @@ bool EventLoop::ReadWanted(const Connection& c) const {
 }
 
 void EventLoop::UpdateInterest(Connection& c) {
+  if (c.away || c.closed) return;  // a worker owns it: out of the epoll set until it comes back
   uint32_t want = 0;
   if (c.state == ConnState::kHandshake) {
     want = c.read_needs_write ? EPOLLOUT : EPOLLIN;
@@ -420,11 +437,14 @@ void EventLoop::UpdateInterest(Connection& c) {
     if (ReadWanted(c)) want |= c.read_needs_write ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
     if (c.out_sent < c.out.size()) want |= c.write_needs_read ? EPOLLIN : EPOLLOUT;
   }
-  if (want == c.interest) return;
+  if (c.registered && want == c.interest) return;
   epoll_event ev{};
   ev.events = want;
   ev.data.u64 = c.id;
-  if (epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) == 0) c.interest = want;
+  if (epoll_ctl(epoll_.get(), c.registered ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, c.fd.get(), &ev) == 0) {
+    c.interest = want;
+    c.registered = true;
+  }
 }
 
 void EventLoop::DoHandshake(Connection& c) {
@@ -512,7 +532,8 @@ void EventLoop::DoWrite(Connection& c) {
   }
   c.out.clear();
   c.out_sent = 0;
-  if (c.out.capacity() > 256 * 1024) std::string().swap(c.out);
+  // An idle connection keeps no large buffer (a listing can be megabytes).
+  if (c.out.capacity() > 16 * 1024) std::string().swap(c.out);
   OnWritten(c);
 }
 
@@ -574,6 +595,8 @@ void EventLoop::Advance(Connection& c) {
           c.state = ConnState::kHead;
           c.deadline = Clock::now() + s_->options.header_timeout;
           c.scan_from = 0;
+          c.request_id.clear();  // the previous request's ids are not this one's
+          c.admission = Admission{};
         }
         StartRequest(c);
         return;
@@ -604,18 +627,24 @@ void EventLoop::Advance(Connection& c) {
   }
 }
 
-// Parses a head from c.in when it is complete and hands the request on to a worker.
-void EventLoop::StartRequest(Connection& c) {
+// Parses a head from c.in when it is complete (touches nothing but `c`: a loop or the worker owning `c` calls it).
+// kWhole: the request and its body (none, or all of it buffered) are ready; kPreflight: the head is, the body is
+// not here yet; kProblem: answer *problem and close; kNeedMore: nothing yet.
+EventLoop::Prepared EventLoop::Prepare(Connection& c, HttpProblem* problem, const char** limit) {
+  *limit = nullptr;
+  size_t skip = 0;  // blank lines before a request line are ignored (RFC 9112 2.2)
+  while (c.state == ConnState::kIdle && skip < c.in.size() && (c.in[skip] == '\r' || c.in[skip] == '\n')) ++skip;
+  c.in.erase(0, skip);
+  if (c.in.empty()) return Prepared::kNeedMore;
   const size_t end = FindHeadEnd(c.in, c.scan_from);
   if (end == std::string::npos) {
     if (std::optional<HttpProblem> p = CheckPartialHead(c.in, s_->limits)) {
-      RespondProblem(c, *p, "max_header_bytes");
-    } else if (c.read_eof) {
-      Close(c);  // the client gave up in the middle of a head
-    } else {
-      c.scan_from = c.in.size();
+      *problem = *p;
+      *limit = "max_header_bytes";
+      return Prepared::kProblem;
     }
-    return;
+    c.scan_from = c.in.size();
+    return Prepared::kNeedMore;
   }
   c.head = RequestHead{};
   c.admission = Admission{};
@@ -624,15 +653,13 @@ void EventLoop::StartRequest(Connection& c) {
   c.in.erase(0, end);
   c.scan_from = 0;
   if (p) {
-    c.body_unread = true;  // whatever follows is not trusted to be the next request
-    RespondProblem(c, *p, p->status == 431 || p->status == 414 ? "max_header_bytes" : nullptr);
-    return;
+    *problem = *p;
+    *limit = p->status == 431 || p->status == 414 ? "max_header_bytes" : nullptr;
+    return Prepared::kProblem;
   }
   if (!Served(c.head.method)) {
-    c.body_unread = true;
-    RespondProblem(c, {400, "method " + c.head.method + " is not served (GET, HEAD, POST, PUT, DELETE, OPTIONS)"},
-                   nullptr);
-    return;
+    *problem = {400, "method " + c.head.method + " is not served (GET, HEAD, POST, PUT, DELETE, OPTIONS)"};
+    return Prepared::kProblem;
   }
   c.request = HttpRequest{};
   c.request.method = c.head.method;
@@ -644,80 +671,109 @@ void EventLoop::StartRequest(Connection& c) {
   c.body = BodyDecoder::For(c.head, s_->limits);
   c.body_unread = c.head.has_body();
   c.close_after = !c.head.keep_alive;
-  if (!c.head.has_body()) {
-    Submit(c, Job::kWhole);
-  } else if (c.head.framing == RequestHead::Framing::kLength && c.in.size() >= c.head.content_length) {
+  if (!c.head.has_body()) return Prepared::kWhole;
+  if (c.head.framing == RequestHead::Framing::kLength && c.in.size() >= c.head.content_length) {
     // The whole body came with the head: no round trip through Preflight first.
     c.request.body = c.in.substr(0, c.head.content_length);
     c.in.erase(0, c.head.content_length);
     c.body_unread = false;
-    Submit(c, Job::kWhole);
-  } else {
-    Submit(c, Job::kPreflight);
+    return Prepared::kWhole;
+  }
+  return Prepared::kPreflight;
+}
+
+// Hands a complete head (and body) on to a worker, or answers the problem.
+void EventLoop::StartRequest(Connection& c) {
+  HttpProblem problem;
+  const char* limit = nullptr;
+  switch (Prepare(c, &problem, &limit)) {
+    case Prepared::kNeedMore:
+      if (c.read_eof) Close(c);  // the client gave up in the middle of a head
+      return;
+    case Prepared::kProblem:
+      c.body_unread = true;  // whatever follows is not trusted to be the next request
+      RespondProblem(c, problem, limit);
+      return;
+    case Prepared::kWhole:
+      Submit(c, Job::kWhole);
+      return;
+    case Prepared::kPreflight:
+      Submit(c, Job::kPreflight);
+      return;
   }
 }
 
 void EventLoop::Submit(Connection& c, Job job) {
-  c.state = job == Job::kPreflight ? ConnState::kPreflight : ConnState::kWorking;
+  c.state = ConnState::kWorking;
   c.deadline = kNever;
+  // The worker owns the connection from here until its Result: out of the epoll set, so that no event of it reaches
+  // the loop meanwhile (a hang-up is found by the worker's own reads and writes).
+  if (c.registered) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.fd.get(), nullptr);
+  c.registered = false;
+  c.interest = 0;
+  c.away = true;
   WorkerPool& pool = c.unix_socket ? *s_->unix_workers : *s_->tcp_workers;
-  Api* api = s_->api;
-  const bool ok =
-      pool.Submit([this, api, job, id = c.id, request = std::move(c.request), admission = c.admission]() mutable {
-        Result r;
-        r.conn = id;
-        try {
-          if (job == Job::kHandle) {
-            r.response = api->Handle(request, admission);
-          } else {
-            Api::Preflighted p = api->Preflight(request);
-            if (p.response) {
-              r.response = *std::move(p.response);
-            } else if (job == Job::kWhole) {
-              r.response = api->Handle(request, p.admission);
-            } else {
-              r.admitted = true;
-              r.admission = std::move(p.admission);
-              r.request = std::move(request);
-            }
-          }
-        } catch (const std::exception& e) {
-          spdlog::error("exception in a request handler: {}", e.what());
-          r.admitted = false;
-          r.response = ProblemResponse(500, std::string("internal error: ") + e.what(), admission.request_id);
-        }
-        Deliver(std::move(r));
-      });
-  if (!ok) Close(c);
+  Connection* owned = &c;
+  if (!pool.Submit([this, owned, job] { Deliver(RunAway(*owned, job)); })) {
+    c.away = false;
+    Close(c);
+  }
 }
 
 void EventLoop::OnResult(Result r) {
   auto it = conns_.find(r.conn);
   if (it == conns_.end() || it->second->closed) return;
   Connection& c = *it->second;
-  if (r.admitted) {
-    c.request = std::move(r.request);
-    c.admission = std::move(r.admission);
-    if (c.admission.max_body_bytes == 0) {
-      // A body the route does not take (GET): not read; the connection closes after the answer.
-      Submit(c, Job::kHandle);
-      return;
-    }
-    if (c.head.expect_continue) {
-      c.out += "HTTP/1.1 100 Continue\r\n\r\n";
-    }
-    c.state = ConnState::kBody;
-    c.deadline = Clock::now() + s_->options.body_timeout;
-    if (!c.out.empty()) DoWrite(c);
-    if (c.closed) return;
-    Advance(c);
-    if (!c.closed && ReadWanted(c)) DoRead(c);
-    if (!c.closed) Advance(c);
-    if (!c.closed) UpdateInterest(c);
+  c.away = false;
+  const auto now = Clock::now();
+  if (c.broken) {
+    Close(c);
     return;
   }
-  Respond(c, std::move(r.response));
+  if (r.stream) {
+    Respond(c, std::move(r.response));
+  } else {
+    switch (c.state) {
+      case ConnState::kBody:  // admitted; the rest of the body is to come
+        c.deadline = now + s_->options.body_timeout;
+        if (c.out_sent < c.out.size()) DoWrite(c);  // a 100 Continue
+        if (!c.closed) Advance(c);
+        if (!c.closed && ReadWanted(c)) DoRead(c);
+        if (!c.closed) Advance(c);
+        break;
+      case ConnState::kWriting:
+        if (c.out_sent < c.out.size()) {
+          c.deadline = now + s_->options.send_timeout;
+        } else {
+          OnWritten(c);  // answered: close, linger, or wait for the next request
+        }
+        break;
+      case ConnState::kIdle:  // answered, kept alive; maybe with bytes of the next request
+        c.deadline = now + s_->options.idle_timeout;
+        if (c.read_eof && c.in.empty()) {
+          Close(c);
+          break;
+        }
+        Advance(c);
+        if (!c.closed && ReadWanted(c)) DoRead(c);
+        if (!c.closed) Advance(c);
+        break;
+      default:
+        Close(c);
+        break;
+    }
+  }
   if (!c.closed) UpdateInterest(c);
+}
+
+void EventLoop::Serialize(Connection& c, HttpResponse response) {
+  const bool head_only = c.head.method == "HEAD";
+  const bool http10 = c.head.minor_version == 0;
+  response.events.reset();
+  const bool keep = !c.close_after && !c.body_unread && !c.read_eof && !s_->stopping.load();
+  c.close_after = !keep;
+  c.state = ConnState::kWriting;
+  c.out += SerializeResponse(response, {.head_only = head_only, .keep_alive = keep, .http10 = http10});
 }
 
 void EventLoop::Respond(Connection& c, HttpResponse response) {
@@ -740,17 +796,157 @@ void EventLoop::Respond(Connection& c, HttpResponse response) {
     PumpStream(c);
     return;
   }
-  response.events.reset();
-  const bool keep = !c.close_after && !c.body_unread && !c.read_eof && !s_->stopping.load();
-  c.close_after = !keep;
-  c.state = ConnState::kWriting;
-  c.out += SerializeResponse(response, {.head_only = head_only, .keep_alive = keep, .http10 = http10});
+  Serialize(c, std::move(response));
   c.deadline = Clock::now() + s_->options.send_timeout;
   DoWrite(c);
 }
 
+// ---- The worker's side: it owns the connection (Connection::away) ----
+
+EventLoop::Result EventLoop::RunAway(Connection& c, Job job) {
+  Result r;
+  r.conn = c.id;
+  for (;;) {
+    HttpResponse response;
+    if (!Compute(c, job, &response)) return r;  // admitted; the body is still on its way (kBody)
+    if (response.events && c.head.method != "HEAD" && response.status == 200) {
+      r.stream = true;  // event streams are the loop's
+      r.response = std::move(response);
+      return r;
+    }
+    Serialize(c, std::move(response));
+    WriteDirect(c);
+    if (c.broken || c.out_sent < c.out.size() || c.close_after || s_->stopping.load()) return r;
+    // Answered and kept alive: the next request, if the client sends it right away, is this worker's too.
+    c.out.clear();
+    c.out_sent = 0;
+    if (c.out.capacity() > 16 * 1024) std::string().swap(c.out);
+    c.state = ConnState::kIdle;
+    c.request = HttpRequest{};
+    c.head = RequestHead{};
+    c.scan_from = 0;
+    c.request_id.clear();
+    c.admission = Admission{};
+    if (!ReadAhead(c)) return r;
+    HttpProblem problem;
+    const char* limit = nullptr;
+    switch (Prepare(c, &problem, &limit)) {
+      case Prepared::kNeedMore:
+        return r;  // the loop waits for the rest (and applies header_timeout)
+      case Prepared::kProblem:
+        if (limit != nullptr) s_->Hit(limit);
+        c.body_unread = true;
+        Serialize(c, ProblemResponse(problem.status, problem.message, c.request_id));
+        WriteDirect(c);
+        return r;
+      case Prepared::kWhole:
+        job = Job::kWhole;
+        break;
+      case Prepared::kPreflight:
+        job = Job::kPreflight;
+        break;
+    }
+  }
+}
+
+bool EventLoop::Compute(Connection& c, Job job, HttpResponse* response) {
+  Api* api = s_->api;
+  try {
+    if (job == Job::kHandle) {
+      *response = api->Handle(c.request, c.admission);
+      return true;
+    }
+    Api::Preflighted p = api->Preflight(c.request);
+    if (p.response) {
+      *response = *std::move(p.response);
+      return true;
+    }
+    c.admission = std::move(p.admission);
+    if (job == Job::kWhole || c.admission.max_body_bytes == 0) {
+      // kWhole: the body (if any) is here. max_body_bytes 0: a body the route does not take (GET) is not read; the
+      // connection closes after the answer.
+      *response = api->Handle(c.request, c.admission);
+      return true;
+    }
+    if (c.head.expect_continue) c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+    c.state = ConnState::kBody;
+    if (!c.out.empty()) {
+      WriteDirect(c);
+      if (c.broken) return false;
+    }
+    // Usually the body followed the head at once: take what is there without waiting.
+    std::optional<HttpProblem> problem;
+    char buf[kReadChunk];
+    for (;;) {
+      const size_t used = c.body.Feed(c.in, &c.request.body, c.admission.max_body_bytes, &problem);
+      c.in.erase(0, used);
+      if (problem) {
+        if (problem->status == 413) s_->Hit("max_body_bytes");
+        *response = ProblemResponse(problem->status, problem->message, c.admission.request_id);
+        return true;  // body_unread stays: the connection closes after the answer
+      }
+      if (c.body.done()) {
+        c.body_unread = false;
+        *response = api->Handle(c.request, c.admission);
+        return true;
+      }
+      if (c.read_eof || c.out_sent < c.out.size()) return false;
+      const IoResult got = c.io->Read(buf, std::min(sizeof(buf), kBodyBuffer - c.in.size()));
+      if (got.status == Io::kOk) {
+        c.in.append(buf, got.bytes);
+        continue;
+      }
+      if (got.status == Io::kEof) c.read_eof = true;
+      if (got.status == Io::kError) c.broken = true;
+      if (got.status == Io::kWantWrite) c.read_needs_write = true;
+      return false;
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("exception in a request handler: {}", e.what());
+    *response = ProblemResponse(500, std::string("internal error: ") + e.what(), c.admission.request_id);
+    c.close_after = true;
+    return true;
+  }
+}
+
+void EventLoop::WriteDirect(Connection& c) {
+  while (c.out_sent < c.out.size()) {
+    const IoResult w = c.io->Write(c.out.data() + c.out_sent, c.out.size() - c.out_sent);
+    if (w.status == Io::kOk) {
+      c.out_sent += w.bytes;
+      continue;
+    }
+    if (w.status == Io::kWantRead) c.write_needs_read = true;
+    if (w.status == Io::kError || w.status == Io::kEof) c.broken = true;
+    return;
+  }
+}
+
+bool EventLoop::ReadAhead(Connection& c) {
+  if (!c.in.empty()) return true;  // pipelined
+  if (s_->stopping.load() || c.read_eof) return false;
+  if (!c.io->HasPending()) {
+    pollfd p{c.fd.get(), POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(kReadAhead.count())) <= 0) return false;
+  }
+  char buf[kReadChunk];
+  while (c.in.size() <= s_->limits.max_head_bytes) {
+    const IoResult got = c.io->Read(buf, std::min(sizeof(buf), s_->limits.max_head_bytes + 1 - c.in.size()));
+    if (got.status == Io::kOk) {
+      c.in.append(buf, got.bytes);
+      continue;
+    }
+    if (got.status == Io::kEof) c.read_eof = true;
+    if (got.status == Io::kError) c.broken = true;
+    if (got.status == Io::kWantWrite) c.read_needs_write = true;
+    break;
+  }
+  return !c.broken && !c.in.empty();
+}
+
 void EventLoop::RespondProblem(Connection& c, const HttpProblem& problem, const char* limit) {
   if (limit != nullptr) s_->Hit(limit);
+  spdlog::debug("{} HTTP {}: {}", c.remote, problem.status, problem.message);
   c.close_after = true;
   c.body_unread = true;
   const std::string id = c.admission.request_id.empty() ? c.request_id : c.admission.request_id;
@@ -775,7 +971,9 @@ void EventLoop::PumpStream(Connection& c) {
     if (s_->streams != nullptr) s_->streams->Add({}, -1);
   }
   if (c.out_sent < c.out.size()) {
-    if (c.deadline == kNever) c.deadline = now + s_->options.send_timeout;
+    // The end of a stream (its notice) gets a send_timeout of its own; otherwise the clock runs from the last
+    // progress.
+    if (c.deadline == kNever || c.stream_done) c.deadline = now + s_->options.send_timeout;
     DoWrite(c);
   } else if (c.stream_done) {
     Close(c);
@@ -806,7 +1004,7 @@ void EventLoop::CheckTimers() {
   }
   for (auto& [id, ptr] : conns_) {
     Connection& c = *ptr;
-    if (c.closed) continue;
+    if (c.closed || c.away) continue;
     if (c.state == ConnState::kStreaming && c.out_sent >= c.out.size() && now >= c.next_keepalive) {
       c.out += c.stream_chunked ? Chunk(": keep-alive\n\n") : std::string(": keep-alive\n\n");
       c.next_keepalive = now + s_->options.sse_keepalive;
@@ -833,15 +1031,17 @@ void EventLoop::CheckTimers() {
                        "body_timeout");
         break;
       case ConnState::kStreaming:
+        if (!c.stream) {
+          Close(c);  // the end of a stream (a notice) was not read either: counted when the stream was cut
+          break;
+        }
         s_->Hit("send_timeout");
-        if (c.stream) {
+        {
           // A live stream the client stopped reading: it is cut, and the notice gets its own send_timeout.
           c.stream_cut_here = true;
           c.stream->Cut("it accepted no data for " + Seconds(s_->options.send_timeout));
           c.deadline = now + s_->options.send_timeout;
           PumpStream(c);
-        } else {
-          Close(c);
         }
         break;
       case ConnState::kWriting:
@@ -851,11 +1051,10 @@ void EventLoop::CheckTimers() {
       case ConnState::kLinger:
         Close(c);
         break;
-      case ConnState::kPreflight:
       case ConnState::kWorking:
         break;
     }
-    if (!c.closed) UpdateInterest(c);
+    if (!c.closed && !c.away) UpdateInterest(c);
   }
 }
 
@@ -865,9 +1064,8 @@ void EventLoop::BeginStop() {
   for (const ListenSocket* l : listeners_) epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, l->fd.get(), nullptr);
   for (auto& [id, c] : conns_) {
     if (c->closed) continue;
+    if (c->away) continue;  // its worker answers and hands it back (then it is closed)
     switch (c->state) {
-      case ConnState::kPreflight:
-      case ConnState::kWorking:
       case ConnState::kWriting:
         c->close_after = true;  // answer, then close
         break;
@@ -887,6 +1085,7 @@ void EventLoop::Close(Connection& c) {
   }
   c.io.reset();
   c.fd.reset();  // also leaves the epoll set
+  c.registered = false;
   if (c.unix_socket) {
     s_->unix_open.fetch_sub(1);
     if (s_->connections != nullptr) s_->connections->Add({"unix"}, -1);

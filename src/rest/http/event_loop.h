@@ -1,7 +1,9 @@
 // EventLoop: one I/O thread of iptkitd's HTTP server (src/rest/http_server.h). It accepts connections from the
 // listening sockets it shares with the other loops (EPOLLEXCLUSIVE), and runs each connection's state machine
 // (TLS handshake, head, preflight, body, handler, answer, event stream, lingering close) on non-blocking sockets with
-// level-triggered epoll. Handlers run on a WorkerPool; their results come back through a mailbox and an eventfd.
+// level-triggered epoll. Handlers run on a WorkerPool; while one runs, its worker owns the connection (answers on the
+// socket itself, takes a body or the next keep-alive request that is already there) and then hands it back through a
+// mailbox and an eventfd.
 // Every limit of the server is enforced here, before more of a request is read.
 // Thread-safety: Run on one thread; Wake and Deliver from any thread.
 #ifndef IPTKIT_SRC_REST_HTTP_EVENT_LOOP_H_
@@ -81,19 +83,19 @@ class EventLoop {
   void Run();
   void Wake();
 
-  // A worker's result for connection `conn`.
+  // A worker hands connection `conn` back (its state says what comes next), with the answer when it is an event
+  // stream (streams are written by the loop).
   struct Result {
     uint64_t conn = 0;
-    bool admitted = false;  // Preflight admitted the request: read its body, then Handle
-    HttpRequest request;    // handed back with `admitted`
-    Admission admission;
-    HttpResponse response;  // else: the answer
+    bool stream = false;
+    HttpResponse response;
   };
   void Deliver(Result result);
 
  private:
   struct Connection;
   enum class Job { kWhole, kPreflight, kHandle };
+  enum class Prepared { kNeedMore, kProblem, kWhole, kPreflight };
 
   void Accept(size_t listener);
   void PauseAccepting();
@@ -102,10 +104,19 @@ class EventLoop {
   void DoRead(Connection& c);
   void DoWrite(Connection& c);
   void Advance(Connection& c);
+  Prepared Prepare(Connection& c, HttpProblem* problem, const char** limit);
   void StartRequest(Connection& c);
   void Submit(Connection& c, Job job);
   void OnResult(Result result);
+  void Serialize(Connection& c, HttpResponse response);
   void Respond(Connection& c, HttpResponse response);
+  // On a worker, owning the connection: runs the request (and those the client sends right after it).
+  Result RunAway(Connection& c, Job job);
+  // The answer to the request in `c` (false: admitted, the body is still on its way).
+  bool Compute(Connection& c, Job job, HttpResponse* response);
+  void WriteDirect(Connection& c);
+  // Waits briefly for the next request's bytes; whether some came.
+  bool ReadAhead(Connection& c);
   void RespondProblem(Connection& c, const HttpProblem& problem, const char* limit);
   void OnWritten(Connection& c);
   void PumpStream(Connection& c);
