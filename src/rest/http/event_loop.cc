@@ -890,7 +890,7 @@ bool EventLoop::Compute(Connection& c, Job job, HttpResponse* response) {
         *response = api->Handle(c.request, c.admission);
         return true;
       }
-      if (c.read_eof || c.out_sent < c.out.size()) return false;
+      if (c.read_eof || c.out_sent < c.out.size() || c.in.size() >= kBodyBuffer) return false;
       const IoResult got = c.io->Read(buf, std::min(sizeof(buf), kBodyBuffer - c.in.size()));
       if (got.status == Io::kOk) {
         c.in.append(buf, got.bytes);
