@@ -23,6 +23,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "tests/daemon/daemon_fixture.h"
 #include "tests/integration/test_util.h"
@@ -584,6 +585,27 @@ TEST(DaemonHostileLoad, ASecondDaemonCannotTakeThePortOrTheSocket) {
   ASSERT_EQ(stat(sock.c_str(), &st), 0);
   ASSERT_STATUS_OK(first->Launch());
   EXPECT_EQ(HttpClient("unix:" + sock).Get("/v1/version").status, 200);
+}
+
+// The flags of the limits are checked exactly like the configuration keys they set.
+TEST(DaemonHostileLoad, LimitFlagsAreCheckedLikeTheFile) {
+  IPTKIT_NEW_NETNS(ns);
+  char pattern[] = "/tmp/iptkitd-flags-XXXXXX";
+  ASSERT_NE(mkdtemp(pattern), nullptr);
+  const std::string dir = pattern;
+  for (const auto& [flag, value, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--header-timeout", "50ms", "--header-timeout '50ms': expected a duration from 100ms to 1h"},
+           {"--max-header-bytes", "100", "--max-header-bytes '100': at least 1024"},
+           {"--io-threads", "0", "--io-threads '0': expected a positive integer"},
+           {"--max-connections-per-peer", "-3", "--max-connections-per-peer '-3': expected a positive integer"},
+       }) {
+    CommandResult r = Daemon::RunBinary(
+        {"--netns", ns->name(), "--state-dir", dir + "/state", "--listen", "127.0.0.1:0", flag, value}, seconds(10));
+    EXPECT_EQ(r.exit_code, 2) << r.Describe();
+    EXPECT_NE(r.err.find(says), std::string::npos) << r.Describe();
+  }
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 // ---- SIGTERM ----
