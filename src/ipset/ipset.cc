@@ -179,7 +179,8 @@ void DropLeftoverTemps() {
 // (unless dry_run). The temporary set is gone afterwards in every case.
 Result<SetChangeReport> RebuildAndSwap(const SetInfo& live, const std::vector<SetEntry>& copy,
                                        const std::vector<SetEntrySpec>& entries, uint32_t maxelem, uint32_t hashsize,
-                                       bool dry_run, const std::function<void(const SetProgress&)>& progress) {
+                                       bool dry_run, const std::function<void(const SetProgress&)>& progress,
+                                       std::vector<SetEntry>* written = nullptr) {
   const std::string temp = TempName();
   IPTKIT_RETURN_IF_ERROR(
       RunHere(CopyCreateLine(live, temp, maxelem, hashsize), false, "creating the temporary set " + Quote(temp)));
@@ -203,11 +204,12 @@ Result<SetChangeReport> RebuildAndSwap(const SetInfo& live, const std::vector<Se
     return s;
   }
   session->reset();
-  auto filled = GetHere(temp, false);
+  auto filled = GetHere(temp, written != nullptr);
   if (!filled.ok()) {
     DropTemp(temp);
     return filled.status();
   }
+  if (written != nullptr) *written = std::move(filled->entries);
   SetChangeReport report;
   report.swapped = !dry_run;
   report.entries_after = filled->entry_count;
@@ -449,20 +451,17 @@ Result<SetChangeReport> Ipsets::Sync(std::string_view name, const std::vector<Se
     }
     Notify(options.progress, SetProgress::Stage::kChecked, 0, entries.size());
     if (!options.minimal_diff) {
-      IPTKIT_ASSIGN_OR_RETURN(report, RebuildAndSwap(live, {}, entries, 0, 0, options.dry_run, options.progress));
+      // The counts compare the kernel's spelling of the entries before and after (10.0.0.5/24 is 10.0.0.0/24).
+      std::vector<SetEntry> written;
+      IPTKIT_ASSIGN_OR_RETURN(report,
+                              RebuildAndSwap(live, {}, entries, 0, 0, options.dry_run, options.progress, &written));
       std::unordered_set<std::string> before;
       for (const SetEntry& e : live.entries) before.insert(e.elem);
-      // Counted against the kernel's own spelling of the new entries is not possible after the swap; the report
-      // uses the sizes: entries that stayed = before + after - (added + removed) is not knowable without a listing,
-      // so count by listing the result.
-      if (!options.dry_run) {
-        IPTKIT_ASSIGN_OR_RETURN(SetInfo after, GetHere(name, true));
-        size_t kept = 0;
-        for (const SetEntry& e : after.entries) kept += before.count(e.elem);
-        report.added = after.entries.size() - kept;
-        report.removed = live.entries.size() - kept;
-        report.refreshed = kept;
-      }
+      size_t kept = 0;
+      for (const SetEntry& e : written) kept += before.count(e.elem);
+      report.added = written.size() - kept;
+      report.removed = live.entries.size() - kept;
+      report.refreshed = kept;
       Notify(options.progress, SetProgress::Stage::kDone, entries.size(), entries.size());
       return Status::Ok();
     }

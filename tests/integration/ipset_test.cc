@@ -349,6 +349,11 @@ TEST_F(IpsetTest, SyncMakesTheSetExactlyTheEntriesThroughATemporarySet) {
                          {"-A", "INPUT", "-m", "set", "--match-set", "bl", "src", "-j", "DROP"});
   ASSERT_TRUE(r.ok()) << r.Describe();
   ASSERT_OK_AND_ASSIGN(auto entries, ParseSetEntries("192.0.2.2\n192.0.2.3 timeout 0 comment c\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport dry, sets_->Sync("bl", entries, {.dry_run = true}));
+  EXPECT_FALSE(dry.swapped);
+  EXPECT_EQ(dry.added, 1u);
+  EXPECT_EQ(dry.removed, 1u);
+  EXPECT_EQ(Elems(*sets_, "bl"), (std::vector<std::string>{"192.0.2.1", "192.0.2.2"})) << "a dry run changes nothing";
   ASSERT_OK_AND_ASSIGN(SetChangeReport report, sets_->Sync("bl", entries));
   EXPECT_TRUE(report.swapped);
   EXPECT_EQ(report.added, 1u);
