@@ -244,14 +244,26 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   return at;
 }
 
-// Renders one transaction op into table ops on the simulation, with op-level checks that give better messages
-// than the table-op level ones.
-Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
+// An append (index 0) or insert where `placement` puts it.
+TableOp PlacedAdd(Family family, const Table& table, const Chain& chain, size_t number, const Op& op, int index,
+                  const BatchPlanner::Placement& placement) {
+  if (placement) {
+    const int at = placement(family, table, chain, number, index);
+    if (at != index) index = at < 1 || static_cast<size_t>(at) > chain.rules.size() ? 0 : at;
+  }
+  if (index == 0) return TableOp::Make(TKind::kAppend, op.chain, op.rule);
+  return TableOp::Make(TKind::kInsert, op.chain, op.rule, index);
+}
+
+// Renders one transaction op (op `number`, 1-based) into table ops on the simulation, with op-level checks that
+// give better messages than the table-op level ones.
+Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
+              const BatchPlanner::Placement& placement) {
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
-      IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
-      return sim.Emit(TableOp::Make(TKind::kAppend, op.chain, op.rule));
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      return sim.Emit(PlacedAdd(family, table, *c, number, op, 0, placement));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -259,7 +271,7 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
         return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
                                        std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
       }
-      return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
+      return sim.Emit(PlacedAdd(family, table, *c, number, op, op.index, placement));
     }
     case Op::Kind::kDelete: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -426,6 +438,9 @@ Result<Table*> BatchPlanner::Touch(Family family, const std::string& table) {
 }
 
 Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_counters) {
+  // Counters travel only in batches sent with counters; elsewhere a rule starts at zero (and must not carry
+  // counters into a group commit that another request's batch makes a batch with counters).
+  if (!with_counters) op.rule.counters = {};
   // Whether the rule an append/insert adds may equal one the chain holds (then its inverse must not be a plain
   // `-D spec`, which would remove the earlier copy). A set of SpecShapeHash per chain answers "surely not" without
   // scanning the chain: built on first use from the chain, it only ever grows (every rule added through here goes
@@ -498,7 +513,7 @@ void BatchPlanner::RollbackTo(Mark mark) {
   }
 }
 
-Status BatchPlanner::AddTransaction(const Transaction& txn) {
+Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& placement) {
   IPTKIT_RETURN_IF_ERROR(poisoned_);
   if (backend_ == nullptr) return Status::Internal("BatchPlanner without a backend cannot plan transactions");
   if (backend_->name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
@@ -571,7 +586,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     const size_t group_start = journal_.size();
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
-      Status s = PlanOp(group.family, sim, ops[k]);
+      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement);
       if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {
