@@ -519,9 +519,32 @@ HttpResponse Api::Dispatch(Context& ctx) {
   switch (ctx.route->id) {
     case RouteId::kHealthz: {
       if (Status s = check_query({}); !s.ok()) return status_error(s);
-      const bool up = service_->started();
-      Json j{{"status", up ? "ok" : "starting"}};
-      return JsonResponse(j, up ? 200 : 503);
+      // No token here: the problems say which duty fails and why (tool, store, owner name), never rules.
+      const service::Health health = service_->GetHealth();
+      Json j;
+      switch (health.state) {
+        case service::Health::State::kStarting:
+          j["status"] = "starting";
+          break;
+        case service::Health::State::kOk:
+          j["status"] = "ok";
+          break;
+        case service::Health::State::kFailing:
+          j["status"] = "failing";
+          break;
+      }
+      if (!health.problems.empty()) {
+        Json problems = Json::array();
+        for (const service::Health::Problem& p : health.problems) {
+          Json one{{"check", p.check}, {"code", std::string(StatusCodeName(p.status.code()))}};
+          if (!p.subject.empty()) one["subject"] = p.subject;
+          // Owners' and timers' errors quote their rules: those are for /v1/audit, /v1/events and the log.
+          if (p.check != "owner" && p.check != "timer") one["message"] = p.status.message();
+          problems.push_back(std::move(one));
+        }
+        j["problems"] = std::move(problems);
+      }
+      return JsonResponse(j, health.state == service::Health::State::kOk ? 200 : 503);
     }
     case RouteId::kVersion: {
       if (Status s = check_query({}); !s.ok()) return status_error(s);
@@ -582,7 +605,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
           change.ops.SetPolicy(family, table, chain, **policy);
         } else {
           if (*policy) {
-            return status_error(Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy").WithField("/policy"));
+            return status_error(
+                Status::InvalidArgument("/policy: user chain '" + chain + "' has no policy").WithField("/policy"));
           }
           change.action = "create_chain";
           change.ops.CreateChain(family, table, chain);
@@ -657,7 +681,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
           change.ops.Append(family, table, chain, rule);
         }
       } else {
-        if (body->ttl_seconds) return status_error(Status::InvalidArgument("/ttl: a delete has no ttl").WithField("/ttl"));
+        if (body->ttl_seconds)
+          return status_error(Status::InvalidArgument("/ttl: a delete has no ttl").WithField("/ttl"));
         change.action = "delete";
         if (body->owner) {
           change.deletes.push_back({*body->owner, family, table, chain, rule});
@@ -727,7 +752,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
       change.dry_run = body->dry_run || *dry;
       change.confirm_within_seconds = body->confirm_within_seconds;
       if (change.dry_run && change.confirm_within_seconds) {
-        return status_error(Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed").WithField("/confirm_within"));
+        return status_error(
+            Status::InvalidArgument("/confirm_within: a dry run cannot be confirmed").WithField("/confirm_within"));
       }
       return submit(std::move(change), ErrorContext{"/ops", ""});
     }
