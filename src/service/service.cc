@@ -30,7 +30,7 @@ constexpr auto kTimerRetryMost = std::chrono::seconds(5);
 constexpr auto kOwnerRetryFirst = std::chrono::seconds(1);
 constexpr auto kOwnerRetryMost = std::chrono::seconds(60);
 constexpr auto kStoreRetryFirst = std::chrono::seconds(1);
-constexpr auto kStoreRetryMost = std::chrono::seconds(30);
+constexpr auto kStoreRetryMost = std::chrono::seconds(10);
 
 int64_t Millis(Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 

@@ -264,8 +264,19 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   };
   std::vector<Slot> fin;
   fin.reserve(kept + all_desired.size());
+  // An anchored chain without foreign rules is one segment, head then tail; other owners' rules may sit anywhere
+  // in it. New tail rules with no tail rule of ours kept before them go to the end of the chain (after the other
+  // owners' rules), as they would after foreign rules: else an unowned rule appended later (which the daemon puts
+  // above every owner's last hooks) would leave them out of place.
+  const size_t head_size = head.size();
+  const bool tail_to_end =
+      anchored && foreign == 0 && !tail.empty() &&
+      std::none_of(match.begin(), match.end(), [&](int m) { return m >= static_cast<int>(head_size); });
+  std::vector<Slot> at_end;
   auto run = [&](size_t s, size_t from) {
-    for (size_t j = from; j < segs[s].size() && !dmatched[s][j]; ++j) fin.push_back({-1, segs[s][j], &dspec[s][j]});
+    for (size_t j = from; j < segs[s].size() && !dmatched[s][j]; ++j) {
+      (tail_to_end && j >= head_size ? at_end : fin).push_back({-1, segs[s][j], &dspec[s][j]});
+    }
   };
   size_t seg = 0;
   run(0, 0);
@@ -279,6 +290,7 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
     fin.push_back({static_cast<int>(i), nullptr, &kspec[i]});
     run(kseg[i], static_cast<size_t>(match[i]) + 1);
   }
+  fin.insert(fin.end(), at_end.begin(), at_end.end());
 
   // Inserts in final order: when fin[f] goes in, fin[0..f) are in place and nothing else precedes it.
   std::vector<size_t> kept_after(fin.size() + 1, 0);
