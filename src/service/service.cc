@@ -212,7 +212,17 @@ void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
   std::vector<WorkItem*> ptrs;
   for (auto& item : items) ptrs.push_back(item.get());
   WarmCanonicalCache(ptrs);
-  Drain(ptrs, /*repairs=*/true);
+  // TTL expiries and confirm rollbacks that are due commit first, on their own and without waiting for a read:
+  // their ops name the rules by spec (a rule another writer moved is still found; one it removed makes the commit
+  // fail and the expiry read and plan again), so they take effect as soon as the writer gets to them, also when
+  // another writer keeps changing the ruleset and every read costs.
+  std::vector<WorkItem*> timers, rest;
+  for (WorkItem* item : ptrs) {
+    const bool timer = item->kind == WorkItem::Kind::kExpire || item->kind == WorkItem::Kind::kRollback;
+    (timer ? timers : rest).push_back(item);
+  }
+  if (!timers.empty()) Drain(timers, /*repairs=*/false, kMaxCommitAttempts, /*optimistic=*/true);
+  if (!rest.empty()) Drain(rest, /*repairs=*/true);
   for (auto& extra : extras) ptrs.push_back(extra.get());
 
   // Failures are audited too (successes were persisted with their commit).

@@ -119,8 +119,11 @@ struct Service::Impl {
   size_t last_drain_requests = 0;      // client requests the writer took last time (group_wait's target) ...
   size_t previous_drain_requests = 0;  // ... and the time before
   std::map<Family, Ruleset> expected;  // what the kernel holds after our last commit (foreign change detection)
-  txn::BatchPlanner::ShapeIndex expected_shapes;             // the planner's shape index for `expected`
-  std::set<std::pair<Family, std::string>> unrepresentable;  // tables the last read reported unrepresentable
+  txn::BatchPlanner::ShapeIndex expected_shapes;  // the planner's shape index for `expected`
+  // Tables unrepresentable as of the last trusted read, with the reason (see ReadState).
+  std::map<std::pair<Family, std::string>, std::string> unrepresentable;
+  bool backend_vouches = false;  // Backend::Unchanged was true after some read
+  bool fresh_expected = false;   // `expected` was read just now (after a race): plan on it without asking
   Clock::time_point next_drift;
   // Internal work that failed, retried with backoff: "expire:<owner>", "rollback:<id>", "owner:<owner>" (its
   // reconcile), "store" (writing the pending records).
@@ -228,8 +231,11 @@ struct Service::Impl {
   // Plans, commits and persists `items` until every one is final (answered after persisting): conflicts with other
   // writers are retried on a fresh read, kernel rejections bisected. With `repairs`, owned state that the group's
   // imperative ops disturb is repaired in the same commit.
-  // `budget`: commit attempts left to the items (kMaxCommitAttempts in all).
-  void Drain(const std::vector<WorkItem*>& items, bool repairs, int budget = kMaxCommitAttempts);
+  // `budget`: commit attempts left to the items (kMaxCommitAttempts in all). With `optimistic` the first attempt
+  // plans on the simulation of the last drain without asking the backend whether it is current (a conflict then
+  // reads); only for work whose ops are guarded by their specs (TTL expiry, confirm rollback).
+  void Drain(const std::vector<WorkItem*>& items, bool repairs, int budget = kMaxCommitAttempts,
+             bool optimistic = false);
   struct PlannedGroup {
     std::vector<WorkItem*> committing;               // planned into the planner, in order
     std::vector<std::unique_ptr<WorkItem>> repairs;  // made for this attempt (also in committing)
@@ -242,7 +248,15 @@ struct Service::Impl {
   void Bisect(const std::vector<WorkItem*>& committing, const Status& rejected, bool planned_repairs);
   // The kernel as the writer plans on it: its own simulation when the backend vouches that nothing changed, else a
   // fresh read (retried when the dump raced a change; a table newly reported unrepresentable is read again).
-  Result<txn::Snapshots> ReadState(txn::BatchPlanner::ShapeIndex* shapes);
+  // Families `needed` are read unless the backend vouches for our simulation; the others keep the simulation.
+  // Tables that this read found unrepresentable and the last one did not go to `newly_unrepresentable`.
+  Result<txn::Snapshots> ReadState(txn::BatchPlanner::ShapeIndex* shapes, const std::set<Family>& needed,
+                                   std::set<std::pair<Family, std::string>>* newly_unrepresentable);
+  // Applies the trusted marks of unrepresentable tables to a read of `read` (see writer.cc).
+  void TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+                  std::set<std::pair<Family, std::string>>* newly_unrepresentable);
+  // The families a group must see as they are now: the ones its items name, and those owners have state in.
+  std::set<Family> NeededFamilies(const std::vector<WorkItem*>& items) const;
   void CheckForeignChanges(const txn::Snapshots& snapshots);
   // Records of the items (effects and audit entries) and the owners left empty.
   std::vector<StoreRecord> Records(const std::vector<WorkItem*>& items, const std::set<std::string>& emptied);

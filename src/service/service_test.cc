@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <future>
 #include <thread>
+#include <utility>
 
 #include "iptkit/dialect.h"
 #include "src/service/service_test_util.h"
@@ -760,14 +761,18 @@ TEST_F(ServiceTest, AnUnrepresentableTableStopsOnlyWhatIsInIt) {
   EXPECT_FALSE(HasProblem(service_->GetHealth(), "owner", "web"));
 }
 
-// A backend whose next read reports `table` unrepresentable once, as iptables-nft-save does when another writer
-// commits between its dump and the rule count that cross-checks it.
+// A backend whose next `odd_reads` reads report filter unrepresentable, as iptables-nft-save does when another
+// writer commits between its dump and the rule count that cross-checks it. With `vouch`, Unchanged() says yes once
+// after each read (as the nft backend does for a read during which nothing changed), and no otherwise.
 class FlakyReadBackend : public backend::Backend {
  public:
   explicit FlakyReadBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
   std::atomic<int> odd_reads{0};
+  std::atomic<bool> vouch{false};
   std::string name() const override { return inner_->name(); }
+  bool Unchanged(Family family) override { return std::exchange(vouched_[family], false); }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    vouched_[family] = vouch;
     Result<Ruleset> rs = inner_->Read(family, table, fresh_counters);
     if (rs.ok() && family == v4 && odd_reads > 0) {
       --odd_reads;
@@ -789,6 +794,7 @@ class FlakyReadBackend : public backend::Backend {
 
  private:
   std::unique_ptr<backend::Backend> inner_;
+  std::map<Family, bool> vouched_;  // the last read was vouched for, and nobody asked yet
 };
 
 // Regression: a race between two reads was answered as a permanent 412 "unrepresentable" on a table of plain rules.
@@ -810,6 +816,33 @@ TEST_F(ServiceTest, ATableUnrepresentableForOneReadIsReadAgain) {
   Result<ChangeResult> refused = service_->Submit(Append("INPUT", "-s 10.4.4.4 -j DROP"));
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+}
+
+// With a backend that vouches for reads during which nothing changed, only such reads decide that a table is
+// unrepresentable: under a writer that changes the ruleset all the time, reads that keep seeing a count mismatch
+// (the race) do not make a plain table unwritable.
+TEST_F(ServiceTest, OnlyAReadTheBackendVouchesForMakesATableUnrepresentable) {
+  FlakyReadBackend* flaky = nullptr;
+  wrap_writer_ = [&flaky](std::unique_ptr<backend::Backend> inner) -> std::unique_ptr<backend::Backend> {
+    auto wrapped = std::make_unique<FlakyReadBackend>(std::move(inner));
+    wrapped->vouch = true;
+    flaky = wrapped.get();
+    return wrapped;
+  };
+  Start();
+  ASSERT_NE(flaky, nullptr);
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.3.3.9 -j DROP")).ok());  // a read it vouched for
+  flaky->vouch = false;
+  flaky->odd_reads = 1000;
+  for (int i = 1; i <= 3; ++i) {
+    Result<ChangeResult> done = service_->Submit(Append("INPUT", "-s 10.3.3." + std::to_string(i) + " -j DROP"));
+    ASSERT_TRUE(done.ok()) << i << ": " << done.status().ToString();
+  }
+  flaky->vouch = true;
+  Result<ChangeResult> refused = service_->Submit(Append("INPUT", "-s 10.4.4.4 -j DROP"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().details().reason, "unrepresentable");
 }
 
 TEST_F(ServiceTest, HealthIsOkAfterACleanStart) {

@@ -58,16 +58,6 @@ bool MaybeRace(StatusCode code) {
          code == StatusCode::kAlreadyExists || code == StatusCode::kAborted;
 }
 
-std::set<std::pair<Family, std::string>> UnrepresentableTables(const txn::Snapshots& snapshots) {
-  std::set<std::pair<Family, std::string>> out;
-  for (const auto& [family, rs] : snapshots) {
-    for (const Table& t : rs.tables) {
-      if (!t.unrepresentable_reason.empty()) out.insert({family, t.name});
-    }
-  }
-  return out;
-}
-
 // What the audit log shows as the request of the daemon's own work.
 std::string InternalRequestJson(const WorkItem& item) {
   nlohmann::ordered_json j;
@@ -208,44 +198,114 @@ void Service::Impl::CheckForeignChanges(const txn::Snapshots& snapshots) {
   expected.clear();
 }
 
-Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* shapes) {
-  // Our own simulation of the kernel after the last drain serves as the snapshot while the backend vouches that
-  // nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset, no compare.
-  const bool reuse =
-      expected.size() == std::size(kFamilies) &&
-      std::all_of(std::begin(kFamilies), std::end(kFamilies), [&](Family f) { return writer_backend->Unchanged(f); });
-  if (reuse) {
-    txn::Snapshots out = std::move(expected);
-    *shapes = std::move(expected_shapes);
-    expected.clear();
-    expected_shapes.clear();
-    return out;
+std::set<Family> Service::Impl::NeededFamilies(const std::vector<WorkItem*>& items) const {
+  std::set<Family> out;
+  const std::set<Family> all(std::begin(kFamilies), std::end(kFamilies));
+  for (const WorkItem* item : items) {
+    if (item->final) continue;
+    switch (item->kind) {
+      case WorkItem::Kind::kRequest: {
+        const ChangeRequest& r = item->request;
+        for (const Op& op : r.ops.ops()) out.insert(op.family);
+        for (const ManagedAdd& a : r.adds) out.insert(a.family);
+        for (const ManagedDelete& d : r.deletes) out.insert(d.family);
+        if (r.put_owner || r.delete_owner || r.confirm) return all;
+        break;
+      }
+      case WorkItem::Kind::kExpire:
+        for (const store::ManagedRuleKey& k : item->expire) out.insert(k.family);
+        break;
+      case WorkItem::Kind::kRollback:
+      case WorkItem::Kind::kReconcile:
+        return all;  // a drift check looks at everything
+    }
   }
+  // Owners are planned in every family they have state in (their repairs after imperative ops, deferred plans).
+  std::lock_guard<std::mutex> lock(state_mu);
+  for (const auto& [owner, state] : owners) {
+    for (Family f : kFamilies) {
+      if (state.document && DocumentCovers(*state.document, f)) out.insert(f);
+    }
+    for (const auto& [key, rule] : state.managed) out.insert(key.family);
+    if (out.size() == all.size()) break;
+  }
+  return out;
+}
+
+Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* shapes, const std::set<Family>& needed,
+                                                std::set<std::pair<Family, std::string>>* newly_unrepresentable) {
+  // Our own simulation of the kernel after the last drain serves as the snapshot of a family while the backend
+  // vouches that nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset,
+  // no compare. A family the group does not touch (no request names it, no owner has state in it) keeps that
+  // simulation even when something changed: nothing is planned there that is not guarded, and the drift checks
+  // read every family.
+  txn::Snapshots out = std::move(expected);
+  *shapes = std::move(expected_shapes);
+  expected.clear();
   expected_shapes.clear();
-  Result<txn::Snapshots> read = Status::Internal("not read");
+  std::vector<Family> read;
+  for (Family f : kFamilies) {
+    if (out.count(f) && (fresh_expected || !needed.count(f) || writer_backend->Unchanged(f))) continue;
+    read.push_back(f);
+  }
+  fresh_expected = false;
+  if (read.empty()) return out;
+  Result<txn::Snapshots> fresh = Status::Internal("not read");
   // A dump that raced another writer's commit (nft: "changed during the dump") is read again.
   for (int i = 0; i < kMaxCommitAttempts; ++i) {
-    read = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
-    if (read.ok() || read.status().code() != StatusCode::kAborted) break;
+    fresh = txn::ReadSnapshots(*writer_backend, read);
+    if (fresh.ok() || fresh.status().code() != StatusCode::kAborted) break;
     commit_retries->Inc();
   }
-  if (!read.ok()) return read.status();
-  // A table newly reported unrepresentable is read again: on nft the count of a chain's rules is cross-checked
-  // over netlink after iptables-save printed them, and another writer's change in between looks the same as a
-  // lossy table. Only a table that is unrepresentable twice in a row is taken as such.
-  std::set<std::pair<Family, std::string>> seen = UnrepresentableTables(*read);
-  for (int i = 0; i < 3 && !std::includes(unrepresentable.begin(), unrepresentable.end(), seen.begin(), seen.end());
-       ++i) {
-    Result<txn::Snapshots> again = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
-    if (!again.ok()) break;
-    read = std::move(again);
-    std::set<std::pair<Family, std::string>> next = UnrepresentableTables(*read);
-    if (next == seen) break;
-    seen = std::move(next);
+  if (!fresh.ok()) return fresh.status();
+  for (Family f : read) {
+    auto it = out.find(f);
+    if (it != out.end()) expected[f] = std::move(it->second);
   }
-  unrepresentable = std::move(seen);
-  CheckForeignChanges(*read);
-  return read;
+  CheckForeignChanges(*fresh);  // against what we expected of the families read; clears `expected`
+  TrustMarks(*fresh, read, newly_unrepresentable);
+  for (Family f : read) {
+    out[f] = std::move((*fresh)[f]);
+    std::erase_if(*shapes, [&](const auto& e) { return std::get<0>(e.first) == f; });
+  }
+  return out;
+}
+
+void Service::Impl::TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+                               std::set<std::pair<Family, std::string>>* newly_unrepresentable) {
+  // Unrepresentable tables. On nft the rule count of each chain is cross-checked over netlink after iptables-save
+  // printed it, and another writer's change in between looks the same as a lossy table. A read the backend vouches
+  // for right after it (Backend::Unchanged: nothing changed during or since) is trusted; in a read it does not
+  // vouch for, the marks are those of the last trusted read. A backend that never vouches for a read is trusted
+  // when two reads in a row agree (Drain reads again before failing anything because of a new mark).
+  for (Family f : read) {
+    const bool vouched = writer_backend->Unchanged(f);
+    if (vouched) backend_vouches = true;
+    for (Table& t : snapshots[f].tables) {
+      const std::pair<Family, std::string> key{f, t.name};
+      auto known = unrepresentable.find(key);
+      if (vouched || !backend_vouches) {
+        if (t.unrepresentable_reason.empty()) {
+          if (known != unrepresentable.end()) unrepresentable.erase(known);
+        } else {
+          if (known == unrepresentable.end() && !backend_vouches && newly_unrepresentable != nullptr) {
+            newly_unrepresentable->insert(key);
+          }
+          unrepresentable[key] = t.unrepresentable_reason;
+        }
+      } else if (known != unrepresentable.end()) {
+        if (t.unrepresentable_reason.empty()) t.unrepresentable_reason = known->second;
+      } else if (!t.unrepresentable_reason.empty()) {
+        spdlog::debug("{} {} looked unrepresentable in a read that raced another writer ({}); not taken as such",
+                      FamilyName(f), t.name, t.unrepresentable_reason);
+        t.unrepresentable_reason.clear();
+      }
+    }
+    // Tables gone from the family are no longer unrepresentable.
+    std::erase_if(unrepresentable, [&](const auto& e) {
+      return e.first.first == f && snapshots[f].FindTable(e.first.second) == nullptr;
+    });
+  }
 }
 
 // ---- Planning a group ----
@@ -365,7 +425,7 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
 
 // ---- Drain: plan, commit, bisect, persist ----
 
-void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int budget) {
+void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int budget, bool optimistic) {
   int attempts = 0;
   for (;;) {
     std::vector<WorkItem*> open;
@@ -380,8 +440,13 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
       NoteBackend(lock.status(), /*commit=*/false);
       return Fail(open, lock.status());
     }
+    const auto t_read = Clock::now();
     txn::BatchPlanner::ShapeIndex shapes;
-    Result<txn::Snapshots> snapshots = ReadState(&shapes);
+    std::set<std::pair<Family, std::string>> newly_unrepresentable;
+    // An optimistic first attempt plans on the simulation of the last drain as it is (reading only what is not
+    // there): its ops must not depend on positions another writer may have shifted (see Process).
+    const std::set<Family> needed = optimistic && attempts == 1 ? std::set<Family>{} : NeededFamilies(open);
+    Result<txn::Snapshots> snapshots = ReadState(&shapes, needed, &newly_unrepresentable);
     if (!snapshots.ok()) {
       NoteBackend(snapshots.status(), /*commit=*/false);
       return Fail(open, snapshots.status());
@@ -393,7 +458,25 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
       std::lock_guard<std::mutex> guard(state_mu);
       working = owners;
     }
+    const auto t_plan = Clock::now();
     PlannedGroup group = PlanGroup(open, planner, working, repairs);
+    if (!newly_unrepresentable.empty() && attempts < budget) {
+      // Work refused because of a table only this read found unrepresentable: read again (the table is taken as
+      // unrepresentable only when the next read says so too) and plan the whole group again.
+      std::vector<WorkItem*> blocked;
+      for (WorkItem* item : open) {
+        if (item->final && item->status.details().reason == "unrepresentable") blocked.push_back(item);
+      }
+      if (!blocked.empty()) {
+        for (WorkItem* item : blocked) {
+          item->final = false;
+          item->status = Status::Ok();
+        }
+        commit_retries->Inc();
+        spdlog::info("{} work item(s) met a table newly reported unrepresentable; reading again", blocked.size());
+        continue;  // `expected` is empty: the next attempt reads
+      }
+    }
     if (group.committing.empty()) {
       expected_shapes = planner.TakeShapes();
       expected = std::move(planner).TakeState();
@@ -430,8 +513,16 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
         }
       }
       std::vector<StoreRecord> records = Records(group.committing, emptied);
+      const auto t_store = Clock::now();
       Status persisted = WriteRecords(records);
       NoteStore(persisted);
+      if (spdlog::should_log(spdlog::level::debug)) {
+        auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+        spdlog::debug(
+            "drain of {} item(s), attempt {}: read {:.1f} ms, plan {:.1f} ms, commit {:.1f} ms, store {:.1f} ms",
+            group.committing.size(), attempts, ms(t_plan - t_read), ms(t0 - t_plan), ms(t_store - t0),
+            ms(Clock::now() - t_store));
+      }
       if (!persisted.ok()) {
         const bool clients = std::any_of(group.committing.begin(), group.committing.end(),
                                          [](const WorkItem* w) { return !w->internal(); });
@@ -506,11 +597,15 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
         for (Family f : kFamilies) race = race || !DifferingTables(before[f], (*now)[f]).empty();
         expected = std::move(before);
         CheckForeignChanges(*now);  // publishes what changed, clears `expected`
-        const std::set<std::pair<Family, std::string>> odd = UnrepresentableTables(*now);
-        // The next attempt plans on this read while the backend vouches for it (unless it shows a table newly
-        // unrepresentable, which ReadState reads again).
-        if (race && std::includes(unrepresentable.begin(), unrepresentable.end(), odd.begin(), odd.end())) {
-          expected = *std::move(now);
+        if (race) {
+          // This read is the next attempt's snapshot (with the marks ReadState would give it); a new mark of a
+          // backend that never vouches makes the next attempt read once more.
+          std::set<std::pair<Family, std::string>> newly;
+          TrustMarks(*now, {std::begin(kFamilies), std::end(kFamilies)}, &newly);
+          if (newly.empty()) {
+            expected = *std::move(now);
+            fresh_expected = true;
+          }
         }
       }
     }
@@ -523,6 +618,15 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
     if (race) {
       if (attempts < budget) {
         commit_retries->Inc();
+        // The daemon's own work (a TTL that passed, a rollback) is not held up by the clients' conflicts: it goes
+        // first, on its own.
+        std::vector<WorkItem*> internal, clients;
+        for (WorkItem* item : committing) (item->internal() ? internal : clients).push_back(item);
+        if (!internal.empty() && !clients.empty()) {
+          Drain(internal, repairs, budget - attempts);
+          Drain(clients, repairs, budget - attempts);
+          return;
+        }
         if (committing.size() > 1 && attempts >= kBisectConflictsAfter) {
           // The conflicts keep coming: go on in halves (with what is left of the budget), so that a request whose
           // ops keep meeting another writer's changes does not take the others down with it.

@@ -479,7 +479,9 @@ Result<DeclarativePlan> PlanDeclarative(const Ruleset& current, const DesiredSta
     if (kt != nullptr && !kt->unrepresentable_reason.empty()) {
       return Status::FailedPrecondition("table " + table_name + " (" + family_name +
                                         ") cannot be shown faithfully by iptables-save (" + kt->unrepresentable_reason +
-                                        "); iptkit does not rewrite it");
+                                        "); iptkit does not rewrite it")
+          .WithLocation(family_name, table_name)
+          .WithReason("unrepresentable");
     }
     static const Table kEmpty;
     const Table& table = kt != nullptr ? *kt : kEmpty;

@@ -547,7 +547,9 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
     }
     if (!(*table)->unrepresentable_reason.empty()) {
       return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
-                                             (*table)->unrepresentable_reason + "); iptkit does not rewrite it"));
+                                             (*table)->unrepresentable_reason + "); iptkit does not rewrite it")
+                      .WithLocation(std::string(FamilyName(group.family)), group.table)
+                      .WithReason("unrepresentable"));
     }
 
     // Local rule checks, then one canonicalization call for every rule of the table.
@@ -608,7 +610,9 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
   IPTKIT_ASSIGN_OR_RETURN(Table * table, Touch(batch.family, batch.table));
   if (!table->unrepresentable_reason.empty()) {
     return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" + table->unrepresentable_reason +
-                                           "); iptkit does not rewrite it"));
+                                           "); iptkit does not rewrite it")
+                    .WithLocation(std::string(FamilyName(batch.family)), batch.table)
+                    .WithReason("unrepresentable"));
   }
   if (batch.flush_table) {
     for (size_t i = 0; i < start.entries; ++i) {
