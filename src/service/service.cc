@@ -264,6 +264,13 @@ void Service::Impl::NoteOutcomes(const std::vector<WorkItem*>& items) {
   for (const WorkItem* item : items) {
     // A tool that cannot be run fails any work that needed it (a canonicalization in a scratch namespace too).
     if (item->status.details().reason == "tool_missing") NoteBackend(item->status, /*commit=*/true);
+    if (!item->internal() && item->status.ok() && !item->request.dry_run) {
+      // A committed request planned its owners' whole state: an owner that was failing applies again (say, its
+      // broken rule was just deleted) without waiting for its next retry.
+      for (const std::string& owner : item->touched_owners) {
+        if (retries.count("owner:" + owner)) NoteOwner(owner, Status::Ok(), ActionOf(*item));
+      }
+    }
     if (!item->internal() || item->skip_audit) continue;
     for (const auto& [owner, status] : item->owner_failures) NoteOwner(owner, status, ActionOf(*item));
     if (item->kind == WorkItem::Kind::kReconcile) {

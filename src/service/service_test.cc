@@ -590,6 +590,11 @@ TEST_F(ServiceTest, StartupReconcileAppliesEveryOwnerButTheOneThatCannotBeApplie
   Health health = service_->GetHealth();
   EXPECT_EQ(health.state, Health::State::kFailing);
   EXPECT_TRUE(HasProblem(health, "owner", "app"));
+  // Its broken rule deleted by a client: the owner applies again at once, not at its next retry.
+  ChangeRequest fix;
+  fix.deletes.push_back({"app", v4, "filter", "INPUT", R("-j DOCKER-USER")});
+  ASSERT_TRUE(service_->Submit(std::move(fix)).ok());
+  EXPECT_EQ(service_->GetHealth().state, Health::State::kOk);
 }
 
 TEST_F(ServiceTest, AnOwnersRulesMayNotJumpIntoAnotherOwnersChains) {
