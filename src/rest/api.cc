@@ -521,30 +521,11 @@ HttpResponse Api::Dispatch(Context& ctx) {
       if (Status s = check_query({}); !s.ok()) return status_error(s);
       // No token here: the problems say which duty fails and why (tool, store, owner name), never rules.
       const service::Health health = service_->GetHealth();
-      Json j;
-      switch (health.state) {
-        case service::Health::State::kStarting:
-          j["status"] = "starting";
-          break;
-        case service::Health::State::kOk:
-          j["status"] = "ok";
-          break;
-        case service::Health::State::kFailing:
-          j["status"] = "failing";
-          break;
-      }
-      if (!health.problems.empty()) {
-        Json problems = Json::array();
-        for (const service::Health::Problem& p : health.problems) {
-          Json one{{"check", p.check}, {"code", std::string(StatusCodeName(p.status.code()))}};
-          if (!p.subject.empty()) one["subject"] = p.subject;
-          // Owners' and timers' errors quote their rules: those are for /v1/audit, /v1/events and the log.
-          if (p.check != "owner" && p.check != "timer") one["message"] = p.status.message();
-          problems.push_back(std::move(one));
-        }
-        j["problems"] = std::move(problems);
-      }
-      return JsonResponse(j, health.state == service::Health::State::kOk ? 200 : 503);
+      if (health.state == service::Health::State::kStarting) return JsonResponse({{"status", "starting"}}, 503);
+      if (health.state == service::Health::State::kOk) return JsonResponse({{"status", "ok"}});
+      Json problems = Json::array();
+      for (const service::Health::Problem& p : health.problems) problems.push_back(p.Describe());
+      return JsonResponse({{"status", "unhealthy"}, {"problems", problems}}, 503);
     }
     case RouteId::kVersion: {
       if (Status s = check_query({}); !s.ok()) return status_error(s);

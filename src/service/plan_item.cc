@@ -54,7 +54,6 @@ void ResetForPlanning(WorkItem& item) {
   item.rule_ids.clear();
   item.repaired_owners.clear();
   item.owner_failures.clear();
-  item.stored_later = false;
   item.diff.clear();
 }
 

@@ -715,8 +715,19 @@ Health Service::GetHealth() const {
   }
   if (!impl_->backend_status.ok()) health.problems.push_back({"backend", "commit", impl_->backend_status});
   if (!impl_->read_status.ok()) health.problems.push_back({"backend", "read", impl_->read_status});
-  health.state = health.problems.empty() ? Health::State::kOk : Health::State::kFailing;
+  health.state = health.problems.empty() ? Health::State::kOk : Health::State::kUnhealthy;
   return health;
+}
+
+std::string Health::Problem::Describe() const {
+  const std::string head = subject.empty() ? check : check + " " + subject;
+  const std::string code(StatusCodeName(status.code()));
+  // Owners' and timers' errors quote their rules: those are for the audit log, the events and the log.
+  if (check == "owner") {
+    return head + ": its state cannot be applied (" + code + "); retried with backoff, the reason is in the audit log";
+  }
+  if (check == "timer") return head + ": failed (" + code + "); retried, the reason is in the audit log";
+  return head + ": " + status.message();
 }
 
 // ---- Reads ----

@@ -140,9 +140,9 @@ struct ConfirmView {
 // Whether the daemon does its duties (docs/daemon.md "Health"): what GET /healthz reports.
 struct Health {
   enum class State {
-    kStarting,  // the start-up sequence has not finished
-    kOk,        // nothing below
-    kFailing,   // at least one problem
+    kStarting,   // the start-up sequence has not finished
+    kOk,         // nothing below
+    kUnhealthy,  // at least one problem
   };
   State state = State::kStarting;
   struct Problem {
@@ -151,8 +151,11 @@ struct Health {
     // retried), "store" (the store cannot be written; the daemon's own records wait in memory), "backend" (the
     // last commit or read failed for a reason that is not the request's: a missing tool, the lock, permissions).
     std::string check;
-    std::string subject;  // the owner, "expire:OWNER" or "rollback:ID"; "" for the others
+    std::string subject;  // the owner, "expire:OWNER" or "rollback:ID", "commit" or "read"; "" for the others
     Status status;        // why
+    // For people, without rules (an unauthenticated /healthz shows it): "owner app: its state cannot be applied
+    // (NOT_FOUND); retried with backoff, the reason is in the audit log", "backend commit: cannot run ...".
+    std::string Describe() const;
   };
   std::vector<Problem> problems;
 };

@@ -101,8 +101,7 @@ struct WorkItem {
   // Owners this internal item could not plan (their error): reported and retried with backoff, while the item
   // itself did what it could without them (kExpire, kRollback) or failed (kReconcile).
   std::map<std::string, Status> owner_failures;
-  bool stored_later = false;  // committed while the store failed: its records wait in memory
-  std::string diff;           // its committed restore text
+  std::string diff;  // its committed restore text
 };
 
 struct Service::Impl {

@@ -554,7 +554,7 @@ TEST_F(ServiceTest, AnOwnerThatCannotBeAppliedFailsAloneIsReportedAndRetried) {
   for (int i = 1; i <= 5; ++i) EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.1.0." + std::to_string(i) + "/32"));
   ASSERT_TRUE(Eventually([&] { return HasProblem(service_->GetHealth(), "owner", "app"); }));
   Health health = service_->GetHealth();
-  EXPECT_EQ(health.state, Health::State::kFailing);
+  EXPECT_EQ(health.state, Health::State::kUnhealthy);
   EXPECT_FALSE(HasProblem(health, "owner", "zed"));
   EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_owner_failures_total{owner=\"app\"}"));
   EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_owners_failing 1"));
@@ -588,7 +588,7 @@ TEST_F(ServiceTest, StartupReconcileAppliesEveryOwnerButTheOneThatCannotBeApplie
   EXPECT_FALSE(service_->startup_status().ok());
   EXPECT_EQ(service_->startup_status().details().owner, "app");
   Health health = service_->GetHealth();
-  EXPECT_EQ(health.state, Health::State::kFailing);
+  EXPECT_EQ(health.state, Health::State::kUnhealthy);
   EXPECT_TRUE(HasProblem(health, "owner", "app"));
   // Its broken rule deleted by a client: the owner applies again at once, not at its next retry.
   ChangeRequest fix;

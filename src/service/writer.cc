@@ -556,7 +556,6 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
             "written: {}",
             records.size(), persisted.ToString());
         KeepPending(std::move(records));
-        for (WorkItem* item : group.committing) item->stored_later = true;
       }
       for (WorkItem* item : group.committing) {
         for (const store::ManagedRuleKey& key : item->effects.removals) owner_planner->ForgetRule(key);

@@ -27,10 +27,11 @@ using Clock = std::chrono::steady_clock;
 
 double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-bool HasProblem(const Reply& health, const std::string& check, const std::string& subject = "") {
+// Whether /healthz lists a problem starting with `prefix` ("owner app:", "store:", "backend commit:").
+bool HasProblem(const Reply& health, const std::string& prefix) {
   if (!health.is_json() || !health.json.contains("problems")) return false;
   for (const Json& p : health.json["problems"]) {
-    if (p.value("check", "") == check && (subject.empty() || p.value("subject", "") == subject)) return true;
+    if (p.is_string() && p.get<std::string>().starts_with(prefix)) return true;
   }
   return false;
 }
@@ -87,12 +88,14 @@ TEST(DaemonDuties, AnOwnerWhoseForeignChainIsGoneFailsAloneAndIsReported) {
       << "owner zed was not repaired while owner app cannot be:\n"
       << SaveText(*ns);
   std::cout << "owner zed repaired after " << Seconds(Clock::now() - flushed) << " s\n";
-  ASSERT_TRUE(WaitUntil([&] { return HasProblem(daemon->Client("").Get("/healthz"), "owner", "app"); },
-                        std::chrono::seconds(5)));
+  ASSERT_TRUE(
+      WaitUntil([&] { return HasProblem(daemon->Client("").Get("/healthz"), "owner app:"); }, std::chrono::seconds(5)));
   Reply health = daemon->Client("").Get("/healthz");
   EXPECT_EQ(health.status, 503) << health.Describe();
-  EXPECT_EQ(health.json["status"], "failing") << health.body;
-  EXPECT_FALSE(HasProblem(health, "owner", "zed")) << health.body;
+  EXPECT_EQ(health.json["status"], "unhealthy") << health.body;
+  EXPECT_FALSE(HasProblem(health, "owner zed:")) << health.body;
+  EXPECT_EQ(health.body.find("DOCKER-USER"), std::string::npos)
+      << "rules in the unauthenticated health: " << health.body;
   Reply metrics = http.Get("/metrics");
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_owner_failures_total", {{"owner", "app"}}).value_or(0), 1.0);
   EXPECT_EQ(MetricValue(metrics.body, "iptkitd_owners_failing"), 1.0);
@@ -109,7 +112,7 @@ TEST(DaemonDuties, AnOwnerWhoseForeignChainIsGoneFailsAloneAndIsReported) {
   EXPECT_EQ(TaggedLines(SaveText(*ns), "zed").size(), 5u) << SaveText(*ns);
   Reply after = daemon->Client("").Get("/healthz");
   EXPECT_EQ(after.status, 503) << after.Describe();
-  EXPECT_TRUE(HasProblem(after, "owner", "app")) << after.body;
+  EXPECT_TRUE(HasProblem(after, "owner app:")) << after.body;
 
   // Docker is back: app is applied at its next retry, and health is ok again.
   Ipt(*ns, {"-N", "DOCKER-USER"});
@@ -198,7 +201,7 @@ TEST(DaemonDuties, OnAFullDiskTtlAndCommitConfirmStillTakeEffect) {
   // ... and health and metrics say that the store is failing.
   Reply health = daemon->Client("").Get("/healthz");
   EXPECT_EQ(health.status, 503) << health.Describe();
-  EXPECT_TRUE(HasProblem(health, "store")) << health.body;
+  EXPECT_TRUE(HasProblem(health, "store:")) << health.body;
   Reply metrics = http.Get("/metrics");
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_store_write_failures_total").value_or(0), 1.0) << metrics.body;
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_store_pending_records").value_or(0), 2.0) << metrics.body;
@@ -249,9 +252,9 @@ TEST(DaemonDuties, AMissingIptablesRestoreIsReportedAsSuch) {
   EXPECT_TRUE(TaggedLines(SaveText(*ns), "web").empty());
   Reply health = daemon->Client("").Get("/healthz");
   EXPECT_EQ(health.status, 503) << health.Describe();
-  EXPECT_TRUE(HasProblem(health, "owner", "web")) << health.body;
-  EXPECT_TRUE(HasProblem(health, "backend")) << health.body;
-  EXPECT_NE(health.body.find("iptables-nft-restore"), std::string::npos) << health.body;
+  EXPECT_TRUE(HasProblem(health, "owner web:")) << health.body;
+  EXPECT_TRUE(HasProblem(health, "backend commit:")) << health.body;
+  EXPECT_NE(health.body.find("cannot run /usr/sbin/iptables-nft-restore"), std::string::npos) << health.body;
 
   HttpClient http = daemon->Admin();
   Reply r = http.Post(RulesPath("INPUT"), R"({"spec": "-s 10.2.0.2 -j DROP"})");
@@ -259,6 +262,47 @@ TEST(DaemonDuties, AMissingIptablesRestoreIsReportedAsSuch) {
   EXPECT_NE(r.body.find("/usr/sbin/iptables-nft-restore"), std::string::npos) << r.body;
   EXPECT_EQ(r.body.find("concurrently"), std::string::npos) << r.body;
   http.Disconnect();
+}
+
+// ---- A table iptables-save cannot print faithfully ----
+
+// Regression: a foreign rule with a line break in its comment made every read, every write and every drift repair
+// fail ("cannot parse iptables-nft-save"). Reads of other tables, writes to other tables and owners not in that
+// table go on; the table is reported as unrepresentable. Needs the backend that reads table by table (a table that
+// does not read back comes back marked): where the backend still fails the whole read, this skips, saying so.
+TEST(DaemonDuties, ATableWithAForeignRuleIptablesSaveCannotPrintStopsOnlyItself) {
+  IPTKIT_NEW_NETNS(ns);
+  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns, {.args = {"--drift-interval", "1s"}}));
+  HttpClient http = daemon->Admin();
+  ASSERT_EQ(http.Post(RulesPath("INPUT"), R"({"spec": "-s 10.1.1.1 -j DROP", "owner": "web"})").status, 200);
+  ASSERT_EQ(http.Post(RulesPath("PREROUTING", Family::kIPv4, "mangle"),
+                      R"({"spec": "-s 10.2.2.2 -j ACCEPT", "owner": "mangler"})")
+                .status,
+            200);
+  CommandResult foreign = ns->Iptables(
+      Variant::kNft, Family::kIPv4,
+      {"-t", "mangle", "-A", "PREROUTING", "-m", "comment", "--comment", "line one\nline two", "-j", "ACCEPT"});
+  ASSERT_TRUE(foreign.ok()) << foreign.Describe();
+
+  Reply all = http.Get("/v1/ipv4");
+  if (all.status != 200 && all.body.find("parse") != std::string::npos) {
+    GTEST_SKIP() << "this backend fails the whole read of a family holding such a table: " << all.body;
+  }
+  ASSERT_EQ(all.status, 200) << all.Describe();
+  bool marked = false;
+  for (const Json& t : all.json["tables"]) marked = marked || (t["name"] == "mangle" && t.contains("unrepresentable"));
+  EXPECT_TRUE(marked) << all.body;
+  EXPECT_EQ(http.Get("/v1/ipv4/tables/filter").status, 200);
+  EXPECT_EQ(http.Post(RulesPath("INPUT"), R"({"spec": "-s 10.3.3.3 -j DROP"})").status, 200);
+  ExpectError(http.Post(RulesPath("PREROUTING", Family::kIPv4, "mangle"), R"({"spec": "-s 10.4.4.4 -j ACCEPT"})"), 412,
+              "failed_precondition");
+  // The owner in filter is repaired after a flush; the one in mangle is reported.
+  Ipt(*ns, {"-F", "INPUT"});
+  EXPECT_TRUE(WaitUntil([&] { return TaggedLines(SaveText(*ns), "web").size() == 1; }, std::chrono::seconds(5)))
+      << SaveText(*ns);
+  EXPECT_TRUE(WaitUntil([&] { return HasProblem(daemon->Client("").Get("/healthz"), "owner mangler:"); },
+                        std::chrono::seconds(5)))
+      << daemon->Client("").Get("/healthz").Describe();
 }
 
 // ---- Unowned rules next to owned hooks ----
