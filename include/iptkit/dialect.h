@@ -58,6 +58,8 @@ struct ParseSaveOptions {
   // Accept iptables-restore --noflush input as well: `-A` to chains the text does not declare (they exist in
   // the kernel), and builtin chains declared with policy "-" (keep the current policy; Chain::policy is "-").
   bool restore_input = false;
+  // The number of the text's first line in errors (for a part of a larger text).
+  int first_line = 1;
 };
 Result<Ruleset> ParseSave(std::string_view text, Family family, const ParseSaveOptions& options = {});
 

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "iptkit/backend_info.h"
 #include "iptkit/desired.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"
@@ -34,13 +35,6 @@ namespace backend {
 class Backend;
 }
 
-enum class BackendKind {
-  kAuto,    // the variant that holds rules (nft when neither or both do)
-  kNft,     // iptables-nft-restore / -save
-  kLegacy,  // iptables-legacy-restore / -save
-  kFake,    // in-memory, same semantics; for tests (the library's and the users')
-};
-
 struct FirewallOptions {
   // Network namespace: "" = the caller's; a name (as `ip netns`, /run/netns/NAME) or a path (/proc/PID/ns/net).
   std::string netns;
@@ -50,33 +44,6 @@ struct FirewallOptions {
   // Test hook: called after the snapshot was read and before the first commit of a transaction (used by the
   // concurrency tests to slip in a foreign writer). Not for production use.
   std::function<void()> before_commit_hook;
-};
-
-// What `iptkit info` shows.
-struct VariantTables {
-  std::string variant;  // "nft" or "legacy"
-  std::string version;  // `iptables -V` of that variant
-  struct TableRules {
-    Family family = Family::kIPv4;
-    std::string table;
-    size_t rules = 0;
-    bool representable = true;
-  };
-  std::vector<TableRules> tables;  // tables that exist in that variant, with rule counts
-};
-struct ForeignNftChain {
-  std::string family;  // nft family: ip, ip6, inet, ...
-  std::string table;
-  std::string chain;
-  std::string hook;  // input, forward, ...
-  int priority = 0;
-};
-struct FirewallInfo {
-  std::string backend;                       // "nft", "legacy" or "fake"
-  std::string netns;                         // as given ("" = caller's)
-  std::vector<VariantTables> variants;       // both variants, so rules in the other one are visible
-  std::vector<ForeignNftChain> foreign_nft;  // nft base chains not made by iptables-nft (firewalld, docker...)
-  std::vector<std::string> warnings;
 };
 
 class Firewall {
@@ -105,6 +72,7 @@ class Firewall {
   // Replaces the tables named in `text` (iptables-restore format) — or, with noflush, adds to them — as one
   // transaction. Tables that are unrepresentable are refused.
   struct RestoreOptions {
+    std::function<void(const CommitProgress&)> progress = nullptr;  // as CommitOptions::progress
     bool noflush = false;
     bool counters = false;  // take "[p:b]" from the text
     bool dry_run = false;

@@ -20,7 +20,7 @@
 #include <string_view>
 
 #include "iptkit/desired.h"
-#include "iptkit/firewall.h"
+#include "iptkit/backend_info.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"
 #include "iptkit/transaction.h"

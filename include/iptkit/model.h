@@ -147,6 +147,10 @@ const std::vector<std::string>& BuiltinChains(std::string_view table);
 bool IsBuiltinChain(std::string_view table, std::string_view chain);
 // ACCEPT, DROP, RETURN, QUEUE (the verdicts that are not extensions).
 bool IsStandardVerdict(std::string_view name);
+// The target extensions iptables 1.8.9 ships (extensions/libxt_*, libipt_*, libip6t_* with upper-case names: LOG,
+// DNAT, MARK, ...). The one list iptkit has: `-j NAME` is an extension when NAME is in it (or has options), else a
+// jump to a user chain, and chain names may not clash with it ("chain name may not clash with target name").
+bool IsTargetExtension(std::string_view name);
 
 // Chain names: 1..28 bytes, not starting with '-' or '!', no whitespace, not a standard verdict or the name of a
 // known target extension (DNAT, LOG, ...). Errors name the chain.

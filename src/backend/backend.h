@@ -1,22 +1,26 @@
 // Backend: the one seam between iptkit and the kernel (leveldb's Env). Everything that reads or writes netfilter
 // state goes through it; tests swap in FakeBackend (in-memory) or FaultBackend (fails on demand).
 //
-// A backend reads whole-family snapshots and commits one table at a time, atomically: every op of a TableBatch
-// takes effect or none does (restore backend: one "*table ... COMMIT" block given to iptables-restore --noflush;
-// fake: applied to a copy, swapped in on success). Ops are exactly the iptables-restore commands; rules inside
-// ops are model values printed with FormatRuleSpec.
+// A backend reads whole-family snapshots and commits whole transactions: Commit takes every table batch of a
+// transaction at once (any tables, both families). What one Commit guarantees is in the backend's traits: a backend
+// with atomic_across_tables commits the whole call as one kernel transaction; the others (restore: one
+// "*table ... COMMIT" block given to iptables-restore --noflush per table; fake: one table swapped in at a time)
+// commit table by table, each atomically, and undo the tables already committed with their guarded inverses when a
+// later one fails (CommitTableByTable). Ops are exactly the iptables-restore commands; rules inside ops are model
+// values printed with FormatRuleSpec.
 // Thread-safety: a Backend is used by one thread at a time.
 #ifndef IPTKIT_SRC_BACKEND_BACKEND_H_
 #define IPTKIT_SRC_BACKEND_BACKEND_H_
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "iptkit/firewall.h"
+#include "iptkit/backend_info.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"
 
@@ -76,6 +80,41 @@ std::string RenderRestoreBlock(const TableBatch& batch);
 // One op as a restore line ("-A INPUT -s 1.2.3.4/32 -j ACCEPT").
 std::string RenderRestoreLine(const TableOp& op);
 
+// One table's part of a transaction as Commit receives it.
+struct CommitTable {
+  // What is sent: one atomic commit of the table (or part of one kernel transaction, see BackendTraits).
+  TableBatch batch;
+  // Undoes `batch` when committed right after it; used by backends that commit table by table, to roll back when a
+  // later table fails. Guarded: every op that removes a rule names it by spec (or is preceded by `-C CHAIN spec`),
+  // so on a table that changed in the meantime the inverse fails as a whole instead of removing a foreign rule.
+  // Re-added rules carry the counters of the snapshot (with_counters is set); packets counted between the snapshot
+  // and the rollback are lost. A flush_table batch's inverse is the table's pre-image (a flush_table batch itself).
+  TableBatch inverse;
+  // `batch` zeroes counters (-Z); the old counters cannot be restored by `inverse`.
+  bool irreversible = false;
+};
+
+// What a backend guarantees and needs; callers decide by these, never by comparing names.
+struct BackendTraits {
+  std::string name;     // "nft", "legacy", "fake" (for messages, logs and `info`)
+  std::string variant;  // the iptables variant whose rules it reads and writes: "nft", "legacy"; "" for the fake
+  // One Commit is one kernel transaction across every table and family in it; otherwise table by table.
+  bool atomic_across_tables = false;
+  // Rules carry kernel handles; delete and replace name the rule itself, not its position or spec.
+  bool handles = false;
+  // Read → plan → Commit must hold Lock() to exclude other writers (legacy's xtables lock).
+  bool needs_lock = false;
+  // A chain renamed by one op may be used by a later op of the same commit (iptables-nft-restore 1.8.9 rejects
+  // that at COMMIT with "No chain/target/match by that name").
+  bool rename_then_use = true;
+};
+
+// How a Commit went.
+struct CommitReport {
+  bool atomic_across_tables = false;  // the whole call was one kernel transaction
+  std::string backend;                // the backend that committed it (traits().name)
+};
+
 class LockGuard {
  public:
   virtual ~LockGuard() = default;
@@ -85,8 +124,7 @@ class Backend {
  public:
   virtual ~Backend() = default;
 
-  // "nft", "legacy", "fake".
-  virtual std::string name() const = 0;
+  virtual const BackendTraits& traits() const = 0;
 
   // A snapshot of every table of the family (or only `table`), with counters. Never partial: when the save
   // tool fails or prints one of the warnings that mean its output is incomplete, this fails. A table whose
@@ -103,9 +141,13 @@ class Backend {
   // Read). false means "not known", never an error of the kernel's; the default is false.
   virtual bool Unchanged(Family family) { return false; }
 
-  // Applies one batch atomically. On failure nothing of the table changed; the Status names the failing op
-  // (its restore line) and carries the tool's stderr.
-  virtual Status Commit(const TableBatch& batch) = 0;
+  // Commits every batch of a transaction, in order (batches without ops are skipped). On failure nothing of the
+  // transaction is left changed: with atomic_across_tables nothing was committed; otherwise the tables committed
+  // before the failing one were undone with their inverses (CommitTableByTable has the exact contract and the error
+  // texts). The Status names the failing op (its restore line) and carries the tool's stderr.
+  virtual Result<CommitReport> Commit(const std::vector<CommitTable>& tables) = 0;
+  // One table alone (its inverse unused): Commit({{.batch = batch}}). Derived classes say `using Backend::Commit;`.
+  Status Commit(const TableBatch& batch);
 
   // Canonical forms (as this backend's save would print them) of rules meant for `table`. Rules may jump to
   // chains that do not exist yet. Results are cached per distinct spec. Errors name the rule's spec and carry
@@ -121,6 +163,15 @@ class Backend {
   // Variants, their tables and rule counts, foreign nft chains.
   virtual Result<FirewallInfo> Info() = 0;
 };
+
+// Commit for backends that commit table by table: commits tables[0], tables[1], ... in order with `commit_one`
+// (atomic per table), skipping batches without ops. A lone table's error is returned as it is. When table k of
+// several fails, commits the inverse batches of the tables committed before it, newest first, and returns table
+// k's error (same code, same details) prefixed with which table failed, e.g. "commit of ipv4 nat (table 2 of 2) failed, ipv4 filter rolled back: <error>". If an inverse
+// fails too, returns Internal naming the original error, each failed inverse and which tables are left changed; the
+// other inverses are still attempted.
+Result<CommitReport> CommitTableByTable(const std::vector<CommitTable>& tables, const std::string& backend_name,
+                                        const std::function<Status(const TableBatch&)>& commit_one);
 
 struct BackendOptions {
   std::string netns;  // "" = caller's, NAME or PATH

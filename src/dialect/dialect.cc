@@ -60,6 +60,7 @@ class SaveParser {
  public:
   SaveParser(std::string_view text, Family family, const ParseSaveOptions& options) : text_(text), options_(options) {
     ruleset_.family = family;
+    line_no_ = options.first_line > 0 ? static_cast<size_t>(options.first_line - 1) : 0;
   }
 
   Result<Ruleset> Parse() {
@@ -69,7 +70,7 @@ class SaveParser {
       if (end == std::string_view::npos) end = text_.size();
       ++line_no_;
       Status status = Line(text_.substr(start, end - start));
-      if (!status.ok()) return status.WithContext("line " + std::to_string(line_no_));
+      if (!status.ok()) return status.WithContext("line " + std::to_string(line_no_)).WithLine(line_no_);
       start = end + 1;
     }
     if (table_) {

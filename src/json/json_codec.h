@@ -19,7 +19,7 @@
 #include <string_view>
 
 #include "iptkit/desired.h"
-#include "iptkit/firewall.h"
+#include "iptkit/backend_info.h"
 #include "iptkit/json.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"

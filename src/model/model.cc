@@ -81,6 +81,24 @@ bool IsBuiltinChain(std::string_view table, std::string_view chain) {
   return std::find(chains.begin(), chains.end(), chain) != chains.end();
 }
 
+namespace {
+
+// Target extensions iptables 1.8.9 can load (libxt_*/libipt_*/libip6t_* with upper-case names): iptables refuses
+// chain names that xtables_find_target() resolves ("chain name may not clash with target name").
+constexpr std::string_view kTargetExtensions[] = {
+    "AUDIT",  "CHECKSUM",   "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT",      "DNAT",
+    "DNPT",   "DSCP",       "ECN",      "HL",        "HMARK",    "IDLETIMER",   "LED",     "LOG",
+    "MARK",   "MASQUERADE", "NETMAP",   "NFLOG",     "NFQUEUE",  "NOTRACK",     "RATEEST", "REDIRECT",
+    "REJECT", "SECMARK",    "SET",      "SNAT",      "SNPT",     "SYNPROXY",    "TCPMSS",  "TCPOPTSTRIP",
+    "TEE",    "TOS",        "TPROXY",   "TRACE",     "TTL",      "ULOG",
+};
+
+}  // namespace
+
+bool IsTargetExtension(std::string_view name) {
+  return std::find(std::begin(kTargetExtensions), std::end(kTargetExtensions), name) != std::end(kTargetExtensions);
+}
+
 bool IsStandardVerdict(std::string_view name) {
   return name == "ACCEPT" || name == "DROP" || name == "RETURN" || name == "QUEUE";
 }

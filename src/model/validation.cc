@@ -27,20 +27,6 @@ constexpr size_t kMaxSetName = 31;
 // IFNAMSIZ (16, with the NUL).
 constexpr size_t kMaxInterface = 15;
 
-// Target extensions iptables 1.8.9 can load (libxt_*/libipt_*/libip6t_* with upper-case names): iptables refuses
-// chain names that xtables_find_target() resolves ("chain name may not clash with target name").
-constexpr std::string_view kTargetExtensions[] = {
-    "AUDIT",  "CHECKSUM",   "CLASSIFY", "CLUSTERIP", "CONNMARK", "CONNSECMARK", "CT",      "DNAT",
-    "DNPT",   "DSCP",       "ECN",      "HL",        "HMARK",    "IDLETIMER",   "LED",     "LOG",
-    "MARK",   "MASQUERADE", "NETMAP",   "NFLOG",     "NFQUEUE",  "NOTRACK",     "RATEEST", "REDIRECT",
-    "REJECT", "SECMARK",    "SET",      "SNAT",      "SNPT",     "SYNPROXY",    "TCPMSS",  "TCPOPTSTRIP",
-    "TEE",    "TOS",        "TPROXY",   "TRACE",     "TTL",      "ULOG",
-};
-
-bool IsTargetExtension(std::string_view name) {
-  return std::find(std::begin(kTargetExtensions), std::end(kTargetExtensions), name) != std::end(kTargetExtensions);
-}
-
 std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
 // Names the first byte iptables-restore cannot carry ('\n', '\r', NUL), or "" when there is none.

@@ -9,7 +9,7 @@
 
 #include "iptkit/dialect.h"
 #include "iptkit/json.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/service/service_internal.h"
 #include "src/txn/declarative.h"
 
@@ -277,8 +277,13 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
     if (!canon.ok()) return canon.status().WithContext(where);
     const std::string spec = FormatRuleSpec(canon->front());
     store::ManagedRuleKey key{a.owner, a.family, a.table, a.chain, spec};
+    IPTKIT_RETURN_IF_ERROR(CheckNewOwner(a.owner, working).WithContext(where));
     OwnerState& state = Modify(working, a.owner, undo);
     auto it = state.managed.find(key);
+    if (r.ttl_bounded) {
+      IPTKIT_RETURN_IF_ERROR(
+          CheckTtlBounded(it == state.managed.end() ? nullptr : &it->second, /*removing=*/false).WithContext(where));
+    }
     store::ManagedRule rec;
     if (it != state.managed.end()) {
       rec = it->second;
@@ -315,6 +320,9 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
     if (owner == working.end() || owner->second.managed.count(key) == 0) {
       return Status::NotFound(where + ": owner '" + d.owner + "' has no managed rule '" + key.spec + "'");
     }
+    if (r.ttl_bounded) {
+      IPTKIT_RETURN_IF_ERROR(CheckTtlBounded(&owner->second.managed.at(key), /*removing=*/true).WithContext(where));
+    }
     item.rule_ids.insert(owner->second.managed.at(key).rule_id);
     Modify(working, d.owner, undo).managed.erase(key);
     item.effects.removals.push_back(key);
@@ -323,6 +331,7 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
   if (r.put_owner) {
     const std::string& owner = r.put_owner->owner;
     IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(*r.put_owner));
+    IPTKIT_RETURN_IF_ERROR(CheckNewOwner(owner, working));
     IPTKIT_RETURN_IF_ERROR(CheckJumpTargets(*r.put_owner, working));
     Modify(working, owner, undo).document = *r.put_owner;
     item.effects.documents[owner] = *r.put_owner;

@@ -596,7 +596,7 @@ Result<std::unique_ptr<Service>> Service::Start(Options options, store::Store* s
   FirewallOptions reader_options = options.firewall;
   reader_options.before_commit_hook = nullptr;
   impl->reader = Firewall::WithBackend(std::move(reader_backend), reader_options);
-  service->backend_name_ = impl->writer_backend->name();
+  service->backend_name_ = impl->writer_backend->traits().name;
 
   impl->commits = &metrics->AddCounter("iptkitd_commits_total", "Kernel commits of the writer, by result.", {"result"});
   impl->batch_requests = &metrics->AddHistogram("iptkitd_group_commit_requests",

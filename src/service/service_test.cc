@@ -774,7 +774,7 @@ class FlakyReadBackend : public backend::Backend {
   explicit FlakyReadBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
   std::atomic<int> odd_reads{0};
   std::atomic<bool> vouch{false};
-  std::string name() const override { return inner_->name(); }
+  const backend::BackendTraits& traits() const override { return inner_->traits(); }
   bool Unchanged(Family family) override { return std::exchange(vouched_[family], false); }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
     vouched_[family] = vouch;
@@ -787,7 +787,10 @@ class FlakyReadBackend : public backend::Backend {
     }
     return rs;
   }
-  Status Commit(const backend::TableBatch& batch) override { return inner_->Commit(batch); }
+  using Backend::Commit;
+  Result<backend::CommitReport> Commit(const std::vector<backend::CommitTable>& tables) override {
+    return inner_->Commit(tables);
+  }
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override {
     return inner_->Canonicalize(family, table, rules);

@@ -14,6 +14,7 @@
 
 #include "iptkit/dialect.h"
 #include "iptkit/json.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/service/service_internal.h"
 #include "src/txn/firewall_internal.h"
 

@@ -14,7 +14,7 @@
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
 #include "src/backend/fake/fake_backend.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 
 namespace iptkit::txn {
 namespace {

@@ -7,7 +7,7 @@
 
 #include "iptkit/dialect.h"
 #include "src/backend/backend.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/txn/firewall_internal.h"
 
 namespace iptkit {
@@ -31,10 +31,6 @@ namespace {
 
 bool Empty(const backend::TableBatch& batch) { return batch.ops.empty() && !batch.flush_table; }
 
-std::string TableName(const backend::TableBatch& batch) {
-  return std::string(FamilyName(batch.family)) + " " + batch.table;
-}
-
 }  // namespace
 
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run) {
@@ -51,42 +47,9 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
                                    const CommitOptions& options) {
   CommitResult result = RenderPlanned(tables, options.dry_run);
   if (options.dry_run) return result;
-
-  std::vector<size_t> to_commit;
-  for (size_t i = 0; i < tables.size(); ++i) {
-    if (!Empty(tables[i].batch)) to_commit.push_back(i);
-  }
-  for (size_t k = 0; k < to_commit.size(); ++k) {
-    const PlannedTable& failed = tables[to_commit[k]];
-    Status status = backend.Commit(failed.batch);
-    if (status.ok()) continue;
-
-    // Undo tables k-1..0, newest first; keep going when one inverse fails so that as much as possible is undone.
-    std::string rolled_back;
-    std::string rollback_errors;
-    std::string left_changed;
-    std::string zeroed;
-    for (size_t j = k; j-- > 0;) {
-      const PlannedTable& done = tables[to_commit[j]];
-      if (done.irreversible) zeroed += (zeroed.empty() ? "" : ", ") + TableName(done.batch);
-      Status undo = Empty(done.inverse) ? Status::Ok() : backend.Commit(done.inverse);
-      if (undo.ok()) {
-        rolled_back += (rolled_back.empty() ? "" : ", ") + TableName(done.batch);
-      } else {
-        rollback_errors += "; rollback of " + TableName(done.batch) + " failed: " + undo.ToString();
-        left_changed += (left_changed.empty() ? "" : ", ") + TableName(done.batch);
-      }
-    }
-    std::string what = "commit of " + TableName(failed.batch) + " (table " + std::to_string(k + 1) + " of " +
-                       std::to_string(to_commit.size()) + ") failed";
-    std::string zero_note = zeroed.empty() ? "" : " (counters zeroed in " + zeroed + " could not be restored)";
-    if (!rollback_errors.empty()) {
-      return Status::Internal(what + ": " + status.ToString() + rollback_errors + "; left changed: " + left_changed +
-                              (rolled_back.empty() ? "" : "; rolled back: " + rolled_back) + zero_note);
-    }
-    if (!rolled_back.empty()) what += ", rolled back " + rolled_back + zero_note;
-    return Status(status.code(), what + ": " + status.message());
-  }
+  IPTKIT_ASSIGN_OR_RETURN(backend::CommitReport report, backend.Commit(tables));
+  result.atomic_across_tables = report.atomic_across_tables;
+  result.backend = report.backend;
   return result;
 }
 
@@ -95,9 +58,29 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
                                   const PlanFunction& plan) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
   IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kSnapshotRead;
+    options.progress(progress);
+  }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
   if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-  return CommitBatches(backend, planned, options);
+  if (!options.progress) return CommitBatches(backend, planned, options);
+  CommitProgress progress;
+  progress.stage = CommitProgress::Stage::kPlanned;
+  for (const PlannedTable& t : planned) {
+    if (Empty(t.batch)) continue;
+    ++progress.tables;
+    progress.ops += t.batch.ops.size();
+  }
+  options.progress(progress);
+  if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
+  progress.stage = CommitProgress::Stage::kCommitting;
+  options.progress(progress);
+  IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
+  progress.stage = CommitProgress::Stage::kCommitted;
+  options.progress(progress);
+  return result;
 }
 
 }  // namespace txn
@@ -178,7 +161,7 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
 
 Result<FirewallInfo> Firewall::Info() {
   IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, backend_->Info());
-  if (info.backend.empty()) info.backend = backend_->name();
+  if (info.backend.empty()) info.backend = backend_->traits().name;
   info.netns = options_.netns;
   return info;
 }
@@ -191,7 +174,12 @@ Result<Rule> Firewall::Canonicalize(Family family, const std::string& table, con
 }
 
 Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOptions& options) {
-  if (txn.empty()) return CommitResult{.tables = {}, .dry_run = options.dry_run};
+  if (txn.empty()) {
+    CommitResult nothing;
+    nothing.dry_run = options.dry_run;
+    nothing.atomic_across_tables = true;
+    return nothing;
+  }
   return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options, [&](txn::Snapshots snapshots) {
     return txn::PlanTransaction(*backend_, txn, std::move(snapshots));
   });
@@ -200,6 +188,14 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family, {.restore_input = options.noflush}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kParsed;
+    for (const Table& t : parsed.tables) {
+      for (const Chain& c : t.chains) progress.rules += c.rules.size();
+    }
+    options.progress(progress);
+  }
   for (size_t i = 0; i < parsed.tables.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (parsed.tables[i].name == parsed.tables[j].name) {
@@ -208,7 +204,7 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
     }
   }
   return txn::LockedCommit(
-      *backend_, options_, {family}, {.dry_run = options.dry_run},
+      *backend_, options_, {family}, CommitOptions{.progress = options.progress, .dry_run = options.dry_run},
       [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
         // Every batch is built against the table as read (each table is named once), then planned.
         std::vector<backend::TableBatch> batches;

@@ -56,7 +56,7 @@ Status CanonicalizeSlots(backend::Backend& backend, Family family,
       return canonical.status().WithContext(std::string(FamilyName(family)) + " table " + table);
     }
     if (canonical->size() != list.size()) {
-      return Status::Internal("backend " + backend.name() + " canonicalized " + std::to_string(list.size()) +
+      return Status::Internal("backend " + backend.traits().name + " canonicalized " + std::to_string(list.size()) +
                               " rules of " + std::string(FamilyName(family)) + " table " + table + " into " +
                               std::to_string(canonical->size()));
     }
@@ -111,7 +111,7 @@ Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const D
   for (auto& [table, list] : slots) {
     for (RuleSlot& s : list) {
       if (s.rule->OwnerTag() != assigned[k]) {
-        return Status::Internal("backend " + backend.name() + " did not keep the owner tag as the last match of " +
+        return Status::Internal("backend " + backend.traits().name + " did not keep the owner tag as the last match of " +
                                 fam + " " + s.where + ": " + FormatRuleSpec(*s.rule));
       }
       ++k;
@@ -144,7 +144,7 @@ void AddCoexistenceWarnings(backend::Backend& backend, const std::vector<txn::Pl
     }
   }
   for (const VariantTables& variant : info->variants) {
-    if (variant.variant == backend.name()) continue;
+    if (variant.variant == backend.traits().variant) continue;
     for (const auto& t : variant.tables) {
       if (t.rules > 0 && touched.count({t.family, t.table})) {
         warnings.push_back("iptables-" + variant.variant + " also holds " + std::to_string(t.rules) + " rule(s) in " +
@@ -177,6 +177,15 @@ Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptio
   std::map<Family, DesiredState> prepared;
   for (Family family : families) {
     IPTKIT_ASSIGN_OR_RETURN(prepared[family], txn::PrepareDesiredState(*backend_, desired, family));
+  }
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kCanonicalized;
+    for (const auto& [family, state] : prepared) {
+      for (const auto& chain : state.chains) progress.rules += chain.rules.size();
+      progress.rules += state.hooks.size();
+    }
+    options.progress(progress);
   }
 
   ApplyPlan plan;

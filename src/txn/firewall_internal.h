@@ -32,12 +32,9 @@ Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Fam
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run);
 
-// Commits tables[0], tables[1], ... in order (options.dry_run: sends nothing and returns RenderPlanned).
-// Batches without ops are skipped. When table k fails, commits the inverse batches of tables k-1..0 (in that
-// order) and returns table k's error (same code) prefixed with which table failed, e.g.
-// "commit of ipv4 nat (table 2 of 2) failed, ipv4 filter rolled back: <backend error>". If an inverse fails too,
-// returns Internal naming the original error, each failed inverse and which tables are left changed; the other
-// inverses are still attempted.
+// Commits the planned tables as one Backend::Commit (options.dry_run: sends nothing and returns RenderPlanned).
+// On failure nothing of the transaction is left changed (backend.h: one kernel transaction, or table by table with
+// guarded rollback, CommitTableByTable); the result says which atomicity the commit had.
 Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<PlannedTable>& tables,
                                    const CommitOptions& options);
 

@@ -7,7 +7,7 @@
 #include <utility>
 
 #include "iptkit/dialect.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 
 namespace iptkit::txn {
 namespace {
@@ -228,7 +228,8 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {
     return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
-                            std::to_string(chain.rules.size()) + " rules");
+                            std::to_string(chain.rules.size()) + " rules")
+        .WithReason(std::string(kReasonIndexOutOfRange));
   }
   const Rule& at = chain.rules[index - 1];
   if (expect && !backend::SameRule(at, *expect)) {
@@ -263,14 +264,18 @@ Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
   switch (op.kind) {
     case Op::Kind::kAppend: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      // Op::unique: present anywhere in the chain (as simulated, so also when added earlier in this plan).
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(PlacedAdd(family, table, *c, number, op, 0, placement));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
         return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
-                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
+                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain)
+            .WithReason(std::string(kReasonIndexOutOfRange));
       }
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(PlacedAdd(family, table, *c, number, op, op.index, placement));
     }
     case Op::Kind::kDelete: {
@@ -516,7 +521,7 @@ void BatchPlanner::RollbackTo(Mark mark) {
 Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& placement) {
   IPTKIT_RETURN_IF_ERROR(poisoned_);
   if (backend_ == nullptr) return Status::Internal("BatchPlanner without a backend cannot plan transactions");
-  if (backend_->name() == "nft") IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
+  if (!backend_->traits().rename_then_use) IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
   struct Group {
     Family family;
     std::string table;
@@ -573,8 +578,9 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
       Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
       if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
       if (canon->size() != rules.size()) {
-        return fail(Status::Internal("backend " + backend_->name() + " returned " + std::to_string(canon->size()) +
-                                     " canonical rules for " + std::to_string(rules.size())));
+        return fail(Status::Internal("backend " + backend_->traits().name + " returned " +
+                                     std::to_string(canon->size()) + " canonical rules for " +
+                                     std::to_string(rules.size())));
       }
       size_t next = 0;
       for (Op& op : ops) {

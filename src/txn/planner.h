@@ -34,18 +34,8 @@ namespace iptkit::txn {
 using Snapshots = std::map<Family, Ruleset>;
 
 // One table's part of a transaction.
-struct PlannedTable {
-  // What is sent: one atomic commit.
-  backend::TableBatch batch;
-  // Undoes `batch` when committed right after it (used to roll back when a later table fails). Guarded: every op
-  // that removes a rule names it by spec (or is preceded by `-C CHAIN spec`), so on a table that changed in the
-  // meantime the inverse fails as a whole instead of removing a foreign rule. Re-added rules carry the counters
-  // of the snapshot (with_counters is set); packets counted between the snapshot and the rollback are lost.
-  // A flush_table batch's inverse is the table's pre-image (a flush_table batch itself).
-  backend::TableBatch inverse;
-  // `batch` zeroes counters (-Z); the old counters cannot be restored by `inverse`.
-  bool irreversible = false;
-};
+// A table's batch with its guarded inverse (backend.h CommitTable).
+using PlannedTable = backend::CommitTable;
 
 // Families in order of first appearance in `txn`.
 std::vector<Family> InvolvedFamilies(const Transaction& txn);

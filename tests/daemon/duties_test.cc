@@ -44,6 +44,9 @@ std::string Ipt(const TestNetns& ns, const std::vector<std::string>& args) {
 
 // ---- Owners fail alone ----
 
+// Regression: a token scoped to owner:app added a rule jumping into another owner's chain (-j ZED-IN); the rule then
+// broke every owner's reconcile. The token's scope refuses the jump (403), and so does the writer for any token
+// (400): an owner's rules may not jump into chains another owner owns, in a single rule or in a document.
 TEST(DaemonDuties, AnOwnersRuleMayNotJumpIntoAnotherOwnersChain) {
   IPTKIT_NEW_NETNS(ns);
   ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns));
@@ -54,13 +57,19 @@ TEST(DaemonDuties, AnOwnersRuleMayNotJumpIntoAnotherOwnersChain) {
   ASSERT_EQ(zed.status, 200) << zed.Describe();
   ASSERT_OK_AND_ASSIGN(std::string app_token, daemon->CreateToken("app", {"write", "owner:app"}));
   HttpClient app = daemon->Client(app_token);
-  Reply jump = app.Post(RulesPath("INPUT"), R"({"spec": "-j ZED-IN", "owner": "app"})");
+  ExpectError(app.Post(RulesPath("INPUT"), R"({"spec": "-j ZED-IN", "owner": "app"})"), 403, "permission_denied");
+  Reply jump = http.Post(RulesPath("INPUT"), R"({"spec": "-j ZED-IN", "owner": "app"})");
   ExpectError(jump, 400, "invalid_argument");
   EXPECT_NE(jump.body.find("of owner 'zed'"), std::string::npos) << jump.body;
-  Reply doc =
-      app.Put("/v1/owners/app", R"({"hooks": [{"chain": "FORWARD", "position": "last", "spec": "-j ZED-IN"}]})");
+  Reply go = http.Post(RulesPath("FORWARD"), R"({"spec": "-g ZED-IN", "owner": "app"})");
+  ExpectError(go, 400, "invalid_argument");
+  Reply doc = http.Put("/v1/owners/app",
+                       R"({"chains": [], "hooks": [{"chain": "FORWARD", "position": "last", "spec": "-j ZED-IN"}]})");
   ExpectError(doc, 400, "invalid_argument");
+  EXPECT_NE(doc.body.find("of owner 'zed'"), std::string::npos) << doc.body;
   EXPECT_EQ(TaggedLines(SaveText(*ns), "app").size(), 0u) << SaveText(*ns);
+  // A flush of zed's chain is repaired as before: nothing of app's is in the way.
+  EXPECT_EQ(daemon->Client("").Get("/healthz").status, 200);
 }
 
 // Regression: owner app's rule jumped into a foreign chain (DOCKER-USER); after a flush that also removed the chain

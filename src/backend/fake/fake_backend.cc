@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "iptkit/dialect.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 
 namespace iptkit::backend {
 namespace {
@@ -125,7 +125,20 @@ Result<Ruleset> FakeBackend::Read(Family family, const std::optional<std::string
   return out;
 }
 
-Status FakeBackend::Commit(const TableBatch& batch) {
+const BackendTraits& FakeBackend::traits() const {
+  static const BackendTraits kTraits = [] {
+    BackendTraits t;
+    t.name = "fake";
+    return t;
+  }();
+  return kTraits;
+}
+
+Result<CommitReport> FakeBackend::Commit(const std::vector<CommitTable>& tables) {
+  return CommitTableByTable(tables, traits().name, [this](const TableBatch& batch) { return CommitOneTable(batch); });
+}
+
+Status FakeBackend::CommitOneTable(const TableBatch& batch) {
   ++commit_calls_;
   const std::string where = std::string(FamilyName(batch.family)) + " table " + batch.table;
   IPTKIT_ASSIGN_OR_RETURN(Table fresh, NewTable(batch.table));

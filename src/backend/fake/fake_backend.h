@@ -3,7 +3,7 @@
 //
 // Each Commit applies its batch to a copy of the table and swaps the copy in only when every op succeeded (the
 // kernel's atomic table replace); a failing op returns an error naming the op and its 1-based line in the batch
-// and changes nothing. Semantics per op are those of src/backend/fake/table_sim.h. Tables appear on first use
+// and changes nothing. Semantics per op are those of src/backend/ops/table_sim.h. Tables appear on first use
 // (a Commit naming them) with their builtin chains, policy ACCEPT. Rules are stored canonicalized the way the
 // kernel would print the common cases: a bare address gets /32 (IPv4) or /128 (IPv6), a prefix masks the address
 // ("10.1.2.3/8" → "10.0.0.0/8"), a contiguous dotted mask becomes a prefix; everything else is kept as given
@@ -33,12 +33,14 @@ class FakeBackend : public Backend {
  public:
   FakeBackend() = default;
 
-  std::string name() const override { return "fake"; }
+  // name "fake", no variant; commits table by table (like the restore backend), no handles, no lock needed.
+  const BackendTraits& traits() const override;
   // Every table that exists (was used) in the family; with `table`, that table (as freshly created when it was
   // never used). NotFound for a table name iptables does not know. Always current: fresh_counters changes nothing.
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
-  Status Commit(const TableBatch& batch) override;
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
+  using Backend::Commit;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override;
   // A no-op guard; locked() tells whether one is alive.
@@ -63,6 +65,7 @@ class FakeBackend : public Backend {
   bool locked() const { return *lock_depth_ > 0; }
 
  private:
+  Status CommitOneTable(const TableBatch& batch);
   std::map<Family, Ruleset> state_;
   std::vector<TableBatch> committed_;
   int commit_calls_ = 0;

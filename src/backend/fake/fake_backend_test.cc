@@ -59,7 +59,7 @@ class FakeBackendTest : public ::testing::Test {
 
 TEST_F(FakeBackendTest, ReadsWhatWasLoaded) {
   EXPECT_EQ(Save(), kBase);
-  EXPECT_EQ(fake_.name(), "fake");
+  EXPECT_EQ(fake_.traits().name, "fake");
 }
 
 TEST_F(FakeBackendTest, UnusedTableReadsAsFreshButDoesNotAppear) {
@@ -291,7 +291,7 @@ TEST(FakeBackendMiscTest, LockGuardAndInfo) {
   EXPECT_FALSE(info->variants[0].tables[1].representable);
   EXPECT_EQ(fake.Read(v6)->tables[0].unrepresentable_reason, "lossy");
   std::unique_ptr<Backend> plain = NewFakeBackend();
-  EXPECT_EQ(plain->name(), "fake");
+  EXPECT_EQ(plain->traits().name, "fake");
 }
 
 }  // namespace

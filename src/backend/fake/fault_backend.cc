@@ -5,7 +5,11 @@
 
 namespace iptkit::backend {
 
-FaultBackend::FaultBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) { assert(inner_); }
+FaultBackend::FaultBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {
+  assert(inner_);
+  traits_ = inner_->traits();
+  traits_.atomic_across_tables = false;
+}
 
 void FaultBackend::FailNthCommit(int n, Status status) {
   assert(n >= 1 && !status.ok());
@@ -36,7 +40,11 @@ Result<Ruleset> FaultBackend::Read(Family family, const std::optional<std::strin
   return inner_->Read(family, table, fresh_counters);
 }
 
-Status FaultBackend::Commit(const TableBatch& batch) {
+Result<CommitReport> FaultBackend::Commit(const std::vector<CommitTable>& tables) {
+  return CommitTableByTable(tables, traits_.name, [this](const TableBatch& batch) { return CommitOneTable(batch); });
+}
+
+Status FaultBackend::CommitOneTable(const TableBatch& batch) {
   if (before_commit_) before_commit_(batch);
   attempted_.push_back(batch);
   const int number = commit_calls();

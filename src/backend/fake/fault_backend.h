@@ -42,10 +42,13 @@ class FaultBackend : public Backend {
   int commit_calls() const { return static_cast<int>(attempted_.size()); }
   const std::vector<TableBatch>& attempted() const { return attempted_; }
 
-  std::string name() const override { return inner_->name(); }
+  // The inner backend's, except that it commits table by table (faults hit single tables).
+  const BackendTraits& traits() const override { return traits_; }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
-  Status Commit(const TableBatch& batch) override;
+  // Table by table (CommitTableByTable); each table commit counts as one call and may fail by a fault.
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
+  using Backend::Commit;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override {
     return inner_->Canonicalize(family, table, rules);
@@ -60,7 +63,9 @@ class FaultBackend : public Backend {
     Status status;
     int times;
   };
+  Status CommitOneTable(const TableBatch& batch);
   std::unique_ptr<Backend> inner_;
+  BackendTraits traits_;
   std::vector<std::pair<int, Status>> nth_faults_;  // absolute commit number (1-based) → status
   std::vector<TableFault> table_faults_;
   Status read_fault_;

@@ -88,7 +88,7 @@ TEST_F(FaultBackendTest, FailsReadsAndForwardsTheRest) {
   fault_->FailReads(Status::Internal("save printed a warning"), 1);
   EXPECT_EQ(fault_->Read(v4).status().code(), StatusCode::kInternal);
   EXPECT_TRUE(fault_->Read(v4).ok());
-  EXPECT_EQ(fault_->name(), "fake");
+  EXPECT_EQ(fault_->traits().name, "fake");
   EXPECT_TRUE(fault_->Info().ok());
   EXPECT_TRUE(fault_->Lock(std::chrono::milliseconds(1)).ok());
   Result<std::vector<Rule>> canon = fault_->Canonicalize(v4, "filter", {*ParseRuleSpec("-s 1.2.3.4 -j DROP", v4)});

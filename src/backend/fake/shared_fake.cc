@@ -8,18 +8,21 @@ namespace {
 class SharedFakeHandle final : public Backend {
  public:
   explicit SharedFakeHandle(std::shared_ptr<SharedFake> shared) : shared_(std::move(shared)) {}
-  std::string name() const override { return "fake"; }
+  const BackendTraits& traits() const override { return shared_->fake.traits(); }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
     std::lock_guard<std::mutex> lock(shared_->mu);
     return shared_->fake.Read(family, table, fresh_counters);
   }
-  Status Commit(const TableBatch& batch) override {
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override {
     std::lock_guard<std::mutex> lock(shared_->mu);
-    if (shared_->reject) IPTKIT_RETURN_IF_ERROR(shared_->reject(batch));
-    Status s = shared_->fake.Commit(batch);
-    if (s.ok()) ++shared_->commits;
-    return s;
+    return CommitTableByTable(tables, traits().name, [this](const TableBatch& batch) {
+      if (shared_->reject) IPTKIT_RETURN_IF_ERROR(shared_->reject(batch));
+      Status s = shared_->fake.Commit(batch);
+      if (s.ok()) ++shared_->commits;
+      return s;
+    });
   }
+  using Backend::Commit;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
                                          const std::vector<Rule>& rules) override {
     std::lock_guard<std::mutex> lock(shared_->mu);

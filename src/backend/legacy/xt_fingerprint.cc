@@ -96,6 +96,8 @@ Result<TableFingerprint> Fetch(int sock, const std::string& name, bool& absent, 
     // (x_tables.h; ip_tables.c translate_table checks the same bounds).
     char* blob = answer + header;
     size_t offset = 0;
+    size_t entries = 0;
+    size_t errors = 0;  // ERROR targets: one head per user chain, and the table's last entry
     while (offset < info.size) {
       if (info.size - offset < sizeof(typename T::Entry)) {
         return Status::Internal("x_tables table " + name + ": truncated entry at offset " + std::to_string(offset));
@@ -107,8 +109,17 @@ Result<TableFingerprint> Fetch(int sock, const std::string& name, bool& absent, 
                                 " at offset " + std::to_string(offset));
       }
       std::memset(blob + offset + offsetof(typename T::Entry, counters), 0, sizeof(entry.counters));
+      if (entry.target_offset + sizeof(xt_entry_target) <= entry.next_offset) {
+        xt_entry_target target;
+        std::memcpy(&target, blob + offset + entry.target_offset, sizeof(target));
+        if (std::strncmp(target.u.user.name, XT_ERROR_TARGET, sizeof(target.u.user.name)) == 0) ++errors;
+      }
+      ++entries;
       offset += entry.next_offset;
     }
+    const size_t builtins = static_cast<size_t>(__builtin_popcount(info.valid_hooks));
+    const size_t overhead = builtins + 1 + (errors > 0 ? 2 * (errors - 1) : 0);
+    fp.rules = entries > overhead ? entries - overhead : 0;
     return fp;
   }
 }

@@ -46,6 +46,10 @@ namespace iptkit::backend::legacy {
 struct TableFingerprint {
   std::string name;
   std::string bytes;  // GET_INFO answer + blob with zeroed counters
+  // Rules in the table, as iptables-legacy-save would print them (-A lines): the blob's entries minus one policy
+  // entry per builtin chain, a head (ERROR target) and a tail (RETURN) per user chain, and the final ERROR entry
+  // (libiptc's layout, libiptc.c). Derived from `bytes`.
+  size_t rules = 0;
   friend bool operator==(const TableFingerprint&, const TableFingerprint&) = default;
 };
 // Every table of one family, in /proc/net/ip{,6}_tables_names order.

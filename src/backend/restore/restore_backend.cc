@@ -6,19 +6,17 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "iptkit/dialect.h"
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/backend/restore/local_canonical.h"
 #include "src/base/errno_status.h"
 #include "src/base/file_lock.h"
-
-#ifndef IPTKIT_XTABLES_LIBDIR
-#define IPTKIT_XTABLES_LIBDIR "/usr/lib/x86_64-linux-gnu/xtables"
-#endif
 
 namespace iptkit::backend {
 
@@ -76,30 +74,88 @@ std::string IncompatibleTableName(std::string_view line) {
   return std::string(line.substr(open + 1, close - open - 1));
 }
 
-// Rules held in a save text ("-A" lines, with or without "[p:b]").
-size_t CountSaveRules(std::string_view text) {
-  size_t n = 0;
-  for (const std::string& line : SplitLines(text)) {
-    std::string_view l = line;
-    if (!l.empty() && l[0] == '[') {
-      size_t close = l.find("] ");
-      if (close != std::string_view::npos) l.remove_prefix(close + 2);
+// The save text parsed table by table, so that one table iptables-save cannot print faithfully does not take the
+// others with it. A foreign rule whose text does not read back (a comment with a line break: iptables-save prints
+// the break raw, and a later line of the comment could even pose as another table) makes its table come back with
+// its chain declarations, no rules, and unrepresentable_reason naming the line; a table printed twice is marked
+// the same way. Lines outside any *table block mark the table before them. Writes to such a table are refused
+// (planner); reads of it say why. The caller's rule-count cross-check against the kernel catches what still parses.
+// `suspect` receives the names of the tables marked here.
+Ruleset ParseSavePerTable(std::string_view text, Family family, const std::string& tool,
+                          std::set<std::string>* suspect) {
+  struct Block {
+    std::string name;
+    int first_line = 0;  // of the "*name" line
+    std::string text;
+    bool closed = false;
+    std::string problem;  // set when the block is known to be broken before parsing
+  };
+  std::vector<Block> blocks;
+  int line_no = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    ++line_no;
+    const bool open = !blocks.empty() && !blocks.back().closed;
+    if (!line.empty() && line[0] == '*') {
+      if (open) blocks.back().problem = "no COMMIT before line " + std::to_string(line_no);
+      blocks.push_back({std::string(line.substr(1)), line_no, std::string(line) + "\n", false, ""});
+      continue;
     }
-    if (l.starts_with("-A ")) ++n;
+    if (open) {
+      blocks.back().text += std::string(line) + "\n";
+      if (line == "COMMIT") blocks.back().closed = true;
+      continue;
+    }
+    if (line.empty() || line[0] == '#') continue;
+    if (!blocks.empty() && blocks.back().problem.empty()) {
+      blocks.back().problem = "line " + std::to_string(line_no) + " follows its COMMIT";
+    }
   }
-  return n;
-}
-
-// Whether `name` is a target extension installed for the family (libxt_NAME.so or libipt_/libip6t_NAME.so in
-// the xtables module directory), as opposed to a user chain. iptables decides the same way: a -j name that is
-// not a chain is loaded as an extension.
-bool IsTargetExtension(const std::string& name, Family family) {
-  const std::string dir = IPTKIT_XTABLES_LIBDIR;
-  const std::string fam = family == Family::kIPv4 ? "libipt_" : "libip6t_";
-  for (const std::string& prefix : {std::string("libxt_"), fam}) {
-    if (::access((dir + "/" + prefix + name + ".so").c_str(), F_OK) == 0) return true;
+  Ruleset out;
+  out.family = family;
+  std::set<std::string> seen, twice;
+  for (const Block& b : blocks) {
+    if (!seen.insert(b.name).second) twice.insert(b.name);
   }
-  return false;
+  for (const Block& b : blocks) {
+    if (out.FindTable(b.name) != nullptr) continue;  // the first block of a name stands for it
+    std::string problem = b.problem;
+    if (problem.empty() && !b.closed) problem = "no COMMIT";
+    if (problem.empty() && twice.count(b.name)) problem = "the table is printed twice";
+    Result<Ruleset> parsed = problem.empty() ? ParseSave(b.text, family, {.first_line = b.first_line})
+                                             : Result<Ruleset>(Status::Internal(problem));
+    if (parsed.ok() && parsed->tables.size() == 1) {
+      out.tables.push_back(std::move(parsed->tables.front()));
+      continue;
+    }
+    if (problem.empty()) {
+      problem = parsed.status().message();
+    }
+    // The chain declarations alone, so the table's chains and policies still show.
+    std::string skeleton = "*" + b.name + "\n";
+    for (const std::string& l : SplitLines(b.text)) {
+      if (!l.empty() && l[0] == ':') skeleton += l + "\n";
+    }
+    skeleton += "COMMIT\n";
+    Result<Ruleset> chains = ParseSave(skeleton, family);
+    Table table;
+    if (chains.ok() && chains->tables.size() == 1) {
+      table = std::move(chains->tables.front());
+    } else if (Result<Table> fresh = NewTable(b.name); fresh.ok()) {
+      table = *std::move(fresh);
+    } else {
+      table.name = b.name;
+    }
+    table.unrepresentable_reason = tool + " prints this table in a form that does not read back (" + problem +
+                                   "), e.g. a rule whose comment holds a line break";
+    if (suspect != nullptr) suspect->insert(b.name);
+    out.tables.push_back(std::move(table));
+  }
+  return out;
 }
 
 // The user chains a rule jumps or goes to.
@@ -107,7 +163,7 @@ std::optional<std::string> ChainTarget(const Rule& rule, Family family) {
   const Target& t = rule.target;
   if (t.kind == Target::Kind::kGoto) return t.name;
   if (t.kind != Target::Kind::kJump || !t.options.empty() || IsStandardVerdict(t.name)) return std::nullopt;
-  if (IsTargetExtension(t.name, family)) return std::nullopt;
+  if (iptkit::IsTargetExtension(t.name)) return std::nullopt;
   return t.name;
 }
 
@@ -403,7 +459,12 @@ RestoreBackend::RestoreBackend(Variant variant, BackendOptions options, base::Un
     : variant_(variant),
       options_(std::move(options)),
       netns_(std::move(netns)),
-      lock_state_(std::make_shared<LockState>()) {}
+      lock_state_(std::make_shared<LockState>()) {
+  traits_.name = std::string(VariantName(variant));
+  traits_.variant = traits_.name;
+  traits_.needs_lock = variant == Variant::kLegacy;
+  traits_.rename_then_use = variant == Variant::kLegacy;
+}
 
 RestoreBackend::~RestoreBackend() {
   if (!private_lock_path_.empty()) ::unlink(private_lock_path_.c_str());
@@ -479,10 +540,25 @@ Result<RestoreBackend::SaveOutput> RestoreBackend::RunSave(Variant variant, Fami
       out.warnings.push_back(Trim(line));
     }
   }
-  auto parsed = ParseSave(r.stdout_text, family);
-  if (!parsed.ok()) return parsed.status().WithContext("cannot parse the output of " + what);
-  out.ruleset = std::move(parsed).value();
-  out.ruleset.family = family;
+  std::set<std::string> suspect;
+  out.ruleset = ParseSavePerTable(r.stdout_text, family, tool, &suspect);
+  // A table's broken text can pose as other tables. On nft each suspect table is saved again alone (-t never
+  // creates a table there): that text holds only the table's own rules, so a table another one's comment imitated
+  // comes back clean, and the broken one stays marked. (Legacy -t would instantiate a missing table; there every
+  // suspect table stays marked.)
+  if (!table && variant == Variant::kNft) {
+    for (const std::string& name : suspect) {
+      base::SubprocessOptions one = Cmd(tool, {tool, "-c", "-t", name}).Env(ChildEnv());
+      const std::string what_one = base::DescribeCommand(one);
+      IPTKIT_ASSIGN_OR_RETURN(SubprocessResult again, Run(std::move(one), netns_fd));
+      if (again.exit_code != 0) return RunFailure(what_one, again);
+      Ruleset alone = ParseSavePerTable(again.stdout_text, family, tool, nullptr);
+      const Table* fixed = alone.FindTable(name);
+      auto it = std::find_if(out.ruleset.tables.begin(), out.ruleset.tables.end(),
+                             [&](const Table& t) { return t.name == name; });
+      if (fixed != nullptr && it != out.ruleset.tables.end()) *it = *fixed;
+    }
+  }
   if (table) std::erase_if(out.ruleset.tables, [&](const Table& t) { return t.name != *table; });
   out.text = std::move(r.stdout_text);
   return out;
@@ -508,6 +584,30 @@ Result<Ruleset> RestoreBackend::Read(Family family, const std::optional<std::str
 namespace {
 
 // Whether `tables` are exactly the tables of `fp`, in its order (iptables-legacy-save's order).
+// Marks tables whose rule count differs from the kernel's blob (a rule iptables-legacy-save printed in a form that
+// parsed as something else). Only tables whose fingerprint did not change during the save are judged: for the
+// others the save's own atomic read of the table stands.
+void CrossCheckLegacy(Ruleset& rs, const legacy::Fingerprint& before, const legacy::Fingerprint& after) {
+  auto find = [](const legacy::Fingerprint& fp, const std::string& name) -> const legacy::TableFingerprint* {
+    for (const legacy::TableFingerprint& t : fp) {
+      if (t.name == name) return &t;
+    }
+    return nullptr;
+  };
+  for (Table& t : rs.tables) {
+    if (!t.unrepresentable_reason.empty()) continue;
+    const legacy::TableFingerprint* b = find(before, t.name);
+    const legacy::TableFingerprint* a = find(after, t.name);
+    if (b == nullptr || a == nullptr || !(*a == *b)) continue;
+    size_t saved = 0;
+    for (const Chain& c : t.chains) saved += c.rules.size();
+    if (saved != b->rules) {
+      t.unrepresentable_reason = "iptables-legacy-save shows " + std::to_string(saved) + " rules, the kernel holds " +
+                                 std::to_string(b->rules);
+    }
+  }
+}
+
 bool SameTables(const std::vector<Table>& tables, const legacy::Fingerprint& fp) {
   if (tables.size() != fp.size()) return false;
   for (size_t i = 0; i < fp.size(); ++i) {
@@ -556,11 +656,6 @@ Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<st
   // Cached only when read under our xtables lock: then no lock-respecting writer ran during the save, so an
   // unchanged fingerprint cannot hide a change made and undone while save was reading (A→B→A).
   const bool cacheable = lock_state_->depth > 0;
-  if (!cacheable && (fresh_counters || !snapshot_cache_.count(family))) {
-    // Nothing to answer from and nothing to record: no fingerprint needed.
-    IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
-    return pick(std::move(save.ruleset));
-  }
   auto probe = XtProbe();
   for (int attempt = 1;; ++attempt) {
     Result<legacy::Fingerprint> before =
@@ -581,8 +676,9 @@ Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<st
       if (auto hit = CachedView(it->second.ruleset, table)) return *std::move(hit);
     }
     IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
-    if (!cacheable) return pick(std::move(save.ruleset));
     auto after = (*probe)->Read(family);
+    if (after.ok()) CrossCheckLegacy(save.ruleset, *before, *after);
+    if (!cacheable) return pick(std::move(save.ruleset));
     const bool consistent = after.ok() && *after == *before && SameTables(save.ruleset.tables, *before);
     if (!consistent && attempt < kAttempts) continue;
     if (consistent) {
@@ -655,7 +751,11 @@ bool RestoreBackend::Unchanged(Family family) {
 }
 
 Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters) {
-  constexpr int kAttempts = 3;
+  // A save and a dump of different generations cannot be compared: a count that differs only because a foreign
+  // writer committed in between must not mark a table unrepresentable (that was a permanent 412 for a transient
+  // race). Re-read, with a short growing pause so that a busy writer's next commit can pass, then give up with
+  // Aborted, which callers retry.
+  constexpr int kAttempts = 5;
   IPTKIT_ASSIGN_OR_RETURN(nft::NetlinkClient * nl, Netlink());
   for (int attempt = 1;; ++attempt) {
     IPTKIT_ASSIGN_OR_RETURN(uint32_t before, nl->GenerationId());
@@ -673,14 +773,21 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
     }
     IPTKIT_ASSIGN_OR_RETURN(uint32_t after, nl->GenerationId());
     const bool consistent = view.ok() && after == before;
-    if (!consistent && attempt < kAttempts) continue;
-    if (!view.ok()) return view.status().WithContext("cross-checking iptables-nft-save with the kernel");
+    if (!consistent) {
+      if (attempt < kAttempts) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt + (before % 7) * 50));
+        continue;
+      }
+      return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
+                             " reads (a busy writer); retry");
+    }
     for (Table& t : save.ruleset.tables) {
       auto it = view->find({NftFamily(family), t.name});
-      t.unrepresentable_reason = CrossCheck(t, it == view->end() ? nullptr : &it->second);
+      if (t.unrepresentable_reason.empty()) {
+        t.unrepresentable_reason = CrossCheck(t, it == view->end() ? nullptr : &it->second);
+      }
     }
-    // Still changing after kAttempts: the result is as good as an unchecked read, but not cached.
-    if (consistent && !table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
+    if (!table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
     return std::move(save.ruleset);
   }
 }
@@ -783,7 +890,11 @@ Status RestoreBackend::RunRestore(Family family, const std::string& table, const
   return MapRestoreFailure(what, table, text, r);
 }
 
-Status RestoreBackend::Commit(const TableBatch& batch) {
+Result<CommitReport> RestoreBackend::Commit(const std::vector<CommitTable>& tables) {
+  return CommitTableByTable(tables, traits_.name, [this](const TableBatch& batch) { return CommitOneTable(batch); });
+}
+
+Status RestoreBackend::CommitOneTable(const TableBatch& batch) {
   if (batch.table.empty() || batch.table.find_first_of(" \t\n\r") != std::string::npos) {
     return Status::InvalidArgument("invalid table name '" + batch.table + "'");
   }
@@ -949,6 +1060,10 @@ Status RestoreBackend::CanonicalizeInScratch(Family family, const std::string& t
   }
   IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, scratch_->fd(), /*strict=*/true));
   const Table* t = save.ruleset.FindTable(table);
+  if (t != nullptr && !t->unrepresentable_reason.empty()) {
+    return Status::InvalidArgument("iptables cannot print these rules faithfully: " + t->unrepresentable_reason)
+        .WithReason("rule_rejected");
+  }
   const Chain* c = t == nullptr ? nullptr : t->FindChain(holder);
   if (c == nullptr || c->rules.size() != rules.size()) {
     return Status::Internal("canonicalization read back " + std::to_string(c ? c->rules.size() : 0) + " rules for " +
@@ -999,7 +1114,7 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
 
 Result<FirewallInfo> RestoreBackend::Info() {
   FirewallInfo info;
-  info.backend = name();
+  info.backend = traits_.name;
   info.netns = options_.netns;
 
   // One `nft -j list ruleset` serves the cross-check of both families and the foreign base chains.
@@ -1101,18 +1216,37 @@ Result<FirewallInfo> RestoreBackend::Info() {
 Result<VariantRuleCounts> CountRulesPerVariant(const BackendOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
   VariantRuleCounts counts;
-  for (Variant v : {Variant::kNft, Variant::kLegacy}) {
-    for (Family family : {Family::kIPv4, Family::kIPv6}) {
-      const std::string tool = IptablesToolPath(v, family, "-save");
-      base::SubprocessOptions cmd = Cmd(tool, {tool}).Netns(ns.get()).Timeout(ToolTimeout(options.wait));
-      const std::string what = base::DescribeCommand(cmd);
-      auto r = base::RunSubprocess(cmd);
-      if (!r.ok() || r->exit_code != 0) {
-        counts.errors.push_back(what + ": " + (r.ok() ? Trim(r->stderr_text) : r.status().message()));
-        continue;
-      }
-      (v == Variant::kNft ? counts.nft : counts.legacy) += CountSaveRules(r->stdout_text);
+  // nft: the rules of iptables-nft's tables (ip/ip6 filter, nat, ...) from one netlink dump per family.
+  Result<std::unique_ptr<nft::NetlinkClient>> netlink = nft::NetlinkClient::Open(ns.get());
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    if (!netlink.ok()) {
+      counts.errors.push_back("nf_tables: " + netlink.status().message());
+      break;
     }
+    Result<nft::KernelView> view = (*netlink)->Dump(family, std::nullopt);
+    if (!view.ok()) {
+      counts.errors.push_back("nf_tables dump of " + std::string(FamilyName(family)) + ": " + view.status().message());
+      continue;
+    }
+    for (const auto& [where, table] : *view) {
+      const std::vector<std::string>& known = KnownTables();
+      if (std::find(known.begin(), known.end(), where.second) == known.end()) continue;
+      for (const auto& [name, chain] : table.chains) counts.nft += chain.rules;
+    }
+  }
+  // legacy: the x_tables rule blobs of the tables that exist (never instantiating one).
+  Result<std::unique_ptr<legacy::XtablesProbe>> probe = legacy::XtablesProbe::Open(ns.get());
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    if (!probe.ok()) {
+      counts.errors.push_back("x_tables: " + probe.status().message());
+      break;
+    }
+    Result<legacy::Fingerprint> fp = (*probe)->Read(family);
+    if (!fp.ok()) {
+      counts.errors.push_back("x_tables of " + std::string(FamilyName(family)) + ": " + fp.status().message());
+      continue;
+    }
+    for (const legacy::TableFingerprint& t : *fp) counts.legacy += t.rules;
   }
   return counts;
 }

@@ -99,10 +99,14 @@ class RestoreBackend final : public Backend {
   static Result<std::unique_ptr<RestoreBackend>> Create(Variant variant, const BackendOptions& options);
   ~RestoreBackend() override;
 
-  std::string name() const override { return std::string(VariantName(variant_)); }
+  // name and variant "nft" or "legacy"; table by table; no handles; legacy needs the xtables lock; nft cannot use a
+  // chain renamed in the same commit.
+  const BackendTraits& traits() const override { return traits_; }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
-  Status Commit(const TableBatch& batch) override;
+  // Table by table (CommitTableByTable): one iptables-restore run per table.
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
+  using Backend::Commit;
   // True when a Read(family, nullopt, false) now would answer from the snapshot cache.
   bool Unchanged(Family family) override;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
@@ -162,7 +166,10 @@ class RestoreBackend final : public Backend {
   Status CanonicalizeInScratch(Family family, const std::string& table, const std::vector<const Rule*>& rules,
                                std::vector<Rule>& out);
 
+  Status CommitOneTable(const TableBatch& batch);
+
   Variant variant_;
+  BackendTraits traits_;
   BackendOptions options_;
   base::UniqueFd netns_;
   std::shared_ptr<LockState> lock_state_;
@@ -192,8 +199,9 @@ Result<std::unique_ptr<Backend>> NewRestoreBackend(Variant variant, const Backen
 
 // ---- Variant detection (for the factory's BackendKind::kAuto) ----
 
-// Rules held by each variant in the netns of `options`, both families (counted from each save tool's output,
-// which holds rules of tables that exist; a variant whose tool fails counts 0 and is named in `errors`).
+// Rules held by each variant in the netns of `options`, both families, without spawning anything: nft from one
+// netlink dump per family (iptables-nft's ip/ip6 tables), legacy from the x_tables blobs of the tables listed in
+// /proc/net/ip{,6}_tables_names. A variant that cannot be read counts 0 and is named in `errors`.
 struct VariantRuleCounts {
   size_t nft = 0;
   size_t legacy = 0;

@@ -1,6 +1,8 @@
-// Table-level semantics of iptables-restore commands on the model (internal). FakeBackend commits with it, and
-// the transaction planner (src/txn/planner.h) simulates batches with it to validate them locally and to derive
-// their inverses, so both agree on what iptables accepts.
+// Table-level semantics of iptables-restore commands on the model: what each op does to a table, as iptables and
+// the kernel do it. Production code, not a test double: the transaction planner (src/txn/planner.h) simulates
+// batches with it to validate them locally and to derive their inverses, the restore backend updates its snapshot
+// cache with it, the daemon writer plans on it, and FakeBackend commits with it — so all agree on what iptables
+// accepts.
 //
 // The rules follow iptables 1.8.9 / the kernel: -C/-D match the first rule with the same canonical spec
 // (FormatRuleSpec; counters ignored); -I N accepts 1..size+1 (iptables-nft nft_rule_insert, libiptc
@@ -13,8 +15,8 @@
 //
 //   IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable("filter"));
 //   IPTKIT_RETURN_IF_ERROR(ApplyTableOp(Family::kIPv4, t, {.kind = TableOp::Kind::kNewChain, .chain = "FOO"}, false));
-#ifndef IPTKIT_SRC_BACKEND_FAKE_TABLE_SIM_H_
-#define IPTKIT_SRC_BACKEND_FAKE_TABLE_SIM_H_
+#ifndef IPTKIT_SRC_BACKEND_OPS_TABLE_SIM_H_
+#define IPTKIT_SRC_BACKEND_OPS_TABLE_SIM_H_
 
 #include <string>
 #include <string_view>
@@ -77,4 +79,4 @@ std::string DescribeTableOp(const TableOp& op);
 
 }  // namespace iptkit::backend
 
-#endif  // IPTKIT_SRC_BACKEND_FAKE_TABLE_SIM_H_
+#endif  // IPTKIT_SRC_BACKEND_OPS_TABLE_SIM_H_

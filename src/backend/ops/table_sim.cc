@@ -1,4 +1,4 @@
-#include "src/backend/fake/table_sim.h"
+#include "src/backend/ops/table_sim.h"
 
 #include <algorithm>
 #include <functional>
@@ -12,16 +12,6 @@ namespace iptkit::backend {
 namespace {
 
 using Kind = TableOp::Kind;
-
-// Target extensions of iptables 1.8.9 (extensions/libxt_*.c, libipt_*.c, libip6t_*.c) that may appear without
-// options; with options a target is always an extension.
-constexpr std::string_view kTargetExtensions[] = {
-    "AUDIT",   "CHECKSUM", "CLASSIFY", "CLUSTERIP",  "CONNMARK", "CONNSECMARK",  "CT",
-    "DNAT",    "DNPT",     "DSCP",     "ECN",        "HL",       "HMARK",        "IDLETIMER",
-    "LED",     "LOG",      "MARK",     "MASQUERADE", "MIRROR",   "NETMAP",       "NFLOG",
-    "NFQUEUE", "NOTRACK",  "RATEEST",  "REDIRECT",   "REJECT",   "SAME",         "SECMARK",
-    "SET",     "SNAT",     "SNPT",     "SYNPROXY",   "TCPMSS",   "TCPOPTSTRIP",  "TEE",
-    "TOS",     "TPROXY",   "TRACE",    "TTL",        "ULOG",     "IPV4OPTSSTRIP"};
 
 std::string Quoted(std::string_view s) { return "'" + std::string(s) + "'"; }
 
@@ -112,8 +102,7 @@ int FindRule(const Chain& chain, const Rule& rule) {
 bool IsTargetExtension(const Target& target) {
   if (target.kind != Target::Kind::kJump) return false;
   if (!target.options.empty()) return true;
-  return std::find(std::begin(kTargetExtensions), std::end(kTargetExtensions), target.name) !=
-         std::end(kTargetExtensions);
+  return iptkit::IsTargetExtension(target.name);
 }
 
 std::vector<RuleRef> FindReferences(const Table& table, std::string_view chain) {
