@@ -83,7 +83,7 @@ std::optional<Clock::time_point> Service::Impl::NextTimer() {
     consider(at);
   };
   for (const auto& [key, retry] : retries) {
-    if (key.starts_with("owner:") || (key == "store" && !pending_records.empty())) consider(retry.at);
+    if (key.starts_with("owner:") || (key == "store" && (!pending_records.empty() || audit_queued))) consider(retry.at);
   }
   std::lock_guard<std::mutex> lock(state_mu);
   for (const auto& [owner, state] : owners) {
@@ -178,7 +178,7 @@ void Service::Impl::WriterMain() {
     previous_drain_requests = last_drain_requests;
     last_drain_requests = requests.size();
     // The records the store could not take yet go first (also when nothing else is due).
-    if (!pending_records.empty() && RetryDue("store", Clock::now())) NoteStore(WriteRecords({}));
+    if ((!pending_records.empty() || audit_queued) && RetryDue("store", Clock::now())) NoteStore(WriteRecords({}));
     // Expiries and rollbacks before the requests; the owners' drift checks after them.
     std::vector<std::unique_ptr<WorkItem>> timers = DueTimers();
     std::vector<std::unique_ptr<WorkItem>> items;
@@ -356,7 +356,7 @@ void Service::Impl::NoteBackend(const Status& status, bool commit) {
 void Service::Impl::NoteStore(const Status& status) {
   const Clock::time_point now = Clock::now();
   if (status.ok()) {
-    if (!pending_records.empty()) return;
+    if (!pending_records.empty() || audit_queued) return;
     if (retries.erase("store") > 0) spdlog::warn("the store can be written again");
     std::lock_guard<std::mutex> lock(health_mu);
     store_status = Status::Ok();
@@ -385,10 +385,11 @@ void Service::Impl::NoteStore(const Status& status) {
 }
 
 void Service::Impl::UpdateHealthGauge() {
-  bool ok;
+  const store::StoreHealth store_health = store->Health();
+  bool ok = store_health.ok() && store_health.audit_backlog == 0;
   {
     std::lock_guard<std::mutex> lock(health_mu);
-    ok = load_status.ok() && failing_owners.empty() && failing_timers.empty() && store_status.ok() &&
+    ok = ok && load_status.ok() && failing_owners.empty() && failing_timers.empty() && store_status.ok() &&
          pending_count == 0 && backend_status.ok() && read_status.ok();
   }
   healthy->Set({}, ok ? 1 : 0);
@@ -626,9 +627,7 @@ Result<std::unique_ptr<Service>> Service::Start(Options options, store::Store* s
       &metrics->AddGauge("iptkitd_owners_failing", "Owners whose state cannot be applied now (retried with backoff).");
   impl->store_failures = &metrics->AddCounter("iptkitd_store_write_failures_total", "Failed writes of the store.");
   impl->store_pending = &metrics->AddGauge("iptkitd_store_pending_records",
-                                           "Records of the daemon's own work waiting in memory for the store to work.");
-  impl->store_dropped = &metrics->AddCounter("iptkitd_store_dropped_records_total",
-                                             "Audit entries dropped from memory while the store could not be written.");
+                                           "State records of the daemon's own work waiting in memory for the store.");
   impl->healthy = &metrics->AddGauge("iptkitd_healthy", "1 when /healthz says ok, else 0.");
 
   auto link = std::make_shared<CollectorLink>();
@@ -706,12 +705,19 @@ Health Service::GetHealth() const {
   if (!impl_->load_status.ok()) health.problems.push_back({"startup", "", impl_->load_status});
   for (const auto& [owner, status] : impl_->failing_owners) health.problems.push_back({"owner", owner, status});
   for (const auto& [key, status] : impl_->failing_timers) health.problems.push_back({"timer", key, status});
-  if (!impl_->store_status.ok()) {
+  // The store's own facts (its files removed or replaced, its last write failed, audit entries waiting in its
+  // backlog) and the writer's (its last write failed, state records waiting here).
+  const store::StoreHealth store = impl_->store->Health();
+  if (!store.ok()) {
+    health.problems.push_back({"store", "", Status::Unavailable(store.problem)});
+  } else if (!impl_->store_status.ok()) {
     health.problems.push_back({"store", "", impl_->store_status});
-  } else if (impl_->pending_count > 0) {
+  }
+  if (impl_->pending_count > 0 || store.audit_backlog > 0) {
     health.problems.push_back(
         {"store", "",
-         Status::Unavailable(std::to_string(impl_->pending_count) + " record(s) wait in memory for the store")});
+         Status::Unavailable(std::to_string(impl_->pending_count) + " state record(s) and " +
+                             std::to_string(store.audit_backlog) + " audit entries wait in memory to be stored")});
   }
   if (!impl_->backend_status.ok()) health.problems.push_back({"backend", "commit", impl_->backend_status});
   if (!impl_->read_status.ok()) health.problems.push_back({"backend", "read", impl_->read_status});
@@ -831,7 +837,12 @@ std::vector<Metrics::Family> Service::CollectMetrics() {
       }
     }
   }
-  return {managed, packets, bytes};
+  Metrics::Family dropped{
+      "iptkitd_audit_dropped_total",
+      "Audit entries dropped from the store's full in-memory backlog while it could not be written.",
+      "counter",
+      {{{}, static_cast<double>(impl_->store->Health().audit_dropped)}}};
+  return {managed, packets, bytes, dropped};
 }
 
 }  // namespace iptkit::service

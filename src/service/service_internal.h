@@ -36,9 +36,6 @@ inline constexpr const char* kDaemonPrincipal = "iptkitd";
 inline constexpr int kMaxCommitAttempts = 10;
 // A group of several items that met that many conflicts in a row goes on in halves.
 inline constexpr int kBisectConflictsAfter = 3;
-// Store records of the daemon's own work kept in memory while the store cannot be written; beyond this the oldest
-// audit entries are dropped (and counted), never the state records (docs/daemon.md "Disk full").
-inline constexpr size_t kMaxPendingRecords = 10000;
 
 // Collectors registered with a Metrics registry may run after the service is gone; they reach it through this.
 struct CollectorLink {
@@ -132,8 +129,10 @@ struct Service::Impl {
     Status status;
   };
   std::map<std::string, Retry> retries;
-  // Store records of internal work committed while the store could not be written, oldest first.
+  // State records (without their audit entries) of internal work committed while the store could not be
+  // written, oldest first. Their audit entries wait in the store's backlog (Store::QueueAudit).
   std::deque<StoreRecord> pending_records;
+  bool audit_queued = false;  // KeepPending queued audit entries that no write has stored yet
   // Items a drain made itself (repairs); they live until the drain's items are answered.
   std::vector<std::unique_ptr<WorkItem>> extras;
 
@@ -188,7 +187,6 @@ struct Service::Impl {
   Metrics::Gauge* owners_failing = nullptr;
   Metrics::Counter* store_failures = nullptr;
   Metrics::Gauge* store_pending = nullptr;
-  Metrics::Counter* store_dropped = nullptr;
   Metrics::Gauge* healthy = nullptr;
 
   // ---- service.cc ----

@@ -754,7 +754,8 @@ Status WriteRecord(store::Store::Tx& tx, const StoreRecord& r, bool lenient) {
 }  // namespace
 
 Status Service::Impl::WriteRecords(const std::vector<StoreRecord>& records) {
-  if (records.empty() && pending_records.empty()) return Status::Ok();
+  if (records.empty() && pending_records.empty() && !audit_queued) return Status::Ok();
+  // Store::Write stores the store's audit backlog (QueueAudit) first when it can.
   Status s = store->Write([&](store::Store::Tx& tx) -> Status {
     for (const StoreRecord& r : pending_records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/true));
     for (const StoreRecord& r : records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/false));
@@ -763,36 +764,31 @@ Status Service::Impl::WriteRecords(const std::vector<StoreRecord>& records) {
   if (s.ok() && !pending_records.empty()) {
     spdlog::warn("wrote {} record(s) of the daemon's own work that waited for the store", pending_records.size());
     pending_records.clear();
-  }
-  if (s.ok()) {
     store_pending->Set({}, 0);
     std::lock_guard<std::mutex> lock(health_mu);
     pending_count = 0;
+  }
+  if (s.ok() && audit_queued) {
+    s = store->FlushAuditBacklog();  // empty already when Write stored it
+    if (s.ok()) {
+      spdlog::warn("stored the audit entries of the daemon's own work that waited for the store");
+      audit_queued = false;
+    }
   }
   return s;
 }
 
 void Service::Impl::KeepPending(std::vector<StoreRecord> records) {
-  for (StoreRecord& r : records) pending_records.push_back(std::move(r));
-  // Over the bound the oldest audit entries go (counted); state records stay: there are never more of them than
+  // The audit entries wait in the store's backlog (bounded there: the oldest go first, counted in
+  // iptkitd_audit_dropped_total); the state records wait here, never dropped: there are never more of them than
   // managed rules and confirms, and they decide what the store says after a restart.
-  size_t dropped = 0;
-  for (auto it = pending_records.begin(); pending_records.size() > kMaxPendingRecords && it != pending_records.end();) {
-    if (!it->audit) {
-      ++it;
-      continue;
+  for (StoreRecord& r : records) {
+    if (r.audit) {
+      store->QueueAudit(*std::move(r.audit));
+      r.audit.reset();
+      audit_queued = true;
     }
-    it->audit.reset();
-    ++dropped;
-    if (it->effects.empty() && it->emptied.empty()) {
-      it = pending_records.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (dropped > 0) {
-    store_dropped->Inc({}, static_cast<double>(dropped));
-    spdlog::error("the store is still failing: dropped the {} oldest audit entries waiting in memory", dropped);
+    if (!r.effects.empty() || !r.emptied.empty()) pending_records.push_back(std::move(r));
   }
   store_pending->Set({}, static_cast<double>(pending_records.size()));
   std::lock_guard<std::mutex> lock(health_mu);

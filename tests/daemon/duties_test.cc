@@ -214,6 +214,9 @@ TEST(DaemonDuties, OnAFullDiskTtlAndCommitConfirmStillTakeEffect) {
   Reply metrics = http.Get("/metrics");
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_store_write_failures_total").value_or(0), 1.0) << metrics.body;
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_store_pending_records").value_or(0), 2.0) << metrics.body;
+  // The audit entries of the expiry and the rollback wait in the store's backlog (stored within a second of a
+  // successful write: the daemon's housekeeping tries every second).
+  EXPECT_GE(MetricValue(metrics.body, "iptkitd_audit_backlog").value_or(0), 2.0) << metrics.body;
 
   // Space again: the records are written, health is ok, the audit log and the transaction tell what happened.
   disk->Free();
