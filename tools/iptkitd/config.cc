@@ -167,7 +167,7 @@ Status OneOf(std::string_view v, std::initializer_list<std::string_view> allowed
   return Status::Ok();
 }
 
-// The same rule as ValidateOwner in src/txn (owner tags "iptkit:<owner>:<id>", DESIGN.md §6).
+// The same rule as ValidateOwner in src/txn (owner tags "iptkit:<owner>:<id>", docs/architecture.md §4).
 bool ValidOwner(std::string_view owner) {
   return !owner.empty() && owner.size() <= 32 && std::all_of(owner.begin(), owner.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
