@@ -48,11 +48,18 @@ struct DesiredState {
 std::string OwnerChainPrefix(std::string_view owner);
 Status ValidateOwner(std::string_view owner);
 
-// One step of a plan, for people: "insert filter MYAPP-IN 3: -s 10.0.0.0/8 ... -j ACCEPT".
+// One step of a plan, for people: "insert filter MYAPP-IN 3: -s 10.0.0.0/8 ... -j ACCEPT", and the same as fields
+// for programs (which never parse the description): what kind of change, in which chain, and for a rule of an
+// owner that owner and the rule's id (its tag "iptkit:<owner>:<rule_id>"). Producers fill what they know.
 struct PlanStep {
+  enum class Kind { kOther, kCreateChain, kDeleteChain, kInsert, kAppend, kDelete };
   Family family = Family::kIPv4;
   std::string table;
   std::string description;
+  Kind kind = Kind::kOther;
+  std::string chain = {};
+  std::string owner = {};
+  std::string rule_id = {};
   friend bool operator==(const PlanStep&, const PlanStep&) = default;
 };
 

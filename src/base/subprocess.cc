@@ -237,6 +237,12 @@ Result<SubprocessResult> RunSubprocess(const SubprocessOptions& options) {
   }
   if (got == sizeof(failure)) {
     KillAndReap(pid);
+    if (failure.stage == kStageExec &&
+        (failure.err == ENOENT || failure.err == EACCES || failure.err == ENOEXEC || failure.err == ENOTDIR)) {
+      // A program that is not there (or not runnable) is a broken installation, not a missing rule or chain.
+      return Status::Unavailable("cannot run " + options.path + ": " + ErrnoString(failure.err) + " (is it installed?)")
+          .WithReason("tool_missing");
+    }
     return ErrnoToStatus(failure.err, std::string(StageName(failure.stage)) + " " + command);
   }
 

@@ -179,8 +179,9 @@ TEST(SubprocessTest, RefusesRelativePathsAndReportsMissingPrograms) {
   EXPECT_EQ(RunSubprocess(Cmd("true")).status().code(), StatusCode::kInvalidArgument);
   auto missing = RunSubprocess(Cmd("/nonexistent/iptkit-no-such-program"));
   ASSERT_FALSE(missing.ok());
-  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
-  EXPECT_THAT(missing.status().message(), HasSubstr("execve /nonexistent/iptkit-no-such-program"));
+  EXPECT_EQ(missing.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(missing.status().details().reason, "tool_missing");
+  EXPECT_THAT(missing.status().message(), HasSubstr("cannot run /nonexistent/iptkit-no-such-program"));
 }
 
 TEST(SubprocessTest, DescribeCommandQuotesWhereNeeded) {

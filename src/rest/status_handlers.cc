@@ -4,14 +4,19 @@
 
 namespace iptkit::rest {
 
-// Not ok while starting, or while the store cannot keep changes (its files were removed or replaced, or the last
-// write failed): changes are refused then (503), so the daemon is not healthy.
+// Not ok while starting, or while a duty fails (service.h Health): the store cannot keep changes (its files were
+// removed or replaced, or its last write failed: changes are refused with 503 then) or records of the daemon's own
+// work wait in memory for it, an owner's state cannot be applied, a TTL expiry or confirm rollback fails, the
+// backend cannot commit (a missing tool). No token here: the problems say which duty fails and why (tool, store,
+// owner name), never rules.
 HttpResponse HealthHandler(const HandlerEnv& env, Call& call) {
   if (Status s = CheckQuery(env, call, {}); !s.ok()) return StatusResponse(call, s);
-  if (!env.service->started()) return JsonResponse({{"status", "starting"}}, 503);
-  const store::StoreHealth store = env.store->Health();
-  if (!store.ok()) return JsonResponse({{"status", "unhealthy"}, {"problems", {"store: " + store.problem}}}, 503);
-  return JsonResponse({{"status", "ok"}});
+  const service::Health health = env.service->GetHealth();
+  if (health.state == service::Health::State::kStarting) return JsonResponse({{"status", "starting"}}, 503);
+  if (health.state == service::Health::State::kOk) return JsonResponse({{"status", "ok"}});
+  json::Json problems = json::Json::array();
+  for (const service::Health::Problem& p : health.problems) problems.push_back(p.Describe());
+  return JsonResponse({{"status", "unhealthy"}, {"problems", problems}}, 503);
 }
 
 HttpResponse MetricsHandler(const HandlerEnv& env, Call& call) {

@@ -1,5 +1,6 @@
-// Service: start-up, the writer loop and its timers, the queue, reads (service.h). Planning and committing a
-// drain are in writer.cc.
+// Service: start-up, the writer loop and its timers, the queue, answering and reporting (events, metrics, health),
+// reads (service.h). What a work item plans is in plan_item.cc, the drain (commit, bisect, retry, persist) in
+// writer.cc.
 #include "src/service/service.h"
 
 #include <spdlog/spdlog.h>
@@ -16,17 +17,22 @@
 namespace iptkit::service {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-constexpr auto kInternalRetry = std::chrono::seconds(5);
-
-std::unique_ptr<WorkItem> Internal(WorkItem::Kind kind, const std::string& action) {
-  auto item = std::make_unique<WorkItem>();
-  item->kind = kind;
-  item->request.principal = kDaemonPrincipal;
-  item->request.action = action;
-  item->result.id = NewTransactionId();
-  return item;
+// Backoff of failed internal work: the first retry after `first`, each further one after twice the last, at most
+// `most` (docs/daemon.md "Owners fail alone").
+Clock::duration Backoff(int failures, Clock::duration first, Clock::duration most) {
+  Clock::duration d = first;
+  for (int i = 1; i < failures && d < most; ++i) d *= 2;
+  return std::min(d, most);
 }
+
+constexpr auto kTimerRetryFirst = std::chrono::milliseconds(100);
+constexpr auto kTimerRetryMost = std::chrono::seconds(5);
+constexpr auto kOwnerRetryFirst = std::chrono::seconds(1);
+constexpr auto kOwnerRetryMost = std::chrono::seconds(60);
+constexpr auto kStoreRetryFirst = std::chrono::seconds(1);
+constexpr auto kStoreRetryMost = std::chrono::seconds(10);
+
+int64_t Millis(Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
 }  // namespace
 
@@ -47,63 +53,96 @@ std::string NewTransactionId() {
   return std::string("t-") + hex;
 }
 
-// ---- Writer loop ----
+std::unique_ptr<WorkItem> InternalItem(WorkItem::Kind kind, const std::string& action) {
+  auto item = std::make_unique<WorkItem>();
+  item->kind = kind;
+  item->request.principal = kDaemonPrincipal;
+  item->request.action = action;
+  item->result.id = NewTransactionId();
+  return item;
+}
+
+// ---- Timers ----
+
+bool Service::Impl::RetryDue(const std::string& key, Clock::time_point now) const {
+  auto it = retries.find(key);
+  return it == retries.end() || it->second.at <= now;
+}
 
 std::optional<Clock::time_point> Service::Impl::NextTimer() {
   std::optional<Clock::time_point> next = next_drift;
   const int64_t now_ms = NowMs();
   const Clock::time_point now = Clock::now();
-  auto consider = [&](int64_t deadline_ms, const std::string& backoff_key) {
-    Clock::time_point at = now + std::chrono::milliseconds(std::max<int64_t>(0, deadline_ms - now_ms));
-    auto b = backoff.find(backoff_key);
-    if (b != backoff.end()) at = std::max(at, b->second);
+  auto consider = [&](Clock::time_point at) {
     if (!next || at < *next) next = at;
   };
+  auto deadline = [&](int64_t deadline_ms, const std::string& retry_key) {
+    Clock::time_point at = now + std::chrono::milliseconds(std::max<int64_t>(0, deadline_ms - now_ms));
+    auto r = retries.find(retry_key);
+    if (r != retries.end()) at = std::max(at, r->second.at);
+    consider(at);
+  };
+  for (const auto& [key, retry] : retries) {
+    if (key.starts_with("owner:") || (key == "store" && (!pending_records.empty() || audit_queued))) consider(retry.at);
+  }
   std::lock_guard<std::mutex> lock(state_mu);
   for (const auto& [owner, state] : owners) {
+    std::optional<int64_t> first;
     for (const auto& [key, rule] : state.managed) {
-      if (rule.deadline_ms) consider(*rule.deadline_ms, "expire");
+      if (rule.deadline_ms && (!first || *rule.deadline_ms < *first)) first = rule.deadline_ms;
     }
+    if (first) deadline(*first, "expire:" + owner);
   }
-  for (const auto& [id, record] : confirms) consider(record.deadline_ms, "rollback:" + id);
+  for (const auto& [id, record] : confirms) deadline(record.deadline_ms, "rollback:" + id);
   return next;
 }
 
 std::vector<std::unique_ptr<WorkItem>> Service::Impl::DueTimers() {
+  // Expiries and rollbacks first, then the owners' reconciles (drift checks and retries of failed owners).
   std::vector<std::unique_ptr<WorkItem>> items;
   const int64_t now_ms = NowMs();
   const Clock::time_point now = Clock::now();
-  auto ready = [&](const std::string& key) {
-    auto b = backoff.find(key);
-    return b == backoff.end() || b->second <= now;
-  };
-  {
-    std::lock_guard<std::mutex> lock(state_mu);
-    if (ready("expire")) {
-      auto expire = Internal(WorkItem::Kind::kExpire, "ttl_expire");
-      for (const auto& [owner, state] : owners) {
-        for (const auto& [key, rule] : state.managed) {
-          if (rule.deadline_ms && *rule.deadline_ms <= now_ms) expire->expire.push_back(key);
-        }
+  const bool drift = now >= next_drift;
+  if (drift) next_drift = now + options.drift_interval;
+  std::vector<std::unique_ptr<WorkItem>> reconcile;
+  std::lock_guard<std::mutex> lock(state_mu);
+  for (const auto& [owner, state] : owners) {
+    if (RetryDue("expire:" + owner, now)) {
+      auto expire = InternalItem(WorkItem::Kind::kExpire, "ttl_expire");
+      expire->owner = owner;
+      for (const auto& [key, rule] : state.managed) {
+        if (rule.deadline_ms && *rule.deadline_ms <= now_ms) expire->expire.push_back(key);
       }
       if (!expire->expire.empty()) items.push_back(std::move(expire));
     }
-    for (const auto& [id, record] : confirms) {
-      if (record.deadline_ms > now_ms || !ready("rollback:" + id)) continue;
-      auto rollback = Internal(WorkItem::Kind::kRollback, "confirm_rollback");
-      rollback->confirm_id = id;
-      rollback->request.request_id = record.request_id;
-      items.push_back(std::move(rollback));
+    // A failing owner is tried again when its backoff says so, not at every drift check.
+    const std::string key = "owner:" + owner;
+    const bool failing = retries.count(key) > 0;
+    if ((drift && !failing) || (failing && RetryDue(key, now))) {
+      auto check = InternalItem(WorkItem::Kind::kReconcile, "drift_repair");
+      check->owner = owner;
+      check->drift_check = true;
+      reconcile.push_back(std::move(check));
     }
   }
-  if (now >= next_drift) {
-    auto drift = Internal(WorkItem::Kind::kReconcile, "drift_repair");
-    drift->drift_check = true;
-    items.push_back(std::move(drift));
-    next_drift = now + options.drift_interval;
+  for (const auto& [id, record] : confirms) {
+    if (record.deadline_ms > now_ms || !RetryDue("rollback:" + id, now)) continue;
+    auto rollback = InternalItem(WorkItem::Kind::kRollback, "confirm_rollback");
+    rollback->confirm_id = id;
+    rollback->request.request_id = record.request_id;
+    items.push_back(std::move(rollback));
   }
+  if (drift && reconcile.empty()) {
+    // No owner to check: the drift check still reads the kernel (for foreign_change), through an item of nobody.
+    auto check = InternalItem(WorkItem::Kind::kReconcile, "drift_repair");
+    check->drift_check = true;
+    reconcile.push_back(std::move(check));
+  }
+  for (auto& r : reconcile) items.push_back(std::move(r));
   return items;
 }
+
+// ---- Writer loop ----
 
 void Service::Impl::WriterMain() {
   RunStartup();
@@ -138,15 +177,18 @@ void Service::Impl::WriterMain() {
     }
     previous_drain_requests = last_drain_requests;
     last_drain_requests = requests.size();
-    // Expiries and rollbacks before the requests; the drift check (if due) after them.
-    std::vector<std::unique_ptr<WorkItem>> items = DueTimers();
-    std::unique_ptr<WorkItem> drift;
-    if (!items.empty() && items.back()->kind == WorkItem::Kind::kReconcile) {
-      drift = std::move(items.back());
-      items.pop_back();
+    // The records the store could not take yet go first (also when nothing else is due).
+    if ((!pending_records.empty() || audit_queued) && RetryDue("store", Clock::now())) NoteStore(WriteRecords({}));
+    // Expiries and rollbacks before the requests; the owners' drift checks after them.
+    std::vector<std::unique_ptr<WorkItem>> timers = DueTimers();
+    std::vector<std::unique_ptr<WorkItem>> items;
+    for (auto& t : timers) {
+      if (t->kind != WorkItem::Kind::kReconcile) items.push_back(std::move(t));
     }
     for (auto& r : requests) items.push_back(std::move(r));
-    if (drift) items.push_back(std::move(drift));
+    for (auto& t : timers) {
+      if (t) items.push_back(std::move(t));
+    }
     Process(std::move(items));
   }
   std::deque<std::unique_ptr<WorkItem>> left;
@@ -157,6 +199,12 @@ void Service::Impl::WriterMain() {
   for (auto& item : left) {
     if (item->promise) item->promise->set_value(Status::Unavailable("iptkitd is stopping"));
   }
+  if (!pending_records.empty()) {
+    spdlog::error(
+        "stopping with {} record(s) of the daemon's own work that the store could not take; the kernel "
+        "holds their changes, and the next start repeats what they recorded",
+        pending_records.size());
+  }
 }
 
 void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
@@ -164,37 +212,39 @@ void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
   std::vector<WorkItem*> ptrs;
   for (auto& item : items) ptrs.push_back(item.get());
   WarmCanonicalCache(ptrs);
-  Drain(ptrs, 0);
+  // TTL expiries and confirm rollbacks that are due commit first, on their own and without waiting for a read:
+  // their ops name the rules by spec (a rule another writer moved is still found; one it removed makes the commit
+  // fail and the expiry read and plan again), so they take effect as soon as the writer gets to them, also when
+  // another writer keeps changing the ruleset and every read costs.
+  std::vector<WorkItem*> timers, rest;
+  for (WorkItem* item : ptrs) {
+    const bool timer = item->kind == WorkItem::Kind::kExpire || item->kind == WorkItem::Kind::kRollback;
+    (timer ? timers : rest).push_back(item);
+  }
+  if (!timers.empty()) Drain(timers, /*repairs=*/false, kMaxCommitAttempts, /*optimistic=*/true);
+  if (!rest.empty()) Drain(rest, /*repairs=*/true);
   for (auto& extra : extras) ptrs.push_back(extra.get());
 
   // Failures are audited too (successes were persisted with their commit).
-  const int64_t now = NowMs();
   std::vector<WorkItem*> failed;
   for (WorkItem* item : ptrs) {
     if (!item->final) {
+      // Drain settles every item; this is a bug, and said so.
+      spdlog::error("internal error: the writer left {} {} unanswered", item->request.action, item->result.id);
       item->final = true;
       item->status = Status::Internal("the writer left the request unanswered");
     }
     if (!item->status.ok() && !item->skip_audit) failed.push_back(item);
   }
   if (!failed.empty()) {
-    Status s = store->Write([&](store::Store::Tx& tx) -> Status {
-      for (WorkItem* item : failed) IPTKIT_RETURN_IF_ERROR(AppendAudit(tx, *item, now));
-      return Status::Ok();
-    });
-    if (!s.ok()) spdlog::error("writing {} audit entries failed: {}", failed.size(), s.ToString());
+    std::vector<StoreRecord> records = Records(failed, {});
+    Status s = WriteRecords(records);
+    NoteStore(s);
+    if (!s.ok()) KeepPending(std::move(records));
   }
   Publish(ptrs);
+  NoteOutcomes(ptrs);
   for (WorkItem* item : ptrs) {
-    if (item->kind != WorkItem::Kind::kRequest && !item->skip_audit) {
-      const std::string key = item->kind == WorkItem::Kind::kRollback ? "rollback:" + item->confirm_id : "expire";
-      if (!item->status.ok()) {
-        spdlog::error("{} failed: {}", item->request.action, item->status.ToString());
-        if (item->kind != WorkItem::Kind::kReconcile) backoff[key] = Clock::now() + kInternalRetry;
-      } else {
-        backoff.erase(key);
-      }
-    }
     if (item->promise) {
       if (item->status.ok()) {
         item->promise->set_value(item->result);
@@ -207,8 +257,148 @@ void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
   extras.clear();
 }
 
+// ---- Outcomes, health ----
+
+void Service::Impl::NoteOutcomes(const std::vector<WorkItem*>& items) {
+  const Clock::time_point now = Clock::now();
+  for (const WorkItem* item : items) {
+    // A tool that cannot be run fails any work that needed it (a canonicalization in a scratch namespace too).
+    if (item->status.details().reason == "tool_missing") NoteBackend(item->status, /*commit=*/true);
+    if (!item->internal() && item->status.ok() && !item->request.dry_run) {
+      // A committed request planned its owners' whole state: an owner that was failing applies again (say, its
+      // broken rule was just deleted) without waiting for its next retry.
+      for (const std::string& owner : item->touched_owners) {
+        if (retries.count("owner:" + owner)) NoteOwner(owner, Status::Ok(), ActionOf(*item));
+      }
+    }
+    if (!item->internal() || item->skip_audit) continue;
+    for (const auto& [owner, status] : item->owner_failures) NoteOwner(owner, status, ActionOf(*item));
+    if (item->kind == WorkItem::Kind::kReconcile) {
+      if (!item->owner.empty()) NoteOwner(item->owner, item->status, ActionOf(*item));
+      continue;
+    }
+    const std::string key =
+        item->kind == WorkItem::Kind::kRollback ? "rollback:" + item->confirm_id : "expire:" + item->owner;
+    if (item->status.ok()) {
+      if (retries.erase(key) > 0) spdlog::info("{} works again", key);
+      std::lock_guard<std::mutex> lock(health_mu);
+      failing_timers.erase(key);
+      continue;
+    }
+    Retry& r = retries[key];
+    ++r.failures;
+    r.status = item->status;
+    r.at = now + Backoff(r.failures, kTimerRetryFirst, kTimerRetryMost);
+    spdlog::error("{} failed (attempt {}, next in {} ms): {}", ActionOf(*item), r.failures, Millis(r.at - now),
+                  item->status.ToString());
+    std::lock_guard<std::mutex> lock(health_mu);
+    failing_timers[key] = item->status;
+  }
+  UpdateHealthGauge();
+}
+
+void Service::Impl::NoteOwner(const std::string& owner, const Status& status, const std::string& action) {
+  const std::string key = "owner:" + owner;
+  nlohmann::ordered_json data;
+  data["owner"] = owner;
+  if (status.ok()) {
+    if (retries.erase(key) == 0) return;
+    spdlog::warn("owner {}: its state applies again", owner);
+    {
+      std::lock_guard<std::mutex> lock(health_mu);
+      failing_owners.erase(owner);
+      owners_failing->Set({}, static_cast<double>(failing_owners.size()));
+    }
+    events->Publish("owner_recovered", data.dump(), NowMs());
+    return;
+  }
+  bool known;
+  {
+    std::lock_guard<std::mutex> lock(state_mu);
+    known = owners.count(owner) > 0;
+  }
+  if (!known) return;  // gone meanwhile: nothing to retry
+  const Clock::time_point now = Clock::now();
+  Retry& r = retries[key];
+  ++r.failures;
+  r.status = status;
+  r.at = now + Backoff(r.failures, kOwnerRetryFirst, kOwnerRetryMost);
+  owner_failures->Inc({owner});
+  spdlog::error("owner {}: {} failed (failure {}, retried in {} ms; the other owners go on): {}", owner, action,
+                r.failures, Millis(r.at - now), status.ToString());
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    failing_owners[owner] = status;
+    owners_failing->Set({}, static_cast<double>(failing_owners.size()));
+  }
+  data["action"] = action;
+  data["code"] = std::string(StatusCodeName(status.code()));
+  data["message"] = status.message();
+  data["failures"] = r.failures;
+  data["retry_in_ms"] = Millis(r.at - now);
+  events->Publish("owner_failed", data.dump(), NowMs());
+}
+
+void Service::Impl::NoteBackend(const Status& status, bool commit) {
+  const bool ours = status.code() == StatusCode::kUnavailable || status.code() == StatusCode::kInternal ||
+                    status.code() == StatusCode::kPermissionDenied;
+  if (!status.ok() && !ours) return;  // a request's own error says nothing about the backend
+  std::lock_guard<std::mutex> lock(health_mu);
+  Status& last = commit ? backend_status : read_status;
+  if (status.ok()) {
+    if (!last.ok()) spdlog::warn("the backend {} again", commit ? "commits" : "reads");
+  } else if (last.ok()) {
+    spdlog::error("the backend failed to {}: {}", commit ? "commit" : "read", status.ToString());
+  }
+  last = status;
+}
+
+void Service::Impl::NoteStore(const Status& status) {
+  const Clock::time_point now = Clock::now();
+  if (status.ok()) {
+    if (!pending_records.empty() || audit_queued) return;
+    if (retries.erase("store") > 0) spdlog::warn("the store can be written again");
+    std::lock_guard<std::mutex> lock(health_mu);
+    store_status = Status::Ok();
+    return;
+  }
+  Retry& r = retries["store"];
+  ++r.failures;
+  r.status = status;
+  r.at = now + Backoff(r.failures, kStoreRetryFirst, kStoreRetryMost);
+  store_failures->Inc();
+  spdlog::error(
+      "the store cannot be written (failure {}): {}; requests fail until it can, the daemon's own work "
+      "goes on and its records wait in memory",
+      r.failures, status.ToString());
+  bool first;
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    first = store_status.ok();
+    store_status = status;
+  }
+  if (first) {
+    nlohmann::ordered_json data;
+    data["message"] = status.message();
+    events->Publish("store_failing", data.dump(), NowMs());
+  }
+}
+
+void Service::Impl::UpdateHealthGauge() {
+  const store::StoreHealth store_health = store->Health();
+  bool ok = store_health.ok() && store_health.audit_backlog == 0;
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    ok = ok && load_status.ok() && failing_owners.empty() && failing_timers.empty() && store_status.ok() &&
+         pending_count == 0 && backend_status.ok() && read_status.ok();
+  }
+  healthy->Set({}, ok ? 1 : 0);
+}
+
 void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
   const int64_t now = NowMs();
+  // One event per kind of owner reconcile for the whole drain.
+  std::map<bool, std::pair<nlohmann::ordered_json, nlohmann::ordered_json>> reconciled;  // drift? → owners, tables
   for (const WorkItem* item : items) {
     const std::string result = item->status.ok() ? "ok" : "error";
     if (item->kind == WorkItem::Kind::kRequest && !item->request.dry_run) {
@@ -229,7 +419,7 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
           data["confirmed"] = *item->request.confirm;
           events->Publish("confirmed", data.dump(), now);
         }
-        if (item->result.changed || !item->upserts.empty() || !item->removals.empty()) {
+        if (item->result.changed || !item->effects.upserts.empty() || !item->effects.removals.empty()) {
           data["principal"] = item->request.principal;
           data["request_id"] = item->request.request_id;
           data["action"] = item->request.action;
@@ -239,10 +429,10 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
         }
         break;
       case WorkItem::Kind::kExpire: {
-        if (item->removals.empty()) break;
-        ttl_expiries->Inc({}, static_cast<double>(item->removals.size()));
+        if (item->effects.removals.empty()) break;
+        ttl_expiries->Inc({}, static_cast<double>(item->effects.removals.size()));
         nlohmann::ordered_json rules = nlohmann::ordered_json::array();
-        for (const store::ManagedRuleKey& k : item->removals) {
+        for (const store::ManagedRuleKey& k : item->effects.removals) {
           rules.push_back({{"owner", k.owner},
                            {"family", std::string(FamilyName(k.family))},
                            {"table", k.table},
@@ -259,27 +449,37 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
       case WorkItem::Kind::kRollback:
         confirm_rollbacks->Inc();
         data["transaction"] = item->confirm_id;
-        data["message"] = item->resolve_confirm ? item->resolve_confirm->message : "";
+        data["message"] = item->effects.resolve_confirm ? item->effects.resolve_confirm->message : "";
         data["tables"] = tables;
         spdlog::warn("transaction {} was not confirmed in time: rolled back", item->confirm_id);
         events->Publish("confirm_rolled_back", data.dump(), now);
         break;
-      case WorkItem::Kind::kReconcile:
+      case WorkItem::Kind::kReconcile: {
         if (item->repaired_owners.empty()) break;
-        data["owners"] = item->repaired_owners;
-        data["tables"] = tables;
-        if (item->drift_check) {
-          for (const std::string& owner : item->repaired_owners) {
+        auto& [owners_json, tables_json] = reconciled[item->drift_check];
+        if (owners_json.is_null()) {
+          owners_json = nlohmann::ordered_json::array();
+          tables_json = nlohmann::ordered_json::array();
+        }
+        for (const std::string& owner : item->repaired_owners) {
+          owners_json.push_back(owner);
+          if (item->drift_check) {
             drift_repairs->Inc({owner});
             spdlog::warn("owner {}: owned rules or chains were changed by someone else; repaired", owner);
           }
-          events->Publish("drift_repaired", data.dump(), now);
-        } else {
-          spdlog::info("re-applied the state of {} owner(s)", item->repaired_owners.size());
-          events->Publish("reconciled", data.dump(), now);
         }
+        for (auto& t : tables) tables_json.push_back(t);
         break;
+      }
     }
+  }
+  for (auto& [drift, parts] : reconciled) {
+    nlohmann::ordered_json data;
+    data["id"] = NewTransactionId();
+    data["owners"] = parts.first;
+    data["tables"] = parts.second;
+    if (!drift) spdlog::info("re-applied the state of {} owner(s)", parts.first.size());
+    events->Publish(drift ? "drift_repaired" : "reconciled", data.dump(), now);
   }
 }
 
@@ -289,24 +489,29 @@ void Service::Impl::RunStartup() {
     if (!s.ok() && first_error.ok()) first_error = s;
   };
   // Load the store.
+  Status loaded_ok;
+  auto note_load = [&](const Status& s) {
+    note(s);
+    if (!s.ok() && loaded_ok.ok()) loaded_ok = s;
+  };
   {
     std::map<std::string, OwnerState> loaded;
     Result<std::vector<store::OwnerRecord>> records = store->ListOwners();
-    note(records.status());
+    note_load(records.status());
     if (records.ok()) {
       for (const store::OwnerRecord& r : *records) {
         OwnerState& state = loaded[r.owner];
         if (!r.document) continue;
         Result<DesiredState> doc = DesiredStateFromJson(*r.document);
         if (!doc.ok()) {
-          note(doc.status().WithContext("the stored document of owner '" + r.owner + "'"));
+          note_load(doc.status().WithContext("the stored document of owner '" + r.owner + "'"));
           continue;
         }
         state.document = *std::move(doc);
       }
     }
     Result<std::vector<store::ManagedRule>> managed = store->ListManagedRules();
-    note(managed.status());
+    note_load(managed.status());
     if (managed.ok()) {
       for (const store::ManagedRule& m : *managed) {
         loaded[m.owner].managed[store::KeyOf(m)] = m;
@@ -314,7 +519,7 @@ void Service::Impl::RunStartup() {
       }
     }
     Result<std::vector<store::ConfirmRecord>> pending = store->ListConfirms(/*pending_only=*/true);
-    note(pending.status());
+    note_load(pending.status());
     std::lock_guard<std::mutex> lock(state_mu);
     std::erase_if(loaded, [](const auto& e) { return e.second.empty(); });
     owners = std::move(loaded);
@@ -322,10 +527,14 @@ void Service::Impl::RunStartup() {
       for (const store::ConfirmRecord& c : *pending) confirms[c.id] = c;
     }
   }
+  {
+    std::lock_guard<std::mutex> lock(health_mu);
+    load_status = loaded_ok;
+  }
   spdlog::info("loaded {} owner(s) and {} pending confirm(s) from the store", owners.size(), confirms.size());
 
   // 1. Rules whose TTL passed while the daemon was down go before anything else; 2. overdue confirms roll back;
-  // 3. every owner's state is applied again (a reboot or a foreign flush removed it).
+  // 3. every owner's state is applied again (a reboot or a foreign flush removed it), each owner on its own.
   next_drift = Clock::now() + options.drift_interval;
   std::vector<std::unique_ptr<WorkItem>> timers = DueTimers();
   std::vector<std::unique_ptr<WorkItem>> expire, rollback;
@@ -336,7 +545,7 @@ void Service::Impl::RunStartup() {
       rollback.push_back(std::move(item));
     }
   }
-  // Each group is processed on its own, in order; their errors are start-up errors.
+  // Each group is processed on its own, in order; their errors are start-up errors (and health problems).
   auto run = [&](std::vector<std::unique_ptr<WorkItem>> group) {
     std::vector<std::future<Result<ChangeResult>>> results;
     for (auto& item : group) {
@@ -349,10 +558,18 @@ void Service::Impl::RunStartup() {
   run(std::move(expire));
   run(std::move(rollback));
   std::vector<std::unique_ptr<WorkItem>> reconcile;
-  reconcile.push_back(Internal(WorkItem::Kind::kReconcile, "reconcile"));
+  {
+    std::lock_guard<std::mutex> lock(state_mu);
+    for (const auto& [owner, state] : owners) {
+      auto item = InternalItem(WorkItem::Kind::kReconcile, "reconcile");
+      item->owner = owner;
+      reconcile.push_back(std::move(item));
+    }
+  }
   run(std::move(reconcile));
   next_drift = Clock::now() + options.drift_interval;
   if (!first_error.ok()) spdlog::error("start-up: {}", first_error.ToString());
+  UpdateHealthGauge();
   std::lock_guard<std::mutex> lock(startup_mu);
   started = true;
   startup_status = first_error;
@@ -375,6 +592,7 @@ Result<std::unique_ptr<Service>> Service::Start(Options options, store::Store* s
   impl->metrics = metrics;
   impl->events = events;
   IPTKIT_ASSIGN_OR_RETURN(impl->writer_backend, options.make_backend());
+  impl->owner_planner = std::make_unique<OwnerPlanner>(impl->writer_backend.get());
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> reader_backend, options.make_backend());
   FirewallOptions reader_options = options.firewall;
   reader_options.before_commit_hook = nullptr;
@@ -399,6 +617,18 @@ Result<std::unique_ptr<Service>> Service::Start(Options options, store::Store* s
   impl->changes = &metrics->AddCounter("iptkitd_changes_total", "Change requests handled, by action and result.",
                                        {"action", "result"});
   impl->queue_depth = &metrics->AddGauge("iptkitd_queue_depth", "Requests waiting for the writer.");
+  impl->commit_retries =
+      &metrics->AddCounter("iptkitd_commit_retries_total",
+                           "Commits (and reads) planned again because another writer changed the ruleset meanwhile.");
+  impl->owner_failures = &metrics->AddCounter(
+      "iptkitd_owner_failures_total", "Failed reconciles of an owner's state (start-up, drift check, retry), by owner.",
+      {"owner"});
+  impl->owners_failing =
+      &metrics->AddGauge("iptkitd_owners_failing", "Owners whose state cannot be applied now (retried with backoff).");
+  impl->store_failures = &metrics->AddCounter("iptkitd_store_write_failures_total", "Failed writes of the store.");
+  impl->store_pending = &metrics->AddGauge("iptkitd_store_pending_records",
+                                           "State records of the daemon's own work waiting in memory for the store.");
+  impl->healthy = &metrics->AddGauge("iptkitd_healthy", "1 when /healthz says ok, else 0.");
 
   auto link = std::make_shared<CollectorLink>();
   link->service = service.get();
@@ -466,6 +696,44 @@ bool Service::started() const {
 Status Service::startup_status() const {
   std::lock_guard<std::mutex> lock(impl_->startup_mu);
   return impl_->startup_status;
+}
+
+Health Service::GetHealth() const {
+  Health health;
+  if (!started()) return health;
+  std::lock_guard<std::mutex> lock(impl_->health_mu);
+  if (!impl_->load_status.ok()) health.problems.push_back({"startup", "", impl_->load_status});
+  for (const auto& [owner, status] : impl_->failing_owners) health.problems.push_back({"owner", owner, status});
+  for (const auto& [key, status] : impl_->failing_timers) health.problems.push_back({"timer", key, status});
+  // The store's own facts (its files removed or replaced, its last write failed, audit entries waiting in its
+  // backlog) and the writer's (its last write failed, state records waiting here).
+  const store::StoreHealth store = impl_->store->Health();
+  if (!store.ok()) {
+    health.problems.push_back({"store", "", Status::Unavailable(store.problem)});
+  } else if (!impl_->store_status.ok()) {
+    health.problems.push_back({"store", "", impl_->store_status});
+  }
+  if (impl_->pending_count > 0 || store.audit_backlog > 0) {
+    health.problems.push_back(
+        {"store", "",
+         Status::Unavailable(std::to_string(impl_->pending_count) + " state record(s) and " +
+                             std::to_string(store.audit_backlog) + " audit entries wait in memory to be stored")});
+  }
+  if (!impl_->backend_status.ok()) health.problems.push_back({"backend", "commit", impl_->backend_status});
+  if (!impl_->read_status.ok()) health.problems.push_back({"backend", "read", impl_->read_status});
+  health.state = health.problems.empty() ? Health::State::kOk : Health::State::kUnhealthy;
+  return health;
+}
+
+std::string Health::Problem::Describe() const {
+  const std::string head = subject.empty() ? check : check + " " + subject;
+  const std::string code(StatusCodeName(status.code()));
+  // Owners' and timers' errors quote their rules: those are for the audit log, the events and the log.
+  if (check == "owner") {
+    return head + ": its state cannot be applied (" + code + "); retried with backoff, the reason is in the audit log";
+  }
+  if (check == "timer") return head + ": failed (" + code + "); retried, the reason is in the audit log";
+  return head + ": " + status.message();
 }
 
 // ---- Reads ----
@@ -569,7 +837,12 @@ std::vector<Metrics::Family> Service::CollectMetrics() {
       }
     }
   }
-  return {managed, packets, bytes};
+  Metrics::Family dropped{
+      "iptkitd_audit_dropped_total",
+      "Audit entries dropped from the store's full in-memory backlog while it could not be written.",
+      "counter",
+      {{{}, static_cast<double>(impl_->store->Health().audit_dropped)}}};
+  return {managed, packets, bytes, dropped};
 }
 
 }  // namespace iptkit::service

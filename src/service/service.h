@@ -9,6 +9,10 @@
 // transactions whose deadline passed unconfirmed are rolled back; every drift interval the owners' state is
 // compared with the kernel and repaired (someone ran `iptables -F`, a firewall manager reloaded). At start,
 // before serving anything: expired rules are removed, overdue confirms rolled back, and every owner re-applied.
+// These duties are independent: each owner is reconciled on its own (one whose state cannot be applied is
+// reported and retried with backoff, the others go on), and TTL expiry and confirm rollbacks take effect in the
+// kernel even when the store cannot record them (the records wait in memory, bounded). GetHealth() says what is
+// failing.
 //
 // Reads (List, Info, owner diffs, rule counters for metrics) use a second backend (one read at a time) so that a
 // long listing never holds up commits.
@@ -137,6 +141,29 @@ struct ConfirmView {
   store::ConfirmRecord record;
 };
 
+// Whether the daemon does its duties (docs/daemon.md "Health"): what GET /healthz reports.
+struct Health {
+  enum class State {
+    kStarting,   // the start-up sequence has not finished
+    kOk,         // nothing below
+    kUnhealthy,  // at least one problem
+  };
+  State state = State::kStarting;
+  struct Problem {
+    // "startup" (the store could not be loaded), "owner" (an owner's state cannot be applied: its start-up
+    // reconcile or drift repair failed; retried with backoff), "timer" (a TTL expiry or confirm rollback failed;
+    // retried), "store" (the store cannot be written; the daemon's own records wait in memory), "backend" (the
+    // last commit or read failed for a reason that is not the request's: a missing tool, the lock, permissions).
+    std::string check;
+    std::string subject;  // the owner, "expire:OWNER" or "rollback:ID", "commit" or "read"; "" for the others
+    Status status;        // why
+    // For people, without rules (an unauthenticated /healthz shows it): "owner app: its state cannot be applied
+    // (NOT_FOUND); retried with backoff, the reason is in the audit log", "backend commit: cannot run ...".
+    std::string Describe() const;
+  };
+  std::vector<Problem> problems;
+};
+
 class Service {
  public:
   struct Options {
@@ -165,8 +192,9 @@ class Service {
   void Stop();
 
   // Queues the request and waits for its result. Errors: the request's own (InvalidArgument, NotFound, ...), with
-  // the message naming the op; Unavailable when stopping or the lock is busy; Aborted after repeated concurrent
-  // foreign changes.
+  // the message naming the op (and only this request's ops); Unavailable when stopping, the lock is busy, a tool is
+  // missing or the store cannot be written (then nothing of the request stays in the kernel); Aborted when other
+  // writers changed the ruleset during each of kMaxCommitAttempts (10) attempts.
   Result<ChangeResult> Submit(ChangeRequest request);
 
   // ---- Reads (reader backend) ----
@@ -189,6 +217,8 @@ class Service {
   // True once the start-up sequence completed (successfully or not); its error, if any.
   bool started() const;
   Status startup_status() const;
+  // What is wrong now, if anything (never blocks on the writer).
+  Health GetHealth() const;
 
   struct Impl;
 

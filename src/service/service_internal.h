@@ -1,5 +1,8 @@
-// Internal state of Service shared by service.cc (threads, queue, reads) and writer.cc (planning and committing a
-// drain of the queue). Not part of any interface.
+// Internal state of Service, shared by its files (not part of any interface):
+//   service.cc     threads, the queue, timers, start-up, answering, publishing, health, reads;
+//   plan_item.cc   what one work item changes: planned on the group's simulated kernel (txn::BatchPlanner) and on
+//                  the owners' working state, each owner through the pure OwnerPlanner (owner_planner.h);
+//   writer.cc      the drain: plan a group of items, commit it, bisect kernel rejections, retry conflicts, persist.
 #ifndef IPTKIT_SRC_SERVICE_SERVICE_INTERNAL_H_
 #define IPTKIT_SRC_SERVICE_SERVICE_INTERNAL_H_
 
@@ -16,14 +19,23 @@
 #include <thread>
 #include <vector>
 
+#include "src/service/owner_planner.h"
 #include "src/service/rollback.h"
 #include "src/service/service.h"
 #include "src/txn/planner.h"
 
 namespace iptkit::service {
 
+using Clock = std::chrono::steady_clock;
+
 // The principal of the daemon's own work in the audit log.
 inline constexpr const char* kDaemonPrincipal = "iptkitd";
+
+// A commit that failed because another writer changed the ruleset meanwhile is planned again on a fresh read, up
+// to this many times in all (docs/daemon.md "What happens to a request"); then the requests fail with Aborted.
+inline constexpr int kMaxCommitAttempts = 10;
+// A group of several items that met that many conflicts in a row goes on in halves.
+inline constexpr int kBisectConflictsAfter = 3;
 
 // Collectors registered with a Metrics registry may run after the service is gone; they reach it through this.
 struct CollectorLink {
@@ -31,30 +43,11 @@ struct CollectorLink {
   Service* service = nullptr;  // null once the service is destroyed
 };
 
-// One unit of work for the writer: a client's request, or the daemon's own (TTL expiry, confirm rollback, owner
-// reconcile / drift check). Internal items have no promise unless someone waits for them (start-up).
-struct WorkItem {
-  enum class Kind { kRequest, kExpire, kRollback, kReconcile };
-  Kind kind = Kind::kRequest;
-  ChangeRequest request;                      // kRequest; principal/action/request_id also for the others
-  std::vector<store::ManagedRuleKey> expire;  // kExpire
-  std::string confirm_id;                     // kRollback
-  std::set<std::string> reconcile_owners;     // kReconcile; empty = every owner
-  bool drift_check = false;                   // kReconcile: count what it repairs as drift
-  bool repair = false;  // made by a drain to repair owned state after imperative ops (planned per attempt)
-  bool skip_audit = false;
-  std::optional<std::promise<Result<ChangeResult>>> promise;
-
-  // ---- Filled while the writer handles it ----
-  bool final = false;  // status/result are settled (answered after persisting)
-  Status status;
-  ChangeResult result;
-  txn::PlanMark from, to;  // its part of the planner's journal
-  // Store effects, persisted after the kernel commit.
+// What one work item writes to the store once its kernel change is committed.
+struct StoreEffects {
   std::vector<store::ManagedRule> upserts;
   std::vector<store::ManagedRuleKey> removals;
   std::map<std::string, std::optional<DesiredState>> documents;  // owner → new document (nullopt: none)
-  std::set<std::string> deleted_owners;
   std::optional<store::ConfirmRecord> new_confirm;
   struct Resolution {
     std::string id;
@@ -62,11 +55,50 @@ struct WorkItem {
     std::string message;
   };
   std::optional<Resolution> resolve_confirm;
+  bool empty() const {
+    return upserts.empty() && removals.empty() && documents.empty() && !new_confirm && !resolve_confirm;
+  }
+};
+
+// One store write: effects, owners left empty (deleted), and the audit entry.
+struct StoreRecord {
+  StoreEffects effects;
+  std::set<std::string> emptied;
+  std::optional<store::AuditEntry> audit;
+};
+
+// One unit of work for the writer: a client's request, or the daemon's own (TTL expiry of one owner's rules, a
+// confirm rollback, one owner's reconcile or drift check). Internal items have no promise unless someone waits for
+// them (start-up).
+struct WorkItem {
+  enum class Kind { kRequest, kExpire, kRollback, kReconcile };
+  Kind kind = Kind::kRequest;
+  ChangeRequest request;                      // kRequest; principal/action/request_id also for the others
+  std::string owner;                          // kExpire, kReconcile: the owner it is about
+  std::vector<store::ManagedRuleKey> expire;  // kExpire
+  std::string confirm_id;                     // kRollback
+  bool drift_check = false;                   // kReconcile: count what it repairs as drift
+  bool repair = false;  // made by a drain to repair owned state after imperative ops (planned per attempt)
+  bool skip_audit = false;
+  std::optional<std::promise<Result<ChangeResult>>> promise;
+
+  bool internal() const { return kind != Kind::kRequest; }
+
+  // ---- Filled while the writer handles it ----
+  bool final = false;  // status/result are settled (answered after persisting)
+  Status status;
+  ChangeResult result;
+  txn::PlanMark from, to;  // its part of the planner's journal
+  StoreEffects effects;    // persisted after the kernel commit
+  std::set<std::string> deleted_owners;
   std::set<std::string> touched_owners;                        // owners whose state this item changed (to re-plan)
   std::set<std::string> rule_ids;                              // ids of the managed rules it added or removed
   std::set<std::pair<Family, std::string>> imperative_tables;  // tables its imperative ops changed
   std::vector<std::string> repaired_owners;                    // kReconcile: owners whose state had to be changed
-  std::string diff;                                            // its committed restore text
+  // Owners this internal item could not plan (their error): reported and retried with backoff, while the item
+  // itself did what it could without them (kExpire, kRollback) or failed (kReconcile).
+  std::map<std::string, Status> owner_failures;
+  std::string diff;  // its committed restore text
 };
 
 struct Service::Impl {
@@ -77,26 +109,30 @@ struct Service::Impl {
 
   // ---- Writer thread (only it touches these, except where a mutex is named) ----
   std::unique_ptr<backend::Backend> writer_backend;
+  std::unique_ptr<OwnerPlanner> owner_planner;
   std::thread writer;
   int64_t next_seq = 1;                // seq of the next new managed rule
   size_t last_drain_requests = 0;      // client requests the writer took last time (group_wait's target) ...
   size_t previous_drain_requests = 0;  // ... and the time before
   std::map<Family, Ruleset> expected;  // what the kernel holds after our last commit (foreign change detection)
   txn::BatchPlanner::ShapeIndex expected_shapes;  // the planner's shape index for `expected`
-  std::chrono::steady_clock::time_point next_drift;
-  // Internal work that failed: not retried before this time (keyed "expire", "rollback:<id>").
-  std::map<std::string, std::chrono::steady_clock::time_point> backoff;
-  // Per owner, its document prepared (canonical, tagged) per family it covers, valid while the document is `source`.
-  struct PreparedDocument {
-    bool valid = false;
-    std::optional<DesiredState> source;
-    std::map<Family, DesiredState> states;
+  // Tables unrepresentable as of the last trusted read, with the reason (see ReadState).
+  std::map<std::pair<Family, std::string>, std::string> unrepresentable;
+  bool backend_vouches = false;  // Backend::Unchanged was true after some read
+  bool fresh_expected = false;   // `expected` was read just now (after a race): plan on it without asking
+  Clock::time_point next_drift;
+  // Internal work that failed, retried with backoff: "expire:<owner>", "rollback:<id>", "owner:<owner>" (its
+  // reconcile), "store" (writing the pending records).
+  struct Retry {
+    int failures = 0;
+    Clock::time_point at;
+    Status status;
   };
-  std::map<std::string, PreparedDocument> prepared_documents;
-  // Every managed rule canonical with its tag (as the kernel prints it), made once per rule and id: planning an
-  // owner then costs no parsing or canonicalization of its other managed rules.
-  std::map<store::ManagedRuleKey, std::pair<std::string, Rule>> tagged_managed;  // key → (rule_id, rule)
-  Status PrepareManagedRules(const OwnerState& state);
+  std::map<std::string, Retry> retries;
+  // State records (without their audit entries) of internal work committed while the store could not be
+  // written, oldest first. Their audit entries wait in the store's backlog (Store::QueueAudit).
+  std::deque<StoreRecord> pending_records;
+  bool audit_queued = false;  // KeepPending queued audit entries that no write has stored yet
   // Items a drain made itself (repairs); they live until the drain's items are answered.
   std::vector<std::unique_ptr<WorkItem>> extras;
 
@@ -104,6 +140,19 @@ struct Service::Impl {
   mutable std::mutex state_mu;
   std::map<std::string, OwnerState> owners;
   std::map<std::string, store::ConfirmRecord> confirms;  // pending ones
+
+  // ---- Health facts: guarded by health_mu ----
+  mutable std::mutex health_mu;
+  Status load_status;                            // loading the store at start-up
+  std::map<std::string, Status> failing_owners;  // owner → why its state cannot be applied
+  std::map<std::string, Status> failing_timers;  // "expire:<owner>", "rollback:<id>" → why
+  Status store_status;                           // the last store write, when it failed
+  size_t pending_count = 0;                      // pending_records.size()
+  // The backend's last commit (and last lock/read), when it failed for a reason that is not a request's own
+  // (Unavailable, Internal, PermissionDenied: a missing tool, the lock, permissions); cleared by a success of the
+  // same kind.
+  Status backend_status;
+  Status read_status;
 
   // ---- Queue: guarded by queue_mu ----
   std::mutex queue_mu;
@@ -127,39 +176,103 @@ struct Service::Impl {
   Metrics::Counter* commits = nullptr;           // {result}
   Metrics::Histogram* batch_requests = nullptr;  // requests per commit
   Metrics::Histogram* commit_seconds = nullptr;
-  Metrics::Counter* drift_repairs = nullptr;  // {owner}
+  Metrics::Counter* commit_retries = nullptr;  // conflicts retried inside the daemon
+  Metrics::Counter* drift_repairs = nullptr;   // {owner}
   Metrics::Counter* foreign_changes = nullptr;
   Metrics::Counter* ttl_expiries = nullptr;
   Metrics::Counter* confirm_rollbacks = nullptr;  // {result}
   Metrics::Counter* changes = nullptr;            // {action, result}
   Metrics::Gauge* queue_depth = nullptr;
+  Metrics::Counter* owner_failures = nullptr;  // {owner}
+  Metrics::Gauge* owners_failing = nullptr;
+  Metrics::Counter* store_failures = nullptr;
+  Metrics::Gauge* store_pending = nullptr;
+  Metrics::Gauge* healthy = nullptr;
 
-  // writer.cc
+  // ---- service.cc ----
   void WriterMain();
   void RunStartup();
   // Plans, commits, persists and answers `items` (the writer's drain).
   void Process(std::vector<std::unique_ptr<WorkItem>> items);
-  void Drain(std::vector<WorkItem*> items, int depth);
-  // Plans one item on top of the planner; on error the planner must be rolled back by the caller, `working` is
-  // restored already. `undo` receives the owners' values before the item changed them.
-  // With defer_owner the owners it touched are not planned (the drain plans them once for several requests).
+  void Publish(const std::vector<WorkItem*>& items);
+  // Outcomes of internal work: failures are retried with backoff and reported, successes clear them.
+  void NoteOutcomes(const std::vector<WorkItem*>& items);
+  void NoteOwner(const std::string& owner, const Status& status, const std::string& action);
+  void NoteBackend(const Status& status, bool commit);
+  void NoteStore(const Status& status);
+  void UpdateHealthGauge();
+  std::vector<std::unique_ptr<WorkItem>> DueTimers();
+  std::optional<Clock::time_point> NextTimer();
+  bool RetryDue(const std::string& key, Clock::time_point now) const;
+
+  // ---- plan_item.cc ----
+  // Plans one item on top of the planner and the owners' working state; on error both are as before and the
+  // caller marks the item failed. `undo` receives the owners' values before the item changed them. With
+  // defer_owner the owners a request touched are not planned (the drain plans them once for several requests).
   Status PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
                   std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner);
-  Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner, ChangeResult* result);
+  Status PlanRequest(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
+                     std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner);
+  Status PlanExpire(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
+                    std::map<std::string, std::optional<OwnerState>>& undo);
   Status PlanRollback(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working);
+  Status PlanReconcile(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working);
+  // One owner through the OwnerPlanner; its steps and warnings go to `result` (when given).
+  Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner, ChangeResult* result);
+  // Where an unowned append/insert lands in a builtin chain: below every owner's `first` hooks, above the `last`
+  // ones (txn::BatchPlanner::Placement); `warnings` gets a line when that is not where the request asked.
+  txn::BatchPlanner::Placement UnownedPlacement(std::vector<std::string>* warnings) const;
   void WarmCanonicalCache(const std::vector<WorkItem*>& items);
+
+  // ---- writer.cc ----
+  // Plans, commits and persists `items` until every one is final (answered after persisting): conflicts with other
+  // writers are retried on a fresh read, kernel rejections bisected. With `repairs`, owned state that the group's
+  // imperative ops disturb is repaired in the same commit.
+  // `budget`: commit attempts left to the items (kMaxCommitAttempts in all). With `optimistic` the first attempt
+  // plans on the simulation of the last drain without asking the backend whether it is current (a conflict then
+  // reads); only for work whose ops are guarded by their specs (TTL expiry, confirm rollback).
+  void Drain(const std::vector<WorkItem*>& items, bool repairs, int budget = kMaxCommitAttempts,
+             bool optimistic = false);
+  struct PlannedGroup {
+    std::vector<WorkItem*> committing;               // planned into the planner, in order
+    std::vector<std::unique_ptr<WorkItem>> repairs;  // made for this attempt (also in committing)
+    bool planned_repairs = false;                    // repairs were planned (even if none changed anything)
+  };
+  // Plans every open item of `items` on `planner`/`working`; items that fail validation (or dry runs) are final.
+  PlannedGroup PlanGroup(const std::vector<WorkItem*>& items, txn::BatchPlanner& planner,
+                         std::map<std::string, OwnerState>& working, bool repairs);
+  // A commit of `committing` was rejected (not by a race): finds the guilty items by halves.
+  void Bisect(const std::vector<WorkItem*>& committing, const Status& rejected, bool planned_repairs);
+  // The kernel as the writer plans on it: its own simulation when the backend vouches that nothing changed, else a
+  // fresh read (retried when the dump raced a change; a table newly reported unrepresentable is read again).
+  // Families `needed` are read unless the backend vouches for our simulation; the others keep the simulation.
+  // Tables that this read found unrepresentable and the last one did not go to `newly_unrepresentable`.
+  Result<txn::Snapshots> ReadState(txn::BatchPlanner::ShapeIndex* shapes, const std::set<Family>& needed,
+                                   std::set<std::pair<Family, std::string>>* newly_unrepresentable);
+  // Applies the trusted marks of unrepresentable tables to a read of `read` (see writer.cc).
+  void TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+                  std::set<std::pair<Family, std::string>>* newly_unrepresentable);
+  // The families a group must see as they are now: the ones its items name, and those owners have state in.
+  std::set<Family> NeededFamilies(const std::vector<WorkItem*>& items) const;
   void CheckForeignChanges(const txn::Snapshots& snapshots);
-  // One store transaction: the effects of the successful items, owners left empty removed, an audit entry per
-  // item.
-  Status Persist(const std::vector<WorkItem*>& items, const std::set<std::string>& emptied);
-  Status AppendAudit(store::Store::Tx& tx, const WorkItem& item, int64_t now);
-  void Publish(const std::vector<WorkItem*>& items);
-  std::vector<std::unique_ptr<WorkItem>> DueTimers();
-  std::optional<std::chrono::steady_clock::time_point> NextTimer();
+  // Records of the items (effects and audit entries) and the owners left empty.
+  std::vector<StoreRecord> Records(const std::vector<WorkItem*>& items, const std::set<std::string>& emptied);
+  // Writes the pending records, then `records`, in one store transaction; on success nothing is pending.
+  Status WriteRecords(const std::vector<StoreRecord>& records);
+  // Keeps records in memory (bounded) until the store can be written again.
+  void KeepPending(std::vector<StoreRecord> records);
+  std::optional<store::AuditEntry> AuditOf(const WorkItem& item, int64_t now);
 };
 
 // "t-" + 16 hex digits from getrandom(2): transaction ids.
 std::string NewTransactionId();
+
+// The action a work item is audited as: the request's, or "ttl_expire", "confirm_rollback", "drift_repair",
+// "reconcile".
+std::string ActionOf(const WorkItem& item);
+
+// The daemon's own work item of `kind`, audited as `action`.
+std::unique_ptr<WorkItem> InternalItem(WorkItem::Kind kind, const std::string& action);
 
 }  // namespace iptkit::service
 

@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <future>
 #include <thread>
+#include <utility>
 
 #include "iptkit/dialect.h"
 #include "src/service/service_test_util.h"
@@ -55,8 +56,12 @@ class ServiceTest : public ::testing::Test {
     events_ = std::make_unique<EventBus>();
     Service::Options options;
     auto kernel = kernel_;
-    options.make_backend = [kernel]() -> Result<std::unique_ptr<backend::Backend>> {
-      return backend::NewSharedFakeHandle(kernel);
+    auto calls = std::make_shared<int>(0);
+    auto wrap = wrap_writer_;
+    options.make_backend = [kernel, calls, wrap]() -> Result<std::unique_ptr<backend::Backend>> {
+      std::unique_ptr<backend::Backend> handle = backend::NewSharedFakeHandle(kernel);
+      if (wrap && (*calls)++ == 0) return wrap(std::move(handle));  // the first one is the writer's
+      return handle;
     };
     options.drift_interval = drift;
     options.firewall.before_commit_hook = [this] {
@@ -118,6 +123,8 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<EventBus> events_;
   std::unique_ptr<Service> service_;
   std::function<void()> hook_;
+  // Wraps the writer's backend (test decorators).
+  std::function<std::unique_ptr<backend::Backend>(std::unique_ptr<backend::Backend>)> wrap_writer_;
 };
 
 TEST_F(ServiceTest, AppendCommitsAndIsAudited) {
@@ -513,6 +520,345 @@ TEST_F(ServiceTest, ForeignChangeIsPublishedAsAnEvent) {
     for (const Event& e : b.events) seen = seen || e.type == "foreign_change";
   }
   EXPECT_TRUE(seen);
+}
+
+// ---- Owners fail alone (issue 8 item 1) ----
+
+bool HasProblem(const Health& health, const std::string& check, const std::string& subject) {
+  for (const Health::Problem& p : health.problems) {
+    if (p.check == check && p.subject == subject) return true;
+  }
+  return false;
+}
+
+// Regression: an owner whose rule jumps into a foreign chain that disappeared (docker's DOCKER-USER after a reboot
+// or a flush) made every drift repair fail for every owner; /healthz said ok.
+TEST_F(ServiceTest, AnOwnerThatCannotBeAppliedFailsAloneIsReportedAndRetried) {
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kNewChain, "DOCKER-USER")}).ok());
+  Start(std::chrono::milliseconds(200));
+  ASSERT_TRUE(service_->Submit(Owned("app", "INPUT", "-j DOCKER-USER")).ok());
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_TRUE(service_->Submit(Owned("zed", "INPUT", "-s 10.1.0." + std::to_string(i) + " -j DROP")).ok());
+  }
+  EXPECT_EQ(service_->GetHealth().state, Health::State::kOk);
+  const uint64_t events_before = events_->last_id();
+  // A reboot before docker started: the owned rules and the foreign chain are gone.
+  ASSERT_TRUE(kernel_
+                  ->Foreign(v4, "filter",
+                            {backend::TableOp::Make(TKind::kFlush, "INPUT"),
+                             backend::TableOp::Make(TKind::kDeleteChain, "DOCKER-USER")})
+                  .ok());
+  ASSERT_TRUE(Eventually([&] { return Save().find("-A INPUT -s 10.1.0.5/32") != std::string::npos; }))
+      << "owner zed was not repaired while owner app cannot be:\n"
+      << Save();
+  for (int i = 1; i <= 5; ++i) EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.1.0." + std::to_string(i) + "/32"));
+  ASSERT_TRUE(Eventually([&] { return HasProblem(service_->GetHealth(), "owner", "app"); }));
+  Health health = service_->GetHealth();
+  EXPECT_EQ(health.state, Health::State::kUnhealthy);
+  EXPECT_FALSE(HasProblem(health, "owner", "zed"));
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_owner_failures_total{owner=\"app\"}"));
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_owners_failing 1"));
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_healthy 0"));
+  bool failed_event = false;
+  for (const Event& e : events_->WaitAfter(events_before, std::chrono::milliseconds(10)).events) {
+    if (e.type == "owner_failed" && e.data.find("\"owner\":\"app\"") != std::string::npos) failed_event = true;
+  }
+  EXPECT_TRUE(failed_event);
+  bool audited = false;
+  for (const store::AuditEntry& e : Audit("drift_repair")) {
+    if (e.result != "ok" && e.request.find("\"owner\":\"app\"") != std::string::npos) audited = true;
+  }
+  EXPECT_TRUE(audited);
+  // Docker starts again: the owner is retried with backoff and repaired.
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kNewChain, "DOCKER-USER")}).ok());
+  ASSERT_TRUE(Eventually([&] { return Save().find("-j DOCKER-USER") != std::string::npos; })) << Save();
+  ASSERT_TRUE(Eventually([&] { return service_->GetHealth().state == Health::State::kOk; }));
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_owners_failing 0"));
+}
+
+TEST_F(ServiceTest, StartupReconcileAppliesEveryOwnerButTheOneThatCannotBeApplied) {
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kNewChain, "DOCKER-USER")}).ok());
+  Start();
+  ASSERT_TRUE(service_->Submit(Owned("app", "INPUT", "-j DOCKER-USER")).ok());
+  ASSERT_TRUE(service_->Submit(Owned("zed", "INPUT", "-s 10.1.0.1 -j DROP")).ok());
+  // A reboot: an empty kernel, and docker not started yet.
+  ASSERT_TRUE(kernel_->fake.LoadSave(v4, kBase).ok());
+  Restart();
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.1.0.1/32"));
+  EXPECT_FALSE(service_->startup_status().ok());
+  EXPECT_EQ(service_->startup_status().details().owner, "app");
+  Health health = service_->GetHealth();
+  EXPECT_EQ(health.state, Health::State::kUnhealthy);
+  EXPECT_TRUE(HasProblem(health, "owner", "app"));
+  // Its broken rule deleted by a client: the owner applies again at once, not at its next retry.
+  ChangeRequest fix;
+  fix.deletes.push_back({"app", v4, "filter", "INPUT", R("-j DOCKER-USER")});
+  ASSERT_TRUE(service_->Submit(std::move(fix)).ok());
+  EXPECT_EQ(service_->GetHealth().state, Health::State::kOk);
+}
+
+TEST_F(ServiceTest, AnOwnersRulesMayNotJumpIntoAnotherOwnersChains) {
+  Start();
+  DesiredState zed;
+  zed.owner = "zed";
+  zed.chains.push_back({"filter", "ZED-IN", {R("-s 10.0.0.0/8 -j ACCEPT")}});
+  zed.hooks.push_back({"filter", "INPUT", HookRule::Position::kFirst, R("-j ZED-IN")});
+  ChangeRequest put;
+  put.put_owner = zed;
+  ASSERT_TRUE(service_->Submit(std::move(put)).ok());
+
+  Result<ChangeResult> add = service_->Submit(Owned("app", "INPUT", "-j ZED-IN"));
+  ASSERT_FALSE(add.ok());
+  EXPECT_EQ(add.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(add.status().message(), HasSubstr("chain 'ZED-IN' of owner 'zed'"));
+
+  DesiredState app;
+  app.owner = "app";
+  app.hooks.push_back({"filter", "FORWARD", HookRule::Position::kLast, R("-g ZED-IN")});
+  ChangeRequest put_app;
+  put_app.put_owner = app;
+  Result<ChangeResult> refused = service_->Submit(std::move(put_app));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("owner 'zed'"));
+  EXPECT_THAT(Save(), Not(HasSubstr("iptkit:app:")));
+}
+
+// ---- Unowned rules around owned hooks (issue 8 items 9 and 11) ----
+
+// Regression: an unowned `-I INPUT 1` (or `-A`) landed above an owner's first hook (below its last one), and the
+// repair in the same commit deleted and inserted the owned rules again: their counters were reset.
+TEST_F(ServiceTest, UnownedInsertAndAppendGoAroundOwnedHooksWhichKeepTheirCounters) {
+  Start();
+  ASSERT_TRUE(
+      service_->Submit(Owned("bans", "INPUT", "-s 10.5.5.5 -j DROP", std::nullopt, store::Position::kFirst)).ok());
+  ASSERT_TRUE(service_->Submit(Owned("tail", "INPUT", "-s 10.6.6.6 -j DROP")).ok());
+  {
+    std::lock_guard<std::mutex> lock(kernel_->mu);
+    ASSERT_TRUE(kernel_->fake.AddPacketCounts(v4, "filter", "INPUT", 1, 5, 500).ok());
+    ASSERT_TRUE(kernel_->fake.AddPacketCounts(v4, "filter", "INPUT", 3, 7, 700).ok());
+  }
+  ChangeRequest insert;
+  insert.ops.Insert(v4, "filter", "INPUT", 1, R("-s 10.7.7.7 -j ACCEPT"));
+  Result<ChangeResult> inserted = service_->Submit(std::move(insert));
+  ASSERT_TRUE(inserted.ok()) << inserted.status().ToString();
+  ASSERT_EQ(inserted->tables.size(), 1u);
+  EXPECT_EQ(inserted->tables[0].restore_text, "*filter\n-I INPUT 2 -s 10.7.7.7/32 -j ACCEPT\nCOMMIT\n");
+  ASSERT_EQ(inserted->warnings.size(), 1u);
+  EXPECT_THAT(inserted->warnings[0], HasSubstr("position 2 of ipv4 filter INPUT"));
+  Result<ChangeResult> appended = service_->Submit(Append("INPUT", "-s 10.8.8.8 -j ACCEPT"));
+  ASSERT_TRUE(appended.ok()) << appended.status().ToString();
+  EXPECT_EQ(appended->tables[0].restore_text, "*filter\n-I INPUT 4 -s 10.8.8.8/32 -j ACCEPT\nCOMMIT\n");
+  // An insert among the unowned rules stays where it was asked.
+  ChangeRequest middle;
+  middle.ops.Insert(v4, "filter", "INPUT", 3, R("-s 10.9.9.9 -j ACCEPT"));
+  Result<ChangeResult> kept = service_->Submit(std::move(middle));
+  ASSERT_TRUE(kept.ok());
+  EXPECT_TRUE(kept->warnings.empty());
+
+  Result<Ruleset> rs = service_->List(v4, "filter");
+  ASSERT_TRUE(rs.ok());
+  const Chain* input = rs->tables[0].FindChain("INPUT");
+  std::vector<std::string> specs;
+  for (const Rule& r : input->rules) specs.push_back(FormatRuleSpec(r));
+  ASSERT_EQ(specs.size(), 6u) << FormatSave(*rs);
+  EXPECT_THAT(specs[0], HasSubstr("-s 10.5.5.5/32 -m comment --comment \"iptkit:bans:"));
+  EXPECT_EQ(specs[1], "-s 10.7.7.7/32 -j ACCEPT");
+  EXPECT_EQ(specs[2], "-s 10.9.9.9/32 -j ACCEPT");
+  EXPECT_EQ(specs[3], "-s 192.168.0.0/16 -j ACCEPT");
+  EXPECT_EQ(specs[4], "-s 10.8.8.8/32 -j ACCEPT");
+  EXPECT_THAT(specs[5], HasSubstr("-s 10.6.6.6/32 -m comment --comment \"iptkit:tail:"));
+  EXPECT_EQ(input->rules[0].counters.packets, 5u) << "the owned first hook was re-added";
+  EXPECT_EQ(input->rules[5].counters.packets, 7u) << "the owned last hook was re-added";
+}
+
+// ---- Conflicts are retried inside the daemon (issue 8 item 10) ----
+
+// A foreign writer that creates the chain the request creates, then removes it, and so on, `flips` times: each
+// commit of the request meets a changed ruleset. Runs inside the fake kernel's commit (its lock is held).
+struct ChainFlipper {
+  int flips = 0;
+  std::string marker;  // only batches holding this text are raced
+  Status operator()(backend::FakeBackend& fake, const backend::TableBatch& batch) {
+    bool mine = false;
+    for (const auto& op : batch.ops) mine = mine || FormatRuleSpec(op.rule).find(marker) != std::string::npos;
+    if (!mine || flips <= 0) return Status::Ok();
+    --flips;
+    Result<Ruleset> rs = fake.Read(v4, "filter");
+    const bool exists = rs.ok() && rs->FindTable("filter")->FindChain("WEB-IN") != nullptr;
+    backend::TableBatch race;
+    race.family = v4;
+    race.table = "filter";
+    race.ops.push_back(backend::TableOp::Make(exists ? TKind::kDeleteChain : TKind::kNewChain, "WEB-IN"));
+    return fake.Commit(race);
+  }
+};
+
+TEST_F(ServiceTest, ConflictsThatARetryResolvesAreRetriedInsideTheDaemon) {
+  Start();
+  auto flipper = std::make_shared<ChainFlipper>(ChainFlipper{6, "10.3.0.3"});
+  kernel_->reject = [this, flipper](const backend::TableBatch& batch) { return (*flipper)(kernel_->fake, batch); };
+  Result<ChangeResult> done = service_->Submit(Owned("web", "WEB-IN", "-s 10.3.0.3 -j DROP"));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ(flipper->flips, 0);
+  EXPECT_THAT(Save(), HasSubstr("-A WEB-IN -s 10.3.0.3/32"));
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_commit_retries_total 6"));
+}
+
+// Regression: a 409 after the retries quoted the failing restore line of the group commit, which was another
+// principal's.
+TEST_F(ServiceTest, AnErrorNamesOnlyTheCallersOwnOps) {
+  Start();
+  auto flipper = std::make_shared<ChainFlipper>(ChainFlipper{1000, "10.3.0.3"});
+  kernel_->reject = [this, flipper](const backend::TableBatch& batch) { return (*flipper)(kernel_->fake, batch); };
+  GroupGate gate(metrics_.get());
+  hook_ = [&] { gate.Hook(2); };
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.9.9 -j DROP")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ChangeRequest secret = Owned("web", "WEB-IN", "-s 10.3.0.3 -j DROP");
+  secret.principal = "token:other";
+  auto theirs = std::async(std::launch::async, [&] { return service_->Submit(std::move(secret)); });
+  gate.Queued();
+  auto mine = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.4.4.4 -j DROP")); });
+  gate.Queued();
+  ASSERT_TRUE(first.get().ok());
+  Result<ChangeResult> a = mine.get();
+  Result<ChangeResult> b = theirs.get();
+  ASSERT_FALSE(b.ok());
+  EXPECT_EQ(b.status().code(), StatusCode::kAborted) << b.status().ToString();
+  EXPECT_THAT(b.status().message(), HasSubstr("10 attempts"));
+  // The request that met no conflict itself is not failed for the other's, and never sees its ops.
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  for (const TableCommit& t : a->tables) EXPECT_THAT(t.restore_text, Not(HasSubstr("10.3.0.3")));
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.4.4.4/32 -j DROP"));
+}
+
+// ---- Unrepresentable tables (issue 8 item 5, with the backend reporting them per table) ----
+
+TEST_F(ServiceTest, AnUnrepresentableTableStopsOnlyWhatIsInIt) {
+  Start(std::chrono::milliseconds(200));
+  ASSERT_TRUE(service_->Submit(Owned("web", "INPUT", "-s 10.1.1.1 -j DROP")).ok());
+  ChangeRequest mangle;
+  mangle.adds.push_back(
+      {"mangler", v4, "mangle", "PREROUTING", R("-s 10.2.2.2 -j ACCEPT"), store::Position::kLast, std::nullopt});
+  ASSERT_TRUE(service_->Submit(std::move(mangle)).ok());
+  {
+    std::lock_guard<std::mutex> lock(kernel_->mu);
+    ASSERT_TRUE(kernel_->fake.MarkUnrepresentable(v4, "mangle", "a foreign rule iptables-save cannot print").ok());
+  }
+  // Reads of the family and of other tables work, and show which table is unrepresentable.
+  Result<Ruleset> all = service_->List(v4);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  ASSERT_NE(all->FindTable("mangle"), nullptr);
+  EXPECT_FALSE(all->FindTable("mangle")->unrepresentable_reason.empty());
+  ASSERT_TRUE(service_->List(v4, "filter").ok());
+  // Writes to other tables work; the table itself is refused.
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.3.3.3 -j DROP")).ok());
+  ChangeRequest there;
+  there.ops.Append(v4, "mangle", "PREROUTING", R("-s 10.4.4.4 -j ACCEPT"));
+  Result<ChangeResult> refused = service_->Submit(std::move(there));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  // Owners not in that table are repaired; the one in it is reported.
+  ASSERT_TRUE(kernel_->Foreign(v4, "filter", {backend::TableOp::Make(TKind::kFlush, "INPUT")}).ok());
+  ASSERT_TRUE(Eventually([&] { return Save().find("iptkit:web:") != std::string::npos; })) << Save();
+  ASSERT_TRUE(Eventually([&] { return HasProblem(service_->GetHealth(), "owner", "mangler"); }));
+  EXPECT_FALSE(HasProblem(service_->GetHealth(), "owner", "web"));
+}
+
+// A backend whose next `odd_reads` reads report filter unrepresentable, as iptables-nft-save does when another
+// writer commits between its dump and the rule count that cross-checks it. With `vouch`, Unchanged() says yes once
+// after each read (as the nft backend does for a read during which nothing changed), and no otherwise.
+class FlakyReadBackend : public backend::Backend {
+ public:
+  explicit FlakyReadBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
+  std::atomic<int> odd_reads{0};
+  std::atomic<bool> vouch{false};
+  const backend::BackendTraits& traits() const override { return inner_->traits(); }
+  bool Unchanged(Family family) override { return std::exchange(vouched_[family], false); }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    vouched_[family] = vouch;
+    Result<Ruleset> rs = inner_->Read(family, table, fresh_counters);
+    if (rs.ok() && family == v4 && odd_reads > 0) {
+      --odd_reads;
+      for (Table& t : rs->tables) {
+        if (t.name == "filter") t.unrepresentable_reason = "rule count of chain INPUT differs (2 in netlink)";
+      }
+    }
+    return rs;
+  }
+  using Backend::Commit;
+  Result<backend::CommitReport> Commit(const std::vector<backend::CommitTable>& tables) override {
+    return inner_->Commit(tables);
+  }
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override {
+    return inner_->Canonicalize(family, table, rules);
+  }
+  Result<std::unique_ptr<backend::LockGuard>> Lock(std::chrono::milliseconds wait) override {
+    return inner_->Lock(wait);
+  }
+  Result<FirewallInfo> Info() override { return inner_->Info(); }
+
+ private:
+  std::unique_ptr<backend::Backend> inner_;
+  std::map<Family, bool> vouched_;  // the last read was vouched for, and nobody asked yet
+};
+
+// Regression: a race between two reads was answered as a permanent 412 "unrepresentable" on a table of plain rules.
+TEST_F(ServiceTest, ATableUnrepresentableForOneReadIsReadAgain) {
+  FlakyReadBackend* flaky = nullptr;
+  wrap_writer_ = [&flaky](std::unique_ptr<backend::Backend> inner) -> std::unique_ptr<backend::Backend> {
+    auto wrapped = std::make_unique<FlakyReadBackend>(std::move(inner));
+    flaky = wrapped.get();
+    return wrapped;
+  };
+  Start();
+  ASSERT_NE(flaky, nullptr);
+  flaky->odd_reads = 1;
+  Result<ChangeResult> done = service_->Submit(Append("INPUT", "-s 10.3.3.3 -j DROP"));
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ(flaky->odd_reads, 0);
+  // One that stays unrepresentable is refused.
+  flaky->odd_reads = 1000;
+  Result<ChangeResult> refused = service_->Submit(Append("INPUT", "-s 10.4.4.4 -j DROP"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+}
+
+// With a backend that vouches for reads during which nothing changed, only such reads decide that a table is
+// unrepresentable: under a writer that changes the ruleset all the time, reads that keep seeing a count mismatch
+// (the race) do not make a plain table unwritable.
+TEST_F(ServiceTest, OnlyAReadTheBackendVouchesForMakesATableUnrepresentable) {
+  FlakyReadBackend* flaky = nullptr;
+  wrap_writer_ = [&flaky](std::unique_ptr<backend::Backend> inner) -> std::unique_ptr<backend::Backend> {
+    auto wrapped = std::make_unique<FlakyReadBackend>(std::move(inner));
+    wrapped->vouch = true;
+    flaky = wrapped.get();
+    return wrapped;
+  };
+  Start();
+  ASSERT_NE(flaky, nullptr);
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.3.3.9 -j DROP")).ok());  // a read it vouched for
+  flaky->vouch = false;
+  flaky->odd_reads = 1000;
+  for (int i = 1; i <= 3; ++i) {
+    Result<ChangeResult> done = service_->Submit(Append("INPUT", "-s 10.3.3." + std::to_string(i) + " -j DROP"));
+    ASSERT_TRUE(done.ok()) << i << ": " << done.status().ToString();
+  }
+  flaky->vouch = true;
+  Result<ChangeResult> refused = service_->Submit(Append("INPUT", "-s 10.4.4.4 -j DROP"));
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().details().reason, "unrepresentable");
+}
+
+TEST_F(ServiceTest, HealthIsOkAfterACleanStart) {
+  Start();
+  Health health = service_->GetHealth();
+  EXPECT_EQ(health.state, Health::State::kOk);
+  EXPECT_TRUE(health.problems.empty());
+  EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_healthy 1"));
 }
 
 }  // namespace

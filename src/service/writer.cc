@@ -1,67 +1,27 @@
-// The writer thread's work: draining the queue into one plan per commit, committing, bisecting kernel
-// rejections, persisting, answering (service.h has the contract, docs/daemon.md the semantics).
+// The writer's drain (service.h has the contract, docs/daemon.md the semantics), in the shape of leveldb's
+// DBImpl::Write + BuildBatchGroup: the drain plans a group of work items on one simulated kernel (plan_item.cc
+// says what each item changes; owners are planned by the OwnerPlanner), commits the group, and then only
+//  - retries on a fresh read when another writer changed the ruleset meanwhile (bounded: kMaxCommitAttempts),
+//  - bisects a group the kernel rejected so that only the guilty items fail,
+//  - persists the items' records and lets Process answer them.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <thread>
 #include <utility>
 
 #include "iptkit/dialect.h"
 #include "iptkit/json.h"
 #include "src/backend/ops/table_sim.h"
 #include "src/service/service_internal.h"
-#include "src/txn/declarative.h"
 #include "src/txn/firewall_internal.h"
 
 namespace iptkit::service {
 namespace {
 
-using Clock = std::chrono::steady_clock;
 constexpr Family kFamilies[] = {Family::kIPv4, Family::kIPv6};
-constexpr int kMaxAttempts = 3;
-
-std::string Where(Family f, const std::string& table, const std::string& chain) {
-  return std::string(FamilyName(f)) + " " + table + "/" + chain;
-}
-
-// An owner's state, remembering its value before this item first changed it (for the item's undo).
-OwnerState& Modify(std::map<std::string, OwnerState>& working, const std::string& owner,
-                   std::map<std::string, std::optional<OwnerState>>& undo) {
-  auto it = working.find(owner);
-  if (!undo.count(owner)) undo[owner] = it == working.end() ? std::nullopt : std::optional<OwnerState>(it->second);
-  return working[owner];
-}
-
-void Undo(std::map<std::string, OwnerState>& working, std::map<std::string, std::optional<OwnerState>>& undo) {
-  for (auto& [owner, before] : undo) {
-    if (before) {
-      working[owner] = std::move(*before);
-    } else {
-      working.erase(owner);
-    }
-  }
-  undo.clear();
-}
-
-void ResetForPlanning(WorkItem& item) {
-  item.status = Status::Ok();
-  std::string id = std::move(item.result.id);
-  item.result = ChangeResult{};
-  item.result.id = std::move(id);
-  item.result.dry_run = item.request.dry_run;
-  item.upserts.clear();
-  item.removals.clear();
-  item.documents.clear();
-  item.deleted_owners.clear();
-  item.new_confirm.reset();
-  item.resolve_confirm.reset();
-  item.touched_owners.clear();
-  item.imperative_tables.clear();
-  item.rule_ids.clear();
-  item.repaired_owners.clear();
-  item.diff.clear();
-}
 
 // Tables whose content differs between what we expect and what was read (chains compared by name, rules
 // without counters).
@@ -92,23 +52,11 @@ std::vector<std::string> DifferingTables(const Ruleset& expected, const Ruleset&
   return out;
 }
 
-bool Retriable(StatusCode code) {
+// A failed commit another writer may have caused: a `-C` guard that missed, a rule or chain gone or there
+// already. Whether one did is decided by reading the kernel again.
+bool MaybeRace(StatusCode code) {
   return code == StatusCode::kFailedPrecondition || code == StatusCode::kNotFound ||
          code == StatusCode::kAlreadyExists || code == StatusCode::kAborted;
-}
-
-std::string ActionOf(const WorkItem& item) {
-  switch (item.kind) {
-    case WorkItem::Kind::kRequest:
-      return item.request.action.empty() ? "transaction" : item.request.action;
-    case WorkItem::Kind::kExpire:
-      return "ttl_expire";
-    case WorkItem::Kind::kRollback:
-      return "confirm_rollback";
-    case WorkItem::Kind::kReconcile:
-      return item.drift_check ? "drift_repair" : "reconcile";
-  }
-  return "unknown";
 }
 
 // What the audit log shows as the request of the daemon's own work.
@@ -117,7 +65,7 @@ std::string InternalRequestJson(const WorkItem& item) {
   j["kind"] = ActionOf(item);
   if (item.kind == WorkItem::Kind::kExpire) {
     nlohmann::ordered_json rules = nlohmann::ordered_json::array();
-    for (const store::ManagedRuleKey& k : item.removals) {
+    for (const store::ManagedRuleKey& k : item.effects.removals) {
       rules.push_back({{"owner", k.owner},
                        {"family", std::string(FamilyName(k.family))},
                        {"table", k.table},
@@ -128,7 +76,13 @@ std::string InternalRequestJson(const WorkItem& item) {
   } else if (item.kind == WorkItem::Kind::kRollback) {
     j["id"] = item.confirm_id;
   } else if (item.kind == WorkItem::Kind::kReconcile) {
+    j["owner"] = item.owner;
     j["owners"] = item.repaired_owners;
+  }
+  if (!item.owner_failures.empty()) {
+    nlohmann::ordered_json failed = nlohmann::ordered_json::object();
+    for (const auto& [owner, s] : item.owner_failures) failed[owner] = s.ToString();
+    j["owners_failed"] = failed;
   }
   return j.dump();
 }
@@ -158,11 +112,10 @@ bool Deferrable(const WorkItem& item) {
   return owners.size() == 1;
 }
 
-// Splits one owner's plan among the deferred requests it was made for: an op or step about a rule carrying the
-// tag of a request's managed rule belongs to that request, everything else (chain creation, guards, moved hooks)
-// to the first request.
-void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& planned,
-               const std::vector<PlanStep>& steps, const std::vector<std::string>& warnings,
+// Splits one owner's plan among the deferred requests it was made for, by the structured ids of ops and steps: an
+// op or step about a rule with the id of a request's managed rule belongs to that request, everything else (chain
+// creation, guards, moved hooks) to the first request.
+void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& planned, const ChangeResult& combined,
                const std::vector<WorkItem*>& items) {
   auto owner_of = [&](const std::string& id) -> WorkItem* {
     for (WorkItem* item : items) {
@@ -180,6 +133,7 @@ void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& p
         backend::TableBatch b;
         b.family = p.batch.family;
         b.table = p.batch.table;
+        b.with_counters = p.batch.with_counters;
         mine.push_back(std::move(b));
       }
       mine.back().ops.push_back(op);
@@ -190,501 +144,38 @@ void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& p
       item->result.tables.push_back({b.family, b.table, backend::RenderRestoreBlock(b)});
     }
   }
-  const std::string tag_prefix = "iptkit:" + owner + ":";
-  for (const PlanStep& step : steps) {
-    WorkItem* item = items.front();
-    if (size_t at = step.description.find(tag_prefix); at != std::string::npos) {
-      const size_t from = at + tag_prefix.size();
-      item = owner_of(step.description.substr(from, step.description.find('"', from) - from));
-    }
+  for (const PlanStep& step : combined.steps) {
+    WorkItem* item = step.owner == owner && !step.rule_id.empty() ? owner_of(step.rule_id) : items.front();
     item->result.steps.push_back(step);
   }
-  for (const std::string& w : warnings) items.front()->result.warnings.push_back(w);
+  for (const std::string& w : combined.warnings) items.front()->result.warnings.push_back(w);
   for (WorkItem* item : items) item->result.changed = !item->result.tables.empty();
+}
+
+void Fail(const std::vector<WorkItem*>& items, const Status& status) {
+  for (WorkItem* item : items) {
+    item->status = status;
+    item->final = true;
+  }
 }
 
 }  // namespace
 
-// ---- Canonicalization cache warm-up ----
-
-void Service::Impl::WarmCanonicalCache(const std::vector<WorkItem*>& items) {
-  // Rules per (family, table), each as it will be canonicalized during planning: untagged first, then the
-  // managed and document rules with their tags. One Backend::Canonicalize call per group; a group that fails is
-  // split in halves so that one bad rule (it fails again, alone, when its request is planned) does not keep the
-  // others out of the cache.
-  using Groups = std::map<std::pair<Family, std::string>, std::vector<Rule>>;
-  auto run = [this](Groups& groups) {
-    std::function<void(Family, const std::string&, const std::vector<Rule>&)> warm =
-        [&](Family family, const std::string& table, const std::vector<Rule>& rules) {
-          if (rules.empty()) return;
-          if (writer_backend->Canonicalize(family, table, rules).ok() || rules.size() == 1) return;
-          std::vector<Rule> a(rules.begin(), rules.begin() + rules.size() / 2);
-          std::vector<Rule> b(rules.begin() + rules.size() / 2, rules.end());
-          warm(family, table, a);
-          warm(family, table, b);
-        };
-    for (auto& [where, rules] : groups) warm(where.first, where.second, rules);
-  };
-  Groups untagged;
-  struct Tagged {
-    Family family;
-    std::string table, chain, owner;
-    Rule rule;  // untagged
-    std::optional<std::string> id;
-  };
-  std::vector<Tagged> tagged;
-  auto add = [&](Family family, const std::string& table, Rule rule) {
-    if (ValidateRule(rule, family).ok()) untagged[{family, table}].push_back(std::move(rule));
-  };
-  auto add_owned = [&](Family family, const std::string& table, const std::string& chain, const std::string& owner,
-                       Rule rule) {
-    std::optional<std::string> id;
-    if (auto tag = rule.OwnerTag(); tag && tag->owner == owner) {
-      id = tag->id;
-      rule.matches.pop_back();
-    }
-    add(family, table, rule);
-    tagged.push_back({family, table, chain, owner, std::move(rule), id});
-  };
-  for (const WorkItem* item : items) {
-    if (item->kind != WorkItem::Kind::kRequest) continue;
-    const ChangeRequest& r = item->request;
-    for (const Op& op : r.ops.ops()) {
-      const bool has_rule = op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert ||
-                            op.kind == Op::Kind::kDelete || op.kind == Op::Kind::kReplace;
-      if (has_rule) add(op.family, op.table, op.rule);
-      if (op.expect) add(op.family, op.table, *op.expect);
-    }
-    for (const ManagedAdd& a : r.adds) add_owned(a.family, a.table, a.chain, a.owner, a.rule);
-    for (const ManagedDelete& d : r.deletes) add_owned(d.family, d.table, d.chain, d.owner, d.rule);
-    if (r.put_owner) {
-      for (Family family : kFamilies) {
-        if (!DocumentCovers(*r.put_owner, family)) continue;
-        for (const OwnedChain& c : r.put_owner->chains) {
-          for (const Rule& rule : c.rules) add_owned(family, c.table, c.name, r.put_owner->owner, rule);
-        }
-        for (const HookRule& h : r.put_owner->hooks) add_owned(family, h.table, h.chain, r.put_owner->owner, h.rule);
-      }
-    }
-  }
-  run(untagged);
-  Groups with_tags;
-  for (Tagged& t : tagged) {
-    Result<std::vector<Rule>> canon = writer_backend->Canonicalize(t.family, t.table, {t.rule});  // cached now
-    if (!canon.ok()) continue;
-    Rule rule = canon->front();
-    const std::string id = t.id ? *t.id : txn::DeriveRuleId(t.table, t.chain, FormatRuleSpec(rule));
-    rule.SetOwnerTag({t.owner, id});
-    with_tags[{t.family, t.table}].push_back(std::move(rule));
-  }
-  run(with_tags);
-}
-
-// ---- Planning one item ----
-
-Status Service::Impl::PrepareManagedRules(const OwnerState& state) {
-  // The rules not canonicalized yet (or with a new id), per (family, table): one Backend::Canonicalize call each.
-  std::map<std::pair<Family, std::string>, std::vector<const store::ManagedRule*>> todo;
-  for (const auto& [key, rule] : state.managed) {
-    auto it = tagged_managed.find(key);
-    if (it == tagged_managed.end() || it->second.first != rule.rule_id)
-      todo[{rule.family, rule.table}].push_back(&rule);
-  }
-  for (const auto& [where, rules] : todo) {
-    std::vector<Rule> tagged;
-    tagged.reserve(rules.size());
-    for (const store::ManagedRule* m : rules) {
-      IPTKIT_ASSIGN_OR_RETURN(Rule r, ParseManagedRule(*m));
-      tagged.push_back(std::move(r));
-    }
-    Result<std::vector<Rule>> canonical = writer_backend->Canonicalize(where.first, where.second, tagged);
-    if (!canonical.ok()) {
-      return canonical.status().WithContext("managed rules of owner '" + rules.front()->owner + "' in " +
-                                            std::string(FamilyName(where.first)) + " " + where.second);
-    }
-    for (size_t i = 0; i < rules.size(); ++i) {
-      Rule& r = (*canonical)[i];
-      if (r.OwnerTag() != ManagedTag(*rules[i])) {
-        return Status::Internal("the backend did not keep the owner tag as the last match of " +
-                                FormatRuleSpec(tagged[i]));
-      }
-      r.counters = {};
-      tagged_managed[store::KeyOf(*rules[i])] = {rules[i]->rule_id, std::move(r)};
-    }
-  }
-  return Status::Ok();
-}
-
-Status Service::Impl::PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner,
-                                ChangeResult* result) {
-  const std::string context = "owner '" + owner + "'";
-  // The document, prepared per family while it stays the same (documents change rarely, managed rules often).
-  PreparedDocument& document = prepared_documents[owner];
-  if (!document.valid || document.source != state.document) {
-    document.valid = false;
-    document.states.clear();
-    if (state.document) {
-      for (Family family : kFamilies) {
-        if (!DocumentCovers(*state.document, family)) continue;
-        DesiredState part = *state.document;
-        part.families = family == Family::kIPv4 ? DesiredState::Families::kIPv4 : DesiredState::Families::kIPv6;
-        Result<DesiredState> ready = txn::PrepareDesiredState(*writer_backend, part, family);
-        if (!ready.ok()) return ready.status().WithContext(context);
-        document.states[family] = *std::move(ready);
-      }
-    }
-    document.source = state.document;
-    document.valid = true;
-  }
-  IPTKIT_RETURN_IF_ERROR(PrepareManagedRules(state).WithContext(context));
-  const ManagedRuleSource cached = [&](const store::ManagedRule& m) -> Result<Rule> {
-    return tagged_managed.at(store::KeyOf(m)).second;
-  };
-  for (Family family : kFamilies) {
-    auto part = document.states.find(family);
-    IPTKIT_ASSIGN_OR_RETURN(
-        DesiredState effective,
-        AssembleEffectiveState(owner, family, part == document.states.end() ? nullptr : &part->second, state.managed,
-                               cached));
-    IPTKIT_ASSIGN_OR_RETURN(const Ruleset* current, planner.Current(family));
-    // PlanDeclarative validates the effective state (chain names, hooks, jumps into owned chains) first.
-    Result<txn::DeclarativePlan> plan = txn::PlanDeclarative(*current, effective);
-    if (!plan.ok()) return plan.status().WithContext(context);
-    for (backend::TableBatch& batch : plan->batches) {
-      batch.family = family;
-      const std::string table = batch.table;
-      Status added = planner.AddBatch(std::move(batch));
-      if (!added.ok()) return added.WithContext(context + " in " + std::string(FamilyName(family)) + " " + table);
-    }
-    if (result != nullptr) {
-      for (PlanStep& s : plan->steps) result->steps.push_back(std::move(s));
-      for (std::string& w : plan->warnings) result->warnings.push_back(std::move(w));
-    }
-  }
-  return Status::Ok();
-}
-
-Status Service::Impl::PlanRollback(WorkItem& item, txn::BatchPlanner& planner,
-                                   std::map<std::string, OwnerState>& working) {
-  store::ConfirmRecord record;
-  {
-    std::lock_guard<std::mutex> lock(state_mu);
-    auto it = confirms.find(item.confirm_id);
-    if (it == confirms.end()) return Status::NotFound("no pending transaction '" + item.confirm_id + "'");
-    record = it->second;
-  }
-  IPTKIT_ASSIGN_OR_RETURN(Rollback rollback, RollbackFromJson(record.rollback));
-  std::vector<std::string> skipped;
-  for (const backend::TableBatch& batch : rollback.batches) {
-    if (planner.AddBatch(batch).ok()) continue;
-    // Something changed since: undo what still applies, op by op (each guarded as the whole was).
-    for (const backend::TableOp& op : batch.ops) {
-      backend::TableBatch one = batch;
-      one.ops = {op};
-      Status s = planner.AddBatch(std::move(one));
-      if (!s.ok()) {
-        skipped.push_back(std::string(FamilyName(batch.family)) + " " + batch.table + " '" +
-                          backend::DescribeTableOp(op) + "' (" + s.message() + ")");
-      }
-    }
-  }
-  for (const Rollback::ManagedChange& m : rollback.managed) {
-    OwnerState& state = working[m.key.owner];
-    auto it = state.managed.find(m.key);
-    std::optional<store::ManagedRule> current =
-        it == state.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(it->second);
-    if (current != m.after) {
-      skipped.push_back("managed rule " + Where(m.key.family, m.key.table, m.key.chain) + " '" + m.key.spec +
-                        "' of owner '" + m.key.owner + "' (changed since)");
-      continue;
-    }
-    if (m.before) {
-      state.managed[m.key] = *m.before;
-      item.upserts.push_back(*m.before);
-    } else {
-      state.managed.erase(m.key);
-      item.removals.push_back(m.key);
-    }
-    item.touched_owners.insert(m.key.owner);
-  }
-  for (const Rollback::DocumentChange& d : rollback.documents) {
-    OwnerState& state = working[d.owner];
-    if (state.document != d.after) {
-      skipped.push_back("document of owner '" + d.owner + "' (changed since)");
-      continue;
-    }
-    state.document = d.before;
-    item.documents[d.owner] = d.before;
-    item.touched_owners.insert(d.owner);
-  }
-  for (const std::string& owner : item.touched_owners) {
-    IPTKIT_RETURN_IF_ERROR(PlanOwner(owner, working[owner], planner, &item.result));
-  }
-  std::string message = "rolled back: not confirmed by the deadline";
-  if (!skipped.empty()) {
-    message += "; not undone because they changed since: ";
-    for (size_t i = 0; i < skipped.size(); ++i) message += (i ? "; " : "") + skipped[i];
-  }
-  item.resolve_confirm = WorkItem::Resolution{record.id, store::ConfirmRecord::State::kRolledBack, message};
-  item.result.warnings.push_back(message);
-  return Status::Ok();
-}
-
-Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
-                               std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner) {
-  ResetForPlanning(item);
-  undo.clear();
-  const txn::PlanMark start = planner.mark();
-  const int64_t now = NowMs();
-  // On failure the owners go back to what they were; the caller rolls the planner back.
-  auto fail = [&](Status s) {
-    Undo(working, undo);
-    return s;
-  };
-
+std::string ActionOf(const WorkItem& item) {
   switch (item.kind) {
-    case WorkItem::Kind::kRequest: {
-      ChangeRequest& r = item.request;
-      if (!r.ops.empty()) {
-        // A chain named with an owner's prefix is that owner's (declarative.md "Owned chains"): made outside the
-        // owner it would be removed by the owner's next apply.
-        for (size_t i = 0; i < r.ops.ops().size(); ++i) {
-          const Op& op = r.ops.ops()[i];
-          const std::string* name = op.kind == Op::Kind::kCreateChain   ? &op.chain
-                                    : op.kind == Op::Kind::kRenameChain ? &op.new_name
-                                                                        : nullptr;
-          if (name == nullptr) continue;
-          for (const auto& [owner, state] : working) {
-            const std::string prefix = OwnerChainPrefix(owner);
-            if (state.empty() || name->size() <= prefix.size() || name->compare(0, prefix.size(), prefix) != 0) {
-              continue;
-            }
-            return fail(Status::FailedPrecondition("op " + std::to_string(i + 1) + " (" +
-                                                   std::string(OpKindName(op.kind)) + " " + *name +
-                                                   "): chains named '" + prefix + "...' belong to owner '" + owner +
-                                                   "'; give the chain in its document (PUT /v1/owners/" + owner + ")"));
-          }
-        }
-        Status s = planner.AddTransaction(r.ops);
-        if (!s.ok()) return fail(s);
-        for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
-          item.imperative_tables.insert({p.batch.family, p.batch.table});
-          for (const backend::TableOp& op : p.batch.ops) {
-            if (op.kind != backend::TableOp::Kind::kDelete) continue;
-            auto tag = op.rule.OwnerTag();
-            auto owner = tag ? working.find(tag->owner) : working.end();
-            if (owner == working.end() || owner->second.empty()) continue;
-            return fail(Status::FailedPrecondition(
-                "the rule '" + FormatRuleSpec(op.rule) + "' in " + Where(p.batch.family, p.batch.table, op.chain) +
-                " belongs to owner '" + tag->owner + "' (id " + tag->id +
-                "); change it through its owner (DELETE with \"owner\", or PUT /v1/owners/" + tag->owner + ")"));
-          }
-        }
-      }
-      for (const ManagedAdd& a : r.adds) {
-        const std::string where = "owned add to " + Where(a.family, a.table, a.chain);
-        Status s = ValidateOwner(a.owner);
-        if (s.ok()) s = CheckManagedPlacement(a.owner, a.table, a.chain);
-        if (!s.ok()) return fail(s.WithContext(where));
-        Rule untagged = a.rule;
-        std::optional<std::string> id;
-        if (auto tag = untagged.OwnerTag()) {
-          if (tag->owner != a.owner) {
-            return fail(Status::InvalidArgument(where + ": the rule carries the tag of owner '" + tag->owner + "'"));
-          }
-          s = txn::ValidateRuleId(tag->id);
-          if (!s.ok()) return fail(s.WithContext(where));
-          id = tag->id;
-          untagged.matches.pop_back();
-        }
-        if (a.ttl_seconds && *a.ttl_seconds <= 0) {
-          return fail(Status::InvalidArgument(where + ": ttl must be at least 1 second"));
-        }
-        s = ValidateRule(untagged, a.family);
-        if (!s.ok()) return fail(s.WithContext(where));
-        Result<std::vector<Rule>> canon = writer_backend->Canonicalize(a.family, a.table, {untagged});
-        if (!canon.ok()) return fail(canon.status().WithContext(where));
-        const std::string spec = FormatRuleSpec(canon->front());
-        store::ManagedRuleKey key{a.owner, a.family, a.table, a.chain, spec};
-        if (s = CheckNewOwner(a.owner, working); !s.ok()) return fail(s.WithContext(where));
-        OwnerState& state = Modify(working, a.owner, undo);
-        auto it = state.managed.find(key);
-        if (r.ttl_bounded) {
-          s = CheckTtlBounded(it == state.managed.end() ? nullptr : &it->second, /*removing=*/false);
-          if (!s.ok()) return fail(s.WithContext(where));
-        }
-        store::ManagedRule rec;
-        if (it != state.managed.end()) {
-          rec = it->second;
-        } else {
-          rec.seq = next_seq++;
-          rec.owner = a.owner;
-          rec.family = a.family;
-          rec.table = a.table;
-          rec.chain = a.chain;
-          rec.spec = spec;
-          rec.rule_id = txn::DeriveRuleId(a.table, a.chain, spec);
-          rec.created_ms = now;
-        }
-        if (id) rec.rule_id = *id;
-        rec.position = a.position;
-        rec.deadline_ms = a.ttl_seconds ? std::optional<int64_t>(now + *a.ttl_seconds * 1000) : std::nullopt;
-        rec.updated_ms = now;
-        state.managed[key] = rec;
-        item.upserts.push_back(rec);
-        item.rule_ids.insert(rec.rule_id);
-        item.touched_owners.insert(a.owner);
-        item.result.managed.push_back({rec, TtlRemainingSeconds(rec, now)});
-      }
-      for (const ManagedDelete& d : r.deletes) {
-        const std::string where = "owned delete in " + Where(d.family, d.table, d.chain);
-        Status s = ValidateOwner(d.owner);
-        if (!s.ok()) return fail(s.WithContext(where));
-        Rule untagged = d.rule;
-        if (auto tag = untagged.OwnerTag(); tag && tag->owner == d.owner) untagged.matches.pop_back();
-        s = ValidateRule(untagged, d.family);
-        if (!s.ok()) return fail(s.WithContext(where));
-        Result<std::vector<Rule>> canon = writer_backend->Canonicalize(d.family, d.table, {untagged});
-        if (!canon.ok()) return fail(canon.status().WithContext(where));
-        store::ManagedRuleKey key{d.owner, d.family, d.table, d.chain, FormatRuleSpec(canon->front())};
-        auto owner = working.find(d.owner);
-        if (owner == working.end() || owner->second.managed.count(key) == 0) {
-          return fail(Status::NotFound(where + ": owner '" + d.owner + "' has no managed rule '" + key.spec + "'"));
-        }
-        if (r.ttl_bounded) {
-          s = CheckTtlBounded(&owner->second.managed.at(key), /*removing=*/true);
-          if (!s.ok()) return fail(s.WithContext(where));
-        }
-        item.rule_ids.insert(owner->second.managed.at(key).rule_id);
-        Modify(working, d.owner, undo).managed.erase(key);
-        item.removals.push_back(key);
-        item.touched_owners.insert(d.owner);
-      }
-      if (r.put_owner) {
-        const std::string& owner = r.put_owner->owner;
-        Status s = txn::ValidateDesiredState(*r.put_owner);
-        if (s.ok()) s = CheckNewOwner(owner, working);
-        if (!s.ok()) return fail(s);
-        Modify(working, owner, undo).document = *r.put_owner;
-        item.documents[owner] = *r.put_owner;
-        item.touched_owners.insert(owner);
-      }
-      if (r.delete_owner) {
-        auto owner = working.find(*r.delete_owner);
-        if (owner == working.end() || owner->second.empty()) {
-          return fail(Status::NotFound("owner '" + *r.delete_owner + "' has no state"));
-        }
-        OwnerState& state = Modify(working, *r.delete_owner, undo);
-        for (const auto& [key, rule] : state.managed) item.removals.push_back(key);
-        state = OwnerState{};
-        item.deleted_owners.insert(*r.delete_owner);
-        item.touched_owners.insert(*r.delete_owner);
-      }
-      if (defer_owner) return Status::Ok();  // the drain plans the owner once for all its deferred requests
-      for (const std::string& owner : item.touched_owners) {
-        Status s = PlanOwner(owner, working[owner], planner, &item.result);
-        if (!s.ok()) return fail(s);
-      }
-      if (r.authorize) {
-        std::set<ChangedChain> touched;
-        for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
-          for (const backend::TableOp& op : p.batch.ops) {
-            if (op.kind == backend::TableOp::Kind::kCheck) continue;
-            touched.insert({p.batch.family, p.batch.table, op.chain});
-            if (op.kind == backend::TableOp::Kind::kRenameChain)
-              touched.insert({p.batch.family, p.batch.table, op.arg});
-          }
-        }
-        Status allowed = r.authorize(std::vector<ChangedChain>(touched.begin(), touched.end()));
-        if (!allowed.ok()) return fail(allowed);
-      }
-      if (r.confirm) {
-        std::lock_guard<std::mutex> lock(state_mu);
-        auto it = confirms.find(*r.confirm);
-        if (it == confirms.end()) {
-          return fail(Status::NotFound("no pending transaction '" + *r.confirm + "' (unknown, or resolved already)"));
-        }
-        item.resolve_confirm =
-            WorkItem::Resolution{*r.confirm, store::ConfirmRecord::State::kConfirmed, "confirmed by " + r.principal};
-      }
-      if (r.confirm_within_seconds) {
-        Rollback rollback;
-        std::vector<txn::PlannedTable> mine = planner.Finish(start, planner.mark());
-        for (auto it = mine.rbegin(); it != mine.rend(); ++it) {
-          if (!it->inverse.ops.empty()) rollback.batches.push_back(it->inverse);
-        }
-        for (const auto& [owner, before] : undo) {
-          const OwnerState empty;
-          const OwnerState& old = before ? *before : empty;
-          const OwnerState& now_state = working[owner];
-          std::set<store::ManagedRuleKey> keys;
-          for (const auto& [k, v] : old.managed) keys.insert(k);
-          for (const auto& [k, v] : now_state.managed) keys.insert(k);
-          for (const store::ManagedRuleKey& k : keys) {
-            auto b = old.managed.find(k);
-            auto a = now_state.managed.find(k);
-            std::optional<store::ManagedRule> bv =
-                b == old.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(b->second);
-            std::optional<store::ManagedRule> av =
-                a == now_state.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(a->second);
-            if (bv != av) rollback.managed.push_back({k, bv, av});
-          }
-          if (old.document != now_state.document) {
-            rollback.documents.push_back({owner, old.document, now_state.document});
-          }
-        }
-        store::ConfirmRecord record;
-        record.id = item.result.id;
-        record.deadline_ms = now + *r.confirm_within_seconds * 1000;
-        record.principal = r.principal;
-        record.request_id = r.request_id;
-        record.rollback = RollbackToJson(rollback);
-        record.created_ms = now;
-        item.new_confirm = record;
-        item.result.confirm_deadline_ms = record.deadline_ms;
-      }
-      return Status::Ok();
-    }
-    case WorkItem::Kind::kExpire: {
-      for (const store::ManagedRuleKey& key : item.expire) {
-        auto owner = working.find(key.owner);
-        if (owner == working.end()) continue;
-        auto it = owner->second.managed.find(key);
-        if (it == owner->second.managed.end() || !it->second.deadline_ms || *it->second.deadline_ms > now) continue;
-        Modify(working, key.owner, undo).managed.erase(key);
-        item.removals.push_back(key);
-        item.touched_owners.insert(key.owner);
-      }
-      for (const std::string& owner : item.touched_owners) {
-        Status s = PlanOwner(owner, working[owner], planner, &item.result);
-        if (!s.ok()) return fail(s);
-      }
-      return Status::Ok();
-    }
-    case WorkItem::Kind::kRollback: {
-      for (const auto& [owner, state] : working) undo.emplace(owner, state);  // PlanRollback may change any
-      Status s = PlanRollback(item, planner, working);
-      if (!s.ok()) return fail(s);
-      return Status::Ok();
-    }
-    case WorkItem::Kind::kReconcile: {
-      std::vector<std::string> owners;
-      for (const auto& [owner, state] : working) {
-        if (item.reconcile_owners.empty() || item.reconcile_owners.count(owner)) owners.push_back(owner);
-      }
-      for (const std::string& owner : owners) {
-        const txn::PlanMark before = planner.mark();
-        Status s = PlanOwner(owner, working[owner], planner, &item.result);
-        if (!s.ok()) return fail(s);
-        if (planner.mark().entries != before.entries) item.repaired_owners.push_back(owner);
-      }
-      return Status::Ok();
-    }
+    case WorkItem::Kind::kRequest:
+      return item.request.action.empty() ? "transaction" : item.request.action;
+    case WorkItem::Kind::kExpire:
+      return "ttl_expire";
+    case WorkItem::Kind::kRollback:
+      return "confirm_rollback";
+    case WorkItem::Kind::kReconcile:
+      return item.drift_check ? "drift_repair" : "reconcile";
   }
-  return Status::Internal("unknown work item");
+  return "unknown";
 }
 
-// ---- Foreign changes ----
+// ---- Reading the kernel ----
 
 void Service::Impl::CheckForeignChanges(const txn::Snapshots& snapshots) {
   for (const auto& [family, actual] : snapshots) {
@@ -708,154 +199,286 @@ void Service::Impl::CheckForeignChanges(const txn::Snapshots& snapshots) {
   expected.clear();
 }
 
-// ---- Drain: plan, commit, bisect ----
-
-void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
-  std::vector<WorkItem*> open;
-  for (WorkItem* item : items) {
-    if (!item->final) open.push_back(item);
+std::set<Family> Service::Impl::NeededFamilies(const std::vector<WorkItem*>& items) const {
+  std::set<Family> out;
+  const std::set<Family> all(std::begin(kFamilies), std::end(kFamilies));
+  for (const WorkItem* item : items) {
+    if (item->final) continue;
+    switch (item->kind) {
+      case WorkItem::Kind::kRequest: {
+        const ChangeRequest& r = item->request;
+        for (const Op& op : r.ops.ops()) out.insert(op.family);
+        for (const ManagedAdd& a : r.adds) out.insert(a.family);
+        for (const ManagedDelete& d : r.deletes) out.insert(d.family);
+        if (r.put_owner || r.delete_owner || r.confirm) return all;
+        break;
+      }
+      case WorkItem::Kind::kExpire:
+        for (const store::ManagedRuleKey& k : item->expire) out.insert(k.family);
+        break;
+      case WorkItem::Kind::kRollback:
+      case WorkItem::Kind::kReconcile:
+        return all;  // a drift check looks at everything
+    }
   }
-  if (open.empty()) return;
+  // Owners are planned in every family they have state in (their repairs after imperative ops, deferred plans).
+  std::lock_guard<std::mutex> lock(state_mu);
+  for (const auto& [owner, state] : owners) {
+    for (Family f : kFamilies) {
+      if (state.document && DocumentCovers(*state.document, f)) out.insert(f);
+    }
+    for (const auto& [key, rule] : state.managed) out.insert(key.family);
+    if (out.size() == all.size()) break;
+  }
+  return out;
+}
 
-  auto fail_all = [&](const std::vector<WorkItem*>& which, const Status& status) {
-    for (WorkItem* item : which) {
-      item->status = status;
+Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* shapes, const std::set<Family>& needed,
+                                                std::set<std::pair<Family, std::string>>* newly_unrepresentable) {
+  // Our own simulation of the kernel after the last drain serves as the snapshot of a family while the backend
+  // vouches that nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset,
+  // no compare. A family the group does not touch (no request names it, no owner has state in it) keeps that
+  // simulation even when something changed: nothing is planned there that is not guarded, and the drift checks
+  // read every family.
+  txn::Snapshots out = std::move(expected);
+  *shapes = std::move(expected_shapes);
+  expected.clear();
+  expected_shapes.clear();
+  std::vector<Family> read;
+  for (Family f : kFamilies) {
+    if (out.count(f) && (fresh_expected || !needed.count(f) || writer_backend->Unchanged(f))) continue;
+    read.push_back(f);
+  }
+  fresh_expected = false;
+  if (read.empty()) return out;
+  Result<txn::Snapshots> fresh = Status::Internal("not read");
+  // A dump that raced another writer's commit (nft: "changed during the dump") is read again.
+  for (int i = 0; i < kMaxCommitAttempts; ++i) {
+    fresh = txn::ReadSnapshots(*writer_backend, read);
+    if (fresh.ok() || fresh.status().code() != StatusCode::kAborted) break;
+    commit_retries->Inc();
+  }
+  if (!fresh.ok()) return fresh.status();
+  for (Family f : read) {
+    auto it = out.find(f);
+    if (it != out.end()) expected[f] = std::move(it->second);
+  }
+  CheckForeignChanges(*fresh);  // against what we expected of the families read; clears `expected`
+  TrustMarks(*fresh, read, newly_unrepresentable);
+  for (Family f : read) {
+    out[f] = std::move((*fresh)[f]);
+    std::erase_if(*shapes, [&](const auto& e) { return std::get<0>(e.first) == f; });
+  }
+  return out;
+}
+
+void Service::Impl::TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+                               std::set<std::pair<Family, std::string>>* newly_unrepresentable) {
+  // Unrepresentable tables. On nft the rule count of each chain is cross-checked over netlink after iptables-save
+  // printed it, and another writer's change in between looks the same as a lossy table. A read the backend vouches
+  // for right after it (Backend::Unchanged: nothing changed during or since) is trusted; in a read it does not
+  // vouch for, the marks are those of the last trusted read. A backend that never vouches for a read is trusted
+  // when two reads in a row agree (Drain reads again before failing anything because of a new mark).
+  for (Family f : read) {
+    const bool vouched = writer_backend->Unchanged(f);
+    if (vouched) backend_vouches = true;
+    for (Table& t : snapshots[f].tables) {
+      const std::pair<Family, std::string> key{f, t.name};
+      auto known = unrepresentable.find(key);
+      if (vouched || !backend_vouches) {
+        if (t.unrepresentable_reason.empty()) {
+          if (known != unrepresentable.end()) unrepresentable.erase(known);
+        } else {
+          if (known == unrepresentable.end() && !backend_vouches && newly_unrepresentable != nullptr) {
+            newly_unrepresentable->insert(key);
+          }
+          unrepresentable[key] = t.unrepresentable_reason;
+        }
+      } else if (known != unrepresentable.end()) {
+        if (t.unrepresentable_reason.empty()) t.unrepresentable_reason = known->second;
+      } else if (!t.unrepresentable_reason.empty()) {
+        spdlog::debug("{} {} looked unrepresentable in a read that raced another writer ({}); not taken as such",
+                      FamilyName(f), t.name, t.unrepresentable_reason);
+        t.unrepresentable_reason.clear();
+      }
+    }
+    // Tables gone from the family are no longer unrepresentable.
+    std::erase_if(unrepresentable, [&](const auto& e) {
+      return e.first.first == f && snapshots[f].FindTable(e.first.second) == nullptr;
+    });
+  }
+}
+
+// ---- Planning a group ----
+
+Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*>& items, txn::BatchPlanner& planner,
+                                                     std::map<std::string, OwnerState>& working, bool repairs) {
+  PlannedGroup group;
+  bool imperative = false;
+  // Requests whose owner is planned once at the end (Deferrable), per owner in order of first appearance, with
+  // each owner's state before the first of them.
+  std::vector<std::string> deferred_owners;
+  std::map<std::string, std::vector<WorkItem*>> deferred;
+  std::map<std::string, std::optional<OwnerState>> deferred_before;
+  for (WorkItem* item : items) {
+    if (item->final) continue;
+    const txn::PlanMark mark = planner.mark();
+    std::map<std::string, std::optional<OwnerState>> undo;
+    const bool defer = Deferrable(*item);
+    Status s = PlanItem(*item, planner, working, undo, defer);
+    if (!s.ok()) {
+      item->status = s;
       item->final = true;
+      continue;
     }
-  };
-
-  for (int attempt = 1; attempt <= kMaxAttempts; ++attempt) {
-    Result<std::unique_ptr<backend::LockGuard>> lock = writer_backend->Lock(options.firewall.wait);
-    if (!lock.ok()) return fail_all(open, lock.status());
-    // Our own simulation of the kernel after the last drain serves as the snapshot while the backend vouches that
-    // nothing changed since (nft generation id, legacy fingerprint): no copy of a 20,000-rule ruleset, no compare.
-    txn::Snapshots snapshots;
-    txn::BatchPlanner::ShapeIndex shapes;
-    const bool reuse =
-        expected.size() == std::size(kFamilies) &&
-        std::all_of(std::begin(kFamilies), std::end(kFamilies), [&](Family f) { return writer_backend->Unchanged(f); });
-    if (reuse) {
-      snapshots = std::move(expected);
-      shapes = std::move(expected_shapes);
-      expected.clear();
+    if (defer) {
+      const std::string& owner = *item->touched_owners.begin();
+      if (!deferred.count(owner)) {
+        deferred_owners.push_back(owner);
+        deferred_before[owner] = undo.count(owner) ? undo.at(owner) : std::optional<OwnerState>(working[owner]);
+      }
+      deferred[owner].push_back(item);
+      group.committing.push_back(item);
+      continue;
+    }
+    item->from = mark;
+    item->to = planner.mark();
+    item->result.tables = planner.Render(item->from, item->to);
+    item->result.changed = !item->result.tables.empty();
+    if (item->kind == WorkItem::Kind::kRequest && item->request.dry_run) {
+      planner.RollbackTo(mark);
+      for (auto& [owner, before] : undo) {
+        if (before) {
+          working[owner] = *before;
+        } else {
+          working.erase(owner);
+        }
+      }
+      item->final = true;
+      continue;
+    }
+    if (!item->imperative_tables.empty()) imperative = true;
+    group.committing.push_back(item);
+  }
+  // Each owner of deferred requests planned once; when that fails, its requests are planned one by one again so
+  // that only the guilty ones fail.
+  for (const std::string& owner : deferred_owners) {
+    std::vector<WorkItem*>& mine = deferred[owner];
+    const txn::PlanMark mark = planner.mark();
+    ChangeResult combined;
+    if (PlanOwner(owner, working[owner], planner, &combined).ok()) {
+      Attribute(owner, planner.Finish(mark, planner.mark()), combined, mine);
+      continue;
+    }
+    const std::optional<OwnerState>& before = deferred_before[owner];
+    if (before) {
+      working[owner] = *before;
     } else {
-      Result<txn::Snapshots> read = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
-      if (!read.ok()) return fail_all(open, read.status());
-      CheckForeignChanges(*read);
-      snapshots = *std::move(read);
+      working.erase(owner);
     }
+    std::erase_if(group.committing, [&](WorkItem* w) { return std::find(mine.begin(), mine.end(), w) != mine.end(); });
+    for (WorkItem* item : mine) {
+      const txn::PlanMark one = planner.mark();
+      std::map<std::string, std::optional<OwnerState>> undo;
+      Status alone = PlanItem(*item, planner, working, undo, /*defer_owner=*/false);
+      if (!alone.ok()) {
+        item->status = alone;
+        item->final = true;
+        continue;
+      }
+      item->from = one;
+      item->to = planner.mark();
+      item->result.tables = planner.Render(item->from, item->to);
+      item->result.changed = !item->result.tables.empty();
+      group.committing.push_back(item);
+    }
+  }
+  // Imperative ops of this group may have disturbed owned state (a flush of a chain holding owned rules): repair it
+  // in the same commit, so that no packet sees the owned rules out of place. One item per owner, so that an owner
+  // whose state cannot be applied is left to its own retries without holding up the others.
+  if (imperative && repairs) {
+    group.planned_repairs = true;
+    for (const auto& [owner, state] : working) {
+      if (state.empty() || retries.count("owner:" + owner)) continue;
+      std::unique_ptr<WorkItem> repair = InternalItem(WorkItem::Kind::kReconcile, "drift_repair");
+      repair->owner = owner;
+      repair->drift_check = true;
+      repair->repair = true;
+      const txn::PlanMark mark = planner.mark();
+      std::map<std::string, std::optional<OwnerState>> undo;
+      Status s = PlanItem(*repair, planner, working, undo, /*defer_owner=*/false);
+      if (!s.ok()) {
+        spdlog::warn("repairing owner {} after imperative changes failed (its drift check retries): {}", owner,
+                     s.ToString());
+        continue;
+      }
+      if (planner.mark().entries == mark.entries) continue;
+      repair->from = mark;
+      repair->to = planner.mark();
+      repair->result.tables = planner.Render(repair->from, repair->to);
+      repair->result.changed = true;
+      group.committing.push_back(repair.get());
+      group.repairs.push_back(std::move(repair));
+    }
+  }
+  return group;
+}
 
-    expected_shapes.clear();
-    txn::BatchPlanner planner(writer_backend.get(), std::move(snapshots), std::move(shapes));
+// ---- Drain: plan, commit, bisect, persist ----
+
+void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int budget, bool optimistic) {
+  int attempts = 0;
+  for (;;) {
+    std::vector<WorkItem*> open;
+    for (WorkItem* item : items) {
+      if (!item->final) open.push_back(item);
+    }
+    if (open.empty()) return;
+    ++attempts;
+
+    Result<std::unique_ptr<backend::LockGuard>> lock = writer_backend->Lock(options.firewall.wait);
+    if (!lock.ok()) {
+      NoteBackend(lock.status(), /*commit=*/false);
+      return Fail(open, lock.status());
+    }
+    const auto t_read = Clock::now();
+    txn::BatchPlanner::ShapeIndex shapes;
+    std::set<std::pair<Family, std::string>> newly_unrepresentable;
+    // An optimistic first attempt plans on the simulation of the last drain as it is (reading only what is not
+    // there): its ops must not depend on positions another writer may have shifted (see Process).
+    const std::set<Family> needed = optimistic && attempts == 1 ? std::set<Family>{} : NeededFamilies(open);
+    Result<txn::Snapshots> snapshots = ReadState(&shapes, needed, &newly_unrepresentable);
+    if (!snapshots.ok()) {
+      NoteBackend(snapshots.status(), /*commit=*/false);
+      return Fail(open, snapshots.status());
+    }
+    NoteBackend(Status::Ok(), /*commit=*/false);
+    txn::BatchPlanner planner(writer_backend.get(), *std::move(snapshots), std::move(shapes));
     std::map<std::string, OwnerState> working;
     {
       std::lock_guard<std::mutex> guard(state_mu);
       working = owners;
     }
-    std::vector<WorkItem*> committing;
-    bool imperative = false;
-    // Requests whose owner is planned once at the end (Deferrable), per owner in order of first appearance, with
-    // each owner's state before the first of them.
-    std::vector<std::string> deferred_owners;
-    std::map<std::string, std::vector<WorkItem*>> deferred;
-    std::map<std::string, std::optional<OwnerState>> deferred_before;
-    for (WorkItem* item : open) {
-      if (item->final) continue;
-      const txn::PlanMark mark = planner.mark();
-      std::map<std::string, std::optional<OwnerState>> undo;
-      const bool defer = Deferrable(*item);
-      Status s = PlanItem(*item, planner, working, undo, defer);
-      if (!s.ok()) {
-        planner.RollbackTo(mark);
-        item->status = s;
-        item->final = true;
-        continue;
+    const auto t_plan = Clock::now();
+    PlannedGroup group = PlanGroup(open, planner, working, repairs);
+    if (!newly_unrepresentable.empty() && attempts < budget) {
+      // Work refused because of a table only this read found unrepresentable: read again (the table is taken as
+      // unrepresentable only when the next read says so too) and plan the whole group again.
+      std::vector<WorkItem*> blocked;
+      for (WorkItem* item : open) {
+        if (item->final && item->status.details().reason == "unrepresentable") blocked.push_back(item);
       }
-      if (defer) {
-        const std::string& owner = *item->touched_owners.begin();
-        if (!deferred.count(owner)) {
-          deferred_owners.push_back(owner);
-          deferred_before[owner] = undo.count(owner) ? undo.at(owner) : std::optional<OwnerState>(working[owner]);
+      if (!blocked.empty()) {
+        for (WorkItem* item : blocked) {
+          item->final = false;
+          item->status = Status::Ok();
         }
-        deferred[owner].push_back(item);
-        committing.push_back(item);
-        continue;
-      }
-      item->from = mark;
-      item->to = planner.mark();
-      item->result.tables = planner.Render(item->from, item->to);
-      item->result.changed = !item->result.tables.empty();
-      if (item->kind == WorkItem::Kind::kRequest && item->request.dry_run) {
-        planner.RollbackTo(mark);
-        Undo(working, undo);
-        item->final = true;
-        continue;
-      }
-      if (!item->imperative_tables.empty()) imperative = true;
-      committing.push_back(item);
-    }
-    // Each owner of deferred requests planned once; when that fails, its requests are planned one by one again so
-    // that only the guilty ones fail.
-    for (const std::string& owner : deferred_owners) {
-      std::vector<WorkItem*>& items = deferred[owner];
-      const txn::PlanMark mark = planner.mark();
-      ChangeResult combined;
-      Status s = PlanOwner(owner, working[owner], planner, &combined);
-      if (s.ok()) {
-        Attribute(owner, planner.Finish(mark, planner.mark()), combined.steps, combined.warnings, items);
-        continue;
-      }
-      planner.RollbackTo(mark);
-      const std::optional<OwnerState>& before = deferred_before[owner];
-      if (before) {
-        working[owner] = *before;
-      } else {
-        working.erase(owner);
-      }
-      std::erase_if(committing, [&](WorkItem* w) { return std::find(items.begin(), items.end(), w) != items.end(); });
-      for (WorkItem* item : items) {
-        const txn::PlanMark one = planner.mark();
-        std::map<std::string, std::optional<OwnerState>> undo;
-        Status alone = PlanItem(*item, planner, working, undo, /*defer_owner=*/false);
-        if (!alone.ok()) {
-          planner.RollbackTo(one);
-          item->status = alone;
-          item->final = true;
-          continue;
-        }
-        item->from = one;
-        item->to = planner.mark();
-        item->result.tables = planner.Render(item->from, item->to);
-        item->result.changed = !item->result.tables.empty();
-        committing.push_back(item);
+        commit_retries->Inc();
+        spdlog::info("{} work item(s) met a table newly reported unrepresentable; reading again", blocked.size());
+        continue;  // `expected` is empty: the next attempt reads
       }
     }
-    // Imperative ops of this drain may have disturbed owned state (a flush, an `-I 1` above first hooks): repair
-    // it in the same commit, so that no packet sees the owned rules out of place.
-    if (imperative && !working.empty()) {
-      auto repair = std::make_unique<WorkItem>();
-      repair->kind = WorkItem::Kind::kReconcile;
-      repair->drift_check = true;
-      repair->repair = true;
-      repair->request.principal = kDaemonPrincipal;
-      repair->request.action = "drift_repair";
-      repair->result.id = NewTransactionId();
-      const txn::PlanMark mark = planner.mark();
-      std::map<std::string, std::optional<OwnerState>> undo;
-      Status s = PlanItem(*repair, planner, working, undo, /*defer_owner=*/false);
-      if (!s.ok()) {
-        planner.RollbackTo(mark);
-        spdlog::error("repairing owned state after imperative changes failed: {}", s.ToString());
-      } else if (planner.mark().entries != mark.entries) {
-        repair->from = mark;
-        repair->to = planner.mark();
-        repair->result.tables = planner.Render(repair->from, repair->to);
-        repair->result.changed = true;
-        committing.push_back(repair.get());
-        extras.push_back(std::move(repair));
-      }
-    }
-    if (committing.empty()) {
+    if (group.committing.empty()) {
       expected_shapes = planner.TakeShapes();
       expected = std::move(planner).TakeState();
       return;
@@ -866,143 +489,200 @@ void Service::Impl::Drain(std::vector<WorkItem*> items, int depth) {
     Status committed = Status::Ok();
     if (!planner.empty()) {
       if (options.firewall.before_commit_hook) options.firewall.before_commit_hook();
-      Result<CommitResult> done = txn::CommitBatches(*writer_backend, planned, {});
-      committed = done.status();
+      committed = txn::CommitBatches(*writer_backend, planned, {}).status();
     }
     commit_seconds->Observe({}, std::chrono::duration<double>(Clock::now() - t0).count());
+
     if (committed.ok()) {
+      if (!planner.empty()) {
+        NoteBackend(Status::Ok(), /*commit=*/true);
+        batch_requests->Observe({}, static_cast<double>(group.committing.size()));
+      }
       commits->Inc({"ok"});
-      if (!planner.empty()) batch_requests->Observe({}, static_cast<double>(committing.size()));
-      for (WorkItem* item : committing) {
-        item->result.batch_requests = committing.size();
+      for (WorkItem* item : group.committing) {
+        item->result.batch_requests = group.committing.size();
         item->diff = JoinDiff(item->result.tables);
       }
       expected_shapes = planner.TakeShapes();
       expected = std::move(planner).TakeState();
       lock->reset();
       std::set<std::string> emptied;
-      for (WorkItem* item : committing) {
+      for (WorkItem* item : group.committing) {
         for (const std::string& owner : item->touched_owners) {
           auto it = working.find(owner);
           if (it == working.end() || it->second.empty()) emptied.insert(owner);
         }
       }
-      Status persisted = Persist(committing, emptied);
-      if (!persisted.ok()) {
-        // The kernel holds what the store does not: undo it (newest table first) and fail the requests.
-        std::string undone = "undone in the kernel";
-        Result<std::unique_ptr<backend::LockGuard>> relock = writer_backend->Lock(options.firewall.wait);
-        for (auto it = planned.rbegin(); it != planned.rend(); ++it) {
-          if (it->inverse.ops.empty() && !it->inverse.flush_table) continue;
-          Status s = writer_backend->Commit(it->inverse);
-          if (!s.ok()) undone = "NOT undone in the kernel (" + s.ToString() + ")";
-        }
-        expected.clear();
-        spdlog::error("store write failed after a commit; the change was {}: {}", undone, persisted.ToString());
-        fail_all(committing, Status::Internal("the change was committed but could not be stored (" +
-                                              persisted.ToString() + "); it was " + undone));
-        return;
+      std::vector<StoreRecord> records = Records(group.committing, emptied);
+      const auto t_store = Clock::now();
+      Status persisted = WriteRecords(records);
+      NoteStore(persisted);
+      if (spdlog::should_log(spdlog::level::debug)) {
+        auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
+        spdlog::debug(
+            "drain of {} item(s), attempt {}: read {:.1f} ms, plan {:.1f} ms, commit {:.1f} ms, store {:.1f} ms",
+            group.committing.size(), attempts, ms(t_plan - t_read), ms(t0 - t_plan), ms(t_store - t0),
+            ms(Clock::now() - t_store));
       }
-      for (WorkItem* item : committing) {
-        for (const store::ManagedRuleKey& key : item->removals) tagged_managed.erase(key);
+      if (!persisted.ok()) {
+        const bool clients = std::any_of(group.committing.begin(), group.committing.end(),
+                                         [](const WorkItem* w) { return !w->internal(); });
+        if (clients) {
+          // Nothing is answered before it is stored: the kernel holds what the store does not, so the change is
+          // undone (newest table first) and the requests fail. The daemon's own work in the group (TTL expiry,
+          // a confirm rollback, repairs) is planned again without them below: it must take effect regardless.
+          std::string undone = "undone in the kernel";
+          Result<std::unique_ptr<backend::LockGuard>> relock = writer_backend->Lock(options.firewall.wait);
+          for (auto it = planned.rbegin(); it != planned.rend(); ++it) {
+            if (it->inverse.ops.empty() && !it->inverse.flush_table) continue;
+            Status s = writer_backend->Commit(it->inverse);
+            if (!s.ok()) undone = "NOT undone in the kernel (" + s.ToString() + ")";
+          }
+          expected.clear();
+          spdlog::error("store write failed after a commit; the requests' change was {}: {}", undone,
+                        persisted.ToString());
+          std::vector<WorkItem*> failed;
+          for (WorkItem* item : group.committing) {
+            if (!item->internal()) failed.push_back(item);
+          }
+          Fail(failed, Status::Unavailable("the change was committed but could not be stored (" + persisted.message() +
+                                           "); it was " + undone)
+                           .WithReason("store"));
+          continue;  // the internal items, alone now
+        }
+        // Only the daemon's own work: the kernel change stays (an expired rule must go, an unconfirmed change must
+        // roll back even on a full disk) and its records wait in memory until the store can be written again.
+        spdlog::error(
+            "store write failed: keeping {} record(s) of the daemon's own work in memory until it can be "
+            "written: {}",
+            records.size(), persisted.ToString());
+        KeepPending(std::move(records));
+      }
+      for (WorkItem* item : group.committing) {
+        for (const store::ManagedRuleKey& key : item->effects.removals) owner_planner->ForgetRule(key);
       }
       {
         std::lock_guard<std::mutex> guard(state_mu);
-        for (WorkItem* item : committing) {
+        for (WorkItem* item : group.committing) {
           for (const std::string& owner : item->touched_owners) {
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
               owners.erase(owner);
-              prepared_documents.erase(owner);
+              owner_planner->Forget(owner);
             } else {
               owners[owner] = it->second;
             }
           }
-          if (item->new_confirm) confirms[item->new_confirm->id] = *item->new_confirm;
-          if (item->resolve_confirm) confirms.erase(item->resolve_confirm->id);
+          if (item->effects.new_confirm) confirms[item->effects.new_confirm->id] = *item->effects.new_confirm;
+          if (item->effects.resolve_confirm) confirms.erase(item->effects.resolve_confirm->id);
         }
       }
-      for (WorkItem* item : committing) item->final = true;
+      for (WorkItem* item : group.committing) item->final = true;
+      for (auto& repair : group.repairs) extras.push_back(std::move(repair));
       return;
     }
+
     commits->Inc({"error"});
-    expected.clear();
+    NoteBackend(committed, /*commit=*/true);
     const StatusCode code = committed.code();
-    if (code == StatusCode::kInvalidArgument) {
-      if (committing.size() == 1) return fail_all(committing, committed);
-      // The kernel (or iptables) rejected something that planned fine: find the guilty requests by halves.
-      lock->reset();
-      std::vector<WorkItem*> clients;
-      for (WorkItem* item : committing) {
-        if (item->repair) {
-          // Planned again by each half.
-          item->final = true;
-          item->skip_audit = true;
-          item->status = Status::Aborted("superseded by the bisection");
-        } else {
-          clients.push_back(item);
+    // Another writer's change in between is a race, not the requests' fault: it shows as a difference between
+    // the state we planned on and a fresh read. Then the group is planned again on that read.
+    bool race = false;
+    if (MaybeRace(code)) {
+      planner.RollbackTo({});
+      txn::Snapshots before = std::move(planner).TakeState();
+      Result<txn::Snapshots> now = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
+      race = !now.ok();
+      if (now.ok()) {
+        for (Family f : kFamilies) race = race || !DifferingTables(before[f], (*now)[f]).empty();
+        expected = std::move(before);
+        CheckForeignChanges(*now);  // publishes what changed, clears `expected`
+        if (race) {
+          // This read is the next attempt's snapshot (with the marks ReadState would give it); a new mark of a
+          // backend that never vouches makes the next attempt read once more.
+          std::set<std::pair<Family, std::string>> newly;
+          TrustMarks(*now, {std::begin(kFamilies), std::end(kFamilies)}, &newly);
+          if (newly.empty()) {
+            expected = *std::move(now);
+            fresh_expected = true;
+          }
         }
       }
-      spdlog::warn("commit of {} requests rejected ({}); bisecting", clients.size(), committed.ToString());
-      if (clients.size() <= 1) return fail_all(clients, committed);
-      std::vector<WorkItem*> a(clients.begin(), clients.begin() + clients.size() / 2);
-      std::vector<WorkItem*> b(clients.begin() + clients.size() / 2, clients.end());
-      Drain(a, depth + 1);
-      Drain(b, depth + 1);
+    }
+    if (!race) expected.clear();
+    expected_shapes.clear();
+    std::vector<WorkItem*> committing;
+    for (WorkItem* item : group.committing) {
+      if (!item->repair) committing.push_back(item);
+    }
+    if (race) {
+      if (attempts < budget) {
+        commit_retries->Inc();
+        // The daemon's own work (a TTL that passed, a rollback) is not held up by the clients' conflicts: it goes
+        // first, on its own.
+        std::vector<WorkItem*> internal, clients;
+        for (WorkItem* item : committing) (item->internal() ? internal : clients).push_back(item);
+        if (!internal.empty() && !clients.empty()) {
+          Drain(internal, repairs, budget - attempts);
+          Drain(clients, repairs, budget - attempts);
+          return;
+        }
+        if (committing.size() > 1 && attempts >= kBisectConflictsAfter) {
+          // The conflicts keep coming: go on in halves (with what is left of the budget), so that a request whose
+          // ops keep meeting another writer's changes does not take the others down with it.
+          spdlog::info("commit of {} work items raced another writer {} times ({}); going on in halves",
+                       committing.size(), attempts, committed.ToString());
+          std::vector<WorkItem*> a(committing.begin(), committing.begin() + committing.size() / 2);
+          std::vector<WorkItem*> b(committing.begin() + committing.size() / 2, committing.end());
+          Drain(a, repairs, budget - attempts);
+          Drain(b, repairs, budget - attempts);
+          return;
+        }
+        spdlog::info("commit raced another writer ({}); planning again on a fresh read (attempt {} of {})",
+                     committed.ToString(), attempts + 1, budget);
+        std::this_thread::sleep_for(std::chrono::milliseconds(attempts));
+        continue;
+      }
+      // The message names only the request's own ops: iptables' message quotes a line of the group's batch,
+      // which may be another principal's.
+      for (WorkItem* item : committing) {
+        item->status = Status::Aborted("the ruleset was changed by another writer during each of " +
+                                       std::to_string(kMaxCommitAttempts) + " attempts to commit this request; retry" +
+                                       (committing.size() == 1 ? ": " + committed.message() : std::string()));
+        item->final = true;
+      }
       return;
     }
-    if (Retriable(code) && attempt < kMaxAttempts) {
-      spdlog::info("commit raced a concurrent change ({}); re-reading (attempt {})", committed.ToString(), attempt + 1);
-      continue;
-    }
-    if (Retriable(code)) {
-      return fail_all(committing, Status::Aborted("the ruleset changed concurrently " + std::to_string(kMaxAttempts) +
-                                                  " times while committing; retry: " + committed.message()));
-    }
-    return fail_all(committing, committed);
+    if (code == StatusCode::kUnavailable || code == StatusCode::kPermissionDenied) return Fail(committing, committed);
+    Bisect(committing, committed, group.planned_repairs);
+    return;
   }
 }
 
-// ---- Persist, publish, answer ----
-
-Status Service::Impl::Persist(const std::vector<WorkItem*>& items, const std::set<std::string>& emptied) {
-  const int64_t now = NowMs();
-  return store->Write([&](store::Store::Tx& tx) -> Status {
-    for (const WorkItem* item : items) {
-      if (!item->status.ok()) continue;
-      for (const store::ManagedRuleKey& key : item->removals) {
-        Status s = tx.DeleteManagedRule(key);
-        if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
-      }
-      for (const store::ManagedRule& rule : item->upserts) IPTKIT_RETURN_IF_ERROR(tx.RestoreManagedRule(rule));
-      for (const auto& [owner, doc] : item->documents) {
-        std::optional<std::string> text;
-        if (doc) text = DesiredStateToJson(*doc);
-        IPTKIT_RETURN_IF_ERROR(tx.PutOwner(owner, text, now));
-      }
-      if (item->new_confirm) IPTKIT_RETURN_IF_ERROR(tx.PutConfirm(*item->new_confirm));
-      if (item->resolve_confirm) {
-        IPTKIT_RETURN_IF_ERROR(tx.ResolveConfirm(item->resolve_confirm->id, item->resolve_confirm->state, now,
-                                                 item->resolve_confirm->message));
-      }
-    }
-    // Owners left without a document and managed rules are gone.
-    for (const std::string& owner : emptied) {
-      Status s = tx.DeleteOwner(owner);
-      if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
-    }
-    for (const WorkItem* item : items) IPTKIT_RETURN_IF_ERROR(AppendAudit(tx, *item, now));
-    return Status::Ok();
-  });
+void Service::Impl::Bisect(const std::vector<WorkItem*>& committing, const Status& rejected, bool planned_repairs) {
+  if (committing.size() == 1) {
+    // Alone with repairs of owned state, the repair may be what the kernel refused: the request again without it.
+    if (planned_repairs) return Drain(committing, /*repairs=*/false);
+    committing.front()->status = rejected;
+    committing.front()->final = true;
+    return;
+  }
+  spdlog::warn("commit of {} work items rejected ({}); bisecting", committing.size(), rejected.ToString());
+  std::vector<WorkItem*> a(committing.begin(), committing.begin() + committing.size() / 2);
+  std::vector<WorkItem*> b(committing.begin() + committing.size() / 2, committing.end());
+  Drain(a, planned_repairs);
+  Drain(b, planned_repairs);
 }
 
-Status Service::Impl::AppendAudit(store::Store::Tx& tx, const WorkItem& item, int64_t now) {
-  if (item.kind == WorkItem::Kind::kRequest && item.request.dry_run) return Status::Ok();
-  if (item.skip_audit) return Status::Ok();
+// ---- Store records ----
+
+std::optional<store::AuditEntry> Service::Impl::AuditOf(const WorkItem& item, int64_t now) {
+  if (item.kind == WorkItem::Kind::kRequest && item.request.dry_run) return std::nullopt;
+  if (item.skip_audit) return std::nullopt;
   // The daemon's own work is audited when it changed something or failed.
-  if (item.kind != WorkItem::Kind::kRequest && item.status.ok() && !item.result.changed && item.upserts.empty() &&
-      item.removals.empty() && !item.resolve_confirm) {
-    return Status::Ok();
+  if (item.internal() && item.status.ok() && !item.result.changed && item.effects.empty() &&
+      item.owner_failures.empty()) {
+    return std::nullopt;
   }
   store::AuditEntry entry;
   entry.time_ms = now;
@@ -1010,11 +690,109 @@ Status Service::Impl::AppendAudit(store::Store::Tx& tx, const WorkItem& item, in
   entry.request_id = item.request.request_id.empty() ? item.result.id : item.request.request_id;
   entry.action = ActionOf(item);
   entry.request = item.request.request_json;
-  if (entry.request.empty() && item.kind != WorkItem::Kind::kRequest) entry.request = InternalRequestJson(item);
+  if (entry.request.empty() && item.internal()) entry.request = InternalRequestJson(item);
   entry.result = item.status.ok() ? "ok" : std::string(StatusCodeName(item.status.code()));
   entry.message = item.status.ok() ? "" : item.status.message();
   entry.diff = item.diff;
-  return tx.AppendAudit(entry).status();
+  return entry;
+}
+
+std::vector<StoreRecord> Service::Impl::Records(const std::vector<WorkItem*>& items,
+                                                const std::set<std::string>& emptied) {
+  const int64_t now = NowMs();
+  std::vector<StoreRecord> out;
+  for (const WorkItem* item : items) {
+    StoreRecord r;
+    if (item->status.ok()) r.effects = item->effects;
+    r.audit = AuditOf(*item, now);
+    if (r.effects.empty() && !r.audit) continue;
+    out.push_back(std::move(r));
+  }
+  if (!emptied.empty()) {
+    StoreRecord r;
+    r.emptied = emptied;  // owners left without a document and managed rules are gone
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+namespace {
+
+// Errors a record may meet when it is written after the fact (a pending record of the daemon's own work): the
+// state it removes is gone already, the state it resolves resolved. They do not stop the rest.
+bool Benign(const Status& s) {
+  return s.ok() || s.code() == StatusCode::kNotFound || s.code() == StatusCode::kFailedPrecondition ||
+         s.code() == StatusCode::kAlreadyExists;
+}
+
+Status WriteRecord(store::Store::Tx& tx, const StoreRecord& r, bool lenient) {
+  const int64_t now = r.audit ? r.audit->time_ms : NowMs();
+  auto check = [&](const Status& s) { return lenient && Benign(s) ? Status::Ok() : s; };
+  for (const store::ManagedRuleKey& key : r.effects.removals) {
+    Status s = tx.DeleteManagedRule(key);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) IPTKIT_RETURN_IF_ERROR(check(s));
+  }
+  for (const store::ManagedRule& rule : r.effects.upserts) IPTKIT_RETURN_IF_ERROR(check(tx.RestoreManagedRule(rule)));
+  for (const auto& [owner, doc] : r.effects.documents) {
+    std::optional<std::string> text;
+    if (doc) text = DesiredStateToJson(*doc);
+    IPTKIT_RETURN_IF_ERROR(check(tx.PutOwner(owner, text, now)));
+  }
+  if (r.effects.new_confirm) IPTKIT_RETURN_IF_ERROR(check(tx.PutConfirm(*r.effects.new_confirm)));
+  if (r.effects.resolve_confirm) {
+    const StoreEffects::Resolution& res = *r.effects.resolve_confirm;
+    IPTKIT_RETURN_IF_ERROR(check(tx.ResolveConfirm(res.id, res.state, now, res.message)));
+  }
+  for (const std::string& owner : r.emptied) {
+    Status s = tx.DeleteOwner(owner);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) IPTKIT_RETURN_IF_ERROR(check(s));
+  }
+  if (r.audit) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(*r.audit).status());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Service::Impl::WriteRecords(const std::vector<StoreRecord>& records) {
+  if (records.empty() && pending_records.empty() && !audit_queued) return Status::Ok();
+  // Store::Write stores the store's audit backlog (QueueAudit) first when it can.
+  Status s = store->Write([&](store::Store::Tx& tx) -> Status {
+    for (const StoreRecord& r : pending_records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/true));
+    for (const StoreRecord& r : records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/false));
+    return Status::Ok();
+  });
+  if (s.ok() && !pending_records.empty()) {
+    spdlog::warn("wrote {} record(s) of the daemon's own work that waited for the store", pending_records.size());
+    pending_records.clear();
+    store_pending->Set({}, 0);
+    std::lock_guard<std::mutex> lock(health_mu);
+    pending_count = 0;
+  }
+  if (s.ok() && audit_queued) {
+    s = store->FlushAuditBacklog();  // empty already when Write stored it
+    if (s.ok()) {
+      spdlog::warn("stored the audit entries of the daemon's own work that waited for the store");
+      audit_queued = false;
+    }
+  }
+  return s;
+}
+
+void Service::Impl::KeepPending(std::vector<StoreRecord> records) {
+  // The audit entries wait in the store's backlog (bounded there: the oldest go first, counted in
+  // iptkitd_audit_dropped_total); the state records wait here, never dropped: there are never more of them than
+  // managed rules and confirms, and they decide what the store says after a restart.
+  for (StoreRecord& r : records) {
+    if (r.audit) {
+      store->QueueAudit(*std::move(r.audit));
+      r.audit.reset();
+      audit_queued = true;
+    }
+    if (!r.effects.empty() || !r.emptied.empty()) pending_records.push_back(std::move(r));
+  }
+  store_pending->Set({}, static_cast<double>(pending_records.size()));
+  std::lock_guard<std::mutex> lock(health_mu);
+  pending_count = pending_records.size();
 }
 
 }  // namespace iptkit::service

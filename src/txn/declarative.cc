@@ -111,9 +111,16 @@ class TablePlanner {
   TablePlanner(Family family, std::string table, std::string owner)
       : family_(family), table_(std::move(table)), owner_(std::move(owner)) {}
 
-  void Op(TableOp op, std::string description) {
+  // One op and its step (kind, chain, and the owner and id of a tagged rule as fields).
+  void Op(TableOp op, PlanStep::Kind kind, std::string description) {
+    PlanStep step{family_, table_, std::move(description), kind, op.chain, "", ""};
+    if (auto tag = op.rule.OwnerTag()) {
+      step.owner = tag->owner;
+      step.rule_id = tag->id;
+    }
+    if (op.rule.counters.packets != 0 || op.rule.counters.bytes != 0) with_counters_ = true;
     ops_.push_back(std::move(op));
-    if (!description.empty()) steps_.push_back(PlanStep{family_, table_, std::move(description)});
+    steps_.push_back(std::move(step));
   }
   void Guard(const std::string& chain, const Rule& rule) {
     ops_.push_back(MakeOp(TableOp::Kind::kCheck, chain, &rule));
@@ -128,6 +135,8 @@ class TablePlanner {
 
   std::vector<TableOp>& ops() { return ops_; }
   std::vector<PlanStep>& steps() { return steps_; }
+  // Some op re-inserts a moved rule with its counters (the batch must be sent with counters).
+  bool with_counters() const { return with_counters_; }
   bool changed() const {
     return std::any_of(ops_.begin(), ops_.end(), [](const TableOp& op) { return op.kind != TableOp::Kind::kCheck; });
   }
@@ -138,6 +147,7 @@ class TablePlanner {
   std::string owner_;
   std::vector<TableOp> ops_;
   std::vector<PlanStep> steps_;
+  bool with_counters_ = false;
 };
 
 Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>& kernel, bool anchored,
@@ -225,16 +235,25 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
     }
   }
 
-  // Deletes, front to back, by spec.
+  // Deletes, front to back, by spec. A deleted rule that is desired elsewhere in the chain is moved: it goes back
+  // in with the counters it had (a rule that did not change keeps its counters, also when someone else's insert
+  // pushed it out of place).
   size_t kept = 0;
+  std::unordered_map<std::string, Counters> moved;
   for (size_t i = 0; i < n; ++i) {
     if (!ours[i] || match[i] >= 0) {
       ++kept;
       continue;
     }
-    Op(MakeOp(TableOp::Kind::kDelete, chain, &kernel[i]),
+    Op(MakeOp(TableOp::Kind::kDelete, chain, &kernel[i]), PlanStep::Kind::kDelete,
        "delete " + table_ + " " + chain + " rule " + std::to_string(i + 1) + ": " + kspec[i]);
+    if (all_desired.count(kspec[i])) moved[kspec[i]] = kernel[i].counters;
   }
+  // The rule to insert for a new slot: a moved rule keeps its counters.
+  auto with_counters = [&](TableOp op, const std::string& spec) {
+    if (auto it = moved.find(spec); it != moved.end()) op.rule.counters = it->second;
+    return op;
+  };
 
   // The final chain: kept kernel rules in order, each new desired rule right after its desired predecessor (the
   // first of a segment at the segment's start).
@@ -245,8 +264,19 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   };
   std::vector<Slot> fin;
   fin.reserve(kept + all_desired.size());
+  // An anchored chain without foreign rules is one segment, head then tail; other owners' rules may sit anywhere
+  // in it. New tail rules with no tail rule of ours kept before them go to the end of the chain (after the other
+  // owners' rules), as they would after foreign rules: else an unowned rule appended later (which the daemon puts
+  // above every owner's last hooks) would leave them out of place.
+  const size_t head_size = head.size();
+  const bool tail_to_end =
+      anchored && foreign == 0 && !tail.empty() &&
+      std::none_of(match.begin(), match.end(), [&](int m) { return m >= static_cast<int>(head_size); });
+  std::vector<Slot> at_end;
   auto run = [&](size_t s, size_t from) {
-    for (size_t j = from; j < segs[s].size() && !dmatched[s][j]; ++j) fin.push_back({-1, segs[s][j], &dspec[s][j]});
+    for (size_t j = from; j < segs[s].size() && !dmatched[s][j]; ++j) {
+      (tail_to_end && j >= head_size ? at_end : fin).push_back({-1, segs[s][j], &dspec[s][j]});
+    }
   };
   size_t seg = 0;
   run(0, 0);
@@ -260,6 +290,7 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
     fin.push_back({static_cast<int>(i), nullptr, &kspec[i]});
     run(kseg[i], static_cast<size_t>(match[i]) + 1);
   }
+  fin.insert(fin.end(), at_end.begin(), at_end.end());
 
   // Inserts in final order: when fin[f] goes in, fin[0..f) are in place and nothing else precedes it.
   std::vector<size_t> kept_after(fin.size() + 1, 0);
@@ -268,7 +299,8 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   for (size_t f = 0; f < fin.size(); ++f) {
     if (fin[f].kernel >= 0) continue;
     if (kept_after[f] == 0) {
-      Op(MakeOp(TableOp::Kind::kAppend, chain, fin[f].rule), "append " + table_ + " " + chain + ": " + *fin[f].spec);
+      Op(with_counters(MakeOp(TableOp::Kind::kAppend, chain, fin[f].rule), *fin[f].spec), PlanStep::Kind::kAppend,
+         "append " + table_ + " " + chain + ": " + *fin[f].spec);
       continue;
     }
     if (f > 0 && fin[f - 1].kernel >= 0 && fin[f - 1].kernel != guarded) {
@@ -276,8 +308,8 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
       Guard(chain, kernel[fin[f - 1].kernel]);
       guarded = fin[f - 1].kernel;
     }
-    Op(MakeOp(TableOp::Kind::kInsert, chain, fin[f].rule, static_cast<int>(f + 1)),
-       "insert " + table_ + " " + chain + " " + std::to_string(f + 1) + ": " + *fin[f].spec);
+    Op(with_counters(MakeOp(TableOp::Kind::kInsert, chain, fin[f].rule, static_cast<int>(f + 1)), *fin[f].spec),
+       PlanStep::Kind::kInsert, "insert " + table_ + " " + chain + " " + std::to_string(f + 1) + ": " + *fin[f].spec);
   }
   return Status::Ok();
 }
@@ -447,7 +479,9 @@ Result<DeclarativePlan> PlanDeclarative(const Ruleset& current, const DesiredSta
     if (kt != nullptr && !kt->unrepresentable_reason.empty()) {
       return Status::FailedPrecondition("table " + table_name + " (" + family_name +
                                         ") cannot be shown faithfully by iptables-save (" + kt->unrepresentable_reason +
-                                        "); iptkit does not rewrite it");
+                                        "); iptkit does not rewrite it")
+          .WithLocation(family_name, table_name)
+          .WithReason("unrepresentable");
     }
     static const Table kEmpty;
     const Table& table = kt != nullptr ? *kt : kEmpty;
@@ -475,7 +509,8 @@ Result<DeclarativePlan> PlanDeclarative(const Ruleset& current, const DesiredSta
     // 1. Missing owned chains, before anything jumps to them.
     for (const OwnedChain* c : want_chains) {
       if (table.FindChain(c->name) == nullptr) {
-        tp.Op(MakeOp(TableOp::Kind::kNewChain, c->name), "create chain " + table_name + " " + c->name);
+        tp.Op(MakeOp(TableOp::Kind::kNewChain, c->name), PlanStep::Kind::kCreateChain,
+              "create chain " + table_name + " " + c->name);
       }
     }
     // 2. Owned chains' rules.
@@ -532,7 +567,8 @@ Result<DeclarativePlan> PlanDeclarative(const Ruleset& current, const DesiredSta
     }
     // 5. Stale owned chains, now empty and unreferenced.
     for (const std::string& name : remove_chains) {
-      tp.Op(MakeOp(TableOp::Kind::kDeleteChain, name), "delete chain " + table_name + " " + name);
+      tp.Op(MakeOp(TableOp::Kind::kDeleteChain, name), PlanStep::Kind::kDeleteChain,
+            "delete chain " + table_name + " " + name);
     }
 
     if (!tp.changed()) continue;
@@ -540,6 +576,7 @@ Result<DeclarativePlan> PlanDeclarative(const Ruleset& current, const DesiredSta
     batch.family = current.family;
     batch.table = table_name;
     batch.ops = std::move(tp.ops());
+    batch.with_counters = tp.with_counters();
     plan.batches.push_back(std::move(batch));
     for (PlanStep& s : tp.steps()) plan.steps.push_back(std::move(s));
   }

@@ -51,7 +51,7 @@ Status AssignOwnerTags(DesiredState& desired);
 // The change that brings one family's tables to the desired state.
 struct DeclarativePlan {
   std::vector<backend::TableBatch> batches;  // only tables that change, in KnownTables() order
-  std::vector<PlanStep> steps;               // for people; `-C` guards are not listed
+  std::vector<PlanStep> steps;               // one per op but `-C` guards, with kind, chain, owner and rule id
   std::vector<std::string> warnings;         // e.g. a stale owned chain kept because a foreign rule uses it
   bool empty() const { return batches.empty(); }
 };
@@ -72,8 +72,10 @@ struct DeclarativePlan {
 //    so this is a longest increasing subsequence, O(n log n)): unmatched kernel rules are deleted by spec
 //    (`-D CHAIN spec`), front to back, then missing rules are inserted (`-I CHAIN n`, `-A` at the end) in final
 //    order, each `-I` after a kept rule guarded by `-C` of that rule. Matched rules are never touched, so they
-//    keep their counters. Foreign rules inside a desired chain stay where they are; a new rule goes right
-//    after its desired predecessor (the first one at position 1).
+//    keep their counters; a rule of ours that has to move (deleted and inserted back elsewhere in the chain, e.g.
+//    a hook pushed below a foreign rule) goes back in with the counters it had: such a batch has with_counters
+//    set (packets counted between the read and the commit are lost). Foreign rules inside a desired chain stay where
+//    they are; a new rule goes right after its desired predecessor (the first one at position 1).
 //  - Builtin chains: the hooks with position kFirst must be the chain's first rules, before any foreign rule
 //    (index 1, 2, ... in desired order); kLast hooks its last rules, after any foreign rule. A hook found
 //    behind a foreign rule (e.g. docker's `-I FORWARD 1`) is drift: it is deleted and inserted back in place.

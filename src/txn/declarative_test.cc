@@ -524,6 +524,31 @@ TEST(PlanDeclarativeTest, TwoOwnersFirstHooksShareTheTopWithoutMovingEachOther) 
   EXPECT_EQ(repaired[2], "-s 10.9.0.0/16 -j ACCEPT");
 }
 
+// Without foreign rules a builtin chain is one segment; a new last hook still goes after the other owners' rules
+// (before this, it went to the top, above another owner's first hook, where an unowned append that the daemon puts
+// above all last hooks then left it out of place).
+TEST(PlanDeclarativeTest, NewLastHookGoesAfterOtherOwnersRulesWithoutForeignRules) {
+  Ruleset rs;
+  rs.family = kV4;
+  TableOf(rs, "filter");
+  DesiredState other = Want({}, {{"filter", "INPUT", HookRule::Position::kFirst, Drop("10.2.0.0/16")}});
+  other.owner = "other";
+  ASSERT_TRUE(Converge(rs, other).ok());
+  DesiredState mine = Want({}, {{"filter", "INPUT", HookRule::Position::kFirst, Drop("10.1.0.0/16")},
+                                {"filter", "INPUT", HookRule::Position::kLast, Drop("10.3.0.0/16")}});
+  auto plan = Converge(rs, mine);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(SpecsWithoutTags(*rs.FindTable("filter")->FindChain("INPUT")),
+            (std::vector<std::string>{"-s 10.1.0.0/16 -j DROP", "-s 10.2.0.0/16 -j DROP", "-s 10.3.0.0/16 -j DROP"}));
+  EXPECT_TRUE(Converge(rs, mine)->empty());
+  EXPECT_TRUE(Converge(rs, other)->empty());
+  // A second last hook follows the first one.
+  mine.hooks.push_back({"filter", "INPUT", HookRule::Position::kLast, Drop("10.4.0.0/16")});
+  ASSERT_TRUE(Converge(rs, mine).ok());
+  EXPECT_EQ(SpecsWithoutTags(*rs.FindTable("filter")->FindChain("INPUT")).back(), "-s 10.4.0.0/16 -j DROP");
+  EXPECT_TRUE(Converge(rs, other)->empty());
+}
+
 TEST(PlanDeclarativeTest, ForeignRulesAndPoliciesSurviveApplyChangeAndRemove) {
   Ruleset rs = AdminRuleset();
   const Ruleset original = rs;

@@ -245,16 +245,28 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   return at;
 }
 
-// Renders one transaction op into table ops on the simulation, with op-level checks that give better messages
-// than the table-op level ones.
-Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
+// An append (index 0) or insert where `placement` puts it.
+TableOp PlacedAdd(Family family, const Table& table, const Chain& chain, size_t number, const Op& op, int index,
+                  const BatchPlanner::Placement& placement) {
+  if (placement) {
+    const int at = placement(family, table, chain, number, index);
+    if (at != index) index = at < 1 || static_cast<size_t>(at) > chain.rules.size() ? 0 : at;
+  }
+  if (index == 0) return TableOp::Make(TKind::kAppend, op.chain, op.rule);
+  return TableOp::Make(TKind::kInsert, op.chain, op.rule, index);
+}
+
+// Renders one transaction op (op `number`, 1-based) into table ops on the simulation, with op-level checks that
+// give better messages than the table-op level ones.
+Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
+              const BatchPlanner::Placement& placement) {
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       // Op::unique: present anywhere in the chain (as simulated, so also when added earlier in this plan).
       if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
-      return sim.Emit(TableOp::Make(TKind::kAppend, op.chain, op.rule));
+      return sim.Emit(PlacedAdd(family, table, *c, number, op, 0, placement));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -264,7 +276,7 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
             .WithReason(std::string(kReasonIndexOutOfRange));
       }
       if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
-      return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
+      return sim.Emit(PlacedAdd(family, table, *c, number, op, op.index, placement));
     }
     case Op::Kind::kDelete: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
@@ -431,6 +443,9 @@ Result<Table*> BatchPlanner::Touch(Family family, const std::string& table) {
 }
 
 Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_counters) {
+  // Counters travel only in batches sent with counters; elsewhere a rule starts at zero (and must not carry
+  // counters into a group commit that another request's batch makes a batch with counters).
+  if (!with_counters) op.rule.counters = {};
   // Whether the rule an append/insert adds may equal one the chain holds (then its inverse must not be a plain
   // `-D spec`, which would remove the earlier copy). A set of SpecShapeHash per chain answers "surely not" without
   // scanning the chain: built on first use from the chain, it only ever grows (every rule added through here goes
@@ -503,7 +518,7 @@ void BatchPlanner::RollbackTo(Mark mark) {
   }
 }
 
-Status BatchPlanner::AddTransaction(const Transaction& txn) {
+Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& placement) {
   IPTKIT_RETURN_IF_ERROR(poisoned_);
   if (backend_ == nullptr) return Status::Internal("BatchPlanner without a backend cannot plan transactions");
   if (!backend_->traits().rename_then_use) IPTKIT_RETURN_IF_ERROR(CheckNftRenameUse(txn));
@@ -537,7 +552,9 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     }
     if (!(*table)->unrepresentable_reason.empty()) {
       return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" +
-                                             (*table)->unrepresentable_reason + "); iptkit does not rewrite it"));
+                                             (*table)->unrepresentable_reason + "); iptkit does not rewrite it")
+                      .WithLocation(std::string(FamilyName(group.family)), group.table)
+                      .WithReason("unrepresentable"));
     }
 
     // Local rule checks, then one canonicalization call for every rule of the table.
@@ -577,7 +594,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     const size_t group_start = journal_.size();
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
-      Status s = PlanOp(group.family, sim, ops[k]);
+      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement);
       if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {
@@ -599,7 +616,9 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
   IPTKIT_ASSIGN_OR_RETURN(Table * table, Touch(batch.family, batch.table));
   if (!table->unrepresentable_reason.empty()) {
     return fail(Status::FailedPrecondition("table " + where + " is unrepresentable (" + table->unrepresentable_reason +
-                                           "); iptkit does not rewrite it"));
+                                           "); iptkit does not rewrite it")
+                    .WithLocation(std::string(FamilyName(batch.family)), batch.table)
+                    .WithReason("unrepresentable"));
   }
   if (batch.flush_table) {
     for (size_t i = 0; i < start.entries; ++i) {

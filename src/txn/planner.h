@@ -14,6 +14,7 @@
 #ifndef IPTKIT_SRC_TXN_PLANNER_H_
 #define IPTKIT_SRC_TXN_PLANNER_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -74,9 +75,17 @@ class BatchPlanner {
   Mark mark() const { return Mark{journal_.size()}; }
   void RollbackTo(Mark mark);
 
+  // Where a rule that op `op_number` (1-based) of a transaction appends (`index` 0) or inserts (`index` N, already
+  // checked to be in range) lands in `chain` as it stands in the simulation: returns the index to insert at (0:
+  // append). The daemon uses it to keep its owners' `first` and `last` hooks at the top and bottom of builtin
+  // chains (an unowned `-I 1` goes below them, an unowned `-A` above the `last` ones).
+  using Placement =
+      std::function<int(Family family, const Table& table, const Chain& chain, size_t op_number, int index)>;
+
   // Plans `txn` as PlanTransaction documents (validation, one canonicalization call per table, position ops
   // rendered race-free, cascade, the nft rename rule); errors start with the op ("op 3 (delete_chain ...): ...").
-  Status AddTransaction(const Transaction& txn);
+  // With `placement`, appends and inserts go where it says.
+  Status AddTransaction(const Transaction& txn, const Placement& placement = nullptr);
   // Plans a raw batch as PlanBatch documents (rules must already be as the kernel prints them). A flush_table batch
   // must be the first thing planned for its table (FailedPrecondition otherwise). Errors name the op
   // ("ipv4 filter op 4 (-D INPUT -j FOO): ...").

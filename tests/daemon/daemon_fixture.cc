@@ -172,6 +172,7 @@ std::vector<std::string> Daemon::Argv() const {
     argv.push_back("0");
   }
   argv.insert(argv.end(), options_.args.begin(), options_.args.end());
+  argv.insert(argv.begin(), options_.command_prefix.begin(), options_.command_prefix.end());
   return argv;
 }
 

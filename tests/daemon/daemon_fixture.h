@@ -111,6 +111,9 @@ struct DaemonOptions {
   std::vector<std::string> listen = {"127.0.0.1:0"};  // --listen, each
   // More flags. --rate-limit 0 is added unless args give --rate-limit (tests send bursts).
   std::vector<std::string> args;
+  // Runs the daemon through this command (absolute path first), which gets the daemon's argv after its own and
+  // must exec it (same pid), e.g. {"/usr/bin/unshare", "--mount", "--", "/bin/sh", "-c", "...; exec \"$@\"", "sh"}.
+  std::vector<std::string> command_prefix = {};
 };
 
 class Daemon {

@@ -298,13 +298,19 @@ Status ExplainMissedDelete(DaemonClient& client, const Invocation& inv, const St
   Result<Json> dry =
       client.Send("POST", "/v1/transactions", Json{{"ops", Json::array({{{"append", append}}})}, {"dry_run", true}});
   if (!dry.ok()) return missed;
-  // "*filter\n-A CHAIN <canonical spec>\nCOMMIT\n"
+  // "*filter\n-A CHAIN <canonical spec>\nCOMMIT\n", or "-I CHAIN N <canonical spec>" where iptkitd places an
+  // unowned append above owned rules that go last (docs/daemon.md "Where unowned rules go").
   const std::string text = ResultText(*dry);
-  const std::string prefix = "-A " + inv.chain + " ";
-  size_t at = text.find(prefix);
-  if (at == std::string::npos) return missed;
-  size_t end = text.find('\n', at);
-  Result<Rule> canonical = ParseRuleSpec(text.substr(at + prefix.size(), end - at - prefix.size()), inv.global.family);
+  size_t at = text.find("\n-A " + inv.chain + " ");
+  size_t spec_at = at == std::string::npos ? at : at + 5 + inv.chain.size();
+  if (at == std::string::npos && (at = text.find("\n-I " + inv.chain + " ")) != std::string::npos) {
+    spec_at = text.find(' ', at + 5 + inv.chain.size());  // after the position
+    if (spec_at != std::string::npos) ++spec_at;
+  }
+  if (spec_at == std::string::npos) return missed;
+  size_t end = text.find('\n', spec_at);
+  if (end == std::string::npos) return missed;
+  Result<Rule> canonical = ParseRuleSpec(text.substr(spec_at, end - spec_at), inv.global.family);
   Result<Json> listing = client.Send("GET", FamilyPath(inv.global.family));
   if (!canonical.ok() || !listing.ok()) return missed;
   Result<Ruleset> rs = RulesetFromListing(*listing, inv.global.family, nullptr);

@@ -1,0 +1,537 @@
+// What one work item changes, planned on the group's simulated kernel and the owners' working state
+// (service_internal.h). Owners are planned one at a time by the OwnerPlanner: an owner that cannot be planned
+// fails only the work that is about it.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <functional>
+#include <utility>
+
+#include "iptkit/dialect.h"
+#include "iptkit/json.h"
+#include "src/backend/ops/table_sim.h"
+#include "src/service/service_internal.h"
+#include "src/txn/declarative.h"
+
+namespace iptkit::service {
+namespace {
+
+constexpr Family kFamilies[] = {Family::kIPv4, Family::kIPv6};
+
+std::string Where(Family f, const std::string& table, const std::string& chain) {
+  return std::string(FamilyName(f)) + " " + table + "/" + chain;
+}
+
+// An owner's state, remembering its value before this item first changed it (for the item's undo).
+OwnerState& Modify(std::map<std::string, OwnerState>& working, const std::string& owner,
+                   std::map<std::string, std::optional<OwnerState>>& undo) {
+  auto it = working.find(owner);
+  if (!undo.count(owner)) undo[owner] = it == working.end() ? std::nullopt : std::optional<OwnerState>(it->second);
+  return working[owner];
+}
+
+void Undo(std::map<std::string, OwnerState>& working, std::map<std::string, std::optional<OwnerState>>& undo) {
+  for (auto& [owner, before] : undo) {
+    if (before) {
+      working[owner] = std::move(*before);
+    } else {
+      working.erase(owner);
+    }
+  }
+  undo.clear();
+}
+
+void ResetForPlanning(WorkItem& item) {
+  item.status = Status::Ok();
+  std::string id = std::move(item.result.id);
+  item.result = ChangeResult{};
+  item.result.id = std::move(id);
+  item.result.dry_run = item.request.dry_run;
+  item.effects = StoreEffects{};
+  item.deleted_owners.clear();
+  item.touched_owners.clear();
+  item.imperative_tables.clear();
+  item.rule_ids.clear();
+  item.repaired_owners.clear();
+  item.owner_failures.clear();
+  item.diff.clear();
+}
+
+// A chain named with an owner's prefix is that owner's (declarative.md "Owned chains"): made outside the owner it
+// would be removed by the owner's next apply.
+Status CheckChainNames(const Transaction& ops, const std::map<std::string, OwnerState>& working) {
+  for (size_t i = 0; i < ops.ops().size(); ++i) {
+    const Op& op = ops.ops()[i];
+    const std::string* name = op.kind == Op::Kind::kCreateChain   ? &op.chain
+                              : op.kind == Op::Kind::kRenameChain ? &op.new_name
+                                                                  : nullptr;
+    if (name == nullptr) continue;
+    for (const auto& [owner, state] : working) {
+      const std::string prefix = OwnerChainPrefix(owner);
+      if (state.empty() || name->size() <= prefix.size() || name->compare(0, prefix.size(), prefix) != 0) continue;
+      return Status::FailedPrecondition("op " + std::to_string(i + 1) + " (" + std::string(OpKindName(op.kind)) + " " +
+                                        *name + "): chains named '" + prefix + "...' belong to owner '" + owner +
+                                        "'; give the chain in its document (PUT /v1/owners/" + owner + ")")
+          .WithOpIndex(static_cast<int>(i))
+          .WithOwner(owner);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---- Canonicalization cache warm-up ----
+
+void Service::Impl::WarmCanonicalCache(const std::vector<WorkItem*>& items) {
+  // Rules per (family, table), each as it will be canonicalized during planning: untagged first, then the
+  // managed and document rules with their tags. One Backend::Canonicalize call per group; a group that fails is
+  // split in halves so that one bad rule (it fails again, alone, when its request is planned) does not keep the
+  // others out of the cache.
+  using Groups = std::map<std::pair<Family, std::string>, std::vector<Rule>>;
+  auto run = [this](Groups& groups) {
+    std::function<void(Family, const std::string&, const std::vector<Rule>&)> warm =
+        [&](Family family, const std::string& table, const std::vector<Rule>& rules) {
+          if (rules.empty()) return;
+          if (writer_backend->Canonicalize(family, table, rules).ok() || rules.size() == 1) return;
+          std::vector<Rule> a(rules.begin(), rules.begin() + rules.size() / 2);
+          std::vector<Rule> b(rules.begin() + rules.size() / 2, rules.end());
+          warm(family, table, a);
+          warm(family, table, b);
+        };
+    for (auto& [where, rules] : groups) warm(where.first, where.second, rules);
+  };
+  Groups untagged;
+  struct Tagged {
+    Family family;
+    std::string table, chain, owner;
+    Rule rule;  // untagged
+    std::optional<std::string> id;
+  };
+  std::vector<Tagged> tagged;
+  auto add = [&](Family family, const std::string& table, Rule rule) {
+    if (ValidateRule(rule, family).ok()) untagged[{family, table}].push_back(std::move(rule));
+  };
+  auto add_owned = [&](Family family, const std::string& table, const std::string& chain, const std::string& owner,
+                       Rule rule) {
+    std::optional<std::string> id;
+    if (auto tag = rule.OwnerTag(); tag && tag->owner == owner) {
+      id = tag->id;
+      rule.matches.pop_back();
+    }
+    add(family, table, rule);
+    tagged.push_back({family, table, chain, owner, std::move(rule), id});
+  };
+  for (const WorkItem* item : items) {
+    if (item->kind != WorkItem::Kind::kRequest) continue;
+    const ChangeRequest& r = item->request;
+    for (const Op& op : r.ops.ops()) {
+      const bool has_rule = op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert ||
+                            op.kind == Op::Kind::kDelete || op.kind == Op::Kind::kReplace;
+      if (has_rule) add(op.family, op.table, op.rule);
+      if (op.expect) add(op.family, op.table, *op.expect);
+    }
+    for (const ManagedAdd& a : r.adds) add_owned(a.family, a.table, a.chain, a.owner, a.rule);
+    for (const ManagedDelete& d : r.deletes) add_owned(d.family, d.table, d.chain, d.owner, d.rule);
+    if (r.put_owner) {
+      for (Family family : kFamilies) {
+        if (!DocumentCovers(*r.put_owner, family)) continue;
+        for (const OwnedChain& c : r.put_owner->chains) {
+          for (const Rule& rule : c.rules) add_owned(family, c.table, c.name, r.put_owner->owner, rule);
+        }
+        for (const HookRule& h : r.put_owner->hooks) add_owned(family, h.table, h.chain, r.put_owner->owner, h.rule);
+      }
+    }
+  }
+  run(untagged);
+  Groups with_tags;
+  for (Tagged& t : tagged) {
+    Result<std::vector<Rule>> canon = writer_backend->Canonicalize(t.family, t.table, {t.rule});  // cached now
+    if (!canon.ok()) continue;
+    Rule rule = canon->front();
+    const std::string id = t.id ? *t.id : txn::DeriveRuleId(t.table, t.chain, FormatRuleSpec(rule));
+    rule.SetOwnerTag({t.owner, id});
+    with_tags[{t.family, t.table}].push_back(std::move(rule));
+  }
+  run(with_tags);
+}
+
+// ---- Owners ----
+
+Status Service::Impl::PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner,
+                                ChangeResult* result) {
+  IPTKIT_ASSIGN_OR_RETURN(OwnerPlan plan, owner_planner->Plan(owner, state, planner));
+  if (result != nullptr) {
+    for (PlanStep& s : plan.steps) result->steps.push_back(std::move(s));
+    for (std::string& w : plan.warnings) result->warnings.push_back(std::move(w));
+  }
+  return Status::Ok();
+}
+
+txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::string>* warnings) const {
+  const OwnerPlanner* owners = owner_planner.get();
+  return [owners, warnings](Family family, const Table& table, const Chain& chain, size_t op_number, int index) -> int {
+    if (!IsBuiltinChain(table.name, chain.name)) return index;
+    // Owned hooks keep their places (docs/daemon.md "Where unowned rules go"): the tagged rules at the top of the
+    // chain that are not known `last` hooks stay above the new rule, the tagged rules at the bottom that are not
+    // known `first` hooks stay below it. Moving them instead would make the owners' next plan delete and insert
+    // them back (their counters and the packets in between).
+    auto position = [&](const Rule& r) { return owners->HookPosition(family, table.name, chain.name, *r.OwnerTag()); };
+    const int n = static_cast<int>(chain.rules.size());
+    int lo = 1;
+    for (int i = 0; i < n && chain.rules[i].OwnerTag(); ++i) {
+      if (position(chain.rules[i]) != HookRule::Position::kLast) lo = i + 2;
+    }
+    int hi = n + 1;
+    for (int i = n - 1; i >= 0 && chain.rules[i].OwnerTag(); --i) {
+      if (position(chain.rules[i]) != HookRule::Position::kFirst) hi = i + 1;
+    }
+    const int asked = index == 0 ? n + 1 : index;
+    const int at = hi < lo ? lo : std::clamp(asked, lo, hi);
+    if (at != asked && warnings != nullptr) {
+      const std::string where = std::string(FamilyName(family)) + " " + table.name + " " + chain.name;
+      warnings->push_back("op " + std::to_string(op_number) + ": the rule went to position " + std::to_string(at) +
+                          " of " + where +
+                          (at > asked ? ", below the owned rules that stay first (" + std::to_string(lo - 1) + ")"
+                                      : ", above the owned rules that stay last (" + std::to_string(n + 1 - hi) + ")") +
+                          ", not to " + (index == 0 ? std::string("the end") : "position " + std::to_string(index)));
+    }
+    return at == n + 1 ? 0 : at;
+  };
+}
+
+// ---- One item ----
+
+Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
+                               std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner) {
+  ResetForPlanning(item);
+  undo.clear();
+  const txn::PlanMark start = planner.mark();
+  Status s;
+  switch (item.kind) {
+    case WorkItem::Kind::kRequest:
+      s = PlanRequest(item, planner, working, undo, defer_owner);
+      break;
+    case WorkItem::Kind::kExpire:
+      s = PlanExpire(item, planner, working, undo);
+      break;
+    case WorkItem::Kind::kRollback:
+      for (const auto& [owner, state] : working) undo.emplace(owner, state);  // PlanRollback may change any
+      s = PlanRollback(item, planner, working);
+      break;
+    case WorkItem::Kind::kReconcile:
+      s = PlanReconcile(item, planner, working);
+      break;
+  }
+  if (!s.ok()) {
+    planner.RollbackTo(start);
+    Undo(working, undo);
+  }
+  return s;
+}
+
+Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
+                                  std::map<std::string, OwnerState>& working,
+                                  std::map<std::string, std::optional<OwnerState>>& undo, bool defer_owner) {
+  ChangeRequest& r = item.request;
+  const txn::PlanMark start = planner.mark();
+  const int64_t now = NowMs();
+  if (!r.ops.empty()) {
+    IPTKIT_RETURN_IF_ERROR(CheckChainNames(r.ops, working));
+    IPTKIT_RETURN_IF_ERROR(planner.AddTransaction(r.ops, UnownedPlacement(&item.result.warnings)));
+    for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
+      item.imperative_tables.insert({p.batch.family, p.batch.table});
+      for (const backend::TableOp& op : p.batch.ops) {
+        if (op.kind != backend::TableOp::Kind::kDelete) continue;
+        auto tag = op.rule.OwnerTag();
+        auto owner = tag ? working.find(tag->owner) : working.end();
+        if (owner == working.end() || owner->second.empty()) continue;
+        return Status::FailedPrecondition(
+                   "the rule '" + FormatRuleSpec(op.rule) + "' in " + Where(p.batch.family, p.batch.table, op.chain) +
+                   " belongs to owner '" + tag->owner + "' (id " + tag->id +
+                   "); change it through its owner (DELETE with \"owner\", or PUT /v1/owners/" + tag->owner + ")")
+            .WithOwner(tag->owner);
+      }
+    }
+  }
+  for (const ManagedAdd& a : r.adds) {
+    const std::string where = "owned add to " + Where(a.family, a.table, a.chain);
+    IPTKIT_RETURN_IF_ERROR(ValidateOwner(a.owner).WithContext(where));
+    IPTKIT_RETURN_IF_ERROR(CheckManagedPlacement(a.owner, a.table, a.chain).WithContext(where));
+    Rule untagged = a.rule;
+    std::optional<std::string> id;
+    if (auto tag = untagged.OwnerTag()) {
+      if (tag->owner != a.owner) {
+        return Status::InvalidArgument(where + ": the rule carries the tag of owner '" + tag->owner + "'");
+      }
+      IPTKIT_RETURN_IF_ERROR(txn::ValidateRuleId(tag->id).WithContext(where));
+      id = tag->id;
+      untagged.matches.pop_back();
+    }
+    if (a.ttl_seconds && *a.ttl_seconds <= 0) {
+      return Status::InvalidArgument(where + ": ttl must be at least 1 second");
+    }
+    IPTKIT_RETURN_IF_ERROR(ValidateRule(untagged, a.family).WithContext(where));
+    IPTKIT_RETURN_IF_ERROR(CheckJumpTarget(a.owner, untagged, working, where));
+    Result<std::vector<Rule>> canon = writer_backend->Canonicalize(a.family, a.table, {untagged});
+    if (!canon.ok()) return canon.status().WithContext(where);
+    const std::string spec = FormatRuleSpec(canon->front());
+    store::ManagedRuleKey key{a.owner, a.family, a.table, a.chain, spec};
+    IPTKIT_RETURN_IF_ERROR(CheckNewOwner(a.owner, working).WithContext(where));
+    OwnerState& state = Modify(working, a.owner, undo);
+    auto it = state.managed.find(key);
+    if (r.ttl_bounded) {
+      IPTKIT_RETURN_IF_ERROR(
+          CheckTtlBounded(it == state.managed.end() ? nullptr : &it->second, /*removing=*/false).WithContext(where));
+    }
+    store::ManagedRule rec;
+    if (it != state.managed.end()) {
+      rec = it->second;
+    } else {
+      rec.seq = next_seq++;
+      rec.owner = a.owner;
+      rec.family = a.family;
+      rec.table = a.table;
+      rec.chain = a.chain;
+      rec.spec = spec;
+      rec.rule_id = txn::DeriveRuleId(a.table, a.chain, spec);
+      rec.created_ms = now;
+    }
+    if (id) rec.rule_id = *id;
+    rec.position = a.position;
+    rec.deadline_ms = a.ttl_seconds ? std::optional<int64_t>(now + *a.ttl_seconds * 1000) : std::nullopt;
+    rec.updated_ms = now;
+    state.managed[key] = rec;
+    item.effects.upserts.push_back(rec);
+    item.rule_ids.insert(rec.rule_id);
+    item.touched_owners.insert(a.owner);
+    item.result.managed.push_back({rec, TtlRemainingSeconds(rec, now)});
+  }
+  for (const ManagedDelete& d : r.deletes) {
+    const std::string where = "owned delete in " + Where(d.family, d.table, d.chain);
+    IPTKIT_RETURN_IF_ERROR(ValidateOwner(d.owner).WithContext(where));
+    Rule untagged = d.rule;
+    if (auto tag = untagged.OwnerTag(); tag && tag->owner == d.owner) untagged.matches.pop_back();
+    IPTKIT_RETURN_IF_ERROR(ValidateRule(untagged, d.family).WithContext(where));
+    Result<std::vector<Rule>> canon = writer_backend->Canonicalize(d.family, d.table, {untagged});
+    if (!canon.ok()) return canon.status().WithContext(where);
+    store::ManagedRuleKey key{d.owner, d.family, d.table, d.chain, FormatRuleSpec(canon->front())};
+    auto owner = working.find(d.owner);
+    if (owner == working.end() || owner->second.managed.count(key) == 0) {
+      return Status::NotFound(where + ": owner '" + d.owner + "' has no managed rule '" + key.spec + "'");
+    }
+    if (r.ttl_bounded) {
+      IPTKIT_RETURN_IF_ERROR(CheckTtlBounded(&owner->second.managed.at(key), /*removing=*/true).WithContext(where));
+    }
+    item.rule_ids.insert(owner->second.managed.at(key).rule_id);
+    Modify(working, d.owner, undo).managed.erase(key);
+    item.effects.removals.push_back(key);
+    item.touched_owners.insert(d.owner);
+  }
+  if (r.put_owner) {
+    const std::string& owner = r.put_owner->owner;
+    IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(*r.put_owner));
+    IPTKIT_RETURN_IF_ERROR(CheckNewOwner(owner, working));
+    IPTKIT_RETURN_IF_ERROR(CheckJumpTargets(*r.put_owner, working));
+    Modify(working, owner, undo).document = *r.put_owner;
+    item.effects.documents[owner] = *r.put_owner;
+    item.touched_owners.insert(owner);
+  }
+  if (r.delete_owner) {
+    auto owner = working.find(*r.delete_owner);
+    if (owner == working.end() || owner->second.empty()) {
+      return Status::NotFound("owner '" + *r.delete_owner + "' has no state");
+    }
+    OwnerState& state = Modify(working, *r.delete_owner, undo);
+    for (const auto& [key, rule] : state.managed) item.effects.removals.push_back(key);
+    state = OwnerState{};
+    item.deleted_owners.insert(*r.delete_owner);
+    item.touched_owners.insert(*r.delete_owner);
+  }
+  if (defer_owner) return Status::Ok();  // the drain plans the owner once for all its deferred requests
+  for (const std::string& owner : item.touched_owners) {
+    IPTKIT_RETURN_IF_ERROR(PlanOwner(owner, working[owner], planner, &item.result));
+  }
+  if (r.authorize) {
+    std::set<ChangedChain> touched;
+    for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
+      for (const backend::TableOp& op : p.batch.ops) {
+        if (op.kind == backend::TableOp::Kind::kCheck) continue;
+        touched.insert({p.batch.family, p.batch.table, op.chain});
+        if (op.kind == backend::TableOp::Kind::kRenameChain) touched.insert({p.batch.family, p.batch.table, op.arg});
+      }
+    }
+    IPTKIT_RETURN_IF_ERROR(r.authorize(std::vector<ChangedChain>(touched.begin(), touched.end())));
+  }
+  if (r.confirm) {
+    std::lock_guard<std::mutex> lock(state_mu);
+    if (confirms.find(*r.confirm) == confirms.end()) {
+      return Status::NotFound("no pending transaction '" + *r.confirm + "' (unknown, or resolved already)");
+    }
+    item.effects.resolve_confirm =
+        StoreEffects::Resolution{*r.confirm, store::ConfirmRecord::State::kConfirmed, "confirmed by " + r.principal};
+  }
+  if (r.confirm_within_seconds) {
+    Rollback rollback;
+    std::vector<txn::PlannedTable> mine = planner.Finish(start, planner.mark());
+    for (auto it = mine.rbegin(); it != mine.rend(); ++it) {
+      if (!it->inverse.ops.empty()) rollback.batches.push_back(it->inverse);
+    }
+    for (const auto& [owner, before] : undo) {
+      const OwnerState empty;
+      const OwnerState& old = before ? *before : empty;
+      const OwnerState& now_state = working[owner];
+      std::set<store::ManagedRuleKey> keys;
+      for (const auto& [k, v] : old.managed) keys.insert(k);
+      for (const auto& [k, v] : now_state.managed) keys.insert(k);
+      for (const store::ManagedRuleKey& k : keys) {
+        auto b = old.managed.find(k);
+        auto a = now_state.managed.find(k);
+        std::optional<store::ManagedRule> bv =
+            b == old.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(b->second);
+        std::optional<store::ManagedRule> av =
+            a == now_state.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(a->second);
+        if (bv != av) rollback.managed.push_back({k, bv, av});
+      }
+      if (old.document != now_state.document) rollback.documents.push_back({owner, old.document, now_state.document});
+    }
+    store::ConfirmRecord record;
+    record.id = item.result.id;
+    record.deadline_ms = now + *r.confirm_within_seconds * 1000;
+    record.principal = r.principal;
+    record.request_id = r.request_id;
+    record.rollback = RollbackToJson(rollback);
+    record.created_ms = now;
+    item.effects.new_confirm = record;
+    item.result.confirm_deadline_ms = record.deadline_ms;
+  }
+  return Status::Ok();
+}
+
+Status Service::Impl::PlanExpire(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working,
+                                 std::map<std::string, std::optional<OwnerState>>& undo) {
+  const int64_t now = NowMs();
+  auto owner = working.find(item.owner);
+  if (owner == working.end()) return Status::Ok();
+  std::vector<store::ManagedRule> expired;
+  for (const store::ManagedRuleKey& key : item.expire) {
+    auto it = owner->second.managed.find(key);
+    if (it == owner->second.managed.end() || !it->second.deadline_ms || *it->second.deadline_ms > now) continue;
+    expired.push_back(it->second);
+  }
+  if (expired.empty()) return Status::Ok();
+  OwnerState& state = Modify(working, item.owner, undo);
+  for (const store::ManagedRule& rule : expired) {
+    state.managed.erase(store::KeyOf(rule));
+    item.effects.removals.push_back(store::KeyOf(rule));
+  }
+  item.touched_owners.insert(item.owner);
+  Status planned = PlanOwner(item.owner, state, planner, &item.result);
+  if (planned.ok()) return Status::Ok();
+  // The owner cannot be applied as a whole (one of its other rules is broken, e.g. it jumps to a chain that is
+  // gone): a TTL must not outlive its deadline because of that, so the expired rules leave the kernel on their own.
+  // The owner is reported and retried as any owner whose state cannot be applied.
+  item.owner_failures[item.owner] = planned;
+  for (const store::ManagedRule& rule : expired) {
+    IPTKIT_ASSIGN_OR_RETURN(const Ruleset* current, planner.Current(rule.family));
+    const Table* table = current->FindTable(rule.table);
+    const Chain* chain = table != nullptr ? table->FindChain(rule.chain) : nullptr;
+    if (chain == nullptr) continue;
+    const Rule::Tag tag = ManagedTag(rule);
+    for (const Rule& kernel : chain->rules) {
+      if (kernel.OwnerTag() != tag) continue;
+      backend::TableBatch batch;
+      batch.family = rule.family;
+      batch.table = rule.table;
+      Rule spec = kernel;
+      spec.counters = {};
+      batch.ops.push_back(backend::TableOp::Make(backend::TableOp::Kind::kDelete, rule.chain, spec));
+      IPTKIT_RETURN_IF_ERROR(planner.AddBatch(std::move(batch)));
+      break;
+    }
+  }
+  item.result.warnings.push_back("owner '" + item.owner + "' cannot be applied (" + planned.message() +
+                                 "); only its expired rules were removed");
+  return Status::Ok();
+}
+
+Status Service::Impl::PlanRollback(WorkItem& item, txn::BatchPlanner& planner,
+                                   std::map<std::string, OwnerState>& working) {
+  store::ConfirmRecord record;
+  {
+    std::lock_guard<std::mutex> lock(state_mu);
+    auto it = confirms.find(item.confirm_id);
+    if (it == confirms.end()) return Status::NotFound("no pending transaction '" + item.confirm_id + "'");
+    record = it->second;
+  }
+  IPTKIT_ASSIGN_OR_RETURN(Rollback rollback, RollbackFromJson(record.rollback));
+  std::vector<std::string> skipped;
+  for (const backend::TableBatch& batch : rollback.batches) {
+    if (planner.AddBatch(batch).ok()) continue;
+    // Something changed since: undo what still applies, op by op (each guarded as the whole was).
+    for (const backend::TableOp& op : batch.ops) {
+      backend::TableBatch one = batch;
+      one.ops = {op};
+      Status s = planner.AddBatch(std::move(one));
+      if (!s.ok()) {
+        skipped.push_back(std::string(FamilyName(batch.family)) + " " + batch.table + " '" +
+                          backend::DescribeTableOp(op) + "' (" + s.message() + ")");
+      }
+    }
+  }
+  for (const Rollback::ManagedChange& m : rollback.managed) {
+    OwnerState& state = working[m.key.owner];
+    auto it = state.managed.find(m.key);
+    std::optional<store::ManagedRule> current =
+        it == state.managed.end() ? std::nullopt : std::optional<store::ManagedRule>(it->second);
+    if (current != m.after) {
+      skipped.push_back("managed rule " + Where(m.key.family, m.key.table, m.key.chain) + " '" + m.key.spec +
+                        "' of owner '" + m.key.owner + "' (changed since)");
+      continue;
+    }
+    if (m.before) {
+      state.managed[m.key] = *m.before;
+      item.effects.upserts.push_back(*m.before);
+    } else {
+      state.managed.erase(m.key);
+      item.effects.removals.push_back(m.key);
+    }
+    item.touched_owners.insert(m.key.owner);
+  }
+  for (const Rollback::DocumentChange& d : rollback.documents) {
+    OwnerState& state = working[d.owner];
+    if (state.document != d.after) {
+      skipped.push_back("document of owner '" + d.owner + "' (changed since)");
+      continue;
+    }
+    state.document = d.before;
+    item.effects.documents[d.owner] = d.before;
+    item.touched_owners.insert(d.owner);
+  }
+  // The inverse ops above already undid the transaction in the kernel; planning the owners again only repairs
+  // what changed since. An owner that cannot be planned does not hold up the rollback (it is reported and retried).
+  for (const std::string& owner : item.touched_owners) {
+    Status s = PlanOwner(owner, working[owner], planner, &item.result);
+    if (!s.ok()) item.owner_failures[owner] = s;
+  }
+  std::string message = "rolled back: not confirmed by the deadline";
+  if (!skipped.empty()) {
+    message += "; not undone because they changed since: ";
+    for (size_t i = 0; i < skipped.size(); ++i) message += (i ? "; " : "") + skipped[i];
+  }
+  item.effects.resolve_confirm = StoreEffects::Resolution{record.id, store::ConfirmRecord::State::kRolledBack, message};
+  item.result.warnings.push_back(message);
+  return Status::Ok();
+}
+
+Status Service::Impl::PlanReconcile(WorkItem& item, txn::BatchPlanner& planner,
+                                    std::map<std::string, OwnerState>& working) {
+  auto it = working.find(item.owner);
+  if (it == working.end() || it->second.empty()) return Status::Ok();
+  const txn::PlanMark before = planner.mark();
+  IPTKIT_RETURN_IF_ERROR(PlanOwner(item.owner, it->second, planner, &item.result));
+  if (planner.mark().entries != before.entries) item.repaired_owners.push_back(item.owner);
+  return Status::Ok();
+}
+
+}  // namespace iptkit::service
