@@ -113,6 +113,9 @@ struct BackendTraits {
 struct CommitReport {
   bool atomic_across_tables = false;  // the whole call was one kernel transaction
   std::string backend;                // the backend that committed it (traits().name)
+  // Set when a backend handed the whole call to another one (the native backend to the restore backend for ops it
+  // cannot express): why.
+  std::string fallback_reason;
 };
 
 class LockGuard {
@@ -167,9 +170,9 @@ class Backend {
 // Commit for backends that commit table by table: commits tables[0], tables[1], ... in order with `commit_one`
 // (atomic per table), skipping batches without ops. A lone table's error is returned as it is. When table k of
 // several fails, commits the inverse batches of the tables committed before it, newest first, and returns table
-// k's error (same code, same details) prefixed with which table failed, e.g. "commit of ipv4 nat (table 2 of 2) failed, ipv4 filter rolled back: <error>". If an inverse
-// fails too, returns Internal naming the original error, each failed inverse and which tables are left changed; the
-// other inverses are still attempted.
+// k's error (same code, same details) prefixed with which table failed, e.g. "commit of ipv4 nat (table 2 of 2) failed,
+// ipv4 filter rolled back: <error>". If an inverse fails too, returns Internal naming the original error, each failed
+// inverse and which tables are left changed; the other inverses are still attempted.
 Result<CommitReport> CommitTableByTable(const std::vector<CommitTable>& tables, const std::string& backend_name,
                                         const std::function<Status(const TableBatch&)>& commit_one);
 
