@@ -3,6 +3,9 @@
 #include "iptkit/firewall.h"
 
 #include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -56,11 +59,25 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
                                   const PlanFunction& plan) {
-  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
-  IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
-  IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
-  if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-  return CommitBatches(backend, planned, options);
+  // Aborted means a concurrent change won between read and commit (e.g. the native backend's stale generation id):
+  // read, plan and commit again, a few times, with jittered backoff.
+  constexpr int kAttempts = 5;
+  for (int attempt = 1;; ++attempt) {
+    Result<CommitResult> done = [&]() -> Result<CommitResult> {
+      IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
+      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
+      IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
+      if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
+      return CommitBatches(backend, planned, options);
+    }();
+    if (done.ok() || done.status().code() != StatusCode::kAborted) return done;
+    if (attempt == kAttempts) {
+      return done.status().WithContext("gave up after " + std::to_string(kAttempts) + " attempts");
+    }
+    static thread_local std::minstd_rand jitter(std::random_device{}());
+    const int base_us = 500 << attempt;
+    std::this_thread::sleep_for(std::chrono::microseconds(base_us / 2 + static_cast<int>(jitter() % base_us)));
+  }
 }
 
 }  // namespace txn

@@ -42,7 +42,9 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
 using PlanFunction = std::function<Result<std::vector<PlannedTable>>(Snapshots)>;
 
 // The whole write path: backend.Lock(fw_options.wait) held throughout; ReadSnapshots(families); plan(snapshots);
-// fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches.
+// fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches. When that returns Aborted (a
+// concurrent change won, e.g. the native backend's stale generation id) the whole sequence runs again, at most 5
+// times in all, with jittered backoff (0.5-3 ms growing to 8-24 ms); then Aborted.
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
                                   const PlanFunction& plan);

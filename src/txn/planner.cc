@@ -222,9 +222,10 @@ Result<const Chain*> NeedUserChain(const Table& table, const std::string& chain,
   return c;
 }
 
-// The rule at `index` of `chain`, checked against `expect`, and that it can be addressed race-free by its spec
-// (its first occurrence in the chain is at `index`, DESIGN.md §5).
-Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect) {
+// The rule at `index` of `chain`, checked against `expect`, and (unless `by_position`: the backend addresses rules by
+// kernel handle on the snapshot it planned on) that it can be addressed race-free by its spec (its first occurrence
+// in the chain is at `index`, DESIGN.md §5).
+Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect, bool by_position) {
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {
     return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
@@ -235,6 +236,7 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
     return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " is " +
                                       Quoted(FormatRuleSpec(at)) + ", expected " + Quoted(FormatRuleSpec(*expect)));
   }
+  if (by_position) return at;
   int first = backend::FindRule(chain, at);
   if (first != index - 1) {
     return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " (" +
@@ -245,8 +247,9 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
 }
 
 // Renders one transaction op into table ops on the simulation, with op-level checks that give better messages
-// than the table-op level ones.
-Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
+// than the table-op level ones. `by_position`: the backend has handles (BackendTraits::handles) and resolves
+// -D N / -R N against the snapshot the plan was made on, so they are sent as such instead of by spec.
+Status PlanOp(Family family, TableSimulation& sim, const Op& op, bool by_position) {
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
@@ -270,15 +273,17 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
     }
     case Op::Kind::kDeleteAt: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect, by_position));
+      if (by_position) return sim.Emit(TableOp::Make(TKind::kDeleteAt, op.chain, {}, op.index));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
       return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old));
     }
     case Op::Kind::kReplace: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect, by_position));
       // Checked before anything is emitted so that a bad new rule names the replace, not a half of it.
       IPTKIT_RETURN_IF_ERROR(backend::CheckRule(family, table, op.chain, op.rule));
+      if (by_position) return sim.Emit(TableOp::Make(TKind::kReplace, op.chain, op.rule, op.index));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old)));
       return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
@@ -556,8 +561,9 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
       Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
       if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
       if (canon->size() != rules.size()) {
-        return fail(Status::Internal("backend " + backend_->traits().name + " returned " + std::to_string(canon->size()) +
-                                     " canonical rules for " + std::to_string(rules.size())));
+        return fail(Status::Internal("backend " + backend_->traits().name + " returned " +
+                                     std::to_string(canon->size()) + " canonical rules for " +
+                                     std::to_string(rules.size())));
       }
       size_t next = 0;
       for (Op& op : ops) {
@@ -571,7 +577,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     const size_t group_start = journal_.size();
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
-      Status s = PlanOp(group.family, sim, ops[k]);
+      Status s = PlanOp(group.family, sim, ops[k], backend_->traits().handles);
       if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {

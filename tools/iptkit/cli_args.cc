@@ -42,8 +42,9 @@ struct GlobalValues {
 void AddGlobalOptions(CLI::App* app, GlobalValues* g) {
   app->add_option("--netns", g->netns, "network namespace: a name (/run/netns/NAME) or a path (/proc/PID/ns/net)")
       ->type_name("NAME|PATH");
-  app->add_option("--backend", g->backend, "backend: auto (the iptables variant holding rules), nft, legacy, fake")
-      ->check(CLI::IsMember({"auto", "nft", "legacy", "fake"}))
+  app->add_option("--backend", g->backend,
+                  "backend: auto (the iptables variant holding rules; native on nf_tables), native, nft, legacy, fake")
+      ->check(CLI::IsMember({"auto", "native", "nft", "legacy", "fake"}))
       ->type_name("KIND");
   app->add_flag("-4,--ipv4", g->v4, "IPv4 (default)");
   app->add_flag("-6,--ipv6", g->v6, "IPv6");
@@ -283,6 +284,7 @@ Result<Invocation> ParseCommandLine(const std::vector<std::string>& args) {
   if (!std::isfinite(g.wait_seconds)) return Status::InvalidArgument("--wait: not a number");
   inv.global.wait = std::chrono::milliseconds(static_cast<int64_t>(std::llround(g.wait_seconds * 1000)));
   static const std::map<std::string, BackendKind> kBackends = {{"auto", BackendKind::kAuto},
+                                                               {"native", BackendKind::kNative},
                                                                {"nft", BackendKind::kNft},
                                                                {"legacy", BackendKind::kLegacy},
                                                                {"fake", BackendKind::kFake}};

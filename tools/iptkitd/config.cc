@@ -191,7 +191,7 @@ const std::map<std::string, KeySpec, std::less<>>& Keys() {
       {"backend",
        {false,
         [](std::string_view v, DaemonConfig* c) {
-          return OneOf(v, {"auto", "nft", "legacy", "fake"}, &c->backend);
+          return OneOf(v, {"auto", "native", "nft", "legacy", "fake"}, &c->backend);
         }}},
       {"listen",
        {true,
