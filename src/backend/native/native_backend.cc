@@ -73,6 +73,12 @@ std::optional<BaseSpec> BuiltinSpec(std::string_view table, std::string_view cha
   return std::nullopt;
 }
 
+// The tables in iptables-nft-save's order (nft.h enum nft_table_type: mangle, security, raw, filter, nat).
+const std::vector<std::string>& SaveOrder() {
+  static const std::vector<std::string> kOrder = {"mangle", "security", "raw", "filter", "nat"};
+  return kOrder;
+}
+
 std::string HookName(uint32_t hooknum) {
   switch (hooknum) {
     case NF_INET_PRE_ROUTING:
@@ -338,7 +344,7 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
     std::vector<Pending> where;
     std::vector<std::string> reasons;
     // Tables first, so that pointers into st.ruleset.tables stay valid afterwards.
-    for (const std::string& name : KnownTables()) {
+    for (const std::string& name : SaveOrder()) {
       if (!tables.count(name)) continue;
       IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
       st.ruleset.tables.push_back(std::move(t));
@@ -676,7 +682,7 @@ class BatchBuilder {
     mt_ = st.ruleset.FindTable(tb.table);
     if (mt_ == nullptr) {
       IPTKIT_ASSIGN_OR_RETURN(Table fresh, NewTable(tb.table));
-      const auto& order = KnownTables();
+      const auto& order = SaveOrder();
       auto rank = [&](const std::string& n) { return std::find(order.begin(), order.end(), n) - order.begin(); };
       auto pos = std::find_if(st.ruleset.tables.begin(), st.ruleset.tables.end(),
                               [&](const Table& t) { return rank(t.name) > rank(tb.table); });
