@@ -28,6 +28,16 @@ Result<std::string> FormatThroughKernelEncoding(Family family, const std::string
   if (!parsed[0].ok()) return parsed[0].status();
   IPTKIT_ASSIGN_OR_RETURN(XtRule back, RoundTrip(*parsed[0]));
   std::vector<Result<std::string>> text = xt->Format({&back});
+  // The model built directly is the text parser's model of that text.
+  std::vector<Result<Rule>> model = xt->ToRules({&back});
+  if (text[0].ok()) {
+    if (!model[0].ok()) return model[0].status().WithContext("ToRules");
+    IPTKIT_ASSIGN_OR_RETURN(Rule reparsed, ParseRuleSpec(*text[0], family));
+    if (!(*model[0] == reparsed)) {
+      return Status::Internal("ToRules gives '" + FormatRuleSpec(*model[0]) + "', the text parser '" +
+                              FormatRuleSpec(reparsed) + "'");
+    }
+  }
   return text[0];
 }
 

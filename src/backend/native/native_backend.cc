@@ -210,7 +210,8 @@ Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds
 
 // ---- Reading ----
 
-Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table) {
+Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
+                                                       SnapshotDetail detail) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
   struct ChainInfo {
@@ -268,46 +269,33 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         return Status::Ok();
       });
     }
-    if (s.ok()) {
+    if (s.ok() && detail != SnapshotDetail::kChains) {
       s = netlink_->DumpMessages(
           NFT_MSG_GETRULE, proto,
           [&](nlmsghdr* nlh) {
             if (table) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table->c_str());
           },
           [&](const nlmsghdr* m) -> Status {
-            RulePtr r(nftnl_rule_alloc());
-            if (!r) return Status::Internal("nftnl_rule_alloc failed");
+            RuleLocation loc = RuleMessageLocation(m);
+            if (!wanted(std::string(loc.table))) return Status::Ok();
             RuleInfo ri;
-            if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) {
-              // Read the location by hand: libnftnl refuses rules with expression types it does not know.
-              nftnl_rule_free(r.release());
-              const nlattr* tb[NFTA_RULE_MAX + 1] = {};
-              const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
-              const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
-              int remaining = static_cast<int>(end - start);
-              for (const nlattr* a = reinterpret_cast<const nlattr*>(start); mnl_attr_ok(a, remaining);
-                   remaining -= static_cast<int>(MNL_ALIGN(a->nla_len)), a = mnl_attr_next(a)) {
-                if (mnl_attr_get_type(a) <= NFTA_RULE_MAX) tb[mnl_attr_get_type(a)] = a;
-              }
-              auto str = [](const nlattr* a) {
-                return a == nullptr ? std::string() : std::string(mnl_attr_get_str(a));
-              };
-              ri.table = str(tb[NFTA_RULE_TABLE]);
-              ri.chain = str(tb[NFTA_RULE_CHAIN]);
-              ri.handle = tb[NFTA_RULE_HANDLE] ? be64toh(mnl_attr_get_u64(tb[NFTA_RULE_HANDLE])) : 0;
-              ri.xt = Status::FailedPrecondition("native nft expressions (" + ExpressionNames(m) + ")");
-            } else {
-              ri.table = Str(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE));
-              ri.chain = Str(nftnl_rule_get_str(r.get(), NFTNL_RULE_CHAIN));
-              ri.handle = nftnl_rule_get_u64(r.get(), NFTNL_RULE_HANDLE);
-              if (!wanted(ri.table)) return Status::Ok();
-              ri.xt = DecodeRule(family, r.get());
+            ri.table = std::string(loc.table);
+            ri.chain = std::string(loc.chain);
+            ri.handle = loc.handle;
+            if (detail == SnapshotDetail::kPositions) {
+              ri.xt = XtRule{};  // placeholders: positions and handles only
+              rules.push_back(std::move(ri));
+              return Status::Ok();
             }
-            if (wanted(ri.table)) rules.push_back(std::move(ri));
+            ri.xt = DecodeRuleMessage(family, m);
+            if (!ri.xt.ok() && ri.xt.status().message().find("native nft expression") != std::string::npos) {
+              ri.xt = Status::FailedPrecondition(ri.xt.status().message() + " (" + ExpressionNames(m) + ")");
+            }
+            rules.push_back(std::move(ri));
             return Status::Ok();
           });
     }
-    if (s.ok()) {
+    if (s.ok() && detail == SnapshotDetail::kRules) {
       s = netlink_->DumpMessages(NFT_MSG_GETSET, proto, nullptr, [&](const nlmsghdr* m) -> Status {
         SetPtr set(nftnl_set_alloc());
         if (!set || nftnl_set_nlmsg_parse(m, set.get()) < 0) return Status::Internal("cannot parse a set message");
@@ -334,13 +322,13 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
     // The model, table by table in iptables-nft-save's order.
     FamilyState st;
     st.generation = before;
+    st.detail = detail;
     st.ruleset.family = family;
     struct Pending {
       Table* table;
       size_t chain;  // index in table->chains
       size_t index;  // index in the chain's rules
     };
-    std::vector<const XtRule*> to_format;
     std::vector<Pending> where;
     std::vector<std::string> reasons;
     // Tables first, so that pointers into st.ruleset.tables stay valid afterwards.
@@ -350,7 +338,11 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       st.ruleset.tables.push_back(std::move(t));
       st.kernel[name].exists = true;
     }
-    std::vector<std::shared_ptr<XtRule>> owned;
+    std::vector<XtRule> owned;  // the decoded rules, in `where` order
+    owned.reserve(rules.size());
+    // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
+    std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
+    for (const RuleInfo& ri : rules) ++counts[{ri.table, ri.chain}];
     for (Table& t : st.ruleset.tables) {
       KTable& kt = st.kernel[t.name];
       std::string reason;
@@ -395,6 +387,10 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       }
       std::sort(user.begin(), user.end());
       for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
+      for (Chain& c : t.chains) {
+        auto it = counts.find({t.name, c.name});
+        if (it != counts.end()) c.rules.reserve(it->second);
+      }
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
       }
@@ -410,48 +406,30 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           }
           continue;
         }
-        auto xt = std::make_shared<XtRule>(std::move(ri.xt).value());
-        owned.push_back(xt);
-        kc->second.rules.push_back(Slot{ri.handle, 0, xt});
+        kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
         mc->rules.emplace_back();
+        if (detail != SnapshotDetail::kRules) continue;
+        owned.push_back(std::move(ri.xt).value());
         where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
-        to_format.push_back(xt.get());
       }
       t.unrepresentable_reason = reason;
     }
+    std::vector<const XtRule*> to_format;
+    to_format.reserve(owned.size());
+    for (const XtRule& x : owned) to_format.push_back(&x);
     IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-    std::vector<Result<std::string>> texts = xt->Format(to_format, netns_.get());
-    for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<Result<Rule>> decoded = xt->ToRules(to_format, netns_.get());
+    for (size_t i = 0; i < decoded.size(); ++i) {
       Pending& p = where[i];
       Chain& chain = p.table->chains[p.chain];
-      Rule& out = chain.rules[p.index];
-      const Counters counters = to_format[i]->counters;
-      if (!texts[i].ok()) {
+      if (!decoded[i].ok()) {
         if (p.table->unrepresentable_reason.empty()) {
           p.table->unrepresentable_reason =
-              "chain " + chain.name + " rule " + std::to_string(p.index + 1) + ": " + texts[i].status().message();
+              "chain " + chain.name + " rule " + std::to_string(p.index + 1) + ": " + decoded[i].status().message();
         }
         continue;
       }
-      static std::unordered_map<std::string, Rule>* parsed[2] = {new std::unordered_map<std::string, Rule>(),
-                                                                 new std::unordered_map<std::string, Rule>()};
-      auto& cache = *parsed[family == Family::kIPv6];
-      auto hit = cache.find(*texts[i]);
-      if (hit == cache.end()) {
-        Result<Rule> r = ParseRuleSpec(*texts[i], family);
-        if (!r.ok()) {
-          if (p.table->unrepresentable_reason.empty()) {
-            p.table->unrepresentable_reason = "chain " + chain.name + " rule " + std::to_string(p.index + 1) +
-                                              ": iptables-nft-save would print '" + *texts[i] +
-                                              "', which does not parse (" + r.status().message() + ")";
-          }
-          continue;
-        }
-        if (cache.size() > 200000) cache.clear();
-        hit = cache.emplace(*texts[i], *std::move(r)).first;
-      }
-      out = hit->second;
-      out.counters = counters;
+      chain.rules[p.index] = *std::move(decoded[i]);
     }
     // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
     return st;
@@ -472,7 +450,7 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   };
   if (!fresh_counters) {
     auto it = cache_.find(family);
-    if (it != cache_.end()) {
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules) {
       IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
       if (gen == it->second.generation) {
         ++stats_.cache_hits;
@@ -481,18 +459,57 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
     }
   }
   if (table && fresh_counters) {
-    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table));
+    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
     return view(st);
   }
-  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt));
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
   Ruleset out = view(st);
+  cache_[family] = std::move(st);
+  return out;
+}
+
+Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail) {
+  // A transaction that may go through the restore backend (unsupported_extensions) needs the rules themselves: that
+  // backend renders guarded inverses from them.
+  if (detail == SnapshotDetail::kRules || !native_.unsupported_extensions.empty()) {
+    return Read(family, std::nullopt, false);
+  }
+  // The cached snapshot when it is current and detailed enough, reduced to what was asked.
+  auto reduce = [&](const Ruleset& full) {
+    Ruleset out;
+    out.family = full.family;
+    out.tables.reserve(full.tables.size());
+    for (const Table& t : full.tables) {
+      Table r;
+      r.name = t.name;
+      r.unrepresentable_reason = t.unrepresentable_reason;
+      r.chains.reserve(t.chains.size());
+      for (const Chain& c : t.chains) {
+        Chain rc{c.name, c.policy, c.counters, {}};
+        if (detail == SnapshotDetail::kPositions) rc.rules.resize(c.rules.size());
+        r.chains.push_back(std::move(rc));
+      }
+      out.tables.push_back(std::move(r));
+    }
+    return out;
+  };
+  auto it = cache_.find(family);
+  if (it != cache_.end() && it->second.detail >= detail) {
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
+    if (gen == it->second.generation) {
+      ++stats_.cache_hits;
+      return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail));
+  Ruleset out = st.ruleset;
   cache_[family] = std::move(st);
   return out;
 }
 
 bool NativeBackend::Unchanged(Family family) {
   auto it = cache_.find(family);
-  if (it == cache_.end()) return false;
+  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules) return false;
   Result<uint32_t> gen = netlink_->GenerationId();
   return gen.ok() && *gen == it->second.generation;
 }
@@ -531,18 +548,13 @@ Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::
       decoded.push_back(*std::move(back));
     }
     for (const XtRule& d : decoded) to_format.push_back(&d);
-    std::vector<Result<std::string>> texts = xt->Format(to_format, netns_.get());
+    std::vector<Result<Rule>> canon = xt->ToRules(to_format, netns_.get());
     for (size_t k = 0; k < todo.size(); ++k) {
       const std::string& spec = keys[todo_index[k]];
-      if (!texts[k].ok()) return texts[k].status().WithContext("rule '" + spec + "'");
-      Result<Rule> canon = ParseRuleSpec(*texts[k], family);
-      if (!canon.ok()) {
-        return Status::Internal("rule '" + spec + "': iptables-nft-save would print '" + *texts[k] +
-                                "', which does not parse: " + canon.status().message());
-      }
-      canon->counters = {};
-      xt_[{family, FormatRuleSpec(*canon)}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
-      canonical_[{family, spec}] = *std::move(canon);
+      if (!canon[k].ok()) return canon[k].status().WithContext("rule '" + spec + "'");
+      canon[k]->counters = {};
+      xt_[{family, FormatRuleSpec(*canon[k])}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
+      canonical_[{family, spec}] = *std::move(canon[k]);
     }
   }
   for (size_t i = 0; i < rules.size(); ++i) {
@@ -848,7 +860,8 @@ class BatchBuilder {
         IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
         IPTKIT_ASSIGN_OR_RETURN(NativeBackend::KChain * kc, KernelChain(op.chain, true));
         if (kc->rules.size() != size) return Status::Internal("snapshot of chain " + op.chain + " out of step");
-        const bool append = op.kind == TKind::kAppend || static_cast<size_t>(op.index) == size + 1;
+        // Insert at 1 is always at the head: a snapshot read for it (SnapshotDetail::kChains) holds no rules.
+        const bool append = op.kind == TKind::kAppend || (op.index > 1 && static_cast<size_t>(op.index) == size + 1);
         const size_t pos = append ? size : static_cast<size_t>(op.index - 1);
         return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, append, 0, what);
       }
@@ -955,10 +968,16 @@ class BatchBuilder {
             ChainPtr c = BaseChain(name, *model, true, {});
             Sent(batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, NLM_F_CREATE, c.get()), what);
           }
+          const Chain* model = mt_->FindChain(name);
+          if (model == nullptr || model->rules.size() != kc.rules.size()) {
+            return Status::Internal("snapshot of chain " + name + " out of step");
+          }
           for (size_t i = 0; i < kc.rules.size(); ++i) {
             NativeBackend::Slot& slot = kc.rules[i];
-            if (slot.handle == 0 || !slot.xt) continue;
-            IPTKIT_RETURN_IF_ERROR(SendRule(name, kc.rules, i, slot.xt, {}, false, slot.handle, what));
+            if (slot.handle == 0) continue;  // added by this batch: its counters start at zero anyway
+            std::shared_ptr<const XtRule> xt = slot.xt ? slot.xt : xt_of_(family_, model->rules[i]);
+            if (!xt) return Status::Internal("no binary form for rule " + std::to_string(i + 1) + " of " + name);
+            IPTKIT_RETURN_IF_ERROR(SendRule(name, kc.rules, i, std::move(xt), {}, false, slot.handle, what));
           }
         }
         return Status::Ok();
@@ -1027,6 +1046,18 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     if (!cache_.count(f)) IPTKIT_RETURN_IF_ERROR(Read(f, std::nullopt, false).status());
   }
   const uint32_t generation = cache_.at(*families.begin()).generation;
+  // Zeroing replaces every rule from its binary form, which only a full snapshot has.
+  for (const CommitTable* t : work) {
+    for (const TableOp& op : t->batch.ops) {
+      if (op.kind == TKind::kZero && cache_.at(t->batch.family).detail != SnapshotDetail::kRules) {
+        IPTKIT_RETURN_IF_ERROR(Read(t->batch.family, std::nullopt, false).status());
+        if (cache_.at(t->batch.family).generation != generation) {
+          cache_.clear();
+          return Status::Aborted("the nf_tables ruleset changed while reading it for -Z; re-read and retry");
+        }
+      }
+    }
+  }
   for (Family f : families) {
     if (cache_.at(f).generation != generation) {
       cache_.clear();
@@ -1044,6 +1075,15 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
         if (op.kind == TKind::kAppend || op.kind == TKind::kInsert || op.kind == TKind::kReplace) {
           rules.push_back(&op.rule);
         }
+        if (op.kind == TKind::kZero) {
+          // -Z re-sends the rules of the chains it zeroes.
+          if (const Table* table = cache_.at(f).ruleset.FindTable(t->batch.table)) {
+            for (const Chain& c : table->chains) {
+              if (!op.chain.empty() && c.name != op.chain) continue;
+              for (const Rule& r : c.rules) rules.push_back(&r);
+            }
+          }
+        }
       }
     }
     IPTKIT_RETURN_IF_ERROR(EnsureXt(f, rules));
@@ -1051,7 +1091,7 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
 
   size_t ops = 0;
   for (const CommitTable* t : work) ops += t->batch.ops.size();
-  NftBatch batch(netlink_->ReserveSeqs(static_cast<uint32_t>(4 * ops + 64)));
+  NftBatch batch(netlink_->ReserveSeqs(static_cast<uint32_t>(4 * ops + 64)), batch_storage_);
   batch.Begin(native_.check_generation ? std::optional<uint32_t>(generation) : std::nullopt);
   BatchBuilder builder(batch, cache_, [this](Family f, const Rule& r) { return XtOf(f, r); });
   for (const CommitTable* t : work) {

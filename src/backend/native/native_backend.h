@@ -75,6 +75,9 @@ class NativeBackend final : public Backend {
   const BackendTraits& traits() const override { return traits_; }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
+  // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
+  // skip decoding. Cached like a whole-family read, each at its detail.
+  Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;
   bool Unchanged(Family family) override;
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
   using Backend::Commit;
@@ -113,6 +116,7 @@ class NativeBackend final : public Backend {
   };
   struct FamilyState {
     uint32_t generation = 0;
+    SnapshotDetail detail = SnapshotDetail::kRules;  // what `ruleset` and the slots hold
     Ruleset ruleset;
     std::map<std::string, KTable> kernel;
   };
@@ -120,8 +124,8 @@ class NativeBackend final : public Backend {
  private:
   NativeBackend(BackendOptions options, NativeOptions native, base::UniqueFd netns,
                 std::unique_ptr<nft::NetlinkClient> netlink);
-  // Dumps and decodes the family (or one table) at one generation.
-  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table);
+  // Dumps and decodes the family (or one table) at one generation, at `detail`.
+  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
@@ -134,6 +138,7 @@ class NativeBackend final : public Backend {
   base::UniqueFd netns_;
   std::unique_ptr<nft::NetlinkClient> netlink_;
   std::unique_ptr<Backend> restore_;  // the fallback, created on first use
+  std::vector<char> batch_storage_;   // NftBatch's buffer, reused
   std::map<Family, FamilyState> cache_;
   // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
   std::map<std::pair<Family, std::string>, Rule> canonical_;

@@ -217,6 +217,36 @@ TEST_F(NativeBackendTest, CachedSnapshotFollowsOwnCommits) {
   EXPECT_THAT(Save(), HasSubstr(":OUTPUT ACCEPT [0:0]\n-A INPUT -j RETURN\nCOMMIT\n"));
 }
 
+TEST_F(NativeBackendTest, PlansOnReducedSnapshotsAndNeverServesThemAsReads) {
+  Restore("*filter\n-A INPUT -s 192.0.2.1/32 -j ACCEPT\n-A INPUT -s 192.0.2.2/32 -j DROP\nCOMMIT\n");
+  // kChains: chains and policies, no rules; an insert at 1 planned on it lands at the head, not at the end.
+  Result<Ruleset> chains = backend_->ReadForPlan(Family::kIPv4, SnapshotDetail::kChains);
+  ASSERT_TRUE(chains.ok()) << chains.status().ToString();
+  const Chain* input = chains->FindTable("filter")->FindChain("INPUT");
+  ASSERT_NE(input, nullptr);
+  EXPECT_TRUE(input->rules.empty());
+  ASSERT_TRUE(
+      backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kInsert, "INPUT", Canon("-j RETURN"), 1)})})
+          .ok());
+  // A read is never answered from the reduced snapshot.
+  Result<Ruleset> full = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(FormatSave(*full), Save());
+  // kPositions: one placeholder per rule; delete by number on it removes exactly that rule.
+  Result<Ruleset> positions = backend_->ReadForPlan(Family::kIPv4, SnapshotDetail::kPositions);
+  ASSERT_TRUE(positions.ok());
+  EXPECT_EQ(positions->FindTable("filter")->FindChain("INPUT")->rules.size(), 3u);
+  ASSERT_TRUE(Iptables({"-A", "OUTPUT", "-j", "ACCEPT"}).empty());
+  positions = backend_->ReadForPlan(Family::kIPv4, SnapshotDetail::kPositions);
+  ASSERT_TRUE(positions.ok());
+  ASSERT_TRUE(backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kDeleteAt, "INPUT", {}, 2)})}).ok());
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -j RETURN\n-A INPUT -s 192.0.2.2/32 -j DROP\n-A OUTPUT -j ACCEPT\n"));
+  // -Z planned on a reduced snapshot re-sends every rule from a full one.
+  ASSERT_TRUE(backend_->ReadForPlan(Family::kIPv4, SnapshotDetail::kChains).ok());
+  ASSERT_TRUE(backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kZero, "", {})})}).ok());
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -j RETURN\n-A INPUT -s 192.0.2.2/32 -j DROP\n-A OUTPUT -j ACCEPT\n"));
+}
+
 TEST_F(NativeBackendTest, NativeNftRuleMakesTheTableUnrepresentable) {
   ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter INPUT ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");

@@ -28,8 +28,9 @@ namespace iptkit::backend::native {
 
 class NftBatch {
  public:
-  // Messages are numbered from `first_seq` on.
-  explicit NftBatch(uint32_t first_seq) : next_seq_(first_seq) {}
+  // Messages are numbered from `first_seq` on. `storage` holds the messages (reused across batches: growing it
+  // zero-fills, reusing it does not).
+  NftBatch(uint32_t first_seq, std::vector<char>& storage) : buf_(storage), next_seq_(first_seq) {}
 
   // BATCH_BEGIN, with NFTA_GEN_ID when `generation` is set.
   void Begin(std::optional<uint32_t> generation);
@@ -50,7 +51,7 @@ class NftBatch {
   char* Reserve();
   void Commit(size_t offset);
 
-  std::vector<char> buf_;  // [0, used_) holds the messages; the rest is room (never zero-filled per message)
+  std::vector<char>& buf_;  // [0, used_) holds the messages; the rest is room
   size_t used_ = 0;
   uint32_t next_seq_;
   uint32_t begin_seq_ = 0;

@@ -1,12 +1,15 @@
 #include "src/backend/native/rule_codec.h"
 
 #include <arpa/inet.h>
+#include <endian.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
 #include <libnftnl/udata.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nf_tables_compat.h>
+#include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/x_tables.h>
 #include <linux/netfilter/xt_NFLOG.h>
 #include <linux/netfilter/xt_comment.h>
@@ -199,8 +202,10 @@ Status AddMatch(const XtRule& rule, nftnl_rule* r, const XtExtension& m) {
   }
   if (m.name == "udp" && m.data.size() >= sizeof(xt_udp)) {
     const auto udp = Payload<xt_udp>(m);
-    const xt_udp zero{.spts = {0, 0xffff}, .dpts = {0, 0xffff}, .invflags = 0};
-    if (udp.invflags > XT_UDP_INV_MASK || std::memcmp(&udp, &zero, sizeof(udp)) == 0) {
+    // Static, as in nft.c udp_all_zero: the padding of the struct must be zero for the memcmp.
+    static const xt_udp zero{.spts = {0, 0xffff}, .dpts = {0, 0xffff}, .invflags = 0};
+    // Compared on the payload itself: a copy of the struct need not carry its padding bytes.
+    if (udp.invflags > XT_UDP_INV_MASK || std::memcmp(m.data.data(), &zero, sizeof(xt_udp)) == 0) {
       AddCompatMatch(r, m);
       return Status::Ok();
     }
@@ -213,7 +218,7 @@ Status AddMatch(const XtRule& rule, nftnl_rule* r, const XtExtension& m) {
     constexpr uint8_t kSupported = XT_TCP_INV_SRCPT | XT_TCP_INV_DSTPT | XT_TCP_INV_FLAGS;
     const xt_tcp zero{
         .spts = {0, 0xffff}, .dpts = {0, 0xffff}, .option = 0, .flg_mask = 0, .flg_cmp = 0, .invflags = 0};
-    if ((tcp.invflags & ~kSupported) || tcp.option || std::memcmp(&tcp, &zero, sizeof(tcp)) == 0) {
+    if ((tcp.invflags & ~kSupported) || tcp.option || std::memcmp(m.data.data(), &zero, sizeof(xt_tcp)) == 0) {
       AddCompatMatch(r, m);
       return Status::Ok();
     }
@@ -339,9 +344,69 @@ Status EncodeRule(const XtRule& rule, nftnl_rule* r) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Decoding (nft-shared.c nft_rule_to_iptables_command_state, strict).
+// Decoding (nft-shared.c nft_rule_to_iptables_command_state, strict), straight from the netlink attributes of a
+// rule message: no libnftnl objects (they cost an allocation per expression, which dominated reading 10,000 rules).
 
 namespace {
+
+// Calls f on each attribute in [start, start + len). (libmnl's mnl_attr_for_each macros do void* arithmetic.)
+template <typename F>
+void ForEachAttr(const void* start, size_t len, F&& f) {
+  const nlattr* a = static_cast<const nlattr*>(start);
+  int remaining = static_cast<int>(len);
+  while (mnl_attr_ok(a, remaining)) {
+    f(a);
+    remaining -= static_cast<int>(MNL_ALIGN(a->nla_len));
+    a = mnl_attr_next(a);
+  }
+}
+
+// Attributes of a nested attribute by type (the last one wins; types beyond N are ignored).
+template <size_t N>
+void Nested(const nlattr* nest, const nlattr* (&tb)[N]) {
+  for (auto& a : tb) a = nullptr;
+  if (nest == nullptr) return;
+  ForEachAttr(mnl_attr_get_payload(nest), mnl_attr_get_payload_len(nest), [&](const nlattr* a) {
+    const uint16_t type = mnl_attr_get_type(a);
+    if (type < N) tb[type] = a;
+  });
+}
+
+// One expression of a rule: its name and its data attributes by type.
+struct ExprView {
+  std::string_view name;
+  const nlattr* tb[16] = {};
+
+  bool Has(int a) const { return tb[a] != nullptr; }
+  uint32_t U32(int a) const {
+    return tb[a] != nullptr && mnl_attr_get_payload_len(tb[a]) >= 4 ? ntohl(mnl_attr_get_u32(tb[a])) : 0;
+  }
+  uint16_t U16(int a) const {
+    return tb[a] != nullptr && mnl_attr_get_payload_len(tb[a]) >= 2 ? ntohs(mnl_attr_get_u16(tb[a])) : 0;
+  }
+  uint64_t U64(int a) const {
+    return tb[a] != nullptr && mnl_attr_get_payload_len(tb[a]) >= 8 ? be64toh(mnl_attr_get_u64(tb[a])) : 0;
+  }
+  // A NUL-terminated string attribute (without the NUL).
+  std::string Str(int a) const {
+    if (tb[a] == nullptr) return "";
+    const char* s = static_cast<const char*>(mnl_attr_get_payload(tb[a]));
+    return std::string(s, strnlen(s, mnl_attr_get_payload_len(tb[a])));
+  }
+  // A binary attribute.
+  std::string Raw(int a) const {
+    if (tb[a] == nullptr) return "";
+    return std::string(static_cast<const char*>(mnl_attr_get_payload(tb[a])), mnl_attr_get_payload_len(tb[a]));
+  }
+  // The NFTA_DATA_VALUE inside a nested nft_data attribute.
+  std::string Data(int a) const {
+    const nlattr* d[NFTA_DATA_MAX + 1];
+    Nested(tb[a], d);
+    if (d[NFTA_DATA_VALUE] == nullptr) return "";
+    return std::string(static_cast<const char*>(mnl_attr_get_payload(d[NFTA_DATA_VALUE])),
+                       mnl_attr_get_payload_len(d[NFTA_DATA_VALUE]));
+  }
+};
 
 struct Reg {
   enum class Type { kUndef, kMeta, kPayload, kImmediate };
@@ -352,13 +417,6 @@ struct Reg {
   bool bitwise = false;
   std::string mask, xor_;
 };
-
-std::string Bytes(const nftnl_expr* e, uint16_t attr) {
-  uint32_t len = 0;
-  const void* data = nftnl_expr_get(e, attr, &len);
-  if (data == nullptr) return "";
-  return std::string(static_cast<const char*>(data), len);
-}
 
 // Fixed-size payloads of the matches iptables-nft creates from native expressions (nft_create_match: the
 // extension's size, its init() defaults, then the decoded fields).
@@ -374,30 +432,39 @@ XtExtension NativeMatch(const char* name, uint8_t revision, const T& info) {
 
 class Decoder {
  public:
-  Decoder(Family family, const nftnl_rule* r) : family_(family), rule_(r) { out_.family = family; }
+  explicit Decoder(Family family) : family_(family) { out_.family = family; }
 
-  Result<XtRule> Run() {
-    nftnl_expr_iter* iter = nftnl_expr_iter_create(rule_);
-    if (iter == nullptr) return Status::Internal("nftnl_expr_iter_create failed");
+  // `exprs`: NFTA_RULE_EXPRESSIONS; `userdata`: NFTA_RULE_USERDATA (may be null).
+  Result<XtRule> Run(const nlattr* exprs, const nlattr* userdata) {
     int position = 0;
-    for (nftnl_expr* e = nftnl_expr_iter_next(iter); e != nullptr; e = nftnl_expr_iter_next(iter)) {
-      ++position;
-      const char* name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
-      std::string what = name == nullptr ? "" : name;
-      if (verdict_done_ && what != "counter") {
-        error_ = "expression '" + what + "' after the verdict";
-      } else {
-        Expr(what, e);
-      }
-      if (!error_.empty()) {
-        nftnl_expr_iter_destroy(iter);
-        return Status::FailedPrecondition("expression " + std::to_string(position) + " (" + what + "): " + error_);
-      }
+    if (exprs != nullptr) {
+      ForEachAttr(mnl_attr_get_payload(exprs), mnl_attr_get_payload_len(exprs), [&](const nlattr* elem) {
+        if (!error_.empty() || mnl_attr_get_type(elem) != NFTA_LIST_ELEM) return;
+        ++position;
+        const nlattr* etb[NFTA_EXPR_MAX + 1];
+        Nested(elem, etb);
+        ExprView e;
+        if (etb[NFTA_EXPR_NAME] != nullptr) {
+          const char* n = static_cast<const char*>(mnl_attr_get_payload(etb[NFTA_EXPR_NAME]));
+          e.name = std::string_view(n, strnlen(n, mnl_attr_get_payload_len(etb[NFTA_EXPR_NAME])));
+        }
+        Nested(etb[NFTA_EXPR_DATA], e.tb);
+        name_ = std::string(e.name);
+        if (verdict_done_ && e.name != "counter") {
+          error_ = "expression '" + name_ + "' after the verdict";
+        } else {
+          Expr(e);
+        }
+      });
     }
-    nftnl_expr_iter_destroy(iter);
+    if (!error_.empty()) {
+      return Status::FailedPrecondition("expression " + std::to_string(position) + " (" + name_ + "): " + error_);
+    }
     if (tcp_) out_.matches[*tcp_] = NativeMatch("tcp", 0, tcp_info_);
     if (udp_) out_.matches[*udp_] = NativeMatch("udp", 0, udp_info_);
-    IPTKIT_RETURN_IF_ERROR(Userdata());
+    if (userdata != nullptr) {
+      IPTKIT_RETURN_IF_ERROR(Userdata(mnl_attr_get_payload(userdata), mnl_attr_get_payload_len(userdata)));
+    }
     return std::move(out_);
   }
 
@@ -436,59 +503,58 @@ class Decoder {
     return r;
   }
 
-  void Expr(const std::string& name, const nftnl_expr* e) {
-    if (name == "counter") {
-      out_.counters.packets = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
-      out_.counters.bytes = nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
-    } else if (name == "payload") {
-      if (nftnl_expr_is_set(e, NFTNL_EXPR_PAYLOAD_SREG)) {
+  void Expr(const ExprView& e) {
+    if (e.name == "counter") {
+      out_.counters.packets = e.U64(NFTA_COUNTER_PACKETS);
+      out_.counters.bytes = e.U64(NFTA_COUNTER_BYTES);
+    } else if (e.name == "payload") {
+      if (e.Has(NFTA_PAYLOAD_SREG)) {
         error_ = "payload write (packet mangling) iptables does not create";
         return;
       }
-      Reg* r = Dreg(nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_DREG));
+      Reg* r = Dreg(e.U32(NFTA_PAYLOAD_DREG));
       if (r == nullptr) return;
       r->type = Reg::Type::kPayload;
-      r->base = nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_BASE);
-      r->offset = nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET);
-      r->len = nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_LEN);
-    } else if (name == "meta") {
-      if (nftnl_expr_is_set(e, NFTNL_EXPR_META_SREG)) {
+      r->base = e.U32(NFTA_PAYLOAD_BASE);
+      r->offset = e.U32(NFTA_PAYLOAD_OFFSET);
+      r->len = e.U32(NFTA_PAYLOAD_LEN);
+    } else if (e.name == "meta") {
+      if (e.Has(NFTA_META_SREG)) {
         MetaSet(e);
         return;
       }
-      Reg* r = Dreg(nftnl_expr_get_u32(e, NFTNL_EXPR_META_DREG));
+      Reg* r = Dreg(e.U32(NFTA_META_DREG));
       if (r == nullptr) return;
       r->type = Reg::Type::kMeta;
-      r->meta_key = nftnl_expr_get_u32(e, NFTNL_EXPR_META_KEY);
-    } else if (name == "bitwise") {
+      r->meta_key = e.U32(NFTA_META_KEY);
+    } else if (e.name == "bitwise") {
       Bitwise(e);
-    } else if (name == "cmp") {
+    } else if (e.name == "cmp") {
       Cmp(e);
-    } else if (name == "immediate") {
+    } else if (e.name == "immediate") {
       Immediate(e);
-    } else if (name == "match") {
+    } else if (e.name == "match") {
       XtExtension m;
-      m.name = nftnl_expr_get_str(e, NFTNL_EXPR_MT_NAME);
-      m.revision = static_cast<uint8_t>(nftnl_expr_get_u32(e, NFTNL_EXPR_MT_REV));
-      m.data = Bytes(e, NFTNL_EXPR_MT_INFO);
+      m.name = e.Str(NFTA_MATCH_NAME);
+      m.revision = static_cast<uint8_t>(e.U32(NFTA_MATCH_REV));
+      m.data = e.Raw(NFTA_MATCH_INFO);
       out_.matches.push_back(std::move(m));
-    } else if (name == "target") {
+    } else if (e.name == "target") {
       if (!SetVerdict()) return;
       out_.verdict = XtRule::Verdict::kTarget;
-      out_.target.name = nftnl_expr_get_str(e, NFTNL_EXPR_TG_NAME);
-      out_.target.revision = static_cast<uint8_t>(nftnl_expr_get_u32(e, NFTNL_EXPR_TG_REV));
-      out_.target.data = Bytes(e, NFTNL_EXPR_TG_INFO);
+      out_.target.name = e.Str(NFTA_TARGET_NAME);
+      out_.target.revision = static_cast<uint8_t>(e.U32(NFTA_TARGET_REV));
+      out_.target.data = e.Raw(NFTA_TARGET_INFO);
       out_.jumpto = out_.target.name;
-    } else if (name == "limit") {
+    } else if (e.name == "limit") {
       Limit(e);
-    } else if (name == "log") {
+    } else if (e.name == "log") {
       Log(e);
-    } else if (name == "range") {
+    } else if (e.name == "range") {
       Range(e);
-    } else if (name == "lookup") {
-      const char* set = nftnl_expr_get_str(e, NFTNL_EXPR_LOOKUP_SET);
-      const std::string s = set == nullptr ? "" : set;
-      error_ = s.starts_with("__") ? "anonymous set lookup" : "named set lookup (@" + s + ")";
+    } else if (e.name == "lookup") {
+      const std::string set = e.Str(NFTA_LOOKUP_SET);
+      error_ = set.starts_with("__") ? "anonymous set lookup" : "named set lookup (@" + set + ")";
     } else {
       error_ = "native nft expression iptables does not create";
     }
@@ -503,11 +569,11 @@ class Decoder {
     return true;
   }
 
-  void MetaSet(const nftnl_expr* e) {
-    Reg* sreg = RegFor(nftnl_expr_get_u32(e, NFTNL_EXPR_META_SREG));
+  void MetaSet(const ExprView& e) {
+    Reg* sreg = RegFor(e.U32(NFTA_META_SREG));
     if (sreg == nullptr) return;
-    if (nftnl_expr_get_u32(e, NFTNL_EXPR_META_KEY) != NFT_META_NFTRACE || sreg->type != Reg::Type::kImmediate ||
-        sreg->immediate.empty() || sreg->immediate[0] == 0) {
+    if (e.U32(NFTA_META_KEY) != NFT_META_NFTRACE || sreg->type != Reg::Type::kImmediate || sreg->immediate.empty() ||
+        sreg->immediate[0] == 0) {
       error_ = "meta set statement iptables does not create";
       return;
     }
@@ -517,13 +583,13 @@ class Decoder {
     out_.target = XtExtension{.name = "TRACE", .revision = 0, .data = "", .nflog_prefix = ""};
   }
 
-  void Bitwise(const nftnl_expr* e) {
-    if (nftnl_expr_is_set(e, NFTNL_EXPR_BITWISE_OP) && nftnl_expr_get_u32(e, NFTNL_EXPR_BITWISE_OP) != 0) {
+  void Bitwise(const ExprView& e) {
+    if (e.Has(NFTA_BITWISE_OP) && e.U32(NFTA_BITWISE_OP) != NFT_BITWISE_BOOL) {
       error_ = "shift operation iptables does not create";
       return;
     }
-    const uint32_t sregnum = nftnl_expr_get_u32(e, NFTNL_EXPR_BITWISE_SREG);
-    const uint32_t dregnum = nftnl_expr_get_u32(e, NFTNL_EXPR_BITWISE_DREG);
+    const uint32_t sregnum = e.U32(NFTA_BITWISE_SREG);
+    const uint32_t dregnum = e.U32(NFTA_BITWISE_DREG);
     Reg* sreg = RegFor(sregnum);
     if (sreg == nullptr) return;
     Reg* dreg = sreg;
@@ -532,8 +598,8 @@ class Decoder {
       if (dreg == nullptr) return;
       *dreg = *sreg;
     }
-    dreg->xor_ = Bytes(e, NFTNL_EXPR_BITWISE_XOR);
-    dreg->mask = Bytes(e, NFTNL_EXPR_BITWISE_MASK);
+    dreg->xor_ = e.Data(NFTA_BITWISE_XOR);
+    dreg->mask = e.Data(NFTA_BITWISE_MASK);
     if (dreg->mask.size() > 16 || dreg->xor_.size() > 16) {
       error_ = "bitwise value too large";
       return;
@@ -545,11 +611,11 @@ class Decoder {
     dreg->bitwise = true;
   }
 
-  void Cmp(const nftnl_expr* e) {
-    Reg* sreg = RegFor(nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_SREG));
+  void Cmp(const ExprView& e) {
+    Reg* sreg = RegFor(e.U32(NFTA_CMP_SREG));
     if (sreg == nullptr) return;
-    const uint32_t op = nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_OP);
-    const std::string data = Bytes(e, NFTNL_EXPR_CMP_DATA);
+    const uint32_t op = e.U32(NFTA_CMP_OP);
+    const std::string data = e.Data(NFTA_CMP_DATA);
     switch (sreg->type) {
       case Reg::Type::kUndef:
         error_ = "compare of an unset register";
@@ -612,7 +678,7 @@ class Decoder {
         if (op == NFT_CMP_NEQ) h.invflags |= bit;
         IfName(data, name, mask);
         // nft's "! -o +" excuse (nft-shared.c parse_invalid_iface).
-        if (!(h.invflags & bit) && std::string(name.data()) == "INVAL/D") {
+        if (!(h.invflags & bit) && std::string(name.data(), strnlen(name.data(), name.size())) == "INVAL/D") {
           h.invflags |= bit;
           name.fill('\0');
           mask.fill(0);
@@ -943,16 +1009,16 @@ class Decoder {
     }
   }
 
-  void Range(const nftnl_expr* e) {
-    Reg* sreg = RegFor(nftnl_expr_get_u32(e, NFTNL_EXPR_RANGE_SREG));
+  void Range(const ExprView& e) {
+    Reg* sreg = RegFor(e.U32(NFTA_RANGE_SREG));
     if (sreg == nullptr) return;
     if (sreg->type != Reg::Type::kPayload || sreg->base != NFT_PAYLOAD_TRANSPORT_HEADER) {
       error_ = "range on something other than a transport header field";
       return;
     }
-    const std::string from = Bytes(e, NFTNL_EXPR_RANGE_FROM_DATA);
-    const std::string to = Bytes(e, NFTNL_EXPR_RANGE_TO_DATA);
-    const uint32_t op = nftnl_expr_get_u32(e, NFTNL_EXPR_RANGE_OP);
+    const std::string from = e.Data(NFTA_RANGE_FROM_DATA);
+    const std::string to = e.Data(NFTA_RANGE_TO_DATA);
+    const uint32_t op = e.U32(NFTA_RANGE_OP);
     const uint8_t proto = static_cast<uint8_t>(out_.header.proto);
     if (from.size() != 2 || to.size() != 2 || sreg->len != 2 || sreg->bitwise || (op != 0 && op != 1) ||
         (proto != IPPROTO_TCP && proto != IPPROTO_UDP) || (out_.header.invflags & kInvProto) ||
@@ -981,15 +1047,23 @@ class Decoder {
     }
   }
 
-  void Immediate(const nftnl_expr* e) {
-    if (nftnl_expr_is_set(e, NFTNL_EXPR_IMM_DATA)) {
-      Reg* dreg = Dreg(nftnl_expr_get_u32(e, NFTNL_EXPR_IMM_DREG));
+  void Immediate(const ExprView& e) {
+    const nlattr* d[NFTA_DATA_MAX + 1];
+    Nested(e.tb[NFTA_IMMEDIATE_DATA], d);
+    if (d[NFTA_DATA_VALUE] != nullptr) {
+      Reg* dreg = Dreg(e.U32(NFTA_IMMEDIATE_DREG));
       if (dreg == nullptr) return;
       dreg->type = Reg::Type::kImmediate;
-      dreg->immediate = Bytes(e, NFTNL_EXPR_IMM_DATA);
+      dreg->immediate = e.Data(NFTA_IMMEDIATE_DATA);
       return;
     }
-    const int verdict = static_cast<int>(nftnl_expr_get_u32(e, NFTNL_EXPR_IMM_VERDICT));
+    const nlattr* v[NFTA_VERDICT_MAX + 1];
+    Nested(d[NFTA_DATA_VERDICT], v);
+    if (v[NFTA_VERDICT_CODE] == nullptr) {
+      error_ = "immediate without data or verdict";
+      return;
+    }
+    const int verdict = static_cast<int>(ntohl(mnl_attr_get_u32(v[NFTA_VERDICT_CODE])));
     if (!SetVerdict()) return;
     switch (verdict) {
       case NF_ACCEPT:
@@ -1003,13 +1077,13 @@ class Decoder {
         return;
       case NFT_JUMP:
       case NFT_GOTO: {
-        const char* chain = nftnl_expr_get_str(e, NFTNL_EXPR_IMM_CHAIN);
-        if (chain == nullptr) {
+        if (v[NFTA_VERDICT_CHAIN] == nullptr) {
           error_ = "jump without a chain name";
           return;
         }
         out_.verdict = verdict == NFT_JUMP ? XtRule::Verdict::kJump : XtRule::Verdict::kGoto;
-        out_.chain = chain;
+        const char* chain = static_cast<const char*>(mnl_attr_get_payload(v[NFTA_VERDICT_CHAIN]));
+        out_.chain = std::string(chain, strnlen(chain, mnl_attr_get_payload_len(v[NFTA_VERDICT_CHAIN])));
         return;
       }
       default:
@@ -1018,26 +1092,25 @@ class Decoder {
     }
   }
 
-  void Limit(const nftnl_expr* e) {
-    if (nftnl_expr_get_u32(e, NFTNL_EXPR_LIMIT_TYPE) != NFT_LIMIT_PKTS ||
-        nftnl_expr_get_u32(e, NFTNL_EXPR_LIMIT_FLAGS) != 0) {
+  void Limit(const ExprView& e) {
+    if (e.U32(NFTA_LIMIT_TYPE) != NFT_LIMIT_PKTS || e.U32(NFTA_LIMIT_FLAGS) != 0) {
       error_ = "byte-based or inverted limit iptables does not create";
       return;
     }
-    const uint64_t rate = nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_RATE);
-    const uint64_t unit = nftnl_expr_get_u64(e, NFTNL_EXPR_LIMIT_UNIT);
+    const uint64_t rate = e.U64(NFTA_LIMIT_RATE);
+    const uint64_t unit = e.U64(NFTA_LIMIT_UNIT);
     if (rate == 0) {
       error_ = "limit of rate 0";
       return;
     }
     xt_rateinfo info{};
     info.avg = static_cast<uint32_t>(kLimitScale * unit / rate);
-    info.burst = nftnl_expr_get_u32(e, NFTNL_EXPR_LIMIT_BURST);
+    info.burst = e.U32(NFTA_LIMIT_BURST);
     out_.matches.push_back(NativeMatch("limit", 0, info));
   }
 
-  void Log(const nftnl_expr* e) {
-    if (!nftnl_expr_is_set(e, NFTNL_EXPR_LOG_GROUP)) {
+  void Log(const ExprView& e) {
+    if (!e.Has(NFTA_LOG_GROUP)) {
       error_ = "log statement without a group (nft's syslog logging) iptables does not create";
       return;
     }
@@ -1051,15 +1124,15 @@ class Decoder {
       uint16_t pad;
       char prefix[128];  // NF_LOG_PREFIXLEN
     } info{};
-    info.group = nftnl_expr_get_u16(e, NFTNL_EXPR_LOG_GROUP);
-    info.threshold = nftnl_expr_get_u16(e, NFTNL_EXPR_LOG_QTHRESHOLD);
-    if (nftnl_expr_is_set(e, NFTNL_EXPR_LOG_SNAPLEN)) {
-      info.len = nftnl_expr_get_u32(e, NFTNL_EXPR_LOG_SNAPLEN);
+    info.group = e.U16(NFTA_LOG_GROUP);
+    info.threshold = e.U16(NFTA_LOG_QTHRESHOLD);
+    if (e.Has(NFTA_LOG_SNAPLEN)) {
+      info.len = e.U32(NFTA_LOG_SNAPLEN);
       info.flags = XT_NFLOG_F_COPY_LEN;
     }
     std::string prefix;
-    if (nftnl_expr_is_set(e, NFTNL_EXPR_LOG_PREFIX)) {
-      prefix = nftnl_expr_get_str(e, NFTNL_EXPR_LOG_PREFIX);
+    if (e.Has(NFTA_LOG_PREFIX)) {
+      prefix = e.Str(NFTA_LOG_PREFIX);
       std::snprintf(info.prefix, sizeof(info.prefix), "%s", prefix.c_str());
     }
     out_.verdict = XtRule::Verdict::kTarget;
@@ -1069,10 +1142,7 @@ class Decoder {
   }
 
   // A comment kept as rule userdata (nft.c get_comment), appended as the last match.
-  Status Userdata() {
-    if (!nftnl_rule_is_set(rule_, NFTNL_RULE_USERDATA)) return Status::Ok();
-    uint32_t len = 0;
-    const void* data = nftnl_rule_get_data(rule_, NFTNL_RULE_USERDATA, &len);
+  Status Userdata(const void* data, uint32_t len) {
     const nftnl_udata* comment = nullptr;
     struct Ctx {
       const nftnl_udata** comment;
@@ -1104,10 +1174,10 @@ class Decoder {
   }
 
   Family family_;
-  const nftnl_rule* rule_;
   XtRule out_;
   std::array<Reg, 16> regs_;
   std::string error_;
+  std::string name_;
   bool verdict_done_ = false;
   std::optional<size_t> tcp_, udp_;  // index of the tcp/udp match built from native expressions
   xt_tcp tcp_info_{};
@@ -1116,9 +1186,39 @@ class Decoder {
 
 }  // namespace
 
-Result<XtRule> DecodeRule(Family family, const nftnl_rule* r) {
-  Decoder d(family, r);
-  return d.Run();
+RuleLocation RuleMessageLocation(const nlmsghdr* nlh) {
+  RuleLocation loc;
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+  if (end <= start) return loc;
+  ForEachAttr(start, static_cast<size_t>(end - start), [&](const nlattr* a) {
+    switch (mnl_attr_get_type(a)) {
+      case NFTA_RULE_TABLE:
+      case NFTA_RULE_CHAIN: {
+        const char* s = static_cast<const char*>(mnl_attr_get_payload(a));
+        std::string_view v(s, strnlen(s, mnl_attr_get_payload_len(a)));
+        (mnl_attr_get_type(a) == NFTA_RULE_TABLE ? loc.table : loc.chain) = v;
+        break;
+      }
+      case NFTA_RULE_HANDLE:
+        if (mnl_attr_get_payload_len(a) == 8) loc.handle = be64toh(mnl_attr_get_u64(a));
+        break;
+      case NFTA_RULE_EXPRESSIONS:
+        loc.expressions = a;
+        break;
+      case NFTA_RULE_USERDATA:
+        loc.userdata = a;
+        break;
+      default:
+        break;
+    }
+  });
+  return loc;
+}
+
+Result<XtRule> DecodeRuleMessage(Family family, const nlmsghdr* nlh) {
+  RuleLocation loc = RuleMessageLocation(nlh);
+  return Decoder(family).Run(loc.expressions, loc.userdata);
 }
 
 Result<XtRule> RoundTrip(const XtRule& rule) {
@@ -1135,11 +1235,7 @@ Result<XtRule> RoundTrip(const XtRule& rule) {
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWRULE,
                                         rule.family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6, 0, 0);
   nftnl_rule_nlmsg_build_payload(nlh, r.get());
-  std::unique_ptr<nftnl_rule, RuleFree> back(nftnl_rule_alloc());
-  if (!back || nftnl_rule_nlmsg_parse(nlh, back.get()) < 0) {
-    return Status::Internal("cannot parse the netlink message of an encoded rule");
-  }
-  return DecodeRule(rule.family, back.get());
+  return DecodeRuleMessage(rule.family, nlh);
 }
 
 }  // namespace iptkit::backend::native

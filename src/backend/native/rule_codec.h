@@ -17,16 +17,20 @@
 //
 //   nftnl_rule* r = nftnl_rule_alloc();
 //   IPTKIT_RETURN_IF_ERROR(EncodeRule(xt, r));
-//   IPTKIT_ASSIGN_OR_RETURN(XtRule back, DecodeRule(Family::kIPv4, r));
+//   IPTKIT_ASSIGN_OR_RETURN(XtRule back, DecodeRuleMessage(Family::kIPv4, nlh));   // a kernel rule message
 #ifndef IPTKIT_SRC_BACKEND_NATIVE_RULE_CODEC_H_
 #define IPTKIT_SRC_BACKEND_NATIVE_RULE_CODEC_H_
 
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "iptkit/status.h"
 #include "src/backend/native/xt_rule.h"
 
 struct nftnl_rule;
+struct nlattr;
+struct nlmsghdr;
 
 namespace iptkit::backend::native {
 
@@ -35,9 +39,19 @@ namespace iptkit::backend::native {
 // '-p tcp'").
 Status EncodeRule(const XtRule& rule, nftnl_rule* r);
 
-// The XtRule of a rule read from the kernel (expressions, counter, userdata comment). FailedPrecondition naming
-// the expression or value it does not understand.
-Result<XtRule> DecodeRule(Family family, const nftnl_rule* r);
+// Where a rule message (NFT_MSG_NEWRULE, as the kernel dumps or echoes it) belongs, read from its attributes
+// without decoding the expressions. The views point into the message.
+struct RuleLocation {
+  std::string_view table, chain;
+  uint64_t handle = 0;
+  const nlattr* expressions = nullptr;  // NFTA_RULE_EXPRESSIONS
+  const nlattr* userdata = nullptr;     // NFTA_RULE_USERDATA
+};
+RuleLocation RuleMessageLocation(const nlmsghdr* nlh);
+
+// The XtRule of a rule message (expressions, counter, userdata comment), read straight from its netlink
+// attributes. FailedPrecondition naming the expression or value it does not understand.
+Result<XtRule> DecodeRuleMessage(Family family, const nlmsghdr* nlh);
 
 // DecodeRule(EncodeRule(rule)) through a netlink message, as if the kernel had stored and dumped it: what
 // iptables-nft-save would print for a rule iptables-nft wrote.

@@ -32,6 +32,7 @@
 #include <set>
 #include <tuple>
 
+#include "iptkit/dialect.h"
 #include "src/dialect/extensions.h"
 
 // Exported by libxtables but not declared in xtables.h: extensions registered by loaded shared objects whose full
@@ -1144,67 +1145,123 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
   return results;
 }
 
-std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*>& rules, int netns_fd) {
-  std::vector<Result<std::string>> results(rules.size(), Result<std::string>(std::string()));
-  // Extension text per rule, from the cache or printed on the worker.
-  struct Item {
-    size_t rule;
-    bool target;
-    std::string key;
-  };
-  std::vector<Item> items;
-  std::vector<std::string> entries(rules.size());
-  for (size_t r = 0; r < rules.size(); ++r) {
-    const XtRule& x = *rules[r];
-    entries[r] = EntryBytes(x.family, x.header);
-    // Extension save functions may look at the header (protocol, inversion flags): part of the key.
-    std::string head = std::string(x.family == Family::kIPv4 ? "4" : "6") + std::to_string(x.header.proto) + "/" +
-                       std::to_string(x.header.invflags) + "/";
-    for (const XtExtension& m : x.matches) {
-      items.push_back({r, false, "m" + head + m.name + "/" + std::to_string(m.revision) + "/" + m.data});
-    }
-    if (x.verdict == XtRule::Verdict::kTarget) {
-      items.push_back({r, true,
-                       "t" + head + x.target.name + "/" + std::to_string(x.target.revision) + "/" + x.jumpto + "/" +
-                           x.target.data});
-    }
+namespace {
+
+// Extension save functions may look at the header (protocol, inversion flags), and set names are per namespace:
+// all part of the key under which an extension's text (and its parsed form) is cached.
+std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
+  std::string key;
+  key.reserve(48 + ext.name.size() + ext.data.size() + x.jumpto.size());
+  key += target ? 't' : 'm';
+  key += std::to_string(netns);
+  key += x.family == Family::kIPv4 ? "/4/" : "/6/";
+  key += std::to_string(x.header.proto);
+  key += '/';
+  key += std::to_string(x.header.invflags);
+  key += '/';
+  key += ext.name;
+  key += '/';
+  key += std::to_string(ext.revision);
+  key += '/';
+  if (target) {
+    key += x.jumpto;
+    key += '/';
   }
-  // Per item: its text, or why it cannot be printed (status as in RawPrintItem).
-  std::vector<std::string> texts(items.size());
-  std::vector<int> failed(items.size(), 0);
-  std::vector<std::string> messages(items.size());
-  ino_t netns = 0;
-  if (struct stat st; netns_fd >= 0 && ::fstat(netns_fd, &st) == 0) netns = st.st_ino;
-  for (Item& it : items) it.key = std::to_string(netns) + "/" + it.key;  // set names are per namespace
+  key += ext.data;
+  return key;
+}
+
+ino_t NetnsInode(int netns_fd) {
+  if (struct stat st; netns_fd >= 0 && ::fstat(netns_fd, &st) == 0) return st.st_ino;
+  return 0;
+}
+
+Status ExtFailure(int code, const XtExtension& ext, bool target, const std::string& message) {
+  const std::string what =
+      std::string(target ? "target " : "match ") + ext.name + " revision " + std::to_string(ext.revision);
+  switch (code) {
+    case 1:
+      return Status::FailedPrecondition(what + ": libxtables has no such extension");
+    case 2:
+      return Status::FailedPrecondition(what + ": libxtables has another revision of it");
+    case 3:
+      return Status::FailedPrecondition(what + ": libxtables cannot print it (" + message + ")");
+    default:
+      return Status::Internal("cannot capture the output of libxtables' save functions");
+  }
+}
+
+// The model header fields of a rule, as the text parser gives them for iptables-nft-save's header.
+void HeaderFields(Family family, const XtHeader& h, Rule& rule) {
+  auto field = [](const std::string& text, char letter) -> std::optional<Field> {
+    // FormatHeader's " [!] -X VALUE" piece for one field.
+    if (text.empty()) return std::nullopt;
+    Field f;
+    f.negated = text.starts_with(" !");
+    const std::string flag = std::string(" -") + letter;
+    size_t at = text.find(flag);
+    f.value = at == std::string::npos ? "" : text.substr(at + flag.size() + (text.size() > at + flag.size() ? 1 : 0));
+    return f;
+  };
+  std::string piece;
+  if (family == Family::kIPv4) {
+    SaveIpv4Addr(piece, 's', h.src.data(), h.smsk.data(), h.invflags & kInvSrcIp);
+    rule.source = field(piece, 's');
+    piece.clear();
+    SaveIpv4Addr(piece, 'd', h.dst.data(), h.dmsk.data(), h.invflags & kInvDstIp);
+    rule.destination = field(piece, 'd');
+  } else {
+    SaveIpv6Addr(piece, 's', h.src.data(), h.smsk.data(), h.invflags & kInvSrcIp);
+    rule.source = field(piece, 's');
+    piece.clear();
+    SaveIpv6Addr(piece, 'd', h.dst.data(), h.dmsk.data(), h.invflags & kInvDstIp);
+    rule.destination = field(piece, 'd');
+  }
+  piece.clear();
+  SaveIface(piece, 'i', h.iniface.data(), h.iniface_mask.data(), h.invflags & kInvViaIn);
+  rule.in_interface = field(piece, 'i');
+  piece.clear();
+  SaveIface(piece, 'o', h.outiface.data(), h.outiface_mask.data(), h.invflags & kInvViaOut);
+  rule.out_interface = field(piece, 'o');
+  if (h.proto > 0) {
+    std::string name = ProtoName(h.proto);
+    rule.protocol = Field{name.empty() ? std::to_string(h.proto) : name, (h.invflags & kInvProto) != 0};
+  }
+  if (family == Family::kIPv4 && (h.flags & kFlagFrag)) rule.fragment = Field{"", (h.invflags & kInvFrag) != 0};
+}
+
+}  // namespace
+
+void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, std::vector<std::string>& texts,
+                              std::vector<Status>& statuses) {
+  texts.assign(items.size(), std::string());
+  statuses.assign(items.size(), Status::Ok());
   Status entered;
   RunOnWorker([&] {
     entered = EnterNetns(netns_fd);
     if (!entered.ok()) return;
     std::vector<size_t> todo;
-    std::map<std::string, size_t> first;  // key → index in todo (one print per distinct key)
+    std::map<std::string_view, size_t> first;  // key → index in todo (one print per distinct key)
     for (size_t i = 0; i < items.size(); ++i) {
       if (print_cache_.count(items[i].key)) continue;
       if (first.emplace(items[i].key, todo.size()).second) todo.push_back(i);
     }
     std::map<std::string, std::pair<int, std::string>> failures;  // key → status, message
     if (!todo.empty()) {
+      std::vector<std::string> entries(todo.size());
       std::vector<RawPrintItem> raw(todo.size());
       for (size_t k = 0; k < todo.size(); ++k) {
-        const Item& it = items[todo[k]];
-        const XtRule& x = *rules[it.rule];
-        // Which extension of the rule: count the items of the same rule before this one (matches come first).
-        size_t nth = 0;
-        for (size_t j = todo[k]; j-- > 0 && items[j].rule == it.rule;) ++nth;
-        const XtExtension& ext = it.target ? x.target : x.matches[nth];
+        const ExtItem& it = items[todo[k]];
+        entries[k] = EntryBytes(it.rule->family, it.rule->header);
         raw[k] = RawPrintItem{};
         raw[k].target = it.target;
-        raw[k].name = ext.name.c_str();
-        raw[k].revision = ext.revision;
-        raw[k].data = reinterpret_cast<const unsigned char*>(ext.data.data());
-        raw[k].len = static_cast<unsigned>(ext.data.size());
-        raw[k].jumpto = x.jumpto.c_str();
-        raw[k].entry = entries[it.rule].data();
-        raw[k].nfproto = NfProto(x.family);
+        raw[k].name = it.ext->name.c_str();
+        raw[k].revision = it.ext->revision;
+        raw[k].data = reinterpret_cast<const unsigned char*>(it.ext->data.data());
+        raw[k].len = static_cast<unsigned>(it.ext->data.size());
+        raw[k].jumpto = it.rule->jumpto.c_str();
+        raw[k].entry = entries[k].data();
+        raw[k].nfproto = NfProto(it.rule->family);
       }
       std::string printed;
       {
@@ -1243,45 +1300,39 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
         continue;
       }
       auto f = failures.find(items[i].key);
-      failed[i] = f != failures.end() ? f->second.first : 4;
-      if (f != failures.end()) messages[i] = f->second.second;
+      statuses[i] = ExtFailure(f != failures.end() ? f->second.first : 4, *items[i].ext, items[i].target,
+                               f != failures.end() ? f->second.second : "");
     }
   });
+  if (!entered.ok()) statuses.assign(items.size(), entered);
+}
 
-  if (!entered.ok()) {
-    for (auto& r : results) r = entered;
-    return results;
+std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*>& rules, int netns_fd) {
+  std::vector<Result<std::string>> results(rules.size(), Result<std::string>(std::string()));
+  const ino_t netns = NetnsInode(netns_fd);
+  std::vector<ExtItem> items;
+  for (const XtRule* x : rules) {
+    for (const XtExtension& m : x->matches) items.push_back({x, &m, false, ExtKey(netns, *x, m, false)});
+    if (x->verdict == XtRule::Verdict::kTarget)
+      items.push_back({x, &x->target, true, ExtKey(netns, *x, x->target, true)});
   }
+  std::vector<std::string> texts;
+  std::vector<Status> statuses;
+  PrintExtensions(items, netns_fd, texts, statuses);
   size_t next = 0;
   for (size_t r = 0; r < rules.size(); ++r) {
     const XtRule& x = *rules[r];
     std::string text = FormatHeader(x.family, x.header);
     Status status;
-    auto take = [&](const XtExtension& ext, bool target) {
+    auto take = [&]() {
       const size_t i = next++;
-      if (failed[i] == 0) {
-        text += texts[i];
+      if (!statuses[i].ok()) {
+        if (status.ok()) status = statuses[i];
         return;
       }
-      if (!status.ok()) return;
-      const std::string what =
-          std::string(target ? "target " : "match ") + ext.name + " revision " + std::to_string(ext.revision);
-      switch (failed[i]) {
-        case 1:
-          status = Status::FailedPrecondition(what + ": libxtables has no such extension");
-          break;
-        case 2:
-          status = Status::FailedPrecondition(what + ": libxtables has another revision of it");
-          break;
-        case 3:
-          status = Status::FailedPrecondition(what + ": libxtables cannot print it (" + messages[i] + ")");
-          break;
-        default:
-          status = Status::Internal("cannot capture the output of libxtables' save functions");
-          break;
-      }
+      text += texts[i];
     };
-    for (const XtExtension& m : x.matches) take(m, false);
+    for (size_t m = 0; m < x.matches.size(); ++m) take();
     switch (x.verdict) {
       case XtRule::Verdict::kNone:
         break;
@@ -1301,13 +1352,136 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
         text += " -g " + x.chain;
         break;
       case XtRule::Verdict::kTarget:
-        take(x.target, true);
+        take();
         break;
     }
     if (!status.ok()) {
       results[r] = status;
     } else {
       results[r] = text.empty() ? text : text.substr(1);
+    }
+  }
+  return results;
+}
+
+std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rules, int netns_fd) {
+  std::vector<Result<Rule>> results(rules.size(), Result<Rule>(Rule{}));
+  const ino_t netns = NetnsInode(netns_fd);
+  // Every extension's model piece (a Match, or the Target with its options), from the cache or parsed from the text
+  // its save function prints.
+  struct Ref {
+    const XtRule* rule;
+    const XtExtension* ext;
+    bool target;
+    std::string key;
+    const Piece* piece = nullptr;
+  };
+  std::vector<Ref> refs;
+  size_t total = 0;
+  for (const XtRule* x : rules) total += x->matches.size() + (x->verdict == XtRule::Verdict::kTarget ? 1 : 0);
+  refs.reserve(total);
+  std::vector<ExtItem> missing;
+  {
+    std::lock_guard<std::mutex> lock(pieces_mu_);
+    for (const XtRule* x : rules) {
+      for (const XtExtension& m : x->matches) refs.push_back({x, &m, false, ExtKey(netns, *x, m, false)});
+      if (x->verdict == XtRule::Verdict::kTarget) {
+        refs.push_back({x, &x->target, true, ExtKey(netns, *x, x->target, true)});
+      }
+    }
+    std::set<std::string_view> asked;
+    for (Ref& r : refs) {
+      auto it = pieces_.find(r.key);
+      if (it != pieces_.end()) {
+        r.piece = &it->second;
+      } else if (asked.insert(r.key).second) {
+        missing.push_back({r.rule, r.ext, r.target, r.key});
+      }
+    }
+  }
+  if (!missing.empty()) {
+    std::vector<std::string> texts;
+    std::vector<Status> statuses;
+    PrintExtensions(missing, netns_fd, texts, statuses);
+    std::map<std::string, Piece> parsed;
+    for (size_t i = 0; i < missing.size(); ++i) {
+      Piece piece;
+      if (!statuses[i].ok()) {
+        piece.status = statuses[i];
+      } else {
+        // The extension's text alone parses as it does inside the whole line (its save function prints only its
+        // own options).
+        Result<Rule> part = ParseRuleSpec(texts[i], missing[i].rule->family);
+        if (!part.ok()) {
+          piece.status = Status::FailedPrecondition("iptables-nft-save would print '" + texts[i].substr(1) +
+                                                    "', which does not parse: " + part.status().message());
+        } else if (missing[i].target) {
+          piece.target = part->target;
+        } else if (part->matches.size() == 1) {
+          piece.match = part->matches[0];
+        } else {
+          piece.status = Status::Internal("extension text '" + texts[i] + "' is not one match");
+        }
+      }
+      parsed.emplace(missing[i].key, std::move(piece));
+    }
+    std::lock_guard<std::mutex> lock(pieces_mu_);
+    if (pieces_.size() > 100000) pieces_.clear();
+    for (auto& [key, piece] : parsed) pieces_.insert_or_assign(key, std::move(piece));
+    for (Ref& r : refs) {
+      if (r.piece == nullptr) r.piece = &pieces_.at(r.key);
+    }
+  }
+  // Assembled under the lock: the pieces stay where they are meanwhile.
+  std::lock_guard<std::mutex> lock(pieces_mu_);
+  size_t next = 0;
+  for (size_t k = 0; k < rules.size(); ++k) {
+    const XtRule& x = *rules[k];
+    Rule rule;
+    HeaderFields(x.family, x.header, rule);
+    rule.matches.reserve(x.matches.size());
+    Status status;
+    for (size_t m = 0; m < x.matches.size(); ++m) {
+      const Piece& p = *refs[next++].piece;
+      if (!p.status.ok()) {
+        if (status.ok()) status = p.status;
+        continue;
+      }
+      rule.matches.push_back(p.match);
+    }
+    switch (x.verdict) {
+      case XtRule::Verdict::kNone:
+        break;
+      case XtRule::Verdict::kAccept:
+        rule.target = Target::Jump("ACCEPT");
+        break;
+      case XtRule::Verdict::kDrop:
+        rule.target = Target::Jump("DROP");
+        break;
+      case XtRule::Verdict::kReturn:
+        rule.target = Target::Jump("RETURN");
+        break;
+      case XtRule::Verdict::kJump:
+        rule.target = Target::Jump(x.chain);
+        break;
+      case XtRule::Verdict::kGoto:
+        rule.target = Target::Goto(x.chain);
+        break;
+      case XtRule::Verdict::kTarget: {
+        const Piece& p = *refs[next++].piece;
+        if (!p.status.ok()) {
+          if (status.ok()) status = p.status;
+        } else {
+          rule.target = p.target;
+        }
+        break;
+      }
+    }
+    rule.counters = x.counters;
+    if (!status.ok()) {
+      results[k] = status;
+    } else {
+      results[k] = std::move(rule);
     }
   }
   return results;

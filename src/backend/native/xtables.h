@@ -39,6 +39,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -69,6 +70,11 @@ class Xtables {
   // payload are cached. An error (e.g. an extension revision libxtables does not have) fails that rule only.
   std::vector<Result<std::string>> Format(const std::vector<const XtRule*>& rules, int netns_fd = -1);
 
+  // Binary rules → model rules: exactly what the text parser gives for Format's text (ParseRuleSpec), built
+  // directly: header fields from the binary header, each extension's Match / Target parsed once from its save
+  // function's text and cached per payload. An error (see Format) fails that rule only.
+  std::vector<Result<Rule>> ToRules(const std::vector<const XtRule*>& rules, int netns_fd = -1);
+
   // How many jobs ran on the worker thread (tests, benchmarks).
   uint64_t jobs() const;
 
@@ -78,6 +84,25 @@ class Xtables {
  private:
   Xtables();
   ~Xtables();
+  // One extension of a rule to print, and the key its text is cached under.
+  struct ExtItem {
+    const XtRule* rule;
+    const XtExtension* ext;
+    bool target;
+    std::string key;
+  };
+  // The save text (" -m NAME OPTIONS" / " -j NAME OPTIONS") of each item, or why it cannot be printed.
+  void PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, std::vector<std::string>& texts,
+                       std::vector<Status>& statuses);
+  // An extension's parsed model form.
+  struct Piece {
+    Status status;
+    Match match;
+    Target target;
+  };
+  std::mutex pieces_mu_;
+  std::map<std::string, Piece, std::less<>> pieces_;
+
   // Runs `job` on the worker thread and waits for it.
   void RunOnWorker(const std::function<void()>& job);
   void WorkerLoop();

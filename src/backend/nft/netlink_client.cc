@@ -128,6 +128,12 @@ NetlinkClient::NetlinkClient(mnl_socket* socket)
 
 NetlinkClient::~NetlinkClient() { mnl_socket_close(socket_); }
 
+std::vector<char>& NetlinkClient::Buffer() {
+  // Allocated once (zero-filling 64 KiB per request cost more than the request on small rulesets).
+  if (buf_.size() < kRecvBuffer) buf_.resize(kRecvBuffer);
+  return buf_;
+}
+
 Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
   mnl_socket* socket = nullptr;
   Status status = base::RunInNetnsThread(
@@ -150,7 +156,7 @@ Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
 
 Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table,
                               uint16_t table_attr, const std::function<Status(const nlmsghdr*)>& on_message) {
-  std::vector<char> buf(kRecvBuffer);
+  std::vector<char>& buf = Buffer();
   const uint32_t seq = ++seq_;
   const uint16_t flags = msg_type == NFT_MSG_GETGEN ? NLM_F_ACK : NLM_F_DUMP;
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, flags, seq);
@@ -196,7 +202,7 @@ Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::opt
 
 Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                                    const std::function<Status(const nlmsghdr*)>& on_message) {
-  std::vector<char> buf(kRecvBuffer);
+  std::vector<char>& buf = Buffer();
   const uint32_t seq = ++seq_;
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, NLM_F_DUMP, seq);
   if (attrs) attrs(nlh);
@@ -263,7 +269,7 @@ Result<NetlinkClient::BatchReply> NetlinkClient::SendBatch(std::string_view batc
     return base::ErrnoToStatus(errno, "netlink sendmsg (nf_tables batch)");
   }
   BatchReply reply;
-  std::vector<char> buf(kRecvBuffer);
+  std::vector<char>& buf = Buffer();
   for (;;) {
     ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {

@@ -120,6 +120,8 @@ class NetlinkClient {
   uint32_t portid_;
   uint32_t seq_;
   uint64_t requests_ = 0;
+  std::vector<char>& Buffer();  // the receive buffer, reused by every request (one at a time)
+  std::vector<char> buf_;
   int rcvbuf_ = 0;  // what SendBatch last forced (0: the default)
   int sndbuf_ = 0;
 
