@@ -74,8 +74,8 @@ struct TableBatch {
 };
 
 // Renders a batch as the restore block iptkit sends: "*table\n<one line per op>\nCOMMIT\n". Never emits
-// builtin-chain declarations (they would reset an admin's policy, DESIGN.md §5); with flush_table it declares
-// the chains of the new table the way iptables-save does, which is what a whole-table restore means.
+// builtin-chain declarations (they would reset an admin's policy, docs/architecture.md §3); with flush_table it
+// declares the chains of the new table the way iptables-save does, which is what a whole-table restore means.
 std::string RenderRestoreBlock(const TableBatch& batch);
 // One op as a restore line ("-A INPUT -s 1.2.3.4/32 -j ACCEPT").
 std::string RenderRestoreLine(const TableOp& op);

@@ -1,4 +1,4 @@
-// MakeBackend: picks and creates the backend for a BackendKind (DESIGN.md §5, "Variant detection"), and records
+// MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants"), and records
 // why, for `iptkit info`.
 #include <string>
 #include <utility>

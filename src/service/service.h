@@ -1,4 +1,4 @@
-// Service: the daemon's core (DESIGN.md §7, docs/daemon.md), independent of HTTP. It owns the writer thread,
+// Service: the daemon's core (docs/daemon.md), independent of HTTP. It owns the writer thread,
 // which alone writes netfilter state through its backend: requests are queued, the writer drains the queue and
 // plans every queued request on one simulated state (txn::BatchPlanner), each validated against what the requests
 // before it leave behind, then commits one batch per table (group commit) and answers every request with its own
@@ -96,6 +96,10 @@ struct ChangeRequest {
   // chain delete removes elsewhere. A non-OK Status fails the request and nothing of it is committed. This is how
   // scope checks that depend on the current state are exact.
   std::function<Status(const std::vector<ChangedChain>&)> authorize;
+
+  // The principal may make only TTL-bounded changes (a token with --ttl-max): the writer refuses to refresh a
+  // permanent managed rule with a ttl (it would expire) or to delete one (owner_state.h CheckTtlBounded).
+  bool ttl_bounded = false;
 
   bool dry_run = false;  // plan only; nothing is committed or stored (the audit log is not written either)
   // Commit now, roll back unless confirmed within this many seconds (> 0). Not with dry_run or confirm.

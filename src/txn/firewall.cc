@@ -66,12 +66,15 @@ backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::Backen
   for (const Op& op : txn.ops()) {
     switch (op.kind) {
       case Op::Kind::kAppend:
+        if (op.unique) return D::kRules;  // looks for an equal rule
+        break;
       case Op::Kind::kCreateChain:
       case Op::Kind::kRenameChain:
       case Op::Kind::kFlush:
       case Op::Kind::kPolicy:
         break;
       case Op::Kind::kInsert:
+        if (op.unique) return D::kRules;
         if (op.index != 1) need = std::max(need, D::kPositions);
         break;
       case Op::Kind::kDeleteAt:
@@ -97,9 +100,29 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
     Result<CommitResult> done = [&]() -> Result<CommitResult> {
       IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
       IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families, detail));
+      if (options.progress) {
+        CommitProgress progress;
+        progress.stage = CommitProgress::Stage::kSnapshotRead;
+        options.progress(progress);
+      }
       IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
       if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-      return CommitBatches(backend, planned, options);
+      if (!options.progress) return CommitBatches(backend, planned, options);
+      CommitProgress progress;
+      progress.stage = CommitProgress::Stage::kPlanned;
+      for (const PlannedTable& t : planned) {
+        if (Empty(t.batch)) continue;
+        ++progress.tables;
+        progress.ops += t.batch.ops.size();
+      }
+      options.progress(progress);
+      if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
+      progress.stage = CommitProgress::Stage::kCommitting;
+      options.progress(progress);
+      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
+      progress.stage = CommitProgress::Stage::kCommitted;
+      options.progress(progress);
+      return result;
     }();
     if (done.ok() || done.status().code() != StatusCode::kAborted) return done;
     if (attempt == kAttempts) {
@@ -134,7 +157,7 @@ Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, cons
     }
     if (builtin) {
       // A whole-table restore sets every declared policy. With --noflush the declarations are ignored: a
-      // builtin declaration there would reset an admin's policy (DESIGN.md §5); policies change only by -P.
+      // builtin declaration there would reset an admin's policy (docs/architecture.md §3); policies change only by -P.
       if (!options.noflush) {
         TableOp op = TableOp::Make(TableOp::Kind::kPolicy, chain.name, {}, 0, *chain.policy);
         op.rule.counters = chain.counters;
@@ -217,6 +240,14 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
   IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family, {.restore_input = options.noflush}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kParsed;
+    for (const Table& t : parsed.tables) {
+      for (const Chain& c : t.chains) progress.rules += c.rules.size();
+    }
+    options.progress(progress);
+  }
   for (size_t i = 0; i < parsed.tables.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (parsed.tables[i].name == parsed.tables[j].name) {
@@ -225,7 +256,7 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
     }
   }
   return txn::LockedCommit(
-      *backend_, options_, {family}, {.dry_run = options.dry_run},
+      *backend_, options_, {family}, CommitOptions{.progress = options.progress, .dry_run = options.dry_run},
       [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
         // Every batch is built against the table as read (each table is named once), then planned.
         std::vector<backend::TableBatch> batches;

@@ -1,4 +1,4 @@
-// Firewall::PlanApply / Firewall::Apply: declarative apply over the backend (DESIGN.md §6, docs/declarative.md).
+// Firewall::PlanApply / Firewall::Apply: declarative apply over the backend (docs/declarative.md).
 //
 // Sequence: validate the desired state; canonicalize its rules per (family, table) through the backend — first
 // without tags (the derived rule id hashes the canonical untagged spec), then with the tags, so the kernel's own
@@ -111,8 +111,9 @@ Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const D
   for (auto& [table, list] : slots) {
     for (RuleSlot& s : list) {
       if (s.rule->OwnerTag() != assigned[k]) {
-        return Status::Internal("backend " + backend.traits().name + " did not keep the owner tag as the last match of " +
-                                fam + " " + s.where + ": " + FormatRuleSpec(*s.rule));
+        return Status::Internal("backend " + backend.traits().name +
+                                " did not keep the owner tag as the last match of " + fam + " " + s.where + ": " +
+                                FormatRuleSpec(*s.rule));
       }
       ++k;
     }
@@ -127,7 +128,8 @@ bool NftFamilyCovers(const std::string& nft_family, Family family) {
   return nft_family == "inet" || nft_family == (family == Family::kIPv4 ? "ip" : "ip6");
 }
 
-// Rules outside this backend's variant that judge the same packets (DESIGN.md §5: both variants' rules apply).
+// Rules outside this backend's variant that judge the same packets (docs/architecture.md §3: both variants' rules
+// apply).
 void AddCoexistenceWarnings(backend::Backend& backend, const std::vector<txn::PlannedTable>& tables,
                             std::vector<std::string>& warnings) {
   auto info = backend.Info();
@@ -177,6 +179,15 @@ Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptio
   std::map<Family, DesiredState> prepared;
   for (Family family : families) {
     IPTKIT_ASSIGN_OR_RETURN(prepared[family], txn::PrepareDesiredState(*backend_, desired, family));
+  }
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kCanonicalized;
+    for (const auto& [family, state] : prepared) {
+      for (const auto& chain : state.chains) progress.rules += chain.rules.size();
+      progress.rules += state.hooks.size();
+    }
+    options.progress(progress);
   }
 
   ApplyPlan plan;

@@ -224,12 +224,13 @@ Result<const Chain*> NeedUserChain(const Table& table, const std::string& chain,
 
 // The rule at `index` of `chain`, checked against `expect`, and (unless `by_position`: the backend addresses rules by
 // kernel handle on the snapshot it planned on) that it can be addressed race-free by its spec (its first occurrence
-// in the chain is at `index`, DESIGN.md §5).
+// in the chain is at `index`, docs/architecture.md §3).
 Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect, bool by_position) {
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {
     return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
-                            std::to_string(chain.rules.size()) + " rules");
+                            std::to_string(chain.rules.size()) + " rules")
+        .WithReason(std::string(kReasonIndexOutOfRange));
   }
   const Rule& at = chain.rules[index - 1];
   if (expect && !backend::SameRule(at, *expect)) {
@@ -253,15 +254,19 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op, bool by_positio
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
-      IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      // Op::unique: present anywhere in the chain (as simulated, so also when added earlier in this plan).
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(TableOp::Make(TKind::kAppend, op.chain, op.rule));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
         return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
-                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
+                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain)
+            .WithReason(std::string(kReasonIndexOutOfRange));
       }
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
     }
     case Op::Kind::kDelete: {

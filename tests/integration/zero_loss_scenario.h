@@ -1,4 +1,4 @@
-// The zero-loss scenario of DESIGN.md §9, shared by the library variant (zero_loss_test.cc) and the iptables
+// The zero-loss scenario of docs/testing.md, shared by the library variant (zero_loss_test.cc) and the iptables
 // CLI variants (zero_loss_cli_test.cc: the atomic iptables-restore baseline and the naive flush-and-re-add that
 // must lose packets):
 //   sender ns ──veth── receiver ns (filter INPUT policy DROP; 50 unrelated rules and, in the middle, the ACCEPT
@@ -45,7 +45,8 @@ struct ZeroLossResult {
 };
 
 // Runs the stream and calls `replace(g)` for g = 1..replacements, the g-th once g/(replacements+1) of the stream
-// was sent (later if the previous call was slow; calls left when the stream has ended are skipped). Stops at
+// was sent (later if the previous call was slow: the stream then runs longer, up to 4 times its count, so that
+// every call happens under traffic; calls left when even that has ended are skipped). Stops at
 // the first failing call and returns its Status.
 Result<ZeroLossResult> RunZeroLoss(const ZeroLossSetup& setup, int replacements,
                                    const std::function<Status(int generation)>& replace,

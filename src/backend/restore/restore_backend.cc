@@ -203,7 +203,7 @@ std::string WithoutInitval(std::string line) {
   return std::regex_replace(line, kInitval, "");
 }
 
-// ---- nft cross-check (DESIGN.md §5: iptables-nft-save can be lossy without an error) ----
+// ---- nft cross-check (docs/architecture.md §3: iptables-nft-save can be lossy without an error) ----
 
 // Read takes the kernel's view from netlink (src/backend/nft/); Info from `nft -j list ruleset`, which also shows
 // the other families' tables.
@@ -1052,7 +1052,8 @@ Status RestoreBackend::CanonicalizeInScratch(Family family, const std::string& t
       failures += (failures.empty() ? "" : "; ") + std::string("'") + specs[i] + "': " + one.message();
     }
     if (count == 0) {
-      return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules").WithReason("rule_rejected");
+      return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules")
+          .WithReason("rule_rejected");
     }
     return Status::InvalidArgument("iptables rejects " + std::to_string(count) + " rule(s) for table " + table + ": " +
                                    failures)

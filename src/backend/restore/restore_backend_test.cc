@@ -502,11 +502,12 @@ TEST_P(VariantTest, ARuleIptablesSavePrintsBrokenMarksOnlyItsTable) {
       backend_->Commit(Batch(Family::kIPv4, "nat", {TableOp::Make(K::kAppend, "OUTPUT", R("-j ACCEPT"))})).ok());
   const std::string tool = IptablesToolPath(variant(), Family::kIPv4, "");
   ASSERT_EQ(ns_->Exec({tool, "-A", "INPUT", "-m", "comment", "--comment", "line one\nline two", "-j", "ACCEPT"}), "");
-  ASSERT_EQ(ns_->Exec({tool, "-A", "INPUT", "-m", "comment", "--comment",
-                       "x\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DROP\nCOMMIT\n*filter\n:INPUT ACCEPT "
-                       "[0:0]\n-A INPUT -m comment --comment \"y",
-                       "-j", "ACCEPT"}),
-            "");
+  ASSERT_EQ(
+      ns_->Exec({tool, "-A", "INPUT", "-m", "comment", "--comment",
+                 "x\nCOMMIT\n*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j DROP\nCOMMIT\n*filter\n:INPUT ACCEPT "
+                 "[0:0]\n-A INPUT -m comment --comment \"y",
+                 "-j", "ACCEPT"}),
+      "");
   auto rs = backend_->Read(Family::kIPv4);
   ASSERT_TRUE(rs.ok()) << rs.status().ToString();
   ASSERT_NE(rs->FindTable("filter"), nullptr);
