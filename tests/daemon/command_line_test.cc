@@ -132,8 +132,8 @@ TEST(DaemonCommandLine, ReadyFileIsNeverWrittenThroughASymlink) {
   std::ofstream(victim2) << "precious too\n";
   ASSERT_EQ(::symlink(victim.c_str(), ready.c_str()), 0);
   ASSERT_EQ(::symlink(victim2.c_str(), (ready + ".tmp").c_str()), 0);
-  const pid_t pid = Spawn({"--netns", daemon->netns(), "--state-dir", daemon->state_dir(), "--backend", "nft",
-                           "--listen", "127.0.0.1:0", "--ready-file", ready},
+  const pid_t pid = Spawn({"--netns", daemon->netns(), "--state-dir", daemon->state_dir(), "--backend",
+                           DefaultDaemonBackend(), "--listen", "127.0.0.1:0", "--ready-file", ready},
                           daemon->dir() + "/spawned.log");
   ASSERT_GT(pid, 0);
   // Ready: the path is now a regular file with the daemon's JSON; the symlink's target is untouched.
