@@ -55,7 +55,7 @@ _iptkit() {
     esac
     if [[ -z $cmd ]]; then
       cmd=$w
-    elif [[ $cmd == chain && -z $sub ]]; then
+    elif [[ ($cmd == chain || $cmd == set) && -z $sub ]]; then
       sub=$w
     else
       ((positionals++))
@@ -74,6 +74,10 @@ _iptkit() {
     COMPREPLY=($(compgen -W "create delete rename flush zero policy" -- "$cur"))
     return
   fi
+  if [[ $cmd == set && -z $sub ]]; then
+    COMPREPLY=($(compgen -W "list create add del test load sync flush swap rename destroy" -- "$cur"))
+    return
+  fi
   # After CHAIN a rule command's words are the RULESPEC (iptables syntax): nothing of iptkit's to complete.
   case $cmd in
     check | append | insert | delete | replace)
@@ -89,6 +93,16 @@ _iptkit() {
   case $cmd in
     restore | plan | apply | txn)
       COMPREPLY=($(compgen -f -- "$cur"))
+      ;;
+    set)
+      # The set names of the namespace iptkit lists; a FILE after load/sync NAME.
+      if [[ ($sub == load || $sub == sync) && $positionals -ge 1 ]]; then
+        COMPREPLY=($(compgen -f -- "$cur"))
+      elif [[ $sub == create && $positionals -ge 1 ]]; then
+        COMPREPLY=($(compgen -W "hash:ip hash:net hash:ip,port hash:net,port hash:ip,port,ip hash:ip,port,net hash:net,iface bitmap:ip bitmap:ip,mac bitmap:port list:set family hashsize maxelem timeout counters comment skbinfo netmask range size" -- "$cur"))
+      else
+        COMPREPLY=($(compgen -W "$("$bin" set list --terse 2>/dev/null | sed -n 's/^Name: //p')" -- "$cur"))
+      fi
       ;;
     list | save)
       COMPREPLY=($(compgen -W "filter nat mangle raw security INPUT FORWARD OUTPUT PREROUTING POSTROUTING" -- "$cur"))

@@ -3,7 +3,7 @@
 # up: base < model < dialect < json < backend < txn, store < service < rest < tools. txn and store are side by side
 # and may not include each other. Public headers belong to the layer that implements them: iptkit/status.h is base;
 # model.h, backend_info.h, transaction.h and desired.h are model (value types); dialect.h is dialect; json.h is json;
-# firewall.h is txn. Tests, benchmarks, fuzzers and examples sit on top and are not checked.
+# firewall.h is txn; ipset.h is ipset, a layer beside backend (libipset; uses base and model only). Tests, benchmarks, fuzzers and examples sit on top and are not checked.
 # Usage: check_layering.sh [SOURCE_ROOT]   (prints every upward include as FILE:LINE: ... and exits 1)
 set -euo pipefail
 root=${1:-$(dirname "$0")/../..}
@@ -11,7 +11,7 @@ cd "$root"
 
 rank_of_layer() {
   case "$1" in
-    base) echo 0 ;; model) echo 1 ;; dialect) echo 2 ;; json) echo 3 ;; backend) echo 4 ;;
+    base) echo 0 ;; model) echo 1 ;; dialect) echo 2 ;; json) echo 3 ;; backend | ipset) echo 4 ;;
     txn | store) echo 5 ;; service) echo 6 ;; rest) echo 7 ;; tools) echo 8 ;;
     *) echo "" ;;
   esac
@@ -25,6 +25,7 @@ layer_of_include() {
     iptkit/dialect.h) echo dialect ;;
     iptkit/json.h) echo json ;;
     iptkit/firewall.h) echo txn ;;
+    iptkit/ipset.h) echo ipset ;;
     iptkit/*) echo "unknown-public" ;;
     src/*/*) local rest=${1#src/}; echo "${rest%%/*}" ;;
     tools/*) echo tools ;;

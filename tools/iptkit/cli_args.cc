@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "src/base/duration.h"
+#include "tools/iptkit/cli_set_args.h"
 
 namespace iptkit::cli {
 namespace {
@@ -947,6 +948,7 @@ std::string RootHelp() {
   out += "Usage: iptkit [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGUMENTS] [--] [RULESPEC...]\n\n";
   out += "Commands:\n";
   for (const CommandSpec& c : Commands()) out += HelpRow(c.name, c.summary, 14);
+  for (const auto& [name, summary] : SetCommandSummaries()) out += HelpRow(name, summary, 14);
   out += "\nGlobal options (before the command, or after it before CHAIN):\n";
   for (const OptionSpec& s : GlobalOptionSpecs()) out += HelpRow(OptionLabel(s), s.help, 22);
   out +=
@@ -958,6 +960,7 @@ std::string RootHelp() {
 }
 
 std::string CommandHelp(std::string_view command) {
+  if (command == "set" || command.rfind("set ", 0) == 0) return SetCommandHelp(command);
   const CommandSpec* c = FindCommand(command);
   if (c == nullptr) return RootHelp();
   std::string out = "Usage: iptkit " + std::string(c->usage) + "\n\n" + Wrap(c->description) + "\n";

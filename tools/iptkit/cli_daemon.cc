@@ -1,9 +1,7 @@
 #include "tools/iptkit/cli_daemon.h"
 
-#include <httplib.h>
-#include <sys/socket.h>
-
 #include <cctype>
+#include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -14,6 +12,7 @@
 #include "iptkit/model.h"
 #include "tools/iptkit/cli_format.h"
 #include "tools/iptkit/cli_support.h"
+#include "tools/iptkit/unix_http.h"
 
 namespace iptkit::cli {
 namespace {
@@ -63,30 +62,21 @@ class DaemonClient {
   // `netns`: the namespace the user named (--netns); sent with every request, so that an iptkitd serving another
   // namespace refuses instead of answering about its own.
   DaemonClient(std::string socket, std::chrono::milliseconds wait, std::string netns)
-      : socket_(std::move(socket)), netns_(std::move(netns)), client_(socket_) {
-    client_.set_address_family(AF_UNIX);
-    client_.set_connection_timeout(std::chrono::seconds(5));
-    // The daemon waits up to its own lock bound before it answers; allow for that and a queue of other requests.
-    client_.set_read_timeout(std::chrono::duration_cast<std::chrono::seconds>(wait) + std::chrono::seconds(60));
-    client_.set_write_timeout(std::chrono::seconds(30));
-  }
+      : socket_(std::move(socket)),
+        netns_(std::move(netns)),
+        // The daemon waits up to its own lock bound before it answers; allow for that and a queue of other requests.
+        client_(socket_, std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::seconds(60)) {}
 
   Result<Json> Send(const std::string& method, const std::string& path, const std::optional<Json>& body = {}) {
-    httplib::Request req;
-    req.method = method;
-    req.path = path;
-    if (!netns_.empty()) req.path += (path.find('?') == std::string::npos ? "?netns=" : "&netns=") + UrlEncode(netns_);
-    if (body) {
-      req.body = body->dump();
-      req.headers.emplace("Content-Type", "application/json");
-    }
-    httplib::Result result = client_.send(req);
-    if (!result) {
-      return Status::Unavailable("cannot reach iptkitd at " + socket_ + ": " + httplib::to_string(result.error()) +
+    std::string target = path;
+    if (!netns_.empty()) target += (path.find('?') == std::string::npos ? "?netns=" : "&netns=") + UrlEncode(netns_);
+    Result<HttpAnswer> answer = client_.Send(method, target, body ? body->dump() : std::string());
+    if (!answer.ok()) {
+      return Status::Unavailable("cannot reach iptkitd at " + socket_ + ": " + answer.status().message() +
                                  " (is iptkitd running with `socket = " + socket_ + "` in its configuration?)");
     }
-    if (result->status != 200) return StatusFromDaemonError(result->status, result->body);
-    Json j = ParseOrNull(result->body);
+    if (answer->status != 200) return StatusFromDaemonError(answer->status, answer->body);
+    Json j = ParseOrNull(answer->body);
     if (j.is_discarded()) return Status::Internal("iptkitd answered " + method + " " + path + " with invalid JSON");
     return j;
   }
@@ -94,7 +84,7 @@ class DaemonClient {
  private:
   std::string socket_;
   std::string netns_;
-  httplib::Client client_;
+  UnixHttpClient client_;
 };
 
 std::string FamilyPath(Family family) { return "/v1/" + std::string(FamilyName(family)); }

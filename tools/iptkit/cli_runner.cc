@@ -15,6 +15,7 @@
 #include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_format.h"
 #include "tools/iptkit/cli_progress.h"
+#include "tools/iptkit/cli_set.h"
 #include "tools/iptkit/cli_support.h"
 
 namespace iptkit::cli {
@@ -486,6 +487,7 @@ int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostrea
 
 int Main(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err,
          Firewall* firewall, const Environment& env) {
+  if (IsSetCommandLine(args)) return SetMain(args, in, out, err, env);  // iptkit set ...: cli_set.h
   Result<Invocation> inv = ParseCommandLine(args);
   if (!inv.ok()) {
     err << FormatError(inv.status(), args);

@@ -1,0 +1,424 @@
+// Ipsets (include/iptkit/ipset.h) against the real kernel, each case in its own network namespace: every operation
+// and set type, timeouts that expire, a --match-set rule dropping real packets, bulk loads of 100,000 entries,
+// rejected loads that change nothing, sync through a temporary set and swap.
+#include "iptkit/ipset.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/base/unique_fd.h"
+#include "tests/integration/netns_fixture.h"
+#include "tests/integration/test_util.h"
+
+namespace iptkit::integration {
+namespace {
+
+// The elements of a set, sorted (what "unchanged" compares).
+std::vector<std::string> Elems(const Ipsets& sets, const std::string& name) {
+  auto info = sets.Get(name);
+  if (!info.ok()) return {"<" + info.status().ToString() + ">"};
+  std::vector<std::string> out;
+  for (const SetEntry& e : info->entries) out.push_back(e.elem);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// 10.<a>.<b>.<c> for i = 0, 1, ...: up to 16M distinct addresses.
+std::string Address(uint32_t i) {
+  return "10." + std::to_string((i >> 16) & 0xff) + "." + std::to_string((i >> 8) & 0xff) + "." +
+         std::to_string(i & 0xff);
+}
+
+std::vector<SetEntrySpec> Entries(uint32_t n, uint32_t first = 0) {
+  std::vector<SetEntrySpec> out;
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) out.push_back({Address(first + i), std::nullopt, std::nullopt, int(i + 1)});
+  return out;
+}
+
+class IpsetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IPTKIT_REQUIRE_ROOT();
+    auto ns = TestNetns::Create();
+    ASSERT_TRUE(ns.ok()) << ns.status().ToString();
+    ns_ = std::move(*ns);
+    sets_ = std::make_unique<Ipsets>(ns_->name());
+  }
+  std::unique_ptr<TestNetns> ns_;
+  std::unique_ptr<Ipsets> sets_;
+};
+
+TEST_F(IpsetTest, CreatesEveryTypeWithItsEntries) {
+  struct Case {
+    std::string type;
+    SetOptions options;
+    std::string elem;
+  };
+  const std::vector<Case> cases = {
+      {"hash:ip", {.timeout = 0, .counters = true, .comment = true}, "192.0.2.1"},
+      {"hash:ip", {.family = "inet6", .netmask = 64}, "2001:db8::"},
+      {"hash:net", {.hashsize = 4096, .maxelem = 1000, .skbinfo = true}, "10.1.0.0/16"},
+      {"hash:ip,port", {}, "192.0.2.1,tcp:80"},
+      {"hash:net,port", {.family = "inet6"}, "2001:db8::/32,udp:53"},
+      {"hash:ip,port,ip", {}, "192.0.2.1,tcp:80,192.0.2.2"},
+      {"hash:ip,port,net", {}, "192.0.2.1,tcp:80,10.0.0.0/8"},
+      {"hash:net,iface", {}, "10.0.0.0/8,eth0"},
+      {"bitmap:ip", {.netmask = 24, .range = "10.0.0.0/16"}, "10.0.3.0"},
+      {"bitmap:ip,mac", {.timeout = 60, .range = "10.0.0.0/24"}, "10.0.0.5,00:11:22:33:44:55"},
+      {"bitmap:port", {.counters = true, .range = "1-1024"}, "22"},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    std::string name = "s" + std::to_string(n++);
+    SCOPED_TRACE(name + " " + c.type);
+    ASSERT_STATUS_OK(sets_->Create(name, c.type, c.options));
+    ASSERT_STATUS_OK(sets_->Add(name, c.elem));
+    ASSERT_OK_AND_ASSIGN(bool in, sets_->Test(name, c.elem));
+    EXPECT_TRUE(in);
+    ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get(name));
+    EXPECT_EQ(info.type, c.type);
+    EXPECT_EQ(info.entry_count, 1u);
+    EXPECT_GT(info.memory_bytes, 0u);
+    ASSERT_EQ(info.entries.size(), 1u);
+    EXPECT_EQ(info.entries[0].elem, c.elem);
+    EXPECT_EQ(info.options.counters, c.options.counters);
+    EXPECT_EQ(info.options.comment, c.options.comment);
+    EXPECT_EQ(info.options.skbinfo, c.options.skbinfo);
+    EXPECT_EQ(info.options.timeout, c.options.timeout);
+    if (!c.options.family.empty()) {
+      EXPECT_EQ(info.options.family, c.options.family);
+    }
+    if (c.options.maxelem) {
+      EXPECT_EQ(info.options.maxelem, c.options.maxelem);
+    }
+    if (c.options.netmask) {
+      EXPECT_EQ(info.options.netmask, c.options.netmask);
+    }
+  }
+  // list:set holds sets.
+  ASSERT_STATUS_OK(sets_->Create("all", "list:set", {.size = 4}));
+  ASSERT_STATUS_OK(sets_->Add("all", "s0"));
+  ASSERT_OK_AND_ASSIGN(SetInfo s0, sets_->Get("s0", false));
+  EXPECT_EQ(s0.references, 1u);
+  EXPECT_CODE(sets_->Destroy("s0"), StatusCode::kFailedPrecondition);
+  ASSERT_OK_AND_ASSIGN(auto all, sets_->List("", false));
+  EXPECT_EQ(all.size(), cases.size() + 1);
+}
+
+TEST_F(IpsetTest, BadInputNamesWhatIsWrongAndChangesNothing) {
+  Status s = sets_->Create("x", "hash:foo");
+  EXPECT_CODE(s, StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.details().field, "type");
+  s = sets_->Create("x", "bitmap:port", {.maxelem = 5, .range = "1-10"});
+  EXPECT_EQ(s.details().field, "maxelem");
+  s = sets_->Create(std::string(32, 'n'), "hash:ip");
+  EXPECT_CODE(s, StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("longer than 31"), std::string::npos) << s.ToString();
+  ASSERT_OK_AND_ASSIGN(auto none, sets_->List());
+  EXPECT_TRUE(none.empty());
+
+  ASSERT_STATUS_OK(sets_->Create("v4", "hash:ip"));
+  EXPECT_CODE(sets_->Create("v4", "hash:ip"), StatusCode::kAlreadyExists);
+  s = sets_->Add("v4", "2001:db8::1");
+  EXPECT_CODE(s, StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.details().token, "2001:db8::1");
+  s = sets_->Add("v4", "192.0.2.1", {.timeout = 5});
+  EXPECT_CODE(s, StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("timeout"), std::string::npos) << s.ToString();
+  EXPECT_CODE(sets_->Add("v4", "192.0.2.1", {.timeout = 2147484}), StatusCode::kInvalidArgument);
+  EXPECT_CODE(sets_->Add("missing", "192.0.2.1"), StatusCode::kNotFound);
+  EXPECT_CODE(sets_->Delete("v4", "192.0.2.1"), StatusCode::kNotFound);
+  EXPECT_CODE(sets_->Get("missing").status(), StatusCode::kNotFound);
+  EXPECT_TRUE(Elems(*sets_, "v4").empty());
+}
+
+TEST_F(IpsetTest, AddIsIdempotentAndRefreshesUnlessNoRefresh) {
+  ASSERT_STATUS_OK(sets_->Create("bl", "hash:ip", {.timeout = 0, .counters = true, .comment = true}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.1", {.timeout = 100, .comment = "first"}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.1", {.timeout = 1000, .comment = "second"}));
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("bl"));
+  ASSERT_EQ(info.entries.size(), 1u);
+  EXPECT_GT(info.entries[0].timeout.value_or(0), 900u);
+  EXPECT_EQ(info.entries[0].comment, "second");
+  Status s = sets_->Add("bl", "192.0.2.1", {.no_refresh = true});
+  EXPECT_CODE(s, StatusCode::kAlreadyExists);
+  ASSERT_STATUS_OK(sets_->Delete("bl", "192.0.2.1"));
+  ASSERT_OK_AND_ASSIGN(bool in, sets_->Test("bl", "192.0.2.1"));
+  EXPECT_FALSE(in);
+}
+
+TEST_F(IpsetTest, TimeoutsReallyExpire) {
+  ASSERT_STATUS_OK(sets_->Create("t", "hash:ip", {.timeout = 0}));
+  ASSERT_STATUS_OK(sets_->Add("t", "192.0.2.1", {.timeout = 1}));
+  ASSERT_STATUS_OK(sets_->Add("t", "192.0.2.2"));  // timeout 0: stays
+  ASSERT_OK_AND_ASSIGN(bool in, sets_->Test("t", "192.0.2.1"));
+  EXPECT_TRUE(in);
+  bool gone = false;
+  for (int i = 0; i < 50 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    auto t = sets_->Test("t", "192.0.2.1");
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    gone = !*t;
+  }
+  EXPECT_TRUE(gone) << "the entry with timeout 1 was still there after 10 s";
+  EXPECT_EQ(Elems(*sets_, "t"), std::vector<std::string>{"192.0.2.2"});
+}
+
+TEST_F(IpsetTest, FlushRenameSwapDestroy) {
+  ASSERT_STATUS_OK(sets_->Create("a", "hash:ip"));
+  ASSERT_STATUS_OK(sets_->Create("b", "hash:ip", {.timeout = 0}));
+  ASSERT_STATUS_OK(sets_->Add("a", "192.0.2.1"));
+  ASSERT_STATUS_OK(sets_->Add("b", "192.0.2.2", {.timeout = 500}));
+  ASSERT_STATUS_OK(sets_->Swap("a", "b"));
+  EXPECT_EQ(Elems(*sets_, "a"), std::vector<std::string>{"192.0.2.2"});
+  ASSERT_OK_AND_ASSIGN(SetInfo a, sets_->Get("a"));
+  EXPECT_EQ(a.options.timeout, 0u) << "the timeout support moved with the content";
+  ASSERT_STATUS_OK(sets_->Rename("a", "c"));
+  EXPECT_CODE(sets_->Get("a").status(), StatusCode::kNotFound);
+  EXPECT_CODE(sets_->Rename("c", "b"), StatusCode::kAlreadyExists);
+  ASSERT_STATUS_OK(sets_->Flush("c"));
+  EXPECT_TRUE(Elems(*sets_, "c").empty());
+  ASSERT_STATUS_OK(sets_->Create("v6", "hash:ip", {.family = "inet6"}));
+  EXPECT_CODE(sets_->Swap("c", "v6"), StatusCode::kInvalidArgument);
+  ASSERT_STATUS_OK(sets_->Destroy("c"));
+  EXPECT_CODE(sets_->Destroy("c"), StatusCode::kNotFound);
+}
+
+TEST_F(IpsetTest, ReferencedSetIsNotDestroyedNorRenamed) {
+  IPTKIT_REQUIRE_VARIANT(*ns_, Variant::kNft, Family::kIPv4);
+  ASSERT_STATUS_OK(sets_->Create("bl", "hash:ip"));
+  auto r = ns_->Iptables(Variant::kNft, Family::kIPv4,
+                         {"-A", "INPUT", "-m", "set", "--match-set", "bl", "src", "-j", "DROP"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  Status s = sets_->Destroy("bl");
+  EXPECT_CODE(s, StatusCode::kFailedPrecondition);
+  EXPECT_EQ(s.details().reason, "referenced");
+  EXPECT_CODE(sets_->Rename("bl", "other"), StatusCode::kFailedPrecondition);
+  // Right after the last referencing rule is gone, destroy works (the kernel frees the reference later).
+  r = ns_->Iptables(Variant::kNft, Family::kIPv4, {"-F", "INPUT"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  ASSERT_STATUS_OK(sets_->Destroy("bl"));
+}
+
+// Sends one UDP datagram from `from` to b:port and says whether `to` received it within 1 s.
+bool Delivered(const TestNetns& from, const TestNetns& to, const std::string& b_ip, uint16_t port) {
+  int rx = -1, tx = -1;
+  Status s = RunInNetns(to.path(), [&] {
+    rx = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_ANY);
+    timeval tv{1, 0};
+    ::setsockopt(rx, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    return ::bind(rx, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 ? Status::Ok() : Status::Internal("bind");
+  });
+  if (s.ok())
+    s = RunInNetns(from.path(), [&] {
+      tx = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      return tx >= 0 ? Status::Ok() : Status::Internal("socket");
+    });
+  base::UniqueFd rx_fd(rx), tx_fd(tx);
+  if (!s.ok()) return false;
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(port);
+  inet_pton(AF_INET, b_ip.c_str(), &dst.sin_addr);
+  const char msg[] = "ping";
+  ::sendto(tx, msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&dst), sizeof(dst));
+  char buf[16];
+  return ::recv(rx, buf, sizeof(buf), 0) > 0;
+}
+
+TEST_F(IpsetTest, MatchSetRuleDropsRealPacketsFromAnEntryAddedAfterwards) {
+  IPTKIT_REQUIRE_VARIANT(*ns_, Variant::kNft, Family::kIPv4);
+  ASSERT_OK_AND_ASSIGN(auto peer, TestNetns::Create());
+  ASSERT_OK_AND_ASSIGN(VethLink link, ConnectVeth(*peer, *ns_));
+  ASSERT_STATUS_OK(sets_->Create("blocklist", "hash:ip", {.timeout = 0}));
+  auto r = ns_->Iptables(Variant::kNft, Family::kIPv4,
+                         {"-A", "INPUT", "-m", "set", "--match-set", "blocklist", "src", "-j", "DROP"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  EXPECT_TRUE(Delivered(*peer, *ns_, link.b_ipv4, 4001)) << "before the entry";
+  ASSERT_STATUS_OK(sets_->Add("blocklist", link.a_ipv4, {.timeout = 600}));
+  EXPECT_FALSE(Delivered(*peer, *ns_, link.b_ipv4, 4002)) << "with the entry";
+  ASSERT_STATUS_OK(sets_->Delete("blocklist", link.a_ipv4));
+  EXPECT_TRUE(Delivered(*peer, *ns_, link.b_ipv4, 4003)) << "after the delete";
+}
+
+TEST_F(IpsetTest, BulkLoadOf100000EntriesIntoASetSizedForIt) {
+  ASSERT_STATUS_OK(sets_->Create("big", "hash:ip", {.maxelem = 131072}));
+  ASSERT_STATUS_OK(sets_->Add("big", "192.0.2.1"));
+  std::vector<SetProgress> seen;
+  ASSERT_OK_AND_ASSIGN(
+      SetChangeReport report,
+      sets_->Load("big", Entries(100000), {.progress = [&](const SetProgress& p) { seen.push_back(p); }}));
+  EXPECT_EQ(report.added, 100000u);
+  EXPECT_EQ(report.entries_after, 100001u);
+  EXPECT_TRUE(report.swapped);
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("big", false));
+  EXPECT_EQ(info.entry_count, 100001u);
+  EXPECT_EQ(info.options.maxelem, 131072u);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().stage, SetProgress::Stage::kDone);
+  EXPECT_GT(std::count_if(seen.begin(), seen.end(),
+                          [](const SetProgress& p) { return p.stage == SetProgress::Stage::kLoading; }),
+            5);
+  // No temporary set is left.
+  ASSERT_OK_AND_ASSIGN(auto all, sets_->List("", false));
+  EXPECT_EQ(all.size(), 1u);
+}
+
+TEST_F(IpsetTest, BulkLoadIntoADefaultSetIsRefusedAndChangesNothing) {
+  ASSERT_STATUS_OK(sets_->Create("small", "hash:ip"));
+  ASSERT_STATUS_OK(sets_->Add("small", "192.0.2.1"));
+  auto report = sets_->Load("small", Entries(100000));
+  EXPECT_CODE(report.status(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(report.status().details().reason, "set_full");
+  EXPECT_NE(report.status().message().find("65536"), std::string::npos) << report.status().ToString();
+  EXPECT_EQ(Elems(*sets_, "small"), std::vector<std::string>{"192.0.2.1"});
+
+  // --grow: a larger set is built and swapped in.
+  ASSERT_OK_AND_ASSIGN(SetChangeReport grown, sets_->Load("small", Entries(100000), {.grow = true}));
+  EXPECT_EQ(grown.grown_maxelem, 131072u);
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("small", false));
+  EXPECT_EQ(info.entry_count, 100001u);
+  EXPECT_GE(info.options.maxelem.value_or(0), 100001u);
+}
+
+TEST_F(IpsetTest, BadLineAtEntry99999LeavesTheSetUnchanged) {
+  ASSERT_STATUS_OK(sets_->Create("bl", "hash:ip", {.maxelem = 200000, .timeout = 0, .comment = true}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.1", {.timeout = 900, .comment = "keep"}));
+  std::vector<SetEntrySpec> entries = Entries(100000);
+  entries[99998].elem = "10.1.2.300";  // entry 99,999
+  auto report = sets_->Load("bl", entries);
+  EXPECT_CODE(report.status(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(report.status().details().line, 99999) << report.status().ToString();
+  EXPECT_EQ(report.status().details().token, "10.1.2.300");
+  EXPECT_NE(report.status().message().find("line 99999"), std::string::npos) << report.status().ToString();
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("bl"));
+  ASSERT_EQ(info.entries.size(), 1u);
+  EXPECT_EQ(info.entries[0].comment, "keep");
+  EXPECT_GT(info.entries[0].timeout.value_or(0), 800u);
+  ASSERT_OK_AND_ASSIGN(auto all, sets_->List("", false));
+  EXPECT_EQ(all.size(), 1u) << "the temporary set is gone";
+}
+
+TEST_F(IpsetTest, LoadKeepsCurrentEntriesWithTheirTimeoutsCommentsAndCounters) {
+  ASSERT_STATUS_OK(sets_->Create("bl", "hash:ip", {.timeout = 0, .counters = true, .comment = true}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.1", {.timeout = 900, .comment = "old"}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.2", {.comment = "refreshed"}));
+  ASSERT_OK_AND_ASSIGN(auto entries, ParseSetEntries("192.0.2.2 comment new\n192.0.2.3 timeout 50\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport report, sets_->Load("bl", entries));
+  EXPECT_EQ(report.added, 1u);
+  EXPECT_EQ(report.refreshed, 1u);
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("bl"));
+  ASSERT_EQ(info.entries.size(), 3u);
+  for (const SetEntry& e : info.entries) {
+    if (e.elem == "192.0.2.1") {
+      EXPECT_EQ(e.comment, "old");
+      EXPECT_GT(e.timeout.value_or(0), 800u);
+    } else if (e.elem == "192.0.2.2") {
+      EXPECT_EQ(e.comment, "new");
+    } else {
+      EXPECT_LE(e.timeout.value_or(0), 50u);
+      EXPECT_GT(e.timeout.value_or(0), 0u);
+    }
+    EXPECT_TRUE(e.packets.has_value());
+  }
+}
+
+TEST_F(IpsetTest, SyncMakesTheSetExactlyTheEntriesThroughATemporarySet) {
+  IPTKIT_REQUIRE_VARIANT(*ns_, Variant::kNft, Family::kIPv4);
+  ASSERT_STATUS_OK(
+      sets_->Create("bl", "hash:ip", {.hashsize = 2048, .maxelem = 1000, .timeout = 300, .comment = true}));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.1"));
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.2"));
+  // A leftover temporary set of an interrupted sync is cleaned up.
+  ASSERT_STATUS_OK(sets_->Create("iptkit-tmp-deadbeef", "hash:ip"));
+  auto r = ns_->Iptables(Variant::kNft, Family::kIPv4,
+                         {"-A", "INPUT", "-m", "set", "--match-set", "bl", "src", "-j", "DROP"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  ASSERT_OK_AND_ASSIGN(auto entries, ParseSetEntries("192.0.2.2\n192.0.2.3 timeout 0 comment c\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport dry, sets_->Sync("bl", entries, {.dry_run = true}));
+  EXPECT_FALSE(dry.swapped);
+  EXPECT_EQ(dry.added, 1u);
+  EXPECT_EQ(dry.removed, 1u);
+  EXPECT_EQ(Elems(*sets_, "bl"), (std::vector<std::string>{"192.0.2.1", "192.0.2.2"})) << "a dry run changes nothing";
+  ASSERT_OK_AND_ASSIGN(SetChangeReport report, sets_->Sync("bl", entries));
+  EXPECT_TRUE(report.swapped);
+  EXPECT_EQ(report.added, 1u);
+  EXPECT_EQ(report.removed, 1u);
+  EXPECT_EQ(Elems(*sets_, "bl"), (std::vector<std::string>{"192.0.2.2", "192.0.2.3"}));
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("bl", false));
+  // Every create option was copied: the swapped-in set still takes timeouts and comments.
+  EXPECT_EQ(info.options.timeout, 300u);
+  EXPECT_TRUE(info.options.comment);
+  EXPECT_EQ(info.options.maxelem, 1000u);
+  EXPECT_EQ(info.options.hashsize, 2048u);
+  EXPECT_EQ(info.references, 1u) << "the rule still references the set";
+  ASSERT_STATUS_OK(sets_->Add("bl", "192.0.2.9", {.timeout = 30, .comment = "after swap"}));
+  ASSERT_OK_AND_ASSIGN(auto all, sets_->List("", false));
+  EXPECT_EQ(all.size(), 1u) << "the temporary sets are gone";
+
+  // A bad entry: named, nothing changed.
+  ASSERT_OK_AND_ASSIGN(auto bad, ParseSetEntries("192.0.2.4\nnot-an-address\n"));
+  auto failed = sets_->Sync("bl", bad);
+  EXPECT_CODE(failed.status(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(failed.status().details().line, 2);
+  EXPECT_EQ(Elems(*sets_, "bl"), (std::vector<std::string>{"192.0.2.2", "192.0.2.3", "192.0.2.9"}));
+}
+
+TEST_F(IpsetTest, MinimalDiffSyncKeepsCountersOfKeptEntries) {
+  ASSERT_STATUS_OK(sets_->Create("n", "hash:net", {.counters = true, .comment = true}));
+  ASSERT_STATUS_OK(sets_->Add("n", "10.0.0.0/24"));
+  ASSERT_STATUS_OK(sets_->Add("n", "10.0.1.0/24"));
+  // Packets counted on 10.0.0.0/24 survive: set them through a re-add with counters (the kernel keeps them).
+  auto r = ns_->Exec({"ipset", "add", "-exist", "n", "10.0.0.0/24", "packets", "7", "bytes", "700"});
+  ASSERT_TRUE(r.ok()) << r.Describe();
+  ASSERT_OK_AND_ASSIGN(auto entries, ParseSetEntries("10.0.0.9/24\n10.0.2.0/24 comment new\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport report, sets_->Sync("n", entries, {.minimal_diff = true}));
+  EXPECT_FALSE(report.swapped);
+  EXPECT_EQ(report.added, 1u);
+  EXPECT_EQ(report.removed, 1u);
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("n"));
+  ASSERT_EQ(info.entries.size(), 2u);
+  for (const SetEntry& e : info.entries) {
+    if (e.elem == "10.0.0.0/24") {
+      EXPECT_EQ(e.packets, 7u);
+    } else {
+      EXPECT_EQ(e.elem, "10.0.2.0/24");
+      EXPECT_EQ(e.comment, "new");
+    }
+  }
+  // dry run: nothing changes.
+  ASSERT_OK_AND_ASSIGN(auto other, ParseSetEntries("10.9.0.0/16\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport dry, sets_->Sync("n", other, {.minimal_diff = true, .dry_run = true}));
+  EXPECT_EQ(dry.added, 1u);
+  EXPECT_EQ(dry.removed, 2u);
+  EXPECT_EQ(Elems(*sets_, "n"), (std::vector<std::string>{"10.0.0.0/24", "10.0.2.0/24"}));
+}
+
+TEST_F(IpsetTest, Ipv6SetsAndLoadDryRun) {
+  ASSERT_STATUS_OK(sets_->Create("v6", "hash:net", {.family = "inet6"}));
+  ASSERT_OK_AND_ASSIGN(auto entries, ParseSetEntries("2001:db8::/32\n2001:db8:1::/48\n"));
+  ASSERT_OK_AND_ASSIGN(SetChangeReport dry, sets_->Load("v6", entries, {.dry_run = true}));
+  EXPECT_EQ(dry.added, 2u);
+  EXPECT_TRUE(Elems(*sets_, "v6").empty());
+  ASSERT_OK_AND_ASSIGN(SetChangeReport done, sets_->Load("v6", entries));
+  EXPECT_EQ(done.added, 2u);
+  ASSERT_OK_AND_ASSIGN(bool in, sets_->Test("v6", "2001:db8:1::5"));
+  EXPECT_TRUE(in);
+}
+
+}  // namespace
+}  // namespace iptkit::integration

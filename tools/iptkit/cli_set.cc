@@ -1,0 +1,457 @@
+#include "tools/iptkit/cli_set.h"
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+
+#include "iptkit/dialect.h"
+#include "iptkit/firewall.h"
+#include "iptkit/ipset.h"
+#include "tools/iptkit/cli_support.h"
+
+namespace iptkit::cli {
+namespace {
+
+using nlohmann::json;
+
+json EntryJson(const SetEntry& e) {
+  json j = {{"entry", e.elem}};
+  if (e.timeout) j["timeout"] = *e.timeout;
+  if (e.packets) j["packets"] = *e.packets;
+  if (e.bytes) j["bytes"] = *e.bytes;
+  if (e.comment) j["comment"] = *e.comment;
+  if (e.nomatch) j["nomatch"] = true;
+  if (!e.extra.empty()) j["extra"] = e.extra;
+  return j;
+}
+
+json SetJson(const SetInfo& s, bool with_entries) {
+  json options = json::object();
+  const SetOptions& o = s.options;
+  if (!o.family.empty()) options["family"] = o.family;
+  if (o.hashsize) options["hashsize"] = *o.hashsize;
+  if (o.maxelem) options["maxelem"] = *o.maxelem;
+  if (o.timeout) options["timeout"] = *o.timeout;
+  if (o.counters) options["counters"] = true;
+  if (o.comment) options["comment"] = true;
+  if (o.skbinfo) options["skbinfo"] = true;
+  if (o.netmask) options["netmask"] = *o.netmask;
+  if (!o.range.empty()) options["range"] = o.range;
+  if (o.size) options["size"] = *o.size;
+  json j = {{"name", s.name},
+            {"type", s.type},
+            {"revision", s.revision},
+            {"options", options},
+            {"header", s.header},
+            {"memory_bytes", s.memory_bytes},
+            {"references", s.references},
+            {"entry_count", s.entry_count}};
+  if (with_entries) {
+    json entries = json::array();
+    for (const SetEntry& e : s.entries) entries.push_back(EntryJson(e));
+    j["entries"] = std::move(entries);
+  }
+  return j;
+}
+
+std::string SetText(const SetInfo& s, bool with_entries) {
+  std::string out = "Name: " + s.name + "\nType: " + s.type + "\nRevision: " + std::to_string(s.revision) +
+                    "\nHeader: " + s.header + "\nSize in memory: " + std::to_string(s.memory_bytes) +
+                    "\nReferences: " + std::to_string(s.references) +
+                    "\nNumber of entries: " + std::to_string(s.entry_count) + "\n";
+  if (!with_entries) return out;
+  out += "Members:\n";
+  for (const SetEntry& e : s.entries) {
+    out += e.elem;
+    if (e.timeout) out += " timeout " + std::to_string(*e.timeout);
+    if (e.packets) out += " packets " + std::to_string(*e.packets);
+    if (e.bytes) out += " bytes " + std::to_string(*e.bytes);
+    if (e.comment) out += " comment \"" + *e.comment + "\"";
+    for (const std::string& x : e.extra) out += " " + x;
+    if (e.nomatch) out += " nomatch";
+    out += "\n";
+  }
+  return out;
+}
+
+Result<uint32_t> Number(const std::string& word, const std::string& value, uint64_t max) {
+  uint64_t n = 0;
+  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+  if (value.empty() || ec != std::errc() || p != value.data() + value.size() || n > max) {
+    return Status::InvalidArgument(word + " '" + value + "': expected a number from 0 to " + std::to_string(max))
+        .WithToken(value);
+  }
+  return static_cast<uint32_t>(n);
+}
+
+// create's OPTION [VALUE] words → SetOptions.
+Result<SetOptions> CreateOptions(const SetInvocation& inv) {
+  SetOptions o;
+  if (inv.global.family_given && inv.global.family == Family::kIPv6) o.family = "inet6";
+  const auto& w = inv.extra;
+  for (size_t i = 0; i < w.size(); ++i) {
+    const std::string& k = w[i];
+    auto value = [&]() -> Result<std::string> {
+      if (i + 1 >= w.size()) return Status::InvalidArgument("create option '" + k + "' needs a value").WithToken(k);
+      return w[++i];
+    };
+    if (k == "counters") {
+      o.counters = true;
+    } else if (k == "comment") {
+      o.comment = true;
+    } else if (k == "skbinfo") {
+      o.skbinfo = true;
+    } else if (k == "family") {
+      IPTKIT_ASSIGN_OR_RETURN(o.family, value());
+    } else if (k == "range") {
+      IPTKIT_ASSIGN_OR_RETURN(o.range, value());
+    } else if (k == "hashsize" || k == "maxelem" || k == "timeout" || k == "netmask" || k == "size") {
+      IPTKIT_ASSIGN_OR_RETURN(std::string v, value());
+      IPTKIT_ASSIGN_OR_RETURN(uint32_t n, Number(k, v, k == "timeout" ? kMaxSetTimeout : 0xffffffffu));
+      if (k == "hashsize") o.hashsize = n;
+      if (k == "maxelem") o.maxelem = n;
+      if (k == "timeout") o.timeout = n;
+      if (k == "netmask") o.netmask = n;
+      if (k == "size") o.size = n;
+    } else {
+      return Status::InvalidArgument("unknown create option '" + k +
+                                     "' (family, hashsize, maxelem, timeout, counters, comment, skbinfo, netmask, "
+                                     "range, size)")
+          .WithToken(k);
+    }
+  }
+  return o;
+}
+
+Result<SetAddOptions> AddOptions(const SetInvocation& inv) {
+  SetAddOptions o;
+  o.no_refresh = inv.no_refresh;
+  const auto& w = inv.extra;
+  for (size_t i = 0; i < w.size(); ++i) {
+    if (w[i] == "timeout" && i + 1 < w.size()) {
+      IPTKIT_ASSIGN_OR_RETURN(o.timeout, Number("timeout", w[++i], kMaxSetTimeout));
+    } else if (w[i] == "comment" && i + 1 < w.size()) {
+      o.comment = w[++i];
+    } else {
+      return Status::InvalidArgument("unexpected '" + w[i] + "' (an entry takes 'timeout N' and 'comment TEXT')")
+          .WithToken(w[i]);
+    }
+  }
+  return o;
+}
+
+// Whether a rule uses the set: -m set --match-set NAME, -j SET --add-set/--del-set/--map-set NAME.
+bool References(const Rule& rule, const std::string& set) {
+  auto names = [&](const std::vector<Option>& options, std::initializer_list<std::string_view> keys) {
+    for (const Option& o : options) {
+      for (std::string_view k : keys) {
+        if (o.name == k && !o.values.empty() && o.values[0] == set) return true;
+      }
+    }
+    return false;
+  };
+  for (const Match& m : rule.matches) {
+    if (m.name == "set" && names(m.options, {"match-set", "set"})) return true;
+  }
+  return rule.target.name == "SET" && names(rule.target.options, {"add-set", "del-set", "map-set"});
+}
+
+struct CascadeRule {
+  Family family;
+  std::string table, chain;
+  Rule rule;
+};
+
+Result<std::vector<CascadeRule>> ReferencingRules(Firewall& fw, const std::string& set) {
+  std::vector<CascadeRule> out;
+  for (Family f : {Family::kIPv4, Family::kIPv6}) {
+    IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, fw.List(f));
+    for (const Table& t : rs.tables) {
+      for (const Chain& c : t.chains) {
+        for (const Rule& r : c.rules) {
+          if (References(r, set)) out.push_back({f, t.name, c.name, r});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Progress of load/sync on stderr: a line redrawn in place on a terminal, plain lines per stage otherwise; nothing
+// with -q or for fewer than 1000 entries.
+class SetProgressDisplay {
+ public:
+  SetProgressDisplay(std::ostream& err, bool terminal, bool active, std::string what)
+      : err_(err), terminal_(terminal), active_(active), what_(std::move(what)) {}
+  void Update(const SetProgress& p) {
+    if (!active_) return;
+    if (terminal_) {
+      if (p.total == 0) return;
+      int percent = static_cast<int>(100.0 * static_cast<double>(p.done) / static_cast<double>(p.total));
+      err_ << "\r" << what_ << ": " << p.done << "/" << p.total << " entries (" << percent << "%)" << std::flush;
+      drawn_ = true;
+      return;
+    }
+    switch (p.stage) {
+      case SetProgress::Stage::kChecked:
+        err_ << what_ << ": " << p.total << " entries checked\n";
+        break;
+      case SetProgress::Stage::kSwapped:
+        err_ << what_ << ": written, swapped in\n";
+        break;
+      case SetProgress::Stage::kDone:
+        err_ << what_ << ": done\n";
+        break;
+      default:
+        break;
+    }
+  }
+  void Finish() {
+    if (drawn_) err_ << "\n";
+    drawn_ = false;
+  }
+
+ private:
+  std::ostream& err_;
+  const bool terminal_;
+  const bool active_;
+  const std::string what_;
+  bool drawn_ = false;
+};
+
+json ReportJson(const SetChangeReport& r) {
+  json j = {{"added", r.added},
+            {"refreshed", r.refreshed},
+            {"removed", r.removed},
+            {"entries_after", r.entries_after},
+            {"swapped", r.swapped}};
+  if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
+  return j;
+}
+
+// Runs the command; returns the exit code, or the error.
+Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
+                    const Environment& env) {
+  Ipsets sets(inv.global.netns);
+  const bool json_out = inv.global.json;
+  json doc = {{"command", "set"}, {"set", inv.name}, {"dry_run", inv.dry_run}};
+  auto done = [&](const std::string& verb, const std::string& text) {
+    doc["op"] = verb;
+    if (json_out) {
+      out << doc.dump(2) << "\n";
+    } else if (!text.empty()) {
+      out << text << "\n";
+    }
+    return kExitOk;
+  };
+  const std::string would = inv.dry_run ? "would " : "";
+  switch (inv.verb) {
+    case SetVerb::kHelp:
+      out << inv.text;
+      return kExitOk;
+    case SetVerb::kList: {
+      IPTKIT_ASSIGN_OR_RETURN(std::vector<SetInfo> list, sets.List(inv.name, !inv.terse));
+      if (json_out) {
+        json arr = json::array();
+        for (const SetInfo& s : list) arr.push_back(SetJson(s, !inv.terse));
+        out << json({{"sets", arr}}).dump(2) << "\n";
+      } else {
+        for (size_t i = 0; i < list.size(); ++i) out << (i ? "\n" : "") << SetText(list[i], !inv.terse);
+      }
+      return kExitOk;
+    }
+    case SetVerb::kCreate: {
+      IPTKIT_ASSIGN_OR_RETURN(SetOptions options, CreateOptions(inv));
+      if (inv.dry_run) {
+        // Checked by the kernel under a temporary name, then removed.
+        auto existing = sets.Get(inv.name, false);
+        if (existing.ok()) return Status::AlreadyExists("set '" + inv.name + "' exists already").WithToken(inv.name);
+        if (existing.status().code() != StatusCode::kNotFound) return existing.status();
+        std::string probe = std::string(kTempSetPrefix) + "dryrun00";
+        IPTKIT_RETURN_IF_ERROR(sets.Create(probe, inv.arg, options));
+        IPTKIT_RETURN_IF_ERROR(sets.Destroy(probe));
+      } else {
+        IPTKIT_RETURN_IF_ERROR(sets.Create(inv.name, inv.arg, options));
+      }
+      doc["type"] = inv.arg;
+      return done("create", inv.dry_run || inv.global.verbosity > 0
+                                ? would + "create set " + inv.name + " (" + inv.arg + ")"
+                                : "");
+    }
+    case SetVerb::kAdd: {
+      IPTKIT_ASSIGN_OR_RETURN(SetAddOptions options, AddOptions(inv));
+      doc["entry"] = inv.arg;
+      if (options.timeout) doc["timeout"] = *options.timeout;
+      if (options.comment) doc["comment"] = *options.comment;
+      if (inv.dry_run) {
+        IPTKIT_ASSIGN_OR_RETURN(bool in_set, sets.Test(inv.name, inv.arg));
+        if (in_set && options.no_refresh) {
+          return Status::AlreadyExists("entry '" + inv.arg + "' is in set '" + inv.name + "' already")
+              .WithToken(inv.arg);
+        }
+        doc["refresh"] = in_set;
+        return done("add", "would " + std::string(in_set ? "refresh " : "add ") + inv.arg + " in set " + inv.name);
+      }
+      IPTKIT_RETURN_IF_ERROR(sets.Add(inv.name, inv.arg, options));
+      return done("add", inv.global.verbosity > 0 ? "added " + inv.arg + " to set " + inv.name : "");
+    }
+    case SetVerb::kDel: {
+      doc["entry"] = inv.arg;
+      if (inv.dry_run) {
+        IPTKIT_ASSIGN_OR_RETURN(bool in_set, sets.Test(inv.name, inv.arg));
+        if (!in_set) {
+          return Status::NotFound("entry '" + inv.arg + "' is not in set '" + inv.name + "'").WithToken(inv.arg);
+        }
+        return done("del", "would delete " + inv.arg + " from set " + inv.name);
+      }
+      IPTKIT_RETURN_IF_ERROR(sets.Delete(inv.name, inv.arg));
+      return done("del", inv.global.verbosity > 0 ? "deleted " + inv.arg + " from set " + inv.name : "");
+    }
+    case SetVerb::kTest: {
+      IPTKIT_ASSIGN_OR_RETURN(bool in_set, sets.Test(inv.name, inv.arg));
+      doc["entry"] = inv.arg;
+      doc["present"] = in_set;
+      done("test", inv.global.quiet ? "" : inv.arg + (in_set ? " is in set " : " is NOT in set ") + inv.name);
+      return in_set ? kExitOk : kExitCheckMiss;
+    }
+    case SetVerb::kLoad:
+    case SetVerb::kSync: {
+      const bool load = inv.verb == SetVerb::kLoad;
+      IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      IPTKIT_ASSIGN_OR_RETURN(std::vector<SetEntrySpec> entries, ParseSetEntries(text, inv.name));
+      SetProgressDisplay progress(err, env.stderr_is_terminal, !inv.global.quiet && entries.size() >= 1000,
+                                  "set " + std::string(load ? "load " : "sync ") + inv.name);
+      auto callback = [&](const SetProgress& p) { progress.Update(p); };
+      Result<SetChangeReport> report = Status::Internal("not run");
+      if (load) {
+        report = sets.Load(inv.name, entries, {.grow = inv.grow, .dry_run = inv.dry_run, .progress = callback});
+      } else {
+        report = sets.Sync(inv.name, entries, {.minimal_diff = inv.diff, .dry_run = inv.dry_run, .progress = callback});
+      }
+      progress.Finish();
+      if (!report.ok()) return report.status();
+      doc["report"] = ReportJson(*report);
+      std::string summary =
+          "set " + inv.name + ": " + would + "add " + std::to_string(report->added) + ", refresh " +
+          std::to_string(report->refreshed) + (load ? "" : ", remove " + std::to_string(report->removed)) + "; " +
+          std::to_string(report->entries_after) + " entries" +
+          (report->grown_maxelem ? ", maxelem grown to " + std::to_string(*report->grown_maxelem) : "");
+      return done(load ? "load" : "sync", summary);
+    }
+    case SetVerb::kFlush:
+      if (inv.dry_run) {
+        IPTKIT_ASSIGN_OR_RETURN(SetInfo info, sets.Get(inv.name, false));
+        return done("flush", "would remove " + std::to_string(info.entry_count) + " entries of set " + inv.name);
+      }
+      IPTKIT_RETURN_IF_ERROR(sets.Flush(inv.name));
+      return done("flush", "");
+    case SetVerb::kSwap:
+    case SetVerb::kRename: {
+      const bool swap = inv.verb == SetVerb::kSwap;
+      doc["other"] = inv.arg;
+      if (inv.dry_run) {
+        IPTKIT_ASSIGN_OR_RETURN(SetInfo a, sets.Get(inv.name, false));
+        auto b = sets.Get(inv.arg, false);
+        if (swap) {
+          if (!b.ok()) return b.status();
+          if (a.type != b->type || a.options.family != b->options.family) {
+            return Status::InvalidArgument("sets '" + inv.name + "' (" + a.type + ") and '" + inv.arg + "' (" +
+                                           b->type + ") differ in type or family: they cannot be swapped")
+                .WithToken(inv.arg);
+          }
+        } else {
+          if (b.ok()) return Status::AlreadyExists("set '" + inv.arg + "' exists already").WithToken(inv.arg);
+          if (a.references > 0) {
+            return Status::FailedPrecondition("set '" + inv.name + "' is in use; a referenced set cannot be renamed")
+                .WithReason("referenced")
+                .WithToken(inv.name);
+          }
+        }
+        return done(swap ? "swap" : "rename", std::string("would ") + (swap ? "swap sets " : "rename set ") + inv.name +
+                                                  (swap ? " and " : " to ") + inv.arg);
+      }
+      IPTKIT_RETURN_IF_ERROR(swap ? sets.Swap(inv.name, inv.arg) : sets.Rename(inv.name, inv.arg));
+      return done(swap ? "swap" : "rename", "");
+    }
+    case SetVerb::kDestroy: {
+      IPTKIT_ASSIGN_OR_RETURN(SetInfo info, sets.Get(inv.name, false));
+      json removed = json::array();
+      std::string text;
+      if (inv.cascade && info.references > 0) {
+        FirewallOptions options;
+        options.netns = inv.global.netns;
+        options.backend = inv.global.backend;
+        options.wait = inv.global.wait;
+        IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Firewall> fw, Firewall::Open(options));
+        IPTKIT_ASSIGN_OR_RETURN(std::vector<CascadeRule> rules, ReferencingRules(*fw, inv.name));
+        Transaction txn;
+        for (const CascadeRule& r : rules) {
+          txn.Delete(r.family, r.table, r.chain, r.rule);
+          std::string line = std::string(r.family == Family::kIPv6 ? "-6 " : "") + "-t " + r.table + " -D " + r.chain +
+                             " " + FormatRuleSpec(r.rule);
+          removed.push_back(line);
+          text += would + "delete rule: " + line + "\n";
+        }
+        if (!inv.dry_run && !rules.empty()) {
+          auto committed = fw->Commit(txn);
+          if (!committed.ok())
+            return committed.status().WithContext("deleting the rules that use set '" + inv.name + "'");
+        }
+      } else if (info.references > 0 && inv.dry_run) {
+        return Status::FailedPrecondition("set '" + inv.name + "' is in use (" + std::to_string(info.references) +
+                                          " reference(s)); --cascade deletes the rules that use it first")
+            .WithReason("referenced")
+            .WithToken(inv.name);
+      }
+      doc["rules_deleted"] = removed;
+      if (inv.dry_run) return done("destroy", text + "would destroy set " + inv.name);
+      Status destroyed = sets.Destroy(inv.name);
+      if (!destroyed.ok()) {
+        if (!removed.empty()) {
+          return destroyed.WithContext(std::to_string(removed.size()) +
+                                       " referencing rule(s) were deleted, but the set was not destroyed");
+        }
+        if (destroyed.details().reason == std::optional<std::string>("referenced")) {
+          return destroyed.WithContext("add --cascade to delete the rules that use it first");
+        }
+        return destroyed;
+      }
+      return done("destroy", inv.global.verbosity > 0 ? text + "destroyed set " + inv.name : "");
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunSetCommand(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
+                  const Environment& env) {
+  Result<int> code = Execute(inv, in, out, err, env);
+  out.flush();
+  if (!code.ok()) {
+    // An error about one word of the command line (the entry, a create option): mark it there.
+    Status status = code.status();
+    if (status.details().token && !status.details().argument) {
+      for (size_t i = 0; i < inv.args.size(); ++i) {
+        if (inv.args[i] == *status.details().token) {
+          status = status.WithArgument(static_cast<int>(i) + 1);
+          break;
+        }
+      }
+    }
+    err << FormatError(status, inv.args);
+    return ExitCodeFor(status);
+  }
+  return *code;
+}
+
+int SetMain(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err,
+            const Environment& env) {
+  Result<SetInvocation> inv = ParseSetCommandLine(args);
+  if (!inv.ok()) {
+    err << FormatError(inv.status(), args);
+    return ExitCodeFor(inv.status());
+  }
+  return RunSetCommand(*inv, in, out, err, env);
+}
+
+}  // namespace iptkit::cli
