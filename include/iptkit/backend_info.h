@@ -15,10 +15,11 @@
 namespace iptkit {
 
 enum class BackendKind {
-  kAuto,    // the variant that holds rules (nft when neither or both do)
+  kAuto,    // the variant that holds rules (nft when neither or both do); on nft the native backend
   kNft,     // iptables-nft-restore / -save
   kLegacy,  // iptables-legacy-restore / -save
   kFake,    // in-memory, same semantics; for tests (the library's and the users')
+  kNative,  // nf_tables over netlink in-process (libmnl, libnftnl, libxtables), as iptables-nft writes rules
 };
 
 // What `iptkit info` shows.
@@ -41,7 +42,8 @@ struct ForeignNftChain {
   int priority = 0;
 };
 struct FirewallInfo {
-  std::string backend;                       // "nft", "legacy" or "fake"
+  std::string backend;                       // "native", "nft", "legacy" or "fake"
+  std::string backend_reason;                // why this backend is in use ("requested", what auto found, ...)
   std::string netns;                         // as given ("" = caller's)
   std::vector<VariantTables> variants;       // both variants, so rules in the other one are visible
   std::vector<ForeignNftChain> foreign_nft;  // nft base chains not made by iptables-nft (firewalld, docker...)

@@ -113,6 +113,16 @@ struct BackendTraits {
 struct CommitReport {
   bool atomic_across_tables = false;  // the whole call was one kernel transaction
   std::string backend;                // the backend that committed it (traits().name)
+  // Set when a backend handed the whole call to another one (the native backend to the restore backend for ops it
+  // cannot express): why.
+  std::string fallback_reason;
+};
+
+// How much of a snapshot a plan needs (Backend::ReadForPlan).
+enum class SnapshotDetail {
+  kChains,     // every table and chain (names, policies), no rules: appends, inserts at the head, chain ops
+  kPositions,  // every chain with one placeholder Rule{} per rule it holds: ops by position without an expected rule
+  kRules,      // every rule as a model value (Read)
 };
 
 class LockGuard {
@@ -134,6 +144,15 @@ class Backend {
   // ruleset except for counters, which may be stale (enough for planning; nft: the generation id proves it).
   virtual Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                                bool fresh_counters = true) = 0;
+
+  // A snapshot of the family to plan on (counters may be stale), with only the `detail` the plan needs. Backends with
+  // handles (BackendTraits::handles) resolve positions against the snapshot at commit and may skip what the plan does
+  // not need (the native backend then reads no rules for an append); a table's unrepresentable_reason is only known
+  // at kRules. The default is Read(family, nullopt, false).
+  virtual Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) {
+    (void)detail;
+    return Read(family, std::nullopt, /*fresh_counters=*/false);
+  }
 
   // Whether the kernel still holds exactly the family's ruleset as this backend last read or committed it (counters
   // aside), so that a caller who kept its own copy of that state (the daemon's writer) may plan on it without a

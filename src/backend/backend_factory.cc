@@ -1,23 +1,82 @@
-// MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants").
+// MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants"), and records
+// why, for `iptkit info`.
+#include <string>
+#include <utility>
+
 #include "src/backend/backend.h"
 #include "src/backend/fake/fake_backend.h"
+#include "src/backend/native/native_backend.h"
 #include "src/backend/restore/restore_backend.h"
 
 namespace iptkit::backend {
+namespace {
+
+// Forwards everything to `inner`; Info() also says why this backend was chosen.
+class ChosenBackend final : public Backend {
+ public:
+  ChosenBackend(std::unique_ptr<Backend> inner, std::string reason)
+      : inner_(std::move(inner)), reason_(std::move(reason)) {}
+  const BackendTraits& traits() const override { return inner_->traits(); }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    return inner_->Read(family, table, fresh_counters);
+  }
+  bool Unchanged(Family family) override { return inner_->Unchanged(family); }
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override { return inner_->Commit(tables); }
+  using Backend::Commit;
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override {
+    return inner_->Canonicalize(family, table, rules);
+  }
+  Result<std::unique_ptr<LockGuard>> Lock(std::chrono::milliseconds wait) override { return inner_->Lock(wait); }
+  Result<FirewallInfo> Info() override {
+    IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, inner_->Info());
+    info.backend_reason = reason_;
+    return info;
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  std::string reason_;
+};
+
+Result<std::unique_ptr<Backend>> Restore(Variant variant, const BackendOptions& options, std::string reason) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, NewRestoreBackend(variant, options));
+  return std::unique_ptr<Backend>(std::make_unique<ChosenBackend>(std::move(b), std::move(reason)));
+}
+
+native::NativeOptions Reason(std::string reason) {
+  native::NativeOptions o;
+  o.reason = std::move(reason);
+  return o;
+}
+
+std::string Count(size_t n) { return std::to_string(n) + (n == 1 ? " rule" : " rules"); }
+
+}  // namespace
 
 Result<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, const BackendOptions& options) {
   switch (kind) {
     case BackendKind::kFake:
       return NewFakeBackend();
     case BackendKind::kNft:
-      return NewRestoreBackend(Variant::kNft, options);
+      return Restore(Variant::kNft, options, "requested (--backend nft: iptables-nft-restore / -save)");
     case BackendKind::kLegacy:
-      return NewRestoreBackend(Variant::kLegacy, options);
+      return Restore(Variant::kLegacy, options, "requested (--backend legacy: iptables-legacy-restore / -save)");
+    case BackendKind::kNative:
+      return native::NewNativeBackend(options, Reason("requested (--backend native)"));
     case BackendKind::kAuto: {
       // The variant that holds rules judges the packets; with rules in both (or neither) nft, the default of
-      // current distributions, is chosen and `info` warns about the other one.
+      // current distributions, is chosen and `info` warns about the other one. On nft the native backend is used
+      // whenever it can be (not in a process whose real and effective ids differ).
       IPTKIT_ASSIGN_OR_RETURN(VariantRuleCounts counts, CountRulesPerVariant(options));
-      return NewRestoreBackend(PickVariant(counts), options);
+      const Variant variant = PickVariant(counts);
+      const std::string found =
+          "auto: nf_tables holds " + Count(counts.nft) + ", x_tables (legacy) " + Count(counts.legacy);
+      if (variant == Variant::kLegacy) return Restore(Variant::kLegacy, options, found + ": the legacy variant");
+      auto native = native::NewNativeBackend(options, Reason(found + ": the nft variant, natively"));
+      if (native.ok() || native.status().code() != StatusCode::kFailedPrecondition) return native;
+      return Restore(Variant::kNft, options,
+                     found + ": the nft variant through iptables-nft-restore (" + native.status().message() + ")");
     }
   }
   return Status::InvalidArgument("unknown backend kind");

@@ -137,13 +137,27 @@ std::vector<ExtensionOption> ReadOptions(const RawLookup& raw) {
   return options;
 }
 
-// Directories libxtables searches (xtables.c xtables_init: XTABLES_LIBDIR, then the deprecated variables, then
-// the compiled-in directory), colon-separated.
-std::string XtablesLibDir() {
-  for (const char* var : {"XTABLES_LIBDIR", "IPTABLES_LIB_DIR", "IP6TABLES_LIB_DIR"}) {
-    if (const char* v = std::getenv(var)) return v;
+// The directory libxtables loads extensions from: always the compiled-in one (InitXtables hides XTABLES_LIBDIR and
+// its deprecated spellings from xtables_init, so that no environment can make the process load code elsewhere).
+std::string XtablesLibDir() { return IPTKIT_XTABLES_LIBDIR; }
+
+// xtables_init_all with XTABLES_LIBDIR / IPTABLES_LIB_DIR / IP6TABLES_LIB_DIR hidden from its getenv() calls: it
+// reads them through a filtered copy of `environ` (the process environment is not modified).
+int InitXtables() {
+  std::vector<char*> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view v(*e);
+    if (v.starts_with("XTABLES_LIBDIR=") || v.starts_with("IPTABLES_LIB_DIR=") || v.starts_with("IP6TABLES_LIB_DIR=")) {
+      continue;
+    }
+    env.push_back(*e);
   }
-  return IPTKIT_XTABLES_LIBDIR;
+  env.push_back(nullptr);
+  char** saved = environ;
+  environ = env.data();
+  const int rc = xtables_init_all(&g_globals, NFPROTO_IPV4);
+  environ = saved;
+  return rc;
 }
 
 enum class FileState { kAbsent, kLoaded, kUnloadable };
@@ -330,7 +344,7 @@ class XtablesCatalog final : public CachedCatalog {
       if (getuid() != geteuid()) {
         state = -1;
       } else {
-        state = xtables_init_all(&g_globals, NFPROTO_IPV4) == 0 ? 1 : -1;
+        state = InitXtables() == 0 ? 1 : -1;
       }
     }
     return state == 1;

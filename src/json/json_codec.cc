@@ -888,6 +888,7 @@ Json FirewallInfoToJson(const FirewallInfo& info) {
   }
   Json j = Json::object();
   j["backend"] = info.backend;
+  j["backend_reason"] = info.backend_reason;
   j["netns"] = info.netns;
   j["variants"] = std::move(variants);
   j["foreign_nft"] = std::move(foreign);

@@ -542,11 +542,12 @@ TEST(OutputJsonTest, ResultsShapes) {
   info.backend = "nft";
   info.variants.push_back(VariantTables{"nft", "iptables v1.8.9 (nf_tables)", {{Family::kIPv4, "filter", 3, true}}});
   info.foreign_nft.push_back(ForeignNftChain{"inet", "firewalld", "filter_INPUT", "input", 10});
-  EXPECT_EQ(Dump(json::FirewallInfoToJson(info)),
-            R"x({"backend":"nft","netns":"","variants":[{"variant":"nft","version":"iptables v1.8.9 (nf_tables)",)x"
-            R"("tables":[{"family":"ipv4","table":"filter","rules":3,"representable":true}]}],)"
-            R"("foreign_nft":[{"family":"inet","table":"firewalld","chain":"filter_INPUT","hook":"input",)"
-            R"("priority":10}],"warnings":[]})");
+  EXPECT_EQ(
+      Dump(json::FirewallInfoToJson(info)),
+      R"x({"backend":"nft","backend_reason":"","netns":"","variants":[{"variant":"nft","version":"iptables v1.8.9 (nf_tables)",)x"
+      R"("tables":[{"family":"ipv4","table":"filter","rules":3,"representable":true}]}],)"
+      R"("foreign_nft":[{"family":"inet","table":"firewalld","chain":"filter_INPUT","hook":"input",)"
+      R"("priority":10}],"warnings":[]})");
 }
 
 TEST(OutputJsonTest, EmptyTransaction) {

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <functional>
+#include <map>
+#include <optional>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -238,16 +240,40 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
   const int64_t now = NowMs();
   if (!r.ops.empty()) {
     IPTKIT_RETURN_IF_ERROR(CheckChainNames(r.ops, working));
+    // On a backend with handles the planner removes rules by position (kDeleteAt, kReplace), without the rule:
+    // those are found on a copy of the state before the request, advanced op by op.
+    std::map<Family, Ruleset> before;
+    for (const Op& op : r.ops.ops()) {
+      if (op.kind != Op::Kind::kDeleteAt && op.kind != Op::Kind::kReplace) continue;
+      for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        if (before.count(f) != 0) continue;
+        if (Result<const Ruleset*> current = planner.Current(f); current.ok()) before.emplace(f, **current);
+      }
+      break;
+    }
     IPTKIT_RETURN_IF_ERROR(planner.AddTransaction(r.ops, UnownedPlacement(&item.result.warnings)));
     for (const txn::PlannedTable& p : planner.Finish(start, planner.mark())) {
       item.imperative_tables.insert({p.batch.family, p.batch.table});
+      auto family_before = before.find(p.batch.family);
+      Table* table_before = family_before == before.end() ? nullptr : family_before->second.FindTable(p.batch.table);
       for (const backend::TableOp& op : p.batch.ops) {
-        if (op.kind != backend::TableOp::Kind::kDelete) continue;
-        auto tag = op.rule.OwnerTag();
+        std::optional<Rule> removed;
+        if (op.kind == backend::TableOp::Kind::kDelete) removed = op.rule;
+        if (table_before != nullptr) {
+          const bool by_position =
+              op.kind == backend::TableOp::Kind::kDeleteAt || op.kind == backend::TableOp::Kind::kReplace;
+          const Chain* chain = by_position ? table_before->FindChain(op.chain) : nullptr;
+          if (chain != nullptr && op.index >= 1 && static_cast<size_t>(op.index) <= chain->rules.size()) {
+            removed = chain->rules[static_cast<size_t>(op.index) - 1];
+          }
+          if (!backend::ApplyTableOp(p.batch.family, *table_before, op, false).ok()) table_before = nullptr;
+        }
+        if (!removed) continue;
+        auto tag = removed->OwnerTag();
         auto owner = tag ? working.find(tag->owner) : working.end();
         if (owner == working.end() || owner->second.empty()) continue;
         return Status::FailedPrecondition(
-                   "the rule '" + FormatRuleSpec(op.rule) + "' in " + Where(p.batch.family, p.batch.table, op.chain) +
+                   "the rule '" + FormatRuleSpec(*removed) + "' in " + Where(p.batch.family, p.batch.table, op.chain) +
                    " belongs to owner '" + tag->owner + "' (id " + tag->id +
                    "); change it through its owner (DELETE with \"owner\", or PUT /v1/owners/" + tag->owner + ")")
             .WithOwner(tag->owner);

@@ -3,6 +3,9 @@
 #include "iptkit/firewall.h"
 
 #include <algorithm>
+#include <chrono>
+#include <random>
+#include <thread>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -14,12 +17,15 @@ namespace iptkit {
 
 namespace txn {
 
-Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families) {
+Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
+                                backend::SnapshotDetail detail) {
   Snapshots snapshots;
   for (Family family : families) {
     if (snapshots.count(family) != 0) continue;
     // Planning needs no fresh counters: a backend may answer from its snapshot cache (nft generation id).
-    Result<Ruleset> rs = backend.Read(family, std::nullopt, /*fresh_counters=*/false);
+    Result<Ruleset> rs = detail == backend::SnapshotDetail::kRules
+                             ? backend.Read(family, std::nullopt, /*fresh_counters=*/false)
+                             : backend.ReadForPlan(family, detail);
     if (!rs.ok()) return rs.status().WithContext("reading the " + std::string(FamilyName(family)) + " snapshot");
     rs->family = family;
     snapshots.emplace(family, *std::move(rs));
@@ -53,34 +59,79 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
   return result;
 }
 
+backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits) {
+  using D = backend::SnapshotDetail;
+  if (!traits.handles) return D::kRules;
+  D need = D::kChains;
+  for (const Op& op : txn.ops()) {
+    switch (op.kind) {
+      case Op::Kind::kAppend:
+        if (op.unique) return D::kRules;  // looks for an equal rule
+        break;
+      case Op::Kind::kCreateChain:
+      case Op::Kind::kRenameChain:
+      case Op::Kind::kFlush:
+      case Op::Kind::kPolicy:
+        break;
+      case Op::Kind::kInsert:
+        if (op.unique) return D::kRules;
+        if (op.index != 1) need = std::max(need, D::kPositions);
+        break;
+      case Op::Kind::kDeleteAt:
+      case Op::Kind::kReplace:
+        need = std::max(need, op.expect ? D::kRules : D::kPositions);
+        break;
+      case Op::Kind::kDelete:
+      case Op::Kind::kDeleteChain:
+      case Op::Kind::kZero:
+        return D::kRules;
+    }
+  }
+  return need;
+}
+
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
-                                  const PlanFunction& plan) {
-  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
-  IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
-  if (options.progress) {
-    CommitProgress progress;
-    progress.stage = CommitProgress::Stage::kSnapshotRead;
-    options.progress(progress);
+                                  const PlanFunction& plan, backend::SnapshotDetail detail) {
+  // Aborted means a concurrent change won between read and commit (e.g. the native backend's stale generation id):
+  // read, plan and commit again, a few times, with jittered backoff.
+  constexpr int kAttempts = 5;
+  for (int attempt = 1;; ++attempt) {
+    Result<CommitResult> done = [&]() -> Result<CommitResult> {
+      IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
+      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families, detail));
+      if (options.progress) {
+        CommitProgress progress;
+        progress.stage = CommitProgress::Stage::kSnapshotRead;
+        options.progress(progress);
+      }
+      IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
+      if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
+      if (!options.progress) return CommitBatches(backend, planned, options);
+      CommitProgress progress;
+      progress.stage = CommitProgress::Stage::kPlanned;
+      for (const PlannedTable& t : planned) {
+        if (Empty(t.batch)) continue;
+        ++progress.tables;
+        progress.ops += t.batch.ops.size();
+      }
+      options.progress(progress);
+      if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
+      progress.stage = CommitProgress::Stage::kCommitting;
+      options.progress(progress);
+      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
+      progress.stage = CommitProgress::Stage::kCommitted;
+      options.progress(progress);
+      return result;
+    }();
+    if (done.ok() || done.status().code() != StatusCode::kAborted) return done;
+    if (attempt == kAttempts) {
+      return done.status().WithContext("gave up after " + std::to_string(kAttempts) + " attempts");
+    }
+    static thread_local std::minstd_rand jitter(std::random_device{}());
+    const int base_us = 500 << attempt;
+    std::this_thread::sleep_for(std::chrono::microseconds(base_us / 2 + static_cast<int>(jitter() % base_us)));
   }
-  IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
-  if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-  if (!options.progress) return CommitBatches(backend, planned, options);
-  CommitProgress progress;
-  progress.stage = CommitProgress::Stage::kPlanned;
-  for (const PlannedTable& t : planned) {
-    if (Empty(t.batch)) continue;
-    ++progress.tables;
-    progress.ops += t.batch.ops.size();
-  }
-  options.progress(progress);
-  if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
-  progress.stage = CommitProgress::Stage::kCommitting;
-  options.progress(progress);
-  IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
-  progress.stage = CommitProgress::Stage::kCommitted;
-  options.progress(progress);
-  return result;
 }
 
 }  // namespace txn
@@ -180,9 +231,10 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
     nothing.atomic_across_tables = true;
     return nothing;
   }
-  return txn::LockedCommit(*backend_, options_, txn::InvolvedFamilies(txn), options, [&](txn::Snapshots snapshots) {
-    return txn::PlanTransaction(*backend_, txn, std::move(snapshots));
-  });
+  return txn::LockedCommit(
+      *backend_, options_, txn::InvolvedFamilies(txn), options,
+      [&](txn::Snapshots snapshots) { return txn::PlanTransaction(*backend_, txn, std::move(snapshots)); },
+      txn::PlanDetail(txn, backend_->traits()));
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {

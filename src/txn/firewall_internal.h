@@ -26,8 +26,16 @@
 namespace iptkit::txn {
 
 // Reads Backend::Read(family, std::nullopt, /*fresh_counters=*/false) for each family (duplicates read once):
-// planning needs no fresh counters, so a backend may answer from its snapshot cache.
-Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families);
+// planning needs no fresh counters, so a backend may answer from its snapshot cache. With a `detail` below kRules it
+// asks Backend::ReadForPlan instead (only for what a transaction's ops need, see PlanDetail).
+Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
+                                backend::SnapshotDetail detail = backend::SnapshotDetail::kRules);
+
+// The least detail planning `txn` needs on `backend`: kRules unless the backend has handles (it resolves positions
+// against the snapshot at commit); then kChains for appends, inserts at 1, chain creation, renames, flushes and
+// policies; kPositions for inserts elsewhere and deletes / replaces by number without an expected rule; kRules for
+// everything that looks at rules (delete by spec, expected rules, chain deletion, zeroing).
+backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run);
@@ -42,10 +50,13 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
 using PlanFunction = std::function<Result<std::vector<PlannedTable>>(Snapshots)>;
 
 // The whole write path: backend.Lock(fw_options.wait) held throughout; ReadSnapshots(families); plan(snapshots);
-// fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches.
+// fw_options.before_commit_hook (if set, and not for a dry run); CommitBatches. When that returns Aborted (a
+// concurrent change won, e.g. the native backend's stale generation id) the whole sequence runs again, at most 5
+// times in all, with jittered backoff (0.5-3 ms growing to 8-24 ms); then Aborted.
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
-                                  const PlanFunction& plan);
+                                  const PlanFunction& plan,
+                                  backend::SnapshotDetail detail = backend::SnapshotDetail::kRules);
 
 // The families a desired state applies to (kBoth: IPv4 then IPv6).
 std::vector<Family> DesiredFamilies(const DesiredState& desired);

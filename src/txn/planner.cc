@@ -222,9 +222,10 @@ Result<const Chain*> NeedUserChain(const Table& table, const std::string& chain,
   return c;
 }
 
-// The rule at `index` of `chain`, checked against `expect`, and that it can be addressed race-free by its spec
-// (its first occurrence in the chain is at `index`, docs/architecture.md §3).
-Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect) {
+// The rule at `index` of `chain`, checked against `expect`, and (unless `by_position`: the backend addresses rules by
+// kernel handle on the snapshot it planned on) that it can be addressed race-free by its spec (its first occurrence
+// in the chain is at `index`, docs/architecture.md §3).
+Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect, bool by_position) {
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {
     return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
@@ -236,6 +237,7 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
     return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " is " +
                                       Quoted(FormatRuleSpec(at)) + ", expected " + Quoted(FormatRuleSpec(*expect)));
   }
+  if (by_position) return at;
   int first = backend::FindRule(chain, at);
   if (first != index - 1) {
     return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain.name + " (" +
@@ -257,9 +259,11 @@ TableOp PlacedAdd(Family family, const Table& table, const Chain& chain, size_t 
 }
 
 // Renders one transaction op (op `number`, 1-based) into table ops on the simulation, with op-level checks that
-// give better messages than the table-op level ones.
+// give better messages than the table-op level ones. `by_position`: the backend has handles
+// (BackendTraits::handles) and resolves -D N / -R N against the snapshot the plan was made on, so they are sent as
+// such instead of by spec.
 Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
-              const BatchPlanner::Placement& placement) {
+              const BatchPlanner::Placement& placement, bool by_position) {
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
@@ -287,15 +291,17 @@ Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
     }
     case Op::Kind::kDeleteAt: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect, by_position));
+      if (by_position) return sim.Emit(TableOp::Make(TKind::kDeleteAt, op.chain, {}, op.index));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
       return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old));
     }
     case Op::Kind::kReplace: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect));
+      IPTKIT_ASSIGN_OR_RETURN(Rule old, RuleAtIndex(*c, op.index, op.expect, by_position));
       // Checked before anything is emitted so that a bad new rule names the replace, not a half of it.
       IPTKIT_RETURN_IF_ERROR(backend::CheckRule(family, table, op.chain, op.rule));
+      if (by_position) return sim.Emit(TableOp::Make(TKind::kReplace, op.chain, op.rule, op.index));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kCheck, op.chain, old)));
       IPTKIT_RETURN_IF_ERROR(sim.Emit(TableOp::Make(TKind::kDelete, op.chain, old)));
       return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
@@ -594,7 +600,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
     const size_t group_start = journal_.size();
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
-      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement);
+      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement, backend_->traits().handles);
       if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {

@@ -28,7 +28,9 @@ class CliDaemonTest : public ::testing::TestWithParam<Variant> {
     IPTKIT_REQUIRE_ROOT();
     ASSERT_OK_AND_ASSIGN(ns_, integration::TestNetns::Create());
     daemontest::DaemonOptions options;
-    options.backend = std::string(integration::VariantName(GetParam()));
+    // On nft the daemon's backend is the fixture's default (nft, or native with IPTKIT_TEST_DAEMON_BACKEND).
+    options.backend = GetParam() == Variant::kNft ? daemontest::DefaultDaemonBackend() : "legacy";
+    backend_ = options.backend;
     options.listen = {};
     ASSERT_OK_AND_ASSIGN(daemon_, Daemon::Create(*ns_, options));
     socket_ = daemon_->dir() + "/iptkitd.sock";
@@ -53,6 +55,7 @@ class CliDaemonTest : public ::testing::TestWithParam<Variant> {
   std::unique_ptr<integration::TestNetns> ns_;
   std::unique_ptr<Daemon> daemon_;
   std::string socket_;
+  std::string backend_;  // the daemon's --backend
 };
 
 TEST_P(CliDaemonTest, OwnedRulesWithTtlFromTheCommandLine) {
@@ -136,7 +139,7 @@ TEST_P(CliDaemonTest, UnownedChangesChecksAndChains) {
   EXPECT_EQ(missing.code, 3) << missing.err;
   EXPECT_THAT(missing.err, StartsWith("iptkit: iptkitd: "));
   EXPECT_THAT(Ok({"-t", "nat", "list", "-S"}).out, HasSubstr("-P PREROUTING ACCEPT\n"));
-  EXPECT_THAT(Ok({"info"}).out, HasSubstr("backend: " + std::string(integration::VariantName(GetParam()))));
+  EXPECT_THAT(Ok({"info"}).out, HasSubstr("backend: " + backend_));
 }
 
 TEST_P(CliDaemonTest, ApplyPlanTxnAndWhatIsRefused) {

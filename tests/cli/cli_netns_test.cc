@@ -1,5 +1,5 @@
 // The iptkit binary end to end against the real kernel, inside a fresh network namespace per test, on both
-// iptables variants (--backend nft / legacy) and both families; every change is verified with the real
+// iptables variants (--backend native / nft / legacy) and both families; every change is verified with the real
 // `ip netns exec NS iptables-save`. Root only (GTEST_SKIP otherwise); never touches the host's firewall.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -22,8 +22,10 @@ using ::testing::Not;
 using ::testing::StartsWith;
 
 struct Param {
-  std::string backend;  // "nft" or "legacy"
+  std::string backend;  // "native", "nft" or "legacy"
   bool ipv6 = false;
+  // The iptables variant whose tools see what the backend writes.
+  std::string variant() const { return backend == "legacy" ? "legacy" : "nft"; }
 };
 
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
@@ -35,8 +37,8 @@ class CliNetnsTest : public ::testing::TestWithParam<Param> {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (creates a network namespace)";
     const Param& p = GetParam();
-    save_tool_ = FindTool(std::string(p.ipv6 ? "ip6tables-" : "iptables-") + p.backend + "-save");
-    if (save_tool_.empty() || FindTool("ip").empty()) GTEST_SKIP() << "iptables " << p.backend << " not installed";
+    save_tool_ = FindTool(std::string(p.ipv6 ? "ip6tables-" : "iptables-") + p.variant() + "-save");
+    if (save_tool_.empty() || FindTool("ip").empty()) GTEST_SKIP() << "iptables " << p.variant() << " not installed";
     ns_ = std::make_unique<TestNetns>();
     ASSERT_TRUE(ns_->ok()) << "ip netns add failed";
     addr_ = p.ipv6 ? "2001:db8::7" : "192.0.2.7";
@@ -226,7 +228,7 @@ TEST_P(CliNetnsTest, TxnAndApply) {
 TEST_P(CliNetnsTest, ApplyWarnsAboutRulesInTheOtherVariant) {
   const Param& p = GetParam();
   const std::string other =
-      std::string(p.ipv6 ? "ip6tables-" : "iptables-") + (p.backend == std::string("nft") ? "legacy" : "nft");
+      std::string(p.ipv6 ? "ip6tables-" : "iptables-") + (p.variant() == "nft" ? "legacy" : "nft");
   ASSERT_FALSE(FindTool(other).empty());
   ProcessResult foreign = ns_->Exec({FindTool(other), "-A", "INPUT", "-j", "ACCEPT"});
   ASSERT_EQ(foreign.code, 0) << foreign.err;
@@ -235,8 +237,7 @@ TEST_P(CliNetnsTest, ApplyWarnsAboutRulesInTheOtherVariant) {
       "chains":[{"table":"filter","name":"CLITEST-IN","rules":[{"spec":"-j RETURN"}]}],
       "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-j CLITEST-IN"}]})");
   ProcessResult applied = Ok({"apply", desired});
-  EXPECT_THAT(applied.out,
-              HasSubstr("warning: iptables-" + std::string(p.backend == std::string("nft") ? "legacy" : "nft")))
+  EXPECT_THAT(applied.out, HasSubstr("warning: iptables-" + std::string(p.variant() == "nft" ? "legacy" : "nft")))
       << applied.out;
   EXPECT_THAT(ChainLines("INPUT"), HasSubstr("-j CLITEST-IN"));
 }
@@ -369,7 +370,7 @@ const std::vector<std::vector<std::string>>& ListingCorpusV6() {
 // number, with counters of every size (K/M/G and -x).
 TEST_P(CliNetnsTest, ListIsWhatIptablesPrints) {
   const Param& p = GetParam();
-  const std::string tool = FindTool(std::string(p.ipv6 ? "ip6tables-" : "iptables-") + p.backend);
+  const std::string tool = FindTool(std::string(p.ipv6 ? "ip6tables-" : "iptables-") + p.variant());
   const auto& corpus = p.ipv6 ? ListingCorpusV6() : ListingCorpusV4();
   size_t loaded = 0;
   for (const auto& rule : corpus) {
@@ -417,7 +418,7 @@ TEST_P(CliNetnsTest, ListIsWhatIptablesPrints) {
 
 // A table nothing has used yet lists with its empty builtin chains, as iptables -L shows it.
 TEST_P(CliNetnsTest, ListShowsEmptyBuiltinChainsOfUnusedTables) {
-  const std::string tool = FindTool(std::string(GetParam().ipv6 ? "ip6tables-" : "iptables-") + GetParam().backend);
+  const std::string tool = FindTool(std::string(GetParam().ipv6 ? "ip6tables-" : "iptables-") + GetParam().variant());
   for (const std::string table : {"nat", "mangle", "raw", "filter"}) {
     const std::string ours = Ok({"-t", table, "list", "-v"}).out;  // before iptables creates the table
     const std::string ours_s = Ok({"-t", table, "list", "-S"}).out;
@@ -539,9 +540,39 @@ TEST_P(CliNetnsTest, LargeRestoreShowsProgress) {
   EXPECT_EQ(std::count(big.begin(), big.end(), '\n'), 1500);
 }
 
+// `auto` uses the native backend on nf_tables and says why; with rules only in x_tables it uses legacy.
+TEST(CliAutoBackendTest, InfoSaysWhichBackendAndWhy) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root (creates a network namespace)";
+  const std::string legacy = FindTool("iptables-legacy");
+  if (legacy.empty() || FindTool("iptables-nft").empty()) GTEST_SKIP() << "iptables not installed";
+  TestNetns ns;
+  ASSERT_TRUE(ns.ok());
+  auto info = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {IPTKIT_CLI_BIN, "--netns", ns.name()});
+    args.push_back("info");
+    ProcessResult r = RunProcess(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+    return r.out;
+  };
+  std::string out = info({});
+  EXPECT_THAT(out, HasSubstr("backend: native\n")) << out;
+  EXPECT_THAT(out, HasSubstr("backend chosen: auto: nf_tables holds 0 rules, x_tables (legacy) 0 rules: the nft "
+                             "variant, natively\n"))
+      << out;
+  out = info({"--backend", "nft"});
+  EXPECT_THAT(out, HasSubstr("backend: nft\n")) << out;
+  EXPECT_THAT(out, HasSubstr("backend chosen: requested (--backend nft")) << out;
+  // A rule only in x_tables: auto follows it to legacy.
+  ProcessResult added = ns.Exec({legacy, "-A", "INPUT", "-j", "ACCEPT"});
+  ASSERT_EQ(added.code, 0) << added.err;
+  out = info({});
+  EXPECT_THAT(out, HasSubstr("backend: legacy\n")) << out;
+  EXPECT_THAT(out, HasSubstr("x_tables (legacy) 1 rule: the legacy variant")) << out;
+}
+
 INSTANTIATE_TEST_SUITE_P(Variants, CliNetnsTest,
-                         ::testing::Values(Param{"nft", false}, Param{"nft", true}, Param{"legacy", false},
-                                           Param{"legacy", true}),
+                         ::testing::Values(Param{"native", false}, Param{"native", true}, Param{"nft", false},
+                                           Param{"nft", true}, Param{"legacy", false}, Param{"legacy", true}),
                          ParamName);
 
 }  // namespace

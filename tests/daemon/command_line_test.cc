@@ -51,7 +51,7 @@ TEST(DaemonCommandLine, FlagsAreCheckedLikeTheConfigFile) {
       {"drift_interval", "0", "greater than 0"},
       {"default_owner", "Bad", "[a-z0-9-]"},
       {"socket_mode", "999", "expected an octal mode"},
-      {"backend", "iptables", "expected one of auto|nft|legacy|fake"},
+      {"backend", "iptables", "expected one of auto|native|nft|legacy|fake"},
       {"listen", "example.com:80", "host names other than localhost are not resolved"},
       {"socket_allow", "root", "expected uid:N or gid:N"},
       {"audit_max_age", "forever", "expected a duration"},
@@ -132,8 +132,8 @@ TEST(DaemonCommandLine, ReadyFileIsNeverWrittenThroughASymlink) {
   std::ofstream(victim2) << "precious too\n";
   ASSERT_EQ(::symlink(victim.c_str(), ready.c_str()), 0);
   ASSERT_EQ(::symlink(victim2.c_str(), (ready + ".tmp").c_str()), 0);
-  const pid_t pid = Spawn({"--netns", daemon->netns(), "--state-dir", daemon->state_dir(), "--backend", "nft",
-                           "--listen", "127.0.0.1:0", "--ready-file", ready},
+  const pid_t pid = Spawn({"--netns", daemon->netns(), "--state-dir", daemon->state_dir(), "--backend",
+                           DefaultDaemonBackend(), "--listen", "127.0.0.1:0", "--ready-file", ready},
                           daemon->dir() + "/spawned.log");
   ASSERT_GT(pid, 0);
   // Ready: the path is now a regular file with the daemon's JSON; the symlink's target is untouched.

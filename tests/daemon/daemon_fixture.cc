@@ -22,6 +22,12 @@
 #endif
 
 namespace iptkit::daemontest {
+
+std::string DefaultDaemonBackend() {
+  const char* env = std::getenv("IPTKIT_TEST_DAEMON_BACKEND");
+  return env != nullptr && *env != '\0' ? std::string(env) : "nft";
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;

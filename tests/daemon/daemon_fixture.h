@@ -106,8 +106,12 @@ class HttpClient {
   std::unique_ptr<httplib::Client> client_;
 };
 
+// The backend the daemon tests run on by default: "nft", or IPTKIT_TEST_DAEMON_BACKEND ("native": the same tests
+// on the native backend, which writes what iptables-nft writes, so the nft checks hold unchanged).
+std::string DefaultDaemonBackend();
+
 struct DaemonOptions {
-  std::string backend = "nft";                        // --backend
+  std::string backend = DefaultDaemonBackend();       // --backend
   std::vector<std::string> listen = {"127.0.0.1:0"};  // --listen, each
   // More flags. --rate-limit 0 is added unless args give --rate-limit (tests send bursts).
   std::vector<std::string> args;

@@ -71,7 +71,7 @@ TEST(DaemonEndpoints, HealthVersionInfoMetricsAndListings) {
   ASSERT_TRUE(ns->Iptables(Variant::kNft, Family::kIPv4, {"-A", "INPUT", "-s", "192.0.2.9", "-j", "ACCEPT"}).ok());
   ASSERT_TRUE(ns->Iptables(Variant::kNft, Family::kIPv6, {"-A", "INPUT", "-s", "2001:db8::9", "-j", "ACCEPT"}).ok());
   ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns));
-  EXPECT_EQ(daemon->ready()["backend"], "nft");
+  EXPECT_EQ(daemon->ready()["backend"], DefaultDaemonBackend());
   EXPECT_EQ(daemon->ready()["netns"], ns->name());
   EXPECT_EQ(daemon->ready()["pid"], daemon->pid());
   HttpClient http = daemon->Admin();
@@ -85,7 +85,7 @@ TEST(DaemonEndpoints, HealthVersionInfoMetricsAndListings) {
   Reply version = http.Get("/v1/version");
   ASSERT_EQ(version.status, 200) << version.Describe();
   EXPECT_EQ(version.json["api"], "v1");
-  EXPECT_EQ(version.json["backend"], "nft");
+  EXPECT_EQ(version.json["backend"], DefaultDaemonBackend());
   EXPECT_EQ(version.json["netns"], ns->name());
   EXPECT_FALSE(version.json["version"].get<std::string>().empty());
   EXPECT_FALSE(version.Header("X-Request-Id").empty());
@@ -93,7 +93,7 @@ TEST(DaemonEndpoints, HealthVersionInfoMetricsAndListings) {
 
   Reply info = http.Get("/v1/info");
   ASSERT_EQ(info.status, 200) << info.Describe();
-  EXPECT_EQ(info.json["backend"], "nft") << info.body;
+  EXPECT_EQ(info.json["backend"], DefaultDaemonBackend()) << info.body;
   EXPECT_EQ(info.json["netns"], ns->name()) << info.body;
   ExpectError(http.Get("/v1/info?netns=somewhere-else"), 400, "invalid_argument");
 
@@ -135,7 +135,8 @@ TEST(DaemonEndpoints, HealthVersionInfoMetricsAndListings) {
             1.0)
       << metrics.body;
   EXPECT_EQ(MetricValue(metrics.body, "iptkitd_http_auth_failures_total", {{"reason", "token"}}), 1.0);
-  EXPECT_EQ(MetricValue(metrics.body, "iptkitd_build_info", {{"backend", "nft"}}), 1.0) << metrics.body;
+  EXPECT_EQ(MetricValue(metrics.body, "iptkitd_build_info", {{"backend", DefaultDaemonBackend()}}), 1.0)
+      << metrics.body;
   ExpectError(daemon->Client("").Get("/metrics"), 401, "unauthenticated");
 
   // Wrong method: 405 with Allow; OPTIONS: 204 with Allow.

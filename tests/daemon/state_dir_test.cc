@@ -14,7 +14,8 @@ namespace {
 
 // The arguments Daemon::Launch would give, for running a second daemon (or one expected to refuse) to completion.
 std::vector<std::string> DaemonArgs(const Daemon& d) {
-  return {"--netns", d.netns(), "--state-dir", d.state_dir(), "--backend", "nft", "--listen", "127.0.0.1:0"};
+  return {"--netns",  d.netns(),    "--state-dir", d.state_dir(), "--backend", DefaultDaemonBackend(),
+          "--listen", "127.0.0.1:0"};
 }
 
 // Regression (issue 8, item 7): a second daemon on the same state directory started and raced the first.

@@ -153,7 +153,8 @@ TEST_P(CoexistenceTest, UfwRulesetSurvivesApplyChangeAndRemove) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, CoexistenceTest, ::testing::Values(BackendKind::kNft, BackendKind::kLegacy),
+INSTANTIATE_TEST_SUITE_P(Backends, CoexistenceTest,
+                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy),
                          BackendParamName);
 
 }  // namespace

@@ -140,7 +140,8 @@ TEST_P(ConcurrencyTest, InsertAtPositionKeepsForeignRule) {
   EXPECT_EQ(std::vector<std::string>(input.end() - 3, input.end()), (std::vector<std::string>{kA, kB, kC}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ConcurrencyTest, ::testing::Values(BackendKind::kNft, BackendKind::kLegacy),
+INSTANTIATE_TEST_SUITE_P(Backends, ConcurrencyTest,
+                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy),
                          BackendParamName);
 
 // Holds flock(LOCK_EX) on `path` in a child process until Release() (or the destructor). The xtables lock is per

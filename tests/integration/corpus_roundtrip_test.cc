@@ -40,12 +40,11 @@ std::vector<CorpusFile> FilesOrPlaceholder() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Corpus, CorpusRoundTripTest,
-                         ::testing::Combine(::testing::Values(BackendKind::kNft, BackendKind::kLegacy),
+                         ::testing::Combine(::testing::Values(BackendKind::kNative, BackendKind::kNft,
+                                                              BackendKind::kLegacy),
                                             ::testing::ValuesIn(FilesOrPlaceholder())),
                          [](const auto& info) {
-                           std::string name =
-                               std::string(std::get<0>(info.param) == BackendKind::kLegacy ? "legacy_" : "nft_") +
-                               std::get<1>(info.param).name;
+                           std::string name = BackendName(std::get<0>(info.param)) + "_" + std::get<1>(info.param).name;
                            for (char& c : name) {
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            }

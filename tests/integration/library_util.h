@@ -15,9 +15,14 @@
 #include "tests/integration/netns_fixture.h"
 
 namespace iptkit {
-inline void PrintTo(BackendKind kind, std::ostream* os) {
-  *os << (kind == BackendKind::kLegacy ? "legacy" : kind == BackendKind::kNft ? "nft" : "other");
+// "native", "nft", "legacy" (test names and messages).
+inline std::string BackendName(BackendKind kind) {
+  return kind == BackendKind::kLegacy   ? "legacy"
+         : kind == BackendKind::kNft    ? "nft"
+         : kind == BackendKind::kNative ? "native"
+                                        : "other";
 }
+inline void PrintTo(BackendKind kind, std::ostream* os) { *os << BackendName(kind); }
 inline void PrintTo(Family family, std::ostream* os) { *os << (family == Family::kIPv4 ? "ipv4" : "ipv6"); }
 }  // namespace iptkit
 
@@ -26,7 +31,7 @@ namespace iptkit::integration {
 inline Variant VariantOf(BackendKind kind) { return kind == BackendKind::kLegacy ? Variant::kLegacy : Variant::kNft; }
 
 inline std::string BackendParamName(const ::testing::TestParamInfo<BackendKind>& info) {
-  return info.param == BackendKind::kLegacy ? "legacy" : "nft";
+  return BackendName(info.param);
 }
 
 // A Firewall on `ns` through the given backend.

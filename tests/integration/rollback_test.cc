@@ -148,12 +148,14 @@ TEST_P(RollbackTest, SameTransactionWithoutTheBadRuleCommits) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, RollbackTest,
-                         ::testing::Values(RollbackParam{BackendKind::kNft, Family::kIPv4},
+                         ::testing::Values(RollbackParam{BackendKind::kNative, Family::kIPv4},
+                                           RollbackParam{BackendKind::kNative, Family::kIPv6},
+                                           RollbackParam{BackendKind::kNft, Family::kIPv4},
                                            RollbackParam{BackendKind::kNft, Family::kIPv6},
                                            RollbackParam{BackendKind::kLegacy, Family::kIPv4},
                                            RollbackParam{BackendKind::kLegacy, Family::kIPv6}),
                          [](const auto& info) {
-                           return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") +
+                           return BackendName(info.param.backend) +
                                   (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
                          });
 

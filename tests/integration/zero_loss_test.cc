@@ -75,7 +75,8 @@ TEST_P(ZeroLossTest, TransactionRewritingInputLosesNothing) {
       &result);
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, ZeroLossTest, ::testing::Values(BackendKind::kNft, BackendKind::kLegacy),
+INSTANTIATE_TEST_SUITE_P(Backends, ZeroLossTest,
+                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy),
                          BackendParamName);
 
 }  // namespace

@@ -61,7 +61,8 @@ const std::vector<OptionSpec>& GlobalOptionSpecs() {
       {Opt::kNetns, "", "--netns", "NAME|PATH",
        "network namespace: a name as `ip netns` uses it, or a path such as /proc/PID/ns/net"},
       {Opt::kBackend, "", "--backend", "KIND",
-       "auto (default: the iptables variant that holds rules), nft, legacy, or fake (in memory)"},
+       "auto (default: the iptables variant that holds rules; on nf_tables the native backend), native (nf_tables "
+       "over netlink, in-process), nft (iptables-nft-restore), legacy, or fake (in memory)"},
       {Opt::kDaemon, "", "--daemon", "[SOCKET]",
        "send the command to a running iptkitd over its unix socket (default /run/iptkitd.sock); SOCKET is taken "
        "from the next argument when it contains a '/', or as --daemon=SOCKET"},
@@ -841,6 +842,7 @@ Result<Invocation> Parser::Run() {
 
   // Globals that need checking once everything is read.
   static const std::map<std::string, BackendKind, std::less<>> kBackends = {{"auto", BackendKind::kAuto},
+                                                                            {"native", BackendKind::kNative},
                                                                             {"nft", BackendKind::kNft},
                                                                             {"legacy", BackendKind::kLegacy},
                                                                             {"fake", BackendKind::kFake}};
@@ -849,7 +851,7 @@ Result<Invocation> Parser::Run() {
   }
   auto backend = kBackends.find(backend_);
   if (backend == kBackends.end()) {
-    return Usage("--backend '" + backend_ + "': expected auto, nft, legacy or fake", backend_index_);
+    return Usage("--backend '" + backend_ + "': expected auto, native, nft, legacy or fake", backend_index_);
   }
   inv_.global.backend = backend->second;
   if (wait_) {

@@ -13,6 +13,7 @@ namespace iptkit::cli {
 std::string FormatInfo(const FirewallInfo& info) {
   std::string out;
   out += fmt::format("backend: {}\n", info.backend);
+  if (!info.backend_reason.empty()) out += fmt::format("backend chosen: {}\n", info.backend_reason);
   out += fmt::format("netns: {}\n", info.netns.empty() ? "(caller's)" : info.netns);
   for (const VariantTables& variant : info.variants) {
     out +=

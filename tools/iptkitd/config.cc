@@ -217,9 +217,9 @@ const std::vector<KeySpec>& Keys() {
          c->netns = std::string(v);
          return Status::Ok();
        }},
-      {"backend", false, "auto|nft|legacy|fake (default auto)",
+      {"backend", false, "auto|native|nft|legacy|fake (default auto)",
        [](std::string_view v, DaemonConfig* c) {
-         return OneOf(v, {"auto", "nft", "legacy", "fake"}, &c->backend);
+         return OneOf(v, {"auto", "native", "nft", "legacy", "fake"}, &c->backend);
        }},
       {"listen", true, "[http://|https://]ADDR:PORT to serve on (repeatable)",
        [](std::string_view v, DaemonConfig* c) {

@@ -71,7 +71,7 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 // Defaults are the values used when a key is absent. Each field names its key.
 struct DaemonConfig {
   std::string netns;                           // netns: a name under /run/netns or a path; "" = the daemon's own
-  std::string backend = "auto";                // backend: auto|nft|legacy|fake (fake: in-memory, for tests)
+  std::string backend = "auto";                // backend: auto|native|nft|legacy|fake (fake: in-memory, for tests)
   std::vector<Listener> listen;                // listen (repeatable)
   std::string socket;                          // socket: unix socket path (at most 107 bytes); "" = none
   uint32_t socket_mode = 0660;                 // socket_mode: octal, at most 0777

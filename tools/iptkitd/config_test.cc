@@ -301,7 +301,7 @@ TEST(ParseConfigTest, LineErrorsNameFileLineKeyAndValue) {
       {"\nlisten 127.0.0.1:80", {"c.conf:2: ", "expected 'key = value'", "'listen 127.0.0.1:80'"}},
       {" = x", {"c.conf:1: ", "missing key"}},
       {"Netns = a", {"c.conf:1: Netns 'a'", "unknown key"}},
-      {"backend = native", {"c.conf:1: backend 'native'", "auto|nft|legacy|fake"}},
+      {"backend = iptables", {"c.conf:1: backend 'iptables'", "auto|native|nft|legacy|fake"}},
       {"listen = www.example.com:80", {"c.conf:1: listen 'www.example.com:80'", "host names"}},
       {"listen =", {"c.conf:1: listen ''", "ADDRESS:PORT"}},
       {"socket = /" + std::string(200, 'x'), {"c.conf:1: socket '/xxx", "107 bytes"}},

@@ -278,6 +278,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   if (config.backend == "nft") kind = BackendKind::kNft;
   if (config.backend == "legacy") kind = BackendKind::kLegacy;
   if (config.backend == "fake") kind = BackendKind::kFake;
+  if (config.backend == "native") kind = BackendKind::kNative;
   backend::BackendOptions backend_options;
   backend_options.netns = config.netns;
   backend_options.wait = config.wait;
@@ -289,7 +290,11 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     if (kind == BackendKind::kFake) return backend::NewSharedFakeHandle(shared_fake);
     IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> b,
                             backend::MakeBackend(resolved->value_or(kind), backend_options));
-    if (!*resolved) *resolved = b->traits().variant == "legacy" ? BackendKind::kLegacy : BackendKind::kNft;
+    if (!*resolved) {
+      *resolved = b->traits().name == "native"      ? BackendKind::kNative
+                  : b->traits().variant == "legacy" ? BackendKind::kLegacy
+                                                    : BackendKind::kNft;
+    }
     return b;
   };
   options.firewall.netns = config.netns;

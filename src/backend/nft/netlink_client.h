@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -81,6 +82,30 @@ class NetlinkClient {
   // changed during the dump (NLM_F_DUMP_INTR): read again.
   Result<KernelView> Dump(Family family, const std::optional<std::string>& table);
 
+  // Sends one NFT_MSG_GET* dump request for `family` (NFPROTO_*), lets `attrs` add request attributes (e.g.
+  // NFTA_RULE_TABLE / NFTA_RULE_CHAIN, by which the kernel filters a rule dump; may be empty) and feeds every answer
+  // message to `on_message` (the first error it returns wins; the rest of the dump is drained). Aborted when the
+  // ruleset changed during the dump (NLM_F_DUMP_INTR): read again.
+  Status DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
+                      const std::function<Status(const nlmsghdr*)>& on_message);
+
+  // The answer to one nfnetlink batch.
+  struct BatchReply {
+    // (seq, errno) of every message the kernel refused; the BATCH_BEGIN's seq for a failure of the batch as a
+    // whole (ERESTART: the generation id it carried is stale, nothing was done).
+    std::vector<std::pair<uint32_t, int>> errors;
+    // seq → the NEWRULE / NEWCHAIN message the kernel echoed for a request sent with NLM_F_ECHO (the new rule or
+    // chain with its handle).
+    std::map<uint32_t, std::string> echoes;
+    // The receive queue overflowed (ENOBUFS): some answers are missing; whether the batch committed must be found
+    // out another way (the generation id).
+    bool overrun = false;
+  };
+  // Sends a batch built by the caller (BATCH_BEGIN ... BATCH_END, `messages` netlink messages in all) with one
+  // sendmsg. nfnetlink processes a batch synchronously inside sendmsg, so every answer is queued when it returns;
+  // they are drained without waiting. Grows the socket buffers as iptables-nft does for large batches.
+  Result<BatchReply> SendBatch(std::string_view batch, size_t messages);
+
   // Netlink requests sent so far (tests).
   uint64_t requests() const { return requests_; }
 
@@ -95,6 +120,20 @@ class NetlinkClient {
   uint32_t portid_;
   uint32_t seq_;
   uint64_t requests_ = 0;
+  std::vector<char>& Buffer();  // the receive buffer, reused by every request (one at a time)
+  std::vector<char> buf_;
+  int rcvbuf_ = 0;  // what SendBatch last forced (0: the default)
+  int sndbuf_ = 0;
+
+ public:
+  // The next sequence number to use for a message the caller builds (batches).
+  uint32_t NextSeq() { return ++seq_; }
+  // Reserves `n` consecutive sequence numbers; returns the first.
+  uint32_t ReserveSeqs(uint32_t n) {
+    const uint32_t first = seq_ + 1;
+    seq_ += n;
+    return first;
+  }
 };
 
 }  // namespace iptkit::backend::nft

@@ -1,0 +1,1268 @@
+#include "src/backend/native/native_backend.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <libmnl/libmnl.h>
+#include <libnftnl/chain.h>
+#include <libnftnl/common.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/set.h>
+#include <libnftnl/table.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+
+#include "iptkit/dialect.h"
+#include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/native/nft_batch.h"
+#include "src/backend/native/rule_codec.h"
+#include "src/backend/native/xtables.h"
+#include "src/backend/ops/table_sim.h"
+#include "src/backend/restore/restore_backend.h"
+#include "src/base/errno_status.h"
+#include "src/base/netns.h"
+
+namespace iptkit::backend::native {
+namespace {
+
+using TKind = TableOp::Kind;
+
+uint16_t NfProto(Family family) { return family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
+
+// iptables-nft's base chains (nft.c xtables_ipv4[]): hook, priority and type per table and chain.
+struct BaseSpec {
+  uint32_t hook;
+  int32_t prio;
+  const char* type;
+};
+std::optional<BaseSpec> BuiltinSpec(std::string_view table, std::string_view chain) {
+  struct Entry {
+    const char* table;
+    const char* chain;
+    BaseSpec spec;
+  };
+  static const Entry kEntries[] = {
+      {"raw", "PREROUTING", {NF_INET_PRE_ROUTING, -300, "filter"}},
+      {"raw", "OUTPUT", {NF_INET_LOCAL_OUT, -300, "filter"}},
+      {"mangle", "PREROUTING", {NF_INET_PRE_ROUTING, -150, "filter"}},
+      {"mangle", "INPUT", {NF_INET_LOCAL_IN, -150, "filter"}},
+      {"mangle", "FORWARD", {NF_INET_FORWARD, -150, "filter"}},
+      {"mangle", "OUTPUT", {NF_INET_LOCAL_OUT, -150, "route"}},
+      {"mangle", "POSTROUTING", {NF_INET_POST_ROUTING, -150, "filter"}},
+      {"filter", "INPUT", {NF_INET_LOCAL_IN, 0, "filter"}},
+      {"filter", "FORWARD", {NF_INET_FORWARD, 0, "filter"}},
+      {"filter", "OUTPUT", {NF_INET_LOCAL_OUT, 0, "filter"}},
+      {"security", "INPUT", {NF_INET_LOCAL_IN, 150, "filter"}},
+      {"security", "FORWARD", {NF_INET_FORWARD, 150, "filter"}},
+      {"security", "OUTPUT", {NF_INET_LOCAL_OUT, 150, "filter"}},
+      {"nat", "PREROUTING", {NF_INET_PRE_ROUTING, -100, "nat"}},
+      {"nat", "INPUT", {NF_INET_LOCAL_IN, 100, "nat"}},
+      {"nat", "POSTROUTING", {NF_INET_POST_ROUTING, 100, "nat"}},
+      {"nat", "OUTPUT", {NF_INET_LOCAL_OUT, -100, "nat"}},
+  };
+  for (const Entry& e : kEntries) {
+    if (table == e.table && chain == e.chain) return e.spec;
+  }
+  return std::nullopt;
+}
+
+// The tables in iptables-nft-save's order (nft.h enum nft_table_type: mangle, security, raw, filter, nat).
+const std::vector<std::string>& SaveOrder() {
+  static const std::vector<std::string> kOrder = {"mangle", "security", "raw", "filter", "nat"};
+  return kOrder;
+}
+
+std::string HookName(uint32_t hooknum) {
+  switch (hooknum) {
+    case NF_INET_PRE_ROUTING:
+      return "prerouting";
+    case NF_INET_LOCAL_IN:
+      return "input";
+    case NF_INET_FORWARD:
+      return "forward";
+    case NF_INET_LOCAL_OUT:
+      return "output";
+    case NF_INET_POST_ROUTING:
+      return "postrouting";
+    default:
+      return "hook" + std::to_string(hooknum);
+  }
+}
+
+std::string Str(const char* s) { return s == nullptr ? "" : s; }
+
+struct NftnlFree {
+  void operator()(nftnl_table* p) const { nftnl_table_free(p); }
+  void operator()(nftnl_chain* p) const { nftnl_chain_free(p); }
+  void operator()(nftnl_rule* p) const { nftnl_rule_free(p); }
+  void operator()(nftnl_set* p) const { nftnl_set_free(p); }
+};
+using TablePtr = std::unique_ptr<nftnl_table, NftnlFree>;
+using ChainPtr = std::unique_ptr<nftnl_chain, NftnlFree>;
+using RulePtr = std::unique_ptr<nftnl_rule, NftnlFree>;
+using SetPtr = std::unique_ptr<nftnl_set, NftnlFree>;
+
+// The expression names of a rule message, for the reason of a rule libnftnl cannot parse (it refuses a rule with
+// an expression type it does not know).
+std::string ExpressionNames(const nlmsghdr* nlh) {
+  std::string names;
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+  int remaining = static_cast<int>(end - start);
+  for (const nlattr* a = reinterpret_cast<const nlattr*>(start); mnl_attr_ok(a, remaining);
+       remaining -= static_cast<int>(MNL_ALIGN(a->nla_len)), a = mnl_attr_next(a)) {
+    if (mnl_attr_get_type(a) != NFTA_RULE_EXPRESSIONS) continue;
+    const char* ps = static_cast<const char*>(mnl_attr_get_payload(a));
+    int plen = static_cast<int>(mnl_attr_get_payload_len(a));
+    for (const nlattr* elem = reinterpret_cast<const nlattr*>(ps); mnl_attr_ok(elem, plen);
+         plen -= static_cast<int>(MNL_ALIGN(elem->nla_len)), elem = mnl_attr_next(elem)) {
+      const char* es = static_cast<const char*>(mnl_attr_get_payload(elem));
+      int elen = static_cast<int>(mnl_attr_get_payload_len(elem));
+      for (const nlattr* f = reinterpret_cast<const nlattr*>(es); mnl_attr_ok(f, elen);
+           elen -= static_cast<int>(MNL_ALIGN(f->nla_len)), f = mnl_attr_next(f)) {
+        if (mnl_attr_get_type(f) == NFTA_EXPR_NAME) {
+          if (!names.empty()) names += ",";
+          names += static_cast<const char*>(mnl_attr_get_payload(f));
+        }
+      }
+    }
+  }
+  return names;
+}
+
+uint64_t EchoHandle(const std::string& msg, uint16_t attr) {
+  const auto* nlh = reinterpret_cast<const nlmsghdr*>(msg.data());
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+  int remaining = static_cast<int>(end - start);
+  for (const nlattr* a = reinterpret_cast<const nlattr*>(start); mnl_attr_ok(a, remaining);
+       remaining -= static_cast<int>(MNL_ALIGN(a->nla_len)), a = mnl_attr_next(a)) {
+    if (mnl_attr_get_type(a) == attr && mnl_attr_get_payload_len(a) == 8) return be64toh(mnl_attr_get_u64(a));
+  }
+  return 0;
+}
+
+// iptables refuses these in userspace (xshared.c do_parse) for the builtin chain names.
+Status CheckDirection(const std::string& chain, const Rule& rule) {
+  if ((chain == "PREROUTING" || chain == "INPUT") && rule.out_interface) {
+    return Status::InvalidArgument("Can't use -o with " + chain).WithToken("-o");
+  }
+  if ((chain == "POSTROUTING" || chain == "OUTPUT") && rule.in_interface) {
+    return Status::InvalidArgument("Can't use -i with " + chain).WithToken("-i");
+  }
+  return Status::Ok();
+}
+
+std::string DescribeErrno(int err) {
+  switch (err) {
+    case ENOENT:
+      return "No chain/target/match by that name";
+    case ELOOP:
+      return "Loop found in table";
+    case EBUSY:
+      return "Device or resource busy (chain in use)";
+    default:
+      return base::ErrnoString(err);
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------------------------
+
+NativeBackend::NativeBackend(BackendOptions options, NativeOptions native, base::UniqueFd netns,
+                             std::unique_ptr<nft::NetlinkClient> netlink)
+    : options_(std::move(options)), native_(std::move(native)), netns_(std::move(netns)), netlink_(std::move(netlink)) {
+  traits_.name = "native";
+  traits_.variant = "nft";
+  traits_.atomic_across_tables = true;
+  traits_.handles = true;
+  traits_.needs_lock = false;
+  traits_.rename_then_use = false;
+}
+
+NativeBackend::~NativeBackend() = default;
+
+Result<std::unique_ptr<NativeBackend>> NativeBackend::Create(const BackendOptions& options, NativeOptions native) {
+  IPTKIT_RETURN_IF_ERROR(Xtables::Instance().status());
+  IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
+  auto client = nft::NetlinkClient::Open(ns.get());
+  if (!client.ok()) return client.status().WithContext("opening the nf_tables netlink socket");
+  return std::unique_ptr<NativeBackend>(
+      new NativeBackend(options, std::move(native), std::move(ns), std::move(client).value()));
+}
+
+Result<std::unique_ptr<Backend>> NewNativeBackend(const BackendOptions& options, NativeOptions native) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<NativeBackend> b, NativeBackend::Create(options, std::move(native)));
+  return std::unique_ptr<Backend>(std::move(b));
+}
+
+Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds) {
+  return std::unique_ptr<LockGuard>(std::make_unique<LockGuard>());
+}
+
+// ---- Reading ----
+
+Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
+                                                       SnapshotDetail detail) {
+  constexpr int kAttempts = 5;
+  const uint16_t proto = NfProto(family);
+  struct ChainInfo {
+    std::string table, name;
+    uint64_t handle = 0;
+    bool base = false;
+    uint32_t hook = 0;
+    int32_t prio = 0;
+    std::string type;
+    std::optional<uint32_t> policy;
+    Counters counters;
+  };
+  struct RuleInfo {
+    std::string table, chain;
+    uint64_t handle = 0;
+    Result<XtRule> xt = Status::Internal("unset");
+  };
+  for (int attempt = 1;; ++attempt) {
+    ++stats_.dumps;
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t before, netlink_->GenerationId());
+    std::set<std::string> tables;
+    std::vector<ChainInfo> chains;
+    std::vector<RuleInfo> rules;
+    std::map<std::string, std::vector<std::string>> sets;
+    auto wanted = [&](const std::string& name) { return !table || name == *table; };
+
+    Status s = netlink_->DumpMessages(NFT_MSG_GETTABLE, proto, nullptr, [&](const nlmsghdr* m) -> Status {
+      TablePtr t(nftnl_table_alloc());
+      if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return Status::Internal("cannot parse a table message");
+      std::string name = Str(nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME));
+      if (wanted(name)) tables.insert(name);
+      return Status::Ok();
+    });
+    if (s.ok()) {
+      s = netlink_->DumpMessages(NFT_MSG_GETCHAIN, proto, nullptr, [&](const nlmsghdr* m) -> Status {
+        ChainPtr c(nftnl_chain_alloc());
+        if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Internal("cannot parse a chain message");
+        ChainInfo ci;
+        ci.table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
+        if (!wanted(ci.table)) return Status::Ok();
+        ci.name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
+        ci.handle = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_HANDLE);
+        if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM)) {
+          ci.base = true;
+          ci.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
+          ci.prio = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
+          ci.type = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE));
+          if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY)) {
+            ci.policy = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY);
+          }
+          ci.counters.packets = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_PACKETS);
+          ci.counters.bytes = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_BYTES);
+        }
+        chains.push_back(std::move(ci));
+        return Status::Ok();
+      });
+    }
+    if (s.ok() && detail != SnapshotDetail::kChains) {
+      s = netlink_->DumpMessages(
+          NFT_MSG_GETRULE, proto,
+          [&](nlmsghdr* nlh) {
+            if (table) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table->c_str());
+          },
+          [&](const nlmsghdr* m) -> Status {
+            RuleLocation loc = RuleMessageLocation(m);
+            if (!wanted(std::string(loc.table))) return Status::Ok();
+            RuleInfo ri;
+            ri.table = std::string(loc.table);
+            ri.chain = std::string(loc.chain);
+            ri.handle = loc.handle;
+            if (detail == SnapshotDetail::kPositions) {
+              ri.xt = XtRule{};  // placeholders: positions and handles only
+              rules.push_back(std::move(ri));
+              return Status::Ok();
+            }
+            ri.xt = DecodeRuleMessage(family, m);
+            if (!ri.xt.ok() && ri.xt.status().message().find("native nft expression") != std::string::npos) {
+              ri.xt = Status::FailedPrecondition(ri.xt.status().message() + " (" + ExpressionNames(m) + ")");
+            }
+            rules.push_back(std::move(ri));
+            return Status::Ok();
+          });
+    }
+    if (s.ok() && detail == SnapshotDetail::kRules) {
+      s = netlink_->DumpMessages(NFT_MSG_GETSET, proto, nullptr, [&](const nlmsghdr* m) -> Status {
+        SetPtr set(nftnl_set_alloc());
+        if (!set || nftnl_set_nlmsg_parse(m, set.get()) < 0) return Status::Internal("cannot parse a set message");
+        std::string tname = Str(nftnl_set_get_str(set.get(), NFTNL_SET_TABLE));
+        uint32_t flags =
+            nftnl_set_is_set(set.get(), NFTNL_SET_FLAGS) ? nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS) : 0;
+        if (wanted(tname) && !(flags & NFT_SET_ANONYMOUS)) {
+          sets[tname].push_back(Str(nftnl_set_get_str(set.get(), NFTNL_SET_NAME)));
+        }
+        return Status::Ok();
+      });
+    }
+    if (!s.ok() && s.code() != StatusCode::kAborted) return s.WithContext("reading the nf_tables ruleset");
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t after, netlink_->GenerationId());
+    if (!s.ok() || after != before) {
+      if (attempt < kAttempts) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt + (before % 7) * 50));
+        continue;
+      }
+      return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
+                             " reads (a busy writer); retry");
+    }
+
+    // The model, table by table in iptables-nft-save's order.
+    FamilyState st;
+    st.generation = before;
+    st.detail = detail;
+    st.ruleset.family = family;
+    struct Pending {
+      Table* table;
+      size_t chain;  // index in table->chains
+      size_t index;  // index in the chain's rules
+    };
+    std::vector<Pending> where;
+    std::vector<std::string> reasons;
+    // Tables first, so that pointers into st.ruleset.tables stay valid afterwards.
+    for (const std::string& name : SaveOrder()) {
+      if (!tables.count(name)) continue;
+      IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
+      st.ruleset.tables.push_back(std::move(t));
+      st.kernel[name].exists = true;
+    }
+    std::vector<XtRule> owned;  // the decoded rules, in `where` order
+    owned.reserve(rules.size());
+    // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
+    std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
+    for (const RuleInfo& ri : rules) ++counts[{ri.table, ri.chain}];
+    for (Table& t : st.ruleset.tables) {
+      KTable& kt = st.kernel[t.name];
+      std::string reason;
+      std::vector<std::string> user;
+      for (const ChainInfo& ci : chains) {
+        if (ci.table != t.name) continue;
+        if (ci.base) {
+          std::optional<BaseSpec> spec = BuiltinSpec(t.name, ci.name);
+          if (!spec) {
+            if (reason.empty()) {
+              reason = "chain " + ci.name + " is an nft base chain (hook " + HookName(ci.hook) +
+                       ") iptables does not manage";
+            }
+            continue;
+          }
+          if (spec->hook != ci.hook || spec->prio != ci.prio || ci.type != spec->type) {
+            if (reason.empty()) {
+              reason = "base chain " + ci.name + " has hook " + HookName(ci.hook) + ", priority " +
+                       std::to_string(ci.prio) + " and type " + ci.type + ", not iptables-nft's";
+            }
+            continue;
+          }
+          Chain* c = t.FindChain(ci.name);
+          if (ci.policy && *ci.policy != NF_ACCEPT && *ci.policy != NF_DROP && reason.empty()) {
+            reason = "base chain " + ci.name + " has a policy iptables cannot show";
+          }
+          c->policy = ci.policy && *ci.policy == NF_DROP ? "DROP" : "ACCEPT";
+          c->counters = ci.counters;
+          kt.chains[ci.name] = KChain{ci.handle, 0, true, {}};
+          continue;
+        }
+        if (IsBuiltinChain(t.name, ci.name)) {
+          if (reason.empty()) reason = "regular chain " + ci.name + " has the name of a builtin chain";
+          continue;
+        }
+        if (Status valid = ValidateChainName(ci.name); !valid.ok()) {
+          if (reason.empty()) reason = "chain " + ci.name + ": " + valid.message();
+          continue;
+        }
+        user.push_back(ci.name);
+        kt.chains[ci.name] = KChain{ci.handle, 0, false, {}};
+      }
+      std::sort(user.begin(), user.end());
+      for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
+      for (Chain& c : t.chains) {
+        auto it = counts.find({t.name, c.name});
+        if (it != counts.end()) c.rules.reserve(it->second);
+      }
+      if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
+        reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
+      }
+      for (RuleInfo& ri : rules) {
+        if (ri.table != t.name) continue;
+        auto kc = kt.chains.find(ri.chain);
+        Chain* mc = t.FindChain(ri.chain);
+        if (kc == kt.chains.end() || mc == nullptr) continue;  // a chain already judged above
+        if (!ri.xt.ok()) {
+          if (reason.empty()) {
+            reason = "chain " + ri.chain + " rule " + std::to_string(mc->rules.size() + 1) + " (nft handle " +
+                     std::to_string(ri.handle) + "): " + ri.xt.status().message();
+          }
+          continue;
+        }
+        kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
+        mc->rules.emplace_back();
+        if (detail != SnapshotDetail::kRules) continue;
+        owned.push_back(std::move(ri.xt).value());
+        where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
+      }
+      t.unrepresentable_reason = reason;
+    }
+    std::vector<const XtRule*> to_format;
+    to_format.reserve(owned.size());
+    for (const XtRule& x : owned) to_format.push_back(&x);
+    IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+    std::vector<Result<Rule>> decoded = xt->ToRules(to_format, netns_.get());
+    for (size_t i = 0; i < decoded.size(); ++i) {
+      Pending& p = where[i];
+      Chain& chain = p.table->chains[p.chain];
+      if (!decoded[i].ok()) {
+        if (p.table->unrepresentable_reason.empty()) {
+          p.table->unrepresentable_reason =
+              "chain " + chain.name + " rule " + std::to_string(p.index + 1) + ": " + decoded[i].status().message();
+        }
+        continue;
+      }
+      chain.rules[p.index] = *std::move(decoded[i]);
+    }
+    // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
+    return st;
+  }
+}
+
+Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
+  auto view = [&](const FamilyState& st) -> Ruleset {
+    if (!table) return st.ruleset;
+    Ruleset rs;
+    rs.family = family;
+    if (const Table* t = st.ruleset.FindTable(*table)) {
+      rs.tables.push_back(*t);
+    } else if (auto fresh = NewTable(*table); fresh.ok()) {
+      rs.tables.push_back(*std::move(fresh));  // iptables-nft-save -t TABLE prints a table it does not have
+    }
+    return rs;
+  };
+  if (!fresh_counters) {
+    auto it = cache_.find(family);
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules) {
+      IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
+      if (gen == it->second.generation) {
+        ++stats_.cache_hits;
+        return view(it->second);
+      }
+    }
+  }
+  if (table && fresh_counters) {
+    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
+    return view(st);
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
+  Ruleset out = view(st);
+  cache_[family] = std::move(st);
+  return out;
+}
+
+Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail) {
+  // A transaction that may go through the restore backend (unsupported_extensions) needs the rules themselves: that
+  // backend renders guarded inverses from them.
+  if (detail == SnapshotDetail::kRules || !native_.unsupported_extensions.empty()) {
+    return Read(family, std::nullopt, false);
+  }
+  // The cached snapshot when it is current and detailed enough, reduced to what was asked.
+  auto reduce = [&](const Ruleset& full) {
+    Ruleset out;
+    out.family = full.family;
+    out.tables.reserve(full.tables.size());
+    for (const Table& t : full.tables) {
+      Table r;
+      r.name = t.name;
+      r.unrepresentable_reason = t.unrepresentable_reason;
+      r.chains.reserve(t.chains.size());
+      for (const Chain& c : t.chains) {
+        Chain rc{c.name, c.policy, c.counters, {}};
+        if (detail == SnapshotDetail::kPositions) rc.rules.resize(c.rules.size());
+        r.chains.push_back(std::move(rc));
+      }
+      out.tables.push_back(std::move(r));
+    }
+    return out;
+  };
+  auto it = cache_.find(family);
+  if (it != cache_.end() && it->second.detail >= detail) {
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
+    if (gen == it->second.generation) {
+      ++stats_.cache_hits;
+      return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail));
+  Ruleset out = st.ruleset;
+  cache_[family] = std::move(st);
+  return out;
+}
+
+bool NativeBackend::Unchanged(Family family) {
+  auto it = cache_.find(family);
+  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules) return false;
+  Result<uint32_t> gen = netlink_->GenerationId();
+  return gen.ok() && *gen == it->second.generation;
+}
+
+// ---- Canonical forms ----
+
+Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::string& table,
+                                                      const std::vector<Rule>& rules) {
+  (void)table;  // iptables' canonical form of a rule does not depend on its table
+  std::vector<Rule> out(rules.size());
+  std::vector<std::string> keys(rules.size());
+  std::vector<const Rule*> todo;
+  std::vector<size_t> todo_index;
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
+    keys[i] = FormatRuleSpec(rules[i]);
+    if (canonical_.count({family, keys[i]})) continue;
+    if (seen.emplace(keys[i], todo.size()).second) {
+      todo.push_back(&rules[i]);
+      todo_index.push_back(i);
+    }
+  }
+  if (!todo.empty()) {
+    IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+    std::vector<Result<XtRule>> parsed = xt->Parse(family, todo, netns_.get());
+    std::vector<XtRule> decoded;
+    std::vector<const XtRule*> to_format;
+    decoded.reserve(todo.size());
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const std::string& spec = keys[todo_index[k]];
+      if (!parsed[k].ok()) return parsed[k].status().WithContext("rule '" + spec + "'");
+      parsed[k]->counters = {};
+      Result<XtRule> back = RoundTrip(*parsed[k]);
+      if (!back.ok()) return back.status().WithContext("rule '" + spec + "'");
+      decoded.push_back(*std::move(back));
+    }
+    for (const XtRule& d : decoded) to_format.push_back(&d);
+    std::vector<Result<Rule>> canon = xt->ToRules(to_format, netns_.get());
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const std::string& spec = keys[todo_index[k]];
+      if (!canon[k].ok()) return canon[k].status().WithContext("rule '" + spec + "'");
+      canon[k]->counters = {};
+      xt_[{family, FormatRuleSpec(*canon[k])}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
+      canonical_[{family, spec}] = *std::move(canon[k]);
+    }
+  }
+  for (size_t i = 0; i < rules.size(); ++i) {
+    out[i] = canonical_.at({family, keys[i]});
+    out[i].counters = rules[i].counters;
+  }
+  return out;
+}
+
+Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& rules) {
+  std::vector<const Rule*> todo;
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  for (const Rule* r : rules) {
+    std::string key = FormatRuleSpec(*r);
+    if (xt_.count({family, key}) || !seen.insert(key).second) continue;
+    todo.push_back(r);
+    keys.push_back(std::move(key));
+  }
+  if (todo.empty()) return Status::Ok();
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  std::vector<Result<XtRule>> parsed = xt->Parse(family, todo, netns_.get());
+  for (size_t k = 0; k < todo.size(); ++k) {
+    if (!parsed[k].ok()) return parsed[k].status().WithContext("rule '" + keys[k] + "'");
+    parsed[k]->counters = {};
+    xt_[{family, keys[k]}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
+  }
+  return Status::Ok();
+}
+
+std::shared_ptr<const XtRule> NativeBackend::XtOf(Family family, const Rule& rule) const {
+  auto it = xt_.find({family, FormatRuleSpec(rule)});
+  return it == xt_.end() ? nullptr : it->second;
+}
+
+// ---- Committing ----
+
+std::optional<std::string> NativeBackend::NotExpressible(const std::vector<CommitTable>& tables) const {
+  if (native_.unsupported_extensions.empty()) return std::nullopt;
+  for (const CommitTable& ct : tables) {
+    for (const TableOp& op : ct.batch.ops) {
+      const bool adds = op.kind == TKind::kAppend || op.kind == TKind::kInsert || op.kind == TKind::kReplace;
+      if (!adds) continue;
+      for (const Match& m : op.rule.matches) {
+        if (native_.unsupported_extensions.count(m.name)) return "match " + m.name + " (unsupported_extensions)";
+      }
+      if (native_.unsupported_extensions.count(op.rule.target.name)) {
+        return "target " + op.rule.target.name + " (unsupported_extensions)";
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// nf_tables renames a chain by its handle, which a chain created in the same batch does not have yet. Such a
+// rename is folded into the creation: the chain is created under its final name and every op between creation
+// and rename that names it (as its chain or as a jump/goto target) uses the final name. The result is the same
+// table; the planner has already checked that the final name was free and unused until the rename.
+std::vector<CommitTable> FoldRenamesOfNewChains(std::vector<CommitTable> tables) {
+  for (CommitTable& ct : tables) {
+    std::vector<TableOp>& ops = ct.batch.ops;
+    for (size_t r = 0; r < ops.size(); ++r) {
+      if (ops[r].kind != TKind::kRenameChain) continue;
+      const std::string from = ops[r].chain;
+      const std::string to = ops[r].arg;
+      // The latest creation of `from` before the rename, with no deletion of it in between.
+      std::optional<size_t> created;
+      for (size_t i = 0; i < r; ++i) {
+        if (ops[i].kind == TKind::kNewChain && ops[i].chain == from) created = i;
+        if (ops[i].kind == TKind::kDeleteChain && (ops[i].chain == from || ops[i].chain.empty())) created.reset();
+        if (ops[i].kind == TKind::kRenameChain && ops[i].chain == from) created.reset();
+      }
+      if (!created) continue;
+      for (size_t i = *created; i < r; ++i) {
+        TableOp& op = ops[i];
+        if (op.chain == from) op.chain = to;
+        if (op.kind == TKind::kRenameChain && op.arg == from) op.arg = to;
+        if (!op.rule.target.empty() && op.rule.target.name == from) op.rule.target.name = to;
+      }
+      ops.erase(ops.begin() + static_cast<std::ptrdiff_t>(r));
+      --r;
+    }
+  }
+  return tables;
+}
+
+}  // namespace
+
+Result<CommitReport> NativeBackend::CommitThroughRestore(const std::vector<CommitTable>& tables,
+                                                         const std::string& why) {
+  if (!restore_) {
+    IPTKIT_ASSIGN_OR_RETURN(restore_, NewRestoreBackend(Variant::kNft, options_));
+  }
+  ++stats_.restore_fallbacks;
+  cache_.clear();  // the restore backend's commits move the generation
+  Result<CommitReport> report = restore_->Commit(tables);
+  cache_.clear();
+  if (!report.ok()) return report.status().WithContext("through the restore backend (" + why + ")");
+  report->fallback_reason = why;
+  return report;
+}
+
+namespace {
+
+// Builds one batch for the tables of a Commit call on the cached snapshots (in place; the caller drops the cache
+// when anything fails).
+class BatchBuilder {
+ public:
+  struct SentOp {
+    uint32_t seq;
+    std::string what;  // "ipv4 filter: -A INPUT ..." for errors
+  };
+  struct PendingRule {
+    Family family;
+    std::string table, chain;
+    uint32_t id;
+    uint32_t seq;
+  };
+  struct PendingChain {
+    Family family;
+    std::string table, chain;
+    uint32_t seq;
+  };
+
+  BatchBuilder(NftBatch& batch, std::map<Family, NativeBackend::FamilyState>& cache,
+               const std::function<std::shared_ptr<const XtRule>(Family, const Rule&)>& xt_of)
+      : batch_(batch), cache_(cache), xt_of_(xt_of) {}
+
+  Status AddTable(const TableBatch& tb) {
+    NativeBackend::FamilyState& st = cache_.at(tb.family);
+    family_ = tb.family;
+    table_name_ = tb.table;
+    proto_ = NfProto(tb.family);
+    kt_ = &st.kernel[tb.table];
+    mt_ = st.ruleset.FindTable(tb.table);
+    if (mt_ == nullptr) {
+      IPTKIT_ASSIGN_OR_RETURN(Table fresh, NewTable(tb.table));
+      const auto& order = SaveOrder();
+      auto rank = [&](const std::string& n) { return std::find(order.begin(), order.end(), n) - order.begin(); };
+      auto pos = std::find_if(st.ruleset.tables.begin(), st.ruleset.tables.end(),
+                              [&](const Table& t) { return rank(t.name) > rank(tb.table); });
+      mt_ = &*st.ruleset.tables.insert(pos, std::move(fresh));
+    }
+    if (!mt_->unrepresentable_reason.empty()) {
+      return Status::FailedPrecondition("table " + std::string(FamilyName(tb.family)) + " " + tb.table +
+                                        " is unrepresentable (" + mt_->unrepresentable_reason +
+                                        "); iptkit does not rewrite it");
+    }
+    where_ = std::string(FamilyName(tb.family)) + " " + tb.table;
+    if (tb.flush_table) {
+      // iptables-nft-restore without --noflush: the table goes (with everything in it) and comes back.
+      if (kt_->exists) {
+        TablePtr t(nftnl_table_alloc());
+        nftnl_table_set_u32(t.get(), NFTNL_TABLE_FAMILY, proto_);
+        nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, tb.table.c_str());
+        Sent(batch_.AddTable(NFT_MSG_DELTABLE, proto_, 0, t.get()), "deleting the table for a whole-table restore");
+      }
+      *kt_ = NativeBackend::KTable{};
+      IPTKIT_ASSIGN_OR_RETURN(*mt_, NewTable(tb.table));
+    }
+    for (size_t i = 0; i < tb.ops.size(); ++i) {
+      const TableOp& op = tb.ops[i];
+      Status s = Op(op, tb.with_counters);
+      if (!s.ok()) {
+        return s.WithContext(where_ + " op " + std::to_string(i + 1) + " (" + DescribeTableOp(op) + ")")
+            .WithLocation(std::string(FamilyName(tb.family)), tb.table, op.chain);
+      }
+    }
+    return Status::Ok();
+  }
+
+  const std::vector<SentOp>& sent() const { return sent_; }
+  const std::vector<PendingRule>& pending_rules() const { return pending_rules_; }
+  const std::vector<PendingChain>& pending_chains() const { return pending_chains_; }
+
+ private:
+  void Sent(uint32_t seq, std::string what) { sent_.push_back({seq, where_ + ": " + std::move(what)}); }
+
+  void EnsureTable() {
+    if (kt_->exists) return;
+    TablePtr t(nftnl_table_alloc());
+    nftnl_table_set_u32(t.get(), NFTNL_TABLE_FAMILY, proto_);
+    nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table_name_.c_str());
+    Sent(batch_.AddTable(NFT_MSG_NEWTABLE, proto_, NLM_F_CREATE, t.get()), "creating the table");
+    kt_->exists = true;
+  }
+
+  ChainPtr BaseChain(const std::string& name, const Chain& model, bool with_counters, const Counters& counters) {
+    std::optional<BaseSpec> spec = BuiltinSpec(table_name_, name);
+    ChainPtr c(nftnl_chain_alloc());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, proto_);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table_name_.c_str());
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, spec->hook);
+    nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, spec->prio);
+    nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, model.policy.value_or("ACCEPT") == "DROP" ? NF_DROP : NF_ACCEPT);
+    nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TYPE, spec->type);
+    if (with_counters) {
+      nftnl_chain_set_u64(c.get(), NFTNL_CHAIN_PACKETS, counters.packets);
+      nftnl_chain_set_u64(c.get(), NFTNL_CHAIN_BYTES, counters.bytes);
+    }
+    return c;
+  }
+
+  // The builtin chain `name` exists in the kernel after this (created with its current model policy).
+  void EnsureBase(const std::string& name) {
+    if (kt_->chains.count(name)) return;
+    EnsureTable();
+    const Chain* model = mt_->FindChain(name);
+    ChainPtr c = BaseChain(name, *model, false, {});
+    const uint32_t seq = batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, NLM_F_CREATE | NLM_F_ECHO, c.get());
+    Sent(seq, "creating builtin chain " + name);
+    kt_->chains[name] = NativeBackend::KChain{0, seq, true, {}};
+    pending_chains_.push_back({family_, table_name_, name, seq});
+  }
+
+  Result<NativeBackend::KChain*> KernelChain(const std::string& name, bool create_builtin) {
+    if (IsBuiltinChain(table_name_, name) && create_builtin) EnsureBase(name);
+    auto it = kt_->chains.find(name);
+    if (it == kt_->chains.end()) {
+      return Status::NotFound("chain '" + name + "' does not exist in the kernel's " + where_);
+    }
+    return &it->second;
+  }
+
+  RulePtr NewRule(const std::string& chain) {
+    RulePtr r(nftnl_rule_alloc());
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, proto_);
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table_name_.c_str());
+    nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, chain.c_str());
+    return r;
+  }
+
+  // The binary form of `rule` with the counters it is to be created with.
+  Result<std::shared_ptr<const XtRule>> Binary(const Rule& rule) {
+    std::shared_ptr<const XtRule> xt = xt_of_(family_, rule);
+    if (!xt) return Status::Internal("no binary form for rule '" + FormatRuleSpec(rule) + "'");
+    return xt;
+  }
+
+  // Sends NEWRULE for `xt` at 0-based position `pos` of `slots` (before its insertion), or as a replacement of the
+  // rule with `replace_handle`.
+  Status SendRule(const std::string& chain, std::vector<NativeBackend::Slot>& slots, size_t pos,
+                  std::shared_ptr<const XtRule> xt, const Counters& counters, bool append, uint64_t replace_handle,
+                  const std::string& what) {
+    XtRule with = *xt;
+    with.counters = counters;
+    RulePtr r = NewRule(chain);
+    IPTKIT_RETURN_IF_ERROR(EncodeRule(with, r.get()));
+    const uint32_t id = ++rule_id_;
+    nftnl_rule_set_u32(r.get(), NFTNL_RULE_ID, id);
+    uint16_t flags = NLM_F_CREATE | NLM_F_ECHO;
+    if (replace_handle != 0) {
+      nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, replace_handle);
+      flags |= NLM_F_REPLACE;
+    } else if (append) {
+      flags |= NLM_F_APPEND;
+    } else if (pos > 0) {
+      // After the rule before it (nf_tables: NLM_F_APPEND with a position inserts after that rule).
+      const NativeBackend::Slot& prev = slots[pos - 1];
+      if (prev.handle != 0) {
+        nftnl_rule_set_u64(r.get(), NFTNL_RULE_POSITION, prev.handle);
+      } else {
+        nftnl_rule_set_u32(r.get(), NFTNL_RULE_POSITION_ID, prev.id);
+      }
+      flags |= NLM_F_APPEND;
+    }
+    const uint32_t seq = batch_.AddRule(NFT_MSG_NEWRULE, proto_, flags, r.get());
+    Sent(seq, what);
+    pending_rules_.push_back({family_, table_name_, chain, id, seq});
+    NativeBackend::Slot slot{0, id, std::move(xt)};
+    if (replace_handle != 0) {
+      slots[pos] = std::move(slot);
+    } else {
+      slots.insert(slots.begin() + static_cast<std::ptrdiff_t>(pos), std::move(slot));
+    }
+    return Status::Ok();
+  }
+
+  void DeleteRule(const std::string& chain, const NativeBackend::Slot& slot, const std::string& what) {
+    RulePtr r = NewRule(chain);
+    if (slot.handle != 0) {
+      nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, slot.handle);
+    } else {
+      nftnl_rule_set_u32(r.get(), NFTNL_RULE_ID, slot.id);
+    }
+    Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, 0, r.get()), what);
+  }
+
+  Status Op(const TableOp& op, bool with_counters) {
+    const std::string what = DescribeTableOp(op);
+    const Counters counters = with_counters ? op.rule.counters : Counters{};
+    switch (op.kind) {
+      case TKind::kAppend:
+      case TKind::kInsert: {
+        IPTKIT_RETURN_IF_ERROR(CheckDirection(op.chain, op.rule));
+        IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<const XtRule> xt, Binary(op.rule));
+        const Chain* before = mt_->FindChain(op.chain);
+        if (before == nullptr) return Status::NotFound("chain '" + op.chain + "' does not exist");
+        const size_t size = before->rules.size();
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        IPTKIT_ASSIGN_OR_RETURN(NativeBackend::KChain * kc, KernelChain(op.chain, true));
+        if (kc->rules.size() != size) return Status::Internal("snapshot of chain " + op.chain + " out of step");
+        // Insert at 1 is always at the head: a snapshot read for it (SnapshotDetail::kChains) holds no rules.
+        const bool append = op.kind == TKind::kAppend || (op.index > 1 && static_cast<size_t>(op.index) == size + 1);
+        const size_t pos = append ? size : static_cast<size_t>(op.index - 1);
+        return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, append, 0, what);
+      }
+      case TKind::kReplace: {
+        IPTKIT_RETURN_IF_ERROR(CheckDirection(op.chain, op.rule));
+        IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<const XtRule> xt, Binary(op.rule));
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        IPTKIT_ASSIGN_OR_RETURN(NativeBackend::KChain * kc, KernelChain(op.chain, false));
+        const size_t pos = static_cast<size_t>(op.index - 1);
+        if (pos >= kc->rules.size()) return Status::Internal("snapshot of chain " + op.chain + " out of step");
+        if (kc->rules[pos].handle != 0) {
+          return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, false, kc->rules[pos].handle, what);
+        }
+        DeleteRule(op.chain, kc->rules[pos], what);
+        kc->rules.erase(kc->rules.begin() + static_cast<std::ptrdiff_t>(pos));
+        return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, false, 0, what);
+      }
+      case TKind::kDelete:
+      case TKind::kDeleteAt: {
+        const Chain* before = mt_->FindChain(op.chain);
+        if (before == nullptr) return Status::NotFound("chain '" + op.chain + "' does not exist");
+        const int at = op.kind == TKind::kDelete ? FindRule(*before, op.rule) : op.index - 1;
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        IPTKIT_ASSIGN_OR_RETURN(NativeBackend::KChain * kc, KernelChain(op.chain, false));
+        if (at < 0 || static_cast<size_t>(at) >= kc->rules.size()) {
+          return Status::Internal("snapshot of chain " + op.chain + " out of step");
+        }
+        DeleteRule(op.chain, kc->rules[at], what);
+        kc->rules.erase(kc->rules.begin() + at);
+        return Status::Ok();
+      }
+      case TKind::kCheck:
+        // A precondition on the snapshot the batch was planned on; the generation id keeps it true until commit.
+        return ApplyTableOp(family_, *mt_, op, with_counters);
+      case TKind::kNewChain: {
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        EnsureTable();
+        ChainPtr c(nftnl_chain_alloc());
+        nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, proto_);
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table_name_.c_str());
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, op.chain.c_str());
+        const uint32_t seq = batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO, c.get());
+        Sent(seq, what);
+        kt_->chains[op.chain] = NativeBackend::KChain{0, seq, false, {}};
+        pending_chains_.push_back({family_, table_name_, op.chain, seq});
+        return Status::Ok();
+      }
+      case TKind::kDeleteChain: {
+        std::vector<std::string> names;
+        for (const Chain& c : mt_->chains) {
+          if (op.chain.empty() ? !c.builtin() : c.name == op.chain) names.push_back(c.name);
+        }
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        for (const std::string& name : names) {
+          if (!kt_->chains.count(name)) continue;
+          ChainPtr c(nftnl_chain_alloc());
+          nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, proto_);
+          nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table_name_.c_str());
+          nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, name.c_str());
+          Sent(batch_.AddChain(NFT_MSG_DELCHAIN, proto_, NLM_F_NONREC, c.get()), what);
+          kt_->chains.erase(name);
+        }
+        return Status::Ok();
+      }
+      case TKind::kRenameChain: {
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        auto it = kt_->chains.find(op.chain);
+        if (it == kt_->chains.end() || it->second.handle == 0) {
+          return Status::Internal("chain " + op.chain + " has no kernel handle to rename it by");
+        }
+        ChainPtr c(nftnl_chain_alloc());
+        nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_FAMILY, proto_);
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_TABLE, table_name_.c_str());
+        nftnl_chain_set_str(c.get(), NFTNL_CHAIN_NAME, op.arg.c_str());
+        nftnl_chain_set_u64(c.get(), NFTNL_CHAIN_HANDLE, it->second.handle);
+        Sent(batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, 0, c.get()), what);
+        NativeBackend::KChain moved = std::move(it->second);
+        kt_->chains.erase(it);
+        kt_->chains[op.arg] = std::move(moved);
+        return Status::Ok();
+      }
+      case TKind::kFlush: {
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        if (!kt_->exists) return Status::Ok();
+        if (!op.chain.empty() && !kt_->chains.count(op.chain)) return Status::Ok();
+        RulePtr r(nftnl_rule_alloc());
+        nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, proto_);
+        nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table_name_.c_str());
+        if (!op.chain.empty()) nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, op.chain.c_str());
+        Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, 0, r.get()), what);
+        for (auto& [name, kc] : kt_->chains) {
+          if (op.chain.empty() || name == op.chain) kc.rules.clear();
+        }
+        return Status::Ok();
+      }
+      case TKind::kZero: {
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        // iptables-nft -Z: base chain counters by a chain update, rule counters by replacing each rule with its
+        // counter zeroed (nft.c __nft_chain_zero_counters).
+        for (auto& [name, kc] : kt_->chains) {
+          if (!op.chain.empty() && name != op.chain) continue;
+          if (kc.base && kc.handle != 0) {
+            const Chain* model = mt_->FindChain(name);
+            ChainPtr c = BaseChain(name, *model, true, {});
+            Sent(batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, NLM_F_CREATE, c.get()), what);
+          }
+          const Chain* model = mt_->FindChain(name);
+          if (model == nullptr || model->rules.size() != kc.rules.size()) {
+            return Status::Internal("snapshot of chain " + name + " out of step");
+          }
+          for (size_t i = 0; i < kc.rules.size(); ++i) {
+            NativeBackend::Slot& slot = kc.rules[i];
+            if (slot.handle == 0) continue;  // added by this batch: its counters start at zero anyway
+            std::shared_ptr<const XtRule> xt = slot.xt ? slot.xt : xt_of_(family_, model->rules[i]);
+            if (!xt) return Status::Internal("no binary form for rule " + std::to_string(i + 1) + " of " + name);
+            IPTKIT_RETURN_IF_ERROR(SendRule(name, kc.rules, i, std::move(xt), {}, false, slot.handle, what));
+          }
+        }
+        return Status::Ok();
+      }
+      case TKind::kPolicy: {
+        IPTKIT_RETURN_IF_ERROR(ApplyTableOp(family_, *mt_, op, with_counters));
+        EnsureTable();
+        const Chain* model = mt_->FindChain(op.chain);
+        ChainPtr c = BaseChain(op.chain, *model, with_counters, op.rule.counters);
+        const bool exists = kt_->chains.count(op.chain) != 0;
+        const uint32_t seq =
+            batch_.AddChain(NFT_MSG_NEWCHAIN, proto_, exists ? 0 : (NLM_F_CREATE | NLM_F_ECHO), c.get());
+        Sent(seq, what);
+        if (!exists) {
+          kt_->chains[op.chain] = NativeBackend::KChain{0, seq, true, {}};
+          pending_chains_.push_back({family_, table_name_, op.chain, seq});
+        }
+        return Status::Ok();
+      }
+    }
+    return Status::Internal("unknown op");
+  }
+
+  NftBatch& batch_;
+  std::map<Family, NativeBackend::FamilyState>& cache_;
+  std::function<std::shared_ptr<const XtRule>(Family, const Rule&)> xt_of_;
+  Family family_ = Family::kIPv4;
+  std::string table_name_;
+  uint16_t proto_ = NFPROTO_IPV4;
+  std::string where_;
+  NativeBackend::KTable* kt_ = nullptr;
+  Table* mt_ = nullptr;
+  uint32_t rule_id_ = 0;
+  std::vector<SentOp> sent_;
+  std::vector<PendingRule> pending_rules_;
+  std::vector<PendingChain> pending_chains_;
+};
+
+}  // namespace
+
+Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& tables) {
+  CommitReport report;
+  report.backend = traits_.name;
+  report.atomic_across_tables = true;
+  std::vector<const CommitTable*> work;
+  for (const CommitTable& t : tables) {
+    if (!t.batch.ops.empty() || t.batch.flush_table) work.push_back(&t);
+  }
+  if (work.empty()) return report;
+  if (std::optional<std::string> why = NotExpressible(tables)) return CommitThroughRestore(tables, *why);
+  bool renames = false;
+  for (const CommitTable* t : work) {
+    for (const TableOp& op : t->batch.ops) renames |= op.kind == TKind::kRenameChain;
+  }
+  if (renames) {
+    std::vector<CommitTable> folded = FoldRenamesOfNewChains(tables);
+    bool changed = false;
+    for (size_t i = 0; i < folded.size(); ++i) changed |= folded[i].batch.ops.size() != tables[i].batch.ops.size();
+    if (changed) return Commit(folded);
+  }
+
+  // The snapshots the ops refer to: those the caller planned on (cached by its Read), else the kernel's now.
+  std::set<Family> families;
+  for (const CommitTable* t : work) families.insert(t->batch.family);
+  for (Family f : families) {
+    if (!cache_.count(f)) IPTKIT_RETURN_IF_ERROR(Read(f, std::nullopt, false).status());
+  }
+  const uint32_t generation = cache_.at(*families.begin()).generation;
+  // Zeroing replaces every rule from its binary form, which only a full snapshot has.
+  for (const CommitTable* t : work) {
+    for (const TableOp& op : t->batch.ops) {
+      if (op.kind == TKind::kZero && cache_.at(t->batch.family).detail != SnapshotDetail::kRules) {
+        IPTKIT_RETURN_IF_ERROR(Read(t->batch.family, std::nullopt, false).status());
+        if (cache_.at(t->batch.family).generation != generation) {
+          cache_.clear();
+          return Status::Aborted("the nf_tables ruleset changed while reading it for -Z; re-read and retry");
+        }
+      }
+    }
+  }
+  for (Family f : families) {
+    if (cache_.at(f).generation != generation) {
+      cache_.clear();
+      ++stats_.stale_generation;
+      return Status::Aborted("the IPv4 and IPv6 snapshots are of different nf_tables generations; re-read and retry");
+    }
+  }
+
+  // Binary forms of every rule the batch adds (canonical rules are normally known from Canonicalize).
+  for (Family f : families) {
+    std::vector<const Rule*> rules;
+    for (const CommitTable* t : work) {
+      if (t->batch.family != f) continue;
+      for (const TableOp& op : t->batch.ops) {
+        if (op.kind == TKind::kAppend || op.kind == TKind::kInsert || op.kind == TKind::kReplace) {
+          rules.push_back(&op.rule);
+        }
+        if (op.kind == TKind::kZero) {
+          // -Z re-sends the rules of the chains it zeroes.
+          if (const Table* table = cache_.at(f).ruleset.FindTable(t->batch.table)) {
+            for (const Chain& c : table->chains) {
+              if (!op.chain.empty() && c.name != op.chain) continue;
+              for (const Rule& r : c.rules) rules.push_back(&r);
+            }
+          }
+        }
+      }
+    }
+    IPTKIT_RETURN_IF_ERROR(EnsureXt(f, rules));
+  }
+
+  size_t ops = 0;
+  for (const CommitTable* t : work) ops += t->batch.ops.size();
+  NftBatch batch(netlink_->ReserveSeqs(static_cast<uint32_t>(4 * ops + 64)), batch_storage_);
+  batch.Begin(native_.check_generation ? std::optional<uint32_t>(generation) : std::nullopt);
+  BatchBuilder builder(batch, cache_, [this](Family f, const Rule& r) { return XtOf(f, r); });
+  for (const CommitTable* t : work) {
+    Status s = builder.AddTable(t->batch);
+    if (!s.ok()) {
+      cache_.clear();  // simulated in place
+      return s;
+    }
+  }
+  batch.End();
+  if (batch.payload_messages() == 0) return report;  // only preconditions: nothing for the kernel to do
+
+  ++stats_.batches;
+  Result<nft::NetlinkClient::BatchReply> reply = netlink_->SendBatch(batch.data(), batch.messages());
+  if (!reply.ok()) {
+    cache_.clear();
+    return reply.status();
+  }
+  if (!reply->errors.empty()) {
+    cache_.clear();
+    const auto [seq, err] = reply->errors.front();
+    if (seq == batch.begin_seq() && err == ERESTART) {
+      ++stats_.stale_generation;
+      return Status::Aborted("the nf_tables ruleset changed since generation " + std::to_string(generation) +
+                             " was read; nothing was committed (re-read and retry)");
+    }
+    std::string what = "the batch";
+    for (const auto& sent : builder.sent()) {
+      if (sent.seq == seq) what = sent.what;
+    }
+    const std::string message = "kernel rejected " + what + ": " + DescribeErrno(err) + "; nothing was committed";
+    if (err == EPERM || err == EACCES) return Status::PermissionDenied(message);
+    if (err == ENOMEM || err == ENOBUFS) return Status::Unavailable(message);
+    return Status::InvalidArgument(message);
+  }
+  Result<uint32_t> after = netlink_->GenerationId();
+  uint32_t next = generation + 1;
+  if (next == 0) next = 1;
+  if (reply->overrun) {
+    cache_.clear();
+    if (after.ok() && *after == generation) {
+      return Status::Unavailable(
+          "the kernel's answer to the batch was lost (receive queue overflow); it did not "
+          "commit");
+    }
+    return report;
+  }
+  // Handles of what the batch created, from the kernel's echoes.
+  bool complete = true;
+  for (const auto& p : builder.pending_rules()) {
+    auto echo = reply->echoes.find(p.seq);
+    uint64_t handle = echo == reply->echoes.end() ? 0 : EchoHandle(echo->second, NFTA_RULE_HANDLE);
+    auto& kc = cache_.at(p.family).kernel[p.table].chains[p.chain];
+    for (Slot& slot : kc.rules) {
+      if (slot.handle == 0 && slot.id == p.id) {
+        slot.handle = handle;
+        slot.id = 0;
+      }
+    }
+    if (handle == 0) complete = false;
+  }
+  for (const auto& p : builder.pending_chains()) {
+    auto echo = reply->echoes.find(p.seq);
+    uint64_t handle = echo == reply->echoes.end() ? 0 : EchoHandle(echo->second, NFTA_CHAIN_HANDLE);
+    auto& kt = cache_.at(p.family).kernel[p.table];
+    if (auto it = kt.chains.find(p.chain); it != kt.chains.end() && it->second.id == p.seq) {
+      it->second.handle = handle;
+      it->second.id = 0;
+    }
+    if (handle == 0) complete = false;
+  }
+  // Ours, and only ours, when the id moved by exactly one (the batch was checked against `generation`).
+  if (!complete || !after.ok() || *after != next || !native_.check_generation) {
+    cache_.clear();
+    return report;
+  }
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    if (it->second.generation == generation) {
+      it->second.generation = next;
+      ++it;
+    } else {
+      it = cache_.erase(it);
+    }
+  }
+  return report;
+}
+
+// ---- Info ----
+
+Result<FirewallInfo> NativeBackend::Info() {
+  FirewallInfo info;
+  info.backend = traits_.name;
+  info.backend_reason = native_.reason;
+  info.netns = options_.netns;
+  VariantTables nft_tables;
+  nft_tables.variant = "nft";
+  nft_tables.version = std::string("iptables v") + IPTKIT_IPTABLES_VERSION + " (nf_tables)";
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    Result<Ruleset> rs = Read(family, std::nullopt, false);
+    if (!rs.ok()) {
+      info.warnings.push_back("nft " + std::string(FamilyName(family)) + ": " + rs.status().message());
+      continue;
+    }
+    for (const Table& t : rs->tables) {
+      VariantTables::TableRules tr;
+      tr.family = family;
+      tr.table = t.name;
+      for (const Chain& c : t.chains) tr.rules += c.rules.size();
+      tr.representable = t.unrepresentable_reason.empty();
+      if (!tr.representable) {
+        info.warnings.push_back(std::string(FamilyName(family)) + " " + t.name +
+                                " is unrepresentable: " + t.unrepresentable_reason);
+      }
+      nft_tables.tables.push_back(tr);
+    }
+  }
+  info.variants.push_back(std::move(nft_tables));
+
+  VariantTables legacy_tables;
+  legacy_tables.variant = "legacy";
+  legacy_tables.version = std::string("iptables v") + IPTKIT_IPTABLES_VERSION + " (legacy)";
+  size_t legacy_rules = 0;
+  Result<std::unique_ptr<legacy::XtablesProbe>> probe = legacy::XtablesProbe::Open(netns_.get());
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    if (!probe.ok()) {
+      info.warnings.push_back("legacy: " + probe.status().message());
+      break;
+    }
+    Result<legacy::Fingerprint> fp = (*probe)->Read(family);
+    if (!fp.ok()) {
+      info.warnings.push_back("legacy " + std::string(FamilyName(family)) + ": " + fp.status().message());
+      continue;
+    }
+    for (const legacy::TableFingerprint& t : *fp) {
+      legacy_tables.tables.push_back({family, t.name, t.rules, true});
+      legacy_rules += t.rules;
+    }
+  }
+  if (legacy_rules > 0) {
+    info.warnings.push_back("iptables-legacy also holds " + std::to_string(legacy_rules) +
+                            " rule(s); they judge packets too (an ACCEPT here does not override a DROP there)");
+  }
+  info.variants.push_back(std::move(legacy_tables));
+
+  // Base chains of every nf_tables family that are not iptables-nft's builtin chains.
+  Status chains = netlink_->DumpMessages(NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, nullptr, [&](const nlmsghdr* m) -> Status {
+    ChainPtr c(nftnl_chain_alloc());
+    if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Ok();
+    if (!nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM)) return Status::Ok();
+    const uint32_t fam = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_FAMILY);
+    std::string family = fam == NFPROTO_IPV4     ? "ip"
+                         : fam == NFPROTO_IPV6   ? "ip6"
+                         : fam == NFPROTO_INET   ? "inet"
+                         : fam == NFPROTO_ARP    ? "arp"
+                         : fam == NFPROTO_BRIDGE ? "bridge"
+                         : fam == NFPROTO_NETDEV ? "netdev"
+                                                 : std::to_string(fam);
+    std::string table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
+    std::string name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
+    if ((family == "ip" || family == "ip6") && BuiltinSpec(table, name)) return Status::Ok();
+    info.foreign_nft.push_back(ForeignNftChain{family, table, name,
+                                               HookName(nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM)),
+                                               nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO)});
+    return Status::Ok();
+  });
+  if (!chains.ok()) info.warnings.push_back("nft base chains: " + chains.message());
+  if (!info.foreign_nft.empty()) {
+    info.warnings.push_back(std::to_string(info.foreign_nft.size()) +
+                            " nft base chain(s) of other tools also judge packets (see foreign_nft)");
+  }
+  return info;
+}
+
+}  // namespace iptkit::backend::native

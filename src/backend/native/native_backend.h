@@ -1,0 +1,153 @@
+// NativeBackend: iptables rules on nf_tables without iptables processes. One persistent NETLINK_NETFILTER socket,
+// opened inside the target network namespace, reads and writes the tables iptables-nft manages (ip/ip6 filter,
+// nat, mangle, raw, security) exactly as iptables-nft 1.8.9 would, so iptables-nft-save, `iptables -C/-D/-L` and
+// iptables-nft itself see the same rules as if iptables had made them.
+//
+// Contracts beyond backend.h:
+//  - Read dumps tables, chains, rules and sets of the family (or of one table) over netlink, between two reads of
+//    the generation id (retried, at most 5 times, when they differ: a snapshot is of exactly one generation), and
+//    decodes every rule into the model through the rule codec and libxtables (xtables.h): the Rule is the one the
+//    text parser gives for iptables-nft-save's line. A table with a rule that cannot be decoded exactly (native nft
+//    expressions, set lookups, anything iptables-nft-save would fail on or print lossily), with nft sets, with base
+//    chains iptables does not make, or with chain names iptables cannot take, gets unrepresentable_reason naming
+//    the rule's handle and what was not understood. A whole-family read is cached with its generation id;
+//    Read(fresh_counters = false) and Unchanged answer from it while the kernel's id is the same (one round trip).
+//  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
+//    IPv6. The batch carries the generation id of the snapshots the ops were planned on; when anything was
+//    committed since, the kernel refuses it (ERESTART) and Commit returns Aborted (stats().stale_generation counts
+//    them) so that the caller re-reads and re-plans (txn::LockedCommit does, with backoff). Positions and specs of
+//    the ops are resolved against that snapshot, and rules are addressed by kernel handle: delete / replace name the
+//    rule itself, inserts are placed next to a handle. Handles of rules added are learned from the kernel's echo
+//    (NLM_F_ECHO); the cached snapshot is then updated in place, with the generation id read after the commit (one
+//    more than before: ours).
+//  - Tables and builtin chains are created on first use with iptables-nft's hook, priority and type; a whole-table
+//    restore (flush_table) deletes and re-creates the table in the same batch, as iptables-nft-restore does.
+//  - Ops the native encoder cannot express (renaming a chain created in the same commit; extensions listed in
+//    NativeOptions::unsupported_extensions, a test knob) send the WHOLE call through the restore backend (nft
+//    variant, table by table); the CommitReport says so (backend "nft", fallback_reason).
+//  - A kernel error names the op (its restore line) and the table: InvalidArgument (nothing was committed),
+//    Aborted for ERESTART, PermissionDenied for EPERM.
+//  - Canonicalize is in-process (libxtables parse → iptables-nft's encoding → decoding → the save text → the
+//    model), cached per (family, spec); no namespace, no process.
+//  - Lock() is a no-op guard: correctness against other writers comes from the generation id.
+// Thread-safety: one thread at a time (like every Backend).
+//
+//   IPTKIT_ASSIGN_OR_RETURN(auto backend, NativeBackend::Create({.netns = "blue"}));
+//   IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend->Read(Family::kIPv4));
+//   IPTKIT_RETURN_IF_ERROR(backend->Commit(TableBatch{.family = Family::kIPv4, .table = "filter", .ops = {...}}));
+#ifndef IPTKIT_SRC_BACKEND_NATIVE_NATIVE_BACKEND_H_
+#define IPTKIT_SRC_BACKEND_NATIVE_NATIVE_BACKEND_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "src/backend/backend.h"
+#include "src/backend/native/xt_rule.h"
+#include "src/backend/nft/netlink_client.h"
+#include "src/base/unique_fd.h"
+
+namespace iptkit::backend::native {
+
+struct NativeOptions {
+  // Test knob: send batches without the generation id of their snapshot, so that the kernel applies them to
+  // whatever it holds (what the concurrency tests show to go wrong).
+  bool check_generation = true;
+  // Test knob: matches / targets the native encoder treats as not expressible (a transaction using one goes
+  // through the restore backend).
+  std::set<std::string> unsupported_extensions;
+  // Why this backend was chosen (FirewallInfo::backend_reason).
+  std::string reason;
+};
+
+class NativeBackend final : public Backend {
+ public:
+  // Opens the netns of `options` and the netlink socket inside it. FailedPrecondition when libxtables cannot be used
+  // in this process (setuid: real and effective ids differ).
+  static Result<std::unique_ptr<NativeBackend>> Create(const BackendOptions& options, NativeOptions native = {});
+  ~NativeBackend() override;
+
+  // name "native", variant "nft"; atomic across tables; handles; no lock; no rename-then-use in one commit.
+  const BackendTraits& traits() const override { return traits_; }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
+                       bool fresh_counters = true) override;
+  // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
+  // skip decoding. Cached like a whole-family read, each at its detail.
+  Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;
+  bool Unchanged(Family family) override;
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
+  using Backend::Commit;
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override;
+  Result<std::unique_ptr<LockGuard>> Lock(std::chrono::milliseconds wait) override;
+  Result<FirewallInfo> Info() override;
+
+  // What happened so far (tests, benchmarks).
+  struct Stats {
+    uint64_t dumps = 0;              // netlink reads of a family or table
+    uint64_t cache_hits = 0;         // reads answered from the cached snapshot
+    uint64_t batches = 0;            // batches sent
+    uint64_t stale_generation = 0;   // batches the kernel refused with ERESTART
+    uint64_t restore_fallbacks = 0;  // commits sent through the restore backend
+  };
+  const Stats& stats() const { return stats_; }
+  NativeOptions& native_options() { return native_; }
+  bool has_cached_snapshot(Family family) const { return cache_.count(family) != 0; }
+
+  // Implementation types (public for the helpers in native_backend.cc).
+  struct Slot {
+    uint64_t handle = 0;               // 0 while only planned (added in the batch being built)
+    uint32_t id = 0;                   // NFTA_RULE_ID of a rule added in the batch being built
+    std::shared_ptr<const XtRule> xt;  // its binary form (re-encoded by -Z)
+  };
+  struct KChain {
+    uint64_t handle = 0;  // 0 while only planned
+    uint32_t id = 0;      // seq of the NEWCHAIN that creates it in the batch being built
+    bool base = false;
+    std::vector<Slot> rules;  // parallel to the model chain's rules
+  };
+  struct KTable {
+    bool exists = false;
+    std::map<std::string, KChain> chains;  // chains the kernel has
+  };
+  struct FamilyState {
+    uint32_t generation = 0;
+    SnapshotDetail detail = SnapshotDetail::kRules;  // what `ruleset` and the slots hold
+    Ruleset ruleset;
+    std::map<std::string, KTable> kernel;
+  };
+
+ private:
+  NativeBackend(BackendOptions options, NativeOptions native, base::UniqueFd netns,
+                std::unique_ptr<nft::NetlinkClient> netlink);
+  // Dumps and decodes the family (or one table) at one generation, at `detail`.
+  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail);
+  // The binary forms of canonical rules (from the canonicalization cache, else parsed).
+  Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
+  std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
+  Result<CommitReport> CommitThroughRestore(const std::vector<CommitTable>& tables, const std::string& why);
+  std::optional<std::string> NotExpressible(const std::vector<CommitTable>& tables) const;
+
+  BackendOptions options_;
+  NativeOptions native_;
+  BackendTraits traits_;
+  base::UniqueFd netns_;
+  std::unique_ptr<nft::NetlinkClient> netlink_;
+  std::unique_ptr<Backend> restore_;  // the fallback, created on first use
+  std::vector<char> batch_storage_;   // NftBatch's buffer, reused
+  std::map<Family, FamilyState> cache_;
+  // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
+  std::map<std::pair<Family, std::string>, Rule> canonical_;
+  std::map<std::pair<Family, std::string>, std::shared_ptr<const XtRule>> xt_;
+  Stats stats_;
+};
+
+Result<std::unique_ptr<Backend>> NewNativeBackend(const BackendOptions& options, NativeOptions native = {});
+
+}  // namespace iptkit::backend::native
+
+#endif  // IPTKIT_SRC_BACKEND_NATIVE_NATIVE_BACKEND_H_

@@ -1,0 +1,128 @@
+// Xtables: iptables' extension library (libxtables and the libxt_*.so extensions it loads) used in-process, the
+// way iptables-nft 1.8.9 uses it, without running iptables: rule specs are parsed into the binary extension
+// payloads the kernel gets (Parse), and payloads read from the kernel are printed exactly as iptables-save prints
+// them (Format).
+//
+// libxtables is not reentrant (process-global parameters, getopt state, per-extension flags) and reports errors by
+// calling an exit handler that must not return. So:
+//  - every call into it runs on one dedicated thread, one job at a time, holding dialect::XtablesMutex() (the
+//    dialect's option catalog is the only other user in the process);
+//  - its exit handler longjmp()s back into the job (only C frames of libxtables and the extensions lie between),
+//    and the error becomes an InvalidArgument Status that names the offending token;
+//  - per-rule state is reset before each rule: each extension use works on a private copy of the extension's
+//    descriptor (so flags, udata and payload of one rule never leak into the next), getopt is re-initialized;
+//  - extensions are loaded from the compiled-in directory only (libipt_/libip6t_/libxt_NAME.so). libxtables'
+//    own search path is never used, so XTABLES_LIBDIR / IPTABLES_LIB_DIR / IP6TABLES_LIB_DIR in the environment
+//    cannot make the process load code from elsewhere; xtables_init() (which reads them) is never called;
+//  - a process whose real and effective uid or gid differ is refused (libxtables would _exit(111) there):
+//    FailedPrecondition asking the caller to call setresuid()/setresgid() first.
+// Revisions are picked as iptables-nft does: the highest one the kernel's nft_compat supports (asked over netlink,
+// NFNL_MSG_COMPAT_GET, cached per process).
+// Extension save functions print to stdout; Format captures that by pointing fd 1 at a memory file for the
+// duration of a batch while holding stdout's stdio lock, so other threads' stdio output waits and is not mixed in.
+// The worker thread enters the network namespace a call names (setns affects only that thread): extensions that ask
+// the kernel (ipset names behind -m set / -j SET) then ask about the right one. What extensions print to stderr
+// (warnings) is captured the same way as stdout and not passed on.
+// Thread-safety: all members may be called from any thread; calls are serialized on the worker thread.
+//
+//   IPTKIT_ASSIGN_OR_RETURN(Xtables* xt, Xtables::Instance());
+//   std::vector<Result<XtRule>> parsed = xt->Parse(Family::kIPv4, {&rule});
+//   std::vector<Result<std::string>> text = xt->Format({&*parsed[0]});   // "-p tcp -m tcp --dport 22 -j ACCEPT"
+#ifndef IPTKIT_SRC_BACKEND_NATIVE_XTABLES_H_
+#define IPTKIT_SRC_BACKEND_NATIVE_XTABLES_H_
+
+#include <sys/types.h>
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "iptkit/model.h"
+#include "iptkit/status.h"
+#include "src/backend/native/xt_rule.h"
+
+namespace iptkit::backend::native {
+
+class Xtables {
+ public:
+  // The process-wide instance (the worker thread starts on first use and lives until exit). FailedPrecondition
+  // when libxtables cannot be used in this process (real and effective uid or gid differ).
+  static Result<Xtables*> Instance();
+
+  // Model rules → binary rules, one result per rule: header fields parsed as iptables does (addresses and masks,
+  // interface wildcards, protocol names), each match and the target through its extension's own option parser
+  // and final check. Errors are InvalidArgument naming the token (details.token) and the extension, with
+  // libxtables' message; an extension that does not exist is InvalidArgument too. Rules are taken as validated by
+  // ValidateRule (numeric addresses only: nothing here ever resolves a host name).
+  // `netns_fd`: the network namespace the extensions talk to the kernel about (-1: the process's own); ipset names
+  // are resolved there.
+  std::vector<Result<XtRule>> Parse(Family family, const std::vector<const Rule*>& rules, int netns_fd = -1);
+
+  // Binary rules → the rule spec iptables-nft-save 1.8.9 prints after "-A CHAIN" (without a leading blank, "" for
+  // an empty rule). Extension payloads are printed by their extensions' save functions; results per distinct
+  // payload are cached. An error (e.g. an extension revision libxtables does not have) fails that rule only.
+  std::vector<Result<std::string>> Format(const std::vector<const XtRule*>& rules, int netns_fd = -1);
+
+  // Binary rules → model rules: exactly what the text parser gives for Format's text (ParseRuleSpec), built
+  // directly: header fields from the binary header, each extension's Match / Target parsed once from its save
+  // function's text and cached per payload. An error (see Format) fails that rule only.
+  std::vector<Result<Rule>> ToRules(const std::vector<const XtRule*>& rules, int netns_fd = -1);
+
+  // How many jobs ran on the worker thread (tests, benchmarks).
+  uint64_t jobs() const;
+
+  Xtables(const Xtables&) = delete;
+  Xtables& operator=(const Xtables&) = delete;
+
+ private:
+  Xtables();
+  ~Xtables();
+  // One extension of a rule to print, and the key its text is cached under.
+  struct ExtItem {
+    const XtRule* rule;
+    const XtExtension* ext;
+    bool target;
+    std::string key;
+  };
+  // The save text (" -m NAME OPTIONS" / " -j NAME OPTIONS") of each item, or why it cannot be printed.
+  void PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, std::vector<std::string>& texts,
+                       std::vector<Status>& statuses);
+  // An extension's parsed model form.
+  struct Piece {
+    Status status;
+    Match match;
+    Target target;
+  };
+  std::mutex pieces_mu_;
+  std::map<std::string, Piece, std::less<>> pieces_;
+
+  // Runs `job` on the worker thread and waits for it.
+  void RunOnWorker(const std::function<void()>& job);
+  void WorkerLoop();
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>*> queue_;
+  std::thread worker_;
+  pid_t pid_;  // the process the worker thread runs in (a forked child starts its own)
+  uint64_t jobs_ = 0;
+
+  // Worker-thread state (touched only by jobs).
+  std::map<std::string, std::string> print_cache_;
+  std::string last_warnings_;  // what extensions last printed to stderr
+};
+
+// The header part of a save line (" -s 10.0.0.0/8 -i eth0 -p tcp", leading blank per field), as iptables-nft-save
+// prints it (xshared.c save_ipv4_addr / save_ipv6_addr / save_rule_details). Pure; exposed for tests.
+std::string FormatHeader(Family family, const XtHeader& header);
+
+}  // namespace iptkit::backend::native
+
+#endif  // IPTKIT_SRC_BACKEND_NATIVE_XTABLES_H_
