@@ -57,8 +57,9 @@ bool HasTypedForm(const Rule& rule);
 // What iptkit sends to iptables-restore for a rule (without "-A CHAIN"): its typed form, every argument quoted as
 // QuoteRestoreArgument does, followed by the owner tag if the rule has one (`-m comment --comment "iptkit:o:id"`);
 // FormatRuleSpec(rule) when the rule has no typed form. Reading the text back (ParseRuleSpec, or iptables-restore)
-// gives exactly the arguments the user typed.
-std::string FormatRuleForRestore(const Rule& rule);
+// gives exactly the arguments the user typed. Without `counters`, a typed `-c PKTS BYTES` is left out (-C and -D
+// refuse it; a restore with counters gives them as "[p:b]").
+std::string FormatRuleForRestore(const Rule& rule, bool counters = true);
 // One argument as iptables-restore reads it back unchanged (xshared.c add_param_to_argv, v1.8.9): bare when it has
 // no blank, tab or double quote and is not empty, else in double quotes with '"' and '\\' escaped.
 std::string QuoteRestoreArgument(std::string_view argument);

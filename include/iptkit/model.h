@@ -96,8 +96,9 @@ struct Rule {
   Counters counters;  // not part of equality
 
   // ---- The typed form and the lossy mark (none of them take part in equality) ----
-  // The arguments the user typed after the chain name, without the owner tag and without `-c PKTS BYTES` (kept in
-  // `counters`), exactly as ParseRuleSpec / ParseRuleArgs (and ParseSave with keep_tokens) read them. Valid only
+  // The arguments the user typed after the chain name, without the owner tag, exactly as ParseRuleSpec /
+  // ParseRuleArgs (and ParseSave with keep_tokens) read them; `-c PKTS BYTES` (also in `counters`), when given, comes
+  // first in that spelling, because only append, insert and replace send it, as in iptables. Valid only
   // while `typed_for` is FormatRuleSpec of the rule without its owner tag: a rule whose fields were changed otherwise
   // since is sent in its printed form. Backends' Canonicalize carry both over to the canonical rule; SetOwnerTag
   // keeps them valid (HasTypedForm in dialect.h tells). Empty for rules read from the kernel and rules built field by

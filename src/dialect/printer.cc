@@ -184,10 +184,12 @@ std::string QuoteRestoreArgument(std::string_view argument) {
   return out;
 }
 
-std::string FormatRuleForRestore(const Rule& rule) {
+std::string FormatRuleForRestore(const Rule& rule, bool counters) {
   if (!HasTypedForm(rule)) return FormatRuleSpec(rule);
   std::string out;
-  for (const std::string& arg : rule.typed) {
+  const size_t skip = !counters && rule.typed.size() >= 3 && rule.typed[0] == "-c" ? 3 : 0;
+  for (size_t i = skip; i < rule.typed.size(); ++i) {
+    const std::string& arg = rule.typed[i];
     if (!out.empty()) out += ' ';
     out += QuoteRestoreArgument(arg);
   }

@@ -127,6 +127,10 @@ class Parser {
       }
     }
     rule_.typed.clear();
+    if (counters_given_) {
+      // `-c PKTS BYTES` first, in that one spelling: only append, insert and replace send it (FormatRuleForRestore).
+      rule_.typed = {"-c", std::to_string(rule_.counters.packets), std::to_string(rule_.counters.bytes)};
+    }
     for (size_t i = 0; i < tokens_.size(); ++i) {
       if (owner_[i] == kCountersOwner || (tag_context >= 0 && owner_[i] == tag_context)) continue;
       rule_.typed.push_back(tokens_[i].text);
@@ -455,6 +459,7 @@ class Parser {
         auto b = ParseCounter(bytes);
         if (!p || !b) return Error(*where, "counters must be unsigned integers");
         rule_.counters = Counters{*p, *b};
+        counters_given_ = true;
         return Status::Ok();
       }
     }
@@ -478,6 +483,7 @@ class Parser {
   const ExtensionCatalog& catalog_;
   TokenLocation location_;
   bool keep_typed_;
+  bool counters_given_ = false;  // -c / --set-counters
   std::vector<int> owner_;  // per token: kHeaderOwner, kCountersOwner or the index in contexts_
   size_t pos_ = 0;
   const Token* negation_ = nullptr;  // the pending "!"

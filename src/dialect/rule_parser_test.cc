@@ -122,17 +122,23 @@ TEST(ParseRuleSpecTest, TypedForm) {
   EXPECT_TRUE(HasTypedForm(*rule));
   EXPECT_EQ(FormatRuleForRestore(*rule), "-p tcp --dport 22 -s 1.2.3.4 -j ACCEPT");
 
-  // -c goes to the counters, the owner tag is the model's; arguments are quoted only where they must be.
-  rule = ParseRuleSpec("-c 5 6 -m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1", kV4);
+  // -c comes first in one spelling (only append/insert/replace send it); the owner tag is the model's; arguments
+  // are quoted only where they must be.
+  rule = ParseRuleSpec("-m comment --comment \"a b\" -c 5,6 -j ACCEPT -m comment --comment iptkit:app:r1", kV4);
   ASSERT_TRUE(rule.ok()) << rule.status().ToString();
   EXPECT_EQ(rule->counters, (Counters{5, 6}));
-  EXPECT_EQ(rule->typed, (std::vector<std::string>{"-m", "comment", "--comment", "a b", "-j", "ACCEPT"}));
-  EXPECT_EQ(FormatRuleForRestore(*rule), "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1");
+  EXPECT_EQ(rule->typed,
+            (std::vector<std::string>{"-c", "5", "6", "-m", "comment", "--comment", "a b", "-j", "ACCEPT"}));
+  EXPECT_EQ(FormatRuleForRestore(*rule),
+            "-c 5 6 -m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1");
+  EXPECT_EQ(FormatRuleForRestore(*rule, /*counters=*/false),
+            "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1");
   rule->SetOwnerTag({"app", "r2"});
   EXPECT_TRUE(HasTypedForm(*rule));
-  EXPECT_EQ(FormatRuleForRestore(*rule), "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r2");
+  EXPECT_EQ(FormatRuleForRestore(*rule, false),
+            "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r2");
   rule->ClearOwnerTag();
-  EXPECT_EQ(FormatRuleForRestore(*rule), "-m comment --comment \"a b\" -j ACCEPT");
+  EXPECT_EQ(FormatRuleForRestore(*rule, false), "-m comment --comment \"a b\" -j ACCEPT");
 
   // A rule changed otherwise is sent as printed.
   rule->target = Target::Jump("DROP");
