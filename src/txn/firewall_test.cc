@@ -139,7 +139,7 @@ TEST_F(FirewallTest, ValidationErrorsHaveSpecificCodesAndSendNothing) {
   add("missing chain", StatusCode::kNotFound, "chain 'NOPE'").Append(v4, "filter", "NOPE", R("-j ACCEPT"));
   add("jump to missing chain", StatusCode::kNotFound, "NOPE").Append(v4, "filter", "INPUT", R("-j NOPE"));
   add("insert index 0", StatusCode::kInvalidArgument, "index 0").Insert(v4, "filter", "INPUT", 0, R("-j ACCEPT"));
-  add("insert index too big", StatusCode::kInvalidArgument, "out of range 1..5")
+  add("insert index too big", StatusCode::kNotFound, "out of range 1..5")
       .Insert(v4, "filter", "INPUT", 6, R("-j ACCEPT"));
   add("delete missing rule", StatusCode::kNotFound, "no rule '-j DROP'").Delete(v4, "filter", "INPUT", R("-j DROP"));
   add("delete-at too big", StatusCode::kNotFound, "no rule at index 9").DeleteAt(v4, "filter", "INPUT", 9);
