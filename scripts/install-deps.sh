@@ -8,6 +8,16 @@ apt-get install -y --no-install-recommends \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev \
   libxtables-dev libnftnl-dev libmnl-dev \
-  iptables ipset nftables nfacct iproute2 util-linux procps \
+  iptables ipset nftables nfacct iproute2 util-linux procps groff-base \
   python3 python3-iptables python3-yaml python3-jsonschema \
   libsqlite3-dev libssl-dev openssl libcpp-httplib-dev prometheus curl
+# The OpenAPI linter of tests/rest/openapi_lint.sh: Redocly CLI from npm (2.x needs Node.js 20; 1.34 runs on
+# Debian 12's Node.js 18).
+command -v npm >/dev/null 2>&1 || apt-get install -y --no-install-recommends nodejs npm
+if ! command -v redocly >/dev/null 2>&1; then
+  if [ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ]; then
+    npm install -g @redocly/cli@2.77.0
+  else
+    npm install -g @redocly/cli@1.34.20
+  fi
+fi

@@ -93,6 +93,7 @@ class Firewall {
   // unrepresentable are refused, and so is replacing a table that holds a lossy rule (its undo would rewrite the rule
   // from its printed form). Errors about a rule name its line of `text` (StatusDetails line).
   struct RestoreOptions {
+    std::function<void(const CommitProgress&)> progress = nullptr;  // as CommitOptions::progress
     bool noflush = false;
     bool counters = false;  // take "[p:b]" from the text
     bool dry_run = false;

@@ -13,8 +13,11 @@
 #ifndef IPTKIT_TRANSACTION_H_
 #define IPTKIT_TRANSACTION_H_
 
+#include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "iptkit/model.h"
@@ -46,8 +49,19 @@ struct Op {
   std::string new_name;        // kRenameChain
   std::string policy;          // kPolicy
   bool cascade = false;        // kDeleteChain: also delete the rules that jump to the chain
+  // kAppend, kInsert: add nothing when an equal rule (same canonical spec) is already anywhere in the chain, as
+  // go-iptables' AppendUnique and Kubernetes' EnsureRule. The check and the add are one transaction: on
+  // iptables-legacy the xtables lock is held from the read to the commit, so no other iptables writer can add
+  // the rule in between; on iptables-nft (no lock) another writer can still add it between iptkit's read and its
+  // commit, and the chain then holds it twice.
+  bool unique = false;
   friend bool operator==(const Op&, const Op&) = default;
 };
+
+// StatusDetails::reason of an op whose index is past the end of its chain (insert N > rules + 1; delete or replace
+// N > rules). The status code differs (InvalidArgument for insert, NotFound for delete and replace); the reason is
+// the same, so that callers can treat all three alike (the CLI gives them one exit code).
+inline constexpr std::string_view kReasonIndexOutOfRange = "index_out_of_range";
 
 // "append", "insert", ... (the JSON op names).
 std::string_view OpKindName(Op::Kind kind);
@@ -56,6 +70,9 @@ class Transaction {
  public:
   Transaction& Append(Family f, std::string table, std::string chain, Rule rule);
   Transaction& Insert(Family f, std::string table, std::string chain, int index, Rule rule);
+  // Append / Insert with Op::unique set: nothing is added when an equal rule is already in the chain.
+  Transaction& AppendUnique(Family f, std::string table, std::string chain, Rule rule);
+  Transaction& InsertUnique(Family f, std::string table, std::string chain, int index, Rule rule);
   Transaction& Delete(Family f, std::string table, std::string chain, Rule rule);
   Transaction& DeleteAt(Family f, std::string table, std::string chain, int index,
                         std::optional<Rule> expect = std::nullopt);
@@ -76,7 +93,27 @@ class Transaction {
   std::vector<Op> ops_;
 };
 
+// How far a commit got, for callers that show progress of large changes (the CLI's restore and apply). Stages come
+// in this order; kParsed and kCanonicalized only where they apply (Restore, Apply), kCommitting and kCommitted not
+// for a dry run or when nothing changes.
+struct CommitProgress {
+  enum class Stage {
+    kParsed,         // the input text was parsed: `rules` rules
+    kCanonicalized,  // the input rules were canonicalized: `rules` rules
+    kSnapshotRead,   // the current rules were read (under the lock on iptables-legacy)
+    kPlanned,        // the change was planned: `tables` table commits of `ops` ops in all
+    kCommitting,     // those are being sent
+    kCommitted,      // ... and were committed
+  };
+  Stage stage = Stage::kPlanned;
+  size_t rules = 0;
+  size_t tables = 0;
+  size_t ops = 0;
+};
+
 struct CommitOptions {
+  // Called on the committing thread at each stage (CommitProgress); it must not call back into the Firewall.
+  std::function<void(const CommitProgress&)> progress = nullptr;
   bool dry_run = false;  // validate and render, send nothing
 };
 

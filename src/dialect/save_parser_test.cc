@@ -144,6 +144,11 @@ TEST(ParseSaveTest, ErrorsNameLineAndToken) {
   const std::string head = "*filter\n:INPUT ACCEPT [0:0]\n";
   EXPECT_THAT(SaveError(head + "-A INPUT -p tcp --dport 22 --bogus 1\nCOMMIT\n"),
               IsInvalidWith("line 3: '--bogus' at column 28: unknown option"));
+  // The payload says the same: line, token and column (the CLI marks them in the file).
+  const StatusDetails d = SaveError(head + "-A INPUT -p tcp --dport 22 --bogus 1\nCOMMIT\n").details();
+  EXPECT_EQ(d.line, 3);
+  EXPECT_EQ(d.token, "--bogus");
+  EXPECT_EQ(d.column, 28);
   EXPECT_THAT(SaveError(head + "-A NOPE -j ACCEPT\nCOMMIT\n"),
               IsInvalidWith("line 3: 'NOPE' at column 4: chain not declared in table filter"));
   EXPECT_THAT(SaveError(head + "-A INPUT -s host.example -j ACCEPT\nCOMMIT\n"),

@@ -341,10 +341,10 @@ Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::st
   bool chain_optional = false;
   if (verb == "append") {
     op.kind = Op::Kind::kAppend;
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "rule"}));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "rule", "unique"}));
   } else if (verb == "insert") {
     op.kind = Op::Kind::kInsert;
-    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "index", "rule"}));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "index", "rule", "unique"}));
   } else if (verb == "delete") {
     IPTKIT_RETURN_IF_ERROR(CheckKeys(body, p, {"family", "table", "chain", "rule", "index", "expect"}));
     bool by_rule = body.contains("rule");
@@ -397,6 +397,9 @@ Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::st
   IPTKIT_RETURN_IF_ERROR(ReadOptional(body, "expect", p, op_rule, &op.expect));
   if (op.kind == Op::Kind::kDeleteChain) {
     IPTKIT_ASSIGN_OR_RETURN(op.cascade, OptionalBool(body, "cascade", p));
+  }
+  if (op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert) {
+    IPTKIT_ASSIGN_OR_RETURN(op.unique, OptionalBool(body, "unique", p));
   }
   if (op.kind == Op::Kind::kRenameChain) {
     IPTKIT_ASSIGN_OR_RETURN(op.new_name, RequiredString(body, "new_name", p));
@@ -726,6 +729,7 @@ Json OpToJson(const Op& op, const SpecCodec& spec) {
     b["expect"] = RuleToJson(*op.expect, rule_out, spec);
   }
   if (op.kind == Op::Kind::kDeleteChain && op.cascade) b["cascade"] = true;
+  if ((op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert) && op.unique) b["unique"] = true;
   if (op.kind == Op::Kind::kRenameChain) b["new_name"] = op.new_name;
   if (op.kind == Op::Kind::kPolicy) b["policy"] = op.policy;
   Json j = Json::object();

@@ -12,6 +12,7 @@ namespace iptkit::json {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 std::string Quote(const std::string& v) {
@@ -333,6 +334,10 @@ TEST(OpJsonTest, RoundTripEveryKind) {
   add(Op::Kind::kFlush, v4, "filter", "INPUT", 0, Rule{}, std::nullopt, "", "", false);
   add(Op::Kind::kZero, v6, "filter", "MYAPP-IN", 0, Rule{}, std::nullopt, "", "", false);
   add(Op::Kind::kPolicy, v4, "filter", "FORWARD", 0, Rule{}, std::nullopt, "", "DROP", false);
+  add(Op::Kind::kAppend, v4, "filter", "INPUT", 0, SshRule(), std::nullopt, "", "", false);
+  ops.back().unique = true;
+  add(Op::Kind::kInsert, v6, "filter", "INPUT", 1, JumpRule("ACCEPT"), std::nullopt, "", "", false);
+  ops.back().unique = true;
   for (size_t i = 0; i < ops.size(); ++i) {
     Json j = OpToJson(ops[i], spec.codec);
     Result<Op> back = OpFromJson(MustParse(Dump(j)), "/ops/" + std::to_string(i), spec.codec);
@@ -343,6 +348,8 @@ TEST(OpJsonTest, RoundTripEveryKind) {
             R"({"policy":{"family":"ipv4","table":"filter","chain":"FORWARD","policy":"DROP"}})");
   EXPECT_EQ(Dump(OpToJson(ops[3], spec.codec)),
             R"({"delete":{"family":"ipv4","table":"filter","chain":"INPUT","index":4}})");
+  EXPECT_THAT(Dump(OpToJson(ops[16], spec.codec)), HasSubstr(R"("unique":true)"));
+  EXPECT_THAT(Dump(OpToJson(ops[0], spec.codec)), Not(HasSubstr("unique")));
 }
 
 TEST(OpJsonTest, DefaultsAndSpecInput) {
@@ -397,6 +404,8 @@ TEST(OpJsonTest, ErrorsNameThePointer) {
        "/ops/3/create_chain/chain: 'INPUT' is a builtin chain of table filter"},
       {R"({"create_chain":{"chain":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}})", "/ops/3/create_chain/chain: chain name"},
       {R"({"delete_chain":{"chain":"X","cascade":1}})", "/ops/3/delete_chain/cascade: expected boolean, got number"},
+      {R"({"append":{"chain":"X","rule":{},"unique":"yes"}})", "/ops/3/append/unique: expected boolean, got string"},
+      {R"({"delete":{"chain":"X","rule":{},"unique":true}})", "/ops/3/delete/unique: unknown field"},
       {R"({"rename_chain":{"chain":"X"}})", "/ops/3/rename_chain/new_name: required field is missing"},
       {R"({"rename_chain":{"chain":"X","new_name":"-Y"}})", "/ops/3/rename_chain/new_name: chain name '-Y' may not"},
       {R"({"flush":{"chain":5}})", "/ops/3/flush/chain: expected string, got number"},

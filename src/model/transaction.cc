@@ -58,6 +58,18 @@ Transaction& Transaction::Insert(Family f, std::string table, std::string chain,
   return Add(std::move(op));
 }
 
+Transaction& Transaction::AppendUnique(Family f, std::string table, std::string chain, Rule rule) {
+  Append(f, std::move(table), std::move(chain), std::move(rule));
+  ops_.back().unique = true;
+  return *this;
+}
+
+Transaction& Transaction::InsertUnique(Family f, std::string table, std::string chain, int index, Rule rule) {
+  Insert(f, std::move(table), std::move(chain), index, std::move(rule));
+  ops_.back().unique = true;
+  return *this;
+}
+
 Transaction& Transaction::Delete(Family f, std::string table, std::string chain, Rule rule) {
   Op op = MakeOp(Op::Kind::kDelete, f, std::move(table), std::move(chain));
   op.rule = std::move(rule);

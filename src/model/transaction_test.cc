@@ -58,6 +58,22 @@ TEST(TransactionTest, BuilderRecordsOpsInOrder) {
   EXPECT_EQ(txn.ops().back(), raw);
 }
 
+TEST(TransactionTest, UniqueAddsAreMarked) {
+  Transaction txn;
+  txn.Append(v4, "filter", "INPUT", Accept())
+      .AppendUnique(v4, "filter", "INPUT", Accept())
+      .InsertUnique(v6, "filter", "OUTPUT", 2, Accept());
+  ASSERT_EQ(txn.ops().size(), 3u);
+  EXPECT_FALSE(txn.ops()[0].unique);
+  EXPECT_EQ(txn.ops()[1].kind, Op::Kind::kAppend);
+  EXPECT_TRUE(txn.ops()[1].unique);
+  EXPECT_EQ(txn.ops()[2].kind, Op::Kind::kInsert);
+  EXPECT_EQ(txn.ops()[2].index, 2);
+  EXPECT_EQ(txn.ops()[2].family, v6);
+  EXPECT_TRUE(txn.ops()[2].unique);
+  EXPECT_NE(txn.ops()[0], txn.ops()[1]);
+}
+
 TEST(TransactionTest, OpKindNamesAreTheJsonVerbs) {
   EXPECT_EQ(OpKindName(Op::Kind::kAppend), "append");
   EXPECT_EQ(OpKindName(Op::Kind::kInsert), "insert");

@@ -1,7 +1,8 @@
 // Api: the REST API of iptkitd (docs/rest.md, docs/openapi.yaml) as a transport-independent handler: an
-// HttpRequest in, an HttpResponse out. It routes, authenticates (bearer token, or unix socket peer), rate-limits,
-// checks scopes, decodes (src/rest/decode.h), calls the Service and encodes the answer; errors are
-// {"error":{"code","message","details"}} with the HTTP status from one table (src/rest/errors.h). No business
+// HttpRequest in, an HttpResponse out. It routes (a table of routes, each with the handler of its resource:
+// src/rest/handlers.h), authenticates (bearer token, or unix socket peer), rate-limits and checks the read/write
+// scope and the body's envelope; the handler decodes (decode.h), calls the Service and encodes (encode.h). Errors
+// are {"error":{"code","message","details"}} with the HTTP status from one table (src/rest/errors.h). No business
 // logic lives here. The HTTP listeners (http_server.h) only move bytes.
 // Thread-safety: Handle may be called from any number of threads at once.
 //
@@ -57,12 +58,24 @@ struct ApiOptions {
   std::string default_owner = "iptkitd";
   size_t max_body_bytes = 1 << 20;
   size_t max_ops = 1000;
+  // Most bytes of one GET /v1/audit answer (at least one entry is always sent); the rest is on the next page.
+  size_t audit_page_bytes = 1 << 20;
   double rate_limit = 100;  // requests per second per principal; 0 = unlimited
   double rate_burst = 200;
   std::vector<SocketRule> socket_allow;
   std::string version;  // of iptkitd
   // How often an idle event stream sends a keep-alive comment.
   std::chrono::milliseconds sse_keepalive = std::chrono::seconds(15);
+};
+
+// What the handlers share (handlers.h).
+struct HandlerEnv {
+  service::Service* service = nullptr;
+  store::Store* store = nullptr;
+  service::EventBus* events = nullptr;
+  service::Metrics* metrics = nullptr;
+  const ApiOptions* options = nullptr;
+  service::Metrics::Counter* auth_failures = nullptr;  // {reason}
 };
 
 class Api {
@@ -83,14 +96,10 @@ class Api {
   HttpResponse Dispatch(Context& ctx);
   bool RateLimited(const std::string& principal, int* retry_after);
 
-  service::Service* service_;
-  store::Store* store_;
-  service::EventBus* events_;
-  service::Metrics* metrics_;
   ApiOptions options_;
-  service::Metrics::Counter* requests_ = nullptr;       // {method, route, code}
-  service::Metrics::Histogram* latency_ = nullptr;      // {route}
-  service::Metrics::Counter* auth_failures_ = nullptr;  // {reason}
+  HandlerEnv env_;
+  service::Metrics::Counter* requests_ = nullptr;   // {method, route, code}
+  service::Metrics::Histogram* latency_ = nullptr;  // {route}
 
   std::mutex rate_mu_;
   struct Bucket {

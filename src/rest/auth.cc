@@ -2,11 +2,30 @@
 
 #include <algorithm>
 
+#include "iptkit/desired.h"
+
 namespace iptkit::rest {
 namespace {
 
 bool Allowed(const std::vector<std::string>& list, const std::string& value) {
   return list.empty() || std::find(list.begin(), list.end(), value) != list.end();
+}
+
+std::string Join(const std::vector<std::string>& list) {
+  std::string out;
+  for (const std::string& s : list) out += (out.empty() ? "" : ", ") + s;
+  return out;
+}
+
+// The user chain `rule` jumps or goes to, if any: a goto always names a chain; a jump names one unless it is a
+// verdict or a target extension (ValidateChainName refuses those names for chains).
+void AddJump(const Rule& rule, std::vector<std::string>* out) {
+  if (rule.target.empty()) return;
+  if (rule.target.kind == Target::Kind::kJump &&
+      (IsStandardVerdict(rule.target.name) || !ValidateChainName(rule.target.name).ok())) {
+    return;
+  }
+  out->push_back(rule.target.name);
 }
 
 }  // namespace
@@ -39,16 +58,27 @@ AuthResult Authenticate(store::Store& store, std::string_view header) {
     out.problem = "missing Authorization header (expected 'Bearer <token>')";
     return out;
   }
-  constexpr std::string_view kBearer = "Bearer ";
-  if (header.size() <= kBearer.size() || header.substr(0, kBearer.size()) != kBearer) {
+  // RFC 7235 §2.1: the scheme is case-insensitive and is followed by one or more spaces.
+  constexpr std::string_view kBearer = "bearer";
+  const bool bearer = header.size() > kBearer.size() &&
+                      std::equal(kBearer.begin(), kBearer.end(), header.begin(),
+                                 [](char want, char got) { return want == (got | 0x20); }) &&
+                      (header[kBearer.size()] == ' ' || header[kBearer.size()] == '\t');
+  if (!bearer) {
     out.problem = "the Authorization header must be 'Bearer <token>'";
     return out;
   }
   std::string_view secret = header.substr(kBearer.size());
-  while (!secret.empty() && secret.back() == ' ') secret.remove_suffix(1);
+  while (!secret.empty() && (secret.front() == ' ' || secret.front() == '\t')) secret.remove_prefix(1);
+  while (!secret.empty() && (secret.back() == ' ' || secret.back() == '\t')) secret.remove_suffix(1);
+  if (secret.empty()) {
+    out.problem = "the Authorization header must be 'Bearer <token>'";
+    return out;
+  }
   Result<std::optional<store::TokenRecord>> token = store.LookupToken(secret);
   if (!token.ok()) {
     out.problem = "token lookup failed: " + token.status().ToString();
+    out.lookup = token.status();
     return out;
   }
   if (!*token) {
@@ -63,17 +93,23 @@ std::vector<Touch> TouchesOf(const service::ChangeRequest& r) {
   std::vector<Touch> out;
   for (const Op& op : r.ops.ops()) {
     Touch t;
+    t.kind = Touch::Kind::kImperative;
     t.family = op.family;
     t.table = op.table;
     t.chain = op.chain;
-    t.permanent_add = op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kReplace;
+    t.what = std::string(OpKindName(op.kind));
+    if (op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kReplace) {
+      AddJump(op.rule, &t.jumps);
+    }
     out.push_back(std::move(t));
   }
   for (const service::ManagedAdd& a : r.adds) {
-    out.push_back({a.family, a.table, a.chain, a.owner, true, a.ttl_seconds, false});
+    Touch t{Touch::Kind::kOwnedAdd, a.family, a.table, a.chain, a.owner, a.ttl_seconds, "owned add", {}};
+    AddJump(a.rule, &t.jumps);
+    out.push_back(std::move(t));
   }
   for (const service::ManagedDelete& d : r.deletes) {
-    out.push_back({d.family, d.table, d.chain, d.owner, false, {}, false});
+    out.push_back({Touch::Kind::kOwnedDelete, d.family, d.table, d.chain, d.owner, {}, "owned delete", {}});
   }
   if (r.put_owner) {
     const DesiredState& d = *r.put_owner;
@@ -81,17 +117,24 @@ std::vector<Touch> TouchesOf(const service::ChangeRequest& r) {
     for (Family f : {Family::kIPv4, Family::kIPv6}) {
       if (!service::DocumentCovers(d, f)) continue;
       for (const OwnedChain& c : d.chains) {
-        out.push_back({f, c.table, c.name, d.owner, false, {}, false, true});
+        Touch t{Touch::Kind::kDocument, f, c.table, c.name, d.owner, {}, "owner document", {}};
+        for (const Rule& rule : c.rules) AddJump(rule, &t.jumps);
+        out.push_back(std::move(t));
         any = true;
       }
       for (const HookRule& h : d.hooks) {
-        out.push_back({f, h.table, h.chain, d.owner, false, {}, false, true});
+        Touch t{Touch::Kind::kDocument, f, h.table, h.chain, d.owner, {}, "owner document", {}};
+        AddJump(h.rule, &t.jumps);
+        out.push_back(std::move(t));
         any = true;
       }
     }
-    if (!any) out.push_back({Family::kIPv4, "", "", d.owner, false, {}, false, true});
+    if (!any) out.push_back({Touch::Kind::kDocument, Family::kIPv4, "", "", d.owner, {}, "owner document", {}});
   }
-  if (r.delete_owner) out.push_back({Family::kIPv4, "", "", *r.delete_owner, false, {}, false, true});
+  if (r.delete_owner) {
+    out.push_back({Touch::Kind::kDocument, Family::kIPv4, "", "", *r.delete_owner, {}, "owner removal", {}});
+  }
+  if (r.confirm) out.push_back({Touch::Kind::kConfirm, Family::kIPv4, "", "", std::nullopt, {}, "confirm", {}});
   return out;
 }
 
@@ -103,10 +146,15 @@ Status AuthorizeRead(const Principal& p) {
 Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
   const store::Scopes& s = p.scopes;
   if (!s.write) return Status::PermissionDenied(p.name + " has no write scope");
+  const std::string ttl_bound =
+      s.max_ttl_seconds ? std::to_string(*s.max_ttl_seconds) + " s" : std::string();  // "" without --ttl-max
   for (const Touch& t : touches) {
-    if (!t.owner && !s.owners.empty()) {
-      return Status::PermissionDenied(p.name +
-                                      " may only change the state of owner(s) it is scoped to; give \"owner\"");
+    // (A confirm is checked by AuthorizeConfirm: an owner-scoped token may confirm its own transactions.)
+    const bool owned = t.kind == Touch::Kind::kOwnedAdd || t.kind == Touch::Kind::kOwnedDelete ||
+                       t.kind == Touch::Kind::kDocument || t.kind == Touch::Kind::kConfirm;
+    if (!owned && !s.owners.empty()) {
+      return Status::PermissionDenied(p.name + " may only change the state of owner(s) " + Join(s.owners) +
+                                      " (an owned change: give \"owner\"), not " + t.what);
     }
     if (t.owner && !Allowed(s.owners, *t.owner)) {
       return Status::PermissionDenied(p.name + " may not change the state of owner '" + *t.owner + "'");
@@ -120,26 +168,48 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
     if (!t.chain.empty() && !Allowed(s.chains, t.chain)) {
       return Status::PermissionDenied(p.name + " may not change chain " + t.chain);
     }
-    if (t.document && s.max_ttl_seconds) {
-      return Status::PermissionDenied(p.name + " may only add rules with a ttl (at most " +
-                                      std::to_string(*s.max_ttl_seconds) + " s), not change an owner's document");
-    }
-    if (t.permanent_add && s.max_ttl_seconds) {
-      return Status::PermissionDenied(p.name + " may only add rules with a ttl (at most " +
-                                      std::to_string(*s.max_ttl_seconds) + " s)");
-    }
-    if (t.owned_add && s.max_ttl_seconds) {
-      if (!t.ttl_seconds) {
-        return Status::PermissionDenied(p.name + " may only add rules with a ttl of at most " +
-                                        std::to_string(*s.max_ttl_seconds) + " s");
+    if (!s.owners.empty()) {
+      for (const std::string& jump : t.jumps) {
+        const bool own = std::any_of(s.owners.begin(), s.owners.end(), [&](const std::string& o) {
+          const std::string prefix = OwnerChainPrefix(o);
+          return jump.size() > prefix.size() && jump.compare(0, prefix.size(), prefix) == 0;
+        });
+        if (!own) {
+          return Status::PermissionDenied(p.name + " may only jump to chains of owner(s) " + Join(s.owners) +
+                                          ", not to '" + jump + "' (another owner's or a foreign chain)");
+        }
       }
-      if (*t.ttl_seconds > *s.max_ttl_seconds) {
-        return Status::PermissionDenied(p.name + " may give a ttl of at most " + std::to_string(*s.max_ttl_seconds) +
-                                        " s, not " + std::to_string(*t.ttl_seconds));
+    }
+    if (!ttl_bound.empty()) {
+      switch (t.kind) {
+        case Touch::Kind::kImperative:
+        case Touch::Kind::kDocument:
+        case Touch::Kind::kConfirm:
+          return Status::PermissionDenied(p.name + " may only make changes bounded by a ttl of at most " + ttl_bound +
+                                          " (owned adds with a ttl, owned deletes), not " + t.what);
+        case Touch::Kind::kOwnedAdd:
+          if (!t.ttl_seconds) {
+            return Status::PermissionDenied(p.name + " may only add rules with a ttl of at most " + ttl_bound);
+          }
+          if (*t.ttl_seconds > *s.max_ttl_seconds) {
+            return Status::PermissionDenied(p.name + " may give a ttl of at most " + ttl_bound + ", not " +
+                                            std::to_string(*t.ttl_seconds) + " s");
+          }
+          break;
+        case Touch::Kind::kOwnedDelete:
+          break;
       }
     }
   }
   return Status::Ok();
+}
+
+Status AuthorizeConfirm(const Principal& p, const store::ConfirmRecord& record) {
+  if (record.principal == p.name) return Status::Ok();
+  const store::Scopes& s = p.scopes;
+  if (s.tables.empty() && s.chains.empty() && s.owners.empty() && !s.max_ttl_seconds) return Status::Ok();
+  return Status::PermissionDenied(p.name + " may not confirm transaction " + record.id + " of " + record.principal +
+                                  " (only its own, or a principal without table, chain, owner or ttl limits)");
 }
 
 Status AuthorizeChains(const Principal& p, const std::vector<service::ChangedChain>& chains) {

@@ -54,29 +54,49 @@ Result<Principal> PeerPrincipal(const PeerCred& peer, const std::vector<SocketRu
 struct AuthResult {
   std::optional<Principal> principal;
   std::string problem;  // why not, when principal is nullopt
+  Status lookup;        // not OK when the store could not be asked (then the answer is 503, not 401)
 };
 AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
 
-// What a change touches.
+// What a change touches, part by part (for AuthorizeChange).
 struct Touch {
+  enum class Kind {
+    kImperative,   // an op of the request's transaction (append, delete, policy, flush, ...): permanent
+    kOwnedAdd,     // a managed rule added (or refreshed)
+    kOwnedDelete,  // a managed rule removed
+    kDocument,     // an owner's document replaced or the owner removed: permanent
+    kConfirm,      // a pending commit-confirm transaction confirmed: makes it permanent
+  };
+  Kind kind = Kind::kImperative;
   Family family = Family::kIPv4;
-  std::string table;
-  std::string chain;                 // "" = the whole table (flush/zero of every chain)
-  std::optional<std::string> owner;  // set for owned changes
-  bool owned_add = false;
+  std::string table;                   // "" = no table (a document without chains, an owner removal, a confirm)
+  std::string chain;                   // "" = the whole table (flush/zero of every chain)
+  std::optional<std::string> owner;    // for owned parts
   std::optional<int64_t> ttl_seconds;  // of an owned add
-  bool permanent_add = false;          // an imperative append/insert/replace (no TTL possible)
-  bool document = false;               // an owner's document is replaced or the owner removed
+  std::string what;                    // "append", "policy", "owned add", ... for messages
+  std::vector<std::string> jumps;      // user chains the part's rules jump (-j) or go (-g) to
 };
 std::vector<Touch> TouchesOf(const service::ChangeRequest& request);
 
 // PermissionDenied naming the scope that is missing ("token:ci may not change table nat").
 Status AuthorizeRead(const Principal& principal);
-// Before queuing: what the request names. A token with a TTL bound may not change documents (they are permanent).
+// Before queuing, against what the request names (docs/daemon.md "Scopes", the table of scope x operation):
+//  - write is needed for any change;
+//  - table:/chain: limit the tables and chains changed (a whole-table flush/zero needs no chain restriction);
+//  - owner: allows owned parts of those owners only (no imperative ops), whose rules may jump only to verdicts,
+//    target extensions and chains of those owners (OwnerChainPrefix), never into another owner's chains;
+//  - --ttl-max S (max_ttl_seconds) allows only TTL-bounded changes: owned adds with a ttl of at most S and owned
+//    deletes; no imperative op, no document, no confirm. What needs the current state (a permanent managed rule
+//    refreshed with a ttl, or deleted) is refused by the writer (ChangeRequest::ttl_bounded).
 Status AuthorizeChange(const Principal& principal, const std::vector<Touch>& touches);
 // After planning (service::ChangeRequest::authorize): every chain the kernel change touches must be in the token's
 // table and chain scopes; a whole-table flush/zero needs no chain restriction.
 Status AuthorizeChains(const Principal& principal, const std::vector<service::ChangedChain>& chains);
+// Whether the principal may make only TTL-bounded changes (a --ttl-max token).
+inline bool TtlBounded(const Principal& principal) { return principal.scopes.max_ttl_seconds.has_value(); }
+// Confirming makes another principal's change permanent: a pending transaction may be confirmed by the principal
+// that made it, or by one without table, chain, owner or ttl restrictions. PermissionDenied otherwise.
+Status AuthorizeConfirm(const Principal& principal, const store::ConfirmRecord& record);
 
 }  // namespace iptkit::rest
 

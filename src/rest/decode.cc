@@ -5,6 +5,7 @@
 #include <ctime>
 #include <utility>
 
+#include "src/base/duration.h"
 #include "src/json/json_codec.h"
 #include "src/txn/declarative.h"
 
@@ -37,19 +38,45 @@ Result<std::optional<std::string>> TakeString(Json& j, const char* key, const st
   return std::optional<std::string>(std::move(v));
 }
 
+// A number of seconds: a JSON integer, or a string such as "90", "10m", "2h", "1d" (src/base/duration.h).
 Result<std::optional<int64_t>> TakeSeconds(Json& j, const char* key, const std::string& p) {
   auto it = j.find(key);
   if (it == j.end()) return std::optional<int64_t>();
   const std::string where = p + "/" + key;
-  if (!it->is_number_integer())
-    return Err(where, "expected an integer 1.." + std::to_string(kMaxSeconds) + ", got " + TypeOf(*it));
-  int64_t v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(kMaxSeconds) ? kMaxSeconds + 1
-                                                                                                   : it->get<int64_t>();
-  if (v < 1 || v > kMaxSeconds) {
-    return Err(where, "expected an integer 1.." + std::to_string(kMaxSeconds) + ", got " + it->dump());
+  const std::string expected = "expected an integer 1.." + std::to_string(kMaxSeconds) +
+                               " or a duration such as \"90\", \"10m\", \"2h\", \"1d\"";
+  int64_t v = 0;
+  if (it->is_string()) {
+    Result<int64_t> parsed = base::ParseSeconds(it->get<std::string>(), kMaxSeconds);
+    if (!parsed.ok()) return Err(where, parsed.status().message());
+    v = *parsed;
+  } else if (it->is_number_integer()) {
+    v = it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(kMaxSeconds) ? kMaxSeconds + 1
+                                                                                             : it->get<int64_t>();
+    if (v < 1 || v > kMaxSeconds) return Err(where, expected + ", got " + it->dump());
+  } else {
+    return Err(where, expected + ", got " + TypeOf(*it));
   }
   j.erase(key);
   return std::optional<int64_t>(v);
+}
+
+// An owner tag in a rule the caller wrote would forge another owner's rule (or its own, bypassing the managed
+// rule bookkeeping): refused wherever it sits among the matches, since iptables-nft prints a comment it keeps as
+// rule userdata last, which is where tags are read.
+Status RefuseOwnerTag(const Rule& rule, const std::string& pointer) {
+  for (const Match& m : rule.matches) {
+    if (m.name != "comment") continue;
+    for (const Option& o : m.options) {
+      for (const std::string& value : o.values) {
+        if (!value.starts_with("iptkit:")) continue;
+        return Err(pointer, "the rule carries an owner tag ('" + value +
+                                "'); give \"owner\" and \"id\" instead (comments starting with 'iptkit:' are "
+                                "reserved for owner tags)");
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Status CheckNetns(Json& j, const std::string& p, const DecodeOptions& options) {
@@ -123,10 +150,7 @@ Result<RuleBody> DecodeRuleBody(std::string_view body, const Location& where, co
   IPTKIT_ASSIGN_OR_RETURN(Owned owned, TakeOwned(j, "", options));
   RuleBody out;
   IPTKIT_ASSIGN_OR_RETURN(out.rule, RuleAt(j, where, ""));
-  if (auto tag = out.rule.OwnerTag()) {
-    return Err("/spec", "the rule carries an owner tag ('iptkit:" + tag->owner + ":" + tag->id +
-                            "'); give \"owner\" and \"id\" instead");
-  }
+  IPTKIT_RETURN_IF_ERROR(RefuseOwnerTag(out.rule, "/spec"));
   out.owner = std::move(owned.owner);
   out.id = std::move(owned.id);
   out.ttl_seconds = owned.ttl;
@@ -144,6 +168,7 @@ Result<ReplaceBody> DecodeReplaceBody(std::string_view body, const Location& whe
   ReplaceBody out;
   IPTKIT_ASSIGN_OR_RETURN(out.expect, TakeExpect(j, where, ""));
   IPTKIT_ASSIGN_OR_RETURN(out.rule, RuleAt(j, where, ""));
+  IPTKIT_RETURN_IF_ERROR(RefuseOwnerTag(out.rule, "/spec"));
   return out;
 }
 
@@ -207,14 +232,15 @@ Result<TransactionBody> DecodeTransactionBody(std::string_view body, const Decod
       }
     }
     IPTKIT_ASSIGN_OR_RETURN(Op op, json::OpFromJson(op_json, p, json::DialectSpec()));
+    const std::string rp = p + "/" + verb + "/rule";
+    // A rule an op adds may not carry an owner tag, as in the single-rule POST (owned and imperative ops alike). A
+    // delete of a tagged spec is the writer's to refuse (412, naming the owner).
+    if (op.kind == Op::Kind::kAppend || op.kind == Op::Kind::kInsert || op.kind == Op::Kind::kReplace || owned.owner) {
+      if (Status s = RefuseOwnerTag(op.rule, rp + "/spec"); !s.ok()) return s.WithOpIndex(static_cast<int>(i));
+    }
     if (!owned.owner) {
       out.ops.Add(std::move(op));
       continue;
-    }
-    const std::string rp = p + "/" + verb + "/rule";
-    if (auto tag = op.rule.OwnerTag()) {
-      return Err(rp + "/spec", "the rule carries an owner tag ('iptkit:" + tag->owner + ":" + tag->id +
-                                   "'); give \"owner\" and \"id\" instead");
     }
     Rule rule = op.rule;
     if (owned.id) rule.SetOwnerTag({*owned.owner, *owned.id});
@@ -281,6 +307,14 @@ Result<std::optional<int64_t>> QueryInt(const Query& query, const std::string& n
                                    std::to_string(max) + ", got '" + *v + "'");
   }
   return std::optional<int64_t>(n);
+}
+
+Result<std::optional<int64_t>> QuerySeconds(const Query& query, const std::string& name, int64_t max) {
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> v, QueryValue(query, name));
+  if (!v) return std::optional<int64_t>();
+  Result<int64_t> seconds = base::ParseSeconds(*v, max);
+  if (!seconds.ok()) return Status::InvalidArgument("query parameter '" + name + "': " + seconds.status().message());
+  return std::optional<int64_t>(*seconds);
 }
 
 Result<std::optional<int64_t>> QueryTime(const Query& query, const std::string& name) {

@@ -41,8 +41,10 @@ struct Location {
 };
 
 // A rule body: "spec" and/or the structured fields (include/iptkit/json.h), plus "owner", "id" and "ttl" for
-// owned rules; "family", "table" and "chain" may be given but must equal the route's; "netns" must be the
-// daemon's. The rule comes back without an owner tag.
+// owned rules ("ttl" and "confirm_within" everywhere: an integer of seconds, or a string "90", "10m", "2h", "1d");
+// "family", "table" and "chain" may be given but must equal the route's; "netns" must be the daemon's. The rule comes
+// back without an owner tag: a comment starting with "iptkit:" anywhere in a rule the caller wrote is refused (in every
+// body below, for owned and imperative ops alike).
 struct RuleBody {
   Rule rule;
   std::optional<std::string> owner;  // also set (to default_owner) when only a ttl was given
@@ -90,6 +92,8 @@ Result<std::optional<std::string>> QueryValue(const Query& query, const std::str
 Result<bool> QueryBool(const Query& query, const std::string& name);
 // An integer in [min, max], or nullopt when absent.
 Result<std::optional<int64_t>> QueryInt(const Query& query, const std::string& name, int64_t min, int64_t max);
+// A number of seconds 1..max: "90", "10m", "2h", "1d" (src/base/duration.h), or nullopt when absent.
+Result<std::optional<int64_t>> QuerySeconds(const Query& query, const std::string& name, int64_t max);
 // Milliseconds since the epoch: an integer, or an RFC 3339 UTC time "2026-12-02T04:00:00Z" (optional ".mmm").
 Result<std::optional<int64_t>> QueryTime(const Query& query, const std::string& name);
 // Refuses parameters not in `allowed`, and tokens in the URL ("token", "access_token", "api_key": they would

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 
 #include "iptkit/dialect.h"
 #include "src/backend/fake/shared_fake.h"
@@ -81,6 +82,51 @@ TEST(DecodeTest, RuleBodyWithOwnedMembers) {
   EXPECT_EQ(b->owner, "iptkitd");
 }
 
+// TTLs take the same forms as in the CLI and the configuration: seconds, or "90", "10m", "2h", "1d".
+TEST(DecodeTest, TtlsAreSecondsOrDurations) {
+  for (const auto& [ttl, seconds] : std::vector<std::pair<std::string, int64_t>>{
+           {"90", 90}, {"\"90\"", 90}, {"\"90s\"", 90}, {"\"10m\"", 600}, {"\"2h\"", 7200}, {"\"1d\"", 86400}}) {
+    Result<RuleBody> b = DecodeRuleBody(R"({"spec":"-j DROP","ttl":)" + ttl + "}", kInput, kOptions);
+    ASSERT_TRUE(b.ok()) << ttl << ": " << b.status().ToString();
+    EXPECT_EQ(b->ttl_seconds, seconds) << ttl;
+  }
+  Result<TransactionBody> t = DecodeTransactionBody(
+      R"({"confirm_within":"2m","ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j DROP","ttl":"1d"}}}]})", kOptions);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(t->confirm_within_seconds, 120);
+  EXPECT_EQ(t->adds.at(0).ttl_seconds, 86400);
+  EXPECT_EQ(*QuerySeconds({{"confirm_within", "10m"}}, "confirm_within", kMaxSeconds), 600);
+  EXPECT_FALSE(QuerySeconds({{"confirm_within", "soon"}}, "confirm_within", kMaxSeconds).ok());
+}
+
+// Regression (issue 8, item 6): a transaction accepted a forged owner tag in an imperative op, which the
+// single-rule POST refuses; a tag that is not the last match is refused too.
+TEST(DecodeTest, ForgedOwnerTagsAreRefusedEverywhere) {
+  const std::string tag = R"(-m comment --comment \"iptkit:zed:abc\")";
+  for (const std::string& op : {R"({"append":{"chain":"INPUT","rule":{"spec":"-s 10.0.0.1 )" + tag + R"( -j DROP"}}})",
+                                R"({"insert":{"chain":"INPUT","index":1,"rule":{"spec":")" + tag + R"( -j ACCEPT"}}})",
+                                R"({"replace":{"chain":"INPUT","index":1,"rule":{"spec":")" + tag + R"( -j ACCEPT"}}})",
+                                R"({"append":{"chain":"INPUT","rule":{"spec":")" + tag + R"( -p tcp -j DROP"}}})"}) {
+    Result<TransactionBody> t = DecodeTransactionBody(R"({"ops":[{"flush":{"chain":"INPUT"}},)" + op + "]}", kOptions);
+    ASSERT_FALSE(t.ok()) << op;
+    EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(t.status().message(), HasSubstr("owner tag")) << op;
+    EXPECT_THAT(t.status().details().field.value_or(""), ::testing::StartsWith("/ops/1/")) << op;
+  }
+  // A comment of one's own that merely mentions iptkit is fine.
+  EXPECT_TRUE(
+      DecodeTransactionBody(
+          R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-m comment --comment \"via iptkit\" -j DROP"}}}]})",
+          kOptions)
+          .ok());
+  // A delete of a tagged spec goes on to the writer, which names the rule's owner (412).
+  EXPECT_TRUE(DecodeTransactionBody(
+                  R"({"ops":[{"delete":{"chain":"INPUT","rule":{"spec":")" + tag + R"( -j ACCEPT"}}}]})", kOptions)
+                  .ok());
+  Result<ReplaceBody> r = DecodeReplaceBody(R"({"spec":")" + tag + R"( -j DROP"})", kInput, kOptions);
+  EXPECT_FALSE(r.ok());
+}
+
 TEST(DecodeTest, RuleBodyErrorsNameTheMember) {
   struct Case {
     const char* body;
@@ -89,7 +135,10 @@ TEST(DecodeTest, RuleBodyErrorsNameTheMember) {
       {"", "(body): expected a JSON object"},
       {"[]", "(body): expected a JSON object, got array"},
       {R"({"spec":"-j DROP","ttl":0})", "/ttl: expected an integer 1..315360000"},
-      {R"({"spec":"-j DROP","ttl":"5"})", "/ttl: expected an integer"},
+      {R"({"spec":"-j DROP","ttl":"5x"})", "/ttl: '5x': expected a whole number of seconds"},
+      {R"({"spec":"-j DROP","ttl":"0"})", "/ttl: '0': expected"},
+      {R"({"spec":"-j DROP","ttl":"500ms"})", "/ttl: '500ms': expected"},
+      {R"({"spec":"-j DROP","ttl":true})", "/ttl: expected an integer"},
       {R"({"spec":"-j DROP","owner":"Bad"})", "/owner:"},
       {R"({"spec":"-j DROP","id":"x"})", "/id: an id needs an \"owner\""},
       {R"({"spec":"-j DROP","table":"nat"})", "/table: 'nat' disagrees with the route's table 'filter'"},
@@ -183,6 +232,53 @@ TEST(AuthTest, ScopesLimitTablesChainsOwnersAndTtl) {
   add.adds[0].ttl_seconds = 10;
   EXPECT_THAT(AuthorizeChange(bans, TouchesOf(add)).message(), HasSubstr("owner 'other'"));
   EXPECT_FALSE(AuthorizeChange(bans, TouchesOf(r)).ok());  // unowned change
+}
+
+// Regression (issue 8, item 6): a --ttl-max token could set a policy or flush (only adds were checked); an owner
+// scope could jump into another owner's chains and confirm another principal's transaction.
+TEST(AuthTest, TtlBoundAllowsOnlyTtlBoundedChangesAndOwnersJumpOnlyIntoTheirChains) {
+  Principal temp{"token:temp", {}};
+  temp.scopes.read = temp.scopes.write = true;
+  temp.scopes.max_ttl_seconds = 60;
+  auto refused = [&](const service::ChangeRequest& r) { return AuthorizeChange(temp, TouchesOf(r)).code(); };
+  service::ChangeRequest policy;
+  policy.ops.SetPolicy(Family::kIPv4, "filter", "INPUT", "DROP");
+  EXPECT_EQ(refused(policy), StatusCode::kPermissionDenied);
+  service::ChangeRequest flush;
+  flush.ops.Flush(Family::kIPv4, "filter");
+  EXPECT_EQ(refused(flush), StatusCode::kPermissionDenied);
+  service::ChangeRequest confirm;
+  confirm.confirm = "t-1";
+  EXPECT_EQ(refused(confirm), StatusCode::kPermissionDenied);
+  service::ChangeRequest del;
+  del.deletes.push_back({"zed", Family::kIPv4, "filter", "INPUT", Rule{}});
+  EXPECT_TRUE(AuthorizeChange(temp, TouchesOf(del)).ok());  // the writer refuses it when the rule is permanent
+  EXPECT_TRUE(TtlBounded(temp));
+
+  Principal app{"token:app", {}};
+  app.scopes.read = app.scopes.write = true;
+  app.scopes.owners = {"app"};
+  service::ChangeRequest jump;
+  Rule to_zed;
+  to_zed.target = Target::Jump("ZED-IN");
+  jump.adds.push_back({"app", Family::kIPv4, "filter", "INPUT", to_zed, store::Position::kLast, std::nullopt});
+  EXPECT_THAT(AuthorizeChange(app, TouchesOf(jump)).message(), HasSubstr("not to 'ZED-IN'"));
+  jump.adds[0].rule.target = Target::Goto("ZED-IN");
+  EXPECT_FALSE(AuthorizeChange(app, TouchesOf(jump)).ok());
+  for (const char* ok : {"APP-IN", "ACCEPT", "LOG", "RETURN"}) {
+    jump.adds[0].rule.target = Target::Jump(ok);
+    EXPECT_TRUE(AuthorizeChange(app, TouchesOf(jump)).ok()) << ok;
+  }
+  store::ConfirmRecord theirs;
+  theirs.id = "t-1";
+  theirs.principal = "token:admin";
+  EXPECT_EQ(AuthorizeConfirm(app, theirs).code(), StatusCode::kPermissionDenied);
+  theirs.principal = "token:app";
+  EXPECT_TRUE(AuthorizeConfirm(app, theirs).ok());
+  Principal admin{"token:admin", {}};
+  admin.scopes.write = true;
+  theirs.principal = "token:other";
+  EXPECT_TRUE(AuthorizeConfirm(admin, theirs).ok());
 }
 
 TEST(AuthTest, SocketPeersByUidAndGroups) {
@@ -372,6 +468,66 @@ TEST_F(ApiTest, ThousandMalformedRequestsAreAll4xxAndChangeNothing) {
   }
   EXPECT_EQ(Kernel(), before);
   EXPECT_EQ(Call("GET", "/healthz").status, 200);
+}
+
+// Regression (issue 8, item 3): an audit page was built whole from up to 1,000 entries of any size. A page now
+// ends before it would pass audit_page_bytes (with at least one entry), and the cursor goes on from there.
+TEST_F(ApiTest, AuditPagesAreBoundedInBytes) {
+  ASSERT_TRUE(store_
+                  ->Write([](store::Store::Tx& tx) -> Status {
+                    for (int i = 0; i < 60; ++i) {
+                      store::AuditEntry e;
+                      e.time_ms = 1000 + i;
+                      e.principal = "uid:0";
+                      e.action = "append";
+                      e.result = "ok";
+                      e.diff = std::string(10000, 'a' + i % 26);
+                      IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+                    }
+                    return Status::Ok();
+                  })
+                  .ok());
+  ApiOptions options;
+  options.rate_limit = 0;
+  options.audit_page_bytes = 65536;
+  Api small(service_.get(), store_.get(), &events_, &metrics_, options);
+  std::set<int64_t> seen;
+  Query query = {{"limit", "1000"}};
+  int pages = 0;
+  for (; pages < 100; ++pages) {
+    HttpRequest req;
+    req.method = "GET";
+    req.path = "/v1/audit";
+    req.query = query;
+    req.headers.emplace("authorization", "Bearer " + admin_);
+    HttpResponse r = small.Handle(req);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_LE(r.body.size(), 65536u);
+    json page = json::parse(r.body);
+    for (const json& e : page["entries"]) EXPECT_TRUE(seen.insert(e["id"].get<int64_t>()).second);
+    if (page["next_before"].is_null()) break;
+    query = {{"limit", "1000"}, {"before", std::to_string(page["next_before"].get<int64_t>())}};
+  }
+  EXPECT_EQ(seen.size(), 60u);
+  EXPECT_GE(pages, 9);
+}
+
+// Regression (issue 8, item 7): with the state directory gone, writes answered 200 (into an unlinked database).
+TEST_F(ApiTest, ChangesAreRefusedAndHealthIsNotOkWhenTheStoreCannotKeepThem) {
+  ASSERT_EQ(Call("GET", "/v1/version").status, 200);
+  std::filesystem::remove_all(dir_);
+  HttpResponse r = Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.1 -j DROP"})");
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("was removed"));
+  // A dry run stores nothing and still works; reads too.
+  EXPECT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.0.0.1 -j DROP"})", "",
+                 {{"dry_run", "1"}})
+                .status,
+            200);
+  EXPECT_EQ(Call("GET", "/v1/ipv4").status, 200);
+  HttpResponse health = Call("GET", "/healthz", "", "-");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(json::parse(health.body)["status"], "unhealthy");
 }
 
 TEST_F(ApiTest, OwnersTransactionsAuditAndMetrics) {

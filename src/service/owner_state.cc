@@ -30,6 +30,33 @@ Status CheckManagedPlacement(std::string_view owner, std::string_view table, std
                                  "' (its chains start with '" + prefix + "'): owned rules cannot go there");
 }
 
+bool PrefixesOverlap(std::string_view owner_a, std::string_view owner_b) {
+  const std::string a = OwnerChainPrefix(owner_a);
+  const std::string b = OwnerChainPrefix(owner_b);
+  return a.size() <= b.size() ? b.compare(0, a.size(), a) == 0 : a.compare(0, b.size(), b) == 0;
+}
+
+Status CheckNewOwner(std::string_view owner, const std::map<std::string, OwnerState>& owners) {
+  auto self = owners.find(std::string(owner));
+  if (self != owners.end() && !self->second.empty()) return Status::Ok();
+  for (const auto& [other, state] : owners) {
+    if (state.empty() || other == owner || !PrefixesOverlap(owner, other)) continue;
+    return Status::FailedPrecondition("owner '" + std::string(owner) + "': its chain prefix '" +
+                                      OwnerChainPrefix(owner) + "' overlaps the prefix '" + OwnerChainPrefix(other) +
+                                      "' of owner '" + other +
+                                      "' (a chain could belong to both); choose an owner name whose prefix neither "
+                                      "starts nor is the start of another owner's");
+  }
+  return Status::Ok();
+}
+
+Status CheckTtlBounded(const store::ManagedRule* existing, bool removing) {
+  if (existing == nullptr || existing->deadline_ms) return Status::Ok();
+  return Status::PermissionDenied(std::string(removing ? "removing" : "giving a ttl to") +
+                                  " the permanent managed rule '" + existing->spec + "' of owner '" + existing->owner +
+                                  "' is not a TTL-bounded change (this token has a ttl limit)");
+}
+
 Rule::Tag ManagedTag(const store::ManagedRule& rule) { return Rule::Tag{rule.owner, rule.rule_id}; }
 
 std::optional<int64_t> TtlRemainingSeconds(const store::ManagedRule& rule, int64_t now_ms) {

@@ -48,6 +48,20 @@ bool DocumentCovers(const DesiredState& document, Family family);
 // supported: their content is not the owner's to order).
 Status CheckManagedPlacement(std::string_view owner, std::string_view table, std::string_view chain);
 
+// Chain ownership: chain C belongs to owner O when C starts with O's prefix (OwnerChainPrefix(O), "MYAPP-") and
+// has more after it. Two owners' prefixes overlap when one starts with the other (owner "a" has "A-", owner "a-b"
+// has "A-B-": chain A-B-IN would belong to both), so an owner whose prefix overlaps the prefix of an owner that
+// has state is refused: then every chain belongs to at most one owner.
+bool PrefixesOverlap(std::string_view owner_a, std::string_view owner_b);
+// OK when `owner` has state in `owners` already or overlaps none of the owners there that have state;
+// FailedPrecondition naming both owners and their prefixes otherwise.
+Status CheckNewOwner(std::string_view owner, const std::map<std::string, OwnerState>& owners);
+
+// A TTL-bounded change (ChangeRequest::ttl_bounded) may add or refresh a managed rule with a deadline and remove
+// one that has a deadline; it may not make a permanent managed rule temporary (it would expire) nor remove one.
+// `existing` is the managed rule with the same key before the change (nullptr: none). PermissionDenied otherwise.
+Status CheckTtlBounded(const store::ManagedRule* existing, bool removing);
+
 // The effective desired state of one family (families = that family), as described above; rules of managed
 // entries are parsed from their stored specs (ParseManagedRule). InvalidArgument when a stored spec does not parse
 // (a corrupt store).

@@ -97,6 +97,10 @@ struct ChangeRequest {
   // scope checks that depend on the current state are exact.
   std::function<Status(const std::vector<ChangedChain>&)> authorize;
 
+  // The principal may make only TTL-bounded changes (a token with --ttl-max): the writer refuses to refresh a
+  // permanent managed rule with a ttl (it would expire) or to delete one (owner_state.h CheckTtlBounded).
+  bool ttl_bounded = false;
+
   bool dry_run = false;  // plan only; nothing is committed or stored (the audit log is not written either)
   // Commit now, roll back unless confirmed within this many seconds (> 0). Not with dry_run or confirm.
   std::optional<int64_t> confirm_within_seconds;

@@ -506,8 +506,13 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::
         if (!canon.ok()) return fail(canon.status().WithContext(where));
         const std::string spec = FormatRuleSpec(canon->front());
         store::ManagedRuleKey key{a.owner, a.family, a.table, a.chain, spec};
+        if (s = CheckNewOwner(a.owner, working); !s.ok()) return fail(s.WithContext(where));
         OwnerState& state = Modify(working, a.owner, undo);
         auto it = state.managed.find(key);
+        if (r.ttl_bounded) {
+          s = CheckTtlBounded(it == state.managed.end() ? nullptr : &it->second, /*removing=*/false);
+          if (!s.ok()) return fail(s.WithContext(where));
+        }
         store::ManagedRule rec;
         if (it != state.managed.end()) {
           rec = it->second;
@@ -546,6 +551,10 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::
         if (owner == working.end() || owner->second.managed.count(key) == 0) {
           return fail(Status::NotFound(where + ": owner '" + d.owner + "' has no managed rule '" + key.spec + "'"));
         }
+        if (r.ttl_bounded) {
+          s = CheckTtlBounded(&owner->second.managed.at(key), /*removing=*/true);
+          if (!s.ok()) return fail(s.WithContext(where));
+        }
         item.rule_ids.insert(owner->second.managed.at(key).rule_id);
         Modify(working, d.owner, undo).managed.erase(key);
         item.removals.push_back(key);
@@ -554,6 +563,7 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::
       if (r.put_owner) {
         const std::string& owner = r.put_owner->owner;
         Status s = txn::ValidateDesiredState(*r.put_owner);
+        if (s.ok()) s = CheckNewOwner(owner, working);
         if (!s.ok()) return fail(s);
         Modify(working, owner, undo).document = *r.put_owner;
         item.documents[owner] = *r.put_owner;

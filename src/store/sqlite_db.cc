@@ -14,6 +14,11 @@ Status SqliteStatus(sqlite3* db, int rc, std::string_view purpose) {
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
+    // The disk or the file, not the request: full, read-only (also a database file removed underneath), failing.
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
       return Status::Unavailable(std::move(message));
     case SQLITE_NOTADB:
       return Status::FailedPrecondition(std::move(message));

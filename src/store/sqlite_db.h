@@ -1,7 +1,8 @@
 // SqliteDb, Statement, SqliteTransaction: move-only RAII owners of a SQLite connection, a prepared statement and
 // an open transaction (SQLite C API), and the one place where a SQLite result code becomes a Status.
 //
-// Codes: SQLITE_BUSY/SQLITE_LOCKED (after the connection's busy timeout) → Unavailable; a UNIQUE or PRIMARY KEY
+// Codes: SQLITE_BUSY/SQLITE_LOCKED (after the connection's busy timeout), and the disk's or file's failures
+// (SQLITE_FULL, SQLITE_READONLY*, SQLITE_IOERR*, SQLITE_CANTOPEN) → Unavailable; a UNIQUE or PRIMARY KEY
 // constraint → AlreadyExists; SQLITE_NOTADB → FailedPrecondition; anything else → Internal. Messages are
 // "<purpose>: <sqlite3_errmsg> (<sqlite3_errstr>)", so they name what the statement was for.
 // Only bound parameters carry values; SQL text is always a constant (or concatenated constants).

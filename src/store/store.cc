@@ -10,6 +10,8 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstring>
+#include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -22,7 +24,7 @@
 namespace iptkit::store {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr int64_t kApplicationId = 0x6970746b;  // "iptk" in PRAGMA application_id (database header offset 68)
 constexpr int kBusyTimeoutMs = 5000;
 constexpr int kMaxAuditLimit = 1000;
@@ -96,7 +98,26 @@ CREATE TABLE tokens (
 PRAGMA application_id = 1768977515;  -- kApplicationId
 PRAGMA user_version = 1;
 )sql",
+    // 2: bounded audit texts (the original size of a truncated one) and each entry's size for retention.
+    R"sql(
+ALTER TABLE audit ADD COLUMN request_bytes INTEGER;  -- original size when truncated, else NULL
+ALTER TABLE audit ADD COLUMN message_bytes INTEGER;
+ALTER TABLE audit ADD COLUMN diff_bytes INTEGER;
+ALTER TABLE audit ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;  -- the entry's size as retention counts it
+UPDATE audit SET bytes = 64 + length(CAST(principal AS BLOB)) + length(CAST(request_id AS BLOB)) +
+    length(CAST(action AS BLOB)) + length(CAST(request AS BLOB)) + length(CAST(result AS BLOB)) +
+    length(CAST(message AS BLOB)) + length(CAST(diff AS BLOB));
+-- Covers the retention queries (sum of sizes, oldest first) without reading the large texts.
+CREATE INDEX audit_by_id_bytes ON audit (id, bytes);
+PRAGMA user_version = 2;
+)sql",
 };
+
+constexpr const char* kAuditColumns =
+    "id, time_ms, principal, request_id, action, request, result, message, diff, request_bytes, message_bytes, "
+    "diff_bytes";
+constexpr int64_t kAuditEntryOverhead = 64;  // bytes counted per entry on top of its texts
+constexpr int64_t kPruneChunk = 2000;        // rows deleted per transaction by PruneAudit
 
 constexpr const char* kManagedRuleColumns =
     "seq, owner, family, table_name, chain, spec, rule_id, position, deadline_ms, created_ms, updated_ms";
@@ -347,6 +368,60 @@ Status CreateFileIfMissing(const std::string& path) {
 
 Status Pragma(SqliteDb& db, const char* sql) { return db.Exec(sql, sql); }
 
+// `text` cut to at most `limit` bytes, marker included, at a UTF-8 character boundary; nullopt when it fits.
+std::optional<std::string> Truncated(const std::string& text, size_t limit) {
+  if (text.size() <= limit) return std::nullopt;
+  const std::string marker = "\n[truncated by iptkitd: " + std::to_string(text.size()) + " bytes in all]";
+  size_t keep = limit > marker.size() ? limit - marker.size() : 0;
+  // Back off continuation bytes (10xxxxxx) so that no character is cut in half.
+  while (keep > 0 && (static_cast<unsigned char>(text[keep]) & 0xc0) == 0x80) --keep;
+  return text.substr(0, keep) + marker;
+}
+
+AuditEntry ReadAudit(const Statement& st) {
+  AuditEntry e{st.ColumnInt64(0),
+               st.ColumnInt64(1),
+               st.ColumnText(2),
+               st.ColumnText(3),
+               st.ColumnText(4),
+               st.ColumnText(5),
+               st.ColumnText(6),
+               st.ColumnText(7),
+               st.ColumnText(8),
+               {},
+               {},
+               {}};
+  e.request_original_bytes = st.ColumnOptionalInt64(9);
+  e.message_original_bytes = st.ColumnOptionalInt64(10);
+  e.diff_original_bytes = st.ColumnOptionalInt64(11);
+  return e;
+}
+
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+};
+
+// What became of `path` since it was `id`: "" when it still is.
+std::string FileFate(const std::string& path, const FileId& id, std::string_view what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) return std::string(what) + " " + path + " was removed";
+    return std::string(what) + " " + path + " cannot be checked: " + std::strerror(errno);
+  }
+  if (st.st_dev != id.dev || st.st_ino != id.ino) {
+    return std::string(what) + " " + path + " was replaced (it is not the one iptkitd opened)";
+  }
+  return "";
+}
+
+std::string DirName(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
 }  // namespace
 
 // ---- Free functions ----
@@ -435,6 +510,44 @@ std::string Sha256Hex(std::string_view data) {
 struct Store::Impl {
   Impl(SqliteDb connection, SqliteDb read_connection) : db(std::move(connection)), reader(std::move(read_connection)) {}
 
+  std::string path;
+  std::string dir;
+  StoreOptions options;
+  FileId db_id, dir_id;
+
+  // A read-only connection for ScanAudit: from the pool, or a new one.
+  Result<SqliteDb> TakeScanner() {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu);
+      if (!scanners.empty()) {
+        SqliteDb db = std::move(scanners.back());
+        scanners.pop_back();
+        return db;
+      }
+    }
+    return SqliteDb::Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, kBusyTimeoutMs);
+  }
+  void ReturnScanner(SqliteDb db) {
+    std::lock_guard<std::mutex> lock(pool_mu);
+    if (scanners.size() < 4) scanners.push_back(std::move(db));
+  }
+
+  // Drops the oldest backlog entries beyond the limit. Needs health_mu.
+  void TrimBacklog() {
+    while (backlog.size() > std::max<size_t>(options.audit_backlog_limit, 1)) {
+      backlog.pop_front();
+      ++dropped;
+    }
+  }
+
+  std::mutex pool_mu;
+  std::vector<SqliteDb> scanners;  // guarded by pool_mu
+
+  mutable std::mutex health_mu;
+  std::string last_write_error;    // guarded by health_mu
+  std::deque<AuditEntry> backlog;  // guarded by health_mu
+  uint64_t dropped = 0;            // guarded by health_mu
+
   // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
   Result<std::unique_lock<std::mutex>> Lock(std::string_view method) {
     if (writer.load() == std::this_thread::get_id()) {
@@ -457,7 +570,7 @@ namespace {
 
 class TxImpl final : public Store::Tx {
  public:
-  explicit TxImpl(SqliteDb& db) : db_(db) {}
+  TxImpl(SqliteDb& db, size_t body_limit) : db_(db), body_limit_(body_limit) {}
 
   Status PutOwner(const std::string& owner, const std::optional<std::string>& document, int64_t now_ms) override {
     IPTKIT_RETURN_IF_ERROR(ValidateOwner(owner));
@@ -576,17 +689,35 @@ class TxImpl final : public Store::Tx {
   Result<int64_t> AppendAudit(const AuditEntry& entry) override {
     IPTKIT_ASSIGN_OR_RETURN(
         Statement st,
-        db_.Prepare("INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        db_.Prepare("INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff, "
+                    "request_bytes, message_bytes, diff_bytes, bytes) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
                     "append audit entry"));
+    // Each long text is stored cut, with its original size.
+    std::string texts[3] = {entry.request, entry.message, entry.diff};
+    std::optional<int64_t> original[3];
+    for (int i = 0; i < 3; ++i) {
+      if (std::optional<std::string> cut = Truncated(texts[i], body_limit_)) {
+        original[i] = static_cast<int64_t>(texts[i].size());
+        texts[i] = *std::move(cut);
+      }
+    }
+    const int64_t bytes =
+        kAuditEntryOverhead +
+        static_cast<int64_t>(entry.principal.size() + entry.request_id.size() + entry.action.size() +
+                             entry.result.size() + texts[0].size() + texts[1].size() + texts[2].size());
     st.Bind(1, entry.time_ms)
         .Bind(2, entry.principal)
         .Bind(3, entry.request_id)
         .Bind(4, entry.action)
-        .Bind(5, entry.request)
+        .Bind(5, texts[0])
         .Bind(6, entry.result)
-        .Bind(7, entry.message)
-        .Bind(8, entry.diff);
+        .Bind(7, texts[1])
+        .Bind(8, texts[2])
+        .Bind(9, original[0])
+        .Bind(10, original[1])
+        .Bind(11, original[2])
+        .Bind(12, bytes);
     IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) return Status::Internal("append audit entry: no id returned");
     int64_t id = st.ColumnInt64(0);
@@ -626,6 +757,7 @@ class TxImpl final : public Store::Tx {
   }
 
   SqliteDb& db_;
+  size_t body_limit_;
 };
 
 // Marks the calling thread as the one inside Write for the lifetime of the scope.
@@ -644,7 +776,11 @@ class WriterScope {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+Result<std::unique_ptr<Store>> Store::Open(const std::string& path, StoreOptions options) {
+  if (options.audit_body_bytes < 256) {
+    return Status::InvalidArgument("audit_body_bytes must be at least 256, got " +
+                                   std::to_string(options.audit_body_bytes));
+  }
   IPTKIT_RETURN_IF_ERROR(CreateFileIfMissing(path));
   // No SQLITE_OPEN_CREATE: the file exists now with the right mode. NOMUTEX: the Store's mutex serializes use.
   IPTKIT_ASSIGN_OR_RETURN(
@@ -678,24 +814,105 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   IPTKIT_ASSIGN_OR_RETURN(
       SqliteDb reader,
       SqliteDb::Open(path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_NOFOLLOW, kBusyTimeoutMs));
-  return std::unique_ptr<Store>(new Store(std::make_unique<Impl>(std::move(db), std::move(reader))));
+  auto impl = std::make_unique<Impl>(std::move(db), std::move(reader));
+  impl->path = path;
+  impl->dir = DirName(path);
+  impl->options = options;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return base::ErrnoToStatus(errno, "stat " + path);
+  impl->db_id = {st.st_dev, st.st_ino};
+  if (::stat(impl->dir.c_str(), &st) != 0) return base::ErrnoToStatus(errno, "stat " + impl->dir);
+  impl->dir_id = {st.st_dev, st.st_ino};
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Store::~Store() = default;
 
+Status Store::CheckFiles() const {
+  std::string fate = FileFate(impl_->dir, impl_->dir_id, "the state directory");
+  if (fate.empty()) fate = FileFate(impl_->path, impl_->db_id, "the database");
+  if (fate.empty()) return Status::Ok();
+  return Status::Unavailable(fate +
+                             " while iptkitd runs: changes cannot be stored; restart iptkitd on a state directory "
+                             "it can keep (the owned state and tokens it knew are in the old files only)");
+}
+
+StoreHealth Store::Health() const {
+  StoreHealth h;
+  Status files = CheckFiles();
+  h.files_ok = files.ok();
+  std::lock_guard<std::mutex> lock(impl_->health_mu);
+  h.last_write_error = impl_->last_write_error;
+  h.audit_backlog = impl_->backlog.size();
+  h.audit_dropped = impl_->dropped;
+  if (!files.ok()) {
+    h.problem = files.message();
+  } else if (!h.last_write_error.empty()) {
+    h.problem = "the last write to " + impl_->path + " failed: " + h.last_write_error;
+  }
+  return h;
+}
+
+void Store::QueueAudit(AuditEntry entry) {
+  std::lock_guard<std::mutex> lock(impl_->health_mu);
+  impl_->backlog.push_back(std::move(entry));
+  impl_->TrimBacklog();
+}
+
+Status Store::FlushAuditBacklog() {
+  std::deque<AuditEntry> pending;
+  {
+    std::lock_guard<std::mutex> lock(impl_->health_mu);
+    pending.swap(impl_->backlog);
+  }
+  if (pending.empty()) return Status::Ok();
+  Status s = WriteNow([&](Tx& tx) -> Status {
+    for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+    return Status::Ok();
+  });
+  if (!s.ok()) {
+    // Back in front of whatever was queued meanwhile, in order.
+    std::lock_guard<std::mutex> lock(impl_->health_mu);
+    for (auto it = pending.rbegin(); it != pending.rend(); ++it) impl_->backlog.push_front(std::move(*it));
+    impl_->TrimBacklog();
+  }
+  return s;
+}
+
 Status Store::Write(const std::function<Status(Tx&)>& fn) {
+  bool backlog = false;
+  {
+    std::lock_guard<std::mutex> lock(impl_->health_mu);
+    backlog = !impl_->backlog.empty();
+  }
+  // (From inside fn, WriteNow's Lock refuses below; the backlog waits for the next Write.)
+  if (backlog && impl_->writer.load() != std::this_thread::get_id()) (void)FlushAuditBacklog();
+  return WriteNow(fn);
+}
+
+Status Store::WriteNow(const std::function<Status(Tx&)>& fn) {
+  IPTKIT_RETURN_IF_ERROR(CheckFiles());
   IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("Write"));
-  IPTKIT_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::BeginImmediate(impl_->db, "write"));
+  // Errors of SQLite itself (not fn's own) are what Health reports as the last write error.
+  auto note = [&](Status s) {
+    std::lock_guard<std::mutex> health(impl_->health_mu);
+    impl_->last_write_error = s.ok() ? "" : s.message();
+    return s;
+  };
+  Result<SqliteTransaction> txn = SqliteTransaction::BeginImmediate(impl_->db, "write");
+  if (!txn.ok()) return note(txn.status());
   WriterScope writer(impl_->writer);
-  TxImpl tx(impl_->db);
+  TxImpl tx(impl_->db, impl_->options.audit_body_bytes);
   Status status = fn(tx);
   if (!status.ok()) {
-    txn.Rollback();
+    txn->Rollback();
+    // A statement that failed for the disk (full, read-only, I/O) is the store's problem, not the caller's.
+    if (status.code() == StatusCode::kUnavailable) return note(status);
     return status;
   }
-  return txn.Commit();
+  return note(txn->Commit());
 }
 
 Result<std::vector<OwnerRecord>> Store::ListOwners() {
@@ -763,13 +980,22 @@ Result<std::optional<ConfirmRecord>> Store::GetConfirm(const std::string& id) {
 }
 
 Result<AuditPage> Store::QueryAudit(const AuditQuery& query) {
+  AuditPage page;
+  IPTKIT_ASSIGN_OR_RETURN(page.next_before, ScanAudit(query, [&](const AuditEntry& e) {
+                            page.entries.push_back(e);
+                            return ScanStep::kTake;
+                          }));
+  return page;
+}
+
+Result<std::optional<int64_t>> Store::ScanAudit(const AuditQuery& query,
+                                                const std::function<ScanStep(const AuditEntry&)>& visit) {
   if (query.limit < 1 || query.limit > kMaxAuditLimit) {
     return Status::InvalidArgument("audit limit must be 1.." + std::to_string(kMaxAuditLimit) + ", got " +
                                    std::to_string(query.limit));
   }
   // The SQL text is put together from constant fragments only; every value is a bound parameter.
-  std::string sql =
-      "SELECT id, time_ms, principal, request_id, action, request, result, message, diff FROM audit WHERE 1";
+  std::string sql = Sql({"SELECT ", kAuditColumns, " FROM audit WHERE 1"});
   if (!query.principal.empty()) sql += " AND principal = ?1";
   if (!query.action.empty()) sql += " AND action = ?2";
   if (query.result == "error") {
@@ -792,30 +1018,100 @@ Result<AuditPage> Store::QueryAudit(const AuditQuery& query) {
   if (query.before_id.has_value()) sql += " AND id < ?7";
   sql += " ORDER BY id DESC LIMIT ?8";
 
-  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("QueryAudit"));
-  IPTKIT_ASSIGN_OR_RETURN(Statement st, impl_->db.Prepare(sql, "query audit log"));
-  // ?8 is always present, so ?1..?7 exist as parameters even when their condition was left out.
-  st.Bind(1, query.principal)
-      .Bind(2, query.action)
-      .Bind(3, query.result == "error" ? std::string("ok") : query.result)
-      .Bind(4, query.request_id)
-      .Bind(5, query.since_ms)
-      .Bind(6, query.until_ms)
-      .Bind(7, query.before_id)
-      .Bind(8, int64_t{query.limit} + 1);  // one more row tells whether there is a next page
-  AuditPage page;
-  while (true) {
-    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) break;
-    if (page.entries.size() == static_cast<size_t>(query.limit)) {
-      page.next_before = page.entries.back().id;
-      break;
+  IPTKIT_ASSIGN_OR_RETURN(SqliteDb db, impl_->TakeScanner());
+  std::optional<int64_t> next;
+  {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db.Prepare(sql, "query audit log"));
+    // ?8 is always present, so ?1..?7 exist as parameters even when their condition was left out.
+    st.Bind(1, query.principal)
+        .Bind(2, query.action)
+        .Bind(3, query.result == "error" ? std::string("ok") : query.result)
+        .Bind(4, query.request_id)
+        .Bind(5, query.since_ms)
+        .Bind(6, query.until_ms)
+        .Bind(7, query.before_id)
+        .Bind(8, int64_t{query.limit} + 1);  // one more row tells whether there is a next page
+    int taken = 0;
+    std::optional<int64_t> last;
+    while (true) {
+      IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) break;
+      if (taken == query.limit) {
+        next = last;
+        break;
+      }
+      if (visit(ReadAudit(st)) == ScanStep::kStop) {
+        next = last;
+        // A visitor that takes nothing would page forever: the caller's problem, but never a cursor that repeats.
+        if (!last && query.before_id) next = query.before_id;
+        break;
+      }
+      last = st.ColumnInt64(0);
+      ++taken;
     }
-    page.entries.push_back(AuditEntry{st.ColumnInt64(0), st.ColumnInt64(1), st.ColumnText(2), st.ColumnText(3),
-                                      st.ColumnText(4), st.ColumnText(5), st.ColumnText(6), st.ColumnText(7),
-                                      st.ColumnText(8)});
   }
-  return page;
+  impl_->ReturnScanner(std::move(db));
+  return next;
+}
+
+Result<PruneResult> Store::PruneAudit(const AuditRetention& retention, int64_t now_ms) {
+  PruneResult out;
+  // Deletes chunk by chunk (each its own transaction) the rows `select` names; returns how many went.
+  auto delete_chunks = [&](const char* select, int64_t bound) -> Result<int64_t> {
+    int64_t removed = 0;
+    for (;;) {
+      int64_t changes = 0;
+      IPTKIT_RETURN_IF_ERROR(WriteNow([&](Tx&) -> Status {
+        IPTKIT_ASSIGN_OR_RETURN(
+            Statement st,
+            impl_->db.Prepare(Sql({"DELETE FROM audit WHERE id IN (", select, " LIMIT ?2)"}), "prune audit"));
+        st.Bind(1, bound).Bind(2, kPruneChunk);
+        IPTKIT_RETURN_IF_ERROR(st.Run());
+        changes = impl_->db.Changes();
+        return Status::Ok();
+      }));
+      removed += changes;
+      if (changes < kPruneChunk) return removed;
+    }
+  };
+  const int64_t cutoff = now_ms - retention.max_age_ms;
+  IPTKIT_ASSIGN_OR_RETURN(out.removed_by_age,
+                          delete_chunks("SELECT id FROM audit WHERE time_ms < ?1 ORDER BY id", cutoff));
+
+  // The size: the sum over the covering index, then the id up to which the oldest entries must go.
+  auto totals = [&]() -> Result<std::pair<int64_t, int64_t>> {
+    IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("PruneAudit"));
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        impl_->db.Prepare("SELECT count(*), coalesce(sum(bytes), 0) FROM audit INDEXED BY audit_by_id_bytes",
+                          "size of the audit log"));
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::Internal("size of the audit log: no row");
+    return std::make_pair(st.ColumnInt64(0), st.ColumnInt64(1));
+  };
+  IPTKIT_ASSIGN_OR_RETURN(auto before, totals());
+  if (before.second > retention.max_bytes) {
+    int64_t excess = before.second - retention.max_bytes;
+    int64_t upto = 0;
+    {
+      IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("PruneAudit"));
+      IPTKIT_ASSIGN_OR_RETURN(Statement st,
+                              impl_->db.Prepare("SELECT id, bytes FROM audit INDEXED BY audit_by_id_bytes ORDER BY id",
+                                                "oldest audit entries"));
+      while (excess > 0) {
+        IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        upto = st.ColumnInt64(0);
+        excess -= st.ColumnInt64(1);
+      }
+    }
+    IPTKIT_ASSIGN_OR_RETURN(out.removed_by_size,
+                            delete_chunks("SELECT id FROM audit WHERE id <= ?1 ORDER BY id", upto));
+  }
+  IPTKIT_ASSIGN_OR_RETURN(auto after, totals());
+  out.remaining_entries = after.first;
+  out.remaining_bytes = after.second;
+  return out;
 }
 
 Result<std::string> Store::CreateToken(const std::string& name, const Scopes& scopes, int64_t now_ms) {

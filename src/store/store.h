@@ -93,7 +93,9 @@ struct ConfirmRecord {
 };
 std::string_view ConfirmStateName(ConfirmRecord::State state);  // "pending", "confirmed", "rolled_back", ...
 
-// One audited change (or attempted change).
+// One audited change (or attempted change). The store keeps at most StoreOptions::audit_body_bytes of `request`,
+// `message` and `diff` each: a longer text is cut (at a UTF-8 character boundary) and ends with the marker
+// "\n[truncated by iptkitd: N bytes in all]", and its original size is in *_original_bytes.
 struct AuditEntry {
   int64_t id = 0;  // assigned by the store, increasing
   int64_t time_ms = 0;
@@ -104,6 +106,10 @@ struct AuditEntry {
   std::string result;   // "ok", or a status code name such as "INVALID_ARGUMENT"
   std::string message;  // error message ("" when ok)
   std::string diff;     // the restore lines committed for this request ("" when nothing changed)
+  // Set only when the text was truncated: its size in bytes as given to AppendAudit. Ignored by AppendAudit.
+  std::optional<int64_t> request_original_bytes;
+  std::optional<int64_t> message_original_bytes;
+  std::optional<int64_t> diff_original_bytes;
   friend bool operator==(const AuditEntry&, const AuditEntry&) = default;
 };
 
@@ -122,6 +128,44 @@ struct AuditQuery {
 struct AuditPage {
   std::vector<AuditEntry> entries;     // newest first
   std::optional<int64_t> next_before;  // pass as before_id for the next page; nullopt when this is the last page
+};
+// What ScanAudit's visitor says about the entry it was given.
+enum class ScanStep {
+  kTake,  // the entry is part of the page; go on
+  kStop,  // the page is full without this entry: stop (the next page starts with it)
+};
+
+// Retention of the audit log (PruneAudit).
+struct AuditRetention {
+  int64_t max_age_ms = int64_t{90} * 24 * 3600 * 1000;  // entries with time_ms < now - max_age_ms go
+  int64_t max_bytes = int64_t{256} << 20;               // then the oldest entries go while the log is larger
+};
+struct PruneResult {
+  int64_t removed_by_age = 0;
+  int64_t removed_by_size = 0;
+  int64_t remaining_entries = 0;
+  int64_t remaining_bytes = 0;  // the log's size as retention counts it (see PruneAudit)
+};
+
+// Store-level health facts (Health()), for /healthz and the daemon's log.
+struct StoreHealth {
+  // "" when the store can write. Otherwise what stops it, for people: the state directory or the database file was
+  // removed or replaced since Open (checked on every call), or the last write failed (disk full, I/O error; until
+  // a write succeeds again).
+  std::string problem;
+  bool files_ok = true;          // false: the directory or the database file was removed or replaced
+  std::string last_write_error;  // "" after a successful write (or before any)
+  size_t audit_backlog = 0;      // entries QueueAudit holds that are not stored yet
+  uint64_t audit_dropped = 0;    // entries dropped from a full backlog since Open
+  bool ok() const { return problem.empty(); }
+};
+
+// Options of Store::Open.
+struct StoreOptions {
+  // Most bytes kept of an audit entry's request, message and diff each (see AuditEntry); >= 256.
+  size_t audit_body_bytes = 64 << 10;
+  // Most entries QueueAudit keeps in memory; when full the oldest is dropped (StoreHealth::audit_dropped).
+  size_t audit_backlog_limit = 10000;
 };
 
 // What a token may do. Empty lists mean "any".
@@ -156,7 +200,8 @@ class Store {
   // Opens (creating when missing) the database file; the directory must exist. Creates or migrates the schema
   // (PRAGMA user_version). The file is created with mode 0600 (it holds token hashes and the audit log).
   // A file that is not an iptkitd database, or one with a newer schema version, is FailedPrecondition.
-  static Result<std::unique_ptr<Store>> Open(const std::string& path);
+  // The identities (device, inode) of the file and of its directory are remembered for CheckFiles.
+  static Result<std::unique_ptr<Store>> Open(const std::string& path, StoreOptions options = {});
   ~Store();
   Store(const Store&) = delete;
   Store& operator=(const Store&) = delete;
@@ -194,7 +239,34 @@ class Store {
   // Runs `fn` in one SQLite transaction (BEGIN IMMEDIATE): commits when it returns OK, rolls back otherwise (and
   // returns its Status). A failing COMMIT is returned too, with nothing written. `fn` must use only `tx`: another
   // Store method called from inside fn returns FailedPrecondition (it would wait for the lock fn holds).
+  // Before anything: CheckFiles (Unavailable when the files were removed or replaced: a write would go to a file
+  // nobody reads again), then the audit backlog is stored in a transaction of its own (kept queued if that fails).
+  // A disk that is full, read-only or failing is Unavailable naming SQLite's error.
   Status Write(const std::function<Status(Tx&)>& fn);
+
+  // ---- Health ----
+  // Unavailable naming the path and what happened when the state directory (the database's directory) or the
+  // database file no longer is the one Open opened: removed, or replaced by another (a restored backup, a
+  // `rm -rf` and `mkdir`). OK otherwise. Two stat(2) calls; safe to call often.
+  Status CheckFiles() const;
+  // CheckFiles, the last write's error and the audit backlog. Never blocks on a writer.
+  StoreHealth Health() const;
+
+  // ---- Audit backlog ----
+  // For callers that must go on when their own Write failed (a full disk must not stop TTL expiry or a
+  // commit-confirm rollback): keeps `entry` in memory and stores it with the next successful Write or
+  // FlushAuditBacklog, in order, with the time it carries. At most audit_backlog_limit entries; when full the
+  // oldest one is dropped (counted in StoreHealth::audit_dropped).
+  void QueueAudit(AuditEntry entry);
+  // Stores the backlog now (one transaction); the entries stay queued when it fails.
+  Status FlushAuditBacklog();
+
+  // ---- Audit retention ----
+  // Removes entries older than max_age_ms (time_ms < now_ms - max_age_ms), then the oldest entries while the log
+  // is larger than max_bytes, where an entry's size is the bytes of its stored texts plus 64. Deletes in chunks
+  // of a few thousand rows, each its own transaction, so writers are never held up for long. The file does not
+  // shrink (SQLite reuses the freed pages).
+  Result<PruneResult> PruneAudit(const AuditRetention& retention, int64_t now_ms);
 
   // ---- Reads ----
   Result<std::vector<OwnerRecord>> ListOwners();  // by owner name
@@ -205,6 +277,13 @@ class Store {
   Result<std::optional<ConfirmRecord>> GetConfirm(const std::string& id);
   // InvalidArgument for a limit outside 1..1000 or a result filter that is not "ok", "error" or a code name.
   Result<AuditPage> QueryAudit(const AuditQuery& query);
+  // The same selection, streamed: `visit` gets each entry (newest first, at most query.limit) and the entry is
+  // dropped after it returns, so a page is never held whole here. Reads through a read-only connection of its own
+  // (a small pool), so a long scan holds up neither writes nor token lookups. Returns the next page's before_id:
+  // the id of the last entry taken when more entries match after it (the visitor stopped, or the limit was
+  // reached and another entry exists), nullopt otherwise. Same errors as QueryAudit.
+  Result<std::optional<int64_t>> ScanAudit(const AuditQuery& query,
+                                           const std::function<ScanStep(const AuditEntry&)>& visit);
 
   // ---- Tokens ----
   // Creates a token and returns its secret: "iptk_" followed by 40 characters of RFC 4648 base32 (lower case,
@@ -226,6 +305,7 @@ class Store {
 
  private:
   explicit Store(std::unique_ptr<Impl> impl);
+  Status WriteNow(const std::function<Status(Tx&)>& fn);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -196,11 +196,11 @@ TEST_F(StoreTest, OpenRefusesAnotherApplicationsSqliteDatabase) {
 
 TEST_F(StoreTest, OpenRefusesANewerSchemaVersion) {
   ASSERT_NE(OpenStore(), nullptr);  // created and closed
-  ExecRaw(path_, "PRAGMA user_version = 2");
+  ExecRaw(path_, "PRAGMA user_version = 3");
   Result<std::unique_ptr<Store>> store = Store::Open(path_);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_THAT(store.status().message(), HasSubstr("schema version 2"));
+  EXPECT_THAT(store.status().message(), HasSubstr("schema version 3"));
 }
 
 TEST_F(StoreTest, OpenAcceptsAnEmptyExistingFile) {
@@ -632,6 +632,165 @@ TEST_F(StoreTest, AuditPagingAndLimitBounds) {
   EXPECT_EQ(store->QueryAudit(Limit(1001)).status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(store->QueryAudit(Limit(1))->entries, SizeIs(1));
   EXPECT_THAT(store->QueryAudit(Limit(1000))->entries, SizeIs(25));
+}
+
+// Regression (issue 8, item 3/4): stored request bodies and diffs were unbounded (a 1 MiB body per entry, so a page of
+// 1,000 entries was a gigabyte). Long texts are cut at a character boundary with a marker and their original size.
+TEST_F(StoreTest, AuditTextsAreBoundedWithAMarkerAndTheOriginalSize) {
+  Result<std::unique_ptr<Store>> opened = Store::Open(path_, StoreOptions{.audit_body_bytes = 1000});
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Store& store = **opened;
+  AuditEntry big = MakeAudit(1, "uid:0", "transaction", "ok");
+  big.request = std::string(400, 'x');
+  for (int i = 0; i < 1000; ++i) big.request += "\xc3\xa9";  // é: 2 bytes each
+  big.diff = std::string(5000, 'd');
+  big.message = "short";
+  MustWrite(store, [&](Store::Tx& tx) { return tx.AppendAudit(big).status(); });
+  Result<AuditPage> page = store.QueryAudit({});
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_THAT(page->entries, SizeIs(1));
+  const AuditEntry& e = page->entries[0];
+  EXPECT_LE(e.request.size(), 1000u);
+  EXPECT_EQ(e.request_original_bytes, 2400);
+  EXPECT_THAT(e.request, ::testing::EndsWith("\n[truncated by iptkitd: 2400 bytes in all]"));
+  const std::string kept = e.request.substr(0, e.request.find('\n'));
+  EXPECT_EQ(kept.size() % 2, 0u) << "an é was cut in half";
+  EXPECT_TRUE(big.request.starts_with(kept));
+  EXPECT_LE(e.diff.size(), 1000u);
+  EXPECT_EQ(e.diff_original_bytes, 5000);
+  EXPECT_EQ(e.message, "short");
+  EXPECT_EQ(e.message_original_bytes, std::nullopt);
+  EXPECT_EQ(Store::Open(path_ + "2", StoreOptions{.audit_body_bytes = 10}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ScanAuditStreamsAndTheVisitorEndsThePage) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  MustWrite(*store, [](Store::Tx& tx) -> Status {
+    for (int i = 0; i < 10; ++i) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(MakeAudit(i, "uid:0", "append", "ok")).status());
+    return Status::Ok();
+  });
+  // A visitor that takes 3 and stops at the 4th: the next page starts with the 4th.
+  std::vector<int64_t> times;
+  Result<std::optional<int64_t>> next = store->ScanAudit(Limit(1000), [&](const AuditEntry& e) {
+    if (times.size() == 3) return ScanStep::kStop;
+    times.push_back(e.time_ms);
+    return ScanStep::kTake;
+  });
+  ASSERT_TRUE(next.ok()) << next.status().ToString();
+  EXPECT_THAT(times, ElementsAre(9, 8, 7));
+  ASSERT_TRUE(next->has_value());
+  AuditQuery rest = Limit(1000);
+  rest.before_id = **next;
+  Result<AuditPage> page = store->QueryAudit(rest);
+  ASSERT_TRUE(page.ok());
+  ASSERT_THAT(page->entries, SizeIs(7));
+  EXPECT_EQ(page->entries[0].time_ms, 6);
+  EXPECT_EQ(page->next_before, std::nullopt);
+  // Scans run on their own connections: one may go on while a writer holds the write lock.
+  MustWrite(*store, [&](Store::Tx&) -> Status {
+    Result<AuditPage> inside = store->QueryAudit(Limit(5));
+    EXPECT_TRUE(inside.ok()) << inside.status().ToString();
+    return Status::Ok();
+  });
+}
+
+TEST_F(StoreTest, PruneAuditByAgeThenBySize) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  MustWrite(*store, [](Store::Tx& tx) -> Status {
+    for (int i = 0; i < 5000; ++i) {
+      AuditEntry e = MakeAudit(1000 + i, "uid:0", "append", "ok");
+      e.diff = std::string(1000, 'd');
+      IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+    }
+    return Status::Ok();
+  });
+  // Age: entries before time 1000 + 2500 go (in chunks), the rest stays.
+  Result<PruneResult> r = store->PruneAudit({.max_age_ms = 2500, .max_bytes = int64_t{1} << 40}, 1000 + 5000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->removed_by_age, 2500);
+  EXPECT_EQ(r->removed_by_size, 0);
+  EXPECT_EQ(r->remaining_entries, 2500);
+  const int64_t per_entry = r->remaining_bytes / 2500;
+  EXPECT_GT(per_entry, 1000);
+  // Size: the oldest go until the log fits.
+  r = store->PruneAudit({.max_age_ms = int64_t{1} << 40, .max_bytes = per_entry * 100}, 1000 + 5000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->removed_by_size, 2400);
+  EXPECT_EQ(r->remaining_entries, 100);
+  EXPECT_LE(r->remaining_bytes, per_entry * 100);
+  Result<AuditPage> page = store->QueryAudit(Limit(1000));
+  ASSERT_THAT(page->entries, SizeIs(100));
+  EXPECT_EQ(page->entries.front().time_ms, 5999);
+  EXPECT_EQ(page->entries.back().time_ms, 5900);
+  // Nothing to do: nothing removed.
+  r = store->PruneAudit({.max_age_ms = int64_t{1} << 40, .max_bytes = int64_t{1} << 40}, 6000);
+  EXPECT_EQ(r->removed_by_age + r->removed_by_size, 0);
+}
+
+// Regression (issue 8, item 7): deleting the state directory while the daemon ran went unnoticed (writes
+// answered 200, into an unlinked file). Writes are refused with Unavailable naming the problem.
+TEST_F(StoreTest, RemovedOrReplacedFilesStopWritesAndShowInHealth) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(store->CheckFiles().ok());
+  EXPECT_TRUE(store->Health().ok());
+  // The database file replaced by another (a restored copy).
+  ASSERT_EQ(::rename(path_.c_str(), (path_ + ".old").c_str()), 0);
+  { std::ofstream(path_) << ""; }
+  Status s = store->Write([](Store::Tx& tx) { return tx.PutOwner("a", std::nullopt, 1); });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_THAT(s.message(), HasSubstr("the database " + path_ + " was replaced"));
+  EXPECT_FALSE(store->Health().ok());
+  EXPECT_FALSE(store->Health().files_ok);
+  // The whole directory removed.
+  std::filesystem::remove_all(dir_);
+  s = store->Write([](Store::Tx& tx) { return tx.PutOwner("a", std::nullopt, 1); });
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_THAT(s.message(), HasSubstr("the state directory " + dir_ + " was removed"));
+  EXPECT_THAT(store->Health().problem, HasSubstr("was removed"));
+  // ... and made again, empty: replaced.
+  std::filesystem::create_directory(dir_);
+  EXPECT_THAT(store->CheckFiles().message(), HasSubstr("the state directory " + dir_ + " was replaced"));
+}
+
+TEST_F(StoreTest, QueuedAuditEntriesAreStoredWithTheNextWrite) {
+  Result<std::unique_ptr<Store>> opened = Store::Open(path_, StoreOptions{.audit_backlog_limit = 3});
+  ASSERT_TRUE(opened.ok());
+  Store& store = **opened;
+  for (int i = 1; i <= 5; ++i) store.QueueAudit(MakeAudit(i, "iptkitd", "ttl_expire", "ok"));
+  StoreHealth h = store.Health();
+  EXPECT_EQ(h.audit_backlog, 3u);
+  EXPECT_EQ(h.audit_dropped, 2u);
+  MustWrite(store, [](Store::Tx& tx) { return tx.AppendAudit(MakeAudit(10, "uid:0", "append", "ok")).status(); });
+  EXPECT_EQ(store.Health().audit_backlog, 0u);
+  Result<AuditPage> page = store.QueryAudit({});
+  std::vector<int64_t> times;
+  for (const AuditEntry& e : page->entries) times.push_back(e.time_ms);
+  EXPECT_THAT(times, ElementsAre(10, 5, 4, 3));  // newest id first: the backlog went in before the write
+}
+
+// A database of schema version 1 gets the audit columns of version 2; its entries count for retention.
+TEST_F(StoreTest, MigratesAVersion1AuditLog) {
+  ExecRaw(path_,
+          "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER NOT NULL, principal TEXT NOT "
+          "NULL, request_id TEXT NOT NULL, action TEXT NOT NULL, request TEXT NOT NULL, result TEXT NOT NULL, "
+          "message TEXT NOT NULL, diff TEXT NOT NULL) STRICT; "
+          "INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff) "
+          "VALUES (5, 'uid:0', 'r', 'append', '{}', 'ok', '', 'xyz'); "
+          "PRAGMA application_id = 1768977515; PRAGMA user_version = 1;");
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  Result<AuditPage> page = store->QueryAudit({});
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_THAT(page->entries, SizeIs(1));
+  EXPECT_EQ(page->entries[0].diff, "xyz");
+  Result<PruneResult> r = store->PruneAudit({.max_age_ms = 1000, .max_bytes = 1 << 20}, 100);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->remaining_entries, 1);
+  EXPECT_EQ(r->remaining_bytes, 64 + 5 + 1 + 6 + 2 + 2 + 0 + 3);
 }
 
 // ---- Write ----

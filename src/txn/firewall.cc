@@ -60,9 +60,29 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
                                   const PlanFunction& plan) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
   IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families));
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kSnapshotRead;
+    options.progress(progress);
+  }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<PlannedTable> planned, plan(std::move(snapshots)));
   if (!options.dry_run && fw_options.before_commit_hook) fw_options.before_commit_hook();
-  return CommitBatches(backend, planned, options);
+  if (!options.progress) return CommitBatches(backend, planned, options);
+  CommitProgress progress;
+  progress.stage = CommitProgress::Stage::kPlanned;
+  for (const PlannedTable& t : planned) {
+    if (Empty(t.batch)) continue;
+    ++progress.tables;
+    progress.ops += t.batch.ops.size();
+  }
+  options.progress(progress);
+  if (options.dry_run || progress.tables == 0) return CommitBatches(backend, planned, options);
+  progress.stage = CommitProgress::Stage::kCommitting;
+  options.progress(progress);
+  IPTKIT_ASSIGN_OR_RETURN(CommitResult result, CommitBatches(backend, planned, options));
+  progress.stage = CommitProgress::Stage::kCommitted;
+  options.progress(progress);
+  return result;
 }
 
 }  // namespace txn
@@ -250,6 +270,14 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
   IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed,
                           ParseSave(text, family, {.restore_input = options.noflush, .keep_tokens = true}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kParsed;
+    for (const Table& t : parsed.tables) {
+      for (const Chain& c : t.chains) progress.rules += c.rules.size();
+    }
+    options.progress(progress);
+  }
   for (size_t i = 0; i < parsed.tables.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (parsed.tables[i].name == parsed.tables[j].name) {
@@ -289,7 +317,7 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
     for (size_t k = 0; k < rules.size(); ++k) *rules[k] = std::move((*canon)[k]);
   }
   return txn::LockedCommit(
-      *backend_, options_, {family}, {.dry_run = options.dry_run},
+      *backend_, options_, {family}, CommitOptions{.progress = options.progress, .dry_run = options.dry_run},
       [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
         // Every batch is built against the table as read (each table is named once), then planned.
         std::vector<backend::TableBatch> batches;

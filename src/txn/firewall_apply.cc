@@ -190,6 +190,15 @@ Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptio
   for (Family family : families) {
     IPTKIT_ASSIGN_OR_RETURN(prepared[family], txn::PrepareDesiredState(*backend_, desired, family));
   }
+  if (options.progress) {
+    CommitProgress progress;
+    progress.stage = CommitProgress::Stage::kCanonicalized;
+    for (const auto& [family, state] : prepared) {
+      for (const auto& chain : state.chains) progress.rules += chain.rules.size();
+      progress.rules += state.hooks.size();
+    }
+    options.progress(progress);
+  }
 
   ApplyPlan plan;
   std::vector<txn::PlannedTable> planned;

@@ -139,7 +139,7 @@ TEST_F(FirewallTest, ValidationErrorsHaveSpecificCodesAndSendNothing) {
   add("missing chain", StatusCode::kNotFound, "chain 'NOPE'").Append(v4, "filter", "NOPE", R("-j ACCEPT"));
   add("jump to missing chain", StatusCode::kNotFound, "NOPE").Append(v4, "filter", "INPUT", R("-j NOPE"));
   add("insert index 0", StatusCode::kInvalidArgument, "index 0").Insert(v4, "filter", "INPUT", 0, R("-j ACCEPT"));
-  add("insert index too big", StatusCode::kNotFound, "out of range 1..5")
+  add("insert index too big", StatusCode::kInvalidArgument, "out of range 1..5")
       .Insert(v4, "filter", "INPUT", 6, R("-j ACCEPT"));
   add("delete missing rule", StatusCode::kNotFound, "no rule '-j DROP'").Delete(v4, "filter", "INPUT", R("-j DROP"));
   add("delete-at too big", StatusCode::kNotFound, "no rule at index 9").DeleteAt(v4, "filter", "INPUT", 9);
@@ -261,6 +261,59 @@ TEST_F(FirewallTest, CommitReturnsWhatWasSent) {
   ASSERT_EQ(r->tables.size(), 1u);
   EXPECT_EQ(r->tables[0].family, v6);
   EXPECT_EQ(r->tables[0].restore_text, "*filter\n-A OUTPUT -d 2001:db8::1/128 -j DROP\nCOMMIT\n");
+}
+
+// CommitOptions::progress / RestoreOptions::progress: every stage in order, one commit pair per table.
+TEST_F(FirewallTest, ProgressReportsEveryStageInOrder) {
+  using Stage = CommitProgress::Stage;
+  std::vector<std::string> seen;
+  auto record = [&seen](const CommitProgress& p) {
+    switch (p.stage) {
+      case Stage::kParsed:
+        seen.push_back("parsed " + std::to_string(p.rules));
+        break;
+      case Stage::kCanonicalized:
+        seen.push_back("canonicalized " + std::to_string(p.rules));
+        break;
+      case Stage::kSnapshotRead:
+        seen.push_back("read");
+        break;
+      case Stage::kPlanned:
+        seen.push_back("planned " + std::to_string(p.tables) + " " + std::to_string(p.ops));
+        break;
+      case Stage::kCommitting:
+      case Stage::kCommitted:
+        seen.push_back(std::string(p.stage == Stage::kCommitting ? "committing " : "committed ") +
+                       std::to_string(p.tables) + " " + std::to_string(p.ops));
+        break;
+    }
+  };
+  Transaction txn;
+  txn.Append(v4, "filter", "INPUT", R("-j ACCEPT"))
+      .Append(v4, "filter", "OUTPUT", R("-j ACCEPT"))
+      .Append(v4, "nat", "POSTROUTING", R("-o eth1 -j MASQUERADE"));
+  ASSERT_TRUE(fw_->Commit(txn, {.progress = record}).ok());
+  EXPECT_THAT(seen, ElementsAre("read", "planned 2 3", "committing 2 3", "committed 2 3"));
+
+  seen.clear();
+  ASSERT_TRUE(fw_->Commit(txn, {.progress = record, .dry_run = true}).ok());
+  EXPECT_THAT(seen, ElementsAre("read", "planned 2 3"));
+
+  seen.clear();
+  Firewall::RestoreOptions restore;
+  restore.noflush = true;
+  restore.progress = record;
+  ASSERT_TRUE(fw_->Restore(v4, "*raw\n-A PREROUTING -j ACCEPT\n-A OUTPUT -j ACCEPT\nCOMMIT\n", restore).ok());
+  EXPECT_THAT(seen, ElementsAre("parsed 2", "read", "planned 1 2", "committing 1 2", "committed 1 2"));
+
+  seen.clear();
+  DesiredState desired;
+  desired.owner = "prog";
+  desired.chains.push_back({"filter", "PROG-IN", {R("-j RETURN"), R("-j ACCEPT")}});
+  ASSERT_TRUE(fw_->Apply(desired, {.progress = record}).ok());
+  ASSERT_EQ(seen.size(), 5u);
+  EXPECT_EQ(seen[0], "canonicalized 2");
+  EXPECT_EQ(seen[1], "read");
 }
 
 TEST_F(FirewallTest, ZeroingTableCommitsAfterTheOthers) {

@@ -240,7 +240,8 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {
     return Status::NotFound("no rule at index " + std::to_string(index) + ": chain " + chain.name + " has " +
-                            std::to_string(chain.rules.size()) + " rules");
+                            std::to_string(chain.rules.size()) + " rules")
+        .WithReason(std::string(kReasonIndexOutOfRange));
   }
   const Rule& at = chain.rules[index - 1];
   if (expect && !backend::SameRule(at, *expect)) {
@@ -278,17 +279,19 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
   const Table& table = sim.table();
   switch (op.kind) {
     case Op::Kind::kAppend: {
-      IPTKIT_RETURN_IF_ERROR(NeedChain(table, op.chain).status());
+      IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
+      // Op::unique: present anywhere in the chain (as simulated, so also when added earlier in this plan).
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(TableOp::Make(TKind::kAppend, op.chain, op.rule));
     }
     case Op::Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
-      // As for delete and replace: an index below 1 is malformed, one past the end is a position that is not there.
-      if (op.index < 1) return Status::InvalidArgument("index " + std::to_string(op.index) + " must be 1 or more");
-      if (static_cast<size_t>(op.index) > c->rules.size() + 1) {
-        return Status::NotFound("insert index " + std::to_string(op.index) + " out of range 1.." +
-                                std::to_string(c->rules.size() + 1) + " of chain " + op.chain);
+      if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
+        return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range 1.." +
+                                       std::to_string(c->rules.size() + 1) + " of chain " + op.chain)
+            .WithReason(std::string(kReasonIndexOutOfRange));
       }
+      if (op.unique && backend::FindRule(*c, op.rule) >= 0) return Status::Ok();
       return sim.Emit(TableOp::Make(TKind::kInsert, op.chain, op.rule, op.index));
     }
     case Op::Kind::kDelete: {

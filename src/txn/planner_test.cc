@@ -237,6 +237,57 @@ TEST_F(PlannerTest, MissingTableIsPlannedAsFresh) {
   EXPECT_THAT(Lines((*plan)[0].batch), ElementsAre("-A PREROUTING -j MARK --set-xmark 0x1/0xffffffff"));
 }
 
+// Op::unique (append --unique / insert --unique): an equal rule anywhere in the chain, in whatever spelling the
+// user typed (canonical comparison), means nothing is added; a rule added earlier in the same plan counts too.
+TEST_F(PlannerTest, UniqueAddsNothingWhenAnEqualRuleIsInTheChain) {
+  Transaction present;
+  present.AppendUnique(v4, "filter", "INPUT", R("-s 10.0.0.0/8 -j ACCEPT"))
+      .InsertUnique(v4, "filter", "INPUT", 1, R("-j LOGDROP"))
+      .AppendUnique(v4, "filter", "SSH", R("-s 192.168.0.0/16 -j ACCEPT"));
+  Result<std::vector<PlannedTable>> plan = Plan(present);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_TRUE(plan->empty());
+  ASSERT_TRUE(fw_->Commit(present).ok());
+  EXPECT_EQ(Save(v4), txn_test::kBaseV4);
+
+  Transaction twice;
+  twice.AppendUnique(v4, "filter", "INPUT", R("-s 10.9.0.0/16 -j DROP"))
+      .AppendUnique(v4, "filter", "INPUT", R("-s 10.9.0.0/16 -j DROP"))
+      .InsertUnique(v4, "filter", "OUTPUT", 1, R("-s 10.9.0.0/16 -j DROP"))
+      .InsertUnique(v4, "filter", "OUTPUT", 1, R("-s 10.9.0.0/16 -j DROP"));
+  plan = Plan(twice);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->size(), 1u);
+  EXPECT_THAT(Lines((*plan)[0].batch),
+              ElementsAre("-A INPUT -s 10.9.0.0/16 -j DROP", "-I OUTPUT 1 -s 10.9.0.0/16 -j DROP"));
+
+  // Without unique the same op adds a copy; a missing chain is still an error.
+  Transaction copy;
+  copy.Append(v4, "filter", "INPUT", R("-s 10.0.0.0/8 -j ACCEPT"));
+  plan = Plan(copy);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(plan->size(), 1u);
+  Transaction missing;
+  missing.AppendUnique(v4, "filter", "NOPE", R("-j ACCEPT"));
+  EXPECT_EQ(Plan(missing).status().code(), StatusCode::kNotFound);
+}
+
+// An index past the end of the chain carries the same reason for insert, delete and replace (their codes differ).
+TEST_F(PlannerTest, IndexPastTheEndHasOneReasonForInsertDeleteAndReplace) {
+  Transaction insert, del, replace;
+  insert.Insert(v4, "filter", "SSH", 3, R("-j ACCEPT"));
+  del.DeleteAt(v4, "filter", "SSH", 2);
+  replace.Replace(v4, "filter", "SSH", 2, R("-j ACCEPT"));
+  for (const Transaction* txn : {&insert, &del, &replace}) {
+    Status s = Plan(*txn).status();
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.details().reason, std::string(kReasonIndexOutOfRange)) << s.ToString();
+  }
+  Transaction at_end;
+  at_end.Insert(v4, "filter", "SSH", 2, R("-j ACCEPT"));
+  EXPECT_TRUE(Plan(at_end).ok());
+}
+
 // ---- BatchPlanner: many transactions on one simulated state (the daemon's group commit) ----
 
 class BatchPlannerTest : public PlannerTest {

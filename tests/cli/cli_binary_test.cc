@@ -3,6 +3,7 @@
 // runs the binary against the real kernel.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
@@ -26,11 +27,16 @@ ProcessResult Fake(std::vector<std::string> args, const std::string& stdin_text 
   return Iptkit(std::move(args), stdin_text);
 }
 
-// The error contract: exactly one line "iptkit: ..." on stderr, nothing on stdout.
+// The error contract: one line "iptkit: ..." on stderr naming what is wrong, followed (when the error is about an
+// argument of the command line) by the command line with that argument marked; nothing on stdout.
 void ExpectOneErrorLine(const ProcessResult& r, const std::string& named) {
   EXPECT_THAT(r.err, StartsWith("iptkit: "));
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_THAT(r.err, HasSubstr(named));
+  const auto lines = std::count(r.err.begin(), r.err.end(), '\n');
+  EXPECT_TRUE(lines == 1 || lines == 3) << r.err;
+  if (lines == 3) {
+    EXPECT_THAT(r.err, MatchesRegex("iptkit: [^\n]*\n  iptkit [^\n]*\n *\\^+\n")) << r.err;
+  }
+  EXPECT_THAT(r.err.substr(0, r.err.find('\n')), HasSubstr(named));
   EXPECT_EQ(r.out, "");
 }
 
@@ -66,7 +72,12 @@ TEST(CliBinaryTest, UsageErrorsExit2) {
       {{"append"}, "CHAIN"},
       {{"chain", "policy", "INPUT", "REJECT"}, "REJECT"},
       {{"list", "filter", "INPUT", "extra"}, "extra"},
-      {{}, "subcommand"},
+      {{}, "no command given"},
+      {{"-6", "txn", "ops.json"}, "-6 does not apply to txn"},
+      {{"plan", "-4", "d.json"}, "-4 does not apply to plan"},
+      {{"-t", "nat", "apply", "d.json"}, "-t/--table does not apply to apply"},
+      {{"append", "--ttl", "10m", "INPUT", "-j", "DROP"}, "--ttl needs a running iptkitd"},
+      {{"--daemon", "append", "--ttl", "10y", "INPUT", "-j", "DROP"}, "--ttl"},
   };
   for (const Case& c : cases) {
     ProcessResult r = Fake(c.args);
@@ -151,6 +162,54 @@ TEST(CliBinaryTest, RestoreAndTxnDryRunFromStdin) {
   ProcessResult missing = Fake({"restore", "/nonexistent/rules.v4"});
   EXPECT_EQ(missing.code, 2);
   ExpectOneErrorLine(missing, "/nonexistent/rules.v4");
+}
+
+// The marking: the offending argument of the command line, under it.
+TEST(CliBinaryTest, ErrorsMarkTheOffendingArgument) {
+  ProcessResult r = Fake({"append", "INPUT", "-p", "tcp", "--dport", "22", "-s", "10.0.0.0/33", "-j", "ACCEPT"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("\n  iptkit --backend fake append INPUT -p tcp --dport 22 -s 10.0.0.0/33 -j ACCEPT\n"
+                               "                                                          ^^^^^^^^^^^\n"));
+  ProcessResult option = Fake({"append", "INPUT", "-j", "ACCEPT", "--dry-run"});
+  EXPECT_EQ(option.code, 2);
+  EXPECT_THAT(option.err, StartsWith("iptkit: '--dry-run' is an iptkit option, but it comes after CHAIN"));
+  EXPECT_THAT(option.err, HasSubstr("iptkit options go before CHAIN"));
+  ProcessResult usage = Fake({"list", "--frobnicate"});
+  EXPECT_THAT(usage.err, HasSubstr("\n  iptkit --backend fake list --frobnicate\n"
+                                   "                             ^^^^^^^^^^^^\n"));
+}
+
+TEST(CliBinaryTest, EveryCommandHelpHasArgumentsOptionsAndExamples) {
+  ProcessResult help = Iptkit({"--help"});
+  EXPECT_THAT(help.out, HasSubstr("Exit codes:\n  0   success\n"));
+  for (const char* cmd :
+       {"info", "list", "save", "restore", "check", "append", "insert", "delete", "replace", "plan", "apply", "txn"}) {
+    ProcessResult r = Iptkit({cmd, "--help"});
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_THAT(r.out, StartsWith("Usage: iptkit " + std::string(cmd))) << cmd;
+    EXPECT_THAT(r.out, HasSubstr("\nExamples:\n  iptkit ")) << cmd;
+  }
+  ProcessResult chain = Iptkit({"chain", "delete", "--help"});
+  EXPECT_THAT(chain.out, HasSubstr("Arguments:\n  CHAIN"));
+  EXPECT_THAT(chain.out, HasSubstr("--cascade"));
+}
+
+TEST(CliBinaryTest, NonRootIsToldRootOrCapNetAdminIsNeeded) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the binary as another user";
+  for (const char* backend : {"nft", "legacy", "auto"}) {
+    RunOptions nobody;
+    nobody.uid = 65534;
+    ProcessResult r = RunProcess({IPTKIT_CLI_BIN, "--backend", backend, "list"}, "", nobody);
+    EXPECT_EQ(r.code, 6) << backend << ": " << r.err;
+    EXPECT_EQ(r.err,
+              "iptkit: iptkit needs root (or the CAP_NET_ADMIN capability) to read or change iptables rules; run it "
+              "as root, or through a running iptkitd that allows your user: iptkit --daemon [SOCKET] ...\n");
+    EXPECT_EQ(r.out, "");
+  }
+  // The fake backend needs no privileges.
+  RunOptions nobody;
+  nobody.uid = 65534;
+  EXPECT_EQ(RunProcess({IPTKIT_CLI_BIN, "--backend", "fake", "list"}, "", nobody).code, 0);
 }
 
 TEST(CliBinaryTest, ExitCodesOnFreshFakeState) {

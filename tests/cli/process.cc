@@ -1,10 +1,13 @@
 #include "tests/cli/process.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -23,9 +26,31 @@ void CloseIfOpen(int& fd) {
 }  // namespace
 
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_text, int timeout_seconds) {
+  RunOptions options;
+  options.timeout_seconds = timeout_seconds;
+  return RunProcess(argv, stdin_text, options);
+}
+
+ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_text,
+                         const RunOptions& options) {
+  const int timeout_seconds = options.timeout_seconds;
   ProcessResult result;
   int in_pipe[2], out_pipe[2], err_pipe[2];
-  if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+  if (pipe2(in_pipe, O_CLOEXEC) != 0 || pipe2(out_pipe, O_CLOEXEC) != 0) {
+    result.err = "pipe failed";
+    return result;
+  }
+  if (options.stderr_terminal) {
+    // err_pipe[0]: the master (read here), err_pipe[1]: the terminal the child writes to.
+    termios raw{};
+    cfmakeraw(&raw);
+    if (openpty(&err_pipe[0], &err_pipe[1], nullptr, &raw, nullptr) != 0) {
+      result.err = "openpty failed";
+      return result;
+    }
+    fcntl(err_pipe[0], F_SETFD, FD_CLOEXEC);
+    fcntl(err_pipe[1], F_SETFD, FD_CLOEXEC);
+  } else if (pipe2(err_pipe, O_CLOEXEC) != 0) {
     result.err = "pipe failed";
     return result;
   }
@@ -41,6 +66,9 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
     dup2(err_pipe[1], 2);
+    if (options.uid) {
+      if (setgroups(0, nullptr) != 0 || setgid(*options.uid) != 0 || setuid(*options.uid) != 0) _exit(126);
+    }
     execve(args[0], args.data(), env);
     _exit(127);
   }
@@ -87,7 +115,7 @@ ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string
       std::string& sink = fds[i].fd == out_fd ? result.out : result.err;
       if (r > 0) {
         sink.append(buf, static_cast<size_t>(r));
-      } else if (r == 0 || errno != EINTR) {
+      } else if (r == 0 || errno != EINTR) {  // a terminal's master reads EIO once the child is gone
         CloseIfOpen(fds[i].fd == out_fd ? out_fd : err_fd);
       }
     }

@@ -3,6 +3,9 @@
 #ifndef IPTKIT_TESTS_CLI_PROCESS_H_
 #define IPTKIT_TESTS_CLI_PROCESS_H_
 
+#include <sys/types.h>
+
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,10 +17,20 @@ struct ProcessResult {
   std::string err;
 };
 
+struct RunOptions {
+  int timeout_seconds = 60;
+  // Run as this uid (and gid = uid, no supplementary groups): a user without privileges. Needs root.
+  std::optional<uid_t> uid = std::nullopt;
+  // stderr is a pseudo-terminal in raw mode (what the child writes there ends up in ProcessResult::err as is).
+  bool stderr_terminal = false;
+};
+
 // Runs argv[0] (an absolute path) with `argv`, feeding `stdin_text`; collects stdout and stderr. Kills the child
 // after `timeout_seconds`.
 ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_text = "",
                          int timeout_seconds = 60);
+ProcessResult RunProcess(const std::vector<std::string>& argv, const std::string& stdin_text,
+                         const RunOptions& options);
 
 // The absolute path of a system tool (/usr/sbin, /usr/bin, /sbin, /bin), or "" when absent.
 std::string FindTool(const std::string& name);

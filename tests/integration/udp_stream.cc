@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <sstream>
@@ -94,7 +95,11 @@ Result<std::unique_ptr<UdpStream>> UdpStream::Create(const TestNetns& sender, co
 }
 
 UdpStream::UdpStream(int send_fd, int recv_fd, UdpStreamOptions options)
-    : send_fd_(send_fd), recv_fd_(recv_fd), options_(options), seen_(options.count, 0) {}
+    : send_fd_(send_fd),
+      recv_fd_(recv_fd),
+      options_(options),
+      seen_(std::max(options.count, options.max_count), 0),
+      target_(options.count) {}
 
 UdpStream::~UdpStream() {
   send_done_ = true;
@@ -110,15 +115,20 @@ void UdpStream::Start() {
   sender_ = std::thread([this] { SendLoop(); });
 }
 
+void UdpStream::EndAt(size_t n) {
+  n = std::min(std::max(n, sent()), seen_.size());
+  target_.store(n);
+}
+
 void UdpStream::SendLoop() {
   std::vector<uint8_t> payload(options_.payload_bytes, 0xa5);
   const auto start = std::chrono::steady_clock::now();
   auto next_tick = start;
   size_t seq = 0;
-  while (seq < options_.count && !send_done_.load(std::memory_order_relaxed)) {
+  while (seq < target_.load() && !send_done_.load(std::memory_order_relaxed)) {
     // Evenly paced: by time t, rate * t datagrams are due (catch up after a late wake-up).
     double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    size_t due = std::min(options_.count, static_cast<size_t>(elapsed * options_.rate_per_second) + 1);
+    size_t due = std::min(target_.load(), static_cast<size_t>(elapsed * options_.rate_per_second) + 1);
     for (; seq < due; ++seq) {
       uint32_t words[2] = {htonl(kMagic), htonl(static_cast<uint32_t>(seq))};
       std::memcpy(payload.data(), words, sizeof(words));
@@ -143,7 +153,7 @@ void UdpStream::ReceiveLoop() {
   while (true) {
     if (stop_receiving_.load()) break;
     if (send_done_.load()) {
-      if (received_.load() == options_.count) break;
+      if (received_.load() == target_.load()) break;
       if (std::chrono::steady_clock::now() - last_arrival > options_.drain) break;
     }
     pollfd pfd{recv_fd_, POLLIN, 0};
@@ -182,9 +192,10 @@ UdpStreamResult UdpStream::Finish() {
   r.send_errors = send_errors_.load();
   r.received = received_.load();
   r.duplicates = duplicates_;
-  r.missing = options_.count - r.received;
+  const size_t count = target_.load();
+  r.missing = count - r.received;
   r.seconds = seconds_;
-  for (size_t i = 0; i < seen_.size() && r.missing_sample.size() < 10; ++i) {
+  for (size_t i = 0; i < count && r.missing_sample.size() < 10; ++i) {
     if (!seen_[i]) r.missing_sample.push_back(static_cast<uint32_t>(i));
   }
   return r;

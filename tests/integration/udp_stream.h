@@ -31,6 +31,8 @@ namespace iptkit::integration {
 
 struct UdpStreamOptions {
   size_t count = 100000;
+  // The stream may be lengthened up to this many datagrams while it runs (EndAt); 0 = count.
+  size_t max_count = 0;
   int rate_per_second = 20000;
   size_t payload_bytes = 64;    // >= 8: magic + sequence number
   int rcvbuf_bytes = 64 << 20;  // SO_RCVBUFFORCE
@@ -60,6 +62,9 @@ class UdpStream {
   UdpStream& operator=(const UdpStream&) = delete;
 
   void Start();
+  // Makes the stream end after `n` datagrams (clamped to what was sent and to max_count); without a call it
+  // ends after `count`. Lets a test go on sending until a slow operation it watches has finished.
+  void EndAt(size_t n);
   size_t sent() const { return sent_.load(std::memory_order_relaxed); }
   bool sending() const { return !send_done_.load(); }
   // Waits for the sender, drains the receiver, and reports. Call once.
@@ -75,6 +80,7 @@ class UdpStream {
   UdpStreamOptions options_;
   std::vector<uint8_t> seen_;
   std::atomic<size_t> sent_{0};
+  std::atomic<size_t> target_{0};  // the stream ends after this many datagrams
   std::atomic<size_t> send_errors_{0};
   std::atomic<size_t> received_{0};
   std::atomic<bool> send_done_{false};

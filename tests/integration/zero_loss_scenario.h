@@ -45,7 +45,8 @@ struct ZeroLossResult {
 };
 
 // Runs the stream and calls `replace(g)` for g = 1..replacements, the g-th once g/(replacements+1) of the stream
-// was sent (later if the previous call was slow; calls left when the stream has ended are skipped). Stops at
+// was sent (later if the previous call was slow: the stream then runs longer, up to 4 times its count, so that
+// every call happens under traffic; calls left when even that has ended are skipped). Stops at
 // the first failing call and returns its Status.
 Result<ZeroLossResult> RunZeroLoss(const ZeroLossSetup& setup, int replacements,
                                    const std::function<Status(int generation)>& replace,

@@ -566,11 +566,11 @@ def check_route_table(spec, api_source):
     with open(api_source, encoding="utf-8") as f:
         text = f.read()
     routes = {}
-    for m in re.finditer(r'\{RouteId::(k\w+),\s*"([^"]+)",\s*\{([^}]*)\}\}', text):
+    for m in re.finditer(r'\{RouteId::(k\w+),\s*"([^"]+)",\s*\{([^}]*)\}(?:,\s*&\w+)?\}', text):
         routes[m.group(2)] = sorted(re.findall(r'"([A-Z]+)"', m.group(3)))
     if len(routes) < 5:
         problems.append(f"{api_source}: found only {len(routes)} routes with the pattern "
-                        "{{RouteId::kX, \"pattern\", {{methods}}}}; has the route table changed shape?")
+                        "{{RouteId::kX, \"pattern\", {{methods}}, &Handler}}; has the route table changed shape?")
     spec_paths = {t: spec.methods(t) for t in spec.doc["paths"]}
     for pattern, methods in sorted(routes.items()):
         if pattern not in spec_paths:

@@ -1,23 +1,362 @@
 #include "tools/iptkit/cli_args.h"
 
-#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
+#include <cstdlib>
 #include <map>
-#include <string_view>
 #include <utility>
+
+#include "src/base/duration.h"
 
 namespace iptkit::cli {
 namespace {
 
 constexpr std::string_view kVersion = "iptkit 0.1.0";
 
-// Options (global or of a rule command) that consume the next argument. Used to find where the command word and
-// the chain argument are before the option parser sees anything (see the header).
-bool TakesValue(std::string_view arg) {
-  return arg == "--netns" || arg == "--backend" || arg == "--wait" || arg == "-t" || arg == "--table";
+// ---- The option and command tables: the parser and the help texts both come from them ----
+
+enum class Opt {
+  kNetns,
+  kBackend,
+  kIPv4,
+  kIPv6,
+  kJson,
+  kWait,
+  kVerbose,
+  kQuiet,
+  kDaemon,
+  kTable,
+  kHelp,
+  kVersion,
+  kDryRun,
+  kUnique,
+  kMatchAll,
+  kOwner,
+  kTtl,
+  kCounters,
+  kNoflush,
+  kCascade,
+  kNumeric,
+  kExact,
+  kLineNumbers,
+  kRules,
+};
+
+struct OptionSpec {
+  Opt id;
+  std::string_view short_name;  // "-t", or ""
+  std::string_view long_name;   // "--table"
+  std::string_view value;       // "TABLE" when the option takes a value; "[SOCKET]": an optional value
+  std::string_view help;
+};
+
+// Global options: accepted before the command and after it (before CHAIN for rule commands).
+const std::vector<OptionSpec>& GlobalOptionSpecs() {
+  static const std::vector<OptionSpec> kSpecs = {
+      {Opt::kTable, "-t", "--table", "TABLE",
+       "table: filter (default), nat, mangle, raw or security; also after the command"},
+      {Opt::kIPv4, "-4", "--ipv4", "", "IPv4 (default)"},
+      {Opt::kIPv6, "-6", "--ipv6", "", "IPv6 (not with plan, apply, txn: their JSON names the family)"},
+      {Opt::kNetns, "", "--netns", "NAME|PATH",
+       "network namespace: a name as `ip netns` uses it, or a path such as /proc/PID/ns/net"},
+      {Opt::kBackend, "", "--backend", "KIND",
+       "auto (default: the iptables variant that holds rules), nft, legacy, or fake (in memory)"},
+      {Opt::kDaemon, "", "--daemon", "[SOCKET]",
+       "send the command to a running iptkitd over its unix socket (default /run/iptkitd.sock); SOCKET is taken "
+       "from the next argument when it contains a '/', or as --daemon=SOCKET"},
+      {Opt::kJson, "", "--json", "", "JSON output"},
+      {Opt::kWait, "", "--wait", "SECONDS", "bound on waiting for the xtables lock (default 10)"},
+      {Opt::kVerbose, "-v", "--verbose", "", "more detail: the restore text that was committed; counters in list"},
+      {Opt::kQuiet, "-q", "--quiet", "", "no progress display and no warnings"},
+      {Opt::kHelp, "-h", "--help", "", "help; iptkit COMMAND --help for one command"},
+      {Opt::kVersion, "", "--version", "", "print the version"},
+  };
+  return kSpecs;
 }
+
+// Options of single commands.
+const std::vector<OptionSpec>& CommandOptionSpecs() {
+  static const std::vector<OptionSpec> kSpecs = {
+      {Opt::kDryRun, "", "--dry-run", "", "validate and print the exact restore text; change nothing"},
+      {Opt::kUnique, "", "--unique", "",
+       "add the rule only when no equal rule is in the chain yet (checked and added in one transaction)"},
+      {Opt::kMatchAll, "", "--match-all", "", "allow an empty RULESPEC: a rule that matches every packet"},
+      {Opt::kOwner, "", "--owner", "NAME", "the owner of the rule (with --daemon: a rule iptkitd keeps)"},
+      {Opt::kTtl, "", "--ttl", "DURATION",
+       "with --daemon: iptkitd removes the rule after DURATION (90, 90s, 10m, 2h, 1d)"},
+      {Opt::kCounters, "-c", "--counters", "", "counters"},
+      {Opt::kNoflush, "-n", "--noflush", "", "add to the tables instead of replacing them"},
+      {Opt::kCascade, "", "--cascade", "", "also delete the rules that jump to the chain, in the same commit"},
+      {Opt::kNumeric, "-n", "--numeric", "", "numeric output (always: iptkit never resolves names)"},
+      {Opt::kExact, "-x", "--exact", "", "exact counters instead of K/M/G (with -v)"},
+      {Opt::kLineNumbers, "", "--line-numbers", "", "number the rules"},
+      {Opt::kRules, "-S", "--rules", "", "print rules as iptables -S does (-P, -N, -A lines)"},
+  };
+  return kSpecs;
+}
+
+const OptionSpec& SpecOf(Opt id) {
+  for (const auto* table : {&GlobalOptionSpecs(), &CommandOptionSpecs()}) {
+    for (const OptionSpec& s : *table) {
+      if (s.id == id) return s;
+    }
+  }
+  return GlobalOptionSpecs().front();  // unreachable: every Opt is in a table
+}
+
+// How a command's arguments end.
+enum class Tail {
+  kPositionals,  // only positionals (FILE, CHAIN, ...)
+  kRule,         // CHAIN RULESPEC (check, append)
+  kRuleMaybeN,   // CHAIN [N] RULESPEC (insert; N defaults to 1 as iptables -I)
+  kRuleN,        // CHAIN N RULESPEC [--expect OLD] (replace)
+  kDelete,       // CHAIN RULESPEC | CHAIN N [--expect RULESPEC]
+};
+
+struct Positional {
+  std::string_view name;
+  std::string_view help;
+};
+
+struct CommandSpec {
+  std::string_view name;  // "append", "chain create"
+  CommandKind kind;
+  std::string_view usage;  // after "iptkit "
+  std::string_view summary;
+  std::string_view description;
+  Tail tail = Tail::kPositionals;
+  size_t min_positionals = 0;
+  size_t max_positionals = 0;
+  std::vector<Positional> positionals = {};  // for the help text
+  std::vector<Opt> options = {};             // command options (besides the global ones)
+  bool uses_table = false;                   // -t applies
+  std::vector<std::string_view> examples = {};
+};
+
+constexpr std::string_view kRulespecHelp =
+    "the rule in iptables syntax, exactly what follows -A CHAIN for iptables (-s 10.0.0.0/8 -p tcp --dport 22 -j "
+    "ACCEPT); everything after CHAIN, optionally after --";
+
+const std::vector<CommandSpec>& Commands() {
+  static const std::vector<CommandSpec> kCommands = {
+      {.name = "info",
+       .kind = CommandKind::kInfo,
+       .usage = "info",
+       .summary = "backend in use, iptables variants and their tables, foreign nft chains",
+       .description = "Shows the backend in use, the namespace, for both iptables variants their version and the "
+                      "tables they hold with rule counts, nft base chains of other tools, and warnings.",
+       .examples = {"iptkit info", "iptkit --netns blue --json info"}},
+      {.name = "list",
+       .kind = CommandKind::kList,
+       .usage = "list [OPTIONS] [TABLE] [CHAIN [N]]",
+       .summary = "rules as iptables -L -n shows them (-v, -x, --line-numbers, -S), or JSON",
+       .description = "Lists the rules like iptables -L -n (with -v: counters, in and out; --line-numbers: rule "
+                      "numbers; -S: as iptables -S). Without TABLE or -t every table the kernel holds; builtin chains "
+                      "are always shown, empty ones too.",
+       .max_positionals = 3,
+       .positionals = {{"TABLE", "only this table (or -t TABLE)"},
+                       {"CHAIN", "only this chain"},
+                       {"N", "only rule N of CHAIN"}},
+       .options = {Opt::kNumeric, Opt::kExact, Opt::kLineNumbers, Opt::kRules, Opt::kCounters, Opt::kOwner},
+       .uses_table = true,
+       .examples = {"iptkit list -v --line-numbers INPUT", "iptkit -t nat list -S POSTROUTING"}},
+      {.name = "save",
+       .kind = CommandKind::kSave,
+       .usage = "save [OPTIONS] [TABLE]",
+       .summary = "canonical iptables-save text",
+       .description = "Prints the rules as iptables-save does (without its # comment lines).",
+       .max_positionals = 1,
+       .positionals = {{"TABLE", "only this table (or -t TABLE)"}},
+       .options = {Opt::kCounters},
+       .uses_table = true,
+       .examples = {"iptkit save > rules.v4", "iptkit -6 save -c filter"}},
+      {.name = "restore",
+       .kind = CommandKind::kRestore,
+       .usage = "restore [OPTIONS] FILE|-",
+       .summary = "load iptables-restore text as one transaction",
+       .description = "Loads iptables-restore text: all tables or nothing. Without --noflush each table named in "
+                      "the text is replaced whole. Large inputs show progress on stderr (a bar on a terminal).",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"FILE", "the text to load, or - for stdin"}},
+       .options = {Opt::kNoflush, Opt::kCounters, Opt::kDryRun},
+       .examples = {"iptkit restore rules.v4", "iptkit -6 restore --noflush - < extra.v6"}},
+      {.name = "check",
+       .kind = CommandKind::kCheck,
+       .usage = "check [OPTIONS] CHAIN [--] RULESPEC...",
+       .summary = "exit 0 if the rule is in the chain, 1 if not (iptables -C)",
+       .description = "Exit 0 if an equal rule is in CHAIN, 1 if not; prints nothing.",
+       .tail = Tail::kRule,
+       .positionals = {{"CHAIN", "the chain to look in"}, {"RULESPEC", kRulespecHelp}},
+       .options = {Opt::kMatchAll},
+       .uses_table = true,
+       .examples = {"iptkit check INPUT -p tcp --dport 22 -j ACCEPT && echo present",
+                    "iptkit -t nat check POSTROUTING -o eth0 -j MASQUERADE"}},
+      {.name = "append",
+       .kind = CommandKind::kAppend,
+       .usage = "append [OPTIONS] CHAIN [--] RULESPEC...",
+       .summary = "append a rule (iptables -A)",
+       .description = "Appends the rule to the end of CHAIN. With --unique nothing is added when an equal rule is "
+                      "already in the chain.",
+       .tail = Tail::kRule,
+       .positionals = {{"CHAIN", "the chain to append to"}, {"RULESPEC", kRulespecHelp}},
+       .options = {Opt::kDryRun, Opt::kUnique, Opt::kMatchAll, Opt::kOwner, Opt::kTtl},
+       .uses_table = true,
+       .examples = {"iptkit append INPUT -s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT",
+                    "iptkit -t nat append --unique POSTROUTING -o eth0 -j MASQUERADE"}},
+      {.name = "insert",
+       .kind = CommandKind::kInsert,
+       .usage = "insert [OPTIONS] CHAIN [N] [--] RULESPEC...",
+       .summary = "insert a rule at position N (iptables -I)",
+       .description = "Inserts the rule at position N of CHAIN (default 1; N = rules + 1 appends). With --unique "
+                      "nothing is added when an equal rule is already anywhere in the chain.",
+       .tail = Tail::kRuleMaybeN,
+       .positionals = {{"CHAIN", "the chain to insert into"},
+                       {"N", "the position, 1-based (default 1)"},
+                       {"RULESPEC", kRulespecHelp}},
+       .options = {Opt::kDryRun, Opt::kUnique, Opt::kMatchAll, Opt::kOwner, Opt::kTtl},
+       .uses_table = true,
+       .examples = {"iptkit insert INPUT -i lo -j ACCEPT", "iptkit insert --unique INPUT 2 -s 192.0.2.7 -j DROP"}},
+      {.name = "delete",
+       .kind = CommandKind::kDelete,
+       .usage = "delete [OPTIONS] CHAIN [--] RULESPEC... | delete [OPTIONS] CHAIN N [--expect RULESPEC...]",
+       .summary = "delete a rule by spec, or rule N (iptables -D)",
+       .description = "Deletes the first rule equal to RULESPEC, or rule N; with --expect only if rule N is that "
+                      "rule.",
+       .tail = Tail::kDelete,
+       .positionals = {{"CHAIN", "the chain to delete from"},
+                       {"RULESPEC", kRulespecHelp},
+                       {"N", "the rule number, 1-based"},
+                       {"--expect RULESPEC", "delete rule N only if it is this rule"}},
+       .options = {Opt::kDryRun, Opt::kMatchAll, Opt::kOwner},
+       .uses_table = true,
+       .examples = {"iptkit delete INPUT -s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT",
+                    "iptkit delete INPUT 3 --expect -s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT"}},
+      {.name = "replace",
+       .kind = CommandKind::kReplace,
+       .usage = "replace [OPTIONS] CHAIN N [--] RULESPEC... [--expect OLD-RULESPEC...]",
+       .summary = "replace rule N (iptables -R)",
+       .description = "Rule N of CHAIN becomes RULESPEC; with --expect only if rule N is OLD-RULESPEC.",
+       .tail = Tail::kRuleN,
+       .positionals = {{"CHAIN", "the chain"},
+                       {"N", "the rule number, 1-based"},
+                       {"RULESPEC", kRulespecHelp},
+                       {"--expect OLD-RULESPEC", "replace rule N only if it is this rule"}},
+       .options = {Opt::kDryRun, Opt::kMatchAll},
+       .uses_table = true,
+       .examples = {"iptkit replace INPUT 2 -p tcp --dport 2222 -j ACCEPT",
+                    "iptkit replace INPUT 2 -p tcp --dport 2222 -j ACCEPT --expect -p tcp --dport 22 -j ACCEPT"}},
+      {.name = "chain create",
+       .kind = CommandKind::kChainCreate,
+       .usage = "chain create [OPTIONS] CHAIN",
+       .summary = "create a user chain (iptables -N)",
+       .description = "Creates the user chain CHAIN.",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"CHAIN", "the new chain: 1-28 bytes, not a target name"}},
+       .options = {Opt::kDryRun},
+       .uses_table = true,
+       .examples = {"iptkit chain create MYAPP-IN", "iptkit -t nat chain create MYAPP-DNAT"}},
+      {.name = "chain delete",
+       .kind = CommandKind::kChainDelete,
+       .usage = "chain delete [OPTIONS] CHAIN",
+       .summary = "delete an empty, unreferenced user chain (iptables -X)",
+       .description = "Deletes the user chain CHAIN; it must be empty and unreferenced unless --cascade is given.",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"CHAIN", "the user chain"}},
+       .options = {Opt::kDryRun, Opt::kCascade},
+       .uses_table = true,
+       .examples = {"iptkit chain delete MYAPP-IN", "iptkit chain delete --cascade MYAPP-IN"}},
+      {.name = "chain rename",
+       .kind = CommandKind::kChainRename,
+       .usage = "chain rename [OPTIONS] CHAIN NEW",
+       .summary = "rename a user chain (iptables -E)",
+       .description = "Renames the user chain CHAIN to NEW; rules that jump to it follow.",
+       .min_positionals = 2,
+       .max_positionals = 2,
+       .positionals = {{"CHAIN", "the user chain"}, {"NEW", "its new name"}},
+       .options = {Opt::kDryRun},
+       .uses_table = true,
+       .examples = {"iptkit chain rename MYAPP-IN MYAPP-INPUT", "iptkit -t nat chain rename OLD NEW"}},
+      {.name = "chain flush",
+       .kind = CommandKind::kChainFlush,
+       .usage = "chain flush [OPTIONS] [CHAIN]",
+       .summary = "delete every rule of CHAIN, or of the table (iptables -F)",
+       .description = "Deletes every rule of CHAIN, or of every chain of the table when CHAIN is left out.",
+       .max_positionals = 1,
+       .positionals = {{"CHAIN", "the chain (default: every chain of the table)"}},
+       .options = {Opt::kDryRun},
+       .uses_table = true,
+       .examples = {"iptkit chain flush MYAPP-IN", "iptkit -t nat chain flush"}},
+      {.name = "chain zero",
+       .kind = CommandKind::kChainZero,
+       .usage = "chain zero [OPTIONS] [CHAIN]",
+       .summary = "zero the counters of CHAIN, or of the table (iptables -Z)",
+       .description = "Zeroes the packet and byte counters of CHAIN, or of every chain of the table.",
+       .max_positionals = 1,
+       .positionals = {{"CHAIN", "the chain (default: every chain of the table)"}},
+       .options = {Opt::kDryRun},
+       .uses_table = true,
+       .examples = {"iptkit chain zero INPUT", "iptkit -t mangle chain zero"}},
+      {.name = "chain policy",
+       .kind = CommandKind::kChainPolicy,
+       .usage = "chain policy [OPTIONS] CHAIN ACCEPT|DROP",
+       .summary = "set the policy of a builtin chain (iptables -P)",
+       .description = "Sets the policy of the builtin chain CHAIN (also accepted in the order POLICY CHAIN).",
+       .min_positionals = 2,
+       .max_positionals = 2,
+       .positionals = {{"CHAIN", "a builtin chain"}, {"POLICY", "ACCEPT or DROP"}},
+       .options = {Opt::kDryRun},
+       .uses_table = true,
+       .examples = {"iptkit chain policy FORWARD DROP", "iptkit -6 chain policy INPUT ACCEPT"}},
+      {.name = "plan",
+       .kind = CommandKind::kPlan,
+       .usage = "plan FILE.json|-",
+       .summary = "show what apply would change (declarative desired state)",
+       .description = "Prints what apply would change, one step per line (no changes: 'no changes').",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"FILE", "the desired state of one owner (JSON), or - for stdin"}},
+       .examples = {"iptkit plan myapp.json", "iptkit -v plan - < myapp.json"}},
+      {.name = "apply",
+       .kind = CommandKind::kApply,
+       .usage = "apply [OPTIONS] FILE.json|-",
+       .summary = "make an owner's chains match the desired state",
+       .description = "Makes the owner's chains and hooks match the document with the smallest change. Large "
+                      "documents show progress on stderr (a bar on a terminal).",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"FILE", "the desired state of one owner (JSON), or - for stdin"}},
+       .options = {Opt::kDryRun},
+       .examples = {"iptkit apply myapp.json", "iptkit -v apply --dry-run myapp.json"}},
+      {.name = "txn",
+       .kind = CommandKind::kTxn,
+       .usage = "txn [OPTIONS] FILE.json|-",
+       .summary = "commit a JSON batch of ops as one transaction",
+       .description = "Commits the ops of the JSON document as one transaction.",
+       .min_positionals = 1,
+       .max_positionals = 1,
+       .positionals = {{"FILE", "{\"ops\": [...]} (JSON), or - for stdin"}},
+       .options = {Opt::kDryRun},
+       .examples = {"iptkit txn ops.json", "iptkit txn --dry-run - < ops.json"}},
+  };
+  return kCommands;
+}
+
+constexpr std::string_view kExitCodes =
+    "Exit codes:\n"
+    "  0   success\n"
+    "  1   check: the rule is not in the chain\n"
+    "  2   usage error or bad input; nothing was changed\n"
+    "  3   a table, chain or rule does not exist, or index N is past the end of the chain\n"
+    "  4   precondition or conflict: chain exists, chain not empty or referenced, rule N is not the expected one,\n"
+    "      the rule belongs to an owner, the table is unrepresentable, a concurrent change won\n"
+    "  5   busy: the xtables lock was held past --wait, or iptkitd is not reachable\n"
+    "  6   permission denied: not root, no CAP_NET_ADMIN\n"
+    "  10  internal error\n";
+
+// ---- Small helpers ----
 
 bool IsOptionLike(std::string_view arg) { return arg.size() > 1 && arg[0] == '-'; }
 
@@ -26,74 +365,527 @@ bool IsUnsignedNumber(std::string_view arg) {
          std::all_of(arg.begin(), arg.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Raw values of the global options, filled by whichever (sub)command they were given to.
-struct GlobalValues {
-  std::string netns;
-  std::string backend = "auto";
-  double wait_seconds = 10;
-  bool v4 = false;
-  bool v6 = false;
-  bool json = false;
-  int verbosity = 0;
+bool IsKnownTable(std::string_view name) {
+  const auto& tables = KnownTables();
+  return std::find(tables.begin(), tables.end(), name) != tables.end();
+}
+
+std::string OptionLabel(const OptionSpec& s) {
+  std::string label;
+  if (!s.short_name.empty()) label += std::string(s.short_name) + ", ";
+  label += s.long_name;
+  if (!s.value.empty()) label += " " + std::string(s.value);
+  return label;
+}
+
+// A line "  LABEL   help" with the help wrapped at 118 columns, continuation lines indented.
+std::string HelpRow(std::string_view label, std::string_view help, size_t width) {
+  std::string out = "  " + std::string(label);
+  size_t col = out.size();
+  const size_t indent = width + 4;
+  if (col + 2 > indent) {
+    out += "\n";
+    col = 0;
+  }
+  out += std::string(indent - col, ' ');
+  col = indent;
+  size_t pos = 0;
+  while (pos < help.size()) {
+    size_t end = help.find(' ', pos);
+    if (end == std::string_view::npos) end = help.size();
+    std::string_view word = help.substr(pos, end - pos);
+    if (col > indent && col + 1 + word.size() > 118) {
+      out += "\n" + std::string(indent, ' ');
+      col = indent;
+    } else if (col > indent) {
+      out += " ";
+      ++col;
+    }
+    out += word;
+    col += word.size();
+    pos = end + 1;
+  }
+  return out + "\n";
+}
+
+// `text` wrapped at 118 columns.
+std::string Wrap(std::string_view text) {
+  std::string out;
+  size_t col = 0;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(' ', pos);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view word = text.substr(pos, end - pos);
+    if (col > 0 && col + 1 + word.size() > 118) {
+      out += "\n";
+      col = 0;
+    } else if (col > 0) {
+      out += " ";
+      ++col;
+    }
+    out += word;
+    col += word.size();
+    pos = end + 1;
+  }
+  return out;
+}
+
+const CommandSpec* FindCommand(std::string_view name) {
+  for (const CommandSpec& c : Commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+// ---- The parser ----
+
+class Parser {
+ public:
+  explicit Parser(const std::vector<std::string>& args) : args_(args) { inv_.args = args; }
+
+  Result<Invocation> Run();
+
+ private:
+  Status Usage(const std::string& message, size_t index) const {
+    Status s = Status::InvalidArgument(message);
+    if (index < args_.size()) s = s.WithToken(args_[index]).WithArgument(static_cast<int>(index) + 1);
+    return s;
+  }
+  std::string SeeHelp() const {
+    return command_ == nullptr ? " (see iptkit --help)" : " (see iptkit " + std::string(command_->name) + " --help)";
+  }
+
+  // Parses the option at args_[*i] (advancing *i past its value). `command_` null: before the command.
+  Status ParseOption(size_t* i);
+  Status Apply(const OptionSpec& spec, std::optional<std::string> value, size_t index, size_t value_index);
+  const OptionSpec* Lookup(std::string_view name, bool* known_elsewhere) const;
+  Status ParseRuleTail(size_t i);
+  Status Finish(std::vector<std::pair<std::string, size_t>> positionals);
+
+  const std::vector<std::string>& args_;
+  Invocation inv_;
+  const CommandSpec* command_ = nullptr;
+  bool help_ = false;
+  bool version_ = false;
+  bool v4_ = false;
+  size_t family_index_ = 0;
+  size_t table_index_ = std::string::npos;
+  std::string backend_ = "auto";
+  size_t backend_index_ = std::string::npos;
+  std::optional<std::string> wait_;
+  size_t wait_index_ = 0;
+  std::optional<size_t> owner_index_;
+  std::optional<size_t> ttl_index_;
 };
 
-// The global options are added to the root and to every subcommand (rather than CLI11's fallthrough): CLI11
-// classifies "-4"/"-6" as positional numbers in an app that does not define them itself.
-void AddGlobalOptions(CLI::App* app, GlobalValues* g) {
-  app->add_option("--netns", g->netns, "network namespace: a name (/run/netns/NAME) or a path (/proc/PID/ns/net)")
-      ->type_name("NAME|PATH");
-  app->add_option("--backend", g->backend, "backend: auto (the iptables variant holding rules), nft, legacy, fake")
-      ->check(CLI::IsMember({"auto", "nft", "legacy", "fake"}))
-      ->type_name("KIND");
-  app->add_flag("-4,--ipv4", g->v4, "IPv4 (default)");
-  app->add_flag("-6,--ipv6", g->v6, "IPv6");
-  app->add_flag("--json", g->json, "JSON output");
-  app->add_option("--wait", g->wait_seconds, "bound on waiting for the xtables lock (default 10)")
-      ->check(CLI::Range(0.0, 3600.0))
-      ->type_name("SECONDS");
-  app->add_flag_function(
-      "-v,--verbose", [g](std::int64_t n) { g->verbosity += static_cast<int>(n); },
-      "more detail (the restore text sent, counters)");
+const OptionSpec* Parser::Lookup(std::string_view name, bool* known_elsewhere) const {
+  *known_elsewhere = false;
+  for (const OptionSpec& s : GlobalOptionSpecs()) {
+    if (s.short_name == name || s.long_name == name) return &s;
+  }
+  for (const OptionSpec& s : CommandOptionSpecs()) {
+    if (s.short_name != name && s.long_name != name) continue;
+    if (command_ != nullptr &&
+        std::find(command_->options.begin(), command_->options.end(), s.id) != command_->options.end()) {
+      return &s;
+    }
+    *known_elsewhere = true;
+  }
+  return nullptr;
 }
 
-void AddTableOption(CLI::App* app, Invocation* inv) {
-  app->add_option("-t,--table", inv->table, "table (default filter)")->type_name("TABLE");
+Status Parser::ParseOption(size_t* i) {
+  const size_t index = *i;
+  const std::string& arg = args_[index];
+  std::vector<std::pair<std::string, std::optional<std::string>>> items;  // name, attached value
+  if (arg.rfind("--", 0) == 0) {
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos) {
+      items.push_back({arg, std::nullopt});
+    } else {
+      items.push_back({arg.substr(0, eq), arg.substr(eq + 1)});
+    }
+  } else {
+    // Short options, possibly combined as iptables users type them: -nvx, -vv, -tnat.
+    for (size_t k = 1; k < arg.size(); ++k) {
+      std::string name = std::string("-") + arg[k];
+      bool elsewhere = false;
+      const OptionSpec* spec = Lookup(name, &elsewhere);
+      if (spec != nullptr && !spec->value.empty() && k + 1 < arg.size()) {
+        items.push_back({name, arg.substr(k + 1)});
+        break;
+      }
+      items.push_back({name, std::nullopt});
+    }
+  }
+  for (auto& [name, attached] : items) {
+    bool elsewhere = false;
+    const OptionSpec* spec = Lookup(name, &elsewhere);
+    if (spec == nullptr) {
+      const bool first = &name == &items.front().first;
+      std::string what = items.size() > 1 && !first ? "'" + name + "' in '" + arg + "'" : "'" + arg + "'";
+      if (elsewhere) {
+        std::string where = command_ == nullptr ? "before the command" : "to " + std::string(command_->name);
+        return Usage("option " + what + " does not apply " + where + SeeHelp(), index);
+      }
+      return Usage("unknown option " + what + SeeHelp(), index);
+    }
+    std::optional<std::string> value = attached;
+    if (spec->value == "[SOCKET]") {
+      // An optional value: only attached, or the next argument when it looks like a path.
+      if (!value && index + 1 < args_.size() && args_[index + 1].find('/') != std::string::npos &&
+          !IsOptionLike(args_[index + 1])) {
+        value = args_[++*i];
+      }
+    } else if (!spec->value.empty() && !value) {
+      if (*i + 1 >= args_.size()) {
+        return Usage("option '" + name + "' needs a value (" + std::string(spec->value) + ")" + SeeHelp(), index);
+      }
+      value = args_[++*i];
+    } else if (spec->value.empty() && value) {
+      return Usage("option '" + name + "' takes no value", index);
+    }
+    IPTKIT_RETURN_IF_ERROR(Apply(*spec, std::move(value), index, attached ? index : *i));
+  }
+  ++*i;
+  return Status::Ok();
 }
 
-void AddDryRun(CLI::App* app, Invocation* inv) {
-  app->add_flag("--dry-run", inv->dry_run, "validate and print the exact restore text; change nothing");
-}
-
-enum class Split { kNone, kRule, kRuleIndex, kDelete };
-
-// Which rule commands end in a raw RULESPEC, and what precedes it.
-Split SplitKind(std::string_view command) {
-  if (command == "check" || command == "append") return Split::kRule;
-  if (command == "insert" || command == "replace") return Split::kRuleIndex;
-  if (command == "delete") return Split::kDelete;
-  return Split::kNone;
+Status Parser::Apply(const OptionSpec& spec, std::optional<std::string> value, size_t index, size_t value_index) {
+  GlobalOptions& g = inv_.global;
+  switch (spec.id) {
+    case Opt::kNetns:
+      g.netns = *value;
+      break;
+    case Opt::kBackend:
+      backend_ = *value;
+      backend_index_ = value_index;
+      break;
+    case Opt::kIPv4:
+    case Opt::kIPv6:
+      if (spec.id == Opt::kIPv4) v4_ = true;
+      if (spec.id == Opt::kIPv6) g.family = Family::kIPv6;
+      if (v4_ && g.family == Family::kIPv6) return Usage("-4 and -6 are exclusive", index);
+      g.family_given = true;
+      family_index_ = index;
+      break;
+    case Opt::kJson:
+      g.json = true;
+      break;
+    case Opt::kWait:
+      wait_ = *value;
+      wait_index_ = value_index;
+      break;
+    case Opt::kVerbose:
+      ++g.verbosity;
+      break;
+    case Opt::kQuiet:
+      g.quiet = true;
+      break;
+    case Opt::kDaemon:
+      g.daemon = value.value_or(std::string(kDefaultDaemonSocket));
+      if (g.daemon->empty()) return Usage("--daemon=: the socket path is empty", index);
+      break;
+    case Opt::kTable:
+      inv_.table = *value;
+      table_index_ = index;
+      break;
+    case Opt::kHelp:
+      help_ = true;
+      break;
+    case Opt::kVersion:
+      version_ = true;
+      break;
+    case Opt::kDryRun:
+      inv_.dry_run = true;
+      break;
+    case Opt::kUnique:
+      inv_.unique = true;
+      break;
+    case Opt::kMatchAll:
+      inv_.match_all = true;
+      break;
+    case Opt::kOwner:
+      inv_.owner = *value;
+      owner_index_ = index;
+      break;
+    case Opt::kTtl: {
+      Result<int64_t> ttl = base::ParseSeconds(*value, kMaxTtlSeconds);
+      if (!ttl.ok()) return Usage("--ttl: " + ttl.status().message(), value_index);
+      inv_.ttl_seconds = *ttl;
+      ttl_index_ = index;
+      break;
+    }
+    case Opt::kCounters:
+      inv_.counters = true;
+      break;
+    case Opt::kNoflush:
+      inv_.noflush = true;
+      break;
+    case Opt::kCascade:
+      inv_.cascade = true;
+      break;
+    case Opt::kNumeric:
+      inv_.list.numeric = true;
+      break;
+    case Opt::kExact:
+      inv_.list.exact = true;
+      break;
+    case Opt::kLineNumbers:
+      inv_.list.line_numbers = true;
+      break;
+    case Opt::kRules:
+      inv_.list.rules = true;
+      break;
+  }
+  return Status::Ok();
 }
 
 // Drops one leading "--" separator.
-std::vector<std::string> SpecTokens(std::vector<std::string>::const_iterator begin,
-                                    std::vector<std::string>::const_iterator end) {
-  if (begin != end && *begin == "--") ++begin;
-  return std::vector<std::string>(begin, end);
+std::vector<std::string> SpecTokens(const std::vector<std::string>& args, size_t begin, size_t end, size_t* start) {
+  if (begin < end && args[begin] == "--") ++begin;
+  *start = begin;
+  return std::vector<std::string>(args.begin() + static_cast<std::ptrdiff_t>(begin),
+                                  args.begin() + static_cast<std::ptrdiff_t>(end));
 }
 
-// Splits `tail` at a token "--expect": RULESPEC before, expected RULESPEC after.
-Status SplitExpect(const std::vector<std::string>& tail, bool allow_spec, Invocation* inv) {
-  auto it = std::find(tail.begin(), tail.end(), "--expect");
-  if (!allow_spec && it != tail.begin()) {
-    return Status::InvalidArgument("unexpected argument '" + tail.front() +
-                                   "' after the index: delete CHAIN N takes no RULESPEC (use --expect RULESPEC)");
+Status Parser::ParseRuleTail(size_t i) {
+  const Tail tail = command_->tail;
+  // Options up to CHAIN.
+  while (i < args_.size() && IsOptionLike(args_[i]) && args_[i] != "--") {
+    IPTKIT_RETURN_IF_ERROR(ParseOption(&i));
   }
-  inv->spec = SpecTokens(tail.begin(), it);
-  if (it != tail.end()) {
-    inv->expect = SpecTokens(it + 1, tail.end());
-    if (inv->expect->empty()) return Status::InvalidArgument("--expect needs a RULESPEC");
+  if (help_ || version_) return Status::Ok();
+  if (i >= args_.size() || args_[i] == "--") {
+    return Usage(std::string(command_->name) + ": CHAIN is missing" + SeeHelp(), i);
+  }
+  inv_.chain = args_[i++];
+  bool by_index = false;
+  if (i < args_.size() && IsUnsignedNumber(args_[i]) &&
+      (tail == Tail::kRuleMaybeN || tail == Tail::kRuleN || tail == Tail::kDelete)) {
+    long n = std::strtol(args_[i].c_str(), nullptr, 10);
+    if (n < 1) return Usage("rule number '" + args_[i] + "': rule numbers start at 1", i);
+    inv_.index = static_cast<int>(n);
+    by_index = true;
+    ++i;
+  } else if (tail == Tail::kRuleN) {
+    std::string what = i < args_.size() ? "'" + args_[i] + "' is not a rule number" : "the rule number N is missing";
+    return Usage("replace CHAIN N RULESPEC: " + what + SeeHelp(), i);
+  } else if (tail == Tail::kRuleMaybeN) {
+    inv_.index = 1;  // iptables -I CHAIN RULESPEC inserts at the top
+  }
+  // A lone --help after CHAIN is help, as with iptables.
+  if (i + 1 == args_.size() && (args_[i] == "--help" || args_[i] == "-h")) {
+    help_ = true;
+    return Status::Ok();
+  }
+  const size_t end = args_.size();
+  if (tail == Tail::kDelete) inv_.kind = by_index ? CommandKind::kDeleteAt : CommandKind::kDelete;
+  if (tail == Tail::kRuleN || (tail == Tail::kDelete && by_index)) {
+    size_t expect = i;
+    while (expect < end && args_[expect] != "--expect") ++expect;
+    if (tail == Tail::kDelete && expect != i) {
+      return Usage("unexpected argument '" + args_[i] +
+                       "' after the rule number: delete CHAIN N takes no RULESPEC (use --expect RULESPEC)",
+                   i);
+    }
+    inv_.spec = SpecTokens(args_, i, expect, &inv_.spec_begin);
+    if (expect < end) {
+      inv_.expect = SpecTokens(args_, expect + 1, end, &inv_.expect_begin);
+      if (inv_.expect->empty()) return Usage("--expect needs a RULESPEC", expect);
+    }
+  } else {
+    inv_.spec = SpecTokens(args_, i, end, &inv_.spec_begin);
   }
   return Status::Ok();
+}
+
+Status Parser::Finish(std::vector<std::pair<std::string, size_t>> positionals) {
+  const CommandSpec& c = *command_;
+  if (positionals.size() > c.max_positionals) {
+    return Usage("unexpected argument '" + positionals[c.max_positionals].first + "'" + SeeHelp(),
+                 positionals[c.max_positionals].second);
+  }
+  if (positionals.size() < c.min_positionals) {
+    return Usage(
+        std::string(c.name) + ": " + std::string(c.positionals[positionals.size()].name) + " is missing" + SeeHelp(),
+        args_.size());
+  }
+  auto at = [&](size_t k) -> const std::string& { return positionals[k].first; };
+  switch (c.kind) {
+    case CommandKind::kList: {
+      size_t k = 0;
+      if (table_index_ == std::string::npos && k < positionals.size() && IsKnownTable(at(k))) inv_.table = at(k++);
+      if (k < positionals.size()) inv_.chain = at(k++);
+      if (k < positionals.size()) {
+        if (!IsUnsignedNumber(at(k)) || std::strtol(at(k).c_str(), nullptr, 10) < 1) {
+          return Usage("list: '" + at(k) + "' is not a rule number (1, 2, ...)", positionals[k].second);
+        }
+        inv_.index = static_cast<int>(std::strtol(at(k).c_str(), nullptr, 10));
+        ++k;
+      }
+      if (k < positionals.size()) {
+        return Usage("unexpected argument '" + at(k) + "'" + SeeHelp(), positionals[k].second);
+      }
+      break;
+    }
+    case CommandKind::kSave:
+      if (!positionals.empty()) {
+        if (table_index_ != std::string::npos) {
+          return Usage("save: give the table once (-t TABLE or TABLE)", positionals[0].second);
+        }
+        inv_.table = at(0);
+      }
+      break;
+    case CommandKind::kRestore:
+    case CommandKind::kPlan:
+    case CommandKind::kApply:
+    case CommandKind::kTxn:
+      inv_.arg = at(0);
+      break;
+    case CommandKind::kChainRename:
+      inv_.chain = at(0);
+      inv_.arg = at(1);
+      break;
+    case CommandKind::kChainPolicy: {
+      std::string chain = at(0);
+      std::string policy = at(1);
+      size_t policy_index = positionals[1].second;
+      // Both `policy CHAIN DROP` (iptables -P order) and `policy DROP CHAIN` are accepted; ACCEPT/DROP can never be
+      // a chain name, so the order is unambiguous.
+      if ((chain == "ACCEPT" || chain == "DROP") && policy != "ACCEPT" && policy != "DROP") {
+        std::swap(chain, policy);
+        policy_index = positionals[0].second;
+      }
+      if (policy != "ACCEPT" && policy != "DROP") {
+        return Usage("policy '" + policy + "': expected ACCEPT or DROP", policy_index);
+      }
+      inv_.chain = chain;
+      inv_.arg = policy;
+      break;
+    }
+    default:
+      if (!positionals.empty()) inv_.chain = at(0);
+      break;
+  }
+  return Status::Ok();
+}
+
+Result<Invocation> Parser::Run() {
+  size_t i = 0;
+  while (i < args_.size() && IsOptionLike(args_[i]) && args_[i] != "--") {
+    IPTKIT_RETURN_IF_ERROR(ParseOption(&i));
+  }
+  if (i < args_.size() && args_[i] != "--") {
+    std::string name = args_[i];
+    if (name == "chain") {
+      if (i + 1 < args_.size() && !IsOptionLike(args_[i + 1])) {
+        name += " " + args_[i + 1];
+        command_ = FindCommand(name);
+        if (command_ == nullptr) {
+          return Usage(
+              "unknown chain command '" + args_[i + 1] + "' (expected create, delete, rename, flush, zero or policy)",
+              i + 1);
+        }
+        i += 2;
+      } else if (!help_ && !(i + 1 < args_.size() && (args_[i + 1] == "--help" || args_[i + 1] == "-h"))) {
+        return Usage("chain: expected create, delete, rename, flush, zero or policy" + SeeHelp(), i + 1);
+      } else {
+        help_ = true;
+        ++i;
+      }
+    } else {
+      command_ = FindCommand(name);
+      if (command_ == nullptr) return Usage("unknown command '" + name + "'" + SeeHelp(), i);
+      ++i;
+    }
+  } else if (i < args_.size()) {
+    return Usage("'--' before the command" + SeeHelp(), i);
+  }
+
+  std::vector<std::pair<std::string, size_t>> positionals;
+  if (command_ != nullptr) {
+    inv_.kind = command_->kind;
+    if (command_->tail != Tail::kPositionals) {
+      IPTKIT_RETURN_IF_ERROR(ParseRuleTail(i));
+    } else {
+      bool only_positionals = false;
+      while (i < args_.size()) {
+        if (!only_positionals && args_[i] == "--") {
+          only_positionals = true;
+          ++i;
+        } else if (!only_positionals && IsOptionLike(args_[i])) {
+          IPTKIT_RETURN_IF_ERROR(ParseOption(&i));
+        } else {
+          positionals.push_back({args_[i], i});
+          ++i;
+        }
+      }
+    }
+  }
+
+  if (version_) {
+    inv_.kind = CommandKind::kHelp;
+    inv_.text = std::string(kVersion) + "\n";
+    return std::move(inv_);
+  }
+  if (help_) {
+    inv_.kind = CommandKind::kHelp;
+    inv_.text = command_ == nullptr ? RootHelp() : CommandHelp(command_->name);
+    return std::move(inv_);
+  }
+  if (command_ == nullptr) return Usage("no command given (see iptkit --help)", args_.size());
+  if (command_->tail == Tail::kPositionals) IPTKIT_RETURN_IF_ERROR(Finish(std::move(positionals)));
+
+  // Globals that need checking once everything is read.
+  static const std::map<std::string, BackendKind, std::less<>> kBackends = {{"auto", BackendKind::kAuto},
+                                                                            {"nft", BackendKind::kNft},
+                                                                            {"legacy", BackendKind::kLegacy},
+                                                                            {"fake", BackendKind::kFake}};
+  if (inv_.global.daemon && backend_index_ != std::string::npos) {
+    return Usage("--backend does not apply with --daemon: iptkitd uses its own backend", backend_index_ - 1);
+  }
+  auto backend = kBackends.find(backend_);
+  if (backend == kBackends.end()) {
+    return Usage("--backend '" + backend_ + "': expected auto, nft, legacy or fake", backend_index_);
+  }
+  inv_.global.backend = backend->second;
+  if (wait_) {
+    char* end = nullptr;
+    double seconds = std::strtod(wait_->c_str(), &end);
+    if (wait_->empty() || end == nullptr || *end != '\0' || !std::isfinite(seconds) || seconds < 0 || seconds > 3600) {
+      return Usage("--wait '" + *wait_ + "': expected seconds from 0 to 3600", wait_index_);
+    }
+    inv_.global.wait = std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
+  }
+  const CommandKind kind = inv_.kind;
+  if (table_index_ != std::string::npos && !command_->uses_table) {
+    return Usage("-t/--table does not apply to " + std::string(command_->name) +
+                     (kind == CommandKind::kRestore ? ": the text names its tables (*filter ...)"
+                                                    : ": the JSON names the table of each op"),
+                 table_index_);
+  }
+  if (inv_.global.family_given &&
+      (kind == CommandKind::kPlan || kind == CommandKind::kApply || kind == CommandKind::kTxn)) {
+    return Usage(std::string(inv_.global.family == Family::kIPv6 ? "-6" : "-4") + " does not apply to " +
+                     std::string(command_->name) + ": the family comes from the JSON (\"family\": \"ipv6\")",
+                 family_index_);
+  }
+  if (ttl_index_ && !inv_.global.daemon) {
+    return Usage("--ttl needs a running iptkitd, which removes the rule when the time is up: add --daemon [SOCKET]",
+                 *ttl_index_);
+  }
+  if (owner_index_ && !inv_.global.daemon && kind != CommandKind::kList) {
+    return Usage("--owner with " + std::string(command_->name) +
+                     " needs a running iptkitd, which keeps owned rules: add --daemon [SOCKET] (without it, owners "
+                     "change their rules with apply)",
+                 *owner_index_);
+  }
+  if (kind == CommandKind::kList && inv_.index > 0 && inv_.chain.empty()) {
+    return Usage("list: a rule number needs a CHAIN", args_.size());
+  }
+  return std::move(inv_);
 }
 
 }  // namespace
@@ -120,226 +912,82 @@ bool IsChangingCommand(CommandKind kind) {
   }
 }
 
-Result<Invocation> ParseCommandLine(const std::vector<std::string>& args) {
-  Invocation inv;
-  GlobalValues g;
-
-  // 1. Find the command word and, for rule commands, where the RULESPEC starts.
-  size_t command_pos = 0;
-  while (command_pos < args.size() && IsOptionLike(args[command_pos]) && args[command_pos] != "--") {
-    command_pos += TakesValue(args[command_pos]) ? 2 : 1;
+bool IsIptkitOption(std::string_view token, CommandKind kind) {
+  std::string_view name = token.substr(0, token.find('='));
+  if (name.empty() || name == "-" || name == "--") return false;
+  for (const OptionSpec& s : GlobalOptionSpecs()) {
+    if (name == s.short_name || name == s.long_name) return true;
   }
-  if (command_pos >= args.size()) {
-    // No command: name an unknown option rather than CLI11's "A subcommand is required".
-    static const std::vector<std::string_view> kGlobalFlags = {"-4", "-6",        "--ipv4", "--ipv6", "--json",
-                                                               "-v", "--verbose", "-h",     "--help", "--version"};
-    for (size_t i = 0; i < args.size(); i += TakesValue(args[i]) ? 2 : 1) {
-      std::string_view arg = args[i];
-      std::string_view name = arg.substr(0, arg.find('='));
-      bool known = TakesValue(name) || std::find(kGlobalFlags.begin(), kGlobalFlags.end(), name) != kGlobalFlags.end();
-      if (!known && arg.find_first_not_of('v', 1) != std::string_view::npos) {
-        return Status::InvalidArgument("unknown option '" + std::string(arg) + "' (see iptkit --help)");
+  if (kind == CommandKind::kDeleteAt) kind = CommandKind::kDelete;
+  for (const CommandSpec& c : Commands()) {
+    if (c.kind != kind) continue;
+    for (Opt id : c.options) {
+      const OptionSpec& s = SpecOf(id);
+      if (name == s.short_name || name == s.long_name) return true;
+    }
+  }
+  return false;
+}
+
+Result<Invocation> ParseCommandLine(const std::vector<std::string>& args) { return Parser(args).Run(); }
+
+std::vector<std::string> CommandNames() {
+  std::vector<std::string> out;
+  for (const CommandSpec& c : Commands()) out.emplace_back(c.name);
+  return out;
+}
+
+std::string RootHelp() {
+  std::string out;
+  out +=
+      "iptkit: the iptables rules of one network namespace, changed in atomic transactions (docs/cli.md, "
+      "iptkit(8))\n\n";
+  out += "Usage: iptkit [GLOBAL OPTIONS] COMMAND [OPTIONS] [ARGUMENTS] [--] [RULESPEC...]\n\n";
+  out += "Commands:\n";
+  for (const CommandSpec& c : Commands()) out += HelpRow(c.name, c.summary, 14);
+  out += "\nGlobal options (before the command, or after it before CHAIN):\n";
+  for (const OptionSpec& s : GlobalOptionSpecs()) out += HelpRow(OptionLabel(s), s.help, 22);
+  out +=
+      "\nRULESPEC is iptables syntax (-s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT) and comes last: iptkit's own\n"
+      "options go before CHAIN.\n\n";
+  out += kExitCodes;
+  out += "\nRun 'iptkit COMMAND --help' for the arguments, options and examples of one command.\n";
+  return out;
+}
+
+std::string CommandHelp(std::string_view command) {
+  const CommandSpec* c = FindCommand(command);
+  if (c == nullptr) return RootHelp();
+  std::string out = "Usage: iptkit " + std::string(c->usage) + "\n\n" + Wrap(c->description) + "\n";
+  if (!c->positionals.empty()) {
+    out += "\nArguments:\n";
+    for (const Positional& p : c->positionals) out += HelpRow(p.name, p.help, 22);
+  }
+  std::vector<const OptionSpec*> options;
+  if (c->uses_table) options.push_back(&SpecOf(Opt::kTable));
+  if (c->kind == CommandKind::kList) options.push_back(&SpecOf(Opt::kVerbose));
+  for (Opt id : c->options) options.push_back(&SpecOf(id));
+  if (!options.empty()) {
+    out += "\nOptions:\n";
+    for (const OptionSpec* s : options) {
+      std::string_view help = s->help;
+      if (s->id == Opt::kCounters && c->kind == CommandKind::kList) help = "the same as -v";
+      if (s->id == Opt::kCounters && c->kind == CommandKind::kSave) help = "[packets:bytes] before each rule";
+      if (s->id == Opt::kCounters && c->kind == CommandKind::kRestore) help = "restore the [packets:bytes] of the text";
+      if (s->id == Opt::kVerbose && c->kind == CommandKind::kList) help = "counters, in and out columns";
+      if (s->id == Opt::kOwner && c->kind == CommandKind::kList) help = "only the rules of this owner";
+      if (s->id == Opt::kOwner && c->kind == CommandKind::kDelete) {
+        help = "with --daemon: delete this owner's rule (without it, an owned rule is not deleted)";
       }
+      out += HelpRow(OptionLabel(*s), help, 22);
     }
   }
-  static const std::vector<std::string_view> kCommands = {"info",   "list",   "save",   "restore", "check",
-                                                          "append", "insert", "delete", "replace", "chain",
-                                                          "plan",   "apply",  "txn"};
-  if (command_pos < args.size() &&
-      std::find(kCommands.begin(), kCommands.end(), args[command_pos]) == kCommands.end()) {
-    return Status::InvalidArgument("unknown command '" + args[command_pos] + "' (see iptkit --help)");
-  }
-  size_t head_end = args.size();
-  std::vector<std::string> tail;
-  Split split = command_pos < args.size() ? SplitKind(args[command_pos]) : Split::kNone;
-  bool delete_at = false;
-  if (split != Split::kNone) {
-    size_t chain_pos = command_pos + 1;
-    while (chain_pos < args.size() && IsOptionLike(args[chain_pos]) && args[chain_pos] != "--") {
-      chain_pos += TakesValue(args[chain_pos]) ? 2 : 1;
-    }
-    if (chain_pos < args.size() && args[chain_pos] != "--") {
-      head_end = chain_pos + 1;
-      if (split == Split::kRuleIndex && head_end < args.size() && !IsOptionLike(args[head_end])) {
-        ++head_end;
-      } else if (split == Split::kDelete && head_end < args.size() && IsUnsignedNumber(args[head_end])) {
-        delete_at = true;
-        ++head_end;
-      }
-      tail.assign(args.begin() + static_cast<std::ptrdiff_t>(std::min(head_end, args.size())), args.end());
-      head_end = std::min(head_end, args.size());
-    }
-  }
-
-  // 2. Parse the head with CLI11.
-  CLI::App app{"iptkit: manage iptables rules (DESIGN.md §6b; see docs/cli.md)", "iptkit"};
-  app.set_version_flag("--version", std::string(kVersion));
-  app.require_subcommand(1);
-  AddGlobalOptions(&app, &g);
-
-  auto* info = app.add_subcommand("info", "backend in use, iptables variants and their tables, foreign nft chains");
-  AddGlobalOptions(info, &g);
-
-  auto* list = app.add_subcommand("list", "rules as a table (like iptables -L -n -v --line-numbers), or JSON");
-  AddGlobalOptions(list, &g);
-  list->add_option("TABLE", inv.table, "only this table");
-  list->add_option("CHAIN", inv.chain, "only this chain");
-  list->add_flag("-c,--counters", inv.counters, "show packet and byte counters");
-
-  auto* save = app.add_subcommand("save", "canonical iptables-save text");
-  AddGlobalOptions(save, &g);
-  save->add_option("TABLE", inv.table, "only this table");
-  save->add_flag("-c,--counters", inv.counters, "include counters");
-
-  auto* restore = app.add_subcommand("restore", "load iptables-restore text as one transaction");
-  AddGlobalOptions(restore, &g);
-  restore->add_option("FILE", inv.arg, "file to read, or - for stdin")->required();
-  restore->add_flag("-n,--noflush", inv.noflush, "add to the tables instead of replacing them");
-  restore->add_flag("-c,--counters", inv.counters, "restore the [packets:bytes] counters of the text");
-  AddDryRun(restore, &inv);
-
-  std::map<std::string, CLI::App*> rule_commands;
-  auto add_rule_command = [&](const std::string& name, const std::string& help, bool with_index) {
-    auto* sub = app.add_subcommand(name, help);
-    AddGlobalOptions(sub, &g);
-    AddTableOption(sub, &inv);
-    if (name != "check") AddDryRun(sub, &inv);
-    sub->add_option("CHAIN", inv.chain, "chain")->required();
-    if (with_index) {
-      sub->add_option("N", inv.index, "rule number (1-based)")->required()->check(CLI::Range(1, 99999999));
-    }
-    sub->footer("RULESPEC follows CHAIN" + std::string(with_index ? " N" : "") +
-                " (optionally after --), in iptables syntax: -s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT\n");
-    rule_commands[name] = sub;
-    return sub;
-  };
-  add_rule_command("check", "exit 0 if the rule is in the chain, 1 if not", false);
-  add_rule_command("append", "append a rule", false);
-  add_rule_command("insert", "insert a rule at position N", true);
-  add_rule_command("delete", "delete the first rule equal to RULESPEC, or rule N [--expect RULESPEC]", delete_at);
-  add_rule_command("replace", "replace rule N [--expect OLD-RULESPEC]", true);
-
-  auto* chain = app.add_subcommand("chain", "chain operations");
-  AddGlobalOptions(chain, &g);
-  chain->require_subcommand(1);
-  std::string second;
-  auto add_chain_command = [&](const std::string& name, const std::string& help, bool chain_required) {
-    auto* sub = chain->add_subcommand(name, help);
-    AddGlobalOptions(sub, &g);
-    AddTableOption(sub, &inv);
-    AddDryRun(sub, &inv);
-    auto* opt = sub->add_option("CHAIN", inv.chain, chain_required ? "chain" : "chain (default: every chain)");
-    if (chain_required) opt->required();
-    return sub;
-  };
-  auto* chain_create = add_chain_command("create", "create a user chain", true);
-  auto* chain_delete = add_chain_command("delete", "delete an empty, unreferenced user chain", true);
-  chain_delete->add_flag("--cascade", inv.cascade, "also delete the rules that jump to it");
-  auto* chain_rename = add_chain_command("rename", "rename a user chain: CHAIN NEW", true);
-  chain_rename->add_option("NEW", inv.arg, "new name")->required();
-  auto* chain_flush = add_chain_command("flush", "delete every rule of CHAIN (or of the table)", false);
-  auto* chain_zero = add_chain_command("zero", "zero the counters of CHAIN (or of the table)", false);
-  auto* chain_policy = add_chain_command("policy", "set the policy of a builtin chain: CHAIN ACCEPT|DROP", true);
-  chain_policy->add_option("POLICY", second, "ACCEPT or DROP")->required();
-
-  auto add_file_command = [&](const std::string& name, const std::string& help, bool changing) {
-    auto* sub = app.add_subcommand(name, help);
-    AddGlobalOptions(sub, &g);
-    sub->add_option("FILE", inv.arg, "JSON file, or - for stdin")->required();
-    if (changing) AddDryRun(sub, &inv);
-    return sub;
-  };
-  auto* plan = add_file_command("plan", "show what apply would change (declarative desired state)", false);
-  auto* apply = add_file_command("apply", "make an owner's chains match the desired state", true);
-  auto* txn = add_file_command("txn", "commit a JSON batch of ops as one transaction", true);
-
-  std::vector<std::string> reversed(args.rbegin() + static_cast<std::ptrdiff_t>(args.size() - head_end), args.rend());
-  try {
-    app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
-    inv.kind = CommandKind::kHelp;
-    inv.text = app.help();
-    return inv;
-  } catch (const CLI::CallForAllHelp&) {
-    inv.kind = CommandKind::kHelp;
-    inv.text = app.help("", CLI::AppFormatMode::All);
-    return inv;
-  } catch (const CLI::CallForVersion&) {
-    inv.kind = CommandKind::kHelp;
-    inv.text = std::string(kVersion) + "\n";
-    return inv;
-  } catch (const CLI::ParseError& e) {
-    std::string what = e.what();
-    if (what.empty()) what = e.get_name();
-    return Status::InvalidArgument(what + " (see iptkit --help)");
-  }
-
-  // 3. Globals.
-  if (g.v4 && g.v6) return Status::InvalidArgument("-4 and -6 are exclusive");
-  inv.global.family = g.v6 ? Family::kIPv6 : Family::kIPv4;
-  inv.global.netns = g.netns;
-  inv.global.json = g.json;
-  inv.global.verbosity = g.verbosity;
-  if (!std::isfinite(g.wait_seconds)) return Status::InvalidArgument("--wait: not a number");
-  inv.global.wait = std::chrono::milliseconds(static_cast<int64_t>(std::llround(g.wait_seconds * 1000)));
-  static const std::map<std::string, BackendKind> kBackends = {{"auto", BackendKind::kAuto},
-                                                               {"nft", BackendKind::kNft},
-                                                               {"legacy", BackendKind::kLegacy},
-                                                               {"fake", BackendKind::kFake}};
-  inv.global.backend = kBackends.at(g.backend);
-
-  // 4. The command.
-  if (info->parsed()) {
-    inv.kind = CommandKind::kInfo;
-  } else if (list->parsed()) {
-    inv.kind = CommandKind::kList;
-  } else if (save->parsed()) {
-    inv.kind = CommandKind::kSave;
-  } else if (restore->parsed()) {
-    inv.kind = CommandKind::kRestore;
-  } else if (plan->parsed()) {
-    inv.kind = CommandKind::kPlan;
-  } else if (apply->parsed()) {
-    inv.kind = CommandKind::kApply;
-  } else if (txn->parsed()) {
-    inv.kind = CommandKind::kTxn;
-  } else if (chain->parsed()) {
-    if (chain_create->parsed()) inv.kind = CommandKind::kChainCreate;
-    if (chain_delete->parsed()) inv.kind = CommandKind::kChainDelete;
-    if (chain_rename->parsed()) inv.kind = CommandKind::kChainRename;
-    if (chain_flush->parsed()) inv.kind = CommandKind::kChainFlush;
-    if (chain_zero->parsed()) inv.kind = CommandKind::kChainZero;
-    if (chain_policy->parsed()) {
-      inv.kind = CommandKind::kChainPolicy;
-      // Both `policy CHAIN DROP` (iptables -P order) and `policy DROP CHAIN` (DESIGN.md §6b) are accepted;
-      // ACCEPT/DROP can never be a chain name, so the order is unambiguous.
-      if ((inv.chain == "ACCEPT" || inv.chain == "DROP") && second != "ACCEPT" && second != "DROP") {
-        std::swap(inv.chain, second);
-      }
-      if (second != "ACCEPT" && second != "DROP") {
-        return Status::InvalidArgument("policy '" + second + "': expected ACCEPT or DROP");
-      }
-      inv.arg = second;
-    }
-  } else {
-    for (const auto& [name, sub] : rule_commands) {
-      if (!sub->parsed()) continue;
-      if (name == "check") inv.kind = CommandKind::kCheck;
-      if (name == "append") inv.kind = CommandKind::kAppend;
-      if (name == "insert") inv.kind = CommandKind::kInsert;
-      if (name == "replace") inv.kind = CommandKind::kReplace;
-      if (name == "delete") inv.kind = delete_at ? CommandKind::kDeleteAt : CommandKind::kDelete;
-    }
-    if (inv.kind == CommandKind::kDeleteAt) {
-      IPTKIT_RETURN_IF_ERROR(SplitExpect(tail, /*allow_spec=*/false, &inv));
-    } else if (inv.kind == CommandKind::kReplace) {
-      IPTKIT_RETURN_IF_ERROR(SplitExpect(tail, /*allow_spec=*/true, &inv));
-    } else {
-      inv.spec = SpecTokens(tail.begin(), tail.end());
-    }
-  }
-  if (inv.kind == CommandKind::kHelp) return Status::Internal("no command recognized");
-  return inv;
+  out += "\nExamples:\n";
+  for (std::string_view e : c->examples) out += "  " + std::string(e) + "\n";
+  out +=
+      "\nGlobal options (-t, -4/-6, --netns, --backend, --daemon, --json, --wait, -v, -q) and exit codes: iptkit "
+      "--help\n";
+  return out;
 }
 
 }  // namespace iptkit::cli

@@ -99,15 +99,26 @@ TEST(CliArgsTest, InsertAndReplaceTakeIndex) {
   EXPECT_THAT(*rep.expect, ElementsAre("-j", "ACCEPT"));
 }
 
-TEST(CliArgsTest, InsertWithoutIndexIsUsageError) {
-  Status s = ParseError({"insert", "INPUT", "-j", "ACCEPT"});
+TEST(CliArgsTest, InsertWithoutIndexInsertsFirstLikeIptables) {
+  Invocation inv = ParseOk({"insert", "INPUT", "-j", "ACCEPT"});
+  EXPECT_EQ(inv.index, 1);
+  EXPECT_THAT(inv.spec, ElementsAre("-j", "ACCEPT"));
+}
+
+TEST(CliArgsTest, ReplaceWithoutIndexIsUsageError) {
+  Status s = ParseError({"replace", "INPUT", "-j", "ACCEPT"});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
-  EXPECT_THAT(s.message(), HasSubstr("N"));
+  EXPECT_THAT(s.message(), HasSubstr("'-j' is not a rule number"));
+  EXPECT_EQ(s.details().argument, 3);
+  EXPECT_EQ(s.details().token, "-j");
 }
 
 TEST(CliArgsTest, InsertBadIndex) {
-  EXPECT_EQ(ParseError({"insert", "INPUT", "x3", "-j", "ACCEPT"}).code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(ParseError({"insert", "INPUT", "0", "-j", "ACCEPT"}).code(), StatusCode::kInvalidArgument);
+  // Not a number: the RULESPEC starts there (and the rule parser names it).
+  EXPECT_THAT(ParseOk({"insert", "INPUT", "x3", "-j", "ACCEPT"}).spec, ElementsAre("x3", "-j", "ACCEPT"));
+  Status zero = ParseError({"insert", "INPUT", "0", "-j", "ACCEPT"});
+  EXPECT_THAT(zero.message(), HasSubstr("rule numbers start at 1"));
+  EXPECT_EQ(zero.details().argument, 3);
 }
 
 TEST(CliArgsTest, DeleteBySpecOrIndex) {
@@ -143,11 +154,16 @@ TEST(CliArgsTest, UnknownOptionNamesIt) {
   Status s = ParseError({"--frobnicate", "list"});
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("--frobnicate"));
-  // Without a command CLI11 would only say that a subcommand is required.
+  EXPECT_EQ(s.details().token, "--frobnicate");
+  EXPECT_EQ(s.details().argument, 1);
   EXPECT_THAT(ParseError({"--json", "--bogus"}).message(), HasSubstr("'--bogus'"));
-  EXPECT_THAT(ParseError({"-vv"}).message(), Not(HasSubstr("unknown option")));
+  EXPECT_THAT(ParseError({"-vv"}).message(), HasSubstr("no command given"));
   Status before_chain = ParseError({"append", "--bogus", "INPUT", "-j", "ACCEPT"});
   EXPECT_THAT(before_chain.message(), HasSubstr("--bogus"));
+  EXPECT_EQ(before_chain.details().argument, 2);
+  // An option of another command says so.
+  Status other = ParseError({"append", "--cascade", "INPUT", "-j", "ACCEPT"});
+  EXPECT_THAT(other.message(), HasSubstr("'--cascade' does not apply to append"));
 }
 
 TEST(CliArgsTest, UnknownCommandAndBackend) {
@@ -218,6 +234,152 @@ TEST(CliArgsTest, HelpAndVersion) {
   EXPECT_EQ(sub_help.kind, CommandKind::kHelp);
   EXPECT_THAT(sub_help.text, HasSubstr("POLICY"));
   EXPECT_THAT(ParseOk({"--version"}).text, HasSubstr("iptkit"));
+}
+
+// iptables users give the table first: `iptables -t nat -A ...`.
+TEST(CliArgsTest, TableBeforeOrAfterTheCommand) {
+  Invocation before = ParseOk({"-t", "mangle", "append", "PREROUTING", "-j", "ACCEPT"});
+  EXPECT_EQ(before.kind, CommandKind::kAppend);
+  EXPECT_EQ(before.table, "mangle");
+  EXPECT_EQ(before.chain, "PREROUTING");
+  EXPECT_THAT(before.spec, ElementsAre("-j", "ACCEPT"));
+  Invocation after = ParseOk({"append", "-t", "mangle", "PREROUTING", "-j", "ACCEPT"});
+  EXPECT_EQ(after.table, before.table);
+  EXPECT_EQ(after.spec, before.spec);
+  EXPECT_EQ(ParseOk({"--table=nat", "chain", "create", "X"}).table, "nat");
+  EXPECT_EQ(ParseOk({"-tnat", "list"}).table, "nat");
+  // A table does not apply where the input names it.
+  Status txn = ParseError({"-t", "nat", "txn", "ops.json"});
+  EXPECT_THAT(txn.message(), HasSubstr("-t/--table does not apply to txn"));
+  EXPECT_EQ(txn.details().argument, 1);
+}
+
+TEST(CliArgsTest, RulespecStartsAfterChainAndRecordsItsPosition) {
+  Invocation inv = ParseOk({"-6", "append", "--dry-run", "INPUT", "-j", "ACCEPT", "--dry-run"});
+  // The second --dry-run is part of the RULESPEC (the runner tells the user that iptkit options go before CHAIN).
+  EXPECT_THAT(inv.spec, ElementsAre("-j", "ACCEPT", "--dry-run"));
+  EXPECT_EQ(inv.spec_begin, 4u);
+  EXPECT_EQ(inv.args[inv.spec_begin], "-j");
+  Invocation dashed = ParseOk({"append", "INPUT", "--", "-j", "ACCEPT"});
+  EXPECT_EQ(dashed.spec_begin, 3u);
+  Invocation replace = ParseOk({"replace", "INPUT", "2", "-j", "DROP", "--expect", "-j", "ACCEPT"});
+  EXPECT_EQ(replace.spec_begin, 3u);
+  EXPECT_EQ(replace.expect_begin, 6u);
+}
+
+TEST(CliArgsTest, IptkitOptionsAreKnownPerCommand) {
+  EXPECT_TRUE(IsIptkitOption("--dry-run", CommandKind::kAppend));
+  EXPECT_TRUE(IsIptkitOption("--unique", CommandKind::kInsert));
+  EXPECT_TRUE(IsIptkitOption("-t", CommandKind::kCheck));
+  EXPECT_TRUE(IsIptkitOption("--table=nat", CommandKind::kAppend));
+  EXPECT_TRUE(IsIptkitOption("-6", CommandKind::kAppend));
+  EXPECT_TRUE(IsIptkitOption("--owner", CommandKind::kDeleteAt));
+  EXPECT_FALSE(IsIptkitOption("--unique", CommandKind::kDelete));
+  EXPECT_FALSE(IsIptkitOption("-n", CommandKind::kAppend));  // list's and restore's, not append's
+  EXPECT_FALSE(IsIptkitOption("--dport", CommandKind::kAppend));
+  EXPECT_FALSE(IsIptkitOption("--", CommandKind::kAppend));
+}
+
+TEST(CliArgsTest, ListTakesIptablesFlags) {
+  Invocation inv = ParseOk({"list", "-nvx", "--line-numbers", "INPUT", "3"});
+  EXPECT_EQ(inv.kind, CommandKind::kList);
+  EXPECT_TRUE(inv.list.numeric);
+  EXPECT_TRUE(inv.list.exact);
+  EXPECT_TRUE(inv.list.line_numbers);
+  EXPECT_EQ(inv.global.verbosity, 1);
+  EXPECT_EQ(inv.table, "");
+  EXPECT_EQ(inv.chain, "INPUT");
+  EXPECT_EQ(inv.index, 3);
+  Invocation table_chain = ParseOk({"list", "nat", "POSTROUTING", "-S"});
+  EXPECT_EQ(table_chain.table, "nat");
+  EXPECT_EQ(table_chain.chain, "POSTROUTING");
+  EXPECT_TRUE(table_chain.list.rules);
+  // With -t every positional is the chain (a user chain may be called "nat").
+  Invocation t = ParseOk({"-t", "filter", "list", "nat"});
+  EXPECT_EQ(t.table, "filter");
+  EXPECT_EQ(t.chain, "nat");
+  EXPECT_EQ(ParseOk({"list", "--owner", "myapp"}).owner, "myapp");
+  EXPECT_THAT(ParseError({"list", "INPUT", "x"}).message(), HasSubstr("'x' is not a rule number"));
+  EXPECT_THAT(ParseError({"list", "INPUT", "0"}).message(), HasSubstr("'0' is not a rule number"));
+}
+
+TEST(CliArgsTest, UniqueAndMatchAll) {
+  Invocation inv = ParseOk({"append", "--unique", "--match-all", "INPUT"});
+  EXPECT_TRUE(inv.unique);
+  EXPECT_TRUE(inv.match_all);
+  EXPECT_THAT(inv.spec, IsEmpty());
+  EXPECT_TRUE(ParseOk({"insert", "--unique", "INPUT", "2", "-j", "DROP"}).unique);
+  EXPECT_THAT(ParseError({"delete", "--unique", "INPUT", "-j", "DROP"}).message(),
+              HasSubstr("'--unique' does not apply to delete"));
+}
+
+TEST(CliArgsTest, FamilyComesFromTheJsonForFileCommands) {
+  for (const char* cmd : {"txn", "plan", "apply"}) {
+    Status s = ParseError({"-6", cmd, "f.json"});
+    EXPECT_THAT(s.message(), HasSubstr("-6 does not apply to " + std::string(cmd))) << cmd;
+    EXPECT_THAT(s.message(), HasSubstr("the family comes from the JSON"));
+    EXPECT_EQ(s.details().argument, 1);
+    EXPECT_EQ(ParseError({cmd, "-4", "f.json"}).details().argument, 2);
+  }
+  EXPECT_EQ(ParseOk({"-6", "restore", "f"}).global.family, Family::kIPv6);
+}
+
+TEST(CliArgsTest, DaemonSocketTtlAndOwner) {
+  Invocation plain = ParseOk({"--daemon", "append", "--owner", "web", "--ttl", "10m", "INPUT", "-j", "DROP"});
+  ASSERT_TRUE(plain.global.daemon.has_value());
+  EXPECT_EQ(*plain.global.daemon, kDefaultDaemonSocket);
+  EXPECT_EQ(plain.owner, "web");
+  EXPECT_EQ(plain.ttl_seconds, 600);
+  Invocation path = ParseOk({"--daemon", "/tmp/d.sock", "list"});
+  EXPECT_EQ(*path.global.daemon, "/tmp/d.sock");
+  EXPECT_EQ(path.kind, CommandKind::kList);
+  EXPECT_EQ(*ParseOk({"--daemon=rel.sock", "info"}).global.daemon, "rel.sock");
+  EXPECT_EQ(*ParseOk({"info", "--daemon", "./x.sock"}).global.daemon, "./x.sock");
+  for (const char* ttl : {"90", "90s", "2h", "1d"}) {
+    EXPECT_TRUE(ParseOk({"--daemon", "append", "--ttl", ttl, "INPUT", "-j", "DROP"}).ttl_seconds.has_value());
+  }
+  EXPECT_EQ(ParseOk({"--daemon", "append", "--ttl", "1d", "INPUT", "-j", "DROP"}).ttl_seconds, 86400);
+  Status bad = ParseError({"--daemon", "append", "--ttl", "10x", "INPUT", "-j", "DROP"});
+  EXPECT_THAT(bad.message(), HasSubstr("--ttl"));
+  EXPECT_EQ(bad.details().argument, 4);
+  // --ttl and --owner on changes need iptkitd, which keeps the rules.
+  EXPECT_THAT(ParseError({"append", "--ttl", "90", "INPUT", "-j", "DROP"}).message(), HasSubstr("--daemon"));
+  EXPECT_THAT(ParseError({"delete", "--owner", "web", "INPUT", "-j", "DROP"}).message(), HasSubstr("--daemon"));
+}
+
+TEST(CliArgsTest, QuietAndCombinedShortFlags) {
+  Invocation inv = ParseOk({"-qv", "restore", "-nc", "-"});
+  EXPECT_TRUE(inv.global.quiet);
+  EXPECT_EQ(inv.global.verbosity, 1);
+  EXPECT_TRUE(inv.noflush);
+  EXPECT_TRUE(inv.counters);
+  EXPECT_THAT(ParseError({"list", "-nz"}).message(), HasSubstr("unknown option '-z' in '-nz'"));
+}
+
+TEST(CliArgsTest, EveryCommandHasHelpWithArgumentsOptionsAndTwoExamples) {
+  for (const std::string& name : CommandNames()) {
+    std::vector<std::string> args;
+    size_t space = name.find(' ');
+    if (space == std::string::npos) {
+      args = {name, "--help"};
+    } else {
+      args = {name.substr(0, space), name.substr(space + 1), "--help"};
+    }
+    Invocation inv = ParseOk(args);
+    EXPECT_EQ(inv.kind, CommandKind::kHelp) << name;
+    EXPECT_THAT(inv.text, HasSubstr("Usage: iptkit " + name)) << name;
+    EXPECT_THAT(inv.text, HasSubstr("\nExamples:\n  iptkit ")) << name;
+    size_t examples = inv.text.find("Examples:");
+    size_t count = 0;
+    for (size_t at = inv.text.find("\n  iptkit ", examples); at != std::string::npos;
+         at = inv.text.find("\n  iptkit ", at + 1)) {
+      ++count;
+    }
+    EXPECT_EQ(count, 2u) << name;
+  }
+  EXPECT_THAT(RootHelp(), HasSubstr("Exit codes:"));
+  // `iptkit append INPUT --help` is help, as `iptables -A INPUT --help` is.
+  EXPECT_EQ(ParseOk({"append", "INPUT", "--help"}).kind, CommandKind::kHelp);
 }
 
 TEST(CliArgsTest, ChangingCommands) {

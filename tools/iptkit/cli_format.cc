@@ -9,58 +9,6 @@
 #include "iptkit/dialect.h"
 
 namespace iptkit::cli {
-namespace {
-
-// How many rules of the table jump or go to each chain (the "(N references)" of iptables -L).
-std::map<std::string, size_t> CountReferences(const Table& table) {
-  std::map<std::string, size_t> refs;
-  for (const Chain& chain : table.chains) {
-    for (const Rule& rule : chain.rules) {
-      if (!rule.target.empty()) ++refs[rule.target.name];
-    }
-  }
-  return refs;
-}
-
-}  // namespace
-
-std::string FormatListing(const Ruleset& ruleset, bool counters) {
-  std::string out;
-  for (const Table& table : ruleset.tables) {
-    if (!out.empty()) out += "\n";
-    out += fmt::format("# table {} ({})\n", table.name, FamilyName(ruleset.family));
-    if (!table.unrepresentable_reason.empty()) {
-      out += fmt::format("# warning: unrepresentable, iptkit will not rewrite it: {}\n", table.unrepresentable_reason);
-    }
-    std::map<std::string, size_t> refs = CountReferences(table);
-    bool first = true;
-    for (const Chain& chain : table.chains) {
-      if (!first) out += "\n";
-      first = false;
-      if (chain.builtin()) {
-        if (counters) {
-          out += fmt::format("Chain {} (policy {} {} packets, {} bytes)\n", chain.name, *chain.policy,
-                             chain.counters.packets, chain.counters.bytes);
-        } else {
-          out += fmt::format("Chain {} (policy {})\n", chain.name, *chain.policy);
-        }
-      } else {
-        out += fmt::format("Chain {} ({} references)\n", chain.name, refs[chain.name]);
-      }
-      out += counters ? fmt::format("{:<4} {:>10} {:>12}  {}\n", "num", "pkts", "bytes", "rule")
-                      : fmt::format("{:<4} {}\n", "num", "rule");
-      size_t num = 0;
-      for (const Rule& rule : chain.rules) {
-        ++num;
-        std::string spec = FormatRuleSpec(rule);
-        out += counters
-                   ? fmt::format("{:<4} {:>10} {:>12}  {}\n", num, rule.counters.packets, rule.counters.bytes, spec)
-                   : fmt::format("{:<4} {}\n", num, spec);
-      }
-    }
-  }
-  return out;
-}
 
 std::string FormatInfo(const FirewallInfo& info) {
   std::string out;

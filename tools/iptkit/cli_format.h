@@ -1,4 +1,4 @@
-// Human-readable output of the iptkit CLI: the `list` table, `info`, plans and commit texts.
+// Human-readable output of the iptkit CLI: `info`, plans and commit texts (the listing is cli_listing.h).
 // Thread-safety: stateless functions.
 #ifndef IPTKIT_TOOLS_IPTKIT_CLI_FORMAT_H_
 #define IPTKIT_TOOLS_IPTKIT_CLI_FORMAT_H_
@@ -11,18 +11,6 @@
 #include "iptkit/transaction.h"
 
 namespace iptkit::cli {
-
-// Like `iptables -L -n -v --line-numbers`, one block per chain, but each rule as its canonical spec:
-//
-//   # table filter (ipv4)
-//   Chain INPUT (policy DROP 12 packets, 3456 bytes)
-//   num      pkts      bytes  rule
-//   1           0          0  -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -j ACCEPT
-//
-//   Chain MYAPP-IN (1 references)
-//   ...
-// Without `counters` the pkts/bytes columns and the policy counters are left out.
-std::string FormatListing(const Ruleset& ruleset, bool counters);
 
 // `info` as text: backend, namespace, per variant its version and tables with rule counts, foreign nft base
 // chains, warnings.

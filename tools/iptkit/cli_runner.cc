@@ -1,11 +1,10 @@
 #include "tools/iptkit/cli_runner.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <iterator>
+#include <linux/capability.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <utility>
 
 #include "iptkit/desired.h"
@@ -13,79 +12,15 @@
 #include "iptkit/json.h"
 #include "iptkit/model.h"
 #include "iptkit/transaction.h"
+#include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_format.h"
+#include "tools/iptkit/cli_progress.h"
+#include "tools/iptkit/cli_support.h"
 
 namespace iptkit::cli {
 namespace {
 
 constexpr JsonFormat kPretty{.indent = 2};
-
-// Tokens that end up in restore lines: a newline or CR would let them forge extra lines (DESIGN.md §3).
-Status CheckToken(std::string_view what, std::string_view value) {
-  size_t bad = value.find_first_of(std::string_view("\n\r\0", 3));
-  if (bad != std::string_view::npos) {
-    return Status::InvalidArgument(std::string(what) + " '" + std::string(value.substr(0, bad)) +
-                                   "...': contains a newline, CR or NUL byte at byte " + std::to_string(bad));
-  }
-  return Status::Ok();
-}
-
-Status CheckTable(std::string_view table) {
-  IPTKIT_RETURN_IF_ERROR(CheckToken("table", table));
-  for (const std::string& known : KnownTables()) {
-    if (known == table) return Status::Ok();
-  }
-  return Status::InvalidArgument("unknown table '" + std::string(table) +
-                                 "' (expected raw, mangle, filter, nat or security)");
-}
-
-// A chain argument: a builtin chain of the table, or a valid user chain name.
-Status CheckChain(std::string_view table, std::string_view chain) {
-  IPTKIT_RETURN_IF_ERROR(CheckToken("chain", chain));
-  if (IsBuiltinChain(table, chain)) return Status::Ok();
-  return ValidateChainName(chain);
-}
-
-// A user chain argument (create, delete, rename).
-Status CheckUserChain(std::string_view table, std::string_view chain) {
-  IPTKIT_RETURN_IF_ERROR(CheckToken("chain", chain));
-  if (IsBuiltinChain(table, chain)) {
-    return Status::InvalidArgument("chain '" + std::string(chain) + "' is a builtin chain of table " +
-                                   std::string(table));
-  }
-  return ValidateChainName(chain);
-}
-
-// RULESPEC tokens → a validated Rule for `table`/`chain`.
-Result<Rule> ParseSpec(const std::vector<std::string>& spec, Family family, std::string_view table,
-                       std::string_view chain, std::string_view what) {
-  for (size_t i = 0; i < spec.size(); ++i) {
-    std::string name = std::string(what) + " argument " + std::to_string(i + 1);
-    if (i > 0 && spec[i - 1].size() > 1 && spec[i - 1][0] == '-') name += " (value of " + spec[i - 1] + ")";
-    IPTKIT_RETURN_IF_ERROR(CheckToken(name, spec[i]));
-  }
-  Result<Rule> rule = ParseRuleArgs(spec, family);
-  if (!rule.ok()) return rule.status().WithContext(what);
-  IPTKIT_RETURN_IF_ERROR(ValidateRule(*rule, family).WithContext(what));
-  if (rule->target.kind == Target::Kind::kJump) {
-    std::string_view hook = IsBuiltinChain(table, chain) ? chain : std::string_view();
-    IPTKIT_RETURN_IF_ERROR(ValidateTargetPlacement(rule->target.name, table, hook, family).WithContext(what));
-  }
-  return rule;
-}
-
-Result<std::string> ReadInput(const std::string& file, std::istream& in) {
-  if (file == "-") {
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (in.bad()) return Status::InvalidArgument("cannot read stdin");
-    return text;
-  }
-  std::ifstream stream(file, std::ios::binary);
-  if (!stream) return Status::InvalidArgument("cannot open '" + file + "': " + std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(stream)), std::istreambuf_iterator<char>());
-  if (stream.bad()) return Status::InvalidArgument("cannot read '" + file + "'");
-  return text;
-}
 
 // nlohmann-json throws; this adapter turns its errors into Status.
 Result<nlohmann::json> ParseJsonText(const std::string& text) {
@@ -96,49 +31,46 @@ Result<nlohmann::json> ParseJsonText(const std::string& text) {
   }
 }
 
-void RemoveKeyRecursively(nlohmann::json& node, const std::string& key) {
-  if (node.is_object()) {
-    node.erase(key);
-    for (auto& [k, v] : node.items()) RemoveKeyRecursively(v, key);
-  } else if (node.is_array()) {
-    for (auto& v : node) RemoveKeyRecursively(v, key);
-  }
+// Whether the process holds capability `cap` in its effective set.
+bool HasCapability(int cap) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return false;
+  return (data[cap / 32].effective & (1u << (cap % 32))) != 0;
 }
 
-// The listed part of `all`: every table, one table, or one chain of it.
-Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv) {
-  if (inv.table.empty()) return all;
-  Ruleset out;
-  out.family = all.family;
-  const Table* table = all.FindTable(inv.table);
-  if (table == nullptr) {
-    // The table does not exist in the kernel yet: an empty listing, or NotFound for a user chain in it.
-    if (!inv.chain.empty() && !IsBuiltinChain(inv.table, inv.chain)) {
-      return Status::NotFound("chain '" + inv.chain + "' does not exist in table " + inv.table);
-    }
-    return out;
+// Reading or changing netfilter needs CAP_NET_ADMIN (iptables-save too); entering a namespace CAP_SYS_ADMIN.
+Status CheckPrivileges(const Invocation& inv, const Environment& env) {
+  const bool net_admin = env.has_net_admin.value_or(HasCapability(CAP_NET_ADMIN));
+  if (!net_admin) {
+    return Status::PermissionDenied(
+        "iptkit needs root (or the CAP_NET_ADMIN capability) to read or change iptables rules; run it as root, "
+        "or through a running iptkitd that allows your user: iptkit --daemon [SOCKET] ...");
   }
-  Table selected = *table;
-  if (!inv.chain.empty()) {
-    const Chain* chain = table->FindChain(inv.chain);
-    if (chain == nullptr) {
-      return Status::NotFound("chain '" + inv.chain + "' does not exist in table " + inv.table);
-    }
-    selected.chains = {*chain};
+  if (!inv.global.netns.empty() && !env.has_sys_admin.value_or(HasCapability(CAP_SYS_ADMIN))) {
+    return Status::PermissionDenied("entering network namespace '" + inv.global.netns +
+                                    "' needs root (the CAP_SYS_ADMIN capability)");
   }
-  out.tables.push_back(std::move(selected));
-  return out;
+  return Status::Ok();
+}
+
+// The list as JSON: the selected tables (builtin chains always present), narrowed as NarrowListJson says.
+Result<std::string> ListJson(const Ruleset& all, const Invocation& inv) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
+  IPTKIT_ASSIGN_OR_RETURN(nlohmann::json doc, ParseJsonText(RulesetToJson(selected)));
+  NarrowListJson(doc, inv);
+  return doc.dump(2) + "\n";
 }
 
 // Output of a changing command. Dry run: the exact restore text (or JSON). Done: nothing, the text with -v, or
 // JSON.
-Status PrintCommit(const Invocation& inv, const CommitResult& result, std::ostream& out) {
+void PrintCommit(const Invocation& inv, const CommitResult& result, std::ostream& out) {
   if (inv.global.json) {
     out << CommitResultToJson(result, kPretty) << "\n";
   } else if (inv.dry_run || inv.global.verbosity > 0) {
     out << FormatCommitText(result);
+    if (inv.unique && result.tables.empty()) out << "an equal rule is in the chain already: nothing to add\n";
   }
-  return Status::Ok();
 }
 
 Result<Transaction> BuildTransaction(const Invocation& inv) {
@@ -151,9 +83,15 @@ Result<Transaction> BuildTransaction(const Invocation& inv) {
     case CommandKind::kInsert:
     case CommandKind::kDelete: {
       IPTKIT_RETURN_IF_ERROR(CheckChain(table, inv.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv.spec, family, table, inv.chain, "RULESPEC"));
-      if (inv.kind == CommandKind::kAppend) txn.Append(family, table, inv.chain, std::move(rule));
-      if (inv.kind == CommandKind::kInsert) txn.Insert(family, table, inv.chain, inv.index, std::move(rule));
+      IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv, /*expect=*/false));
+      if (inv.kind == CommandKind::kAppend) {
+        inv.unique ? txn.AppendUnique(family, table, inv.chain, std::move(rule))
+                   : txn.Append(family, table, inv.chain, std::move(rule));
+      }
+      if (inv.kind == CommandKind::kInsert) {
+        inv.unique ? txn.InsertUnique(family, table, inv.chain, inv.index, std::move(rule))
+                   : txn.Insert(family, table, inv.chain, inv.index, std::move(rule));
+      }
       if (inv.kind == CommandKind::kDelete) txn.Delete(family, table, inv.chain, std::move(rule));
       break;
     }
@@ -162,12 +100,12 @@ Result<Transaction> BuildTransaction(const Invocation& inv) {
       IPTKIT_RETURN_IF_ERROR(CheckChain(table, inv.chain));
       std::optional<Rule> expect;
       if (inv.expect) {
-        IPTKIT_ASSIGN_OR_RETURN(expect, ParseSpec(*inv.expect, family, table, inv.chain, "--expect"));
+        IPTKIT_ASSIGN_OR_RETURN(expect, ParseSpec(inv, /*expect=*/true));
       }
       if (inv.kind == CommandKind::kDeleteAt) {
         txn.DeleteAt(family, table, inv.chain, inv.index, std::move(expect));
       } else {
-        IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv.spec, family, table, inv.chain, "RULESPEC"));
+        IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv, /*expect=*/false));
         txn.Replace(family, table, inv.chain, inv.index, std::move(rule), std::move(expect));
       }
       break;
@@ -195,7 +133,8 @@ Result<Transaction> BuildTransaction(const Invocation& inv) {
       IPTKIT_RETURN_IF_ERROR(CheckToken("chain", inv.chain));
       if (!IsBuiltinChain(table, inv.chain)) {
         return Status::InvalidArgument("policy: chain '" + inv.chain + "' is not a builtin chain of table " + table +
-                                       "; only builtin chains have a policy");
+                                       "; only builtin chains have a policy")
+            .WithToken(inv.chain);
       }
       txn.SetPolicy(family, table, inv.chain, inv.arg);
       break;
@@ -205,10 +144,37 @@ Result<Transaction> BuildTransaction(const Invocation& inv) {
   return txn;
 }
 
+// A delete by spec found nothing: when an owned rule equals the spec but for its owner tag, say who owns it.
+Status ExplainMissedDelete(Firewall& fw, const Invocation& inv, const Status& missed) {
+  if (missed.code() != StatusCode::kNotFound || missed.details().owner) return missed;
+  const std::string table = inv.TableOrFilter();
+  Result<Rule> rule = ParseSpec(inv, /*expect=*/false);
+  if (!rule.ok()) return missed;
+  Result<Rule> canonical = fw.Canonicalize(inv.global.family, table, *rule);
+  Result<Ruleset> current = fw.List(inv.global.family, table);
+  if (!canonical.ok() || !current.ok()) return missed;
+  const Table* t = current->FindTable(table);
+  const Chain* chain = t == nullptr ? nullptr : t->FindChain(inv.chain);
+  if (chain == nullptr) return missed;
+  auto [index, tag] = FindOwnedTwin(*chain, *canonical);
+  if (!tag) return missed;
+  return OwnedRuleError(table, inv.chain, index, *tag, /*through_daemon=*/false);
+}
+
+// FILE as errors name it.
+std::string InputName(const std::string& file) { return file == "-" ? "stdin" : file; }
+
+size_t DesiredRuleCount(const DesiredState& desired) {
+  size_t n = desired.hooks.size();
+  for (const OwnedChain& c : desired.chains) n += c.rules.size();
+  return n;
+}
+
 // Runs the command; returns the exit code for success paths (0, or 1 for a check miss).
-Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::ostream& out) {
+// `input` receives the text of a FILE argument (for marking an error in it).
+Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::ostream& out, std::ostream& err,
+                    const Environment& env, std::string* input) {
   const Family family = inv.global.family;
-  const CommitOptions commit_options{.dry_run = inv.dry_run};
   switch (inv.kind) {
     case CommandKind::kInfo: {
       IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, fw.Info());
@@ -218,18 +184,17 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
 
     case CommandKind::kList: {
       if (!inv.table.empty()) IPTKIT_RETURN_IF_ERROR(CheckTable(inv.table));
-      if (!inv.chain.empty()) IPTKIT_RETURN_IF_ERROR(CheckToken("chain", inv.chain));
       std::optional<std::string> table;
       if (!inv.table.empty()) table = inv.table;
+      if (table == std::nullopt && !inv.chain.empty()) table = "filter";
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table));
-      IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(std::move(all), inv));
-      const bool counters = inv.counters || inv.global.verbosity > 0;
+      all.family = family;
       if (inv.global.json) {
-        IPTKIT_ASSIGN_OR_RETURN(nlohmann::json doc, ParseJsonText(RulesetToJson(selected)));
-        if (!counters) RemoveKeyRecursively(doc, "counters");
-        out << doc.dump(2) << "\n";
+        IPTKIT_ASSIGN_OR_RETURN(std::string text, ListJson(all, inv));
+        out << text;
       } else {
-        out << FormatListing(selected, counters);
+        IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderListing(all, inv, {}, err));
+        out << text;
       }
       return kExitOk;
     }
@@ -253,12 +218,17 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
 
     case CommandKind::kRestore: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
+      ProgressDisplay progress(err, env.stderr_is_terminal, inv.global.quiet, "restore");
       Firewall::RestoreOptions options;
       options.noflush = inv.noflush;
       options.counters = inv.counters;
       options.dry_run = inv.dry_run;
-      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, fw.Restore(family, text, options));
-      IPTKIT_RETURN_IF_ERROR(PrintCommit(inv, result, out));
+      options.progress = progress.Callback();
+      Result<CommitResult> result = fw.Restore(family, text, options);
+      progress.Finish(result.ok());
+      if (!result.ok()) return result.status();
+      PrintCommit(inv, *result, out);
       return kExitOk;
     }
 
@@ -266,7 +236,7 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       const std::string table = inv.TableOrFilter();
       IPTKIT_RETURN_IF_ERROR(CheckTable(table));
       IPTKIT_RETURN_IF_ERROR(CheckChain(table, inv.chain));
-      IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv.spec, family, table, inv.chain, "RULESPEC"));
+      IPTKIT_ASSIGN_OR_RETURN(Rule rule, ParseSpec(inv, /*expect=*/false));
       IPTKIT_ASSIGN_OR_RETURN(bool present, fw.Check(family, table, inv.chain, rule));
       if (inv.global.json) {
         out << nlohmann::json({{"present", present}}).dump() << "\n";
@@ -279,10 +249,16 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
     case CommandKind::kPlan:
     case CommandKind::kApply: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       Result<DesiredState> desired = DesiredStateFromJson(text);
-      if (!desired.ok()) return desired.status().WithContext(inv.arg);
-      Result<ApplyPlan> plan =
-          inv.kind == CommandKind::kPlan ? fw.PlanApply(*desired) : fw.Apply(*desired, commit_options);
+      if (!desired.ok()) return desired.status().WithContext(InputName(inv.arg));
+      ProgressDisplay progress(err, env.stderr_is_terminal, inv.global.quiet || inv.kind == CommandKind::kPlan,
+                               "apply");
+      const size_t rules = DesiredRuleCount(*desired);
+      progress.Start(rules, "checking " + std::to_string(rules) + " rules");
+      CommitOptions options{.progress = progress.Callback(), .dry_run = inv.dry_run};
+      Result<ApplyPlan> plan = inv.kind == CommandKind::kPlan ? fw.PlanApply(*desired) : fw.Apply(*desired, options);
+      progress.Finish(plan.ok());
       if (!plan.ok()) return plan.status();
       if (inv.global.json) {
         out << ApplyPlanToJson(*plan, kPretty) << "\n";
@@ -293,7 +269,7 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
         out << FormatCommitText(plan->tables);
       } else if (inv.global.verbosity > 0) {
         out << FormatPlan(*plan) << FormatCommitText(plan->tables);
-      } else {
+      } else if (!inv.global.quiet) {
         // Quiet on success, but never silent about what the user must know (e.g. the other iptables variant
         // holds rules on the same hooks: they judge packets too).
         for (const std::string& w : plan->warnings) out << "warning: " << w << "\n";
@@ -303,35 +279,105 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
 
     case CommandKind::kTxn: {
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      *input = text;
       Result<Transaction> txn = TransactionFromJson(text);
-      if (!txn.ok()) return txn.status().WithContext(inv.arg);
-      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, fw.Commit(*txn, commit_options));
-      IPTKIT_RETURN_IF_ERROR(PrintCommit(inv, result, out));
+      if (!txn.ok()) return txn.status().WithContext(InputName(inv.arg));
+      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, fw.Commit(*txn, {.dry_run = inv.dry_run}));
+      PrintCommit(inv, result, out);
       return kExitOk;
     }
 
     default: {
       IPTKIT_ASSIGN_OR_RETURN(Transaction txn, BuildTransaction(inv));
-      IPTKIT_ASSIGN_OR_RETURN(CommitResult result, fw.Commit(txn, commit_options));
-      IPTKIT_RETURN_IF_ERROR(PrintCommit(inv, result, out));
+      Result<CommitResult> result = fw.Commit(txn, {.dry_run = inv.dry_run});
+      if (!result.ok()) {
+        if (inv.kind == CommandKind::kDelete) return ExplainMissedDelete(fw, inv, result.status());
+        return result.status();
+      }
+      PrintCommit(inv, *result, out);
       return kExitOk;
     }
   }
 }
 
-// "iptkit: <message>" on one line: iptables' stderr inside a message may span lines.
-void PrintError(const Status& status, std::ostream& err) {
-  std::string message = status.message().empty() ? std::string(StatusCodeName(status.code())) : status.message();
-  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
-  std::string line;
-  for (char c : message) {
-    if (c == '\n') {
-      line += " | ";
-    } else if (c != '\r') {
-      line += c;
+// "  <shown>\n  <carets under [begin, begin + length)>\n", cut to a window around the mark when long.
+std::string MarkedLine(std::string shown, size_t mark_begin, size_t mark_length) {
+  mark_length = std::max<size_t>(mark_length, 1);
+  constexpr size_t kContext = 50;
+  if (shown.size() > 2 * kContext + mark_length + 8) {
+    size_t from = mark_begin > kContext ? mark_begin - kContext : 0;
+    size_t to = std::min(shown.size(), mark_begin + mark_length + kContext);
+    // Cut between words.
+    if (from > 0) from = std::min(shown.find(' ', from) + 1, mark_begin);
+    if (to < shown.size()) to = std::max(shown.rfind(' ', to), mark_begin + mark_length);
+    std::string window = (from > 0 ? "..." : "") + shown.substr(from, to - from) + (to < shown.size() ? "..." : "");
+    mark_begin = mark_begin - from + (from > 0 ? 3 : 0);
+    shown = window;
+  }
+  return "  " + shown + "\n  " + std::string(mark_begin, ' ') + std::string(mark_length, '^') + "\n";
+}
+
+// The part of the user's input file an error is about: its line (details.line) or, in a JSON document, the string
+// at details.field; with the token at details.column marked. "" when the payload names neither.
+std::string InputExcerpt(const Status& status, const std::string& file, const std::string& text) {
+  const StatusDetails& d = status.details();
+  if (text.empty()) return "";
+  const std::string name = InputName(file);
+  std::string shown;
+  std::string where;
+  if (d.line && *d.line >= 1) {
+    size_t start = 0;
+    for (int n = 1; n < *d.line && start != std::string::npos; ++n) {
+      start = text.find('\n', start);
+      if (start != std::string::npos) ++start;
+    }
+    if (start == std::string::npos || start > text.size()) return "";
+    shown = text.substr(start, text.find('\n', start) - start);
+    where = name + ":" + std::to_string(*d.line) + ": ";
+  } else if (d.field && !d.field->empty()) {
+    // nlohmann-json throws on a malformed pointer; this adapter keeps that inside.
+    try {
+      nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+      nlohmann::json::json_pointer pointer(*d.field);
+      if (doc.is_discarded() || !doc.contains(pointer) || !doc.at(pointer).is_string()) return "";
+      shown = doc.at(pointer).get<std::string>();
+    } catch (const nlohmann::json::exception&) {
+      return "";
+    }
+    where = name + " " + *d.field + ": ";
+  } else {
+    return "";
+  }
+  if (shown.find_first_of(std::string_view("\r\0", 2)) != std::string::npos) return "";
+  if (d.column && d.token && *d.column >= 1 && static_cast<size_t>(*d.column) - 1 + d.token->size() <= shown.size() &&
+      shown.compare(static_cast<size_t>(*d.column) - 1, d.token->size(), *d.token) == 0) {
+    return MarkedLine(where + shown, where.size() + static_cast<size_t>(*d.column) - 1, d.token->size());
+  }
+  return "  " + where + shown + "\n";
+}
+
+// An argument as a shell would need it quoted, for showing the command line.
+std::string ShellQuote(const std::string& arg) {
+  if (!arg.empty() &&
+      arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:=,+@%^") ==
+          std::string::npos) {
+    return arg;
+  }
+  std::string out = "'";
+  for (char c : arg) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\0') {
+      out += "\\0";
+    } else {
+      out += c;
     }
   }
-  err << "iptkit: " << line << "\n";
+  return out + "'";
 }
 
 }  // namespace
@@ -358,39 +404,94 @@ int ExitCodeFor(StatusCode code) {
   return kExitInternal;
 }
 
-int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostream& out, std::ostream& err) {
-  std::unique_ptr<Firewall> owned;
-  if (firewall == nullptr && inv.kind != CommandKind::kHelp) {
-    FirewallOptions options;
-    options.netns = inv.global.netns;
-    options.backend = inv.global.backend;
-    options.wait = inv.global.wait;
-    Result<std::unique_ptr<Firewall>> opened = Firewall::Open(options);
-    if (!opened.ok()) {
-      PrintError(opened.status(), err);
-      return ExitCodeFor(opened.status().code());
+int ExitCodeFor(const Status& status) {
+  if (status.details().reason == kReasonIndexOutOfRange) return kExitNotFound;
+  return ExitCodeFor(status.code());
+}
+
+std::string FormatError(const Status& status, const std::vector<std::string>& args) {
+  std::string message = status.message().empty() ? std::string(StatusCodeName(status.code())) : status.message();
+  while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+  // One line: iptables' stderr inside a message may span lines.
+  std::string line;
+  for (char c : message) {
+    if (c == '\n') {
+      line += " | ";
+    } else if (c != '\r') {
+      line += c;
     }
-    owned = std::move(opened).value();
-    firewall = owned.get();
   }
-  Result<int> code = inv.kind == CommandKind::kHelp ? Result<int>(kExitOk) : Execute(inv, *firewall, in, out);
-  if (inv.kind == CommandKind::kHelp) out << inv.text;
+  std::string out = "iptkit: " + line + "\n";
+
+  const StatusDetails& d = status.details();
+  if (!d.argument || !d.token || *d.argument < 1 || static_cast<size_t>(*d.argument) > args.size() ||
+      args[*d.argument - 1] != *d.token) {
+    return out;
+  }
+  // The command line with the argument marked.
+  std::string shown = "iptkit";
+  size_t mark_begin = 0;
+  size_t mark_length = 0;
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string quoted = ShellQuote(args[i]);
+    shown += " ";
+    if (i + 1 == static_cast<size_t>(*d.argument)) {
+      mark_begin = shown.size();
+      mark_length = quoted.size();
+    }
+    shown += quoted;
+  }
+  out += MarkedLine(shown, mark_begin, mark_length);
+  return out;
+}
+
+int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostream& out, std::ostream& err,
+        const Environment& env) {
+  std::string input;  // the FILE argument's text, once read
+  auto fail = [&](const Status& status) {
+    out.flush();
+    err << FormatError(status, inv.args) << InputExcerpt(status, inv.arg, input);
+    return ExitCodeFor(status);
+  };
+  if (inv.kind == CommandKind::kHelp) {
+    out << inv.text;
+    out.flush();
+    return kExitOk;
+  }
+  Result<int> code = kExitOk;
+  if (firewall == nullptr && inv.global.daemon) {
+    code = ExecuteViaDaemon(inv, in, out, err, &input);
+  } else {
+    std::unique_ptr<Firewall> owned;
+    if (firewall == nullptr) {
+      if (inv.global.backend != BackendKind::kFake) {
+        Status privileges = CheckPrivileges(inv, env);
+        if (!privileges.ok()) return fail(privileges);
+      }
+      FirewallOptions options;
+      options.netns = inv.global.netns;
+      options.backend = inv.global.backend;
+      options.wait = inv.global.wait;
+      Result<std::unique_ptr<Firewall>> opened = Firewall::Open(options);
+      if (!opened.ok()) return fail(opened.status());
+      owned = std::move(opened).value();
+      firewall = owned.get();
+    }
+    code = Execute(inv, *firewall, in, out, err, env, &input);
+  }
   out.flush();
-  if (!code.ok()) {
-    PrintError(code.status(), err);
-    return ExitCodeFor(code.status().code());
-  }
+  if (!code.ok()) return fail(code.status());
   return *code;
 }
 
 int Main(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err,
-         Firewall* firewall) {
+         Firewall* firewall, const Environment& env) {
   Result<Invocation> inv = ParseCommandLine(args);
   if (!inv.ok()) {
-    PrintError(inv.status(), err);
-    return ExitCodeFor(inv.status().code());
+    err << FormatError(inv.status(), args);
+    return ExitCodeFor(inv.status());
   }
-  return Run(*inv, firewall, in, out, err);
+  return Run(*inv, firewall, in, out, err, env);
 }
 
 }  // namespace iptkit::cli

@@ -32,12 +32,12 @@ class CliRunnerTest : public ::testing::Test {
     firewall_ = std::move(fw).value();
   }
 
-  Outcome Cli(const std::vector<std::string>& args, const std::string& stdin_text = "") {
+  Outcome Cli(const std::vector<std::string>& args, const std::string& stdin_text = "", const Environment& env = {}) {
     std::istringstream in(stdin_text);
     std::ostringstream out;
     std::ostringstream err;
     Outcome o;
-    o.code = Main(args, in, out, err, firewall_.get());
+    o.code = Main(args, in, out, err, firewall_.get(), env);
     o.out = out.str();
     o.err = err.str();
     return o;
@@ -65,8 +65,12 @@ TEST_F(CliRunnerTest, AppendCheckListDelete) {
 
   Outcome list = Cli({"list", "filter", "INPUT"});
   ASSERT_EQ(list.code, 0) << list.err;
-  EXPECT_THAT(list.out, HasSubstr("Chain INPUT (policy ACCEPT)\n"));
-  EXPECT_THAT(list.out, HasSubstr("1    -s 1.2.3.4/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"));
+  EXPECT_EQ(list.out,
+            "Chain INPUT (policy ACCEPT)\n"
+            "target     prot opt source               destination         \n"
+            "ACCEPT     6    --  1.2.3.4              0.0.0.0/0            tcp dpt:22\n");
+  EXPECT_EQ(Cli({"list", "-S", "INPUT"}).out,
+            "-P INPUT ACCEPT\n-A INPUT -s 1.2.3.4/32 -p tcp -m tcp --dport 22 -j ACCEPT\n");
 
   Outcome del =
       Cli({"delete", "INPUT", "--", "-s", "1.2.3.4/32", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT"});
@@ -93,11 +97,11 @@ TEST_F(CliRunnerTest, VerbosePrintsWhatWasSent) {
 TEST_F(CliRunnerTest, InsertReplaceDeleteAtWithExpect) {
   ASSERT_EQ(Cli({"append", "INPUT", "-j", "ACCEPT"}).code, 0);
   ASSERT_EQ(Cli({"insert", "INPUT", "1", "-s", "10.1.1.1", "-j", "DROP"}).code, 0);
-  Outcome list = Cli({"list", "filter", "INPUT"});
-  EXPECT_THAT(list.out, HasSubstr("1    -s 10.1.1.1/32 -j DROP\n2    -j ACCEPT\n"));
+  Outcome list = Cli({"list", "-S", "filter", "INPUT"});
+  EXPECT_THAT(list.out, HasSubstr("-A INPUT -s 10.1.1.1/32 -j DROP\n-A INPUT -j ACCEPT\n"));
 
   ASSERT_EQ(Cli({"replace", "INPUT", "2", "-j", "RETURN", "--expect", "-j", "ACCEPT"}).code, 0);
-  EXPECT_THAT(Cli({"list", "filter", "INPUT"}).out, HasSubstr("2    -j RETURN\n"));
+  EXPECT_EQ(Cli({"list", "-S", "INPUT", "2"}).out, "-A INPUT -j RETURN\n");
 
   // Rule 1 is not the expected one: nothing happens.
   Outcome wrong = Cli({"delete", "INPUT", "1", "--expect", "-j", "RETURN"});
@@ -134,7 +138,7 @@ TEST_F(CliRunnerTest, ChainLifecycleAndReferences) {
 TEST_F(CliRunnerTest, Policy) {
   ASSERT_EQ(Cli({"chain", "policy", "INPUT", "DROP"}).code, 0);
   EXPECT_THAT(Save(), HasSubstr(":INPUT DROP"));
-  EXPECT_THAT(Cli({"list", "filter", "INPUT"}).out, HasSubstr("Chain INPUT (policy DROP)"));
+  EXPECT_THAT(Cli({"list", "INPUT"}).out, HasSubstr("Chain INPUT (policy DROP)"));
   ASSERT_EQ(Cli({"chain", "create", "USERCHAIN"}).code, 0);
   Outcome user = Cli({"chain", "policy", "USERCHAIN", "DROP"});
   EXPECT_EQ(user.code, kExitInvalid);
@@ -163,7 +167,9 @@ TEST_F(CliRunnerTest, BadInputIsExit2AndNamesTheToken) {
     EXPECT_EQ(o.code, kExitInvalid) << c.args.back() << ": " << o.err;
     EXPECT_THAT(o.err, StartsWith("iptkit: ")) << c.named;
     EXPECT_THAT(o.err, HasSubstr(c.named));
-    EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+    // The message, and the command line with the argument marked when the error names one.
+    const auto lines = std::count(o.err.begin(), o.err.end(), '\n');
+    EXPECT_TRUE(lines == 1 || lines == 3) << o.err;
   }
   EXPECT_EQ(Save(), before);
   Outcome longest = Cli({"chain", "create", std::string(28, 'A')});
@@ -209,7 +215,206 @@ TEST_F(CliRunnerTest, Ipv6) {
   EXPECT_THAT(Save("-4"), Not(HasSubstr("2001:db8")));
 }
 
+TEST_F(CliRunnerTest, UniqueAddsOnlyWhenAbsent) {
+  ASSERT_EQ(Cli({"append", "--unique", "INPUT", "-s", "192.0.2.1", "-j", "DROP"}).code, 0);
+  // The same rule typed differently is equal: nothing is added, and -v says so.
+  Outcome again = Cli({"-v", "append", "--unique", "INPUT", "-s", "192.0.2.1/32", "-j", "DROP"});
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, "an equal rule is in the chain already: nothing to add\n");
+  Outcome insert = Cli({"--json", "insert", "--unique", "INPUT", "-s", "192.0.2.1", "-j", "DROP"});
+  ASSERT_EQ(insert.code, 0) << insert.err;
+  EXPECT_EQ(nlohmann::json::parse(insert.out)["tables"], nlohmann::json::array());
+  EXPECT_EQ(Cli({"list", "-S", "INPUT"}).out, "-P INPUT ACCEPT\n-A INPUT -s 192.0.2.1/32 -j DROP\n");
+  // Without --unique a copy is added.
+  ASSERT_EQ(Cli({"insert", "INPUT", "-s", "192.0.2.1", "-j", "DROP"}).code, 0);
+  EXPECT_EQ(Cli({"list", "-S", "INPUT"}).out,
+            "-P INPUT ACCEPT\n-A INPUT -s 192.0.2.1/32 -j DROP\n-A INPUT -s 192.0.2.1/32 -j DROP\n");
+}
+
+TEST_F(CliRunnerTest, EmptyRulespecNeedsMatchAll) {
+  std::string before = Save();
+  Outcome empty = Cli({"append", "INPUT"});
+  EXPECT_EQ(empty.code, kExitInvalid);
+  EXPECT_THAT(empty.err, HasSubstr("give --match-all before CHAIN if you mean it (iptkit append --match-all INPUT)"));
+  EXPECT_EQ(Save(), before);
+  EXPECT_EQ(Cli({"append", "--match-all", "INPUT"}).code, 0);
+  EXPECT_THAT(Save(), HasSubstr("\n-A INPUT\n"));
+  EXPECT_EQ(Cli({"check", "INPUT"}).code, kExitInvalid);
+  EXPECT_EQ(Cli({"check", "--match-all", "INPUT"}).code, 0);
+}
+
+// Regression: `append INPUT -j ACCEPT --dry-run` used to say "unknown option of target ACCEPT".
+TEST_F(CliRunnerTest, IptkitOptionAfterChainIsToldToGoBeforeIt) {
+  std::string before = Save();
+  Outcome o = Cli({"append", "INPUT", "-j", "ACCEPT", "--dry-run"});
+  EXPECT_EQ(o.code, kExitInvalid);
+  EXPECT_EQ(o.err,
+            "iptkit: '--dry-run' is an iptkit option, but it comes after CHAIN, in the RULESPEC: iptkit options go "
+            "before CHAIN (iptkit append --dry-run INPUT ...)\n"
+            "  iptkit append INPUT -j ACCEPT --dry-run\n"
+            "                                ^^^^^^^^^\n");
+  EXPECT_EQ(Save(), before);
+  EXPECT_THAT(Cli({"append", "INPUT", "-t", "nat", "-j", "ACCEPT"}).err, HasSubstr("iptkit options go before CHAIN"));
+  EXPECT_THAT(Cli({"insert", "INPUT", "1", "-j", "ACCEPT", "--unique"}).err,
+              HasSubstr("iptkit options go before CHAIN"));
+  // An option of neither iptables nor iptkit stays the rule parser's error, marked on the command line.
+  Outcome unknown = Cli({"append", "INPUT", "-p", "tcp", "--dportx", "22", "-j", "ACCEPT"});
+  EXPECT_EQ(unknown.code, kExitInvalid);
+  EXPECT_THAT(unknown.err, HasSubstr("'--dportx'"));
+  EXPECT_THAT(unknown.err, HasSubstr("\n  iptkit append INPUT -p tcp --dportx 22 -j ACCEPT\n"
+                                     "                             ^^^^^^^^\n"));
+}
+
+TEST_F(CliRunnerTest, IndexPastTheEndIsExit3ForInsertDeleteAndReplace) {
+  ASSERT_EQ(Cli({"append", "INPUT", "-j", "ACCEPT"}).code, 0);
+  std::string before = Save();
+  for (const auto& args : std::vector<std::vector<std::string>>{{"insert", "INPUT", "3", "-j", "DROP"},
+                                                                {"delete", "INPUT", "2"},
+                                                                {"replace", "INPUT", "2", "-j", "DROP"},
+                                                                {"list", "INPUT", "2"}}) {
+    Outcome o = Cli(args);
+    EXPECT_EQ(o.code, kExitNotFound) << args[0] << ": " << o.err;
+  }
+  EXPECT_EQ(Save(), before);
+  EXPECT_EQ(Cli({"insert", "INPUT", "2", "-j", "DROP"}).code, 0);  // rules + 1 appends
+}
+
+TEST_F(CliRunnerTest, DeletingAnOwnedRuleWithoutItsOwnerSaysWhoOwnsIt) {
+  Outcome applied = Cli({"apply", "-"}, R"({"owner":"web","family":"ipv4","chains":[],
+      "hooks":[{"table":"filter","chain":"INPUT","position":"first","spec":"-s 192.0.2.9 -j DROP"}]})");
+  ASSERT_EQ(applied.code, 0) << applied.err;
+  std::string before = Save();
+  Outcome o = Cli({"delete", "INPUT", "-s", "192.0.2.9", "-j", "DROP"});
+  EXPECT_EQ(o.code, kExitConflict) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("the rule is owned by 'web': rule 1 of filter INPUT carries the owner tag iptkit:web:"));
+  EXPECT_EQ(Save(), before);
+  // A rule nobody has is still "not found".
+  EXPECT_EQ(Cli({"delete", "INPUT", "-s", "192.0.2.10", "-j", "DROP"}).code, kExitNotFound);
+  // list --owner shows only that owner's rules, with their real numbers.
+  ASSERT_EQ(Cli({"append", "INPUT", "-j", "ACCEPT"}).code, 0);
+  Outcome owned = Cli({"list", "-S", "--owner", "web"});
+  ASSERT_EQ(owned.code, 0) << owned.err;
+  EXPECT_THAT(owned.out, HasSubstr("-A INPUT -s 192.0.2.9/32 -m comment --comment \"iptkit:web:"));
+  EXPECT_THAT(owned.out, Not(HasSubstr("-j ACCEPT")));
+  EXPECT_EQ(Cli({"list", "--owner", "nobody"}).out, "");
+  auto doc = nlohmann::json::parse(Cli({"--json", "list", "--owner", "web"}).out);
+  ASSERT_EQ(doc["tables"][0]["chains"].size(), 1u);
+  EXPECT_EQ(doc["tables"][0]["chains"][0]["rules"][0]["index"], 1);
+}
+
+TEST_F(CliRunnerTest, ListShowsEveryBuiltinChainOfATableNotCreatedYet) {
+  Outcome nat = Cli({"-t", "nat", "list"});
+  ASSERT_EQ(nat.code, 0) << nat.err;
+  EXPECT_EQ(nat.out,
+            "Chain PREROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \n\n"
+            "Chain INPUT (policy ACCEPT)\ntarget     prot opt source               destination         \n\n"
+            "Chain OUTPUT (policy ACCEPT)\ntarget     prot opt source               destination         \n\n"
+            "Chain POSTROUTING (policy ACCEPT)\ntarget     prot opt source               destination         \n");
+  EXPECT_EQ(Cli({"-t", "raw", "list", "-S"}).out, "-P PREROUTING ACCEPT\n-P OUTPUT ACCEPT\n");
+  EXPECT_EQ(Cli({"list", "NOSUCH"}).code, kExitNotFound);
+}
+
+TEST_F(CliRunnerTest, FileCommandsRefuseAFamilyFlag) {
+  Outcome o = Cli({"-6", "txn", "-"}, R"({"ops":[{"flush":{}}]})");
+  EXPECT_EQ(o.code, kExitInvalid);
+  EXPECT_THAT(o.err, HasSubstr("-6 does not apply to txn: the family comes from the JSON"));
+}
+
+TEST(CliPermissionTest, NonRootIsToldWhatIsNeeded) {
+  std::istringstream in;
+  std::ostringstream out;
+  std::ostringstream err;
+  Environment env;
+  env.has_net_admin = false;
+  EXPECT_EQ(Main({"--backend", "nft", "list"}, in, out, err, nullptr, env), kExitPermission);
+  EXPECT_THAT(err.str(), HasSubstr("iptkit needs root (or the CAP_NET_ADMIN capability)"));
+  EXPECT_THAT(err.str(), HasSubstr("--daemon"));
+  std::ostringstream err2;
+  env.has_net_admin = true;
+  env.has_sys_admin = false;
+  EXPECT_EQ(Main({"--netns", "x", "--backend", "legacy", "save"}, in, out, err2, nullptr, env), kExitPermission);
+  EXPECT_THAT(err2.str(), HasSubstr("entering network namespace 'x' needs root"));
+  // The fake backend touches no kernel state: no privileges needed.
+  std::ostringstream err3;
+  env.has_net_admin = false;
+  EXPECT_EQ(Main({"--backend", "fake", "list"}, in, out, err3, nullptr, env), kExitOk) << err3.str();
+}
+
+TEST_F(CliRunnerTest, ProgressOfLargeRestoreAndApply) {
+  std::string text = "*filter\n:BIG - [0:0]\n";
+  for (int i = 0; i < 1200; ++i)
+    text += "-A BIG -s 10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250) + " -j DROP\n";
+  text += "COMMIT\n";
+  Outcome lines = Cli({"restore", "-"}, text);
+  ASSERT_EQ(lines.code, 0) << lines.err;
+  EXPECT_THAT(lines.err, HasSubstr("iptkit restore: parsed 1200 rules"));
+  EXPECT_THAT(lines.err, HasSubstr("iptkit restore: committing 1201 ops in 1 table"));
+  EXPECT_THAT(lines.err, HasSubstr("iptkit restore: done"));
+  EXPECT_EQ(lines.err.find('\r'), std::string::npos);
+  EXPECT_EQ(Cli({"-q", "restore", "-"}, text).err, "");
+  Environment terminal;
+  terminal.stderr_is_terminal = true;
+  Outcome bar = Cli({"restore", "-"}, text, terminal);
+  ASSERT_EQ(bar.code, 0) << bar.err;
+  EXPECT_THAT(bar.err, StartsWith("\r\x1b[Kiptkit restore: ["));
+  EXPECT_THAT(bar.err, HasSubstr("] 100% done"));
+  EXPECT_EQ(std::count(bar.err.begin(), bar.err.end(), '\n'), 1);
+  // Small inputs show nothing.
+  EXPECT_EQ(Cli({"restore", "--noflush", "-"}, "*filter\n-A BIG -j RETURN\nCOMMIT\n", terminal).err, "");
+
+  std::string doc = R"({"owner":"big","family":"ipv4","chains":[{"table":"filter","name":"BIG-IN","rules":[)";
+  for (int i = 0; i < 1000; ++i)
+    doc += std::string(i ? "," : "") + R"({"spec":"-s 10.1.)" + std::to_string(i / 250) + "." +
+           std::to_string(i % 250) + R"( -j DROP"})";
+  doc += "]}]}";
+  Outcome apply = Cli({"apply", "-"}, doc);
+  ASSERT_EQ(apply.code, 0) << apply.err;
+  EXPECT_THAT(apply.err, HasSubstr("iptkit apply: checking 1000 rules"));
+  EXPECT_THAT(apply.err, HasSubstr("iptkit apply: committing 1001 ops in 1 table"));
+}
+
+// An error in a FILE (restore text, a JSON document) shows the line or the JSON string it is about, marked.
+TEST_F(CliRunnerTest, ErrorsInInputFilesShowTheLineMarked) {
+  Outcome restore = Cli({"restore", "--noflush", "-"}, "*filter\n-A INPUT -p tcp --dportx 22 -j ACCEPT\nCOMMIT\n");
+  EXPECT_EQ(restore.code, kExitInvalid);
+  EXPECT_EQ(restore.err,
+            "iptkit: line 2: '--dportx' at column 17: unknown option (not an option of match tcp)\n"
+            "  stdin:2: -A INPUT -p tcp --dportx 22 -j ACCEPT\n"
+            "                           ^^^^^^^^\n");
+  Outcome txn = Cli({"txn", "-"}, R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-p tcp --dportx 1"}}}]})");
+  EXPECT_EQ(txn.code, kExitInvalid);
+  EXPECT_THAT(txn.err, HasSubstr("\n  stdin /ops/0/append/rule/spec: -p tcp --dportx 1\n"
+                                 "                                        ^^^^^^^^\n"));
+  EXPECT_THAT(txn.err, StartsWith("iptkit: stdin: /ops/0/append/rule/spec: '--dportx' at column 8"));
+  // A pointer that names no string shows nothing more.
+  Outcome other = Cli({"txn", "-"}, R"({"ops":[{"append":{"chain":"INPUT","rule":{"spec":"-j ACCEPT"},"x":1}}]})");
+  EXPECT_EQ(std::count(other.err.begin(), other.err.end(), '\n'), 1) << other.err;
+}
+
+TEST(CliFormatErrorTest, MarksTheArgumentTheErrorNames) {
+  Status s = Status::InvalidArgument("bad").WithToken("a b").WithArgument(2);
+  EXPECT_EQ(FormatError(s, {"append", "a b", "c"}), "iptkit: bad\n  iptkit append 'a b' c\n                ^^^^^\n");
+  // A token that is not the argument at that position is not marked (the payload is about something else).
+  EXPECT_EQ(FormatError(s, {"append", "x", "c"}), "iptkit: bad\n");
+  EXPECT_EQ(FormatError(Status::NotFound("line 1\nline 2\n"), {}), "iptkit: line 1 | line 2\n");
+  // Long command lines show a window around the argument.
+  std::vector<std::string> args = {"append", "INPUT"};
+  for (int i = 0; i < 40; ++i) args.push_back("-m");
+  args.push_back("BAD");
+  for (int i = 0; i < 40; ++i) args.push_back("-x");
+  Status far = Status::InvalidArgument("bad").WithToken("BAD").WithArgument(43);
+  std::string text = FormatError(far, args);
+  EXPECT_THAT(text, HasSubstr("\n  ...-m -m -m"));
+  EXPECT_THAT(text, HasSubstr("-m BAD -x"));
+  EXPECT_THAT(text, HasSubstr("-x...\n"));
+  size_t line2 = text.find('\n') + 1;
+  size_t line3 = text.find('\n', line2) + 1;
+  EXPECT_EQ(text.substr(line2).find("BAD"), text.substr(line3).find('^'));
+}
+
 TEST(CliExitCodeTest, Mapping) {
+  EXPECT_EQ(ExitCodeFor(Status::InvalidArgument("x").WithReason(std::string(kReasonIndexOutOfRange))), 3);
+  EXPECT_EQ(ExitCodeFor(Status::InvalidArgument("x")), 2);
   EXPECT_EQ(ExitCodeFor(StatusCode::kOk), 0);
   EXPECT_EQ(ExitCodeFor(StatusCode::kInvalidArgument), 2);
   EXPECT_EQ(ExitCodeFor(StatusCode::kNotFound), 3);

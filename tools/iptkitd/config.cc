@@ -174,132 +174,148 @@ bool ValidOwner(std::string_view owner) {
   });
 }
 
+Status Duration(std::string_view v, std::chrono::milliseconds* out) {
+  Result<std::chrono::milliseconds> d = base::ParseDuration(v);
+  if (!d.ok()) return d.status();
+  *out = *d;
+  return Status::Ok();
+}
+
+Status SizeAtLeast(std::string_view v, size_t min, size_t* out) {
+  uint64_t n = 0;
+  if (!ParseUnsigned(v, std::numeric_limits<size_t>::max(), &n) || n < min) {
+    return Status::InvalidArgument("expected an integer >= " + std::to_string(min));
+  }
+  *out = static_cast<size_t>(n);
+  return Status::Ok();
+}
+
 struct KeySpec {
+  std::string name;
   bool repeatable = false;
+  std::string help;
   // Applies a value; a non-OK Status carries the reason only.
   std::function<Status(std::string_view, DaemonConfig*)> apply;
 };
 
-const std::map<std::string, KeySpec, std::less<>>& Keys() {
-  static const auto* keys = new std::map<std::string, KeySpec, std::less<>>{
-      {"netns",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          c->netns = std::string(v);
-          return Status::Ok();
-        }}},
-      {"backend",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          return OneOf(v, {"auto", "nft", "legacy", "fake"}, &c->backend);
-        }}},
-      {"listen",
-       {true,
-        [](std::string_view v, DaemonConfig* c) {
-          Result<Listener> l = ListenerOrReason(v);
-          if (!l.ok()) return l.status();
-          c->listen.push_back(*l);
-          return Status::Ok();
-        }}},
-      {"socket",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          if (v.size() > kMaxSocketPath) {
-            return Status::InvalidArgument("a unix socket path has at most " + std::to_string(kMaxSocketPath) +
-                                           " bytes");
-          }
-          c->socket = std::string(v);
-          return Status::Ok();
-        }}},
-      {"socket_mode",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          const bool octal = !v.empty() && v.size() <= 4 &&
-                             std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
-          uint32_t mode = 0;
-          if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
-          if (!octal || mode > 0777) return Status::InvalidArgument("expected an octal mode 0..0777, e.g. 0660");
-          c->socket_mode = mode;
-          return Status::Ok();
-        }}},
-      {"socket_allow",
-       {true,
-        [](std::string_view v, DaemonConfig* c) {
-          Result<SocketPeer> p = SocketPeerOrReason(v);
-          if (!p.ok()) return p.status();
-          c->socket_allow.push_back(*p);
-          return Status::Ok();
-        }}},
-      {"state_dir",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          if (v.empty()) return Status::InvalidArgument("must not be empty");
-          c->state_dir = std::string(v);
-          return Status::Ok();
-        }}},
-      {"tls_cert",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          c->tls_cert = std::string(v);
-          return Status::Ok();
-        }}},
-      {"tls_key",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          c->tls_key = std::string(v);
-          return Status::Ok();
-        }}},
-      {"drift_interval",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
-          if (!d.ok()) return d.status();
-          c->drift_interval = *d;
-          return Status::Ok();
-        }}},
-      {"group_wait",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          if (v == "0") {
-            c->group_wait = std::chrono::milliseconds(0);
-            return Status::Ok();
-          }
-          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
-          if (!d.ok()) return d.status();
-          if (*d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
-          c->group_wait = *d;
-          return Status::Ok();
-        }}},
-      {"wait",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          Result<std::chrono::milliseconds> d = base::ParseDuration(v);
-          if (!d.ok()) return d.status();
-          c->wait = *d;
-          return Status::Ok();
-        }}},
-      {"max_body_bytes",
-       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }}},
-      {"max_ops", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }}},
-      {"rate_limit", {false, [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }}},
-      {"rate_burst", {false, [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }}},
-      {"max_connections",
-       {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }}},
-      {"max_batch", {false, [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }}},
-      {"log_level",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          return OneOf(v, {"trace", "debug", "info", "warn", "error", "off"}, &c->log_level);
-        }}},
-      {"default_owner",
-       {false,
-        [](std::string_view v, DaemonConfig* c) {
-          if (!ValidOwner(v)) return Status::InvalidArgument("an owner is 1..32 characters of [a-z0-9-]");
-          c->default_owner = std::string(v);
-          return Status::Ok();
-        }}},
+// In the order of docs/daemon-config.md's table.
+const std::vector<KeySpec>& Keys() {
+  static const auto* keys = new std::vector<KeySpec>{
+      {"netns", false, "network namespace to serve: NAME (/run/netns) or PATH (default: the daemon's own)",
+       [](std::string_view v, DaemonConfig* c) {
+         c->netns = std::string(v);
+         return Status::Ok();
+       }},
+      {"backend", false, "auto|nft|legacy|fake (default auto)",
+       [](std::string_view v, DaemonConfig* c) {
+         return OneOf(v, {"auto", "nft", "legacy", "fake"}, &c->backend);
+       }},
+      {"listen", true, "[http://|https://]ADDR:PORT to serve on (repeatable)",
+       [](std::string_view v, DaemonConfig* c) {
+         Result<Listener> l = ListenerOrReason(v);
+         if (!l.ok()) return l.status();
+         c->listen.push_back(*l);
+         return Status::Ok();
+       }},
+      {"socket", false, "unix socket path (default: none)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v.size() > kMaxSocketPath) {
+           return Status::InvalidArgument("a unix socket path has at most " + std::to_string(kMaxSocketPath) +
+                                          " bytes");
+         }
+         c->socket = std::string(v);
+         return Status::Ok();
+       }},
+      {"socket_mode", false, "permissions of the unix socket, octal (default 0660)",
+       [](std::string_view v, DaemonConfig* c) {
+         const bool octal = !v.empty() && v.size() <= 4 &&
+                            std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
+         uint32_t mode = 0;
+         if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+         if (!octal || mode > 0777) return Status::InvalidArgument("expected an octal mode 0..0777, e.g. 0660");
+         c->socket_mode = mode;
+         return Status::Ok();
+       }},
+      {"socket_allow", true, "uid:N or gid:N, optionally :ro, allowed on the unix socket (repeatable)",
+       [](std::string_view v, DaemonConfig* c) {
+         Result<SocketPeer> p = SocketPeerOrReason(v);
+         if (!p.ok()) return p.status();
+         c->socket_allow.push_back(*p);
+         return Status::Ok();
+       }},
+      {"state_dir", false, "directory of the SQLite store (default /var/lib/iptkitd)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v.empty()) return Status::InvalidArgument("must not be empty");
+         c->state_dir = std::string(v);
+         return Status::Ok();
+       }},
+      {"tls_cert", false, "PEM certificate chain for TLS listeners",
+       [](std::string_view v, DaemonConfig* c) {
+         c->tls_cert = std::string(v);
+         return Status::Ok();
+       }},
+      {"tls_key", false, "PEM private key for TLS listeners",
+       [](std::string_view v, DaemonConfig* c) {
+         c->tls_key = std::string(v);
+         return Status::Ok();
+       }},
+      {"drift_interval", false, "how often owned state is checked (default 5s)",
+       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->drift_interval); }},
+      {"group_wait", false, "group commit window under load, at most 1s (default 5ms; 0 = none)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v == "0") {
+           c->group_wait = std::chrono::milliseconds(0);
+           return Status::Ok();
+         }
+         std::chrono::milliseconds d{0};
+         IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
+         if (d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
+         c->group_wait = d;
+         return Status::Ok();
+       }},
+      {"wait", false, "bound on waiting for the xtables lock (default 10s)",
+       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->wait); }},
+      {"max_body_bytes", false, "request body limit in bytes (default 1048576)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }},
+      {"max_ops", false, "ops / rules per request (default 1000)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }},
+      {"rate_limit", false, "requests per second per principal (default 100; 0 = unlimited)",
+       [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }},
+      {"rate_burst", false, "token bucket size, >= 1 (default 200)",
+       [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }},
+      {"max_connections", false, "HTTP connections served at once (default 256)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }},
+      {"max_batch", false, "requests per group commit (default 1000)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }},
+      {"log_level", false, "trace|debug|info|warn|error|off (default info)",
+       [](std::string_view v, DaemonConfig* c) {
+         return OneOf(v, {"trace", "debug", "info", "warn", "error", "off"}, &c->log_level);
+       }},
+      {"default_owner", false, "owner of TTL rules added without one (default iptkitd)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (!ValidOwner(v)) return Status::InvalidArgument("an owner is 1..32 characters of [a-z0-9-]");
+         c->default_owner = std::string(v);
+         return Status::Ok();
+       }},
+      {"audit_max_age", false, "audit entries older than this are removed (default 90d)",
+       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_max_age); }},
+      {"audit_max_bytes", false, "the oldest audit entries are removed while the log is larger (default 268435456)",
+       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 4096, &c->audit_max_bytes); }},
+      {"audit_body_bytes", false, "stored bytes of an audited request or diff, >= 256 (default 65536)",
+       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 256, &c->audit_body_bytes); }},
+      {"audit_page_bytes", false, "bytes of one GET /v1/audit answer, >= 65536 (default 1048576)",
+       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 65536, &c->audit_page_bytes); }},
+      {"audit_prune_interval", false, "how often audit retention is enforced (default 1m)",
+       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_prune_interval); }},
   };
   return *keys;
+}
+
+const KeySpec* FindKey(std::string_view name) {
+  for (const KeySpec& k : Keys()) {
+    if (k.name == name) return &k;
+  }
+  return nullptr;
 }
 
 // The value part of a line (after '='): a quoted string, or the text up to a comment, trimmed.
@@ -390,6 +406,26 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   return d;
 }
 
+const std::vector<ConfigKey>& ConfigKeys() {
+  static const auto* keys = [] {
+    auto* out = new std::vector<ConfigKey>;
+    for (const KeySpec& k : Keys()) {
+      std::string flag = "--" + k.name;
+      std::replace(flag.begin(), flag.end(), '_', '-');
+      out->push_back({k.name, flag, k.repeatable, k.help});
+    }
+    return out;
+  }();
+  return *keys;
+}
+
+Status ApplyConfigValue(std::string_view key, std::string_view value, DaemonConfig* config) {
+  const KeySpec* spec = FindKey(key);
+  if (spec == nullptr) return Status::InvalidArgument("unknown key");
+  if (value.find('\0') != std::string_view::npos) return Status::InvalidArgument("NUL byte in the value");
+  return spec->apply(value, config);
+}
+
 Result<DaemonConfig> ParseConfig(std::string_view text, std::string_view file_name, DaemonConfig base) {
   DaemonConfig config = std::move(base);
   std::map<std::string, int, std::less<>> first_line;  // non-repeatable keys seen so far
@@ -410,8 +446,8 @@ Result<DaemonConfig> ParseConfig(std::string_view text, std::string_view file_na
     }
     const std::string_view key = Trim(line.substr(0, eq));
     if (key.empty()) return Status::InvalidArgument(where + "missing key before '=' in " + Quote(line));
-    const auto spec = Keys().find(key);
-    if (spec == Keys().end()) {
+    const KeySpec* spec = FindKey(key);
+    if (spec == nullptr) {
       return Status::InvalidArgument(where + std::string(key) + " " + Quote(Trim(line.substr(eq + 1))) +
                                      ": unknown key");
     }
@@ -420,14 +456,14 @@ Result<DaemonConfig> ParseConfig(std::string_view text, std::string_view file_na
       return Status::InvalidArgument(where + std::string(key) + " " + Quote(Trim(line.substr(eq + 1))) + ": " +
                                      value.status().message());
     }
-    if (!spec->second.repeatable) {
+    if (!spec->repeatable) {
       auto [it, inserted] = first_line.emplace(std::string(key), line_number);
       if (!inserted) {
         return Status::InvalidArgument(where + std::string(key) + " " + Quote(*value) +
                                        ": key given twice (first on line " + std::to_string(it->second) + ")");
       }
     }
-    if (Status s = spec->second.apply(*value, &config); !s.ok()) {
+    if (Status s = spec->apply(*value, &config); !s.ok()) {
       return Status::InvalidArgument(where + std::string(key) + " " + Quote(*value) + ": " + s.message());
     }
   }

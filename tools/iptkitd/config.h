@@ -1,5 +1,6 @@
 // DaemonConfig: the settings of iptkitd, read from its configuration file (docs/daemon-config.md is the reference of
-// every key) and overridden by command-line flags, whose values use the same parsers.
+// every key) and overridden by command-line flags. Every key has exactly one flag (`rate_burst` is `--rate-burst`),
+// and a flag's value goes through the same parser and checks as the key's (ApplyConfigValue).
 //
 // The file format: one `key = value` per line; blank lines are ignored; '#' starts a comment on a line of its own or
 // after whitespace (`listen = 127.0.0.1:8080  # local`; `netns = a#b` keeps the '#'); keys and values are trimmed.
@@ -91,9 +92,31 @@ struct DaemonConfig {
   size_t max_batch = 1000;                // max_batch: requests per group commit; > 0
   std::string log_level = "info";         // log_level: trace|debug|info|warn|error|off
   std::string default_owner = "iptkitd";  // default_owner: owner of TTL rules added without one; [a-z0-9-]{1,32}
+  // Audit log (docs/daemon.md "Audit log retention").
+  std::chrono::milliseconds audit_max_age = std::chrono::hours(24 * 90);  // audit_max_age: entries older go
+  size_t audit_max_bytes = size_t{256} << 20;  // audit_max_bytes: oldest entries go while the log is larger; > 0
+  size_t audit_body_bytes = 64 << 10;          // audit_body_bytes: stored bytes of a request or diff; >= 256
+  size_t audit_page_bytes = 1 << 20;           // audit_page_bytes: bytes of one GET /v1/audit answer; >= 65536
+  std::chrono::milliseconds audit_prune_interval = std::chrono::minutes(1);  // audit_prune_interval
 
   friend bool operator==(const DaemonConfig&, const DaemonConfig&) = default;
 };
+
+// One configuration key and its flag, for `--help` and the docs test: every key is a flag "--" + name with '_'
+// replaced by '-'.
+struct ConfigKey {
+  std::string name;  // "rate_burst"
+  std::string flag;  // "--rate-burst"
+  bool repeatable = false;
+  std::string help;  // one line, with the default
+};
+// Every key, in the order of docs/daemon-config.md.
+const std::vector<ConfigKey>& ConfigKeys();
+
+// Applies one value of `key` to `config` exactly as a line of the file would (a repeatable key appends).
+// InvalidArgument with the reason only ("expected a number >= 1"); callers say where ("FILE:LINE: key 'v': ",
+// "--flag 'v': "). An unknown key is InvalidArgument "unknown key".
+Status ApplyConfigValue(std::string_view key, std::string_view value, DaemonConfig* config);
 
 // Parses `text` on top of `base`: keys present replace base's values, repeatable keys append to them. `file_name`
 // only prefixes error messages. Does not call ValidateConfig (flags may still complete the configuration).

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 
@@ -447,15 +449,61 @@ TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_TRUE(ValidateConfig(*c).ok()) << ValidateConfig(*c).ToString();
 
-  for (const char* key :
-       {"netns",      "backend",    "listen",          "socket",     "socket_mode", "socket_allow",   "state_dir",
-        "tls_cert",   "tls_key",    "drift_interval",  "group_wait", "wait",        "max_body_bytes", "max_ops",
-        "rate_limit", "rate_burst", "max_connections", "max_batch",  "log_level",   "default_owner"}) {
+  for (const char* key : {"netns",
+                          "backend",
+                          "listen",
+                          "socket",
+                          "socket_mode",
+                          "socket_allow",
+                          "state_dir",
+                          "tls_cert",
+                          "tls_key",
+                          "drift_interval",
+                          "group_wait",
+                          "wait",
+                          "max_body_bytes",
+                          "max_ops",
+                          "rate_limit",
+                          "rate_burst",
+                          "max_connections",
+                          "max_batch",
+                          "log_level",
+                          "default_owner",
+                          "audit_max_age",
+                          "audit_max_bytes",
+                          "audit_body_bytes",
+                          "audit_page_bytes",
+                          "audit_prune_interval"}) {
     EXPECT_THAT(text, HasSubstr("| `" + std::string(key) + "` |")) << key;
     // A key absent from the parser would fail here.
     EXPECT_EQ(ParseConfig(std::string(key) + " = @@bad", "k").status().message().find("unknown key"), std::string::npos)
         << key;
   }
+}
+
+// Every key is a flag, and a flag's value gets the file's checks (regression, issue 8 item 9: --rate-burst 0 and
+// --log-level bogus were accepted on the command line).
+TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
+  std::set<std::string> names;
+  for (const ConfigKey& k : ConfigKeys()) {
+    names.insert(k.name);
+    std::string flag = "--" + k.name;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    EXPECT_EQ(k.flag, flag);
+    EXPECT_FALSE(k.help.empty()) << k.name;
+    EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
+  }
+  EXPECT_EQ(names.size(), 25u);
+  EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
+  DaemonConfig c;
+  ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});
+  ExpectInvalid(ApplyConfigValue("log_level", "bogus", &c), {"expected one of"});
+  ExpectInvalid(ApplyConfigValue("nope", "1", &c), {"unknown key"});
+  ASSERT_TRUE(ApplyConfigValue("audit_max_age", "1d", &c).ok());
+  EXPECT_EQ(c.audit_max_age, std::chrono::hours(24));
+  ASSERT_TRUE(ApplyConfigValue("listen", "127.0.0.1:1", &c).ok());
+  ASSERT_TRUE(ApplyConfigValue("listen", "127.0.0.1:2", &c).ok());
+  EXPECT_EQ(c.listen.size(), 2u);
 }
 
 // The example shipped for /etc/iptkit/iptkitd.conf parses and validates.

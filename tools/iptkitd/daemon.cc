@@ -11,23 +11,32 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "src/backend/backend.h"
 #include "src/backend/fake/shared_fake.h"
+#include "src/base/duration.h"
+#include "src/base/errno_status.h"
+#include "src/base/unique_fd.h"
 #include "src/rest/api.h"
 #include "src/rest/http_server.h"
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
+#include "src/store/state_dir.h"
 #include "src/store/store.h"
 #include "tools/iptkitd/config.h"
 
@@ -39,19 +48,13 @@ namespace iptkit::daemon {
 namespace {
 
 constexpr const char* kDefaultConfig = "/etc/iptkit/iptkitd.conf";
+constexpr int64_t kMaxTtlSeconds = 315360000;  // 10 years, as in the REST API
 
-std::string DbPath(const std::string& state_dir) { return state_dir + "/iptkitd.db"; }
-
-// The state directory (mode 0700) and the store in it.
-Result<std::unique_ptr<store::Store>> OpenStore(const std::string& state_dir, bool create) {
-  std::error_code ec;
-  if (!std::filesystem::exists(state_dir, ec)) {
-    if (!create) return Status::NotFound("state directory '" + state_dir + "' does not exist");
-    if (mkdir(state_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-      return Status::Internal("mkdir " + state_dir + ": " + std::strerror(errno));
-    }
-  }
-  return store::Store::Open(DbPath(state_dir));
+// The state directory (created 0700 when missing, its permissions checked) and the store in it.
+Result<std::unique_ptr<store::Store>> OpenStore(const std::string& state_dir, bool create,
+                                                store::StoreOptions options = {}) {
+  IPTKIT_RETURN_IF_ERROR(store::PrepareStateDir(state_dir, create));
+  return store::Store::Open(store::DatabasePath(state_dir), options);
 }
 
 // READY=1 to systemd when started as Type=notify (sd_notify(3) protocol, without libsystemd).
@@ -74,19 +77,116 @@ void NotifySystemd(const std::string& state) {
   close(fd);
 }
 
-// Writes `text` to `path` atomically (temporary file + rename).
+// Writes `text` to `path` atomically: a new temporary file beside it (O_EXCL|O_NOFOLLOW: never through a symlink
+// someone planted, never onto an existing file), then rename(2), which replaces `path` itself even when it is a
+// symlink rather than writing where it points.
 Status WriteFileAtomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out) return Status::Internal("cannot write " + tmp);
+  char suffix[32];
+  std::snprintf(suffix, sizeof(suffix), ".tmp.%d.%lx", static_cast<int>(getpid()),
+                static_cast<unsigned long>(std::chrono::steady_clock::now().time_since_epoch().count() & 0xffffff));
+  const std::string tmp = path + suffix;
+  base::UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd.valid()) return base::ErrnoToStatus(errno, "create " + tmp);
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      Status s = base::ErrnoToStatus(errno, "write " + tmp);
+      ::unlink(tmp.c_str());
+      return s;
+    }
+    done += static_cast<size_t>(n);
   }
+  fd.reset();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Internal("rename " + tmp + " " + path + ": " + std::strerror(errno));
+    Status s = base::ErrnoToStatus(errno, "rename " + tmp + " to " + path);
+    ::unlink(tmp.c_str());
+    return s;
   }
   return Status::Ok();
 }
+
+// The store's housekeeping, on a thread of its own: every second it checks that the state directory and the
+// database are still the ones opened (and says so loudly in the log when not: writes are refused then), stores
+// queued audit entries, and every `prune_interval` enforces audit retention.
+class StoreMaintenance {
+ public:
+  StoreMaintenance(store::Store* store, service::Metrics* metrics, store::AuditRetention retention,
+                   std::chrono::milliseconds prune_interval)
+      : store_(store), retention_(retention), prune_interval_(prune_interval) {
+    healthy_ = &metrics->AddGauge("iptkitd_store_ok",
+                                  "1 while the store can write; 0 when its files were removed or replaced, or the "
+                                  "last write failed (see /healthz).",
+                                  {});
+    backlog_ = &metrics->AddGauge("iptkitd_audit_backlog", "Audit entries waiting in memory to be stored.", {});
+    pruned_ = &metrics->AddCounter("iptkitd_audit_pruned_total", "Audit entries removed by retention, by reason.",
+                                   {"reason"});
+    healthy_->Set({}, 1);
+    thread_ = std::thread([this] { Loop(); });
+  }
+  ~StoreMaintenance() { Stop(); }
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Loop() {
+    auto next_prune = std::chrono::steady_clock::now();
+    auto last_loud = std::chrono::steady_clock::time_point::min();
+    std::string problem;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      lock.unlock();
+      const store::StoreHealth h = store_->Health();
+      const auto now = std::chrono::steady_clock::now();
+      if (h.problem != problem || (!h.ok() && now - last_loud >= std::chrono::minutes(1))) {
+        if (!h.ok()) {
+          spdlog::critical("STORE PROBLEM: {}; changes are refused with 503 until this is fixed", h.problem);
+          last_loud = now;
+        } else if (!problem.empty()) {
+          spdlog::info("store: writes work again");
+        }
+        problem = h.problem;
+      }
+      healthy_->Set({}, h.ok() ? 1 : 0);
+      backlog_->Set({}, static_cast<double>(h.audit_backlog));
+      if (h.audit_backlog > 0 && h.files_ok) (void)store_->FlushAuditBacklog();
+      if (now >= next_prune && h.files_ok) {
+        next_prune = now + prune_interval_;
+        Result<store::PruneResult> r = store_->PruneAudit(retention_, service::NowMs());
+        if (!r.ok()) {
+          spdlog::error("audit retention: {}", r.status().ToString());
+        } else if (r->removed_by_age + r->removed_by_size > 0) {
+          pruned_->Inc({"age"}, static_cast<double>(r->removed_by_age));
+          pruned_->Inc({"size"}, static_cast<double>(r->removed_by_size));
+          spdlog::info(
+              "audit retention removed {} entries older than the maximum age and {} for the size bound; {} "
+              "entries ({} bytes) remain",
+              r->removed_by_age, r->removed_by_size, r->remaining_entries, r->remaining_bytes);
+        }
+      }
+      lock.lock();
+      cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    }
+  }
+
+  store::Store* store_;
+  store::AuditRetention retention_;
+  std::chrono::milliseconds prune_interval_;
+  service::Metrics::Gauge* healthy_ = nullptr;
+  service::Metrics::Gauge* backlog_ = nullptr;
+  service::Metrics::Counter* pruned_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
 
 int64_t Now() { return service::NowMs(); }
 
@@ -109,7 +209,18 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Result<std::unique_ptr<store::Store>> store = OpenStore(config.state_dir, /*create=*/true);
+  // One daemon per state directory: checked before anything in it is opened, and named when held.
+  if (Status s = store::PrepareStateDir(config.state_dir, /*create=*/true); !s.ok()) {
+    spdlog::critical("{}", s.message());
+    return kExitFailure;
+  }
+  Result<store::StateDirLock> state_lock = store::StateDirLock::Acquire(config.state_dir);
+  if (!state_lock.ok()) {
+    spdlog::critical("{}", state_lock.status().message());
+    return kExitFailure;
+  }
+  Result<std::unique_ptr<store::Store>> store =
+      OpenStore(config.state_dir, /*create=*/true, store::StoreOptions{.audit_body_bytes = config.audit_body_bytes});
   if (!store.ok()) {
     spdlog::critical("store: {}", store.status().ToString());
     return kExitFailure;
@@ -167,6 +278,11 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     return kExitFailure;
   }
   build_info.Set({IPTKIT_VERSION, (*service)->backend_name()}, 1);
+  StoreMaintenance maintenance(
+      store->get(), &metrics,
+      store::AuditRetention{.max_age_ms = config.audit_max_age.count(),
+                            .max_bytes = static_cast<int64_t>(std::min<size_t>(config.audit_max_bytes, INT64_MAX))},
+      config.audit_prune_interval);
   if (!(*service)->startup_status().ok()) {
     spdlog::error("start-up reconcile: {} (serving anyway)", (*service)->startup_status().ToString());
   }
@@ -178,6 +294,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.max_ops = config.max_ops;
   api_options.rate_limit = config.rate_limit;
   api_options.rate_burst = config.rate_burst;
+  api_options.audit_page_bytes = config.audit_page_bytes;
   api_options.version = IPTKIT_VERSION;
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
   rest::Api api(service->get(), store->get(), &events, &metrics, api_options);
@@ -222,22 +339,34 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   NotifySystemd("STOPPING=1\n");
   // The writer first: queued requests are answered (503) and no timer fires once we said we stop; then event
   // streams end, so that their connections close, and the listeners.
+  const auto stop_started = std::chrono::steady_clock::now();
   (*service)->Stop();
   events.Close();
   (*http)->Stop();
+  maintenance.Stop();
+  spdlog::info(
+      "stopped in {} ms",
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - stop_started).count());
   return kExitOk;
 }
 
 // ---- token subcommands ----
 
 int TokenCreate(const std::string& state_dir, const std::string& name, const std::vector<std::string>& scope_words,
-                std::optional<int64_t> ttl_max, std::ostream& out, std::ostream& err) {
+                const std::optional<std::string>& ttl_max, std::ostream& out, std::ostream& err) {
   Result<store::Scopes> scopes = store::ParseScopes(scope_words);
   if (!scopes.ok()) {
     err << "iptkitd token create: " << scopes.status().message() << "\n";
     return kExitUsage;
   }
-  scopes->max_ttl_seconds = ttl_max;
+  if (ttl_max) {
+    Result<int64_t> seconds = base::ParseSeconds(*ttl_max, kMaxTtlSeconds);
+    if (!seconds.ok()) {
+      err << "iptkitd token create: --ttl-max " << seconds.status().message() << "\n";
+      return kExitUsage;
+    }
+    scopes->max_ttl_seconds = *seconds;
+  }
   Result<std::unique_ptr<store::Store>> store = OpenStore(state_dir, /*create=*/true);
   if (!store.ok()) {
     err << "iptkitd token create: " << store.status().ToString() << "\n";
@@ -311,31 +440,20 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   app.add_option(
       "--config", config_path,
       std::string("configuration file (default ") + kDefaultConfig + " when it exists; docs/daemon-config.md)");
-  // Flags override the file; each is applied only when given.
-  std::optional<std::string> netns, backend, socket, socket_mode, state_dir, tls_cert, tls_key, drift, group_wait, wait,
-      log_level, default_owner, max_connections, max_body, max_ops, rate_limit, rate_burst;
-  std::vector<std::string> listen, socket_allow;
+  // One flag per configuration key (config.h ConfigKeys), applied on top of the file only when given, through the
+  // same parser and checks as the file's line.
+  std::map<std::string, std::optional<std::string>> single;
+  std::map<std::string, std::vector<std::string>> repeated;
+  for (const ConfigKey& key : ConfigKeys()) {
+    if (key.repeatable) {
+      app.add_option(key.flag, repeated[key.name], key.help);
+    } else {
+      app.add_option(key.flag, single[key.name], key.help);
+    }
+  }
   std::string ready_file;
-  app.add_option("--netns", netns, "network namespace to serve: NAME (/run/netns) or PATH");
-  app.add_option("--backend", backend, "auto|nft|legacy|fake");
-  app.add_option("--listen", listen, "[http://|https://]ADDR:PORT (repeatable)");
-  app.add_option("--socket", socket, "unix socket path");
-  app.add_option("--socket-mode", socket_mode, "unix socket permissions (octal)");
-  app.add_option("--socket-allow", socket_allow, "uid:N or gid:N, optionally :ro (repeatable)");
-  app.add_option("--state-dir", state_dir, "directory of the SQLite store");
-  app.add_option("--tls-cert", tls_cert, "PEM certificate chain");
-  app.add_option("--tls-key", tls_key, "PEM private key");
-  app.add_option("--drift-interval", drift, "how often owned state is checked (e.g. 5s)");
-  app.add_option("--wait", wait, "bound on waiting for the xtables lock (e.g. 10s)");
-  app.add_option("--group-wait", group_wait, "group commit window under load (default 5ms; 0 = none)");
-  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
-  app.add_option("--default-owner", default_owner, "owner of TTL rules added without one");
-  app.add_option("--max-connections", max_connections, "connections served at once per listener");
-  app.add_option("--max-body-bytes", max_body, "request body limit");
-  app.add_option("--max-ops", max_ops, "ops / rules per request");
-  app.add_option("--rate-limit", rate_limit, "requests per second per principal (0 = unlimited)");
-  app.add_option("--rate-burst", rate_burst, "token bucket size");
-  app.add_option("--ready-file", ready_file, "write {pid, endpoints} as JSON here once serving");
+  app.add_option("--ready-file", ready_file,
+                 "once serving, write {pid, backend, netns, endpoints} as JSON to this file (never through a symlink)");
 
   CLI::App* token = app.add_subcommand("token", "manage API tokens (in the state directory's store)");
   token->require_subcommand(1);
@@ -343,11 +461,11 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   CLI::App* create = token->add_subcommand("create", "create a token and print it (shown only once)");
   std::string token_name;
   std::vector<std::string> scopes;
-  std::optional<int64_t> ttl_max;
+  std::optional<std::string> ttl_max;
   create->add_option("--name", token_name, "token name")->required();
   create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME (repeatable)")->required();
-  create->add_option("--ttl-max", ttl_max, "longest TTL (seconds) the token may give; adds need a TTL")
-      ->check(CLI::Range(int64_t{1}, int64_t{315360000}));
+  create->add_option("--ttl-max", ttl_max,
+                     "longest TTL the token may give (90, 10m, 2h, 1d); it may then only make TTL-bounded changes");
   CLI::App* list = token->add_subcommand("list", "list tokens (without secrets)");
   bool list_json = false;
   list->add_flag("--json", list_json, "JSON output");
@@ -393,106 +511,24 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
     }
     config = *std::move(loaded);
   }
-  // Flags, with the same value syntax as the file.
-  std::string problem;
-  auto apply = [&](const char* flag, const std::optional<std::string>& value, auto&& set) {
-    if (!value || !problem.empty()) return;
-    Status s = set(*value);
-    if (!s.ok()) problem = std::string(flag) + " '" + *value + "': " + s.message();
-  };
-  auto number = [](const std::string& v, auto* out_value) -> Status {
-    try {
-      size_t used = 0;
-      double d = std::stod(v, &used);
-      if (used != v.size() || d < 0) return Status::InvalidArgument("expected a non-negative number");
-      *out_value = static_cast<std::remove_pointer_t<decltype(out_value)>>(d);
-      return Status::Ok();
-    } catch (const std::exception&) {
-      return Status::InvalidArgument("expected a non-negative number");
+  // Flags: a repeatable flag replaces the file's entries, any other replaces the file's value.
+  for (const ConfigKey& key : ConfigKeys()) {
+    std::vector<std::string> values;
+    if (key.repeatable) {
+      values = repeated[key.name];
+      if (values.empty()) continue;
+      if (key.name == "listen") config.listen.clear();
+      if (key.name == "socket_allow") config.socket_allow.clear();
+    } else {
+      if (!single[key.name]) continue;
+      values.push_back(*single[key.name]);
     }
-  };
-  apply("--netns", netns, [&](const std::string& v) {
-    config.netns = v;
-    return Status::Ok();
-  });
-  apply("--backend", backend, [&](const std::string& v) {
-    if (v != "auto" && v != "nft" && v != "legacy" && v != "fake") {
-      return Status::InvalidArgument("expected auto, nft, legacy or fake");
+    for (const std::string& v : values) {
+      if (Status s = ApplyConfigValue(key.name, v, &config); !s.ok()) {
+        err << "iptkitd: " << key.flag << " '" << v << "': " << s.message() << "\n";
+        return kExitUsage;
+      }
     }
-    config.backend = v;
-    return Status::Ok();
-  });
-  if (!listen.empty()) {
-    config.listen.clear();
-    for (const std::string& l : listen) {
-      Result<Listener> parsed = ParseListener(l);
-      if (!parsed.ok() && problem.empty()) problem = "--listen '" + l + "': " + parsed.status().message();
-      if (parsed.ok()) config.listen.push_back(*parsed);
-    }
-  }
-  apply("--socket", socket, [&](const std::string& v) {
-    config.socket = v;
-    return Status::Ok();
-  });
-  apply("--socket-mode", socket_mode, [&](const std::string& v) {
-    char* end = nullptr;
-    unsigned long mode = std::strtoul(v.c_str(), &end, 8);
-    if (end == v.c_str() || *end != '\0' || mode > 0777) return Status::InvalidArgument("expected an octal mode");
-    config.socket_mode = static_cast<uint32_t>(mode);
-    return Status::Ok();
-  });
-  if (!socket_allow.empty()) {
-    config.socket_allow.clear();
-    for (const std::string& p : socket_allow) {
-      Result<SocketPeer> parsed = ParseSocketPeer(p);
-      if (!parsed.ok() && problem.empty()) problem = "--socket-allow '" + p + "': " + parsed.status().message();
-      if (parsed.ok()) config.socket_allow.push_back(*parsed);
-    }
-  }
-  apply("--state-dir", state_dir, [&](const std::string& v) {
-    config.state_dir = v;
-    return Status::Ok();
-  });
-  apply("--tls-cert", tls_cert, [&](const std::string& v) {
-    config.tls_cert = v;
-    return Status::Ok();
-  });
-  apply("--tls-key", tls_key, [&](const std::string& v) {
-    config.tls_key = v;
-    return Status::Ok();
-  });
-  apply("--drift-interval", drift, [&](const std::string& v) -> Status {
-    IPTKIT_ASSIGN_OR_RETURN(config.drift_interval, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--group-wait", group_wait, [&](const std::string& v) -> Status {
-    if (v == "0") {
-      config.group_wait = std::chrono::milliseconds(0);
-      return Status::Ok();
-    }
-    IPTKIT_ASSIGN_OR_RETURN(config.group_wait, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--wait", wait, [&](const std::string& v) -> Status {
-    IPTKIT_ASSIGN_OR_RETURN(config.wait, ParseDuration(v));
-    return Status::Ok();
-  });
-  apply("--log-level", log_level, [&](const std::string& v) {
-    config.log_level = v;
-    return Status::Ok();
-  });
-  apply("--default-owner", default_owner, [&](const std::string& v) {
-    config.default_owner = v;
-    return Status::Ok();
-  });
-  apply("--max-connections", max_connections, [&](const std::string& v) { return number(v, &config.max_connections); });
-  apply("--max-body-bytes", max_body, [&](const std::string& v) { return number(v, &config.max_body_bytes); });
-  apply("--max-ops", max_ops, [&](const std::string& v) { return number(v, &config.max_ops); });
-  apply("--rate-limit", rate_limit, [&](const std::string& v) { return number(v, &config.rate_limit); });
-  apply("--rate-burst", rate_burst, [&](const std::string& v) { return number(v, &config.rate_burst); });
-  if (!problem.empty()) {
-    err << "iptkitd: " << problem << "\n";
-    return kExitUsage;
   }
   return Run(config, ready_file, err);
 }

@@ -255,10 +255,9 @@ Status ApplyTableOp(Family family, Table& table, const TableOp& op, bool with_co
     }
     case Kind::kInsert: {
       IPTKIT_ASSIGN_OR_RETURN(Chain * c, find_chain(op.chain));
-      if (op.index < 1) return Status::InvalidArgument("insert index " + std::to_string(op.index) + " below 1");
-      if (static_cast<size_t>(op.index) > c->rules.size() + 1) {
-        return Status::NotFound("insert index " + std::to_string(op.index) + " out of range: chain " + op.chain +
-                                " has " + std::to_string(c->rules.size()) + " rules");
+      if (op.index < 1 || static_cast<size_t>(op.index) > c->rules.size() + 1) {
+        return Status::InvalidArgument("insert index " + std::to_string(op.index) + " out of range: chain " + op.chain +
+                                       " has " + std::to_string(c->rules.size()) + " rules");
       }
       IPTKIT_RETURN_IF_ERROR(CheckRule(family, table, op.chain, op.rule));
       c->rules.insert(c->rules.begin() + (op.index - 1), WithCounters(op.rule, with_counters));

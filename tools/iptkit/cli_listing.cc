@@ -1,0 +1,648 @@
+// The layouts follow iptables 1.8.9: iptables/xshared.c (print_header, print_rule_details, print_fragment,
+// print_ifaces, print_ipv4_addresses), iptables/iptables.c (list_entries, print_firewall), libxtables
+// (xtables_print_num, xtables_ipmask_to_numeric) and each extension's print function (extensions/libxt_*.c).
+// `iptables -L` is always numeric here (-n): iptkit never resolves names.
+#include "tools/iptkit/cli_listing.h"
+
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <netdb.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include "iptkit/dialect.h"
+
+namespace iptkit::cli {
+namespace {
+
+const Option* Find(const std::vector<Option>& options, std::string_view name) {
+  for (const Option& o : options) {
+    if (o.name == name) return &o;
+  }
+  return nullptr;
+}
+
+std::string First(const Option* o) { return o == nullptr || o->values.empty() ? "" : o->values.front(); }
+
+uint32_t ParseU32(const std::string& text) { return static_cast<uint32_t>(std::strtoul(text.c_str(), nullptr, 0)); }
+
+// ---- Columns ----
+
+// xtables_print_num: a counter column.
+std::string Num(uint64_t n, bool exact) {
+  if (exact) return fmt::format("{:>8} ", n);
+  if (n <= 99999) return fmt::format("{:>5} ", n);
+  const char* units = "KMGT";
+  for (int u = 0;; ++u) {
+    n = (n + 500) / 1000;
+    if (n <= 9999 || u == 3) return fmt::format("{:>4}{} ", n, units[u]);
+  }
+}
+
+// The same without padding (the policy counters of a chain header, FMT_NOTABLE).
+std::string NumNoTable(uint64_t n, bool exact) {
+  if (exact || n <= 99999) return fmt::format("{} ", n);
+  const char* units = "KMGT";
+  for (int u = 0;; ++u) {
+    n = (n + 500) / 1000;
+    if (n <= 9999 || u == 3) return fmt::format("{}{} ", n, units[u]);
+  }
+}
+
+// iptables' protocol number for the name iptables-save prints (xtables_chain_protos, then /etc/protocols).
+unsigned ProtocolNumber(const std::string& name) {
+  if (name.empty()) return 0;
+  if (std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) return ParseU32(name);
+  static const std::map<std::string, unsigned, std::less<>> kProtos = {
+      {"tcp", 6},        {"sctp", 132}, {"udp", 17}, {"udplite", 136}, {"icmp", 1},      {"icmpv6", 58},
+      {"ipv6-icmp", 58}, {"esp", 50},   {"ah", 51},  {"mh", 135},      {"ipv6-mh", 135}, {"all", 0},
+  };
+  if (auto it = kProtos.find(name); it != kProtos.end()) return it->second;
+  protoent entry{};
+  protoent* result = nullptr;
+  char buffer[1024];
+  if (getprotobyname_r(name.c_str(), &entry, buffer, sizeof(buffer), &result) == 0 && result != nullptr) {
+    return static_cast<unsigned>(result->p_proto);
+  }
+  return 0;
+}
+
+// "/N" for a prefix, "" for a host, "/a.b.c.d" for a mask that is not a prefix (xtables_ipmask_to_numeric).
+std::string MaskSuffix(Family family, std::string_view mask) {
+  const int host = family == Family::kIPv4 ? 32 : 128;
+  if (mask.empty()) return "";
+  if (std::all_of(mask.begin(), mask.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    int bits = std::atoi(std::string(mask).c_str());
+    return bits == host ? "" : "/" + std::string(mask);
+  }
+  if (family == Family::kIPv4) {
+    in_addr a{};
+    if (inet_pton(AF_INET, std::string(mask).c_str(), &a) == 1) {
+      uint32_t m = ntohl(a.s_addr);
+      int bits = 0;
+      while (bits < 32 && (m & (0x80000000u >> bits)) != 0) ++bits;
+      const uint32_t prefix = bits == 0 ? 0 : ~0u << (32 - bits);
+      if (m == prefix) return bits == 32 ? "" : "/" + std::to_string(bits);
+    }
+  }
+  return "/" + std::string(mask);
+}
+
+// An address column: '!' or ' ', then the address padded to 19 (print_ipv4_addresses).
+std::string AddressColumn(Family family, const std::optional<Field>& field) {
+  std::string text = family == Family::kIPv4 ? "0.0.0.0/0" : "::/0";
+  if (field) {
+    size_t slash = field->value.find('/');
+    text = field->value.substr(0, slash) +
+           (slash == std::string::npos ? "" : MaskSuffix(family, std::string_view(field->value).substr(slash + 1)));
+  }
+  return fmt::format("{}{:<19} ", field && field->negated ? '!' : ' ', text);
+}
+
+std::string Interface(const std::optional<Field>& field) {
+  if (!field) return "*";
+  return (field->negated ? "!" : "") + field->value;
+}
+
+// ---- Extension printers (the "rest" column); each part starts with a blank ----
+
+using MatchPrinter = std::function<void(const Match&, Family, std::string&)>;
+using TargetPrinter = std::function<void(const Target&, Family, std::string&)>;
+
+std::string Neg(const Option* o, std::string_view text) { return o != nullptr && o->negated ? std::string(text) : ""; }
+
+// The options of a match or target exactly as iptables-save prints them (with each extension's quoting), for
+// extensions iptkit has no printer for: " --hashlimit-upto 5/sec --hashlimit-name foo".
+std::string OptionsText(const std::string& name, const std::vector<Option>& options, bool target = false) {
+  Rule only;
+  std::string prefix;
+  if (target) {
+    only.target = Target::Jump(name, options);
+    prefix = "-j " + name;
+  } else {
+    only.matches.push_back(Match{name, options});
+    prefix = "-m " + name;
+  }
+  std::string text = FormatRuleSpec(only);
+  return text.rfind(prefix, 0) == 0 ? text.substr(prefix.size()) : " " + text;
+}
+
+// The same without the dashes and with the values as they are: printers that print their save text without
+// "--" (conntrack_dump, the state and set matches, CT). `quoted` lists options whose value is printed with
+// xtables_save_string in both forms (NFLOG's prefix).
+std::string PlainOptionsText(const std::vector<Option>& options, std::string_view quoted = {}) {
+  std::string out;
+  for (const Option& o : options) {
+    if (o.negated) out += " !";
+    out += " " + o.name;
+    for (const std::string& v : o.values) out += " " + (o.name == quoted ? QuoteRestoreToken(v) : v);
+  }
+  return out;
+}
+
+void PrintPort(std::string_view label, const Option* o, std::string& out) {
+  if (o == nullptr) return;
+  const std::string v = First(o);
+  out += fmt::format(" {}{}:{}{}", label, v.find(':') != std::string::npos ? "s" : "", Neg(o, "!"), v);
+}
+
+unsigned TcpFlags(const std::string& names) {
+  static const std::map<std::string, unsigned, std::less<>> kFlags = {
+      {"FIN", 0x01}, {"SYN", 0x02}, {"RST", 0x04}, {"PSH", 0x08}, {"ACK", 0x10},
+      {"URG", 0x20}, {"ECE", 0x40}, {"CWR", 0x80}, {"ALL", 0x3F}, {"NONE", 0},
+  };
+  unsigned bits = 0;
+  size_t pos = 0;
+  while (pos <= names.size()) {
+    size_t end = names.find(',', pos);
+    if (end == std::string::npos) end = names.size();
+    auto it = kFlags.find(std::string_view(names).substr(pos, end - pos));
+    if (it != kFlags.end()) bits |= it->second;
+    pos = end + 1;
+  }
+  return bits;
+}
+
+void PrintTcpUdp(const Match& m, std::string_view name, std::string& out) {
+  out += " " + std::string(name);
+  PrintPort("spt", Find(m.options, "sport"), out);
+  PrintPort("dpt", Find(m.options, "dport"), out);
+  if (const Option* o = Find(m.options, "tcp-option")) out += " option=" + Neg(o, "!") + First(o);
+  if (const Option* o = Find(m.options, "tcp-flags"); o != nullptr && o->values.size() == 2) {
+    out += fmt::format(" flags:{}0x{:02X}/0x{:02X}", Neg(o, "!"), TcpFlags(o->values[0]), TcpFlags(o->values[1]));
+  }
+}
+
+// icmp and icmp6 (print_icmptype, numeric): "type T", " code C" or " codes A-B".
+void PrintIcmp(const Option* o, std::string& out) {
+  if (o == nullptr) return;
+  const std::string v = First(o);
+  unsigned type = 255, code_min = 0, code_max = 255;
+  if (v != "any") {
+    size_t slash = v.find('/');
+    type = ParseU32(v.substr(0, slash));
+    if (slash != std::string::npos) code_min = code_max = ParseU32(v.substr(slash + 1));
+  }
+  out += Neg(o, " !") + fmt::format("type {}", type);
+  if (code_min == code_max) {
+    out += fmt::format(" code {}", code_min);
+  } else if (code_min != 0 || code_max != 255) {
+    out += fmt::format(" codes {}-{}", code_min, code_max);
+  }
+}
+
+// mark/mask of MARK and CONNMARK's --set-xmark "0xV/0xM".
+std::pair<uint32_t, uint32_t> ValueMask(const std::string& v) {
+  size_t slash = v.find('/');
+  uint32_t value = ParseU32(v.substr(0, slash));
+  uint32_t mask = slash == std::string::npos ? 0xffffffffu : ParseU32(v.substr(slash + 1));
+  return {value, mask};
+}
+
+std::string XmarkText(std::string_view what, uint32_t mark, uint32_t mask) {
+  if (mark == 0) return fmt::format(" {} and 0x{:x}", what, ~mask);
+  if (mark == mask) return fmt::format(" {} or 0x{:x}", what, mark);
+  if (mask == 0) return fmt::format(" {} xor 0x{:x}", what, mark);
+  if (mask == 0xffffffffu) return fmt::format(" {} set 0x{:x}", what, mark);
+  return fmt::format(" {} xset 0x{:x}/0x{:x}", what, mark, mask);
+}
+
+const std::map<std::string, MatchPrinter, std::less<>>& MatchPrinters() {
+  static const std::map<std::string, MatchPrinter, std::less<>> kPrinters = {
+      {"tcp", [](const Match& m, Family, std::string& out) { PrintTcpUdp(m, "tcp", out); }},
+      {"udp", [](const Match& m, Family, std::string& out) { PrintTcpUdp(m, "udp", out); }},
+      {"icmp",
+       [](const Match& m, Family, std::string& out) {
+         out += " icmp";
+         PrintIcmp(Find(m.options, "icmp-type"), out);
+       }},
+      {"icmp6",
+       [](const Match& m, Family, std::string& out) {
+         out += " ipv6-icmp";
+         PrintIcmp(Find(m.options, "icmpv6-type"), out);
+       }},
+      {"comment",
+       [](const Match& m, Family, std::string& out) { out += " /* " + First(Find(m.options, "comment")) + " */"; }},
+      // conntrack_dump() prints its options as its save function does, without the dashes.
+      {"conntrack", [](const Match& m, Family, std::string& out) { out += PlainOptionsText(m.options); }},
+      {"state", [](const Match& m, Family, std::string& out) { out += PlainOptionsText(m.options); }},
+      {"multiport",
+       [](const Match& m, Family, std::string& out) {
+         for (std::string_view which : {"sports", "dports", "ports"}) {
+           const Option* o = Find(m.options, which);
+           if (o == nullptr) continue;
+           out += " multiport " + std::string(which) + " " + Neg(o, " !") + First(o);
+         }
+       }},
+      {"limit",
+       [](const Match& m, Family, std::string& out) {
+         const Option* rate = Find(m.options, "limit");
+         const Option* burst = Find(m.options, "limit-burst");
+         out += " limit: avg " + (rate ? First(rate) : "3/hour") + " burst " + (burst ? First(burst) : "5");
+       }},
+      {"mark",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "mark");
+         out += " mark match" + Neg(o, " !") + " " + First(o);
+       }},
+      {"connmark",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "mark");
+         out += " connmark match " + Neg(o, "!") + " " + First(o);
+       }},
+      {"mac",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "mac-source");
+         std::string mac = First(o);
+         std::transform(mac.begin(), mac.end(), mac.begin(), [](unsigned char c) { return std::tolower(c); });
+         out += " MAC " + Neg(o, "! ") + mac;
+       }},
+      {"length",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "length");
+         out += " length " + Neg(o, "!") + First(o);
+       }},
+      {"pkttype",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "pkt-type");
+         out += " PKTTYPE " + Neg(o, "!") + "= " + First(o);
+       }},
+      {"addrtype",
+       [](const Match& m, Family, std::string& out) {
+         out += " ADDRTYPE match";
+         if (const Option* o = Find(m.options, "src-type")) out += " src-type " + Neg(o, "!") + First(o);
+         if (const Option* o = Find(m.options, "dst-type")) out += " dst-type " + Neg(o, "!") + First(o);
+         if (Find(m.options, "limit-iface-in")) out += " limit-in";
+         if (Find(m.options, "limit-iface-out")) out += " limit-out";
+       }},
+      {"iprange",
+       [](const Match& m, Family, std::string& out) {
+         if (const Option* o = Find(m.options, "src-range")) out += " source IP range" + Neg(o, " !") + " " + First(o);
+         if (const Option* o = Find(m.options, "dst-range")) {
+           out += " destination IP range" + Neg(o, " !") + " " + First(o);
+         }
+       }},
+      {"set",
+       [](const Match& m, Family, std::string& out) {
+         std::vector<Option> rest;
+         for (const Option& o : m.options) {
+           if (o.name == "match-set" && o.values.size() == 2) {
+             out += std::string(o.negated ? " !" : "") + " match-set " + o.values[0] + " " + o.values[1];
+           } else {
+             rest.push_back(o);
+           }
+         }
+         out += PlainOptionsText(rest);
+       }},
+      {"ttl",
+       [](const Match& m, Family, std::string& out) {
+         for (const Option& o : m.options) {
+           std::string op = o.name == "ttl-eq" ? (o.negated ? "!=" : "==") : o.name == "ttl-lt" ? "<" : ">";
+           out += " TTL match TTL " + op + " " + First(&o);
+         }
+       }},
+      {"hl",
+       [](const Match& m, Family, std::string& out) {
+         for (const Option& o : m.options) {
+           std::string op = o.name == "hl-eq" ? (o.negated ? "!=" : "==") : o.name == "hl-lt" ? "<" : ">";
+           out += " HL match HL " + op + " " + First(&o);
+         }
+       }},
+      {"owner",
+       [](const Match& m, Family, std::string& out) {
+         struct Item {
+           std::string_view option, label;
+         };
+         for (Item item : {Item{"socket-exists", "owner socket exists"}, Item{"uid-owner", "owner UID match"},
+                           Item{"gid-owner", "owner GID match"}, Item{"suppl-groups", "incl. suppl. groups"}}) {
+           const Option* o = Find(m.options, item.option);
+           if (o == nullptr) continue;
+           out += Neg(o, " !") + " " + std::string(item.label);
+           if (!o->values.empty()) out += " " + First(o);
+         }
+       }},
+      {"dscp",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "dscp");
+         out += " DSCP match " + Neg(o, "!") + First(o);
+       }},
+      {"tcpmss",
+       [](const Match& m, Family, std::string& out) {
+         const Option* o = Find(m.options, "mss");
+         out += " tcpmss match " + Neg(o, "!") + First(o);
+       }},
+      {"physdev",
+       [](const Match& m, Family, std::string& out) { out += " PHYSDEV match" + OptionsText(m.name, m.options); }},
+  };
+  return kPrinters;
+}
+
+void PrintNatFlags(const Target& t, std::string& out) {
+  for (std::string_view flag : {"random", "random-fully", "persistent"}) {
+    if (Find(t.options, flag)) out += " " + std::string(flag);
+  }
+}
+
+const std::map<std::string, TargetPrinter, std::less<>>& TargetPrinters() {
+  static const std::map<std::string, TargetPrinter, std::less<>> kPrinters = {
+      {"LOG",
+       [](const Target& t, Family, std::string& out) {
+         unsigned flags = 0;
+         if (Find(t.options, "log-tcp-sequence")) flags |= 0x01;
+         if (Find(t.options, "log-tcp-options")) flags |= 0x02;
+         if (Find(t.options, "log-ip-options")) flags |= 0x04;
+         if (Find(t.options, "log-uid")) flags |= 0x08;
+         if (Find(t.options, "log-macdecode")) flags |= 0x20;
+         const Option* level = Find(t.options, "log-level");
+         out += fmt::format(" LOG flags {} level {}", flags, level ? First(level) : "4");
+         if (const Option* prefix = Find(t.options, "log-prefix")) out += " prefix \"" + First(prefix) + "\"";
+       }},
+      {"REJECT",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "reject-with")) out += " reject-with " + First(o);
+       }},
+      {"DNAT",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "to-destination")) out += " to:" + First(o);
+         PrintNatFlags(t, out);
+       }},
+      {"SNAT",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "to-source")) out += " to:" + First(o);
+         PrintNatFlags(t, out);
+       }},
+      {"MASQUERADE",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "to-ports")) out += " masq ports: " + First(o);
+         PrintNatFlags(t, out);
+       }},
+      {"REDIRECT",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "to-ports")) out += " redir ports " + First(o);
+         PrintNatFlags(t, out);
+       }},
+      {"MARK",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "set-xmark")) {
+           auto [mark, mask] = ValueMask(First(o));
+           out += XmarkText("MARK", mark, mask);
+         } else {
+           out += OptionsText(t.name, t.options, /*target=*/true);
+         }
+       }},
+      {"CONNMARK",
+       [](const Target& t, Family, std::string& out) {
+         const Option* nf = Find(t.options, "nfmask");
+         const Option* ct = Find(t.options, "ctmask");
+         const uint32_t nfmask = nf ? ParseU32(First(nf)) : 0xffffffffu;
+         const uint32_t ctmask = ct ? ParseU32(First(ct)) : 0xffffffffu;
+         if (const Option* o = Find(t.options, "set-xmark")) {
+           auto [mark, mask] = ValueMask(First(o));
+           out += XmarkText("CONNMARK", mark, mask);
+         } else if (Find(t.options, "save-mark")) {
+           if (nfmask == 0xffffffffu && ctmask == 0xffffffffu) {
+             out += " CONNMARK save";
+           } else if (nfmask == ctmask) {
+             out += fmt::format(" CONNMARK save mask 0x{:x}", nfmask);
+           } else {
+             out += fmt::format(" CONNMARK save nfmask 0x{:x} ctmask ~0x{:x}", nfmask, ctmask);
+           }
+         } else if (Find(t.options, "restore-mark")) {
+           if (nfmask == 0xffffffffu && ctmask == 0xffffffffu) {
+             out += " CONNMARK restore";
+           } else if (nfmask == ctmask) {
+             out += fmt::format(" CONNMARK restore mask 0x{:x}", ctmask);
+           } else {
+             out += fmt::format(" CONNMARK restore ctmask 0x{:x} nfmask ~0x{:x}", ctmask, nfmask);
+           }
+         } else {
+           out += OptionsText(t.name, t.options, /*target=*/true);
+         }
+       }},
+      {"NFLOG", [](const Target& t, Family, std::string& out) { out += PlainOptionsText(t.options, "nflog-prefix"); }},
+      {"NFQUEUE",
+       [](const Target& t, Family, std::string& out) {
+         if (const Option* o = Find(t.options, "queue-balance")) {
+           out += " NFQUEUE balance " + First(o);
+         } else {
+           const Option* num = Find(t.options, "queue-num");
+           out += " NFQUEUE num " + (num ? First(num) : "0");
+         }
+         if (Find(t.options, "queue-bypass")) out += " bypass";
+         if (Find(t.options, "queue-cpu-fanout")) out += " cpu-fanout";
+       }},
+      {"CT", [](const Target& t, Family, std::string& out) { out += " CT" + PlainOptionsText(t.options); }},
+      {"NOTRACK", [](const Target&, Family, std::string& out) { out += " NOTRACK"; }},
+      {"TTL",
+       [](const Target& t, Family, std::string& out) {
+         for (const Option& o : t.options) {
+           std::string mode = o.name == "ttl-set" ? "set to" : o.name == "ttl-dec" ? "decrement by" : "increment by";
+           out += " TTL " + mode + " " + First(&o);
+         }
+       }},
+      {"HL",
+       [](const Target& t, Family, std::string& out) {
+         for (const Option& o : t.options) {
+           std::string mode = o.name == "hl-set" ? "set to" : o.name == "hl-dec" ? "decrement by" : "increment by";
+           out += " HL " + mode + " " + First(&o);
+         }
+       }},
+      {"TCPMSS",
+       [](const Target& t, Family, std::string& out) {
+         if (Find(t.options, "clamp-mss-to-pmtu")) {
+           out += " TCPMSS clamp to PMTU";
+         } else {
+           out += " TCPMSS set " + First(Find(t.options, "set-mss"));
+         }
+       }},
+  };
+  return kPrinters;
+}
+
+// "N references": rules of the table that jump or go to `chain`.
+size_t References(const Table& table, const std::string& chain) {
+  size_t refs = 0;
+  for (const Chain& c : table.chains) {
+    for (const Rule& r : c.rules) {
+      if (!r.target.empty() && r.target.name == chain) ++refs;
+    }
+  }
+  return refs;
+}
+
+bool OwnedBy(const Rule& rule, const std::string& owner) {
+  if (owner.empty()) return true;
+  std::optional<Rule::Tag> tag = rule.OwnerTag();
+  return tag && tag->owner == owner;
+}
+
+bool ChainShown(const Chain& chain, const ListingFormat& format) {
+  if (!format.chain.empty() && chain.name != format.chain) return false;
+  if (format.owner.empty()) return true;
+  return std::any_of(chain.rules.begin(), chain.rules.end(), [&](const Rule& r) { return OwnedBy(r, format.owner); });
+}
+
+std::string Header(const Chain& chain, const Table& table, const ListingFormat& format) {
+  std::string out = "Chain " + chain.name;
+  if (chain.builtin()) {
+    out += " (policy " + *chain.policy;
+    if (format.counters) {
+      out += " " + NumNoTable(chain.counters.packets, format.exact) + "packets, " +
+             NumNoTable(chain.counters.bytes, format.exact) + "bytes";
+    }
+    out += ")\n";
+  } else {
+    out += fmt::format(" ({} references)\n", References(table, chain.name));
+  }
+  if (format.line_numbers) out += fmt::format("{:<4} ", "num");
+  if (format.counters) {
+    out += format.exact ? fmt::format("{:>8} {:>10} ", "pkts", "bytes") : fmt::format("{:>5} {:>5} ", "pkts", "bytes");
+  }
+  out += fmt::format("{:<9} ", "target");
+  out += " prot opt";
+  if (format.counters) out += fmt::format(" {:<6} {:<6} ", "in", "out");
+  out += fmt::format(" {:<19} ", "source");
+  out += fmt::format(" {:<19} ", "destination");
+  return out + "\n";
+}
+
+std::string Row(Family family, const Chain& chain, const Rule& rule, int num, const ListingFormat& format) {
+  std::string out;
+  if (format.line_numbers) out += fmt::format("{:<4} ", num);
+  if (format.counters) out += Num(rule.counters.packets, format.exact) + Num(rule.counters.bytes, format.exact);
+  // The target as the kernel names it: NOTRACK is an alias of the CT target.
+  const std::string target = rule.target.empty() ? "" : rule.target.name == "NOTRACK" ? "CT" : rule.target.name;
+  out += fmt::format("{:<9} ", target);
+  out += rule.protocol && rule.protocol->negated ? '!' : ' ';
+  out += fmt::format("{:<4} ", ProtocolNumber(rule.protocol ? rule.protocol->value : ""));
+  if (family == Family::kIPv4) {
+    out += rule.fragment && rule.fragment->negated ? '!' : '-';
+    out += rule.fragment ? 'f' : '-';
+    out += ' ';
+  } else {
+    out += "-- ";
+  }
+  if (format.counters) {
+    out += fmt::format(" {:<6} ", Interface(rule.in_interface));
+    out += fmt::format("{:<6} ", Interface(rule.out_interface));
+  }
+  out += AddressColumn(family, rule.source);
+  out += AddressColumn(family, rule.destination);
+  if (rule.target.kind == Target::Kind::kGoto) out += "[goto] ";
+  out += FormatRuleDetails(family, rule);
+  if (auto it = format.notes.find({chain.name, num}); it != format.notes.end()) out += " " + it->second;
+  return out + "\n";
+}
+
+// "-A CHAIN spec" with "-c P B" before the target (iptables -S -v).
+std::string RuleLineS(const std::string& chain, const Rule& rule, bool counters) {
+  Rule head = rule;
+  head.target = Target{};
+  std::string matches = FormatRuleSpec(head);
+  std::string target;
+  if (!rule.target.empty()) {
+    Rule only;
+    only.target = rule.target;
+    target = FormatRuleSpec(only);
+  }
+  std::string out = "-A " + chain;
+  if (!matches.empty()) out += " " + matches;
+  if (counters) out += fmt::format(" -c {} {}", rule.counters.packets, rule.counters.bytes);
+  if (!target.empty()) out += " " + target;
+  return out + "\n";
+}
+
+}  // namespace
+
+Table WithBuiltinChains(const Table& table) {
+  Table out;
+  out.name = table.name;
+  out.unrepresentable_reason = table.unrepresentable_reason;
+  for (const std::string& name : BuiltinChains(table.name)) {
+    if (const Chain* c = table.FindChain(name)) {
+      out.chains.push_back(*c);
+    } else {
+      Chain empty;
+      empty.name = name;
+      empty.policy = "ACCEPT";
+      out.chains.push_back(std::move(empty));
+    }
+  }
+  for (const Chain& c : table.chains) {
+    if (!IsBuiltinChain(table.name, c.name)) out.chains.push_back(c);
+  }
+  return out;
+}
+
+std::string FormatRuleDetails(Family family, const Rule& rule) {
+  std::string out;
+  for (const Match& m : rule.matches) {
+    const auto& printers = MatchPrinters();
+    if (auto it = printers.find(m.name); it != printers.end()) {
+      it->second(m, family, out);
+    } else {
+      out += " " + m.name + OptionsText(m.name, m.options);
+    }
+  }
+  if (rule.target.kind == Target::Kind::kJump) {
+    const auto& printers = TargetPrinters();
+    if (auto it = printers.find(rule.target.name); it != printers.end()) {
+      it->second(rule.target, family, out);
+    } else {
+      out += OptionsText(rule.target.name, rule.target.options, /*target=*/true);
+    }
+  }
+  return out;
+}
+
+std::string FormatChains(Family family, const Table& table, const ListingFormat& format) {
+  std::string out;
+  bool found = false;
+  for (const Chain& chain : table.chains) {
+    if (!ChainShown(chain, format)) continue;
+    if (found && format.rule == 0) out += "\n";
+    found = true;
+    if (format.rule == 0) out += Header(chain, table, format);
+    int num = 0;
+    for (const Rule& rule : chain.rules) {
+      ++num;
+      if (format.rule != 0 && num != format.rule) continue;
+      if (!OwnedBy(rule, format.owner)) continue;
+      out += Row(family, chain, rule, num, format);
+    }
+  }
+  return out;
+}
+
+std::string FormatRulesS(const Table& table, const ListingFormat& format) {
+  std::string out;
+  if (format.rule == 0 && format.owner.empty()) {
+    for (const Chain& chain : table.chains) {
+      if (!ChainShown(chain, format)) continue;
+      if (chain.builtin()) {
+        out += "-P " + chain.name + " " + *chain.policy;
+        if (format.counters) out += fmt::format(" -c {} {}", chain.counters.packets, chain.counters.bytes);
+        out += "\n";
+      } else {
+        out += "-N " + chain.name + "\n";
+      }
+    }
+  }
+  for (const Chain& chain : table.chains) {
+    if (!ChainShown(chain, format)) continue;
+    int num = 0;
+    for (const Rule& rule : chain.rules) {
+      ++num;
+      if (format.rule != 0 && num != format.rule) continue;
+      if (!OwnedBy(rule, format.owner)) continue;
+      out += RuleLineS(chain.name, rule, format.counters);
+    }
+  }
+  return out;
+}
+
+}  // namespace iptkit::cli

@@ -1,0 +1,109 @@
+// The listing layout without a kernel; tests/cli/cli_netns_test.cc compares it with the real iptables -L and -S
+// for many rules on both variants and families.
+#include "tools/iptkit/cli_listing.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "iptkit/dialect.h"
+
+namespace iptkit::cli {
+namespace {
+
+Rule R(const std::string& spec, Family family = Family::kIPv4) {
+  Result<Rule> r = ParseRuleSpec(spec, family);
+  EXPECT_TRUE(r.ok()) << spec << ": " << r.status().ToString();
+  return r.ok() ? *r : Rule{};
+}
+
+Table FilterWith(std::vector<Rule> rules) {
+  Table t;
+  t.name = "filter";
+  Chain input;
+  input.name = "INPUT";
+  input.policy = "DROP";
+  input.counters = {123456789, 98765432109};
+  input.rules = std::move(rules);
+  t.chains.push_back(input);
+  return WithBuiltinChains(t);
+}
+
+TEST(CliListingTest, ColumnsAsIptables) {
+  Rule ssh = R("-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT");
+  ssh.counters = {100000, 99999999};
+  Table t = FilterWith({ssh, R("! -i eth0 -o eth+ ! -d 192.168.0.0/255.255.0.0 -f -g FOO")});
+  ListingFormat f{.counters = true, .line_numbers = true, .chain = "INPUT"};
+  EXPECT_EQ(FormatChains(Family::kIPv4, t, f),
+            "Chain INPUT (policy DROP 123M packets, 99G bytes)\n"
+            "num   pkts bytes target     prot opt in     out     source               destination         \n"
+            "1     100K  100M ACCEPT     6    --  *      *       10.0.0.0/8           0.0.0.0/0            tcp dpt:22 "
+            "/* ssh */\n"
+            "2        0     0 FOO        0    -f  !eth0  eth+    0.0.0.0/0           !192.168.0.0/16      [goto] \n");
+  f.exact = true;
+  f.rule = 1;
+  EXPECT_EQ(FormatChains(Family::kIPv4, t, f),
+            "1      100000 99999999 ACCEPT     6    --  *      *       10.0.0.0/8           0.0.0.0/0            tcp "
+            "dpt:22 /* ssh */\n");
+}
+
+TEST(CliListingTest, RulesAsIptablesS) {
+  Table t = FilterWith({R("-p udp -m udp --dport 53 -j ACCEPT"), R("-m mark --mark 0x1")});
+  ListingFormat f{.counters = true};
+  EXPECT_EQ(FormatRulesS(t, f),
+            "-P INPUT DROP -c 123456789 98765432109\n-P FORWARD ACCEPT -c 0 0\n-P OUTPUT ACCEPT -c 0 0\n"
+            "-A INPUT -p udp -m udp --dport 53 -c 0 0 -j ACCEPT\n-A INPUT -m mark --mark 0x1 -c 0 0\n");
+}
+
+TEST(CliListingTest, ExtensionPrinters) {
+  struct Case {
+    std::string spec;
+    std::string printed;
+  };
+  const std::vector<Case> cases = {
+      {"-p tcp -m tcp --sport 1000:2000 ! --dport 22 --tcp-flags FIN,SYN,RST,ACK SYN -j ACCEPT",
+       " tcp spts:1000:2000 dpt:!22 flags:0x17/0x02"},
+      {"-p icmp -m icmp --icmp-type 3/1 -j ACCEPT", " icmptype 3 code 1"},
+      {"-p icmp -m icmp ! --icmp-type 8 -j ACCEPT", " icmp !type 8"},
+      {"-m conntrack ! --ctstate INVALID --ctdir REPLY -j ACCEPT", " ! ctstate INVALID ctdir REPLY"},
+      {"-p tcp -m multiport ! --sports 1000:2000,3000", " multiport sports  !1000:2000,3000"},
+      {"-m limit --limit 10/min --limit-burst 20", " limit: avg 10/min burst 20"},
+      {"-m connmark --mark 0x3/0xf", " connmark match  0x3/0xf"},
+      {"-j LOG --log-prefix \"x: \" --log-level 6 --log-uid", " LOG flags 8 level 6 prefix \"x: \""},
+      {"-j MARK --set-xmark 0x0/0xffffff0f", " MARK and 0xf0"},
+      {"-j CONNMARK --save-mark --nfmask 0xff --ctmask 0xf", " CONNMARK save nfmask 0xff ctmask ~0xf"},
+      {"-m hashlimit --hashlimit-upto 5/sec --hashlimit-name foo",
+       " hashlimit --hashlimit-upto 5/sec --hashlimit-name foo"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(FormatRuleDetails(Family::kIPv4, R(c.spec)), c.printed) << c.spec;
+  }
+}
+
+TEST(CliListingTest, OwnerFilterAndNotes) {
+  Rule owned = R("-s 192.0.2.1/32 -m comment --comment iptkit:web:abc -j DROP");
+  Table t = FilterWith({R("-j ACCEPT"), owned});
+  ListingFormat f{.line_numbers = true, .owner = "web"};
+  f.notes[{"INPUT", 2}] = "[ttl 30s]";
+  EXPECT_EQ(FormatChains(Family::kIPv4, t, f),
+            "Chain INPUT (policy DROP)\n"
+            "num  target     prot opt source               destination         \n"
+            "2    DROP       0    --  192.0.2.1            0.0.0.0/0            /* iptkit:web:abc */ [ttl 30s]\n");
+  EXPECT_EQ(FormatRulesS(t, f), "-A INPUT -s 192.0.2.1/32 -m comment --comment \"iptkit:web:abc\" -j DROP\n");
+}
+
+TEST(CliListingTest, Ipv6Addresses) {
+  Table t;
+  t.name = "filter";
+  Chain c;
+  c.name = "INPUT";
+  c.policy = "ACCEPT";
+  c.rules = {R("-s 2001:db8::7/128 -d 2001:db8::/32 -p ipv6-icmp -m icmp6 --icmpv6-type 128 -j ACCEPT", Family::kIPv6)};
+  t.chains = {c};
+  EXPECT_EQ(FormatChains(Family::kIPv6, WithBuiltinChains(t), ListingFormat{.chain = "INPUT"}),
+            "Chain INPUT (policy ACCEPT)\n"
+            "target     prot opt source               destination         \n"
+            "ACCEPT     58   --  2001:db8::7          2001:db8::/32        ipv6-icmptype 128\n");
+}
+
+}  // namespace
+}  // namespace iptkit::cli
