@@ -484,7 +484,7 @@ class Parser {
   TokenLocation location_;
   bool keep_typed_;
   bool counters_given_ = false;  // -c / --set-counters
-  std::vector<int> owner_;  // per token: kHeaderOwner, kCountersOwner or the index in contexts_
+  std::vector<int> owner_;       // per token: kHeaderOwner, kCountersOwner or the index in contexts_
   size_t pos_ = 0;
   const Token* negation_ = nullptr;  // the pending "!"
   bool implicit_protocol_loaded_ = false;

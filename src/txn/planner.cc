@@ -191,9 +191,7 @@ Status AtOp(const Status& s, size_t number, const Op& op, std::string_view suffi
 }
 
 // Counters given with -c on the command line (only append, insert and replace take them, as in iptables).
-bool TypedCounters(const Rule& rule) {
-  return rule.typed.size() >= 3 && rule.typed[0] == "-c" && HasTypedForm(rule);
-}
+bool TypedCounters(const Rule& rule) { return rule.typed.size() >= 3 && rule.typed[0] == "-c" && HasTypedForm(rule); }
 
 bool HasRule(Op::Kind kind) {
   return kind == Op::Kind::kAppend || kind == Op::Kind::kInsert || kind == Op::Kind::kDelete ||
@@ -260,19 +258,6 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
   return at;
 }
 
-// The owner of a tagged rule of `chain` that equals `rule` but for its tag (a delete without the tag misses it).
-std::optional<Rule::Tag> OwnedTwin(const Chain& chain, const Rule& rule) {
-  if (rule.OwnerTag()) return std::nullopt;
-  for (const Rule& r : chain.rules) {
-    std::optional<Rule::Tag> tag = r.OwnerTag();
-    if (!tag) continue;
-    Rule untagged = r;
-    untagged.ClearOwnerTag();
-    if (backend::SameRule(untagged, rule)) return tag;
-  }
-  return std::nullopt;
-}
-
 // Renders one transaction op into table ops on the simulation, with op-level checks that give better messages
 // than the table-op level ones.
 Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
@@ -297,12 +282,6 @@ Status PlanOp(Family family, TableSimulation& sim, const Op& op) {
     case Op::Kind::kDelete: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       if (backend::FindRule(*c, op.rule) < 0) {
-        if (std::optional<Rule::Tag> tag = OwnedTwin(*c, op.rule)) {
-          return Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain +
-                                  "; the same rule owned by '" + tag->owner + "' (iptkit:" + tag->owner + ":" +
-                                  tag->id + ") is there: delete it through its owner")
-              .WithOwner(tag->owner);
-        }
         return Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
       }
       return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, op.rule));
@@ -621,7 +600,21 @@ Status BatchPlanner::AddTransaction(const Transaction& txn) {
     }
     if (!rules.empty()) {
       Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
-      if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
+      if (!canon.ok()) {
+        // Which op: the rules iptables accepts are cached now, so one call per rule finds the refused one cheaply.
+        for (size_t k = 0; k < ops.size(); ++k) {
+          const Op& op = ops[k];
+          if (HasRule(op.kind)) {
+            Result<std::vector<Rule>> one = backend_->Canonicalize(group.family, group.table, {op.rule});
+            if (!one.ok()) return fail(AtOp(one.status(), group.ops[k] + 1, op));
+          }
+          if (op.expect) {
+            Result<std::vector<Rule>> one = backend_->Canonicalize(group.family, group.table, {*op.expect});
+            if (!one.ok()) return fail(AtOp(one.status(), group.ops[k] + 1, op, " expect"));
+          }
+        }
+        return fail(canon.status().WithContext("table " + where));
+      }
       if (canon->size() != rules.size()) {
         return fail(Status::Internal("backend " + backend_->traits().name + " returned " +
                                      std::to_string(canon->size()) + " canonical rules for " +

@@ -455,13 +455,12 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
       const Rule& rule = rules[todo[k]];
       if (!first) first = RuleRefused(loaded.status[k], HasTypedForm(rule) ? rule.typed : ArgsOf(keys[todo[k]]));
     }
-    if (first) {
-      if (refused == 1) return *first;
-      return first->WithContext("(1 of " + std::to_string(refused) + " rules iptables refuses)");
-    }
-    // 2. The printed forms that differ from what was typed: do they load back to the same kernel rule?
+    // 2. The printed forms that differ from what was typed: do they load back to the same kernel rule? (For the
+    //    rules iptables accepts: they are cached even when another rule is refused, so that a caller looking for
+    //    the refused one rule by rule finds the others cached.)
     std::vector<std::pair<std::string, const Rule*>> printed;
     for (size_t k = 0; k < todo.size(); ++k) {
+      if (!loaded.status[k].ok()) continue;
       const std::string text = FormatRuleSpec(loaded.printed[k]);
       if (text == keys[todo[k]]) {
         printed_forms_[{family, table, text}] = PrintedForm{loaded.forms[k], ""};
@@ -473,6 +472,7 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
     const std::string tool = IptablesToolPath(variant_, family, "-save");
     const std::string tool_name = tool.substr(tool.rfind('/') + 1);
     for (size_t k = 0; k < todo.size(); ++k) {
+      if (!loaded.status[k].ok()) continue;
       Rule r = std::move(loaded.printed[k]);
       const std::string text = FormatRuleSpec(r);
       const PrintedForm& p = printed_forms_.at({family, table, text});
@@ -483,6 +483,10 @@ Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std:
       }
       canonical_outputs_.insert({family, table, text});
       canonical_cache_[{family, table, keys[todo[k]]}] = std::move(r);
+    }
+    if (first) {
+      if (refused == 1) return *first;
+      return first->WithContext("(1 of " + std::to_string(refused) + " rules iptables refuses)");
     }
   }
   // Each canonical rule carries what was asked for as its typed form: the typed form, or for a rule without one

@@ -71,8 +71,8 @@
 //    rule's expressions, nft::KernelRule::form; a rule using an expression iptables-nft does not write is lossy
 //    outright) or x_tables blob (legacy: legacy::RuleForms) that the read checks its snapshot with, and each distinct
 //    printed form is loaded once in the scratch netns to learn its kernel form (cached per text). Examples: legacy
-//    `-p tcp -m tcp ! --sport :` prints as `-p tcp -m tcp` (match-all), `! -i +` as nothing; `-m ipcomp --ipcompspi :`
-//    as `--ipcompspi 0`.
+//    `-p tcp -m tcp ! --sport :` prints as `-p tcp -m tcp` (match-all), `! -i +` as nothing; on nft the former
+//    prints as `-p tcp`.
 // Thread-safety: one thread at a time (like every Backend).
 //
 //   IPTKIT_ASSIGN_OR_RETURN(auto backend, NewRestoreBackend(Variant::kNft, {.netns = "blue"}));

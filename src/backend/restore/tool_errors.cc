@@ -8,7 +8,7 @@ std::string CleanToolMessage(std::string_view stderr_text) {
   // "iptables-restore v1.8.9 (nf_tables): ", "ip6tables v1.8.9 (legacy): " (xtables_error's banner).
   static const std::regex kBanner(R"(^[\w.-]+ v[\d.]+ \([\w]+\):\s*)");
   static const std::regex kLineOnly(R"(^(Error occurred at line: \d+|[\w.-]+: line \d+ failed)$)");
-  static const std::regex kLinePrefix(R"(^line \d+: )");
+  static const std::regex kLinePrefix(R"(^([\w.-]+: )?line \d+( failed)?: )");
   static const std::regex kChainSuffix(R"(: rule in chain \S+$)");
   std::string out;
   size_t start = 0;

@@ -17,6 +17,9 @@ TEST(ToolErrorsTest, KeepsIptablesReasonOnly) {
   EXPECT_EQ(CleanToolMessage("iptables-restore v1.8.9 (nf_tables): RULE_APPEND failed (Invalid argument): rule in "
                              "chain IPTKIT-H\n"),
             "RULE_APPEND failed (Invalid argument)");
+  EXPECT_EQ(CleanToolMessage("iptables-nft-restore: line 3 failed: Bad rule (does a matching rule exist in that "
+                             "chain?).\n"),
+            "Bad rule (does a matching rule exist in that chain?).");
   // Legacy's bare failure has no reason left (only the kernel log has it).
   EXPECT_EQ(CleanToolMessage("iptables-restore: line 4 failed\n"), "");
   // Several lines of reason stay, joined.
