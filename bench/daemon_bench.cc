@@ -13,15 +13,23 @@
 //      the number of commits, the mean group-commit batch size and the mean commit duration of that phase.
 //   2. a second fresh namespace (…-loop) gets the same preload, then the first --loop-adds of the same specs as
 //      one `iptables -w 10 -A INPUT <spec>` process each, one after the other, checked by a rule count.
+//   3. after the first variant's plain adds, in the same daemon (--attack-requests N, 0 skips): N authenticated
+//      GET /v1/version one at a time without attackers, then with --slowloris connections dribbling a header byte
+//      per second and --stalled-streams event streams that never read (from other loopback addresses, reconnected
+//      whenever the daemon drops them), and N/20 single-rule POSTs without and with the attack: p50/p90/p99 latency.
 // Prints the machine facts and one Markdown table per variant on stdout (progress on stderr); exits 1 when any
 // check failed. Needs root; writes netfilter state only in the namespaces it creates and deletes them, and kills
 // the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
 //
 //   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --preload 1000 --adds 1000
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -70,6 +78,11 @@ struct Config {
   std::string iptkitd = IPTKITD_PATH;
   std::string daemon_log_level = "warn";
   std::vector<std::string> daemon_env;  // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
+  // HTTP under attack (first variant's daemon, after its plain adds): authenticated requests one at a time while
+  // `slowloris` connections dribble a header byte per second and `stalled_streams` event streams never read.
+  int attack_requests = 1000;  // 0: skip
+  int slowloris = 300;
+  int stalled_streams = 250;
 };
 
 // The i-th add of the plain phase (and of the iptables -A loop): distinct /32 sources in 172.16.0.0/12.
@@ -236,6 +249,7 @@ class Daemon {
   Daemon& operator=(const Daemon&) = delete;
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   const std::string& backend() const { return backend_; }
   const std::string& log_path() const { return log_path_; }
 
@@ -457,6 +471,213 @@ PhaseResult RunClients(const std::string& tool, int port, const std::string& tok
   return result;
 }
 
+std::string Fixed(double v, int digits);
+
+// ---- HTTP under attack ----
+
+// A TCP connection to 127.0.0.1:port from `source` (another loopback address: the daemon caps connections per
+// client address, and attackers come from many); rcvbuf > 0 shrinks the receive buffer. -1 on failure.
+int ConnectFrom(int port, const std::string& source, int rcvbuf = 0) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+  sockaddr_in from{};
+  from.sin_family = AF_INET;
+  inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Keeps `slowloris` connections sending one header byte per second each and `streams` event streams that never
+// read open, reconnecting whatever the daemon closes (a head deadline, a stream cut for falling behind), as an
+// attacker would, until destroyed.
+class Attackers {
+ public:
+  Attackers(int port, std::string token, int slowloris, int streams) : port_(port), token_(std::move(token)) {
+    for (int i = 0; i < slowloris; ++i) slow_.push_back(OpenSlow(i));
+    for (int i = 0; i < streams; ++i) streams_.push_back(OpenStream(i));
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Attackers() {
+    stop_ = true;
+    thread_.join();
+    for (int fd : slow_) {
+      if (fd >= 0) close(fd);
+    }
+    for (int fd : streams_) {
+      if (fd >= 0) close(fd);
+    }
+  }
+  Attackers(const Attackers&) = delete;
+  Attackers& operator=(const Attackers&) = delete;
+  int reconnects() const { return reconnects_.load(); }
+
+ private:
+  int OpenSlow(int i) {
+    const int fd = ConnectFrom(port_, "127.0.1." + std::to_string(1 + i / 30));
+    if (fd >= 0) (void)send(fd, "GET /v1/version HTTP/1.1\r\nHost: x\r\nX-Slow: ", 43, MSG_NOSIGNAL);
+    return fd;
+  }
+  int OpenStream(int i) {
+    const int fd = ConnectFrom(port_, "127.0.2." + std::to_string(1 + i / 50), /*rcvbuf=*/4096);
+    const std::string request = "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token_ + "\r\n\r\n";
+    if (fd >= 0) (void)send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+    return fd;
+  }
+  // Whether the daemon closed `fd` (a reset, or EOF after whatever it sent last).
+  static bool Gone(int fd) {
+    if (fd < 0) return true;
+    pollfd p{fd, POLLRDHUP, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+  }
+  void Run() {
+    while (!stop_) {
+      for (int& fd : slow_) (void)send(fd, "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      for (size_t i = 0; i < slow_.size(); ++i) {
+        if (!Gone(slow_[i])) continue;
+        if (slow_[i] >= 0) close(slow_[i]);
+        slow_[i] = OpenSlow(static_cast<int>(i));
+        ++reconnects_;
+      }
+      for (size_t i = 0; i < streams_.size(); ++i) {
+        if (!Gone(streams_[i])) continue;
+        if (streams_[i] >= 0) close(streams_[i]);
+        streams_[i] = OpenStream(static_cast<int>(i));
+        ++reconnects_;
+      }
+      for (int i = 0; i < 10 && !stop_; ++i) usleep(100000);
+    }
+  }
+
+  const int port_;
+  const std::string token_;
+  std::vector<int> slow_, streams_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> reconnects_{0};
+  std::thread thread_;
+};
+
+// `count` requests one after the other over one keep-alive connection: GET /v1/version, or POST of distinct
+// single-rule adds (`-s 10.200.x.y/32 -j DROP`, numbered from `first`); every answer must be 200.
+PhaseResult TimeRequests(const std::string& tool, int port, const std::string& token, int count, bool post,
+                         int first = 0) {
+  PhaseResult r;
+  r.tool = tool;
+  r.changes = count;
+  auto client = NewClient(port);
+  const httplib::Headers headers = AuthHeaders(token);
+  int failures = 0;
+  const Clock::time_point start = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    const int n = first + i;
+    const Clock::time_point t0 = Clock::now();
+    httplib::Result res = post ? client->Post(kRulesPath, headers,
+                                              RuleBody("-s 10.200." + std::to_string((n >> 8) & 255) + "." +
+                                                           std::to_string(n & 255) + "/32 -j DROP",
+                                                       std::nullopt),
+                                              "application/json")
+                               : client->Get("/v1/version", headers);
+    r.latency_ms.push_back(MillisSince(t0));
+    if (!res || res->status != 200) {
+      if (++failures == 1) {
+        r.error = (post ? "POST: " : "GET /v1/version: ") +
+                  (res ? "HTTP " + std::to_string(res->status) + ": " + res->body : httplib::to_string(res.error()));
+      }
+    }
+  }
+  r.wall_s = MillisSince(start) / 1000;
+  if (failures > 0) r.error = std::to_string(failures) + " of " + std::to_string(count) + " failed, e.g. " + r.error;
+  return r;
+}
+
+// A line of /proc/PID/status in kB ("VmHWM"); -1 when unreadable.
+long StatusKb(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field + ":", 0) == 0) return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+  }
+  return -1;
+}
+
+std::optional<double> ScrapeOne(int port, const std::string& token, const std::string& series) {
+  auto client = NewClient(port);
+  httplib::Result res = client->Get("/metrics", AuthHeaders(token));
+  if (!res || res->status != 200) return std::nullopt;
+  std::istringstream in(res->body);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return std::nullopt;
+}
+
+struct AttackReport {
+  std::vector<PhaseResult> rows;
+  std::string notes;
+};
+
+// The attack phase: latency of authenticated requests before and during the attack.
+Status RunAttack(const Config& config, const Daemon& daemon, const std::string& token, AttackReport& out) {
+  const int n = config.attack_requests;
+  std::fprintf(stderr, "[attack] %d GET /v1/version without attackers\n", n);
+  out.rows.push_back(TimeRequests("GET /v1/version, no attackers", daemon.port(), token, n, false));
+  out.rows.push_back(TimeRequests("POST add (group commit), no attackers", daemon.port(), token, n / 20, true));
+  std::fprintf(stderr, "[attack] opening %d slowloris connections and %d stalled event streams\n", config.slowloris,
+               config.stalled_streams);
+  Attackers attackers(daemon.port(), token, config.slowloris, config.stalled_streams);
+  const std::string tcp = "iptkitd_http_connections{listener=\"tcp\"}";
+  const Clock::time_point wait = Clock::now();
+  std::optional<double> open;
+  while (MillisSince(wait) < 10000) {
+    open = ScrapeOne(daemon.port(), token, tcp);
+    const std::optional<double> streams = ScrapeOne(daemon.port(), token, "iptkitd_event_streams");
+    if (open && streams && *open >= config.slowloris + config.stalled_streams && *streams >= config.stalled_streams) {
+      break;
+    }
+    usleep(100000);
+  }
+  std::fprintf(stderr, "[attack] %d GET /v1/version and %d POST adds under attack\n", n, n / 20);
+  out.rows.push_back(TimeRequests("GET /v1/version, under attack", daemon.port(), token, n, false));
+  out.rows.push_back(TimeRequests("POST add (group commit), under attack", daemon.port(), token, n / 20, true, n / 20));
+  const std::optional<double> cut =
+      ScrapeOne(daemon.port(), token, "iptkitd_http_limit_hits_total{limit=\"event_buffer_bytes\"}");
+  const std::optional<double> timed_out =
+      ScrapeOne(daemon.port(), token, "iptkitd_http_limit_hits_total{limit=\"header_timeout\"}");
+  std::ostringstream notes;
+  notes << "- attackers: " << config.slowloris << " slowloris connections (a header byte per second each) and "
+        << config.stalled_streams << " event streams that never read (4 KiB receive buffers), from 127.0.1.x and "
+        << "127.0.2.x, reconnected whenever the daemon closed them (" << attackers.reconnects() << " times); TCP "
+        << "connections open when the timing started: " << (open ? Fixed(*open, 0) : std::string("?"))
+        << "; streams cut for falling behind: " << (cut ? Fixed(*cut, 0) : std::string("0"))
+        << "; heads timed out: " << (timed_out ? Fixed(*timed_out, 0) : std::string("0")) << "; iptkitd peak RSS "
+        << StatusKb(daemon.pid(), "VmHWM") / 1024 << " MB.\n";
+  out.notes = notes.str();
+  for (const PhaseResult& r : out.rows) {
+    if (!r.error.empty()) return Status::Internal(r.tool + ": " + r.error);
+  }
+  return Status::Ok();
+}
+
+std::string FormatAttack(const AttackReport& report) {
+  std::ostringstream md;
+  md << "#### HTTP under attack (one client, one request at a time, keep-alive)\n\n"
+     << "| requests | n | p50 ms | p90 ms | p99 ms | max ms |\n|---|--:|--:|--:|--:|--:|\n";
+  for (const PhaseResult& r : report.rows) {
+    md << "| " << r.tool << (r.error.empty() ? "" : " (FAILED)") << " | " << r.changes << " | "
+       << Fixed(Percentile(r.latency_ms, 0.5), 2) << " | " << Fixed(Percentile(r.latency_ms, 0.9), 2) << " | "
+       << Fixed(Percentile(r.latency_ms, 0.99), 2) << " | " << Fixed(Percentile(r.latency_ms, 1.0), 2) << " |\n";
+  }
+  md << "\n" << report.notes << "\n";
+  return md.str();
+}
+
 Status LoadPreload(const Variant& variant, int netns_fd, int preload) {
   auto loaded = RunProcessOk({variant.restore, "--noflush", "-w", "10"},
                              {.netns_fd = netns_fd, .stdin_data = GenerateRules(preload)});
@@ -488,7 +709,7 @@ void ApplyMetricsDelta(PhaseResult& r, const MetricsSnapshot& before, const Metr
 }
 
 // The daemon phases; appends one PhaseResult per phase (the failing one carries the error).
-Status RunDaemon(const Config& config, const Variant& variant, std::vector<PhaseResult>& out) {
+Status RunDaemon(const Config& config, const Variant& variant, std::vector<PhaseResult>& out, AttackReport* attack) {
   const std::string ns_name = NetnsName(variant, "daemon");
   std::fprintf(stderr, "[%s daemon] netns %s, preloading %d rules\n", variant.name.c_str(), ns_name.c_str(),
                config.preload);
@@ -506,14 +727,13 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
   if (token_words.size() != 1) return Status::Internal("`iptkitd token create` printed '" + token_out + "'");
   const std::string token = token_words.front();
 
-  const std::vector<std::string> args = {"--netns",           ns_name,
-                                         "--backend",         variant.name,
-                                         "--listen",          "127.0.0.1:0",
-                                         "--ready-file",      dir->path() + "/ready.json",
-                                         "--state-dir",       state_dir,
-                                         "--rate-limit",      "0",
-                                         "--max-connections", std::to_string(config.clients + 16),
-                                         "--log-level",       config.daemon_log_level};
+  const std::vector<std::string> args = {"--netns",      ns_name,
+                                         "--backend",    variant.name,
+                                         "--listen",     "127.0.0.1:0",
+                                         "--ready-file", dir->path() + "/ready.json",
+                                         "--state-dir",  state_dir,
+                                         "--rate-limit", "0",
+                                         "--log-level",  config.daemon_log_level};
   const Clock::time_point started = Clock::now();
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Daemon> daemon,
                           Daemon::Start(config.iptkitd, args, config.daemon_env, dir->path() + "/iptkitd.log",
@@ -562,6 +782,11 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
   };
   IPTKIT_RETURN_IF_ERROR(phase("iptkitd, " + std::to_string(config.clients) + " clients", config.adds,
                                [](int i) { return RuleBody(AddSpec(i), std::nullopt); }));
+  if (attack != nullptr) {
+    // Before the owned TTL adds: with thousands of owned rules the daemon's drift checks would commit meanwhile.
+    IPTKIT_RETURN_IF_ERROR(RunAttack(config, *daemon, token, *attack));
+    expected += static_cast<size_t>(2 * (config.attack_requests / 20));
+  }
   if (config.ttl_adds > 0) {
     IPTKIT_RETURN_IF_ERROR(phase("iptkitd owned TTL adds, " + std::to_string(config.clients) + " clients",
                                  config.ttl_adds, [](int i) { return RuleBody(TtlSpec(i), 3600); }));
@@ -694,6 +919,13 @@ int Main(int argc, char** argv) {
   app.add_option("--iptkitd", config.iptkitd, "path of the iptkitd binary")->check(CLI::ExistingFile);
   app.add_option("--daemon-log-level", config.daemon_log_level, "iptkitd --log-level");
   app.add_option("--daemon-env", config.daemon_env, "KEY=VALUE added to iptkitd's environment (repeatable)");
+  app.add_option("--attack-requests", config.attack_requests,
+                 "GET /v1/version timed before and under attack, after the first variant's plain adds (0: skip)")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--slowloris", config.slowloris, "attack: connections sending a header byte per second")
+      ->check(CLI::Range(0, 10000));
+  app.add_option("--stalled-streams", config.stalled_streams, "attack: event streams that never read")
+      ->check(CLI::Range(0, 10000));
   CLI11_PARSE(app, argc, argv);
   for (const std::string& v : config.variants) {
     if (v != "nft" && v != "legacy") {
@@ -743,12 +975,24 @@ int Main(int argc, char** argv) {
      << "filter -A INPUT <spec>`, one process after the other (fork + setns + execve), in a fresh namespace with "
      << "the same preload; p50/p99 per command.\n\n";
 
+  if (config.attack_requests > 0) {
+    md << "- HTTP under attack (after the first variant's plain adds, same daemon): " << config.attack_requests
+       << " authenticated `GET /v1/version` one after the other on one keep-alive connection and "
+       << config.attack_requests / 20 << " single-rule POSTs (each its own commit), without attackers, then the "
+       << "same with " << config.slowloris << " slowloris connections and " << config.stalled_streams
+       << " never-reading event streams open (the commits' events make the stalled streams fall behind).\n\n";
+  }
+
   bool failed = false;
+  AttackReport attack;
+  bool attack_done = config.attack_requests <= 0;
   for (const std::string& name : config.variants) {
     const Variant variant = name == "nft" ? Variant::Nft() : Variant::Legacy();
     std::vector<PhaseResult> rows;
     std::vector<std::string> errors;
-    if (Status s = RunDaemon(config, variant, rows); !s.ok()) {
+    const bool attack_here = !attack_done;
+    attack_done = true;
+    if (Status s = RunDaemon(config, variant, rows, attack_here ? &attack : nullptr); !s.ok()) {
       errors.push_back("daemon: " + s.ToString());
       failed = true;
     }
@@ -760,6 +1004,10 @@ int Main(int argc, char** argv) {
     }
     md << FormatVariant(name, config, rows, errors);
     std::fprintf(stderr, "%s", FormatVariant(name, config, rows, errors).c_str());
+    if (attack_here && !attack.rows.empty()) {
+      md << FormatAttack(attack);
+      std::fprintf(stderr, "%s", FormatAttack(attack).c_str());
+    }
   }
   std::cout << md.str();
   return failed ? 1 : 0;

@@ -1,4 +1,4 @@
-// libFuzzer target for the iptables-save/-restore dialect (DESIGN.md §9). Contract checked beyond "no crash,
+// libFuzzer target for the iptables-save/-restore dialect (docs/testing.md). Contract checked beyond "no crash,
 // no sanitizer report": whatever parses prints back to text that parses to an equal value.
 //   cmake --preset fuzz && cmake --build --preset fuzz && build/fuzz/fuzz/dialect_fuzzer -max_total_time=60
 #include <cstddef>

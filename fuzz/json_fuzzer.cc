@@ -1,4 +1,4 @@
-// libFuzzer target for the JSON decoders (DESIGN.md §9): transactions, desired state, rules. Beyond "no crash,
+// libFuzzer target for the JSON decoders (docs/testing.md): transactions, desired state, rules. Beyond "no crash,
 // no sanitizer report": whatever decodes encodes back to JSON that decodes to an equal value.
 //   cmake --preset fuzz && cmake --build --preset fuzz && build/fuzz/fuzz/json_fuzzer -max_total_time=60
 #include <cstddef>

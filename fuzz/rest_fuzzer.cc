@@ -1,4 +1,4 @@
-// libFuzzer target for the REST decoding (DESIGN.md §9): request bodies of every kind, query values, and the
+// libFuzzer target for the REST decoding (docs/testing.md): request bodies of every kind, query values, and the
 // error-details extraction over the messages they produce. Beyond "no crash, no sanitizer report": every error is
 // InvalidArgument and its message starts with a JSON pointer or names the body, and the details extraction never
 // reports a column without a token.

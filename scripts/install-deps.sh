@@ -8,7 +8,7 @@ apt-get install -y --no-install-recommends \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev \
   libxtables-dev libnftnl-dev libmnl-dev \
-  iptables ipset nftables nfacct iproute2 util-linux procps groff-base \
+  iptables ipset nftables nfacct iproute2 util-linux procps groff-base clang-format \
   python3 python3-iptables python3-yaml python3-jsonschema \
   libsqlite3-dev libssl-dev openssl libcpp-httplib-dev prometheus curl
 # The OpenAPI linter of tests/rest/openapi_lint.sh: Redocly CLI from npm (2.x needs Node.js 20; 1.34 runs on

@@ -1,6 +1,6 @@
 // Declarative desired state of one owner: the chains it owns with their rules, and hook rules that jump into
 // them from builtin chains. Apply computes the minimal change (a longest-common-subsequence diff per chain, so
-// unchanged rules keep their counters) and never touches a rule it does not own (DESIGN.md §6).
+// unchanged rules keep their counters) and never touches a rule it does not own (docs/architecture.md §4).
 //
 //   iptkit::DesiredState want;
 //   want.owner = "myapp";

@@ -1,8 +1,8 @@
 // Firewall: the entry point of the iptkit library. One Firewall manages the iptables rules of one network
 // namespace (the caller's, or one named by --netns NAME|PATH) through one backend.
 //
-// Reads return structured rulesets (or canonical iptables-save text); every change is a Transaction (DESIGN.md
-// §6). Declarative desired state goes through PlanApply / Apply.
+// Reads return structured rulesets (or canonical iptables-save text); every change is a Transaction
+// (docs/architecture.md §4). Declarative desired state goes through PlanApply / Apply.
 // Thread-safety: a Firewall is not thread-safe; use one per thread or serialize calls (the daemon has one
 // writer thread). Different Firewall objects may be used concurrently: the kernel commit is atomic per table and
 // iptkit guards position-based edits with `-C` preconditions.

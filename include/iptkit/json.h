@@ -1,4 +1,4 @@
-// JSON forms of the iptkit model, shaped like libnftables-json (DESIGN.md §4, reference: docs/json.md): the same
+// JSON forms of the iptkit model, shaped like libnftables-json (reference: docs/json.md): the same
 // element shapes on input and output, a batch is an ordered list of ops applied as one transaction.
 //
 // A rule carries both its spec (the iptables-save text, dialect.h) and structured fields; input may give either,
@@ -19,8 +19,8 @@
 #include <string>
 #include <string_view>
 
-#include "iptkit/desired.h"
 #include "iptkit/backend_info.h"
+#include "iptkit/desired.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"
 #include "iptkit/transaction.h"

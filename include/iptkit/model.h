@@ -119,7 +119,7 @@ struct Rule {
            a.matches == b.matches && a.target == b.target;
   }
 
-  // The owner tag (DESIGN.md §6): the last match is `-m comment --comment "iptkit:<owner>:<id>"`.
+  // The owner tag (docs/architecture.md §4): the last match is `-m comment --comment "iptkit:<owner>:<id>"`.
   struct Tag {
     std::string owner;
     std::string id;

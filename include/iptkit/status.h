@@ -41,18 +41,18 @@ std::string_view StatusCodeName(StatusCode code);
 // What a failure is about, as fields. Every field is optional; producers fill what they know, and the message says
 // the same in words. Adapters render it (REST: error.details; CLI: a caret under the token).
 struct StatusDetails {
-  std::optional<std::string> token;    // the offending token of a rule spec or command line
-  std::optional<int> column;           // its 1-based byte column in the spec
-  std::optional<int> argument;         // its 1-based position among the spec's arguments (argv-style input)
-  std::optional<std::string> field;    // JSON pointer of the offending value ("/ops/2/append/rule/spec")
-  std::optional<int> op_index;         // 0-based index of the offending op of a transaction
-  std::optional<std::string> family;   // "ipv4" / "ipv6"
-  std::optional<std::string> table;    // where the failure is: table, chain, 1-based rule number
+  std::optional<std::string> token;   // the offending token of a rule spec or command line
+  std::optional<int> column;          // its 1-based byte column in the spec
+  std::optional<int> argument;        // its 1-based position among the spec's arguments (argv-style input)
+  std::optional<std::string> field;   // JSON pointer of the offending value ("/ops/2/append/rule/spec")
+  std::optional<int> op_index;        // 0-based index of the offending op of a transaction
+  std::optional<std::string> family;  // "ipv4" / "ipv6"
+  std::optional<std::string> table;   // where the failure is: table, chain, 1-based rule number
   std::optional<std::string> chain;
   std::optional<int> rule;
-  std::optional<std::string> owner;    // the owner of the rule or chain concerned
-  std::optional<int> line;             // 1-based line of the caller's own input (a restore file, a bulk load)
-  std::optional<std::string> reason;   // a short machine-readable reason ("lossy", "unrepresentable", ...)
+  std::optional<std::string> owner;   // the owner of the rule or chain concerned
+  std::optional<int> line;            // 1-based line of the caller's own input (a restore file, a bulk load)
+  std::optional<std::string> reason;  // a short machine-readable reason ("lossy", "unrepresentable", ...)
   friend bool operator==(const StatusDetails&, const StatusDetails&) = default;
 };
 

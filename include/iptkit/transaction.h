@@ -2,7 +2,7 @@
 //
 // Each table changes in one atomic kernel commit. A transaction over several tables (or IPv4 and IPv6) commits
 // table by table and, if the kernel rejects a later table, undoes the earlier ones with guarded inverse
-// operations, so a failed transaction changes nothing (DESIGN.md §6). Everything is validated locally first
+// operations, so a failed transaction changes nothing (docs/architecture.md §4). Everything is validated locally first
 // (chains and jump targets exist, targets allowed in their table/hook) and nothing is sent when that fails.
 // A Transaction is a plain value; build it on one thread.
 //

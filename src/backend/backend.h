@@ -74,8 +74,8 @@ struct TableBatch {
 };
 
 // Renders a batch as the restore block iptkit sends: "*table\n<one line per op>\nCOMMIT\n". Never emits
-// builtin-chain declarations (they would reset an admin's policy, DESIGN.md §5); with flush_table it declares
-// the chains of the new table the way iptables-save does, which is what a whole-table restore means.
+// builtin-chain declarations (they would reset an admin's policy, docs/architecture.md §3); with flush_table it
+// declares the chains of the new table the way iptables-save does, which is what a whole-table restore means.
 std::string RenderRestoreBlock(const TableBatch& batch);
 // One op as a restore line ("-A INPUT -s 1.2.3.4/32 -j ACCEPT").
 std::string RenderRestoreLine(const TableOp& op);
@@ -167,9 +167,9 @@ class Backend {
 // Commit for backends that commit table by table: commits tables[0], tables[1], ... in order with `commit_one`
 // (atomic per table), skipping batches without ops. A lone table's error is returned as it is. When table k of
 // several fails, commits the inverse batches of the tables committed before it, newest first, and returns table
-// k's error (same code, same details) prefixed with which table failed, e.g. "commit of ipv4 nat (table 2 of 2) failed, ipv4 filter rolled back: <error>". If an inverse
-// fails too, returns Internal naming the original error, each failed inverse and which tables are left changed; the
-// other inverses are still attempted.
+// k's error (same code, same details) prefixed with which table failed, e.g. "commit of ipv4 nat (table 2 of 2) failed,
+// ipv4 filter rolled back: <error>". If an inverse fails too, returns Internal naming the original error, each failed
+// inverse and which tables are left changed; the other inverses are still attempted.
 Result<CommitReport> CommitTableByTable(const std::vector<CommitTable>& tables, const std::string& backend_name,
                                         const std::function<Status(const TableBatch&)>& commit_one);
 

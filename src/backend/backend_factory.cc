@@ -1,4 +1,4 @@
-// MakeBackend: picks and creates the backend for a BackendKind (DESIGN.md §5, "Variant detection").
+// MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants").
 #include "src/backend/backend.h"
 #include "src/backend/fake/fake_backend.h"
 #include "src/backend/restore/restore_backend.h"

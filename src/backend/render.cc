@@ -1,4 +1,4 @@
-// Rendering of TableBatches as iptables-restore input (DESIGN.md §5).
+// Rendering of TableBatches as iptables-restore input (docs/architecture.md §3).
 //
 // Encoding (shared with src/txn/planner.cc PreimageBatch): in a flush_table batch the kPolicy ops declare the
 // builtin chains (policy counters in op.rule.counters) and the kNewChain ops declare user chains; everything is

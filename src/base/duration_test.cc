@@ -17,8 +17,8 @@ TEST(DurationTest, EveryUnit) {
 }
 
 TEST(DurationTest, BadFormsNameTheText) {
-  for (const char* bad : {"", "0", "0s", "-1", "+5", "1.5s", "5 s", "5S", "5x", "ms", "99999999999999999999",
-                          "9223372036854775807d"}) {
+  for (const char* bad :
+       {"", "0", "0s", "-1", "+5", "1.5s", "5 s", "5S", "5x", "ms", "99999999999999999999", "9223372036854775807d"}) {
     Result<milliseconds> d = ParseDuration(bad);
     ASSERT_FALSE(d.ok()) << bad;
     EXPECT_EQ(d.status().code(), StatusCode::kInvalidArgument);

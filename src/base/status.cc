@@ -86,8 +86,7 @@ Status Status::WithOpIndex(int index) const {
   return out;
 }
 
-Status Status::WithLocation(std::string family, std::string table, std::string chain,
-                            std::optional<int> rule) const {
+Status Status::WithLocation(std::string family, std::string table, std::string chain, std::optional<int> rule) const {
   if (ok() || details_.table) return *this;
   Status out = *this;
   out.details_.family = std::move(family);

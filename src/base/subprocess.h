@@ -1,7 +1,7 @@
 // RunSubprocess: runs one program to completion, feeding stdin and collecting stdout/stderr, optionally inside
 // another network namespace. This is how iptkit talks to iptables-*-save/-restore, nft, ipset and nfacct.
 //
-// Contract (DESIGN.md §5):
+// Contract (docs/architecture.md §3):
 //  - fork + execve of an absolute path with the given argv; never a shell, never a PATH lookup. posix_spawn is
 //    not used because the child must setns(2) before exec.
 //  - The child gets exactly PATH=/usr/sbin:/usr/bin:/sbin:/bin, LC_ALL=C and `extra_env`; nothing is inherited,

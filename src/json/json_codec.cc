@@ -239,7 +239,7 @@ Result<Counters> CountersFromJson(const Json& j, const std::string& pointer) {
   return c;
 }
 
-// Owner tag parts (DESIGN.md §6): owner [a-z0-9-]{1,32}, id up to 26 characters without ':' or blanks.
+// Owner tag parts (docs/architecture.md §4): owner [a-z0-9-]{1,32}, id up to 26 characters without ':' or blanks.
 Status CheckTagPart(const std::string& value, const std::string& pointer, bool owner) {
   size_t max = owner ? 32 : 26;
   bool ok = !value.empty() && value.size() <= max;

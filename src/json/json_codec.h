@@ -1,4 +1,4 @@
-// nlohmann-json level codec of the iptkit model (DESIGN.md §4, docs/json.md), for the public string API
+// nlohmann-json level codec of the iptkit model (docs/json.md), for the public string API
 // (include/iptkit/json.h) and for adapters that already hold parsed JSON (the REST layer).
 //
 // Exceptions from nlohmann-json never leave this layer: parse and type errors become InvalidArgument Statuses
@@ -18,8 +18,8 @@
 #include <string>
 #include <string_view>
 
-#include "iptkit/desired.h"
 #include "iptkit/backend_info.h"
+#include "iptkit/desired.h"
 #include "iptkit/json.h"
 #include "iptkit/model.h"
 #include "iptkit/status.h"

@@ -150,7 +150,7 @@ TEST(RuleJsonTest, GoldenShapeOfDesignExample) {
   RuleOutput out;
   out.location = RuleLocation{Family::kIPv4, "filter", "INPUT", 3};
   r.SetOwnerTag({"myapp", "01HZX"});
-  // DESIGN.md §4 (plus the owner tag the example's "owner" implies).
+  // docs/json.md's example (plus the owner tag the example's "owner" implies).
   EXPECT_EQ(
       Dump(RuleToJson(r, out, spec.codec)),
       R"({"family":"ipv4","table":"filter","chain":"INPUT","index":3,)"

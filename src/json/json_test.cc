@@ -19,7 +19,7 @@ using ::testing::StartsWith;
 
 constexpr Family kV4 = Family::kIPv4;
 
-// DESIGN.md §4's example rule, as the API prints it (golden).
+// docs/json.md's example rule, as the API prints it (golden).
 TEST(JsonApiTest, GoldenRuleOfDesignExample) {
   Result<Rule> rule = ParseRuleSpec("-s 10.0.0.0/8 -p tcp --dport 22 -m comment --comment ssh -j ACCEPT", kV4);
   ASSERT_TRUE(rule.ok()) << rule.status().ToString();

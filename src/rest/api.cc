@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <utility>
 
 #include "src/rest/handlers.h"
@@ -142,11 +143,15 @@ std::string FormatRate(double rate) {
 // ---- Api ----
 
 struct Api::Context {
+  explicit Context(const HttpRequest& r) : req(r), method(r.method == "HEAD" ? std::string("GET") : r.method) {}
   const HttpRequest& req;
   std::string method;  // HEAD as GET
   std::string request_id;
   const Route* route = nullptr;
-  std::string principal;  // for the access log
+  std::map<std::string, std::string> params;
+  Principal principal;
+  Clock::time_point start;
+  size_t max_body_bytes = 0;  // what Admit allows the HTTP layer to read
 };
 
 Api::Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
@@ -199,28 +204,65 @@ bool Api::RateLimited(const std::string& principal, int* retry_after) {
 }
 
 HttpResponse Api::Handle(const HttpRequest& req) {
-  const auto t0 = Clock::now();
-  Context ctx{req, req.method == "HEAD" ? std::string("GET") : req.method, "", nullptr, ""};
-  ctx.request_id = RequestId(Header(req, "x-request-id"));
-  HttpResponse resp = Dispatch(ctx);
+  Preflighted p = Preflight(req);
+  if (p.response) return std::move(*p.response);
+  return Handle(req, p.admission);
+}
+
+Api::Preflighted Api::Preflight(const HttpRequest& head) {
+  Context ctx(head);
+  ctx.start = Clock::now();
+  ctx.request_id = RequestId(Header(head, "x-request-id"));
+  Preflighted out;
+  if (std::optional<HttpResponse> refused = Admit(ctx)) {
+    out.response = Finish(ctx, *std::move(refused));
+    return out;
+  }
+  out.admission = Admission{ctx.principal, ctx.request_id, ctx.max_body_bytes, ctx.start};
+  return out;
+}
+
+HttpResponse Api::Handle(const HttpRequest& req, const Admission& admission) {
+  Context ctx(req);
+  ctx.start = admission.start;
+  ctx.request_id = admission.request_id;
+  ctx.principal = admission.principal;
+  ctx.max_body_bytes = admission.max_body_bytes;
+  for (const Route& r : Routes()) {
+    if (Match(r, req.path, &ctx.params)) {
+      ctx.route = &r;
+      break;
+    }
+  }
+  if (ctx.route == nullptr) {
+    HttpResponse r;
+    r.status = 404;
+    r.body = ErrorBody(MakeError(404, "not_found", "no such route: " + req.path), ctx.request_id);
+    return Finish(ctx, std::move(r));
+  }
+  return Finish(ctx, Dispatch(ctx));
+}
+
+HttpResponse Api::Finish(const Context& ctx, HttpResponse resp) {
+  const HttpRequest& req = ctx.req;
   if (resp.status >= 400 && resp.body.empty()) {
     resp.body = ErrorBody(MakeError(resp.status, "error", "request failed"), ctx.request_id);
   }
   resp.headers.emplace_back("X-Request-Id", ctx.request_id);
   resp.headers.emplace_back("Cache-Control", "no-store");
   const std::string route = ctx.route != nullptr ? std::string(ctx.route->pattern) : "unknown";
-  const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double seconds = std::chrono::duration<double>(Clock::now() - ctx.start).count();
   requests_->Inc({ctx.method, route, std::to_string(resp.status)});
-  if (!resp.stream) latency_->Observe({route}, seconds);
+  if (!resp.events) latency_->Observe({route}, seconds);
   // Never the query or headers: they could hold secrets pasted by mistake.
   spdlog::info("{} {} {} {} {} {:.1f}ms {}", req.remote.empty() ? "-" : req.remote,
-               ctx.principal.empty() ? "-" : ctx.principal, req.method, route, resp.status, seconds * 1000,
+               ctx.principal.name.empty() ? "-" : ctx.principal.name, req.method, route, resp.status, seconds * 1000,
                ctx.request_id);
   return resp;
 }
 
-// Routing, authentication, rate limit, the read/write scope and the body's envelope; then the route's handler.
-HttpResponse Api::Dispatch(Context& ctx) {
+// Routing, authentication, rate limit, the read/write scope and the body's envelope, all from the request's head.
+std::optional<HttpResponse> Api::Admit(Context& ctx) {
   const HttpRequest& req = ctx.req;
   auto error = [&](const HttpError& e) {
     HttpResponse r;
@@ -231,9 +273,8 @@ HttpResponse Api::Dispatch(Context& ctx) {
   };
   auto status_error = [&](const Status& s) { return error(ErrorFromStatus(s)); };
 
-  std::map<std::string, std::string> params;
   for (const Route& r : Routes()) {
-    if (Match(r, req.path, &params)) {
+    if (Match(r, req.path, &ctx.params)) {
       ctx.route = &r;
       break;
     }
@@ -265,7 +306,6 @@ HttpResponse Api::Dispatch(Context& ctx) {
   }
 
   // ---- Authentication (everything but /healthz) ----
-  Principal principal;
   if (ctx.route->id != RouteId::kHealthz) {
     if (req.peer) {
       Result<Principal> p = PeerPrincipal(*req.peer, options_.socket_allow);
@@ -273,7 +313,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
         env_.auth_failures->Inc({"peer"});
         return status_error(p.status());
       }
-      principal = *std::move(p);
+      ctx.principal = *std::move(p);
     } else {
       AuthResult a = Authenticate(*env_.store, Header(req, "authorization"));
       if (!a.lookup.ok()) {
@@ -287,31 +327,40 @@ HttpResponse Api::Dispatch(Context& ctx) {
         r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"iptkitd\"");
         return r;
       }
-      principal = *std::move(a.principal);
+      ctx.principal = *std::move(a.principal);
     }
-    ctx.principal = principal.name;
     int retry_after = 0;
-    if (RateLimited(principal.name, &retry_after)) {
+    if (RateLimited(ctx.principal.name, &retry_after)) {
       HttpError e = MakeError(429, "rate_limited",
-                              principal.name + " exceeded " + FormatRate(options_.rate_limit) +
+                              ctx.principal.name + " exceeded " + FormatRate(options_.rate_limit) +
                                   " requests per second (burst " + FormatRate(options_.rate_burst) + ")");
       e.retry_after_seconds = retry_after;
       return error(e);
     }
     const bool reads = ctx.method == "GET";
-    Status allowed = reads ? AuthorizeRead(principal) : Status::Ok();
-    if (!reads && !principal.scopes.write) allowed = Status::PermissionDenied(principal.name + " has no write scope");
+    Status allowed = reads ? AuthorizeRead(ctx.principal) : Status::Ok();
+    if (!reads && !ctx.principal.scopes.write) {
+      allowed = Status::PermissionDenied(ctx.principal.name + " has no write scope");
+    }
     if (!allowed.ok()) {
       env_.auth_failures->Inc({"scope"});
       return status_error(allowed);
     }
   }
 
-  // ---- Body ----
-  if (!req.body.empty()) {
-    if (req.body.size() > options_.max_body_bytes) {
+  // ---- Body: size and type, from the head (docs/rest.md "Limits") ----
+  // A GET (or HEAD, OPTIONS) body is ignored: it is not read.
+  uint64_t announced = req.body.size();
+  bool has_body = !req.body.empty() || req.headers.count("transfer-encoding") > 0;
+  if (const std::string length = Header(req, "content-length"); !length.empty()) {
+    const uint64_t n = std::strtoull(length.c_str(), nullptr, 10);
+    announced = std::max(announced, n);
+    has_body = has_body || n > 0;
+  }
+  if (ctx.method != "GET" && has_body) {
+    if (announced > options_.max_body_bytes) {
       return error(MakeError(413, "payload_too_large",
-                             "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                             "the body has " + std::to_string(announced) + " bytes; the limit is " +
                                  std::to_string(options_.max_body_bytes)));
     }
     std::string type = Header(req, "content-type");
@@ -323,15 +372,31 @@ HttpResponse Api::Dispatch(Context& ctx) {
                              "request bodies are JSON: send Content-Type: application/json" +
                                  (type.empty() ? std::string() : " (got " + type + ")")));
     }
+    ctx.max_body_bytes = options_.max_body_bytes;
   }
 
   // A table parameter names a table iptables knows.
-  if (auto table = params.find("table"); table != params.end() && BuiltinChains(table->second).empty()) {
+  if (auto table = ctx.params.find("table"); table != ctx.params.end() && BuiltinChains(table->second).empty()) {
     return error(MakeError(404, "not_found",
                            "unknown table '" + table->second + "' (known: filter, nat, mangle, raw, security)"));
   }
+  return std::nullopt;
+}
 
-  Call call{req, ctx.method, ctx.request_id, std::move(params), std::move(principal), {}, {}};
+// An admitted request, its body read: the route's handler.
+HttpResponse Api::Dispatch(Context& ctx) {
+  const HttpRequest& req = ctx.req;
+  // The body was admitted by Admit (size and type) and read by the HTTP layer within ctx.max_body_bytes.
+  if (ctx.method != "GET" && req.body.size() > ctx.max_body_bytes) {
+    HttpResponse r;
+    r.status = 413;
+    r.body = ErrorBody(MakeError(413, "payload_too_large",
+                                 "the body has " + std::to_string(req.body.size()) + " bytes; the limit is " +
+                                     std::to_string(ctx.max_body_bytes)),
+                       ctx.request_id);
+    return r;
+  }
+  Call call{req, ctx.method, ctx.request_id, ctx.params, ctx.principal, {}, {}};
   call.decode = DecodeOptions{options_.netns, options_.default_owner, options_.max_ops};
   call.owned_decode = call.decode;
   if (!call.principal.scopes.owners.empty()) call.owned_decode.default_owner = call.principal.scopes.owners.front();

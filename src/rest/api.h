@@ -15,6 +15,7 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -48,9 +49,17 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
-  // Server-Sent Events: called repeatedly with a writer for the next chunk until it returns false (client gone
-  // or the stream ended); `body` is then ignored. The writer returns false when the client is gone.
-  std::function<bool(const std::function<bool(std::string_view)>& write)> stream;
+  // Server-Sent Events (`GET /v1/events`): the HTTP layer writes what this subscription reads, without holding a
+  // request thread, until it ends; `body` is then ignored.
+  std::unique_ptr<service::EventBus::Subscription> events;
+};
+
+// What Api::Preflight decided from a request's head: who asks and how much body the HTTP layer may read for it.
+struct Admission {
+  Principal principal;                          // empty name for /healthz, which needs no authentication
+  std::string request_id;                       // the id the answer will carry
+  size_t max_body_bytes = 0;                    // 0: the request takes no body (a body sent anyway is not read)
+  std::chrono::steady_clock::time_point start;  // when the head was looked at, for the latency metric
 };
 
 struct ApiOptions {
@@ -64,8 +73,6 @@ struct ApiOptions {
   double rate_burst = 200;
   std::vector<SocketRule> socket_allow;
   std::string version;  // of iptkitd
-  // How often an idle event stream sends a keep-alive comment.
-  std::chrono::milliseconds sse_keepalive = std::chrono::seconds(15);
 };
 
 // What the handlers share (handlers.h).
@@ -82,6 +89,19 @@ class Api {
  public:
   Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
       ApiOptions options);
+  // Everything that can be decided from a request's head (method, path, query, headers, peer; not the body):
+  // routing, authentication, rate limit, read/write scope, body size (Content-Length) and type. Either the
+  // answer (401, 403, 404, 405, 413, 415, 429, OPTIONS' 204, ...: the HTTP layer sends it without reading the
+  // body, and the request is counted and logged here), or an Admission. Headers only: `head.body` is looked at
+  // only by Handle(request) below.
+  struct Preflighted {
+    std::optional<HttpResponse> response;  // answer this
+    Admission admission;                   // else: read up to admission.max_body_bytes, then Handle
+  };
+  Preflighted Preflight(const HttpRequest& head);
+  // Serves an admitted request (its body read) as the admitted principal, without authenticating again.
+  HttpResponse Handle(const HttpRequest& request, const Admission& admission);
+  // Preflight, then Handle: for callers that have the whole request (tests).
   HttpResponse Handle(const HttpRequest& request);
 
   // The route pattern a path matches ("/v1/{family}/tables/{table}"), or "" — for metrics labels and logs.
@@ -93,7 +113,11 @@ class Api {
 
  private:
   struct Context;
+  // Preflight's checks; nullopt when the request is admitted (ctx.principal set).
+  std::optional<HttpResponse> Admit(Context& ctx);
   HttpResponse Dispatch(Context& ctx);
+  // Error body, X-Request-Id, Cache-Control, metrics and the access log line.
+  HttpResponse Finish(const Context& ctx, HttpResponse resp);
   bool RateLimited(const std::string& principal, int* retry_after);
 
   ApiOptions options_;

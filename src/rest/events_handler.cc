@@ -20,23 +20,16 @@ HttpResponse EventsHandler(const HandlerEnv& env, Call& call) {
   }
   // An id from an earlier run of the daemon (ids restart at 1) means "from now".
   if (after > events->last_id()) after = events->last_id();
+  // The HTTP layer writes the stream from its I/O loop; no request thread waits for events.
+  Result<std::unique_ptr<service::EventBus::Subscription>> sub = events->Subscribe(after);
+  if (!sub.ok()) {
+    HttpError e = ErrorFromStatus(sub.status());
+    e.retry_after_seconds = 5;
+    return ErrorResponse(call, e);
+  }
   HttpResponse r;
   r.content_type = "text/event-stream";
-  const auto keepalive = env.options->sse_keepalive;
-  auto last = std::make_shared<uint64_t>(after);
-  r.stream = [events, keepalive, last](const std::function<bool(std::string_view)>& write) {
-    service::EventBus::Batch b = events->WaitAfter(*last, keepalive);
-    if (b.missed && !write(": some events were dropped from the buffer before they could be sent\n\n")) {
-      return false;
-    }
-    for (const service::Event& e : b.events) {
-      if (!write(service::FormatSse(e))) return false;
-      *last = e.id;
-    }
-    if (b.closed) return false;
-    if (b.events.empty()) return write(": keep-alive\n\n");
-    return true;
-  };
+  r.events = *std::move(sub);
   return r;
 }
 

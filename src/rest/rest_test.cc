@@ -659,13 +659,10 @@ TEST_F(ApiTest, EventStreamDeliversCommits) {
   req.path = "/v1/events";
   req.headers = {{"authorization", "Bearer " + admin_}};
   HttpResponse stream = api_->Handle(req);
-  ASSERT_TRUE(stream.stream);
+  ASSERT_TRUE(stream.events);
   ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-j ACCEPT"})").status, 200);
   std::string got;
-  stream.stream([&](std::string_view chunk) {
-    got += chunk;
-    return true;
-  });
+  EXPECT_EQ(stream.events->Read(1 << 20, &got), service::EventBus::Subscription::kOpen);
   EXPECT_THAT(got, HasSubstr("event: commit\n"));
   EXPECT_THAT(got, HasSubstr("\"action\":\"append\""));
 }

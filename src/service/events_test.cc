@@ -5,6 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
@@ -204,6 +207,219 @@ TEST(EventBusTest, SmallRingUnderLoadFlagsEveryGap) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(gaps_without_missed.load(), 0);
   EXPECT_EQ(bad_batches.load(), 0);
+}
+
+// ---- Subscriptions ----
+
+#define ASSERT_OK_AND_ASSIGN(lhs, expr)                                                \
+  auto lhs##_result = (expr);                                                          \
+  ASSERT_TRUE(lhs##_result.ok()) << #expr << ": " << lhs##_result.status().ToString(); \
+  auto lhs = std::move(lhs##_result).value()
+
+// Reads everything a subscription has now.
+std::string ReadAll(EventBus::Subscription& sub, EventBus::Subscription::State* state = nullptr) {
+  std::string out;
+  EventBus::Subscription::State st = sub.Read(1 << 20, &out);
+  if (state != nullptr) *state = st;
+  return out;
+}
+
+TEST(SubscriptionTest, ReadsEventsAfterItsStartAndWakesOnPublish) {
+  EventBus bus;
+  bus.Publish("a", "{}", 0);
+  bus.Publish("b", "{}", 0);
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(1));
+  std::atomic<int> wakes{0};
+  sub->SetWaker([&] { ++wakes; });
+  EXPECT_EQ(ReadAll(*sub), "id: 2\nevent: b\ndata: {}\n\n");
+  EXPECT_EQ(sub->last_id(), 2u);
+  EXPECT_EQ(ReadAll(*sub), "");
+  bus.Publish("c", "{\"x\":1}", 0);
+  EXPECT_EQ(wakes.load(), 1);
+  EventBus::Subscription::State state;
+  EXPECT_EQ(ReadAll(*sub, &state), "id: 3\nevent: c\ndata: {\"x\":1}\n\n");
+  EXPECT_EQ(state, EventBus::Subscription::kOpen);
+  // After Close: what is left, then kFinished.
+  bus.Publish("d", "{}", 0);
+  bus.Close();
+  EXPECT_EQ(wakes.load(), 3);
+  EXPECT_EQ(ReadAll(*sub, &state), "id: 4\nevent: d\ndata: {}\n\n");
+  EXPECT_EQ(state, EventBus::Subscription::kFinished);
+}
+
+TEST(SubscriptionTest, AnAfterBeyondTheLastIdMeansFromNow) {
+  EventBus bus;
+  bus.Publish("a", "{}", 0);
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(99));
+  EXPECT_EQ(sub->last_id(), 1u);
+  EXPECT_EQ(ReadAll(*sub), "");
+  bus.Publish("b", "{}", 0);
+  EXPECT_EQ(ReadAll(*sub), "id: 2\nevent: b\ndata: {}\n\n");
+}
+
+TEST(SubscriptionTest, ReadStopsAroundMaxBytesAtWholeFrames) {
+  EventBus bus;
+  for (int i = 0; i < 10; ++i) bus.Publish("t", std::string(100, 'x'), 0);
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(0));
+  std::string out;
+  EXPECT_EQ(sub->Read(250, &out), EventBus::Subscription::kOpen);
+  EXPECT_EQ(sub->last_id(), 3u);  // each frame is 123 bytes: stop once 250 are reached
+  EXPECT_TRUE(out.ends_with("\n\n"));
+  out.clear();
+  EXPECT_EQ(sub->Read(1, &out), EventBus::Subscription::kOpen);  // at least one frame
+  EXPECT_EQ(sub->last_id(), 4u);
+}
+
+TEST(SubscriptionTest, AStartBeyondTheRingOrTheBacklogBoundSaysEventsWereDropped) {
+  EventBus bus(EventBusOptions{.capacity = 4, .max_backlog_bytes = 1000});
+  for (int i = 0; i < 10; ++i) bus.Publish("t", "{}", 0);  // holds 7..10
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(2));
+  std::string out = ReadAll(*sub);
+  EXPECT_TRUE(out.starts_with(": some events were dropped from the buffer before they could be sent\n\n")) << out;
+  EXPECT_NE(out.find("id: 7\n"), std::string::npos) << out;
+  EXPECT_EQ(sub->last_id(), 10u);
+
+  EventBus big(EventBusOptions{.max_backlog_bytes = 500});
+  for (int i = 0; i < 10; ++i) big.Publish("t", std::string(100, 'x'), 0);  // 123 bytes each
+  ASSERT_OK_AND_ASSIGN(late, big.Subscribe(0));
+  out = ReadAll(*late);
+  EXPECT_TRUE(out.starts_with(": some events were dropped")) << out;
+  EXPECT_EQ(out.find("id: 6\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("id: 7\n"), std::string::npos) << out;  // 7..10: 492 bytes
+}
+
+TEST(SubscriptionTest, ASubscriberThatFallsBehindIsCutWithTheReason) {
+  EventBus bus(EventBusOptions{.max_backlog_bytes = 1000});
+  ASSERT_OK_AND_ASSIGN(slow, bus.Subscribe(0));
+  ASSERT_OK_AND_ASSIGN(fast, bus.Subscribe(0));
+  std::atomic<int> wakes{0};
+  slow->SetWaker([&] { ++wakes; });
+  for (int i = 0; i < 20; ++i) {
+    bus.Publish("t", std::string(100, 'x'), 0);
+    ReadAll(*fast);
+  }
+  EXPECT_TRUE(slow->cut());
+  EXPECT_FALSE(fast->cut());
+  EXPECT_EQ(wakes.load(), 20);
+  EventBus::Subscription::State state;
+  std::string out = ReadAll(*slow, &state);
+  EXPECT_EQ(state, EventBus::Subscription::kCut);
+  EXPECT_TRUE(
+      out.starts_with(": disconnected: this stream was too slow: it fell 1107 bytes of events behind (the "
+                      "limit is 1000); reconnect with Last-Event-ID: 0\n"))
+      << out;
+  EXPECT_NE(out.find("event: disconnect\ndata: {\"reason\":\"slow_consumer\","), std::string::npos) << out;
+  EXPECT_TRUE(out.ends_with(",\"last_event_id\":0}\n\n")) << out;
+  EXPECT_EQ(fast->last_id(), 20u);
+}
+
+TEST(SubscriptionTest, TheReaderMayCutItForItsOwnReason) {
+  EventBus bus;
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(0));
+  bus.Publish("t", "{}", 0);
+  sub->Cut("it accepted no data for 10 s");
+  sub->Cut("ignored: cut already");
+  EXPECT_TRUE(sub->cut());
+  EventBus::Subscription::State state;
+  std::string out = ReadAll(*sub, &state);
+  EXPECT_EQ(state, EventBus::Subscription::kCut);
+  EXPECT_TRUE(
+      out.starts_with(": disconnected: this stream was too slow: it accepted no data for 10 s; reconnect "
+                      "with Last-Event-ID: 0\n"))
+      << out;
+}
+
+TEST(SubscriptionTest, UnreadEventsLeavingTheRingCutTheSubscriber) {
+  EventBus bus(EventBusOptions{.capacity = 4, .max_backlog_bytes = 1 << 20});
+  ASSERT_OK_AND_ASSIGN(sub, bus.Subscribe(0));
+  bus.Publish("t", "{}", 0);
+  ReadAll(*sub);
+  for (int i = 0; i < 5; ++i) bus.Publish("t", "{}", 0);
+  EventBus::Subscription::State state;
+  std::string out = ReadAll(*sub, &state);
+  EXPECT_EQ(state, EventBus::Subscription::kCut);
+  EXPECT_NE(out.find("were dropped from the daemon's buffer; reconnect with Last-Event-ID: 1\n"), std::string::npos)
+      << out;
+}
+
+TEST(SubscriptionTest, TheRingIsBoundedByBytes) {
+  EventBus bus(EventBusOptions{.capacity = 1000, .max_bytes = 10000});
+  for (int i = 0; i < 100; ++i) bus.Publish("t", std::string(1000, 'x'), 0);
+  EventBus::Batch batch = bus.WaitAfter(0, std::chrono::milliseconds(0), 1000);
+  EXPECT_TRUE(batch.missed);
+  EXPECT_LE(batch.events.size(), 4u);
+  EXPECT_GE(batch.events.size(), 1u);
+  EXPECT_EQ(batch.events.back().id, 100u);
+  // An event larger than the bound is still kept.
+  bus.Publish("t", std::string(50000, 'y'), 0);
+  batch = bus.WaitAfter(100, std::chrono::milliseconds(0));
+  ASSERT_EQ(batch.events.size(), 1u);
+  EXPECT_EQ(batch.events[0].data.size(), 50000u);
+}
+
+TEST(SubscriptionTest, SubscribersAreBoundedAndReleased) {
+  EventBus bus(EventBusOptions{.max_subscribers = 2});
+  ASSERT_OK_AND_ASSIGN(a, bus.Subscribe(0));
+  {
+    ASSERT_OK_AND_ASSIGN(b, bus.Subscribe(0));
+    EXPECT_EQ(bus.subscribers(), 2u);
+    Result<std::unique_ptr<EventBus::Subscription>> c = bus.Subscribe(0);
+    ASSERT_FALSE(c.ok());
+    EXPECT_EQ(c.status().code(), StatusCode::kUnavailable);
+    EXPECT_THAT(c.status().message(), ::testing::HasSubstr("max_event_streams"));
+  }
+  EXPECT_EQ(bus.subscribers(), 1u);
+  EXPECT_TRUE(bus.Subscribe(0).ok());
+}
+
+TEST(SubscriptionTest, PublishersAndReadersOnManyThreads) {
+  constexpr int kPublishers = 3, kPerPublisher = 2000, kReaders = 4;
+  constexpr uint64_t kTotal = kPublishers * kPerPublisher;
+  EventBus bus(EventBusOptions{.capacity = kTotal, .max_bytes = 64 << 20, .max_backlog_bytes = 64 << 20});
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int r = 0; r < kReaders; ++r) {
+    auto sub = bus.Subscribe(0);
+    ASSERT_TRUE(sub.ok());
+    threads.emplace_back([&bad, sub = std::shared_ptr<EventBus::Subscription>(std::move(*sub))] {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool woken = false;
+      sub->SetWaker([&] {
+        std::lock_guard<std::mutex> lock(mu);
+        woken = true;
+        cv.notify_one();
+      });
+      uint64_t expect = 1;
+      for (;;) {
+        std::string out;
+        EventBus::Subscription::State st = sub->Read(4096, &out);
+        for (size_t at = out.find("id: "); at != std::string::npos; at = out.find("\nid: ", at + 1)) {
+          const size_t digits = out[at] == '\n' ? at + 5 : at + 4;
+          if (std::stoull(out.substr(digits)) != expect) ++bad;
+          ++expect;
+        }
+        if (st != EventBus::Subscription::kOpen) break;
+        if (out.empty()) {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return woken; });
+          woken = false;
+        }
+      }
+      if (expect != kTotal + 1) ++bad;
+      sub->SetWaker(nullptr);
+    });
+  }
+  std::vector<std::thread> publishers;
+  for (int p = 0; p < kPublishers; ++p) {
+    publishers.emplace_back([&] {
+      for (int i = 0; i < kPerPublisher; ++i) bus.Publish("t", "{}", i);
+    });
+  }
+  for (auto& t : publishers) t.join();
+  bus.Close();
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 TEST(FormatSseTest, FormatsOneMessage) {

@@ -1,4 +1,4 @@
-// Service: the daemon's core (DESIGN.md §7, docs/daemon.md), independent of HTTP. It owns the writer thread,
+// Service: the daemon's core (docs/daemon.md), independent of HTTP. It owns the writer thread,
 // which alone writes netfilter state through its backend: requests are queued, the writer drains the queue and
 // plans every queued request on one simulated state (txn::BatchPlanner), each validated against what the requests
 // before it leave behind, then commits one batch per table (group commit) and answers every request with its own

@@ -1,6 +1,6 @@
 // Store: the daemon's persistent state in one SQLite database (WAL): owners' declarative documents, managed rules
 // (rules added through the daemon with an owner, optionally with a TTL deadline), pending commit-confirm
-// transactions with what undoes them, the audit log, and API tokens (hashed). DESIGN.md §7, docs/daemon.md.
+// transactions with what undoes them, the audit log, and API tokens (hashed). docs/daemon.md.
 //
 // Durability: journal_mode=WAL, synchronous=FULL: a Write that returned OK survives a crash of the daemon and a
 // power loss. Every Write is one SQLite transaction: all of it or nothing.

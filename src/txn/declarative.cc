@@ -272,7 +272,7 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
       continue;
     }
     if (f > 0 && fin[f - 1].kernel >= 0 && fin[f - 1].kernel != guarded) {
-      // `-I N` is positional: make the block fail if the rule it goes after is gone (DESIGN.md §5).
+      // `-I N` is positional: make the block fail if the rule it goes after is gone (docs/architecture.md §3).
       Guard(chain, kernel[fin[f - 1].kernel]);
       guarded = fin[f - 1].kernel;
     }

@@ -1,5 +1,5 @@
 // Declarative apply, the pure part: validation of a DesiredState, owner tags and rule ids, and the planner that
-// turns (snapshot, desired state) into ordered per-table restore ops (DESIGN.md §6, docs/declarative.md).
+// turns (snapshot, desired state) into ordered per-table restore ops (docs/declarative.md).
 //
 // Nothing here does I/O; Firewall::PlanApply / Apply (firewall_apply.cc) canonicalize, lock, read, call
 // PlanDeclarative and commit. Every function is safe to call concurrently on distinct arguments.
@@ -23,7 +23,7 @@
 
 namespace iptkit::txn {
 
-// Longest id in an owner tag "iptkit:<owner>:<id>" (DESIGN.md §6).
+// Longest id in an owner tag "iptkit:<owner>:<id>" (docs/architecture.md §4).
 inline constexpr size_t kMaxRuleIdLength = 26;
 
 // The stable id of a rule the caller gave no id: the 64-bit FNV-1a hash of "table\0chain\0spec" in lower-case

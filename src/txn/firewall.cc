@@ -177,7 +177,7 @@ Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, cons
     }
     if (builtin) {
       // A whole-table restore sets every declared policy. With --noflush the declarations are ignored: a
-      // builtin declaration there would reset an admin's policy (DESIGN.md §5); policies change only by -P.
+      // builtin declaration there would reset an admin's policy (docs/architecture.md §3); policies change only by -P.
       if (!options.noflush) {
         TableOp op = TableOp::Make(TableOp::Kind::kPolicy, chain.name, {}, 0, *chain.policy);
         op.rule.counters = chain.counters;

@@ -1,4 +1,4 @@
-// Firewall::PlanApply / Firewall::Apply: declarative apply over the backend (DESIGN.md §6, docs/declarative.md).
+// Firewall::PlanApply / Firewall::Apply: declarative apply over the backend (docs/declarative.md).
 //
 // Sequence: validate the desired state; canonicalize its rules per (family, table) through the backend — first
 // without tags (the derived rule id hashes the canonical untagged spec), then with the tags, so the kernel's own
@@ -139,7 +139,8 @@ bool NftFamilyCovers(const std::string& nft_family, Family family) {
   return nft_family == "inet" || nft_family == (family == Family::kIPv4 ? "ip" : "ip6");
 }
 
-// Rules outside this backend's variant that judge the same packets (DESIGN.md §5: both variants' rules apply).
+// Rules outside this backend's variant that judge the same packets (docs/architecture.md §3: both variants' rules
+// apply).
 void AddCoexistenceWarnings(backend::Backend& backend, const std::vector<txn::PlannedTable>& tables,
                             std::vector<std::string>& warnings) {
   auto info = backend.Info();

@@ -233,7 +233,7 @@ Result<const Chain*> NeedUserChain(const Table& table, const std::string& chain,
 }
 
 // The rule at `index` of `chain`, checked against `expect`, and that it can be addressed race-free by its spec
-// (its first occurrence in the chain is at `index`, DESIGN.md §5).
+// (its first occurrence in the chain is at `index`, docs/architecture.md §3).
 Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule>& expect) {
   if (index < 1) return Status::InvalidArgument("index " + std::to_string(index) + " must be 1 or more");
   if (static_cast<size_t>(index) > chain.rules.size()) {

@@ -1,5 +1,5 @@
 // Planner (internal): turns a Transaction into per-table backend batches, validated locally against snapshots,
-// each with the guarded inverse batch that undoes it (DESIGN.md §5-§6).
+// each with the guarded inverse batch that undoes it (docs/architecture.md §3-§4).
 //
 // Planning is pure apart from one Backend::Canonicalize call per (family, table): it simulates every op on a
 // copy of the snapshot, so everything iptables would reject for state reasons (missing chain or jump target,
@@ -41,8 +41,8 @@ std::vector<Family> InvolvedFamilies(const Transaction& txn);
 
 // Plans any number of transactions and raw batches, one after the other, on one simulated state (the snapshots,
 // changed in place), so that each is validated against the state the ones before it leave behind. This is how the
-// daemon's group commit turns many requests into one commit per table (DESIGN.md §7), and how Firewall plans a
-// single transaction, restore or declarative apply.
+// daemon's group commit turns many requests into one commit per table (docs/architecture.md §5), and how Firewall plans
+// a single transaction, restore or declarative apply.
 //
 // Each Add* is all or nothing: on error the simulated state and everything planned are as before the call. A
 // savepoint (Mark) lets the caller undo several successful Adds (RollbackTo), e.g. a request whose later part

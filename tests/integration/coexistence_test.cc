@@ -1,4 +1,4 @@
-// Coexistence with a foreign firewall (DESIGN.md §6): with ufw's ruleset loaded (INPUT policy DROP), iptkit
+// Coexistence with a foreign firewall (docs/architecture.md §4): with ufw's ruleset loaded (INPUT policy DROP), iptkit
 // applies, changes and removes an owner's chains declaratively. The foreign chains, the foreign rules of the
 // builtin chains and the policies stay byte-identical throughout, every rule iptkit writes carries the tag
 // `-m comment --comment "iptkit:<owner>:<id>"` as its last match, and after the removal the kernel state is

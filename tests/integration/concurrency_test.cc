@@ -1,7 +1,7 @@
-// Concurrency that can fail (DESIGN.md §5, §9): a foreign writer slips `-I INPUT 1` in between iptkit's read and
-// its commit (FirewallOptions::before_commit_hook). Position-based deletes and replaces must then either hit the
-// rule the caller saw at that position or fail with FailedPrecondition — never delete or replace the rule that
-// moved into the position. On legacy, the xtables lock held by another process turns into Unavailable within
+// Concurrency that can fail (docs/architecture.md §3, docs/testing.md): a foreign writer slips `-I INPUT 1` in between
+// iptkit's read and its commit (FirewallOptions::before_commit_hook). Position-based deletes and replaces must then
+// either hit the rule the caller saw at that position or fail with FailedPrecondition — never delete or replace the
+// rule that moved into the position. On legacy, the xtables lock held by another process turns into Unavailable within
 // FirewallOptions::wait.
 #include <fcntl.h>
 #include <gtest/gtest.h>

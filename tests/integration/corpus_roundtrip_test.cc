@@ -1,4 +1,4 @@
-// Corpus kernel round-trip through the library (DESIGN.md §9): each file of $IPTKIT_CORPUS_DIR/valid restored
+// Corpus kernel round-trip through the library (docs/testing.md): each file of $IPTKIT_CORPUS_DIR/valid restored
 // with Firewall::Restore into a fresh namespace; Firewall::Save and the real iptables-save must both give the
 // file back (nft: byte-identical; legacy: per table with the known differences, see corpus.h).
 // corpus_cli_test.cc is the same round-trip with iptables-restore itself, as the baseline.

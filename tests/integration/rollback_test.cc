@@ -1,5 +1,5 @@
-// Rollback (DESIGN.md §6): a transaction over filter and nat whose nat part the kernel rejects at commit leaves
-// both tables byte-identical — iptables-save of every table and, on nft, `nft list ruleset`.
+// Rollback (docs/architecture.md §4): a transaction over filter and nat whose nat part the kernel rejects at commit
+// leaves both tables byte-identical — iptables-save of every table and, on nft, `nft list ruleset`.
 //
 // Kernel-only rejections used (each passes `iptables-restore --test` on both variants and fails only at COMMIT;
 // verified with iptables 1.8.9):
@@ -8,8 +8,8 @@
 //    checks that in and out are not both given. No table/hook placement rule of the library covers it, so it
 //    reaches the kernel and exercises the rollback of the already committed filter table.
 //  - `-j MASQUERADE` in nat PREROUTING: the target's hook mask allows POSTROUTING only (xt_check_target). The
-//    library validates placement locally (DESIGN.md §5), so there it must fail before anything is sent; either
-//    way nothing may change.
+//    library validates placement locally (docs/architecture.md §3), so there it must fail before anything is sent;
+//    either way nothing may change.
 #include <gtest/gtest.h>
 
 #include "iptkit/firewall.h"

@@ -1,4 +1,4 @@
-// A paced, sequence-numbered UDP stream between two test namespaces, for zero-loss tests (DESIGN.md §9):
+// A paced, sequence-numbered UDP stream between two test namespaces, for zero-loss tests (docs/testing.md):
 // the sender sends `count` datagrams at `rate_per_second` (evenly paced in 1 ms steps), each carrying its
 // sequence number; the receiver records which numbers arrived. Loss shows up as missing sequence numbers.
 //

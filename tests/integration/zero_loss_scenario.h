@@ -1,4 +1,4 @@
-// The zero-loss scenario of DESIGN.md §9, shared by the library variant (zero_loss_test.cc) and the iptables
+// The zero-loss scenario of docs/testing.md, shared by the library variant (zero_loss_test.cc) and the iptables
 // CLI variants (zero_loss_cli_test.cc: the atomic iptables-restore baseline and the naive flush-and-re-add that
 // must lose packets):
 //   sender ns ──veth── receiver ns (filter INPUT policy DROP; 50 unrelated rules and, in the middle, the ACCEPT

@@ -1,4 +1,4 @@
-// Zero loss through the library (DESIGN.md §9): while a 20,000 datagrams/s UDP stream runs, the receiver's whole
+// Zero loss through the library (docs/testing.md): while a 20,000 datagrams/s UDP stream runs, the receiver's whole
 // filter table (policy DROP, the stream's ACCEPT amid 50 other rules) is replaced 40 times with
 // Firewall::Restore. Every datagram must arrive and UdpRcvbufErrors must not move. The naive flush-and-re-add
 // counterpart, which must lose datagrams, and the iptables-restore baseline are in zero_loss_cli_test.cc.

@@ -167,7 +167,7 @@ Status OneOf(std::string_view v, std::initializer_list<std::string_view> allowed
   return Status::Ok();
 }
 
-// The same rule as ValidateOwner in src/txn (owner tags "iptkit:<owner>:<id>", DESIGN.md §6).
+// The same rule as ValidateOwner in src/txn (owner tags "iptkit:<owner>:<id>", docs/architecture.md §4).
 bool ValidOwner(std::string_view owner) {
   return !owner.empty() && owner.size() <= 32 && std::all_of(owner.begin(), owner.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
@@ -187,6 +187,17 @@ Status SizeAtLeast(std::string_view v, size_t min, size_t* out) {
     return Status::InvalidArgument("expected an integer >= " + std::to_string(min));
   }
   *out = static_cast<size_t>(n);
+  return Status::Ok();
+}
+
+// A duration of 100ms..1h (the HTTP timeouts).
+Status Timeout(std::string_view v, std::chrono::milliseconds* out) {
+  Result<std::chrono::milliseconds> d = base::ParseDuration(v);
+  if (!d.ok()) return d.status();
+  if (*d < std::chrono::milliseconds(100) || *d > std::chrono::hours(1)) {
+    return Status::InvalidArgument("expected a duration from 100ms to 1h");
+  }
+  *out = *d;
   return Status::Ok();
 }
 
@@ -283,8 +294,44 @@ const std::vector<KeySpec>& Keys() {
        [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }},
       {"rate_burst", false, "token bucket size, >= 1 (default 200)",
        [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }},
-      {"max_connections", false, "HTTP connections served at once (default 256)",
+      {"max_connections", false, "TCP connections open at once, all listeners (default 1024)",
        [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }},
+      {"max_connections_per_peer", false, "TCP connections from one address (default 128)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections_per_peer); }},
+      {"max_socket_connections", false, "unix socket connections at once (default 64)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_socket_connections); }},
+      {"max_event_streams", false, "open GET /v1/events streams (default 256)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_event_streams); }},
+      {"event_buffer_bytes", false, "bytes an event stream may fall behind before it is cut (default 1048576)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->event_buffer_bytes); }},
+      {"max_header_bytes", false, "request line and header fields, >= 1024 (default 16384)",
+       [](std::string_view v, DaemonConfig* c) {
+         size_t n = 0;
+         IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+         if (n < 1024) return Status::InvalidArgument("at least 1024");
+         c->max_header_bytes = n;
+         return Status::Ok();
+       }},
+      {"header_timeout", false, "time to send a request's head and the TLS handshake, 100ms..1h (default 10s)",
+       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->header_timeout); }},
+      {"body_timeout", false, "time to send an admitted body, 100ms..1h (default 30s)",
+       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->body_timeout); }},
+      {"idle_timeout", false, "how long a keep-alive connection may idle between requests, 100ms..1h (default 5s)",
+       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->idle_timeout); }},
+      {"send_timeout", false, "how long an answer may wait for the client to read it, 100ms..1h (default 10s)",
+       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->send_timeout); }},
+      {"io_threads", false, "HTTP I/O threads, 1..64 (default 2)",
+       [](std::string_view v, DaemonConfig* c) {
+         size_t n = 0;
+         IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+         if (n > 64) return Status::InvalidArgument("at most 64");
+         c->io_threads = n;
+         return Status::Ok();
+       }},
+      {"workers", false, "request handler threads for TCP (default 128)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->workers); }},
+      {"socket_workers", false, "request handler threads for the unix socket (default 4)",
+       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->socket_workers); }},
       {"max_batch", false, "requests per group commit (default 1000)",
        [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }},
       {"log_level", false, "trace|debug|info|warn|error|off (default info)",

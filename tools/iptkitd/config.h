@@ -84,11 +84,24 @@ struct DaemonConfig {
   // group_wait: how long the writer, under load, waits for the clients its last commit answered before the next
   // commit ("0" = never waits); at most 1s.
   std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
-  size_t max_body_bytes = 1 << 20;        // max_body_bytes: request body limit; > 0
-  size_t max_ops = 1000;                  // max_ops: ops / rules per request; > 0
-  double rate_limit = 100;                // rate_limit: requests per second per principal, >= 0; 0 = unlimited
-  double rate_burst = 200;                // rate_burst: token bucket size, >= 1
-  size_t max_connections = 256;           // max_connections: HTTP connections served at once; > 0
+  size_t max_body_bytes = 1 << 20;  // max_body_bytes: request body limit; > 0
+  size_t max_ops = 1000;            // max_ops: ops / rules per request; > 0
+  double rate_limit = 100;          // rate_limit: requests per second per principal, >= 0; 0 = unlimited
+  double rate_burst = 200;          // rate_burst: token bucket size, >= 1
+  size_t max_connections = 1024;    // max_connections: TCP connections open at once, all listeners; > 0
+  // HTTP limits (docs/daemon.md "Connections and limits"):
+  size_t max_connections_per_peer = 128;  // max_connections_per_peer: TCP connections from one address; > 0
+  size_t max_socket_connections = 64;     // max_socket_connections: unix socket connections at once; > 0
+  size_t max_event_streams = 256;         // max_event_streams: open GET /v1/events streams; > 0
+  size_t event_buffer_bytes = 1 << 20;    // event_buffer_bytes: how far (bytes) an event stream may fall behind; > 0
+  size_t max_header_bytes = 16 * 1024;    // max_header_bytes: request line and header fields; >= 1024
+  std::chrono::milliseconds header_timeout = std::chrono::seconds(10);  // header_timeout: the head (and TLS handshake)
+  std::chrono::milliseconds body_timeout = std::chrono::seconds(30);    // body_timeout: an admitted body
+  std::chrono::milliseconds idle_timeout = std::chrono::seconds(5);     // idle_timeout: keep-alive between requests
+  std::chrono::milliseconds send_timeout = std::chrono::seconds(10);  // send_timeout: an answer not read by the client
+  size_t io_threads = 2;                                              // io_threads: HTTP I/O threads; 1..64
+  size_t workers = 128;                                               // workers: request handler threads for TCP; > 0
+  size_t socket_workers = 4;              // socket_workers: request handler threads for the unix socket; > 0
   size_t max_batch = 1000;                // max_batch: requests per group commit; > 0
   std::string log_level = "info";         // log_level: trace|debug|info|warn|error|off
   std::string default_owner = "iptkitd";  // default_owner: owner of TTL rules added without one; [a-z0-9-]{1,32}

@@ -14,6 +14,9 @@
 namespace iptkit::daemon {
 namespace {
 
+// The source tree (docs/, packaging/). __FILE__ may be relative (ccache's base_dir), so the build says where it is.
+std::filesystem::path SourceDir() { return IPTKIT_SOURCE_DIR; }
+
 using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 using Tls = Listener::Tls;
@@ -180,7 +183,7 @@ TEST(ParseConfigTest, Defaults) {
   EXPECT_EQ(d.max_ops, 1000u);
   EXPECT_EQ(d.rate_limit, 100);
   EXPECT_EQ(d.rate_burst, 200);
-  EXPECT_EQ(d.max_connections, 256u);
+  EXPECT_EQ(d.max_connections, 1024u);
   EXPECT_EQ(d.max_batch, 1000u);
   EXPECT_EQ(d.log_level, "info");
   EXPECT_EQ(d.default_owner, "iptkitd");
@@ -432,8 +435,7 @@ TEST_F(LoadConfigFileTest, DirectoryIsRefused) { ExpectInvalid(LoadConfigFile(di
 
 // The example in docs/daemon-config.md parses and validates, and the reference names every key.
 TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
-  const std::filesystem::path doc =
-      std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "docs" / "daemon-config.md";
+  const std::filesystem::path doc = SourceDir() / "docs" / "daemon-config.md";
   std::ifstream in(doc);
   if (!in) GTEST_SKIP() << doc << " not found";
   std::stringstream buf;
@@ -481,6 +483,84 @@ TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
   }
 }
 
+// The HTTP limits (docs/daemon.md "Connections and limits"): defaults, values, refusals, and documented.
+TEST(ParseConfigTest, HttpLimits) {
+  const DaemonConfig d;
+  EXPECT_EQ(d.max_connections_per_peer, 128u);
+  EXPECT_EQ(d.max_socket_connections, 64u);
+  EXPECT_EQ(d.max_event_streams, 256u);
+  EXPECT_EQ(d.event_buffer_bytes, size_t{1} << 20);
+  EXPECT_EQ(d.max_header_bytes, 16384u);
+  EXPECT_EQ(d.header_timeout, milliseconds(10000));
+  EXPECT_EQ(d.body_timeout, milliseconds(30000));
+  EXPECT_EQ(d.idle_timeout, milliseconds(5000));
+  EXPECT_EQ(d.send_timeout, milliseconds(10000));
+  EXPECT_EQ(d.io_threads, 2u);
+  EXPECT_EQ(d.workers, 128u);
+  EXPECT_EQ(d.socket_workers, 4u);
+
+  Result<DaemonConfig> c = ParseConfig(R"(
+max_connections_per_peer = 8
+max_socket_connections = 9
+max_event_streams = 10
+event_buffer_bytes = 65536
+max_header_bytes = 1024
+header_timeout = 2s
+body_timeout = 250ms
+idle_timeout = 1h
+send_timeout = 100ms
+io_threads = 64
+workers = 3
+socket_workers = 1
+)",
+                                       "f.conf");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->max_connections_per_peer, 8u);
+  EXPECT_EQ(c->max_socket_connections, 9u);
+  EXPECT_EQ(c->max_event_streams, 10u);
+  EXPECT_EQ(c->event_buffer_bytes, 65536u);
+  EXPECT_EQ(c->max_header_bytes, 1024u);
+  EXPECT_EQ(c->header_timeout, milliseconds(2000));
+  EXPECT_EQ(c->body_timeout, milliseconds(250));
+  EXPECT_EQ(c->idle_timeout, milliseconds(3600000));
+  EXPECT_EQ(c->send_timeout, milliseconds(100));
+  EXPECT_EQ(c->io_threads, 64u);
+  EXPECT_EQ(c->workers, 3u);
+  EXPECT_EQ(c->socket_workers, 1u);
+
+  for (const auto& [line, reason] : std::vector<std::pair<std::string, std::string>>{
+           {"max_connections_per_peer = 0", "positive integer"},
+           {"max_socket_connections = -1", "positive integer"},
+           {"max_event_streams = x", "positive integer"},
+           {"event_buffer_bytes = 0", "positive integer"},
+           {"max_header_bytes = 1023", "at least 1024"},
+           {"header_timeout = 50ms", "100ms to 1h"},
+           {"body_timeout = 2h", "100ms to 1h"},
+           {"idle_timeout = 0", "duration"},
+           {"send_timeout = soon", "duration"},
+           {"io_threads = 65", "at most 64"},
+           {"io_threads = 0", "positive integer"},
+           {"workers = 0", "positive integer"},
+           {"socket_workers = 1.5", "positive integer"},
+       }) {
+    Result<DaemonConfig> bad = ParseConfig(line, "c.conf");
+    ASSERT_FALSE(bad.ok()) << line;
+    EXPECT_THAT(bad.status().message(), HasSubstr(reason)) << line;
+  }
+
+  const std::filesystem::path doc = SourceDir() / "docs" / "daemon-config.md";
+  std::ifstream in(doc);
+  if (!in) GTEST_SKIP() << doc << " not found";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string text = buf.str();
+  for (const char* key : {"max_connections_per_peer", "max_socket_connections", "max_event_streams",
+                          "event_buffer_bytes", "max_header_bytes", "header_timeout", "body_timeout", "idle_timeout",
+                          "send_timeout", "io_threads", "workers", "socket_workers"}) {
+    EXPECT_NE(text.find("| `" + std::string(key) + "` |"), std::string::npos) << key << " is not in " << doc;
+  }
+}
+
 // Every key is a flag, and a flag's value gets the file's checks (regression, issue 8 item 9: --rate-burst 0 and
 // --log-level bogus were accepted on the command line).
 TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
@@ -493,7 +573,7 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
     EXPECT_FALSE(k.help.empty()) << k.name;
     EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
   }
-  EXPECT_EQ(names.size(), 25u);
+  EXPECT_EQ(names.size(), 37u);
   EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
   DaemonConfig c;
   ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});
@@ -508,9 +588,7 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
 
 // The example shipped for /etc/iptkit/iptkitd.conf parses and validates.
 TEST(DocsTest, PackagedConfigurationParses) {
-  const std::string path =
-      (std::filesystem::path(__FILE__).parent_path().parent_path().parent_path() / "packaging" / "iptkitd.conf")
-          .string();
+  const std::string path = (SourceDir() / "packaging" / "iptkitd.conf").string();
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " not found";
   Result<DaemonConfig> c = LoadConfigFile(path);
   ASSERT_TRUE(c.ok()) << c.status().ToString();

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -219,6 +220,36 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     spdlog::critical("{}", state_lock.status().message());
     return kExitFailure;
   }
+  // Then the listeners: a second daemon on the same port or socket stops here, before the store is opened.
+  // Both outlive the server (its event streams hold subscriptions of the bus).
+  service::Metrics metrics;
+  service::EventBus events(service::EventBusOptions{.max_subscribers = config.max_event_streams,
+                                                    .max_backlog_bytes = config.event_buffer_bytes});
+  rest::HttpServerOptions http_options;
+  for (const Listener& l : config.listen) http_options.tcp.push_back({l.address, l.port, UsesTls(l)});
+  http_options.unix_socket = config.socket;
+  http_options.socket_mode = config.socket_mode;
+  http_options.tls_cert = config.tls_cert;
+  http_options.tls_key = config.tls_key;
+  http_options.max_connections = config.max_connections;
+  http_options.max_body_bytes = config.max_body_bytes;
+  http_options.max_connections_per_peer = config.max_connections_per_peer;
+  http_options.max_socket_connections = config.max_socket_connections;
+  http_options.max_header_bytes = config.max_header_bytes;
+  http_options.header_timeout = config.header_timeout;
+  http_options.body_timeout = config.body_timeout;
+  http_options.idle_timeout = config.idle_timeout;
+  http_options.send_timeout = config.send_timeout;
+  http_options.io_threads = config.io_threads;
+  http_options.workers = config.workers;
+  http_options.socket_workers = config.socket_workers;
+  http_options.metrics = &metrics;
+  Result<std::unique_ptr<rest::HttpServer>> http = rest::HttpServer::Bind(http_options);
+  if (!http.ok()) {
+    spdlog::critical("{}", http.status().ToString());
+    return kExitFailure;
+  }
+
   Result<std::unique_ptr<store::Store>> store =
       OpenStore(config.state_dir, /*create=*/true, store::StoreOptions{.audit_body_bytes = config.audit_body_bytes});
   if (!store.ok()) {
@@ -267,8 +298,6 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   options.max_batch = config.max_batch;
   options.group_wait = config.group_wait;
 
-  service::Metrics metrics;
-  service::EventBus events;
   service::Metrics::Gauge& build_info =
       metrics.AddGauge("iptkitd_build_info", "Always 1; the labels say which iptkitd this is.", {"version", "backend"});
   Result<std::unique_ptr<service::Service>> service =
@@ -299,17 +328,8 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
   rest::Api api(service->get(), store->get(), &events, &metrics, api_options);
 
-  rest::HttpServerOptions http_options;
-  for (const Listener& l : config.listen) http_options.tcp.push_back({l.address, l.port, UsesTls(l)});
-  http_options.unix_socket = config.socket;
-  http_options.socket_mode = config.socket_mode;
-  http_options.tls_cert = config.tls_cert;
-  http_options.tls_key = config.tls_key;
-  http_options.max_connections = config.max_connections;
-  http_options.max_body_bytes = config.max_body_bytes;
-  Result<std::unique_ptr<rest::HttpServer>> http = rest::HttpServer::Start(&api, http_options);
-  if (!http.ok()) {
-    spdlog::critical("{}", http.status().ToString());
+  if (Status s = (*http)->Serve(&api); !s.ok()) {
+    spdlog::critical("{}", s.ToString());
     events.Close();
     return kExitFailure;
   }

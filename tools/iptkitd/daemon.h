@@ -1,4 +1,4 @@
-// iptkitd's program logic (docs/daemon.md): the command line (DESIGN.md §6b) on top of the config file, the
+// iptkitd's program logic (docs/daemon.md): the command line (docs/cli.md) on top of the config file, the
 // `token` subcommands, and the daemon's run: store, service, API, listeners, until SIGTERM/SIGINT.
 // main.cc only forwards argv; everything here returns an exit code and writes to the given streams.
 #ifndef IPTKIT_TOOLS_IPTKITD_DAEMON_H_

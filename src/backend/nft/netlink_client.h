@@ -1,11 +1,11 @@
 // NetlinkClient: a small native nf_tables client (libmnl + libnftnl) for what the restore backend needs from the
 // kernel on iptables-nft without spawning `nft`: the ruleset generation id, and per (table, chain) the rule count
-// and whether a rule uses an expression iptables-nft does not create (DESIGN.md §5: iptables-nft-save can be
+// and whether a rule uses an expression iptables-nft does not create (docs/architecture.md §3: iptables-nft-save can be
 // lossy without an error, e.g. `ip saddr { 1.1.1.1, 2.2.2.2 } accept` prints as `-A INPUT -j ACCEPT`).
 //
 // The socket is opened once, inside the backend's network namespace (by a short-lived thread that setns()'s
 // first: a socket keeps the namespace it was created in), and kept for the client's lifetime (closing a
-// netfilter socket can wait for an RCU grace period, DESIGN.md §5).
+// netfilter socket can wait for an RCU grace period, docs/architecture.md §3).
 // Thread-safety: one thread at a time (like every Backend).
 //
 //   IPTKIT_ASSIGN_OR_RETURN(auto nl, nft::NetlinkClient::Open(netns_fd));

@@ -268,7 +268,7 @@ Status ApplyTableOp(Family family, Table& table, const TableOp& op, bool with_co
       IPTKIT_ASSIGN_OR_RETURN(Chain * c, find_chain(op.chain));
       int at = FindRule(*c, op.rule);
       if (at < 0 && op.kind == Kind::kCheck) {
-        // -C inside a batch is a precondition (DESIGN.md §5): its miss means the table moved under us.
+        // -C inside a batch is a precondition (docs/architecture.md §3): its miss means the table moved under us.
         return Status::FailedPrecondition("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
       }
       if (at < 0) {

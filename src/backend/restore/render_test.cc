@@ -32,7 +32,8 @@ TEST(RenderTest, EveryOpKindAsARestoreLine) {
 }
 
 TEST(RenderTest, NoflushBatchNeverDeclaresChains) {
-  // Regression guard for DESIGN.md §5: ":INPUT ACCEPT [0:0]" under --noflush resets an admin's DROP policy and
+  // Regression guard for docs/architecture.md §3: ":INPUT ACCEPT [0:0]" under --noflush resets an admin's DROP policy
+  // and
   // ":MYCHAIN - [0:0]" flushes an existing chain.
   TableBatch batch;
   batch.table = "filter";

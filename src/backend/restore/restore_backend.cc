@@ -179,7 +179,7 @@ Ruleset ParseSavePerTable(std::string_view text, Family family, const std::strin
   return out;
 }
 
-// ---- nft cross-check (DESIGN.md §5: iptables-nft-save can be lossy without an error) ----
+// ---- nft cross-check (docs/architecture.md §3: iptables-nft-save can be lossy without an error) ----
 
 // Read takes the kernel's view from netlink (src/backend/nft/); Info from `nft -j list ruleset`, which also shows
 // the other families' tables.

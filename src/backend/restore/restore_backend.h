@@ -1,6 +1,7 @@
 // RestoreBackend: the portable backend. Reads with iptables-{nft,legacy}-save (ip6tables-* for IPv6), writes by
 // piping one "*table ... COMMIT" block into iptables-{nft,legacy}-restore --noflush --wait N, all spawned inside
-// the target network namespace (src/base/subprocess.h). DESIGN.md §5 lists the netfilter facts this rests on.
+// the target network namespace (src/base/subprocess.h). docs/architecture.md §3 lists the netfilter facts this rests
+// on.
 //
 // Contracts beyond backend.h:
 //  - Read is one save spawn (+ on nft a native netlink dump of the same tables, src/backend/nft/; on legacy always
@@ -9,7 +10,7 @@
 //    present" warning. On nft, a table whose kernel rules do not match the save text (rule count per chain, chains
 //    save does not show, or rules using nft features iptables-nft-save prints lossily, e.g. an anonymous set
 //    `ip saddr { 1.1.1.1, 2.2.2.2 } accept` that prints as `-A INPUT -j ACCEPT`) gets unrepresentable_reason.
-//  - Snapshot cache (nft only; DESIGN.md §5 "keep a model and refresh it"). A whole-family Read records the
+//  - Snapshot cache (nft only; docs/architecture.md §3 "keep a model and refresh it"). A whole-family Read records the
 //    nf_tables generation id G read BEFORE the save, and keeps the snapshot only when the id is still G after the
 //    save and the netlink dump: then nothing was committed in between (the kernel bumps the id on every commit
 //    that changes anything, in any family), so save and dump both show generation G exactly. A concurrent change
@@ -266,7 +267,7 @@ struct VariantRuleCounts {
   std::vector<std::string> errors;
 };
 Result<VariantRuleCounts> CountRulesPerVariant(const BackendOptions& options);
-// The variant that holds rules; nft when neither or both do (DESIGN.md §5).
+// The variant that holds rules; nft when neither or both do (docs/architecture.md §3).
 Variant PickVariant(const VariantRuleCounts& counts);
 
 }  // namespace iptkit::backend
