@@ -515,11 +515,11 @@ TEST_P(CliNetnsTest, LossyTableIsRefusedUnlessAllowed) {
     // nft set lookup: it prints `-A INPUT -j DROP`, an unconditional drop.
     ASSERT_EQ(ns_->Exec({iptables, "-A", "INPUT", "-j", "ACCEPT"}).code, 0);
     const std::string fam = GetParam().ipv6 ? "ip6" : "ip";
-    ASSERT_EQ(ns_->Exec({"nft", "add", "set", fam, "filter", "s",
+    ASSERT_EQ(ns_->Exec({FindTool("nft"), "add", "set", fam, "filter", "s",
                          GetParam().ipv6 ? "{ type ipv6_addr; }" : "{ type ipv4_addr; }"})
                   .code,
               0);
-    ASSERT_EQ(ns_->Exec({"nft", "add", "rule", fam, "filter", "INPUT", fam, "saddr", "@s", "drop"}).code, 0);
+    ASSERT_EQ(ns_->Exec({FindTool("nft"), "add", "rule", fam, "filter", "INPUT", fam, "saddr", "@s", "drop"}).code, 0);
     ProcessResult save = Cli({"save", "filter"});
     EXPECT_EQ(save.code, 4) << save.err;
     EXPECT_THAT(save.err, HasSubstr("cannot be shown faithfully"));
