@@ -41,7 +41,9 @@ TEST_P(CorpusRoundTripTest, RestoreThenSaveGivesTheFile) {
     ASSERT_TRUE(strict.ok()) << strict.status().ToString();
   }
   ASSERT_OK_AND_ASSIGN(std::string mine, fw->Save(file.family, std::nullopt, SaveOptions{.allow_lossy = true}));
-  if (!lossy) EXPECT_EQ(mine, *strict);
+  if (!lossy) {
+    EXPECT_EQ(mine, *strict);
+  }
   std::string unmarked;
   size_t marks = 0;
   for (size_t pos = 0; pos < mine.size();) {
