@@ -52,6 +52,18 @@ Result<Rule> ParseRuleArgs(const std::vector<std::string>& args, Family family);
 // "!", "-j"-like first values, option-like later values) is quoted, so the text is always a faithful restore line.
 std::string FormatRuleSpec(const Rule& rule);
 
+// Whether rule.typed is the typed form of `rule` (Rule::typed_for matches the rule without its owner tag).
+bool HasTypedForm(const Rule& rule);
+// What iptkit sends to iptables-restore for a rule (without "-A CHAIN"): its typed form, every argument quoted as
+// QuoteRestoreArgument does, followed by the owner tag if the rule has one (`-m comment --comment "iptkit:o:id"`);
+// FormatRuleSpec(rule) when the rule has no typed form. Reading the text back (ParseRuleSpec, or iptables-restore)
+// gives exactly the arguments the user typed. Without `counters`, a typed `-c PKTS BYTES` is left out (-C and -D
+// refuse it; a restore with counters gives them as "[p:b]").
+std::string FormatRuleForRestore(const Rule& rule, bool counters = true);
+// One argument as iptables-restore reads it back unchanged (xshared.c add_param_to_argv, v1.8.9): bare when it has
+// no blank, tab or double quote and is not empty, else in double quotes with '"' and '\\' escaped.
+std::string QuoteRestoreArgument(std::string_view argument);
+
 // Parses iptables-save / ip6tables-save output (with or without "-c" counters; "#" comment lines ignored).
 // Errors name the line number and the token.
 struct ParseSaveOptions {
@@ -60,11 +72,18 @@ struct ParseSaveOptions {
   bool restore_input = false;
   // The number of the text's first line in errors (for a part of a larger text).
   int first_line = 1;
+  // Rules carry their typed form (Rule::typed): the text is the user's own (a file to restore), not a save of the
+  // kernel, whose printed form may be lossy.
+  bool keep_tokens = false;
 };
 Result<Ruleset> ParseSave(std::string_view text, Family family, const ParseSaveOptions& options = {});
 
 struct SaveFormatOptions {
   bool counters = false;  // print "[packets:bytes]" before each rule (iptables-save -c)
+  // Mark what the text does not show faithfully with comment lines (iptables-restore skips them): after a rule
+  // marked lossy "# iptkit: lossy rule N of CHAIN: <why>", after the "*table" line of a table with an
+  // unrepresentable_reason "# iptkit: unrepresentable table: <why>".
+  bool mark_lossy = false;
 };
 // Prints a ruleset as iptables-save (without the "# Generated" / "# Completed" comment lines).
 // Chain lines always carry "[p:b]" like iptables-save does ("[0:0]" without counters).

@@ -46,6 +46,21 @@ struct FirewallOptions {
   std::function<void()> before_commit_hook;
 };
 
+// What List and Save do with a table they cannot show faithfully: one holding a rule whose printed form loads as
+// another rule (Rule::lossy, e.g. iptables-legacy prints `-p tcp -m tcp ! --sport :` as the match-all
+// `-p tcp -m tcp`), or an unrepresentable table (Table::unrepresentable_reason, e.g. an nft rule with a set lookup
+// that iptables-nft-save prints as `-A INPUT -j DROP`). Restoring such a text elsewhere installs other rules.
+struct ListOptions {
+  // Such a table is refused (FailedPrecondition naming the table, chain, rule and why; StatusDetails reason
+  // "lossy" or "unrepresentable") unless set; then it is returned with the marks, and Save marks its lines
+  // (SaveFormatOptions::mark_lossy).
+  bool allow_lossy = false;
+};
+struct SaveOptions {
+  bool counters = false;     // "[packets:bytes]" before each rule, as iptables-save -c
+  bool allow_lossy = false;  // as ListOptions::allow_lossy
+};
+
 class Firewall {
  public:
   static Result<std::unique_ptr<Firewall>> Open(const FirewallOptions& options = {});
@@ -58,10 +73,14 @@ class Firewall {
 
   // ---- Query ----
   // Every table of the family (or one), with counters.
-  Result<Ruleset> List(Family family, std::optional<std::string> table = std::nullopt);
-  // Canonical iptables-save text (without "#" comment lines).
+  Result<Ruleset> List(Family family, std::optional<std::string> table = std::nullopt, const ListOptions& options = {});
+  // Canonical iptables-save text (without "#" comment lines, but for the lossy marks of allow_lossy).
+  Result<std::string> Save(Family family, std::optional<std::string> table, const SaveOptions& options);
+  // Save(family, table, {.counters = counters}).
   Result<std::string> Save(Family family, std::optional<std::string> table = std::nullopt, bool counters = false);
-  // Whether an equal rule exists in the chain (like iptables -C).
+  // Whether the chain holds the rule, as `iptables -C` with the same arguments would find it (backend::SameRule:
+  // the same canonical spec, or for a rule whose printed form is lossy, the same kernel rule). `-c` is refused,
+  // as iptables does.
   Result<bool> Check(Family family, const std::string& table, const std::string& chain, const Rule& rule);
   Result<FirewallInfo> Info();
   // The rule as the kernel would print it (canonical spec); e.g. adds "/32" and "-m tcp".
@@ -70,7 +89,9 @@ class Firewall {
   // ---- Change ----
   Result<CommitResult> Commit(const Transaction& txn, const CommitOptions& options = {});
   // Replaces the tables named in `text` (iptables-restore format) — or, with noflush, adds to them — as one
-  // transaction. Tables that are unrepresentable are refused.
+  // transaction. Each rule goes through the same checks as an appended one and is sent as written. Tables that are
+  // unrepresentable are refused, and so is replacing a table that holds a lossy rule (its undo would rewrite the rule
+  // from its printed form). Errors about a rule name its line of `text` (StatusDetails line).
   struct RestoreOptions {
     std::function<void(const CommitProgress&)> progress = nullptr;  // as CommitOptions::progress
     bool noflush = false;

@@ -75,6 +75,15 @@ struct Field {
   friend bool operator==(const Field&, const Field&) = default;
 };
 
+// A rule has two forms. Its fields are the printed form: what iptables-save prints for the rule in the kernel, and
+// what FormatRuleSpec gives (see dialect.h); they are for display and comparison. The typed form is what the user
+// wrote (`typed`): iptkit sends that to iptables, so that the kernel holds exactly what `iptables -A CHAIN <typed>`
+// would install, also for the few extensions whose printed form does not load back to the same kernel rule.
+//
+// Equality (operator==) compares the fields only: header fields, matches and target. Counters, the typed form and
+// the lossy mark never take part in it. Which rule of a chain `-C`/`-D` find is a different question with a
+// different answer for lossy rules: see backend::SameRule (src/backend/ops/table_sim.h) — equal canonical specs,
+// or for rules marked lossy, equal kernel forms.
 struct Rule {
   std::optional<Field> source;         // -s, e.g. "10.0.0.0/8"
   std::optional<Field> destination;    // -d
@@ -85,6 +94,24 @@ struct Rule {
   std::vector<Match> matches;
   Target target;
   Counters counters;  // not part of equality
+
+  // ---- The typed form and the lossy mark (none of them take part in equality) ----
+  // The arguments the user typed after the chain name, without the owner tag, exactly as ParseRuleSpec /
+  // ParseRuleArgs (and ParseSave with keep_tokens) read them; `-c PKTS BYTES` (also in `counters`), when given, comes
+  // first in that spelling, because only append, insert and replace send it, as in iptables. Valid only
+  // while `typed_for` is FormatRuleSpec of the rule without its owner tag: a rule whose fields were changed otherwise
+  // since is sent in its printed form. Backends' Canonicalize carry both over to the canonical rule; SetOwnerTag
+  // keeps them valid (HasTypedForm in dialect.h tells). Empty for rules read from the kernel and rules built field by
+  // field.
+  std::vector<std::string> typed;
+  std::string typed_for;
+  // Set (to why, e.g. "iptables-legacy-save prints it as '-p tcp -m tcp', which loads as another rule") by a
+  // backend on a rule it read or canonicalized whose printed form does not load back to the same kernel rule.
+  // Such a rule is shown but never rewritten from its printed form; Save/List refuse its table unless asked.
+  std::string lossy;
+  // The kernel form of a lossy rule: opaque bytes of the backend that read or canonicalized it. Lossy rules are
+  // compared by it (a lossy rule never equals a faithful one). Empty for faithful rules.
+  std::string kernel_form;
 
   friend bool operator==(const Rule& a, const Rule& b) {
     return a.source == b.source && a.destination == b.destination && a.in_interface == b.in_interface &&
@@ -99,8 +126,11 @@ struct Rule {
     friend bool operator==(const Tag&, const Tag&) = default;
   };
   std::optional<Tag> OwnerTag() const;
-  // Appends (or replaces) the owner tag as the last match.
+  // Appends (or replaces) the owner tag as the last match. The typed form stays valid (it never holds the tag); the
+  // lossy mark is cleared (it described the rule with its old tag: canonicalize again).
   void SetOwnerTag(const Tag& tag);
+  // Removes the owner tag (the last match) if there is one; as SetOwnerTag for the typed form and the lossy mark.
+  void ClearOwnerTag();
 };
 
 struct Chain {

@@ -20,9 +20,12 @@ std::string CounterText(const Counters& c) {
   return "[" + std::to_string(c.packets) + ":" + std::to_string(c.bytes) + "]";
 }
 
-// "-A CHAIN" + " spec" (no trailing blank for an empty spec).
-std::string WithSpec(std::string head, const Rule& rule) {
-  std::string spec = FormatRuleSpec(rule);
+// "-A CHAIN" + " spec" (no trailing blank for an empty spec). The spec is what the user typed when the rule still
+// has its typed form (so the kernel gets what `iptables -A` would install), else the printed form. With
+// `typed_counters`, a typed `-c PKTS BYTES` goes along (as `iptables -A -c` sets the counters; -C and -D refuse it,
+// and a batch with counters gives them as "[p:b]").
+std::string WithSpec(std::string head, const Rule& rule, bool typed_counters = false) {
+  std::string spec = FormatRuleForRestore(rule, typed_counters);
   if (!spec.empty()) head += " " + spec;
   return head;
 }
@@ -37,14 +40,16 @@ bool IsDeclaration(const TableBatch& batch, const TableOp& op) {
 
 }  // namespace
 
-std::string RenderRestoreLine(const TableOp& op) {
+namespace {
+
+std::string RenderLine(const TableOp& op, bool typed_counters) {
   using K = TableOp::Kind;
   const std::string index = std::to_string(op.index);
   switch (op.kind) {
     case K::kAppend:
-      return WithSpec("-A " + op.chain, op.rule);
+      return WithSpec("-A " + op.chain, op.rule, typed_counters);
     case K::kInsert:
-      return WithSpec("-I " + op.chain + " " + index, op.rule);
+      return WithSpec("-I " + op.chain + " " + index, op.rule, typed_counters);
     case K::kCheck:
       return WithSpec("-C " + op.chain, op.rule);
     case K::kDelete:
@@ -52,7 +57,7 @@ std::string RenderRestoreLine(const TableOp& op) {
     case K::kDeleteAt:
       return "-D " + op.chain + " " + index;
     case K::kReplace:
-      return WithSpec("-R " + op.chain + " " + index, op.rule);
+      return WithSpec("-R " + op.chain + " " + index, op.rule, typed_counters);
     case K::kNewChain:
       return "-N " + op.chain;
     case K::kDeleteChain:
@@ -68,6 +73,10 @@ std::string RenderRestoreLine(const TableOp& op) {
   }
   return "";
 }
+
+}  // namespace
+
+std::string RenderRestoreLine(const TableOp& op) { return RenderLine(op, /*typed_counters=*/true); }
 
 std::string RenderRestoreBlock(const TableBatch& batch) {
   std::string out = "*" + batch.table + "\n";
@@ -94,7 +103,7 @@ std::string RenderRestoreBlock(const TableBatch& batch) {
   for (const TableOp& op : batch.ops) {
     if (IsDeclaration(batch, op)) continue;
     if (batch.with_counters && CarriesCounters(op.kind)) out += CounterText(op.rule.counters) + " ";
-    out += RenderRestoreLine(op);
+    out += RenderLine(op, /*typed_counters=*/!batch.with_counters);
     out += "\n";
   }
   out += "COMMIT\n";

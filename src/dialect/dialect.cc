@@ -192,7 +192,7 @@ class SaveParser {
     }
     std::span<const Token> spec(tokens.data() + i + 2, tokens.size() - i - 2);
     IPTKIT_ASSIGN_OR_RETURN(Rule rule, dialect::ParseRuleTokens(spec, ruleset_.family, dialect::SystemExtensions(),
-                                                                dialect::TokenLocation::kColumn));
+                                                                dialect::TokenLocation::kColumn, options_.keep_tokens));
     if (counters) rule.counters = *counters;
     chain->rules.push_back(std::move(rule));
     return Status::Ok();

@@ -141,6 +141,13 @@ void AppendRuleSpec(std::string& out, const Rule& rule) {
   }
 }
 
+// A reason as one comment line (a reason quoting iptables' stderr may span lines).
+std::string OneLine(std::string_view text) {
+  std::string out;
+  for (char c : text) out += (c == '\n' || c == '\r') ? ' ' : c;
+  return out;
+}
+
 void AppendCounters(std::string& out, const Counters& counters) {
   out += '[';
   out += std::to_string(counters.packets);
@@ -158,6 +165,41 @@ std::string FormatRuleSpec(const Rule& rule) {
   return out;
 }
 
+bool HasTypedForm(const Rule& rule) {
+  if (rule.typed.empty() && rule.typed_for.empty()) return false;
+  if (!rule.OwnerTag()) return FormatRuleSpec(rule) == rule.typed_for;
+  Rule untagged = rule;
+  untagged.ClearOwnerTag();
+  return FormatRuleSpec(untagged) == rule.typed_for;
+}
+
+std::string QuoteRestoreArgument(std::string_view argument) {
+  if (!argument.empty() && argument.find_first_of(" \t\"") == std::string_view::npos) return std::string(argument);
+  std::string out = "\"";
+  for (char c : argument) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::string FormatRuleForRestore(const Rule& rule, bool counters) {
+  if (!HasTypedForm(rule)) return FormatRuleSpec(rule);
+  std::string out;
+  const size_t skip = !counters && rule.typed.size() >= 3 && rule.typed[0] == "-c" ? 3 : 0;
+  for (size_t i = skip; i < rule.typed.size(); ++i) {
+    const std::string& arg = rule.typed[i];
+    if (!out.empty()) out += ' ';
+    out += QuoteRestoreArgument(arg);
+  }
+  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) {
+    if (!out.empty()) out += ' ';
+    out += "-m comment --comment " + QuoteRestoreArgument("iptkit:" + tag->owner + ":" + tag->id);
+  }
+  return out;
+}
+
 std::string FormatSave(const Ruleset& ruleset, const SaveFormatOptions& options) {
   std::string out;
   static const Counters kZero;
@@ -165,6 +207,9 @@ std::string FormatSave(const Ruleset& ruleset, const SaveFormatOptions& options)
     out += '*';
     out += table.name;
     out += '\n';
+    if (options.mark_lossy && !table.unrepresentable_reason.empty()) {
+      out += "# iptkit: unrepresentable table: " + OneLine(table.unrepresentable_reason) + "\n";
+    }
     for (const Chain& chain : table.chains) {
       out += ':';
       out += chain.name;
@@ -175,7 +220,8 @@ std::string FormatSave(const Ruleset& ruleset, const SaveFormatOptions& options)
       out += '\n';
     }
     for (const Chain& chain : table.chains) {
-      for (const Rule& rule : chain.rules) {
+      for (size_t i = 0; i < chain.rules.size(); ++i) {
+        const Rule& rule = chain.rules[i];
         if (options.counters) {
           AppendCounters(out, rule.counters);
           out += ' ';
@@ -184,6 +230,10 @@ std::string FormatSave(const Ruleset& ruleset, const SaveFormatOptions& options)
         out += chain.name;
         AppendRuleSpec(out, rule);
         out += '\n';
+        if (options.mark_lossy && !rule.lossy.empty()) {
+          out +=
+              "# iptkit: lossy rule " + std::to_string(i + 1) + " of " + chain.name + ": " + OneLine(rule.lossy) + "\n";
+        }
       }
     }
     out += "COMMIT\n";

@@ -78,8 +78,14 @@ struct Resolved {
 
 class Parser {
  public:
-  Parser(std::span<const Token> tokens, Family family, const ExtensionCatalog& catalog, TokenLocation location)
-      : tokens_(tokens), family_(family), catalog_(catalog), location_(location) {}
+  Parser(std::span<const Token> tokens, Family family, const ExtensionCatalog& catalog, TokenLocation location,
+         bool keep_typed)
+      : tokens_(tokens),
+        family_(family),
+        catalog_(catalog),
+        location_(location),
+        keep_typed_(keep_typed),
+        owner_(tokens.size(), kHeaderOwner) {}
 
   Result<Rule> Parse() {
     for (const Token& t : tokens_) {
@@ -106,10 +112,43 @@ class Parser {
       negation_ = nullptr;
     }
     if (negation_) return Error(*negation_, "'!' at the end negates nothing");
+    if (keep_typed_) SetTypedForm();
     return std::move(rule_);
   }
 
  private:
+  // Rule::typed: every token but those of the owner tag (the last match, when it is one) and of -c.
+  void SetTypedForm() {
+    const bool tagged = rule_.OwnerTag().has_value();
+    int tag_context = -1;
+    for (size_t i = 0; i < contexts_.size(); ++i) {
+      if (tagged && !contexts_[i].target && contexts_[i].match_index + 1 == rule_.matches.size()) {
+        tag_context = static_cast<int>(i);
+      }
+    }
+    rule_.typed.clear();
+    if (counters_given_) {
+      // `-c PKTS BYTES` first, in that one spelling: only append, insert and replace send it (FormatRuleForRestore).
+      rule_.typed = {"-c", std::to_string(rule_.counters.packets), std::to_string(rule_.counters.bytes)};
+    }
+    for (size_t i = 0; i < tokens_.size(); ++i) {
+      if (owner_[i] == kCountersOwner || (tag_context >= 0 && owner_[i] == tag_context)) continue;
+      rule_.typed.push_back(tokens_[i].text);
+    }
+    Rule untagged = rule_;
+    untagged.ClearOwnerTag();
+    rule_.typed_for = FormatRuleSpec(untagged);
+  }
+
+  // Records which extension (context index) or header part a token belongs to.
+  static constexpr int kHeaderOwner = -1;
+  static constexpr int kCountersOwner = -2;
+  void Own(const Token* tok, int owner) {
+    if (tok != nullptr && tok >= tokens_.data() && tok < tokens_.data() + tokens_.size()) {
+      owner_[static_cast<size_t>(tok - tokens_.data())] = owner;
+    }
+  }
+
   std::string Where(const Token& t) const {
     if (location_ == TokenLocation::kArgument) return "(argument " + std::to_string(t.column + 1) + ")";
     return "at column " + std::to_string(t.column + 1);
@@ -281,6 +320,9 @@ class Parser {
       }
       ctx.seen_ids.push_back(opt->id);
     }
+    Own(&tok, static_cast<int>(r.context));
+    Own(negation_, static_cast<int>(r.context));
+    const size_t first_value = pos_;
     Option option{r.name, negation_ != nullptr, {}};
     using Arg = dialect::ExtensionOption::Arg;
     Arg arg = opt == nullptr ? Arg::kOptional : opt->arg;
@@ -304,6 +346,7 @@ class Parser {
     } else if (TakesSecondArgument(r.name) && NextIsExtraValue()) {
       option.values.push_back(tokens_[pos_++].text);
     }
+    for (size_t i = first_value; i < pos_; ++i) owner_[i] = static_cast<int>(r.context);
     if (ctx.target) {
       rule_.target.options.push_back(std::move(option));
     } else {
@@ -314,8 +357,11 @@ class Parser {
 
   Result<const Token*> TakeValue(const Token& tok, const std::optional<std::string>& attached) {
     if (attached) {
-      attached_token_ = Token{*attached, tok.column, false};
-      return &attached_token_;
+      // iptables 1.8.9 takes such an argument whole as the value ("host/network `--source=1.2.3.4' not found",
+      // "Chain '--jump=ACCEPT' does not exist"), so it never means what it says.
+      const std::string name = tok.text.substr(0, tok.text.find('='));
+      return Error(tok, "iptables reads this whole argument as the value of " + name + ": write '" + name + " " +
+                            *attached + "'");
     }
     if (!NextIsRequiredValue()) return MissingValue(tok);
     return &tokens_[pos_++];
@@ -370,6 +416,8 @@ class Parser {
                        std::string("unknown match extension for ") + (family_ == Family::kIPv4 ? "IPv4" : "IPv6"));
         }
         AddMatch(ext);
+        Own(&tok, static_cast<int>(contexts_.size() - 1));
+        Own(value, static_cast<int>(contexts_.size() - 1));
         return Status::Ok();
       }
       case HeaderOpt::kJump:
@@ -404,10 +452,14 @@ class Parser {
           where = &tokens_[pos_++];
           bytes = where->text;
         }
+        Own(&tok, kCountersOwner);
+        Own(first, kCountersOwner);
+        Own(where, kCountersOwner);
         auto p = ParseCounter(packets);
         auto b = ParseCounter(bytes);
         if (!p || !b) return Error(*where, "counters must be unsigned integers");
         rule_.counters = Counters{*p, *b};
+        counters_given_ = true;
         return Status::Ok();
       }
     }
@@ -430,20 +482,22 @@ class Parser {
   Family family_;
   const ExtensionCatalog& catalog_;
   TokenLocation location_;
+  bool keep_typed_;
+  bool counters_given_ = false;  // -c / --set-counters
+  std::vector<int> owner_;       // per token: kHeaderOwner, kCountersOwner or the index in contexts_
   size_t pos_ = 0;
   const Token* negation_ = nullptr;  // the pending "!"
   bool implicit_protocol_loaded_ = false;
   std::string implicit_protocol_match_;  // set when the protocol's match exists but lacks an option
   std::vector<Context> contexts_;        // loaded matches and target, in load order
-  Token attached_token_;                 // the value of a "--name=value" header option
   Rule rule_;
 };
 
 }  // namespace
 
 Result<Rule> ParseRuleTokens(std::span<const Token> tokens, Family family, const ExtensionCatalog& catalog,
-                             TokenLocation location) {
-  return Parser(tokens, family, catalog, location).Parse();
+                             TokenLocation location, bool keep_typed) {
+  return Parser(tokens, family, catalog, location, keep_typed).Parse();
 }
 
 }  // namespace iptkit::dialect

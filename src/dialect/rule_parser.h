@@ -19,8 +19,9 @@ enum class TokenLocation { kColumn, kArgument };
 // match, `-j`/`-g`, and each "--option" going to the most recently loaded match or target that has it (getopt
 // merges each new extension's options first), else to the implicitly loaded protocol match. Long options may be
 // abbreviated as getopt_long allows; the model always holds the full name.
+// With keep_typed the rule carries its typed form (Rule::typed: the tokens' texts without the owner tag and -c).
 Result<Rule> ParseRuleTokens(std::span<const Token> tokens, Family family, const ExtensionCatalog& catalog,
-                             TokenLocation location);
+                             TokenLocation location, bool keep_typed = true);
 
 }  // namespace iptkit::dialect
 

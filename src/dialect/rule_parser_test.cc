@@ -73,7 +73,7 @@ TEST(ParseRuleSpecTest, UserInputFormsPrintAsIptablesSave) {
       // getopt_long abbreviations and "--name=value".
       {"--proto udp --dp 5", "-p udp -m udp --dport 5"},
       {"-p tcp -m multiport --dport 22,23", "-p tcp -m multiport --dports 22,23"},
-      {"--source=1.2.3.4 -p tcp --dport=22 -j LOG --log-prefix=x",
+      {"--source 1.2.3.4 -p tcp --dport=22 -j LOG --log-prefix=x",
        "-s 1.2.3.4 -p tcp -m tcp --dport 22 -j LOG --log-prefix x"},
       // Values: all following non-option tokens; quoted tokens always; a required value may start with '-'.
       {"-p tcp --tcp-flags SYN,ACK SYN", "-p tcp -m tcp --tcp-flags SYN,ACK SYN"},
@@ -101,6 +101,72 @@ TEST(ParseRuleSpecTest, UserInputFormsPrintAsIptablesSave) {
   for (const Case& c : cases) {
     EXPECT_EQ(Normalize(c.in, c.family), c.out) << c.in;
   }
+}
+
+// iptables 1.8.9 takes "--source=1.2.3.4" whole as the address (and "-ptcp" as an unknown option), so iptkit
+// refuses what iptables refuses instead of reading what it never would.
+TEST(ParseRuleSpecTest, HeaderOptionsTakeNoAttachedValue) {
+  EXPECT_THAT(ParseError("--source=1.2.3.4 -j ACCEPT"),
+              IsInvalidWith("'--source=1.2.3.4' at column 1: iptables reads this whole argument as the value of "
+                            "--source: write '--source 1.2.3.4'"));
+  EXPECT_THAT(ParseError("-p tcp --jump=ACCEPT"), IsInvalidWith("'--jump=ACCEPT' at column 8"));
+  EXPECT_THAT(ParseError("-ptcp"), IsInvalidWith("'-ptcp' at column 1: unknown option"));
+}
+
+// The typed form: what the user wrote, sent as it is (Rule::typed), without the owner tag and -c.
+TEST(ParseRuleSpecTest, TypedForm) {
+  Result<Rule> rule = ParseRuleSpec("-p tcp --dport 22 -s 1.2.3.4 -j ACCEPT", kV4);
+  ASSERT_TRUE(rule.ok()) << rule.status().ToString();
+  EXPECT_EQ(rule->typed, (std::vector<std::string>{"-p", "tcp", "--dport", "22", "-s", "1.2.3.4", "-j", "ACCEPT"}));
+  EXPECT_EQ(rule->typed_for, "-s 1.2.3.4 -p tcp -m tcp --dport 22 -j ACCEPT");
+  EXPECT_TRUE(HasTypedForm(*rule));
+  EXPECT_EQ(FormatRuleForRestore(*rule), "-p tcp --dport 22 -s 1.2.3.4 -j ACCEPT");
+
+  // -c comes first in one spelling (only append/insert/replace send it); the owner tag is the model's; arguments
+  // are quoted only where they must be.
+  rule = ParseRuleSpec("-m comment --comment \"a b\" -c 5,6 -j ACCEPT -m comment --comment iptkit:app:r1", kV4);
+  ASSERT_TRUE(rule.ok()) << rule.status().ToString();
+  EXPECT_EQ(rule->counters, (Counters{5, 6}));
+  EXPECT_EQ(rule->typed,
+            (std::vector<std::string>{"-c", "5", "6", "-m", "comment", "--comment", "a b", "-j", "ACCEPT"}));
+  EXPECT_EQ(FormatRuleForRestore(*rule),
+            "-c 5 6 -m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1");
+  EXPECT_EQ(FormatRuleForRestore(*rule, /*counters=*/false),
+            "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r1");
+  rule->SetOwnerTag({"app", "r2"});
+  EXPECT_TRUE(HasTypedForm(*rule));
+  EXPECT_EQ(FormatRuleForRestore(*rule, false),
+            "-m comment --comment \"a b\" -j ACCEPT -m comment --comment iptkit:app:r2");
+  rule->ClearOwnerTag();
+  EXPECT_EQ(FormatRuleForRestore(*rule, false), "-m comment --comment \"a b\" -j ACCEPT");
+
+  // A rule changed otherwise is sent as printed.
+  rule->target = Target::Jump("DROP");
+  EXPECT_FALSE(HasTypedForm(*rule));
+  EXPECT_EQ(FormatRuleForRestore(*rule), "-m comment --comment \"a b\" -j DROP");
+
+  // Rules built field by field and rules read from a save have none; a restore file's rules keep theirs.
+  Rule built;
+  built.target = Target::Jump("ACCEPT");
+  EXPECT_FALSE(HasTypedForm(built));
+  const std::string save = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+  Result<Ruleset> saved = ParseSave(save, kV4);
+  ASSERT_TRUE(saved.ok());
+  EXPECT_FALSE(HasTypedForm(saved->tables[0].chains[0].rules[0]));
+  saved = ParseSave(save, kV4, {.keep_tokens = true});
+  ASSERT_TRUE(saved.ok());
+  EXPECT_EQ(FormatRuleForRestore(saved->tables[0].chains[0].rules[0]), "-p tcp --dport 22 -j ACCEPT");
+}
+
+TEST(ParseRuleSpecTest, QuoteRestoreArgumentReadsBackUnchanged) {
+  for (std::string arg : {"a", "", "a b", "\"", "\\", "a\\\"b", "'", "!", "-j", "x\ty", "#", "\\\""}) {
+    Result<std::vector<Token>> tokens = LexRestoreLine("-A " + QuoteRestoreArgument(arg) + " -j");
+    ASSERT_TRUE(tokens.ok()) << arg;
+    ASSERT_EQ(tokens->size(), 3u) << QuoteRestoreArgument(arg);
+    EXPECT_EQ((*tokens)[1].text, arg) << QuoteRestoreArgument(arg);
+  }
+  EXPECT_EQ(QuoteRestoreArgument("10.0.0.1/32"), "10.0.0.1/32");
+  EXPECT_EQ(QuoteRestoreArgument("a b"), "\"a b\"");
 }
 
 TEST(ParseRuleSpecTest, CountersOption) {

@@ -600,6 +600,8 @@ Json RuleToJson(const Rule& rule, const RuleOutput& output, const SpecCodec& spe
     j["target"] = std::move(t);
   }
   if (output.counters) j["counters"] = CountersToJson(rule.counters);
+  // Why its spec does not show the kernel's rule faithfully (output only; reads return such rules only on request).
+  if (!rule.lossy.empty()) j["lossy"] = rule.lossy;
   if (std::optional<Rule::Tag> tag = rule.OwnerTag()) {
     j["owner"] = tag->owner;
     j["id"] = tag->id;

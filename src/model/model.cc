@@ -38,8 +38,18 @@ std::optional<Rule::Tag> Rule::OwnerTag() const {
 }
 
 void Rule::SetOwnerTag(const Tag& tag) {
-  if (!matches.empty() && IsTagMatch(matches.back())) matches.pop_back();
+  ClearOwnerTag();
+  lossy.clear();
+  kernel_form.clear();
   matches.push_back(Match{"comment", {Option{"comment", false, {std::string(kTagPrefix) + tag.owner + ":" + tag.id}}}});
+}
+
+void Rule::ClearOwnerTag() {
+  // `typed` never holds the tag and `typed_for` is the spec without it, so both stay valid.
+  if (matches.empty() || !IsTagMatch(matches.back())) return;
+  matches.pop_back();
+  lossy.clear();
+  kernel_form.clear();
 }
 
 const Chain* Table::FindChain(std::string_view name) const {

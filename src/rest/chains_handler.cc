@@ -65,7 +65,7 @@ HttpResponse DeleteChain(const HandlerEnv& env, Call& call) {
 HttpResponse ChainsHandler(const HandlerEnv& env, Call& call) {
   if (call.method == "PUT") return PutChain(env, call);
   if (call.method == "DELETE") return DeleteChain(env, call);
-  if (Status s = CheckQuery(env, call, {}); !s.ok()) return StatusResponse(call, s);
+  if (Status s = CheckQuery(env, call, {"allow_lossy"}); !s.ok()) return StatusResponse(call, s);
   Result<json::Json> j = ChainJson(env, call);
   if (!j.ok()) return StatusResponse(call, j.status());
   return JsonResponse(*j);

@@ -51,6 +51,11 @@ HttpError ErrorFromStatus(const Status& status, const ErrorContext& context) {
   }
   e.token = d.token;
   e.column = d.column;
+  e.argument = d.argument;
+  e.reason = d.reason;
+  e.table = d.table;
+  e.chain = d.chain;
+  e.rule = d.rule;
   // Without a pointer, a failure is about the request's rule only when the parser named a token of it or iptables
   // rejected the rule, not for a position, a chain or the body's syntax.
   const bool about_rule = d.token.has_value() || d.reason == "rule_rejected";
@@ -72,6 +77,11 @@ std::string ErrorBody(const HttpError& error, std::string_view request_id) {
   if (error.field) details["field"] = *error.field;
   if (error.token) details["token"] = *error.token;
   if (error.column) details["column"] = *error.column;
+  if (error.argument) details["argument"] = *error.argument;
+  if (error.reason) details["reason"] = *error.reason;
+  if (error.table) details["table"] = *error.table;
+  if (error.chain) details["chain"] = *error.chain;
+  if (error.rule) details["rule"] = *error.rule;
   if (error.retry_after_seconds) details["retry_after"] = *error.retry_after_seconds;
   if (!request_id.empty()) details["request_id"] = std::string(request_id);
   nlohmann::ordered_json body;

@@ -25,9 +25,14 @@ struct HttpError {
   int http_status = 500;
   std::string code;  // "invalid_argument", "not_found", ..., "unauthenticated", "rate_limited"
   std::string message;
-  std::optional<std::string> field;        // JSON pointer
-  std::optional<std::string> token;        // the offending token of a rule spec
-  std::optional<int> column;               // its 1-based column
+  std::optional<std::string> field;   // JSON pointer
+  std::optional<std::string> token;   // the offending token of a rule spec
+  std::optional<int> column;          // its 1-based column
+  std::optional<int> argument;        // or its 1-based position among the spec's arguments
+  std::optional<std::string> reason;  // a short machine-readable reason ("lossy", "rule_rejected", ...)
+  std::optional<std::string> table;   // where: table, chain, 1-based rule number
+  std::optional<std::string> chain;
+  std::optional<int> rule;
   std::optional<int> retry_after_seconds;  // for 429 / 503
 };
 

@@ -433,6 +433,31 @@ TEST_F(ApiTest, RuleLifecycleAndErrorsChangeNothing) {
   EXPECT_EQ(Kernel(), before);
 }
 
+// A table whose specs would not restore the kernel's rules is refused by every read (412 naming the rule and
+// why) unless ?allow_lossy=true, which shows it with the rule's `lossy` reason.
+TEST_F(ApiTest, ReadsRefuseALossyTableUnlessAllowed) {
+  {
+    std::lock_guard<std::mutex> lock(kernel_->mu);
+    Ruleset rs = *kernel_->fake.Read(Family::kIPv4);
+    Rule& rule = rs.FindTable("filter")->FindChain("INPUT")->rules[0];
+    rule.lossy = "iptables-legacy-save prints it as '-s 192.168.0.0/16 -j ACCEPT', which loads as a different rule";
+    rule.kernel_form = "kernel bytes";
+    kernel_->fake.SetRuleset(std::move(rs));
+  }
+  for (const std::string path :
+       {"/v1/ipv4", "/v1/ipv4/tables/filter", "/v1/ipv4/tables/filter/chains/INPUT",
+        "/v1/ipv4/tables/filter/chains/INPUT/rules", "/v1/ipv4/tables/filter/chains/INPUT/rules/1"}) {
+    HttpResponse refused = Call("GET", path);
+    EXPECT_EQ(refused.status, 412) << path << ": " << refused.body;
+    EXPECT_THAT(refused.body, HasSubstr("\"lossy\"")) << path;
+    EXPECT_THAT(refused.body, HasSubstr("loads as a different rule")) << path;
+    HttpResponse allowed = Call("GET", path, "", "", {{"allow_lossy", "true"}});
+    EXPECT_EQ(allowed.status, 200) << path << ": " << allowed.body;
+    EXPECT_THAT(allowed.body, HasSubstr("\"lossy\"")) << path;
+  }
+  EXPECT_EQ(Call("GET", "/v1/ipv4", "", "", {{"allow_lossy", "maybe"}}).status, 400);
+}
+
 TEST_F(ApiTest, ThousandMalformedRequestsAreAll4xxAndChangeNothing) {
   const std::string before = Kernel();
   std::mt19937 rng(7);

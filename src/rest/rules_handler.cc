@@ -11,7 +11,7 @@ ErrorContext SpecField() { return ErrorContext{"", "/spec"}; }
 Location Where(const Call& call) { return Location{CallFamily(call), call.Param("table"), call.Param("chain")}; }
 
 HttpResponse ListRules(const HandlerEnv& env, Call& call) {
-  if (Status s = CheckQuery(env, call, {}); !s.ok()) return StatusResponse(call, s);
+  if (Status s = CheckQuery(env, call, {"allow_lossy"}); !s.ok()) return StatusResponse(call, s);
   Result<json::Json> c = ChainJson(env, call);
   if (!c.ok()) return StatusResponse(call, c.status());
   return JsonResponse({{"family", call.Param("family")},
@@ -83,7 +83,7 @@ HttpResponse RuleAt(const HandlerEnv& env, Call& call) {
   }
   const int index = static_cast<int>(**index_param);
   if (call.method == "GET") {
-    if (Status s = CheckQuery(env, call, {}); !s.ok()) return StatusResponse(call, s);
+    if (Status s = CheckQuery(env, call, {"allow_lossy"}); !s.ok()) return StatusResponse(call, s);
     Result<json::Json> c = ChainJson(env, call);
     if (!c.ok()) return StatusResponse(call, c.status());
     const json::Json& rules = (*c)["rules"];

@@ -8,7 +8,9 @@ Family CallFamily(const Call& call) { return call.Param("family") == "ipv6" ? Fa
 
 Result<json::Json> FamilyJson(const HandlerEnv& env, const Call& call, const std::optional<std::string>& table) {
   const Family family = CallFamily(call);
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, env.service->List(family, table));
+  // A table its text cannot show faithfully is refused (409 naming the rule and why) unless ?allow_lossy=true.
+  IPTKIT_ASSIGN_OR_RETURN(bool allow_lossy, QueryBool(call.req.query, "allow_lossy"));
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, env.service->List(family, table, {.allow_lossy = allow_lossy}));
   rs.family = family;
   return AnnotatedRuleset(rs, env.service->ManagedRules());
 }
@@ -41,7 +43,7 @@ Result<json::Json> ChainJson(const HandlerEnv& env, const Call& call) {
 }
 
 HttpResponse TablesHandler(const HandlerEnv& env, Call& call) {
-  if (Status s = CheckQuery(env, call, {}); !s.ok()) return StatusResponse(call, s);
+  if (Status s = CheckQuery(env, call, {"allow_lossy"}); !s.ok()) return StatusResponse(call, s);
   Result<json::Json> j = call.params.count("table") ? TableJson(env, call) : FamilyJson(env, call, std::nullopt);
   if (!j.ok()) return StatusResponse(call, j.status());
   return JsonResponse(*j);

@@ -738,9 +738,9 @@ std::string Health::Problem::Describe() const {
 
 // ---- Reads ----
 
-Result<Ruleset> Service::List(Family family, const std::optional<std::string>& table) {
+Result<Ruleset> Service::List(Family family, const std::optional<std::string>& table, const ListOptions& options) {
   std::lock_guard<std::mutex> lock(impl_->reader_mu);
-  return impl_->reader->List(family, table);
+  return impl_->reader->List(family, table, options);
 }
 
 Result<FirewallInfo> Service::Info() {

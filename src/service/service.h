@@ -198,7 +198,8 @@ class Service {
   Result<ChangeResult> Submit(ChangeRequest request);
 
   // ---- Reads (reader backend) ----
-  Result<Ruleset> List(Family family, const std::optional<std::string>& table = std::nullopt);
+  Result<Ruleset> List(Family family, const std::optional<std::string>& table = std::nullopt,
+                       const ListOptions& options = {});
   Result<FirewallInfo> Info();
   // Every owner with its document and managed rules (no drift).
   std::vector<OwnerView> Owners() const;

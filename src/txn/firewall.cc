@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -140,6 +142,75 @@ namespace {
 
 using backend::TableOp;
 
+// FailedPrecondition naming the first table of `rs` that its text cannot show faithfully (an unrepresentable table,
+// or the first rule marked lossy), with how many more there are; OK when there is none.
+Status RefuseLossy(const Ruleset& rs) {
+  const std::string family(FamilyName(rs.family));
+  const std::string hint =
+      "; refusing to print what would restore differently (allow_lossy / --allow-lossy prints "
+      "it with these rules marked)";
+  std::optional<Status> first;
+  size_t more = 0;
+  for (const Table& t : rs.tables) {
+    if (!t.unrepresentable_reason.empty()) {
+      if (first) {
+        ++more;
+        continue;
+      }
+      first = Status::FailedPrecondition(family + " table " + t.name +
+                                         " cannot be shown faithfully: " + t.unrepresentable_reason + hint)
+                  .WithLocation(family, t.name)
+                  .WithReason("unrepresentable");
+    }
+    for (const Chain& c : t.chains) {
+      for (size_t i = 0; i < c.rules.size(); ++i) {
+        if (c.rules[i].lossy.empty()) continue;
+        if (first) {
+          ++more;
+          continue;
+        }
+        first = Status::FailedPrecondition(family + " " + t.name + " " + c.name + " rule " + std::to_string(i + 1) +
+                                           " is lossy: " + c.rules[i].lossy + hint)
+                    .WithLocation(family, t.name, c.name, static_cast<int>(i + 1))
+                    .WithReason("lossy");
+      }
+    }
+  }
+  if (!first) return Status::Ok();
+  if (more == 0) return *first;
+  return Status(first->code(), first->message() + " (and " + std::to_string(more) + " more)")
+      .WithDetails(first->details());
+}
+
+// The 1-based line of each rule of a restore text: (table, chain, index among the chain's rules) → line, as
+// ParseSave numbers them (it has parsed the text already, so every rule line is well formed).
+std::map<std::tuple<std::string, std::string, size_t>, int> RuleLines(std::string_view text) {
+  std::map<std::tuple<std::string, std::string, size_t>, int> lines;
+  std::map<std::pair<std::string, std::string>, size_t> counts;
+  std::string table;
+  int n = 0;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    ++n;
+    if (line.starts_with("*")) {
+      table = std::string(line.substr(1));
+      continue;
+    }
+    if (!line.empty() && line[0] == '[') line.remove_prefix(std::min(line.size(), line.find(']') + 1));
+    Result<std::vector<Token>> tokens = LexRestoreLine(line);
+    if (!tokens.ok() || tokens->size() < 2 || ((*tokens)[0].text != "-A" && (*tokens)[0].text != "--append")) {
+      continue;
+    }
+    const std::string& chain = (*tokens)[1].text;
+    lines[{table, chain, counts[{table, chain}]++}] = n;
+  }
+  return lines;
+}
+
 // The batch a restore of `table` (parsed from the user's text) sends.
 Result<backend::TableBatch> RestoreBatch(Family family, const Table& table, const Table& current,
                                          const Firewall::RestoreOptions& options) {
@@ -189,17 +260,27 @@ std::unique_ptr<Firewall> Firewall::WithBackend(std::unique_ptr<backend::Backend
   return std::unique_ptr<Firewall>(new Firewall(std::move(backend), options));
 }
 
-Result<Ruleset> Firewall::List(Family family, std::optional<std::string> table) {
-  return backend_->Read(family, table);
+Result<Ruleset> Firewall::List(Family family, std::optional<std::string> table, const ListOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
+  if (!options.allow_lossy) IPTKIT_RETURN_IF_ERROR(RefuseLossy(rs));
+  return rs;
+}
+
+Result<std::string> Firewall::Save(Family family, std::optional<std::string> table, const SaveOptions& options) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
+  if (!options.allow_lossy) IPTKIT_RETURN_IF_ERROR(RefuseLossy(rs));
+  return FormatSave(rs, {.counters = options.counters, .mark_lossy = true});
 }
 
 Result<std::string> Firewall::Save(Family family, std::optional<std::string> table, bool counters) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
-  return FormatSave(rs, {.counters = counters});
+  return Save(family, std::move(table), SaveOptions{.counters = counters});
 }
 
 Result<bool> Firewall::Check(Family family, const std::string& table, const std::string& chain, const Rule& rule) {
-  IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
+  IPTKIT_RETURN_IF_ERROR(backend::CheckRuleLocally(family, table, chain, rule));
+  if (rule.typed.size() >= 3 && rule.typed[0] == "-c" && HasTypedForm(rule)) {
+    return Status::InvalidArgument("-c sets the counters of a new rule; check takes none").WithToken("-c");
+  }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
   IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
   const Table* t = rs.FindTable(table);
@@ -218,7 +299,7 @@ Result<FirewallInfo> Firewall::Info() {
 }
 
 Result<Rule> Firewall::Canonicalize(Family family, const std::string& table, const Rule& rule) {
-  IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
+  IPTKIT_RETURN_IF_ERROR(backend::CheckRuleLocally(family, table, "", rule));
   IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
   if (canon.size() != 1) return Status::Internal("backend returned " + std::to_string(canon.size()) + " rules");
   return std::move(canon.front());
@@ -238,7 +319,8 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed, ParseSave(text, family, {.restore_input = options.noflush}));
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset parsed,
+                          ParseSave(text, family, {.restore_input = options.noflush, .keep_tokens = true}));
   if (parsed.tables.empty()) return Status::InvalidArgument("restore text names no table (no '*table' line)");
   if (options.progress) {
     CommitProgress progress;
@@ -254,6 +336,37 @@ Result<CommitResult> Firewall::Restore(Family family, std::string_view text, con
         return Status::InvalidArgument("restore text names table " + parsed.tables[i].name + " twice");
       }
     }
+  }
+  // Every rule goes through the checks an appended rule goes through, and is canonicalized (before the lock: a
+  // backend may run iptables to do it), keeping what the file says as what is sent.
+  const std::map<std::tuple<std::string, std::string, size_t>, int> lines = RuleLines(text);
+  for (Table& table : parsed.tables) {
+    std::vector<Rule*> rules;
+    std::vector<int> rule_lines;
+    for (Chain& chain : table.chains) {
+      for (size_t k = 0; k < chain.rules.size(); ++k) {
+        auto line = lines.find({table.name, chain.name, k});
+        const int n = line == lines.end() ? 0 : line->second;
+        Status s = backend::CheckRuleLocally(family, table.name, chain.name, chain.rules[k]);
+        if (!s.ok()) return n > 0 ? s.WithContext("line " + std::to_string(n)).WithLine(n) : s;
+        rules.push_back(&chain.rules[k]);
+        rule_lines.push_back(n);
+      }
+    }
+    std::vector<Rule> batch;
+    for (const Rule* r : rules) batch.push_back(*r);
+    Result<std::vector<Rule>> canon = backend_->Canonicalize(family, table.name, batch);
+    if (!canon.ok()) {
+      // Which rule: the others are cached now, so one call per rule finds it cheaply.
+      for (size_t k = 0; k < batch.size(); ++k) {
+        Result<std::vector<Rule>> one = backend_->Canonicalize(family, table.name, {batch[k]});
+        if (one.ok()) continue;
+        const int n = rule_lines[k];
+        return n > 0 ? one.status().WithContext("line " + std::to_string(n)).WithLine(n) : one.status();
+      }
+      return canon.status();
+    }
+    for (size_t k = 0; k < rules.size(); ++k) *rules[k] = std::move((*canon)[k]);
   }
   return txn::LockedCommit(
       *backend_, options_, {family}, CommitOptions{.progress = options.progress, .dry_run = options.dry_run},

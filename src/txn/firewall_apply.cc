@@ -18,6 +18,7 @@
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
 #include "src/backend/backend.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/txn/declarative.h"
 #include "src/txn/firewall_internal.h"
 #include "src/txn/planner.h"
@@ -44,7 +45,8 @@ struct RuleSlot {
   std::string where;
 };
 
-// Canonicalizes the rules of every slot in place, one Backend::Canonicalize call per table.
+// Canonicalizes the rules of every slot in place, one Backend::Canonicalize call per table (on failure, one per rule
+// until the refused one is found, so that its error names where it is).
 Status CanonicalizeSlots(backend::Backend& backend, Family family,
                          std::map<std::string, std::vector<RuleSlot>>& slots) {
   for (auto& [table, list] : slots) {
@@ -53,6 +55,10 @@ Status CanonicalizeSlots(backend::Backend& backend, Family family,
     for (const RuleSlot& s : list) rules.push_back(*s.rule);
     auto canonical = backend.Canonicalize(family, table, rules);
     if (!canonical.ok()) {
+      for (const RuleSlot& s : list) {
+        auto one = backend.Canonicalize(family, table, {*s.rule});
+        if (!one.ok()) return one.status().WithContext(std::string(FamilyName(family)) + " " + s.where);
+      }
       return canonical.status().WithContext(std::string(FamilyName(family)) + " table " + table);
     }
     if (canonical->size() != list.size()) {
@@ -70,15 +76,18 @@ Status CanonicalizeSlots(backend::Backend& backend, Family family,
 Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const DesiredState& desired, Family family) {
   DesiredState out = desired;
   std::map<std::string, std::vector<RuleSlot>> slots;  // by table
+  std::map<const Rule*, std::string> chain_of;         // for the local checks: the chain each rule goes to
   for (OwnedChain& chain : out.chains) {
     for (size_t i = 0; i < chain.rules.size(); ++i) {
       slots[chain.table].push_back(
           {&chain.rules[i], "owned chain " + chain.table + "/" + chain.name + " rule " + std::to_string(i + 1)});
+      chain_of[&chain.rules[i]] = chain.name;
     }
   }
   for (size_t i = 0; i < out.hooks.size(); ++i) {
     HookRule& hook = out.hooks[i];
     slots[hook.table].push_back({&hook.rule, "hook " + std::to_string(i + 1) + " in " + hook.table + "/" + hook.chain});
+    chain_of[&hook.rule] = hook.chain;
   }
   const std::string fam(FamilyName(family));
 
@@ -86,9 +95,11 @@ Result<DesiredState> txn::PrepareDesiredState(backend::Backend& backend, const D
   std::vector<std::optional<Rule::Tag>> caller_tags;
   for (auto& [table, list] : slots) {
     for (RuleSlot& s : list) {
-      IPTKIT_RETURN_IF_ERROR(ValidateRule(*s.rule, family).WithContext(fam + " " + s.where));
+      // The same local checks as every other entry point (table_sim.h), before anything runs iptables.
+      IPTKIT_RETURN_IF_ERROR(
+          backend::CheckRuleLocally(family, table, chain_of.at(s.rule), *s.rule).WithContext(fam + " " + s.where));
       caller_tags.push_back(s.rule->OwnerTag());
-      if (caller_tags.back()) s.rule->matches.pop_back();
+      if (caller_tags.back()) s.rule->ClearOwnerTag();
     }
   }
   IPTKIT_RETURN_IF_ERROR(CanonicalizeSlots(backend, family, slots));

@@ -622,5 +622,77 @@ TEST_F(FirewallTest, ListSaveCheckCanonicalizeInfo) {
   EXPECT_EQ(&fw_->backend(), fault_);
 }
 
+// ---- Issue 9: lossy tables, one validation path, errors with structure ----
+
+TEST_F(FirewallTest, ListAndSaveRefuseALossyTableUnlessAllowed) {
+  Ruleset rs = *fake_->Read(v4);
+  Rule& lossy = rs.FindTable("filter")->FindChain("INPUT")->rules[1];
+  lossy.lossy = "iptables-legacy-save prints it as '-p tcp -m tcp', which loads as a different rule";
+  lossy.kernel_form = "kernel bytes";
+  fake_->SetRuleset(std::move(rs));
+
+  Result<Ruleset> listed = fw_->List(v4);
+  ASSERT_FALSE(listed.ok());
+  EXPECT_EQ(listed.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(listed.status().details().reason, "lossy");
+  EXPECT_EQ(listed.status().details().table, "filter");
+  EXPECT_EQ(listed.status().details().chain, "INPUT");
+  EXPECT_EQ(listed.status().details().rule, 2);
+  EXPECT_THAT(listed.status().message(), HasSubstr("loads as a different rule"));
+  // Other tables of the family are not affected.
+  EXPECT_TRUE(fw_->List(v4, "nat").ok());
+
+  Result<std::string> saved = fw_->Save(v4, "filter");
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.status().code(), StatusCode::kFailedPrecondition);
+  saved = fw_->Save(v4, "filter", SaveOptions{.allow_lossy = true});
+  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
+  EXPECT_THAT(*saved, HasSubstr("\n# iptkit: lossy rule 2 of INPUT: iptables-legacy-save prints it as"));
+  listed = fw_->List(v4, "filter", {.allow_lossy = true});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_FALSE(listed->FindTable("filter")->FindChain("INPUT")->rules[1].lossy.empty());
+
+  // An unrepresentable table is refused the same way.
+  rs = *fake_->Read(v4);
+  rs.FindTable("nat")->unrepresentable_reason = "an nft set lookup";
+  fake_->SetRuleset(std::move(rs));
+  saved = fw_->Save(v4, "nat");
+  ASSERT_FALSE(saved.ok());
+  EXPECT_EQ(saved.status().details().reason, "unrepresentable");
+}
+
+TEST_F(FirewallTest, TargetPlacementIsCheckedForEveryEntryPointNamingTheTarget) {
+  Transaction txn;
+  txn.Append(v4, "filter", "INPUT", R("-p tcp -j DNAT --to-destination 10.0.0.1"));
+  Status s = CommitStatus(txn);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
+  EXPECT_EQ(s.details().token, "DNAT") << s.ToString();
+  EXPECT_EQ(s.message().find("IPTKIT"), std::string::npos) << s.ToString();
+  EXPECT_EQ(s.message().find("line"), std::string::npos) << s.ToString();
+  // The same check for a restore text, naming its line.
+  Result<CommitResult> restored =
+      fw_->Restore(v4, "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n-A INPUT -j MASQUERADE\nCOMMIT\n", {});
+  ASSERT_FALSE(restored.ok());
+  EXPECT_EQ(restored.status().details().line, 4) << restored.status().ToString();
+  EXPECT_EQ(restored.status().details().token, "MASQUERADE") << restored.status().ToString();
+  EXPECT_EQ(SaveAll(), before_);
+}
+
+TEST_F(FirewallTest, CountersGoOnlyWithAddingOps) {
+  Transaction txn;
+  txn.Append(v4, "filter", "INPUT", R("-c 7 9 -s 192.0.2.10 -j ACCEPT"));
+  // Accepted (the restore backend sends it as typed, -c first, as `iptables -A INPUT -c 7 9 ...`; the kernel test
+  // is tests/integration/differential_test.cc).
+  Result<CommitResult> r = fw_->Commit(txn);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  // -C and -D refuse -c, as iptables does.
+  Result<bool> found = fw_->Check(v4, "filter", "INPUT", R("-c 7 9 -s 192.0.2.10 -j ACCEPT"));
+  ASSERT_FALSE(found.ok());
+  EXPECT_EQ(found.status().details().token, "-c");
+  Transaction del;
+  del.Delete(v4, "filter", "INPUT", R("-c 7 9 -s 192.0.2.10 -j ACCEPT"));
+  EXPECT_EQ(CommitStatus(del).code(), StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace iptkit

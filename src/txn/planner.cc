@@ -56,6 +56,13 @@ Result<std::vector<TableOp>> ApplyAndInvert(Family family, Table& sim, const Tab
       if (at >= 0) {
         removed = before->rules[at];
         removed_pos = at + 1;
+        // A lossy rule cannot be put back from its printed form, but the delete names it by a typed form that
+        // loads to the very same kernel rule.
+        if (!removed->lossy.empty() && HasTypedForm(op.rule)) {
+          Counters counters = removed->counters;
+          removed = op.rule;
+          removed->counters = counters;
+        }
       }
     } else if ((op.kind == TKind::kDeleteAt || op.kind == TKind::kReplace) && op.index >= 1 &&
                static_cast<size_t>(op.index) <= before->rules.size()) {
@@ -183,6 +190,9 @@ Status AtOp(const Status& s, size_t number, const Op& op, std::string_view suffi
       .WithLocation(std::string(FamilyName(op.family)), op.table, op.chain);
 }
 
+// Counters given with -c on the command line (only append, insert and replace take them, as in iptables).
+bool TypedCounters(const Rule& rule) { return rule.typed.size() >= 3 && rule.typed[0] == "-c" && HasTypedForm(rule); }
+
 bool HasRule(Op::Kind kind) {
   return kind == Op::Kind::kAppend || kind == Op::Kind::kInsert || kind == Op::Kind::kDelete ||
          kind == Op::Kind::kReplace;
@@ -244,6 +254,9 @@ Result<Rule> RuleAtIndex(const Chain& chain, int index, const std::optional<Rule
                                       Quoted(FormatRuleSpec(at)) + ") also occurs earlier, at " +
                                       std::to_string(first + 1) + "; it cannot be addressed by position race-free");
   }
+  // The expected rule is the same rule and carries what the user typed, which names it exactly even when its
+  // printed form is lossy.
+  if (expect) return *expect;
   return at;
 }
 
@@ -388,6 +401,20 @@ TableBatch PreimageBatch(Family family, const Table& table) {
   return batch;
 }
 
+// OK unless `op` carries a rule marked lossy that has no typed form: such a rule can only be named by its printed
+// form, which loads as another rule (Rule::lossy).
+Status CheckSendable(const TableOp& op, std::string_view what) {
+  const bool carries = op.kind == TKind::kAppend || op.kind == TKind::kInsert || op.kind == TKind::kReplace ||
+                       op.kind == TKind::kCheck || op.kind == TKind::kDelete;
+  if (!carries || op.rule.lossy.empty() || HasTypedForm(op.rule)) return Status::Ok();
+  return Status::FailedPrecondition("rule " + Quoted(FormatRuleSpec(op.rule)) + " of chain " + op.chain +
+                                    " cannot be named by its printed form: " + op.rule.lossy + "; " +
+                                    std::string(what) +
+                                    " would be another rule (name it by the spec it was added with: delete by "
+                                    "spec, or --expect SPEC)")
+      .WithReason("lossy");
+}
+
 // Whether the journal entries from `from` on may make CheckTableGraph fail on a table that passed it before:
 // only a rule added with a target that is neither a standard verdict nor empty can (a jump or goto to a user chain
 // is a new edge: a loop, or hooks newly reaching a chain; a target extension in a user chain must suit every hook
@@ -479,7 +506,17 @@ Status BatchPlanner::Emit(Family family, Table& table, TableOp op, bool with_cou
       std::erase_if(
           shapes_, [&](const auto& e) { return std::get<0>(e.first) == family && std::get<1>(e.first) == table.name; });
   }
+  // iptkit never rewrites a rule from a lossy printed form (it would load as another rule): neither the op nor what
+  // would undo it may have to send one.
+  IPTKIT_RETURN_IF_ERROR(CheckSendable(op, "it"));
   IPTKIT_ASSIGN_OR_RETURN(std::vector<TableOp> inverse, ApplyAndInvert(family, table, op, with_counters, maybe_equal));
+  for (const TableOp& inv : inverse) {
+    Status sendable = CheckSendable(inv, "undoing this change would have to re-add it from its printed form; it");
+    if (!sendable.ok()) {
+      Undo(Entry{family, table.name, op, std::move(inverse), std::nullopt, false, false, with_counters});
+      return sendable;
+    }
+  }
   Entry e;
   e.family = family;
   e.table = table.name;
@@ -568,8 +605,12 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
     std::vector<Rule> rules;
     for (size_t i : group.ops) {
       const Op& op = txn.ops()[i];
+      // The same local checks as every other entry point, before anything runs iptables (table_sim.h).
       if (HasRule(op.kind)) {
-        Status s = ValidateRule(op.rule, op.family);
+        Status s = backend::CheckRuleLocally(op.family, op.table, op.chain, op.rule);
+        if (s.ok() && op.kind == Op::Kind::kDelete && TypedCounters(op.rule)) {
+          s = Status::InvalidArgument("-c sets the counters of a new rule; delete takes none").WithToken("-c");
+        }
         if (!s.ok()) return fail(AtOp(s, i + 1, op));
         rules.push_back(op.rule);
       }
@@ -582,7 +623,21 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
     }
     if (!rules.empty()) {
       Result<std::vector<Rule>> canon = backend_->Canonicalize(group.family, group.table, rules);
-      if (!canon.ok()) return fail(canon.status().WithContext("canonicalizing the rules of " + where));
+      if (!canon.ok()) {
+        // Which op: the rules iptables accepts are cached now, so one call per rule finds the refused one cheaply.
+        for (size_t k = 0; k < ops.size(); ++k) {
+          const Op& op = ops[k];
+          if (HasRule(op.kind)) {
+            Result<std::vector<Rule>> one = backend_->Canonicalize(group.family, group.table, {op.rule});
+            if (!one.ok()) return fail(AtOp(one.status(), group.ops[k] + 1, op));
+          }
+          if (op.expect) {
+            Result<std::vector<Rule>> one = backend_->Canonicalize(group.family, group.table, {*op.expect});
+            if (!one.ok()) return fail(AtOp(one.status(), group.ops[k] + 1, op, " expect"));
+          }
+        }
+        return fail(canon.status().WithContext("table " + where));
+      }
       if (canon->size() != rules.size()) {
         return fail(Status::Internal("backend " + backend_->traits().name + " returned " +
                                      std::to_string(canon->size()) + " canonical rules for " +
@@ -632,6 +687,18 @@ Status BatchPlanner::AddBatch(TableBatch batch) {
       if (e.family == batch.family && e.table == batch.table && !e.created) {
         return fail(Status::FailedPrecondition("a whole-table restore of " + where +
                                                " must be the first change planned for that table"));
+      }
+    }
+    // The undo of a whole-table restore is the table's pre-image, sent from its printed forms.
+    for (const Chain& c : table->chains) {
+      for (size_t i = 0; i < c.rules.size(); ++i) {
+        if (c.rules[i].lossy.empty() || HasTypedForm(c.rules[i])) continue;
+        return fail(
+            Status::FailedPrecondition("a whole-table restore of " + where + " could not be undone: rule " +
+                                       std::to_string(i + 1) + " of chain " + c.name + " is lossy (" +
+                                       c.rules[i].lossy + "); iptkit never rewrites a rule from its printed form")
+                .WithLocation(std::string(FamilyName(batch.family)), batch.table, c.name, static_cast<int>(i + 1))
+                .WithReason("lossy"));
       }
     }
     Entry reset;

@@ -506,6 +506,48 @@ TEST_P(CliNetnsTest, DeletingAnOwnedRuleWithoutItsOwnerSaysWhoOwnsIt) {
   EXPECT_THAT(owned.out, Not(HasSubstr("-j ACCEPT")));
 }
 
+// A table holding a rule whose printed form loads as another rule (legacy), or one iptables-nft-save cannot show
+// (nft): save and list refuse it (exit 4 naming the rule and why) unless --allow-lossy, which marks it; check and
+// delete with the typed spec still find a lossy rule.
+TEST_P(CliNetnsTest, LossyTableIsRefusedUnlessAllowed) {
+  const std::string iptables = save_tool_.substr(0, save_tool_.size() - std::string("-save").size());
+  if (GetParam().backend == "nft") {
+    // iptables-nft installs `! --sport :` as plain `-p tcp` (printed faithfully). What its save cannot show is an
+    // nft set lookup: it prints `-A INPUT -j DROP`, an unconditional drop.
+    ASSERT_EQ(ns_->Exec({iptables, "-A", "INPUT", "-j", "ACCEPT"}).code, 0);
+    const std::string fam = GetParam().ipv6 ? "ip6" : "ip";
+    ASSERT_EQ(ns_->Exec({FindTool("nft"), "add", "set", fam, "filter", "s",
+                         GetParam().ipv6 ? "{ type ipv6_addr; }" : "{ type ipv4_addr; }"})
+                  .code,
+              0);
+    ASSERT_EQ(ns_->Exec({FindTool("nft"), "add", "rule", fam, "filter", "INPUT", fam, "saddr", "@s", "drop"}).code, 0);
+    ProcessResult save = Cli({"save", "filter"});
+    EXPECT_EQ(save.code, 4) << save.err;
+    EXPECT_THAT(save.err, HasSubstr("cannot be shown faithfully"));
+    EXPECT_EQ(save.out, "");
+    EXPECT_EQ(Cli({"--json", "list", "filter"}).code, 4);
+    ProcessResult allowed = Ok({"save", "--allow-lossy", "filter"});
+    EXPECT_THAT(allowed.out, HasSubstr("# iptkit: unrepresentable table: "));
+    return;
+  }
+  ProcessResult loaded = ns_->Exec({iptables, "-A", "INPUT", "-p", "tcp", "-m", "tcp", "!", "--sport", ":"});
+  ASSERT_EQ(loaded.code, 0) << loaded.err;
+  ProcessResult save = Cli({"save", "filter"});
+  EXPECT_EQ(save.code, 4) << save.err;
+  EXPECT_THAT(save.err, HasSubstr("filter INPUT rule 1 is lossy"));
+  EXPECT_EQ(save.out, "");
+  EXPECT_EQ(Cli({"--json", "list", "filter"}).code, 4);
+  ProcessResult allowed = Ok({"save", "--allow-lossy", "filter"});
+  EXPECT_THAT(allowed.out, HasSubstr("\n-A INPUT -p tcp -m tcp\n# iptkit: lossy rule 1 of INPUT: "));
+  ProcessResult json = Ok({"--json", "list", "--allow-lossy", "filter"});
+  EXPECT_THAT(json.out, HasSubstr("\"lossy\""));
+  Ok({"check", "INPUT", "-p", "tcp", "-m", "tcp", "!", "--sport", ":"});
+  // The printed form names another rule.
+  EXPECT_EQ(Cli({"check", "INPUT", "-p", "tcp", "-m", "tcp"}).code, 1);
+  Ok({"delete", "INPUT", "-p", "tcp", "-m", "tcp", "!", "--sport", ":"});
+  EXPECT_EQ(ChainLines("INPUT"), "");
+}
+
 // restore of a large input shows progress: plain lines when stderr is not a terminal, a bar when it is, nothing
 // with -q.
 TEST_P(CliNetnsTest, LargeRestoreShowsProgress) {

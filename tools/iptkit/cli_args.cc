@@ -41,6 +41,7 @@ enum class Opt {
   kExact,
   kLineNumbers,
   kRules,
+  kAllowLossy,
 };
 
 struct OptionSpec {
@@ -93,6 +94,9 @@ const std::vector<OptionSpec>& CommandOptionSpecs() {
       {Opt::kExact, "-x", "--exact", "", "exact counters instead of K/M/G (with -v)"},
       {Opt::kLineNumbers, "", "--line-numbers", "", "number the rules"},
       {Opt::kRules, "-S", "--rules", "", "print rules as iptables -S does (-P, -N, -A lines)"},
+      {Opt::kAllowLossy, "", "--allow-lossy", "",
+       "also show tables whose text would not restore the same rules (an nft set lookup, a lossy print), with "
+       "those rules marked; refused with exit 4 otherwise"},
   };
   return kSpecs;
 }
@@ -159,17 +163,21 @@ const std::vector<CommandSpec>& Commands() {
        .positionals = {{"TABLE", "only this table (or -t TABLE)"},
                        {"CHAIN", "only this chain"},
                        {"N", "only rule N of CHAIN"}},
-       .options = {Opt::kNumeric, Opt::kExact, Opt::kLineNumbers, Opt::kRules, Opt::kCounters, Opt::kOwner},
+       .options = {Opt::kNumeric, Opt::kExact, Opt::kLineNumbers, Opt::kRules, Opt::kCounters, Opt::kOwner,
+                   Opt::kAllowLossy},
        .uses_table = true,
        .examples = {"iptkit list -v --line-numbers INPUT", "iptkit -t nat list -S POSTROUTING"}},
       {.name = "save",
        .kind = CommandKind::kSave,
        .usage = "save [OPTIONS] [TABLE]",
        .summary = "canonical iptables-save text",
-       .description = "Prints the rules as iptables-save does (without its # comment lines).",
+       .description = "Prints the rules as iptables-save does (without its # comment lines). A table holding a rule "
+                      "that text cannot show faithfully (restoring it would install another rule) is refused with "
+                      "exit 4 naming the rule and why; --allow-lossy prints it with \"# iptkit:\" comment lines "
+                      "marking such rules.",
        .max_positionals = 1,
        .positionals = {{"TABLE", "only this table (or -t TABLE)"}},
-       .options = {Opt::kCounters},
+       .options = {Opt::kCounters, Opt::kAllowLossy},
        .uses_table = true,
        .examples = {"iptkit save > rules.v4", "iptkit -6 save -c filter"}},
       {.name = "restore",
@@ -639,6 +647,9 @@ Status Parser::Apply(const OptionSpec& spec, std::optional<std::string> value, s
       break;
     case Opt::kRules:
       inv_.list.rules = true;
+      break;
+    case Opt::kAllowLossy:
+      inv_.allow_lossy = true;
       break;
   }
   return Status::Ok();

@@ -86,14 +86,15 @@ struct Invocation {
   int index = 0;                  // insert (default 1), delete-at, replace, list of one rule (1-based)
   std::vector<std::string> spec;  // RULESPEC tokens, raw
   std::optional<std::vector<std::string>> expect;  // delete-at/replace --expect RULESPEC
-  std::string arg;         // rename: new name; policy: ACCEPT|DROP; restore/plan/apply/txn: FILE ("-" = stdin)
-  bool counters = false;   // list (as -v), save, restore
-  bool noflush = false;    // restore
-  bool dry_run = false;    // every changing command
-  bool cascade = false;    // chain delete
-  bool unique = false;     // append, insert: add only when no equal rule is in the chain
-  bool match_all = false;  // rule commands: an empty RULESPEC is meant (a rule that matches every packet)
-  std::string owner;       // --owner: list filter; with --daemon the owner of added/deleted rules
+  std::string arg;           // rename: new name; policy: ACCEPT|DROP; restore/plan/apply/txn: FILE ("-" = stdin)
+  bool counters = false;     // list (as -v), save, restore
+  bool noflush = false;      // restore
+  bool dry_run = false;      // every changing command
+  bool cascade = false;      // chain delete
+  bool allow_lossy = false;  // list, save: also tables that iptables-save cannot show faithfully (marked)
+  bool unique = false;       // append, insert: add only when no equal rule is in the chain
+  bool match_all = false;    // rule commands: an empty RULESPEC is meant (a rule that matches every packet)
+  std::string owner;         // --owner: list filter; with --daemon the owner of added/deleted rules
   std::optional<int64_t> ttl_seconds;  // --ttl (with --daemon)
   ListFormat list;
 

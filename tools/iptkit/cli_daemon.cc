@@ -125,6 +125,7 @@ Result<Ruleset> RulesetFromListing(const Json& doc, Family family, RowNotes* not
                                   std::to_string(index) + "): " + rule.status().message());
         }
         if (rj.contains("counters")) rule->counters = {U64(rj["counters"], "packets"), U64(rj["counters"], "bytes")};
+        rule->lossy = Str(rj, "lossy");
         if (notes != nullptr && rj.contains("ttl_remaining") && rj["ttl_remaining"].is_number()) {
           (*notes)[{table.name, chain.name, index}] =
               "[ttl " + std::to_string(rj["ttl_remaining"].get<int64_t>()) + "s]";
@@ -311,7 +312,7 @@ Status ExplainMissedDelete(DaemonClient& client, const Invocation& inv, const St
   size_t end = text.find('\n', spec_at);
   if (end == std::string::npos) return missed;
   Result<Rule> canonical = ParseRuleSpec(text.substr(spec_at, end - spec_at), inv.global.family);
-  Result<Json> listing = client.Send("GET", FamilyPath(inv.global.family));
+  Result<Json> listing = client.Send("GET", FamilyPath(inv.global.family) + "?allow_lossy=true");
   if (!canonical.ok() || !listing.ok()) return missed;
   Result<Ruleset> rs = RulesetFromListing(*listing, inv.global.family, nullptr);
   if (!rs.ok()) return missed;
@@ -379,7 +380,8 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
     case CommandKind::kList:
     case CommandKind::kSave: {
       if (!inv.table.empty()) IPTKIT_RETURN_IF_ERROR(CheckTable(inv.table));
-      IPTKIT_ASSIGN_OR_RETURN(Json doc, client.Send("GET", FamilyPath(family)));
+      IPTKIT_ASSIGN_OR_RETURN(Json doc,
+                              client.Send("GET", FamilyPath(family) + (inv.allow_lossy ? "?allow_lossy=true" : "")));
       RowNotes notes;
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, RulesetFromListing(doc, family, &notes));
       if (inv.kind == CommandKind::kSave) {
@@ -388,7 +390,7 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
         for (const Table& t : all.tables) {
           if (inv.table.empty() || t.name == inv.table) selected.tables.push_back(t);
         }
-        std::string text = FormatSave(selected, {.counters = inv.counters});
+        std::string text = FormatSave(selected, {.counters = inv.counters, .mark_lossy = true});
         if (inv.global.json) {
           Json j = {{"family", FamilyName(family)}, {"text", text}};
           if (!inv.table.empty()) j["table"] = inv.table;
@@ -427,7 +429,7 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
       // The chain must exist (a missing chain is exit 3, not an absent rule); then a dry-run delete by spec: 200
       // when an equal rule is there, not_found when not.
       IPTKIT_ASSIGN_OR_RETURN(Json op, RuleOp(inv));
-      IPTKIT_ASSIGN_OR_RETURN(Json doc, client.Send("GET", FamilyPath(family)));
+      IPTKIT_ASSIGN_OR_RETURN(Json doc, client.Send("GET", FamilyPath(family) + "?allow_lossy=true"));
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, RulesetFromListing(doc, family, nullptr));
       Invocation where = inv;
       where.table = inv.TableOrFilter();

@@ -152,7 +152,7 @@ Status ExplainMissedDelete(Firewall& fw, const Invocation& inv, const Status& mi
   Result<Rule> rule = ParseSpec(inv, /*expect=*/false);
   if (!rule.ok()) return missed;
   Result<Rule> canonical = fw.Canonicalize(inv.global.family, table, *rule);
-  Result<Ruleset> current = fw.List(inv.global.family, table);
+  Result<Ruleset> current = fw.List(inv.global.family, table, {.allow_lossy = true});
   if (!canonical.ok() || !current.ok()) return missed;
   const Table* t = current->FindTable(table);
   const Chain* chain = t == nullptr ? nullptr : t->FindChain(inv.chain);
@@ -188,7 +188,7 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       std::optional<std::string> table;
       if (!inv.table.empty()) table = inv.table;
       if (table == std::nullopt && !inv.chain.empty()) table = "filter";
-      IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table));
+      IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table, {.allow_lossy = inv.allow_lossy}));
       all.family = family;
       if (inv.global.json) {
         IPTKIT_ASSIGN_OR_RETURN(std::string text, ListJson(all, inv));
@@ -206,7 +206,8 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
         IPTKIT_RETURN_IF_ERROR(CheckTable(inv.table));
         table = inv.table;
       }
-      IPTKIT_ASSIGN_OR_RETURN(std::string text, fw.Save(family, table, inv.counters));
+      IPTKIT_ASSIGN_OR_RETURN(std::string text,
+                              fw.Save(family, table, {.counters = inv.counters, .allow_lossy = inv.allow_lossy}));
       if (inv.global.json) {
         nlohmann::json doc = {{"family", FamilyName(family)}, {"text", text}};
         if (table) doc["table"] = *table;

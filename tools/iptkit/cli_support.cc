@@ -226,6 +226,13 @@ Result<std::string> RenderListing(const Ruleset& all, const Invocation& inv, con
       err << "iptkit: warning: " << FamilyName(all.family) << " table " << table.name
           << " is unrepresentable (iptkit will not rewrite it): " << table.unrepresentable_reason << "\n";
     }
+    for (const Chain& chain : table.chains) {
+      for (size_t i = 0; i < chain.rules.size() && !inv.global.quiet; ++i) {
+        if (chain.rules[i].lossy.empty()) continue;
+        err << "iptkit: warning: " << FamilyName(all.family) << " " << table.name << " " << chain.name << " rule "
+            << i + 1 << " is lossy (what is shown is not the kernel's rule): " << chain.rules[i].lossy << "\n";
+      }
+    }
     ListingFormat format;
     format.counters = inv.counters || inv.global.verbosity > 0;
     format.exact = inv.list.exact;

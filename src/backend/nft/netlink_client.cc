@@ -10,6 +10,7 @@
 #include <libnftnl/table.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nf_tables_compat.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <set>
 #include <string_view>
 #include <system_error>
@@ -319,7 +321,58 @@ Result<uint32_t> NetlinkClient::GenerationId() {
   return *id;
 }
 
-Result<KernelView> NetlinkClient::Dump(Family family, const std::optional<std::string>& table) {
+namespace {
+
+// xt_set.h: the ip_set_id_t (u16) index fields of the set match (every revision: at 0) and of the SET target (as in
+// legacy/xt_rules.cc).
+std::vector<size_t> SetIndexOffsets(const std::string& name, uint32_t revision, bool target) {
+  if (!target) return name == "set" ? std::vector<size_t>{0} : std::vector<size_t>{};
+  if (name != "SET") return {};
+  if (revision == 0) return {0, 32};
+  if (revision <= 2) return {0, 4};
+  return {0, 4, 8};
+}
+
+// One expression's part of a kernel form: its name and its data attribute, normalized (KernelRule::form).
+void AppendExpressionForm(const nlattr* elem, std::string& form) {
+  const nlattr* etb[NFTA_EXPR_MAX + 1];
+  ParseNested(elem, etb);
+  const std::string name = AttrString(etb[NFTA_EXPR_NAME]);
+  form += name;
+  form += '\0';
+  const nlattr* data = etb[NFTA_EXPR_DATA];
+  if (data == nullptr) return;
+  const char* base = static_cast<const char*>(mnl_attr_get_payload(data));
+  std::string bytes(base, mnl_attr_get_payload_len(data));
+  auto patch = [&](const nlattr* attr, size_t at, size_t size) {
+    const size_t start = static_cast<size_t>(static_cast<const char*>(mnl_attr_get_payload(attr)) - base) + at;
+    if (at + size <= mnl_attr_get_payload_len(attr) && start + size <= bytes.size()) {
+      std::memset(bytes.data() + start, 0, size);
+    }
+  };
+  if (name == "counter") {
+    ForEachNested(data, [&](const nlattr* a) {
+      const uint16_t type = mnl_attr_get_type(a);
+      if (type == NFTA_COUNTER_BYTES || type == NFTA_COUNTER_PACKETS) patch(a, 0, mnl_attr_get_payload_len(a));
+    });
+  } else if (name == "match" || name == "target") {
+    // NFTA_MATCH_* and NFTA_TARGET_* number their attributes alike: NAME 1, REV 2, INFO 3.
+    const nlattr* mtb[NFTA_MATCH_MAX + 1];
+    ParseNested(data, mtb);
+    const std::string xt_name = AttrString(mtb[NFTA_MATCH_NAME]);
+    const uint32_t rev = mtb[NFTA_MATCH_REV] != nullptr ? ntohl(mnl_attr_get_u32(mtb[NFTA_MATCH_REV])) : 0;
+    if (mtb[NFTA_MATCH_INFO] != nullptr) {
+      for (size_t at : SetIndexOffsets(xt_name, rev, name == "target")) patch(mtb[NFTA_MATCH_INFO], at, 2);
+    }
+  }
+  form += std::to_string(bytes.size());
+  form += ':';
+  form += bytes;
+}
+
+}  // namespace
+
+Result<KernelView> NetlinkClient::Dump(Family family, const std::optional<std::string>& table, bool rule_forms) {
   const std::string fam = NftFamilyName(family);
   const uint16_t proto = NfProto(family);
   KernelView view;
@@ -372,8 +425,9 @@ Result<KernelView> NetlinkClient::Dump(Family family, const std::optional<std::s
     if (!wanted(tname)) return Status::Ok();
     KernelChain& chain = view[{fam, tname}].chains[AttrString(tb[NFTA_RULE_CHAIN])];
     ++chain.rules;
-    if (!chain.lossy.empty()) return Status::Ok();
+    if (!chain.lossy.empty() && !rule_forms) return Status::Ok();
     std::vector<RuleExpr> exprs;
+    std::string form;
     if (tb[NFTA_RULE_EXPRESSIONS] != nullptr) {
       ForEachNested(tb[NFTA_RULE_EXPRESSIONS], [&](const nlattr* elem) {
         if (mnl_attr_get_type(elem) != NFTA_LIST_ELEM) return;
@@ -386,12 +440,21 @@ Result<KernelView> NetlinkClient::Dump(Family family, const std::optional<std::s
           e.set = AttrString(ltb[NFTA_LOOKUP_SET]);
         }
         exprs.push_back(std::move(e));
+        if (rule_forms) AppendExpressionForm(elem, form);
       });
     }
     std::string why = LossyExpressionsReason(exprs);
-    if (!why.empty()) {
-      uint64_t handle = tb[NFTA_RULE_HANDLE] ? be64toh(mnl_attr_get_u64(tb[NFTA_RULE_HANDLE])) : 0;
+    const uint64_t handle = tb[NFTA_RULE_HANDLE] ? be64toh(mnl_attr_get_u64(tb[NFTA_RULE_HANDLE])) : 0;
+    if (!why.empty() && chain.lossy.empty()) {
       chain.lossy = "rule " + std::to_string(chain.rules) + " (nft handle " + std::to_string(handle) + ") uses " + why;
+    }
+    if (rule_forms) {
+      form += std::string("\0userdata:", 10);
+      if (tb[NFTA_RULE_USERDATA] != nullptr) {
+        form.append(static_cast<const char*>(mnl_attr_get_payload(tb[NFTA_RULE_USERDATA])),
+                    mnl_attr_get_payload_len(tb[NFTA_RULE_USERDATA]));
+      }
+      chain.rule_list.push_back(KernelRule{handle, std::move(form), std::move(why)});
     }
     return Status::Ok();
   }));

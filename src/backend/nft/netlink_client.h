@@ -33,13 +33,26 @@ struct mnl_socket;
 
 namespace iptkit::backend::nft {
 
+// One rule as the kernel holds it (Dump with rule_forms).
+struct KernelRule {
+  uint64_t handle = 0;
+  // The rule's kernel form: its expressions (NFTA_RULE_EXPRESSIONS) and user data (NFTA_RULE_USERDATA: the comment
+  // iptables-nft stores there), normalized so that equal forms are the same kernel rule wherever it sits: counter
+  // values are zeroed, and so are the ipset indexes in the xt set match / SET target (an index names a set only
+  // within one network namespace). What iptables-nft -C/-D compare, and what decides whether a printed rule is
+  // lossy (restore_backend.h).
+  std::string form;
+  std::string lossy;  // LossyExpressionsReason of its expressions ("" = none)
+};
+
 // The kernel's view of one chain.
 struct KernelChain {
   size_t rules = 0;
   bool base = false;  // has a hook
   std::string hook;   // "input", "prerouting", ... (base chains)
   int priority = 0;
-  std::string lossy;  // why a rule of this chain would not survive save → restore ("" = none seen)
+  std::string lossy;                  // why a rule of this chain would not survive save → restore ("" = none seen)
+  std::vector<KernelRule> rule_list;  // Dump with rule_forms only: every rule, in chain order
 };
 struct KernelTable {
   std::map<std::string, KernelChain> chains;
@@ -79,8 +92,8 @@ class NetlinkClient {
   Result<uint32_t> GenerationId();
 
   // Tables, chains, rules and named sets of the family (ip / ip6), or of `table` only. Aborted when the ruleset
-  // changed during the dump (NLM_F_DUMP_INTR): read again.
-  Result<KernelView> Dump(Family family, const std::optional<std::string>& table);
+  // changed during the dump (NLM_F_DUMP_INTR): read again. With rule_forms, every chain's rule_list is filled.
+  Result<KernelView> Dump(Family family, const std::optional<std::string>& table, bool rule_forms = false);
 
   // Sends one NFT_MSG_GET* dump request for `family` (NFPROTO_*), lets `attrs` add request attributes (e.g.
   // NFTA_RULE_TABLE / NFTA_RULE_CHAIN, by which the kernel filters a rule dump; may be empty) and feeds every answer

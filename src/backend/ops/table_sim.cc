@@ -84,13 +84,21 @@ bool MaySameSpec(const Rule& a, const Rule& b) {
 }  // namespace
 
 bool SameRule(const Rule& a, const Rule& b) {
+  const bool lossy_a = !a.lossy.empty();
+  const bool lossy_b = !b.lossy.empty();
+  if (lossy_a || lossy_b) return lossy_a && lossy_b && a.kernel_form == b.kernel_form;
   return a == b || (MaySameSpec(a, b) && FormatRuleSpec(a) == FormatRuleSpec(b));
 }
 
 int FindRule(const Chain& chain, const Rule& rule) {
   std::optional<std::string> spec;
+  const bool lossy = !rule.lossy.empty();
   for (size_t i = 0; i < chain.rules.size(); ++i) {
     const Rule& r = chain.rules[i];
+    if (lossy || !r.lossy.empty()) {
+      if (lossy && !r.lossy.empty() && r.kernel_form == rule.kernel_form) return static_cast<int>(i);
+      continue;
+    }
     if (r == rule) return static_cast<int>(i);
     if (!MaySameSpec(r, rule)) continue;
     if (!spec) spec = FormatRuleSpec(rule);
@@ -123,6 +131,22 @@ std::string DescribeReferences(const Table& table, const std::vector<RuleRef>& r
     out += table.name + " " + ref.chain + " " + std::to_string(ref.index) + ": " + FormatRuleSpec(ref.rule);
   }
   return out;
+}
+
+Status CheckRuleLocally(Family family, std::string_view table, std::string_view chain, const Rule& rule) {
+  IPTKIT_RETURN_IF_ERROR(ValidateRule(rule, family));
+  const Target& t = rule.target;
+  if (t.kind != Target::Kind::kJump || (!IsStandardVerdict(t.name) && !IsTargetExtension(t))) return Status::Ok();
+  Status s = ValidateTargetPlacement(t.name, table, IsBuiltinChain(table, chain) ? chain : "", family);
+  if (s.ok()) return s;
+  if (HasTypedForm(rule)) {
+    for (size_t k = rule.typed.size(); k-- > 1;) {
+      if (rule.typed[k] == t.name && rule.typed[k - 1].starts_with("-")) {
+        return s.WithToken(t.name).WithArgument(static_cast<int>(k + 1));
+      }
+    }
+  }
+  return s.WithToken(t.name);
 }
 
 Status CheckRule(Family family, const Table& table, std::string_view chain, const Rule& rule) {

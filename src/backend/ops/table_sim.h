@@ -4,11 +4,11 @@
 // cache with it, the daemon writer plans on it, and FakeBackend commits with it — so all agree on what iptables
 // accepts.
 //
-// The rules follow iptables 1.8.9 / the kernel: -C/-D match the first rule with the same canonical spec
-// (FormatRuleSpec; counters ignored); -I N accepts 1..size+1 (iptables-nft nft_rule_insert, libiptc
-// iptc_insert_entry); -X needs an empty, unreferenced user chain; -E refuses an existing name and keeps jumps
-// pointing at the renamed chain (the kernel links jumps to the chain, not its name); -P only on builtin chains
-// with ACCEPT or DROP; jumps need an existing user chain, a standard verdict or a target extension allowed in
+// The rules follow iptables 1.8.9 / the kernel: -C/-D match the first rule that is the same (SameRule: the same
+// canonical spec, or for lossy rules the same kernel form; counters ignored); -I N accepts 1..size+1 (iptables-nft
+// nft_rule_insert, libiptc iptc_insert_entry); -X needs an empty, unreferenced user chain; -E refuses an existing name
+// and keeps jumps pointing at the renamed chain (the kernel links jumps to the chain, not its name); -P only on builtin
+// chains with ACCEPT or DROP; jumps need an existing user chain, a standard verdict or a target extension allowed in
 // the table/hook (ValidateTargetPlacement, also for every builtin hook reaching a user chain, as the kernel's
 // mark_source_chains/xt_check_target does); jump loops are refused (ELOOP).
 // Thread-safety: pure functions on values.
@@ -36,7 +36,10 @@ Result<Table> NewTable(std::string_view name);
 // counters zeroed; builtin policies stay (iptables-restore changes them only through a chain declaration).
 void ResetTable(Table& table);
 
-// -C/-D equality: equal canonical specs (FormatRuleSpec); counters are ignored.
+// -C/-D equality, as iptables compares kernel rules: equal canonical specs (FormatRuleSpec) for faithful rules —
+// a faithful rule's printed form loads back to its kernel form, so equal texts are equal kernel rules; for rules
+// marked lossy (Rule::lossy), equal kernel forms (Rule::kernel_form), and a lossy rule never equals a faithful one
+// (its kernel form is not what any text loads to). Counters are ignored.
 bool SameRule(const Rule& a, const Rule& b);
 // 0-based index of the first rule of `chain` equal to `rule`, or -1.
 int FindRule(const Chain& chain, const Rule& rule);
@@ -55,6 +58,13 @@ struct RuleRef {
 std::vector<RuleRef> FindReferences(const Table& table, std::string_view chain);
 // "filter INPUT 3: -j FOO; filter OUTPUT 1: -j FOO".
 std::string DescribeReferences(const Table& table, const std::vector<RuleRef>& refs);
+
+// The checks of a rule meant for `chain` of `table` that need no table state, the same for every entry point
+// (transactions, owned rules, declarative apply, restore) and done before anything runs iptables: ValidateRule, and
+// its target's placement (ValidateTargetPlacement: the table, and the hook when `chain` is a builtin chain of it;
+// "" checks the table only). A placement error names the target argument (StatusDetails token, and argument when
+// the rule has its typed form).
+Status CheckRuleLocally(Family family, std::string_view table, std::string_view chain, const Rule& rule);
 
 // Whether `rule` may sit in `chain` of `table` as far as its target is concerned: a -g/-j to a chain needs an
 // existing user chain (NotFound; InvalidArgument for a builtin one), a target extension must be allowed in the

@@ -64,6 +64,25 @@ TEST(RenderTest, CountersPrefixRuleOpsOnlyWhenAsked) {
             "*filter\n-A INPUT -j ACCEPT\n-I INPUT 1 -j ACCEPT\n-D INPUT -j ACCEPT\nCOMMIT\n");
 }
 
+// The typed form is sent as typed; a typed -c goes with append/insert/replace only (iptables refuses it with -C and
+// -D), and a batch with counters gives them as "[p:b]" instead.
+TEST(RenderTest, TypedFormIsSentWithItsCounters) {
+  Rule rule = R("-p tcp --dport 22 -c 5 6 -j ACCEPT");
+  TableBatch batch;
+  batch.table = "filter";
+  batch.ops = {TableOp::Make(K::kAppend, "INPUT", rule), TableOp::Make(K::kReplace, "INPUT", rule, 2),
+               TableOp::Make(K::kCheck, "INPUT", rule), TableOp::Make(K::kDelete, "INPUT", rule)};
+  EXPECT_EQ(RenderRestoreBlock(batch),
+            "*filter\n-A INPUT -c 5 6 -p tcp --dport 22 -j ACCEPT\n-R INPUT 2 -c 5 6 -p tcp --dport 22 -j ACCEPT\n"
+            "-C INPUT -p tcp --dport 22 -j ACCEPT\n-D INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n");
+  batch.with_counters = true;
+  batch.ops.resize(1);
+  EXPECT_EQ(RenderRestoreBlock(batch), "*filter\n[5:6] -A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n");
+  // Changed after parsing: sent as printed.
+  rule.target = Target::Jump("DROP");
+  EXPECT_EQ(RenderRestoreLine(TableOp::Make(K::kAppend, "INPUT", rule)), "-A INPUT -p tcp -m tcp --dport 22 -j DROP");
+}
+
 TEST(RenderTest, FlushTableBatchDeclaresLikeIptablesSave) {
   TableBatch batch;
   batch.table = "nat";

@@ -13,8 +13,11 @@
 #include <thread>
 
 #include "iptkit/dialect.h"
+#include "src/backend/legacy/xt_rules.h"
 #include "src/backend/ops/table_sim.h"
 #include "src/backend/restore/local_canonical.h"
+#include "src/backend/restore/restore_internal.h"
+#include "src/backend/restore/tool_errors.h"
 #include "src/base/errno_status.h"
 #include "src/base/file_lock.h"
 
@@ -22,20 +25,15 @@ namespace iptkit::backend {
 
 using base::Cmd;
 using base::SubprocessResult;
+using restore_internal::RunFailure;
+using restore_internal::SplitLines;
+using restore_internal::Trim;
 
 namespace {
-
-constexpr const char* kNft = "/usr/sbin/nft";
-constexpr const char* kIpset = "/usr/sbin/ipset";
-constexpr const char* kNfacct = "/usr/sbin/nfacct";
-constexpr std::chrono::seconds kToolSlack(60);  // on top of the lock wait: big tables take a while
-
-// The save tool's ways of saying "this output is not the whole truth" (iptables 1.8.9 xtables-save.c,
-// nft-shared.c). A line starting with one of these, on stdout or stderr.
-constexpr std::string_view kLegacyWarning = "# Warning: iptables-legacy tables present";
-constexpr std::string_view kParseFailed = "Parsing nftables rule failed";
-constexpr std::string_view kIncompatible = "incompatible";
 constexpr std::string_view kLockBusy = "Another app is currently holding the xtables lock";
+}  // namespace
+
+namespace restore_internal {
 
 std::string Trim(std::string_view s) {
   size_t b = 0, e = s.size();
@@ -56,6 +54,29 @@ std::vector<std::string> SplitLines(std::string_view text) {
   return lines;
 }
 
+Status RunFailure(const std::string& what, const SubprocessResult& r) {
+  const std::string err = Trim(r.stderr_text);
+  if (err.find("Permission denied (you must be root)") != std::string::npos) {
+    return Status::PermissionDenied(what + ": " + err);
+  }
+  if (err.find(kLockBusy) != std::string::npos) return Status::Unavailable("xtables lock busy: " + what + ": " + err);
+  return Status::Internal(what + " exited " + std::to_string(r.exit_code) + ": " + err);
+}
+
+}  // namespace restore_internal
+
+namespace {
+
+constexpr const char* kNft = "/usr/sbin/nft";
+constexpr const char* kIpset = "/usr/sbin/ipset";
+constexpr const char* kNfacct = "/usr/sbin/nfacct";
+constexpr std::chrono::seconds kToolSlack(60);  // on top of the lock wait: big tables take a while
+
+// The save tool's ways of saying "this output is not the whole truth" (iptables 1.8.9 xtables-save.c,
+// nft-shared.c). A line starting with one of these, on stdout or stderr.
+constexpr std::string_view kLegacyWarning = "# Warning: iptables-legacy tables present";
+constexpr std::string_view kParseFailed = "Parsing nftables rule failed";
+constexpr std::string_view kIncompatible = "incompatible";
 std::string NftFamily(Family family) { return family == Family::kIPv4 ? "ip" : "ip6"; }
 
 std::chrono::milliseconds ToolTimeout(std::chrono::milliseconds wait) { return wait + kToolSlack; }
@@ -156,51 +177,6 @@ Ruleset ParseSavePerTable(std::string_view text, Family family, const std::strin
     out.tables.push_back(std::move(table));
   }
   return out;
-}
-
-// The user chains a rule jumps or goes to.
-std::optional<std::string> ChainTarget(const Rule& rule, Family family) {
-  const Target& t = rule.target;
-  if (t.kind == Target::Kind::kGoto) return t.name;
-  if (t.kind != Target::Kind::kJump || !t.options.empty() || IsStandardVerdict(t.name)) return std::nullopt;
-  if (iptkit::IsTargetExtension(t.name)) return std::nullopt;
-  return t.name;
-}
-
-// ipset names a rule uses: -m set --match-set NAME ..., -j SET --add-set/--del-set/--map-set NAME ...
-std::vector<std::string> SetsOf(const Rule& rule) {
-  std::vector<std::string> names;
-  for (const Match& m : rule.matches) {
-    if (m.name != "set") continue;
-    for (const Option& o : m.options) {
-      if (o.name == "match-set" && !o.values.empty()) names.push_back(o.values[0]);
-    }
-  }
-  if (rule.target.kind == Target::Kind::kJump && rule.target.name == "SET") {
-    for (const Option& o : rule.target.options) {
-      if ((o.name == "add-set" || o.name == "del-set" || o.name == "map-set") && !o.values.empty()) {
-        names.push_back(o.values[0]);
-      }
-    }
-  }
-  return names;
-}
-
-std::vector<std::string> NfacctOf(const Rule& rule) {
-  std::vector<std::string> names;
-  for (const Match& m : rule.matches) {
-    if (m.name != "nfacct") continue;
-    for (const Option& o : m.options) {
-      if (o.name == "nfacct-name" && !o.values.empty()) names.push_back(o.values[0]);
-    }
-  }
-  return names;
-}
-
-// An ipset create line without its random "initval 0x..." (differs per creation, not per definition).
-std::string WithoutInitval(std::string line) {
-  static const std::regex kInitval(" initval 0x[0-9a-fA-F]+");
-  return std::regex_replace(line, kInitval, "");
 }
 
 // ---- nft cross-check (docs/architecture.md §3: iptables-nft-save can be lossy without an error) ----
@@ -375,7 +351,9 @@ StatusCode CodeForFailure(const std::string& err, const std::string& line, bool 
   return StatusCode::kInvalidArgument;
 }
 
-Status MapRestoreFailure(const std::string& tool, const std::string& table, const std::string& text,
+// What a restore that failed on one of iptkit's own lines means, in words the user can act on: the op as an
+// iptables command and iptables' own reason, never the number of a line of iptkit's batch or iptables' usage hint.
+Status MapRestoreFailure(const std::string& tool, Family family, const std::string& table, const std::string& text,
                          const SubprocessResult& r) {
   const std::string err = Trim(r.stderr_text);
   if (err.find(kLockBusy) != std::string::npos) {
@@ -386,33 +364,50 @@ Status MapRestoreFailure(const std::string& tool, const std::string& table, cons
   if (!n || *n < 1 || *n > static_cast<int>(lines.size())) {
     return Status::Internal(tool + " exited " + std::to_string(r.exit_code) + " for table " + table + ": " + err);
   }
-  const std::string& line = lines[*n - 1];
+  const std::string where = std::string(FamilyName(family)) + " " + table;
+  std::string line = lines[*n - 1];
+  if (!line.empty() && line[0] == '[') line.erase(0, std::min(line.size(), line.find("] ") + 2));
   // Just "iptables-restore: line N failed" and nothing else: no reason given.
   static const std::regex kBare(R"(^[\w.-]+: line \d+ failed$)");
-  bool bare = std::regex_match(err, kBare);
-  if (line == "COMMIT") {
+  const bool bare = std::regex_match(err, kBare);
+  const std::string reason = CleanToolMessage(err);
+  if (lines[*n - 1] == "COMMIT") {
     // The batch is applied at COMMIT: legacy replaces the table blob there (the kernel's reason goes only to the
     // kernel log), iptables-nft resolves some references there (a chain renamed by -E earlier in the same block
     // is not known to later lines in 1.8.9: "Chain 'NEW' does not exist").
-    if (bare) {
-      return Status::InvalidArgument("the kernel rejected table " + table + " at COMMIT (line " + std::to_string(*n) +
-                                     "; the reason is only in the kernel log, see dmesg): " + err);
+    if (bare || reason.empty()) {
+      return Status::InvalidArgument("the kernel refused the new " + where +
+                                     " table (iptables-legacy gives no reason: the kernel log has it, see dmesg)")
+          .WithLocation(std::string(FamilyName(family)), table)
+          .WithReason("kernel_rejected");
     }
     StatusCode code =
         err.find("does not exist") != std::string::npos ? StatusCode::kNotFound : CodeForFailure(err, line, false);
-    return Status(code, tool + " failed at COMMIT of table " + table + " (line " + std::to_string(*n) + "): " + err);
+    return Status(code, "the kernel refused the new " + where + " table: " + reason)
+        .WithLocation(std::string(FamilyName(family)), table);
   }
-  StatusCode code = CodeForFailure(err, line, bare);
-  return Status(code, tool + " failed at line " + std::to_string(*n) + " \"" + line + "\": " + err);
-}
-
-Status RunFailure(const std::string& what, const SubprocessResult& r) {
-  const std::string err = Trim(r.stderr_text);
-  if (err.find("Permission denied (you must be root)") != std::string::npos) {
-    return Status::PermissionDenied(what + ": " + err);
+  const StatusCode code = CodeForFailure(err, line, bare);
+  std::string why = reason;
+  if (bare || why.empty()) {
+    switch (code) {
+      case StatusCode::kFailedPrecondition:
+        why = LineCommand(line) == "-C" ? "the rule is not there any more (the chain changed meanwhile)"
+                                        : "the chain is not empty, still referenced, or has fewer rules";
+        break;
+      case StatusCode::kNotFound:
+        why = LineCommand(line) == "-D" ? "no such rule" : "no such chain";
+        break;
+      case StatusCode::kAlreadyExists:
+        why = "the chain exists already";
+        break;
+      default:
+        why = "the kernel refused it (iptables-legacy gives no reason: the kernel log has it, see dmesg)";
+    }
   }
-  if (err.find(kLockBusy) != std::string::npos) return Status::Unavailable("xtables lock busy: " + what + ": " + err);
-  return Status::Internal(what + " exited " + std::to_string(r.exit_code) + ": " + err);
+  std::istringstream words(line);
+  std::string command, chain;
+  words >> command >> chain;
+  return Status(code, where + " '" + line + "': " + why).WithLocation(std::string(FamilyName(family)), table, chain);
 }
 
 class NoopGuard final : public LockGuard {};
@@ -439,14 +434,6 @@ Result<base::FileLock> AcquireXtablesLock(const std::string& path, std::chrono::
 }
 
 }  // namespace
-
-struct RestoreBackend::SaveOutput {
-  Ruleset ruleset;
-  std::string text;
-  // Lenient reads only: what made the output incomplete.
-  std::vector<std::string> incompatible_tables;
-  std::vector<std::string> warnings;
-};
 
 std::string_view VariantName(Variant variant) { return variant == Variant::kNft ? "nft" : "legacy"; }
 
@@ -678,9 +665,11 @@ Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<st
     IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, save_all());
     auto after = (*probe)->Read(family);
     if (after.ok()) CrossCheckLegacy(save.ruleset, *before, *after);
-    if (!cacheable) return pick(std::move(save.ruleset));
     const bool consistent = after.ok() && *after == *before && SameTables(save.ruleset.tables, *before);
+    // The rules' kernel forms come from the blobs: a table that changed during the save cannot be judged.
     if (!consistent && attempt < kAttempts) continue;
+    MarkLossyLegacy(family, save.ruleset, *before, after);
+    if (!cacheable) return pick(std::move(save.ruleset));
     if (consistent) {
       CachedSnapshot entry;
       entry.ruleset = save.ruleset;
@@ -689,6 +678,38 @@ Result<Ruleset> RestoreBackend::ReadLegacy(Family family, const std::optional<st
       snapshot_cache_[family] = std::move(entry);
     }
     return pick(std::move(save.ruleset));
+  }
+}
+
+void RestoreBackend::MarkLossyLegacy(Family family, Ruleset& rs, const legacy::Fingerprint& before,
+                                     const Result<legacy::Fingerprint>& after) {
+  auto find = [](const legacy::Fingerprint& fp, const std::string& name) -> const legacy::TableFingerprint* {
+    for (const legacy::TableFingerprint& t : fp) {
+      if (t.name == name) return &t;
+    }
+    return nullptr;
+  };
+  for (Table& t : rs.tables) {
+    if (!t.unrepresentable_reason.empty()) continue;
+    const legacy::TableFingerprint* b = find(before, t.name);
+    const legacy::TableFingerprint* a = after.ok() ? find(*after, t.name) : nullptr;
+    if (b == nullptr || a == nullptr || !(*a == *b)) {
+      bool empty = true;
+      for (const Chain& c : t.chains) empty = empty && c.rules.empty();
+      if (!empty) t.unrepresentable_reason = "the table changed during each of 3 reads; read it again";
+      continue;
+    }
+    Result<legacy::ChainRuleForms> forms = legacy::RuleForms(family, *b);
+    if (!forms.ok()) {
+      t.unrepresentable_reason = "cannot read the kernel's rules: " + forms.status().message();
+      continue;
+    }
+    KernelRuleForms kernel;
+    for (auto& [chain, list] : *forms) {
+      for (std::string& form : list) kernel[chain].push_back({std::move(form), ""});
+    }
+    Status marked = MarkLossyRules(family, t, kernel);
+    if (!marked.ok()) t.unrepresentable_reason = marked.message();
   }
 }
 
@@ -767,7 +788,7 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
     }
     ++read_stats_.saves;
     IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, netns_.get(), /*strict=*/true));
-    Result<KernelView> view = nl->Dump(family, table);
+    Result<KernelView> view = nl->Dump(family, table, /*rule_forms=*/true);
     if (!view.ok() && view.status().code() != StatusCode::kAborted) {
       return view.status().WithContext("cross-checking iptables-nft-save with the kernel");
     }
@@ -786,6 +807,16 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
       if (t.unrepresentable_reason.empty()) {
         t.unrepresentable_reason = CrossCheck(t, it == view->end() ? nullptr : &it->second);
       }
+      if (it == view->end()) continue;
+      KernelRuleForms kernel;
+      for (auto& [chain, kc] : it->second.chains) {
+        for (nft::KernelRule& r : kc.rule_list) {
+          kernel[chain].push_back(
+              {std::move(r.form), r.lossy.empty() ? "" : r.lossy + " (nft handle " + std::to_string(r.handle) + ")"});
+        }
+      }
+      Status marked = MarkLossyRules(family, t, kernel);
+      if (!marked.ok() && t.unrepresentable_reason.empty()) t.unrepresentable_reason = marked.message();
     }
     if (!table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
     return std::move(save.ruleset);
@@ -876,7 +907,7 @@ void RestoreBackend::UpdateSnapshotCache(const TableBatch& batch, uint32_t gener
 }
 
 Status RestoreBackend::RunRestore(Family family, const std::string& table, const std::string& text, bool noflush,
-                                  bool counters, int netns_fd) const {
+                                  bool counters, int netns_fd, std::string* stderr_text) const {
   const std::string tool = IptablesToolPath(variant_, family, "-restore");
   std::vector<std::string> argv = {tool};
   if (noflush) argv.push_back("--noflush");
@@ -887,7 +918,8 @@ Status RestoreBackend::RunRestore(Family family, const std::string& table, const
   const std::string what = base::DescribeCommand(cmd);
   IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_fd));
   if (r.exit_code == 0) return Status::Ok();  // stderr may carry harmless noise (connlabel.conf warnings)
-  return MapRestoreFailure(what, table, text, r);
+  if (stderr_text != nullptr) *stderr_text = r.stderr_text;
+  return MapRestoreFailure(what, family, table, text, r);
 }
 
 Result<CommitReport> RestoreBackend::Commit(const std::vector<CommitTable>& tables) {
@@ -949,166 +981,6 @@ Result<std::unique_ptr<LockGuard>> RestoreBackend::Lock(std::chrono::millisecond
     ++lock_state_->epoch;
   }
   return std::unique_ptr<LockGuard>(std::make_unique<XtablesLockGuard>(std::move(lock), lock_state_));
-}
-
-// ---- Canonicalize ----
-
-Status RestoreBackend::EnsureScratch(Family family, const std::vector<const Rule*>& rules) {
-  // Set definitions from the target netns; a scratch netns holding a different definition under the same name is
-  // replaced (a set referenced by rules there cannot be destroyed).
-  std::map<std::string, std::string> wanted_sets;
-  std::set<std::string> wanted_nfacct;
-  for (const Rule* rule : rules) {
-    for (const std::string& name : SetsOf(*rule)) wanted_sets[name];
-    for (const std::string& name : NfacctOf(*rule)) wanted_nfacct.insert(name);
-  }
-  for (auto& [name, create] : wanted_sets) {
-    base::SubprocessOptions cmd = Cmd(kIpset, {"ipset", "save", name});
-    const std::string what = base::DescribeCommand(cmd);
-    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), netns_.get()));
-    if (r.exit_code != 0) {
-      return Status::NotFound("ipset '" + name + "' used by a rule does not exist in the target netns: " + what + ": " +
-                              Trim(r.stderr_text));
-    }
-    std::vector<std::string> lines = SplitLines(r.stdout_text);
-    if (lines.empty() || !lines[0].starts_with("create ")) {
-      return Status::Internal(what + " printed no create line: " + r.stdout_text.substr(0, 200));
-    }
-    create = lines[0];
-  }
-  bool conflict = false;
-  for (const auto& [name, create] : wanted_sets) {
-    auto it = scratch_sets_.find(name);
-    if (it != scratch_sets_.end() && it->second != WithoutInitval(create)) conflict = true;
-  }
-  if (conflict || !scratch_) {
-    IPTKIT_ASSIGN_OR_RETURN(base::ScratchNetns fresh, base::ScratchNetns::Create());
-    scratch_.emplace(std::move(fresh));
-    scratch_sets_.clear();
-    scratch_nfacct_.clear();
-  }
-  std::string ipset_input;
-  std::vector<std::string> new_sets;
-  for (const auto& [name, create] : wanted_sets) {
-    if (scratch_sets_.count(name)) continue;
-    ipset_input += create + "\n";
-    new_sets.push_back(name);
-  }
-  if (!ipset_input.empty()) {
-    base::SubprocessOptions cmd = Cmd(kIpset, {"ipset", "restore"}).Stdin(ipset_input);
-    const std::string what = base::DescribeCommand(cmd);
-    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), scratch_->fd()));
-    if (r.exit_code != 0) return RunFailure(what + " (copying sets into the scratch netns)", r);
-    for (const std::string& name : new_sets) scratch_sets_[name] = WithoutInitval(wanted_sets[name]);
-  }
-  for (const std::string& name : wanted_nfacct) {
-    if (scratch_nfacct_.count(name)) continue;
-    base::SubprocessOptions cmd = Cmd(kNfacct, {"nfacct", "add", name});
-    const std::string what = base::DescribeCommand(cmd);
-    IPTKIT_ASSIGN_OR_RETURN(SubprocessResult r, Run(std::move(cmd), scratch_->fd()));
-    if (r.exit_code != 0) return RunFailure(what + " (in the scratch netns)", r);
-    scratch_nfacct_.insert(name);
-  }
-  return Status::Ok();
-}
-
-Status RestoreBackend::CanonicalizeInScratch(Family family, const std::string& table,
-                                             const std::vector<const Rule*>& rules, std::vector<Rule>& out) {
-  // A chain name none of the rules refers to.
-  std::set<std::string> targets;
-  for (const Rule* rule : rules) {
-    if (auto chain = ChainTarget(*rule, family)) targets.insert(*chain);
-  }
-  std::string holder = "IPTKIT-CANON";
-  for (int i = 2; targets.count(holder); ++i) holder = "IPTKIT-CANON-" + std::to_string(i);
-
-  std::vector<std::string> specs;
-  for (const Rule* rule : rules) specs.push_back(FormatRuleSpec(*rule));
-  auto block = [&](const std::vector<size_t>& which) {
-    std::string text = "*" + table + "\n:" + holder + " - [0:0]\n";
-    std::set<std::string> declared;
-    for (size_t i : which) {
-      if (auto chain = ChainTarget(*rules[i], family); chain && declared.insert(*chain).second) {
-        text += ":" + *chain + " - [0:0]\n";
-      }
-    }
-    for (size_t i : which) text += "-A " + holder + (specs[i].empty() ? "" : " " + specs[i]) + "\n";
-    return text + "COMMIT\n";
-  };
-  std::vector<size_t> all(rules.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = i;
-
-  // Without --noflush: the scratch table is replaced, so leftovers of earlier calls are gone.
-  Status loaded = RunRestore(family, table, block(all), /*noflush=*/false, /*counters=*/false, scratch_->fd());
-  if (!loaded.ok()) {
-    if (loaded.code() == StatusCode::kUnavailable) return loaded;
-    // Name the guilty rules: each alone (the message of a lone rule is iptables' own about that rule).
-    std::string failures;
-    size_t count = 0;
-    for (size_t i : all) {
-      Status one = RunRestore(family, table, block({i}), false, false, scratch_->fd());
-      if (one.ok()) continue;
-      ++count;
-      failures += (failures.empty() ? "" : "; ") + std::string("'") + specs[i] + "': " + one.message();
-    }
-    if (count == 0) {
-      return loaded.WithContext("canonicalizing " + std::to_string(rules.size()) + " rules")
-          .WithReason("rule_rejected");
-    }
-    return Status::InvalidArgument("iptables rejects " + std::to_string(count) + " rule(s) for table " + table + ": " +
-                                   failures)
-        .WithReason("rule_rejected");
-  }
-  IPTKIT_ASSIGN_OR_RETURN(SaveOutput save, RunSave(variant_, family, table, scratch_->fd(), /*strict=*/true));
-  const Table* t = save.ruleset.FindTable(table);
-  if (t != nullptr && !t->unrepresentable_reason.empty()) {
-    return Status::InvalidArgument("iptables cannot print these rules faithfully: " + t->unrepresentable_reason)
-        .WithReason("rule_rejected");
-  }
-  const Chain* c = t == nullptr ? nullptr : t->FindChain(holder);
-  if (c == nullptr || c->rules.size() != rules.size()) {
-    return Status::Internal("canonicalization read back " + std::to_string(c ? c->rules.size() : 0) + " rules for " +
-                            std::to_string(rules.size()) + " specs in table " + table);
-  }
-  out = c->rules;
-  return Status::Ok();
-}
-
-Result<std::vector<Rule>> RestoreBackend::Canonicalize(Family family, const std::string& table,
-                                                       const std::vector<Rule>& rules) {
-  if (BuiltinChains(table).empty()) return Status::InvalidArgument("unknown table '" + table + "'");
-  std::vector<Rule> out(rules.size());
-  std::vector<std::string> keys(rules.size());
-  std::vector<const Rule*> todo;
-  std::map<std::string, size_t> todo_index;  // spec → position in todo
-  for (size_t i = 0; i < rules.size(); ++i) {
-    IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
-    keys[i] = FormatRuleSpec(rules[i]);
-    if (canonical_cache_.count({family, table, keys[i]})) continue;
-    if (std::optional<Rule> local = LocalCanonicalRule(family, rules[i])) {
-      canonical_outputs_.insert({family, table, FormatRuleSpec(*local)});
-      canonical_cache_[{family, table, keys[i]}] = *std::move(local);
-      ++local_canonicalized_;
-      continue;
-    }
-    if (todo_index.emplace(keys[i], todo.size()).second) todo.push_back(&rules[i]);
-  }
-  if (!todo.empty()) {
-    IPTKIT_RETURN_IF_ERROR(EnsureScratch(family, todo));
-    std::vector<Rule> canonical;
-    IPTKIT_RETURN_IF_ERROR(CanonicalizeInScratch(family, table, todo, canonical));
-    for (const auto& [spec, index] : todo_index) {
-      Rule r = canonical[index];
-      r.counters = Counters{};
-      canonical_outputs_.insert({family, table, FormatRuleSpec(r)});
-      canonical_cache_[{family, table, spec}] = std::move(r);
-    }
-  }
-  for (size_t i = 0; i < rules.size(); ++i) {
-    out[i] = canonical_cache_.at({family, table, keys[i]});
-    out[i].counters = rules[i].counters;
-  }
-  return out;
 }
 
 // ---- Info and detection ----

@@ -56,10 +56,24 @@
 //    is a no-op guard (iptables-nft takes no lock; -C preconditions and its generation-id retry give
 //    correctness). A LockGuard must not outlive its backend.
 //  - Canonicalize computes the canonical form of simple rules itself (addresses, interfaces, comments, verdicts:
-//    local_canonical.h) and loads the other uncached rules into a private ScratchNetns (created on first use, reused)
-//    as a user chain of the same table (so hook restrictions do not apply), one restore + one save for all of them,
-//    with the user chains they jump to, the ipsets they use (create line copied from the target netns) and nfacct
-//    objects. Cached per (family, table, FormatRuleSpec). Failures name the spec with iptables' stderr.
+//    local_canonical.h, whose printed forms always load back to the same kernel rule) and loads the other uncached
+//    rules as typed (FormatRuleForRestore) into a private ScratchNetns (created on first use, reused) as a user chain
+//    of the same table (so hook restrictions do not apply), one restore + one save + one read of the kernel forms
+//    for all of them, with the user chains they jump to, the ipsets they use (create line copied from the target
+//    netns), nfacct objects and rate estimators (a RATEEST rule per name a rateest match uses). A printed form that
+//    differs from the typed text is loaded too (one more restore for all of them), and when it does not give the
+//    same kernel form the canonical rule is marked lossy (Rule::lossy, Rule::kernel_form = the typed rule's kernel
+//    form). Results carry the input's typed form (or, for a rule without one, its printed form): that is what
+//    Commit sends. Cached per (family, table, text sent). The table's part of the target placement is checked
+//    first (CheckRuleLocally); a rule iptables refuses fails with iptables' own reason, naming the argument it
+//    quotes (StatusDetails token/argument), never iptkit's scratch chain or a line of the scratch batch.
+//  - Lossy prints. Read marks every rule whose printed form does not load back to the rule the kernel holds
+//    (Rule::lossy with the reason, Rule::kernel_form): the kernel forms come from the same netlink dump (nft: every
+//    rule's expressions, nft::KernelRule::form; a rule using an expression iptables-nft does not write is lossy
+//    outright) or x_tables blob (legacy: legacy::RuleForms) that the read checks its snapshot with, and each distinct
+//    printed form is loaded once in the scratch netns to learn its kernel form (cached per text). Examples: legacy
+//    `-p tcp -m tcp ! --sport :` prints as `-p tcp -m tcp` (match-all), `! -i +` as nothing; on nft the former
+//    prints as `-p tcp`.
 // Thread-safety: one thread at a time (like every Backend).
 //
 //   IPTKIT_ASSIGN_OR_RETURN(auto backend, NewRestoreBackend(Variant::kNft, {.netns = "blue"}));
@@ -131,7 +145,13 @@ class RestoreBackend final : public Backend {
   bool has_cached_snapshot(Family family) const { return snapshot_cache_.count(family) != 0; }
 
   // Implementation types (public for the helpers in restore_backend.cc).
-  struct SaveOutput;
+  struct SaveOutput {
+    Ruleset ruleset;
+    std::string text;
+    // Lenient reads only: what made the output incomplete.
+    std::vector<std::string> incompatible_tables;
+    std::vector<std::string> warnings;
+  };
   struct LockState {
     int depth = 0;       // live guards of this backend holding the xtables lock
     uint64_t epoch = 0;  // bumped each time an outermost guard takes the lock (1 = the first hold)
@@ -147,25 +167,55 @@ class RestoreBackend final : public Backend {
   // One save of `variant` in `netns_fd`; strict = the Read contract (markers are errors).
   Result<SaveOutput> RunSave(Variant variant, Family family, const std::optional<std::string>& table, int netns_fd,
                              bool strict) const;
+  // One restore run; on failure, the tool's stderr goes to `stderr_text` when given.
   Status RunRestore(Family family, const std::string& table, const std::string& text, bool noflush, bool counters,
-                    int netns_fd) const;
+                    int netns_fd, std::string* stderr_text = nullptr) const;
   Result<std::string> PrivateLockFile();
   std::vector<std::pair<std::string, std::string>> ChildEnv() const;
   Status EnsureScratch(Family family, const std::vector<const Rule*>& rules);
+  // One load of rules into the scratch netns (canonicalize.cc): per rule OK or iptables' error about it alone
+  // (bisected), its kernel form, and with want_printed what the save tool prints for it.
+  struct ScratchRule {
+    std::string text;   // after "-A CHAIN "
+    const Rule* model;  // what the text parses to: its jump target, sets, nfacct objects, rate estimators
+  };
+  struct ScratchResult {
+    std::vector<Status> status;
+    std::vector<std::string> forms;
+    std::vector<Rule> printed;
+  };
+  Result<ScratchResult> RunInScratch(Family family, const std::string& table, const std::vector<ScratchRule>& rules,
+                                     bool want_printed);
+  // The kernel forms of the rules of `chain` in the scratch netns.
+  Result<std::vector<std::string>> ScratchForms(Family family, const std::string& table, const std::string& chain);
+  // Loads the printed forms not in printed_forms_ yet and records what each loads to.
+  Status LearnPrintedForms(Family family, const std::string& table,
+                           const std::vector<std::pair<std::string, const Rule*>>& texts);
+  // The kernel's rules of a table per chain, in order, for MarkLossyRules.
+  struct KernelRuleView {
+    std::string form;   // the kernel form
+    std::string lossy;  // why its expressions alone make it lossy ("" = they do not)
+  };
+  using KernelRuleForms = std::map<std::string, std::vector<KernelRuleView>>;
+  // Sets Rule::lossy / kernel_form on every rule of `table` (as read) whose printed form does not load back to the
+  // kernel's rule. Chains whose rule count differs from the kernel's are left alone (the table is unrepresentable).
+  Status MarkLossyRules(Family family, Table& table, const KernelRuleForms& kernel);
   Result<nft::NetlinkClient*> Netlink();
   Result<legacy::XtablesProbe*> XtProbe();
   Result<Ruleset> ReadLegacy(Family family, const std::optional<std::string>& table, bool fresh_counters);
   // After a successful restore of `batch` on legacy, with the xtables lock still held: update or drop the
   // family's cached snapshot (see the contract above).
   void UpdateLegacyCache(const TableBatch& batch);
+  // MarkLossyRules for every table of a legacy save whose blob was the same before and after it; a table that
+  // changed during the save gets unrepresentable_reason (its rules cannot be judged).
+  void MarkLossyLegacy(Family family, Ruleset& rs, const legacy::Fingerprint& before,
+                       const Result<legacy::Fingerprint>& after);
   Result<Ruleset> ReadNft(Family family, const std::optional<std::string>& table, bool fresh_counters);
   // After a successful restore of `batch` on nft: update or drop snapshot_cache_ (see the contract above).
   void UpdateSnapshotCache(const TableBatch& batch, uint32_t generation_before);
   // Applies `batch` to the cached `table` in place; false when it cannot be simulated faithfully (then the table
   // may be half changed and the caller drops the cache entry).
   bool SimulateOnCache(Table& table, const TableBatch& batch) const;
-  Status CanonicalizeInScratch(Family family, const std::string& table, const std::vector<const Rule*>& rules,
-                               std::vector<Rule>& out);
 
   Status CommitOneTable(const TableBatch& batch);
 
@@ -179,6 +229,14 @@ class RestoreBackend final : public Backend {
   std::optional<base::ScratchNetns> scratch_;
   std::map<std::string, std::string> scratch_sets_;  // ipset name → create line (without initval)
   std::set<std::string> scratch_nfacct_;
+  std::unique_ptr<nft::NetlinkClient> scratch_netlink_;  // nft: the scratch netns' rules, opened on first use
+  std::unique_ptr<legacy::XtablesProbe> scratch_probe_;  // legacy: the same
+  // What a printed form loads to in the scratch netns: its kernel form, or why iptables refuses it.
+  struct PrintedForm {
+    std::string form;
+    std::string refused;
+  };
+  std::map<std::tuple<Family, std::string, std::string>, PrintedForm> printed_forms_;
   std::map<std::tuple<Family, std::string, std::string>, Rule> canonical_cache_;
   // FormatRuleSpec of every rule Canonicalize returned, per (family, table): known to be what save prints.
   std::set<std::tuple<Family, std::string, std::string>> canonical_outputs_;

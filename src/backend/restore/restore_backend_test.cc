@@ -247,7 +247,9 @@ TEST_P(OpsTest, FailingOpLeavesTheTableByteIdenticalAndIsNamed) {
                               TableOp::Make(K::kDelete, "INPUT", Spec("-s " + Addr(8) + " -j ACCEPT")),
                               TableOp::Make(K::kAppend, "INPUT", Spec("-j ACCEPT"))}));
   EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
-  EXPECT_THAT(s.message(), HasSubstr("line 3 \"-D INPUT -s " + Addr(8)));
+  // Named by the op as an iptables command with iptables' reason, never by a line of iptkit's batch.
+  EXPECT_THAT(s.message(), HasSubstr("'-D INPUT -s " + Addr(8)));
+  EXPECT_THAT(s.message(), Not(HasSubstr("line ")));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // A -C precondition miss.
@@ -255,14 +257,16 @@ TEST_P(OpsTest, FailingOpLeavesTheTableByteIdenticalAndIsNamed) {
                              {TableOp::Make(K::kCheck, "INPUT", Spec("-s " + Addr(9) + " -j KEEP")),
                               TableOp::Make(K::kDeleteAt, "INPUT", {}, 1)}));
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
-  EXPECT_THAT(s.message(), HasSubstr("line 2 \"-C INPUT -s"));
+  EXPECT_THAT(s.message(), HasSubstr("'-C INPUT -s"));
+  EXPECT_THAT(s.message(), Not(HasSubstr("line ")));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // Deleting a chain that is still referenced.
   s = backend_->Commit(
       Batch(family(), "filter", {TableOp::Make(K::kFlush, "KEEP"), TableOp::Make(K::kDeleteChain, "KEEP")}));
   EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition) << s.ToString();
-  EXPECT_THAT(s.message(), HasSubstr("line 3 \"-X KEEP\""));
+  EXPECT_THAT(s.message(), HasSubstr("'-X KEEP'"));
+  EXPECT_THAT(s.message(), Not(HasSubstr("line ")));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 
   // Creating a chain that exists.
@@ -282,10 +286,12 @@ TEST_P(OpsTest, FailingOpLeavesTheTableByteIdenticalAndIsNamed) {
             {TableOp::Make(K::kAppend, "KEEP", Spec("-j RETURN")), TableOp::Make(K::kAppend, "INPUT", Spec(dnat))}));
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << s.ToString();
   if (variant() == Variant::kLegacy) {
-    EXPECT_THAT(s.message(), HasSubstr("at COMMIT"));
+    EXPECT_THAT(s.message(),
+                HasSubstr("the kernel refused the new " + std::string(v4() ? "ipv4" : "ipv6") + " filter table"));
   } else {
-    EXPECT_THAT(s.message(), HasSubstr("line 3 \"-A INPUT -p tcp -j DNAT"));
+    EXPECT_THAT(s.message(), HasSubstr("'-A INPUT -p tcp -j DNAT"));
   }
+  EXPECT_THAT(s.message(), Not(HasSubstr("line ")));
   EXPECT_EQ(ns_->Save(variant(), family(), true), before);
 }
 
@@ -353,7 +359,8 @@ TEST_P(VariantTest, CanonicalizesLikeIptablesSave) {
 
   // Cached: the same specs again need no spawn and give the same answer; counters are the caller's.
   size_t cached = backend_->canonical_cache_size();
-  Rule again = R("-s 1.2.3.4 -p tcp --dport 22 -j ACCEPT");
+  // (The cache is keyed by the text as typed: another spelling may load as other bytes, so it is loaded again.)
+  Rule again = R("-p tcp --dport 22 -s 1.2.3.4 -j ACCEPT");
   again.counters = {9, 99};
   auto hit = backend_->Canonicalize(Family::kIPv4, "filter", {again});
   ASSERT_TRUE(hit.ok());
@@ -367,13 +374,26 @@ TEST_P(VariantTest, CanonicalizesLikeIptablesSave) {
 
 TEST_P(VariantTest, CanonicalizeNamesTheRuleIptablesRejects) {
   ASSERT_TRUE(backend_);
-  // DNAT outside nat parses fine and is refused by the kernel.
+  // DNAT outside nat parses fine: refused before anything runs, naming the target.
   auto r = backend_->Canonicalize(Family::kIPv4, "filter",
                                   {R("-j ACCEPT"), R("-p tcp -j DNAT --to-destination 10.0.0.1"), R("-j DROP")});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
-  EXPECT_THAT(r.status().message(), HasSubstr("'-p tcp -j DNAT --to-destination 10.0.0.1'"));
-  EXPECT_THAT(r.status().message(), Not(HasSubstr("'-j ACCEPT'")));
+  EXPECT_EQ(r.status().details().token, "DNAT") << r.status().ToString();
+  EXPECT_EQ(r.status().details().argument, 4) << r.status().ToString();
+  // A rule only the kernel refuses (no such string search algorithm): iptables' reason, never iptkit's scratch chain or
+  // a line of its scratch batch.
+  r = backend_->Canonicalize(Family::kIPv4, "filter",
+                             {R("-j ACCEPT"), R("-m string --algo nosuch --string x -j DROP"), R("-j DROP")});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
+  EXPECT_EQ(r.status().details().reason, "rule_rejected") << r.status().ToString();
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("IPTKIT")));
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("line")));
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("Try `")));
+  // The others are cached: iptables accepted them.
+  auto ok = backend_->Canonicalize(Family::kIPv4, "filter", {R("-j ACCEPT"), R("-j DROP")});
+  EXPECT_TRUE(ok.ok()) << ok.status().ToString();
 }
 
 TEST_P(VariantTest, CanonicalizeBadOptionValueNamesItWithIptablesMessage) {
@@ -387,8 +407,11 @@ TEST_P(VariantTest, CanonicalizeBadOptionValueNamesItWithIptablesMessage) {
   auto r = backend_->Canonicalize(Family::kIPv4, "filter", {*rule});
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status().ToString();
-  EXPECT_THAT(r.status().message(), HasSubstr("--limit 1000000/sec"));
+  // iptables' own reason, naming the argument it quotes.
   EXPECT_THAT(r.status().message(), HasSubstr("Rate too fast"));
+  EXPECT_EQ(r.status().details().token, "1000000/second") << r.status().ToString();
+  EXPECT_EQ(r.status().details().argument, 4) << r.status().ToString();
+  EXPECT_LT(r.status().message().size(), 120u) << r.status().ToString();
 }
 
 TEST_P(VariantTest, CanonicalizeCopiesTheSetFromTheTargetNetns) {
