@@ -33,6 +33,7 @@ struct HttpError {
   std::optional<std::string> table;   // where: table, chain, 1-based rule number
   std::optional<std::string> chain;
   std::optional<int> rule;
+  std::optional<std::string> owner;        // the owner of the rule concerned
   std::optional<int> retry_after_seconds;  // for 429 / 503
 };
 

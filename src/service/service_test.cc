@@ -746,8 +746,13 @@ TEST_F(ServiceTest, AnUnrepresentableTableStopsOnlyWhatIsInIt) {
     std::lock_guard<std::mutex> lock(kernel_->mu);
     ASSERT_TRUE(kernel_->fake.MarkUnrepresentable(v4, "mangle", "a foreign rule iptables-save cannot print").ok());
   }
-  // Reads of the family and of other tables work, and show which table is unrepresentable.
-  Result<Ruleset> all = service_->List(v4);
+  // A read of the whole family refuses by default, naming the table (its text would restore differently); with
+  // allow_lossy it works and shows which table is unrepresentable. Reads of other tables work.
+  Result<Ruleset> refused_read = service_->List(v4);
+  ASSERT_FALSE(refused_read.ok());
+  EXPECT_EQ(refused_read.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(refused_read.status().message(), HasSubstr("mangle"));
+  Result<Ruleset> all = service_->List(v4, std::nullopt, {.allow_lossy = true});
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   ASSERT_NE(all->FindTable("mangle"), nullptr);
   EXPECT_FALSE(all->FindTable("mangle")->unrepresentable_reason.empty());

@@ -298,7 +298,25 @@ Status PlanOp(Family family, TableSimulation& sim, size_t number, const Op& op,
     case Op::Kind::kDelete: {
       IPTKIT_ASSIGN_OR_RETURN(const Chain* c, NeedChain(table, op.chain));
       if (backend::FindRule(*c, op.rule) < 0) {
-        return Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
+        Status missing = Status::NotFound("no rule " + Quoted(FormatRuleSpec(op.rule)) + " in chain " + op.chain);
+        // A spec without owner tag does not match an owned rule that equals it but for the tag: say whose it is
+        // (details: owner and rule number), so that callers can tell the user to give the owner.
+        if (op.rule.OwnerTag()) return missing;
+        const std::string wanted = FormatRuleSpec(op.rule);
+        int number = 0;
+        for (const Rule& r : c->rules) {
+          ++number;
+          std::optional<Rule::Tag> tag = r.OwnerTag();
+          if (!tag) continue;
+          Rule untagged = r;
+          untagged.matches.pop_back();
+          if (FormatRuleSpec(untagged) != wanted) continue;
+          return Status::NotFound("no rule " + Quoted(wanted) + " without owner in chain " + op.chain + "; rule " +
+                                  std::to_string(number) + " equals it but belongs to owner '" + tag->owner + "'")
+              .WithOwner(tag->owner)
+              .WithLocation(std::string(FamilyName(family)), table.name, op.chain, number);
+        }
+        return missing;
       }
       return sim.Emit(TableOp::Make(TKind::kDelete, op.chain, op.rule));
     }

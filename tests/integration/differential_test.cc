@@ -240,8 +240,7 @@ struct DiffParam {
 };
 
 std::string ParamName(const ::testing::TestParamInfo<DiffParam>& info) {
-  return std::string(info.param.backend == BackendKind::kLegacy ? "legacy" : "nft") + "_" +
-         (info.param.family == Family::kIPv4 ? "ipv4" : "ipv6");
+  return BackendName(info.param.backend) + "_" + (info.param.family == Family::kIPv4 ? "ipv4" : "ipv6");
 }
 
 class DifferentialTest : public ::testing::TestWithParam<DiffParam> {
@@ -442,12 +441,12 @@ TEST_P(DifferentialTest, CountersOfAnAppendAreSet) {
   EXPECT_FALSE(found.ok());
 }
 
-INSTANTIATE_TEST_SUITE_P(Variants, DifferentialTest,
-                         ::testing::Values(DiffParam{BackendKind::kNft, Family::kIPv4},
-                                           DiffParam{BackendKind::kNft, Family::kIPv6},
-                                           DiffParam{BackendKind::kLegacy, Family::kIPv4},
-                                           DiffParam{BackendKind::kLegacy, Family::kIPv6}),
-                         ParamName);
+INSTANTIATE_TEST_SUITE_P(
+    Variants, DifferentialTest,
+    ::testing::Values(DiffParam{BackendKind::kNative, Family::kIPv4}, DiffParam{BackendKind::kNative, Family::kIPv6},
+                      DiffParam{BackendKind::kNft, Family::kIPv4}, DiffParam{BackendKind::kNft, Family::kIPv6},
+                      DiffParam{BackendKind::kLegacy, Family::kIPv4}, DiffParam{BackendKind::kLegacy, Family::kIPv6}),
+    ParamName);
 
 }  // namespace
 }  // namespace iptkit::integration

@@ -292,7 +292,22 @@ Result<Json> ChainOp(const Invocation& inv) {
 // A delete by spec without owner found nothing: ask iptkitd for the canonical form of the spec (a dry-run append
 // shows it) and look for an owned rule that equals it but for its owner tag.
 Status ExplainMissedDelete(DaemonClient& client, const Invocation& inv, const Status& missed) {
-  if (missed.code() != StatusCode::kNotFound || !inv.owner.empty() || missed.details().owner) return missed;
+  if (missed.code() != StatusCode::kNotFound || !inv.owner.empty()) return missed;
+  if (missed.details().owner) {
+    // iptkitd found the owned twin itself (details: owner, rule number); its tag names the id.
+    if (!missed.details().rule) return missed;
+    Result<Json> listing = client.Send("GET", FamilyPath(inv.global.family) + "?allow_lossy=true");
+    if (!listing.ok()) return missed;
+    Result<Ruleset> rs = RulesetFromListing(*listing, inv.global.family, nullptr);
+    if (!rs.ok()) return missed;
+    const Table* table = rs->FindTable(inv.TableOrFilter());
+    const Chain* chain = table == nullptr ? nullptr : table->FindChain(inv.chain);
+    const int index = *missed.details().rule;
+    if (chain == nullptr || index < 1 || static_cast<size_t>(index) > chain->rules.size()) return missed;
+    std::optional<Rule::Tag> tag = chain->rules[static_cast<size_t>(index) - 1].OwnerTag();
+    if (!tag || tag->owner != *missed.details().owner) return missed;
+    return OwnedRuleError(inv.TableOrFilter(), inv.chain, index, *tag, /*through_daemon=*/true);
+  }
   Result<Json> op = RuleOp(inv);
   if (!op.ok()) return missed;
   Json append = (*op)["delete"];
@@ -350,6 +365,11 @@ Status StatusFromDaemonError(int http_status, const std::string& body) {
     }
     if (d.contains("field") && d["field"].is_string()) s = s.WithField(d["field"].get<std::string>());
     if (d.contains("owner") && d["owner"].is_string()) s = s.WithOwner(d["owner"].get<std::string>());
+    if (d.contains("table") && d["table"].is_string() && d.contains("chain") && d["chain"].is_string()) {
+      std::optional<int> rule;
+      if (d.contains("rule") && d["rule"].is_number_integer()) rule = d["rule"].get<int>();
+      s = s.WithLocation(Str(d, "family"), d["table"].get<std::string>(), d["chain"].get<std::string>(), rule);
+    }
     if (d.contains("reason") && d["reason"].is_string()) s = s.WithReason(d["reason"].get<std::string>());
   }
   return s;

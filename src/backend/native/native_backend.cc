@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <unordered_map>
@@ -77,23 +78,6 @@ std::optional<BaseSpec> BuiltinSpec(std::string_view table, std::string_view cha
 const std::vector<std::string>& SaveOrder() {
   static const std::vector<std::string> kOrder = {"mangle", "security", "raw", "filter", "nat"};
   return kOrder;
-}
-
-std::string HookName(uint32_t hooknum) {
-  switch (hooknum) {
-    case NF_INET_PRE_ROUTING:
-      return "prerouting";
-    case NF_INET_LOCAL_IN:
-      return "input";
-    case NF_INET_FORWARD:
-      return "forward";
-    case NF_INET_LOCAL_OUT:
-      return "output";
-    case NF_INET_POST_ROUTING:
-      return "postrouting";
-    default:
-      return "hook" + std::to_string(hooknum);
-  }
 }
 
 std::string Str(const char* s) { return s == nullptr ? "" : s; }
@@ -353,14 +337,14 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           std::optional<BaseSpec> spec = BuiltinSpec(t.name, ci.name);
           if (!spec) {
             if (reason.empty()) {
-              reason = "chain " + ci.name + " is an nft base chain (hook " + HookName(ci.hook) +
+              reason = "chain " + ci.name + " is an nft base chain (hook " + nft::HookName(ci.hook) +
                        ") iptables does not manage";
             }
             continue;
           }
           if (spec->hook != ci.hook || spec->prio != ci.prio || ci.type != spec->type) {
             if (reason.empty()) {
-              reason = "base chain " + ci.name + " has hook " + HookName(ci.hook) + ", priority " +
+              reason = "base chain " + ci.name + " has hook " + nft::HookName(ci.hook) + ", priority " +
                        std::to_string(ci.prio) + " and type " + ci.type + ", not iptables-nft's";
             }
             continue;
@@ -516,26 +500,59 @@ bool NativeBackend::Unchanged(Family family) {
 
 // ---- Canonical forms ----
 
+namespace {
+
+// The rule libxtables must parse for `rule`: the fields of what the user typed when the rule carries its typed form
+// (its own fields may be the canonical print, which for a lossy print is another kernel rule), else its fields.
+// The owner tag, never part of the typed form, is kept.
+Result<Rule> SourceForm(const Rule& rule, Family family) {
+  if (!HasTypedForm(rule)) return rule;
+  std::vector<std::string> args = rule.typed;
+  if (args.size() >= 3 && args[0] == "-c") args.erase(args.begin(), args.begin() + 3);  // counters are not a field
+  IPTKIT_ASSIGN_OR_RETURN(Rule typed, ParseRuleArgs(args, family));
+  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) typed.SetOwnerTag(*tag);
+  return typed;
+}
+
+// The arguments of a printed spec (a rule without typed form is sent as printed).
+std::vector<std::string> PrintedArgs(const Rule& rule) {
+  Rule untagged = rule;
+  untagged.ClearOwnerTag();
+  std::vector<std::string> args;
+  Result<std::vector<Token>> tokens = LexRestoreLine(FormatRuleSpec(untagged));
+  if (tokens.ok()) {
+    for (const Token& t : *tokens) args.push_back(t.text);
+  }
+  return args;
+}
+
+}  // namespace
+
 Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::string& table,
                                                       const std::vector<Rule>& rules) {
   (void)table;  // iptables' canonical form of a rule does not depend on its table
+  // Keyed by what is sent (the typed form when there is one): two typed specs that print alike (a lossy print) are
+  // two kernel rules and must not share a binary form.
   std::vector<Rule> out(rules.size());
   std::vector<std::string> keys(rules.size());
-  std::vector<const Rule*> todo;
+  std::vector<Rule> todo;
   std::vector<size_t> todo_index;
   std::map<std::string, size_t> seen;
   for (size_t i = 0; i < rules.size(); ++i) {
     IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
-    keys[i] = FormatRuleSpec(rules[i]);
+    keys[i] = FormatRuleForRestore(rules[i], /*counters=*/false);
     if (canonical_.count({family, keys[i]})) continue;
     if (seen.emplace(keys[i], todo.size()).second) {
-      todo.push_back(&rules[i]);
+      IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(rules[i], family));
+      todo.push_back(std::move(source));
       todo_index.push_back(i);
     }
   }
   if (!todo.empty()) {
     IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-    std::vector<Result<XtRule>> parsed = xt->Parse(family, todo, netns_.get());
+    std::vector<const Rule*> todo_ptrs;
+    for (const Rule& r : todo) todo_ptrs.push_back(&r);
+    std::vector<Result<XtRule>> parsed = xt->Parse(family, todo_ptrs, netns_.get());
     std::vector<XtRule> decoded;
     std::vector<const XtRule*> to_format;
     decoded.reserve(todo.size());
@@ -553,30 +570,39 @@ Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::
       const std::string& spec = keys[todo_index[k]];
       if (!canon[k].ok()) return canon[k].status().WithContext("rule '" + spec + "'");
       canon[k]->counters = {};
-      xt_[{family, FormatRuleSpec(*canon[k])}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
+      xt_[{family, spec}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
       canonical_[{family, spec}] = *std::move(canon[k]);
     }
   }
+  // Each canonical rule carries what was asked for as its typed form (as the restore backend's Canonicalize does),
+  // so that XtOf finds the binary form parsed from it.
   for (size_t i = 0; i < rules.size(); ++i) {
     out[i] = canonical_.at({family, keys[i]});
     out[i].counters = rules[i].counters;
+    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : PrintedArgs(rules[i]);
+    Rule untagged = out[i];
+    untagged.ClearOwnerTag();
+    out[i].typed_for = FormatRuleSpec(untagged);
   }
   return out;
 }
 
 Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& rules) {
-  std::vector<const Rule*> todo;
+  std::vector<Rule> todo;
   std::vector<std::string> keys;
   std::set<std::string> seen;
   for (const Rule* r : rules) {
-    std::string key = FormatRuleSpec(*r);
+    std::string key = FormatRuleForRestore(*r, /*counters=*/false);
     if (xt_.count({family, key}) || !seen.insert(key).second) continue;
-    todo.push_back(r);
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(*r, family));
+    todo.push_back(std::move(source));
     keys.push_back(std::move(key));
   }
   if (todo.empty()) return Status::Ok();
   IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-  std::vector<Result<XtRule>> parsed = xt->Parse(family, todo, netns_.get());
+  std::vector<const Rule*> todo_ptrs;
+  for (const Rule& r : todo) todo_ptrs.push_back(&r);
+  std::vector<Result<XtRule>> parsed = xt->Parse(family, todo_ptrs, netns_.get());
   for (size_t k = 0; k < todo.size(); ++k) {
     if (!parsed[k].ok()) return parsed[k].status().WithContext("rule '" + keys[k] + "'");
     parsed[k]->counters = {};
@@ -586,7 +612,7 @@ Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& ru
 }
 
 std::shared_ptr<const XtRule> NativeBackend::XtOf(Family family, const Rule& rule) const {
-  auto it = xt_.find({family, FormatRuleSpec(rule)});
+  auto it = xt_.find({family, FormatRuleForRestore(rule, /*counters=*/false)});
   return it == xt_.end() ? nullptr : it->second;
 }
 
@@ -848,7 +874,15 @@ class BatchBuilder {
 
   Status Op(const TableOp& op, bool with_counters) {
     const std::string what = DescribeTableOp(op);
-    const Counters counters = with_counters ? op.rule.counters : Counters{};
+    // `-c PKTS BYTES` typed on an append, insert or replace sets the new rule's counters, as iptables does.
+    // (The planner keeps rule counters only for batches sent with counters; the typed tokens still say them.)
+    Counters counters = with_counters ? op.rule.counters : Counters{};
+    // ip6tables-nft 1.8.9 drops them (its -c is parsed after the IPv6 rule is built); the kernel is to hold what
+    // iptables installs, so IPv6 does the same.
+    if (family_ == Family::kIPv4 && HasTypedForm(op.rule) && op.rule.typed.size() >= 3 && op.rule.typed[0] == "-c") {
+      counters = {std::strtoull(op.rule.typed[1].c_str(), nullptr, 10),
+                  std::strtoull(op.rule.typed[2].c_str(), nullptr, 10)};
+    }
     switch (op.kind) {
       case TKind::kAppend:
       case TKind::kInsert: {
@@ -1253,7 +1287,7 @@ Result<FirewallInfo> NativeBackend::Info() {
     std::string name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
     if ((family == "ip" || family == "ip6") && BuiltinSpec(table, name)) return Status::Ok();
     info.foreign_nft.push_back(ForeignNftChain{family, table, name,
-                                               HookName(nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM)),
+                                               nft::HookName(nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM)),
                                                nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO)});
     return Status::Ok();
   });

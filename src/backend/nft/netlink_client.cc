@@ -37,24 +37,6 @@ constexpr size_t kRecvBuffer = 64 * 1024;
 std::string NftFamilyName(Family family) { return family == Family::kIPv4 ? "ip" : "ip6"; }
 uint16_t NfProto(Family family) { return family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6; }
 
-// Hook numbers of the ip/ip6 families (linux/netfilter.h enum nf_inet_hooks) as nft names them.
-std::string HookName(uint32_t hooknum) {
-  switch (hooknum) {
-    case NF_INET_PRE_ROUTING:
-      return "prerouting";
-    case NF_INET_LOCAL_IN:
-      return "input";
-    case NF_INET_FORWARD:
-      return "forward";
-    case NF_INET_LOCAL_OUT:
-      return "output";
-    case NF_INET_POST_ROUTING:
-      return "postrouting";
-    default:
-      return "hook" + std::to_string(hooknum);
-  }
-}
-
 // Calls f on each attribute in [start, start + len). (libmnl's mnl_attr_for_each macros do void* arithmetic,
 // which C++ does not allow.)
 template <typename F>
@@ -108,6 +90,23 @@ std::string AttrString(const nlattr* attr) {
 }
 
 }  // namespace
+
+std::string HookName(uint32_t hooknum) {
+  switch (hooknum) {
+    case NF_INET_PRE_ROUTING:
+      return "prerouting";
+    case NF_INET_LOCAL_IN:
+      return "input";
+    case NF_INET_FORWARD:
+      return "forward";
+    case NF_INET_LOCAL_OUT:
+      return "output";
+    case NF_INET_POST_ROUTING:
+      return "postrouting";
+    default:
+      return "hook" + std::to_string(hooknum);
+  }
+}
 
 std::string LossyExpressionsReason(const std::vector<RuleExpr>& exprs) {
   // The expression types iptables-nft 1.8.9 writes (nft-shared.c, nft-ruleparse*.c parse exactly these back).

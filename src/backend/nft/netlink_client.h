@@ -77,6 +77,10 @@ struct RuleExpr {
 // judgement the `nft -j` based check made on libnftables' JSON (restore_backend.cc, used by Info).
 std::string LossyExpressionsReason(const std::vector<RuleExpr>& exprs);
 
+// The nft name of a hook number of the ip/ip6 families (linux/netfilter.h enum nf_inet_hooks): "prerouting",
+// "input", ...; "hookN" for others.
+std::string HookName(uint32_t hooknum);
+
 class NetlinkClient {
  public:
   // A NETLINK_NETFILTER socket in the namespace `netns_fd` (-1: the caller's). Needs CAP_SYS_ADMIN for another

@@ -799,8 +799,20 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
         std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt + (before % 7) * 50));
         continue;
       }
-      return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
-                             " reads (a busy writer); retry");
+      // A writer that commits faster than a save runs (a loop of iptables-nft calls) changes the generation during
+      // every read. The last read is still usable when the save and the dump agree on every chain's rule count
+      // and nothing in the dump is lossy: the save is then some generation's whole table, as good a snapshot as
+      // any for planning (commits are guarded by -C preconditions). It is not cached: its generation is unknown.
+      bool agree = view.ok();
+      for (const Table& t : save.ruleset.tables) {
+        if (!agree) break;
+        auto it = view->find({NftFamily(family), t.name});
+        agree = t.unrepresentable_reason.empty() && CrossCheck(t, it == view->end() ? nullptr : &it->second).empty();
+      }
+      if (!agree) {
+        return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
+                               " reads (a busy writer); retry");
+      }
     }
     for (Table& t : save.ruleset.tables) {
       auto it = view->find({NftFamily(family), t.name});
@@ -818,7 +830,7 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
       Status marked = MarkLossyRules(family, t, kernel);
       if (!marked.ok() && t.unrepresentable_reason.empty()) t.unrepresentable_reason = marked.message();
     }
-    if (!table) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
+    if (!table && consistent) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
     return std::move(save.ruleset);
   }
 }
