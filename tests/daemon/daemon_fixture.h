@@ -110,13 +110,6 @@ class HttpClient {
 // on the native backend, which writes what iptables-nft writes, so the nft checks hold unchanged).
 std::string DefaultDaemonBackend();
 
-// A rule as the default backend writes it into a commit's restore_text (and the audit diff): the restore backends
-// send the tokens as typed (iptables-restore reads them as iptables -A would), the native backend's text is the
-// canonical form libxtables prints.
-inline std::string SentRule(const std::string& typed, const std::string& canonical) {
-  return DefaultDaemonBackend() == "native" ? canonical : typed;
-}
-
 struct DaemonOptions {
   std::string backend = DefaultDaemonBackend();       // --backend
   std::vector<std::string> listen = {"127.0.0.1:0"};  // --listen, each

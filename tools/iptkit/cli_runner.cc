@@ -147,7 +147,7 @@ Result<Transaction> BuildTransaction(const Invocation& inv) {
 
 // A delete by spec found nothing: when an owned rule equals the spec but for its owner tag, say who owns it.
 Status ExplainMissedDelete(Firewall& fw, const Invocation& inv, const Status& missed) {
-  if (missed.code() != StatusCode::kNotFound || missed.details().owner) return missed;
+  if (missed.code() != StatusCode::kNotFound) return missed;
   const std::string table = inv.TableOrFilter();
   Result<Rule> rule = ParseSpec(inv, /*expect=*/false);
   if (!rule.ok()) return missed;
