@@ -74,6 +74,7 @@ struct Config {
   int flush_every_s = 5;
   bool foreign = true;  // the foreign writer and the flushes
   std::string iptkitd = IPTKITD_PATH;
+  std::string backend = "nft";  // iptkitd --backend: nft (iptables-nft-restore) or native
   std::string daemon_log_level = "warn";
   std::string keep_log;  // copy the daemon's log here at the end
 };
@@ -422,6 +423,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(1, 600));
   app.add_option("--foreign", config.foreign, "run the foreign writer and the flushes (1) or not (0)");
   app.add_option("--iptkitd", config.iptkitd, "path of the iptkitd binary")->check(CLI::ExistingFile);
+  app.add_option("--backend", config.backend, "iptkitd --backend (nft or native)")
+      ->check(CLI::IsMember({"nft", "native"}));
   app.add_option("--daemon-log-level", config.daemon_log_level, "iptkitd --log-level");
   app.add_option("--keep-log", config.keep_log, "copy the daemon's log to this file at the end");
   CLI11_PARSE(app, argc, argv);
@@ -464,7 +467,7 @@ int Main(int argc, char** argv) {
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
 
   Result<std::pair<pid_t, int>> daemon = StartDaemon(
-      {config.iptkitd, "--netns", ns_name, "--backend", "nft", "--listen", "127.0.0.1:0", "--ready-file",
+      {config.iptkitd, "--netns", ns_name, "--backend", config.backend, "--listen", "127.0.0.1:0", "--ready-file",
        dir + "/ready.json", "--state-dir", state, "--rate-limit", "0", "--max-connections",
        std::to_string(config.clients + 16), "--drift-interval", "1s", "--log-level", config.daemon_log_level},
       dir + "/iptkitd.log", dir + "/ready.json");
@@ -665,8 +668,8 @@ int Main(int argc, char** argv) {
   std::ostringstream md;
   md << "## iptkitd soak: mixed load next to a foreign writer (" << date << ")\n\n"
      << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, load average at the end " << l1
-     << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " (nft, --drift-interval 1s); " << config.clients
-     << " clients for " << config.seconds << " s; "
+     << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " (" << config.backend
+     << ", --drift-interval 1s); " << config.clients << " clients for " << config.seconds << " s; "
      << (config.foreign ? "foreign `iptables-nft` writer in a loop (" + std::to_string(foreign_ops.load()) +
                               " ops), GUARD-IN flushed every " + std::to_string(config.flush_every_s) + " s"
                         : std::string("no foreign writer"))

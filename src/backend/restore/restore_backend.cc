@@ -830,6 +830,20 @@ Result<Ruleset> RestoreBackend::ReadNft(Family family, const std::optional<std::
       Status marked = MarkLossyRules(family, t, kernel);
       if (!marked.ok() && t.unrepresentable_reason.empty()) t.unrepresentable_reason = marked.message();
     }
+    if (!consistent) {
+      // The kernel forms of a read across generations may belong to other rules than the save shows at the same
+      // place: a rule judged lossy (or a table judged unrepresentable) there is not known to be so. Retry later.
+      for (const Table& t : save.ruleset.tables) {
+        bool doubtful = !t.unrepresentable_reason.empty();
+        for (const Chain& c : t.chains) {
+          for (const Rule& r : c.rules) doubtful = doubtful || !r.lossy.empty();
+        }
+        if (doubtful) {
+          return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
+                                 " reads (a busy writer); retry");
+        }
+      }
+    }
     if (!table && consistent) snapshot_cache_[family] = CachedSnapshot{before, save.ruleset, {}};
     return std::move(save.ruleset);
   }
