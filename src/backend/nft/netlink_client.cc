@@ -157,11 +157,27 @@ Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
 
 Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table,
                               uint16_t table_attr, const std::function<Status(const nlmsghdr*)>& on_message) {
+  const uint16_t flags = msg_type == NFT_MSG_GETGEN ? NLM_F_ACK : NLM_F_DUMP;
+  return Exchange(
+      msg_type, family, flags,
+      [&](nlmsghdr* nlh) {
+        if (table && table_attr != 0) mnl_attr_put_strz(nlh, table_attr, table->c_str());
+      },
+      on_message);
+}
+
+Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
+                                   const std::function<Status(const nlmsghdr*)>& on_message) {
+  return Exchange(msg_type, family, NLM_F_DUMP, attrs, on_message);
+}
+
+Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flags,
+                               const std::function<void(nlmsghdr*)>& attrs,
+                               const std::function<Status(const nlmsghdr*)>& on_message) {
   std::vector<char>& buf = Buffer();
   const uint32_t seq = ++seq_;
-  const uint16_t flags = msg_type == NFT_MSG_GETGEN ? NLM_F_ACK : NLM_F_DUMP;
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, flags, seq);
-  if (table && table_attr != 0) mnl_attr_put_strz(nlh, table_attr, table->c_str());
+  if (attrs) attrs(nlh);
   ++requests_;
   if (mnl_socket_sendto(socket_, nlh, nlh->nlmsg_len) < 0) return base::ErrnoToStatus(errno, "netlink sendto");
 
@@ -193,48 +209,6 @@ Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::opt
         if (mnl_nlmsg_get_payload_len(m) < sizeof(nlmsgerr)) return Status::Internal("truncated netlink error");
         if (err->error != 0) return base::ErrnoToStatus(-err->error, "nf_tables request");
         // The ACK of a non-dump request: the answer came before it.
-        if (!failed.ok()) return failed;
-        return Status::Ok();
-      }
-      if (failed.ok()) failed = on_message(m);
-    }
-  }
-}
-
-Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
-                                   const std::function<Status(const nlmsghdr*)>& on_message) {
-  std::vector<char>& buf = Buffer();
-  const uint32_t seq = ++seq_;
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, NLM_F_DUMP, seq);
-  if (attrs) attrs(nlh);
-  ++requests_;
-  if (mnl_socket_sendto(socket_, nlh, nlh->nlmsg_len) < 0) return base::ErrnoToStatus(errno, "netlink sendto");
-  bool interrupted = false;
-  Status failed;
-  for (;;) {
-    ssize_t n = mnl_socket_recvfrom(socket_, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return base::ErrnoToStatus(errno, "netlink recvfrom");
-    }
-    int len = static_cast<int>(n);
-    for (const nlmsghdr* m = reinterpret_cast<const nlmsghdr*>(buf.data()); mnl_nlmsg_ok(m, len);
-         m = mnl_nlmsg_next(m, &len)) {
-      if (m->nlmsg_seq != seq || m->nlmsg_pid != portid_) continue;
-      if (m->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
-      if (m->nlmsg_type == NLMSG_DONE) {
-        if (mnl_nlmsg_get_payload_len(m) >= sizeof(int)) {
-          int err = *static_cast<const int*>(mnl_nlmsg_get_payload(m));
-          if (err < 0 && failed.ok()) failed = base::ErrnoToStatus(-err, "nf_tables dump");
-        }
-        if (!failed.ok()) return failed;
-        if (interrupted) return Status::Aborted("the nf_tables ruleset changed during the dump");
-        return Status::Ok();
-      }
-      if (m->nlmsg_type == NLMSG_ERROR) {
-        if (mnl_nlmsg_get_payload_len(m) < sizeof(nlmsgerr)) return Status::Internal("truncated netlink error");
-        const auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m));
-        if (err->error != 0) return base::ErrnoToStatus(-err->error, "nf_tables dump request");
         if (!failed.ok()) return failed;
         return Status::Ok();
       }

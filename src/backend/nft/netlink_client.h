@@ -130,6 +130,10 @@ class NetlinkClient {
   explicit NetlinkClient(mnl_socket* socket);
 
   // Sends one dump request and feeds every answer message to `on_message`.
+  // Sends one request (flags NLM_F_DUMP, or NLM_F_ACK for a single answer) with `attrs` added, and passes each
+  // answer message to `on_message` until DONE or the ACK; Aborted when the kernel interrupted the dump.
+  Status Exchange(uint16_t msg_type, uint16_t family, uint16_t flags, const std::function<void(nlmsghdr*)>& attrs,
+                  const std::function<Status(const nlmsghdr*)>& on_message);
   Status RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table, uint16_t table_attr,
                  const std::function<Status(const nlmsghdr*)>& on_message);
 
