@@ -1,12 +1,15 @@
 // MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants"), and records
 // why, for `iptkit info`.
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "src/backend/backend.h"
 #include "src/backend/fake/fake_backend.h"
+#include "src/backend/legacy/xt_fingerprint.h"
 #include "src/backend/native/native_backend.h"
 #include "src/backend/restore/restore_backend.h"
+#include "src/base/netns.h"
 
 namespace iptkit::backend {
 namespace {
@@ -52,6 +55,26 @@ native::NativeOptions Reason(std::string reason) {
 
 std::string Count(size_t n) { return std::to_string(n) + (n == 1 ? " rule" : " rules"); }
 
+// The rules of the x_tables (legacy) tables that exist, both families (never instantiating a table); nullopt when
+// they cannot be read (the full count then decides, errors included).
+std::optional<size_t> LegacyRules(const BackendOptions& options) {
+  Result<base::UniqueFd> ns = base::OpenNetns(options.netns);
+  if (!ns.ok()) return std::nullopt;
+  Result<std::unique_ptr<legacy::XtablesProbe>> probe = legacy::XtablesProbe::Open(ns->get());
+  if (!probe.ok()) return std::nullopt;
+  size_t rules = 0;
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    Result<legacy::Fingerprint> fp = (*probe)->Read(family);
+    if (!fp.ok()) return std::nullopt;
+    for (const legacy::TableFingerprint& t : *fp) rules += t.rules;
+  }
+  return rules;
+}
+
+std::string AutoReason(const VariantRuleCounts& counts) {
+  return "auto: nf_tables holds " + Count(counts.nft) + ", x_tables (legacy) " + Count(counts.legacy);
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, const BackendOptions& options) {
@@ -68,10 +91,23 @@ Result<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, const BackendOpti
       // The variant that holds rules judges the packets; with rules in both (or neither) nft, the default of
       // current distributions, is chosen and `info` warns about the other one. On nft the native backend is used
       // whenever it can be (not in a process whose real and effective ids differ).
+      //
+      // Without legacy rules the choice is nft whatever nf_tables holds, so nf_tables is not counted then: that
+      // would dump and decode every rule of both families, for each one-op CLI process. The reason, with both
+      // counts as before, is then worked out when Info asks for it.
+      if (std::optional<size_t> legacy_rules = LegacyRules(options); legacy_rules && *legacy_rules == 0) {
+        native::NativeOptions lazy;
+        lazy.reason_at_info = [options] {
+          Result<VariantRuleCounts> counts = CountRulesPerVariant(options);
+          return (counts.ok() ? AutoReason(*counts) : "auto: x_tables (legacy) holds no rules") +
+                 ": the nft variant, natively";
+        };
+        auto native = native::NewNativeBackend(options, std::move(lazy));
+        if (native.ok() || native.status().code() != StatusCode::kFailedPrecondition) return native;
+      }
       IPTKIT_ASSIGN_OR_RETURN(VariantRuleCounts counts, CountRulesPerVariant(options));
       const Variant variant = PickVariant(counts);
-      const std::string found =
-          "auto: nf_tables holds " + Count(counts.nft) + ", x_tables (legacy) " + Count(counts.legacy);
+      const std::string found = AutoReason(counts);
       if (variant == Variant::kLegacy) return Restore(Variant::kLegacy, options, found + ": the legacy variant");
       auto native = native::NewNativeBackend(options, Reason(found + ": the nft variant, natively"));
       if (native.ok() || native.status().code() != StatusCode::kFailedPrecondition) return native;

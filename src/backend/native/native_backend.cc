@@ -1218,7 +1218,7 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
 Result<FirewallInfo> NativeBackend::Info() {
   FirewallInfo info;
   info.backend = traits_.name;
-  info.backend_reason = native_.reason;
+  info.backend_reason = native_.reason_at_info ? native_.reason_at_info() : native_.reason;
   info.netns = options_.netns;
   VariantTables nft_tables;
   nft_tables.variant = "nft";

@@ -38,6 +38,7 @@
 #ifndef IPTKIT_SRC_BACKEND_NATIVE_NATIVE_BACKEND_H_
 #define IPTKIT_SRC_BACKEND_NATIVE_NATIVE_BACKEND_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,7 @@
 #include <vector>
 
 #include "src/backend/backend.h"
+#include "src/backend/native/nft_batch.h"
 #include "src/backend/native/xt_rule.h"
 #include "src/backend/nft/netlink_client.h"
 #include "src/base/unique_fd.h"
@@ -60,8 +62,10 @@ struct NativeOptions {
   // Test knob: matches / targets the native encoder treats as not expressible (a transaction using one goes
   // through the restore backend).
   std::set<std::string> unsupported_extensions;
-  // Why this backend was chosen (FirewallInfo::backend_reason).
+  // Why this backend was chosen (FirewallInfo::backend_reason): `reason_at_info()` when set (a reason that costs
+  // kernel reads to word, worked out only when Info asks), else `reason`.
   std::string reason;
+  std::function<std::string()> reason_at_info;
 };
 
 class NativeBackend final : public Backend {
@@ -138,7 +142,7 @@ class NativeBackend final : public Backend {
   base::UniqueFd netns_;
   std::unique_ptr<nft::NetlinkClient> netlink_;
   std::unique_ptr<Backend> restore_;  // the fallback, created on first use
-  std::vector<char> batch_storage_;   // NftBatch's buffer, reused
+  BatchStorage batch_storage_;        // NftBatch's buffer, reused
   std::map<Family, FamilyState> cache_;
   // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
   std::map<std::pair<Family, std::string>, Rule> canonical_;

@@ -22,7 +22,11 @@ constexpr size_t kMessageRoom = 256 * 1024;
 }  // namespace
 
 char* NftBatch::Reserve() {
-  if (buf_.size() < used_ + kMessageRoom) buf_.resize(std::max(buf_.size() * 2, used_ + kMessageRoom));
+  if (buf_.size() < used_ + kMessageRoom) {
+    const size_t grown = std::max(buf_.size() * 2, used_ + kMessageRoom);
+    buf_.resize(used_);  // a reallocation then copies the messages only, not the room after them
+    buf_.resize(grown);
+  }
   std::memset(buf_.data() + used_, 0, sizeof(nlmsghdr) + 64);  // the builders expect a clean header
   return buf_.data() + used_;
 }

@@ -15,9 +15,11 @@
 #define IPTKIT_SRC_BACKEND_NATIVE_NFT_BATCH_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 struct nftnl_table;
@@ -26,11 +28,34 @@ struct nftnl_rule;
 
 namespace iptkit::backend::native {
 
+// An allocator whose elements are left uninitialized by resize(): the batch buffer keeps room for a whole message
+// after the last one, and zero-filling that room (hundreds of KiB, every page of it faulted in) cost more than
+// building and sending a one-rule batch.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+using BatchStorage = std::vector<char, UninitializedAllocator<char>>;
+
 class NftBatch {
  public:
-  // Messages are numbered from `first_seq` on. `storage` holds the messages (reused across batches: growing it
-  // zero-fills, reusing it does not).
-  NftBatch(uint32_t first_seq, std::vector<char>& storage) : buf_(storage), next_seq_(first_seq) {}
+  // Messages are numbered from `first_seq` on. `storage` holds the messages (reused across batches; its bytes past
+  // the messages are uninitialized).
+  NftBatch(uint32_t first_seq, BatchStorage& storage) : buf_(storage), next_seq_(first_seq) {}
 
   // BATCH_BEGIN, with NFTA_GEN_ID when `generation` is set.
   void Begin(std::optional<uint32_t> generation);
@@ -51,7 +76,7 @@ class NftBatch {
   char* Reserve();
   void Commit(size_t offset);
 
-  std::vector<char>& buf_;  // [0, used_) holds the messages; the rest is room
+  BatchStorage& buf_;  // [0, used_) holds the messages; the rest is room
   size_t used_ = 0;
   uint32_t next_seq_;
   uint32_t begin_seq_ = 0;
