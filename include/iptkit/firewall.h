@@ -41,6 +41,10 @@ struct FirewallOptions {
   BackendKind backend = BackendKind::kAuto;
   // Bound for the xtables lock and iptables' own --wait; a timeout is Unavailable ("busy"), never a hang.
   std::chrono::milliseconds wait = std::chrono::seconds(10);
+  // Native backend, long-lived users (iptkitd): follow nf_tables' change notifications to know when the snapshot
+  // a transaction is planned on is still current, instead of asking the kernel before each transaction; tables
+  // another writer changed are read again. Costs a second socket; a process doing one operation gains nothing.
+  bool event_cache = false;
   // Test hook: called after the snapshot was read and before the first commit of a transaction (used by the
   // concurrency tests to slip in a foreign writer). Not for production use.
   std::function<void()> before_commit_hook;

@@ -197,6 +197,8 @@ struct BackendOptions {
   std::chrono::milliseconds wait = std::chrono::seconds(10);
   // The xtables lock iptables-legacy serializes on (per mount namespace). Configurable for tests.
   std::string xtables_lock_path = "/run/xtables.lock";
+  // Native backend: keep cached snapshots fresh from nf_tables' change notifications (long-lived users).
+  bool event_cache = false;
 };
 
 // Creates the backend for `kind` (kAuto detects the variant holding rules). Defined in backend_factory.cc.

@@ -9,6 +9,7 @@ backend::BackendOptions MakeBackendOptions(const FirewallOptions& options) {
   backend::BackendOptions out;
   out.netns = options.netns;
   out.wait = options.wait;
+  out.event_cache = options.event_cache;
   return out;
 }
 

@@ -282,6 +282,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   backend::BackendOptions backend_options;
   backend_options.netns = config.netns;
   backend_options.wait = config.wait;
+  backend_options.event_cache = true;  // the native backend follows nf_tables' notifications instead of re-reading
   // The writer's and the reader's backends must agree: auto is resolved once, and the fake is one shared kernel.
   auto shared_fake = std::make_shared<backend::SharedFake>();
   auto resolved = std::make_shared<std::optional<BackendKind>>();

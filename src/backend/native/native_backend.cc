@@ -179,8 +179,15 @@ Result<std::unique_ptr<NativeBackend>> NativeBackend::Create(const BackendOption
   IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
   auto client = nft::NetlinkClient::Open(ns.get());
   if (!client.ok()) return client.status().WithContext("opening the nf_tables netlink socket");
-  return std::unique_ptr<NativeBackend>(
+  std::unique_ptr<EventFeed> events;
+  if (options.event_cache) native.event_cache = true;
+  if (native.event_cache) {
+    IPTKIT_ASSIGN_OR_RETURN(events, EventFeed::Open(ns.get(), native.event_rcvbuf, **client));
+  }
+  std::unique_ptr<NativeBackend> backend(
       new NativeBackend(options, std::move(native), std::move(ns), std::move(client).value()));
+  backend->events_ = std::move(events);
+  return backend;
 }
 
 Result<std::unique_ptr<Backend>> NewNativeBackend(const BackendOptions& options, NativeOptions native) {
@@ -434,6 +441,10 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   };
   if (!fresh_counters) {
     auto it = cache_.find(family);
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && FreshFromEvents(family)) {
+      return view(cache_.at(family));
+    }
+    it = cache_.find(family);
     if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules) {
       IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
       if (gen == it->second.generation) {
@@ -448,7 +459,7 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
   Ruleset out = view(st);
-  cache_[family] = std::move(st);
+  Remember(family, std::move(st));
   return out;
 }
 
@@ -478,6 +489,11 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
     return out;
   };
   auto it = cache_.find(family);
+  if (it != cache_.end() && it->second.detail >= detail && FreshFromEvents(family)) {
+    const FamilyState& st = cache_.at(family);
+    return st.detail == detail ? st.ruleset : reduce(st.ruleset);
+  }
+  it = cache_.find(family);
   if (it != cache_.end() && it->second.detail >= detail) {
     IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
     if (gen == it->second.generation) {
@@ -487,15 +503,91 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail));
   Ruleset out = st.ruleset;
-  cache_[family] = std::move(st);
+  Remember(family, std::move(st));
   return out;
 }
 
 bool NativeBackend::Unchanged(Family family) {
   auto it = cache_.find(family);
   if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules) return false;
+  if (events_) {
+    // Current and unchanged: nothing foreign since (a re-read table would change what the caller kept).
+    const uint64_t reads = stats_.event_table_reads + stats_.event_resyncs;
+    return FreshFromEvents(family) && reads == stats_.event_table_reads + stats_.event_resyncs;
+  }
   Result<uint32_t> gen = netlink_->GenerationId();
   return gen.ok() && *gen == it->second.generation;
+}
+
+void NativeBackend::Remember(Family family, FamilyState st) {
+  const uint32_t generation = st.generation;
+  cache_[family] = std::move(st);
+  if (events_) events_->Track(family, generation);
+}
+
+bool NativeBackend::FreshFromEvents(Family family) {
+  if (!events_) return false;
+  auto forget = [&] {
+    cache_.erase(family);
+    events_->Forget(family);
+    return false;
+  };
+  constexpr int kRounds = 5;
+  constexpr std::chrono::milliseconds kCatchUp{1000};
+  for (int round = 0; round < kRounds; ++round) {
+    auto it = cache_.find(family);
+    if (it == cache_.end()) return false;
+    FamilyState& st = it->second;
+    // A commit of ours moved the snapshot on in place: its own notifications are no news.
+    if (!events_->tracked(family)) events_->Track(family, st.generation);
+    if (events_->valid(family) != st.generation) events_->Advance(family, st.generation);
+    if (!events_->Drain().ok()) return forget();
+    if (events_->lost(family)) {
+      // Lost notifications (the rest of that transaction, its NEWGEN) will never come: read the family whole.
+      ++stats_.event_resyncs;
+      if (!events_->Drain().ok()) return forget();
+      Result<uint32_t> now = netlink_->GenerationId();
+      if (!now.ok()) return forget();
+      events_->Rebase(*now);
+      Result<FamilyState> fresh = Dump(family, std::nullopt, st.detail);
+      if (!fresh.ok()) return forget();
+      Remember(family, *std::move(fresh));
+      continue;
+    }
+    // The snapshot, and each table read since, is current only once the notifications up to its generation are in
+    // (the kernel bumps the id before it queues them).
+    uint32_t need = st.generation;
+    if (uint32_t t = events_->NewestTableRead(family); t != 0 && static_cast<int32_t>(t - need) > 0) need = t;
+    if (!events_->WaitFor(need, kCatchUp)) return forget();
+    if (events_->lost(family)) continue;
+    EventFeed::Changes changes = events_->Take(family);
+    if (changes.dirty.empty()) {
+      // Every transaction through seen() is in the snapshot: it is the kernel's state at that generation.
+      st.generation = events_->seen();
+      events_->Advance(family, st.generation);
+      ++stats_.event_hits;
+      return true;
+    }
+    for (const std::string& name : changes.dirty) {
+      ++stats_.event_table_reads;
+      Result<FamilyState> part = Dump(family, name, st.detail);
+      if (!part.ok()) return forget();
+      // Splice the table in (or out, when it is gone), in iptables-nft-save's table order.
+      std::vector<Table>& tables = st.ruleset.tables;
+      tables.erase(std::remove_if(tables.begin(), tables.end(), [&](const Table& t) { return t.name == name; }),
+                   tables.end());
+      st.kernel.erase(name);
+      if (Table* fresh = part->ruleset.FindTable(name)) {
+        const std::vector<std::string>& order = SaveOrder();
+        auto rank = [&](const std::string& n) { return std::find(order.begin(), order.end(), n) - order.begin(); };
+        auto at = std::find_if(tables.begin(), tables.end(), [&](const Table& t) { return rank(t.name) > rank(name); });
+        tables.insert(at, std::move(*fresh));
+        st.kernel[name] = std::move(part->kernel[name]);
+      }
+      events_->TableRead(family, name, part->generation);
+    }
+  }
+  return forget();  // a writer busier than the reads: read whole, as without the feed
 }
 
 // ---- Canonical forms ----

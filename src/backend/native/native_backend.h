@@ -48,6 +48,7 @@
 #include <vector>
 
 #include "src/backend/backend.h"
+#include "src/backend/native/event_feed.h"
 #include "src/backend/native/nft_batch.h"
 #include "src/backend/native/xt_rule.h"
 #include "src/backend/nft/netlink_client.h"
@@ -62,6 +63,13 @@ struct NativeOptions {
   // Test knob: matches / targets the native encoder treats as not expressible (a transaction using one goes
   // through the restore backend).
   std::set<std::string> unsupported_extensions;
+  // Long-lived users (the daemon): keep the cached snapshots fresh from nf_tables' change notifications
+  // (event_feed.h) instead of asking the kernel for its generation id before each use; tables a foreign transaction
+  // touched are read again (only those), a whole family after lost notifications. Counters are never taken from
+  // the cache (Read with fresh_counters reads them). A one-op process gains nothing from it.
+  bool event_cache = false;
+  // Test knob: the event socket's receive buffer in bytes (0: the system default).
+  int event_rcvbuf = 0;
   // Why this backend was chosen (FirewallInfo::backend_reason): `reason_at_info()` when set (a reason that costs
   // kernel reads to word, worked out only when Info asks), else `reason`.
   std::string reason;
@@ -97,10 +105,16 @@ class NativeBackend final : public Backend {
     uint64_t batches = 0;            // batches sent
     uint64_t stale_generation = 0;   // batches the kernel refused with ERESTART
     uint64_t restore_fallbacks = 0;  // commits sent through the restore backend
+    // event_cache only:
+    uint64_t event_hits = 0;         // uses of a cached snapshot the notifications proved current
+    uint64_t event_table_reads = 0;  // tables read again because a foreign transaction changed them
+    uint64_t event_resyncs = 0;      // families read whole again after lost notifications (overflow, gap)
   };
   const Stats& stats() const { return stats_; }
   NativeOptions& native_options() { return native_; }
   bool has_cached_snapshot(Family family) const { return cache_.count(family) != 0; }
+  // The notification reader (event_cache), or nullptr.
+  const EventFeed* event_feed() const { return events_.get(); }
 
   // Implementation types (public for the helpers in native_backend.cc).
   struct Slot {
@@ -133,6 +147,12 @@ class NativeBackend final : public Backend {
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
+  // Stores a snapshot read whole as the family's cache (and follows it with the event feed).
+  void Remember(Family family, FamilyState st);
+  // event_cache: whether cache_[family] is (made) current from the notifications, re-reading the tables foreign
+  // transactions changed (or the family, after lost notifications). false: not known (the caller reads as without
+  // the feed).
+  bool FreshFromEvents(Family family);
   Result<CommitReport> CommitThroughRestore(const std::vector<CommitTable>& tables, const std::string& why);
   std::optional<std::string> NotExpressible(const std::vector<CommitTable>& tables) const;
 
@@ -141,8 +161,9 @@ class NativeBackend final : public Backend {
   BackendTraits traits_;
   base::UniqueFd netns_;
   std::unique_ptr<nft::NetlinkClient> netlink_;
-  std::unique_ptr<Backend> restore_;  // the fallback, created on first use
-  BatchStorage batch_storage_;        // NftBatch's buffer, reused
+  std::unique_ptr<EventFeed> events_;  // event_cache only
+  std::unique_ptr<Backend> restore_;   // the fallback, created on first use
+  BatchStorage batch_storage_;         // NftBatch's buffer, reused
   std::map<Family, FamilyState> cache_;
   // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
   std::map<std::pair<Family, std::string>, Rule> canonical_;
