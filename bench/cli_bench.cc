@@ -2,8 +2,9 @@
 // `iptables-nft` vs `iptkit --backend nft` (iptables-nft-restore), for append, insert at 1, delete by spec, delete
 // by number, replace, check, list and save.
 //
-// For each size (default 100, 1,000 and 10,000 rules) it creates a fresh network namespace
-// (iptkit-clibench-<pid>-<size>), loads the rules into filter INPUT through iptables-nft-restore, then runs rounds:
+// For each size (default 100, 1,000 and 10,000 rules in filter INPUT, and 10,000 spread over 100 user chains with the
+// ops on one of them) it creates a fresh network namespace (iptkit-clibench-<pid>-<size>-<chains>), loads the rules
+// through iptables-nft-restore, then runs rounds:
 // in each round every op is done once by every tool in turn (so every command follows another tool's write and no
 // tool has anything warm but the page cache). Set-up and undo steps around an op (e.g. adding the rule a delete
 // removes) are done with iptables-nft and not timed. The first round is a checked warm-up: exit codes, and the
@@ -11,7 +12,7 @@
 // (medians; ratios to iptables-nft, so below 1 means the iptkit command is faster) and progress on stderr.
 // Needs root; touches nothing outside the namespaces it creates, and deletes them (also on SIGINT/SIGTERM).
 //
-//   sudo build/release/bench/iptkit_cli_bench [--sizes 100,1000,10000] [--reps 7] [--iptkit PATH]
+//   sudo build/release/bench/iptkit_cli_bench [--sizes 100,1000,10000] [--spread 10000] [--reps 7] [--iptkit PATH]
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -47,8 +48,8 @@ struct Tool {
   bool iptables = false;            // speaks iptables' options (else iptkit's commands)
 };
 
-// One op: what each kind of tool runs, the iptables-nft set-up before it and undo after it, and the INPUT rule
-// count expected right after it (warm-up check).
+// One op: what each kind of tool runs, the iptables-nft set-up before it and undo after it, and the rule
+// count of its chain expected right after it (warm-up check).
 struct Op {
   std::string name;
   std::vector<std::string> iptables;  // after the iptables-nft binary (save: the iptables-nft-save binary)
@@ -57,42 +58,50 @@ struct Op {
   int delta = 0;  // rules after the op relative to the loaded count
 };
 
-std::vector<Op> Ops(int size) {
+std::vector<Op> Ops(int size, const std::string& chain) {
   const std::vector<std::string> probe = Words(kProbeRule);
   const std::vector<std::string> probe2 = Words(kProbe2);
   const std::string last = std::to_string(size + 1);
   std::vector<Op> ops;
   ops.push_back(
-      {"append", Cat({"-A", "INPUT"}, probe), Cat({"append", "INPUT"}, probe), {}, {Cat({"-D", "INPUT"}, probe)}, 1});
-  ops.push_back({"insert at 1",
-                 Cat({"-I", "INPUT", "1"}, probe),
-                 Cat({"insert", "INPUT", "1"}, probe),
-                 {},
-                 {{"-D", "INPUT", "1"}},
-                 1});
-  ops.push_back({"delete by spec",
-                 Cat({"-D", "INPUT"}, probe),
-                 Cat({"delete", "INPUT"}, probe),
-                 {Cat({"-A", "INPUT"}, probe)},
-                 {},
-                 0});
+      {"append", Cat({"-A", chain}, probe), Cat({"append", chain}, probe), {}, {Cat({"-D", chain}, probe)}, 1});
   ops.push_back(
-      {"delete by number", {"-D", "INPUT", last}, {"delete", "INPUT", last}, {Cat({"-A", "INPUT"}, probe)}, {}, 0});
+      {"insert at 1", Cat({"-I", chain, "1"}, probe), Cat({"insert", chain, "1"}, probe), {}, {{"-D", chain, "1"}}, 1});
+  ops.push_back(
+      {"delete by spec", Cat({"-D", chain}, probe), Cat({"delete", chain}, probe), {Cat({"-A", chain}, probe)}, {}, 0});
+  ops.push_back({"delete by number", {"-D", chain, last}, {"delete", chain, last}, {Cat({"-A", chain}, probe)}, {}, 0});
   ops.push_back({"replace",
-                 Cat({"-R", "INPUT", "1"}, probe2),
-                 Cat({"replace", "INPUT", "1"}, probe2),
-                 {Cat({"-I", "INPUT", "1"}, probe)},
-                 {{"-D", "INPUT", "1"}},
+                 Cat({"-R", chain, "1"}, probe2),
+                 Cat({"replace", chain, "1"}, probe2),
+                 {Cat({"-I", chain, "1"}, probe)},
+                 {{"-D", chain, "1"}},
                  1});
   ops.push_back({"check",
-                 Cat({"-C", "INPUT"}, probe),
-                 Cat({"check", "INPUT"}, probe),
-                 {Cat({"-A", "INPUT"}, probe)},
-                 {Cat({"-D", "INPUT"}, probe)},
+                 Cat({"-C", chain}, probe),
+                 Cat({"check", chain}, probe),
+                 {Cat({"-A", chain}, probe)},
+                 {Cat({"-D", chain}, probe)},
                  1});
   ops.push_back({"list", {"-L", "-n"}, {"list", "-n"}, {}, {}, 0});
   ops.push_back({"save", {}, {"save"}, {}, {}, 0});
   return ops;
+}
+
+// `size` rules spread round-robin over `chains` user chains c0..c{chains-1} (each jumped to from INPUT), as
+// iptables-nft-restore input; with one chain, GenerateRules' INPUT rules.
+std::string SpreadRules(int size, int chains) {
+  std::string text = GenerateRules(size);
+  if (chains <= 1) return text;
+  std::string out = "*filter\n";
+  for (int c = 0; c < chains; ++c) out += ":c" + std::to_string(c) + " - [0:0]\n";
+  std::istringstream in(text);
+  int i = 0;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.starts_with("-A INPUT ")) continue;
+    out += "-A c" + std::to_string(i++ % chains) + line.substr(8) + "\n";
+  }
+  for (int c = 0; c < chains; ++c) out += "-A INPUT -j c" + std::to_string(c) + "\n";
+  return out + "COMMIT\n";
 }
 
 std::string LoadAverage() {
@@ -102,9 +111,9 @@ std::string LoadAverage() {
   return a + " " + b + " " + c;
 }
 
-Result<size_t> InputRules(int fd) {
+Result<size_t> ChainRules(int fd, const std::string& chain) {
   IPTKIT_ASSIGN_OR_RETURN(std::string save, RunProcessOk({kIptablesNftSave, "-t", "filter"}, {.netns_fd = fd}));
-  return CountRuleLines(save, kChain);
+  return CountRuleLines(save, chain);
 }
 
 struct Cell {
@@ -114,10 +123,13 @@ struct Cell {
 
 int Main(int argc, char** argv) {
   std::vector<int> sizes = {100, 1000, 10000};
+  std::vector<int> spread = {10000};  // sizes also run spread over 100 chains
   int reps = 7;
   std::string iptkit = IPTKIT_CLI_PATH;
   CLI::App app{"iptkit (native) vs iptables-nft vs iptkit --backend nft, whole processes (Markdown on stdout)"};
   app.add_option("--sizes", sizes, "rule counts loaded into filter INPUT")->delimiter(',');
+  app.add_option("--spread", spread, "rule counts also loaded spread over 100 user chains (ops on chain c50)")
+      ->delimiter(',');
   app.add_option("--reps", reps, "timed rounds (after one checked warm-up round)")->check(CLI::Range(1, 1000));
   app.add_option("--iptkit", iptkit, "the iptkit binary");
   CLI11_PARSE(app, argc, argv);
@@ -131,23 +143,34 @@ int Main(int argc, char** argv) {
                                    {"iptkit --backend nft", {iptkit, "--backend", "nft"}, false}};
   const std::string load_before = LoadAverage();
   std::ostringstream report;
-  for (int size : sizes) {
-    auto ns = Netns::Create("iptkit-clibench-" + std::to_string(getpid()) + "-" + std::to_string(size));
+  struct Scenario {
+    int size;    // rules loaded
+    int chains;  // spread over this many chains (1: all in INPUT)
+  };
+  std::vector<Scenario> scenarios;
+  for (int size : sizes) scenarios.push_back({size, 1});
+  for (int size : spread) scenarios.push_back({size, 100});
+  for (const auto [size, chains] : scenarios) {
+    const std::string chain = chains == 1 ? std::string(kChain) : "c50";
+    const int in_chain = chains == 1 ? size : size / chains + (50 < size % chains ? 1 : 0);
+    auto ns = Netns::Create("iptkit-clibench-" + std::to_string(getpid()) + "-" + std::to_string(size) + "-" +
+                            std::to_string(chains));
     if (!ns.ok()) {
       std::cerr << ns.status().ToString() << "\n";
       return 1;
     }
     const int fd = (*ns)->fd();
     auto loaded = RunProcessOk({"/usr/sbin/iptables-nft-restore", "--noflush"},
-                               {.netns_fd = fd, .stdin_data = GenerateRules(size)});
+                               {.netns_fd = fd, .stdin_data = SpreadRules(size, chains)});
     if (!loaded.ok()) {
       std::cerr << "loading: " << loaded.status().ToString() << "\n";
       return 1;
     }
-    const std::vector<Op> ops = Ops(size);
+    const std::vector<Op> ops = Ops(in_chain, chain);
     std::map<std::pair<std::string, std::string>, Cell> cells;  // (op, tool)
     for (int round = 0; round <= reps; ++round) {
-      std::cerr << "size " << size << ": round " << round << (round == 0 ? " (warm-up, checked)" : "") << "\n";
+      std::cerr << "size " << size << "/" << chains << ": round " << round << (round == 0 ? " (warm-up, checked)" : "")
+                << "\n";
       for (const Op& op : ops) {
         for (const Tool& tool : tools) {
           Cell& cell = cells[{op.name, tool.name}];
@@ -176,10 +199,10 @@ int Main(int argc, char** argv) {
             continue;
           }
           if (round == 0) {
-            Result<size_t> n = InputRules(fd);
-            if (!n.ok() || *n != static_cast<size_t>(size + op.delta)) {
-              fail("after the op INPUT holds " + (n.ok() ? std::to_string(*n) : n.status().ToString()) +
-                   " rules, expected " + std::to_string(size + op.delta));
+            Result<size_t> n = ChainRules(fd, chain);
+            if (!n.ok() || *n != static_cast<size_t>(in_chain + op.delta)) {
+              fail("after the op " + chain + " holds " + (n.ok() ? std::to_string(*n) : n.status().ToString()) +
+                   " rules, expected " + std::to_string(in_chain + op.delta));
             }
           } else {
             cell.ms.push_back(ms);
@@ -190,13 +213,17 @@ int Main(int argc, char** argv) {
             }
           }
           if (round == 0 && cell.error.empty()) {
-            Result<size_t> n = InputRules(fd);
-            if (!n.ok() || *n != static_cast<size_t>(size)) fail("after the undo INPUT does not hold the loaded rules");
+            Result<size_t> n = ChainRules(fd, chain);
+            if (!n.ok() || *n != static_cast<size_t>(in_chain)) fail("after the undo " + chain + " lost its rules");
           }
         }
       }
     }
-    report << "\n#### " << size << " rules in filter INPUT (whole processes; medians of " << reps << ")\n\n"
+    report << "\n#### " << size
+           << (chains == 1 ? " rules in filter INPUT"
+                           : " rules over " + std::to_string(chains) + " chains of filter, ops on " + chain + " (" +
+                                 std::to_string(in_chain) + " rules)")
+           << " (whole processes; medians of " << reps << ")\n\n"
            << "| op | iptkit ms | iptables-nft ms | iptkit --backend nft ms | iptkit ÷ iptables-nft | "
               "iptkit --backend nft ÷ iptables-nft |\n|---|--:|--:|--:|--:|--:|\n";
     std::vector<std::string> errors;
