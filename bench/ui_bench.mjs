@@ -31,9 +31,10 @@ try {
   let text = '*filter\n:BIG - [0:0]\n-A INPUT -j BIG\n';
   for (let i = 0; i < RULES; i++) text += `-A BIG -s 10.${(i >> 8) & 255}.${i & 255}.1/32 -p tcp --dport ${i % 65535 + 1} -j ACCEPT\n`;
   inNs(ns.name, 'iptables-restore', ['--noflush'], { input: text + 'COMMIT\n' });
-  daemon = await startDaemon(ns.name, ['--counter-interval', '5s']);
+  daemon = await startDaemon(ns.name, [], { counterInterval: '5s' });
   browser = await launchBrowser();
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  context.setDefaultTimeout(180000);  // a loaded machine
   await context.addInitScript((t) => sessionStorage.setItem('iptkit.token', t), daemon.token);
 
   const first = [];
@@ -56,6 +57,7 @@ try {
     scroll.push(performance.now() - t1);
     await page.close();
   }
+  console.log(`  time to first rows: ${first.map((x) => x.toFixed(0)).join(' ')} ms; full scroll: ${scroll.map((x) => x.toFixed(0)).join(' ')} ms`);
 
   const pages = [];
   for (let i = 0; i < PAGES; i++) {

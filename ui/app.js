@@ -10,27 +10,46 @@ import { eventsView, eventLog } from './events.js';
 const main = document.getElementById('main');
 let current = null;  // the mounted view: {unmount()}
 
-// ---- Live events: one stream for the page; views subscribe. ----
+// ---- Live events: one stream per browser, shared by its tabs; views subscribe. ----
+// A browser keeps at most 6 connections per origin over HTTP/1.1, and an event stream holds one for good: with a
+// stream per tab, the seventh tab would wait forever for its first request. So the tabs elect one of them (a Web
+// Lock, released when that tab closes) to hold the stream, and it passes every event on to the others through a
+// BroadcastChannel.
 const listeners = new Set();
 export function onEvents(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
 }
+function deliver(e) {
+  if (!api.token()) return;
+  eventLog.push(e);
+  for (const fn of listeners) fn(e);
+}
+const channel = 'BroadcastChannel' in window ? new BroadcastChannel('iptkit-events') : null;
+if (channel) channel.onmessage = (m) => deliver(m.data);
+
 let streamAbort = null;
-async function runEventStream() {
+async function holdEventStream() {
   let after = 0;
-  for (;;) {
-    streamAbort = new AbortController();
+  while (!streamAbort.signal.aborted) {
     try {
       after = await api.streamEvents(after, (e) => {
-        eventLog.push(e);
-        for (const fn of listeners) fn(e);
+        deliver(e);
+        if (channel) channel.postMessage(e);
       }, streamAbort.signal);
     } catch (e) {
       if (e.name === 'AbortError') return;
       if (e.status === 401) return signOut('Your token is no longer accepted.');
     }
     await new Promise((r) => setTimeout(r, 2000));  // reconnect, resuming after the last id seen
+  }
+}
+function runEventStream() {
+  streamAbort = new AbortController();
+  if (navigator.locks) {
+    navigator.locks.request('iptkit-event-stream', { signal: streamAbort.signal }, holdEventStream).catch(() => {});
+  } else {
+    holdEventStream();
   }
 }
 

@@ -26,6 +26,7 @@ export function rulesView(ctx) {
     rates: new Map(),  // index -> {spec, pps, samples}
     fetchedAt: 0,      // performance.now() of the last read (for TTL countdowns)
     selected: null,    // index of the rule shown in the details pane
+    armed: null,       // {index, spec, until}: a delete clicked once
     interval: 5000,
   };
   const stop = [];
@@ -158,16 +159,20 @@ export function rulesView(ctx) {
     if (rule.owner && !rule.managed) {
       return [h('a', { href: '#/owners/' + api.enc(rule.owner), title: 'change it through its owner' }, 'owner doc')];
     }
+    // Delete asks once more: the first click arms it for 3 s (kept in the state, as rows are rebuilt).
+    const armed = state.armed && state.armed.index === rule.index && state.armed.spec === rule.spec &&
+                  performance.now() < state.armed.until;
     const del = h('button', { type: 'button', class: 'danger', title: 'delete this rule', attrs: { 'data-action': 'delete' },
                               on: { click: stopClick(() => {
-                                if (del.dataset.armed !== '1') {
-                                  del.dataset.armed = '1';
-                                  del.textContent = 'delete?';
-                                  setTimeout(() => { del.dataset.armed = ''; del.textContent = '✕'; }, 3000);
+                                if (!armed) {
+                                  state.armed = { index: rule.index, spec: rule.spec, until: performance.now() + 3000 };
+                                  renderRows();
+                                  setTimeout(renderRows, 3100);
                                   return;
                                 }
+                                state.armed = null;
                                 deleteRule(rule);
-                              }) } }, '✕');
+                              }) } }, armed ? 'delete?' : '✕');
     if (rule.owner) return [del];
     const note = 'move (delete and insert in one transaction: its counters start again at 0)';
     return [
@@ -312,7 +317,10 @@ export function rulesView(ctx) {
     clearTimeout(reloadTimer);
     reloadTimer = setTimeout(load, 300);
   }));
-  const tick = setInterval(() => state.filtered.length && renderRows(), 1000);  // TTL countdowns
+  // TTL countdowns: once a second, when the chain has TTL rules.
+  const tick = setInterval(() => {
+    if (state.chain_obj && state.chain_obj.rules.some((r) => r.ttl_remaining != null)) renderRows();
+  }, 1000);
 
   load().then(scheduleRates);
   return {

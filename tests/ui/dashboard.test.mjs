@@ -110,8 +110,8 @@ test('sign in, see rules, add one, watch its counters move with real packets, de
   await page.screenshot({ path: path.join(SHOTS, 'rules.png') });
 
   // The structured view of a rule.
-  await row.click();
-  await page.waitForSelector('#details:has-text("\\"protocol\\"")');
+  await row.locator('.spec').click();
+  await page.locator('#details').filter({ hasText: '"protocol"' }).waitFor();
 
   // Delete asks once more, then deletes.
   await row.locator('button[data-action=delete]').click();

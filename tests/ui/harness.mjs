@@ -61,13 +61,14 @@ export function makeNetns() {
 }
 
 // Starts iptkitd on `ns` with its own state directory; resolves when it serves (its --ready-file).
-export async function startDaemon(ns, extraArgs = []) {
+// `counterInterval` is the daemon's counter_interval (1s for the tests' quick graphs; the bench uses the default).
+export async function startDaemon(ns, extraArgs = [], { counterInterval = '1s' } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'iptkit-ui-'));
   const ready = path.join(dir, 'ready.json');
   const logPath = path.join(dir, 'iptkitd.log');
   const log = fs.openSync(logPath, 'w');
   const args = ['--netns', ns, '--state-dir', path.join(dir, 'state'), '--listen', '127.0.0.1:0', '--ready-file', ready,
-                '--ui-dir', UI_DIR, '--counter-interval', '1s', '--drift-interval', '1s', ...extraArgs];
+                '--ui-dir', UI_DIR, '--counter-interval', counterInterval, '--drift-interval', '1s', ...extraArgs];
   const child = spawn(IPTKITD, args, { stdio: ['ignore', log, log] });
   const exited = new Promise((r) => child.on('exit', r));
   await waitFor('iptkitd to serve', () => fs.existsSync(ready) || child.exitCode !== null, 30000);
