@@ -22,3 +22,7 @@ if ! command -v redocly >/dev/null 2>&1; then
     npm install -g @redocly/cli@1.34.20
   fi
 fi
+# The dashboard's end-to-end tests (tests/ui): Debian's Chromium, and playwright-core pinned in
+# tests/ui/package-lock.json (npm is used only by the tests; the dashboard itself is plain files).
+apt-get install -y --no-install-recommends chromium
+npm ci --prefix "$(dirname "$0")/../tests/ui" --no-audit --no-fund

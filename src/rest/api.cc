@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "src/rest/handlers.h"
+#include "src/rest/ui_assets.h"
 
 namespace iptkit::rest {
 namespace {
@@ -34,6 +35,7 @@ enum class RouteId {
   kOwner,
   kAudit,
   kEvents,
+  kRates,
 };
 
 struct Route {
@@ -62,6 +64,7 @@ const std::vector<Route>& Routes() {
       {RouteId::kChain, "/v1/{family}/tables/{table}/chains/{chain}", {"GET", "PUT", "DELETE"}, &ChainsHandler},
       {RouteId::kRules, "/v1/{family}/tables/{table}/chains/{chain}/rules", {"GET", "POST", "DELETE"}, &RulesHandler},
       {RouteId::kRule, "/v1/{family}/tables/{table}/chains/{chain}/rules/{index}", {"GET", "PUT", "DELETE"}, &RulesHandler},
+      {RouteId::kRates, "/v1/{family}/tables/{table}/chains/{chain}/rates", {"GET"}, &RatesHandler},
   };
   return routes;
 }
@@ -167,6 +170,7 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
   env_.events = events;
   env_.metrics = metrics;
   env_.options = &options_;
+  env_.counters = options_.counters;
   env_.auth_failures = &metrics->AddCounter("iptkitd_http_auth_failures_total",
                                             "Requests refused for authentication (401) or scope (403).", {"reason"});
 }
@@ -214,6 +218,10 @@ Api::Preflighted Api::Preflight(const HttpRequest& head) {
   ctx.start = Clock::now();
   ctx.request_id = RequestId(Header(head, "x-request-id"));
   Preflighted out;
+  if (IsUiPath(head.path)) {  // the dashboard's files: no token, no body (ui_assets.h)
+    out.response = Finish(ctx, ServeUi(options_.ui_dir, options_.ui_hosts, head));
+    return out;
+  }
   if (std::optional<HttpResponse> refused = Admit(ctx)) {
     out.response = Finish(ctx, *std::move(refused));
     return out;
@@ -250,7 +258,10 @@ HttpResponse Api::Finish(const Context& ctx, HttpResponse resp) {
   }
   resp.headers.emplace_back("X-Request-Id", ctx.request_id);
   resp.headers.emplace_back("Cache-Control", "no-store");
-  const std::string route = ctx.route != nullptr ? std::string(ctx.route->pattern) : "unknown";
+  if (!IsUiPath(req.path)) resp.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  const std::string route = ctx.route != nullptr ? std::string(ctx.route->pattern)
+                            : IsUiPath(req.path) ? "/ui/"
+                                                 : "unknown";
   const double seconds = std::chrono::duration<double>(Clock::now() - ctx.start).count();
   requests_->Inc({ctx.method, route, std::to_string(resp.status)});
   if (!resp.events) latency_->Observe({route}, seconds);

@@ -26,6 +26,7 @@
 #include "src/rest/auth.h"
 #include "src/rest/decode.h"
 #include "src/rest/errors.h"
+#include "src/service/counter_sampler.h"
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
@@ -73,6 +74,13 @@ struct ApiOptions {
   double rate_burst = 200;
   std::vector<SocketRule> socket_allow;
   std::string version;  // of iptkitd
+  // The dashboard (docs/dashboard.md): static files served at /ui/ on the TCP listeners from this directory;
+  // "" = no dashboard (/ui/ is 404). Only for requests whose Host (without port, lower case) is in ui_hosts.
+  std::string ui_dir;
+  std::vector<std::string> ui_hosts;
+  // Sampled rule counters behind GET .../chains/CHAIN/rates; nullptr = sampling is off (503). Not owned; must
+  // outlive the Api.
+  const service::CounterSampler* counters = nullptr;
 };
 
 // What the handlers share (handlers.h).
@@ -83,6 +91,7 @@ struct HandlerEnv {
   service::Metrics* metrics = nullptr;
   const ApiOptions* options = nullptr;
   service::Metrics::Counter* auth_failures = nullptr;  // {reason}
+  const service::CounterSampler* counters = nullptr;   // may be nullptr
 };
 
 class Api {

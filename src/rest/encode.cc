@@ -1,5 +1,6 @@
 #include "src/rest/encode.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
@@ -75,6 +76,10 @@ Json ConfirmJson(const store::ConfirmRecord& c) {
   j["transaction"] = c.id;
   j["state"] = std::string(store::ConfirmStateName(c.state));
   j["deadline"] = FormatTime(c.deadline_ms);
+  // The time left by the daemon's clock, so that a client counts down without trusting its own clock.
+  if (c.state == store::ConfirmRecord::State::kPending) {
+    j["remaining_ms"] = std::max<int64_t>(0, c.deadline_ms - service::NowMs());
+  }
   j["principal"] = c.principal;
   j["request_id"] = c.request_id;
   j["created_at"] = FormatTime(c.created_ms);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -15,6 +16,8 @@
 #include "src/rest/auth.h"
 #include "src/rest/decode.h"
 #include "src/rest/errors.h"
+#include "src/rest/ui_assets.h"
+#include "src/service/counter_sampler.h"
 
 namespace iptkit::rest {
 namespace {
@@ -665,6 +668,112 @@ TEST_F(ApiTest, EventStreamDeliversCommits) {
   EXPECT_EQ(stream.events->Read(1 << 20, &got), service::EventBus::Subscription::kOpen);
   EXPECT_THAT(got, HasSubstr("event: commit\n"));
   EXPECT_THAT(got, HasSubstr("\"action\":\"append\""));
+}
+
+// ---- the dashboard's files and the rates behind its graphs ----
+
+std::string HeaderOf(const HttpResponse& r, const std::string& name) {
+  for (const auto& [k, v] : r.headers) {
+    if (k == name) return v;
+  }
+  return "";
+}
+
+TEST(UiAssetsTest, ServesOnlyTheTreeWithItsPolicyAndOnlyForAllowedHosts) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "iptkit-ui-XXXXXX").string();
+  ASSERT_NE(mkdtemp(tmpl.data()), nullptr);
+  const std::filesystem::path dir = tmpl;
+  std::filesystem::create_directories(dir / "ui" / "views");
+  auto write = [](const std::filesystem::path& p, const std::string& text) { std::ofstream(p) << text; };
+  write(dir / "ui" / "index.html", "<!doctype html>");
+  write(dir / "ui" / "views" / "a.js", "export {};");
+  write(dir / "ui" / ".secret.js", "no");
+  write(dir / "ui" / "notes.txt.bak", "no");
+  write(dir / "outside.js", "no");
+  std::filesystem::create_symlink(dir / "outside.js", dir / "ui" / "link.js");
+  const std::string root = (dir / "ui").string();
+  const std::vector<std::string> hosts = {"localhost", "127.0.0.1", "::1"};
+  auto get = [&](const std::string& path, const std::string& host = "127.0.0.1:8080") {
+    HttpRequest req;
+    req.method = "GET";
+    req.path = path;
+    req.headers.emplace("host", host);
+    return ServeUi(root, hosts, req);
+  };
+
+  HttpResponse r = get("/ui/");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "<!doctype html>");
+  EXPECT_EQ(r.content_type, "text/html; charset=utf-8");
+  EXPECT_THAT(HeaderOf(r, "Content-Security-Policy"), HasSubstr("script-src 'self'"));
+  EXPECT_THAT(HeaderOf(r, "Content-Security-Policy"), HasSubstr("frame-ancestors 'none'"));
+  EXPECT_EQ(HeaderOf(r, "X-Content-Type-Options"), "nosniff");
+  r = get("/ui/views/a.js", "[::1]:8080");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.content_type, "text/javascript; charset=utf-8");
+  EXPECT_EQ(get("/ui").status, 308);
+  EXPECT_EQ(HeaderOf(get("/ui"), "Location"), "/ui/");
+  for (const std::string bad : {"/ui/../outside.js", "/ui/views/../../outside.js", "/ui/.secret.js", "/ui/link.js",
+                                "/ui/notes.txt.bak", "/ui/views", "/ui/views/", "/ui//index.html", "/ui/nope.js"}) {
+    EXPECT_EQ(get(bad).status, 404) << bad;
+  }
+  // DNS rebinding: a page of another name that resolves to us.
+  EXPECT_EQ(get("/ui/", "attacker.example").status, 421);
+  EXPECT_EQ(get("/ui/", "").status, 421);
+  EXPECT_EQ(get("/ui/", "LOCALHOST:80").status, 200);
+  // Not on the unix socket, not when off, nothing but GET and HEAD.
+  HttpRequest socket_req;
+  socket_req.method = "GET";
+  socket_req.path = "/ui/";
+  socket_req.peer = PeerCred{};
+  EXPECT_EQ(ServeUi(root, hosts, socket_req).status, 404);
+  EXPECT_EQ(ServeUi("", hosts, socket_req).status, 404);
+  HttpRequest post = socket_req;
+  post.peer.reset();
+  post.method = "POST";
+  post.headers.emplace("host", "localhost");
+  EXPECT_EQ(ServeUi(root, hosts, post).status, 405);
+  EXPECT_EQ(HostOf("[fe80::1]:443"), "fe80::1");
+  EXPECT_EQ(HostOf(" Example.COM:8080 "), "example.com");
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(ApiTest, RatesComeFromTheSamplerAndTheDashboardNeedsNoToken) {
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rates").status, 503) << "sampling is off here";
+  service::Service* service = service_.get();
+  service::CounterSampler sampler({}, [service](Family f) { return service->List(f); });
+  ASSERT_TRUE(sampler.SampleNow().ok());
+  ApiOptions options;
+  options.counters = &sampler;
+  Api api(service_.get(), store_.get(), &events_, &metrics_, options);
+  HttpRequest req;
+  req.method = "GET";
+  req.path = "/v1/ipv4/tables/filter/chains/INPUT/rates";
+  req.headers.emplace("authorization", "Bearer " + admin_);
+  HttpResponse r = api.Handle(req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json body = json::parse(r.body);
+  EXPECT_EQ(body["chain"], "INPUT");
+  EXPECT_EQ(body["interval_ms"], 5000);
+  ASSERT_EQ(body["rules"].size(), 1u);
+  EXPECT_EQ(body["rules"][0]["spec"], "-s 192.168.0.0/16 -j ACCEPT");
+  EXPECT_EQ(body["rules"][0]["samples"].size(), 1u);
+  EXPECT_EQ(HeaderOf(r, "X-Content-Type-Options"), "nosniff");
+  req.query = {{"first", "2"}};
+  r = api.Handle(req);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_TRUE(json::parse(r.body)["rules"].empty()) << "a window past the only rule";
+  req.query = {{"first", "0"}};
+  EXPECT_EQ(api.Handle(req).status, 400);
+  req.query = {};
+  req.path = "/v1/ipv4/tables/filter/chains/NOPE/rates";
+  EXPECT_EQ(api.Handle(req).status, 404);
+  req.headers.clear();
+  req.path = "/v1/ipv4/tables/filter/chains/INPUT/rates";
+  EXPECT_EQ(api.Handle(req).status, 401);
+  // No dashboard configured: /ui/ is 404 without a token, like any unknown path.
+  req.path = "/ui/";
+  EXPECT_EQ(api.Handle(req).status, 404);
 }
 
 }  // namespace

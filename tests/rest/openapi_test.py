@@ -511,7 +511,7 @@ class Daemon:
         with open(self.config, "w", encoding="utf-8"):
             pass
         self.args = [binary, "--config", self.config, "--listen", "127.0.0.1:0", "--ready-file", self.ready,
-                     "--state-dir", self.state, "--log-level", "info"]
+                     "--state-dir", self.state, "--log-level", "info", "--counter-interval", "200ms"]
         self.args += ["--netns", netns] if netns else ["--backend", "fake"]
         self.args += list(extra)
 
@@ -752,6 +752,22 @@ def run_main(c, d):
     c.call("GET", R + "/abc", expect=404, label="not a number")
     c.call("GET", R + "/0", expect=404, label="index 0")
     c.call("GET", F + "/NOPE/rules/1", expect=404, label="missing chain")
+
+    # Counter rates: TCHAIN shows up at the next sample (every 200 ms here).
+    end = time.monotonic() + 10
+    r = None
+    while time.monotonic() < end:
+        r = c.call("GET", F + "/TCHAIN/rates", expect=(200, 404), label="rates (sampled)")
+        if r is None or r.status == 200:
+            break
+        time.sleep(0.1)
+    if r is not None and r.status == 200 and (not r.json()["rules"] or r.json()["rules"][0]["index"] != 1):
+        c.fail("getChainRates", f"TCHAIN's rates should list its rules: {r.body!r}")
+    c.call("GET", F + "/TCHAIN/rates", query="first=1&count=1", expect=200, label="a window")
+    c.call("GET", F + "/TCHAIN/rates", query="first=0", expect=400, label="first 0")
+    c.call("GET", F + "/NOPE/rates", expect=404, label="missing chain")
+    c.call("GET", F + "/TCHAIN/rates", query="since=1", expect=400, label="unknown parameter")
+    c.call("GET", F + "/TCHAIN/rates", token=None, expect=401)
 
     # Replace by position.
     c.call("PUT", R + "/1", body={"spec": "-s 192.0.2.20 -j ACCEPT", "expect": "-s 192.0.2.2/32 -j ACCEPT"},

@@ -354,6 +354,43 @@ const std::vector<KeySpec>& Keys() {
        [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 65536, &c->audit_page_bytes); }},
       {"audit_prune_interval", false, "how often audit retention is enforced (default 1m)",
        [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_prune_interval); }},
+      {"ui", false, "on|off: serve the dashboard at /ui/ on the TCP listeners (default on; --no-ui: off)",
+       [](std::string_view v, DaemonConfig* c) {
+         std::string word;
+         IPTKIT_RETURN_IF_ERROR(OneOf(v, {"on", "off"}, &word));
+         c->ui = word == "on";
+         return Status::Ok();
+       }},
+      {"ui_dir", false, "directory of the dashboard's files (default " + DefaultUiDir() + ")",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v.empty() || v.front() != '/') return Status::InvalidArgument("expected an absolute path");
+         c->ui_dir = std::string(v);
+         return Status::Ok();
+       }},
+      {"ui_allowed_host", true,
+       "a Host name the dashboard is served for, besides localhost and the listeners' addresses (repeatable)",
+       [](std::string_view v, DaemonConfig* c) {
+         const bool ok = !v.empty() && v.size() <= 253 && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+           return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':';
+         });
+         if (!ok) return Status::InvalidArgument("expected a host name or address without port");
+         std::string host(v);
+         std::transform(host.begin(), host.end(), host.begin(), [](unsigned char ch) { return std::tolower(ch); });
+         c->ui_allowed_hosts.push_back(std::move(host));
+         return Status::Ok();
+       }},
+      {"counter_interval", false, "how often rule counters are sampled for rates (default 5s; 0 = never)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v == "0") {
+           c->counter_interval = std::chrono::milliseconds(0);
+           return Status::Ok();
+         }
+         std::chrono::milliseconds d{0};
+         IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
+         if (d < std::chrono::milliseconds(100)) return Status::InvalidArgument("expected 0 or at least 100ms");
+         c->counter_interval = d;
+         return Status::Ok();
+       }},
   };
   return *keys;
 }
@@ -452,6 +489,12 @@ Result<std::chrono::milliseconds> ParseDuration(std::string_view text) {
   if (!d.ok()) return Status::InvalidArgument("duration " + d.status().message());
   return d;
 }
+
+#ifndef IPTKIT_UI_DIR
+#define IPTKIT_UI_DIR "/usr/local/share/iptkit/ui"
+#endif
+
+std::string DefaultUiDir() { return IPTKIT_UI_DIR; }
 
 const std::vector<ConfigKey>& ConfigKeys() {
   static const auto* keys = [] {

@@ -68,6 +68,9 @@ std::string FormatSocketPeer(const SocketPeer& p);
 // "250ms", "5s", "2m", "1h", or a plain integer = seconds. Integers only, no blanks; must be > 0.
 Result<std::chrono::milliseconds> ParseDuration(std::string_view text);
 
+// Where `cmake --install` puts the dashboard's files (PREFIX/share/iptkit/ui).
+std::string DefaultUiDir();
+
 // Defaults are the values used when a key is absent. Each field names its key.
 struct DaemonConfig {
   std::string netns;                           // netns: a name under /run/netns or a path; "" = the daemon's own
@@ -111,6 +114,14 @@ struct DaemonConfig {
   size_t audit_body_bytes = 64 << 10;          // audit_body_bytes: stored bytes of a request or diff; >= 256
   size_t audit_page_bytes = 1 << 20;           // audit_page_bytes: bytes of one GET /v1/audit answer; >= 65536
   std::chrono::milliseconds audit_prune_interval = std::chrono::minutes(1);  // audit_prune_interval
+  // The dashboard (docs/dashboard.md).
+  bool ui = true;                       // ui: on|off — serve it at /ui/ on the TCP listeners (--no-ui: off)
+  std::string ui_dir = DefaultUiDir();  // ui_dir: its files
+  // ui_allowed_host (repeatable): Host names it is served for besides localhost, the loopback addresses and the
+  // listeners' addresses. Lower case.
+  std::vector<std::string> ui_allowed_hosts;
+  // counter_interval: how often rule counters are sampled for rates (GET .../rates); 0 = never.
+  std::chrono::milliseconds counter_interval = std::chrono::seconds(5);
 
   friend bool operator==(const DaemonConfig&, const DaemonConfig&) = default;
 };

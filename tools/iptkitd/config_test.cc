@@ -573,7 +573,7 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
     EXPECT_FALSE(k.help.empty()) << k.name;
     EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
   }
-  EXPECT_EQ(names.size(), 37u);
+  EXPECT_EQ(names.size(), 41u);
   EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
   DaemonConfig c;
   ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});
@@ -584,6 +584,18 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
   ASSERT_TRUE(ApplyConfigValue("listen", "127.0.0.1:1", &c).ok());
   ASSERT_TRUE(ApplyConfigValue("listen", "127.0.0.1:2", &c).ok());
   EXPECT_EQ(c.listen.size(), 2u);
+  // The dashboard's keys.
+  ExpectInvalid(ApplyConfigValue("ui", "maybe", &c), {"expected one of on|off"});
+  ASSERT_TRUE(ApplyConfigValue("ui", "off", &c).ok());
+  EXPECT_FALSE(c.ui);
+  ExpectInvalid(ApplyConfigValue("ui_dir", "relative/ui", &c), {"absolute path"});
+  ExpectInvalid(ApplyConfigValue("ui_allowed_host", "a b", &c), {"host name"});
+  ExpectInvalid(ApplyConfigValue("ui_allowed_host", "fw1.example.org:8080/x", &c), {"host name"});
+  ASSERT_TRUE(ApplyConfigValue("ui_allowed_host", "FW1.example.org", &c).ok());
+  EXPECT_EQ(c.ui_allowed_hosts, std::vector<std::string>{"fw1.example.org"});
+  ExpectInvalid(ApplyConfigValue("counter_interval", "10ms", &c), {"at least 100ms"});
+  ASSERT_TRUE(ApplyConfigValue("counter_interval", "0", &c).ok());
+  EXPECT_EQ(c.counter_interval.count(), 0);
 }
 
 // The example shipped for /etc/iptkit/iptkitd.conf parses and validates.

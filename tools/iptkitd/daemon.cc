@@ -34,6 +34,7 @@
 #include "src/base/unique_fd.h"
 #include "src/rest/api.h"
 #include "src/rest/http_server.h"
+#include "src/service/counter_sampler.h"
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
@@ -322,6 +323,16 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     spdlog::error("start-up reconcile: {} (serving anyway)", (*service)->startup_status().ToString());
   }
 
+  // Rule counters sampled for rates (the dashboard's graphs): one read of each family per interval.
+  std::unique_ptr<service::CounterSampler> counters;
+  if (config.counter_interval.count() > 0) {
+    service::Service* reader = service->get();
+    counters = std::make_unique<service::CounterSampler>(
+        service::CounterSamplerOptions{.interval = config.counter_interval},
+        [reader](Family family) { return reader->List(family, std::nullopt, {.allow_lossy = true}); });
+    counters->Start();
+  }
+
   rest::ApiOptions api_options;
   api_options.netns = config.netns;
   api_options.default_owner = config.default_owner;
@@ -332,6 +343,16 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.audit_page_bytes = config.audit_page_bytes;
   api_options.version = IPTKIT_VERSION;
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
+  api_options.counters = counters.get();
+  if (config.ui) {
+    api_options.ui_dir = config.ui_dir;
+    api_options.ui_hosts = {"localhost", "127.0.0.1", "::1"};
+    for (const Listener& l : config.listen) api_options.ui_hosts.push_back(l.address);
+    for (const std::string& h : config.ui_allowed_hosts) api_options.ui_hosts.push_back(h);
+    if (!std::filesystem::is_regular_file(config.ui_dir + "/index.html")) {
+      spdlog::warn("dashboard: no index.html in {} (ui_dir); /ui/ answers 404", config.ui_dir);
+    }
+  }
   rest::Api api(service->get(), store->get(), &events, &metrics, api_options);
 
   if (Status s = (*http)->Serve(&api); !s.ok()) {
@@ -366,6 +387,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   // The writer first: queued requests are answered (503) and no timer fires once we said we stop; then event
   // streams end, so that their connections close, and the listeners.
   const auto stop_started = std::chrono::steady_clock::now();
+  if (counters) counters->Stop();
   (*service)->Stop();
   events.Close();
   (*http)->Stop();
@@ -477,6 +499,8 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       app.add_option(key.flag, single[key.name], key.help);
     }
   }
+  bool no_ui = false;
+  app.add_flag("--no-ui", no_ui, "do not serve the dashboard (the same as --ui off)");
   std::string ready_file;
   app.add_option("--ready-file", ready_file,
                  "once serving, write {pid, backend, netns, endpoints} as JSON to this file (never through a symlink)");
@@ -545,6 +569,7 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       if (values.empty()) continue;
       if (key.name == "listen") config.listen.clear();
       if (key.name == "socket_allow") config.socket_allow.clear();
+      if (key.name == "ui_allowed_host") config.ui_allowed_hosts.clear();
     } else {
       if (!single[key.name]) continue;
       values.push_back(*single[key.name]);
@@ -555,6 +580,13 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
         return kExitUsage;
       }
     }
+  }
+  if (no_ui) {
+    if (single["ui"]) {
+      err << "iptkitd: --no-ui and --ui are mutually exclusive\n";
+      return kExitUsage;
+    }
+    config.ui = false;
   }
   return Run(config, ready_file, err);
 }
