@@ -500,6 +500,38 @@ static void test_sets(iptkit_firewall *fw) {
   CHECK_CODE(iptkit_set_add(fw, NULL, "192.0.2.7", 0, NULL, NULL), IPTKIT_EINVAL);
 }
 
+/* An IPv6 handle: ip6tables rules, and sets of IPv6 addresses. */
+static void test_ipv6(void) {
+  iptkit_firewall *fw6 = NULL;
+  CHECK_OK(iptkit_open(&fw6, kernel() ? netns : NULL, backend_kind(), IPTKIT_FAMILY_IPV6, NULL));
+  CHECK(iptkit_firewall_family(fw6) == IPTKIT_FAMILY_IPV6);
+  CHECK_OK(iptkit_rule_append(fw6, NULL, "INPUT", "-s 2001:db8::1 -p tcp --dport 22 -j ACCEPT", NULL));
+  CHECK_CODE(iptkit_rule_append(fw6, NULL, "INPUT", "-p icmp -j ACCEPT", NULL), IPTKIT_EINVAL);
+  CHECK_CODE(iptkit_rule_append(fw6, NULL, "INPUT", "-s 10.0.0.1 -j ACCEPT", NULL), IPTKIT_EINVAL);
+  iptkit_ruleset *rs = NULL;
+  CHECK_OK(iptkit_ruleset_list(fw6, "filter", &rs, NULL));
+  CHECK(iptkit_ruleset_rule_count(rs) == 1);
+  CHECK(iptkit_ruleset_rule_spec(rs, 0) != NULL &&
+        strcmp(iptkit_ruleset_rule_spec(rs, 0), "-s 2001:db8::1/128 -p tcp -m tcp --dport 22 -j ACCEPT") == 0);
+  iptkit_ruleset_free(rs);
+  if (kernel()) {
+    char command[256];
+    snprintf(command, sizeof command, "/usr/sbin/ip netns exec %s /usr/sbin/ip6tables-%s-save -t filter", netns,
+             backend_kind() == IPTKIT_BACKEND_LEGACY ? "legacy" : "nft");
+    char *save = run(command);
+    CHECK_CONTAINS(save, "-A INPUT -s 2001:db8::1/128 -p tcp -m tcp --dport 22 -j ACCEPT\n");
+    free(save);
+    int found = 0;
+    CHECK_OK(iptkit_set_create(fw6, "capi-ban6", "hash:ip", 0, NULL));
+    CHECK_OK(iptkit_set_add(fw6, "capi-ban6", "2001:db8::7", 60, NULL, NULL));
+    CHECK_OK(iptkit_set_test(fw6, "capi-ban6", "2001:db8::7", &found, NULL));
+    CHECK(found == 1);
+    CHECK_OK(iptkit_set_destroy(fw6, "capi-ban6", NULL));
+  }
+  CHECK_OK(iptkit_chain_flush(fw6, NULL, "INPUT", NULL));
+  CHECK_OK(iptkit_close(fw6));
+}
+
 /* Two threads share one handle: each appends its own rules and lists; every rule arrives, nothing crashes. */
 #define THREAD_RULES 20
 struct worker {
@@ -586,6 +618,7 @@ int main(int argc, char **argv) {
   test_transactions(fw);
   test_apply(fw);
   if (kernel()) test_sets(fw);
+  test_ipv6();
   test_two_threads(fw);
   CHECK_OK(iptkit_close(fw));
 
