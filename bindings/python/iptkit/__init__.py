@@ -285,43 +285,44 @@ class Firewall:
 
     # ---- reading ----
 
-    def rules(self, table: Optional[str] = None) -> List[Rule]:
-        """Every rule of the family's tables (or one), with counters, in save order."""
+    def _read(self, table: Optional[str], with_chains: bool):
+        """One snapshot: its rules and (with_chains) its chains holding those rules."""
         rs = ctypes.c_void_p()
         _call(_lib.iptkit_ruleset_list, self._handle(), _b(table), ctypes.byref(rs))
         try:
-            out = []
+            lib = _lib
             p, b = ctypes.c_uint64(), ctypes.c_uint64()
             pp, bp = ctypes.byref(p), ctypes.byref(b)
-            lib = _lib
+            rules = []
             for i in range(lib.iptkit_ruleset_rule_count(rs)):
                 lib.iptkit_ruleset_rule_counters(rs, i, pp, bp)
                 owner = lib.iptkit_ruleset_rule_owner(rs, i)
-                out.append(Rule(lib.iptkit_ruleset_rule_table(rs, i).decode(), lib.iptkit_ruleset_rule_chain(rs, i).decode(),
-                                lib.iptkit_ruleset_rule_position(rs, i), lib.iptkit_ruleset_rule_spec(rs, i).decode(),
-                                p.value, b.value, owner.decode() if owner is not None else None))
-            return out
+                rules.append(Rule(lib.iptkit_ruleset_rule_table(rs, i).decode(),
+                                  lib.iptkit_ruleset_rule_chain(rs, i).decode(),
+                                  lib.iptkit_ruleset_rule_position(rs, i),
+                                  lib.iptkit_ruleset_rule_spec(rs, i).decode(errors="surrogateescape"),
+                                  p.value, b.value, owner.decode() if owner is not None else None))
+            chains = []
+            if with_chains:
+                for i in range(lib.iptkit_ruleset_chain_count(rs)):
+                    lib.iptkit_ruleset_chain_counters(rs, i, pp, bp)
+                    chains.append(Chain(_s(lib.iptkit_ruleset_chain_table(rs, i)),
+                                        _s(lib.iptkit_ruleset_chain_name(rs, i)),
+                                        _s(lib.iptkit_ruleset_chain_policy(rs, i)), p.value, b.value))
+            return rules, chains
         finally:
             _lib.iptkit_ruleset_free(rs)
 
+    def rules(self, table: Optional[str] = None) -> List[Rule]:
+        """Every rule of the family's tables (or one), with counters, in save order."""
+        return self._read(table, False)[0]
+
     def chains(self, table: Optional[str] = None) -> List[Chain]:
-        """Every chain with its policy, counters and rules."""
-        rules = self.rules(table)
-        rs = ctypes.c_void_p()
-        _call(_lib.iptkit_ruleset_list, self._handle(), _b(table), ctypes.byref(rs))
-        try:
-            chains = []
-            p, b = ctypes.c_uint64(), ctypes.c_uint64()
-            for i in range(_lib.iptkit_ruleset_chain_count(rs)):
-                _lib.iptkit_ruleset_chain_counters(rs, i, ctypes.byref(p), ctypes.byref(b))
-                chains.append(Chain(_s(_lib.iptkit_ruleset_chain_table(rs, i)), _s(_lib.iptkit_ruleset_chain_name(rs, i)),
-                                    _s(_lib.iptkit_ruleset_chain_policy(rs, i)), p.value, b.value))
-        finally:
-            _lib.iptkit_ruleset_free(rs)
+        """Every chain with its policy, counters and rules (one snapshot)."""
+        rules, chains = self._read(table, True)
         by_name = {(c.table, c.name): c for c in chains}
         for rule in rules:
-            if (rule.table, rule.chain) in by_name:
-                by_name[(rule.table, rule.chain)].rules.append(rule)
+            by_name[(rule.table, rule.chain)].rules.append(rule)
         return chains
 
     def list_json(self, table: Optional[str] = None) -> dict:
