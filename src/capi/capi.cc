@@ -61,8 +61,7 @@ struct RulesetObject : Object {
 };
 
 struct TxnObject : Object {
-  std::weak_ptr<FirewallObject> firewall;  // a closed firewall cannot commit
-  uintptr_t firewall_handle = 0;
+  uintptr_t firewall_handle = 0;  // resolved at commit: a closed firewall cannot commit
   Family family = Family::kIPv4;
   Transaction txn;
 };
@@ -727,7 +726,6 @@ int iptkit_txn_begin(iptkit_firewall* fw, iptkit_txn** out, iptkit_error** err) 
     *out = nullptr;
     IPTKIT_ASSIGN_OR_RETURN(auto f, GetFirewall(fw));
     auto object = std::make_shared<TxnObject>();
-    object->firewall = f;
     object->firewall_handle = H(fw);
     object->family = f->family;
     *out = reinterpret_cast<iptkit_txn*>(Register(Kind::kTxn, std::move(object)));
