@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # `cmake --install` puts the CLI, the daemon, their man pages and the bash completion in place, and they work:
 # the pages render without groff warnings, the completion completes from the installed iptkit's help.
+# The C ABI: headers, libiptkit.so.1 / libiptkit.a / libiptkit++.a and iptkit.pc are installed; the C examples build
+# against them with pkg-config (ban_ip with `pkg-config --static`); as root they run in a private namespace, and
+# ban_ip, installed setuid root and run by nobody with XTABLES_LIBDIR & co. pointing at a canary extension, bans
+# the address without loading the canary.
 # Usage: install_test.sh BUILD_DIR
 set -euo pipefail
 build=$1
 prefix=$(mktemp -d /tmp/iptkit-install-test-XXXXXX)
-trap 'rm -rf "$prefix"' EXIT
+netns=""
+cleanup() {
+  [[ -z $netns ]] || ip netns delete "$netns" 2>/dev/null || true
+  rm -rf "$prefix"
+}
+trap cleanup EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -31,4 +40,100 @@ out=$(PATH="$prefix/bin:$PATH" bash -c '
 ' _ "$prefix/share/bash-completion/completions/iptkit")
 expected=$'append apply\nnat\n--unique\n--cascade\n--line-numbers\npolicy'
 [[ $out == "$expected" ]] || fail "completion gave:"$'\n'"$out"$'\n'"expected:"$'\n'"$expected"
+
+# ---- The C ABI ----
+source_dir=$(cd "$(dirname "$0")/../.." && pwd)
+for f in include/iptkit/c/iptkit.h include/iptkit/firewall.h include/iptkit/status.h sbin/iptkitd; do
+  [[ -f $prefix/$f ]] || fail "$f was not installed"
+done
+pc=$(find "$prefix" -name iptkit.pc)
+[[ -n $pc ]] || fail "iptkit.pc was not installed"
+libdir=$(dirname "$(dirname "$pc")")
+for f in libiptkit.so.1 libiptkit.so libiptkit.a libiptkit++.a; do
+  [[ -e $libdir/$f ]] || fail "$libdir/$f was not installed"
+done
+export PKG_CONFIG_PATH=$libdir/pkgconfig
+[[ $(pkg-config --variable=libdir iptkit) -ef $libdir ]] || fail "iptkit.pc's libdir is not $libdir"
+nm -D --defined-only "$libdir/libiptkit.so.1" | grep -q ' T iptkit_open@@IPTKIT_1.0$' ||
+  fail "libiptkit.so.1 does not export iptkit_open@@IPTKIT_1.0"
+
+bin=$prefix/examples
+mkdir -p "$bin"
+for example in list_rules port_knock; do
+  # shellcheck disable=SC2046
+  cc -std=c11 -Wall -Wextra -Werror -o "$bin/$example" "$source_dir/examples/c/$example.c" \
+    $(pkg-config --cflags --libs iptkit) -Wl,-rpath,"$libdir" || fail "examples/c/$example.c does not build"
+done
+# Statically: libiptkit.a and what `pkg-config --static` says it needs (Libs.private), nothing else.
+static_libs=" $(pkg-config --static --libs iptkit) "
+static_libs=${static_libs/ -liptkit / -l:libiptkit.a }
+# shellcheck disable=SC2046,SC2086
+cc -std=c11 -Wall -Wextra -Werror -o "$bin/ban_ip" "$source_dir/examples/c/ban_ip.c" \
+  $(pkg-config --cflags iptkit) $static_libs || fail "examples/c/ban_ip.c does not link with pkg-config --static"
+if readelf -d "$bin/ban_ip" | grep -q 'libiptkit'; then fail "ban_ip is linked against libiptkit.so"; fi
+if "$bin/list_rules" --bogus >/dev/null 2>&1; then fail "list_rules accepted --bogus"; fi
+# The C++ API: the installed headers and libiptkit++.a are enough for the C++ example.
+# shellcheck disable=SC2046
+c++ -std=c++20 -o "$bin/list_rules_cxx" "$source_dir/examples/list_rules.cc" $(pkg-config --cflags iptkit) \
+  "$libdir/libiptkit++.a" $(pkg-config --static --libs-only-l iptkit | sed 's/-liptkit //') ||
+  fail "examples/list_rules.cc does not build against the installed headers and libiptkit++.a"
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install test passed (the examples' runs in a namespace need root: skipped)"
+  exit 0
+fi
+netns=iptkit-install-$$
+ip netns add "$netns"
+in_ns() { ip netns exec "$netns" "$@"; }
+
+out=$("$bin/list_rules" --netns "$netns" --backend nft filter) || fail "list_rules failed: $out"
+grep -qx 'filter INPUT ACCEPT' <<<"$out" || fail "list_rules printed: $out"
+"$bin/port_knock" --netns "$netns" install 2222 7001 7002 >/dev/null || fail "port_knock install failed"
+out=$("$bin/list_rules" --netns "$netns" filter)
+[[ $(grep -c '^filter KNOCK-IN [0-9]' <<<"$out") -eq 5 ]] || fail "port_knock installed:"$'\n'"$out"
+grep -q '^filter INPUT 1 \[0:0\] -p tcp -m comment --comment "\?iptkit:knock:' <<<"$out" || fail "no hook rule: $out"
+"$bin/port_knock" --netns "$netns" remove >/dev/null || fail "port_knock remove failed"
+out=$("$bin/list_rules" --netns "$netns" filter)
+if grep -q KNOCK <<<"$out"; then fail "port_knock remove left: $out"; fi
+
+# ban_ip as a real setuid-root binary run by nobody, with the xtables search path variables pointing at a canary.
+chmod 755 "$prefix" "$bin"
+chown root:root "$bin/ban_ip"
+chmod 4755 "$bin/ban_ip"
+canary=$prefix/canary
+mkdir -p "$canary"
+chmod 1777 "$canary"
+printf '%s\n' '#include <stdio.h>' \
+  '__attribute__((constructor)) static void loaded(void) {' \
+  "  FILE *f = fopen(\"$canary/LOADED\", \"a\");" \
+  '  if (f) { fputs("canary loaded", f); fclose(f); }' \
+  '}' >"$canary/canary.c"
+cc -shared -fPIC -o "$canary/libxt_canary.so" "$canary/canary.c"
+for name in libxt_set libxt_standard libxt_tcp libxt_udp libxt_comment libxt_recent libipt_standard libxt_SET; do
+  cp "$canary/libxt_canary.so" "$canary/$name.so"
+done
+chmod 755 "$canary"/*.so
+# Control: the canary is live (iptables itself loads it from XTABLES_LIBDIR).
+in_ns env XTABLES_LIBDIR="$canary" iptables-nft -A INPUT -m set --match-set nosuch src -j DROP >/dev/null 2>&1 || true
+[[ -f $canary/LOADED ]] || fail "control: iptables did not load the canary from XTABLES_LIBDIR"
+rm -f "$canary/LOADED"
+
+out=$(in_ns setpriv --reuid=65534 --regid=65534 --clear-groups \
+  env XTABLES_LIBDIR="$canary" IPTABLES_LIB_DIR="$canary" IP6TABLES_LIB_DIR="$canary" "$bin/ban_ip" 192.0.2.9 2>&1) ||
+  fail "setuid ban_ip run by nobody failed: $out"
+grep -q 'banned 192.0.2.9 for 3600 s' <<<"$out" || fail "ban_ip printed: $out"
+[[ ! -e $canary/LOADED ]] || fail "ban_ip loaded the canary from XTABLES_LIBDIR"
+sets=$(in_ns ipset list iptkit-ban)
+grep -Eq '^192\.0\.2\.9 timeout [0-9]+' <<<"$sets" || fail "192.0.2.9 is not in iptkit-ban with a timeout: $sets"
+in_ns iptables-nft-save -t filter | grep -q -- '-A INPUT -m set --match-set iptkit-ban src -j DROP' ||
+  fail "no DROP rule for iptkit-ban: $(in_ns iptables-nft-save -t filter)"
+# Banning again refreshes the entry and adds no second rule.
+in_ns setpriv --reuid=65534 --regid=65534 --clear-groups "$bin/ban_ip" 192.0.2.9 >/dev/null || fail "second ban failed"
+[[ $(in_ns iptables-nft-save -t filter | grep -c 'match-set iptkit-ban') -eq 1 ]] || fail "the ban rule is doubled"
+# Without the setuid bit nobody cannot ban; a host name is refused before any privilege is used.
+chmod 755 "$bin/ban_ip"
+if in_ns setpriv --reuid=65534 --regid=65534 --clear-groups "$bin/ban_ip" 192.0.2.10 >/dev/null 2>&1; then
+  fail "ban_ip worked without the setuid bit"
+fi
+if "$bin/ban_ip" example.com >/dev/null 2>&1; then fail "ban_ip accepted a host name"; fi
 echo "install test passed"

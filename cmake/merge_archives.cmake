@@ -1,0 +1,17 @@
+# cmake -DOUTPUT=libx.a -DINPUTS="a.a|b.a" -DAR=ar -P merge_archives.cmake: one static archive holding every member
+# of the inputs (an `ar -M` script: CREATE, ADDLIB..., SAVE).
+string(REPLACE "|" ";" inputs "${INPUTS}")
+set(script "CREATE ${OUTPUT}\n")
+foreach(input IN LISTS inputs)
+  if(input STREQUAL "")
+    continue()
+  endif()
+  string(APPEND script "ADDLIB ${input}\n")
+endforeach()
+string(APPEND script "SAVE\nEND\n")
+file(REMOVE ${OUTPUT})
+file(WRITE ${OUTPUT}.mri "${script}")
+execute_process(COMMAND ${AR} -M INPUT_FILE ${OUTPUT}.mri RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "ar -M failed for ${OUTPUT}")
+endif()
