@@ -254,6 +254,50 @@ TEST_F(FleetTest, EtcdDownKeepsTheRulesAlsoAcrossARestartThenConverges) {
   EXPECT_LT(std::chrono::steady_clock::now() - healthy, 10s);
 }
 
+// An agent that was down while the group changed (and etcd compacted that history away) converges when it comes
+// back: it starts from a Range, not from the revisions it missed.
+TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
+  Put(".group", "1");
+  Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  int64_t rev = Put("owners/gone", OwnerDoc("gone", {"10.0.5.5"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/gone", rev); }, 20s)) << Report("h1").dump();
+  h.daemon->Kill();
+  for (int i = 2; i <= 5; ++i) Put("owners/app", OwnerDoc("app", {"10.0.0." + std::to_string(i)}));
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  auto now = etcd->Range(kGroup);
+  ASSERT_TRUE(now.ok());
+  ASSERT_TRUE(etcd->Compact(now->revision).ok());
+  EXPECT_TRUE(h.Has("-A GONE-IN")) << h.Save();  // nobody applied anything meanwhile
+  ASSERT_TRUE(h.daemon->Launch().ok());
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.5/32") && !h.Has("GONE-IN"); }, 20s)) << h.Save();
+  EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+}
+
+// The applied revision of a key is stored with the change's audit record: after a restart the agent knows what it
+// applied and does not apply it again (one fleet_put_owner in the audit log, not two).
+TEST_F(FleetTest, AppliedRevisionsSurviveARestart) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s)) << Report("h1").dump();
+  ASSERT_TRUE(h.daemon->Stop().ok());
+  ASSERT_TRUE(WaitUntil([&] { return !Report("h1").is_object(); }, 10s));  // a clean stop revokes the lease
+  ASSERT_TRUE(h.daemon->Launch().ok());
+  int64_t later = Put("marker-bump/x", "1");  // a revision after the restart, outside owners/ and rules/
+  ASSERT_TRUE(
+      WaitUntil([&] { return Report("h1").is_object() && Report("h1").value("revision", int64_t{0}) >= later; }, 20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(Applied("h1", "owners/app", rev));
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?action=fleet_put_owner");
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  EXPECT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+  EXPECT_EQ(audit.json["entries"][0]["principal"], "etcd:anonymous@" + std::to_string(rev));
+}
+
 TEST_F(FleetTest, TheHostReportVanishesAfterItsLease) {
   Put(".group", "1");
   Host& h = StartAgent("h1");
