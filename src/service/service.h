@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "iptkit/desired.h"
@@ -104,6 +105,10 @@ struct ChangeRequest {
   // The principal may make only TTL-bounded changes (a token with --ttl-max): the writer refuses to refresh a
   // permanent managed rule with a ttl (it would expire) or to delete one (owner_state.h CheckTtlBounded).
   bool ttl_bounded = false;
+
+  // Meta keys of the store (Store::PutMeta) written in the same store transaction as this request's audit record
+  // when the request succeeds (a nullopt value deletes the key): the fleet agent's applied etcd revisions.
+  std::vector<std::pair<std::string, std::optional<std::string>>> store_meta;
 
   bool dry_run = false;  // plan only; nothing is committed or stored (the audit log is not written either)
   // Commit now, roll back unless confirmed within this many seconds (> 0). Not with dry_run or confirm.

@@ -65,6 +65,8 @@ struct StoreRecord {
   StoreEffects effects;
   std::set<std::string> emptied;
   std::optional<store::AuditEntry> audit;
+  // ChangeRequest::store_meta of a request that succeeded (nullopt value: delete the key).
+  std::vector<std::pair<std::string, std::optional<std::string>>> meta;
 };
 
 // One unit of work for the writer: a client's request, or the daemon's own (TTL expiry of one owner's rules, a

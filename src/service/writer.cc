@@ -704,8 +704,9 @@ std::vector<StoreRecord> Service::Impl::Records(const std::vector<WorkItem*>& it
   for (const WorkItem* item : items) {
     StoreRecord r;
     if (item->status.ok()) r.effects = item->effects;
+    if (item->status.ok() && !item->request.dry_run) r.meta = item->request.store_meta;
     r.audit = AuditOf(*item, now);
-    if (r.effects.empty() && !r.audit) continue;
+    if (r.effects.empty() && !r.audit && r.meta.empty()) continue;
     out.push_back(std::move(r));
   }
   if (!emptied.empty()) {
@@ -748,6 +749,9 @@ Status WriteRecord(store::Store::Tx& tx, const StoreRecord& r, bool lenient) {
     if (!s.ok() && s.code() != StatusCode::kNotFound) IPTKIT_RETURN_IF_ERROR(check(s));
   }
   if (r.audit) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(*r.audit).status());
+  for (const auto& [key, value] : r.meta) {
+    IPTKIT_RETURN_IF_ERROR(value ? tx.PutMeta(key, *value) : tx.DeleteMeta(key));
+  }
   return Status::Ok();
 }
 
@@ -788,7 +792,7 @@ void Service::Impl::KeepPending(std::vector<StoreRecord> records) {
       r.audit.reset();
       audit_queued = true;
     }
-    if (!r.effects.empty() || !r.emptied.empty()) pending_records.push_back(std::move(r));
+    if (!r.effects.empty() || !r.emptied.empty() || !r.meta.empty()) pending_records.push_back(std::move(r));
   }
   store_pending->Set({}, static_cast<double>(pending_records.size()));
   std::lock_guard<std::mutex> lock(health_mu);

@@ -686,6 +686,20 @@ class TxImpl final : public Store::Tx {
     return Status::FailedPrecondition("confirm '" + id + "' is no longer pending (" + st.ColumnText(0) + ")");
   }
 
+  Status PutMeta(const std::string& key, const std::string& value) override {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("INSERT INTO meta (key, value) VALUES (?1, ?2) "
+                                                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                                                      "put meta"));
+    st.Bind(1, key).Bind(2, value);
+    return st.Run();
+  }
+
+  Status DeleteMeta(const std::string& key) override {
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("DELETE FROM meta WHERE key = ?1", "delete meta"));
+    st.Bind(1, key);
+    return st.Run();
+  }
+
   Result<int64_t> AppendAudit(const AuditEntry& entry) override {
     IPTKIT_ASSIGN_OR_RETURN(
         Statement st,
@@ -1189,6 +1203,24 @@ Status Store::PutMeta(const std::string& key, const std::string& value) {
                                                           "put meta"));
   st.Bind(1, key).Bind(2, value);
   return st.Run();
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> Store::ListMeta(const std::string& prefix) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("ListMeta"));
+  // Not LIKE: a prefix may hold "%" or "_". substr of a BLOB counts bytes.
+  IPTKIT_ASSIGN_OR_RETURN(
+      Statement st,
+      impl_->db.Prepare("SELECT key, value FROM meta WHERE substr(CAST(key AS BLOB), 1, ?2) = CAST(?1 AS BLOB) "
+                        "ORDER BY key",
+                        "list meta"));
+  st.Bind(1, prefix).Bind(2, static_cast<int64_t>(prefix.size()));
+  std::vector<std::pair<std::string, std::string>> out;
+  for (;;) {
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.emplace_back(st.ColumnText(0), st.ColumnText(1));
+  }
+  return out;
 }
 
 }  // namespace iptkit::store

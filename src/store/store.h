@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "iptkit/model.h"
@@ -235,6 +236,10 @@ class Store {
                                   const std::string& message) = 0;
     // Appends; returns the assigned id.
     virtual Result<int64_t> AppendAudit(const AuditEntry& entry) = 0;
+    // Sets a meta key (see PutMeta) inside the transaction: state that must change together with the audit record,
+    // such as the etcd revision the fleet agent applied. DeleteMeta of an absent key is OK.
+    virtual Status PutMeta(const std::string& key, const std::string& value) = 0;
+    virtual Status DeleteMeta(const std::string& key) = 0;
   };
   // Runs `fn` in one SQLite transaction (BEGIN IMMEDIATE): commits when it returns OK, rolls back otherwise (and
   // returns its Status). A failing COMMIT is returned too, with nothing written. `fn` must use only `tx`: another
@@ -299,6 +304,8 @@ class Store {
   // ---- Small key/value settings (e.g. the netns the state belongs to) ----
   Result<std::optional<std::string>> GetMeta(const std::string& key);
   Status PutMeta(const std::string& key, const std::string& value);
+  // Every meta key that starts with `prefix`, by key.
+  Result<std::vector<std::pair<std::string, std::string>>> ListMeta(const std::string& prefix);
 
   // Implementation (store.cc).
   struct Impl;

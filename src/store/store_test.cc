@@ -1026,6 +1026,39 @@ TEST_F(StoreTest, MetaGetAndPut) {
   EXPECT_EQ(store->GetMeta("empty")->value_or("unset"), "");
 }
 
+// Meta keys written inside a Write commit or roll back with the rest of it (the fleet agent's applied revisions
+// are written with the change's audit record); ListMeta selects by a byte prefix, '%' and '_' included.
+TEST_F(StoreTest, MetaInsideWriteIsTransactionalAndListedByPrefix) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store
+                  ->Write([](Store::Tx& tx) -> Status {
+                    IPTKIT_RETURN_IF_ERROR(tx.PutMeta("fleet:applied:/p/a", "1"));
+                    IPTKIT_RETURN_IF_ERROR(tx.PutMeta("fleet:applied:/p/b", "2"));
+                    IPTKIT_RETURN_IF_ERROR(tx.PutMeta("fleet%other", "x"));
+                    AuditEntry entry;
+                    entry.time_ms = 1;
+                    entry.principal = "etcd:u@2";
+                    return tx.AppendAudit(entry).status();
+                  })
+                  .ok());
+  Status failed = store->Write([](Store::Tx& tx) -> Status {
+    IPTKIT_RETURN_IF_ERROR(tx.PutMeta("fleet:applied:/p/a", "9"));
+    IPTKIT_RETURN_IF_ERROR(tx.DeleteMeta("fleet:applied:/p/b"));
+    return Status::Aborted("rolled back");
+  });
+  EXPECT_EQ(failed.code(), StatusCode::kAborted);
+  auto listed = store->ListMeta("fleet:applied:");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(*listed, (std::vector<std::pair<std::string, std::string>>{{"fleet:applied:/p/a", "1"},
+                                                                       {"fleet:applied:/p/b", "2"}}));
+  ASSERT_TRUE(store->Write([](Store::Tx& tx) { return tx.DeleteMeta("fleet:applied:/p/b"); }).ok());
+  ASSERT_TRUE(store->Write([](Store::Tx& tx) { return tx.DeleteMeta("fleet:applied:/absent"); }).ok());
+  EXPECT_EQ(store->ListMeta("fleet:applied:")->size(), 1u);
+  EXPECT_EQ(store->ListMeta("fleet%")->size(), 1u);
+  EXPECT_EQ(store->ListMeta("fleet_")->size(), 0u);
+}
+
 // ---- Concurrency ----
 
 TEST_F(StoreTest, ConcurrentWritersAndReadersOnOneStore) {

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Fails when a file includes a header of a layer above its own (docs/architecture.md, "Layers"). The layers, bottom
-# up: base < model < dialect < json < backend < txn, store < service < rest < tools. txn and store are side by side
-# and may not include each other. Public headers belong to the layer that implements them: iptkit/status.h is base;
-# model.h, backend_info.h, transaction.h and desired.h are model (value types); dialect.h is dialect; json.h is json;
-# firewall.h is txn; ipset.h is ipset, a layer beside backend (libipset; uses base and model only); c/iptkit.h is
-# capi, the C ABI beside tools (it uses the public C++ API only). Tests, benchmarks, fuzzers and examples sit on top and are not checked.
+# up: base < model < dialect < json < backend < txn, store < service < rest, fleet < tools. txn and store are side
+# by side and may not include each other; so are rest (the HTTP adapter) and fleet (the etcd agent, docs/fleet.md).
+# Public headers belong to the layer that implements them: iptkit/status.h is base; model.h, backend_info.h,
+# transaction.h and desired.h are model (value types); dialect.h is dialect; json.h is json; firewall.h is txn;
+# ipset.h is ipset, a layer beside backend (libipset; uses base and model only); c/iptkit.h is capi, the C ABI beside
+# tools (it uses the public C++ API only). Tests, benchmarks, fuzzers and examples sit on top and are not checked.
 # Usage: check_layering.sh [SOURCE_ROOT]   (prints every upward include as FILE:LINE: ... and exits 1)
 set -euo pipefail
 root=${1:-$(dirname "$0")/../..}
@@ -13,7 +14,7 @@ cd "$root"
 rank_of_layer() {
   case "$1" in
     base) echo 0 ;; model) echo 1 ;; dialect) echo 2 ;; json) echo 3 ;; backend | ipset) echo 4 ;;
-    txn | store) echo 5 ;; service) echo 6 ;; rest) echo 7 ;; tools | capi) echo 8 ;;
+    txn | store) echo 5 ;; service) echo 6 ;; rest | fleet) echo 7 ;; tools | capi) echo 8 ;;
     *) echo "" ;;
   esac
 }

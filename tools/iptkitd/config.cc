@@ -207,7 +207,38 @@ struct KeySpec {
   std::string help;
   // Applies a value; a non-OK Status carries the reason only.
   std::function<Status(std::string_view, DaemonConfig*)> apply;
+  bool is_flag = false;
 };
+
+// A name of [A-Za-z0-9._-]{1,64} (fleet group, host id, label key).
+bool ValidFleetName(std::string_view s) {
+  return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+           c == '-';
+  });
+}
+
+// "a,b,c" -> {"a","b","c"}; empty items are refused.
+Status CommaList(std::string_view v, const std::function<bool(std::string_view)>& valid, std::string_view what,
+                 std::vector<std::string>* out) {
+  std::vector<std::string> items;
+  while (true) {
+    size_t comma = v.find(',');
+    std::string_view item = Trim(v.substr(0, comma));
+    if (item.empty() || !valid(item)) return Status::InvalidArgument("expected a comma list of " + std::string(what));
+    items.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  *out = std::move(items);
+  return Status::Ok();
+}
+
+Status PathValue(std::string_view v, std::string* out) {
+  if (v.empty()) return Status::InvalidArgument("expected a file path");
+  *out = std::string(v);
+  return Status::Ok();
+}
 
 // In the order of docs/daemon-config.md's table.
 const std::vector<KeySpec>& Keys() {
@@ -391,6 +422,90 @@ const std::vector<KeySpec>& Keys() {
          c->counter_interval = d;
          return Status::Ok();
        }},
+      {"agent", false, "fleet mode: follow a group's desired state in etcd (docs/fleet.md)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v != "true" && v != "false") return Status::InvalidArgument("expected true or false");
+         c->agent = v == "true";
+         return Status::Ok();
+       },
+       /*is_flag=*/true},
+      {"etcd", false, "etcd endpoints for --agent: URL[,URL...] (http:// or https://)",
+       [](std::string_view v, DaemonConfig* c) {
+         return CommaList(
+             v, [](std::string_view u) { return u.starts_with("http://") || u.starts_with("https://"); },
+             "http:// or https:// URLs", &c->etcd);
+       }},
+      {"prefix", false, "etcd key prefix of the fleet (default /iptkit)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v.empty() || v.front() != '/' || v.back() == '/' || v.find('\n') != std::string_view::npos) {
+           return Status::InvalidArgument("expected a prefix that starts with '/' and does not end with '/'");
+         }
+         c->prefix = std::string(v);
+         return Status::Ok();
+       }},
+      {"group", false, "the fleet group this host follows, [A-Za-z0-9._-]{1,64}",
+       [](std::string_view v, DaemonConfig* c) {
+         if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
+         c->group = std::string(v);
+         return Status::Ok();
+       }},
+      {"host_id", false, "this host's id in the fleet (default: the host name)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
+         c->host_id = std::string(v);
+         return Status::Ok();
+       }},
+      {"label", true, "k=v label of this host in its fleet report (repeatable)",
+       [](std::string_view v, DaemonConfig* c) {
+         size_t eq = v.find('=');
+         if (eq == std::string_view::npos || !ValidFleetName(v.substr(0, eq)) ||
+             v.find_first_of("\n\"") != std::string_view::npos) {
+           return Status::InvalidArgument("expected KEY=VALUE with KEY of [A-Za-z0-9._-]{1,64}");
+         }
+         c->label.emplace_back(v);
+         return Status::Ok();
+       }},
+      {"etcd_user", false, "etcd user name (default: no etcd auth)",
+       [](std::string_view v, DaemonConfig* c) {
+         if (v.empty()) return Status::InvalidArgument("expected a user name");
+         c->etcd_user = std::string(v);
+         return Status::Ok();
+       }},
+      {"etcd_password_file", false, "file whose first line is the etcd user's password",
+       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_password_file); }},
+      {"etcd_ca", false, "CA certificates (PEM) for https:// etcd endpoints (default: the system's)",
+       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_ca); }},
+      {"etcd_cert", false, "client certificate (PEM) for etcd, with etcd_key",
+       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_cert); }},
+      {"etcd_key", false, "client private key (PEM) for etcd",
+       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_key); }},
+      {"agent_owners", false, "owners the agent may change, comma list (default: any)",
+       [](std::string_view v, DaemonConfig* c) {
+         return CommaList(v, ValidOwner, "owners of [a-z0-9-]{1,32}", &c->agent_owners);
+       }},
+      {"agent_tables", false, "tables the agent may change, comma list (default: any)",
+       [](std::string_view v, DaemonConfig* c) {
+         return CommaList(
+             v,
+             [](std::string_view t) {
+               return t == "filter" || t == "nat" || t == "mangle" || t == "raw" || t == "security";
+             },
+             "filter|nat|mangle|raw|security", &c->agent_tables);
+       }},
+      {"agent_max_ttl", false, "longest TTL of a fleet rule (default: no bound)",
+       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->agent_max_ttl); }},
+      {"max_removals", false, "owners one etcd change may remove without .force (default 5)",
+       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 0, &c->max_removals); }},
+      {"report_ttl", false, "lease TTL of this host's fleet report, 1s..1h (default 10s)",
+       [](std::string_view v, DaemonConfig* c) {
+         Result<std::chrono::milliseconds> d = base::ParseDuration(v);
+         if (!d.ok()) return d.status();
+         if (*d < std::chrono::seconds(1) || *d > std::chrono::hours(1)) {
+           return Status::InvalidArgument("expected a duration from 1s to 1h");
+         }
+         c->report_ttl = *d;
+         return Status::Ok();
+       }},
   };
   return *keys;
 }
@@ -502,7 +617,7 @@ const std::vector<ConfigKey>& ConfigKeys() {
     for (const KeySpec& k : Keys()) {
       std::string flag = "--" + k.name;
       std::replace(flag.begin(), flag.end(), '_', '-');
-      out->push_back({k.name, flag, k.repeatable, k.help});
+      out->push_back({k.name, flag, k.repeatable, k.help, k.is_flag});
     }
     return out;
   }();
@@ -589,6 +704,12 @@ Status ValidateConfig(const DaemonConfig& config) {
   if (config.tls_cert.empty() != config.tls_key.empty()) {
     return Status::InvalidArgument(config.tls_cert.empty() ? "tls_key is set but tls_cert is not"
                                                            : "tls_cert is set but tls_key is not");
+  }
+  if (config.agent && (config.etcd.empty() || config.group.empty())) {
+    return Status::InvalidArgument("agent needs etcd and group");
+  }
+  if (config.etcd_cert.empty() != config.etcd_key.empty()) {
+    return Status::InvalidArgument("etcd_cert and etcd_key go together");
   }
   const bool have_tls = !config.tls_cert.empty();
   std::set<std::pair<std::string, int>> bound;

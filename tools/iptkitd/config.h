@@ -122,6 +122,23 @@ struct DaemonConfig {
   std::vector<std::string> ui_allowed_hosts;
   // counter_interval: how often rule counters are sampled for rates (GET .../rates); 0 = never.
   std::chrono::milliseconds counter_interval = std::chrono::seconds(5);
+  // Fleet mode (docs/fleet.md): desired state from etcd.
+  bool agent = false;                          // agent: true|false (flag --agent without a value)
+  std::vector<std::string> etcd;               // etcd: URL[,URL...] (http:// or https://)
+  std::string prefix = "/iptkit";              // prefix: etcd key prefix, starts with '/', no trailing '/'
+  std::string group;                           // group: the group this host follows, [A-Za-z0-9._-]{1,64}
+  std::string host_id;                         // host_id: default the host name
+  std::vector<std::string> label;              // label: k=v (repeatable)
+  std::string etcd_user;                       // etcd_user: "" = no etcd auth
+  std::string etcd_password_file;              // etcd_password_file: the etcd user's password (first line)
+  std::string etcd_ca;                         // etcd_ca: CA file for https:// endpoints ("" = system trust store)
+  std::string etcd_cert;                       // etcd_cert: client certificate (PEM), with etcd_key
+  std::string etcd_key;                        // etcd_key
+  std::vector<std::string> agent_owners;       // agent_owners: owners the agent may change (comma list; empty = any)
+  std::vector<std::string> agent_tables;       // agent_tables: tables the agent may change (comma list; empty = any)
+  std::chrono::milliseconds agent_max_ttl{0};  // agent_max_ttl: longest TTL of a fleet rule (0 = no bound)
+  size_t max_removals = 5;                     // max_removals: owners one etcd change may remove without .force
+  std::chrono::milliseconds report_ttl = std::chrono::seconds(10);  // report_ttl: lease of PREFIX/hosts/ID
 
   friend bool operator==(const DaemonConfig&, const DaemonConfig&) = default;
 };
@@ -132,7 +149,8 @@ struct ConfigKey {
   std::string name;  // "rate_burst"
   std::string flag;  // "--rate-burst"
   bool repeatable = false;
-  std::string help;  // one line, with the default
+  std::string help;      // one line, with the default
+  bool is_flag = false;  // the flag takes no value and means "true" (agent)
 };
 // Every key, in the order of docs/daemon-config.md.
 const std::vector<ConfigKey>& ConfigKeys();
@@ -151,7 +169,8 @@ Result<DaemonConfig> LoadConfigFile(const std::string& path, DaemonConfig base =
 
 // Checks the whole configuration (after flags were applied); InvalidArgument naming the offending listener or key:
 // at least one listener or a socket; tls_cert and tls_key together or neither; no listener twice; plain HTTP (kOff)
-// only on loopback; a TLS listener (kOn, or kAuto on a non-loopback address) needs tls_cert and tls_key.
+// only on loopback; a TLS listener (kOn, or kAuto on a non-loopback address) needs tls_cert and tls_key; agent
+// needs etcd and group, etcd_cert and etcd_key go together.
 // Does not check that files exist.
 Status ValidateConfig(const DaemonConfig& config);
 

@@ -573,7 +573,7 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
     EXPECT_FALSE(k.help.empty()) << k.name;
     EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
   }
-  EXPECT_EQ(names.size(), 41u);
+  EXPECT_EQ(names.size(), 57u);
   EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
   DaemonConfig c;
   ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});

@@ -41,6 +41,7 @@
 #include "src/store/state_dir.h"
 #include "src/store/store.h"
 #include "tools/iptkitd/config.h"
+#include "tools/iptkitd/fleet_agent.h"
 
 #ifndef IPTKIT_VERSION
 #define IPTKIT_VERSION "0.0.0"
@@ -332,6 +333,21 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
         [reader](Family family) { return reader->List(family, std::nullopt, {.allow_lossy = true}); });
     counters->Start();
   }
+  // Fleet mode: desired state from etcd, into the same service (docs/fleet.md).
+  std::unique_ptr<fleet::Agent> agent;
+  if (config.agent) {
+    Result<fleet::AgentOptions> agent_options =
+        AgentOptionsFromConfig(config, (*service)->backend_name(), IPTKIT_VERSION);
+    Result<std::unique_ptr<fleet::Agent>> started =
+        agent_options.ok() ? fleet::Agent::Start(*std::move(agent_options), service->get(), store->get())
+                           : Result<std::unique_ptr<fleet::Agent>>(agent_options.status());
+    if (!started.ok()) {
+      spdlog::critical("{}", started.status().ToString());
+      (*service)->Stop();
+      return kExitUsage;
+    }
+    agent = *std::move(started);
+  }
 
   rest::ApiOptions api_options;
   api_options.netns = config.netns;
@@ -387,6 +403,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   // The writer first: queued requests are answered (503) and no timer fires once we said we stop; then event
   // streams end, so that their connections close, and the listeners.
   const auto stop_started = std::chrono::steady_clock::now();
+  if (agent) agent->Stop();
   if (counters) counters->Stop();
   (*service)->Stop();
   events.Close();
@@ -492,8 +509,11 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   // same parser and checks as the file's line.
   std::map<std::string, std::optional<std::string>> single;
   std::map<std::string, std::vector<std::string>> repeated;
+  std::map<std::string, bool> flags;
   for (const ConfigKey& key : ConfigKeys()) {
-    if (key.repeatable) {
+    if (key.is_flag) {
+      app.add_flag(key.flag, flags[key.name], key.help);
+    } else if (key.repeatable) {
       app.add_option(key.flag, repeated[key.name], key.help);
     } else {
       app.add_option(key.flag, single[key.name], key.help);
@@ -570,6 +590,10 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
       if (key.name == "listen") config.listen.clear();
       if (key.name == "socket_allow") config.socket_allow.clear();
       if (key.name == "ui_allowed_host") config.ui_allowed_hosts.clear();
+      if (key.name == "label") config.label.clear();
+    } else if (key.is_flag) {
+      if (!flags[key.name]) continue;
+      values.push_back("true");
     } else {
       if (!single[key.name]) continue;
       values.push_back(*single[key.name]);

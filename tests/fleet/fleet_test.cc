@@ -1,0 +1,352 @@
+// Fleet mode end to end (docs/fleet.md): iptkitd --agent processes, each serving its own network namespace, follow
+// a group in a real etcd; the kernel state is checked with iptables-save, the host reports in etcd.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/fleet/etcd_client.h"
+#include "src/fleet/etcd_test_server.h"
+#include "tests/daemon/daemon_fixture.h"
+#include "tests/integration/test_util.h"
+
+namespace iptkit::daemontest {
+namespace {
+
+using fleet::EtcdClient;
+using fleet::EtcdTestServer;
+using namespace std::chrono_literals;
+
+constexpr char kPrefix[] = "/t";
+constexpr char kGroup[] = "/t/groups/web/";
+
+// An owner document: one chain with `sources` accepted, hooked first into INPUT.
+std::string OwnerDoc(const std::string& owner, const std::vector<std::string>& sources) {
+  std::string upper;
+  for (char c : owner) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  Json rules = Json::array();
+  for (const std::string& s : sources) rules.push_back({{"spec", "-s " + s + " -j ACCEPT"}});
+  Json doc = {
+      {"owner", owner},
+      {"family", "ipv4"},
+      {"chains", {{{"table", "filter"}, {"name", upper + "-IN"}, {"rules", rules}}}},
+      {"hooks", {{{"table", "filter"}, {"chain", "INPUT"}, {"position", "first"}, {"spec", "-j " + upper + "-IN"}}}}};
+  return doc.dump();
+}
+
+struct Host {
+  std::unique_ptr<integration::TestNetns> ns;  // destroyed after the daemon
+  std::unique_ptr<Daemon> daemon;
+  std::string id;
+  std::string Save() const { return SaveText(*ns); }
+  bool Has(const std::string& text) const { return Save().find(text) != std::string::npos; }
+};
+
+class FleetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IPTKIT_REQUIRE_ROOT();
+    if (!EtcdTestServer::Available()) GTEST_SKIP() << "no /usr/bin/etcd (Debian package etcd-server)";
+    etcd_ = std::make_unique<EtcdTestServer>();
+    Status s = etcd_->Start();
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    fleet::EtcdOptions o;
+    o.endpoints = {etcd_->url()};
+    auto c = EtcdClient::Create(o);
+    ASSERT_TRUE(c.ok());
+    etcd = std::move(c).value();
+  }
+  void TearDown() override {
+    hosts.clear();  // the daemons before etcd
+  }
+
+  Host& StartAgent(const std::string& id, std::vector<std::string> extra = {}) {
+    auto ns = integration::TestNetns::Create();
+    EXPECT_TRUE(ns.ok()) << ns.status().ToString();
+    DaemonOptions options;
+    options.args = {"--agent",   "--etcd", etcd_->url(), "--prefix",   kPrefix,        "--group", "web",
+                    "--host-id", id,       "--label",    "zone=" + id, "--report-ttl", "3s"};
+    options.args.insert(options.args.end(), extra.begin(), extra.end());
+    auto d = Daemon::Start(**ns, options);
+    EXPECT_TRUE(d.ok()) << d.status().ToString();
+    hosts.push_back(std::make_unique<Host>(Host{std::move(ns).value(), d.ok() ? std::move(d).value() : nullptr, id}));
+    return *hosts.back();
+  }
+
+  // The host's report in etcd, or null.
+  Json Report(const std::string& id) {
+    auto r = etcd->Range(std::string(kPrefix) + "/hosts/" + id);
+    if (!r.ok() || r->kvs.empty()) return Json();
+    return Json::parse(r->kvs[0].value, nullptr, false);
+  }
+  std::string LastError(const std::string& id) {
+    Json r = Report(id);
+    return r.is_object() ? r.value("last_error", "") : "";
+  }
+  bool HasError(const std::string& id, const std::string& rel) {
+    Json r = Report(id);
+    return r.is_object() && r.contains("errors") && r["errors"].contains(kGroup + rel);
+  }
+  int64_t Put(const std::string& rel, const std::string& value) {
+    auto r = etcd->Put(kGroup + rel, value);
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.value_or(0);
+  }
+  // The host reported the key applied at `revision`.
+  bool Applied(const std::string& id, const std::string& rel, int64_t revision) {
+    Json r = Report(id);
+    return r.is_object() && r["applied"].value(kGroup + rel, int64_t{0}) == revision;
+  }
+
+  std::unique_ptr<EtcdTestServer> etcd_;
+  std::unique_ptr<EtcdClient> etcd;
+  std::vector<std::unique_ptr<Host>> hosts;
+};
+
+TEST_F(FleetTest, SeveralAgentsConvergeAndReportWhatTheyApplied) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  for (const char* id : {"h1", "h2", "h3"}) ASSERT_NE(StartAgent(id).daemon, nullptr);
+  for (auto& h : hosts) {
+    EXPECT_TRUE(WaitUntil([&] { return h->Has("-A APP-IN -s 10.0.0.1/32"); }, 20s)) << h->id << "\n" << h->Save();
+    EXPECT_TRUE(WaitUntil([&] { return Applied(h->id, "owners/app", rev); }, 10s)) << Report(h->id).dump();
+  }
+  // A change reaches every host; one etcd txn with two owners is applied on each.
+  fleet::TxnRequest t;
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.2"})));
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/db", OwnerDoc("db", {"10.0.1.1"})));
+  auto txn = etcd->Txn(t);
+  ASSERT_TRUE(txn.ok());
+  for (auto& h : hosts) {
+    EXPECT_TRUE(WaitUntil([&] { return h->Has("-A APP-IN -s 10.0.0.2/32") && h->Has("-A DB-IN -s 10.0.1.1/32"); }, 20s))
+        << h->id << "\n"
+        << h->Save();
+    EXPECT_FALSE(h->Has("10.0.0.1/32")) << h->Save();
+    EXPECT_TRUE(WaitUntil([&] { return Applied(h->id, "owners/db", txn->revision); }, 10s));
+    Json r = Report(h->id);
+    EXPECT_EQ(r["group"], "web");
+    EXPECT_EQ(r["labels"]["zone"], h->id);
+    EXPECT_FALSE(r["backend"].get<std::string>().empty());
+  }
+  // The audit log names etcd as the principal, with the revision.
+  HttpClient http = hosts[0]->daemon->Admin();
+  Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(txn->revision));
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  EXPECT_EQ(audit.json["entries"].size(), 2u) << audit.body;
+  // Deleting the key removes the owner's state.
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/db").ok());
+  for (auto& h : hosts) {
+    EXPECT_TRUE(WaitUntil([&] { return !h->Has("DB-IN"); }, 20s)) << h->Save();
+    EXPECT_TRUE(h->Has("-A APP-IN -s 10.0.0.2/32"));
+  }
+}
+
+TEST_F(FleetTest, WithoutTheMarkerNothingIsApplied) {
+  Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return LastError("h1").find("marker") != std::string::npos; }, 15s))
+      << Report("h1").dump();
+  EXPECT_FALSE(h.Has("APP-IN")) << h.Save();
+  int64_t rev = Put(".group", "1");
+  (void)rev;
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.1/32"); }, 20s)) << h.Save();
+  // A wiped prefix (the marker gone with everything) strips nothing.
+  ASSERT_TRUE(etcd->Delete(kGroup, fleet::PrefixEnd(kGroup)).ok());
+  ASSERT_TRUE(WaitUntil([&] { return LastError("h1").find("marker") != std::string::npos; }, 15s));
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();
+}
+
+TEST_F(FleetTest, ABadDocumentIsReportedAndThePreviousStateStays) {
+  Put(".group", "1");
+  int64_t good = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Put("owners/other", OwnerDoc("other", {"10.0.9.9"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", good); }, 20s)) << Report("h1").dump();
+  int64_t bad = Put("owners/app", R"({"owner":"app","chains":[{"table":"filter","name":"APP-IN",)"
+                                  R"("rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})");
+  int64_t broken = Put("owners/other", "{not json");
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Json r = Report("h1");
+        return r.is_object() && r["errors"].contains(std::string(kGroup) + "owners/app") &&
+               r["errors"].contains(std::string(kGroup) + "owners/other");
+      },
+      20s))
+      << Report("h1").dump();
+  Json r = Report("h1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], bad);
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/other"]["revision"], broken);
+  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], good);  // not the bad revision
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();
+  EXPECT_TRUE(h.Has("-A OTHER-IN -s 10.0.9.9/32")) << h.Save();
+  // Fixed: applied, the error goes.
+  int64_t fixed = Put("owners/app", OwnerDoc("app", {"10.0.0.3"}));
+  EXPECT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", fixed); }, 20s)) << Report("h1").dump();
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.3/32")) << h.Save();
+  EXPECT_FALSE(HasError("h1", "owners/app"));
+}
+
+TEST_F(FleetTest, MassRemovalNeedsForce) {
+  Put(".group", "1");
+  int64_t last = 0;
+  for (const char* o : {"a1", "a2", "a3"}) last = Put(std::string("owners/") + o, OwnerDoc(o, {"10.0.0.1"}));
+  Host& h = StartAgent("h1", {"--max-removals", "2"});
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/a3", last); }, 20s)) << Report("h1").dump();
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/", fleet::PrefixEnd(std::string(kGroup) + "owners/")).ok());
+  ASSERT_TRUE(WaitUntil([&] { return LastError("h1").find("refused") != std::string::npos; }, 15s))
+      << Report("h1").dump();
+  for (const char* c : {"A1-IN", "A2-IN", "A3-IN"}) EXPECT_TRUE(h.Has(c)) << h.Save();
+  // With .force the removal goes through.
+  Put(".force", "1");
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("A1-IN") && !h.Has("A2-IN") && !h.Has("A3-IN"); }, 20s)) << h.Save();
+}
+
+TEST_F(FleetTest, TtlRulesFromEtcdKeepTheirAbsoluteDeadline) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("h1").is_object(); }, 20s));
+  const int64_t expires =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count() + 8;
+  Json rule = {{"owner", "ops"}, {"chain", "INPUT"}, {"spec", "-s 192.0.2.7 -j DROP"}, {"expires_at", expires}};
+  int64_t rev = Put("rules/block1", rule.dump());
+  ASSERT_TRUE(WaitUntil([&] { return h.Has("-A INPUT -s 192.0.2.7/32"); }, 20s)) << h.Save();
+  EXPECT_TRUE(WaitUntil([&] { return Applied("h1", "rules/block1", rev); }, 10s));
+  // It expires at expires_at although the key is still there (a re-apply does not extend it).
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("192.0.2.7"); }, 30s)) << h.Save();
+  // Out of the agent's max TTL: refused and reported.
+  Host& scoped = StartAgent("h2", {"--agent-max-ttl", "60"});
+  ASSERT_NE(scoped.daemon, nullptr);
+  rule["expires_at"] = expires + 3600;
+  rule["spec"] = "-s 192.0.2.8 -j DROP";
+  Put("rules/block2", rule.dump());
+  EXPECT_TRUE(WaitUntil([&] { return HasError("h2", "rules/block2"); }, 20s)) << Report("h2").dump();
+  EXPECT_FALSE(scoped.Has("192.0.2.8"));
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("192.0.2.8"); }, 20s)) << h.Save();
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "rules/block2").ok());
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("192.0.2.8"); }, 20s)) << h.Save();
+}
+
+TEST_F(FleetTest, EtcdDownKeepsTheRulesAlsoAcrossARestartThenConverges) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s));
+  etcd_->Stop(/*hard=*/true);
+  std::this_thread::sleep_for(3s);
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();
+  h.daemon->Kill();
+  (void)h.ns->Iptables(integration::Variant::kNft, Family::kIPv4, {"-F", "APP-IN"});
+  ASSERT_TRUE(h.daemon->Launch().ok());  // etcd still down: the store's state is applied again
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.1/32"); }, 20s)) << h.Save();
+  ASSERT_TRUE(etcd_->Start().ok());
+  const auto healthy = std::chrono::steady_clock::now();
+  Put("owners/app", OwnerDoc("app", {"10.0.0.2"}));
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.2/32"); }, 20s)) << h.Save();
+  // Generous (a loaded machine): the watcher's backoff is capped at 2 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - healthy, 10s);
+}
+
+// An agent that was down while the group changed (and etcd compacted that history away) converges when it comes
+// back: it starts from a Range, not from the revisions it missed.
+TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
+  Put(".group", "1");
+  Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  int64_t rev = Put("owners/gone", OwnerDoc("gone", {"10.0.5.5"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/gone", rev); }, 20s)) << Report("h1").dump();
+  h.daemon->Kill();
+  for (int i = 2; i <= 5; ++i) Put("owners/app", OwnerDoc("app", {"10.0.0." + std::to_string(i)}));
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  auto now = etcd->Range(kGroup);
+  ASSERT_TRUE(now.ok());
+  ASSERT_TRUE(etcd->Compact(now->revision).ok());
+  EXPECT_TRUE(h.Has("-A GONE-IN")) << h.Save();  // nobody applied anything meanwhile
+  ASSERT_TRUE(h.daemon->Launch().ok());
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.5/32") && !h.Has("GONE-IN"); }, 20s)) << h.Save();
+  EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+}
+
+// The applied revision of a key is stored with the change's audit record: after a restart the agent knows what it
+// applied and does not apply it again (one fleet_put_owner in the audit log, not two).
+TEST_F(FleetTest, AppliedRevisionsSurviveARestart) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s)) << Report("h1").dump();
+  ASSERT_TRUE(h.daemon->Stop().ok());
+  ASSERT_TRUE(WaitUntil([&] { return !Report("h1").is_object(); }, 10s));  // a clean stop revokes the lease
+  ASSERT_TRUE(h.daemon->Launch().ok());
+  int64_t later = Put("marker-bump/x", "1");  // a revision after the restart, outside owners/ and rules/
+  ASSERT_TRUE(
+      WaitUntil([&] { return Report("h1").is_object() && Report("h1").value("revision", int64_t{0}) >= later; }, 20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(Applied("h1", "owners/app", rev));
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?action=fleet_put_owner");
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  EXPECT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+  EXPECT_EQ(audit.json["entries"][0]["principal"], "etcd:anonymous@" + std::to_string(rev));
+}
+
+TEST_F(FleetTest, TheHostReportVanishesAfterItsLease) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("h1").is_object(); }, 15s));
+  std::this_thread::sleep_for(5s);  // > the 3 s TTL: kept alive
+  EXPECT_TRUE(Report("h1").is_object());
+  h.daemon->Kill();  // no revoke: the lease must run out
+  const auto killed = std::chrono::steady_clock::now();
+  EXPECT_TRUE(WaitUntil([&] { return !Report("h1").is_object(); }, 15s));
+  EXPECT_GT(std::chrono::steady_clock::now() - killed, 1s);
+}
+
+// `iptkit fleet`: put, get, wait (the "has applied R" rule), status, delete --force.
+TEST_F(FleetTest, TheCliPutsWaitsAndReports) {
+  auto cli = [&](std::vector<std::string> args, std::string_view input = "") {
+    args.insert(args.begin(), {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix});
+    return integration::RunCommand(args, "", input, 60s);
+  };
+  ASSERT_TRUE(cli({"put", "web", ".group"}).ok());
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  auto put = cli({"put", "web", "owners/app", "-"}, OwnerDoc("app", {"10.0.0.1"}));
+  ASSERT_TRUE(put.ok()) << put.Describe();
+  auto waited = cli({"wait", "web", "--timeout", "30s", "--hosts", "1"});
+  ASSERT_TRUE(waited.ok()) << waited.Describe();
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();  // applied means in the kernel
+  Json status = Json::parse(cli({"status", "web"}).out, nullptr, false);
+  ASSERT_TRUE(status.is_object());
+  EXPECT_EQ(status["hosts"][0]["host_id"], "h1");
+  EXPECT_EQ(status["hosts"][0]["state"], "applied");
+  auto got = cli({"get", "web", "owners/app"});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(Json::parse(got.out)["owner"], "app");
+  EXPECT_EQ(cli({"get", "web", "owners/none"}).exit_code, 3);
+  EXPECT_EQ(cli({"put", "web", "owners/app", "-"}, "{not json").exit_code, 2);
+  // A document the host refuses: wait says so (exit 1) instead of waiting forever.
+  auto bad =
+      cli({"put", "web", "owners/app", "-"},
+          R"({"chains":[{"table":"filter","name":"APP-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})");
+  ASSERT_TRUE(bad.ok());
+  auto failed = cli({"wait", "web", "--timeout", "30s"});
+  EXPECT_EQ(failed.exit_code, 1) << failed.Describe();
+  EXPECT_NE(failed.out.find("failed"), std::string::npos) << failed.out;
+  // delete --force removes the owner everywhere.
+  ASSERT_TRUE(cli({"delete", "web", "owners/", "--force"}).ok());
+  EXPECT_TRUE(cli({"wait", "web", "--timeout", "30s"}).ok());
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("APP-IN"); }, 10s)) << h.Save();
+}
+
+}  // namespace
+}  // namespace iptkit::daemontest
