@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "iptkit/model.h"
 #include "iptkit/status.h"
 
 namespace iptkit {
@@ -146,6 +147,12 @@ struct SetChangeReport {
   bool swapped = false;                     // done through a temporary set and swap
   std::optional<uint32_t> grown_maxelem{};  // the new maxelem when the set was grown
 };
+
+// The sets a rule uses, in order, each once: `-m set --match-set NAME` (also the old `--set NAME`) and the SET
+// target's `--add-set`/`--del-set`/`--map-set NAME`.
+std::vector<std::string> SetsUsedBy(const Rule& rule);
+// Whether `rule` uses the set `name` (SetsUsedBy contains it).
+bool RuleUsesSet(const Rule& rule, std::string_view name);
 
 class Ipsets {
  public:

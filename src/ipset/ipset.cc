@@ -119,6 +119,14 @@ void FlushDeferredRelease() {
 
 Status DestroyHere(std::string_view name) {
   IPTKIT_ASSIGN_OR_RETURN(SetInfo info, GetHere(name, false));
+  // A reference of an nf_tables rule deleted a moment ago (over a long-lived socket) is dropped by deferred kernel
+  // work: flush it and look again for up to 1 s before refusing.
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (info.references > 0 && std::chrono::steady_clock::now() < settle) {
+    FlushDeferredRelease();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    IPTKIT_ASSIGN_OR_RETURN(info, GetHere(name, false));
+  }
   if (info.references > 0) {
     return Status::FailedPrecondition("set " + Quote(name) + " is in use (" + std::to_string(info.references) +
                                       " reference(s): rules with -m set --match-set, or list:set sets); remove "
@@ -292,6 +300,26 @@ Result<std::vector<SetEntrySpec>> ParseSetEntries(std::string_view text, std::st
     out.push_back(std::move(spec));
   }
   return out;
+}
+
+std::vector<std::string> SetsUsedBy(const Rule& rule) {
+  std::vector<std::string> out;
+  auto take = [&](const std::vector<Option>& options, std::initializer_list<std::string_view> keys) {
+    for (const Option& o : options) {
+      if (o.values.empty() || std::find(keys.begin(), keys.end(), o.name) == keys.end()) continue;
+      if (std::find(out.begin(), out.end(), o.values[0]) == out.end()) out.push_back(o.values[0]);
+    }
+  };
+  for (const Match& m : rule.matches) {
+    if (m.name == "set") take(m.options, {"match-set", "set"});
+  }
+  if (rule.target.name == "SET") take(rule.target.options, {"add-set", "del-set", "map-set"});
+  return out;
+}
+
+bool RuleUsesSet(const Rule& rule, std::string_view name) {
+  std::vector<std::string> used = SetsUsedBy(rule);
+  return std::find(used.begin(), used.end(), name) != used.end();
 }
 
 uint64_t SetInfo::Capacity() const { return ipset::CapacityOf(*this); }

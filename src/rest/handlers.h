@@ -69,6 +69,7 @@ HttpResponse TransactionsHandler(const HandlerEnv& env, Call& call);  // /v1/tra
 HttpResponse OwnersHandler(const HandlerEnv& env, Call& call);        // /v1/owners[/OWNER]
 HttpResponse AuditHandler(const HandlerEnv& env, Call& call);         // GET /v1/audit
 HttpResponse EventsHandler(const HandlerEnv& env, Call& call);        // GET /v1/events
+HttpResponse SetsHandler(const HandlerEnv& env, Call& call);          // /v1/sets[/SET[/...]]
 
 // ---- Reads shared by the ruleset handlers (tables_handler.cc) ----
 // The FAMILY, TABLE and CHAIN of the route.
