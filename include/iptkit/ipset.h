@@ -3,7 +3,8 @@
 // A rule such as `-m set --match-set blocklist src -j DROP` stays put while the entries of `blocklist` change;
 // Ipsets lists, creates, fills and replaces those sets. Every call is one libipset session on a short-lived thread
 // inside the namespace (a netlink socket belongs to the namespace it was opened in), so calls are independent and
-// an Ipsets object may be used from several threads at once. The kernel applies each command atomically; the
+// an Ipsets object may be used from several threads at once (libipset itself is not thread-safe: the calls of a
+// process run their libipset part one at a time). The kernel applies each command atomically; the
 // multi-step operations (Load, Sync, the grow path) build a temporary set `iptkit-tmp-<8hex>` that copies every
 // create option of the live set and swap it in, so that a rule matching the set never sees a partial set and a
 // rejected input leaves the live set exactly as it was.
@@ -23,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "iptkit/model.h"
 #include "iptkit/status.h"
 
 namespace iptkit {
@@ -146,6 +148,12 @@ struct SetChangeReport {
   bool swapped = false;                     // done through a temporary set and swap
   std::optional<uint32_t> grown_maxelem{};  // the new maxelem when the set was grown
 };
+
+// The sets a rule uses, in order, each once: `-m set --match-set NAME` (also the old `--set NAME`) and the SET
+// target's `--add-set`/`--del-set`/`--map-set NAME`.
+std::vector<std::string> SetsUsedBy(const Rule& rule);
+// Whether `rule` uses the set `name` (SetsUsedBy contains it).
+bool RuleUsesSet(const Rule& rule, std::string_view name);
 
 class Ipsets {
  public:

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -31,13 +32,28 @@ constexpr size_t kChunkLines = 8192;
 
 std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
 
-// Runs fn(session-opener) on a thread in the namespace.
+// libipset is not thread-safe beyond its sessions: concurrent sessions on several threads corrupt each other's
+// parsed elements (seen with 64 concurrent adds through iptkitd: "Null-valued element, cannot be stored in a hash
+// type of set" for valid addresses, and adds answered OK that stored nothing). One libipset operation at a time in
+// the process.
+std::mutex& LibipsetMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
+// Runs fn(session-opener) on a thread in the namespace, holding LibipsetMutex.
 Status InNetns(const std::string& netns, std::string_view what, const std::function<Status()>& fn) {
   base::UniqueFd fd;
   if (!netns.empty()) {
     IPTKIT_ASSIGN_OR_RETURN(fd, base::OpenNetns(netns));
   }
-  return base::RunInNetnsThread(fd.get(), fn, what);
+  return base::RunInNetnsThread(
+      fd.get(),
+      [&fn] {
+        std::lock_guard<std::mutex> lock(LibipsetMutex());
+        return fn();
+      },
+      what);
 }
 
 // Runs `text` in a new session; the first failure as a Status (prefixed with `what`).
@@ -119,6 +135,14 @@ void FlushDeferredRelease() {
 
 Status DestroyHere(std::string_view name) {
   IPTKIT_ASSIGN_OR_RETURN(SetInfo info, GetHere(name, false));
+  // A reference of an nf_tables rule deleted a moment ago (over a long-lived socket) is dropped by deferred kernel
+  // work: flush it and look again for up to 1 s before refusing.
+  const auto settle = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (info.references > 0 && std::chrono::steady_clock::now() < settle) {
+    FlushDeferredRelease();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    IPTKIT_ASSIGN_OR_RETURN(info, GetHere(name, false));
+  }
   if (info.references > 0) {
     return Status::FailedPrecondition("set " + Quote(name) + " is in use (" + std::to_string(info.references) +
                                       " reference(s): rules with -m set --match-set, or list:set sets); remove "
@@ -292,6 +316,26 @@ Result<std::vector<SetEntrySpec>> ParseSetEntries(std::string_view text, std::st
     out.push_back(std::move(spec));
   }
   return out;
+}
+
+std::vector<std::string> SetsUsedBy(const Rule& rule) {
+  std::vector<std::string> out;
+  auto take = [&](const std::vector<Option>& options, std::initializer_list<std::string_view> keys) {
+    for (const Option& o : options) {
+      if (o.values.empty() || std::find(keys.begin(), keys.end(), o.name) == keys.end()) continue;
+      if (std::find(out.begin(), out.end(), o.values[0]) == out.end()) out.push_back(o.values[0]);
+    }
+  };
+  for (const Match& m : rule.matches) {
+    if (m.name == "set") take(m.options, {"match-set", "set"});
+  }
+  if (rule.target.name == "SET") take(rule.target.options, {"add-set", "del-set", "map-set"});
+  return out;
+}
+
+bool RuleUsesSet(const Rule& rule, std::string_view name) {
+  std::vector<std::string> used = SetsUsedBy(rule);
+  return std::find(used.begin(), used.end(), name) != used.end();
 }
 
 uint64_t SetInfo::Capacity() const { return ipset::CapacityOf(*this); }

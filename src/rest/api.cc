@@ -36,6 +36,15 @@ enum class RouteId {
   kAudit,
   kEvents,
   kRates,
+  kSets,
+  kSet,
+  kSetFlush,
+  kSetRename,
+  kSetSwap,
+  kSetEntries,
+  kSetTest,
+  kSetLoad,
+  kSetSync,
 };
 
 struct Route {
@@ -59,6 +68,15 @@ const std::vector<Route>& Routes() {
       {RouteId::kOwner, "/v1/owners/{owner}", {"GET", "PUT", "DELETE"}, &OwnersHandler},
       {RouteId::kAudit, "/v1/audit", {"GET"}, &AuditHandler},
       {RouteId::kEvents, "/v1/events", {"GET"}, &EventsHandler},
+      {RouteId::kSets, "/v1/sets", {"GET", "POST"}, &SetsHandler},
+      {RouteId::kSet, "/v1/sets/{set}", {"GET", "DELETE"}, &SetsHandler},
+      {RouteId::kSetFlush, "/v1/sets/{set}/flush", {"POST"}, &SetsHandler},
+      {RouteId::kSetRename, "/v1/sets/{set}/rename", {"POST"}, &SetsHandler},
+      {RouteId::kSetSwap, "/v1/sets/{set}/swap", {"POST"}, &SetsHandler},
+      {RouteId::kSetEntries, "/v1/sets/{set}/entries", {"POST", "DELETE"}, &SetsHandler},
+      {RouteId::kSetTest, "/v1/sets/{set}/test", {"GET"}, &SetsHandler},
+      {RouteId::kSetLoad, "/v1/sets/{set}/load", {"POST"}, &SetsHandler},
+      {RouteId::kSetSync, "/v1/sets/{set}/sync", {"POST"}, &SetsHandler},
       {RouteId::kFamily, "/v1/{family}", {"GET"}, &TablesHandler},
       {RouteId::kTable, "/v1/{family}/tables/{table}", {"GET"}, &TablesHandler},
       {RouteId::kChain, "/v1/{family}/tables/{table}/chains/{chain}", {"GET", "PUT", "DELETE"}, &ChainsHandler},
@@ -173,6 +191,12 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
   env_.counters = options_.counters;
   env_.auth_failures = &metrics->AddCounter("iptkitd_http_auth_failures_total",
                                             "Requests refused for authentication (401) or scope (403).", {"reason"});
+  // IP sets are always the kernel's: a daemon on the in-memory fake backend (tests, demos) serves none (503), so
+  // that it never changes the sets of the namespace it runs in.
+  if (service != nullptr && service->backend_name() != "fake") {
+    sets_ = std::make_unique<service::SetService>(options_.netns, service, store, events, metrics);
+    env_.sets = sets_.get();
+  }
 }
 
 std::string Api::RequestId(std::string_view given) {
@@ -368,22 +392,27 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
     announced = std::max(announced, n);
     has_body = has_body || n > 0;
   }
+  // Set loads and syncs take bigger bodies, also as text (restore format).
+  const bool bulk = ctx.route->id == RouteId::kSetLoad || ctx.route->id == RouteId::kSetSync;
+  const size_t limit = bulk ? std::max(options_.max_set_body_bytes, options_.max_body_bytes) : options_.max_body_bytes;
   if (ctx.method != "GET" && has_body) {
-    if (announced > options_.max_body_bytes) {
-      return error(MakeError(413, "payload_too_large",
-                             "the body has " + std::to_string(announced) + " bytes; the limit is " +
-                                 std::to_string(options_.max_body_bytes)));
+    if (announced > limit) {
+      return error(
+          MakeError(413, "payload_too_large",
+                    "the body has " + std::to_string(announced) + " bytes; the limit is " + std::to_string(limit)));
     }
     std::string type = Header(req, "content-type");
     type = type.substr(0, type.find(';'));
     while (!type.empty() && type.back() == ' ') type.pop_back();
     std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (type != "application/json") {
+    if (type != "application/json" && !(bulk && type == "text/plain")) {
       return error(MakeError(415, "unsupported_media_type",
-                             "request bodies are JSON: send Content-Type: application/json" +
+                             std::string(bulk ? "this body is JSON or text: send Content-Type: application/json or "
+                                                "text/plain"
+                                              : "request bodies are JSON: send Content-Type: application/json") +
                                  (type.empty() ? std::string() : " (got " + type + ")")));
     }
-    ctx.max_body_bytes = options_.max_body_bytes;
+    ctx.max_body_bytes = limit;
   }
 
   // A table parameter names a table iptables knows.

@@ -30,6 +30,7 @@
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
+#include "src/service/sets.h"
 #include "src/store/store.h"
 
 namespace iptkit::rest {
@@ -67,6 +68,9 @@ struct ApiOptions {
   std::string netns;  // the netns the daemon serves, as configured ("" = its own)
   std::string default_owner = "iptkitd";
   size_t max_body_bytes = 1 << 20;
+  // The body limit of set loads and syncs (POST /v1/sets/SET/load|sync), which may also be text/plain: read whole
+  // (32 MiB: about a million IPv4 entries in restore format) before anything is applied.
+  size_t max_set_body_bytes = 32 << 20;
   size_t max_ops = 1000;
   // Most bytes of one GET /v1/audit answer (at least one entry is always sent); the rest is on the next page.
   size_t audit_page_bytes = 1 << 20;
@@ -92,6 +96,7 @@ struct HandlerEnv {
   const ApiOptions* options = nullptr;
   service::Metrics::Counter* auth_failures = nullptr;  // {reason}
   const service::CounterSampler* counters = nullptr;   // may be nullptr
+  service::SetService* sets = nullptr;                 // /v1/sets
 };
 
 class Api {
@@ -133,6 +138,8 @@ class Api {
   HandlerEnv env_;
   service::Metrics::Counter* requests_ = nullptr;   // {method, route, code}
   service::Metrics::Histogram* latency_ = nullptr;  // {route}
+
+  std::unique_ptr<service::SetService> sets_;
 
   std::mutex rate_mu_;
   struct Bucket {

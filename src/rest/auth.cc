@@ -143,11 +143,42 @@ Status AuthorizeRead(const Principal& p) {
   return Status::Ok();
 }
 
+Status AuthorizeSetChange(const Principal& p, const SetTouch& touch) {
+  const store::Scopes& s = p.scopes;
+  if (!s.write) return Status::PermissionDenied(p.name + " has no write scope");
+  if (s.sets.empty() && (!s.tables.empty() || !s.chains.empty() || !s.owners.empty())) {
+    return Status::PermissionDenied(p.name + " is limited to tables, chains or owners; changing a set needs set:NAME");
+  }
+  for (const std::string& name : touch.sets) {
+    if (!Allowed(s.sets, name)) return Status::PermissionDenied(p.name + " may not change set " + name);
+  }
+  if (s.max_ttl_seconds) {
+    const std::string bound = std::to_string(*s.max_ttl_seconds) + " s";
+    if (touch.kind != SetTouch::Kind::kEntryAdd) {
+      return Status::PermissionDenied(p.name + " may only add set entries with a timeout of at most " + bound +
+                                      ", not " + touch.what);
+    }
+    if (!touch.timeout_seconds || *touch.timeout_seconds <= 0) {
+      return Status::PermissionDenied(p.name + " may only add set entries with a timeout of at most " + bound +
+                                      " (give \"timeout\")");
+    }
+    if (*touch.timeout_seconds > *s.max_ttl_seconds) {
+      return Status::PermissionDenied(p.name + " may give a timeout of at most " + bound + ", not " +
+                                      std::to_string(*touch.timeout_seconds) + " s");
+    }
+  }
+  return Status::Ok();
+}
+
 Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
   const store::Scopes& s = p.scopes;
   if (!s.write) return Status::PermissionDenied(p.name + " has no write scope");
   const std::string ttl_bound =
       s.max_ttl_seconds ? std::to_string(*s.max_ttl_seconds) + " s" : std::string();  // "" without --ttl-max
+  if (!s.sets.empty() && s.tables.empty() && s.chains.empty() && s.owners.empty() && !touches.empty()) {
+    return Status::PermissionDenied(p.name + " may only change set(s) " + Join(s.sets) + ", not " +
+                                    touches.front().what);
+  }
   for (const Touch& t : touches) {
     // (A confirm is checked by AuthorizeConfirm: an owner-scoped token may confirm its own transactions.)
     const bool owned = t.kind == Touch::Kind::kOwnedAdd || t.kind == Touch::Kind::kOwnedDelete ||

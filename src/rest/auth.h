@@ -89,6 +89,24 @@ Status AuthorizeRead(const Principal& principal);
 //    deletes; no imperative op, no document, no confirm. What needs the current state (a permanent managed rule
 //    refreshed with a ttl, or deleted) is refused by the writer (ChangeRequest::ttl_bounded).
 Status AuthorizeChange(const Principal& principal, const std::vector<Touch>& touches);
+// What a set change touches (for AuthorizeSetChange).
+struct SetTouch {
+  enum class Kind {
+    kEntryAdd,  // an entry added (or refreshed)
+    kOther,     // an entry deleted, a flush, create, destroy, rename, swap, load, sync: permanent
+  };
+  Kind kind = Kind::kOther;
+  std::vector<std::string> sets;           // every set named (both names of a rename or swap)
+  std::optional<int64_t> timeout_seconds;  // of an entry add
+  std::string what;                        // "destroy", "add", ... for messages
+};
+// Before a set change (docs/daemon.md "Scopes", the table of sets):
+//  - write is needed;
+//  - set:NAME limits set changes to those sets (and, without table:/chain:/owner:, refuses every rule change:
+//    AuthorizeChange); a token limited by table:, chain: or owner: without set: scopes changes no set;
+//  - --ttl-max S allows only entry adds with a timeout of 1..S (an entry deleted, a set flushed, created, destroyed,
+//    renamed, swapped, loaded or synced does not undo itself).
+Status AuthorizeSetChange(const Principal& principal, const SetTouch& touch);
 // After planning (service::ChangeRequest::authorize): every chain the kernel change touches must be in the token's
 // table and chain scopes; a whole-table flush/zero needs no chain restriction.
 Status AuthorizeChains(const Principal& principal, const std::vector<service::ChangedChain>& chains);

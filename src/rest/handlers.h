@@ -70,6 +70,7 @@ HttpResponse OwnersHandler(const HandlerEnv& env, Call& call);        // /v1/own
 HttpResponse AuditHandler(const HandlerEnv& env, Call& call);         // GET /v1/audit
 HttpResponse EventsHandler(const HandlerEnv& env, Call& call);        // GET /v1/events
 HttpResponse RatesHandler(const HandlerEnv& env, Call& call);         // GET .../chains/CHAIN/rates
+HttpResponse SetsHandler(const HandlerEnv& env, Call& call);          // /v1/sets[/SET[/...]]
 
 // ---- Reads shared by the ruleset handlers (tables_handler.cc) ----
 // The FAMILY, TABLE and CHAIN of the route.

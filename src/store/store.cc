@@ -173,6 +173,13 @@ Status ValidateScopeName(std::string_view kind, std::string_view name) {
     return Status::Ok();
   }
   if (kind == "chain") return ValidateChainName(name).WithContext("scope '" + word + "'");
+  if (kind == "set") {
+    // The kernel's IPSET_MAXNAMELEN is 32 with the terminating NUL.
+    bool printable = !name.empty() && name.size() <= 31;
+    for (char c : name) printable = printable && c > ' ' && c < 0x7f;
+    if (!printable) return Status::InvalidArgument("scope '" + word + "': a set name is 1..31 printable characters");
+    return Status::Ok();
+  }
   if (!IsOwnerName(name)) return Status::InvalidArgument("scope '" + word + "': owner must be 1..32 of [a-z0-9-]");
   return Status::Ok();
 }
@@ -181,19 +188,22 @@ Status ValidateScopes(const Scopes& scopes) {
   for (const std::string& table : scopes.tables) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("table", table));
   for (const std::string& chain : scopes.chains) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("chain", chain));
   for (const std::string& owner : scopes.owners) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("owner", owner));
+  for (const std::string& set : scopes.sets) IPTKIT_RETURN_IF_ERROR(ValidateScopeName("set", set));
   if (scopes.max_ttl_seconds.has_value() && *scopes.max_ttl_seconds <= 0) {
     return Status::InvalidArgument("max_ttl_seconds must be positive, got " + std::to_string(*scopes.max_ttl_seconds));
   }
   return Status::Ok();
 }
 
-// {"read":bool,"write":bool,"tables":[...],"chains":[...],"owners":[...]} plus "max_ttl_seconds" when set.
+// {"read":bool,"write":bool,"tables":[...],"chains":[...],"owners":[...]} plus "sets":[...] and "max_ttl_seconds"
+// when set (tokens stored before set scopes existed have no "sets").
 std::string ScopesToJson(const Scopes& scopes) {
   nlohmann::json j = {{"read", scopes.read},
                       {"write", scopes.write},
                       {"tables", scopes.tables},
                       {"chains", scopes.chains},
                       {"owners", scopes.owners}};
+  if (!scopes.sets.empty()) j["sets"] = scopes.sets;
   if (scopes.max_ttl_seconds.has_value()) j["max_ttl_seconds"] = *scopes.max_ttl_seconds;
   // Validated names are printable ASCII, so dump cannot meet invalid UTF-8; replace is only a backstop.
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -208,6 +218,7 @@ Result<Scopes> ScopesFromJson(const std::string& text) {
     scopes.tables = j.at("tables").get<std::vector<std::string>>();
     scopes.chains = j.at("chains").get<std::vector<std::string>>();
     scopes.owners = j.at("owners").get<std::vector<std::string>>();
+    if (j.contains("sets")) scopes.sets = j.at("sets").get<std::vector<std::string>>();
     if (j.contains("max_ttl_seconds")) scopes.max_ttl_seconds = j.at("max_ttl_seconds").get<int64_t>();
     return scopes;
   } catch (const nlohmann::json::exception& e) {
@@ -470,13 +481,17 @@ Result<Scopes> ParseScopes(const std::vector<std::string>& words) {
     }
     size_t colon = word.find(':');
     std::string kind = word.substr(0, colon);
-    if (colon == std::string::npos || (kind != "table" && kind != "chain" && kind != "owner")) {
+    if (colon == std::string::npos || (kind != "table" && kind != "chain" && kind != "owner" && kind != "set")) {
       return Status::InvalidArgument("scope '" + word +
-                                     "': expected read, write, table:NAME, chain:NAME or owner:NAME");
+                                     "': expected read, write, table:NAME, chain:NAME, owner:NAME or set:NAME");
     }
     std::string name = word.substr(colon + 1);
     IPTKIT_RETURN_IF_ERROR(ValidateScopeName(kind, name));
-    add(kind == "table" ? scopes.tables : kind == "chain" ? scopes.chains : scopes.owners, std::move(name));
+    add(kind == "table"   ? scopes.tables
+        : kind == "chain" ? scopes.chains
+        : kind == "owner" ? scopes.owners
+                          : scopes.sets,
+        std::move(name));
   }
   return scopes;
 }
@@ -488,6 +503,7 @@ std::vector<std::string> ScopeWords(const Scopes& scopes) {
   for (const std::string& table : scopes.tables) words.push_back("table:" + table);
   for (const std::string& chain : scopes.chains) words.push_back("chain:" + chain);
   for (const std::string& owner : scopes.owners) words.push_back("owner:" + owner);
+  for (const std::string& set : scopes.sets) words.push_back("set:" + set);
   return words;
 }
 

@@ -176,14 +176,16 @@ struct Scopes {
   std::vector<std::string> tables;         // tables it may change
   std::vector<std::string> chains;         // chains it may change (any table)
   std::vector<std::string> owners;         // owners whose state it may change; when set, unowned changes are refused
+  std::vector<std::string> sets;           // IP sets it may change; when set (alone), rule changes are refused
   std::optional<int64_t> max_ttl_seconds;  // longest TTL it may give; when set, adds without a TTL are refused
   friend bool operator==(const Scopes&, const Scopes&) = default;
 };
-// Parses the command-line scope words: "read", "write", "table:NAME", "chain:NAME", "owner:NAME". InvalidArgument
-// naming the bad word. NAME is checked: a table iptables knows (KnownTables), a valid chain name
-// (ValidateChainName), an owner of [a-z0-9-]{1,32}. Repeated words count once.
+// Parses the command-line scope words: "read", "write", "table:NAME", "chain:NAME", "owner:NAME", "set:NAME".
+// InvalidArgument naming the bad word. NAME is checked: a table iptables knows (KnownTables), a valid chain name
+// (ValidateChainName), an owner of [a-z0-9-]{1,32}, a set name of 1..31 printable characters without spaces.
+// Repeated words count once.
 Result<Scopes> ParseScopes(const std::vector<std::string>& words);
-// The words again, in the order read, write, tables, chains, owners (max_ttl is not a word).
+// The words again, in the order read, write, tables, chains, owners, sets (max_ttl is not a word).
 std::vector<std::string> ScopeWords(const Scopes& scopes);
 
 struct TokenRecord {

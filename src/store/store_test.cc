@@ -965,7 +965,7 @@ TEST_F(StoreTest, ListAndRevokeTokens) {
 
 TEST(ScopesTest, ParseScopesReadsEveryWord) {
   Result<Scopes> scopes = ParseScopes({"read", "write", "table:filter", "table:nat", "chain:INPUT", "chain:MY-CHAIN",
-                                       "owner:web-1", "read", "table:filter"});
+                                       "owner:web-1", "read", "table:filter", "set:blocklist", "set:bl-6"});
   ASSERT_TRUE(scopes.ok()) << scopes.status().ToString();
   EXPECT_EQ(*scopes, (Make<Scopes>([](Scopes& s) {
     s.read = true;
@@ -973,9 +973,10 @@ TEST(ScopesTest, ParseScopesReadsEveryWord) {
     s.tables = {"filter", "nat"};
     s.chains = {"INPUT", "MY-CHAIN"};
     s.owners = {"web-1"};
+    s.sets = {"blocklist", "bl-6"};
   })));
   EXPECT_THAT(ScopeWords(*scopes), ElementsAre("read", "write", "table:filter", "table:nat", "chain:INPUT",
-                                               "chain:MY-CHAIN", "owner:web-1"));
+                                               "chain:MY-CHAIN", "owner:web-1", "set:blocklist", "set:bl-6"));
   EXPECT_EQ(*ParseScopes(ScopeWords(*scopes)), *scopes);
   EXPECT_EQ(*ParseScopes({}), Scopes{});
   EXPECT_THAT(ScopeWords(Make<Scopes>([](Scopes& s) {
@@ -986,9 +987,9 @@ TEST(ScopesTest, ParseScopesReadsEveryWord) {
 }
 
 TEST(ScopesTest, ParseScopesNamesTheBadWord) {
-  for (const std::string& bad :
-       std::vector<std::string>{"admin", "Read", "table:", "table:bogus", "chain:", "chain:has space", "chain:ACCEPT",
-                                "owner:", "owner:Web", "owner:a_b", "tables:filter", ":x", ""}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "admin", "Read", "table:", "table:bogus", "chain:", "chain:has space", "chain:ACCEPT", "owner:", "owner:Web",
+           "owner:a_b", "tables:filter", ":x", "", "set:", "set:has space", "set:this-name-is-longer-than-31-chars"}) {
     Result<Scopes> scopes = ParseScopes({"read", bad});
     ASSERT_FALSE(scopes.ok()) << bad;
     EXPECT_EQ(scopes.status().code(), StatusCode::kInvalidArgument) << bad;

@@ -68,14 +68,19 @@ class DaemonClient {
         client_(socket_, std::chrono::duration_cast<std::chrono::milliseconds>(wait) + std::chrono::seconds(60)) {}
 
   Result<Json> Send(const std::string& method, const std::string& path, const std::optional<Json>& body = {}) {
+    return SendRaw(method, path, body ? body->dump() : std::string());
+  }
+  // A body of any content type; a 2xx answer's JSON, else the daemon's error.
+  Result<Json> SendRaw(const std::string& method, const std::string& path, const std::string& body,
+                       std::string_view content_type = "application/json") {
     std::string target = path;
     if (!netns_.empty()) target += (path.find('?') == std::string::npos ? "?netns=" : "&netns=") + UrlEncode(netns_);
-    Result<HttpAnswer> answer = client_.Send(method, target, body ? body->dump() : std::string());
+    Result<HttpAnswer> answer = client_.Send(method, target, body, size_t{1} << 30, content_type);
     if (!answer.ok()) {
       return Status::Unavailable("cannot reach iptkitd at " + socket_ + ": " + answer.status().message() +
                                  " (is iptkitd running with `socket = " + socket_ + "` in its configuration?)");
     }
-    if (answer->status != 200) return StatusFromDaemonError(answer->status, answer->body);
+    if (answer->status < 200 || answer->status > 299) return StatusFromDaemonError(answer->status, answer->body);
     Json j = ParseOrNull(answer->body);
     if (j.is_discarded()) return Status::Internal("iptkitd answered " + method + " " + path + " with invalid JSON");
     return j;
@@ -348,6 +353,14 @@ Result<Json> ParseDocument(const std::string& text, const std::string& file) {
 }
 
 }  // namespace
+
+Result<nlohmann::json> DaemonRequest(const GlobalOptions& global, const std::string& method, const std::string& path,
+                                     const std::string& body, std::string_view content_type) {
+  DaemonClient client(global.daemon.value_or(std::string(kDefaultDaemonSocket)), global.wait, global.netns);
+  return client.SendRaw(method, path, body, content_type);
+}
+
+std::string UrlQueryValue(std::string_view text) { return UrlEncode(text); }
 
 Status StatusFromDaemonError(int http_status, const std::string& body) {
   Json j = ParseOrNull(body);

@@ -12,8 +12,10 @@
 #define IPTKIT_TOOLS_IPTKIT_CLI_DAEMON_H_
 
 #include <istream>
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
+#include <string_view>
 
 #include "iptkit/status.h"
 #include "tools/iptkit/cli_args.h"
@@ -24,6 +26,13 @@ namespace iptkit::cli {
 // `input` receives the text of a FILE argument (for marking an error in it).
 Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
                              std::string* input);
+
+// One request to the iptkitd at global.daemon (?netns= added as for every command): the JSON of a 2xx answer, or
+// the daemon's error (StatusFromDaemonError); Unavailable when it cannot be reached. For `iptkit --daemon set ...`.
+Result<nlohmann::json> DaemonRequest(const GlobalOptions& global, const std::string& method, const std::string& path,
+                                     const std::string& body = "", std::string_view content_type = "application/json");
+// `text` percent-encoded for a URL query value.
+std::string UrlQueryValue(std::string_view text);
 
 // An error answer of iptkitd ({"error": {"code", "message", "details"}}) as a Status: the REST code mapped back
 // (invalid_argument → InvalidArgument, not_found → NotFound, ...; rate_limited → Unavailable), details.token,

@@ -6,6 +6,7 @@
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
 #include "iptkit/ipset.h"
+#include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_support.h"
 
 namespace iptkit::cli {
@@ -421,11 +422,208 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
   return kExitOk;
 }
 
+// ---- Through iptkitd (--daemon): the same commands as REST requests on its unix socket (docs/rest.md "Sets") ----
+
+std::optional<uint32_t> OptU32(const json& j, const char* key) {
+  if (!j.contains(key) || !j[key].is_number_unsigned()) return std::nullopt;
+  return static_cast<uint32_t>(j[key].get<uint64_t>());
+}
+
+SetInfo SetInfoFromJson(const json& j) {
+  SetInfo s;
+  s.name = j.value("name", "");
+  s.type = j.value("type", "");
+  s.revision = j.value("revision", 0);
+  s.header = j.value("header", "");
+  s.memory_bytes = j.value("memory_bytes", uint64_t{0});
+  s.references = j.value("references", 0u);
+  s.entry_count = j.value("entry_count", 0u);
+  if (j.contains("options") && j["options"].is_object()) {
+    const json& o = j["options"];
+    s.options.family = o.value("family", "");
+    s.options.hashsize = OptU32(o, "hashsize");
+    s.options.maxelem = OptU32(o, "maxelem");
+    s.options.timeout = OptU32(o, "timeout");
+    s.options.counters = o.value("counters", false);
+    s.options.comment = o.value("comment", false);
+    s.options.skbinfo = o.value("skbinfo", false);
+    s.options.netmask = OptU32(o, "netmask");
+    s.options.range = o.value("range", "");
+    s.options.size = OptU32(o, "size");
+  }
+  if (j.contains("entries") && j["entries"].is_array()) {
+    for (const json& e : j["entries"]) {
+      SetEntry entry;
+      entry.elem = e.value("entry", "");
+      entry.timeout = OptU32(e, "timeout");
+      if (e.contains("packets")) entry.packets = e["packets"].get<uint64_t>();
+      if (e.contains("bytes")) entry.bytes = e["bytes"].get<uint64_t>();
+      if (e.contains("comment")) entry.comment = e["comment"].get<std::string>();
+      entry.nomatch = e.value("nomatch", false);
+      if (e.contains("extra")) entry.extra = e["extra"].get<std::vector<std::string>>();
+      s.entries.push_back(std::move(entry));
+    }
+  }
+  return s;
+}
+
+json OptionsToJson(const SetOptions& o) {
+  json j = json::object();
+  if (!o.family.empty()) j["family"] = o.family;
+  if (o.hashsize) j["hashsize"] = *o.hashsize;
+  if (o.maxelem) j["maxelem"] = *o.maxelem;
+  if (o.timeout) j["timeout"] = *o.timeout;
+  if (o.counters) j["counters"] = true;
+  if (o.comment) j["comment"] = true;
+  if (o.skbinfo) j["skbinfo"] = true;
+  if (o.netmask) j["netmask"] = *o.netmask;
+  if (!o.range.empty()) j["range"] = o.range;
+  if (o.size) j["size"] = *o.size;
+  return j;
+}
+
+Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::ostream& out) {
+  const GlobalOptions& g = inv.global;
+  const bool json_out = g.json;
+  const std::string base = "/v1/sets/" + UrlQueryValue(inv.name);
+  const std::string dry = inv.dry_run ? "dry_run=1" : "";
+  auto query = [](std::string path, const std::vector<std::string>& params) {
+    char sep = '?';
+    for (const std::string& p : params) {
+      if (p.empty()) continue;
+      path += sep + p;
+      sep = '&';
+    }
+    return path;
+  };
+  json doc = {{"command", "set"}, {"set", inv.name}, {"dry_run", inv.dry_run}};
+  auto done = [&](const std::string& verb, const std::string& text) {
+    doc["op"] = verb;
+    if (json_out) {
+      out << doc.dump(2) << "\n";
+    } else if (!text.empty()) {
+      out << text << "\n";
+    }
+    return kExitOk;
+  };
+  const std::string would = inv.dry_run ? "would " : "";
+  switch (inv.verb) {
+    case SetVerb::kHelp:
+      out << inv.text;
+      return kExitOk;
+    case SetVerb::kList: {
+      const std::string entries = inv.terse ? "entries=0" : "entries=1";
+      std::vector<SetInfo> list;
+      if (inv.name.empty()) {
+        IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "GET", query("/v1/sets", {entries})));
+        for (const json& s : j["sets"]) list.push_back(SetInfoFromJson(s));
+      } else {
+        IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "GET", query(base, {entries})));
+        list.push_back(SetInfoFromJson(j));
+      }
+      if (json_out) {
+        json arr = json::array();
+        for (const SetInfo& s : list) arr.push_back(SetJson(s, !inv.terse));
+        out << json({{"sets", arr}}).dump(2) << "\n";
+      } else {
+        for (size_t i = 0; i < list.size(); ++i) out << (i ? "\n" : "") << SetText(list[i], !inv.terse);
+      }
+      return kExitOk;
+    }
+    case SetVerb::kCreate: {
+      IPTKIT_ASSIGN_OR_RETURN(SetOptions options, CreateOptions(inv));
+      json body = {{"name", inv.name}, {"type", inv.arg}, {"options", OptionsToJson(options)}};
+      IPTKIT_RETURN_IF_ERROR(DaemonRequest(g, "POST", query("/v1/sets", {dry}), body.dump()).status());
+      doc["type"] = inv.arg;
+      return done("create",
+                  inv.dry_run || g.verbosity > 0 ? would + "create set " + inv.name + " (" + inv.arg + ")" : "");
+    }
+    case SetVerb::kAdd: {
+      IPTKIT_ASSIGN_OR_RETURN(SetAddOptions options, AddOptions(inv));
+      json body = {{"entry", inv.arg}};
+      if (options.timeout) body["timeout"] = *options.timeout;
+      if (options.comment) body["comment"] = *options.comment;
+      if (options.no_refresh) body["no_refresh"] = true;
+      IPTKIT_RETURN_IF_ERROR(DaemonRequest(g, "POST", query(base + "/entries", {dry}), body.dump()).status());
+      doc["entry"] = inv.arg;
+      if (options.timeout) doc["timeout"] = *options.timeout;
+      if (options.comment) doc["comment"] = *options.comment;
+      return done("add", inv.dry_run || g.verbosity > 0 ? would + "add " + inv.arg + " to set " + inv.name : "");
+    }
+    case SetVerb::kDel: {
+      json body = {{"entry", inv.arg}};
+      IPTKIT_RETURN_IF_ERROR(DaemonRequest(g, "DELETE", query(base + "/entries", {dry}), body.dump()).status());
+      doc["entry"] = inv.arg;
+      return done("del", inv.dry_run || g.verbosity > 0 ? would + "delete " + inv.arg + " from set " + inv.name : "");
+    }
+    case SetVerb::kTest: {
+      IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "GET", base + "/test?entry=" + UrlQueryValue(inv.arg)));
+      const bool in_set = j.value("present", false);
+      doc["entry"] = inv.arg;
+      doc["present"] = in_set;
+      done("test", g.quiet ? "" : inv.arg + (in_set ? " is in set " : " is NOT in set ") + inv.name);
+      return in_set ? kExitOk : kExitCheckMiss;
+    }
+    case SetVerb::kLoad:
+    case SetVerb::kSync: {
+      const bool load = inv.verb == SetVerb::kLoad;
+      IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
+      // Checked here first (line numbers of this file), then sent as restore text: the daemon names the same lines.
+      IPTKIT_RETURN_IF_ERROR(ParseSetEntries(text, inv.name).status());
+      const std::string path = query(base + (load ? "/load" : "/sync"),
+                                     {dry, load && inv.grow ? "grow=1" : "", !load && inv.diff ? "mode=minimal" : ""});
+      IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "POST", path, text, "text/plain"));
+      const json& r = j["report"];
+      doc["report"] = r;
+      std::string summary =
+          "set " + inv.name + ": " + would + "add " + std::to_string(r.value("added", 0)) + ", refresh " +
+          std::to_string(r.value("refreshed", 0)) + (load ? "" : ", remove " + std::to_string(r.value("removed", 0))) +
+          "; " + std::to_string(r.value("entries_after", 0)) + " entries" +
+          (r.contains("grown_maxelem") ? ", maxelem grown to " + std::to_string(r["grown_maxelem"].get<uint64_t>())
+                                       : "");
+      return done(load ? "load" : "sync", summary);
+    }
+    case SetVerb::kFlush: {
+      IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "POST", query(base + "/flush", {dry})));
+      return done("flush", inv.dry_run ? "would remove " + std::to_string(j.value("entries_removed", 0)) +
+                                             " entries of set " + inv.name
+                                       : "");
+    }
+    case SetVerb::kSwap:
+    case SetVerb::kRename: {
+      const bool swap = inv.verb == SetVerb::kSwap;
+      json body = {{swap ? "with" : "to", inv.arg}};
+      IPTKIT_RETURN_IF_ERROR(
+          DaemonRequest(g, "POST", query(base + (swap ? "/swap" : "/rename"), {dry}), body.dump()).status());
+      doc["other"] = inv.arg;
+      return done(swap ? "swap" : "rename", inv.dry_run
+                                                ? std::string("would ") + (swap ? "swap sets " : "rename set ") +
+                                                      inv.name + (swap ? " and " : " to ") + inv.arg
+                                                : "");
+    }
+    case SetVerb::kDestroy: {
+      IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "DELETE", query(base, {dry, inv.cascade ? "cascade=1" : ""})));
+      json removed = json::array();
+      std::string text;
+      for (const json& r : j["rules_deleted"]) {
+        std::string line = std::string(r.value("family", "") == "ipv6" ? "-6 " : "") + "-t " + r.value("table", "") +
+                           " -D " + r.value("chain", "") + " " + r.value("spec", "");
+        removed.push_back(line);
+        text += would + "delete rule: " + line + "\n";
+      }
+      doc["rules_deleted"] = removed;
+      if (inv.dry_run) return done("destroy", text + "would destroy set " + inv.name);
+      return done("destroy", g.verbosity > 0 ? text + "destroyed set " + inv.name : "");
+    }
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunSetCommand(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
                   const Environment& env) {
-  Result<int> code = Execute(inv, in, out, err, env);
+  Result<int> code = inv.global.daemon ? ExecuteViaDaemon(inv, in, out) : Execute(inv, in, out, err, env);
   out.flush();
   if (!code.ok()) {
     // An error about one word of the command line (the entry, a create option): mark it there.

@@ -312,7 +312,13 @@ Result<SetInvocation> ParseSetCommandLine(const std::vector<std::string>& args) 
     } else if (name == "-t" || name == "--table") {
       return Usage(name + " does not apply to set commands: sets belong to no table", args, i);
     } else if (name == "--daemon") {
-      return Usage("set commands do not go through iptkitd yet: run them without --daemon", args, i);
+      // --daemon [SOCKET]: the socket is the next word when it is a path.
+      inv.global.daemon = std::string(kDefaultDaemonSocket);
+      if (has_value) {
+        inv.global.daemon = value;
+      } else if (i + 1 < args.size() && args[i + 1].find('/') != std::string::npos) {
+        inv.global.daemon = args[++i];
+      }
     } else if (name == "--dry-run") {
       inv.dry_run = true;
     } else if (name == "--no-refresh" && option_of(SetVerb::kAdd)) {

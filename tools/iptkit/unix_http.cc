@@ -159,7 +159,7 @@ Result<HttpAnswer> ParseHttpAnswer(std::string_view raw, bool at_eof, bool* comp
 }
 
 Result<HttpAnswer> UnixHttpClient::Send(std::string_view method, std::string_view target, std::string_view json_body,
-                                        size_t max_answer_bytes) const {
+                                        size_t max_answer_bytes, std::string_view content_type) const {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.empty() || socket_path_.size() >= sizeof(addr.sun_path)) {
@@ -182,7 +182,7 @@ Result<HttpAnswer> UnixHttpClient::Send(std::string_view method, std::string_vie
   std::string request;
   request.reserve(256 + json_body.size());
   request.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: iptkitd\r\nConnection: close\r\n");
-  if (!json_body.empty()) request.append("Content-Type: application/json\r\n");
+  if (!json_body.empty()) request.append("Content-Type: ").append(content_type).append("\r\n");
   if (!json_body.empty() || method == "POST" || method == "PUT") {
     request.append("Content-Length: ").append(std::to_string(json_body.size())).append("\r\n");
   }

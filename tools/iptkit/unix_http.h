@@ -26,10 +26,11 @@ class UnixHttpClient {
   UnixHttpClient(std::string socket_path, std::chrono::milliseconds timeout)
       : socket_path_(std::move(socket_path)), timeout_(timeout) {}
 
-  // Sends METHOD TARGET (with a JSON body when `json_body` is not empty) and reads the whole answer (at most
-  // `max_answer_bytes`). Unavailable when the socket cannot be reached or the answer is cut or malformed.
+  // Sends METHOD TARGET (with a body of `content_type` when `json_body` is not empty) and reads the whole answer
+  // (at most `max_answer_bytes`). Unavailable when the socket cannot be reached or the answer is cut or malformed.
   Result<HttpAnswer> Send(std::string_view method, std::string_view target, std::string_view json_body,
-                          size_t max_answer_bytes = size_t{1} << 30) const;
+                          size_t max_answer_bytes = size_t{1} << 30,
+                          std::string_view content_type = "application/json") const;
 
  private:
   std::string socket_path_;

@@ -533,7 +533,8 @@ int Main(const std::vector<std::string>& args, std::ostream& out, std::ostream& 
   std::vector<std::string> scopes;
   std::optional<std::string> ttl_max;
   create->add_option("--name", token_name, "token name")->required();
-  create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME (repeatable)")->required();
+  create->add_option("--scope", scopes, "read | write | table:NAME | chain:NAME | owner:NAME | set:NAME (repeatable)")
+      ->required();
   create->add_option("--ttl-max", ttl_max,
                      "longest TTL the token may give (90, 10m, 2h, 1d); it may then only make TTL-bounded changes");
   CLI::App* list = token->add_subcommand("list", "list tokens (without secrets)");

@@ -1,0 +1,328 @@
+#include "src/service/sets.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+
+#include <mutex>
+#include <utility>
+
+#include "iptkit/dialect.h"
+
+namespace iptkit::service {
+namespace {
+
+std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+std::string EntryDiff(std::string_view verb, std::string_view set, std::string_view elem,
+                      const std::optional<uint32_t>& timeout, const std::optional<std::string>& comment) {
+  std::string line = std::string(verb) + " " + std::string(set) + " " + std::string(elem);
+  if (timeout) line += " timeout " + std::to_string(*timeout);
+  if (comment) line += " comment \"" + *comment + "\"";
+  return line;
+}
+
+std::string_view StageName(SetProgress::Stage stage) {
+  switch (stage) {
+    case SetProgress::Stage::kChecked:
+      return "checked";
+    case SetProgress::Stage::kCopied:
+      return "copied";
+    case SetProgress::Stage::kLoading:
+      return "loading";
+    case SetProgress::Stage::kSwapped:
+      return "swapped";
+    case SetProgress::Stage::kDone:
+      return "done";
+  }
+  return "loading";
+}
+
+nlohmann::json ReportJson(const SetChangeReport& r) {
+  nlohmann::json j = {{"added", r.added},
+                      {"refreshed", r.refreshed},
+                      {"removed", r.removed},
+                      {"entries_after", r.entries_after},
+                      {"swapped", r.swapped}};
+  if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
+  return j;
+}
+
+}  // namespace
+
+struct SetService::CollectorLink {
+  std::mutex mu;
+  const SetService* sets = nullptr;
+};
+
+SetService::SetService(std::string netns, Service* service, store::Store* store, EventBus* events, Metrics* metrics)
+    : sets_(std::move(netns)), service_(service), store_(store), events_(events) {
+  operations_ =
+      &metrics->AddCounter("iptkitd_set_operations_total",
+                           "IP set changes through the API, by operation and result (ok or error).", {"op", "result"});
+  link_ = std::make_shared<CollectorLink>();
+  link_->sets = this;
+  std::shared_ptr<CollectorLink> link = link_;
+  metrics->AddCollector([link]() -> std::vector<Metrics::Family> {
+    std::lock_guard<std::mutex> lock(link->mu);
+    if (link->sets == nullptr) return {};
+    return link->sets->CollectMetrics();
+  });
+}
+
+SetService::~SetService() {
+  std::lock_guard<std::mutex> lock(link_->mu);
+  link_->sets = nullptr;
+}
+
+// ---- Reads ----
+
+Result<std::vector<SetInfo>> SetService::List(bool with_entries) const { return sets_.List("", with_entries); }
+
+Result<SetInfo> SetService::Get(std::string_view name, bool with_entries) const {
+  return sets_.Get(name, with_entries);
+}
+
+Result<bool> SetService::Test(std::string_view name, std::string_view elem) const { return sets_.Test(name, elem); }
+
+Result<std::vector<SetRuleRef>> SetService::ReferencingRules(std::string_view name) const {
+  std::vector<SetRuleRef> out;
+  for (Family f : {Family::kIPv4, Family::kIPv6}) {
+    IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, service_->List(f));
+    for (const Table& t : rs.tables) {
+      for (const Chain& c : t.chains) {
+        for (const Rule& r : c.rules) {
+          if (RuleUsesSet(r, name)) out.push_back({f, t.name, c.name, r});
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<Metrics::Family> SetService::CollectMetrics() const {
+  // Listing would make the kernel load ip_set (request_module) when nothing loaded it yet: a scrape changes nothing.
+  struct stat st;
+  if (::stat("/sys/module/ip_set", &st) != 0) return {};
+  Result<std::vector<SetInfo>> list = sets_.List("", false);
+  if (!list.ok()) return {};
+  Metrics::Family entries{"iptkitd_set_entries", "Entries of each IP set of the served namespace.", "gauge", {}};
+  Metrics::Family memory{
+      "iptkitd_set_memory_bytes", "Kernel memory of each IP set (ipset's \"Size in memory\").", "gauge", {}};
+  Metrics::Family refs{"iptkitd_set_references", "References to each IP set (rules and list:set sets).", "gauge", {}};
+  for (const SetInfo& s : *list) {
+    entries.samples.push_back({{{"set", s.name}}, static_cast<double>(s.entry_count)});
+    memory.samples.push_back({{{"set", s.name}}, static_cast<double>(s.memory_bytes)});
+    refs.samples.push_back({{{"set", s.name}}, static_cast<double>(s.references)});
+  }
+  return {entries, memory, refs};
+}
+
+// ---- Recording ----
+
+Status SetService::Record(const SetCaller& who, const std::string& op, std::string_view set, const Status& status,
+                          const std::string& diff, nlohmann::json event_data) {
+  operations_->Inc({op, status.ok() ? "ok" : "error"});
+  store::AuditEntry entry;
+  entry.time_ms = NowMs();
+  entry.principal = who.principal;
+  entry.request_id = who.request_id;
+  entry.action = "set_" + op;
+  entry.request = who.request_json.empty() ? nlohmann::json({{"set", set}}).dump() : who.request_json;
+  entry.result = status.ok() ? "ok" : std::string(StatusCodeName(status.code()));
+  entry.message = status.ok() ? "" : status.message();
+  entry.diff = status.ok() ? diff : "";
+  store_->QueueAudit(std::move(entry));
+  // Stores what every concurrent caller queued in one transaction; a failing store keeps the records queued (they
+  // are stored with the next successful write) and is reported by /healthz, as for the rule writer's duties.
+  if (Status flushed = store_->FlushAuditBacklog(); !flushed.ok()) {
+    spdlog::warn("audit record of set {} {} is queued: {}", op, set, flushed.message());
+  }
+  if (status.ok()) {
+    event_data["op"] = op;
+    event_data["set"] = std::string(set);
+    event_data["principal"] = who.principal;
+    event_data["request_id"] = who.request_id;
+    events_->Publish("set_changed", event_data.dump(), NowMs());
+  }
+  return status;
+}
+
+std::function<void(const SetProgress&)> SetService::ProgressPublisher(
+    const SetCaller& who, const std::string& op, std::string_view set,
+    std::function<void(const SetProgress&)> user) const {
+  EventBus* events = events_;
+  std::string request_id = who.request_id;
+  std::string name(set);
+  return [events, request_id, name, op, user = std::move(user)](const SetProgress& p) {
+    nlohmann::json data = {{"op", op},       {"set", name},      {"request_id", request_id},
+                           {"done", p.done}, {"total", p.total}, {"stage", StageName(p.stage)}};
+    events->Publish("set_progress", data.dump(), NowMs());
+    if (user) user(p);
+  };
+}
+
+// ---- Changes ----
+
+Status SetService::Create(const SetCaller& who, std::string_view name, std::string_view type, const SetOptions& options,
+                          bool dry_run) {
+  std::unique_lock lock(mu_);
+  if (dry_run) {
+    // Checked by the kernel under a temporary name, then removed.
+    Result<SetInfo> existing = sets_.Get(name, false);
+    if (existing.ok()) {
+      return Status::AlreadyExists("set " + Quote(name) + " exists already").WithToken(std::string(name));
+    }
+    if (existing.status().code() != StatusCode::kNotFound) return existing.status();
+    const std::string probe = std::string(kTempSetPrefix) + "dryrun00";
+    IPTKIT_RETURN_IF_ERROR(sets_.Create(probe, type, options));
+    return sets_.Destroy(probe);
+  }
+  Status s = sets_.Create(name, type, options);
+  return Record(who, "create", name, s, "create " + std::string(name) + " " + std::string(type),
+                {{"type", std::string(type)}});
+}
+
+Result<SetDestroyReport> SetService::Destroy(const SetCaller& who, std::string_view name, bool cascade, bool dry_run,
+                                             const SubmitFn& submit) {
+  std::unique_lock lock(mu_);
+  SetDestroyReport report;
+  IPTKIT_ASSIGN_OR_RETURN(SetInfo info, sets_.Get(name, false));
+  if (info.references > 0 && !cascade) {
+    return Status::FailedPrecondition("set " + Quote(name) + " is in use (" + std::to_string(info.references) +
+                                      " reference(s)); destroy with cascade to delete the rules that use it first")
+        .WithReason("referenced")
+        .WithToken(std::string(name));
+  }
+  if (info.references > 0) {
+    IPTKIT_ASSIGN_OR_RETURN(report.rules_deleted, ReferencingRules(name));
+  }
+  if (dry_run) return report;
+  if (!report.rules_deleted.empty()) {
+    ChangeRequest change;
+    change.action = "set_destroy_cascade";
+    for (const SetRuleRef& r : report.rules_deleted) change.ops.Delete(r.family, r.table, r.chain, r.rule);
+    Result<ChangeResult> done = submit(std::move(change));
+    if (!done.ok()) {
+      return Record(who, "destroy", name, done.status().WithContext("deleting the rules that use set " + Quote(name)),
+                    "", {});
+    }
+  }
+  Status s = sets_.Destroy(name);
+  if (!s.ok() && !report.rules_deleted.empty()) {
+    s = s.WithContext(std::to_string(report.rules_deleted.size()) +
+                      " rule(s) that used the set were deleted, but the set was not destroyed");
+  }
+  std::string diff;
+  for (const SetRuleRef& r : report.rules_deleted) {
+    diff += std::string(r.family == Family::kIPv6 ? "-6 " : "") + "-t " + r.table + " -D " + r.chain + " " +
+            FormatRuleSpec(r.rule) + "\n";
+  }
+  diff += "destroy " + std::string(name);
+  IPTKIT_RETURN_IF_ERROR(Record(who, "destroy", name, s, diff, {{"rules_deleted", report.rules_deleted.size()}}));
+  return report;
+}
+
+Result<size_t> SetService::Flush(const SetCaller& who, std::string_view name, bool dry_run) {
+  std::shared_lock lock(mu_);
+  IPTKIT_ASSIGN_OR_RETURN(SetInfo info, sets_.Get(name, false));
+  if (dry_run) return static_cast<size_t>(info.entry_count);
+  IPTKIT_RETURN_IF_ERROR(Record(who, "flush", name, sets_.Flush(name), "flush " + std::string(name),
+                                {{"entries_removed", info.entry_count}}));
+  return static_cast<size_t>(info.entry_count);
+}
+
+Status SetService::Rename(const SetCaller& who, std::string_view from, std::string_view to, bool dry_run) {
+  std::unique_lock lock(mu_);
+  if (dry_run) {
+    IPTKIT_ASSIGN_OR_RETURN(SetInfo a, sets_.Get(from, false));
+    if (sets_.Get(to, false).ok()) {
+      return Status::AlreadyExists("set " + Quote(to) + " exists already").WithToken(std::string(to));
+    }
+    if (a.references > 0) {
+      return Status::FailedPrecondition("set " + Quote(from) + " is in use; a referenced set cannot be renamed")
+          .WithReason("referenced")
+          .WithToken(std::string(from));
+    }
+    return Status::Ok();
+  }
+  return Record(who, "rename", from, sets_.Rename(from, to), "rename " + std::string(from) + " " + std::string(to),
+                {{"to", std::string(to)}});
+}
+
+Status SetService::Swap(const SetCaller& who, std::string_view a, std::string_view b, bool dry_run) {
+  std::unique_lock lock(mu_);
+  if (dry_run) {
+    IPTKIT_ASSIGN_OR_RETURN(SetInfo x, sets_.Get(a, false));
+    IPTKIT_ASSIGN_OR_RETURN(SetInfo y, sets_.Get(b, false));
+    if (x.type != y.type || x.options.family != y.options.family) {
+      return Status::InvalidArgument("sets " + Quote(a) + " (" + x.type + ") and " + Quote(b) + " (" + y.type +
+                                     ") differ in type or family: they cannot be swapped")
+          .WithToken(std::string(b));
+    }
+    return Status::Ok();
+  }
+  return Record(who, "swap", a, sets_.Swap(a, b), "swap " + std::string(a) + " " + std::string(b),
+                {{"with", std::string(b)}});
+}
+
+Status SetService::Add(const SetCaller& who, std::string_view name, std::string_view elem, const SetAddOptions& options,
+                       bool dry_run) {
+  std::shared_lock lock(mu_);
+  if (dry_run) {
+    IPTKIT_ASSIGN_OR_RETURN(bool in_set, sets_.Test(name, elem));
+    if (in_set && options.no_refresh) {
+      return Status::AlreadyExists("entry " + Quote(elem) + " is in set " + Quote(name) + " already")
+          .WithToken(std::string(elem));
+    }
+    return Status::Ok();
+  }
+  nlohmann::json data = {{"entry", std::string(elem)}};
+  if (options.timeout) data["timeout"] = *options.timeout;
+  return Record(who, "add", name, sets_.Add(name, elem, options),
+                EntryDiff("add", name, elem, options.timeout, options.comment), std::move(data));
+}
+
+Status SetService::Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run) {
+  std::shared_lock lock(mu_);
+  if (dry_run) {
+    IPTKIT_ASSIGN_OR_RETURN(bool in_set, sets_.Test(name, elem));
+    if (!in_set) {
+      return Status::NotFound("entry " + Quote(elem) + " is not in set " + Quote(name)).WithToken(std::string(elem));
+    }
+    return Status::Ok();
+  }
+  return Record(who, "delete", name, sets_.Delete(name, elem), EntryDiff("del", name, elem, {}, {}),
+                {{"entry", std::string(elem)}});
+}
+
+Result<SetChangeReport> SetService::Load(const SetCaller& who, std::string_view name,
+                                         const std::vector<SetEntrySpec>& entries, SetLoadOptions options) {
+  std::unique_lock lock(mu_);
+  options.progress = ProgressPublisher(who, "load", name, std::move(options.progress));
+  const bool dry = options.dry_run;
+  Result<SetChangeReport> report = sets_.Load(name, entries, options);
+  if (dry) return report;
+  Status s = report.ok() ? Status::Ok() : report.status();
+  IPTKIT_RETURN_IF_ERROR(
+      Record(who, "load", name, s,
+             report.ok() ? "load " + std::string(name) + ": " + std::to_string(entries.size()) + " entries" : "",
+             report.ok() ? nlohmann::json({{"report", ReportJson(*report)}}) : nlohmann::json::object()));
+  return report;
+}
+
+Result<SetChangeReport> SetService::Sync(const SetCaller& who, std::string_view name,
+                                         const std::vector<SetEntrySpec>& entries, SetSyncOptions options) {
+  std::unique_lock lock(mu_);
+  options.progress = ProgressPublisher(who, "sync", name, std::move(options.progress));
+  const bool dry = options.dry_run;
+  Result<SetChangeReport> report = sets_.Sync(name, entries, options);
+  if (dry) return report;
+  Status s = report.ok() ? Status::Ok() : report.status();
+  IPTKIT_RETURN_IF_ERROR(
+      Record(who, "sync", name, s,
+             report.ok() ? "sync " + std::string(name) + ": " + std::to_string(entries.size()) + " entries" : "",
+             report.ok() ? nlohmann::json({{"report", ReportJson(*report)}}) : nlohmann::json::object()));
+  return report;
+}
+
+}  // namespace iptkit::service
