@@ -152,6 +152,21 @@ void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& p
   for (WorkItem* item : items) item->result.changed = !item->result.tables.empty();
 }
 
+// Whether an item's imperative ops may disturb owned state, so that the owners are planned again in its commit
+// (PlanGroup's repairs). A client's adds and deletes cannot: deletes of owned rules are refused, unowned inserts and
+// appends in builtin chains are placed around the owned hooks (UnownedPlacement), and a rule added to an owned
+// chain is foreign there and stays where it is (docs/declarative.md); nor can new chains, policies or zeroed
+// counters. A flush, a deleted chain (with cascade: the rules jumping to it) or a renamed chain can, and so can the
+// daemon's own imperative work (a confirm rollback re-applies anything). Planning every owner for every unowned add
+// was most of the plan time next to a foreign writer.
+bool MayDisturbOwners(const WorkItem& item) {
+  if (item.imperative_tables.empty()) return false;
+  if (item.kind != WorkItem::Kind::kRequest) return true;
+  return std::any_of(item.request.ops.ops().begin(), item.request.ops.ops().end(), [](const Op& op) {
+    return op.kind == Op::Kind::kFlush || op.kind == Op::Kind::kDeleteChain || op.kind == Op::Kind::kRenameChain;
+  });
+}
+
 // In iptkitd every insert is placed relative to the rule before it: an owner's rules by their order, an unowned
 // insert below the owned `first` hooks or at the position the client gave, which names the rule it goes after as
 // the writer planned it (docs/daemon.md "Where unowned rules go"). So inserts are anchored (TableOp::anchored):
@@ -370,7 +385,7 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
       item->final = true;
       continue;
     }
-    if (!item->imperative_tables.empty()) imperative = true;
+    if (MayDisturbOwners(*item)) imperative = true;
     group.committing.push_back(item);
   }
   // Each owner of deferred requests planned once; when that fails, its requests are planned one by one again so
