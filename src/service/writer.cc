@@ -170,8 +170,9 @@ bool MayDisturbOwners(const WorkItem& item) {
 // In iptkitd every insert is placed relative to the rule before it: an owner's rules by their order, an unowned
 // insert below the owned `first` hooks or at the position the client gave, which names the rule it goes after as
 // the writer planned it (docs/daemon.md "Where unowned rules go"). So inserts are anchored (TableOp::anchored):
-// on the native backend the batch then needs no generation check unless something else in it does (a client's
-// `-C`, a replace or delete by position, a flush), and another writer's unrelated commit does not make it stale.
+// on the native backend the batch then needs no generation check unless something else in it does (a replace or
+// delete by position, which the planner guards with `-C`, or a flush), and another writer's unrelated commit does
+// not make it stale.
 void AnchorInserts(std::vector<txn::PlannedTable>& planned) {
   for (txn::PlannedTable& p : planned) {
     for (backend::TableOp& op : p.batch.ops) {
