@@ -657,6 +657,11 @@ int Main(int argc, char** argv) {
     return v ? Fixed(*v, 0) : std::string("n/a");
   };
 
+  // Requests per commit: the group commit histogram's sum over its count.
+  const std::optional<double> batch_sum = MetricSum(metrics.body, "iptkitd_group_commit_requests_sum");
+  const std::optional<double> batch_count = MetricSum(metrics.body, "iptkitd_group_commit_requests_count");
+  const std::string batch_mean =
+      batch_sum && batch_count && *batch_count > 0 ? Fixed(*batch_sum / *batch_count, 1) : std::string("n/a");
   utsname host{};
   uname(&host);
   char date[64];
@@ -697,6 +702,7 @@ int Main(int argc, char** argv) {
      << "| commits / failed commits / retried on a fresh read | " << metric("iptkitd_commits_total") << " / "
      << Fixed(MetricSum(metrics.body, "iptkitd_commits_total{result=\"error\"}").value_or(0), 0) << " / "
      << metric("iptkitd_commit_retries_total") << " | |\n"
+     << "| requests per commit (mean) | " << batch_mean << " | |\n"
      << "| drift repairs / owner failures | " << metric("iptkitd_drift_repairs_total") << " / "
      << metric("iptkitd_owner_failures_total") << " | |\n\n";
   for (const auto& [status, n] : shared.errors) {

@@ -47,6 +47,12 @@ struct TableOp {
   int index = 0;
   Rule rule;
   std::string arg;
+  // kInsert: the index only says "right after the rule before it in the snapshot (or at the head)", so a backend
+  // with handles may place the rule after that rule's handle even when other rules moved meanwhile (the kernel
+  // refuses the op when that rule is gone). kCheck: a guard of the anchor of the insert that follows it, which that
+  // insert's handle already checks. Backends without handles ignore it (iptables-restore sends `-I N`, `-C`).
+  // Set by the daemon for its own placements (docs/architecture.md "Generation checks"); never by the parser.
+  bool anchored = false;
   friend bool operator==(const TableOp&, const TableOp&) = default;
 
   // The op from its parts; the ones a kind does not use stay empty:

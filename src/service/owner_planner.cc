@@ -102,6 +102,13 @@ Result<OwnerPlan> OwnerPlanner::Plan(const std::string& owner, const OwnerState&
     if (!plan.ok()) return undo(plan.status());
     for (backend::TableBatch& batch : plan->batches) {
       batch.family = family;
+      // The owner's rules are placed relative to each other (a new rule right after its desired predecessor, a
+      // `first` hook at the head or after the hook before it), never at an absolute position, and the plan's only
+      // `-C` guards are those of such an insert's predecessor: on a backend with handles the insert names it, so
+      // neither needs the snapshot's generation (TableOp::anchored, docs/architecture.md "Generation checks").
+      for (backend::TableOp& op : batch.ops) {
+        if (op.kind == backend::TableOp::Kind::kInsert || op.kind == backend::TableOp::Kind::kCheck) op.anchored = true;
+      }
       const std::string table = batch.table;
       Status added = planner.AddBatch(std::move(batch));
       if (!added.ok()) return undo(added.WithContext("in " + std::string(FamilyName(family)) + " " + table));

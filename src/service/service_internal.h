@@ -120,8 +120,8 @@ struct Service::Impl {
   txn::BatchPlanner::ShapeIndex expected_shapes;  // the planner's shape index for `expected`
   // Tables unrepresentable as of the last trusted read, with the reason (see ReadState).
   std::map<std::pair<Family, std::string>, std::string> unrepresentable;
-  bool backend_vouches = false;  // Backend::Unchanged was true after some read
-  bool fresh_expected = false;   // `expected` was read just now (after a race): plan on it without asking
+  bool backend_vouches = false;     // Backend::Unchanged was true after some read
+  std::set<Family> fresh_expected;  // families of `expected` read just now (after a race): planned on without asking
   Clock::time_point next_drift;
   // Internal work that failed, retried with backoff: "expire:<owner>", "rollback:<id>", "owner:<owner>" (its
   // reconcile), "store" (writing the pending records).
@@ -203,7 +203,14 @@ struct Service::Impl {
   void NoteBackend(const Status& status, bool commit);
   void NoteStore(const Status& status);
   void UpdateHealthGauge();
-  std::vector<std::unique_ptr<WorkItem>> DueTimers();
+  // The daemon's own work that is due: TTL expiries and confirm rollbacks, then (unless `deadlines_only`) the
+  // owners' drift checks and reconcile retries.
+  std::vector<std::unique_ptr<WorkItem>> DueTimers(bool deadlines_only = false);
+  // While a drain of client work retries after conflicts: the TTL expiries and confirm rollbacks that fell due
+  // meanwhile, planned, committed and answered now (Process), so that no queue of client work and no run of
+  // conflicts holds them up. Not nested; called between attempts, with no backend lock held.
+  void RunDueDeadlines();
+  bool running_deadlines = false;
   std::optional<Clock::time_point> NextTimer();
   bool RetryDue(const std::string& key, Clock::time_point now) const;
 

@@ -152,6 +152,35 @@ void Attribute(const std::string& owner, const std::vector<txn::PlannedTable>& p
   for (WorkItem* item : items) item->result.changed = !item->result.tables.empty();
 }
 
+// Whether an item's imperative ops may disturb owned state, so that the owners are planned again in its commit
+// (PlanGroup's repairs). A client's adds and deletes cannot: deletes of owned rules are refused, unowned inserts and
+// appends in builtin chains are placed around the owned hooks (UnownedPlacement), and a rule added to an owned
+// chain is foreign there and stays where it is (docs/declarative.md); nor can new chains, policies or zeroed
+// counters. A flush, a deleted chain (with cascade: the rules jumping to it) or a renamed chain can, and so can the
+// daemon's own imperative work (a confirm rollback re-applies anything). Planning every owner for every unowned add
+// was most of the plan time next to a foreign writer.
+bool MayDisturbOwners(const WorkItem& item) {
+  if (item.imperative_tables.empty()) return false;
+  if (item.kind != WorkItem::Kind::kRequest) return true;
+  return std::any_of(item.request.ops.ops().begin(), item.request.ops.ops().end(), [](const Op& op) {
+    return op.kind == Op::Kind::kFlush || op.kind == Op::Kind::kDeleteChain || op.kind == Op::Kind::kRenameChain;
+  });
+}
+
+// In iptkitd every insert is placed relative to the rule before it: an owner's rules by their order, an unowned
+// insert below the owned `first` hooks or at the position the client gave, which names the rule it goes after as
+// the writer planned it (docs/daemon.md "Where unowned rules go"). So inserts are anchored (TableOp::anchored):
+// on the native backend the batch then needs no generation check unless something else in it does (a replace or
+// delete by position, which the planner guards with `-C`, or a flush), and another writer's unrelated commit does
+// not make it stale.
+void AnchorInserts(std::vector<txn::PlannedTable>& planned) {
+  for (txn::PlannedTable& p : planned) {
+    for (backend::TableOp& op : p.batch.ops) {
+      if (op.kind == backend::TableOp::Kind::kInsert) op.anchored = true;
+    }
+  }
+}
+
 void Fail(const std::vector<WorkItem*>& items, const Status& status) {
   for (WorkItem* item : items) {
     item->status = status;
@@ -246,10 +275,10 @@ Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* s
   expected_shapes.clear();
   std::vector<Family> read;
   for (Family f : kFamilies) {
-    if (out.count(f) && (fresh_expected || !needed.count(f) || writer_backend->Unchanged(f))) continue;
+    if (out.count(f) && (fresh_expected.count(f) || !needed.count(f) || writer_backend->Unchanged(f))) continue;
     read.push_back(f);
   }
-  fresh_expected = false;
+  fresh_expected.clear();
   if (read.empty()) return out;
   Result<txn::Snapshots> fresh = Status::Internal("not read");
   // A dump that raced another writer's commit (nft: "changed during the dump") is read again.
@@ -357,7 +386,7 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
       item->final = true;
       continue;
     }
-    if (!item->imperative_tables.empty()) imperative = true;
+    if (MayDisturbOwners(*item)) imperative = true;
     group.committing.push_back(item);
   }
   // Each owner of deferred requests planned once; when that fails, its requests are planned one by one again so
@@ -426,14 +455,29 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
 
 // ---- Drain: plan, commit, bisect, persist ----
 
+void Service::Impl::RunDueDeadlines() {
+  if (running_deadlines) return;
+  std::vector<std::unique_ptr<WorkItem>> due = DueTimers(/*deadlines_only=*/true);
+  if (due.empty()) return;
+  running_deadlines = true;
+  std::vector<std::unique_ptr<WorkItem>> outer;  // the repairs of the drain that is waiting
+  outer.swap(extras);
+  Process(std::move(due));
+  extras.swap(outer);
+  running_deadlines = false;
+}
+
 void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int budget, bool optimistic) {
   int attempts = 0;
+  const bool clients = std::any_of(items.begin(), items.end(), [](const WorkItem* w) { return !w->internal(); });
   for (;;) {
     std::vector<WorkItem*> open;
     for (WorkItem* item : items) {
       if (!item->final) open.push_back(item);
     }
     if (open.empty()) return;
+    // TTL expiries and confirm rollbacks do not wait for a run of conflicts of client work to end.
+    if (attempts > 0 && clients) RunDueDeadlines();
     ++attempts;
 
     Result<std::unique_ptr<backend::LockGuard>> lock = writer_backend->Lock(options.firewall.wait);
@@ -485,6 +529,7 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
     }
 
     std::vector<txn::PlannedTable> planned = planner.Finish();
+    AnchorInserts(planned);
     const auto t0 = Clock::now();
     Status committed = Status::Ok();
     if (!planner.empty()) {
@@ -589,22 +634,33 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
     // the state we planned on and a fresh read. Then the group is planned again on that read.
     bool race = false;
     if (MaybeRace(code)) {
+      // Only the families the committed tables are in are read again (and planned on afresh); the others keep
+      // the simulation, which the next attempt's ReadState checks with the backend as usual.
+      std::vector<Family> touched;
+      for (const txn::PlannedTable& p : planned) {
+        if (std::find(touched.begin(), touched.end(), p.batch.family) == touched.end()) {
+          touched.push_back(p.batch.family);
+        }
+      }
       planner.RollbackTo({});
       txn::Snapshots before = std::move(planner).TakeState();
-      Result<txn::Snapshots> now = txn::ReadSnapshots(*writer_backend, {Family::kIPv4, Family::kIPv6});
+      Result<txn::Snapshots> now = txn::ReadSnapshots(*writer_backend, touched);
       race = !now.ok();
       if (now.ok()) {
-        for (Family f : kFamilies) race = race || !DifferingTables(before[f], (*now)[f]).empty();
-        expected = std::move(before);
+        for (Family f : touched) race = race || !DifferingTables(before[f], (*now)[f]).empty();
+        for (Family f : touched) expected[f] = std::move(before[f]);
         CheckForeignChanges(*now);  // publishes what changed, clears `expected`
         if (race) {
           // This read is the next attempt's snapshot (with the marks ReadState would give it); a new mark of a
           // backend that never vouches makes the next attempt read once more.
           std::set<std::pair<Family, std::string>> newly;
-          TrustMarks(*now, {std::begin(kFamilies), std::end(kFamilies)}, &newly);
+          TrustMarks(*now, touched, &newly);
+          for (auto& [f, rs] : before) {
+            if (!now->count(f)) (*now)[f] = std::move(rs);  // untouched families: the simulation, as it was
+          }
           if (newly.empty()) {
+            fresh_expected.insert(touched.begin(), touched.end());
             expected = *std::move(now);
-            fresh_expected = true;
           }
         }
       }

@@ -205,5 +205,116 @@ TEST_F(NativeRaceTest, WithoutTheGenerationCheckTheSameSequenceGoesWrong) {
   EXPECT_EQ(native_->stats().stale_generation, 0u);
 }
 
+// ---- Which batches carry the generation id (docs/architecture.md "Generation checks") ----
+
+// The native backend read by the test itself, so that a foreign write lands exactly between its read and its commit.
+class NativeAnchorTest : public NativeRaceTest {
+ protected:
+  using K = backend::TableOp::Kind;
+
+  void SetUp() override {
+    NativeRaceTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    backend::BackendOptions options;
+    options.netns = ns_->name();
+    auto b = backend::native::NativeBackend::Create(options);
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+    backend_ = std::move(b).value();
+  }
+
+  Rule Canon(const std::string& spec) {
+    Result<std::vector<Rule>> c = backend_->Canonicalize(Family::kIPv4, "filter", {Spec(spec)});
+    EXPECT_TRUE(c.ok()) << spec << ": " << c.status().ToString();
+    return c.ok() ? c->front() : Rule{};
+  }
+  static backend::TableOp Op(K kind, const Rule& rule, int index = 0, bool anchored = false) {
+    backend::TableOp op = backend::TableOp::Make(kind, "INPUT", rule, index);
+    op.anchored = anchored;
+    return op;
+  }
+  // Reads, lets `foreign` write, then commits `ops` planned on that read.
+  Status ReadForeignCommit(const std::function<void()>& foreign, std::vector<backend::TableOp> ops) {
+    IPTKIT_RETURN_IF_ERROR(backend_->Read(Family::kIPv4, std::nullopt, false).status());
+    foreign();
+    backend::CommitTable t;
+    t.batch.family = Family::kIPv4;
+    t.batch.table = "filter";
+    t.batch.ops = std::move(ops);
+    return backend_->Commit(std::vector<backend::CommitTable>{t}).status();
+  }
+
+  std::unique_ptr<backend::native::NativeBackend> backend_;
+};
+
+// An unrelated foreign commit between the read and the commit does not make a batch of handle-anchored ops stale:
+// it is sent without the generation id and lands exactly where its anchors say (the linearization: the foreign
+// write, then the batch).
+TEST_F(NativeAnchorTest, AnchoredBatchIsNotRefusedForAnUnrelatedForeignCommit) {
+  const std::string mine = "-s 198.51.100.1/32 -j ACCEPT";
+  const std::string tail = "-s 198.51.100.2/32 -j ACCEPT";
+  // After 192.0.2.2 (snapshot position 3 = after rule 2), delete 192.0.2.5 by spec, append one: while a foreign
+  // writer inserts at position 1.
+  Status s = ReadForeignCommit([&] { ForeignInsert("INPUT", "203.0.113.1", expected_); },
+                               {Op(K::kCheck, Canon("-s 192.0.2.2/32 -j ACCEPT"), 0, /*anchored=*/true),
+                                Op(K::kInsert, Canon(mine), 3, /*anchored=*/true),
+                                Op(K::kDelete, Canon("-s 192.0.2.5/32 -j ACCEPT")), Op(K::kAppend, Canon(tail))});
+  ASSERT_STATUS_OK(s);
+  EXPECT_EQ(backend_->stats().stale_generation, 0u);
+  EXPECT_EQ(backend_->stats().anchored_batches, 1u);
+  EXPECT_EQ(backend_->stats().checked_batches, 0u);
+  // expected_: the foreign rule first, then 192.0.2.1..8.
+  expected_.insert(expected_.begin() + 3, Line("INPUT", mine));
+  expected_.erase(std::find(expected_.begin(), expected_.end(), Line("INPUT", "-s 192.0.2.5/32 -j ACCEPT")));
+  expected_.push_back(Line("INPUT", tail));
+  EXPECT_EQ(Kernel("INPUT"), expected_);
+}
+
+// The same foreign write makes a batch whose meaning depends on the snapshot stale: an insert at an absolute
+// position, or a `-C` precondition. Those carry the generation id and the kernel refuses them; nothing of them is
+// committed.
+TEST_F(NativeAnchorTest, SnapshotBoundBatchesStillCarryTheGenerationId) {
+  const std::vector<std::string> before = Kernel("INPUT");
+  std::vector<std::string> model = before;
+  Status absolute = ReadForeignCommit([&] { ForeignInsert("INPUT", "203.0.113.2", model); },
+                                      {Op(K::kInsert, Canon("-s 198.51.100.3/32 -j ACCEPT"), 3)});
+  EXPECT_EQ(absolute.code(), StatusCode::kAborted) << absolute.ToString();
+  Status checked =
+      ReadForeignCommit([&] { ForeignDeleteFirst("INPUT", model); },
+                        {Op(K::kCheck, Canon("-s 192.0.2.1/32 -j ACCEPT")), Op(K::kAppend, Canon("-s 198.51.100.4"))});
+  EXPECT_EQ(checked.code(), StatusCode::kAborted) << checked.ToString();
+  EXPECT_EQ(backend_->stats().stale_generation, 2u);
+  EXPECT_EQ(backend_->stats().checked_batches, 2u);
+  EXPECT_EQ(Kernel("INPUT"), model) << "only the foreign writes are in";
+}
+
+// An anchor another writer removed between the read and the commit: the kernel refuses the op that names it
+// (ENOENT), the whole batch with it, and the caller gets NotFound, the code it re-reads and re-plans on.
+TEST_F(NativeAnchorTest, AGoneAnchorFailsTheWholeBatchWithNotFound) {
+  std::vector<std::string> model = expected_;
+  Status s = ReadForeignCommit(
+      [&] {
+        CommandResult r =
+            ns_->Iptables(Variant::kNft, Family::kIPv4, {"-D", "INPUT", "-s", "192.0.2.2", "-j", "ACCEPT"});
+        EXPECT_TRUE(r.ok()) << r.Describe();
+        model.erase(model.begin() + 1);
+      },
+      {Op(K::kAppend, Canon("-s 198.51.100.5/32 -j ACCEPT")),
+       Op(K::kInsert, Canon("-s 198.51.100.6/32 -j ACCEPT"), 3, /*anchored=*/true)});
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  EXPECT_EQ(backend_->stats().stale_generation, 0u);
+  EXPECT_EQ(Kernel("INPUT"), model) << "nothing of the batch was committed";
+  // The same delete by spec of a rule that is gone.
+  s = ReadForeignCommit(
+      [&] {
+        CommandResult r =
+            ns_->Iptables(Variant::kNft, Family::kIPv4, {"-D", "INPUT", "-s", "192.0.2.3", "-j", "ACCEPT"});
+        EXPECT_TRUE(r.ok()) << r.Describe();
+        model.erase(model.begin() + 1);
+      },
+      {Op(K::kDelete, Canon("-s 192.0.2.3/32 -j ACCEPT"))});
+  EXPECT_EQ(s.code(), StatusCode::kNotFound) << s.ToString();
+  EXPECT_EQ(Kernel("INPUT"), model);
+}
+
 }  // namespace
 }  // namespace iptkit::integration

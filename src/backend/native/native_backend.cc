@@ -1142,6 +1142,37 @@ class BatchBuilder {
   std::vector<PendingChain> pending_chains_;
 };
 
+// Whether the meaning of `op` depends on the snapshot it was planned on in a way the kernel does not check at
+// commit (docs/architecture.md "Generation checks"). Ops that name what they touch by kernel handle stay right
+// when another writer committed in between, or the kernel refuses them (ENOENT when the rule, the chain or the
+// anchor is gone; EEXIST, EBUSY): an append, an insert at the head or after an anchor (TableOp::anchored), a delete
+// by spec (the first equal rule's handle: a rule of that content goes), a new chain (NLM_F_EXCL), a deleted chain
+// (the kernel refuses one that is not empty or still referenced), a rename and a policy. Snapshot-bound: a `-C`
+// precondition, an insert at an absolute position, a delete or replace by position, a flush, -Z (it re-sends
+// the rules the snapshot has) and a whole-table restore. A batch with any of them carries the generation id.
+bool NeedsSnapshot(const TableOp& op) {
+  switch (op.kind) {
+    case TKind::kAppend:
+    case TKind::kDelete:
+    case TKind::kNewChain:
+    case TKind::kRenameChain:
+    case TKind::kPolicy:
+      return false;
+    case TKind::kDeleteChain:
+      return op.chain.empty();  // -X of every user chain: those of the snapshot
+    case TKind::kInsert:
+      return op.index > 1 && !op.anchored;
+    case TKind::kCheck:
+      return !op.anchored;
+    case TKind::kDeleteAt:
+    case TKind::kReplace:
+    case TKind::kFlush:
+    case TKind::kZero:
+      return true;
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& tables) {
@@ -1217,8 +1248,24 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
 
   size_t ops = 0;
   for (const CommitTable* t : work) ops += t->batch.ops.size();
+  // The generation id goes with the batch only when some op's meaning depends on the snapshot (NeedsSnapshot):
+  // a batch of handle-anchored ops stays right when another writer committed since the read, so a foreign writer
+  // that commits every few milliseconds does not make it stale. Such a batch that meets a change it cannot take
+  // fails in the kernel (ENOENT, EEXIST, EBUSY: NotFound, AlreadyExists, FailedPrecondition below) and nothing
+  // of it is committed.
+  bool snapshot_bound = false;
+  for (const CommitTable* t : work) {
+    snapshot_bound =
+        snapshot_bound || t->batch.flush_table || std::any_of(t->batch.ops.begin(), t->batch.ops.end(), NeedsSnapshot);
+  }
+  const bool checked = native_.check_generation && snapshot_bound;
+  if (checked) {
+    ++stats_.checked_batches;
+  } else {
+    ++stats_.anchored_batches;
+  }
   NftBatch batch(netlink_->ReserveSeqs(static_cast<uint32_t>(4 * ops + 64)), batch_storage_);
-  batch.Begin(native_.check_generation ? std::optional<uint32_t>(generation) : std::nullopt);
+  batch.Begin(checked ? std::optional<uint32_t>(generation) : std::nullopt);
   BatchBuilder builder(batch, cache_, [this](Family f, const Rule& r) { return XtOf(f, r); });
   for (const CommitTable* t : work) {
     Status s = builder.AddTable(t->batch);
@@ -1251,6 +1298,11 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     const std::string message = "kernel rejected " + what + ": " + DescribeErrno(err) + "; nothing was committed";
     if (err == EPERM || err == EACCES) return Status::PermissionDenied(message);
     if (err == ENOMEM || err == ENOBUFS) return Status::Unavailable(message);
+    // What another writer's commit since the read can cause (a rule, chain or anchor gone; a chain there already,
+    // or no longer empty): told apart from a rejection of the batch itself by the caller's fresh read.
+    if (err == ENOENT) return Status::NotFound(message + " (changed since the read?)");
+    if (err == EEXIST) return Status::AlreadyExists(message + " (changed since the read?)");
+    if (err == EBUSY || err == ENOTEMPTY) return Status::FailedPrecondition(message + " (changed since the read?)");
     return Status::InvalidArgument(message);
   }
   Result<uint32_t> after = netlink_->GenerationId();
@@ -1289,8 +1341,10 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     }
     if (handle == 0) complete = false;
   }
-  // Ours, and only ours, when the id moved by exactly one (the batch was checked against `generation`).
-  if (!complete || !after.ok() || *after != next || !native_.check_generation) {
+  // Ours, and only ours, when the id moved by exactly one: every commit moves it by one, so nobody else committed
+  // between the snapshot and now (with or without the id in the batch), and the snapshot updated in place is the
+  // kernel's.
+  if (!complete || !after.ok() || *after != next) {
     cache_.clear();
     return report;
   }

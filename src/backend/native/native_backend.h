@@ -13,11 +13,16 @@
 //    the rule's handle and what was not understood. A whole-family read is cached with its generation id;
 //    Read(fresh_counters = false) and Unchanged answer from it while the kernel's id is the same (one round trip).
 //  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
-//    IPv6. The batch carries the generation id of the snapshots the ops were planned on; when anything was
-//    committed since, the kernel refuses it (ERESTART) and Commit returns Aborted (stats().stale_generation counts
-//    them) so that the caller re-reads and re-plans (txn::LockedCommit does, with backoff). Positions and specs of
-//    the ops are resolved against that snapshot, and rules are addressed by kernel handle: delete / replace name the
-//    rule itself, inserts are placed next to a handle. Handles of rules added are learned from the kernel's echo
+//    IPv6. Positions and specs of the ops are resolved against the snapshot they were planned on, and rules are
+//    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle. When
+//    some op's meaning depends on that snapshot beyond the handles it names (a `-C` precondition, an absolute
+//    position, a flush, -Z, a whole-table restore: NeedsSnapshot in the .cc), the batch carries the snapshot's
+//    generation id; when anything was committed since, the kernel refuses it (ERESTART) and Commit returns Aborted
+//    (stats().stale_generation counts them) so that the caller re-reads and re-plans (txn::LockedCommit does, with
+//    backoff). A batch of handle-anchored ops only (appends, inserts at the head or TableOp::anchored, deletes by
+//    spec, chain ops the kernel checks itself) goes without it: another writer's unrelated commit does not make it
+//    stale, and a change it cannot take (its rule, chain or anchor gone) fails in the kernel with NotFound,
+//    AlreadyExists or FailedPrecondition, nothing committed. Handles of rules added are learned from the kernel's echo
 //    (NLM_F_ECHO); the cached snapshot is then updated in place, with the generation id read after the commit (one
 //    more than before: ours).
 //  - Tables and builtin chains are created on first use with iptables-nft's hook, priority and type; a whole-table
@@ -104,6 +109,8 @@ class NativeBackend final : public Backend {
     uint64_t cache_hits = 0;         // reads answered from the cached snapshot
     uint64_t batches = 0;            // batches sent
     uint64_t stale_generation = 0;   // batches the kernel refused with ERESTART
+    uint64_t checked_batches = 0;    // batches sent with the generation id (some op needs the snapshot)
+    uint64_t anchored_batches = 0;   // batches sent without it (every op anchored by handle)
     uint64_t restore_fallbacks = 0;  // commits sent through the restore backend
     // event_cache only:
     uint64_t event_hits = 0;         // uses of a cached snapshot the notifications proved current
