@@ -233,22 +233,30 @@ TEST(DaemonSets, RenameSwapAndCascadingDestroy) {
   EXPECT_EQ(SaveText(*ns, Family::kIPv4, Variant::kNft, "raw").find("match-set a "), std::string::npos);
 
   // Destroy right after deleting the last referencing rule through the daemon's long-lived handle (the native
-  // backend's persistent netlink socket: the kernel drops the set's reference later). A new name each round: the
-  // native backend caches the compiled match, whose set index would be stale for a set re-created under the same
-  // name.
+  // backend's persistent netlink socket: the kernel drops the set's reference later). The same name each round,
+  // re-created after another set took its old kernel index: a compiled match cached across rounds would point at
+  // that other set (the rule must name c0 in iptables-save).
   for (int i = 0; i < 5; ++i) {
-    const std::string set = "c" + std::to_string(i);
+    const std::string set = "c0";
     const std::string rule = R"({"spec": "-m set --match-set )" + set + R"( src -j DROP"})";
+    if (i > 0) {
+      Reply pad = http.Post("/v1/sets", R"({"name": "pad)" + std::to_string(i) + R"(", "type": "hash:ip"})");
+      ASSERT_TRUE(pad.status == 200 || pad.status == 201) << pad.Describe();
+    }
     Reply made = i == 0 ? http.Post("/v1/sets/c/rename", R"({"to": "c0"})")
                         : http.Post("/v1/sets", R"({"name": ")" + set + R"(", "type": "hash:ip"})");
     ASSERT_TRUE(made.status == 200 || made.status == 201) << made.Describe();
     Reply added = http.Post(RulesPath("FORWARD"), rule);
     ASSERT_EQ(added.status, 200) << "round " << i << ": " << added.Describe();
+    EXPECT_NE(SaveText(*ns).find("-A FORWARD -m set --match-set c0 src -j DROP"), std::string::npos)
+        << "round " << i << ":\n"
+        << SaveText(*ns);
     Reply deleted = http.Delete(RulesPath("FORWARD"), rule);
     ASSERT_EQ(deleted.status, 200) << "round " << i << ": " << deleted.Describe();
     Reply gone = http.Delete("/v1/sets/" + set);
     ASSERT_EQ(gone.status, 200) << "round " << i << ": " << gone.Describe();
   }
+  for (int i = 1; i < 5; ++i) EXPECT_EQ(http.Delete("/v1/sets/pad" + std::to_string(i)).status, 200);
 }
 
 TEST(DaemonSets, BulkLoadAndSync) {

@@ -679,13 +679,30 @@ Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::
   return out;
 }
 
+namespace {
+bool UsesIpset(const Rule& rule) {
+  if (rule.target.name == "SET") return true;
+  for (const Match& m : rule.matches) {
+    if (m.name == "set") return true;
+  }
+  return false;
+}
+}  // namespace
+
 Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& rules) {
   std::vector<Rule> todo;
   std::vector<std::string> keys;
   std::set<std::string> seen;
   for (const Rule* r : rules) {
     std::string key = FormatRuleForRestore(*r, /*counters=*/false);
-    if (xt_.count({family, key}) || !seen.insert(key).second) continue;
+    if (!seen.insert(key).second) continue;
+    // The set match and target carry the kernel's index of the set, looked up by name when parsed: a set destroyed
+    // and made again under the same name may have another index, so their binary form is never reused.
+    if (UsesIpset(*r)) {
+      xt_.erase({family, key});
+    } else if (xt_.count({family, key})) {
+      continue;
+    }
     IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(*r, family));
     todo.push_back(std::move(source));
     keys.push_back(std::move(key));
