@@ -524,7 +524,7 @@ TEST(DaemonMalformed, ThousandBadRequestsChangeNothing) {
       "/v1/owners/",
       "/healthz/",
       "/metrics.json",
-      "/v1/sets",
+      "/v1/zones",
       "/v1/desired",
       "/v1/ipv4/tables/filter/chains//rules",
       "/v1/owners/UPPER",

@@ -242,271 +242,285 @@ Status PathValue(std::string_view v, std::string* out) {
 
 // In the order of docs/daemon-config.md's table.
 const std::vector<KeySpec>& Keys() {
-  static const auto* keys = new std::vector<KeySpec>{
-      {"netns", false, "network namespace to serve: NAME (/run/netns) or PATH (default: the daemon's own)",
-       [](std::string_view v, DaemonConfig* c) {
-         c->netns = std::string(v);
-         return Status::Ok();
-       }},
-      {"backend", false, "auto|native|nft|legacy|fake (default auto)",
-       [](std::string_view v, DaemonConfig* c) {
-         return OneOf(v, {"auto", "native", "nft", "legacy", "fake"}, &c->backend);
-       }},
-      {"listen", true, "[http://|https://]ADDR:PORT to serve on (repeatable)",
-       [](std::string_view v, DaemonConfig* c) {
-         Result<Listener> l = ListenerOrReason(v);
-         if (!l.ok()) return l.status();
-         c->listen.push_back(*l);
-         return Status::Ok();
-       }},
-      {"socket", false, "unix socket path (default: none)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v.size() > kMaxSocketPath) {
-           return Status::InvalidArgument("a unix socket path has at most " + std::to_string(kMaxSocketPath) +
-                                          " bytes");
-         }
-         c->socket = std::string(v);
-         return Status::Ok();
-       }},
-      {"socket_mode", false, "permissions of the unix socket, octal (default 0660)",
-       [](std::string_view v, DaemonConfig* c) {
-         const bool octal = !v.empty() && v.size() <= 4 &&
-                            std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
-         uint32_t mode = 0;
-         if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
-         if (!octal || mode > 0777) return Status::InvalidArgument("expected an octal mode 0..0777, e.g. 0660");
-         c->socket_mode = mode;
-         return Status::Ok();
-       }},
-      {"socket_allow", true, "uid:N or gid:N, optionally :ro, allowed on the unix socket (repeatable)",
-       [](std::string_view v, DaemonConfig* c) {
-         Result<SocketPeer> p = SocketPeerOrReason(v);
-         if (!p.ok()) return p.status();
-         c->socket_allow.push_back(*p);
-         return Status::Ok();
-       }},
-      {"state_dir", false, "directory of the SQLite store (default /var/lib/iptkitd)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v.empty()) return Status::InvalidArgument("must not be empty");
-         c->state_dir = std::string(v);
-         return Status::Ok();
-       }},
-      {"tls_cert", false, "PEM certificate chain for TLS listeners",
-       [](std::string_view v, DaemonConfig* c) {
-         c->tls_cert = std::string(v);
-         return Status::Ok();
-       }},
-      {"tls_key", false, "PEM private key for TLS listeners",
-       [](std::string_view v, DaemonConfig* c) {
-         c->tls_key = std::string(v);
-         return Status::Ok();
-       }},
-      {"drift_interval", false, "how often owned state is checked (default 5s)",
-       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->drift_interval); }},
-      {"group_wait", false, "group commit window under load, at most 1s (default 5ms; 0 = none)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v == "0") {
-           c->group_wait = std::chrono::milliseconds(0);
-           return Status::Ok();
-         }
-         std::chrono::milliseconds d{0};
-         IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
-         if (d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
-         c->group_wait = d;
-         return Status::Ok();
-       }},
-      {"wait", false, "bound on waiting for the xtables lock (default 10s)",
-       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->wait); }},
-      {"max_body_bytes", false, "request body limit in bytes (default 1048576)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }},
-      {"max_ops", false, "ops / rules per request (default 1000)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }},
-      {"rate_limit", false, "requests per second per principal (default 100; 0 = unlimited)",
-       [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }},
-      {"rate_burst", false, "token bucket size, >= 1 (default 200)",
-       [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }},
-      {"max_connections", false, "TCP connections open at once, all listeners (default 1024)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }},
-      {"max_connections_per_peer", false, "TCP connections from one address (default 128)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections_per_peer); }},
-      {"max_socket_connections", false, "unix socket connections at once (default 64)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_socket_connections); }},
-      {"max_event_streams", false, "open GET /v1/events streams (default 256)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_event_streams); }},
-      {"event_buffer_bytes", false, "bytes an event stream may fall behind before it is cut (default 1048576)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->event_buffer_bytes); }},
-      {"max_header_bytes", false, "request line and header fields, >= 1024 (default 16384)",
-       [](std::string_view v, DaemonConfig* c) {
-         size_t n = 0;
-         IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
-         if (n < 1024) return Status::InvalidArgument("at least 1024");
-         c->max_header_bytes = n;
-         return Status::Ok();
-       }},
-      {"header_timeout", false, "time to send a request's head and the TLS handshake, 100ms..1h (default 10s)",
-       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->header_timeout); }},
-      {"body_timeout", false, "time to send an admitted body, 100ms..1h (default 30s)",
-       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->body_timeout); }},
-      {"idle_timeout", false, "how long a keep-alive connection may idle between requests, 100ms..1h (default 5s)",
-       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->idle_timeout); }},
-      {"send_timeout", false, "how long an answer may wait for the client to read it, 100ms..1h (default 10s)",
-       [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->send_timeout); }},
-      {"io_threads", false, "HTTP I/O threads, 1..64 (default 2)",
-       [](std::string_view v, DaemonConfig* c) {
-         size_t n = 0;
-         IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
-         if (n > 64) return Status::InvalidArgument("at most 64");
-         c->io_threads = n;
-         return Status::Ok();
-       }},
-      {"workers", false, "request handler threads for TCP (default 128)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->workers); }},
-      {"socket_workers", false, "request handler threads for the unix socket (default 4)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->socket_workers); }},
-      {"max_batch", false, "requests per group commit (default 1000)",
-       [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }},
-      {"log_level", false, "trace|debug|info|warn|error|off (default info)",
-       [](std::string_view v, DaemonConfig* c) {
-         return OneOf(v, {"trace", "debug", "info", "warn", "error", "off"}, &c->log_level);
-       }},
-      {"default_owner", false, "owner of TTL rules added without one (default iptkitd)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (!ValidOwner(v)) return Status::InvalidArgument("an owner is 1..32 characters of [a-z0-9-]");
-         c->default_owner = std::string(v);
-         return Status::Ok();
-       }},
-      {"audit_max_age", false, "audit entries older than this are removed (default 90d)",
-       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_max_age); }},
-      {"audit_max_bytes", false, "the oldest audit entries are removed while the log is larger (default 268435456)",
-       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 4096, &c->audit_max_bytes); }},
-      {"audit_body_bytes", false, "stored bytes of an audited request or diff, >= 256 (default 65536)",
-       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 256, &c->audit_body_bytes); }},
-      {"audit_page_bytes", false, "bytes of one GET /v1/audit answer, >= 65536 (default 1048576)",
-       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 65536, &c->audit_page_bytes); }},
-      {"audit_prune_interval", false, "how often audit retention is enforced (default 1m)",
-       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_prune_interval); }},
-      {"ui", false, "on|off: serve the dashboard at /ui/ on the TCP listeners (default on; --no-ui: off)",
-       [](std::string_view v, DaemonConfig* c) {
-         std::string word;
-         IPTKIT_RETURN_IF_ERROR(OneOf(v, {"on", "off"}, &word));
-         c->ui = word == "on";
-         return Status::Ok();
-       }},
-      {"ui_dir", false, "directory of the dashboard's files (default " + DefaultUiDir() + ")",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v.empty() || v.front() != '/') return Status::InvalidArgument("expected an absolute path");
-         c->ui_dir = std::string(v);
-         return Status::Ok();
-       }},
-      {"ui_allowed_host", true,
-       "a Host name the dashboard is served for, besides localhost and the listeners' addresses (repeatable)",
-       [](std::string_view v, DaemonConfig* c) {
-         const bool ok = !v.empty() && v.size() <= 253 && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
-           return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':';
-         });
-         if (!ok) return Status::InvalidArgument("expected a host name or address without port");
-         std::string host(v);
-         std::transform(host.begin(), host.end(), host.begin(), [](unsigned char ch) { return std::tolower(ch); });
-         c->ui_allowed_hosts.push_back(std::move(host));
-         return Status::Ok();
-       }},
-      {"counter_interval", false, "how often rule counters are sampled for rates (default 5s; 0 = never)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v == "0") {
-           c->counter_interval = std::chrono::milliseconds(0);
-           return Status::Ok();
-         }
-         std::chrono::milliseconds d{0};
-         IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
-         if (d < std::chrono::milliseconds(100)) return Status::InvalidArgument("expected 0 or at least 100ms");
-         c->counter_interval = d;
-         return Status::Ok();
-       }},
-      {"agent", false, "fleet mode: follow a group's desired state in etcd (docs/fleet.md)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v != "true" && v != "false") return Status::InvalidArgument("expected true or false");
-         c->agent = v == "true";
-         return Status::Ok();
-       },
-       /*is_flag=*/true},
-      {"etcd", false, "etcd endpoints for --agent: URL[,URL...] (http:// or https://)",
-       [](std::string_view v, DaemonConfig* c) {
-         return CommaList(
-             v, [](std::string_view u) { return u.starts_with("http://") || u.starts_with("https://"); },
-             "http:// or https:// URLs", &c->etcd);
-       }},
-      {"prefix", false, "etcd key prefix of the fleet (default /iptkit)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v.empty() || v.front() != '/' || v.back() == '/' || v.find('\n') != std::string_view::npos) {
-           return Status::InvalidArgument("expected a prefix that starts with '/' and does not end with '/'");
-         }
-         c->prefix = std::string(v);
-         return Status::Ok();
-       }},
-      {"group", false, "the fleet group this host follows, [A-Za-z0-9._-]{1,64}",
-       [](std::string_view v, DaemonConfig* c) {
-         if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
-         c->group = std::string(v);
-         return Status::Ok();
-       }},
-      {"host_id", false, "this host's id in the fleet (default: the host name)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
-         c->host_id = std::string(v);
-         return Status::Ok();
-       }},
-      {"label", true, "k=v label of this host in its fleet report (repeatable)",
-       [](std::string_view v, DaemonConfig* c) {
-         size_t eq = v.find('=');
-         if (eq == std::string_view::npos || !ValidFleetName(v.substr(0, eq)) ||
-             v.find_first_of("\n\"") != std::string_view::npos) {
-           return Status::InvalidArgument("expected KEY=VALUE with KEY of [A-Za-z0-9._-]{1,64}");
-         }
-         c->label.emplace_back(v);
-         return Status::Ok();
-       }},
-      {"etcd_user", false, "etcd user name (default: no etcd auth)",
-       [](std::string_view v, DaemonConfig* c) {
-         if (v.empty()) return Status::InvalidArgument("expected a user name");
-         c->etcd_user = std::string(v);
-         return Status::Ok();
-       }},
-      {"etcd_password_file", false, "file whose first line is the etcd user's password",
-       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_password_file); }},
-      {"etcd_ca", false, "CA certificates (PEM) for https:// etcd endpoints (default: the system's)",
-       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_ca); }},
-      {"etcd_cert", false, "client certificate (PEM) for etcd, with etcd_key",
-       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_cert); }},
-      {"etcd_key", false, "client private key (PEM) for etcd",
-       [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_key); }},
-      {"agent_owners", false, "owners the agent may change, comma list (default: any)",
-       [](std::string_view v, DaemonConfig* c) {
-         return CommaList(v, ValidOwner, "owners of [a-z0-9-]{1,32}", &c->agent_owners);
-       }},
-      {"agent_tables", false, "tables the agent may change, comma list (default: any)",
-       [](std::string_view v, DaemonConfig* c) {
-         return CommaList(
-             v,
-             [](std::string_view t) {
-               return t == "filter" || t == "nat" || t == "mangle" || t == "raw" || t == "security";
-             },
-             "filter|nat|mangle|raw|security", &c->agent_tables);
-       }},
-      {"agent_max_ttl", false, "longest TTL of a fleet rule (default: no bound)",
-       [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->agent_max_ttl); }},
-      {"max_removals", false, "owners one etcd change may remove without .force (default 5)",
-       [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 0, &c->max_removals); }},
-      {"report_ttl", false, "lease TTL of this host's fleet report, 1s..1h (default 10s)",
-       [](std::string_view v, DaemonConfig* c) {
-         Result<std::chrono::milliseconds> d = base::ParseDuration(v);
-         if (!d.ok()) return d.status();
-         if (*d < std::chrono::seconds(1) || *d > std::chrono::hours(1)) {
-           return Status::InvalidArgument("expected a duration from 1s to 1h");
-         }
-         c->report_ttl = *d;
-         return Status::Ok();
-       }},
-  };
+  static const auto*
+      keys =
+          new std::
+              vector<KeySpec>{
+                  {"netns", false, "network namespace to serve: NAME (/run/netns) or PATH (default: the daemon's own)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     c->netns = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"backend", false, "auto|native|nft|legacy|fake (default auto)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     return OneOf(v, {"auto", "native", "nft", "legacy", "fake"}, &c->backend);
+                   }},
+                  {"listen", true, "[http://|https://]ADDR:PORT to serve on (repeatable)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     Result<Listener> l = ListenerOrReason(v);
+                     if (!l.ok()) return l.status();
+                     c->listen.push_back(*l);
+                     return Status::Ok();
+                   }},
+                  {"socket", false, "unix socket path (default: none)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v.size() > kMaxSocketPath) {
+                       return Status::InvalidArgument("a unix socket path has at most " +
+                                                      std::to_string(kMaxSocketPath) + " bytes");
+                     }
+                     c->socket = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"socket_mode", false, "permissions of the unix socket, octal (default 0660)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     const bool octal = !v.empty() && v.size() <= 4 &&
+                                        std::all_of(v.begin(), v.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
+                     uint32_t mode = 0;
+                     if (octal) std::from_chars(v.data(), v.data() + v.size(), mode, 8);
+                     if (!octal || mode > 0777)
+                       return Status::InvalidArgument("expected an octal mode 0..0777, e.g. 0660");
+                     c->socket_mode = mode;
+                     return Status::Ok();
+                   }},
+                  {"socket_allow", true, "uid:N or gid:N, optionally :ro, allowed on the unix socket (repeatable)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     Result<SocketPeer> p = SocketPeerOrReason(v);
+                     if (!p.ok()) return p.status();
+                     c->socket_allow.push_back(*p);
+                     return Status::Ok();
+                   }},
+                  {"state_dir", false, "directory of the SQLite store (default /var/lib/iptkitd)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v.empty()) return Status::InvalidArgument("must not be empty");
+                     c->state_dir = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"tls_cert", false, "PEM certificate chain for TLS listeners",
+                   [](std::string_view v, DaemonConfig* c) {
+                     c->tls_cert = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"tls_key", false, "PEM private key for TLS listeners",
+                   [](std::string_view v, DaemonConfig* c) {
+                     c->tls_key = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"drift_interval", false, "how often owned state is checked (default 5s)",
+                   [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->drift_interval); }},
+                  {"group_wait", false, "group commit window under load, at most 1s (default 5ms; 0 = none)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v == "0") {
+                       c->group_wait = std::chrono::milliseconds(0);
+                       return Status::Ok();
+                     }
+                     std::chrono::milliseconds d{0};
+                     IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
+                     if (d > std::chrono::seconds(1)) return Status::InvalidArgument("at most 1s");
+                     c->group_wait = d;
+                     return Status::Ok();
+                   }},
+                  {"wait", false, "bound on waiting for the xtables lock (default 10s)",
+                   [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->wait); }},
+                  {"max_body_bytes", false, "request body limit in bytes (default 1048576)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }},
+                  {"max_ops", false, "ops / rules per request (default 1000)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }},
+                  {"rate_limit", false, "requests per second per principal (default 100; 0 = unlimited)",
+                   [](std::string_view v, DaemonConfig* c) { return Number(v, 0, &c->rate_limit); }},
+                  {"rate_burst", false, "token bucket size, >= 1 (default 200)",
+                   [](std::string_view v, DaemonConfig* c) { return Number(v, 1, &c->rate_burst); }},
+                  {"max_connections", false, "TCP connections open at once, all listeners (default 1024)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections); }},
+                  {"max_connections_per_peer", false, "TCP connections from one address (default 128)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_connections_per_peer); }},
+                  {"max_socket_connections", false, "unix socket connections at once (default 64)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_socket_connections); }},
+                  {"max_event_streams", false, "open GET /v1/events streams (default 256)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_event_streams); }},
+                  {"event_buffer_bytes", false,
+                   "bytes an event stream may fall behind before it is cut (default 1048576)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->event_buffer_bytes); }},
+                  {"max_header_bytes", false, "request line and header fields, >= 1024 (default 16384)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     size_t n = 0;
+                     IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+                     if (n < 1024) return Status::InvalidArgument("at least 1024");
+                     c->max_header_bytes = n;
+                     return Status::Ok();
+                   }},
+                  {"header_timeout", false,
+                   "time to send a request's head and the TLS handshake, 100ms..1h (default 10s)",
+                   [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->header_timeout); }},
+                  {"body_timeout", false, "time to send an admitted body, 100ms..1h (default 30s)",
+                   [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->body_timeout); }},
+                  {"idle_timeout", false,
+                   "how long a keep-alive connection may idle between requests, 100ms..1h (default 5s)",
+                   [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->idle_timeout); }},
+                  {"send_timeout", false,
+                   "how long an answer may wait for the client to read it, 100ms..1h (default 10s)",
+                   [](std::string_view v, DaemonConfig* c) { return Timeout(v, &c->send_timeout); }},
+                  {"io_threads", false, "HTTP I/O threads, 1..64 (default 2)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     size_t n = 0;
+                     IPTKIT_RETURN_IF_ERROR(PositiveSize(v, &n));
+                     if (n > 64) return Status::InvalidArgument("at most 64");
+                     c->io_threads = n;
+                     return Status::Ok();
+                   }},
+                  {"workers", false, "request handler threads for TCP (default 128)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->workers); }},
+                  {"socket_workers", false, "request handler threads for the unix socket (default 4)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->socket_workers); }},
+                  {"max_batch", false, "requests per group commit (default 1000)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_batch); }},
+                  {"log_level", false, "trace|debug|info|warn|error|off (default info)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     return OneOf(v, {"trace", "debug", "info", "warn", "error", "off"}, &c->log_level);
+                   }},
+                  {"default_owner", false, "owner of TTL rules added without one (default iptkitd)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (!ValidOwner(v)) return Status::InvalidArgument("an owner is 1..32 characters of [a-z0-9-]");
+                     c->default_owner = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"audit_max_age", false, "audit entries older than this are removed (default 90d)",
+                   [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_max_age); }},
+                  {"audit_max_bytes", false,
+                   "the oldest audit entries are removed while the log is larger (default 268435456)",
+                   [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 4096, &c->audit_max_bytes); }},
+                  {"audit_body_bytes", false, "stored bytes of an audited request or diff, >= 256 (default 65536)",
+                   [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 256, &c->audit_body_bytes); }},
+                  {"audit_page_bytes", false, "bytes of one GET /v1/audit answer, >= 65536 (default 1048576)",
+                   [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 65536, &c->audit_page_bytes); }},
+                  {"audit_prune_interval", false, "how often audit retention is enforced (default 1m)",
+                   [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->audit_prune_interval); }},
+                  {"ui", false, "on|off: serve the dashboard at /ui/ on the TCP listeners (default on; --no-ui: off)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     std::string word;
+                     IPTKIT_RETURN_IF_ERROR(OneOf(v, {"on", "off"}, &word));
+                     c->ui = word == "on";
+                     return Status::Ok();
+                   }},
+                  {"ui_dir", false, "directory of the dashboard's files (default " + DefaultUiDir() + ")",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v.empty() || v.front() != '/') return Status::InvalidArgument("expected an absolute path");
+                     c->ui_dir = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"ui_allowed_host", true,
+                   "a Host name the dashboard is served for, besides localhost and the listeners' addresses "
+                   "(repeatable)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     const bool ok =
+                         !v.empty() && v.size() <= 253 && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+                           return std::isalnum(ch) || ch == '.' || ch == '-' || ch == ':';
+                         });
+                     if (!ok) return Status::InvalidArgument("expected a host name or address without port");
+                     std::string host(v);
+                     std::transform(host.begin(), host.end(), host.begin(),
+                                    [](unsigned char ch) { return std::tolower(ch); });
+                     c->ui_allowed_hosts.push_back(std::move(host));
+                     return Status::Ok();
+                   }},
+                  {"counter_interval", false, "how often rule counters are sampled for rates (default 5s; 0 = never)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v == "0") {
+                       c->counter_interval = std::chrono::milliseconds(0);
+                       return Status::Ok();
+                     }
+                     std::chrono::milliseconds d{0};
+                     IPTKIT_RETURN_IF_ERROR(Duration(v, &d));
+                     if (d < std::chrono::milliseconds(100))
+                       return Status::InvalidArgument("expected 0 or at least 100ms");
+                     c->counter_interval = d;
+                     return Status::Ok();
+                   }},
+                  {"agent", false, "fleet mode: follow a group's desired state in etcd (docs/fleet.md)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v != "true" && v != "false") return Status::InvalidArgument("expected true or false");
+                     c->agent = v == "true";
+                     return Status::Ok();
+                   },
+                   /*is_flag=*/true},
+                  {"etcd", false, "etcd endpoints for --agent: URL[,URL...] (http:// or https://)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     return CommaList(
+                         v, [](std::string_view u) { return u.starts_with("http://") || u.starts_with("https://"); },
+                         "http:// or https:// URLs", &c->etcd);
+                   }},
+                  {"prefix", false, "etcd key prefix of the fleet (default /iptkit)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v.empty() || v.front() != '/' || v.back() == '/' || v.find('\n') != std::string_view::npos) {
+                       return Status::InvalidArgument(
+                           "expected a prefix that starts with '/' and does not end with '/'");
+                     }
+                     c->prefix = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"group", false, "the fleet group this host follows, [A-Za-z0-9._-]{1,64}",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
+                     c->group = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"host_id", false, "this host's id in the fleet (default: the host name)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (!ValidFleetName(v)) return Status::InvalidArgument("expected [A-Za-z0-9._-]{1,64}");
+                     c->host_id = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"label", true, "k=v label of this host in its fleet report (repeatable)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     size_t eq = v.find('=');
+                     if (eq == std::string_view::npos || !ValidFleetName(v.substr(0, eq)) ||
+                         v.find_first_of("\n\"") != std::string_view::npos) {
+                       return Status::InvalidArgument("expected KEY=VALUE with KEY of [A-Za-z0-9._-]{1,64}");
+                     }
+                     c->label.emplace_back(v);
+                     return Status::Ok();
+                   }},
+                  {"etcd_user", false, "etcd user name (default: no etcd auth)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     if (v.empty()) return Status::InvalidArgument("expected a user name");
+                     c->etcd_user = std::string(v);
+                     return Status::Ok();
+                   }},
+                  {"etcd_password_file", false, "file whose first line is the etcd user's password",
+                   [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_password_file); }},
+                  {"etcd_ca", false, "CA certificates (PEM) for https:// etcd endpoints (default: the system's)",
+                   [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_ca); }},
+                  {"etcd_cert", false, "client certificate (PEM) for etcd, with etcd_key",
+                   [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_cert); }},
+                  {"etcd_key", false, "client private key (PEM) for etcd",
+                   [](std::string_view v, DaemonConfig* c) { return PathValue(v, &c->etcd_key); }},
+                  {"agent_owners", false, "owners the agent may change, comma list (default: any)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     return CommaList(v, ValidOwner, "owners of [a-z0-9-]{1,32}", &c->agent_owners);
+                   }},
+                  {"agent_tables", false, "tables the agent may change, comma list (default: any)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     return CommaList(
+                         v,
+                         [](std::string_view t) {
+                           return t == "filter" || t == "nat" || t == "mangle" || t == "raw" || t == "security";
+                         },
+                         "filter|nat|mangle|raw|security", &c->agent_tables);
+                   }},
+                  {"agent_max_ttl", false, "longest TTL of a fleet rule (default: no bound)",
+                   [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->agent_max_ttl); }},
+                  {"max_removals", false, "owners one etcd change may remove without .force (default 5)",
+                   [](std::string_view v, DaemonConfig* c) { return SizeAtLeast(v, 0, &c->max_removals); }},
+                  {"report_ttl", false, "lease TTL of this host's fleet report, 1s..1h (default 10s)",
+                   [](std::string_view v, DaemonConfig* c) {
+                     Result<std::chrono::milliseconds> d = base::ParseDuration(v);
+                     if (!d.ok()) return d.status();
+                     if (*d < std::chrono::seconds(1) || *d > std::chrono::hours(1)) {
+                       return Status::InvalidArgument("expected a duration from 1s to 1h");
+                     }
+                     c->report_ttl = *d;
+                     return Status::Ok();
+                   }},
+              };
   return *keys;
 }
 
