@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "iptkit/dialect.h"
+#include "src/ipset/set_json.h"
 #include "src/rest/handlers.h"
 #include "src/service/sets.h"
 
@@ -11,60 +12,6 @@ namespace iptkit::rest {
 namespace {
 
 using nlohmann::json;
-
-json EntryJson(const SetEntry& e) {
-  json j = {{"entry", e.elem}};
-  if (e.timeout) j["timeout"] = *e.timeout;
-  if (e.packets) j["packets"] = *e.packets;
-  if (e.bytes) j["bytes"] = *e.bytes;
-  if (e.comment) j["comment"] = *e.comment;
-  if (e.nomatch) j["nomatch"] = true;
-  if (!e.extra.empty()) j["extra"] = e.extra;
-  return j;
-}
-
-json OptionsJson(const SetOptions& o) {
-  json options = json::object();
-  if (!o.family.empty()) options["family"] = o.family;
-  if (o.hashsize) options["hashsize"] = *o.hashsize;
-  if (o.maxelem) options["maxelem"] = *o.maxelem;
-  if (o.timeout) options["timeout"] = *o.timeout;
-  if (o.counters) options["counters"] = true;
-  if (o.comment) options["comment"] = true;
-  if (o.skbinfo) options["skbinfo"] = true;
-  if (o.netmask) options["netmask"] = *o.netmask;
-  if (!o.range.empty()) options["range"] = o.range;
-  if (o.size) options["size"] = *o.size;
-  return options;
-}
-
-json SetJson(const SetInfo& s, bool with_entries) {
-  json j = {{"name", s.name},
-            {"type", s.type},
-            {"revision", s.revision},
-            {"options", OptionsJson(s.options)},
-            {"header", s.header},
-            {"memory_bytes", s.memory_bytes},
-            {"references", s.references},
-            {"entry_count", s.entry_count},
-            {"capacity", s.Capacity()}};
-  if (with_entries) {
-    json entries = json::array();
-    for (const SetEntry& e : s.entries) entries.push_back(EntryJson(e));
-    j["entries"] = std::move(entries);
-  }
-  return j;
-}
-
-json ReportJson(const SetChangeReport& r) {
-  json j = {{"added", r.added},
-            {"refreshed", r.refreshed},
-            {"removed", r.removed},
-            {"entries_after", r.entries_after},
-            {"swapped", r.swapped}};
-  if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
-  return j;
-}
 
 HttpResponse Json(const json& j) {
   HttpResponse r;
@@ -252,7 +199,7 @@ HttpResponse SetsCollection(const HandlerEnv& env, Call& call) {
     json arr = json::array();
     for (const SetInfo& s : *list) {
       if (s.name.rfind(kTempSetPrefix, 0) == 0) continue;  // a Load or Sync in progress
-      arr.push_back(SetJson(s, *entries));
+      arr.push_back(SetInfoToJson(s, *entries));
     }
     return Json({{"sets", arr}});
   }
@@ -281,7 +228,7 @@ HttpResponse SetsCollection(const HandlerEnv& env, Call& call) {
   if (*dry) return Json({{"dry_run", true}, {"set", *name}, {"type", *type}});
   Result<SetInfo> info = env.sets->Get(*name, false);
   if (!info.ok()) return Fail(call, info.status());
-  HttpResponse r = Json(SetJson(*info, false));
+  HttpResponse r = Json(SetInfoToJson(*info, false));
   r.status = 201;
   return r;
 }
@@ -297,7 +244,7 @@ HttpResponse OneSet(const HandlerEnv& env, Call& call) {
     if (!with.ok()) return Fail(call, with.status());
     Result<SetInfo> info = env.sets->Get(name, *with);
     if (!info.ok()) return Fail(call, info.status());
-    return Json(SetJson(*info, *with));
+    return Json(SetInfoToJson(*info, *with));
   }
   if (Status s = CheckQuery(env, call, {"cascade", "dry_run"}); !s.ok()) return Fail(call, s);
   if (Status s = NoBody(call); !s.ok()) return Fail(call, s);
@@ -441,7 +388,8 @@ HttpResponse Bulk(const HandlerEnv& env, Call& call, bool load) {
     report = env.sets->Sync(Caller(call), name, *entries, {.minimal_diff = minimal, .dry_run = *dry, .progress = {}});
   }
   if (!report.ok()) return Fail(call, report.status());
-  return Json({{"set", name}, {"dry_run", *dry}, {"entries", entries->size()}, {"report", ReportJson(*report)}});
+  return Json(
+      {{"set", name}, {"dry_run", *dry}, {"entries", entries->size()}, {"report", SetChangeReportToJson(*report)}});
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
 #include "iptkit/ipset.h"
+#include "src/ipset/set_json.h"
 #include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_support.h"
 
@@ -13,46 +14,6 @@ namespace iptkit::cli {
 namespace {
 
 using nlohmann::json;
-
-json EntryJson(const SetEntry& e) {
-  json j = {{"entry", e.elem}};
-  if (e.timeout) j["timeout"] = *e.timeout;
-  if (e.packets) j["packets"] = *e.packets;
-  if (e.bytes) j["bytes"] = *e.bytes;
-  if (e.comment) j["comment"] = *e.comment;
-  if (e.nomatch) j["nomatch"] = true;
-  if (!e.extra.empty()) j["extra"] = e.extra;
-  return j;
-}
-
-json SetJson(const SetInfo& s, bool with_entries) {
-  json options = json::object();
-  const SetOptions& o = s.options;
-  if (!o.family.empty()) options["family"] = o.family;
-  if (o.hashsize) options["hashsize"] = *o.hashsize;
-  if (o.maxelem) options["maxelem"] = *o.maxelem;
-  if (o.timeout) options["timeout"] = *o.timeout;
-  if (o.counters) options["counters"] = true;
-  if (o.comment) options["comment"] = true;
-  if (o.skbinfo) options["skbinfo"] = true;
-  if (o.netmask) options["netmask"] = *o.netmask;
-  if (!o.range.empty()) options["range"] = o.range;
-  if (o.size) options["size"] = *o.size;
-  json j = {{"name", s.name},
-            {"type", s.type},
-            {"revision", s.revision},
-            {"options", options},
-            {"header", s.header},
-            {"memory_bytes", s.memory_bytes},
-            {"references", s.references},
-            {"entry_count", s.entry_count}};
-  if (with_entries) {
-    json entries = json::array();
-    for (const SetEntry& e : s.entries) entries.push_back(EntryJson(e));
-    j["entries"] = std::move(entries);
-  }
-  return j;
-}
 
 std::string SetText(const SetInfo& s, bool with_entries) {
   std::string out = "Name: " + s.name + "\nType: " + s.type + "\nRevision: " + std::to_string(s.revision) +
@@ -219,16 +180,6 @@ class SetProgressDisplay {
   bool drawn_ = false;
 };
 
-json ReportJson(const SetChangeReport& r) {
-  json j = {{"added", r.added},
-            {"refreshed", r.refreshed},
-            {"removed", r.removed},
-            {"entries_after", r.entries_after},
-            {"swapped", r.swapped}};
-  if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
-  return j;
-}
-
 // Runs the command; returns the exit code, or the error.
 Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
                     const Environment& env) {
@@ -253,7 +204,7 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
       IPTKIT_ASSIGN_OR_RETURN(std::vector<SetInfo> list, sets.List(inv.name, !inv.terse));
       if (json_out) {
         json arr = json::array();
-        for (const SetInfo& s : list) arr.push_back(SetJson(s, !inv.terse));
+        for (const SetInfo& s : list) arr.push_back(SetInfoToJson(s, !inv.terse));
         out << json({{"sets", arr}}).dump(2) << "\n";
       } else {
         for (size_t i = 0; i < list.size(); ++i) out << (i ? "\n" : "") << SetText(list[i], !inv.terse);
@@ -330,7 +281,7 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
       }
       progress.Finish();
       if (!report.ok()) return report.status();
-      doc["report"] = ReportJson(*report);
+      doc["report"] = SetChangeReportToJson(*report);
       std::string summary =
           "set " + inv.name + ": " + would + "add " + std::to_string(report->added) + ", refresh " +
           std::to_string(report->refreshed) + (load ? "" : ", remove " + std::to_string(report->removed)) + "; " +
@@ -424,64 +375,6 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
 
 // ---- Through iptkitd (--daemon): the same commands as REST requests on its unix socket (docs/rest.md "Sets") ----
 
-std::optional<uint32_t> OptU32(const json& j, const char* key) {
-  if (!j.contains(key) || !j[key].is_number_unsigned()) return std::nullopt;
-  return static_cast<uint32_t>(j[key].get<uint64_t>());
-}
-
-SetInfo SetInfoFromJson(const json& j) {
-  SetInfo s;
-  s.name = j.value("name", "");
-  s.type = j.value("type", "");
-  s.revision = j.value("revision", 0);
-  s.header = j.value("header", "");
-  s.memory_bytes = j.value("memory_bytes", uint64_t{0});
-  s.references = j.value("references", 0u);
-  s.entry_count = j.value("entry_count", 0u);
-  if (j.contains("options") && j["options"].is_object()) {
-    const json& o = j["options"];
-    s.options.family = o.value("family", "");
-    s.options.hashsize = OptU32(o, "hashsize");
-    s.options.maxelem = OptU32(o, "maxelem");
-    s.options.timeout = OptU32(o, "timeout");
-    s.options.counters = o.value("counters", false);
-    s.options.comment = o.value("comment", false);
-    s.options.skbinfo = o.value("skbinfo", false);
-    s.options.netmask = OptU32(o, "netmask");
-    s.options.range = o.value("range", "");
-    s.options.size = OptU32(o, "size");
-  }
-  if (j.contains("entries") && j["entries"].is_array()) {
-    for (const json& e : j["entries"]) {
-      SetEntry entry;
-      entry.elem = e.value("entry", "");
-      entry.timeout = OptU32(e, "timeout");
-      if (e.contains("packets")) entry.packets = e["packets"].get<uint64_t>();
-      if (e.contains("bytes")) entry.bytes = e["bytes"].get<uint64_t>();
-      if (e.contains("comment")) entry.comment = e["comment"].get<std::string>();
-      entry.nomatch = e.value("nomatch", false);
-      if (e.contains("extra")) entry.extra = e["extra"].get<std::vector<std::string>>();
-      s.entries.push_back(std::move(entry));
-    }
-  }
-  return s;
-}
-
-json OptionsToJson(const SetOptions& o) {
-  json j = json::object();
-  if (!o.family.empty()) j["family"] = o.family;
-  if (o.hashsize) j["hashsize"] = *o.hashsize;
-  if (o.maxelem) j["maxelem"] = *o.maxelem;
-  if (o.timeout) j["timeout"] = *o.timeout;
-  if (o.counters) j["counters"] = true;
-  if (o.comment) j["comment"] = true;
-  if (o.skbinfo) j["skbinfo"] = true;
-  if (o.netmask) j["netmask"] = *o.netmask;
-  if (!o.range.empty()) j["range"] = o.range;
-  if (o.size) j["size"] = *o.size;
-  return j;
-}
-
 Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::ostream& out) {
   const GlobalOptions& g = inv.global;
   const bool json_out = g.json;
@@ -523,7 +416,7 @@ Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::os
       }
       if (json_out) {
         json arr = json::array();
-        for (const SetInfo& s : list) arr.push_back(SetJson(s, !inv.terse));
+        for (const SetInfo& s : list) arr.push_back(SetInfoToJson(s, !inv.terse));
         out << json({{"sets", arr}}).dump(2) << "\n";
       } else {
         for (size_t i = 0; i < list.size(); ++i) out << (i ? "\n" : "") << SetText(list[i], !inv.terse);
@@ -532,7 +425,7 @@ Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::os
     }
     case SetVerb::kCreate: {
       IPTKIT_ASSIGN_OR_RETURN(SetOptions options, CreateOptions(inv));
-      json body = {{"name", inv.name}, {"type", inv.arg}, {"options", OptionsToJson(options)}};
+      json body = {{"name", inv.name}, {"type", inv.arg}, {"options", SetOptionsToJson(options)}};
       IPTKIT_RETURN_IF_ERROR(DaemonRequest(g, "POST", query("/v1/sets", {dry}), body.dump()).status());
       doc["type"] = inv.arg;
       return done("create",
