@@ -1,9 +1,10 @@
-// The dashboard's shell: sign-in, navigation (#/rules/FAMILY/TABLE/CHAIN, #/owners[/OWNER], #/audit, #/events),
-// the banner of changes waiting for confirmation, and one live event stream that the views listen to.
+// The dashboard's shell: sign-in, navigation (#/rules/FAMILY/TABLE/CHAIN, #/owners[/OWNER], #/sets[/SET], #/audit,
+// #/events), the banner of changes waiting for confirmation, and one live event stream that the views listen to.
 import * as api from './api.js';
 import { h, clear, formatSeconds } from './dom.js';
 import { rulesView } from './rules.js';
 import { ownersView } from './owners.js';
+import { setsView } from './sets.js';
 import { auditView } from './audit.js';
 import { eventsView, eventLog } from './events.js';
 
@@ -158,6 +159,7 @@ function route() {
   clear(main);
   const ctx = { main, params: parts.slice(1), onEvents, trackConfirm };
   if (view === 'owners') current = ownersView(ctx);
+  else if (view === 'sets') current = setsView(ctx);
   else if (view === 'audit') current = auditView(ctx);
   else if (view === 'events') current = eventsView(ctx);
   else current = rulesView(ctx);

@@ -201,6 +201,31 @@ test('commit-confirm: closing the page rolls the change back; Confirm keeps it, 
   await context.close();
 });
 
+test('sets: entries with timeouts and comments are listed, added and deleted', async () => {
+  inNs(ns.name, 'ipset', ['create', 'blocklist', 'hash:ip', 'timeout', '0', 'comment']);
+  inNs(ns.name, 'ipset', ['add', 'blocklist', '198.51.100.1', 'comment', '<b>bold</b>']);
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const page = await context.newPage();
+  await signIn(page, daemon, '#/sets/blocklist');
+  await page.locator('#entries tr[data-entry="198.51.100.1"]', { hasText: '<b>bold</b>' }).waitFor();
+  assert.equal(await page.locator('#entries b').count(), 0, 'a comment is text');
+  await page.fill('#entry-add', '192.0.2.7');
+  await page.fill('#entry-timeout', '600');
+  await page.fill('#entry-comment', 'from the dashboard');
+  await page.click('#entry-submit');
+  await page.locator('#entries tr[data-entry="192.0.2.7"]', { hasText: 'from the dashboard' }).waitFor();
+  assert.match(inNs(ns.name, 'ipset', ['list', 'blocklist']), /192\.0\.2\.7 timeout \d+ comment "from the dashboard"/);
+  await page.fill('#entry-add', 'not-an-address');
+  await page.click('#entry-submit');
+  await page.waitForSelector('#entry-status.error');
+  await page.screenshot({ path: path.join(SHOTS, 'sets.png') });
+  await page.locator('#entries tr[data-entry="192.0.2.7"] button[data-action=delete-entry]').click();
+  await page.locator('#entries tr[data-entry="192.0.2.7"]').waitFor({ state: 'detached' });
+  assert.ok(!inNs(ns.name, 'ipset', ['list', 'blocklist']).includes('192.0.2.7'));
+  await context.close();
+  inNs(ns.name, 'ipset', ['destroy', 'blocklist']);
+});
+
 test('audit and live events show what was done; tokens never reach the access log', async () => {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
