@@ -738,6 +738,36 @@ TEST(UiAssetsTest, ServesOnlyTheTreeWithItsPolicyAndOnlyForAllowedHosts) {
   std::filesystem::remove_all(dir);
 }
 
+// /metrics and the rates are one feed: with a counter feed installed, the owned rules' counters come from it, not
+// from a kernel read per scrape.
+TEST_F(ApiTest, MetricsTakeRuleCountersFromTheCounterFeed) {
+  ASSERT_EQ(Call("POST", "/v1/ipv4/tables/filter/chains/INPUT/rules", R"({"spec":"-s 10.9.9.9 -j DROP","owner":"web"})")
+                .status,
+            200);
+  auto owned_packets = [&] {
+    const std::string body = Call("GET", "/metrics").body;
+    const size_t at = body.find("iptkitd_owned_rule_packets_total{owner=\"web\"");
+    if (at == std::string::npos) return std::string("missing:\n") + body;
+    const size_t end = body.find('\n', at);
+    return body.substr(body.rfind(' ', end) + 1, end - body.rfind(' ', end) - 1);
+  };
+  EXPECT_EQ(owned_packets(), "0") << "the fake kernel's counters";
+  service::Service* service = service_.get();
+  service_->SetCounterFeed([service](Family f) -> std::shared_ptr<const Ruleset> {
+    Result<Ruleset> rs = service->List(f);
+    if (!rs.ok()) return nullptr;
+    for (Table& t : rs->tables) {
+      for (Chain& c : t.chains) {
+        for (Rule& r : c.rules) r.counters = {777, 7770};
+      }
+    }
+    return std::make_shared<const Ruleset>(*std::move(rs));
+  });
+  EXPECT_EQ(owned_packets(), "777");
+  service_->SetCounterFeed(nullptr);
+  EXPECT_EQ(owned_packets(), "0");
+}
+
 TEST_F(ApiTest, RatesComeFromTheSamplerAndTheDashboardNeedsNoToken) {
   EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rates").status, 503) << "sampling is off here";
   service::Service* service = service_.get();

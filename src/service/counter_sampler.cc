@@ -57,6 +57,9 @@ Status CounterSampler::SampleNow() {
       continue;
     }
     Absorb(family, *ruleset, now);
+    auto latest = std::make_shared<const Ruleset>(*std::move(ruleset));
+    std::lock_guard<std::mutex> lock(mu_);
+    families_[Slot(family)].latest = std::move(latest);
   }
   return first_error;
 }
@@ -110,6 +113,11 @@ void CounterSampler::Absorb(Family family, const Ruleset& ruleset, int64_t now) 
   state.sampled_at_ms = now;
   state.followed = followed - families_[1 - Slot(family)].followed;
   state.truncated = truncated;
+}
+
+std::shared_ptr<const Ruleset> CounterSampler::Latest(Family family) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return families_[Slot(family)].latest;
 }
 
 Result<ChainRates> CounterSampler::Rates(Family family, const std::string& table, const std::string& chain) const {

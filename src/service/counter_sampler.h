@@ -23,6 +23,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -89,6 +90,10 @@ class CounterSampler {
   // sample of its family (or no sample was taken yet: then the message says so).
   Result<ChainRates> Rates(Family family, const std::string& table, const std::string& chain) const;
 
+  // The family's ruleset (with counters) as read at the last sample; nullptr before the first. What /metrics
+  // reports (Service::SetCounterFeed), so that its counters and the rates are one feed.
+  std::shared_ptr<const Ruleset> Latest(Family family) const;
+
   std::chrono::milliseconds interval() const { return options_.interval; }
 
  private:
@@ -101,6 +106,7 @@ class CounterSampler {
   using ChainKey = std::tuple<std::string, std::string>;
   struct FamilyState {
     int64_t sampled_at_ms = 0;
+    std::shared_ptr<const Ruleset> latest;
     size_t followed = 0;     // rules with samples
     bool truncated = false;  // some rules were left without samples (max_rules)
     std::map<ChainKey, std::vector<Followed>> chains;

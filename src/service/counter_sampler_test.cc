@@ -126,6 +126,20 @@ TEST(CounterSampler, MemoryIsBoundedBySamplesAndRules) {
   EXPECT_TRUE(r->rules[2].samples.empty()) << "the third rule is beyond max_rules";
 }
 
+TEST(CounterSampler, LatestIsTheLastSampledRuleset) {
+  Script s;
+  CounterSampler sampler = Make(&s);
+  EXPECT_EQ(sampler.Latest(Family::kIPv4), nullptr);
+  s.v4 = Filter({R("-j ACCEPT", 42, 4200)});
+  ASSERT_TRUE(sampler.SampleNow().ok());
+  std::shared_ptr<const Ruleset> latest = sampler.Latest(Family::kIPv4);
+  ASSERT_NE(latest, nullptr);
+  EXPECT_EQ(latest->tables.at(0).chains.at(0).rules.at(0).counters.packets, 42u);
+  s.fail = true;
+  EXPECT_FALSE(sampler.SampleNow().ok());
+  EXPECT_EQ(sampler.Latest(Family::kIPv4), latest) << "a failed read keeps the last sample";
+}
+
 TEST(CounterSampler, AFailedReadKeepsThePreviousSamples) {
   Script s;
   CounterSampler sampler = Make(&s);

@@ -804,6 +804,11 @@ Result<store::ConfirmRecord> Service::GetConfirm(const std::string& id) {
   return *record;
 }
 
+void Service::SetCounterFeed(CounterFeed feed) {
+  std::lock_guard<std::mutex> lock(impl_->feed_mu);
+  impl_->counter_feed = std::move(feed);
+}
+
 std::vector<Metrics::Family> Service::CollectMetrics() {
   // Rules carrying the tag of an owner the daemon manages: their kernel counters (one read with counters per
   // family), and the number of managed rules per owner.
@@ -821,9 +826,18 @@ std::vector<Metrics::Family> Service::CollectMetrics() {
       "iptkitd_owned_rule_packets_total", "Packets matched by owned rules (kernel counters).", "counter", {}};
   Metrics::Family bytes{
       "iptkitd_owned_rule_bytes_total", "Bytes matched by owned rules (kernel counters).", "counter", {}};
+  CounterFeed feed;
+  {
+    std::lock_guard<std::mutex> lock(impl_->feed_mu);
+    feed = impl_->counter_feed;
+  }
   for (Family family : {Family::kIPv4, Family::kIPv6}) {
-    Result<Ruleset> rs = List(family);
-    if (!rs.ok()) continue;
+    std::shared_ptr<const Ruleset> rs = feed ? feed(family) : nullptr;
+    if (!rs) {
+      Result<Ruleset> read = List(family);
+      if (!read.ok()) continue;
+      rs = std::make_shared<const Ruleset>(*std::move(read));
+    }
     for (const Table& t : rs->tables) {
       for (const Chain& c : t.chains) {
         for (const Rule& r : c.rules) {

@@ -215,9 +215,14 @@ class Service {
   Result<store::ConfirmRecord> GetConfirm(const std::string& id);
 
   // Metric families computed at scrape time: managed rules per owner, and the kernel's packet/byte counters of
-  // every rule that carries the tag of a known owner (one read with counters per family). Registered as a
-  // collector of the Metrics registry by Start.
+  // every rule that carries the tag of a known owner (one read with counters per family, or the counter feed's
+  // latest sample). Registered as a collector of the Metrics registry by Start.
   std::vector<Metrics::Family> CollectMetrics();
+  // Where CollectMetrics takes rule counters from instead of reading the kernel at every scrape: the daemon's
+  // counter sampler (counter_sampler.h), so that /metrics and the rates are one feed. A family for which the feed
+  // returns nullptr (no sample yet) is read. Thread-safe; the feed is called from scraping threads.
+  using CounterFeed = std::function<std::shared_ptr<const Ruleset>(Family)>;
+  void SetCounterFeed(CounterFeed feed);
 
   std::string backend_name() const { return backend_name_; }
   // True once the start-up sequence completed (successfully or not); its error, if any.

@@ -105,6 +105,9 @@ struct WorkItem {
 
 struct Service::Impl {
   Options options;
+  // SetCounterFeed's feed (empty: CollectMetrics reads the kernel).
+  std::mutex feed_mu;
+  Service::CounterFeed counter_feed;
   store::Store* store = nullptr;
   Metrics* metrics = nullptr;
   EventBus* events = nullptr;

@@ -332,6 +332,9 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
         service::CounterSamplerOptions{.interval = config.counter_interval},
         [reader](Family family) { return reader->List(family, std::nullopt, {.allow_lossy = true}); });
     counters->Start();
+    // /metrics reports the sampled counters too: one feed, no kernel read per scrape.
+    service::CounterSampler* feed = counters.get();
+    (*service)->SetCounterFeed([feed](Family family) { return feed->Latest(family); });
   }
   // Fleet mode: desired state from etcd, into the same service (docs/fleet.md).
   std::unique_ptr<fleet::Agent> agent;
@@ -404,6 +407,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   // streams end, so that their connections close, and the listeners.
   const auto stop_started = std::chrono::steady_clock::now();
   if (agent) agent->Stop();
+  (*service)->SetCounterFeed(nullptr);
   if (counters) counters->Stop();
   (*service)->Stop();
   events.Close();
