@@ -1,6 +1,6 @@
 # What `cmake --install` puts in place: the headers, libiptkit.so.1 (the C ABI) and libiptkit.a (the same, static),
 # libiptkit++.a (the C++ API, no ABI promise), iptkit.pc, and (from their own folders) the CLI, the daemon, the man
-# pages and the bash completion.
+# pages and the bash completion; bindings/python installs the Python package.
 include(GNUInstallDirs)
 
 # The static libraries every C++ user of include/iptkit/*.h needs, in link order.

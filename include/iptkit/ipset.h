@@ -59,6 +59,11 @@ struct SetOptions {
   friend bool operator==(const SetOptions&, const SetOptions&) = default;
 };
 
+// Create options from ipset's words, as `ipset create NAME TYPE OPTIONS` takes them: "family inet6 maxelem 100000
+// timeout 300 counters comment". InvalidArgument names the unknown word or the bad value (details.token); whether
+// the type takes an option is Create's check.
+Result<SetOptions> ParseSetOptions(const std::vector<std::string>& words);
+
 // One entry as listed.
 struct SetEntry {
   std::string elem{};                 // as the kernel prints it: "10.0.0.0/24", "192.0.2.1,tcp:80"

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "iptkit/ipset.h"
 #include "iptkit/json.h"
 #include "src/capi/handles.h"
+#include "src/ipset/set_json.h"
 
 using iptkit::Family;
 using iptkit::Result;
@@ -159,9 +161,9 @@ Status CommitOne(iptkit_firewall* fw, const std::function<Status(Transaction&, F
 
 Status AddToTxn(iptkit_txn* handle, const std::function<Status(Transaction&, Family)>& build) {
   IPTKIT_ASSIGN_OR_RETURN(auto t, GetTxn(handle));
+  std::lock_guard<std::mutex> lock(t->mu);
   Transaction one;
   IPTKIT_RETURN_IF_ERROR(build(one, t->family));
-  std::lock_guard<std::mutex> lock(t->mu);
   for (const Op& op : one.ops()) t->txn.Add(op);
   return Status::Ok();
 }
@@ -313,28 +315,6 @@ T WithChain(const iptkit_ruleset* handle, size_t chain, T fallback, F&& fn) {
     IPTKIT_ASSIGN_OR_RETURN(const ChainEntry* entry, ChainAt(*rs, chain));
     return fn(*rs, *entry);
   });
-}
-
-nlohmann::json SetToJson(const SetInfo& set) {
-  nlohmann::json j = {{"name", set.name},
-                      {"type", set.type},
-                      {"revision", set.revision},
-                      {"header", set.header},
-                      {"memory_bytes", set.memory_bytes},
-                      {"references", set.references},
-                      {"entry_count", set.entry_count}};
-  nlohmann::json entries = nlohmann::json::array();
-  for (const SetEntry& e : set.entries) {
-    nlohmann::json je = {{"elem", e.elem}};
-    if (e.timeout) je["timeout"] = *e.timeout;
-    if (e.packets) je["packets"] = *e.packets;
-    if (e.bytes) je["bytes"] = *e.bytes;
-    if (e.comment) je["comment"] = *e.comment;
-    if (e.nomatch) je["nomatch"] = true;
-    entries.push_back(std::move(je));
-  }
-  j["entries"] = std::move(entries);
-  return j;
 }
 
 Status SetName(const char* name) { return NotNull(name, "set name"); }
@@ -770,20 +750,20 @@ int iptkit_txn_chain_set_policy(iptkit_txn* txn, const char* table, const char* 
                                 iptkit_error** err) {
   return Entry(err, [&] { return AddToTxn(txn, PolicyOp(table, chain, policy)); });
 }
+int iptkit_txn_set_family(iptkit_txn* txn, int family, iptkit_error** err) {
+  return Entry(err, [&]() -> Status {
+    IPTKIT_ASSIGN_OR_RETURN(auto t, GetTxn(txn));
+    IPTKIT_ASSIGN_OR_RETURN(Family f, FamilyOf(family));
+    std::lock_guard<std::mutex> lock(t->mu);
+    t->family = f;
+    return Status::Ok();
+  });
+}
 int iptkit_txn_add_json(iptkit_txn* txn, const char* json, iptkit_error** err) {
   return Entry(err, [&]() -> Status {
     IPTKIT_RETURN_IF_ERROR(NotNull(json, "json"));
     IPTKIT_ASSIGN_OR_RETURN(auto t, GetTxn(txn));
     IPTKIT_ASSIGN_OR_RETURN(iptkit::Transaction parsed, iptkit::TransactionFromJson(json));
-    for (size_t i = 0; i < parsed.ops().size(); ++i) {
-      if (parsed.ops()[i].family != t->family) {
-        return Status::InvalidArgument("op " + std::to_string(i) + " is for " +
-                                       std::string(iptkit::FamilyName(parsed.ops()[i].family)) +
-                                       ", the transaction's firewall for " + std::string(iptkit::FamilyName(t->family)))
-            .WithOpIndex(static_cast<int>(i))
-            .WithField("/ops/" + std::to_string(i));
-      }
-    }
     std::lock_guard<std::mutex> lock(t->mu);
     for (const iptkit::Op& op : parsed.ops()) t->txn.Add(op);
     return Status::Ok();
@@ -885,6 +865,20 @@ int iptkit_set_create(iptkit_firewall* fw, const char* name, const char* type, u
     return iptkit::Ipsets(f->netns).Create(name, type, options);
   });
 }
+int iptkit_set_create_options(iptkit_firewall* fw, const char* name, const char* type, const char* options,
+                              iptkit_error** err) {
+  return Entry(err, [&]() -> Status {
+    IPTKIT_RETURN_IF_ERROR(SetName(name));
+    IPTKIT_RETURN_IF_ERROR(NotNull(type, "set type"));
+    IPTKIT_RETURN_IF_ERROR(NotNull(options, "options"));
+    std::vector<std::string> words;
+    std::istringstream in(options);
+    for (std::string w; in >> w;) words.push_back(w);
+    IPTKIT_ASSIGN_OR_RETURN(iptkit::SetOptions parsed, iptkit::ParseSetOptions(words));
+    IPTKIT_ASSIGN_OR_RETURN(auto f, GetFirewall(fw));
+    return iptkit::Ipsets(f->netns).Create(name, type, parsed);
+  });
+}
 int iptkit_set_destroy(iptkit_firewall* fw, const char* name, iptkit_error** err) {
   return Entry(err, [&]() -> Status {
     IPTKIT_RETURN_IF_ERROR(SetName(name));
@@ -938,7 +932,7 @@ int iptkit_set_list_json(iptkit_firewall* fw, const char* name, char** out, iptk
     IPTKIT_ASSIGN_OR_RETURN(iptkit::Ipsets sets, SetsOf(fw));
     IPTKIT_ASSIGN_OR_RETURN(std::vector<iptkit::SetInfo> list, sets.List(name == nullptr ? "" : name, true));
     nlohmann::json j = nlohmann::json::array();
-    for (const iptkit::SetInfo& s : list) j.push_back(SetToJson(s));
+    for (const iptkit::SetInfo& s : list) j.push_back(iptkit::SetInfoToJson(s, /*with_entries=*/true));
     return Out(out, j.dump());
   });
 }

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # `cmake --install` puts the CLI, the daemon, their man pages and the bash completion in place, and they work:
-# the pages render without groff warnings, the completion completes from the installed iptkit's help.
+# the pages render without groff warnings, the completion completes from the installed iptkit's help. The Python
+# package is installed with the installed library's path and works without IPTKIT_LIBRARY.
 # The C ABI: headers, libiptkit.so.1 / libiptkit.a / libiptkit++.a and iptkit.pc are installed; the C examples build
 # against them with pkg-config (ban_ip with `pkg-config --static`); as root they run in a private namespace, and
 # ban_ip, installed setuid root and run by nobody with XTABLES_LIBDIR & co. pointing at a canary extension, bans
-# the address without loading the canary.
+# the address without loading the canary. port_knock is checked with real knocks from a second namespace over a
+# veth pair.
 # Usage: install_test.sh BUILD_DIR
 set -euo pipefail
 build=$1
 prefix=$(mktemp -d /tmp/iptkit-install-test-XXXXXX)
 netns=""
+client_ns=""
+listener=""
 cleanup() {
+  [[ -z $listener ]] || kill "$listener" 2>/dev/null || true
+  [[ -z $client_ns ]] || ip netns delete "$client_ns" 2>/dev/null || true
   [[ -z $netns ]] || ip netns delete "$netns" 2>/dev/null || true
   rm -rf "$prefix"
 }
@@ -54,8 +60,11 @@ for f in libiptkit.so.1 libiptkit.so libiptkit.a libiptkit++.a; do
 done
 export PKG_CONFIG_PATH=$libdir/pkgconfig
 [[ $(pkg-config --variable=libdir iptkit) -ef $libdir ]] || fail "iptkit.pc's libdir is not $libdir"
-nm -D --defined-only "$libdir/libiptkit.so.1" | grep -q ' T iptkit_open@@IPTKIT_1.0$' ||
-  fail "libiptkit.so.1 does not export iptkit_open@@IPTKIT_1.0"
+# (nm's output is read whole first: grep -q would stop early and fail the pipe with SIGPIPE under pipefail.)
+exports=$(nm -D --defined-only "$libdir/libiptkit.so.1")
+grep -q ' T iptkit_open@@IPTKIT_1.0$' <<<"$exports" || fail "libiptkit.so.1 does not export iptkit_open@@IPTKIT_1.0"
+grep -q ' T iptkit_txn_set_family@@IPTKIT_1.1$' <<<"$exports" ||
+  fail "libiptkit.so.1 does not export iptkit_txn_set_family@@IPTKIT_1.1"
 
 bin=$prefix/examples
 mkdir -p "$bin"
@@ -78,6 +87,18 @@ c++ -std=c++20 -o "$bin/list_rules_cxx" "$source_dir/examples/list_rules.cc" $(p
   "$libdir/libiptkit++.a" $(pkg-config --static --libs-only-l iptkit | sed 's/-liptkit //') ||
   fail "examples/list_rules.cc does not build against the installed headers and libiptkit++.a"
 
+# The Python package, next to the library it records.
+pkg=$(find "$prefix" -path '*/dist-packages/iptkit/__init__.py')
+[[ -n $pkg ]] || fail "the iptkit Python package was not installed"
+pydir=$(dirname "$(dirname "$pkg")")
+grep -qx "LIBRARY = \"$libdir/libiptkit.so.1\"" "$pydir/iptkit/_installed.py" ||
+  fail "the installed package does not record $libdir/libiptkit.so.1: $(cat "$pydir/iptkit/_installed.py")"
+out=$(env -u IPTKIT_LIBRARY PYTHONPATH="$pydir" /usr/bin/python3 -c \
+  'import iptkit; print(iptkit.__file__); print(iptkit._lib._name); print(iptkit.library_version())') ||
+  fail "the installed Python package does not load: $out"
+[[ $(sed -n 1p <<<"$out") == "$pkg" && $(sed -n 2p <<<"$out") == "$libdir/libiptkit.so.1" ]] ||
+  fail "python imported the package or the library from elsewhere: $out"
+
 if [[ $(id -u) -ne 0 ]]; then
   echo "install test passed (the examples' runs in a namespace need root: skipped)"
   exit 0
@@ -92,6 +113,46 @@ grep -qx 'filter INPUT ACCEPT' <<<"$out" || fail "list_rules printed: $out"
 out=$("$bin/list_rules" --netns "$netns" filter)
 [[ $(grep -c '^filter KNOCK-IN [0-9]' <<<"$out") -eq 5 ]] || fail "port_knock installed:"$'\n'"$out"
 grep -q '^filter INPUT 1 \[0:0\] -p tcp -m comment --comment "\?iptkit:knock:' <<<"$out" || fail "no hook rule: $out"
+# Real knocks: a client namespace reaches the server namespace over a veth pair; port 2222 has a listener.
+client_ns=iptkit-install-client-$$
+ip netns add "$client_ns"
+ip link add iptkit-k0 netns "$netns" type veth peer name iptkit-k1 netns "$client_ns"
+in_ns ip addr add 10.99.0.1/24 dev iptkit-k0
+in_ns ip link set iptkit-k0 up
+ip netns exec "$client_ns" ip addr add 10.99.0.2/24 dev iptkit-k1
+ip netns exec "$client_ns" ip link set iptkit-k1 up
+ip netns exec "$netns" /usr/bin/python3 -c '
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.99.0.1", 2222))
+s.listen(16)
+while True:
+    s.accept()[0].close()
+' </dev/null >/dev/null 2>&1 &
+listener=$! # ip netns exec execs python: this is the listener itself
+# connect PORT TIMEOUT: exit 0 when a TCP connection to the server is made.
+connect() {
+  ip netns exec "$client_ns" /usr/bin/python3 -c '
+import socket, sys
+try:
+    socket.create_connection(("10.99.0.1", int(sys.argv[1])), timeout=float(sys.argv[2])).close()
+except OSError:
+    sys.exit(1)
+' "$1" "$2"
+}
+# Without the listener's port dropping SYNs this would prove nothing: the first check waits until the listener is up
+# by opening the port without the knock rules in the way.
+in_ns iptables-nft -I INPUT -p tcp --dport 2222 -j ACCEPT
+for _ in $(seq 50); do connect 2222 1 && break; sleep 0.1; done
+connect 2222 1 || fail "port_knock test: the listener on 10.99.0.1:2222 is not reachable"
+in_ns iptables-nft -D INPUT -p tcp --dport 2222 -j ACCEPT
+if connect 2222 1; then fail "port_knock: 2222 is open without a knock"; fi
+connect 7002 0.3 || true # the second knock alone opens nothing
+if connect 2222 1; then fail "port_knock: 2222 opened after the second knock alone"; fi
+connect 7001 0.3 || true
+connect 7002 0.3 || true
+connect 2222 2 || fail "port_knock: 2222 stays closed after knocking on 7001 then 7002"
 "$bin/port_knock" --netns "$netns" remove >/dev/null || fail "port_knock remove failed"
 out=$("$bin/list_rules" --netns "$netns" filter)
 if grep -q KNOCK <<<"$out"; then fail "port_knock remove left: $out"; fi

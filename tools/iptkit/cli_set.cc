@@ -45,42 +45,10 @@ Result<uint32_t> Number(const std::string& word, const std::string& value, uint6
   return static_cast<uint32_t>(n);
 }
 
-// create's OPTION [VALUE] words → SetOptions.
+// create's OPTION [VALUE] words → SetOptions; -6 means "family inet6" unless the words say otherwise.
 Result<SetOptions> CreateOptions(const SetInvocation& inv) {
-  SetOptions o;
-  if (inv.global.family_given && inv.global.family == Family::kIPv6) o.family = "inet6";
-  const auto& w = inv.extra;
-  for (size_t i = 0; i < w.size(); ++i) {
-    const std::string& k = w[i];
-    auto value = [&]() -> Result<std::string> {
-      if (i + 1 >= w.size()) return Status::InvalidArgument("create option '" + k + "' needs a value").WithToken(k);
-      return w[++i];
-    };
-    if (k == "counters") {
-      o.counters = true;
-    } else if (k == "comment") {
-      o.comment = true;
-    } else if (k == "skbinfo") {
-      o.skbinfo = true;
-    } else if (k == "family") {
-      IPTKIT_ASSIGN_OR_RETURN(o.family, value());
-    } else if (k == "range") {
-      IPTKIT_ASSIGN_OR_RETURN(o.range, value());
-    } else if (k == "hashsize" || k == "maxelem" || k == "timeout" || k == "netmask" || k == "size") {
-      IPTKIT_ASSIGN_OR_RETURN(std::string v, value());
-      IPTKIT_ASSIGN_OR_RETURN(uint32_t n, Number(k, v, k == "timeout" ? kMaxSetTimeout : 0xffffffffu));
-      if (k == "hashsize") o.hashsize = n;
-      if (k == "maxelem") o.maxelem = n;
-      if (k == "timeout") o.timeout = n;
-      if (k == "netmask") o.netmask = n;
-      if (k == "size") o.size = n;
-    } else {
-      return Status::InvalidArgument("unknown create option '" + k +
-                                     "' (family, hashsize, maxelem, timeout, counters, comment, skbinfo, netmask, "
-                                     "range, size)")
-          .WithToken(k);
-    }
-  }
+  IPTKIT_ASSIGN_OR_RETURN(SetOptions o, ParseSetOptions(inv.extra));
+  if (o.family.empty() && inv.global.family_given && inv.global.family == Family::kIPv6) o.family = "inet6";
   return o;
 }
 

@@ -13,7 +13,8 @@
 Every failure raises an iptkit.Error subclass (NotFound, InvalidArgument, ...) carrying the C status code, its
 name, the message and the details (token, field, op_index, ...). A Firewall may be shared by threads (calls on it
 are serialized by the library). The library is found through the IPTKIT_LIBRARY environment variable (a path),
-else as libiptkit.so.1 on the system's library path.
+else at the path `cmake --install` recorded when it installed this package, else as libiptkit.so.1 on the system's
+library path.
 """
 
 import ctypes
@@ -93,7 +94,12 @@ _c_char_pp = ctypes.POINTER(ctypes.c_void_p)  # malloc'd strings: kept as addres
 
 
 def _load():
-    path = os.environ.get("IPTKIT_LIBRARY") or ctypes.util.find_library("iptkit") or "libiptkit.so.1"
+    path = os.environ.get("IPTKIT_LIBRARY")
+    if not path:
+        try:
+            from ._installed import LIBRARY as path  # written by cmake --install
+        except ImportError:
+            path = ctypes.util.find_library("iptkit") or "libiptkit.so.1"
     lib = ctypes.CDLL(path)
     P, S, I, Z, U64P, IP = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_size_t,
                             ctypes.POINTER(ctypes.c_uint64), ctypes.POINTER(ctypes.c_int))
@@ -158,6 +164,14 @@ def _load():
         "iptkit_txn_commit": (I, [P, _c_void_pp]),
         "iptkit_txn_free": (I, [P]),
         "iptkit_apply_json": (I, [P, S, I, _c_char_pp, _c_void_pp]),
+        "iptkit_txn_set_family": (I, [P, I, _c_void_pp]),
+        "iptkit_set_create_options": (I, [P, S, S, S, _c_void_pp]),
+        "iptkit_set_destroy": (I, [P, S, _c_void_pp]),
+        "iptkit_set_flush": (I, [P, S, _c_void_pp]),
+        "iptkit_set_add": (I, [P, S, S, ctypes.c_uint32, S, _c_void_pp]),
+        "iptkit_set_delete": (I, [P, S, S, _c_void_pp]),
+        "iptkit_set_test": (I, [P, S, S, IP, _c_void_pp]),
+        "iptkit_set_list_json": (I, [P, S, _c_char_pp, _c_void_pp]),
     }
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
@@ -238,6 +252,7 @@ class Chain:
 
 _BACKENDS = {"auto": 0, "nft": 1, "legacy": 2, "native": 3, "fake": 4}
 _FAMILIES = {4: 4, 6: 6, "ipv4": 4, "ipv6": 6}
+_SET_NO_TIMEOUT = 0xFFFFFFFF
 
 # ---- Firewall -----------------------------------------------------------------------------------------------------
 
@@ -374,6 +389,37 @@ class Firewall:
 
     # ---- transactions and declarative state ----
 
+    # ---- IP sets of the firewall's namespace ----
+
+    def create_set(self, name: str, type: str, options: str = ""):
+        """Creates an ipset; `options` in ipset's words ("family inet6 maxelem 100000 timeout 3600 comment")."""
+        _call(_lib.iptkit_set_create_options, self._handle(), _b(name), _b(type), _b(options))
+
+    def destroy_set(self, name: str):
+        _call(_lib.iptkit_set_destroy, self._handle(), _b(name))
+
+    def flush_set(self, name: str):
+        _call(_lib.iptkit_set_flush, self._handle(), _b(name))
+
+    def add_to_set(self, name: str, entry: str, timeout: Optional[int] = None, comment: Optional[str] = None):
+        """Adds (or refreshes) an entry; timeout None: the set's default."""
+        t = _SET_NO_TIMEOUT if timeout is None else int(timeout)
+        if not 0 <= t <= _SET_NO_TIMEOUT:
+            raise InvalidArgument(f"timeout {timeout!r} is not a number of seconds")
+        _call(_lib.iptkit_set_add, self._handle(), _b(name), _b(entry), t, _b(comment))
+
+    def delete_from_set(self, name: str, entry: str):
+        _call(_lib.iptkit_set_delete, self._handle(), _b(name), _b(entry))
+
+    def set_contains(self, name: str, entry: str) -> bool:
+        found = ctypes.c_int(0)
+        _call(_lib.iptkit_set_test, self._handle(), _b(name), _b(entry), ctypes.byref(found))
+        return found.value == 1
+
+    def sets(self, name: Optional[str] = None) -> List[dict]:
+        """Every set (or one), with options and entries, as iptkitd's GET /v1/sets/NAME shows a set."""
+        return _json.loads(_call_string(_lib.iptkit_set_list_json, self._handle(), _b(name)))
+
     def transaction(self) -> "Transaction":
         return Transaction(self)
 
@@ -465,8 +511,18 @@ class Transaction:
         _call(_lib.iptkit_txn_chain_set_policy, self._handle(), _b(table), _b(chain), _b(policy))
         return self
 
+    def set_family(self, family):
+        """Ops added after this are for `family` (4, 6, 'ipv4' or 'ipv6'); a transaction starts with its firewall's.
+        One transaction may change IPv4 and IPv6 together, all or nothing (on the native backend in one kernel
+        transaction)."""
+        if family not in _FAMILIES:
+            raise InvalidArgument(f"family {family!r} is not 4, 6, 'ipv4' or 'ipv6'")
+        _call(_lib.iptkit_txn_set_family, self._handle(), _FAMILIES[family])
+        return self
+
     def add_json(self, batch):
-        """Adds the ops of a batch ({"ops": [...]}, docs/json.md), a dict or JSON text."""
+        """Adds the ops of a batch ({"ops": [...]}, docs/json.md), a dict or JSON text; each op names its own family
+        ("family": "ipv6"; IPv4 when absent)."""
         text = batch if isinstance(batch, str) else _json.dumps(batch)
         _call(_lib.iptkit_txn_add_json, self._handle(), _b(text))
         return self

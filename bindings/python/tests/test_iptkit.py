@@ -151,3 +151,50 @@ def test_closed_firewall_and_threads(fw):
     fw.close()
     with pytest.raises(iptkit.InvalidArgument):
         fw.rules()
+
+
+def test_one_transaction_changes_both_families(fw):
+    save6 = lambda: run("/usr/sbin/ip", "netns", "exec", fw.netns, f"/usr/sbin/ip6tables-{fw.variant}-save", "-t",
+                        "filter").stdout
+    with fw.transaction() as txn:
+        txn.append("INPUT", "-s 192.0.2.1 -j ACCEPT")
+        txn.set_family(6).append("INPUT", "-s 2001:db8::1 -j ACCEPT")
+        with pytest.raises(iptkit.InvalidArgument):
+            txn.append("INPUT", "-s 192.0.2.9 -j ACCEPT")  # an IPv4 address in an IPv6 op
+        with pytest.raises(iptkit.InvalidArgument):
+            txn.set_family(5)
+    assert "-A INPUT -s 192.0.2.1/32 -j ACCEPT\n" in kernel_save(fw)
+    assert "-A INPUT -s 2001:db8::1/128 -j ACCEPT\n" in save6()
+
+    # The IPv6 half fails: the IPv4 half is not left behind.
+    txn = fw.transaction()
+    txn.flush("INPUT").set_family("ipv6").flush("INPUT").append("NOSUCH6", "-j ACCEPT")
+    with pytest.raises(iptkit.Error):
+        txn.commit()
+    txn.close()
+    assert "-A INPUT -s 192.0.2.1/32 -j ACCEPT\n" in kernel_save(fw)
+    assert "-A INPUT -s 2001:db8::1/128 -j ACCEPT\n" in save6()
+
+
+def test_sets(fw):
+    fw.create_set("py-ban", "hash:net", "family inet6 maxelem 1000 timeout 60 comment")
+    fw.add_to_set("py-ban", "2001:db8::/64", timeout=30, comment="lab")
+    fw.add_to_set("py-ban", "2001:db8:1::/64")
+    assert fw.set_contains("py-ban", "2001:db8::1")
+    (info,) = fw.sets("py-ban")
+    assert info["options"]["maxelem"] == 1000 and info["options"]["family"] == "inet6"
+    entries = {e["entry"]: e for e in info["entries"]}
+    assert entries["2001:db8::/64"]["comment"] == "lab" and 0 < entries["2001:db8::/64"]["timeout"] <= 30
+    assert entries["2001:db8:1::/64"]["timeout"] > 30  # the set's default
+    with pytest.raises(iptkit.InvalidArgument) as e:
+        fw.create_set("py-bad", "hash:ip", "maxelem lots")
+    assert e.value.details.get("token") == "lots"
+    with pytest.raises(iptkit.InvalidArgument):
+        fw.add_to_set("py-ban", "192.0.2.0/24")
+    fw.delete_from_set("py-ban", "2001:db8::/64")
+    assert not fw.set_contains("py-ban", "2001:db8::1")
+    fw.flush_set("py-ban")
+    assert fw.sets("py-ban")[0]["entries"] == []
+    fw.destroy_set("py-ban")
+    with pytest.raises(iptkit.NotFound):
+        fw.sets("py-ban")

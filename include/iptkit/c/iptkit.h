@@ -42,7 +42,7 @@ extern "C" {
 /* ---- Version ---- */
 
 #define IPTKIT_ABI_MAJOR 1 /* the N of libiptkit.so.N */
-#define IPTKIT_ABI_MINOR 0 /* the symbol version node is IPTKIT_<major>.<minor> */
+#define IPTKIT_ABI_MINOR 1 /* the symbol version node is IPTKIT_<major>.<minor> */
 
 /* The library's version ("0.1.0"). Never fails; the string is static. */
 const char *iptkit_version(void);
@@ -230,7 +230,13 @@ int iptkit_txn_chain_flush(iptkit_txn *txn, const char *table, const char *chain
 int iptkit_txn_chain_zero(iptkit_txn *txn, const char *table, const char *chain, iptkit_error **err);
 int iptkit_txn_chain_set_policy(iptkit_txn *txn, const char *table, const char *chain, const char *policy,
                                 iptkit_error **err);
-/* Adds the ops of a JSON batch ({"ops":[...]}, docs/json.md); every op must be of the firewall's family. */
+/* Ops added after this call are for `family` (IPTKIT_FAMILY_IPV4 or _IPV6); a new transaction starts with the
+ * firewall's family. One transaction may hold ops of both families: on the native backend they commit as one kernel
+ * transaction (all or nothing across IPv4 and IPv6); on the restore backends table by table, each atomically, with
+ * the tables already committed undone when a later one fails (docs/c-api.md). Since IPTKIT_1.1. */
+int iptkit_txn_set_family(iptkit_txn *txn, int family, iptkit_error **err);
+/* Adds the ops of a JSON batch ({"ops":[...]}, docs/json.md); each op carries its own family ("family": "ipv6";
+ * IPv4 when absent), whatever iptkit_txn_set_family said. */
 int iptkit_txn_add_json(iptkit_txn *txn, const char *json, iptkit_error **err);
 /* How many ops the transaction holds; 0 on error. */
 size_t iptkit_txn_op_count(const iptkit_txn *txn);
@@ -253,6 +259,13 @@ int iptkit_apply_json(iptkit_firewall *fw, const char *desired_json, int dry_run
  * in seconds (0: none, entries stay unless given one; IPTKIT_SET_NO_TIMEOUT: the set has no timeout support). */
 #define IPTKIT_SET_NO_TIMEOUT UINT32_MAX
 int iptkit_set_create(iptkit_firewall *fw, const char *name, const char *type, uint32_t timeout, iptkit_error **err);
+/* Creates a set with ipset's create options as words, as `ipset create NAME TYPE OPTIONS` takes them:
+ * "family inet6 maxelem 1000000 hashsize 65536 timeout 3600 counters comment skbinfo netmask 24 range ... size N"
+ * ("" for the kernel's defaults; unlike iptkit_set_create, nothing is implied: no comment support unless asked for,
+ * family inet unless given). IPTKIT_EINVAL names an unknown word, a bad value or an option the type does not take.
+ * Since IPTKIT_1.1. */
+int iptkit_set_create_options(iptkit_firewall *fw, const char *name, const char *type, const char *options,
+                              iptkit_error **err);
 int iptkit_set_destroy(iptkit_firewall *fw, const char *name, iptkit_error **err);
 int iptkit_set_flush(iptkit_firewall *fw, const char *name, iptkit_error **err);
 /* Adds (or refreshes) an entry; `timeout` IPTKIT_SET_NO_TIMEOUT: the set's default; `comment` may be NULL. */
@@ -261,7 +274,8 @@ int iptkit_set_add(iptkit_firewall *fw, const char *name, const char *elem, uint
 int iptkit_set_delete(iptkit_firewall *fw, const char *name, const char *elem, iptkit_error **err);
 /* *found 1 when the element is in the set. */
 int iptkit_set_test(iptkit_firewall *fw, const char *name, const char *elem, int *found, iptkit_error **err);
-/* Every set (name NULL) or one, with entries, as JSON into *out. */
+/* Every set (name NULL) or one, with its options and entries, as a JSON array into *out: each set as iptkitd's
+ * GET /v1/sets/NAME answers it (docs/rest.md "Sets"). */
 int iptkit_set_list_json(iptkit_firewall *fw, const char *name, char **out, iptkit_error **err);
 
 #ifdef __cplusplus
