@@ -32,6 +32,7 @@
 #include "iptkit/status.h"
 #include "src/fleet/etcd_client.h"
 #include "src/service/service.h"
+#include "src/service/sets.h"
 #include "src/store/store.h"
 
 namespace iptkit::fleet {
@@ -70,7 +71,10 @@ struct AgentStatus {
 
 class Agent {
  public:
-  static Result<std::unique_ptr<Agent>> Start(AgentOptions options, service::Service* service, store::Store* store);
+  // `sets` (may be nullptr: set documents are then reported as errors) applies set documents; all must outlive
+  // the agent.
+  static Result<std::unique_ptr<Agent>> Start(AgentOptions options, service::Service* service, store::Store* store,
+                                              service::SetService* sets = nullptr);
   ~Agent();
   void Stop();
   AgentStatus GetStatus() const;

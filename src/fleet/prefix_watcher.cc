@@ -70,8 +70,14 @@ Status PrefixWatcher::Follow(Snapshot* state) {
       state->revision = std::max(state->revision, e.kv.mod_revision);
       if (e.type == WatchEvent::Type::kDelete) {
         state->kvs.erase(e.kv.key);
+        state->deleted[e.kv.key] = e.kv.mod_revision > 0 ? e.kv.mod_revision : m.revision;
+        if (state->deleted.size() > kMaxDeleted) {
+          state->deleted.erase(std::min_element(state->deleted.begin(), state->deleted.end(),
+                                                [](const auto& a, const auto& b) { return a.second < b.second; }));
+        }
       } else {
         std::string key = e.kv.key;
+        state->deleted.erase(key);
         state->kvs[key] = std::move(e.kv);
       }
     }

@@ -37,12 +37,17 @@ class PrefixWatcher {
     std::map<std::string, KeyValue> kvs;  // key -> value, every key under the prefix
     std::vector<std::string> changed;     // keys that changed since the previous callback (all keys after a resync)
     bool resync = false;                  // this copy comes from a Range (start, reconnect, compaction)
+    // Keys seen deleted by the watch since the last resync, with the revision of their deletion (so that a caller
+    // can tell which etcd transaction removed a key); a key put again leaves the map. Bounded (kMaxDeleted: the
+    // oldest go first); a key deleted while no watch was up is not in it.
+    std::map<std::string, int64_t> deleted;
   };
   struct Callbacks {
     std::function<void(const Snapshot&)> on_state;
     // Called when etcd stops or starts answering: OK when connected, the reason otherwise.
     std::function<void(const Status&)> on_connection;
   };
+  static constexpr size_t kMaxDeleted = 10000;
   struct Options {
     std::chrono::milliseconds initial_backoff = std::chrono::milliseconds(100);
     std::chrono::milliseconds max_backoff = std::chrono::seconds(2);

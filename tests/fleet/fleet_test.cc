@@ -135,13 +135,216 @@ TEST_F(FleetTest, SeveralAgentsConvergeAndReportWhatTheyApplied) {
   HttpClient http = hosts[0]->daemon->Admin();
   Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(txn->revision));
   ASSERT_EQ(audit.status, 200) << audit.Describe();
-  EXPECT_EQ(audit.json["entries"].size(), 2u) << audit.body;
+  ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;  // one etcd txn, one iptkit transaction
+  EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
   // Deleting the key removes the owner's state.
   ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/db").ok());
   for (auto& h : hosts) {
     EXPECT_TRUE(WaitUntil([&] { return !h->Has("DB-IN"); }, 20s)) << h->Save();
     EXPECT_TRUE(h->Has("-A APP-IN -s 10.0.0.2/32"));
   }
+}
+
+// The keys of one etcd transaction are one iptkit transaction: all applied in one commit (one audit record), or
+// none of them (each reported).
+TEST_F(FleetTest, AnEtcdTxnIsAppliedAsOneTransactionOrNotAtAll) {
+  Put(".group", "1");
+  int64_t first = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", first); }, 20s)) << Report("h1").dump();
+  // One good document and one the kernel would refuse (a port out of range), in one txn.
+  fleet::TxnRequest bad;
+  bad.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.2"})));
+  bad.success.push_back(fleet::TxnOp::Put(
+      std::string(kGroup) + "owners/db",
+      R"({"chains":[{"table":"filter","name":"DB-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
+  auto bad_txn = etcd->Txn(bad);
+  ASSERT_TRUE(bad_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && HasError("h1", "owners/db"); }, 20s))
+      << Report("h1").dump();
+  Json r = Report("h1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], bad_txn->revision);
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/db"]["revision"], bad_txn->revision);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("owner 'db'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], first);
+  EXPECT_FALSE(r["applied"].contains(std::string(kGroup) + "owners/db"));
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();  // the good half was not applied either
+  EXPECT_FALSE(h.Has("10.0.0.2")) << h.Save();
+  EXPECT_FALSE(h.Has("DB-IN")) << h.Save();
+  // A good txn: both keys in one commit, one audit record.
+  fleet::TxnRequest good;
+  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.3"})));
+  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/db", OwnerDoc("db", {"10.0.1.1"})));
+  auto good_txn = etcd->Txn(good);
+  ASSERT_TRUE(good_txn.ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Applied("h1", "owners/app", good_txn->revision) && Applied("h1", "owners/db", good_txn->revision); },
+      20s))
+      << Report("h1").dump();
+  EXPECT_FALSE(HasError("h1", "owners/app"));
+  EXPECT_FALSE(HasError("h1", "owners/db"));
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.3/32") && h.Has("-A DB-IN -s 10.0.1.1/32")) << h.Save();
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(good_txn->revision));
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+  EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
+  // A txn that deletes one owner and changes another: one transaction too.
+  fleet::TxnRequest mixed;
+  mixed.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/db"));
+  mixed.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.4"})));
+  auto mixed_txn = etcd->Txn(mixed);
+  ASSERT_TRUE(mixed_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", mixed_txn->revision); }, 20s)) << Report("h1").dump();
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("DB-IN"); }, 5s)) << h.Save();
+  audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(mixed_txn->revision));
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  EXPECT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+}
+
+// An owner document whose chain drops the sources in `set`.
+std::string SetUserDoc(const std::string& owner, const std::string& set) {
+  std::string upper;
+  for (char c : owner) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  Json doc = {{"owner", owner},
+              {"family", "ipv4"},
+              {"chains",
+               {{{"table", "filter"},
+                 {"name", upper + "-IN"},
+                 {"rules", {{{"spec", "-m set --match-set " + set + " src -j DROP"}}}}}}},
+              {"hooks", {{{"table", "filter"}, {"chain", "INPUT"}, {"spec", "-j " + upper + "-IN"}}}}};
+  return doc.dump();
+}
+
+// The set as the host's daemon lists it (GET /v1/sets/NAME), or null.
+Json HostSet(Host& h, const std::string& name, bool entries = false) {
+  HttpClient http = h.daemon->Admin();
+  Reply r = http.Get("/v1/sets/" + name + (entries ? "?entries=true" : ""));
+  return r.status == 200 ? r.json : Json();
+}
+
+// A set document and the owner that uses it, in one etcd transaction: the set is made first (temp + swap), then
+// the rules; changing the document replaces the entries; deleting both removes the rules, then the set.
+TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("h1").is_object(); }, 20s));
+  fleet::TxnRequest t;
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
+                                        R"({"type":"hash:ip","entries":["192.0.2.1",{"entry":"192.0.2.2"}]})"));
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
+  auto txn = etcd->Txn(t);
+  ASSERT_TRUE(txn.ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Applied("h1", "sets/blocklist", txn->revision) && Applied("h1", "owners/app", txn->revision); },
+      20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(h.Has("-A APP-IN -m set --match-set blocklist src")) << h.Save();
+  Json set = HostSet(h, "blocklist");
+  ASSERT_TRUE(set.is_object());
+  EXPECT_EQ(set["type"], "hash:ip");
+  EXPECT_EQ(set["entry_count"], 2);
+  // A new document: exactly its entries.
+  int64_t rev = Put("sets/blocklist", R"({"type":"hash:ip","entries":["198.51.100.9"]})");
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/blocklist", rev); }, 20s)) << Report("h1").dump();
+  set = HostSet(h, "blocklist", true);
+  ASSERT_EQ(set["entries"].size(), 1u) << set.dump();
+  EXPECT_EQ(set["entries"][0]["entry"], "198.51.100.9");
+  // Other create options: built aside and swapped in; the rule that uses it stays.
+  rev = Put("sets/blocklist", R"({"type":"hash:ip","options":{"timeout":600},"entries":["198.51.100.10"]})");
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/blocklist", rev); }, 20s)) << Report("h1").dump();
+  set = HostSet(h, "blocklist", true);
+  EXPECT_EQ(set["options"]["timeout"], 600) << set.dump();
+  EXPECT_EQ(set["entry_count"], 1);
+  EXPECT_TRUE(h.Has("--match-set blocklist src")) << h.Save();
+  // A bad set document: reported, the set stays.
+  int64_t bad = Put("sets/blocklist", R"({"type":"hash:ip","entries":["not-an-address"]})");
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/blocklist"); }, 20s)) << Report("h1").dump();
+  EXPECT_EQ(Report("h1")["errors"][std::string(kGroup) + "sets/blocklist"]["revision"], bad);
+  EXPECT_EQ(HostSet(h, "blocklist")["entry_count"], 1);
+  // Both gone in one txn: the rules first, then the set.
+  fleet::TxnRequest del;
+  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "sets/blocklist"));
+  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/app"));
+  ASSERT_TRUE(etcd->Txn(del).ok());
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("APP-IN") && !HostSet(h, "blocklist").is_object(); }, 20s))
+      << h.Save() << Report("h1").dump();
+}
+
+// A document that uses a set nobody made yet is reported and retried; the other owners go on meanwhile.
+TEST_F(FleetTest, ADocumentUsingAMissingSetIsRetriedWithoutBlockingOthers) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  int64_t waiting = Put("owners/app", SetUserDoc("app", "late"));
+  int64_t other = Put("owners/other", OwnerDoc("other", {"10.0.9.9"}));
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && Applied("h1", "owners/other", other); }, 20s))
+      << Report("h1").dump();
+  Json r = Report("h1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], waiting);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("'late'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_TRUE(h.Has("-A OTHER-IN -s 10.0.9.9/32")) << h.Save();
+  int64_t made = Put("sets/late", R"({"type":"hash:net","entries":["203.0.113.0/24"]})");
+  // The set's own key applies at once; the owner on its next retry (every 5 s).
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/late", made) && Applied("h1", "owners/app", waiting); }, 20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(h.Has("-A APP-IN -m set --match-set late src")) << h.Save();
+  EXPECT_FALSE(HasError("h1", "owners/app"));
+}
+
+// A set of 100,000 entries is larger than an etcd value: `iptkit fleet put` writes it as chunks and a manifest; the
+// agent applies it once every chunk matches the manifest, in one temp + swap.
+TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
+  auto cli = [&](std::vector<std::string> args, std::string_view input = "") {
+    args.insert(args.begin(), {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix});
+    return integration::RunCommand(args, "", input, 120s);
+  };
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  std::string text;
+  for (int i = 0; i < 100000; ++i) {
+    text +=
+        "10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255) + "\n";
+  }
+  auto put = cli({"put", "web", "sets/big", "--type", "hash:ip", "--set-options", R"({"maxelem":131072})", "-"}, text);
+  ASSERT_TRUE(put.ok()) << put.Describe();
+  auto chunks =
+      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  ASSERT_TRUE(chunks.ok());
+  EXPECT_GE(chunks->kvs.size(), 2u);
+  for (const fleet::KeyValue& kv : chunks->kvs) EXPECT_LE(kv.value.size(), 512u * 1024);
+  auto waited = cli({"wait", "web", "--timeout", "90s", "--hosts", "1"});
+  ASSERT_TRUE(waited.ok()) << waited.Describe();  // the manifest and every chunk applied
+  Json set = HostSet(h, "big");
+  ASSERT_TRUE(set.is_object());
+  EXPECT_EQ(set["entry_count"], 100000);
+  // A chunk that no longer matches the manifest (a writer in the middle of an update): not applied, reported; the
+  // set stays as it was.
+  std::string first = chunks->kvs[0].value;
+  ASSERT_TRUE(first.starts_with("10.0.0.0\n"));
+  int64_t stray = Put("sets/big/chunk/0", "10.9" + first.substr(4));  // same size, another first entry
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/big"); }, 20s)) << Report("h1").dump();
+  EXPECT_NE(Report("h1")["errors"][std::string(kGroup) + "sets/big"]["error"].get<std::string>().find("sha256"),
+            std::string::npos);
+  EXPECT_FALSE(Applied("h1", "sets/big/chunk/0", stray));
+  EXPECT_EQ(HostSet(h, "big")["entry_count"], 100000);
+  // A smaller version replaces it (one document, the old chunks deleted with the manifest).
+  auto small = cli({"put", "web", "sets/big", "--type", "hash:ip", "--set-options", R"({"maxelem":131072})", "-"},
+                   "192.0.2.1\n192.0.2.2\n");
+  ASSERT_TRUE(small.ok()) << small.Describe();
+  ASSERT_TRUE(cli({"wait", "web", "--timeout", "60s"}).ok());
+  EXPECT_EQ(HostSet(h, "big")["entry_count"], 2);
+  auto left =
+      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->kvs.empty());
 }
 
 TEST_F(FleetTest, WithoutTheMarkerNothingIsApplied) {
