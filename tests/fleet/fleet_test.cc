@@ -347,6 +347,123 @@ TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
   EXPECT_TRUE(left->kvs.empty());
 }
 
+// A document that names a canary label: hosts with the label apply it at once, the others after every canary
+// reported it applied.
+std::string CanaryDoc(const std::string& owner, const std::string& source, int timeout_s) {
+  Json doc = Json::parse(OwnerDoc(owner, {source}));
+  doc["canary"] = "ring=canary";
+  doc["canary_timeout"] = timeout_s;
+  return doc.dump();
+}
+
+// When the host's audit log recorded the etcd revision (its RFC 3339 time: ordered as text), or "".
+std::string AuditTimeOf(Host& h, int64_t revision) {
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(revision));
+  if (audit.status != 200 || audit.json["entries"].empty()) return "";
+  return audit.json["entries"][0].value("time", "");
+}
+
+TEST_F(FleetTest, ACanaryRolloutReachesTheOthersAfterTheCanariesApplied) {
+  Put(".group", "1");
+  Host& canary = StartAgent("c1", {"--label", "ring=canary"});
+  Host& other = StartAgent("n1");
+  Host& other2 = StartAgent("n2");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_NE(other2.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("c1").is_object() && Report("n1").is_object(); }, 20s));
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.1", 60));
+  for (const char* id : {"c1", "n1", "n2"}) {
+    EXPECT_TRUE(WaitUntil([&] { return Applied(id, "owners/app", rev); }, 20s)) << id << Report(id).dump();
+  }
+  EXPECT_TRUE(other.Has("-A APP-IN -s 10.0.0.1/32")) << other.Save();
+  // The others applied after the canary (their audit records are later than the canary's).
+  const std::string at_canary = AuditTimeOf(canary, rev);
+  ASSERT_FALSE(at_canary.empty());
+  EXPECT_GE(AuditTimeOf(other, rev), at_canary);
+  EXPECT_GE(AuditTimeOf(other2, rev), at_canary);
+  EXPECT_FALSE(Report("n1").contains("canary_gates")) << Report("n1").dump();  // passed gates are not shown
+}
+
+// The canary cannot apply the document (here: the owner is outside its scope): the gate fails, the others never
+// apply that revision, and the hosts' reports and `iptkit fleet status` say so.
+TEST_F(FleetTest, AFailingCanaryStopsTheRollout) {
+  Put(".group", "1");
+  int64_t before = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& canary = StartAgent("c1", {"--label", "ring=canary", "--agent-owners", "other"});
+  Host& other = StartAgent("n1");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("n1", "owners/app", before) && HasError("c1", "owners/app"); }, 20s))
+      << Report("n1").dump() << Report("c1").dump();
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.2", 60));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Json r = Report("n1");
+        return r.is_object() && r.contains("canary_gates") &&
+               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
+      },
+      20s))
+      << Report("n1").dump();
+  Json r = Report("n1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("canary c1"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], before);
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(other.Has("-A APP-IN -s 10.0.0.1/32")) << other.Save();  // the previous state stays
+  EXPECT_FALSE(other.Has("10.0.0.2")) << other.Save();
+  auto status = integration::RunCommand(
+      {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix, "status", "web"}, "", "", 30s);
+  ASSERT_TRUE(status.ok()) << status.Describe();
+  Json st = Json::parse(status.out, nullptr, false);
+  ASSERT_TRUE(st.is_object()) << status.out;
+  bool seen = false;
+  for (const Json& h : st["hosts"]) {
+    if (h["host_id"] != "n1") continue;
+    seen = true;
+    EXPECT_EQ(h["state"], "failed") << h.dump();
+    EXPECT_EQ(h["canary_gates"][std::string(kGroup) + "owners/app"]["state"], "failed") << h.dump();
+  }
+  EXPECT_TRUE(seen) << status.out;
+  // A new revision opens a new gate: without a canary label it goes everywhere.
+  int64_t fixed = Put("owners/app", OwnerDoc("app", {"10.0.0.3"}));
+  EXPECT_TRUE(WaitUntil([&] { return Applied("n1", "owners/app", fixed); }, 20s)) << Report("n1").dump();
+}
+
+// The only canary dies (no revoke: its lease runs out): the gate times out and fails; nothing is applied.
+TEST_F(FleetTest, ADeadCanaryTimesTheGateOut) {
+  Put(".group", "1");
+  Host& canary = StartAgent("c1", {"--label", "ring=canary"});
+  Host& other = StartAgent("n1");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("c1").is_object() && Report("n1").is_object(); }, 20s));
+  canary.daemon->Kill();
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.1", 4));
+  // Waiting while the gate is open (the canary's report is still there for up to 3 s, then gone).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Json r = Report("n1");
+        return r.is_object() && r.contains("canary_gates") &&
+               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
+      },
+      20s))
+      << Report("n1").dump();
+  Json r = Report("n1");
+  EXPECT_NE(r["canary_gates"][std::string(kGroup) + "owners/app"]["detail"].get<std::string>().find("timed out"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
+  EXPECT_FALSE(other.Has("APP-IN")) << other.Save();
+  auto waited = integration::RunCommand(
+      {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix, "wait", "web", "--timeout", "10s"}, "", "",
+      30s);
+  EXPECT_EQ(waited.exit_code, 1) << waited.Describe();
+}
+
 TEST_F(FleetTest, WithoutTheMarkerNothingIsApplied) {
   Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
   Host& h = StartAgent("h1");

@@ -364,6 +364,7 @@ int FleetMain(const std::vector<std::string>& args, std::istream& in, std::ostre
         if (!detail.empty()) h[state == "failed" ? "error" : "waiting_for"] = detail;
         h["last_error"] = report.value("last_error", "");
         h["labels"] = report.value("labels", Json::object());
+        if (report.contains("canary_gates")) h["canary_gates"] = report["canary_gates"];
         hosts.push_back(std::move(h));
       }
       Json doc = {{"group", group}, {"revision", revision}, {"keys", keys->size()}, {"hosts", hosts}};
