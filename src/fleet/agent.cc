@@ -582,9 +582,26 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
 
   // The sets there will be: the kernel's and those this pass applies. A document that uses any other set fails
   // (reported, retried) instead of reaching the kernel.
+  // Listed only when some rule of the pass uses a set (a kernel read per pass otherwise).
+  auto sets_used = [](const Group& g) {
+    std::set<std::string> out;
+    auto add = [&](const Rule& r) {
+      for (std::string& name : SetsUsedBy(r)) out.insert(std::move(name));
+    };
+    for (const DesiredState& d : g.request.put_owners) {
+      for (const OwnedChain& c : d.chains) {
+        for (const Rule& r : c.rules) add(r);
+      }
+      for (const HookRule& h : d.hooks) add(h.rule);
+    }
+    for (const service::ManagedAdd& a : g.request.adds) add(a.rule);
+    return out;
+  };
   std::set<std::string> known_sets;
   bool sets_listed = false;
-  if (sets != nullptr) {
+  const bool any_set_used =
+      std::any_of(groups.begin(), groups.end(), [&](const auto& e) { return !sets_used(e.second).empty(); });
+  if (sets != nullptr && any_set_used) {
     if (Result<std::vector<SetInfo>> listed = sets->List(false); listed.ok()) {
       sets_listed = true;
       for (const SetInfo& s : *listed) known_sets.insert(s.name);
@@ -608,19 +625,9 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
       continue;
     }
     if (sets_listed) {
-      std::vector<const Rule*> rules;
-      for (const DesiredState& d : g.request.put_owners) {
-        for (const OwnedChain& c : d.chains) {
-          for (const Rule& r : c.rules) rules.push_back(&r);
-        }
-        for (const HookRule& h : d.hooks) rules.push_back(&h.rule);
-      }
-      for (const service::ManagedAdd& a : g.request.adds) rules.push_back(&a.rule);
       std::string missing;
-      for (const Rule* r : rules) {
-        for (const std::string& name : SetsUsedBy(*r)) {
-          if (!known_sets.contains(name)) missing = name;
-        }
+      for (const std::string& name : sets_used(g)) {
+        if (!known_sets.contains(name)) missing = name;
       }
       if (!missing.empty()) {
         g.status = Status::FailedPrecondition("uses the IP set '" + missing +
@@ -690,6 +697,12 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
   for (auto& [rev, g] : groups) {
     if (g.status.ok()) submit.push_back(&g);
   }
+  // The pass's revision goes with the first request's audit record (no SQLite transaction of its own).
+  bool revision_stored = false;
+  if (!submit.empty()) {
+    submit.front()->request.store_meta.push_back({kRevisionMeta, std::to_string(snap.revision)});
+    revision_stored = true;
+  }
   for (size_t begin = 0; begin < submit.size(); begin += kMaxParallel) {
     std::vector<std::thread> threads;
     for (size_t i = begin; i < std::min(submit.size(), begin + kMaxParallel); ++i) {
@@ -752,7 +765,10 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
   }
   last_error.clear();
   seen_revision = snap.revision;
-  if (Status s = store->PutMeta(kRevisionMeta, std::to_string(snap.revision)); !s.ok()) {
+  if (Status s = revision_stored && submit.front()->status.ok()
+                     ? Status::Ok()
+                     : store->PutMeta(kRevisionMeta, std::to_string(snap.revision));
+      !s.ok()) {
     spdlog::warn("fleet: cannot store the revision: {}", s.ToString());
   }
   MarkDirty();
