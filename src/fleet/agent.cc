@@ -952,6 +952,7 @@ std::string Agent::Impl::ReportJson() const {
             {"applied", applied_json},    {"errors", errors_json},         {"last_error", last_error},
             {"connected", connected},     {"updated_ms", service::NowMs()}};
   if (!gates_json.empty()) j["canary_gates"] = gates_json;
+  if (watcher) j["watch"] = {{"resyncs", watcher->resyncs()}, {"compacted", watcher->compactions()}};
   return j.dump();
 }
 

@@ -104,7 +104,10 @@ void PrefixWatcher::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
-    if (s.details().reason == "compacted") continue;  // resync at once
+    if (s.details().reason == "compacted") {  // resync at once
+      compactions_.fetch_add(1);
+      continue;
+    }
     if (callbacks_.on_connection) callbacks_.on_connection(s);
     if (!Sleep(backoff)) return;
     backoff = std::min(backoff * 2, options_.max_backoff);

@@ -64,6 +64,8 @@ class PrefixWatcher {
 
   // How many resyncs (Ranges) happened: start, reconnects, compactions (tests).
   int64_t resyncs() const { return resyncs_.load(); }
+  // How many of them were because etcd canceled the watch for a compacted start revision.
+  int64_t compactions() const { return compactions_.load(); }
 
  private:
   void Run();
@@ -80,6 +82,7 @@ class PrefixWatcher {
   std::condition_variable cv_;
   bool stop_ = false;  // guarded by mu_
   std::atomic<int64_t> resyncs_{0};
+  std::atomic<int64_t> compactions_{0};
 };
 
 }  // namespace iptkit::fleet

@@ -1,6 +1,7 @@
 // Fleet mode end to end (docs/fleet.md): iptkitd --agent processes, each serving its own network namespace, follow
 // a group in a real etcd; the kernel state is checked with iptables-save, the host reports in etcd.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <memory>
@@ -593,6 +594,31 @@ TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
   ASSERT_TRUE(h.daemon->Launch().ok());
   EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.5/32") && !h.Has("GONE-IN"); }, 20s)) << h.Save();
   EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+}
+
+// etcd compacts the history a live watch still needs (the agent stalled while the group changed a lot): etcd
+// cancels the watch (compacted), the agent resyncs from a Range and converges to the latest state.
+TEST_F(FleetTest, ACompactionDuringTheWatchMakesTheAgentResyncAndConverge) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Put("owners/gone", OwnerDoc("gone", {"10.0.5.5"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s)) << Report("h1").dump();
+  // Stalled (SIGSTOP): the watch stream's buffers fill with many large events the agent does not read, so etcd
+  // moves the watch to its unsynced watchers; then the history is compacted under it.
+  ASSERT_EQ(kill(h.daemon->pid(), SIGSTOP), 0);
+  const std::string filler(64 * 1024, 'x');
+  for (int i = 0; i < 400; ++i) Put("filler/" + std::to_string(i % 50), filler);  // ignored keys of the group
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  int64_t last = Put("owners/app", OwnerDoc("app", {"10.0.0.9"}));
+  ASSERT_TRUE(etcd->Compact(last).ok());
+  ASSERT_EQ(kill(h.daemon->pid(), SIGCONT), 0);
+  EXPECT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", last); }, 30s)) << Report("h1").dump();
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.9/32") && !h.Has("GONE-IN"); }, 10s)) << h.Save();
+  EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+  Json r = Report("h1");
+  EXPECT_GE(r["watch"].value("compacted", 0), 1) << "etcd did not cancel the watch: " << r.dump();
 }
 
 // The applied revision of a key is stored with the change's audit record: after a restart the agent knows what it
