@@ -226,7 +226,8 @@ struct Agent::Impl {
   }
 
   // One pass over a snapshot: applies every key whose revision differs from the applied one.
-  void Pass(const PrefixWatcher::Snapshot& snap);
+  // gates_only: only the transactions behind an open canary gate (the 250 ms polls between retries).
+  void Pass(const PrefixWatcher::Snapshot& snap, bool gates_only = false);
 
   // Canary rollout (docs/fleet.md): the gate of one key's revision on a host without the document's label.
   struct Gate {
@@ -267,7 +268,7 @@ struct Agent::Impl {
   std::string ReportJson() const;
 };
 
-void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
+void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap, bool gates_only) {
   const std::string marker = group_prefix + ".group";
   const std::string force_key = group_prefix + ".force";
   std::map<std::string, Applied> applied_now;
@@ -579,6 +580,12 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap) {
     it = kv != snap.kvs.end() && kv->second.mod_revision == it->second.revision ? std::next(it) : gates_now.erase(it);
   }
   std::erase_if(groups, [](const auto& e) { return e.second.waiting && e.second.status.ok(); });
+  if (gates_only) {
+    std::erase_if(groups, [&](const auto& e) {
+      return std::none_of(e.second.canaries.begin(), e.second.canaries.end(),
+                          [&](const auto& c) { return !HasLabel(c.second.label); });
+    });
+  }
 
   // The sets there will be: the kernel's and those this pass applies. A document that uses any other set fails
   // (reported, retried) instead of reaching the kernel.
@@ -914,22 +921,34 @@ void Agent::Impl::EvaluateGate(const std::string& key, Gate& gate,
 
 void Agent::Impl::RunApplier() {
   std::unique_lock<std::mutex> lock(mu);
+  auto last_pass = std::chrono::steady_clock::now();
   for (;;) {
-    bool retry = false;
     const bool gate_open =
         std::any_of(gates.begin(), gates.end(), [](const auto& g) { return g.second.state == "waiting"; });
-    cv.wait_for(lock, gate_open ? std::chrono::milliseconds(kGatePoll) : options.retry_interval,
-                [&] { return stop || latest.has_value(); });
+    const auto retry_at = last_pass + options.retry_interval;
+    cv.wait_until(lock, gate_open ? std::min(retry_at, std::chrono::steady_clock::now() + kGatePoll) : retry_at,
+                  [&] { return stop || latest.has_value(); });
     if (stop) return;
+    // Failed keys are retried every retry_interval; between retries, an open gate is polled on its own.
+    bool gates_only = false;
     if (!latest) {
-      retry = current.has_value() && (!errors.empty() || !last_error.empty() || gate_open);
-      if (!retry) continue;
-      latest = current;
+      if (!current.has_value()) continue;
+      const bool retry_due = std::chrono::steady_clock::now() >= retry_at;
+      if (retry_due && (!errors.empty() || !last_error.empty() || gate_open)) {
+        latest = current;
+      } else if (gate_open) {
+        latest = current;
+        gates_only = true;
+      } else {
+        if (retry_due) last_pass = std::chrono::steady_clock::now();
+        continue;
+      }
     }
     PrefixWatcher::Snapshot snap = *std::move(latest);
     latest.reset();
+    if (!gates_only) last_pass = std::chrono::steady_clock::now();
     lock.unlock();
-    Pass(snap);
+    Pass(snap, gates_only);
     lock.lock();
     current = std::move(snap);
   }
