@@ -249,6 +249,36 @@ TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
   ASSERT_TRUE(set.is_object());
   EXPECT_EQ(set["type"], "hash:ip");
   EXPECT_EQ(set["entry_count"], 2);
+  // A txn whose rules fail: its set change is undone too (the set is put back as it was).
+  fleet::TxnRequest failing;
+  failing.success.push_back(
+      fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist", R"({"type":"hash:ip","entries":["203.0.113.5"]})"));
+  failing.success.push_back(fleet::TxnOp::Put(
+      std::string(kGroup) + "owners/app",
+      R"({"chains":[{"table":"filter","name":"APP-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
+  auto failing_txn = etcd->Txn(failing);
+  ASSERT_TRUE(failing_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/blocklist") && HasError("h1", "owners/app"); }, 20s))
+      << Report("h1").dump();
+  // The set was changed first, then put back (the set service's audit records of that revision say so).
+  HttpClient admin = h.daemon->Admin();
+  Reply set_audit = admin.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(failing_txn->revision));
+  ASSERT_EQ(set_audit.status, 200);
+  bool undone = false;
+  for (const Json& e : set_audit.json["entries"]) undone = undone || e.value("request_id", "") == "fleet-undo";
+  EXPECT_TRUE(undone) << set_audit.body;
+  Json kept = HostSet(h, "blocklist", true);
+  ASSERT_EQ(kept["entries"].size(), 2u) << kept.dump();
+  EXPECT_TRUE(kept["entries"][0]["entry"] == "192.0.2.1" || kept["entries"][1]["entry"] == "192.0.2.1") << kept.dump();
+  EXPECT_TRUE(Applied("h1", "sets/blocklist", txn->revision));
+  // A good one again (the app document back): applied.
+  fleet::TxnRequest again;
+  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
+  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
+                                            R"({"type":"hash:ip","entries":["192.0.2.1","192.0.2.2"]})"));
+  auto again_txn = etcd->Txn(again);
+  ASSERT_TRUE(again_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", again_txn->revision); }, 20s)) << Report("h1").dump();
   // A new document: exactly its entries.
   int64_t rev = Put("sets/blocklist", R"({"type":"hash:ip","entries":["198.51.100.9"]})");
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/blocklist", rev); }, 20s)) << Report("h1").dump();
