@@ -786,7 +786,7 @@ Status Agent::Impl::Rebuild(const service::SetCaller& who, const std::string& na
   static std::atomic<uint32_t> counter{0};
   char tmp[32];
   std::snprintf(tmp, sizeof(tmp), "iptkit-fl-%08x",
-                static_cast<unsigned>((service::NowMs() * 2654435761u) ^ counter.fetch_add(1)));
+                static_cast<unsigned>((static_cast<uint64_t>(service::NowMs()) * 2654435761u) ^ counter.fetch_add(1)));
   IPTKIT_RETURN_IF_ERROR(sets->Create(who, tmp, type, options, false));
   Status s = sets->Load(who, tmp, entries, {}).status();
   if (s.ok()) s = sets->Swap(who, name, tmp, false);
