@@ -709,6 +709,12 @@ TEST_F(FleetTest, TheCliPutsWaitsAndReports) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(Json::parse(got.out)["owner"], "app");
   EXPECT_EQ(cli({"get", "web", "owners/none"}).exit_code, 3);
+  // --canary adds the label to the document (the host has zone=h1: it is its own canary).
+  auto canary = cli({"put", "web", "owners/app", "--canary", "zone=h1", "-"}, OwnerDoc("app", {"10.0.0.1"}));
+  ASSERT_TRUE(canary.ok()) << canary.Describe();
+  EXPECT_EQ(Json::parse(cli({"get", "web", "owners/app"}).out)["canary"], "zone=h1");
+  EXPECT_EQ(cli({"put", "web", "owners/app", "--canary", "nolabel", "-"}, "{}").exit_code, 2);
+  ASSERT_TRUE(cli({"wait", "web", "--timeout", "30s"}).ok());
   EXPECT_EQ(cli({"put", "web", "owners/app", "-"}, "{not json").exit_code, 2);
   // A document the host refuses: wait says so (exit 1) instead of waiting forever.
   auto bad =
