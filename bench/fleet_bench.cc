@@ -13,11 +13,16 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -166,29 +171,89 @@ int Run(int hosts, int changes, const std::string& backend, const std::string& i
   }
   std::fprintf(stderr, "%d agents up (%s backend)\n", hosts, backend.c_str());
   const std::string key = "/bench/groups/g/owners/fleet";
-  auto all_applied = [&](int64_t rev) {
-    auto r = etcd->Range("/bench/hosts/", fleet::PrefixEnd("/bench/hosts/"));
-    if (!r.ok() || static_cast<int>(r->kvs.size()) < hosts) return false;
-    for (const fleet::KeyValue& kv : r->kvs) {
-      Json j = Json::parse(kv.value, nullptr, false);
-      if (!j.is_object() || j["applied"].value(key, int64_t{0}) != rev) return false;
+  // The hosts' reports are watched (not polled: a Range every few ms of 20 reports loads etcd and this process on
+  // the same cores as the agents): for each revision of the key, when each host first reported it applied.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<int64_t, std::map<std::string, Clock::time_point>> seen;  // revision -> host -> when
+  auto watch_client = std::move(fleet::EtcdClient::Create(options)).value();
+  auto start = etcd->Range("/bench/hosts/");
+  if (!start.ok()) return 1;
+  auto watch = watch_client->Watch("/bench/hosts/", fleet::PrefixEnd("/bench/hosts/"), start->revision + 1);
+  if (!watch.ok()) return 1;
+  std::thread watcher([&] {
+    for (;;) {
+      auto m = (*watch)->Next();
+      if (!m.ok() || m->canceled) return;
+      const auto now = Clock::now();
+      for (const fleet::WatchEvent& e : m->events) {
+        Json j = Json::parse(e.kv.value, nullptr, false);
+        if (!j.is_object() || !j.contains("applied")) continue;
+        const int64_t rev = j["applied"].value(key, int64_t{0});
+        std::lock_guard<std::mutex> lock(mu);
+        seen[rev].emplace(j.value("host_id", ""), now);
+      }
+      cv.notify_all();
     }
-    return true;
+  });
+  auto load = [] {
+    std::ifstream f("/proc/loadavg");
+    double l1 = 0;
+    f >> l1;
+    return l1;
   };
-  std::vector<double> fleet_ms, rest_ms;
-  for (int c = 0; c <= changes; ++c) {  // change 0 warms up (creates the chain everywhere)
+  // CPU time (user + system) the agents' processes used, in ms: a change costs this on every host at once.
+  auto agents_cpu_ms = [&] {
+    double ticks = 0;
+    for (const auto& a : agents) {
+      std::ifstream f("/proc/" + std::to_string(a->pid) + "/stat");
+      std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+      size_t at = stat.rfind(')');
+      if (at == std::string::npos) continue;
+      std::istringstream rest(stat.substr(at + 2));
+      std::string field;
+      for (int i = 3; i <= 17 && rest >> field; ++i) {
+        if (i >= 14) ticks += std::stod(field);  // utime, stime, and of waited-for children (iptables-restore)
+      }
+    }
+    return ticks * 1000.0 / static_cast<double>(sysconf(_SC_CLK_TCK));
+  };
+  // What the agents use while nothing changes (drift checks, lease keep-alives), over 5 s.
+  const double idle_before = agents_cpu_ms();
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  const double idle_rate = (agents_cpu_ms() - idle_before) / 5000.0;  // ms of CPU per ms
+  const double load_before = load();
+  const double cpu_before = agents_cpu_ms();
+  const auto fleet_start = Clock::now();
+  std::vector<double> fleet_ms, first_ms;
+  bool failed = false;
+  for (int c = 0; c <= changes && !failed; ++c) {  // change 0 warms up (creates the chain everywhere)
     const auto t0 = Clock::now();
     auto rev = etcd->Put(key, Doc("fleet", c));
     if (!rev.ok()) return 1;
-    while (!all_applied(*rev)) {
-      if (MillisSince(t0) > 60000) {
-        std::fprintf(stderr, "change %d not applied everywhere within 60 s\n", c);
-        return 1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return static_cast<int>(seen[*rev].size()) >= hosts; })) {
+      std::fprintf(stderr, "change %d not applied everywhere within 60 s\n", c);
+      failed = true;
+      break;
     }
-    if (c > 0) fleet_ms.push_back(MillisSince(t0));
+    Clock::time_point first = Clock::time_point::max(), last = Clock::time_point::min();
+    for (const auto& [host, when] : seen[*rev]) {
+      first = std::min(first, when);
+      last = std::max(last, when);
+    }
+    if (c > 0) {
+      fleet_ms.push_back(std::chrono::duration<double, std::milli>(last - t0).count());
+      first_ms.push_back(std::chrono::duration<double, std::milli>(first - t0).count());
+    }
   }
+  const double load_after = load();
+  const double cpu_used = agents_cpu_ms() - cpu_before;
+  const double fleet_wall = MillisSince(fleet_start);
+  watch_client->Interrupt();
+  watcher.join();
+  if (failed) return 1;
+  std::vector<double> rest_ms;
   for (int c = 0; c <= changes; ++c) {
     const auto t0 = Clock::now();
     for (auto& a : agents) {
@@ -205,8 +270,20 @@ int Run(int hosts, int changes, const std::string& backend, const std::string& i
   std::printf("| path | hosts | changes | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|\n");
   std::printf("| etcd put -> last host applied (agents) | %d | %d | %.1f | %.1f | %.1f |\n", hosts, changes,
               Percentile(fleet_ms, 0.5), Percentile(fleet_ms, 0.99), Percentile(fleet_ms, 1.0));
+  std::printf("| etcd put -> first host applied (agents) | %d | %d | %.1f | %.1f | %.1f |\n", hosts, changes,
+              Percentile(first_ms, 0.5), Percentile(first_ms, 0.99), Percentile(first_ms, 1.0));
   std::printf("| REST PUT to each host, one after the other | %d | %d | %.1f | %.1f | %.1f |\n", hosts, changes,
               Percentile(rest_ms, 0.5), Percentile(rest_ms, 0.99), Percentile(rest_ms, 1.0));
+  std::printf("load average (1 min) before the fleet changes %.2f, after %.2f; %u CPUs\n", load_before, load_after,
+              std::thread::hardware_concurrency());
+  std::printf(
+      "agents' CPU (user+sys, the iptkitd processes and the commands they ran): "
+      "%.0f ms per change (%.0f ms per host), %.2f cores busy on average over the fleet phase\n",
+      cpu_used / (changes + 1), cpu_used / (changes + 1) / hosts, cpu_used / std::max(fleet_wall, 1.0));
+  std::printf(
+      "of which idle work (drift checks, keep-alives: %.0f ms of CPU per s, measured before): %.0f ms per "
+      "change\n",
+      idle_rate * 1000, idle_rate * fleet_wall / (changes + 1));
   agents.clear();
   return 0;
 }

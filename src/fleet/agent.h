@@ -1,18 +1,22 @@
 // Agent: fleet mode of iptkitd (docs/fleet.md). Watches `PREFIX/groups/GROUP/` in etcd and feeds what it finds into
 // the service core, the same one the REST API uses: owner documents (`owners/OWNER`, the JSON of
-// PUT /v1/owners/OWNER) and TTL rules (`rules/ID`, a rule with an absolute `expires_at`). It reports its state at
-// `PREFIX/hosts/HOST_ID` under a lease.
+// PUT /v1/owners/OWNER), TTL rules (`rules/ID`, a rule with an absolute `expires_at`) and set documents
+// (`sets/NAME`, with chunks `sets/NAME/chunk/N` for large sets, applied through the SetService). It reports its
+// state at `PREFIX/hosts/HOST_ID` under a lease.
 //
 // Level-triggered: each pass compares every key's mod_revision with the revision this host applied (kept in the
 // store, written in the same SQLite transaction as the change's audit record) and applies what differs; skipped
-// intermediate revisions do not matter, re-applying is idempotent. The keys of one pass (one etcd transaction
-// arrives in one watch message, so in one pass) are submitted together and the writer commits them as one group
-// commit; a key that fails (a bad document, a scope violation, a kernel refusal) fails alone, is reported and is
-// retried every retry_interval, while its previously applied state stays.
+// intermediate revisions do not matter, re-applying is idempotent. The keys of one etcd transaction (one
+// mod_revision) are one request to the writer (one commit, one audit record), its sets applied first: all or none;
+// a failed transaction (a bad document, a scope violation, a kernel refusal, a missing set) is reported for each of
+// its keys and retried every retry_interval, while the previously applied state stays. Different transactions of a
+// pass are submitted together (one group commit) and fail alone.
+// Canary rollout: a document naming a label this host lacks waits until every canary reported it applied; a
+// canary's failure or the gate's timeout stops it (reported).
 // Safety: nothing is done while `GROUP/.group` is missing; removing more than max_removals owners in one pass is
 // refused unless `GROUP/.force` was written since the last pass; the scopes (owners, tables, max TTL) refuse a key
 // outside them. etcd unreachable: nothing changes (the service keeps the applied state, also across restarts).
-// Only keys this agent applied are ever removed by it: owners created through the REST API are left alone.
+// Only keys this agent applied are ever removed by it: owners and sets created through the REST API are left alone.
 // Thread-safety: Start spawns its threads; Stop joins them. GetStatus may be called from any thread.
 //
 //   IPTKIT_ASSIGN_OR_RETURN(auto agent, Agent::Start(options, service.get(), store.get()));
@@ -32,6 +36,7 @@
 #include "iptkit/status.h"
 #include "src/fleet/etcd_client.h"
 #include "src/service/service.h"
+#include "src/service/sets.h"
 #include "src/store/store.h"
 
 namespace iptkit::fleet {
@@ -70,7 +75,10 @@ struct AgentStatus {
 
 class Agent {
  public:
-  static Result<std::unique_ptr<Agent>> Start(AgentOptions options, service::Service* service, store::Store* store);
+  // `sets` (may be nullptr: set documents are then reported as errors) applies set documents; all must outlive
+  // the agent.
+  static Result<std::unique_ptr<Agent>> Start(AgentOptions options, service::Service* service, store::Store* store,
+                                              service::SetService* sets = nullptr);
   ~Agent();
   void Stop();
   AgentStatus GetStatus() const;

@@ -70,8 +70,14 @@ Status PrefixWatcher::Follow(Snapshot* state) {
       state->revision = std::max(state->revision, e.kv.mod_revision);
       if (e.type == WatchEvent::Type::kDelete) {
         state->kvs.erase(e.kv.key);
+        state->deleted[e.kv.key] = e.kv.mod_revision > 0 ? e.kv.mod_revision : m.revision;
+        if (state->deleted.size() > kMaxDeleted) {
+          state->deleted.erase(std::min_element(state->deleted.begin(), state->deleted.end(),
+                                                [](const auto& a, const auto& b) { return a.second < b.second; }));
+        }
       } else {
         std::string key = e.kv.key;
+        state->deleted.erase(key);
         state->kvs[key] = std::move(e.kv);
       }
     }
@@ -98,7 +104,10 @@ void PrefixWatcher::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) return;
     }
-    if (s.details().reason == "compacted") continue;  // resync at once
+    if (s.details().reason == "compacted") {  // resync at once
+      compactions_.fetch_add(1);
+      continue;
+    }
     if (callbacks_.on_connection) callbacks_.on_connection(s);
     if (!Sleep(backoff)) return;
     backoff = std::min(backoff * 2, options_.max_backoff);

@@ -37,12 +37,17 @@ class PrefixWatcher {
     std::map<std::string, KeyValue> kvs;  // key -> value, every key under the prefix
     std::vector<std::string> changed;     // keys that changed since the previous callback (all keys after a resync)
     bool resync = false;                  // this copy comes from a Range (start, reconnect, compaction)
+    // Keys seen deleted by the watch since the last resync, with the revision of their deletion (so that a caller
+    // can tell which etcd transaction removed a key); a key put again leaves the map. Bounded (kMaxDeleted: the
+    // oldest go first); a key deleted while no watch was up is not in it.
+    std::map<std::string, int64_t> deleted;
   };
   struct Callbacks {
     std::function<void(const Snapshot&)> on_state;
     // Called when etcd stops or starts answering: OK when connected, the reason otherwise.
     std::function<void(const Status&)> on_connection;
   };
+  static constexpr size_t kMaxDeleted = 10000;
   struct Options {
     std::chrono::milliseconds initial_backoff = std::chrono::milliseconds(100);
     std::chrono::milliseconds max_backoff = std::chrono::seconds(2);
@@ -59,6 +64,8 @@ class PrefixWatcher {
 
   // How many resyncs (Ranges) happened: start, reconnects, compactions (tests).
   int64_t resyncs() const { return resyncs_.load(); }
+  // How many of them were because etcd canceled the watch for a compacted start revision.
+  int64_t compactions() const { return compactions_.load(); }
 
  private:
   void Run();
@@ -75,6 +82,7 @@ class PrefixWatcher {
   std::condition_variable cv_;
   bool stop_ = false;  // guarded by mu_
   std::atomic<int64_t> resyncs_{0};
+  std::atomic<int64_t> compactions_{0};
 };
 
 }  // namespace iptkit::fleet

@@ -193,7 +193,9 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
                                             "Requests refused for authentication (401) or scope (403).", {"reason"});
   // IP sets are always the kernel's: a daemon on the in-memory fake backend (tests, demos) serves none (503), so
   // that it never changes the sets of the namespace it runs in.
-  if (service != nullptr && service->backend_name() != "fake") {
+  if (options_.sets != nullptr) {
+    env_.sets = options_.sets;
+  } else if (service != nullptr && service->backend_name() != "fake") {
     sets_ = std::make_unique<service::SetService>(options_.netns, service, store, events, metrics);
     env_.sets = sets_.get();
   }

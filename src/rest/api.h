@@ -85,6 +85,8 @@ struct ApiOptions {
   // Sampled rule counters behind GET .../chains/CHAIN/rates; nullptr = sampling is off (503). Not owned; must
   // outlive the Api.
   const service::CounterSampler* counters = nullptr;
+  // The daemon's IP sets when it shares them (with the fleet agent); nullptr: the Api makes its own. Not owned.
+  service::SetService* sets = nullptr;
 };
 
 // What the handlers share (handlers.h).

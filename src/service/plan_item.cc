@@ -135,13 +135,16 @@ void Service::Impl::WarmCanonicalCache(const std::vector<WorkItem*>& items) {
     }
     for (const ManagedAdd& a : r.adds) add_owned(a.family, a.table, a.chain, a.owner, a.rule);
     for (const ManagedDelete& d : r.deletes) add_owned(d.family, d.table, d.chain, d.owner, d.rule);
-    if (r.put_owner) {
+    std::vector<const DesiredState*> docs;
+    if (r.put_owner) docs.push_back(&*r.put_owner);
+    for (const DesiredState& d : r.put_owners) docs.push_back(&d);
+    for (const DesiredState* doc : docs) {
       for (Family family : kFamilies) {
-        if (!DocumentCovers(*r.put_owner, family)) continue;
-        for (const OwnedChain& c : r.put_owner->chains) {
-          for (const Rule& rule : c.rules) add_owned(family, c.table, c.name, r.put_owner->owner, rule);
+        if (!DocumentCovers(*doc, family)) continue;
+        for (const OwnedChain& c : doc->chains) {
+          for (const Rule& rule : c.rules) add_owned(family, c.table, c.name, doc->owner, rule);
         }
-        for (const HookRule& h : r.put_owner->hooks) add_owned(family, h.table, h.chain, r.put_owner->owner, h.rule);
+        for (const HookRule& h : doc->hooks) add_owned(family, h.table, h.chain, doc->owner, h.rule);
       }
     }
   }
@@ -354,26 +357,32 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
     item.effects.removals.push_back(key);
     item.touched_owners.insert(d.owner);
   }
-  if (r.put_owner) {
-    const std::string& owner = r.put_owner->owner;
-    IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(*r.put_owner));
+  auto put_owner = [&](const DesiredState& doc) -> Status {
+    const std::string& owner = doc.owner;
+    IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(doc));
     IPTKIT_RETURN_IF_ERROR(CheckNewOwner(owner, working));
-    IPTKIT_RETURN_IF_ERROR(CheckJumpTargets(*r.put_owner, working));
-    Modify(working, owner, undo).document = *r.put_owner;
-    item.effects.documents[owner] = *r.put_owner;
+    IPTKIT_RETURN_IF_ERROR(CheckJumpTargets(doc, working));
+    Modify(working, owner, undo).document = doc;
+    item.effects.documents[owner] = doc;
     item.touched_owners.insert(owner);
-  }
-  if (r.delete_owner) {
-    auto owner = working.find(*r.delete_owner);
+    return Status::Ok();
+  };
+  auto delete_owner = [&](const std::string& name) -> Status {
+    auto owner = working.find(name);
     if (owner == working.end() || owner->second.empty()) {
-      return Status::NotFound("owner '" + *r.delete_owner + "' has no state");
+      return Status::NotFound("owner '" + name + "' has no state");
     }
-    OwnerState& state = Modify(working, *r.delete_owner, undo);
+    OwnerState& state = Modify(working, name, undo);
     for (const auto& [key, rule] : state.managed) item.effects.removals.push_back(key);
     state = OwnerState{};
-    item.deleted_owners.insert(*r.delete_owner);
-    item.touched_owners.insert(*r.delete_owner);
-  }
+    item.deleted_owners.insert(name);
+    item.touched_owners.insert(name);
+    return Status::Ok();
+  };
+  if (r.put_owner) IPTKIT_RETURN_IF_ERROR(put_owner(*r.put_owner));
+  if (r.delete_owner) IPTKIT_RETURN_IF_ERROR(delete_owner(*r.delete_owner));
+  for (const DesiredState& doc : r.put_owners) IPTKIT_RETURN_IF_ERROR(put_owner(doc));
+  for (const std::string& name : r.delete_owners) IPTKIT_RETURN_IF_ERROR(delete_owner(name));
   if (defer_owner) return Status::Ok();  // the drain plans the owner once for all its deferred requests
   for (const std::string& owner : item.touched_owners) {
     IPTKIT_RETURN_IF_ERROR(PlanOwner(owner, working[owner], planner, &item.result));

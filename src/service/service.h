@@ -93,7 +93,11 @@ struct ChangeRequest {
   std::vector<ManagedDelete> deletes;
   std::optional<DesiredState> put_owner;    // replaces that owner's document
   std::optional<std::string> delete_owner;  // removes the owner: document and managed rules
-  std::optional<std::string> confirm;       // id of a pending commit-confirm transaction
+  // More owner documents and removals in the same request, all or nothing with its other parts (the fleet agent
+  // applies the keys of one etcd transaction as one request). Planned after put_owner/delete_owner, in order.
+  std::vector<DesiredState> put_owners;
+  std::vector<std::string> delete_owners;
+  std::optional<std::string> confirm;  // id of a pending commit-confirm transaction
 
   // Called by the writer, after planning, with every chain the request's kernel change touches (a rule added,
   // deleted or moved there; the chain created, deleted, renamed, flushed, zeroed, its policy set) — also what

@@ -102,8 +102,8 @@ std::string JoinDiff(const std::vector<TableCommit>& tables) {
 bool Deferrable(const WorkItem& item) {
   if (item.kind != WorkItem::Kind::kRequest) return false;
   const ChangeRequest& r = item.request;
-  if (!r.ops.empty() || r.put_owner || r.delete_owner || r.confirm || r.dry_run || r.confirm_within_seconds ||
-      r.authorize || (r.adds.empty() && r.deletes.empty())) {
+  if (!r.ops.empty() || r.put_owner || r.delete_owner || !r.put_owners.empty() || !r.delete_owners.empty() ||
+      r.confirm || r.dry_run || r.confirm_within_seconds || r.authorize || (r.adds.empty() && r.deletes.empty())) {
     return false;
   }
   std::set<std::string> owners;
@@ -239,7 +239,9 @@ std::set<Family> Service::Impl::NeededFamilies(const std::vector<WorkItem*>& ite
         for (const Op& op : r.ops.ops()) out.insert(op.family);
         for (const ManagedAdd& a : r.adds) out.insert(a.family);
         for (const ManagedDelete& d : r.deletes) out.insert(d.family);
-        if (r.put_owner || r.delete_owner || r.confirm) return all;
+        if (r.put_owner || r.delete_owner || !r.put_owners.empty() || !r.delete_owners.empty() || r.confirm) {
+          return all;
+        }
         break;
       }
       case WorkItem::Kind::kExpire:

@@ -1,6 +1,7 @@
 // Fleet mode end to end (docs/fleet.md): iptkitd --agent processes, each serving its own network namespace, follow
 // a group in a real etcd; the kernel state is checked with iptables-save, the host reports in etcd.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <chrono>
 #include <memory>
@@ -135,13 +136,363 @@ TEST_F(FleetTest, SeveralAgentsConvergeAndReportWhatTheyApplied) {
   HttpClient http = hosts[0]->daemon->Admin();
   Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(txn->revision));
   ASSERT_EQ(audit.status, 200) << audit.Describe();
-  EXPECT_EQ(audit.json["entries"].size(), 2u) << audit.body;
+  ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;  // one etcd txn, one iptkit transaction
+  EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
   // Deleting the key removes the owner's state.
   ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/db").ok());
   for (auto& h : hosts) {
     EXPECT_TRUE(WaitUntil([&] { return !h->Has("DB-IN"); }, 20s)) << h->Save();
     EXPECT_TRUE(h->Has("-A APP-IN -s 10.0.0.2/32"));
   }
+}
+
+// The keys of one etcd transaction are one iptkit transaction: all applied in one commit (one audit record), or
+// none of them (each reported).
+TEST_F(FleetTest, AnEtcdTxnIsAppliedAsOneTransactionOrNotAtAll) {
+  Put(".group", "1");
+  int64_t first = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", first); }, 20s)) << Report("h1").dump();
+  // One good document and one the kernel would refuse (a port out of range), in one txn.
+  fleet::TxnRequest bad;
+  bad.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.2"})));
+  bad.success.push_back(fleet::TxnOp::Put(
+      std::string(kGroup) + "owners/db",
+      R"({"chains":[{"table":"filter","name":"DB-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
+  auto bad_txn = etcd->Txn(bad);
+  ASSERT_TRUE(bad_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && HasError("h1", "owners/db"); }, 20s))
+      << Report("h1").dump();
+  Json r = Report("h1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], bad_txn->revision);
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/db"]["revision"], bad_txn->revision);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("owner 'db'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], first);
+  EXPECT_FALSE(r["applied"].contains(std::string(kGroup) + "owners/db"));
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();  // the good half was not applied either
+  EXPECT_FALSE(h.Has("10.0.0.2")) << h.Save();
+  EXPECT_FALSE(h.Has("DB-IN")) << h.Save();
+  // A good txn: both keys in one commit, one audit record.
+  fleet::TxnRequest good;
+  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.3"})));
+  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/db", OwnerDoc("db", {"10.0.1.1"})));
+  auto good_txn = etcd->Txn(good);
+  ASSERT_TRUE(good_txn.ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Applied("h1", "owners/app", good_txn->revision) && Applied("h1", "owners/db", good_txn->revision); },
+      20s))
+      << Report("h1").dump();
+  EXPECT_FALSE(HasError("h1", "owners/app"));
+  EXPECT_FALSE(HasError("h1", "owners/db"));
+  EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.3/32") && h.Has("-A DB-IN -s 10.0.1.1/32")) << h.Save();
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(good_txn->revision));
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+  EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
+  // A txn that deletes one owner and changes another: one transaction too.
+  fleet::TxnRequest mixed;
+  mixed.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/db"));
+  mixed.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.4"})));
+  auto mixed_txn = etcd->Txn(mixed);
+  ASSERT_TRUE(mixed_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", mixed_txn->revision); }, 20s)) << Report("h1").dump();
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("DB-IN"); }, 5s)) << h.Save();
+  audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(mixed_txn->revision));
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  EXPECT_EQ(audit.json["entries"].size(), 1u) << audit.body;
+}
+
+// An owner document whose chain drops the sources in `set`.
+std::string SetUserDoc(const std::string& owner, const std::string& set) {
+  std::string upper;
+  for (char c : owner) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  Json doc = {{"owner", owner},
+              {"family", "ipv4"},
+              {"chains",
+               {{{"table", "filter"},
+                 {"name", upper + "-IN"},
+                 {"rules", {{{"spec", "-m set --match-set " + set + " src -j DROP"}}}}}}},
+              {"hooks", {{{"table", "filter"}, {"chain", "INPUT"}, {"spec", "-j " + upper + "-IN"}}}}};
+  return doc.dump();
+}
+
+// The set as the host's daemon lists it (GET /v1/sets/NAME), or null.
+Json HostSet(Host& h, const std::string& name, bool entries = false) {
+  HttpClient http = h.daemon->Admin();
+  Reply r = http.Get("/v1/sets/" + name + (entries ? "?entries=true" : ""));
+  return r.status == 200 ? r.json : Json();
+}
+
+// A set document and the owner that uses it, in one etcd transaction: the set is made first (temp + swap), then
+// the rules; changing the document replaces the entries; deleting both removes the rules, then the set.
+TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("h1").is_object(); }, 20s));
+  fleet::TxnRequest t;
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
+                                        R"({"type":"hash:ip","entries":["192.0.2.1",{"entry":"192.0.2.2"}]})"));
+  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
+  auto txn = etcd->Txn(t);
+  ASSERT_TRUE(txn.ok());
+  ASSERT_TRUE(WaitUntil(
+      [&] { return Applied("h1", "sets/blocklist", txn->revision) && Applied("h1", "owners/app", txn->revision); },
+      20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(h.Has("-A APP-IN -m set --match-set blocklist src")) << h.Save();
+  Json set = HostSet(h, "blocklist");
+  ASSERT_TRUE(set.is_object());
+  EXPECT_EQ(set["type"], "hash:ip");
+  EXPECT_EQ(set["entry_count"], 2);
+  // A txn whose rules fail: its set change is undone too (the set is put back as it was).
+  fleet::TxnRequest failing;
+  failing.success.push_back(
+      fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist", R"({"type":"hash:ip","entries":["203.0.113.5"]})"));
+  failing.success.push_back(fleet::TxnOp::Put(
+      std::string(kGroup) + "owners/app",
+      R"({"chains":[{"table":"filter","name":"APP-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
+  auto failing_txn = etcd->Txn(failing);
+  ASSERT_TRUE(failing_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/blocklist") && HasError("h1", "owners/app"); }, 20s))
+      << Report("h1").dump();
+  // The set was changed first, then put back (the set service's audit records of that revision say so).
+  HttpClient admin = h.daemon->Admin();
+  Reply set_audit = admin.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(failing_txn->revision));
+  ASSERT_EQ(set_audit.status, 200);
+  bool undone = false;
+  for (const Json& e : set_audit.json["entries"]) undone = undone || e.value("request_id", "") == "fleet-undo";
+  EXPECT_TRUE(undone) << set_audit.body;
+  Json kept = HostSet(h, "blocklist", true);
+  ASSERT_EQ(kept["entries"].size(), 2u) << kept.dump();
+  EXPECT_TRUE(kept["entries"][0]["entry"] == "192.0.2.1" || kept["entries"][1]["entry"] == "192.0.2.1") << kept.dump();
+  EXPECT_TRUE(Applied("h1", "sets/blocklist", txn->revision));
+  // A good one again (the app document back): applied.
+  fleet::TxnRequest again;
+  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
+  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
+                                            R"({"type":"hash:ip","entries":["192.0.2.1","192.0.2.2"]})"));
+  auto again_txn = etcd->Txn(again);
+  ASSERT_TRUE(again_txn.ok());
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", again_txn->revision); }, 20s)) << Report("h1").dump();
+  // A new document: exactly its entries.
+  int64_t rev = Put("sets/blocklist", R"({"type":"hash:ip","entries":["198.51.100.9"]})");
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/blocklist", rev); }, 20s)) << Report("h1").dump();
+  set = HostSet(h, "blocklist", true);
+  ASSERT_EQ(set["entries"].size(), 1u) << set.dump();
+  EXPECT_EQ(set["entries"][0]["entry"], "198.51.100.9");
+  // Other create options: built aside and swapped in; the rule that uses it stays.
+  rev = Put("sets/blocklist", R"({"type":"hash:ip","options":{"timeout":600},"entries":["198.51.100.10"]})");
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/blocklist", rev); }, 20s)) << Report("h1").dump();
+  set = HostSet(h, "blocklist", true);
+  EXPECT_EQ(set["options"]["timeout"], 600) << set.dump();
+  EXPECT_EQ(set["entry_count"], 1);
+  EXPECT_TRUE(h.Has("--match-set blocklist src")) << h.Save();
+  // A bad set document: reported, the set stays.
+  int64_t bad = Put("sets/blocklist", R"({"type":"hash:ip","entries":["not-an-address"]})");
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/blocklist"); }, 20s)) << Report("h1").dump();
+  EXPECT_EQ(Report("h1")["errors"][std::string(kGroup) + "sets/blocklist"]["revision"], bad);
+  EXPECT_EQ(HostSet(h, "blocklist")["entry_count"], 1);
+  // Both gone in one txn: the rules first, then the set.
+  fleet::TxnRequest del;
+  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "sets/blocklist"));
+  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/app"));
+  ASSERT_TRUE(etcd->Txn(del).ok());
+  EXPECT_TRUE(WaitUntil([&] { return !h.Has("APP-IN") && !HostSet(h, "blocklist").is_object(); }, 20s))
+      << h.Save() << Report("h1").dump();
+}
+
+// A document that uses a set nobody made yet is reported and retried; the other owners go on meanwhile.
+TEST_F(FleetTest, ADocumentUsingAMissingSetIsRetriedWithoutBlockingOthers) {
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  int64_t waiting = Put("owners/app", SetUserDoc("app", "late"));
+  int64_t other = Put("owners/other", OwnerDoc("other", {"10.0.9.9"}));
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && Applied("h1", "owners/other", other); }, 20s))
+      << Report("h1").dump();
+  Json r = Report("h1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], waiting);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("'late'"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_TRUE(h.Has("-A OTHER-IN -s 10.0.9.9/32")) << h.Save();
+  int64_t made = Put("sets/late", R"({"type":"hash:net","entries":["203.0.113.0/24"]})");
+  // The set's own key applies at once; the owner on its next retry (every 5 s).
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "sets/late", made) && Applied("h1", "owners/app", waiting); }, 20s))
+      << Report("h1").dump();
+  EXPECT_TRUE(h.Has("-A APP-IN -m set --match-set late src")) << h.Save();
+  EXPECT_FALSE(HasError("h1", "owners/app"));
+}
+
+// A set of 100,000 entries is larger than an etcd value: `iptkit fleet put` writes it as chunks and a manifest; the
+// agent applies it once every chunk matches the manifest, in one temp + swap.
+TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
+  auto cli = [&](std::vector<std::string> args, std::string_view input = "") {
+    args.insert(args.begin(), {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix});
+    return integration::RunCommand(args, "", input, 120s);
+  };
+  Put(".group", "1");
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  std::string text;
+  for (int i = 0; i < 100000; ++i) {
+    text +=
+        "10." + std::to_string(i >> 16) + "." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255) + "\n";
+  }
+  auto put = cli({"put", "web", "sets/big", "--type", "hash:ip", "--set-options", R"({"maxelem":131072})", "-"}, text);
+  ASSERT_TRUE(put.ok()) << put.Describe();
+  auto chunks =
+      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  ASSERT_TRUE(chunks.ok());
+  EXPECT_GE(chunks->kvs.size(), 2u);
+  for (const fleet::KeyValue& kv : chunks->kvs) EXPECT_LE(kv.value.size(), 512u * 1024);
+  auto waited = cli({"wait", "web", "--timeout", "90s", "--hosts", "1"});
+  ASSERT_TRUE(waited.ok()) << waited.Describe();  // the manifest and every chunk applied
+  Json set = HostSet(h, "big");
+  ASSERT_TRUE(set.is_object());
+  EXPECT_EQ(set["entry_count"], 100000);
+  // A chunk that no longer matches the manifest (a writer in the middle of an update): not applied, reported; the
+  // set stays as it was.
+  std::string first = chunks->kvs[0].value;
+  ASSERT_TRUE(first.starts_with("10.0.0.0\n"));
+  int64_t stray = Put("sets/big/chunk/0", "10.9" + first.substr(4));  // same size, another first entry
+  ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/big"); }, 20s)) << Report("h1").dump();
+  EXPECT_NE(Report("h1")["errors"][std::string(kGroup) + "sets/big"]["error"].get<std::string>().find("sha256"),
+            std::string::npos);
+  EXPECT_FALSE(Applied("h1", "sets/big/chunk/0", stray));
+  EXPECT_EQ(HostSet(h, "big")["entry_count"], 100000);
+  // A smaller version replaces it (one document, the old chunks deleted with the manifest).
+  auto small = cli({"put", "web", "sets/big", "--type", "hash:ip", "--set-options", R"({"maxelem":131072})", "-"},
+                   "192.0.2.1\n192.0.2.2\n");
+  ASSERT_TRUE(small.ok()) << small.Describe();
+  ASSERT_TRUE(cli({"wait", "web", "--timeout", "60s"}).ok());
+  EXPECT_EQ(HostSet(h, "big")["entry_count"], 2);
+  auto left =
+      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  ASSERT_TRUE(left.ok());
+  EXPECT_TRUE(left->kvs.empty());
+}
+
+// A document that names a canary label: hosts with the label apply it at once, the others after every canary
+// reported it applied.
+std::string CanaryDoc(const std::string& owner, const std::string& source, int timeout_s) {
+  Json doc = Json::parse(OwnerDoc(owner, {source}));
+  doc["canary"] = "ring=canary";
+  doc["canary_timeout"] = timeout_s;
+  return doc.dump();
+}
+
+// When the host's audit log recorded the etcd revision (its RFC 3339 time: ordered as text), or "".
+std::string AuditTimeOf(Host& h, int64_t revision) {
+  HttpClient http = h.daemon->Admin();
+  Reply audit = http.Get("/v1/audit?principal=etcd:anonymous@" + std::to_string(revision));
+  if (audit.status != 200 || audit.json["entries"].empty()) return "";
+  return audit.json["entries"][0].value("time", "");
+}
+
+TEST_F(FleetTest, ACanaryRolloutReachesTheOthersAfterTheCanariesApplied) {
+  Put(".group", "1");
+  Host& canary = StartAgent("c1", {"--label", "ring=canary"});
+  Host& other = StartAgent("n1");
+  Host& other2 = StartAgent("n2");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_NE(other2.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("c1").is_object() && Report("n1").is_object(); }, 20s));
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.1", 60));
+  for (const char* id : {"c1", "n1", "n2"}) {
+    EXPECT_TRUE(WaitUntil([&] { return Applied(id, "owners/app", rev); }, 20s)) << id << Report(id).dump();
+  }
+  EXPECT_TRUE(other.Has("-A APP-IN -s 10.0.0.1/32")) << other.Save();
+  // The others applied after the canary (their audit records are later than the canary's).
+  const std::string at_canary = AuditTimeOf(canary, rev);
+  ASSERT_FALSE(at_canary.empty());
+  EXPECT_GE(AuditTimeOf(other, rev), at_canary);
+  EXPECT_GE(AuditTimeOf(other2, rev), at_canary);
+  EXPECT_FALSE(Report("n1").contains("canary_gates")) << Report("n1").dump();  // passed gates are not shown
+}
+
+// The canary cannot apply the document (here: the owner is outside its scope): the gate fails, the others never
+// apply that revision, and the hosts' reports and `iptkit fleet status` say so.
+TEST_F(FleetTest, AFailingCanaryStopsTheRollout) {
+  Put(".group", "1");
+  int64_t before = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Host& canary = StartAgent("c1", {"--label", "ring=canary", "--agent-owners", "other"});
+  Host& other = StartAgent("n1");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("n1", "owners/app", before) && HasError("c1", "owners/app"); }, 20s))
+      << Report("n1").dump() << Report("c1").dump();
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.2", 60));
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Json r = Report("n1");
+        return r.is_object() && r.contains("canary_gates") &&
+               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
+      },
+      20s))
+      << Report("n1").dump();
+  Json r = Report("n1");
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
+  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("canary c1"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], before);
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(other.Has("-A APP-IN -s 10.0.0.1/32")) << other.Save();  // the previous state stays
+  EXPECT_FALSE(other.Has("10.0.0.2")) << other.Save();
+  auto status = integration::RunCommand(
+      {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix, "status", "web"}, "", "", 30s);
+  ASSERT_TRUE(status.ok()) << status.Describe();
+  Json st = Json::parse(status.out, nullptr, false);
+  ASSERT_TRUE(st.is_object()) << status.out;
+  bool seen = false;
+  for (const Json& h : st["hosts"]) {
+    if (h["host_id"] != "n1") continue;
+    seen = true;
+    EXPECT_EQ(h["state"], "failed") << h.dump();
+    EXPECT_EQ(h["canary_gates"][std::string(kGroup) + "owners/app"]["state"], "failed") << h.dump();
+  }
+  EXPECT_TRUE(seen) << status.out;
+  // A new revision opens a new gate: without a canary label it goes everywhere.
+  int64_t fixed = Put("owners/app", OwnerDoc("app", {"10.0.0.3"}));
+  EXPECT_TRUE(WaitUntil([&] { return Applied("n1", "owners/app", fixed); }, 20s)) << Report("n1").dump();
+}
+
+// The only canary dies (no revoke: its lease runs out): the gate times out and fails; nothing is applied.
+TEST_F(FleetTest, ADeadCanaryTimesTheGateOut) {
+  Put(".group", "1");
+  Host& canary = StartAgent("c1", {"--label", "ring=canary"});
+  Host& other = StartAgent("n1");
+  ASSERT_NE(canary.daemon, nullptr);
+  ASSERT_NE(other.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Report("c1").is_object() && Report("n1").is_object(); }, 20s));
+  canary.daemon->Kill();
+  int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.1", 4));
+  // Waiting while the gate is open (the canary's report is still there for up to 3 s, then gone).
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        Json r = Report("n1");
+        return r.is_object() && r.contains("canary_gates") &&
+               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
+      },
+      20s))
+      << Report("n1").dump();
+  Json r = Report("n1");
+  EXPECT_NE(r["canary_gates"][std::string(kGroup) + "owners/app"]["detail"].get<std::string>().find("timed out"),
+            std::string::npos)
+      << r.dump();
+  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
+  EXPECT_FALSE(other.Has("APP-IN")) << other.Save();
+  auto waited = integration::RunCommand(
+      {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix, "wait", "web", "--timeout", "10s"}, "", "",
+      30s);
+  EXPECT_EQ(waited.exit_code, 1) << waited.Describe();
 }
 
 TEST_F(FleetTest, WithoutTheMarkerNothingIsApplied) {
@@ -275,6 +626,31 @@ TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
   EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
 }
 
+// etcd compacts the history a live watch still needs (the agent stalled while the group changed a lot): etcd
+// cancels the watch (compacted), the agent resyncs from a Range and converges to the latest state.
+TEST_F(FleetTest, ACompactionDuringTheWatchMakesTheAgentResyncAndConverge) {
+  Put(".group", "1");
+  int64_t rev = Put("owners/app", OwnerDoc("app", {"10.0.0.1"}));
+  Put("owners/gone", OwnerDoc("gone", {"10.0.5.5"}));
+  Host& h = StartAgent("h1");
+  ASSERT_NE(h.daemon, nullptr);
+  ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s)) << Report("h1").dump();
+  // Stalled (SIGSTOP): the watch stream's buffers fill with many large events the agent does not read, so etcd
+  // moves the watch to its unsynced watchers; then the history is compacted under it.
+  ASSERT_EQ(kill(h.daemon->pid(), SIGSTOP), 0);
+  const std::string filler(64 * 1024, 'x');
+  for (int i = 0; i < 400; ++i) Put("filler/" + std::to_string(i % 50), filler);  // ignored keys of the group
+  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  int64_t last = Put("owners/app", OwnerDoc("app", {"10.0.0.9"}));
+  ASSERT_TRUE(etcd->Compact(last).ok());
+  ASSERT_EQ(kill(h.daemon->pid(), SIGCONT), 0);
+  EXPECT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", last); }, 30s)) << Report("h1").dump();
+  EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.9/32") && !h.Has("GONE-IN"); }, 10s)) << h.Save();
+  EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+  Json r = Report("h1");
+  EXPECT_GE(r["watch"].value("compacted", 0), 1) << "etcd did not cancel the watch: " << r.dump();
+}
+
 // The applied revision of a key is stored with the change's audit record: after a restart the agent knows what it
 // applied and does not apply it again (one fleet_put_owner in the audit log, not two).
 TEST_F(FleetTest, AppliedRevisionsSurviveARestart) {
@@ -333,6 +709,12 @@ TEST_F(FleetTest, TheCliPutsWaitsAndReports) {
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(Json::parse(got.out)["owner"], "app");
   EXPECT_EQ(cli({"get", "web", "owners/none"}).exit_code, 3);
+  // --canary adds the label to the document (the host has zone=h1: it is its own canary).
+  auto canary = cli({"put", "web", "owners/app", "--canary", "zone=h1", "-"}, OwnerDoc("app", {"10.0.0.1"}));
+  ASSERT_TRUE(canary.ok()) << canary.Describe();
+  EXPECT_EQ(Json::parse(cli({"get", "web", "owners/app"}).out)["canary"], "zone=h1");
+  EXPECT_EQ(cli({"put", "web", "owners/app", "--canary", "nolabel", "-"}, "{}").exit_code, 2);
+  ASSERT_TRUE(cli({"wait", "web", "--timeout", "30s"}).ok());
   EXPECT_EQ(cli({"put", "web", "owners/app", "-"}, "{not json").exit_code, 2);
   // A document the host refuses: wait says so (exit 1) instead of waiting forever.
   auto bad =

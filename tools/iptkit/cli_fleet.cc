@@ -9,8 +9,10 @@
 #include <sstream>
 #include <thread>
 
+#include "iptkit/ipset.h"
 #include "src/base/duration.h"
 #include "src/fleet/etcd_client.h"
+#include "src/fleet/set_doc.h"
 #include "tools/iptkit/cli_runner.h"
 
 namespace iptkit::cli {
@@ -23,7 +25,9 @@ using fleet::PrefixEnd;
 constexpr char kUsage[] =
     "usage: iptkit fleet [--etcd URL[,URL...]] [--prefix P] [--etcd-user U --etcd-password-file F]\n"
     "                    [--etcd-ca F] [--etcd-cert F --etcd-key F] COMMAND\n"
-    "  put GROUP KEY FILE|-          KEY: .group, owners/OWNER, rules/ID\n"
+    "  put GROUP KEY FILE|-          KEY: .group, owners/OWNER, rules/ID, sets/SET\n"
+    "  put GROUP sets/SET --type TYPE [--set-options JSON] [--canary K=V] FILE|-\n"
+    "                                a set from entries text (one per line), chunked when large\n"
     "  get GROUP [KEY]\n"
     "  delete GROUP KEY [--force]\n"
     "  status GROUP\n"
@@ -64,6 +68,9 @@ struct Options {
   int64_t revision = 0;
   std::chrono::milliseconds timeout = std::chrono::seconds(60);
   int64_t hosts = 0;
+  std::string set_type;     // put sets/SET from entries text
+  std::string set_options;  // JSON object
+  std::string canary;       // k=v
 };
 
 std::string GroupPrefix(const Options& o, const std::string& group) { return o.prefix + "/groups/" + group + "/"; }
@@ -122,6 +129,61 @@ std::pair<std::string, std::string> HostState(const Json& report, const std::map
   return {"applied", ""};
 }
 
+// A set from entries text: one document when it fits in one chunk, else chunks `KEY/chunk/N` written first, then
+// the manifest in one txn that also deletes chunks of an earlier, longer version (docs/fleet.md).
+Result<int64_t> PutSet(EtcdClient& etcd, const std::string& key, const std::string& name, const std::string& text,
+                       const Options& o) {
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<SetEntrySpec> entries, ParseSetEntries(text, name));
+  Json doc = {{"name", name}, {"type", o.set_type}};
+  if (!o.set_options.empty()) doc["options"] = Json::parse(o.set_options);
+  if (!o.canary.empty()) doc["canary"] = o.canary;
+  Json list = Json::array();
+  for (const SetEntrySpec& e : entries) {
+    if (!e.timeout && !e.comment) {
+      list.push_back(e.elem);
+      continue;
+    }
+    Json j = {{"entry", e.elem}};
+    if (e.timeout) j["timeout"] = *e.timeout;
+    if (e.comment) j["comment"] = *e.comment;
+    list.push_back(std::move(j));
+  }
+  const std::string chunk_dir = key + "/chunk/";
+  IPTKIT_ASSIGN_OR_RETURN(fleet::RangeResult old, etcd.Range(chunk_dir, PrefixEnd(chunk_dir)));
+  fleet::TxnRequest t;
+  Json single = doc;
+  single["entries"] = std::move(list);
+  std::string value = single.dump();
+  size_t count = 0;
+  if (value.size() > fleet::kMaxChunkBytes) {
+    // Chunks carry the text as ParseSetEntries reads it, one entry per line.
+    std::string lines;
+    for (const SetEntrySpec& e : entries) {
+      lines += e.elem;
+      if (e.timeout) lines += " timeout " + std::to_string(*e.timeout);
+      if (e.comment) lines += " comment \"" + *e.comment + "\"";
+      lines += "\n";
+    }
+    IPTKIT_ASSIGN_OR_RETURN(std::vector<std::string> chunks, fleet::SplitChunks(lines));
+    count = chunks.size();
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      IPTKIT_RETURN_IF_ERROR(etcd.Put(chunk_dir + std::to_string(i), chunks[i]).status());
+    }
+    doc["chunks"] = {{"count", count}, {"sha256", fleet::Sha256Hex(lines)}};
+    value = doc.dump();
+  }
+  for (const fleet::KeyValue& kv : old.kvs) {
+    const std::string n = kv.key.substr(chunk_dir.size());
+    if (n.empty() || n.size() > 9 || n.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoull(n) >= count) {
+      t.success.push_back(fleet::TxnOp::Delete(kv.key));
+    }
+  }
+  t.success.push_back(fleet::TxnOp::Put(key, value));
+  IPTKIT_ASSIGN_OR_RETURN(fleet::TxnResult r, etcd.Txn(t));
+  return r.revision;
+}
+
 }  // namespace
 
 bool IsFleetCommandLine(const std::vector<std::string>& args) { return !args.empty() && args[0] == "fleet"; }
@@ -170,6 +232,14 @@ int FleetMain(const std::vector<std::string>& args, std::istream& in, std::ostre
       if (!value(&v) || (o.revision = std::atoll(v.c_str())) <= 0) return usage("--revision needs a revision > 0");
     } else if (a == "--hosts") {
       if (!value(&v) || (o.hosts = std::atoll(v.c_str())) <= 0) return usage("--hosts needs a number > 0");
+    } else if (a == "--type") {
+      if (!value(&o.set_type)) return usage("--type needs a set type");
+    } else if (a == "--set-options") {
+      if (!value(&o.set_options) || !nlohmann::json::parse(o.set_options, nullptr, false).is_object()) {
+        return usage("--set-options needs a JSON object");
+      }
+    } else if (a == "--canary") {
+      if (!value(&o.canary) || o.canary.find('=') == std::string::npos) return usage("--canary needs K=V");
     } else if (a == "--timeout") {
       if (!value(&v)) return usage("--timeout needs a duration");
       Result<std::chrono::milliseconds> d = base::ParseDuration(v);
@@ -216,6 +286,19 @@ int FleetMain(const std::vector<std::string>& args, std::istream& in, std::ostre
         if (!f) return usage(file + ": cannot be read");
         value.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
       }
+    }
+    if (!o.set_type.empty()) {
+      if (!key.starts_with("sets/") || key.find('/', 5) != std::string::npos) return usage("--type is for sets/SET");
+      Result<int64_t> rev = PutSet(etcd, gp + key, key.substr(5), value, o);
+      if (!rev.ok()) return fail(rev.status());
+      out << *rev << "\n";
+      return kExitOk;
+    }
+    if (!o.canary.empty()) {
+      Json doc = Json::parse(value, nullptr, false);
+      if (!doc.is_object()) return usage(key + ": the value is not a JSON object");
+      doc["canary"] = o.canary;
+      value = doc.dump();
     }
     if (key.starts_with("owners/") || key.starts_with("rules/") || key.starts_with("sets/")) {
       if (!nlohmann::json::accept(value)) return usage(key + ": the value is not JSON");
@@ -281,6 +364,7 @@ int FleetMain(const std::vector<std::string>& args, std::istream& in, std::ostre
         if (!detail.empty()) h[state == "failed" ? "error" : "waiting_for"] = detail;
         h["last_error"] = report.value("last_error", "");
         h["labels"] = report.value("labels", Json::object());
+        if (report.contains("canary_gates")) h["canary_gates"] = report["canary_gates"];
         hosts.push_back(std::move(h));
       }
       Json doc = {{"group", group}, {"revision", revision}, {"keys", keys->size()}, {"hosts", hosts}};

@@ -38,6 +38,7 @@
 #include "src/service/events.h"
 #include "src/service/metrics.h"
 #include "src/service/service.h"
+#include "src/service/sets.h"
 #include "src/store/state_dir.h"
 #include "src/store/store.h"
 #include "tools/iptkitd/config.h"
@@ -338,11 +339,17 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   }
   // Fleet mode: desired state from etcd, into the same service (docs/fleet.md).
   std::unique_ptr<fleet::Agent> agent;
+  // The IP sets of the served namespace, shared by the API and the agent (one set service orders their changes).
+  // None on the fake backend: it never changes the sets of the namespace it runs in.
+  std::unique_ptr<service::SetService> sets;
+  if ((*service)->backend_name() != "fake") {
+    sets = std::make_unique<service::SetService>(config.netns, service->get(), store->get(), &events, &metrics);
+  }
   if (config.agent) {
     Result<fleet::AgentOptions> agent_options =
         AgentOptionsFromConfig(config, (*service)->backend_name(), IPTKIT_VERSION);
     Result<std::unique_ptr<fleet::Agent>> started =
-        agent_options.ok() ? fleet::Agent::Start(*std::move(agent_options), service->get(), store->get())
+        agent_options.ok() ? fleet::Agent::Start(*std::move(agent_options), service->get(), store->get(), sets.get())
                            : Result<std::unique_ptr<fleet::Agent>>(agent_options.status());
     if (!started.ok()) {
       spdlog::critical("{}", started.status().ToString());
@@ -363,6 +370,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.version = IPTKIT_VERSION;
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});
   api_options.counters = counters.get();
+  api_options.sets = sets.get();
   if (config.ui) {
     api_options.ui_dir = config.ui_dir;
     api_options.ui_hosts = {"localhost", "127.0.0.1", "::1"};
