@@ -305,6 +305,23 @@ TEST_F(NativeLegacyTest, ForeignIptablesLegacyWriterLosesNothing) {
   EXPECT_EQ(distinct.size(), 2u * kEach);
 }
 
+TEST_F(NativeLegacyTest, ReadsSeeForeignChangesDespiteTheDecodeCache) {
+  ASSERT_TRUE(Ipt({"-N", "FOO"}).ok());
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-c", "3", "300", "-j", "FOO"}).ok());
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  ASSERT_OK_AND_ASSIGN(Ruleset before, fw->List(Family::kIPv4, "filter"));
+  ASSERT_EQ(FormatRuleSpec(before.tables.at(0).FindChain("INPUT")->rules.at(0)), "-s 10.0.0.1/32 -j FOO");
+  EXPECT_EQ(before.tables.at(0).FindChain("INPUT")->rules.at(0).counters.packets, 3u);
+  // The same entry bytes, another jump target name and other counters: both must show.
+  ASSERT_TRUE(Ipt({"-E", "FOO", "BAR"}).ok());
+  ASSERT_TRUE(Ipt({"-Z", "INPUT"}).ok());
+  ASSERT_OK_AND_ASSIGN(Ruleset after, fw->List(Family::kIPv4, "filter"));
+  const Rule& rule = after.tables.at(0).FindChain("INPUT")->rules.at(0);
+  EXPECT_EQ(FormatRuleSpec(rule), "-s 10.0.0.1/32 -j BAR");
+  EXPECT_EQ(rule.counters.packets, 0u);
+  EXPECT_NE(after.tables.at(0).FindChain("BAR"), nullptr);
+}
+
 TEST_F(NativeLegacyTest, AutoPicksItOnLegacyAndInfoSaysWhy) {
   ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-j", "ACCEPT"}).ok());
   ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kAuto));

@@ -21,11 +21,14 @@ extern "C" {
 #include <mutex>
 #include <set>
 #include <tuple>
+#include <unordered_map>
 #include <utility>
 
 #include "iptkit/dialect.h"
+#include "src/backend/legacy/xt_fingerprint.h"
 #include "src/backend/native/xt_rule.h"
 #include "src/backend/native/xtables.h"
+#include "src/backend/ops/table_sim.h"
 #include "src/backend/restore/restore_backend.h"
 #include "src/base/errno_status.h"
 #include "src/base/file_lock.h"
@@ -298,6 +301,36 @@ std::string XtToEntry(const XtRule& x, const Counters& counters) {
   return bytes;
 }
 
+// What identifies a decoded rule: the entry (header, matches, target) with counters and comefrom zeroed, a
+// standard target's verdict (a blob offset for jumps) replaced by what libiptc resolves it to (verdict or chain).
+// Rules of the set match / SET target are never cached (their set index names a set only as long as it exists).
+template <typename T>
+std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
+  std::string key(reinterpret_cast<const char*>(e), e->next_offset);
+  std::memset(key.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
+  std::memset(key.data() + offsetof(typename T::Entry, comefrom), 0, sizeof(e->comefrom));
+  const auto* t = reinterpret_cast<const xt_entry_target*>(reinterpret_cast<const char*>(e) + e->target_offset);
+  if (t->u.user.name[0] == '\0') {
+    key.resize(e->target_offset);
+    key += std::string("\0target:", 8) + T::GetTarget(e, h);
+  }
+  return key;
+}
+
+bool UsesSetIndex(const XtRule& x) {
+  if (x.verdict == XtRule::Verdict::kTarget && x.target.name == "SET") return true;
+  for (const XtExtension& m : x.matches) {
+    if (m.name == "set") return true;
+  }
+  return false;
+}
+
+struct KeyHash {
+  size_t operator()(const std::tuple<Family, std::string>& k) const {
+    return std::hash<std::string>()(std::get<1>(k)) ^ static_cast<size_t>(std::get<0>(k));
+  }
+};
+
 // iptables refuses these in userspace (xshared.c do_parse) for the builtin chain names.
 Status CheckDirection(const std::string& chain, const Rule& rule) {
   if ((chain == "PREROUTING" || chain == "INPUT") && rule.out_interface) {
@@ -403,7 +436,7 @@ class XtablesBackend final : public Backend {
   const BackendTraits& traits() const override { return traits_; }
 
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
-    (void)fresh_counters;  // always read whole: counters are in the blob
+    (void)fresh_counters;  // counters come with the blob; unchanged rules come from the decode cache
     return family == Family::kIPv4 ? ReadT<V4>(family, table) : ReadT<V6>(family, table);
   }
 
@@ -475,6 +508,9 @@ class XtablesBackend final : public Backend {
   std::shared_ptr<int> depth_;  // live lock guards
   std::map<std::tuple<Family, std::string>, XtRule> xt_;
   std::map<std::tuple<Family, std::string>, Rule> canonical_;
+  // Rules decoded by Read, by EntryKey: an unchanged rule is decoded once per backend, not once per read.
+  static constexpr size_t kDecodeCacheLimit = 200000;
+  std::unordered_map<std::tuple<Family, std::string>, Rule, KeyHash> decoded_;
 };
 
 template <typename T>
@@ -487,6 +523,7 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
   std::vector<XtRule> xts;
   std::vector<Pending> where;
   std::map<size_t, std::string> lossy;  // index in xts → kernel form
+  std::vector<std::string> keys;        // per xts: its decode cache key ("": not cached)
   std::lock_guard<std::mutex> iptc(IptcMutex());
   Status read = InNetns(
       [&]() -> Status {
@@ -540,6 +577,13 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
           for (size_t ci = 0; ci < t.chains.size(); ++ci) {
             Chain& chain = t.chains[ci];
             for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
+              // A rule decoded before (the same entry bytes, jump target and namespace) is taken from the cache.
+              std::string key = EntryKey<T>(e, h.h);
+              if (auto hit = decoded_.find({family, key}); hit != decoded_.end()) {
+                chain.rules.push_back(hit->second);
+                chain.rules.back().counters = {e->counters.pcnt, e->counters.bcnt};
+                continue;
+              }
               Result<XtRule> x = EntryToXt<T>(family, e, h.h);
               chain.rules.emplace_back();
               if (!x.ok()) {
@@ -554,12 +598,9 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
               const XtHeader& hd = x->header;
               if (((hd.invflags & native::kInvViaIn) && hd.iniface_mask[0] == 0) ||
                   ((hd.invflags & native::kInvViaOut) && hd.outiface_mask[0] == 0)) {
-                std::string form(reinterpret_cast<const char*>(e), e->next_offset);
-                std::memset(form.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
-                std::memset(form.data() + offsetof(typename T::Entry, comefrom), 0, sizeof(e->comefrom));
-                form += std::string("\0target:", 8) + T::GetTarget(e, h.h);
-                lossy.emplace(xts.size(), std::move(form));
+                lossy.emplace(xts.size(), key);
               }
+              keys.push_back(UsesSetIndex(*x) ? std::string() : std::move(key));
               xts.push_back(*std::move(x));
               where.push_back(Pending{ti, ci, chain.rules.size() - 1});
             }
@@ -591,6 +632,12 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
       decoded[i]->lossy = "iptables-legacy-save prints it as '" + FormatRuleSpec(*decoded[i]) +
                           "' (an inverted match-all interface is not printed), which loads as another rule";
       decoded[i]->kernel_form = it->second;
+    }
+    if (!keys[i].empty()) {
+      if (decoded_.size() >= kDecodeCacheLimit) decoded_.clear();
+      Rule cached = *decoded[i];
+      cached.counters = {};
+      decoded_.emplace(std::make_tuple(family, std::move(keys[i])), std::move(cached));
     }
     chain.rules[where[i].rule] = *std::move(decoded[i]);
   }

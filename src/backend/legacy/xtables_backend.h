@@ -16,7 +16,9 @@
 //    touched: asking for it would instantiate it) and decodes every entry into the model: the ipt_entry / ip6t_entry
 //    header (addresses and masks, interfaces with `+` wildcards, protocol, fragment flag, inversions) and each
 //    match and target through libxtables, as iptables-legacy-save prints it. A rule that cannot be decoded (an
-//    extension libxtables does not know) makes the table unrepresentable (Table::unrepresentable_reason).
+//    extension libxtables does not know) makes the table unrepresentable (Table::unrepresentable_reason). Every read
+//    takes the tables from the kernel (counters are always fresh); a rule is decoded once per backend and then taken
+//    from a cache keyed by its entry bytes (counters zeroed, jumps by chain name), except set-match / SET rules.
 //  - Commit is table by table (CommitTableByTable), each table ONE SET_REPLACE of libiptc's edited copy: a batch
 //    whose op fails in libiptc (no such chain / rule, chain in use) or whose new table the kernel refuses changes
 //    nothing. Errors name the op (its restore line) and the table.
