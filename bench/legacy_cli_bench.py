@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Whole processes on legacy: `iptkit -A/-D` (backend native-legacy, in-process libiptc) vs `iptables-legacy -A/-D`.
+"""Whole processes on legacy: `iptkit append/delete` (backend native-legacy, in-process libiptc) vs
+`iptables-legacy -A/-D`.
 
     python3 bench/legacy_cli_bench.py --iptkit build/release/tools/iptkit/iptkit [--sizes 100,1000,10000] [--reps 9]
 
@@ -51,7 +52,8 @@ def main():
         return 2
     iptkit = os.path.abspath(args.iptkit)
     tools = {
-        "iptkit (native-legacy)": lambda op: [iptkit, "--backend", "native-legacy", op, "INPUT"] + PROBE,
+        "iptkit (native-legacy)": lambda op: [iptkit, "--backend", "native-legacy",
+                                              {"-A": "append", "-D": "delete"}[op], "INPUT"] + PROBE,
         "iptables-legacy": lambda op: ["/usr/sbin/iptables-legacy", "-w", op, "INPUT"] + PROBE,
     }
     load_before = os.getloadavg()
