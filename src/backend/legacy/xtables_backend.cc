@@ -325,6 +325,58 @@ bool UsesSetIndex(const XtRule& x) {
   return false;
 }
 
+// The kernel form of a lossy rule (Rule::kernel_form) is its EntryKey prefixed with kKernelFormTag. The same
+// key, built from a parsed rule (no libiptc handle: a standard target's name is what libiptc resolves it to).
+constexpr std::string_view kKernelFormTag = "x_tables-entry:";
+
+template <typename T>
+std::string KernelFormOf(const std::string& entry, bool standard_target) {
+  const auto* e = reinterpret_cast<const typename T::Entry*>(entry.data());
+  const auto* t = reinterpret_cast<const xt_entry_target*>(entry.data() + e->target_offset);
+  std::string key = entry;
+  std::memset(key.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
+  if (standard_target) {
+    const std::string name(t->u.user.name, strnlen(t->u.user.name, sizeof(t->u.user.name)));
+    key.resize(e->target_offset);
+    key += std::string("\0target:", 8) + name;
+  }
+  return std::string(kKernelFormTag) + key;
+}
+
+// The entry a kernel form stands for (counters zero; a standard target named as iptables names it, for libiptc to
+// map), or nullopt when `form` is not one of this backend's.
+template <typename T>
+std::optional<std::string> EntryOfKernelForm(const std::string& form) {
+  if (!form.starts_with(kKernelFormTag)) return std::nullopt;
+  std::string key = form.substr(kKernelFormTag.size());
+  if (key.size() < sizeof(typename T::Entry)) return std::nullopt;
+  typename T::Entry e;
+  std::memcpy(&e, key.data(), sizeof(e));
+  if (e.target_offset < sizeof(e) || e.target_offset > key.size()) return std::nullopt;
+  if (key.size() == e.next_offset) return key;  // a target extension: the whole entry
+  const std::string_view tag("\0target:", 8);
+  if (std::string_view(key).substr(e.target_offset, tag.size()) != tag) return std::nullopt;
+  const std::string name = key.substr(e.target_offset + tag.size());
+  const size_t target_size = XT_ALIGN(sizeof(xt_entry_target)) + XT_ALIGN(sizeof(int));
+  if (name.size() >= XT_EXTENSION_MAXNAMELEN || e.target_offset + target_size != e.next_offset) return std::nullopt;
+  key.resize(e.next_offset);
+  std::memset(key.data() + e.target_offset, 0, target_size);
+  auto* t = reinterpret_cast<xt_entry_target*>(key.data() + e.target_offset);
+  t->u.user.target_size = static_cast<uint16_t>(target_size);
+  std::memcpy(t->u.user.name, name.data(), name.size());
+  return key;
+}
+
+// iptables-legacy-save cannot print an inverted match-all interface (`! -i +`: an empty mask with the inversion
+// bit): the printed rule loads as another one.
+bool LossyHeader(const XtHeader& h) {
+  return ((h.invflags & native::kInvViaIn) && h.iniface_mask[0] == 0) ||
+         ((h.invflags & native::kInvViaOut) && h.outiface_mask[0] == 0);
+}
+constexpr const char* kLossyWhy =
+    "iptables-legacy-save does not print an inverted match-all interface (! -i + / ! -o +), so its printed form "
+    "loads as another rule";
+
 struct KeyHash {
   size_t operator()(const std::tuple<Family, std::string>& k) const {
     return std::hash<std::string>()(std::get<1>(k)) ^ static_cast<size_t>(std::get<0>(k));
@@ -497,6 +549,12 @@ class XtablesBackend final : public Backend {
   }
   // Binary forms of every rule the ops add, check or delete (parsed once per distinct spec; ipset users always).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
+  // A rule this backend read (or canonicalized) as lossy: it is committed from its kernel form.
+  static bool IsOwnLossy(Family family, const Rule& rule) {
+    if (rule.lossy.empty()) return false;
+    return family == Family::kIPv4 ? EntryOfKernelForm<V4>(rule.kernel_form).has_value()
+                                   : EntryOfKernelForm<V6>(rule.kernel_form).has_value();
+  }
   const XtRule* XtOf(Family family, const Rule& rule) const {
     auto it = xt_.find({family, FormatRuleForRestore(rule, /*counters=*/false)});
     return it == xt_.end() ? nullptr : &it->second;
@@ -593,13 +651,7 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
                 }
                 continue;
               }
-              // iptables-legacy-save cannot print an inverted match-all interface (`! -i +`: an empty mask with
-              // the inversion bit); the printed rule loads as another one.
-              const XtHeader& hd = x->header;
-              if (((hd.invflags & native::kInvViaIn) && hd.iniface_mask[0] == 0) ||
-                  ((hd.invflags & native::kInvViaOut) && hd.outiface_mask[0] == 0)) {
-                lossy.emplace(xts.size(), key);
-              }
+              if (LossyHeader(x->header)) lossy.emplace(xts.size(), std::string(kKernelFormTag) + key);
               keys.push_back(UsesSetIndex(*x) ? std::string() : std::move(key));
               xts.push_back(*std::move(x));
               where.push_back(Pending{ti, ci, chain.rules.size() - 1});
@@ -629,8 +681,7 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
     }
     decoded[i]->counters = xts[i].counters;
     if (auto it = lossy.find(i); it != lossy.end()) {
-      decoded[i]->lossy = "iptables-legacy-save prints it as '" + FormatRuleSpec(*decoded[i]) +
-                          "' (an inverted match-all interface is not printed), which loads as another rule";
+      decoded[i]->lossy = kLossyWhy;
       decoded[i]->kernel_form = it->second;
     }
     if (!keys[i].empty()) {
@@ -653,6 +704,7 @@ Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std:
   std::vector<std::string> todo_keys;
   std::set<std::string> seen;
   for (size_t i = 0; i < rules.size(); ++i) {
+    if (IsOwnLossy(family, rules[i])) continue;  // a lossy rule as read: it stands for its kernel form
     IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
     keys[i] = FormatRuleForRestore(rules[i], /*counters=*/false);
     if (canonical_.count({family, keys[i]}) || !seen.insert(keys[i]).second) continue;
@@ -675,6 +727,12 @@ Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std:
     for (size_t k = 0; k < todo.size(); ++k) {
       if (!canon[k].ok()) return canon[k].status().WithContext("rule '" + todo_keys[k] + "'");
       canon[k]->counters = {};
+      if (LossyHeader(parsed[k]->header)) {
+        const bool standard = parsed[k]->verdict != XtRule::Verdict::kTarget;
+        canon[k]->lossy = kLossyWhy;
+        canon[k]->kernel_form = family == Family::kIPv4 ? KernelFormOf<V4>(XtToEntry<V4>(*parsed[k], {}), standard)
+                                                        : KernelFormOf<V6>(XtToEntry<V6>(*parsed[k], {}), standard);
+      }
       xt_[{family, todo_keys[k]}] = *std::move(parsed[k]);
       canonical_[{family, todo_keys[k]}] = *std::move(canon[k]);
     }
@@ -682,6 +740,10 @@ Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std:
   // Each canonical rule carries what was asked for as its typed form, so that XtOf finds the binary form parsed
   // from it (as the other backends' Canonicalize do).
   for (size_t i = 0; i < rules.size(); ++i) {
+    if (IsOwnLossy(family, rules[i])) {
+      out[i] = rules[i];
+      continue;
+    }
     out[i] = canonical_.at({family, keys[i]});
     out[i].counters = rules[i].counters;
     out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : PrintedArgs(rules[i]);
@@ -697,6 +759,7 @@ Status XtablesBackend::EnsureXt(Family family, const std::vector<const Rule*>& r
   std::vector<std::string> keys;
   std::set<std::string> seen;
   for (const Rule* r : rules) {
+    if (IsOwnLossy(family, *r)) continue;  // committed from its kernel form
     std::string key = FormatRuleForRestore(*r, /*counters=*/false);
     if (!seen.insert(key).second) continue;
     // The set match and target carry the kernel's index of the set, looked up by name when parsed: never reused.
@@ -789,15 +852,25 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
     std::vector<unsigned char> mask;
     if (op.kind == K::kAppend || op.kind == K::kInsert || op.kind == K::kReplace || op.kind == K::kCheck ||
         op.kind == K::kDelete) {
-      const XtRule* x = XtOf(family, op.rule);
-      if (x == nullptr) return Status::Internal(where + ": no binary form for '" + RenderRestoreLine(op) + "'");
+      std::optional<std::string> own = EntryOfKernelForm<T>(op.rule.lossy.empty() ? "" : op.rule.kernel_form);
+      const XtRule* x = own ? nullptr : XtOf(family, op.rule);
+      if (!own && x == nullptr) {
+        return Status::Internal(where + ": no binary form for '" + RenderRestoreLine(op) + "'");
+      }
       Counters counters;
       if (batch.with_counters) {
         counters = op.rule.counters;
       } else if (std::optional<Counters> typed = TypedCounters(op.rule)) {
         counters = *typed;
       }
-      entry = XtToEntry<T>(*x, counters);
+      if (own) {
+        entry = *std::move(own);
+        auto* oe = reinterpret_cast<typename T::Entry*>(entry.data());
+        oe->counters.pcnt = counters.packets;
+        oe->counters.bcnt = counters.bytes;
+      } else {
+        entry = XtToEntry<T>(*x, counters);
+      }
       mask.assign(entry.size(), 0xFF);
     }
     const auto* e = reinterpret_cast<const typename T::Entry*>(entry.data());
