@@ -15,11 +15,11 @@
 namespace iptkit {
 
 enum class BackendKind {
-  kAuto,    // the variant that holds rules (nft when neither or both do); natively: kNative or kNativeLegacy
-  kNft,     // iptables-nft-restore / -save
-  kLegacy,  // iptables-legacy-restore / -save
-  kFake,    // in-memory, same semantics; for tests (the library's and the users')
-  kNative,  // nf_tables over netlink in-process (libmnl, libnftnl, libxtables), as iptables-nft writes rules
+  kAuto,          // the variant that holds rules (nft when neither or both do); natively: kNative or kNativeLegacy
+  kNft,           // iptables-nft-restore / -save
+  kLegacy,        // iptables-legacy-restore / -save
+  kFake,          // in-memory, same semantics; for tests (the library's and the users')
+  kNative,        // nf_tables over netlink in-process (libmnl, libnftnl, libxtables), as iptables-nft writes rules
   kNativeLegacy,  // x_tables in-process (libiptc, libxtables), as iptables-legacy writes rules
 };
 
