@@ -167,6 +167,7 @@ def main():
                stdin=ruleset_text(args.rules))
         runs = [
             ("python-iptables", "legacy", run_pyiptc(names["legacy"], args)),
+            ("iptkit (native-legacy)", "legacy", run_iptkit(names["legacy"], "native-legacy", args)),
             ("iptkit (legacy)", "legacy", run_iptkit(names["legacy"], "legacy", args)),
             ("python-iptables", "nft", run_pyiptc(names["nft"], args)),
             ("iptkit (native)", "nft", run_iptkit(names["nft"], "native", args)),
@@ -181,16 +182,16 @@ def main():
               "runs": []}
     print("%d rules in filter INPUT; medians in ms (read: %d reps; append/delete: %d each)"
           % (args.rules, args.reps, 2 * args.reps))
-    print("%-18s %-7s %10s %10s %10s" % ("library", "variant", "read", "append", "delete"))
+    print("%-22s %-7s %10s %10s %10s" % ("library", "variant", "read", "append", "delete"))
     for name, variant, r in runs:
         entry = {"library": name, "variant": variant}
         if "error" in r:
             entry["error"] = r["error"]
-            print("%-18s %-7s %s" % (name, variant, "does not work: " + r["error"][:90]))
+            print("%-22s %-7s %s" % (name, variant, "does not work: " + r["error"][:90]))
         else:
             for op in ("read", "append", "delete"):
                 entry[op + "_ms"] = round(median(r[op]), 2)
-            print("%-18s %-7s %10.1f %10.2f %10.2f" % (name, variant, entry["read_ms"], entry["append_ms"],
+            print("%-22s %-7s %10.1f %10.2f %10.2f" % (name, variant, entry["read_ms"], entry["append_ms"],
                                                        entry["delete_ms"]))
         report["runs"].append(entry)
     base = next((e for e in report["runs"] if e["library"] == "python-iptables" and "error" not in e), None)
@@ -201,7 +202,7 @@ def main():
                 continue
             ratios = {op: round(base[op + "_ms"] / e[op + "_ms"], 2) for op in ("read", "append", "delete")}
             e["ratio_vs_python_iptables"] = ratios
-            print("  %-18s read %6.1fx  append %5.2fx  delete %5.2fx"
+            print("  %-22s read %6.1fx  append %5.2fx  delete %5.2fx"
                   % (e["library"], ratios["read"], ratios["append"], ratios["delete"]))
     print("load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (load_before + load_after))
     print(json.dumps(report))

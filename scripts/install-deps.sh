@@ -7,7 +7,7 @@ apt-get install -y --no-install-recommends \
   build-essential cmake ninja-build pkg-config git \
   libgtest-dev libgmock-dev libbenchmark-dev \
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev \
-  libxtables-dev libnftnl-dev libmnl-dev \
+  libxtables-dev libnftnl-dev libmnl-dev libip4tc-dev libip6tc-dev \
   iptables ipset nftables nfacct iproute2 util-linux procps groff-base clang-format \
   python3 python3-iptables python3-yaml python3-jsonschema \
   libsqlite3-dev libssl-dev openssl libcpp-httplib-dev prometheus curl \

@@ -30,7 +30,7 @@ _iptkit() {
       return
       ;;
     --backend)
-      COMPREPLY=($(compgen -W "auto native nft legacy fake" -- "$cur"))
+      COMPREPLY=($(compgen -W "auto native native-legacy nft legacy fake" -- "$cur"))
       return
       ;;
     --netns)

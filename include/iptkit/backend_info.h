@@ -15,11 +15,12 @@
 namespace iptkit {
 
 enum class BackendKind {
-  kAuto,    // the variant that holds rules (nft when neither or both do); on nft the native backend
-  kNft,     // iptables-nft-restore / -save
-  kLegacy,  // iptables-legacy-restore / -save
-  kFake,    // in-memory, same semantics; for tests (the library's and the users')
-  kNative,  // nf_tables over netlink in-process (libmnl, libnftnl, libxtables), as iptables-nft writes rules
+  kAuto,          // the variant that holds rules (nft when neither or both do); natively: kNative or kNativeLegacy
+  kNft,           // iptables-nft-restore / -save
+  kLegacy,        // iptables-legacy-restore / -save
+  kFake,          // in-memory, same semantics; for tests (the library's and the users')
+  kNative,        // nf_tables over netlink in-process (libmnl, libnftnl, libxtables), as iptables-nft writes rules
+  kNativeLegacy,  // x_tables in-process (libiptc, libxtables), as iptables-legacy writes rules
 };
 
 // What `iptkit info` shows.
@@ -42,7 +43,7 @@ struct ForeignNftChain {
   int priority = 0;
 };
 struct FirewallInfo {
-  std::string backend;                       // "native", "nft", "legacy" or "fake"
+  std::string backend;                       // "native", "native-legacy", "nft", "legacy" or "fake"
   std::string backend_reason;                // why this backend is in use ("requested", what auto found, ...)
   std::string netns;                         // as given ("" = caller's)
   std::vector<VariantTables> variants;       // both variants, so rules in the other one are visible

@@ -7,6 +7,7 @@
 #include "src/backend/backend.h"
 #include "src/backend/fake/fake_backend.h"
 #include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/legacy/xtables_backend.h"
 #include "src/backend/native/native_backend.h"
 #include "src/backend/restore/restore_backend.h"
 #include "src/base/netns.h"
@@ -44,6 +45,13 @@ class ChosenBackend final : public Backend {
 
 Result<std::unique_ptr<Backend>> Restore(Variant variant, const BackendOptions& options, std::string reason) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, NewRestoreBackend(variant, options));
+  return std::unique_ptr<Backend>(std::make_unique<ChosenBackend>(std::move(b), std::move(reason)));
+}
+
+// The in-process legacy backend with its reason; FailedPrecondition when libxtables cannot be used in this process
+// (the caller then falls back to the restore backend).
+Result<std::unique_ptr<Backend>> NativeLegacy(const BackendOptions& options, std::string reason) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, legacy::NewXtablesBackend(options));
   return std::unique_ptr<Backend>(std::make_unique<ChosenBackend>(std::move(b), std::move(reason)));
 }
 
@@ -87,10 +95,13 @@ Result<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, const BackendOpti
       return Restore(Variant::kLegacy, options, "requested (--backend legacy: iptables-legacy-restore / -save)");
     case BackendKind::kNative:
       return native::NewNativeBackend(options, Reason("requested (--backend native)"));
+    case BackendKind::kNativeLegacy:
+      return NativeLegacy(options, "requested (--backend native-legacy: x_tables in-process through libiptc)");
     case BackendKind::kAuto: {
       // The variant that holds rules judges the packets; with rules in both (or neither) nft, the default of
-      // current distributions, is chosen and `info` warns about the other one. On nft the native backend is used
-      // whenever it can be (not in a process whose real and effective ids differ).
+      // current distributions, is chosen and `info` warns about the other one. Either variant is handled in-process
+      // (native on nft, native-legacy on legacy) whenever libxtables can be used (not in a process whose real and
+      // effective ids differ); otherwise through the variant's restore / save tools.
       //
       // Without legacy rules the choice is nft whatever nf_tables holds, so nf_tables is not counted then: that
       // would dump and decode every rule of both families, for each one-op CLI process. The reason, with both
@@ -108,7 +119,13 @@ Result<std::unique_ptr<Backend>> MakeBackend(BackendKind kind, const BackendOpti
       IPTKIT_ASSIGN_OR_RETURN(VariantRuleCounts counts, CountRulesPerVariant(options));
       const Variant variant = PickVariant(counts);
       const std::string found = AutoReason(counts);
-      if (variant == Variant::kLegacy) return Restore(Variant::kLegacy, options, found + ": the legacy variant");
+      if (variant == Variant::kLegacy) {
+        auto in_process = NativeLegacy(options, found + ": the legacy variant, natively (libiptc)");
+        if (in_process.ok() || in_process.status().code() != StatusCode::kFailedPrecondition) return in_process;
+        return Restore(
+            Variant::kLegacy, options,
+            found + ": the legacy variant through iptables-legacy-restore (" + in_process.status().message() + ")");
+      }
       auto native = native::NewNativeBackend(options, Reason(found + ": the nft variant, natively"));
       if (native.ok() || native.status().code() != StatusCode::kFailedPrecondition) return native;
       return Restore(Variant::kNft, options,

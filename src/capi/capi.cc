@@ -102,6 +102,8 @@ Result<BackendKind> BackendOf(int backend) {
       return BackendKind::kNative;
     case IPTKIT_BACKEND_FAKE:
       return BackendKind::kFake;
+    case IPTKIT_BACKEND_NATIVE_LEGACY:
+      return BackendKind::kNativeLegacy;
   }
   return Status::InvalidArgument("backend " + std::to_string(backend) + " is not one of IPTKIT_BACKEND_*");
 }

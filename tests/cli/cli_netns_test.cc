@@ -608,8 +608,8 @@ TEST(CliAutoBackendTest, InfoSaysWhichBackendAndWhy) {
   ProcessResult added = ns.Exec({legacy, "-A", "INPUT", "-j", "ACCEPT"});
   ASSERT_EQ(added.code, 0) << added.err;
   out = info({});
-  EXPECT_THAT(out, HasSubstr("backend: legacy\n")) << out;
-  EXPECT_THAT(out, HasSubstr("x_tables (legacy) 1 rule: the legacy variant")) << out;
+  EXPECT_THAT(out, HasSubstr("backend: native-legacy\n")) << out;
+  EXPECT_THAT(out, HasSubstr("x_tables (legacy) 1 rule: the legacy variant, natively")) << out;
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, CliNetnsTest,

@@ -154,7 +154,8 @@ TEST_P(CoexistenceTest, UfwRulesetSurvivesApplyChangeAndRemove) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, CoexistenceTest,
-                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy),
+                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy,
+                                           BackendKind::kNativeLegacy),
                          BackendParamName);
 
 }  // namespace

@@ -141,7 +141,8 @@ TEST_P(ConcurrencyTest, InsertAtPositionKeepsForeignRule) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConcurrencyTest,
-                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy),
+                         ::testing::Values(BackendKind::kNative, BackendKind::kNft, BackendKind::kLegacy,
+                                           BackendKind::kNativeLegacy),
                          BackendParamName);
 
 // Holds flock(LOCK_EX) on `path` in a child process until Release() (or the destructor). The xtables lock is per

@@ -70,7 +70,7 @@ std::vector<CorpusFile> FilesOrPlaceholder() {
 
 INSTANTIATE_TEST_SUITE_P(Corpus, CorpusRoundTripTest,
                          ::testing::Combine(::testing::Values(BackendKind::kNative, BackendKind::kNft,
-                                                              BackendKind::kLegacy),
+                                                              BackendKind::kLegacy, BackendKind::kNativeLegacy),
                                             ::testing::ValuesIn(FilesOrPlaceholder())),
                          [](const auto& info) {
                            std::string name = BackendName(std::get<0>(info.param)) + "_" + std::get<1>(info.param).name;

@@ -445,7 +445,9 @@ INSTANTIATE_TEST_SUITE_P(
     Variants, DifferentialTest,
     ::testing::Values(DiffParam{BackendKind::kNative, Family::kIPv4}, DiffParam{BackendKind::kNative, Family::kIPv6},
                       DiffParam{BackendKind::kNft, Family::kIPv4}, DiffParam{BackendKind::kNft, Family::kIPv6},
-                      DiffParam{BackendKind::kLegacy, Family::kIPv4}, DiffParam{BackendKind::kLegacy, Family::kIPv6}),
+                      DiffParam{BackendKind::kLegacy, Family::kIPv4}, DiffParam{BackendKind::kLegacy, Family::kIPv6},
+                      DiffParam{BackendKind::kNativeLegacy, Family::kIPv4},
+                      DiffParam{BackendKind::kNativeLegacy, Family::kIPv6}),
     ParamName);
 
 }  // namespace

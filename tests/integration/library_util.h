@@ -15,12 +15,13 @@
 #include "tests/integration/netns_fixture.h"
 
 namespace iptkit {
-// "native", "nft", "legacy" (test names and messages).
+// "native", "native_legacy", "nft", "legacy" (test names and messages).
 inline std::string BackendName(BackendKind kind) {
-  return kind == BackendKind::kLegacy   ? "legacy"
-         : kind == BackendKind::kNft    ? "nft"
-         : kind == BackendKind::kNative ? "native"
-                                        : "other";
+  return kind == BackendKind::kLegacy         ? "legacy"
+         : kind == BackendKind::kNft          ? "nft"
+         : kind == BackendKind::kNative       ? "native"
+         : kind == BackendKind::kNativeLegacy ? "native_legacy"
+                                              : "other";
 }
 inline void PrintTo(BackendKind kind, std::ostream* os) { *os << BackendName(kind); }
 inline void PrintTo(Family family, std::ostream* os) { *os << (family == Family::kIPv4 ? "ipv4" : "ipv6"); }
@@ -28,7 +29,9 @@ inline void PrintTo(Family family, std::ostream* os) { *os << (family == Family:
 
 namespace iptkit::integration {
 
-inline Variant VariantOf(BackendKind kind) { return kind == BackendKind::kLegacy ? Variant::kLegacy : Variant::kNft; }
+inline Variant VariantOf(BackendKind kind) {
+  return kind == BackendKind::kLegacy || kind == BackendKind::kNativeLegacy ? Variant::kLegacy : Variant::kNft;
+}
 
 inline std::string BackendParamName(const ::testing::TestParamInfo<BackendKind>& info) {
   return BackendName(info.param);

@@ -353,7 +353,9 @@ INSTANTIATE_TEST_SUITE_P(
     All, OperationsTest,
     ::testing::Values(OpsParam{BackendKind::kNative, Family::kIPv4}, OpsParam{BackendKind::kNative, Family::kIPv6},
                       OpsParam{BackendKind::kNft, Family::kIPv4}, OpsParam{BackendKind::kNft, Family::kIPv6},
-                      OpsParam{BackendKind::kLegacy, Family::kIPv4}, OpsParam{BackendKind::kLegacy, Family::kIPv6}),
+                      OpsParam{BackendKind::kLegacy, Family::kIPv4}, OpsParam{BackendKind::kLegacy, Family::kIPv6},
+                      OpsParam{BackendKind::kNativeLegacy, Family::kIPv4},
+                      OpsParam{BackendKind::kNativeLegacy, Family::kIPv6}),
     [](const auto& info) {
       return BackendName(info.param.backend) + (info.param.family == Family::kIPv4 ? "_v4" : "_v6");
     });

@@ -153,7 +153,9 @@ INSTANTIATE_TEST_SUITE_P(All, RollbackTest,
                                            RollbackParam{BackendKind::kNft, Family::kIPv4},
                                            RollbackParam{BackendKind::kNft, Family::kIPv6},
                                            RollbackParam{BackendKind::kLegacy, Family::kIPv4},
-                                           RollbackParam{BackendKind::kLegacy, Family::kIPv6}),
+                                           RollbackParam{BackendKind::kLegacy, Family::kIPv6},
+                                           RollbackParam{BackendKind::kNativeLegacy, Family::kIPv4},
+                                           RollbackParam{BackendKind::kNativeLegacy, Family::kIPv6}),
                          [](const auto& info) {
                            return BackendName(info.param.backend) +
                                   (info.param.family == Family::kIPv4 ? "_v4" : "_v6");

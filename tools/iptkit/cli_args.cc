@@ -62,8 +62,9 @@ const std::vector<OptionSpec>& GlobalOptionSpecs() {
       {Opt::kNetns, "", "--netns", "NAME|PATH",
        "network namespace: a name as `ip netns` uses it, or a path such as /proc/PID/ns/net"},
       {Opt::kBackend, "", "--backend", "KIND",
-       "auto (default: the iptables variant that holds rules; on nf_tables the native backend), native (nf_tables "
-       "over netlink, in-process), nft (iptables-nft-restore), legacy, or fake (in memory)"},
+       "auto (default: the iptables variant that holds rules, in-process: native or native-legacy), native (nf_tables "
+       "over netlink, in-process), native-legacy (x_tables through libiptc, in-process), nft (iptables-nft-restore), "
+       "legacy (iptables-legacy-restore), or fake (in memory)"},
       {Opt::kDaemon, "", "--daemon", "[SOCKET]",
        "send the command to a running iptkitd over its unix socket (default /run/iptkitd.sock); SOCKET is taken "
        "from the next argument when it contains a '/', or as --daemon=SOCKET"},
@@ -852,17 +853,16 @@ Result<Invocation> Parser::Run() {
   if (command_->tail == Tail::kPositionals) IPTKIT_RETURN_IF_ERROR(Finish(std::move(positionals)));
 
   // Globals that need checking once everything is read.
-  static const std::map<std::string, BackendKind, std::less<>> kBackends = {{"auto", BackendKind::kAuto},
-                                                                            {"native", BackendKind::kNative},
-                                                                            {"nft", BackendKind::kNft},
-                                                                            {"legacy", BackendKind::kLegacy},
-                                                                            {"fake", BackendKind::kFake}};
+  static const std::map<std::string, BackendKind, std::less<>> kBackends = {
+      {"auto", BackendKind::kAuto}, {"native", BackendKind::kNative}, {"native-legacy", BackendKind::kNativeLegacy},
+      {"nft", BackendKind::kNft},   {"legacy", BackendKind::kLegacy}, {"fake", BackendKind::kFake}};
   if (inv_.global.daemon && backend_index_ != std::string::npos) {
     return Usage("--backend does not apply with --daemon: iptkitd uses its own backend", backend_index_ - 1);
   }
   auto backend = kBackends.find(backend_);
   if (backend == kBackends.end()) {
-    return Usage("--backend '" + backend_ + "': expected auto, native, nft, legacy or fake", backend_index_);
+    return Usage("--backend '" + backend_ + "': expected auto, native, native-legacy, nft, legacy or fake",
+                 backend_index_);
   }
   inv_.global.backend = backend->second;
   if (wait_) {

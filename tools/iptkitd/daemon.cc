@@ -295,9 +295,10 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
     IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::Backend> b,
                             backend::MakeBackend(resolved->value_or(kind), backend_options));
     if (!*resolved) {
-      *resolved = b->traits().name == "native"      ? BackendKind::kNative
-                  : b->traits().variant == "legacy" ? BackendKind::kLegacy
-                                                    : BackendKind::kNft;
+      *resolved = b->traits().name == "native"          ? BackendKind::kNative
+                  : b->traits().name == "native-legacy" ? BackendKind::kNativeLegacy
+                  : b->traits().variant == "legacy"     ? BackendKind::kLegacy
+                                                        : BackendKind::kNft;
     }
     return b;
   };

@@ -250,7 +250,7 @@ class Chain:
     rules: List[Rule] = field(default_factory=list)
 
 
-_BACKENDS = {"auto": 0, "nft": 1, "legacy": 2, "native": 3, "fake": 4}
+_BACKENDS = {"auto": 0, "nft": 1, "legacy": 2, "native": 3, "fake": 4, "native-legacy": 5}
 _FAMILIES = {4: 4, 6: 6, "ipv4": 4, "ipv6": 6}
 _SET_NO_TIMEOUT = 0xFFFFFFFF
 

@@ -9,7 +9,7 @@ import pytest
 
 import iptkit
 
-BACKENDS = ["nft", "legacy", "native"]
+BACKENDS = ["nft", "legacy", "native", "native-legacy"]
 
 
 def run(*argv, check=True):
@@ -31,11 +31,11 @@ def netns():
 @pytest.fixture(params=BACKENDS)
 def fw(request, netns):
     backend = request.param
-    if backend == "legacy" and run("/usr/sbin/ip", "netns", "exec", netns, "/usr/sbin/iptables-legacy", "-L",
+    if backend in ("legacy", "native-legacy") and run("/usr/sbin/ip", "netns", "exec", netns, "/usr/sbin/iptables-legacy", "-L",
                                    check=False).returncode != 0:
         pytest.skip("iptables-legacy does not work here")
     with iptkit.Firewall(netns=netns, backend=backend) as f:
-        f.variant = "legacy" if backend == "legacy" else "nft"
+        f.variant = "legacy" if backend in ("legacy", "native-legacy") else "nft"
         f.netns = netns
         yield f
 

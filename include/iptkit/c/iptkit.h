@@ -94,11 +94,12 @@ void iptkit_string_free(char *string);
 enum { IPTKIT_FAMILY_IPV4 = 4, IPTKIT_FAMILY_IPV6 = 6 };
 
 enum {
-  IPTKIT_BACKEND_AUTO = 0,   /* the iptables variant that holds rules; on nf_tables the native backend */
-  IPTKIT_BACKEND_NFT = 1,    /* iptables-nft-restore / -save */
-  IPTKIT_BACKEND_LEGACY = 2, /* iptables-legacy-restore / -save */
-  IPTKIT_BACKEND_NATIVE = 3, /* nf_tables over netlink, in-process */
-  IPTKIT_BACKEND_FAKE = 4    /* in-memory, for tests (no kernel, no root) */
+  IPTKIT_BACKEND_AUTO = 0,         /* the iptables variant that holds rules, in-process (NATIVE or NATIVE_LEGACY) */
+  IPTKIT_BACKEND_NFT = 1,          /* iptables-nft-restore / -save */
+  IPTKIT_BACKEND_LEGACY = 2,       /* iptables-legacy-restore / -save */
+  IPTKIT_BACKEND_NATIVE = 3,       /* nf_tables over netlink, in-process */
+  IPTKIT_BACKEND_FAKE = 4,         /* in-memory, for tests (no kernel, no root) */
+  IPTKIT_BACKEND_NATIVE_LEGACY = 5 /* x_tables (the legacy variant) in-process, through libiptc */
 };
 
 typedef struct iptkit_firewall iptkit_firewall;

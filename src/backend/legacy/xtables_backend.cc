@@ -1,0 +1,964 @@
+#include "src/backend/legacy/xtables_backend.h"
+
+// glibc's headers before the kernel's (as in xt_fingerprint.cc).
+// clang-format off
+#include <net/if.h>
+#include <netinet/in.h>
+#include <libiptc/libiptc.h>
+// libip6tc.h, unlike libiptc.h, declares its functions without extern "C".
+extern "C" {
+#include <libiptc/libip6tc.h>
+}
+// clang-format on
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cstddef>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <tuple>
+#include <unordered_map>
+#include <utility>
+
+#include "iptkit/dialect.h"
+#include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/native/xt_rule.h"
+#include "src/backend/native/xtables.h"
+#include "src/backend/ops/table_sim.h"
+#include "src/backend/restore/restore_backend.h"
+#include "src/base/errno_status.h"
+#include "src/base/file_lock.h"
+#include "src/base/netns.h"
+
+namespace iptkit::backend::legacy {
+namespace {
+
+using native::Xtables;
+using native::XtExtension;
+using native::XtHeader;
+using native::XtRule;
+
+// libiptc keeps the function that failed last in a process-global (for iptc_strerror): one caller at a time.
+std::mutex& IptcMutex() {
+  static std::mutex* mu = new std::mutex();
+  return *mu;
+}
+
+// libip4tc and libip6tc are the same source compiled twice; these pick one by family.
+struct V4 {
+  using Entry = ipt_entry;
+  static constexpr uint8_t kGotoFlag = IPT_F_GOTO;
+  static xtc_handle* Init(const char* t) { return iptc_init(t); }
+  static void Free(xtc_handle* h) { iptc_free(h); }
+  static const char* FirstChain(xtc_handle* h) { return iptc_first_chain(h); }
+  static const char* NextChain(xtc_handle* h) { return iptc_next_chain(h); }
+  static const Entry* FirstRule(const char* c, xtc_handle* h) { return iptc_first_rule(c, h); }
+  static const Entry* NextRule(const Entry* e, xtc_handle* h) { return iptc_next_rule(e, h); }
+  static const char* GetTarget(const Entry* e, xtc_handle* h) { return iptc_get_target(e, h); }
+  static int Builtin(const char* c, xtc_handle* h) { return iptc_builtin(c, h); }
+  static int IsChain(const char* c, xtc_handle* h) { return iptc_is_chain(c, h); }
+  static const char* GetPolicy(const char* c, xt_counters* n, xtc_handle* h) { return iptc_get_policy(c, n, h); }
+  static int Append(const char* c, const Entry* e, xtc_handle* h) { return iptc_append_entry(c, e, h); }
+  static int Insert(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return iptc_insert_entry(c, e, n, h); }
+  static int Replace(const char* c, const Entry* e, unsigned n, xtc_handle* h) {
+    return iptc_replace_entry(c, e, n, h);
+  }
+  static int Check(const char* c, const Entry* e, unsigned char* m, xtc_handle* h) {
+    return iptc_check_entry(c, e, m, h);
+  }
+  static int Delete(const char* c, const Entry* e, unsigned char* m, xtc_handle* h) {
+    return iptc_delete_entry(c, e, m, h);
+  }
+  static int DeleteNum(const char* c, unsigned n, xtc_handle* h) { return iptc_delete_num_entry(c, n, h); }
+  static int Flush(const char* c, xtc_handle* h) { return iptc_flush_entries(c, h); }
+  static int Zero(const char* c, xtc_handle* h) { return iptc_zero_entries(c, h); }
+  static int CreateChain(const char* c, xtc_handle* h) { return iptc_create_chain(c, h); }
+  static int DeleteChain(const char* c, xtc_handle* h) { return iptc_delete_chain(c, h); }
+  static int RenameChain(const char* a, const char* b, xtc_handle* h) { return iptc_rename_chain(a, b, h); }
+  static int SetPolicy(const char* c, const char* p, xt_counters* n, xtc_handle* h) {
+    return iptc_set_policy(c, p, n, h);
+  }
+  static int Commit(xtc_handle* h) { return iptc_commit(h); }
+  static const char* StrError(int err) { return iptc_strerror(err); }
+  static const char* NamesPath() { return "/proc/thread-self/net/ip_tables_names"; }
+
+  static XtHeader Header(const Entry& e) {
+    XtHeader h;
+    std::memcpy(h.src.data(), &e.ip.src, 4);
+    std::memcpy(h.smsk.data(), &e.ip.smsk, 4);
+    std::memcpy(h.dst.data(), &e.ip.dst, 4);
+    std::memcpy(h.dmsk.data(), &e.ip.dmsk, 4);
+    std::memcpy(h.iniface.data(), e.ip.iniface, IFNAMSIZ);
+    std::memcpy(h.outiface.data(), e.ip.outiface, IFNAMSIZ);
+    std::memcpy(h.iniface_mask.data(), e.ip.iniface_mask, IFNAMSIZ);
+    std::memcpy(h.outiface_mask.data(), e.ip.outiface_mask, IFNAMSIZ);
+    h.proto = e.ip.proto;
+    h.flags = e.ip.flags & ~kGotoFlag;
+    h.invflags = e.ip.invflags;
+    return h;
+  }
+  static void SetHeader(Entry& e, const XtHeader& h, bool go) {
+    std::memcpy(&e.ip.src, h.src.data(), 4);
+    std::memcpy(&e.ip.smsk, h.smsk.data(), 4);
+    std::memcpy(&e.ip.dst, h.dst.data(), 4);
+    std::memcpy(&e.ip.dmsk, h.dmsk.data(), 4);
+    std::memcpy(e.ip.iniface, h.iniface.data(), IFNAMSIZ);
+    std::memcpy(e.ip.outiface, h.outiface.data(), IFNAMSIZ);
+    std::memcpy(e.ip.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
+    std::memcpy(e.ip.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
+    e.ip.proto = h.proto;
+    e.ip.flags = static_cast<uint8_t>(h.flags | (go ? kGotoFlag : 0));
+    e.ip.invflags = h.invflags;
+  }
+  static bool Goto(const Entry& e) { return (e.ip.flags & kGotoFlag) != 0; }
+};
+
+struct V6 {
+  using Entry = ip6t_entry;
+  static constexpr uint8_t kGotoFlag = IP6T_F_GOTO;
+  static xtc_handle* Init(const char* t) { return ip6tc_init(t); }
+  static void Free(xtc_handle* h) { ip6tc_free(h); }
+  static const char* FirstChain(xtc_handle* h) { return ip6tc_first_chain(h); }
+  static const char* NextChain(xtc_handle* h) { return ip6tc_next_chain(h); }
+  static const Entry* FirstRule(const char* c, xtc_handle* h) { return ip6tc_first_rule(c, h); }
+  static const Entry* NextRule(const Entry* e, xtc_handle* h) { return ip6tc_next_rule(e, h); }
+  static const char* GetTarget(const Entry* e, xtc_handle* h) { return ip6tc_get_target(e, h); }
+  static int Builtin(const char* c, xtc_handle* h) { return ip6tc_builtin(c, h); }
+  static int IsChain(const char* c, xtc_handle* h) { return ip6tc_is_chain(c, h); }
+  static const char* GetPolicy(const char* c, xt_counters* n, xtc_handle* h) { return ip6tc_get_policy(c, n, h); }
+  static int Append(const char* c, const Entry* e, xtc_handle* h) { return ip6tc_append_entry(c, e, h); }
+  static int Insert(const char* c, const Entry* e, unsigned n, xtc_handle* h) { return ip6tc_insert_entry(c, e, n, h); }
+  static int Replace(const char* c, const Entry* e, unsigned n, xtc_handle* h) {
+    return ip6tc_replace_entry(c, e, n, h);
+  }
+  static int Check(const char* c, const Entry* e, unsigned char* m, xtc_handle* h) {
+    return ip6tc_check_entry(c, e, m, h);
+  }
+  static int Delete(const char* c, const Entry* e, unsigned char* m, xtc_handle* h) {
+    return ip6tc_delete_entry(c, e, m, h);
+  }
+  static int DeleteNum(const char* c, unsigned n, xtc_handle* h) { return ip6tc_delete_num_entry(c, n, h); }
+  static int Flush(const char* c, xtc_handle* h) { return ip6tc_flush_entries(c, h); }
+  static int Zero(const char* c, xtc_handle* h) { return ip6tc_zero_entries(c, h); }
+  static int CreateChain(const char* c, xtc_handle* h) { return ip6tc_create_chain(c, h); }
+  static int DeleteChain(const char* c, xtc_handle* h) { return ip6tc_delete_chain(c, h); }
+  static int RenameChain(const char* a, const char* b, xtc_handle* h) { return ip6tc_rename_chain(a, b, h); }
+  static int SetPolicy(const char* c, const char* p, xt_counters* n, xtc_handle* h) {
+    return ip6tc_set_policy(c, p, n, h);
+  }
+  static int Commit(xtc_handle* h) { return ip6tc_commit(h); }
+  static const char* StrError(int err) { return ip6tc_strerror(err); }
+  static const char* NamesPath() { return "/proc/thread-self/net/ip6_tables_names"; }
+
+  static XtHeader Header(const Entry& e) {
+    XtHeader h;
+    std::memcpy(h.src.data(), &e.ipv6.src, 16);
+    std::memcpy(h.smsk.data(), &e.ipv6.smsk, 16);
+    std::memcpy(h.dst.data(), &e.ipv6.dst, 16);
+    std::memcpy(h.dmsk.data(), &e.ipv6.dmsk, 16);
+    std::memcpy(h.iniface.data(), e.ipv6.iniface, IFNAMSIZ);
+    std::memcpy(h.outiface.data(), e.ipv6.outiface, IFNAMSIZ);
+    std::memcpy(h.iniface_mask.data(), e.ipv6.iniface_mask, IFNAMSIZ);
+    std::memcpy(h.outiface_mask.data(), e.ipv6.outiface_mask, IFNAMSIZ);
+    h.proto = e.ipv6.proto;
+    h.flags = e.ipv6.flags & ~kGotoFlag;
+    h.invflags = e.ipv6.invflags;
+    return h;
+  }
+  static void SetHeader(Entry& e, const XtHeader& h, bool go) {
+    std::memcpy(&e.ipv6.src, h.src.data(), 16);
+    std::memcpy(&e.ipv6.smsk, h.smsk.data(), 16);
+    std::memcpy(&e.ipv6.dst, h.dst.data(), 16);
+    std::memcpy(&e.ipv6.dmsk, h.dmsk.data(), 16);
+    std::memcpy(e.ipv6.iniface, h.iniface.data(), IFNAMSIZ);
+    std::memcpy(e.ipv6.outiface, h.outiface.data(), IFNAMSIZ);
+    std::memcpy(e.ipv6.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
+    std::memcpy(e.ipv6.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
+    e.ipv6.proto = h.proto;
+    e.ipv6.flags = static_cast<uint8_t>(h.flags | (go ? kGotoFlag : 0));
+    e.ipv6.invflags = h.invflags;
+  }
+  static bool Goto(const Entry& e) { return (e.ipv6.flags & kGotoFlag) != 0; }
+};
+
+// An iptc handle, freed on every path.
+template <typename T>
+struct Handle {
+  xtc_handle* h = nullptr;
+  Handle() = default;
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  ~Handle() {
+    if (h != nullptr) T::Free(h);
+  }
+};
+
+// The XtRule of one entry as libiptc holds it (the jump's chain from libiptc: the blob offset is resolved there).
+template <typename T>
+Result<XtRule> EntryToXt(Family family, const typename T::Entry* e, xtc_handle* h) {
+  XtRule x;
+  x.family = family;
+  x.header = T::Header(*e);
+  x.counters = {e->counters.pcnt, e->counters.bcnt};
+  const auto* base = reinterpret_cast<const unsigned char*>(e);
+  for (size_t at = sizeof(typename T::Entry); at < e->target_offset;) {
+    const auto* m = reinterpret_cast<const xt_entry_match*>(base + at);
+    if (m->u.match_size < sizeof(xt_entry_match) || at + m->u.match_size > e->target_offset) {
+      return Status::Internal("bad match size in an x_tables entry");
+    }
+    XtExtension ext;
+    ext.name.assign(m->u.user.name, strnlen(m->u.user.name, sizeof(m->u.user.name)));
+    ext.revision = m->u.user.revision;
+    ext.data.assign(reinterpret_cast<const char*>(m->data), m->u.match_size - sizeof(xt_entry_match));
+    x.matches.push_back(std::move(ext));
+    at += m->u.match_size;
+  }
+  const auto* t = reinterpret_cast<const xt_entry_target*>(base + e->target_offset);
+  if (t->u.user.name[0] != '\0') {  // a target extension
+    x.verdict = XtRule::Verdict::kTarget;
+    x.target.name.assign(t->u.user.name, strnlen(t->u.user.name, sizeof(t->u.user.name)));
+    x.target.revision = t->u.user.revision;
+    x.target.data.assign(reinterpret_cast<const char*>(t->data), t->u.target_size - sizeof(xt_entry_target));
+    x.jumpto = x.target.name;
+    return x;
+  }
+  const std::string name = T::GetTarget(e, h);
+  if (name.empty()) {
+    x.verdict = XtRule::Verdict::kNone;
+  } else if (name == "ACCEPT") {
+    x.verdict = XtRule::Verdict::kAccept;
+  } else if (name == "DROP") {
+    x.verdict = XtRule::Verdict::kDrop;
+  } else if (name == "RETURN") {
+    x.verdict = XtRule::Verdict::kReturn;
+  } else if (name == "QUEUE") {
+    return Status::FailedPrecondition("the QUEUE verdict (iptables-save cannot show it as a rule)");
+  } else {
+    x.verdict = T::Goto(*e) ? XtRule::Verdict::kGoto : XtRule::Verdict::kJump;
+    x.chain = name;
+  }
+  return x;
+}
+
+// The entry iptables-legacy builds for `x` (iptables.c generate_entry / command_jump): header, matches in order,
+// the target; a standard target (verdict, chain, or "" for none) carries its name for libiptc to map.
+template <typename T>
+std::string XtToEntry(const XtRule& x, const Counters& counters) {
+  const bool go = x.verdict == XtRule::Verdict::kGoto;
+  size_t size = sizeof(typename T::Entry);
+  for (const XtExtension& m : x.matches) size += XT_ALIGN(sizeof(xt_entry_match)) + m.data.size();
+  const size_t target_offset = size;
+  const size_t target_size = x.verdict == XtRule::Verdict::kTarget
+                                 ? XT_ALIGN(sizeof(xt_entry_target)) + x.target.data.size()
+                                 : XT_ALIGN(sizeof(xt_entry_target)) + XT_ALIGN(sizeof(int));
+  size += target_size;
+  std::string bytes(size, '\0');
+  auto* e = reinterpret_cast<typename T::Entry*>(bytes.data());
+  T::SetHeader(*e, x.header, go);
+  e->target_offset = static_cast<uint16_t>(target_offset);
+  e->next_offset = static_cast<uint16_t>(size);
+  e->counters.pcnt = counters.packets;
+  e->counters.bcnt = counters.bytes;
+  size_t at = sizeof(typename T::Entry);
+  for (const XtExtension& ext : x.matches) {
+    auto* m = reinterpret_cast<xt_entry_match*>(bytes.data() + at);
+    m->u.user.match_size = static_cast<uint16_t>(XT_ALIGN(sizeof(xt_entry_match)) + ext.data.size());
+    std::snprintf(m->u.user.name, sizeof(m->u.user.name), "%s", ext.name.c_str());
+    m->u.user.revision = ext.revision;
+    std::memcpy(m->data, ext.data.data(), ext.data.size());
+    at += m->u.user.match_size;
+  }
+  auto* t = reinterpret_cast<xt_entry_target*>(bytes.data() + at);
+  t->u.user.target_size = static_cast<uint16_t>(target_size);
+  const char* name = "";
+  switch (x.verdict) {
+    case XtRule::Verdict::kNone:
+      break;
+    case XtRule::Verdict::kAccept:
+      name = "ACCEPT";
+      break;
+    case XtRule::Verdict::kDrop:
+      name = "DROP";
+      break;
+    case XtRule::Verdict::kReturn:
+      name = "RETURN";
+      break;
+    case XtRule::Verdict::kJump:
+    case XtRule::Verdict::kGoto:
+      name = x.chain.c_str();
+      break;
+    case XtRule::Verdict::kTarget:
+      name = x.target.name.c_str();
+      t->u.user.revision = x.target.revision;
+      std::memcpy(t->data, x.target.data.data(), x.target.data.size());
+      break;
+  }
+  std::snprintf(t->u.user.name, sizeof(t->u.user.name), "%s", name);
+  return bytes;
+}
+
+// What identifies a decoded rule: the entry (header, matches, target) with counters and comefrom zeroed, a
+// standard target's verdict (a blob offset for jumps) replaced by what libiptc resolves it to (verdict or chain).
+// Rules of the set match / SET target are never cached (their set index names a set only as long as it exists).
+template <typename T>
+std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
+  std::string key(reinterpret_cast<const char*>(e), e->next_offset);
+  std::memset(key.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
+  std::memset(key.data() + offsetof(typename T::Entry, comefrom), 0, sizeof(e->comefrom));
+  const auto* t = reinterpret_cast<const xt_entry_target*>(reinterpret_cast<const char*>(e) + e->target_offset);
+  if (t->u.user.name[0] == '\0') {
+    key.resize(e->target_offset);
+    key += std::string("\0target:", 8) + T::GetTarget(e, h);
+  }
+  return key;
+}
+
+bool UsesSetIndex(const XtRule& x) {
+  if (x.verdict == XtRule::Verdict::kTarget && x.target.name == "SET") return true;
+  for (const XtExtension& m : x.matches) {
+    if (m.name == "set") return true;
+  }
+  return false;
+}
+
+// The kernel form of a lossy rule (Rule::kernel_form) is its EntryKey prefixed with kKernelFormTag. The same
+// key, built from a parsed rule (no libiptc handle: a standard target's name is what libiptc resolves it to).
+constexpr std::string_view kKernelFormTag = "x_tables-entry:";
+
+template <typename T>
+std::string KernelFormOf(const std::string& entry, bool standard_target) {
+  const auto* e = reinterpret_cast<const typename T::Entry*>(entry.data());
+  const auto* t = reinterpret_cast<const xt_entry_target*>(entry.data() + e->target_offset);
+  std::string key = entry;
+  std::memset(key.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
+  if (standard_target) {
+    const std::string name(t->u.user.name, strnlen(t->u.user.name, sizeof(t->u.user.name)));
+    key.resize(e->target_offset);
+    key += std::string("\0target:", 8) + name;
+  }
+  return std::string(kKernelFormTag) + key;
+}
+
+// The entry a kernel form stands for (counters zero; a standard target named as iptables names it, for libiptc to
+// map), or nullopt when `form` is not one of this backend's.
+template <typename T>
+std::optional<std::string> EntryOfKernelForm(const std::string& form) {
+  if (!form.starts_with(kKernelFormTag)) return std::nullopt;
+  std::string key = form.substr(kKernelFormTag.size());
+  if (key.size() < sizeof(typename T::Entry)) return std::nullopt;
+  typename T::Entry e;
+  std::memcpy(&e, key.data(), sizeof(e));
+  if (e.target_offset < sizeof(e) || e.target_offset > key.size()) return std::nullopt;
+  if (key.size() == e.next_offset) return key;  // a target extension: the whole entry
+  const std::string_view tag("\0target:", 8);
+  if (std::string_view(key).substr(e.target_offset, tag.size()) != tag) return std::nullopt;
+  const std::string name = key.substr(e.target_offset + tag.size());
+  const size_t target_size = XT_ALIGN(sizeof(xt_entry_target)) + XT_ALIGN(sizeof(int));
+  if (name.size() >= XT_EXTENSION_MAXNAMELEN || e.target_offset + target_size != e.next_offset) return std::nullopt;
+  key.resize(e.next_offset);
+  std::memset(key.data() + e.target_offset, 0, target_size);
+  auto* t = reinterpret_cast<xt_entry_target*>(key.data() + e.target_offset);
+  t->u.user.target_size = static_cast<uint16_t>(target_size);
+  std::memcpy(t->u.user.name, name.data(), name.size());
+  return key;
+}
+
+// iptables-legacy-save cannot print an inverted match-all interface (`! -i +`: an empty mask with the inversion
+// bit): the printed rule loads as another one.
+bool LossyHeader(const XtHeader& h) {
+  return ((h.invflags & native::kInvViaIn) && h.iniface_mask[0] == 0) ||
+         ((h.invflags & native::kInvViaOut) && h.outiface_mask[0] == 0);
+}
+constexpr const char* kLossyWhy =
+    "iptables-legacy-save does not print an inverted match-all interface (! -i + / ! -o +), so its printed form "
+    "loads as another rule";
+
+struct KeyHash {
+  size_t operator()(const std::tuple<Family, std::string>& k) const {
+    return std::hash<std::string>()(std::get<1>(k)) ^ static_cast<size_t>(std::get<0>(k));
+  }
+};
+
+// iptables refuses these in userspace (xshared.c do_parse) for the builtin chain names.
+Status CheckDirection(const std::string& chain, const Rule& rule) {
+  if ((chain == "PREROUTING" || chain == "INPUT") && rule.out_interface) {
+    return Status::InvalidArgument("Can't use -o with " + chain).WithToken("-o");
+  }
+  if ((chain == "POSTROUTING" || chain == "OUTPUT") && rule.in_interface) {
+    return Status::InvalidArgument("Can't use -i with " + chain).WithToken("-i");
+  }
+  return Status::Ok();
+}
+
+// The rule libxtables must parse for `rule`: what the user typed when the rule carries its typed form, else its
+// fields (as the native backend does). The owner tag is kept.
+Result<Rule> SourceForm(const Rule& rule, Family family) {
+  if (!HasTypedForm(rule)) return rule;
+  std::vector<std::string> args = rule.typed;
+  if (args.size() >= 3 && args[0] == "-c") args.erase(args.begin(), args.begin() + 3);
+  IPTKIT_ASSIGN_OR_RETURN(Rule typed, ParseRuleArgs(args, family));
+  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) typed.SetOwnerTag(*tag);
+  return typed;
+}
+
+// Counters typed with the rule (`-c PKTS BYTES`, as `iptables -A -c` sets them), if any.
+std::optional<Counters> TypedCounters(const Rule& rule) {
+  if (!HasTypedForm(rule) || rule.typed.size() < 3 || rule.typed[0] != "-c") return std::nullopt;
+  Counters c;
+  const std::string& p = rule.typed[1];
+  const std::string& b = rule.typed[2];
+  if (std::from_chars(p.data(), p.data() + p.size(), c.packets).ec != std::errc() ||
+      std::from_chars(b.data(), b.data() + b.size(), c.bytes).ec != std::errc()) {
+    return std::nullopt;
+  }
+  return c;
+}
+
+std::vector<std::string> PrintedArgs(const Rule& rule) {
+  Rule untagged = rule;
+  untagged.ClearOwnerTag();
+  std::vector<std::string> args;
+  Result<std::vector<Token>> tokens = LexRestoreLine(FormatRuleSpec(untagged));
+  if (tokens.ok()) {
+    for (const Token& t : *tokens) args.push_back(t.text);
+  }
+  return args;
+}
+
+bool UsesIpset(const Rule& rule) {
+  if (rule.target.name == "SET") return true;
+  for (const Match& m : rule.matches) {
+    if (m.name == "set") return true;
+  }
+  return false;
+}
+
+// A libiptc error as a Status: the code by errno, iptables' own wording.
+StatusCode CodeOf(int err, TableOp::Kind kind) {
+  using K = TableOp::Kind;
+  switch (err) {
+    case ENOENT:
+      return kind == K::kCheck ? StatusCode::kFailedPrecondition : StatusCode::kNotFound;
+    case EEXIST:
+      return StatusCode::kAlreadyExists;
+    case E2BIG:
+    case EBUSY:
+    case ENOTEMPTY:
+    case EMLINK:
+      return StatusCode::kFailedPrecondition;
+    case EPERM:
+    case EACCES:
+      return StatusCode::kPermissionDenied;
+    case ENOMEM:
+      return StatusCode::kUnavailable;
+    default:
+      return StatusCode::kInvalidArgument;
+  }
+}
+
+class XtablesLockGuard final : public LockGuard {
+ public:
+  XtablesLockGuard(std::optional<base::FileLock> lock, std::shared_ptr<int> depth)
+      : lock_(std::move(lock)), depth_(std::move(depth)) {
+    ++*depth_;
+  }
+  ~XtablesLockGuard() override { --*depth_; }
+
+ private:
+  std::optional<base::FileLock> lock_;  // empty for a nested guard
+  std::shared_ptr<int> depth_;
+};
+
+class XtablesBackend final : public Backend {
+ public:
+  XtablesBackend(BackendOptions options, base::UniqueFd netns)
+      : options_(std::move(options)), netns_(std::move(netns)), depth_(std::make_shared<int>(0)) {
+    traits_.name = "native-legacy";
+    traits_.variant = "legacy";
+    traits_.atomic_across_tables = false;
+    traits_.handles = false;
+    traits_.needs_lock = true;
+    traits_.rename_then_use = true;
+  }
+
+  const BackendTraits& traits() const override { return traits_; }
+
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    (void)fresh_counters;  // counters come with the blob; unchanged rules come from the decode cache
+    return family == Family::kIPv4 ? ReadT<V4>(family, table) : ReadT<V6>(family, table);
+  }
+
+  Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override {
+    return CommitTableByTable(tables, traits_.name, [this](const TableBatch& batch) { return CommitOne(batch); });
+  }
+  using Backend::Commit;
+
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override;
+
+  Result<std::unique_ptr<LockGuard>> Lock(std::chrono::milliseconds wait) override {
+    std::optional<base::FileLock> lock;
+    if (*depth_ == 0) {
+      IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireLock(wait));
+      lock.emplace(std::move(held));
+    }
+    return std::unique_ptr<LockGuard>(std::make_unique<XtablesLockGuard>(std::move(lock), depth_));
+  }
+
+  Result<FirewallInfo> Info() override {
+    IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Backend> survey, NewRestoreBackend(Variant::kLegacy, options_));
+    IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, survey->Info());
+    info.backend = traits_.name;
+    return info;
+  }
+
+ private:
+  Result<base::FileLock> AcquireLock(std::chrono::milliseconds wait) {
+    auto lock = base::FileLock::Acquire(options_.xtables_lock_path, wait);
+    if (!lock.ok() && lock.status().code() == StatusCode::kUnavailable) {
+      return Status::Unavailable("xtables lock busy: " + lock.status().message());
+    }
+    return lock;
+  }
+
+  // Runs `fn` (libiptc work) in the target netns: iptc_init opens its socket there, and the socket keeps it.
+  Status InNetns(const std::function<Status()>& fn, std::string_view what) {
+    if (!netns_) return fn();
+    return base::RunInNetnsThread(netns_.get(), fn, what);
+  }
+
+  template <typename T>
+  Result<Ruleset> ReadT(Family family, const std::optional<std::string>& only);
+  template <typename T>
+  Status CommitT(const TableBatch& batch);
+  Status CommitOne(const TableBatch& batch) {
+    if (batch.table.empty() || batch.table.size() >= XT_TABLE_MAXNAMELEN ||
+        batch.table.find_first_of(" \t\n\r/") != std::string::npos) {
+      return Status::InvalidArgument("invalid table name '" + batch.table + "'");
+    }
+    std::optional<base::FileLock> lock;
+    if (*depth_ == 0) {
+      IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireLock(options_.wait));
+      lock.emplace(std::move(held));
+    }
+    return batch.family == Family::kIPv4 ? CommitT<V4>(batch) : CommitT<V6>(batch);
+  }
+  // Binary forms of every rule the ops add, check or delete (parsed once per distinct spec; ipset users always).
+  Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
+  // A rule this backend read (or canonicalized) as lossy: it is committed from its kernel form.
+  static bool IsOwnLossy(Family family, const Rule& rule) {
+    if (rule.lossy.empty()) return false;
+    return family == Family::kIPv4 ? EntryOfKernelForm<V4>(rule.kernel_form).has_value()
+                                   : EntryOfKernelForm<V6>(rule.kernel_form).has_value();
+  }
+  const XtRule* XtOf(Family family, const Rule& rule) const {
+    auto it = xt_.find({family, FormatRuleForRestore(rule, /*counters=*/false)});
+    return it == xt_.end() ? nullptr : &it->second;
+  }
+
+  BackendOptions options_;
+  base::UniqueFd netns_;
+  BackendTraits traits_;
+  std::shared_ptr<int> depth_;  // live lock guards
+  std::map<std::tuple<Family, std::string>, XtRule> xt_;
+  std::map<std::tuple<Family, std::string>, Rule> canonical_;
+  // Rules decoded by Read, by EntryKey: an unchanged rule is decoded once per backend, not once per read.
+  static constexpr size_t kDecodeCacheLimit = 200000;
+  std::unordered_map<std::tuple<Family, std::string>, Rule, KeyHash> decoded_;
+};
+
+template <typename T>
+Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::string>& only) {
+  Ruleset rs;
+  rs.family = family;
+  struct Pending {
+    size_t table, chain, rule;
+  };
+  std::vector<XtRule> xts;
+  std::vector<Pending> where;
+  std::map<size_t, std::string> lossy;  // index in xts → kernel form
+  std::vector<std::string> keys;        // per xts: its decode cache key ("": not cached)
+  std::lock_guard<std::mutex> iptc(IptcMutex());
+  Status read = InNetns(
+      [&]() -> Status {
+        // The tables that exist; asking libiptc for any other would instantiate it.
+        std::vector<std::string> names;
+        {
+          int fd = ::open(T::NamesPath(), O_RDONLY | O_CLOEXEC);
+          if (fd < 0 && errno != ENOENT) return base::ErrnoToStatus(errno, std::string("open ") + T::NamesPath());
+          if (fd >= 0) {
+            std::string text;
+            char buf[4096];
+            for (;;) {
+              ssize_t n = ::read(fd, buf, sizeof(buf));
+              if (n < 0 && errno == EINTR) continue;
+              if (n <= 0) break;
+              text.append(buf, static_cast<size_t>(n));
+            }
+            ::close(fd);
+            size_t start = 0;
+            while (start < text.size()) {
+              size_t end = text.find('\n', start);
+              if (end == std::string::npos) end = text.size();
+              if (end > start) names.push_back(text.substr(start, end - start));
+              start = end + 1;
+            }
+          }
+        }
+        for (const std::string& name : names) {
+          if (only && name != *only) continue;
+          Handle<T> h;
+          h.h = T::Init(name.c_str());
+          if (h.h == nullptr) {
+            if (errno == ENOENT) continue;  // gone meanwhile (only with its module)
+            return Status(CodeOf(errno, TableOp::Kind::kAppend),
+                          "reading x_tables table " + name + ": " + T::StrError(errno));
+          }
+          Table t;
+          t.name = name;
+          for (const char* c = T::FirstChain(h.h); c != nullptr; c = T::NextChain(h.h)) {
+            Chain chain;
+            chain.name = c;
+            if (T::Builtin(c, h.h)) {
+              xt_counters n{};
+              const char* policy = T::GetPolicy(c, &n, h.h);
+              chain.policy = policy != nullptr ? policy : "ACCEPT";
+              chain.counters = {n.pcnt, n.bcnt};
+            }
+            t.chains.push_back(std::move(chain));
+          }
+          const size_t ti = rs.tables.size();
+          for (size_t ci = 0; ci < t.chains.size(); ++ci) {
+            Chain& chain = t.chains[ci];
+            for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
+              // A rule decoded before (the same entry bytes, jump target and namespace) is taken from the cache.
+              std::string key = EntryKey<T>(e, h.h);
+              if (auto hit = decoded_.find({family, key}); hit != decoded_.end()) {
+                chain.rules.push_back(hit->second);
+                chain.rules.back().counters = {e->counters.pcnt, e->counters.bcnt};
+                continue;
+              }
+              Result<XtRule> x = EntryToXt<T>(family, e, h.h);
+              chain.rules.emplace_back();
+              if (!x.ok()) {
+                if (t.unrepresentable_reason.empty()) {
+                  t.unrepresentable_reason = "chain " + chain.name + " rule " + std::to_string(chain.rules.size()) +
+                                             ": " + x.status().message();
+                }
+                continue;
+              }
+              if (LossyHeader(x->header)) lossy.emplace(xts.size(), std::string(kKernelFormTag) + key);
+              keys.push_back(UsesSetIndex(*x) ? std::string() : std::move(key));
+              xts.push_back(*std::move(x));
+              where.push_back(Pending{ti, ci, chain.rules.size() - 1});
+            }
+          }
+          rs.tables.push_back(std::move(t));
+        }
+        return Status::Ok();
+      },
+      "reading x_tables");
+  IPTKIT_RETURN_IF_ERROR(read);
+  if (xts.empty()) return rs;
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  std::vector<const XtRule*> ptrs;
+  ptrs.reserve(xts.size());
+  for (const XtRule& x : xts) ptrs.push_back(&x);
+  std::vector<Result<Rule>> decoded = xt->ToRules(ptrs, netns_.get());
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    Table& t = rs.tables[where[i].table];
+    Chain& chain = t.chains[where[i].chain];
+    if (!decoded[i].ok()) {
+      if (t.unrepresentable_reason.empty()) {
+        t.unrepresentable_reason =
+            "chain " + chain.name + " rule " + std::to_string(where[i].rule + 1) + ": " + decoded[i].status().message();
+      }
+      continue;
+    }
+    decoded[i]->counters = xts[i].counters;
+    if (auto it = lossy.find(i); it != lossy.end()) {
+      decoded[i]->lossy = kLossyWhy;
+      decoded[i]->kernel_form = it->second;
+    }
+    if (!keys[i].empty()) {
+      if (decoded_.size() >= kDecodeCacheLimit) decoded_.clear();
+      Rule cached = *decoded[i];
+      cached.counters = {};
+      decoded_.emplace(std::make_tuple(family, std::move(keys[i])), std::move(cached));
+    }
+    chain.rules[where[i].rule] = *std::move(decoded[i]);
+  }
+  return rs;
+}
+
+Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std::string& table,
+                                                       const std::vector<Rule>& rules) {
+  (void)table;  // iptables' canonical form of a rule does not depend on its table
+  std::vector<Rule> out(rules.size());
+  std::vector<std::string> keys(rules.size());
+  std::vector<Rule> todo;
+  std::vector<std::string> todo_keys;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (IsOwnLossy(family, rules[i])) continue;  // a lossy rule as read: it stands for its kernel form
+    IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
+    keys[i] = FormatRuleForRestore(rules[i], /*counters=*/false);
+    if (canonical_.count({family, keys[i]}) || !seen.insert(keys[i]).second) continue;
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(rules[i], family));
+    todo.push_back(std::move(source));
+    todo_keys.push_back(keys[i]);
+  }
+  if (!todo.empty()) {
+    IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+    std::vector<const Rule*> todo_ptrs;
+    for (const Rule& r : todo) todo_ptrs.push_back(&r);
+    std::vector<Result<XtRule>> parsed = xt->Parse(family, todo_ptrs, netns_.get());
+    std::vector<const XtRule*> to_format;
+    for (size_t k = 0; k < todo.size(); ++k) {
+      if (!parsed[k].ok()) return parsed[k].status().WithContext("rule '" + todo_keys[k] + "'");
+      parsed[k]->counters = {};
+      to_format.push_back(&*parsed[k]);
+    }
+    std::vector<Result<Rule>> canon = xt->ToRules(to_format, netns_.get());
+    for (size_t k = 0; k < todo.size(); ++k) {
+      if (!canon[k].ok()) return canon[k].status().WithContext("rule '" + todo_keys[k] + "'");
+      canon[k]->counters = {};
+      if (LossyHeader(parsed[k]->header)) {
+        const bool standard = parsed[k]->verdict != XtRule::Verdict::kTarget;
+        canon[k]->lossy = kLossyWhy;
+        canon[k]->kernel_form = family == Family::kIPv4 ? KernelFormOf<V4>(XtToEntry<V4>(*parsed[k], {}), standard)
+                                                        : KernelFormOf<V6>(XtToEntry<V6>(*parsed[k], {}), standard);
+      }
+      xt_[{family, todo_keys[k]}] = *std::move(parsed[k]);
+      canonical_[{family, todo_keys[k]}] = *std::move(canon[k]);
+    }
+  }
+  // Each canonical rule carries what was asked for as its typed form, so that XtOf finds the binary form parsed
+  // from it (as the other backends' Canonicalize do).
+  for (size_t i = 0; i < rules.size(); ++i) {
+    if (IsOwnLossy(family, rules[i])) {
+      out[i] = rules[i];
+      continue;
+    }
+    out[i] = canonical_.at({family, keys[i]});
+    out[i].counters = rules[i].counters;
+    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : PrintedArgs(rules[i]);
+    Rule untagged = out[i];
+    untagged.ClearOwnerTag();
+    out[i].typed_for = FormatRuleSpec(untagged);
+  }
+  return out;
+}
+
+Status XtablesBackend::EnsureXt(Family family, const std::vector<const Rule*>& rules) {
+  std::vector<Rule> todo;
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  for (const Rule* r : rules) {
+    if (IsOwnLossy(family, *r)) continue;  // committed from its kernel form
+    std::string key = FormatRuleForRestore(*r, /*counters=*/false);
+    if (!seen.insert(key).second) continue;
+    // The set match and target carry the kernel's index of the set, looked up by name when parsed: never reused.
+    if (!UsesIpset(*r) && xt_.count({family, key})) continue;
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(*r, family));
+    todo.push_back(std::move(source));
+    keys.push_back(std::move(key));
+  }
+  if (todo.empty()) return Status::Ok();
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  std::vector<const Rule*> todo_ptrs;
+  for (const Rule& r : todo) todo_ptrs.push_back(&r);
+  std::vector<Result<XtRule>> parsed = xt->Parse(family, todo_ptrs, netns_.get());
+  for (size_t k = 0; k < todo.size(); ++k) {
+    if (!parsed[k].ok()) return parsed[k].status().WithContext("rule '" + keys[k] + "'");
+    parsed[k]->counters = {};
+    xt_[{family, keys[k]}] = *std::move(parsed[k]);
+  }
+  return Status::Ok();
+}
+
+template <typename T>
+Status XtablesBackend::CommitT(const TableBatch& batch) {
+  using K = TableOp::Kind;
+  const Family family = batch.family;
+  const std::string where = std::string(FamilyName(family)) + " " + batch.table;
+  std::vector<const Rule*> rules;
+  for (const TableOp& op : batch.ops) {
+    if (op.kind == K::kAppend || op.kind == K::kInsert || op.kind == K::kReplace || op.kind == K::kCheck ||
+        op.kind == K::kDelete) {
+      IPTKIT_RETURN_IF_ERROR(CheckDirection(op.chain, op.rule)
+                                 .WithContext(where + " '" + RenderRestoreLine(op) + "'")
+                                 .WithLocation(std::string(FamilyName(family)), batch.table, op.chain));
+      rules.push_back(&op.rule);
+    }
+  }
+  IPTKIT_RETURN_IF_ERROR(EnsureXt(family, rules));
+
+  std::lock_guard<std::mutex> iptc(IptcMutex());
+  Handle<T> h;
+  IPTKIT_RETURN_IF_ERROR(InNetns(
+      [&]() -> Status {
+        h.h = T::Init(batch.table.c_str());
+        if (h.h == nullptr) {
+          const int err = errno;
+          return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
+                        "x_tables table " + where + ": " + T::StrError(err))
+              .WithLocation(std::string(FamilyName(family)), batch.table);
+        }
+        return Status::Ok();
+      },
+      "opening the x_tables table"));
+
+  auto fail = [&](const TableOp& op, int err) {
+    const std::string line = RenderRestoreLine(op);
+    std::string why = T::StrError(err);
+    if (op.kind == K::kCheck && err == ENOENT) why = "the rule is not there any more (the chain changed meanwhile)";
+    return Status(CodeOf(err, op.kind), where + " '" + line + "': " + why)
+        .WithLocation(std::string(FamilyName(family)), batch.table, op.chain);
+  };
+
+  std::vector<std::string> chains;  // every chain of the table, for -F / -Z without a chain
+  auto all_chains = [&] {
+    chains.clear();
+    for (const char* c = T::FirstChain(h.h); c != nullptr; c = T::NextChain(h.h)) chains.emplace_back(c);
+  };
+
+  if (batch.flush_table) {
+    // iptables-legacy-restore without --noflush: every chain emptied, the user chains deleted; the builtin chains
+    // are declared by the kPolicy ops (ACCEPT [0:0] when a builtin has none, render.cc).
+    all_chains();
+    for (const std::string& c : chains) {
+      if (!T::Flush(c.c_str(), h.h)) return Status::Internal(where + ": flush " + c + ": " + T::StrError(errno));
+    }
+    for (const std::string& c : chains) {
+      if (T::Builtin(c.c_str(), h.h)) {
+        xt_counters zero{};
+        if (!T::SetPolicy(c.c_str(), "ACCEPT", &zero, h.h)) {
+          return Status::Internal(where + ": policy of " + c + ": " + T::StrError(errno));
+        }
+      } else if (!T::DeleteChain(c.c_str(), h.h)) {
+        return Status::Internal(where + ": delete chain " + c + ": " + T::StrError(errno));
+      }
+    }
+  }
+
+  for (const TableOp& op : batch.ops) {
+    const char* chain = op.chain.c_str();
+    std::string entry;
+    std::vector<unsigned char> mask;
+    if (op.kind == K::kAppend || op.kind == K::kInsert || op.kind == K::kReplace || op.kind == K::kCheck ||
+        op.kind == K::kDelete) {
+      std::optional<std::string> own = EntryOfKernelForm<T>(op.rule.lossy.empty() ? "" : op.rule.kernel_form);
+      const XtRule* x = own ? nullptr : XtOf(family, op.rule);
+      if (!own && x == nullptr) {
+        return Status::Internal(where + ": no binary form for '" + RenderRestoreLine(op) + "'");
+      }
+      Counters counters;
+      if (batch.with_counters) {
+        counters = op.rule.counters;
+      } else if (std::optional<Counters> typed = TypedCounters(op.rule)) {
+        counters = *typed;
+      }
+      if (own) {
+        entry = *std::move(own);
+        auto* oe = reinterpret_cast<typename T::Entry*>(entry.data());
+        oe->counters.pcnt = counters.packets;
+        oe->counters.bcnt = counters.bytes;
+      } else {
+        entry = XtToEntry<T>(*x, counters);
+      }
+      mask.assign(entry.size(), 0xFF);
+    }
+    const auto* e = reinterpret_cast<const typename T::Entry*>(entry.data());
+    const unsigned index = op.index > 0 ? static_cast<unsigned>(op.index - 1) : 0;
+    int ok = 1;
+    switch (op.kind) {
+      case K::kAppend:
+        ok = T::Append(chain, e, h.h);
+        break;
+      case K::kInsert:
+        if (op.index < 1) return fail(op, E2BIG);
+        ok = T::Insert(chain, e, index, h.h);
+        break;
+      case K::kReplace:
+        if (op.index < 1) return fail(op, E2BIG);
+        ok = T::Replace(chain, e, index, h.h);
+        break;
+      case K::kCheck:
+        ok = T::Check(chain, e, mask.data(), h.h);
+        break;
+      case K::kDelete:
+        ok = T::Delete(chain, e, mask.data(), h.h);
+        break;
+      case K::kDeleteAt:
+        if (op.index < 1) return fail(op, E2BIG);
+        ok = T::DeleteNum(chain, index, h.h);
+        break;
+      case K::kNewChain:
+        if (Status valid = ValidateChainName(op.chain); !valid.ok()) {
+          return valid.WithContext(where + " '" + RenderRestoreLine(op) + "'");
+        }
+        ok = T::CreateChain(chain, h.h);
+        break;
+      case K::kDeleteChain:
+        ok = T::DeleteChain(chain, h.h);
+        break;
+      case K::kRenameChain:
+        if (Status valid = ValidateChainName(op.arg); !valid.ok()) {
+          return valid.WithContext(where + " '" + RenderRestoreLine(op) + "'");
+        }
+        ok = T::RenameChain(chain, op.arg.c_str(), h.h);
+        break;
+      case K::kFlush:
+      case K::kZero: {
+        if (op.chain.empty()) {
+          all_chains();
+        } else {
+          chains = {op.chain};
+        }
+        for (const std::string& c : chains) {
+          ok = op.kind == K::kFlush ? T::Flush(c.c_str(), h.h) : T::Zero(c.c_str(), h.h);
+          if (!ok) break;
+        }
+        break;
+      }
+      case K::kPolicy: {
+        if (op.arg != "ACCEPT" && op.arg != "DROP") {
+          return Status::InvalidArgument(where + " '" + RenderRestoreLine(op) + "': a policy is ACCEPT or DROP")
+              .WithToken(op.arg);
+        }
+        // -P keeps the chain's counters; a declaration (whole-table restore) sets them, to [0:0] without counters.
+        xt_counters n{};
+        if (batch.with_counters) n = {op.rule.counters.packets, op.rule.counters.bytes};
+        ok = T::SetPolicy(chain, op.arg.c_str(), batch.with_counters || batch.flush_table ? &n : nullptr, h.h);
+        break;
+      }
+    }
+    if (!ok) return fail(op, errno);
+  }
+
+  // One IPT_SO_SET_REPLACE (then IPT_SO_SET_ADD_COUNTERS). A refused replace leaves the old table in place.
+  if (!T::Commit(h.h)) {
+    const int err = errno;
+    return Status(err == EPERM ? StatusCode::kPermissionDenied : StatusCode::kInvalidArgument,
+                  "the kernel refused the new " + where + " table: " + T::StrError(err) +
+                      (err == EINVAL ? " (the kernel log has the reason, see dmesg)" : ""))
+        .WithLocation(std::string(FamilyName(family)), batch.table)
+        .WithReason("kernel_rejected");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Backend>> NewXtablesBackend(const BackendOptions& options) {
+  IPTKIT_RETURN_IF_ERROR(Xtables::Instance().status());
+  IPTKIT_ASSIGN_OR_RETURN(base::UniqueFd ns, base::OpenNetns(options.netns));
+  return std::unique_ptr<Backend>(std::make_unique<XtablesBackend>(options, std::move(ns)));
+}
+
+}  // namespace iptkit::backend::legacy

@@ -1,0 +1,341 @@
+// The in-process legacy backend (native-legacy: libiptc + libxtables) against iptables-legacy itself, in private
+// namespaces: every corpus file written by it gives the same iptables-legacy-save text and the same kernel entries
+// (xt_rules.h kernel forms) as iptables-legacy-restore writes; what iptables-legacy wrote is read into the model
+// the text parser gives for iptables-legacy-save's output; iptables-legacy -C / -D find the rules it wrote.
+// Plus: a commit the kernel refuses changes nothing, counters of other rules survive a change, a foreign
+// iptables-legacy writer in a loop loses nothing (the xtables lock), and `auto` picks it on legacy.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "iptkit/dialect.h"
+#include "iptkit/firewall.h"
+#include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/legacy/xt_rules.h"
+#include "src/base/netns.h"
+#include "tests/integration/corpus.h"
+#include "tests/integration/library_util.h"
+#include "tests/integration/test_util.h"
+
+namespace iptkit::integration {
+namespace {
+
+using backend::legacy::ChainRuleForms;
+using backend::legacy::Fingerprint;
+using backend::legacy::RuleForms;
+using backend::legacy::XtablesProbe;
+
+// table → its kernel rule forms, for one family of one namespace.
+std::map<std::string, ChainRuleForms> KernelForms(const TestNetns& ns, Family family) {
+  std::map<std::string, ChainRuleForms> out;
+  Result<base::UniqueFd> fd = base::OpenNetns(ns.name());
+  EXPECT_TRUE(fd.ok()) << fd.status().ToString();
+  if (!fd.ok()) return out;
+  auto probe = XtablesProbe::Open(fd->get());
+  EXPECT_TRUE(probe.ok()) << probe.status().ToString();
+  if (!probe.ok()) return out;
+  Result<Fingerprint> fp = (*probe)->Read(family);
+  EXPECT_TRUE(fp.ok()) << fp.status().ToString();
+  if (!fp.ok()) return out;
+  for (const auto& t : *fp) {
+    Result<ChainRuleForms> forms = RuleForms(family, t);
+    EXPECT_TRUE(forms.ok()) << forms.status().ToString();
+    if (forms.ok()) out[t.name] = *std::move(forms);
+  }
+  return out;
+}
+
+// "-C CHAIN rule" / "-D CHAIN rule" for every "-A" line of an iptables-save text, per table, as restore input.
+std::string EveryRuleAs(const std::string& save_text, const std::string& command) {
+  std::string out;
+  std::istringstream in(save_text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.starts_with("*") || line == "COMMIT") {
+      out += line + "\n";
+    } else if (line.starts_with("-A ") && line.find(' ', 3) != std::string::npos) {
+      // (A rule without a spec is left out: iptables-legacy-restore 1.8.9 fails `-C CHAIN` alone even on its own
+      // table.)
+      out += command + line.substr(2) + "\n";
+    }
+  }
+  return out;
+}
+
+// "" when both are equal, else where they first differ (table, chain, rule, byte offset) with the bytes around it.
+std::string FormsDifference(std::map<std::string, ChainRuleForms> ours, std::map<std::string, ChainRuleForms> theirs) {
+  // Tables without rules are left out: iptables-legacy-restore instantiates filter even for a file without it.
+  for (auto* forms : {&ours, &theirs}) {
+    std::erase_if(*forms, [](const auto& table) {
+      for (const auto& [chain, rules] : table.second) {
+        if (!rules.empty()) return false;
+      }
+      return true;
+    });
+  }
+  auto hex = [](const std::string& s, size_t from) {
+    std::string out;
+    char buf[4];
+    for (size_t i = from; i < s.size() && i < from + 24; ++i) {
+      std::snprintf(buf, sizeof(buf), "%02x", static_cast<unsigned char>(s[i]));
+      out += buf;
+    }
+    return out;
+  };
+  for (const auto& [table, chains] : theirs) {
+    auto t = ours.find(table);
+    if (t == ours.end()) return "table " + table + " missing";
+    for (const auto& [chain, forms] : chains) {
+      auto c = t->second.find(chain);
+      if (c == t->second.end()) return table + " " + chain + " missing";
+      if (c->second.size() != forms.size()) return table + " " + chain + ": rule counts differ";
+      for (size_t k = 0; k < forms.size(); ++k) {
+        const std::string& a = c->second[k];
+        const std::string& b = forms[k];
+        if (a == b) continue;
+        size_t at = 0;
+        while (at < a.size() && at < b.size() && a[at] == b[at]) ++at;
+        const size_t from = at >= 8 ? at - 8 : 0;
+        return table + " " + chain + " rule " + std::to_string(k + 1) + " sizes " + std::to_string(a.size()) + "/" +
+               std::to_string(b.size()) + " differ at byte " + std::to_string(at) + ": ours " + hex(a, from) +
+               ", theirs " + hex(b, from);
+      }
+    }
+  }
+  return ours.size() == theirs.size() ? "" : "table counts differ";
+}
+
+// "" when both maps are equal, else the first differing table and line.
+std::string FirstDifference(std::map<std::string, std::string> ours, std::map<std::string, std::string> theirs) {
+  // Tables without rules and with ACCEPT policies are left out (see FormsDifference).
+  for (auto* blocks : {&ours, &theirs}) {
+    std::erase_if(*blocks, [](const auto& table) {
+      return table.second.find("\n-A ") == std::string::npos && table.second.find(" DROP [") == std::string::npos;
+    });
+  }
+  for (const auto& [table, block] : theirs) {
+    auto it = ours.find(table);
+    if (it == ours.end()) return "table " + table + " missing";
+    if (it->second == block) continue;
+    std::istringstream a(it->second), b(block);
+    std::string la, lb;
+    while (true) {
+      bool ga = static_cast<bool>(std::getline(a, la));
+      bool gb = static_cast<bool>(std::getline(b, lb));
+      if (!ga && !gb) break;
+      if (!ga || !gb || la != lb) {
+        return "table " + table + ": ours '" + (ga ? la : "<end>") + "', theirs '" + (gb ? lb : "<end>") + "'";
+      }
+    }
+  }
+  for (const auto& [table, block] : ours) {
+    if (!theirs.count(table)) return "extra table " + table;
+  }
+  return "";
+}
+
+class NativeLegacyCorpusTest : public ::testing::TestWithParam<CorpusFile> {};
+
+TEST_P(NativeLegacyCorpusTest, WrittenLikeIptablesLegacyAndReadBack) {
+  IPTKIT_REQUIRE_ROOT();
+  const CorpusFile& file = GetParam();
+  if (file.path.empty()) GTEST_SKIP() << "no corpus under " << IPTKIT_CORPUS_DIR;
+  ASSERT_OK_AND_ASSIGN(std::string text, ReadTextFile(file.path));
+  ASSERT_OK_AND_ASSIGN(auto theirs, TestNetns::Create());
+  ASSERT_OK_AND_ASSIGN(auto ours, TestNetns::Create());
+  IPTKIT_REQUIRE_VARIANT(*theirs, Variant::kLegacy, file.family);
+  ASSERT_STATUS_OK(PrepareCorpusObjects(*theirs, file.name));
+  ASSERT_STATUS_OK(PrepareCorpusObjects(*ours, file.name));
+
+  CommandResult loaded = theirs->Restore(Variant::kLegacy, file.family, text);
+  ASSERT_TRUE(loaded.ok()) << loaded.Describe();
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ours, BackendKind::kNativeLegacy));
+  ASSERT_OK_AND_ASSIGN(CommitResult done, fw->Restore(file.family, text, {}));
+  EXPECT_EQ(done.backend, "native-legacy");
+
+  // The same save text and the same kernel entries.
+  ASSERT_OK_AND_ASSIGN(std::string their_save, theirs->Save(Variant::kLegacy, file.family));
+  ASSERT_OK_AND_ASSIGN(std::string our_save, ours->Save(Variant::kLegacy, file.family));
+  // Per table: the kernel lists tables in the order they were first used, which the two writers need not share.
+  EXPECT_EQ(FirstDifference(SplitTables(our_save), SplitTables(their_save)), "");
+  EXPECT_EQ(FormsDifference(KernelForms(*ours, file.family), KernelForms(*theirs, file.family)), "");
+
+  // What iptables-legacy wrote reads as the text parser reads iptables-legacy-save's output.
+  ASSERT_OK_AND_ASSIGN(auto reader, OpenFirewall(*theirs, BackendKind::kNativeLegacy));
+  ASSERT_OK_AND_ASSIGN(Ruleset expected, ParseSave(their_save, file.family));
+  ASSERT_OK_AND_ASSIGN(Ruleset read, reader->List(file.family, std::nullopt, ListOptions{.allow_lossy = true}));
+  ASSERT_EQ(read.tables.size(), expected.tables.size());
+  for (size_t i = 0; i < read.tables.size(); ++i) {
+    const Table& r = read.tables[i];
+    const Table& e = expected.tables[i];
+    EXPECT_EQ(r.unrepresentable_reason, "") << r.name;
+    ASSERT_EQ(r.name, e.name);
+    ASSERT_EQ(r.chains.size(), e.chains.size()) << r.name;
+    for (size_t c = 0; c < r.chains.size(); ++c) {
+      ASSERT_EQ(r.chains[c].name, e.chains[c].name) << r.name;
+      EXPECT_EQ(r.chains[c].policy, e.chains[c].policy) << r.name << " " << r.chains[c].name;
+      ASSERT_EQ(r.chains[c].rules.size(), e.chains[c].rules.size()) << r.name << " " << r.chains[c].name;
+      for (size_t k = 0; k < r.chains[c].rules.size(); ++k) {
+        EXPECT_EQ(r.chains[c].rules[k], e.chains[c].rules[k])
+            << r.name << " " << r.chains[c].name << " rule " << k + 1 << ": read '"
+            << FormatRuleSpec(r.chains[c].rules[k]) << "', save '" << FormatRuleSpec(e.chains[c].rules[k]) << "'";
+      }
+    }
+  }
+  ASSERT_OK_AND_ASSIGN(std::string mine, reader->Save(file.family, std::nullopt, SaveOptions{.allow_lossy = true}));
+  std::string unmarked;
+  std::istringstream lines(mine);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("# iptkit: lossy rule ")) unmarked += line + "\n";
+  }
+  EXPECT_EQ(FirstDifference(SplitTables(unmarked), SplitTables(their_save)), "");
+
+  // iptables-legacy finds every rule we wrote: -C passes for all, -D removes all (a miss fails the restore).
+  CommandResult checked = ours->Restore(Variant::kLegacy, file.family, EveryRuleAs(our_save, "-C"), true);
+  EXPECT_TRUE(checked.ok()) << checked.Describe();
+  CommandResult deleted = ours->Restore(Variant::kLegacy, file.family, EveryRuleAs(our_save, "-D"), true);
+  EXPECT_TRUE(deleted.ok()) << deleted.Describe();
+  CommandResult deleted_theirs = theirs->Restore(Variant::kLegacy, file.family, EveryRuleAs(their_save, "-D"), true);
+  EXPECT_TRUE(deleted_theirs.ok()) << deleted_theirs.Describe();
+  EXPECT_EQ(FormsDifference(KernelForms(*ours, file.family), KernelForms(*theirs, file.family)), "");
+}
+
+std::vector<CorpusFile> FilesOrPlaceholder() {
+  std::vector<CorpusFile> files = CorpusFiles();
+  if (files.empty()) files.push_back({"absent", "", Family::kIPv4});
+  return files;
+}
+
+INSTANTIATE_TEST_SUITE_P(Corpus, NativeLegacyCorpusTest, ::testing::ValuesIn(FilesOrPlaceholder()),
+                         [](const auto& info) {
+                           std::string name = info.param.name;
+                           for (char& c : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+                           }
+                           return name;
+                         });
+
+class NativeLegacyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    IPTKIT_REQUIRE_ROOT();
+    ASSERT_OK_AND_ASSIGN(ns_, TestNetns::Create());
+    IPTKIT_REQUIRE_VARIANT(*ns_, Variant::kLegacy, Family::kIPv4);
+  }
+  CommandResult Ipt(const std::vector<std::string>& args) {
+    return ns_->Iptables(Variant::kLegacy, Family::kIPv4, args);
+  }
+  std::unique_ptr<TestNetns> ns_;
+};
+
+TEST_F(NativeLegacyTest, RefusedCommitChangesNothing) {
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-j", "ACCEPT"}).ok());
+  ASSERT_OK_AND_ASSIGN(std::string before, ns_->Save(Variant::kLegacy, Family::kIPv4, "", true));
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  // Two rules in one table; the kernel refuses the second (REJECT exists only in filter's INPUT/FORWARD/OUTPUT; the
+  // table check happens in the kernel: xt_check_target).
+  Transaction txn;
+  txn.Append(Family::kIPv4, "mangle", "PREROUTING", Spec("-s 10.0.0.2/32 -j ACCEPT"));
+  txn.Append(Family::kIPv4, "mangle", "PREROUTING", Spec("-p tcp -j REJECT --reject-with tcp-reset"));
+  Result<CommitResult> done = fw->Commit(txn);
+  ASSERT_FALSE(done.ok());
+  EXPECT_EQ(done.status().code(), StatusCode::kInvalidArgument) << done.status().ToString();
+  ASSERT_OK_AND_ASSIGN(std::string after, ns_->Save(Variant::kLegacy, Family::kIPv4, "", true));
+  // mangle may now exist (iptables-legacy instantiates a table on first use, too) but holds no rule.
+  EXPECT_EQ(RuleLines(after, "filter", "INPUT"), RuleLines(before, "filter", "INPUT"));
+  EXPECT_TRUE(RuleLines(after, "mangle", "PREROUTING").empty()) << after;
+}
+
+TEST_F(NativeLegacyTest, CountersOfOtherRulesSurviveChanges) {
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-c", "5", "700", "-j", "ACCEPT"}).ok());
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.2/32", "-c", "7", "900", "-j", "ACCEPT"}).ok());
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  Transaction txn;
+  txn.Insert(Family::kIPv4, "filter", "INPUT", 1, Spec("-s 10.0.0.3/32 -j DROP"));
+  txn.Delete(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.1/32 -j ACCEPT"));
+  ASSERT_OK_AND_ASSIGN(CommitResult done, fw->Commit(txn));
+  EXPECT_EQ(done.backend, "native-legacy");
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  EXPECT_NE(saved.find(":OUTPUT ACCEPT [0:0]\n[0:0] -A INPUT -s 10.0.0.3/32 -j DROP\n"
+                       "[7:900] -A INPUT -s 10.0.0.2/32 -j ACCEPT\nCOMMIT\n"),
+            std::string::npos)
+      << saved;
+  ASSERT_OK_AND_ASSIGN(Ruleset rs, fw->List(Family::kIPv4, "filter"));
+  ASSERT_EQ(rs.tables.size(), 1u);
+  const Chain* input = rs.tables[0].FindChain("INPUT");
+  ASSERT_NE(input, nullptr);
+  ASSERT_EQ(input->rules.size(), 2u);
+  EXPECT_EQ(input->rules[1].counters.packets, 7u);
+  EXPECT_EQ(input->rules[1].counters.bytes, 900u);
+}
+
+TEST_F(NativeLegacyTest, ErrorsNameTheOpAndChangeNothing) {
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  Transaction txn;
+  txn.Append(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.9/32 -j ACCEPT"));
+  txn.Delete(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.8/32 -j ACCEPT"));
+  Result<CommitResult> done = fw->Commit(txn);
+  ASSERT_FALSE(done.ok());
+  EXPECT_NE(done.status().message().find("10.0.0.8"), std::string::npos) << done.status().ToString();
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter"));
+  EXPECT_TRUE(RuleLines(saved, "filter", "INPUT").empty()) << saved;
+}
+
+TEST_F(NativeLegacyTest, ForeignIptablesLegacyWriterLosesNothing) {
+  constexpr int kEach = 40;
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  std::thread foreign([&] {
+    for (int i = 0; i < kEach; ++i) {
+      CommandResult r = Ipt({"-w", "-A", "INPUT", "-s", "10.1.0." + std::to_string(i) + "/32", "-j", "ACCEPT"});
+      EXPECT_TRUE(r.ok()) << r.Describe();
+    }
+  });
+  for (int i = 0; i < kEach; ++i) {
+    Transaction txn;
+    txn.Append(Family::kIPv4, "filter", "INPUT", Spec("-s 10.2.0." + std::to_string(i) + "/32 -j DROP"));
+    Result<CommitResult> done = fw->Commit(txn);
+    EXPECT_TRUE(done.ok()) << done.status().ToString();
+  }
+  foreign.join();
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter"));
+  std::vector<std::string> lines = RuleLines(saved, "filter", "INPUT");
+  EXPECT_EQ(lines.size(), 2u * kEach);
+  std::set<std::string> distinct(lines.begin(), lines.end());
+  EXPECT_EQ(distinct.size(), 2u * kEach);
+}
+
+TEST_F(NativeLegacyTest, ReadsSeeForeignChangesDespiteTheDecodeCache) {
+  ASSERT_TRUE(Ipt({"-N", "FOO"}).ok());
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-c", "3", "300", "-j", "FOO"}).ok());
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  ASSERT_OK_AND_ASSIGN(Ruleset before, fw->List(Family::kIPv4, "filter"));
+  ASSERT_EQ(FormatRuleSpec(before.tables.at(0).FindChain("INPUT")->rules.at(0)), "-s 10.0.0.1/32 -j FOO");
+  EXPECT_EQ(before.tables.at(0).FindChain("INPUT")->rules.at(0).counters.packets, 3u);
+  // The same entry bytes, another jump target name and other counters: both must show.
+  ASSERT_TRUE(Ipt({"-E", "FOO", "BAR"}).ok());
+  ASSERT_TRUE(Ipt({"-Z", "INPUT"}).ok());
+  ASSERT_OK_AND_ASSIGN(Ruleset after, fw->List(Family::kIPv4, "filter"));
+  const Rule& rule = after.tables.at(0).FindChain("INPUT")->rules.at(0);
+  EXPECT_EQ(FormatRuleSpec(rule), "-s 10.0.0.1/32 -j BAR");
+  EXPECT_EQ(rule.counters.packets, 0u);
+  EXPECT_NE(after.tables.at(0).FindChain("BAR"), nullptr);
+}
+
+TEST_F(NativeLegacyTest, AutoPicksItOnLegacyAndInfoSaysWhy) {
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-j", "ACCEPT"}).ok());
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kAuto));
+  ASSERT_OK_AND_ASSIGN(FirewallInfo info, fw->Info());
+  EXPECT_EQ(info.backend, "native-legacy");
+  EXPECT_NE(info.backend_reason.find("the legacy variant, natively"), std::string::npos) << info.backend_reason;
+  Transaction txn;
+  txn.Append(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.2/32 -j DROP"));
+  ASSERT_OK_AND_ASSIGN(CommitResult done, fw->Commit(txn));
+  EXPECT_EQ(done.backend, "native-legacy");
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter"));
+  EXPECT_EQ(RuleLines(saved, "filter", "INPUT"),
+            (std::vector<std::string>{"-A INPUT -s 10.0.0.1/32 -j ACCEPT", "-A INPUT -s 10.0.0.2/32 -j DROP"}));
+}
+
+}  // namespace
+}  // namespace iptkit::integration
