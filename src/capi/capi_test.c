@@ -1,6 +1,6 @@
 /* Tests of the C ABI (include/iptkit/c/iptkit.h), written in C against libiptkit.so.
  *
- * Usage: iptkit_capi_test fake|nft|legacy|native
+ * Usage: iptkit_capi_test fake|nft|legacy|native|native-legacy
  * "fake" needs no root. The kernel backends run in a private network namespace iptkit-capi-<pid> (created with
  * `ip netns add`, deleted at the end), check the kernel with the real iptables-save, and exit 77 (skipped) when not
  * root or when the variant does not work here. */
@@ -34,10 +34,15 @@ static char netns[64] = "";
 static int backend_kind(void) {
   if (strcmp(backend_name, "nft") == 0) return IPTKIT_BACKEND_NFT;
   if (strcmp(backend_name, "legacy") == 0) return IPTKIT_BACKEND_LEGACY;
+  if (strcmp(backend_name, "native-legacy") == 0) return IPTKIT_BACKEND_NATIVE_LEGACY;
   if (strcmp(backend_name, "native") == 0) return IPTKIT_BACKEND_NATIVE;
   return IPTKIT_BACKEND_FAKE;
 }
 static int kernel(void) { return backend_kind() != IPTKIT_BACKEND_FAKE; }
+/* The iptables variant whose tables the backend writes. */
+static int legacy(void) {
+  return backend_kind() == IPTKIT_BACKEND_LEGACY || backend_kind() == IPTKIT_BACKEND_NATIVE_LEGACY;
+}
 
 /* Runs a command line (no user input in it) and returns its stdout (malloc'd; "" when it failed to run). */
 static char *run(const char *command) {
@@ -61,7 +66,7 @@ static char *run(const char *command) {
 /* The kernel's view: iptables-save of the backend's variant inside the namespace. */
 static char *kernel_save(void) {
   char command[256];
-  const char *tool = backend_kind() == IPTKIT_BACKEND_LEGACY ? "iptables-legacy-save" : "iptables-nft-save";
+  const char *tool = legacy() ? "iptables-legacy-save" : "iptables-nft-save";
   snprintf(command, sizeof command, "/usr/sbin/ip netns exec %s /usr/sbin/%s -t filter 2>&1", netns, tool);
   return run(command);
 }
@@ -481,7 +486,7 @@ static void test_both_families(iptkit_firewall *fw) {
   if (kernel()) {
     char command[256];
     snprintf(command, sizeof command, "/usr/sbin/ip netns exec %s /usr/sbin/ip6tables-%s-save -t filter", netns,
-             backend_kind() == IPTKIT_BACKEND_LEGACY ? "legacy" : "nft");
+             legacy() ? "legacy" : "nft");
     char *save = run(command);
     CHECK_CONTAINS(save, "-A INPUT -s 2001:db8::1/128 -j ACCEPT\n-A INPUT -s 2001:db8::2/128 -j DROP\n");
     free(save);
@@ -611,7 +616,7 @@ static void test_ipv6(void) {
   if (kernel()) {
     char command[256];
     snprintf(command, sizeof command, "/usr/sbin/ip netns exec %s /usr/sbin/ip6tables-%s-save -t filter", netns,
-             backend_kind() == IPTKIT_BACKEND_LEGACY ? "legacy" : "nft");
+             legacy() ? "legacy" : "nft");
     char *save = run(command);
     CHECK_CONTAINS(save, "-A INPUT -s 2001:db8::1/128 -p tcp -m tcp --dport 22 -j ACCEPT\n");
     free(save);
@@ -674,8 +679,8 @@ static void cleanup_netns(void) {
 int main(int argc, char **argv) {
   if (argc > 1) backend_name = argv[1];
   if (strcmp(backend_name, "fake") != 0 && strcmp(backend_name, "nft") != 0 && strcmp(backend_name, "legacy") != 0 &&
-      strcmp(backend_name, "native") != 0) {
-    fprintf(stderr, "usage: %s fake|nft|legacy|native\n", argv[0]);
+      strcmp(backend_name, "native") != 0 && strcmp(backend_name, "native-legacy") != 0) {
+    fprintf(stderr, "usage: %s fake|nft|legacy|native|native-legacy\n", argv[0]);
     return 2;
   }
   if (kernel()) {
@@ -692,7 +697,7 @@ int main(int argc, char **argv) {
       return 77;
     }
     atexit(cleanup_netns);
-    if (backend_kind() == IPTKIT_BACKEND_LEGACY) {
+    if (legacy()) {
       snprintf(command, sizeof command, "/usr/sbin/ip netns exec %s /usr/sbin/iptables-legacy -L >/dev/null 2>&1",
                netns);
       if (system(command) != 0) {
