@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,6 +132,32 @@ enum class SnapshotDetail {
   kRules,      // every rule as a model value (Read)
 };
 
+// Which chains' rules a plan looks at (Backend::ReadChainsForPlan). Every chain of the family is always in the
+// snapshot (names, policies: a jump target's existence needs no rules); only the chains in scope carry their rules
+// at the detail asked.
+struct ChainScope {
+  bool every_chain = true;                               // the rules of every chain
+  std::set<std::pair<std::string, std::string>> chains;  // else: (table, chain) whose rules are read
+  bool Has(const std::string& table, const std::string& chain) const {
+    return every_chain || chains.count({table, chain}) != 0;
+  }
+  // Whether a snapshot read with this scope holds every chain `other` asks for.
+  bool Covers(const ChainScope& other) const {
+    if (every_chain) return true;
+    if (other.every_chain) return false;
+    for (const auto& c : other.chains) {
+      if (!chains.count(c)) return false;
+    }
+    return true;
+  }
+  static ChainScope One(std::string table, std::string chain) {
+    ChainScope s;
+    s.every_chain = false;
+    s.chains.emplace(std::move(table), std::move(chain));
+    return s;
+  }
+};
+
 class LockGuard {
  public:
   virtual ~LockGuard() = default;
@@ -158,6 +185,16 @@ class Backend {
   virtual Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) {
     (void)detail;
     return Read(family, std::nullopt, /*fresh_counters=*/false);
+  }
+
+  // ReadForPlan narrowed to the chains of `scope`: every table and chain of the family, and the rules (at `detail`)
+  // of the chains in scope only; a chain out of scope shows no rules (whatever it holds), and a table's
+  // unrepresentable_reason only judges its chains and the chains in scope. Planning an op on chain C needs C's rules
+  // only, as iptables itself reads only the chain it changes. Backends with handles may read just that (the native
+  // backend dumps the rules of each chain in scope); the default is ReadForPlan(family, detail), the whole family.
+  virtual Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) {
+    (void)scope;
+    return ReadForPlan(family, detail);
   }
 
   // Whether the kernel still holds exactly the family's ruleset as this backend last read or committed it (counters

@@ -202,7 +202,7 @@ Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds
 // ---- Reading ----
 
 Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
-                                                       SnapshotDetail detail) {
+                                                       SnapshotDetail detail, const ChainScope& scope) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
   struct ChainInfo {
@@ -260,15 +260,27 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         return Status::Ok();
       });
     }
-    if (s.ok() && detail != SnapshotDetail::kChains) {
+    // The rule dumps: the family's (or the table's), or one per chain in scope that exists.
+    std::vector<std::pair<std::string, std::string>> rule_dumps;
+    if (scope.every_chain) {
+      rule_dumps.push_back({table.value_or(""), ""});
+    } else {
+      for (const ChainInfo& ci : chains) {
+        if (scope.Has(ci.table, ci.name)) rule_dumps.push_back({ci.table, ci.name});
+      }
+    }
+    for (size_t d = 0; s.ok() && detail != SnapshotDetail::kChains && d < rule_dumps.size(); ++d) {
+      const auto& [dump_table, dump_chain] = rule_dumps[d];
       s = netlink_->DumpMessages(
           NFT_MSG_GETRULE, proto,
           [&](nlmsghdr* nlh) {
-            if (table) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table->c_str());
+            if (!dump_table.empty()) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, dump_table.c_str());
+            if (!dump_chain.empty()) mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, dump_chain.c_str());
           },
           [&](const nlmsghdr* m) -> Status {
             RuleLocation loc = RuleMessageLocation(m);
             if (!wanted(std::string(loc.table))) return Status::Ok();
+            if (!dump_chain.empty() && (loc.table != dump_table || loc.chain != dump_chain)) return Status::Ok();
             RuleInfo ri;
             ri.table = std::string(loc.table);
             ri.chain = std::string(loc.chain);
@@ -314,6 +326,7 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
     FamilyState st;
     st.generation = before;
     st.detail = detail;
+    st.scope = scope;
     st.ruleset.family = family;
     struct Pending {
       Table* table;
@@ -441,11 +454,12 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   };
   if (!fresh_counters) {
     auto it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && FreshFromEvents(family)) {
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain &&
+        FreshFromEvents(family)) {
       return view(cache_.at(family));
     }
     it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules) {
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain) {
       IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
       if (gen == it->second.generation) {
         ++stats_.cache_hits;
@@ -464,11 +478,20 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
 }
 
 Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail) {
+  return ReadChainsForPlan(family, detail, ChainScope{});
+}
+
+Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& asked) {
   // A transaction that may go through the restore backend (unsupported_extensions) needs the rules themselves: that
   // backend renders guarded inverses from them.
-  if (detail == SnapshotDetail::kRules || !native_.unsupported_extensions.empty()) {
-    return Read(family, std::nullopt, false);
-  }
+  if (!native_.unsupported_extensions.empty()) return Read(family, std::nullopt, false);
+  // The event cache keeps whole families fresh; a narrowed snapshot would only be read again whole.
+  const ChainScope scope = events_ || detail == SnapshotDetail::kChains ? ChainScope{} : asked;
+  if (detail == SnapshotDetail::kRules && scope.every_chain) return Read(family, std::nullopt, false);
+  // Whether a cached snapshot holds what is asked: enough detail, and the rules of every chain in scope.
+  auto covers = [&](const FamilyState& st) {
+    return st.detail >= detail && (detail == SnapshotDetail::kChains || st.scope.Covers(scope));
+  };
   // The cached snapshot when it is current and detailed enough, reduced to what was asked.
   auto reduce = [&](const Ruleset& full) {
     Ruleset out;
@@ -489,19 +512,19 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
     return out;
   };
   auto it = cache_.find(family);
-  if (it != cache_.end() && it->second.detail >= detail && FreshFromEvents(family)) {
+  if (it != cache_.end() && covers(it->second) && FreshFromEvents(family)) {
     const FamilyState& st = cache_.at(family);
     return st.detail == detail ? st.ruleset : reduce(st.ruleset);
   }
   it = cache_.find(family);
-  if (it != cache_.end() && it->second.detail >= detail) {
+  if (it != cache_.end() && covers(it->second)) {
     IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
     if (gen == it->second.generation) {
       ++stats_.cache_hits;
       return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
     }
   }
-  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail));
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, scope));
   Ruleset out = st.ruleset;
   Remember(family, std::move(st));
   return out;
@@ -509,7 +532,7 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
 
 bool NativeBackend::Unchanged(Family family) {
   auto it = cache_.find(family);
-  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules) return false;
+  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules || !it->second.scope.every_chain) return false;
   if (events_) {
     // Current and unchanged: nothing foreign since (a re-read table would change what the caller kept).
     const uint64_t reads = stats_.event_table_reads + stats_.event_resyncs;
@@ -1220,10 +1243,14 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     if (!cache_.count(f)) IPTKIT_RETURN_IF_ERROR(Read(f, std::nullopt, false).status());
   }
   const uint32_t generation = cache_.at(*families.begin()).generation;
-  // Zeroing replaces every rule from its binary form, which only a full snapshot has.
+  // Zeroing replaces every rule from its binary form, which only a snapshot with those rules has.
   for (const CommitTable* t : work) {
     for (const TableOp& op : t->batch.ops) {
-      if (op.kind == TKind::kZero && cache_.at(t->batch.family).detail != SnapshotDetail::kRules) {
+      if (op.kind != TKind::kZero) continue;
+      const FamilyState& st = cache_.at(t->batch.family);
+      const bool has_rules = st.detail == SnapshotDetail::kRules &&
+                             (op.chain.empty() ? st.scope.every_chain : st.scope.Has(t->batch.table, op.chain));
+      if (!has_rules) {
         IPTKIT_RETURN_IF_ERROR(Read(t->batch.family, std::nullopt, false).status());
         if (cache_.at(t->batch.family).generation != generation) {
           cache_.clear();

@@ -95,6 +95,12 @@ class NativeBackend final : public Backend {
   // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
   // skip decoding. Cached like a whole-family read, each at its detail.
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;
+  // Tables and chains, and the rules of the chains in `scope` only: one rule dump per chain in scope, filtered by
+  // the kernel (NFTA_RULE_TABLE / NFTA_RULE_CHAIN in the dump request), so that planning a delete in one chain of
+  // many reads and decodes that chain alone. Cached like ReadForPlan; a narrowed snapshot is never served as a whole
+  // one (Read, Unchanged). With the event cache (the daemon keeps whole families fresh) or unsupported_extensions
+  // it is ReadForPlan.
+  Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override;
   bool Unchanged(Family family) override;
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
   using Backend::Commit;
@@ -142,6 +148,7 @@ class NativeBackend final : public Backend {
   struct FamilyState {
     uint32_t generation = 0;
     SnapshotDetail detail = SnapshotDetail::kRules;  // what `ruleset` and the slots hold
+    ChainScope scope;                                // whose rules they hold (ReadChainsForPlan)
     Ruleset ruleset;
     std::map<std::string, KTable> kernel;
   };
@@ -149,8 +156,10 @@ class NativeBackend final : public Backend {
  private:
   NativeBackend(BackendOptions options, NativeOptions native, base::UniqueFd netns,
                 std::unique_ptr<nft::NetlinkClient> netlink);
-  // Dumps and decodes the family (or one table) at one generation, at `detail`.
-  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail);
+  // Dumps and decodes the family (or one table) at one generation, at `detail`, with the rules of the chains in
+  // `scope`.
+  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
+                           const ChainScope& scope = {});
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
