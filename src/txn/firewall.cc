@@ -106,9 +106,11 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
         if (op.chain.empty()) return backend::ChainScope{};
         scope.chains.emplace(op.table, op.chain);
         break;
+      case Op::Kind::kDelete:  // searches the chain for its rule only
+        scope.probes[{op.table, op.chain}].push_back(op.rule);
+        break;
       case Op::Kind::kAppend:
       case Op::Kind::kInsert:
-      case Op::Kind::kDelete:
       case Op::Kind::kDeleteAt:
       case Op::Kind::kReplace:
         scope.chains.emplace(op.table, op.chain);
@@ -119,6 +121,7 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
         break;
     }
   }
+  for (const auto& where : scope.chains) scope.probes.erase(where);
   return scope;
 }
 
@@ -313,6 +316,9 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
     return Status::InvalidArgument("-c sets the counters of a new rule; check takes none").WithToken("-c");
   }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
+  // Found byte for byte is found; anything else is decided on the decoded rules.
+  IPTKIT_ASSIGN_OR_RETURN(bool exact, backend_->HoldsExactRule(family, table, chain, canon.front()));
+  if (exact) return true;
   // A backend with handles reads the rules of that one chain (as iptables -C does); the others read the table.
   Result<Ruleset> read =
       backend_->traits().handles

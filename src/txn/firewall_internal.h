@@ -40,9 +40,10 @@ Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Fam
 backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The chains whose rules planning `txn` looks at: every chain unless the backend has handles; then the chains its
-// rule ops (append, insert, delete, replace) and its -Z of one chain name; every chain again when it deletes or
-// renames a chain (references, later ops under the new name) or zeroes a whole table. Planning never looks at the
-// rules of other chains: a jump target's existence is in the chain list.
+// rule ops (append, insert, replace, delete by number) and its -Z of one chain name; a chain only deleted from by
+// spec as ChainScope::probes (the rules searched for); every chain again when it deletes or renames a chain
+// (references, later ops under the new name) or zeroes a whole table. Planning never looks at the rules of other
+// chains: a jump target's existence is in the chain list.
 backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.

@@ -203,6 +203,28 @@ TEST_F(NativeCompatTest, ChecksAndDeletesInOneChainOfManyAnswerAsIptables) {
   ASSERT_OK_AND_ASSIGN(bool after, fw_->Check(Family::kIPv4, "filter", "c7", Spec(late)));
   EXPECT_TRUE(after);
 
+  // c9 holds each rule and its lookalike: deleting the rules by spec leaves exactly the lookalikes; deleting a
+  // lookalike from c7, which holds none, is refused by both.
+  for (const auto& [rule, lookalike] : Lookalikes()) {
+    Transaction txn;
+    txn.Delete(Family::kIPv4, "filter", "c9", Spec(rule));
+    ASSERT_OK_AND_ASSIGN(CommitResult done, fw_->Commit(txn));
+    Transaction missing;
+    missing.Delete(Family::kIPv4, "filter", "c7", Spec(lookalike));
+    Result<CommitResult> refused = fw_->Commit(missing);
+    EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << lookalike;
+    EXPECT_FALSE(Ipt(Cmd("-D", "c7", Words(lookalike))).ok()) << lookalike;
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kNft, Family::kIPv4, "filter"));
+    std::vector<std::string> lookalikes;
+    for (const auto& [rule, lookalike] : Lookalikes()) {
+      ASSERT_OK_AND_ASSIGN(Rule canon, fw_->Canonicalize(Family::kIPv4, "filter", Spec(lookalike)));
+      lookalikes.push_back("-A c9 " + FormatRuleSpec(canon));
+    }
+    EXPECT_EQ(RuleLines(saved, "filter", "c9"), lookalikes) << saved;
+  }
+
   // Delete every rule of c7 by spec, each with a foreign write forced between iptkit's read and its commit: odd
   // ones append to another chain, even ones insert the rule being deleted at the head of c7 (iptables -D would then
   // remove one of the two equal rules; so does iptkit).

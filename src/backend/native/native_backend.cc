@@ -202,7 +202,8 @@ Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds
 // ---- Reading ----
 
 Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
-                                                       SnapshotDetail detail, const ChainScope& scope) {
+                                                       SnapshotDetail detail, const ChainScope& scope,
+                                                       const Probes& probes) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
   struct ChainInfo {
@@ -342,6 +343,38 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       st.ruleset.tables.push_back(std::move(t));
       st.kernel[name].exists = true;
     }
+    // Chains given with only their probed rules: each probe found byte for byte, every rule decoded to its binary
+    // form (else the chain is decoded whole, which says what is wrong). hit[i]: the probe rule i equals.
+    std::set<std::pair<std::string, std::string>> partial;
+    std::vector<const Rule*> hit(rules.size(), nullptr);
+    if (detail == SnapshotDetail::kRules && !probes.empty()) {
+      std::map<std::pair<std::string, std::string>, std::set<size_t>> found;
+      std::set<std::pair<std::string, std::string>> spoiled;
+      for (size_t i = 0; i < rules.size(); ++i) {
+        RuleInfo& ri = rules[i];
+        auto p = probes.find({ri.table, ri.chain});
+        if (p == probes.end()) continue;
+        if (!ri.xt.ok()) {
+          spoiled.insert(p->first);
+          continue;
+        }
+        XtRule& got = *ri.xt;
+        const Counters counters = got.counters;
+        for (size_t k = 0; k < p->second.size() && hit[i] == nullptr; ++k) {
+          got.counters = p->second[k].second.counters;
+          if (got == p->second[k].second) {
+            hit[i] = &p->second[k].first;
+            found[p->first].insert(k);
+          }
+        }
+        got.counters = counters;
+      }
+      for (const auto& [where_chain, wanted_rules] : probes) {
+        if (!spoiled.count(where_chain) && found[where_chain].size() == wanted_rules.size()) {
+          partial.insert(where_chain);
+        }
+      }
+    }
     std::vector<XtRule> owned;  // the decoded rules, in `where` order
     owned.reserve(rules.size());
     // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
@@ -398,7 +431,8 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
       }
-      for (RuleInfo& ri : rules) {
+      for (size_t i = 0; i < rules.size(); ++i) {
+        RuleInfo& ri = rules[i];
         if (ri.table != t.name) continue;
         auto kc = kt.chains.find(ri.chain);
         Chain* mc = t.FindChain(ri.chain);
@@ -413,6 +447,13 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
         mc->rules.emplace_back();
         if (detail != SnapshotDetail::kRules) continue;
+        if (partial.count({ri.table, ri.chain})) {
+          if (hit[i] != nullptr) {
+            mc->rules.back() = *hit[i];
+            mc->rules.back().counters = ri.xt->counters;
+          }
+          continue;
+        }
         owned.push_back(std::move(ri.xt).value());
         where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
       }
@@ -524,7 +565,34 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
       return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
     }
   }
-  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, scope));
+  // The probes' canonical and binary forms (Canonicalize caches them for the plan). A probe that does not
+  // canonicalize, prints as nothing (a placeholder would equal it) or is lossy has its chain decoded whole.
+  ChainScope narrowed = scope;
+  Probes probes;
+  if (detail == SnapshotDetail::kRules) {
+    for (const auto& [where, rules] : scope.probes) {
+      narrowed.probes.erase(where);
+      if (scope.chains.count(where)) continue;
+      Result<std::vector<Rule>> canon = Canonicalize(family, where.first, rules);
+      std::vector<std::pair<Rule, XtRule>> forms;
+      for (size_t k = 0; canon.ok() && k < canon->size(); ++k) {
+        const Rule& c = (*canon)[k];
+        if (!c.lossy.empty() || FormatRuleSpec(c).empty() || !EnsureXt(family, {&c}).ok()) break;
+        std::shared_ptr<const XtRule> xt = XtOf(family, c);
+        if (!xt) break;
+        Result<XtRule> back = RoundTrip(*xt);
+        if (!back.ok()) break;
+        forms.emplace_back(c, *std::move(back));
+      }
+      if (canon.ok() && forms.size() == rules.size()) {
+        probes[where] = std::move(forms);
+        narrowed.probes[where] = rules;
+      } else {
+        narrowed.chains.insert(where);
+      }
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, narrowed, probes));
   Ruleset out = st.ruleset;
   Remember(family, std::move(st));
   return out;
@@ -741,6 +809,37 @@ Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& ru
     xt_[{family, keys[k]}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
   }
   return Status::Ok();
+}
+
+Result<bool> NativeBackend::HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                                           const Rule& rule) {
+  if (!native_.unsupported_extensions.empty()) return false;
+  IPTKIT_RETURN_IF_ERROR(EnsureXt(family, {&rule}));
+  std::shared_ptr<const XtRule> xt = XtOf(family, rule);
+  if (!xt) return false;
+  Result<XtRule> want = RoundTrip(*xt);
+  if (!want.ok()) return false;
+  want->counters = {};
+  bool found = false;
+  Status s = netlink_->DumpMessages(
+      NFT_MSG_GETRULE, NfProto(family),
+      [&](nlmsghdr* nlh) {
+        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+      },
+      [&](const nlmsghdr* m) -> Status {
+        if (found) return Status::Ok();
+        RuleLocation loc = RuleMessageLocation(m);
+        if (loc.table != table || loc.chain != chain) return Status::Ok();
+        Result<XtRule> got = DecodeRuleMessage(family, m);
+        if (!got.ok()) return Status::Ok();
+        got->counters = {};
+        found = *got == *want;
+        return Status::Ok();
+      });
+  // A chain or table that is not there: not found this way (the caller says what is missing).
+  if (!s.ok()) return false;
+  return found;
 }
 
 std::shared_ptr<const XtRule> NativeBackend::XtOf(Family family, const Rule& rule) const {

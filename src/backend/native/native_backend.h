@@ -102,6 +102,10 @@ class NativeBackend final : public Backend {
   // it is ReadForPlan.
   Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override;
   bool Unchanged(Family family) override;
+  // Dumps the rules of that one chain (filtered by the kernel) and compares each one's binary form, decoded but
+  // not printed, with the encoding of `rule` as read back (RoundTrip), counters aside; stops at the first equal one.
+  Result<bool> HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                              const Rule& rule) override;
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
   using Backend::Commit;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
@@ -145,6 +149,9 @@ class NativeBackend final : public Backend {
     bool exists = false;
     std::map<std::string, KChain> chains;  // chains the kernel has
   };
+  // (table, chain) → the canonical rules a plan searches for there (ChainScope::probes), each with its binary form
+  // as read back from the kernel.
+  using Probes = std::map<std::pair<std::string, std::string>, std::vector<std::pair<Rule, XtRule>>>;
   struct FamilyState {
     uint32_t generation = 0;
     SnapshotDetail detail = SnapshotDetail::kRules;  // what `ruleset` and the slots hold
@@ -158,8 +165,10 @@ class NativeBackend final : public Backend {
                 std::unique_ptr<nft::NetlinkClient> netlink);
   // Dumps and decodes the family (or one table) at one generation, at `detail`, with the rules of the chains in
   // `scope`.
+  // `probes`: chains of `scope` given with only the rules equal to one of these (and placeholders), when each of
+  // them is found there byte for byte; else decoded whole.
   Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
-                           const ChainScope& scope = {});
+                           const ChainScope& scope = {}, const Probes& probes = {});
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
