@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <thread>
 #include <unordered_map>
 
@@ -219,14 +220,14 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
   struct RuleInfo {
     std::string table, chain;
     uint64_t handle = 0;
-    Result<XtRule> xt = Status::Internal("unset");
+    Result<XtRule> xt = XtRule{};
   };
   for (int attempt = 1;; ++attempt) {
     ++stats_.dumps;
     IPTKIT_ASSIGN_OR_RETURN(uint32_t before, netlink_->GenerationId());
     std::set<std::string> tables;
     std::vector<ChainInfo> chains;
-    std::vector<RuleInfo> rules;
+    std::deque<RuleInfo> rules;  // no relocation of 10,000 decoded rules while it grows
     std::map<std::string, std::vector<std::string>> sets;
     auto wanted = [&](const std::string& name) { return !table || name == *table; };
 
