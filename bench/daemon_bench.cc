@@ -22,6 +22,7 @@
 // the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
 //
 //   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --preload 1000 --adds 1000
+//   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --nft-backend native   (netlink)
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
@@ -70,6 +71,8 @@ constexpr const char* kWarmUpSpec = "-s 198.51.100.1/32 -j DROP";
 
 struct Config {
   std::vector<std::string> variants = {"nft", "legacy"};
+  // iptkitd --backend for the nft variant: "nft" (iptables-nft-restore) or "native" (netlink).
+  std::string nft_backend = "nft";
   int preload = 10000;
   int adds = 10000;
   int clients = 64;
@@ -727,8 +730,9 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
   if (token_words.size() != 1) return Status::Internal("`iptkitd token create` printed '" + token_out + "'");
   const std::string token = token_words.front();
 
+  const std::string backend = variant.name == "nft" ? config.nft_backend : variant.name;
   const std::vector<std::string> args = {"--netns",      ns_name,
-                                         "--backend",    variant.name,
+                                         "--backend",    backend,
                                          "--listen",     "127.0.0.1:0",
                                          "--ready-file", dir->path() + "/ready.json",
                                          "--state-dir",  state_dir,
@@ -740,8 +744,8 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
                                         dir->path() + "/ready.json"));
   std::fprintf(stderr, "[%s daemon] iptkitd (%s backend) serving on 127.0.0.1:%d after %.2f s\n", variant.name.c_str(),
                daemon->backend().c_str(), daemon->port(), MillisSince(started) / 1000);
-  if (daemon->backend() != variant.name) {
-    return Status::Internal("iptkitd reports backend '" + daemon->backend() + "', wanted " + variant.name);
+  if (daemon->backend() != backend) {
+    return Status::Internal("iptkitd reports backend '" + daemon->backend() + "', wanted " + backend);
   }
 
   // Checked warm-up: one add and its delete through the API (fills the daemon's snapshot and spec caches).
@@ -871,7 +875,9 @@ std::string LoadAverage() {
 std::string FormatVariant(const std::string& variant, const Config& config, const std::vector<PhaseResult>& rows,
                           const std::vector<std::string>& errors) {
   std::ostringstream md;
-  md << "#### " << variant << " (" << config.preload << " rules preloaded in filter INPUT)\n\n"
+  const std::string backend = variant == "nft" ? config.nft_backend : variant;
+  md << "#### " << variant << " (iptkitd --backend " << backend << "; " << config.preload
+     << " rules preloaded in filter INPUT)\n\n"
      << "| tool | adds | wall s | changes/s | p50 ms | p99 ms | mean batch | commits | mean commit ms | "
         "÷ iptables -A loop |\n"
      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
@@ -907,6 +913,8 @@ int Main(int argc, char** argv) {
   Config config;
   CLI::App app{"iptkitd group commit under concurrent clients vs an `iptables -A` loop (Markdown on stdout)"};
   app.add_option("--variants", config.variants, "nft,legacy")->delimiter(',');
+  app.add_option("--nft-backend", config.nft_backend, "iptkitd --backend for the nft variant: nft (restore) or native")
+      ->check(CLI::IsMember({"nft", "native"}));
   app.add_option("--preload", config.preload, "rules loaded into filter INPUT before the adds")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--adds", config.adds, "single-rule adds sent to the daemon")->check(CLI::Range(1, 1 << 20));

@@ -6,7 +6,8 @@
 #
 #   cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release && \
 #     cmake --build build/release --target iptkitd iptkitd_bench
-#   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench [--variants nft,legacy] [--preload 10000] \
+#   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench [--variants nft,legacy] [--nft-backend nft|native] \
+#     [--preload 10000] \
 #     [--adds 10000] [--clients 64] [--loop-adds N] [--ttl-adds 2000] [--iptkitd PATH]
 set -euo pipefail
 

@@ -14,8 +14,10 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -131,6 +133,41 @@ enum class SnapshotDetail {
   kRules,      // every rule as a model value (Read)
 };
 
+// Which chains' rules a plan looks at (Backend::ReadChainsForPlan). Every chain of the family is always in the
+// snapshot (names, policies: a jump target's existence needs no rules); only the chains in scope carry their rules
+// at the detail asked.
+struct ChainScope {
+  bool every_chain = true;                               // the rules of every chain
+  std::set<std::pair<std::string, std::string>> chains;  // else: (table, chain) whose rules are read
+  // Chains (not in `chains`) whose rules the plan only searches for these rules, as the user gave them (delete by
+  // spec). A backend that can compare binary forms may give such a chain with only the rules that are, byte for
+  // byte, one of these (as the canonical rule) and Rule{} placeholders for the others; when one of them is not
+  // found that way it gives the chain's rules decoded, as for `chains`.
+  std::map<std::pair<std::string, std::string>, std::vector<Rule>> probes;
+  bool Has(const std::string& table, const std::string& chain) const {
+    return every_chain || chains.count({table, chain}) != 0 || probes.count({table, chain}) != 0;
+  }
+  // Whether a snapshot read with this scope holds every chain `other` asks for (one read with probes holds
+  // placeholders, and answers nothing else).
+  bool Covers(const ChainScope& other) const {
+    if (every_chain) return true;
+    if (other.every_chain || !probes.empty()) return false;
+    for (const auto& c : other.chains) {
+      if (!chains.count(c)) return false;
+    }
+    for (const auto& [c, rules] : other.probes) {
+      if (!chains.count(c)) return false;
+    }
+    return true;
+  }
+  static ChainScope One(std::string table, std::string chain) {
+    ChainScope s;
+    s.every_chain = false;
+    s.chains.emplace(std::move(table), std::move(chain));
+    return s;
+  }
+};
+
 class LockGuard {
  public:
   virtual ~LockGuard() = default;
@@ -158,6 +195,27 @@ class Backend {
   virtual Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) {
     (void)detail;
     return Read(family, std::nullopt, /*fresh_counters=*/false);
+  }
+
+  // ReadForPlan narrowed to the chains of `scope`: every table and chain of the family, and the rules (at `detail`)
+  // of the chains in scope only; a chain out of scope shows no rules (whatever it holds), and a table's
+  // unrepresentable_reason only judges its chains and the chains in scope. Planning an op on chain C needs C's rules
+  // only, as iptables itself reads only the chain it changes. Backends with handles may read just that (the native
+  // backend dumps the rules of each chain in scope); the default is ReadForPlan(family, detail), the whole family.
+  virtual Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) {
+    (void)scope;
+    return ReadForPlan(family, detail);
+  }
+
+  // A fast path of `check`: true when `table`/`chain` holds a rule whose binary form is exactly the one `rule` (a
+  // canonical rule, as Canonicalize returns it) is written as, compared the way iptables -C compares rules (their
+  // binary forms, nft.c nft_rule_cmp) but byte for byte; false when it found none that way or cannot compare so.
+  // False is not an answer: iptables may call rules equal that differ in bytes it ignores, so the caller then
+  // decides on the decoded rules. The default is false.
+  virtual Result<bool> HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                                      const Rule& rule) {
+    (void)family, (void)table, (void)chain, (void)rule;
+    return false;
   }
 
   // Whether the kernel still holds exactly the family's ruleset as this backend last read or committed it (counters

@@ -20,14 +20,15 @@ namespace iptkit {
 namespace txn {
 
 Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
-                                backend::SnapshotDetail detail) {
+                                backend::SnapshotDetail detail, const backend::ChainScope& scope) {
   Snapshots snapshots;
   for (Family family : families) {
     if (snapshots.count(family) != 0) continue;
     // Planning needs no fresh counters: a backend may answer from its snapshot cache (nft generation id).
-    Result<Ruleset> rs = detail == backend::SnapshotDetail::kRules
+    Result<Ruleset> rs = detail == backend::SnapshotDetail::kRules && scope.every_chain
                              ? backend.Read(family, std::nullopt, /*fresh_counters=*/false)
-                             : backend.ReadForPlan(family, detail);
+                         : scope.every_chain ? backend.ReadForPlan(family, detail)
+                                             : backend.ReadChainsForPlan(family, detail, scope);
     if (!rs.ok()) return rs.status().WithContext("reading the " + std::string(FamilyName(family)) + " snapshot");
     rs->family = family;
     snapshots.emplace(family, *std::move(rs));
@@ -92,16 +93,49 @@ backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::Backen
   return need;
 }
 
+backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits) {
+  backend::ChainScope scope;
+  if (!traits.handles) return scope;
+  scope.every_chain = false;
+  for (const Op& op : txn.ops()) {
+    switch (op.kind) {
+      case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
+      case Op::Kind::kRenameChain:  // later ops may name the chain by its new name
+        return backend::ChainScope{};
+      case Op::Kind::kZero:
+        if (op.chain.empty()) return backend::ChainScope{};
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kDelete:  // searches the chain for its rule only
+        scope.probes[{op.table, op.chain}].push_back(op.rule);
+        break;
+      case Op::Kind::kAppend:
+      case Op::Kind::kInsert:
+      case Op::Kind::kDeleteAt:
+      case Op::Kind::kReplace:
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kCreateChain:
+      case Op::Kind::kFlush:
+      case Op::Kind::kPolicy:
+        break;
+    }
+  }
+  for (const auto& where : scope.chains) scope.probes.erase(where);
+  return scope;
+}
+
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
-                                  const PlanFunction& plan, backend::SnapshotDetail detail) {
+                                  const PlanFunction& plan, backend::SnapshotDetail detail,
+                                  const backend::ChainScope& scope) {
   // Aborted means a concurrent change won between read and commit (e.g. the native backend's stale generation id):
   // read, plan and commit again, a few times, with jittered backoff.
   constexpr int kAttempts = 5;
   for (int attempt = 1;; ++attempt) {
     Result<CommitResult> done = [&]() -> Result<CommitResult> {
       IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
-      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families, detail));
+      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families, detail, scope));
       if (options.progress) {
         CommitProgress progress;
         progress.stage = CommitProgress::Stage::kSnapshotRead;
@@ -282,7 +316,15 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
     return Status::InvalidArgument("-c sets the counters of a new rule; check takes none").WithToken("-c");
   }
   IPTKIT_ASSIGN_OR_RETURN(std::vector<Rule> canon, backend_->Canonicalize(family, table, {rule}));
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
+  // Found byte for byte is found; anything else is decided on the decoded rules.
+  IPTKIT_ASSIGN_OR_RETURN(bool exact, backend_->HoldsExactRule(family, table, chain, canon.front()));
+  if (exact) return true;
+  // A backend with handles reads the rules of that one chain (as iptables -C does); the others read the table.
+  Result<Ruleset> read =
+      backend_->traits().handles
+          ? backend_->ReadChainsForPlan(family, backend::SnapshotDetail::kRules, backend::ChainScope::One(table, chain))
+          : backend_->Read(family, table);
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, std::move(read));
   const Table* t = rs.FindTable(table);
   const Chain* c = t == nullptr ? nullptr : t->FindChain(chain);
   if (c == nullptr) {
@@ -315,7 +357,7 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
   return txn::LockedCommit(
       *backend_, options_, txn::InvolvedFamilies(txn), options,
       [&](txn::Snapshots snapshots) { return txn::PlanTransaction(*backend_, txn, std::move(snapshots)); },
-      txn::PlanDetail(txn, backend_->traits()));
+      txn::PlanDetail(txn, backend_->traits()), txn::PlanScope(txn, backend_->traits()));
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {

@@ -28,14 +28,23 @@ namespace iptkit::txn {
 // Reads Backend::Read(family, std::nullopt, /*fresh_counters=*/false) for each family (duplicates read once):
 // planning needs no fresh counters, so a backend may answer from its snapshot cache. With a `detail` below kRules it
 // asks Backend::ReadForPlan instead (only for what a transaction's ops need, see PlanDetail).
+// With a narrowed `scope` it asks Backend::ReadChainsForPlan (every chain, the rules of those in scope only).
 Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
-                                backend::SnapshotDetail detail = backend::SnapshotDetail::kRules);
+                                backend::SnapshotDetail detail = backend::SnapshotDetail::kRules,
+                                const backend::ChainScope& scope = {});
 
 // The least detail planning `txn` needs on `backend`: kRules unless the backend has handles (it resolves positions
 // against the snapshot at commit); then kChains for appends, inserts at 1, chain creation, renames, flushes and
 // policies; kPositions for inserts elsewhere and deletes / replaces by number without an expected rule; kRules for
 // everything that looks at rules (delete by spec, expected rules, chain deletion, zeroing).
 backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits);
+
+// The chains whose rules planning `txn` looks at: every chain unless the backend has handles; then the chains its
+// rule ops (append, insert, replace, delete by number) and its -Z of one chain name; a chain only deleted from by
+// spec as ChainScope::probes (the rules searched for); every chain again when it deletes or renames a chain
+// (references, later ops under the new name) or zeroes a whole table. Planning never looks at the rules of other
+// chains: a jump target's existence is in the chain list.
+backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run);
@@ -56,7 +65,8 @@ using PlanFunction = std::function<Result<std::vector<PlannedTable>>(Snapshots)>
 Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptions& fw_options,
                                   const std::vector<Family>& families, const CommitOptions& options,
                                   const PlanFunction& plan,
-                                  backend::SnapshotDetail detail = backend::SnapshotDetail::kRules);
+                                  backend::SnapshotDetail detail = backend::SnapshotDetail::kRules,
+                                  const backend::ChainScope& scope = {});
 
 // The families a desired state applies to (kBoth: IPv4 then IPv6).
 std::vector<Family> DesiredFamilies(const DesiredState& desired);

@@ -4,6 +4,9 @@
 // only if iptkit encodes rules exactly as iptables-nft does.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <sstream>
+
 #include "iptkit/firewall.h"
 #include "tests/integration/library_util.h"
 #include "tests/integration/test_util.h"
@@ -144,6 +147,124 @@ TEST_F(NativeCompatTest, IptkitDeletesRulesIptablesAdded) {
     check.insert(check.begin(), {"-t", "raw"});
     const bool present = i % 2 == 1 && i + 1 != Specs4().size();
     EXPECT_EQ(Ipt(check).ok(), present) << "rule " << i;
+  }
+}
+
+// Rules and their lookalikes (the same rule but for one extension option or field): iptables tells them apart by
+// their binary forms, and so must iptkit when it reads only the chain an op names (Backend::ReadChainsForPlan).
+const std::vector<std::pair<std::string, std::string>>& Lookalikes() {
+  static const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"-s 192.0.2.1/32 -p tcp -m tcp --dport 22 -j ACCEPT", "-s 192.0.2.1/32 -p tcp -m tcp --dport 23 -j ACCEPT"},
+      {"-m conntrack --ctstate NEW -j ACCEPT", "-m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT"},
+      {"-p tcp -m multiport --dports 80,443 -j ACCEPT", "-p tcp -m multiport --dports 80,444 -j ACCEPT"},
+      {"-m comment --comment a -j DROP", "-m comment --comment b -j DROP"},
+      {"-m limit --limit 3/min -j ACCEPT", "-m limit --limit 4/min -j ACCEPT"},
+      {"-m mark --mark 0x1/0xff -j RETURN", "-m mark --mark 0x1/0xfe -j RETURN"},
+      {"-i eth+ -j ACCEPT", "-i eth0 -j ACCEPT"},
+  };
+  return pairs;
+}
+
+std::vector<std::string> Words(const std::string& spec) {
+  std::vector<std::string> out;
+  std::istringstream in(spec);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Check and delete by spec on one chain among many (iptkit reads that chain only) answer as iptables -C / -D do,
+// also right after foreign writes to that chain and to others between iptkit's read and its commit.
+TEST_F(NativeCompatTest, ChecksAndDeletesInOneChainOfManyAnswerAsIptables) {
+  std::string text = "*filter\n";
+  for (int c = 0; c < 12; ++c) text += ":c" + std::to_string(c) + " - [0:0]\n";
+  for (int c = 0; c < 12; ++c) {
+    for (const auto& [rule, lookalike] : Lookalikes()) {
+      // c7 holds the rules, the other chains hold their lookalikes (c9 both: whichever is first must not matter).
+      if (c == 7 || c == 9) text += "-A c" + std::to_string(c) + " " + rule + "\n";
+      if (c != 7) text += "-A c" + std::to_string(c) + " " + lookalike + "\n";
+    }
+  }
+  text += "COMMIT\n";
+  CommandResult loaded = ns_->Restore(Variant::kNft, Family::kIPv4, text);
+  ASSERT_TRUE(loaded.ok()) << loaded.Describe();
+  for (const auto& [rule, lookalike] : Lookalikes()) {
+    for (const std::string chain : {"c7", "c3"}) {
+      for (const std::string& spec : {rule, lookalike}) {
+        ASSERT_OK_AND_ASSIGN(bool present, fw_->Check(Family::kIPv4, "filter", chain, Spec(spec)));
+        EXPECT_EQ(present, Ipt(Cmd("-C", chain, Words(spec))).ok()) << chain << ": " << spec;
+      }
+    }
+  }
+  // A foreign append to c7 between two checks on the same Firewall: the second sees it.
+  const std::string late = "-s 198.51.100.1/32 -j DROP";
+  ASSERT_OK_AND_ASSIGN(bool before, fw_->Check(Family::kIPv4, "filter", "c7", Spec(late)));
+  EXPECT_FALSE(before);
+  ASSERT_TRUE(Ipt({"-A", "c7", "-s", "198.51.100.1", "-j", "DROP"}).ok());
+  ASSERT_OK_AND_ASSIGN(bool after, fw_->Check(Family::kIPv4, "filter", "c7", Spec(late)));
+  EXPECT_TRUE(after);
+
+  // c9 holds each rule and its lookalike: deleting the rules by spec leaves exactly the lookalikes; deleting a
+  // lookalike from c7, which holds none, is refused by both.
+  for (const auto& [rule, lookalike] : Lookalikes()) {
+    Transaction txn;
+    txn.Delete(Family::kIPv4, "filter", "c9", Spec(rule));
+    ASSERT_OK_AND_ASSIGN(CommitResult done, fw_->Commit(txn));
+    Transaction missing;
+    missing.Delete(Family::kIPv4, "filter", "c7", Spec(lookalike));
+    Result<CommitResult> refused = fw_->Commit(missing);
+    EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << lookalike;
+    EXPECT_FALSE(Ipt(Cmd("-D", "c7", Words(lookalike))).ok()) << lookalike;
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kNft, Family::kIPv4, "filter"));
+    std::vector<std::string> lookalikes;
+    for (const auto& [rule, lookalike] : Lookalikes()) {
+      ASSERT_OK_AND_ASSIGN(Rule canon, fw_->Canonicalize(Family::kIPv4, "filter", Spec(lookalike)));
+      lookalikes.push_back("-A c9 " + FormatRuleSpec(canon));
+    }
+    EXPECT_EQ(RuleLines(saved, "filter", "c9"), lookalikes) << saved;
+  }
+
+  // Delete every rule of c7 by spec, each with a foreign write forced between iptkit's read and its commit: odd
+  // ones append to another chain, even ones insert the rule being deleted at the head of c7 (iptables -D would then
+  // remove one of the two equal rules; so does iptkit).
+  FirewallOptions options;
+  int step = 0;
+  std::string foreign_chain;
+  options.before_commit_hook = [&] {
+    if (foreign_chain.empty()) return;
+    const auto& rule = Lookalikes()[static_cast<size_t>(step)].first;
+    std::vector<std::string> args =
+        step % 2 == 1 ? std::vector<std::string>{"-A", "c3", "-j", "RETURN"} : Cmd("-I", "c7", Words(rule));
+    if (step % 2 == 0) args.insert(args.begin() + 2, "1");
+    CommandResult r = Ipt(args);
+    EXPECT_TRUE(r.ok()) << r.Describe();
+    foreign_chain.clear();  // once per op (a retry reads again)
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Firewall> fw, OpenFirewall(*ns_, BackendKind::kNative, options));
+  for (step = 0; step < static_cast<int>(Lookalikes().size()); ++step) {
+    foreign_chain = "set";
+    Transaction txn;
+    txn.Delete(Family::kIPv4, "filter", "c7", Spec(Lookalikes()[static_cast<size_t>(step)].first));
+    ASSERT_OK_AND_ASSIGN(CommitResult done, fw->Commit(txn));
+    EXPECT_EQ(done.backend, "native");
+  }
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kNft, Family::kIPv4, "filter"));
+  std::vector<std::string> expected;
+  for (size_t i = 0; i < Lookalikes().size(); i += 2) {
+    expected.push_back("-A c7 " + Lookalikes()[i].first);  // the copies inserted at the head, last first
+  }
+  std::reverse(expected.begin(), expected.end());
+  expected.push_back("-A c7 -s 198.51.100.1/32 -j DROP");
+  EXPECT_EQ(RuleLines(saved, "filter", "c7"), expected) << saved;
+  std::vector<std::string> c3 = RuleLines(saved, "filter", "c3");
+  EXPECT_EQ(c3.size(), Lookalikes().size() + Lookalikes().size() / 2) << saved;
+  // The chains iptkit did not read are untouched, and a whole read sees exactly what iptables-nft-save prints.
+  ASSERT_OK_AND_ASSIGN(Ruleset all, fw->List(Family::kIPv4, "filter"));
+  const std::string listed = FormatSave(all);
+  for (int c = 0; c < 12; ++c) {
+    const std::string chain = "c" + std::to_string(c);
+    EXPECT_EQ(RuleLines(listed, "filter", chain), RuleLines(saved, "filter", chain)) << chain;
   }
 }
 

@@ -13,7 +13,6 @@
 #include "iptkit/model.h"
 #include "iptkit/transaction.h"
 #include "tools/iptkit/cli_daemon.h"
-#include "tools/iptkit/cli_fleet.h"
 #include "tools/iptkit/cli_format.h"
 #include "tools/iptkit/cli_progress.h"
 #include "tools/iptkit/cli_set.h"
@@ -490,7 +489,11 @@ int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostrea
 int Main(const std::vector<std::string>& args, std::istream& in, std::ostream& out, std::ostream& err,
          Firewall* firewall, const Environment& env) {
   if (IsSetCommandLine(args)) return SetMain(args, in, out, err, env);  // iptkit set ...: cli_set.h
-  if (IsFleetCommandLine(args)) return FleetMain(args, in, out, err);   // iptkit fleet ...: cli_fleet.h
+  if (!args.empty() && args[0] == "fleet") {
+    // main.cc executes iptkit-fleet (cli_fleet.h) for it; this library does not link the etcd client.
+    err << "iptkit: fleet: run by the iptkit-fleet program, installed beside iptkit\n";
+    return kExitInternal;
+  }
   Result<Invocation> inv = ParseCommandLine(args);
   if (!inv.ok()) {
     err << FormatError(inv.status(), args);

@@ -1,15 +1,40 @@
-// iptkit: the command-line interface (docs/cli.md). Everything but the process boundary lives in cli_runner.
+// iptkit: the command-line interface (docs/cli.md). Everything but the process boundary lives in cli_runner;
+// `iptkit fleet ...` is the program iptkit-fleet beside this one (fleet_main.cc), executed here.
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tools/iptkit/cli_runner.h"
 
+namespace {
+
+// Replaces the process with iptkit-fleet from the directory of this executable; returns only on failure.
+int ExecFleet(char** argv) {
+  std::string self(4096, '\0');
+  const ssize_t n = ::readlink("/proc/self/exe", self.data(), self.size() - 1);
+  if (n <= 0) {
+    std::cerr << "iptkit: fleet: cannot find the iptkit executable: " << std::strerror(errno) << "\n";
+    return iptkit::cli::kExitInternal;
+  }
+  self.resize(static_cast<size_t>(n));
+  const std::string helper = self.substr(0, self.rfind('/') + 1) + "iptkit-fleet";
+  argv[0] = const_cast<char*>(helper.c_str());
+  ::execv(helper.c_str(), argv);
+  std::cerr << "iptkit: fleet: cannot run " << helper << ": " << std::strerror(errno) << "\n";
+  return iptkit::cli::kExitInternal;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   try {
+    if (argc > 1 && std::string_view(argv[1]) == "fleet") return ExecFleet(argv);
     std::vector<std::string> args(argv + 1, argv + argc);
     iptkit::cli::Environment env;
     env.stderr_is_terminal = isatty(STDERR_FILENO) == 1;

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <thread>
 #include <unordered_map>
 
@@ -202,7 +203,8 @@ Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds
 // ---- Reading ----
 
 Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
-                                                       SnapshotDetail detail) {
+                                                       SnapshotDetail detail, const ChainScope& scope,
+                                                       const Probes& probes) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
   struct ChainInfo {
@@ -218,14 +220,14 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
   struct RuleInfo {
     std::string table, chain;
     uint64_t handle = 0;
-    Result<XtRule> xt = Status::Internal("unset");
+    Result<XtRule> xt = XtRule{};
   };
   for (int attempt = 1;; ++attempt) {
     ++stats_.dumps;
     IPTKIT_ASSIGN_OR_RETURN(uint32_t before, netlink_->GenerationId());
     std::set<std::string> tables;
     std::vector<ChainInfo> chains;
-    std::vector<RuleInfo> rules;
+    std::deque<RuleInfo> rules;  // no relocation of 10,000 decoded rules while it grows
     std::map<std::string, std::vector<std::string>> sets;
     auto wanted = [&](const std::string& name) { return !table || name == *table; };
 
@@ -260,15 +262,27 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         return Status::Ok();
       });
     }
-    if (s.ok() && detail != SnapshotDetail::kChains) {
+    // The rule dumps: the family's (or the table's), or one per chain in scope that exists.
+    std::vector<std::pair<std::string, std::string>> rule_dumps;
+    if (scope.every_chain) {
+      rule_dumps.push_back({table.value_or(""), ""});
+    } else {
+      for (const ChainInfo& ci : chains) {
+        if (scope.Has(ci.table, ci.name)) rule_dumps.push_back({ci.table, ci.name});
+      }
+    }
+    for (size_t d = 0; s.ok() && detail != SnapshotDetail::kChains && d < rule_dumps.size(); ++d) {
+      const auto& [dump_table, dump_chain] = rule_dumps[d];
       s = netlink_->DumpMessages(
           NFT_MSG_GETRULE, proto,
           [&](nlmsghdr* nlh) {
-            if (table) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table->c_str());
+            if (!dump_table.empty()) mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, dump_table.c_str());
+            if (!dump_chain.empty()) mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, dump_chain.c_str());
           },
           [&](const nlmsghdr* m) -> Status {
             RuleLocation loc = RuleMessageLocation(m);
             if (!wanted(std::string(loc.table))) return Status::Ok();
+            if (!dump_chain.empty() && (loc.table != dump_table || loc.chain != dump_chain)) return Status::Ok();
             RuleInfo ri;
             ri.table = std::string(loc.table);
             ri.chain = std::string(loc.chain);
@@ -314,6 +328,7 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
     FamilyState st;
     st.generation = before;
     st.detail = detail;
+    st.scope = scope;
     st.ruleset.family = family;
     struct Pending {
       Table* table;
@@ -328,6 +343,38 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
       st.ruleset.tables.push_back(std::move(t));
       st.kernel[name].exists = true;
+    }
+    // Chains given with only their probed rules: each probe found byte for byte, every rule decoded to its binary
+    // form (else the chain is decoded whole, which says what is wrong). hit[i]: the probe rule i equals.
+    std::set<std::pair<std::string, std::string>> partial;
+    std::vector<const Rule*> hit(rules.size(), nullptr);
+    if (detail == SnapshotDetail::kRules && !probes.empty()) {
+      std::map<std::pair<std::string, std::string>, std::set<size_t>> found;
+      std::set<std::pair<std::string, std::string>> spoiled;
+      for (size_t i = 0; i < rules.size(); ++i) {
+        RuleInfo& ri = rules[i];
+        auto p = probes.find({ri.table, ri.chain});
+        if (p == probes.end()) continue;
+        if (!ri.xt.ok()) {
+          spoiled.insert(p->first);
+          continue;
+        }
+        XtRule& got = *ri.xt;
+        const Counters counters = got.counters;
+        for (size_t k = 0; k < p->second.size() && hit[i] == nullptr; ++k) {
+          got.counters = p->second[k].second.counters;
+          if (got == p->second[k].second) {
+            hit[i] = &p->second[k].first;
+            found[p->first].insert(k);
+          }
+        }
+        got.counters = counters;
+      }
+      for (const auto& [where_chain, wanted_rules] : probes) {
+        if (!spoiled.count(where_chain) && found[where_chain].size() == wanted_rules.size()) {
+          partial.insert(where_chain);
+        }
+      }
     }
     std::vector<XtRule> owned;  // the decoded rules, in `where` order
     owned.reserve(rules.size());
@@ -385,7 +432,8 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
       }
-      for (RuleInfo& ri : rules) {
+      for (size_t i = 0; i < rules.size(); ++i) {
+        RuleInfo& ri = rules[i];
         if (ri.table != t.name) continue;
         auto kc = kt.chains.find(ri.chain);
         Chain* mc = t.FindChain(ri.chain);
@@ -400,6 +448,13 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
         mc->rules.emplace_back();
         if (detail != SnapshotDetail::kRules) continue;
+        if (partial.count({ri.table, ri.chain})) {
+          if (hit[i] != nullptr) {
+            mc->rules.back() = *hit[i];
+            mc->rules.back().counters = ri.xt->counters;
+          }
+          continue;
+        }
         owned.push_back(std::move(ri.xt).value());
         where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
       }
@@ -441,11 +496,12 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   };
   if (!fresh_counters) {
     auto it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && FreshFromEvents(family)) {
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain &&
+        FreshFromEvents(family)) {
       return view(cache_.at(family));
     }
     it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules) {
+    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain) {
       IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
       if (gen == it->second.generation) {
         ++stats_.cache_hits;
@@ -464,11 +520,20 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
 }
 
 Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail) {
+  return ReadChainsForPlan(family, detail, ChainScope{});
+}
+
+Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& asked) {
   // A transaction that may go through the restore backend (unsupported_extensions) needs the rules themselves: that
   // backend renders guarded inverses from them.
-  if (detail == SnapshotDetail::kRules || !native_.unsupported_extensions.empty()) {
-    return Read(family, std::nullopt, false);
-  }
+  if (!native_.unsupported_extensions.empty()) return Read(family, std::nullopt, false);
+  // The event cache keeps whole families fresh; a narrowed snapshot would only be read again whole.
+  const ChainScope scope = events_ || detail == SnapshotDetail::kChains ? ChainScope{} : asked;
+  if (detail == SnapshotDetail::kRules && scope.every_chain) return Read(family, std::nullopt, false);
+  // Whether a cached snapshot holds what is asked: enough detail, and the rules of every chain in scope.
+  auto covers = [&](const FamilyState& st) {
+    return st.detail >= detail && (detail == SnapshotDetail::kChains || st.scope.Covers(scope));
+  };
   // The cached snapshot when it is current and detailed enough, reduced to what was asked.
   auto reduce = [&](const Ruleset& full) {
     Ruleset out;
@@ -489,19 +554,46 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
     return out;
   };
   auto it = cache_.find(family);
-  if (it != cache_.end() && it->second.detail >= detail && FreshFromEvents(family)) {
+  if (it != cache_.end() && covers(it->second) && FreshFromEvents(family)) {
     const FamilyState& st = cache_.at(family);
     return st.detail == detail ? st.ruleset : reduce(st.ruleset);
   }
   it = cache_.find(family);
-  if (it != cache_.end() && it->second.detail >= detail) {
+  if (it != cache_.end() && covers(it->second)) {
     IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
     if (gen == it->second.generation) {
       ++stats_.cache_hits;
       return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
     }
   }
-  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail));
+  // The probes' canonical and binary forms (Canonicalize caches them for the plan). A probe that does not
+  // canonicalize, prints as nothing (a placeholder would equal it) or is lossy has its chain decoded whole.
+  ChainScope narrowed = scope;
+  Probes probes;
+  if (detail == SnapshotDetail::kRules) {
+    for (const auto& [where, rules] : scope.probes) {
+      narrowed.probes.erase(where);
+      if (scope.chains.count(where)) continue;
+      Result<std::vector<Rule>> canon = Canonicalize(family, where.first, rules);
+      std::vector<std::pair<Rule, XtRule>> forms;
+      for (size_t k = 0; canon.ok() && k < canon->size(); ++k) {
+        const Rule& c = (*canon)[k];
+        if (!c.lossy.empty() || FormatRuleSpec(c).empty() || !EnsureXt(family, {&c}).ok()) break;
+        std::shared_ptr<const XtRule> xt = XtOf(family, c);
+        if (!xt) break;
+        Result<XtRule> back = RoundTrip(*xt);
+        if (!back.ok()) break;
+        forms.emplace_back(c, *std::move(back));
+      }
+      if (canon.ok() && forms.size() == rules.size()) {
+        probes[where] = std::move(forms);
+        narrowed.probes[where] = rules;
+      } else {
+        narrowed.chains.insert(where);
+      }
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, narrowed, probes));
   Ruleset out = st.ruleset;
   Remember(family, std::move(st));
   return out;
@@ -509,7 +601,7 @@ Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail)
 
 bool NativeBackend::Unchanged(Family family) {
   auto it = cache_.find(family);
-  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules) return false;
+  if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules || !it->second.scope.every_chain) return false;
   if (events_) {
     // Current and unchanged: nothing foreign since (a re-read table would change what the caller kept).
     const uint64_t reads = stats_.event_table_reads + stats_.event_resyncs;
@@ -718,6 +810,37 @@ Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& ru
     xt_[{family, keys[k]}] = std::make_shared<const XtRule>(*std::move(parsed[k]));
   }
   return Status::Ok();
+}
+
+Result<bool> NativeBackend::HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                                           const Rule& rule) {
+  if (!native_.unsupported_extensions.empty()) return false;
+  IPTKIT_RETURN_IF_ERROR(EnsureXt(family, {&rule}));
+  std::shared_ptr<const XtRule> xt = XtOf(family, rule);
+  if (!xt) return false;
+  Result<XtRule> want = RoundTrip(*xt);
+  if (!want.ok()) return false;
+  want->counters = {};
+  bool found = false;
+  Status s = netlink_->DumpMessages(
+      NFT_MSG_GETRULE, NfProto(family),
+      [&](nlmsghdr* nlh) {
+        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+      },
+      [&](const nlmsghdr* m) -> Status {
+        if (found) return Status::Ok();
+        RuleLocation loc = RuleMessageLocation(m);
+        if (loc.table != table || loc.chain != chain) return Status::Ok();
+        Result<XtRule> got = DecodeRuleMessage(family, m);
+        if (!got.ok()) return Status::Ok();
+        got->counters = {};
+        found = *got == *want;
+        return Status::Ok();
+      });
+  // A chain or table that is not there: not found this way (the caller says what is missing).
+  if (!s.ok()) return false;
+  return found;
 }
 
 std::shared_ptr<const XtRule> NativeBackend::XtOf(Family family, const Rule& rule) const {
@@ -1220,10 +1343,14 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     if (!cache_.count(f)) IPTKIT_RETURN_IF_ERROR(Read(f, std::nullopt, false).status());
   }
   const uint32_t generation = cache_.at(*families.begin()).generation;
-  // Zeroing replaces every rule from its binary form, which only a full snapshot has.
+  // Zeroing replaces every rule from its binary form, which only a snapshot with those rules has.
   for (const CommitTable* t : work) {
     for (const TableOp& op : t->batch.ops) {
-      if (op.kind == TKind::kZero && cache_.at(t->batch.family).detail != SnapshotDetail::kRules) {
+      if (op.kind != TKind::kZero) continue;
+      const FamilyState& st = cache_.at(t->batch.family);
+      const bool has_rules = st.detail == SnapshotDetail::kRules &&
+                             (op.chain.empty() ? st.scope.every_chain : st.scope.Has(t->batch.table, op.chain));
+      if (!has_rules) {
         IPTKIT_RETURN_IF_ERROR(Read(t->batch.family, std::nullopt, false).status());
         if (cache_.at(t->batch.family).generation != generation) {
           cache_.clear();

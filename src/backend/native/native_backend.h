@@ -95,7 +95,17 @@ class NativeBackend final : public Backend {
   // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
   // skip decoding. Cached like a whole-family read, each at its detail.
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;
+  // Tables and chains, and the rules of the chains in `scope` only: one rule dump per chain in scope, filtered by
+  // the kernel (NFTA_RULE_TABLE / NFTA_RULE_CHAIN in the dump request), so that planning a delete in one chain of
+  // many reads and decodes that chain alone. Cached like ReadForPlan; a narrowed snapshot is never served as a whole
+  // one (Read, Unchanged). With the event cache (the daemon keeps whole families fresh) or unsupported_extensions
+  // it is ReadForPlan.
+  Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override;
   bool Unchanged(Family family) override;
+  // Dumps the rules of that one chain (filtered by the kernel) and compares each one's binary form, decoded but
+  // not printed, with the encoding of `rule` as read back (RoundTrip), counters aside; stops at the first equal one.
+  Result<bool> HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                              const Rule& rule) override;
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override;
   using Backend::Commit;
   Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
@@ -139,9 +149,13 @@ class NativeBackend final : public Backend {
     bool exists = false;
     std::map<std::string, KChain> chains;  // chains the kernel has
   };
+  // (table, chain) → the canonical rules a plan searches for there (ChainScope::probes), each with its binary form
+  // as read back from the kernel.
+  using Probes = std::map<std::pair<std::string, std::string>, std::vector<std::pair<Rule, XtRule>>>;
   struct FamilyState {
     uint32_t generation = 0;
     SnapshotDetail detail = SnapshotDetail::kRules;  // what `ruleset` and the slots hold
+    ChainScope scope;                                // whose rules they hold (ReadChainsForPlan)
     Ruleset ruleset;
     std::map<std::string, KTable> kernel;
   };
@@ -149,8 +163,12 @@ class NativeBackend final : public Backend {
  private:
   NativeBackend(BackendOptions options, NativeOptions native, base::UniqueFd netns,
                 std::unique_ptr<nft::NetlinkClient> netlink);
-  // Dumps and decodes the family (or one table) at one generation, at `detail`.
-  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail);
+  // Dumps and decodes the family (or one table) at one generation, at `detail`, with the rules of the chains in
+  // `scope`.
+  // `probes`: chains of `scope` given with only the rules equal to one of these (and placeholders), when each of
+  // them is found there byte for byte; else decoded whole.
+  Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
+                           const ChainScope& scope = {}, const Probes& probes = {});
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;

@@ -247,6 +247,38 @@ TEST_F(NativeBackendTest, PlansOnReducedSnapshotsAndNeverServesThemAsReads) {
   EXPECT_THAT(Save(), HasSubstr("-A INPUT -j RETURN\n-A INPUT -s 192.0.2.2/32 -j DROP\n-A OUTPUT -j ACCEPT\n"));
 }
 
+TEST_F(NativeBackendTest, NarrowedSnapshotHoldsTheRulesOfItsChainsOnly) {
+  Restore(
+      "*filter\n:A - [0:0]\n:B - [0:0]\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A A -s 192.0.2.2/32 -j DROP\n"
+      "-A B -s 192.0.2.3/32 -j ACCEPT\n-A INPUT -j A\nCOMMIT\n");
+  Result<Ruleset> a =
+      backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, ChainScope::One("filter", "A"));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  const iptkit::Table* t = a->FindTable("filter");
+  ASSERT_NE(t, nullptr);
+  ASSERT_NE(t->FindChain("A"), nullptr);
+  ASSERT_NE(t->FindChain("B"), nullptr);  // every chain is there (jump targets), without its rules
+  ASSERT_EQ(t->FindChain("A")->rules.size(), 2u);
+  EXPECT_EQ(FormatRuleSpec(t->FindChain("A")->rules[1]), "-s 192.0.2.2/32 -j DROP");
+  EXPECT_TRUE(t->FindChain("B")->rules.empty());
+  EXPECT_TRUE(t->FindChain("INPUT")->rules.empty());
+  // Neither a read nor Unchanged is ever answered from it.
+  EXPECT_FALSE(backend_->Unchanged(Family::kIPv4));
+  Result<Ruleset> full = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(FormatSave(*full), Save());
+  // A foreign write to another chain: the next narrowed read is of the new generation, and a delete by number
+  // planned on it removes exactly that rule.
+  ASSERT_TRUE(backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, ChainScope::One("filter", "A")).ok());
+  ASSERT_EQ(Iptables({"-I", "A", "1", "-s", "192.0.2.9", "-j", "RETURN"}), "");
+  Result<Ruleset> again =
+      backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kPositions, ChainScope::One("filter", "A"));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->FindTable("filter")->FindChain("A")->rules.size(), 3u);
+  ASSERT_TRUE(backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kDeleteAt, "A", {}, 3)})}).ok());
+  EXPECT_THAT(Save(), HasSubstr("-A A -s 192.0.2.9/32 -j RETURN\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A B "));
+}
+
 TEST_F(NativeBackendTest, NativeNftRuleMakesTheTableUnrepresentable) {
   ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter INPUT ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");
