@@ -686,9 +686,9 @@ int Main(int argc, char** argv) {
   loadavg >> l1 >> l5 >> l15;
   std::ostringstream md;
   md << "## iptkitd soak: mixed load next to a foreign writer (" << date << ")\n\n"
-     << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, load average " << load_before << " at the start, at the end " << l1
-     << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " (" << config.backend
-     << ", --drift-interval 1s); " << config.clients << " clients for " << config.seconds << " s; "
+     << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, load average " << load_before
+     << " at the start, at the end " << l1 << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " ("
+     << config.backend << ", --drift-interval 1s); " << config.clients << " clients for " << config.seconds << " s; "
      << (config.foreign ? "foreign `iptables-nft` writer in a loop (" + std::to_string(foreign_ops.load()) +
                               " ops), GUARD-IN flushed every " + std::to_string(config.flush_every_s) + " s"
                         : std::string("no foreign writer"))

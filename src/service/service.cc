@@ -209,7 +209,9 @@ void Service::Impl::WriterMain() {
     {
       std::vector<WorkItem*> ptrs;
       for (auto& item : batch->items) ptrs.push_back(item.get());
-      NoteOutcomes(ptrs);  // before the answers (health says what a client that got its answer may ask about)
+      // The clients' part before their answers (what health says after a request: a missing tool, an owner that
+      // applies again); the daemon's own work is reported once its audit entries are stored (Settle).
+      NoteOutcomes(ptrs, /*internal=*/false);
     }
     if (!FinishInFlight(batch.get())) StartPersist(std::move(batch));
   }
@@ -238,7 +240,7 @@ void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
   current_batch = nullptr;
   std::vector<WorkItem*> ptrs;
   for (auto& item : batch.items) ptrs.push_back(item.get());
-  NoteOutcomes(ptrs);
+  NoteOutcomes(ptrs, /*internal=*/false);
   Settle(batch, WriteRecords(batch.records));
 }
 
@@ -290,6 +292,7 @@ bool Service::Impl::FinishInFlight(PendingBatch* next) {
   if (persisted.ok()) RecordsWritten(in_flight_pending, in_flight_flush_audit);
   if (persisted.ok()) {
     NoteStore(persisted);  // answered already, on the store writer's thread
+    NoteInternalOutcomes(*batch);
     return false;
   }
   const bool undo_next = batch->clients && next != nullptr;
@@ -319,19 +322,28 @@ void Service::Impl::StartPersist(std::unique_ptr<PendingBatch> batch) {
   });
 }
 
+void Service::Impl::NoteInternalOutcomes(PendingBatch& batch) {
+  std::vector<WorkItem*> ptrs;
+  for (auto& item : batch.items) ptrs.push_back(item.get());
+  NoteOutcomes(ptrs, /*internal=*/true);
+}
+
 void Service::Impl::Settle(PendingBatch& batch, const Status& persisted, PendingBatch* next) {
   NoteStore(persisted);
   if (persisted.ok()) {
+    NoteInternalOutcomes(batch);
     Answer(batch);
     return;
   }
   if (!batch.clients) {
     // Only the daemon's own work: the kernel change stays (an expired rule must go, an unconfirmed change must
     // roll back even on a full disk) and its records wait in memory until the store can be written again.
-    spdlog::error("store write failed: keeping {} record(s) of the daemon's own work in memory until it can be "
-                  "written: {}",
-                  batch.records.size(), persisted.ToString());
+    spdlog::error(
+        "store write failed: keeping {} record(s) of the daemon's own work in memory until it can be "
+        "written: {}",
+        batch.records.size(), persisted.ToString());
     KeepPending(std::move(batch.records));
+    NoteInternalOutcomes(batch);
     Answer(batch);
     return;
   }
@@ -399,7 +411,10 @@ void Service::Impl::Settle(PendingBatch& batch, const Status& persisted, Pending
     }
     KeepPending(Records(failed, {}));
   }
-  for (auto it = undone.rbegin(); it != undone.rend(); ++it) Answer(**it);
+  for (auto it = undone.rbegin(); it != undone.rend(); ++it) {
+    NoteInternalOutcomes(**it);
+    Answer(**it);
+  }
 }
 
 void Service::Impl::Answer(PendingBatch& batch) {
@@ -473,9 +488,10 @@ Status StoreWriter::Wait() {
 
 // ---- Outcomes, health ----
 
-void Service::Impl::NoteOutcomes(const std::vector<WorkItem*>& items) {
+void Service::Impl::NoteOutcomes(const std::vector<WorkItem*>& items, bool internal) {
   const Clock::time_point now = Clock::now();
   for (const WorkItem* item : items) {
+    if (item->internal() != internal) continue;
     // A tool that cannot be run fails any work that needed it (a canonicalization in a scratch namespace too).
     if (item->status.details().reason == "tool_missing") NoteBackend(item->status, /*commit=*/true);
     if (!item->internal() && item->status.ok() && !item->request.dry_run) {

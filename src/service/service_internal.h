@@ -232,8 +232,8 @@ struct Service::Impl {
   Metrics::Histogram* commit_seconds = nullptr;
   // Time a drain attempt spent per phase on the writer thread: read, plan, commit (kernel), store.
   Metrics::Histogram* drain_phase_seconds = nullptr;  // {phase}
-  Metrics::Counter* commit_retries = nullptr;  // conflicts retried inside the daemon
-  Metrics::Counter* drift_repairs = nullptr;   // {owner}
+  Metrics::Counter* commit_retries = nullptr;         // conflicts retried inside the daemon
+  Metrics::Counter* drift_repairs = nullptr;          // {owner}
   Metrics::Counter* foreign_changes = nullptr;
   Metrics::Counter* ttl_expiries = nullptr;
   Metrics::Counter* confirm_rollbacks = nullptr;  // {result}
@@ -268,7 +268,9 @@ struct Service::Impl {
   void Answer(PendingBatch& batch);
   void Publish(const std::vector<WorkItem*>& items);
   // Outcomes of internal work: failures are retried with backoff and reported, successes clear them.
-  void NoteOutcomes(const std::vector<WorkItem*>& items);
+  // `internal`: of the daemon's own items (failures retried and reported), else of the clients' requests.
+  void NoteOutcomes(const std::vector<WorkItem*>& items, bool internal);
+  void NoteInternalOutcomes(PendingBatch& batch);
   void NoteOwner(const std::string& owner, const Status& status, const std::string& action);
   void NoteBackend(const Status& status, bool commit);
   void NoteStore(const Status& status);

@@ -1085,10 +1085,12 @@ TEST_F(ServiceTest, AFailedStoreWriteOfTheDaemonsOwnWorkKeepsItsKernelChange) {
   EXPECT_TRUE(service_->ManagedRules().empty());
   ASSERT_TRUE(Eventually([&] { return service_->GetHealth().state == Health::State::kUnhealthy; }));
   failing = false;
-  ASSERT_TRUE(Eventually([&] {
-    auto stored = store_->ListManagedRules();
-    return stored.ok() && stored->empty();
-  }, std::chrono::seconds(20)));
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto stored = store_->ListManagedRules();
+        return stored.ok() && stored->empty();
+      },
+      std::chrono::seconds(20)));
   EXPECT_EQ(Audit("ttl_expire").size(), 1u);
 }
 

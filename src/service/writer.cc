@@ -589,8 +589,7 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
           for (const std::string& owner : item->touched_owners) {
             if (!batch.owners_before.count(owner)) {
               auto was = owners.find(owner);
-              batch.owners_before[owner] =
-                  was == owners.end() ? std::nullopt : std::optional<OwnerState>(was->second);
+              batch.owners_before[owner] = was == owners.end() ? std::nullopt : std::optional<OwnerState>(was->second);
             }
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
