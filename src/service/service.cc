@@ -151,7 +151,14 @@ void Service::Impl::WriterMain() {
     {
       std::unique_lock<std::mutex> lock(queue_mu);
       for (;;) {
-        if (stopping || !queue.empty()) break;
+        // While a pass's write is in flight, the next pass starts only when a full batch (max_batch) is queued:
+        // otherwise the in-flight pass's clients (about to send again) would be split from the next commit, and
+        // with a closed loop of clients every commit would carry half of them (measured: the daemon bench's 64
+        // clients went from 54 to 32 per commit and lost half their rate, the soak's 16 from 7.4 to 5.7); a
+        // commit costs about the same for 1 or 64 requests. The write still runs off the writer's thread, and its
+        // pass is answered from there as soon as it is stored.
+        const size_t wanted = in_flight && !store_writer->Done() ? options.max_batch : 1;
+        if (stopping || queue.size() >= wanted) break;
         std::optional<Clock::time_point> next = NextTimer();
         if (next && *next <= Clock::now()) break;
         if (in_flight && store_writer->Done()) {
@@ -313,6 +320,8 @@ void Service::Impl::StartPersist(std::unique_ptr<PendingBatch> batch) {
   in_flight = std::move(batch);
   in_flight_pending = pending_records.size();
   in_flight_flush_audit = audit_queued;
+  in_flight_clients = static_cast<size_t>(std::count_if(in_flight->items.begin(), in_flight->items.end(),
+                                                        [](const auto& item) { return !item->internal(); }));
   store_writer->Start([this, stored, pending = pending_records, flush_audit = audit_queued]() -> Status {
     const auto t0 = Clock::now();
     Status s = WriteRecordsTo(*store, options.before_store_write, pending, stored->records, flush_audit);

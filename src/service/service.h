@@ -3,9 +3,9 @@
 // plans every queued request on one simulated state (txn::BatchPlanner), each validated against what the requests
 // before it leave behind, then commits one batch per table (group commit) and answers every request with its own
 // result. A request that fails validation fails alone; when the kernel rejects a commit, the writer bisects the
-// batch so that only the guilty requests fail. Nothing is answered before the store holds the change; the store
-// write of one drain runs on a thread of its own while the writer plans and commits the next drain (whose requests
-// are answered after it), so a slow disk does not hold up the kernel commits.
+// batch so that only the guilty requests fail. Nothing is answered before the store holds the change: the store
+// write of one pass (one transaction for all its commits) runs on a thread of its own, which answers the pass;
+// the writer plans and commits the next pass meanwhile when a full batch is queued, and answers follow commit order.
 //
 // Besides requests the writer runs timers: managed rules whose TTL passed are removed; commit-confirm
 // transactions whose deadline passed unconfirmed are rolled back; every drift interval the owners' state is

@@ -188,6 +188,7 @@ struct Service::Impl {
   std::unique_ptr<PendingBatch> in_flight;
   size_t in_flight_pending = 0;        // records of pending_records in its write
   bool in_flight_flush_audit = false;  // its write stores the audit backlog
+  size_t in_flight_clients = 0;        // client requests it answers
   std::unique_ptr<StoreWriter> store_writer;
 
   // ---- Shared with readers: guarded by state_mu ----

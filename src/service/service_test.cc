@@ -64,6 +64,7 @@ class ServiceTest : public ::testing::Test {
       return handle;
     };
     options.drift_interval = drift;
+    options.max_batch = max_batch_;
     options.firewall.before_commit_hook = [this] {
       if (hook_) hook_();
     };
@@ -125,6 +126,7 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<Service> service_;
   std::function<void()> hook_;
   std::function<Status()> store_hook_;  // before each store write of the writer's records
+  size_t max_batch_ = 1000;
   // Wraps the writer's backend (test decorators).
   std::function<std::unique_ptr<backend::Backend>(std::unique_ptr<backend::Backend>)> wrap_writer_;
 };
@@ -1003,6 +1005,7 @@ bool Ready(const std::future<Result<ChangeResult>>& f) {
 // The store write of one pass runs while the writer plans and commits the next; each pass is answered only once
 // its records are stored, and in order.
 TEST_F(ServiceTest, TheNextPassCommitsWhileTheStoreWritesAndIsAnsweredAfterIt) {
+  max_batch_ = 1;  // the next pass starts during a write only when a full batch is queued
   Start();
   HeldStoreWrite held;
   store_hook_ = held.Hook();
@@ -1033,6 +1036,7 @@ TEST_F(ServiceTest, TheNextPassCommitsWhileTheStoreWritesAndIsAnsweredAfterIt) {
 // is undone in the kernel together with the pass planned on top of it (whose clients fail the same way); the
 // state in memory is what the store holds, and the next request goes on normally.
 TEST_F(ServiceTest, APipelinedStoreWriteThatFailsUndoesItsPassAndTheOneAfterIt) {
+  max_batch_ = 1;  // the next pass starts during a write only when a full batch is queued
   Start();
   HeldStoreWrite held;
   store_hook_ = held.Hook();
