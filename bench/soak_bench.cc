@@ -499,6 +499,11 @@ int Main(int argc, char** argv) {
   if (!settled.ok()) return fail(settled.status());
   if (TaggedCounters(*settled, "steady").size() != 4) return fail(Status::Internal("steady rules: " + *settled));
 
+  std::string load_before;  // 1-minute load average when the load starts
+  {
+    std::ifstream loadavg("/proc/loadavg");
+    loadavg >> load_before;
+  }
   Shared shared;
   std::atomic<bool> stop{false};
   const Clock::time_point start = Clock::now();
@@ -662,6 +667,15 @@ int Main(int argc, char** argv) {
   const std::optional<double> batch_count = MetricSum(metrics.body, "iptkitd_group_commit_requests_count");
   const std::string batch_mean =
       batch_sum && batch_count && *batch_count > 0 ? Fixed(*batch_sum / *batch_count, 1) : std::string("n/a");
+  // The writer's time per drain attempt by phase (iptkitd_drain_phase_seconds): mean ms.
+  std::string phases;
+  for (const char* phase : {"read", "plan", "commit", "store", "store_wait"}) {
+    const std::string labels = std::string("{phase=\"") + phase + "\"}";
+    const std::optional<double> sum = MetricSum(metrics.body, "iptkitd_drain_phase_seconds_sum" + labels);
+    const std::optional<double> count = MetricSum(metrics.body, "iptkitd_drain_phase_seconds_count" + labels);
+    phases += (phases.empty() ? "" : " / ") +
+              (sum && count && *count > 0 ? Fixed(*sum / *count * 1000, 1) : std::string("n/a"));
+  }
   utsname host{};
   uname(&host);
   char date[64];
@@ -672,9 +686,9 @@ int Main(int argc, char** argv) {
   loadavg >> l1 >> l5 >> l15;
   std::ostringstream md;
   md << "## iptkitd soak: mixed load next to a foreign writer (" << date << ")\n\n"
-     << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, load average at the end " << l1
-     << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " (" << config.backend
-     << ", --drift-interval 1s); " << config.clients << " clients for " << config.seconds << " s; "
+     << "Linux " << host.release << ", " << sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, load average " << load_before
+     << " at the start, at the end " << l1 << " " << l5 << " " << l15 << "; iptkitd " << config.iptkitd << " ("
+     << config.backend << ", --drift-interval 1s); " << config.clients << " clients for " << config.seconds << " s; "
      << (config.foreign ? "foreign `iptables-nft` writer in a loop (" + std::to_string(foreign_ops.load()) +
                               " ops), GUARD-IN flushed every " + std::to_string(config.flush_every_s) + " s"
                         : std::string("no foreign writer"))
@@ -703,6 +717,7 @@ int Main(int argc, char** argv) {
      << Fixed(MetricSum(metrics.body, "iptkitd_commits_total{result=\"error\"}").value_or(0), 0) << " / "
      << metric("iptkitd_commit_retries_total") << " | |\n"
      << "| requests per commit (mean) | " << batch_mean << " | |\n"
+     << "| writer per drain, mean ms: read / plan / commit / store (/ waited for the store) | " << phases << " | |\n"
      << "| drift repairs / owner failures | " << metric("iptkitd_drift_repairs_total") << " / "
      << metric("iptkitd_owner_failures_total") << " | |\n\n";
   for (const auto& [status, n] : shared.errors) {

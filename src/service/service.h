@@ -3,7 +3,9 @@
 // plans every queued request on one simulated state (txn::BatchPlanner), each validated against what the requests
 // before it leave behind, then commits one batch per table (group commit) and answers every request with its own
 // result. A request that fails validation fails alone; when the kernel rejects a commit, the writer bisects the
-// batch so that only the guilty requests fail. Nothing is answered before the store holds the change.
+// batch so that only the guilty requests fail. Nothing is answered before the store holds the change: the store
+// write of one pass (one transaction for all its commits) runs on a thread of its own, which answers the pass;
+// the writer plans and commits the next pass meanwhile when a full batch is queued, and answers follow commit order.
 //
 // Besides requests the writer runs timers: managed rules whose TTL passed are removed; commit-confirm
 // transactions whose deadline passed unconfirmed are rolled back; every drift interval the owners' state is
@@ -187,6 +189,9 @@ class Service {
     std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
     // Longest time Start waits for the start-up reconcile before serving anyway (it goes on in the writer).
     std::chrono::milliseconds startup_wait = std::chrono::seconds(60);
+    // Test hook: called right before each store write of the writer's records, on the thread that writes them; a
+    // status that is not OK fails that write as a failing disk would (nothing of it is stored).
+    std::function<Status()> before_store_write;
   };
 
   // Loads the store, starts the writer and runs the start-up sequence (see above) before returning. `store`,

@@ -103,6 +103,48 @@ struct WorkItem {
   std::string diff;  // its committed restore text
 };
 
+// The work of one pass of the writer (Execute) whose kernel changes are committed and whose records wait to be
+// stored (docs/daemon.md "Durability"). Its items are answered once the records are stored (Settle); when that
+// fails and a client's change is among them, its commits are undone in the kernel, newest first, and the owners'
+// and confirms' state in memory goes back to what it was before it.
+struct PendingBatch {
+  std::vector<std::unique_ptr<WorkItem>> items;  // every item to answer (the drains' repairs included)
+  std::vector<StoreRecord> records;              // in commit order, then the audit entries of failed items
+  // Per successful commit, in commit order: the inverse of each table batch (in the order committed).
+  std::vector<std::vector<backend::TableBatch>> undo;
+  bool clients = false;  // a client's committed change is among the records
+  // Values before the batch first changed them (nullopt: absent).
+  std::map<std::string, std::optional<OwnerState>> owners_before;
+  std::map<std::string, std::optional<store::ConfirmRecord>> confirms_before;
+};
+
+// The thread that writes a PendingBatch's records while the writer goes on with the next pass (one at a time).
+class StoreWriter {
+ public:
+  // `on_done` is called on the thread after each write (the writer's wake-up).
+  explicit StoreWriter(std::function<void()> on_done);
+  ~StoreWriter();  // waits for the write in progress
+  StoreWriter(const StoreWriter&) = delete;
+  StoreWriter& operator=(const StoreWriter&) = delete;
+  // Starts `write` on the thread; the one started before must have been Wait()ed for.
+  void Start(std::function<Status()> write);
+  // Waits for the write Start began and returns its status.
+  Status Wait();
+  // Whether the write Start began has finished (Wait returns at once).
+  bool Done();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> on_done_;
+  std::function<Status()> job_;
+  bool busy_ = false;  // a job was started and not waited for
+  bool done_ = false;  // ... and it finished with status_
+  Status status_;
+  bool exit_ = false;
+  std::thread thread_;
+};
+
 struct Service::Impl {
   Options options;
   // SetCounterFeed's feed (empty: CollectMetrics reads the kernel).
@@ -140,6 +182,14 @@ struct Service::Impl {
   bool audit_queued = false;  // KeepPending queued audit entries that no write has stored yet
   // Items a drain made itself (repairs); they live until the drain's items are answered.
   std::vector<std::unique_ptr<WorkItem>> extras;
+  // The pass being executed (its drains add their commits and records to it), and the one before it whose records
+  // the store writer is writing (nullptr: none).
+  PendingBatch* current_batch = nullptr;
+  std::unique_ptr<PendingBatch> in_flight;
+  size_t in_flight_pending = 0;        // records of pending_records in its write
+  bool in_flight_flush_audit = false;  // its write stores the audit backlog
+  size_t in_flight_clients = 0;        // client requests it answers
+  std::unique_ptr<StoreWriter> store_writer;
 
   // ---- Shared with readers: guarded by state_mu ----
   mutable std::mutex state_mu;
@@ -181,8 +231,10 @@ struct Service::Impl {
   Metrics::Counter* commits = nullptr;           // {result}
   Metrics::Histogram* batch_requests = nullptr;  // requests per commit
   Metrics::Histogram* commit_seconds = nullptr;
-  Metrics::Counter* commit_retries = nullptr;  // conflicts retried inside the daemon
-  Metrics::Counter* drift_repairs = nullptr;   // {owner}
+  // Time a drain attempt spent per phase on the writer thread: read, plan, commit (kernel), store.
+  Metrics::Histogram* drain_phase_seconds = nullptr;  // {phase}
+  Metrics::Counter* commit_retries = nullptr;         // conflicts retried inside the daemon
+  Metrics::Counter* drift_repairs = nullptr;          // {owner}
   Metrics::Counter* foreign_changes = nullptr;
   Metrics::Counter* ttl_expiries = nullptr;
   Metrics::Counter* confirm_rollbacks = nullptr;  // {result}
@@ -197,11 +249,29 @@ struct Service::Impl {
   // ---- service.cc ----
   void WriterMain();
   void RunStartup();
-  // Plans, commits, persists and answers `items` (the writer's drain).
+  // Plans, commits, persists and answers `items` (the writer's drain), all before it returns (start-up).
   void Process(std::vector<std::unique_ptr<WorkItem>> items);
+  // Plans and commits `items` into current_batch (their records and undo collected there, to be stored and
+  // answered by Settle). Nested calls (RunDueDeadlines) add to the same batch.
+  void Execute(std::vector<std::unique_ptr<WorkItem>> items);
+  // The pipeline of WriterMain: waits for the in-flight batch's store write and settles it. `next` is the batch
+  // executed meanwhile (planned on top of it): when the in-flight batch's clients' changes are undone, so is
+  // `next` (settled here, failed; then the call returns true and `next` must not be stored).
+  bool FinishInFlight(PendingBatch* next);
+  // Hands `batch` to the store writer (or settles it at once when it has nothing to store).
+  void StartPersist(std::unique_ptr<PendingBatch> batch);
+  // The store write of `batch` ended with `persisted`: answers its items; on failure keeps the records of the
+  // daemon's own work in memory, or, when a client's change is among them, undoes `batch` (and `next` first, see
+  // FinishInFlight) and fails its clients.
+  void Settle(PendingBatch& batch, const Status& persisted, PendingBatch* next = nullptr);
+  // Publishes and answers the items of a settled batch (NoteOutcomes is the writer's, before). Any thread: on
+  // the store writer's after a successful write.
+  void Answer(PendingBatch& batch);
   void Publish(const std::vector<WorkItem*>& items);
   // Outcomes of internal work: failures are retried with backoff and reported, successes clear them.
-  void NoteOutcomes(const std::vector<WorkItem*>& items);
+  // `internal`: of the daemon's own items (failures retried and reported), else of the clients' requests.
+  void NoteOutcomes(const std::vector<WorkItem*>& items, bool internal);
+  void NoteInternalOutcomes(PendingBatch& batch);
   void NoteOwner(const std::string& owner, const Status& status, const std::string& action);
   void NoteBackend(const Status& status, bool commit);
   void NoteStore(const Status& status);
@@ -271,6 +341,13 @@ struct Service::Impl {
   std::vector<StoreRecord> Records(const std::vector<WorkItem*>& items, const std::set<std::string>& emptied);
   // Writes the pending records, then `records`, in one store transaction; on success nothing is pending.
   Status WriteRecords(const std::vector<StoreRecord>& records);
+  // What WriteRecords does, split for the store writer: the write itself (any thread; `pending` is a copy of the
+  // pending records, `flush_audit` whether audit entries were queued) and the bookkeeping after it (writer thread:
+  // `pending_written` records of pending_records were part of the write).
+  static Status WriteRecordsTo(store::Store& store, const std::function<Status()>& hook,
+                               const std::deque<StoreRecord>& pending, const std::vector<StoreRecord>& records,
+                               bool flush_audit);
+  void RecordsWritten(size_t pending_written, bool flushed_audit);
   // Keeps records in memory (bounded) until the store can be written again.
   void KeepPending(std::vector<StoreRecord> records);
   std::optional<store::AuditEntry> AuditOf(const WorkItem& item, int64_t now);

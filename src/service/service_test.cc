@@ -64,9 +64,11 @@ class ServiceTest : public ::testing::Test {
       return handle;
     };
     options.drift_interval = drift;
+    options.max_batch = max_batch_;
     options.firewall.before_commit_hook = [this] {
       if (hook_) hook_();
     };
+    options.before_store_write = [this] { return store_hook_ ? store_hook_() : Status::Ok(); };
     auto service = Service::Start(std::move(options), store_.get(), metrics_.get(), events_.get());
     ASSERT_TRUE(service.ok()) << service.status().ToString();
     service_ = *std::move(service);
@@ -123,6 +125,8 @@ class ServiceTest : public ::testing::Test {
   std::unique_ptr<EventBus> events_;
   std::unique_ptr<Service> service_;
   std::function<void()> hook_;
+  std::function<Status()> store_hook_;  // before each store write of the writer's records
+  size_t max_batch_ = 1000;
   // Wraps the writer's backend (test decorators).
   std::function<std::unique_ptr<backend::Backend>(std::unique_ptr<backend::Backend>)> wrap_writer_;
 };
@@ -955,6 +959,143 @@ TEST_F(ServiceTest, HealthIsOkAfterACleanStart) {
   EXPECT_EQ(health.state, Health::State::kOk);
   EXPECT_TRUE(health.problems.empty());
   EXPECT_THAT(metrics_->Render(), HasSubstr("iptkitd_healthy 1"));
+}
+
+// Holds the next store write of the writer's records until Release(status): the write then fails with `status`
+// (or goes ahead with OK). Writes before Arm() and after the held one pass.
+class HeldStoreWrite {
+ public:
+  std::function<Status()> Hook() {
+    return [this]() -> Status {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!armed_) return Status::Ok();
+      armed_ = false;
+      entered_ = true;
+      cv_.notify_all();
+      cv_.wait(lock, [&] { return released_; });
+      return status_;
+    };
+  }
+  void Arm() {
+    std::lock_guard<std::mutex> lock(mu_);
+    armed_ = true;
+  }
+  bool WaitEntered() {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(10), [&] { return entered_; });
+  }
+  void Release(Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_ = std::move(status);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool armed_ = false, entered_ = false, released_ = false;
+  Status status_;
+};
+
+bool Ready(const std::future<Result<ChangeResult>>& f) {
+  return f.wait_for(std::chrono::milliseconds(0)) == std::future_status::ready;
+}
+
+// The store write of one pass runs while the writer plans and commits the next; each pass is answered only once
+// its records are stored, and in order.
+TEST_F(ServiceTest, TheNextPassCommitsWhileTheStoreWritesAndIsAnsweredAfterIt) {
+  max_batch_ = 1;  // the next pass starts during a write only when a full batch is queued
+  Start();
+  HeldStoreWrite held;
+  store_hook_ = held.Hook();
+  held.Arm();
+  auto a = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.1.0.1 -j DROP")); });
+  ASSERT_TRUE(held.WaitEntered());
+  EXPECT_THAT(Save(), HasSubstr("10.1.0.1/32"));  // committed, not stored: not answered
+  auto b = std::async(std::launch::async,
+                      [&] { return service_->Submit(Owned("app", "INPUT", "-s 10.1.0.2 -j DROP", std::nullopt)); });
+  // The next pass commits while the first one's write is held ...
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.1.0.2/32") != std::string::npos; })) << Save();
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // ... and neither is answered before the first one's records are stored.
+  EXPECT_FALSE(Ready(a));
+  EXPECT_FALSE(Ready(b));
+  held.Release(Status::Ok());
+  Result<ChangeResult> ra = a.get();
+  Result<ChangeResult> rb = b.get();
+  ASSERT_TRUE(ra.ok()) << ra.status().ToString();
+  ASSERT_TRUE(rb.ok()) << rb.status().ToString();
+  EXPECT_EQ(Audit("append").size(), 2u);
+  auto stored = store_->ListManagedRules();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->size(), 1u);
+}
+
+// A store write that fails after its pass committed: the pass's clients get the store's error, and their change
+// is undone in the kernel together with the pass planned on top of it (whose clients fail the same way); the
+// state in memory is what the store holds, and the next request goes on normally.
+TEST_F(ServiceTest, APipelinedStoreWriteThatFailsUndoesItsPassAndTheOneAfterIt) {
+  max_batch_ = 1;  // the next pass starts during a write only when a full batch is queued
+  Start();
+  HeldStoreWrite held;
+  store_hook_ = held.Hook();
+  held.Arm();
+  auto a = std::async(std::launch::async,
+                      [&] { return service_->Submit(Owned("app", "INPUT", "-s 10.2.0.1 -j DROP", std::nullopt)); });
+  ASSERT_TRUE(held.WaitEntered());
+  auto b = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.2.0.2 -j DROP")); });
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.2.0.2/32") != std::string::npos; })) << Save();
+  ASSERT_THAT(Save(), HasSubstr("10.2.0.1/32"));
+  held.Release(Status::Unavailable("disk full (test)"));
+  for (auto* f : {&a, &b}) {
+    Result<ChangeResult> r = f->get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status().ToString();
+    EXPECT_THAT(r.status().message(), HasSubstr("disk full (test)"));
+    EXPECT_THAT(r.status().message(), HasSubstr("undone in the kernel"));
+    EXPECT_EQ(r.status().details().reason, "store");
+  }
+  EXPECT_THAT(Save(), Not(HasSubstr("10.2.0.")));
+  EXPECT_TRUE(service_->ManagedRules().empty());
+  // The next request is planned on what the kernel and the store hold, and stored; the failures are audited.
+  Result<ChangeResult> c = service_->Submit(Owned("app", "INPUT", "-s 10.2.0.3 -j DROP", std::nullopt));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_THAT(Save(), HasSubstr("10.2.0.3/32"));
+  EXPECT_THAT(Save(), Not(HasSubstr("10.2.0.1/32")));
+  auto stored = store_->ListManagedRules();
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 1u);
+  EXPECT_EQ((*stored)[0].spec, "-s 10.2.0.3/32 -j DROP");
+  ASSERT_TRUE(Eventually([&] {
+    size_t failed = 0;
+    for (const store::AuditEntry& e : Audit("append")) failed += e.result == "UNAVAILABLE" ? 1 : 0;
+    return failed == 2;
+  }));
+  Restart();
+  EXPECT_EQ(service_->ManagedRules().size(), 1u);
+  EXPECT_THAT(Save(), Not(HasSubstr("10.2.0.1/32")));
+}
+
+// The daemon's own work is not undone when only its records cannot be stored: a TTL expiry stays done and its
+// records wait in memory until the store can be written again.
+TEST_F(ServiceTest, AFailedStoreWriteOfTheDaemonsOwnWorkKeepsItsKernelChange) {
+  Start();
+  Result<ChangeResult> add = service_->Submit(Owned("app", "INPUT", "-s 10.3.0.1 -j DROP", 1));
+  ASSERT_TRUE(add.ok()) << add.status().ToString();
+  std::atomic<bool> failing{true};
+  store_hook_ = [&]() -> Status { return failing ? Status::Unavailable("disk full (test)") : Status::Ok(); };
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.3.0.1/32") == std::string::npos; })) << Save();
+  EXPECT_TRUE(service_->ManagedRules().empty());
+  ASSERT_TRUE(Eventually([&] { return service_->GetHealth().state == Health::State::kUnhealthy; }));
+  failing = false;
+  ASSERT_TRUE(Eventually(
+      [&] {
+        auto stored = store_->ListManagedRules();
+        return stored.ok() && stored->empty();
+      },
+      std::chrono::seconds(20)));
+  EXPECT_EQ(Audit("ttl_expire").size(), 1u);
 }
 
 }  // namespace

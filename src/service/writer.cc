@@ -464,7 +464,7 @@ void Service::Impl::RunDueDeadlines() {
   running_deadlines = true;
   std::vector<std::unique_ptr<WorkItem>> outer;  // the repairs of the drain that is waiting
   outer.swap(extras);
-  Process(std::move(due));
+  Execute(std::move(due));  // into the same batch: stored and answered with the drain that is waiting
   extras.swap(outer);
   running_deadlines = false;
 }
@@ -560,50 +560,27 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
           if (it == working.end() || it->second.empty()) emptied.insert(owner);
         }
       }
-      std::vector<StoreRecord> records = Records(group.committing, emptied);
-      const auto t_store = Clock::now();
-      Status persisted = WriteRecords(records);
-      NoteStore(persisted);
+      // The records are stored by the pass's batch (Settle), while the writer goes on; the items are answered
+      // after that. What undoes this commit, and the state in memory before it, go with them.
+      PendingBatch& batch = *current_batch;
+      for (StoreRecord& r : Records(group.committing, emptied)) batch.records.push_back(std::move(r));
+      std::vector<backend::TableBatch> inverse;
+      for (const txn::PlannedTable& p : planned) inverse.push_back(p.inverse);
+      batch.undo.push_back(std::move(inverse));
+      if (std::any_of(group.committing.begin(), group.committing.end(),
+                      [](const WorkItem* w) { return !w->internal(); })) {
+        batch.clients = true;
+      }
+      {
+        auto secs = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+        drain_phase_seconds->Observe({"read"}, secs(t_plan - t_read));
+        drain_phase_seconds->Observe({"plan"}, secs(t0 - t_plan));
+        drain_phase_seconds->Observe({"commit"}, secs(Clock::now() - t0));
+      }
       if (spdlog::should_log(spdlog::level::debug)) {
         auto ms = [](Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); };
-        spdlog::debug(
-            "drain of {} item(s), attempt {}: read {:.1f} ms, plan {:.1f} ms, commit {:.1f} ms, store {:.1f} ms",
-            group.committing.size(), attempts, ms(t_plan - t_read), ms(t0 - t_plan), ms(t_store - t0),
-            ms(Clock::now() - t_store));
-      }
-      if (!persisted.ok()) {
-        const bool clients = std::any_of(group.committing.begin(), group.committing.end(),
-                                         [](const WorkItem* w) { return !w->internal(); });
-        if (clients) {
-          // Nothing is answered before it is stored: the kernel holds what the store does not, so the change is
-          // undone (newest table first) and the requests fail. The daemon's own work in the group (TTL expiry,
-          // a confirm rollback, repairs) is planned again without them below: it must take effect regardless.
-          std::string undone = "undone in the kernel";
-          Result<std::unique_ptr<backend::LockGuard>> relock = writer_backend->Lock(options.firewall.wait);
-          for (auto it = planned.rbegin(); it != planned.rend(); ++it) {
-            if (it->inverse.ops.empty() && !it->inverse.flush_table) continue;
-            Status s = writer_backend->Commit(it->inverse);
-            if (!s.ok()) undone = "NOT undone in the kernel (" + s.ToString() + ")";
-          }
-          expected.clear();
-          spdlog::error("store write failed after a commit; the requests' change was {}: {}", undone,
-                        persisted.ToString());
-          std::vector<WorkItem*> failed;
-          for (WorkItem* item : group.committing) {
-            if (!item->internal()) failed.push_back(item);
-          }
-          Fail(failed, Status::Unavailable("the change was committed but could not be stored (" + persisted.message() +
-                                           "); it was " + undone)
-                           .WithReason("store"));
-          continue;  // the internal items, alone now
-        }
-        // Only the daemon's own work: the kernel change stays (an expired rule must go, an unconfirmed change must
-        // roll back even on a full disk) and its records wait in memory until the store can be written again.
-        spdlog::error(
-            "store write failed: keeping {} record(s) of the daemon's own work in memory until it can be "
-            "written: {}",
-            records.size(), persisted.ToString());
-        KeepPending(std::move(records));
+        spdlog::debug("drain of {} item(s), attempt {}: read {:.1f} ms, plan {:.1f} ms, commit {:.1f} ms",
+                      group.committing.size(), attempts, ms(t_plan - t_read), ms(t0 - t_plan), ms(Clock::now() - t0));
       }
       for (WorkItem* item : group.committing) {
         for (const store::ManagedRuleKey& key : item->effects.removals) owner_planner->ForgetRule(key);
@@ -612,6 +589,10 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
         std::lock_guard<std::mutex> guard(state_mu);
         for (WorkItem* item : group.committing) {
           for (const std::string& owner : item->touched_owners) {
+            if (!batch.owners_before.count(owner)) {
+              auto was = owners.find(owner);
+              batch.owners_before[owner] = was == owners.end() ? std::nullopt : std::optional<OwnerState>(was->second);
+            }
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
               owners.erase(owner);
@@ -619,6 +600,13 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
             } else {
               owners[owner] = it->second;
             }
+          }
+          for (const std::string* id : {item->effects.new_confirm ? &item->effects.new_confirm->id : nullptr,
+                                        item->effects.resolve_confirm ? &item->effects.resolve_confirm->id : nullptr}) {
+            if (id == nullptr || batch.confirms_before.count(*id)) continue;
+            auto was = confirms.find(*id);
+            batch.confirms_before[*id] =
+                was == confirms.end() ? std::nullopt : std::optional<store::ConfirmRecord>(was->second);
           }
           if (item->effects.new_confirm) confirms[item->effects.new_confirm->id] = *item->effects.new_confirm;
           if (item->effects.resolve_confirm) confirms.erase(item->effects.resolve_confirm->id);
@@ -815,28 +803,41 @@ Status WriteRecord(store::Store::Tx& tx, const StoreRecord& r, bool lenient) {
 
 }  // namespace
 
-Status Service::Impl::WriteRecords(const std::vector<StoreRecord>& records) {
-  if (records.empty() && pending_records.empty() && !audit_queued) return Status::Ok();
+Status Service::Impl::WriteRecordsTo(store::Store& store, const std::function<Status()>& hook,
+                                     const std::deque<StoreRecord>& pending, const std::vector<StoreRecord>& records,
+                                     bool flush_audit) {
+  if (records.empty() && pending.empty() && !flush_audit) return Status::Ok();
+  if (hook) IPTKIT_RETURN_IF_ERROR(hook());
   // Store::Write stores the store's audit backlog (QueueAudit) first when it can.
-  Status s = store->Write([&](store::Store::Tx& tx) -> Status {
-    for (const StoreRecord& r : pending_records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/true));
+  Status s = store.Write([&](store::Store::Tx& tx) -> Status {
+    for (const StoreRecord& r : pending) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/true));
     for (const StoreRecord& r : records) IPTKIT_RETURN_IF_ERROR(WriteRecord(tx, r, /*lenient=*/false));
     return Status::Ok();
   });
-  if (s.ok() && !pending_records.empty()) {
-    spdlog::warn("wrote {} record(s) of the daemon's own work that waited for the store", pending_records.size());
-    pending_records.clear();
-    store_pending->Set({}, 0);
+  // Empty already when Write stored it. (When this fails after Write, the pending records are written again
+  // later: leniently, so that is harmless.)
+  if (s.ok() && flush_audit) s = store.FlushAuditBacklog();
+  return s;
+}
+
+void Service::Impl::RecordsWritten(size_t pending_written, bool flushed_audit) {
+  if (pending_written > 0) {
+    spdlog::warn("wrote {} record(s) of the daemon's own work that waited for the store", pending_written);
+    pending_records.erase(pending_records.begin(),
+                          pending_records.begin() + static_cast<std::ptrdiff_t>(pending_written));
+    store_pending->Set({}, static_cast<double>(pending_records.size()));
     std::lock_guard<std::mutex> lock(health_mu);
-    pending_count = 0;
+    pending_count = pending_records.size();
   }
-  if (s.ok() && audit_queued) {
-    s = store->FlushAuditBacklog();  // empty already when Write stored it
-    if (s.ok()) {
-      spdlog::warn("stored the audit entries of the daemon's own work that waited for the store");
-      audit_queued = false;
-    }
+  if (flushed_audit && audit_queued) {
+    spdlog::warn("stored the audit entries of the daemon's own work that waited for the store");
+    audit_queued = false;
   }
+}
+
+Status Service::Impl::WriteRecords(const std::vector<StoreRecord>& records) {
+  Status s = WriteRecordsTo(*store, options.before_store_write, pending_records, records, audit_queued);
+  if (s.ok()) RecordsWritten(pending_records.size(), audit_queued);
   return s;
 }
 
