@@ -2,9 +2,10 @@
 //
 // A rule such as `-m set --match-set blocklist src -j DROP` stays put while the entries of `blocklist` change;
 // Ipsets lists, creates, fills and replaces those sets. Every call is one libipset session on a short-lived thread
-// inside the namespace (a netlink socket belongs to the namespace it was opened in), so calls are independent and
-// an Ipsets object may be used from several threads at once (libipset itself is not thread-safe: the calls of a
-// process run their libipset part one at a time). The kernel applies each command atomically; the
+// inside the namespace (a netlink socket belongs to the namespace it was opened in) — except Add, whose concurrent
+// calls share a long-lived worker thread of the namespace and its batches (docs/sets.md "How it works") — so calls
+// are independent and an Ipsets object may be used from several threads at once (libipset itself is not thread-safe:
+// the calls of a process run their libipset part one at a time). The kernel applies each command atomically; the
 // multi-step operations (Load, Sync, the grow path) build a temporary set `iptkit-tmp-<8hex>` that copies every
 // create option of the live set and swap it in, so that a rule matching the set never sees a partial set and a
 // rejected input leaves the live set exactly as it was.
