@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "iptkit/model.h"
+#include "iptkit/set_types.h"
 #include "iptkit/transaction.h"
 
 namespace iptkit {
@@ -35,12 +36,34 @@ struct HookRule {
   friend bool operator==(const HookRule&, const HookRule&) = default;
 };
 
+// An entry of an owned set. `timeout` is the timeout as the document gives it; iptkitd turns it into the absolute
+// `expires_ms` when it accepts the document, and re-adds the entry (after a foreign delete, at start-up) with the
+// time left until then, never more.
+struct OwnedSetEntry {
+  std::string elem{};
+  std::optional<uint32_t> timeout{};     // seconds (0 = permanent on a set with timeout support)
+  std::optional<std::string> comment{};  // sets with comment support
+  std::optional<int64_t> expires_ms{};   // ms since 1970, set by iptkitd from `timeout`
+  friend bool operator==(const OwnedSetEntry&, const OwnedSetEntry&) = default;
+};
+
+// An IP set an owner's document owns (iptkitd, docs/daemon.md "Owned sets"): created before the owner's rules
+// that use it, destroyed after them, re-created and refilled when something else changed it.
+struct OwnedSet {
+  std::string name{};  // up to 31 characters
+  std::string type{};  // "hash:ip", ...
+  SetOptions options{};
+  std::vector<OwnedSetEntry> entries{};
+  friend bool operator==(const OwnedSet&, const OwnedSet&) = default;
+};
+
 struct DesiredState {
   std::string owner;  // [a-z0-9-]{1,32}
   enum class Families { kIPv4, kIPv6, kBoth };
   Families families = Families::kIPv4;
   std::vector<OwnedChain> chains;  // an owned chain absent here is removed (after its hooks)
   std::vector<HookRule> hooks;
+  std::vector<OwnedSet> sets{};  // applied by iptkitd only; the library's Apply refuses a state with sets
   friend bool operator==(const DesiredState&, const DesiredState&) = default;
 };
 

@@ -2,9 +2,10 @@
 //
 // A rule such as `-m set --match-set blocklist src -j DROP` stays put while the entries of `blocklist` change;
 // Ipsets lists, creates, fills and replaces those sets. Every call is one libipset session on a short-lived thread
-// inside the namespace (a netlink socket belongs to the namespace it was opened in), so calls are independent and
-// an Ipsets object may be used from several threads at once (libipset itself is not thread-safe: the calls of a
-// process run their libipset part one at a time). The kernel applies each command atomically; the
+// inside the namespace (a netlink socket belongs to the namespace it was opened in) — except Add, whose concurrent
+// calls share a long-lived worker thread of the namespace and its batches (docs/sets.md "How it works") — so calls
+// are independent and an Ipsets object may be used from several threads at once (libipset itself is not thread-safe:
+// the calls of a process run their libipset part one at a time). The kernel applies each command atomically; the
 // multi-step operations (Load, Sync, the grow path) build a temporary set `iptkit-tmp-<8hex>` that copies every
 // create option of the live set and swap it in, so that a rule matching the set never sees a partial set and a
 // rejected input leaves the live set exactly as it was.
@@ -25,39 +26,13 @@
 #include <vector>
 
 #include "iptkit/model.h"
+#include "iptkit/set_types.h"
 #include "iptkit/status.h"
 
 namespace iptkit {
 
-// The longest set name (the kernel's IPSET_MAXNAMELEN is 32 with the terminating NUL).
-inline constexpr size_t kMaxSetNameLength = 31;
-// The longest per-entry timeout in seconds (ipset's limit: UINT_MAX / 1000).
-inline constexpr uint32_t kMaxSetTimeout = 2147483;
-// The longest entry comment (the kernel's IPSET_MAX_COMMENT_SIZE).
-inline constexpr size_t kMaxSetCommentLength = 255;
-// Hash sets hold this many entries unless created with maxelem.
-inline constexpr uint32_t kDefaultSetMaxElem = 65536;
-// Temporary sets (Load, Sync, grow) are named this plus 8 hex digits; leftovers are destroyed by the next Sync.
-inline constexpr std::string_view kTempSetPrefix = "iptkit-tmp-";
-
 // The set types this library creates (those of the Linux kernels iptkit supports).
 const std::vector<std::string>& SetTypes();
-
-// The create options of a set (ipset's words). Unset fields take the kernel's defaults. Each type accepts a
-// subset; Create names the option a type does not take.
-struct SetOptions {
-  std::string family{};                // "inet" (default) or "inet6": hash types
-  std::optional<uint32_t> hashsize{};  // hash types: initial buckets (power of two, default 1024)
-  std::optional<uint32_t> maxelem{};   // hash types: capacity (default 65536)
-  std::optional<uint32_t> timeout{};   // default entry timeout in seconds; 0 = entries stay unless given one
-  bool counters = false;               // per-entry packet/byte counters
-  bool comment = false;                // per-entry comments
-  bool skbinfo = false;                // per-entry skbmark/skbprio/skbqueue
-  std::optional<uint32_t> netmask{};   // hash:ip, bitmap:ip: store addresses masked to this prefix length
-  std::string range{};                 // bitmap types (required): "10.0.0.0/16", "10.0.0.0-10.0.0.255", "1-1024"
-  std::optional<uint32_t> size{};      // list:set: how many sets it may hold (default 8)
-  friend bool operator==(const SetOptions&, const SetOptions&) = default;
-};
 
 // Create options from ipset's words, as `ipset create NAME TYPE OPTIONS` takes them: "family inet6 maxelem 100000
 // timeout 300 counters comment". InvalidArgument names the unknown word or the bad value (details.token); whether

@@ -3,12 +3,19 @@
 #include "iptkit/ipset.h"
 
 #include <linux/netlink.h>
+#include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -86,6 +93,139 @@ Status RunHere(std::string_view text, bool exist, std::string_view what) {
   auto session = RunText(text, exist, what);
   return session.ok() ? Status::Ok() : session.status();
 }
+
+// ---- Single adds, batched ----
+//
+// Single adds (Ipsets::Add) of one namespace go through one worker thread inside it, started on demand and gone
+// after kAddWorkerIdle without work: while it runs a batch, concurrent adds queue up, and the next batch runs them
+// all in one libipset session as one stream (libipset puts consecutive adds to the same set into one netlink
+// message). No thread and setns per add, one session per batch instead of per add, one turn of LibipsetMutex.
+// A batch with any failure is run again add by add (re-adding with -exist is idempotent), so that each caller
+// gets its own result; adds without -exist (no_refresh) are never batched (a partly applied batch would make them
+// fail on their own entries).
+constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
+constexpr size_t kMaxAddBatch = 4096;
+
+struct PendingAdd {
+  std::string line{};
+  bool exist = true;
+  std::string what{};
+  Status status{};
+  bool done = false;
+};
+
+class AddWorker : public std::enable_shared_from_this<AddWorker> {
+ public:
+  // `netns_fd`: the namespace to enter (-1: the creating thread's, which the worker inherits).
+  explicit AddWorker(base::UniqueFd netns_fd) : netns_fd_(std::move(netns_fd)) {}
+
+  // The worker of `netns` as Ipsets names it, keyed by the namespace itself (device and inode), not by its name:
+  // "" is the calling thread's namespace, and a name may be given to another namespace later.
+  static Result<std::shared_ptr<AddWorker>> For(const std::string& netns) {
+    base::UniqueFd fd;
+    struct stat st {};
+    if (netns.empty()) {
+      if (::stat("/proc/thread-self/ns/net", &st) != 0) {
+        return Status::Internal("stat /proc/thread-self/ns/net: " + std::string(std::strerror(errno)));
+      }
+    } else {
+      IPTKIT_ASSIGN_OR_RETURN(fd, base::OpenNetns(netns));
+      if (::fstat(fd.get(), &st) != 0) {
+        return Status::Internal("fstat of netns " + Quote(netns) + ": " + std::string(std::strerror(errno)));
+      }
+    }
+    static std::mutex mu;
+    // Never destroyed: detached workers may outlive main.
+    static auto* workers = new std::map<std::pair<dev_t, ino_t>, std::shared_ptr<AddWorker>>();
+    std::lock_guard<std::mutex> lock(mu);
+    std::shared_ptr<AddWorker>& w = (*workers)[{st.st_dev, st.st_ino}];
+    if (!w) w = std::make_shared<AddWorker>(std::move(fd));
+    return w;
+  }
+
+  Status Add(PendingAdd& add) {
+    std::unique_lock<std::mutex> lock(mu_);
+    queue_.push_back(&add);
+    if (!running_) {
+      running_ = true;
+      try {
+        std::thread([self = shared_from_this()] { self->Work(); }).detach();
+      } catch (const std::system_error& e) {
+        running_ = false;
+        queue_.pop_back();
+        return Status::Internal(std::string("starting the ipset worker thread: ") + e.what());
+      }
+    } else {
+      work_.notify_one();
+    }
+    done_.wait(lock, [&] { return add.done; });
+    return add.status;
+  }
+
+ private:
+  void Work() {
+    Status entered = Status::Ok();
+    if (netns_fd_.get() >= 0 && ::setns(netns_fd_.get(), CLONE_NEWNET) != 0) {
+      entered = Status::Internal("setns (ipset add): " + std::string(std::strerror(errno)));
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (!work_.wait_for(lock, kAddWorkerIdle, [&] { return !queue_.empty(); })) {
+        running_ = false;
+        return;
+      }
+      std::vector<PendingAdd*> batch;
+      if (queue_.size() <= kMaxAddBatch) {
+        batch.swap(queue_);
+      } else {
+        batch.assign(queue_.begin(), queue_.begin() + kMaxAddBatch);
+        queue_.erase(queue_.begin(), queue_.begin() + kMaxAddBatch);
+      }
+      lock.unlock();
+      if (entered.ok()) {
+        RunBatch(batch);
+      } else {
+        for (PendingAdd* a : batch) a->status = entered;
+      }
+      lock.lock();
+      for (PendingAdd* a : batch) a->done = true;
+      done_.notify_all();
+    }
+  }
+
+  static void RunBatch(const std::vector<PendingAdd*>& batch) {
+    std::lock_guard<std::mutex> lock(LibipsetMutex());
+    std::vector<PendingAdd*> together;
+    for (PendingAdd* a : batch) {
+      if (a->exist) together.push_back(a);
+    }
+    bool alone = together.size() < 2;
+    if (!alone) {
+      std::string text;
+      for (const PendingAdd* a : together) text += a->line;
+      auto session = Session::Open(/*exist=*/true);
+      if (session.ok()) {
+        (*session)->Run(text);
+        alone = (*session)->FirstFailure() != nullptr;
+      } else {
+        alone = true;
+      }
+      if (!alone) {
+        for (PendingAdd* a : together) a->status = Status::Ok();
+      }
+    }
+    for (PendingAdd* a : batch) {
+      if (a->exist && !alone) continue;
+      a->status = RunHere(a->line, a->exist, a->what);
+    }
+  }
+
+  const base::UniqueFd netns_fd_;
+  std::mutex mu_;
+  std::condition_variable work_, done_;
+  std::vector<PendingAdd*> queue_;
+  bool running_ = false;
+};
 
 std::string TempName() {
   static const char kHex[] = "0123456789abcdef";
@@ -406,11 +546,9 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   IPTKIT_RETURN_IF_ERROR(ipset::CheckSetName(name));
   SetEntrySpec spec{std::string(elem), options.timeout, options.comment, 0};
   IPTKIT_RETURN_IF_ERROR(ipset::CheckEntrySpec(spec));
-  std::string line = ipset::AddLine(name, spec);
-  return InNetns(netns_, "ipset add", [&] {
-    return RunHere(line, !options.no_refresh, "add " + Quote(elem) + " to set " + Quote(name))
-        .WithToken(std::string(elem));
-  });
+  IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
+  PendingAdd add{ipset::AddLine(name, spec), !options.no_refresh, "add " + Quote(elem) + " to set " + Quote(name)};
+  return worker->Add(add).WithToken(std::string(elem));
 }
 
 Status Ipsets::Delete(std::string_view name, std::string_view elem) const {

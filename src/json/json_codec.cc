@@ -1,6 +1,7 @@
 #include "src/json/json_codec.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
 #include <limits>
 #include <set>
@@ -417,6 +418,143 @@ Result<Op> OpBodyFromJson(std::string_view verb, const Json& body, const std::st
   return op;
 }
 
+// ---- Owned sets (of a desired state) ----
+
+namespace {
+
+Result<std::optional<uint32_t>> OptionalUint(const Json& obj, std::string_view key, const std::string& pointer,
+                                             uint64_t max) {
+  const Json* m = Member(obj, key);
+  if (m == nullptr) return std::optional<uint32_t>();
+  const std::string p = PointerJoin(pointer, key);
+  IPTKIT_ASSIGN_OR_RETURN(uint64_t v, GetUnsigned(*m, p));
+  if (v > max) return Err(p, "expected an integer 0.." + std::to_string(max) + ", got " + std::to_string(v));
+  return std::optional<uint32_t>(static_cast<uint32_t>(v));
+}
+
+Result<SetOptions> SetOptionsFromJson(const Json& j, const std::string& p) {
+  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, p));
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(
+      j, p,
+      {"family", "hashsize", "maxelem", "timeout", "counters", "comment", "skbinfo", "netmask", "range", "size"}));
+  SetOptions o;
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> family, OptionalString(j, "family", p));
+  if (family) {
+    if (*family != "inet" && *family != "inet6") {
+      return Err(PointerJoin(p, "family"), "expected \"inet\" or \"inet6\", got '" + *family + "'");
+    }
+    o.family = *family;
+  }
+  IPTKIT_ASSIGN_OR_RETURN(o.hashsize, OptionalUint(j, "hashsize", p, 0xffffffffu));
+  IPTKIT_ASSIGN_OR_RETURN(o.maxelem, OptionalUint(j, "maxelem", p, 0xffffffffu));
+  IPTKIT_ASSIGN_OR_RETURN(o.timeout, OptionalUint(j, "timeout", p, kMaxSetTimeout));
+  IPTKIT_ASSIGN_OR_RETURN(o.netmask, OptionalUint(j, "netmask", p, 128));
+  IPTKIT_ASSIGN_OR_RETURN(o.size, OptionalUint(j, "size", p, 0xffffffffu));
+  IPTKIT_ASSIGN_OR_RETURN(o.counters, OptionalBool(j, "counters", p));
+  IPTKIT_ASSIGN_OR_RETURN(o.comment, OptionalBool(j, "comment", p));
+  IPTKIT_ASSIGN_OR_RETURN(o.skbinfo, OptionalBool(j, "skbinfo", p));
+  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> range, OptionalString(j, "range", p));
+  if (range) o.range = *range;
+  return o;
+}
+
+Json SetOptionsJson(const SetOptions& o) {
+  Json j = Json::object();
+  if (!o.family.empty()) j["family"] = o.family;
+  if (o.hashsize) j["hashsize"] = *o.hashsize;
+  if (o.maxelem) j["maxelem"] = *o.maxelem;
+  if (o.timeout) j["timeout"] = *o.timeout;
+  if (o.counters) j["counters"] = true;
+  if (o.comment) j["comment"] = true;
+  if (o.skbinfo) j["skbinfo"] = true;
+  if (o.netmask) j["netmask"] = *o.netmask;
+  if (!o.range.empty()) j["range"] = o.range;
+  if (o.size) j["size"] = *o.size;
+  return j;
+}
+
+// An entry: "192.0.2.7" or {"entry": "192.0.2.7", "timeout": 600, "comment": "ids", "expires_at": MS}.
+Result<OwnedSetEntry> OwnedSetEntryFromJson(const Json& j, const std::string& p) {
+  OwnedSetEntry e;
+  if (j.is_string()) {
+    e.elem = j.get<std::string>();
+  } else {
+    IPTKIT_RETURN_IF_ERROR(Expect(j, p, j.is_object(), "string or object"));
+    IPTKIT_RETURN_IF_ERROR(CheckKeys(j, p, {"entry", "timeout", "comment", "expires_at"}));
+    IPTKIT_ASSIGN_OR_RETURN(e.elem, RequiredString(j, "entry", p));
+    IPTKIT_ASSIGN_OR_RETURN(e.timeout, OptionalUint(j, "timeout", p, kMaxSetTimeout));
+    IPTKIT_ASSIGN_OR_RETURN(e.comment, OptionalString(j, "comment", p));
+    if (const Json* at = Member(j, "expires_at")) {
+      IPTKIT_ASSIGN_OR_RETURN(uint64_t ms, GetUnsigned(*at, PointerJoin(p, "expires_at")));
+      e.expires_ms = static_cast<int64_t>(ms);
+    }
+  }
+  const std::string where = j.is_string() ? p : PointerJoin(p, "entry");
+  if (e.elem.empty() || e.elem.find_first_of(" \t\r\n") != std::string::npos) {
+    return Err(where, "expected one set entry without spaces, got '" + e.elem + "'");
+  }
+  if (e.comment && (e.comment->size() > kMaxSetCommentLength ||
+                    std::any_of(e.comment->begin(), e.comment->end(),
+                                [](char c) { return c == '"' || static_cast<unsigned char>(c) < 0x20; }))) {
+    return Err(PointerJoin(p, "comment"), "expected at most " + std::to_string(kMaxSetCommentLength) +
+                                              " bytes without '\"' or control characters");
+  }
+  return e;
+}
+
+Json OwnedSetEntryToJson(const OwnedSetEntry& e) {
+  if (!e.timeout && !e.comment && !e.expires_ms) return e.elem;
+  Json j = Json::object();
+  j["entry"] = e.elem;
+  if (e.timeout) j["timeout"] = *e.timeout;
+  if (e.comment) j["comment"] = *e.comment;
+  if (e.expires_ms) j["expires_at"] = *e.expires_ms;
+  return j;
+}
+
+Result<OwnedSet> OwnedSetFromJson(const Json& j, const std::string& p) {
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, p, {"name", "type", "options", "entries"}));
+  OwnedSet set;
+  IPTKIT_ASSIGN_OR_RETURN(set.name, RequiredString(j, "name", p));
+  const bool name_ok = !set.name.empty() && set.name.size() <= kMaxSetNameLength &&
+                       std::all_of(set.name.begin(), set.name.end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+                       });
+  if (!name_ok) {
+    return Err(PointerJoin(p, "name"), "expected 1.." + std::to_string(kMaxSetNameLength) +
+                                           " characters of [A-Za-z0-9._-], got '" + set.name + "'");
+  }
+  if (set.name.rfind(kTempSetPrefix, 0) == 0) {
+    return Err(PointerJoin(p, "name"),
+               "names starting with '" + std::string(kTempSetPrefix) + "' are iptkit's temporary sets");
+  }
+  IPTKIT_ASSIGN_OR_RETURN(set.type, RequiredString(j, "type", p));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "options", p, SetOptionsFromJson, &set.options));
+  if (const Json* entries = Member(j, "entries")) {
+    const std::string ep = PointerJoin(p, "entries");
+    IPTKIT_RETURN_IF_ERROR(Expect(*entries, ep, entries->is_array(), "array of entries"));
+    for (size_t i = 0; i < entries->size(); ++i) {
+      IPTKIT_ASSIGN_OR_RETURN(OwnedSetEntry e,
+                              OwnedSetEntryFromJson((*entries)[i], PointerJoin(ep, std::to_string(i))));
+      set.entries.push_back(std::move(e));
+    }
+  }
+  return set;
+}
+
+Json OwnedSetToJson(const OwnedSet& set) {
+  Json entries = Json::array();
+  for (const OwnedSetEntry& e : set.entries) entries.push_back(OwnedSetEntryToJson(e));
+  Json j = Json::object();
+  j["name"] = set.name;
+  j["type"] = set.type;
+  j["options"] = SetOptionsJson(set.options);
+  j["entries"] = std::move(entries);
+  return j;
+}
+
+}  // namespace
+
 // ---- Desired state ----
 
 std::string_view PositionName(HookRule::Position p) { return p == HookRule::Position::kFirst ? "first" : "last"; }
@@ -790,12 +928,17 @@ Json DesiredStateToJson(const DesiredState& d, const SpecCodec& spec) {
   j["family"] = FamiliesName(d.families);
   j["chains"] = std::move(chains);
   j["hooks"] = std::move(hooks);
+  if (!d.sets.empty()) {
+    Json sets = Json::array();
+    for (const OwnedSet& set : d.sets) sets.push_back(OwnedSetToJson(set));
+    j["sets"] = std::move(sets);
+  }
   return j;
 }
 
 Result<DesiredState> DesiredStateFromJson(const Json& j, const SpecCodec& spec) {
   IPTKIT_RETURN_IF_ERROR(ExpectObject(j, ""));
-  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, "", {"owner", "family", "chains", "hooks"}));
+  IPTKIT_RETURN_IF_ERROR(CheckKeys(j, "", {"owner", "family", "chains", "hooks", "sets"}));
   DesiredState d;
   IPTKIT_ASSIGN_OR_RETURN(d.owner, RequiredString(j, "owner", ""));
   IPTKIT_RETURN_IF_ERROR(CheckTagPart(d.owner, "/owner", true));
@@ -827,6 +970,17 @@ Result<DesiredState> DesiredStateFromJson(const Json& j, const SpecCodec& spec) 
     return ReadObjectArray<HookRule>(h, p, "array of hook rules", hook);
   };
   IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "hooks", "", hooks, &d.hooks));
+  auto sets = [](const Json& s, const std::string& p) {
+    return ReadObjectArray<OwnedSet>(s, p, "array of sets", OwnedSetFromJson);
+  };
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "sets", "", sets, &d.sets));
+  for (size_t i = 0; i < d.sets.size(); ++i) {
+    for (size_t k = 0; k < i; ++k) {
+      if (d.sets[k].name == d.sets[i].name) {
+        return Err("/sets/" + std::to_string(i) + "/name", "set '" + d.sets[i].name + "' is listed twice");
+      }
+    }
+  }
   return d;
 }
 

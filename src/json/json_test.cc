@@ -99,6 +99,45 @@ TEST(JsonApiTest, DesiredStateOfTheDesignRoundTrips) {
   EXPECT_EQ(*back, *d);
 }
 
+// Owned sets (iptkitd's documents): parsed, printed back the same, and refused with the field named.
+TEST(JsonApiTest, DesiredStateSetsRoundTripAndNameTheField) {
+  Result<DesiredState> d = DesiredStateFromJson(R"({"owner":"app","chains":[],
+ "sets":[{"name":"app-bl","type":"hash:ip","options":{"timeout":0,"comment":true,"maxelem":1024},
+          "entries":["192.0.2.1",{"entry":"192.0.2.2","timeout":600,"comment":"ids","expires_at":1700000000000}]},
+         {"name":"app-nets","type":"hash:net","options":{"family":"inet6"}}]})");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  ASSERT_EQ(d->sets.size(), 2u);
+  EXPECT_EQ(d->sets[0].options.timeout, 0u);
+  EXPECT_TRUE(d->sets[0].options.comment);
+  EXPECT_EQ(d->sets[0].options.maxelem, 1024u);
+  ASSERT_EQ(d->sets[0].entries.size(), 2u);
+  EXPECT_EQ(d->sets[0].entries[1].timeout, 600u);
+  EXPECT_EQ(d->sets[0].entries[1].comment, "ids");
+  EXPECT_EQ(d->sets[0].entries[1].expires_ms, 1700000000000);
+  EXPECT_EQ(d->sets[1].options.family, "inet6");
+  Result<DesiredState> back = DesiredStateFromJson(DesiredStateToJson(*d));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, *d);
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"([{"type":"hash:ip"}])", "/sets/0/name"},
+      {R"([{"name":"x","type":"hash:ip","frob":1}])", "/sets/0/frob"},
+      {R"([{"name":"x","type":"hash:ip","options":{"family":"ipx"}}])", "/sets/0/options/family"},
+      {R"([{"name":"x","type":"hash:ip","options":{"timeout":2147484}}])", "/sets/0/options/timeout"},
+      {R"([{"name":"x","type":"hash:ip","entries":["a b"]}])", "/sets/0/entries/0"},
+      {R"([{"name":"x","type":"hash:ip","entries":[{"entry":"1.2.3.4","comment":"a\"b"}]}])",
+       "/sets/0/entries/0/comment"},
+      {R"([{"name":"iptkit-tmp-00000000","type":"hash:ip"}])", "/sets/0/name"},
+      {R"([{"name":"x","type":"hash:ip"},{"name":"x","type":"hash:net"}])", "/sets/1/name"},
+      {R"({"name":"x"})", "/sets"},
+  };
+  for (const auto& [sets, field] : bad) {
+    Result<DesiredState> r = DesiredStateFromJson(R"({"owner":"app","chains":[],"sets":)" + sets + "}");
+    ASSERT_FALSE(r.ok()) << sets;
+    EXPECT_EQ(r.status().details().field, field) << sets << ": " << r.status().ToString();
+  }
+}
+
 // docs/json.md is the reference: every example in it is valid JSON, and the input examples parse.
 TEST(JsonApiTest, DocumentationExamplesParse) {
   std::ifstream in(std::string(IPTKIT_SOURCE_DIR) + "/docs/json.md");

@@ -130,6 +130,11 @@ std::vector<Touch> TouchesOf(const service::ChangeRequest& r) {
       }
     }
     if (!any) out.push_back({Touch::Kind::kDocument, Family::kIPv4, "", "", d.owner, {}, "owner document", {}});
+    if (!d.sets.empty()) {
+      Touch t{Touch::Kind::kDocument, Family::kIPv4, "", "", d.owner, {}, "the sets of an owner document", {}};
+      t.sets = true;
+      out.push_back(std::move(t));
+    }
   }
   if (r.delete_owner) {
     out.push_back({Touch::Kind::kDocument, Family::kIPv4, "", "", *r.delete_owner, {}, "owner removal", {}});
@@ -154,6 +159,13 @@ Status AuthorizeSetChange(const Principal& p, const SetTouch& touch) {
   }
   if (s.max_ttl_seconds) {
     const std::string bound = std::to_string(*s.max_ttl_seconds) + " s";
+    if (touch.kind == SetTouch::Kind::kEntryDelete) {
+      // As an owned delete of a rule that has a ttl: the entry goes by itself anyway, the delete only makes it go
+      // sooner. A permanent entry is not the token's to remove.
+      if (touch.timeout_seconds && *touch.timeout_seconds > 0) return Status::Ok();
+      return Status::PermissionDenied(p.name + " may only delete set entries that have a timeout (this one is " +
+                                      "permanent or not listed as given)");
+    }
     if (touch.kind != SetTouch::Kind::kEntryAdd) {
       return Status::PermissionDenied(p.name + " may only add set entries with a timeout of at most " + bound +
                                       ", not " + touch.what);
@@ -189,6 +201,10 @@ Status AuthorizeChange(const Principal& p, const std::vector<Touch>& touches) {
     }
     if (t.owner && !Allowed(s.owners, *t.owner)) {
       return Status::PermissionDenied(p.name + " may not change the state of owner '" + *t.owner + "'");
+    }
+    if (t.sets && (!s.tables.empty() || !s.chains.empty())) {
+      return Status::PermissionDenied(p.name + " is limited to tables or chains and may not declare sets (" + t.what +
+                                      ")");
     }
     if (!t.table.empty() && !Allowed(s.tables, t.table)) {
       return Status::PermissionDenied(p.name + " may not change table " + t.table);

@@ -75,6 +75,7 @@ struct Touch {
   std::optional<int64_t> ttl_seconds;  // of an owned add
   std::string what;                    // "append", "policy", "owned add", ... for messages
   std::vector<std::string> jumps;      // user chains the part's rules jump (-j) or go (-g) to
+  bool sets = false;                   // a document's owned sets (refused to table: and chain: tokens)
 };
 std::vector<Touch> TouchesOf(const service::ChangeRequest& request);
 
@@ -92,12 +93,13 @@ Status AuthorizeChange(const Principal& principal, const std::vector<Touch>& tou
 // What a set change touches (for AuthorizeSetChange).
 struct SetTouch {
   enum class Kind {
-    kEntryAdd,  // an entry added (or refreshed)
-    kOther,     // an entry deleted, a flush, create, destroy, rename, swap, load, sync: permanent
+    kEntryAdd,     // an entry added (or refreshed)
+    kEntryDelete,  // an entry deleted; timeout_seconds: the timeout it has left (nullopt: permanent or unknown)
+    kOther,        // a flush, create, destroy, rename, swap, load, sync: permanent
   };
   Kind kind = Kind::kOther;
   std::vector<std::string> sets;           // every set named (both names of a rename or swap)
-  std::optional<int64_t> timeout_seconds;  // of an entry add
+  std::optional<int64_t> timeout_seconds;  // of an entry add; left to the entry of a delete
   std::string what;                        // "destroy", "add", ... for messages
 };
 // Before a set change (docs/daemon.md "Scopes", the table of sets):

@@ -57,6 +57,7 @@ HttpError ErrorFromStatus(const Status& status, const ErrorContext& context) {
   e.chain = d.chain;
   e.rule = d.rule;
   e.owner = d.owner;
+  e.line = d.line;
   // Without a pointer, a failure is about the request's rule only when the parser named a token of it or iptables
   // rejected the rule, not for a position, a chain or the body's syntax.
   const bool about_rule = d.token.has_value() || d.reason == "rule_rejected";
@@ -84,6 +85,7 @@ std::string ErrorBody(const HttpError& error, std::string_view request_id) {
   if (error.chain) details["chain"] = *error.chain;
   if (error.rule) details["rule"] = *error.rule;
   if (error.owner) details["owner"] = *error.owner;
+  if (error.line) details["line"] = *error.line;
   if (error.retry_after_seconds) details["retry_after"] = *error.retry_after_seconds;
   if (!request_id.empty()) details["request_id"] = std::string(request_id);
   nlohmann::ordered_json body;

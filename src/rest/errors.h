@@ -34,6 +34,7 @@ struct HttpError {
   std::optional<std::string> chain;
   std::optional<int> rule;
   std::optional<std::string> owner;        // the owner of the rule concerned
+  std::optional<int> line;                 // 1-based line of the request's own text (set load/sync entries)
   std::optional<int> retry_after_seconds;  // for 429 / 503
 };
 

@@ -180,7 +180,22 @@ service::SetCaller Caller(const Call& call) {
 // Scope check of a change; a refusal is counted as an auth failure.
 Status Authorize(const HandlerEnv& env, const Call& call, SetTouch touch) {
   Status s = AuthorizeSetChange(call.principal, touch);
-  if (!s.ok()) env.auth_failures->Inc({"scope"});
+  if (!s.ok()) {
+    env.auth_failures->Inc({"scope"});
+    return s;
+  }
+  // An owner's document owns the set: only the document changes it (drift repair would undo anything else).
+  for (const service::OwnerView& o : env.service->Owners()) {
+    if (!o.document) continue;
+    for (const OwnedSet& set : o.document->sets) {
+      if (std::find(touch.sets.begin(), touch.sets.end(), set.name) == touch.sets.end()) continue;
+      return Status::FailedPrecondition("set '" + set.name + "' belongs to owner '" + o.owner +
+                                        "''s document; change it with PUT /v1/owners/" + o.owner)
+          .WithReason("owned_set")
+          .WithOwner(o.owner)
+          .WithToken(set.name);
+    }
+  }
   return s;
 }
 
@@ -314,7 +329,16 @@ HttpResponse Entries(const HandlerEnv& env, Call& call) {
   Result<std::string> entry = StringMember(*body, "entry", true);
   if (!entry.ok()) return Fail(call, entry.status());
   if (!add) {
-    if (Status s = Authorize(env, call, {SetTouch::Kind::kOther, {name}, {}, "an entry delete"}); !s.ok()) {
+    // A --ttl-max token may delete an entry that has a timeout: look it up (as the set lists it).
+    std::optional<int64_t> left;
+    if (call.principal.scopes.max_ttl_seconds && call.principal.scopes.write) {
+      Result<SetInfo> set = env.sets->Get(name, true);
+      if (!set.ok()) return Fail(call, set.status());
+      for (const SetEntry& e : set->entries) {
+        if (e.elem == *entry && e.timeout) left = *e.timeout;
+      }
+    }
+    if (Status s = Authorize(env, call, {SetTouch::Kind::kEntryDelete, {name}, left, "an entry delete"}); !s.ok()) {
       return Fail(call, s);
     }
     if (Status s = env.sets->Delete(Caller(call), name, *entry, *dry); !s.ok()) return Fail(call, s);

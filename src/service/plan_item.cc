@@ -232,6 +232,12 @@ Status Service::Impl::PlanItem(WorkItem& item, txn::BatchPlanner& planner, std::
     planner.RollbackTo(start);
     Undo(working, undo);
   }
+  // Owned sets a document's plan created (for its rules to be planned) go again when it is not committed after all.
+  if (owned_sets) {
+    std::vector<std::string> made = owned_sets->TakeCreated();
+    const bool dry = item.kind == WorkItem::Kind::kRequest && item.request.dry_run;
+    if (!made.empty() && (!s.ok() || dry)) (void)owned_sets->Destroy(made);
+  }
   return s;
 }
 
@@ -362,6 +368,11 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
     IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(doc));
     IPTKIT_RETURN_IF_ERROR(CheckNewOwner(owner, working));
     IPTKIT_RETURN_IF_ERROR(CheckJumpTargets(doc, working));
+    if (!doc.sets.empty()) {
+      // Checked by the kernel, made canonical, created (before the rules that use them are planned) and filled.
+      IPTKIT_RETURN_IF_ERROR(OwnedSetsFor().Prepare(doc, working, now));
+      if (!r.dry_run) IPTKIT_RETURN_IF_ERROR(OwnedSetsFor().Ensure(doc, now).status());
+    }
     Modify(working, owner, undo).document = doc;
     item.effects.documents[owner] = doc;
     item.touched_owners.insert(owner);
@@ -563,9 +574,14 @@ Status Service::Impl::PlanReconcile(WorkItem& item, txn::BatchPlanner& planner,
                                     std::map<std::string, OwnerState>& working) {
   auto it = working.find(item.owner);
   if (it == working.end() || it->second.empty()) return Status::Ok();
+  bool repaired = false;
+  if (it->second.document && !it->second.document->sets.empty()) {
+    // The owner's sets first: its rules are planned against them.
+    IPTKIT_ASSIGN_OR_RETURN(repaired, OwnedSetsFor().Ensure(*it->second.document, NowMs()));
+  }
   const txn::PlanMark before = planner.mark();
   IPTKIT_RETURN_IF_ERROR(PlanOwner(item.owner, it->second, planner, &item.result));
-  if (planner.mark().entries != before.entries) item.repaired_owners.push_back(item.owner);
+  if (repaired || planner.mark().entries != before.entries) item.repaired_owners.push_back(item.owner);
   return Status::Ok();
 }
 

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "src/service/owned_sets.h"
 #include "src/service/owner_planner.h"
 #include "src/service/rollback.h"
 #include "src/service/service.h"
@@ -157,6 +158,11 @@ struct Service::Impl {
   // ---- Writer thread (only it touches these, except where a mutex is named) ----
   std::unique_ptr<backend::Backend> writer_backend;
   std::unique_ptr<OwnerPlanner> owner_planner;
+  std::unique_ptr<OwnedSets> owned_sets;  // made on first use (owners with sets): the served netns's
+  OwnedSets& OwnedSetsFor() {
+    if (!owned_sets) owned_sets = std::make_unique<OwnedSets>(options.firewall.netns);
+    return *owned_sets;
+  }
   std::thread writer;
   int64_t next_seq = 1;                // seq of the next new managed rule
   size_t last_drain_requests = 0;      // client requests the writer took last time (group_wait's target) ...

@@ -585,6 +585,8 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
       for (WorkItem* item : group.committing) {
         for (const store::ManagedRuleKey& key : item->effects.removals) owner_planner->ForgetRule(key);
       }
+      // Sets the documents dropped go now that the rules that used them are gone.
+      const std::vector<std::string> dropped_sets = OwnedSets::Dropped(owners, working);
       {
         std::lock_guard<std::mutex> guard(state_mu);
         for (WorkItem* item : group.committing) {
@@ -612,6 +614,7 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
           if (item->effects.resolve_confirm) confirms.erase(item->effects.resolve_confirm->id);
         }
       }
+      if (!dropped_sets.empty()) (void)OwnedSetsFor().Destroy(dropped_sets);
       for (WorkItem* item : group.committing) item->final = true;
       for (auto& repair : group.repairs) extras.push_back(std::move(repair));
       return;

@@ -185,6 +185,10 @@ Result<ApplyPlan> Firewall::PlanApply(const DesiredState& desired) {
 }
 
 Result<ApplyPlan> Firewall::Apply(const DesiredState& desired, const CommitOptions& options) {
+  if (!desired.sets.empty()) {
+    return Status::InvalidArgument("owned sets are applied by iptkitd (PUT /v1/owners); use Ipsets for sets here")
+        .WithField("/sets");
+  }
   IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(desired));
   const std::vector<Family> families = txn::DesiredFamilies(desired);
   std::map<Family, DesiredState> prepared;

@@ -118,5 +118,20 @@ TEST_F(CliSetDaemonTest, EveryCommandThroughTheDaemon) {
                                       "set_rename", "set_flush", "set_destroy_cascade", "set_destroy", "set_destroy"}));
 }
 
+// A large load through the daemon shows the daemon's progress (its set_progress events): plain lines when stderr is
+// not a terminal, as a local load; nothing with -q.
+TEST_F(CliSetDaemonTest, LargeLoadShowsTheDaemonsProgress) {
+  Ok({"set", "create", "big", "hash:ip", "maxelem", "65536"});
+  std::string input;
+  for (int i = 0; i < 20000; ++i) input += "10.2." + std::to_string(i / 256) + "." + std::to_string(i % 256) + "\n";
+  ProcessResult r = Ok({"set", "load", "big", "-"}, input);
+  EXPECT_THAT(r.err, HasSubstr("set load big: 20000 entries checked\n")) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("set load big: written, swapped in\n")) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("set load big: done\n")) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("20000 entries"));
+  r = Ok({"-q", "set", "sync", "big", "-"}, input);
+  EXPECT_EQ(r.err, "");
+}
+
 }  // namespace
 }  // namespace iptkit::clitest

@@ -101,6 +101,34 @@ TEST_F(CliSetTest, EveryCommandEndToEnd) {
   EXPECT_THAT(IpsetSave(), ::testing::Not(HasSubstr("blocklist")));
 }
 
+// `iptkit list` and `iptkit info` name the sets the rules use, with their type and size (text and --json); the -S
+// form stays exactly iptables -S.
+TEST_F(CliSetTest, ListAndInfoShowTheSetsTheRulesUse) {
+  ASSERT_EQ(Cli({"set", "create", "bl", "hash:ip"}).code, 0);
+  ASSERT_EQ(Cli({"set", "add", "bl", "192.0.2.1"}).code, 0);
+  ASSERT_EQ(ns_->Exec({"iptables-nft", "-A", "INPUT", "-m", "set", "--match-set", "bl", "src", "-j", "DROP"}).code, 0);
+  ProcessResult r = Cli({"list", "INPUT"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("Sets used by these rules:\n  bl  hash:ip  1 entries  (ipv4 filter INPUT 1)\n"));
+  r = Cli({"list", "-S", "INPUT"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::Not(HasSubstr("Sets used")));
+  r = Cli({"--json", "list"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto doc = nlohmann::json::parse(r.out);
+  ASSERT_EQ(doc["sets"].size(), 1u) << r.out;
+  EXPECT_EQ(doc["sets"][0]["name"], "bl");
+  EXPECT_EQ(doc["sets"][0]["missing"], false);
+  EXPECT_EQ(doc["sets"][0]["entry_count"], 1);
+  EXPECT_EQ(doc["sets"][0]["used_by"][0]["chain"], "INPUT");
+  r = Cli({"info"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("  bl  hash:ip  1 entries  (ipv4 filter INPUT 1)"));
+  r = Cli({"--json", "info"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["sets"][0]["name"], "bl") << r.out;
+}
+
 TEST_F(CliSetTest, UsageErrorsAndHelp) {
   ProcessResult r = Cli({"set", "frob"});
   EXPECT_EQ(r.code, 2);

@@ -289,6 +289,7 @@ TEST(DaemonSets, BulkLoadAndSync) {
   Reply rejected = http.Send(Request{"POST", "/v1/sets/big/load", bad, "text/plain"});
   ExpectError(rejected, 400, "invalid_argument");
   EXPECT_NE(rejected.body.find("99999"), std::string::npos) << rejected.body;
+  EXPECT_EQ(rejected.json["error"]["details"]["line"], 99999) << rejected.body;  // structured, not parsed
   EXPECT_EQ(Members(*ns, "big"), std::vector<std::string>{"192.0.2.1"});
 
   // Into a default set (65,536): refused before anything, unchanged; with grow: done through a bigger set.
@@ -384,6 +385,7 @@ enum Column { kRead, kWrite, kTable, kOwner, kTtl, kSet, kColumns };
 const char* const kColumnNames[kColumns] = {"read", "write", "table:nat", "owner:app", "ttl-max 60", "set:bl"};
 constexpr int kOk = 200;  // any 2xx
 constexpr int k403 = 403;
+constexpr int k412 = 412;  // refused whoever asks (an owned set)
 
 struct Row {
   std::string name;
@@ -397,6 +399,10 @@ void MustOk(const Reply& r) { ASSERT_TRUE(r.status >= 200 && r.status < 300) << 
 std::vector<Row> Rows() {
   auto none = [](HttpClient&) {};
   auto entry_in_bl = [](HttpClient& admin) { MustOk(admin.Post("/v1/sets/bl/entries", R"({"entry": "192.0.2.9"})")); };
+  auto owned_os = [](HttpClient& admin) {
+    MustOk(admin.Put("/v1/owners/app", R"({"chains": [], "sets": [{"name": "os", "type": "hash:ip",
+        "options": {"timeout": 0}, "entries": ["192.0.2.8"]}]})"));
+  };
   auto rule_uses_bl = [](HttpClient& admin) {
     MustOk(admin.Post(RulesPath("INPUT"), R"({"spec": "-m set --match-set bl src -j DROP"})"));
   };
@@ -439,6 +445,12 @@ std::vector<Row> Rows() {
        entry_in_bl,
        [](HttpClient& c) { return c.Delete("/v1/sets/bl/entries", R"({"entry": "192.0.2.9"})"); },
        {k403, kOk, k403, k403, k403, kOk}},
+      {"delete an entry of bl that has a timeout (5 min)",
+       [](HttpClient& admin) {
+         MustOk(admin.Post("/v1/sets/bl/entries", R"({"entry": "192.0.2.9", "timeout": 300})"));
+       },
+       [](HttpClient& c) { return c.Delete("/v1/sets/bl/entries", R"({"entry": "192.0.2.9"})"); },
+       {k403, kOk, k403, k403, kOk, kOk}},
       {"flush bl",
        entry_in_bl,
        [](HttpClient& c) { return c.Post("/v1/sets/bl/flush", ""); },
@@ -468,6 +480,20 @@ std::vector<Row> Rows() {
        none,
        [](HttpClient& c) { return c.Post(RulesPath("INPUT"), R"({"spec": "-s 192.0.2.4 -j DROP"})"); },
        {k403, kOk, k403, k403, k403, k403}},
+      {"add to os (owned by app's document), timeout 30 s",
+       owned_os,
+       [](HttpClient& c) { return c.Post("/v1/sets/os/entries", R"({"entry": "192.0.2.1", "timeout": 30})"); },
+       {k403, k412, k403, k403, k412, k403}},
+      {"destroy os (owned by app's document)",
+       owned_os,
+       [](HttpClient& c) { return c.Delete("/v1/sets/os"); },
+       {k403, k412, k403, k403, k403, k403}},
+      {"PUT /v1/owners/app declaring set os",
+       none,
+       [](HttpClient& c) {
+         return c.Put("/v1/owners/app", R"({"chains": [], "sets": [{"name": "os", "type": "hash:ip"}]})");
+       },
+       {k403, kOk, k403, kOk, k403, k403}},
       {"owned add of app, ttl 30 s",
        none,
        [](HttpClient& c) {
@@ -513,8 +539,8 @@ TEST(DaemonSets, ScopeTableEveryCell) {
       row.setup(admin);
       if (HasFatalFailure()) return;
       Reply r = row.request(clients[c]);
-      if (row.want[c] == k403) {
-        EXPECT_EQ(r.status, 403) << r.Describe();
+      if (row.want[c] == k403 || row.want[c] == k412) {
+        EXPECT_EQ(r.status, row.want[c]) << r.Describe();
       } else {
         EXPECT_TRUE(r.status >= 200 && r.status < 300) << r.Describe();
       }

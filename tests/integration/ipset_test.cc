@@ -443,5 +443,49 @@ TEST_F(IpsetTest, ConcurrentAddsFromManyThreadsStoreEveryEntry) {
   EXPECT_EQ(Elems(*sets_, "c"), want);
 }
 
+// Concurrent single adds share batches (one libipset session each); a bad add among them fails alone, with its own
+// error, and every other add of its batch is stored; adds without refresh (no_refresh) keep their own answer.
+TEST_F(IpsetTest, ConcurrentAddsWithBadOnesEachGetTheirOwnResult) {
+  ASSERT_TRUE(sets_->Create("c", "hash:ip", {.timeout = 0}).ok());
+  ASSERT_TRUE(sets_->Create("n", "hash:ip").ok());  // no timeout support
+  ASSERT_TRUE(sets_->Add("c", "10.9.9.9").ok());
+  constexpr uint32_t kThreads = 32, kPerThread = 50;
+  std::vector<std::thread> threads;
+  std::vector<std::vector<Status>> results(kThreads);
+  for (uint32_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint32_t i = 0; i < kPerThread; ++i) {
+        const uint32_t k = t * kPerThread + i;
+        if (k % 97 == 5) {
+          results[t].push_back(sets_->Add("n", Address(k), {.timeout = 5}));  // no timeout support: refused
+        } else if (k % 101 == 7) {
+          results[t].push_back(sets_->Add("c", "10.9.9.9", {.no_refresh = true}));  // exists: AlreadyExists
+        } else {
+          results[t].push_back(sets_->Add("c", Address(k), {.timeout = 600}));
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<std::string> want = {"10.9.9.9"};
+  for (uint32_t t = 0; t < kThreads; ++t) {
+    for (uint32_t i = 0; i < kPerThread; ++i) {
+      const uint32_t k = t * kPerThread + i;
+      const Status& s = results[t][i];
+      if (k % 97 == 5) {
+        EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << k << ": " << s.ToString();
+      } else if (k % 101 == 7) {
+        EXPECT_EQ(s.code(), StatusCode::kAlreadyExists) << k << ": " << s.ToString();
+      } else {
+        EXPECT_TRUE(s.ok()) << k << ": " << s.ToString();
+        want.push_back(Address(k));
+      }
+    }
+  }
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(Elems(*sets_, "c"), want);
+  EXPECT_EQ(Elems(*sets_, "n"), std::vector<std::string>{});
+}
+
 }  // namespace
 }  // namespace iptkit::integration

@@ -3,9 +3,9 @@
 # up: base < model < dialect < json < backend < txn, store < service < rest, fleet < tools. txn and store are side
 # by side and may not include each other; so are rest (the HTTP adapter) and fleet (the etcd agent, docs/fleet.md).
 # Public headers belong to the layer that implements them: iptkit/status.h is base; model.h, backend_info.h,
-# transaction.h and desired.h are model (value types); dialect.h is dialect; json.h is json; firewall.h is txn;
-# ipset.h is ipset, a layer beside backend (libipset; uses base and model only); c/iptkit.h is capi, the C ABI beside
-# tools (it uses the public C++ API only). Tests, benchmarks, fuzzers and examples sit on top and are not checked.
+# transaction.h, desired.h and set_types.h are model (value types); dialect.h is dialect; json.h is json;
+# firewall.h is txn; ipset.h is ipset, a layer beside backend (libipset; uses base and model only); c/iptkit.h is
+# capi, the C ABI beside tools (it uses the public C++ API only). Tests, benchmarks, fuzzers and examples sit on top and are not checked.
 # Usage: check_layering.sh [SOURCE_ROOT]   (prints every upward include as FILE:LINE: ... and exits 1)
 set -euo pipefail
 root=${1:-$(dirname "$0")/../..}
@@ -23,7 +23,7 @@ rank_of_layer() {
 layer_of_include() {
   case "$1" in
     iptkit/status.h) echo base ;;
-    iptkit/model.h | iptkit/backend_info.h | iptkit/transaction.h | iptkit/desired.h) echo model ;;
+    iptkit/model.h | iptkit/backend_info.h | iptkit/transaction.h | iptkit/desired.h | iptkit/set_types.h) echo model ;;
     iptkit/dialect.h) echo dialect ;;
     iptkit/json.h) echo json ;;
     iptkit/firewall.h) echo txn ;;

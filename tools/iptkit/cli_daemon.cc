@@ -384,6 +384,7 @@ Status StatusFromDaemonError(int http_status, const std::string& body) {
       s = s.WithLocation(Str(d, "family"), d["table"].get<std::string>(), d["chain"].get<std::string>(), rule);
     }
     if (d.contains("reason") && d["reason"].is_string()) s = s.WithReason(d["reason"].get<std::string>());
+    if (d.contains("line") && d["line"].is_number_integer()) s = s.WithLine(d["line"].get<int>());
   }
   return s;
 }

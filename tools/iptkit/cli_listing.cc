@@ -645,4 +645,74 @@ std::string FormatRulesS(const Table& table, const ListingFormat& format) {
   return out;
 }
 
+// ---- Sets ----
+
+std::vector<SetUse> SetsReferenced(const std::vector<const Ruleset*>& rulesets) {
+  std::vector<SetUse> out;
+  std::map<std::string, size_t> index;
+  for (const Ruleset* all : rulesets) {
+    for (const Table& table : all->tables) {
+      for (const Chain& chain : table.chains) {
+        for (size_t i = 0; i < chain.rules.size(); ++i) {
+          for (const std::string& name : SetsUsedBy(chain.rules[i])) {
+            auto [it, fresh] = index.emplace(name, out.size());
+            if (fresh) out.push_back({name, std::nullopt, {}});
+            out[it->second].used_by.push_back({all->family, table.name, chain.name, static_cast<int>(i + 1)});
+          }
+        }
+      }
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const SetUse& a, const SetUse& b) { return a.name < b.name; });
+  return out;
+}
+
+Status LookUpSets(const Ipsets& sets, std::vector<SetUse>& uses) {
+  if (uses.empty()) return Status::Ok();
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<SetInfo> all, sets.List("", /*with_entries=*/false));
+  for (SetUse& use : uses) {
+    for (const SetInfo& info : all) {
+      if (info.name == use.name) use.info = info;
+    }
+  }
+  return Status::Ok();
+}
+
+std::string FormatSetUses(const std::vector<SetUse>& uses) {
+  if (uses.empty()) return "";
+  size_t name_width = 0;
+  for (const SetUse& u : uses) name_width = std::max(name_width, u.name.size());
+  std::string out = "\nSets used by these rules:\n";
+  for (const SetUse& u : uses) {
+    std::string what = u.info ? u.info->type + "  " + std::to_string(u.info->entry_count) + " entries"
+                              : std::string("MISSING (no such set)");
+    std::string where;
+    for (const SetUse::Place& p : u.used_by) {
+      where += (where.empty() ? "" : ", ") + std::string(FamilyName(p.family)) + " " + p.table + " " + p.chain + " " +
+               std::to_string(p.rule);
+    }
+    out += "  " + u.name + std::string(name_width - u.name.size(), ' ') + "  " + what + "  (" + where + ")\n";
+  }
+  return out;
+}
+
+nlohmann::json SetUsesJson(const std::vector<SetUse>& uses) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const SetUse& u : uses) {
+    nlohmann::json j = {{"name", u.name}, {"missing", !u.info.has_value()}};
+    if (u.info) {
+      j["type"] = u.info->type;
+      j["entry_count"] = u.info->entry_count;
+      j["references"] = u.info->references;
+    }
+    nlohmann::json places = nlohmann::json::array();
+    for (const SetUse::Place& p : u.used_by) {
+      places.push_back({{"family", FamilyName(p.family)}, {"table", p.table}, {"chain", p.chain}, {"rule", p.rule}});
+    }
+    j["used_by"] = std::move(places);
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 }  // namespace iptkit::cli

@@ -14,9 +14,13 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
+#include "iptkit/ipset.h"
 #include "iptkit/model.h"
 
 namespace iptkit::cli {
@@ -46,6 +50,31 @@ std::string FormatRulesS(const Table& table, const ListingFormat& format);
 
 // The last column of one rule's row (" tcp dpt:22 /* ssh */"), each extension's part with a leading blank.
 std::string FormatRuleDetails(Family family, const Rule& rule);
+
+// ---- The IP sets a ruleset references (`iptkit list`, `iptkit info`) ----
+
+struct SetUse {
+  std::string name;
+  std::optional<SetInfo> info;  // nullopt: no such set in the kernel (a restore or rule would fail on it)
+  struct Place {
+    Family family = Family::kIPv4;
+    std::string table;
+    std::string chain;
+    int rule = 0;  // 1-based
+  };
+  std::vector<Place> used_by;
+};
+
+// Every set the rules of `rulesets` use (SetsUsedBy), by name, with the rules using it; `info` left empty.
+std::vector<SetUse> SetsReferenced(const std::vector<const Ruleset*>& rulesets);
+// Fills each `info` from `sets` (without entries); a set the kernel does not have stays nullopt. Other errors
+// (no permission, no ip_set module) are returned.
+Status LookUpSets(const Ipsets& sets, std::vector<SetUse>& uses);
+// "\nSets used by these rules:\n  blocklist  hash:ip  3 entries  filter INPUT 1\n  gone  MISSING  filter INPUT 2\n"
+// ("" when no rule uses a set).
+std::string FormatSetUses(const std::vector<SetUse>& uses);
+// [{"name", "missing", "type", "entry_count", "references", "used_by": [{"family","table","chain","rule"}]}].
+nlohmann::json SetUsesJson(const std::vector<SetUse>& uses);
 
 }  // namespace iptkit::cli
 

@@ -105,5 +105,33 @@ TEST(CliListingTest, Ipv6Addresses) {
             "ACCEPT     58   --  2001:db8::7          2001:db8::/32        ipv6-icmptype 128\n");
 }
 
+// The sets a ruleset uses, a missing one named as such (text and JSON).
+TEST(CliListingTest, SetsReferencedIncludingAMissingOne) {
+  Ruleset v4;
+  v4.family = Family::kIPv4;
+  v4.tables.push_back(FilterWith({R("-m set --match-set bl src -j DROP"), R("-s 10.0.0.1 -j ACCEPT"),
+                                  R("-m set --match-set gone dst -j SET --add-set bl src")}));
+  std::vector<SetUse> uses = SetsReferenced({&v4});
+  ASSERT_EQ(uses.size(), 2u);
+  EXPECT_EQ(uses[0].name, "bl");
+  ASSERT_EQ(uses[0].used_by.size(), 2u);
+  EXPECT_EQ(uses[0].used_by[1].rule, 3);
+  EXPECT_EQ(uses[1].name, "gone");
+  SetInfo bl;
+  bl.name = "bl";
+  bl.type = "hash:ip";
+  bl.entry_count = 7;
+  uses[0].info = bl;
+  EXPECT_EQ(FormatSetUses(uses),
+            "\nSets used by these rules:\n"
+            "  bl    hash:ip  7 entries  (ipv4 filter INPUT 1, ipv4 filter INPUT 3)\n"
+            "  gone  MISSING (no such set)  (ipv4 filter INPUT 3)\n");
+  nlohmann::json j = SetUsesJson(uses);
+  EXPECT_EQ(j[0]["entry_count"], 7);
+  EXPECT_EQ(j[1]["missing"], true);
+  EXPECT_FALSE(j[1].contains("type"));
+  EXPECT_EQ(FormatSetUses({}), "");
+}
+
 }  // namespace
 }  // namespace iptkit::cli

@@ -14,6 +14,7 @@
 #include "iptkit/transaction.h"
 #include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_format.h"
+#include "tools/iptkit/cli_listing.h"
 #include "tools/iptkit/cli_progress.h"
 #include "tools/iptkit/cli_set.h"
 #include "tools/iptkit/cli_support.h"
@@ -60,6 +61,24 @@ Result<std::string> ListJson(const Ruleset& all, const Invocation& inv) {
   IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
   IPTKIT_ASSIGN_OR_RETURN(nlohmann::json doc, ParseJsonText(RulesetToJson(selected)));
   NarrowListJson(doc, inv);
+  return doc.dump(2) + "\n";
+}
+
+// The sets the rules of `rulesets` use, looked up in the namespace; a failed look-up is a warning (nothing shown).
+std::vector<SetUse> UsedSets(const std::vector<const Ruleset*>& rulesets, const Invocation& inv, std::ostream& err) {
+  std::vector<SetUse> uses = SetsReferenced(rulesets);
+  if (Status s = LookUpSets(Ipsets(inv.global.netns), uses); !s.ok()) {
+    if (!inv.global.quiet) err << "iptkit: warning: could not list the IP sets the rules use: " << s.message() << "\n";
+    return {};
+  }
+  return uses;
+}
+
+// `text` (a JSON object) with "sets": the sets used (when any).
+Result<std::string> WithSets(const std::string& text, const std::vector<SetUse>& uses) {
+  if (uses.empty()) return text;
+  IPTKIT_ASSIGN_OR_RETURN(nlohmann::json doc, ParseJsonText(text));
+  doc["sets"] = SetUsesJson(uses);
   return doc.dump(2) + "\n";
 }
 
@@ -179,7 +198,23 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
   switch (inv.kind) {
     case CommandKind::kInfo: {
       IPTKIT_ASSIGN_OR_RETURN(FirewallInfo info, fw.Info());
-      out << (inv.global.json ? FirewallInfoToJson(info, kPretty) + "\n" : FormatInfo(info));
+      // The sets the rules of both families use (a missing one named).
+      std::vector<Ruleset> both;
+      for (Family f : {Family::kIPv4, Family::kIPv6}) {
+        Result<Ruleset> rs = fw.List(f, std::nullopt, {.allow_lossy = true});
+        if (!rs.ok()) continue;
+        both.push_back(*std::move(rs));
+        both.back().family = f;
+      }
+      std::vector<const Ruleset*> ptrs;
+      for (const Ruleset& r : both) ptrs.push_back(&r);
+      const std::vector<SetUse> uses = UsedSets(ptrs, inv, err);
+      if (inv.global.json) {
+        IPTKIT_ASSIGN_OR_RETURN(std::string text, WithSets(FirewallInfoToJson(info, kPretty) + "\n", uses));
+        out << text;
+      } else {
+        out << FormatInfo(info) << FormatSetUses(uses);
+      }
       return kExitOk;
     }
 
@@ -190,12 +225,19 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       if (table == std::nullopt && !inv.chain.empty()) table = "filter";
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table, {.allow_lossy = inv.allow_lossy}));
       all.family = family;
+      // The sets the listed rules use (the -S form stays exactly iptables -S).
+      std::vector<SetUse> uses;
+      if (inv.global.json || !inv.list.rules) {
+        IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
+        uses = UsedSets({&selected}, inv, err);
+      }
       if (inv.global.json) {
         IPTKIT_ASSIGN_OR_RETURN(std::string text, ListJson(all, inv));
+        IPTKIT_ASSIGN_OR_RETURN(text, WithSets(text, uses));
         out << text;
       } else {
         IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderListing(all, inv, {}, err));
-        out << text;
+        out << text << FormatSetUses(uses);
       }
       return kExitOk;
     }

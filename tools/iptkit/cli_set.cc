@@ -1,7 +1,9 @@
 #include "tools/iptkit/cli_set.h"
 
+#include <atomic>
 #include <charconv>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "iptkit/dialect.h"
 #include "iptkit/firewall.h"
@@ -9,6 +11,7 @@
 #include "src/ipset/set_json.h"
 #include "tools/iptkit/cli_daemon.h"
 #include "tools/iptkit/cli_support.h"
+#include "tools/iptkit/unix_http.h"
 
 namespace iptkit::cli {
 namespace {
@@ -343,7 +346,58 @@ Result<int> Execute(const SetInvocation& inv, std::istream& in, std::ostream& ou
 
 // ---- Through iptkitd (--daemon): the same commands as REST requests on its unix socket (docs/rest.md "Sets") ----
 
-Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::ostream& out) {
+// While iptkitd runs a large load or sync: its `set_progress` events of that set and op (GET /v1/events on the same
+// socket, on a thread of its own) drive `display`. Best effort: without events the command simply shows none.
+class DaemonProgressFeed {
+ public:
+  DaemonProgressFeed(const GlobalOptions& g, const std::string& set, const std::string& op,
+                     SetProgressDisplay& display) {
+    std::string target = "/v1/events";
+    if (!g.netns.empty()) target += "?netns=" + UrlQueryValue(g.netns);
+    std::string socket = g.daemon.value_or(std::string(kDefaultDaemonSocket));
+    thread_ = std::thread([this, socket, target, set, op, &display] {
+      UnixHttpClient client(socket, std::chrono::seconds(5));
+      (void)client.StreamEvents(
+          target,
+          [&](std::string_view data) {
+            json j = json::parse(std::string(data), nullptr, /*allow_exceptions=*/false);
+            if (!j.is_object() || j.value("set", "") != set || j.value("op", "") != op) return true;
+            const std::string stage = j.value("stage", "");
+            SetProgress p;
+            p.stage = stage == "checked"   ? SetProgress::Stage::kChecked
+                      : stage == "copied"  ? SetProgress::Stage::kCopied
+                      : stage == "swapped" ? SetProgress::Stage::kSwapped
+                      : stage == "done"    ? SetProgress::Stage::kDone
+                                           : SetProgress::Stage::kLoading;
+            p.done = j.value("done", size_t{0});
+            p.total = j.value("total", size_t{0});
+            display.Update(p);
+            return p.stage != SetProgress::Stage::kDone;
+          },
+          stop_, &opened_);
+      finished_ = true;
+    });
+    // The request goes out once the subscription is in place (or after 1 s without it), so that no event is missed.
+    for (int i = 0; i < 100 && !opened_ && !finished_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ~DaemonProgressFeed() { Stop(); }
+  // Waits briefly for the last events (the answer may overtake them), then ends the stream.
+  void Stop() {
+    if (!thread_.joinable()) return;
+    for (int i = 0; i < 50 && opened_ && !finished_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> opened_{false};
+  std::atomic<bool> finished_{false};
+  std::thread thread_;
+};
+
+Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
+                             const Environment& env) {
   const GlobalOptions& g = inv.global;
   const bool json_out = g.json;
   const std::string base = "/v1/sets/" + UrlQueryValue(inv.name);
@@ -430,10 +484,19 @@ Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::os
       const bool load = inv.verb == SetVerb::kLoad;
       IPTKIT_ASSIGN_OR_RETURN(std::string text, ReadInput(inv.arg, in));
       // Checked here first (line numbers of this file), then sent as restore text: the daemon names the same lines.
-      IPTKIT_RETURN_IF_ERROR(ParseSetEntries(text, inv.name).status());
+      IPTKIT_ASSIGN_OR_RETURN(std::vector<SetEntrySpec> entries, ParseSetEntries(text, inv.name));
       const std::string path = query(base + (load ? "/load" : "/sync"),
                                      {dry, load && inv.grow ? "grow=1" : "", !load && inv.diff ? "mode=minimal" : ""});
-      IPTKIT_ASSIGN_OR_RETURN(json j, DaemonRequest(g, "POST", path, text, "text/plain"));
+      // Progress as the daemon reports it (a bar on a terminal, plain lines otherwise), as for a local load.
+      const bool show = !g.quiet && entries.size() >= 1000;
+      SetProgressDisplay progress(err, env.stderr_is_terminal, show,
+                                  "set " + std::string(load ? "load " : "sync ") + inv.name);
+      std::optional<DaemonProgressFeed> feed;
+      if (show) feed.emplace(g, inv.name, load ? "load" : "sync", progress);
+      Result<json> answered = DaemonRequest(g, "POST", path, text, "text/plain");
+      if (feed) feed->Stop();
+      progress.Finish();
+      IPTKIT_ASSIGN_OR_RETURN(json j, std::move(answered));
       const json& r = j["report"];
       doc["report"] = r;
       std::string summary =
@@ -484,7 +547,7 @@ Result<int> ExecuteViaDaemon(const SetInvocation& inv, std::istream& in, std::os
 
 int RunSetCommand(const SetInvocation& inv, std::istream& in, std::ostream& out, std::ostream& err,
                   const Environment& env) {
-  Result<int> code = inv.global.daemon ? ExecuteViaDaemon(inv, in, out) : Execute(inv, in, out, err, env);
+  Result<int> code = inv.global.daemon ? ExecuteViaDaemon(inv, in, out, err, env) : Execute(inv, in, out, err, env);
   out.flush();
   if (!code.ok()) {
     // An error about one word of the command line (the entry, a create option): mark it there.

@@ -158,8 +158,7 @@ Result<HttpAnswer> ParseHttpAnswer(std::string_view raw, bool at_eof, bool* comp
   return answer;
 }
 
-Result<HttpAnswer> UnixHttpClient::Send(std::string_view method, std::string_view target, std::string_view json_body,
-                                        size_t max_answer_bytes, std::string_view content_type) const {
+Result<UniqueFd> UnixHttpClient::Connect() const {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path_.empty() || socket_path_.size() >= sizeof(addr.sun_path)) {
@@ -178,7 +177,97 @@ Result<HttpAnswer> UnixHttpClient::Send(std::string_view method, std::string_vie
     ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0) return Status::Unavailable("connect: " + std::string(std::strerror(err)));
   }
+  return fd;
+}
 
+Status UnixHttpClient::StreamEvents(std::string_view target, const std::function<bool(std::string_view)>& on_data,
+                                    const std::atomic<bool>& stop, std::atomic<bool>* opened) const {
+  IPTKIT_ASSIGN_OR_RETURN(UniqueFd fd, Connect());
+  std::string request = "GET " + std::string(target) +
+                        " HTTP/1.1\r\nHost: iptkitd\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n";
+  size_t sent = 0;
+  while (sent < request.size()) {
+    ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      IPTKIT_RETURN_IF_ERROR(WaitFor(fd.get(), POLLOUT, timeout_, "take the request"));
+    } else {
+      return Status::Unavailable("sending to iptkitd: " + std::string(std::strerror(errno)));
+    }
+  }
+  std::string raw;       // bytes not yet taken apart
+  std::string body;      // decoded body not yet split into lines
+  bool in_body = false;  // the header was read
+  bool chunked = false;
+  char buf[16384];
+  while (!stop.load()) {
+    pollfd p{fd.get(), POLLIN, 0};
+    int ready = ::poll(&p, 1, 100);
+    if (ready < 0 && errno != EINTR) return Status::Unavailable("poll: " + std::string(std::strerror(errno)));
+    if (ready <= 0) continue;
+    ssize_t n = ::recv(fd.get(), buf, sizeof(buf), 0);
+    if (n == 0) return Status::Ok();
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      return Status::Unavailable("reading iptkitd's events: " + std::string(std::strerror(errno)));
+    }
+    raw.append(buf, static_cast<size_t>(n));
+    if (!in_body) {
+      const size_t end = raw.find("\r\n\r\n");
+      if (end == std::string::npos) continue;
+      const std::string_view head(raw.data(), end);
+      if (head.substr(0, 12) != "HTTP/1.1 200" && head.substr(0, 12) != "HTTP/1.0 200") {
+        return Status::Unavailable("iptkitd's events: " + std::string(head.substr(0, head.find('\r'))));
+      }
+      size_t pos = head.find("\r\n");
+      while (pos != std::string_view::npos && pos < head.size()) {
+        size_t next = head.find("\r\n", pos + 2);
+        std::string_view line = head.substr(pos + 2, next == std::string_view::npos ? head.npos : next - pos - 2);
+        size_t colon = line.find(':');
+        if (colon != std::string_view::npos && IEquals(Trim(line.substr(0, colon)), "transfer-encoding") &&
+            IEquals(Trim(line.substr(colon + 1)), "chunked")) {
+          chunked = true;
+        }
+        pos = next;
+      }
+      raw.erase(0, end + 4);
+      in_body = true;
+      if (opened != nullptr) *opened = true;
+    }
+    if (chunked) {
+      for (;;) {
+        const size_t eol = raw.find("\r\n");
+        if (eol == std::string::npos) break;
+        std::optional<size_t> size =
+            ParseHex(Trim(std::string_view(raw).substr(0, raw.find(';') < eol ? raw.find(';') : eol)));
+        if (!size) return Status::Unavailable("malformed chunk in iptkitd's events");
+        if (*size == 0) return Status::Ok();
+        if (raw.size() < eol + 2 + *size + 2) break;
+        body.append(raw, eol + 2, *size);
+        raw.erase(0, eol + 2 + *size + 2);
+      }
+    } else {
+      body += raw;
+      raw.clear();
+    }
+    for (size_t nl = body.find('\n'); nl != std::string::npos; nl = body.find('\n')) {
+      std::string_view line(body.data(), nl);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.substr(0, 5) == "data:") {
+        std::string_view data = line.substr(5);
+        if (!data.empty() && data.front() == ' ') data.remove_prefix(1);
+        if (!on_data(data)) return Status::Ok();
+      }
+      body.erase(0, nl + 1);
+    }
+  }
+  return Status::Ok();
+}
+
+Result<HttpAnswer> UnixHttpClient::Send(std::string_view method, std::string_view target, std::string_view json_body,
+                                        size_t max_answer_bytes, std::string_view content_type) const {
+  IPTKIT_ASSIGN_OR_RETURN(UniqueFd fd, Connect());
   std::string request;
   request.reserve(256 + json_body.size());
   request.append(method).append(" ").append(target).append(" HTTP/1.1\r\nHost: iptkitd\r\nConnection: close\r\n");

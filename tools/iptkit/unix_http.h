@@ -6,12 +6,15 @@
 #ifndef IPTKIT_TOOLS_IPTKIT_UNIX_HTTP_H_
 #define IPTKIT_TOOLS_IPTKIT_UNIX_HTTP_H_
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include "iptkit/status.h"
+#include "src/base/unique_fd.h"
 
 namespace iptkit::cli {
 
@@ -32,7 +35,15 @@ class UnixHttpClient {
                           size_t max_answer_bytes = size_t{1} << 30,
                           std::string_view content_type = "application/json") const;
 
+  // GET `target`, a stream of Server-Sent Events (GET /v1/events): `on_data` gets the text after "data:" of each
+  // data line as it arrives, until it returns false, `stop` becomes true (checked every 100 ms), or the stream
+  // ends. The answer's body may be chunked. Unavailable when the daemon cannot be reached or answers other than 200.
+  // `opened` (when given) becomes true once the daemon answered 200 (the subscription is in place).
+  Status StreamEvents(std::string_view target, const std::function<bool(std::string_view)>& on_data,
+                      const std::atomic<bool>& stop, std::atomic<bool>* opened = nullptr) const;
+
  private:
+  Result<base::UniqueFd> Connect() const;
   std::string socket_path_;
   std::chrono::milliseconds timeout_;
 };

@@ -323,6 +323,8 @@ const std::vector<KeySpec>& Keys() {
                    [](std::string_view v, DaemonConfig* c) { return Duration(v, &c->wait); }},
                   {"max_body_bytes", false, "request body limit in bytes (default 1048576)",
                    [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_body_bytes); }},
+                  {"max_set_body_bytes", false, "body limit in bytes of set loads and syncs (default 33554432)",
+                   [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_set_body_bytes); }},
                   {"max_ops", false, "ops / rules per request (default 1000)",
                    [](std::string_view v, DaemonConfig* c) { return PositiveSize(v, &c->max_ops); }},
                   {"rate_limit", false, "requests per second per principal (default 100; 0 = unlimited)",

@@ -87,11 +87,12 @@ struct DaemonConfig {
   // group_wait: how long the writer, under load, waits for the clients its last commit answered before the next
   // commit ("0" = never waits); at most 1s.
   std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
-  size_t max_body_bytes = 1 << 20;  // max_body_bytes: request body limit; > 0
-  size_t max_ops = 1000;            // max_ops: ops / rules per request; > 0
-  double rate_limit = 100;          // rate_limit: requests per second per principal, >= 0; 0 = unlimited
-  double rate_burst = 200;          // rate_burst: token bucket size, >= 1
-  size_t max_connections = 1024;    // max_connections: TCP connections open at once, all listeners; > 0
+  size_t max_body_bytes = 1 << 20;       // max_body_bytes: request body limit; > 0
+  size_t max_set_body_bytes = 32 << 20;  // max_set_body_bytes: body limit of set loads and syncs; > 0
+  size_t max_ops = 1000;                 // max_ops: ops / rules per request; > 0
+  double rate_limit = 100;               // rate_limit: requests per second per principal, >= 0; 0 = unlimited
+  double rate_burst = 200;               // rate_burst: token bucket size, >= 1
+  size_t max_connections = 1024;         // max_connections: TCP connections open at once, all listeners; > 0
   // HTTP limits (docs/daemon.md "Connections and limits"):
   size_t max_connections_per_peer = 128;  // max_connections_per_peer: TCP connections from one address; > 0
   size_t max_socket_connections = 64;     // max_socket_connections: unix socket connections at once; > 0

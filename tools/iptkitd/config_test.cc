@@ -180,6 +180,7 @@ TEST(ParseConfigTest, Defaults) {
   EXPECT_EQ(d.drift_interval, milliseconds(5000));
   EXPECT_EQ(d.wait, milliseconds(10000));
   EXPECT_EQ(d.max_body_bytes, size_t{1} << 20);
+  EXPECT_EQ(d.max_set_body_bytes, size_t{32} << 20);
   EXPECT_EQ(d.max_ops, 1000u);
   EXPECT_EQ(d.rate_limit, 100);
   EXPECT_EQ(d.rate_burst, 200);
@@ -205,6 +206,7 @@ tls_key = /etc/iptkit/key.pem
 drift_interval = 250ms
 wait = 2m
 max_body_bytes = 65536
+max_set_body_bytes = 1000000
 max_ops = 50
 rate_limit = 2.5
 rate_burst = 10
@@ -228,6 +230,7 @@ default_owner = ttl-rules
   EXPECT_EQ(c->drift_interval, milliseconds(250));
   EXPECT_EQ(c->wait, milliseconds(120000));
   EXPECT_EQ(c->max_body_bytes, 65536u);
+  EXPECT_EQ(c->max_set_body_bytes, 1000000u);
   EXPECT_EQ(c->max_ops, 50u);
   EXPECT_EQ(c->rate_limit, 2.5);
   EXPECT_EQ(c->rate_burst, 10);
@@ -313,6 +316,8 @@ TEST(ParseConfigTest, LineErrorsNameFileLineKeyAndValue) {
       {"drift_interval = 0s", {"c.conf:1: drift_interval '0s'", "greater than 0"}},
       {"wait = soon", {"c.conf:1: wait 'soon'", "duration"}},
       {"max_body_bytes = 0", {"c.conf:1: max_body_bytes '0'", "positive integer"}},
+      {"max_set_body_bytes = 0", {"c.conf:1: max_set_body_bytes '0'", "positive integer"}},
+      {"max_set_body_bytes = 32MiB", {"c.conf:1: max_set_body_bytes '32MiB'", "positive integer"}},
       {"max_ops = -5", {"c.conf:1: max_ops '-5'", "positive integer"}},
       {"max_connections = 1e3", {"c.conf:1: max_connections '1e3'", "positive integer"}},
       {"max_batch = 99999999999999999999999", {"c.conf:1: max_batch", "positive integer"}},
@@ -464,6 +469,7 @@ TEST(DocsTest, ExampleParsesAndEveryKeyIsDocumented) {
                           "group_wait",
                           "wait",
                           "max_body_bytes",
+                          "max_set_body_bytes",
                           "max_ops",
                           "rate_limit",
                           "rate_burst",
@@ -573,12 +579,15 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
     EXPECT_FALSE(k.help.empty()) << k.name;
     EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
   }
-  EXPECT_EQ(names.size(), 57u);
+  EXPECT_EQ(names.size(), 58u);
   EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
   DaemonConfig c;
   ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});
   ExpectInvalid(ApplyConfigValue("log_level", "bogus", &c), {"expected one of"});
   ExpectInvalid(ApplyConfigValue("nope", "1", &c), {"unknown key"});
+  ExpectInvalid(ApplyConfigValue("max_set_body_bytes", "0", &c), {"positive integer"});
+  ASSERT_TRUE(ApplyConfigValue("max_set_body_bytes", "1048576", &c).ok());
+  EXPECT_EQ(c.max_set_body_bytes, size_t{1} << 20);
   ASSERT_TRUE(ApplyConfigValue("audit_max_age", "1d", &c).ok());
   EXPECT_EQ(c.audit_max_age, std::chrono::hours(24));
   ASSERT_TRUE(ApplyConfigValue("listen", "127.0.0.1:1", &c).ok());

@@ -364,6 +364,7 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.netns = config.netns;
   api_options.default_owner = config.default_owner;
   api_options.max_body_bytes = config.max_body_bytes;
+  api_options.max_set_body_bytes = config.max_set_body_bytes;
   api_options.max_ops = config.max_ops;
   api_options.rate_limit = config.rate_limit;
   api_options.rate_burst = config.rate_burst;
