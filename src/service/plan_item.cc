@@ -363,7 +363,7 @@ Status Service::Impl::PlanRequest(WorkItem& item, txn::BatchPlanner& planner,
     item.effects.removals.push_back(key);
     item.touched_owners.insert(d.owner);
   }
-  auto put_owner = [&](const DesiredState& doc) -> Status {
+  auto put_owner = [&](DesiredState doc) -> Status {  // a copy: owned sets are made canonical in it
     const std::string& owner = doc.owner;
     IPTKIT_RETURN_IF_ERROR(txn::ValidateDesiredState(doc));
     IPTKIT_RETURN_IF_ERROR(CheckNewOwner(owner, working));
