@@ -29,6 +29,9 @@ constexpr size_t kMaxParallel = 64;
 constexpr std::chrono::seconds kDefaultCanaryTimeout{120};
 // How often a host whose canary gate is open looks at the canaries' reports.
 constexpr std::chrono::milliseconds kGatePoll{250};
+// The name prefix of a set a document's new type or options are built in before the swap (Rebuild); 8 hex digits
+// follow. Not iptkit-tmp-: a Sync of the set service drops unreferenced iptkit-tmp- sets, also one being built here.
+constexpr char kRebuildPrefix[] = "iptkit-fl-";
 
 bool ValidName(std::string_view s) {
   return !s.empty() && s.size() <= 64 && std::all_of(s.begin(), s.end(), [](char c) {
@@ -258,6 +261,8 @@ struct Agent::Impl {
   // Makes the set what the document says, through a temporary set and a swap (the set service's Sync; when the
   // live set's type or create options differ, a new set built aside and swapped in).
   Result<SetUndo> ApplySet(const service::SetCaller& who, const SetDoc& doc);
+  // Destroys the sets a Rebuild interrupted by a crash left behind (kRebuildPrefix, referenced by nothing).
+  void DropLeftoverRebuilds();
   Status Rebuild(const service::SetCaller& who, const std::string& name, const std::string& type,
                  const SetOptions& options, const std::vector<SetEntrySpec>& entries);
   void UndoSets(const std::string& principal, std::vector<SetUndo>& undos);
@@ -781,11 +786,28 @@ void Agent::Impl::Pass(const PrefixWatcher::Snapshot& snap, bool gates_only) {
   MarkDirty();
 }
 
+void Agent::Impl::DropLeftoverRebuilds() {
+  if (sets == nullptr) return;
+  Result<std::vector<SetInfo>> listed = sets->List(/*with_entries=*/false);
+  if (!listed.ok()) return;
+  const service::SetCaller who{"etcd:" + (options.etcd.user.empty() ? std::string("anonymous") : options.etcd.user), "",
+                               ""};
+  for (const SetInfo& s : *listed) {
+    if (!s.name.starts_with(kRebuildPrefix) || s.references != 0) continue;
+    Status gone = sets->Destroy(who, s.name, /*cascade=*/false, /*dry_run=*/false, nullptr).status();
+    if (gone.ok()) {
+      spdlog::info("fleet: destroyed {}, a set an interrupted rebuild left behind", s.name);
+    } else {
+      spdlog::warn("fleet: cannot destroy {}, left behind by an interrupted rebuild: {}", s.name, gone.ToString());
+    }
+  }
+}
+
 Status Agent::Impl::Rebuild(const service::SetCaller& who, const std::string& name, const std::string& type,
                             const SetOptions& options, const std::vector<SetEntrySpec>& entries) {
   static std::atomic<uint32_t> counter{0};
   char tmp[32];
-  std::snprintf(tmp, sizeof(tmp), "iptkit-fl-%08x",
+  std::snprintf(tmp, sizeof(tmp), "%s%08x", kRebuildPrefix,
                 static_cast<unsigned>((static_cast<uint64_t>(service::NowMs()) * 2654435761u) ^ counter.fetch_add(1)));
   IPTKIT_RETURN_IF_ERROR(sets->Create(who, tmp, type, options, false));
   Status s = sets->Load(who, tmp, entries, {}).status();
@@ -920,6 +942,7 @@ void Agent::Impl::EvaluateGate(const std::string& key, Gate& gate,
 }
 
 void Agent::Impl::RunApplier() {
+  DropLeftoverRebuilds();
   std::unique_lock<std::mutex> lock(mu);
   auto last_pass = std::chrono::steady_clock::now();
   for (;;) {

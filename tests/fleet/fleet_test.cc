@@ -621,9 +621,18 @@ TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
   ASSERT_TRUE(now.ok());
   ASSERT_TRUE(etcd->Compact(now->revision).ok());
   EXPECT_TRUE(h.Has("-A GONE-IN")) << h.Save();  // nobody applied anything meanwhile
+  // What a crash in the middle of a set rebuild leaves behind goes at the restart; other sets stay.
+  ASSERT_EQ(h.ns->Exec({"/usr/sbin/ipset", "create", "iptkit-fl-0badc0de", "hash:ip"}).exit_code, 0);
+  ASSERT_EQ(h.ns->Exec({"/usr/sbin/ipset", "create", "iptkit-flows", "hash:ip"}).exit_code, 0);
   ASSERT_TRUE(h.daemon->Launch().ok());
   EXPECT_TRUE(WaitUntil([&] { return h.Has("-A APP-IN -s 10.0.0.5/32") && !h.Has("GONE-IN"); }, 20s)) << h.Save();
   EXPECT_FALSE(h.Has("10.0.0.1/32")) << h.Save();
+  EXPECT_TRUE(WaitUntil(
+      [&] {
+        return h.ns->Exec({"/usr/sbin/ipset", "list", "-n"}).out == "iptkit-flows\n";
+      },
+      10s))
+      << h.ns->Exec({"/usr/sbin/ipset", "list", "-n"}).out;
 }
 
 // etcd compacts the history a live watch still needs (the agent stalled while the group changed a lot): etcd
