@@ -575,6 +575,14 @@ TEST(DaemonHostileLoad, PerAddressConnectionCap) {
     held.push_back(Connect(port, "127.0.0.9"));
     ASSERT_GE(held.back(), 0);
   }
+  // connect() returns once the kernel queued the connection, before iptkitd accepted it; the event loops accept in
+  // parallel, so the one counted 21st (and refused) is only known to be the newest when the others were counted
+  // first: the 20 held ones and the admin connection asking.
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        return Metric(admin, "iptkitd_http_connections", {{"listener", "tcp"}}).value_or(0) >= 21;
+      },
+      seconds(10)));
   int extra = Connect(port, "127.0.0.9");
   ASSERT_GE(extra, 0);
   std::string got;
