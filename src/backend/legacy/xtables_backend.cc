@@ -33,6 +33,7 @@ extern "C" {
 #include "src/base/errno_status.h"
 #include "src/base/file_lock.h"
 #include "src/base/netns.h"
+#include "src/dialect/typed_form.h"
 
 namespace iptkit::backend::legacy {
 namespace {
@@ -394,17 +395,6 @@ Status CheckDirection(const std::string& chain, const Rule& rule) {
   return Status::Ok();
 }
 
-// The rule libxtables must parse for `rule`: what the user typed when the rule carries its typed form, else its
-// fields (as the native backend does). The owner tag is kept.
-Result<Rule> SourceForm(const Rule& rule, Family family) {
-  if (!HasTypedForm(rule)) return rule;
-  std::vector<std::string> args = rule.typed;
-  if (args.size() >= 3 && args[0] == "-c") args.erase(args.begin(), args.begin() + 3);
-  IPTKIT_ASSIGN_OR_RETURN(Rule typed, ParseRuleArgs(args, family));
-  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) typed.SetOwnerTag(*tag);
-  return typed;
-}
-
 // Counters typed with the rule (`-c PKTS BYTES`, as `iptables -A -c` sets them), if any.
 std::optional<Counters> TypedCounters(const Rule& rule) {
   if (!HasTypedForm(rule) || rule.typed.size() < 3 || rule.typed[0] != "-c") return std::nullopt;
@@ -416,17 +406,6 @@ std::optional<Counters> TypedCounters(const Rule& rule) {
     return std::nullopt;
   }
   return c;
-}
-
-std::vector<std::string> PrintedArgs(const Rule& rule) {
-  Rule untagged = rule;
-  untagged.ClearOwnerTag();
-  std::vector<std::string> args;
-  Result<std::vector<Token>> tokens = LexRestoreLine(FormatRuleSpec(untagged));
-  if (tokens.ok()) {
-    for (const Token& t : *tokens) args.push_back(t.text);
-  }
-  return args;
 }
 
 bool UsesIpset(const Rule& rule) {
@@ -708,7 +687,7 @@ Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std:
     IPTKIT_RETURN_IF_ERROR(ValidateRule(rules[i], family));
     keys[i] = FormatRuleForRestore(rules[i], /*counters=*/false);
     if (canonical_.count({family, keys[i]}) || !seen.insert(keys[i]).second) continue;
-    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(rules[i], family));
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, dialect::SourceForm(rules[i], family));
     todo.push_back(std::move(source));
     todo_keys.push_back(keys[i]);
   }
@@ -746,7 +725,7 @@ Result<std::vector<Rule>> XtablesBackend::Canonicalize(Family family, const std:
     }
     out[i] = canonical_.at({family, keys[i]});
     out[i].counters = rules[i].counters;
-    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : PrintedArgs(rules[i]);
+    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : dialect::PrintedArgs(rules[i]);
     Rule untagged = out[i];
     untagged.ClearOwnerTag();
     out[i].typed_for = FormatRuleSpec(untagged);
@@ -764,7 +743,7 @@ Status XtablesBackend::EnsureXt(Family family, const std::vector<const Rule*>& r
     if (!seen.insert(key).second) continue;
     // The set match and target carry the kernel's index of the set, looked up by name when parsed: never reused.
     if (!UsesIpset(*r) && xt_.count({family, key})) continue;
-    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(*r, family));
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, dialect::SourceForm(*r, family));
     todo.push_back(std::move(source));
     keys.push_back(std::move(key));
   }

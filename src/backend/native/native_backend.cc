@@ -30,6 +30,7 @@
 #include "src/backend/restore/restore_backend.h"
 #include "src/base/errno_status.h"
 #include "src/base/netns.h"
+#include "src/dialect/typed_form.h"
 
 namespace iptkit::backend::native {
 namespace {
@@ -684,34 +685,6 @@ bool NativeBackend::FreshFromEvents(Family family) {
 
 // ---- Canonical forms ----
 
-namespace {
-
-// The rule libxtables must parse for `rule`: the fields of what the user typed when the rule carries its typed form
-// (its own fields may be the canonical print, which for a lossy print is another kernel rule), else its fields.
-// The owner tag, never part of the typed form, is kept.
-Result<Rule> SourceForm(const Rule& rule, Family family) {
-  if (!HasTypedForm(rule)) return rule;
-  std::vector<std::string> args = rule.typed;
-  if (args.size() >= 3 && args[0] == "-c") args.erase(args.begin(), args.begin() + 3);  // counters are not a field
-  IPTKIT_ASSIGN_OR_RETURN(Rule typed, ParseRuleArgs(args, family));
-  if (std::optional<Rule::Tag> tag = rule.OwnerTag()) typed.SetOwnerTag(*tag);
-  return typed;
-}
-
-// The arguments of a printed spec (a rule without typed form is sent as printed).
-std::vector<std::string> PrintedArgs(const Rule& rule) {
-  Rule untagged = rule;
-  untagged.ClearOwnerTag();
-  std::vector<std::string> args;
-  Result<std::vector<Token>> tokens = LexRestoreLine(FormatRuleSpec(untagged));
-  if (tokens.ok()) {
-    for (const Token& t : *tokens) args.push_back(t.text);
-  }
-  return args;
-}
-
-}  // namespace
-
 Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::string& table,
                                                       const std::vector<Rule>& rules) {
   (void)table;  // iptables' canonical form of a rule does not depend on its table
@@ -727,7 +700,7 @@ Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::
     keys[i] = FormatRuleForRestore(rules[i], /*counters=*/false);
     if (canonical_.count({family, keys[i]})) continue;
     if (seen.emplace(keys[i], todo.size()).second) {
-      IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(rules[i], family));
+      IPTKIT_ASSIGN_OR_RETURN(Rule source, dialect::SourceForm(rules[i], family));
       todo.push_back(std::move(source));
       todo_index.push_back(i);
     }
@@ -763,7 +736,7 @@ Result<std::vector<Rule>> NativeBackend::Canonicalize(Family family, const std::
   for (size_t i = 0; i < rules.size(); ++i) {
     out[i] = canonical_.at({family, keys[i]});
     out[i].counters = rules[i].counters;
-    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : PrintedArgs(rules[i]);
+    out[i].typed = HasTypedForm(rules[i]) ? rules[i].typed : dialect::PrintedArgs(rules[i]);
     Rule untagged = out[i];
     untagged.ClearOwnerTag();
     out[i].typed_for = FormatRuleSpec(untagged);
@@ -795,7 +768,7 @@ Status NativeBackend::EnsureXt(Family family, const std::vector<const Rule*>& ru
     } else if (xt_.count({family, key})) {
       continue;
     }
-    IPTKIT_ASSIGN_OR_RETURN(Rule source, SourceForm(*r, family));
+    IPTKIT_ASSIGN_OR_RETURN(Rule source, dialect::SourceForm(*r, family));
     todo.push_back(std::move(source));
     keys.push_back(std::move(key));
   }
