@@ -26,6 +26,7 @@ extern "C" {
 
 #include "iptkit/dialect.h"
 #include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/native/xt_header.h"
 #include "src/backend/native/xt_rule.h"
 #include "src/backend/native/xtables.h"
 #include "src/backend/ops/table_sim.h"
@@ -88,32 +89,13 @@ struct V4 {
   static const char* NamesPath() { return "/proc/thread-self/net/ip_tables_names"; }
 
   static XtHeader Header(const Entry& e) {
-    XtHeader h;
-    std::memcpy(h.src.data(), &e.ip.src, 4);
-    std::memcpy(h.smsk.data(), &e.ip.smsk, 4);
-    std::memcpy(h.dst.data(), &e.ip.dst, 4);
-    std::memcpy(h.dmsk.data(), &e.ip.dmsk, 4);
-    std::memcpy(h.iniface.data(), e.ip.iniface, IFNAMSIZ);
-    std::memcpy(h.outiface.data(), e.ip.outiface, IFNAMSIZ);
-    std::memcpy(h.iniface_mask.data(), e.ip.iniface_mask, IFNAMSIZ);
-    std::memcpy(h.outiface_mask.data(), e.ip.outiface_mask, IFNAMSIZ);
-    h.proto = e.ip.proto;
-    h.flags = e.ip.flags & ~kGotoFlag;
-    h.invflags = e.ip.invflags;
+    XtHeader h = native::HeaderOf(e.ip);
+    h.flags &= ~kGotoFlag;
     return h;
   }
   static void SetHeader(Entry& e, const XtHeader& h, bool go) {
-    std::memcpy(&e.ip.src, h.src.data(), 4);
-    std::memcpy(&e.ip.smsk, h.smsk.data(), 4);
-    std::memcpy(&e.ip.dst, h.dst.data(), 4);
-    std::memcpy(&e.ip.dmsk, h.dmsk.data(), 4);
-    std::memcpy(e.ip.iniface, h.iniface.data(), IFNAMSIZ);
-    std::memcpy(e.ip.outiface, h.outiface.data(), IFNAMSIZ);
-    std::memcpy(e.ip.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
-    std::memcpy(e.ip.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
-    e.ip.proto = h.proto;
-    e.ip.flags = static_cast<uint8_t>(h.flags | (go ? kGotoFlag : 0));
-    e.ip.invflags = h.invflags;
+    native::SetHeader(e.ip, h);
+    if (go) e.ip.flags |= kGotoFlag;
   }
   static bool Goto(const Entry& e) { return (e.ip.flags & kGotoFlag) != 0; }
 };
@@ -156,32 +138,13 @@ struct V6 {
   static const char* NamesPath() { return "/proc/thread-self/net/ip6_tables_names"; }
 
   static XtHeader Header(const Entry& e) {
-    XtHeader h;
-    std::memcpy(h.src.data(), &e.ipv6.src, 16);
-    std::memcpy(h.smsk.data(), &e.ipv6.smsk, 16);
-    std::memcpy(h.dst.data(), &e.ipv6.dst, 16);
-    std::memcpy(h.dmsk.data(), &e.ipv6.dmsk, 16);
-    std::memcpy(h.iniface.data(), e.ipv6.iniface, IFNAMSIZ);
-    std::memcpy(h.outiface.data(), e.ipv6.outiface, IFNAMSIZ);
-    std::memcpy(h.iniface_mask.data(), e.ipv6.iniface_mask, IFNAMSIZ);
-    std::memcpy(h.outiface_mask.data(), e.ipv6.outiface_mask, IFNAMSIZ);
-    h.proto = e.ipv6.proto;
-    h.flags = e.ipv6.flags & ~kGotoFlag;
-    h.invflags = e.ipv6.invflags;
+    XtHeader h = native::HeaderOf(e.ipv6);
+    h.flags &= ~kGotoFlag;
     return h;
   }
   static void SetHeader(Entry& e, const XtHeader& h, bool go) {
-    std::memcpy(&e.ipv6.src, h.src.data(), 16);
-    std::memcpy(&e.ipv6.smsk, h.smsk.data(), 16);
-    std::memcpy(&e.ipv6.dst, h.dst.data(), 16);
-    std::memcpy(&e.ipv6.dmsk, h.dmsk.data(), 16);
-    std::memcpy(e.ipv6.iniface, h.iniface.data(), IFNAMSIZ);
-    std::memcpy(e.ipv6.outiface, h.outiface.data(), IFNAMSIZ);
-    std::memcpy(e.ipv6.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
-    std::memcpy(e.ipv6.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
-    e.ipv6.proto = h.proto;
-    e.ipv6.flags = static_cast<uint8_t>(h.flags | (go ? kGotoFlag : 0));
-    e.ipv6.invflags = h.invflags;
+    native::SetHeader(e.ipv6, h);
+    if (go) e.ipv6.flags |= kGotoFlag;
   }
   static bool Goto(const Entry& e) { return (e.ipv6.flags & kGotoFlag) != 0; }
 };

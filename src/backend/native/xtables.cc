@@ -33,6 +33,7 @@
 #include <tuple>
 
 #include "iptkit/dialect.h"
+#include "src/backend/native/xt_header.h"
 #include "src/dialect/extensions.h"
 
 // Exported by libxtables but not declared in xtables.h: extensions registered by loaded shared objects whose full
@@ -773,64 +774,16 @@ struct ArgvStore {
 std::string EntryBytes(Family family, const XtHeader& h) {
   if (family == Family::kIPv4) {
     ipt_entry e{};
-    std::memcpy(&e.ip.src, h.src.data(), 4);
-    std::memcpy(&e.ip.smsk, h.smsk.data(), 4);
-    std::memcpy(&e.ip.dst, h.dst.data(), 4);
-    std::memcpy(&e.ip.dmsk, h.dmsk.data(), 4);
-    std::memcpy(e.ip.iniface, h.iniface.data(), IFNAMSIZ);
-    std::memcpy(e.ip.outiface, h.outiface.data(), IFNAMSIZ);
-    std::memcpy(e.ip.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
-    std::memcpy(e.ip.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
-    e.ip.proto = h.proto;
-    e.ip.flags = h.flags;
-    e.ip.invflags = h.invflags;
+    SetHeader(e.ip, h);
     return std::string(reinterpret_cast<const char*>(&e), sizeof(e));
   }
   ip6t_entry e{};
-  std::memcpy(&e.ipv6.src, h.src.data(), 16);
-  std::memcpy(&e.ipv6.smsk, h.smsk.data(), 16);
-  std::memcpy(&e.ipv6.dst, h.dst.data(), 16);
-  std::memcpy(&e.ipv6.dmsk, h.dmsk.data(), 16);
-  std::memcpy(e.ipv6.iniface, h.iniface.data(), IFNAMSIZ);
-  std::memcpy(e.ipv6.outiface, h.outiface.data(), IFNAMSIZ);
-  std::memcpy(e.ipv6.iniface_mask, h.iniface_mask.data(), IFNAMSIZ);
-  std::memcpy(e.ipv6.outiface_mask, h.outiface_mask.data(), IFNAMSIZ);
-  e.ipv6.proto = h.proto;
-  e.ipv6.flags = h.flags;
-  e.ipv6.invflags = h.invflags;
+  SetHeader(e.ipv6, h);
   return std::string(reinterpret_cast<const char*>(&e), sizeof(e));
 }
 
 XtHeader HeaderFromEntry(Family family, const RawOut& out) {
-  XtHeader h;
-  if (family == Family::kIPv4) {
-    const ipt_ip& ip = out.fw.v4.ip;
-    std::memcpy(h.src.data(), &ip.src, 4);
-    std::memcpy(h.smsk.data(), &ip.smsk, 4);
-    std::memcpy(h.dst.data(), &ip.dst, 4);
-    std::memcpy(h.dmsk.data(), &ip.dmsk, 4);
-    std::memcpy(h.iniface.data(), ip.iniface, IFNAMSIZ);
-    std::memcpy(h.outiface.data(), ip.outiface, IFNAMSIZ);
-    std::memcpy(h.iniface_mask.data(), ip.iniface_mask, IFNAMSIZ);
-    std::memcpy(h.outiface_mask.data(), ip.outiface_mask, IFNAMSIZ);
-    h.proto = ip.proto;
-    h.flags = ip.flags;
-    h.invflags = ip.invflags;
-  } else {
-    const ip6t_ip6& ip = out.fw.v6.ipv6;
-    std::memcpy(h.src.data(), &ip.src, 16);
-    std::memcpy(h.smsk.data(), &ip.smsk, 16);
-    std::memcpy(h.dst.data(), &ip.dst, 16);
-    std::memcpy(h.dmsk.data(), &ip.dmsk, 16);
-    std::memcpy(h.iniface.data(), ip.iniface, IFNAMSIZ);
-    std::memcpy(h.outiface.data(), ip.outiface, IFNAMSIZ);
-    std::memcpy(h.iniface_mask.data(), ip.iniface_mask, IFNAMSIZ);
-    std::memcpy(h.outiface_mask.data(), ip.outiface_mask, IFNAMSIZ);
-    h.proto = ip.proto;
-    h.flags = ip.flags;
-    h.invflags = ip.invflags;
-  }
-  return h;
+  return family == Family::kIPv4 ? HeaderOf(out.fw.v4.ip) : HeaderOf(out.fw.v6.ipv6);
 }
 
 XtExtension ExtFromRaw(const RawExtOut& o) {
