@@ -24,6 +24,9 @@ using namespace std::chrono_literals;
 constexpr char kPrefix[] = "/t";
 constexpr char kGroup[] = "/t/groups/web/";
 
+// The etcd key of `rel` in the test group.
+std::string Key(const std::string& rel) { return kGroup + rel; }
+
 // An owner document: one chain with `sources` accepted, hooked first into INPUT.
 std::string OwnerDoc(const std::string& owner, const std::vector<std::string>& sources) {
   std::string upper;
@@ -89,17 +92,23 @@ class FleetTest : public ::testing::Test {
   }
   bool HasError(const std::string& id, const std::string& rel) {
     Json r = Report(id);
-    return r.is_object() && r.contains("errors") && r["errors"].contains(kGroup + rel);
+    return r.is_object() && r.contains("errors") && r["errors"].contains(Key(rel));
   }
   int64_t Put(const std::string& rel, const std::string& value) {
-    auto r = etcd->Put(kGroup + rel, value);
+    auto r = etcd->Put(Key(rel), value);
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.value_or(0);
+  }
+  // The state of the host's canary gate for the key ("" when the report shows none).
+  std::string GateState(const std::string& id, const std::string& rel) {
+    Json r = Report(id);
+    if (!r.is_object() || !r.contains("canary_gates")) return "";
+    return r["canary_gates"].value(Key(rel), Json::object()).value("state", "");
   }
   // The host reported the key applied at `revision`.
   bool Applied(const std::string& id, const std::string& rel, int64_t revision) {
     Json r = Report(id);
-    return r.is_object() && r["applied"].value(kGroup + rel, int64_t{0}) == revision;
+    return r.is_object() && r["applied"].value(Key(rel), int64_t{0}) == revision;
   }
 
   std::unique_ptr<EtcdTestServer> etcd_;
@@ -117,8 +126,8 @@ TEST_F(FleetTest, SeveralAgentsConvergeAndReportWhatTheyApplied) {
   }
   // A change reaches every host; one etcd txn with two owners is applied on each.
   fleet::TxnRequest t;
-  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.2"})));
-  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/db", OwnerDoc("db", {"10.0.1.1"})));
+  t.success.push_back(fleet::TxnOp::Put(Key("owners/app"), OwnerDoc("app", {"10.0.0.2"})));
+  t.success.push_back(fleet::TxnOp::Put(Key("owners/db"), OwnerDoc("db", {"10.0.1.1"})));
   auto txn = etcd->Txn(t);
   ASSERT_TRUE(txn.ok());
   for (auto& h : hosts) {
@@ -139,7 +148,7 @@ TEST_F(FleetTest, SeveralAgentsConvergeAndReportWhatTheyApplied) {
   ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;  // one etcd txn, one iptkit transaction
   EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
   // Deleting the key removes the owner's state.
-  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/db").ok());
+  ASSERT_TRUE(etcd->Delete(Key("owners/db")).ok());
   for (auto& h : hosts) {
     EXPECT_TRUE(WaitUntil([&] { return !h->Has("DB-IN"); }, 20s)) << h->Save();
     EXPECT_TRUE(h->Has("-A APP-IN -s 10.0.0.2/32"));
@@ -156,29 +165,28 @@ TEST_F(FleetTest, AnEtcdTxnIsAppliedAsOneTransactionOrNotAtAll) {
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", first); }, 20s)) << Report("h1").dump();
   // One good document and one the kernel would refuse (a port out of range), in one txn.
   fleet::TxnRequest bad;
-  bad.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.2"})));
+  bad.success.push_back(fleet::TxnOp::Put(Key("owners/app"), OwnerDoc("app", {"10.0.0.2"})));
   bad.success.push_back(fleet::TxnOp::Put(
-      std::string(kGroup) + "owners/db",
+      Key("owners/db"),
       R"({"chains":[{"table":"filter","name":"DB-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
   auto bad_txn = etcd->Txn(bad);
   ASSERT_TRUE(bad_txn.ok());
   ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && HasError("h1", "owners/db"); }, 20s))
       << Report("h1").dump();
   Json r = Report("h1");
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], bad_txn->revision);
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/db"]["revision"], bad_txn->revision);
-  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("owner 'db'"),
-            std::string::npos)
+  EXPECT_EQ(r["errors"][Key("owners/app")]["revision"], bad_txn->revision);
+  EXPECT_EQ(r["errors"][Key("owners/db")]["revision"], bad_txn->revision);
+  EXPECT_NE(r["errors"][Key("owners/app")]["error"].get<std::string>().find("owner 'db'"), std::string::npos)
       << r.dump();
-  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], first);
-  EXPECT_FALSE(r["applied"].contains(std::string(kGroup) + "owners/db"));
+  EXPECT_EQ(r["applied"][Key("owners/app")], first);
+  EXPECT_FALSE(r["applied"].contains(Key("owners/db")));
   EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();  // the good half was not applied either
   EXPECT_FALSE(h.Has("10.0.0.2")) << h.Save();
   EXPECT_FALSE(h.Has("DB-IN")) << h.Save();
   // A good txn: both keys in one commit, one audit record.
   fleet::TxnRequest good;
-  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.3"})));
-  good.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/db", OwnerDoc("db", {"10.0.1.1"})));
+  good.success.push_back(fleet::TxnOp::Put(Key("owners/app"), OwnerDoc("app", {"10.0.0.3"})));
+  good.success.push_back(fleet::TxnOp::Put(Key("owners/db"), OwnerDoc("db", {"10.0.1.1"})));
   auto good_txn = etcd->Txn(good);
   ASSERT_TRUE(good_txn.ok());
   ASSERT_TRUE(WaitUntil(
@@ -195,8 +203,8 @@ TEST_F(FleetTest, AnEtcdTxnIsAppliedAsOneTransactionOrNotAtAll) {
   EXPECT_EQ(audit.json["entries"][0]["action"], "fleet_txn");
   // A txn that deletes one owner and changes another: one transaction too.
   fleet::TxnRequest mixed;
-  mixed.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/db"));
-  mixed.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", OwnerDoc("app", {"10.0.0.4"})));
+  mixed.success.push_back(fleet::TxnOp::Delete(Key("owners/db")));
+  mixed.success.push_back(fleet::TxnOp::Put(Key("owners/app"), OwnerDoc("app", {"10.0.0.4"})));
   auto mixed_txn = etcd->Txn(mixed);
   ASSERT_TRUE(mixed_txn.ok());
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", mixed_txn->revision); }, 20s)) << Report("h1").dump();
@@ -235,9 +243,9 @@ TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
   ASSERT_NE(h.daemon, nullptr);
   ASSERT_TRUE(WaitUntil([&] { return Report("h1").is_object(); }, 20s));
   fleet::TxnRequest t;
-  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
-                                        R"({"type":"hash:ip","entries":["192.0.2.1",{"entry":"192.0.2.2"}]})"));
-  t.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
+  t.success.push_back(
+      fleet::TxnOp::Put(Key("sets/blocklist"), R"({"type":"hash:ip","entries":["192.0.2.1",{"entry":"192.0.2.2"}]})"));
+  t.success.push_back(fleet::TxnOp::Put(Key("owners/app"), SetUserDoc("app", "blocklist")));
   auto txn = etcd->Txn(t);
   ASSERT_TRUE(txn.ok());
   ASSERT_TRUE(WaitUntil(
@@ -252,9 +260,9 @@ TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
   // A txn whose rules fail: its set change is undone too (the set is put back as it was).
   fleet::TxnRequest failing;
   failing.success.push_back(
-      fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist", R"({"type":"hash:ip","entries":["203.0.113.5"]})"));
+      fleet::TxnOp::Put(Key("sets/blocklist"), R"({"type":"hash:ip","entries":["203.0.113.5"]})"));
   failing.success.push_back(fleet::TxnOp::Put(
-      std::string(kGroup) + "owners/app",
+      Key("owners/app"),
       R"({"chains":[{"table":"filter","name":"APP-IN","rules":[{"spec":"-p tcp --dport 99999 -j ACCEPT"}]}]})"));
   auto failing_txn = etcd->Txn(failing);
   ASSERT_TRUE(failing_txn.ok());
@@ -273,9 +281,9 @@ TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
   EXPECT_TRUE(Applied("h1", "sets/blocklist", txn->revision));
   // A good one again (the app document back): applied.
   fleet::TxnRequest again;
-  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "owners/app", SetUserDoc("app", "blocklist")));
-  again.success.push_back(fleet::TxnOp::Put(std::string(kGroup) + "sets/blocklist",
-                                            R"({"type":"hash:ip","entries":["192.0.2.1","192.0.2.2"]})"));
+  again.success.push_back(fleet::TxnOp::Put(Key("owners/app"), SetUserDoc("app", "blocklist")));
+  again.success.push_back(
+      fleet::TxnOp::Put(Key("sets/blocklist"), R"({"type":"hash:ip","entries":["192.0.2.1","192.0.2.2"]})"));
   auto again_txn = etcd->Txn(again);
   ASSERT_TRUE(again_txn.ok());
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", again_txn->revision); }, 20s)) << Report("h1").dump();
@@ -295,12 +303,12 @@ TEST_F(FleetTest, SetDocumentsAreAppliedBeforeTheRulesThatUseThem) {
   // A bad set document: reported, the set stays.
   int64_t bad = Put("sets/blocklist", R"({"type":"hash:ip","entries":["not-an-address"]})");
   ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/blocklist"); }, 20s)) << Report("h1").dump();
-  EXPECT_EQ(Report("h1")["errors"][std::string(kGroup) + "sets/blocklist"]["revision"], bad);
+  EXPECT_EQ(Report("h1")["errors"][Key("sets/blocklist")]["revision"], bad);
   EXPECT_EQ(HostSet(h, "blocklist")["entry_count"], 1);
   // Both gone in one txn: the rules first, then the set.
   fleet::TxnRequest del;
-  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "sets/blocklist"));
-  del.success.push_back(fleet::TxnOp::Delete(std::string(kGroup) + "owners/app"));
+  del.success.push_back(fleet::TxnOp::Delete(Key("sets/blocklist")));
+  del.success.push_back(fleet::TxnOp::Delete(Key("owners/app")));
   ASSERT_TRUE(etcd->Txn(del).ok());
   EXPECT_TRUE(WaitUntil([&] { return !h.Has("APP-IN") && !HostSet(h, "blocklist").is_object(); }, 20s))
       << h.Save() << Report("h1").dump();
@@ -316,10 +324,8 @@ TEST_F(FleetTest, ADocumentUsingAMissingSetIsRetriedWithoutBlockingOthers) {
   ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "owners/app") && Applied("h1", "owners/other", other); }, 20s))
       << Report("h1").dump();
   Json r = Report("h1");
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], waiting);
-  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("'late'"),
-            std::string::npos)
-      << r.dump();
+  EXPECT_EQ(r["errors"][Key("owners/app")]["revision"], waiting);
+  EXPECT_NE(r["errors"][Key("owners/app")]["error"].get<std::string>().find("'late'"), std::string::npos) << r.dump();
   EXPECT_TRUE(h.Has("-A OTHER-IN -s 10.0.9.9/32")) << h.Save();
   int64_t made = Put("sets/late", R"({"type":"hash:net","entries":["203.0.113.0/24"]})");
   // The set's own key applies at once; the owner on its next retry (every 5 s).
@@ -346,8 +352,7 @@ TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
   }
   auto put = cli({"put", "web", "sets/big", "--type", "hash:ip", "--set-options", R"({"maxelem":131072})", "-"}, text);
   ASSERT_TRUE(put.ok()) << put.Describe();
-  auto chunks =
-      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  auto chunks = etcd->Range(Key("sets/big/chunk/"), fleet::PrefixEnd(Key("sets/big/chunk/")));
   ASSERT_TRUE(chunks.ok());
   EXPECT_GE(chunks->kvs.size(), 2u);
   for (const fleet::KeyValue& kv : chunks->kvs) EXPECT_LE(kv.value.size(), 512u * 1024);
@@ -362,8 +367,7 @@ TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
   ASSERT_TRUE(first.starts_with("10.0.0.0\n"));
   int64_t stray = Put("sets/big/chunk/0", "10.9" + first.substr(4));  // same size, another first entry
   ASSERT_TRUE(WaitUntil([&] { return HasError("h1", "sets/big"); }, 20s)) << Report("h1").dump();
-  EXPECT_NE(Report("h1")["errors"][std::string(kGroup) + "sets/big"]["error"].get<std::string>().find("sha256"),
-            std::string::npos);
+  EXPECT_NE(Report("h1")["errors"][Key("sets/big")]["error"].get<std::string>().find("sha256"), std::string::npos);
   EXPECT_FALSE(Applied("h1", "sets/big/chunk/0", stray));
   EXPECT_EQ(HostSet(h, "big")["entry_count"], 100000);
   // A smaller version replaces it (one document, the old chunks deleted with the manifest).
@@ -372,8 +376,7 @@ TEST_F(FleetTest, AHundredThousandEntrySetThroughChunks) {
   ASSERT_TRUE(small.ok()) << small.Describe();
   ASSERT_TRUE(cli({"wait", "web", "--timeout", "60s"}).ok());
   EXPECT_EQ(HostSet(h, "big")["entry_count"], 2);
-  auto left =
-      etcd->Range(std::string(kGroup) + "sets/big/chunk/", fleet::PrefixEnd(std::string(kGroup) + "sets/big/chunk/"));
+  auto left = etcd->Range(Key("sets/big/chunk/"), fleet::PrefixEnd(Key("sets/big/chunk/")));
   ASSERT_TRUE(left.ok());
   EXPECT_TRUE(left->kvs.empty());
 }
@@ -429,20 +432,12 @@ TEST_F(FleetTest, AFailingCanaryStopsTheRollout) {
   ASSERT_TRUE(WaitUntil([&] { return Applied("n1", "owners/app", before) && HasError("c1", "owners/app"); }, 20s))
       << Report("n1").dump() << Report("c1").dump();
   int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.2", 60));
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        Json r = Report("n1");
-        return r.is_object() && r.contains("canary_gates") &&
-               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
-      },
-      20s))
-      << Report("n1").dump();
+  ASSERT_TRUE(WaitUntil([&] { return GateState("n1", "owners/app") == "failed"; }, 20s)) << Report("n1").dump();
   Json r = Report("n1");
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
-  EXPECT_NE(r["errors"][std::string(kGroup) + "owners/app"]["error"].get<std::string>().find("canary c1"),
-            std::string::npos)
+  EXPECT_EQ(r["errors"][Key("owners/app")]["revision"], rev);
+  EXPECT_NE(r["errors"][Key("owners/app")]["error"].get<std::string>().find("canary c1"), std::string::npos)
       << r.dump();
-  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], before);
+  EXPECT_EQ(r["applied"][Key("owners/app")], before);
   std::this_thread::sleep_for(1s);
   EXPECT_TRUE(other.Has("-A APP-IN -s 10.0.0.1/32")) << other.Save();  // the previous state stays
   EXPECT_FALSE(other.Has("10.0.0.2")) << other.Save();
@@ -456,7 +451,7 @@ TEST_F(FleetTest, AFailingCanaryStopsTheRollout) {
     if (h["host_id"] != "n1") continue;
     seen = true;
     EXPECT_EQ(h["state"], "failed") << h.dump();
-    EXPECT_EQ(h["canary_gates"][std::string(kGroup) + "owners/app"]["state"], "failed") << h.dump();
+    EXPECT_EQ(h["canary_gates"][Key("owners/app")]["state"], "failed") << h.dump();
   }
   EXPECT_TRUE(seen) << status.out;
   // A new revision opens a new gate: without a canary label it goes everywhere.
@@ -475,19 +470,11 @@ TEST_F(FleetTest, ADeadCanaryTimesTheGateOut) {
   canary.daemon->Kill();
   int64_t rev = Put("owners/app", CanaryDoc("app", "10.0.0.1", 4));
   // Waiting while the gate is open (the canary's report is still there for up to 3 s, then gone).
-  ASSERT_TRUE(WaitUntil(
-      [&] {
-        Json r = Report("n1");
-        return r.is_object() && r.contains("canary_gates") &&
-               r["canary_gates"][std::string(kGroup) + "owners/app"].value("state", "") == "failed";
-      },
-      20s))
-      << Report("n1").dump();
+  ASSERT_TRUE(WaitUntil([&] { return GateState("n1", "owners/app") == "failed"; }, 20s)) << Report("n1").dump();
   Json r = Report("n1");
-  EXPECT_NE(r["canary_gates"][std::string(kGroup) + "owners/app"]["detail"].get<std::string>().find("timed out"),
-            std::string::npos)
+  EXPECT_NE(r["canary_gates"][Key("owners/app")]["detail"].get<std::string>().find("timed out"), std::string::npos)
       << r.dump();
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], rev);
+  EXPECT_EQ(r["errors"][Key("owners/app")]["revision"], rev);
   EXPECT_FALSE(other.Has("APP-IN")) << other.Save();
   auto waited = integration::RunCommand(
       {IPTKIT_BIN, "fleet", "--etcd", etcd_->url(), "--prefix", kPrefix, "wait", "web", "--timeout", "10s"}, "", "",
@@ -524,15 +511,14 @@ TEST_F(FleetTest, ABadDocumentIsReportedAndThePreviousStateStays) {
   ASSERT_TRUE(WaitUntil(
       [&] {
         Json r = Report("h1");
-        return r.is_object() && r["errors"].contains(std::string(kGroup) + "owners/app") &&
-               r["errors"].contains(std::string(kGroup) + "owners/other");
+        return r.is_object() && r["errors"].contains(Key("owners/app")) && r["errors"].contains(Key("owners/other"));
       },
       20s))
       << Report("h1").dump();
   Json r = Report("h1");
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/app"]["revision"], bad);
-  EXPECT_EQ(r["errors"][std::string(kGroup) + "owners/other"]["revision"], broken);
-  EXPECT_EQ(r["applied"][std::string(kGroup) + "owners/app"], good);  // not the bad revision
+  EXPECT_EQ(r["errors"][Key("owners/app")]["revision"], bad);
+  EXPECT_EQ(r["errors"][Key("owners/other")]["revision"], broken);
+  EXPECT_EQ(r["applied"][Key("owners/app")], good);  // not the bad revision
   EXPECT_TRUE(h.Has("-A APP-IN -s 10.0.0.1/32")) << h.Save();
   EXPECT_TRUE(h.Has("-A OTHER-IN -s 10.0.9.9/32")) << h.Save();
   // Fixed: applied, the error goes.
@@ -549,7 +535,7 @@ TEST_F(FleetTest, MassRemovalNeedsForce) {
   Host& h = StartAgent("h1", {"--max-removals", "2"});
   ASSERT_NE(h.daemon, nullptr);
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/a3", last); }, 20s)) << Report("h1").dump();
-  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/", fleet::PrefixEnd(std::string(kGroup) + "owners/")).ok());
+  ASSERT_TRUE(etcd->Delete(Key("owners/"), fleet::PrefixEnd(Key("owners/"))).ok());
   ASSERT_TRUE(WaitUntil([&] { return LastError("h1").find("refused") != std::string::npos; }, 15s))
       << Report("h1").dump();
   for (const char* c : {"A1-IN", "A2-IN", "A3-IN"}) EXPECT_TRUE(h.Has(c)) << h.Save();
@@ -580,7 +566,7 @@ TEST_F(FleetTest, TtlRulesFromEtcdKeepTheirAbsoluteDeadline) {
   EXPECT_TRUE(WaitUntil([&] { return HasError("h2", "rules/block2"); }, 20s)) << Report("h2").dump();
   EXPECT_FALSE(scoped.Has("192.0.2.8"));
   EXPECT_TRUE(WaitUntil([&] { return h.Has("192.0.2.8"); }, 20s)) << h.Save();
-  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "rules/block2").ok());
+  ASSERT_TRUE(etcd->Delete(Key("rules/block2")).ok());
   EXPECT_TRUE(WaitUntil([&] { return !h.Has("192.0.2.8"); }, 20s)) << h.Save();
 }
 
@@ -616,7 +602,7 @@ TEST_F(FleetTest, AKilledAgentConvergesAfterItsRestart) {
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/gone", rev); }, 20s)) << Report("h1").dump();
   h.daemon->Kill();
   for (int i = 2; i <= 5; ++i) Put("owners/app", OwnerDoc("app", {"10.0.0." + std::to_string(i)}));
-  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  ASSERT_TRUE(etcd->Delete(Key("owners/gone")).ok());
   auto now = etcd->Range(kGroup);
   ASSERT_TRUE(now.ok());
   ASSERT_TRUE(etcd->Compact(now->revision).ok());
@@ -649,7 +635,7 @@ TEST_F(FleetTest, ACompactionDuringTheWatchMakesTheAgentResyncAndConverge) {
   ASSERT_EQ(kill(h.daemon->pid(), SIGSTOP), 0);
   const std::string filler(64 * 1024, 'x');
   for (int i = 0; i < 400; ++i) Put("filler/" + std::to_string(i % 50), filler);  // ignored keys of the group
-  ASSERT_TRUE(etcd->Delete(std::string(kGroup) + "owners/gone").ok());
+  ASSERT_TRUE(etcd->Delete(Key("owners/gone")).ok());
   int64_t last = Put("owners/app", OwnerDoc("app", {"10.0.0.9"}));
   ASSERT_TRUE(etcd->Compact(last).ok());
   ASSERT_EQ(kill(h.daemon->pid(), SIGCONT), 0);
