@@ -1004,19 +1004,20 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
   Handle<T> h;
   // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now.
   h.h = held_.Take(family, batch.table);
-  IPTKIT_RETURN_IF_ERROR(InNetns(
-      [&]() -> Status {
-        if (h.h != nullptr) return Status::Ok();
-        h.h = T::Init(batch.table.c_str());
-        if (h.h == nullptr) {
-          const int err = errno;
-          return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
-                        "x_tables table " + where + ": " + T::StrError(err))
-              .WithLocation(std::string(FamilyName(family)), batch.table);
-        }
-        return Status::Ok();
-      },
-      "opening the x_tables table"));
+  if (h.h == nullptr) {
+    IPTKIT_RETURN_IF_ERROR(InNetns(
+        [&]() -> Status {
+          h.h = T::Init(batch.table.c_str());
+          if (h.h == nullptr) {
+            const int err = errno;
+            return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
+                          "x_tables table " + where + ": " + T::StrError(err))
+                .WithLocation(std::string(FamilyName(family)), batch.table);
+          }
+          return Status::Ok();
+        },
+        "opening the x_tables table"));
+  }
 
   auto fail = [&](const TableOp& op, int err) {
     const std::string line = RenderRestoreLine(op);
