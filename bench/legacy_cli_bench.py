@@ -3,12 +3,14 @@
 `iptables-legacy -A/-D`.
 
     python3 bench/legacy_cli_bench.py --iptkit build/release/tools/iptkit/iptkit [--sizes 100,1000,10000] [--reps 9]
+        [--iptkit-b OTHER/iptkit]
 
 For each size it creates a private network namespace (iptkit-legacybench-<pid>-<size>; never the host's), loads that
 many rules into filter INPUT with iptables-legacy-restore, then runs rounds: append the probe rule, delete it by spec,
 once per tool in turn (so every command follows the other tool's write). Both tools start through the same
 `nsenter --net=...` wrapper, so both pay the same process start-up. The first round is a checked warm-up (exit codes
-and the rule count). Prints a Markdown table of medians in ms, the load average before and after, and JSON.
+and the rule count). --iptkit-b adds a second iptkit binary (e.g. an older build) as a third tool in the same rounds.
+Prints a Markdown table of medians in ms, the load average before and after, and JSON.
 """
 
 import argparse
@@ -44,6 +46,7 @@ def rule_count(netns):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--iptkit", required=True)
+    parser.add_argument("--iptkit-b", help="a second iptkit binary, timed in the same rounds")
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--reps", type=int, default=9)
     args = parser.parse_args()
@@ -56,6 +59,10 @@ def main():
                                               {"-A": "append", "-D": "delete"}[op], "INPUT"] + PROBE,
         "iptables-legacy": lambda op: ["/usr/sbin/iptables-legacy", "-w", op, "INPUT"] + PROBE,
     }
+    if args.iptkit_b:
+        other = os.path.abspath(args.iptkit_b)
+        tools["iptkit-b (native-legacy)"] = lambda op: [other, "--backend", "native-legacy",
+                                                        {"-A": "append", "-D": "delete"}[op], "INPUT"] + PROBE
     load_before = os.getloadavg()
     results = {}
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -85,13 +92,18 @@ def main():
         finally:
             sh(["/usr/sbin/ip", "netns", "delete", netns], check=False)
     load_after = os.getloadavg()
-    print("| rules in INPUT | op | iptkit (native-legacy) ms | iptables-legacy ms | iptkit ÷ iptables-legacy |")
-    print("|--:|---|--:|--:|--:|")
+    extra = " iptkit-b ms | iptkit-b ÷ iptables-legacy |" if args.iptkit_b else ""
+    print("| rules in INPUT | op | iptkit (native-legacy) ms | iptables-legacy ms | iptkit ÷ iptables-legacy |" + extra)
+    print("|--:|---|--:|--:|--:|" + ("--:|--:|" if args.iptkit_b else ""))
     for size, r in results.items():
         for op, word in (("-A", "append"), ("-D", "delete by spec")):
             a = r["iptkit (native-legacy) " + op]
             b = r["iptables-legacy " + op]
-            print("| %d | %s | %.1f | %.1f | %.2f |" % (size, word, a, b, a / b))
+            row = "| %d | %s | %.1f | %.1f | %.2f |" % (size, word, a, b, a / b)
+            if args.iptkit_b:
+                c = r["iptkit-b (native-legacy) " + op]
+                row += " %.1f | %.2f |" % (c, c / b)
+            print(row)
     print("load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (load_before + load_after))
     print(json.dumps({"reps": args.reps, "load_before": load_before, "load_after": load_after,
                       "medians_ms": results}))

@@ -115,6 +115,11 @@ struct BackendTraits {
   // A chain renamed by one op may be used by a later op of the same commit (iptables-nft-restore 1.8.9 rejects
   // that at COMMIT with "No chain/target/match by that name").
   bool rename_then_use = true;
+  // Under Lock(), Commit edits the very table state the last ReadChainsForPlan returned (native-legacy: the libiptc
+  // handle that read it, as iptables-legacy commits what it read; the kernel refuses it when another writer changed
+  // the table's size meanwhile, which is Aborted). A plan on such a snapshot may address rules by position and read
+  // only the chains its ops name, as with handles.
+  bool commits_plan_snapshot = false;
 };
 
 // How a Commit went.
@@ -142,7 +147,8 @@ struct ChainScope {
   // Chains (not in `chains`) whose rules the plan only searches for these rules, as the user gave them (delete by
   // spec). A backend that can compare binary forms may give such a chain with only the rules that are, byte for
   // byte, one of these (as the canonical rule) and Rule{} placeholders for the others; when one of them is not
-  // found that way it gives the chain's rules decoded, as for `chains`.
+  // found that way it gives the chain's rules decoded, as for `chains`. (A chain in `chains` too, asked at a detail
+  // below kRules, is given the same way: its placeholders show these rules where they are.)
   std::map<std::pair<std::string, std::string>, std::vector<Rule>> probes;
   bool Has(const std::string& table, const std::string& chain) const {
     return every_chain || chains.count({table, chain}) != 0 || probes.count({table, chain}) != 0;

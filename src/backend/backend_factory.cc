@@ -24,6 +24,16 @@ class ChosenBackend final : public Backend {
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
     return inner_->Read(family, table, fresh_counters);
   }
+  Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override {
+    return inner_->ReadForPlan(family, detail);
+  }
+  Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override {
+    return inner_->ReadChainsForPlan(family, detail, scope);
+  }
+  Result<bool> HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                              const Rule& rule) override {
+    return inner_->HoldsExactRule(family, table, chain, rule);
+  }
   bool Unchanged(Family family) override { return inner_->Unchanged(family); }
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override { return inner_->Commit(tables); }
   using Backend::Commit;

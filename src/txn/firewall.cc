@@ -20,13 +20,15 @@ namespace iptkit {
 namespace txn {
 
 Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
-                                backend::SnapshotDetail detail, const backend::ChainScope& scope) {
+                                backend::SnapshotDetail detail, const backend::ChainScope& scope, bool for_commit) {
   Snapshots snapshots;
   for (Family family : families) {
     if (snapshots.count(family) != 0) continue;
-    // Planning needs no fresh counters: a backend may answer from its snapshot cache (nft generation id).
-    Result<Ruleset> rs = detail == backend::SnapshotDetail::kRules && scope.every_chain
-                             ? backend.Read(family, std::nullopt, /*fresh_counters=*/false)
+    // Planning needs no fresh counters: a backend may answer from its snapshot cache (nft generation id). A backend
+    // that commits the snapshot a plan read (commits_plan_snapshot) is always asked for a plan's snapshot.
+    const bool whole = detail == backend::SnapshotDetail::kRules && scope.every_chain &&
+                       !(for_commit && backend.traits().commits_plan_snapshot);
+    Result<Ruleset> rs = whole               ? backend.Read(family, std::nullopt, /*fresh_counters=*/false)
                          : scope.every_chain ? backend.ReadForPlan(family, detail)
                                              : backend.ReadChainsForPlan(family, detail, scope);
     if (!rs.ok()) return rs.status().WithContext("reading the " + std::string(FamilyName(family)) + " snapshot");
@@ -39,6 +41,104 @@ Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Fam
 namespace {
 
 bool Empty(const backend::TableBatch& batch) { return batch.ops.empty() && !batch.flush_table; }
+
+// Whether `txn` changes more than one table. A backend without atomic_across_tables commits them one by one and
+// undoes the earlier ones with their inverses when a later one fails; those inverses re-add what an op removed and
+// must not remove an equal earlier rule for an added one, so they are planned on the rules of the chains they touch.
+bool SpansTables(const Transaction& txn) {
+  for (const Op& op : txn.ops()) {
+    if (op.family != txn.ops().front().family || op.table != txn.ops().front().table) return true;
+  }
+  return false;
+}
+
+// Whether `op` adds a rule the table's graph check (backend::CheckTableGraph: jump loops, the hooks that reach a
+// target extension in a user chain) has to see together with every other chain's rules.
+bool AddsGraphEdge(const Op& op) {
+  if (op.kind != Op::Kind::kAppend && op.kind != Op::Kind::kInsert && op.kind != Op::Kind::kReplace) return false;
+  const Target& t = op.rule.target;
+  const bool extension = backend::IsTargetExtension(t);
+  const bool to_chain =
+      t.kind == Target::Kind::kGoto || (t.kind == Target::Kind::kJump && !IsStandardVerdict(t.name) && !extension);
+  return to_chain || (extension && !IsBuiltinChain(op.table, op.chain));
+}
+
+// PlanDetail for a backend that commits the snapshot a plan read but has no handles (native-legacy): positions
+// are exact under the lock, but the inverses of a transaction over several tables need real rules.
+backend::SnapshotDetail CommitSnapshotDetail(const Transaction& txn, const backend::BackendTraits& traits) {
+  using D = backend::SnapshotDetail;
+  if (!traits.atomic_across_tables && SpansTables(txn)) return D::kRules;
+  D need = D::kChains;
+  for (const Op& op : txn.ops()) {
+    if (AddsGraphEdge(op)) return D::kRules;
+    switch (op.kind) {
+      case Op::Kind::kAppend:
+        if (op.unique) return D::kRules;  // looks for an equal rule
+        break;
+      case Op::Kind::kCreateChain:
+      case Op::Kind::kRenameChain:
+      case Op::Kind::kFlush:
+      case Op::Kind::kPolicy:
+        break;
+      case Op::Kind::kInsert:
+        if (op.unique) return D::kRules;
+        if (op.index != 1) need = std::max(need, D::kPositions);
+        break;
+      case Op::Kind::kDelete:  // the chain's placeholders with the rule where it is byte for byte (probes)
+        need = std::max(need, D::kPositions);
+        break;
+      case Op::Kind::kDeleteAt:
+      case Op::Kind::kReplace:
+        need = std::max(need, op.expect ? D::kRules : D::kPositions);
+        break;
+      case Op::Kind::kDeleteChain:
+      case Op::Kind::kZero:
+        return D::kRules;
+    }
+  }
+  return need;
+}
+
+// PlanScope for the same backends: the chains the ops name; a chain deleted from by spec as a probe even when it is
+// in `chains` too (its placeholders then show the rule where it is).
+backend::ChainScope CommitSnapshotScope(const Transaction& txn, const backend::BackendTraits& traits) {
+  const bool inverses = !traits.atomic_across_tables && SpansTables(txn);
+  backend::ChainScope scope;
+  scope.every_chain = false;
+  for (const Op& op : txn.ops()) {
+    if (AddsGraphEdge(op)) return backend::ChainScope{};
+    switch (op.kind) {
+      case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
+      case Op::Kind::kRenameChain:  // later ops may name the chain by its new name
+        return backend::ChainScope{};
+      case Op::Kind::kZero:
+        if (op.chain.empty()) return backend::ChainScope{};
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kFlush:  // its inverse re-adds the chain's rules
+        if (!inverses) break;
+        if (op.chain.empty()) return backend::ChainScope{};
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kDelete:
+        scope.probes[{op.table, op.chain}].push_back(op.rule);
+        break;
+      case Op::Kind::kAppend:
+      case Op::Kind::kInsert:
+      case Op::Kind::kDeleteAt:
+      case Op::Kind::kReplace:
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kCreateChain:
+      case Op::Kind::kPolicy:
+        break;
+    }
+  }
+  if (CommitSnapshotDetail(txn, traits) == backend::SnapshotDetail::kRules) {
+    for (const auto& where : scope.chains) scope.probes.erase(where);
+  }
+  return scope;
+}
 
 }  // namespace
 
@@ -64,7 +164,7 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
 
 backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits) {
   using D = backend::SnapshotDetail;
-  if (!traits.handles) return D::kRules;
+  if (!traits.handles) return traits.commits_plan_snapshot ? CommitSnapshotDetail(txn, traits) : D::kRules;
   D need = D::kChains;
   for (const Op& op : txn.ops()) {
     switch (op.kind) {
@@ -94,8 +194,8 @@ backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::Backen
 }
 
 backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits) {
+  if (!traits.handles) return traits.commits_plan_snapshot ? CommitSnapshotScope(txn, traits) : backend::ChainScope{};
   backend::ChainScope scope;
-  if (!traits.handles) return scope;
   scope.every_chain = false;
   for (const Op& op : txn.ops()) {
     switch (op.kind) {
@@ -135,7 +235,8 @@ Result<CommitResult> LockedCommit(backend::Backend& backend, const FirewallOptio
   for (int attempt = 1;; ++attempt) {
     Result<CommitResult> done = [&]() -> Result<CommitResult> {
       IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<backend::LockGuard> lock, backend.Lock(fw_options.wait));
-      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots, ReadSnapshots(backend, families, detail, scope));
+      IPTKIT_ASSIGN_OR_RETURN(Snapshots snapshots,
+                              ReadSnapshots(backend, families, detail, scope, /*for_commit=*/true));
       if (options.progress) {
         CommitProgress progress;
         progress.stage = CommitProgress::Stage::kSnapshotRead;
@@ -321,7 +422,7 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
   if (exact) return true;
   // A backend with handles reads the rules of that one chain (as iptables -C does); the others read the table.
   Result<Ruleset> read =
-      backend_->traits().handles
+      backend_->traits().handles || backend_->traits().commits_plan_snapshot
           ? backend_->ReadChainsForPlan(family, backend::SnapshotDetail::kRules, backend::ChainScope::One(table, chain))
           : backend_->Read(family, table);
   IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, std::move(read));

@@ -29,21 +29,30 @@ namespace iptkit::txn {
 // planning needs no fresh counters, so a backend may answer from its snapshot cache. With a `detail` below kRules it
 // asks Backend::ReadForPlan instead (only for what a transaction's ops need, see PlanDetail).
 // With a narrowed `scope` it asks Backend::ReadChainsForPlan (every chain, the rules of those in scope only).
+// `for_commit`: the snapshot is planned on and committed under the current lock (LockedCommit), so a backend with
+// commits_plan_snapshot is always asked through ReadChainsForPlan (it keeps what it read for that commit).
 Result<Snapshots> ReadSnapshots(backend::Backend& backend, const std::vector<Family>& families,
                                 backend::SnapshotDetail detail = backend::SnapshotDetail::kRules,
-                                const backend::ChainScope& scope = {});
+                                const backend::ChainScope& scope = {}, bool for_commit = false);
 
 // The least detail planning `txn` needs on `backend`: kRules unless the backend has handles (it resolves positions
 // against the snapshot at commit); then kChains for appends, inserts at 1, chain creation, renames, flushes and
 // policies; kPositions for inserts elsewhere and deletes / replaces by number without an expected rule; kRules for
 // everything that looks at rules (delete by spec, expected rules, chain deletion, zeroing).
+// A backend with commits_plan_snapshot instead (native-legacy: the plan's libiptc handle is the one committed) is
+// asked the same way, except: a delete by spec needs kPositions (the chain's placeholders with the rule where it is
+// byte for byte); an add that jumps to a user chain, or adds a target extension to one, needs kRules (the graph
+// check sees every chain); and a transaction over several tables needs kRules of the chains it touches (the earlier
+// tables' inverses re-add what they removed).
 backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The chains whose rules planning `txn` looks at: every chain unless the backend has handles; then the chains its
 // rule ops (append, insert, replace, delete by number) and its -Z of one chain name; a chain only deleted from by
 // spec as ChainScope::probes (the rules searched for); every chain again when it deletes or renames a chain
 // (references, later ops under the new name) or zeroes a whole table. Planning never looks at the rules of other
-// chains: a jump target's existence is in the chain list.
+// chains: a jump target's existence is in the chain list. With commits_plan_snapshot (see PlanDetail): a chain
+// deleted from by spec stays a probe when it is in `chains` too (below kRules), every chain for an add that changes
+// the jump graph, and a flushed chain's rules when the transaction spans tables.
 backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits);
 
 // The restore text of every planned table (RenderRestoreBlock of `batch`), in order, as a CommitResult.

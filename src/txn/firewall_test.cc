@@ -3,6 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+#include <utility>
+
 #include "src/backend/ops/table_sim.h"
 #include "src/txn/firewall_internal.h"
 #include "src/txn/txn_test_util.h"
@@ -692,6 +696,89 @@ TEST_F(FirewallTest, CountersGoOnlyWithAddingOps) {
   Transaction del;
   del.Delete(v4, "filter", "INPUT", R("-c 7 9 -s 192.0.2.10 -j ACCEPT"));
   EXPECT_EQ(CommitStatus(del).code(), StatusCode::kInvalidArgument);
+}
+
+// ---- What a plan reads on a backend that commits the snapshot it planned on (native-legacy) ----
+
+backend::BackendTraits CommitsPlanSnapshot() {
+  backend::BackendTraits traits;
+  traits.name = "native-legacy";
+  traits.needs_lock = true;
+  traits.commits_plan_snapshot = true;
+  return traits;
+}
+
+std::set<std::pair<std::string, std::string>> Chains(const backend::ChainScope& scope) { return scope.chains; }
+
+TEST(PlanScopeTest, SingleChainOpsReadOnlyTheirChainAndNoRulesForAnAppend) {
+  using D = backend::SnapshotDetail;
+  const backend::BackendTraits traits = CommitsPlanSnapshot();
+  Transaction append;
+  append.Append(v4, "filter", "INPUT", R("-s 1.2.3.4 -j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(append, traits), D::kChains);
+  backend::ChainScope scope = txn::PlanScope(append, traits);
+  EXPECT_FALSE(scope.every_chain);
+  EXPECT_EQ(Chains(scope), (std::set<std::pair<std::string, std::string>>{{"filter", "INPUT"}}));
+  EXPECT_FALSE(scope.Has("filter", "FORWARD"));
+
+  Transaction insert;
+  insert.Insert(v4, "filter", "INPUT", 3, R("-s 1.2.3.4 -j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(insert, traits), D::kPositions);
+
+  // A delete by spec searches its chain for the rule (a probe), also when the same chain gets an append.
+  Transaction both;
+  both.Append(v4, "filter", "INPUT", R("-s 1.2.3.4 -j ACCEPT"));
+  both.Delete(v4, "filter", "INPUT", R("-s 5.6.7.8 -j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(both, traits), D::kPositions);
+  scope = txn::PlanScope(both, traits);
+  EXPECT_FALSE(scope.every_chain);
+  ASSERT_EQ(scope.probes.count({"filter", "INPUT"}), 1u);
+  EXPECT_EQ(scope.probes.at({"filter", "INPUT"}).size(), 1u);
+
+  Transaction by_number;
+  by_number.DeleteAt(v4, "filter", "INPUT", 2);
+  by_number.Replace(v4, "filter", "INPUT", 1, R("-j DROP"));
+  EXPECT_EQ(txn::PlanDetail(by_number, traits), D::kPositions);
+  EXPECT_EQ(Chains(txn::PlanScope(by_number, traits)),
+            (std::set<std::pair<std::string, std::string>>{{"filter", "INPUT"}}));
+}
+
+TEST(PlanScopeTest, WhatNeedsMoreThanOneChainReadsMore) {
+  using D = backend::SnapshotDetail;
+  const backend::BackendTraits traits = CommitsPlanSnapshot();
+  // A jump to a user chain: the graph check (loops) sees every chain.
+  Transaction jump;
+  jump.Append(v4, "filter", "INPUT", R("-j MYCHAIN"));
+  EXPECT_EQ(txn::PlanDetail(jump, traits), D::kRules);
+  EXPECT_TRUE(txn::PlanScope(jump, traits).every_chain);
+  // A target extension in a user chain: which hooks reach it.
+  Transaction log;
+  log.Append(v4, "filter", "MYCHAIN", R("-j LOG"));
+  EXPECT_TRUE(txn::PlanScope(log, traits).every_chain);
+  // In a builtin chain it is checked there.
+  Transaction log_builtin;
+  log_builtin.Append(v4, "filter", "INPUT", R("-j LOG"));
+  EXPECT_FALSE(txn::PlanScope(log_builtin, traits).every_chain);
+  // Two tables commit one by one; the first one's inverse needs the rules it would put back or take away.
+  Transaction two_tables;
+  two_tables.Append(v4, "filter", "INPUT", R("-j ACCEPT"));
+  two_tables.Append(v4, "mangle", "PREROUTING", R("-j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(two_tables, traits), D::kRules);
+  EXPECT_EQ(Chains(txn::PlanScope(two_tables, traits)),
+            (std::set<std::pair<std::string, std::string>>{{"filter", "INPUT"}, {"mangle", "PREROUTING"}}));
+  Transaction unique;
+  unique.AppendUnique(v4, "filter", "INPUT", R("-j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(unique, traits), D::kRules);
+  Transaction drop_chain;
+  drop_chain.DeleteChain(v4, "filter", "MYCHAIN");
+  EXPECT_TRUE(txn::PlanScope(drop_chain, traits).every_chain);
+  // A backend with neither handles nor commits_plan_snapshot always reads every rule.
+  backend::BackendTraits restore;
+  restore.needs_lock = true;
+  Transaction append;
+  append.Append(v4, "filter", "INPUT", R("-j ACCEPT"));
+  EXPECT_EQ(txn::PlanDetail(append, restore), D::kRules);
+  EXPECT_TRUE(txn::PlanScope(append, restore).every_chain);
 }
 
 }  // namespace

@@ -468,7 +468,10 @@ Result<Table> SnapshotTable(const Ruleset& snapshot, const std::string& table) {
 // ---- BatchPlanner ----
 
 BatchPlanner::BatchPlanner(backend::Backend* backend, Snapshots snapshots, ShapeIndex shapes)
-    : backend_(backend), state_(std::move(snapshots)), shapes_(std::move(shapes)) {
+    : backend_(backend),
+      by_position_(backend != nullptr && backend->traits().handles),
+      state_(std::move(snapshots)),
+      shapes_(std::move(shapes)) {
   for (auto& [family, rs] : state_) rs.family = family;
 }
 
@@ -673,7 +676,7 @@ Status BatchPlanner::AddTransaction(const Transaction& txn, const Placement& pla
     const size_t group_start = journal_.size();
     TableSimulation sim(t, [&](TableOp op) { return Emit(group.family, t, std::move(op), false); });
     for (size_t k = 0; k < ops.size(); ++k) {
-      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement, backend_->traits().handles);
+      Status s = PlanOp(group.family, sim, group.ops[k] + 1, ops[k], placement, by_position_);
       if (!s.ok()) return fail(AtOp(s, group.ops[k] + 1, ops[k]));
     }
     if (MayChangeGraph(journal_, group_start)) {
@@ -821,6 +824,7 @@ std::vector<TableCommit> BatchPlanner::Render(Mark from, Mark to) const {
 Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
                                                   Snapshots snapshots) {
   BatchPlanner planner(&backend, std::move(snapshots));
+  planner.set_by_position(backend.traits().handles || backend.traits().commits_plan_snapshot);
   IPTKIT_RETURN_IF_ERROR(planner.AddTransaction(txn));
   return planner.Finish();
 }

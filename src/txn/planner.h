@@ -70,6 +70,12 @@ class BatchPlanner {
   // empty or the TakeShapes() of the planner whose TakeState() `snapshots` is.
   BatchPlanner(backend::Backend* backend, Snapshots snapshots, ShapeIndex shapes = {});
 
+  // Whether ops by position (delete / replace N) are sent as such (-D N, -R N) instead of by spec: only when the
+  // backend applies them to the very snapshot the plan was made on. Default: BackendTraits::handles (it resolves
+  // positions against that snapshot). PlanTransaction also sets it for commits_plan_snapshot backends (its snapshot
+  // was read by LockedCommit under the lock the commit holds).
+  void set_by_position(bool by_position) { by_position_ = by_position; }
+
   // A savepoint: RollbackTo(mark) undoes everything planned after it.
   using Mark = PlanMark;
   Mark mark() const { return Mark{journal_.size()}; }
@@ -124,6 +130,7 @@ class BatchPlanner {
   void Undo(const Entry& entry);
 
   backend::Backend* backend_;
+  bool by_position_ = false;
   Snapshots state_;
   ShapeIndex shapes_;  // see Emit
   std::vector<Entry> journal_;
@@ -145,7 +152,8 @@ class BatchPlanner {
 // chain that needs a user chain), NotFound (chain/rule/index missing), AlreadyExists (chain exists),
 // FailedPrecondition (chain not empty/referenced, snapshot moved, table unrepresentable). Messages start with the
 // op: "op 3 (delete_chain ipv4 filter FOO): ...".
-// Equivalent to BatchPlanner(&backend, snapshots).AddTransaction(txn) then Finish().
+// Equivalent to BatchPlanner(&backend, snapshots).AddTransaction(txn) then Finish(), with ops by position sent as
+// such also on a commits_plan_snapshot backend (the snapshots must then come from LockedCommit's read).
 Result<std::vector<PlannedTable>> PlanTransaction(backend::Backend& backend, const Transaction& txn,
                                                   Snapshots snapshots);
 

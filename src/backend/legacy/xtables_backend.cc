@@ -281,6 +281,53 @@ std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
   return key;
 }
 
+// Whether entry `e` has the EntryKey `key` (built from a rule iptkit encodes), without building e's key: a probe
+// compared with every rule of a chain. Compared as libiptc's is_same does, but every byte of the extensions' data:
+// the header byte for byte (counters and comefrom aside), then per match and the target its size, name, revision
+// and data. The names are compared as strings, not as their 29 bytes: the kernel copies only a name's bytes up to
+// its NUL into the entry it returns (xt_obj_to_user), so what follows the NUL is the rest of the kernel's own
+// struct xt_match pointer that shares the union (x_tables.h), never zeros.
+template <typename T>
+bool EntryHasKey(const typename T::Entry* e, xtc_handle* h, std::string_view key) {
+  using Entry = typename T::Entry;
+  constexpr size_t kHead = offsetof(Entry, comefrom);  // the header, nfcache, target and next offsets
+  const auto* got = reinterpret_cast<const unsigned char*>(e);
+  const auto* want = reinterpret_cast<const unsigned char*>(key.data());
+  const size_t to = e->target_offset;
+  if (key.size() < to || to < sizeof(Entry) || std::memcmp(got, want, kHead) != 0) {
+    return false;
+  }
+  // One extension (match or target) at `at`: size, name, revision, data; false when they differ.
+  auto same = [&](size_t at, size_t size) {
+    const auto* a = reinterpret_cast<const xt_entry_match*>(got + at);
+    const auto* b = reinterpret_cast<const xt_entry_match*>(want + at);
+    return a->u.user.revision == b->u.user.revision &&
+           strncmp(a->u.user.name, b->u.user.name, sizeof(a->u.user.name)) == 0 &&
+           std::memcmp(got + at + sizeof(xt_entry_match), want + at + sizeof(xt_entry_match),
+                       size - sizeof(xt_entry_match)) == 0;
+  };
+  for (size_t at = sizeof(Entry); at < to;) {
+    const auto* m = reinterpret_cast<const xt_entry_match*>(got + at);
+    const uint16_t size = m->u.user.match_size;
+    uint16_t want_size;
+    if (at + sizeof(xt_entry_match) > key.size()) return false;
+    std::memcpy(&want_size, want + at, sizeof(want_size));
+    if (size < sizeof(xt_entry_match) || size != want_size || at + size > to || !same(at, size)) return false;
+    at += size;
+  }
+  const auto* t = reinterpret_cast<const xt_entry_target*>(got + to);
+  if (t->u.user.name[0] != '\0') {  // a target extension: the key is the whole entry
+    const size_t size = t->u.user.target_size;
+    uint16_t want_size;
+    std::memcpy(&want_size, want + to, sizeof(want_size));
+    if (key.size() != e->next_offset || key.size() < to + sizeof(xt_entry_target)) return false;
+    return size == want_size && to + size == e->next_offset && size >= sizeof(xt_entry_target) && same(to, size);
+  }
+  constexpr std::string_view kTag("\0target:", 8);
+  const std::string_view rest = key.substr(to);
+  return rest.starts_with(kTag) && rest.substr(kTag.size()) == T::GetTarget(e, h);
+}
+
 bool UsesSetIndex(const XtRule& x) {
   if (x.verdict == XtRule::Verdict::kTarget && x.target.name == "SET") return true;
   for (const XtExtension& m : x.matches) {
@@ -404,16 +451,72 @@ StatusCode CodeOf(int err, TableOp::Kind kind) {
 
 class XtablesLockGuard final : public LockGuard {
  public:
-  XtablesLockGuard(std::optional<base::FileLock> lock, std::shared_ptr<int> depth)
-      : lock_(std::move(lock)), depth_(std::move(depth)) {
+  XtablesLockGuard(std::optional<base::FileLock> lock, std::shared_ptr<int> depth, std::function<void()> on_release)
+      : lock_(std::move(lock)), depth_(std::move(depth)), on_release_(std::move(on_release)) {
     ++*depth_;
   }
-  ~XtablesLockGuard() override { --*depth_; }
+  ~XtablesLockGuard() override {
+    on_release_();
+    --*depth_;
+  }
 
  private:
   std::optional<base::FileLock> lock_;  // empty for a nested guard
   std::shared_ptr<int> depth_;
+  std::function<void()> on_release_;  // runs before the flock goes
 };
+
+// The libiptc handles a plan read under the lock, kept for the commit that follows (Backend traits
+// commits_plan_snapshot): (family, table) → handle. Freed with the family's own iptc_free.
+class HeldHandles {
+ public:
+  HeldHandles() = default;
+  HeldHandles(const HeldHandles&) = delete;
+  HeldHandles& operator=(const HeldHandles&) = delete;
+  ~HeldHandles() { Clear(); }
+  void Put(Family family, const std::string& table, xtc_handle* h) {
+    Drop(family, table);
+    held_[{family, table}] = h;
+  }
+  // The handle of `table` (nullptr if none), which the caller then owns.
+  xtc_handle* Take(Family family, const std::string& table) {
+    auto it = held_.find({family, table});
+    if (it == held_.end()) return nullptr;
+    xtc_handle* h = it->second;
+    held_.erase(it);
+    return h;
+  }
+  void Drop(Family family, const std::string& table) { Free(family, Take(family, table)); }
+  void DropFamily(Family family) {
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (std::get<0>(it->first) != family) {
+        ++it;
+        continue;
+      }
+      Free(family, it->second);
+      it = held_.erase(it);
+    }
+  }
+  void Clear() {
+    for (const auto& [key, h] : held_) Free(std::get<0>(key), h);
+    held_.clear();
+  }
+
+ private:
+  static void Free(Family family, xtc_handle* h) {
+    if (h == nullptr) return;
+    std::lock_guard<std::mutex> iptc(IptcMutex());
+    family == Family::kIPv4 ? V4::Free(h) : V6::Free(h);
+  }
+  std::map<std::tuple<Family, std::string>, xtc_handle*> held_;
+};
+
+// A probe of ReadChainsForPlan: a rule the plan searches a chain for, as its canonical form and its EntryKey.
+struct Probe {
+  Rule canonical;
+  std::string key;
+};
+using Probes = std::map<std::pair<std::string, std::string>, std::vector<Probe>>;
 
 class XtablesBackend final : public Backend {
  public:
@@ -425,14 +528,26 @@ class XtablesBackend final : public Backend {
     traits_.handles = false;
     traits_.needs_lock = true;
     traits_.rename_then_use = true;
+    traits_.commits_plan_snapshot = true;
   }
 
   const BackendTraits& traits() const override { return traits_; }
 
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
-    (void)fresh_counters;  // counters come with the blob; unchanged rules come from the decode cache
-    return family == Family::kIPv4 ? ReadT<V4>(family, table) : ReadT<V6>(family, table);
+    (void)fresh_counters;      // counters come with the blob; unchanged rules come from the decode cache
+    held_.DropFamily(family);  // a plan made on this read commits on a fresh handle
+    return family == Family::kIPv4 ? ReadT<V4>(family, table, SnapshotDetail::kRules, ChainScope{}, {}, false)
+                                   : ReadT<V6>(family, table, SnapshotDetail::kRules, ChainScope{}, {}, false);
   }
+
+  Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override {
+    return ReadChainsForPlan(family, detail, ChainScope{});
+  }
+
+  Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override;
+
+  Result<bool> HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                              const Rule& rule) override;
 
   Result<CommitReport> Commit(const std::vector<CommitTable>& tables) override {
     return CommitTableByTable(tables, traits_.name, [this](const TableBatch& batch) { return CommitOne(batch); });
@@ -448,7 +563,9 @@ class XtablesBackend final : public Backend {
       IPTKIT_ASSIGN_OR_RETURN(base::FileLock held, AcquireLock(wait));
       lock.emplace(std::move(held));
     }
-    return std::unique_ptr<LockGuard>(std::make_unique<XtablesLockGuard>(std::move(lock), depth_));
+    // Handles read under this guard serve the commit made under it, never a later one.
+    return std::unique_ptr<LockGuard>(
+        std::make_unique<XtablesLockGuard>(std::move(lock), depth_, [this] { held_.Clear(); }));
   }
 
   Result<FirewallInfo> Info() override {
@@ -473,8 +590,22 @@ class XtablesBackend final : public Backend {
     return base::RunInNetnsThread(netns_.get(), fn, what);
   }
 
+  // Reads the family's tables (or `only`): every chain, and the rules of the chains `scope` asks for at `detail`
+  // (ReadChainsForPlan; Read asks for every chain at kRules). A chain of `probes` shows the probes' canonical rules
+  // where an entry is byte for byte one of them and placeholders elsewhere, or is decoded whole when a probe is not
+  // found. With `retain`, the handles are kept in held_ for the commit under the current lock.
   template <typename T>
-  Result<Ruleset> ReadT(Family family, const std::optional<std::string>& only);
+  Result<Ruleset> ReadT(Family family, const std::optional<std::string>& only, SnapshotDetail detail,
+                        const ChainScope& scope, const Probes& probes, bool retain);
+  // The EntryKey the rule `x` is written as (what EntryHasKey compares with).
+  template <typename T>
+  static std::string ProbeKey(const XtRule& x) {
+    return KernelFormOf<T>(XtToEntry<T>(x, {}), x.verdict != XtRule::Verdict::kTarget).substr(kKernelFormTag.size());
+  }
+  // FailedPrecondition when the rule at 1-based `index` of `chain` cannot be decoded: a rule iptkit cannot show is
+  // never deleted or replaced by position. OK when there is no such rule (libiptc then says so).
+  template <typename T>
+  Status CheckDecodable(Family family, xtc_handle* h, const std::string& chain, int index);
   template <typename T>
   Status CommitT(const TableBatch& batch);
   Status CommitOne(const TableBatch& batch) {
@@ -511,10 +642,12 @@ class XtablesBackend final : public Backend {
   // Rules decoded by Read, by EntryKey: an unchanged rule is decoded once per backend, not once per read.
   static constexpr size_t kDecodeCacheLimit = 200000;
   std::unordered_map<std::tuple<Family, std::string>, Rule, KeyHash> decoded_;
+  HeldHandles held_;  // see commits_plan_snapshot; cleared when a lock guard goes
 };
 
 template <typename T>
-Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::string>& only) {
+Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::string>& only, SnapshotDetail detail,
+                                      const ChainScope& scope, const Probes& probes, bool retain) {
   Ruleset rs;
   rs.family = family;
   struct Pending {
@@ -524,6 +657,17 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
   std::vector<Pending> where;
   std::map<size_t, std::string> lossy;  // index in xts → kernel form
   std::vector<std::string> keys;        // per xts: its decode cache key ("": not cached)
+  // What a chain shows: nothing, placeholders, the probes where they are (placeholders elsewhere), every rule.
+  enum class Show { kNothing, kPlaceholders, kProbes, kRules };
+  // (ReadChainsForPlan puts in `probes` only chains it does not want decoded whole.)
+  auto show = [&](const std::string& table, const std::string& chain) {
+    if (probes.count({table, chain})) return Show::kProbes;
+    const bool in_scope = scope.every_chain || scope.chains.count({table, chain});
+    if (!in_scope) return scope.probes.count({table, chain}) ? Show::kRules : Show::kNothing;
+    return detail == SnapshotDetail::kRules       ? Show::kRules
+           : detail == SnapshotDetail::kPositions ? Show::kPlaceholders
+                                                  : Show::kNothing;
+  };
   std::lock_guard<std::mutex> iptc(IptcMutex());
   Status read = InNetns(
       [&]() -> Status {
@@ -576,6 +720,32 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
           const size_t ti = rs.tables.size();
           for (size_t ci = 0; ci < t.chains.size(); ++ci) {
             Chain& chain = t.chains[ci];
+            Show what = show(name, chain.name);
+            if (what == Show::kNothing) continue;
+            if (what != Show::kRules) {
+              // Placeholders keep every rule's place; a probe shows where an entry is byte for byte that rule (which
+              // is how iptables-legacy -C/-D compare). A probe not found has the chain decoded whole below.
+              const std::vector<Probe>* wanted = nullptr;
+              if (auto p = probes.find({name, chain.name}); p != probes.end()) wanted = &p->second;
+              std::vector<bool> found(wanted != nullptr ? wanted->size() : 0, false);
+              size_t count = 0;
+              for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
+                ++count;
+              }
+              chain.rules.reserve(count + 1);  // and room for one more (the append planned on it)
+              for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
+                chain.rules.emplace_back();
+                for (size_t k = 0; wanted != nullptr && k < wanted->size(); ++k) {
+                  if (!EntryHasKey<T>(e, h.h, (*wanted)[k].key)) continue;
+                  chain.rules.back() = (*wanted)[k].canonical;
+                  chain.rules.back().counters = {e->counters.pcnt, e->counters.bcnt};
+                  found[k] = true;
+                  break;
+                }
+              }
+              if (std::find(found.begin(), found.end(), false) == found.end()) continue;
+              chain.rules.clear();
+            }
             for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
               // A rule decoded before (the same entry bytes, jump target and namespace) is taken from the cache.
               std::string key = EntryKey<T>(e, h.h);
@@ -600,6 +770,10 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
             }
           }
           rs.tables.push_back(std::move(t));
+          if (retain) {
+            held_.Put(family, name, h.h);
+            h.h = nullptr;
+          }
         }
         return Status::Ok();
       },
@@ -723,6 +897,92 @@ Status XtablesBackend::EnsureXt(Family family, const std::vector<const Rule*>& r
   return Status::Ok();
 }
 
+Result<Ruleset> XtablesBackend::ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) {
+  // The probes' entries (canonicalized and parsed once per spec and backend). A probe that does not canonicalize,
+  // prints as nothing (a placeholder would equal it) or is lossy has its chain decoded whole.
+  Probes probes;
+  if (!scope.every_chain) {
+    for (const auto& [where, rules] : scope.probes) {
+      if (detail == SnapshotDetail::kRules && scope.chains.count(where)) continue;  // decoded anyway
+      Result<std::vector<Rule>> canon = Canonicalize(family, where.first, rules);
+      if (!canon.ok()) continue;
+      std::vector<Probe> forms;
+      for (const Rule& c : *canon) {
+        if (!c.lossy.empty() || FormatRuleSpec(c).empty() || !EnsureXt(family, {&c}).ok()) break;
+        const XtRule* x = XtOf(family, c);
+        if (x == nullptr) break;
+        Probe probe;
+        probe.canonical = c;
+        probe.canonical.counters = {};
+        probe.key = family == Family::kIPv4 ? ProbeKey<V4>(*x) : ProbeKey<V6>(*x);
+        forms.push_back(std::move(probe));
+      }
+      if (forms.size() == rules.size()) probes[where] = std::move(forms);
+    }
+  }
+  // Under the lock the handles stay for the commit: it edits what this read (one iptc_init per table, as
+  // iptables-legacy does); the kernel refuses that commit if the table's size changed meanwhile (Aborted).
+  const bool retain = *depth_ > 0;
+  if (retain) held_.DropFamily(family);
+  return family == Family::kIPv4 ? ReadT<V4>(family, std::nullopt, detail, scope, probes, retain)
+                                 : ReadT<V6>(family, std::nullopt, detail, scope, probes, retain);
+}
+
+Result<bool> XtablesBackend::HoldsExactRule(Family family, const std::string& table, const std::string& chain,
+                                            const Rule& rule) {
+  if (!rule.lossy.empty() || FormatRuleSpec(rule).empty()) return false;
+  IPTKIT_RETURN_IF_ERROR(EnsureXt(family, {&rule}));
+  const XtRule* x = XtOf(family, rule);
+  if (x == nullptr) return false;
+  // Only the chain's entries are compared with the rule's; nothing is decoded.
+  const std::string key = family == Family::kIPv4 ? ProbeKey<V4>(*x) : ProbeKey<V6>(*x);
+  bool found = false;
+  Status s = [&]() -> Status {
+    std::lock_guard<std::mutex> iptc(IptcMutex());
+    return InNetns(
+        [&]() -> Status {
+          Handle<V4> h4;
+          Handle<V6> h6;
+          auto scan = [&]<typename T>(Handle<T>& h) {
+            h.h = T::Init(table.c_str());
+            if (h.h == nullptr || !T::IsChain(chain.c_str(), h.h)) return;
+            for (const auto* e = T::FirstRule(chain.c_str(), h.h); e != nullptr && !found; e = T::NextRule(e, h.h)) {
+              found = EntryHasKey<T>(e, h.h, key);
+            }
+          };
+          if (family == Family::kIPv4) {
+            scan(h4);
+          } else {
+            scan(h6);
+          }
+          return Status::Ok();
+        },
+        "reading x_tables");
+  }();
+  if (!s.ok()) return false;
+  return found;
+}
+
+template <typename T>
+Status XtablesBackend::CheckDecodable(Family family, xtc_handle* h, const std::string& chain, int index) {
+  if (index < 1 || !T::IsChain(chain.c_str(), h)) return Status::Ok();
+  const typename T::Entry* e = T::FirstRule(chain.c_str(), h);
+  for (int i = 1; e != nullptr && i < index; ++i) e = T::NextRule(e, h);
+  if (e == nullptr) return Status::Ok();
+  if (decoded_.count({family, EntryKey<T>(e, h)})) return Status::Ok();
+  Result<XtRule> x = EntryToXt<T>(family, e, h);
+  Status s = x.status();
+  if (s.ok()) {
+    IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+    std::vector<Result<Rule>> decoded = xt->ToRules({&*x}, netns_.get());
+    s = decoded.front().status();
+  }
+  if (s.ok()) return Status::Ok();
+  return Status::FailedPrecondition("rule " + std::to_string(index) + " of chain " + chain + " cannot be decoded (" +
+                                    s.message() + "); iptkit does not rewrite it")
+      .WithReason("unrepresentable");
+}
+
 template <typename T>
 Status XtablesBackend::CommitT(const TableBatch& batch) {
   using K = TableOp::Kind;
@@ -742,18 +1002,22 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
 
   std::lock_guard<std::mutex> iptc(IptcMutex());
   Handle<T> h;
-  IPTKIT_RETURN_IF_ERROR(InNetns(
-      [&]() -> Status {
-        h.h = T::Init(batch.table.c_str());
-        if (h.h == nullptr) {
-          const int err = errno;
-          return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
-                        "x_tables table " + where + ": " + T::StrError(err))
-              .WithLocation(std::string(FamilyName(family)), batch.table);
-        }
-        return Status::Ok();
-      },
-      "opening the x_tables table"));
+  // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now.
+  h.h = held_.Take(family, batch.table);
+  if (h.h == nullptr) {
+    IPTKIT_RETURN_IF_ERROR(InNetns(
+        [&]() -> Status {
+          h.h = T::Init(batch.table.c_str());
+          if (h.h == nullptr) {
+            const int err = errno;
+            return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
+                          "x_tables table " + where + ": " + T::StrError(err))
+                .WithLocation(std::string(FamilyName(family)), batch.table);
+          }
+          return Status::Ok();
+        },
+        "opening the x_tables table"));
+  }
 
   auto fail = [&](const TableOp& op, int err) {
     const std::string line = RenderRestoreLine(op);
@@ -828,6 +1092,9 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
         break;
       case K::kReplace:
         if (op.index < 1) return fail(op, E2BIG);
+        IPTKIT_RETURN_IF_ERROR(CheckDecodable<T>(family, h.h, op.chain, op.index)
+                                   .WithContext(where + " '" + RenderRestoreLine(op) + "'")
+                                   .WithLocation(std::string(FamilyName(family)), batch.table, op.chain, op.index));
         ok = T::Replace(chain, e, index, h.h);
         break;
       case K::kCheck:
@@ -838,6 +1105,9 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
         break;
       case K::kDeleteAt:
         if (op.index < 1) return fail(op, E2BIG);
+        IPTKIT_RETURN_IF_ERROR(CheckDecodable<T>(family, h.h, op.chain, op.index)
+                                   .WithContext(where + " '" + RenderRestoreLine(op) + "'")
+                                   .WithLocation(std::string(FamilyName(family)), batch.table, op.chain, op.index));
         ok = T::DeleteNum(chain, index, h.h);
         break;
       case K::kNewChain:
@@ -886,6 +1156,14 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
   // One IPT_SO_SET_REPLACE (then IPT_SO_SET_ADD_COUNTERS). A refused replace leaves the old table in place.
   if (!T::Commit(h.h)) {
     const int err = errno;
+    if (err == EAGAIN) {
+      // The kernel's table no longer has the entry count the handle read (xt_replace_table): a writer that does not
+      // take the xtables lock changed it meanwhile. Nothing was replaced; read and plan again.
+      return Status::Aborted("the " + where +
+                             " table changed while it was being edited (a writer that does not take "
+                             "the xtables lock); nothing was committed")
+          .WithLocation(std::string(FamilyName(family)), batch.table);
+    }
     return Status(err == EPERM ? StatusCode::kPermissionDenied : StatusCode::kInvalidArgument,
                   "the kernel refused the new " + where + " table: " + T::StrError(err) +
                       (err == EINVAL ? " (the kernel log has the reason, see dmesg)" : ""))

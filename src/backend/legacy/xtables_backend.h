@@ -19,13 +19,27 @@
 //    extension libxtables does not know) makes the table unrepresentable (Table::unrepresentable_reason). Every read
 //    takes the tables from the kernel (counters are always fresh); a rule is decoded once per backend and then taken
 //    from a cache keyed by its entry bytes (counters zeroed, jumps by chain name), except set-match / SET rules.
+//  - ReadChainsForPlan (and ReadForPlan) read only what a plan asks for, as iptables-legacy reads only what it
+//    changes: every table's chains and policies always, the rules of the chains in scope only (kPositions:
+//    placeholders; kRules: decoded). A delete by spec's rule (ChainScope::probes) is found by comparing each entry
+//    of its chain with the entry the rule is written as (header, then each match's and the target's size, name,
+//    revision and data, as libiptc's is_same with a full mask), so nothing is decoded; only when it is not found
+//    that way is the chain decoded. A table's unrepresentable_reason judges only the rules it decoded.
+//  - Under Lock() the handles a plan read are kept (traits commits_plan_snapshot) and Commit edits and commits the
+//    very handle the plan was made on: one iptc_init per change, as iptables-legacy. A writer that does not take
+//    the xtables lock and changes the table in between changes its entry count (an append, insert or delete) and
+//    the kernel refuses the commit (EAGAIN: Aborted, so txn::LockedCommit reads and plans again); a change that
+//    keeps the count (a replace, a policy) in that window is overwritten, as by iptables-legacy. The handles go
+//    when the guard goes. -D N / -R N are sent as such (the position is the plan's), and refused with
+//    FailedPrecondition when the rule at N cannot be decoded (iptkit never removes a rule it cannot show).
 //  - Commit is table by table (CommitTableByTable), each table ONE SET_REPLACE of libiptc's edited copy: a batch
 //    whose op fails in libiptc (no such chain / rule, chain in use) or whose new table the kernel refuses changes
 //    nothing. Errors name the op (its restore line) and the table.
 //  - -C / -D compare like libiptc's is_same with a mask of every byte of the rule: the kernel returns each
 //    extension's user-visible part followed by zeros, and libxtables leaves kernel-private fields zero.
 //  - Lock(): flock(BackendOptions::xtables_lock_path), the lock iptables-legacy takes; a Commit outside a Lock()
-//    takes it for its own duration. Nested guards of one backend share the outer flock.
+//    takes it for its own duration (on a fresh handle). Nested guards of one backend share the outer flock.
+//  - HoldsExactRule compares the chain's entries with the rule's entry (as for probes above).
 //  - Canonicalize is in-process (libxtables parse → the save text → the model), cached per (family, spec).
 //  - Info delegates the variant survey to the legacy restore backend (iptables-*-save), naming this backend.
 // Thread-safety: one thread at a time (like every Backend); libiptc calls of all instances are serialized.
