@@ -377,8 +377,8 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         }
       }
     }
-    std::vector<XtRule> owned;  // the decoded rules, in `where` order
-    owned.reserve(rules.size());
+    std::vector<const XtRule*> to_format;  // the decoded rules (in `rules`), in `where` order
+    to_format.reserve(rules.size());
     // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
     std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
     for (const RuleInfo& ri : rules) ++counts[{ri.table, ri.chain}];
@@ -428,7 +428,9 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
       for (Chain& c : t.chains) {
         auto it = counts.find({t.name, c.name});
-        if (it != counts.end()) c.rules.reserve(it->second);
+        if (it == counts.end()) continue;
+        c.rules.reserve(it->second);
+        if (auto kc = kt.chains.find(c.name); kc != kt.chains.end()) kc->second.rules.reserve(it->second);
       }
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
@@ -456,14 +458,11 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           }
           continue;
         }
-        owned.push_back(std::move(ri.xt).value());
+        to_format.push_back(&*ri.xt);
         where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
       }
       t.unrepresentable_reason = reason;
     }
-    std::vector<const XtRule*> to_format;
-    to_format.reserve(owned.size());
-    for (const XtRule& x : owned) to_format.push_back(&x);
     IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
     std::vector<Result<Rule>> decoded = xt->ToRules(to_format, netns_.get());
     for (size_t i = 0; i < decoded.size(); ++i) {
@@ -484,12 +483,15 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
 }
 
 Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
-  auto view = [&](const FamilyState& st) -> Ruleset {
-    if (!table) return st.ruleset;
+  // The family or the table asked for; moved out of a snapshot nobody keeps.
+  auto view = [&](const FamilyState& st, FamilyState* spare = nullptr) -> Ruleset {
+    if (!table) return spare != nullptr ? std::move(spare->ruleset) : st.ruleset;
     Ruleset rs;
     rs.family = family;
-    if (const Table* t = st.ruleset.FindTable(*table)) {
-      rs.tables.push_back(*t);
+    if (Table* t = spare != nullptr ? spare->ruleset.FindTable(*table) : nullptr) {
+      rs.tables.push_back(std::move(*t));
+    } else if (const Table* ct = st.ruleset.FindTable(*table)) {
+      rs.tables.push_back(*ct);
     } else if (auto fresh = NewTable(*table); fresh.ok()) {
       rs.tables.push_back(*std::move(fresh));  // iptables-nft-save -t TABLE prints a table it does not have
     }
@@ -512,7 +514,7 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   }
   if (table && fresh_counters) {
     IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
-    return view(st);
+    return view(st, &st);
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
   Ruleset out = view(st);
