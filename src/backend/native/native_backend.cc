@@ -463,19 +463,24 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       }
       t.unrepresentable_reason = reason;
     }
+    // The models built in place, a slice of rules at a time (what a slice needs on the way is used again by the next
+    // instead of growing with the table).
     IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-    std::vector<Result<Rule>> decoded = xt->ToRules(to_format, netns_.get());
-    for (size_t i = 0; i < decoded.size(); ++i) {
-      Pending& p = where[i];
-      Chain& chain = p.table->chains[p.chain];
-      if (!decoded[i].ok()) {
+    constexpr size_t kSlice = 1024;
+    std::vector<const XtRule*> slice;
+    std::vector<Rule*> out;
+    for (size_t begin = 0; begin < to_format.size(); begin += kSlice) {
+      const size_t end = std::min(to_format.size(), begin + kSlice);
+      slice.assign(to_format.begin() + begin, to_format.begin() + end);
+      out.clear();
+      for (size_t i = begin; i < end; ++i) out.push_back(&where[i].table->chains[where[i].chain].rules[where[i].index]);
+      for (auto& [k, error] : xt->ToRules(slice, out, netns_.get())) {
+        const Pending& p = where[begin + k];
         if (p.table->unrepresentable_reason.empty()) {
-          p.table->unrepresentable_reason =
-              "chain " + chain.name + " rule " + std::to_string(p.index + 1) + ": " + decoded[i].status().message();
+          p.table->unrepresentable_reason = "chain " + p.table->chains[p.chain].name + " rule " +
+                                            std::to_string(p.index + 1) + ": " + error.message();
         }
-        continue;
       }
-      chain.rules[p.index] = *std::move(decoded[i]);
     }
     // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
     return st;

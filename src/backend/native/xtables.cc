@@ -1354,9 +1354,9 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
   return results;
 }
 
-std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rules, int netns_fd) {
-  std::vector<Result<Rule>> results;
-  results.reserve(rules.size());
+std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rules, const std::vector<Rule*>& out,
+                                          int netns_fd) {
+  std::map<size_t, Status> errors;
   const ino_t netns = NetnsInode(netns_fd);
   // Every extension's model piece (a Match, or the Target with its options), from the cache or parsed from the text
   // its save function prints.
@@ -1429,7 +1429,8 @@ std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rul
   size_t next = 0;
   for (size_t k = 0; k < rules.size(); ++k) {
     const XtRule& x = *rules[k];
-    Rule rule;
+    Rule& rule = *out[k];
+    rule = Rule{};
     HeaderFields(x.family, x.header, rule);
     rule.matches.reserve(x.matches.size());
     const Status* failed = nullptr;
@@ -1471,9 +1472,26 @@ std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rul
     }
     rule.counters = x.counters;
     if (failed != nullptr) {
-      results.emplace_back(*failed);
+      rule = Rule{};
+      errors.emplace(k, *failed);
+    }
+  }
+  return errors;
+}
+
+std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rules, int netns_fd) {
+  std::vector<Rule> built(rules.size());
+  std::vector<Rule*> out;
+  out.reserve(rules.size());
+  for (Rule& r : built) out.push_back(&r);
+  std::map<size_t, Status> errors = ToRules(rules, out, netns_fd);
+  std::vector<Result<Rule>> results;
+  results.reserve(rules.size());
+  for (size_t k = 0; k < rules.size(); ++k) {
+    if (auto e = errors.find(k); e != errors.end()) {
+      results.emplace_back(std::move(e->second));
     } else {
-      results.emplace_back(std::move(rule));
+      results.emplace_back(std::move(built[k]));
     }
   }
   return results;

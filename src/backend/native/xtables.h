@@ -77,6 +77,10 @@ class Xtables {
   // directly: header fields from the binary header, each extension's Match / Target parsed once from its save
   // function's text and cached per payload. An error (see Format) fails that rule only.
   std::vector<Result<Rule>> ToRules(const std::vector<const XtRule*>& rules, int netns_fd = -1);
+  // The same built in place: *out[i] becomes the model of rules[i] (an empty Rule where it fails); the errors by
+  // index in `rules`.
+  std::map<size_t, Status> ToRules(const std::vector<const XtRule*>& rules, const std::vector<Rule*>& out,
+                                   int netns_fd = -1);
 
   // How many jobs ran on the worker thread (tests, benchmarks).
   uint64_t jobs() const;
