@@ -1111,9 +1111,8 @@ namespace {
 
 // Extension save functions may look at the header (protocol, inversion flags), and set names are per namespace:
 // all part of the key under which an extension's text (and its parsed form) is cached.
-std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
-  std::string key;
-  key.reserve(48 + ext.name.size() + ext.data.size() + x.jumpto.size());
+void AppendExtKey(std::string& key, ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
+  key.reserve(key.size() + 48 + ext.name.size() + ext.data.size() + x.jumpto.size());
   key += target ? 't' : 'm';
   key += std::to_string(netns);
   key += x.family == Family::kIPv4 ? "/4/" : "/6/";
@@ -1130,6 +1129,11 @@ std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool ta
     key += '/';
   }
   key += ext.data;
+}
+
+std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
+  std::string key;
+  AppendExtKey(key, netns, x, ext, target);
   return key;
 }
 
@@ -1360,25 +1364,38 @@ std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rule
   const ino_t netns = NetnsInode(netns_fd);
   // Every extension's model piece (a Match, or the Target with its options), from the cache or parsed from the text
   // its save function prints.
+  // Each extension's piece; one not cached yet is found by its index in `missing` once parsed.
   struct Ref {
-    std::string key;
     const Piece* piece = nullptr;
+    size_t missing = 0;
   };
   std::vector<Ref> refs;
   size_t total = 0;
   for (const XtRule* x : rules) total += x->matches.size() + (x->verdict == XtRule::Verdict::kTarget ? 1 : 0);
-  refs.reserve(total);  // the missing items' keys point into it
+  refs.reserve(total);
   std::vector<ExtItem> missing;
+  std::vector<std::string> missing_keys;
+  missing_keys.reserve(total);  // the missing items' keys point into it
   {
-    std::unordered_set<std::string_view> asked;
+    std::unordered_map<std::string_view, size_t> asked;  // key → index in missing
+    std::string key;                                     // scratch: only the missing keys are kept
     std::lock_guard<std::mutex> lock(pieces_mu_);
+    // Bounded, but never emptied while a call holds pointers into it.
+    if (pieces_.size() > 100000 && pieces_users_ == 0) pieces_.clear();
+    ++pieces_users_;
     auto add = [&](const XtRule* x, const XtExtension* ext, bool target) {
-      Ref& r = refs.emplace_back(Ref{ExtKey(netns, *x, *ext, target)});
-      auto it = pieces_.find(r.key);
-      if (it != pieces_.end()) {
+      key.clear();
+      AppendExtKey(key, netns, *x, *ext, target);
+      Ref& r = refs.emplace_back();
+      if (auto it = pieces_.find(key); it != pieces_.end()) {
         r.piece = &it->second;
-      } else if (asked.insert(r.key).second) {
-        missing.push_back({x, ext, target, r.key});
+      } else if (auto a = asked.find(key); a != asked.end()) {
+        r.missing = a->second;
+      } else {
+        r.missing = missing.size();
+        const std::string& kept = missing_keys.emplace_back(key);
+        asked.emplace(kept, missing.size());
+        missing.push_back({x, ext, target, kept});
       }
     };
     for (const XtRule* x : rules) {
@@ -1413,19 +1430,17 @@ std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rule
       }
     }
     std::lock_guard<std::mutex> lock(pieces_mu_);
-    if (pieces_.size() > 100000) {
-      pieces_.clear();
-      for (Ref& r : refs) r.piece = nullptr;
-    }
+    std::vector<const Piece*> placed(missing.size());
     for (size_t i = 0; i < missing.size(); ++i) {
-      pieces_.insert_or_assign(std::string(missing[i].key), std::move(parsed[i]));
+      placed[i] = &pieces_.insert_or_assign(std::move(missing_keys[i]), std::move(parsed[i])).first->second;
     }
     for (Ref& r : refs) {
-      if (r.piece == nullptr) r.piece = &pieces_.at(r.key);
+      if (r.piece == nullptr) r.piece = placed[r.missing];
     }
   }
   // Assembled under the lock: the pieces stay where they are meanwhile.
   std::lock_guard<std::mutex> lock(pieces_mu_);
+  --pieces_users_;
   size_t next = 0;
   for (size_t k = 0; k < rules.size(); ++k) {
     const XtRule& x = *rules[k];

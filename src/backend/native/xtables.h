@@ -116,7 +116,8 @@ class Xtables {
     Target target;
   };
   std::mutex pieces_mu_;
-  KeyMap<Piece> pieces_;  // references stay valid while other keys are added
+  KeyMap<Piece> pieces_;     // references stay valid while other keys are added
+  size_t pieces_users_ = 0;  // ToRules calls holding pointers into pieces_ (it is emptied only when none does)
 
   // Runs `job` on the worker thread and waits for it.
   void RunOnWorker(const std::function<void()>& job);
