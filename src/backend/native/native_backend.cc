@@ -381,7 +381,18 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
     to_format.reserve(rules.size());
     // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
     std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
-    for (const RuleInfo& ri : rules) ++counts[{ri.table, ri.chain}];
+    {
+      size_t* count = nullptr;
+      const RuleInfo* run = nullptr;
+      for (const RuleInfo& ri : rules) {
+        if (run == nullptr || ri.chain != run->chain || ri.table != run->table) {
+          run = &ri;
+          count = &counts[{ri.table, ri.chain}];
+        }
+        ++*count;
+      }
+    }
+    where.reserve(rules.size());
     for (Table& t : st.ruleset.tables) {
       KTable& kt = st.kernel[t.name];
       std::string reason;
@@ -435,11 +446,18 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
       }
+      // A chain's rules come one after another: its lookups are done once per run of them.
+      const std::string* run = nullptr;
+      auto kc = kt.chains.end();
+      Chain* mc = nullptr;
       for (size_t i = 0; i < rules.size(); ++i) {
         RuleInfo& ri = rules[i];
         if (ri.table != t.name) continue;
-        auto kc = kt.chains.find(ri.chain);
-        Chain* mc = t.FindChain(ri.chain);
+        if (run == nullptr || ri.chain != *run) {
+          run = &ri.chain;
+          kc = kt.chains.find(ri.chain);
+          mc = t.FindChain(ri.chain);
+        }
         if (kc == kt.chains.end() || mc == nullptr) continue;  // a chain already judged above
         if (!ri.xt.ok()) {
           if (reason.empty()) {
