@@ -13,9 +13,11 @@
 // Needs root; touches nothing outside the namespaces it creates, and deletes them (also on SIGINT/SIGTERM).
 //
 //   sudo build/release/bench/iptkit_cli_bench [--sizes 100,1000,10000] [--spread 10000] [--reps 7] [--iptkit PATH]
+//                                             [--ops list,save]
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -132,6 +134,8 @@ int Main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--reps", reps, "timed rounds (after one checked warm-up round)")->check(CLI::Range(1, 1000));
   app.add_option("--iptkit", iptkit, "the iptkit binary");
+  std::vector<std::string> only;
+  app.add_option("--ops", only, "only these ops (by name, e.g. list,save; default: all)")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   if (geteuid() != 0) {
     std::cerr << "iptkit_cli_bench: must run as root (creates network namespaces)\n";
@@ -166,7 +170,10 @@ int Main(int argc, char** argv) {
       std::cerr << "loading: " << loaded.status().ToString() << "\n";
       return 1;
     }
-    const std::vector<Op> ops = Ops(in_chain, chain);
+    std::vector<Op> ops = Ops(in_chain, chain);
+    if (!only.empty()) {
+      std::erase_if(ops, [&](const Op& op) { return std::find(only.begin(), only.end(), op.name) == only.end(); });
+    }
     std::map<std::pair<std::string, std::string>, Cell> cells;  // (op, tool)
     for (int round = 0; round <= reps; ++round) {
       std::cerr << "size " << size << "/" << chains << ": round " << round << (round == 0 ? " (warm-up, checked)" : "")

@@ -540,6 +540,20 @@ std::string Row(Family family, const Chain& chain, const Rule& rule, int num, co
 
 // "-A CHAIN spec" with "-c P B" before the target (iptables -S -v).
 std::string RuleLineS(const std::string& chain, const Rule& rule, bool counters) {
+  if (!counters) {
+    // The target comes last in the printed spec anyway: no copy of the rule without it.
+    std::string spec = FormatRuleSpec(rule);
+    std::string out;
+    out.reserve(chain.size() + spec.size() + 5);
+    out += "-A ";
+    out += chain;
+    if (!spec.empty()) {
+      out += ' ';
+      out += spec;
+    }
+    out += '\n';
+    return out;
+  }
   Rule head = rule;
   head.target = Target{};
   std::string matches = FormatRuleSpec(head);

@@ -377,11 +377,22 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         }
       }
     }
-    std::vector<XtRule> owned;  // the decoded rules, in `where` order
-    owned.reserve(rules.size());
+    std::vector<const XtRule*> to_format;  // the decoded rules (in `rules`), in `where` order
+    to_format.reserve(rules.size());
     // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
     std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
-    for (const RuleInfo& ri : rules) ++counts[{ri.table, ri.chain}];
+    {
+      size_t* count = nullptr;
+      const RuleInfo* run = nullptr;
+      for (const RuleInfo& ri : rules) {
+        if (run == nullptr || ri.chain != run->chain || ri.table != run->table) {
+          run = &ri;
+          count = &counts[{ri.table, ri.chain}];
+        }
+        ++*count;
+      }
+    }
+    where.reserve(rules.size());
     for (Table& t : st.ruleset.tables) {
       KTable& kt = st.kernel[t.name];
       std::string reason;
@@ -428,16 +439,25 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
       for (Chain& c : t.chains) {
         auto it = counts.find({t.name, c.name});
-        if (it != counts.end()) c.rules.reserve(it->second);
+        if (it == counts.end()) continue;
+        c.rules.reserve(it->second);
+        if (auto kc = kt.chains.find(c.name); kc != kt.chains.end()) kc->second.rules.reserve(it->second);
       }
       if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
         reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
       }
+      // A chain's rules come one after another: its lookups are done once per run of them.
+      const std::string* run = nullptr;
+      auto kc = kt.chains.end();
+      Chain* mc = nullptr;
       for (size_t i = 0; i < rules.size(); ++i) {
         RuleInfo& ri = rules[i];
         if (ri.table != t.name) continue;
-        auto kc = kt.chains.find(ri.chain);
-        Chain* mc = t.FindChain(ri.chain);
+        if (run == nullptr || ri.chain != *run) {
+          run = &ri.chain;
+          kc = kt.chains.find(ri.chain);
+          mc = t.FindChain(ri.chain);
+        }
         if (kc == kt.chains.end() || mc == nullptr) continue;  // a chain already judged above
         if (!ri.xt.ok()) {
           if (reason.empty()) {
@@ -456,27 +476,29 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           }
           continue;
         }
-        owned.push_back(std::move(ri.xt).value());
+        to_format.push_back(&*ri.xt);
         where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
       }
       t.unrepresentable_reason = reason;
     }
-    std::vector<const XtRule*> to_format;
-    to_format.reserve(owned.size());
-    for (const XtRule& x : owned) to_format.push_back(&x);
+    // The models built in place, a slice of rules at a time (what a slice needs on the way is used again by the next
+    // instead of growing with the table).
     IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-    std::vector<Result<Rule>> decoded = xt->ToRules(to_format, netns_.get());
-    for (size_t i = 0; i < decoded.size(); ++i) {
-      Pending& p = where[i];
-      Chain& chain = p.table->chains[p.chain];
-      if (!decoded[i].ok()) {
+    constexpr size_t kSlice = 1024;
+    std::vector<const XtRule*> slice;
+    std::vector<Rule*> out;
+    for (size_t begin = 0; begin < to_format.size(); begin += kSlice) {
+      const size_t end = std::min(to_format.size(), begin + kSlice);
+      slice.assign(to_format.begin() + begin, to_format.begin() + end);
+      out.clear();
+      for (size_t i = begin; i < end; ++i) out.push_back(&where[i].table->chains[where[i].chain].rules[where[i].index]);
+      for (auto& [k, error] : xt->ToRules(slice, out, netns_.get())) {
+        const Pending& p = where[begin + k];
         if (p.table->unrepresentable_reason.empty()) {
-          p.table->unrepresentable_reason =
-              "chain " + chain.name + " rule " + std::to_string(p.index + 1) + ": " + decoded[i].status().message();
+          p.table->unrepresentable_reason = "chain " + p.table->chains[p.chain].name + " rule " +
+                                            std::to_string(p.index + 1) + ": " + error.message();
         }
-        continue;
       }
-      chain.rules[p.index] = *std::move(decoded[i]);
     }
     // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
     return st;
@@ -484,12 +506,15 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
 }
 
 Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
-  auto view = [&](const FamilyState& st) -> Ruleset {
-    if (!table) return st.ruleset;
+  // The family or the table asked for; moved out of a snapshot nobody keeps.
+  auto view = [&](const FamilyState& st, FamilyState* spare = nullptr) -> Ruleset {
+    if (!table) return spare != nullptr ? std::move(spare->ruleset) : st.ruleset;
     Ruleset rs;
     rs.family = family;
-    if (const Table* t = st.ruleset.FindTable(*table)) {
-      rs.tables.push_back(*t);
+    if (Table* t = spare != nullptr ? spare->ruleset.FindTable(*table) : nullptr) {
+      rs.tables.push_back(std::move(*t));
+    } else if (const Table* ct = st.ruleset.FindTable(*table)) {
+      rs.tables.push_back(*ct);
     } else if (auto fresh = NewTable(*table); fresh.ok()) {
       rs.tables.push_back(*std::move(fresh));  // iptables-nft-save -t TABLE prints a table it does not have
     }
@@ -512,7 +537,7 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   }
   if (table && fresh_counters) {
     IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
-    return view(st);
+    return view(st, &st);
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
   Ruleset out = view(st);

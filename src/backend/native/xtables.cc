@@ -31,6 +31,8 @@
 #include <future>
 #include <set>
 #include <tuple>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "iptkit/dialect.h"
 #include "src/backend/native/xt_header.h"
@@ -674,29 +676,48 @@ struct RawPrintItem {
   uint8_t revision;
   const unsigned char* data;
   unsigned int len;
-  const char* jumpto;  // targets: the name printed without an alias
-  const void* entry;   // struct ipt_entry / ip6t_entry of the rule
+  const char* jumpto;      // targets: the name printed without an alias
+  const XtHeader* header;  // the rule's header (save functions get it as its struct ipt_entry / ip6t_entry)
   uint8_t nfproto;
-  int status;         // out: 0 printed, 1 unknown extension, 2 revision mismatch, 3 libxtables error
-  size_t end;         // out: capture offset after this item
-  char message[512];  // out: libxtables' message (status 3)
+  int status;           // out: 0 printed, 1 unknown extension, 2 revision mismatch, 3 libxtables error
+  size_t end;           // out (not `delimited`): capture offset after this item
+  std::string message;  // out: libxtables' message (status 3)
 };
 
-// Prints " -m NAME OPTIONS" / " -j NAME OPTIONS" per item, as save_matches_and_target does.
-void PrintRaw(RawPrintItem* items, size_t n) {
+// Prints " -m NAME OPTIONS" / " -j NAME OPTIONS" per item, as save_matches_and_target does. `delimited`: each
+// item's text is followed by a NUL byte (no save function prints one: they print C strings), so that the items are
+// told apart without flushing stdout after each (two system calls per item); else `end` is taken after each.
+void PrintRaw(RawPrintItem* items, size_t n, bool delimited) {
   std::jmp_buf jump;
   volatile size_t i = 0;
+  auto finish = [&](RawPrintItem& it) {
+    if (delimited) {
+      putc_unlocked('\0', stdout);
+    } else {
+      std::fflush(stdout);
+      it.end = static_cast<size_t>(::lseek(1, 0, SEEK_CUR));
+    }
+  };
   if (setjmp(jump) != 0) {
     items[i].status = 3;
-    std::snprintf(items[i].message, sizeof(items[i].message), "%s", g_error);
-    std::fflush(stdout);
-    items[i].end = static_cast<size_t>(::lseek(1, 0, SEEK_CUR));
+    items[i].message = g_error;
+    finish(items[i]);
     i = i + 1;
   }
   g_jump = &jump;
+  union {
+    ipt_entry v4;
+    ip6t_entry v6;
+  } entry;
   while (i < n) {
     RawPrintItem& it = items[i];
     it.status = 0;
+    std::memset(&entry, 0, sizeof(entry));
+    if (it.nfproto == NFPROTO_IPV4) {
+      SetHeader(entry.v4.ip, *it.header);
+    } else {
+      SetHeader(entry.v6.ipv6, *it.header);
+    }
     if (!it.target) {
       EnsureLoaded(it.name, false, it.nfproto);
       const xtables_match* desc = FindMatchDesc(it.name, it.nfproto);
@@ -715,7 +736,7 @@ void PrintRaw(RawPrintItem* items, size_t n) {
         m->u.user.revision = it.revision;
         std::memcpy(m->data, it.data, it.len);
         std::printf(" -m %s", desc->alias != nullptr ? desc->alias(m) : desc->name);
-        if (desc->save != nullptr) desc->save(it.entry, m);
+        if (desc->save != nullptr) desc->save(&entry, m);
         if (reinterpret_cast<unsigned char*>(m) != buf) std::free(m);
       }
     } else {
@@ -737,12 +758,11 @@ void PrintRaw(RawPrintItem* items, size_t n) {
         t->u.user.revision = it.revision;
         std::memcpy(t->data, it.data, it.len);
         std::printf(" -j %s", desc->alias != nullptr ? desc->alias(t) : it.jumpto);
-        if (desc->save != nullptr) desc->save(it.entry, t);
+        if (desc->save != nullptr) desc->save(&entry, t);
         if (reinterpret_cast<unsigned char*>(t) != buf) std::free(t);
       }
     }
-    std::fflush(stdout);
-    it.end = static_cast<size_t>(::lseek(1, 0, SEEK_CUR));
+    finish(it);
     i = i + 1;
   }
   g_jump = nullptr;
@@ -770,17 +790,6 @@ struct ArgvStore {
     (void)name;
   }
 };
-
-std::string EntryBytes(Family family, const XtHeader& h) {
-  if (family == Family::kIPv4) {
-    ipt_entry e{};
-    SetHeader(e.ip, h);
-    return std::string(reinterpret_cast<const char*>(&e), sizeof(e));
-  }
-  ip6t_entry e{};
-  SetHeader(e.ipv6, h);
-  return std::string(reinterpret_cast<const char*>(&e), sizeof(e));
-}
 
 XtHeader HeaderFromEntry(Family family, const RawOut& out) {
   return family == Family::kIPv4 ? HeaderOf(out.fw.v4.ip) : HeaderOf(out.fw.v6.ipv6);
@@ -1102,9 +1111,8 @@ namespace {
 
 // Extension save functions may look at the header (protocol, inversion flags), and set names are per namespace:
 // all part of the key under which an extension's text (and its parsed form) is cached.
-std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
-  std::string key;
-  key.reserve(48 + ext.name.size() + ext.data.size() + x.jumpto.size());
+void AppendExtKey(std::string& key, ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
+  key.reserve(key.size() + 48 + ext.name.size() + ext.data.size() + x.jumpto.size());
   key += target ? 't' : 'm';
   key += std::to_string(netns);
   key += x.family == Family::kIPv4 ? "/4/" : "/6/";
@@ -1121,6 +1129,11 @@ std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool ta
     key += '/';
   }
   key += ext.data;
+}
+
+std::string ExtKey(ino_t netns, const XtRule& x, const XtExtension& ext, bool target) {
+  std::string key;
+  AppendExtKey(key, netns, x, ext, target);
   return key;
 }
 
@@ -1185,93 +1198,121 @@ void HeaderFields(Family family, const XtHeader& h, Rule& rule) {
 
 }  // namespace
 
-void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, std::vector<std::string>& texts,
-                              std::vector<Status>& statuses) {
+void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, bool cache_texts,
+                              std::vector<std::string>& texts, std::map<size_t, Status>& errors) {
   texts.assign(items.size(), std::string());
-  statuses.assign(items.size(), Status::Ok());
+  errors.clear();
   Status entered;
   RunOnWorker([&] {
     entered = EnterNetns(netns_fd);
     if (!entered.ok()) return;
+    if (print_cache_.size() > 100000) print_cache_.clear();
+    constexpr size_t kCached = static_cast<size_t>(-1);
     std::vector<size_t> todo;
-    std::map<std::string_view, size_t> first;  // key → index in todo (one print per distinct key)
+    std::vector<size_t> slot(items.size(), kCached);     // item → its index in todo (kCached: print_cache_ has it)
+    std::unordered_map<std::string_view, size_t> first;  // key → index in todo (one print per distinct key)
     for (size_t i = 0; i < items.size(); ++i) {
-      if (print_cache_.count(items[i].key)) continue;
-      if (first.emplace(items[i].key, todo.size()).second) todo.push_back(i);
+      if (cache_texts && print_cache_.find(items[i].key) != print_cache_.end()) continue;
+      auto [at, fresh] = first.emplace(items[i].key, todo.size());
+      if (fresh) todo.push_back(i);
+      slot[i] = at->second;
     }
-    std::map<std::string, std::pair<int, std::string>> failures;  // key → status, message
-    if (!todo.empty()) {
-      std::vector<std::string> entries(todo.size());
-      std::vector<RawPrintItem> raw(todo.size());
-      for (size_t k = 0; k < todo.size(); ++k) {
-        const ExtItem& it = items[todo[k]];
-        entries[k] = EntryBytes(it.rule->family, it.rule->header);
-        raw[k] = RawPrintItem{};
-        raw[k].target = it.target;
-        raw[k].name = it.ext->name.c_str();
-        raw[k].revision = it.ext->revision;
-        raw[k].data = reinterpret_cast<const unsigned char*>(it.ext->data.data());
-        raw[k].len = static_cast<unsigned>(it.ext->data.size());
-        raw[k].jumpto = it.rule->jumpto.c_str();
-        raw[k].entry = entries[k].data();
-        raw[k].nfproto = NfProto(it.rule->family);
+    std::vector<RawPrintItem> raw(todo.size());
+    for (size_t k = 0; k < todo.size(); ++k) {
+      const ExtItem& it = items[todo[k]];
+      raw[k].target = it.target;
+      raw[k].name = it.ext->name.c_str();
+      raw[k].revision = it.ext->revision;
+      raw[k].data = reinterpret_cast<const unsigned char*>(it.ext->data.data());
+      raw[k].len = static_cast<unsigned>(it.ext->data.size());
+      raw[k].jumpto = it.rule->jumpto.c_str();
+      raw[k].header = &it.rule->header;
+      raw[k].nfproto = NfProto(it.rule->family);
+    }
+    // Each item's text, printed delimited (one capture, no system call per item); printed again one item at a time
+    // should an extension ever print a NUL byte itself.
+    std::vector<std::string_view> pieces;
+    std::string printed;
+    for (bool delimited : {true, false}) {
+      if (raw.empty()) break;
+      pieces.clear();
+      FdCapture capture(stdout, 1);
+      if (!capture.ok()) {
+        for (RawPrintItem& r : raw) r.status = 4;
+        pieces.assign(raw.size(), std::string_view());
+        break;
       }
-      std::string printed;
-      {
-        FdCapture capture(stdout, 1);
-        if (capture.ok()) {
-          // One family per PrintRaw call: libxtables' current family decides which descriptors are found.
-          size_t k = 0;
-          while (k < raw.size()) {
-            size_t end = k;
-            while (end < raw.size() && raw[end].nfproto == raw[k].nfproto) ++end;
-            xtables_set_nfproto(raw[k].nfproto);
-            PrintRaw(raw.data() + k, end - k);
-            k = end;
-          }
-          printed = capture.Take();
-        } else {
-          for (RawPrintItem& r : raw) r.status = 4;
-        }
+      // One family per PrintRaw call: libxtables' current family decides which descriptors are found.
+      size_t k = 0;
+      while (k < raw.size()) {
+        size_t end = k;
+        while (end < raw.size() && raw[end].nfproto == raw[k].nfproto) ++end;
+        xtables_set_nfproto(raw[k].nfproto);
+        PrintRaw(raw.data() + k, end - k, delimited);
+        k = end;
       }
+      printed = capture.Take();
+      const std::string_view all(printed);
       size_t begin = 0;
-      for (size_t k = 0; k < raw.size(); ++k) {
-        const size_t end = std::max(begin, std::min(raw[k].end, printed.size()));
-        const std::string& key = items[todo[k]].key;
-        if (raw[k].status == 0) {
-          print_cache_[key] = printed.substr(begin, end - begin);
-        } else {
-          failures[key] = {raw[k].status, raw[k].message};
+      if (delimited) {
+        for (size_t at = all.find('\0'); at != std::string_view::npos; at = all.find('\0', begin)) {
+          pieces.push_back(all.substr(begin, at - begin));
+          begin = at + 1;
         }
+        if (pieces.size() == raw.size() && begin == all.size()) break;
+        continue;
+      }
+      for (size_t n = 0; n < raw.size(); ++n) {
+        const size_t end = std::max(begin, std::min(raw[n].end, all.size()));
+        pieces.push_back(all.substr(begin, end - begin));
         begin = end;
       }
     }
+    if (cache_texts) {
+      for (size_t k = 0; k < raw.size(); ++k) {
+        if (raw[k].status == 0) print_cache_.insert_or_assign(std::string(items[todo[k]].key), std::string(pieces[k]));
+      }
+    }
     for (size_t i = 0; i < items.size(); ++i) {
-      auto hit = print_cache_.find(items[i].key);
-      if (hit != print_cache_.end()) {
-        texts[i] = hit->second;
+      if (slot[i] == kCached) {
+        texts[i] = print_cache_.find(items[i].key)->second;
         continue;
       }
-      auto f = failures.find(items[i].key);
-      statuses[i] = ExtFailure(f != failures.end() ? f->second.first : 4, *items[i].ext, items[i].target,
-                               f != failures.end() ? f->second.second : "");
+      const RawPrintItem& r = raw[slot[i]];
+      if (r.status == 0) {
+        texts[i] = pieces[slot[i]];
+      } else {
+        errors[i] = ExtFailure(r.status, *items[i].ext, items[i].target, r.message);
+      }
     }
   });
-  if (!entered.ok()) statuses.assign(items.size(), entered);
+  if (!entered.ok()) {
+    for (size_t i = 0; i < items.size(); ++i) errors[i] = entered;
+  }
 }
 
 std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*>& rules, int netns_fd) {
   std::vector<Result<std::string>> results(rules.size(), Result<std::string>(std::string()));
   const ino_t netns = NetnsInode(netns_fd);
+  size_t total = 0;
+  for (const XtRule* x : rules) total += x->matches.size() + (x->verdict == XtRule::Verdict::kTarget ? 1 : 0);
+  std::vector<std::string> keys;
+  keys.reserve(total);  // the items' keys point into it
   std::vector<ExtItem> items;
+  items.reserve(total);
   for (const XtRule* x : rules) {
-    for (const XtExtension& m : x->matches) items.push_back({x, &m, false, ExtKey(netns, *x, m, false)});
-    if (x->verdict == XtRule::Verdict::kTarget)
-      items.push_back({x, &x->target, true, ExtKey(netns, *x, x->target, true)});
+    for (const XtExtension& m : x->matches) {
+      keys.push_back(ExtKey(netns, *x, m, false));
+      items.push_back({x, &m, false, keys.back()});
+    }
+    if (x->verdict == XtRule::Verdict::kTarget) {
+      keys.push_back(ExtKey(netns, *x, x->target, true));
+      items.push_back({x, &x->target, true, keys.back()});
+    }
   }
   std::vector<std::string> texts;
-  std::vector<Status> statuses;
-  PrintExtensions(items, netns_fd, texts, statuses);
+  std::map<size_t, Status> errors;
+  PrintExtensions(items, netns_fd, /*cache_texts=*/true, texts, errors);
   size_t next = 0;
   for (size_t r = 0; r < rules.size(); ++r) {
     const XtRule& x = *rules[r];
@@ -1279,8 +1320,8 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
     Status status;
     auto take = [&]() {
       const size_t i = next++;
-      if (!statuses[i].ok()) {
-        if (status.ok()) status = statuses[i];
+      if (auto e = errors.find(i); e != errors.end()) {
+        if (status.ok()) status = e->second;
         return;
       }
       text += texts[i];
@@ -1317,87 +1358,101 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
   return results;
 }
 
-std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rules, int netns_fd) {
-  std::vector<Result<Rule>> results(rules.size(), Result<Rule>(Rule{}));
+std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rules, const std::vector<Rule*>& out,
+                                          int netns_fd) {
+  std::map<size_t, Status> errors;
   const ino_t netns = NetnsInode(netns_fd);
   // Every extension's model piece (a Match, or the Target with its options), from the cache or parsed from the text
   // its save function prints.
+  // Each extension's piece; one not cached yet is found by its index in `missing` once parsed.
   struct Ref {
-    const XtRule* rule;
-    const XtExtension* ext;
-    bool target;
-    std::string key;
     const Piece* piece = nullptr;
+    size_t missing = 0;
   };
   std::vector<Ref> refs;
   size_t total = 0;
   for (const XtRule* x : rules) total += x->matches.size() + (x->verdict == XtRule::Verdict::kTarget ? 1 : 0);
   refs.reserve(total);
   std::vector<ExtItem> missing;
+  std::vector<std::string> missing_keys;
+  missing_keys.reserve(total);  // the missing items' keys point into it
   {
+    std::unordered_map<std::string_view, size_t> asked;  // key → index in missing
+    std::string key;                                     // scratch: only the missing keys are kept
     std::lock_guard<std::mutex> lock(pieces_mu_);
-    for (const XtRule* x : rules) {
-      for (const XtExtension& m : x->matches) refs.push_back({x, &m, false, ExtKey(netns, *x, m, false)});
-      if (x->verdict == XtRule::Verdict::kTarget) {
-        refs.push_back({x, &x->target, true, ExtKey(netns, *x, x->target, true)});
-      }
-    }
-    std::set<std::string_view> asked;
-    for (Ref& r : refs) {
-      auto it = pieces_.find(r.key);
-      if (it != pieces_.end()) {
+    // Bounded, but never emptied while a call holds pointers into it.
+    if (pieces_.size() > 100000 && pieces_users_ == 0) pieces_.clear();
+    ++pieces_users_;
+    auto add = [&](const XtRule* x, const XtExtension* ext, bool target) {
+      key.clear();
+      AppendExtKey(key, netns, *x, *ext, target);
+      Ref& r = refs.emplace_back();
+      if (auto it = pieces_.find(key); it != pieces_.end()) {
         r.piece = &it->second;
-      } else if (asked.insert(r.key).second) {
-        missing.push_back({r.rule, r.ext, r.target, r.key});
+      } else if (auto a = asked.find(key); a != asked.end()) {
+        r.missing = a->second;
+      } else {
+        r.missing = missing.size();
+        const std::string& kept = missing_keys.emplace_back(key);
+        asked.emplace(kept, missing.size());
+        missing.push_back({x, ext, target, kept});
       }
+    };
+    for (const XtRule* x : rules) {
+      for (const XtExtension& m : x->matches) add(x, &m, false);
+      if (x->verdict == XtRule::Verdict::kTarget) add(x, &x->target, true);
     }
   }
   if (!missing.empty()) {
     std::vector<std::string> texts;
-    std::vector<Status> statuses;
-    PrintExtensions(missing, netns_fd, texts, statuses);
-    std::map<std::string, Piece> parsed;
+    std::map<size_t, Status> errors;
+    PrintExtensions(missing, netns_fd, /*cache_texts=*/false, texts, errors);  // pieces_ is their cache
+    std::vector<Piece> parsed(missing.size());
     for (size_t i = 0; i < missing.size(); ++i) {
-      Piece piece;
-      if (!statuses[i].ok()) {
-        piece.status = statuses[i];
-      } else {
-        // The extension's text alone parses as it does inside the whole line (its save function prints only its
-        // own options).
-        Result<Rule> part = ParseRuleSpec(texts[i], missing[i].rule->family);
-        if (!part.ok()) {
-          piece.status = Status::FailedPrecondition("iptables-nft-save would print '" + texts[i].substr(1) +
-                                                    "', which does not parse: " + part.status().message());
-        } else if (missing[i].target) {
-          piece.target = part->target;
-        } else if (part->matches.size() == 1) {
-          piece.match = part->matches[0];
-        } else {
-          piece.status = Status::Internal("extension text '" + texts[i] + "' is not one match");
-        }
+      Piece& piece = parsed[i];
+      if (auto e = errors.find(i); e != errors.end()) {
+        piece.error = std::make_unique<Status>(std::move(e->second));
+        continue;
       }
-      parsed.emplace(missing[i].key, std::move(piece));
+      // The extension's text alone parses as it does inside the whole line (its save function prints only its
+      // own options).
+      Result<Rule> part = ParseRuleSpec(texts[i], missing[i].rule->family);
+      if (!part.ok()) {
+        piece.error =
+            std::make_unique<Status>(Status::FailedPrecondition("iptables-nft-save would print '" + texts[i].substr(1) +
+                                                                "', which does not parse: " + part.status().message()));
+      } else if (missing[i].target) {
+        piece.target = std::move(part->target);
+      } else if (part->matches.size() == 1) {
+        piece.match = std::move(part->matches[0]);
+      } else {
+        piece.error = std::make_unique<Status>(Status::Internal("extension text '" + texts[i] + "' is not one match"));
+      }
     }
     std::lock_guard<std::mutex> lock(pieces_mu_);
-    if (pieces_.size() > 100000) pieces_.clear();
-    for (auto& [key, piece] : parsed) pieces_.insert_or_assign(key, std::move(piece));
+    std::vector<const Piece*> placed(missing.size());
+    for (size_t i = 0; i < missing.size(); ++i) {
+      placed[i] = &pieces_.insert_or_assign(std::move(missing_keys[i]), std::move(parsed[i])).first->second;
+    }
     for (Ref& r : refs) {
-      if (r.piece == nullptr) r.piece = &pieces_.at(r.key);
+      if (r.piece == nullptr) r.piece = placed[r.missing];
     }
   }
   // Assembled under the lock: the pieces stay where they are meanwhile.
   std::lock_guard<std::mutex> lock(pieces_mu_);
+  --pieces_users_;
   size_t next = 0;
   for (size_t k = 0; k < rules.size(); ++k) {
     const XtRule& x = *rules[k];
-    Rule rule;
+    Rule& rule = *out[k];
+    rule = Rule{};
     HeaderFields(x.family, x.header, rule);
     rule.matches.reserve(x.matches.size());
-    Status status;
+    const Status* failed = nullptr;
     for (size_t m = 0; m < x.matches.size(); ++m) {
       const Piece& p = *refs[next++].piece;
-      if (!p.status.ok()) {
-        if (status.ok()) status = p.status;
+      if (p.error != nullptr) {
+        if (failed == nullptr) failed = p.error.get();
         continue;
       }
       rule.matches.push_back(p.match);
@@ -1422,8 +1477,8 @@ std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rul
         break;
       case XtRule::Verdict::kTarget: {
         const Piece& p = *refs[next++].piece;
-        if (!p.status.ok()) {
-          if (status.ok()) status = p.status;
+        if (p.error != nullptr) {
+          if (failed == nullptr) failed = p.error.get();
         } else {
           rule.target = p.target;
         }
@@ -1431,10 +1486,27 @@ std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rul
       }
     }
     rule.counters = x.counters;
-    if (!status.ok()) {
-      results[k] = status;
+    if (failed != nullptr) {
+      rule = Rule{};
+      errors.emplace(k, *failed);
+    }
+  }
+  return errors;
+}
+
+std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rules, int netns_fd) {
+  std::vector<Rule> built(rules.size());
+  std::vector<Rule*> out;
+  out.reserve(rules.size());
+  for (Rule& r : built) out.push_back(&r);
+  std::map<size_t, Status> errors = ToRules(rules, out, netns_fd);
+  std::vector<Result<Rule>> results;
+  results.reserve(rules.size());
+  for (size_t k = 0; k < rules.size(); ++k) {
+    if (auto e = errors.find(k); e != errors.end()) {
+      results.emplace_back(std::move(e->second));
     } else {
-      results[k] = std::move(rule);
+      results.emplace_back(std::move(built[k]));
     }
   }
   return results;

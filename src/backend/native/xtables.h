@@ -38,10 +38,13 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "iptkit/model.h"
@@ -74,6 +77,10 @@ class Xtables {
   // directly: header fields from the binary header, each extension's Match / Target parsed once from its save
   // function's text and cached per payload. An error (see Format) fails that rule only.
   std::vector<Result<Rule>> ToRules(const std::vector<const XtRule*>& rules, int netns_fd = -1);
+  // The same built in place: *out[i] becomes the model of rules[i] (an empty Rule where it fails); the errors by
+  // index in `rules`.
+  std::map<size_t, Status> ToRules(const std::vector<const XtRule*>& rules, const std::vector<Rule*>& out,
+                                   int netns_fd = -1);
 
   // How many jobs ran on the worker thread (tests, benchmarks).
   uint64_t jobs() const;
@@ -84,24 +91,33 @@ class Xtables {
  private:
   Xtables();
   ~Xtables();
-  // One extension of a rule to print, and the key its text is cached under.
+  // Hash of string keys that also finds them by std::string_view (no key copied for a lookup).
+  struct KeyHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view key) const { return std::hash<std::string_view>{}(key); }
+  };
+  template <typename V>
+  using KeyMap = std::unordered_map<std::string, V, KeyHash, std::equal_to<>>;
+  // One extension of a rule to print, and the key its text is cached under (owned by the caller).
   struct ExtItem {
     const XtRule* rule;
     const XtExtension* ext;
     bool target;
-    std::string key;
+    std::string_view key;
   };
-  // The save text (" -m NAME OPTIONS" / " -j NAME OPTIONS") of each item, or why it cannot be printed.
-  void PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, std::vector<std::string>& texts,
-                       std::vector<Status>& statuses);
-  // An extension's parsed model form.
+  // The save text (" -m NAME OPTIONS" / " -j NAME OPTIONS") of each item, or (in `errors`, by item index) why it
+  // cannot be printed. `cache_texts`: texts are looked up in and added to print_cache_.
+  void PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, bool cache_texts,
+                       std::vector<std::string>& texts, std::map<size_t, Status>& errors);
+  // An extension's parsed model form, or why there is none.
   struct Piece {
-    Status status;
+    std::unique_ptr<Status> error;  // (a Status is large; pieces are many and nearly always fine)
     Match match;
     Target target;
   };
   std::mutex pieces_mu_;
-  std::map<std::string, Piece, std::less<>> pieces_;
+  KeyMap<Piece> pieces_;     // references stay valid while other keys are added
+  size_t pieces_users_ = 0;  // ToRules calls holding pointers into pieces_ (it is emptied only when none does)
 
   // Runs `job` on the worker thread and waits for it.
   void RunOnWorker(const std::function<void()>& job);
@@ -115,7 +131,7 @@ class Xtables {
   uint64_t jobs_ = 0;
 
   // Worker-thread state (touched only by jobs).
-  std::map<std::string, std::string> print_cache_;
+  KeyMap<std::string> print_cache_;
   std::string last_warnings_;  // what extensions last printed to stderr
 };
 
