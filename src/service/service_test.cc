@@ -1088,6 +1088,26 @@ TEST_F(ServiceTest, TheNextPassCommitsWhileTheStoreWritesAndIsAnsweredAfterIt) {
   EXPECT_EQ(stored->size(), 1u);
 }
 
+// With room for many requests per commit, the next pass starts during a write as soon as as many client requests
+// are queued as the pass being stored answers (one here): clients that alternate in two cohorts commit one
+// cohort while the other's records are stored, instead of waiting for a batch of max_batch.
+TEST_F(ServiceTest, TheNextPassStartsDuringAWriteOnceACohortAsLargeAsItsIsQueued) {
+  max_batch_ = 1000;
+  Start();
+  HeldStoreWrite held;
+  store_hook_ = held.Hook();
+  held.Arm();
+  auto a = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.1.1.1 -j DROP")); });
+  ASSERT_TRUE(held.WaitEntered());
+  auto b = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.1.1.2 -j DROP")); });
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.1.1.2/32") != std::string::npos; })) << Save();
+  EXPECT_FALSE(Ready(a));
+  EXPECT_FALSE(Ready(b));
+  held.Release(Status::Ok());
+  ASSERT_TRUE(a.get().ok());
+  ASSERT_TRUE(b.get().ok());
+}
+
 // A store write that fails after its pass committed: the pass's clients get the store's error, and their change
 // is undone in the kernel together with the pass planned on top of it (whose clients fail the same way); the
 // state in memory is what the store holds, and the next request goes on normally.
