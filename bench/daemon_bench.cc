@@ -52,6 +52,7 @@
 #include <fstream>
 #include <iostream>
 #include <latch>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -345,9 +346,13 @@ Result<HistogramTotals> ReadHistogram(const std::string& text, const std::string
   return HistogramTotals{*sum, *count};
 }
 
+// The phases of iptkitd_drain_phase_seconds{phase}: the writer's time per drain attempt.
+constexpr const char* kDrainPhases[] = {"read", "plan", "commit", "store", "store_wait"};
+
 struct MetricsSnapshot {
-  HistogramTotals batch;   // iptkitd_group_commit_requests
-  HistogramTotals commit;  // iptkitd_commit_duration_seconds
+  HistogramTotals batch;                          // iptkitd_group_commit_requests
+  HistogramTotals commit;                         // iptkitd_commit_duration_seconds
+  std::map<std::string, HistogramTotals> phases;  // by phase; empty from a daemon without them
 };
 Result<MetricsSnapshot> ScrapeMetrics(int port, const std::string& token) {
   auto client = NewClient(port);
@@ -358,6 +363,12 @@ Result<MetricsSnapshot> ScrapeMetrics(int port, const std::string& token) {
   MetricsSnapshot snap;
   IPTKIT_ASSIGN_OR_RETURN(snap.batch, ReadHistogram(res->body, "iptkitd_group_commit_requests"));
   IPTKIT_ASSIGN_OR_RETURN(snap.commit, ReadHistogram(res->body, "iptkitd_commit_duration_seconds"));
+  for (const char* phase : kDrainPhases) {
+    const std::string labels = std::string("{phase=\"") + phase + "\"}";
+    std::optional<double> sum = MetricValue(res->body, "iptkitd_drain_phase_seconds_sum" + labels);
+    std::optional<double> count = MetricValue(res->body, "iptkitd_drain_phase_seconds_count" + labels);
+    if (sum && count) snap.phases[phase] = {*sum, *count};
+  }
   return snap;
 }
 
@@ -402,6 +413,7 @@ struct PhaseResult {
   double mean_batch_seen = 0;            // mean of the responses' batch_requests (request-weighted)
   size_t max_batch_seen = 0;
   std::optional<long long> listen_overflows;  // TcpExtListenOverflows delta in the benchmark's netns (any listener)
+  std::map<std::string, double> phase_ms;     // mean ms per drain attempt (store: per write), by phase
   std::string error;                          // non-empty: a check failed
 };
 
@@ -746,6 +758,12 @@ void ApplyMetricsDelta(PhaseResult& r, const MetricsSnapshot& before, const Metr
   if (commits > 0) r.mean_batch = (after.batch.sum - before.batch.sum) / commits;
   const double commit_n = after.commit.count - before.commit.count;
   if (commit_n > 0) r.mean_commit_ms = (after.commit.sum - before.commit.sum) / commit_n * 1000;
+  for (const auto& [phase, totals] : after.phases) {
+    auto was = before.phases.find(phase);
+    const HistogramTotals zero;
+    const HistogramTotals& b = was == before.phases.end() ? zero : was->second;
+    if (totals.count > b.count) r.phase_ms[phase] = (totals.sum - b.sum) / (totals.count - b.count) * 1000;
+  }
 }
 
 // The daemon phases; appends one PhaseResult per phase (the failing one carries the error).
@@ -950,6 +968,13 @@ std::string FormatVariant(const std::string& variant, const Config& config, cons
       md << "- " << r.tool << ": responses' batch_requests mean " << Fixed(r.mean_batch_seen, 1) << ", max "
          << r.max_batch_seen << " (request-weighted; the table's mean batch is per commit, from /metrics)";
       if (r.listen_overflows) md << "; TCP listen overflows meanwhile: " << *r.listen_overflows;
+      if (!r.phase_ms.empty()) {
+        md << "; writer per drain, mean ms:";
+        for (const char* phase : kDrainPhases) {
+          auto it = r.phase_ms.find(phase);
+          md << " " << phase << " " << (it == r.phase_ms.end() ? std::string("-") : Fixed(it->second, 1));
+        }
+      }
       md << ".\n";
     }
   }
