@@ -23,6 +23,11 @@
 //
 //   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --preload 1000 --adds 1000
 //   sudo bench/daemon_run.sh build/release/bench/iptkitd_bench --variants nft --nft-backend native   (netlink)
+//
+// --nft-backend native,nft runs step 1 once per backend on the nft variant (each in a fresh namespace, one after
+// the other in the same run). --chains 1,100 runs it per layout: 1 = the preload in INPUT and the adds appended to
+// INPUT; N > 1 = the preload spread round-robin over N user chains c0..c{N-1} (each jumped to from INPUT) and the
+// i-th add appended to chain c{i mod N} (the owned TTL adds and the attack run only in the 1-chain layout).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
@@ -47,6 +52,7 @@
 #include <fstream>
 #include <iostream>
 #include <latch>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -67,12 +73,20 @@ namespace iptkit::bench {
 namespace {
 
 constexpr const char* kRulesPath = "/v1/ipv4/tables/filter/chains/INPUT/rules";
+
+// Where the i-th add goes in a layout of `chains` chains (1: INPUT; else c{i mod chains}).
+std::string SpreadChain(int i, int chains) {
+  return chains <= 1 ? std::string(kChain) : "c" + std::to_string(i % chains);
+}
+std::string RulesPath(const std::string& chain) { return "/v1/ipv4/tables/filter/chains/" + chain + "/rules"; }
 constexpr const char* kWarmUpSpec = "-s 198.51.100.1/32 -j DROP";
 
 struct Config {
   std::vector<std::string> variants = {"nft", "legacy"};
-  // iptkitd --backend for the nft variant: "nft" (iptables-nft-restore) or "native" (netlink).
-  std::string nft_backend = "nft";
+  // iptkitd --backend for the nft variant, each in its own daemon: "nft" (iptables-nft-restore), "native" (netlink).
+  std::vector<std::string> nft_backends = {"nft"};
+  // Layouts of the preload and the adds: 1 = all in INPUT; N > 1 = spread over N user chains (see the top).
+  std::vector<int> chains = {1, 100};
   int preload = 10000;
   int adds = 10000;
   int clients = 64;
@@ -332,9 +346,13 @@ Result<HistogramTotals> ReadHistogram(const std::string& text, const std::string
   return HistogramTotals{*sum, *count};
 }
 
+// The phases of iptkitd_drain_phase_seconds{phase}: the writer's time per drain attempt.
+constexpr const char* kDrainPhases[] = {"read", "plan", "commit", "store", "store_wait"};
+
 struct MetricsSnapshot {
-  HistogramTotals batch;   // iptkitd_group_commit_requests
-  HistogramTotals commit;  // iptkitd_commit_duration_seconds
+  HistogramTotals batch;                          // iptkitd_group_commit_requests
+  HistogramTotals commit;                         // iptkitd_commit_duration_seconds
+  std::map<std::string, HistogramTotals> phases;  // by phase; empty from a daemon without them
 };
 Result<MetricsSnapshot> ScrapeMetrics(int port, const std::string& token) {
   auto client = NewClient(port);
@@ -345,17 +363,24 @@ Result<MetricsSnapshot> ScrapeMetrics(int port, const std::string& token) {
   MetricsSnapshot snap;
   IPTKIT_ASSIGN_OR_RETURN(snap.batch, ReadHistogram(res->body, "iptkitd_group_commit_requests"));
   IPTKIT_ASSIGN_OR_RETURN(snap.commit, ReadHistogram(res->body, "iptkitd_commit_duration_seconds"));
+  for (const char* phase : kDrainPhases) {
+    const std::string labels = std::string("{phase=\"") + phase + "\"}";
+    std::optional<double> sum = MetricValue(res->body, "iptkitd_drain_phase_seconds_sum" + labels);
+    std::optional<double> count = MetricValue(res->body, "iptkitd_drain_phase_seconds_count" + labels);
+    if (sum && count) snap.phases[phase] = {*sum, *count};
+  }
   return snap;
 }
 
-// One request outside the timed phase; must answer 200.
-Status CheckedRequest(int port, const std::string& token, const std::string& method, const std::string& body) {
+// One request outside the timed phase (to `path`, default INPUT's rules); must answer 200.
+Status CheckedRequest(int port, const std::string& token, const std::string& method, const std::string& body,
+                      const std::string& path = kRulesPath) {
   auto client = NewClient(port);
-  httplib::Result res = method == "POST" ? client->Post(kRulesPath, AuthHeaders(token), body, "application/json")
-                                         : client->Delete(kRulesPath, AuthHeaders(token), body, "application/json");
-  if (!res) return Status::Internal(method + " " + kRulesPath + ": " + httplib::to_string(res.error()));
+  httplib::Result res = method == "POST" ? client->Post(path, AuthHeaders(token), body, "application/json")
+                                         : client->Delete(path, AuthHeaders(token), body, "application/json");
+  if (!res) return Status::Internal(method + " " + path + ": " + httplib::to_string(res.error()));
   if (res->status != 200) {
-    return Status::Internal(method + " " + kRulesPath + " " + body + ": HTTP " + std::to_string(res->status) + ": " +
+    return Status::Internal(method + " " + path + " " + body + ": HTTP " + std::to_string(res->status) + ": " +
                             res->body);
   }
   return Status::Ok();
@@ -388,13 +413,14 @@ struct PhaseResult {
   double mean_batch_seen = 0;            // mean of the responses' batch_requests (request-weighted)
   size_t max_batch_seen = 0;
   std::optional<long long> listen_overflows;  // TcpExtListenOverflows delta in the benchmark's netns (any listener)
+  std::map<std::string, double> phase_ms;     // mean ms per drain attempt (store: per write), by phase
   std::string error;                          // non-empty: a check failed
 };
 
 // `clients` threads, each with its own keep-alive connection (opened before the clock starts), POST `count`
-// bodies made by `body(i)`; every answer must be 200 with a JSON body.
+// bodies made by `body(i)` to `path(i)`; every answer must be 200 with a JSON body.
 PhaseResult RunClients(const std::string& tool, int port, const std::string& token, int clients, int count,
-                       const std::function<std::string(int)>& body) {
+                       const std::function<std::string(int)>& body, const std::function<std::string(int)>& path) {
   PhaseResult result;
   result.tool = tool;
   result.changes = count;
@@ -434,8 +460,9 @@ PhaseResult RunClients(const std::string& tool, int port, const std::string& tok
       latencies[c].reserve(static_cast<size_t>(count / clients + 1));
       for (int i = next++; i < count; i = next++) {
         const std::string text = body(i);
+        const std::string where = path(i);
         const Clock::time_point t0 = Clock::now();
-        httplib::Result res = client->Post(kRulesPath, headers, text, "application/json");
+        httplib::Result res = client->Post(where, headers, text, "application/json");
         latencies[c].push_back(MillisSince(t0));
         if (!res) {
           record_error("POST " + text + ": " + httplib::to_string(res.error()));
@@ -681,22 +708,44 @@ std::string FormatAttack(const AttackReport& report) {
   return md.str();
 }
 
-Status LoadPreload(const Variant& variant, int netns_fd, int preload) {
-  auto loaded = RunProcessOk({variant.restore, "--noflush", "-w", "10"},
-                             {.netns_fd = netns_fd, .stdin_data = GenerateRules(preload)});
+// `preload` rules in INPUT (chains 1), or spread round-robin over user chains c0..c{chains-1}, each jumped to
+// from INPUT.
+Status LoadPreload(const Variant& variant, int netns_fd, int preload, int chains = 1) {
+  std::string text = GenerateRules(preload);
+  if (chains > 1) {
+    std::string spread = "*filter\n";
+    for (int c = 0; c < chains; ++c) spread += ":c" + std::to_string(c) + " - [0:0]\n";
+    std::istringstream in(text);
+    int i = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("-A INPUT ", 0) != 0) continue;
+      spread += "-A " + SpreadChain(i++, chains) + line.substr(8) + "\n";
+    }
+    for (int c = 0; c < chains; ++c) spread += "-A INPUT -j c" + std::to_string(c) + "\n";
+    text = spread + "COMMIT\n";
+  }
+  auto loaded = RunProcessOk({variant.restore, "--noflush", "-w", "10"}, {.netns_fd = netns_fd, .stdin_data = text});
   if (!loaded.ok()) return loaded.status().WithContext("loading the preload");
   return Status::Ok();
 }
 
-// Fails unless filter INPUT holds exactly `expected` rules.
-Status CheckRuleCount(const Variant& variant, int netns_fd, size_t expected, const std::string& when) {
+// Fails unless filter INPUT (chains 1) or the chains c0..c{chains-1} together hold exactly `expected` rules.
+Status CheckRuleCount(const Variant& variant, int netns_fd, size_t expected, const std::string& when, int chains = 1) {
   IPTKIT_ASSIGN_OR_RETURN(std::string saved, SaveFilter(variant, netns_fd));
-  const size_t n = CountRuleLines(saved, kChain);
+  size_t n = 0;
+  for (int c = 0; c < std::max(chains, 1); ++c) n += CountRuleLines(saved, SpreadChain(c, chains));
   if (n != expected) {
-    return Status::Internal(when + ": iptables-save shows " + std::to_string(n) + " INPUT rules, expected " +
+    return Status::Internal(when + ": iptables-save shows " + std::to_string(n) + " rules in " +
+                            (chains > 1 ? "c0..c" + std::to_string(chains - 1) : std::string("INPUT")) + ", expected " +
                             std::to_string(expected));
   }
   return Status::Ok();
+}
+
+// The tool column of a daemon phase.
+std::string DaemonTool(const std::string& backend, const std::string& what, int chains) {
+  return "iptkitd (" + backend + ")" + (what.empty() ? "" : " " + what) +
+         (chains > 1 ? ", " + std::to_string(chains) + " chains" : std::string());
 }
 
 std::string NetnsName(const Variant& variant, const std::string& what) {
@@ -709,16 +758,24 @@ void ApplyMetricsDelta(PhaseResult& r, const MetricsSnapshot& before, const Metr
   if (commits > 0) r.mean_batch = (after.batch.sum - before.batch.sum) / commits;
   const double commit_n = after.commit.count - before.commit.count;
   if (commit_n > 0) r.mean_commit_ms = (after.commit.sum - before.commit.sum) / commit_n * 1000;
+  for (const auto& [phase, totals] : after.phases) {
+    auto was = before.phases.find(phase);
+    const HistogramTotals zero;
+    const HistogramTotals& b = was == before.phases.end() ? zero : was->second;
+    if (totals.count > b.count) r.phase_ms[phase] = (totals.sum - b.sum) / (totals.count - b.count) * 1000;
+  }
 }
 
 // The daemon phases; appends one PhaseResult per phase (the failing one carries the error).
-Status RunDaemon(const Config& config, const Variant& variant, std::vector<PhaseResult>& out, AttackReport* attack) {
-  const std::string ns_name = NetnsName(variant, "daemon");
-  std::fprintf(stderr, "[%s daemon] netns %s, preloading %d rules\n", variant.name.c_str(), ns_name.c_str(),
-               config.preload);
+// One daemon on `backend` in a fresh namespace with the preload in the layout of `chains`.
+Status RunDaemon(const Config& config, const Variant& variant, const std::string& backend, int chains,
+                 std::vector<PhaseResult>& out, AttackReport* attack) {
+  const std::string ns_name = NetnsName(variant, "daemon-" + backend + "-" + std::to_string(chains));
+  std::fprintf(stderr, "[%s daemon] netns %s, preloading %d rules in %d chain(s)\n", variant.name.c_str(),
+               ns_name.c_str(), config.preload, chains);
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Netns> ns, Netns::Create(ns_name));
-  IPTKIT_RETURN_IF_ERROR(LoadPreload(variant, ns->fd(), config.preload));
-  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the preload"));
+  IPTKIT_RETURN_IF_ERROR(LoadPreload(variant, ns->fd(), config.preload, chains));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the preload", chains));
 
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<TempDir> dir,
                           TempDir::Create("iptkit-bench-" + std::to_string(getpid()) + "-" + variant.name + "-"));
@@ -730,7 +787,6 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
   if (token_words.size() != 1) return Status::Internal("`iptkitd token create` printed '" + token_out + "'");
   const std::string token = token_words.front();
 
-  const std::string backend = variant.name == "nft" ? config.nft_backend : variant.name;
   const std::vector<std::string> args = {"--netns",      ns_name,
                                          "--backend",    backend,
                                          "--listen",     "127.0.0.1:0",
@@ -749,23 +805,27 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
   }
 
   // Checked warm-up: one add and its delete through the API (fills the daemon's snapshot and spec caches).
-  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon->port(), token, "POST", RuleBody(kWarmUpSpec, std::nullopt)));
-  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload + 1, "after the warm-up add"));
-  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon->port(), token, "DELETE", RuleBody(kWarmUpSpec, std::nullopt)));
-  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the warm-up delete"));
+  const std::string warm_up_path = RulesPath(SpreadChain(0, chains));
+  IPTKIT_RETURN_IF_ERROR(
+      CheckedRequest(daemon->port(), token, "POST", RuleBody(kWarmUpSpec, std::nullopt), warm_up_path));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload + 1, "after the warm-up add", chains));
+  IPTKIT_RETURN_IF_ERROR(
+      CheckedRequest(daemon->port(), token, "DELETE", RuleBody(kWarmUpSpec, std::nullopt), warm_up_path));
+  IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), config.preload, "after the warm-up delete", chains));
 
   size_t expected = static_cast<size_t>(config.preload);
-  auto phase = [&](const std::string& tool, int count, const std::function<std::string(int)>& body) -> Status {
+  auto phase = [&](const std::string& tool, int count, const std::function<std::string(int)>& body,
+                   const std::function<std::string(int)>& path) -> Status {
     std::fprintf(stderr, "[%s daemon] %s: %d clients, %d adds\n", variant.name.c_str(), tool.c_str(), config.clients,
                  count);
     IPTKIT_ASSIGN_OR_RETURN(MetricsSnapshot before, ScrapeMetrics(daemon->port(), token));
     const std::optional<long long> overflows_before = TcpExtCounter("ListenOverflows");
-    PhaseResult r = RunClients(tool, daemon->port(), token, config.clients, count, body);
+    PhaseResult r = RunClients(tool, daemon->port(), token, config.clients, count, body, path);
     const std::optional<long long> overflows_after = TcpExtCounter("ListenOverflows");
     if (overflows_before && overflows_after) r.listen_overflows = *overflows_after - *overflows_before;
     expected += static_cast<size_t>(count);
     if (r.error.empty()) {
-      Status counted = CheckRuleCount(variant, ns->fd(), expected, "after " + tool);
+      Status counted = CheckRuleCount(variant, ns->fd(), expected, "after " + tool, chains);
       if (!counted.ok()) r.error = counted.message();
     }
     Result<MetricsSnapshot> after = ScrapeMetrics(daemon->port(), token);
@@ -784,16 +844,19 @@ Status RunDaemon(const Config& config, const Variant& variant, std::vector<Phase
     }
     return Status::Ok();
   };
-  IPTKIT_RETURN_IF_ERROR(phase("iptkitd, " + std::to_string(config.clients) + " clients", config.adds,
-                               [](int i) { return RuleBody(AddSpec(i), std::nullopt); }));
+  IPTKIT_RETURN_IF_ERROR(phase(
+      DaemonTool(backend, std::to_string(config.clients) + " clients", chains), config.adds,
+      [](int i) { return RuleBody(AddSpec(i), std::nullopt); },
+      [chains](int i) { return RulesPath(SpreadChain(i, chains)); }));
   if (attack != nullptr) {
     // Before the owned TTL adds: with thousands of owned rules the daemon's drift checks would commit meanwhile.
     IPTKIT_RETURN_IF_ERROR(RunAttack(config, *daemon, token, *attack));
     expected += static_cast<size_t>(2 * (config.attack_requests / 20));
   }
-  if (config.ttl_adds > 0) {
-    IPTKIT_RETURN_IF_ERROR(phase("iptkitd owned TTL adds, " + std::to_string(config.clients) + " clients",
-                                 config.ttl_adds, [](int i) { return RuleBody(TtlSpec(i), 3600); }));
+  if (config.ttl_adds > 0 && chains == 1) {
+    IPTKIT_RETURN_IF_ERROR(phase(
+        DaemonTool(backend, "owned TTL adds, " + std::to_string(config.clients) + " clients", chains), config.ttl_adds,
+        [](int i) { return RuleBody(TtlSpec(i), 3600); }, [](int) { return std::string(kRulesPath); }));
   }
   const std::string log = Tail(daemon->log_path());
   IPTKIT_RETURN_IF_ERROR(daemon->Stop());
@@ -875,9 +938,13 @@ std::string LoadAverage() {
 std::string FormatVariant(const std::string& variant, const Config& config, const std::vector<PhaseResult>& rows,
                           const std::vector<std::string>& errors) {
   std::ostringstream md;
-  const std::string backend = variant == "nft" ? config.nft_backend : variant;
-  md << "#### " << variant << " (iptkitd --backend " << backend << "; " << config.preload
-     << " rules preloaded in filter INPUT)\n\n"
+  std::string backends = variant;
+  if (variant == "nft") {
+    backends.clear();
+    for (const std::string& b : config.nft_backends) backends += (backends.empty() ? "" : ", ") + b;
+  }
+  md << "#### " << variant << " (iptkitd --backend " << backends << "; " << config.preload
+     << " rules preloaded in filter INPUT, or spread over user chains where the tool says so)\n\n"
      << "| tool | adds | wall s | changes/s | p50 ms | p99 ms | mean batch | commits | mean commit ms | "
         "÷ iptables -A loop |\n"
      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
@@ -901,6 +968,13 @@ std::string FormatVariant(const std::string& variant, const Config& config, cons
       md << "- " << r.tool << ": responses' batch_requests mean " << Fixed(r.mean_batch_seen, 1) << ", max "
          << r.max_batch_seen << " (request-weighted; the table's mean batch is per commit, from /metrics)";
       if (r.listen_overflows) md << "; TCP listen overflows meanwhile: " << *r.listen_overflows;
+      if (!r.phase_ms.empty()) {
+        md << "; writer per drain, mean ms:";
+        for (const char* phase : kDrainPhases) {
+          auto it = r.phase_ms.find(phase);
+          md << " " << phase << " " << (it == r.phase_ms.end() ? std::string("-") : Fixed(it->second, 1));
+        }
+      }
       md << ".\n";
     }
   }
@@ -913,8 +987,14 @@ int Main(int argc, char** argv) {
   Config config;
   CLI::App app{"iptkitd group commit under concurrent clients vs an `iptables -A` loop (Markdown on stdout)"};
   app.add_option("--variants", config.variants, "nft,legacy")->delimiter(',');
-  app.add_option("--nft-backend", config.nft_backend, "iptkitd --backend for the nft variant: nft (restore) or native")
+  app.add_option("--nft-backend", config.nft_backends,
+                 "iptkitd --backend for the nft variant: nft (restore) and/or native, each its own daemon")
+      ->delimiter(',')
       ->check(CLI::IsMember({"nft", "native"}));
+  app.add_option("--chains", config.chains,
+                 "layouts: 1 = preload and adds in INPUT; N = spread over N user chains (default 1,100)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 10000));
   app.add_option("--preload", config.preload, "rules loaded into filter INPUT before the adds")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--adds", config.adds, "single-rule adds sent to the daemon")->check(CLI::Range(1, 1 << 20));
@@ -966,7 +1046,9 @@ int Main(int argc, char** argv) {
      << "- iptkitd: " << config.clients << " client threads (one keep-alive HTTP/1.1 connection each, on 127.0.0.1) "
      << "POST " << config.adds << " single-rule appends `{\"spec\": \"-s 172.16.x.y/32 -j DROP\"}` to "
      << "`" << kRulesPath << "` (rate limit off); latency per request, wall clock from the first request to the "
-     << "last answer. Every answer checked (200) and the rule count checked with iptables-save afterwards.\n";
+     << "last answer. Every answer checked (200) and the rule count checked with iptables-save afterwards. "
+     << "A tool named with \"N chains\": a fresh daemon whose namespace has the preload spread round-robin over N "
+     << "user chains c0..c{N-1} (each jumped to from INPUT), and the i-th add goes to chain c{i mod N}.\n";
   if (config.ttl_adds > 0) {
     md << "- owned TTL adds: then " << config.ttl_adds << " adds `{\"spec\": \"-s 100.64.x.y/32 -j DROP\", "
        << "\"ttl\": 3600}` (managed rules of the default owner: the declarative path, stored in SQLite) by the "
@@ -1000,9 +1082,18 @@ int Main(int argc, char** argv) {
     std::vector<std::string> errors;
     const bool attack_here = !attack_done;
     attack_done = true;
-    if (Status s = RunDaemon(config, variant, rows, attack_here ? &attack : nullptr); !s.ok()) {
-      errors.push_back("daemon: " + s.ToString());
-      failed = true;
+    const std::vector<std::string> backends = name == "nft" ? config.nft_backends : std::vector<std::string>{name};
+    bool first = true;
+    for (int chains : config.chains) {
+      for (const std::string& backend : backends) {
+        // The attack runs once, in the first daemon of the 1-chain layout.
+        AttackReport* here = attack_here && first && chains == 1 ? &attack : nullptr;
+        if (here != nullptr) first = false;
+        if (Status s = RunDaemon(config, variant, backend, chains, rows, here); !s.ok()) {
+          errors.push_back("daemon (" + backend + ", " + std::to_string(chains) + " chains): " + s.ToString());
+          failed = true;
+        }
+      }
     }
     if (loop_adds > 0) {
       if (Status s = RunLoop(config, variant, rows); !s.ok()) {

@@ -1,5 +1,9 @@
 #include "src/service/counter_sampler.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <utility>
 
@@ -38,6 +42,14 @@ void CounterSampler::Stop() {
 }
 
 void CounterSampler::Run() {
+  if (options_.nice != 0) {
+    // setpriority(2) with a thread id changes that thread only (see the NOTES there). Best effort: raising the
+    // nice value is always allowed; lowering it may not be, and then the thread runs as the process does.
+    const id_t tid = static_cast<id_t>(gettid());
+    errno = 0;
+    const int now = getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) (void)setpriority(PRIO_PROCESS, tid, now + options_.nice);
+  }
   std::unique_lock<std::mutex> lock(run_mu_);
   while (!stopping_) {
     lock.unlock();

@@ -64,6 +64,9 @@ struct CounterSamplerOptions {
   std::chrono::milliseconds interval = std::chrono::seconds(5);
   size_t max_samples = 60;     // per rule (5 minutes at the default interval)
   size_t max_rules = 200'000;  // followed in all, both families
+  // Added to the sampling thread's nice value (Linux schedules threads one by one): a sample of a large ruleset
+  // decodes every rule, and on a busy machine the writer and the request threads go first (0: as the process).
+  int nice = 10;
 };
 
 class CounterSampler {

@@ -2,6 +2,10 @@
 #include "src/service/counter_sampler.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
 
 #include "iptkit/dialect.h"
 
@@ -165,6 +169,23 @@ TEST(CounterSampler, TheThreadSamplesEveryInterval) {
   }
   sampler.Stop();
   EXPECT_TRUE(sampled);
+}
+
+// The sampling thread reads at a lower CPU priority than the rest of the process (the writer, the requests).
+TEST(CounterSampler, TheThreadSamplesAtALowerPriority) {
+  const int mine = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+  std::atomic<int> seen{-100};
+  CounterSampler sampler(
+      {.interval = 10ms, .nice = 5},
+      [&](Family) -> Result<Ruleset> {
+        seen = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));
+        return Ruleset{};
+      },
+      [] { return int64_t{1'000'000}; });
+  sampler.Start();
+  for (int i = 0; i < 500 && seen == -100; ++i) std::this_thread::sleep_for(10ms);
+  sampler.Stop();
+  EXPECT_EQ(seen, std::min(mine + 5, 19));
 }
 
 }  // namespace

@@ -151,13 +151,16 @@ void Service::Impl::WriterMain() {
     {
       std::unique_lock<std::mutex> lock(queue_mu);
       for (;;) {
-        // While a pass's write is in flight, the next pass starts only when a full batch (max_batch) is queued:
-        // otherwise the in-flight pass's clients (about to send again) would be split from the next commit, and
-        // with a closed loop of clients every commit would carry half of them (measured: the daemon bench's 64
-        // clients went from 54 to 32 per commit and lost half their rate, the soak's 16 from 7.4 to 5.7); a
-        // commit costs about the same for 1 or 64 requests. The write still runs off the writer's thread, and its
-        // pass is answered from there as soon as it is stored.
-        const size_t wanted = in_flight && !store_writer->Done() ? options.max_batch : 1;
+        // While a pass's write is in flight, the next pass starts only when as many client requests are queued
+        // as that pass answers (at most max_batch): a cohort of clients as large as the one being stored. Starting
+        // with fewer would split the in-flight pass's clients (about to send again) from the next commit, and with
+        // a closed loop of clients every commit would carry half of them (measured: the daemon bench's 64 clients
+        // went from 54 to 32 per commit and lost half their rate); a commit costs about the same for 1 or 64
+        // requests. Clients that alternate in two cohorts (the soak's 16 commit about 7 at a time) have the other
+        // cohort queued by then, and its pass is planned and committed while the store writes. The write runs
+        // off the writer's thread, and its pass is answered from there as soon as it is stored.
+        const size_t wanted =
+            in_flight && !store_writer->Done() ? std::clamp<size_t>(in_flight_clients, 1, options.max_batch) : 1;
         if (stopping || queue.size() >= wanted) break;
         std::optional<Clock::time_point> next = NextTimer();
         if (next && *next <= Clock::now()) break;

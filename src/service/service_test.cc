@@ -311,6 +311,62 @@ TEST_F(ServiceTest, OwnedAddsOfOneOwnerShareOnePlanAndAFailureStaysAlone) {
   EXPECT_EQ(service_->ManagedRules().size(), 9u);
 }
 
+// A deferred request (owned adds of one owner, planned with the others of its owner) that fails halfway leaves
+// the owner as it was before it: its first add, already in the owner's working state, is taken out again, while the
+// requests around it (one of them refreshing a rule the failed one also touched) commit.
+TEST_F(ServiceTest, ADeferredRequestThatFailsHalfwayLeavesNothingOfItsOwnBehind) {
+  Start();
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.5.0.1 -j DROP", 600)).ok());
+  GroupGate gate(metrics_.get());
+  hook_ = [&] { gate.Hook(3); };
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.9.9 -j DROP")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::vector<std::future<Result<ChangeResult>>> results;
+  results.push_back(std::async(
+      std::launch::async, [this] { return service_->Submit(Owned("bans", "INPUT", "-s 10.5.0.2 -j DROP", 600)); }));
+  gate.Queued();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  results.push_back(std::async(std::launch::async, [this] {
+    // Refreshes 10.5.0.1 (ttl 900), adds 10.5.0.3, then fails on its third add: none of it may stay.
+    ChangeRequest r = Owned("bans", "INPUT", "-s 10.5.0.1 -j DROP", 900);
+    r.adds.push_back({"bans", v4, "filter", "INPUT", R("-s 10.5.0.3 -j DROP"), store::Position::kLast, 600});
+    r.adds.push_back({"bans", v4, "filter", "INPUT", R("-s 10.5.0.4 -j DROP"), store::Position::kLast, 0});
+    return service_->Submit(std::move(r));
+  }));
+  gate.Queued();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  results.push_back(std::async(
+      std::launch::async, [this] { return service_->Submit(Owned("bans", "INPUT", "-s 10.5.0.5 -j DROP", 600)); }));
+  gate.Queued();
+  ASSERT_TRUE(first.get().ok());
+  Result<ChangeResult> a = results[0].get();
+  Result<ChangeResult> bad = results[1].get();
+  Result<ChangeResult> c = results[2].get();
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument) << bad.status().ToString();
+  EXPECT_THAT(bad.status().message(), HasSubstr("ttl must be at least 1 second"));
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_GT(c->batch_requests, 1u);  // planned together with the others
+  std::set<std::string> specs;
+  for (const ManagedRuleView& v : service_->ManagedRules()) {
+    const store::ManagedRule& m = v.rule;
+    specs.insert(m.spec);
+    if (m.spec == "-s 10.5.0.1/32 -j DROP") {
+      ASSERT_TRUE(m.deadline_ms.has_value());
+      EXPECT_LE(*m.deadline_ms, NowMs() + 600 * 1000);  // not refreshed to 900 s by the failed request
+    }
+  }
+  EXPECT_EQ(specs,
+            (std::set<std::string>{"-s 10.5.0.1/32 -j DROP", "-s 10.5.0.2/32 -j DROP", "-s 10.5.0.5/32 -j DROP"}));
+  const std::string saved = Save();
+  EXPECT_THAT(saved, Not(HasSubstr("10.5.0.3")));
+  EXPECT_THAT(saved, HasSubstr("-s 10.5.0.5/32 -m comment"));
+  auto stored = store_->ListManagedRules();
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->size(), 3u);
+}
+
 TEST_F(ServiceTest, ManagedRuleIsTaggedAndARepeatedAddRefreshesInsteadOfDuplicating) {
   Start();
   Result<ChangeResult> a = service_->Submit(Owned("myapp", "INPUT", "-s 10.1.1.1 -j DROP", 600));
@@ -1030,6 +1086,26 @@ TEST_F(ServiceTest, TheNextPassCommitsWhileTheStoreWritesAndIsAnsweredAfterIt) {
   auto stored = store_->ListManagedRules();
   ASSERT_TRUE(stored.ok());
   EXPECT_EQ(stored->size(), 1u);
+}
+
+// With room for many requests per commit, the next pass starts during a write as soon as as many client requests
+// are queued as the pass being stored answers (one here): clients that alternate in two cohorts commit one
+// cohort while the other's records are stored, instead of waiting for a batch of max_batch.
+TEST_F(ServiceTest, TheNextPassStartsDuringAWriteOnceACohortAsLargeAsItsIsQueued) {
+  max_batch_ = 1000;
+  Start();
+  HeldStoreWrite held;
+  store_hook_ = held.Hook();
+  held.Arm();
+  auto a = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.1.1.1 -j DROP")); });
+  ASSERT_TRUE(held.WaitEntered());
+  auto b = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.1.1.2 -j DROP")); });
+  ASSERT_TRUE(Eventually([&] { return Save().find("10.1.1.2/32") != std::string::npos; })) << Save();
+  EXPECT_FALSE(Ready(a));
+  EXPECT_FALSE(Ready(b));
+  held.Release(Status::Ok());
+  ASSERT_TRUE(a.get().ok());
+  ASSERT_TRUE(b.get().ok());
 }
 
 // A store write that fails after its pass committed: the pass's clients get the store's error, and their change

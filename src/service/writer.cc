@@ -356,6 +356,15 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
     const txn::PlanMark mark = planner.mark();
     std::map<std::string, std::optional<OwnerState>> undo;
     const bool defer = Deferrable(*item);
+    if (defer) {
+      // The owner's state before its first deferred request (a failed request leaves it as it was).
+      const std::string& owner =
+          item->request.adds.empty() ? item->request.deletes.front().owner : item->request.adds.front().owner;
+      if (!deferred_before.count(owner)) {
+        auto it = working.find(owner);
+        deferred_before[owner] = it == working.end() ? std::nullopt : std::optional<OwnerState>(it->second);
+      }
+    }
     Status s = PlanItem(*item, planner, working, undo, defer);
     if (!s.ok()) {
       item->status = s;
@@ -364,10 +373,7 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
     }
     if (defer) {
       const std::string& owner = *item->touched_owners.begin();
-      if (!deferred.count(owner)) {
-        deferred_owners.push_back(owner);
-        deferred_before[owner] = undo.count(owner) ? undo.at(owner) : std::optional<OwnerState>(working[owner]);
-      }
+      if (!deferred.count(owner)) deferred_owners.push_back(owner);
       deferred[owner].push_back(item);
       group.committing.push_back(item);
       continue;
@@ -589,18 +595,22 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
       const std::vector<std::string> dropped_sets = OwnedSets::Dropped(owners, working);
       {
         std::lock_guard<std::mutex> guard(state_mu);
+        // Moved, not copied (an owner may hold thousands of managed rules): `working` is not used after this.
+        std::set<std::string> updated;
         for (WorkItem* item : group.committing) {
           for (const std::string& owner : item->touched_owners) {
+            if (!updated.insert(owner).second) continue;
+            auto was = owners.find(owner);
             if (!batch.owners_before.count(owner)) {
-              auto was = owners.find(owner);
-              batch.owners_before[owner] = was == owners.end() ? std::nullopt : std::optional<OwnerState>(was->second);
+              batch.owners_before[owner] =
+                  was == owners.end() ? std::nullopt : std::optional<OwnerState>(std::move(was->second));
             }
             auto it = working.find(owner);
             if (it == working.end() || it->second.empty()) {
               owners.erase(owner);
               owner_planner->Forget(owner);
             } else {
-              owners[owner] = it->second;
+              owners[owner] = std::move(it->second);
             }
           }
           for (const std::string* id : {item->effects.new_confirm ? &item->effects.new_confirm->id : nullptr,

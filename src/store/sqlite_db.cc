@@ -38,20 +38,49 @@ Statement::Statement(Statement&& other) noexcept
     : db_(std::exchange(other.db_, nullptr)),
       stmt_(std::exchange(other.stmt_, nullptr)),
       purpose_(std::move(other.purpose_)),
+      cache_(std::move(other.cache_)),
+      sql_(std::move(other.sql_)),
       bind_status_(std::move(other.bind_status_)) {}
 
 Statement& Statement::operator=(Statement&& other) noexcept {
   if (this != &other) {
-    sqlite3_finalize(stmt_);
+    Release();
     db_ = std::exchange(other.db_, nullptr);
     stmt_ = std::exchange(other.stmt_, nullptr);
     purpose_ = std::move(other.purpose_);
+    cache_ = std::move(other.cache_);
+    sql_ = std::move(other.sql_);
     bind_status_ = std::move(other.bind_status_);
   }
   return *this;
 }
 
-Statement::~Statement() noexcept { sqlite3_finalize(stmt_); }
+Statement::~Statement() noexcept { Release(); }
+
+void Statement::Release() noexcept {
+  sqlite3_stmt* stmt = std::exchange(stmt_, nullptr);
+  if (stmt == nullptr) return;
+  std::shared_ptr<StatementCache> cache = std::move(cache_);
+  cache_ = nullptr;
+  if (cache != nullptr) {
+    // Reset ends the statement's implicit read transaction (as finalizing would), so the connection does not keep
+    // an old snapshot; the bindings go too (a text parameter may be large).
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    try {
+      std::lock_guard<std::mutex> lock(cache->mu);
+      if (!cache->closed) {
+        auto it = cache->free.find(sql_);
+        if (it == cache->free.end()) it = cache->free.emplace(std::move(sql_), std::vector<sqlite3_stmt*>{}).first;
+        it->second.push_back(stmt);
+        return;
+      }
+    } catch (...) {
+      // Out of memory for the cache entry: finalized below instead.
+    }
+  }
+  sqlite3_finalize(stmt);
+}
 
 void Statement::NoteBind(int rc, int index) {
   if (rc != SQLITE_OK && bind_status_.ok()) {
@@ -138,19 +167,45 @@ Result<SqliteDb> SqliteDb::Open(const std::string& path, int flags, int busy_tim
 
 SqliteDb& SqliteDb::operator=(SqliteDb&& other) noexcept {
   if (this != &other) {
-    sqlite3_close_v2(db_);
+    Close();
     db_ = std::exchange(other.db_, nullptr);
+    cache_ = std::exchange(other.cache_, nullptr);
   }
   return *this;
 }
 
-SqliteDb::~SqliteDb() noexcept { sqlite3_close_v2(db_); }
+SqliteDb::~SqliteDb() noexcept { Close(); }
+
+void SqliteDb::Close() noexcept {
+  if (cache_ != nullptr) {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    cache_->closed = true;
+    for (auto& [sql, stmts] : cache_->free) {
+      for (sqlite3_stmt* stmt : stmts) sqlite3_finalize(stmt);
+    }
+    cache_->free.clear();
+  }
+  cache_ = nullptr;
+  sqlite3_close_v2(db_);
+  db_ = nullptr;
+}
 
 Result<Statement> SqliteDb::Prepare(std::string_view sql, std::string_view purpose) {
+  if (cache_ != nullptr) {
+    std::lock_guard<std::mutex> lock(cache_->mu);
+    auto it = cache_->free.find(sql);
+    if (it != cache_->free.end() && !it->second.empty()) {
+      sqlite3_stmt* reused = it->second.back();
+      it->second.pop_back();
+      return Statement(db_, reused, std::string(purpose), cache_, std::string(sql));
+    }
+  }
   sqlite3_stmt* raw = nullptr;
   const char* tail = nullptr;
-  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), 0, &raw, &tail);
-  Statement statement(db_, raw, std::string(purpose));
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &raw, &tail);
+  const bool one = rc == SQLITE_OK && raw != nullptr && tail == sql.data() + sql.size();
+  // Only a statement that is exactly the SQL text goes back to the cache.
+  Statement statement(db_, raw, std::string(purpose), one ? cache_ : nullptr, one ? std::string(sql) : std::string());
   if (rc != SQLITE_OK) return SqliteStatus(db_, rc, std::string(purpose) + " (prepare)");
   if (raw == nullptr || tail != sql.data() + sql.size()) {
     return Status::Internal(std::string(purpose) + ": not exactly one SQL statement");

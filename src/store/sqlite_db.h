@@ -7,6 +7,8 @@
 // "<purpose>: <sqlite3_errmsg> (<sqlite3_errstr>)", so they name what the statement was for.
 // Only bound parameters carry values; SQL text is always a constant (or concatenated constants).
 // Thread-safety: none. A SqliteDb and its statements are used by one thread at a time (the Store's mutex).
+// Prepared statements are reused: a Statement that ends is reset and kept by its connection for the next Prepare
+// of the same SQL text (preparing costs more than running the small statements of a request).
 //
 //   IPTKIT_ASSIGN_OR_RETURN(Statement st, db.Prepare("SELECT value FROM meta WHERE key = ?1", "read meta"));
 //   st.Bind(1, key);
@@ -16,10 +18,14 @@
 #define IPTKIT_SRC_STORE_SQLITE_DB_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "iptkit/status.h"
 
@@ -31,6 +37,14 @@ namespace iptkit::store {
 // The Status for result code `rc` of an operation on `db` (which may be null when opening failed).
 Status SqliteStatus(sqlite3* db, int rc, std::string_view purpose);
 
+// The statements a connection keeps for reuse, by SQL text. Shared by the connection and its statements, so that a
+// statement that outlives its connection finalizes itself.
+struct StatementCache {
+  std::mutex mu;
+  bool closed = false;  // the connection is gone: statements finalize themselves
+  std::map<std::string, std::vector<sqlite3_stmt*>, std::less<>> free;
+};
+
 // One prepared statement. Bind errors are remembered and returned by the next Step/Run.
 class Statement {
  public:
@@ -39,7 +53,7 @@ class Statement {
   Statement& operator=(Statement&& other) noexcept;
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
-  ~Statement() noexcept;  // sqlite3_finalize
+  ~Statement() noexcept;  // reset and returned to its connection's cache (or sqlite3_finalize)
 
   // Parameters are 1-based (?1, ?2, ...). Text is copied (SQLITE_TRANSIENT).
   Statement& Bind(int index, int64_t value);
@@ -63,13 +77,17 @@ class Statement {
 
  private:
   friend class SqliteDb;
-  Statement(sqlite3* db, sqlite3_stmt* stmt, std::string purpose) noexcept
-      : db_(db), stmt_(stmt), purpose_(std::move(purpose)) {}
+  Statement(sqlite3* db, sqlite3_stmt* stmt, std::string purpose, std::shared_ptr<StatementCache> cache,
+            std::string sql) noexcept
+      : db_(db), stmt_(stmt), purpose_(std::move(purpose)), cache_(std::move(cache)), sql_(std::move(sql)) {}
   void NoteBind(int rc, int index);
+  void Release() noexcept;  // returns stmt_ to the cache (or finalizes it)
 
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
   std::string purpose_;
+  std::shared_ptr<StatementCache> cache_;  // null: finalized when done
+  std::string sql_;                        // its key in the cache
   Status bind_status_;
 };
 
@@ -80,11 +98,13 @@ class SqliteDb {
   static Result<SqliteDb> Open(const std::string& path, int flags, int busy_timeout_ms);
 
   SqliteDb() noexcept = default;
-  SqliteDb(SqliteDb&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+  SqliteDb(SqliteDb&& other) noexcept
+      : db_(std::exchange(other.db_, nullptr)), cache_(std::exchange(other.cache_, nullptr)) {}
   SqliteDb& operator=(SqliteDb&& other) noexcept;
   SqliteDb(const SqliteDb&) = delete;
   SqliteDb& operator=(const SqliteDb&) = delete;
-  ~SqliteDb() noexcept;  // sqlite3_close_v2; unfinalized statements keep the connection alive until finalized
+  ~SqliteDb() noexcept;  // finalizes the cached statements, sqlite3_close_v2; statements in use keep the
+                         // connection alive until they end
 
   sqlite3* get() const noexcept { return db_; }
 
@@ -98,8 +118,10 @@ class SqliteDb {
   bool InAutocommit() const;
 
  private:
-  explicit SqliteDb(sqlite3* db) noexcept : db_(db) {}
+  explicit SqliteDb(sqlite3* db) : db_(db), cache_(std::make_shared<StatementCache>()) {}
+  void Close() noexcept;
   sqlite3* db_ = nullptr;
+  std::shared_ptr<StatementCache> cache_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; the destructor rolls back a transaction that was not committed (also when the

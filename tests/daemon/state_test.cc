@@ -61,7 +61,15 @@ TEST(DaemonState, TtlRuleExpires) {
   EXPECT_GE(Seconds(Clock::now() - t0), 1.5) << "removed before its TTL passed";
   EXPECT_EQ(SaveText(*ns), kEmptyFilter);
 
-  Reply audit = http.Get("/v1/audit?action=ttl_expire");
+  // The audit entry is stored after the kernel commit (by the store writer), and the expiry counted after that.
+  Reply audit;
+  WaitUntil(
+      [&] {
+        audit = http.Get("/v1/audit?action=ttl_expire");
+        return audit.status == 200 && audit.json["entries"].size() == 1u &&
+               MetricValue(http.Get("/metrics").body, "iptkitd_ttl_expiries_total") == 1.0;
+      },
+      std::chrono::seconds(5));
   ASSERT_EQ(audit.status, 200) << audit.Describe();
   ASSERT_EQ(audit.json["entries"].size(), 1u) << audit.body;
   EXPECT_EQ(audit.json["entries"][0]["principal"], "iptkitd");
@@ -199,11 +207,20 @@ TEST(DaemonState, ForeignFlushIsRepaired) {
       << SaveText(*ns);
   std::cout << "repaired after " << Seconds(Clock::now() - t0) << " s\n";
 
+  // The repair's audit entry is stored after the kernel commit (by the store writer), and counted after that.
+  Reply audit;
+  WaitUntil(
+      [&] {
+        audit = http.Get("/v1/audit?action=drift_repair");
+        return audit.status == 200 && !audit.json["entries"].empty() &&
+               MetricValue(http.Get("/metrics").body, "iptkitd_drift_repairs_total", {{"owner", "guard"}})
+                       .value_or(0) >= 1.0;
+      },
+      std::chrono::seconds(5));
   Reply metrics = http.Get("/metrics");
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_drift_repairs_total", {{"owner", "guard"}}).value_or(0), 1.0)
       << metrics.body;
   EXPECT_GE(MetricValue(metrics.body, "iptkitd_foreign_changes_total").value_or(0), 1.0);
-  Reply audit = http.Get("/v1/audit?action=drift_repair");
   ASSERT_EQ(audit.status, 200) << audit.Describe();
   ASSERT_GE(audit.json["entries"].size(), 1u) << audit.body;
   EXPECT_EQ(audit.json["entries"][0]["principal"], "iptkitd");
