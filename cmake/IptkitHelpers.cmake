@@ -48,3 +48,26 @@ function(iptkit_warnings name)
     target_compile_options(${name} PRIVATE -Werror)
   endif()
 endfunction()
+
+# iptkit_prefer_static(IMPORTED_TARGET LIBNAME [EXTRA...]): an executable with the target property
+# IPTKIT_STATIC_DEPS set links lib<LIBNAME>.a (plus EXTRA, what the archive needs) in place of the shared library
+# behind the pkg-config target IMPORTED_TARGET, when the system has the archive; every other target keeps the
+# shared library. For the one-command CLI, where each shared library loaded and relocated at start-up costs more
+# than its code saves (tools/iptkit/CMakeLists.txt).
+function(iptkit_prefer_static imported lib)
+  find_library(IPTKIT_STATIC_${lib} NAMES lib${lib}.a NO_CACHE)
+  if(NOT IPTKIT_STATIC_${lib})
+    return()
+  endif()
+  get_target_property(shared ${imported} INTERFACE_LINK_LIBRARIES)
+  set(static_wanted "$<BOOL:$<TARGET_PROPERTY:IPTKIT_STATIC_DEPS>>")
+  set(libs "")
+  foreach(item IN LISTS shared)
+    list(APPEND libs "$<$<NOT:${static_wanted}>:${item}>")
+  endforeach()
+  list(APPEND libs "$<${static_wanted}:${IPTKIT_STATIC_${lib}}>")
+  foreach(item IN LISTS ARGN)
+    list(APPEND libs "$<${static_wanted}:${item}>")
+  endforeach()
+  set_property(TARGET ${imported} PROPERTY INTERFACE_LINK_LIBRARIES "${libs}")
+endfunction()

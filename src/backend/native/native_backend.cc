@@ -1447,11 +1447,11 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     if (err == EBUSY || err == ENOTEMPTY) return Status::FailedPrecondition(message + " (changed since the read?)");
     return Status::InvalidArgument(message);
   }
-  Result<uint32_t> after = netlink_->GenerationId();
   uint32_t next = generation + 1;
   if (next == 0) next = 1;
   if (reply->overrun) {
     cache_.clear();
+    Result<uint32_t> after = netlink_->GenerationId();
     if (after.ok() && *after == generation) {
       return Status::Unavailable(
           "the kernel's answer to the batch was lost (receive queue overflow); it did not "
@@ -1485,8 +1485,21 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
   }
   // Ours, and only ours, when the id moved by exactly one: every commit moves it by one, so nobody else committed
   // between the snapshot and now (with or without the id in the batch), and the snapshot updated in place is the
-  // kernel's.
-  if (!complete || !after.ok() || *after != next) {
+  // kernel's. The commit's id comes with the batch's answer when the batch's first message asked for an echo (an
+  // add: no round trip). Otherwise the event feed, which trusts a snapshot's id without asking the kernel, has it
+  // asked for; without the feed the snapshot is kept as of `next` unasked, because every later use of the cache
+  // compares that id with the kernel's first (Read, ReadChainsForPlan, Unchanged: a foreign commit before ours left
+  // the kernel beyond `next`, so the snapshot is read again), and a batch carrying it is refused as stale.
+  std::optional<uint32_t> after = reply->generation;
+  if (!after && events_) {
+    Result<uint32_t> asked = netlink_->GenerationId();
+    if (!asked.ok()) {
+      cache_.clear();
+      return report;
+    }
+    after = *asked;
+  }
+  if (!complete || (after && *after != next)) {
     cache_.clear();
     return report;
   }

@@ -23,8 +23,9 @@
 //    spec, chain ops the kernel checks itself) goes without it: another writer's unrelated commit does not make it
 //    stale, and a change it cannot take (its rule, chain or anchor gone) fails in the kernel with NotFound,
 //    AlreadyExists or FailedPrecondition, nothing committed. Handles of rules added are learned from the kernel's echo
-//    (NLM_F_ECHO); the cached snapshot is then updated in place, with the generation id read after the commit (one
-//    more than before: ours).
+//    (NLM_F_ECHO); the cached snapshot is then updated in place, as of the commit's generation id (one more than
+//    before: ours), which comes with the kernel's answer to a batch that adds first and is otherwise not asked for
+//    (with event_cache it is): every later use of the cache compares it with the kernel's id first.
 //  - Tables and builtin chains are created on first use with iptables-nft's hook, priority and type; a whole-table
 //    restore (flush_table) deletes and re-creates the table in the same batch, as iptables-nft-restore does.
 //  - Ops the native encoder cannot express (renaming a chain created in the same commit; extensions listed in

@@ -129,10 +129,11 @@ NetlinkClient::NetlinkClient(mnl_socket* socket)
 
 NetlinkClient::~NetlinkClient() { mnl_socket_close(socket_); }
 
-std::vector<char>& NetlinkClient::Buffer() {
-  // Allocated once (zero-filling 64 KiB per request cost more than the request on small rulesets).
-  if (buf_.size() < kRecvBuffer) buf_.resize(kRecvBuffer);
-  return buf_;
+std::span<char> NetlinkClient::Buffer() {
+  // Allocated once (zero-filling 64 KiB per request cost more than the request on small rulesets), and never
+  // zero-filled: only what the kernel writes is read, and filling it made a one-command process fault in 16 pages.
+  if (!buf_) buf_.reset(new char[kRecvBuffer]);
+  return {buf_.get(), kRecvBuffer};
 }
 
 Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
@@ -174,7 +175,7 @@ Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std
 Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flags,
                                const std::function<void(nlmsghdr*)>& attrs,
                                const std::function<Status(const nlmsghdr*)>& on_message) {
-  std::vector<char>& buf = Buffer();
+  std::span<char> buf = Buffer();
   const uint32_t seq = ++seq_;
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, flags, seq);
   if (attrs) attrs(nlh);
@@ -244,7 +245,7 @@ Result<NetlinkClient::BatchReply> NetlinkClient::SendBatch(std::string_view batc
     return base::ErrnoToStatus(errno, "netlink sendmsg (nf_tables batch)");
   }
   BatchReply reply;
-  std::vector<char>& buf = Buffer();
+  std::span<char> buf = Buffer();
   for (;;) {
     ssize_t n = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
     if (n < 0) {
@@ -266,11 +267,22 @@ Result<NetlinkClient::BatchReply> NetlinkClient::SendBatch(std::string_view batc
         if (err->error != 0) reply.errors.emplace_back(m->nlmsg_seq, -err->error);
         continue;
       }
-      // Only what a request with NLM_F_ECHO creates (a replace also echoes the deletion of the old rule).
+      // Only what a request with NLM_F_ECHO creates (a replace also echoes the deletion of the old rule), and the
+      // commit's generation.
       const uint16_t type = m->nlmsg_type & 0xff;
-      if ((m->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES || (type != NFT_MSG_NEWRULE && type != NFT_MSG_NEWCHAIN)) {
+      if ((m->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
+      if (type == NFT_MSG_NEWGEN) {
+        const auto* a = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(m, sizeof(nfgenmsg)));
+        const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(m));
+        for (int left = static_cast<int>(end - reinterpret_cast<const char*>(a)); mnl_attr_ok(a, left);
+             left -= static_cast<int>(MNL_ALIGN(a->nla_len)), a = mnl_attr_next(a)) {
+          if (mnl_attr_get_type(a) == NFTA_GEN_ID && mnl_attr_get_payload_len(a) == sizeof(uint32_t)) {
+            reply.generation = ntohl(mnl_attr_get_u32(a));
+          }
+        }
         continue;
       }
+      if (type != NFT_MSG_NEWRULE && type != NFT_MSG_NEWCHAIN) continue;
       reply.echoes[m->nlmsg_seq] = std::string(reinterpret_cast<const char*>(m), m->nlmsg_len);
     }
   }

@@ -21,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -117,6 +118,10 @@ class NetlinkClient {
     // The receive queue overflowed (ENOBUFS): some answers are missing; whether the batch committed must be found
     // out another way (the generation id).
     bool overrun = false;
+    // The generation id of the commit, from the NEWGEN message the kernel sends the batch's sender after a commit
+    // whose first message carried NLM_F_ECHO (nf_tables_gen_notify: report = that message's NLM_F_ECHO); absent
+    // otherwise, and when the batch failed.
+    std::optional<uint32_t> generation;
   };
   // Sends a batch built by the caller (BATCH_BEGIN ... BATCH_END, `messages` netlink messages in all) with one
   // sendmsg. nfnetlink processes a batch synchronously inside sendmsg, so every answer is queued when it returns;
@@ -141,8 +146,8 @@ class NetlinkClient {
   uint32_t portid_;
   uint32_t seq_;
   uint64_t requests_ = 0;
-  std::vector<char>& Buffer();  // the receive buffer, reused by every request (one at a time)
-  std::vector<char> buf_;
+  std::span<char> Buffer();  // the receive buffer, reused by every request (one at a time)
+  std::unique_ptr<char[]> buf_;
   int rcvbuf_ = 0;  // what SendBatch last forced (0: the default)
   int sndbuf_ = 0;
 
