@@ -98,11 +98,12 @@ Status RunHere(std::string_view text, bool exist, std::string_view what) {
 //
 // Single adds (Ipsets::Add) of one namespace go through one worker thread inside it, started on demand and gone
 // after kAddWorkerIdle without work: while it runs a batch, concurrent adds queue up, and the next batch runs them
-// all in one libipset session as one stream (libipset puts consecutive adds to the same set into one netlink
-// message). No thread and setns per add, one session per batch instead of per add, one turn of LibipsetMutex.
-// A batch with any failure is run again add by add (re-adding with -exist is idempotent), so that each caller
-// gets its own result; adds without -exist (no_refresh) are never batched (a partly applied batch would make them
-// fail on their own entries).
+// all as one stream (libipset puts consecutive adds to the same set into one netlink message). No thread and setns
+// per add, one turn of LibipsetMutex per batch, and one libipset session (one netlink socket, one protocol
+// handshake) for as long as the worker runs, not one per batch. A batch with any failure is run again add by add
+// in sessions of their own (re-adding with -exist is idempotent), so that each caller gets its own result, and the
+// long-lived session is replaced; adds without -exist (no_refresh) are never batched (a partly applied batch would
+// make them fail on their own entries).
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
@@ -168,9 +169,20 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     if (netns_fd_.get() >= 0 && ::setns(netns_fd_.get(), CLONE_NEWNET) != 0) {
       entered = Status::Internal("setns (ipset add): " + std::string(std::strerror(errno)));
     }
+    // The long-lived session of this thread (opened by the first batch); closed when the worker goes idle.
+    std::unique_ptr<Session> session;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (!work_.wait_for(lock, kAddWorkerIdle, [&] { return !queue_.empty(); })) {
+        if (session) {
+          lock.unlock();
+          {
+            std::lock_guard<std::mutex> ipset_lock(LibipsetMutex());
+            session.reset();
+          }
+          lock.lock();
+          if (!queue_.empty()) continue;
+        }
         running_ = false;
         return;
       }
@@ -183,7 +195,7 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
       }
       lock.unlock();
       if (entered.ok()) {
-        RunBatch(batch);
+        RunBatch(batch, session);
       } else {
         for (PendingAdd* a : batch) a->status = entered;
       }
@@ -193,31 +205,34 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     }
   }
 
-  static void RunBatch(const std::vector<PendingAdd*>& batch) {
+  // `session`: the worker's long-lived -exist session (opened here when null; replaced after a failure, whose
+  // state libipset does not promise to clean up).
+  static void RunBatch(const std::vector<PendingAdd*>& batch, std::unique_ptr<Session>& session) {
     std::lock_guard<std::mutex> lock(LibipsetMutex());
-    std::vector<PendingAdd*> together;
-    for (PendingAdd* a : batch) {
-      if (a->exist) together.push_back(a);
+    std::vector<PendingAdd*> together, alone;
+    for (PendingAdd* a : batch) (a->exist ? together : alone).push_back(a);
+    if (!together.empty() && !session) {
+      auto opened = Session::Open(/*exist=*/true);
+      if (opened.ok()) session = *std::move(opened);
     }
-    bool alone = together.size() < 2;
-    if (!alone) {
+    if (!together.empty() && session) {
       std::string text;
       for (const PendingAdd* a : together) text += a->line;
-      auto session = Session::Open(/*exist=*/true);
-      if (session.ok()) {
-        (*session)->Run(text);
-        alone = (*session)->FirstFailure() != nullptr;
-      } else {
-        alone = true;
-      }
-      if (!alone) {
+      session->ClearReports();
+      session->Run(text);
+      const Report* failure = session->FirstFailure();
+      if (failure == nullptr) {
         for (PendingAdd* a : together) a->status = Status::Ok();
+      } else if (together.size() == 1) {
+        together[0]->status = ipset::ReportStatus(*failure, together[0]->what);
+      } else {
+        alone.insert(alone.end(), together.begin(), together.end());
       }
+      if (failure != nullptr) session.reset();
+    } else {
+      alone.insert(alone.end(), together.begin(), together.end());
     }
-    for (PendingAdd* a : batch) {
-      if (a->exist && !alone) continue;
-      a->status = RunHere(a->line, a->exist, a->what);
-    }
+    for (PendingAdd* a : alone) a->status = RunHere(a->line, a->exist, a->what);
   }
 
   const base::UniqueFd netns_fd_;

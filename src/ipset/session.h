@@ -51,6 +51,12 @@ class Session {
   const Report* FirstFailure() const;
   // Whether a warning was reported (test: "is in set").
   bool HasWarning() const;
+  // Forgets the reports and the output, for the next Run of a long-lived session (its netlink socket stays open;
+  // libipset's line numbers run on).
+  void ClearReports() {
+    reports_.clear();
+    output_.clear();
+  }
 
   // Internal: for the C callbacks.
   void AddReport(Report report) { reports_.push_back(std::move(report)); }

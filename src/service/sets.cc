@@ -131,10 +131,10 @@ Status SetService::Record(const SetCaller& who, const std::string& op, std::stri
   entry.result = status.ok() ? "ok" : std::string(StatusCodeName(status.code()));
   entry.message = status.ok() ? "" : status.message();
   entry.diff = status.ok() ? diff : "";
-  store_->QueueAudit(std::move(entry));
-  // Stores what every concurrent caller queued in one transaction; a failing store keeps the records queued (they
-  // are stored with the next successful write) and is reported by /healthz, as for the rule writer's duties.
-  if (Status flushed = store_->FlushAuditBacklog(); !flushed.ok()) {
+  // Group commit: the records of concurrent callers share one transaction (and one fsync); this returns once this
+  // record is stored. A failing store keeps the records queued (they are stored with the next successful write) and
+  // is reported by /healthz, as for the rule writer's duties.
+  if (Status flushed = store_->StoreAudit(std::move(entry)); !flushed.ok()) {
     spdlog::warn("audit record of set {} {} is queued: {}", op, set, flushed.message());
   }
   if (status.ok()) {

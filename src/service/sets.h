@@ -11,8 +11,8 @@
 // caller's submit function, which checks the caller's scopes), then destroys the set, retrying up to 1 s while the
 // kernel still holds the reference of a rule just deleted; when that still fails, the error says which rules were
 // deleted.
-// Audit records are queued and stored together (Store::QueueAudit, FlushAuditBacklog) before the answer: many
-// concurrent single adds share one SQLite transaction.
+// Audit records are stored by group commit (Store::StoreAudit) before the answer: many concurrent single adds share
+// one SQLite transaction and one fsync.
 // Thread-safety: every method may be called from any thread at once.
 //
 //   SetService sets("blue", store, &events, &metrics);

@@ -563,6 +563,13 @@ struct Store::Impl {
   std::string last_write_error;    // guarded by health_mu
   std::deque<AuditEntry> backlog;  // guarded by health_mu
   uint64_t dropped = 0;            // guarded by health_mu
+  // Group commit of audit entries (StoreAudit): every entry QueueAudit took has a number; FlushAuditBacklog runs
+  // under flush_mu, so a flush that began after an entry was queued has stored it (or failed) when it ends.
+  uint64_t queued_seq = 0;  // guarded by health_mu: entries queued so far
+  uint64_t stored_seq = 0;  // guarded by health_mu: every entry up to this one is stored
+  uint64_t failed_seq = 0;  // guarded by health_mu: the last failed flush carried the entries up to this one
+  Status failed_status;     // guarded by health_mu: that flush's error
+  std::mutex flush_mu;
 
   // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
   Result<std::unique_lock<std::mutex>> Lock(std::string_view method) {
@@ -888,25 +895,58 @@ StoreHealth Store::Health() const {
 void Store::QueueAudit(AuditEntry entry) {
   std::lock_guard<std::mutex> lock(impl_->health_mu);
   impl_->backlog.push_back(std::move(entry));
+  ++impl_->queued_seq;
   impl_->TrimBacklog();
 }
 
+Status Store::StoreAudit(AuditEntry entry) {
+  uint64_t mine = 0;
+  {
+    std::lock_guard<std::mutex> lock(impl_->health_mu);
+    impl_->backlog.push_back(std::move(entry));
+    mine = ++impl_->queued_seq;
+    impl_->TrimBacklog();
+  }
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(impl_->health_mu);
+      if (impl_->stored_seq >= mine) return Status::Ok();
+      if (impl_->failed_seq >= mine) return impl_->failed_status;
+    }
+    // Whoever flushes first stores every entry queued by then (this one included) in one transaction; the callers
+    // that queued meanwhile wait here and find theirs stored.
+    IPTKIT_RETURN_IF_ERROR(FlushAuditBacklog());
+  }
+}
+
 Status Store::FlushAuditBacklog() {
+  if (impl_->writer.load() == std::this_thread::get_id()) {
+    return Status::FailedPrecondition("Store::FlushAuditBacklog called from inside Store::Write");
+  }
+  std::lock_guard<std::mutex> flushing(impl_->flush_mu);
   std::deque<AuditEntry> pending;
+  uint64_t through = 0;
   {
     std::lock_guard<std::mutex> lock(impl_->health_mu);
     pending.swap(impl_->backlog);
+    through = impl_->queued_seq;
   }
-  if (pending.empty()) return Status::Ok();
-  Status s = WriteNow([&](Tx& tx) -> Status {
-    for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
-    return Status::Ok();
-  });
-  if (!s.ok()) {
+  Status s = Status::Ok();
+  if (!pending.empty()) {
+    s = WriteNow([&](Tx& tx) -> Status {
+      for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+      return Status::Ok();
+    });
+  }
+  std::lock_guard<std::mutex> lock(impl_->health_mu);
+  if (s.ok()) {
+    impl_->stored_seq = through;
+  } else {
     // Back in front of whatever was queued meanwhile, in order.
-    std::lock_guard<std::mutex> lock(impl_->health_mu);
     for (auto it = pending.rbegin(); it != pending.rend(); ++it) impl_->backlog.push_front(std::move(*it));
     impl_->TrimBacklog();
+    impl_->failed_seq = through;
+    impl_->failed_status = s;
   }
   return s;
 }
