@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -565,10 +566,12 @@ struct Store::Impl {
   uint64_t dropped = 0;            // guarded by health_mu
   // Group commit of audit entries (StoreAudit): every entry QueueAudit took has a number; FlushAuditBacklog runs
   // under flush_mu, so a flush that began after an entry was queued has stored it (or failed) when it ends.
-  uint64_t queued_seq = 0;  // guarded by health_mu: entries queued so far
-  uint64_t stored_seq = 0;  // guarded by health_mu: every entry up to this one is stored
-  uint64_t failed_seq = 0;  // guarded by health_mu: the last failed flush carried the entries up to this one
-  Status failed_status;     // guarded by health_mu: that flush's error
+  uint64_t queued_seq = 0;    // guarded by health_mu: entries queued so far
+  uint64_t stored_seq = 0;    // guarded by health_mu: every entry up to this one is stored
+  uint64_t failed_seq = 0;    // guarded by health_mu: the last failed flush carried the entries up to this one
+  Status failed_status;       // guarded by health_mu: that flush's error
+  bool audit_leader = false;  // guarded by health_mu: a StoreAudit caller is flushing for everyone
+  std::condition_variable audit_stored;  // with health_mu: the leader's flush ended
   std::mutex flush_mu;
 
   // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
@@ -900,22 +903,27 @@ void Store::QueueAudit(AuditEntry entry) {
 }
 
 Status Store::StoreAudit(AuditEntry entry) {
-  uint64_t mine = 0;
-  {
-    std::lock_guard<std::mutex> lock(impl_->health_mu);
-    impl_->backlog.push_back(std::move(entry));
-    mine = ++impl_->queued_seq;
-    impl_->TrimBacklog();
-  }
+  std::unique_lock<std::mutex> lock(impl_->health_mu);
+  impl_->backlog.push_back(std::move(entry));
+  const uint64_t mine = ++impl_->queued_seq;
+  impl_->TrimBacklog();
   for (;;) {
-    {
-      std::lock_guard<std::mutex> lock(impl_->health_mu);
-      if (impl_->stored_seq >= mine) return Status::Ok();
-      if (impl_->failed_seq >= mine) return impl_->failed_status;
+    if (impl_->stored_seq >= mine) return Status::Ok();
+    if (impl_->failed_seq >= mine) return impl_->failed_status;
+    if (impl_->audit_leader) {
+      // The running flush may have taken this entry; if not, the next leader takes it.
+      impl_->audit_stored.wait(lock);
+      continue;
     }
-    // Whoever flushes first stores every entry queued by then (this one included) in one transaction; the callers
-    // that queued meanwhile wait here and find theirs stored.
-    IPTKIT_RETURN_IF_ERROR(FlushAuditBacklog());
+    // Leader: stores every entry queued by now (this one included) in one transaction; the callers that queue
+    // meanwhile wait and find theirs stored by this flush or the next.
+    impl_->audit_leader = true;
+    lock.unlock();
+    Status flushed = FlushAuditBacklog();
+    lock.lock();
+    impl_->audit_leader = false;
+    impl_->audit_stored.notify_all();
+    if (!flushed.ok() && impl_->failed_seq < mine) return flushed;  // refused before writing (FailedPrecondition)
   }
 }
 
