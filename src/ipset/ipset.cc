@@ -108,6 +108,7 @@ constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
 struct PendingAdd {
+  std::string set{};
   std::string line{};
   bool exist = true;
   std::string what{};
@@ -217,9 +218,14 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     }
     if (!together.empty() && session) {
       std::string text;
-      for (const PendingAdd* a : together) text += a->line;
+      for (const PendingAdd* a : together) {
+        text += a->line;
+        if (together.size() > 1) session->CacheSetType(a->set);
+      }
       session->ClearReports();
       session->Run(text);
+      // Only for this batch: the set may be re-created with another type before the next one.
+      session->ForgetSetTypes();
       const Report* failure = session->FirstFailure();
       if (failure == nullptr) {
         for (PendingAdd* a : together) a->status = Status::Ok();
@@ -373,6 +379,7 @@ Result<SetChangeReport> RebuildAndSwap(const SetInfo& live, const std::vector<Se
     DropTemp(temp);
     return session.status();
   }
+  (*session)->CacheSetType(temp);
   (*session)->RunChunks(lines, kChunkLines, [&](size_t done) {
     Notify(progress, done <= copy.size() ? SetProgress::Stage::kCopied : SetProgress::Stage::kLoading, done, total);
   });
@@ -562,7 +569,8 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   SetEntrySpec spec{std::string(elem), options.timeout, options.comment, 0};
   IPTKIT_RETURN_IF_ERROR(ipset::CheckEntrySpec(spec));
   IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
-  PendingAdd add{ipset::AddLine(name, spec), !options.no_refresh, "add " + Quote(elem) + " to set " + Quote(name)};
+  PendingAdd add{std::string(name), ipset::AddLine(name, spec), !options.no_refresh,
+                 "add " + Quote(elem) + " to set " + Quote(name)};
   return worker->Add(add).WithToken(std::string(elem));
 }
 
@@ -676,6 +684,7 @@ Result<SetChangeReport> Ipsets::Sync(std::string_view name, const std::vector<Se
         DropTemp(temp);
         return session.status();
       }
+      (*session)->CacheSetType(temp);
       (*session)->RunChunks(lines, kChunkLines, {});
       if (const Report* r = (*session)->FirstFailure()) {
         Status s = BulkFailure(*r, 0, entries, name);
@@ -716,6 +725,7 @@ Result<SetChangeReport> Ipsets::Sync(std::string_view name, const std::vector<Se
     if (options.dry_run) return Status::Ok();
     auto session = Session::Open(true);
     if (!session.ok()) return session.status();
+    (*session)->CacheSetType(name);
     (*session)->RunChunks(ops, kChunkLines, [&](size_t done) {
       Notify(options.progress, SetProgress::Stage::kLoading, done, ops.size());
     });
