@@ -145,23 +145,26 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     return w;
   }
 
-  Status Add(PendingAdd& add) {
+  // Queues every add and returns when all are done (each with its status).
+  void AddAll(const std::vector<PendingAdd*>& adds) {
+    if (adds.empty()) return;
     std::unique_lock<std::mutex> lock(mu_);
-    queue_.push_back(&add);
+    queue_.insert(queue_.end(), adds.begin(), adds.end());
     if (!running_) {
       running_ = true;
       try {
         std::thread([self = shared_from_this()] { self->Work(); }).detach();
       } catch (const std::system_error& e) {
         running_ = false;
-        queue_.pop_back();
-        return Status::Internal(std::string("starting the ipset worker thread: ") + e.what());
+        queue_.resize(queue_.size() - adds.size());
+        for (PendingAdd* a : adds)
+          a->status = Status::Internal(std::string("starting the ipset worker thread: ") + e.what());
+        return;
       }
     } else {
       work_.notify_one();
     }
-    done_.wait(lock, [&] { return add.done; });
-    return add.status;
+    done_.wait(lock, [&] { return adds.back()->done; });
   }
 
  private:
@@ -571,7 +574,40 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
   PendingAdd add{std::string(name), ipset::AddLine(name, spec), !options.no_refresh,
                  "add " + Quote(elem) + " to set " + Quote(name)};
-  return worker->Add(add).WithToken(std::string(elem));
+  worker->AddAll({&add});
+  return add.status.WithToken(std::string(elem));
+}
+
+std::vector<Status> Ipsets::AddEach(const std::vector<AddRequest>& adds) const {
+  std::vector<Status> out(adds.size());
+  std::vector<PendingAdd> pending(adds.size());
+  std::vector<PendingAdd*> queued;
+  for (size_t i = 0; i < adds.size(); ++i) {
+    const AddRequest& a = adds[i];
+    SetEntrySpec spec{a.elem, a.options.timeout, a.options.comment, 0};
+    if (Status s = ipset::CheckSetName(a.set); !s.ok()) {
+      out[i] = s;
+    } else if (Status e = ipset::CheckEntrySpec(spec); !e.ok()) {
+      out[i] = e;
+    } else {
+      pending[i] = PendingAdd{a.set, ipset::AddLine(a.set, spec), !a.options.no_refresh,
+                              "add " + Quote(a.elem) + " to set " + Quote(a.set)};
+      queued.push_back(&pending[i]);
+    }
+  }
+  if (!queued.empty()) {
+    Result<std::shared_ptr<AddWorker>> worker = AddWorker::For(netns_);
+    if (worker.ok()) {
+      (*worker)->AddAll(queued);
+    } else {
+      for (PendingAdd* p : queued) p->status = worker.status();
+    }
+  }
+  for (size_t i = 0; i < adds.size(); ++i) {
+    if (pending[i].line.empty()) continue;
+    out[i] = pending[i].status.WithToken(adds[i].elem);
+  }
+  return out;
 }
 
 Status Ipsets::Delete(std::string_view name, std::string_view elem) const {

@@ -476,6 +476,29 @@ TEST_F(IpsetTest, BatchedAddsFollowASetReCreatedWithAnotherTypeByAnotherProcess)
   EXPECT_NE(std::find(elems.begin(), elems.end(), "10.0.0.7,tcp:1007"), elems.end());
 }
 
+// AddEach: independent adds in one hand-off, to several sets, each with its own result in order (a bad name, an
+// entry the set refuses, an existing entry with no_refresh) while the others are stored.
+TEST_F(IpsetTest, AddEachGivesEveryAddItsOwnResult) {
+  ASSERT_TRUE(sets_->Create("a", "hash:ip", {.timeout = 0}).ok());
+  ASSERT_TRUE(sets_->Create("b", "hash:net").ok());
+  ASSERT_TRUE(sets_->Add("a", "10.0.0.9").ok());
+  std::vector<Status> r = sets_->AddEach({{"a", "10.0.0.1", {.timeout = 60}},
+                                          {"b", "10.1.0.0/16"},
+                                          {"a", "not-an-address"},
+                                          {"bad name!", "10.0.0.2"},
+                                          {"a", "10.0.0.9", {.no_refresh = true}},
+                                          {"b", "10.2.0.0/16"}});
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_TRUE(r[0].ok()) << r[0].ToString();
+  EXPECT_TRUE(r[1].ok()) << r[1].ToString();
+  EXPECT_EQ(r[2].code(), StatusCode::kInvalidArgument) << r[2].ToString();
+  EXPECT_EQ(r[3].code(), StatusCode::kInvalidArgument) << r[3].ToString();
+  EXPECT_EQ(r[4].code(), StatusCode::kAlreadyExists) << r[4].ToString();
+  EXPECT_TRUE(r[5].ok()) << r[5].ToString();
+  EXPECT_EQ(Elems(*sets_, "a"), (std::vector<std::string>{"10.0.0.1", "10.0.0.9"}));
+  EXPECT_EQ(Elems(*sets_, "b"), (std::vector<std::string>{"10.1.0.0/16", "10.2.0.0/16"}));
+}
+
 // Concurrent single adds share batches (one libipset session each); a bad add among them fails alone, with its own
 // error, and every other add of its batch is stored; adds without refresh (no_refresh) keep their own answer.
 TEST_F(IpsetTest, ConcurrentAddsWithBadOnesEachGetTheirOwnResult) {
