@@ -156,6 +156,15 @@ class Ipsets {
   Status Swap(std::string_view a, std::string_view b) const;
 
   Status Add(std::string_view name, std::string_view elem, const SetAddOptions& options = {}) const;
+  // Independent single adds at once (to one set or several), each with its own result in the same order, exactly
+  // as if each were one Add; they share the add worker's batch (one hand-off for all). For callers that collect
+  // concurrent requests themselves (iptkitd).
+  struct AddRequest {
+    std::string set;
+    std::string elem;
+    SetAddOptions options{};
+  };
+  std::vector<Status> AddEach(const std::vector<AddRequest>& adds) const;
   // NotFound when the entry is not in the set.
   Status Delete(std::string_view name, std::string_view elem) const;
   // Whether the element is in the set (for hash:net: covered by an entry).

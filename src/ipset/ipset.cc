@@ -98,15 +98,17 @@ Status RunHere(std::string_view text, bool exist, std::string_view what) {
 //
 // Single adds (Ipsets::Add) of one namespace go through one worker thread inside it, started on demand and gone
 // after kAddWorkerIdle without work: while it runs a batch, concurrent adds queue up, and the next batch runs them
-// all in one libipset session as one stream (libipset puts consecutive adds to the same set into one netlink
-// message). No thread and setns per add, one session per batch instead of per add, one turn of LibipsetMutex.
-// A batch with any failure is run again add by add (re-adding with -exist is idempotent), so that each caller
-// gets its own result; adds without -exist (no_refresh) are never batched (a partly applied batch would make them
-// fail on their own entries).
+// all as one stream (libipset puts consecutive adds to the same set into one netlink message). No thread and setns
+// per add, one turn of LibipsetMutex per batch, and one libipset session (one netlink socket, one protocol
+// handshake) for as long as the worker runs, not one per batch. A batch with any failure is run again add by add
+// in sessions of their own (re-adding with -exist is idempotent), so that each caller gets its own result, and the
+// long-lived session is replaced; adds without -exist (no_refresh) are never batched (a partly applied batch would
+// make them fail on their own entries).
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
 struct PendingAdd {
+  std::string set{};
   std::string line{};
   bool exist = true;
   std::string what{};
@@ -143,23 +145,26 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     return w;
   }
 
-  Status Add(PendingAdd& add) {
+  // Queues every add and returns when all are done (each with its status).
+  void AddAll(const std::vector<PendingAdd*>& adds) {
+    if (adds.empty()) return;
     std::unique_lock<std::mutex> lock(mu_);
-    queue_.push_back(&add);
+    queue_.insert(queue_.end(), adds.begin(), adds.end());
     if (!running_) {
       running_ = true;
       try {
         std::thread([self = shared_from_this()] { self->Work(); }).detach();
       } catch (const std::system_error& e) {
         running_ = false;
-        queue_.pop_back();
-        return Status::Internal(std::string("starting the ipset worker thread: ") + e.what());
+        queue_.resize(queue_.size() - adds.size());
+        for (PendingAdd* a : adds)
+          a->status = Status::Internal(std::string("starting the ipset worker thread: ") + e.what());
+        return;
       }
     } else {
       work_.notify_one();
     }
-    done_.wait(lock, [&] { return add.done; });
-    return add.status;
+    done_.wait(lock, [&] { return adds.back()->done; });
   }
 
  private:
@@ -168,9 +173,20 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     if (netns_fd_.get() >= 0 && ::setns(netns_fd_.get(), CLONE_NEWNET) != 0) {
       entered = Status::Internal("setns (ipset add): " + std::string(std::strerror(errno)));
     }
+    // The long-lived session of this thread (opened by the first batch); closed when the worker goes idle.
+    std::unique_ptr<Session> session;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       if (!work_.wait_for(lock, kAddWorkerIdle, [&] { return !queue_.empty(); })) {
+        if (session) {
+          lock.unlock();
+          {
+            std::lock_guard<std::mutex> ipset_lock(LibipsetMutex());
+            session.reset();
+          }
+          lock.lock();
+          if (!queue_.empty()) continue;
+        }
         running_ = false;
         return;
       }
@@ -183,7 +199,7 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
       }
       lock.unlock();
       if (entered.ok()) {
-        RunBatch(batch);
+        RunBatch(batch, session);
       } else {
         for (PendingAdd* a : batch) a->status = entered;
       }
@@ -193,31 +209,39 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     }
   }
 
-  static void RunBatch(const std::vector<PendingAdd*>& batch) {
+  // `session`: the worker's long-lived -exist session (opened here when null; replaced after a failure, whose
+  // state libipset does not promise to clean up).
+  static void RunBatch(const std::vector<PendingAdd*>& batch, std::unique_ptr<Session>& session) {
     std::lock_guard<std::mutex> lock(LibipsetMutex());
-    std::vector<PendingAdd*> together;
-    for (PendingAdd* a : batch) {
-      if (a->exist) together.push_back(a);
+    std::vector<PendingAdd*> together, alone;
+    for (PendingAdd* a : batch) (a->exist ? together : alone).push_back(a);
+    if (!together.empty() && !session) {
+      auto opened = Session::Open(/*exist=*/true);
+      if (opened.ok()) session = *std::move(opened);
     }
-    bool alone = together.size() < 2;
-    if (!alone) {
+    if (!together.empty() && session) {
       std::string text;
-      for (const PendingAdd* a : together) text += a->line;
-      auto session = Session::Open(/*exist=*/true);
-      if (session.ok()) {
-        (*session)->Run(text);
-        alone = (*session)->FirstFailure() != nullptr;
-      } else {
-        alone = true;
+      for (const PendingAdd* a : together) {
+        text += a->line;
+        if (together.size() > 1) session->CacheSetType(a->set);
       }
-      if (!alone) {
+      session->ClearReports();
+      session->Run(text);
+      // Only for this batch: the set may be re-created with another type before the next one.
+      session->ForgetSetTypes();
+      const Report* failure = session->FirstFailure();
+      if (failure == nullptr) {
         for (PendingAdd* a : together) a->status = Status::Ok();
+      } else if (together.size() == 1) {
+        together[0]->status = ipset::ReportStatus(*failure, together[0]->what);
+      } else {
+        alone.insert(alone.end(), together.begin(), together.end());
       }
+      if (failure != nullptr) session.reset();
+    } else {
+      alone.insert(alone.end(), together.begin(), together.end());
     }
-    for (PendingAdd* a : batch) {
-      if (a->exist && !alone) continue;
-      a->status = RunHere(a->line, a->exist, a->what);
-    }
+    for (PendingAdd* a : alone) a->status = RunHere(a->line, a->exist, a->what);
   }
 
   const base::UniqueFd netns_fd_;
@@ -358,6 +382,7 @@ Result<SetChangeReport> RebuildAndSwap(const SetInfo& live, const std::vector<Se
     DropTemp(temp);
     return session.status();
   }
+  (*session)->CacheSetType(temp);
   (*session)->RunChunks(lines, kChunkLines, [&](size_t done) {
     Notify(progress, done <= copy.size() ? SetProgress::Stage::kCopied : SetProgress::Stage::kLoading, done, total);
   });
@@ -547,8 +572,42 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   SetEntrySpec spec{std::string(elem), options.timeout, options.comment, 0};
   IPTKIT_RETURN_IF_ERROR(ipset::CheckEntrySpec(spec));
   IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
-  PendingAdd add{ipset::AddLine(name, spec), !options.no_refresh, "add " + Quote(elem) + " to set " + Quote(name)};
-  return worker->Add(add).WithToken(std::string(elem));
+  PendingAdd add{std::string(name), ipset::AddLine(name, spec), !options.no_refresh,
+                 "add " + Quote(elem) + " to set " + Quote(name)};
+  worker->AddAll({&add});
+  return add.status.WithToken(std::string(elem));
+}
+
+std::vector<Status> Ipsets::AddEach(const std::vector<AddRequest>& adds) const {
+  std::vector<Status> out(adds.size());
+  std::vector<PendingAdd> pending(adds.size());
+  std::vector<PendingAdd*> queued;
+  for (size_t i = 0; i < adds.size(); ++i) {
+    const AddRequest& a = adds[i];
+    SetEntrySpec spec{a.elem, a.options.timeout, a.options.comment, 0};
+    if (Status s = ipset::CheckSetName(a.set); !s.ok()) {
+      out[i] = s;
+    } else if (Status e = ipset::CheckEntrySpec(spec); !e.ok()) {
+      out[i] = e;
+    } else {
+      pending[i] = PendingAdd{a.set, ipset::AddLine(a.set, spec), !a.options.no_refresh,
+                              "add " + Quote(a.elem) + " to set " + Quote(a.set)};
+      queued.push_back(&pending[i]);
+    }
+  }
+  if (!queued.empty()) {
+    Result<std::shared_ptr<AddWorker>> worker = AddWorker::For(netns_);
+    if (worker.ok()) {
+      (*worker)->AddAll(queued);
+    } else {
+      for (PendingAdd* p : queued) p->status = worker.status();
+    }
+  }
+  for (size_t i = 0; i < adds.size(); ++i) {
+    if (pending[i].line.empty()) continue;
+    out[i] = pending[i].status.WithToken(adds[i].elem);
+  }
+  return out;
 }
 
 Status Ipsets::Delete(std::string_view name, std::string_view elem) const {
@@ -661,6 +720,7 @@ Result<SetChangeReport> Ipsets::Sync(std::string_view name, const std::vector<Se
         DropTemp(temp);
         return session.status();
       }
+      (*session)->CacheSetType(temp);
       (*session)->RunChunks(lines, kChunkLines, {});
       if (const Report* r = (*session)->FirstFailure()) {
         Status s = BulkFailure(*r, 0, entries, name);
@@ -701,6 +761,7 @@ Result<SetChangeReport> Ipsets::Sync(std::string_view name, const std::vector<Se
     if (options.dry_run) return Status::Ok();
     auto session = Session::Open(true);
     if (!session.ok()) return session.status();
+    (*session)->CacheSetType(name);
     (*session)->RunChunks(ops, kChunkLines, [&](size_t done) {
       Notify(options.progress, SetProgress::Stage::kLoading, done, ops.size());
     });

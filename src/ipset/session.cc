@@ -1,9 +1,11 @@
 #include "src/ipset/session.h"
 
+#include <libipset/data.h>
 #include <libipset/ipset.h>
 #include <libipset/session.h>
 #include <libipset/types.h>
 
+#include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -119,7 +121,34 @@ Result<std::unique_ptr<Session>> Session::Open(bool exist) {
   return session;
 }
 
-Session::~Session() { ipset_fini(handle_); }
+Session::~Session() {
+  ForgetSetTypes();
+  ipset_fini(handle_);
+}
+
+void Session::CacheSetType(std::string_view name) {
+  const std::string set(name);
+  if (std::find(cached_.begin(), cached_.end(), set) != cached_.end()) return;
+  struct ipset_session* session = ipset_session(handle_);
+  struct ipset_data* data = ipset_session_data(session);
+  ipset_data_reset(data);
+  if (ipset_data_set(data, IPSET_SETNAME, set.c_str()) != 0) return;
+  // The type of an existing set, as for an add line: the kernel's header (type name, revision, family) matched
+  // against the loaded types.
+  const struct ipset_type* type = ipset_type_get(session, IPSET_CMD_ADD);
+  const uint8_t family = ipset_data_family(data);
+  ipset_data_reset(data);
+  if (type == nullptr) {
+    ipset_session_report_reset(session);
+    return;
+  }
+  if (ipset_cache_add(set.c_str(), type, family) == 0) cached_.push_back(set);
+}
+
+void Session::ForgetSetTypes() {
+  for (const std::string& name : cached_) ipset_cache_del(name.c_str());
+  cached_.clear();
+}
 
 void Session::Run(std::string_view text) {
   if (text.empty()) return;

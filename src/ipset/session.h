@@ -51,6 +51,19 @@ class Session {
   const Report* FirstFailure() const;
   // Whether a warning was reported (test: "is in set").
   bool HasWarning() const;
+  // Lets the runs that follow skip libipset's per-line type lookup of set `name`: without it, libipset asks the
+  // kernel for the set's header (a netlink round trip) for every add/del/test line, since its process-wide set cache
+  // holds only what is put there. One header query now; the entry is dropped again by ForgetSetTypes or the
+  // destructor (another process may re-create the set with another type). Nothing happens when the set does not
+  // exist (the run reports that). Callers hold LibipsetMutex (the cache is process-wide).
+  void CacheSetType(std::string_view name);
+  void ForgetSetTypes();
+  // Forgets the reports and the output, for the next Run of a long-lived session (its netlink socket stays open;
+  // libipset's line numbers run on).
+  void ClearReports() {
+    reports_.clear();
+    output_.clear();
+  }
 
   // Internal: for the C callbacks.
   void AddReport(Report report) { reports_.push_back(std::move(report)); }
@@ -59,6 +72,7 @@ class Session {
  private:
   explicit Session(struct ::ipset* handle) : handle_(handle) {}
   struct ::ipset* handle_;
+  std::vector<std::string> cached_;  // set names CacheSetType put into libipset's cache
   std::vector<Report> reports_;
   std::string output_;
 };

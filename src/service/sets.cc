@@ -131,10 +131,10 @@ Status SetService::Record(const SetCaller& who, const std::string& op, std::stri
   entry.result = status.ok() ? "ok" : std::string(StatusCodeName(status.code()));
   entry.message = status.ok() ? "" : status.message();
   entry.diff = status.ok() ? diff : "";
-  store_->QueueAudit(std::move(entry));
-  // Stores what every concurrent caller queued in one transaction; a failing store keeps the records queued (they
-  // are stored with the next successful write) and is reported by /healthz, as for the rule writer's duties.
-  if (Status flushed = store_->FlushAuditBacklog(); !flushed.ok()) {
+  // Group commit: the records of concurrent callers share one transaction (and one fsync); this returns once this
+  // record is stored. A failing store keeps the records queued (they are stored with the next successful write) and
+  // is reported by /healthz, as for the rule writer's duties.
+  if (Status flushed = store_->StoreAudit(std::move(entry)); !flushed.ok()) {
     spdlog::warn("audit record of set {} {} is queued: {}", op, set, flushed.message());
   }
   if (status.ok()) {
@@ -265,6 +265,13 @@ Status SetService::Swap(const SetCaller& who, std::string_view a, std::string_vi
                 {{"with", std::string(b)}});
 }
 
+struct SetService::PendingAdd {
+  const SetCaller* who = nullptr;
+  Ipsets::AddRequest request;
+  Status status{};
+  bool done = false;
+};
+
 Status SetService::Add(const SetCaller& who, std::string_view name, std::string_view elem, const SetAddOptions& options,
                        bool dry_run) {
   std::shared_lock lock(mu_);
@@ -276,10 +283,65 @@ Status SetService::Add(const SetCaller& who, std::string_view name, std::string_
     }
     return Status::Ok();
   }
-  nlohmann::json data = {{"entry", std::string(elem)}};
-  if (options.timeout) data["timeout"] = *options.timeout;
-  return Record(who, "add", name, sets_.Add(name, elem, options),
-                EntryDiff("add", name, elem, options.timeout, options.comment), std::move(data));
+  PendingAdd me{&who, {std::string(name), std::string(elem), options}};
+  std::unique_lock<std::mutex> adds(add_mu_);
+  add_queue_.push_back(&me);
+  while (!me.done) {
+    if (add_leader_) {
+      add_done_.wait(adds);
+      continue;
+    }
+    // Leader: writes every add queued by now (this one included); those queued meanwhile go with the next leader.
+    add_leader_ = true;
+    std::vector<PendingAdd*> batch;
+    batch.swap(add_queue_);
+    adds.unlock();
+    RunAddBatch(batch);
+    adds.lock();
+    add_leader_ = false;
+    for (PendingAdd* p : batch) p->done = true;
+    add_done_.notify_all();
+  }
+  return me.status;
+}
+
+void SetService::RunAddBatch(const std::vector<PendingAdd*>& batch) {
+  std::vector<Ipsets::AddRequest> requests;
+  requests.reserve(batch.size());
+  for (const PendingAdd* p : batch) requests.push_back(p->request);
+  std::vector<Status> results = sets_.AddEach(requests);
+  // The audit records, stored in one transaction: queued in order, the last one waits for the flush that stores
+  // them all (Store::StoreAudit stores everything queued before it).
+  const int64_t now = NowMs();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    PendingAdd& p = *batch[i];
+    const Ipsets::AddRequest& r = p.request;
+    p.status = results[i];
+    operations_->Inc({"add", p.status.ok() ? "ok" : "error"});
+    store::AuditEntry entry;
+    entry.time_ms = now;
+    entry.principal = p.who->principal;
+    entry.request_id = p.who->request_id;
+    entry.action = "set_add";
+    entry.request = p.who->request_json.empty() ? nlohmann::json({{"set", r.set}}).dump() : p.who->request_json;
+    entry.result = p.status.ok() ? "ok" : std::string(StatusCodeName(p.status.code()));
+    entry.message = p.status.ok() ? "" : p.status.message();
+    entry.diff = p.status.ok() ? EntryDiff("add", r.set, r.elem, r.options.timeout, r.options.comment) : "";
+    if (i + 1 < batch.size()) {
+      store_->QueueAudit(std::move(entry));
+    } else if (Status flushed = store_->StoreAudit(std::move(entry)); !flushed.ok()) {
+      spdlog::warn("audit records of {} set add(s) are queued: {}", batch.size(), flushed.message());
+    }
+  }
+  for (const PendingAdd* p : batch) {
+    if (!p->status.ok()) continue;
+    const Ipsets::AddRequest& r = p->request;
+    nlohmann::json data = {{"entry", r.elem}, {"op", "add"}, {"set", r.set}};
+    if (r.options.timeout) data["timeout"] = *r.options.timeout;
+    data["principal"] = p->who->principal;
+    data["request_id"] = p->who->request_id;
+    events_->Publish("set_changed", data.dump(), NowMs());
+  }
 }
 
 Status SetService::Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run) {

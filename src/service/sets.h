@@ -11,8 +11,9 @@
 // caller's submit function, which checks the caller's scopes), then destroys the set, retrying up to 1 s while the
 // kernel still holds the reference of a rule just deleted; when that still fails, the error says which rules were
 // deleted.
-// Audit records are queued and stored together (Store::QueueAudit, FlushAuditBacklog) before the answer: many
-// concurrent single adds share one SQLite transaction.
+// Audit records are stored by group commit (Store::StoreAudit) before the answer: many concurrent single adds share
+// one SQLite transaction and one fsync. Concurrent entry adds are also collected into one batch for the kernel
+// (Ipsets::AddEach): the first caller writes what is queued and the records of all of it, the others wait once.
 // Thread-safety: every method may be called from any thread at once.
 //
 //   SetService sets("blue", store, &events, &metrics);
@@ -21,8 +22,10 @@
 #ifndef IPTKIT_SRC_SERVICE_SETS_H_
 #define IPTKIT_SRC_SERVICE_SETS_H_
 
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <shared_mutex>
 #include <string>
@@ -113,6 +116,11 @@ class SetService {
                                                             std::string_view set,
                                                             std::function<void(const SetProgress&)> user) const;
 
+  // Concurrent entry adds are collected: one caller at a time (the leader) writes everything queued so far with
+  // Ipsets::AddEach and stores its audit records with one group commit, then answers the others.
+  struct PendingAdd;
+  void RunAddBatch(const std::vector<PendingAdd*>& batch);
+
   Ipsets sets_;
   Service* service_;
   store::Store* store_;
@@ -121,6 +129,10 @@ class SetService {
   std::shared_ptr<CollectorLink> link_;
   // Shared: entry adds, deletes, flushes. Exclusive: load, sync, swap, rename, create, destroy.
   mutable std::shared_mutex mu_;
+  std::mutex add_mu_;
+  std::condition_variable add_done_;    // with add_mu_: a leader finished a batch
+  std::vector<PendingAdd*> add_queue_;  // guarded by add_mu_
+  bool add_leader_ = false;             // guarded by add_mu_
 };
 
 }  // namespace iptkit::service

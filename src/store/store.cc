@@ -10,6 +10,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -563,6 +564,15 @@ struct Store::Impl {
   std::string last_write_error;    // guarded by health_mu
   std::deque<AuditEntry> backlog;  // guarded by health_mu
   uint64_t dropped = 0;            // guarded by health_mu
+  // Group commit of audit entries (StoreAudit): every entry QueueAudit took has a number; FlushAuditBacklog runs
+  // under flush_mu, so a flush that began after an entry was queued has stored it (or failed) when it ends.
+  uint64_t queued_seq = 0;    // guarded by health_mu: entries queued so far
+  uint64_t stored_seq = 0;    // guarded by health_mu: every entry up to this one is stored
+  uint64_t failed_seq = 0;    // guarded by health_mu: the last failed flush carried the entries up to this one
+  Status failed_status;       // guarded by health_mu: that flush's error
+  bool audit_leader = false;  // guarded by health_mu: a StoreAudit caller is flushing for everyone
+  std::condition_variable audit_stored;  // with health_mu: the leader's flush ended
+  std::mutex flush_mu;
 
   // Locks mu. A call from inside Write's fn on the same thread would wait for itself: FailedPrecondition instead.
   Result<std::unique_lock<std::mutex>> Lock(std::string_view method) {
@@ -888,25 +898,63 @@ StoreHealth Store::Health() const {
 void Store::QueueAudit(AuditEntry entry) {
   std::lock_guard<std::mutex> lock(impl_->health_mu);
   impl_->backlog.push_back(std::move(entry));
+  ++impl_->queued_seq;
   impl_->TrimBacklog();
 }
 
+Status Store::StoreAudit(AuditEntry entry) {
+  std::unique_lock<std::mutex> lock(impl_->health_mu);
+  impl_->backlog.push_back(std::move(entry));
+  const uint64_t mine = ++impl_->queued_seq;
+  impl_->TrimBacklog();
+  for (;;) {
+    if (impl_->stored_seq >= mine) return Status::Ok();
+    if (impl_->failed_seq >= mine) return impl_->failed_status;
+    if (impl_->audit_leader) {
+      // The running flush may have taken this entry; if not, the next leader takes it.
+      impl_->audit_stored.wait(lock);
+      continue;
+    }
+    // Leader: stores every entry queued by now (this one included) in one transaction; the callers that queue
+    // meanwhile wait and find theirs stored by this flush or the next.
+    impl_->audit_leader = true;
+    lock.unlock();
+    Status flushed = FlushAuditBacklog();
+    lock.lock();
+    impl_->audit_leader = false;
+    impl_->audit_stored.notify_all();
+    if (!flushed.ok() && impl_->failed_seq < mine) return flushed;  // refused before writing (FailedPrecondition)
+  }
+}
+
 Status Store::FlushAuditBacklog() {
+  if (impl_->writer.load() == std::this_thread::get_id()) {
+    return Status::FailedPrecondition("Store::FlushAuditBacklog called from inside Store::Write");
+  }
+  std::lock_guard<std::mutex> flushing(impl_->flush_mu);
   std::deque<AuditEntry> pending;
+  uint64_t through = 0;
   {
     std::lock_guard<std::mutex> lock(impl_->health_mu);
     pending.swap(impl_->backlog);
+    through = impl_->queued_seq;
   }
-  if (pending.empty()) return Status::Ok();
-  Status s = WriteNow([&](Tx& tx) -> Status {
-    for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
-    return Status::Ok();
-  });
-  if (!s.ok()) {
+  Status s = Status::Ok();
+  if (!pending.empty()) {
+    s = WriteNow([&](Tx& tx) -> Status {
+      for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
+      return Status::Ok();
+    });
+  }
+  std::lock_guard<std::mutex> lock(impl_->health_mu);
+  if (s.ok()) {
+    impl_->stored_seq = through;
+  } else {
     // Back in front of whatever was queued meanwhile, in order.
-    std::lock_guard<std::mutex> lock(impl_->health_mu);
     for (auto it = pending.rbegin(); it != pending.rend(); ++it) impl_->backlog.push_front(std::move(*it));
     impl_->TrimBacklog();
+    impl_->failed_seq = through;
+    impl_->failed_status = s;
   }
   return s;
 }

@@ -265,8 +265,15 @@ class Store {
   // FlushAuditBacklog, in order, with the time it carries. At most audit_backlog_limit entries; when full the
   // oldest one is dropped (counted in StoreHealth::audit_dropped).
   void QueueAudit(AuditEntry entry);
-  // Stores the backlog now (one transaction); the entries stay queued when it fails.
+  // Stores the backlog now (one transaction); the entries stay queued when it fails. One flush at a time: a flush
+  // that starts after an entry was queued has stored it (or failed) when it returns. FailedPrecondition from inside
+  // Write's fn.
   Status FlushAuditBacklog();
+  // Group commit: queues `entry` (as QueueAudit) and returns once it is stored, together with whatever other
+  // threads queued meanwhile: while one caller's transaction (and its fsync) runs, the entries of concurrent callers
+  // gather and the next flush stores them all in one transaction. When the flush that carried the entry fails, its
+  // error; the entry stays queued then (stored with the next successful write, as with QueueAudit).
+  Status StoreAudit(AuditEntry entry);
 
   // ---- Audit retention ----
   // Removes entries older than max_age_ms (time_ms < now_ms - max_age_ms), then the oldest entries while the log

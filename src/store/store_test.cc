@@ -774,6 +774,48 @@ TEST_F(StoreTest, QueuedAuditEntriesAreStoredWithTheNextWrite) {
   EXPECT_THAT(times, ElementsAre(10, 5, 4, 3));  // newest id first: the backlog went in before the write
 }
 
+// Group commit: an entry StoreAudit returned for is stored (readable), also when another thread's flush had taken
+// it from the backlog and was still writing (a plain FlushAuditBacklog then found nothing to do and returned at once).
+TEST_F(StoreTest, StoreAuditReturnsOnceTheEntryIsStoredUnderConcurrentCallers) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 16, kEach = 25;
+  std::atomic<int> missing{0}, failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        AuditEntry e = MakeAudit(1000 + t * kEach + i, "token:ids", "set_add", "ok");
+        const std::string id = e.request_id;
+        if (!store->StoreAudit(std::move(e)).ok()) ++failed;
+        AuditQuery query;
+        query.request_id = id;
+        Result<AuditPage> page = store->QueryAudit(query);
+        if (!page.ok() || page->entries.size() != 1) ++missing;
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(missing.load(), 0);
+  AuditQuery query;
+  query.action = "set_add";
+  query.limit = 1000;
+  Result<AuditPage> all = store->QueryAudit(query);
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_THAT(all->entries, SizeIs(kThreads * kEach));
+  EXPECT_EQ(store->Health().audit_backlog, 0u);
+}
+
+TEST_F(StoreTest, StoreAuditReportsTheFailedWriteAndKeepsTheEntryQueued) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_EQ(::rename(path_.c_str(), (path_ + ".old").c_str()), 0);
+  Status s = store->StoreAudit(MakeAudit(7, "token:ids", "set_add", "ok"));
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.ToString();
+  EXPECT_EQ(store->Health().audit_backlog, 1u);
+}
+
 // A database of schema version 1 gets the audit columns of version 2; its entries count for retention.
 TEST_F(StoreTest, MigratesAVersion1AuditLog) {
   ExecRaw(path_,

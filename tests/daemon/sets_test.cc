@@ -6,6 +6,7 @@
 
 #include <functional>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "tests/daemon/daemon_fixture.h"
@@ -377,6 +378,50 @@ TEST(DaemonSets, AuditEventsAndMetrics) {
   EXPECT_GT(MetricValue(metrics, "iptkitd_set_memory_bytes", {{"set", "m"}}).value_or(0), 0.0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "iptkitd_set_operations_total", {{"op", "add"}, {"result", "ok"}}), 1.0);
   EXPECT_EQ(MetricValue(metrics, "iptkitd_set_operations_total", {{"op", "add"}, {"result", "error"}}), 1.0);
+}
+
+// Concurrent adds share one kernel batch and one audit transaction (SetService collects them); each request still
+// gets its own answer, its own audit record (request id, result) and its entry.
+TEST(DaemonSets, ConcurrentAddsEachGetTheirOwnAnswerAndAuditRecord) {
+  IPTKIT_NEW_NETNS(ns);
+  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns));
+  HttpClient admin = daemon->Admin();
+  ASSERT_EQ(admin.Post("/v1/sets", R"({"name": "c", "type": "hash:ip", "options": {"timeout": 0}})").status, 201);
+  constexpr int kClients = 24, kEach = 4;
+  auto bad = [](int k) { return k % 7 == 3; };
+  std::vector<std::thread> threads;
+  std::vector<std::string> wrong(kClients);
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&, t] {
+      HttpClient http = daemon->Admin();
+      for (int i = 0; i < kEach; ++i) {
+        const int k = t * kEach + i;
+        const std::string entry = bad(k) ? "bogus-" + std::to_string(k) : "10.7.0." + std::to_string(k);
+        Reply r = http.Send(Request{"POST",
+                                    "/v1/sets/c/entries",
+                                    R"({"entry": ")" + entry + R"(", "timeout": 60})",
+                                    "application/json",
+                                    {{"X-Request-Id", "cc-" + std::to_string(k)}}});
+        if (r.status != (bad(k) ? 400 : 200) && wrong[t].empty()) wrong[t] = entry + ": " + r.Describe();
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (const std::string& w : wrong) EXPECT_EQ(w, "");
+  std::vector<std::string> want;
+  for (int k = 0; k < kClients * kEach; ++k) {
+    if (!bad(k)) want.push_back("10.7.0." + std::to_string(k));
+  }
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(Members(*ns, "c"), want);
+  Reply audit = admin.Get("/v1/audit?action=set_add&limit=1000");
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  std::map<std::string, std::string> results;
+  for (const Json& e : audit.json["entries"]) results[e["request_id"].get<std::string>()] = e["result"];
+  ASSERT_EQ(results.size(), size_t{kClients * kEach});
+  for (int k = 0; k < kClients * kEach; ++k) {
+    EXPECT_EQ(results["cc-" + std::to_string(k)], bad(k) ? "INVALID_ARGUMENT" : "ok") << k;
+  }
 }
 
 // ---- The scope table of sets (docs/daemon.md "Scopes") ----
