@@ -337,6 +337,7 @@ TEST_F(ServiceTest, ADeferredRequestThatFailsHalfwayLeavesNothingOfItsOwnBehind)
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   results.push_back(std::async(
       std::launch::async, [this] { return service_->Submit(Owned("bans", "INPUT", "-s 10.5.0.5 -j DROP", 600)); }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // (its Submit queued before the gate opens)
   gate.Queued();
   ASSERT_TRUE(first.get().ok());
   Result<ChangeResult> a = results[0].get();
