@@ -449,7 +449,7 @@ Result<int> ExecuteViaDaemon(const Invocation& inv, std::istream& in, std::ostre
         out << narrowed.dump(2) << "\n";
         return 0;
       }
-      IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderListing(all, inv, notes, err));
+      IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderListing(std::move(all), inv, notes, err));
       out << text;
       return 0;
     }

@@ -572,13 +572,16 @@ std::string RuleLineS(const std::string& chain, const Rule& rule, bool counters)
 
 }  // namespace
 
-Table WithBuiltinChains(const Table& table) {
+Table WithBuiltinChains(Table table) {
   Table out;
   out.name = table.name;
-  out.unrepresentable_reason = table.unrepresentable_reason;
+  out.unrepresentable_reason = std::move(table.unrepresentable_reason);
+  std::vector<bool> taken(table.chains.size(), false);
   for (const std::string& name : BuiltinChains(table.name)) {
-    if (const Chain* c = table.FindChain(name)) {
-      out.chains.push_back(*c);
+    auto it = std::find_if(table.chains.begin(), table.chains.end(), [&](const Chain& c) { return c.name == name; });
+    if (it != table.chains.end()) {
+      taken[it - table.chains.begin()] = true;
+      out.chains.push_back(std::move(*it));
     } else {
       Chain empty;
       empty.name = name;
@@ -586,8 +589,9 @@ Table WithBuiltinChains(const Table& table) {
       out.chains.push_back(std::move(empty));
     }
   }
-  for (const Chain& c : table.chains) {
-    if (!IsBuiltinChain(table.name, c.name)) out.chains.push_back(c);
+  for (size_t i = 0; i < table.chains.size(); ++i) {
+    if (!taken[i] && !IsBuiltinChain(table.name, table.chains[i].name))
+      out.chains.push_back(std::move(table.chains[i]));
   }
   return out;
 }

@@ -39,7 +39,7 @@ struct ListingFormat {
 // `table` with every builtin chain of its name (policy ACCEPT, counters 0) that it lacks, in hook order before
 // the user chains: iptables-nft creates base chains on first use, and a table the kernel does not have yet lists
 // as iptables -L shows it (empty builtin chains).
-Table WithBuiltinChains(const Table& table);
+Table WithBuiltinChains(Table table);
 
 // The chains of `table` as `iptables -L -n` prints them with the flags of `format`.
 std::string FormatChains(Family family, const Table& table, const ListingFormat& format);

@@ -56,9 +56,8 @@ Status CheckPrivileges(const Invocation& inv, const Environment& env) {
   return Status::Ok();
 }
 
-// The list as JSON: the selected tables (builtin chains always present), narrowed as NarrowListJson says.
-Result<std::string> ListJson(const Ruleset& all, const Invocation& inv) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
+// The list as JSON: the selected tables (what SelectListing returned), narrowed as NarrowListJson says.
+Result<std::string> ListJson(const Ruleset& selected, const Invocation& inv) {
   IPTKIT_ASSIGN_OR_RETURN(nlohmann::json doc, ParseJsonText(RulesetToJson(selected)));
   NarrowListJson(doc, inv);
   return doc.dump(2) + "\n";
@@ -225,19 +224,16 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       if (table == std::nullopt && !inv.chain.empty()) table = "filter";
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table, {.allow_lossy = inv.allow_lossy}));
       all.family = family;
+      IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(std::move(all), inv));
       // The sets the listed rules use (the -S form stays exactly iptables -S).
       std::vector<SetUse> uses;
-      if (inv.global.json || !inv.list.rules) {
-        IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
-        uses = UsedSets({&selected}, inv, err);
-      }
+      if (inv.global.json || !inv.list.rules) uses = UsedSets({&selected}, inv, err);
       if (inv.global.json) {
-        IPTKIT_ASSIGN_OR_RETURN(std::string text, ListJson(all, inv));
+        IPTKIT_ASSIGN_OR_RETURN(std::string text, ListJson(selected, inv));
         IPTKIT_ASSIGN_OR_RETURN(text, WithSets(text, uses));
         out << text;
       } else {
-        IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderListing(all, inv, {}, err));
-        out << text << FormatSetUses(uses);
+        out << RenderSelectedListing(selected, inv, {}, err) << FormatSetUses(uses);
       }
       return kExitOk;
     }

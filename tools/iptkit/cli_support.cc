@@ -179,7 +179,7 @@ Status OwnedRuleError(const std::string& table, const std::string& chain, int in
       .WithReason("owned");
 }
 
-Result<Ruleset> SelectListing(const Ruleset& all, const Invocation& inv) {
+Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv) {
   Ruleset out;
   out.family = all.family;
   std::vector<std::string> names;
@@ -196,8 +196,8 @@ Result<Ruleset> SelectListing(const Ruleset& all, const Invocation& inv) {
   for (const std::string& name : names) {
     Table table;
     table.name = name;
-    if (const Table* t = all.FindTable(name)) table = *t;
-    out.tables.push_back(WithBuiltinChains(table));
+    if (Table* t = all.FindTable(name)) table = std::move(*t);
+    out.tables.push_back(WithBuiltinChains(std::move(table)));
   }
   if (!inv.chain.empty()) {
     IPTKIT_RETURN_IF_ERROR(CheckToken("chain", inv.chain));
@@ -217,19 +217,24 @@ Result<Ruleset> SelectListing(const Ruleset& all, const Invocation& inv) {
   return out;
 }
 
-Result<std::string> RenderListing(const Ruleset& all, const Invocation& inv, const RowNotes& notes, std::ostream& err) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(all, inv));
+Result<std::string> RenderListing(Ruleset all, const Invocation& inv, const RowNotes& notes, std::ostream& err) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(std::move(all), inv));
+  return RenderSelectedListing(selected, inv, notes, err);
+}
+
+std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv, const RowNotes& notes,
+                                  std::ostream& err) {
   std::string out;
   const bool several = selected.tables.size() > 1;
   for (const Table& table : selected.tables) {
     if (!table.unrepresentable_reason.empty() && !inv.global.quiet) {
-      err << "iptkit: warning: " << FamilyName(all.family) << " table " << table.name
+      err << "iptkit: warning: " << FamilyName(selected.family) << " table " << table.name
           << " is unrepresentable (iptkit will not rewrite it): " << table.unrepresentable_reason << "\n";
     }
     for (const Chain& chain : table.chains) {
       for (size_t i = 0; i < chain.rules.size() && !inv.global.quiet; ++i) {
         if (chain.rules[i].lossy.empty()) continue;
-        err << "iptkit: warning: " << FamilyName(all.family) << " " << table.name << " " << chain.name << " rule "
+        err << "iptkit: warning: " << FamilyName(selected.family) << " " << table.name << " " << chain.name << " rule "
             << i + 1 << " is lossy (what is shown is not the kernel's rule): " << chain.rules[i].lossy << "\n";
       }
     }
@@ -243,10 +248,10 @@ Result<std::string> RenderListing(const Ruleset& all, const Invocation& inv, con
     for (const auto& [key, note] : notes) {
       if (std::get<0>(key) == table.name) format.notes[{std::get<1>(key), std::get<2>(key)}] = note;
     }
-    std::string text = inv.list.rules ? FormatRulesS(table, format) : FormatChains(all.family, table, format);
+    std::string text = inv.list.rules ? FormatRulesS(table, format) : FormatChains(selected.family, table, format);
     if (several) {
       if (!out.empty()) out += "\n";
-      out += "# table " + table.name + " (" + std::string(FamilyName(all.family)) + ")\n";
+      out += "# table " + table.name + " (" + std::string(FamilyName(selected.family)) + ")\n";
     }
     out += text;
   }

@@ -53,11 +53,15 @@ Status OwnedRuleError(const std::string& table, const std::string& chain, int in
 // iptkit cannot read faithfully) go to `err` unless quiet. NotFound for a chain or rule number that does not exist.
 // `notes`: text appended to rows, keyed by (table, chain, 1-based rule number).
 using RowNotes = std::map<std::tuple<std::string, std::string, int>, std::string>;
-Result<std::string> RenderListing(const Ruleset& all, const Invocation& inv, const RowNotes& notes, std::ostream& err);
+Result<std::string> RenderListing(Ruleset all, const Invocation& inv, const RowNotes& notes, std::ostream& err);
+// The same for tables SelectListing already selected.
+std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv, const RowNotes& notes,
+                                  std::ostream& err);
 
 // The tables `list`/`save` show: the selected one (as a fresh table when the kernel does not have it yet), or
 // every table of `all` plus filter, in iptables' table order. NotFound for a user chain or rule N that is missing.
-Result<Ruleset> SelectListing(const Ruleset& all, const Invocation& inv);
+// The tables are moved out of `all` (pass a copy, or std::move it when it is not used afterwards).
+Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv);
 
 // Narrows a JSON listing ({"family", "tables": [...]}) to what the invocation selects: only CHAIN, only rule N,
 // only the rules of --owner (rules keep their "index", chains without such rules are dropped); drops "counters"

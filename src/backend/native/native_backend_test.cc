@@ -5,6 +5,7 @@
 // through the restore backend.
 #include "src/backend/native/native_backend.h"
 
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <sstream>
 
 #include "iptkit/dialect.h"
+#include "src/backend/native/xtables.h"
 #include "src/backend/ops/table_sim.h"
 #include "src/backend/test_netns.h"
 
@@ -349,6 +351,41 @@ TEST_F(NativeBackendTest, KernelErrorNamesTheOp) {
   ASSERT_FALSE(c.ok());
   EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
   EXPECT_THAT(c.status().message(), HasSubstr("nosuchset"));
+}
+
+// libxtables runs on the calling thread when the call is for the namespace that thread is in (a one-command process
+// hands nothing to another thread), and on the worker thread inside the named namespace otherwise: a -m set match
+// names a set that exists only in the test namespace, which libxt_set looks up in the kernel while parsing.
+TEST(XtablesThreadTest, OwnNamespaceRunsOnTheCallerAnotherOnTheWorkerInsideIt) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root for a network namespace";
+  test::TestNetns ns("iptkit-xtthread");
+  ASSERT_TRUE(ns.ok()) << ns.error();
+  const std::string set = "xtthread-" + std::to_string(getpid());
+  ASSERT_EQ(ns.Exec({"/usr/sbin/ipset", "create", set, "hash:ip"}), "");
+  const int fd = ::open(("/run/netns/" + ns.name()).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  Result<Xtables*> xt = Xtables::Instance();
+  ASSERT_TRUE(xt.ok()) << xt.status().ToString();
+  Result<Rule> plain = ParseRuleSpec("-p tcp --dport 22 -j ACCEPT", Family::kIPv4);
+  Result<Rule> with_set = ParseRuleSpec("-m set --match-set " + set + " src -j DROP", Family::kIPv4);
+  ASSERT_TRUE(plain.ok() && with_set.ok());
+
+  const uint64_t jobs = (*xt)->jobs();
+  const uint64_t on_worker = (*xt)->worker_jobs();
+  std::vector<Result<XtRule>> own = (*xt)->Parse(Family::kIPv4, {&*plain});
+  ASSERT_TRUE(own[0].ok()) << own[0].status().ToString();
+  EXPECT_EQ((*xt)->jobs(), jobs + 1);
+  EXPECT_EQ((*xt)->worker_jobs(), on_worker);
+
+  std::vector<Result<XtRule>> there = (*xt)->Parse(Family::kIPv4, {&*with_set}, fd);
+  EXPECT_TRUE(there[0].ok()) << there[0].status().ToString();
+  EXPECT_EQ((*xt)->worker_jobs(), on_worker + 1);
+  // Back on the caller, in the test process's namespace, where the set does not exist.
+  std::vector<Result<XtRule>> here = (*xt)->Parse(Family::kIPv4, {&*with_set});
+  ASSERT_FALSE(here[0].ok());
+  EXPECT_THAT(here[0].status().message(), HasSubstr(set));
+  EXPECT_EQ((*xt)->worker_jobs(), on_worker + 1);
+  ::close(fd);
 }
 
 }  // namespace

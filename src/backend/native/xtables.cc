@@ -649,14 +649,16 @@ class FdCapture {
 
 // The worker thread's network namespace: extensions talk to the kernel about the target namespace (ipset names and
 // indexes of -m set / -j SET are per namespace). Switched with setns(2), which affects only the worker thread.
-int g_home_netns = -1;  // the namespace the worker started in
-ino_t g_current_netns = 0;
+int g_home_netns = -1;                   // the process's own namespace (its first thread's), what netns_fd -1 names
+thread_local ino_t g_current_netns = 0;  // the namespace this thread is in (0: not looked at yet)
+thread_local bool g_inline_job = false;  // this thread runs a job on itself: it is in the job's namespace already
 
 Status EnterNetns(int netns_fd) {
-  if (g_home_netns < 0) {
-    g_home_netns = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    struct stat st;
-    if (g_home_netns >= 0 && ::fstat(g_home_netns, &st) == 0) g_current_netns = st.st_ino;
+  if (g_inline_job) return Status::Ok();
+  if (g_home_netns < 0) g_home_netns = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (g_current_netns == 0) {
+    struct stat st;  // a worker starts in the namespace of the thread that started it
+    if (::stat("/proc/thread-self/ns/net", &st) == 0) g_current_netns = st.st_ino;
   }
   const int fd = netns_fd >= 0 ? netns_fd : g_home_netns;
   if (fd < 0) return Status::Ok();
@@ -949,13 +951,29 @@ Result<Xtables*> Xtables::Instance() {
   return instance;
 }
 
-Xtables::Xtables() : worker_([this] { WorkerLoop(); }), pid_(getpid()) { worker_.detach(); }
+Xtables::Xtables() = default;
 
 Xtables::~Xtables() = default;
 
 uint64_t Xtables::jobs() const {
   std::lock_guard<std::mutex> lock(mu_);
   return jobs_;
+}
+
+uint64_t Xtables::worker_jobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return worker_jobs_;
+}
+
+void Xtables::RunJob(const std::function<void()>& job) {
+  std::lock_guard<std::mutex> xt(dialect::XtablesMutex());
+  xtables_set_params(&g_globals);
+  // Extensions print warnings to stderr (e.g. "cannot open /etc/xtables/connlabel.conf"), as iptables would;
+  // they are not the library user's output.
+  FdCapture err(stderr, 2);
+  job();
+  std::string warnings = err.Take();
+  if (!warnings.empty()) last_warnings_ = std::move(warnings);
 }
 
 void Xtables::WorkerLoop() {
@@ -966,38 +984,57 @@ void Xtables::WorkerLoop() {
       cv_.wait(lock, [&] { return !queue_.empty(); });
       job = queue_.front();
       queue_.pop_front();
-      ++jobs_;
     }
-    {
-      std::lock_guard<std::mutex> xt(dialect::XtablesMutex());
-      xtables_set_params(&g_globals);
-      // Extensions print warnings to stderr (e.g. "cannot open /etc/xtables/connlabel.conf"), as iptables would;
-      // they are not the library user's output.
-      FdCapture err(stderr, 2);
-      (*job)();
-      std::string warnings = err.Take();
-      if (!warnings.empty()) last_warnings_ = std::move(warnings);
-    }
+    RunJob(*job);
   }
 }
 
-void Xtables::RunOnWorker(const std::function<void()>& job) {
-  if (getpid() != pid_) {
-    // A forked child (single-threaded at this point): the worker thread stayed in the parent. Start another
-    // with fresh synchronization objects (the parent's may have been copied locked).
-    new (&mu_) std::mutex();
-    new (&cv_) std::condition_variable();
-    queue_.clear();
-    pid_ = getpid();
-    std::thread(&Xtables::WorkerLoop, this).detach();
+namespace {
+
+// The inode of the network namespace a descriptor (or, for -1, the process: its first thread) refers to, or 0.
+ino_t TargetNetnsInode(int netns_fd) {
+  struct stat st;
+  const int rc = netns_fd >= 0 ? ::fstat(netns_fd, &st) : ::stat("/proc/self/ns/net", &st);
+  return rc == 0 ? st.st_ino : 0;
+}
+
+}  // namespace
+
+void Xtables::Run(int netns_fd, const std::function<void()>& job) {
+  struct stat here;
+  const ino_t target = TargetNetnsInode(netns_fd);
+  if (target != 0 && ::stat("/proc/thread-self/ns/net", &here) == 0 && here.st_ino == target) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++jobs_;
+    }
+    g_inline_job = true;
+    RunJob(job);
+    g_inline_job = false;
+    return;
   }
   std::promise<void> done;
   std::function<void()> wrapped = [&] {
     job();
     done.set_value();
   };
+  const pid_t self = getpid();
+  const pid_t worker = worker_pid_.load();
+  if (worker != 0 && worker != self) {
+    // A forked child (single-threaded at this point): the worker thread stayed in the parent, which may have held
+    // these when it forked. Fresh ones, then a worker of the child's own below.
+    new (&mu_) std::mutex();
+    new (&cv_) std::condition_variable();
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (worker_pid_.load() != self) {
+      queue_.clear();
+      worker_pid_ = self;
+      std::thread(&Xtables::WorkerLoop, this).detach();
+    }
+    ++jobs_;
+    ++worker_jobs_;
     queue_.push_back(&wrapped);
   }
   cv_.notify_one();
@@ -1006,7 +1043,7 @@ void Xtables::RunOnWorker(const std::function<void()>& job) {
 
 std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<const Rule*>& rules, int netns_fd) {
   std::vector<Result<XtRule>> results(rules.size(), Result<XtRule>(Status::Internal("not parsed")));
-  RunOnWorker([&] {
+  Run(netns_fd, [&] {
     if (Status in = EnterNetns(netns_fd); !in.ok()) {
       for (auto& r : results) r = in;
       return;
@@ -1203,7 +1240,7 @@ void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, b
   texts.assign(items.size(), std::string());
   errors.clear();
   Status entered;
-  RunOnWorker([&] {
+  Run(netns_fd, [&] {
     entered = EnterNetns(netns_fd);
     if (!entered.ok()) return;
     if (print_cache_.size() > 100000) print_cache_.clear();

@@ -20,10 +20,12 @@
 // NFNL_MSG_COMPAT_GET, cached per process).
 // Extension save functions print to stdout; Format captures that by pointing fd 1 at a memory file for the
 // duration of a batch while holding stdout's stdio lock, so other threads' stdio output waits and is not mixed in.
-// The worker thread enters the network namespace a call names (setns affects only that thread): extensions that ask
-// the kernel (ipset names behind -m set / -j SET) then ask about the right one. What extensions print to stderr
-// (warnings) is captured the same way as stdout and not passed on.
-// Thread-safety: all members may be called from any thread; calls are serialized on the worker thread.
+// A call whose target network namespace is the one the calling thread is in runs on the calling thread (under the
+// same mutex and captures): a one-command process never starts a thread or hands a job over. Any other call runs on
+// a worker thread, started on first need, that enters the namespace the call names (setns affects only that
+// thread): extensions that ask the kernel (ipset names behind -m set / -j SET) then ask about the right one. What
+// extensions print to stderr (warnings) is captured the same way as stdout and not passed on. Thread-safety: all
+// members may be called from any thread; calls into libxtables are serialized by the mutex.
 //
 //   IPTKIT_ASSIGN_OR_RETURN(Xtables* xt, Xtables::Instance());
 //   std::vector<Result<XtRule>> parsed = xt->Parse(Family::kIPv4, {&rule});
@@ -33,6 +35,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -82,8 +85,9 @@ class Xtables {
   std::map<size_t, Status> ToRules(const std::vector<const XtRule*>& rules, const std::vector<Rule*>& out,
                                    int netns_fd = -1);
 
-  // How many jobs ran on the worker thread (tests, benchmarks).
+  // How many jobs ran, and how many of them on the worker thread (tests, benchmarks).
   uint64_t jobs() const;
+  uint64_t worker_jobs() const;
 
   Xtables(const Xtables&) = delete;
   Xtables& operator=(const Xtables&) = delete;
@@ -119,16 +123,20 @@ class Xtables {
   KeyMap<Piece> pieces_;     // references stay valid while other keys are added
   size_t pieces_users_ = 0;  // ToRules calls holding pointers into pieces_ (it is emptied only when none does)
 
-  // Runs `job` on the worker thread and waits for it.
-  void RunOnWorker(const std::function<void()>& job);
+  // Runs `job` for namespace `netns_fd` (-1: the process's own): on the calling thread when that thread is in
+  // that namespace, else on the worker thread (which EnterNetns() moves there), and waits for it.
+  void Run(int netns_fd, const std::function<void()>& job);
+  // One job with libxtables' parameters set and its stderr captured; the caller holds no lock.
+  void RunJob(const std::function<void()>& job);
   void WorkerLoop();
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>*> queue_;
-  std::thread worker_;
-  pid_t pid_;  // the process the worker thread runs in (a forked child starts its own)
+  // The process the worker thread runs in (0: none started yet; a forked child starts its own).
+  std::atomic<pid_t> worker_pid_{0};
   uint64_t jobs_ = 0;
+  uint64_t worker_jobs_ = 0;
 
   // Worker-thread state (touched only by jobs).
   KeyMap<std::string> print_cache_;
