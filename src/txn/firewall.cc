@@ -63,42 +63,6 @@ bool AddsGraphEdge(const Op& op) {
   return to_chain || (extension && !IsBuiltinChain(op.table, op.chain));
 }
 
-// PlanDetail for a backend that commits the snapshot a plan read but has no handles (native-legacy): positions
-// are exact under the lock, but the inverses of a transaction over several tables need real rules.
-backend::SnapshotDetail CommitSnapshotDetail(const Transaction& txn, const backend::BackendTraits& traits) {
-  using D = backend::SnapshotDetail;
-  if (!traits.atomic_across_tables && SpansTables(txn)) return D::kRules;
-  D need = D::kChains;
-  for (const Op& op : txn.ops()) {
-    if (AddsGraphEdge(op)) return D::kRules;
-    switch (op.kind) {
-      case Op::Kind::kAppend:
-        if (op.unique) return D::kRules;  // looks for an equal rule
-        break;
-      case Op::Kind::kCreateChain:
-      case Op::Kind::kRenameChain:
-      case Op::Kind::kFlush:
-      case Op::Kind::kPolicy:
-        break;
-      case Op::Kind::kInsert:
-        if (op.unique) return D::kRules;
-        if (op.index != 1) need = std::max(need, D::kPositions);
-        break;
-      case Op::Kind::kDelete:  // the chain's placeholders with the rule where it is byte for byte (probes)
-        need = std::max(need, D::kPositions);
-        break;
-      case Op::Kind::kDeleteAt:
-      case Op::Kind::kReplace:
-        need = std::max(need, op.expect ? D::kRules : D::kPositions);
-        break;
-      case Op::Kind::kDeleteChain:
-      case Op::Kind::kZero:
-        return D::kRules;
-    }
-  }
-  return need;
-}
-
 // PlanScope for the same backends: the chains the ops name; a chain deleted from by spec as a probe even when it is
 // in `chains` too (its placeholders then show the rule where it is).
 backend::ChainScope CommitSnapshotScope(const Transaction& txn, const backend::BackendTraits& traits) {
@@ -134,7 +98,7 @@ backend::ChainScope CommitSnapshotScope(const Transaction& txn, const backend::B
         break;
     }
   }
-  if (CommitSnapshotDetail(txn, traits) == backend::SnapshotDetail::kRules) {
+  if (PlanDetail(txn, traits) == backend::SnapshotDetail::kRules) {
     for (const auto& where : scope.chains) scope.probes.erase(where);
   }
   return scope;
@@ -164,9 +128,15 @@ Result<CommitResult> CommitBatches(backend::Backend& backend, const std::vector<
 
 backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::BackendTraits& traits) {
   using D = backend::SnapshotDetail;
-  if (!traits.handles) return traits.commits_plan_snapshot ? CommitSnapshotDetail(txn, traits) : D::kRules;
+  if (!traits.handles && !traits.commits_plan_snapshot) return D::kRules;
+  // Without handles but committing the snapshot the plan read (native-legacy): positions are exact under the lock,
+  // but the inverses of a transaction over several tables need real rules, and so do the loop and hook checks of
+  // an op that adds a jump or puts a target extension in a user chain.
+  const bool snapshot = !traits.handles;
+  if (snapshot && !traits.atomic_across_tables && SpansTables(txn)) return D::kRules;
   D need = D::kChains;
   for (const Op& op : txn.ops()) {
+    if (snapshot && AddsGraphEdge(op)) return D::kRules;
     switch (op.kind) {
       case Op::Kind::kAppend:
         if (op.unique) return D::kRules;  // looks for an equal rule
@@ -180,11 +150,15 @@ backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::Backen
         if (op.unique) return D::kRules;
         if (op.index != 1) need = std::max(need, D::kPositions);
         break;
+      case Op::Kind::kDelete:
+        if (!snapshot) return D::kRules;
+        // The chain's placeholders with the rule where it is byte for byte (probes).
+        need = std::max(need, D::kPositions);
+        break;
       case Op::Kind::kDeleteAt:
       case Op::Kind::kReplace:
         need = std::max(need, op.expect ? D::kRules : D::kPositions);
         break;
-      case Op::Kind::kDelete:
       case Op::Kind::kDeleteChain:
       case Op::Kind::kZero:
         return D::kRules;
