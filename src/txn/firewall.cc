@@ -63,47 +63,6 @@ bool AddsGraphEdge(const Op& op) {
   return to_chain || (extension && !IsBuiltinChain(op.table, op.chain));
 }
 
-// PlanScope for the same backends: the chains the ops name; a chain deleted from by spec as a probe even when it is
-// in `chains` too (its placeholders then show the rule where it is).
-backend::ChainScope CommitSnapshotScope(const Transaction& txn, const backend::BackendTraits& traits) {
-  const bool inverses = !traits.atomic_across_tables && SpansTables(txn);
-  backend::ChainScope scope;
-  scope.every_chain = false;
-  for (const Op& op : txn.ops()) {
-    if (AddsGraphEdge(op)) return backend::ChainScope{};
-    switch (op.kind) {
-      case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
-      case Op::Kind::kRenameChain:  // later ops may name the chain by its new name
-        return backend::ChainScope{};
-      case Op::Kind::kZero:
-        if (op.chain.empty()) return backend::ChainScope{};
-        scope.chains.emplace(op.table, op.chain);
-        break;
-      case Op::Kind::kFlush:  // its inverse re-adds the chain's rules
-        if (!inverses) break;
-        if (op.chain.empty()) return backend::ChainScope{};
-        scope.chains.emplace(op.table, op.chain);
-        break;
-      case Op::Kind::kDelete:
-        scope.probes[{op.table, op.chain}].push_back(op.rule);
-        break;
-      case Op::Kind::kAppend:
-      case Op::Kind::kInsert:
-      case Op::Kind::kDeleteAt:
-      case Op::Kind::kReplace:
-        scope.chains.emplace(op.table, op.chain);
-        break;
-      case Op::Kind::kCreateChain:
-      case Op::Kind::kPolicy:
-        break;
-    }
-  }
-  if (PlanDetail(txn, traits) == backend::SnapshotDetail::kRules) {
-    for (const auto& where : scope.chains) scope.probes.erase(where);
-  }
-  return scope;
-}
-
 }  // namespace
 
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run) {
@@ -168,15 +127,25 @@ backend::SnapshotDetail PlanDetail(const Transaction& txn, const backend::Backen
 }
 
 backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTraits& traits) {
-  if (!traits.handles) return traits.commits_plan_snapshot ? CommitSnapshotScope(txn, traits) : backend::ChainScope{};
+  if (!traits.handles && !traits.commits_plan_snapshot) return backend::ChainScope{};
+  // Without handles but committing the snapshot the plan read (native-legacy): as PlanDetail says, an op that adds a
+  // jump needs every chain, and a flush's inverse (a transaction over several tables) re-adds the chain's rules.
+  const bool snapshot = !traits.handles;
+  const bool inverses = snapshot && !traits.atomic_across_tables && SpansTables(txn);
   backend::ChainScope scope;
   scope.every_chain = false;
   for (const Op& op : txn.ops()) {
+    if (snapshot && AddsGraphEdge(op)) return backend::ChainScope{};
     switch (op.kind) {
       case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
       case Op::Kind::kRenameChain:  // later ops may name the chain by its new name
         return backend::ChainScope{};
       case Op::Kind::kZero:
+        if (op.chain.empty()) return backend::ChainScope{};
+        scope.chains.emplace(op.table, op.chain);
+        break;
+      case Op::Kind::kFlush:
+        if (!inverses) break;
         if (op.chain.empty()) return backend::ChainScope{};
         scope.chains.emplace(op.table, op.chain);
         break;
@@ -190,12 +159,15 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
         scope.chains.emplace(op.table, op.chain);
         break;
       case Op::Kind::kCreateChain:
-      case Op::Kind::kFlush:
       case Op::Kind::kPolicy:
         break;
     }
   }
-  for (const auto& where : scope.chains) scope.probes.erase(where);
+  // A chain read whole needs no probe; without handles a chain read as placeholders keeps its probe (the
+  // placeholders then show the deleted rule where it is).
+  if (!snapshot || PlanDetail(txn, traits) == backend::SnapshotDetail::kRules) {
+    for (const auto& where : scope.chains) scope.probes.erase(where);
+  }
   return scope;
 }
 
