@@ -87,6 +87,10 @@ struct SetAddOptions {
   bool no_refresh = false;
 };
 
+// Add options from ipset's words after the entry, as `ipset add NAME ENTRY OPTIONS` takes them: "timeout 300
+// comment TEXT". InvalidArgument names the unexpected word or the bad value (details.token).
+Result<SetAddOptions> ParseSetAddOptions(const std::vector<std::string>& words);
+
 // Progress of a bulk operation, reported on the calling thread's behalf from the session thread.
 struct SetProgress {
   enum class Stage {

@@ -1,5 +1,5 @@
-// ParseSetOptions (include/iptkit/ipset.h): ipset's create words → SetOptions, shared by `iptkit set create` and
-// the C ABI's iptkit_set_create_options.
+// ParseSetOptions and ParseSetAddOptions (include/iptkit/ipset.h): ipset's create and add words → SetOptions and
+// SetAddOptions, shared by `iptkit set create/add` and the C ABI's iptkit_set_create_options.
 #include <charconv>
 
 #include "iptkit/ipset.h"
@@ -55,6 +55,21 @@ Result<SetOptions> ParseSetOptions(const std::vector<std::string>& words) {
                                      "' (family, hashsize, maxelem, timeout, counters, comment, skbinfo, netmask, "
                                      "range, size)")
           .WithToken(k);
+    }
+  }
+  return o;
+}
+
+Result<SetAddOptions> ParseSetAddOptions(const std::vector<std::string>& words) {
+  SetAddOptions o;
+  for (size_t i = 0; i < words.size(); ++i) {
+    if (words[i] == "timeout" && i + 1 < words.size()) {
+      IPTKIT_ASSIGN_OR_RETURN(o.timeout, Number("timeout", words[++i], kMaxSetTimeout));
+    } else if (words[i] == "comment" && i + 1 < words.size()) {
+      o.comment = words[++i];
+    } else {
+      return Status::InvalidArgument("unexpected '" + words[i] + "' (an entry takes 'timeout N' and 'comment TEXT')")
+          .WithToken(words[i]);
     }
   }
   return o;

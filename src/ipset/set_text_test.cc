@@ -153,5 +153,26 @@ TEST(SetTextTest, ValuesCannotBreakOutOfTheirLine) {
   EXPECT_TRUE(CheckTimeout(2147483).ok());
 }
 
+// ipset's words after an entry (`iptkit set add NAME ENTRY timeout 300 comment TEXT`, the C ABI): errors name the
+// word or value.
+TEST(SetAddOptionsTest, TimeoutAndCommentAreReadAndAnythingElseNamed) {
+  Result<SetAddOptions> ok = ParseSetAddOptions({"timeout", "300", "comment", "from the IDS"});
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->timeout, 300u);
+  EXPECT_EQ(ok->comment, "from the IDS");
+  EXPECT_FALSE(ok->no_refresh);
+  EXPECT_FALSE(ParseSetAddOptions({})->timeout.has_value());
+
+  Result<SetAddOptions> bad = ParseSetAddOptions({"timeout", "3000000"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().details().token, "3000000") << bad.status().ToString();
+  Result<SetAddOptions> unknown = ParseSetAddOptions({"packets", "5"});
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().details().token, "packets");
+  Result<SetAddOptions> dangling = ParseSetAddOptions({"timeout"});
+  ASSERT_FALSE(dangling.ok());
+  EXPECT_EQ(dangling.status().details().token, "timeout");
+}
+
 }  // namespace
 }  // namespace iptkit::ipset

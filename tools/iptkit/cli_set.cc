@@ -1,7 +1,6 @@
 #include "tools/iptkit/cli_set.h"
 
 #include <atomic>
-#include <charconv>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -38,16 +37,6 @@ std::string SetText(const SetInfo& s, bool with_entries) {
   return out;
 }
 
-Result<uint32_t> Number(const std::string& word, const std::string& value, uint64_t max) {
-  uint64_t n = 0;
-  auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
-  if (value.empty() || ec != std::errc() || p != value.data() + value.size() || n > max) {
-    return Status::InvalidArgument(word + " '" + value + "': expected a number from 0 to " + std::to_string(max))
-        .WithToken(value);
-  }
-  return static_cast<uint32_t>(n);
-}
-
 // create's OPTION [VALUE] words → SetOptions; -6 means "family inet6" unless the words say otherwise.
 Result<SetOptions> CreateOptions(const SetInvocation& inv) {
   IPTKIT_ASSIGN_OR_RETURN(SetOptions o, ParseSetOptions(inv.extra));
@@ -56,19 +45,8 @@ Result<SetOptions> CreateOptions(const SetInvocation& inv) {
 }
 
 Result<SetAddOptions> AddOptions(const SetInvocation& inv) {
-  SetAddOptions o;
+  IPTKIT_ASSIGN_OR_RETURN(SetAddOptions o, ParseSetAddOptions(inv.extra));
   o.no_refresh = inv.no_refresh;
-  const auto& w = inv.extra;
-  for (size_t i = 0; i < w.size(); ++i) {
-    if (w[i] == "timeout" && i + 1 < w.size()) {
-      IPTKIT_ASSIGN_OR_RETURN(o.timeout, Number("timeout", w[++i], kMaxSetTimeout));
-    } else if (w[i] == "comment" && i + 1 < w.size()) {
-      o.comment = w[++i];
-    } else {
-      return Status::InvalidArgument("unexpected '" + w[i] + "' (an entry takes 'timeout N' and 'comment TEXT')")
-          .WithToken(w[i]);
-    }
-  }
   return o;
 }
 
