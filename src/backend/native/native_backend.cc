@@ -564,6 +564,10 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
     return view(st, &st);
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
+  // A read for its counters is what the caller shows (a listing): it gets the model itself. Keeping it too would copy
+  // every rule (10,000 rules: about 7 MB of fresh pages); only a plan's read (no fresh counters) or the event cache's
+  // whole-family snapshot is kept for later plans.
+  if (fresh_counters && !events_) return std::move(st.ruleset);
   Ruleset out = view(st);
   Remember(family, std::move(st));
   return out;

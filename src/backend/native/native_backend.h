@@ -10,8 +10,10 @@
 //    text parser gives for iptables-nft-save's line. A table with a rule that cannot be decoded exactly (native nft
 //    expressions, set lookups, anything iptables-nft-save would fail on or print lossily), with nft sets, with base
 //    chains iptables does not make, or with chain names iptables cannot take, gets unrepresentable_reason naming
-//    the rule's handle and what was not understood. A whole-family read is cached with its generation id;
-//    Read(fresh_counters = false) and Unchanged answer from it while the kernel's id is the same (one round trip).
+//    the rule's handle and what was not understood. A whole-family read for planning (fresh_counters = false), and
+//    with event_cache every whole-family read, is cached with its generation id; Read(fresh_counters = false) and
+//    Unchanged answer from it while the kernel's id is the same (one round trip). A whole-family Read with fresh
+//    counters without event_cache hands its model to the caller instead of keeping it (no copy of every rule).
 //  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
 //    IPv6. Positions and specs of the ops are resolved against the snapshot they were planned on, and rules are
 //    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle. When

@@ -219,6 +219,26 @@ TEST_F(NativeBackendTest, CachedSnapshotFollowsOwnCommits) {
   EXPECT_THAT(Save(), HasSubstr(":OUTPUT ACCEPT [0:0]\n-A INPUT -j RETURN\nCOMMIT\n"));
 }
 
+// A whole-family read for its counters (a listing) hands its model over instead of keeping a copy for later plans;
+// a plan's read (no fresh counters) is kept and answers the next one.
+TEST_F(NativeBackendTest, ListingReadHandsItsModelOverAndPlanReadsAreKept) {
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
+  Result<Ruleset> listed = backend_->Read(Family::kIPv4);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(FormatSave(*listed), Save());
+  EXPECT_FALSE(backend_->has_cached_snapshot(Family::kIPv4));
+  ASSERT_TRUE(backend_->Read(Family::kIPv4, std::nullopt, false).ok());
+  EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv4));
+  const uint64_t dumps = backend_->stats().dumps;
+  Result<Ruleset> planned = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(planned.ok());
+  EXPECT_EQ(backend_->stats().dumps, dumps);
+  EXPECT_EQ(FormatSave(*planned), Save());
+  ASSERT_TRUE(backend_->Read(Family::kIPv4).ok());
+  EXPECT_EQ(backend_->stats().dumps, dumps + 1);
+  EXPECT_TRUE(backend_->Unchanged(Family::kIPv4));  // the plan's snapshot is still there and current
+}
+
 TEST_F(NativeBackendTest, PlansOnReducedSnapshotsAndNeverServesThemAsReads) {
   Restore("*filter\n-A INPUT -s 192.0.2.1/32 -j ACCEPT\n-A INPUT -s 192.0.2.2/32 -j DROP\nCOMMIT\n");
   // kChains: chains and policies, no rules; an insert at 1 planned on it lands at the head, not at the end.
