@@ -470,12 +470,12 @@ const std::map<std::string, TargetPrinter, std::less<>>& TargetPrinters() {
   return kPrinters;
 }
 
-// "N references": rules of the table that jump or go to `chain`.
-size_t References(const Table& table, const std::string& chain) {
-  size_t refs = 0;
+// "N references": how many rules of the table jump or go to each chain (counted once for every header).
+std::map<std::string_view, size_t> References(const Table& table) {
+  std::map<std::string_view, size_t> refs;
   for (const Chain& c : table.chains) {
     for (const Rule& r : c.rules) {
-      if (!r.target.empty() && r.target.name == chain) ++refs;
+      if (!r.target.empty()) ++refs[r.target.name];
     }
   }
   return refs;
@@ -493,7 +493,8 @@ bool ChainShown(const Chain& chain, const ListingFormat& format) {
   return std::any_of(chain.rules.begin(), chain.rules.end(), [&](const Rule& r) { return OwnedBy(r, format.owner); });
 }
 
-std::string Header(const Chain& chain, const Table& table, const ListingFormat& format) {
+std::string Header(const Chain& chain, const std::map<std::string_view, size_t>& references,
+                   const ListingFormat& format) {
   std::string out = "Chain " + chain.name;
   if (chain.builtin()) {
     out += " (policy " + *chain.policy;
@@ -503,7 +504,8 @@ std::string Header(const Chain& chain, const Table& table, const ListingFormat& 
     }
     out += ")\n";
   } else {
-    out += fmt::format(" ({} references)\n", References(table, chain.name));
+    auto refs = references.find(chain.name);
+    out += fmt::format(" ({} references)\n", refs == references.end() ? 0 : refs->second);
   }
   if (format.line_numbers) out += fmt::format("{:<4} ", "num");
   if (format.counters) {
@@ -634,11 +636,15 @@ std::string FormatRuleDetails(Family family, const Rule& rule) {
 std::string FormatChains(Family family, const Table& table, const ListingFormat& format) {
   std::string out;
   bool found = false;
+  std::optional<std::map<std::string_view, size_t>> references;  // counted at the first header
   for (const Chain& chain : table.chains) {
     if (!ChainShown(chain, format)) continue;
     if (found && format.rule == 0) out += "\n";
     found = true;
-    if (format.rule == 0) out += Header(chain, table, format);
+    if (format.rule == 0) {
+      if (!references) references = References(table);
+      out += Header(chain, *references, format);
+    }
     int num = 0;
     for (const Rule& rule : chain.rules) {
       ++num;
