@@ -2,6 +2,8 @@
 // commit sequence with guarded rollback (backend.h).
 #include "src/backend/backend.h"
 
+#include "iptkit/dialect.h"
+
 namespace iptkit::backend {
 namespace {
 
@@ -10,6 +12,13 @@ bool Empty(const TableBatch& batch) { return batch.ops.empty() && !batch.flush_t
 std::string TableName(const TableBatch& batch) { return std::string(FamilyName(batch.family)) + " " + batch.table; }
 
 }  // namespace
+
+Result<SaveText> Backend::ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) {
+  SaveText out;
+  IPTKIT_ASSIGN_OR_RETURN(out.read, Read(family, table));
+  out.text = FormatSave(out.read, {.counters = counters, .mark_lossy = true});
+  return out;
+}
 
 Status Backend::Commit(const TableBatch& batch) {
   CommitTable table;

@@ -174,6 +174,15 @@ struct ChainScope {
   }
 };
 
+// What Backend::ReadSaveText returns: the save text and what it was printed from.
+struct SaveText {
+  std::string text;  // FormatSave of the read (mark_lossy), with or without counters as asked
+  // The tables printed, for the caller's lossy checks: every table with its unrepresentable_reason and chains; rules
+  // only where the backend built them (a backend that prints straight from the kernel's form leaves the chains
+  // empty, and then none of its rules is lossy).
+  Ruleset read;
+};
+
 class LockGuard {
  public:
   virtual ~LockGuard() = default;
@@ -193,6 +202,11 @@ class Backend {
   // ruleset except for counters, which may be stale (enough for planning; nft: the generation id proves it).
   virtual Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                                bool fresh_counters = true) = 0;
+
+  // The text FormatSave prints for Read(family, table) (mark_lossy; "[p:b]" counters when `counters`), with what
+  // it was printed from. The default does exactly that; a backend may print without building the model (the native
+  // backend does: byte for byte the same text).
+  virtual Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters);
 
   // A snapshot of the family to plan on (counters may be stale), with only the `detail` the plan needs. Backends with
   // handles (BackendTraits::handles) resolve positions against the snapshot at commit and may skip what the plan does

@@ -24,6 +24,9 @@ class ChosenBackend final : public Backend {
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
     return inner_->Read(family, table, fresh_counters);
   }
+  Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) override {
+    return inner_->ReadSaveText(family, table, counters);
+  }
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override {
     return inner_->ReadForPlan(family, detail);
   }

@@ -348,9 +348,9 @@ Result<Ruleset> Firewall::List(Family family, std::optional<std::string> table, 
 }
 
 Result<std::string> Firewall::Save(Family family, std::optional<std::string> table, const SaveOptions& options) {
-  IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, backend_->Read(family, table));
-  if (!options.allow_lossy) IPTKIT_RETURN_IF_ERROR(RefuseLossy(rs));
-  return FormatSave(rs, {.counters = options.counters, .mark_lossy = true});
+  IPTKIT_ASSIGN_OR_RETURN(backend::SaveText saved, backend_->ReadSaveText(family, table, options.counters));
+  if (!options.allow_lossy) IPTKIT_RETURN_IF_ERROR(RefuseLossy(saved.read));
+  return std::move(saved.text);
 }
 
 Result<std::string> Firewall::Save(Family family, std::optional<std::string> table, bool counters) {

@@ -1,7 +1,8 @@
 // The native backend's reading on the whole corpus (the other direction, written natively → iptables-nft-save
 // prints the file, is corpus_roundtrip_test's native case): each file loaded by iptables-nft-restore into a fresh
 // namespace and read over netlink gives exactly the model the text parser gives for the file, every table
-// representable, and Firewall::Save prints what iptables-nft-save prints.
+// representable, and Firewall::Save (printed from the rules' binary forms) prints what iptables-nft-save prints and
+// what the model read prints.
 #include <gtest/gtest.h>
 
 #include "iptkit/dialect.h"
@@ -51,6 +52,11 @@ TEST_P(NativeCorpusReadTest, IptablesRestoreThenNativeReadGivesTheParsedFile) {
   ASSERT_OK_AND_ASSIGN(std::string mine, fw->Save(file.family));
   ASSERT_OK_AND_ASSIGN(std::string kernel, ns->Save(Variant::kNft, file.family));
   EXPECT_EQ(mine, kernel);
+  // Save prints each rule from its binary form, without the model: the model's text byte for byte, counters too.
+  for (bool counters : {false, true}) {
+    ASSERT_OK_AND_ASSIGN(std::string streamed, fw->Save(file.family, std::nullopt, SaveOptions{.counters = counters}));
+    EXPECT_EQ(streamed, FormatSave(read, {.counters = counters, .mark_lossy = true})) << "counters " << counters;
+  }
 }
 
 std::vector<CorpusFile> FilesOrPlaceholder() {

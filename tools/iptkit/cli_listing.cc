@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <string_view>
 #include <vector>
 
@@ -92,15 +93,21 @@ std::string MaskSuffix(Family family, std::string_view mask) {
   return "/" + std::string(mask);
 }
 
-// An address column: '!' or ' ', then the address padded to 19 (print_ipv4_addresses).
-std::string AddressColumn(Family family, const std::optional<Field>& field) {
-  std::string text = family == Family::kIPv4 ? "0.0.0.0/0" : "::/0";
-  if (field) {
-    size_t slash = field->value.find('/');
-    text = field->value.substr(0, slash) +
-           (slash == std::string::npos ? "" : MaskSuffix(family, std::string_view(field->value).substr(slash + 1)));
+// An address column: '!' or ' ', then the address padded to 19 (print_ipv4_addresses), appended to `out`.
+void AppendAddressColumn(std::string& out, Family family, const std::optional<Field>& field) {
+  if (!field) {
+    fmt::format_to(std::back_inserter(out), " {:<19} ", family == Family::kIPv4 ? "0.0.0.0/0" : "::/0");
+    return;
   }
-  return fmt::format("{}{:<19} ", field && field->negated ? '!' : ' ', text);
+  const std::string_view value = field->value;
+  const size_t slash = value.find('/');
+  const char mark = field->negated ? '!' : ' ';
+  if (slash == std::string_view::npos) {
+    fmt::format_to(std::back_inserter(out), "{}{:<19} ", mark, value);
+  } else {
+    fmt::format_to(std::back_inserter(out), "{}{:<19} ", mark,
+                   std::string(value.substr(0, slash)) + MaskSuffix(family, value.substr(slash + 1)));
+  }
 }
 
 std::string Interface(const std::optional<Field>& field) {
@@ -463,12 +470,12 @@ const std::map<std::string, TargetPrinter, std::less<>>& TargetPrinters() {
   return kPrinters;
 }
 
-// "N references": rules of the table that jump or go to `chain`.
-size_t References(const Table& table, const std::string& chain) {
-  size_t refs = 0;
+// "N references": how many rules of the table jump or go to each chain (counted once for every header).
+std::map<std::string_view, size_t> References(const Table& table) {
+  std::map<std::string_view, size_t> refs;
   for (const Chain& c : table.chains) {
     for (const Rule& r : c.rules) {
-      if (!r.target.empty() && r.target.name == chain) ++refs;
+      if (!r.target.empty()) ++refs[r.target.name];
     }
   }
   return refs;
@@ -486,7 +493,8 @@ bool ChainShown(const Chain& chain, const ListingFormat& format) {
   return std::any_of(chain.rules.begin(), chain.rules.end(), [&](const Rule& r) { return OwnedBy(r, format.owner); });
 }
 
-std::string Header(const Chain& chain, const Table& table, const ListingFormat& format) {
+std::string Header(const Chain& chain, const std::map<std::string_view, size_t>& references,
+                   const ListingFormat& format) {
   std::string out = "Chain " + chain.name;
   if (chain.builtin()) {
     out += " (policy " + *chain.policy;
@@ -496,7 +504,8 @@ std::string Header(const Chain& chain, const Table& table, const ListingFormat& 
     }
     out += ")\n";
   } else {
-    out += fmt::format(" ({} references)\n", References(table, chain.name));
+    auto refs = references.find(chain.name);
+    out += fmt::format(" ({} references)\n", refs == references.end() ? 0 : refs->second);
   }
   if (format.line_numbers) out += fmt::format("{:<4} ", "num");
   if (format.counters) {
@@ -510,15 +519,19 @@ std::string Header(const Chain& chain, const Table& table, const ListingFormat& 
   return out + "\n";
 }
 
-std::string Row(Family family, const Chain& chain, const Rule& rule, int num, const ListingFormat& format) {
-  std::string out;
-  if (format.line_numbers) out += fmt::format("{:<4} ", num);
+// One rule's row, appended to `out` (one buffer for the whole listing: no string per column or row).
+void AppendRow(std::string& out, Family family, const Chain& chain, const Rule& rule, int num,
+               const ListingFormat& format) {
+  auto to = std::back_inserter(out);
+  if (format.line_numbers) fmt::format_to(to, "{:<4} ", num);
   if (format.counters) out += Num(rule.counters.packets, format.exact) + Num(rule.counters.bytes, format.exact);
   // The target as the kernel names it: NOTRACK is an alias of the CT target.
-  const std::string target = rule.target.empty() ? "" : rule.target.name == "NOTRACK" ? "CT" : rule.target.name;
-  out += fmt::format("{:<9} ", target);
+  const std::string_view target = rule.target.empty()             ? ""
+                                  : rule.target.name == "NOTRACK" ? "CT"
+                                                                  : std::string_view(rule.target.name);
+  fmt::format_to(to, "{:<9} ", target);
   out += rule.protocol && rule.protocol->negated ? '!' : ' ';
-  out += fmt::format("{:<4} ", ProtocolNumber(rule.protocol ? rule.protocol->value : ""));
+  fmt::format_to(to, "{:<4} ", ProtocolNumber(rule.protocol ? rule.protocol->value : ""));
   if (family == Family::kIPv4) {
     out += rule.fragment && rule.fragment->negated ? '!' : '-';
     out += rule.fragment ? 'f' : '-';
@@ -527,15 +540,18 @@ std::string Row(Family family, const Chain& chain, const Rule& rule, int num, co
     out += "-- ";
   }
   if (format.counters) {
-    out += fmt::format(" {:<6} ", Interface(rule.in_interface));
-    out += fmt::format("{:<6} ", Interface(rule.out_interface));
+    fmt::format_to(to, " {:<6} ", Interface(rule.in_interface));
+    fmt::format_to(to, "{:<6} ", Interface(rule.out_interface));
   }
-  out += AddressColumn(family, rule.source);
-  out += AddressColumn(family, rule.destination);
+  AppendAddressColumn(out, family, rule.source);
+  AppendAddressColumn(out, family, rule.destination);
   if (rule.target.kind == Target::Kind::kGoto) out += "[goto] ";
   out += FormatRuleDetails(family, rule);
-  if (auto it = format.notes.find({chain.name, num}); it != format.notes.end()) out += " " + it->second;
-  return out + "\n";
+  if (auto it = format.notes.find({chain.name, num}); it != format.notes.end()) {
+    out += ' ';
+    out += it->second;
+  }
+  out += '\n';
 }
 
 // "-A CHAIN spec" with "-c P B" before the target (iptables -S -v).
@@ -620,17 +636,21 @@ std::string FormatRuleDetails(Family family, const Rule& rule) {
 std::string FormatChains(Family family, const Table& table, const ListingFormat& format) {
   std::string out;
   bool found = false;
+  std::optional<std::map<std::string_view, size_t>> references;  // counted at the first header
   for (const Chain& chain : table.chains) {
     if (!ChainShown(chain, format)) continue;
     if (found && format.rule == 0) out += "\n";
     found = true;
-    if (format.rule == 0) out += Header(chain, table, format);
+    if (format.rule == 0) {
+      if (!references) references = References(table);
+      out += Header(chain, *references, format);
+    }
     int num = 0;
     for (const Rule& rule : chain.rules) {
       ++num;
       if (format.rule != 0 && num != format.rule) continue;
       if (!OwnedBy(rule, format.owner)) continue;
-      out += Row(family, chain, rule, num, format);
+      AppendRow(out, family, chain, rule, num, format);
     }
   }
   return out;

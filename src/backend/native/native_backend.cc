@@ -23,6 +23,7 @@
 
 #include "iptkit/dialect.h"
 #include "src/backend/legacy/xt_fingerprint.h"
+#include "src/backend/native/native_read.h"
 #include "src/backend/native/nft_batch.h"
 #include "src/backend/native/rule_codec.h"
 #include "src/backend/native/xtables.h"
@@ -74,12 +75,6 @@ std::optional<BaseSpec> BuiltinSpec(std::string_view table, std::string_view cha
     if (table == e.table && chain == e.chain) return e.spec;
   }
   return std::nullopt;
-}
-
-// The tables in iptables-nft-save's order (nft.h enum nft_table_type: mangle, security, raw, filter, nat).
-const std::vector<std::string>& SaveOrder() {
-  static const std::vector<std::string> kOrder = {"mangle", "security", "raw", "filter", "nat"};
-  return kOrder;
 }
 
 std::string Str(const char* s) { return s == nullptr ? "" : s; }
@@ -203,47 +198,93 @@ Result<std::unique_ptr<LockGuard>> NativeBackend::Lock(std::chrono::milliseconds
 
 // ---- Reading ----
 
-Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
-                                                       SnapshotDetail detail, const ChainScope& scope,
-                                                       const Probes& probes) {
+const std::vector<std::string>& SaveOrder() {
+  static const std::vector<std::string> kOrder = {"mangle", "security", "raw", "filter", "nat"};
+  return kOrder;
+}
+
+Result<XtRule> DecodeDumpedRule(Family family, const nlmsghdr* m) {
+  Result<XtRule> xt = DecodeRuleMessage(family, m);
+  if (!xt.ok() && xt.status().message().find("native nft expression") != std::string::npos) {
+    return Status::FailedPrecondition(xt.status().message() + " (" + ExpressionNames(m) + ")");
+  }
+  return xt;
+}
+
+std::string JudgeChains(const std::vector<DumpedChain>& chains,
+                        const std::map<std::string, std::vector<std::string>>& sets, Table& t,
+                        NativeBackend::KTable& kt) {
+  std::string reason;
+  std::vector<std::string> user;
+  for (const DumpedChain& ci : chains) {
+    if (ci.table != t.name) continue;
+    if (ci.base) {
+      std::optional<BaseSpec> spec = BuiltinSpec(t.name, ci.name);
+      if (!spec) {
+        if (reason.empty()) {
+          reason = "chain " + ci.name + " is an nft base chain (hook " + nft::HookName(ci.hook) +
+                   ") iptables does not manage";
+        }
+        continue;
+      }
+      if (spec->hook != ci.hook || spec->prio != ci.prio || ci.type != spec->type) {
+        if (reason.empty()) {
+          reason = "base chain " + ci.name + " has hook " + nft::HookName(ci.hook) + ", priority " +
+                   std::to_string(ci.prio) + " and type " + ci.type + ", not iptables-nft's";
+        }
+        continue;
+      }
+      Chain* c = t.FindChain(ci.name);
+      if (ci.policy && *ci.policy != NF_ACCEPT && *ci.policy != NF_DROP && reason.empty()) {
+        reason = "base chain " + ci.name + " has a policy iptables cannot show";
+      }
+      c->policy = ci.policy && *ci.policy == NF_DROP ? "DROP" : "ACCEPT";
+      c->counters = ci.counters;
+      kt.chains[ci.name] = NativeBackend::KChain{ci.handle, 0, true, {}};
+      continue;
+    }
+    if (IsBuiltinChain(t.name, ci.name)) {
+      if (reason.empty()) reason = "regular chain " + ci.name + " has the name of a builtin chain";
+      continue;
+    }
+    if (Status valid = ValidateChainName(ci.name); !valid.ok()) {
+      if (reason.empty()) reason = "chain " + ci.name + ": " + valid.message();
+      continue;
+    }
+    user.push_back(ci.name);
+    kt.chains[ci.name] = NativeBackend::KChain{ci.handle, 0, false, {}};
+  }
+  std::sort(user.begin(), user.end());
+  for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
+  if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
+    reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
+  }
+  return reason;
+}
+
+Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::optional<std::string>& table,
+                                                    SnapshotDetail detail, const ChainScope& scope,
+                                                    DumpVisitor& visitor) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
-  struct ChainInfo {
-    std::string table, name;
-    uint64_t handle = 0;
-    bool base = false;
-    uint32_t hook = 0;
-    int32_t prio = 0;
-    std::string type;
-    std::optional<uint32_t> policy;
-    Counters counters;
-  };
-  struct RuleInfo {
-    std::string table, chain;
-    uint64_t handle = 0;
-    Result<XtRule> xt = XtRule{};
-  };
   for (int attempt = 1;; ++attempt) {
     ++stats_.dumps;
+    visitor.Reset();
     IPTKIT_ASSIGN_OR_RETURN(uint32_t before, netlink_->GenerationId());
-    std::set<std::string> tables;
-    std::vector<ChainInfo> chains;
-    std::deque<RuleInfo> rules;  // no relocation of 10,000 decoded rules while it grows
-    std::map<std::string, std::vector<std::string>> sets;
-    auto wanted = [&](const std::string& name) { return !table || name == *table; };
+    auto wanted = [&](std::string_view name) { return !table || name == *table; };
 
     Status s = netlink_->DumpMessages(NFT_MSG_GETTABLE, proto, nullptr, [&](const nlmsghdr* m) -> Status {
       TablePtr t(nftnl_table_alloc());
       if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return Status::Internal("cannot parse a table message");
       std::string name = Str(nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME));
-      if (wanted(name)) tables.insert(name);
+      if (wanted(name)) visitor.tables.insert(name);
       return Status::Ok();
     });
     if (s.ok()) {
       s = netlink_->DumpMessages(NFT_MSG_GETCHAIN, proto, nullptr, [&](const nlmsghdr* m) -> Status {
         ChainPtr c(nftnl_chain_alloc());
         if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Internal("cannot parse a chain message");
-        ChainInfo ci;
+        DumpedChain ci;
         ci.table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
         if (!wanted(ci.table)) return Status::Ok();
         ci.name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
@@ -259,18 +300,19 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           ci.counters.packets = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_PACKETS);
           ci.counters.bytes = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_BYTES);
         }
-        chains.push_back(std::move(ci));
+        visitor.chains.push_back(std::move(ci));
         return Status::Ok();
       });
     }
-    // The rule dumps: the family's (or the table's), or one per chain in scope that exists.
+    // The rule dumps: one per chain (in scope) of the tables iptables knows, filtered by the kernel, as iptables-nft
+    // fetches them. One dump of the whole family would be one request, but the kernel resumes a dump after every
+    // filled buffer (about 32 KB) by walking the family's rules from the first one again: over 100 chains of 100
+    // rules each, that walk was most of the kernel's time in a read of 10,000 rules.
     std::vector<std::pair<std::string, std::string>> rule_dumps;
-    if (scope.every_chain) {
-      rule_dumps.push_back({table.value_or(""), ""});
-    } else {
-      for (const ChainInfo& ci : chains) {
-        if (scope.Has(ci.table, ci.name)) rule_dumps.push_back({ci.table, ci.name});
-      }
+    const std::vector<std::string>& known = SaveOrder();
+    for (const DumpedChain& ci : visitor.chains) {
+      if (std::find(known.begin(), known.end(), ci.table) == known.end()) continue;  // never shown (Dump)
+      if (scope.every_chain || scope.Has(ci.table, ci.name)) rule_dumps.push_back({ci.table, ci.name});
     }
     for (size_t d = 0; s.ok() && detail != SnapshotDetail::kChains && d < rule_dumps.size(); ++d) {
       const auto& [dump_table, dump_chain] = rule_dumps[d];
@@ -282,23 +324,9 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
           },
           [&](const nlmsghdr* m) -> Status {
             RuleLocation loc = RuleMessageLocation(m);
-            if (!wanted(std::string(loc.table))) return Status::Ok();
+            if (!wanted(loc.table)) return Status::Ok();
             if (!dump_chain.empty() && (loc.table != dump_table || loc.chain != dump_chain)) return Status::Ok();
-            RuleInfo ri;
-            ri.table = std::string(loc.table);
-            ri.chain = std::string(loc.chain);
-            ri.handle = loc.handle;
-            if (detail == SnapshotDetail::kPositions) {
-              ri.xt = XtRule{};  // placeholders: positions and handles only
-              rules.push_back(std::move(ri));
-              return Status::Ok();
-            }
-            ri.xt = DecodeRuleMessage(family, m);
-            if (!ri.xt.ok() && ri.xt.status().message().find("native nft expression") != std::string::npos) {
-              ri.xt = Status::FailedPrecondition(ri.xt.status().message() + " (" + ExpressionNames(m) + ")");
-            }
-            rules.push_back(std::move(ri));
-            return Status::Ok();
+            return visitor.OnRule(m, loc);
           });
     }
     if (s.ok() && detail == SnapshotDetail::kRules) {
@@ -309,13 +337,16 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
         uint32_t flags =
             nftnl_set_is_set(set.get(), NFTNL_SET_FLAGS) ? nftnl_set_get_u32(set.get(), NFTNL_SET_FLAGS) : 0;
         if (wanted(tname) && !(flags & NFT_SET_ANONYMOUS)) {
-          sets[tname].push_back(Str(nftnl_set_get_str(set.get(), NFTNL_SET_NAME)));
+          visitor.sets[tname].push_back(Str(nftnl_set_get_str(set.get(), NFTNL_SET_NAME)));
         }
         return Status::Ok();
       });
     }
-    if (!s.ok() && s.code() != StatusCode::kAborted) return s.WithContext("reading the nf_tables ruleset");
     IPTKIT_ASSIGN_OR_RETURN(uint32_t after, netlink_->GenerationId());
+    // A chain deleted after the chain dump fails its rule dump: that is a change (read again), not an error.
+    if (!s.ok() && s.code() != StatusCode::kAborted && after == before) {
+      return s.WithContext("reading the nf_tables ruleset");
+    }
     if (!s.ok() || after != before) {
       if (attempt < kAttempts) {
         std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt + (before % 7) * 50));
@@ -324,185 +355,182 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
       return Status::Aborted("the nf_tables ruleset changed during each of " + std::to_string(kAttempts) +
                              " reads (a busy writer); retry");
     }
-
-    // The model, table by table in iptables-nft-save's order.
-    FamilyState st;
-    st.generation = before;
-    st.detail = detail;
-    st.scope = scope;
-    st.ruleset.family = family;
-    struct Pending {
-      Table* table;
-      size_t chain;  // index in table->chains
-      size_t index;  // index in the chain's rules
-    };
-    std::vector<Pending> where;
-    std::vector<std::string> reasons;
-    // Tables first, so that pointers into st.ruleset.tables stay valid afterwards.
-    for (const std::string& name : SaveOrder()) {
-      if (!tables.count(name)) continue;
-      IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
-      st.ruleset.tables.push_back(std::move(t));
-      st.kernel[name].exists = true;
-    }
-    // Chains given with only their probed rules: each probe found byte for byte, every rule decoded to its binary
-    // form (else the chain is decoded whole, which says what is wrong). hit[i]: the probe rule i equals.
-    std::set<std::pair<std::string, std::string>> partial;
-    std::vector<const Rule*> hit(rules.size(), nullptr);
-    if (detail == SnapshotDetail::kRules && !probes.empty()) {
-      std::map<std::pair<std::string, std::string>, std::set<size_t>> found;
-      std::set<std::pair<std::string, std::string>> spoiled;
-      for (size_t i = 0; i < rules.size(); ++i) {
-        RuleInfo& ri = rules[i];
-        auto p = probes.find({ri.table, ri.chain});
-        if (p == probes.end()) continue;
-        if (!ri.xt.ok()) {
-          spoiled.insert(p->first);
-          continue;
-        }
-        XtRule& got = *ri.xt;
-        const Counters counters = got.counters;
-        for (size_t k = 0; k < p->second.size() && hit[i] == nullptr; ++k) {
-          got.counters = p->second[k].second.counters;
-          if (got == p->second[k].second) {
-            hit[i] = &p->second[k].first;
-            found[p->first].insert(k);
-          }
-        }
-        got.counters = counters;
-      }
-      for (const auto& [where_chain, wanted_rules] : probes) {
-        if (!spoiled.count(where_chain) && found[where_chain].size() == wanted_rules.size()) {
-          partial.insert(where_chain);
-        }
-      }
-    }
-    std::vector<const XtRule*> to_format;  // the decoded rules (in `rules`), in `where` order
-    to_format.reserve(rules.size());
-    // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
-    std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
-    {
-      size_t* count = nullptr;
-      const RuleInfo* run = nullptr;
-      for (const RuleInfo& ri : rules) {
-        if (run == nullptr || ri.chain != run->chain || ri.table != run->table) {
-          run = &ri;
-          count = &counts[{ri.table, ri.chain}];
-        }
-        ++*count;
-      }
-    }
-    where.reserve(rules.size());
-    for (Table& t : st.ruleset.tables) {
-      KTable& kt = st.kernel[t.name];
-      std::string reason;
-      std::vector<std::string> user;
-      for (const ChainInfo& ci : chains) {
-        if (ci.table != t.name) continue;
-        if (ci.base) {
-          std::optional<BaseSpec> spec = BuiltinSpec(t.name, ci.name);
-          if (!spec) {
-            if (reason.empty()) {
-              reason = "chain " + ci.name + " is an nft base chain (hook " + nft::HookName(ci.hook) +
-                       ") iptables does not manage";
-            }
-            continue;
-          }
-          if (spec->hook != ci.hook || spec->prio != ci.prio || ci.type != spec->type) {
-            if (reason.empty()) {
-              reason = "base chain " + ci.name + " has hook " + nft::HookName(ci.hook) + ", priority " +
-                       std::to_string(ci.prio) + " and type " + ci.type + ", not iptables-nft's";
-            }
-            continue;
-          }
-          Chain* c = t.FindChain(ci.name);
-          if (ci.policy && *ci.policy != NF_ACCEPT && *ci.policy != NF_DROP && reason.empty()) {
-            reason = "base chain " + ci.name + " has a policy iptables cannot show";
-          }
-          c->policy = ci.policy && *ci.policy == NF_DROP ? "DROP" : "ACCEPT";
-          c->counters = ci.counters;
-          kt.chains[ci.name] = KChain{ci.handle, 0, true, {}};
-          continue;
-        }
-        if (IsBuiltinChain(t.name, ci.name)) {
-          if (reason.empty()) reason = "regular chain " + ci.name + " has the name of a builtin chain";
-          continue;
-        }
-        if (Status valid = ValidateChainName(ci.name); !valid.ok()) {
-          if (reason.empty()) reason = "chain " + ci.name + ": " + valid.message();
-          continue;
-        }
-        user.push_back(ci.name);
-        kt.chains[ci.name] = KChain{ci.handle, 0, false, {}};
-      }
-      std::sort(user.begin(), user.end());
-      for (const std::string& name : user) t.chains.push_back(Chain{name, std::nullopt, {}, {}});
-      for (Chain& c : t.chains) {
-        auto it = counts.find({t.name, c.name});
-        if (it == counts.end()) continue;
-        c.rules.reserve(it->second);
-        if (auto kc = kt.chains.find(c.name); kc != kt.chains.end()) kc->second.rules.reserve(it->second);
-      }
-      if (auto it = sets.find(t.name); it != sets.end() && reason.empty()) {
-        reason = "table holds nft sets (" + it->second.front() + ") iptables cannot show";
-      }
-      // A chain's rules come one after another: its lookups are done once per run of them.
-      const std::string* run = nullptr;
-      auto kc = kt.chains.end();
-      Chain* mc = nullptr;
-      for (size_t i = 0; i < rules.size(); ++i) {
-        RuleInfo& ri = rules[i];
-        if (ri.table != t.name) continue;
-        if (run == nullptr || ri.chain != *run) {
-          run = &ri.chain;
-          kc = kt.chains.find(ri.chain);
-          mc = t.FindChain(ri.chain);
-        }
-        if (kc == kt.chains.end() || mc == nullptr) continue;  // a chain already judged above
-        if (!ri.xt.ok()) {
-          if (reason.empty()) {
-            reason = "chain " + ri.chain + " rule " + std::to_string(mc->rules.size() + 1) + " (nft handle " +
-                     std::to_string(ri.handle) + "): " + ri.xt.status().message();
-          }
-          continue;
-        }
-        kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
-        mc->rules.emplace_back();
-        if (detail != SnapshotDetail::kRules) continue;
-        if (partial.count({ri.table, ri.chain})) {
-          if (hit[i] != nullptr) {
-            mc->rules.back() = *hit[i];
-            mc->rules.back().counters = ri.xt->counters;
-          }
-          continue;
-        }
-        to_format.push_back(&*ri.xt);
-        where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
-      }
-      t.unrepresentable_reason = reason;
-    }
-    // The models built in place, a slice of rules at a time (what a slice needs on the way is used again by the next
-    // instead of growing with the table).
-    IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
-    constexpr size_t kSlice = 1024;
-    std::vector<const XtRule*> slice;
-    std::vector<Rule*> out;
-    for (size_t begin = 0; begin < to_format.size(); begin += kSlice) {
-      const size_t end = std::min(to_format.size(), begin + kSlice);
-      slice.assign(to_format.begin() + begin, to_format.begin() + end);
-      out.clear();
-      for (size_t i = begin; i < end; ++i) out.push_back(&where[i].table->chains[where[i].chain].rules[where[i].index]);
-      for (auto& [k, error] : xt->ToRules(slice, out, netns_.get())) {
-        const Pending& p = where[begin + k];
-        if (p.table->unrepresentable_reason.empty()) {
-          p.table->unrepresentable_reason = "chain " + p.table->chains[p.chain].name + " rule " +
-                                            std::to_string(p.index + 1) + ": " + error.message();
-        }
-      }
-    }
-    // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
-    return st;
+    return before;
   }
+}
+
+namespace {
+
+// The model read's visitor: every rule's location, and its binary form at kRules.
+struct RuleInfo {
+  std::string table, chain;
+  uint64_t handle = 0;
+  Result<XtRule> xt = XtRule{};
+};
+class ModelVisitor final : public DumpVisitor {
+ public:
+  ModelVisitor(Family family, SnapshotDetail detail) : family_(family), detail_(detail) {}
+  void Reset() override {
+    DumpVisitor::Reset();
+    rules.clear();
+  }
+  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) override {
+    RuleInfo& ri = rules.emplace_back();
+    ri.table = std::string(loc.table);
+    ri.chain = std::string(loc.chain);
+    ri.handle = loc.handle;
+    // At kPositions the rules are placeholders: positions and handles only.
+    if (detail_ == SnapshotDetail::kRules) ri.xt = DecodeDumpedRule(family_, m);
+    return Status::Ok();
+  }
+  std::deque<RuleInfo> rules;  // no relocation of 10,000 decoded rules while it grows
+
+ private:
+  Family family_;
+  SnapshotDetail detail_;
+};
+
+}  // namespace
+
+Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
+                                                       SnapshotDetail detail, const ChainScope& scope,
+                                                       const Probes& probes) {
+  ModelVisitor dumped(family, detail);
+  IPTKIT_ASSIGN_OR_RETURN(uint32_t generation, DumpAtOneGeneration(family, table, detail, scope, dumped));
+  std::deque<RuleInfo>& rules = dumped.rules;
+
+  // The model, table by table in iptables-nft-save's order.
+  FamilyState st;
+  st.generation = generation;
+  st.detail = detail;
+  st.scope = scope;
+  st.ruleset.family = family;
+  struct Pending {
+    Table* table;
+    size_t chain;  // index in table->chains
+    size_t index;  // index in the chain's rules
+  };
+  std::vector<Pending> where;
+  // Tables first, so that pointers into st.ruleset.tables stay valid afterwards.
+  for (const std::string& name : SaveOrder()) {
+    if (!dumped.tables.count(name)) continue;
+    IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
+    st.ruleset.tables.push_back(std::move(t));
+    st.kernel[name].exists = true;
+  }
+  // Chains given with only their probed rules: each probe found byte for byte, every rule decoded to its binary
+  // form (else the chain is decoded whole, which says what is wrong). hit[i]: the probe rule i equals.
+  std::set<std::pair<std::string, std::string>> partial;
+  std::vector<const Rule*> hit(rules.size(), nullptr);
+  if (detail == SnapshotDetail::kRules && !probes.empty()) {
+    std::map<std::pair<std::string, std::string>, std::set<size_t>> found;
+    std::set<std::pair<std::string, std::string>> spoiled;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      RuleInfo& ri = rules[i];
+      auto p = probes.find({ri.table, ri.chain});
+      if (p == probes.end()) continue;
+      if (!ri.xt.ok()) {
+        spoiled.insert(p->first);
+        continue;
+      }
+      XtRule& got = *ri.xt;
+      const Counters counters = got.counters;
+      for (size_t k = 0; k < p->second.size() && hit[i] == nullptr; ++k) {
+        got.counters = p->second[k].second.counters;
+        if (got == p->second[k].second) {
+          hit[i] = &p->second[k].first;
+          found[p->first].insert(k);
+        }
+      }
+      got.counters = counters;
+    }
+    for (const auto& [where_chain, wanted_rules] : probes) {
+      if (!spoiled.count(where_chain) && found[where_chain].size() == wanted_rules.size()) {
+        partial.insert(where_chain);
+      }
+    }
+  }
+  std::vector<const XtRule*> to_format;  // the decoded rules (in `rules`), in `where` order
+  to_format.reserve(rules.size());
+  // Room for every chain's rules up front (growing a vector of 10,000 rules copies them repeatedly).
+  std::map<std::pair<std::string_view, std::string_view>, size_t> counts;
+  {
+    size_t* count = nullptr;
+    const RuleInfo* run = nullptr;
+    for (const RuleInfo& ri : rules) {
+      if (run == nullptr || ri.chain != run->chain || ri.table != run->table) {
+        run = &ri;
+        count = &counts[{ri.table, ri.chain}];
+      }
+      ++*count;
+    }
+  }
+  where.reserve(rules.size());
+  for (Table& t : st.ruleset.tables) {
+    KTable& kt = st.kernel[t.name];
+    std::string reason = JudgeChains(dumped.chains, dumped.sets, t, kt);
+    for (Chain& c : t.chains) {
+      auto it = counts.find({t.name, c.name});
+      if (it == counts.end()) continue;
+      c.rules.reserve(it->second);
+      if (auto kc = kt.chains.find(c.name); kc != kt.chains.end()) kc->second.rules.reserve(it->second);
+    }
+    // A chain's rules come one after another: its lookups are done once per run of them.
+    const std::string* run = nullptr;
+    auto kc = kt.chains.end();
+    Chain* mc = nullptr;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      RuleInfo& ri = rules[i];
+      if (ri.table != t.name) continue;
+      if (run == nullptr || ri.chain != *run) {
+        run = &ri.chain;
+        kc = kt.chains.find(ri.chain);
+        mc = t.FindChain(ri.chain);
+      }
+      if (kc == kt.chains.end() || mc == nullptr) continue;  // a chain already judged above
+      if (!ri.xt.ok()) {
+        if (reason.empty()) {
+          reason = "chain " + ri.chain + " rule " + std::to_string(mc->rules.size() + 1) + " (nft handle " +
+                   std::to_string(ri.handle) + "): " + ri.xt.status().message();
+        }
+        continue;
+      }
+      kc->second.rules.push_back(Slot{ri.handle, 0, nullptr});
+      mc->rules.emplace_back();
+      if (detail != SnapshotDetail::kRules) continue;
+      if (partial.count({ri.table, ri.chain})) {
+        if (hit[i] != nullptr) {
+          mc->rules.back() = *hit[i];
+          mc->rules.back().counters = ri.xt->counters;
+        }
+        continue;
+      }
+      to_format.push_back(&*ri.xt);
+      where.push_back(Pending{&t, static_cast<size_t>(mc - t.chains.data()), mc->rules.size() - 1});
+    }
+    t.unrepresentable_reason = reason;
+  }
+  // The models built in place, a slice of rules at a time (what a slice needs on the way is used again by the next
+  // instead of growing with the table).
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  constexpr size_t kSlice = 1024;
+  std::vector<const XtRule*> slice;
+  std::vector<Rule*> out;
+  for (size_t begin = 0; begin < to_format.size(); begin += kSlice) {
+    const size_t end = std::min(to_format.size(), begin + kSlice);
+    slice.assign(to_format.begin() + begin, to_format.begin() + end);
+    out.clear();
+    for (size_t i = begin; i < end; ++i) out.push_back(&where[i].table->chains[where[i].chain].rules[where[i].index]);
+    for (auto& [k, error] : xt->ToRules(slice, out, netns_.get())) {
+      const Pending& p = where[begin + k];
+      if (p.table->unrepresentable_reason.empty()) {
+        p.table->unrepresentable_reason =
+            "chain " + p.table->chains[p.chain].name + " rule " + std::to_string(p.index + 1) + ": " + error.message();
+      }
+    }
+  }
+  // A table without a reason holds exactly its kernel rules in the model (slot i is rule i).
+  return st;
 }
 
 Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
@@ -540,6 +568,10 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
     return view(st, &st);
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
+  // A read for its counters is what the caller shows (a listing): it gets the model itself. Keeping it too would copy
+  // every rule (10,000 rules: about 7 MB of fresh pages); only a plan's read (no fresh counters) or the event cache's
+  // whole-family snapshot is kept for later plans.
+  if (fresh_counters && !events_) return std::move(st.ruleset);
   Ruleset out = view(st);
   Remember(family, std::move(st));
   return out;

@@ -10,8 +10,10 @@
 //    text parser gives for iptables-nft-save's line. A table with a rule that cannot be decoded exactly (native nft
 //    expressions, set lookups, anything iptables-nft-save would fail on or print lossily), with nft sets, with base
 //    chains iptables does not make, or with chain names iptables cannot take, gets unrepresentable_reason naming
-//    the rule's handle and what was not understood. A whole-family read is cached with its generation id;
-//    Read(fresh_counters = false) and Unchanged answer from it while the kernel's id is the same (one round trip).
+//    the rule's handle and what was not understood. A whole-family read for planning (fresh_counters = false), and
+//    with event_cache every whole-family read, is cached with its generation id; Read(fresh_counters = false) and
+//    Unchanged answer from it while the kernel's id is the same (one round trip). A whole-family Read with fresh
+//    counters without event_cache hands its model to the caller instead of keeping it (no copy of every rule).
 //  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
 //    IPv6. Positions and specs of the ops are resolved against the snapshot they were planned on, and rules are
 //    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle. When
@@ -62,6 +64,8 @@
 
 namespace iptkit::backend::native {
 
+class DumpVisitor;  // native_read.h
+
 struct NativeOptions {
   // Test knob: send batches without the generation id of their snapshot, so that the kernel applies them to
   // whatever it holds (what the concurrency tests show to go wrong).
@@ -93,6 +97,10 @@ class NativeBackend final : public Backend {
   const BackendTraits& traits() const override { return traits_; }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table = std::nullopt,
                        bool fresh_counters = true) override;
+  // Prints each rule's save line from its binary form as the rules arrive (libxtables' save text, as
+  // iptables-nft-save prints it), without the model and without touching the cache: byte for byte FormatSave of
+  // Read(family, table). `read` holds the tables and chains printed (with unrepresentable_reason), no rules.
+  Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) override;
   // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
   // skip decoding. Cached like a whole-family read, each at its detail.
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;
@@ -170,6 +178,11 @@ class NativeBackend final : public Backend {
   // them is found there byte for byte; else decoded whole.
   Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
                            const ChainScope& scope = {}, const Probes& probes = {});
+  // The netlink half of Dump and ReadSaveText: tables, chains, the rules of the chains in `scope` (not at kChains)
+  // and, at kRules, the sets, all of one generation (read again, at most 5 times, while it moves; then Aborted), into
+  // `visitor`. Returns that generation.
+  Result<uint32_t> DumpAtOneGeneration(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
+                                       const ChainScope& scope, DumpVisitor& visitor);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;

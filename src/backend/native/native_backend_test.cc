@@ -219,6 +219,26 @@ TEST_F(NativeBackendTest, CachedSnapshotFollowsOwnCommits) {
   EXPECT_THAT(Save(), HasSubstr(":OUTPUT ACCEPT [0:0]\n-A INPUT -j RETURN\nCOMMIT\n"));
 }
 
+// A whole-family read for its counters (a listing) hands its model over instead of keeping a copy for later plans;
+// a plan's read (no fresh counters) is kept and answers the next one.
+TEST_F(NativeBackendTest, ListingReadHandsItsModelOverAndPlanReadsAreKept) {
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
+  Result<Ruleset> listed = backend_->Read(Family::kIPv4);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(FormatSave(*listed), Save());
+  EXPECT_FALSE(backend_->has_cached_snapshot(Family::kIPv4));
+  ASSERT_TRUE(backend_->Read(Family::kIPv4, std::nullopt, false).ok());
+  EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv4));
+  const uint64_t dumps = backend_->stats().dumps;
+  Result<Ruleset> planned = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(planned.ok());
+  EXPECT_EQ(backend_->stats().dumps, dumps);
+  EXPECT_EQ(FormatSave(*planned), Save());
+  ASSERT_TRUE(backend_->Read(Family::kIPv4).ok());
+  EXPECT_EQ(backend_->stats().dumps, dumps + 1);
+  EXPECT_TRUE(backend_->Unchanged(Family::kIPv4));  // the plan's snapshot is still there and current
+}
+
 TEST_F(NativeBackendTest, PlansOnReducedSnapshotsAndNeverServesThemAsReads) {
   Restore("*filter\n-A INPUT -s 192.0.2.1/32 -j ACCEPT\n-A INPUT -s 192.0.2.2/32 -j DROP\nCOMMIT\n");
   // kChains: chains and policies, no rules; an insert at 1 planned on it lands at the head, not at the end.
@@ -292,6 +312,53 @@ TEST_F(NativeBackendTest, NativeNftRuleMakesTheTableUnrepresentable) {
   Result<CommitReport> r =
       backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", Canon("-j DROP"))})});
   EXPECT_EQ(r.status().code(), StatusCode::kFailedPrecondition);
+}
+
+// ReadSaveText prints each rule from its binary form without building the model: byte for byte FormatSave of the
+// model read, with and without counters, for the family, one table and a table the kernel does not have, and for an
+// unrepresentable table (its reason line; the rule that does not decode left out).
+TEST_F(NativeBackendTest, SaveTextFromBinaryRulesIsTheModelReadsText) {
+  ASSERT_EQ(Iptables({"-N", "WEB"}), "");
+  ASSERT_EQ(Iptables({"-P", "FORWARD", "DROP"}), "");
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-i", "lo", "-c", "7", "700", "-j", "ACCEPT"}), "");
+  ASSERT_EQ(
+      Iptables({"-A", "INPUT", "-p", "tcp", "--dport", "22", "-m", "comment", "--comment", "ssh in", "-j", "WEB"}), "");
+  ASSERT_EQ(Iptables({"-A", "WEB", "-m", "conntrack", "--ctstate", "NEW", "-j", "LOG", "--log-prefix", "web "}), "");
+  ASSERT_EQ(Iptables({"-A", "WEB", "-s", "10.0.0.0/255.0.255.0", "-j", "MARK", "--set-mark", "0x1"}), "");
+  ASSERT_EQ(Iptables({"-A", "WEB"}), "");
+  ASSERT_EQ(Iptables({"-t", "nat", "-A", "PREROUTING", "-p", "udp", "--dport", "53", "-j", "DNAT", "--to-destination",
+                      "192.0.2.1"}),
+            "");
+  auto same = [&](const std::optional<std::string>& table, bool counters) {
+    SCOPED_TRACE(table.value_or("(family)") + (counters ? " with counters" : ""));
+    Result<Ruleset> model = backend_->Read(Family::kIPv4, table);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    Result<SaveText> text = backend_->ReadSaveText(Family::kIPv4, table, counters);
+    ASSERT_TRUE(text.ok()) << text.status().ToString();
+    EXPECT_EQ(text->text, FormatSave(*model, {.counters = counters, .mark_lossy = true}));
+    EXPECT_EQ(text->read.family, Family::kIPv4);
+    ASSERT_EQ(text->read.tables.size(), model->tables.size());
+    for (size_t i = 0; i < model->tables.size(); ++i) {
+      EXPECT_EQ(text->read.tables[i].name, model->tables[i].name);
+      EXPECT_EQ(text->read.tables[i].unrepresentable_reason, model->tables[i].unrepresentable_reason);
+      EXPECT_EQ(text->read.tables[i].chains.size(), model->tables[i].chains.size());
+    }
+  };
+  for (bool counters : {false, true}) {
+    for (const auto& table : {std::optional<std::string>(), std::optional<std::string>("filter"),
+                              std::optional<std::string>("nat"), std::optional<std::string>("raw")}) {
+      same(table, counters);
+    }
+  }
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter INPUT ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "DROP"}), "");
+  same(std::nullopt, false);
+  same(std::nullopt, true);
+  Result<SaveText> text = backend_->ReadSaveText(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_THAT(text->text, HasSubstr("*filter\n# iptkit: unrepresentable table: chain INPUT rule 3 (nft handle"));
+  EXPECT_THAT(text->text, HasSubstr("-A INPUT -p tcp -m tcp --dport 22 -m comment --comment \"ssh in\" -j WEB\n"
+                                    "-A INPUT -j DROP\n"));
 }
 
 TEST_F(NativeBackendTest, WholeTableRestoreReplacesTheTableInOneBatch) {

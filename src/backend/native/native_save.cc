@@ -1,0 +1,199 @@
+// NativeBackend::ReadSaveText: the save text printed from each rule's binary form (native_backend.h), the way
+// iptables-nft-save prints straight from the kernel's rules, instead of decoding every rule into the model and
+// printing the model. The tables, chains and reasons are the model read's (JudgeChains, FormatSave of the tables
+// without their rules), so both print the same bytes; native_backend_test compares them on the whole corpus.
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "iptkit/dialect.h"
+#include "src/backend/native/native_backend.h"
+#include "src/backend/native/native_read.h"
+#include "src/backend/native/xtables.h"
+#include "src/backend/ops/table_sim.h"
+
+namespace iptkit::backend::native {
+namespace {
+
+void AppendCounters(std::string& out, const Counters& counters) {
+  out += '[';
+  out += std::to_string(counters.packets);
+  out += ':';
+  out += std::to_string(counters.bytes);
+  out += ']';
+}
+
+// Prints the rules a slice at a time as they arrive: each one's "-A CHAIN ..." line goes into its chain's text; the
+// chains' texts are put together in iptables-nft-save's order at the end. Only the slice's binary rules and the
+// text are kept, never a model rule.
+class SaveVisitor final : public DumpVisitor {
+ public:
+  SaveVisitor(Family family, bool counters, Xtables* xt, int netns_fd)
+      : family_(family), counters_(counters), xt_(xt), netns_fd_(netns_fd) {}
+
+  void Reset() override {
+    DumpVisitor::Reset();
+    tables_.clear();
+    chains_.clear();
+    run_ = nullptr;
+    judged_ = false;
+    pending_.clear();
+    pending_where_.clear();
+  }
+
+  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) override {
+    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
+    if (run_ == nullptr || loc.chain != run_->name || loc.table != run_->table->table.name) {
+      key_.assign(loc.table);
+      key_ += '\0';
+      key_ += loc.chain;
+      auto it = chains_.find(key_);
+      if (it == chains_.end()) return Status::Ok();  // a table or chain iptables does not show (judged above)
+      run_ = &it->second;
+    }
+    Result<XtRule> xt = DecodeDumpedRule(family_, m);
+    if (!xt.ok()) {
+      if (run_->table->decode_reason.empty()) {
+        run_->table->decode_reason = "chain " + run_->name + " rule " + std::to_string(run_->rules + 1) +
+                                     " (nft handle " + std::to_string(loc.handle) + "): " + xt.status().message();
+      }
+      return Status::Ok();
+    }
+    pending_.push_back(*std::move(xt));
+    pending_where_.push_back({run_, run_->rules++});
+    if (pending_.size() == kSlice) Print();
+    return Status::Ok();
+  }
+
+  // After a whole read: the text, and the tables printed (chains without rules).
+  Result<SaveText> Finish(const std::optional<std::string>& table) {
+    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
+    Print();
+    SaveText out;
+    out.read.family = family_;
+    if (tables_.empty() && table) {
+      // iptables-nft-save -t TABLE prints a table it does not have (as Read does).
+      if (Result<Table> fresh = NewTable(*table); fresh.ok()) tables_.emplace_back().table = *std::move(fresh);
+    }
+    size_t size = 0;
+    for (const auto& [key, chain] : chains_) size += chain.lines.size();
+    out.text.reserve(size + 4096);
+    Ruleset one;
+    one.family = family_;
+    for (TableOut& t : tables_) {
+      Table& shown = t.table;
+      shown.unrepresentable_reason = !t.reason.empty()          ? t.reason
+                                     : !t.decode_reason.empty() ? t.decode_reason
+                                                                : t.format_reason;
+      // "*table", the reason, the chain lines and "COMMIT" as FormatSave prints them; the rule lines before COMMIT.
+      one.tables.clear();
+      one.tables.push_back(std::move(shown));
+      std::string head = FormatSave(one, {.counters = counters_, .mark_lossy = true});
+      constexpr std::string_view kCommit = "COMMIT\n";
+      out.text.append(head, 0, head.size() - kCommit.size());
+      for (const Chain& c : one.tables.front().chains) {
+        key_.assign(one.tables.front().name);
+        key_ += '\0';
+        key_ += c.name;
+        if (auto it = chains_.find(key_); it != chains_.end()) out.text += it->second.lines;
+      }
+      out.text += kCommit;
+      out.read.tables.push_back(std::move(one.tables.front()));
+    }
+    return out;
+  }
+
+ private:
+  static constexpr size_t kSlice = 1024;
+  struct TableOut {
+    Table table;  // its chains, without rules
+    NativeBackend::KTable kernel;
+    std::string reason;         // JudgeChains's
+    std::string decode_reason;  // the first rule that does not decode
+    std::string format_reason;  // the first rule libxtables cannot print
+  };
+  struct ChainOut {
+    TableOut* table = nullptr;
+    std::string name;
+    size_t rules = 0;   // rules decoded so far (a rule's number in its chain as the model read counts it)
+    std::string lines;  // its "-A" lines
+  };
+
+  // The tables and their chains, once every chain message is in (before the first rule; the rule dump follows the
+  // chain dump).
+  Status Judge() {
+    judged_ = true;
+    for (const std::string& name : SaveOrder()) {
+      if (!tables.count(name)) continue;
+      IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
+      tables_.emplace_back().table = std::move(t);
+    }
+    for (TableOut& t : tables_) {
+      t.reason = JudgeChains(chains, sets, t.table, t.kernel);
+      for (const Chain& c : t.table.chains) {
+        if (!t.kernel.chains.count(c.name)) continue;  // a builtin chain the kernel does not have
+        ChainOut& out = chains_[t.table.name + '\0' + c.name];
+        out.table = &t;
+        out.name = c.name;
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Prints the pending rules into their chains' texts. A rule libxtables cannot print is printed as the model read
+  // leaves it (an empty rule) and gives its table a reason.
+  void Print() {
+    if (pending_.empty()) return;
+    ptrs_.clear();
+    for (const XtRule& x : pending_) ptrs_.push_back(&x);
+    std::vector<Result<std::string>> texts = xt_->Format(ptrs_, netns_fd_);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      auto [chain, index] = pending_where_[i];
+      std::string& out = chain->lines;
+      if (counters_) {
+        AppendCounters(out, texts[i].ok() ? pending_[i].counters : Counters{});
+        out += ' ';
+      }
+      out += "-A ";
+      out += chain->name;
+      if (!texts[i].ok()) {
+        if (chain->table->format_reason.empty()) {
+          chain->table->format_reason =
+              "chain " + chain->name + " rule " + std::to_string(index + 1) + ": " + texts[i].status().message();
+        }
+      } else if (!texts[i]->empty()) {
+        out += ' ';
+        out += *texts[i];
+      }
+      out += '\n';
+    }
+    pending_.clear();
+    pending_where_.clear();
+  }
+
+  Family family_;
+  bool counters_;
+  Xtables* xt_;
+  int netns_fd_;
+  std::vector<TableOut> tables_;  // in iptables-nft-save's order (fixed once judged: chains_ points into it)
+  std::unordered_map<std::string, ChainOut> chains_;  // "table\0chain" → the chain's text
+  ChainOut* run_ = nullptr;                           // the chain of the previous rule (rules come chain by chain)
+  std::string key_;
+  bool judged_ = false;
+  std::vector<XtRule> pending_;
+  std::vector<std::pair<ChainOut*, size_t>> pending_where_;  // chain, and the rule's index among its decoded rules
+  std::vector<const XtRule*> ptrs_;
+};
+
+}  // namespace
+
+Result<SaveText> NativeBackend::ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) {
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  SaveVisitor visitor(family, counters, xt, netns_.get());
+  IPTKIT_RETURN_IF_ERROR(DumpAtOneGeneration(family, table, SnapshotDetail::kRules, ChainScope{}, visitor).status());
+  return visitor.Finish(table);
+}
+
+}  // namespace iptkit::backend::native
