@@ -15,10 +15,11 @@ Every contender runs in its own child process, started once and kept (python-ipt
   delete  that rule by spec.
 The contenders take turns call by call (a round: each one appends, then deletes, in an order that rotates from round
 to round; reads likewise), so a drift of the machine's speed hits all of them alike, and every call follows another
-contender's write. The first round is a checked warm-up. --library-b adds a second iptkit library on the legacy
-variant (e.g. an older build) as one more contender. On the nft namespace python-iptables is also tried, to show
-whether it works there. Prints a table of medians (ms), the ratios python-iptables / iptkit, the load average before
-and after, and the same as JSON on the last line.
+contender's write; each call's CPU time (user + system of the contender's process, every thread) is kept beside its
+wall time, and on a loaded machine it is the steadier of the two. The first round is a checked warm-up. --library-b
+adds a second iptkit library on the legacy variant (e.g. an older build) as one more contender. On the nft namespace
+python-iptables is also tried, to show whether it works there. Prints a table of medians (ms, wall and CPU), the
+ratios python-iptables / iptkit, the load average before and after, and the same as JSON on the last line.
 """
 
 import argparse
@@ -49,9 +50,10 @@ def ruleset_text(n):
 
 
 def timed(fn):
-    t = time.perf_counter()
+    """Wall and CPU milliseconds of one call (CPU: user + system time of the whole process, every thread)."""
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    return (time.perf_counter() - t) * 1000.0
+    return (time.perf_counter() - t) * 1000.0, (time.process_time() - c) * 1000.0
 
 
 # ---- the children: one contender each; stdin: one op per line; stdout: one JSON line per op ----
@@ -63,7 +65,8 @@ def serve(ops):
         if op == "quit":
             break
         try:
-            print(json.dumps({"ms": timed(ops[op])}), flush=True)
+            wall, cpu = timed(ops[op])
+            print(json.dumps({"ms": wall, "cpu_ms": cpu}), flush=True)
         except Exception as e:
             print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}), flush=True)
 
@@ -132,6 +135,7 @@ class Contender:
     def __init__(self, name, variant, argv, env):
         self.name, self.variant = name, variant
         self.times = {"read": [], "append": [], "delete": []}
+        self.cpu = {"read": [], "append": [], "delete": []}
         self.error = None
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
@@ -157,6 +161,7 @@ class Contender:
         answer = self._answer()
         if keep and "ms" in answer:
             self.times[op].append(answer["ms"])
+            self.cpu[op].append(answer["cpu_ms"])
 
     def close(self):
         try:
@@ -252,7 +257,8 @@ def main():
               "runs": []}
     print("%d rules in filter INPUT; medians in ms (read: %d reps; append/delete: %d each; contenders alternating)"
           % (args.rules, args.reps, 2 * args.reps))
-    print("%-26s %-7s %10s %10s %10s" % ("library", "variant", "read", "append", "delete"))
+    print("%-26s %-7s %10s %10s %10s   %s" % ("library", "variant", "read", "append", "delete",
+                                             "cpu (user+system ms of the contender's process: read append delete)"))
     for c in results:
         entry = {"library": c.name, "variant": c.variant}
         if c.error or not all(c.times.values()):
@@ -261,8 +267,10 @@ def main():
         else:
             for op in ("read", "append", "delete"):
                 entry[op + "_ms"] = round(median(c.times[op]), 2)
-            print("%-26s %-7s %10.1f %10.2f %10.2f" % (c.name, c.variant, entry["read_ms"], entry["append_ms"],
-                                                       entry["delete_ms"]))
+                entry[op + "_cpu_ms"] = round(median(c.cpu[op]), 2)
+            print("%-26s %-7s %10.1f %10.2f %10.2f   cpu %8.1f %8.2f %8.2f"
+                  % (c.name, c.variant, entry["read_ms"], entry["append_ms"], entry["delete_ms"],
+                     entry["read_cpu_ms"], entry["append_cpu_ms"], entry["delete_cpu_ms"]))
         report["runs"].append(entry)
     base = next((e for e in report["runs"] if e["library"] == "python-iptables" and "error" not in e), None)
     if base:
@@ -271,9 +279,13 @@ def main():
             if e["library"] == "python-iptables" or "error" in e:
                 continue
             ratios = {op: round(base[op + "_ms"] / e[op + "_ms"], 2) for op in ("read", "append", "delete")}
+            cpu = {op: round(base[op + "_cpu_ms"] / max(e[op + "_cpu_ms"], 1e-3), 2)
+                   for op in ("read", "append", "delete")}
             e["ratio_vs_python_iptables"] = ratios
-            print("  %-26s read %6.1fx  append %5.2fx  delete %5.2fx"
-                  % (e["library"], ratios["read"], ratios["append"], ratios["delete"]))
+            e["cpu_ratio_vs_python_iptables"] = cpu
+            print("  %-26s read %6.1fx  append %5.2fx  delete %5.2fx   cpu: read %6.1fx  append %5.2fx  delete %5.2fx"
+                  % (e["library"], ratios["read"], ratios["append"], ratios["delete"], cpu["read"], cpu["append"],
+                     cpu["delete"]))
     print("load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (load_before + load_after))
     print(json.dumps(report))
     return 0

@@ -150,6 +150,12 @@ struct ChainScope {
   // found that way it gives the chain's rules decoded, as for `chains`. (A chain in `chains` too, asked at a detail
   // below kRules, is given the same way: its placeholders show these rules where they are.)
   std::map<std::pair<std::string, std::string>, std::vector<Rule>> probes;
+  // false: the plan needs no positions in the chains of `probes` that are not in `chains` (it only deletes from them
+  // by spec, and it is never undone op by op: a transaction of one table). A backend may then give such a chain
+  // with only its rules that are, byte for byte, one of the probes, in chain order, without placeholders; positions
+  // and sizes of that chain in the snapshot (and so the plan's inverse ops on it) mean nothing, and a Commit of the
+  // plan deletes by spec the first rule that is byte for byte the rule (the one the plan found).
+  bool probe_positions = true;
   bool Has(const std::string& table, const std::string& chain) const {
     return every_chain || chains.count({table, chain}) != 0 || probes.count({table, chain}) != 0;
   }

@@ -168,6 +168,10 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
   if (!snapshot || PlanDetail(txn, traits) == backend::SnapshotDetail::kRules) {
     for (const auto& where : scope.chains) scope.probes.erase(where);
   }
+  // One table is committed alone and never undone op by op: a chain only deleted from by spec needs no positions
+  // (the backend gives the rules it found, not a placeholder per rule of the chain; Firewall::Commit drops the
+  // inverse that would be planned from them).
+  if (snapshot && !inverses) scope.probe_positions = false;
   return scope;
 }
 
@@ -401,10 +405,20 @@ Result<CommitResult> Firewall::Commit(const Transaction& txn, const CommitOption
     nothing.atomic_across_tables = true;
     return nothing;
   }
+  const backend::ChainScope scope = txn::PlanScope(txn, backend_->traits());
   return txn::LockedCommit(
       *backend_, options_, txn::InvolvedFamilies(txn), options,
-      [&](txn::Snapshots snapshots) { return txn::PlanTransaction(*backend_, txn, std::move(snapshots)); },
-      txn::PlanDetail(txn, backend_->traits()), txn::PlanScope(txn, backend_->traits()));
+      [&](txn::Snapshots snapshots) -> Result<std::vector<txn::PlannedTable>> {
+        IPTKIT_ASSIGN_OR_RETURN(std::vector<txn::PlannedTable> planned,
+                                txn::PlanTransaction(*backend_, txn, std::move(snapshots)));
+        // Planned on chains without positions (ChainScope::probe_positions): the inverse would be wrong, and the
+        // one table is committed alone, so it is never sent (CommitTableByTable).
+        if (!scope.probe_positions && !scope.probes.empty()) {
+          for (txn::PlannedTable& t : planned) t.inverse.ops.clear();
+        }
+        return planned;
+      },
+      txn::PlanDetail(txn, backend_->traits()), scope);
 }
 
 Result<CommitResult> Firewall::Restore(Family family, std::string_view text, const RestoreOptions& options) {

@@ -734,6 +734,14 @@ TEST(PlanScopeTest, SingleChainOpsReadOnlyTheirChainAndNoRulesForAnAppend) {
   EXPECT_FALSE(scope.every_chain);
   ASSERT_EQ(scope.probes.count({"filter", "INPUT"}), 1u);
   EXPECT_EQ(scope.probes.at({"filter", "INPUT"}).size(), 1u);
+  // One table: never undone op by op, so a chain only deleted from by spec needs no placeholder per rule.
+  EXPECT_FALSE(scope.probe_positions);
+  Transaction two_tables;
+  two_tables.Delete(v4, "filter", "INPUT", R("-s 5.6.7.8 -j ACCEPT"));
+  two_tables.Append(v4, "mangle", "PREROUTING", R("-j ACCEPT"));
+  scope = txn::PlanScope(two_tables, traits);
+  ASSERT_EQ(scope.probes.count({"filter", "INPUT"}), 1u);
+  EXPECT_TRUE(scope.probe_positions);  // the inverse re-inserts the deleted rule where it was
 
   Transaction by_number;
   by_number.DeleteAt(v4, "filter", "INPUT", 2);

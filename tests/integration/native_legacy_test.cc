@@ -398,6 +398,91 @@ TEST_F(NativeLegacyTest, AnUndecodableRuleIsNeverRemovedByPosition) {
   EXPECT_EQ(RuleLines(after, "filter", "INPUT"), (std::vector<std::string>{"-A INPUT -j QUEUE"}));
 }
 
+// A delete by spec removes exactly the first rule that is the given one, by its entry bytes: not a similar rule
+// (another address, port, protocol or verdict), not an undecodable rule with the same header and match (QUEUE),
+// not the later copy; every other rule keeps its place and its counters (libiptc maps counters by position). A
+// plan of one table reads no placeholder per rule of the chain (ChainScope::probe_positions), so this also pins
+// that the plan and the commit agree on which entry goes: in one transaction, with an append to the same chain
+// (placeholders), and a second delete of a rule that is there once (NotFound, nothing changes).
+TEST_F(NativeLegacyTest, ADeleteBySpecRemovesExactlyTheFirstEqualRule) {
+  const std::vector<std::vector<std::string>> rules = {
+      {"-s", "10.0.0.1/32", "-p", "tcp", "--dport", "22", "-c", "1", "100", "-j", "ACCEPT"},
+      {"-c", "2", "200", "-j", "QUEUE"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "23", "-c", "3", "300", "-j", "ACCEPT"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-c", "4", "400", "-j", "DROP"},
+      {"-s", "10.0.0.2/32", "-p", "udp", "--dport", "22", "-c", "5", "500", "-j", "ACCEPT"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-c", "6", "600", "-j", "QUEUE"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-c", "7", "700", "-j", "ACCEPT"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-c", "8", "800", "-j", "QUEUE"},
+      {"-s", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-c", "9", "900", "-j", "ACCEPT"},
+  };
+  for (const auto& r : rules) {
+    std::vector<std::string> args = {"-A", "INPUT"};
+    args.insert(args.end(), r.begin(), r.end());
+    ASSERT_TRUE(Ipt(args).ok());
+  }
+  const std::string x = "-s 10.0.0.2/32 -p tcp -m tcp --dport 22 -j ACCEPT";
+  // INPUT's rule lines with their counters ("[7:700] -A INPUT ...").
+  auto counted = [&](const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.starts_with("[") && line.find("] -A INPUT ") != std::string::npos) out.push_back(line);
+    }
+    return out;
+  };
+  ASSERT_OK_AND_ASSIGN(std::string before, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  std::vector<std::string> lines = counted(before);
+  ASSERT_EQ(lines.size(), rules.size()) << before;
+  ASSERT_EQ(lines[6], "[7:700] -A INPUT " + x) << before;
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+
+  ASSERT_OK_AND_ASSIGN(CommitResult done,
+                       fw->Commit(Transaction().Delete(Family::kIPv4, "filter", "INPUT",
+                                                       Spec("-s 10.0.0.2 -p tcp --dport 22 -j ACCEPT"))));
+  EXPECT_EQ(done.backend, "native-legacy");
+  lines.erase(lines.begin() + 6);
+  ASSERT_OK_AND_ASSIGN(std::string after, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  EXPECT_EQ(counted(after), lines) << after;
+
+  // Twice in one transaction, with one copy left: NotFound naming the rule, and nothing changes.
+  Transaction twice;
+  twice.Delete(Family::kIPv4, "filter", "INPUT", Spec(x));
+  twice.Delete(Family::kIPv4, "filter", "INPUT", Spec(x));
+  Result<CommitResult> refused = fw->Commit(twice);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("10.0.0.2/32"), std::string::npos) << refused.status().ToString();
+  ASSERT_OK_AND_ASSIGN(std::string unchanged, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  EXPECT_EQ(counted(unchanged), lines) << unchanged;
+
+  // With an append to the same chain (the chain is read with placeholders): the last copy goes, the rest stays.
+  Transaction with_append;
+  with_append.Append(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.3/32 -j DROP"));
+  with_append.Delete(Family::kIPv4, "filter", "INPUT", Spec(x));
+  ASSERT_TRUE(fw->Commit(with_append).ok());
+  lines.erase(lines.begin() + 7);
+  lines.push_back("[0:0] -A INPUT -s 10.0.0.3/32 -j DROP");
+  ASSERT_OK_AND_ASSIGN(std::string last, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  EXPECT_EQ(counted(last), lines) << last;
+
+  // None left: not found byte for byte, so the chain is decoded to compare by canonical spec, and its QUEUE rules
+  // make the table unrepresentable: refused, and nothing changes (the undecodable rules with the same header and
+  // match are all still there).
+  Result<CommitResult> gone = fw->Commit(Transaction().Delete(Family::kIPv4, "filter", "INPUT", Spec(x)));
+  ASSERT_FALSE(gone.ok());
+  EXPECT_EQ(gone.status().code(), StatusCode::kFailedPrecondition) << gone.status().ToString();
+  ASSERT_OK_AND_ASSIGN(std::string end, ns_->Save(Variant::kLegacy, Family::kIPv4, "filter", true));
+  EXPECT_EQ(counted(end), lines) << end;
+  // In a chain iptkit can decode whole, a rule that is not there is NotFound, naming it.
+  ASSERT_TRUE(Ipt({"-A", "OUTPUT", "-d", "10.0.0.2/32", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"}).ok());
+  Result<CommitResult> absent = fw->Commit(Transaction().Delete(Family::kIPv4, "filter", "OUTPUT", Spec(x)));
+  ASSERT_FALSE(absent.ok());
+  EXPECT_EQ(absent.status().code(), StatusCode::kNotFound) << absent.status().ToString();
+  EXPECT_NE(absent.status().message().find("no rule '" + x + "' in chain OUTPUT"), std::string::npos)
+      << absent.status().ToString();
+}
+
 // iptkit commits the table it read (one iptc_init per change, as iptables-legacy). A writer that does not take the
 // xtables lock (python-iptables, or iptables-legacy pointed at another lock file, as here) and changes the table
 // between that read and the commit makes the kernel refuse the commit (the entry count moved): iptkit reads, plans

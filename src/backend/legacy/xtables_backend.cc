@@ -467,38 +467,44 @@ class XtablesLockGuard final : public LockGuard {
 };
 
 // The libiptc handles a plan read under the lock, kept for the commit that follows (Backend traits
-// commits_plan_snapshot): (family, table) → handle. Freed with the family's own iptc_free.
+// commits_plan_snapshot): (family, table) → handle, and the chains of that table whose probes the read found byte
+// for byte (the plan's deletes by spec there mean the first entry that is the rule byte for byte). Freed with the
+// family's own iptc_free.
 class HeldHandles {
  public:
+  struct Held {
+    xtc_handle* h = nullptr;
+    std::set<std::string> exact_chains;
+  };
   HeldHandles() = default;
   HeldHandles(const HeldHandles&) = delete;
   HeldHandles& operator=(const HeldHandles&) = delete;
   ~HeldHandles() { Clear(); }
-  void Put(Family family, const std::string& table, xtc_handle* h) {
+  void Put(Family family, const std::string& table, xtc_handle* h, std::set<std::string> exact_chains) {
     Drop(family, table);
-    held_[{family, table}] = h;
+    held_[{family, table}] = Held{h, std::move(exact_chains)};
   }
-  // The handle of `table` (nullptr if none), which the caller then owns.
-  xtc_handle* Take(Family family, const std::string& table) {
+  // The handle of `table` (h nullptr if none), which the caller then owns.
+  Held Take(Family family, const std::string& table) {
     auto it = held_.find({family, table});
-    if (it == held_.end()) return nullptr;
-    xtc_handle* h = it->second;
+    if (it == held_.end()) return {};
+    Held held = std::move(it->second);
     held_.erase(it);
-    return h;
+    return held;
   }
-  void Drop(Family family, const std::string& table) { Free(family, Take(family, table)); }
+  void Drop(Family family, const std::string& table) { Free(family, Take(family, table).h); }
   void DropFamily(Family family) {
     for (auto it = held_.begin(); it != held_.end();) {
       if (std::get<0>(it->first) != family) {
         ++it;
         continue;
       }
-      Free(family, it->second);
+      Free(family, it->second.h);
       it = held_.erase(it);
     }
   }
   void Clear() {
-    for (const auto& [key, h] : held_) Free(std::get<0>(key), h);
+    for (const auto& [key, held] : held_) Free(std::get<0>(key), held.h);
     held_.clear();
   }
 
@@ -508,7 +514,7 @@ class HeldHandles {
     std::lock_guard<std::mutex> iptc(IptcMutex());
     family == Family::kIPv4 ? V4::Free(h) : V6::Free(h);
   }
-  std::map<std::tuple<Family, std::string>, xtc_handle*> held_;
+  std::map<std::tuple<Family, std::string>, Held> held_;
 };
 
 // A probe of ReadChainsForPlan: a rule the plan searches a chain for, as its canonical form and its EntryKey.
@@ -706,6 +712,7 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
           }
           Table t;
           t.name = name;
+          std::set<std::string> exact_chains;  // chains whose probes were all found byte for byte
           for (const char* c = T::FirstChain(h.h); c != nullptr; c = T::NextChain(h.h)) {
             Chain chain;
             chain.name = c;
@@ -728,22 +735,34 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
               const std::vector<Probe>* wanted = nullptr;
               if (auto p = probes.find({name, chain.name}); p != probes.end()) wanted = &p->second;
               std::vector<bool> found(wanted != nullptr ? wanted->size() : 0, false);
-              size_t count = 0;
-              for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
-                ++count;
+              // Without probe positions (ChainScope::probe_positions) the chain shows the probes where found and
+              // nothing else: no placeholder per rule.
+              const bool placeholders =
+                  what != Show::kProbes || scope.probe_positions || scope.chains.count({name, chain.name}) != 0;
+              if (placeholders) {
+                size_t count = 0;
+                for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
+                  ++count;
+                }
+                chain.rules.reserve(count + 1);  // and room for one more (the append planned on it)
               }
-              chain.rules.reserve(count + 1);  // and room for one more (the append planned on it)
               for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
-                chain.rules.emplace_back();
+                if (placeholders) chain.rules.emplace_back();
                 for (size_t k = 0; wanted != nullptr && k < wanted->size(); ++k) {
                   if (!EntryHasKey<T>(e, h.h, (*wanted)[k].key)) continue;
+                  if (!placeholders) chain.rules.emplace_back();
                   chain.rules.back() = (*wanted)[k].canonical;
                   chain.rules.back().counters = {e->counters.pcnt, e->counters.bcnt};
-                  found[k] = true;
+                  // (The same rule twice, e.g. deleted twice: both found.)
+                  for (size_t j = k; j < wanted->size(); ++j)
+                    found[j] = found[j] || (*wanted)[j].key == (*wanted)[k].key;
                   break;
                 }
               }
-              if (std::find(found.begin(), found.end(), false) == found.end()) continue;
+              if (std::find(found.begin(), found.end(), false) == found.end()) {
+                if (wanted != nullptr) exact_chains.insert(chain.name);
+                continue;
+              }
               chain.rules.clear();
             }
             for (const auto* e = T::FirstRule(chain.name.c_str(), h.h); e != nullptr; e = T::NextRule(e, h.h)) {
@@ -771,7 +790,7 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
           }
           rs.tables.push_back(std::move(t));
           if (retain) {
-            held_.Put(family, name, h.h);
+            held_.Put(family, name, h.h, std::move(exact_chains));
             h.h = nullptr;
           }
         }
@@ -1003,7 +1022,8 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
   std::lock_guard<std::mutex> iptc(IptcMutex());
   Handle<T> h;
   // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now.
-  h.h = held_.Take(family, batch.table);
+  HeldHandles::Held held = held_.Take(family, batch.table);
+  h.h = held.h;
   if (h.h == nullptr) {
     IPTKIT_RETURN_IF_ERROR(InNetns(
         [&]() -> Status {
@@ -1056,10 +1076,11 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
     const char* chain = op.chain.c_str();
     std::string entry;
     std::vector<unsigned char> mask;
+    const XtRule* x = nullptr;
     if (op.kind == K::kAppend || op.kind == K::kInsert || op.kind == K::kReplace || op.kind == K::kCheck ||
         op.kind == K::kDelete) {
       std::optional<std::string> own = EntryOfKernelForm<T>(op.rule.lossy.empty() ? "" : op.rule.kernel_form);
-      const XtRule* x = own ? nullptr : XtOf(family, op.rule);
+      x = own ? nullptr : XtOf(family, op.rule);
       if (!own && x == nullptr) {
         return Status::Internal(where + ": no binary form for '" + RenderRestoreLine(op) + "'");
       }
@@ -1100,9 +1121,25 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
       case K::kCheck:
         ok = T::Check(chain, e, mask.data(), h.h);
         break;
-      case K::kDelete:
-        ok = T::Delete(chain, e, mask.data(), h.h);
+      case K::kDelete: {
+        // In a chain whose probes the plan's read found byte for byte, the plan deletes the first entry that is the
+        // rule byte for byte: that entry goes, by its position on this handle. libiptc's own compare (is_same, as
+        // iptables-legacy -D) skips a few bytes (an extension's revision, interface bytes past the mask), so it
+        // could pick an earlier entry the plan did not look at; it decides everywhere else.
+        int at = -1;
+        if (x != nullptr && held.exact_chains.count(op.chain) != 0) {
+          const std::string key = ProbeKey<T>(*x);
+          int i = 0;
+          for (const auto* r = T::FirstRule(chain, h.h); r != nullptr; r = T::NextRule(r, h.h), ++i) {
+            if (EntryHasKey<T>(r, h.h, key)) {
+              at = i;
+              break;
+            }
+          }
+        }
+        ok = at >= 0 ? T::DeleteNum(chain, static_cast<unsigned>(at), h.h) : T::Delete(chain, e, mask.data(), h.h);
         break;
+      }
       case K::kDeleteAt:
         if (op.index < 1) return fail(op, E2BIG);
         IPTKIT_RETURN_IF_ERROR(CheckDecodable<T>(family, h.h, op.chain, op.index)

@@ -24,14 +24,18 @@
 //    placeholders; kRules: decoded). A delete by spec's rule (ChainScope::probes) is found by comparing each entry
 //    of its chain with the entry the rule is written as (header, then each match's and the target's size, name,
 //    revision and data, as libiptc's is_same with a full mask), so nothing is decoded; only when it is not found
-//    that way is the chain decoded. A table's unrepresentable_reason judges only the rules it decoded.
+//    that way is the chain decoded. Without ChainScope::probe_positions such a chain (not in ChainScope::chains)
+//    holds only the rules found, no placeholders. A table's unrepresentable_reason judges only the rules it decoded.
 //  - Under Lock() the handles a plan read are kept (traits commits_plan_snapshot) and Commit edits and commits the
 //    very handle the plan was made on: one iptc_init per change, as iptables-legacy. A writer that does not take
 //    the xtables lock and changes the table in between changes its entry count (an append, insert or delete) and
 //    the kernel refuses the commit (EAGAIN: Aborted, so txn::LockedCommit reads and plans again); a change that
 //    keeps the count (a replace, a policy) in that window is overwritten, as by iptables-legacy. The handles go
-//    when the guard goes. -D N / -R N are sent as such (the position is the plan's), and refused with
-//    FailedPrecondition when the rule at N cannot be decoded (iptkit never removes a rule it cannot show).
+//    when the guard goes. A -D by spec in a chain whose probes that read found byte for byte deletes the first
+//    entry that is the rule byte for byte, by its position (the entry the plan found; libiptc's is_same skips
+//    revisions and interface bytes past the mask); elsewhere libiptc's delete decides. -D N / -R N are sent as
+//    such (the position is the plan's), and refused with FailedPrecondition when the rule at N cannot be decoded
+//    (iptkit never removes a rule it cannot show).
 //  - Commit is table by table (CommitTableByTable), each table ONE SET_REPLACE of libiptc's edited copy: a batch
 //    whose op fails in libiptc (no such chain / rule, chain in use) or whose new table the kernel refuses changes
 //    nothing. Errors name the op (its restore line) and the table.
