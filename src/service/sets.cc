@@ -289,7 +289,7 @@ struct SetService::PendingAdd {
 };
 
 struct SetService::AddBatch {
-  // kOpen -> kLeadOffered (the previous leader is done with the kernel) -> kLed (one caller took the lead) -> kDone.
+  // kOpen -> kLeadOffered (the previous batch is written and stored) -> kLed (one caller took the lead) -> kDone.
   // The callers wait on `state` with a futex; the batch is shared with its leader, which wakes them after some may
   // have returned.
   enum State : int { kOpen, kLeadOffered, kLed, kDone };
@@ -344,8 +344,9 @@ void SetService::LeadAdds() {
   std::vector<Ipsets::AddRequest> requests;
   requests.reserve(batch->adds.size());
   for (const PendingAdd& p : batch->adds) requests.push_back(p.request);
-  std::vector<Status> results = sets_.AddEach(requests);
-  // The kernel has this batch: the next one may go while this one's records are stored.
+  StoreAddBatch(*batch, sets_.AddEach(requests));
+  // The next batch starts after this one's records are stored, not while: the store's fsync is the slower step, and
+  // a batch that waits for it gathers more adds (tried: overlapping them made batches smaller and the daemon slower).
   std::shared_ptr<AddBatch> next;
   {
     std::lock_guard<std::mutex> adds(add_mu_);
@@ -359,7 +360,8 @@ void SetService::LeadAdds() {
     next->state.store(AddBatch::kLeadOffered, std::memory_order_release);
     FutexWake(next->state, 1);
   }
-  StoreAddBatch(*batch, results);
+  batch->state.store(AddBatch::kDone, std::memory_order_release);
+  FutexWake(batch->state, INT_MAX);
 }
 
 void SetService::StoreAddBatch(AddBatch& batch, const std::vector<Status>& results) {
@@ -396,8 +398,6 @@ void SetService::StoreAddBatch(AddBatch& batch, const std::vector<Status>& resul
     data["request_id"] = p.who->request_id;
     events_->Publish("set_changed", data.dump(), NowMs());
   }
-  batch.state.store(AddBatch::kDone, std::memory_order_release);
-  FutexWake(batch.state, INT_MAX);
 }
 
 Status SetService::Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run) {

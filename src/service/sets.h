@@ -116,9 +116,9 @@ class SetService {
                                                             std::function<void(const SetProgress&)> user) const;
 
   // Concurrent entry adds are collected into batches: one caller at a time (the leader) takes the open batch,
-  // writes it with Ipsets::AddEach, offers the lead to the batch that gathered meanwhile (whose adds go to the kernel
-  // while this batch's audit records are stored: Store::StoreAudit commits both together when they meet), stores
-  // its records and wakes the callers of its batch with one futex wake (no caller is woken for another batch).
+  // writes it with Ipsets::AddEach, stores its audit records with one group commit (Store::StoreAudit), offers the
+  // lead to the batch that gathered meanwhile (one of its callers is woken for it) and wakes the callers of its own
+  // batch with one futex wake (no caller is woken for another batch).
   struct PendingAdd;
   struct AddBatch;
   void LeadAdds();
