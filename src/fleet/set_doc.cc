@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "src/json/set_options_json.h"
+
 namespace iptkit::fleet {
 namespace {
 
@@ -21,44 +23,6 @@ Result<std::optional<uint32_t>> Uint(const Json& j, const std::string& pointer, 
     return BadField(pointer + "/" + name, "expected an integer 0.." + std::to_string(max));
   }
   return std::optional<uint32_t>(static_cast<uint32_t>(it->get<uint64_t>()));
-}
-
-Result<bool> Bool(const Json& j, const std::string& pointer, const char* name) {
-  auto it = j.find(name);
-  if (it == j.end()) return false;
-  if (!it->is_boolean()) return BadField(pointer + "/" + name, "expected true or false");
-  return it->get<bool>();
-}
-
-Result<SetOptions> Options(const Json& j) {
-  SetOptions o;
-  static const std::vector<std::string> kKnown = {"family",  "hashsize", "maxelem", "timeout", "counters",
-                                                  "comment", "skbinfo",  "netmask", "range",   "size"};
-  for (auto m = j.begin(); m != j.end(); ++m) {
-    if (std::find(kKnown.begin(), kKnown.end(), m.key()) == kKnown.end()) {
-      return BadField("/options/" + m.key(),
-                      "unknown option (family, hashsize, maxelem, timeout, counters, comment, skbinfo, netmask, "
-                      "range, size)");
-    }
-  }
-  if (auto f = j.find("family"); f != j.end()) {
-    if (!f->is_string() || (*f != "inet" && *f != "inet6"))
-      return BadField("/options/family", "expected inet or inet6");
-    o.family = f->get<std::string>();
-  }
-  if (auto r = j.find("range"); r != j.end()) {
-    if (!r->is_string()) return BadField("/options/range", "expected a string");
-    o.range = r->get<std::string>();
-  }
-  IPTKIT_ASSIGN_OR_RETURN(o.hashsize, Uint(j, "/options", "hashsize", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.maxelem, Uint(j, "/options", "maxelem", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.timeout, Uint(j, "/options", "timeout", kMaxSetTimeout));
-  IPTKIT_ASSIGN_OR_RETURN(o.netmask, Uint(j, "/options", "netmask", 128));
-  IPTKIT_ASSIGN_OR_RETURN(o.size, Uint(j, "/options", "size", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.counters, Bool(j, "/options", "counters"));
-  IPTKIT_ASSIGN_OR_RETURN(o.comment, Bool(j, "/options", "comment"));
-  IPTKIT_ASSIGN_OR_RETURN(o.skbinfo, Bool(j, "/options", "skbinfo"));
-  return o;
 }
 
 Result<SetEntrySpec> Entry(const Json& j, const std::string& pointer) {
@@ -113,8 +77,7 @@ Result<SetDoc> ParseSetDoc(std::string_view key_name, std::string_view text) {
   const auto& types = SetTypes();
   if (std::find(types.begin(), types.end(), d.type) == types.end()) return BadField("/type", "unknown set type");
   if (auto o = j.find("options"); o != j.end()) {
-    if (!o->is_object()) return BadField("/options", "expected an object");
-    IPTKIT_ASSIGN_OR_RETURN(d.options, Options(*o));
+    IPTKIT_ASSIGN_OR_RETURN(d.options, json::SetOptionsFromJson(*o, "/options"));
   }
   if (auto c = j.find("canary"); c != j.end()) {
     if (!c->is_string() || c->get<std::string>().find('=') == std::string::npos) {

@@ -103,7 +103,9 @@ Status RunHere(std::string_view text, bool exist, std::string_view what) {
 // handshake) for as long as the worker runs, not one per batch. A batch with any failure is run again add by add
 // in sessions of their own (re-adding with -exist is idempotent), so that each caller gets its own result, and the
 // long-lived session is replaced; adds without -exist (no_refresh) are never batched (a partly applied batch would
-// make them fail on their own entries).
+// make them fail on their own entries). The exception: a caller already inside the namespace ("" as Ipsets' netns)
+// whose add comes after kAddWorkerIdle without adds runs it on its own thread in a session of its own (the worker
+// would have to open a new one too), so that a one-add process starts no thread.
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
@@ -150,6 +152,29 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     if (adds.empty()) return;
     std::unique_lock<std::mutex> lock(mu_);
     queue_.insert(queue_.end(), adds.begin(), adds.end());
+    if (!running_ && !inline_ && netns_fd_.get() < 0 &&
+        std::chrono::steady_clock::now() - last_done_ >= kAddWorkerIdle) {
+      // No add for a while (the worker would open a new session too), and the caller is in the namespace already:
+      // it runs what is queued itself, in a session of its own, instead of starting the thread (a one-add process
+      // such as `iptkit set add` starts no thread and no second malloc arena). Adds that arrive meanwhile or soon
+      // after start the thread as usual, which keeps its session while they go on.
+      inline_ = true;
+      std::vector<PendingAdd*> batch;
+      batch.swap(queue_);
+      lock.unlock();
+      std::unique_ptr<Session> session;
+      RunBatch(batch, session);
+      {
+        std::lock_guard<std::mutex> ipset_lock(LibipsetMutex());
+        session.reset();
+      }
+      lock.lock();
+      inline_ = false;
+      last_done_ = std::chrono::steady_clock::now();
+      for (PendingAdd* a : batch) a->done = true;
+      done_.notify_all();
+      return;
+    }
     if (!running_) {
       running_ = true;
       try {
@@ -204,6 +229,7 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
         for (PendingAdd* a : batch) a->status = entered;
       }
       lock.lock();
+      last_done_ = std::chrono::steady_clock::now();
       for (PendingAdd* a : batch) a->done = true;
       done_.notify_all();
     }
@@ -248,7 +274,9 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
   std::mutex mu_;
   std::condition_variable work_, done_;
   std::vector<PendingAdd*> queue_;
-  bool running_ = false;
+  bool running_ = false;                               // the worker thread runs
+  bool inline_ = false;                                // a caller runs a batch on its own thread (AddAll)
+  std::chrono::steady_clock::time_point last_done_{};  // when the last batch ended
 };
 
 std::string TempName() {

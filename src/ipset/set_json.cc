@@ -7,22 +7,20 @@
 namespace iptkit {
 namespace {
 
-using nlohmann::json;
-
-std::optional<uint32_t> OptU32(const json& j, const char* key) {
+std::optional<uint32_t> OptU32(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || !j[key].is_number_unsigned()) return std::nullopt;
   return static_cast<uint32_t>(j[key].get<uint64_t>());
 }
 
-std::optional<uint64_t> OptU64(const json& j, const char* key) {
+std::optional<uint64_t> OptU64(const nlohmann::json& j, const char* key) {
   if (!j.contains(key) || !j[key].is_number_unsigned()) return std::nullopt;
   return j[key].get<uint64_t>();
 }
 
 }  // namespace
 
-json SetEntryToJson(const SetEntry& e) {
-  json j = {{"entry", e.elem}};
+nlohmann::json SetEntryToJson(const SetEntry& e) {
+  nlohmann::json j = {{"entry", e.elem}};
   if (e.timeout) j["timeout"] = *e.timeout;
   if (e.packets) j["packets"] = *e.packets;
   if (e.bytes) j["bytes"] = *e.bytes;
@@ -32,50 +30,35 @@ json SetEntryToJson(const SetEntry& e) {
   return j;
 }
 
-json SetOptionsToJson(const SetOptions& o) {
-  json j = json::object();
-  if (!o.family.empty()) j["family"] = o.family;
-  if (o.hashsize) j["hashsize"] = *o.hashsize;
-  if (o.maxelem) j["maxelem"] = *o.maxelem;
-  if (o.timeout) j["timeout"] = *o.timeout;
-  if (o.counters) j["counters"] = true;
-  if (o.comment) j["comment"] = true;
-  if (o.skbinfo) j["skbinfo"] = true;
-  if (o.netmask) j["netmask"] = *o.netmask;
-  if (!o.range.empty()) j["range"] = o.range;
-  if (o.size) j["size"] = *o.size;
-  return j;
-}
-
-json SetInfoToJson(const SetInfo& s, bool with_entries) {
-  json j = {{"name", s.name},
-            {"type", s.type},
-            {"revision", s.revision},
-            {"options", SetOptionsToJson(s.options)},
-            {"header", s.header},
-            {"memory_bytes", s.memory_bytes},
-            {"references", s.references},
-            {"entry_count", s.entry_count},
-            {"capacity", s.Capacity()}};
+nlohmann::json SetInfoToJson(const SetInfo& s, bool with_entries) {
+  nlohmann::json j = {{"name", s.name},
+                      {"type", s.type},
+                      {"revision", s.revision},
+                      {"options", SetOptionsToJson(s.options)},
+                      {"header", s.header},
+                      {"memory_bytes", s.memory_bytes},
+                      {"references", s.references},
+                      {"entry_count", s.entry_count},
+                      {"capacity", s.Capacity()}};
   if (with_entries) {
-    json entries = json::array();
+    nlohmann::json entries = nlohmann::json::array();
     for (const SetEntry& e : s.entries) entries.push_back(SetEntryToJson(e));
     j["entries"] = std::move(entries);
   }
   return j;
 }
 
-json SetChangeReportToJson(const SetChangeReport& r) {
-  json j = {{"added", r.added},
-            {"refreshed", r.refreshed},
-            {"removed", r.removed},
-            {"entries_after", r.entries_after},
-            {"swapped", r.swapped}};
+nlohmann::json SetChangeReportToJson(const SetChangeReport& r) {
+  nlohmann::json j = {{"added", r.added},
+                      {"refreshed", r.refreshed},
+                      {"removed", r.removed},
+                      {"entries_after", r.entries_after},
+                      {"swapped", r.swapped}};
   if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
   return j;
 }
 
-SetInfo SetInfoFromJson(const json& j) {
+SetInfo SetInfoFromJson(const nlohmann::json& j) {
   SetInfo s;
   if (!j.is_object()) return s;
   s.name = j.value("name", "");
@@ -86,7 +69,7 @@ SetInfo SetInfoFromJson(const json& j) {
   s.references = j.value("references", 0u);
   s.entry_count = j.value("entry_count", 0u);
   if (j.contains("options") && j["options"].is_object()) {
-    const json& o = j["options"];
+    const nlohmann::json& o = j["options"];
     s.options.family = o.value("family", "");
     s.options.hashsize = OptU32(o, "hashsize");
     s.options.maxelem = OptU32(o, "maxelem");
@@ -99,7 +82,7 @@ SetInfo SetInfoFromJson(const json& j) {
     s.options.size = OptU32(o, "size");
   }
   if (j.contains("entries") && j["entries"].is_array()) {
-    for (const json& e : j["entries"]) {
+    for (const nlohmann::json& e : j["entries"]) {
       if (!e.is_object()) continue;
       SetEntry entry;
       entry.elem = e.value("entry", "");
@@ -109,7 +92,7 @@ SetInfo SetInfoFromJson(const json& j) {
       if (e.contains("comment") && e["comment"].is_string()) entry.comment = e["comment"].get<std::string>();
       entry.nomatch = e.value("nomatch", false);
       if (e.contains("extra") && e["extra"].is_array()) {
-        for (const json& x : e["extra"]) {
+        for (const nlohmann::json& x : e["extra"]) {
           if (x.is_string()) entry.extra.push_back(x.get<std::string>());
         }
       }

@@ -7,12 +7,13 @@
 #include <nlohmann/json.hpp>
 
 #include "iptkit/ipset.h"
+#include "src/json/set_options_json.h"
 
 namespace iptkit {
 
 nlohmann::json SetEntryToJson(const SetEntry& entry);
-// Only the options that are set ({} for none).
-nlohmann::json SetOptionsToJson(const SetOptions& options);
+// Only the options that are set ({} for none): the encoder of src/json, shared with owner and fleet documents.
+using json::SetOptionsToJson;
 // name, type, revision, options, header, memory_bytes, references, entry_count, capacity; with_entries adds entries.
 nlohmann::json SetInfoToJson(const SetInfo& set, bool with_entries);
 nlohmann::json SetChangeReportToJson(const SetChangeReport& report);

@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "src/json/set_options_json.h"
+
 namespace iptkit::json {
 namespace {
 
@@ -432,47 +434,6 @@ Result<std::optional<uint32_t>> OptionalUint(const Json& obj, std::string_view k
   return std::optional<uint32_t>(static_cast<uint32_t>(v));
 }
 
-Result<SetOptions> SetOptionsFromJson(const Json& j, const std::string& p) {
-  IPTKIT_RETURN_IF_ERROR(ExpectObject(j, p));
-  IPTKIT_RETURN_IF_ERROR(CheckKeys(
-      j, p,
-      {"family", "hashsize", "maxelem", "timeout", "counters", "comment", "skbinfo", "netmask", "range", "size"}));
-  SetOptions o;
-  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> family, OptionalString(j, "family", p));
-  if (family) {
-    if (*family != "inet" && *family != "inet6") {
-      return Err(PointerJoin(p, "family"), "expected \"inet\" or \"inet6\", got '" + *family + "'");
-    }
-    o.family = *family;
-  }
-  IPTKIT_ASSIGN_OR_RETURN(o.hashsize, OptionalUint(j, "hashsize", p, 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.maxelem, OptionalUint(j, "maxelem", p, 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.timeout, OptionalUint(j, "timeout", p, kMaxSetTimeout));
-  IPTKIT_ASSIGN_OR_RETURN(o.netmask, OptionalUint(j, "netmask", p, 128));
-  IPTKIT_ASSIGN_OR_RETURN(o.size, OptionalUint(j, "size", p, 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.counters, OptionalBool(j, "counters", p));
-  IPTKIT_ASSIGN_OR_RETURN(o.comment, OptionalBool(j, "comment", p));
-  IPTKIT_ASSIGN_OR_RETURN(o.skbinfo, OptionalBool(j, "skbinfo", p));
-  IPTKIT_ASSIGN_OR_RETURN(std::optional<std::string> range, OptionalString(j, "range", p));
-  if (range) o.range = *range;
-  return o;
-}
-
-Json SetOptionsJson(const SetOptions& o) {
-  Json j = Json::object();
-  if (!o.family.empty()) j["family"] = o.family;
-  if (o.hashsize) j["hashsize"] = *o.hashsize;
-  if (o.maxelem) j["maxelem"] = *o.maxelem;
-  if (o.timeout) j["timeout"] = *o.timeout;
-  if (o.counters) j["counters"] = true;
-  if (o.comment) j["comment"] = true;
-  if (o.skbinfo) j["skbinfo"] = true;
-  if (o.netmask) j["netmask"] = *o.netmask;
-  if (!o.range.empty()) j["range"] = o.range;
-  if (o.size) j["size"] = *o.size;
-  return j;
-}
-
 // An entry: "192.0.2.7" or {"entry": "192.0.2.7", "timeout": 600, "comment": "ids", "expires_at": MS}.
 Result<OwnedSetEntry> OwnedSetEntryFromJson(const Json& j, const std::string& p) {
   OwnedSetEntry e;
@@ -529,7 +490,8 @@ Result<OwnedSet> OwnedSetFromJson(const Json& j, const std::string& p) {
                "names starting with '" + std::string(kTempSetPrefix) + "' are iptkit's temporary sets");
   }
   IPTKIT_ASSIGN_OR_RETURN(set.type, RequiredString(j, "type", p));
-  IPTKIT_RETURN_IF_ERROR(ReadOptional(j, "options", p, SetOptionsFromJson, &set.options));
+  IPTKIT_RETURN_IF_ERROR(ReadOptional(
+      j, "options", p, [](const Json& o, const std::string& op) { return SetOptionsFromJson(o, op); }, &set.options));
   if (const Json* entries = Member(j, "entries")) {
     const std::string ep = PointerJoin(p, "entries");
     IPTKIT_RETURN_IF_ERROR(Expect(*entries, ep, entries->is_array(), "array of entries"));
@@ -548,7 +510,7 @@ Json OwnedSetToJson(const OwnedSet& set) {
   Json j = Json::object();
   j["name"] = set.name;
   j["type"] = set.type;
-  j["options"] = SetOptionsJson(set.options);
+  j["options"] = SetOptionsToOrderedJson(set.options);
   j["entries"] = std::move(entries);
   return j;
 }

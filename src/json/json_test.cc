@@ -8,8 +8,11 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "iptkit/dialect.h"
+#include "src/json/set_options_json.h"
 
 namespace iptkit {
 namespace {
@@ -139,6 +142,50 @@ TEST(JsonApiTest, DesiredStateSetsRoundTripAndNameTheField) {
 }
 
 // docs/json.md is the reference: every example in it is valid JSON, and the input examples parse.
+// The one decoder of set options (REST bodies, owner documents, fleet set documents): both JSON flavours, every
+// refusal naming the member under the caller's pointer; the encoder writes only what is set.
+TEST(JsonApiTest, SetOptionsDecodeOnceForEveryCallerAndNameTheMember) {
+  const std::string good = R"({"family":"inet6","hashsize":4096,"maxelem":200000,"timeout":0,"counters":true,
+                              "comment":true,"skbinfo":false,"netmask":64,"range":"10.0.0.0/16","size":8})";
+  Result<SetOptions> a = json::SetOptionsFromJson(nlohmann::json::parse(good), "/options");
+  Result<SetOptions> b = json::SetOptionsFromJson(nlohmann::ordered_json::parse(good), "/sets/0/options");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(a->family, "inet6");
+  EXPECT_EQ(a->timeout, 0u);
+  EXPECT_EQ(a->maxelem, 200000u);
+  EXPECT_FALSE(a->skbinfo);
+  EXPECT_EQ(json::SetOptionsFromJson(json::SetOptionsToJson(*a), "").value(), *a);
+  EXPECT_EQ(json::SetOptionsToOrderedJson(*a).dump(),
+            R"({"family":"inet6","hashsize":4096,"maxelem":200000,"timeout":0,"counters":true,"comment":true,)"
+            R"("netmask":64,"range":"10.0.0.0/16","size":8})");
+  EXPECT_EQ(json::SetOptionsToJson(SetOptions{}).dump(), "{}");
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"([])", "/o"},
+      {R"({"frob":1})", "/o/frob"},
+      {R"({"family":"ipx"})", "/o/family"},
+      {R"({"family":4})", "/o/family"},
+      {R"({"timeout":2147484})", "/o/timeout"},
+      {R"({"timeout":-1})", "/o/timeout"},
+      {R"({"netmask":129})", "/o/netmask"},
+      {R"({"maxelem":"big"})", "/o/maxelem"},
+      {R"({"counters":1})", "/o/counters"},
+      {R"({"range":5})", "/o/range"},
+  };
+  for (const auto& [text, field] : bad) {
+    for (bool ordered : {false, true}) {
+      Result<SetOptions> r = ordered ? json::SetOptionsFromJson(nlohmann::ordered_json::parse(text), "/o")
+                                     : json::SetOptionsFromJson(nlohmann::json::parse(text), "/o");
+      ASSERT_FALSE(r.ok()) << text;
+      EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << text;
+      EXPECT_EQ(r.status().details().field, field) << text;
+      EXPECT_THAT(r.status().message(), ::testing::StartsWith(field + ": ")) << text;
+    }
+  }
+}
+
 TEST(JsonApiTest, DocumentationExamplesParse) {
   std::ifstream in(std::string(IPTKIT_SOURCE_DIR) + "/docs/json.md");
   ASSERT_TRUE(in) << "docs/json.md not found";

@@ -5,6 +5,7 @@
 
 #include "iptkit/dialect.h"
 #include "src/ipset/set_json.h"
+#include "src/json/set_options_json.h"
 #include "src/rest/handlers.h"
 #include "src/service/sets.h"
 
@@ -72,42 +73,9 @@ Result<bool> BoolMember(const json& j, const std::string& pointer, const std::st
 
 // POST /v1/sets: {"name", "type", "options": {...}}.
 Result<SetOptions> DecodeOptions(const json& body) {
-  SetOptions o;
   auto it = body.find("options");
-  if (it == body.end()) return o;
-  if (!it->is_object()) return Status::InvalidArgument("/options: expected an object").WithField("/options");
-  const json& j = *it;
-  for (auto m = j.begin(); m != j.end(); ++m) {
-    static const std::vector<std::string> kKnown = {"family",  "hashsize", "maxelem", "timeout", "counters",
-                                                    "comment", "skbinfo",  "netmask", "range",   "size"};
-    if (std::find(kKnown.begin(), kKnown.end(), m.key()) == kKnown.end()) {
-      return Status::InvalidArgument("/options/" + m.key() +
-                                     ": unknown option (family, hashsize, maxelem, timeout, counters, comment, "
-                                     "skbinfo, netmask, range, size)")
-          .WithField("/options/" + m.key());
-    }
-  }
-  if (j.contains("family")) {
-    if (!j["family"].is_string() || (j["family"] != "inet" && j["family"] != "inet6")) {
-      return Status::InvalidArgument("/options/family: expected \"inet\" or \"inet6\"").WithField("/options/family");
-    }
-    o.family = j["family"].get<std::string>();
-  }
-  if (j.contains("range")) {
-    if (!j["range"].is_string()) {
-      return Status::InvalidArgument("/options/range: expected a string").WithField("/options/range");
-    }
-    o.range = j["range"].get<std::string>();
-  }
-  IPTKIT_ASSIGN_OR_RETURN(o.hashsize, UintMember(j, "/options", "hashsize", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.maxelem, UintMember(j, "/options", "maxelem", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.timeout, UintMember(j, "/options", "timeout", kMaxSetTimeout));
-  IPTKIT_ASSIGN_OR_RETURN(o.netmask, UintMember(j, "/options", "netmask", 128));
-  IPTKIT_ASSIGN_OR_RETURN(o.size, UintMember(j, "/options", "size", 0xffffffffu));
-  IPTKIT_ASSIGN_OR_RETURN(o.counters, BoolMember(j, "/options", "counters"));
-  IPTKIT_ASSIGN_OR_RETURN(o.comment, BoolMember(j, "/options", "comment"));
-  IPTKIT_ASSIGN_OR_RETURN(o.skbinfo, BoolMember(j, "/options", "skbinfo"));
-  return o;
+  if (it == body.end()) return SetOptions{};
+  return iptkit::json::SetOptionsFromJson(*it, "/options");
 }
 
 // One entry of a JSON bulk body: "ELEM" or {"entry", "timeout", "comment"}.

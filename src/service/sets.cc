@@ -1,8 +1,14 @@
 #include "src/service/sets.h"
 
+#include <linux/futex.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <climits>
+#include <memory>
 #include <mutex>
 #include <utility>
 
@@ -45,6 +51,17 @@ nlohmann::json ReportJson(const SetChangeReport& r) {
                       {"swapped", r.swapped}};
   if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
   return j;
+}
+
+// A caller's wait for its batch: futex(2) directly. std::atomic::wait in libstdc++ 12 spins with sched_yield
+// first, which on a loaded machine with 64 waiting request threads gave a seventh of the daemon's CPU to
+// sched_yield (perf, iptkitd_set_bench --clients 64).
+static_assert(sizeof(std::atomic<int>) == sizeof(int) && std::atomic<int>::is_always_lock_free);
+void FutexWait(std::atomic<int>& word, int expected) {
+  ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+void FutexWake(std::atomic<int>& word, int waiters) {
+  ::syscall(SYS_futex, reinterpret_cast<int*>(&word), FUTEX_WAKE_PRIVATE, waiters, nullptr, nullptr, 0);
 }
 
 }  // namespace
@@ -269,7 +286,15 @@ struct SetService::PendingAdd {
   const SetCaller* who = nullptr;
   Ipsets::AddRequest request;
   Status status{};
-  bool done = false;
+};
+
+struct SetService::AddBatch {
+  // kOpen -> kLeadOffered (the previous batch is written and stored) -> kLed (one caller took the lead) -> kDone.
+  // The callers wait on `state` with a futex; the batch is shared with its leader, which wakes them after some may
+  // have returned.
+  enum State : int { kOpen, kLeadOffered, kLed, kDone };
+  std::vector<PendingAdd> adds;  // appended under add_mu_ while open; read-only once its leader took it
+  std::atomic<int> state{kOpen};
 };
 
 Status SetService::Add(const SetCaller& who, std::string_view name, std::string_view elem, const SetAddOptions& options,
@@ -283,38 +308,69 @@ Status SetService::Add(const SetCaller& who, std::string_view name, std::string_
     }
     return Status::Ok();
   }
-  PendingAdd me{&who, {std::string(name), std::string(elem), options}};
-  std::unique_lock<std::mutex> adds(add_mu_);
-  add_queue_.push_back(&me);
-  while (!me.done) {
-    if (add_leader_) {
-      add_done_.wait(adds);
-      continue;
-    }
-    // Leader: writes every add queued by now (this one included); those queued meanwhile go with the next leader.
-    add_leader_ = true;
-    std::vector<PendingAdd*> batch;
-    batch.swap(add_queue_);
-    adds.unlock();
-    RunAddBatch(batch);
-    adds.lock();
-    add_leader_ = false;
-    for (PendingAdd* p : batch) p->done = true;
-    add_done_.notify_all();
+  std::shared_ptr<AddBatch> batch;
+  size_t index = 0;
+  bool lead = false;
+  {
+    std::lock_guard<std::mutex> adds(add_mu_);
+    if (!open_batch_) open_batch_ = std::make_shared<AddBatch>();
+    batch = open_batch_;
+    index = batch->adds.size();
+    batch->adds.push_back({&who, {std::string(name), std::string(elem), options}, Status::Ok()});
+    if (!add_leader_) add_leader_ = lead = true;
   }
-  return me.status;
+  while (!lead) {
+    int state = batch->state.load(std::memory_order_acquire);
+    if (state == AddBatch::kDone) break;
+    if (state == AddBatch::kLeadOffered &&
+        batch->state.compare_exchange_strong(state, AddBatch::kLed, std::memory_order_acq_rel)) {
+      lead = true;
+      break;
+    }
+    FutexWait(batch->state, state);
+  }
+  // The batch a leader takes is the open one, which holds this caller: it is answered when LeadAdds returns.
+  if (lead) LeadAdds();
+  return batch->adds[index].status;
 }
 
-void SetService::RunAddBatch(const std::vector<PendingAdd*>& batch) {
+void SetService::LeadAdds() {
+  std::shared_ptr<AddBatch> batch;
+  {
+    std::lock_guard<std::mutex> adds(add_mu_);
+    batch = std::move(open_batch_);
+    open_batch_ = nullptr;
+  }
   std::vector<Ipsets::AddRequest> requests;
-  requests.reserve(batch.size());
-  for (const PendingAdd* p : batch) requests.push_back(p->request);
-  std::vector<Status> results = sets_.AddEach(requests);
+  requests.reserve(batch->adds.size());
+  for (const PendingAdd& p : batch->adds) requests.push_back(p.request);
+  StoreAddBatch(*batch, sets_.AddEach(requests));
+  // The next batch starts after this one's records are stored, not while: the store's fsync is the slower step, and
+  // a batch that waits for it gathers more adds (tried: overlapping them made batches smaller and the daemon slower).
+  std::shared_ptr<AddBatch> next;
+  {
+    std::lock_guard<std::mutex> adds(add_mu_);
+    if (open_batch_) {
+      next = open_batch_;
+    } else {
+      add_leader_ = false;
+    }
+  }
+  if (next) {
+    next->state.store(AddBatch::kLeadOffered, std::memory_order_release);
+    FutexWake(next->state, 1);
+  }
+  batch->state.store(AddBatch::kDone, std::memory_order_release);
+  FutexWake(batch->state, INT_MAX);
+}
+
+void SetService::StoreAddBatch(AddBatch& batch, const std::vector<Status>& results) {
   // The audit records, stored in one transaction: queued in order, the last one waits for the flush that stores
   // them all (Store::StoreAudit stores everything queued before it).
   const int64_t now = NowMs();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    PendingAdd& p = *batch[i];
+  const size_t n = batch.adds.size();
+  for (size_t i = 0; i < n; ++i) {
+    PendingAdd& p = batch.adds[i];
     const Ipsets::AddRequest& r = p.request;
     p.status = results[i];
     operations_->Inc({"add", p.status.ok() ? "ok" : "error"});
@@ -327,19 +383,19 @@ void SetService::RunAddBatch(const std::vector<PendingAdd*>& batch) {
     entry.result = p.status.ok() ? "ok" : std::string(StatusCodeName(p.status.code()));
     entry.message = p.status.ok() ? "" : p.status.message();
     entry.diff = p.status.ok() ? EntryDiff("add", r.set, r.elem, r.options.timeout, r.options.comment) : "";
-    if (i + 1 < batch.size()) {
+    if (i + 1 < n) {
       store_->QueueAudit(std::move(entry));
     } else if (Status flushed = store_->StoreAudit(std::move(entry)); !flushed.ok()) {
-      spdlog::warn("audit records of {} set add(s) are queued: {}", batch.size(), flushed.message());
+      spdlog::warn("audit records of {} set add(s) are queued: {}", n, flushed.message());
     }
   }
-  for (const PendingAdd* p : batch) {
-    if (!p->status.ok()) continue;
-    const Ipsets::AddRequest& r = p->request;
+  for (const PendingAdd& p : batch.adds) {
+    if (!p.status.ok()) continue;
+    const Ipsets::AddRequest& r = p.request;
     nlohmann::json data = {{"entry", r.elem}, {"op", "add"}, {"set", r.set}};
     if (r.options.timeout) data["timeout"] = *r.options.timeout;
-    data["principal"] = p->who->principal;
-    data["request_id"] = p->who->request_id;
+    data["principal"] = p.who->principal;
+    data["request_id"] = p.who->request_id;
     events_->Publish("set_changed", data.dump(), NowMs());
   }
 }

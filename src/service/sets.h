@@ -22,7 +22,6 @@
 #ifndef IPTKIT_SRC_SERVICE_SETS_H_
 #define IPTKIT_SRC_SERVICE_SETS_H_
 
-#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -116,10 +115,14 @@ class SetService {
                                                             std::string_view set,
                                                             std::function<void(const SetProgress&)> user) const;
 
-  // Concurrent entry adds are collected: one caller at a time (the leader) writes everything queued so far with
-  // Ipsets::AddEach and stores its audit records with one group commit, then answers the others.
+  // Concurrent entry adds are collected into batches: one caller at a time (the leader) takes the open batch,
+  // writes it with Ipsets::AddEach, stores its audit records with one group commit (Store::StoreAudit), offers the
+  // lead to the batch that gathered meanwhile (one of its callers is woken for it) and wakes the callers of its own
+  // batch with one futex wake (no caller is woken for another batch).
   struct PendingAdd;
-  void RunAddBatch(const std::vector<PendingAdd*>& batch);
+  struct AddBatch;
+  void LeadAdds();
+  void StoreAddBatch(AddBatch& batch, const std::vector<Status>& results);
 
   Ipsets sets_;
   Service* service_;
@@ -130,9 +133,8 @@ class SetService {
   // Shared: entry adds, deletes, flushes. Exclusive: load, sync, swap, rename, create, destroy.
   mutable std::shared_mutex mu_;
   std::mutex add_mu_;
-  std::condition_variable add_done_;    // with add_mu_: a leader finished a batch
-  std::vector<PendingAdd*> add_queue_;  // guarded by add_mu_
-  bool add_leader_ = false;             // guarded by add_mu_
+  std::shared_ptr<AddBatch> open_batch_;  // guarded by add_mu_: where adds queue (null: none queued)
+  bool add_leader_ = false;               // guarded by add_mu_: a caller leads, or the lead is offered to open_batch_
 };
 
 }  // namespace iptkit::service

@@ -5,17 +5,20 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "src/base/netns.h"
 #include "src/base/unique_fd.h"
 #include "tests/integration/netns_fixture.h"
 #include "tests/integration/test_util.h"
@@ -474,6 +477,68 @@ TEST_F(IpsetTest, BatchedAddsFollowASetReCreatedWithAnotherTypeByAnotherProcess)
   std::vector<std::string> elems = Elems(*sets_, "r");
   ASSERT_EQ(elems.size(), 320u);
   EXPECT_NE(std::find(elems.begin(), elems.end(), "10.0.0.7,tcp:1007"), elems.end());
+}
+
+size_t ThreadsOfThisProcess() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// Ipsets("") from a thread inside the namespace: after a pause an add runs on the calling thread (no worker thread
+// is started: a one-add process such as `iptkit set add` pays for none); adds close together go through the worker
+// and its long-lived session; each gets its own answer either way.
+TEST_F(IpsetTest, AddsInTheCallersOwnNamespaceRunOnItsThreadAfterAPause) {
+  ASSERT_TRUE(sets_->Create("own", "hash:ip", {.timeout = 0}).ok());
+  ASSERT_TRUE(sets_->Create("nt", "hash:ip").ok());
+  auto fd = base::OpenNetns(ns_->name());
+  ASSERT_TRUE(fd.ok()) << fd.status().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // other cases' add workers are gone
+  std::vector<std::string> errors;
+  size_t before = 0, after_one = 0;
+  std::thread inside([&] {
+    if (::setns(fd->get(), CLONE_NEWNET) != 0) {
+      errors.push_back("setns failed");
+      return;
+    }
+    Ipsets own("");
+    before = ThreadsOfThisProcess();
+    Status one = own.Add("own", "10.8.0.1", {.timeout = 600});
+    after_one = ThreadsOfThisProcess();
+    if (!one.ok()) errors.push_back(one.ToString());
+    // Right after: the worker thread takes these (and stays for its idle time).
+    Status again = own.Add("own", "10.8.0.1", {.no_refresh = true});
+    if (again.code() != StatusCode::kAlreadyExists) errors.push_back("no_refresh: " + again.ToString());
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    Status bad = own.Add("nt", "10.8.0.2", {.timeout = 5});  // no timeout support: libipset refuses it
+    if (bad.code() != StatusCode::kInvalidArgument) errors.push_back("bad entry: " + bad.ToString());
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    std::vector<std::thread> many;
+    std::vector<std::string> many_errors(8);
+    for (uint32_t t = 0; t < 8; ++t) {
+      many.emplace_back([&, t] {
+        if (::setns(fd->get(), CLONE_NEWNET) != 0) {
+          many_errors[t] = "setns failed";
+          return;
+        }
+        for (uint32_t i = 0; i < 25; ++i) {
+          Status s = own.Add("own", Address(1000 + t * 25 + i));
+          if (!s.ok() && many_errors[t].empty()) many_errors[t] = s.ToString();
+        }
+      });
+    }
+    for (std::thread& t : many) t.join();
+    for (const std::string& e : many_errors) {
+      if (!e.empty()) errors.push_back(e);
+    }
+  });
+  inside.join();
+  EXPECT_EQ(errors, std::vector<std::string>{});
+  EXPECT_LE(after_one, before) << "a thread was started for one add after a pause";
+  std::vector<std::string> want = {"10.8.0.1"};
+  for (uint32_t i = 0; i < 200; ++i) want.push_back(Address(1000 + i));
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(Elems(*sets_, "own"), want);
 }
 
 // AddEach: independent adds in one hand-off, to several sets, each with its own result in order (a bad name, an
