@@ -180,16 +180,21 @@ void Service::Impl::WriterMain() {
       if (stopping) break;
       // Group commit window (Options::group_wait): the clients the last drain answered are about to send again.
       // Clients that keep sending alternate in cohorts (those answered by one drain queue up during the next):
-      // waiting for as many as the last two drains took lets them share one commit.
+      // waiting for as many as the last two drains took lets them share one commit. No more clients can send than
+      // were waiting for an answer at once lately (peak_outstanding): once that many are queued or still waiting
+      // for the store write of the pass before, the window closes (else every pass of a closed loop of clients
+      // waited out the whole window for requests that could not come).
       if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
-        const size_t target = std::min(last_drain_requests + previous_drain_requests, options.max_batch);
-        queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
+        const size_t target =
+            std::min({last_drain_requests + previous_drain_requests, options.max_batch, peak_outstanding});
+        queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || outstanding >= target; });
         if (stopping) break;
       }
       while (!queue.empty() && requests.size() < options.max_batch) {
         requests.push_back(std::move(queue.front()));
         queue.pop_front();
       }
+      peak_outstanding = outstanding;
       queue_depth->Set({}, static_cast<double>(queue.size()));
     }
     previous_drain_requests = last_drain_requests;
@@ -433,6 +438,13 @@ void Service::Impl::Answer(PendingBatch& batch) {
   std::vector<WorkItem*> ptrs;
   for (auto& item : batch.items) ptrs.push_back(item.get());
   Publish(ptrs);
+  {
+    // Before the answers, so that a client answered here is not counted as waiting when it sends again.
+    size_t answered = 0;
+    for (WorkItem* item : ptrs) answered += item->promise && item->kind == WorkItem::Kind::kRequest ? 1 : 0;
+    std::lock_guard<std::mutex> lock(queue_mu);
+    outstanding -= std::min(outstanding, answered);
+  }
   for (WorkItem* item : ptrs) {
     if (item->promise) {
       if (item->status.ok()) {
@@ -935,6 +947,7 @@ Result<ChangeResult> Service::Submit(ChangeRequest request) {
     if (impl_->stopping) return Status::Unavailable("iptkitd is stopping");
     impl_->queue.push_back(std::move(item));
     impl_->queue_depth->Set({}, static_cast<double>(impl_->queue.size()));
+    impl_->peak_outstanding = std::max(impl_->peak_outstanding, ++impl_->outstanding);
   }
   impl_->queue_cv.notify_one();
   return result.get();
