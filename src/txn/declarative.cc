@@ -50,18 +50,9 @@ TableOp MakeOp(TableOp::Kind kind, const std::string& chain, const Rule* rule = 
 // rule of every chain it looks at several times, and the copies were a fifth of the plan's time in a chain of
 // 1,000 rules.
 std::optional<std::string_view> TagOwner(const Rule& rule) {
-  constexpr std::string_view kPrefix = "iptkit:";
-  if (rule.matches.empty()) return std::nullopt;
-  const Match& m = rule.matches.back();
-  if (m.name != "comment" || m.options.size() != 1) return std::nullopt;
-  const Option& o = m.options[0];
-  if (o.name != "comment" || o.negated || o.values.size() != 1) return std::nullopt;
-  std::string_view comment = o.values[0];
-  if (!comment.starts_with(kPrefix)) return std::nullopt;
-  comment.remove_prefix(kPrefix.size());
-  const size_t colon = comment.find(':');
-  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
-  return comment.substr(0, colon);
+  std::optional<TagView> tag = ViewOwnerTag(rule);
+  if (!tag) return std::nullopt;
+  return tag->owner;
 }
 
 bool IsOurs(const Rule& rule, std::string_view owner) {
@@ -345,6 +336,23 @@ bool TableHasOurState(const Table& table, std::string_view owner, std::string_vi
 }
 
 }  // namespace
+
+std::optional<TagView> ViewOwnerTag(const Rule& rule) {
+  // As Rule::OwnerTag (src/model/model.cc): the last match is a lone, not negated `--comment "iptkit:OWNER:ID"`
+  // with a non-empty owner.
+  constexpr std::string_view kPrefix = "iptkit:";
+  if (rule.matches.empty()) return std::nullopt;
+  const Match& m = rule.matches.back();
+  if (m.name != "comment" || m.options.size() != 1) return std::nullopt;
+  const Option& o = m.options[0];
+  if (o.name != "comment" || o.negated || o.values.size() != 1) return std::nullopt;
+  std::string_view comment = o.values[0];
+  if (!comment.starts_with(kPrefix)) return std::nullopt;
+  comment.remove_prefix(kPrefix.size());
+  const size_t colon = comment.find(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  return TagView{comment.substr(0, colon), comment.substr(colon + 1)};
+}
 
 std::string DeriveRuleId(std::string_view table, std::string_view chain, std::string_view canonical_untagged_spec) {
   uint64_t hash = 14695981039346656037ull;  // FNV-1a 64 offset basis
