@@ -181,13 +181,14 @@ void Service::Impl::WriterMain() {
       // Group commit window (Options::group_wait): the clients the last drain answered are about to send again.
       // Clients that keep sending alternate in cohorts (those answered by one drain queue up during the next):
       // waiting for as many as the last two drains took lets them share one commit. No more clients can send than
-      // were waiting for an answer at once lately (peak_outstanding): once that many are queued or still waiting
-      // for the store write of the pass before, the window closes (else every pass of a closed loop of clients
-      // waited out the whole window for requests that could not come).
+      // were waiting for an answer at once lately (peak_outstanding): once that many are queued, the window closes
+      // (else every pass of a closed loop of clients waited out the whole window for requests that could not
+      // come). Those still waiting for the store write of the pass before are waited for (within the window): the
+      // two cohorts then merge into one commit again.
       if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
         const size_t target =
             std::min({last_drain_requests + previous_drain_requests, options.max_batch, peak_outstanding});
-        queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || outstanding >= target; });
+        queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
         if (stopping) break;
       }
       while (!queue.empty() && requests.size() < options.max_batch) {
