@@ -67,7 +67,7 @@ Status OwnerPlanner::PrepareManagedRules(const OwnerState& state) {
 }
 
 void OwnerPlanner::RememberHooks(const std::string& owner, Family family, const DesiredState& effective) {
-  std::map<HookKey, HookRule::Position>& mine = hooks_[owner];
+  auto& mine = hooks_[owner];
   std::erase_if(mine, [&](const auto& e) { return std::get<0>(e.first) == family; });
   for (const HookRule& h : effective.hooks) {
     if (auto tag = h.rule.OwnerTag()) mine[{family, h.table, h.chain, tag->owner, tag->id}] = h.position;
@@ -128,12 +128,14 @@ void OwnerPlanner::Forget(const std::string& owner) {
 
 void OwnerPlanner::ForgetRule(const store::ManagedRuleKey& key) { tagged_.erase(key); }
 
-std::optional<HookRule::Position> OwnerPlanner::HookPosition(Family family, const std::string& table,
-                                                             const std::string& chain, const Rule::Tag& tag) const {
-  auto owner = hooks_.find(tag.owner);
-  if (owner == hooks_.end()) return std::nullopt;
-  auto it = owner->second.find({family, table, chain, tag.owner, tag.id});
-  if (it == owner->second.end()) return std::nullopt;
+std::optional<HookRule::Position> OwnerPlanner::HookPosition(Family family, std::string_view table,
+                                                             std::string_view chain, std::string_view owner,
+                                                             std::string_view id) const {
+  auto mine = hooks_.find(owner);
+  if (mine == hooks_.end()) return std::nullopt;
+  using View = std::tuple<Family, std::string_view, std::string_view, std::string_view, std::string_view>;
+  auto it = mine->second.find(View{family, table, chain, owner, id});
+  if (it == mine->second.end()) return std::nullopt;
   return it->second;
 }
 

@@ -58,8 +58,8 @@ class OwnerPlanner {
 
   // Whether the rule tagged `tag` in a builtin chain is a `first` or `last` hook of its owner, as of that owner's
   // last Plan (nullopt: not known — an owner never planned, or not one of its hooks).
-  std::optional<HookRule::Position> HookPosition(Family family, const std::string& table, const std::string& chain,
-                                                 const Rule::Tag& tag) const;
+  std::optional<HookRule::Position> HookPosition(Family family, std::string_view table, std::string_view chain,
+                                                 std::string_view owner, std::string_view id) const;
 
  private:
   struct PreparedDocument {
@@ -75,8 +75,9 @@ class OwnerPlanner {
   // Every managed rule canonical with its tag (as the kernel prints it), made once per rule and id.
   std::map<store::ManagedRuleKey, std::pair<std::string, Rule>> tagged_;  // key → (rule_id, rule)
   // (family, table, chain, owner, id) → position of every hook of the owners planned.
+  // Looked up without copies (std::less<>: by views) for each owned rule an unowned add has to place itself around.
   using HookKey = std::tuple<Family, std::string, std::string, std::string, std::string>;
-  std::map<std::string, std::map<HookKey, HookRule::Position>> hooks_;  // by owner
+  std::map<std::string, std::map<HookKey, HookRule::Position, std::less<>>, std::less<>> hooks_;  // by owner
 };
 
 // An owner's rules may not jump (or go) into a chain another owner owns: a chain named with the prefix of an owner

@@ -112,9 +112,9 @@ TEST_F(OwnerPlannerTest, PlansAnOwnerWithStructuredStepsAndConverges) {
   EXPECT_TRUE(none->steps.empty());
   EXPECT_TRUE(again.empty());
   // Where its hooks are, for placing unowned rules around them.
-  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", {"web", "r1"}), HookRule::Position::kFirst);
-  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", {"web", "nope"}), std::nullopt);
-  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", {"zed", "r1"}), std::nullopt);
+  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "web", "r1"), HookRule::Position::kFirst);
+  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "web", "nope"), std::nullopt);
+  EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "zed", "r1"), std::nullopt);
 }
 
 TEST_F(OwnerPlannerTest, AFailingOwnerLeavesThePlannerAsItWasAndOthersPlanOnIt) {

@@ -181,15 +181,22 @@ txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::st
     // chain that are not known `last` hooks stay above the new rule, the tagged rules at the bottom that are not
     // known `first` hooks stay below it. Moving them instead would make the owners' next plan delete and insert
     // them back (their counters and the packets in between).
-    auto position = [&](const Rule& r) { return owners->HookPosition(family, table.name, chain.name, *r.OwnerTag()); };
+    // Tags are read as views (no copies): a chain may hold hundreds of owned rules to walk past for each add.
+    auto position = [&](const txn::TagView& tag) {
+      return owners->HookPosition(family, table.name, chain.name, tag.owner, tag.id);
+    };
     const int n = static_cast<int>(chain.rules.size());
     int lo = 1;
-    for (int i = 0; i < n && chain.rules[i].OwnerTag(); ++i) {
-      if (position(chain.rules[i]) != HookRule::Position::kLast) lo = i + 2;
+    for (int i = 0; i < n; ++i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (!tag) break;
+      if (position(*tag) != HookRule::Position::kLast) lo = i + 2;
     }
     int hi = n + 1;
-    for (int i = n - 1; i >= 0 && chain.rules[i].OwnerTag(); --i) {
-      if (position(chain.rules[i]) != HookRule::Position::kFirst) hi = i + 1;
+    for (int i = n - 1; i >= 0; --i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (!tag) break;
+      if (position(*tag) != HookRule::Position::kFirst) hi = i + 1;
     }
     const int asked = index == 0 ? n + 1 : index;
     const int at = hi < lo ? lo : std::clamp(asked, lo, hi);

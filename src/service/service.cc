@@ -180,9 +180,14 @@ void Service::Impl::WriterMain() {
       if (stopping) break;
       // Group commit window (Options::group_wait): the clients the last drain answered are about to send again.
       // Clients that keep sending alternate in cohorts (those answered by one drain queue up during the next):
-      // waiting for as many as the last two drains took lets them share one commit.
+      // waiting for as many as the last two drains took lets them share one commit. No more clients can send than
+      // were waiting for an answer at once lately (peak_outstanding): once that many are queued, the window closes
+      // (else every pass of a closed loop of clients waited out the whole window for requests that could not
+      // come). Those still waiting for the store write of the pass before are waited for (within the window): the
+      // two cohorts then merge into one commit again.
       if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
-        const size_t target = std::min(last_drain_requests + previous_drain_requests, options.max_batch);
+        const size_t target =
+            std::min({last_drain_requests + previous_drain_requests, options.max_batch, peak_outstanding});
         queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
         if (stopping) break;
       }
@@ -190,6 +195,7 @@ void Service::Impl::WriterMain() {
         requests.push_back(std::move(queue.front()));
         queue.pop_front();
       }
+      peak_outstanding = outstanding;
       queue_depth->Set({}, static_cast<double>(queue.size()));
     }
     previous_drain_requests = last_drain_requests;
@@ -259,20 +265,27 @@ void Service::Impl::Execute(std::vector<std::unique_ptr<WorkItem>> items) {
   std::vector<WorkItem*> ptrs;
   for (auto& item : items) ptrs.push_back(item.get());
   WarmCanonicalCache(ptrs);
-  // TTL expiries and confirm rollbacks that are due commit first, on their own and without waiting for a read:
-  // their ops name the rules by spec (a rule another writer moved is still found; one it removed makes the commit
-  // fail and the expiry read and plan again), so they take effect as soon as the writer gets to them, also when
-  // another writer keeps changing the ruleset and every read costs. (Sharing the clients' commit instead saved a
-  // commit but made it fail more often next to a foreign writer, and the expiries later: the soak measured both.)
-  // While client work keeps meeting conflicts, the ones that fall due meanwhile commit between its attempts
+  // TTL expiries and confirm rollbacks that are due go first. With client work in the same pass they share its
+  // commit (planned before it, on the same read): a commit costs the kernel about the same for one op or sixty,
+  // and next to a steady stream of TTL rules nearly every pass had an expiry, so passes made two commits. When the
+  // shared commit meets another writer's change, Drain goes on with the daemon's own work alone, first. Alone, they
+  // commit without waiting for a read: their ops name the rules by spec (a rule another writer moved is still
+  // found; one it removed makes the commit fail and the expiry read and plan again), so they take effect as soon
+  // as the writer gets to them, also when another writer keeps changing the ruleset and every read costs. While
+  // client work keeps meeting conflicts, the ones that fall due meanwhile commit between its attempts
   // (RunDueDeadlines).
   std::vector<WorkItem*> timers, rest;
   for (WorkItem* item : ptrs) {
     const bool timer = item->kind == WorkItem::Kind::kExpire || item->kind == WorkItem::Kind::kRollback;
     (timer ? timers : rest).push_back(item);
   }
-  if (!timers.empty()) Drain(timers, /*repairs=*/false, kMaxCommitAttempts, /*optimistic=*/true);
-  if (!rest.empty()) Drain(rest, /*repairs=*/true);
+  if (rest.empty()) {
+    if (!timers.empty()) Drain(timers, /*repairs=*/false, kMaxCommitAttempts, /*optimistic=*/true);
+  } else {
+    std::vector<WorkItem*> all = timers;
+    all.insert(all.end(), rest.begin(), rest.end());
+    Drain(all, /*repairs=*/true);
+  }
   for (auto& extra : extras) ptrs.push_back(extra.get());
 
   // Failures are audited too (successes have their records in the batch already).
@@ -433,6 +446,13 @@ void Service::Impl::Answer(PendingBatch& batch) {
   std::vector<WorkItem*> ptrs;
   for (auto& item : batch.items) ptrs.push_back(item.get());
   Publish(ptrs);
+  {
+    // Before the answers, so that a client answered here is not counted as waiting when it sends again.
+    size_t answered = 0;
+    for (WorkItem* item : ptrs) answered += item->promise && item->kind == WorkItem::Kind::kRequest ? 1 : 0;
+    std::lock_guard<std::mutex> lock(queue_mu);
+    outstanding -= std::min(outstanding, answered);
+  }
   for (WorkItem* item : ptrs) {
     if (item->promise) {
       if (item->status.ok()) {
@@ -935,6 +955,7 @@ Result<ChangeResult> Service::Submit(ChangeRequest request) {
     if (impl_->stopping) return Status::Unavailable("iptkitd is stopping");
     impl_->queue.push_back(std::move(item));
     impl_->queue_depth->Set({}, static_cast<double>(impl_->queue.size()));
+    impl_->peak_outstanding = std::max(impl_->peak_outstanding, ++impl_->outstanding);
   }
   impl_->queue_cv.notify_one();
   return result.get();

@@ -220,6 +220,11 @@ struct Service::Impl {
   std::condition_variable queue_cv;
   std::deque<std::unique_ptr<WorkItem>> queue;
   bool stopping = false;
+  // Clients' requests submitted and not answered yet (queued, being planned, or waiting for their store write),
+  // and the most there were at once since the writer last took requests: how many clients are sending. The group
+  // commit window waits for at most that many to be queued (no more can come while they wait for their answers).
+  size_t outstanding = 0;
+  size_t peak_outstanding = 0;
 
   // ---- Start-up ----
   mutable std::mutex startup_mu;

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -44,9 +46,18 @@ TableOp MakeOp(TableOp::Kind kind, const std::string& chain, const Rule* rule = 
   return op;
 }
 
+// The owner of the rule's tag, as Rule::OwnerTag reads it, without copying the tag: a plan asks this of every
+// rule of every chain it looks at several times, and the copies were a fifth of the plan's time in a chain of
+// 1,000 rules.
+std::optional<std::string_view> TagOwner(const Rule& rule) {
+  std::optional<TagView> tag = ViewOwnerTag(rule);
+  if (!tag) return std::nullopt;
+  return tag->owner;
+}
+
 bool IsOurs(const Rule& rule, std::string_view owner) {
-  auto tag = rule.OwnerTag();
-  return tag.has_value() && tag->owner == owner;
+  std::optional<std::string_view> tagged = TagOwner(rule);
+  return tagged.has_value() && *tagged == owner;
 }
 
 // The chain a rule jumps or goes to (or a target extension / verdict name); nullptr without a target.
@@ -161,9 +172,9 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
   std::vector<bool> anchor(n);
   size_t foreign = 0;
   for (size_t i = 0; i < n; ++i) {
-    const std::optional<Rule::Tag> tag = kernel[i].OwnerTag();
-    ours[i] = tag.has_value() && tag->owner == owner_;
-    anchor[i] = !tag.has_value();
+    const std::optional<std::string_view> tagged = TagOwner(kernel[i]);
+    ours[i] = tagged.has_value() && *tagged == owner_;
+    anchor[i] = !tagged.has_value();
     if (anchor[i]) ++foreign;
     if (ours[i]) kspec[i] = FormatRuleSpec(kernel[i]);
   }
@@ -325,6 +336,23 @@ bool TableHasOurState(const Table& table, std::string_view owner, std::string_vi
 }
 
 }  // namespace
+
+std::optional<TagView> ViewOwnerTag(const Rule& rule) {
+  // As Rule::OwnerTag (src/model/model.cc): the last match is a lone, not negated `--comment "iptkit:OWNER:ID"`
+  // with a non-empty owner.
+  constexpr std::string_view kPrefix = "iptkit:";
+  if (rule.matches.empty()) return std::nullopt;
+  const Match& m = rule.matches.back();
+  if (m.name != "comment" || m.options.size() != 1) return std::nullopt;
+  const Option& o = m.options[0];
+  if (o.name != "comment" || o.negated || o.values.size() != 1) return std::nullopt;
+  std::string_view comment = o.values[0];
+  if (!comment.starts_with(kPrefix)) return std::nullopt;
+  comment.remove_prefix(kPrefix.size());
+  const size_t colon = comment.find(':');
+  if (colon == std::string_view::npos || colon == 0) return std::nullopt;
+  return TagView{comment.substr(0, colon), comment.substr(colon + 1)};
+}
 
 std::string DeriveRuleId(std::string_view table, std::string_view chain, std::string_view canonical_untagged_spec) {
   uint64_t hash = 14695981039346656037ull;  // FNV-1a 64 offset basis

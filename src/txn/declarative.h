@@ -12,6 +12,7 @@
 #ifndef IPTKIT_SRC_TXN_DECLARATIVE_H_
 #define IPTKIT_SRC_TXN_DECLARATIVE_H_
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,14 @@ Status ValidateDesiredState(const DesiredState& desired);
 // equal (spec, id) with "-2", "-3", ..., so that every owned rule of a chain has a distinct spec and
 // `-D CHAIN spec` removes exactly the intended rule. InvalidArgument when a suffixed id would exceed 26 chars.
 Status AssignOwnerTags(DesiredState& desired);
+
+// Rule::OwnerTag without copies: views into `rule`'s last match (valid while the rule is unchanged). Planners ask
+// this of every rule of the chains they look at.
+struct TagView {
+  std::string_view owner;
+  std::string_view id;
+};
+std::optional<TagView> ViewOwnerTag(const Rule& rule);
 
 // The change that brings one family's tables to the desired state.
 struct DeclarativePlan {

@@ -163,6 +163,38 @@ std::vector<Rule> Numbered(int n, int changed = -1) {
 
 // ---- Names, owners, ids ----
 
+// ViewOwnerTag reads exactly the tags Rule::OwnerTag reads (the planners use it instead, for speed).
+TEST(OwnerTest, ViewOwnerTagAgreesWithOwnerTag) {
+  auto comment = [](Rule r, const std::string& text, bool negated = false) {
+    r.matches.push_back(Match{"comment", {Option{"comment", negated, {text}}}});
+    return r;
+  };
+  Rule two_values = Accept("10.0.0.1/32");
+  two_values.matches.push_back(Match{"comment", {Option{"comment", false, {"iptkit:web:a", "x"}}}});
+  Rule not_last = comment(Accept("10.0.0.1/32"), "iptkit:web:a");
+  not_last.matches.push_back(Match{"tcp", {Option{"dport", false, {"22"}}}});
+  const std::vector<Rule> rules = {
+      Accept("10.0.0.1/32"),
+      Tagged(Accept("10.0.0.1/32"), "web", "r1"),
+      comment(Accept("10.0.0.1/32"), "iptkit:web:"),
+      comment(Accept("10.0.0.1/32"), "iptkit::id"),
+      comment(Accept("10.0.0.1/32"), "iptkit:web"),
+      comment(Accept("10.0.0.1/32"), "iptkit:a:b:c"),
+      comment(Accept("10.0.0.1/32"), "web:r1"),
+      comment(Accept("10.0.0.1/32"), "iptkit:web:r1", /*negated=*/true),
+      two_values,
+      not_last,
+  };
+  for (const Rule& r : rules) {
+    std::optional<Rule::Tag> tag = r.OwnerTag();
+    std::optional<TagView> view = ViewOwnerTag(r);
+    ASSERT_EQ(tag.has_value(), view.has_value()) << FormatRuleSpec(r);
+    if (!tag) continue;
+    EXPECT_EQ(tag->owner, view->owner) << FormatRuleSpec(r);
+    EXPECT_EQ(tag->id, view->id) << FormatRuleSpec(r);
+  }
+}
+
 TEST(OwnerTest, PrefixIsUpperCaseOwnerAndDash) {
   EXPECT_EQ(OwnerChainPrefix("myapp"), "MYAPP-");
   EXPECT_EQ(OwnerChainPrefix("kube-proxy2"), "KUBE-PROXY2-");
