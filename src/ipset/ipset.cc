@@ -319,10 +319,17 @@ uint32_t NextPowerOfTwo(uint64_t n) {
 }
 
 // The kernel frees a set's reference from a deleted nf_tables rule later (after the transaction's RCU grace
-// period); opening and closing a NETLINK_NETFILTER socket flushes that deferred work (the nfnetlink release path).
+// period, in a work queue of the rule's network namespace); closing a NETLINK_NETFILTER socket of that namespace
+// flushes that deferred work (nf_tables' NETLINK_URELEASE notifier). The kernel sends NETLINK_URELEASE only for a
+// socket that has a port id, so the socket is bound (port id chosen by the kernel) before it is closed: an unbound
+// one is released silently and flushes nothing.
 void FlushDeferredRelease() {
   int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-  if (fd >= 0) ::close(fd);
+  if (fd < 0) return;
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  (void)::bind(fd, reinterpret_cast<const sockaddr*>(&local), sizeof(local));
+  ::close(fd);
 }
 
 Status DestroyHere(std::string_view name) {
