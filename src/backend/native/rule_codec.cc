@@ -1231,8 +1231,10 @@ Result<XtRule> RoundTrip(const XtRule& rule) {
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, "t");
   nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, "c");
   IPTKIT_RETURN_IF_ERROR(EncodeRule(rule, r.get()));
-  std::vector<char> buf(1 << 16);
-  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWRULE,
+  // Not zero-filled: the message is built front to back, and only the pages it reaches are touched (a 64 KiB
+  // memset was 16 page faults per call).
+  std::unique_ptr<char[]> buf(new char[1 << 16]);
+  nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.get(), NFT_MSG_NEWRULE,
                                         rule.family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6, 0, 0);
   nftnl_rule_nlmsg_build_payload(nlh, r.get());
   return DecodeRuleMessage(rule.family, nlh);
