@@ -619,6 +619,14 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
       }
     }
   }
+  if (detail == SnapshotDetail::kPositions && !narrowed.every_chain && narrowed.probes.empty()) {
+    IPTKIT_ASSIGN_OR_RETURN(std::optional<FamilyState> scanned, ScanPositions(family, narrowed));
+    if (scanned) {
+      Ruleset out = scanned->ruleset;
+      Remember(family, *std::move(scanned));
+      return out;
+    }
+  }
   if (!probes.empty()) {
     IPTKIT_ASSIGN_OR_RETURN(std::optional<FamilyState> scanned, ScanProbes(family, narrowed, probes));
     if (scanned) {
@@ -631,6 +639,52 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
   Ruleset out = st.ruleset;
   Remember(family, std::move(st));
   return out;
+}
+
+Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(Family family, const ChainScope& scope) {
+  ChainScope none = scope;
+  none.chains.clear();
+  constexpr int kAttempts = 3;
+  std::vector<uint64_t> handles;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kPositions, none));
+    bool complete = true;
+    for (const auto& [table, chain] : scope.chains) {
+      iptkit::Table* mt = st.ruleset.FindTable(table);
+      Chain* mc = mt == nullptr ? nullptr : mt->FindChain(chain);
+      auto kt = st.kernel.find(table);
+      if (mc == nullptr || kt == st.kernel.end() || !kt->second.chains.count(chain)) continue;  // the plan says so
+      handles.clear();
+      Status s = netlink_->DumpMessages(
+          NFT_MSG_GETRULE, NfProto(family),
+          [&](nlmsghdr* nlh) {
+            mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+            mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+          },
+          [&](const nlmsghdr* m) -> Status {
+            RuleLocation loc = RuleMessageLocation(m);
+            if (loc.table == table && loc.chain == chain) handles.push_back(loc.handle);
+            return Status::Ok();
+          });
+      if (!s.ok()) {
+        complete = false;
+        break;
+      }
+      // Placeholders: positions and handles only, as Dump gives them at kPositions.
+      mc->rules.resize(handles.size());
+      std::vector<Slot>& slots = kt->second.chains.at(chain).rules;
+      slots.reserve(handles.size());
+      for (uint64_t h : handles) slots.push_back(Slot{h, 0, nullptr});
+    }
+    if (!complete) return std::optional<FamilyState>();
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t now, netlink_->GenerationId());
+    if (now == st.generation) {
+      st.scope = scope;
+      return std::optional<FamilyState>(std::move(st));
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt));
+  }
+  return std::optional<FamilyState>();
 }
 
 Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Family family, const ChainScope& scope,

@@ -179,6 +179,10 @@ class NativeBackend final : public Backend {
   // generation. nullopt when a probe is not found byte for byte or a rule of its chain does not decode (the caller
   // then decodes the chain whole, which says what is wrong) or the ruleset kept changing.
   Result<std::optional<FamilyState>> ScanProbes(Family family, const ChainScope& scope, const Probes& probes);
+  // The snapshot at kPositions for `scope` (its chains, no probes): tables and chains as Dump gives them, and for
+  // each chain in scope the handles of its rules, read from the rule messages without keeping anything else of them.
+  // nullopt when the ruleset kept changing.
+  Result<std::optional<FamilyState>> ScanPositions(Family family, const ChainScope& scope);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
