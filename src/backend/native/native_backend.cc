@@ -715,6 +715,8 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Fami
             mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
           },
           [&](const nlmsghdr* m) -> Status {
+            // Every rule is decoded, also past the equal ones: one that cannot be makes the table unrepresentable
+            // (the chain is then decoded whole, which says why), as when the chain is read.
             if (spoiled) return Status::Ok();
             RuleLocation loc = RuleMessageLocation(m);
             if (loc.table != table || loc.chain != chain) return Status::Ok();
@@ -723,17 +725,19 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Fami
               spoiled = true;
               return Status::Ok();
             }
+            // The probe it equals, one not found yet first (two deletes of one spec need two equal rules).
             const Counters counters = got->counters;
+            std::optional<size_t> equal;
             for (size_t k = 0; k < forms.size(); ++k) {
+              if (equal && (found[k] || !found[*equal])) continue;
               got->counters = forms[k].second.counters;
-              if (*got == forms[k].second) {
-                found[k] = true;
-                mc->rules.push_back(forms[k].first);
-                mc->rules.back().counters = counters;
-                kc.rules.push_back(Slot{loc.handle, 0, nullptr});
-                break;
-              }
+              if (*got == forms[k].second) equal = k;
             }
+            if (!equal) return Status::Ok();
+            found[*equal] = true;
+            mc->rules.push_back(forms[*equal].first);
+            mc->rules.back().counters = counters;
+            kc.rules.push_back(Slot{loc.handle, 0, nullptr});
             return Status::Ok();
           });
       if (!s.ok() || spoiled || std::find(found.begin(), found.end(), false) != found.end()) {

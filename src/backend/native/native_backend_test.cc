@@ -316,10 +316,19 @@ TEST_F(NativeBackendTest, DeleteBySpecScansItsChainAndKeepsOnlyTheEqualRules) {
       backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kPositions, ChainScope::One("filter", "A"));
   ASSERT_TRUE(positions.ok());
   EXPECT_EQ(positions->FindTable("filter")->FindChain("A")->rules.size(), 3u);
+  // Two deletes of one spec: both equal rules, in kernel order.
+  ASSERT_EQ(Iptables({"-A", "A", "-s", "192.0.2.2", "-j", "DROP"}), "");
+  ChainScope twice = probe("-s 192.0.2.2 -j DROP");
+  twice.probes.begin()->second.push_back(twice.probes.begin()->second.front());
+  rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, twice);
+  ASSERT_TRUE(rs.ok());
+  ASSERT_EQ(rs->FindTable("filter")->FindChain("A")->rules.size(), 2u);  // found twice, not decoded whole
+  EXPECT_EQ(FormatRuleSpec(rs->FindTable("filter")->FindChain("A")->rules[1]), "-s 192.0.2.2/32 -j DROP");
+  EXPECT_EQ(backend_->stats().probe_scans, 2u);
   // A probe that is not there: the chain comes decoded whole (what the planner's message needs).
   rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, probe("-s 192.0.2.7 -j ACCEPT"));
   ASSERT_TRUE(rs.ok());
-  EXPECT_EQ(rs->FindTable("filter")->FindChain("A")->rules.size(), 3u);
+  EXPECT_EQ(rs->FindTable("filter")->FindChain("A")->rules.size(), 4u);
   // A rule of the chain that does not decode: decoded whole, and the table says what is wrong.
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter A ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");
   rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, probe("-s 192.0.2.2 -j DROP"));
