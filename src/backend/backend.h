@@ -146,8 +146,7 @@ struct ChainScope {
   std::set<std::pair<std::string, std::string>> chains;  // else: (table, chain) whose rules are read
   // Chains (not in `chains`) whose rules the plan only searches for these rules, as the user gave them (delete by
   // spec). A backend that can compare binary forms may give such a chain with only the rules that are, byte for
-  // byte, one of these (as the canonical rule) and Rule{} placeholders for the others, or without the others (the
-  // native backend: a delete by spec needs only the equal rules, in chain order); when one of them is not
+  // byte, one of these (as the canonical rule) and Rule{} placeholders for the others; when one of them is not
   // found that way it gives the chain's rules decoded, as for `chains`. (A chain in `chains` too, asked at a detail
   // below kRules, is given the same way: its placeholders show these rules where they are.)
   std::map<std::pair<std::string, std::string>, std::vector<Rule>> probes;
