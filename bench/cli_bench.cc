@@ -13,7 +13,10 @@
 // Needs root; touches nothing outside the namespaces it creates, and deletes them (also on SIGINT/SIGTERM).
 //
 //   sudo build/release/bench/iptkit_cli_bench [--sizes 100,1000,10000] [--spread 10000] [--reps 7] [--iptkit PATH]
-//                                             [--ops list,save]
+//                                             [--ops list,save] [--iptkit-b PATH]
+//
+// --iptkit-b PATH times a second iptkit binary (e.g. the build before a change) in the same rounds, in place of
+// `iptkit --backend nft`: a before/after comparison under the same load.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -134,6 +137,10 @@ int Main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--reps", reps, "timed rounds (after one checked warm-up round)")->check(CLI::Range(1, 1000));
   app.add_option("--iptkit", iptkit, "the iptkit binary");
+  std::string iptkit_b;
+  app.add_option("--iptkit-b", iptkit_b,
+                 "a second iptkit binary timed in the same rounds instead of iptkit --backend nft (e.g. the build "
+                 "before a change)");
   std::vector<std::string> only;
   app.add_option("--ops", only, "only these ops (by name, e.g. list,save; default: all)")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
@@ -144,7 +151,8 @@ int Main(int argc, char** argv) {
   InstallNetnsCleanupHandlers();
   const std::vector<Tool> tools = {{"iptkit", {iptkit}, false},
                                    {"iptables-nft", {kIptablesNft}, true},
-                                   {"iptkit --backend nft", {iptkit, "--backend", "nft"}, false}};
+                                   iptkit_b.empty() ? Tool{"iptkit --backend nft", {iptkit, "--backend", "nft"}, false}
+                                                    : Tool{"iptkit-b", {iptkit_b}, false}};
   const std::string load_before = LoadAverage();
   std::ostringstream report;
   struct Scenario {
@@ -231,8 +239,8 @@ int Main(int argc, char** argv) {
                            : " rules over " + std::to_string(chains) + " chains of filter, ops on " + chain + " (" +
                                  std::to_string(in_chain) + " rules)")
            << " (whole processes; medians of " << reps << ")\n\n"
-           << "| op | iptkit ms | iptables-nft ms | iptkit --backend nft ms | iptkit ÷ iptables-nft | "
-              "iptkit --backend nft ÷ iptables-nft |\n|---|--:|--:|--:|--:|--:|\n";
+           << "| op | iptkit ms | iptables-nft ms | " << tools[2].name << " ms | iptkit ÷ iptables-nft | "
+           << tools[2].name << " ÷ iptables-nft |\n|---|--:|--:|--:|--:|--:|\n";
     std::vector<std::string> errors;
     for (const Op& op : ops) {
       double med[3] = {0, 0, 0};

@@ -1,5 +1,9 @@
 // MakeBackend: picks and creates the backend for a BackendKind (docs/architecture.md §3, "Variants"), and records
 // why, for `iptkit info`.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <optional>
 #include <string>
 #include <utility>
@@ -76,9 +80,27 @@ native::NativeOptions Reason(std::string reason) {
 
 std::string Count(size_t n) { return std::to_string(n) + (n == 1 ? " rule" : " rules"); }
 
+// Whether the caller's own network namespace surely has no x_tables (legacy) table: neither family's names file
+// lists one (the kernel lists every table that exists; the file is missing while the module is not loaded). Two
+// opens and reads, where the probe below also opens a raw socket per family.
+bool NoLegacyTableHere(const BackendOptions& options) {
+  if (!options.netns.empty()) return false;
+  for (const char* path : {"/proc/thread-self/net/ip_tables_names", "/proc/thread-self/net/ip6_tables_names"}) {
+    base::UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == ENOENT) continue;
+      return false;
+    }
+    char c;
+    if (::read(fd.get(), &c, 1) != 0) return false;  // a table (or an error): the probe counts
+  }
+  return true;
+}
+
 // The rules of the x_tables (legacy) tables that exist, both families (never instantiating a table); nullopt when
 // they cannot be read (the full count then decides, errors included).
 std::optional<size_t> LegacyRules(const BackendOptions& options) {
+  if (NoLegacyTableHere(options)) return 0;
   Result<base::UniqueFd> ns = base::OpenNetns(options.netns);
   if (!ns.ok()) return std::nullopt;
   Result<std::unique_ptr<legacy::XtablesProbe>> probe = legacy::XtablesProbe::Open(ns->get());

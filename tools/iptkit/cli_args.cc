@@ -871,7 +871,7 @@ Result<Invocation> Parser::Run() {
     if (wait_->empty() || end == nullptr || *end != '\0' || !std::isfinite(seconds) || seconds < 0 || seconds > 3600) {
       return Usage("--wait '" + *wait_ + "': expected seconds from 0 to 3600", wait_index_);
     }
-    inv_.global.wait = std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
+    inv_.global.wait = WaitMilliseconds(seconds);
   }
   const CommandKind kind = inv_.kind;
   if (table_index_ != std::string::npos && !command_->uses_table) {

@@ -126,6 +126,12 @@ std::string CommandHelp(std::string_view command);
 // Every command as `iptkit --help` lists it ("info", ..., "chain create", ...).
 std::vector<std::string> CommandNames();
 
+// --wait SECONDS (finite, 0..3600, checked by the caller) in milliseconds, rounded to the nearest. Not std::llround:
+// that one symbol made every iptkit process load libm.
+inline std::chrono::milliseconds WaitMilliseconds(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000 + 0.5));
+}
+
 }  // namespace iptkit::cli
 
 #endif  // IPTKIT_TOOLS_IPTKIT_CLI_ARGS_H_

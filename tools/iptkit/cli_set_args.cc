@@ -379,7 +379,7 @@ Result<SetInvocation> ParseSetCommandLine(const std::vector<std::string>& args) 
     if (wait->empty() || *end != '\0' || !std::isfinite(seconds) || seconds < 0 || seconds > 3600) {
       return Usage("--wait '" + *wait + "': expected seconds from 0 to 3600", args, wait_index);
     }
-    inv.global.wait = std::chrono::milliseconds(static_cast<int64_t>(std::llround(seconds * 1000)));
+    inv.global.wait = WaitMilliseconds(seconds);
   }
   return inv;
 }

@@ -108,7 +108,10 @@ class NativeBackend final : public Backend {
   // the kernel (NFTA_RULE_TABLE / NFTA_RULE_CHAIN in the dump request), so that planning a delete in one chain of
   // many reads and decodes that chain alone. Cached like ReadForPlan; a narrowed snapshot is never served as a whole
   // one (Read, Unchanged). With the event cache (the daemon keeps whole families fresh) or unsupported_extensions
-  // it is ReadForPlan.
+  // it is ReadForPlan. A chain of ChainScope::probes (a delete by spec) is scanned, not kept: each of its rules is
+  // decoded and compared with the probes as it arrives, and the chain is given with only the rules equal to one of
+  // them, in kernel order (the others left out: nothing of them is needed to delete the first equal rule by its
+  // handle); when a probe is not found, or a rule of the chain cannot be decoded, the chain is decoded whole.
   Result<Ruleset> ReadChainsForPlan(Family family, SnapshotDetail detail, const ChainScope& scope) override;
   bool Unchanged(Family family) override;
   // Dumps the rules of that one chain (filtered by the kernel) and compares each one's binary form, decoded but
@@ -131,6 +134,7 @@ class NativeBackend final : public Backend {
     uint64_t checked_batches = 0;    // batches sent with the generation id (some op needs the snapshot)
     uint64_t anchored_batches = 0;   // batches sent without it (every op anchored by handle)
     uint64_t restore_fallbacks = 0;  // commits sent through the restore backend
+    uint64_t probe_scans = 0;        // chains searched for a delete by spec without keeping their rules
     // event_cache only:
     uint64_t event_hits = 0;         // uses of a cached snapshot the notifications proved current
     uint64_t event_table_reads = 0;  // tables read again because a foreign transaction changed them
@@ -183,6 +187,15 @@ class NativeBackend final : public Backend {
   // `visitor`. Returns that generation.
   Result<uint32_t> DumpAtOneGeneration(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
                                        const ChainScope& scope, DumpVisitor& visitor);
+  // The snapshot for a plan whose only rule reads are the probe chains' (see ReadChainsForPlan): tables, chains and
+  // the rules of `scope.chains` as Dump gives them, each probe chain with only its rules equal to a probe, all of one
+  // generation. nullopt when a probe is not found byte for byte or a rule of its chain does not decode (the caller
+  // then decodes the chain whole, which says what is wrong) or the ruleset kept changing.
+  Result<std::optional<FamilyState>> ScanProbes(Family family, const ChainScope& scope, const Probes& probes);
+  // The snapshot at kPositions for `scope` (its chains, no probes): tables and chains as Dump gives them, and for
+  // each chain in scope the handles of its rules, read from the rule messages without keeping anything else of them.
+  // nullopt when the ruleset kept changing.
+  Result<std::optional<FamilyState>> ScanPositions(Family family, const ChainScope& scope);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;

@@ -301,6 +301,61 @@ TEST_F(NativeBackendTest, NarrowedSnapshotHoldsTheRulesOfItsChainsOnly) {
   EXPECT_THAT(Save(), HasSubstr("-A A -s 192.0.2.9/32 -j RETURN\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A B "));
 }
 
+TEST_F(NativeBackendTest, DeleteBySpecScansItsChainAndKeepsOnlyTheEqualRules) {
+  Restore(
+      "*filter\n:A - [0:0]\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A A -s 192.0.2.2/32 -j DROP\n"
+      "-A A -s 192.0.2.1/32 -j ACCEPT\n-A A -s 192.0.2.3/32 -j DROP\n-A INPUT -s 192.0.2.9/32 -j DROP\nCOMMIT\n");
+  auto probe = [](const std::string& spec) {
+    ChainScope scope;
+    scope.every_chain = false;
+    Result<Rule> rule = ParseRuleSpec(spec, Family::kIPv4);  // as the user typed it
+    EXPECT_TRUE(rule.ok());
+    scope.probes[{"filter", "A"}] = {*rule};
+    return scope;
+  };
+  Result<Ruleset> rs =
+      backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, probe("-s 192.0.2.1 -j ACCEPT"));
+  ASSERT_TRUE(rs.ok()) << rs.status().ToString();
+  EXPECT_EQ(backend_->stats().probe_scans, 1u);
+  const Chain* a = rs->FindTable("filter")->FindChain("A");
+  ASSERT_NE(a, nullptr);
+  // Only the equal rules, in kernel order; no placeholder for the others, nothing of other chains.
+  ASSERT_EQ(a->rules.size(), 2u);
+  EXPECT_EQ(FormatRuleSpec(a->rules[0]), "-s 192.0.2.1/32 -j ACCEPT");
+  EXPECT_EQ(FormatRuleSpec(a->rules[1]), "-s 192.0.2.1/32 -j ACCEPT");
+  EXPECT_TRUE(rs->FindTable("filter")->FindChain("INPUT")->rules.empty());
+  // A delete planned on it removes the first equal rule, by its handle.
+  ASSERT_TRUE(
+      backend_
+          ->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kDelete, "A", Canon("-s 192.0.2.1 -j ACCEPT"))})})
+          .ok());
+  EXPECT_THAT(Save(), HasSubstr("-A A -s 192.0.2.2/32 -j DROP\n-A A -s 192.0.2.1/32 -j ACCEPT\n"
+                                "-A A -s 192.0.2.3/32 -j DROP\n"));
+  // That snapshot answers no other plan: by positions, the chain has every rule.
+  Result<Ruleset> positions =
+      backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kPositions, ChainScope::One("filter", "A"));
+  ASSERT_TRUE(positions.ok());
+  EXPECT_EQ(positions->FindTable("filter")->FindChain("A")->rules.size(), 3u);
+  // Two deletes of one spec: both equal rules, in kernel order.
+  ASSERT_EQ(Iptables({"-A", "A", "-s", "192.0.2.2", "-j", "DROP"}), "");
+  ChainScope twice = probe("-s 192.0.2.2 -j DROP");
+  twice.probes.begin()->second.push_back(twice.probes.begin()->second.front());
+  rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, twice);
+  ASSERT_TRUE(rs.ok());
+  ASSERT_EQ(rs->FindTable("filter")->FindChain("A")->rules.size(), 2u);  // found twice, not decoded whole
+  EXPECT_EQ(FormatRuleSpec(rs->FindTable("filter")->FindChain("A")->rules[1]), "-s 192.0.2.2/32 -j DROP");
+  EXPECT_EQ(backend_->stats().probe_scans, 2u);
+  // A probe that is not there: the chain comes decoded whole (what the planner's message needs).
+  rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, probe("-s 192.0.2.7 -j ACCEPT"));
+  ASSERT_TRUE(rs.ok());
+  EXPECT_EQ(rs->FindTable("filter")->FindChain("A")->rules.size(), 4u);
+  // A rule of the chain that does not decode: decoded whole, and the table says what is wrong.
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter A ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");
+  rs = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, probe("-s 192.0.2.2 -j DROP"));
+  ASSERT_TRUE(rs.ok());
+  EXPECT_THAT(rs->FindTable("filter")->unrepresentable_reason, HasSubstr("set lookup"));
+}
+
 TEST_F(NativeBackendTest, NativeNftRuleMakesTheTableUnrepresentable) {
   ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
   ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter INPUT ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");

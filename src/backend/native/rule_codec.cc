@@ -1231,7 +1231,15 @@ Result<XtRule> RoundTrip(const XtRule& rule) {
   nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, "t");
   nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, "c");
   IPTKIT_RETURN_IF_ERROR(EncodeRule(rule, r.get()));
-  std::vector<char> buf(1 << 16);
+  // Room for the message, sized for this rule: each extension's payload and names twice over plus 512 bytes for
+  // its native expressions (the largest is a few hundred bytes), instead of a fixed 64 KiB (16 pages to fault in and
+  // clear for every rule). Zero-filled, as before.
+  auto extension_room = [](const XtExtension& e) {
+    return 512 + 2 * (e.name.size() + e.data.size() + e.nflog_prefix.size());
+  };
+  size_t room = 4096 + 2 * (rule.chain.size() + rule.jumpto.size()) + extension_room(rule.target);
+  for (const XtExtension& e : rule.matches) room += extension_room(e);
+  std::vector<char> buf(room);
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_NEWRULE,
                                         rule.family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6, 0, 0);
   nftnl_rule_nlmsg_build_payload(nlh, r.get());
