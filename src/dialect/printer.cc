@@ -149,11 +149,7 @@ std::string OneLine(std::string_view text) {
 }
 
 void AppendCounters(std::string& out, const Counters& counters) {
-  out += '[';
-  out += std::to_string(counters.packets);
-  out += ':';
-  out += std::to_string(counters.bytes);
-  out += ']';
+  dialect::AppendSaveCounters(out, counters.packets, counters.bytes);
 }
 
 }  // namespace

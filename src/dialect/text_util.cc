@@ -2,6 +2,14 @@
 
 namespace iptkit::dialect {
 
+void AppendSaveCounters(std::string& out, uint64_t packets, uint64_t bytes) {
+  out += '[';
+  out += std::to_string(packets);
+  out += ':';
+  out += std::to_string(bytes);
+  out += ']';
+}
+
 size_t FindForbiddenByte(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (IsForbiddenByte(s[i])) return i;

@@ -2,6 +2,7 @@
 #ifndef IPTKIT_SRC_DIALECT_TEXT_UTIL_H_
 #define IPTKIT_SRC_DIALECT_TEXT_UTIL_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,9 @@ bool IsSaveStringBare(std::string_view value);
 void AppendSaveString(std::string& out, std::string_view value, bool force_quote = false);
 // Appends `value` in double quotes, escaping '"' and '\\' (libxt_string.c print_string, libxt_LED.c).
 void AppendDoubleQuoted(std::string& out, std::string_view value);
+
+// Appends counters as iptables-save prints them: "[packets:bytes]".
+void AppendSaveCounters(std::string& out, uint64_t packets, uint64_t bytes);
 
 // Token classes shared by the parser and the printer (so that what the printer leaves bare parses back as the
 // same value).

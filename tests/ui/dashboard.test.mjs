@@ -229,7 +229,11 @@ test('sets: entries with timeouts and comments are listed, added and deleted', a
 test('audit and live events show what was done; tokens never reach the access log', async () => {
   const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
   const page = await context.newPage();
+  // The page's stream starts "from now" (no ?after=): post only once the daemon has answered it, which it does after
+  // subscribing, or the commit can come before the subscription and never be shown.
+  const streamOpen = page.waitForResponse((r) => new URL(r.url()).pathname === '/v1/events');
   await signIn(page, daemon, '#/events');
+  await streamOpen;
   await api('POST', '/v1/ipv4/tables/filter/chains/INPUT/rules', { spec: '-s 192.0.2.44 -j DROP' });
   await page.waitForSelector('#events li:has-text("commit")');
   await page.screenshot({ path: path.join(SHOTS, 'events.png') });

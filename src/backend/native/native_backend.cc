@@ -673,6 +673,27 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
   return out;
 }
 
+namespace {
+
+// Dumps the rules of one chain (filtered by the kernel; a message of another chain is skipped all the same) and
+// calls `on_rule` with each message and its place.
+Status DumpChainRules(nft::NetlinkClient& netlink, Family family, const std::string& table, const std::string& chain,
+                      const std::function<Status(const nlmsghdr*, const RuleLocation&)>& on_rule) {
+  return netlink.DumpMessages(
+      NFT_MSG_GETRULE, NfProto(family),
+      [&](nlmsghdr* nlh) {
+        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+      },
+      [&](const nlmsghdr* m) -> Status {
+        RuleLocation loc = RuleMessageLocation(m);
+        if (loc.table != table || loc.chain != chain) return Status::Ok();
+        return on_rule(m, loc);
+      });
+}
+
+}  // namespace
+
 Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(Family family, const ChainScope& scope) {
   ChainScope none = scope;
   none.chains.clear();
@@ -687,17 +708,10 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(F
       auto kt = st.kernel.find(table);
       if (mc == nullptr || kt == st.kernel.end() || !kt->second.chains.count(chain)) continue;  // the plan says so
       handles.clear();
-      Status s = netlink_->DumpMessages(
-          NFT_MSG_GETRULE, NfProto(family),
-          [&](nlmsghdr* nlh) {
-            mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
-            mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
-          },
-          [&](const nlmsghdr* m) -> Status {
-            RuleLocation loc = RuleMessageLocation(m);
-            if (loc.table == table && loc.chain == chain) handles.push_back(loc.handle);
-            return Status::Ok();
-          });
+      Status s = DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr*, const RuleLocation& loc) {
+        handles.push_back(loc.handle);
+        return Status::Ok();
+      });
       if (!s.ok()) {
         complete = false;
         break;
@@ -740,18 +754,11 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Fami
       std::vector<bool> found(forms.size(), false);
       bool spoiled = false;
       ++stats_.probe_scans;
-      Status s = netlink_->DumpMessages(
-          NFT_MSG_GETRULE, NfProto(family),
-          [&](nlmsghdr* nlh) {
-            mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
-            mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
-          },
-          [&](const nlmsghdr* m) -> Status {
+      Status s =
+          DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation& loc) -> Status {
             // Every rule is decoded, also past the equal ones: one that cannot be makes the table unrepresentable
             // (the chain is then decoded whole, which says why), as when the chain is read.
             if (spoiled) return Status::Ok();
-            RuleLocation loc = RuleMessageLocation(m);
-            if (loc.table != table || loc.chain != chain) return Status::Ok();
             Result<XtRule> got = DecodeRuleMessage(family, m);
             if (!got.ok()) {
               spoiled = true;
@@ -983,22 +990,14 @@ Result<bool> NativeBackend::HoldsExactRule(Family family, const std::string& tab
   if (!want.ok()) return false;
   want->counters = {};
   bool found = false;
-  Status s = netlink_->DumpMessages(
-      NFT_MSG_GETRULE, NfProto(family),
-      [&](nlmsghdr* nlh) {
-        mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
-        mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
-      },
-      [&](const nlmsghdr* m) -> Status {
-        if (found) return Status::Ok();
-        RuleLocation loc = RuleMessageLocation(m);
-        if (loc.table != table || loc.chain != chain) return Status::Ok();
-        Result<XtRule> got = DecodeRuleMessage(family, m);
-        if (!got.ok()) return Status::Ok();
-        got->counters = {};
-        found = *got == *want;
-        return Status::Ok();
-      });
+  Status s = DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation&) -> Status {
+    if (found) return Status::Ok();
+    Result<XtRule> got = DecodeRuleMessage(family, m);
+    if (!got.ok()) return Status::Ok();
+    got->counters = {};
+    found = *got == *want;
+    return Status::Ok();
+  });
   // A chain or table that is not there: not found this way (the caller says what is missing).
   if (!s.ok()) return false;
   return found;

@@ -13,16 +13,13 @@
 #include "src/backend/native/native_read.h"
 #include "src/backend/native/xtables.h"
 #include "src/backend/ops/table_sim.h"
+#include "src/dialect/text_util.h"
 
 namespace iptkit::backend::native {
 namespace {
 
 void AppendCounters(std::string& out, const Counters& counters) {
-  out += '[';
-  out += std::to_string(counters.packets);
-  out += ':';
-  out += std::to_string(counters.bytes);
-  out += ']';
+  dialect::AppendSaveCounters(out, counters.packets, counters.bytes);
 }
 
 // Prints the rules a slice at a time as they arrive: each one's "-A CHAIN ..." line goes into its chain's text; the
