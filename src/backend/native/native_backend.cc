@@ -694,33 +694,22 @@ Status DumpChainRules(nft::NetlinkClient& netlink, Family family, const std::str
 
 }  // namespace
 
-Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(Family family, const ChainScope& scope) {
-  ChainScope none = scope;
-  none.chains.clear();
+Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanChains(
+    Family family, SnapshotDetail detail, const ChainScope& dumped, const ChainScope& scope,
+    const std::vector<std::pair<std::string, std::string>>& chains, const ChainScan& scan) {
   constexpr int kAttempts = 3;
-  std::vector<uint64_t> handles;
   for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kPositions, none));
+    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, dumped));
     bool complete = true;
-    for (const auto& [table, chain] : scope.chains) {
+    for (const auto& [table, chain] : chains) {
       iptkit::Table* mt = st.ruleset.FindTable(table);
       Chain* mc = mt == nullptr ? nullptr : mt->FindChain(chain);
       auto kt = st.kernel.find(table);
       if (mc == nullptr || kt == st.kernel.end() || !kt->second.chains.count(chain)) continue;  // the plan says so
-      handles.clear();
-      Status s = DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr*, const RuleLocation& loc) {
-        handles.push_back(loc.handle);
-        return Status::Ok();
-      });
-      if (!s.ok()) {
+      if (!scan(table, chain, *mt, *mc, kt->second.chains.at(chain))) {
         complete = false;
         break;
       }
-      // Placeholders: positions and handles only, as Dump gives them at kPositions.
-      mc->rules.resize(handles.size());
-      std::vector<Slot>& slots = kt->second.chains.at(chain).rules;
-      slots.reserve(handles.size());
-      for (uint64_t h : handles) slots.push_back(Slot{h, 0, nullptr});
     }
     if (!complete) return std::optional<FamilyState>();
     IPTKIT_ASSIGN_OR_RETURN(uint32_t now, netlink_->GenerationId());
@@ -733,66 +722,72 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(F
   return std::optional<FamilyState>();
 }
 
+Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(Family family, const ChainScope& scope) {
+  ChainScope none = scope;
+  none.chains.clear();
+  const std::vector<std::pair<std::string, std::string>> chains(scope.chains.begin(), scope.chains.end());
+  std::vector<uint64_t> handles;
+  return ScanChains(family, SnapshotDetail::kPositions, none, scope, chains,
+                    [&](const std::string& table, const std::string& chain, iptkit::Table&, Chain& mc, KChain& kc) {
+                      handles.clear();
+                      Status s = DumpChainRules(*netlink_, family, table, chain,
+                                                [&](const nlmsghdr*, const RuleLocation& loc) {
+                                                  handles.push_back(loc.handle);
+                                                  return Status::Ok();
+                                                });
+                      if (!s.ok()) return false;
+                      // Placeholders: positions and handles only, as Dump gives them at kPositions.
+                      mc.rules.resize(handles.size());
+                      kc.rules.reserve(handles.size());
+                      for (uint64_t h : handles) kc.rules.push_back(Slot{h, 0, nullptr});
+                      return true;
+                    });
+}
+
 Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Family family, const ChainScope& scope,
                                                                             const Probes& probes) {
-  // Dump reads tables, chains (and sets) and the rules of scope.chains between two reads of the generation id; the
-  // probe chains are scanned after it, and one more read of the id says that nothing changed meanwhile.
+  // Dump reads tables, chains (and sets) and the rules of scope.chains; the probe chains are scanned after it, and
+  // the snapshot keeps its probes: it answers no other plan (ChainScope::Covers).
   ChainScope rest = scope;
   rest.probes.clear();
-  constexpr int kAttempts = 3;
-  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules, rest));
-    bool complete = true;
-    for (const auto& [where, forms] : probes) {
-      const auto& [table, chain] = where;
-      iptkit::Table* mt = st.ruleset.FindTable(table);
-      Chain* mc = mt == nullptr ? nullptr : mt->FindChain(chain);
-      auto kt = st.kernel.find(table);
-      if (mc == nullptr || kt == st.kernel.end() || !kt->second.chains.count(chain)) continue;  // the plan says so
-      if (!mt->unrepresentable_reason.empty()) continue;                                        // refused by the plan
-      KChain& kc = kt->second.chains.at(chain);
-      std::vector<bool> found(forms.size(), false);
-      bool spoiled = false;
-      ++stats_.probe_scans;
-      Status s =
-          DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation& loc) -> Status {
-            // Every rule is decoded, also past the equal ones: one that cannot be makes the table unrepresentable
-            // (the chain is then decoded whole, which says why), as when the chain is read.
-            if (spoiled) return Status::Ok();
-            Result<XtRule> got = DecodeRuleMessage(family, m);
-            if (!got.ok()) {
-              spoiled = true;
-              return Status::Ok();
-            }
-            // The probe it equals, one not found yet first (two deletes of one spec need two equal rules).
-            const Counters counters = got->counters;
-            std::optional<size_t> equal;
-            for (size_t k = 0; k < forms.size(); ++k) {
-              if (equal && (found[k] || !found[*equal])) continue;
-              got->counters = forms[k].second.counters;
-              if (*got == forms[k].second) equal = k;
-            }
-            if (!equal) return Status::Ok();
-            found[*equal] = true;
-            mc->rules.push_back(forms[*equal].first);
-            mc->rules.back().counters = counters;
-            kc.rules.push_back(Slot{loc.handle, 0, nullptr});
-            return Status::Ok();
-          });
-      if (!s.ok() || spoiled || std::find(found.begin(), found.end(), false) != found.end()) {
-        complete = false;
-        break;
-      }
-    }
-    if (!complete) return std::optional<FamilyState>();
-    IPTKIT_ASSIGN_OR_RETURN(uint32_t now, netlink_->GenerationId());
-    if (now == st.generation) {
-      st.scope = scope;  // with its probes: the snapshot answers no other plan (ChainScope::Covers)
-      return std::optional<FamilyState>(std::move(st));
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200 * attempt));
-  }
-  return std::optional<FamilyState>();
+  std::vector<std::pair<std::string, std::string>> chains;
+  for (const auto& [where, forms] : probes) chains.push_back(where);
+  return ScanChains(family, SnapshotDetail::kRules, rest, scope, chains,
+                    [&](const std::string& table, const std::string& chain, iptkit::Table& mt, Chain& mc, KChain& kc) {
+                      if (!mt.unrepresentable_reason.empty()) return true;  // refused by the plan
+                      const std::vector<std::pair<Rule, XtRule>>& forms = probes.at({table, chain});
+                      std::vector<bool> found(forms.size(), false);
+                      bool spoiled = false;
+                      ++stats_.probe_scans;
+                      Status s = DumpChainRules(*netlink_, family, table, chain,
+                                                [&](const nlmsghdr* m, const RuleLocation& loc) -> Status {
+                                                  // Every rule is decoded, also past the equal ones: one that cannot be
+                                                  // makes the table unrepresentable (the chain is then decoded whole,
+                                                  // which says why), as when the chain is read.
+                                                  if (spoiled) return Status::Ok();
+                                                  Result<XtRule> got = DecodeRuleMessage(family, m);
+                                                  if (!got.ok()) {
+                                                    spoiled = true;
+                                                    return Status::Ok();
+                                                  }
+                                                  // The probe it equals, one not found yet first (two deletes of one
+                                                  // spec need two equal rules).
+                                                  const Counters counters = got->counters;
+                                                  std::optional<size_t> equal;
+                                                  for (size_t k = 0; k < forms.size(); ++k) {
+                                                    if (equal && (found[k] || !found[*equal])) continue;
+                                                    got->counters = forms[k].second.counters;
+                                                    if (*got == forms[k].second) equal = k;
+                                                  }
+                                                  if (!equal) return Status::Ok();
+                                                  found[*equal] = true;
+                                                  mc.rules.push_back(forms[*equal].first);
+                                                  mc.rules.back().counters = counters;
+                                                  kc.rules.push_back(Slot{loc.handle, 0, nullptr});
+                                                  return Status::Ok();
+                                                });
+                      return s.ok() && !spoiled && std::find(found.begin(), found.end(), false) == found.end();
+                    });
 }
 
 bool NativeBackend::Unchanged(Family family) {

@@ -196,6 +196,17 @@ class NativeBackend final : public Backend {
   // each chain in scope the handles of its rules, read from the rule messages without keeping anything else of them.
   // nullopt when the ruleset kept changing.
   Result<std::optional<FamilyState>> ScanPositions(Family family, const ChainScope& scope);
+  // What ScanProbes and ScanPositions do to one chain in scope: fill its model chain and kernel chain from the
+  // chain's rule dump; false when the scan cannot give the snapshot (the caller then reads otherwise).
+  using ChainScan = std::function<bool(const std::string& table, const std::string& chain, iptkit::Table& model_table,
+                                       Chain& model_chain, KChain& kernel_chain)>;
+  // The attempt loop both scans share: Dump of `dumped` at `detail`, `scan` of each of `chains` that exists, then one
+  // more read of the generation id says nothing changed meanwhile (else again, at most 3 times). The snapshot gets
+  // `scope`. nullopt when a scan fails or the ruleset kept changing.
+  Result<std::optional<FamilyState>> ScanChains(Family family, SnapshotDetail detail, const ChainScope& dumped,
+                                                const ChainScope& scope,
+                                                const std::vector<std::pair<std::string, std::string>>& chains,
+                                                const ChainScan& scan);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
