@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -136,14 +137,18 @@ int Main(int argc, char** argv) {
   app.add_option("--spread", spread, "rule counts also loaded spread over 100 user chains (ops on chain c50)")
       ->delimiter(',');
   app.add_option("--reps", reps, "timed rounds (after one checked warm-up round)")->check(CLI::Range(1, 1000));
-  app.add_option("--iptkit", iptkit, "the iptkit binary");
+  app.add_option("--iptkit", iptkit, "the iptkit binary")->check(CLI::ExistingFile);
   std::string iptkit_b;
   app.add_option("--iptkit-b", iptkit_b,
                  "a second iptkit binary timed in the same rounds instead of iptkit --backend nft (e.g. the build "
-                 "before a change)");
+                 "before a change)")
+      ->check(CLI::ExistingFile);
   std::vector<std::string> only;
   app.add_option("--ops", only, "only these ops (by name, e.g. list,save; default: all)")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
+  // Processes are started by absolute path (inside `ip netns exec` a relative one would name another file).
+  iptkit = std::filesystem::absolute(iptkit).string();
+  if (!iptkit_b.empty()) iptkit_b = std::filesystem::absolute(iptkit_b).string();
   if (geteuid() != 0) {
     std::cerr << "iptkit_cli_bench: must run as root (creates network namespaces)\n";
     return 2;
