@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "iptkit/dialect.h"
+#include "src/ipset/set_json.h"
 
 namespace iptkit::service {
 namespace {
@@ -41,16 +42,6 @@ std::string_view StageName(SetProgress::Stage stage) {
       return "done";
   }
   return "loading";
-}
-
-nlohmann::json ReportJson(const SetChangeReport& r) {
-  nlohmann::json j = {{"added", r.added},
-                      {"refreshed", r.refreshed},
-                      {"removed", r.removed},
-                      {"entries_after", r.entries_after},
-                      {"swapped", r.swapped}};
-  if (r.grown_maxelem) j["grown_maxelem"] = *r.grown_maxelem;
-  return j;
 }
 
 // A caller's wait for its batch: futex(2) directly. std::atomic::wait in libstdc++ 12 spins with sched_yield
@@ -424,7 +415,7 @@ Result<SetChangeReport> SetService::Load(const SetCaller& who, std::string_view 
   IPTKIT_RETURN_IF_ERROR(
       Record(who, "load", name, s,
              report.ok() ? "load " + std::string(name) + ": " + std::to_string(entries.size()) + " entries" : "",
-             report.ok() ? nlohmann::json({{"report", ReportJson(*report)}}) : nlohmann::json::object()));
+             report.ok() ? nlohmann::json({{"report", SetChangeReportToJson(*report)}}) : nlohmann::json::object()));
   return report;
 }
 
@@ -439,7 +430,7 @@ Result<SetChangeReport> SetService::Sync(const SetCaller& who, std::string_view 
   IPTKIT_RETURN_IF_ERROR(
       Record(who, "sync", name, s,
              report.ok() ? "sync " + std::string(name) + ": " + std::to_string(entries.size()) + " entries" : "",
-             report.ok() ? nlohmann::json({{"report", ReportJson(*report)}}) : nlohmann::json::object()));
+             report.ok() ? nlohmann::json({{"report", SetChangeReportToJson(*report)}}) : nlohmann::json::object()));
   return report;
 }
 
