@@ -195,14 +195,18 @@ Result<SetDestroyReport> SetService::Destroy(const SetCaller& who, std::string_v
   std::unique_lock lock(mu_);
   SetDestroyReport report;
   IPTKIT_ASSIGN_OR_RETURN(SetInfo info, sets_.Get(name, false));
-  if (info.references > 0 && !cascade) {
-    return Status::FailedPrecondition("set " + Quote(name) + " is in use (" + std::to_string(info.references) +
-                                      " reference(s)); destroy with cascade to delete the rules that use it first")
-        .WithReason("referenced")
-        .WithToken(std::string(name));
-  }
+  // The kernel's count also holds references it has not dropped yet (a rule deleted a moment ago over the backend's
+  // long-lived nf_tables socket): only rules that still use the set refuse here; the library's destroy waits for
+  // the late ones (and refuses, naming the set, for those that stay, such as a list:set member).
   if (info.references > 0) {
     IPTKIT_ASSIGN_OR_RETURN(report.rules_deleted, ReferencingRules(name));
+  }
+  if (!report.rules_deleted.empty() && !cascade) {
+    return Status::FailedPrecondition("set " + Quote(name) + " is in use (" +
+                                      std::to_string(report.rules_deleted.size()) +
+                                      " rule(s)); destroy with cascade to delete the rules that use it first")
+        .WithReason("referenced")
+        .WithToken(std::string(name));
   }
   if (dry_run) return report;
   if (!report.rules_deleted.empty()) {
