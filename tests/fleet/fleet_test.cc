@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
@@ -630,11 +631,24 @@ TEST_F(FleetTest, ACompactionDuringTheWatchMakesTheAgentResyncAndConverge) {
   Host& h = StartAgent("h1");
   ASSERT_NE(h.daemon, nullptr);
   ASSERT_TRUE(WaitUntil([&] { return Applied("h1", "owners/app", rev); }, 20s)) << Report("h1").dump();
-  // Stalled (SIGSTOP): the watch stream's buffers fill with many large events the agent does not read, so etcd
-  // moves the watch to its unsynced watchers; then the history is compacted under it.
+  // Stalled (SIGSTOP): the watch stream's buffers fill with large events the agent does not read, until etcd moves
+  // the watch to its slow watchers (its gauge says so; how many events that takes depends on the HTTP/2 windows and
+  // socket buffers between etcd, its gateway and the agent, 25 MB was not always enough); then the history is
+  // compacted under it.
   ASSERT_EQ(kill(h.daemon->pid(), SIGSTOP), 0);
   const std::string filler(64 * 1024, 'x');
-  for (int i = 0; i < 400; ++i) Put("filler/" + std::to_string(i % 50), filler);  // ignored keys of the group
+  HttpClient etcd_http(etcd_->url());
+  auto slow_watchers = [&] {
+    const std::string metrics = etcd_http.Get("/metrics").body;
+    const std::string name = "\netcd_debugging_mvcc_slow_watcher_total ";
+    size_t at = metrics.find(name);
+    return at == std::string::npos ? 0.0 : std::strtod(metrics.c_str() + at + name.size(), nullptr);
+  };
+  int puts = 0;
+  for (; puts < 3000 && (puts < 100 || slow_watchers() < 1); ++puts) {
+    Put("filler/" + std::to_string(puts % 50), filler);  // ignored keys of the group
+  }
+  ASSERT_GE(slow_watchers(), 1) << "etcd still delivers the watch after " << puts << " puts of 64 KiB";
   ASSERT_TRUE(etcd->Delete(Key("owners/gone")).ok());
   int64_t last = Put("owners/app", OwnerDoc("app", {"10.0.0.9"}));
   ASSERT_TRUE(etcd->Compact(last).ok());
