@@ -239,12 +239,15 @@ std::optional<double> MetricSum(const std::string& text, const std::string& name
 
 // ---- Shared results ----
 
-// A TTL rule: its tag id, its deadline as the daemon answered it (expires_at), and when the monitor first saw it gone.
+// A TTL rule: its tag id, its deadline as the daemon answered it (expires_at), when the client had the answer, when
+// the monitor first saw it gone, and its spec (named when it is seen gone before its deadline).
 using WallClock = std::chrono::system_clock;
 struct TtlRule {
   std::string id;
   WallClock::time_point deadline;
+  WallClock::time_point answered;
   std::optional<WallClock::time_point> gone;
+  std::string spec;
 };
 
 // "2026-12-07T01:16:59.289Z" (the REST API's times) as a time point; nullopt for anything else.
@@ -360,7 +363,9 @@ void RunClient(int c, int port, const std::string& token, Clock::time_point unti
         if (j.is_object() && j.contains("managed") && !j["managed"].empty()) {
           std::optional<WallClock::time_point> deadline = ParseTime(j["managed"][0].value("expires_at", ""));
           std::lock_guard<std::mutex> lock(shared.mu);  // the monitor watches it from now on
-          if (deadline) shared.ttl.push_back({j["managed"][0]["id"].get<std::string>(), *deadline, {}});
+          if (deadline) {
+            shared.ttl.push_back({j["managed"][0]["id"].get<std::string>(), *deadline, WallClock::now(), {}, spec});
+          }
         }
       }
     }
@@ -564,6 +569,9 @@ int Main(int argc, char** argv) {
     bool waiting = false;  // for the repair of the flush at `flushed`
     Clock::time_point flushed{};
     while (!stop) {
+      // A rule answered after the save started may have been committed after the save read its chain: the save
+      // says nothing about it (judging it there counted rules added a few ms before as gone before their deadline).
+      const WallClock::time_point read_start = WallClock::now();
       Result<std::string> save = Save(v, fd, true);
       const Clock::time_point now = Clock::now();
       const WallClock::time_point wall = WallClock::now();
@@ -572,9 +580,13 @@ int Main(int argc, char** argv) {
         ++shared.monitor_reads;
         const std::set<std::string> ttl_ids = TagIds(*save, "ttl");
         for (TtlRule& t : shared.ttl) {
-          if (t.gone || ttl_ids.count(t.id)) continue;
+          if (t.gone || t.answered > read_start || ttl_ids.count(t.id)) continue;
           t.gone = wall;
-          if (wall < t.deadline) ++shared.ttl_early;
+          if (wall < t.deadline) {
+            ++shared.ttl_early;
+            std::fprintf(stderr, "[soak] TTL rule %s (%s) seen gone %.0f ms before its deadline\n", t.id.c_str(),
+                         t.spec.c_str(), std::chrono::duration<double, std::milli>(t.deadline - wall).count());
+          }
         }
         for (const auto& [id, packets] : TaggedCounters(*save, "steady")) {
           auto it = last.find(id);

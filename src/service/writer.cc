@@ -682,6 +682,8 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
         std::vector<WorkItem*> internal, clients;
         for (WorkItem* item : committing) (item->internal() ? internal : clients).push_back(item);
         if (!internal.empty() && !clients.empty()) {
+          spdlog::info("commit raced another writer ({}); the daemon's own work goes first, alone",
+                       committed.ToString());
           Drain(internal, repairs, budget - attempts);
           Drain(clients, repairs, budget - attempts);
           return;
