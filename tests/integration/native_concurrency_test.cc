@@ -316,5 +316,32 @@ TEST_F(NativeAnchorTest, AGoneAnchorFailsTheWholeBatchWithNotFound) {
   EXPECT_EQ(Kernel("INPUT"), model);
 }
 
+// An anchored insert between a rule without an owner tag and an owned one names the owned one (it goes before it):
+// another writer deleting the rule before it does not fail the batch. Regression: in the daemon soak, unowned adds
+// placed above owned `last` hooks followed a foreign `-A` rule there, and most refused commits (ENOENT) were those.
+TEST_F(NativeAnchorTest, AnInsertBeforeAnOwnedRuleIsAnchoredOnIt) {
+  const std::string owned = "-s 192.0.2.9/32 -m comment --comment \"iptkit:app:r1\" -j ACCEPT";
+  CommandResult added =
+      ns_->Iptables(Variant::kNft, Family::kIPv4,
+                    {"-A", "INPUT", "-s", "192.0.2.9", "-m", "comment", "--comment", "iptkit:app:r1", "-j", "ACCEPT"});
+  ASSERT_TRUE(added.ok()) << added.Describe();
+  std::vector<std::string> model = expected_;
+  model.push_back(Line("INPUT", owned));
+  const std::string mine = "-s 198.51.100.7/32 -j ACCEPT";
+  // Snapshot position 9: after 192.0.2.8, right before the owned rule; 192.0.2.8 goes meanwhile.
+  Status s = ReadForeignCommit(
+      [&] {
+        CommandResult r =
+            ns_->Iptables(Variant::kNft, Family::kIPv4, {"-D", "INPUT", "-s", "192.0.2.8", "-j", "ACCEPT"});
+        EXPECT_TRUE(r.ok()) << r.Describe();
+        model.erase(model.begin() + 7);
+      },
+      {Op(K::kInsert, Canon(mine), 9, /*anchored=*/true)});
+  ASSERT_STATUS_OK(s);
+  EXPECT_EQ(backend_->stats().stale_generation, 0u);
+  model.insert(model.end() - 1, Line("INPUT", mine));
+  EXPECT_EQ(Kernel("INPUT"), model);
+}
+
 }  // namespace
 }  // namespace iptkit::integration

@@ -1212,9 +1212,21 @@ class BatchBuilder {
 
   // Sends NEWRULE for `xt` at 0-based position `pos` of `slots` (before its insertion), or as a replacement of the
   // rule with `replace_handle`.
+  // For an anchored insert at 0-based `pos` of `chain` (applied to the model already): whether it is placed before
+  // the rule after it rather than after the rule before it. An owned rule (iptkit owner tag) changes only through
+  // its owner's plans, a rule without the tag may be another writer's, which it deletes whenever it likes (an
+  // unowned add that iptkitd puts above the owned `last` hooks followed a foreign `-A` rule there, and the batch
+  // failed with ENOENT once that rule was gone): so an insert between a rule without the tag and a tagged one names
+  // the tagged one. Both places are the same in the snapshot.
+  bool AnchorOnNext(const std::string& chain, size_t pos) const {
+    const Chain* c = mt_->FindChain(chain);
+    if (c == nullptr || pos == 0 || pos + 1 >= c->rules.size()) return false;
+    return !c->rules[pos - 1].OwnerTag() && c->rules[pos + 1].OwnerTag();
+  }
+
   Status SendRule(const std::string& chain, std::vector<NativeBackend::Slot>& slots, size_t pos,
                   std::shared_ptr<const XtRule> xt, const Counters& counters, bool append, uint64_t replace_handle,
-                  const std::string& what) {
+                  const std::string& what, bool before_next = false) {
     XtRule with = *xt;
     with.counters = counters;
     RulePtr r = NewRule(chain);
@@ -1227,6 +1239,14 @@ class BatchBuilder {
       flags |= NLM_F_REPLACE;
     } else if (append) {
       flags |= NLM_F_APPEND;
+    } else if (before_next && pos < slots.size()) {
+      // Before the rule after it (nf_tables: a position without NLM_F_APPEND inserts before that rule).
+      const NativeBackend::Slot& next = slots[pos];
+      if (next.handle != 0) {
+        nftnl_rule_set_u64(r.get(), NFTNL_RULE_POSITION, next.handle);
+      } else {
+        nftnl_rule_set_u32(r.get(), NFTNL_RULE_POSITION_ID, next.id);
+      }
     } else if (pos > 0) {
       // After the rule before it (nf_tables: NLM_F_APPEND with a position inserts after that rule).
       const NativeBackend::Slot& prev = slots[pos - 1];
@@ -1284,7 +1304,8 @@ class BatchBuilder {
         // Insert at 1 is always at the head: a snapshot read for it (SnapshotDetail::kChains) holds no rules.
         const bool append = op.kind == TKind::kAppend || (op.index > 1 && static_cast<size_t>(op.index) == size + 1);
         const size_t pos = append ? size : static_cast<size_t>(op.index - 1);
-        return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, append, 0, what);
+        return SendRule(op.chain, kc->rules, pos, std::move(xt), counters, append, 0, what,
+                        !append && op.anchored && AnchorOnNext(op.chain, pos));
       }
       case TKind::kReplace: {
         IPTKIT_RETURN_IF_ERROR(CheckDirection(op.chain, op.rule));

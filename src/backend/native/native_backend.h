@@ -16,7 +16,8 @@
 //    counters without event_cache hands its model to the caller instead of keeping it (no copy of every rule).
 //  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
 //    IPv6. Positions and specs of the ops are resolved against the snapshot they were planned on, and rules are
-//    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle. When
+//    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle (an
+//    anchored insert after the rule before it, or before the rule after it when only that one is owned). When
 //    some op's meaning depends on that snapshot beyond the handles it names (a `-C` precondition, an absolute
 //    position, a flush, -Z, a whole-table restore: NeedsSnapshot in the .cc), the batch carries the snapshot's
 //    generation id; when anything was committed since, the kernel refuses it (ERESTART) and Commit returns Aborted
