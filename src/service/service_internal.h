@@ -342,8 +342,15 @@ struct Service::Impl {
   // Tables that this read found unrepresentable and the last one did not go to `newly_unrepresentable`.
   Result<txn::Snapshots> ReadState(txn::BatchPlanner::ShapeIndex* shapes, const std::set<Family>& needed,
                                    std::set<std::pair<Family, std::string>>* newly_unrepresentable);
-  // Applies the trusted marks of unrepresentable tables to a read of `read` (see writer.cc).
-  void TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+  // Reads `families` to plan on (retried when a dump raced a change). `vouched`: per family, whether the backend
+  // vouches that nothing changed during or since the read (Backend::Unchanged, asked once, right after it). On a
+  // backend that vouches, a family it does not vouch for is read again (bounded): its answer means another writer
+  // committed after the read, and the backend's own snapshot, on which a native commit resolves the plan's
+  // positions, then holds that change while the read does not.
+  Result<txn::Snapshots> ReadToPlan(const std::vector<Family>& families, std::map<Family, bool>* vouched);
+  // Applies the trusted marks of unrepresentable tables to a read of `read` (see writer.cc); `vouched` as
+  // ReadToPlan gives it.
+  void TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read, const std::map<Family, bool>& vouched,
                   std::set<std::pair<Family, std::string>>* newly_unrepresentable);
   // The families a group must see as they are now: the ones its items name, and those owners have state in.
   std::set<Family> NeededFamilies(const std::vector<WorkItem*>& items) const;

@@ -864,6 +864,96 @@ TEST_F(ServiceTest, AConflictReadsAgainOnlyTheFamiliesTheCommitWrote) {
   EXPECT_EQ(counting->v6_reads, v6_before) << "IPv6 was read again although the commits never wrote it";
 }
 
+// Like the native backend with its event cache: vouches for the state it read or committed, and says no once after
+// another writer's commit, which `stale` stands for. `after_read`, when set, is another writer whose commit lands
+// right after the writer's next read: it runs at the first Unchanged after that read, which then says no.
+class VouchingBackend : public backend::Backend {
+ public:
+  explicit VouchingBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
+  std::function<void()> after_read;
+  bool stale = false;
+  const backend::BackendTraits& traits() const override { return inner_->traits(); }
+  bool Unchanged(Family family) override {
+    if (family != v4) return true;
+    if (std::exchange(read_, false) && after_read) {
+      std::function<void()> write = std::move(after_read);
+      after_read = nullptr;
+      write();
+      return false;
+    }
+    return !std::exchange(stale, false);
+  }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    if (family == v4) read_ = true;
+    return inner_->Read(family, table, fresh_counters);
+  }
+  using Backend::Commit;
+  Result<backend::CommitReport> Commit(const std::vector<backend::CommitTable>& tables) override {
+    return inner_->Commit(tables);
+  }
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override {
+    return inner_->Canonicalize(family, table, rules);
+  }
+  Result<std::unique_ptr<backend::LockGuard>> Lock(std::chrono::milliseconds wait) override {
+    return inner_->Lock(wait);
+  }
+  Result<FirewallInfo> Info() override { return inner_->Info(); }
+
+ private:
+  std::unique_ptr<backend::Backend> inner_;
+  bool read_ = false;
+};
+
+// Regression: on the native backend the writer asked Unchanged right after its read (for the unrepresentable marks),
+// which, after another writer's commit in between, moves the backend's snapshot on to that commit, and planned on
+// the older read: an owner's new rule went in at its position in the read, before the rule it was to follow (the
+// foreign rule above had shifted it). A read the backend does not vouch for right after it is made again.
+TEST_F(ServiceTest, APlanIsMadeOnTheSnapshotTheCommitResolvesPositionsOn) {
+  VouchingBackend* vouching = nullptr;
+  wrap_writer_ = [&vouching](std::unique_ptr<backend::Backend> inner) -> std::unique_ptr<backend::Backend> {
+    auto wrapped = std::make_unique<VouchingBackend>(std::move(inner));
+    vouching = wrapped.get();
+    return wrapped;
+  };
+  Start();
+  ASSERT_NE(vouching, nullptr);
+  auto put = [&](std::vector<Rule> rules) {
+    ChangeRequest r;
+    r.principal = "test";
+    r.action = "put_owner";
+    DesiredState doc;
+    doc.owner = "web";
+    doc.chains.push_back({"filter", "WEB-IN", std::move(rules)});
+    doc.hooks.push_back({"filter", "INPUT", HookRule::Position::kFirst, R("-j WEB-IN")});
+    r.put_owner = doc;
+    return service_->Submit(std::move(r));
+  };
+  Result<ChangeResult> first = put({R("-s 10.7.0.1/32 -j DROP"), R("-s 10.7.0.3/32 -j DROP")});
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  vouching->stale = true;  // the next pass reads
+  vouching->after_read = [this] {
+    ASSERT_TRUE(kernel_
+                    ->Foreign(v4, "filter",
+                              {backend::TableOp::Make(TKind::kInsert, "WEB-IN", R("-s 10.7.9.9/32 -j ACCEPT"), 1)})
+                    .ok());
+  };
+  Result<ChangeResult> second =
+      put({R("-s 10.7.0.1/32 -j DROP"), R("-s 10.7.0.2/32 -j DROP"), R("-s 10.7.0.3/32 -j DROP")});
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(vouching->after_read, nullptr) << "the foreign write never ran";
+  // The foreign rule stays where it is (on top); the owner's rules in their order below it.
+  EXPECT_THAT(Save(), HasSubstr("-A WEB-IN -s 10.7.9.9/32 -j ACCEPT\n"
+                                "-A WEB-IN -s 10.7.0.1/32 -m comment --comment \"iptkit:web:"));
+  const std::string saved = Save();
+  const size_t one = saved.find("-A WEB-IN -s 10.7.0.1/32");
+  const size_t two = saved.find("-A WEB-IN -s 10.7.0.2/32");
+  const size_t three = saved.find("-A WEB-IN -s 10.7.0.3/32");
+  ASSERT_NE(two, std::string::npos) << saved;
+  EXPECT_LT(one, two) << saved;
+  EXPECT_LT(two, three) << saved;
+}
+
 // Regression: a 409 after the retries quoted the failing restore line of the group commit, which was another
 // principal's.
 TEST_F(ServiceTest, AnErrorNamesOnlyTheCallersOwnOps) {

@@ -282,20 +282,15 @@ Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* s
   }
   fresh_expected.clear();
   if (read.empty()) return out;
-  Result<txn::Snapshots> fresh = Status::Internal("not read");
-  // A dump that raced another writer's commit (nft: "changed during the dump") is read again.
-  for (int i = 0; i < kMaxCommitAttempts; ++i) {
-    fresh = txn::ReadSnapshots(*writer_backend, read);
-    if (fresh.ok() || fresh.status().code() != StatusCode::kAborted) break;
-    commit_retries->Inc();
-  }
+  std::map<Family, bool> vouched;
+  Result<txn::Snapshots> fresh = ReadToPlan(read, &vouched);
   if (!fresh.ok()) return fresh.status();
   for (Family f : read) {
     auto it = out.find(f);
     if (it != out.end()) expected[f] = std::move(it->second);
   }
   CheckForeignChanges(*fresh);  // against what we expected of the families read; clears `expected`
-  TrustMarks(*fresh, read, newly_unrepresentable);
+  TrustMarks(*fresh, read, vouched, newly_unrepresentable);
   for (Family f : read) {
     out[f] = std::move((*fresh)[f]);
     std::erase_if(*shapes, [&](const auto& e) { return std::get<0>(e.first) == f; });
@@ -303,7 +298,39 @@ Result<txn::Snapshots> Service::Impl::ReadState(txn::BatchPlanner::ShapeIndex* s
   return out;
 }
 
+Result<txn::Snapshots> Service::Impl::ReadToPlan(const std::vector<Family>& families, std::map<Family, bool>* vouched) {
+  // On the native backend with its event cache, Unchanged right after a read that another writer's commit followed
+  // re-reads the tables it touched into the backend's snapshot and says no: that snapshot is then newer than the
+  // read, and a commit planned on the read would place its inserts next to, and delete by position, the rules of
+  // the newer one (an owner's rule landed before the rule it was to follow, a delete by number took the rule above
+  // the one planned). So such a read is made again: the next one is that snapshot.
+  Result<txn::Snapshots> fresh = Status::Internal("not read");
+  int moved_reads = 0;
+  for (int i = 0; i < kMaxCommitAttempts; ++i) {
+    fresh = txn::ReadSnapshots(*writer_backend, families);
+    if (!fresh.ok()) {
+      // A dump that raced another writer's commit (nft: "changed during the dump") is read again.
+      if (fresh.status().code() != StatusCode::kAborted) return fresh.status();
+      commit_retries->Inc();
+      continue;
+    }
+    vouched->clear();
+    bool moved = false, any = false;
+    for (Family f : families) {
+      const bool v = writer_backend->Unchanged(f);
+      (*vouched)[f] = v;
+      moved = moved || !v;
+      any = any || v;
+    }
+    // (At most 3 such reads: a writer that commits faster than a read completes leaves the read as it was.)
+    if (!moved || !(backend_vouches || any) || ++moved_reads > 2) break;
+    spdlog::debug("another writer committed right after the read; reading again");
+  }
+  return fresh;
+}
+
 void Service::Impl::TrustMarks(txn::Snapshots& snapshots, const std::vector<Family>& read,
+                               const std::map<Family, bool>& vouched_reads,
                                std::set<std::pair<Family, std::string>>* newly_unrepresentable) {
   // Unrepresentable tables. On nft the rule count of each chain is cross-checked over netlink after iptables-save
   // printed it, and another writer's change in between looks the same as a lossy table. A read the backend vouches
@@ -311,7 +338,8 @@ void Service::Impl::TrustMarks(txn::Snapshots& snapshots, const std::vector<Fami
   // vouch for, the marks are those of the last trusted read. A backend that never vouches for a read is trusted
   // when two reads in a row agree (Drain reads again before failing anything because of a new mark).
   for (Family f : read) {
-    const bool vouched = writer_backend->Unchanged(f);
+    auto v = vouched_reads.find(f);
+    const bool vouched = v != vouched_reads.end() && v->second;
     if (vouched) backend_vouches = true;
     for (Table& t : snapshots[f].tables) {
       const std::pair<Family, std::string> key{f, t.name};
@@ -647,7 +675,8 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
       }
       planner.RollbackTo({});
       txn::Snapshots before = std::move(planner).TakeState();
-      Result<txn::Snapshots> now = txn::ReadSnapshots(*writer_backend, touched);
+      std::map<Family, bool> vouched;
+      Result<txn::Snapshots> now = ReadToPlan(touched, &vouched);
       race = !now.ok();
       if (now.ok()) {
         for (Family f : touched) race = race || !DifferingTables(before[f], (*now)[f]).empty();
@@ -657,7 +686,7 @@ void Service::Impl::Drain(const std::vector<WorkItem*>& items, bool repairs, int
           // This read is the next attempt's snapshot (with the marks ReadState would give it); a new mark of a
           // backend that never vouches makes the next attempt read once more.
           std::set<std::pair<Family, std::string>> newly;
-          TrustMarks(*now, touched, &newly);
+          TrustMarks(*now, touched, vouched, &newly);
           for (auto& [f, rs] : before) {
             if (!now->count(f)) (*now)[f] = std::move(rs);  // untouched families: the simulation, as it was
           }
