@@ -344,9 +344,9 @@ struct Service::Impl {
                                    std::set<std::pair<Family, std::string>>* newly_unrepresentable);
   // Reads `families` to plan on (retried when a dump raced a change). `vouched`: per family, whether the backend
   // vouches that nothing changed during or since the read (Backend::Unchanged, asked once, right after it). On a
-  // backend that vouches, a family it does not vouch for is read again (bounded): its answer means another writer
-  // committed after the read, and the backend's own snapshot, on which a native commit resolves the plan's
-  // positions, then holds that change while the read does not.
+  // backend with handles that vouches, a family it does not vouch for is read again (bounded): its answer means
+  // another writer committed after the read, and the backend's own snapshot, on which its commit resolves the
+  // plan's positions, then holds that change while the read does not.
   Result<txn::Snapshots> ReadToPlan(const std::vector<Family>& families, std::map<Family, bool>* vouched);
   // Applies the trusted marks of unrepresentable tables to a read of `read` (see writer.cc); `vouched` as
   // ReadToPlan gives it.

@@ -869,10 +869,13 @@ TEST_F(ServiceTest, AConflictReadsAgainOnlyTheFamiliesTheCommitWrote) {
 // right after the writer's next read: it runs at the first Unchanged after that read, which then says no.
 class VouchingBackend : public backend::Backend {
  public:
-  explicit VouchingBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
+  explicit VouchingBackend(std::unique_ptr<backend::Backend> inner)
+      : inner_(std::move(inner)), traits_(inner_->traits()) {
+    traits_.handles = true;  // the commit resolves positions on the backend's own snapshot (here: the fake's now)
+  }
   std::function<void()> after_read;
   bool stale = false;
-  const backend::BackendTraits& traits() const override { return inner_->traits(); }
+  const backend::BackendTraits& traits() const override { return traits_; }
   bool Unchanged(Family family) override {
     if (family != v4) return true;
     if (std::exchange(read_, false) && after_read) {
@@ -902,6 +905,7 @@ class VouchingBackend : public backend::Backend {
 
  private:
   std::unique_ptr<backend::Backend> inner_;
+  backend::BackendTraits traits_;
   bool read_ = false;
 };
 

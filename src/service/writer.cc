@@ -322,8 +322,9 @@ Result<txn::Snapshots> Service::Impl::ReadToPlan(const std::vector<Family>& fami
       moved = moved || !v;
       any = any || v;
     }
-    // (At most 3 such reads: a writer that commits faster than a read completes leaves the read as it was.)
-    if (!moved || !(backend_vouches || any) || ++moved_reads > 2) break;
+    // Only a backend whose commit resolves the plan against its own snapshot (handles) needs it; at most 3 such
+    // reads (a writer that commits faster than a read completes leaves the read as it was).
+    if (!moved || !writer_backend->traits().handles || !(backend_vouches || any) || ++moved_reads > 2) break;
     spdlog::debug("another writer committed right after the read; reading again");
   }
   return fresh;
