@@ -4,6 +4,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <utility>
@@ -123,19 +124,29 @@ bool Match(const Route& route, std::string_view path, std::map<std::string, std:
 
 // ---- Small helpers ----
 
-std::string RandomHex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  size_t got = 0;
-  while (got < bytes) {
-    ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
-  }
-  std::string out;
-  char buf[3];
-  for (unsigned char c : raw) {
-    std::snprintf(buf, sizeof(buf), "%02x", c);
-    out += buf;
-  }
+// A request id the daemon makes: "r-" and 16 hex digits. Unique within the process (a counter through two
+// bijections of 64-bit numbers: a step by an odd constant from a random start, then splitmix64's finalizer), and
+// from a start drawn once per process, so that ids of different runs do not repeat each other. getrandom(2) and
+// snprintf for every request were 5% of the daemon's CPU under 64 clients adding set entries.
+std::string NewRequestId() {
+  static const uint64_t start = [] {
+    uint64_t value = 0;
+    size_t got = 0;
+    auto* bytes = reinterpret_cast<unsigned char*>(&value);
+    while (got < sizeof(value)) {
+      const ssize_t n = getrandom(bytes + got, sizeof(value) - got, 0);
+      if (n > 0) got += static_cast<size_t>(n);
+    }
+    return value;
+  }();
+  static std::atomic<uint64_t> next{0};
+  uint64_t x = start + next.fetch_add(1, std::memory_order_relaxed) * 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out = "r-0123456789abcdef";
+  for (int i = 17; i >= 2; --i, x >>= 4) out[i] = kHex[x & 0xf];
   return out;
 }
 
@@ -202,7 +213,7 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
 }
 
 std::string Api::RequestId(std::string_view given) {
-  return ValidRequestId(given) ? std::string(given) : "r-" + RandomHex(8);
+  return ValidRequestId(given) ? std::string(given) : NewRequestId();
 }
 
 std::string Api::RouteName(std::string_view path) {

@@ -1,7 +1,8 @@
 // Who is asking and what they may do (docs/rest.md "Authentication").
 //
 // Every TCP request carries `Authorization: Bearer <token>`; the token is looked up by its SHA-256 in the store on
-// every request, so a revocation takes effect at once. A unix-socket peer is identified by SO_PEERCRED (uid, gid,
+// every request (Store::LookupToken keeps the tokens it found until any token changes, in any process: a
+// revocation takes effect at the next request). A unix-socket peer is identified by SO_PEERCRED (uid, gid,
 // and its supplementary groups from SO_PEERGROUPS) and authorized by the configured uid/gid list. Scopes are
 // checked against everything a change touches before it is submitted: nothing is queued when one part is out of
 // scope.

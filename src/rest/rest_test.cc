@@ -3,11 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "iptkit/dialect.h"
 #include "src/backend/fake/shared_fake.h"
@@ -282,6 +285,32 @@ TEST(AuthTest, TtlBoundAllowsOnlyTtlBoundedChangesAndOwnersJumpOnlyIntoTheirChai
   admin.scopes.write = true;
   theirs.principal = "token:other";
   EXPECT_TRUE(AuthorizeConfirm(admin, theirs).ok());
+}
+
+// The daemon's own request ids: "r-" and 16 hex digits, none twice (a counter through a bijection), from many
+// threads at once; a valid id the client gave is kept.
+TEST(RequestIdTest, DaemonIdsAreWellFormedAndUnique) {
+  std::vector<std::vector<std::string>> made(4);
+  std::vector<std::thread> threads;
+  for (auto& ids : made) {
+    threads.emplace_back([&ids] {
+      for (int i = 0; i < 5000; ++i) ids.push_back(Api::RequestId(""));
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::set<std::string> unique;
+  for (const auto& ids : made) {
+    for (const std::string& id : ids) {
+      ASSERT_EQ(id.size(), 18u) << id;
+      ASSERT_EQ(id.substr(0, 2), "r-") << id;
+      ASSERT_TRUE(std::all_of(id.begin() + 2, id.end(), [](char c) { return std::isxdigit(c) && !std::isupper(c); }))
+          << id;
+      unique.insert(id);
+    }
+  }
+  EXPECT_EQ(unique.size(), 20000u);
+  EXPECT_EQ(Api::RequestId("ci-42"), "ci-42");
+  EXPECT_NE(Api::RequestId("has space"), "has space");
 }
 
 TEST(AuthTest, SocketPeersByUidAndGroups) {

@@ -153,16 +153,14 @@ Status Authorize(const HandlerEnv& env, const Call& call, SetTouch touch) {
     return s;
   }
   // An owner's document owns the set: only the document changes it (drift repair would undo anything else).
-  for (const service::OwnerView& o : env.service->Owners()) {
-    if (!o.document) continue;
-    for (const OwnedSet& set : o.document->sets) {
-      if (std::find(touch.sets.begin(), touch.sets.end(), set.name) == touch.sets.end()) continue;
-      return Status::FailedPrecondition("set '" + set.name + "' belongs to owner '" + o.owner +
-                                        "''s document; change it with PUT /v1/owners/" + o.owner)
-          .WithReason("owned_set")
-          .WithOwner(o.owner)
-          .WithToken(set.name);
-    }
+  for (const std::string& name : touch.sets) {
+    std::optional<std::string> owner = env.service->SetOwner(name);
+    if (!owner) continue;
+    return Status::FailedPrecondition("set '" + name + "' belongs to owner '" + *owner +
+                                      "''s document; change it with PUT /v1/owners/" + *owner)
+        .WithReason("owned_set")
+        .WithOwner(*owner)
+        .WithToken(name);
   }
   return s;
 }

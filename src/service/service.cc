@@ -1040,6 +1040,17 @@ std::vector<OwnerView> Service::Owners() const {
   return out;
 }
 
+std::optional<std::string> Service::SetOwner(std::string_view set) const {
+  std::lock_guard<std::mutex> lock(impl_->state_mu);
+  for (const auto& [owner, state] : impl_->owners) {
+    if (!state.document) continue;
+    for (const OwnedSet& s : state.document->sets) {
+      if (s.name == set) return owner;
+    }
+  }
+  return std::nullopt;
+}
+
 Result<OwnerView> Service::GetOwner(const std::string& owner) {
   OwnerState state;
   {

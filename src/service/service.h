@@ -36,6 +36,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -217,6 +218,8 @@ class Service {
   Result<FirewallInfo> Info();
   // Every owner with its document and managed rules (no drift).
   std::vector<OwnerView> Owners() const;
+  // The owner whose document declares the IP set `set`, if any (copies nothing: asked for every set change).
+  std::optional<std::string> SetOwner(std::string_view set) const;
   // One owner with the live drift. NotFound for an unknown owner.
   Result<OwnerView> GetOwner(const std::string& owner);
   // Managed rules of every owner, with time left.

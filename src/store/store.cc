@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -15,7 +17,9 @@
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <shared_mutex>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 
 #include "src/base/errno_status.h"
@@ -522,6 +526,82 @@ std::string Sha256Hex(std::string_view data) {
   return out;
 }
 
+// ---- Token generation: the token cache's revocation check ----
+//
+// `<database>-tokens` holds one 64-bit counter (host byte order) that every token change (CreateToken,
+// RevokeToken, in whichever process opened the store: the daemon or an `iptkitd token` command) moves, under
+// flock(2): to an odd value before its commit and to the next even value after it. LookupToken keeps the records
+// it read in memory, valid only while the counter holds the even value it read before reading them; an odd value
+// (a change in progress, or one whose writer died between the two steps) or a file it cannot read or trust means every
+// lookup reads the database. So a token revoked by a command that has returned is refused on the next request,
+// while the lookups of the requests in between cost one pread(2) and one fstat(2) instead of a database read.
+
+constexpr char kTokenGenerationSuffix[] = "-tokens";
+
+// The counter file, opened (and created with mode 0600) read-write for the writers; invalid when it cannot be
+// opened. `*trusted`: whether lookups may cache under it: a regular file of ours without group or other permission
+// bits (anyone who could write it could keep a revoked token cached).
+base::UniqueFd OpenTokenGeneration(const std::string& db_path, bool* trusted) {
+  *trusted = false;
+  const std::string path = db_path + kTokenGenerationSuffix;
+  base::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd.valid()) return fd;
+  struct stat st {};
+  *trusted = ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == ::geteuid() && (st.st_mode & 077) == 0;
+  return fd;
+}
+
+// The counter; nullopt when it cannot be read or the file was deleted or replaced since it was opened (the fd's
+// inode has no name left). An empty file reads as 0.
+std::optional<uint64_t> ReadTokenGeneration(int fd) {
+  if (fd < 0) return std::nullopt;
+  uint64_t value = 0;
+  const ssize_t n = ::pread(fd, &value, sizeof(value), 0);
+  if (n != 0 && n != static_cast<ssize_t>(sizeof(value))) return std::nullopt;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_nlink == 0) return std::nullopt;
+  return n == 0 ? 0 : value;
+}
+
+// Holds the counter's lock for one token change: Begin makes it odd (before the change is committed), the
+// destructor even (after). A change is made only once Begin succeeded; a failed end leaves it odd, which only
+// turns the caches off until the next change.
+class TokenChange {
+ public:
+  explicit TokenChange(int fd) : fd_(fd) {}
+  ~TokenChange() {
+    if (!begun_) return;
+    const uint64_t even = odd_ + 1;
+    (void)!::pwrite(fd_, &even, sizeof(even), 0);
+    ::flock(fd_, LOCK_UN);
+  }
+  TokenChange(const TokenChange&) = delete;
+  TokenChange& operator=(const TokenChange&) = delete;
+
+  Status Begin(const std::string& what) {
+    if (fd_ < 0) {
+      return Status::Unavailable(what + ": the token generation file (the database's name + \"" +
+                                 kTokenGenerationSuffix + "\") cannot be opened, so a running iptkitd would not see " +
+                                 "the change");
+    }
+    if (::flock(fd_, LOCK_EX) != 0) return base::ErrnoToStatus(errno, what + ": lock the token generation file");
+    std::optional<uint64_t> now = ReadTokenGeneration(fd_);
+    odd_ = now ? (*now | 1) + ((*now & 1) ? 2 : 0) : 1;
+    if (::pwrite(fd_, &odd_, sizeof(odd_), 0) != static_cast<ssize_t>(sizeof(odd_))) {
+      const int saved = errno;
+      ::flock(fd_, LOCK_UN);
+      return base::ErrnoToStatus(saved != 0 ? saved : EIO, what + ": write the token generation file");
+    }
+    begun_ = true;
+    return Status::Ok();
+  }
+
+ private:
+  int fd_;
+  bool begun_ = false;
+  uint64_t odd_ = 1;
+};
+
 // ---- Store ----
 
 struct Store::Impl {
@@ -590,6 +670,15 @@ struct Store::Impl {
   // `db` commits, so authentication never waits for a writer's fsync.
   std::mutex reader_mu;
   SqliteDb reader;  // guarded by reader_mu
+
+  // LookupToken's cache (see "Token generation" above): live tokens by the SHA-256 of their secret, read while the
+  // counter was token_cache_generation (even).
+  static constexpr size_t kTokenCacheLimit = 1024;
+  base::UniqueFd token_generation;   // invalid: token changes are refused
+  bool token_cache_allowed = false;  // the file is trusted (OpenTokenGeneration)
+  std::shared_mutex token_cache_mu;
+  uint64_t token_cache_generation = 1;                       // guarded by token_cache_mu
+  std::unordered_map<std::string, TokenRecord> token_cache;  // guarded by token_cache_mu
 };
 
 namespace {
@@ -727,13 +816,57 @@ class TxImpl final : public Store::Tx {
   }
 
   Result<int64_t> AppendAudit(const AuditEntry& entry) override {
-    IPTKIT_ASSIGN_OR_RETURN(
-        Statement st,
-        db_.Prepare("INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff, "
-                    "request_bytes, message_bytes, diff_bytes, bytes) "
-                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) RETURNING id",
-                    "append audit entry"));
-    // Each long text is stored cut, with its original size.
+    IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare(Sql({AuditInsertSql(1), " RETURNING id"}), "append audit entry"));
+    BindAudit(st, 0, entry);
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return Status::Internal("append audit entry: no id returned");
+    int64_t id = st.ColumnInt64(0);
+    IPTKIT_RETURN_IF_ERROR(st.Run());
+    return id;
+  }
+
+  // The entries of a group commit (FlushAuditBacklog), in order, up to 32 in one INSERT: each statement of a
+  // transaction that changes a table with AUTOINCREMENT opens and releases a statement journal, and one statement
+  // per entry was most of the CPU of storing them (64 clients adding set entries).
+  Status AppendAudits(const std::deque<AuditEntry>& entries) {
+    size_t i = 0;
+    while (i < entries.size()) {
+      const size_t left = entries.size() - i;
+      const int rows = left >= 32 ? 32 : left >= 8 ? 8 : 1;
+      IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare(AuditInsertSql(rows), "append audit entries"));
+      for (int r = 0; r < rows; ++r) BindAudit(st, r * kAuditColumns, entries[i + static_cast<size_t>(r)]);
+      IPTKIT_RETURN_IF_ERROR(st.Run());
+      i += static_cast<size_t>(rows);
+    }
+    return Status::Ok();
+  }
+
+ private:
+  static constexpr int kAuditColumns = 12;
+
+  // INSERT INTO audit of `rows` rows (1, 8 or 32), without RETURNING.
+  static const std::string& AuditInsertSql(int rows) {
+    static const std::array<std::string, 3> sql = [] {
+      std::array<std::string, 3> out;
+      const int sizes[3] = {1, 8, 32};
+      for (int k = 0; k < 3; ++k) {
+        out[k] =
+            "INSERT INTO audit (time_ms, principal, request_id, action, request, result, message, diff, "
+            "request_bytes, message_bytes, diff_bytes, bytes) VALUES ";
+        for (int r = 0; r < sizes[k]; ++r) {
+          out[k] += r == 0 ? "(" : ", (";
+          for (int c = 1; c <= kAuditColumns; ++c) {
+            out[k] += "?" + std::to_string(r * kAuditColumns + c) + (c < kAuditColumns ? ", " : ")");
+          }
+        }
+      }
+      return out;
+    }();
+    return sql[rows == 1 ? 0 : rows == 8 ? 1 : 2];
+  }
+
+  // Binds one entry's 12 columns to parameters offset+1 .. offset+12; each long text cut, with its original size.
+  void BindAudit(Statement& st, int offset, const AuditEntry& entry) const {
     std::string texts[3] = {entry.request, entry.message, entry.diff};
     std::optional<int64_t> original[3];
     for (int i = 0; i < 3; ++i) {
@@ -746,26 +879,20 @@ class TxImpl final : public Store::Tx {
         kAuditEntryOverhead +
         static_cast<int64_t>(entry.principal.size() + entry.request_id.size() + entry.action.size() +
                              entry.result.size() + texts[0].size() + texts[1].size() + texts[2].size());
-    st.Bind(1, entry.time_ms)
-        .Bind(2, entry.principal)
-        .Bind(3, entry.request_id)
-        .Bind(4, entry.action)
-        .Bind(5, texts[0])
-        .Bind(6, entry.result)
-        .Bind(7, texts[1])
-        .Bind(8, texts[2])
-        .Bind(9, original[0])
-        .Bind(10, original[1])
-        .Bind(11, original[2])
-        .Bind(12, bytes);
-    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (!row) return Status::Internal("append audit entry: no id returned");
-    int64_t id = st.ColumnInt64(0);
-    IPTKIT_RETURN_IF_ERROR(st.Run());
-    return id;
+    st.Bind(offset + 1, entry.time_ms)
+        .Bind(offset + 2, entry.principal)
+        .Bind(offset + 3, entry.request_id)
+        .Bind(offset + 4, entry.action)
+        .Bind(offset + 5, texts[0])
+        .Bind(offset + 6, entry.result)
+        .Bind(offset + 7, texts[1])
+        .Bind(offset + 8, texts[2])
+        .Bind(offset + 9, original[0])
+        .Bind(offset + 10, original[1])
+        .Bind(offset + 11, original[2])
+        .Bind(offset + 12, bytes);
   }
 
- private:
   Status EnsureOwner(const std::string& owner, int64_t now_ms) {
     IPTKIT_ASSIGN_OR_RETURN(Statement st, db_.Prepare("INSERT INTO owners (owner, document, updated_ms) "
                                                       "VALUES (?1, NULL, ?2) ON CONFLICT (owner) DO NOTHING",
@@ -861,6 +988,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path, StoreOptions
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return base::ErrnoToStatus(errno, "stat " + path);
   impl->db_id = {st.st_dev, st.st_ino};
+  impl->token_generation = OpenTokenGeneration(path, &impl->token_cache_allowed);
   if (::stat(impl->dir.c_str(), &st) != 0) return base::ErrnoToStatus(errno, "stat " + impl->dir);
   impl->dir_id = {st.st_dev, st.st_ino};
   return std::unique_ptr<Store>(new Store(std::move(impl)));
@@ -941,10 +1069,8 @@ Status Store::FlushAuditBacklog() {
   }
   Status s = Status::Ok();
   if (!pending.empty()) {
-    s = WriteNow([&](Tx& tx) -> Status {
-      for (const AuditEntry& e : pending) IPTKIT_RETURN_IF_ERROR(tx.AppendAudit(e).status());
-      return Status::Ok();
-    });
+    // WriteNow's Tx is a TxImpl (it makes it itself).
+    s = WriteNow([&](Tx& tx) -> Status { return static_cast<TxImpl&>(tx).AppendAudits(pending); });
   }
   std::lock_guard<std::mutex> lock(impl_->health_mu);
   if (s.ok()) {
@@ -1202,6 +1328,8 @@ Result<std::string> Store::CreateToken(const std::string& name, const Scopes& sc
   if (hash.size() != 64) return Status::Internal("token '" + name + "': SHA-256 failed (OpenSSL)");
 
   IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("CreateToken"));
+  TokenChange change(impl_->token_generation.get());
+  IPTKIT_RETURN_IF_ERROR(change.Begin("create token '" + name + "'"));
   IPTKIT_ASSIGN_OR_RETURN(
       Statement st,
       impl_->db.Prepare("INSERT INTO tokens (name, hash, scopes, created_ms) VALUES (?1, ?2, ?3, ?4)", "create token"));
@@ -1228,6 +1356,8 @@ Result<std::vector<TokenRecord>> Store::ListTokens() {
 
 Status Store::RevokeToken(const std::string& name, int64_t now_ms) {
   IPTKIT_ASSIGN_OR_RETURN(std::unique_lock<std::mutex> lock, impl_->Lock("RevokeToken"));
+  TokenChange change(impl_->token_generation.get());
+  IPTKIT_RETURN_IF_ERROR(change.Begin("revoke token '" + name + "'"));
   IPTKIT_ASSIGN_OR_RETURN(
       Statement st,
       impl_->db.Prepare("UPDATE tokens SET revoked_ms = coalesce(revoked_ms, ?2) WHERE name = ?1", "revoke token"));
@@ -1239,16 +1369,47 @@ Status Store::RevokeToken(const std::string& name, int64_t now_ms) {
 
 Result<std::optional<TokenRecord>> Store::LookupToken(std::string_view secret) {
   std::string hash = Sha256Hex(secret);
-  std::lock_guard<std::mutex> lock(impl_->reader_mu);
-  IPTKIT_ASSIGN_OR_RETURN(
-      Statement st,
-      impl_->reader.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"}),
-                            "look up token"));
-  st.Bind(1, hash);
-  IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
-  if (!row) return std::optional<TokenRecord>();
-  IPTKIT_ASSIGN_OR_RETURN(TokenRecord token, ReadToken(st));
-  return std::optional<TokenRecord>(std::move(token));
+  // Read before the database: a change committed after this read moves the counter past it, so what the database
+  // gives below is cached only under a counter value that no later change leaves in place.
+  const std::optional<uint64_t> read =
+      impl_->token_cache_allowed ? ReadTokenGeneration(impl_->token_generation.get()) : std::nullopt;
+  const bool cacheable = read && (*read & 1) == 0;
+  const uint64_t generation = read.value_or(1);
+  if (cacheable) {
+    std::shared_lock<std::shared_mutex> cache(impl_->token_cache_mu);
+    if (impl_->token_cache_generation == generation) {
+      if (auto it = impl_->token_cache.find(hash); it != impl_->token_cache.end()) {
+        return std::optional<TokenRecord>(it->second);
+      }
+    }
+  }
+  std::optional<TokenRecord> found;
+  {
+    std::lock_guard<std::mutex> lock(impl_->reader_mu);
+    IPTKIT_ASSIGN_OR_RETURN(
+        Statement st,
+        impl_->reader.Prepare(Sql({"SELECT ", kTokenColumns, " FROM tokens WHERE hash = ?1 AND revoked_ms IS NULL"}),
+                              "look up token"));
+    st.Bind(1, hash);
+    IPTKIT_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) return found;  // unknown secrets are not cached: a client could fill the cache with them
+    IPTKIT_ASSIGN_OR_RETURN(TokenRecord token, ReadToken(st));
+    found = std::move(token);
+  }
+  if (cacheable) {
+    std::unique_lock<std::shared_mutex> cache(impl_->token_cache_mu);
+    // The counter only grows (a smaller value is a replaced file, which ReadTokenGeneration refuses): a lookup that
+    // read an older value than the cache's caches nothing.
+    if (generation > impl_->token_cache_generation || impl_->token_cache_generation == 1) {
+      impl_->token_cache.clear();
+      impl_->token_cache_generation = generation;
+    }
+    if (impl_->token_cache_generation == generation) {
+      if (impl_->token_cache.size() >= Impl::kTokenCacheLimit) impl_->token_cache.clear();
+      impl_->token_cache.insert_or_assign(hash, *found);
+    }
+  }
+  return found;
 }
 
 Result<std::optional<std::string>> Store::GetMeta(const std::string& key) {

@@ -774,6 +774,50 @@ TEST_F(StoreTest, QueuedAuditEntriesAreStoredWithTheNextWrite) {
   EXPECT_THAT(times, ElementsAre(10, 5, 4, 3));  // newest id first: the backlog went in before the write
 }
 
+// A group commit stores its entries 32, 8 or 1 to an INSERT: 51 entries (32 + 8 + 8 + 1 + 1 + 1 rows) come back in
+// order with every column as one entry alone stores it (the long texts cut with their original sizes).
+TEST_F(StoreTest, GroupCommitStoresEveryEntryInOrderWithItsColumns) {
+  Result<std::unique_ptr<Store>> opened = Store::Open(path_, StoreOptions{.audit_body_bytes = 1000});
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Store& store = **opened;
+  std::vector<AuditEntry> sent;
+  for (int i = 1; i <= 51; ++i) {
+    AuditEntry e =
+        MakeAudit(i, "token:" + std::to_string(i), i % 3 ? "set_add" : "append", i % 5 ? "ok" : "InvalidArgument");
+    if (i % 7 == 0) e.diff = std::string(1500 + i, 'd');
+    if (i % 11 == 0) e.request = std::string(2000 + i, 'r');
+    sent.push_back(e);
+    if (i < 51) store.QueueAudit(std::move(e));
+  }
+  ASSERT_TRUE(store.StoreAudit(sent.back()).ok());
+  Result<AuditPage> page = store.QueryAudit(Limit(100));
+  ASSERT_TRUE(page.ok()) << page.status().ToString();
+  ASSERT_THAT(page->entries, SizeIs(51));
+  for (int i = 1; i <= 51; ++i) {
+    const AuditEntry& want = sent[static_cast<size_t>(i - 1)];
+    const AuditEntry& got = page->entries[static_cast<size_t>(51 - i)];  // newest first
+    SCOPED_TRACE(i);
+    EXPECT_EQ(got.time_ms, want.time_ms);
+    EXPECT_EQ(got.principal, want.principal);
+    EXPECT_EQ(got.request_id, want.request_id);
+    EXPECT_EQ(got.action, want.action);
+    EXPECT_EQ(got.result, want.result);
+    EXPECT_EQ(got.message, want.message);
+    if (want.diff.size() > 1000) {
+      EXPECT_EQ(got.diff_original_bytes, static_cast<int64_t>(want.diff.size()));
+      EXPECT_THAT(got.diff, ::testing::EndsWith(" bytes in all]"));
+    } else {
+      EXPECT_EQ(got.diff, want.diff);
+      EXPECT_EQ(got.diff_original_bytes, std::nullopt);
+    }
+    if (want.request.size() > 1000) {
+      EXPECT_EQ(got.request_original_bytes, static_cast<int64_t>(want.request.size()));
+    } else {
+      EXPECT_EQ(got.request, want.request);
+    }
+  }
+}
+
 // Group commit: an entry StoreAudit returned for is stored (readable), also when another thread's flush had taken
 // it from the backlog and was still writing (a plain FlushAuditBacklog then found nothing to do and returned at once).
 TEST_F(StoreTest, StoreAuditReturnsOnceTheEntryIsStoredUnderConcurrentCallers) {
@@ -989,6 +1033,75 @@ TEST_F(StoreTest, CreateTokenErrors) {
   EXPECT_EQ(store->CreateToken("t4", Make<Scopes>([](Scopes& s) { s.max_ttl_seconds = 0; }), 1).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_THAT(*store->ListTokens(), SizeIs(2));
+}
+
+// LookupToken caches the tokens it found; every token change, also by another process, invalidates the cache
+// before it is committed (the <database>-tokens counter), so a revocation holds on the very next lookup.
+TEST_F(StoreTest, TokenLookupsAreCachedUntilATokenChanges) {
+  auto daemon = OpenStore();
+  auto command = OpenStore();
+  ASSERT_NE(daemon, nullptr);
+  ASSERT_NE(command, nullptr);
+  Result<std::string> ci = command->CreateToken("ci", ScopesOf({"read"}), 1);
+  Result<std::string> ops = command->CreateToken("ops", ScopesOf({"write"}), 1);
+  ASSERT_TRUE(ci.ok() && ops.ok());
+  ASSERT_TRUE(daemon->LookupToken(*ci)->has_value());
+  ASSERT_TRUE(daemon->LookupToken(*ops)->has_value());
+
+  // Served from the cache: a change that bypasses the store (no counter move) is not seen...
+  ExecRaw(
+      path_,
+      R"(UPDATE tokens SET scopes = '{"read":false,"write":true,"tables":[],"chains":[],"owners":[]}' WHERE name = 'ci')");
+  Result<std::optional<TokenRecord>> cached = daemon->LookupToken(*ci);
+  ASSERT_TRUE(cached.ok() && cached->has_value());
+  EXPECT_TRUE((*cached)->scopes.read);
+  // ...until any token changes: the revocation of another token re-reads this one too.
+  ASSERT_TRUE(command->RevokeToken("ops", 2).ok());
+  EXPECT_FALSE(daemon->LookupToken(*ops)->has_value());
+  Result<std::optional<TokenRecord>> reread = daemon->LookupToken(*ci);
+  ASSERT_TRUE(reread.ok() && reread->has_value());
+  EXPECT_FALSE((*reread)->scopes.read);
+  EXPECT_TRUE((*reread)->scopes.write);
+
+  // Revoked through the daemon's own store as well, looked up right before and after.
+  ASSERT_TRUE(daemon->LookupToken(*ci)->has_value());
+  ASSERT_TRUE(daemon->RevokeToken("ci", 3).ok());
+  EXPECT_FALSE(daemon->LookupToken(*ci)->has_value());
+  EXPECT_FALSE(command->LookupToken(*ci)->has_value());
+}
+
+// A token change whose writer died between its two steps leaves the counter odd; a counter file that was deleted
+// or replaced is not the one writers move. Either way every lookup reads the database.
+TEST_F(StoreTest, TokenCacheIsOffWhileTheCounterIsOddOrItsFileIsGone) {
+  auto daemon = OpenStore();
+  ASSERT_NE(daemon, nullptr);
+  Result<std::string> a = daemon->CreateToken("a", ScopesOf({"read"}), 1);
+  Result<std::string> b = daemon->CreateToken("b", ScopesOf({"read"}), 1);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(daemon->LookupToken(*a)->has_value());
+
+  const uint64_t odd = 7;
+  {
+    std::ofstream out(path_ + "-tokens", std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(&odd), sizeof(odd));
+  }
+  ASSERT_TRUE(daemon->LookupToken(*a)->has_value());
+  ExecRaw(path_, "UPDATE tokens SET revoked_ms = 5 WHERE name = 'a'");  // not through the store: no counter move
+  EXPECT_FALSE(daemon->LookupToken(*a)->has_value());
+
+  // The next change goes on from the odd value (to 9, then 10) and caching resumes.
+  auto command = OpenStore();
+  ASSERT_NE(command, nullptr);
+  ASSERT_TRUE(command->RevokeToken("a", 6).ok());
+  ASSERT_TRUE(daemon->LookupToken(*b)->has_value());
+  std::ifstream in(path_ + "-tokens", std::ios::binary);
+  uint64_t now = 0;
+  in.read(reinterpret_cast<char*>(&now), sizeof(now));
+  EXPECT_EQ(now, 10u);
+
+  ASSERT_TRUE(std::filesystem::remove(path_ + "-tokens"));
+  ExecRaw(path_, "UPDATE tokens SET revoked_ms = 7 WHERE name = 'b'");
+  EXPECT_FALSE(daemon->LookupToken(*b)->has_value());
 }
 
 TEST_F(StoreTest, ListAndRevokeTokens) {
