@@ -12,6 +12,7 @@ extern "C" {
 // clang-format on
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -541,9 +542,15 @@ class HeldHandles {
 
 // Runs libiptc work in the backend's network namespace on one thread that entered it once, started on first need
 // and joined with the backend (setns(2) affects only that thread; a socket keeps the namespace it was made in, so a
-// handle read there commits from any thread). A thread per call (base::RunInNetnsThread) cost a clone, a setns, a
-// stack and a malloc arena each time: with 10,000 rules about a tenth of an append's CPU. A forked child, where
-// the thread does not exist, falls back to a thread per call.
+// handle read there commits from any thread). netns_fd -1: the thread stays in the namespace of the thread that
+// started it (the caller's); a thread already in the target namespace does not call setns (which needs
+// CAP_SYS_ADMIN). Why a thread of its own:
+//  - a thread per call (base::RunInNetnsThread) cost a clone, a setns, a stack and a malloc arena each time;
+//  - on the caller's thread libiptc's table copies (a few MB at 10,000 rules, allocated and freed per change) come
+//    from the caller's malloc arena: in a Python process's main thread they were faulted in afresh on every change
+//    (about 200 page faults per append or delete at 10,000 rules, against 25 here), which made a change inside the
+//    namespace half again as expensive as one through a handle on it.
+// A forked child, where the thread does not exist, falls back to a thread per call.
 class NetnsThread {
  public:
   explicit NetnsThread(int netns_fd) : netns_fd_(netns_fd) {}
@@ -585,8 +592,12 @@ class NetnsThread {
 
  private:
   void Loop() {
-    const Status entered =
-        ::setns(netns_fd_, CLONE_NEWNET) == 0 ? Status::Ok() : base::ErrnoToStatus(errno, "entering the netns");
+    Status entered;
+    struct stat target, here;
+    if (netns_fd_ >= 0 && (::fstat(netns_fd_, &target) != 0 || ::stat("/proc/thread-self/ns/net", &here) != 0 ||
+                           target.st_ino != here.st_ino || target.st_dev != here.st_dev)) {
+      if (::setns(netns_fd_, CLONE_NEWNET) != 0) entered = base::ErrnoToStatus(errno, "entering the netns");
+    }
     std::unique_lock<std::mutex> lock(mu_);
     entered_ = entered;
     for (;;) {
@@ -693,10 +704,7 @@ class XtablesBackend final : public Backend {
   }
 
   // Runs `fn` (libiptc work) in the target netns: iptc_init opens its socket there, and the socket keeps it.
-  Status InNetns(const std::function<Status()>& fn, std::string_view what) {
-    if (!netns_) return fn();
-    return netns_thread_.Run(fn, what);
-  }
+  Status InNetns(const std::function<Status()>& fn, std::string_view what) { return netns_thread_.Run(fn, what); }
 
   // Reads the family's tables (or `only`): every chain, and the rules of the chains `scope` asks for at `detail`
   // (ReadChainsForPlan; Read asks for every chain at kRules). A chain of `probes` shows the probes' canonical rules
@@ -716,6 +724,9 @@ class XtablesBackend final : public Backend {
   Status CheckDecodable(Family family, xtc_handle* h, const std::string& chain, int index);
   template <typename T>
   Status CommitT(const TableBatch& batch);
+  // CommitT's libiptc part, on the NetnsThread, under IptcMutex: `held` (or a fresh handle) edited and committed.
+  template <typename T>
+  Status EditAndCommitT(const TableBatch& batch, const HeldHandles::Held& held);
   Status CommitOne(const TableBatch& batch) {
     if (batch.table.empty() || batch.table.size() >= XT_TABLE_MAXNAMELEN ||
         batch.table.find_first_of(" \t\n\r/") != std::string::npos) {
@@ -1125,23 +1136,27 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
   IPTKIT_RETURN_IF_ERROR(EnsureXt(family, rules));
 
   std::lock_guard<std::mutex> iptc(IptcMutex());
-  Handle<T> h;
-  // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now.
+  // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now. The edit, the
+  // commit and the free run where the handle was read (NetnsThread: libiptc's copies stay in that thread's arena).
   HeldHandles::Held held = held_.Take(family, batch.table);
+  return InNetns([&] { return EditAndCommitT<T>(batch, held); }, "committing x_tables");
+}
+
+template <typename T>
+Status XtablesBackend::EditAndCommitT(const TableBatch& batch, const HeldHandles::Held& held) {
+  using K = TableOp::Kind;
+  const Family family = batch.family;
+  const std::string where = std::string(FamilyName(family)) + " " + batch.table;
+  Handle<T> h;
   h.h = held.h;
   if (h.h == nullptr) {
-    IPTKIT_RETURN_IF_ERROR(InNetns(
-        [&]() -> Status {
-          h.h = T::Init(batch.table.c_str());
-          if (h.h == nullptr) {
-            const int err = errno;
-            return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
-                          "x_tables table " + where + ": " + T::StrError(err))
-                .WithLocation(std::string(FamilyName(family)), batch.table);
-          }
-          return Status::Ok();
-        },
-        "opening the x_tables table"));
+    h.h = T::Init(batch.table.c_str());
+    if (h.h == nullptr) {
+      const int err = errno;
+      return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
+                    "x_tables table " + where + ": " + T::StrError(err))
+          .WithLocation(std::string(FamilyName(family)), batch.table);
+    }
   }
 
   auto fail = [&](const TableOp& op, int err) {
