@@ -308,8 +308,8 @@ std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
 // compared with every rule of a chain. Compared as libiptc's is_same does, but every byte of the extensions' data:
 // the header byte for byte (counters and comefrom aside), then per match and the target its size, name, revision
 // and data. The names are compared as strings, not as their 29 bytes: the kernel copies only a name's bytes up to
-// its NUL into the entry it returns (xt_obj_to_user), so what follows the NUL is the rest of the kernel's own
-// struct xt_match pointer that shares the union (x_tables.h), never zeros.
+// its NUL into the entry it returns (xt_obj_to_user), so what follows the NUL is what libiptc's buffer held before
+// (see EntryKey), never reliably zeros.
 template <typename T>
 bool EntryHasKey(const typename T::Entry* e, xtc_handle* h, std::string_view key) {
   using Entry = typename T::Entry;
