@@ -17,7 +17,9 @@ The contenders take turns call by call (a round: each one appends, then deletes,
 to round; reads likewise), so a drift of the machine's speed hits all of them alike, and every call follows another
 contender's write; each call's CPU time (user + system of the contender's process, every thread) is kept beside its
 wall time, and on a loaded machine it is the steadier of the two. The first round is a checked warm-up. --library-b
-adds a second iptkit library on the legacy variant (e.g. an older build) as one more contender. On the nft namespace
+adds a second iptkit library on the legacy variant (e.g. an older build) as one more contender; --inside adds each
+library's native contender once more, started inside the namespace through `ip netns exec` like python-iptables and
+given no namespace (so both ways of reaching the namespace are measured the same way). On the nft namespace
 python-iptables is also tried, to show whether it works there. Prints a table of medians (ms, wall and CPU), the
 ratios python-iptables / iptkit, the load average before and after, and the same as JSON on the last line.
 """
@@ -116,7 +118,7 @@ def iptkit_worker(args):
     sys.path.insert(0, os.path.join(HERE, "..", "bindings", "python"))
     try:
         import iptkit
-        fw = iptkit.Firewall(netns=args.netns, backend=args.backend)
+        fw = iptkit.Firewall(netns=args.netns or None, backend=args.backend)
     except Exception as e:
         print(json.dumps({"error": "%s: %s" % (type(e).__name__, e)}), flush=True)
         return 0
@@ -192,6 +194,11 @@ def contenders_for(variant, netns, args):
             child_env = dict(env, IPTKIT_LIBRARY=lib) if lib else env
             out.append(Contender("iptkit (%s)%s" % (backend, suffix), variant,
                                  me + ["--worker", "iptkit", "--netns", netns, "--backend", backend], child_env))
+            if args.inside and backend == backends[0]:
+                # Started inside the namespace like python-iptables, the library told no namespace.
+                out.append(Contender("iptkit (%s, inside)%s" % (backend, suffix), variant,
+                                     ["/usr/sbin/ip", "netns", "exec", netns] + me +
+                                     ["--worker", "iptkit", "--netns", "", "--backend", backend], child_env))
     return out
 
 
@@ -224,6 +231,9 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--variants", default="legacy,nft")
     parser.add_argument("--native-only", action="store_true", help="leave out the restore backends")
+    parser.add_argument("--inside", action="store_true",
+                        help="also run each library's native contender inside the namespace (as python-iptables "
+                             "is), told no namespace, beside the one given the namespace")
     parser.add_argument("--worker", choices=["pyiptc", "iptkit"], help=argparse.SUPPRESS)
     parser.add_argument("--netns", help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
@@ -257,18 +267,18 @@ def main():
               "runs": []}
     print("%d rules in filter INPUT; medians in ms (read: %d reps; append/delete: %d each; contenders alternating)"
           % (args.rules, args.reps, 2 * args.reps))
-    print("%-26s %-7s %10s %10s %10s   %s" % ("library", "variant", "read", "append", "delete",
+    print("%-34s %-7s %10s %10s %10s   %s" % ("library", "variant", "read", "append", "delete",
                                              "cpu (user+system ms of the contender's process: read append delete)"))
     for c in results:
         entry = {"library": c.name, "variant": c.variant}
         if c.error or not all(c.times.values()):
             entry["error"] = c.error or "no timings"
-            print("%-26s %-7s %s" % (c.name, c.variant, "does not work: " + entry["error"][:90]))
+            print("%-34s %-7s %s" % (c.name, c.variant, "does not work: " + entry["error"][:90]))
         else:
             for op in ("read", "append", "delete"):
                 entry[op + "_ms"] = round(median(c.times[op]), 2)
                 entry[op + "_cpu_ms"] = round(median(c.cpu[op]), 2)
-            print("%-26s %-7s %10.1f %10.2f %10.2f   cpu %8.1f %8.2f %8.2f"
+            print("%-34s %-7s %10.1f %10.2f %10.2f   cpu %8.1f %8.2f %8.2f"
                   % (c.name, c.variant, entry["read_ms"], entry["append_ms"], entry["delete_ms"],
                      entry["read_cpu_ms"], entry["append_cpu_ms"], entry["delete_cpu_ms"]))
         report["runs"].append(entry)
@@ -283,7 +293,7 @@ def main():
                    for op in ("read", "append", "delete")}
             e["ratio_vs_python_iptables"] = ratios
             e["cpu_ratio_vs_python_iptables"] = cpu
-            print("  %-26s read %6.1fx  append %5.2fx  delete %5.2fx   cpu: read %6.1fx  append %5.2fx  delete %5.2fx"
+            print("  %-34s read %6.1fx  append %5.2fx  delete %5.2fx   cpu: read %6.1fx  append %5.2fx  delete %5.2fx"
                   % (e["library"], ratios["read"], ratios["append"], ratios["delete"], cpu["read"], cpu["append"],
                      cpu["delete"]))
     print("load average before %.2f %.2f %.2f, after %.2f %.2f %.2f" % (load_before + load_after))

@@ -138,9 +138,9 @@ enum class SnapshotDetail {
   kRules,      // every rule as a model value (Read)
 };
 
-// Which chains' rules a plan looks at (Backend::ReadChainsForPlan). Every chain of the family is always in the
-// snapshot (names, policies: a jump target's existence needs no rules); only the chains in scope carry their rules
-// at the detail asked.
+// Which chains' rules a plan looks at (Backend::ReadChainsForPlan). Every chain of the family (of `tables`, when
+// given) is always in the snapshot (names, policies: a jump target's existence needs no rules); only the chains in
+// scope carry their rules at the detail asked.
 struct ChainScope {
   bool every_chain = true;                               // the rules of every chain
   std::set<std::pair<std::string, std::string>> chains;  // else: (table, chain) whose rules are read
@@ -156,6 +156,9 @@ struct ChainScope {
   // and sizes of that chain in the snapshot (and so the plan's inverse ops on it) mean nothing, and a Commit of the
   // plan deletes by spec the first rule that is byte for byte the rule (the one the plan found).
   bool probe_positions = true;
+  // Not empty: the tables the plan touches (every table of its ops); a backend may leave the family's other tables
+  // out of the snapshot (native-legacy reads only these, as iptables-legacy reads only the table it changes).
+  std::set<std::string> tables;
   bool Has(const std::string& table, const std::string& chain) const {
     return every_chain || chains.count({table, chain}) != 0 || probes.count({table, chain}) != 0;
   }
@@ -175,6 +178,7 @@ struct ChainScope {
   static ChainScope One(std::string table, std::string chain) {
     ChainScope s;
     s.every_chain = false;
+    s.tables.insert(table);
     s.chains.emplace(std::move(table), std::move(chain));
     return s;
   }

@@ -136,6 +136,7 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
   scope.every_chain = false;
   for (const Op& op : txn.ops()) {
     if (snapshot && AddsGraphEdge(op)) return backend::ChainScope{};
+    scope.tables.insert(op.table);  // the planner looks at the tables of its ops only
     switch (op.kind) {
       case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
       case Op::Kind::kRenameChain:  // later ops may name the chain by its new name

@@ -720,6 +720,7 @@ TEST(PlanScopeTest, SingleChainOpsReadOnlyTheirChainAndNoRulesForAnAppend) {
   EXPECT_FALSE(scope.every_chain);
   EXPECT_EQ(Chains(scope), (std::set<std::pair<std::string, std::string>>{{"filter", "INPUT"}}));
   EXPECT_FALSE(scope.Has("filter", "FORWARD"));
+  EXPECT_EQ(scope.tables, std::set<std::string>{"filter"});  // the other tables are not read at all
 
   Transaction insert;
   insert.Insert(v4, "filter", "INPUT", 3, R("-s 1.2.3.4 -j ACCEPT"));
@@ -742,6 +743,11 @@ TEST(PlanScopeTest, SingleChainOpsReadOnlyTheirChainAndNoRulesForAnAppend) {
   scope = txn::PlanScope(two_tables, traits);
   ASSERT_EQ(scope.probes.count({"filter", "INPUT"}), 1u);
   EXPECT_TRUE(scope.probe_positions);  // the inverse re-inserts the deleted rule where it was
+  EXPECT_EQ(scope.tables, (std::set<std::string>{"filter", "mangle"}));
+  // An op that reads no chain's rules still names its table.
+  Transaction policy;
+  policy.SetPolicy(v4, "nat", "PREROUTING", "DROP");
+  EXPECT_EQ(txn::PlanScope(policy, traits).tables, std::set<std::string>{"nat"});
 
   Transaction by_number;
   by_number.DeleteAt(v4, "filter", "INPUT", 2);

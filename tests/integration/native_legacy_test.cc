@@ -5,8 +5,11 @@
 // Plus: a commit the kernel refuses changes nothing, counters of other rules survive a change, a foreign
 // iptables-legacy writer in a loop loses nothing (the xtables lock), and `auto` picks it on legacy.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -15,6 +18,7 @@
 #include "iptkit/firewall.h"
 #include "src/backend/legacy/xt_fingerprint.h"
 #include "src/backend/legacy/xt_rules.h"
+#include "src/backend/legacy/xtables_backend.h"
 #include "src/base/netns.h"
 #include "tests/integration/corpus.h"
 #include "tests/integration/library_util.h"
@@ -321,6 +325,85 @@ TEST_F(NativeLegacyTest, ReadsSeeForeignChangesDespiteTheDecodeCache) {
   EXPECT_EQ(FormatRuleSpec(rule), "-s 10.0.0.1/32 -j BAR");
   EXPECT_EQ(rule.counters.packets, 0u);
   EXPECT_NE(after.tables.at(0).FindChain("BAR"), nullptr);
+}
+
+// The kernel copies an extension's name into the entry it returns only up to its NUL (xt_obj_to_user): the rest of
+// the name field is whatever libiptc's (unzeroed) GET_ENTRIES buffer held. A rule's decode cache key and a lossy
+// rule's kernel form took those bytes in, so on a caller's thread whose malloc handed that buffer out dirty (the
+// main thread of a Python process inside the namespace) every read decoded every rule again (twice the CPU of a
+// read of 10,000 rules) and one rule's kernel form differed from read to read. Here the caller's thread is in the
+// namespace (the backend runs libiptc on it) and dirties its freed memory differently before each read.
+TEST_F(NativeLegacyTest, ReadsTakeNothingFromTheReadBufferPastAnExtensionName) {
+  // `! -i +` is lossy (its kernel form is what identifies it); a match and a target extension carry names.
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "!", "-i", "+", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "LOG"}).ok());
+  ASSERT_TRUE(
+      Ipt({"-A", "INPUT", "-s", "10.0.0.1/32", "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"}).ok());
+  std::vector<std::string> forms;
+  std::thread inside([&] {
+    ASSERT_OK_AND_ASSIGN(base::UniqueFd fd, base::OpenNetns(ns_->name()));
+    ASSERT_EQ(::setns(fd.get(), CLONE_NEWNET), 0);
+    FirewallOptions options;  // the caller's namespace, which this thread is in
+    options.backend = BackendKind::kNativeLegacy;
+    ASSERT_OK_AND_ASSIGN(auto fw, Firewall::Open(options));
+    for (unsigned char dirt : {0xA5, 0x5A, 0xC3}) {
+      // Freed chunks of every small size, filled with `dirt`: the next reads' buffers come from them.
+      std::vector<void*> chunks;
+      for (size_t size = 16; size <= 8192; size += 16) {
+        chunks.push_back(std::malloc(size));
+        std::memset(chunks.back(), dirt, size);
+      }
+      for (void* p : chunks) std::free(p);
+      ASSERT_OK_AND_ASSIGN(Ruleset rs, fw->List(Family::kIPv4, "filter", {.allow_lossy = true}));
+      const Chain* input = rs.tables.at(0).FindChain("INPUT");
+      ASSERT_NE(input, nullptr);
+      ASSERT_EQ(input->rules.size(), 2u);
+      EXPECT_FALSE(input->rules[0].lossy.empty());
+      forms.push_back(input->rules[0].kernel_form);
+    }
+  });
+  inside.join();
+  ASSERT_EQ(forms.size(), 3u);
+  EXPECT_EQ(forms[0], forms[1]);
+  EXPECT_EQ(forms[0], forms[2]);
+}
+
+// A plan's read initializes only the tables its ops touch (ChainScope::tables), as iptables-legacy reads only the
+// table it changes: with nat, mangle and raw instantiated too (python-iptables instantiates every table when it
+// starts), an append to filter made an iptc_init (a socket, GET_INFO, GET_ENTRIES) of each of them.
+TEST_F(NativeLegacyTest, APlanReadsOnlyTheTablesItTouches) {
+  ASSERT_TRUE(Ipt({"-t", "nat", "-A", "POSTROUTING", "-j", "ACCEPT"}).ok());
+  ASSERT_TRUE(Ipt({"-t", "mangle", "-A", "PREROUTING", "-j", "ACCEPT"}).ok());
+  ASSERT_TRUE(Ipt({"-A", "INPUT", "-j", "ACCEPT"}).ok());
+  backend::BackendOptions options;
+  options.netns = ns_->name();
+  ASSERT_OK_AND_ASSIGN(auto backend, backend::legacy::NewXtablesBackend(options));
+  backend::ChainScope scope = backend::ChainScope::One("filter", "INPUT");
+  ASSERT_OK_AND_ASSIGN(Ruleset rs, backend->ReadChainsForPlan(Family::kIPv4, backend::SnapshotDetail::kRules, scope));
+  ASSERT_EQ(rs.tables.size(), 1u);
+  EXPECT_EQ(rs.tables[0].name, "filter");
+  ASSERT_NE(rs.tables[0].FindChain("INPUT"), nullptr);
+  EXPECT_EQ(rs.tables[0].FindChain("INPUT")->rules.size(), 1u);
+  // Two tables named: those two; none named: every table.
+  scope.tables = {"filter", "nat"};
+  ASSERT_OK_AND_ASSIGN(rs, backend->ReadChainsForPlan(Family::kIPv4, backend::SnapshotDetail::kChains, scope));
+  std::set<std::string> names;
+  for (const Table& t : rs.tables) names.insert(t.name);
+  EXPECT_EQ(names, (std::set<std::string>{"filter", "nat"}));
+  scope.tables.clear();
+  ASSERT_OK_AND_ASSIGN(rs, backend->ReadChainsForPlan(Family::kIPv4, backend::SnapshotDetail::kChains, scope));
+  names.clear();
+  for (const Table& t : rs.tables) names.insert(t.name);
+  EXPECT_TRUE(names.count("mangle")) << rs.tables.size();
+  // And a change through the Firewall still lands (its plan read filter alone).
+  ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns_, BackendKind::kNativeLegacy));
+  Transaction txn;
+  txn.Append(Family::kIPv4, "filter", "INPUT", Spec("-s 10.0.0.7/32 -j DROP"));
+  txn.Delete(Family::kIPv4, "filter", "INPUT", Spec("-j ACCEPT"));
+  Result<CommitResult> done = fw->Commit(txn);
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  ASSERT_OK_AND_ASSIGN(std::string saved, ns_->Save(Variant::kLegacy, Family::kIPv4, ""));
+  EXPECT_EQ(RuleLines(saved, "filter", "INPUT"), std::vector<std::string>{"-A INPUT -s 10.0.0.7/32 -j DROP"});
+  EXPECT_EQ(RuleLines(saved, "nat", "POSTROUTING").size(), 1u);
 }
 
 // A single-chain op reads, decodes and rewrites nothing outside its chain (as iptables-legacy -A/-D): a rule iptkit

@@ -11,15 +11,19 @@ extern "C" {
 }
 // clang-format on
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <condition_variable>
 #include <cstddef>
 #include <cstring>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <utility>
@@ -268,15 +272,34 @@ std::string XtToEntry(const XtRule& x, const Counters& counters) {
 // What identifies a decoded rule: the entry (header, matches, target) with counters and comefrom zeroed, a
 // standard target's verdict (a blob offset for jumps) replaced by what libiptc resolves it to (verdict or chain).
 // Rules of the set match / SET target are never cached (their set index names a set only as long as it exists).
+// The bytes of each match's and the target's name past its NUL are zeroed: the kernel copies a name only up to its
+// NUL into the entry it returns (xt_obj_to_user), so what follows is whatever the reader's buffer held before
+// (libiptc's GET_ENTRIES buffer is not zeroed; after another handle's blob was freed there, it is that blob's
+// bytes). Without this the key of an unchanged rule changed from read to read whenever the buffer came from reused
+// memory (a caller on its process's main thread), and every read decoded every rule again.
 template <typename T>
 std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
   std::string key(reinterpret_cast<const char*>(e), e->next_offset);
   std::memset(key.data() + offsetof(typename T::Entry, counters), 0, sizeof(e->counters));
   std::memset(key.data() + offsetof(typename T::Entry, comefrom), 0, sizeof(e->comefrom));
-  const auto* t = reinterpret_cast<const xt_entry_target*>(reinterpret_cast<const char*>(e) + e->target_offset);
+  auto clear_name_tail = [&](size_t at) {  // at: the offset of an xt_entry_match / xt_entry_target in `key`
+    char* name = key.data() + at + offsetof(xt_entry_match, u.user.name);
+    const size_t len = strnlen(name, XT_EXTENSION_MAXNAMELEN);
+    std::memset(name + len, 0, XT_EXTENSION_MAXNAMELEN - len);
+  };
+  const size_t to = e->target_offset;
+  for (size_t at = sizeof(typename T::Entry); at + sizeof(xt_entry_match) <= to;) {
+    const auto* m = reinterpret_cast<const xt_entry_match*>(reinterpret_cast<const char*>(e) + at);
+    if (m->u.user.match_size < sizeof(xt_entry_match)) break;
+    clear_name_tail(at);
+    at += m->u.user.match_size;
+  }
+  const auto* t = reinterpret_cast<const xt_entry_target*>(reinterpret_cast<const char*>(e) + to);
   if (t->u.user.name[0] == '\0') {
-    key.resize(e->target_offset);
+    key.resize(to);
     key += std::string("\0target:", 8) + T::GetTarget(e, h);
+  } else if (to + sizeof(xt_entry_target) <= key.size()) {
+    clear_name_tail(to);
   }
   return key;
 }
@@ -285,8 +308,8 @@ std::string EntryKey(const typename T::Entry* e, xtc_handle* h) {
 // compared with every rule of a chain. Compared as libiptc's is_same does, but every byte of the extensions' data:
 // the header byte for byte (counters and comefrom aside), then per match and the target its size, name, revision
 // and data. The names are compared as strings, not as their 29 bytes: the kernel copies only a name's bytes up to
-// its NUL into the entry it returns (xt_obj_to_user), so what follows the NUL is the rest of the kernel's own
-// struct xt_match pointer that shares the union (x_tables.h), never zeros.
+// its NUL into the entry it returns (xt_obj_to_user), so what follows the NUL is what libiptc's buffer held before
+// (see EntryKey), never reliably zeros.
 template <typename T>
 bool EntryHasKey(const typename T::Entry* e, xtc_handle* h, std::string_view key) {
   using Entry = typename T::Entry;
@@ -517,6 +540,93 @@ class HeldHandles {
   std::map<std::tuple<Family, std::string>, Held> held_;
 };
 
+// Runs libiptc work in the backend's network namespace on one thread that entered it once, started on first need
+// and joined with the backend (setns(2) affects only that thread; a socket keeps the namespace it was made in, so a
+// handle read there commits from any thread). netns_fd -1: the thread stays in the namespace of the thread that
+// started it (the caller's); a thread already in the target namespace does not call setns (which needs
+// CAP_SYS_ADMIN). Why a thread of its own:
+//  - a thread per call (base::RunInNetnsThread) cost a clone, a setns, a stack and a malloc arena each time;
+//  - on the caller's thread libiptc's table copies (a few MB at 10,000 rules, allocated and freed per change) come
+//    from the caller's malloc arena: in a Python process's main thread they were faulted in afresh on every change
+//    (about 200 page faults per append or delete at 10,000 rules, against 25 here), which made a change inside the
+//    namespace half again as expensive as one through a handle on it.
+// A forked child, where the thread does not exist, falls back to a thread per call.
+class NetnsThread {
+ public:
+  explicit NetnsThread(int netns_fd) : netns_fd_(netns_fd) {}
+  NetnsThread(const NetnsThread&) = delete;
+  NetnsThread& operator=(const NetnsThread&) = delete;
+  ~NetnsThread() {
+    if (!thread_) return;
+    if (pid_ != ::getpid()) {
+      (void)thread_.release();  // the parent's thread: nothing of it runs here
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_->join();
+  }
+
+  // fn's Status, or why the thread could not enter the namespace. One call at a time per object.
+  Status Run(const std::function<Status()>& fn, std::string_view what) {
+    if (thread_ && pid_ != ::getpid()) return base::RunInNetnsThread(netns_fd_, fn, what);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!thread_) {
+      try {
+        thread_ = std::make_unique<std::thread>([this] { Loop(); });
+      } catch (const std::system_error& e) {
+        return Status::Internal("starting the netns thread (" + std::string(what) + "): " + e.what());
+      }
+      pid_ = ::getpid();
+    }
+    job_ = &fn;
+    done_ = false;
+    wake_.notify_one();
+    finished_.wait(lock, [&] { return done_; });
+    if (!entered_.ok()) return Status(entered_.code(), "setns (" + std::string(what) + "): " + entered_.message());
+    return std::move(result_);
+  }
+
+ private:
+  void Loop() {
+    Status entered;
+    struct stat target, here;
+    if (netns_fd_ >= 0 && (::fstat(netns_fd_, &target) != 0 || ::stat("/proc/thread-self/ns/net", &here) != 0 ||
+                           target.st_ino != here.st_ino || target.st_dev != here.st_dev)) {
+      if (::setns(netns_fd_, CLONE_NEWNET) != 0) entered = base::ErrnoToStatus(errno, "entering the netns");
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    entered_ = entered;
+    for (;;) {
+      wake_.wait(lock, [&] { return job_ != nullptr || stop_; });
+      if (job_ == nullptr) return;  // stop_
+      const std::function<Status()>* job = job_;
+      job_ = nullptr;
+      lock.unlock();
+      Status status = entered.ok() ? (*job)() : Status::Ok();
+      lock.lock();
+      result_ = std::move(status);
+      done_ = true;
+      finished_.notify_one();
+    }
+  }
+
+  const int netns_fd_;
+  std::mutex mu_;
+  std::condition_variable wake_;      // a job or stop_ for the thread
+  std::condition_variable finished_;  // done_ for the caller
+  const std::function<Status()>* job_ = nullptr;
+  Status result_;
+  Status entered_;
+  bool done_ = false;
+  bool stop_ = false;
+  std::unique_ptr<std::thread> thread_;
+  pid_t pid_ = 0;  // the process that started thread_
+};
+
 // A probe of ReadChainsForPlan: a rule the plan searches a chain for, as its canonical form and its EntryKey.
 struct Probe {
   Rule canonical;
@@ -527,7 +637,10 @@ using Probes = std::map<std::pair<std::string, std::string>, std::vector<Probe>>
 class XtablesBackend final : public Backend {
  public:
   XtablesBackend(BackendOptions options, base::UniqueFd netns)
-      : options_(std::move(options)), netns_(std::move(netns)), depth_(std::make_shared<int>(0)) {
+      : options_(std::move(options)),
+        netns_(std::move(netns)),
+        netns_thread_(netns_.get()),
+        depth_(std::make_shared<int>(0)) {
     traits_.name = "native-legacy";
     traits_.variant = "legacy";
     traits_.atomic_across_tables = false;
@@ -591,10 +704,7 @@ class XtablesBackend final : public Backend {
   }
 
   // Runs `fn` (libiptc work) in the target netns: iptc_init opens its socket there, and the socket keeps it.
-  Status InNetns(const std::function<Status()>& fn, std::string_view what) {
-    if (!netns_) return fn();
-    return base::RunInNetnsThread(netns_.get(), fn, what);
-  }
+  Status InNetns(const std::function<Status()>& fn, std::string_view what) { return netns_thread_.Run(fn, what); }
 
   // Reads the family's tables (or `only`): every chain, and the rules of the chains `scope` asks for at `detail`
   // (ReadChainsForPlan; Read asks for every chain at kRules). A chain of `probes` shows the probes' canonical rules
@@ -614,6 +724,9 @@ class XtablesBackend final : public Backend {
   Status CheckDecodable(Family family, xtc_handle* h, const std::string& chain, int index);
   template <typename T>
   Status CommitT(const TableBatch& batch);
+  // CommitT's libiptc part, on the NetnsThread, under IptcMutex: `held` (or a fresh handle) edited and committed.
+  template <typename T>
+  Status EditAndCommitT(const TableBatch& batch, const HeldHandles::Held& held);
   Status CommitOne(const TableBatch& batch) {
     if (batch.table.empty() || batch.table.size() >= XT_TABLE_MAXNAMELEN ||
         batch.table.find_first_of(" \t\n\r/") != std::string::npos) {
@@ -641,6 +754,7 @@ class XtablesBackend final : public Backend {
 
   BackendOptions options_;
   base::UniqueFd netns_;
+  NetnsThread netns_thread_;  // (after netns_: joined before the descriptor closes)
   BackendTraits traits_;
   std::shared_ptr<int> depth_;  // live lock guards
   std::map<std::tuple<Family, std::string>, XtRule> xt_;
@@ -703,6 +817,8 @@ Result<Ruleset> XtablesBackend::ReadT(Family family, const std::optional<std::st
         }
         for (const std::string& name : names) {
           if (only && name != *only) continue;
+          // Only the tables the plan touches (ChainScope::tables): an iptc_init per table, as iptables-legacy.
+          if (!scope.every_chain && !scope.tables.empty() && !scope.tables.count(name)) continue;
           Handle<T> h;
           h.h = T::Init(name.c_str());
           if (h.h == nullptr) {
@@ -1020,23 +1136,27 @@ Status XtablesBackend::CommitT(const TableBatch& batch) {
   IPTKIT_RETURN_IF_ERROR(EnsureXt(family, rules));
 
   std::lock_guard<std::mutex> iptc(IptcMutex());
-  Handle<T> h;
-  // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now.
+  // The handle the plan read under this lock (commits_plan_snapshot), else the table as it is now. The edit, the
+  // commit and the free run where the handle was read (NetnsThread: libiptc's copies stay in that thread's arena).
   HeldHandles::Held held = held_.Take(family, batch.table);
+  return InNetns([&] { return EditAndCommitT<T>(batch, held); }, "committing x_tables");
+}
+
+template <typename T>
+Status XtablesBackend::EditAndCommitT(const TableBatch& batch, const HeldHandles::Held& held) {
+  using K = TableOp::Kind;
+  const Family family = batch.family;
+  const std::string where = std::string(FamilyName(family)) + " " + batch.table;
+  Handle<T> h;
   h.h = held.h;
   if (h.h == nullptr) {
-    IPTKIT_RETURN_IF_ERROR(InNetns(
-        [&]() -> Status {
-          h.h = T::Init(batch.table.c_str());
-          if (h.h == nullptr) {
-            const int err = errno;
-            return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
-                          "x_tables table " + where + ": " + T::StrError(err))
-                .WithLocation(std::string(FamilyName(family)), batch.table);
-          }
-          return Status::Ok();
-        },
-        "opening the x_tables table"));
+    h.h = T::Init(batch.table.c_str());
+    if (h.h == nullptr) {
+      const int err = errno;
+      return Status(err == ENOENT ? StatusCode::kNotFound : CodeOf(err, K::kAppend),
+                    "x_tables table " + where + ": " + T::StrError(err))
+          .WithLocation(std::string(FamilyName(family)), batch.table);
+    }
   }
 
   auto fail = [&](const TableOp& op, int err) {

@@ -18,9 +18,11 @@
 //    match and target through libxtables, as iptables-legacy-save prints it. A rule that cannot be decoded (an
 //    extension libxtables does not know) makes the table unrepresentable (Table::unrepresentable_reason). Every read
 //    takes the tables from the kernel (counters are always fresh); a rule is decoded once per backend and then taken
-//    from a cache keyed by its entry bytes (counters zeroed, jumps by chain name), except set-match / SET rules.
+//    from a cache keyed by its entry bytes (counters zeroed, jumps by chain name, extension names without what
+//    follows their NUL), except set-match / SET rules.
 //  - ReadChainsForPlan (and ReadForPlan) read only what a plan asks for, as iptables-legacy reads only what it
-//    changes: every table's chains and policies always, the rules of the chains in scope only (kPositions:
+//    changes: only the tables of ChainScope::tables when it names any (one iptc_init each; every table otherwise),
+//    their chains and policies always, the rules of the chains in scope only (kPositions:
 //    placeholders; kRules: decoded). A delete by spec's rule (ChainScope::probes) is found by comparing each entry
 //    of its chain with the entry the rule is written as (header, then each match's and the target's size, name,
 //    revision and data, as libiptc's is_same with a full mask), so nothing is decoded; only when it is not found
