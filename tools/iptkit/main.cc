@@ -1,5 +1,6 @@
 // iptkit: the command-line interface (docs/cli.md). Everything but the process boundary lives in cli_runner;
 // `iptkit fleet ...` is the program iptkit-fleet beside this one (fleet_main.cc), executed here.
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -33,6 +34,12 @@ int ExecFleet(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // One short process: memory comes from the heap's break and stays there until exit. glibc would map each block of
+  // 128 KiB or more by itself (the netlink batch, a dump's buffers) and unmap it when freed, and give the top of the
+  // heap back when it shrinks: each of those is a system call plus a TLB flush, which on a virtual machine costs
+  // more than the page faults the memory brings (README, "Whole processes").
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
   try {
     if (argc > 1 && std::string_view(argv[1]) == "fleet") return ExecFleet(argv);
     std::vector<std::string> args(argv + 1, argv + argc);
