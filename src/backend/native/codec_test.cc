@@ -231,6 +231,23 @@ TEST(CodecTest, TcpMatchWithoutProtocolIsRefusedAsIptablesNftDoes) {
   EXPECT_THAT(r.status().message(), HasSubstr("requires '-p tcp'"));
 }
 
+// Regression: a rule whose expressions outgrow one netlink attribute (16-bit length) was encoded with that length
+// wrapped, and nf_tables kept only its first expressions (no verdict). It is refused; a long rule that fits is not.
+TEST(CodecTest, RuleLongerThanOneNetlinkAttributeIsRefused) {
+  auto comments = [](int n) {
+    std::string spec;
+    for (int i = 0; i < n; ++i) spec += "-m comment --comment " + std::string(250, 'x') + " ";
+    return spec + "-j DROP";
+  };
+  Result<std::string> fits = FormatThroughKernelEncoding(Family::kIPv4, comments(40));
+  ASSERT_TRUE(fits.ok()) << fits.status().ToString();
+  EXPECT_THAT(*fits, HasSubstr("-j DROP"));
+  Result<std::string> too_long = FormatThroughKernelEncoding(Family::kIPv4, comments(300));
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_EQ(too_long.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(), HasSubstr("netlink attribute"));
+}
+
 // Runs this test binary again with only `test` selected and `env` added; its exit status.
 int RunSelf(const std::string& test, const std::vector<std::string>& env) {
   pid_t pid = fork();

@@ -23,7 +23,9 @@ constexpr size_t kMessageRoom = 256 * 1024;
 
 char* NftBatch::Reserve() {
   if (buf_.size() < used_ + kMessageRoom) {
-    const size_t grown = std::max(buf_.size() * 2, used_ + kMessageRoom);
+    // Room for a second message at once: a one-rule batch (BEGIN, the rule, END) then needs one allocation, not a
+    // second one twice the size with a copy of the first.
+    const size_t grown = std::max(buf_.size() * 2, used_ + 2 * kMessageRoom);
     buf_.resize(used_);  // a reallocation then copies the messages only, not the room after them
     buf_.resize(grown);
   }

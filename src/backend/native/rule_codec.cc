@@ -25,10 +25,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 namespace iptkit::backend::native {
@@ -252,7 +254,29 @@ void AddVerdict(nftnl_rule* r, int verdict, const std::string* chain) {
 
 }  // namespace
 
+namespace {
+
+// An upper bound of the netlink size of a rule's expressions: a compat match or target is its payload and a few
+// dozen bytes of headers; the largest native translation of a match (tcp: flags and two port ranges) is seven
+// expressions of under 64 bytes each.
+size_t ExpressionsBound(const XtRule& rule) {
+  constexpr size_t kPerExtension = 512;
+  size_t bound = 4 * kPerExtension;  // the header fields, the counter and the verdict
+  for (const XtExtension& m : rule.matches) bound += kPerExtension + m.data.size();
+  return bound + rule.target.data.size() + rule.target.nflog_prefix.size();
+}
+
+}  // namespace
+
 Status EncodeRule(const XtRule& rule, nftnl_rule* r) {
+  // The kernel takes a rule's expressions as one netlink attribute (NFTA_RULE_EXPRESSIONS), whose length has 16
+  // bits: a longer list wraps it, and nf_tables then reads only the first expressions of the rule (iptables-nft
+  // 1.8.9 adds a rule of a few hundred comment matches that way, without its verdict). Refused before anything is
+  // built (which also keeps every message within the room NftBatch keeps for one).
+  if (const size_t bound = ExpressionsBound(rule); bound > UINT16_MAX) {
+    return Status::InvalidArgument("rule too long for nf_tables: its matches take up to " + std::to_string(bound) +
+                                   " bytes, more than the 65535 of one netlink attribute");
+  }
   const XtHeader& h = rule.header;
   const bool v4 = rule.family == Family::kIPv4;
   if (h.iniface[0] != '\0') AddIface(r, NFT_META_IIFNAME, h.iniface, CmpOp(h, kInvViaIn));
