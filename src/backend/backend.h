@@ -189,8 +189,8 @@ struct SaveText {
   Ruleset read;
 };
 
-// Receives the rules of a read one at a time (Backend::ReadRules), in table and chain order, each chain's rules in
-// their order. `rule` is valid only during the call.
+// Receives the rules of a read one at a time (Backend::ReadRules): chain after chain, each chain's rules in their
+// order (the chains in the backend's order, which need not be the model's). `rule` is valid only during the call.
 class RuleVisitor {
  public:
   virtual ~RuleVisitor() = default;

@@ -362,10 +362,18 @@ Result<std::optional<RulesListing>> ListFromRules(backend::Backend& backend, Fam
   for (const ListingCollector::Lossy& l : collector.lossy()) {
     if (std::find(names.begin(), names.end(), l.table) != names.end()) out.lossy.push_back(l);
   }
+  // The places of each set in the listing's order (the rules were handed over in the backend's chain order).
+  std::map<std::pair<std::string_view, std::string_view>, size_t> order;
+  for (const Table& t : out.tables) {
+    for (const Chain& c : t.chains)
+      order.emplace(std::pair<std::string_view, std::string_view>(t.name, c.name), order.size());
+  }
   std::vector<SetUse> sets = collector.SetUses();
   for (SetUse& use : sets) {
-    std::erase_if(use.used_by, [&](const SetUse::Place& p) {
-      return std::find(names.begin(), names.end(), p.table) == names.end();
+    std::erase_if(use.used_by, [&](const SetUse::Place& p) { return !order.count({p.table, p.chain}); });
+    std::stable_sort(use.used_by.begin(), use.used_by.end(), [&](const SetUse::Place& a, const SetUse::Place& b) {
+      const size_t x = order.at({a.table, a.chain}), y = order.at({b.table, b.chain});
+      return x != y ? x < y : a.rule < b.rule;
     });
     if (!use.used_by.empty()) out.sets.push_back(std::move(use));
   }

@@ -18,6 +18,19 @@
 namespace iptkit::backend::native {
 namespace {
 
+// A visitor judges a table's chains at its first rule, before the sets are dumped (they come after the rules): once
+// the whole read is in, `reason` is judged again with the sets (JudgeChains names nft sets in the table) when it is
+// still empty.
+void RejudgeWithSets(const std::vector<DumpedChain>& chains,
+                     const std::map<std::string, std::vector<std::string>>& sets, const std::string& table,
+                     std::string& reason) {
+  if (!reason.empty() || !sets.count(table)) return;
+  Result<Table> fresh = NewTable(table);
+  if (!fresh.ok()) return;
+  NativeBackend::KTable kernel;
+  reason = JudgeChains(chains, sets, *fresh, kernel);
+}
+
 void AppendCounters(std::string& out, const Counters& counters) {
   dialect::AppendSaveCounters(out, counters.packets, counters.bytes);
 }
@@ -80,6 +93,8 @@ class SaveVisitor final : public DumpVisitor {
     Ruleset one;
     one.family = family_;
     for (TableOut& t : tables_) {
+      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
+      RejudgeWithSets(chains, sets, t.table.name, t.reason);
       Table& shown = t.table;
       shown.unrepresentable_reason = !t.reason.empty()          ? t.reason
                                      : !t.decode_reason.empty() ? t.decode_reason
@@ -241,12 +256,7 @@ class RulesVisitor final : public DumpVisitor {
     }
     for (TableOut& t : tables_) {
       // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
-      if (t.reason.empty() && sets.count(t.table.name)) {
-        if (Result<Table> fresh = NewTable(t.table.name); fresh.ok()) {
-          NativeBackend::KTable kernel;
-          t.reason = JudgeChains(chains, sets, *fresh, kernel);
-        }
-      }
+      RejudgeWithSets(chains, sets, t.table.name, t.reason);
       t.table.unrepresentable_reason = !t.reason.empty()          ? t.reason
                                        : !t.decode_reason.empty() ? t.decode_reason
                                                                   : t.format_reason;
