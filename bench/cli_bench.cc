@@ -89,6 +89,7 @@ std::vector<Op> Ops(int size, const std::string& chain) {
                  {Cat({"-D", chain}, probe)},
                  1});
   ops.push_back({"list", {"-L", "-n"}, {"list", "-n"}, {}, {}, 0});
+  ops.push_back({"list-S", {"-S"}, {"list", "-S"}, {}, {}, 0});
   ops.push_back({"save", {}, {"save"}, {}, {}, 0});
   return ops;
 }

@@ -20,6 +20,18 @@ Result<SaveText> Backend::ReadSaveText(Family family, const std::optional<std::s
   return out;
 }
 
+Result<Ruleset> Backend::ReadRules(Family family, const std::optional<std::string>& table, RuleVisitor& visitor) {
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset read, Read(family, table));
+  visitor.Reset();
+  for (Table& t : read.tables) {
+    for (Chain& c : t.chains) {
+      for (const Rule& r : c.rules) visitor.OnRule(t.name, c.name, r);
+      c.rules.clear();
+    }
+  }
+  return read;
+}
+
 Status Backend::Commit(const TableBatch& batch) {
   CommitTable table;
   table.batch = batch;

@@ -193,6 +193,16 @@ struct SaveText {
   Ruleset read;
 };
 
+// Receives the rules of a read one at a time (Backend::ReadRules): chain after chain, each chain's rules in their
+// order (the chains in the backend's order, which need not be the model's). `rule` is valid only during the call.
+class RuleVisitor {
+ public:
+  virtual ~RuleVisitor() = default;
+  virtual void OnRule(const std::string& table, const std::string& chain, const Rule& rule) = 0;
+  // The read starts again (the ruleset changed while it was read): forget every rule handed over so far.
+  virtual void Reset() = 0;
+};
+
 class LockGuard {
  public:
   virtual ~LockGuard() = default;
@@ -217,6 +227,11 @@ class Backend {
   // it was printed from. The default does exactly that; a backend may print without building the model (the native
   // backend does: byte for byte the same text).
   virtual Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters);
+
+  // Read(family, table) handed to `visitor` rule by rule; returns the tables and chains read (unrepresentable_reason
+  // set as Read sets it) without their rules. The default walks Read's model; a backend may hold only a slice of
+  // rules at a time (the native backend does).
+  virtual Result<Ruleset> ReadRules(Family family, const std::optional<std::string>& table, RuleVisitor& visitor);
 
   // A snapshot of the family to plan on (counters may be stale), with only the `detail` the plan needs. Backends with
   // handles (BackendTraits::handles) resolve positions against the snapshot at commit and may skip what the plan does

@@ -31,6 +31,9 @@ class ChosenBackend final : public Backend {
   Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) override {
     return inner_->ReadSaveText(family, table, counters);
   }
+  Result<Ruleset> ReadRules(Family family, const std::optional<std::string>& table, RuleVisitor& visitor) override {
+    return inner_->ReadRules(family, table, visitor);
+  }
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override {
     return inner_->ReadForPlan(family, detail);
   }

@@ -493,8 +493,7 @@ bool ChainShown(const Chain& chain, const ListingFormat& format) {
   return std::any_of(chain.rules.begin(), chain.rules.end(), [&](const Rule& r) { return OwnedBy(r, format.owner); });
 }
 
-std::string Header(const Chain& chain, const std::map<std::string_view, size_t>& references,
-                   const ListingFormat& format) {
+std::string Header(const Chain& chain, size_t references, const ListingFormat& format) {
   std::string out = "Chain " + chain.name;
   if (chain.builtin()) {
     out += " (policy " + *chain.policy;
@@ -504,8 +503,7 @@ std::string Header(const Chain& chain, const std::map<std::string_view, size_t>&
     }
     out += ")\n";
   } else {
-    auto refs = references.find(chain.name);
-    out += fmt::format(" ({} references)\n", refs == references.end() ? 0 : refs->second);
+    out += fmt::format(" ({} references)\n", references);
   }
   if (format.line_numbers) out += fmt::format("{:<4} ", "num");
   if (format.counters) {
@@ -520,7 +518,7 @@ std::string Header(const Chain& chain, const std::map<std::string_view, size_t>&
 }
 
 // One rule's row, appended to `out` (one buffer for the whole listing: no string per column or row).
-void AppendRow(std::string& out, Family family, const Chain& chain, const Rule& rule, int num,
+void AppendRow(std::string& out, Family family, std::string_view chain, const Rule& rule, int num,
                const ListingFormat& format) {
   auto to = std::back_inserter(out);
   if (format.line_numbers) fmt::format_to(to, "{:<4} ", num);
@@ -547,9 +545,11 @@ void AppendRow(std::string& out, Family family, const Chain& chain, const Rule& 
   AppendAddressColumn(out, family, rule.destination);
   if (rule.target.kind == Target::Kind::kGoto) out += "[goto] ";
   out += FormatRuleDetails(family, rule);
-  if (auto it = format.notes.find({chain.name, num}); it != format.notes.end()) {
-    out += ' ';
-    out += it->second;
+  if (!format.notes.empty()) {
+    if (auto it = format.notes.find({std::string(chain), num}); it != format.notes.end()) {
+      out += ' ';
+      out += it->second;
+    }
   }
   out += '\n';
 }
@@ -586,7 +586,136 @@ std::string RuleLineS(const std::string& chain, const Rule& rule, bool counters)
   return out + "\n";
 }
 
+// The "-P CHAIN POLICY" / "-N CHAIN" lines of the chains shown (iptables -S).
+void AppendChainLinesS(std::string& out, const Table& table, const ListingFormat& format) {
+  for (const Chain& chain : table.chains) {
+    if (!ChainShown(chain, format)) continue;
+    if (chain.builtin()) {
+      out += "-P ";
+      out += chain.name;
+      out += ' ';
+      out += *chain.policy;
+      if (format.counters)
+        fmt::format_to(std::back_inserter(out), " -c {} {}", chain.counters.packets, chain.counters.bytes);
+      out += '\n';
+    } else {
+      out += "-N ";
+      out += chain.name;
+      out += '\n';
+    }
+  }
+}
+
+// The chain name of a "-A CHAIN ..." line.
+std::string_view RuleLineChain(std::string_view line) {
+  line.remove_prefix(3);
+  return line.substr(0, line.find(' '));
+}
+
+// "[P:B]" → counters; false when `text` is not of that form.
+bool ParseSaveCounters(std::string_view text, Counters& counters) {
+  if (text.size() < 5 || text.front() != '[' || text.back() != ']') return false;
+  text = text.substr(1, text.size() - 2);
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos) return false;
+  auto number = [](std::string_view digits, uint64_t& value) {
+    if (digits.empty()) return false;
+    value = 0;
+    for (char c : digits) {
+      if (c < '0' || c > '9') return false;
+      value = value * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return true;
+  };
+  return number(text.substr(0, colon), counters.packets) && number(text.substr(colon + 1), counters.bytes);
+}
+
 }  // namespace
+
+Result<std::vector<SavedTable>> ParseSavedTables(std::string_view text) {
+  std::vector<SavedTable> out;
+  constexpr std::string_view kUnrepresentable = "# iptkit: unrepresentable table: ";
+  constexpr std::string_view kLossy = "# iptkit: lossy rule ";
+  size_t line_number = 0;
+  while (!text.empty()) {
+    const size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    text.remove_prefix(end == std::string_view::npos ? text.size() : end + 1);
+    ++line_number;
+    auto bad = [&] {
+      return Status::InvalidArgument("save text line " + std::to_string(line_number) +
+                                     " is not of the save form: " + std::string(line.substr(0, 80)));
+    };
+    if (line.empty()) continue;
+    if (line.front() == '*') {
+      out.emplace_back().table.name = std::string(line.substr(1));
+      continue;
+    }
+    if (line == "COMMIT") continue;
+    if (out.empty()) {
+      if (line.front() == '#') continue;  // a comment before the first table
+      return bad();
+    }
+    SavedTable& t = out.back();
+    if (line.starts_with("-A ")) {
+      t.rule_lines.push_back(line);
+    } else if (line.front() == ':') {
+      // ":CHAIN POLICY [P:B]"; a user chain's policy is "-".
+      const size_t first = line.find(' ');
+      const size_t second = first == std::string_view::npos ? first : line.find(' ', first + 1);
+      if (second == std::string_view::npos) return bad();
+      Chain& chain = t.table.chains.emplace_back();
+      chain.name = std::string(line.substr(1, first - 1));
+      const std::string_view policy = line.substr(first + 1, second - first - 1);
+      if (policy != "-") chain.policy = std::string(policy);
+      if (!ParseSaveCounters(line.substr(second + 1), chain.counters)) return bad();
+    } else if (line.starts_with(kUnrepresentable)) {
+      t.table.unrepresentable_reason = std::string(line.substr(kUnrepresentable.size()));
+    } else if (line.starts_with(kLossy)) {
+      // "# iptkit: lossy rule N of CHAIN: why"
+      std::string_view rest = line.substr(kLossy.size());
+      const size_t of = rest.find(" of ");
+      const size_t colon = of == std::string_view::npos ? of : rest.find(": ", of + 4);
+      if (colon == std::string_view::npos) return bad();
+      t.lossy.push_back({std::string(rest.substr(of + 4, colon - of - 4)),
+                         std::atoi(std::string(rest.substr(0, of)).c_str()), std::string(rest.substr(colon + 2))});
+    } else if (line.front() != '#') {
+      return bad();
+    }
+  }
+  return out;
+}
+
+std::string FormatRulesSFromSave(const SavedTable& saved, const ListingFormat& format) {
+  std::string out;
+  AppendChainLinesS(out, saved.table, format);
+  size_t size = out.size();
+  for (std::string_view line : saved.rule_lines) size += line.size() + 1;
+  out.reserve(size);
+  // Chain by chain in the table's order (as FormatRulesS), each chain's lines in the text's order. The text holds
+  // a chain's lines together: the runs of lines of one chain are found in one pass.
+  struct Run {
+    std::string_view chain;
+    size_t begin, end;
+  };
+  std::vector<Run> runs;
+  for (size_t i = 0; i < saved.rule_lines.size(); ++i) {
+    const std::string_view chain = RuleLineChain(saved.rule_lines[i]);
+    if (runs.empty() || runs.back().chain != chain) runs.push_back({chain, i, i});
+    runs.back().end = i + 1;
+  }
+  for (const Chain& chain : saved.table.chains) {
+    if (!ChainShown(chain, format)) continue;
+    for (const Run& run : runs) {
+      if (run.chain != chain.name) continue;
+      for (size_t i = run.begin; i < run.end; ++i) {
+        out += saved.rule_lines[i];
+        out += '\n';
+      }
+    }
+  }
+  return out;
+}
 
 Table WithBuiltinChains(Table table) {
   Table out;
@@ -643,14 +772,15 @@ std::string FormatChains(Family family, const Table& table, const ListingFormat&
     found = true;
     if (format.rule == 0) {
       if (!references) references = References(table);
-      out += Header(chain, *references, format);
+      auto refs = references->find(chain.name);
+      out += Header(chain, refs == references->end() ? 0 : refs->second, format);
     }
     int num = 0;
     for (const Rule& rule : chain.rules) {
       ++num;
       if (format.rule != 0 && num != format.rule) continue;
       if (!OwnedBy(rule, format.owner)) continue;
-      AppendRow(out, family, chain, rule, num, format);
+      AppendRow(out, family, chain.name, rule, num, format);
     }
   }
   return out;
@@ -658,18 +788,7 @@ std::string FormatChains(Family family, const Table& table, const ListingFormat&
 
 std::string FormatRulesS(const Table& table, const ListingFormat& format) {
   std::string out;
-  if (format.rule == 0 && format.owner.empty()) {
-    for (const Chain& chain : table.chains) {
-      if (!ChainShown(chain, format)) continue;
-      if (chain.builtin()) {
-        out += "-P " + chain.name + " " + *chain.policy;
-        if (format.counters) out += fmt::format(" -c {} {}", chain.counters.packets, chain.counters.bytes);
-        out += "\n";
-      } else {
-        out += "-N " + chain.name + "\n";
-      }
-    }
-  }
+  if (format.rule == 0 && format.owner.empty()) AppendChainLinesS(out, table, format);
   for (const Chain& chain : table.chains) {
     if (!ChainShown(chain, format)) continue;
     int num = 0;
@@ -680,6 +799,102 @@ std::string FormatRulesS(const Table& table, const ListingFormat& format) {
       out += RuleLineS(chain.name, rule, format.counters);
     }
   }
+  return out;
+}
+
+// ---- The listing from rules handed over one at a time ----
+
+ListingCollector::ListingCollector(Family family, std::vector<std::string> tables, ListingFormat format, bool rules_s)
+    : family_(family), tables_(std::move(tables)), format_(std::move(format)), rules_s_(rules_s) {}
+
+void ListingCollector::Reset() {
+  chains_.clear();
+  references_.clear();
+  lossy_.clear();
+  sets_.clear();
+  set_index_.clear();
+  run_ = nullptr;
+  run_table_.clear();
+  run_chain_.clear();
+}
+
+void ListingCollector::OnRule(const std::string& table, const std::string& chain, const Rule& rule) {
+  if (run_ == nullptr || chain != run_chain_ || table != run_table_) {
+    if (std::find(tables_.begin(), tables_.end(), table) == tables_.end()) {
+      run_ = nullptr;
+      return;
+    }
+    run_table_ = table;
+    run_chain_ = chain;
+    run_ = &chains_[table + '\0' + chain];
+    run_references_ = &references_[table];
+  }
+  Rows& rows = *run_;
+  const int num = ++rows.count;
+  if (!rule.target.empty()) ++(*run_references_)[rule.target.name];
+  if (!rule.lossy.empty()) lossy_.push_back({table, chain, num, rule.lossy});
+  if (want_sets_) {
+    for (const std::string& name : SetsUsedBy(rule)) {
+      auto [it, fresh] = set_index_.emplace(name, sets_.size());
+      if (fresh) sets_.push_back({name, std::nullopt, {}});
+      sets_[it->second].used_by.push_back({family_, table, chain, num});
+    }
+  }
+  const bool owned = OwnedBy(rule, format_.owner);
+  if (owned) rows.owned = true;
+  if (!format_.chain.empty() && chain != format_.chain) return;
+  if (format_.rule != 0 && num != format_.rule) return;
+  if (!owned) return;
+  if (rules_s_) {
+    rows.text += RuleLineS(chain, rule, format_.counters);
+  } else {
+    AppendRow(rows.text, family_, chain, rule, num, format_);
+  }
+}
+
+size_t ListingCollector::RuleCount(const std::string& table, const std::string& chain) const {
+  auto it = chains_.find(table + '\0' + chain);
+  return it == chains_.end() ? 0 : static_cast<size_t>(it->second.count);
+}
+
+std::string ListingCollector::Format(const Table& table) const {
+  static const Rows kNone;
+  auto rows_of = [&](const Chain& chain) -> const Rows& {
+    auto it = chains_.find(table.name + '\0' + chain.name);
+    return it == chains_.end() ? kNone : it->second;
+  };
+  auto shown = [&](const Chain& chain) {
+    if (!format_.chain.empty() && chain.name != format_.chain) return false;
+    return format_.owner.empty() || rows_of(chain).owned;
+  };
+  std::string out;
+  if (rules_s_) {
+    if (format_.rule == 0 && format_.owner.empty()) AppendChainLinesS(out, table, format_);
+    for (const Chain& chain : table.chains) {
+      if (shown(chain)) out += rows_of(chain).text;
+    }
+    return out;
+  }
+  static const std::map<std::string, size_t, std::less<>> kNoReferences;
+  auto refs = references_.find(table.name);
+  const auto& references = refs == references_.end() ? kNoReferences : refs->second;
+  bool found = false;
+  for (const Chain& chain : table.chains) {
+    if (!shown(chain)) continue;
+    if (found && format_.rule == 0) out += "\n";
+    found = true;
+    if (format_.rule == 0) {
+      auto it = references.find(chain.name);
+      out += Header(chain, it == references.end() ? 0 : it->second, format_);
+    }
+    out += rows_of(chain).text;
+  }
+  return out;
+}
+
+std::vector<SetUse> ListingCollector::SetUses() const {
+  std::vector<SetUse> out = sets_;
+  std::sort(out.begin(), out.end(), [](const SetUse& a, const SetUse& b) { return a.name < b.name; });
   return out;
 }
 

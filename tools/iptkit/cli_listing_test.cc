@@ -105,6 +105,122 @@ TEST(CliListingTest, Ipv6Addresses) {
             "ACCEPT     58   --  2001:db8::7          2001:db8::/32        ipv6-icmptype 128\n");
 }
 
+// A filter table with a user chain, jumps into it, counters, an owned rule and a set: the listing collected rule by
+// rule (ListingCollector) and from the save text (list -S) is what FormatChains / FormatRulesS print from the model,
+// for every flag combination.
+Table Mixed() {
+  Table t;
+  t.name = "filter";
+  Chain input;
+  input.name = "INPUT";
+  input.policy = "DROP";
+  input.counters = {123456789, 98765432109};
+  Rule ssh = R("-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT");
+  ssh.counters = {100000, 99999999};
+  input.rules = {ssh, R("-j USER"), R("-m set --match-set blocklist src -j DROP"),
+                 R("-s 192.0.2.1/32 -m comment --comment iptkit:web:abc -j DROP"), R("! -i eth0 -g USER")};
+  Chain user;
+  user.name = "USER";
+  user.rules = {R("-p udp -m udp --dport 53 -j ACCEPT"), R("-j RETURN")};
+  Chain empty;
+  empty.name = "EMPTY";
+  t.chains = {input, empty, user};
+  return WithBuiltinChains(t);
+}
+
+std::string Collected(const Table& table, const ListingFormat& format, bool rules_s,
+                      std::vector<SetUse>* sets = nullptr) {
+  ListingCollector collector(Family::kIPv4, {table.name}, format, rules_s);
+  collector.CollectSets();
+  collector.OnRule("nat", "PREROUTING", R("-j ACCEPT"));  // a table not listed: passed by
+  Table skeleton = table;
+  for (Chain& c : skeleton.chains) {
+    for (const Rule& r : c.rules) collector.OnRule(table.name, c.name, r);
+    c.rules.clear();
+  }
+  if (sets != nullptr) *sets = collector.SetUses();
+  return collector.Format(skeleton);
+}
+
+TEST(CliListingTest, CollectedRuleByRuleIsTheModelsListing) {
+  const Table t = Mixed();
+  for (bool counters : {false, true}) {
+    for (bool exact : {false, true}) {
+      for (bool line_numbers : {false, true}) {
+        for (std::string chain : {"", "INPUT", "USER", "EMPTY"}) {
+          for (int rule : {0, 2}) {
+            for (std::string owner : {"", "web"}) {
+              if (rule != 0 && chain.empty()) continue;
+              ListingFormat f{.counters = counters,
+                              .exact = exact,
+                              .line_numbers = line_numbers,
+                              .chain = chain,
+                              .rule = rule,
+                              .owner = owner};
+              const std::string what = chain + " " + std::to_string(rule) + " " + owner + " " +
+                                       std::to_string(counters) + std::to_string(exact) + std::to_string(line_numbers);
+              EXPECT_EQ(Collected(t, f, false), FormatChains(Family::kIPv4, t, f)) << what;
+              EXPECT_EQ(Collected(t, f, true), FormatRulesS(t, f)) << what;
+            }
+          }
+        }
+      }
+    }
+  }
+  std::vector<SetUse> sets;
+  Collected(t, {}, false, &sets);
+  Ruleset rs;
+  rs.tables = {t};
+  std::vector<SetUse> expected = SetsReferenced({&rs});
+  ASSERT_EQ(sets.size(), expected.size());
+  ASSERT_EQ(sets.size(), 1u);
+  EXPECT_EQ(sets[0].name, "blocklist");
+  ASSERT_EQ(sets[0].used_by.size(), 1u);
+  EXPECT_EQ(sets[0].used_by[0].rule, 3);
+  EXPECT_EQ(sets[0].used_by[0].chain, "INPUT");
+}
+
+TEST(CliListingTest, ResetForgetsWhatWasHandedOver) {
+  const Table t = Mixed();
+  ListingCollector collector(Family::kIPv4, {"filter"}, {}, false);
+  collector.OnRule("filter", "INPUT", R("-j ACCEPT"));
+  collector.Reset();
+  Table skeleton = t;
+  for (Chain& c : skeleton.chains) {
+    for (const Rule& r : c.rules) collector.OnRule("filter", c.name, r);
+    c.rules.clear();
+  }
+  EXPECT_EQ(collector.Format(skeleton), FormatChains(Family::kIPv4, t, {}));
+  EXPECT_EQ(collector.RuleCount("filter", "INPUT"), 5u);
+  EXPECT_EQ(collector.RuleCount("filter", "NONE"), 0u);
+}
+
+TEST(CliListingTest, RulesSFromTheSaveTextIsTheModelsListing) {
+  Table t = Mixed();
+  t.unrepresentable_reason = "a reason";
+  t.chains[0].rules[1].lossy = "shown differently";
+  Ruleset rs;
+  rs.tables = {t};
+  Result<std::vector<SavedTable>> saved = ParseSavedTables(FormatSave(rs, {.counters = false, .mark_lossy = true}));
+  ASSERT_TRUE(saved.ok()) << saved.status().ToString();
+  ASSERT_EQ(saved->size(), 1u);
+  SavedTable& s = saved->front();
+  EXPECT_EQ(s.table.unrepresentable_reason, "a reason");
+  ASSERT_EQ(s.lossy.size(), 1u);
+  EXPECT_EQ(s.lossy[0].chain, "INPUT");
+  EXPECT_EQ(s.lossy[0].rule, 2);
+  EXPECT_EQ(s.lossy[0].reason, "shown differently");
+  s.table = WithBuiltinChains(std::move(s.table));
+  for (std::string chain : {"", "INPUT", "USER", "EMPTY", "FORWARD"}) {
+    ListingFormat f{.chain = chain};
+    EXPECT_EQ(FormatRulesSFromSave(s, f), FormatRulesS(t, f)) << chain;
+  }
+  // Counters are the model's form (list -S -v): not this path's.
+  EXPECT_EQ(ParseSavedTables(FormatSave(rs, {.counters = true})).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ParseSavedTables("-A INPUT -j ACCEPT\n").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(ParseSavedTables("").ok());
+}
+
 // The sets a ruleset uses, a missing one named as such (text and JSON).
 TEST(CliListingTest, SetsReferencedIncludingAMissingOne) {
   Ruleset v4;

@@ -64,13 +64,16 @@ Result<std::string> ListJson(const Ruleset& selected, const Invocation& inv) {
 }
 
 // The sets the rules of `rulesets` use, looked up in the namespace; a failed look-up is a warning (nothing shown).
-std::vector<SetUse> UsedSets(const std::vector<const Ruleset*>& rulesets, const Invocation& inv, std::ostream& err) {
-  std::vector<SetUse> uses = SetsReferenced(rulesets);
+std::vector<SetUse> LookedUp(std::vector<SetUse> uses, const Invocation& inv, std::ostream& err) {
   if (Status s = LookUpSets(Ipsets(inv.global.netns), uses); !s.ok()) {
     if (!inv.global.quiet) err << "iptkit: warning: could not list the IP sets the rules use: " << s.message() << "\n";
     return {};
   }
   return uses;
+}
+
+std::vector<SetUse> UsedSets(const std::vector<const Ruleset*>& rulesets, const Invocation& inv, std::ostream& err) {
+  return LookedUp(SetsReferenced(rulesets), inv, err);
 }
 
 // `text` (a JSON object) with "sets": the sets used (when any).
@@ -222,6 +225,22 @@ Result<int> Execute(const Invocation& inv, Firewall& fw, std::istream& in, std::
       std::optional<std::string> table;
       if (!inv.table.empty()) table = inv.table;
       if (table == std::nullopt && !inv.chain.empty()) table = "filter";
+      if (ListsFromSaveText(inv)) {
+        // iptables -S prints iptables-save's rule lines: no rule is decoded into the model.
+        IPTKIT_ASSIGN_OR_RETURN(std::string save, fw.Save(family, table, {.allow_lossy = inv.allow_lossy}));
+        IPTKIT_ASSIGN_OR_RETURN(std::string text, RenderRulesSFromSave(save, family, inv, err));
+        out << text;
+        return kExitOk;
+      }
+      if (!inv.global.json) {
+        // Printed as the rules are read, a slice at a time, without a model of the whole table.
+        IPTKIT_ASSIGN_OR_RETURN(std::optional<RulesListing> listing, ListFromRules(fw.backend(), family, table, inv));
+        if (listing) {
+          const std::vector<SetUse> uses = LookedUp(std::move(listing->sets), inv, err);
+          out << RenderRulesListing(*listing, inv, err) << FormatSetUses(uses);
+          return kExitOk;
+        }
+      }
       IPTKIT_ASSIGN_OR_RETURN(Ruleset all, fw.List(family, table, {.allow_lossy = inv.allow_lossy}));
       all.family = family;
       IPTKIT_ASSIGN_OR_RETURN(Ruleset selected, SelectListing(std::move(all), inv));

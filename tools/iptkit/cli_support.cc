@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <nlohmann/json.hpp>
 
@@ -179,9 +180,12 @@ Status OwnedRuleError(const std::string& table, const std::string& chain, int in
       .WithReason("owned");
 }
 
-Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv) {
-  Ruleset out;
-  out.family = all.family;
+namespace {
+
+// The names of the tables `list` shows: the selected one, filter for a chain without a table, or every table
+// `present` says the kernel has plus filter, in iptables' table order.
+Result<std::vector<std::string>> ListedTables(const Invocation& inv,
+                                              const std::function<bool(const std::string&)>& present) {
   std::vector<std::string> names;
   if (!inv.table.empty()) {
     IPTKIT_RETURN_IF_ERROR(CheckTable(inv.table));
@@ -190,29 +194,96 @@ Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv) {
     names.push_back("filter");
   } else {
     for (const std::string& known : KnownTables()) {
-      if (known == "filter" || all.FindTable(known) != nullptr) names.push_back(known);
+      if (known == "filter" || present(known)) names.push_back(known);
     }
   }
+  return names;
+}
+
+// NotFound when the invocation's chain (or its rule N) is not in `table`; `rules`: how many rules the chain holds
+// (nullopt: its rules in `table`).
+Status CheckListedChain(Family family, const Table& table, const Invocation& inv,
+                        std::optional<size_t> rules = std::nullopt) {
+  if (inv.chain.empty()) return Status::Ok();
+  IPTKIT_RETURN_IF_ERROR(CheckToken("chain", inv.chain));
+  const Chain* chain = table.FindChain(inv.chain);
+  if (chain == nullptr) {
+    return Status::NotFound("chain '" + inv.chain + "' does not exist in " + std::string(FamilyName(family)) +
+                            " table " + table.name)
+        .WithToken(inv.chain);
+  }
+  const size_t count = rules.value_or(chain->rules.size());
+  if (inv.index > 0 && static_cast<size_t>(inv.index) > count) {
+    return Status::NotFound("no rule " + std::to_string(inv.index) + " in chain " + inv.chain + " (it has " +
+                            std::to_string(count) + " rules)")
+        .WithReason(std::string(kReasonIndexOutOfRange));
+  }
+  return Status::Ok();
+}
+
+// The warning for a table iptkit cannot show faithfully.
+void WarnUnrepresentable(Family family, const Table& table, const Invocation& inv, std::ostream& err) {
+  if (table.unrepresentable_reason.empty() || inv.global.quiet) return;
+  err << "iptkit: warning: " << FamilyName(family) << " table " << table.name
+      << " is unrepresentable (iptkit will not rewrite it): " << table.unrepresentable_reason << "\n";
+}
+
+void WarnLossy(Family family, const std::string& table, const std::string& chain, size_t rule,
+               const std::string& reason, const Invocation& inv, std::ostream& err) {
+  if (inv.global.quiet) return;
+  err << "iptkit: warning: " << FamilyName(family) << " " << table << " " << chain << " rule " << rule
+      << " is lossy (what is shown is not the kernel's rule): " << reason << "\n";
+}
+
+}  // namespace
+
+Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv) {
+  Ruleset out;
+  out.family = all.family;
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<std::string> names,
+                          ListedTables(inv, [&](const std::string& name) { return all.FindTable(name) != nullptr; }));
   for (const std::string& name : names) {
     Table table;
     table.name = name;
     if (Table* t = all.FindTable(name)) table = std::move(*t);
     out.tables.push_back(WithBuiltinChains(std::move(table)));
   }
-  if (!inv.chain.empty()) {
-    IPTKIT_RETURN_IF_ERROR(CheckToken("chain", inv.chain));
-    const Table& table = out.tables.front();
-    const Chain* chain = table.FindChain(inv.chain);
-    if (chain == nullptr) {
-      return Status::NotFound("chain '" + inv.chain + "' does not exist in " + std::string(FamilyName(all.family)) +
-                              " table " + table.name)
-          .WithToken(inv.chain);
+  IPTKIT_RETURN_IF_ERROR(CheckListedChain(all.family, out.tables.front(), inv));
+  return out;
+}
+
+bool ListsFromSaveText(const Invocation& inv) {
+  return inv.list.rules && !inv.global.json && inv.owner.empty() && inv.index == 0 && !inv.counters &&
+         inv.global.verbosity == 0;
+}
+
+Result<std::string> RenderRulesSFromSave(std::string_view save, Family family, const Invocation& inv,
+                                         std::ostream& err) {
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<SavedTable> saved, ParseSavedTables(save));
+  auto find = [&](const std::string& name) {
+    return std::find_if(saved.begin(), saved.end(), [&](const SavedTable& t) { return t.table.name == name; });
+  };
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<std::string> names,
+                          ListedTables(inv, [&](const std::string& name) { return find(name) != saved.end(); }));
+  std::vector<SavedTable> shown;
+  for (const std::string& name : names) {
+    SavedTable& t = shown.emplace_back();
+    t.table.name = name;
+    if (auto it = find(name); it != saved.end()) t = std::move(*it);
+    t.table = WithBuiltinChains(std::move(t.table));
+  }
+  IPTKIT_RETURN_IF_ERROR(CheckListedChain(family, shown.front().table, inv));
+  std::string out;
+  ListingFormat format;
+  format.chain = inv.chain;
+  for (const SavedTable& t : shown) {
+    WarnUnrepresentable(family, t.table, inv, err);
+    for (const SavedTable::Lossy& l : t.lossy) WarnLossy(family, t.table.name, l.chain, l.rule, l.reason, inv, err);
+    if (shown.size() > 1) {
+      if (!out.empty()) out += "\n";
+      out += "# table " + t.table.name + " (" + std::string(FamilyName(family)) + ")\n";
     }
-    if (inv.index > 0 && static_cast<size_t>(inv.index) > chain->rules.size()) {
-      return Status::NotFound("no rule " + std::to_string(inv.index) + " in chain " + inv.chain + " (it has " +
-                              std::to_string(chain->rules.size()) + " rules)")
-          .WithReason(std::string(kReasonIndexOutOfRange));
-    }
+    out += FormatRulesSFromSave(t, format);
   }
   return out;
 }
@@ -227,15 +298,11 @@ std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv
   std::string out;
   const bool several = selected.tables.size() > 1;
   for (const Table& table : selected.tables) {
-    if (!table.unrepresentable_reason.empty() && !inv.global.quiet) {
-      err << "iptkit: warning: " << FamilyName(selected.family) << " table " << table.name
-          << " is unrepresentable (iptkit will not rewrite it): " << table.unrepresentable_reason << "\n";
-    }
+    WarnUnrepresentable(selected.family, table, inv, err);
     for (const Chain& chain : table.chains) {
-      for (size_t i = 0; i < chain.rules.size() && !inv.global.quiet; ++i) {
-        if (chain.rules[i].lossy.empty()) continue;
-        err << "iptkit: warning: " << FamilyName(selected.family) << " " << table.name << " " << chain.name << " rule "
-            << i + 1 << " is lossy (what is shown is not the kernel's rule): " << chain.rules[i].lossy << "\n";
+      for (size_t i = 0; i < chain.rules.size(); ++i) {
+        if (!chain.rules[i].lossy.empty())
+          WarnLossy(selected.family, table.name, chain.name, i + 1, chain.rules[i].lossy, inv, err);
       }
     }
     ListingFormat format;
@@ -254,6 +321,79 @@ std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv
       out += "# table " + table.name + " (" + std::string(FamilyName(selected.family)) + ")\n";
     }
     out += text;
+  }
+  return out;
+}
+
+Result<std::optional<RulesListing>> ListFromRules(backend::Backend& backend, Family family,
+                                                  const std::optional<std::string>& table, const Invocation& inv) {
+  ListingFormat format;
+  format.counters = inv.counters || inv.global.verbosity > 0;
+  format.exact = inv.list.exact;
+  format.line_numbers = inv.list.line_numbers;
+  format.chain = inv.chain;
+  format.rule = inv.index;
+  format.owner = inv.owner;
+  // The tables listed are known once the read says which the kernel has: collect every table iptables knows.
+  ListingCollector collector(family, KnownTables(), format, inv.list.rules);
+  if (!inv.list.rules) collector.CollectSets();
+  IPTKIT_ASSIGN_OR_RETURN(Ruleset read, backend.ReadRules(family, table, collector));
+  read.family = family;
+  // A table that cannot be shown faithfully is refused by the model's listing, with the reason (Firewall::List).
+  if (!inv.allow_lossy) {
+    if (!collector.lossy().empty()) return std::optional<RulesListing>();
+    for (const Table& t : read.tables) {
+      if (!t.unrepresentable_reason.empty()) return std::optional<RulesListing>();
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(std::vector<std::string> names,
+                          ListedTables(inv, [&](const std::string& name) { return read.FindTable(name) != nullptr; }));
+  RulesListing out;
+  out.family = family;
+  for (const std::string& name : names) {
+    Table t;
+    t.name = name;
+    if (Table* kernel = read.FindTable(name)) t = std::move(*kernel);
+    out.tables.push_back(WithBuiltinChains(std::move(t)));
+  }
+  const Table& first = out.tables.front();
+  IPTKIT_RETURN_IF_ERROR(CheckListedChain(family, first, inv, collector.RuleCount(first.name, inv.chain)));
+  for (const Table& t : out.tables) out.texts.push_back(collector.Format(t));
+  for (const ListingCollector::Lossy& l : collector.lossy()) {
+    if (std::find(names.begin(), names.end(), l.table) != names.end()) out.lossy.push_back(l);
+  }
+  // The places of each set in the listing's order (the rules were handed over in the backend's chain order).
+  std::map<std::pair<std::string_view, std::string_view>, size_t> order;
+  for (const Table& t : out.tables) {
+    for (const Chain& c : t.chains)
+      order.emplace(std::pair<std::string_view, std::string_view>(t.name, c.name), order.size());
+  }
+  std::vector<SetUse> sets = collector.SetUses();
+  for (SetUse& use : sets) {
+    std::erase_if(use.used_by, [&](const SetUse::Place& p) { return !order.count({p.table, p.chain}); });
+    std::stable_sort(use.used_by.begin(), use.used_by.end(), [&](const SetUse::Place& a, const SetUse::Place& b) {
+      const size_t x = order.at({a.table, a.chain}), y = order.at({b.table, b.chain});
+      return x != y ? x < y : a.rule < b.rule;
+    });
+    if (!use.used_by.empty()) out.sets.push_back(std::move(use));
+  }
+  return std::optional<RulesListing>(std::move(out));
+}
+
+std::string RenderRulesListing(const RulesListing& listing, const Invocation& inv, std::ostream& err) {
+  std::string out;
+  const bool several = listing.tables.size() > 1;
+  for (size_t i = 0; i < listing.tables.size(); ++i) {
+    const Table& table = listing.tables[i];
+    WarnUnrepresentable(listing.family, table, inv, err);
+    for (const ListingCollector::Lossy& l : listing.lossy) {
+      if (l.table == table.name) WarnLossy(listing.family, l.table, l.chain, l.rule, l.reason, inv, err);
+    }
+    if (several) {
+      if (!out.empty()) out += "\n";
+      out += "# table " + table.name + " (" + std::string(FamilyName(listing.family)) + ")\n";
+    }
+    out += listing.texts[i];
   }
   return out;
 }

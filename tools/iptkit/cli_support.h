@@ -19,6 +19,7 @@
 #include "iptkit/model.h"
 #include "iptkit/status.h"
 #include "tools/iptkit/cli_args.h"
+#include "tools/iptkit/cli_listing.h"
 
 namespace iptkit::cli {
 
@@ -62,6 +63,31 @@ std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv
 // every table of `all` plus filter, in iptables' table order. NotFound for a user chain or rule N that is missing.
 // The tables are moved out of `all` (pass a copy, or std::move it when it is not used afterwards).
 Result<Ruleset> SelectListing(Ruleset all, const Invocation& inv);
+
+// Whether `list` is printed from the save text (RenderRulesSFromSave): -S without counters, rule number, owner or
+// JSON. The others are printed from the model.
+bool ListsFromSaveText(const Invocation& inv);
+// RenderListing's text for such an invocation, from `save` (Firewall::Save of the tables listed: inv.table, filter
+// for a chain alone, or all): the same bytes, the same warnings and errors, without a model rule.
+Result<std::string> RenderRulesSFromSave(std::string_view save, Family family, const Invocation& inv,
+                                         std::ostream& err);
+
+// `list` (text) from the rules handed over one at a time (Backend::ReadRules): the tables listed (WithBuiltinChains,
+// without rules), each one's text as FormatChains / FormatRulesS print it, its lossy rules and the sets the listed
+// rules use (SetsReferenced, for the table form only).
+struct RulesListing {
+  Family family = Family::kIPv4;
+  std::vector<Table> tables;
+  std::vector<std::string> texts;  // one per table
+  std::vector<ListingCollector::Lossy> lossy;
+  std::vector<SetUse> sets;
+};
+// nullopt when a table cannot be shown faithfully and --allow-lossy is not given: the model's listing
+// (Firewall::List) refuses it with the reason. NotFound as SelectListing.
+Result<std::optional<RulesListing>> ListFromRules(backend::Backend& backend, Family family,
+                                                  const std::optional<std::string>& table, const Invocation& inv);
+// RenderSelectedListing's text and warnings for such a listing.
+std::string RenderRulesListing(const RulesListing& listing, const Invocation& inv, std::ostream& err);
 
 // Narrows a JSON listing ({"family", "tables": [...]}) to what the invocation selects: only CHAIN, only rule N,
 // only the rules of --owner (rules keep their "index", chains without such rules are dropped); drops "counters"

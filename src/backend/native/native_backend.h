@@ -102,6 +102,9 @@ class NativeBackend final : public Backend {
   // iptables-nft-save prints it), without the model and without touching the cache: byte for byte FormatSave of
   // Read(family, table). `read` holds the tables and chains printed (with unrepresentable_reason), no rules.
   Result<SaveText> ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) override;
+  // Read's rules decoded a slice at a time into the same model rules, handed over and reused (native_save.cc):
+  // neither the binary rules of the whole dump nor a model rule per rule are held. Does not touch the cache.
+  Result<Ruleset> ReadRules(Family family, const std::optional<std::string>& table, RuleVisitor& visitor) override;
   // kChains reads tables and chains only; kPositions also the rules' handles (placeholders in the model); both
   // skip decoding. Cached like a whole-family read, each at its detail.
   Result<Ruleset> ReadForPlan(Family family, SnapshotDetail detail) override;

@@ -416,6 +416,96 @@ TEST_F(NativeBackendTest, SaveTextFromBinaryRulesIsTheModelReadsText) {
                                     "-A INPUT -j DROP\n"));
 }
 
+// Regression: the save text judged a table at its first rule, before the sets are dumped, so a table holding rules
+// and an nft set (which iptables cannot show) was printed as representable while the model read refused it.
+TEST_F(NativeBackendTest, SaveTextAndRulesReadJudgeNftSetsAfterTheRules) {
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-s", "192.0.2.1", "-j", "ACCEPT"}), "");
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add set ip filter myset { type ipv4_addr; }"}), "");
+  Result<Ruleset> model = backend_->Read(Family::kIPv4, std::string("filter"));
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ASSERT_THAT(model->tables.front().unrepresentable_reason, HasSubstr("myset"));
+  Result<SaveText> text = backend_->ReadSaveText(Family::kIPv4, std::string("filter"), false);
+  ASSERT_TRUE(text.ok()) << text.status().ToString();
+  EXPECT_EQ(text->read.tables.front().unrepresentable_reason, model->tables.front().unrepresentable_reason);
+  EXPECT_EQ(text->text, FormatSave(*model, {.counters = false, .mark_lossy = true}));
+}
+
+// Collects what ReadRules hands over, as a model.
+class Collect final : public RuleVisitor {
+ public:
+  void OnRule(const std::string& table, const std::string& chain, const Rule& rule) override {
+    got.push_back({table, chain, rule});
+  }
+  void Reset() override { got.clear(); }
+  struct One {
+    std::string table, chain;
+    Rule rule;
+  };
+  std::vector<One> got;
+};
+
+// ReadRules hands over, rule by rule, exactly the rules of the model read (chain after chain), and returns
+// its tables and chains without rules, with the same reasons: for the family, one table, a table the kernel does
+// not have, more rules than one slice, and an unrepresentable table.
+TEST_F(NativeBackendTest, ReadRulesHandsOverTheModelReadsRules) {
+  ASSERT_EQ(Iptables({"-N", "WEB"}), "");
+  std::string text = "*filter\n";
+  for (int i = 0; i < 1500; ++i) {
+    text += "-A WEB -s 10.0." + std::to_string(i / 250) + "." + std::to_string(i % 250 + 1) +
+            "/32 -p tcp -m tcp --dport " + std::to_string(1000 + i) + " -m comment --comment \"r" + std::to_string(i) +
+            "\" -j ACCEPT\n";
+  }
+  text +=
+      "-A INPUT -j WEB\nCOMMIT\n*nat\n-A PREROUTING -p udp -m udp --dport 53 -j DNAT --to-destination "
+      "192.0.2.1\nCOMMIT\n";
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/iptables-nft-restore", "--noflush"}, text), "");
+  auto same = [&](const std::optional<std::string>& table) {
+    SCOPED_TRACE(table.value_or("(family)"));
+    Result<Ruleset> model = backend_->Read(Family::kIPv4, table);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    Collect collect;
+    Result<Ruleset> read = backend_->ReadRules(Family::kIPv4, table, collect);
+    ASSERT_TRUE(read.ok()) << read.status().ToString();
+    // Each chain's rules in their order, one chain after another.
+    std::map<std::pair<std::string, std::string>, std::vector<Rule>> handed;
+    std::pair<std::string, std::string> previous;
+    for (const Collect::One& one : collect.got) {
+      std::pair<std::string, std::string> where{one.table, one.chain};
+      if (where != previous) {
+        EXPECT_FALSE(handed.count(where)) << one.table << " " << one.chain << " handed over in two runs";
+        previous = where;
+      }
+      handed[where].push_back(one.rule);
+    }
+    size_t k = 0;
+    ASSERT_EQ(read->tables.size(), model->tables.size());
+    for (size_t i = 0; i < model->tables.size(); ++i) {
+      const iptkit::Table& t = model->tables[i];
+      EXPECT_EQ(read->tables[i].name, t.name);
+      EXPECT_EQ(read->tables[i].unrepresentable_reason, t.unrepresentable_reason);
+      ASSERT_EQ(read->tables[i].chains.size(), t.chains.size());
+      for (size_t c = 0; c < t.chains.size(); ++c) {
+        EXPECT_EQ(read->tables[i].chains[c].name, t.chains[c].name);
+        EXPECT_EQ(read->tables[i].chains[c].policy, t.chains[c].policy);
+        EXPECT_TRUE(read->tables[i].chains[c].rules.empty());
+        const std::vector<Rule>& got = handed[{t.name, t.chains[c].name}];
+        ASSERT_EQ(got.size(), t.chains[c].rules.size()) << t.name << " " << t.chains[c].name;
+        for (size_t r = 0; r < got.size(); ++r) {
+          EXPECT_EQ(got[r], t.chains[c].rules[r]) << FormatRuleSpec(t.chains[c].rules[r]);
+          ++k;
+        }
+      }
+    }
+    EXPECT_EQ(k, collect.got.size());
+  };
+  for (const auto& table :
+       {std::optional<std::string>(), std::optional<std::string>("filter"), std::optional<std::string>("raw")}) {
+    same(table);
+  }
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add rule ip filter INPUT ip saddr { 1.1.1.1, 2.2.2.2 } accept"}), "");
+  same(std::nullopt);
+}
+
 TEST_F(NativeBackendTest, WholeTableRestoreReplacesTheTableInOneBatch) {
   ASSERT_EQ(Iptables({"-N", "OLD"}), "");
   ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "OLD"}), "");

@@ -18,6 +18,19 @@
 namespace iptkit::backend::native {
 namespace {
 
+// A visitor judges a table's chains at its first rule, before the sets are dumped (they come after the rules): once
+// the whole read is in, `reason` is judged again with the sets (JudgeChains names nft sets in the table) when it is
+// still empty.
+void RejudgeWithSets(const std::vector<DumpedChain>& chains,
+                     const std::map<std::string, std::vector<std::string>>& sets, const std::string& table,
+                     std::string& reason) {
+  if (!reason.empty() || !sets.count(table)) return;
+  Result<Table> fresh = NewTable(table);
+  if (!fresh.ok()) return;
+  NativeBackend::KTable kernel;
+  reason = JudgeChains(chains, sets, *fresh, kernel);
+}
+
 void AppendCounters(std::string& out, const Counters& counters) {
   dialect::AppendSaveCounters(out, counters.packets, counters.bytes);
 }
@@ -80,6 +93,8 @@ class SaveVisitor final : public DumpVisitor {
     Ruleset one;
     one.family = family_;
     for (TableOut& t : tables_) {
+      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
+      RejudgeWithSets(chains, sets, t.table.name, t.reason);
       Table& shown = t.table;
       shown.unrepresentable_reason = !t.reason.empty()          ? t.reason
                                      : !t.decode_reason.empty() ? t.decode_reason
@@ -184,6 +199,148 @@ class SaveVisitor final : public DumpVisitor {
   std::vector<const XtRule*> ptrs_;
 };
 
+// Decodes the rules a slice at a time into the same model rules and hands each to the caller's visitor, in dump
+// order (table by table, chain by chain): what Dump builds for the model read, without keeping it. The tables, chains
+// and reasons are judged as Dump judges them.
+class RulesVisitor final : public DumpVisitor {
+ public:
+  RulesVisitor(Family family, Xtables* xt, int netns_fd, RuleVisitor& out)
+      : family_(family), xt_(xt), netns_fd_(netns_fd), out_(out) {}
+
+  void Reset() override {
+    // A new attempt (the generation moved during the last one): the caller forgets what it was handed.
+    out_.Reset();
+    DumpVisitor::Reset();
+    tables_.clear();
+    chains_.clear();
+    run_ = nullptr;
+    judged_ = false;
+    pending_.clear();
+    pending_where_.clear();
+  }
+
+  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) override {
+    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
+    if (run_ == nullptr || loc.chain != run_->name || loc.table != run_->table->table.name) {
+      key_.assign(loc.table);
+      key_ += '\0';
+      key_ += loc.chain;
+      auto it = chains_.find(key_);
+      if (it == chains_.end()) return Status::Ok();  // a table or chain the model read leaves out (judged above)
+      run_ = &it->second;
+    }
+    Result<XtRule> xt = DecodeDumpedRule(family_, m);
+    if (!xt.ok()) {
+      if (run_->table->decode_reason.empty()) {
+        run_->table->decode_reason = "chain " + run_->name + " rule " + std::to_string(run_->rules + 1) +
+                                     " (nft handle " + std::to_string(loc.handle) + "): " + xt.status().message();
+      }
+      return Status::Ok();
+    }
+    if (pending_.empty()) pending_.reserve(kSlice);
+    pending_.push_back(*std::move(xt));
+    pending_where_.push_back({run_, run_->rules++});
+    if (pending_.size() == kSlice) Hand();
+    return Status::Ok();
+  }
+
+  // After a whole read: the tables and chains, without rules.
+  Result<Ruleset> Finish(const std::optional<std::string>& table) {
+    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
+    Hand();
+    Ruleset out;
+    out.family = family_;
+    if (tables_.empty() && table) {
+      // Read gives a table the kernel does not have as iptables-nft-save -t TABLE prints it.
+      if (Result<Table> fresh = NewTable(*table); fresh.ok()) tables_.emplace_back().table = *std::move(fresh);
+    }
+    for (TableOut& t : tables_) {
+      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
+      RejudgeWithSets(chains, sets, t.table.name, t.reason);
+      t.table.unrepresentable_reason = !t.reason.empty()          ? t.reason
+                                       : !t.decode_reason.empty() ? t.decode_reason
+                                                                  : t.format_reason;
+      out.tables.push_back(std::move(t.table));
+    }
+    return out;
+  }
+
+ private:
+  static constexpr size_t kSlice = 1024;
+  struct TableOut {
+    Table table;  // its chains, without rules
+    NativeBackend::KTable kernel;
+    std::string reason;         // JudgeChains's
+    std::string decode_reason;  // the first rule that does not decode
+    std::string format_reason;  // the first rule libxtables cannot print
+  };
+  struct ChainOut {
+    TableOut* table = nullptr;
+    std::string name;
+    size_t rules = 0;  // rules decoded so far
+  };
+
+  Status Judge() {
+    judged_ = true;
+    for (const std::string& name : SaveOrder()) {
+      if (!tables.count(name)) continue;
+      IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
+      tables_.emplace_back().table = std::move(t);
+    }
+    for (TableOut& t : tables_) {
+      t.reason = JudgeChains(chains, sets, t.table, t.kernel);
+      for (const Chain& c : t.table.chains) {
+        if (!t.kernel.chains.count(c.name)) continue;
+        ChainOut& out = chains_[t.table.name + '\0' + c.name];
+        out.table = &t;
+        out.name = c.name;
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Builds the pending rules' models into the reused slice of rules and hands them over. A rule libxtables cannot
+  // print is handed over as the model read leaves it (an empty rule) and gives its table a reason.
+  void Hand() {
+    if (pending_.empty()) return;
+    if (built_.size() < pending_.size()) built_.resize(pending_.size());
+    ptrs_.clear();
+    out_ptrs_.clear();
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      ptrs_.push_back(&pending_[i]);
+      out_ptrs_.push_back(&built_[i]);
+    }
+    for (auto& [k, error] : xt_->ToRules(ptrs_, out_ptrs_, netns_fd_)) {
+      auto [chain, index] = pending_where_[k];
+      if (chain->table->format_reason.empty()) {
+        chain->table->format_reason =
+            "chain " + chain->name + " rule " + std::to_string(index + 1) + ": " + error.message();
+      }
+    }
+    for (size_t i = 0; i < pending_.size(); ++i) {
+      const ChainOut& chain = *pending_where_[i].first;
+      out_.OnRule(chain.table->table.name, chain.name, built_[i]);
+    }
+    pending_.clear();
+    pending_where_.clear();
+  }
+
+  Family family_;
+  Xtables* xt_;
+  int netns_fd_;
+  RuleVisitor& out_;
+  std::vector<TableOut> tables_;  // in iptables-nft-save's order (fixed once judged: chains_ points into it)
+  std::unordered_map<std::string, ChainOut> chains_;  // "table\0chain"
+  ChainOut* run_ = nullptr;
+  std::string key_;
+  bool judged_ = false;
+  std::vector<XtRule> pending_;
+  std::vector<std::pair<ChainOut*, size_t>> pending_where_;
+  std::vector<const XtRule*> ptrs_;
+  std::vector<Rule> built_;  // the slice's models, reused by the next slice
+  std::vector<Rule*> out_ptrs_;
+};
+
 }  // namespace
 
 Result<SaveText> NativeBackend::ReadSaveText(Family family, const std::optional<std::string>& table, bool counters) {
@@ -191,6 +348,17 @@ Result<SaveText> NativeBackend::ReadSaveText(Family family, const std::optional<
   SaveVisitor visitor(family, counters, xt, netns_.get());
   IPTKIT_RETURN_IF_ERROR(DumpAtOneGeneration(family, table, SnapshotDetail::kRules, ChainScope{}, visitor).status());
   return visitor.Finish(table);
+}
+
+}  // namespace iptkit::backend::native
+
+namespace iptkit::backend::native {
+
+Result<Ruleset> NativeBackend::ReadRules(Family family, const std::optional<std::string>& table, RuleVisitor& visitor) {
+  IPTKIT_ASSIGN_OR_RETURN(Xtables * xt, Xtables::Instance());
+  RulesVisitor rules(family, xt, netns_.get(), visitor);
+  IPTKIT_RETURN_IF_ERROR(DumpAtOneGeneration(family, table, SnapshotDetail::kRules, ChainScope{}, rules).status());
+  return rules.Finish(table);
 }
 
 }  // namespace iptkit::backend::native
