@@ -6,7 +6,9 @@
 // ops on one of them) it creates a fresh network namespace (iptkit-clibench-<pid>-<size>-<chains>), loads the rules
 // through iptables-nft-restore, then runs rounds:
 // in each round every op is done once by every tool in turn (so every command follows another tool's write and no
-// tool has anything warm but the page cache). Set-up and undo steps around an op (e.g. adding the rule a delete
+// tool has anything warm but the page cache); the tools' order rotates from round to round, so that no tool always
+// follows the same one (a write of 10,000 rules through iptables-nft-restore leaves the kernel freeing the old rules
+// in its work queue while the next command runs). Set-up and undo steps around an op (e.g. adding the rule a delete
 // removes) are done with iptables-nft and not timed. The first round is a checked warm-up: exit codes, and the
 // rule count after each op and after its undo, against iptables-nft-save. Prints a Markdown report on stdout
 // (medians; ratios to iptables-nft, so below 1 means the iptkit command is faster) and progress on stderr.
@@ -193,7 +195,8 @@ int Main(int argc, char** argv) {
       std::cerr << "size " << size << "/" << chains << ": round " << round << (round == 0 ? " (warm-up, checked)" : "")
                 << "\n";
       for (const Op& op : ops) {
-        for (const Tool& tool : tools) {
+        for (size_t turn = 0; turn < tools.size(); ++turn) {
+          const Tool& tool = tools[(turn + static_cast<size_t>(round)) % tools.size()];
           Cell& cell = cells[{op.name, tool.name}];
           if (!cell.error.empty()) continue;
           auto fail = [&](const std::string& why) { cell.error = why; };
