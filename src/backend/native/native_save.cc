@@ -35,13 +35,12 @@ void AppendCounters(std::string& out, const Counters& counters) {
   dialect::AppendSaveCounters(out, counters.packets, counters.bytes);
 }
 
-// Prints the rules a slice at a time as they arrive: each one's "-A CHAIN ..." line goes into its chain's text; the
-// chains' texts are put together in iptables-nft-save's order at the end. Only the slice's binary rules and the
-// text are kept, never a model rule.
-class SaveVisitor final : public DumpVisitor {
+// What both readers below share: the tables and chains judged as Dump judges them, and each dumped rule decoded and
+// kept with its chain until a slice of kSlice rules is full, when the reader's Flush turns the slice into its output.
+// Only a slice of binary rules is kept at a time, never a model of the whole table.
+class SliceVisitor : public DumpVisitor {
  public:
-  SaveVisitor(Family family, bool counters, Xtables* xt, int netns_fd)
-      : family_(family), counters_(counters), xt_(xt), netns_fd_(netns_fd) {}
+  SliceVisitor(Family family, Xtables* xt, int netns_fd) : family_(family), xt_(xt), netns_fd_(netns_fd) {}
 
   void Reset() override {
     DumpVisitor::Reset();
@@ -53,7 +52,7 @@ class SaveVisitor final : public DumpVisitor {
     pending_where_.clear();
   }
 
-  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) override {
+  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) final {
     if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
     if (run_ == nullptr || loc.chain != run_->name || loc.table != run_->table->table.name) {
       key_.assign(loc.table);
@@ -71,53 +70,14 @@ class SaveVisitor final : public DumpVisitor {
       }
       return Status::Ok();
     }
+    if (pending_.empty()) pending_.reserve(kSlice);
     pending_.push_back(*std::move(xt));
     pending_where_.push_back({run_, run_->rules++});
-    if (pending_.size() == kSlice) Print();
+    if (pending_.size() == kSlice) Flush();
     return Status::Ok();
   }
 
-  // After a whole read: the text, and the tables printed (chains without rules).
-  Result<SaveText> Finish(const std::optional<std::string>& table) {
-    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
-    Print();
-    SaveText out;
-    out.read.family = family_;
-    if (tables_.empty() && table) {
-      // iptables-nft-save -t TABLE prints a table it does not have (as Read does).
-      if (Result<Table> fresh = NewTable(*table); fresh.ok()) tables_.emplace_back().table = *std::move(fresh);
-    }
-    size_t size = 0;
-    for (const auto& [key, chain] : chains_) size += chain.lines.size();
-    out.text.reserve(size + 4096);
-    Ruleset one;
-    one.family = family_;
-    for (TableOut& t : tables_) {
-      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
-      RejudgeWithSets(chains, sets, t.table.name, t.reason);
-      Table& shown = t.table;
-      shown.unrepresentable_reason = !t.reason.empty()          ? t.reason
-                                     : !t.decode_reason.empty() ? t.decode_reason
-                                                                : t.format_reason;
-      // "*table", the reason, the chain lines and "COMMIT" as FormatSave prints them; the rule lines before COMMIT.
-      one.tables.clear();
-      one.tables.push_back(std::move(shown));
-      std::string head = FormatSave(one, {.counters = counters_, .mark_lossy = true});
-      constexpr std::string_view kCommit = "COMMIT\n";
-      out.text.append(head, 0, head.size() - kCommit.size());
-      for (const Chain& c : one.tables.front().chains) {
-        key_.assign(one.tables.front().name);
-        key_ += '\0';
-        key_ += c.name;
-        if (auto it = chains_.find(key_); it != chains_.end()) out.text += it->second.lines;
-      }
-      out.text += kCommit;
-      out.read.tables.push_back(std::move(one.tables.front()));
-    }
-    return out;
-  }
-
- private:
+ protected:
   static constexpr size_t kSlice = 1024;
   struct TableOut {
     Table table;  // its chains, without rules
@@ -130,9 +90,56 @@ class SaveVisitor final : public DumpVisitor {
     TableOut* table = nullptr;
     std::string name;
     size_t rules = 0;   // rules decoded so far (a rule's number in its chain as the model read counts it)
-    std::string lines;  // its "-A" lines
+    std::string lines;  // its "-A" lines (the save text's reader only)
   };
 
+  // Turns the pending slice into the reader's output, then empties it.
+  virtual void Flush() = 0;
+
+  // After a whole read: the last slice flushed, and every table's unrepresentable_reason set. A table named and not
+  // in the kernel is given as iptables-nft-save -t TABLE prints it (as Read does).
+  Status Complete(const std::optional<std::string>& table) {
+    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
+    Flush();
+    if (tables_.empty() && table) {
+      if (Result<Table> fresh = NewTable(*table); fresh.ok()) tables_.emplace_back().table = *std::move(fresh);
+    }
+    for (TableOut& t : tables_) {
+      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
+      RejudgeWithSets(chains, sets, t.table.name, t.reason);
+      t.table.unrepresentable_reason = !t.reason.empty()          ? t.reason
+                                       : !t.decode_reason.empty() ? t.decode_reason
+                                                                  : t.format_reason;
+    }
+    return Status::Ok();
+  }
+
+  // The slice's rules as libxtables takes them.
+  const std::vector<const XtRule*>& PendingPointers() {
+    ptrs_.clear();
+    for (const XtRule& x : pending_) ptrs_.push_back(&x);
+    return ptrs_;
+  }
+
+  // A rule of the slice libxtables could not print gives its table a reason (the first one counts).
+  void FormatFailed(size_t k, const Status& error) {
+    auto [chain, index] = pending_where_[k];
+    if (chain->table->format_reason.empty()) {
+      chain->table->format_reason =
+          "chain " + chain->name + " rule " + std::to_string(index + 1) + ": " + error.message();
+    }
+  }
+
+  Family family_;
+  Xtables* xt_;
+  int netns_fd_;
+  std::vector<TableOut> tables_;  // in iptables-nft-save's order (fixed once judged: chains_ points into it)
+  std::unordered_map<std::string, ChainOut> chains_;  // "table\0chain" → the chain
+  std::string key_;
+  std::vector<XtRule> pending_;
+  std::vector<std::pair<ChainOut*, size_t>> pending_where_;  // chain, and the rule's index among its decoded rules
+
+ private:
   // The tables and their chains, once every chain message is in (before the first rule; the rule dump follows the
   // chain dump).
   Status Judge() {
@@ -154,27 +161,64 @@ class SaveVisitor final : public DumpVisitor {
     return Status::Ok();
   }
 
+  ChainOut* run_ = nullptr;  // the chain of the previous rule (rules come chain by chain)
+  bool judged_ = false;
+  std::vector<const XtRule*> ptrs_;
+};
+
+// Prints the rules a slice at a time as they arrive: each one's "-A CHAIN ..." line goes into its chain's text; the
+// chains' texts are put together in iptables-nft-save's order at the end.
+class SaveVisitor final : public SliceVisitor {
+ public:
+  SaveVisitor(Family family, bool counters, Xtables* xt, int netns_fd)
+      : SliceVisitor(family, xt, netns_fd), counters_(counters) {}
+
+  // After a whole read: the text, and the tables printed (chains without rules).
+  Result<SaveText> Finish(const std::optional<std::string>& table) {
+    IPTKIT_RETURN_IF_ERROR(Complete(table));
+    SaveText out;
+    out.read.family = family_;
+    size_t size = 0;
+    for (const auto& [key, chain] : chains_) size += chain.lines.size();
+    out.text.reserve(size + 4096);
+    Ruleset one;
+    one.family = family_;
+    for (TableOut& t : tables_) {
+      // "*table", the reason, the chain lines and "COMMIT" as FormatSave prints them; the rule lines before COMMIT.
+      one.tables.clear();
+      one.tables.push_back(std::move(t.table));
+      std::string head = FormatSave(one, {.counters = counters_, .mark_lossy = true});
+      constexpr std::string_view kCommit = "COMMIT\n";
+      out.text.append(head, 0, head.size() - kCommit.size());
+      for (const Chain& c : one.tables.front().chains) {
+        key_.assign(one.tables.front().name);
+        key_ += '\0';
+        key_ += c.name;
+        if (auto it = chains_.find(key_); it != chains_.end()) out.text += it->second.lines;
+      }
+      out.text += kCommit;
+      out.read.tables.push_back(std::move(one.tables.front()));
+    }
+    return out;
+  }
+
+ private:
   // Prints the pending rules into their chains' texts. A rule libxtables cannot print is printed as the model read
   // leaves it (an empty rule) and gives its table a reason.
-  void Print() {
+  void Flush() override {
     if (pending_.empty()) return;
-    ptrs_.clear();
-    for (const XtRule& x : pending_) ptrs_.push_back(&x);
-    std::vector<Result<std::string>> texts = xt_->Format(ptrs_, netns_fd_);
+    std::vector<Result<std::string>> texts = xt_->Format(PendingPointers(), netns_fd_);
     for (size_t i = 0; i < texts.size(); ++i) {
-      auto [chain, index] = pending_where_[i];
-      std::string& out = chain->lines;
+      ChainOut& chain = *pending_where_[i].first;
+      std::string& out = chain.lines;
       if (counters_) {
         AppendCounters(out, texts[i].ok() ? pending_[i].counters : Counters{});
         out += ' ';
       }
       out += "-A ";
-      out += chain->name;
+      out += chain.name;
       if (!texts[i].ok()) {
-        if (chain->table->format_reason.empty()) {
-          chain->table->format_reason =
-              "chain " + chain->name + " rule " + std::to_string(index + 1) + ": " + texts[i].status().message();
-        }
+        FormatFailed(i, texts[i].status());
       } else if (!texts[i]->empty()) {
         out += ' ';
         out += *texts[i];
@@ -185,138 +229,40 @@ class SaveVisitor final : public DumpVisitor {
     pending_where_.clear();
   }
 
-  Family family_;
   bool counters_;
-  Xtables* xt_;
-  int netns_fd_;
-  std::vector<TableOut> tables_;  // in iptables-nft-save's order (fixed once judged: chains_ points into it)
-  std::unordered_map<std::string, ChainOut> chains_;  // "table\0chain" → the chain's text
-  ChainOut* run_ = nullptr;                           // the chain of the previous rule (rules come chain by chain)
-  std::string key_;
-  bool judged_ = false;
-  std::vector<XtRule> pending_;
-  std::vector<std::pair<ChainOut*, size_t>> pending_where_;  // chain, and the rule's index among its decoded rules
-  std::vector<const XtRule*> ptrs_;
 };
 
 // Decodes the rules a slice at a time into the same model rules and hands each to the caller's visitor, in dump
-// order (table by table, chain by chain): what Dump builds for the model read, without keeping it. The tables, chains
-// and reasons are judged as Dump judges them.
-class RulesVisitor final : public DumpVisitor {
+// order (table by table, chain by chain): what Dump builds for the model read, without keeping it.
+class RulesVisitor final : public SliceVisitor {
  public:
   RulesVisitor(Family family, Xtables* xt, int netns_fd, RuleVisitor& out)
-      : family_(family), xt_(xt), netns_fd_(netns_fd), out_(out) {}
+      : SliceVisitor(family, xt, netns_fd), out_(out) {}
 
   void Reset() override {
     // A new attempt (the generation moved during the last one): the caller forgets what it was handed.
     out_.Reset();
-    DumpVisitor::Reset();
-    tables_.clear();
-    chains_.clear();
-    run_ = nullptr;
-    judged_ = false;
-    pending_.clear();
-    pending_where_.clear();
-  }
-
-  Status OnRule(const nlmsghdr* m, const RuleLocation& loc) override {
-    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
-    if (run_ == nullptr || loc.chain != run_->name || loc.table != run_->table->table.name) {
-      key_.assign(loc.table);
-      key_ += '\0';
-      key_ += loc.chain;
-      auto it = chains_.find(key_);
-      if (it == chains_.end()) return Status::Ok();  // a table or chain the model read leaves out (judged above)
-      run_ = &it->second;
-    }
-    Result<XtRule> xt = DecodeDumpedRule(family_, m);
-    if (!xt.ok()) {
-      if (run_->table->decode_reason.empty()) {
-        run_->table->decode_reason = "chain " + run_->name + " rule " + std::to_string(run_->rules + 1) +
-                                     " (nft handle " + std::to_string(loc.handle) + "): " + xt.status().message();
-      }
-      return Status::Ok();
-    }
-    if (pending_.empty()) pending_.reserve(kSlice);
-    pending_.push_back(*std::move(xt));
-    pending_where_.push_back({run_, run_->rules++});
-    if (pending_.size() == kSlice) Hand();
-    return Status::Ok();
+    SliceVisitor::Reset();
   }
 
   // After a whole read: the tables and chains, without rules.
   Result<Ruleset> Finish(const std::optional<std::string>& table) {
-    if (!judged_) IPTKIT_RETURN_IF_ERROR(Judge());
-    Hand();
+    IPTKIT_RETURN_IF_ERROR(Complete(table));
     Ruleset out;
     out.family = family_;
-    if (tables_.empty() && table) {
-      // Read gives a table the kernel does not have as iptables-nft-save -t TABLE prints it.
-      if (Result<Table> fresh = NewTable(*table); fresh.ok()) tables_.emplace_back().table = *std::move(fresh);
-    }
-    for (TableOut& t : tables_) {
-      // The sets are dumped after the rules: a table's reason is judged again with them (as Dump judges it).
-      RejudgeWithSets(chains, sets, t.table.name, t.reason);
-      t.table.unrepresentable_reason = !t.reason.empty()          ? t.reason
-                                       : !t.decode_reason.empty() ? t.decode_reason
-                                                                  : t.format_reason;
-      out.tables.push_back(std::move(t.table));
-    }
+    for (TableOut& t : tables_) out.tables.push_back(std::move(t.table));
     return out;
   }
 
  private:
-  static constexpr size_t kSlice = 1024;
-  struct TableOut {
-    Table table;  // its chains, without rules
-    NativeBackend::KTable kernel;
-    std::string reason;         // JudgeChains's
-    std::string decode_reason;  // the first rule that does not decode
-    std::string format_reason;  // the first rule libxtables cannot print
-  };
-  struct ChainOut {
-    TableOut* table = nullptr;
-    std::string name;
-    size_t rules = 0;  // rules decoded so far
-  };
-
-  Status Judge() {
-    judged_ = true;
-    for (const std::string& name : SaveOrder()) {
-      if (!tables.count(name)) continue;
-      IPTKIT_ASSIGN_OR_RETURN(Table t, NewTable(name));
-      tables_.emplace_back().table = std::move(t);
-    }
-    for (TableOut& t : tables_) {
-      t.reason = JudgeChains(chains, sets, t.table, t.kernel);
-      for (const Chain& c : t.table.chains) {
-        if (!t.kernel.chains.count(c.name)) continue;
-        ChainOut& out = chains_[t.table.name + '\0' + c.name];
-        out.table = &t;
-        out.name = c.name;
-      }
-    }
-    return Status::Ok();
-  }
-
   // Builds the pending rules' models into the reused slice of rules and hands them over. A rule libxtables cannot
   // print is handed over as the model read leaves it (an empty rule) and gives its table a reason.
-  void Hand() {
+  void Flush() override {
     if (pending_.empty()) return;
     if (built_.size() < pending_.size()) built_.resize(pending_.size());
-    ptrs_.clear();
     out_ptrs_.clear();
-    for (size_t i = 0; i < pending_.size(); ++i) {
-      ptrs_.push_back(&pending_[i]);
-      out_ptrs_.push_back(&built_[i]);
-    }
-    for (auto& [k, error] : xt_->ToRules(ptrs_, out_ptrs_, netns_fd_)) {
-      auto [chain, index] = pending_where_[k];
-      if (chain->table->format_reason.empty()) {
-        chain->table->format_reason =
-            "chain " + chain->name + " rule " + std::to_string(index + 1) + ": " + error.message();
-      }
-    }
+    for (size_t i = 0; i < pending_.size(); ++i) out_ptrs_.push_back(&built_[i]);
+    for (auto& [k, error] : xt_->ToRules(PendingPointers(), out_ptrs_, netns_fd_)) FormatFailed(k, error);
     for (size_t i = 0; i < pending_.size(); ++i) {
       const ChainOut& chain = *pending_where_[i].first;
       out_.OnRule(chain.table->table.name, chain.name, built_[i]);
@@ -325,18 +271,7 @@ class RulesVisitor final : public DumpVisitor {
     pending_where_.clear();
   }
 
-  Family family_;
-  Xtables* xt_;
-  int netns_fd_;
   RuleVisitor& out_;
-  std::vector<TableOut> tables_;  // in iptables-nft-save's order (fixed once judged: chains_ points into it)
-  std::unordered_map<std::string, ChainOut> chains_;  // "table\0chain"
-  ChainOut* run_ = nullptr;
-  std::string key_;
-  bool judged_ = false;
-  std::vector<XtRule> pending_;
-  std::vector<std::pair<ChainOut*, size_t>> pending_where_;
-  std::vector<const XtRule*> ptrs_;
   std::vector<Rule> built_;  // the slice's models, reused by the next slice
   std::vector<Rule*> out_ptrs_;
 };
