@@ -293,6 +293,22 @@ Result<std::string> RenderListing(Ruleset all, const Invocation& inv, const RowN
   return RenderSelectedListing(selected, inv, notes, err);
 }
 
+namespace {
+
+// The listing format the command line asks for (-v / -c, -x, --line-numbers, the chain, the rule, --owner).
+ListingFormat FormatOf(const Invocation& inv) {
+  ListingFormat format;
+  format.counters = inv.counters || inv.global.verbosity > 0;
+  format.exact = inv.list.exact;
+  format.line_numbers = inv.list.line_numbers;
+  format.chain = inv.chain;
+  format.rule = inv.index;
+  format.owner = inv.owner;
+  return format;
+}
+
+}  // namespace
+
 std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv, const RowNotes& notes,
                                   std::ostream& err) {
   std::string out;
@@ -305,13 +321,7 @@ std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv
           WarnLossy(selected.family, table.name, chain.name, i + 1, chain.rules[i].lossy, inv, err);
       }
     }
-    ListingFormat format;
-    format.counters = inv.counters || inv.global.verbosity > 0;
-    format.exact = inv.list.exact;
-    format.line_numbers = inv.list.line_numbers;
-    format.chain = inv.chain;
-    format.rule = inv.index;
-    format.owner = inv.owner;
+    ListingFormat format = FormatOf(inv);
     for (const auto& [key, note] : notes) {
       if (std::get<0>(key) == table.name) format.notes[{std::get<1>(key), std::get<2>(key)}] = note;
     }
@@ -327,13 +337,7 @@ std::string RenderSelectedListing(const Ruleset& selected, const Invocation& inv
 
 Result<std::optional<RulesListing>> ListFromRules(backend::Backend& backend, Family family,
                                                   const std::optional<std::string>& table, const Invocation& inv) {
-  ListingFormat format;
-  format.counters = inv.counters || inv.global.verbosity > 0;
-  format.exact = inv.list.exact;
-  format.line_numbers = inv.list.line_numbers;
-  format.chain = inv.chain;
-  format.rule = inv.index;
-  format.owner = inv.owner;
+  ListingFormat format = FormatOf(inv);
   // The tables listed are known once the read says which the kernel has: collect every table iptables knows.
   ListingCollector collector(family, KnownTables(), format, inv.list.rules);
   if (!inv.list.rules) collector.CollectSets();
