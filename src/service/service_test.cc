@@ -802,16 +802,12 @@ TEST_F(ServiceTest, ATtlThatFallsDueWhileClientWorkMeetsConflictsIsNotHeldUp) {
   EXPECT_EQ(Audit("ttl_expire").size(), 1u);
 }
 
-// Counts the writer's reads per family; says that IPv6 did not change since the last read (as the native backend
-// does while nobody commits there).
-class CountingBackend : public backend::Backend {
+// The writer's backend with one behaviour changed by a subclass: everything else goes to `inner_`.
+class ForwardingBackend : public backend::Backend {
  public:
-  explicit CountingBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
-  std::atomic<int> v4_reads{0}, v6_reads{0};
+  explicit ForwardingBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
   const backend::BackendTraits& traits() const override { return inner_->traits(); }
-  bool Unchanged(Family family) override { return family == Family::kIPv6; }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
-    ++(family == v4 ? v4_reads : v6_reads);
     return inner_->Read(family, table, fresh_counters);
   }
   using Backend::Commit;
@@ -827,8 +823,21 @@ class CountingBackend : public backend::Backend {
   }
   Result<FirewallInfo> Info() override { return inner_->Info(); }
 
- private:
+ protected:
   std::unique_ptr<backend::Backend> inner_;
+};
+
+// Counts the writer's reads per family; says that IPv6 did not change since the last read (as the native backend
+// does while nobody commits there).
+class CountingBackend : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  std::atomic<int> v4_reads{0}, v6_reads{0};
+  bool Unchanged(Family family) override { return family == Family::kIPv6; }
+  Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
+    ++(family == v4 ? v4_reads : v6_reads);
+    return inner_->Read(family, table, fresh_counters);
+  }
 };
 
 // After a conflict only the families the commit wrote are read again: an IPv4 request that meets another writer's
@@ -867,10 +876,10 @@ TEST_F(ServiceTest, AConflictReadsAgainOnlyTheFamiliesTheCommitWrote) {
 // Like the native backend with its event cache: vouches for the state it read or committed, and says no once after
 // another writer's commit, which `stale` stands for. `after_read`, when set, is another writer whose commit lands
 // right after the writer's next read: it runs at the first Unchanged after that read, which then says no.
-class VouchingBackend : public backend::Backend {
+class VouchingBackend : public ForwardingBackend {
  public:
   explicit VouchingBackend(std::unique_ptr<backend::Backend> inner)
-      : inner_(std::move(inner)), traits_(inner_->traits()) {
+      : ForwardingBackend(std::move(inner)), traits_(inner_->traits()) {
     traits_.handles = true;  // the commit resolves positions on the backend's own snapshot (here: the fake's now)
   }
   std::function<void()> after_read;
@@ -890,21 +899,8 @@ class VouchingBackend : public backend::Backend {
     if (family == v4) read_ = true;
     return inner_->Read(family, table, fresh_counters);
   }
-  using Backend::Commit;
-  Result<backend::CommitReport> Commit(const std::vector<backend::CommitTable>& tables) override {
-    return inner_->Commit(tables);
-  }
-  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
-                                         const std::vector<Rule>& rules) override {
-    return inner_->Canonicalize(family, table, rules);
-  }
-  Result<std::unique_ptr<backend::LockGuard>> Lock(std::chrono::milliseconds wait) override {
-    return inner_->Lock(wait);
-  }
-  Result<FirewallInfo> Info() override { return inner_->Info(); }
 
  private:
-  std::unique_ptr<backend::Backend> inner_;
   backend::BackendTraits traits_;
   bool read_ = false;
 };
@@ -1027,12 +1023,11 @@ TEST_F(ServiceTest, AnUnrepresentableTableStopsOnlyWhatIsInIt) {
 // A backend whose next `odd_reads` reads report filter unrepresentable, as iptables-nft-save does when another
 // writer commits between its dump and the rule count that cross-checks it. With `vouch`, Unchanged() says yes once
 // after each read (as the nft backend does for a read during which nothing changed), and no otherwise.
-class FlakyReadBackend : public backend::Backend {
+class FlakyReadBackend : public ForwardingBackend {
  public:
-  explicit FlakyReadBackend(std::unique_ptr<backend::Backend> inner) : inner_(std::move(inner)) {}
+  using ForwardingBackend::ForwardingBackend;
   std::atomic<int> odd_reads{0};
   std::atomic<bool> vouch{false};
-  const backend::BackendTraits& traits() const override { return inner_->traits(); }
   bool Unchanged(Family family) override { return std::exchange(vouched_[family], false); }
   Result<Ruleset> Read(Family family, const std::optional<std::string>& table, bool fresh_counters) override {
     vouched_[family] = vouch;
@@ -1045,21 +1040,8 @@ class FlakyReadBackend : public backend::Backend {
     }
     return rs;
   }
-  using Backend::Commit;
-  Result<backend::CommitReport> Commit(const std::vector<backend::CommitTable>& tables) override {
-    return inner_->Commit(tables);
-  }
-  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
-                                         const std::vector<Rule>& rules) override {
-    return inner_->Canonicalize(family, table, rules);
-  }
-  Result<std::unique_ptr<backend::LockGuard>> Lock(std::chrono::milliseconds wait) override {
-    return inner_->Lock(wait);
-  }
-  Result<FirewallInfo> Info() override { return inner_->Info(); }
 
  private:
-  std::unique_ptr<backend::Backend> inner_;
   std::map<Family, bool> vouched_;  // the last read was vouched for, and nobody asked yet
 };
 
