@@ -120,6 +120,13 @@ Status PrepareCorpusObjects(const TestNetns& ns, const std::string& file_name) {
   return Status::Ok();
 }
 
+Status LoadCorpusFile(const TestNetns& ns, Variant variant, const CorpusFile& file, const std::string& text) {
+  IPTKIT_RETURN_IF_ERROR(PrepareCorpusObjects(ns, file.name));
+  CommandResult loaded = ns.Restore(variant, file.family, text);
+  if (!loaded.ok()) return Status::Unavailable("cannot load " + file.name + ": " + loaded.Describe());
+  return Status::Ok();
+}
+
 std::string CorpusDiff(Variant variant, const std::string& expected, const std::string& actual) {
   if (variant == Variant::kNft) return expected == actual ? "" : FirstDifference("save output", expected, actual);
   auto want = SplitTables(expected);

@@ -27,6 +27,9 @@ Result<std::string> ReadTextFile(const std::string& path);
 // Creates in `ns` the ipsets and nfacct objects the corpus README lists for `file_name` (no-op for others).
 Status PrepareCorpusObjects(const TestNetns& ns, const std::string& file_name);
 
+// Loads `text` (the contents of `file`) into `ns` with the variant's iptables-restore, after its corpus objects.
+Status LoadCorpusFile(const TestNetns& ns, Variant variant, const CorpusFile& file, const std::string& text);
+
 // "" when `actual` (iptables-save output without comment lines) matches the corpus text `expected`, else a
 // description of the first difference. nft: byte-identical. legacy: compared per table, tolerating the known
 // differences of iptables-legacy 1.8.9 (corpus README): tables in kernel order, extra empty tables,

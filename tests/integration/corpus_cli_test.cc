@@ -20,9 +20,7 @@ TEST_P(CorpusCliTest, IptablesRestoreThenSaveGivesTheFile) {
     ASSERT_OK_AND_ASSIGN(std::string text, ReadTextFile(file.path));
     ASSERT_OK_AND_ASSIGN(auto ns, TestNetns::Create());
     IPTKIT_REQUIRE_VARIANT(*ns, GetParam(), file.family);
-    ASSERT_STATUS_OK(PrepareCorpusObjects(*ns, file.name));
-    CommandResult loaded = ns->Restore(GetParam(), file.family, text);
-    ASSERT_TRUE(loaded.ok()) << loaded.Describe();
+    ASSERT_STATUS_OK(LoadCorpusFile(*ns, GetParam(), file, text));
     ASSERT_OK_AND_ASSIGN(std::string saved, ns->Save(GetParam(), file.family));
     EXPECT_EQ(CorpusDiff(GetParam(), text, saved), "");
   }

@@ -23,9 +23,7 @@ TEST_P(NativeCorpusReadTest, IptablesRestoreThenNativeReadGivesTheParsedFile) {
   ASSERT_OK_AND_ASSIGN(std::string text, ReadTextFile(file.path));
   ASSERT_OK_AND_ASSIGN(auto ns, TestNetns::Create());
   IPTKIT_REQUIRE_VARIANT(*ns, Variant::kNft, file.family);
-  ASSERT_STATUS_OK(PrepareCorpusObjects(*ns, file.name));
-  CommandResult loaded = ns->Restore(Variant::kNft, file.family, text);
-  ASSERT_TRUE(loaded.ok()) << loaded.Describe();
+  ASSERT_STATUS_OK(LoadCorpusFile(*ns, Variant::kNft, file, text));
   ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns, BackendKind::kNative));
 
   ASSERT_OK_AND_ASSIGN(Ruleset expected, ParseSave(text, file.family));

@@ -86,9 +86,7 @@ TEST_P(NativeListingCorpusTest, ListingsWithoutTheModelAreTheModelsListing) {
   ASSERT_OK_AND_ASSIGN(std::string text, ReadTextFile(file.path));
   ASSERT_OK_AND_ASSIGN(auto ns, TestNetns::Create());
   IPTKIT_REQUIRE_VARIANT(*ns, Variant::kNft, file.family);
-  ASSERT_STATUS_OK(PrepareCorpusObjects(*ns, file.name));
-  CommandResult loaded = ns->Restore(Variant::kNft, file.family, text);
-  ASSERT_TRUE(loaded.ok()) << loaded.Describe();
+  ASSERT_STATUS_OK(LoadCorpusFile(*ns, Variant::kNft, file, text));
   ASSERT_OK_AND_ASSIGN(auto fw, OpenFirewall(*ns, BackendKind::kNative));
   ASSERT_OK_AND_ASSIGN(Ruleset parsed, ParseSave(text, file.family));
   const std::string family_flag = file.family == Family::kIPv4 ? "-4" : "-6";
