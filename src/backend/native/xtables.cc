@@ -35,6 +35,7 @@
 #include <unordered_set>
 
 #include "iptkit/dialect.h"
+#include "src/backend/native/xt_direct.h"
 #include "src/backend/native/xt_header.h"
 #include "src/dialect/extensions.h"
 
@@ -1339,6 +1340,7 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
   items.reserve(total);
   for (const XtRule* x : rules) {
     for (const XtExtension& m : x->matches) {
+      if (DirectMatchCovered(m)) continue;  // printed below without libxtables (xt_direct.h)
       keys.push_back(ExtKey(netns, *x, m, false));
       items.push_back({x, &m, false, keys.back()});
     }
@@ -1349,7 +1351,7 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
   }
   std::vector<std::string> texts;
   std::map<size_t, Status> errors;
-  PrintExtensions(items, netns_fd, /*cache_texts=*/true, texts, errors);
+  if (!items.empty()) PrintExtensions(items, netns_fd, /*cache_texts=*/true, texts, errors);
   size_t next = 0;
   for (size_t r = 0; r < rules.size(); ++r) {
     const XtRule& x = *rules[r];
@@ -1363,7 +1365,13 @@ std::vector<Result<std::string>> Xtables::Format(const std::vector<const XtRule*
       }
       text += texts[i];
     };
-    for (size_t m = 0; m < x.matches.size(); ++m) take();
+    for (const XtExtension& m : x.matches) {
+      if (DirectMatchCovered(m)) {
+        AppendDirectMatchText(m, text);
+      } else {
+        take();
+      }
+    }
     switch (x.verdict) {
       case XtRule::Verdict::kNone:
         break;
@@ -1436,7 +1444,9 @@ std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rule
       }
     };
     for (const XtRule* x : rules) {
-      for (const XtExtension& m : x->matches) add(x, &m, false);
+      for (const XtExtension& m : x->matches) {
+        if (!DirectMatchCovered(m)) add(x, &m, false);  // built below without libxtables (xt_direct.h)
+      }
       if (x->verdict == XtRule::Verdict::kTarget) add(x, &x->target, true);
     }
   }
@@ -1486,7 +1496,11 @@ std::map<size_t, Status> Xtables::ToRules(const std::vector<const XtRule*>& rule
     HeaderFields(x.family, x.header, rule);
     rule.matches.reserve(x.matches.size());
     const Status* failed = nullptr;
-    for (size_t m = 0; m < x.matches.size(); ++m) {
+    for (const XtExtension& m : x.matches) {
+      if (DirectMatchCovered(m)) {
+        rule.matches.push_back(DirectMatch(m));
+        continue;
+      }
       const Piece& p = *refs[next++].piece;
       if (p.error != nullptr) {
         if (failed == nullptr) failed = p.error.get();

@@ -1,0 +1,37 @@
+// The extensions a read prints without libxtables: for the commonest matches (tcp and udp ports, comments), the save
+// text and the model Match are computed here from the binary payload, byte for byte what the extension's own save
+// function prints (libxt_tcp.c tcp_save, libxt_udp.c udp_save, libxt_comment.c comment_save, iptables 1.8.9) and
+// what the text parser gives for that text. Xtables::Format and Xtables::ToRules take them from here instead of
+// printing each payload through libxtables into a capture and, for the model, parsing that text again: at 10,000
+// rules whose ports and comments all differ, no payload repeats and no cache helps. Payloads outside what is
+// covered here (a TCP option or flags, another revision) go through libxtables as before.
+// Thread-safety: pure functions; SetDirectExtensions is for tests (process-wide, not synchronized with readers).
+//
+//   std::string text;
+//   if (DirectMatchCovered(ext)) AppendDirectMatchText(ext, text);   // " -m tcp --dport 22"
+#ifndef IPTKIT_SRC_BACKEND_NATIVE_XT_DIRECT_H_
+#define IPTKIT_SRC_BACKEND_NATIVE_XT_DIRECT_H_
+
+#include <string>
+
+#include "iptkit/model.h"
+#include "src/backend/native/xt_rule.h"
+
+namespace iptkit::backend::native {
+
+// Whether `ext` (a match of a rule) is printed here: tcp, udp or comment, revision 0, with a payload the functions
+// below print exactly as libxtables does (and, for a comment, whose text parses back to itself).
+bool DirectMatchCovered(const XtExtension& ext);
+
+// Appends " -m NAME OPTIONS" for a covered `ext`, as libxtables' save prints it after the rule's header.
+void AppendDirectMatchText(const XtExtension& ext, std::string& out);
+
+// The Match ParseRuleSpec gives for AppendDirectMatchText's text of a covered `ext`.
+Match DirectMatch(const XtExtension& ext);
+
+// Tests: off, every extension goes through libxtables (to compare both ways on the same payloads). On by default.
+void SetDirectExtensions(bool on);
+
+}  // namespace iptkit::backend::native
+
+#endif  // IPTKIT_SRC_BACKEND_NATIVE_XT_DIRECT_H_
