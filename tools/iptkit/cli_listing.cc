@@ -9,6 +9,7 @@
 #include <netdb.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <functional>
 #include <iterator>
@@ -93,21 +94,41 @@ std::string MaskSuffix(Family family, std::string_view mask) {
   return "/" + std::string(mask);
 }
 
+// `text` left-aligned in `width` columns, as fmt's "{:<W}" pads it (never cut). fmt counts columns, not bytes, in
+// UTF-8: only ASCII is padded by hand (a row is a dozen of these; fmt's run-time format parsing was most of a row).
+void AppendPadded(std::string& out, std::string_view text, size_t width) {
+  if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; })) {
+    fmt::format_to(std::back_inserter(out), "{:<{}}", text, width);
+    return;
+  }
+  out += text;
+  if (text.size() < width) out.append(width - text.size(), ' ');
+}
+
+void AppendPaddedNumber(std::string& out, uint64_t n, size_t width) {
+  char buf[24];
+  AppendPadded(out, std::string_view(buf, std::to_chars(buf, buf + sizeof(buf), n).ptr - buf), width);
+}
+
 // An address column: '!' or ' ', then the address padded to 19 (print_ipv4_addresses), appended to `out`.
 void AppendAddressColumn(std::string& out, Family family, const std::optional<Field>& field) {
   if (!field) {
-    fmt::format_to(std::back_inserter(out), " {:<19} ", family == Family::kIPv4 ? "0.0.0.0/0" : "::/0");
+    out += ' ';
+    AppendPadded(out, family == Family::kIPv4 ? "0.0.0.0/0" : "::/0", 19);
+    out += ' ';
     return;
   }
   const std::string_view value = field->value;
   const size_t slash = value.find('/');
-  const char mark = field->negated ? '!' : ' ';
+  out += field->negated ? '!' : ' ';
   if (slash == std::string_view::npos) {
-    fmt::format_to(std::back_inserter(out), "{}{:<19} ", mark, value);
+    AppendPadded(out, value, 19);
+  } else if (const std::string_view mask = value.substr(slash + 1); mask == (family == Family::kIPv4 ? "32" : "128")) {
+    AppendPadded(out, value.substr(0, slash), 19);  // a host: MaskSuffix is ""
   } else {
-    fmt::format_to(std::back_inserter(out), "{}{:<19} ", mark,
-                   std::string(value.substr(0, slash)) + MaskSuffix(family, value.substr(slash + 1)));
+    AppendPadded(out, std::string(value.substr(0, slash)) + MaskSuffix(family, mask), 19);
   }
+  out += ' ';
 }
 
 std::string Interface(const std::optional<Field>& field) {
@@ -153,8 +174,14 @@ std::string PlainOptionsText(const std::vector<Option>& options, std::string_vie
 
 void PrintPort(std::string_view label, const Option* o, std::string& out) {
   if (o == nullptr) return;
-  const std::string v = First(o);
-  out += fmt::format(" {}{}:{}{}", label, v.find(':') != std::string::npos ? "s" : "", Neg(o, "!"), v);
+  static const std::string kNone;
+  const std::string& v = o->values.empty() ? kNone : o->values.front();
+  out += ' ';
+  out += label;
+  if (v.find(':') != std::string::npos) out += 's';
+  out += ':';
+  if (o->negated) out += '!';
+  out += v;
 }
 
 unsigned TcpFlags(const std::string& names) {
@@ -175,7 +202,8 @@ unsigned TcpFlags(const std::string& names) {
 }
 
 void PrintTcpUdp(const Match& m, std::string_view name, std::string& out) {
-  out += " " + std::string(name);
+  out += ' ';
+  out += name;
   PrintPort("spt", Find(m.options, "sport"), out);
   PrintPort("dpt", Find(m.options, "dport"), out);
   if (const Option* o = Find(m.options, "tcp-option")) out += " option=" + Neg(o, "!") + First(o);
@@ -470,6 +498,26 @@ const std::map<std::string, TargetPrinter, std::less<>>& TargetPrinters() {
   return kPrinters;
 }
 
+// The last column of a row (FormatRuleDetails), appended to `out`.
+void AppendRuleDetails(std::string& out, Family family, const Rule& rule) {
+  for (const Match& m : rule.matches) {
+    const auto& printers = MatchPrinters();
+    if (auto it = printers.find(m.name); it != printers.end()) {
+      it->second(m, family, out);
+    } else {
+      out += " " + m.name + OptionsText(m.name, m.options);
+    }
+  }
+  if (rule.target.kind == Target::Kind::kJump) {
+    const auto& printers = TargetPrinters();
+    if (auto it = printers.find(rule.target.name); it != printers.end()) {
+      it->second(rule.target, family, out);
+    } else {
+      out += OptionsText(rule.target.name, rule.target.options, /*target=*/true);
+    }
+  }
+}
+
 // "N references": how many rules of the table jump or go to each chain (counted once for every header).
 std::map<std::string_view, size_t> References(const Table& table) {
   std::map<std::string_view, size_t> refs;
@@ -520,16 +568,20 @@ std::string Header(const Chain& chain, size_t references, const ListingFormat& f
 // One rule's row, appended to `out` (one buffer for the whole listing: no string per column or row).
 void AppendRow(std::string& out, Family family, std::string_view chain, const Rule& rule, int num,
                const ListingFormat& format) {
-  auto to = std::back_inserter(out);
-  if (format.line_numbers) fmt::format_to(to, "{:<4} ", num);
+  if (format.line_numbers) {
+    AppendPaddedNumber(out, static_cast<uint64_t>(num), 4);
+    out += ' ';
+  }
   if (format.counters) out += Num(rule.counters.packets, format.exact) + Num(rule.counters.bytes, format.exact);
   // The target as the kernel names it: NOTRACK is an alias of the CT target.
   const std::string_view target = rule.target.empty()             ? ""
                                   : rule.target.name == "NOTRACK" ? "CT"
                                                                   : std::string_view(rule.target.name);
-  fmt::format_to(to, "{:<9} ", target);
+  AppendPadded(out, target, 9);
+  out += ' ';
   out += rule.protocol && rule.protocol->negated ? '!' : ' ';
-  fmt::format_to(to, "{:<4} ", ProtocolNumber(rule.protocol ? rule.protocol->value : ""));
+  AppendPaddedNumber(out, rule.protocol ? ProtocolNumber(rule.protocol->value) : 0, 4);
+  out += ' ';
   if (family == Family::kIPv4) {
     out += rule.fragment && rule.fragment->negated ? '!' : '-';
     out += rule.fragment ? 'f' : '-';
@@ -538,13 +590,16 @@ void AppendRow(std::string& out, Family family, std::string_view chain, const Ru
     out += "-- ";
   }
   if (format.counters) {
-    fmt::format_to(to, " {:<6} ", Interface(rule.in_interface));
-    fmt::format_to(to, "{:<6} ", Interface(rule.out_interface));
+    out += ' ';
+    AppendPadded(out, Interface(rule.in_interface), 6);
+    out += ' ';
+    AppendPadded(out, Interface(rule.out_interface), 6);
+    out += ' ';
   }
   AppendAddressColumn(out, family, rule.source);
   AppendAddressColumn(out, family, rule.destination);
   if (rule.target.kind == Target::Kind::kGoto) out += "[goto] ";
-  out += FormatRuleDetails(family, rule);
+  AppendRuleDetails(out, family, rule);
   if (!format.notes.empty()) {
     if (auto it = format.notes.find({std::string(chain), num}); it != format.notes.end()) {
       out += ' ';
@@ -743,22 +798,7 @@ Table WithBuiltinChains(Table table) {
 
 std::string FormatRuleDetails(Family family, const Rule& rule) {
   std::string out;
-  for (const Match& m : rule.matches) {
-    const auto& printers = MatchPrinters();
-    if (auto it = printers.find(m.name); it != printers.end()) {
-      it->second(m, family, out);
-    } else {
-      out += " " + m.name + OptionsText(m.name, m.options);
-    }
-  }
-  if (rule.target.kind == Target::Kind::kJump) {
-    const auto& printers = TargetPrinters();
-    if (auto it = printers.find(rule.target.name); it != printers.end()) {
-      it->second(rule.target, family, out);
-    } else {
-      out += OptionsText(rule.target.name, rule.target.options, /*target=*/true);
-    }
-  }
+  AppendRuleDetails(out, family, rule);
   return out;
 }
 
