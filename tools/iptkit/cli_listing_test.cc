@@ -46,6 +46,27 @@ TEST(CliListingTest, ColumnsAsIptables) {
             "dpt:22 /* ssh */\n");
 }
 
+// The columns are padded as fmt's "{:<W}" padded them before: by columns, so a UTF-8 name takes fewer bytes of
+// padding than its length in bytes, and a value wider than its column is never cut.
+TEST(CliListingTest, PaddingCountsColumnsNotBytes) {
+  Rule utf8;
+  utf8.target = Target::Jump(
+      "\xC3\x9C"
+      "BER");  // "ÜBER": 5 bytes, 4 columns
+  Rule wide;
+  wide.target = Target::Jump("LONGER-THAN-NINE");
+  wide.in_interface = Field{"veth-abcdefgh", false};
+  Table t = FilterWith({utf8, wide});
+  ListingFormat f{.counters = true, .exact = true, .line_numbers = true, .chain = "INPUT"};
+  EXPECT_EQ(FormatChains(Family::kIPv4, t, f),
+            "Chain INPUT (policy DROP 123456789 packets, 98765432109 bytes)\n"
+            "num      pkts      bytes target     prot opt in     out     source               destination         \n"
+            "1           0        0 \xC3\x9C"
+            "BER       0    --  *      *       0.0.0.0/0            0.0.0.0/0           \n"
+            "2           0        0 LONGER-THAN-NINE  0    --  veth-abcdefgh *       0.0.0.0/0            0.0.0.0/0  "
+            "         \n");
+}
+
 TEST(CliListingTest, RulesAsIptablesS) {
   Table t = FilterWith({R("-p udp -m udp --dport 53 -j ACCEPT"), R("-m mark --mark 0x1")});
   ListingFormat f{.counters = true};
