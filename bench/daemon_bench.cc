@@ -414,13 +414,68 @@ struct PhaseResult {
   size_t max_batch_seen = 0;
   std::optional<long long> listen_overflows;  // TcpExtListenOverflows delta in the benchmark's netns (any listener)
   std::map<std::string, double> phase_ms;     // mean ms per drain attempt (store: per write), by phase
-  std::string error;                          // non-empty: a check failed
+  // CPU time (user + system) while the clients ran: of the whole iptkitd process (every thread, from
+  // /proc/PID/stat), and of this process (the client threads: nothing else runs here meanwhile). On a machine whose
+  // 2 CPUs the clients and the daemon share, a rate is bounded by their sum per change; it also varies less with
+  // the load of other processes than the rate does.
+  std::optional<double> daemon_cpu_s;
+  std::optional<double> daemon_http_cpu_s;  // of that, its HTTP threads
+  double clients_cpu_s = 0;
+  std::string error;  // non-empty: a check failed
 };
+
+// CPU seconds (user + system) of a /proc stat file ("/proc/PID/stat" or "/proc/PID/task/TID/stat"), and the
+// command name in it; nullopt when it cannot be read.
+std::optional<std::pair<std::string, double>> StatCpuSeconds(const std::string& path) {
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces, in parentheses): state is field 3, utime 14, stime 15.
+  const size_t open = text.find('(');
+  const size_t close = text.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
+  std::istringstream fields(text.substr(close + 1));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  if (!fields) return std::nullopt;
+  return std::make_pair(text.substr(open + 1, close - open - 1),
+                        static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK)));
+}
+
+// CPU seconds of process `pid` so far: in all, and of its HTTP threads (named "http-..."; the rest is the writer,
+// the store writer and the timers). Threads that ended are counted in neither part of a later reading.
+struct DaemonCpu {
+  double total = 0;
+  double http = 0;
+};
+std::optional<DaemonCpu> ProcessCpuSeconds(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid);
+  std::optional<std::pair<std::string, double>> all = StatCpuSeconds(dir + "/stat");
+  if (!all) return std::nullopt;
+  DaemonCpu cpu;
+  cpu.total = all->second;
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(dir + "/task", ec)) {
+    std::optional<std::pair<std::string, double>> t = StatCpuSeconds(task.path().string() + "/stat");
+    if (t && t->first.rfind("http", 0) == 0) cpu.http += t->second;
+  }
+  return cpu;
+}
+
+double OwnCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
 
 // `clients` threads, each with its own keep-alive connection (opened before the clock starts), POST `count`
 // bodies made by `body(i)` to `path(i)`; every answer must be 200 with a JSON body.
-PhaseResult RunClients(const std::string& tool, int port, const std::string& token, int clients, int count,
-                       const std::function<std::string(int)>& body, const std::function<std::string(int)>& path) {
+PhaseResult RunClients(const std::string& tool, int port, pid_t daemon_pid, const std::string& token, int clients,
+                       int count, const std::function<std::string(int)>& body,
+                       const std::function<std::string(int)>& path) {
   PhaseResult result;
   result.tool = tool;
   result.changes = count;
@@ -483,10 +538,18 @@ PhaseResult RunClients(const std::string& tool, int port, const std::string& tok
     });
   }
   ready.arrive_and_wait();
+  const std::optional<DaemonCpu> daemon_cpu_before = ProcessCpuSeconds(daemon_pid);
+  const double own_cpu_before = OwnCpuSeconds();
   const Clock::time_point start = Clock::now();
   go.count_down();
   for (std::thread& t : threads) t.join();
   result.wall_s = MillisSince(start) / 1000;
+  result.clients_cpu_s = OwnCpuSeconds() - own_cpu_before;
+  const std::optional<DaemonCpu> daemon_cpu_after = ProcessCpuSeconds(daemon_pid);
+  if (daemon_cpu_before && daemon_cpu_after) {
+    result.daemon_cpu_s = daemon_cpu_after->total - daemon_cpu_before->total;
+    result.daemon_http_cpu_s = daemon_cpu_after->http - daemon_cpu_before->http;
+  }
   double sum = 0;
   for (int c = 0; c < clients; ++c) {
     result.latency_ms.insert(result.latency_ms.end(), latencies[c].begin(), latencies[c].end());
@@ -820,7 +883,7 @@ Status RunDaemon(const Config& config, const Variant& variant, const std::string
                  count);
     IPTKIT_ASSIGN_OR_RETURN(MetricsSnapshot before, ScrapeMetrics(daemon->port(), token));
     const std::optional<long long> overflows_before = TcpExtCounter("ListenOverflows");
-    PhaseResult r = RunClients(tool, daemon->port(), token, config.clients, count, body, path);
+    PhaseResult r = RunClients(tool, daemon->port(), daemon->pid(), token, config.clients, count, body, path);
     const std::optional<long long> overflows_after = TcpExtCounter("ListenOverflows");
     if (overflows_before && overflows_after) r.listen_overflows = *overflows_after - *overflows_before;
     expected += static_cast<size_t>(count);
@@ -968,6 +1031,11 @@ std::string FormatVariant(const std::string& variant, const Config& config, cons
       md << "- " << r.tool << ": responses' batch_requests mean " << Fixed(r.mean_batch_seen, 1) << ", max "
          << r.max_batch_seen << " (request-weighted; the table's mean batch is per commit, from /metrics)";
       if (r.listen_overflows) md << "; TCP listen overflows meanwhile: " << *r.listen_overflows;
+      if (r.daemon_cpu_s && r.changes > 0) {
+        md << "; CPU per change: iptkitd " << Fixed(*r.daemon_cpu_s / r.changes * 1e6, 0) << " µs (HTTP threads "
+           << Fixed(r.daemon_http_cpu_s.value_or(0) / r.changes * 1e6, 0) << " µs), clients "
+           << Fixed(r.clients_cpu_s / r.changes * 1e6, 0) << " µs";
+      }
       if (!r.phase_ms.empty()) {
         md << "; writer per drain, mean ms:";
         for (const char* phase : kDrainPhases) {

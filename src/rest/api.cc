@@ -4,6 +4,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -89,36 +90,55 @@ const std::vector<Route>& Routes() {
 }
 // clang-format on
 
-std::vector<std::string_view> Split(std::string_view path) {
-  std::vector<std::string_view> out;
+// The segments of a path ("/v1/ipv4" → "v1", "ipv4"), without allocating: every request is matched against the
+// route table (twice: Admit and Handle), and a vector per route tried was most of the routing's cost. A path with
+// more segments than any route has gets n = kMax + 1 (it matches nothing); one that does not start with '/' none.
+struct Segments {
+  static constexpr size_t kMax = 8;  // the longest route: /v1/{family}/tables/{table}/chains/{chain}/rules/{index}
+  std::array<std::string_view, kMax> at;
+  size_t n = 0;
+};
+
+Segments Split(std::string_view path) {
+  Segments out;
   if (path.empty() || path[0] != '/') return out;
   size_t start = 1;
   while (start <= path.size()) {
     size_t end = path.find('/', start);
     if (end == std::string_view::npos) end = path.size();
-    out.push_back(path.substr(start, end - start));
+    if (out.n == Segments::kMax) {
+      out.n = Segments::kMax + 1;
+      return out;
+    }
+    out.at[out.n++] = path.substr(start, end - start);
     start = end + 1;
   }
   return out;
 }
 
+bool IsParam(std::string_view segment) { return segment.size() > 2 && segment.front() == '{' && segment.back() == '}'; }
+
 // Matches `path` against `route`; fills params. {family} only matches ipv4/ipv6.
 bool Match(const Route& route, std::string_view path, std::map<std::string, std::string>* params) {
-  std::vector<std::string_view> want = Split(route.pattern);
-  std::vector<std::string_view> got = Split(path);
-  if (want.size() != got.size()) return false;
-  std::map<std::string, std::string> found;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (want[i].size() > 2 && want[i].front() == '{' && want[i].back() == '}') {
-      if (got[i].empty()) return false;
-      std::string name(want[i].substr(1, want[i].size() - 2));
-      if (name == "family" && got[i] != "ipv4" && got[i] != "ipv6") return false;
-      found[name] = std::string(got[i]);
-    } else if (want[i] != got[i]) {
+  const Segments want = Split(route.pattern);
+  const Segments got = Split(path);
+  if (want.n != got.n) return false;
+  for (size_t i = 0; i < want.n; ++i) {
+    if (IsParam(want.at[i])) {
+      if (got.at[i].empty()) return false;
+      if (want.at[i] == "{family}" && got.at[i] != "ipv4" && got.at[i] != "ipv6") return false;
+    } else if (want.at[i] != got.at[i]) {
       return false;
     }
   }
-  if (params != nullptr) *params = std::move(found);
+  if (params != nullptr) {
+    params->clear();
+    for (size_t i = 0; i < want.n; ++i) {
+      if (IsParam(want.at[i])) {
+        (*params)[std::string(want.at[i].substr(1, want.at[i].size() - 2))] = std::string(got.at[i]);
+      }
+    }
+  }
   return true;
 }
 

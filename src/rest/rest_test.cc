@@ -403,6 +403,22 @@ TEST_F(ApiTest, AuthenticationAndRouting) {
   EXPECT_EQ(Call("GET", "/v1/ipv4").status, 200);
   EXPECT_EQ(Call("GET", "/v1/ipv5").status, 404);
   EXPECT_EQ(Call("GET", "/nope").status, 404);
+  // Routing splits the path into at most as many segments as the longest route has (without allocating): longer
+  // paths, an empty parameter segment, a trailing slash and a path without its leading slash match nothing.
+  r = Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rules/1");  // the longest route, its four parameters
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body)["family"], "ipv4");
+  EXPECT_EQ(json::parse(r.body)["table"], "filter");
+  EXPECT_EQ(json::parse(r.body)["chain"], "INPUT");
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rules/1/x").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rules/1/x/y/z/w").status, 404);
+  EXPECT_EQ(json::parse(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rules/1/x/y/z/w").body)["error"]["message"],
+            "no such route: /v1/ipv4/tables/filter/chains/INPUT/rules/1/x/y/z/w");
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables//chains/INPUT").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/ipv4/").status, 404);
+  EXPECT_EQ(Call("GET", "v1/ipv4").status, 404);
+  EXPECT_EQ(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT").status, 200);
+  EXPECT_EQ(json::parse(Call("GET", "/v1/ipv4/tables/filter/chains/INPUT/rules").body)["chain"], "INPUT");
   r = Call("PATCH", "/v1/ipv4");
   EXPECT_EQ(r.status, 405);
   bool allow = false;

@@ -42,15 +42,28 @@ int64_t NowMs() {
 }
 
 std::string NewTransactionId() {
-  unsigned char bytes[8] = {};
-  size_t got = 0;
-  while (got < sizeof(bytes)) {
-    ssize_t n = getrandom(bytes + got, sizeof(bytes) - got, 0);
-    if (n > 0) got += static_cast<size_t>(n);
+  // Every request gets one: getrandom(2) is called for 32 ids at a time (per thread), not once per request.
+  thread_local unsigned char pool[256];
+  thread_local size_t used = sizeof(pool);
+  if (used == sizeof(pool)) {
+    size_t got = 0;
+    while (got < sizeof(pool)) {
+      const ssize_t n = getrandom(pool + got, sizeof(pool) - got, 0);
+      if (n > 0) got += static_cast<size_t>(n);
+    }
+    used = 0;
   }
-  char hex[17];
-  for (size_t i = 0; i < sizeof(bytes); ++i) std::snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
-  return std::string("t-") + hex;
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id = "t-0123456789abcdef";
+  for (size_t i = 0; i < 8; ++i) {
+    const unsigned char b = pool[used + i];
+    id[2 + 2 * i] = kHex[b >> 4];
+    id[3 + 2 * i] = kHex[b & 0xf];
+  }
+  // Used bytes are wiped: no later reader of the pool's memory learns an id from it.
+  std::fill(pool + used, pool + used + 8, 0);
+  used += 8;
+  return id;
 }
 
 std::unique_ptr<WorkItem> InternalItem(WorkItem::Kind kind, const std::string& action) {
@@ -171,6 +184,7 @@ void Service::Impl::WriterMain() {
           lock.lock();
           continue;
         }
+        wake_at = wanted;
         if (next) {
           queue_cv.wait_until(lock, *next);
         } else {
@@ -188,6 +202,7 @@ void Service::Impl::WriterMain() {
       if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
         const size_t target =
             std::min({last_drain_requests + previous_drain_requests, options.max_batch, peak_outstanding});
+        wake_at = target;
         queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
         if (stopping) break;
       }
@@ -950,14 +965,16 @@ Result<ChangeResult> Service::Submit(ChangeRequest request) {
   item->result.id = NewTransactionId();
   item->promise.emplace();
   std::future<Result<ChangeResult>> result = item->promise->get_future();
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(impl_->queue_mu);
     if (impl_->stopping) return Status::Unavailable("iptkitd is stopping");
     impl_->queue.push_back(std::move(item));
     impl_->queue_depth->Set({}, static_cast<double>(impl_->queue.size()));
     impl_->peak_outstanding = std::max(impl_->peak_outstanding, ++impl_->outstanding);
+    wake = impl_->queue.size() >= impl_->wake_at;
   }
-  impl_->queue_cv.notify_one();
+  if (wake) impl_->queue_cv.notify_one();
   return result.get();
 }
 
