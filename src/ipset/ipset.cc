@@ -94,6 +94,14 @@ Status RunHere(std::string_view text, bool exist, std::string_view what) {
   return session.ok() ? Status::Ok() : session.status();
 }
 
+// A session for entries of the existing set `name` (del, test): it registers only that set's type with libipset
+// (Session::SetTypes), whose header it asks for once, as libipset would for the line.
+Result<std::unique_ptr<Session>> OpenForSet(std::string_view name, bool exist) {
+  IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, Session::Open(exist, Session::SetTypes::kNamedSets));
+  session->CacheSetType(name);
+  return session;
+}
+
 // ---- Single adds, batched ----
 //
 // Single adds (Ipsets::Add) of one namespace go through one worker thread inside it, started on demand and gone
@@ -242,14 +250,16 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     std::vector<PendingAdd*> together, alone;
     for (PendingAdd* a : batch) (a->exist ? together : alone).push_back(a);
     if (!together.empty() && !session) {
-      auto opened = Session::Open(/*exist=*/true);
+      // Registers the types of the sets added to only (Session::SetTypes): CacheSetType below, for every set, also
+      // for one add, where it takes the place of libipset's own header query.
+      auto opened = Session::Open(/*exist=*/true, Session::SetTypes::kNamedSets);
       if (opened.ok()) session = *std::move(opened);
     }
     if (!together.empty() && session) {
       std::string text;
       for (const PendingAdd* a : together) {
         text += a->line;
-        if (together.size() > 1) session->CacheSetType(a->set);
+        session->CacheSetType(a->set);
       }
       session->ClearReports();
       session->Run(text);
@@ -649,8 +659,14 @@ Status Ipsets::Delete(std::string_view name, std::string_view elem) const {
   IPTKIT_RETURN_IF_ERROR(ipset::CheckSetName(name));
   IPTKIT_RETURN_IF_ERROR(ipset::CheckElem(elem));
   std::string line = "del " + std::string(name) + " " + std::string(elem) + "\n";
-  return InNetns(netns_, "ipset del", [&] {
-    return RunHere(line, false, "delete " + Quote(elem) + " from set " + Quote(name)).WithToken(std::string(elem));
+  return InNetns(netns_, "ipset del", [&]() -> Status {
+    auto session = OpenForSet(name, false);
+    if (!session.ok()) return session.status().WithToken(std::string(elem));
+    (*session)->Run(line);
+    if (const Report* r = (*session)->FirstFailure()) {
+      return ipset::ReportStatus(*r, "delete " + Quote(elem) + " from set " + Quote(name)).WithToken(std::string(elem));
+    }
+    return Status::Ok();
   });
 }
 
@@ -660,7 +676,7 @@ Result<bool> Ipsets::Test(std::string_view name, std::string_view elem) const {
   std::string line = "test " + std::string(name) + " " + std::string(elem) + "\n";
   bool in = false;
   IPTKIT_RETURN_IF_ERROR(InNetns(netns_, "ipset test", [&]() -> Status {
-    IPTKIT_ASSIGN_OR_RETURN(auto session, Session::Open(false));
+    IPTKIT_ASSIGN_OR_RETURN(auto session, OpenForSet(name, false));
     session->Run(line);
     // libipset reports "X is in set S." as a warning and "X is NOT in set S." as a notice.
     for (const Report& r : session->reports()) {

@@ -99,21 +99,111 @@ int PrintOut(struct ipset_session* session, void* p, const char* fmt, ...) {
   return static_cast<int>(text.size());
 }
 
-void LoadTypesOnce() {
-  // ipset_load_types fills a process-wide list of types; it is not thread-safe.
-  static std::once_flag once;
-  std::call_once(once, [] { ipset_load_types(); });
+}  // namespace
+}  // namespace iptkit::ipset
+
+// The registration of one builtin set type (each of its revisions), which ipset_load_types calls for every type.
+// Only libipset's static archive has them (the shared library does not export them): weak, so null where absent.
+extern "C" {
+void ipset_types_init(void) __attribute__((weak));
+void ipset_bitmap_ip_init(void) __attribute__((weak));
+void ipset_bitmap_ipmac_init(void) __attribute__((weak));
+void ipset_bitmap_port_init(void) __attribute__((weak));
+void ipset_hash_ip_init(void) __attribute__((weak));
+void ipset_hash_ipmac_init(void) __attribute__((weak));
+void ipset_hash_ipmark_init(void) __attribute__((weak));
+void ipset_hash_ipport_init(void) __attribute__((weak));
+void ipset_hash_ipportip_init(void) __attribute__((weak));
+void ipset_hash_ipportnet_init(void) __attribute__((weak));
+void ipset_hash_mac_init(void) __attribute__((weak));
+void ipset_hash_net_init(void) __attribute__((weak));
+void ipset_hash_netiface_init(void) __attribute__((weak));
+void ipset_hash_netnet_init(void) __attribute__((weak));
+void ipset_hash_netport_init(void) __attribute__((weak));
+void ipset_hash_netportnet_init(void) __attribute__((weak));
+void ipset_list_set_init(void) __attribute__((weak));
+}
+
+namespace iptkit::ipset {
+namespace {
+
+// libipset's list of set types is process-wide and not thread-safe. ipset_load_types registers every type: it
+// writes into each type's static structure (about 60 of them, 14 pages, each a copy-on-write page fault in a
+// one-add process) and does nothing once any type is registered. A session for adds to existing sets registers
+// only the types of the sets it names (LoadSetType); any other session registers all of them (LoadAllTypes), the
+// rest through ipset_types_init when some are registered already (registering a type twice changes nothing).
+// Settype modules (libipset's module directory, which Debian's ipset leaves empty) are loaded only when
+// ipset_load_types registers the types, i.e. when no single set's type came first.
+struct TypeRegistry {
+  std::mutex mu;
+  bool all = false;
+  bool some = false;
+};
+
+TypeRegistry& Types() {
+  static TypeRegistry registry;
+  return registry;
+}
+
+void LoadAllTypes() {
+  TypeRegistry& r = Types();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.all) return;
+  if (r.some && ipset_types_init != nullptr) {
+    ipset_types_init();
+  } else {
+    ipset_load_types();
+  }
+  r.all = true;
+}
+
+// Registers the revisions of the builtin type `name` (as the kernel names a set's type); false when this libipset
+// cannot register one type alone (the shared library) or does not build the type in.
+bool LoadSetType(std::string_view name) {
+  static constexpr struct {
+    std::string_view name;
+    void (*init)(void);
+  } kTypes[] = {
+      {"bitmap:ip", ipset_bitmap_ip_init},
+      {"bitmap:ip,mac", ipset_bitmap_ipmac_init},
+      {"bitmap:port", ipset_bitmap_port_init},
+      {"hash:ip", ipset_hash_ip_init},
+      {"hash:ip,mac", ipset_hash_ipmac_init},
+      {"hash:ip,mark", ipset_hash_ipmark_init},
+      {"hash:ip,port", ipset_hash_ipport_init},
+      {"hash:ip,port,ip", ipset_hash_ipportip_init},
+      {"hash:ip,port,net", ipset_hash_ipportnet_init},
+      {"hash:mac", ipset_hash_mac_init},
+      {"hash:net", ipset_hash_net_init},
+      {"hash:net,iface", ipset_hash_netiface_init},
+      {"hash:net,net", ipset_hash_netnet_init},
+      {"hash:net,port", ipset_hash_netport_init},
+      {"hash:net,port,net", ipset_hash_netportnet_init},
+      {"list:set", ipset_list_set_init},
+  };
+  TypeRegistry& r = Types();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.all) return true;
+  if (ipset_types_init == nullptr) return false;
+  for (const auto& t : kTypes) {
+    if (t.name != name) continue;
+    if (t.init == nullptr) return false;
+    t.init();  // a revision registered before is left as it is (ipset_type_add: -EEXIST)
+    r.some = true;
+    return true;
+  }
+  return false;
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Session>> Session::Open(bool exist) {
-  LoadTypesOnce();
+Result<std::unique_ptr<Session>> Session::Open(bool exist, SetTypes types) {
+  if (types == SetTypes::kAll) LoadAllTypes();
   struct ::ipset* handle = ipset_init();
   if (handle == nullptr) {
     return Status::Unavailable("libipset: cannot open a session (netlink socket; is the ip_set module available?)");
   }
-  std::unique_ptr<Session> session(new Session(handle));
+  std::unique_ptr<Session> session(new Session(handle, types));
   if (ipset_custom_printf(handle, CustomError, StandardError, PrintOut, session.get()) != 0) {
     return Status::Internal("libipset: cannot install the print handlers");
   }
@@ -132,14 +222,25 @@ void Session::CacheSetType(std::string_view name) {
   struct ipset_session* session = ipset_session(handle_);
   struct ipset_data* data = ipset_session_data(session);
   ipset_data_reset(data);
-  if (ipset_data_set(data, IPSET_SETNAME, set.c_str()) != 0) return;
+  if (ipset_data_set(data, IPSET_SETNAME, set.c_str()) != 0) {
+    LoadAllTypes();  // the lines run as without the cache (below)
+    return;
+  }
   // The type of an existing set, as for an add line: the kernel's header (type name, revision, family) matched
-  // against the loaded types.
-  const struct ipset_type* type = ipset_type_get(session, IPSET_CMD_ADD);
+  // against the registered types (in a kNamedSets session: the set's own, registered now).
+  const struct ipset_type* type = nullptr;
+  if (types_ == SetTypes::kAll) {
+    type = ipset_type_get(session, IPSET_CMD_ADD);
+  } else if (ipset_cmd(session, IPSET_CMD_HEADER, 0) == 0) {
+    const auto* type_name = static_cast<const char*>(ipset_data_get(data, IPSET_OPT_TYPENAME));
+    if (type_name != nullptr && LoadSetType(type_name)) type = ipset_type_check(session);
+  }
   const uint8_t family = ipset_data_family(data);
   ipset_data_reset(data);
   if (type == nullptr) {
     ipset_session_report_reset(session);
+    // The lines run as without the cache, libipset reporting what is wrong (no such set) with every type known.
+    LoadAllTypes();
     return;
   }
   if (ipset_cache_add(set.c_str(), type, family) == 0) cached_.push_back(set);

@@ -32,9 +32,14 @@ struct Report {
 
 class Session {
  public:
+  // Which set types the session registers with libipset (a process-wide list): kAll, every type, before anything
+  // runs; kNamedSets, only the types of the sets CacheSetType is called for, which the caller does for every set
+  // its lines name before running them (adds, deletes and tests of existing sets: what a one-add process needs).
+  enum class SetTypes { kAll, kNamedSets };
+
   // exist: ipset's -exist (re-adding refreshes; creating an existing identical set and deleting a missing entry
   // are not errors).
-  static Result<std::unique_ptr<Session>> Open(bool exist);
+  static Result<std::unique_ptr<Session>> Open(bool exist, SetTypes types = SetTypes::kAll);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
@@ -70,8 +75,9 @@ class Session {
   void AppendOutput(std::string_view text) { output_.append(text); }
 
  private:
-  explicit Session(struct ::ipset* handle) : handle_(handle) {}
+  Session(struct ::ipset* handle, SetTypes types) : handle_(handle), types_(types) {}
   struct ::ipset* handle_;
+  const SetTypes types_;
   std::vector<std::string> cached_;  // set names CacheSetType put into libipset's cache
   std::vector<Report> reports_;
   std::string output_;

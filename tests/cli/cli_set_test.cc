@@ -103,6 +103,53 @@ TEST_F(CliSetTest, EveryCommandEndToEnd) {
 
 // `iptkit list` and `iptkit info` name the sets the rules use, with their type and size (text and --json); the -S
 // form stays exactly iptables -S.
+// A one-entry add, test or delete registers only the set's own type with libipset (src/ipset/session.cc), after the
+// set's header: every type and family still parses its entries, and the errors are libipset's as with every type.
+TEST_F(CliSetTest, AddTestDelOfEachTypeInProcessesOfTheirOwn) {
+  struct Case {
+    std::vector<std::string> create;  // ipset create NAME ...
+    std::string entry;
+    std::string wrong;  // an entry this set's type or family refuses
+  };
+  const std::vector<Case> cases = {
+      {{"n4", "hash:net"}, "10.0.0.0/8", "2001:db8::1"},
+      {{"n6", "hash:net", "family", "inet6"}, "2001:db8::/32", "192.0.2.1"},
+      {{"ipp", "hash:ip,port"}, "192.0.2.1,tcp:80", "192.0.2.1,tcp:99999"},
+      {{"ports", "bitmap:port", "range", "1-1000"}, "80", "2000"},
+      {{"nets", "list:set"}, "n4", "nosuchset"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> create = {"ipset", "create"};
+    create.insert(create.end(), c.create.begin(), c.create.end());
+    ProcessResult made = ns_->Exec(create);
+    ASSERT_EQ(made.code, 0) << made.err;
+  }
+  for (const Case& c : cases) {
+    const std::string& set = c.create[0];
+    SCOPED_TRACE(set);
+    ProcessResult r = Cli({"set", "add", set, c.entry});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_THAT(IpsetSave(), HasSubstr("add " + set + " " + c.entry));
+    EXPECT_EQ(Cli({"set", "test", set, c.entry}).code, 0);
+    r = Cli({"set", "add", set, c.wrong});
+    EXPECT_NE(r.code, 0);
+    EXPECT_THAT(r.err, HasSubstr(c.wrong));
+    EXPECT_THAT(IpsetSave(), ::testing::Not(HasSubstr("add " + set + " " + c.wrong)));
+    r = Cli({"set", "del", set, c.entry});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(Cli({"set", "test", set, c.entry}).code, 1);
+    r = Cli({"set", "del", set, c.entry});
+    EXPECT_EQ(r.code, 3) << r.err;
+  }
+  for (const std::vector<std::string>& words : {std::vector<std::string>{"set", "add", "nosuch", "192.0.2.1"},
+                                                {"set", "test", "nosuch", "192.0.2.1"},
+                                                {"set", "del", "nosuch", "192.0.2.1"}}) {
+    ProcessResult r = Cli(words);
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("does not exist"));
+  }
+}
+
 TEST_F(CliSetTest, ListAndInfoShowTheSetsTheRulesUse) {
   ASSERT_EQ(Cli({"set", "create", "bl", "hash:ip"}).code, 0);
   ASSERT_EQ(Cli({"set", "add", "bl", "192.0.2.1"}).code, 0);
