@@ -12,7 +12,7 @@ apt-get install -y --no-install-recommends \
   python3 python3-iptables python3-yaml python3-jsonschema \
   libsqlite3-dev libssl-dev openssl libcpp-httplib-dev prometheus curl \
   libipset-dev abigail-tools python3-pytest etcd-server etcd-client \
-  lld valgrind
+  lld
 # The OpenAPI linter of tests/rest/openapi_lint.sh: Redocly CLI from npm (2.x needs Node.js 20; 1.34 runs on
 # Debian 12's Node.js 18).
 command -v npm >/dev/null 2>&1 || apt-get install -y --no-install-recommends nodejs npm
