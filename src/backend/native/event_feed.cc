@@ -79,6 +79,8 @@ void EventFeed::LoseAll() {
   for (auto& [family, st] : families_) st.changes.lost = true;
   open_.clear();
   open_lost_ = false;
+  open_rules_.clear();
+  open_other_.clear();
 }
 
 void EventFeed::OnMessage(const nlmsghdr* nlh) {
@@ -102,13 +104,22 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
       ++gaps_;  // a transaction whose notifications never came
       LoseAll();
     }
+    std::set<std::pair<Family, std::string>> done;  // a table the transaction came back to is listed again
     for (const auto& [family, table] : open_) {
       auto it = families_.find(family);
-      if (it == families_.end()) continue;
+      if (it == families_.end() || !done.insert({family, table}).second) continue;
       FamilyState& st = it->second;
       uint32_t valid = st.valid;
       if (auto t = st.table_valid.find(table); t != st.table_valid.end() && After(t->second, valid)) valid = t->second;
-      if (After(gen, valid)) st.changes.dirty.insert(table);
+      if (!After(gen, valid) || st.own.count(gen) || st.changes.dirty.count(table)) continue;
+      auto rules = open_rules_.find({family, table});
+      if (open_other_.count({family, table}) || rules == open_rules_.end()) {
+        st.changes.dirty.insert(table);
+        std::erase_if(st.changes.pending, [&](const RuleChanges& c) { return c.table == table; });
+      } else {
+        st.changes.pending.push_back(RuleChanges{gen, table, std::move(rules->second)});
+        open_rules_.erase(rules);
+      }
     }
     if (open_lost_) {
       for (auto& [family, st] : families_) {
@@ -117,6 +128,8 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
     }
     open_.clear();
     open_lost_ = false;
+    open_rules_.clear();
+    open_other_.clear();
     if (After(gen, seen_)) seen_ = gen;
     return;
   }
@@ -130,6 +143,18 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
     return;
   }
   std::string name = mnl_attr_get_str(table);
+  if (families_.count(*family)) {
+    std::pair<Family, std::string> key{*family, name};
+    if (open_other_.count(key) == 0) {
+      std::vector<std::string>& rules = open_rules_[key];
+      if ((type == NFT_MSG_NEWRULE || type == NFT_MSG_DELRULE) && rules.size() < kMaxRuleMessages) {
+        rules.emplace_back(reinterpret_cast<const char*>(nlh), nlh->nlmsg_len);
+      } else {
+        open_rules_.erase(key);
+        open_other_.insert(std::move(key));
+      }
+    }
+  }
   if (open_.empty() || open_.back().first != *family || open_.back().second != name) {
     open_.emplace_back(*family, std::move(name));
   }
@@ -176,12 +201,17 @@ void EventFeed::Rebase(uint32_t gen) {
   seen_ = gen;
 }
 
-void EventFeed::Track(Family family, uint32_t valid) { families_[family] = FamilyState{valid, {}, {}}; }
+void EventFeed::Track(Family family, uint32_t valid) { families_[family] = FamilyState{valid, {}, {}, {}}; }
 
 void EventFeed::Advance(Family family, uint32_t valid) {
   FamilyState& st = families_[family];
   st.valid = valid;
   st.table_valid.clear();
+  std::erase_if(st.own, [&](uint32_t gen) { return !After(gen, valid); });
+}
+
+void EventFeed::Own(Family family, uint32_t gen) {
+  if (auto it = families_.find(family); it != families_.end()) it->second.own.insert(gen);
 }
 
 void EventFeed::TableRead(Family family, const std::string& table, uint32_t gen) {
@@ -200,7 +230,7 @@ uint32_t EventFeed::NewestTableRead(Family family) const {
 
 EventFeed::Changes EventFeed::Take(Family family) {
   auto it = families_.find(family);
-  if (it == families_.end()) return Changes{true, {}};
+  if (it == families_.end()) return Changes{true, {}, {}};
   Changes out = std::move(it->second.changes);
   it->second.changes = Changes{};
   return out;

@@ -77,14 +77,28 @@ class EventFeed {
   // The snapshot moved to `valid` by the backend's own doing (its commit, or every change through `valid` applied):
   // transactions up to it are no longer news. Per-table generations are dropped.
   void Advance(Family family, uint32_t valid);
+  // The transaction of generation `gen` is the backend's own, already in the family's snapshot, although the
+  // snapshot is older (another writer committed in between, whose changes are still news).
+  void Own(Family family, uint32_t gen);
   // Table `table` of `family` was read again at generation `gen`: transactions up to `gen` are in it.
   void TableRead(Family family, const std::string& table, uint32_t gen);
   // The newest generation a table of `family` was read at (0: none since Track/Advance).
   uint32_t NewestTableRead(Family family) const;
 
+  // A transaction's rule changes in one table, as the kernel notified them (whole netlink messages, in order).
+  struct RuleChanges {
+    uint32_t generation = 0;
+    std::string table;
+    std::vector<std::string> messages;  // NFT_MSG_NEWRULE / NFT_MSG_DELRULE
+  };
+  // More rule messages than this in one table of one transaction (a flush of a long chain) make the table dirty:
+  // reading it again is then cheaper than applying them one by one.
+  static constexpr size_t kMaxRuleMessages = 64;
   struct Changes {
     bool lost = false;            // the family must be read whole (overflow, skipped generation)
-    std::set<std::string> dirty;  // tables changed by transactions the snapshot does not hold
+    std::set<std::string> dirty;  // tables changed by transactions the snapshot does not hold, beyond rules
+    // Rule-only changes of tables not in `dirty`, in commit order: the snapshot is current once they are applied.
+    std::vector<RuleChanges> pending;
   };
   // Whether notifications the family's snapshot depends on were lost (Take would say so).
   bool lost(Family family) const {
@@ -107,6 +121,7 @@ class EventFeed {
   struct FamilyState {
     uint32_t valid = 0;
     std::map<std::string, uint32_t> table_valid;
+    std::set<uint32_t> own;  // Own transactions after `valid`
     Changes changes;
   };
 
@@ -116,6 +131,10 @@ class EventFeed {
   // The transaction being read (notifications since the last NEWGEN): (family, table).
   std::vector<std::pair<Family, std::string>> open_;
   bool open_lost_ = false;  // a notification of it named no table
+  // Its rule messages per (family, table) of tracked families, and the tables it changed beyond rules (or with
+  // more than kMaxRuleMessages of them).
+  std::map<std::pair<Family, std::string>, std::vector<std::string>> open_rules_;
+  std::set<std::pair<Family, std::string>> open_other_;
   std::vector<char> buf_;
   uint64_t overflows_ = 0;
   uint64_t gaps_ = 0;
