@@ -3,14 +3,21 @@
 // only the tables they touched, is never re-read for the backend's own commits or for writes to the other family,
 // and is read whole again after the notifications were lost (a foreign burst of 20,000 changes against a small
 // receive buffer). After each step the cache must equal a fresh read.
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <string>
+#include <thread>
 
 #include "iptkit/dialect.h"
 #include "src/backend/native/native_backend.h"
 #include "src/backend/test_netns.h"
+#include "src/base/unique_fd.h"
 
 namespace iptkit::backend::native {
 namespace {
@@ -166,7 +173,8 @@ TEST_F(EventCacheTest, OwnCommitsAreNoNewsAndForeignOnesAfterThemAre) {
   ExpectCacheIsCurrent(Family::kIPv4, "after deleting the foreign rule by position");
 }
 
-// A foreign commit between the snapshot and an own commit (an append: anchored, so the kernel takes it): the
+// A foreign commit between the snapshot and an own commit (an append or a delete by spec: anchored, so the kernel
+// takes it): the
 // snapshot is kept with the own commit in it, and the foreign change is applied from its notification, unless its
 // rule lands next to a rule the own commit added (which of them comes first then depends on the kernel's order of
 // the commits): that table is read again. Either way the snapshot equals a fresh read afterwards.
@@ -181,15 +189,20 @@ TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
   append.batch.family = Family::kIPv4;
   append.batch.table = "filter";
   append.batch.ops = {Op(K::kAppend, 0, canonical->front())};
+  CommitTable remove = append;  // no echo to the batch: its generation is asked for afterwards
+  remove.batch.ops = {Op(K::kDelete, 0, canonical->front())};
   struct Step {
     std::vector<std::string> foreign;
+    const CommitTable* own;
     bool applied;  // else the table is read again
   };
   const std::vector<Step> steps = {
-      {{"-I", "INPUT", "1", "-s", "10.4.0.2", "-j", "DROP"}, true},  // at the head, far from the append
-      {{"-I", "INPUT", "2", "-s", "10.4.0.3", "-j", "DROP"}, true},  // in the middle
-      {{"-D", "INPUT", "-s", "10.4.0.2", "-j", "DROP"}, true},       // a delete
-      {{"-A", "INPUT", "-s", "10.4.0.4", "-j", "DROP"}, false},      // last, as the own append
+      {{"-I", "INPUT", "1", "-s", "10.4.0.2", "-j", "DROP"}, &append, true},  // at the head, far from the append
+      {{"-I", "INPUT", "2", "-s", "10.4.0.3", "-j", "DROP"}, &append, true},  // in the middle
+      {{"-D", "INPUT", "-s", "10.4.0.2", "-j", "DROP"}, &append, true},       // a delete
+      {{"-A", "INPUT", "-s", "10.4.0.4", "-j", "DROP"}, &append, false},      // last, as the own append
+      {{"-I", "INPUT", "1", "-s", "10.4.0.5", "-j", "DROP"}, &remove, true},  // an own delete
+      {{"-A", "INPUT", "-s", "10.4.0.6", "-j", "DROP"}, &remove, true},
   };
   for (const Step& step : steps) {
     std::string where;
@@ -197,7 +210,7 @@ TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
     ASSERT_TRUE(backend_->Read(Family::kIPv4, std::nullopt, false).ok());
     ASSERT_EQ(Iptables(step.foreign), "") << where;
     const uint64_t kept = backend_->stats().event_kept_commits;
-    Result<CommitReport> done = backend_->Commit({append});
+    Result<CommitReport> done = backend_->Commit({*step.own});
     ASSERT_TRUE(done.ok()) << where << done.status().ToString();
     EXPECT_EQ(backend_->stats().event_kept_commits, kept + 1) << where;
     EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv4)) << where;
@@ -213,6 +226,57 @@ TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
     }
   }
   EXPECT_EQ(backend_->stats().event_resyncs, 0u);
+}
+
+// A rule a plan moves (deleted and added again in one batch sent with counters) goes back with the kernel's
+// counters, not with the older ones of the event-fed snapshot (read before the packets were counted): the daemon's
+// drift repair moved owned hooks back with counters of the last read of their table, which looked like resets.
+TEST_F(EventCacheTest, AMovedRuleKeepsTheKernelsCountersNotTheSnapshots) {
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/ip", "link", "set", "lo", "up"}), "");
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-s", "10.5.0.1", "-j", "ACCEPT"}), "");
+  Result<Rule> parsed = ParseRuleSpec("-i lo -p udp -m udp --dport 7001 -j ACCEPT", Family::kIPv4);
+  ASSERT_TRUE(parsed.ok());
+  Result<std::vector<Rule>> canonical = backend_->Canonicalize(Family::kIPv4, "filter", {*parsed});
+  ASSERT_TRUE(canonical.ok()) << canonical.status().ToString();
+  const Rule& hook = canonical->front();
+  CommitTable add;
+  add.batch.family = Family::kIPv4;
+  add.batch.table = "filter";
+  add.batch.ops = {Op(K::kAppend, 0, hook)};
+  ASSERT_TRUE(backend_->Read(Family::kIPv4, std::nullopt, false).ok());
+  ASSERT_TRUE(backend_->Commit({add}).ok());
+  Result<Ruleset> snapshot = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(snapshot.ok());
+
+  // 20 datagrams through the hook, from a thread inside the namespace.
+  std::thread sender([&] {
+    base::UniqueFd ns(::open(("/run/netns/" + ns_->name()).c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns.valid() || ::setns(ns.get(), CLONE_NEWNET) != 0) return;
+    base::UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(7001);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (int i = 0; i < 20; ++i) ::sendto(s.get(), "x", 1, 0, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
+  });
+  sender.join();
+
+  // The move: above the foreign rule, with the snapshot's counters (none), as the declarative planner sends it.
+  const Chain* input = snapshot->FindTable("filter")->FindChain("INPUT");
+  ASSERT_EQ(input->rules.size(), 2u);
+  CommitTable move = add;
+  move.batch.with_counters = true;
+  move.batch.ops = {Op(K::kDelete, 0, input->rules[1]), Op(K::kInsert, 1, input->rules[1])};
+  move.batch.ops[1].rule.counters = input->rules[1].counters;
+  Result<CommitReport> done = backend_->Commit({move});
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+
+  Result<Ruleset> now = fresh_->Read(Family::kIPv4);
+  ASSERT_TRUE(now.ok());
+  const Chain* after = now->FindTable("filter")->FindChain("INPUT");
+  ASSERT_EQ(after->rules.size(), 2u);
+  EXPECT_EQ(after->rules[0], hook);
+  EXPECT_GE(after->rules[0].counters.packets, 20u) << FormatSave(*now, {.counters = true});
 }
 
 // Several rule changes in one foreign transaction (iptables-nft-restore --noflush): rules placed after rules the

@@ -42,7 +42,8 @@ bool After(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; }
 
 }  // namespace
 
-EventFeed::EventFeed(mnl_socket* socket) : socket_(socket), seen_(0), buf_(kRecvBuffer) {}
+EventFeed::EventFeed(mnl_socket* socket, uint32_t own_portid)
+    : socket_(socket), own_portid_(own_portid), seen_(0), buf_(kRecvBuffer) {}
 
 EventFeed::~EventFeed() { mnl_socket_close(socket_); }
 
@@ -69,7 +70,7 @@ Result<std::unique_ptr<EventFeed>> EventFeed::Open(int netns_fd, int rcvbuf, nft
       },
       "opening the nf_tables event socket");
   if (!status.ok()) return status;
-  std::unique_ptr<EventFeed> feed(new EventFeed(socket));
+  std::unique_ptr<EventFeed> feed(new EventFeed(socket, netlink.portid()));
   // Subscribed first, then the id: every transaction after it is seen.
   IPTKIT_ASSIGN_OR_RETURN(feed->seen_, netlink.GenerationId());
   return feed;
@@ -104,14 +105,17 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
       ++gaps_;  // a transaction whose notifications never came
       LoseAll();
     }
+    // nf_tables_gen_notify addresses NEWGEN to the committing socket's port id (nlmsg_pid).
+    const bool own = own_portid_ != 0 && nlh->nlmsg_pid == own_portid_;
     std::set<std::pair<Family, std::string>> done;  // a table the transaction came back to is listed again
     for (const auto& [family, table] : open_) {
+      if (own) break;
       auto it = families_.find(family);
       if (it == families_.end() || !done.insert({family, table}).second) continue;
       FamilyState& st = it->second;
       uint32_t valid = st.valid;
       if (auto t = st.table_valid.find(table); t != st.table_valid.end() && After(t->second, valid)) valid = t->second;
-      if (!After(gen, valid) || st.own.count(gen) || st.changes.dirty.count(table)) continue;
+      if (!After(gen, valid) || st.changes.dirty.count(table)) continue;
       auto rules = open_rules_.find({family, table});
       if (open_other_.count({family, table}) || rules == open_rules_.end()) {
         st.changes.dirty.insert(table);
@@ -201,17 +205,12 @@ void EventFeed::Rebase(uint32_t gen) {
   seen_ = gen;
 }
 
-void EventFeed::Track(Family family, uint32_t valid) { families_[family] = FamilyState{valid, {}, {}, {}}; }
+void EventFeed::Track(Family family, uint32_t valid) { families_[family] = FamilyState{valid, {}, {}}; }
 
 void EventFeed::Advance(Family family, uint32_t valid) {
   FamilyState& st = families_[family];
   st.valid = valid;
   st.table_valid.clear();
-  std::erase_if(st.own, [&](uint32_t gen) { return !After(gen, valid); });
-}
-
-void EventFeed::Own(Family family, uint32_t gen) {
-  if (auto it = families_.find(family); it != families_.end()) it->second.own.insert(gen);
 }
 
 void EventFeed::TableRead(Family family, const std::string& table, uint32_t gen) {

@@ -5,9 +5,12 @@
 // Every nf_tables transaction that changes something ends with an NFT_MSG_NEWGEN notification carrying the new
 // generation id (nf_tables_api.c nf_tables_commit → nf_tables_gen_notify); the notifications of its tables, chains,
 // rules, sets and elements come before it, in one run (commits are serialized by the commit mutex). The feed groups
-// them by that generation and, per tracked family (ip / ip6), records which tables a transaction newer than the
-// family's snapshot touched ("dirty": the backend re-reads those tables only). A snapshot then stays exact as long
-// as every transaction after it was seen:
+// them by that generation and, per tracked family (ip / ip6), records what a transaction of another writer (one not
+// committed through the backend's own socket) newer than the family's snapshot did to each table it touched: when it
+// only added and deleted rules there (NFT_MSG_NEWRULE / NFT_MSG_DELRULE, at most kMaxRuleMessages of them), the
+// rule messages themselves, for the backend to apply to its snapshot ("pending", in commit order); otherwise
+// (chains, policies, sets, the table itself) the table is "dirty" and the backend reads it again (only it). A
+// snapshot then stays exact as long as every transaction after it was seen:
 //  - the receive queue overflowed (ENOBUFS: notifications were dropped), or a generation id was skipped: the
 //    family's snapshot is "lost" (the backend reads the whole family again);
 //  - a notification without a table name (none is known to exist) makes the family lost too.
@@ -77,9 +80,6 @@ class EventFeed {
   // The snapshot moved to `valid` by the backend's own doing (its commit, or every change through `valid` applied):
   // transactions up to it are no longer news. Per-table generations are dropped.
   void Advance(Family family, uint32_t valid);
-  // The transaction of generation `gen` is the backend's own, already in the family's snapshot, although the
-  // snapshot is older (another writer committed in between, whose changes are still news).
-  void Own(Family family, uint32_t gen);
   // Table `table` of `family` was read again at generation `gen`: transactions up to `gen` are in it.
   void TableRead(Family family, const std::string& table, uint32_t gen);
   // The newest generation a table of `family` was read at (0: none since Track/Advance).
@@ -114,18 +114,20 @@ class EventFeed {
   uint64_t notifications() const { return notifications_; }
 
  private:
-  explicit EventFeed(mnl_socket* socket);
+  EventFeed(mnl_socket* socket, uint32_t own_portid);
   void OnMessage(const nlmsghdr* nlh);
   void LoseAll();
 
   struct FamilyState {
     uint32_t valid = 0;
     std::map<std::string, uint32_t> table_valid;
-    std::set<uint32_t> own;  // Own transactions after `valid`
     Changes changes;
   };
 
   mnl_socket* socket_;
+  // The backend's request socket: transactions it committed (their notifications carry its port id) are never
+  // news, whatever the snapshot's generation (the backend applied them to it in place).
+  uint32_t own_portid_;
   uint32_t seen_;
   std::map<Family, FamilyState> families_;
   // The transaction being read (notifications since the last NEWGEN): (family, table).

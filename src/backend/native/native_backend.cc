@@ -1624,6 +1624,46 @@ bool NeedsSnapshot(const TableOp& op) {
 
 }  // namespace
 
+bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
+  // (family, table, chain) → the ops re-adding a rule the same batch deletes, with the rule's binary form.
+  std::map<std::tuple<Family, std::string, std::string>, std::vector<std::pair<TableOp*, XtRule>>> wanted;
+  for (CommitTable& t : tables) {
+    if (!t.batch.with_counters || t.batch.flush_table) continue;
+    for (TableOp& op : t.batch.ops) {
+      if (op.kind != TKind::kAppend && op.kind != TKind::kInsert) continue;
+      const bool moved = std::any_of(t.batch.ops.begin(), t.batch.ops.end(), [&](const TableOp& d) {
+        return d.kind == TKind::kDelete && d.chain == op.chain && d.rule == op.rule;
+      });
+      if (!moved || !EnsureXt(t.batch.family, {&op.rule}).ok()) continue;
+      std::shared_ptr<const XtRule> xt = XtOf(t.batch.family, op.rule);
+      if (!xt) continue;
+      Result<XtRule> back = RoundTrip(*xt);  // as the kernel gives it back
+      if (back.ok()) wanted[{t.batch.family, t.batch.table, op.chain}].emplace_back(&op, *std::move(back));
+    }
+  }
+  // The first rule of the chain equal to it (what the delete by spec removes) gives its counters.
+  for (auto& [where, ops] : wanted) {
+    const auto& [family, table, chain] = where;
+    std::vector<bool> done(ops.size(), false);
+    Status s = DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation&) {
+      Result<XtRule> got = DecodeRuleMessage(family, m);
+      if (!got.ok()) return Status::Ok();
+      const Counters counters = got->counters;
+      for (size_t k = 0; k < ops.size(); ++k) {
+        if (done[k]) continue;
+        got->counters = ops[k].second.counters;
+        if (*got == ops[k].second) {
+          ops[k].first->rule.counters = counters;
+          done[k] = true;
+        }
+      }
+      return Status::Ok();
+    });
+    (void)s;  // a chain that cannot be read keeps the snapshot's counters (the batch then meets its change)
+  }
+  return !wanted.empty();
+}
+
 Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& tables) {
   CommitReport report;
   report.backend = traits_.name;
@@ -1634,6 +1674,16 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
   }
   if (work.empty()) return report;
   if (std::optional<std::string> why = NotExpressible(tables)) return CommitThroughRestore(tables, *why);
+  if (events_ && !freshening_counters_) {
+    // The event-fed snapshot's counters are those of its last read: a moved rule goes back with the kernel's.
+    std::vector<CommitTable> fresh = tables;
+    if (FreshenMovedCounters(fresh)) {
+      freshening_counters_ = true;
+      Result<CommitReport> done = Commit(fresh);
+      freshening_counters_ = false;
+      return done;
+    }
+  }
   bool renames = false;
   for (const CommitTable* t : work) {
     for (const TableOp& op : t->batch.ops) renames |= op.kind == TKind::kRenameChain;
@@ -1810,10 +1860,11 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     }
     after = *asked;
   }
-  if (complete && events_ && reply->generation && *after != next) {
+  if (complete && events_ && after && *after != next) {
     // Another writer committed between the snapshot and this commit (the batch is anchored by handles): the
     // snapshot, updated in place, is kept, and the other writer's changes are applied to it from their
-    // notifications (FreshFromEvents) instead of reading the family again.
+    // notifications (FreshFromEvents; the feed knows this commit's by the socket's port id) instead of reading
+    // the family again. `after` is this commit's generation, or a later one when the kernel was asked for it.
     ++stats_.event_kept_commits;
     OwnCommit own{*after, {}};
     for (const auto& p : builder.pending_rules()) {
@@ -1821,10 +1872,7 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
         own.added.insert(EchoHandle(echo->second, NFTA_RULE_HANDLE));
       }
     }
-    for (const auto& [f, st] : cache_) {
-      own_commits_[f].push_back(own);
-      events_->Own(f, *after);
-    }
+    for (const auto& [f, st] : cache_) own_commits_[f].push_back(own);
     return report;
   }
   if (!complete || (after && *after != next)) {

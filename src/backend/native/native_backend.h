@@ -232,6 +232,12 @@ class NativeBackend final : public Backend {
   // the kernel put before it depends on their anchors), so the table is read again.
   bool ApplyRuleChanges(Family family, FamilyState& st, const EventFeed::RuleChanges& changes,
                         const std::set<uint64_t>& later_own);
+  // event_cache: the cached snapshot keeps the counters of its last read (of the table, or of the rule's
+  // notification), and a rule a plan moves (deleted and added again, with the snapshot's counters, in a batch sent
+  // with counters: the declarative planner's way of keeping them) would go back with those. Sets such re-added
+  // rules' counters to the kernel's now, from one dump of each chain concerned (the first rule equal to it, which
+  // the delete by spec removes). Returns whether any op was such a move.
+  bool FreshenMovedCounters(std::vector<CommitTable>& tables);
   Result<CommitReport> CommitThroughRestore(const std::vector<CommitTable>& tables, const std::string& why);
   std::optional<std::string> NotExpressible(const std::vector<CommitTable>& tables) const;
 
@@ -246,12 +252,14 @@ class NativeBackend final : public Backend {
   std::map<Family, FamilyState> cache_;
   // event_cache: own commits made on a snapshot another writer had committed after (Commit kept the snapshot, with
   // the commit in it; FreshFromEvents applies the other writer's changes and then forgets these): the commit's
-  // generation and the handles of the rules it added.
+  // generation (or a later one, which only makes more of the other writer's rules be placed with care) and the
+  // handles of the rules it added.
   struct OwnCommit {
     uint32_t generation = 0;
     std::set<uint64_t> added;
   };
   std::map<Family, std::vector<OwnCommit>> own_commits_;
+  bool freshening_counters_ = false;  // Commit of the copy FreshenMovedCounters made
   // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
   std::map<std::pair<Family, std::string>, Rule> canonical_;
   std::map<std::pair<Family, std::string>, std::shared_ptr<const XtRule>> xt_;

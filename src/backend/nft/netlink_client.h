@@ -128,6 +128,9 @@ class NetlinkClient {
   // they are drained without waiting. Grows the socket buffers as iptables-nft does for large batches.
   Result<BatchReply> SendBatch(std::string_view batch, size_t messages);
 
+  // The socket's netlink port id: the nlmsg_pid of the notifications of the transactions it commits.
+  uint32_t portid() const { return portid_; }
+
   // Netlink requests sent so far (tests).
   uint64_t requests() const { return requests_; }
 
