@@ -1625,8 +1625,14 @@ bool NeedsSnapshot(const TableOp& op) {
 }  // namespace
 
 bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
-  // (family, table, chain) → the ops re-adding a rule the same batch deletes, with the rule's binary form.
-  std::map<std::tuple<Family, std::string, std::string>, std::vector<std::pair<TableOp*, XtRule>>> wanted;
+  // (family, table, chain) → the ops re-adding a rule the same batch deletes, with the rule's binary form; the
+  // handles of those rules in the snapshot (or: decode every rule of the chain).
+  struct Chained {
+    std::vector<std::pair<TableOp*, XtRule>> ops;
+    std::set<uint64_t> handles;
+    bool every_rule = false;
+  };
+  std::map<std::tuple<Family, std::string, std::string>, Chained> wanted;
   for (CommitTable& t : tables) {
     if (!t.batch.with_counters || t.batch.flush_table) continue;
     for (TableOp& op : t.batch.ops) {
@@ -1638,14 +1644,41 @@ bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
       std::shared_ptr<const XtRule> xt = XtOf(t.batch.family, op.rule);
       if (!xt) continue;
       Result<XtRule> back = RoundTrip(*xt);  // as the kernel gives it back
-      if (back.ok()) wanted[{t.batch.family, t.batch.table, op.chain}].emplace_back(&op, *std::move(back));
+      if (!back.ok()) continue;
+      Chained& c = wanted[{t.batch.family, t.batch.table, op.chain}];
+      c.ops.emplace_back(&op, *std::move(back));
+      // The rule's handle in the snapshot: only that rule of the dump is decoded (any, when it is not found).
+      std::optional<uint64_t> handle;
+      if (auto st = cache_.find(t.batch.family); st != cache_.end() && st->second.detail == SnapshotDetail::kRules) {
+        const Table* table = st->second.ruleset.FindTable(t.batch.table);
+        auto kt = st->second.kernel.find(t.batch.table);
+        const Chain* chain = table != nullptr ? table->FindChain(op.chain) : nullptr;
+        if (chain != nullptr && kt != st->second.kernel.end()) {
+          auto kc = kt->second.chains.find(op.chain);
+          for (size_t i = 0; kc != kt->second.chains.end() && kc->second.rules.size() == chain->rules.size() &&
+                             i < chain->rules.size();
+               ++i) {
+            if (chain->rules[i] == op.rule && kc->second.rules[i].handle != 0) {
+              handle = kc->second.rules[i].handle;
+              break;
+            }
+          }
+        }
+      }
+      if (handle) {
+        c.handles.insert(*handle);
+      } else {
+        c.every_rule = true;
+      }
     }
   }
   // The first rule of the chain equal to it (what the delete by spec removes) gives its counters.
-  for (auto& [where, ops] : wanted) {
+  for (auto& [where, c] : wanted) {
     const auto& [family, table, chain] = where;
+    auto& ops = c.ops;
     std::vector<bool> done(ops.size(), false);
-    Status s = DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation&) {
+    auto on_rule = [&](const nlmsghdr* m, const RuleLocation& loc) {
+      if (!c.every_rule && !c.handles.count(loc.handle)) return Status::Ok();
       Result<XtRule> got = DecodeRuleMessage(family, m);
       if (!got.ok()) return Status::Ok();
       const Counters counters = got->counters;
@@ -1658,8 +1691,24 @@ bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
         }
       }
       return Status::Ok();
-    });
-    (void)s;  // a chain that cannot be read keeps the snapshot's counters (the batch then meets its change)
+    };
+    // The rules the snapshot names are asked for one by one (a dump of a long chain costs the kernel a walk of
+    // it); every rule of the chain when one was not found there.
+    if (c.every_rule) {
+      (void)DumpChainRules(*netlink_, family, table, chain, on_rule);
+      continue;
+    }
+    for (uint64_t handle : c.handles) {
+      // A rule gone meanwhile keeps the snapshot's counters (its delete then fails the batch anyway).
+      (void)netlink_->GetMessage(
+          NFT_MSG_GETRULE, NfProto(family),
+          [&](nlmsghdr* nlh) {
+            mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+            mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+            mnl_attr_put_u64(nlh, NFTA_RULE_HANDLE, htobe64(handle));
+          },
+          [&](const nlmsghdr* m) { return on_rule(m, RuleMessageLocation(m)); });
+    }
   }
   return !wanted.empty();
 }

@@ -107,6 +107,11 @@ class NetlinkClient {
   Status DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                       const std::function<Status(const nlmsghdr*)>& on_message);
 
+  // Sends one NFT_MSG_GET* request for a single object (no dump; NLM_F_ACK), e.g. a rule named by NFTA_RULE_TABLE,
+  // NFTA_RULE_CHAIN and NFTA_RULE_HANDLE, and feeds the answer to `on_message`. NotFound when it is gone.
+  Status GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
+                    const std::function<Status(const nlmsghdr*)>& on_message);
+
   // The answer to one nfnetlink batch.
   struct BatchReply {
     // (seq, errno) of every message the kernel refused; the BATCH_BEGIN's seq for a failure of the batch as a
