@@ -235,8 +235,9 @@ class NativeBackend final : public Backend {
   // event_cache: the cached snapshot keeps the counters of its last read (of the table, or of the rule's
   // notification), and a rule a plan moves (deleted and added again, with the snapshot's counters, in a batch sent
   // with counters: the declarative planner's way of keeping them) would go back with those. Sets such re-added
-  // rules' counters to the kernel's now, from one dump of each chain concerned (the first rule equal to it, which
-  // the delete by spec removes). Returns whether any op was such a move.
+  // rules' counters to the kernel's now: each rule asked for by its handle in the snapshot (the first rule equal to
+  // it, which the delete by spec removes), the chain dumped when it is not found there. Returns whether any op was such
+  // a move.
   bool FreshenMovedCounters(std::vector<CommitTable>& tables);
   Result<CommitReport> CommitThroughRestore(const std::vector<CommitTable>& tables, const std::string& why);
   std::optional<std::string> NotExpressible(const std::vector<CommitTable>& tables) const;
