@@ -1625,14 +1625,15 @@ bool NeedsSnapshot(const TableOp& op) {
 }  // namespace
 
 bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
-  // (family, table, chain) → the ops re-adding a rule the same batch deletes, with the rule's binary form; the
-  // handles of those rules in the snapshot (or: decode every rule of the chain).
+  // (family, table, chain) → the ops re-adding a rule the same batch deletes: by the rule's handle in the snapshot
+  // (the first rule equal to it, the one the delete by spec removes there), else with the rule's binary form, to
+  // be found in a dump of the chain.
   struct Chained {
-    std::vector<std::pair<TableOp*, XtRule>> ops;
-    std::set<uint64_t> handles;
-    bool every_rule = false;
+    std::map<uint64_t, std::vector<TableOp*>> by_handle;
+    std::vector<std::pair<TableOp*, XtRule>> by_form;
   };
   std::map<std::tuple<Family, std::string, std::string>, Chained> wanted;
+  bool any = false;
   for (CommitTable& t : tables) {
     if (!t.batch.with_counters || t.batch.flush_table) continue;
     for (TableOp& op : t.batch.ops) {
@@ -1640,14 +1641,9 @@ bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
       const bool moved = std::any_of(t.batch.ops.begin(), t.batch.ops.end(), [&](const TableOp& d) {
         return d.kind == TKind::kDelete && d.chain == op.chain && d.rule == op.rule;
       });
-      if (!moved || !EnsureXt(t.batch.family, {&op.rule}).ok()) continue;
-      std::shared_ptr<const XtRule> xt = XtOf(t.batch.family, op.rule);
-      if (!xt) continue;
-      Result<XtRule> back = RoundTrip(*xt);  // as the kernel gives it back
-      if (!back.ok()) continue;
+      if (!moved) continue;
+      any = true;
       Chained& c = wanted[{t.batch.family, t.batch.table, op.chain}];
-      c.ops.emplace_back(&op, *std::move(back));
-      // The rule's handle in the snapshot: only that rule of the dump is decoded (any, when it is not found).
       std::optional<uint64_t> handle;
       if (auto st = cache_.find(t.batch.family); st != cache_.end() && st->second.detail == SnapshotDetail::kRules) {
         const Table* table = st->second.ruleset.FindTable(t.batch.table);
@@ -1666,40 +1662,20 @@ bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
         }
       }
       if (handle) {
-        c.handles.insert(*handle);
-      } else {
-        c.every_rule = true;
+        c.by_handle[*handle].push_back(&op);
+        continue;
       }
+      if (!EnsureXt(t.batch.family, {&op.rule}).ok()) continue;
+      std::shared_ptr<const XtRule> xt = XtOf(t.batch.family, op.rule);
+      if (!xt) continue;
+      Result<XtRule> back = RoundTrip(*xt);  // as the kernel gives it back
+      if (back.ok()) c.by_form.emplace_back(&op, *std::move(back));
     }
   }
-  // The first rule of the chain equal to it (what the delete by spec removes) gives its counters.
   for (auto& [where, c] : wanted) {
     const auto& [family, table, chain] = where;
-    auto& ops = c.ops;
-    std::vector<bool> done(ops.size(), false);
-    auto on_rule = [&](const nlmsghdr* m, const RuleLocation& loc) {
-      if (!c.every_rule && !c.handles.count(loc.handle)) return Status::Ok();
-      Result<XtRule> got = DecodeRuleMessage(family, m);
-      if (!got.ok()) return Status::Ok();
-      const Counters counters = got->counters;
-      for (size_t k = 0; k < ops.size(); ++k) {
-        if (done[k]) continue;
-        got->counters = ops[k].second.counters;
-        if (*got == ops[k].second) {
-          ops[k].first->rule.counters = counters;
-          done[k] = true;
-        }
-      }
-      return Status::Ok();
-    };
-    // The rules the snapshot names are asked for one by one (a dump of a long chain costs the kernel a walk of
-    // it); every rule of the chain when one was not found there.
-    if (c.every_rule) {
-      (void)DumpChainRules(*netlink_, family, table, chain, on_rule);
-      continue;
-    }
-    for (uint64_t handle : c.handles) {
-      // A rule gone meanwhile keeps the snapshot's counters (its delete then fails the batch anyway).
+    // A rule gone meanwhile keeps the snapshot's counters (its delete then fails the batch anyway).
+    for (const auto& [handle, ops] : c.by_handle) {
       (void)netlink_->GetMessage(
           NFT_MSG_GETRULE, NfProto(family),
           [&](nlmsghdr* nlh) {
@@ -1707,10 +1683,32 @@ bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
             mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
             mnl_attr_put_u64(nlh, NFTA_RULE_HANDLE, htobe64(handle));
           },
-          [&](const nlmsghdr* m) { return on_rule(m, RuleMessageLocation(m)); });
+          [&](const nlmsghdr* m) {
+            if (Result<XtRule> got = DecodeRuleMessage(family, m); got.ok()) {
+              for (TableOp* op : ops) op->rule.counters = got->counters;
+            }
+            return Status::Ok();
+          });
     }
+    if (c.by_form.empty()) continue;
+    // Not in the snapshot: the first rule of the chain equal to it.
+    std::vector<bool> done(c.by_form.size(), false);
+    (void)DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation&) {
+      Result<XtRule> got = DecodeRuleMessage(family, m);
+      if (!got.ok()) return Status::Ok();
+      const Counters counters = got->counters;
+      for (size_t k = 0; k < c.by_form.size(); ++k) {
+        if (done[k]) continue;
+        got->counters = c.by_form[k].second.counters;
+        if (*got == c.by_form[k].second) {
+          c.by_form[k].first->rule.counters = counters;
+          done[k] = true;
+        }
+      }
+      return Status::Ok();
+    });
   }
-  return !wanted.empty();
+  return any;
 }
 
 Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& tables) {
