@@ -146,7 +146,7 @@ class TablePlanner {
 
   std::vector<TableOp>& ops() { return ops_; }
   std::vector<PlanStep>& steps() { return steps_; }
-  // Some op re-inserts a moved rule with its counters (the batch must be sent with counters).
+  // Some op re-inserts a moved rule with its counters (the batch must be sent with counters, zero or not).
   bool with_counters() const { return with_counters_; }
   bool changed() const {
     return std::any_of(ops_.begin(), ops_.end(), [](const TableOp& op) { return op.kind != TableOp::Kind::kCheck; });
@@ -260,9 +260,14 @@ Status TablePlanner::PlanChain(const std::string& chain, const std::vector<Rule>
        "delete " + table_ + " " + chain + " rule " + std::to_string(i + 1) + ": " + kspec[i]);
     if (all_desired.count(kspec[i])) moved[kspec[i]] = kernel[i].counters;
   }
-  // The rule to insert for a new slot: a moved rule keeps its counters.
+  // The rule to insert for a new slot: a moved rule keeps its counters. The batch says so also when they are zero
+  // in the snapshot: a backend whose snapshot's counters are older than the kernel's (the native event cache) then
+  // sends the kernel's.
   auto with_counters = [&](TableOp op, const std::string& spec) {
-    if (auto it = moved.find(spec); it != moved.end()) op.rule.counters = it->second;
+    if (auto it = moved.find(spec); it != moved.end()) {
+      op.rule.counters = it->second;
+      with_counters_ = true;
+    }
     return op;
   };
 

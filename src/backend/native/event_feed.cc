@@ -42,7 +42,8 @@ bool After(uint32_t a, uint32_t b) { return static_cast<int32_t>(a - b) > 0; }
 
 }  // namespace
 
-EventFeed::EventFeed(mnl_socket* socket) : socket_(socket), seen_(0), buf_(kRecvBuffer) {}
+EventFeed::EventFeed(mnl_socket* socket, uint32_t own_portid)
+    : socket_(socket), own_portid_(own_portid), seen_(0), buf_(kRecvBuffer) {}
 
 EventFeed::~EventFeed() { mnl_socket_close(socket_); }
 
@@ -69,7 +70,7 @@ Result<std::unique_ptr<EventFeed>> EventFeed::Open(int netns_fd, int rcvbuf, nft
       },
       "opening the nf_tables event socket");
   if (!status.ok()) return status;
-  std::unique_ptr<EventFeed> feed(new EventFeed(socket));
+  std::unique_ptr<EventFeed> feed(new EventFeed(socket, netlink.portid()));
   // Subscribed first, then the id: every transaction after it is seen.
   IPTKIT_ASSIGN_OR_RETURN(feed->seen_, netlink.GenerationId());
   return feed;
@@ -79,6 +80,8 @@ void EventFeed::LoseAll() {
   for (auto& [family, st] : families_) st.changes.lost = true;
   open_.clear();
   open_lost_ = false;
+  open_rules_.clear();
+  open_other_.clear();
 }
 
 void EventFeed::OnMessage(const nlmsghdr* nlh) {
@@ -102,13 +105,25 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
       ++gaps_;  // a transaction whose notifications never came
       LoseAll();
     }
+    // nf_tables_gen_notify addresses NEWGEN to the committing socket's port id (nlmsg_pid).
+    const bool own = own_portid_ != 0 && nlh->nlmsg_pid == own_portid_;
+    std::set<std::pair<Family, std::string>> done;  // a table the transaction came back to is listed again
     for (const auto& [family, table] : open_) {
+      if (own) break;
       auto it = families_.find(family);
-      if (it == families_.end()) continue;
+      if (it == families_.end() || !done.insert({family, table}).second) continue;
       FamilyState& st = it->second;
       uint32_t valid = st.valid;
       if (auto t = st.table_valid.find(table); t != st.table_valid.end() && After(t->second, valid)) valid = t->second;
-      if (After(gen, valid)) st.changes.dirty.insert(table);
+      if (!After(gen, valid) || st.changes.dirty.count(table)) continue;
+      auto rules = open_rules_.find({family, table});
+      if (open_other_.count({family, table}) || rules == open_rules_.end()) {
+        st.changes.dirty.insert(table);
+        std::erase_if(st.changes.pending, [&](const RuleChanges& c) { return c.table == table; });
+      } else {
+        st.changes.pending.push_back(RuleChanges{gen, table, std::move(rules->second)});
+        open_rules_.erase(rules);
+      }
     }
     if (open_lost_) {
       for (auto& [family, st] : families_) {
@@ -117,6 +132,8 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
     }
     open_.clear();
     open_lost_ = false;
+    open_rules_.clear();
+    open_other_.clear();
     if (After(gen, seen_)) seen_ = gen;
     return;
   }
@@ -130,6 +147,18 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
     return;
   }
   std::string name = mnl_attr_get_str(table);
+  if (families_.count(*family)) {
+    std::pair<Family, std::string> key{*family, name};
+    if (open_other_.count(key) == 0) {
+      std::vector<std::string>& rules = open_rules_[key];
+      if ((type == NFT_MSG_NEWRULE || type == NFT_MSG_DELRULE) && rules.size() < kMaxRuleMessages) {
+        rules.emplace_back(reinterpret_cast<const char*>(nlh), nlh->nlmsg_len);
+      } else {
+        open_rules_.erase(key);
+        open_other_.insert(std::move(key));
+      }
+    }
+  }
   if (open_.empty() || open_.back().first != *family || open_.back().second != name) {
     open_.emplace_back(*family, std::move(name));
   }
@@ -200,7 +229,7 @@ uint32_t EventFeed::NewestTableRead(Family family) const {
 
 EventFeed::Changes EventFeed::Take(Family family) {
   auto it = families_.find(family);
-  if (it == families_.end()) return Changes{true, {}};
+  if (it == families_.end()) return Changes{true, {}, {}};
   Changes out = std::move(it->second.changes);
   it->second.changes = Changes{};
   return out;

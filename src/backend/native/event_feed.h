@@ -5,9 +5,12 @@
 // Every nf_tables transaction that changes something ends with an NFT_MSG_NEWGEN notification carrying the new
 // generation id (nf_tables_api.c nf_tables_commit → nf_tables_gen_notify); the notifications of its tables, chains,
 // rules, sets and elements come before it, in one run (commits are serialized by the commit mutex). The feed groups
-// them by that generation and, per tracked family (ip / ip6), records which tables a transaction newer than the
-// family's snapshot touched ("dirty": the backend re-reads those tables only). A snapshot then stays exact as long
-// as every transaction after it was seen:
+// them by that generation and, per tracked family (ip / ip6), records what a transaction of another writer (one not
+// committed through the backend's own socket) newer than the family's snapshot did to each table it touched: when it
+// only added and deleted rules there (NFT_MSG_NEWRULE / NFT_MSG_DELRULE, at most kMaxRuleMessages of them), the
+// rule messages themselves, for the backend to apply to its snapshot ("pending", in commit order); otherwise
+// (chains, policies, sets, the table itself) the table is "dirty" and the backend reads it again (only it). A
+// snapshot then stays exact as long as every transaction after it was seen:
 //  - the receive queue overflowed (ENOBUFS: notifications were dropped), or a generation id was skipped: the
 //    family's snapshot is "lost" (the backend reads the whole family again);
 //  - a notification without a table name (none is known to exist) makes the family lost too.
@@ -82,9 +85,20 @@ class EventFeed {
   // The newest generation a table of `family` was read at (0: none since Track/Advance).
   uint32_t NewestTableRead(Family family) const;
 
+  // A transaction's rule changes in one table, as the kernel notified them (whole netlink messages, in order).
+  struct RuleChanges {
+    uint32_t generation = 0;
+    std::string table;
+    std::vector<std::string> messages;  // NFT_MSG_NEWRULE / NFT_MSG_DELRULE
+  };
+  // More rule messages than this in one table of one transaction (a flush of a long chain) make the table dirty:
+  // reading it again is then cheaper than applying them one by one.
+  static constexpr size_t kMaxRuleMessages = 64;
   struct Changes {
     bool lost = false;            // the family must be read whole (overflow, skipped generation)
-    std::set<std::string> dirty;  // tables changed by transactions the snapshot does not hold
+    std::set<std::string> dirty;  // tables changed by transactions the snapshot does not hold, beyond rules
+    // Rule-only changes of tables not in `dirty`, in commit order: the snapshot is current once they are applied.
+    std::vector<RuleChanges> pending;
   };
   // Whether notifications the family's snapshot depends on were lost (Take would say so).
   bool lost(Family family) const {
@@ -100,7 +114,7 @@ class EventFeed {
   uint64_t notifications() const { return notifications_; }
 
  private:
-  explicit EventFeed(mnl_socket* socket);
+  EventFeed(mnl_socket* socket, uint32_t own_portid);
   void OnMessage(const nlmsghdr* nlh);
   void LoseAll();
 
@@ -111,11 +125,18 @@ class EventFeed {
   };
 
   mnl_socket* socket_;
+  // The backend's request socket: transactions it committed (their notifications carry its port id) are never
+  // news, whatever the snapshot's generation (the backend applied them to it in place).
+  uint32_t own_portid_;
   uint32_t seen_;
   std::map<Family, FamilyState> families_;
   // The transaction being read (notifications since the last NEWGEN): (family, table).
   std::vector<std::pair<Family, std::string>> open_;
   bool open_lost_ = false;  // a notification of it named no table
+  // Its rule messages per (family, table) of tracked families, and the tables it changed beyond rules (or with
+  // more than kMaxRuleMessages of them).
+  std::map<std::pair<Family, std::string>, std::vector<std::string>> open_rules_;
+  std::set<std::pair<Family, std::string>> open_other_;
   std::vector<char> buf_;
   uint64_t overflows_ = 0;
   uint64_t gaps_ = 0;

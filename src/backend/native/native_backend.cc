@@ -795,8 +795,8 @@ bool NativeBackend::Unchanged(Family family) {
   if (it == cache_.end() || it->second.detail != SnapshotDetail::kRules || !it->second.scope.every_chain) return false;
   if (events_) {
     // Current and unchanged: nothing foreign since (a re-read table would change what the caller kept).
-    const uint64_t reads = stats_.event_table_reads + stats_.event_resyncs;
-    return FreshFromEvents(family) && reads == stats_.event_table_reads + stats_.event_resyncs;
+    const uint64_t changes = stats_.event_table_reads + stats_.event_resyncs + stats_.event_applied;
+    return FreshFromEvents(family) && changes == stats_.event_table_reads + stats_.event_resyncs + stats_.event_applied;
   }
   Result<uint32_t> gen = netlink_->GenerationId();
   return gen.ok() && *gen == it->second.generation;
@@ -805,13 +805,125 @@ bool NativeBackend::Unchanged(Family family) {
 void NativeBackend::Remember(Family family, FamilyState st) {
   const uint32_t generation = st.generation;
   cache_[family] = std::move(st);
+  own_commits_.erase(family);  // read whole: every commit through `generation` is in it
   if (events_) events_->Track(family, generation);
+}
+
+namespace {
+
+// NFTA_RULE_POSITION of a rule notification: the handle of the rule before it (nullopt: none given).
+std::optional<uint64_t> NotifiedPosition(const nlmsghdr* nlh) {
+  const char* start = static_cast<const char*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+  const char* end = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+  int remaining = static_cast<int>(end - start);
+  for (const nlattr* a = reinterpret_cast<const nlattr*>(start); mnl_attr_ok(a, remaining);
+       remaining -= static_cast<int>(MNL_ALIGN(a->nla_len)), a = mnl_attr_next(a)) {
+    if (mnl_attr_get_type(a) == NFTA_RULE_POSITION && mnl_attr_get_payload_len(a) == 8) {
+      return be64toh(mnl_attr_get_u64(a));
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool NativeBackend::ApplyRuleChanges(Family family, FamilyState& st, const EventFeed::RuleChanges& changes,
+                                     const std::set<uint64_t>& later_own) {
+  Table* table = st.ruleset.FindTable(changes.table);
+  auto kt = st.kernel.find(changes.table);
+  if (table == nullptr || kt == st.kernel.end() || !table->unrepresentable_reason.empty()) return false;
+  if (st.detail == SnapshotDetail::kChains) return true;  // no rules held
+  // Where the kernel put an added rule (nf_tables_rule_notify, at commit): right after the rule NFTA_RULE_POSITION
+  // names, as the chain's list stood then (every rule the transaction adds is in it, each deletion notified before
+  // is gone); without it first in the chain or last, which NLM_F_APPEND tells apart (set for an append and for a
+  // replace). A replace deletes a rule of the same chain in the same transaction, after which a rule without a
+  // position can be first with the flag: such a chain is read again unless it is empty (first is last). A rule
+  // placed after one the transaction adds later waits for that one.
+  std::set<std::string_view> deleting;
+  std::set<uint64_t> added;
+  for (const std::string& m : changes.messages) {
+    const auto* nlh = reinterpret_cast<const nlmsghdr*>(m.data());
+    const RuleLocation loc = RuleMessageLocation(nlh);
+    if (NFNL_MSG_TYPE(nlh->nlmsg_type) == NFT_MSG_DELRULE) deleting.insert(loc.chain);
+    if (NFNL_MSG_TYPE(nlh->nlmsg_type) == NFT_MSG_NEWRULE) added.insert(loc.handle);
+  }
+  std::vector<const nlmsghdr*> waiting;  // added rules whose predecessor is not placed yet
+  // 1: applied, 0: waits for its predecessor, -1: cannot be applied exactly.
+  auto apply = [&](const nlmsghdr* nlh) -> int {
+    const RuleLocation loc = RuleMessageLocation(nlh);
+    Chain* chain = table->FindChain(loc.chain);
+    auto kc = kt->second.chains.find(std::string(loc.chain));
+    if (chain == nullptr || kc == kt->second.chains.end() || loc.handle == 0 ||
+        chain->rules.size() != kc->second.rules.size()) {
+      return -1;
+    }
+    std::vector<Slot>& slots = kc->second.rules;
+    auto at = [&](uint64_t handle) {
+      return std::find_if(slots.begin(), slots.end(), [&](const Slot& s) { return s.handle == handle; });
+    };
+    if (NFNL_MSG_TYPE(nlh->nlmsg_type) == NFT_MSG_DELRULE) {
+      auto it = at(loc.handle);
+      if (it == slots.end()) return -1;
+      chain->rules.erase(chain->rules.begin() + (it - slots.begin()));
+      slots.erase(it);
+      return 1;
+    }
+    if (at(loc.handle) != slots.end()) return -1;  // known already: not news after all
+    size_t index = 0;
+    if (std::optional<uint64_t> prev = NotifiedPosition(nlh)) {
+      auto it = at(*prev);
+      if (it == slots.end()) return added.count(*prev) ? 0 : -1;
+      index = static_cast<size_t>(it - slots.begin()) + 1;
+    } else if (nlh->nlmsg_flags & NLM_F_APPEND) {
+      if (deleting.count(loc.chain) && !slots.empty()) return -1;
+      index = slots.size();
+    }
+    if ((index < slots.size() && later_own.count(slots[index].handle)) ||
+        (index > 0 && later_own.count(slots[index - 1].handle))) {
+      return -1;
+    }
+    Rule rule;
+    if (st.detail == SnapshotDetail::kRules) {
+      Result<XtRule> xt = DecodeDumpedRule(family, nlh);
+      if (!xt.ok()) return -1;  // the read says why the table cannot be shown
+      Result<Xtables*> xtables = Xtables::Instance();
+      if (!xtables.ok() || !(*xtables)->ToRules({&*xt}, {&rule}, netns_.get()).empty()) return -1;
+    }
+    chain->rules.insert(chain->rules.begin() + static_cast<std::ptrdiff_t>(index), std::move(rule));
+    slots.insert(slots.begin() + static_cast<std::ptrdiff_t>(index), Slot{loc.handle, 0, nullptr});
+    return 1;
+  };
+  for (const std::string& m : changes.messages) {
+    const auto* nlh = reinterpret_cast<const nlmsghdr*>(m.data());
+    const int done = apply(nlh);
+    if (done < 0) return false;
+    if (done == 0) {
+      waiting.push_back(nlh);
+      continue;
+    }
+    // A rule placed may be the predecessor some waiting rules need.
+    for (bool progress = true; progress && !waiting.empty();) {
+      progress = false;
+      for (auto it = waiting.begin(); it != waiting.end();) {
+        const int w = apply(*it);
+        if (w < 0) return false;
+        if (w == 0) {
+          ++it;
+          continue;
+        }
+        it = waiting.erase(it);
+        progress = true;
+      }
+    }
+  }
+  return waiting.empty();
 }
 
 bool NativeBackend::FreshFromEvents(Family family) {
   if (!events_) return false;
   auto forget = [&] {
     cache_.erase(family);
+    own_commits_.erase(family);
     events_->Forget(family);
     return false;
   };
@@ -821,9 +933,12 @@ bool NativeBackend::FreshFromEvents(Family family) {
     auto it = cache_.find(family);
     if (it == cache_.end()) return false;
     FamilyState& st = it->second;
-    // A commit of ours moved the snapshot on in place: its own notifications are no news.
+    // A commit of ours moved the snapshot on in place: its own notifications are no news, in either family (the
+    // drain below reads them for both; one taken for foreign would be applied a second time).
     if (!events_->tracked(family)) events_->Track(family, st.generation);
-    if (events_->valid(family) != st.generation) events_->Advance(family, st.generation);
+    for (const auto& [f, other] : cache_) {
+      if (events_->tracked(f) && events_->valid(f) != other.generation) events_->Advance(f, other.generation);
+    }
     if (!events_->Drain().ok()) return forget();
     if (events_->lost(family)) {
       // Lost notifications (the rest of that transaction, its NEWGEN) will never come: read the family whole.
@@ -841,11 +956,29 @@ bool NativeBackend::FreshFromEvents(Family family) {
     // (the kernel bumps the id before it queues them).
     uint32_t need = st.generation;
     if (uint32_t t = events_->NewestTableRead(family); t != 0 && static_cast<int32_t>(t - need) > 0) need = t;
+    std::vector<OwnCommit>& own = own_commits_[family];
+    for (const OwnCommit& c : own) {
+      if (static_cast<int32_t>(c.generation - need) > 0) need = c.generation;  // the commits before it too
+    }
     if (!events_->WaitFor(need, kCatchUp)) return forget();
     if (events_->lost(family)) continue;
     EventFeed::Changes changes = events_->Take(family);
+    // Rule changes are applied from their notifications; a table where that fails is read again.
+    for (const EventFeed::RuleChanges& rc : changes.pending) {
+      if (changes.dirty.count(rc.table)) continue;
+      std::set<uint64_t> later_own;
+      for (const OwnCommit& c : own) {
+        if (static_cast<int32_t>(c.generation - rc.generation) > 0) later_own.insert(c.added.begin(), c.added.end());
+      }
+      if (ApplyRuleChanges(family, st, rc, later_own)) {
+        ++stats_.event_applied;
+      } else {
+        changes.dirty.insert(rc.table);
+      }
+    }
     if (changes.dirty.empty()) {
       // Every transaction through seen() is in the snapshot: it is the kernel's state at that generation.
+      own.clear();
       st.generation = events_->seen();
       events_->Advance(family, st.generation);
       ++stats_.event_hits;
@@ -1491,6 +1624,93 @@ bool NeedsSnapshot(const TableOp& op) {
 
 }  // namespace
 
+bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
+  // (family, table, chain) → the ops re-adding a rule the same batch deletes: by the rule's handle in the snapshot
+  // (the first rule equal to it, the one the delete by spec removes there), else with the rule's binary form, to
+  // be found in a dump of the chain.
+  struct Chained {
+    std::map<uint64_t, std::vector<TableOp*>> by_handle;
+    std::vector<std::pair<TableOp*, XtRule>> by_form;
+  };
+  std::map<std::tuple<Family, std::string, std::string>, Chained> wanted;
+  bool any = false;
+  for (CommitTable& t : tables) {
+    if (!t.batch.with_counters || t.batch.flush_table) continue;
+    for (TableOp& op : t.batch.ops) {
+      if (op.kind != TKind::kAppend && op.kind != TKind::kInsert) continue;
+      const bool moved = std::any_of(t.batch.ops.begin(), t.batch.ops.end(), [&](const TableOp& d) {
+        return d.kind == TKind::kDelete && d.chain == op.chain && d.rule == op.rule;
+      });
+      if (!moved) continue;
+      any = true;
+      Chained& c = wanted[{t.batch.family, t.batch.table, op.chain}];
+      std::optional<uint64_t> handle;
+      if (auto st = cache_.find(t.batch.family); st != cache_.end() && st->second.detail == SnapshotDetail::kRules) {
+        const Table* table = st->second.ruleset.FindTable(t.batch.table);
+        auto kt = st->second.kernel.find(t.batch.table);
+        const Chain* chain = table != nullptr ? table->FindChain(op.chain) : nullptr;
+        if (chain != nullptr && kt != st->second.kernel.end()) {
+          auto kc = kt->second.chains.find(op.chain);
+          for (size_t i = 0; kc != kt->second.chains.end() && kc->second.rules.size() == chain->rules.size() &&
+                             i < chain->rules.size();
+               ++i) {
+            if (chain->rules[i] == op.rule && kc->second.rules[i].handle != 0) {
+              handle = kc->second.rules[i].handle;
+              break;
+            }
+          }
+        }
+      }
+      if (handle) {
+        c.by_handle[*handle].push_back(&op);
+        continue;
+      }
+      if (!EnsureXt(t.batch.family, {&op.rule}).ok()) continue;
+      std::shared_ptr<const XtRule> xt = XtOf(t.batch.family, op.rule);
+      if (!xt) continue;
+      Result<XtRule> back = RoundTrip(*xt);  // as the kernel gives it back
+      if (back.ok()) c.by_form.emplace_back(&op, *std::move(back));
+    }
+  }
+  for (auto& [where, c] : wanted) {
+    const auto& [family, table, chain] = where;
+    // A rule gone meanwhile keeps the snapshot's counters (its delete then fails the batch anyway).
+    for (const auto& [handle, ops] : c.by_handle) {
+      (void)netlink_->GetMessage(
+          NFT_MSG_GETRULE, NfProto(family),
+          [&](nlmsghdr* nlh) {
+            mnl_attr_put_strz(nlh, NFTA_RULE_TABLE, table.c_str());
+            mnl_attr_put_strz(nlh, NFTA_RULE_CHAIN, chain.c_str());
+            mnl_attr_put_u64(nlh, NFTA_RULE_HANDLE, htobe64(handle));
+          },
+          [&](const nlmsghdr* m) {
+            if (Result<XtRule> got = DecodeRuleMessage(family, m); got.ok()) {
+              for (TableOp* op : ops) op->rule.counters = got->counters;
+            }
+            return Status::Ok();
+          });
+    }
+    if (c.by_form.empty()) continue;
+    // Not in the snapshot: the first rule of the chain equal to it.
+    std::vector<bool> done(c.by_form.size(), false);
+    (void)DumpChainRules(*netlink_, family, table, chain, [&](const nlmsghdr* m, const RuleLocation&) {
+      Result<XtRule> got = DecodeRuleMessage(family, m);
+      if (!got.ok()) return Status::Ok();
+      const Counters counters = got->counters;
+      for (size_t k = 0; k < c.by_form.size(); ++k) {
+        if (done[k]) continue;
+        got->counters = c.by_form[k].second.counters;
+        if (*got == c.by_form[k].second) {
+          c.by_form[k].first->rule.counters = counters;
+          done[k] = true;
+        }
+      }
+      return Status::Ok();
+    });
+  }
+  return any;
+}
+
 Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& tables) {
   CommitReport report;
   report.backend = traits_.name;
@@ -1501,6 +1721,16 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
   }
   if (work.empty()) return report;
   if (std::optional<std::string> why = NotExpressible(tables)) return CommitThroughRestore(tables, *why);
+  if (events_ && !freshening_counters_) {
+    // The event-fed snapshot's counters are those of its last read: a moved rule goes back with the kernel's.
+    std::vector<CommitTable> fresh = tables;
+    if (FreshenMovedCounters(fresh)) {
+      freshening_counters_ = true;
+      Result<CommitReport> done = Commit(fresh);
+      freshening_counters_ = false;
+      return done;
+    }
+  }
   bool renames = false;
   for (const CommitTable* t : work) {
     for (const TableOp& op : t->batch.ops) renames |= op.kind == TKind::kRenameChain;
@@ -1676,6 +1906,21 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
       return report;
     }
     after = *asked;
+  }
+  if (complete && events_ && after && *after != next) {
+    // Another writer committed between the snapshot and this commit (the batch is anchored by handles): the
+    // snapshot, updated in place, is kept, and the other writer's changes are applied to it from their
+    // notifications (FreshFromEvents; the feed knows this commit's by the socket's port id) instead of reading
+    // the family again. `after` is this commit's generation, or a later one when the kernel was asked for it.
+    ++stats_.event_kept_commits;
+    OwnCommit own{*after, {}};
+    for (const auto& p : builder.pending_rules()) {
+      if (auto echo = reply->echoes.find(p.seq); echo != reply->echoes.end()) {
+        own.added.insert(EchoHandle(echo->second, NFTA_RULE_HANDLE));
+      }
+    }
+    for (const auto& [f, st] : cache_) own_commits_[f].push_back(own);
+    return report;
   }
   if (!complete || (after && *after != next)) {
     cache_.clear();

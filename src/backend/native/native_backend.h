@@ -140,9 +140,11 @@ class NativeBackend final : public Backend {
     uint64_t restore_fallbacks = 0;  // commits sent through the restore backend
     uint64_t probe_scans = 0;        // chains searched for a delete by spec without keeping their rules
     // event_cache only:
-    uint64_t event_hits = 0;         // uses of a cached snapshot the notifications proved current
-    uint64_t event_table_reads = 0;  // tables read again because a foreign transaction changed them
-    uint64_t event_resyncs = 0;      // families read whole again after lost notifications (overflow, gap)
+    uint64_t event_hits = 0;          // uses of a cached snapshot the notifications proved current
+    uint64_t event_applied = 0;       // foreign transactions' rule changes applied to a table from notifications
+    uint64_t event_kept_commits = 0;  // own commits after a foreign one whose snapshot was kept (not read again)
+    uint64_t event_table_reads = 0;   // tables read again because a foreign transaction changed them
+    uint64_t event_resyncs = 0;       // families read whole again after lost notifications (overflow, gap)
   };
   const Stats& stats() const { return stats_; }
   NativeOptions& native_options() { return native_; }
@@ -220,6 +222,23 @@ class NativeBackend final : public Backend {
   // transactions changed (or the family, after lost notifications). false: not known (the caller reads as without
   // the feed).
   bool FreshFromEvents(Family family);
+  // Applies one foreign transaction's rule additions and deletions in a table (EventFeed::RuleChanges) to `st`
+  // as the kernel made them: an added rule decoded from its notification and placed after the rule its
+  // NFTA_RULE_POSITION names. false when that cannot be done exactly (a handle not in the snapshot, a rule that
+  // does not decode, a table already unrepresentable, a place the notification leaves open): the caller then
+  // reads the table again (`st` may be half changed).
+  // `later_own`: handles of rules the backend's own commits after that transaction added (they are in `st`, the
+  // transaction not yet): a rule of the transaction placed next to one of them is not placed exactly (which of them
+  // the kernel put before it depends on their anchors), so the table is read again.
+  bool ApplyRuleChanges(Family family, FamilyState& st, const EventFeed::RuleChanges& changes,
+                        const std::set<uint64_t>& later_own);
+  // event_cache: the cached snapshot keeps the counters of its last read (of the table, or of the rule's
+  // notification), and a rule a plan moves (deleted and added again, with the snapshot's counters, in a batch sent
+  // with counters: the declarative planner's way of keeping them) would go back with those. Sets such re-added
+  // rules' counters to the kernel's now: each rule asked for by its handle in the snapshot (the first rule equal to
+  // it, which the delete by spec removes), the chain dumped when it is not found there. Returns whether any op was such
+  // a move.
+  bool FreshenMovedCounters(std::vector<CommitTable>& tables);
   Result<CommitReport> CommitThroughRestore(const std::vector<CommitTable>& tables, const std::string& why);
   std::optional<std::string> NotExpressible(const std::vector<CommitTable>& tables) const;
 
@@ -232,6 +251,16 @@ class NativeBackend final : public Backend {
   std::unique_ptr<Backend> restore_;   // the fallback, created on first use
   BatchStorage batch_storage_;         // NftBatch's buffer, reused
   std::map<Family, FamilyState> cache_;
+  // event_cache: own commits made on a snapshot another writer had committed after (Commit kept the snapshot, with
+  // the commit in it; FreshFromEvents applies the other writer's changes and then forgets these): the commit's
+  // generation (or a later one, which only makes more of the other writer's rules be placed with care) and the
+  // handles of the rules it added.
+  struct OwnCommit {
+    uint32_t generation = 0;
+    std::set<uint64_t> added;
+  };
+  std::map<Family, std::vector<OwnCommit>> own_commits_;
+  bool freshening_counters_ = false;  // Commit of the copy FreshenMovedCounters made
   // (family, FormatRuleSpec of the input) → canonical rule; (family, canonical spec) → binary form.
   std::map<std::pair<Family, std::string>, Rule> canonical_;
   std::map<std::pair<Family, std::string>, std::shared_ptr<const XtRule>> xt_;

@@ -107,6 +107,11 @@ class NetlinkClient {
   Status DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                       const std::function<Status(const nlmsghdr*)>& on_message);
 
+  // Sends one NFT_MSG_GET* request for a single object (no dump; NLM_F_ACK), e.g. a rule named by NFTA_RULE_TABLE,
+  // NFTA_RULE_CHAIN and NFTA_RULE_HANDLE, and feeds the answer to `on_message`. NotFound when it is gone.
+  Status GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
+                    const std::function<Status(const nlmsghdr*)>& on_message);
+
   // The answer to one nfnetlink batch.
   struct BatchReply {
     // (seq, errno) of every message the kernel refused; the BATCH_BEGIN's seq for a failure of the batch as a
@@ -127,6 +132,9 @@ class NetlinkClient {
   // sendmsg. nfnetlink processes a batch synchronously inside sendmsg, so every answer is queued when it returns;
   // they are drained without waiting. Grows the socket buffers as iptables-nft does for large batches.
   Result<BatchReply> SendBatch(std::string_view batch, size_t messages);
+
+  // The socket's netlink port id: the nlmsg_pid of the notifications of the transactions it commits.
+  uint32_t portid() const { return portid_; }
 
   // Netlink requests sent so far (tests).
   uint64_t requests() const { return requests_; }
