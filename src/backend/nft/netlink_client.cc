@@ -172,6 +172,11 @@ Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std
   return Exchange(msg_type, family, NLM_F_DUMP, attrs, on_message);
 }
 
+Status NetlinkClient::GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
+                                 const std::function<Status(const nlmsghdr*)>& on_message) {
+  return Exchange(msg_type, family, NLM_F_ACK, attrs, on_message);
+}
+
 Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flags,
                                const std::function<void(nlmsghdr*)>& attrs,
                                const std::function<Status(const nlmsghdr*)>& on_message) {
