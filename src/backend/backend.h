@@ -139,8 +139,8 @@ enum class SnapshotDetail {
 };
 
 // Which chains' rules a plan looks at (Backend::ReadChainsForPlan). Every chain of the family (of `tables`, when
-// given) is always in the snapshot (names, policies: a jump target's existence needs no rules); only the chains in
-// scope carry their rules at the detail asked.
+// given) is in the snapshot (names, policies: a jump target's existence needs no rules) unless `named_only` says
+// the plan looks up no other; only the chains in scope carry their rules at the detail asked.
 struct ChainScope {
   bool every_chain = true;                               // the rules of every chain
   std::set<std::pair<std::string, std::string>> chains;  // else: (table, chain) whose rules are read
@@ -159,12 +159,39 @@ struct ChainScope {
   // Not empty: the tables the plan touches (every table of its ops); a backend may leave the family's other tables
   // out of the snapshot (native-legacy reads only these, as iptables-legacy reads only the table it changes).
   std::set<std::string> tables;
+  // true (with every_chain false): the plan looks up no chain but those of `chains`, `probes` and `named` (as
+  // iptables-nft fetches only the chains a command names); a backend may leave every other chain out of the
+  // snapshot, builtin ones too (a chain asked for that the kernel does not have is absent, or a builtin chain
+  // iptables-nft would create). `named`: chains whose existence (or policy) alone the plan needs: a jump target, a
+  // chain to create, a chain whose policy is set.
+  bool named_only = false;
+  std::set<std::pair<std::string, std::string>> named;
   bool Has(const std::string& table, const std::string& chain) const {
     return every_chain || chains.count({table, chain}) != 0 || probes.count({table, chain}) != 0;
+  }
+  // Whether a snapshot read with this scope lists the chain (every chain, unless named_only).
+  bool Lists(const std::string& table, const std::string& chain) const {
+    return !named_only || Has(table, chain) || named.count({table, chain}) != 0;
+  }
+  // Whether a snapshot read with this scope lists every chain a plan with scope `other` may look up.
+  bool ListsAll(const ChainScope& other) const {
+    if (!named_only) return true;
+    if (!other.named_only) return false;
+    for (const auto& c : other.chains) {
+      if (!Lists(c.first, c.second)) return false;
+    }
+    for (const auto& [c, rules] : other.probes) {
+      if (!Lists(c.first, c.second)) return false;
+    }
+    for (const auto& c : other.named) {
+      if (!Lists(c.first, c.second)) return false;
+    }
+    return true;
   }
   // Whether a snapshot read with this scope holds every chain `other` asks for (one read with probes holds
   // placeholders, and answers nothing else).
   bool Covers(const ChainScope& other) const {
+    if (!ListsAll(other)) return false;
     if (every_chain) return true;
     if (other.every_chain || !probes.empty()) return false;
     for (const auto& c : other.chains) {

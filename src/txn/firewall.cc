@@ -63,6 +63,18 @@ bool AddsGraphEdge(const Op& op) {
   return to_chain || (extension && !IsBuiltinChain(op.table, op.chain));
 }
 
+// The user chain the rule of `op` jumps or goes to, if any (its existence is checked on the snapshot).
+std::optional<std::string> JumpTarget(const Op& op) {
+  if (op.kind != Op::Kind::kAppend && op.kind != Op::Kind::kInsert && op.kind != Op::Kind::kReplace) {
+    return std::nullopt;
+  }
+  const Target& t = op.rule.target;
+  const bool to_chain = t.kind == Target::Kind::kGoto ||
+                        (t.kind == Target::Kind::kJump && !IsStandardVerdict(t.name) && !backend::IsTargetExtension(t));
+  if (!to_chain || t.name.empty()) return std::nullopt;
+  return t.name;
+}
+
 }  // namespace
 
 CommitResult RenderPlanned(const std::vector<PlannedTable>& tables, bool dry_run) {
@@ -134,9 +146,13 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
   const bool inverses = snapshot && !traits.atomic_across_tables && SpansTables(txn);
   backend::ChainScope scope;
   scope.every_chain = false;
+  // The planner looks up no chain but those its ops name (their own chain, a jump target, a chain to create) unless
+  // an op needs every chain (below): the snapshot may hold only those, as iptables-nft fetches only them.
+  scope.named_only = true;
   for (const Op& op : txn.ops()) {
     if (snapshot && AddsGraphEdge(op)) return backend::ChainScope{};
     scope.tables.insert(op.table);  // the planner looks at the tables of its ops only
+    if (std::optional<std::string> target = JumpTarget(op)) scope.named.emplace(op.table, *target);
     switch (op.kind) {
       case Op::Kind::kDeleteChain:  // whether anything still jumps to it: every chain's rules
       case Op::Kind::kRenameChain:  // later ops may name the chain by its new name
@@ -146,6 +162,7 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
         scope.chains.emplace(op.table, op.chain);
         break;
       case Op::Kind::kFlush:
+        if (!op.chain.empty()) scope.named.emplace(op.table, op.chain);
         if (!inverses) break;
         if (op.chain.empty()) return backend::ChainScope{};
         scope.chains.emplace(op.table, op.chain);
@@ -159,8 +176,9 @@ backend::ChainScope PlanScope(const Transaction& txn, const backend::BackendTrai
       case Op::Kind::kReplace:
         scope.chains.emplace(op.table, op.chain);
         break;
-      case Op::Kind::kCreateChain:
+      case Op::Kind::kCreateChain:  // whether it exists already
       case Op::Kind::kPolicy:
+        scope.named.emplace(op.table, op.chain);
         break;
     }
   }
@@ -371,11 +389,12 @@ Result<bool> Firewall::Check(Family family, const std::string& table, const std:
   // Found byte for byte is found; anything else is decided on the decoded rules.
   IPTKIT_ASSIGN_OR_RETURN(bool exact, backend_->HoldsExactRule(family, table, chain, canon.front()));
   if (exact) return true;
-  // A backend with handles reads the rules of that one chain (as iptables -C does); the others read the table.
-  Result<Ruleset> read =
-      backend_->traits().handles || backend_->traits().commits_plan_snapshot
-          ? backend_->ReadChainsForPlan(family, backend::SnapshotDetail::kRules, backend::ChainScope::One(table, chain))
-          : backend_->Read(family, table);
+  // A backend with handles reads that one chain and its rules (as iptables -C does); the others read the table.
+  backend::ChainScope one = backend::ChainScope::One(table, chain);
+  one.named_only = true;
+  Result<Ruleset> read = backend_->traits().handles || backend_->traits().commits_plan_snapshot
+                             ? backend_->ReadChainsForPlan(family, backend::SnapshotDetail::kRules, one)
+                             : backend_->Read(family, table);
   IPTKIT_ASSIGN_OR_RETURN(Ruleset rs, std::move(read));
   const Table* t = rs.FindTable(table);
   const Chain* c = t == nullptr ? nullptr : t->FindChain(chain);

@@ -757,6 +757,44 @@ TEST(PlanScopeTest, SingleChainOpsReadOnlyTheirChainAndNoRulesForAnAppend) {
             (std::set<std::pair<std::string, std::string>>{{"filter", "INPUT"}}));
 }
 
+// A backend with handles is told which chains the plan looks up at all (ChainScope::named_only): the chains of its
+// ops, a jump target, a chain to create or whose policy is set; an op that needs every chain says so.
+TEST(PlanScopeTest, ThePlanNamesEveryChainItLooksUp) {
+  backend::BackendTraits traits;
+  traits.name = "native";
+  traits.handles = true;
+  traits.atomic_across_tables = true;
+  using Where = std::set<std::pair<std::string, std::string>>;
+  Transaction txn;
+  txn.Append(v4, "filter", "c50", R("-j c51"));
+  txn.Append(v4, "filter", "c50", R("-g c52"));
+  txn.Append(v4, "filter", "c50", R("-j LOG"));
+  txn.Insert(v4, "filter", "INPUT", 1, R("-j ACCEPT"));
+  txn.CreateChain(v4, "filter", "NEW");
+  txn.SetPolicy(v4, "filter", "FORWARD", "DROP");
+  txn.Flush(v4, "filter", "c53");
+  backend::ChainScope scope = txn::PlanScope(txn, traits);
+  EXPECT_FALSE(scope.every_chain);
+  EXPECT_TRUE(scope.named_only);
+  EXPECT_EQ(scope.chains, (Where{{"filter", "c50"}, {"filter", "INPUT"}}));
+  EXPECT_EQ(scope.named,
+            (Where{{"filter", "c51"}, {"filter", "c52"}, {"filter", "NEW"}, {"filter", "FORWARD"}, {"filter", "c53"}}));
+  EXPECT_TRUE(scope.Lists("filter", "c52"));
+  EXPECT_FALSE(scope.Lists("filter", "OUTPUT"));
+  // Deleting or renaming a chain looks at every chain.
+  Transaction drop;
+  drop.DeleteChain(v4, "filter", "c50");
+  EXPECT_FALSE(txn::PlanScope(drop, traits).named_only);
+  EXPECT_TRUE(txn::PlanScope(drop, traits).Lists("filter", "OUTPUT"));
+  // A snapshot of the named chains lists what a plan of a subset looks up, never what one of every chain does.
+  Transaction sub;
+  sub.Append(v4, "filter", "c50", R("-j c51"));
+  EXPECT_TRUE(scope.ListsAll(txn::PlanScope(sub, traits)));
+  EXPECT_FALSE(txn::PlanScope(sub, traits).ListsAll(scope));
+  EXPECT_FALSE(scope.ListsAll(txn::PlanScope(drop, traits)));
+  EXPECT_TRUE(txn::PlanScope(drop, traits).ListsAll(scope));
+}
+
 TEST(PlanScopeTest, WhatNeedsMoreThanOneChainReadsMore) {
   using D = backend::SnapshotDetail;
   const backend::BackendTraits traits = CommitsPlanSnapshot();

@@ -262,6 +262,21 @@ std::string JudgeChains(const std::vector<DumpedChain>& chains,
   return reason;
 }
 
+namespace {
+
+// Whether a read for `scope` lists only the chains the plan names (ChainScope::named_only).
+bool ListsNamedOnly(const ChainScope& scope) { return scope.named_only && !scope.every_chain; }
+
+// The chains a read for `scope` lists when ListsNamedOnly: those of its chains, probes and named, in order.
+std::set<std::pair<std::string, std::string>> NamedChains(const ChainScope& scope) {
+  std::set<std::pair<std::string, std::string>> out = scope.chains;
+  for (const auto& [where, rules] : scope.probes) out.insert(where);
+  out.insert(scope.named.begin(), scope.named.end());
+  return out;
+}
+
+}  // namespace
+
 Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::optional<std::string>& table,
                                                     SnapshotDetail detail, const ChainScope& scope,
                                                     DumpVisitor& visitor) {
@@ -280,29 +295,45 @@ Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::op
       if (wanted(name)) visitor.tables.insert(name);
       return Status::Ok();
     });
-    if (s.ok()) {
-      s = netlink_->DumpMessages(NFT_MSG_GETCHAIN, proto, nullptr, [&](const nlmsghdr* m) -> Status {
-        ChainPtr c(nftnl_chain_alloc());
-        if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Internal("cannot parse a chain message");
-        DumpedChain ci;
-        ci.table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
-        if (!wanted(ci.table)) return Status::Ok();
-        ci.name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
-        ci.handle = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_HANDLE);
-        if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM)) {
-          ci.base = true;
-          ci.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
-          ci.prio = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
-          ci.type = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE));
-          if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY)) {
-            ci.policy = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY);
-          }
-          ci.counters.packets = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_PACKETS);
-          ci.counters.bytes = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_BYTES);
+    auto on_chain = [&](const nlmsghdr* m) -> Status {
+      ChainPtr c(nftnl_chain_alloc());
+      if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Internal("cannot parse a chain message");
+      DumpedChain ci;
+      ci.table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
+      if (!wanted(ci.table)) return Status::Ok();
+      ci.name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
+      ci.handle = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_HANDLE);
+      if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM)) {
+        ci.base = true;
+        ci.hook = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_HOOKNUM);
+        ci.prio = nftnl_chain_get_s32(c.get(), NFTNL_CHAIN_PRIO);
+        ci.type = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TYPE));
+        if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_POLICY)) {
+          ci.policy = nftnl_chain_get_u32(c.get(), NFTNL_CHAIN_POLICY);
         }
-        visitor.chains.push_back(std::move(ci));
-        return Status::Ok();
-      });
+        ci.counters.packets = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_PACKETS);
+        ci.counters.bytes = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_BYTES);
+      }
+      visitor.chains.push_back(std::move(ci));
+      return Status::Ok();
+    };
+    if (s.ok() && ListsNamedOnly(scope)) {
+      // Only the chains the plan names, each fetched by name as iptables-nft does (a dump lists every chain of the
+      // family: over 100 chains most of an append's read); one the kernel does not have is left out.
+      for (const auto& [chain_table, chain] : NamedChains(scope)) {
+        if (!visitor.tables.count(chain_table)) continue;
+        s = netlink_->GetMessage(
+            NFT_MSG_GETCHAIN, proto,
+            [&](nlmsghdr* nlh) {
+              mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, chain_table.c_str());
+              mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, chain.c_str());
+            },
+            on_chain);
+        if (s.code() == StatusCode::kNotFound) s = Status::Ok();
+        if (!s.ok()) break;
+      }
+    } else if (s.ok()) {
+      s = netlink_->DumpMessages(NFT_MSG_GETCHAIN, proto, nullptr, on_chain);
     }
     // The rule dumps: one per chain (in scope) of the tables iptables knows, filtered by the kernel, as iptables-nft
     // fetches them. One dump of the whole family would be one request, but the kernel resumes a dump after every
@@ -469,6 +500,10 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
   for (Table& t : st.ruleset.tables) {
     KTable& kt = st.kernel[t.name];
     std::string reason = JudgeChains(dumped.chains, dumped.sets, t, kt);
+    if (ListsNamedOnly(scope)) {
+      // Builtin chains the plan does not name were not read: left out rather than shown with a made-up policy.
+      std::erase_if(t.chains, [&](const Chain& c) { return c.builtin() && !scope.Lists(t.name, c.name); });
+    }
     for (Chain& c : t.chains) {
       auto it = counts.find({t.name, c.name});
       if (it == counts.end()) continue;
@@ -585,12 +620,22 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
   // A transaction that may go through the restore backend (unsupported_extensions) needs the rules themselves: that
   // backend renders guarded inverses from them.
   if (!native_.unsupported_extensions.empty()) return Read(family, std::nullopt, false);
-  // The event cache keeps whole families fresh; a narrowed snapshot would only be read again whole.
-  const ChainScope scope = events_ || detail == SnapshotDetail::kChains ? ChainScope{} : asked;
+  // The event cache keeps whole families fresh; a narrowed snapshot would only be read again whole. A plan without
+  // rules reads no rules: every chain, or only those it names (ChainScope::named_only).
+  ChainScope scope = asked;
+  if (events_ || (detail == SnapshotDetail::kChains && !ListsNamedOnly(asked))) {
+    scope = ChainScope{};
+  } else if (detail == SnapshotDetail::kChains) {
+    scope.named = NamedChains(asked);
+    scope.chains.clear();
+    scope.probes.clear();
+  }
   if (detail == SnapshotDetail::kRules && scope.every_chain) return Read(family, std::nullopt, false);
-  // Whether a cached snapshot holds what is asked: enough detail, and the rules of every chain in scope.
+  // Whether a cached snapshot holds what is asked: enough detail, every chain the plan looks up, and the rules of
+  // every chain in scope.
   auto covers = [&](const FamilyState& st) {
-    return st.detail >= detail && (detail == SnapshotDetail::kChains || st.scope.Covers(scope));
+    return st.detail >= detail && st.scope.ListsAll(scope) &&
+           (detail == SnapshotDetail::kChains || st.scope.Covers(scope));
   };
   // The cached snapshot when it is current and detailed enough, reduced to what was asked.
   auto reduce = [&](const Ruleset& full) {
@@ -724,6 +769,7 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanChains(
 
 Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanPositions(Family family, const ChainScope& scope) {
   ChainScope none = scope;
+  none.named.insert(scope.chains.begin(), scope.chains.end());  // still listed (ChainScope::named_only)
   none.chains.clear();
   const std::vector<std::pair<std::string, std::string>> chains(scope.chains.begin(), scope.chains.end());
   std::vector<uint64_t> handles;
@@ -749,6 +795,7 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanProbes(Fami
   // Dump reads tables, chains (and sets) and the rules of scope.chains; the probe chains are scanned after it, and
   // the snapshot keeps its probes: it answers no other plan (ChainScope::Covers).
   ChainScope rest = scope;
+  for (const auto& [where, rules] : scope.probes) rest.named.insert(where);  // still listed (named_only)
   rest.probes.clear();
   std::vector<std::pair<std::string, std::string>> chains;
   for (const auto& [where, forms] : probes) chains.push_back(where);

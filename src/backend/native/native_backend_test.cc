@@ -301,6 +301,58 @@ TEST_F(NativeBackendTest, NarrowedSnapshotHoldsTheRulesOfItsChainsOnly) {
   EXPECT_THAT(Save(), HasSubstr("-A A -s 192.0.2.9/32 -j RETURN\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A B "));
 }
 
+// A plan that names its chains (ChainScope::named_only) gets a snapshot of only those, each fetched by name as
+// iptables-nft does: over 100 chains an append read every chain of the family. A chain it does not name (a
+// foreign base chain that makes the table unrepresentable, builtin chains with their policies) is not read, not
+// judged and not in the snapshot, and a later plan that names another chain is not answered from it.
+TEST_F(NativeBackendTest, NamedOnlySnapshotHoldsOnlyTheNamedChains) {
+  Restore("*filter\n:INPUT DROP [0:0]\n:A - [0:0]\n:B - [0:0]\n:C - [0:0]\n-A A -s 192.0.2.1/32 -j ACCEPT\nCOMMIT\n");
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/nft", "add chain ip filter foreign { type filter hook input priority 5; }"}), "");
+  ChainScope scope;
+  scope.every_chain = false;
+  scope.named_only = true;
+  scope.tables = {"filter"};
+  scope.chains = {{"filter", "A"}};
+  scope.named = {{"filter", "B"}, {"filter", "missing"}};
+  Result<Ruleset> named = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kChains, scope);
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  const iptkit::Table* t = named->FindTable("filter");
+  ASSERT_NE(t, nullptr);
+  std::vector<std::string> names;
+  for (const Chain& c : t->chains) names.push_back(c.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"A", "B"}));
+  EXPECT_EQ(t->unrepresentable_reason, "");
+  // An append planned on it goes in; nothing else changes (INPUT keeps its DROP policy).
+  ASSERT_TRUE(backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "A", Canon("-j B"))})}).ok());
+  EXPECT_THAT(Save(), HasSubstr(":INPUT DROP [0:0]"));
+  EXPECT_THAT(Save(), HasSubstr("-A A -s 192.0.2.1/32 -j ACCEPT\n-A A -j B\n"));
+  // A plan naming INPUT is not answered from the cached snapshot (which does not list it): INPUT comes with its
+  // policy, and a policy op planned on it changes only the policy.
+  ChainScope input;
+  input.every_chain = false;
+  input.named_only = true;
+  input.tables = {"filter"};
+  input.named = {{"filter", "INPUT"}};
+  named = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kChains, input);
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  ASSERT_NE(named->FindTable("filter")->FindChain("INPUT"), nullptr);
+  EXPECT_EQ(named->FindTable("filter")->FindChain("INPUT")->policy, "DROP");
+  EXPECT_EQ(named->FindTable("filter")->FindChain("A"), nullptr);
+  ASSERT_TRUE(
+      backend_->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kPolicy, "INPUT", {}, 0, "ACCEPT")})}).ok());
+  EXPECT_THAT(Save(), HasSubstr(":INPUT ACCEPT [0:0]"));
+  // Positions of the one chain named, every other chain left out.
+  scope.named.clear();
+  Result<Ruleset> positions = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kPositions, scope);
+  ASSERT_TRUE(positions.ok()) << positions.status().ToString();
+  ASSERT_EQ(positions->FindTable("filter")->chains.size(), 1u);
+  EXPECT_EQ(positions->FindTable("filter")->FindChain("A")->rules.size(), 2u);
+  // A read of the table still judges every chain.
+  Result<Ruleset> full = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(full.ok());
+  EXPECT_THAT(full->FindTable("filter")->unrepresentable_reason, HasSubstr("foreign"));
+}
+
 TEST_F(NativeBackendTest, DeleteBySpecScansItsChainAndKeepsOnlyTheEqualRules) {
   Restore(
       "*filter\n:A - [0:0]\n-A A -s 192.0.2.1/32 -j ACCEPT\n-A A -s 192.0.2.2/32 -j DROP\n"

@@ -107,8 +107,10 @@ class NetlinkClient {
   Status DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                       const std::function<Status(const nlmsghdr*)>& on_message);
 
-  // Sends one NFT_MSG_GET* request for a single object (no dump; NLM_F_ACK), e.g. a rule named by NFTA_RULE_TABLE,
-  // NFTA_RULE_CHAIN and NFTA_RULE_HANDLE, and feeds the answer to `on_message`. NotFound when it is gone.
+  // Sends one NFT_MSG_GET* request for a single object (NLM_F_ACK, not a dump: e.g. NFT_MSG_GETCHAIN with
+  // NFTA_CHAIN_TABLE and NFTA_CHAIN_NAME, as iptables-nft fetches the chains a command names) and feeds the answer
+  // to `on_message`; also a rule by NFTA_RULE_TABLE, NFTA_RULE_CHAIN and NFTA_RULE_HANDLE. NotFound when
+  // the kernel has no such object (ENOENT).
   Status GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                     const std::function<Status(const nlmsghdr*)>& on_message);
 
