@@ -193,11 +193,14 @@ UdpStreamResult UdpStream::Finish() {
   r.received = received_.load();
   r.duplicates = duplicates_;
   const size_t count = target_.load();
-  r.missing = count - r.received;
-  r.seconds = seconds_;
-  for (size_t i = 0; i < count && r.missing_sample.size() < 10; ++i) {
-    if (!seen_[i]) r.missing_sample.push_back(static_cast<uint32_t>(i));
+  // Counted, not subtracted: a sender that read the target before EndAt shortened it may have sent (and the
+  // receiver seen) numbers at or past the final count, so `received` can exceed it.
+  for (size_t i = 0; i < count; ++i) {
+    if (seen_[i]) continue;
+    ++r.missing;
+    if (r.missing_sample.size() < 10) r.missing_sample.push_back(static_cast<uint32_t>(i));
   }
+  r.seconds = seconds_;
   return r;
 }
 

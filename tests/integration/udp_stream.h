@@ -45,7 +45,7 @@ struct UdpStreamResult {
   size_t send_errors = 0;  // sendto failures (counted, not retried)
   size_t received = 0;     // distinct sequence numbers that arrived
   size_t duplicates = 0;
-  size_t missing = 0;                    // count - received
+  size_t missing = 0;                    // sequence numbers below the final count that never arrived
   std::vector<uint32_t> missing_sample;  // the first few missing sequence numbers
   double seconds = 0;                    // duration of the send loop
   std::string Describe() const;
