@@ -753,12 +753,13 @@ def run_main(c, d):
     c.call("GET", R + "/0", expect=404, label="index 0")
     c.call("GET", F + "/NOPE/rules/1", expect=404, label="missing chain")
 
-    # Counter rates: TCHAIN shows up at the next sample (every 200 ms here).
+    # Counter rates: TCHAIN shows up with its rules at a later sample (every 200 ms here; the sampler runs at a
+    # lower priority, so under load a sample taken before the rules were added can still be the latest one).
     end = time.monotonic() + 10
     r = None
     while time.monotonic() < end:
         r = c.call("GET", F + "/TCHAIN/rates", expect=(200, 404), label="rates (sampled)")
-        if r is None or r.status == 200:
+        if r is None or (r.status == 200 and r.json()["rules"]):
             break
         time.sleep(0.1)
     if r is not None and r.status == 200 and (not r.json()["rules"] or r.json()["rules"][0]["index"] != 1):
