@@ -16,15 +16,20 @@ Rule R(const std::string& spec, Family family = Family::kIPv4) {
   return r.ok() ? *r : Rule{};
 }
 
-Table FilterWith(std::vector<Rule> rules) {
-  Table t;
-  t.name = "filter";
+// INPUT with policy DROP and large policy counters, holding `rules`.
+Chain InputWith(std::vector<Rule> rules) {
   Chain input;
   input.name = "INPUT";
   input.policy = "DROP";
   input.counters = {123456789, 98765432109};
   input.rules = std::move(rules);
-  t.chains.push_back(input);
+  return input;
+}
+
+Table FilterWith(std::vector<Rule> rules) {
+  Table t;
+  t.name = "filter";
+  t.chains.push_back(InputWith(std::move(rules)));
   return WithBuiltinChains(t);
 }
 
@@ -132,14 +137,10 @@ TEST(CliListingTest, Ipv6Addresses) {
 Table Mixed() {
   Table t;
   t.name = "filter";
-  Chain input;
-  input.name = "INPUT";
-  input.policy = "DROP";
-  input.counters = {123456789, 98765432109};
   Rule ssh = R("-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment ssh -j ACCEPT");
   ssh.counters = {100000, 99999999};
-  input.rules = {ssh, R("-j USER"), R("-m set --match-set blocklist src -j DROP"),
-                 R("-s 192.0.2.1/32 -m comment --comment iptkit:web:abc -j DROP"), R("! -i eth0 -g USER")};
+  Chain input = InputWith({ssh, R("-j USER"), R("-m set --match-set blocklist src -j DROP"),
+                           R("-s 192.0.2.1/32 -m comment --comment iptkit:web:abc -j DROP"), R("! -i eth0 -g USER")});
   Chain user;
   user.name = "USER";
   user.rules = {R("-p udp -m udp --dport 53 -j ACCEPT"), R("-j RETURN")};
