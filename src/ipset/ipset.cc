@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -108,10 +109,10 @@ Result<std::unique_ptr<Session>> OpenForSet(std::string_view name, bool exist) {
 // after kAddWorkerIdle without work: while it runs a batch, concurrent adds queue up, and the next batch runs them
 // all as one stream (libipset puts consecutive adds to the same set into one netlink message). No thread and setns
 // per add, one turn of LibipsetMutex per batch, and one libipset session (one netlink socket, one protocol
-// handshake) for as long as the worker runs, not one per batch. A batch with any failure is run again add by add
-// in sessions of their own (re-adding with -exist is idempotent), so that each caller gets its own result, and the
-// long-lived session is replaced; adds without -exist (no_refresh) are never batched (a partly applied batch would
-// make them fail on their own entries). The exception: a caller already inside the namespace ("" as Ipsets' netns)
+// handshake) for as long as the worker runs, not one per batch. A failing add fails alone: the stream resumes after
+// its line (RunRefreshing), so each caller gets its own result; adds without -exist (no_refresh) run one line at a
+// time in the same session (a partly applied stream would make them fail on their own entries). The exception: a
+// caller already inside the namespace ("" as Ipsets' netns)
 // whose add comes after kAddWorkerIdle without adds runs it on its own thread in a session of its own (the worker
 // would have to open a new one too), so that a one-add process starts no thread.
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
@@ -119,11 +120,13 @@ constexpr size_t kMaxAddBatch = 4096;
 
 struct PendingAdd {
   std::string set{};
+  std::string elem{};
   std::string line{};
   bool exist = true;
-  std::string what{};
   Status status{};
   bool done = false;
+  // What an error message says the add was (made only for one).
+  std::string what() const { return "add " + Quote(elem) + " to set " + Quote(set); }
 };
 
 class AddWorker : public std::enable_shared_from_this<AddWorker> {
@@ -243,41 +246,90 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     }
   }
 
-  // `session`: the worker's long-lived -exist session (opened here when null; replaced after a failure, whose
-  // state libipset does not promise to clean up).
+  // `session`: the worker's long-lived -exist session (opened here when null; replaced after a failure libipset
+  // names no line for, whose state it does not promise to clean up).
   static void RunBatch(const std::vector<PendingAdd*>& batch, std::unique_ptr<Session>& session) {
     std::lock_guard<std::mutex> lock(LibipsetMutex());
-    std::vector<PendingAdd*> together, alone;
-    for (PendingAdd* a : batch) (a->exist ? together : alone).push_back(a);
-    if (!together.empty() && !session) {
+    if (!session) {
       // Registers the types of the sets added to only (Session::SetTypes): CacheSetType below, for every set, also
       // for one add, where it takes the place of libipset's own header query.
       auto opened = Session::Open(/*exist=*/true, Session::SetTypes::kNamedSets);
-      if (opened.ok()) session = *std::move(opened);
+      if (!opened.ok()) {
+        for (PendingAdd* a : batch) a->status = opened.status();
+        return;
+      }
+      session = *std::move(opened);
     }
-    if (!together.empty() && session) {
-      std::string text;
-      for (const PendingAdd* a : together) {
-        text += a->line;
-        session->CacheSetType(a->set);
-      }
-      session->ClearReports();
-      session->Run(text);
-      // Only for this batch: the set may be re-created with another type before the next one.
-      session->ForgetSetTypes();
-      const Report* failure = session->FirstFailure();
-      if (failure == nullptr) {
-        for (PendingAdd* a : together) a->status = Status::Ok();
-      } else if (together.size() == 1) {
-        together[0]->status = ipset::ReportStatus(*failure, together[0]->what);
-      } else {
-        alone.insert(alone.end(), together.begin(), together.end());
-      }
-      if (failure != nullptr) session.reset();
+    std::vector<PendingAdd*> refresh, no_refresh;
+    for (PendingAdd* a : batch) {
+      session->CacheSetType(a->set);
+      (a->exist ? refresh : no_refresh).push_back(a);
+    }
+    RunRefreshing(refresh, session);
+    // Without -exist an add of an existing entry fails, and the kernel drops the rest of a multi-entry message after
+    // it, while libipset goes on with the next message: a resumed stream could not tell the adds it stored from the
+    // ones it dropped. One line per run: a netlink round trip each, in the same session.
+    if (!no_refresh.empty() && session) {
+      session->SetExist(false);
+      for (PendingAdd* a : no_refresh) RunOne(*a, *session);
+      session->SetExist(true);
     } else {
-      alone.insert(alone.end(), together.begin(), together.end());
+      for (PendingAdd* a : no_refresh) a->status = RunHere(a->line, a->exist, a->what());
     }
-    for (PendingAdd* a : alone) a->status = RunHere(a->line, a->exist, a->what);
+    // Only for this batch: the set may be re-created with another type before the next one.
+    if (session) session->ForgetSetTypes();
+  }
+
+  // Runs -exist adds as one stream (libipset puts consecutive adds to the same set into one netlink message). A
+  // failure names its line: the adds before the first failing line are stored (the kernel applies a message's
+  // entries in order and stops at the first it refuses; a line libipset refuses is not sent), that add fails with
+  // its own error, and the stream resumes after it (re-adding with -exist is idempotent, so adds libipset did send
+  // after the failing line are only refreshed). A run per failure, not per add.
+  static void RunRefreshing(std::vector<PendingAdd*> adds, std::unique_ptr<Session>& session) {
+    std::string text;
+    size_t done = 0;
+    while (done < adds.size()) {
+      text.clear();
+      for (size_t i = done; i < adds.size(); ++i) text += adds[i]->line;
+      session->ClearReports();
+      const int base = session->lines_run();
+      session->Run(text);
+      std::optional<int> first;  // 1-based within this run
+      bool unnamed = false;
+      for (const Report& r : session->reports()) {
+        if (r.kind == Report::Kind::kWarning) continue;
+        if (!r.line || *r.line <= base || *r.line > base + static_cast<int>(adds.size() - done)) {
+          unnamed = true;
+          break;
+        }
+        if (!first || *r.line - base < *first) first = *r.line - base;
+      }
+      if (unnamed) {
+        // No line to resume after: each remaining add alone, in a session of its own; the long-lived session is
+        // replaced.
+        session.reset();
+        for (size_t i = done; i < adds.size(); ++i) adds[i]->status = RunHere(adds[i]->line, true, adds[i]->what());
+        return;
+      }
+      const size_t failed = first ? done + static_cast<size_t>(*first) - 1 : adds.size();
+      for (size_t i = done; i < failed; ++i) adds[i]->status = Status::Ok();
+      if (failed == adds.size()) return;
+      for (const Report& r : session->reports()) {
+        if (r.kind != Report::Kind::kWarning && r.line && *r.line - base == *first) {
+          adds[failed]->status = ipset::ReportStatus(r, adds[failed]->what());
+          break;
+        }
+      }
+      done = failed + 1;
+    }
+  }
+
+  // One add in a run of its own.
+  static void RunOne(PendingAdd& add, Session& session) {
+    session.ClearReports();
+    session.Run(add.line);
+    const Report* failure = session.FirstFailure();
+    add.status = failure == nullptr ? Status::Ok() : ipset::ReportStatus(*failure, add.what());
   }
 
   const base::UniqueFd netns_fd_;
@@ -617,8 +669,7 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   SetEntrySpec spec{std::string(elem), options.timeout, options.comment, 0};
   IPTKIT_RETURN_IF_ERROR(ipset::CheckEntrySpec(spec));
   IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
-  PendingAdd add{std::string(name), ipset::AddLine(name, spec), !options.no_refresh,
-                 "add " + Quote(elem) + " to set " + Quote(name)};
+  PendingAdd add{std::string(name), spec.elem, ipset::AddLine(name, spec), !options.no_refresh};
   worker->AddAll({&add});
   return add.status.WithToken(std::string(elem));
 }
@@ -635,8 +686,7 @@ std::vector<Status> Ipsets::AddEach(const std::vector<AddRequest>& adds) const {
     } else if (Status e = ipset::CheckEntrySpec(spec); !e.ok()) {
       out[i] = e;
     } else {
-      pending[i] = PendingAdd{a.set, ipset::AddLine(a.set, spec), !a.options.no_refresh,
-                              "add " + Quote(a.elem) + " to set " + Quote(a.set)};
+      pending[i] = PendingAdd{a.set, a.elem, ipset::AddLine(a.set, spec), !a.options.no_refresh};
       queued.push_back(&pending[i]);
     }
   }

@@ -251,8 +251,19 @@ void Session::ForgetSetTypes() {
   cached_.clear();
 }
 
+void Session::SetExist(bool exist) {
+  if (exist) {
+    ipset_envopt_set(ipset_session(handle_), IPSET_ENV_EXIST);
+  } else {
+    ipset_envopt_unset(ipset_session(handle_), IPSET_ENV_EXIST);
+  }
+}
+
 void Session::Run(std::string_view text) {
   if (text.empty()) return;
+  // libipset counts every line fgets returns (ipset_parse_stream; callers' lines are shorter than its buffer).
+  lines_run_ += static_cast<int>(std::count(text.begin(), text.end(), '\n'));
+  if (text.back() != '\n') ++lines_run_;
   // fmemopen reads the caller's buffer in place; it is not written ("r").
   FILE* f = fmemopen(const_cast<char*>(text.data()), text.size(), "r");
   if (f == nullptr) {

@@ -69,6 +69,11 @@ class Session {
     reports_.clear();
     output_.clear();
   }
+  // The lines run so far (as libipset counts them for its reports: the session-wide line of a report is this count
+  // before its Run plus its line within the Run's text).
+  int lines_run() const { return lines_run_; }
+  // ipset's -exist for the runs that follow (Open's `exist` sets it first).
+  void SetExist(bool exist);
 
   // Internal: for the C callbacks.
   void AddReport(Report report) { reports_.push_back(std::move(report)); }
@@ -79,6 +84,7 @@ class Session {
   struct ::ipset* handle_;
   const SetTypes types_;
   std::vector<std::string> cached_;  // set names CacheSetType put into libipset's cache
+  int lines_run_ = 0;
   std::vector<Report> reports_;
   std::string output_;
 };

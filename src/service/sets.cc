@@ -10,7 +10,10 @@
 #include <climits>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "iptkit/dialect.h"
 #include "src/ipset/set_json.h"
@@ -26,6 +29,34 @@ std::string EntryDiff(std::string_view verb, std::string_view set, std::string_v
   if (timeout) line += " timeout " + std::to_string(*timeout);
   if (comment) line += " comment \"" + *comment + "\"";
   return line;
+}
+
+// Whether `s` is printable ASCII without '"' and '\\': written into JSON as it is, no escaping.
+bool PlainJson(std::string_view s) {
+  for (char c : s) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
+// The data of the `set_changed` event of an entry add, as nlohmann::json::dump() would write it (members sorted),
+// without building a JSON object for each add of a batch when every value is plain.
+std::string AddEventData(std::string_view set, std::string_view elem, const std::optional<uint32_t>& timeout,
+                         const SetCaller& who) {
+  if (!PlainJson(set) || !PlainJson(elem) || !PlainJson(who.principal) || !PlainJson(who.request_id)) {
+    nlohmann::json data = {{"entry", elem}, {"op", "add"}, {"set", set}};
+    if (timeout) data["timeout"] = *timeout;
+    data["principal"] = who.principal;
+    data["request_id"] = who.request_id;
+    return data.dump();
+  }
+  std::string out;
+  out.reserve(80 + set.size() + elem.size() + who.principal.size() + who.request_id.size());
+  out.append(R"({"entry":")").append(elem).append(R"(","op":"add","principal":")").append(who.principal);
+  out.append(R"(","request_id":")").append(who.request_id).append(R"(","set":")").append(set).append("\"");
+  if (timeout) out.append(R"(,"timeout":)").append(std::to_string(*timeout));
+  out.push_back('}');
+  return out;
 }
 
 std::string_view StageName(SetProgress::Stage stage) {
@@ -278,7 +309,7 @@ Status SetService::Swap(const SetCaller& who, std::string_view a, std::string_vi
 }
 
 struct SetService::PendingAdd {
-  const SetCaller* who = nullptr;
+  SetCaller* who = nullptr;  // the caller's, which waits for the batch (its strings move into the audit record)
   Ipsets::AddRequest request;
   Status status{};
 };
@@ -292,7 +323,7 @@ struct SetService::AddBatch {
   std::atomic<int> state{kOpen};
 };
 
-Status SetService::Add(const SetCaller& who, std::string_view name, std::string_view elem, const SetAddOptions& options,
+Status SetService::Add(SetCaller who, std::string_view name, std::string_view elem, const SetAddOptions& options,
                        bool dry_run) {
   std::shared_lock lock(mu_);
   if (dry_run) {
@@ -308,7 +339,10 @@ Status SetService::Add(const SetCaller& who, std::string_view name, std::string_
   bool lead = false;
   {
     std::lock_guard<std::mutex> adds(add_mu_);
-    if (!open_batch_) open_batch_ = std::make_shared<AddBatch>();
+    if (!open_batch_) {
+      open_batch_ = std::make_shared<AddBatch>();
+      open_batch_->adds.reserve(64);
+    }
     batch = open_batch_;
     index = batch->adds.size();
     batch->adds.push_back({&who, {std::string(name), std::string(elem), options}, Status::Ok()});
@@ -338,8 +372,10 @@ void SetService::LeadAdds() {
   }
   std::vector<Ipsets::AddRequest> requests;
   requests.reserve(batch->adds.size());
-  for (const PendingAdd& p : batch->adds) requests.push_back(p.request);
-  StoreAddBatch(*batch, sets_.AddEach(requests));
+  for (PendingAdd& p : batch->adds) requests.push_back(std::move(p.request));
+  std::vector<Status> results = sets_.AddEach(requests);
+  for (size_t i = 0; i < requests.size(); ++i) batch->adds[i].request = std::move(requests[i]);
+  StoreAddBatch(*batch, results);
   // The next batch starts after this one's records are stored, not while: the store's fsync is the slower step, and
   // a batch that waits for it gathers more adds (tried: overlapping them made batches smaller and the daemon slower).
   std::shared_ptr<AddBatch> next;
@@ -360,21 +396,36 @@ void SetService::LeadAdds() {
 }
 
 void SetService::StoreAddBatch(AddBatch& batch, const std::vector<Status>& results) {
-  // The audit records, stored in one transaction: queued in order, the last one waits for the flush that stores
-  // them all (Store::StoreAudit stores everything queued before it).
   const int64_t now = NowMs();
   const size_t n = batch.adds.size();
+  size_t failed = 0;
+  // The events' data now (published once the records are stored): the audit records take the callers' strings.
+  std::vector<std::string> events;
+  events.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    PendingAdd& p = batch.adds[i];
+    p.status = results[i];
+    if (!p.status.ok()) {
+      ++failed;
+      continue;
+    }
+    const Ipsets::AddRequest& r = p.request;
+    events.push_back(AddEventData(r.set, r.elem, r.options.timeout, *p.who));
+  }
+  if (n > failed) operations_->Inc({"add", "ok"}, static_cast<double>(n - failed));
+  if (failed > 0) operations_->Inc({"add", "error"}, static_cast<double>(failed));
+  // The audit records, stored in one transaction: queued in order, the last one waits for the flush that stores
+  // them all (Store::StoreAudit stores everything queued before it).
   for (size_t i = 0; i < n; ++i) {
     PendingAdd& p = batch.adds[i];
     const Ipsets::AddRequest& r = p.request;
-    p.status = results[i];
-    operations_->Inc({"add", p.status.ok() ? "ok" : "error"});
     store::AuditEntry entry;
     entry.time_ms = now;
-    entry.principal = p.who->principal;
-    entry.request_id = p.who->request_id;
+    entry.principal = std::move(p.who->principal);
+    entry.request_id = std::move(p.who->request_id);
     entry.action = "set_add";
-    entry.request = p.who->request_json.empty() ? nlohmann::json({{"set", r.set}}).dump() : p.who->request_json;
+    entry.request =
+        p.who->request_json.empty() ? nlohmann::json({{"set", r.set}}).dump() : std::move(p.who->request_json);
     entry.result = p.status.ok() ? "ok" : std::string(StatusCodeName(p.status.code()));
     entry.message = p.status.ok() ? "" : p.status.message();
     entry.diff = p.status.ok() ? EntryDiff("add", r.set, r.elem, r.options.timeout, r.options.comment) : "";
@@ -384,15 +435,7 @@ void SetService::StoreAddBatch(AddBatch& batch, const std::vector<Status>& resul
       spdlog::warn("audit records of {} set add(s) are queued: {}", n, flushed.message());
     }
   }
-  for (const PendingAdd& p : batch.adds) {
-    if (!p.status.ok()) continue;
-    const Ipsets::AddRequest& r = p.request;
-    nlohmann::json data = {{"entry", r.elem}, {"op", "add"}, {"set", r.set}};
-    if (r.options.timeout) data["timeout"] = *r.options.timeout;
-    data["principal"] = p.who->principal;
-    data["request_id"] = p.who->request_id;
-    events_->Publish("set_changed", data.dump(), NowMs());
-  }
+  for (std::string& data : events) events_->Publish("set_changed", std::move(data), NowMs());
 }
 
 Status SetService::Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run) {

@@ -91,7 +91,8 @@ class SetService {
   Status Swap(const SetCaller& who, std::string_view a, std::string_view b, bool dry_run);
   // Re-adding refreshes the timeout and replaces the comment (counters kept), unless options.no_refresh
   // (AlreadyExists).
-  Status Add(const SetCaller& who, std::string_view name, std::string_view elem, const SetAddOptions& options,
+  // `who` is taken (its strings move into the audit record).
+  Status Add(SetCaller who, std::string_view name, std::string_view elem, const SetAddOptions& options,
              bool dry_run);
   Status Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run);
   // Bulk changes; `options.progress` is wrapped: progress is also published as `set_progress` events.

@@ -564,6 +564,70 @@ TEST_F(IpsetTest, AddEachGivesEveryAddItsOwnResult) {
   EXPECT_EQ(Elems(*sets_, "b"), (std::vector<std::string>{"10.1.0.0/16", "10.2.0.0/16"}));
 }
 
+// AddEach runs its adds to one set as one stream (one multi-entry netlink message): refused adds in the middle of
+// it, some by the kernel (a comment for a set without comment support, a timeout for one without timeouts) and some
+// by libipset's parser (an IPv6 address for an IPv4 set), each fail alone with an error naming their own entry, and
+// every other add before and after them is stored, with its timeout; adds without refresh in the same batch get
+// their own answer (an existing entry: AlreadyExists; a new one: stored).
+TEST_F(IpsetTest, AddEachRefusedAddsInOneStreamFailAloneAndTheRestIsStored) {
+  ASSERT_STATUS_OK(sets_->Create("s", "hash:ip", {.timeout = 0}));
+  ASSERT_STATUS_OK(sets_->Add("s", "10.200.0.1"));
+  std::vector<Ipsets::AddRequest> adds;
+  std::vector<StatusCode> want_code;
+  std::vector<std::string> want_elems = {"10.200.0.1"};
+  for (uint32_t i = 0; i < 300; ++i) {
+    const std::string elem = Address(i);
+    if (i % 50 == 17) {
+      adds.push_back({"s", elem, {.timeout = 60, .comment = "refused"}});
+      want_code.push_back(StatusCode::kInvalidArgument);
+    } else if (i % 50 == 31) {
+      adds.push_back({"s", "2001:db8::" + std::to_string(i), {.timeout = 60}});
+      want_code.push_back(StatusCode::kInvalidArgument);
+    } else if (i == 120) {
+      adds.push_back({"s", "10.200.0.1", {.no_refresh = true}});
+      want_code.push_back(StatusCode::kAlreadyExists);
+    } else if (i == 121) {
+      adds.push_back({"s", elem, {.timeout = 60, .no_refresh = true}});
+      want_code.push_back(StatusCode::kOk);
+      want_elems.push_back(elem);
+    } else {
+      adds.push_back({"s", elem, {.timeout = 60}});
+      want_code.push_back(StatusCode::kOk);
+      want_elems.push_back(elem);
+    }
+  }
+  adds.push_back({"s", "10.201.0.1", {.timeout = 60, .comment = "refused at the end"}});
+  want_code.push_back(StatusCode::kInvalidArgument);
+  std::vector<Status> r = sets_->AddEach(adds);
+  ASSERT_EQ(r.size(), adds.size());
+  for (size_t i = 0; i < adds.size(); ++i) {
+    EXPECT_EQ(r[i].code(), want_code[i]) << i << " " << adds[i].elem << ": " << r[i].ToString();
+    if (!r[i].ok()) {
+      EXPECT_NE(r[i].message().find("'" + adds[i].elem + "'"), std::string::npos) << i << ": " << r[i].ToString();
+      EXPECT_EQ(r[i].details().token, adds[i].elem) << i;
+    }
+  }
+  std::sort(want_elems.begin(), want_elems.end());
+  ASSERT_OK_AND_ASSIGN(SetInfo info, sets_->Get("s"));
+  std::vector<std::string> have;
+  for (const SetEntry& e : info.entries) {
+    have.push_back(e.elem);
+    if (e.elem != "10.200.0.1") {
+      EXPECT_GT(e.timeout.value_or(0), 30u) << e.elem;
+    }
+  }
+  std::sort(have.begin(), have.end());
+  EXPECT_EQ(have, want_elems);
+  // The set type of a set without timeouts: every add with a timeout is refused alone, the others stored.
+  ASSERT_STATUS_OK(sets_->Create("plain", "hash:ip"));
+  r = sets_->AddEach({{"plain", "10.3.0.1"}, {"plain", "10.3.0.2", {.timeout = 5}}, {"plain", "10.3.0.3"}});
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_TRUE(r[0].ok()) << r[0].ToString();
+  EXPECT_CODE(r[1], StatusCode::kInvalidArgument);
+  EXPECT_TRUE(r[2].ok()) << r[2].ToString();
+  EXPECT_EQ(Elems(*sets_, "plain"), (std::vector<std::string>{"10.3.0.1", "10.3.0.3"}));
+}
+
 // Concurrent single adds share batches (one libipset session each); a bad add among them fails alone, with its own
 // error, and every other add of its batch is stored; adds without refresh (no_refresh) keep their own answer.
 TEST_F(IpsetTest, ConcurrentAddsWithBadOnesEachGetTheirOwnResult) {
