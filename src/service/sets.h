@@ -92,8 +92,7 @@ class SetService {
   // Re-adding refreshes the timeout and replaces the comment (counters kept), unless options.no_refresh
   // (AlreadyExists).
   // `who` is taken (its strings move into the audit record).
-  Status Add(SetCaller who, std::string_view name, std::string_view elem, const SetAddOptions& options,
-             bool dry_run);
+  Status Add(SetCaller who, std::string_view name, std::string_view elem, const SetAddOptions& options, bool dry_run);
   Status Delete(const SetCaller& who, std::string_view name, std::string_view elem, bool dry_run);
   // Bulk changes; `options.progress` is wrapped: progress is also published as `set_progress` events.
   Result<SetChangeReport> Load(const SetCaller& who, std::string_view name, const std::vector<SetEntrySpec>& entries,

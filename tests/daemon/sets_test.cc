@@ -424,6 +424,85 @@ TEST(DaemonSets, ConcurrentAddsEachGetTheirOwnAnswerAndAuditRecord) {
   }
 }
 
+// Concurrent adds that the kernel or libipset refuse, in the batches of adds that succeed: a comment for a set
+// without comment support (400), an existing entry with no_refresh (409), an address of the other family (400).
+// Each fails alone, with an answer naming its own entry and an audit record of its own; every other add of the
+// batch is stored (no_refresh adds of new entries too) and counted once in the operations metric.
+TEST(DaemonSets, RefusedAddsFailAloneInConcurrentBatches) {
+  IPTKIT_NEW_NETNS(ns);
+  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns));
+  HttpClient admin = daemon->Admin();
+  ASSERT_EQ(admin.Post("/v1/sets", R"({"name": "r", "type": "hash:ip", "options": {"timeout": 0}})").status, 201);
+  ASSERT_EQ(admin.Post("/v1/sets/r/entries", R"({"entry": "10.8.255.1"})").status, 200);
+  constexpr int kClients = 24, kEach = 6;
+  struct Add {
+    std::string entry;
+    std::string body;
+    int status;
+  };
+  auto add = [](int k) -> Add {
+    const std::string own = "10.8.0." + std::to_string(k);
+    if (k % 9 == 4) return {own, R"({"entry": ")" + own + R"(", "timeout": 60, "comment": "c"})", 400};
+    if (k % 11 == 6) return {"10.8.255.1", R"({"entry": "10.8.255.1", "no_refresh": true})", 409};
+    if (k % 13 == 8) {
+      return {"2001:db8::" + std::to_string(k), R"({"entry": "2001:db8::)" + std::to_string(k) + R"("})", 400};
+    }
+    if (k % 7 == 2) return {own, R"({"entry": ")" + own + R"(", "timeout": 60, "no_refresh": true})", 200};
+    return {own, R"({"entry": ")" + own + R"(", "timeout": 60})", 200};
+  };
+  std::vector<std::thread> threads;
+  std::vector<std::string> wrong(kClients);
+  for (int t = 0; t < kClients; ++t) {
+    threads.emplace_back([&, t] {
+      HttpClient http = daemon->Admin();
+      for (int i = 0; i < kEach; ++i) {
+        const int k = t * kEach + i;
+        const Add a = add(k);
+        Reply r = http.Send(Request{
+            "POST", "/v1/sets/r/entries", a.body, "application/json", {{"X-Request-Id", "rf-" + std::to_string(k)}}});
+        std::string problem;
+        if (r.status != a.status) {
+          problem = "status";
+        } else if (a.status != 200 &&
+                   (!r.json.is_object() || r.json["error"]["details"]["token"] != a.entry ||
+                    r.json["error"]["message"].get<std::string>().find("'" + a.entry + "'") == std::string::npos)) {
+          problem = "error does not name the entry";
+        }
+        if (!problem.empty() && wrong[t].empty()) wrong[t] = std::to_string(k) + " " + problem + ": " + r.Describe();
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (const std::string& w : wrong) EXPECT_EQ(w, "");
+  std::vector<std::string> want = {"10.8.255.1"};
+  int ok = 0;
+  for (int k = 0; k < kClients * kEach; ++k) {
+    if (add(k).status == 200) {
+      want.push_back(add(k).entry);
+      ++ok;
+    }
+  }
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(Members(*ns, "r"), want);
+  Reply audit = admin.Get("/v1/audit?action=set_add&limit=1000");
+  ASSERT_EQ(audit.status, 200) << audit.Describe();
+  std::map<std::string, std::string> results;
+  for (const Json& e : audit.json["entries"]) {
+    if (e["request_id"].is_string()) results[e["request_id"].get<std::string>()] = e["result"];
+  }
+  for (int k = 0; k < kClients * kEach; ++k) {
+    const int status = add(k).status;
+    EXPECT_EQ(results["rf-" + std::to_string(k)], status == 200   ? "ok"
+                                                  : status == 409 ? "ALREADY_EXISTS"
+                                                                  : "INVALID_ARGUMENT")
+        << k;
+  }
+  std::string metrics = admin.Get("/metrics").body;
+  EXPECT_EQ(MetricValue(metrics, "iptkitd_set_operations_total", {{"op", "add"}, {"result", "ok"}}), ok + 1.0);
+  EXPECT_EQ(MetricValue(metrics, "iptkitd_set_operations_total", {{"op", "add"}, {"result", "error"}}),
+            kClients * kEach - ok + 0.0);
+}
+
 // ---- The scope table of sets (docs/daemon.md "Scopes") ----
 
 enum Column { kRead, kWrite, kTable, kOwner, kTtl, kSet, kColumns };
