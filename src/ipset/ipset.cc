@@ -137,6 +137,9 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
   // The worker of `netns` as Ipsets names it, keyed by the namespace itself (device and inode), not by its name:
   // "" is the calling thread's namespace, and a name may be given to another namespace later.
   static Result<std::shared_ptr<AddWorker>> For(const std::string& netns) {
+    static std::mutex mu;
+    // Never destroyed: detached workers may outlive main.
+    static auto* workers = new std::map<std::pair<dev_t, ino_t>, std::shared_ptr<AddWorker>>();
     base::UniqueFd fd;
     struct stat st {};
     if (netns.empty()) {
@@ -144,14 +147,18 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
         return Status::Internal("stat /proc/thread-self/ns/net: " + std::string(std::strerror(errno)));
       }
     } else {
+      // The worker of a namespace seen before, by the device and inode its file names now (one stat per batch);
+      // a namespace not seen yet is opened and checked first.
+      if (::stat(base::NetnsPath(netns).c_str(), &st) == 0) {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = workers->find({st.st_dev, st.st_ino});
+        if (it != workers->end()) return it->second;
+      }
       IPTKIT_ASSIGN_OR_RETURN(fd, base::OpenNetns(netns));
       if (::fstat(fd.get(), &st) != 0) {
         return Status::Internal("fstat of netns " + Quote(netns) + ": " + std::string(std::strerror(errno)));
       }
     }
-    static std::mutex mu;
-    // Never destroyed: detached workers may outlive main.
-    static auto* workers = new std::map<std::pair<dev_t, ino_t>, std::shared_ptr<AddWorker>>();
     std::lock_guard<std::mutex> lock(mu);
     std::shared_ptr<AddWorker>& w = (*workers)[{st.st_dev, st.st_ino}];
     if (!w) w = std::make_shared<AddWorker>(std::move(fd));
