@@ -112,9 +112,9 @@ Result<std::unique_ptr<Session>> OpenForSet(std::string_view name, bool exist) {
 // handshake) for as long as the worker runs, not one per batch. A failing add fails alone: the stream resumes after
 // its line (RunRefreshing), so each caller gets its own result; adds without -exist (no_refresh) run one line at a
 // time in the same session (a partly applied stream would make them fail on their own entries). The exception: a
-// caller already inside the namespace ("" as Ipsets' netns)
-// whose add comes after kAddWorkerIdle without adds runs it on its own thread in a session of its own (the worker
-// would have to open a new one too), so that a one-add process starts no thread.
+// caller already inside the namespace ("" as Ipsets' netns) whose add comes after kAddWorkerIdle without adds runs
+// it on its own thread in a session of its own (the worker would have to open a new one too), so that a one-add
+// process starts no thread.
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
@@ -288,46 +288,50 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
   }
 
   // Runs -exist adds as one stream (libipset puts consecutive adds to the same set into one netlink message). A
-  // failure names its line: the adds before the first failing line are stored (the kernel applies a message's
-  // entries in order and stops at the first it refuses; a line libipset refuses is not sent), that add fails with
-  // its own error, and the stream resumes after it (re-adding with -exist is idempotent, so adds libipset did send
-  // after the failing line are only refreshed). A run per failure, not per add.
+  // failure names its line, and every add that failed says so: the adds before the first failing line are stored
+  // (the kernel applies a message's entries in order and stops at the first it refuses; a line libipset refuses is
+  // not sent), each failed add gets its own error, and the adds after the first failing line that did not fail are
+  // written again (the kernel may have dropped them with the rest of a refused message; re-adding with -exist is
+  // idempotent, so the ones it did store are only refreshed). A run per refused message, not a session per add.
   static void RunRefreshing(std::vector<PendingAdd*> adds, std::unique_ptr<Session>& session) {
     std::string text;
-    size_t done = 0;
-    while (done < adds.size()) {
+    std::vector<const Report*> failure;  // by position in `adds`
+    while (!adds.empty()) {
       text.clear();
-      for (size_t i = done; i < adds.size(); ++i) text += adds[i]->line;
+      for (const PendingAdd* a : adds) text += a->line;
       session->ClearReports();
       const int base = session->lines_run();
       session->Run(text);
-      std::optional<int> first;  // 1-based within this run
+      failure.assign(adds.size(), nullptr);
+      size_t first = adds.size();
       bool unnamed = false;
       for (const Report& r : session->reports()) {
         if (r.kind == Report::Kind::kWarning) continue;
-        if (!r.line || *r.line <= base || *r.line > base + static_cast<int>(adds.size() - done)) {
+        if (!r.line || *r.line <= base || *r.line > base + static_cast<int>(adds.size())) {
           unnamed = true;
           break;
         }
-        if (!first || *r.line - base < *first) first = *r.line - base;
+        const size_t i = static_cast<size_t>(*r.line - base - 1);
+        if (failure[i] == nullptr) failure[i] = &r;
+        first = std::min(first, i);
       }
       if (unnamed) {
-        // No line to resume after: each remaining add alone, in a session of its own; the long-lived session is
-        // replaced.
+        // No line to resume after: each add alone, in a session of its own; the long-lived session is replaced.
         session.reset();
-        for (size_t i = done; i < adds.size(); ++i) adds[i]->status = RunHere(adds[i]->line, true, adds[i]->what());
+        for (PendingAdd* a : adds) a->status = RunHere(a->line, true, a->what());
         return;
       }
-      const size_t failed = first ? done + static_cast<size_t>(*first) - 1 : adds.size();
-      for (size_t i = done; i < failed; ++i) adds[i]->status = Status::Ok();
-      if (failed == adds.size()) return;
-      for (const Report& r : session->reports()) {
-        if (r.kind != Report::Kind::kWarning && r.line && *r.line - base == *first) {
-          adds[failed]->status = ipset::ReportStatus(r, adds[failed]->what());
-          break;
+      std::vector<PendingAdd*> again;
+      for (size_t i = 0; i < adds.size(); ++i) {
+        if (failure[i] != nullptr) {
+          adds[i]->status = ipset::ReportStatus(*failure[i], adds[i]->what());
+        } else if (i < first) {
+          adds[i]->status = Status::Ok();
+        } else {
+          again.push_back(adds[i]);
         }
       }
-      done = failed + 1;
+      adds.swap(again);
     }
   }
 
