@@ -73,6 +73,15 @@ class EventCacheTest : public ::testing::Test {
     EXPECT_EQ(Text(*cached), Text(*now)) << where;
   }
 
+  struct EventCacheStats {
+    uint64_t resyncs = 0;
+    uint64_t table_reads = 0;
+    uint64_t applied = 0;
+  };
+  EventCacheStats Stats() const {
+    return {backend_->stats().event_resyncs, backend_->stats().event_table_reads, backend_->stats().event_applied};
+  }
+
   std::unique_ptr<test::TestNetns> ns_;
   std::unique_ptr<NativeBackend> backend_;
   std::unique_ptr<NativeBackend> fresh_;  // reads the kernel without a cache
@@ -320,6 +329,50 @@ TEST_F(EventCacheTest, AppliesATransactionOfRuleChangesFromItsNotifications) {
   }
   EXPECT_EQ(backend_->stats().event_table_reads, table_reads + 1);
   EXPECT_EQ(backend_->stats().event_resyncs, 0u);
+}
+
+// Another writer's steady trickle between two uses of the cache (what a daemon sees next to a script calling
+// iptables in a loop): 2,000 one-rule transactions, each a rule notification and a NEWGEN. With the kernel's default
+// receive queue (about 208 KiB) a few hundred of them overflowed it and the whole family was read again; the feed's
+// default queue (EventFeed::kDefaultReceiveQueue) holds them, and each is applied from its notification. So is a
+// transaction of 100 deletions, which at most 64 rule messages per transaction made a reason to read the table.
+TEST_F(EventCacheTest, ADefaultQueueHoldsThousandsOfForeignOneRuleTransactions) {
+  int queue = 0;
+  socklen_t len = sizeof(queue);
+  ASSERT_EQ(getsockopt(backend_->event_feed()->fd(), SOL_SOCKET, SO_RCVBUF, &queue, &len), 0);
+  EXPECT_GE(queue, EventFeed::kDefaultReceiveQueue);  // the kernel reports twice what was set (socket(7))
+  Result<Rule> parsed = ParseRuleSpec("-s 10.9.0.1/32 -p tcp -m tcp --dport 443 -j ACCEPT", Family::kIPv4);
+  ASSERT_TRUE(parsed.ok());
+  Result<std::vector<Rule>> canonical = fresh_->Canonicalize(Family::kIPv4, "filter", {*parsed});
+  ASSERT_TRUE(canonical.ok()) << canonical.status().ToString();
+  auto append = [&]() -> Status {
+    CommitTable t;
+    t.batch.family = Family::kIPv4;
+    t.batch.table = "filter";
+    t.batch.ops = {Op(K::kAppend, 0, canonical->front())};
+    return fresh_->Commit({t}).status();
+  };
+  ASSERT_TRUE(append().ok());  // the writer's first commit also creates the table and its builtin chains
+  ExpectCacheIsCurrent(Family::kIPv4, "first read");
+  const EventCacheStats before = Stats();
+  constexpr int kTransactions = 2000;
+  for (int i = 0; i < kTransactions; ++i) {
+    Status done = append();
+    ASSERT_TRUE(done.ok()) << i << ": " << done.ToString();
+  }
+  ExpectCacheIsCurrent(Family::kIPv4, "after the trickle");
+  EXPECT_EQ(backend_->event_feed()->overflows(), 0u);
+  EXPECT_EQ(backend_->stats().event_resyncs, before.resyncs);
+  EXPECT_EQ(backend_->stats().event_table_reads, before.table_reads);
+  EXPECT_EQ(backend_->stats().event_applied, before.applied + kTransactions);
+
+  // One foreign transaction deleting 100 of them (a program removing its rules at once) is applied too.
+  std::string text = "*filter\n";
+  for (int i = 0; i < 100; ++i) text += "-D INPUT 1\n";
+  ASSERT_EQ(ns_->Exec({"/usr/sbin/iptables-nft-restore", "--noflush"}, text + "COMMIT\n"), "");
+  ExpectCacheIsCurrent(Family::kIPv4, "after 100 deletions in one transaction");
+  EXPECT_EQ(backend_->stats().event_table_reads, before.table_reads);
+  EXPECT_EQ(backend_->stats().event_applied, before.applied + kTransactions + 1);
 }
 
 // The "event-cache resync after a foreign burst of 20,000 changes against a small receive buffer".

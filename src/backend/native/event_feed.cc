@@ -47,6 +47,8 @@ EventFeed::EventFeed(mnl_socket* socket, uint32_t own_portid)
 
 EventFeed::~EventFeed() { mnl_socket_close(socket_); }
 
+int EventFeed::fd() const { return mnl_socket_get_fd(socket_); }
+
 Result<std::unique_ptr<EventFeed>> EventFeed::Open(int netns_fd, int rcvbuf, nft::NetlinkClient& netlink) {
   mnl_socket* socket = nullptr;
   Status status = base::RunInNetnsThread(
@@ -55,9 +57,15 @@ Result<std::unique_ptr<EventFeed>> EventFeed::Open(int netns_fd, int rcvbuf, nft
         socket = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (socket == nullptr) return base::ErrnoToStatus(errno, "socket(AF_NETLINK, NETLINK_NETFILTER)");
         Status s = Status::Ok();
-        if (rcvbuf > 0 &&
-            setsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0) {
+        const int fd = mnl_socket_get_fd(socket);
+        if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0) {
           s = base::ErrnoToStatus(errno, "setsockopt SO_RCVBUFFORCE on the nf_tables event socket");
+        } else if (rcvbuf <= 0) {
+          const int queue = kDefaultReceiveQueue;
+          if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &queue, sizeof(queue)) != 0 &&
+              setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &queue, sizeof(queue)) != 0) {
+            s = base::ErrnoToStatus(errno, "setsockopt SO_RCVBUF on the nf_tables event socket");
+          }
         }
         if (s.ok() && mnl_socket_bind(socket, 1u << (NFNLGRP_NFTABLES - 1), MNL_SOCKET_AUTOPID) < 0) {
           s = base::ErrnoToStatus(errno, "bind the nf_tables event socket to NFNLGRP_NFTABLES");
@@ -117,10 +125,16 @@ void EventFeed::OnMessage(const nlmsghdr* nlh) {
       if (auto t = st.table_valid.find(table); t != st.table_valid.end() && After(t->second, valid)) valid = t->second;
       if (!After(gen, valid) || st.changes.dirty.count(table)) continue;
       auto rules = open_rules_.find({family, table});
-      if (open_other_.count({family, table}) || rules == open_rules_.end()) {
+      if (open_other_.count({family, table}) || rules == open_rules_.end() ||
+          st.changes.pending_messages + rules->second.size() > kMaxPendingMessages) {
         st.changes.dirty.insert(table);
-        std::erase_if(st.changes.pending, [&](const RuleChanges& c) { return c.table == table; });
+        std::erase_if(st.changes.pending, [&](const RuleChanges& c) {
+          if (c.table != table) return false;
+          st.changes.pending_messages -= c.messages.size();
+          return true;
+        });
       } else {
+        st.changes.pending_messages += rules->second.size();
         st.changes.pending.push_back(RuleChanges{gen, table, std::move(rules->second)});
         open_rules_.erase(rules);
       }
@@ -229,7 +243,7 @@ uint32_t EventFeed::NewestTableRead(Family family) const {
 
 EventFeed::Changes EventFeed::Take(Family family) {
   auto it = families_.find(family);
-  if (it == families_.end()) return Changes{true, {}, {}};
+  if (it == families_.end()) return Changes{true, {}, {}, 0};
   Changes out = std::move(it->second.changes);
   it->second.changes = Changes{};
   return out;

@@ -46,9 +46,16 @@ namespace iptkit::backend::native {
 
 class EventFeed {
  public:
+  // The receive queue a feed asks for by default: the kernel's default (about 208 KiB) overflows after a few hundred
+  // one-rule transactions of another writer between two reads (each costs a rule notification and a NEWGEN, about
+  // 600 bytes of queue with their skb overhead), and every overflow costs a read of the whole family. 16 MiB, what
+  // `nft monitor` asks for (nftables' NFTABLES_NLEVENT_BUFSIZ), holds tens of thousands. It is a limit, not an
+  // allocation: the queue holds only what is unread. SO_RCVBUFFORCE needs CAP_NET_ADMIN; without it SO_RCVBUF
+  // (capped by net.core.rmem_max) is used.
+  static constexpr int kDefaultReceiveQueue = 16 << 20;
   // A NETLINK_NETFILTER socket in the namespace `netns_fd` (-1: the caller's), subscribed to NFNLGRP_NFTABLES,
   // non-blocking. `rcvbuf` > 0 sets its receive buffer (SO_RCVBUFFORCE; tests use a small one to force overflows),
-  // else the system default. Also reads the current generation id: transactions up to it are not expected.
+  // 0 sets kDefaultReceiveQueue. Also reads the current generation id: transactions up to it are not expected.
   // `netlink` (the backend's request socket) reads that id after the subscription.
   static Result<std::unique_ptr<EventFeed>> Open(int netns_fd, int rcvbuf, nft::NetlinkClient& netlink);
   ~EventFeed();
@@ -92,13 +99,20 @@ class EventFeed {
     std::vector<std::string> messages;  // NFT_MSG_NEWRULE / NFT_MSG_DELRULE
   };
   // More rule messages than this in one table of one transaction (a flush of a long chain) make the table dirty:
-  // reading it again is then cheaper than applying them one by one.
-  static constexpr size_t kMaxRuleMessages = 64;
+  // reading it again is then about as cheap as applying them one by one (applying a message is a rule decoded or
+  // found by handle, tens of microseconds; reading 10,000 rules again is about 100 ms, and a table of a few hundred
+  // rules is read in a few ms). A transaction of 100 deletions, which a program deleting its rules in one
+  // transaction makes, is applied.
+  static constexpr size_t kMaxRuleMessages = 512;
+  // More rule messages than this waiting in one family (many transactions between two uses of the snapshot) make
+  // the tables they are for dirty: what the feed keeps stays bounded (a message is a few hundred bytes).
+  static constexpr size_t kMaxPendingMessages = 16384;
   struct Changes {
     bool lost = false;            // the family must be read whole (overflow, skipped generation)
     std::set<std::string> dirty;  // tables changed by transactions the snapshot does not hold, beyond rules
     // Rule-only changes of tables not in `dirty`, in commit order: the snapshot is current once they are applied.
     std::vector<RuleChanges> pending;
+    size_t pending_messages = 0;  // in `pending`
   };
   // Whether notifications the family's snapshot depends on were lost (Take would say so).
   bool lost(Family family) const {
@@ -112,6 +126,8 @@ class EventFeed {
   uint64_t overflows() const { return overflows_; }
   uint64_t gaps() const { return gaps_; }
   uint64_t notifications() const { return notifications_; }
+  // The notification socket (tests read its options).
+  int fd() const;
 
  private:
   EventFeed(mnl_socket* socket, uint32_t own_portid);

@@ -79,7 +79,7 @@ struct NativeOptions {
   // touched are read again (only those), a whole family after lost notifications. Counters are never taken from
   // the cache (Read with fresh_counters reads them). A one-op process gains nothing from it.
   bool event_cache = false;
-  // Test knob: the event socket's receive buffer in bytes (0: the system default).
+  // Test knob: the event socket's receive buffer in bytes (0: EventFeed::kDefaultReceiveQueue).
   int event_rcvbuf = 0;
   // Why this backend was chosen (FirewallInfo::backend_reason): `reason_at_info()` when set (a reason that costs
   // kernel reads to word, worked out only when Info asks), else `reason`.
