@@ -279,28 +279,34 @@ std::set<std::pair<std::string, std::string>> NamedChains(const ChainScope& scop
 
 Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::optional<std::string>& table,
                                                     SnapshotDetail detail, const ChainScope& scope,
-                                                    DumpVisitor& visitor) {
+                                                    DumpVisitor& visitor, bool closing_generation) {
   constexpr int kAttempts = 5;
   const uint16_t proto = NfProto(family);
+  // A plan that names its chains and its tables (ChainScope::named_only with tables) lists those tables only: each
+  // one a named chain answered for exists, the others asked for by name (NFT_MSG_GETTABLE with NFTA_TABLE_NAME),
+  // instead of a dump of every table of the family.
+  const bool tables_by_name = !table && ListsNamedOnly(scope) && !scope.tables.empty();
   for (int attempt = 1;; ++attempt) {
     ++stats_.dumps;
     visitor.Reset();
     IPTKIT_ASSIGN_OR_RETURN(uint32_t before, netlink_->GenerationId());
     auto wanted = [&](std::string_view name) { return !table || name == *table; };
 
-    Status s = netlink_->DumpMessages(NFT_MSG_GETTABLE, proto, nullptr, [&](const nlmsghdr* m) -> Status {
+    auto on_table = [&](const nlmsghdr* m) -> Status {
       TablePtr t(nftnl_table_alloc());
       if (!t || nftnl_table_nlmsg_parse(m, t.get()) < 0) return Status::Internal("cannot parse a table message");
       std::string name = Str(nftnl_table_get_str(t.get(), NFTNL_TABLE_NAME));
       if (wanted(name)) visitor.tables.insert(name);
       return Status::Ok();
-    });
+    };
+    Status s = tables_by_name ? Status::Ok() : netlink_->DumpMessages(NFT_MSG_GETTABLE, proto, nullptr, on_table);
     auto on_chain = [&](const nlmsghdr* m) -> Status {
       ChainPtr c(nftnl_chain_alloc());
       if (!c || nftnl_chain_nlmsg_parse(m, c.get()) < 0) return Status::Internal("cannot parse a chain message");
       DumpedChain ci;
       ci.table = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_TABLE));
       if (!wanted(ci.table)) return Status::Ok();
+      if (tables_by_name) visitor.tables.insert(ci.table);  // a chain's table exists
       ci.name = Str(nftnl_chain_get_str(c.get(), NFTNL_CHAIN_NAME));
       ci.handle = nftnl_chain_get_u64(c.get(), NFTNL_CHAIN_HANDLE);
       if (nftnl_chain_is_set(c.get(), NFTNL_CHAIN_HOOKNUM)) {
@@ -320,8 +326,10 @@ Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::op
     if (s.ok() && ListsNamedOnly(scope)) {
       // Only the chains the plan names, each fetched by name as iptables-nft does (a dump lists every chain of the
       // family: over 100 chains most of an append's read); one the kernel does not have is left out.
-      for (const auto& [chain_table, chain] : NamedChains(scope)) {
-        if (!visitor.tables.count(chain_table)) continue;
+      // (A chain of a table that does not exist is not found either.)
+      const std::set<std::pair<std::string, std::string>> named = NamedChains(scope);
+      for (const auto& [chain_table, chain] : named) {
+        if (!tables_by_name && !visitor.tables.count(chain_table)) continue;
         s = netlink_->GetMessage(
             NFT_MSG_GETCHAIN, proto,
             [&](nlmsghdr* nlh) {
@@ -331,6 +339,18 @@ Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::op
             on_chain);
         if (s.code() == StatusCode::kNotFound) s = Status::Ok();
         if (!s.ok()) break;
+      }
+      if (tables_by_name) {
+        std::set<std::string> listed = scope.tables;
+        for (const auto& where : named) listed.insert(where.first);
+        for (const std::string& name : listed) {
+          if (!s.ok()) break;
+          if (visitor.tables.count(name)) continue;
+          s = netlink_->GetMessage(
+              NFT_MSG_GETTABLE, proto, [&](nlmsghdr* nlh) { mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, name.c_str()); },
+              on_table);
+          if (s.code() == StatusCode::kNotFound) s = Status::Ok();
+        }
       }
     } else if (s.ok()) {
       s = netlink_->DumpMessages(NFT_MSG_GETCHAIN, proto, nullptr, on_chain);
@@ -373,6 +393,8 @@ Result<uint32_t> NativeBackend::DumpAtOneGeneration(Family family, const std::op
         return Status::Ok();
       });
     }
+    // The caller reads the generation again after more of its own requests (ScanChains): one read then closes both.
+    if (s.ok() && !closing_generation) return before;
     IPTKIT_ASSIGN_OR_RETURN(uint32_t after, netlink_->GenerationId());
     // A chain deleted after the chain dump fails its rule dump: that is a change (read again), not an error.
     if (!s.ok() && s.code() != StatusCode::kAborted && after == before) {
@@ -425,9 +447,10 @@ class ModelVisitor final : public DumpVisitor {
 
 Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std::optional<std::string>& table,
                                                        SnapshotDetail detail, const ChainScope& scope,
-                                                       const Probes& probes) {
+                                                       const Probes& probes, bool closing_generation) {
   ModelVisitor dumped(family, detail);
-  IPTKIT_ASSIGN_OR_RETURN(uint32_t generation, DumpAtOneGeneration(family, table, detail, scope, dumped));
+  IPTKIT_ASSIGN_OR_RETURN(uint32_t generation,
+                          DumpAtOneGeneration(family, table, detail, scope, dumped, closing_generation));
   std::deque<RuleInfo>& rules = dumped.rules;
 
   // The model, table by table in iptables-nft-save's order.
@@ -631,10 +654,17 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
     scope.probes.clear();
   }
   if (detail == SnapshotDetail::kRules && scope.every_chain) return Read(family, std::nullopt, false);
-  // Whether a cached snapshot holds what is asked: enough detail, every chain the plan looks up, and the rules of
-  // every chain in scope.
+  // Whether a cached snapshot lists every table the plan looks at: one read for a plan that named its chains and its
+  // tables lists those tables only (DumpAtOneGeneration).
+  auto lists_tables = [&](const FamilyState& st) {
+    if (!ListsNamedOnly(st.scope) || st.scope.tables.empty()) return true;
+    return ListsNamedOnly(scope) && !scope.tables.empty() &&
+           std::includes(st.scope.tables.begin(), st.scope.tables.end(), scope.tables.begin(), scope.tables.end());
+  };
+  // Whether a cached snapshot holds what is asked: enough detail, every table and chain the plan looks up, and the
+  // rules of every chain in scope.
   auto covers = [&](const FamilyState& st) {
-    return st.detail >= detail && st.scope.ListsAll(scope) &&
+    return st.detail >= detail && st.scope.ListsAll(scope) && lists_tables(st) &&
            (detail == SnapshotDetail::kChains || st.scope.Covers(scope));
   };
   // The cached snapshot when it is current and detailed enough, reduced to what was asked.
@@ -744,7 +774,10 @@ Result<std::optional<NativeBackend::FamilyState>> NativeBackend::ScanChains(
     const std::vector<std::pair<std::string, std::string>>& chains, const ChainScan& scan) {
   constexpr int kAttempts = 3;
   for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-    IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, detail, dumped));
+    // Dump's own closing read of the generation is the one after the scans (below): everything between the first
+    // read and that one is of one generation.
+    IPTKIT_ASSIGN_OR_RETURN(FamilyState st,
+                            Dump(family, std::nullopt, detail, dumped, {}, /*closing_generation=*/false));
     bool complete = true;
     for (const auto& [table, chain] : chains) {
       iptkit::Table* mt = st.ruleset.FindTable(table);

@@ -149,6 +149,8 @@ class NativeBackend final : public Backend {
   const Stats& stats() const { return stats_; }
   NativeOptions& native_options() { return native_; }
   bool has_cached_snapshot(Family family) const { return cache_.count(family) != 0; }
+  // The netlink client: what was asked of the kernel (NetlinkClient::requests; tests).
+  const nft::NetlinkClient& netlink() const { return *netlink_; }
   // The notification reader (event_cache), or nullptr.
   const EventFeed* event_feed() const { return events_.get(); }
 
@@ -185,14 +187,17 @@ class NativeBackend final : public Backend {
   // Dumps and decodes the family (or one table) at one generation, at `detail`, with the rules of the chains in
   // `scope`.
   // `probes`: chains of `scope` given with only the rules equal to one of these (and placeholders), when each of
-  // them is found there byte for byte; else decoded whole.
+  // them is found there byte for byte; else decoded whole. `closing_generation`: see DumpAtOneGeneration.
   Result<FamilyState> Dump(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
-                           const ChainScope& scope = {}, const Probes& probes = {});
+                           const ChainScope& scope = {}, const Probes& probes = {}, bool closing_generation = true);
   // The netlink half of Dump and ReadSaveText: tables, chains, the rules of the chains in `scope` (not at kChains)
   // and, at kRules, the sets, all of one generation (read again, at most 5 times, while it moves; then Aborted), into
-  // `visitor`. Returns that generation.
+  // `visitor`. Returns that generation. The tables are every table of the family (one dump), or with a scope that
+  // names its chains and its tables (ChainScope::named_only and tables) those tables only, each known from a named
+  // chain of it or asked for by name. Without `closing_generation` the generation is read once, before the reads,
+  // and returned: the caller reads it again after its own further requests and compares (ScanChains).
   Result<uint32_t> DumpAtOneGeneration(Family family, const std::optional<std::string>& table, SnapshotDetail detail,
-                                       const ChainScope& scope, DumpVisitor& visitor);
+                                       const ChainScope& scope, DumpVisitor& visitor, bool closing_generation = true);
   // The snapshot for a plan whose only rule reads are the probe chains' (see ReadChainsForPlan): tables, chains and
   // the rules of `scope.chains` as Dump gives them, each probe chain with only its rules equal to a probe, all of one
   // generation. nullopt when a probe is not found byte for byte or a rule of its chain does not decode (the caller

@@ -158,7 +158,8 @@ Result<std::unique_ptr<NetlinkClient>> NetlinkClient::Open(int netns_fd) {
 
 Status NetlinkClient::RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table,
                               uint16_t table_attr, const std::function<Status(const nlmsghdr*)>& on_message) {
-  const uint16_t flags = msg_type == NFT_MSG_GETGEN ? NLM_F_ACK : NLM_F_DUMP;
+  // GETGEN is answered with one message (no dump, no ACK: see Exchange).
+  const uint16_t flags = msg_type == NFT_MSG_GETGEN ? 0 : NLM_F_DUMP;
   return Exchange(
       msg_type, family, flags,
       [&](nlmsghdr* nlh) {
@@ -174,7 +175,12 @@ Status NetlinkClient::DumpMessages(uint16_t msg_type, uint16_t family, const std
 
 Status NetlinkClient::GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                                  const std::function<Status(const nlmsghdr*)>& on_message) {
-  return Exchange(msg_type, family, NLM_F_ACK, attrs, on_message);
+  return Exchange(msg_type, family, 0, attrs, on_message);
+}
+
+uint64_t NetlinkClient::requests(uint16_t msg_type, bool dump) const {
+  auto it = requests_by_type_.find({msg_type, dump});
+  return it == requests_by_type_.end() ? 0 : it->second;
 }
 
 Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flags,
@@ -185,7 +191,12 @@ Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flag
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), msg_type, family, flags, seq);
   if (attrs) attrs(nlh);
   ++requests_;
+  ++requests_by_type_[{msg_type, (flags & NLM_F_DUMP) != 0}];
   if (mnl_socket_sendto(socket_, nlh, nlh->nlmsg_len) < 0) return base::ErrnoToStatus(errno, "netlink sendto");
+  // A request for one object without NLM_F_ACK is answered by that object's message alone, or by an error
+  // (netlink_rcv_skb acks only when asked to or on failure): one message, one recvmsg, where an ACK would be a
+  // second one. iptables-nft asks for the generation id the same way (nft-cache.c mnl_genid_get).
+  const bool single = (flags & (NLM_F_DUMP | NLM_F_ACK)) == 0;
 
   bool interrupted = false;
   Status failed;
@@ -219,6 +230,7 @@ Status NetlinkClient::Exchange(uint16_t msg_type, uint16_t family, uint16_t flag
         return Status::Ok();
       }
       if (failed.ok()) failed = on_message(m);
+      if (single) return failed;
     }
   }
 }

@@ -107,10 +107,11 @@ class NetlinkClient {
   Status DumpMessages(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                       const std::function<Status(const nlmsghdr*)>& on_message);
 
-  // Sends one NFT_MSG_GET* request for a single object (NLM_F_ACK, not a dump: e.g. NFT_MSG_GETCHAIN with
-  // NFTA_CHAIN_TABLE and NFTA_CHAIN_NAME, as iptables-nft fetches the chains a command names) and feeds the answer
-  // to `on_message`; also a rule by NFTA_RULE_TABLE, NFTA_RULE_CHAIN and NFTA_RULE_HANDLE. NotFound when
-  // the kernel has no such object (ENOENT).
+  // Sends one NFT_MSG_GET* request for a single object (not a dump: e.g. NFT_MSG_GETCHAIN with NFTA_CHAIN_TABLE and
+  // NFTA_CHAIN_NAME, as iptables-nft fetches the chains a command names; NFT_MSG_GETTABLE with NFTA_TABLE_NAME) and
+  // feeds the answer to `on_message`; also a rule by NFTA_RULE_TABLE, NFTA_RULE_CHAIN and NFTA_RULE_HANDLE. Sent
+  // without NLM_F_ACK: the answer is the object's one message (one recvmsg). NotFound when the kernel has no such
+  // object (ENOENT).
   Status GetMessage(uint16_t msg_type, uint16_t family, const std::function<void(nlmsghdr*)>& attrs,
                     const std::function<Status(const nlmsghdr*)>& on_message);
 
@@ -138,15 +139,16 @@ class NetlinkClient {
   // The socket's netlink port id: the nlmsg_pid of the notifications of the transactions it commits.
   uint32_t portid() const { return portid_; }
 
-  // Netlink requests sent so far (tests).
+  // Netlink requests sent so far (tests), and those of one NFT_MSG_GET* type sent as a dump (`dump`) or for one
+  // object: what a command asks the kernel.
   uint64_t requests() const { return requests_; }
+  uint64_t requests(uint16_t msg_type, bool dump) const;
 
  private:
   explicit NetlinkClient(mnl_socket* socket);
 
-  // Sends one dump request and feeds every answer message to `on_message`.
-  // Sends one request (flags NLM_F_DUMP, or NLM_F_ACK for a single answer) with `attrs` added, and passes each
-  // answer message to `on_message` until DONE or the ACK; Aborted when the kernel interrupted the dump.
+  // Sends one request with `attrs` added, and passes each answer message to `on_message`: with NLM_F_DUMP until
+  // DONE (Aborted when the kernel interrupted the dump), with NLM_F_ACK until the ACK, with neither the one answer.
   Status Exchange(uint16_t msg_type, uint16_t family, uint16_t flags, const std::function<void(nlmsghdr*)>& attrs,
                   const std::function<Status(const nlmsghdr*)>& on_message);
   Status RunDump(uint16_t msg_type, uint16_t family, const std::optional<std::string>& table, uint16_t table_attr,
@@ -156,6 +158,7 @@ class NetlinkClient {
   uint32_t portid_;
   uint32_t seq_;
   uint64_t requests_ = 0;
+  std::map<std::pair<uint16_t, bool>, uint64_t> requests_by_type_;  // (msg type, dump) → requests
   std::span<char> Buffer();  // the receive buffer, reused by every request (one at a time)
   std::unique_ptr<char[]> buf_;
   int rcvbuf_ = 0;  // what SendBatch last forced (0: the default)

@@ -4,7 +4,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
 #include <unistd.h>
+
+#include <string>
 
 #include "src/base/netns.h"
 #include "src/base/subprocess.h"
@@ -161,6 +166,44 @@ TEST_F(NetlinkClientTest, EveryReadIsOneRoundTripPerKind) {
   EXPECT_EQ(client_->requests(), before + 1);
   ASSERT_TRUE(client_->Dump(Family::kIPv4, std::nullopt).ok());
   EXPECT_EQ(client_->requests(), before + 5);  // tables, chains, rules, sets
+}
+
+// One object asked for by name is answered by its message alone (no ACK is asked for) or by NotFound, and the next
+// request on the socket gets its own answer.
+TEST_F(NetlinkClientTest, OneObjectByNameIsItsMessageOrNotFound) {
+  ASSERT_EQ(Restore("*filter\n-N FOO\nCOMMIT\n"), "");
+  std::string got;  // the answers' message types
+  auto on_message = [&](const nlmsghdr* m) {
+    got += std::to_string(m->nlmsg_type & 0xff) + ";";
+    return Status::Ok();
+  };
+  auto table = [&](const char* name) {
+    return client_->GetMessage(
+        NFT_MSG_GETTABLE, NFPROTO_IPV4, [&](nlmsghdr* nlh) { mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, name); },
+        on_message);
+  };
+  auto chain = [&](const char* name) {
+    return client_->GetMessage(
+        NFT_MSG_GETCHAIN, NFPROTO_IPV4,
+        [&](nlmsghdr* nlh) {
+          mnl_attr_put_strz(nlh, NFTA_CHAIN_TABLE, "filter");
+          mnl_attr_put_strz(nlh, NFTA_CHAIN_NAME, name);
+        },
+        on_message);
+  };
+  EXPECT_TRUE(table("filter").ok());
+  EXPECT_EQ(table("nat").code(), StatusCode::kNotFound);
+  EXPECT_TRUE(chain("FOO").ok());
+  EXPECT_EQ(chain("BAR").code(), StatusCode::kNotFound);
+  EXPECT_EQ(got, std::to_string(NFT_MSG_NEWTABLE) + ";" + std::to_string(NFT_MSG_NEWCHAIN) + ";");
+  const uint32_t g = Gen();
+  EXPECT_EQ(Gen(), g);
+  EXPECT_EQ(client_->requests(NFT_MSG_GETTABLE, /*dump=*/false), 2u);
+  EXPECT_EQ(client_->requests(NFT_MSG_GETCHAIN, /*dump=*/false), 2u);
+  EXPECT_EQ(client_->requests(NFT_MSG_GETGEN, /*dump=*/false), 2u);
+  Result<KernelView> view = client_->Dump(Family::kIPv4, std::string("filter"));
+  ASSERT_TRUE(view.ok()) << view.status().ToString();
+  EXPECT_EQ(view->at({"ip", "filter"}).chains.count("FOO"), 1u);
 }
 
 }  // namespace
