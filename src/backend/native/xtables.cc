@@ -253,7 +253,7 @@ void EnsureLoaded(const char* name, bool target, uint8_t nfproto) {
 // malloc'ed and released by the C++ caller.
 
 struct RawExt {
-  const char* name;
+  const char* name;  // null: built by the caller, skipped here
   int argc;
   char** argv;  // argv[0] is a program name, as getopt expects
 };
@@ -492,6 +492,7 @@ int ParseRaw(const RawIn* in, RawOut* out) {
   // Matches: each on a private copy of its descriptor (what libxtables' "clone" does for a second use).
   for (int i = 0; i < in->nmatches; ++i) {
     const RawExt& ext = in->matches[i];
+    if (ext.name == nullptr) continue;  // built by the caller (DirectParseMatch)
     g_part = i;
     g_token = ext.name;
     const char* name = ext.name;
@@ -999,12 +1000,21 @@ ino_t TargetNetnsInode(int netns_fd) {
   return rc == 0 ? st.st_ino : 0;
 }
 
+// Whether the calling thread is surely in the network namespace `netns_fd` names (-1: the process's, its first
+// thread's). The process's first thread is in the process's namespace by definition, without the two look-ups
+// under /proc: a new process's first walk of /proc/self and /proc/thread-self instantiates their entries, which
+// showed in the profile of a one-command process.
+bool CallerInNetns(int netns_fd) {
+  if (netns_fd < 0 && ::gettid() == ::getpid()) return true;
+  struct stat here;
+  const ino_t target = TargetNetnsInode(netns_fd);
+  return target != 0 && ::stat("/proc/thread-self/ns/net", &here) == 0 && here.st_ino == target;
+}
+
 }  // namespace
 
 void Xtables::Run(int netns_fd, const std::function<void()>& job) {
-  struct stat here;
-  const ino_t target = TargetNetnsInode(netns_fd);
-  if (target != 0 && ::stat("/proc/thread-self/ns/net", &here) == 0 && here.st_ino == target) {
+  if (CallerInNetns(netns_fd)) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++jobs_;
@@ -1055,7 +1065,14 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
       const Rule& rule = *rules[r];
       std::vector<ArgvStore> stores(rule.matches.size() + 1);
       std::vector<RawExt> exts(rule.matches.size());
+      // The common forms of tcp, udp and comment are built here (xt_direct.h); ParseRaw skips them (name null).
+      std::vector<std::optional<XtExtension>> direct(rule.matches.size());
       for (size_t i = 0; i < rule.matches.size(); ++i) {
+        direct[i] = DirectParseMatch(rule.matches[i]);
+        if (direct[i]) {
+          exts[i] = RawExt{nullptr, 0, nullptr};
+          continue;
+        }
         stores[i].Build(rule.matches[i].name, rule.matches[i].options);
         exts[i] =
             RawExt{rule.matches[i].name.c_str(), static_cast<int>(stores[i].argv.size() - 1), stores[i].argv.data()};
@@ -1108,7 +1125,9 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
         XtRule x;
         x.family = family;
         x.header = HeaderFromEntry(family, out);
-        for (size_t i = 0; i < exts.size(); ++i) x.matches.push_back(ExtFromRaw(mouts[i]));
+        for (size_t i = 0; i < exts.size(); ++i) {
+          x.matches.push_back(direct[i] ? *std::move(direct[i]) : ExtFromRaw(mouts[i]));
+        }
         switch (out.verdict) {
           case kRawAccept:
             x.verdict = XtRule::Verdict::kAccept;
