@@ -38,6 +38,8 @@ ip netns exec "$ns" "$iptkit" set create blocklist hash:ip
 
 # The commands, most common first: a function's place is where the first of them runs it.
 commands=(
+  "append INPUT -s 1.2.3.4 -p tcp --dport 22 -j ACCEPT"
+  "delete INPUT -s 1.2.3.4 -p tcp --dport 22 -j ACCEPT"
   "append INPUT -s 1.2.3.4 -j ACCEPT"
   "delete INPUT -s 1.2.3.4 -j ACCEPT"
   "set add blocklist 192.0.2.7"
@@ -78,13 +80,26 @@ import bisect, sys
 
 symbols, count, work, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 funcs = {}  # address -> (size, name); the first name of aliases at one address
+unsized = []  # functions nm gives no size (crtbegin.o's frame_dummy & co.): they reach to the next symbol
+every = set()
 for line in open(symbols):
     parts = line.split()
+    if len(parts) >= 3:
+        every.add(int(parts[0], 16))
+    if len(parts) == 3 and parts[1] in "tT":
+        unsized.append((int(parts[0], 16), parts[2]))
     if len(parts) != 4 or parts[2] not in "tTwWiI":
         continue
     address, size = int(parts[0], 16), int(parts[1], 16)
     if size > 0 and address not in funcs:
         funcs[address] = (size, parts[3])
+addresses = sorted(every)
+for address, name in unsized:
+    if address in funcs:
+        continue
+    k = bisect.bisect_right(addresses, address)
+    if k < len(addresses):
+        funcs[address] = (addresses[k] - address, name)
 starts = sorted(funcs)
 order, seen = [], set()
 for i in range(1, count + 1):

@@ -45,6 +45,11 @@ struct FirewallOptions {
   // a transaction is planned on is still current, instead of asking the kernel before each transaction; tables
   // another writer changed are read again. Costs a second socket; a process doing one operation gains nothing.
   bool event_cache = false;
+  // Native backend, processes that commit once and exit (the iptkit CLI): the kernel is not asked to echo the
+  // rules a commit adds (NLM_F_ECHO), which it builds and sends back only so that the snapshot learns their
+  // handles for later calls; after such a commit the snapshot is dropped (a later call reads the kernel again).
+  // Errors are reported as before: the batch's answer is read either way.
+  bool one_shot = false;
   // Test hook: called after the snapshot was read and before the first commit of a transaction (used by the
   // concurrency tests to slip in a foreign writer). Not for production use.
   std::function<void()> before_commit_hook;

@@ -335,6 +335,8 @@ struct BackendOptions {
   std::string xtables_lock_path = "/run/xtables.lock";
   // Native backend: keep cached snapshots fresh from nf_tables' change notifications (long-lived users).
   bool event_cache = false;
+  // Native backend: no echo of the rules a commit adds (FirewallOptions::one_shot).
+  bool one_shot = false;
 };
 
 // Creates the backend for `kind` (kAuto detects the variant holding rules). Defined in backend_factory.cc.

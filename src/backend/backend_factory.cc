@@ -85,11 +85,16 @@ std::string Count(size_t n) { return std::to_string(n) + (n == 1 ? " rule" : " r
 
 // Whether the caller's own network namespace surely has no x_tables (legacy) table: neither family's names file
 // lists one (the kernel lists every table that exists; the file is missing while the module is not loaded). Two
-// opens and reads, where the probe below also opens a raw socket per family.
+// opens and reads, where the probe below also opens a raw socket per family. The directory is looked up once
+// (each path walk through /proc/<pid> of a new process instantiates its entries): /proc/self/net from the
+// process's first thread, whose namespace it shows, else /proc/thread-self/net.
 bool NoLegacyTableHere(const BackendOptions& options) {
   if (!options.netns.empty()) return false;
-  for (const char* path : {"/proc/thread-self/net/ip_tables_names", "/proc/thread-self/net/ip6_tables_names"}) {
-    base::UniqueFd fd(::open(path, O_RDONLY | O_CLOEXEC));
+  const char* dir_path = ::gettid() == ::getpid() ? "/proc/self/net" : "/proc/thread-self/net";
+  base::UniqueFd dir(::open(dir_path, O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return false;
+  for (const char* name : {"ip_tables_names", "ip6_tables_names"}) {
+    base::UniqueFd fd(::openat(dir.get(), name, O_RDONLY | O_CLOEXEC));
     if (!fd.valid()) {
       if (errno == ENOENT) continue;
       return false;

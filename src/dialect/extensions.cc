@@ -297,11 +297,29 @@ class GenericCatalog final : public CachedCatalog {
   }
 };
 
+// An option of an old-style extension (struct option: only the name and whether it takes an argument are known).
+ExtensionOption OldStyleOption(const char* name, ExtensionOption::Arg arg) {
+  ExtensionOption o;
+  o.name = name;
+  o.arg = arg;
+  return o;
+}
+
+// An x6 option (struct xt_option_entry) that takes an argument.
+ExtensionOption X6Option(const char* name, int id, bool invertible) {
+  ExtensionOption o;
+  o.name = name;
+  o.arg = ExtensionOption::Arg::kRequired;
+  o.flags_known = true;
+  o.invertible = invertible;
+  o.id = id;
+  return o;
+}
+
 class XtablesCatalog final : public CachedCatalog {
- protected:
-  Outcome Load(Family family, bool target, const std::string& name) const override {
-    if (target && IsStandardTargetName(name)) return {true, StandardTarget(name)};
-    if (!IsSafeExtensionName(name)) return {};  // unknown match; for -j a chain name
+ public:
+  // Through libxtables, whatever BuiltinMatch knows.
+  Outcome LoadThroughXtables(Family family, bool target, const std::string& name) const {
     std::lock_guard<std::mutex> lock(XtablesMutex());
     if (!Initialize()) return {true, GenericExtension(name, target)};
     xtables_set_params(&g_globals);
@@ -335,6 +353,16 @@ class XtablesCatalog final : public CachedCatalog {
     return {};
   }
 
+ protected:
+  Outcome Load(Family family, bool target, const std::string& name) const override {
+    if (target && IsStandardTargetName(name)) return {true, StandardTarget(name)};
+    if (!IsSafeExtensionName(name)) return {};  // unknown match; for -j a chain name
+    if (!target) {
+      if (const Extension* builtin = BuiltinMatch(name)) return {true, *builtin};
+    }
+    return LoadThroughXtables(family, target, name);
+  }
+
  private:
   // libxtables cannot be used in a process whose real and effective uid differ: xtables_init() calls
   // _exit(111) there (xtables.c). Such callers get generic parsing.
@@ -351,12 +379,43 @@ class XtablesCatalog final : public CachedCatalog {
   }
 };
 
-}  // namespace
-
-const ExtensionCatalog& SystemExtensions() {
+const XtablesCatalog& TheXtablesCatalog() {
   static const XtablesCatalog* catalog = new XtablesCatalog();
   return *catalog;
 }
+
+}  // namespace
+
+const Extension* BuiltinMatch(std::string_view name) {
+  using Arg = ExtensionOption::Arg;
+  // libxt_tcp.c (old-style: tcp_opts), libxt_udp.c (udp_opts: XTTYPE_PORTRC, XTOPT_INVERT), libxt_comment.c
+  // (comment_opts: XTTYPE_STRING, XTOPT_MAND), iptables 1.8.9; extensions_test.cc compares each with what
+  // libxtables reads from the installed extension.
+  static const Extension* const tcp = new Extension{
+      .name = "tcp",
+      .options = {OldStyleOption("source-port", Arg::kRequired), OldStyleOption("sport", Arg::kRequired),
+                  OldStyleOption("destination-port", Arg::kRequired), OldStyleOption("dport", Arg::kRequired),
+                  OldStyleOption("syn", Arg::kNone), OldStyleOption("tcp-flags", Arg::kRequired),
+                  OldStyleOption("tcp-option", Arg::kRequired)}};
+  static const Extension* const udp =
+      new Extension{.name = "udp",
+                    .options = {X6Option("source-port", 0, true), X6Option("sport", 0, true),
+                                X6Option("destination-port", 1, true), X6Option("dport", 1, true)}};
+  static const Extension* const comment = new Extension{.name = "comment", .options = {X6Option("comment", 0, false)}};
+  if (name == "tcp") return tcp;
+  if (name == "udp") return udp;
+  if (name == "comment") return comment;
+  return nullptr;
+}
+
+std::optional<Extension> XtablesMatch(Family family, std::string_view name) {
+  if (!IsSafeExtensionName(name)) return std::nullopt;
+  auto outcome = TheXtablesCatalog().LoadThroughXtables(family, false, std::string(name));
+  if (!outcome.exists || outcome.ext.generic) return std::nullopt;
+  return std::move(outcome.ext);
+}
+
+const ExtensionCatalog& SystemExtensions() { return TheXtablesCatalog(); }
 
 const ExtensionCatalog& GenericExtensions() {
   static const GenericCatalog* catalog = new GenericCatalog();

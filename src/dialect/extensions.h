@@ -15,6 +15,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,17 @@ const ExtensionCatalog& SystemExtensions();
 // Knows nothing: every match and every non-standard target is generic. What the parser falls back to when
 // libxtables is unusable; also used by tests.
 const ExtensionCatalog& GenericExtensions();
+
+// The option tables of the commonest matches, tcp, udp and comment, exactly as libxtables reads them from the
+// extensions of iptables 1.8.9 (libxt_tcp's extra_opts, libxt_udp's and libxt_comment's x6_options). The system
+// catalog answers these three from here without initializing libxtables or loading the extension's shared
+// object, which a one-rule command would otherwise do for a `-p tcp --dport 22` only to learn the option names
+// (the native backend encodes their common forms without libxtables too: xt_direct.h). nullptr for other names.
+const Extension* BuiltinMatch(std::string_view name);
+
+// The match `name` as libxtables describes it, read through libxtables whatever BuiltinMatch knows (nullopt when
+// no such match exists or libxtables cannot be used). For tests, which compare the two.
+std::optional<Extension> XtablesMatch(Family family, std::string_view name);
 
 // libxtables keeps process-global state (xt_params, the current family, loaded extensions) and is not
 // thread-safe: any code in the process that calls into libxtables must hold this mutex and re-set its own

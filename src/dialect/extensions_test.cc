@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -39,6 +41,39 @@ TEST(SystemExtensionsTest, ReadsX6Flags) {
   ASSERT_NE(comment->FindOption("comment"), nullptr);
   EXPECT_FALSE(comment->FindOption("comment")->invertible);
   EXPECT_FALSE(comment->FindOption("comment")->multi);
+}
+
+// The option tables the catalog answers without libxtables (BuiltinMatch) are the ones libxtables reads from the
+// installed extensions, field by field, for both families: a change of the system's iptables extensions (an
+// option added, an old-style extension converted to x6) fails here instead of parsing rules differently.
+TEST(SystemExtensionsTest, BuiltinMatchesAreLibxtablesOnes) {
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    for (const char* name : {"tcp", "udp", "comment"}) {
+      SCOPED_TRACE(std::string(name) + (family == Family::kIPv4 ? " ipv4" : " ipv6"));
+      const Extension* builtin = BuiltinMatch(name);
+      ASSERT_NE(builtin, nullptr);
+      std::optional<Extension> loaded = XtablesMatch(family, name);
+      ASSERT_TRUE(loaded.has_value());
+      EXPECT_EQ(builtin->name, loaded->name);
+      EXPECT_EQ(builtin->target, loaded->target);
+      EXPECT_EQ(builtin->generic, loaded->generic);
+      ASSERT_EQ(builtin->options.size(), loaded->options.size());
+      for (size_t i = 0; i < loaded->options.size(); ++i) {
+        const ExtensionOption& b = builtin->options[i];
+        const ExtensionOption& l = loaded->options[i];
+        EXPECT_EQ(b.name, l.name);
+        EXPECT_EQ(b.arg, l.arg) << l.name;
+        EXPECT_EQ(b.flags_known, l.flags_known) << l.name;
+        EXPECT_EQ(b.invertible, l.invertible) << l.name;
+        EXPECT_EQ(b.multi, l.multi) << l.name;
+        EXPECT_EQ(b.id, l.id) << l.name;
+      }
+      // And the catalog hands out the built-in one.
+      EXPECT_EQ(SystemExtensions().FindMatch(family, name)->options.size(), builtin->options.size());
+    }
+  }
+  EXPECT_EQ(BuiltinMatch("conntrack"), nullptr);
+  EXPECT_EQ(BuiltinMatch("TCP"), nullptr);
 }
 
 TEST(SystemExtensionsTest, UnknownNamesAndChains) {

@@ -10,6 +10,7 @@ backend::BackendOptions MakeBackendOptions(const FirewallOptions& options) {
   out.netns = options.netns;
   out.wait = options.wait;
   out.event_cache = options.event_cache;
+  out.one_shot = options.one_shot;
   return out;
 }
 

@@ -531,6 +531,7 @@ int Run(const Invocation& inv, Firewall* firewall, std::istream& in, std::ostrea
       options.netns = inv.global.netns;
       options.backend = inv.global.backend;
       options.wait = inv.global.wait;
+      options.one_shot = true;  // one command, then exit: nothing learns from the kernel's echo of an add
       Result<std::unique_ptr<Firewall>> opened = Firewall::Open(options);
       if (!opened.ok()) return fail(opened.status());
       owned = std::move(opened).value();

@@ -178,6 +178,7 @@ Result<std::unique_ptr<NativeBackend>> NativeBackend::Create(const BackendOption
   if (!client.ok()) return client.status().WithContext("opening the nf_tables netlink socket");
   std::unique_ptr<EventFeed> events;
   if (options.event_cache) native.event_cache = true;
+  if (options.one_shot) native.echo_rules = false;
   if (native.event_cache) {
     IPTKIT_ASSIGN_OR_RETURN(events, EventFeed::Open(ns.get(), native.event_rcvbuf, **client));
   }
@@ -1308,8 +1309,8 @@ class BatchBuilder {
   };
 
   BatchBuilder(NftBatch& batch, std::map<Family, NativeBackend::FamilyState>& cache,
-               const std::function<std::shared_ptr<const XtRule>(Family, const Rule&)>& xt_of)
-      : batch_(batch), cache_(cache), xt_of_(xt_of) {}
+               const std::function<std::shared_ptr<const XtRule>(Family, const Rule&)>& xt_of, bool echo_rules)
+      : batch_(batch), cache_(cache), xt_of_(xt_of), echo_rules_(echo_rules) {}
 
   Status AddTable(const TableBatch& tb) {
     NativeBackend::FamilyState& st = cache_.at(tb.family);
@@ -1446,7 +1447,7 @@ class BatchBuilder {
     IPTKIT_RETURN_IF_ERROR(EncodeRule(with, r.get()));
     const uint32_t id = ++rule_id_;
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_ID, id);
-    uint16_t flags = NLM_F_CREATE | NLM_F_ECHO;
+    uint16_t flags = NLM_F_CREATE | (echo_rules_ ? NLM_F_ECHO : 0);
     if (replace_handle != 0) {
       nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, replace_handle);
       flags |= NLM_F_REPLACE;
@@ -1659,6 +1660,7 @@ class BatchBuilder {
   NftBatch& batch_;
   std::map<Family, NativeBackend::FamilyState>& cache_;
   std::function<std::shared_ptr<const XtRule>(Family, const Rule&)> xt_of_;
+  bool echo_rules_;
   Family family_ = Family::kIPv4;
   std::string table_name_;
   uint16_t proto_ = NFPROTO_IPV4;
@@ -1896,7 +1898,8 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
   }
   NftBatch batch(netlink_->ReserveSeqs(static_cast<uint32_t>(4 * ops + 64)), batch_storage_);
   batch.Begin(checked ? std::optional<uint32_t>(generation) : std::nullopt);
-  BatchBuilder builder(batch, cache_, [this](Family f, const Rule& r) { return XtOf(f, r); });
+  BatchBuilder builder(
+      batch, cache_, [this](Family f, const Rule& r) { return XtOf(f, r); }, native_.echo_rules);
   for (const CommitTable* t : work) {
     Status s = builder.AddTable(t->batch);
     if (!s.ok()) {

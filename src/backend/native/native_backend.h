@@ -79,6 +79,10 @@ struct NativeOptions {
   // touched are read again (only those), a whole family after lost notifications. Counters are never taken from
   // the cache (Read with fresh_counters reads them). A one-op process gains nothing from it.
   bool event_cache = false;
+  // Ask the kernel to echo each rule a batch adds (NLM_F_ECHO), whose handle the snapshot then records, so that a
+  // later call can address the rule without reading the chain again; off (BackendOptions::one_shot), a commit that
+  // added rules drops the snapshot instead.
+  bool echo_rules = true;
   // Test knob: the event socket's receive buffer in bytes (0: EventFeed::kDefaultReceiveQueue).
   int event_rcvbuf = 0;
   // Why this backend was chosen (FirewallInfo::backend_reason): `reason_at_info()` when set (a reason that costs

@@ -219,6 +219,39 @@ TEST_F(NativeBackendTest, CachedSnapshotFollowsOwnCommits) {
   EXPECT_THAT(Save(), HasSubstr(":OUTPUT ACCEPT [0:0]\n-A INPUT -j RETURN\nCOMMIT\n"));
 }
 
+// A one-shot backend (the CLI's) asks for no echo of what it adds: the rule lands, the snapshot that could not learn
+// its handle is dropped (the next plan reads the kernel again), and a batch the kernel refuses is still reported.
+TEST_F(NativeBackendTest, OneShotAddsWithoutEchoAndStillReportsKernelErrors) {
+  BackendOptions options = options_;
+  options.one_shot = true;
+  auto created = NativeBackend::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  std::unique_ptr<NativeBackend> one_shot = std::move(created).value();
+  EXPECT_FALSE(one_shot->native_options().echo_rules);
+  ASSERT_TRUE(one_shot->Read(Family::kIPv4, std::nullopt, false).ok());
+  Result<CommitReport> added = one_shot->Commit(
+      {Table(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "INPUT", Canon("-p tcp --dport 22 -j ACCEPT"))})});
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n"));
+  EXPECT_FALSE(one_shot->has_cached_snapshot(Family::kIPv4));
+  // A replace planned on a fresh read finds the rule by the handle the dump gives.
+  ASSERT_TRUE(one_shot->Read(Family::kIPv4, std::nullopt, false).ok());
+  ASSERT_TRUE(
+      one_shot->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kReplace, "INPUT", Canon("-j RETURN"), 1)})})
+          .ok());
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -j RETURN\nCOMMIT\n"));
+  // The kernel's refusal of the rule message itself (its chain, which the snapshot has, another writer deleted
+  // meanwhile; an append carries no generation id) is seen without an echo or an ack requested.
+  ASSERT_EQ(Iptables({"-N", "GONE"}), "");
+  ASSERT_TRUE(one_shot->Read(Family::kIPv4, std::nullopt, false).ok());
+  ASSERT_EQ(Iptables({"-X", "GONE"}), "");
+  Result<CommitReport> refused =
+      one_shot->Commit({Table(Family::kIPv4, "filter", {TableOp::Make(K::kAppend, "GONE", Canon("-j ACCEPT"))})});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+  EXPECT_THAT(refused.status().message(), HasSubstr("kernel rejected"));
+}
+
 // A whole-family read for its counters (a listing) hands its model over instead of keeping a copy for later plans;
 // a plan's read (no fresh counters) is kept and answers the next one.
 TEST_F(NativeBackendTest, ListingReadHandsItsModelOverAndPlanReadsAreKept) {

@@ -1,5 +1,6 @@
 #include "src/backend/native/xt_direct.h"
 
+#include <linux/netfilter/x_tables.h>
 #include <linux/netfilter/xt_comment.h>
 #include <linux/netfilter/xt_tcpudp.h>
 
@@ -63,7 +64,96 @@ void AddPorts(Match& m, const char* name, const uint16_t ports[2], bool invert) 
   m.options.push_back(Option{name, invert, {PortText(ports[0], ports[1])}});
 }
 
+// A port as libxtables' xtables_parse_port reads a decimal number: digits only, no leading zero (base 0 would
+// read it as octal), at most 65535. False for anything else (a service name, hex, a sign, blanks).
+bool ParseDecimalPort(std::string_view text, uint16_t& port) {
+  if (text.empty() || text.size() > 5 || (text.size() > 1 && text.front() == '0')) return false;
+  uint32_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    value = value * 10 + static_cast<uint32_t>(c - '0');
+  }
+  if (value > 0xFFFF) return false;
+  port = static_cast<uint16_t>(value);
+  return true;
+}
+
+// "N" (N..N) or "N:M" with N <= M: what tcp's parse_tcp_ports and udp's XTTYPE_PORTRC give alike for these forms.
+bool ParsePortRange(std::string_view text, uint16_t ports[2]) {
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos) {
+    if (!ParseDecimalPort(text, ports[0])) return false;
+    ports[1] = ports[0];
+    return true;
+  }
+  return ParseDecimalPort(text.substr(0, colon), ports[0]) && ParseDecimalPort(text.substr(colon + 1), ports[1]) &&
+         ports[0] <= ports[1];
+}
+
+// The source and destination ports of a tcp or udp match: each option at most once, with one value.
+bool ParsePortOptions(const Match& match, uint16_t spts[2], uint16_t dpts[2], bool& inv_src, bool& inv_dst) {
+  bool have_src = false;
+  bool have_dst = false;
+  for (const Option& o : match.options) {
+    const bool src = o.name == "sport" || o.name == "source-port";
+    const bool dst = o.name == "dport" || o.name == "destination-port";
+    if ((!src && !dst) || o.values.size() != 1 || (src && have_src) || (dst && have_dst)) return false;
+    if (!ParsePortRange(o.values.front(), src ? spts : dpts)) return false;
+    (src ? have_src : have_dst) = true;
+    (src ? inv_src : inv_dst) = o.negated;
+  }
+  return true;
+}
+
+template <class T>
+XtExtension PayloadOf(const char* name, const T& info) {
+  XtExtension ext;
+  ext.name = name;
+  ext.data.assign(reinterpret_cast<const char*>(&info), sizeof(T));
+  // The payload is XT_ALIGN(sizeof(T)) bytes, zero-filled past the structure (libxtables callocs it).
+  ext.data.resize(XT_ALIGN(sizeof(T)), '\0');
+  return ext;
+}
+
 }  // namespace
+
+std::optional<XtExtension> DirectParseMatch(const Match& match) {
+  if (!g_direct.load(std::memory_order_relaxed)) return std::nullopt;
+  if (match.name == "tcp" || match.name == "udp") {
+    // tcp_init / udp_init: both ranges all ports.
+    uint16_t spts[2] = {0, 0xFFFF};
+    uint16_t dpts[2] = {0, 0xFFFF};
+    bool inv_src = false;
+    bool inv_dst = false;
+    if (!ParsePortOptions(match, spts, dpts, inv_src, inv_dst)) return std::nullopt;
+    if (match.name == "tcp") {
+      xt_tcp tcp;
+      std::memset(&tcp, 0, sizeof(tcp));
+      std::memcpy(tcp.spts, spts, sizeof(spts));
+      std::memcpy(tcp.dpts, dpts, sizeof(dpts));
+      tcp.invflags = static_cast<uint8_t>((inv_src ? XT_TCP_INV_SRCPT : 0) | (inv_dst ? XT_TCP_INV_DSTPT : 0));
+      return PayloadOf("tcp", tcp);
+    }
+    xt_udp udp;
+    std::memset(&udp, 0, sizeof(udp));  // with its padding byte
+    std::memcpy(udp.spts, spts, sizeof(spts));
+    std::memcpy(udp.dpts, dpts, sizeof(dpts));
+    udp.invflags = static_cast<uint8_t>((inv_src ? XT_UDP_INV_SRCPT : 0) | (inv_dst ? XT_UDP_INV_DSTPT : 0));
+    return PayloadOf("udp", udp);
+  }
+  if (match.name == "comment") {
+    if (match.options.size() != 1) return std::nullopt;
+    const Option& o = match.options.front();
+    if (o.name != "comment" || o.negated || o.values.size() != 1) return std::nullopt;
+    const std::string& text = o.values.front();
+    if (text.size() >= XT_MAX_COMMENT_LEN || text.find('\0') != std::string::npos) return std::nullopt;
+    xt_comment_info info;
+    std::memset(&info, 0, sizeof(info));
+    std::memcpy(info.comment, text.data(), text.size());
+    return PayloadOf("comment", info);
+  }
+  return std::nullopt;
+}
 
 void SetDirectExtensions(bool on) { g_direct.store(on, std::memory_order_relaxed); }
 

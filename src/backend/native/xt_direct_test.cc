@@ -141,5 +141,110 @@ TEST(XtDirectTest, TextsAndModelsAreLibxtablesOnes) {
   EXPECT_EQ(differ, 0u);
 }
 
+// Random option lists of tcp, udp and comment matches, in the forms DirectParseMatch covers and in others near them
+// (service names, octal and hex numbers, reversed and open ranges, repeated options, a TCP flag, inversions).
+struct Specs {
+  std::mt19937 rng{20261208};
+
+  std::string Port() {
+    switch (rng() % 12) {
+      case 0:
+        return "0";
+      case 1:
+        return "65535";
+      case 2:
+        return "65536";
+      case 3:
+        return "ssh";
+      case 4:
+        return "022";
+      case 5:
+        return "0x16";
+      case 6:
+        return "";
+      default:
+        return std::to_string(rng() % 65536);
+    }
+  }
+  std::string Ports() {
+    if (rng() % 3 != 0) return Port();
+    return Port() + ":" + Port();
+  }
+  Match PortMatch(const char* name) {
+    Match m{name, {}};
+    const int n = static_cast<int>(rng() % 3) + (rng() % 10 == 0 ? 1 : 0);
+    for (int i = 0; i < n; ++i) {
+      static const char* kNames[] = {"sport", "dport", "source-port", "destination-port"};
+      m.options.push_back(Option{kNames[rng() % 4], rng() % 3 == 0, {Ports()}});
+    }
+    if (std::string_view(name) == "tcp" && rng() % 10 == 0) m.options.push_back(Option{"syn", false, {}});
+    return m;
+  }
+  Match Comment() {
+    static const std::string kChars = "abcXYZ019_- !#\"'\\/:.,;$`*?()[]{}<>|&~%@=+\t";
+    std::string text;
+    const size_t length = rng() % 8 == 0 ? 250 + rng() % 10 : rng() % 20;
+    for (size_t i = 0; i < length; ++i) {
+      text += rng() % 50 == 0 ? static_cast<char>(0x80 + rng() % 0x80) : kChars[rng() % kChars.size()];
+    }
+    Match m{"comment", {Option{"comment", rng() % 20 == 0, {text}}}};
+    if (rng() % 20 == 0) m.options.push_back(Option{"comment", false, {"again"}});
+    return m;
+  }
+};
+
+// DirectParseMatch gives libxtables' payloads: the same rules parsed with and without it give equal binary rules,
+// or the same error.
+TEST(XtDirectTest, ParsedPayloadsAreLibxtablesOnes) {
+  Result<Xtables*> xt = Xtables::Instance();
+  ASSERT_TRUE(xt.ok()) << xt.status().ToString();
+  Specs gen;
+  std::vector<Rule> rules;
+  size_t covered = 0;
+  for (int i = 0; i < 3000; ++i) {
+    Rule r;
+    switch (i % 3) {
+      case 0:
+        r.protocol = Field{"tcp", false};
+        r.matches.push_back(gen.PortMatch("tcp"));
+        break;
+      case 1:
+        r.protocol = Field{"udp", false};
+        r.matches.push_back(gen.PortMatch("udp"));
+        break;
+      default:
+        break;
+    }
+    r.matches.push_back(gen.Comment());
+    r.target = Target::Jump("ACCEPT");
+    for (const Match& m : r.matches) covered += DirectParseMatch(m) ? 1 : 0;
+    rules.push_back(std::move(r));
+  }
+  EXPECT_GT(covered, 2000u);
+  std::vector<const Rule*> ptrs;
+  for (const Rule& r : rules) ptrs.push_back(&r);
+  for (Family family : {Family::kIPv4, Family::kIPv6}) {
+    std::vector<Result<XtRule>> direct = (*xt)->Parse(family, ptrs);
+    SetDirectExtensions(false);
+    EXPECT_FALSE(DirectParseMatch(Match{"tcp", {Option{"dport", false, {"22"}}}}));
+    std::vector<Result<XtRule>> parsed = (*xt)->Parse(family, ptrs);
+    SetDirectExtensions(true);
+    ASSERT_EQ(direct.size(), rules.size());
+    ASSERT_EQ(parsed.size(), rules.size());
+    size_t differ = 0;
+    for (size_t i = 0; i < rules.size(); ++i) {
+      const std::string spec = FormatRuleSpec(rules[i]);
+      ASSERT_EQ(direct[i].ok(), parsed[i].ok())
+          << spec << ": " << (direct[i].ok() ? parsed[i] : direct[i]).status().ToString();
+      if (!parsed[i].ok()) {
+        EXPECT_EQ(direct[i].status().message(), parsed[i].status().message()) << spec;
+        continue;
+      }
+      if (!(*direct[i] == *parsed[i]) && ++differ <= 5) ADD_FAILURE() << "payloads differ for " << spec;
+    }
+    EXPECT_EQ(differ, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace iptkit::backend::native

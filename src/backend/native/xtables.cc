@@ -253,7 +253,7 @@ void EnsureLoaded(const char* name, bool target, uint8_t nfproto) {
 // malloc'ed and released by the C++ caller.
 
 struct RawExt {
-  const char* name;
+  const char* name;  // null: built by the caller, skipped here
   int argc;
   char** argv;  // argv[0] is a program name, as getopt expects
 };
@@ -492,6 +492,7 @@ int ParseRaw(const RawIn* in, RawOut* out) {
   // Matches: each on a private copy of its descriptor (what libxtables' "clone" does for a second use).
   for (int i = 0; i < in->nmatches; ++i) {
     const RawExt& ext = in->matches[i];
+    if (ext.name == nullptr) continue;  // built by the caller (DirectParseMatch)
     g_part = i;
     g_token = ext.name;
     const char* name = ext.name;
@@ -966,9 +967,13 @@ uint64_t Xtables::worker_jobs() const {
   return worker_jobs_;
 }
 
-void Xtables::RunJob(const std::function<void()>& job) {
+void Xtables::RunJob(const std::function<void()>& job, bool capture_stderr) {
   std::lock_guard<std::mutex> xt(dialect::XtablesMutex());
   xtables_set_params(&g_globals);
+  if (!capture_stderr) {
+    job();
+    return;
+  }
   // Extensions print warnings to stderr (e.g. "cannot open /etc/xtables/connlabel.conf"), as iptables would;
   // they are not the library user's output.
   FdCapture err(stderr, 2);
@@ -999,18 +1004,27 @@ ino_t TargetNetnsInode(int netns_fd) {
   return rc == 0 ? st.st_ino : 0;
 }
 
-}  // namespace
-
-void Xtables::Run(int netns_fd, const std::function<void()>& job) {
+// Whether the calling thread is surely in the network namespace `netns_fd` names (-1: the process's, its first
+// thread's). The process's first thread is in the process's namespace by definition, without the two look-ups
+// under /proc: a new process's first walk of /proc/self and /proc/thread-self instantiates their entries, which
+// showed in the profile of a one-command process.
+bool CallerInNetns(int netns_fd) {
+  if (netns_fd < 0 && ::gettid() == ::getpid()) return true;
   struct stat here;
   const ino_t target = TargetNetnsInode(netns_fd);
-  if (target != 0 && ::stat("/proc/thread-self/ns/net", &here) == 0 && here.st_ino == target) {
+  return target != 0 && ::stat("/proc/thread-self/ns/net", &here) == 0 && here.st_ino == target;
+}
+
+}  // namespace
+
+void Xtables::Run(int netns_fd, const std::function<void()>& job, bool capture_stderr) {
+  if (CallerInNetns(netns_fd)) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       ++jobs_;
     }
     g_inline_job = true;
-    RunJob(job);
+    RunJob(job, capture_stderr);
     g_inline_job = false;
     return;
   }
@@ -1044,104 +1058,133 @@ void Xtables::Run(int netns_fd, const std::function<void()>& job) {
 
 std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<const Rule*>& rules, int netns_fd) {
   std::vector<Result<XtRule>> results(rules.size(), Result<XtRule>(Status::Internal("not parsed")));
-  Run(netns_fd, [&] {
-    if (Status in = EnterNetns(netns_fd); !in.ok()) {
-      for (auto& r : results) r = in;
-      return;
+  // The common forms of tcp, udp and comment are built here (xt_direct.h); ParseRaw skips them. When every match
+  // is, and the target is a verdict (or none, or a goto), no extension code runs, and neither does libxtables'
+  // interface parser, the one header parser that prints (a warning about a weird interface name): stderr needs
+  // no capture.
+  std::vector<std::vector<std::optional<XtExtension>>> direct(rules.size());
+  bool extension_code = false;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    const Rule& rule = *rules[r];
+    direct[r].reserve(rule.matches.size());
+    for (const Match& m : rule.matches) {
+      direct[r].push_back(DirectParseMatch(m));
+      if (!direct[r].back()) extension_code = true;
     }
-    const uint8_t nfproto = NfProto(family);
-    xtables_set_nfproto(nfproto);
-    for (size_t r = 0; r < rules.size(); ++r) {
-      const Rule& rule = *rules[r];
-      std::vector<ArgvStore> stores(rule.matches.size() + 1);
-      std::vector<RawExt> exts(rule.matches.size());
-      for (size_t i = 0; i < rule.matches.size(); ++i) {
-        stores[i].Build(rule.matches[i].name, rule.matches[i].options);
-        exts[i] =
-            RawExt{rule.matches[i].name.c_str(), static_cast<int>(stores[i].argv.size() - 1), stores[i].argv.data()};
-      }
-      RawIn in{};
-      in.nfproto = nfproto;
-      auto field = [](const std::optional<Field>& f, const char** value, bool* inv) {
-        if (f) {
-          *value = f->value.c_str();
-          *inv = f->negated;
-        }
-      };
-      field(rule.source, &in.src, &in.inv_src);
-      field(rule.destination, &in.dst, &in.inv_dst);
-      field(rule.in_interface, &in.in, &in.inv_in);
-      field(rule.out_interface, &in.out, &in.inv_out);
-      std::string proto;
-      if (rule.protocol) {
-        proto = rule.protocol->value;
-        for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        in.proto = proto.c_str();
-        in.inv_proto = rule.protocol->negated;
-      }
-      in.frag = rule.fragment.has_value();
-      in.inv_frag = rule.fragment && rule.fragment->negated;
-      in.nmatches = static_cast<int>(exts.size());
-      in.matches = exts.data();
-      if (rule.target.kind != Target::Kind::kNone) {
-        ArgvStore& ts = stores.back();
-        ts.Build(rule.target.name, rule.target.options);
-        in.target_kind = rule.target.kind == Target::Kind::kGoto ? 2 : 1;
-        in.target = RawExt{rule.target.name.c_str(), static_cast<int>(ts.argv.size() - 1), ts.argv.data()};
-      }
-      RawOut out{};
-      std::vector<RawExtOut> mouts(exts.size() + 1);
-      out.matches = mouts.data();
-      std::memset(mouts.data(), 0, mouts.size() * sizeof(RawExtOut));
-      const int rc = ParseRaw(&in, &out);
-      if (rc != 0) {
-        std::string token = g_token != nullptr ? g_token : "";
-        // The value being parsed, unless libxtables' message is about the option itself ("--comment" option may
-        // only be specified once).
-        if (!token.empty() && !token.starts_with("-") && g_option != nullptr && std::strstr(g_error, g_option)) {
-          token = g_option;
-        }
-        Status s = Status::InvalidArgument(Describe(rule, g_part) + g_error);
-        if (!token.empty()) s = s.WithToken(token);
-        results[r] = s;
-      } else {
-        XtRule x;
-        x.family = family;
-        x.header = HeaderFromEntry(family, out);
-        for (size_t i = 0; i < exts.size(); ++i) x.matches.push_back(ExtFromRaw(mouts[i]));
-        switch (out.verdict) {
-          case kRawAccept:
-            x.verdict = XtRule::Verdict::kAccept;
-            break;
-          case kRawDrop:
-            x.verdict = XtRule::Verdict::kDrop;
-            break;
-          case kRawReturn:
-            x.verdict = XtRule::Verdict::kReturn;
-            break;
-          case kRawJump:
-            x.verdict = XtRule::Verdict::kJump;
-            x.chain = out.jumpto;
-            break;
-          case kRawGoto:
-            x.verdict = XtRule::Verdict::kGoto;
-            x.chain = out.jumpto;
-            break;
-          case kRawTarget:
-            x.verdict = XtRule::Verdict::kTarget;
-            x.jumpto = out.jumpto;
-            x.target = ExtFromRaw(out.target);
-            break;
-          default:
-            break;
-        }
-        x.counters = rule.counters;
-        results[r] = std::move(x);
-      }
-      for (RawExtOut& o : mouts) FreeRawExt(o);
-      FreeRawExt(out.target);
+    const Target& t = rule.target;
+    if (t.kind == Target::Kind::kJump && t.name != "ACCEPT" && t.name != "DROP" && t.name != "RETURN") {
+      extension_code = true;
     }
-  });
+    if (rule.in_interface || rule.out_interface) extension_code = true;
+  }
+  Run(
+      netns_fd,
+      [&] {
+        if (Status in = EnterNetns(netns_fd); !in.ok()) {
+          for (auto& r : results) r = in;
+          return;
+        }
+        const uint8_t nfproto = NfProto(family);
+        xtables_set_nfproto(nfproto);
+        for (size_t r = 0; r < rules.size(); ++r) {
+          const Rule& rule = *rules[r];
+          std::vector<ArgvStore> stores(rule.matches.size() + 1);
+          std::vector<RawExt> exts(rule.matches.size());
+          std::vector<std::optional<XtExtension>>& built = direct[r];
+          for (size_t i = 0; i < rule.matches.size(); ++i) {
+            if (built[i]) {
+              exts[i] = RawExt{nullptr, 0, nullptr};
+              continue;
+            }
+            stores[i].Build(rule.matches[i].name, rule.matches[i].options);
+            exts[i] = RawExt{rule.matches[i].name.c_str(), static_cast<int>(stores[i].argv.size() - 1),
+                             stores[i].argv.data()};
+          }
+          RawIn in{};
+          in.nfproto = nfproto;
+          auto field = [](const std::optional<Field>& f, const char** value, bool* inv) {
+            if (f) {
+              *value = f->value.c_str();
+              *inv = f->negated;
+            }
+          };
+          field(rule.source, &in.src, &in.inv_src);
+          field(rule.destination, &in.dst, &in.inv_dst);
+          field(rule.in_interface, &in.in, &in.inv_in);
+          field(rule.out_interface, &in.out, &in.inv_out);
+          std::string proto;
+          if (rule.protocol) {
+            proto = rule.protocol->value;
+            for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            in.proto = proto.c_str();
+            in.inv_proto = rule.protocol->negated;
+          }
+          in.frag = rule.fragment.has_value();
+          in.inv_frag = rule.fragment && rule.fragment->negated;
+          in.nmatches = static_cast<int>(exts.size());
+          in.matches = exts.data();
+          if (rule.target.kind != Target::Kind::kNone) {
+            ArgvStore& ts = stores.back();
+            ts.Build(rule.target.name, rule.target.options);
+            in.target_kind = rule.target.kind == Target::Kind::kGoto ? 2 : 1;
+            in.target = RawExt{rule.target.name.c_str(), static_cast<int>(ts.argv.size() - 1), ts.argv.data()};
+          }
+          RawOut out{};
+          std::vector<RawExtOut> mouts(exts.size() + 1);
+          out.matches = mouts.data();
+          std::memset(mouts.data(), 0, mouts.size() * sizeof(RawExtOut));
+          const int rc = ParseRaw(&in, &out);
+          if (rc != 0) {
+            std::string token = g_token != nullptr ? g_token : "";
+            // The value being parsed, unless libxtables' message is about the option itself ("--comment" option may
+            // only be specified once).
+            if (!token.empty() && !token.starts_with("-") && g_option != nullptr && std::strstr(g_error, g_option)) {
+              token = g_option;
+            }
+            Status s = Status::InvalidArgument(Describe(rule, g_part) + g_error);
+            if (!token.empty()) s = s.WithToken(token);
+            results[r] = s;
+          } else {
+            XtRule x;
+            x.family = family;
+            x.header = HeaderFromEntry(family, out);
+            for (size_t i = 0; i < exts.size(); ++i) {
+              x.matches.push_back(built[i] ? *std::move(built[i]) : ExtFromRaw(mouts[i]));
+            }
+            switch (out.verdict) {
+              case kRawAccept:
+                x.verdict = XtRule::Verdict::kAccept;
+                break;
+              case kRawDrop:
+                x.verdict = XtRule::Verdict::kDrop;
+                break;
+              case kRawReturn:
+                x.verdict = XtRule::Verdict::kReturn;
+                break;
+              case kRawJump:
+                x.verdict = XtRule::Verdict::kJump;
+                x.chain = out.jumpto;
+                break;
+              case kRawGoto:
+                x.verdict = XtRule::Verdict::kGoto;
+                x.chain = out.jumpto;
+                break;
+              case kRawTarget:
+                x.verdict = XtRule::Verdict::kTarget;
+                x.jumpto = out.jumpto;
+                x.target = ExtFromRaw(out.target);
+                break;
+              default:
+                break;
+            }
+            x.counters = rule.counters;
+            results[r] = std::move(x);
+          }
+          for (RawExtOut& o : mouts) FreeRawExt(o);
+          FreeRawExt(out.target);
+        }
+      },
+      /*capture_stderr=*/extension_code);
   return results;
 }
 

@@ -125,9 +125,12 @@ class Xtables {
 
   // Runs `job` for namespace `netns_fd` (-1: the process's own): on the calling thread when that thread is in
   // that namespace, else on the worker thread (which EnterNetns() moves there), and waits for it.
-  void Run(int netns_fd, const std::function<void()>& job);
-  // One job with libxtables' parameters set and its stderr captured; the caller holds no lock.
-  void RunJob(const std::function<void()>& job);
+  // `capture_stderr` false: the job runs no extension code (nothing of it can print), and a job on the calling
+  // thread then leaves stderr alone (a job on the worker thread captures it anyway).
+  void Run(int netns_fd, const std::function<void()>& job, bool capture_stderr = true);
+  // One job with libxtables' parameters set and (unless told otherwise) its stderr captured; the caller holds no
+  // lock.
+  void RunJob(const std::function<void()>& job, bool capture_stderr = true);
   void WorkerLoop();
 
   mutable std::mutex mu_;
