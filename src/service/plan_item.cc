@@ -173,6 +173,23 @@ Status Service::Impl::PlanOwner(const std::string& owner, const OwnerState& stat
   return Status::Ok();
 }
 
+Status Service::Impl::PlanOwnerChanges(const std::string& owner,
+                                       const std::vector<OwnerPlanner::ManagedChange>* changes, const OwnerState& state,
+                                       txn::BatchPlanner& planner, ChangeResult* result) {
+  if (changes != nullptr && !retries.count("owner:" + owner)) {
+    Result<std::optional<OwnerPlan>> plan = owner_planner->PlanChanges(owner, state, *changes, planner);
+    // An error is left to the full plan, which says what is wrong with the owner as a whole.
+    if (plan.ok() && *plan) {
+      if (result != nullptr) {
+        for (PlanStep& s : (*plan)->steps) result->steps.push_back(std::move(s));
+        for (std::string& w : (*plan)->warnings) result->warnings.push_back(std::move(w));
+      }
+      return Status::Ok();
+    }
+  }
+  return PlanOwner(owner, state, planner, result);
+}
+
 txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::string>* warnings) const {
   const OwnerPlanner* owners = owner_planner.get();
   return [owners, warnings](Family family, const Table& table, const Chain& chain, size_t op_number, int index) -> int {
@@ -518,7 +535,9 @@ Status Service::Impl::PlanExpire(WorkItem& item, txn::BatchPlanner& planner, std
     item.effects.removals.push_back(store::KeyOf(rule));
   }
   item.touched_owners.insert(item.owner);
-  Status planned = PlanOwner(item.owner, state, planner, &item.result);
+  std::vector<OwnerPlanner::ManagedChange> changes;
+  for (const store::ManagedRule& rule : expired) changes.push_back({rule, std::nullopt});
+  Status planned = PlanOwnerChanges(item.owner, &changes, state, planner, &item.result);
   if (planned.ok()) return Status::Ok();
   // The owner cannot be applied as a whole (one of its other rules is broken, e.g. it jumps to a chain that is
   // gone): a TTL must not outlive its deadline because of that, so the expired rules leave the kernel on their own.
