@@ -215,6 +215,18 @@ txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::st
       if (!tag) break;
       if (position(*tag) != HookRule::Position::kFirst) hi = i + 1;
     }
+    // Hooks another writer's rule pushed out of place (a foreign `-I 1` above first hooks, an `-A` below last
+    // hooks) stay where they are until their owner's drift check (daemon.md "Owners"); a known first hook there
+    // still stays above the new rule and a known last hook below it. Else the new rule would sit between a first
+    // hook and the top of the chain once the foreign rule is gone, and the drift check would move every hook past it.
+    for (int i = lo - 1; i < hi - 1; ++i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (tag && position(*tag) == HookRule::Position::kFirst) lo = i + 2;
+    }
+    for (int i = hi - 2; i >= lo - 1; --i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (tag && position(*tag) == HookRule::Position::kLast) hi = i + 1;
+    }
     const int asked = index == 0 ? n + 1 : index;
     const int at = hi < lo ? lo : std::clamp(asked, lo, hi);
     if (at != asked && warnings != nullptr) {

@@ -527,6 +527,26 @@ TEST_F(ServiceTest, AnOwnedAddPlansOnlyItsRuleAndTheDriftCheckMovesTheOwnersOthe
   std::string save = Save();
   EXPECT_LT(save.find("-s 172.16.0.1/32"), save.find("iptkit:bans:")) << save;
   EXPECT_EQ(save.find("10.7.7.7"), std::string::npos) << save;
+  // Unowned rules still go below the owned first rule and above the owned last one while those are out of place
+  // (else the drift check would have to move the hooks past them for good).
+  ChangeRequest insert;
+  insert.ops.Insert(v4, "filter", "INPUT", 1, R("-s 10.8.8.8 -j ACCEPT"));
+  ASSERT_TRUE(service_->Submit(std::move(insert)).ok());
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.9.9.9 -j ACCEPT")).ok());
+  {
+    Result<Ruleset> rs = service_->List(v4, "filter");
+    ASSERT_TRUE(rs.ok());
+    std::vector<std::string> specs;
+    for (const Rule& r : rs->tables[0].FindChain("INPUT")->rules) specs.push_back(FormatRuleSpec(r));
+    ASSERT_EQ(specs.size(), 7u) << FormatSave(*rs);
+    EXPECT_EQ(specs[0], "-s 172.16.0.1/32 -j ACCEPT");
+    EXPECT_THAT(specs[1], HasSubstr("-s 10.5.5.5/32 -m comment --comment \"iptkit:bans:"));
+    EXPECT_EQ(specs[2], "-s 10.8.8.8/32 -j ACCEPT");
+    EXPECT_EQ(specs[3], "-s 192.168.0.0/16 -j ACCEPT");
+    EXPECT_EQ(specs[4], "-s 10.9.9.9/32 -j ACCEPT");
+    EXPECT_THAT(specs[5], HasSubstr("-s 10.6.6.6/32 -m comment --comment \"iptkit:bans:"));
+    EXPECT_EQ(specs[6], "-s 172.16.0.2/32 -j ACCEPT");
+  }
   // Planned in full (at start-up, and at each drift check) the owner has its hooks put back in place.
   Restart(std::chrono::milliseconds(50));
   ASSERT_TRUE(Eventually([&] {
