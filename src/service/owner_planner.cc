@@ -74,11 +74,27 @@ Status OwnerPlanner::PrepareManagedRules(const std::vector<const store::ManagedR
   return Status::Ok();
 }
 
+void OwnerPlanner::CountHook(const HookKey& key, HookRule::Position position, int delta) {
+  HookCount& count = hook_counts_[{std::get<0>(key), std::get<1>(key), std::get<2>(key)}];
+  size_t& n = position == HookRule::Position::kFirst ? count.first : count.last;
+  n = delta > 0 ? n + 1 : n - 1;
+}
+
 void OwnerPlanner::RememberHooks(const std::string& owner, Family family, const DesiredState& effective) {
   auto& mine = hooks_[owner];
-  std::erase_if(mine, [&](const auto& e) { return std::get<0>(e.first) == family; });
+  std::erase_if(mine, [&](const auto& e) {
+    if (std::get<0>(e.first) != family) return false;
+    CountHook(e.first, e.second, -1);
+    return true;
+  });
   for (const HookRule& h : effective.hooks) {
-    if (auto tag = h.rule.OwnerTag()) mine[{family, h.table, h.chain, tag->owner, tag->id}] = h.position;
+    auto tag = h.rule.OwnerTag();
+    if (!tag) continue;
+    HookKey key{family, h.table, h.chain, tag->owner, tag->id};
+    auto [it, added] = mine.emplace(key, h.position);
+    if (!added) CountHook(key, it->second, -1);
+    it->second = h.position;
+    CountHook(key, h.position, +1);
   }
 }
 
@@ -179,21 +195,25 @@ Result<std::optional<OwnerPlan>> OwnerPlanner::PlanChanges(const std::string& ow
     const Chain* kc = kt != nullptr ? kt->FindChain(chain) : nullptr;
     static const std::vector<Rule> kNoRules;
     const std::vector<Rule>& rules = kc != nullptr ? kc->rules : kNoRules;
-    // Where the kernel holds a rule tagged (owner, id).
-    auto tagged_at = [&](const std::string& id) {
-      std::vector<size_t> at;
-      for (size_t i = 0; i < rules.size(); ++i) {
-        std::optional<txn::TagView> tag = txn::ViewOwnerTag(rules[i]);
-        if (tag && tag->owner == owner && tag->id == id) at.push_back(i);
+    // Where the kernel holds rules tagged (owner, id) for the ids of the changed rules: one walk of the chain.
+    std::map<std::string_view, std::vector<size_t>> found;
+    for (const ManagedChange* c : mine) {
+      for (const std::optional<store::ManagedRule>* m : {&c->before, &c->after}) {
+        if (*m) found.emplace((*m)->rule_id, std::vector<size_t>{});
       }
-      return at;
-    };
+    }
+    for (size_t i = 0; i < rules.size(); ++i) {
+      std::optional<txn::TagView> tag = txn::ViewOwnerTag(rules[i]);
+      if (!tag || tag->owner != owner) continue;
+      if (auto it = found.find(tag->id); it != found.end()) it->second.push_back(i);
+    }
+    auto tagged_at = [&](const std::string& id) -> const std::vector<size_t>& { return found.at(id); };
     std::vector<backend::TableOp>& table_ops = ops[{family, table}];
     std::vector<const store::ManagedRule*> first, last;
     for (const ManagedChange* c : mine) {
       if (c->before && c->after) {
         // Refreshed: nothing to do when the kernel holds it, once, as it should be.
-        std::vector<size_t> at = tagged_at(c->after->rule_id);
+        const std::vector<size_t>& at = tagged_at(c->after->rule_id);
         if (at.size() != 1) return in_full;
         Rule there = rules[at.front()];
         there.counters = {};
@@ -251,12 +271,21 @@ Result<std::optional<OwnerPlan>> OwnerPlanner::PlanChanges(const std::string& ow
   // Where its hooks are now, for placing unowned rules around them.
   auto& hooks = hooks_[owner];
   for (const ManagedChange& c : changes) {
-    if (c.before) hooks.erase(HookKey{c.before->family, c.before->table, c.before->chain, owner, c.before->rule_id});
+    if (!c.before) continue;
+    auto it = hooks.find(HookKey{c.before->family, c.before->table, c.before->chain, owner, c.before->rule_id});
+    if (it == hooks.end()) continue;
+    CountHook(it->first, it->second, -1);
+    hooks.erase(it);
   }
   for (const ManagedChange& c : changes) {
     if (!c.after) continue;
-    hooks[HookKey{c.after->family, c.after->table, c.after->chain, owner, c.after->rule_id}] =
+    HookKey key{c.after->family, c.after->table, c.after->chain, owner, c.after->rule_id};
+    const HookRule::Position position =
         c.after->position == store::Position::kFirst ? HookRule::Position::kFirst : HookRule::Position::kLast;
+    auto [it, added] = hooks.emplace(key, position);
+    if (!added) CountHook(key, it->second, -1);
+    it->second = position;
+    CountHook(key, position, +1);
   }
   out.changed = planner.mark().entries != start.entries;
   return std::optional<OwnerPlan>(std::move(out));
@@ -265,11 +294,20 @@ Result<std::optional<OwnerPlan>> OwnerPlanner::PlanChanges(const std::string& ow
 void OwnerPlanner::Forget(const std::string& owner) {
   planned_.erase(owner);
   documents_.erase(owner);
-  hooks_.erase(owner);
+  if (auto mine = hooks_.find(owner); mine != hooks_.end()) {
+    for (const auto& [key, position] : mine->second) CountHook(key, position, -1);
+    hooks_.erase(mine);
+  }
   std::erase_if(tagged_, [&](const auto& e) { return e.first.owner == owner; });
 }
 
 void OwnerPlanner::ForgetRule(const store::ManagedRuleKey& key) { tagged_.erase(key); }
+
+OwnerPlanner::HookCount OwnerPlanner::HookCounts(Family family, std::string_view table, std::string_view chain) const {
+  using View = std::tuple<Family, std::string_view, std::string_view>;
+  auto it = hook_counts_.find(View{family, table, chain});
+  return it == hook_counts_.end() ? HookCount{} : it->second;
+}
 
 std::optional<HookRule::Position> OwnerPlanner::HookPosition(Family family, std::string_view table,
                                                              std::string_view chain, std::string_view owner,

@@ -78,6 +78,14 @@ class OwnerPlanner {
   void Forget(const std::string& owner);
   void ForgetRule(const store::ManagedRuleKey& key);
 
+  // How many `first` and `last` hooks of all owners HookPosition knows in a builtin chain (a caller that found that
+  // many walks no further).
+  struct HookCount {
+    size_t first = 0;
+    size_t last = 0;
+  };
+  HookCount HookCounts(Family family, std::string_view table, std::string_view chain) const;
+
   // Whether the rule tagged `tag` in a builtin chain is a `first` or `last` hook of its owner, as of that owner's
   // last Plan (nullopt: not known — an owner never planned, or not one of its hooks).
   std::optional<HookRule::Position> HookPosition(Family family, std::string_view table, std::string_view chain,
@@ -103,6 +111,9 @@ class OwnerPlanner {
   // Looked up without copies (std::less<>: by views) for each owned rule an unowned add has to place itself around.
   using HookKey = std::tuple<Family, std::string, std::string, std::string, std::string>;
   std::map<std::string, std::map<HookKey, HookRule::Position, std::less<>>, std::less<>> hooks_;  // by owner
+  // (family, table, chain) → how many of the hooks in hooks_ are there, by position.
+  std::map<std::tuple<Family, std::string, std::string>, HookCount, std::less<>> hook_counts_;
+  void CountHook(const HookKey& key, HookRule::Position position, int delta);
 };
 
 // An owner's rules may not jump (or go) into a chain another owner owns: a chain named with the prefix of an owner

@@ -227,6 +227,9 @@ TEST_F(OwnerPlannerTest, ChangedManagedRulesArePlannedAloneAndDriftIsLeftToTheFu
   EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "web", "r3"), HookRule::Position::kFirst);
   EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "web", "r4"), HookRule::Position::kLast);
   EXPECT_EQ(owners_.HookPosition(v4, "filter", "INPUT", "web", "r2"), std::nullopt);
+  const OwnerPlanner::HookCount counted = owners_.HookCounts(v4, "filter", "INPUT");
+  EXPECT_EQ(counted.first, 2u);  // r1, r3
+  EXPECT_EQ(counted.last, 1u);   // r4
 
   // The full plan (a drift check) moves r1 back to the top, with its counters.
   txn::BatchPlanner full = Planner();
@@ -284,8 +287,9 @@ TEST_F(OwnerPlannerTest, ChangesThatOnlyTheFullPlanCanPlaceAreLeftToIt) {
   OwnerState with_document = WithManaged({r1, r2});
   with_document.document = DesiredState{"web", DesiredState::Families::kIPv4, {}, {}};
   EXPECT_TRUE(in_full(with_document, {{std::nullopt, r2}}));
-  // A forgotten owner.
+  // A forgotten owner (and its hooks).
   owners_.Forget("web");
+  EXPECT_EQ(owners_.HookCounts(v4, "filter", "INPUT").last, 0u);
   EXPECT_TRUE(in_full(WithManaged({r1, r2}), {{std::nullopt, r2}}));
 }
 
