@@ -1,5 +1,6 @@
 #include "src/service/owner_planner.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "iptkit/dialect.h"
@@ -35,11 +36,18 @@ Status OwnerPlanner::PrepareDocument(const std::string& owner, const OwnerState&
 }
 
 Status OwnerPlanner::PrepareManagedRules(const OwnerState& state) {
+  std::vector<const store::ManagedRule*> rules;
+  rules.reserve(state.managed.size());
+  for (const auto& [key, rule] : state.managed) rules.push_back(&rule);
+  return PrepareManagedRules(rules);
+}
+
+Status OwnerPlanner::PrepareManagedRules(const std::vector<const store::ManagedRule*>& all) {
   // The rules not canonicalized yet (or with a new id), per (family, table): one Backend::Canonicalize call each.
   std::map<std::pair<Family, std::string>, std::vector<const store::ManagedRule*>> todo;
-  for (const auto& [key, rule] : state.managed) {
-    auto it = tagged_.find(key);
-    if (it == tagged_.end() || it->second.first != rule.rule_id) todo[{rule.family, rule.table}].push_back(&rule);
+  for (const store::ManagedRule* rule : all) {
+    auto it = tagged_.find(store::KeyOf(*rule));
+    if (it == tagged_.end() || it->second.first != rule->rule_id) todo[{rule->family, rule->table}].push_back(rule);
   }
   for (const auto& [where, rules] : todo) {
     std::vector<Rule> tagged;
@@ -66,11 +74,27 @@ Status OwnerPlanner::PrepareManagedRules(const OwnerState& state) {
   return Status::Ok();
 }
 
+void OwnerPlanner::CountHook(const HookKey& key, HookRule::Position position, int delta) {
+  HookCount& count = hook_counts_[{std::get<0>(key), std::get<1>(key), std::get<2>(key)}];
+  size_t& n = position == HookRule::Position::kFirst ? count.first : count.last;
+  n = delta > 0 ? n + 1 : n - 1;
+}
+
 void OwnerPlanner::RememberHooks(const std::string& owner, Family family, const DesiredState& effective) {
   auto& mine = hooks_[owner];
-  std::erase_if(mine, [&](const auto& e) { return std::get<0>(e.first) == family; });
+  std::erase_if(mine, [&](const auto& e) {
+    if (std::get<0>(e.first) != family) return false;
+    CountHook(e.first, e.second, -1);
+    return true;
+  });
   for (const HookRule& h : effective.hooks) {
-    if (auto tag = h.rule.OwnerTag()) mine[{family, h.table, h.chain, tag->owner, tag->id}] = h.position;
+    auto tag = h.rule.OwnerTag();
+    if (!tag) continue;
+    HookKey key{family, h.table, h.chain, tag->owner, tag->id};
+    auto [it, added] = mine.emplace(key, h.position);
+    if (!added) CountHook(key, it->second, -1);
+    it->second = h.position;
+    CountHook(key, h.position, +1);
   }
 }
 
@@ -117,16 +141,173 @@ Result<OwnerPlan> OwnerPlanner::Plan(const std::string& owner, const OwnerState&
     for (std::string& w : plan->warnings) out.warnings.push_back(std::move(w));
   }
   out.changed = planner.mark().entries != start.entries;
+  planned_.insert(owner);
   return out;
 }
 
+Result<std::optional<OwnerPlan>> OwnerPlanner::PlanChanges(const std::string& owner, const OwnerState& state,
+                                                           const std::vector<ManagedChange>& changes,
+                                                           txn::BatchPlanner& planner) {
+  const std::optional<OwnerPlan> in_full;  // the answer "plan the owner in full"
+  if (!planned_.count(owner)) return in_full;
+  auto document = documents_.find(owner);
+  if (document == documents_.end() || document->second.source != state.document) return in_full;
+  const std::string context = "owner '" + owner + "'";
+  auto failed = [&](const Status& s) { return s.WithContext(context).WithOwner(owner); };
+
+  // The changes per (family, table, chain), each a builtin chain; a document rule with the tag of a changed rule
+  // is that rule (AssembleEffectiveState), which only the full plan sorts out.
+  using Where = std::tuple<Family, std::string, std::string>;
+  std::map<Where, std::vector<const ManagedChange*>> by_chain;
+  std::vector<const store::ManagedRule*> added;
+  for (const ManagedChange& c : changes) {
+    const store::ManagedRule* any = c.after ? &*c.after : c.before ? &*c.before : nullptr;
+    if (any == nullptr) continue;
+    if (!IsBuiltinChain(any->table, any->chain)) return in_full;
+    if (c.before && c.after &&
+        (c.before->position != c.after->position || c.before->rule_id != c.after->rule_id ||
+         c.before->seq != c.after->seq || c.before->spec != c.after->spec)) {
+      return in_full;
+    }
+    if (auto part = document->second.states.find(any->family); part != document->second.states.end()) {
+      for (const HookRule& h : part->second.hooks) {
+        if (h.table != any->table || h.chain != any->chain) continue;
+        std::optional<txn::TagView> tag = txn::ViewOwnerTag(h.rule);
+        for (const std::optional<store::ManagedRule>* m : {&c.before, &c.after}) {
+          if (*m && tag && tag->id == (*m)->rule_id) return in_full;
+        }
+      }
+    }
+    by_chain[{any->family, any->table, any->chain}].push_back(&c);
+    if (c.after) added.push_back(&*c.after);
+  }
+  if (Status s = PrepareManagedRules(added); !s.ok()) return failed(s);
+
+  // The ops per (family, table), in order: deletes, then the new `first` rules oldest first (each goes to the head,
+  // so the newest ends up first), then the new `last` rules oldest first (each appended).
+  std::map<std::pair<Family, std::string>, std::vector<backend::TableOp>> ops;
+  OwnerPlan out;
+  for (const auto& [where, mine] : by_chain) {
+    const auto& [family, table, chain] = where;
+    Result<const Ruleset*> current = planner.Current(family);
+    if (!current.ok()) return failed(current.status());
+    const Table* kt = (*current)->FindTable(table);
+    const Chain* kc = kt != nullptr ? kt->FindChain(chain) : nullptr;
+    static const std::vector<Rule> kNoRules;
+    const std::vector<Rule>& rules = kc != nullptr ? kc->rules : kNoRules;
+    // Where the kernel holds rules tagged (owner, id) for the ids of the changed rules: one walk of the chain.
+    std::map<std::string_view, std::vector<size_t>> found;
+    for (const ManagedChange* c : mine) {
+      for (const std::optional<store::ManagedRule>* m : {&c->before, &c->after}) {
+        if (*m) found.emplace((*m)->rule_id, std::vector<size_t>{});
+      }
+    }
+    for (size_t i = 0; i < rules.size(); ++i) {
+      std::optional<txn::TagView> tag = txn::ViewOwnerTag(rules[i]);
+      if (!tag || tag->owner != owner) continue;
+      if (auto it = found.find(tag->id); it != found.end()) it->second.push_back(i);
+    }
+    auto tagged_at = [&](const std::string& id) -> const std::vector<size_t>& { return found.at(id); };
+    std::vector<backend::TableOp>& table_ops = ops[{family, table}];
+    std::vector<const store::ManagedRule*> first, last;
+    for (const ManagedChange* c : mine) {
+      if (c->before && c->after) {
+        // Refreshed: nothing to do when the kernel holds it, once, as it should be.
+        const std::vector<size_t>& at = tagged_at(c->after->rule_id);
+        if (at.size() != 1) return in_full;
+        Rule there = rules[at.front()];
+        there.counters = {};
+        if (!(there == tagged_.at(store::KeyOf(*c->after)).second)) return in_full;
+        continue;
+      }
+      if (c->after) {
+        if (!tagged_at(c->after->rule_id).empty()) return in_full;
+        (c->after->position == store::Position::kFirst ? first : last).push_back(&*c->after);
+        continue;
+      }
+      for (size_t i : tagged_at(c->before->rule_id)) {
+        backend::TableOp op = backend::TableOp::Make(backend::TableOp::Kind::kDelete, chain, rules[i]);
+        op.rule.counters = {};
+        const std::string spec = FormatRuleSpec(op.rule);
+        out.steps.push_back({family, table,
+                             "delete " + table + " " + chain + " rule " + std::to_string(i + 1) + ": " + spec,
+                             PlanStep::Kind::kDelete, chain, owner, c->before->rule_id});
+        table_ops.push_back(std::move(op));
+      }
+    }
+    auto by_seq = [](const store::ManagedRule* a, const store::ManagedRule* b) { return a->seq < b->seq; };
+    std::sort(first.begin(), first.end(), by_seq);
+    std::sort(last.begin(), last.end(), by_seq);
+    for (const std::vector<const store::ManagedRule*>* list : {&first, &last}) {
+      const bool head = list == &first;
+      for (const store::ManagedRule* m : *list) {
+        const Rule& rule = tagged_.at(store::KeyOf(*m)).second;
+        backend::TableOp op = backend::TableOp::Make(
+            head ? backend::TableOp::Kind::kInsert : backend::TableOp::Kind::kAppend, chain, rule, head ? 1 : 0);
+        op.anchored = head;  // at the head: names no other rule (as Plan's inserts, see there)
+        const std::string spec = FormatRuleSpec(rule);
+        out.steps.push_back(
+            {family, table,
+             (head ? "insert " + table + " " + chain + " 1: " : "append " + table + " " + chain + ": ") + spec,
+             head ? PlanStep::Kind::kInsert : PlanStep::Kind::kAppend, chain, owner, m->rule_id});
+        table_ops.push_back(std::move(op));
+      }
+    }
+  }
+
+  const txn::PlanMark start = planner.mark();
+  for (auto& [where, table_ops] : ops) {
+    if (table_ops.empty()) continue;
+    backend::TableBatch batch;
+    batch.family = where.first;
+    batch.table = where.second;
+    batch.ops = std::move(table_ops);
+    Status added_batch = planner.AddBatch(std::move(batch));
+    if (!added_batch.ok()) {
+      planner.RollbackTo(start);
+      return failed(added_batch.WithContext("in " + std::string(FamilyName(where.first)) + " " + where.second));
+    }
+  }
+  // Where its hooks are now, for placing unowned rules around them.
+  auto& hooks = hooks_[owner];
+  for (const ManagedChange& c : changes) {
+    if (!c.before) continue;
+    auto it = hooks.find(HookKey{c.before->family, c.before->table, c.before->chain, owner, c.before->rule_id});
+    if (it == hooks.end()) continue;
+    CountHook(it->first, it->second, -1);
+    hooks.erase(it);
+  }
+  for (const ManagedChange& c : changes) {
+    if (!c.after) continue;
+    HookKey key{c.after->family, c.after->table, c.after->chain, owner, c.after->rule_id};
+    const HookRule::Position position =
+        c.after->position == store::Position::kFirst ? HookRule::Position::kFirst : HookRule::Position::kLast;
+    auto [it, added] = hooks.emplace(key, position);
+    if (!added) CountHook(key, it->second, -1);
+    it->second = position;
+    CountHook(key, position, +1);
+  }
+  out.changed = planner.mark().entries != start.entries;
+  return std::optional<OwnerPlan>(std::move(out));
+}
+
 void OwnerPlanner::Forget(const std::string& owner) {
+  planned_.erase(owner);
   documents_.erase(owner);
-  hooks_.erase(owner);
+  if (auto mine = hooks_.find(owner); mine != hooks_.end()) {
+    for (const auto& [key, position] : mine->second) CountHook(key, position, -1);
+    hooks_.erase(mine);
+  }
   std::erase_if(tagged_, [&](const auto& e) { return e.first.owner == owner; });
 }
 
 void OwnerPlanner::ForgetRule(const store::ManagedRuleKey& key) { tagged_.erase(key); }
+
+OwnerPlanner::HookCount OwnerPlanner::HookCounts(Family family, std::string_view table, std::string_view chain) const {
+  using View = std::tuple<Family, std::string_view, std::string_view>;
+  auto it = hook_counts_.find(View{family, table, chain});
+  return it == hook_counts_.end() ? HookCount{} : it->second;
+}
 
 std::optional<HookRule::Position> OwnerPlanner::HookPosition(Family family, std::string_view table,
                                                              std::string_view chain, std::string_view owner,

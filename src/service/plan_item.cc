@@ -173,6 +173,23 @@ Status Service::Impl::PlanOwner(const std::string& owner, const OwnerState& stat
   return Status::Ok();
 }
 
+Status Service::Impl::PlanOwnerChanges(const std::string& owner,
+                                       const std::vector<OwnerPlanner::ManagedChange>* changes, const OwnerState& state,
+                                       txn::BatchPlanner& planner, ChangeResult* result) {
+  if (changes != nullptr && !retries.count("owner:" + owner)) {
+    Result<std::optional<OwnerPlan>> plan = owner_planner->PlanChanges(owner, state, *changes, planner);
+    // An error is left to the full plan, which says what is wrong with the owner as a whole.
+    if (plan.ok() && *plan) {
+      if (result != nullptr) {
+        for (PlanStep& s : (*plan)->steps) result->steps.push_back(std::move(s));
+        for (std::string& w : (*plan)->warnings) result->warnings.push_back(std::move(w));
+      }
+      return Status::Ok();
+    }
+  }
+  return PlanOwner(owner, state, planner, result);
+}
+
 txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::string>* warnings) const {
   const OwnerPlanner* owners = owner_planner.get();
   return [owners, warnings](Family family, const Table& table, const Chain& chain, size_t op_number, int index) -> int {
@@ -186,17 +203,42 @@ txn::BatchPlanner::Placement Service::Impl::UnownedPlacement(std::vector<std::st
       return owners->HookPosition(family, table.name, chain.name, tag.owner, tag.id);
     };
     const int n = static_cast<int>(chain.rules.size());
+    const OwnerPlanner::HookCount known = owners->HookCounts(family, table.name, chain.name);
+    size_t firsts = 0, lasts = 0;  // known hooks passed
     int lo = 1;
     for (int i = 0; i < n; ++i) {
       const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
       if (!tag) break;
-      if (position(*tag) != HookRule::Position::kLast) lo = i + 2;
+      const std::optional<HookRule::Position> p = position(*tag);
+      if (p != HookRule::Position::kLast) lo = i + 2;
+      if (p == HookRule::Position::kFirst) ++firsts;
     }
     int hi = n + 1;
     for (int i = n - 1; i >= 0; --i) {
       const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
       if (!tag) break;
-      if (position(*tag) != HookRule::Position::kFirst) hi = i + 1;
+      const std::optional<HookRule::Position> p = position(*tag);
+      if (p != HookRule::Position::kFirst) hi = i + 1;
+      if (p == HookRule::Position::kLast) ++lasts;
+    }
+    // Hooks another writer's rule pushed out of place (a foreign `-I 1` above first hooks, an `-A` below last
+    // hooks) stay where they are until their owner's drift check (daemon.md "Owners"); a known first hook there
+    // still stays above the new rule and a known last hook below it. Else the new rule would sit between a first
+    // hook and the top of the chain once the foreign rule is gone, and the drift check would move every hook past it.
+    // (Walked only until every known hook of the chain was seen: with none out of place, not at all.)
+    for (int i = lo - 1; firsts < known.first && i < hi - 1; ++i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (tag && position(*tag) == HookRule::Position::kFirst) {
+        lo = i + 2;
+        ++firsts;
+      }
+    }
+    for (int i = hi - 2; lasts < known.last && i >= lo - 1; --i) {
+      const std::optional<txn::TagView> tag = txn::ViewOwnerTag(chain.rules[i]);
+      if (tag && position(*tag) == HookRule::Position::kLast) {
+        hi = i + 1;
+        ++lasts;
+      }
     }
     const int asked = index == 0 ? n + 1 : index;
     const int at = hi < lo ? lo : std::clamp(asked, lo, hi);
@@ -518,7 +560,9 @@ Status Service::Impl::PlanExpire(WorkItem& item, txn::BatchPlanner& planner, std
     item.effects.removals.push_back(store::KeyOf(rule));
   }
   item.touched_owners.insert(item.owner);
-  Status planned = PlanOwner(item.owner, state, planner, &item.result);
+  std::vector<OwnerPlanner::ManagedChange> changes;
+  for (const store::ManagedRule& rule : expired) changes.push_back({rule, std::nullopt});
+  Status planned = PlanOwnerChanges(item.owner, &changes, state, planner, &item.result);
   if (planned.ok()) return Status::Ok();
   // The owner cannot be applied as a whole (one of its other rules is broken, e.g. it jumps to a chain that is
   // gone): a TTL must not outlive its deadline because of that, so the expired rules leave the kernel on their own.

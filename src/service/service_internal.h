@@ -317,6 +317,12 @@ struct Service::Impl {
   Status PlanReconcile(WorkItem& item, txn::BatchPlanner& planner, std::map<std::string, OwnerState>& working);
   // One owner through the OwnerPlanner; its steps and warnings go to `result` (when given).
   Status PlanOwner(const std::string& owner, const OwnerState& state, txn::BatchPlanner& planner, ChangeResult* result);
+  // The same for an owner whose state changed by `changes` (managed rules added, removed or refreshed) since it
+  // was planned: only those are planned (OwnerPlanner::PlanChanges) while the owner is not failing and they can be,
+  // else (or with `changes` null: the owner is new) the owner in full (PlanOwner). A rule of the owner that another
+  // writer moved or removed is then repaired by its drift check, not by every client's add (docs/daemon.md "Drift").
+  Status PlanOwnerChanges(const std::string& owner, const std::vector<OwnerPlanner::ManagedChange>* changes,
+                          const OwnerState& state, txn::BatchPlanner& planner, ChangeResult* result);
   // Where an unowned append/insert lands in a builtin chain: below every owner's `first` hooks, above the `last`
   // ones (txn::BatchPlanner::Placement); `warnings` gets a line when that is not where the request asked.
   txn::BatchPlanner::Placement UnownedPlacement(std::vector<std::string>* warnings) const;

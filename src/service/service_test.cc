@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <future>
@@ -492,6 +493,67 @@ TEST_F(ServiceTest, ImperativeInsertAboveFirstHooksIsRepairedInTheSameCommit) {
   ASSERT_GE(input->rules.size(), 2u);
   EXPECT_TRUE(input->rules[0].OwnerTag().has_value()) << FormatSave(*rs);
   EXPECT_EQ(FormatRuleSpec(input->rules[1]), "-s 10.5.5.5/32 -j ACCEPT");
+}
+
+TEST_F(ServiceTest, AnOwnedAddPlansOnlyItsRuleAndTheDriftCheckMovesTheOwnersOtherHooksBack) {
+  Start();
+  ASSERT_TRUE(
+      service_->Submit(Owned("bans", "INPUT", "-s 10.5.5.5 -j DROP", std::nullopt, store::Position::kFirst)).ok());
+  ASSERT_TRUE(service_->Submit(Owned("bans", "INPUT", "-s 10.6.6.6 -j DROP")).ok());
+  // Another writer's rules above the first hook and below the last one.
+  ASSERT_TRUE(kernel_
+                  ->Foreign(v4, "filter",
+                            {backend::TableOp::Make(TKind::kInsert, "INPUT", R("-s 172.16.0.1/32 -j ACCEPT"), 1),
+                             backend::TableOp::Make(TKind::kAppend, "INPUT", R("-s 172.16.0.2/32 -j ACCEPT"))})
+                  .ok());
+  // The next add of the owner, and its delete, change only that rule: the hooks out of place are not moved (each
+  // move is a delete and an insert, and a foreign writer that adds and deletes rules all the time made every
+  // client's add move all of them).
+  Result<ChangeResult> added =
+      service_->Submit(Owned("bans", "INPUT", "-s 10.7.7.7 -j DROP", std::nullopt, store::Position::kFirst));
+  ASSERT_TRUE(added.ok()) << added.status().ToString();
+  ASSERT_EQ(added->tables.size(), 1u);
+  const std::string& text = added->tables[0].restore_text;
+  EXPECT_EQ(text.rfind("*filter\n-I INPUT 1 -s 10.7.7.7/32 ", 0), 0u) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;
+  EXPECT_EQ(added->steps.size(), 1u);
+  ChangeRequest remove;
+  remove.principal = "test";
+  remove.action = "delete";
+  remove.deletes.push_back({"bans", v4, "filter", "INPUT", R("-s 10.7.7.7 -j DROP")});
+  Result<ChangeResult> removed = service_->Submit(std::move(remove));
+  ASSERT_TRUE(removed.ok()) << removed.status().ToString();
+  EXPECT_EQ(removed->steps.size(), 1u);
+  std::string save = Save();
+  EXPECT_LT(save.find("-s 172.16.0.1/32"), save.find("iptkit:bans:")) << save;
+  EXPECT_EQ(save.find("10.7.7.7"), std::string::npos) << save;
+  // Unowned rules still go below the owned first rule and above the owned last one while those are out of place
+  // (else the drift check would have to move the hooks past them for good).
+  ChangeRequest insert;
+  insert.ops.Insert(v4, "filter", "INPUT", 1, R("-s 10.8.8.8 -j ACCEPT"));
+  ASSERT_TRUE(service_->Submit(std::move(insert)).ok());
+  ASSERT_TRUE(service_->Submit(Append("INPUT", "-s 10.9.9.9 -j ACCEPT")).ok());
+  {
+    Result<Ruleset> rs = service_->List(v4, "filter");
+    ASSERT_TRUE(rs.ok());
+    std::vector<std::string> specs;
+    for (const Rule& r : rs->tables[0].FindChain("INPUT")->rules) specs.push_back(FormatRuleSpec(r));
+    ASSERT_EQ(specs.size(), 7u) << FormatSave(*rs);
+    EXPECT_EQ(specs[0], "-s 172.16.0.1/32 -j ACCEPT");
+    EXPECT_THAT(specs[1], HasSubstr("-s 10.5.5.5/32 -m comment --comment \"iptkit:bans:"));
+    EXPECT_EQ(specs[2], "-s 10.8.8.8/32 -j ACCEPT");
+    EXPECT_EQ(specs[3], "-s 192.168.0.0/16 -j ACCEPT");
+    EXPECT_EQ(specs[4], "-s 10.9.9.9/32 -j ACCEPT");
+    EXPECT_THAT(specs[5], HasSubstr("-s 10.6.6.6/32 -m comment --comment \"iptkit:bans:"));
+    EXPECT_EQ(specs[6], "-s 172.16.0.2/32 -j ACCEPT");
+  }
+  // Planned in full (at start-up, and at each drift check) the owner has its hooks put back in place.
+  Restart(std::chrono::milliseconds(50));
+  ASSERT_TRUE(Eventually([&] {
+    const std::string now = Save();
+    return now.find("-A INPUT -s 10.5.5.5/32 -m comment") < now.find("-s 172.16.0.1/32") &&
+           now.find("-s 172.16.0.2/32") < now.find("-A INPUT -s 10.6.6.6/32 -m comment");
+  })) << Save();
 }
 
 TEST_F(ServiceTest, ImperativeDeleteOfAnOwnedRuleIsRefused) {

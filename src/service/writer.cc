@@ -432,7 +432,22 @@ Service::Impl::PlannedGroup Service::Impl::PlanGroup(const std::vector<WorkItem*
     std::vector<WorkItem*>& mine = deferred[owner];
     const txn::PlanMark mark = planner.mark();
     ChangeResult combined;
-    if (PlanOwner(owner, working[owner], planner, &combined).ok()) {
+    // Only the managed rules these requests changed are planned, when the owner allows it (PlanOwnerChanges).
+    std::vector<OwnerPlanner::ManagedChange> changes;
+    if (const std::optional<OwnerState>& before = deferred_before[owner]) {
+      std::set<store::ManagedRuleKey> keys;
+      for (const WorkItem* item : mine) {
+        for (const store::ManagedRule& r : item->effects.upserts) keys.insert(store::KeyOf(r));
+        for (const store::ManagedRuleKey& k : item->effects.removals) keys.insert(k);
+      }
+      const OwnerState& now = working[owner];
+      for (const store::ManagedRuleKey& k : keys) {
+        OwnerPlanner::ManagedChange& c = changes.emplace_back();
+        if (auto it = before->managed.find(k); it != before->managed.end()) c.before = it->second;
+        if (auto it = now.managed.find(k); it != now.managed.end()) c.after = it->second;
+      }
+    }
+    if (PlanOwnerChanges(owner, deferred_before[owner] ? &changes : nullptr, working[owner], planner, &combined).ok()) {
       Attribute(owner, planner.Finish(mark, planner.mark()), combined, mine);
       continue;
     }

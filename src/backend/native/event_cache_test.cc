@@ -182,11 +182,10 @@ TEST_F(EventCacheTest, OwnCommitsAreNoNewsAndForeignOnesAfterThemAre) {
   ExpectCacheIsCurrent(Family::kIPv4, "after deleting the foreign rule by position");
 }
 
-// A foreign commit between the snapshot and an own commit (an append or a delete by spec: anchored, so the kernel
-// takes it): the
-// snapshot is kept with the own commit in it, and the foreign change is applied from its notification, unless its
-// rule lands next to a rule the own commit added (which of them comes first then depends on the kernel's order of
-// the commits): that table is read again. Either way the snapshot equals a fresh read afterwards.
+// A foreign commit between the snapshot and an own commit (an append, an insert at the head or after a rule, a
+// delete by spec: anchored, so the kernel takes it): the snapshot is kept with the own commit in it, and the foreign
+// change is applied from its notification, also when its rule lands next to a rule the own commit added (which of
+// them the kernel put first follows from where each went). Either way the snapshot equals a fresh read afterwards.
 TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
   ASSERT_EQ(Iptables({"-A", "INPUT", "-s", "10.4.0.1", "-j", "ACCEPT"}), "");
   ExpectCacheIsCurrent(Family::kIPv4, "first read");
@@ -198,8 +197,13 @@ TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
   append.batch.family = Family::kIPv4;
   append.batch.table = "filter";
   append.batch.ops = {Op(K::kAppend, 0, canonical->front())};
-  CommitTable remove = append;  // no echo to the batch: its generation is asked for afterwards
+  CommitTable remove = append;  // a batch that starts with a delete: the delete asks for the echo
   remove.batch.ops = {Op(K::kDelete, 0, canonical->front())};
+  CommitTable head = append;  // an insert at the head
+  head.batch.ops = {Op(K::kInsert, 1, canonical->front())};
+  CommitTable second = append;  // an insert right after the first rule
+  second.batch.ops = {Op(K::kInsert, 2, canonical->front())};
+  second.batch.ops[0].anchored = true;
   struct Step {
     std::vector<std::string> foreign;
     const CommitTable* own;
@@ -209,9 +213,14 @@ TEST_F(EventCacheTest, KeepsTheSnapshotWhenAForeignCommitCameBeforeAnOwnOne) {
       {{"-I", "INPUT", "1", "-s", "10.4.0.2", "-j", "DROP"}, &append, true},  // at the head, far from the append
       {{"-I", "INPUT", "2", "-s", "10.4.0.3", "-j", "DROP"}, &append, true},  // in the middle
       {{"-D", "INPUT", "-s", "10.4.0.2", "-j", "DROP"}, &append, true},       // a delete
-      {{"-A", "INPUT", "-s", "10.4.0.4", "-j", "DROP"}, &append, false},      // last, as the own append
+      // Next to rules the own commit added: the kernel put them before or after the foreign rule as their places
+      // say. An append is after it; an insert at the head is before one at the head; an insert right after the rule
+      // the foreign rule went after is before it.
+      {{"-A", "INPUT", "-s", "10.4.0.4", "-j", "DROP"}, &append, true},
       {{"-I", "INPUT", "1", "-s", "10.4.0.5", "-j", "DROP"}, &remove, true},  // an own delete
       {{"-A", "INPUT", "-s", "10.4.0.6", "-j", "DROP"}, &remove, true},
+      {{"-I", "INPUT", "1", "-s", "10.4.0.7", "-j", "DROP"}, &head, true},
+      {{"-I", "INPUT", "2", "-s", "10.4.0.8", "-j", "DROP"}, &second, true},
   };
   for (const Step& step : steps) {
     std::string where;

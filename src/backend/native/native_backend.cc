@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <thread>
 #include <unordered_map>
 
@@ -908,8 +909,63 @@ std::optional<uint64_t> NotifiedPosition(const nlmsghdr* nlh) {
 
 }  // namespace
 
+namespace {
+
+// Where, at or after `start` in `slots`, the kernel put a rule of another writer's transaction that went right after
+// the rule before `start` (or at the head, for `start` 0) when rules later own commits added sit there (`later`):
+// past each of them that the kernel put before it. A rule that existed at the transaction is before it when it sits
+// before `start`; a later own rule added at the head is before it, one added at the end after it, one added right
+// after or before a rule (its anchor) is on the same side as its anchor. nullopt when a side is not known (the
+// placement, or an anchor that is gone) or the sides do not form one run before and one after.
+std::optional<size_t> PlaceAmongLaterOwn(const std::vector<NativeBackend::Slot>& slots, size_t start,
+                                         const std::map<uint64_t, NativeBackend::OwnPlacement>& later) {
+  using Kind = NativeBackend::OwnPlacement::Kind;
+  std::map<uint64_t, std::optional<bool>> memo;
+  std::function<std::optional<bool>(uint64_t, int)> before = [&](uint64_t handle, int depth) -> std::optional<bool> {
+    auto own = later.find(handle);
+    if (own == later.end()) {
+      for (size_t i = 0; i < slots.size(); ++i) {
+        if (slots[i].handle == handle) return i < start;
+      }
+      return std::nullopt;  // gone since
+    }
+    if (auto m = memo.find(handle); m != memo.end()) return m->second;
+    std::optional<bool> side;
+    switch (own->second.kind) {
+      case Kind::kHead:
+        side = true;
+        break;
+      case Kind::kEnd:
+        side = false;
+        break;
+      case Kind::kAfter:
+      case Kind::kBefore:
+        if (depth < 64) side = before(own->second.anchor, depth + 1);
+        break;
+      case Kind::kOther:
+        break;
+    }
+    memo[handle] = side;
+    return side;
+  };
+  size_t at = start;
+  while (at < slots.size() && later.count(slots[at].handle)) {
+    std::optional<bool> side = before(slots[at].handle, 0);
+    if (!side) return std::nullopt;
+    if (!*side) break;
+    ++at;
+  }
+  for (size_t i = at; i < slots.size() && later.count(slots[i].handle); ++i) {
+    std::optional<bool> side = before(slots[i].handle, 0);
+    if (!side || *side) return std::nullopt;
+  }
+  return at;
+}
+
+}  // namespace
+
 bool NativeBackend::ApplyRuleChanges(Family family, FamilyState& st, const EventFeed::RuleChanges& changes,
-                                     const std::set<uint64_t>& later_own) {
+                                     const std::map<uint64_t, OwnPlacement>& later_own) {
   Table* table = st.ruleset.FindTable(changes.table);
   auto kt = st.kernel.find(changes.table);
   if (table == nullptr || kt == st.kernel.end() || !table->unrepresentable_reason.empty()) return false;
@@ -957,11 +1013,15 @@ bool NativeBackend::ApplyRuleChanges(Family family, FamilyState& st, const Event
       index = static_cast<size_t>(it - slots.begin()) + 1;
     } else if (nlh->nlmsg_flags & NLM_F_APPEND) {
       if (deleting.count(loc.chain) && !slots.empty()) return -1;
+      // At the end of the chain as it was: after every rule but those of later own commits.
       index = slots.size();
+      while (index > 0 && later_own.count(slots[index - 1].handle)) --index;
     }
-    if ((index < slots.size() && later_own.count(slots[index].handle)) ||
-        (index > 0 && later_own.count(slots[index - 1].handle))) {
-      return -1;
+    if (index < slots.size() && later_own.count(slots[index].handle)) {
+      // Rules of later own commits where it goes: it goes after those the kernel put before it.
+      std::optional<size_t> at = PlaceAmongLaterOwn(slots, index, later_own);
+      if (!at) return -1;
+      index = *at;
     }
     Rule rule;
     if (st.detail == SnapshotDetail::kRules) {
@@ -1047,9 +1107,13 @@ bool NativeBackend::FreshFromEvents(Family family) {
     // Rule changes are applied from their notifications; a table where that fails is read again.
     for (const EventFeed::RuleChanges& rc : changes.pending) {
       if (changes.dirty.count(rc.table)) continue;
-      std::set<uint64_t> later_own;
+      std::map<uint64_t, OwnPlacement> later_own;
       for (const OwnCommit& c : own) {
-        if (static_cast<int32_t>(c.generation - rc.generation) > 0) later_own.insert(c.added.begin(), c.added.end());
+        if (static_cast<int32_t>(c.generation - rc.generation) <= 0) continue;
+        for (uint64_t h : c.added) {
+          auto p = c.placed.find(h);
+          later_own[h] = p == c.placed.end() ? OwnPlacement{} : p->second;
+        }
       }
       if (ApplyRuleChanges(family, st, rc, later_own)) {
         ++stats_.event_applied;
@@ -1301,6 +1365,8 @@ class BatchBuilder {
     std::string table, chain;
     uint32_t id;
     uint32_t seq;
+    NativeBackend::OwnPlacement placement;  // its anchor, when a rule of this batch: 0 and `anchor_id`
+    uint32_t anchor_id = 0;
   };
   struct PendingChain {
     Family family;
@@ -1361,6 +1427,10 @@ class BatchBuilder {
 
  private:
   void Sent(uint32_t seq, std::string what) { sent_.push_back({seq, where_ + ": " + std::move(what)}); }
+  // NLM_F_ECHO for the batch's first message (only BATCH_BEGIN so far): the kernel then sends the commit's generation
+  // id with the answer (BatchReply::generation), which a batch starting with a delete did not get. Adds echo
+  // themselves.
+  uint16_t FirstEcho() const { return batch_.messages() == 1 ? NLM_F_ECHO : 0; }
 
   void EnsureTable() {
     if (kt_->exists) return;
@@ -1448,11 +1518,15 @@ class BatchBuilder {
     const uint32_t id = ++rule_id_;
     nftnl_rule_set_u32(r.get(), NFTNL_RULE_ID, id);
     uint16_t flags = NLM_F_CREATE | (echo_rules_ ? NLM_F_ECHO : 0);
+    using Place = NativeBackend::OwnPlacement::Kind;
+    NativeBackend::OwnPlacement placement;
+    uint32_t anchor_id = 0;
     if (replace_handle != 0) {
       nftnl_rule_set_u64(r.get(), NFTNL_RULE_HANDLE, replace_handle);
       flags |= NLM_F_REPLACE;
     } else if (append) {
       flags |= NLM_F_APPEND;
+      placement.kind = Place::kEnd;
     } else if (before_next && pos < slots.size()) {
       // Before the rule after it (nf_tables: a position without NLM_F_APPEND inserts before that rule).
       const NativeBackend::Slot& next = slots[pos];
@@ -1461,6 +1535,8 @@ class BatchBuilder {
       } else {
         nftnl_rule_set_u32(r.get(), NFTNL_RULE_POSITION_ID, next.id);
       }
+      placement = {Place::kBefore, next.handle};
+      anchor_id = next.handle != 0 ? 0 : next.id;
     } else if (pos > 0) {
       // After the rule before it (nf_tables: NLM_F_APPEND with a position inserts after that rule).
       const NativeBackend::Slot& prev = slots[pos - 1];
@@ -1470,10 +1546,14 @@ class BatchBuilder {
         nftnl_rule_set_u32(r.get(), NFTNL_RULE_POSITION_ID, prev.id);
       }
       flags |= NLM_F_APPEND;
+      placement = {Place::kAfter, prev.handle};
+      anchor_id = prev.handle != 0 ? 0 : prev.id;
+    } else {
+      placement.kind = Place::kHead;
     }
     const uint32_t seq = batch_.AddRule(NFT_MSG_NEWRULE, proto_, flags, r.get());
     Sent(seq, what);
-    pending_rules_.push_back({family_, table_name_, chain, id, seq});
+    pending_rules_.push_back({family_, table_name_, chain, id, seq, placement, anchor_id});
     NativeBackend::Slot slot{0, id, std::move(xt)};
     if (replace_handle != 0) {
       slots[pos] = std::move(slot);
@@ -1490,7 +1570,7 @@ class BatchBuilder {
     } else {
       nftnl_rule_set_u32(r.get(), NFTNL_RULE_ID, slot.id);
     }
-    Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, 0, r.get()), what);
+    Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, FirstEcho(), r.get()), what);
   }
 
   Status Op(const TableOp& op, bool with_counters) {
@@ -1607,7 +1687,7 @@ class BatchBuilder {
         nftnl_rule_set_u32(r.get(), NFTNL_RULE_FAMILY, proto_);
         nftnl_rule_set_str(r.get(), NFTNL_RULE_TABLE, table_name_.c_str());
         if (!op.chain.empty()) nftnl_rule_set_str(r.get(), NFTNL_RULE_CHAIN, op.chain.c_str());
-        Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, 0, r.get()), what);
+        Sent(batch_.AddRule(NFT_MSG_DELRULE, proto_, FirstEcho(), r.get()), what);
         for (auto& [name, kc] : kt_->chains) {
           if (op.chain.empty() || name == op.chain) kc.rules.clear();
         }
@@ -1996,11 +2076,28 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
     // notifications (FreshFromEvents; the feed knows this commit's by the socket's port id) instead of reading
     // the family again. `after` is this commit's generation, or a later one when the kernel was asked for it.
     ++stats_.event_kept_commits;
-    OwnCommit own{*after, {}};
+    OwnCommit own{*after, reply->generation.has_value(), {}, {}};
+    std::map<uint32_t, uint64_t> by_id;  // NFTA_RULE_ID → handle of the rules the batch added
     for (const auto& p : builder.pending_rules()) {
       if (auto echo = reply->echoes.find(p.seq); echo != reply->echoes.end()) {
-        own.added.insert(EchoHandle(echo->second, NFTA_RULE_HANDLE));
+        const uint64_t handle = EchoHandle(echo->second, NFTA_RULE_HANDLE);
+        own.added.insert(handle);
+        by_id[p.id] = handle;
       }
+    }
+    for (const auto& p : builder.pending_rules()) {
+      auto handle = by_id.find(p.id);
+      if (!own.exact || handle == by_id.end()) continue;
+      OwnPlacement placement = p.placement;
+      if (p.anchor_id != 0) {
+        auto anchor = by_id.find(p.anchor_id);
+        placement.anchor = anchor == by_id.end() ? 0 : anchor->second;
+      }
+      if ((placement.kind == OwnPlacement::Kind::kAfter || placement.kind == OwnPlacement::Kind::kBefore) &&
+          placement.anchor == 0) {
+        placement.kind = OwnPlacement::Kind::kOther;
+      }
+      own.placed[handle->second] = placement;
     }
     for (const auto& [f, st] : cache_) own_commits_[f].push_back(own);
     return report;

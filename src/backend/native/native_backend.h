@@ -164,6 +164,13 @@ class NativeBackend final : public Backend {
     uint32_t id = 0;                   // NFTA_RULE_ID of a rule added in the batch being built
     std::shared_ptr<const XtRule> xt;  // its binary form (re-encoded by -Z)
   };
+  // Where an own commit put a rule it added, as its NEWRULE said: at the head of the chain, at its end, right after
+  // or right before the rule `anchor` (its handle); kOther: not known (a replace, an anchor not known by handle).
+  struct OwnPlacement {
+    enum class Kind { kOther, kHead, kEnd, kAfter, kBefore };
+    Kind kind = Kind::kOther;
+    uint64_t anchor = 0;
+  };
   struct KChain {
     uint64_t handle = 0;  // 0 while only planned
     uint32_t id = 0;      // seq of the NEWCHAIN that creates it in the batch being built
@@ -237,10 +244,12 @@ class NativeBackend final : public Backend {
   // does not decode, a table already unrepresentable, a place the notification leaves open): the caller then
   // reads the table again (`st` may be half changed).
   // `later_own`: handles of rules the backend's own commits after that transaction added (they are in `st`, the
-  // transaction not yet): a rule of the transaction placed next to one of them is not placed exactly (which of them
-  // the kernel put before it depends on their anchors), so the table is read again.
+  // transaction not yet), with where each commit put them. Which of them the kernel put before a rule of the
+  // transaction placed next to them follows from that: a rule added at the head, or right after or before a rule
+  // that is before the transaction's rule, is before it; one appended at the end, or next to a rule after it, is
+  // after it. Where that is not known (kOther, an anchor gone), the table is read again.
   bool ApplyRuleChanges(Family family, FamilyState& st, const EventFeed::RuleChanges& changes,
-                        const std::set<uint64_t>& later_own);
+                        const std::map<uint64_t, OwnPlacement>& later_own);
   // event_cache: the cached snapshot keeps the counters of its last read (of the table, or of the rule's
   // notification), and a rule a plan moves (deleted and added again, with the snapshot's counters, in a batch sent
   // with counters: the declarative planner's way of keeping them) would go back with those. Sets such re-added
@@ -263,10 +272,14 @@ class NativeBackend final : public Backend {
   // event_cache: own commits made on a snapshot another writer had committed after (Commit kept the snapshot, with
   // the commit in it; FreshFromEvents applies the other writer's changes and then forgets these): the commit's
   // generation (or a later one, which only makes more of the other writer's rules be placed with care) and the
-  // handles of the rules it added.
+  // handles of the rules it added, with where it put them when `generation` is the commit's own (`exact`, from the
+  // batch's answer: a later one could be that of a transaction of the other writer after the commit, whose rules
+  // are then placed with the commit's rules already there).
   struct OwnCommit {
     uint32_t generation = 0;
+    bool exact = false;
     std::set<uint64_t> added;
+    std::map<uint64_t, OwnPlacement> placed;  // by handle; exact commits only
   };
   std::map<Family, std::vector<OwnCommit>> own_commits_;
   bool freshening_counters_ = false;  // Commit of the copy FreshenMovedCounters made
