@@ -253,7 +253,7 @@ void Service::Impl::WriterMain() {
     left.swap(queue);
   }
   for (auto& item : left) {
-    if (item->promise) item->promise->set_value(Status::Unavailable("iptkitd is stopping"));
+    if (item->reply) std::exchange(item->reply, nullptr)(Status::Unavailable("iptkitd is stopping"));
   }
   if (!pending_records.empty()) {
     spdlog::error(
@@ -464,18 +464,17 @@ void Service::Impl::Answer(PendingBatch& batch) {
   {
     // Before the answers, so that a client answered here is not counted as waiting when it sends again.
     size_t answered = 0;
-    for (WorkItem* item : ptrs) answered += item->promise && item->kind == WorkItem::Kind::kRequest ? 1 : 0;
+    for (WorkItem* item : ptrs) answered += item->reply && item->kind == WorkItem::Kind::kRequest ? 1 : 0;
     std::lock_guard<std::mutex> lock(queue_mu);
     outstanding -= std::min(outstanding, answered);
   }
   for (WorkItem* item : ptrs) {
-    if (item->promise) {
-      if (item->status.ok()) {
-        item->promise->set_value(item->result);
-      } else {
-        item->promise->set_value(item->status);
-      }
-      item->promise.reset();
+    if (!item->reply) continue;
+    Service::Reply reply = std::exchange(item->reply, nullptr);
+    if (item->status.ok()) {
+      reply(std::move(item->result));
+    } else {
+      reply(item->status);
     }
   }
 }
@@ -826,8 +825,9 @@ void Service::Impl::RunStartup() {
   auto run = [&](std::vector<std::unique_ptr<WorkItem>> group) {
     std::vector<std::future<Result<ChangeResult>>> results;
     for (auto& item : group) {
-      item->promise.emplace();
-      results.push_back(item->promise->get_future());
+      auto promise = std::make_shared<std::promise<Result<ChangeResult>>>();
+      results.push_back(promise->get_future());
+      item->reply = [promise](Result<ChangeResult> r) { promise->set_value(std::move(r)); };
     }
     Process(std::move(group));
     for (auto& r : results) note(r.get().status());
@@ -953,29 +953,41 @@ void Service::Stop() {
 }
 
 Result<ChangeResult> Service::Submit(ChangeRequest request) {
+  auto promise = std::make_shared<std::promise<Result<ChangeResult>>>();
+  std::future<Result<ChangeResult>> result = promise->get_future();
+  SubmitAsync(std::move(request), [promise](Result<ChangeResult> r) { promise->set_value(std::move(r)); });
+  return result.get();
+}
+
+void Service::SubmitAsync(ChangeRequest request, Reply reply) {
   if (request.confirm_within_seconds) {
+    Status refused;
     if (*request.confirm_within_seconds <= 0) {
-      return Status::InvalidArgument("confirm_within must be at least 1 second");
+      refused = Status::InvalidArgument("confirm_within must be at least 1 second");
+    } else if (request.dry_run) {
+      refused = Status::InvalidArgument("confirm_within and dry_run exclude each other");
+    } else if (request.confirm) {
+      refused = Status::InvalidArgument("a confirmation cannot itself need one");
     }
-    if (request.dry_run) return Status::InvalidArgument("confirm_within and dry_run exclude each other");
-    if (request.confirm) return Status::InvalidArgument("a confirmation cannot itself need one");
+    if (!refused.ok()) return reply(refused);
   }
   auto item = std::make_unique<WorkItem>();
   item->request = std::move(request);
   item->result.id = NewTransactionId();
-  item->promise.emplace();
-  std::future<Result<ChangeResult>> result = item->promise->get_future();
+  item->reply = std::move(reply);
   bool wake = false;
   {
-    std::lock_guard<std::mutex> lock(impl_->queue_mu);
-    if (impl_->stopping) return Status::Unavailable("iptkitd is stopping");
+    std::unique_lock<std::mutex> lock(impl_->queue_mu);
+    if (impl_->stopping) {
+      lock.unlock();
+      return item->reply(Status::Unavailable("iptkitd is stopping"));
+    }
     impl_->queue.push_back(std::move(item));
     impl_->queue_depth->Set({}, static_cast<double>(impl_->queue.size()));
     impl_->peak_outstanding = std::max(impl_->peak_outstanding, ++impl_->outstanding);
     wake = impl_->queue.size() >= impl_->wake_at;
   }
   if (wake) impl_->queue_cv.notify_one();
-  return result.get();
 }
 
 bool Service::started() const {

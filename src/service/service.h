@@ -18,7 +18,8 @@
 //
 // Reads (List, Info, owner diffs, rule counters for metrics) use a second backend (one read at a time) so that a
 // long listing never holds up commits.
-// Thread-safety: every public method is safe to call from any thread; Submit blocks until the writer answered.
+// Thread-safety: every public method is safe to call from any thread; Submit blocks until the writer answered,
+// SubmitAsync returns at once and answers through its callback.
 //
 //   Service::Options options;
 //   options.make_backend = [] { return backend::MakeBackend(BackendKind::kAuto, {.netns = "blue"}); };
@@ -211,6 +212,12 @@ class Service {
   // missing or the store cannot be written (then nothing of the request stays in the kernel); Aborted when other
   // writers changed the ruleset during each of kMaxCommitAttempts (10) attempts.
   Result<ChangeResult> Submit(ChangeRequest request);
+  // The same without waiting: `reply` is called exactly once with what Submit would return, on the thread that
+  // answers the request (the writer's or the store writer's, after the change is stored) or, when the request is
+  // refused before it is queued, before SubmitAsync returns. It must not block and must not call back into the
+  // Service (it runs while a pass's other answers wait): hand the result on (an HTTP server's event loop writes it).
+  using Reply = std::function<void(Result<ChangeResult>)>;
+  void SubmitAsync(ChangeRequest request, Reply reply);
 
   // ---- Reads (reader backend) ----
   Result<Ruleset> List(Family family, const std::optional<std::string>& table = std::nullopt,

@@ -1286,5 +1286,47 @@ TEST_F(ServiceTest, AFailedStoreWriteOfTheDaemonsOwnWorkKeepsItsKernelChange) {
   EXPECT_EQ(Audit("ttl_expire").size(), 1u);
 }
 
+// SubmitAsync returns at once and answers through its callback, once, after the change is committed and stored
+// (what the HTTP event loop relies on: it never waits for the writer); what is refused before the queue is answered
+// before SubmitAsync returns.
+TEST_F(ServiceTest, SubmitAsyncAnswersOnceAfterTheStoreWriteWithoutBlockingTheCaller) {
+  Start();
+  HeldStoreWrite held;
+  store_hook_ = held.Hook();
+  held.Arm();
+  std::atomic<int> calls{0};
+  std::promise<Result<ChangeResult>> answered;
+  service_->SubmitAsync(Append("INPUT", "-s 10.4.0.1 -j DROP"), [&](Result<ChangeResult> r) {
+    if (calls++ == 0) answered.set_value(std::move(r));
+  });
+  // Returned while the writer commits and the store write is held.
+  ASSERT_TRUE(held.WaitEntered());
+  EXPECT_THAT(Save(), HasSubstr("10.4.0.1/32"));
+  EXPECT_EQ(calls.load(), 0);
+  held.Release(Status::Ok());
+  std::future<Result<ChangeResult>> f = answered.get_future();
+  Result<ChangeResult> done = f.get();
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_TRUE(done->changed);
+  EXPECT_EQ(done->tables.at(0).restore_text, "*filter\n-A INPUT -s 10.4.0.1/32 -j DROP\nCOMMIT\n");
+  EXPECT_EQ(Audit("append").size(), 1u);
+
+  // Refused before it is queued: answered before SubmitAsync returns.
+  ChangeRequest bad = Append("INPUT", "-s 10.4.0.2 -j DROP");
+  bad.confirm_within_seconds = 0;
+  std::optional<Status> refused;
+  service_->SubmitAsync(std::move(bad), [&](Result<ChangeResult> r) { refused = r.status(); });
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(refused->code(), StatusCode::kInvalidArgument);
+
+  service_->Stop();
+  std::optional<Status> stopping;
+  service_->SubmitAsync(Append("INPUT", "-s 10.4.0.3 -j DROP"), [&](Result<ChangeResult> r) { stopping = r.status(); });
+  ASSERT_TRUE(stopping.has_value());
+  EXPECT_EQ(stopping->code(), StatusCode::kUnavailable);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_THAT(Save(), Not(HasSubstr("10.4.0.3/32")));
+}
+
 }  // namespace
 }  // namespace iptkit::service
