@@ -186,8 +186,9 @@ class Service {
     std::chrono::milliseconds drift_interval = std::chrono::seconds(5);
     size_t max_batch = 1000;  // requests planned into one commit at most
     // Group commit window: when the last commit served several requests and fewer than that many are queued, the
-    // writer waits up to this long for more (the answered clients' next requests) before planning; 0 = never.
-    // Under load commits then carry all clients instead of alternating halves; alone, a request never waits.
+    // writer waits up to this long for more (the answered clients' next requests) before planning, and as long
+    // again while more keep coming (at most 4 times in all); 0 = never. Under load commits then carry all clients
+    // instead of alternating halves; alone, a request never waits.
     std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
     // Longest time Start waits for the start-up reconcile before serving anyway (it goes on in the writer).
     std::chrono::milliseconds startup_wait = std::chrono::seconds(60);
