@@ -123,8 +123,8 @@ struct EventLoop::Connection {
   // touches nothing but this flag until the worker's Result comes back. The worker answers on the socket itself and
   // may take the next keep-alive request right away (RunAway), which saves the loop two wake-ups per request.
   bool away = false;
-  bool registered = false;  // in the epoll set
-  bool broken = false;      // a worker found the connection reset: close it
+  bool registered = false;    // in the epoll set
+  bool broken = false;        // a worker found the connection reset: close it
   bool inline_ready = false;  // a worker parsed an Api::Inline request (in `request`) and left it to the loop
 
   std::string in;        // received, not yet parsed

@@ -151,9 +151,9 @@ class EventLoop {
   // (the service answers what it had queued): then `loop` is null and they are dropped.
   struct Mailbox {
     std::mutex mu;
-    std::vector<Result> results;                      // GUARDED_BY(mu)
+    std::vector<Result> results;                       // GUARDED_BY(mu)
     std::vector<std::unique_ptr<Connection>> adopted;  // GUARDED_BY(mu): accepted by another loop for this one
-    EventLoop* loop = nullptr;                        // GUARDED_BY(mu)
+    EventLoop* loop = nullptr;                         // GUARDED_BY(mu)
     void Post(Result result);
     void Adopt(std::unique_ptr<Connection> c);
   };

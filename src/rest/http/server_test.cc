@@ -11,9 +11,9 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <mutex>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "src/backend/fake/shared_fake.h"
