@@ -308,24 +308,65 @@ HttpResponse Api::Handle(const HttpRequest& req, const Admission& admission) {
   return Finish(ctx, Dispatch(ctx));
 }
 
-HttpResponse Api::Finish(const Context& ctx, HttpResponse resp) {
-  const HttpRequest& req = ctx.req;
-  if (resp.status >= 400 && resp.body.empty()) {
-    resp.body = ErrorBody(MakeError(resp.status, "error", "request failed"), ctx.request_id);
+bool Api::Inline(const HttpRequest& head) {
+  if (head.method == "GET" || head.method == "HEAD" || head.method == "OPTIONS") return false;
+  for (const Route& r : Routes()) {
+    if ((r.id == RouteId::kRules || r.id == RouteId::kRule) && Match(r, head.path, nullptr)) return true;
   }
-  resp.headers.emplace_back("X-Request-Id", ctx.request_id);
+  return false;
+}
+
+std::optional<HttpResponse> Api::HandleAsync(const HttpRequest& req, const Admission& admission, Respond respond) {
+  Context ctx(req);
+  ctx.start = admission.start;
+  ctx.request_id = admission.request_id;
+  ctx.principal = admission.principal;
+  ctx.max_body_bytes = admission.max_body_bytes;
+  for (const Route& r : Routes()) {
+    if (Match(r, req.path, &ctx.params)) {
+      ctx.route = &r;
+      break;
+    }
+  }
+  if (ctx.route == nullptr || !Inline(req)) return Handle(req, admission);
+  // The deferred answer is finished (headers, metrics, access log) where it is made.
+  Respond finish = [this, logged = LoggedOf(ctx), respond = std::move(respond)](Answer answer) {
+    respond([this, logged, answer = std::move(answer)] { return Finish(logged, answer()); });
+  };
+  HttpResponse r = Dispatch(ctx, &finish);
+  if (r.deferred) return std::nullopt;
+  return Finish(ctx, std::move(r));
+}
+
+Api::Logged Api::LoggedOf(const Context& ctx) {
+  const HttpRequest& req = ctx.req;
+  Logged l;
+  l.method = ctx.method;
+  l.req_method = req.method;
+  l.path = req.path;
+  l.remote = req.remote;
+  l.route = ctx.route != nullptr ? std::string(ctx.route->pattern) : IsUiPath(req.path) ? "/ui/" : "unknown";
+  l.principal = ctx.principal.name;
+  l.request_id = ctx.request_id;
+  l.start = ctx.start;
+  return l;
+}
+
+HttpResponse Api::Finish(const Context& ctx, HttpResponse resp) { return Finish(LoggedOf(ctx), std::move(resp)); }
+
+HttpResponse Api::Finish(const Logged& l, HttpResponse resp) {
+  if (resp.status >= 400 && resp.body.empty()) {
+    resp.body = ErrorBody(MakeError(resp.status, "error", "request failed"), l.request_id);
+  }
+  resp.headers.emplace_back("X-Request-Id", l.request_id);
   resp.headers.emplace_back("Cache-Control", "no-store");
-  if (!IsUiPath(req.path)) resp.headers.emplace_back("X-Content-Type-Options", "nosniff");
-  const std::string route = ctx.route != nullptr ? std::string(ctx.route->pattern)
-                            : IsUiPath(req.path) ? "/ui/"
-                                                 : "unknown";
-  const double seconds = std::chrono::duration<double>(Clock::now() - ctx.start).count();
-  requests_->Inc({ctx.method, route, std::to_string(resp.status)});
-  if (!resp.events) latency_->Observe({route}, seconds);
+  if (!IsUiPath(l.path)) resp.headers.emplace_back("X-Content-Type-Options", "nosniff");
+  const double seconds = std::chrono::duration<double>(Clock::now() - l.start).count();
+  requests_->Inc({l.method, l.route, std::to_string(resp.status)});
+  if (!resp.events) latency_->Observe({l.route}, seconds);
   // Never the query or headers: they could hold secrets pasted by mistake.
-  spdlog::info("{} {} {} {} {} {:.1f}ms {}", req.remote.empty() ? "-" : req.remote,
-               ctx.principal.name.empty() ? "-" : ctx.principal.name, req.method, route, resp.status, seconds * 1000,
-               ctx.request_id);
+  spdlog::info("{} {} {} {} {} {:.1f}ms {}", l.remote.empty() ? "-" : l.remote, l.principal.empty() ? "-" : l.principal,
+               l.req_method, l.route, resp.status, seconds * 1000, l.request_id);
   return resp;
 }
 
@@ -457,7 +498,7 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
 }
 
 // An admitted request, its body read: the route's handler.
-HttpResponse Api::Dispatch(Context& ctx) {
+HttpResponse Api::Dispatch(Context& ctx, const Respond* respond) {
   const HttpRequest& req = ctx.req;
   // The body was admitted by Admit (size and type) and read by the HTTP layer within ctx.max_body_bytes.
   if (ctx.method != "GET" && req.body.size() > ctx.max_body_bytes) {
@@ -473,6 +514,7 @@ HttpResponse Api::Dispatch(Context& ctx) {
   call.decode = DecodeOptions{options_.netns, options_.default_owner, options_.max_ops};
   call.owned_decode = call.decode;
   if (!call.principal.scopes.owners.empty()) call.owned_decode.default_owner = call.principal.scopes.owners.front();
+  call.respond = respond;
   return ctx.route->handler(env_, call);
 }
 

@@ -54,6 +54,9 @@ struct HttpResponse {
   // Server-Sent Events (`GET /v1/events`): the HTTP layer writes what this subscription reads, without holding a
   // request thread, until it ends; `body` is then ignored.
   std::unique_ptr<service::EventBus::Subscription> events;
+  // Set by a handler called with a Call::respond that answers later through it (Api::HandleAsync); nothing else
+  // of this value is used then.
+  bool deferred = false;
 };
 
 // What Api::Preflight decided from a request's head: who asks and how much body the HTTP layer may read for it.
@@ -120,6 +123,18 @@ class Api {
   // Preflight, then Handle: for callers that have the whole request (tests).
   HttpResponse Handle(const HttpRequest& request);
 
+  // An answer made where it is sent (the HTTP layer's thread), not on the thread that finished the work.
+  using Answer = std::function<HttpResponse()>;
+  using Respond = std::function<void(Answer)>;
+  // Whether HandleAsync serves the request without waiting for anything but the CPU, from its head: the changes
+  // of the rules routes (POST and DELETE .../rules, PUT and DELETE .../rules/N), whose handlers only decode and
+  // queue the change for the writer. An event loop may run those itself instead of handing them to a worker.
+  static bool Inline(const HttpRequest& head);
+  // Handle for those requests without waiting for the writer: either the answer now, or nullopt and `respond` is
+  // called once later with the answer (on the thread that answers the change: it must only hand the Answer on;
+  // the Answer then records the request's metrics and access log line where it is run). Other routes answer now.
+  std::optional<HttpResponse> HandleAsync(const HttpRequest& request, const Admission& admission, Respond respond);
+
   // The route pattern a path matches ("/v1/{family}/tables/{table}"), or "" — for metrics labels and logs.
   static std::string RouteName(std::string_view path);
 
@@ -131,9 +146,23 @@ class Api {
   struct Context;
   // Preflight's checks; nullopt when the request is admitted (ctx.principal set).
   std::optional<HttpResponse> Admit(Context& ctx);
-  HttpResponse Dispatch(Context& ctx);
+  // The route's handler; with `respond`, one that changes something may answer later through it (deferred).
+  HttpResponse Dispatch(Context& ctx, const Respond* respond = nullptr);
+  // What Finish needs of a request, copied (an answer made after the request is gone).
+  struct Logged {
+    std::string method;      // HEAD as GET
+    std::string req_method;  // as sent
+    std::string path;
+    std::string remote;
+    std::string route;
+    std::string principal;
+    std::string request_id;
+    std::chrono::steady_clock::time_point start;
+  };
+  static Logged LoggedOf(const Context& ctx);
   // Error body, X-Request-Id, Cache-Control, metrics and the access log line.
   HttpResponse Finish(const Context& ctx, HttpResponse resp);
+  HttpResponse Finish(const Logged& l, HttpResponse resp);
   bool RateLimited(const std::string& principal, int* retry_after);
 
   ApiOptions options_;

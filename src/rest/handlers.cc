@@ -18,13 +18,15 @@ HttpResponse JsonResponse(const json::Json& body, int status) {
   return r;
 }
 
-HttpResponse ErrorResponse(const Call& call, const HttpError& e) {
+HttpResponse ErrorResponse(std::string_view request_id, const HttpError& e) {
   HttpResponse r;
   r.status = e.http_status;
-  r.body = ErrorBody(e, call.request_id);
+  r.body = ErrorBody(e, request_id);
   if (e.retry_after_seconds) r.headers.emplace_back("Retry-After", std::to_string(*e.retry_after_seconds));
   return r;
 }
+
+HttpResponse ErrorResponse(const Call& call, const HttpError& e) { return ErrorResponse(call.request_id, e); }
 
 HttpResponse StatusResponse(const Call& call, const Status& s, const ErrorContext& context) {
   return ErrorResponse(call, ErrorFromStatus(s, context));
@@ -47,7 +49,7 @@ Status NoBody(const Call& call) {
   return Status::Ok();
 }
 
-Result<service::ChangeResult> SubmitChange(const HandlerEnv& env, const Call& call, service::ChangeRequest change) {
+Status PrepareChange(const HandlerEnv& env, const Call& call, service::ChangeRequest& change) {
   change.principal = call.principal.name;
   change.request_id = call.request_id;
   change.request_json = call.req.body;
@@ -71,14 +73,34 @@ Result<service::ChangeResult> SubmitChange(const HandlerEnv& env, const Call& ca
   }
   // Never answer 200 for a change that cannot be stored.
   if (!change.dry_run) IPTKIT_RETURN_IF_ERROR(env.store->CheckFiles());
+  return Status::Ok();
+}
+
+Result<service::ChangeResult> SubmitChange(const HandlerEnv& env, const Call& call, service::ChangeRequest change) {
+  IPTKIT_RETURN_IF_ERROR(PrepareChange(env, call, change));
   return env.service->Submit(std::move(change));
 }
 
 HttpResponse Submit(const HandlerEnv& env, const Call& call, service::ChangeRequest change,
                     const ErrorContext& context) {
-  Result<service::ChangeResult> done = SubmitChange(env, call, std::move(change));
-  if (!done.ok()) return StatusResponse(call, done.status(), context);
-  return JsonResponse(ResultJson(*done));
+  if (call.respond == nullptr) {
+    Result<service::ChangeResult> done = SubmitChange(env, call, std::move(change));
+    if (!done.ok()) return StatusResponse(call, done.status(), context);
+    return JsonResponse(ResultJson(*done));
+  }
+  if (Status ready = PrepareChange(env, call, change); !ready.ok()) return StatusResponse(call, ready, context);
+  // The answer is encoded where it is sent (the HTTP layer's thread), not on the writer's side, which answers a
+  // whole group commit at once.
+  env.service->SubmitAsync(std::move(change), [respond = *call.respond, request_id = call.request_id,
+                                               context](Result<service::ChangeResult> done) {
+    respond([done = std::move(done), request_id, context]() -> HttpResponse {
+      if (!done.ok()) return ErrorResponse(request_id, ErrorFromStatus(done.status(), context));
+      return JsonResponse(ResultJson(*done));
+    });
+  });
+  HttpResponse deferred;
+  deferred.deferred = true;
+  return deferred;
 }
 
 }  // namespace iptkit::rest

@@ -33,6 +33,9 @@ struct Call {
   Principal principal;
   DecodeOptions decode;        // the daemon's
   DecodeOptions owned_decode;  // with the principal's first owner scope as the default owner
+  // Set when the caller takes a deferred answer (Api::HandleAsync): Submit then queues the change and returns a
+  // deferred response; the answer goes through this once the writer answered.
+  const Api::Respond* respond = nullptr;
 
   // A path parameter ("" when the route has none of that name).
   std::string Param(const std::string& name) const;
@@ -43,6 +46,7 @@ using Handler = HttpResponse (*)(const HandlerEnv& env, Call& call);
 // ---- Shared helpers (handlers.cc) ----
 HttpResponse JsonResponse(const json::Json& body, int status = 200);
 HttpResponse ErrorResponse(const Call& call, const HttpError& error);
+HttpResponse ErrorResponse(std::string_view request_id, const HttpError& error);
 HttpResponse StatusResponse(const Call& call, const Status& status, const ErrorContext& context = {});
 // The query parameters `allowed` plus "netns" (which must name the daemon's namespace); InvalidArgument otherwise.
 Status CheckQuery(const HandlerEnv& env, const Call& call, std::vector<std::string> allowed);
@@ -53,7 +57,10 @@ Status NoBody(const Call& call);
 // refuses with Unavailable, before anything is planned, a change the store could not keep (Store::CheckFiles);
 // then Service::Submit.
 Result<service::ChangeResult> SubmitChange(const HandlerEnv& env, const Call& call, service::ChangeRequest change);
-// SubmitChange answered: the change result, or the error with `context`.
+// What SubmitChange does before Service::Submit (the change is ready to submit when it returns Ok).
+Status PrepareChange(const HandlerEnv& env, const Call& call, service::ChangeRequest& change);
+// SubmitChange answered: the change result, or the error with `context`. With call.respond set, the change is
+// queued (Service::SubmitAsync) and a deferred response returned; the answer goes through call.respond.
 HttpResponse Submit(const HandlerEnv& env, const Call& call, service::ChangeRequest change,
                     const ErrorContext& context = {});
 

@@ -118,6 +118,7 @@ Status HttpServer::Serve(Api* api) {
     IPTKIT_RETURN_IF_ERROR(loop->Init());
     impl.loops.push_back(std::move(loop));
   }
+  for (auto& loop : impl.loops) s.loops.push_back(loop.get());
   for (auto& loop : impl.loops) {
     http::EventLoop* raw = loop.get();
     impl.threads.emplace_back([raw] { raw->Run(); });

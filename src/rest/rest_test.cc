@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -26,6 +28,7 @@ namespace iptkit::rest {
 namespace {
 
 using nlohmann::json;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 
 // ---- errors ----
@@ -479,6 +482,74 @@ TEST_F(ApiTest, RuleLifecycleAndErrorsChangeNothing) {
   EXPECT_EQ(Call("GET", "/v1/ipv4/tables/bogus").status, 404);
   EXPECT_EQ(Call("GET", "/v1/ipv4", "", "", {{"token", "abc"}}).status, 400);
   EXPECT_EQ(Kernel(), before);
+}
+
+// Api::HandleAsync (what the HTTP event loop runs itself): a rule change is queued and answered later through the
+// callback with the same answer Handle gives (status, body, X-Request-Id), an error of the request itself now;
+// routes that are not Api::Inline are answered now.
+TEST_F(ApiTest, RuleChangesAreAnsweredThroughTheCallbackAndErrorsAtOnce) {
+  const std::string rules = "/v1/ipv4/tables/filter/chains/INPUT/rules";
+  auto request = [&](const std::string& method, const std::string& path, const std::string& body) {
+    HttpRequest req;
+    req.method = method;
+    req.path = path;
+    req.body = body;
+    if (!body.empty()) req.headers.emplace("content-type", "application/json");
+    req.headers.emplace("authorization", "Bearer " + admin_);
+    req.headers.emplace("x-request-id", "async-1");
+    return req;
+  };
+  EXPECT_TRUE(Api::Inline(request("POST", rules, "")));
+  EXPECT_TRUE(Api::Inline(request("DELETE", rules, "")));
+  EXPECT_TRUE(Api::Inline(request("PUT", rules + "/1", "")));
+  EXPECT_FALSE(Api::Inline(request("GET", rules, "")));
+  EXPECT_FALSE(Api::Inline(request("GET", rules + "/1", "")));
+  EXPECT_FALSE(Api::Inline(request("POST", "/v1/transactions", "")));
+  EXPECT_FALSE(Api::Inline(request("PUT", "/v1/owners/app", "")));
+
+  const HttpRequest add = request("POST", rules, R"({"spec":"-s 10.6.0.1 -j DROP"})");
+  Api::Preflighted p = api_->Preflight(add);
+  ASSERT_FALSE(p.response);
+  std::promise<HttpResponse> answered;
+  std::atomic<int> calls{0};
+  std::optional<HttpResponse> now = api_->HandleAsync(add, p.admission, [&](Api::Answer answer) {
+    if (calls++ == 0) answered.set_value(answer());
+  });
+  EXPECT_FALSE(now.has_value());
+  HttpResponse r = answered.get_future().get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["tables"][0]["restore_text"], "*filter\n-A INPUT -s 10.6.0.1/32 -j DROP\nCOMMIT\n");
+  EXPECT_THAT(r.headers, Contains(std::pair<std::string, std::string>("X-Request-Id", "async-1")));
+  EXPECT_THAT(Kernel(), HasSubstr("-A INPUT -s 10.6.0.1/32 -j DROP"));
+  EXPECT_EQ(calls.load(), 1);
+
+  // The writer's refusal comes through the callback too (a chain that does not exist: 404).
+  const HttpRequest missing = request("POST", "/v1/ipv4/tables/filter/chains/NOPE/rules", R"({"spec":"-j DROP"})");
+  p = api_->Preflight(missing);
+  ASSERT_FALSE(p.response);
+  std::promise<HttpResponse> refused;
+  now = api_->HandleAsync(missing, p.admission, [&](Api::Answer answer) { refused.set_value(answer()); });
+  EXPECT_FALSE(now.has_value());
+  r = refused.get_future().get();
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["details"]["request_id"], "async-1") << r.body;
+
+  // A spec that does not parse is answered now, without a callback.
+  const HttpRequest bad = request("POST", rules, R"({"spec":"-p tcp --dportx 22 -j ACCEPT"})");
+  p = api_->Preflight(bad);
+  ASSERT_FALSE(p.response);
+  bool called = false;
+  now = api_->HandleAsync(bad, p.admission, [&](Api::Answer) { called = true; });
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->status, 400);
+  EXPECT_FALSE(called);
+  // Not inline: answered now.
+  const HttpRequest get = request("GET", rules, "");
+  p = api_->Preflight(get);
+  now = api_->HandleAsync(get, p.admission, [&](Api::Answer) { called = true; });
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(now->status, 200);
+  EXPECT_FALSE(called);
 }
 
 // A table whose specs would not restore the kernel's rules is refused by every read (412 naming the rule and

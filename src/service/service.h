@@ -18,7 +18,8 @@
 //
 // Reads (List, Info, owner diffs, rule counters for metrics) use a second backend (one read at a time) so that a
 // long listing never holds up commits.
-// Thread-safety: every public method is safe to call from any thread; Submit blocks until the writer answered.
+// Thread-safety: every public method is safe to call from any thread; Submit blocks until the writer answered,
+// SubmitAsync returns at once and answers through its callback.
 //
 //   Service::Options options;
 //   options.make_backend = [] { return backend::MakeBackend(BackendKind::kAuto, {.netns = "blue"}); };
@@ -185,8 +186,9 @@ class Service {
     std::chrono::milliseconds drift_interval = std::chrono::seconds(5);
     size_t max_batch = 1000;  // requests planned into one commit at most
     // Group commit window: when the last commit served several requests and fewer than that many are queued, the
-    // writer waits up to this long for more (the answered clients' next requests) before planning; 0 = never.
-    // Under load commits then carry all clients instead of alternating halves; alone, a request never waits.
+    // writer waits up to this long for more (the answered clients' next requests) before planning, and as long
+    // again while more keep coming (at most 4 times in all); 0 = never. Under load commits then carry all clients
+    // instead of alternating halves; alone, a request never waits.
     std::chrono::milliseconds group_wait = std::chrono::milliseconds(5);
     // Longest time Start waits for the start-up reconcile before serving anyway (it goes on in the writer).
     std::chrono::milliseconds startup_wait = std::chrono::seconds(60);
@@ -211,6 +213,12 @@ class Service {
   // missing or the store cannot be written (then nothing of the request stays in the kernel); Aborted when other
   // writers changed the ruleset during each of kMaxCommitAttempts (10) attempts.
   Result<ChangeResult> Submit(ChangeRequest request);
+  // The same without waiting: `reply` is called exactly once with what Submit would return, on the thread that
+  // answers the request (the writer's or the store writer's, after the change is stored) or, when the request is
+  // refused before it is queued, before SubmitAsync returns. It must not block and must not call back into the
+  // Service (it runs while a pass's other answers wait): hand the result on (an HTTP server's event loop writes it).
+  using Reply = std::function<void(Result<ChangeResult>)>;
+  void SubmitAsync(ChangeRequest request, Reply reply);
 
   // ---- Reads (reader backend) ----
   Result<Ruleset> List(Family family, const std::optional<std::string>& table = std::nullopt,

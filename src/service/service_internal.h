@@ -71,7 +71,7 @@ struct StoreRecord {
 };
 
 // One unit of work for the writer: a client's request, or the daemon's own (TTL expiry of one owner's rules, a
-// confirm rollback, one owner's reconcile or drift check). Internal items have no promise unless someone waits for
+// confirm rollback, one owner's reconcile or drift check). Internal items have no reply unless someone waits for
 // them (start-up).
 struct WorkItem {
   enum class Kind { kRequest, kExpire, kRollback, kReconcile };
@@ -83,7 +83,8 @@ struct WorkItem {
   bool drift_check = false;                   // kReconcile: count what it repairs as drift
   bool repair = false;  // made by a drain to repair owned state after imperative ops (planned per attempt)
   bool skip_audit = false;
-  std::optional<std::promise<Result<ChangeResult>>> promise;
+  // Who waits for the outcome (empty: nobody): Submit's promise, SubmitAsync's callback, start-up. Called once.
+  Service::Reply reply;
 
   bool internal() const { return kind != Kind::kRequest; }
 

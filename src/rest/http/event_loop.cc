@@ -102,6 +102,7 @@ enum class ConnState {
   kHead,       // reading the request line and header fields
   kBody,       // reading an admitted body
   kWorking,    // a worker owns the connection (see Connection::away)
+  kWaiting,    // an inline request waits for its deferred answer (the loop's; nothing is read meanwhile)
   kWriting,    // sending an answer
   kStreaming,  // sending an event stream
   kLinger,     // answered and write side shut: discarding what the client still sends until it closes
@@ -122,8 +123,9 @@ struct EventLoop::Connection {
   // touches nothing but this flag until the worker's Result comes back. The worker answers on the socket itself and
   // may take the next keep-alive request right away (RunAway), which saves the loop two wake-ups per request.
   bool away = false;
-  bool registered = false;  // in the epoll set
-  bool broken = false;      // a worker found the connection reset: close it
+  bool registered = false;    // in the epoll set
+  bool broken = false;        // a worker found the connection reset: close it
+  bool inline_ready = false;  // a worker parsed an Api::Inline request (in `request`) and left it to the loop
 
   std::string in;        // received, not yet parsed
   size_t scan_from = 0;  // FindHeadEnd resumes here
@@ -172,9 +174,14 @@ uint64_t ServerShared::RefreshCaps() {
 }
 
 EventLoop::EventLoop(ServerShared* shared, std::vector<const ListenSocket*> listeners)
-    : s_(shared), listeners_(std::move(listeners)), next_id_(kFirstConnection) {}
+    : s_(shared), listeners_(std::move(listeners)), mailbox_(std::make_shared<Mailbox>()), next_id_(kFirstConnection) {
+  mailbox_->loop = this;
+}
 
-EventLoop::~EventLoop() = default;
+EventLoop::~EventLoop() {
+  std::lock_guard<std::mutex> lock(mailbox_->mu);
+  mailbox_->loop = nullptr;
+}
 
 Status EventLoop::Init() {
   epoll_ = base::UniqueFd(epoll_create1(EPOLL_CLOEXEC));
@@ -203,12 +210,13 @@ void EventLoop::Wake() {
   }
 }
 
-void EventLoop::Deliver(Result result) {
-  {
-    std::lock_guard<std::mutex> lock(mailbox_mu_);
-    mailbox_.push_back(std::move(result));
-  }
-  Wake();
+void EventLoop::Deliver(Result result) { mailbox_->Post(std::move(result)); }
+
+void EventLoop::Mailbox::Post(Result result) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (loop == nullptr) return;
+  results.push_back(std::move(result));
+  loop->Wake();
 }
 
 void EventLoop::Run() {
@@ -232,10 +240,13 @@ void EventLoop::Run() {
       }
     }
     std::vector<Result> results;
+    std::vector<std::unique_ptr<Connection>> adopted;
     {
-      std::lock_guard<std::mutex> lock(mailbox_mu_);
-      results.swap(mailbox_);
+      std::lock_guard<std::mutex> lock(mailbox_->mu);
+      results.swap(mailbox_->results);
+      adopted.swap(mailbox_->adopted);
     }
+    for (auto& c : adopted) Register(std::move(c));
     for (Result& r : results) OnResult(std::move(r));
     if (events_pending_.exchange(false)) {
       for (auto& [id, c] : conns_) {
@@ -351,7 +362,6 @@ void EventLoop::Accept(size_t index) {
     }
     c->fd = base::UniqueFd(fd);
     c->io = std::make_unique<Transport>(fd, l.tls ? s_->tls.get() : nullptr);
-    c->id = next_id_++;
     const auto now = Clock::now();
     if (l.tls) {
       c->state = ConnState::kHandshake;
@@ -360,26 +370,46 @@ void EventLoop::Accept(size_t index) {
       c->state = ConnState::kIdle;
       c->deadline = now + s_->options.idle_timeout;
     }
-    epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u64 = c->id;
-    c->interest = ev.events;
-    c->registered = true;
-    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-      Connection& raw = *c;
-      conns_.emplace(raw.id, std::move(c));
-      Close(raw);
-      continue;
+    // Connections go to the loops in turn: one listener wakes one loop per connection (EPOLLEXCLUSIVE), mostly the
+    // same one, and the loops run changes of rules themselves (HandleInline), so a loop holding every connection
+    // would do all of that work on one thread.
+    const size_t n = s_->loops.size();
+    EventLoop* to = n > 1 ? s_->loops[s_->next_loop.fetch_add(1, std::memory_order_relaxed) % n] : this;
+    if (to == this) {
+      Register(std::move(c));
+    } else {
+      to->mailbox_->Adopt(std::move(c));
     }
-    conns_.emplace(c->id, std::move(c));
   }
+}
+
+void EventLoop::Register(std::unique_ptr<Connection> c) {
+  c->id = next_id_++;
+  epoll_event ev{};
+  ev.events = EPOLLIN | EPOLLRDHUP;
+  ev.data.u64 = c->id;
+  c->interest = ev.events;
+  c->registered = true;
+  Connection& raw = *c;
+  conns_.emplace(raw.id, std::move(c));
+  if (s_->stopping.load() || epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, raw.fd.get(), &ev) != 0) {
+    raw.registered = false;
+    Close(raw);
+  }
+}
+
+void EventLoop::Mailbox::Adopt(std::unique_ptr<Connection> c) {
+  std::lock_guard<std::mutex> lock(mu);
+  if (loop == nullptr) return;  // stopped: the connection is closed with the server
+  adopted.push_back(std::move(c));
+  loop->Wake();
 }
 
 // ---- Events ----
 
 void EventLoop::OnEvent(Connection& c, uint32_t events) {
-  if ((events & EPOLLERR) || ((events & EPOLLHUP) && !(events & EPOLLIN))) {
-    Close(c);
+  if ((events & EPOLLERR) || ((events & EPOLLHUP) && (!(events & EPOLLIN) || c.state == ConnState::kWaiting))) {
+    Close(c);  // (waiting for an answer, nothing is read: a hang-up with data left would be reported again and again)
     return;
   }
   if (c.state == ConnState::kHandshake) {
@@ -695,12 +725,47 @@ void EventLoop::StartRequest(Connection& c) {
       RespondProblem(c, problem, limit);
       return;
     case Prepared::kWhole:
-      Submit(c, Job::kWhole);
+      if (Api::Inline(c.request)) {
+        HandleInline(c);
+      } else {
+        Submit(c, Job::kWhole);
+      }
       return;
     case Prepared::kPreflight:
       Submit(c, Job::kPreflight);
       return;
   }
+}
+
+void EventLoop::HandleInline(Connection& c) {
+  Api* api = s_->api;
+  std::optional<HttpResponse> now;
+  try {
+    Api::Preflighted p = api->Preflight(c.request);
+    if (p.response) {
+      now = std::move(p.response);
+    } else {
+      c.admission = std::move(p.admission);
+      now = api->HandleAsync(c.request, c.admission, [mailbox = mailbox_, id = c.id](Api::Answer answer) {
+        Result r;
+        r.conn = id;
+        r.answer = std::move(answer);
+        mailbox->Post(std::move(r));
+      });
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("exception in a request handler: {}", e.what());
+    now = ProblemResponse(500, std::string("internal error: ") + e.what(), c.admission.request_id);
+    c.close_after = true;
+  }
+  if (now) {
+    Respond(c, *std::move(now));
+    return;
+  }
+  // Nothing more is read until the answer is sent (pipelined requests wait in the socket, in order); a reset is
+  // still seen (EPOLLHUP, EPOLLERR) and closes the connection, and the answer is then dropped.
+  c.state = ConnState::kWaiting;
+  c.deadline = kNever;
 }
 
 void EventLoop::Submit(Connection& c, Job job) {
@@ -728,6 +793,30 @@ void EventLoop::OnResult(Result r) {
   const auto now = Clock::now();
   if (c.broken) {
     Close(c);
+    return;
+  }
+  if (r.answer) {
+    if (c.state != ConnState::kWaiting) {
+      Close(c);  // not waiting for an answer: never happens
+      return;
+    }
+    HttpResponse response;
+    try {
+      response = r.answer();
+    } catch (const std::exception& e) {
+      spdlog::error("exception making an answer: {}", e.what());
+      response = ProblemResponse(500, std::string("internal error: ") + e.what(), c.admission.request_id);
+      c.close_after = true;
+    }
+    Respond(c, std::move(response));
+    if (!c.closed) UpdateInterest(c);
+    return;
+  }
+  if (c.inline_ready) {
+    // A worker answered a request and parsed the next one, which the loop runs itself.
+    c.inline_ready = false;
+    HandleInline(c);
+    if (!c.closed) UpdateInterest(c);
     return;
   }
   if (r.stream) {
@@ -840,6 +929,11 @@ EventLoop::Result EventLoop::RunAway(Connection& c, Job job) {
         WriteDirect(c);
         return r;
       case Prepared::kWhole:
+        if (Api::Inline(c.request)) {
+          // Not this worker's to wait for: the loop runs it (the request stays parsed in `c`).
+          c.inline_ready = true;
+          return r;
+        }
         job = Job::kWhole;
         break;
       case Prepared::kPreflight:
@@ -1052,6 +1146,7 @@ void EventLoop::CheckTimers() {
         Close(c);
         break;
       case ConnState::kWorking:
+      case ConnState::kWaiting:
         break;
     }
     if (!c.closed && !c.away) UpdateInterest(c);
@@ -1069,6 +1164,8 @@ void EventLoop::BeginStop() {
       case ConnState::kWriting:
         c->close_after = true;  // answer, then close
         break;
+      case ConnState::kWaiting:
+        break;  // answered (and then closed) if the answer comes within the grace; closed with the rest if not
       default:
         Close(*c);
     }

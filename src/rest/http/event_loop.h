@@ -3,7 +3,9 @@
 // (TLS handshake, head, preflight, body, handler, answer, event stream, lingering close) on non-blocking sockets with
 // level-triggered epoll. Handlers run on a WorkerPool; while one runs, its worker owns the connection (answers on the
 // socket itself, takes a body or the next keep-alive request that is already there) and then hands it back through a
-// mailbox and an eventfd.
+// mailbox and an eventfd. Changes of rules (Api::Inline) are run by the loop itself without a worker: the handler
+// queues the change for the writer and returns, and the writer's answer comes back through the same mailbox (one
+// wake-up of the loop for a whole group commit's answers, instead of one blocked worker woken per request).
 // Every limit of the server is enforced here, before more of a request is read.
 // Thread-safety: Run on one thread; Wake and Deliver from any thread.
 #ifndef IPTKIT_SRC_REST_HTTP_EVENT_LOOP_H_
@@ -37,6 +39,8 @@ struct ListenSocket {
   bool tls = false;
 };
 
+class EventLoop;
+
 // What the loops of one server share. Set up by HttpServer::Start before the loops run; the counters are updated
 // by every loop.
 struct ServerShared {
@@ -60,6 +64,10 @@ struct ServerShared {
   std::mutex peers_mu;
   std::map<std::string, size_t> peers;  // GUARDED_BY(peers_mu): open TCP connections per client address
   std::atomic<bool> stopping{false};
+  // Every loop of the server (set before they run), and the turn of the next accepted connection: connections are
+  // spread over the loops in turn, whichever loop accepted them.
+  std::vector<EventLoop*> loops;
+  std::atomic<size_t> next_loop{0};
 
   service::Metrics::Gauge* connections = nullptr;   // {listener}: "tcp", "unix"
   service::Metrics::Gauge* streams = nullptr;       // open event streams
@@ -89,6 +97,8 @@ class EventLoop {
     uint64_t conn = 0;
     bool stream = false;
     HttpResponse response;
+    // The deferred answer of a request the loop handled itself (Api::HandleAsync); made and sent by the loop.
+    Api::Answer answer;
   };
   void Deliver(Result result);
 
@@ -98,6 +108,8 @@ class EventLoop {
   enum class Prepared { kNeedMore, kProblem, kWhole, kPreflight };
 
   void Accept(size_t listener);
+  // Takes a new connection into this loop's epoll set (Accept's, or one another loop accepted for it).
+  void Register(std::unique_ptr<Connection> c);
   void PauseAccepting();
   void OnEvent(Connection& c, uint32_t events);
   void DoHandshake(Connection& c);
@@ -106,6 +118,8 @@ class EventLoop {
   void Advance(Connection& c);
   Prepared Prepare(Connection& c, HttpProblem* problem, const char** limit);
   void StartRequest(Connection& c);
+  // Runs an Api::Inline request on the loop: answers it now, or leaves it waiting (kWaiting) for its answer.
+  void HandleInline(Connection& c);
   void Submit(Connection& c, Job job);
   void OnResult(Result result);
   void Serialize(Connection& c, HttpResponse response);
@@ -133,8 +147,17 @@ class EventLoop {
   base::UniqueFd wake_;
   std::atomic<bool> woken_{false};
   std::atomic<bool> events_pending_{false};  // an event subscription has something new
-  std::mutex mailbox_mu_;
-  std::vector<Result> mailbox_;  // GUARDED_BY(mailbox_mu_)
+  // Results for the loop. Shared with the deferred answers of inline requests, which may come after the loop is gone
+  // (the service answers what it had queued): then `loop` is null and they are dropped.
+  struct Mailbox {
+    std::mutex mu;
+    std::vector<Result> results;                       // GUARDED_BY(mu)
+    std::vector<std::unique_ptr<Connection>> adopted;  // GUARDED_BY(mu): accepted by another loop for this one
+    EventLoop* loop = nullptr;                         // GUARDED_BY(mu)
+    void Post(Result result);
+    void Adopt(std::unique_ptr<Connection> c);
+  };
+  std::shared_ptr<Mailbox> mailbox_;
 
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<uint64_t> closed_;  // closed this round, erased at its end

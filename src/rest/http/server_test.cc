@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include "src/backend/fake/shared_fake.h"
@@ -43,6 +45,9 @@ class ServerTest : public ::testing::Test {
       return backend::NewSharedFakeHandle(kernel);
     };
     options.drift_interval = std::chrono::hours(1);
+    options.firewall.before_commit_hook = [this] {
+      if (commit_hook_) commit_hook_();
+    };
     service_ = *service::Service::Start(std::move(options), store_.get(), &metrics_, &events_);
     ApiOptions api_options;
     api_options.version = "test";
@@ -129,6 +134,7 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   std::string admin_, reader_;
   int port_ = 0;
+  std::function<void()> commit_hook_;  // on the writer's thread, before each kernel commit
 };
 
 HttpRequest Head(const std::string& method, const std::string& path, std::multimap<std::string, std::string> headers) {
@@ -224,6 +230,86 @@ TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
   EXPECT_LT(two, three);
   EXPECT_LT(three, four);
   EXPECT_THAT(got, HasSubstr("Connection: close"));
+}
+
+// Rule changes are run by the event loop and wait for the writer without holding a worker: with one worker and the
+// writer held in a commit, two POSTs wait for their answers while a GET on a third connection is served; then both
+// POSTs are answered, the one whose client hung up meanwhile is dropped, and the connections serve on.
+TEST_F(ServerTest, RuleChangesWaitForTheWriterWithoutHoldingAWorker) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, released = false;
+  commit_hook_ = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (released) return;
+    held = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  };
+  HttpServerOptions options;
+  options.workers = 1;
+  Serve(options);
+  auto post = [&](const std::string& spec, const std::string& id) {
+    const std::string body = "{\"spec\":\"" + spec + "\"}";
+    return "POST /v1/ipv4/tables/filter/chains/INPUT/rules HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\nX-Request-Id: " + id + "\r\n\r\n" + body;
+  };
+  const int a = Connect();
+  Send(a, post("-s 10.7.0.1 -j DROP", "post-a"));
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return held; }));
+  }
+  const int gone = Connect();
+  Send(gone, post("-s 10.7.0.2 -j DROP", "post-gone"));
+  const int c = Connect();
+  Send(c, post("-s 10.7.0.3 -j DROP", "post-c"));
+  // The only worker is free: a read on another connection is answered while the POSTs wait.
+  const int b = Connect();
+  Send(b, "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "Connection: close\r\n\r\n");
+  const std::string version = Receive(b, std::chrono::milliseconds(5000));
+  close(b);
+  EXPECT_THAT(version, StartsWith("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(version, HasSubstr("\"version\""));
+  close(gone);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  for (const auto& [fd, id] : {std::pair{a, "post-a"}, std::pair{c, "post-c"}}) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 10000), 1) << id;
+    std::string got = Receive(fd, std::chrono::milliseconds(200));
+    EXPECT_THAT(got, StartsWith("HTTP/1.1 200 OK\r\n")) << got;
+    EXPECT_THAT(got, HasSubstr(std::string("X-Request-Id: ") + id)) << got;
+    EXPECT_THAT(got, HasSubstr("\"batch_requests\"")) << got;
+  }
+  // The connections serve on: the next change on `a` (answered in turn), then a read.
+  Send(a, post("-s 10.7.0.4 -j DROP", "post-a2") + "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) +
+              "X-Request-Id: get-a\r\nConnection: close\r\n\r\n");
+  const std::string next = Receive(a, std::chrono::milliseconds(5000));
+  close(a);
+  close(c);
+  EXPECT_EQ(Count(next, "HTTP/1.1 200 OK\r\n"), 2u) << next;
+  EXPECT_LT(next.find("X-Request-Id: post-a2"), next.find("X-Request-Id: get-a")) << next;
+  // The change whose client hung up was committed all the same.
+  Result<Ruleset> listed = service_->List(Family::kIPv4, "filter");
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_EQ(listed->tables.at(0).FindChain("INPUT")->rules.size(), 4u);
+  // Deferred answers are counted where they are made (the one of the client that hung up too, unless the loop saw
+  // the hang-up first and dropped it).
+  const std::string series =
+      "iptkitd_http_requests_total{method=\"POST\",route=\"/v1/{family}/tables/{table}/chains/{chain}/rules\","
+      "code=\"200\"} ";
+  const std::string rendered = metrics_.Render();
+  const size_t at = rendered.find(series);
+  ASSERT_NE(at, std::string::npos) << rendered;
+  const int counted = std::atoi(rendered.c_str() + at + series.size());
+  EXPECT_GE(counted, 3);
+  EXPECT_LE(counted, 4);
+  commit_hook_ = nullptr;  // it refers to this test's locals
 }
 
 TEST_F(ServerTest, ExpectContinueOnlyOnceAdmitted) {
