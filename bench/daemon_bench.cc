@@ -1,5 +1,5 @@
 // iptkitd_bench: the daemon's group commit under concurrent load, beside the same adds done one `iptables -A`
-// process at a time (what rfw-style daemons do), in the same run (README.md, Benchmarks).
+// process at a time (what rfw-style daemons do), in the same run (docs/benchmarks.md, "Daemon: group commit").
 //
 // For each iptables variant (nft, legacy):
 //   1. a fresh network namespace (iptkit-bench-<pid>-<variant>-daemon) gets --preload rules in filter INPUT from

@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   // One short process: memory comes from the heap's break and stays there until exit. glibc would map each block of
   // 128 KiB or more by itself (the netlink batch, a dump's buffers) and unmap it when freed, and give the top of the
   // heap back when it shrinks: each of those is a system call plus a TLB flush, which on a virtual machine costs
-  // more than the page faults the memory brings (README, "Whole processes").
+  // more than the page faults the memory brings (docs/benchmarks.md, "Whole processes").
   mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
   try {
