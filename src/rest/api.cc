@@ -287,18 +287,22 @@ Api::Preflighted Api::Preflight(const HttpRequest& head) {
   return out;
 }
 
-HttpResponse Api::Handle(const HttpRequest& req, const Admission& admission) {
-  Context ctx(req);
+void Api::Resume(Context& ctx, const Admission& admission) {
   ctx.start = admission.start;
   ctx.request_id = admission.request_id;
   ctx.principal = admission.principal;
   ctx.max_body_bytes = admission.max_body_bytes;
   for (const Route& r : Routes()) {
-    if (Match(r, req.path, &ctx.params)) {
+    if (Match(r, ctx.req.path, &ctx.params)) {
       ctx.route = &r;
       break;
     }
   }
+}
+
+HttpResponse Api::Handle(const HttpRequest& req, const Admission& admission) {
+  Context ctx(req);
+  Resume(ctx, admission);
   if (ctx.route == nullptr) {
     HttpResponse r;
     r.status = 404;
@@ -318,16 +322,7 @@ bool Api::Inline(const HttpRequest& head) {
 
 std::optional<HttpResponse> Api::HandleAsync(const HttpRequest& req, const Admission& admission, Respond respond) {
   Context ctx(req);
-  ctx.start = admission.start;
-  ctx.request_id = admission.request_id;
-  ctx.principal = admission.principal;
-  ctx.max_body_bytes = admission.max_body_bytes;
-  for (const Route& r : Routes()) {
-    if (Match(r, req.path, &ctx.params)) {
-      ctx.route = &r;
-      break;
-    }
-  }
+  Resume(ctx, admission);
   if (ctx.route == nullptr || !Inline(req)) return Handle(req, admission);
   // The deferred answer is finished (headers, metrics, access log) where it is made.
   Respond finish = [this, logged = LoggedOf(ctx), respond = std::move(respond)](Answer answer) {

@@ -146,6 +146,8 @@ class Api {
   struct Context;
   // Preflight's checks; nullopt when the request is admitted (ctx.principal set).
   std::optional<HttpResponse> Admit(Context& ctx);
+  // An admitted request's context: what Preflight found (`admission`) and the route `req` matches (none: nullptr).
+  static void Resume(Context& ctx, const Admission& admission);
   // The route's handler; with `respond`, one that changes something may answer later through it (deferred).
   HttpResponse Dispatch(Context& ctx, const Respond* respond = nullptr);
   // What Finish needs of a request, copied (an answer made after the request is gone).

@@ -66,6 +66,14 @@ class OwnerPlannerTest : public ::testing::Test {
     Result<CommitResult> done = txn::CommitBatches(kernel_, planner.Finish(), {});
     ASSERT_TRUE(done.ok()) << done.status().ToString();
   }
+  // Another writer's commit of `ops` to filter (not through the planner).
+  void CommitForeign(std::vector<backend::TableOp> ops) {
+    backend::TableBatch foreign;
+    foreign.family = v4;
+    foreign.table = "filter";
+    foreign.ops = std::move(ops);
+    ASSERT_TRUE(kernel_.Commit(foreign).ok());
+  }
   std::string Save() {
     Result<Ruleset> rs = kernel_.Read(v4);
     return rs.ok() ? FormatSave(*rs) : rs.status().ToString();
@@ -143,11 +151,7 @@ TEST_F(OwnerPlannerTest, AHookPushedDownByAForeignInsertMovesBackWithItsCounters
     Commit(planner);
   }
   ASSERT_TRUE(kernel_.AddPacketCounts(v4, "filter", "INPUT", 1, 42, 4200).ok());
-  backend::TableBatch foreign;
-  foreign.family = v4;
-  foreign.table = "filter";
-  foreign.ops.push_back(backend::TableOp::Make(TKind::kInsert, "INPUT", R("-s 172.16.0.1/32 -j ACCEPT"), 1));
-  ASSERT_TRUE(kernel_.Commit(foreign).ok());
+  CommitForeign({backend::TableOp::Make(TKind::kInsert, "INPUT", R("-s 172.16.0.1/32 -j ACCEPT"), 1)});
 
   txn::BatchPlanner planner = Planner();
   Result<OwnerPlan> plan = owners_.Plan("web", state, planner);
@@ -188,12 +192,8 @@ TEST_F(OwnerPlannerTest, ChangedManagedRulesArePlannedAloneAndDriftIsLeftToTheFu
   }
   ASSERT_TRUE(kernel_.AddPacketCounts(v4, "filter", "INPUT", 1, 42, 4200).ok());
   // Another writer puts a rule above the first hook and one below the last hook: both hooks are out of place.
-  backend::TableBatch foreign;
-  foreign.family = v4;
-  foreign.table = "filter";
-  foreign.ops.push_back(backend::TableOp::Make(TKind::kInsert, "INPUT", R("-s 172.16.0.1/32 -j ACCEPT"), 1));
-  foreign.ops.push_back(backend::TableOp::Make(TKind::kAppend, "INPUT", R("-s 172.16.0.2/32 -j ACCEPT")));
-  ASSERT_TRUE(kernel_.Commit(foreign).ok());
+  CommitForeign({backend::TableOp::Make(TKind::kInsert, "INPUT", R("-s 172.16.0.1/32 -j ACCEPT"), 1),
+                 backend::TableOp::Make(TKind::kAppend, "INPUT", R("-s 172.16.0.2/32 -j ACCEPT"))});
 
   // r2 goes, r3 (first) and r4 (last) come: only those three are planned, the hooks out of place stay there.
   const OwnerState after = WithManaged({r1, r3, r4});
