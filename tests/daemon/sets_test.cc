@@ -39,6 +39,37 @@ std::vector<std::string> Members(const TestNetns& ns, const std::string& name) {
   return out;
 }
 
+// `clients` threads, each with its own keep-alive connection, send requests 0 .. clients * each - 1 (`send(http, k)`,
+// which returns what is wrong with its answer, "" when nothing); the first problem of each thread, "" for none.
+std::vector<std::string> FromConcurrentClients(const Daemon& daemon, int clients, int each,
+                                               const std::function<std::string(HttpClient&, int)>& send) {
+  std::vector<std::thread> threads;
+  std::vector<std::string> wrong(clients);
+  for (int t = 0; t < clients; ++t) {
+    threads.emplace_back([&, t] {
+      HttpClient http = daemon.Admin();
+      for (int i = 0; i < each; ++i) {
+        std::string problem = send(http, t * each + i);
+        if (!problem.empty() && wrong[t].empty()) wrong[t] = std::move(problem);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  return wrong;
+}
+
+// The result of each set_add audit record, by request id.
+std::map<std::string, std::string> SetAddResults(HttpClient& admin) {
+  std::map<std::string, std::string> results;
+  Reply audit = admin.Get("/v1/audit?action=set_add&limit=1000");
+  EXPECT_EQ(audit.status, 200) << audit.Describe();
+  if (audit.status != 200) return results;
+  for (const Json& e : audit.json["entries"]) {
+    if (e["request_id"].is_string()) results[e["request_id"].get<std::string>()] = e["result"];
+  }
+  return results;
+}
+
 bool SetExists(const TestNetns& ns, const std::string& name) {
   return ns.Exec({"ipset", "list", "-n", name}).exit_code == 0;
 }
@@ -389,35 +420,24 @@ TEST(DaemonSets, ConcurrentAddsEachGetTheirOwnAnswerAndAuditRecord) {
   ASSERT_EQ(admin.Post("/v1/sets", R"({"name": "c", "type": "hash:ip", "options": {"timeout": 0}})").status, 201);
   constexpr int kClients = 24, kEach = 4;
   auto bad = [](int k) { return k % 7 == 3; };
-  std::vector<std::thread> threads;
-  std::vector<std::string> wrong(kClients);
-  for (int t = 0; t < kClients; ++t) {
-    threads.emplace_back([&, t] {
-      HttpClient http = daemon->Admin();
-      for (int i = 0; i < kEach; ++i) {
-        const int k = t * kEach + i;
-        const std::string entry = bad(k) ? "bogus-" + std::to_string(k) : "10.7.0." + std::to_string(k);
-        Reply r = http.Send(Request{"POST",
-                                    "/v1/sets/c/entries",
-                                    R"({"entry": ")" + entry + R"(", "timeout": 60})",
-                                    "application/json",
-                                    {{"X-Request-Id", "cc-" + std::to_string(k)}}});
-        if (r.status != (bad(k) ? 400 : 200) && wrong[t].empty()) wrong[t] = entry + ": " + r.Describe();
-      }
-    });
+  for (const std::string& w : FromConcurrentClients(*daemon, kClients, kEach, [&](HttpClient&http, int k) {
+         const std::string entry = bad(k) ? "bogus-" + std::to_string(k) : "10.7.0." + std::to_string(k);
+         Reply r = http.Send(Request{"POST",
+                                     "/v1/sets/c/entries",
+                                     R"({"entry": ")" + entry + R"(", "timeout": 60})",
+                                     "application/json",
+                                     {{"X-Request-Id", "cc-" + std::to_string(k)}}});
+         return r.status == (bad(k) ? 400 : 200) ? std::string() : entry + ": " + r.Describe();
+       })) {
+    EXPECT_EQ(w, "");
   }
-  for (std::thread& th : threads) th.join();
-  for (const std::string& w : wrong) EXPECT_EQ(w, "");
   std::vector<std::string> want;
   for (int k = 0; k < kClients * kEach; ++k) {
     if (!bad(k)) want.push_back("10.7.0." + std::to_string(k));
   }
   std::sort(want.begin(), want.end());
   EXPECT_EQ(Members(*ns, "c"), want);
-  Reply audit = admin.Get("/v1/audit?action=set_add&limit=1000");
-  ASSERT_EQ(audit.status, 200) << audit.Describe();
-  std::map<std::string, std::string> results;
-  for (const Json& e : audit.json["entries"]) results[e["request_id"].get<std::string>()] = e["result"];
+  std::map<std::string, std::string> results = SetAddResults(admin);
   ASSERT_EQ(results.size(), size_t{kClients * kEach});
   for (int k = 0; k < kClients * kEach; ++k) {
     EXPECT_EQ(results["cc-" + std::to_string(k)], bad(k) ? "INVALID_ARGUMENT" : "ok") << k;
@@ -450,30 +470,22 @@ TEST(DaemonSets, RefusedAddsFailAloneInConcurrentBatches) {
     if (k % 7 == 2) return {own, R"({"entry": ")" + own + R"(", "timeout": 60, "no_refresh": true})", 200};
     return {own, R"({"entry": ")" + own + R"(", "timeout": 60})", 200};
   };
-  std::vector<std::thread> threads;
-  std::vector<std::string> wrong(kClients);
-  for (int t = 0; t < kClients; ++t) {
-    threads.emplace_back([&, t] {
-      HttpClient http = daemon->Admin();
-      for (int i = 0; i < kEach; ++i) {
-        const int k = t * kEach + i;
-        const Add a = add(k);
-        Reply r = http.Send(Request{
-            "POST", "/v1/sets/r/entries", a.body, "application/json", {{"X-Request-Id", "rf-" + std::to_string(k)}}});
-        std::string problem;
-        if (r.status != a.status) {
-          problem = "status";
-        } else if (a.status != 200 &&
-                   (!r.json.is_object() || r.json["error"]["details"]["token"] != a.entry ||
-                    r.json["error"]["message"].get<std::string>().find("'" + a.entry + "'") == std::string::npos)) {
-          problem = "error does not name the entry";
-        }
-        if (!problem.empty() && wrong[t].empty()) wrong[t] = std::to_string(k) + " " + problem + ": " + r.Describe();
-      }
-    });
+  for (const std::string& w : FromConcurrentClients(*daemon, kClients, kEach, [&](HttpClient&http, int k) {
+         const Add a = add(k);
+         Reply r = http.Send(Request{
+             "POST", "/v1/sets/r/entries", a.body, "application/json", {{"X-Request-Id", "rf-" + std::to_string(k)}}});
+         std::string problem;
+         if (r.status != a.status) {
+           problem = "status";
+         } else if (a.status != 200 &&
+                    (!r.json.is_object() || r.json["error"]["details"]["token"] != a.entry ||
+                     r.json["error"]["message"].get<std::string>().find("'" + a.entry + "'") == std::string::npos)) {
+           problem = "error does not name the entry";
+         }
+         return problem.empty() ? problem : std::to_string(k) + " " + problem + ": " + r.Describe();
+       })) {
+    EXPECT_EQ(w, "");
   }
-  for (std::thread& th : threads) th.join();
-  for (const std::string& w : wrong) EXPECT_EQ(w, "");
   std::vector<std::string> want = {"10.8.255.1"};
   int ok = 0;
   for (int k = 0; k < kClients * kEach; ++k) {
@@ -484,12 +496,7 @@ TEST(DaemonSets, RefusedAddsFailAloneInConcurrentBatches) {
   }
   std::sort(want.begin(), want.end());
   EXPECT_EQ(Members(*ns, "r"), want);
-  Reply audit = admin.Get("/v1/audit?action=set_add&limit=1000");
-  ASSERT_EQ(audit.status, 200) << audit.Describe();
-  std::map<std::string, std::string> results;
-  for (const Json& e : audit.json["entries"]) {
-    if (e["request_id"].is_string()) results[e["request_id"].get<std::string>()] = e["result"];
-  }
+  std::map<std::string, std::string> results = SetAddResults(admin);
   for (int k = 0; k < kClients * kEach; ++k) {
     const int status = add(k).status;
     EXPECT_EQ(results["rf-" + std::to_string(k)], status == 200   ? "ok"
