@@ -6,7 +6,6 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xtables.h>
 
 #include <csetjmp>
 #include <cstdarg>
@@ -17,9 +16,7 @@
 #include <shared_mutex>
 #include <utility>
 
-// Exported by libxtables but not declared in xtables.h: targets registered by loaded shared objects whose full
-// registration is still pending (libxtables/xtables.c).
-extern "C" struct xtables_target* xtables_pending_targets;
+#include "src/dialect/xtables_lib.h"
 
 namespace iptkit::dialect {
 
@@ -92,16 +89,16 @@ struct RawLookup {
 
 // 1: found, 0: no such extension, -1: libxtables reported an error (g_error). No C++ object with a destructor
 // may live in this frame: ExitErr longjmp()s into it.
-int FindRaw(bool target, const char* name, RawLookup* out) {
+int FindRaw(const XtablesLib& xt, bool target, const char* name, RawLookup* out) {
   if (setjmp(g_jump) != 0) return -1;
   if (target) {
-    xtables_target* t = xtables_find_target(name, XTF_TRY_LOAD);
+    xtables_target* t = xt.find_target(name, XTF_TRY_LOAD);
     if (t == nullptr) return 0;
     out->name = t->name;
     out->x6 = t->x6_options;
     out->extra = t->extra_opts;
   } else {
-    xtables_match* m = xtables_find_match(name, XTF_TRY_LOAD, nullptr);
+    xtables_match* m = xt.find_match(name, XTF_TRY_LOAD, nullptr);
     if (m == nullptr) return 0;
     out->name = m->name;
     out->x6 = m->x6_options;
@@ -143,7 +140,7 @@ std::string XtablesLibDir() { return IPTKIT_XTABLES_LIBDIR; }
 
 // xtables_init_all with XTABLES_LIBDIR / IPTABLES_LIB_DIR / IP6TABLES_LIB_DIR hidden from its getenv() calls: it
 // reads them through a filtered copy of `environ` (the process environment is not modified).
-int InitXtables() {
+int InitXtables(const XtablesLib& xt) {
   std::vector<char*> env;
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view v(*e);
@@ -155,7 +152,7 @@ int InitXtables() {
   env.push_back(nullptr);
   char** saved = environ;
   environ = env.data();
-  const int rc = xtables_init_all(&g_globals, NFPROTO_IPV4);
+  const int rc = xt.init_all(&g_globals, NFPROTO_IPV4);
   environ = saved;
   return rc;
 }
@@ -199,7 +196,8 @@ FileProbe ProbeExtensionFile(Family family, std::string_view name) {
 // file (another inode, so the constructor runs again) while the other family is current registers them; they are
 // read from the pending list directly (xtables_find_target would refuse the name: it is on the global
 // "not a target" list by then).
-const xtables_target* LoadTargetForFamily(const std::string& path, const std::string& name, uint16_t nfproto) {
+const xtables_target* LoadTargetForFamily(const XtablesLib& xt, const std::string& path, const std::string& name,
+                                          uint16_t nfproto) {
   static std::map<std::pair<std::string, uint16_t>, bool>* copied =
       new std::map<std::pair<std::string, uint16_t>, bool>();
   auto key = std::make_pair(path, nfproto);
@@ -227,7 +225,7 @@ const xtables_target* LoadTargetForFamily(const std::string& path, const std::st
     }
   }
   // Pending entries are grouped by name and family, preferred (highest) revision first.
-  for (const xtables_target* t = xtables_pending_targets; t != nullptr; t = t->next) {
+  for (const xtables_target* t = *xt.pending_targets; t != nullptr; t = t->next) {
     if (name == t->name && (t->family == nfproto || t->family == NFPROTO_UNSPEC)) return t;
   }
   return nullptr;
@@ -321,11 +319,12 @@ class XtablesCatalog final : public CachedCatalog {
   // Through libxtables, whatever BuiltinMatch knows.
   Outcome LoadThroughXtables(Family family, bool target, const std::string& name) const {
     std::lock_guard<std::mutex> lock(XtablesMutex());
-    if (!Initialize()) return {true, GenericExtension(name, target)};
-    xtables_set_params(&g_globals);
-    xtables_set_nfproto(family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
+    const XtablesLib* xt = Initialize();
+    if (xt == nullptr) return {true, GenericExtension(name, target)};
+    xt->set_params(&g_globals);
+    xt->set_nfproto(family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6);
     RawLookup raw;
-    int found = FindRaw(target, name.c_str(), &raw);
+    int found = FindRaw(*xt, target, name.c_str(), &raw);
     if (found == 1) {
       Extension ext;
       // Matches keep libxtables' name ("icmpv6" and "ipv6-icmp" are "icmp6"); targets keep the name as given
@@ -342,7 +341,7 @@ class XtablesCatalog final : public CachedCatalog {
     if (probe.state == FileState::kUnloadable) return {true, GenericExtension(name, target)};
     if (target && probe.state == FileState::kLoaded && !probe.shared_path.empty() && name[0] >= 'A' && name[0] <= 'Z') {
       const uint16_t nfproto = family == Family::kIPv4 ? NFPROTO_IPV4 : NFPROTO_IPV6;
-      if (const xtables_target* t = LoadTargetForFamily(probe.shared_path, name, nfproto)) {
+      if (const xtables_target* t = LoadTargetForFamily(*xt, probe.shared_path, name, nfproto)) {
         Extension ext;
         ext.name = name;
         ext.target = true;
@@ -364,18 +363,23 @@ class XtablesCatalog final : public CachedCatalog {
   }
 
  private:
-  // libxtables cannot be used in a process whose real and effective uid differ: xtables_init() calls
-  // _exit(111) there (xtables.c). Such callers get generic parsing.
-  static bool Initialize() {
+  // The library, loaded and initialized on the first lookup that needs it, or nullptr when it cannot be used:
+  // in a process whose real and effective uid differ (xtables_init() calls _exit(111) there, xtables.c), or when
+  // it cannot be loaded (LoadXtables). Such callers get generic parsing. Called with XtablesMutex() held.
+  static const XtablesLib* Initialize() {
     static int state = 0;  // 0 untried, 1 ok, -1 unusable
+    static const XtablesLib* lib = nullptr;
     if (state == 0) {
-      if (getuid() != geteuid()) {
-        state = -1;
-      } else {
-        state = InitXtables() == 0 ? 1 : -1;
+      state = -1;
+      if (getuid() == geteuid()) {
+        Result<const XtablesLib*> loaded = LoadXtables();
+        if (loaded.ok() && InitXtables(**loaded) == 0) {
+          lib = *loaded;
+          state = 1;
+        }
       }
     }
-    return state == 1;
+    return lib;
   }
 };
 

@@ -2,9 +2,6 @@
 
 // <net/if.h> before any <linux/...> header (linux/libc-compat.h then leaves struct ifreq & co. to glibc).
 #include <net/if.h>
-// clang-format off
-#include <xtables.h>
-// clang-format on
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -38,16 +35,16 @@
 #include "src/backend/native/xt_direct.h"
 #include "src/backend/native/xt_header.h"
 #include "src/dialect/extensions.h"
-
-// Exported by libxtables but not declared in xtables.h: extensions registered by loaded shared objects whose full
-// registration (revision check) is still pending (libxtables/xtables.c).
-extern "C" struct xtables_match* xtables_pending_matches;
-extern "C" struct xtables_target* xtables_pending_targets;
+#include "src/dialect/xtables_lib.h"
 
 namespace iptkit::backend::native {
 namespace {
 
 constexpr char kLibDir[] = IPTKIT_XTABLES_LIBDIR;
+
+// libxtables, loaded by the first successful Xtables::Instance() (before any job runs); jobs call it through this.
+const dialect::XtablesLib* g_xt = nullptr;
+const dialect::XtablesLib& Xt() { return *g_xt; }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker-thread globals. Only the worker thread touches them, always inside a job.
@@ -179,10 +176,10 @@ const Desc* FindIn(Desc* registered, Desc* pending, const char* name, bool targe
 }
 
 const xtables_match* FindMatchDesc(const char* name, uint8_t nfproto) {
-  return FindIn(xtables_matches, xtables_pending_matches, name, false, nfproto);
+  return FindIn(*Xt().matches, *Xt().pending_matches, name, false, nfproto);
 }
 const xtables_target* FindTargetDesc(const char* name, uint8_t nfproto) {
-  return FindIn(xtables_targets, xtables_pending_targets, name, true, nfproto);
+  return FindIn(*Xt().targets, *Xt().pending_targets, name, true, nfproto);
 }
 
 bool SafeName(const char* name) {
@@ -335,8 +332,8 @@ void Fail(const char* token, const char* fmt, ...) {
 struct option* MergeOptions(const xt_option_entry* x6, const struct option* extra, unsigned int* offset) {
   g_globals.option_offset = 0;
   g_globals.opts = g_globals.orig_opts;
-  if (x6 != nullptr) return xtables_options_xfrm(g_globals.orig_opts, nullptr, x6, offset);
-  if (extra != nullptr) return xtables_merge_options(g_globals.orig_opts, nullptr, extra, offset);
+  if (x6 != nullptr) return Xt().options_xfrm(g_globals.orig_opts, nullptr, x6, offset);
+  if (extra != nullptr) return Xt().merge_options(g_globals.orig_opts, nullptr, extra, offset);
   return nullptr;
 }
 
@@ -391,7 +388,7 @@ void ParseAddress(uint8_t nfproto, const char* spec, unsigned char* addr, unsign
   if (nfproto == NFPROTO_IPV4) {
     in_addr* a = nullptr;
     in_addr* m = nullptr;
-    xtables_ipparse_multiple(spec, &a, &m, &n);
+    Xt().ipparse_multiple(spec, &a, &m, &n);
     out->addrs = a;
     out->masks = m;
     if (n != 1) Fail(spec, "one address per rule (got %u)", n);
@@ -400,7 +397,7 @@ void ParseAddress(uint8_t nfproto, const char* spec, unsigned char* addr, unsign
   } else {
     in6_addr* a = nullptr;
     in6_addr* m = nullptr;
-    xtables_ip6parse_multiple(spec, &a, &m, &n);
+    Xt().ip6parse_multiple(spec, &a, &m, &n);
     out->addrs = a;
     out->masks = m;
     if (n != 1) Fail(spec, "one address per rule (got %u)", n);
@@ -416,7 +413,7 @@ void ParseAddress(uint8_t nfproto, const char* spec, unsigned char* addr, unsign
 void ParseInterface(const char* spec, char* name, unsigned char* mask) {
   g_token = spec;
   if (spec[0] == '\0') Fail(spec, "Empty interface is likely to be undesired");
-  xtables_parse_interface(spec, name, mask);
+  Xt().parse_interface(spec, name, mask);
 }
 
 // 0 on success; -1 with g_error / g_token / g_part set. `out` must be zeroed by the caller.
@@ -473,7 +470,7 @@ int ParseRaw(const RawIn* in, RawOut* out) {
   }
   if (in->proto != nullptr) {
     g_token = in->proto;
-    uint16_t proto = xtables_parse_protocol(in->proto);
+    uint16_t proto = Xt().parse_protocol(in->proto);
     if (proto == 0 && in->inv_proto) Fail(in->proto, "rule would never match protocol");
     if (v4) {
       out->fw.v4.ip.proto = proto;
@@ -517,12 +514,12 @@ int ParseRaw(const RawIn* in, RawOut* out) {
     if (m->init != nullptr) m->init(m->m);
     out->opts = MergeOptions(m->x6_options, m->extra_opts, &m->option_offset);
     RunOptions(ext, out->opts, [&](int c, bool invert) {
-      xtables_option_mpcall(static_cast<unsigned>(c), ext.argv, invert, m, entry);
+      Xt().option_mpcall(static_cast<unsigned>(c), ext.argv, invert, m, entry);
     });
     std::free(out->opts);
     out->opts = nullptr;
     g_token = ext.name;
-    xtables_option_mfcall(m);
+    Xt().option_mfcall(m);
     CopyOut(&out->matches[i], m->m->u.user.name, m->m->u.user.revision, m->m->data,
             m->m->u.match_size - static_cast<unsigned>(sizeof(xt_entry_match)));
     FreeMatchCopy(out);
@@ -576,12 +573,12 @@ int ParseRaw(const RawIn* in, RawOut* out) {
         if (t->init != nullptr) t->init(t->t);
         out->opts = MergeOptions(t->x6_options, t->extra_opts, &t->option_offset);
         RunOptions(ext, out->opts, [&](int c, bool invert) {
-          xtables_option_tpcall(static_cast<unsigned>(c), ext.argv, invert, t, entry);
+          Xt().option_tpcall(static_cast<unsigned>(c), ext.argv, invert, t, entry);
         });
         std::free(out->opts);
         out->opts = nullptr;
         g_token = name;
-        xtables_option_tfcall(t);
+        Xt().option_tfcall(t);
         out->verdict = kRawTarget;
         CopyOut(&out->target, t->t->u.user.name, t->t->u.user.revision, t->t->data,
                 t->t->u.target_size - static_cast<unsigned>(sizeof(xt_entry_target)));
@@ -824,8 +821,11 @@ std::string Describe(const Rule& rule, int part) {
 
 // getprotobynumber's name, cached (iptables' proto_to_name after its own table).
 std::string ProtoName(uint16_t proto) {
-  for (const xtables_pprot* p = xtables_chain_protos; p->name != nullptr; ++p) {
-    if (p->num == proto) return p->name;
+  // (FormatHeader may run before any Xtables::Instance(); without libxtables only the system's names remain.)
+  if (Result<const dialect::XtablesLib*> xt = dialect::LoadXtables(); xt.ok()) {
+    for (const xtables_pprot* p = (*xt)->chain_protos; p->name != nullptr; ++p) {
+      if (p->num == proto) return p->name;
+    }
   }
   static std::mutex mu;
   static std::map<uint16_t, std::string>* cache = new std::map<uint16_t, std::string>();
@@ -949,7 +949,12 @@ Result<Xtables*> Xtables::Instance() {
         "_exit(111)); call setresuid(euid, euid, euid) and setresgid(egid, egid, egid) first, or use the restore "
         "backend");
   }
-  static Xtables* instance = new Xtables();  // never destroyed: the worker lives until exit
+  // libxtables is loaded here, by the first caller that needs it (no iptkit program links it: xtables_lib.h).
+  IPTKIT_ASSIGN_OR_RETURN(const dialect::XtablesLib* xt, dialect::LoadXtables());
+  static Xtables* instance = [xt] {
+    g_xt = xt;
+    return new Xtables();  // never destroyed: the worker lives until exit
+  }();
   return instance;
 }
 
@@ -969,7 +974,7 @@ uint64_t Xtables::worker_jobs() const {
 
 void Xtables::RunJob(const std::function<void()>& job, bool capture_stderr) {
   std::lock_guard<std::mutex> xt(dialect::XtablesMutex());
-  xtables_set_params(&g_globals);
+  Xt().set_params(&g_globals);
   if (!capture_stderr) {
     job();
     return;
@@ -1085,7 +1090,7 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
           return;
         }
         const uint8_t nfproto = NfProto(family);
-        xtables_set_nfproto(nfproto);
+        Xt().set_nfproto(nfproto);
         for (size_t r = 0; r < rules.size(); ++r) {
           const Rule& rule = *rules[r];
           std::vector<ArgvStore> stores(rule.matches.size() + 1);
@@ -1328,7 +1333,7 @@ void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, b
       while (k < raw.size()) {
         size_t end = k;
         while (end < raw.size() && raw[end].nfproto == raw[k].nfproto) ++end;
-        xtables_set_nfproto(raw[k].nfproto);
+        Xt().set_nfproto(raw[k].nfproto);
         PrintRaw(raw.data() + k, end - k, delimited);
         k = end;
       }
