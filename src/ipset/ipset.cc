@@ -114,7 +114,7 @@ Result<std::unique_ptr<Session>> OpenForSet(std::string_view name, bool exist) {
 // time in the same session (a partly applied stream would make them fail on their own entries). The exception: a
 // caller already inside the namespace ("" as Ipsets' netns) whose add comes after kAddWorkerIdle without adds runs
 // it on its own thread in a session of its own (the worker would have to open a new one too), so that a one-add
-// process starts no thread.
+// process starts no thread; the process's first such adds do so before any worker for "" exists (RunFirstInline).
 constexpr auto kAddWorkerIdle = std::chrono::milliseconds(500);
 constexpr size_t kMaxAddBatch = 4096;
 
@@ -161,8 +161,46 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
     }
     std::lock_guard<std::mutex> lock(mu);
     std::shared_ptr<AddWorker>& w = (*workers)[{st.st_dev, st.st_ino}];
-    if (!w) w = std::make_shared<AddWorker>(std::move(fd));
+    if (!w) {
+      w = std::make_shared<AddWorker>(std::move(fd));
+      if (netns.empty()) {
+        // Takes over from RunFirstInline: adds soon after its last one (or beside one it still runs) start the
+        // thread, as they would have in this worker.
+        FirstAdds& first = First();
+        std::lock_guard<std::mutex> first_lock(first.mu);
+        first.worker_made = true;
+        w->last_done_ = first.busy ? std::chrono::steady_clock::now() : first.last_done;
+      }
+    }
     return w;
+  }
+
+  // The adds of a caller in its own namespace ("" as Ipsets' netns) while no worker for "" exists yet (the process's
+  // first adds: `iptkit set add`) run on the calling thread in a session of their own, as the new worker's AddAll
+  // would run them, without For("") and its stat of /proc/thread-self/ns/net: a new process's first walk of /proc
+  // instantiates those entries (about 20-40 us, the largest system call of a one-add process, which ipset does not
+  // make). False (nothing done) when the caller must go through For(""): a worker for "" exists, another such add
+  // runs, or the last one ended less than kAddWorkerIdle ago (the next add starts the worker thread, as before).
+  static bool RunFirstInline(const std::vector<PendingAdd*>& adds) {
+    FirstAdds& first = First();
+    {
+      std::lock_guard<std::mutex> lock(first.mu);
+      if (first.worker_made || first.busy || std::chrono::steady_clock::now() - first.last_done < kAddWorkerIdle) {
+        return false;
+      }
+      first.busy = true;
+    }
+    std::unique_ptr<Session> session;
+    RunBatch(adds, session);
+    {
+      std::lock_guard<std::mutex> ipset_lock(LibipsetMutex());
+      session.reset();
+    }
+    std::lock_guard<std::mutex> lock(first.mu);
+    first.busy = false;
+    first.last_done = std::chrono::steady_clock::now();
+    for (PendingAdd* a : adds) a->done = true;
+    return true;
   }
 
   // Queues every add and returns when all are done (each with its status).
@@ -211,6 +249,18 @@ class AddWorker : public std::enable_shared_from_this<AddWorker> {
   }
 
  private:
+  // RunFirstInline's state: whether For("") made a worker yet, whether an add runs inline, when the last one ended.
+  struct FirstAdds {
+    std::mutex mu;
+    bool worker_made = false;
+    bool busy = false;
+    std::chrono::steady_clock::time_point last_done{};
+  };
+  static FirstAdds& First() {
+    static auto* first = new FirstAdds();  // never destroyed, as the workers
+    return *first;
+  }
+
   void Work() {
     Status entered = Status::Ok();
     if (netns_fd_.get() >= 0 && ::setns(netns_fd_.get(), CLONE_NEWNET) != 0) {
@@ -679,9 +729,11 @@ Status Ipsets::Add(std::string_view name, std::string_view elem, const SetAddOpt
   IPTKIT_RETURN_IF_ERROR(ipset::CheckSetName(name));
   SetEntrySpec spec{std::string(elem), options.timeout, options.comment, 0};
   IPTKIT_RETURN_IF_ERROR(ipset::CheckEntrySpec(spec));
-  IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
   PendingAdd add{std::string(name), spec.elem, ipset::AddLine(name, spec), !options.no_refresh};
-  worker->AddAll({&add});
+  if (!netns_.empty() || !AddWorker::RunFirstInline({&add})) {
+    IPTKIT_ASSIGN_OR_RETURN(std::shared_ptr<AddWorker> worker, AddWorker::For(netns_));
+    worker->AddAll({&add});
+  }
   return add.status.WithToken(std::string(elem));
 }
 
@@ -701,7 +753,7 @@ std::vector<Status> Ipsets::AddEach(const std::vector<AddRequest>& adds) const {
       queued.push_back(&pending[i]);
     }
   }
-  if (!queued.empty()) {
+  if (!queued.empty() && (!netns_.empty() || !AddWorker::RunFirstInline(queued))) {
     Result<std::shared_ptr<AddWorker>> worker = AddWorker::For(netns_);
     if (worker.ok()) {
       (*worker)->AddAll(queued);

@@ -2,12 +2,15 @@
 // (unlike separate processes, see tests/cli/ for the binary).
 #include "tools/iptkit/cli_runner.h"
 
+#include <dlfcn.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
+
+#include "src/dialect/xtables_lib.h"
 
 namespace iptkit::cli {
 namespace {
@@ -434,6 +437,71 @@ TEST(CliMainTest, UsageErrorNeedsNoFirewall) {
   EXPECT_THAT(err.str(), StartsWith("iptkit: "));
   EXPECT_THAT(err.str(), HasSubstr("--bogus"));
   EXPECT_EQ(out.str(), "");
+}
+
+// ---- libxtables is loaded on first use (src/dialect/xtables_lib.h) ----
+
+// Whether this process has libxtables loaded.
+bool LibxtablesLoaded() {
+  void* h = ::dlopen(dialect::XtablesLibPath().c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (h != nullptr) ::dlclose(h);
+  return h != nullptr;
+}
+
+// Before main(): loaded then only as a dynamic dependency of the program.
+const bool g_libxtables_loaded_at_start = LibxtablesLoaded();
+
+// One command in the child of a death test; prints what went wrong to stderr (which the test shows).
+bool Runs(const std::vector<std::string>& args, int want_code, const std::string& want_err = "",
+          const Environment& env = {}) {
+  std::istringstream in;
+  std::ostringstream out;
+  std::ostringstream err;
+  const int code = Main(args, in, out, err, nullptr, env);
+  if (code == want_code && err.str().find(want_err) != std::string::npos) return true;
+  std::fprintf(stderr, "%s: exit %d (want %d), stderr: %s\n", args.back().c_str(), code, want_code, err.str().c_str());
+  return false;
+}
+
+// The CLI does not link libxtables: a command that needs no extension (--version, a set command) never maps it, and
+// the first one that looks an extension up loads it. Fails if the library is a dynamic dependency again, or if a
+// lookup stops loading it. Runs in a child process (what it loads stays there); ctest runs each test in a process of
+// its own, so only a run of the whole binary can have it loaded already.
+TEST(CliXtablesDeathTest, LoadedOnlyByTheFirstCommandThatNeedsIt) {
+  ASSERT_FALSE(g_libxtables_loaded_at_start) << "libxtables is a dynamic dependency of this program";
+  if (LibxtablesLoaded()) GTEST_SKIP() << "an earlier test of this process loaded libxtables";
+  EXPECT_EXIT(
+      {
+        bool ok = !LibxtablesLoaded() && Runs({"--version"}, kExitOk) && !LibxtablesLoaded() &&
+                  Runs({"set", "add", "bl", "10.0.0.1", "bogus-option"}, kExitInvalid) && !LibxtablesLoaded() &&
+                  Runs({"--backend", "fake", "append", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
+                       kExitOk) &&
+                  LibxtablesLoaded();
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// Without libxtables (a missing file) only the commands that need it fail, and they say which file is missing: the
+// native backend (exit 4, FailedPrecondition); the fake backend parses extensions generically, as in a setuid
+// process; --version runs.
+TEST(CliXtablesDeathTest, MissingLibraryFailsOnlyTheCommandsThatNeedIt) {
+  if (LibxtablesLoaded()) GTEST_SKIP() << "an earlier test of this process loaded libxtables";
+  EXPECT_EXIT(
+      {
+        dialect::SetXtablesLibPathForTesting("/nonexistent/libxtables.so.12");
+        Environment env;
+        env.has_net_admin = true;
+        bool ok = Runs({"--version"}, kExitOk) &&
+                  Runs({"--backend", "fake", "append", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
+                       kExitOk) &&
+                  Runs({"--backend", "native", "list"}, kExitConflict,
+                       "libxtables (iptables' extension library) cannot be used: cannot load "
+                       "/nonexistent/libxtables.so.12",
+                       env);
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
