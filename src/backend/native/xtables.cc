@@ -42,9 +42,42 @@ namespace {
 
 constexpr char kLibDir[] = IPTKIT_XTABLES_LIBDIR;
 
-// libxtables, loaded by the first successful Xtables::Instance() (before any job runs); jobs call it through this.
-const dialect::XtablesLib* g_xt = nullptr;
-const dialect::XtablesLib& Xt() { return *g_xt; }
+// libxtables, loaded by the first call that needs it (LoadLib, before the job that calls it runs): a rule whose
+// header and matches are all built without it (DirectHeader, xt_direct.h) and whose target is a verdict never
+// loads it. Jobs call it through Xt().
+std::atomic<const dialect::XtablesLib*> g_xt{nullptr};
+const dialect::XtablesLib& Xt() { return *g_xt.load(std::memory_order_acquire); }
+
+Status LoadLib() {
+  if (g_xt.load(std::memory_order_acquire) != nullptr) return Status::Ok();
+  IPTKIT_ASSIGN_OR_RETURN(const dialect::XtablesLib* xt, dialect::LoadXtables());
+  g_xt.store(xt, std::memory_order_release);
+  return Status::Ok();
+}
+
+// iptables' own protocol names, which it prints and parses before (printing) or after (parsing) the system's
+// (libxtables/xtables.c xtables_chain_protos, 1.8.9); XtablesHeaderTest compares the table with the library's.
+struct ProtoNameNum {
+  const char* name;
+  uint8_t num;
+};
+constexpr ProtoNameNum kChainProtos[] = {
+    {"tcp", IPPROTO_TCP},      {"sctp", IPPROTO_SCTP},          {"udp", IPPROTO_UDP},      {"udplite", IPPROTO_UDPLITE},
+    {"icmp", IPPROTO_ICMP},    {"ipv6-icmp", IPPROTO_ICMPV6},   {"icmpv6", IPPROTO_ICMPV6}, {"esp", IPPROTO_ESP},
+    {"ah", IPPROTO_AH},        {"mobility-header", IPPROTO_MH}, {"ipv6-mh", IPPROTO_MH},   {"mh", IPPROTO_MH},
+    {"all", 0}};
+
+// A decimal number without sign or leading zero, at most `max`; -1 otherwise (libxtables' xtables_strtoui takes
+// base 0, so "010" is 8 there: such forms are left to it).
+int PlainDecimal(std::string_view s, int max) {
+  if (s.empty() || s.size() > 3 || (s.size() > 1 && s[0] == '0')) return -1;
+  int v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return -1;
+    v = v * 10 + (c - '0');
+  }
+  return v <= max ? v : -1;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Worker-thread globals. Only the worker thread touches them, always inside a job.
@@ -258,6 +291,9 @@ struct RawExt {
 struct RawIn {
   uint8_t nfproto;
   const char *src, *dst, *in, *out, *proto;
+  // Set where the caller parsed the field itself (DirectHeader): the address and mask, the protocol number.
+  const DirectAddress *src_direct, *dst_direct;
+  int proto_direct;  // -1: parse `proto`
   bool inv_src, inv_dst, inv_in, inv_out, inv_proto, frag, inv_frag;
   int nmatches;
   const RawExt* matches;
@@ -434,7 +470,13 @@ int ParseRaw(const RawIn* in, RawOut* out) {
   uint8_t* flags = v4 ? &out->fw.v4.ip.flags : &out->fw.v6.ipv6.flags;
 
   // The header, as iptables' do_parse and ipv{4,6}_post_parse fill struct ipt_ip / ip6t_ip6.
-  if (in->src != nullptr) {
+  if (in->src_direct != nullptr) {
+    std::memcpy(v4 ? reinterpret_cast<unsigned char*>(&out->fw.v4.ip.src) : out->fw.v6.ipv6.src.s6_addr,
+                in->src_direct->addr, v4 ? 4 : 16);
+    std::memcpy(v4 ? reinterpret_cast<unsigned char*>(&out->fw.v4.ip.smsk) : out->fw.v6.ipv6.smsk.s6_addr,
+                in->src_direct->mask, v4 ? 4 : 16);
+    if (in->inv_src) *invflags |= IPT_INV_SRCIP;
+  } else if (in->src != nullptr) {
     if (v4) {
       ParseAddress(in->nfproto, in->src, reinterpret_cast<unsigned char*>(&out->fw.v4.ip.src),
                    reinterpret_cast<unsigned char*>(&out->fw.v4.ip.smsk), out);
@@ -443,7 +485,13 @@ int ParseRaw(const RawIn* in, RawOut* out) {
     }
     if (in->inv_src) *invflags |= IPT_INV_SRCIP;
   }
-  if (in->dst != nullptr) {
+  if (in->dst_direct != nullptr) {
+    std::memcpy(v4 ? reinterpret_cast<unsigned char*>(&out->fw.v4.ip.dst) : out->fw.v6.ipv6.dst.s6_addr,
+                in->dst_direct->addr, v4 ? 4 : 16);
+    std::memcpy(v4 ? reinterpret_cast<unsigned char*>(&out->fw.v4.ip.dmsk) : out->fw.v6.ipv6.dmsk.s6_addr,
+                in->dst_direct->mask, v4 ? 4 : 16);
+    if (in->inv_dst) *invflags |= IPT_INV_DSTIP;
+  } else if (in->dst != nullptr) {
     if (v4) {
       ParseAddress(in->nfproto, in->dst, reinterpret_cast<unsigned char*>(&out->fw.v4.ip.dst),
                    reinterpret_cast<unsigned char*>(&out->fw.v4.ip.dmsk), out);
@@ -470,7 +518,7 @@ int ParseRaw(const RawIn* in, RawOut* out) {
   }
   if (in->proto != nullptr) {
     g_token = in->proto;
-    uint16_t proto = Xt().parse_protocol(in->proto);
+    uint16_t proto = in->proto_direct >= 0 ? static_cast<uint16_t>(in->proto_direct) : Xt().parse_protocol(in->proto);
     if (proto == 0 && in->inv_proto) Fail(in->proto, "rule would never match protocol");
     if (v4) {
       out->fw.v4.ip.proto = proto;
@@ -821,11 +869,8 @@ std::string Describe(const Rule& rule, int part) {
 
 // getprotobynumber's name, cached (iptables' proto_to_name after its own table).
 std::string ProtoName(uint16_t proto) {
-  // (FormatHeader may run before any Xtables::Instance(); without libxtables only the system's names remain.)
-  if (Result<const dialect::XtablesLib*> xt = dialect::LoadXtables(); xt.ok()) {
-    for (const xtables_pprot* p = (*xt)->chain_protos; p->name != nullptr; ++p) {
-      if (p->num == proto) return p->name;
-    }
+  for (const ProtoNameNum& p : kChainProtos) {
+    if (p.num == proto) return p.name;
   }
   static std::mutex mu;
   static std::map<uint16_t, std::string>* cache = new std::map<uint16_t, std::string>();
@@ -949,12 +994,7 @@ Result<Xtables*> Xtables::Instance() {
         "_exit(111)); call setresuid(euid, euid, euid) and setresgid(egid, egid, egid) first, or use the restore "
         "backend");
   }
-  // libxtables is loaded here, by the first caller that needs it (no iptkit program links it: xtables_lib.h).
-  IPTKIT_ASSIGN_OR_RETURN(const dialect::XtablesLib* xt, dialect::LoadXtables());
-  static Xtables* instance = [xt] {
-    g_xt = xt;
-    return new Xtables();  // never destroyed: the worker lives until exit
-  }();
+  static Xtables* instance = new Xtables();  // never destroyed: the worker lives until exit
   return instance;
 }
 
@@ -974,7 +1014,7 @@ uint64_t Xtables::worker_jobs() const {
 
 void Xtables::RunJob(const std::function<void()>& job, bool capture_stderr) {
   std::lock_guard<std::mutex> xt(dialect::XtablesMutex());
-  Xt().set_params(&g_globals);
+  if (g_xt.load(std::memory_order_acquire) != nullptr) Xt().set_params(&g_globals);
   if (!capture_stderr) {
     job();
     return;
@@ -1082,6 +1122,37 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
     }
     if (rule.in_interface || rule.out_interface) extension_code = true;
   }
+  // The header's addresses and protocol in their common forms, without libxtables (DirectParseAddress /
+  // DirectParseProtocol); libxtables is loaded only when something is left to it.
+  struct HeaderFields {
+    std::optional<DirectAddress> src, dst;
+    std::optional<uint16_t> proto;
+  };
+  std::vector<HeaderFields> header(rules.size());
+  bool needs_lib = extension_code;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    const Rule& rule = *rules[r];
+    if (rule.source) {
+      header[r].src = DirectParseAddress(family, rule.source->value);
+      if (!header[r].src) needs_lib = true;
+    }
+    if (rule.destination) {
+      header[r].dst = DirectParseAddress(family, rule.destination->value);
+      if (!header[r].dst) needs_lib = true;
+    }
+    if (rule.protocol) {
+      std::string proto = rule.protocol->value;
+      for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      header[r].proto = DirectParseProtocol(proto);
+      if (!header[r].proto) needs_lib = true;
+    }
+  }
+  if (needs_lib) {
+    if (Status loaded = LoadLib(); !loaded.ok()) {
+      for (auto& r : results) r = loaded;
+      return results;
+    }
+  }
   Run(
       netns_fd,
       [&] {
@@ -1090,7 +1161,7 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
           return;
         }
         const uint8_t nfproto = NfProto(family);
-        Xt().set_nfproto(nfproto);
+        if (needs_lib) Xt().set_nfproto(nfproto);
         for (size_t r = 0; r < rules.size(); ++r) {
           const Rule& rule = *rules[r];
           std::vector<ArgvStore> stores(rule.matches.size() + 1);
@@ -1124,6 +1195,9 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
             in.proto = proto.c_str();
             in.inv_proto = rule.protocol->negated;
           }
+          in.src_direct = header[r].src ? &*header[r].src : nullptr;
+          in.dst_direct = header[r].dst ? &*header[r].dst : nullptr;
+          in.proto_direct = header[r].proto ? static_cast<int>(*header[r].proto) : -1;
           in.frag = rule.fragment.has_value();
           in.inv_frag = rule.fragment && rule.fragment->negated;
           in.nmatches = static_cast<int>(exts.size());
@@ -1288,6 +1362,12 @@ void Xtables::PrintExtensions(const std::vector<ExtItem>& items, int netns_fd, b
                               std::vector<std::string>& texts, std::map<size_t, Status>& errors) {
   texts.assign(items.size(), std::string());
   errors.clear();
+  if (!items.empty()) {
+    if (Status loaded = LoadLib(); !loaded.ok()) {
+      for (size_t i = 0; i < items.size(); ++i) errors.emplace(i, loaded);
+      return;
+    }
+  }
   Status entered;
   Run(netns_fd, [&] {
     entered = EnterNetns(netns_fd);
@@ -1609,6 +1689,64 @@ std::vector<Result<Rule>> Xtables::ToRules(const std::vector<const XtRule*>& rul
     }
   }
   return results;
+}
+
+std::optional<DirectAddress> DirectParseAddress(Family family, std::string_view spec) {
+  DirectAddress out{};
+  const size_t slash = spec.rfind('/');
+  const std::string_view addr = spec.substr(0, slash);
+  int bits = family == Family::kIPv4 ? 32 : 128;
+  if (slash != std::string_view::npos && (bits = PlainDecimal(spec.substr(slash + 1), bits)) < 0) return std::nullopt;
+  if (family == Family::kIPv4) {
+    // Four plain decimal octets (xtables_numeric_to_ipaddr also completes "10.1" and reads octal and hex).
+    size_t at = 0;
+    for (int i = 0; i < 4; ++i) {
+      const size_t dot = i < 3 ? addr.find('.', at) : addr.size();
+      if (dot == std::string_view::npos) return std::nullopt;
+      const int octet = PlainDecimal(addr.substr(at, dot - at), 255);
+      if (octet < 0) return std::nullopt;
+      out.addr[i] = static_cast<uint8_t>(octet);
+      at = dot + 1;
+    }
+  } else {
+    // As xtables_numeric_to_ip6addr reads it.
+    if (addr.empty() || addr.size() >= INET6_ADDRSTRLEN) return std::nullopt;
+    char text[INET6_ADDRSTRLEN];
+    std::memcpy(text, addr.data(), addr.size());
+    text[addr.size()] = '\0';
+    if (::inet_pton(AF_INET6, text, out.addr) != 1) return std::nullopt;
+  }
+  // A prefix length as xtables_ipmask / ip6mask make it, and the address masked with it (xtables_ipparse_multiple,
+  // xtables_ip6parse_multiple).
+  for (int i = 0; i < (family == Family::kIPv4 ? 4 : 16); ++i) {
+    const int b = std::clamp(bits - 8 * i, 0, 8);
+    out.mask[i] = static_cast<uint8_t>(0xFF00u >> b);
+    out.addr[i] &= out.mask[i];
+  }
+  return out;
+}
+
+std::optional<uint16_t> DirectParseProtocol(std::string_view name) {
+  // xtables_parse_protocol: a number, then "all", then the system's name, then iptables' own table; anything else
+  // (another numeral, an unknown name: its error) is left to it.
+  if (name.empty()) return std::nullopt;
+  if (name[0] >= '0' && name[0] <= '9') {
+    const int v = PlainDecimal(name, UINT8_MAX);
+    if (v < 0) return std::nullopt;
+    return static_cast<uint16_t>(v);
+  }
+  if (name == "all") return 0;
+  const std::string text(name);
+  protoent pe;
+  protoent* found = nullptr;
+  char buf[1024];
+  if (getprotobyname_r(text.c_str(), &pe, buf, sizeof(buf), &found) == 0 && found != nullptr) {
+    return static_cast<uint16_t>(found->p_proto);
+  }
+  for (const ProtoNameNum& p : kChainProtos) {
+    if (name == p.name) return p.num;
+  }
+  return std::nullopt;
 }
 
 }  // namespace iptkit::backend::native

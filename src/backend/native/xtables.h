@@ -43,6 +43,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -145,6 +146,21 @@ class Xtables {
   KeyMap<std::string> print_cache_;
   std::string last_warnings_;  // what extensions last printed to stderr
 };
+
+// The source or destination of a rule header as libxtables parses it (address and mask, the address masked).
+struct DirectAddress {
+  uint8_t addr[16];  // IPv4: the first 4 bytes
+  uint8_t mask[16];
+};
+// The common forms of a header address, parsed as libxtables' xtables_ipparse_multiple /
+// xtables_ip6parse_multiple parse them, without it: IPv4 "a.b.c.d" or "a.b.c.d/N" in plain decimal, an IPv6
+// literal (inet_pton) with an optional "/N". nullopt for every other form (dotted masks, octal or shortened IPv4,
+// lists), which Parse leaves to libxtables. Pure; exposed for tests (compared with libxtables').
+std::optional<DirectAddress> DirectParseAddress(Family family, std::string_view spec);
+// The protocol number libxtables' xtables_parse_protocol gives `name` (lower case): plain decimal, "all", the
+// system's name (getprotobyname), iptables' own names; nullopt for other numerals and unknown names (left to
+// libxtables, which also words the error). Exposed for tests.
+std::optional<uint16_t> DirectParseProtocol(std::string_view name);
 
 // The header part of a save line (" -s 10.0.0.0/8 -i eth0 -p tcp", leading blank per field), as iptables-nft-save
 // prints it (xshared.c save_ipv4_addr / save_ipv6_addr / save_rule_details). Pure; exposed for tests.
