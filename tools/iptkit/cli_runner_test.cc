@@ -482,23 +482,18 @@ TEST(CliXtablesDeathTest, LoadedOnlyByTheFirstCommandThatNeedsIt) {
       ::testing::ExitedWithCode(0), "");
 }
 
-// Without libxtables (a missing file) only the commands that need it fail, and they say which file is missing: the
-// native backend (exit 4, FailedPrecondition); the fake backend parses extensions generically, as in a setuid
-// process; --version runs.
-TEST(CliXtablesDeathTest, MissingLibraryFailsOnlyTheCommandsThatNeedIt) {
+// Without libxtables (a missing file) the commands that do not need it run: --version, and the rule parser takes
+// an extension's options generically (as in a setuid process), so a fake-backend append of a conntrack rule works.
+// (What needs the library fails naming the file: XtablesDeathTest in the native backend's tests.)
+TEST(CliXtablesDeathTest, WithoutTheLibraryOtherCommandsRun) {
   if (LibxtablesLoaded()) GTEST_SKIP() << "an earlier test of this process loaded libxtables";
   EXPECT_EXIT(
       {
         dialect::SetXtablesLibPathForTesting("/nonexistent/libxtables.so.12");
-        Environment env;
-        env.has_net_admin = true;
         bool ok = Runs({"--version"}, kExitOk) &&
                   Runs({"--backend", "fake", "append", "INPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT"},
                        kExitOk) &&
-                  Runs({"--backend", "native", "list"}, kExitConflict,
-                       "libxtables (iptables' extension library) cannot be used: cannot load "
-                       "/nonexistent/libxtables.so.12",
-                       env);
+                  !LibxtablesLoaded();
         std::_Exit(ok ? 0 : 1);
       },
       ::testing::ExitedWithCode(0), "");

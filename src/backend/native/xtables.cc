@@ -1109,18 +1109,20 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
   // no capture.
   std::vector<std::vector<std::optional<XtExtension>>> direct(rules.size());
   bool extension_code = false;
+  std::vector<char> rule_needs_lib(rules.size(), 0);  // the rule runs extension code or a header parser of libxtables
   for (size_t r = 0; r < rules.size(); ++r) {
     const Rule& rule = *rules[r];
     direct[r].reserve(rule.matches.size());
     for (const Match& m : rule.matches) {
       direct[r].push_back(DirectParseMatch(m));
-      if (!direct[r].back()) extension_code = true;
+      if (!direct[r].back()) rule_needs_lib[r] = 1;
     }
     const Target& t = rule.target;
     if (t.kind == Target::Kind::kJump && t.name != "ACCEPT" && t.name != "DROP" && t.name != "RETURN") {
-      extension_code = true;
+      rule_needs_lib[r] = 1;
     }
-    if (rule.in_interface || rule.out_interface) extension_code = true;
+    if (rule.in_interface || rule.out_interface) rule_needs_lib[r] = 1;
+    if (rule_needs_lib[r]) extension_code = true;
   }
   // The header's addresses and protocol in their common forms, without libxtables (DirectParseAddress /
   // DirectParseProtocol); libxtables is loaded only when something is left to it.
@@ -1129,28 +1131,35 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
     std::optional<uint16_t> proto;
   };
   std::vector<HeaderFields> header(rules.size());
-  bool needs_lib = extension_code;
+  bool needs_lib = false;
   for (size_t r = 0; r < rules.size(); ++r) {
     const Rule& rule = *rules[r];
     if (rule.source) {
       header[r].src = DirectParseAddress(family, rule.source->value);
-      if (!header[r].src) needs_lib = true;
+      if (!header[r].src) rule_needs_lib[r] = 1;
     }
     if (rule.destination) {
       header[r].dst = DirectParseAddress(family, rule.destination->value);
-      if (!header[r].dst) needs_lib = true;
+      if (!header[r].dst) rule_needs_lib[r] = 1;
     }
     if (rule.protocol) {
       std::string proto = rule.protocol->value;
       for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       header[r].proto = DirectParseProtocol(proto);
-      if (!header[r].proto) needs_lib = true;
+      if (!header[r].proto) rule_needs_lib[r] = 1;
     }
+    if (rule_needs_lib[r]) needs_lib = true;
   }
+  // Without the library the rules that need it fail (FailedPrecondition naming the file); the others are parsed.
+  std::vector<char> skip(rules.size(), 0);
   if (needs_lib) {
     if (Status loaded = LoadLib(); !loaded.ok()) {
-      for (auto& r : results) r = loaded;
-      return results;
+      needs_lib = false;
+      for (size_t r = 0; r < rules.size(); ++r) {
+        if (!rule_needs_lib[r]) continue;
+        results[r] = loaded;
+        skip[r] = 1;
+      }
     }
   }
   Run(
@@ -1163,6 +1172,7 @@ std::vector<Result<XtRule>> Xtables::Parse(Family family, const std::vector<cons
         const uint8_t nfproto = NfProto(family);
         if (needs_lib) Xt().set_nfproto(nfproto);
         for (size_t r = 0; r < rules.size(); ++r) {
+          if (skip[r]) continue;
           const Rule& rule = *rules[r];
           std::vector<ArgvStore> stores(rule.matches.size() + 1);
           std::vector<RawExt> exts(rule.matches.size());

@@ -5,6 +5,7 @@
 #include "src/dialect/xtables_lib.h"  // first: <net/if.h> before the kernel's headers
 // clang-format on
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "iptkit/dialect.h"
 #include "src/backend/native/xt_header.h"
 #include "src/backend/native/xtables.h"
 #include "src/dialect/extensions.h"
@@ -158,6 +160,43 @@ TEST(XtablesHeaderTest, ProtocolNamesPrintedAreIptablesOwn) {
     ++names;
   }
   EXPECT_GE(names, 9);
+}
+
+// libxtables is loaded only by a parse or print that needs it, and when it cannot be loaded only those fail, with
+// FailedPrecondition naming the file (reason libxtables_unavailable): a rule of the common forms is still parsed
+// and printed. In a child process (the library path is set before anything loads it); ctest runs each test in a
+// process of its own, so only a run of the whole binary can have it loaded already.
+TEST(XtablesDeathTest, MissingLibraryFailsOnlyWhatNeedsIt) {
+  void* loaded = ::dlopen(dialect::XtablesLibPath().c_str(), RTLD_NOW | RTLD_NOLOAD);
+  if (loaded != nullptr) {
+    ::dlclose(loaded);
+    GTEST_SKIP() << "an earlier test of this process loaded libxtables";
+  }
+  EXPECT_EXIT(
+      {
+        dialect::SetXtablesLibPathForTesting("/nonexistent/libxtables.so.12");
+        auto fail = [](const std::string& what) {
+          std::fprintf(stderr, "%s\n", what.c_str());
+          std::_Exit(1);
+        };
+        Result<Xtables*> xt = Xtables::Instance();
+        if (!xt.ok()) fail("Instance: " + xt.status().ToString());
+        Result<Rule> common = ParseRuleSpec("-s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT", Family::kIPv4);
+        Result<Rule> conntrack = ParseRuleSpec("-m conntrack --ctstate NEW -j ACCEPT", Family::kIPv4);
+        if (!common.ok() || !conntrack.ok()) fail("ParseRuleSpec");
+        std::vector<Result<XtRule>> parsed = (*xt)->Parse(Family::kIPv4, {&*common, &*conntrack});
+        if (!parsed[0].ok()) fail("common rule: " + parsed[0].status().ToString());
+        const Status& s = parsed[1].status();
+        if (s.code() != StatusCode::kFailedPrecondition ||
+            s.message().find("cannot load /nonexistent/libxtables.so.12") == std::string::npos ||
+            s.details().reason != std::optional<std::string>("libxtables_unavailable")) {
+          fail("conntrack rule: " + s.ToString());
+        }
+        std::vector<Result<std::string>> text = (*xt)->Format({&*parsed[0]});
+        if (!text[0].ok() || *text[0] != "-s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT") fail("Format");
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
