@@ -55,8 +55,8 @@ Status LoadLib() {
   return Status::Ok();
 }
 
-// iptables' own protocol names, which it prints and parses before (printing) or after (parsing) the system's
-// (libxtables/xtables.c xtables_chain_protos, 1.8.9); XtablesHeaderTest compares the table with the library's.
+// iptables' own protocol names, which it prints and parses before the system's (libxtables/xtables.c
+// xtables_chain_protos, 1.8.9); XtablesHeaderTest compares the table with the library's.
 struct ProtoNameNum {
   const char* name;
   uint8_t num;
@@ -1737,24 +1737,24 @@ std::optional<DirectAddress> DirectParseAddress(Family family, std::string_view 
 }
 
 std::optional<uint16_t> DirectParseProtocol(std::string_view name) {
-  // xtables_parse_protocol: a number, then "all", then the system's name, then iptables' own table; anything else
-  // (another numeral, an unknown name: its error) is left to it.
+  // xtables_parse_protocol (1.8.9): a number, then iptables' own names ("all" among them), then the system's
+  // (getprotobyname, which reads nsswitch.conf and may try to load NSS modules); anything else (another numeral,
+  // an unknown name: its error) is left to it.
   if (name.empty()) return std::nullopt;
   if (name[0] >= '0' && name[0] <= '9') {
     const int v = PlainDecimal(name, UINT8_MAX);
     if (v < 0) return std::nullopt;
     return static_cast<uint16_t>(v);
   }
-  if (name == "all") return 0;
+  for (const ProtoNameNum& p : kChainProtos) {
+    if (name == p.name) return p.num;
+  }
   const std::string text(name);
   protoent pe;
   protoent* found = nullptr;
   char buf[1024];
   if (getprotobyname_r(text.c_str(), &pe, buf, sizeof(buf), &found) == 0 && found != nullptr) {
     return static_cast<uint16_t>(found->p_proto);
-  }
-  for (const ProtoNameNum& p : kChainProtos) {
-    if (name == p.name) return p.num;
   }
   return std::nullopt;
 }

@@ -157,9 +157,9 @@ struct DirectAddress {
 // literal (inet_pton) with an optional "/N". nullopt for every other form (dotted masks, octal or shortened IPv4,
 // lists), which Parse leaves to libxtables. Pure; exposed for tests (compared with libxtables').
 std::optional<DirectAddress> DirectParseAddress(Family family, std::string_view spec);
-// The protocol number libxtables' xtables_parse_protocol gives `name` (lower case): plain decimal, "all", the
-// system's name (getprotobyname), iptables' own names; nullopt for other numerals and unknown names (left to
-// libxtables, which also words the error). Exposed for tests.
+// The protocol number libxtables' xtables_parse_protocol gives `name` (lower case): plain decimal, iptables' own
+// names ("all" among them), then the system's (getprotobyname); nullopt for other numerals and unknown names (left
+// to libxtables, which also words the error). Exposed for tests.
 std::optional<uint16_t> DirectParseProtocol(std::string_view name);
 
 // The header part of a save line (" -s 10.0.0.0/8 -i eth0 -p tcp", leading blank per field), as iptables-nft-save
