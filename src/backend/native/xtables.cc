@@ -1,7 +1,9 @@
 #include "src/backend/native/xtables.h"
 
 // <net/if.h> before any <linux/...> header (linux/libc-compat.h then leaves struct ifreq & co. to glibc).
+// clang-format off
 #include <net/if.h>
+// clang-format on
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -61,11 +63,19 @@ struct ProtoNameNum {
   const char* name;
   uint8_t num;
 };
-constexpr ProtoNameNum kChainProtos[] = {
-    {"tcp", IPPROTO_TCP},      {"sctp", IPPROTO_SCTP},          {"udp", IPPROTO_UDP},      {"udplite", IPPROTO_UDPLITE},
-    {"icmp", IPPROTO_ICMP},    {"ipv6-icmp", IPPROTO_ICMPV6},   {"icmpv6", IPPROTO_ICMPV6}, {"esp", IPPROTO_ESP},
-    {"ah", IPPROTO_AH},        {"mobility-header", IPPROTO_MH}, {"ipv6-mh", IPPROTO_MH},   {"mh", IPPROTO_MH},
-    {"all", 0}};
+constexpr ProtoNameNum kChainProtos[] = {{"tcp", IPPROTO_TCP},
+                                         {"sctp", IPPROTO_SCTP},
+                                         {"udp", IPPROTO_UDP},
+                                         {"udplite", IPPROTO_UDPLITE},
+                                         {"icmp", IPPROTO_ICMP},
+                                         {"ipv6-icmp", IPPROTO_ICMPV6},
+                                         {"icmpv6", IPPROTO_ICMPV6},
+                                         {"esp", IPPROTO_ESP},
+                                         {"ah", IPPROTO_AH},
+                                         {"mobility-header", IPPROTO_MH},
+                                         {"ipv6-mh", IPPROTO_MH},
+                                         {"mh", IPPROTO_MH},
+                                         {"all", 0}};
 
 // A decimal number without sign or leading zero, at most `max`; -1 otherwise (libxtables' xtables_strtoui takes
 // base 0, so "010" is 8 there: such forms are left to it).
@@ -561,9 +571,8 @@ int ParseRaw(const RawIn* in, RawOut* out) {
     if (desc->udata_size != 0) m->udata = std::calloc(1, desc->udata_size);
     if (m->init != nullptr) m->init(m->m);
     out->opts = MergeOptions(m->x6_options, m->extra_opts, &m->option_offset);
-    RunOptions(ext, out->opts, [&](int c, bool invert) {
-      Xt().option_mpcall(static_cast<unsigned>(c), ext.argv, invert, m, entry);
-    });
+    RunOptions(ext, out->opts,
+               [&](int c, bool invert) { Xt().option_mpcall(static_cast<unsigned>(c), ext.argv, invert, m, entry); });
     std::free(out->opts);
     out->opts = nullptr;
     g_token = ext.name;
