@@ -45,8 +45,8 @@ namespace {
 constexpr char kLibDir[] = IPTKIT_XTABLES_LIBDIR;
 
 // libxtables, loaded by the first call that needs it (LoadLib, before the job that calls it runs): a rule whose
-// header and matches are all built without it (DirectHeader, xt_direct.h) and whose target is a verdict never
-// loads it. Jobs call it through Xt().
+// header and matches are all built without it (DirectParseAddress / DirectParseProtocol, xt_direct.h) and whose
+// target is a verdict never loads it. Jobs call it through Xt().
 std::atomic<const dialect::XtablesLib*> g_xt{nullptr};
 const dialect::XtablesLib& Xt() { return *g_xt.load(std::memory_order_acquire); }
 
@@ -301,7 +301,7 @@ struct RawExt {
 struct RawIn {
   uint8_t nfproto;
   const char *src, *dst, *in, *out, *proto;
-  // Set where the caller parsed the field itself (DirectHeader): the address and mask, the protocol number.
+  // Set where the caller parsed the field itself (DirectParseAddress / DirectParseProtocol).
   const DirectAddress *src_direct, *dst_direct;
   int proto_direct;  // -1: parse `proto`
   bool inv_src, inv_dst, inv_in, inv_out, inv_proto, frag, inv_frag;
