@@ -224,8 +224,10 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
       "iptkitd_http_auth_failures_total",
       "Requests refused for authentication (401; 429 past a client address's budget of them) or scope (403).",
       {"reason"});
-  auth_budget_ = std::make_unique<AuthFailureBudget>(AuthFailureBudget::Options{
-      .rate = options_.auth_failure_rate, .burst = options_.auth_failure_burst, .max_peers = options_.auth_failure_peers});
+  auth_budget_ =
+      std::make_unique<AuthFailureBudget>(AuthFailureBudget::Options{.rate = options_.auth_failure_rate,
+                                                                     .burst = options_.auth_failure_burst,
+                                                                     .max_peers = options_.auth_failure_peers});
   // IP sets are always the kernel's: a daemon on the in-memory fake backend (tests, demos) serves none (503), so
   // that it never changes the sets of the namespace it runs in.
   if (options_.sets != nullptr) {

@@ -56,8 +56,9 @@ struct HttpResponse {
   std::unique_ptr<service::EventBus::Subscription> events;
   // Set by a handler called with a Call::respond that answers later through it (Api::HandleAsync); nothing else
   // of this value is used then.
-  bool deferred = false;  // The HTTP layer sends this answer only after `hold`, reading nothing more of the connection meanwhile, and
-  // then closes the connection: the 429 of a client address past its budget of failed authentications
+  bool deferred = false;
+  // The HTTP layer sends this answer only after `hold`, reading nothing more of the connection meanwhile, and then
+  // closes the connection: the 429 of a client address past its budget of failed authentications
   // (ApiOptions::auth_failure_rate), so that a client flooding bad tokens gets one answer per connection per hold.
   std::chrono::milliseconds hold{0};
 };

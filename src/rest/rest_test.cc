@@ -473,11 +473,11 @@ TEST_F(ApiTest, FailedAuthenticationsPastTheBudgetOfAnAddressAreHeldAndOthersAre
   EXPECT_EQ(held.status, 429);
   EXPECT_EQ(json::parse(held.body)["error"]["code"], "auth_failures_exceeded");
   EXPECT_EQ(held.hold, std::chrono::milliseconds(1000));
-  const auto retry = std::find_if(held.headers.begin(), held.headers.end(),
-                                  [](const auto& h) { return h.first == "Retry-After"; });
+  const auto retry =
+      std::find_if(held.headers.begin(), held.headers.end(), [](const auto& h) { return h.first == "Retry-After"; });
   ASSERT_NE(retry, held.headers.end());
   EXPECT_GE(std::stoi(retry->second), 1);
-  EXPECT_EQ(from("192.0.2.7:40002", "").status, 429);  // another port of the same address: the same budget
+  EXPECT_EQ(from("192.0.2.7:40002", "").status, 429);           // another port of the same address: the same budget
   EXPECT_EQ(from("[::ffff:192.0.2.7]:40003", "").status, 429);  // and as an IPv4-mapped IPv6 address
   // Another address is not affected; an IPv6 /64 is one address.
   EXPECT_EQ(from("192.0.2.8:40000", "Bearer iptk_dddd").status, 401);
@@ -504,7 +504,7 @@ TEST(AuthFailureBudgetTest, PerAddressBucketsRefillAndTheTableIsBounded) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Charge("a", t0, &retry));
   EXPECT_FALSE(budget.Charge("a", t0, &retry));
   EXPECT_EQ(retry, 1);
-  EXPECT_TRUE(budget.Charge("b", t0, &retry));  // another address
+  EXPECT_TRUE(budget.Charge("b", t0, &retry));                                   // another address
   EXPECT_TRUE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));  // one refilled at 2 per second
   EXPECT_FALSE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));
   // The table is full ("a", "b"): new addresses share one overflow bucket of the same size.

@@ -409,8 +409,8 @@ void EventLoop::Mailbox::Adopt(std::unique_ptr<Connection> c) {
 // ---- Events ----
 
 void EventLoop::OnEvent(Connection& c, uint32_t events) {
-  if ((events & EPOLLERR) || ((events & EPOLLHUP) && (!(events & EPOLLIN) || c.state == ConnState::kWaiting ||
-                                                      c.state == ConnState::kHeld))) {
+  if ((events & EPOLLERR) ||
+      ((events & EPOLLHUP) && (!(events & EPOLLIN) || c.state == ConnState::kWaiting || c.state == ConnState::kHeld))) {
     Close(c);  // (waiting for an answer, nothing is read: a hang-up with data left would be reported again and again)
     return;
   }

@@ -399,9 +399,9 @@ TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
   api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
   Serve();
   const std::string body = R"({"spec":"-j DROP"})";
-  const std::string post = "POST /v1/ipv4/tables/filter/chains/INPUT/rules HTTP/1.1\r\nHost: x\r\n" +
-                           Auth("iptk_notatoken") + "Content-Type: application/json\r\nContent-Length: " +
-                           std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string post =
+      "POST /v1/ipv4/tables/filter/chains/INPUT/rules HTTP/1.1\r\nHost: x\r\n" + Auth("iptk_notatoken") +
+      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   int fd = Connect();
   for (int i = 0; i < 2; ++i) {
     Send(fd, post);
