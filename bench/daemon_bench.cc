@@ -17,6 +17,12 @@
 //      GET /v1/version one at a time without attackers, then with --slowloris connections dribbling a header byte
 //      per second and --stalled-streams event streams that never read (from other loopback addresses, reconnected
 //      whenever the daemon drops them), and N/20 single-rule POSTs without and with the attack: p50/p90/p99 latency.
+//      Then (--flood C, 0 skips) the same N GETs followed by --flood-adds adds by --clients clients (into a chain of
+//      their own, FLOODROWS, jumped to from INPUT and flushed after each row), without a flood, with C keep-alive
+//      connections from --flood-peers addresses (127.0.3.x) POSTing to the rules route with random unknown tokens,
+//      no header or a malformed one as fast as they are answered, with C connections doing that with a new
+//      connection per request, and without a flood again: GET p50/p99, adds/s, iptkitd's CPU and RSS, the flood's
+//      answers (every one must be 401 or 429).
 // Prints the machine facts and one Markdown table per variant on stdout (progress on stderr); exits 1 when any
 // check failed. Needs root; writes netfilter state only in the namespaces it creates and deletes them, and kills
 // the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
@@ -962,11 +968,11 @@ struct FloodRow {
   PhaseResult get;   // the GETs: latency
   PhaseResult adds;  // the adds: wall, rate, and the daemon's CPU
   Flood::Counts flood;
-  double flood_s = 0;          // how long the flood ran
+  double flood_s = 0;           // how long the flood ran
   std::optional<double> cpu_s;  // iptkitd CPU over the whole row (GETs + adds)
-  long start_rss_kb = -1;      // VmRSS when the row starts
-  long peak_rss_kb = -1;       // VmHWM over the row (reset before it)
-  long rss_kb = -1;            // VmRSS at its end
+  long start_rss_kb = -1;       // VmRSS when the row starts
+  long peak_rss_kb = -1;        // VmHWM over the row (reset before it)
+  long rss_kb = -1;             // VmRSS at its end
 };
 
 struct FloodReport {
@@ -974,10 +980,11 @@ struct FloodReport {
   std::string notes;
 };
 
+constexpr const char* kFloodChain = "FLOODROWS";
+
 // Rows: no flood; keep-alive flood; new connection per request; no flood again. Each: `attack_requests` GET
 // /v1/version one at a time on a keep-alive connection, then `flood_adds` adds by `clients` clients.
-Status RunFlood(const Config& config, const Daemon& daemon, const std::string& token, int* next_add,
-                FloodReport& out) {
+Status RunFlood(const Config& config, const Daemon& daemon, const std::string& token, int* next_add, FloodReport& out) {
   const std::string clear_refs = "/proc/" + std::to_string(daemon.pid()) + "/clear_refs";
   struct Kind {
     std::string what;
@@ -992,6 +999,13 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
       {"flood: " + n + " connections, a new one per request, from " + from, config.flood, false},
       {"no flood (again)", 0, true},
   };
+  // The rows' adds go to a chain of their own, jumped to from INPUT (so that every commit still validates the
+  // preload), flushed after each row.
+  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon.port(), token, "POST",
+                                        R"({"ops":[{"create_chain":{"chain":")" + std::string(kFloodChain) +
+                                            R"("}},{"append":{"chain":"INPUT","rule":{"spec":"-j )" + kFloodChain +
+                                            R"("}}}]})",
+                                        "/v1/transactions"));
   for (const Kind& kind : kinds) {
     FloodRow row;
     row.what = kind.what;
@@ -1014,7 +1028,7 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
     };
     row.adds = RunClients(
         "adds", daemon.port(), daemon.pid(), token, config.clients, config.flood_adds,
-        [&spec](int i) { return RuleBody(spec(i), std::nullopt); }, [](int) { return std::string(kRulesPath); });
+        [&spec](int i) { return RuleBody(spec(i), std::nullopt); }, [](int) { return RulesPath(kFloodChain); });
     const std::optional<DaemonCpu> cpu_after = ProcessCpuSeconds(daemon.pid());
     if (cpu_before && cpu_after) row.cpu_s = cpu_after->total - cpu_before->total;
     row.peak_rss_kb = StatusKb(daemon.pid(), "VmHWM");
@@ -1024,22 +1038,20 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
       row.flood_s = MillisSince(flood_start) / 1000;
       row.flood = flood->counts();
     }
-    // The row's rules go again (1,000 deletes per transaction), so that every row commits into a chain of the same
-    // size (a commit's cost grows with it).
-    for (int i = 0; i < config.flood_adds && row.adds.error.empty(); i += 1000) {
-      nlohmann::json ops = nlohmann::json::array();
-      for (int j = i; j < std::min(i + 1000, config.flood_adds); ++j) {
-        ops.push_back({{"delete", {{"chain", kChain}, {"rule", {{"spec", spec(j)}}}}}});
-      }
-      IPTKIT_RETURN_IF_ERROR(
-          CheckedRequest(daemon.port(), token, "POST", nlohmann::json{{"ops", ops}}.dump(), "/v1/transactions"));
+    // The row's rules go again, so that every row commits into a chain of the same size (a commit's cost grows
+    // with it).
+    if (row.adds.error.empty()) {
+      IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon.port(), token, "POST",
+                                            R"({"ops":[{"flush":{"chain":")" + std::string(kFloodChain) + R"("}}]})",
+                                            "/v1/transactions"));
     }
     out.rows.push_back(std::move(row));
   }
   for (const FloodRow& r : out.rows) {
     // A request of the flood that was not refused would be a hole: every one of them must be 401 or 429.
     if (r.flood.other > 0) {
-      return Status::Internal(r.what + ": " + std::to_string(r.flood.other) + " flood requests answered neither 401 nor 429");
+      return Status::Internal(r.what + ": " + std::to_string(r.flood.other) +
+                              " flood requests answered neither 401 nor 429");
     }
     if (!r.get.error.empty()) return Status::Internal(r.what + ": GET: " + r.get.error);
     if (!r.adds.error.empty()) return Status::Internal(r.what + ": adds: " + r.adds.error);
@@ -1067,9 +1079,12 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
        << Fixed(static_cast<double>(r.peak_rss_kb) / 1024, 0) << ", " << Fixed(static_cast<double>(r.rss_kb) / 1024, 0)
        << " |\n";
   }
-  md << "\n- " << config.attack_requests << " authenticated `GET /v1/version` one at a time on a keep-alive connection, "
+  md << "\n- " << config.attack_requests
+     << " authenticated `GET /v1/version` one at a time on a keep-alive connection, "
      << "then " << config.flood_adds << " single-rule adds by " << config.clients << " clients (keep-alive, "
-     << "127.0.0.1), per row; the flood (" << config.flood << " connections from 127.0.3.x, driven by 2 threads of "
+     << "127.0.0.1) into chain " << kFloodChain
+     << " (jumped to from INPUT; flushed after each row), per row; the flood (" << config.flood
+     << " connections from 127.0.3.x, driven by 2 threads of "
      << "the benchmark through epoll) POSTs adds to `" << kRulesPath << "` with a new random `Bearer iptk_...` "
      << "token (half of the requests), no Authorization header (a quarter) or `Basic ...` (a quarter), as fast as "
      << "answers come; started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
@@ -1285,6 +1300,7 @@ Status RunDaemon(const Config& config, const Variant& variant, const std::string
     if (config.flood > 0) {
       int next_add = 0;
       IPTKIT_RETURN_IF_ERROR(RunFlood(config, *daemon, token, &next_add, attack->flood));
+      ++expected;  // the jump to the rows' chain
       IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), expected, "after the flood rows"));
     }
   }
