@@ -17,6 +17,12 @@
 //      GET /v1/version one at a time without attackers, then with --slowloris connections dribbling a header byte
 //      per second and --stalled-streams event streams that never read (from other loopback addresses, reconnected
 //      whenever the daemon drops them), and N/20 single-rule POSTs without and with the attack: p50/p90/p99 latency.
+//      Then (--flood C, 0 skips) the same N GETs followed by --flood-adds adds by --clients clients (into a chain of
+//      their own, FLOODROWS, jumped to from INPUT and flushed after each row), without a flood, with C keep-alive
+//      connections from --flood-peers addresses (127.0.3.x) POSTing to the rules route with random unknown tokens,
+//      no header or a malformed one as fast as they are answered, with C connections doing that with a new
+//      connection per request, and without a flood again: GET p50/p99, adds/s, iptkitd's CPU and RSS, the flood's
+//      answers (every one must be 401 or 429).
 // Prints the machine facts and one Markdown table per variant on stdout (progress on stderr); exits 1 when any
 // check failed. Needs root; writes netfilter state only in the namespaces it creates and deletes them, and kills
 // the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
@@ -32,8 +38,10 @@
 #include <fcntl.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -100,6 +108,12 @@ struct Config {
   int attack_requests = 1000;  // 0: skip
   int slowloris = 300;
   int stalled_streams = 250;
+  // A flood of requests with bad or missing tokens (after the attack above, same daemon): `flood` connections from
+  // `flood_peers` addresses; legitimate load measured beside it and without it: the GETs of the attack, then
+  // `flood_adds` adds by `clients` clients.
+  int flood = 64;  // 0: skip
+  int flood_peers = 1;
+  int flood_adds = 2000;
 };
 
 // The i-th add of the plain phase (and of the iptables -A loop): distinct /32 sources in 172.16.0.0/12.
@@ -711,9 +725,377 @@ std::optional<double> ScrapeOne(int port, const std::string& token, const std::s
   return std::nullopt;
 }
 
+// ---- A flood of requests with bad or missing tokens ----
+
+// Keeps `connections` connections (from `peers` loopback addresses 127.0.3.1..) POSTing single-rule adds to the
+// rules route as fast as the daemon answers them, each with a token nobody created (a new random one every time,
+// so that no cache can know it), or no Authorization header, or a malformed one (in turn: 2 random tokens, then
+// none, then "Basic ..."). Keep-alive connections send the next request on the same connection (unless the daemon
+// closed it); otherwise every request has a connection of its own (closed with a reset after the answer, as a
+// flooding client does, so that no TIME_WAIT runs out the ports). Two threads drive all connections through epoll
+// (non-blocking connects included), so the attacker takes at most two CPUs, as a remote one would take none.
+class Flood {
+ public:
+  struct Counts {
+    uint64_t answered = 0;  // complete answers
+    uint64_t unauthorized = 0;
+    uint64_t too_many = 0;  // 429
+    uint64_t other = 0;     // any other status
+    uint64_t closed = 0;    // connections the daemon closed or reset (after an answer or before one)
+    uint64_t connects = 0;
+  };
+
+  Flood(int port, int connections, int peers, bool keep_alive) : port_(port), keep_alive_(keep_alive) {
+    constexpr int kThreads = 2;
+    for (int t = 0; t < kThreads; ++t) {
+      std::vector<int> mine;
+      for (int i = t; i < connections; i += kThreads) mine.push_back(i);
+      if (mine.empty()) continue;
+      threads_.emplace_back([this, mine, peers, t] { Run(mine, peers, t); });
+    }
+  }
+  ~Flood() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+  }
+  Flood(const Flood&) = delete;
+  Flood& operator=(const Flood&) = delete;
+
+  Counts counts() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counts_;
+  }
+
+ private:
+  struct Conn {
+    int fd = -1;
+    int index = 0;
+    bool connecting = false;
+    std::string out;
+    size_t sent = 0;
+    std::string in;
+  };
+
+  static uint64_t Next(uint64_t& x) {  // xorshift64*
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    return x * 0x2545f4914f6cdd1dULL;
+  }
+
+  std::string Request(uint64_t& rng, uint64_t n) {
+    const std::string body = "{\"spec\":\"-s 10.250.0.1/32 -j DROP\"}";
+    std::string auth;
+    switch (n % 4) {
+      case 0:
+      case 1: {
+        static constexpr char kBase32[] = "abcdefghijklmnopqrstuvwxyz234567";
+        auth = "Authorization: Bearer iptk_";
+        for (int i = 0; i < 40; ++i) auth += kBase32[Next(rng) & 31];
+        auth += "\r\n";
+        break;
+      }
+      case 2:
+        break;  // no header
+      default:
+        auth = "Authorization: Basic YWRtaW46YWRtaW4=\r\n";
+        break;
+    }
+    return std::string("POST ") + kRulesPath + " HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+           (keep_alive_ ? "" : "Connection: close\r\n") + "\r\n" + body;
+  }
+
+  void Run(const std::vector<int>& indexes, int peers, int thread) {
+    const int ep = epoll_create1(EPOLL_CLOEXEC);
+    uint64_t rng = 0x9e3779b97f4a7c15ULL ^ (static_cast<uint64_t>(getpid()) << 20) ^ static_cast<uint64_t>(thread);
+    uint64_t n = static_cast<uint64_t>(thread);
+    Counts local;
+    std::vector<Conn> conns(indexes.size());
+    auto open = [&](size_t k) {
+      Conn& c = conns[k];
+      c = Conn{};
+      c.index = indexes[k];
+      c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      if (c.fd < 0) return;
+      const int one = 1;
+      setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      setsockopt(c.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+      const linger abort{1, 0};  // close = reset: no TIME_WAIT on either side
+      setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &abort, sizeof(abort));
+      sockaddr_in from{};
+      from.sin_family = AF_INET;
+      const std::string source = "127.0.3." + std::to_string(1 + c.index % std::max(peers, 1));
+      inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+      sockaddr_in to{};
+      to.sin_family = AF_INET;
+      to.sin_port = htons(static_cast<uint16_t>(port_));
+      inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+      if (bind(c.fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0) {
+        close(c.fd);
+        c.fd = -1;
+        return;
+      }
+      ++local.connects;
+      const int r = connect(c.fd, reinterpret_cast<sockaddr*>(&to), sizeof(to));
+      c.connecting = r != 0 && errno == EINPROGRESS;
+      if (r != 0 && !c.connecting) {
+        close(c.fd);
+        c.fd = -1;
+        return;
+      }
+      c.out = Request(rng, n++);
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT;
+      ev.data.u64 = k;
+      epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
+    };
+    auto drop = [&](size_t k) {
+      Conn& c = conns[k];
+      if (c.fd >= 0) close(c.fd);  // (removes it from the epoll set)
+      c.fd = -1;
+    };
+    auto want = [&](size_t k, bool out) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (out ? EPOLLOUT : 0u);
+      ev.data.u64 = k;
+      epoll_ctl(ep, EPOLL_CTL_MOD, conns[k].fd, &ev);
+    };
+    for (size_t k = 0; k < conns.size(); ++k) open(k);
+    std::vector<epoll_event> events(256);
+    Clock::time_point flushed = Clock::now();
+    while (!stop_) {
+      for (size_t k = 0; k < conns.size(); ++k) {
+        if (conns[k].fd < 0) open(k);
+      }
+      const int got = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 20);
+      for (int e = 0; e < got; ++e) {
+        const size_t k = events[e].data.u64;
+        Conn& c = conns[k];
+        if (c.fd < 0) continue;
+        if (c.connecting) {
+          int error = 0;
+          socklen_t len = sizeof(error);
+          getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &len);
+          if (error != 0) {
+            ++local.closed;
+            drop(k);
+            continue;
+          }
+          if (!(events[e].events & EPOLLOUT)) continue;
+          c.connecting = false;
+        }
+        if (c.sent < c.out.size()) {
+          const ssize_t w = send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+          if (w < 0 && errno != EAGAIN) {
+            ++local.closed;
+            drop(k);
+            continue;
+          }
+          if (w > 0) c.sent += static_cast<size_t>(w);
+          if (c.sent == c.out.size()) want(k, false);
+        }
+        if (!(events[e].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+        char buf[16384];
+        const ssize_t r = recv(c.fd, buf, sizeof(buf), 0);
+        if (r < 0 && errno == EAGAIN) continue;
+        if (r <= 0) {
+          ++local.closed;
+          drop(k);
+          continue;
+        }
+        c.in.append(buf, static_cast<size_t>(r));
+        const size_t head_end = c.in.find("\r\n\r\n");
+        if (head_end == std::string::npos) continue;
+        size_t length = 0;
+        const size_t cl = c.in.find("Content-Length: ");
+        if (cl != std::string::npos && cl < head_end) length = std::strtoul(c.in.c_str() + cl + 16, nullptr, 10);
+        if (c.in.size() < head_end + 4 + length) continue;
+        const int status = c.in.size() > 12 ? std::atoi(c.in.c_str() + 9) : 0;
+        ++local.answered;
+        if (status == 401) {
+          ++local.unauthorized;
+        } else if (status == 429) {
+          ++local.too_many;
+        } else {
+          ++local.other;
+        }
+        const bool close_now = !keep_alive_ || c.in.find("Connection: close") < head_end;
+        if (close_now) {
+          drop(k);
+          continue;
+        }
+        c.in.erase(0, head_end + 4 + length);
+        c.out = Request(rng, n++);
+        c.sent = 0;
+        want(k, true);
+      }
+      if (MillisSince(flushed) > 100) {
+        std::lock_guard<std::mutex> lock(mu_);
+        Add(counts_, local);
+        local = Counts{};
+        flushed = Clock::now();
+      }
+    }
+    for (size_t k = 0; k < conns.size(); ++k) drop(k);
+    close(ep);
+    std::lock_guard<std::mutex> lock(mu_);
+    Add(counts_, local);
+  }
+  static void Add(Counts& to, const Counts& from) {
+    to.answered += from.answered;
+    to.unauthorized += from.unauthorized;
+    to.too_many += from.too_many;
+    to.other += from.other;
+    to.closed += from.closed;
+    to.connects += from.connects;
+  }
+
+  const int port_;
+  const bool keep_alive_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  Counts counts_;  // guarded by mu_
+  std::vector<std::thread> threads_;
+};
+
+// One run of legitimate load (a GET series, then a 64-client add run), with or without a flood.
+struct FloodRow {
+  std::string what;
+  PhaseResult get;   // the GETs: latency
+  PhaseResult adds;  // the adds: wall, rate, and the daemon's CPU
+  Flood::Counts flood;
+  double flood_s = 0;           // how long the flood ran
+  std::optional<double> cpu_s;  // iptkitd CPU over the whole row (GETs + adds)
+  long start_rss_kb = -1;       // VmRSS when the row starts
+  long peak_rss_kb = -1;        // VmHWM over the row (reset before it)
+  long rss_kb = -1;             // VmRSS at its end
+};
+
+struct FloodReport {
+  std::vector<FloodRow> rows;
+  std::string notes;
+};
+
+constexpr const char* kFloodChain = "FLOODROWS";
+
+// Rows: no flood; keep-alive flood; new connection per request; no flood again. Each: `attack_requests` GET
+// /v1/version one at a time on a keep-alive connection, then `flood_adds` adds by `clients` clients.
+Status RunFlood(const Config& config, const Daemon& daemon, const std::string& token, int* next_add, FloodReport& out) {
+  const std::string clear_refs = "/proc/" + std::to_string(daemon.pid()) + "/clear_refs";
+  struct Kind {
+    std::string what;
+    int connections;  // 0: no flood
+    bool keep_alive;
+  };
+  const std::string n = std::to_string(config.flood);
+  const std::string from = config.flood_peers == 1 ? "1 address" : std::to_string(config.flood_peers) + " addresses";
+  const std::vector<Kind> kinds = {
+      {"no flood", 0, true},
+      {"flood: " + n + " keep-alive connections from " + from, config.flood, true},
+      {"flood: " + n + " connections, a new one per request, from " + from, config.flood, false},
+      {"no flood (again)", 0, true},
+  };
+  // The rows' adds go to a chain of their own, jumped to from INPUT (so that every commit still validates the
+  // preload), flushed after each row.
+  IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon.port(), token, "POST",
+                                        R"({"ops":[{"create_chain":{"chain":")" + std::string(kFloodChain) +
+                                            R"("}},{"append":{"chain":"INPUT","rule":{"spec":"-j )" + kFloodChain +
+                                            R"("}}}]})",
+                                        "/v1/transactions"));
+  for (const Kind& kind : kinds) {
+    FloodRow row;
+    row.what = kind.what;
+    std::fprintf(stderr, "[flood] %s\n", kind.what.c_str());
+    { std::ofstream(clear_refs) << "5\n"; }  // resets VmHWM (proc(5))
+    row.start_rss_kb = StatusKb(daemon.pid(), "VmRSS");
+    std::unique_ptr<Flood> flood;
+    const Clock::time_point flood_start = Clock::now();
+    if (kind.connections > 0) {
+      flood = std::make_unique<Flood>(daemon.port(), kind.connections, config.flood_peers, kind.keep_alive);
+      usleep(1000000);  // let it reach its pace
+    }
+    const std::optional<DaemonCpu> cpu_before = ProcessCpuSeconds(daemon.pid());
+    row.get = TimeRequests("GET", daemon.port(), token, config.attack_requests, false);
+    const int first = *next_add;
+    *next_add += config.flood_adds;
+    auto spec = [first](int i) {
+      return "-s 10." + std::to_string(201 + ((first + i) >> 16)) + "." + std::to_string(((first + i) >> 8) & 255) +
+             "." + std::to_string((first + i) & 255) + "/32 -j DROP";
+    };
+    row.adds = RunClients(
+        "adds", daemon.port(), daemon.pid(), token, config.clients, config.flood_adds,
+        [&spec](int i) { return RuleBody(spec(i), std::nullopt); }, [](int) { return RulesPath(kFloodChain); });
+    const std::optional<DaemonCpu> cpu_after = ProcessCpuSeconds(daemon.pid());
+    if (cpu_before && cpu_after) row.cpu_s = cpu_after->total - cpu_before->total;
+    row.peak_rss_kb = StatusKb(daemon.pid(), "VmHWM");
+    row.rss_kb = StatusKb(daemon.pid(), "VmRSS");
+    if (flood) {
+      flood->Stop();
+      row.flood_s = MillisSince(flood_start) / 1000;
+      row.flood = flood->counts();
+    }
+    // The row's rules go again, so that every row commits into a chain of the same size (a commit's cost grows
+    // with it).
+    if (row.adds.error.empty()) {
+      IPTKIT_RETURN_IF_ERROR(CheckedRequest(daemon.port(), token, "POST",
+                                            R"({"ops":[{"flush":{"chain":")" + std::string(kFloodChain) + R"("}}]})",
+                                            "/v1/transactions"));
+    }
+    out.rows.push_back(std::move(row));
+  }
+  for (const FloodRow& r : out.rows) {
+    // A request of the flood that was not refused would be a hole: every one of them must be 401 or 429.
+    if (r.flood.other > 0) {
+      return Status::Internal(r.what + ": " + std::to_string(r.flood.other) +
+                              " flood requests answered neither 401 nor 429");
+    }
+    if (!r.get.error.empty()) return Status::Internal(r.what + ": GET: " + r.get.error);
+    if (!r.adds.error.empty()) return Status::Internal(r.what + ": adds: " + r.adds.error);
+  }
+  return Status::Ok();
+}
+
+std::string FormatFlood(const Config& config, const FloodReport& report) {
+  std::ostringstream md;
+  md << "#### Flood of requests with bad or missing tokens (legitimate load beside it)\n\n"
+     << "| flood | GET p50 ms | GET p99 ms | GET max ms | adds/s (" << config.clients << " clients) | add p99 ms | "
+     << "iptkitd CPU s (cores) | flood answers/s | 401 | 429 | flood conns dropped unanswered | RSS MB: start, "
+     << "peak, end |\n"
+     << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+  for (const FloodRow& r : report.rows) {
+    const double busy = r.get.wall_s + r.adds.wall_s;
+    md << "| " << r.what << " | " << Fixed(Percentile(r.get.latency_ms, 0.5), 2) << " | "
+       << Fixed(Percentile(r.get.latency_ms, 0.99), 2) << " | " << Fixed(Percentile(r.get.latency_ms, 1.0), 2) << " | "
+       << Fixed(r.adds.wall_s > 0 ? r.adds.changes / r.adds.wall_s : 0, 0) << " | "
+       << Fixed(Percentile(r.adds.latency_ms, 0.99), 1) << " | "
+       << (r.cpu_s ? Fixed(*r.cpu_s, 2) + " (" + Fixed(busy > 0 ? *r.cpu_s / busy : 0, 2) + ")" : std::string("?"))
+       << " | " << (r.flood_s > 0 ? Fixed(static_cast<double>(r.flood.answered) / r.flood_s, 0) : std::string("-"))
+       << " | " << r.flood.unauthorized << " | " << r.flood.too_many << " | " << r.flood.closed << " | "
+       << Fixed(static_cast<double>(r.start_rss_kb) / 1024, 0) << ", "
+       << Fixed(static_cast<double>(r.peak_rss_kb) / 1024, 0) << ", " << Fixed(static_cast<double>(r.rss_kb) / 1024, 0)
+       << " |\n";
+  }
+  md << "\n- " << config.attack_requests
+     << " authenticated `GET /v1/version` one at a time on a keep-alive connection, "
+     << "then " << config.flood_adds << " single-rule adds by " << config.clients << " clients (keep-alive, "
+     << "127.0.0.1) into chain " << kFloodChain
+     << " (jumped to from INPUT; flushed after each row), per row; the flood (" << config.flood
+     << " connections from 127.0.3.x, driven by 2 threads of "
+     << "the benchmark through epoll) POSTs adds to `" << kRulesPath << "` with a new random `Bearer iptk_...` "
+     << "token (half of the requests), no Authorization header (a quarter) or `Basic ...` (a quarter), as fast as "
+     << "answers come; started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
+     << "in cores over its wall time. Peak RSS: VmHWM, reset before each row (clear_refs 5).\n\n";
+  return md.str();
+}
+
 struct AttackReport {
   std::vector<PhaseResult> rows;
   std::string notes;
+  FloodReport flood;  // the flood rows, when --flood > 0
 };
 
 // The attack phase: latency of authenticated requests before and during the attack.
@@ -915,6 +1297,12 @@ Status RunDaemon(const Config& config, const Variant& variant, const std::string
     // Before the owned TTL adds: with thousands of owned rules the daemon's drift checks would commit meanwhile.
     IPTKIT_RETURN_IF_ERROR(RunAttack(config, *daemon, token, *attack));
     expected += static_cast<size_t>(2 * (config.attack_requests / 20));
+    if (config.flood > 0) {
+      int next_add = 0;
+      IPTKIT_RETURN_IF_ERROR(RunFlood(config, *daemon, token, &next_add, attack->flood));
+      ++expected;  // the jump to the rows' chain
+      IPTKIT_RETURN_IF_ERROR(CheckRuleCount(variant, ns->fd(), expected, "after the flood rows"));
+    }
   }
   if (config.ttl_adds > 0 && chains == 1) {
     IPTKIT_RETURN_IF_ERROR(phase(
@@ -1082,6 +1470,14 @@ int Main(int argc, char** argv) {
       ->check(CLI::Range(0, 10000));
   app.add_option("--stalled-streams", config.stalled_streams, "attack: event streams that never read")
       ->check(CLI::Range(0, 10000));
+  app.add_option("--flood", config.flood,
+                 "attack: connections flooding the rules route with bad or missing tokens, beside legitimate load "
+                 "(0: skip)")
+      ->check(CLI::Range(0, 4096));
+  app.add_option("--flood-peers", config.flood_peers, "attack: loopback addresses the flood comes from (127.0.3.x)")
+      ->check(CLI::Range(1, 254));
+  app.add_option("--flood-adds", config.flood_adds, "attack: legitimate adds timed per flood row")
+      ->check(CLI::Range(1, 1 << 20));
   CLI11_PARSE(app, argc, argv);
   for (const std::string& v : config.variants) {
     if (v != "nft" && v != "legacy") {
@@ -1174,6 +1570,10 @@ int Main(int argc, char** argv) {
     if (attack_here && !attack.rows.empty()) {
       md << FormatAttack(attack);
       std::fprintf(stderr, "%s", FormatAttack(attack).c_str());
+    }
+    if (attack_here && !attack.flood.rows.empty()) {
+      md << FormatFlood(config, attack.flood);
+      std::fprintf(stderr, "%s", FormatFlood(config, attack.flood).c_str());
     }
   }
   std::cout << md.str();

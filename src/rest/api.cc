@@ -220,8 +220,14 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
   env_.metrics = metrics;
   env_.options = &options_;
   env_.counters = options_.counters;
-  env_.auth_failures = &metrics->AddCounter("iptkitd_http_auth_failures_total",
-                                            "Requests refused for authentication (401) or scope (403).", {"reason"});
+  env_.auth_failures = &metrics->AddCounter(
+      "iptkitd_http_auth_failures_total",
+      "Requests refused for authentication (401; 429 past a client address's budget of them) or scope (403).",
+      {"reason"});
+  auth_budget_ =
+      std::make_unique<AuthFailureBudget>(AuthFailureBudget::Options{.rate = options_.auth_failure_rate,
+                                                                     .burst = options_.auth_failure_burst,
+                                                                     .max_peers = options_.auth_failure_peers});
   // IP sets are always the kernel's: a daemon on the in-memory fake backend (tests, demos) serves none (503), so
   // that it never changes the sets of the namespace it runs in.
   if (options_.sets != nullptr) {
@@ -426,6 +432,21 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
         return status_error(files.ok() ? Status::Unavailable("cannot check the token: " + a.lookup.message()) : files);
       }
       if (!a.principal) {
+        // Charged after the lookup, never before it: a valid token gets through from any address, however many
+        // bad ones came from there. (Requests without a remote end are the in-process callers': tests.)
+        int retry_after = 0;
+        if (!req.remote.empty() &&
+            !auth_budget_->Charge(AuthFailureBudget::PeerKey(req.remote), ctx.start, &retry_after)) {
+          env_.auth_failures->Inc({"budget"});
+          HttpError e = MakeError(429, "auth_failures_exceeded",
+                                  "too many failed authentications from your address (" + a.problem + "); " +
+                                      FormatRate(options_.auth_failure_rate) + " per second are answered");
+          e.retry_after_seconds = retry_after;
+          HttpResponse r = error(e);
+          r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"iptkitd\"");
+          r.hold = options_.auth_failure_hold;
+          return r;
+        }
         env_.auth_failures->Inc({"token"});
         HttpResponse r = error(MakeError(401, "unauthenticated", a.problem));
         r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"iptkitd\"");

@@ -57,6 +57,10 @@ struct HttpResponse {
   // Set by a handler called with a Call::respond that answers later through it (Api::HandleAsync); nothing else
   // of this value is used then.
   bool deferred = false;
+  // The HTTP layer sends this answer only after `hold`, reading nothing more of the connection meanwhile, and then
+  // closes the connection: the 429 of a client address past its budget of failed authentications
+  // (ApiOptions::auth_failure_rate), so that a client flooding bad tokens gets one answer per connection per hold.
+  std::chrono::milliseconds hold{0};
 };
 
 // What Api::Preflight decided from a request's head: who asks and how much body the HTTP layer may read for it.
@@ -79,6 +83,14 @@ struct ApiOptions {
   size_t audit_page_bytes = 1 << 20;
   double rate_limit = 100;  // requests per second per principal; 0 = unlimited
   double rate_burst = 200;
+  // Failed authentications (401) per client address (AuthFailureBudget: per IPv4 address or IPv6 /64, of requests
+  // that came over TCP): `auth_failure_rate` per second, `auth_failure_burst` at once; 0 = no budget. Beyond it a
+  // request that fails to authenticate is answered 429 (auth_failures_exceeded, Retry-After) after
+  // `auth_failure_hold` (HttpResponse::hold), and its connection closed. A valid token is never refused by it.
+  double auth_failure_rate = 10;
+  double auth_failure_burst = 100;
+  std::chrono::milliseconds auth_failure_hold{1000};
+  size_t auth_failure_peers = 4096;  // addresses tracked at most (AuthFailureBudget::Options::max_peers)
   std::vector<SocketRule> socket_allow;
   std::string version;  // of iptkitd
   // The dashboard (docs/dashboard.md): static files served at /ui/ on the TCP listeners from this directory;
@@ -174,6 +186,7 @@ class Api {
 
   std::unique_ptr<service::SetService> sets_;
 
+  std::unique_ptr<AuthFailureBudget> auth_budget_;
   std::mutex rate_mu_;
   struct Bucket {
     double tokens = 0;

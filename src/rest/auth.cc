@@ -1,6 +1,10 @@
 #include "src/rest/auth.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 
 #include "iptkit/desired.h"
 
@@ -277,6 +281,71 @@ Status AuthorizeChains(const Principal& p, const std::vector<service::ChangedCha
     }
   }
   return Status::Ok();
+}
+
+bool AuthFailureBudget::Refill(Bucket& b, Clock::time_point now) const {
+  const double elapsed = std::chrono::duration<double>(now - b.last).count();
+  if (elapsed > 0) {
+    b.tokens = std::min(options_.burst, b.tokens + elapsed * options_.rate);
+    b.last = now;
+  }
+  return b.tokens >= options_.burst;
+}
+
+bool AuthFailureBudget::Charge(const std::string& peer, Clock::time_point now, int* retry_after_seconds) {
+  if (options_.rate <= 0) return true;
+  std::lock_guard<std::mutex> lock(mu_);
+  Bucket* b = nullptr;
+  if (auto it = peers_.find(peer); it != peers_.end()) {
+    b = &it->second;
+  } else {
+    if (peers_.size() >= options_.max_peers && now - swept_ >= std::chrono::seconds(1)) {
+      // A full bucket is what a new address gets: forgetting it changes nothing. At most once a second, so that a
+      // table full of draining buckets costs no scan per request.
+      swept_ = now;
+      for (auto it = peers_.begin(); it != peers_.end();) {
+        it = Refill(it->second, now) ? peers_.erase(it) : std::next(it);
+      }
+    }
+    if (peers_.size() < options_.max_peers) {
+      b = &peers_.try_emplace(peer, Bucket{options_.burst, now}).first->second;
+    } else {
+      if (!overflow_used_) overflow_ = Bucket{options_.burst, now};
+      overflow_used_ = true;
+      b = &overflow_;
+    }
+  }
+  Refill(*b, now);
+  if (b->tokens >= 1) {
+    b->tokens -= 1;
+    return true;
+  }
+  *retry_after_seconds = std::max(1, static_cast<int>(std::ceil((1 - b->tokens) / options_.rate)));
+  return false;
+}
+
+size_t AuthFailureBudget::peers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return peers_.size();
+}
+
+std::string AuthFailureBudget::PeerKey(std::string_view remote) {
+  std::string_view host = remote;
+  if (const size_t colon = host.rfind(':'); colon != std::string_view::npos) host = host.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string text(host);
+  unsigned char bytes[16] = {};
+  if (inet_pton(AF_INET, text.c_str(), bytes) == 1) return text;
+  if (inet_pton(AF_INET6, text.c_str(), bytes) != 1) return text;
+  static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  char out[INET6_ADDRSTRLEN] = "";
+  if (std::memcmp(bytes, kMapped, sizeof(kMapped)) == 0) {
+    inet_ntop(AF_INET, bytes + 12, out, sizeof(out));
+    return out;
+  }
+  std::memset(bytes + 8, 0, 8);
+  inet_ntop(AF_INET6, bytes, out, sizeof(out));
+  return std::string(out) + "/64";
 }
 
 }  // namespace iptkit::rest

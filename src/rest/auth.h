@@ -13,10 +13,13 @@
 #ifndef IPTKIT_SRC_REST_AUTH_H_
 #define IPTKIT_SRC_REST_AUTH_H_
 
+#include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "iptkit/model.h"
@@ -58,6 +61,54 @@ struct AuthResult {
   Status lookup;        // not OK when the store could not be asked (then the answer is 503, not 401)
 };
 AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
+
+// The failed authentications (401) each client address may cause: a token bucket per address (an IPv4 address,
+// or the /64 of an IPv6 one, which one host usually holds whole), `rate` per second refilled up to `burst`. It is
+// charged only after a request failed to authenticate, so a request with a valid token is never refused by it,
+// whichever address it comes from; and one address's failures never spend another's budget. At most `max_peers`
+// addresses are tracked (about 100 bytes each): when the table is full, addresses whose bucket has refilled are
+// forgotten (they are as good as new), and the failures of new addresses beyond it share one overflow bucket, so
+// that many addresses cannot grow the table or reset their own buckets.
+// Thread-safety: Charge may be called from any number of threads at once.
+//
+//   AuthFailureBudget budget({.rate = 10, .burst = 100});
+//   int retry_after = 0;
+//   if (!budget.Charge(AuthFailureBudget::PeerKey(request.remote), Clock::now(), &retry_after)) { /* 429 */ }
+class AuthFailureBudget {
+ public:
+  using Clock = std::chrono::steady_clock;
+  struct Options {
+    double rate = 10;  // failures per second refilled; <= 0: no budget (Charge always succeeds)
+    double burst = 100;
+    size_t max_peers = 4096;
+  };
+  explicit AuthFailureBudget(Options options) : options_(options) {}
+
+  // Spends one failure of `peer` at `now`. False when its budget is spent: then *retry_after_seconds (>= 1) says
+  // when the next one is within it again.
+  bool Charge(const std::string& peer, Clock::time_point now, int* retry_after_seconds);
+  // The addresses tracked now (for tests and metrics).
+  size_t peers() const;
+  // The budget key of a connection's remote end as the HTTP layer writes it ("192.0.2.1:5555", "2001:db8::1:443"):
+  // the IPv4 address, or the first 64 bits of the IPv6 one ("2001:db8::/64"); IPv4-mapped IPv6 as IPv4.
+  // Anything else is its own key, without the port.
+  static std::string PeerKey(std::string_view remote);
+
+ private:
+  struct Bucket {
+    double tokens = 0;
+    Clock::time_point last;
+  };
+  // Refills `b` to `now`; whether it was full.
+  bool Refill(Bucket& b, Clock::time_point now) const;
+
+  const Options options_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Bucket> peers_;  // GUARDED_BY(mu_)
+  Bucket overflow_;                                // GUARDED_BY(mu_): addresses beyond max_peers
+  bool overflow_used_ = false;                     // GUARDED_BY(mu_)
+  Clock::time_point swept_;                        // GUARDED_BY(mu_): last sweep of refilled buckets
+};
 
 // What a change touches, part by part (for AuthorizeChange).
 struct Touch {

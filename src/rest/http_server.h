@@ -14,6 +14,9 @@
 // - the body: Api::Preflight decides from the head alone (401, 403, 404, 405, 413, 415, 429 are answered without
 //   reading the body; a connection with body bytes still unread is then closed); an admitted body is read within
 //   its limit (Content-Length checked first, chunked counted while decoding) and within body_timeout;
+// - a failed authentication past its client address's budget (ApiOptions::auth_failure_rate): its 429 carries a
+//   hold (HttpResponse::hold), during which the connection is neither read nor written; then it is sent and the
+//   connection closed, so that a client flooding bad tokens gets one answer per connection per hold;
 // - the answer: a response or event stream that accepts no bytes for send_timeout is dropped; an event stream that
 //   falls event_buffer_bytes behind is cut with the reason (service::EventBus).
 // Thread-safety: Start/Stop from one thread. Stop returns promptly (idle, slow and streaming connections are just

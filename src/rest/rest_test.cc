@@ -359,6 +359,9 @@ class ApiTest : public ::testing::Test {
     api_options.rate_burst = 1000;
     api_options.max_body_bytes = 4096;
     api_options.socket_allow = {{false, 0, false}};
+    // A refill that takes 100 s: within a test, a client address has exactly 5 failures before it is held.
+    api_options.auth_failure_rate = 0.01;
+    api_options.auth_failure_burst = 5;
     api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics_, api_options);
     admin_ = *store_->CreateToken("admin", *store::ParseScopes({"read", "write"}), 0);
     reader_ = *store_->CreateToken("reader", *store::ParseScopes({"read"}), 0);
@@ -439,6 +442,91 @@ TEST_F(ApiTest, AuthenticationAndRouting) {
   EXPECT_EQ(api_->Handle(peer).status, 200);
   peer.peer = PeerCred{4242, 4242, 1, {}};
   EXPECT_EQ(api_->Handle(peer).status, 403);
+}
+
+// A client address that failed to authenticate more often than its budget gets 429 (Retry-After, held, its
+// connection closed by the HTTP layer) instead of 401 — and only that address, and only for failures: a valid token
+// from it still works, also one created after failed lookups from it (no cache may remember a secret as unknown).
+TEST_F(ApiTest, FailedAuthenticationsPastTheBudgetOfAnAddressAreHeldAndOthersAreNot) {
+  const std::string rules = "/v1/ipv4/tables/filter/chains/INPUT/rules";
+  auto from = [&](const std::string& remote, const std::string& token, const std::string& method = "POST") {
+    HttpRequest req;
+    req.method = method;
+    req.path = rules;
+    req.remote = remote;
+    if (method == "POST") {
+      req.body = R"({"spec":"-s 198.51.100.9/32 -j DROP"})";
+      req.headers.emplace("content-type", "application/json");
+    }
+    if (!token.empty()) req.headers.emplace("authorization", token);
+    return api_->Handle(req);
+  };
+  const std::string before = Kernel();
+  // Bad tokens, a missing header and a malformed one all spend the budget of 5.
+  const std::vector<std::string> bad = {"Bearer iptk_aaaa", "", "Basic YTpi", "Bearer iptk_bbbb", "Bearer "};
+  for (const std::string& auth : bad) {
+    HttpResponse r = from("192.0.2.7:40000", auth);
+    EXPECT_EQ(r.status, 401) << auth;
+    EXPECT_EQ(r.hold.count(), 0);
+  }
+  HttpResponse held = from("192.0.2.7:40001", "Bearer iptk_cccc");
+  EXPECT_EQ(held.status, 429);
+  EXPECT_EQ(json::parse(held.body)["error"]["code"], "auth_failures_exceeded");
+  EXPECT_EQ(held.hold, std::chrono::milliseconds(1000));
+  const auto retry =
+      std::find_if(held.headers.begin(), held.headers.end(), [](const auto& h) { return h.first == "Retry-After"; });
+  ASSERT_NE(retry, held.headers.end());
+  EXPECT_GE(std::stoi(retry->second), 1);
+  EXPECT_EQ(from("192.0.2.7:40002", "").status, 429);           // another port of the same address: the same budget
+  EXPECT_EQ(from("[::ffff:192.0.2.7]:40003", "").status, 429);  // and as an IPv4-mapped IPv6 address
+  // Another address is not affected; an IPv6 /64 is one address.
+  EXPECT_EQ(from("192.0.2.8:40000", "Bearer iptk_dddd").status, 401);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(from("2001:db8:1:2::" + std::to_string(i + 1) + ":443", "").status, 401);
+  EXPECT_EQ(from("2001:db8:1:2:ffff::9:443", "").status, 429);
+  EXPECT_EQ(from("2001:db8:1:3::1:443", "").status, 401);
+  // A valid token from the held address is served.
+  EXPECT_EQ(from("192.0.2.7:40004", "Bearer " + admin_, "GET").status, 200);
+  // A token created after its secret's kind failed from there authenticates at once, from there too.
+  const std::string fresh = *store_->CreateToken("fresh", *store::ParseScopes({"read"}), 0);
+  EXPECT_EQ(from("192.0.2.7:40005", "Bearer " + fresh, "GET").status, 200);
+  EXPECT_EQ(from("192.0.2.7:40006", "Bearer " + fresh + "x", "GET").status, 429);
+  EXPECT_EQ(Kernel(), before);
+  // In-process callers (no remote end) are not budgeted.
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(Call("GET", "/v1/ipv4", "", "iptk_wrong").status, 401);
+}
+
+// The budget itself, with the clock given: per address, refilled at the rate, a bounded table of addresses.
+TEST(AuthFailureBudgetTest, PerAddressBucketsRefillAndTheTableIsBounded) {
+  using Clock = AuthFailureBudget::Clock;
+  const Clock::time_point t0 = Clock::now();
+  AuthFailureBudget budget({.rate = 2, .burst = 3, .max_peers = 2});
+  int retry = 0;
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Charge("a", t0, &retry));
+  EXPECT_FALSE(budget.Charge("a", t0, &retry));
+  EXPECT_EQ(retry, 1);
+  EXPECT_TRUE(budget.Charge("b", t0, &retry));                                   // another address
+  EXPECT_TRUE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));  // one refilled at 2 per second
+  EXPECT_FALSE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));
+  // The table is full ("a", "b"): new addresses share one overflow bucket of the same size.
+  EXPECT_EQ(budget.peers(), 2u);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Charge("c" + std::to_string(i), t0, &retry));
+  EXPECT_FALSE(budget.Charge("c9", t0, &retry));
+  EXPECT_EQ(budget.peers(), 2u);
+  // Once the buckets have refilled, their addresses are forgotten and new ones get buckets of their own.
+  const Clock::time_point later = t0 + std::chrono::seconds(10);
+  EXPECT_TRUE(budget.Charge("d", later, &retry));
+  EXPECT_EQ(budget.peers(), 1u);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(budget.Charge("d", later, &retry));
+  EXPECT_FALSE(budget.Charge("d", later, &retry));
+  // No budget at all with a rate of 0.
+  AuthFailureBudget off({.rate = 0, .burst = 1});
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(off.Charge("a", t0, &retry));
+  // Keys: the address without the port; IPv4-mapped IPv6 as IPv4; IPv6 by its /64.
+  EXPECT_EQ(AuthFailureBudget::PeerKey("192.0.2.1:5555"), "192.0.2.1");
+  EXPECT_EQ(AuthFailureBudget::PeerKey("::ffff:192.0.2.1:5555"), "192.0.2.1");
+  EXPECT_EQ(AuthFailureBudget::PeerKey("2001:db8:1:2:3:4:5:6:443"), "2001:db8:1:2::/64");
+  EXPECT_EQ(AuthFailureBudget::PeerKey("[2001:db8::1]:443"), "2001:db8::/64");
+  EXPECT_EQ(AuthFailureBudget::PeerKey("unix:uid=0"), "unix");
 }
 
 TEST_F(ApiTest, RuleLifecycleAndErrorsChangeNothing) {

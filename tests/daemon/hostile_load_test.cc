@@ -601,6 +601,59 @@ TEST(DaemonHostileLoad, PerAddressConnectionCap) {
   CloseAll(held);
 }
 
+// ---- Bad tokens ----
+
+// One request on a fresh connection from `source`; the answer, read until the daemon closes the connection or it
+// stays quiet for 2 s.
+std::string OneRequest(int port, const std::string& source, const std::string& request) {
+  const int fd = Connect(port, source);
+  if (fd < 0) return "";
+  std::string got;
+  if (SendAll(fd, request)) got = ReadUntilClosed(fd, milliseconds(2000));
+  close(fd);
+  return got;
+}
+
+// A flood of bad tokens from one address (the issue: 64 connections of them were answered ~40,000 times a second
+// and took 1-1.5 cores from legitimate clients): past --auth-failure-burst its failures are held and answered 429,
+// connection closed; another address still gets 401, and a valid token is served from the flooding address too —
+// also one created with `iptkitd token create` right after its failed lookups.
+TEST(DaemonHostileLoad, BadTokensPastTheAddressBudgetAreHeldAndValidTokensAreNot) {
+  IPTKIT_NEW_NETNS(ns);
+  ASSERT_OK_AND_ASSIGN(auto daemon, Daemon::Start(*ns, {.args = {"--auth-failure-burst", "3", "--auth-failure-rate",
+                                                                 "0.01", "--auth-failure-hold", "300ms"}}));
+  HttpClient admin = daemon->Admin();
+  const int port = PortOf(daemon->endpoint());
+  const std::string body = R"({"spec":"-s 198.51.100.1/32 -j DROP"})";
+  auto post = [&](const std::string& auth) {
+    return "POST " + RulesPath("INPUT") + " HTTP/1.1\r\nHost: x\r\n" + auth +
+           "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  };
+  for (const std::string& auth : {std::string("Authorization: Bearer iptk_bogus1\r\n"), std::string(),
+                                  std::string("Authorization: Basic YTpi\r\n")}) {
+    const std::string got = OneRequest(port, "127.0.0.2", post(auth + "Connection: close\r\n"));
+    EXPECT_TRUE(got.starts_with("HTTP/1.1 401 ")) << got;
+  }
+  std::string got = OneRequest(port, "127.0.0.2", post("Authorization: Bearer iptk_bogus2\r\n"));
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 429 ")) << got;
+  EXPECT_NE(got.find("Retry-After: "), std::string::npos) << got;
+  EXPECT_NE(got.find("Connection: close"), std::string::npos) << got;
+  EXPECT_NE(got.find("auth_failures_exceeded"), std::string::npos) << got;
+  // Another address.
+  got = OneRequest(port, "127.0.0.3", post("Authorization: Bearer iptk_bogus3\r\nConnection: close\r\n"));
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 401 ")) << got;
+  // Valid tokens from the flooding address: the admin's, and one created after the failures.
+  got = OneRequest(port, "127.0.0.2",
+                   "GET /v1/version HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + daemon->admin_token() +
+                       "\r\nConnection: close\r\n\r\n");
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  ASSERT_OK_AND_ASSIGN(const std::string fresh, daemon->CreateToken("fresh", {"read", "write"}));
+  got = OneRequest(port, "127.0.0.2", post("Authorization: Bearer " + fresh + "\r\nConnection: close\r\n"));
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 ")) << got;
+  EXPECT_EQ(Metric(admin, "iptkitd_http_auth_failures_total", {{"reason", "budget"}}).value_or(0), 1);
+  EXPECT_EQ(Metric(admin, "iptkitd_http_auth_failures_total", {{"reason", "token"}}).value_or(0), 4);
+}
+
 // Regression: with 1,100 idle connections under a 1,024 descriptor limit, writes over the unix socket failed with
 // "Too many open files" (the writer's iptables-restore children and SQLite ran out of descriptors).
 TEST(DaemonHostileLoad, IdleConnectionsBeyondTheDescriptorLimitLeaveTheUnixSocketWorking) {

@@ -93,6 +93,10 @@ struct DaemonConfig {
   double rate_limit = 100;               // rate_limit: requests per second per principal, >= 0; 0 = unlimited
   double rate_burst = 200;               // rate_burst: token bucket size, >= 1
   size_t max_connections = 1024;         // max_connections: TCP connections open at once, all listeners; > 0
+  // Failed authentications per client address (docs/daemon.md "Failed authentications"):
+  double auth_failure_rate = 10;    // auth_failure_rate: per second, >= 0; 0 = no budget
+  double auth_failure_burst = 100;  // auth_failure_burst: at once, >= 1
+  std::chrono::milliseconds auth_failure_hold = std::chrono::seconds(1);  // auth_failure_hold: 100ms..1h
   // HTTP limits (docs/daemon.md "Connections and limits"):
   size_t max_connections_per_peer = 128;  // max_connections_per_peer: TCP connections from one address; > 0
   size_t max_socket_connections = 64;     // max_socket_connections: unix socket connections at once; > 0

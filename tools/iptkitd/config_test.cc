@@ -579,10 +579,23 @@ TEST(ConfigKeysTest, EveryKeyIsAFlagWithTheFilesChecks) {
     EXPECT_FALSE(k.help.empty()) << k.name;
     EXPECT_EQ(ParseConfig(k.name + " = @@bad", "f").status().message().find("unknown key"), std::string::npos);
   }
-  EXPECT_EQ(names.size(), 58u);
+  EXPECT_EQ(names.size(), 61u);
   EXPECT_TRUE(names.count("listen") && names.count("audit_max_age"));
   DaemonConfig c;
   ExpectInvalid(ApplyConfigValue("rate_burst", "0", &c), {"expected a number >= 1"});
+  // The budget of failed authentications per client address (docs/daemon.md "Failed authentications").
+  EXPECT_EQ(c.auth_failure_rate, 10);
+  EXPECT_EQ(c.auth_failure_burst, 100);
+  EXPECT_EQ(c.auth_failure_hold, std::chrono::seconds(1));
+  ExpectInvalid(ApplyConfigValue("auth_failure_rate", "-1", &c), {"expected a number >= 0"});
+  ExpectInvalid(ApplyConfigValue("auth_failure_burst", "0.5", &c), {"expected a number >= 1"});
+  ExpectInvalid(ApplyConfigValue("auth_failure_hold", "10ms", &c), {"100ms to 1h"});
+  ASSERT_TRUE(ApplyConfigValue("auth_failure_rate", "0", &c).ok());
+  ASSERT_TRUE(ApplyConfigValue("auth_failure_burst", "3", &c).ok());
+  ASSERT_TRUE(ApplyConfigValue("auth_failure_hold", "250ms", &c).ok());
+  EXPECT_EQ(c.auth_failure_rate, 0);
+  EXPECT_EQ(c.auth_failure_burst, 3);
+  EXPECT_EQ(c.auth_failure_hold, milliseconds(250));
   ExpectInvalid(ApplyConfigValue("log_level", "bogus", &c), {"expected one of"});
   ExpectInvalid(ApplyConfigValue("nope", "1", &c), {"unknown key"});
   ExpectInvalid(ApplyConfigValue("max_set_body_bytes", "0", &c), {"positive integer"});

@@ -368,6 +368,9 @@ int Run(const DaemonConfig& config, const std::string& ready_file, std::ostream&
   api_options.max_ops = config.max_ops;
   api_options.rate_limit = config.rate_limit;
   api_options.rate_burst = config.rate_burst;
+  api_options.auth_failure_rate = config.auth_failure_rate;
+  api_options.auth_failure_burst = config.auth_failure_burst;
+  api_options.auth_failure_hold = config.auth_failure_hold;
   api_options.audit_page_bytes = config.audit_page_bytes;
   api_options.version = IPTKIT_VERSION;
   for (const SocketPeer& p : config.socket_allow) api_options.socket_allow.push_back({p.is_gid, p.id, p.read_only});

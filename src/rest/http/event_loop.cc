@@ -103,6 +103,7 @@ enum class ConnState {
   kBody,       // reading an admitted body
   kWorking,    // a worker owns the connection (see Connection::away)
   kWaiting,    // an inline request waits for its deferred answer (the loop's; nothing is read meanwhile)
+  kHeld,       // an answer with a hold (HttpResponse::hold) waits it out in `out`: nothing is read or written
   kWriting,    // sending an answer
   kStreaming,  // sending an event stream
   kLinger,     // answered and write side shut: discarding what the client still sends until it closes
@@ -408,7 +409,8 @@ void EventLoop::Mailbox::Adopt(std::unique_ptr<Connection> c) {
 // ---- Events ----
 
 void EventLoop::OnEvent(Connection& c, uint32_t events) {
-  if ((events & EPOLLERR) || ((events & EPOLLHUP) && (!(events & EPOLLIN) || c.state == ConnState::kWaiting))) {
+  if ((events & EPOLLERR) ||
+      ((events & EPOLLHUP) && (!(events & EPOLLIN) || c.state == ConnState::kWaiting || c.state == ConnState::kHeld))) {
     Close(c);  // (waiting for an answer, nothing is read: a hang-up with data left would be reported again and again)
     return;
   }
@@ -465,7 +467,7 @@ void EventLoop::UpdateInterest(Connection& c) {
     want = c.read_needs_write ? EPOLLOUT : EPOLLIN;
   } else {
     if (ReadWanted(c)) want |= c.read_needs_write ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
-    if (c.out_sent < c.out.size()) want |= c.write_needs_read ? EPOLLIN : EPOLLOUT;
+    if (c.out_sent < c.out.size() && c.state != ConnState::kHeld) want |= c.write_needs_read ? EPOLLIN : EPOLLOUT;
   }
   if (c.registered && want == c.interest) return;
   epoll_event ev{};
@@ -819,7 +821,7 @@ void EventLoop::OnResult(Result r) {
     if (!c.closed) UpdateInterest(c);
     return;
   }
-  if (r.stream) {
+  if (r.stream || r.held) {
     Respond(c, std::move(r.response));
   } else {
     switch (c.state) {
@@ -885,6 +887,16 @@ void EventLoop::Respond(Connection& c, HttpResponse response) {
     PumpStream(c);
     return;
   }
+  if (response.hold.count() > 0) {
+    // Sent when the hold is over (CheckTimers), then the connection is closed; meanwhile the client's next
+    // request is not read (nor what is left of this one's body).
+    c.close_after = true;
+    const auto hold = response.hold;
+    Serialize(c, std::move(response));
+    c.state = ConnState::kHeld;
+    c.deadline = Clock::now() + hold;
+    return;
+  }
   Serialize(c, std::move(response));
   c.deadline = Clock::now() + s_->options.send_timeout;
   DoWrite(c);
@@ -900,6 +912,11 @@ EventLoop::Result EventLoop::RunAway(Connection& c, Job job) {
     if (!Compute(c, job, &response)) return r;  // admitted; the body is still on its way (kBody)
     if (response.events && c.head.method != "HEAD" && response.status == 200) {
       r.stream = true;  // event streams are the loop's
+      r.response = std::move(response);
+      return r;
+    }
+    if (response.hold.count() > 0) {
+      r.held = true;  // the loop waits out the hold, not a worker
       r.response = std::move(response);
       return r;
     }
@@ -1141,6 +1158,11 @@ void EventLoop::CheckTimers() {
       case ConnState::kWriting:
         s_->Hit("send_timeout");
         Close(c);
+        break;
+      case ConnState::kHeld:
+        c.state = ConnState::kWriting;
+        c.deadline = now + s_->options.send_timeout;
+        DoWrite(c);
         break;
       case ConnState::kLinger:
         Close(c);

@@ -99,6 +99,8 @@ class EventLoop {
     HttpResponse response;
     // The deferred answer of a request the loop handled itself (Api::HandleAsync); made and sent by the loop.
     Api::Answer answer;
+    // `response` has a hold (HttpResponse::hold): the loop sends it when the hold is over.
+    bool held = false;
   };
   void Deliver(Result result);
 

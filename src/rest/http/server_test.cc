@@ -383,6 +383,68 @@ TEST_F(ServerTest, UnauthenticatedBodiesAreNotRead) {
   close(fd);
 }
 
+// A client address past its budget of failed authentications: its failing requests (inline rule changes, requests
+// for a worker, and one whose body is still on the way) are answered 429 after the hold, nothing more of the
+// connection is read (a pipelined request is never answered), and the connection is closed; a valid token from the
+// same address is served as usual.
+TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
+  service::Metrics metrics;
+  ApiOptions api_options;
+  api_options.version = "test";
+  api_options.rate_limit = 0;
+  api_options.max_body_bytes = 4096;
+  api_options.auth_failure_rate = 0.01;  // a refill takes 100 s: two failures, then every one is held
+  api_options.auth_failure_burst = 2;
+  api_options.auth_failure_hold = std::chrono::milliseconds(200);
+  api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
+  Serve();
+  const std::string body = R"({"spec":"-j DROP"})";
+  const std::string post =
+      "POST /v1/ipv4/tables/filter/chains/INPUT/rules HTTP/1.1\r\nHost: x\r\n" + Auth("iptk_notatoken") +
+      "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  int fd = Connect();
+  for (int i = 0; i < 2; ++i) {
+    Send(fd, post);
+    const std::string got = Receive(fd);
+    EXPECT_THAT(got, StartsWith("HTTP/1.1 401 Unauthorized\r\n"));
+    EXPECT_THAT(got, Not(HasSubstr("Connection: close\r\n")));
+  }
+  // The third, with a valid request pipelined behind it.
+  Send(fd, post + "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "\r\n");
+  std::string got = Receive(fd, std::chrono::milliseconds(5000));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
+  EXPECT_THAT(got, HasSubstr("Retry-After: "));
+  EXPECT_THAT(got, HasSubstr("Connection: close\r\n"));
+  EXPECT_THAT(got, HasSubstr("auth_failures_exceeded"));
+  EXPECT_EQ(got.find("HTTP/1.1", 1), std::string::npos) << got;  // the pipelined request was not read
+  close(fd);
+  // A request for a worker (a read), without a token.
+  fd = Connect();
+  Send(fd, "GET /v1/ipv4 HTTP/1.1\r\nHost: x\r\n\r\n");
+  got = Receive(fd, std::chrono::milliseconds(5000));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
+  EXPECT_TRUE(Closed(fd));
+  close(fd);
+  // A body still on the way is not read: the connection closes after the held answer.
+  fd = Connect();
+  Send(fd, "POST /v1/transactions HTTP/1.1\r\nHost: x\r\n" + Auth("iptk_notatoken") +
+               "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n" + std::string(1000, ' '));
+  const std::string block(1 << 20, ' ');
+  size_t sent = 0;
+  while (sent < (size_t{100} << 20)) {
+    const ssize_t n = send(fd, block.data(), block.size(), MSG_NOSIGNAL);
+    if (n <= 0) break;
+    sent += static_cast<size_t>(n);
+  }
+  EXPECT_LT(sent, size_t{32} << 20);
+  close(fd);
+  // A valid token from the same address.
+  fd = Connect();
+  Send(fd, "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "\r\n");
+  EXPECT_THAT(Receive(fd, std::chrono::milliseconds(500)), StartsWith("HTTP/1.1 200 OK\r\n"));
+  close(fd);
+}
+
 TEST_F(ServerTest, HeadLimitsAndTimeouts) {
   HttpServerOptions options;
   options.max_header_bytes = 2048;
