@@ -94,7 +94,7 @@ struct Config {
   int ttl_adds = 2000;
   std::string iptkitd = IPTKITD_PATH;
   std::string daemon_log_level = "warn";
-  std::vector<std::string> daemon_env;  // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
+  std::vector<std::string> daemon_env;   // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
   std::vector<std::string> daemon_args;  // extra iptkitd arguments (e.g. --max-batch 32), each word its own
   // HTTP under attack (first variant's daemon, after its plain adds): authenticated requests one at a time while
   // `slowloris` connections dribble a header byte per second and `stalled_streams` event streams never read.
@@ -852,12 +852,12 @@ Status RunDaemon(const Config& config, const Variant& variant, const std::string
   const std::string token = token_words.front();
 
   std::vector<std::string> args = {"--netns",      ns_name,
-                                         "--backend",    backend,
-                                         "--listen",     "127.0.0.1:0",
-                                         "--ready-file", dir->path() + "/ready.json",
-                                         "--state-dir",  state_dir,
-                                         "--rate-limit", "0",
-                                         "--log-level",  config.daemon_log_level};
+                                   "--backend",    backend,
+                                   "--listen",     "127.0.0.1:0",
+                                   "--ready-file", dir->path() + "/ready.json",
+                                   "--state-dir",  state_dir,
+                                   "--rate-limit", "0",
+                                   "--log-level",  config.daemon_log_level};
   args.insert(args.end(), config.daemon_args.begin(), config.daemon_args.end());
   const Clock::time_point started = Clock::now();
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Daemon> daemon,
