@@ -1317,6 +1317,106 @@ TEST_F(ServiceTest, TheGroupCommitWindowSlidesWhileTheAnsweredClientsKeepComing)
   hook_ = nullptr;
 }
 
+// Records the rules of every Canonicalize call, and lets the test add its own marks to the same log.
+class CanonicalizeLog : public ForwardingBackend {
+ public:
+  using ForwardingBackend::ForwardingBackend;
+  Result<std::vector<Rule>> Canonicalize(Family family, const std::string& table,
+                                         const std::vector<Rule>& rules) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      std::string specs;
+      for (const Rule& r : rules) specs += FormatRuleSpec(r) + ";";
+      log_.push_back("canonicalize " + specs);
+    }
+    return inner_->Canonicalize(family, table, rules);
+  }
+  void Mark(const std::string& what) {
+    std::lock_guard<std::mutex> lock(mu_);
+    log_.push_back(what);
+  }
+  // Index of the first entry containing `needle` (-1: none).
+  int First(const std::string& needle) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (size_t i = 0; i < log_.size(); ++i) {
+      if (log_[i].find(needle) != std::string::npos) return static_cast<int>(i);
+    }
+    return -1;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::string> log_;
+};
+
+// The group commit window canonicalizes the cohort's rules while the cohort arrives (a quarter of it at a time; a
+// cohort of 4 here: each request as it comes), and the cohort still shares one commit. Here each client sends only
+// once the one before it was canonicalized: before, nothing was canonicalized until the window closed, so the first
+// client's request waited out the window alone and was committed alone.
+TEST_F(ServiceTest, TheGroupCommitWindowCanonicalizesTheCohortWhileItArrives) {
+  group_wait_ = std::chrono::milliseconds(1000);
+  CanonicalizeLog* log = nullptr;
+  wrap_writer_ = [&log](std::unique_ptr<backend::Backend> inner) -> std::unique_ptr<backend::Backend> {
+    auto wrapped = std::make_unique<CanonicalizeLog>(std::move(inner));
+    log = wrapped.get();
+    return wrapped;
+  };
+  Start();
+  ASSERT_NE(log, nullptr);
+  // A pass of 4 (the writer held in the commit of a first request while they queue up) makes 4 the cohort.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool held = false, released = false;
+  hook_ = [&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (released) return;
+    held = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return released; });
+  };
+  auto first = std::async(std::launch::async, [&] { return service_->Submit(Append("INPUT", "-s 10.9.0.1 -j DROP")); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10), [&] { return held; }));
+  }
+  std::vector<std::future<Result<ChangeResult>>> cohort;
+  for (int c = 0; c < 4; ++c) {
+    const std::string spec = "-s 10.9.1." + std::to_string(c + 1) + " -j DROP";
+    cohort.push_back(std::async(std::launch::async, [this, spec] { return service_->Submit(Append("INPUT", spec)); }));
+  }
+  ASSERT_TRUE(Eventually([&] { return metrics_->Render().find("iptkitd_queue_depth 4") != std::string::npos; }));
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    released = true;
+  }
+  cv.notify_all();
+  ASSERT_TRUE(first.get().ok());
+  for (auto& f : cohort) ASSERT_TRUE(f.get().ok());
+  hook_ = nullptr;
+  // The 4 clients come back one after the other, each once the one before was canonicalized.
+  std::vector<std::future<Result<ChangeResult>>> again;
+  for (int c = 1; c <= 4; ++c) {
+    const std::string address = "10.9.2." + std::to_string(c);
+    log->Mark("submit " + address);
+    const std::string spec = "-s " + address + " -j DROP";
+    again.push_back(std::async(std::launch::async, [this, spec] { return service_->Submit(Append("INPUT", spec)); }));
+    if (c < 4) {
+      ASSERT_TRUE(Eventually([&] { return log->First("canonicalize -s " + address) >= 0; }))
+          << address << " was not canonicalized while the window waited for the rest of the cohort";
+    }
+  }
+  for (auto& f : again) {
+    Result<ChangeResult> r = f.get();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->batch_requests, 4u);
+  }
+  for (int c = 1; c < 4; ++c) {
+    const std::string address = "10.9.2." + std::to_string(c);
+    EXPECT_LT(log->First("canonicalize -s " + address), log->First("submit 10.9.2." + std::to_string(c + 1)));
+  }
+  EXPECT_THAT(Save(), HasSubstr("-A INPUT -s 10.9.2.4/32 -j DROP"));
+}
+
 // With room for many requests per commit, the next pass starts during a write as soon as as many client requests
 // are queued as the pass being stored answers (one here): clients that alternate in two cohorts commit one
 // cohort while the other's records are stored, instead of waiting for a batch of max_batch.
