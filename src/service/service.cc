@@ -27,8 +27,6 @@ Clock::duration Backoff(int failures, Clock::duration first, Clock::duration mos
 
 // Most group_wait periods the group commit window lasts while requests keep arriving (WriterMain).
 constexpr int kGroupWaitRounds = 4;
-// The group commit window canonicalizes the arriving cohort in this many chunks (WriterMain).
-constexpr size_t kWarmChunks = 4;
 
 constexpr auto kTimerRetryFirst = std::chrono::milliseconds(100);
 constexpr auto kTimerRetryMost = std::chrono::seconds(5);
@@ -296,34 +294,15 @@ void Service::Impl::WriterMain() {
       // round trips of the daemon bench's cohort took longer than one group_wait from the first to the last, and
       // a window that closed then split the cohort in two (two commits, each costing the kernel about as much as
       // one of all of them, and the halves kept alternating).
-      // While the cohort arrives the writer has nothing else to do: every quarter of the cohort that has queued up
-      // is canonicalized meanwhile (WarmCanonicalCache, its requests marked `warmed`), so that the pass, when it
-      // starts, no longer begins with canonicalizing every request's rules (about 10 µs per new spec on the native
-      // backend: 0.6-1 ms of a 64-request pass that is otherwise spent after the last arrival). Queued items are
-      // only ever removed by this thread, and a pushed WorkItem does not change until it is taken.
       if (options.group_wait.count() > 0 && last_drain_requests > 1 && !queue.empty()) {
         const size_t target =
             std::min({last_drain_requests + previous_drain_requests, options.max_batch, peak_outstanding});
-        const size_t chunk = std::max<size_t>(target / kWarmChunks, 1);
-        size_t warmed = 0;  // queue[0, warmed) were canonicalized
+        wake_at = target;
         for (int round = 0; round < kGroupWaitRounds; ++round) {
           const size_t before = queue.size();
-          const Clock::time_point until = Clock::now() + options.group_wait;
-          for (;;) {
-            wake_at = std::min(target, warmed + chunk);
-            queue_cv.wait_until(lock, until, [&] { return stopping || queue.size() >= wake_at; });
-            if (stopping || queue.size() >= target || queue.size() < warmed + chunk) break;
-            std::vector<WorkItem*> arrived;
-            for (size_t i = warmed; i < queue.size() && i < options.max_batch; ++i) arrived.push_back(queue[i].get());
-            warmed = queue.size();
-            lock.unlock();
-            WarmCanonicalCache(arrived);
-            for (WorkItem* item : arrived) item->warmed = true;
-            lock.lock();
-          }
+          queue_cv.wait_for(lock, options.group_wait, [&] { return stopping || queue.size() >= target; });
           if (stopping || queue.size() >= target || queue.size() == before) break;
         }
-        wake_at = target;
         if (stopping) break;
       }
       while (!queue.empty() && requests.size() < options.max_batch) {
@@ -397,12 +376,9 @@ void Service::Impl::Process(std::vector<std::unique_ptr<WorkItem>> items) {
 
 void Service::Impl::Execute(std::vector<std::unique_ptr<WorkItem>> items) {
   if (items.empty()) return;
-  std::vector<WorkItem*> ptrs, cold;
-  for (auto& item : items) {
-    ptrs.push_back(item.get());
-    if (!item->warmed) cold.push_back(item.get());
-  }
-  WarmCanonicalCache(cold);
+  std::vector<WorkItem*> ptrs;
+  for (auto& item : items) ptrs.push_back(item.get());
+  WarmCanonicalCache(ptrs);
   // TTL expiries and confirm rollbacks that are due go first. With client work in the same pass they share its
   // commit (planned before it, on the same read): a commit costs the kernel about the same for one op or sixty,
   // and next to a steady stream of TTL rules nearly every pass had an expiry, so passes made two commits. When the

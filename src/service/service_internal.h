@@ -83,8 +83,6 @@ struct WorkItem {
   bool drift_check = false;                   // kReconcile: count what it repairs as drift
   bool repair = false;  // made by a drain to repair owned state after imperative ops (planned per attempt)
   bool skip_audit = false;
-  // Its rules were canonicalized while it waited in the queue (the group commit window): the pass does not again.
-  bool warmed = false;
   // Who waits for the outcome (empty: nobody): Submit's promise, SubmitAsync's callback, start-up. Called once.
   Service::Reply reply;
 
