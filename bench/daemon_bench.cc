@@ -102,7 +102,8 @@ struct Config {
   int ttl_adds = 2000;
   std::string iptkitd = IPTKITD_PATH;
   std::string daemon_log_level = "warn";
-  std::vector<std::string> daemon_env;  // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
+  std::vector<std::string> daemon_env;   // extra KEY=VALUE for iptkitd (e.g. GLIBC_TUNABLES=...)
+  std::vector<std::string> daemon_args;  // extra iptkitd arguments (e.g. --max-batch 32), each word its own
   // HTTP under attack (first variant's daemon, after its plain adds): authenticated requests one at a time while
   // `slowloris` connections dribble a header byte per second and `stalled_streams` event streams never read.
   int attack_requests = 1000;  // 0: skip
@@ -1232,13 +1233,14 @@ Status RunDaemon(const Config& config, const Variant& variant, const std::string
   if (token_words.size() != 1) return Status::Internal("`iptkitd token create` printed '" + token_out + "'");
   const std::string token = token_words.front();
 
-  const std::vector<std::string> args = {"--netns",      ns_name,
-                                         "--backend",    backend,
-                                         "--listen",     "127.0.0.1:0",
-                                         "--ready-file", dir->path() + "/ready.json",
-                                         "--state-dir",  state_dir,
-                                         "--rate-limit", "0",
-                                         "--log-level",  config.daemon_log_level};
+  std::vector<std::string> args = {"--netns",      ns_name,
+                                   "--backend",    backend,
+                                   "--listen",     "127.0.0.1:0",
+                                   "--ready-file", dir->path() + "/ready.json",
+                                   "--state-dir",  state_dir,
+                                   "--rate-limit", "0",
+                                   "--log-level",  config.daemon_log_level};
+  args.insert(args.end(), config.daemon_args.begin(), config.daemon_args.end());
   const Clock::time_point started = Clock::now();
   IPTKIT_ASSIGN_OR_RETURN(std::unique_ptr<Daemon> daemon,
                           Daemon::Start(config.iptkitd, args, config.daemon_env, dir->path() + "/iptkitd.log",
@@ -1463,6 +1465,9 @@ int Main(int argc, char** argv) {
   app.add_option("--iptkitd", config.iptkitd, "path of the iptkitd binary")->check(CLI::ExistingFile);
   app.add_option("--daemon-log-level", config.daemon_log_level, "iptkitd --log-level");
   app.add_option("--daemon-env", config.daemon_env, "KEY=VALUE added to iptkitd's environment (repeatable)");
+  app.add_option("--daemon-arg", config.daemon_args,
+                 "a word added to iptkitd's command line (repeatable, in order: --daemon-arg=--max-batch "
+                 "--daemon-arg=32)");
   app.add_option("--attack-requests", config.attack_requests,
                  "GET /v1/version timed before and under attack, after the first variant's plain adds (0: skip)")
       ->check(CLI::Range(0, 1 << 20));
@@ -1521,6 +1526,11 @@ int Main(int argc, char** argv) {
   if (!config.daemon_env.empty()) {
     md << "- iptkitd's environment also had:";
     for (const std::string& e : config.daemon_env) md << " `" << e << "`";
+    md << ".\n";
+  }
+  if (!config.daemon_args.empty()) {
+    md << "- iptkitd's command line also had:";
+    for (const std::string& a : config.daemon_args) md << " `" << a << "`";
     md << ".\n";
   }
   md << "- mean batch = requests per kernel commit, commits and mean commit ms (iptkitd_commit_duration_seconds) "

@@ -6,10 +6,13 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <system_error>
 #include <thread>
 
@@ -68,11 +71,25 @@ Result<ScratchNetns> ScratchNetns::Create() {
   if (::pipe2(release, O_CLOEXEC) != 0) return ErrnoToStatus(errno, "pipe2");
   UniqueFd release_r(release[0]), release_w(release[1]);
 
+  const int keep_low = std::min(ready_w.get(), release_r.get());
+  const int keep_high = std::max(ready_w.get(), release_r.get());
+  const long open_max = ::sysconf(_SC_OPEN_MAX);
+  const int max_fd = open_max > 0 && open_max < INT_MAX ? static_cast<int>(open_max) - 1 : 65535;
   pid_t pid = ::fork();
   if (pid < 0) return ErrnoToStatus(errno, "fork for unshare(CLONE_NEWNET)");
   if (pid == 0) {
-    // Async-signal-safe only. The child's copy of the release write end must go, or it never sees EOF.
-    ::close(release_w.get());
+    // Async-signal-safe only. Every descriptor but 0-2 and its two pipe ends goes: its copy of the release write end
+    // (or it never sees EOF), and the pipes of a Create running on another thread at the same time, which it
+    // inherited: a helper holding another helper's release end keeps that one waiting, and two that hold each
+    // other's never end (nor do their callers, in waitpid).
+    auto close_range = [max_fd](int first, int last) {
+      if (first > last) return;
+      if (::syscall(SYS_close_range, static_cast<unsigned>(first), static_cast<unsigned>(last), 0u) == 0) return;
+      for (int fd = first; fd <= std::min(last, max_fd); ++fd) ::close(fd);
+    };
+    close_range(3, keep_low - 1);
+    close_range(keep_low + 1, keep_high - 1);
+    close_range(keep_high + 1, INT_MAX);
     int err = ::unshare(CLONE_NEWNET) == 0 ? 0 : errno;
     ssize_t ignored = ::write(ready_w.get(), &err, sizeof(err));
     (void)ignored;

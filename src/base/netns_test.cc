@@ -7,8 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <filesystem>
+#include <future>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "src/base/subprocess.h"
@@ -108,6 +112,31 @@ TEST(ScratchNetnsTest, LeavesNothingInRunNetns) {
   struct stat st {};
   ASSERT_EQ(::fstat(a->fd(), &st), 0);
   EXPECT_THAT(bound_as(st.st_ino), ::testing::IsEmpty());
+}
+
+// Regression: the helper child of each Create inherited the pipes of a Create running at the same time on another
+// thread; two such children each held the other's release pipe open, so neither saw its end, both blocked forever
+// and so did the two callers in waitpid (found as two orphaned iptkitd children blocked in a pipe read after a test
+// daemon that canonicalized in scratch namespaces from two threads was killed). Many Creates from two threads
+// must all finish; the bound is a liveness bound (each takes milliseconds), and a hang aborts the test program.
+TEST(ScratchNetnsTest, CreatesOnTwoThreadsAtOnceAllFinish) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (CAP_SYS_ADMIN) to unshare a network namespace";
+  auto creates = [] {
+    for (int i = 0; i < 200; ++i) {
+      Result<ScratchNetns> ns = ScratchNetns::Create();
+      if (!ns.ok()) return ns.status();
+    }
+    return Status::Ok();
+  };
+  auto a = std::async(std::launch::async, creates);
+  auto b = std::async(std::launch::async, creates);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::minutes(5);
+  if (a.wait_until(until) != std::future_status::ready || b.wait_until(until) != std::future_status::ready) {
+    ADD_FAILURE() << "ScratchNetns::Create on two threads did not finish: the helper children hold each other's pipes";
+    std::abort();  // the blocked threads cannot be joined
+  }
+  EXPECT_TRUE(a.get().ok());
+  EXPECT_TRUE(b.get().ok());
 }
 
 class NamedNetnsTest : public ::testing::Test {

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <utility>
 
@@ -1315,6 +1316,37 @@ TEST_F(ServiceTest, TheGroupCommitWindowSlidesWhileTheAnsweredClientsKeepComing)
     EXPECT_EQ(r->batch_requests, 4u);
   }
   hook_ = nullptr;
+}
+
+// The data of a request's `commit` event (written directly, without a JSON object) is what nlohmann's
+// ordered_json of the same members dumps: quotes, backslashes and control characters in a restore text and in a
+// request id are escaped alike.
+TEST_F(ServiceTest, TheCommitEventDataIsTheJsonOfTheRequestsResult) {
+  Start();
+  const uint64_t before = events_->last_id();
+  ChangeRequest request = Append("INPUT", R"(-s 10.7.0.1 -m comment --comment "say \"hi\" \\ now" -j DROP)");
+  request.request_id = std::string("r-\"7\"\\\t\x01\x1f\x7f");
+  Result<ChangeResult> done = service_->Submit(request);
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  nlohmann::ordered_json want;
+  want["id"] = done->id;
+  want["principal"] = "test";
+  want["request_id"] = request.request_id;
+  want["action"] = "append";
+  nlohmann::ordered_json tables = nlohmann::ordered_json::array();
+  for (const TableCommit& t : done->tables) {
+    tables.push_back(
+        {{"family", std::string(FamilyName(t.family))}, {"table", t.table}, {"restore_text", t.restore_text}});
+  }
+  want["tables"] = tables;
+  std::optional<std::string> data;
+  for (const Event& e : events_->WaitAfter(before, std::chrono::seconds(10)).events) {
+    if (e.type == "commit") data = e.data;
+  }
+  ASSERT_TRUE(data.has_value());
+  EXPECT_EQ(*data, want.dump());
+  EXPECT_THAT(*data, HasSubstr(R"(say \\\"hi\\\")"));
+  EXPECT_THAT(*data, HasSubstr(R"(\t\u0001\u001f)"));
 }
 
 // With room for many requests per commit, the next pass starts during a write as soon as as many client requests

@@ -1786,6 +1786,25 @@ bool NeedsSnapshot(const TableOp& op) {
 
 }  // namespace
 
+namespace {
+
+// Whether a batch with counters re-adds a rule it deletes (a moved rule: FreshenMovedCounters). Asked before the
+// batch is copied for that, so that a batch of plain appends (a group commit of 64 adds) is not copied per commit.
+bool MovesRules(const std::vector<CommitTable>& tables) {
+  for (const CommitTable& t : tables) {
+    if (!t.batch.with_counters || t.batch.flush_table) continue;
+    const bool deletes = std::any_of(t.batch.ops.begin(), t.batch.ops.end(),
+                                     [](const TableOp& op) { return op.kind == TKind::kDelete; });
+    const bool adds = std::any_of(t.batch.ops.begin(), t.batch.ops.end(), [](const TableOp& op) {
+      return op.kind == TKind::kAppend || op.kind == TKind::kInsert;
+    });
+    if (deletes && adds) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 bool NativeBackend::FreshenMovedCounters(std::vector<CommitTable>& tables) {
   // (family, table, chain) → the ops re-adding a rule the same batch deletes: by the rule's handle in the snapshot
   // (the first rule equal to it, the one the delete by spec removes there), else with the rule's binary form, to
@@ -1883,7 +1902,7 @@ Result<CommitReport> NativeBackend::Commit(const std::vector<CommitTable>& table
   }
   if (work.empty()) return report;
   if (std::optional<std::string> why = NotExpressible(tables)) return CommitThroughRestore(tables, *why);
-  if (events_ && !freshening_counters_) {
+  if (events_ && !freshening_counters_ && MovesRules(tables)) {
     // The event-fed snapshot's counters are those of its last read: a moved rule goes back with the kernel's.
     std::vector<CommitTable> fresh = tables;
     if (FreshenMovedCounters(fresh)) {
