@@ -229,6 +229,9 @@ class NativeBackend final : public Backend {
                                                 const ChainScope& scope,
                                                 const std::vector<std::pair<std::string, std::string>>& chains,
                                                 const ChainScan& scan);
+  // The family's whole snapshot at kRules, current: the cached one when the notifications (event_cache) or the
+  // kernel's generation id say it is, else read whole and kept.
+  Result<const FamilyState*> CurrentWhole(Family family);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;
