@@ -593,6 +593,34 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
   return st;
 }
 
+namespace {
+
+// Room for the rules a handle's own commits add to a kept snapshot's chain without moving every rule of it on the
+// first (a chain read is reserved to its exact size).
+constexpr size_t kSnapshotRoom = 64;
+
+// A copy of a listed table for the snapshot a long-lived handle keeps, each chain with room to grow.
+Table CopyWithRoom(const Table& table) {
+  Table out;
+  out.name = table.name;
+  out.unrepresentable_reason = table.unrepresentable_reason;
+  out.chains.reserve(table.chains.size());
+  for (const Chain& c : table.chains) {
+    Chain& kept = out.chains.emplace_back(Chain{c.name, c.policy, c.counters, {}});
+    kept.rules.reserve(c.rules.size() + kSnapshotRoom);
+    kept.rules.insert(kept.rules.end(), c.rules.begin(), c.rules.end());
+  }
+  return out;
+}
+
+void ReserveRoom(std::map<std::string, NativeBackend::KTable>& kernel) {
+  for (auto& [name, kt] : kernel) {
+    for (auto& [chain, kc] : kt.chains) kc.rules.reserve(kc.rules.size() + kSnapshotRoom);
+  }
+}
+
+}  // namespace
+
 Result<const NativeBackend::FamilyState*> NativeBackend::CurrentWhole(Family family) {
   auto whole = [&](const FamilyState& st) { return st.detail == SnapshotDetail::kRules && st.scope.every_chain; };
   auto it = cache_.find(family);
@@ -636,7 +664,7 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
   const bool keep = !options_.one_shot && !events_;
   if (table && fresh_counters) {
     IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
-    const Table* read = st.ruleset.FindTable(*table);
+    Table* read = st.ruleset.FindTable(*table);
     if (!keep || read == nullptr) return view(st, &st);
     // A snapshot of that one table: it answers only plans that name their chains and look at this table alone
     // (ChainScope::named_only with tables), and it holds the rules of each of its chains.
@@ -645,13 +673,25 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
     st.scope.named_only = true;
     st.scope.tables.insert(*table);
     for (const Chain& c : read->chains) st.scope.chains.emplace(*table, c.name);
-    Ruleset out = view(st);
+    Table kept = CopyWithRoom(*read);
+    Ruleset out = view(st, &st);  // the table read, moved out
+    *read = std::move(kept);
+    ReserveRoom(st.kernel);
     Remember(family, std::move(st));
     return out;
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
   if (!keep && !events_) return std::move(st.ruleset);
-  Ruleset out = view(st);
+  if (!keep) {
+    Ruleset out = view(st);
+    Remember(family, std::move(st));
+    return out;
+  }
+  Ruleset out = std::move(st.ruleset);
+  st.ruleset = Ruleset{};
+  st.ruleset.family = out.family;
+  for (const Table& t : out.tables) st.ruleset.tables.push_back(CopyWithRoom(t));
+  ReserveRoom(st.kernel);
   Remember(family, std::move(st));
   return out;
 }
