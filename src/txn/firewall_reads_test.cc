@@ -240,5 +240,26 @@ TEST_F(FirewallReadsTest, DeleteBySpecAfterAForeignWriteDeletesTheFirstEqualRule
   }
 }
 
+// A delete by spec planned on a kept snapshot that finds no equal rule still says, as a read of the chain does,
+// when an owned rule equals the spec but for its owner tag (and which one). Both kinds of handle.
+TEST_F(FirewallReadsTest, DeleteBySpecOfAnOwnedRuleWithoutItsTagNamesTheOwner) {
+  for (bool event_cache : {false, true}) {
+    SCOPED_TRACE(event_cache ? "event cache" : "default handle");
+    backend::native::NativeBackend* native = nullptr;
+    std::unique_ptr<Firewall> fw = Open(&native, event_cache);
+    ASSERT_NE(fw, nullptr);
+    Rule owned = Spec(kProbe);
+    owned.SetOwnerTag({"app", event_cache ? "r2" : "r1"});
+    Commit(*fw, Transaction().Append(v4, "filter", "c7", owned));
+    ASSERT_TRUE(fw->List(v4, "filter").ok());
+    Result<CommitResult> refused = fw->Commit(Transaction().Delete(v4, "filter", "c7", Spec(kProbe)));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("rule 6 equals it but belongs to owner 'app'"), std::string::npos)
+        << refused.status().ToString();
+    Commit(*fw, Transaction().Delete(v4, "filter", "c7", owned));
+  }
+}
+
 }  // namespace
 }  // namespace iptkit

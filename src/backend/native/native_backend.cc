@@ -701,7 +701,9 @@ namespace {
 // A plan's view of a snapshot that holds the rules it looks at: every table and chain, with the rules of the chains
 // in `whole` and, of a chain in `probes`, only its rules that are the same rule (SameRule, as the delete by spec in
 // Commit finds them) as one of the probes, in chain order; the other chains without rules (ChainScope: the plan
-// looks at no other rule).
+// looks at no other rule). A probe chain where some probe has no equal rule of its own (two deletes of one spec need
+// two equal rules) is given whole, as a read of it would (the plan's error then says whether an owned rule equals
+// the spec but for its owner tag, and which).
 Ruleset ScopedView(const Ruleset& full, const std::set<std::pair<std::string, std::string>>& whole,
                    const std::map<std::pair<std::string, std::string>, std::vector<Rule>>& probes) {
   Ruleset out;
@@ -720,11 +722,20 @@ Ruleset ScopedView(const Ruleset& full, const std::set<std::pair<std::string, st
       }
       auto p = probes.find({t.name, c.name});
       if (p == probes.end()) continue;
+      const std::vector<Rule>& wanted = p->second;
+      std::vector<bool> found(wanted.size(), false);
       for (const Rule& rule : c.rules) {
-        if (std::any_of(p->second.begin(), p->second.end(), [&](const Rule& probe) { return SameRule(rule, probe); })) {
-          rc.rules.push_back(rule);
+        // The probe it equals, one not found yet first.
+        std::optional<size_t> equal;
+        for (size_t k = 0; k < wanted.size(); ++k) {
+          if (equal && (found[k] || !found[*equal])) continue;
+          if (SameRule(rule, wanted[k])) equal = k;
         }
+        if (!equal) continue;
+        found[*equal] = true;
+        rc.rules.push_back(rule);
       }
+      if (std::find(found.begin(), found.end(), false) != found.end()) rc.rules = c.rules;
     }
   }
   return out;
