@@ -57,10 +57,12 @@ class FirewallReadsTest : public ::testing::Test {
     ASSERT_EQ(ns_->Exec({"/usr/sbin/iptables-nft-restore"}, text), "");
   }
 
-  // A Firewall on a fresh native backend (as one iptkit process has), and that backend.
-  std::unique_ptr<Firewall> Open(backend::native::NativeBackend** native) {
+  // A Firewall on a fresh native backend (as one iptkit process has), and that backend. `event_cache`: the daemon's
+  // kind of handle (BackendOptions::event_cache).
+  std::unique_ptr<Firewall> Open(backend::native::NativeBackend** native, bool event_cache = false) {
     backend::BackendOptions options;
     options.netns = ns_->name();
+    options.event_cache = event_cache;
     auto b = backend::native::NativeBackend::Create(options);
     EXPECT_TRUE(b.ok()) << b.status().ToString();
     if (!b.ok()) return nullptr;
@@ -186,6 +188,77 @@ TEST_F(FirewallReadsTest, SnapshotOfOneTableDoesNotAnswerAPlanOnAnother) {
   Commit(*fw, Transaction().Flush(v4, "nat"));
   const std::string nat = ns_->Output({"/usr/sbin/iptables-nft-save", "-t", "nat"});
   EXPECT_EQ(nat.find("MASQUERADE"), std::string::npos) << nat;
+}
+
+// A long-lived handle keeps what it listed: a delete by spec right after a listing (and after its own append) is
+// planned on it, the generation id saying nothing changed, and reads no rule; the rule deleted is the first equal
+// one. Regression: the warm default handle dumped and decoded the whole chain for each delete by spec.
+TEST_F(FirewallReadsTest, DeleteBySpecAfterAListingReadsNoRules) {
+  backend::native::NativeBackend* native = nullptr;
+  std::unique_ptr<Firewall> fw = Open(&native);
+  ASSERT_NE(fw, nullptr);
+  ASSERT_TRUE(fw->List(v4, "filter").ok());
+  Commit(*fw, Transaction().Append(v4, "filter", "c7", Spec(kProbe)));
+  const Requests before = Count(*native);
+  Commit(*fw, Transaction().Delete(v4, "filter", "c7", Spec("-s 10.0.7.3 -p tcp --dport 22 -j ACCEPT")));
+  Requests del = Count(*native);
+  for (const auto& [what, n] : before) del[what] -= n;
+  std::erase_if(del, [](const auto& r) { return r.second == 0; });
+  EXPECT_EQ(del, (Requests{{"GETGEN", 1}, {"other", 1}})) << Show(del);
+  EXPECT_EQ(Chain("c7"),
+            "-A c7 -s 10.0.7.0/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            "-A c7 -s 10.0.7.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            "-A c7 -s 10.0.7.2/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+            "-A c7 -s 10.0.7.4/32 -p tcp -m tcp --dport 22 -j ACCEPT\n" +
+                std::string("-A c7 ") + kProbe + "\n");
+}
+
+// After a foreign write the kept snapshot is not used as it was: iptables-nft inserts a rule equal to the handle's own
+// appended one at the head of the chain, and a delete by spec through the warm handle deletes that first one, not
+// the one the handle added (the last). Both kinds of handle; with two deletes in one transaction both go.
+TEST_F(FirewallReadsTest, DeleteBySpecAfterAForeignWriteDeletesTheFirstEqualRule) {
+  for (bool event_cache : {false, true}) {
+    SCOPED_TRACE(event_cache ? "event cache" : "default handle");
+    backend::native::NativeBackend* native = nullptr;
+    std::unique_ptr<Firewall> fw = Open(&native, event_cache);
+    ASSERT_NE(fw, nullptr);
+    ASSERT_TRUE(fw->List(v4, "filter").ok());
+    Commit(*fw, Transaction().Append(v4, "filter", "c7", Spec(kProbe)));
+    ASSERT_EQ(ns_->Exec({"/usr/sbin/iptables-nft", "-t", "filter", "-I", "c7", "1", "-s", "192.0.2.1/32", "-p", "tcp",
+                         "-m", "tcp", "--dport", "22", "-j", "ACCEPT"}),
+              "");
+    Commit(*fw, Transaction().Delete(v4, "filter", "c7", Spec(kProbe)));
+    const std::string c7 = Chain("c7");
+    EXPECT_TRUE(c7.starts_with("-A c7 -s 10.0.7.0/32 ")) << c7;
+    EXPECT_TRUE(c7.ends_with(std::string("-A c7 ") + kProbe + "\n")) << c7;
+    ASSERT_EQ(ns_->Exec({"/usr/sbin/iptables-nft", "-t", "filter", "-I", "c7", "2", "-s", "192.0.2.1/32", "-p", "tcp",
+                         "-m", "tcp", "--dport", "22", "-j", "ACCEPT"}),
+              "");
+    Commit(*fw, Transaction().Delete(v4, "filter", "c7", Spec(kProbe)).Delete(v4, "filter", "c7", Spec(kProbe)));
+    EXPECT_EQ(Chain("c7").find("192.0.2.1"), std::string::npos) << Chain("c7");
+    EXPECT_EQ(Chain("c7").size(), 5 * std::string("-A c7 -s 10.0.7.0/32 -p tcp -m tcp --dport 22 -j ACCEPT\n").size());
+  }
+}
+
+// A delete by spec planned on a kept snapshot that finds no equal rule still says, as a read of the chain does,
+// when an owned rule equals the spec but for its owner tag (and which one). Both kinds of handle.
+TEST_F(FirewallReadsTest, DeleteBySpecOfAnOwnedRuleWithoutItsTagNamesTheOwner) {
+  for (bool event_cache : {false, true}) {
+    SCOPED_TRACE(event_cache ? "event cache" : "default handle");
+    backend::native::NativeBackend* native = nullptr;
+    std::unique_ptr<Firewall> fw = Open(&native, event_cache);
+    ASSERT_NE(fw, nullptr);
+    Rule owned = Spec(kProbe);
+    owned.SetOwnerTag({"app", event_cache ? "r2" : "r1"});
+    Commit(*fw, Transaction().Append(v4, "filter", "c7", owned));
+    ASSERT_TRUE(fw->List(v4, "filter").ok());
+    Result<CommitResult> refused = fw->Commit(Transaction().Delete(v4, "filter", "c7", Spec(kProbe)));
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kNotFound) << refused.status().ToString();
+    EXPECT_NE(refused.status().message().find("rule 6 equals it but belongs to owner 'app'"), std::string::npos)
+        << refused.status().ToString();
+    Commit(*fw, Transaction().Delete(v4, "filter", "c7", owned));
+  }
 }
 
 }  // namespace

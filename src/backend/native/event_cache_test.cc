@@ -412,5 +412,60 @@ TEST_F(EventCacheTest, ResyncsAfterAForeignBurstOf20000ChangesAgainstASmallRecei
   EXPECT_EQ(backend_->stats().event_resyncs, resyncs);
 }
 
+// A plan's read through the event cache gets what its scope looks at, not a copy of every rule of the family: the
+// rules of the chains it names, of a chain it deletes from by spec only the rules equal to the spec (every one, in
+// chain order, as the rule was typed: canonicalized first), and no rules of the other chains; nothing is read from
+// the kernel for it. Regression: every such plan copied (and freed) the whole family's rules.
+TEST_F(EventCacheTest, PlanReadsGetTheChainsTheyLookAtOnly) {
+  for (const char* source : {"10.5.0.1", "10.5.0.2", "10.5.0.1", "10.5.0.3"}) {
+    ASSERT_EQ(Iptables({"-A", "INPUT", "-s", source, "-p", "tcp", "--dport", "22", "-j", "ACCEPT"}), "");
+  }
+  ASSERT_EQ(Iptables({"-A", "FORWARD", "-s", "10.6.0.1", "-j", "DROP"}), "");
+  ASSERT_EQ(Iptables({"-A", "OUTPUT", "-d", "10.7.0.1", "-j", "DROP"}), "");
+  ExpectCacheIsCurrent(Family::kIPv4, "warm");
+  const uint64_t dumps = backend_->stats().dumps;
+  Result<Rule> probe = ParseRuleSpec("-p tcp -s 10.5.0.1 --dport 22 -j ACCEPT", Family::kIPv4);
+  ASSERT_TRUE(probe.ok()) << probe.status().ToString();
+  ChainScope scope;
+  scope.every_chain = false;
+  scope.named_only = true;
+  scope.tables = {"filter"};
+  scope.probes[{"filter", "INPUT"}] = {*probe};
+  scope.chains.emplace("filter", "FORWARD");
+  Result<Ruleset> planned = backend_->ReadChainsForPlan(Family::kIPv4, SnapshotDetail::kRules, scope);
+  ASSERT_TRUE(planned.ok()) << planned.status().ToString();
+  EXPECT_EQ(backend_->stats().dumps, dumps);
+  const Table* filter = planned->FindTable("filter");
+  ASSERT_NE(filter, nullptr);
+  ASSERT_NE(filter->FindChain("INPUT"), nullptr);
+  std::vector<std::string> input;
+  for (const Rule& r : filter->FindChain("INPUT")->rules) input.push_back(FormatRuleSpec(r));
+  const std::string equal = "-s 10.5.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT";
+  EXPECT_EQ(input, (std::vector<std::string>{equal, equal}));
+  ASSERT_NE(filter->FindChain("FORWARD"), nullptr);
+  ASSERT_EQ(filter->FindChain("FORWARD")->rules.size(), 1u);
+  EXPECT_EQ(FormatRuleSpec(filter->FindChain("FORWARD")->rules[0]), "-s 10.6.0.1/32 -j DROP");
+  ASSERT_NE(filter->FindChain("OUTPUT"), nullptr);
+  EXPECT_TRUE(filter->FindChain("OUTPUT")->rules.empty());
+
+  // The delete planned on it removes the first equal rule, by its handle.
+  ASSERT_FALSE(input.empty());
+  TableBatch del{Family::kIPv4, "filter", {TableOp::Make(TableOp::Kind::kDelete, "INPUT", *probe)}};
+  Result<std::vector<Rule>> canon = backend_->Canonicalize(Family::kIPv4, "filter", {*probe});
+  ASSERT_TRUE(canon.ok()) << canon.status().ToString();
+  del.ops[0].rule = canon->front();
+  Status deleted = backend_->Commit(del);
+  ASSERT_TRUE(deleted.ok()) << deleted.ToString();
+  const std::string saved = ns_->Output({"/usr/sbin/iptables-nft-save", "-t", "filter"});
+  EXPECT_NE(saved.find("-A INPUT -s 10.5.0.2/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+                       "-A INPUT -s 10.5.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n"
+                       "-A INPUT -s 10.5.0.3/32"),
+            std::string::npos)
+      << saved;
+  EXPECT_EQ(saved.find("-A INPUT -s 10.5.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -s 10.5.0.2/32"),
+            std::string::npos)
+      << saved;
+}
+
 }  // namespace
 }  // namespace iptkit::backend::native

@@ -593,6 +593,51 @@ Result<NativeBackend::FamilyState> NativeBackend::Dump(Family family, const std:
   return st;
 }
 
+namespace {
+
+// Room for the rules a handle's own commits add to a kept snapshot's chain without moving every rule of it on the
+// first (a chain read is reserved to its exact size).
+constexpr size_t kSnapshotRoom = 64;
+
+// A copy of a listed table for the snapshot a long-lived handle keeps, each chain with room to grow.
+Table CopyWithRoom(const Table& table) {
+  Table out;
+  out.name = table.name;
+  out.unrepresentable_reason = table.unrepresentable_reason;
+  out.chains.reserve(table.chains.size());
+  for (const Chain& c : table.chains) {
+    Chain& kept = out.chains.emplace_back(Chain{c.name, c.policy, c.counters, {}});
+    kept.rules.reserve(c.rules.size() + kSnapshotRoom);
+    kept.rules.insert(kept.rules.end(), c.rules.begin(), c.rules.end());
+  }
+  return out;
+}
+
+void ReserveRoom(std::map<std::string, NativeBackend::KTable>& kernel) {
+  for (auto& [name, kt] : kernel) {
+    for (auto& [chain, kc] : kt.chains) kc.rules.reserve(kc.rules.size() + kSnapshotRoom);
+  }
+}
+
+}  // namespace
+
+Result<const NativeBackend::FamilyState*> NativeBackend::CurrentWhole(Family family) {
+  auto whole = [&](const FamilyState& st) { return st.detail == SnapshotDetail::kRules && st.scope.every_chain; };
+  auto it = cache_.find(family);
+  if (it != cache_.end() && whole(it->second) && FreshFromEvents(family)) return &cache_.at(family);
+  it = cache_.find(family);
+  if (it != cache_.end() && whole(it->second)) {
+    IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
+    if (gen == it->second.generation) {
+      ++stats_.cache_hits;
+      return &it->second;
+    }
+  }
+  IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
+  Remember(family, std::move(st));
+  return &cache_.at(family);
+}
+
 Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::string>& table, bool fresh_counters) {
   // The family or the table asked for; moved out of a snapshot nobody keeps.
   auto view = [&](const FamilyState& st, FamilyState* spare = nullptr) -> Ruleset {
@@ -609,33 +654,94 @@ Result<Ruleset> NativeBackend::Read(Family family, const std::optional<std::stri
     return rs;
   };
   if (!fresh_counters) {
-    auto it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain &&
-        FreshFromEvents(family)) {
-      return view(cache_.at(family));
-    }
-    it = cache_.find(family);
-    if (it != cache_.end() && it->second.detail == SnapshotDetail::kRules && it->second.scope.every_chain) {
-      IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
-      if (gen == it->second.generation) {
-        ++stats_.cache_hits;
-        return view(it->second);
-      }
-    }
+    IPTKIT_ASSIGN_OR_RETURN(const FamilyState* st, CurrentWhole(family));
+    return view(*st);
   }
+  // A listing is what the caller shows: it gets the model itself. A long-lived handle without the event cache keeps
+  // a copy as its snapshot too (a plan at the same generation then reads nothing: a delete by spec right after a
+  // listing finds its rule there); a one-shot process or the event cache (which keeps whole families from
+  // notifications) does not pay for the copy (10,000 rules: about 7 MB of fresh pages).
+  const bool keep = !options_.one_shot && !events_;
   if (table && fresh_counters) {
     IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, table, SnapshotDetail::kRules));
-    return view(st, &st);
+    Table* read = st.ruleset.FindTable(*table);
+    if (!keep || read == nullptr) return view(st, &st);
+    // A snapshot of that one table: it answers only plans that name their chains and look at this table alone
+    // (ChainScope::named_only with tables), and it holds the rules of each of its chains.
+    st.scope = ChainScope{};
+    st.scope.every_chain = false;
+    st.scope.named_only = true;
+    st.scope.tables.insert(*table);
+    for (const Chain& c : read->chains) st.scope.chains.emplace(*table, c.name);
+    Table kept = CopyWithRoom(*read);
+    Ruleset out = view(st, &st);  // the table read, moved out
+    *read = std::move(kept);
+    ReserveRoom(st.kernel);
+    Remember(family, std::move(st));
+    return out;
   }
   IPTKIT_ASSIGN_OR_RETURN(FamilyState st, Dump(family, std::nullopt, SnapshotDetail::kRules));
-  // A read for its counters is what the caller shows (a listing): it gets the model itself. Keeping it too would copy
-  // every rule (10,000 rules: about 7 MB of fresh pages); only a plan's read (no fresh counters) or the event cache's
-  // whole-family snapshot is kept for later plans.
-  if (fresh_counters && !events_) return std::move(st.ruleset);
-  Ruleset out = view(st);
+  if (!keep && !events_) return std::move(st.ruleset);
+  if (!keep) {
+    Ruleset out = view(st);
+    Remember(family, std::move(st));
+    return out;
+  }
+  Ruleset out = std::move(st.ruleset);
+  st.ruleset = Ruleset{};
+  st.ruleset.family = out.family;
+  for (const Table& t : out.tables) st.ruleset.tables.push_back(CopyWithRoom(t));
+  ReserveRoom(st.kernel);
   Remember(family, std::move(st));
   return out;
 }
+
+namespace {
+
+// A plan's view of a snapshot that holds the rules it looks at: every table and chain, with the rules of the chains
+// in `whole` and, of a chain in `probes`, only its rules that are the same rule (SameRule, as the delete by spec in
+// Commit finds them) as one of the probes, in chain order; the other chains without rules (ChainScope: the plan
+// looks at no other rule). A probe chain where some probe has no equal rule of its own (two deletes of one spec need
+// two equal rules) is given whole, as a read of it would (the plan's error then says whether an owned rule equals
+// the spec but for its owner tag, and which).
+Ruleset ScopedView(const Ruleset& full, const std::set<std::pair<std::string, std::string>>& whole,
+                   const std::map<std::pair<std::string, std::string>, std::vector<Rule>>& probes) {
+  Ruleset out;
+  out.family = full.family;
+  out.tables.reserve(full.tables.size());
+  for (const Table& t : full.tables) {
+    Table& r = out.tables.emplace_back();
+    r.name = t.name;
+    r.unrepresentable_reason = t.unrepresentable_reason;
+    r.chains.reserve(t.chains.size());
+    for (const Chain& c : t.chains) {
+      Chain& rc = r.chains.emplace_back(Chain{c.name, c.policy, c.counters, {}});
+      if (whole.count({t.name, c.name})) {
+        rc.rules = c.rules;
+        continue;
+      }
+      auto p = probes.find({t.name, c.name});
+      if (p == probes.end()) continue;
+      const std::vector<Rule>& wanted = p->second;
+      std::vector<bool> found(wanted.size(), false);
+      for (const Rule& rule : c.rules) {
+        // The probe it equals, one not found yet first.
+        std::optional<size_t> equal;
+        for (size_t k = 0; k < wanted.size(); ++k) {
+          if (equal && (found[k] || !found[*equal])) continue;
+          if (SameRule(rule, wanted[k])) equal = k;
+        }
+        if (!equal) continue;
+        found[*equal] = true;
+        rc.rules.push_back(rule);
+      }
+      if (std::find(found.begin(), found.end(), false) != found.end()) rc.rules = c.rules;
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 Result<Ruleset> NativeBackend::ReadForPlan(Family family, SnapshotDetail detail) {
   return ReadChainsForPlan(family, detail, ChainScope{});
@@ -655,7 +761,27 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
     scope.chains.clear();
     scope.probes.clear();
   }
-  if (detail == SnapshotDetail::kRules && scope.every_chain) return Read(family, std::nullopt, false);
+  // The probes as the kernel's rules print (Canonicalize caches them); a chain whose probes do not canonicalize is
+  // given whole (the plan then says what is wrong with them).
+  std::map<std::pair<std::string, std::string>, std::vector<Rule>> canonical_probes;
+  std::set<std::pair<std::string, std::string>> whole_chains = asked.chains;
+  if (detail == SnapshotDetail::kRules && !asked.every_chain) {
+    for (const auto& [where, rules] : asked.probes) {
+      if (asked.chains.count(where)) continue;
+      Result<std::vector<Rule>> canon = Canonicalize(family, where.first, rules);
+      if (canon.ok()) {
+        canonical_probes[where] = *std::move(canon);
+      } else {
+        whole_chains.insert(where);
+      }
+    }
+  }
+  if (detail == SnapshotDetail::kRules && scope.every_chain) {
+    if (asked.every_chain) return Read(family, std::nullopt, false);
+    // The event cache keeps the whole family: the plan gets what it looks at, not a copy of every rule.
+    IPTKIT_ASSIGN_OR_RETURN(const FamilyState* whole, CurrentWhole(family));
+    return ScopedView(whole->ruleset, whole_chains, canonical_probes);
+  }
   // Whether a cached snapshot lists every table the plan looks at: one read for a plan that named its chains and its
   // tables lists those tables only (DumpAtOneGeneration).
   auto lists_tables = [&](const FamilyState& st) {
@@ -688,17 +814,22 @@ Result<Ruleset> NativeBackend::ReadChainsForPlan(Family family, SnapshotDetail d
     }
     return out;
   };
-  auto it = cache_.find(family);
-  if (it != cache_.end() && covers(it->second) && FreshFromEvents(family)) {
-    const FamilyState& st = cache_.at(family);
+  // What the plan gets from a current snapshot that covers it: at kRules the rules of the chains it looks at only
+  // (a delete by spec gets its chain's rules equal to the rule, not a copy of every rule of the chain).
+  auto answer = [&](const FamilyState& st) -> Ruleset {
+    if (detail == SnapshotDetail::kRules && !scope.every_chain) {
+      return ScopedView(st.ruleset, whole_chains, canonical_probes);
+    }
     return st.detail == detail ? st.ruleset : reduce(st.ruleset);
-  }
+  };
+  auto it = cache_.find(family);
+  if (it != cache_.end() && covers(it->second) && FreshFromEvents(family)) return answer(cache_.at(family));
   it = cache_.find(family);
   if (it != cache_.end() && covers(it->second)) {
     IPTKIT_ASSIGN_OR_RETURN(uint32_t gen, netlink_->GenerationId());
     if (gen == it->second.generation) {
       ++stats_.cache_hits;
-      return it->second.detail == detail ? it->second.ruleset : reduce(it->second.ruleset);
+      return answer(it->second);
     }
   }
   // The probes' canonical and binary forms (Canonicalize caches them for the plan). A probe that does not

@@ -12,8 +12,12 @@
 //    chains iptables does not make, or with chain names iptables cannot take, gets unrepresentable_reason naming
 //    the rule's handle and what was not understood. A whole-family read for planning (fresh_counters = false), and
 //    with event_cache every whole-family read, is cached with its generation id; Read(fresh_counters = false) and
-//    Unchanged answer from it while the kernel's id is the same (one round trip). A whole-family Read with fresh
-//    counters without event_cache hands its model to the caller instead of keeping it (no copy of every rule).
+//    Unchanged answer from it while the kernel's id is the same (one round trip). A Read with fresh counters (a
+//    listing) without event_cache is kept too, as a copy, unless the backend is one_shot (it then hands its model to
+//    the caller: no copy of every rule); a read of one table is kept as a snapshot of that table, which answers only
+//    plans that look at that table alone (ChainScope::named_only with tables). A plan's read answered from a kept
+//    snapshot gets the chains its scope names (at kRules, a chain it deletes from by spec with only its rules equal
+//    to the spec), not a copy of every rule.
 //  - Commit sends every table batch of the call as ONE nfnetlink batch: atomic across tables and across IPv4 and
 //    IPv6. Positions and specs of the ops are resolved against the snapshot they were planned on, and rules are
 //    addressed by kernel handle: delete / replace name the rule itself, inserts are placed next to a handle (an
@@ -229,6 +233,9 @@ class NativeBackend final : public Backend {
                                                 const ChainScope& scope,
                                                 const std::vector<std::pair<std::string, std::string>>& chains,
                                                 const ChainScan& scan);
+  // The family's whole snapshot at kRules, current: the cached one when the notifications (event_cache) or the
+  // kernel's generation id say it is, else read whole and kept.
+  Result<const FamilyState*> CurrentWhole(Family family);
   // The binary forms of canonical rules (from the canonicalization cache, else parsed).
   Status EnsureXt(Family family, const std::vector<const Rule*>& rules);
   std::shared_ptr<const XtRule> XtOf(Family family, const Rule& rule) const;

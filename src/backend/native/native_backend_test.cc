@@ -252,24 +252,46 @@ TEST_F(NativeBackendTest, OneShotAddsWithoutEchoAndStillReportsKernelErrors) {
   EXPECT_THAT(refused.status().message(), HasSubstr("kernel rejected"));
 }
 
-// A whole-family read for its counters (a listing) hands its model over instead of keeping a copy for later plans;
-// a plan's read (no fresh counters) is kept and answers the next one.
+// A whole-family read for its counters (a listing) on a one-shot backend hands its model over instead of keeping a
+// copy; a long-lived backend keeps it too, and a plan's read at the same generation is answered from it. A plan's
+// read (no fresh counters) is kept and answers the next one.
 TEST_F(NativeBackendTest, ListingReadHandsItsModelOverAndPlanReadsAreKept) {
   ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "ACCEPT"}), "");
-  Result<Ruleset> listed = backend_->Read(Family::kIPv4);
+  BackendOptions options = options_;
+  options.one_shot = true;
+  auto created = NativeBackend::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status().ToString();
+  std::unique_ptr<NativeBackend> one_shot = std::move(created).value();
+  Result<Ruleset> listed = one_shot->Read(Family::kIPv4);
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();
   EXPECT_EQ(FormatSave(*listed), Save());
-  EXPECT_FALSE(backend_->has_cached_snapshot(Family::kIPv4));
-  ASSERT_TRUE(backend_->Read(Family::kIPv4, std::nullopt, false).ok());
-  EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv4));
-  const uint64_t dumps = backend_->stats().dumps;
-  Result<Ruleset> planned = backend_->Read(Family::kIPv4, std::nullopt, false);
+  EXPECT_FALSE(one_shot->has_cached_snapshot(Family::kIPv4));
+  ASSERT_TRUE(one_shot->Read(Family::kIPv4, std::nullopt, false).ok());
+  EXPECT_TRUE(one_shot->has_cached_snapshot(Family::kIPv4));
+  const uint64_t dumps = one_shot->stats().dumps;
+  Result<Ruleset> planned = one_shot->Read(Family::kIPv4, std::nullopt, false);
   ASSERT_TRUE(planned.ok());
-  EXPECT_EQ(backend_->stats().dumps, dumps);
+  EXPECT_EQ(one_shot->stats().dumps, dumps);
   EXPECT_EQ(FormatSave(*planned), Save());
-  ASSERT_TRUE(backend_->Read(Family::kIPv4).ok());
-  EXPECT_EQ(backend_->stats().dumps, dumps + 1);
-  EXPECT_TRUE(backend_->Unchanged(Family::kIPv4));  // the plan's snapshot is still there and current
+  ASSERT_TRUE(one_shot->Read(Family::kIPv4).ok());
+  EXPECT_EQ(one_shot->stats().dumps, dumps + 1);
+  EXPECT_TRUE(one_shot->Unchanged(Family::kIPv4));  // the plan's snapshot is still there and current
+
+  // The long-lived backend: the listing is kept (as of its generation) and answers a plan's read.
+  listed = backend_->Read(Family::kIPv4);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  EXPECT_TRUE(backend_->has_cached_snapshot(Family::kIPv4));
+  const uint64_t long_dumps = backend_->stats().dumps;
+  planned = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(planned.ok());
+  EXPECT_EQ(backend_->stats().dumps, long_dumps);
+  EXPECT_EQ(FormatSave(*planned), FormatSave(*listed));
+  // ... unless something changed since.
+  ASSERT_EQ(Iptables({"-A", "INPUT", "-j", "DROP"}), "");
+  planned = backend_->Read(Family::kIPv4, std::nullopt, false);
+  ASSERT_TRUE(planned.ok());
+  EXPECT_EQ(backend_->stats().dumps, long_dumps + 1);
+  EXPECT_EQ(FormatSave(*planned), Save());
 }
 
 TEST_F(NativeBackendTest, PlansOnReducedSnapshotsAndNeverServesThemAsReads) {
