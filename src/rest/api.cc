@@ -282,7 +282,9 @@ Api::Preflighted Api::Preflight(const HttpRequest& head) {
   ctx.request_id = RequestId(Header(head, "x-request-id"));
   Preflighted out;
   if (IsUiPath(head.path)) {  // the dashboard's files: no token, no body (ui_assets.h)
-    out.response = Finish(ctx, ServeUi(options_.ui_dir, options_.ui_hosts, head));
+    HttpResponse r = ServeUi(options_.ui_dir, options_.ui_hosts, head);
+    if (r.status >= 400) r = Unauthenticated(ctx, std::move(r), "a dashboard request failed");
+    out.response = Finish(ctx, std::move(r));
     return out;
   }
   if (std::optional<HttpResponse> refused = Admit(ctx)) {
@@ -371,6 +373,52 @@ HttpResponse Api::Finish(const Logged& l, HttpResponse resp) {
   return resp;
 }
 
+std::optional<HttpResponse> Api::Overspent(std::string_view remote, std::string_view problem,
+                                            const std::string& request_id, Clock::time_point now) {
+  int retry_after = 0;
+  if (auth_budget_->Charge(AuthFailureBudget::PeerKey(remote), now, &retry_after)) return std::nullopt;
+  env_.auth_failures->Inc({"budget"});
+  HttpError e = MakeError(429, "auth_failures_exceeded",
+                          "too many failed authentications from your address (" + std::string(problem) + "); " +
+                              FormatRate(options_.auth_failure_rate) + " per second are answered");
+  e.retry_after_seconds = retry_after;
+  HttpResponse r;
+  r.status = 429;
+  r.body = ErrorBody(e, request_id);
+  r.headers.emplace_back("Retry-After", std::to_string(retry_after));
+  r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"iptkitd\"");
+  r.hold = options_.auth_failure_hold;
+  return r;
+}
+
+std::optional<HttpResponse> Api::ChargeRefusedHead(std::string_view remote, std::string_view problem,
+                                                   const std::string& request_id) {
+  if (remote.empty()) return std::nullopt;
+  std::optional<HttpResponse> held = Overspent(remote, problem, request_id, Clock::now());
+  if (held) {
+    held->headers.emplace_back("X-Request-Id", request_id);
+    held->headers.emplace_back("Cache-Control", "no-store");
+    held->headers.emplace_back("X-Content-Type-Options", "nosniff");
+  }
+  return held;
+}
+
+HttpResponse Api::Unauthenticated(Context& ctx, HttpResponse answer, std::string_view problem) {
+  const HttpRequest& req = ctx.req;
+  if (req.peer || req.remote.empty()) return answer;  // unix socket peers and in-process callers: never charged
+  if (const std::string authorization = Header(req, "authorization"); !authorization.empty()) {
+    AuthResult a = Authenticate(*env_.store, authorization);
+    if (a.principal) {
+      ctx.principal = *std::move(a.principal);  // named in the access log line
+      return answer;
+    }
+    if (!a.lookup.ok()) return answer;  // the store failed, not the client: not charged
+  }
+  std::optional<HttpResponse> held = Overspent(req.remote, problem, ctx.request_id, ctx.start);
+  if (held) return *std::move(held);
+  return answer;
+}
+
 // Routing, authentication, rate limit, the read/write scope and the body's envelope, all from the request's head.
 std::optional<HttpResponse> Api::Admit(Context& ctx) {
   const HttpRequest& req = ctx.req;
@@ -389,7 +437,12 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
       break;
     }
   }
-  if (ctx.route == nullptr) return error(MakeError(404, "not_found", "no such route: " + req.path));
+  // Answered before authentication (so that a client learns 404 or 405 rather than 401), yet charged to the
+  // budget of failed authentications unless a live token came with it (Unauthenticated).
+  if (ctx.route == nullptr) {
+    const std::string problem = "no such route: " + req.path;
+    return Unauthenticated(ctx, error(MakeError(404, "not_found", problem)), problem);
+  }
   const auto& methods = ctx.route->methods;
   std::string allow;
   for (std::string_view m : methods) allow += (allow.empty() ? "" : ", ") + std::string(m);
@@ -397,21 +450,22 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
     HttpResponse r;
     r.status = 204;
     r.headers.emplace_back("Allow", allow);
-    return r;
+    return Unauthenticated(ctx, std::move(r), "OPTIONS");
   }
   if (std::find(methods.begin(), methods.end(), ctx.method) == methods.end()) {
-    HttpResponse r = error(
-        MakeError(405, "method_not_allowed",
-                  req.method + " is not allowed on " + std::string(ctx.route->pattern) + " (allowed: " + allow + ")"));
+    const std::string problem =
+        req.method + " is not allowed on " + std::string(ctx.route->pattern) + " (allowed: " + allow + ")";
+    HttpResponse r = error(MakeError(405, "method_not_allowed", problem));
     r.headers.emplace_back("Allow", allow);
-    return r;
+    return Unauthenticated(ctx, std::move(r), problem);
   }
 
   // A token in the URL is refused before authentication (docs/daemon.md "Security"): a client that put it there
   // learns why (400) instead of getting "missing Authorization header" (401).
   for (const auto& [name, value] : req.query) {
     if (name == "token" || name == "access_token" || name == "api_key") {
-      return status_error(CheckQuery({{name, value}}, {}));
+      const Status refused = CheckQuery({{name, value}}, {});
+      return Unauthenticated(ctx, status_error(refused), refused.message());
     }
   }
 
@@ -434,18 +488,10 @@ std::optional<HttpResponse> Api::Admit(Context& ctx) {
       if (!a.principal) {
         // Charged after the lookup, never before it: a valid token gets through from any address, however many
         // bad ones came from there. (Requests without a remote end are the in-process callers': tests.)
-        int retry_after = 0;
-        if (!req.remote.empty() &&
-            !auth_budget_->Charge(AuthFailureBudget::PeerKey(req.remote), ctx.start, &retry_after)) {
-          env_.auth_failures->Inc({"budget"});
-          HttpError e = MakeError(429, "auth_failures_exceeded",
-                                  "too many failed authentications from your address (" + a.problem + "); " +
-                                      FormatRate(options_.auth_failure_rate) + " per second are answered");
-          e.retry_after_seconds = retry_after;
-          HttpResponse r = error(e);
-          r.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"iptkitd\"");
-          r.hold = options_.auth_failure_hold;
-          return r;
+        if (!req.remote.empty()) {
+          if (std::optional<HttpResponse> held = Overspent(req.remote, a.problem, ctx.request_id, ctx.start)) {
+            return held;
+          }
         }
         env_.auth_failures->Inc({"token"});
         HttpResponse r = error(MakeError(401, "unauthenticated", a.problem));

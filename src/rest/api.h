@@ -147,6 +147,17 @@ class Api {
   // the Answer then records the request's metrics and access log line where it is run). Other routes answer now.
   std::optional<HttpResponse> HandleAsync(const HttpRequest& request, const Admission& admission, Respond respond);
 
+  // The budget of failed authentications (ApiOptions::auth_failure_rate) covers every TCP request answered without a
+  // valid principal: a 401, an answer Preflight makes before authentication (404, 405, OPTIONS' 204, a token in the
+  // query's 400, a /ui/ error) unless a live token came with it, and a head the HTTP layer refuses (400, 414, 431,
+  // 408). This charges one of the latter to its client address (`remote`; "" for unix socket peers, never charged):
+  // nullopt while within the budget, else the answer to send instead, complete: 429 auth_failures_exceeded with a
+  // hold (HttpResponse::hold). Nothing of a refused head is trusted, its Authorization header neither, and its
+  // token is not looked up (no store read on an I/O loop): a client that sends malformed heads is charged for them
+  // whatever token it has.
+  std::optional<HttpResponse> ChargeRefusedHead(std::string_view remote, std::string_view problem,
+                                                const std::string& request_id);
+
   // The route pattern a path matches ("/v1/{family}/tables/{table}"), or "" — for metrics labels and logs.
   static std::string RouteName(std::string_view path);
 
@@ -178,6 +189,15 @@ class Api {
   HttpResponse Finish(const Context& ctx, HttpResponse resp);
   HttpResponse Finish(const Logged& l, HttpResponse resp);
   bool RateLimited(const std::string& principal, int* retry_after);
+  // Spends one failure of `remote`'s address at `now`; past its budget, the held 429 (body and WWW-Authenticate;
+  // not finished). `remote` must not be "".
+  std::optional<HttpResponse> Overspent(std::string_view remote, std::string_view problem,
+                                        const std::string& request_id, std::chrono::steady_clock::time_point now);
+  // An answer Preflight makes before authentication (`answer`): charged to the request's client address unless it
+  // came from a unix socket peer or an in-process caller, or its Authorization header names a live token (then
+  // ctx.principal is set, for the access log), or the store could not be asked; past the budget, the held 429
+  // replaces it.
+  HttpResponse Unauthenticated(Context& ctx, HttpResponse answer, std::string_view problem);
 
   ApiOptions options_;
   HandlerEnv env_;

@@ -495,6 +495,68 @@ TEST_F(ApiTest, FailedAuthenticationsPastTheBudgetOfAnAddressAreHeldAndOthersAre
   for (int i = 0; i < 10; ++i) EXPECT_EQ(Call("GET", "/v1/ipv4", "", "iptk_wrong").status, 401);
 }
 
+// Answers made before authentication (404, 405, OPTIONS, a token in the query) spend the same budget when no live
+// token came with them: past it they are held 429s, per address; a live token is never held, whatever it asks;
+// unix socket peers and in-process callers are never charged.
+TEST_F(ApiTest, AnswersBeforeAuthenticationSpendTheBudgetUnlessALiveTokenCameWithThem) {
+  auto from = [&](const std::string& remote, const std::string& method, const std::string& path,
+                  const std::string& auth, Query query = {}) {
+    HttpRequest req;
+    req.method = method;
+    req.path = path;
+    req.query = std::move(query);
+    req.remote = remote;
+    if (!auth.empty()) req.headers.emplace("authorization", auth);
+    return api_->Handle(req);
+  };
+  // Within the budget of 5: the usual answers, each charged (a bad token too, on a wrong path).
+  EXPECT_EQ(from("192.0.2.20:1", "GET", "/v1/nowhere", "").status, 404);
+  EXPECT_EQ(from("192.0.2.20:2", "GET", "/v1/nowhere", "Bearer iptk_bad").status, 404);
+  EXPECT_EQ(from("192.0.2.20:3", "PATCH", "/v1/version", "").status, 405);
+  EXPECT_EQ(from("192.0.2.20:4", "OPTIONS", "/v1/version", "").status, 204);
+  EXPECT_EQ(from("192.0.2.20:5", "GET", "/v1/version", "", {{"token", "x"}}).status, 400);
+  // Past it: held 429s, for a wrong path as for a 401.
+  HttpResponse held = from("192.0.2.20:6", "GET", "/v1/nowhere", "");
+  EXPECT_EQ(held.status, 429);
+  EXPECT_EQ(json::parse(held.body)["error"]["code"], "auth_failures_exceeded");
+  EXPECT_EQ(held.hold, std::chrono::milliseconds(1000));
+  EXPECT_EQ(from("192.0.2.20:7", "OPTIONS", "/v1/version", "").status, 429);
+  EXPECT_EQ(from("192.0.2.20:8", "GET", "/v1/version", "").status, 429);
+  // A live token from the held address is never held: a wrong path is its 404, a wrong method its 405.
+  for (int i = 0; i < 10; ++i) {
+    HttpResponse r = from("192.0.2.20:9", "GET", "/v1/nowhere", "Bearer " + admin_);
+    EXPECT_EQ(r.status, 404);
+    EXPECT_EQ(r.hold.count(), 0);
+  }
+  EXPECT_EQ(from("192.0.2.20:9", "PATCH", "/v1/version", "Bearer " + reader_).status, 405);
+  EXPECT_EQ(from("192.0.2.20:9", "OPTIONS", "/v1/version", "Bearer " + reader_).status, 204);
+  // Another address is answered at once.
+  HttpResponse other = from("192.0.2.21:1", "GET", "/v1/nowhere", "");
+  EXPECT_EQ(other.status, 404);
+  EXPECT_EQ(other.hold.count(), 0);
+  // /healthz needs no token and is not charged: its 200 stays within the budget of a fresh address.
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(from("192.0.2.22:1", "GET", "/healthz", "").status, 200);
+  EXPECT_EQ(from("192.0.2.22:1", "GET", "/v1/nowhere", "").status, 404);
+  // Unix socket peers and in-process callers are never charged.
+  for (int i = 0; i < 10; ++i) {
+    HttpRequest peer;
+    peer.method = "GET";
+    peer.path = "/v1/nowhere";
+    peer.remote = "unix:uid=4242";
+    peer.peer = PeerCred{4242, 4242, 1, {}};
+    EXPECT_EQ(api_->Handle(peer).status, 404);
+    EXPECT_EQ(Call("GET", "/v1/nowhere", "", "-").status, 404);
+  }
+  // The HTTP layer's refused heads: charged whatever they carry, per address, unix socket peers never.
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(api_->ChargeRefusedHead("192.0.2.23:1", "HTTP 400: bad", "r-1"));
+  std::optional<HttpResponse> refused = api_->ChargeRefusedHead("192.0.2.23:2", "HTTP 400: bad", "r-2");
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 429);
+  EXPECT_GT(refused->hold.count(), 0);
+  EXPECT_EQ(from("192.0.2.23:3", "GET", "/v1/nowhere", "").status, 429);  // one budget with the Api's answers
+  EXPECT_FALSE(api_->ChargeRefusedHead("", "HTTP 400: bad", "r-3"));
+}
+
 // The budget itself, with the clock given: per address, refilled at the rate, a bounded table of addresses.
 TEST(AuthFailureBudgetTest, PerAddressBucketsRefillAndTheTableIsBounded) {
   using Clock = AuthFailureBudget::Clock;

@@ -724,7 +724,7 @@ void EventLoop::StartRequest(Connection& c) {
       return;
     case Prepared::kProblem:
       c.body_unread = true;  // whatever follows is not trusted to be the next request
-      RespondProblem(c, problem, limit);
+      RespondRefusedHead(c, problem, limit);
       return;
     case Prepared::kWhole:
       if (Api::Inline(c.request)) {
@@ -942,6 +942,12 @@ EventLoop::Result EventLoop::RunAway(Connection& c, Job job) {
       case Prepared::kProblem:
         if (limit != nullptr) s_->Hit(limit);
         c.body_unread = true;
+        if (std::optional<HttpResponse> held = ChargeRefusedHead(c, problem)) {
+          c.close_after = true;
+          r.held = true;  // the loop waits out the hold
+          r.response = *std::move(held);
+          return r;
+        }
         Serialize(c, ProblemResponse(problem.status, problem.message, c.request_id));
         WriteDirect(c);
         return r;
@@ -1064,6 +1070,31 @@ void EventLoop::RespondProblem(Connection& c, const HttpProblem& problem, const 
   Respond(c, ProblemResponse(problem.status, problem.message, id));
 }
 
+std::optional<HttpResponse> EventLoop::ChargeRefusedHead(const Connection& c, const HttpProblem& problem) {
+  if (c.unix_socket) return std::nullopt;
+  const std::string id = c.request_id.empty() ? Api::RequestId("") : c.request_id;
+  try {
+    return s_->api->ChargeRefusedHead(c.remote, "HTTP " + std::to_string(problem.status) + ": " + problem.message, id);
+  } catch (const std::exception& e) {
+    spdlog::error("exception charging a refused head: {}", e.what());
+    return std::nullopt;
+  }
+}
+
+void EventLoop::RespondRefusedHead(Connection& c, const HttpProblem& problem, const char* limit) {
+  std::optional<HttpResponse> held = ChargeRefusedHead(c, problem);
+  if (!held) {
+    RespondProblem(c, problem, limit);
+    return;
+  }
+  if (limit != nullptr) s_->Hit(limit);
+  spdlog::debug("{} HTTP {}: {} (held: past its budget of failed authentications)", c.remote, problem.status,
+                problem.message);
+  c.close_after = true;
+  c.body_unread = true;
+  Respond(c, *std::move(held));
+}
+
 void EventLoop::PumpStream(Connection& c) {
   if (!c.stream || c.stream_done) return;
   if (c.out_sent < c.out.size() && !c.stream->cut()) return;  // the socket first
@@ -1134,7 +1165,7 @@ void EventLoop::CheckTimers() {
         Close(c);
         break;
       case ConnState::kHead:
-        RespondProblem(c, {408, "the request head did not arrive within " + Seconds(s_->options.header_timeout)},
+        RespondRefusedHead(c, {408, "the request head did not arrive within " + Seconds(s_->options.header_timeout)},
                        "header_timeout");
         break;
       case ConnState::kBody:

@@ -134,6 +134,11 @@ class EventLoop {
   // Waits briefly for the next request's bytes; whether some came.
   bool ReadAhead(Connection& c);
   void RespondProblem(Connection& c, const HttpProblem& problem, const char* limit);
+  // A head refused before it reached the Api (400, 414, 431, 408): charged to the TCP client's budget of failed
+  // authentications (Api::ChargeRefusedHead); the held 429 to send instead past it.
+  std::optional<HttpResponse> ChargeRefusedHead(const Connection& c, const HttpProblem& problem);
+  // RespondProblem for a refused head, or the held 429.
+  void RespondRefusedHead(Connection& c, const HttpProblem& problem, const char* limit);
   void OnWritten(Connection& c);
   void PumpStream(Connection& c);
   void StartLinger(Connection& c);

@@ -76,8 +76,15 @@ class ServerTest : public ::testing::Test {
     const std::string& e = server_->endpoints().at(0);
     port_ = std::stoi(e.substr(e.rfind(':') + 1));
   }
-  int Connect() {
+  // From `source` (another loopback address is another client address).
+  int Connect(const char* source = nullptr) {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (source != nullptr) {
+      sockaddr_in from{};
+      from.sin_family = AF_INET;
+      inet_pton(AF_INET, source, &from.sin_addr);
+      EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)), 0);
+    }
     sockaddr_in to{};
     to.sin_family = AF_INET;
     to.sin_port = htons(static_cast<uint16_t>(port_));
@@ -442,6 +449,74 @@ TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
   fd = Connect();
   Send(fd, "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "\r\n");
   EXPECT_THAT(Receive(fd, std::chrono::milliseconds(500)), StartsWith("HTTP/1.1 200 OK\r\n"));
+  close(fd);
+}
+
+// Requests answered before authentication spend the same budget: without a token, wrong paths (404) and malformed
+// request lines (400, refused by the HTTP layer, on a loop or on a worker that read them pipelined) are answered
+// 429 after the hold past it, and the connection closed; another address still gets its 404 at once, and a valid
+// token to a wrong path from the held address is answered 404 on its kept-alive connection.
+TEST_F(ServerTest, AnswersBeforeAuthenticationPastTheBudgetAreHeld) {
+  service::Metrics metrics;
+  ApiOptions api_options;
+  api_options.version = "test";
+  api_options.rate_limit = 0;
+  api_options.auth_failure_rate = 0.01;  // a refill takes 100 s: two answers, then every one is held
+  api_options.auth_failure_burst = 2;
+  api_options.auth_failure_hold = std::chrono::milliseconds(200);
+  api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
+  Serve();
+  const std::string nowhere = "GET /v1/nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
+  int fd = Connect("127.0.0.1");
+  for (int i = 0; i < 2; ++i) {
+    Send(fd, nowhere);
+    const std::string got = Receive(fd);
+    EXPECT_THAT(got, StartsWith("HTTP/1.1 404 Not Found\r\n"));
+    EXPECT_THAT(got, Not(HasSubstr("Connection: close\r\n")));
+  }
+  Send(fd, nowhere);
+  std::string got = Receive(fd, std::chrono::milliseconds(5000));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
+  EXPECT_THAT(got, HasSubstr("auth_failures_exceeded"));
+  EXPECT_THAT(got, HasSubstr("Connection: close\r\n"));
+  EXPECT_TRUE(Closed(fd));
+  close(fd);
+  // A malformed request line from the held address: held too (refused by the loop).
+  fd = Connect("127.0.0.1");
+  Send(fd, "GARBAGE\r\n\r\n");
+  got = Receive(fd, std::chrono::milliseconds(5000));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
+  EXPECT_THAT(got, HasSubstr("HTTP 400"));
+  close(fd);
+  // A valid token to a wrong path is never held, and its connection stays open; a malformed line pipelined behind
+  // it (refused by the worker that read it) is held.
+  fd = Connect("127.0.0.1");
+  Send(fd, "GET /v1/nowhere HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "\r\n");
+  got = Receive(fd, std::chrono::milliseconds(500));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 404 Not Found\r\n"));
+  EXPECT_THAT(got, Not(HasSubstr("Connection: close\r\n")));
+  Send(fd, "GET /v1/version HTTP/1.1\r\nHost: x\r\n" + Auth(admin_) + "\r\nGARBAGE\r\n\r\n");
+  got = Receive(fd, std::chrono::milliseconds(5000));
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 200 OK\r\n"));
+  const size_t second = got.find("HTTP/1.1", 1);
+  ASSERT_NE(second, std::string::npos) << got;
+  EXPECT_THAT(got.substr(second), StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
+  close(fd);
+  // Another address: its 404 at once.
+  fd = Connect("127.0.0.2");
+  Send(fd, nowhere);
+  EXPECT_THAT(Receive(fd, std::chrono::milliseconds(500)), StartsWith("HTTP/1.1 404 Not Found\r\n"));
+  close(fd);
+  // Malformed request lines spend a fresh address's budget: two 400s, then its next wrong path is held.
+  for (int i = 0; i < 2; ++i) {
+    fd = Connect("127.0.0.3");
+    Send(fd, "GARBAGE\r\n\r\n");
+    EXPECT_THAT(Receive(fd), StartsWith("HTTP/1.1 400 Bad Request\r\n"));
+    close(fd);
+  }
+  fd = Connect("127.0.0.3");
+  Send(fd, nowhere);
+  EXPECT_THAT(Receive(fd, std::chrono::milliseconds(5000)), StartsWith("HTTP/1.1 429 Too Many Requests\r\n"));
   close(fd);
 }
 
