@@ -21,8 +21,9 @@
 //      their own, FLOODROWS, jumped to from INPUT and flushed after each row), without a flood, with C keep-alive
 //      connections from --flood-peers addresses (127.0.3.x) POSTing to the rules route with random unknown tokens,
 //      no header or a malformed one as fast as they are answered, with C connections doing that with a new
-//      connection per request, and without a flood again: GET p50/p99, adds/s, iptkitd's CPU and RSS, the flood's
-//      answers (every one must be 401 or 429).
+//      connection per request, with C keep-alive connections GETting a nonexistent path without a token, with C
+//      connections sending a malformed request line, and without a flood again: GET p50/p99, adds/s, iptkitd's
+//      CPU and RSS, the flood's answers (every one must be its refusal, 401, 404 or 400, or 429).
 // Prints the machine facts and one Markdown table per variant on stdout (progress on stderr); exits 1 when any
 // check failed. Needs root; writes netfilter state only in the namespaces it creates and deletes them, and kills
 // the daemon, also on SIGINT/SIGTERM/SIGHUP (and the daemon dies with the benchmark: PR_SET_PDEATHSIG).
@@ -728,10 +729,13 @@ std::optional<double> ScrapeOne(int port, const std::string& token, const std::s
 
 // ---- A flood of requests with bad or missing tokens ----
 
-// Keeps `connections` connections (from `peers` loopback addresses 127.0.3.1..) POSTing single-rule adds to the
-// rules route as fast as the daemon answers them, each with a token nobody created (a new random one every time,
-// so that no cache can know it), or no Authorization header, or a malformed one (in turn: 2 random tokens, then
-// none, then "Basic ..."). Keep-alive connections send the next request on the same connection (unless the daemon
+// Keeps `connections` connections (from `peers` loopback addresses 127.0.3.1..) sending requests as fast as the
+// daemon answers them. kBadTokens: single-rule adds POSTed to the rules route, each with a token nobody created (a
+// new random one every time, so that no cache can know it), or no Authorization header, or a malformed one (in
+// turn: 2 random tokens, then none, then "Basic ..."), answered 401. kWrongPath: GET of a path no route has, without
+// a token, answered 404 (before authentication). kMalformed: a request line with a fourth word, answered 400 by the
+// HTTP layer, which closes the connection after it. Past the address's budget of failed authentications, every kind
+// is answered 429 after a hold. Keep-alive connections send the next request on the same connection (unless the daemon
 // closed it); otherwise every request has a connection of its own (closed with a reset after the answer, as a
 // flooding client does, so that no TIME_WAIT runs out the ports). Two threads drive all connections through epoll
 // (non-blocking connects included), so the attacker takes at most two CPUs, as a remote one would take none.
@@ -739,14 +743,21 @@ class Flood {
  public:
   struct Counts {
     uint64_t answered = 0;  // complete answers
-    uint64_t unauthorized = 0;
+    uint64_t refused = 0;   // the kind's own refusal: 401, 404 or 400 (Flood::Payload)
     uint64_t too_many = 0;  // 429
     uint64_t other = 0;     // any other status
     uint64_t closed = 0;    // connections the daemon closed or reset (after an answer or before one)
     uint64_t connects = 0;
   };
 
-  Flood(int port, int connections, int peers, bool keep_alive) : port_(port), keep_alive_(keep_alive) {
+  enum class Payload { kBadTokens, kWrongPath, kMalformed };
+  // The status a request of `payload` gets within its address's budget.
+  static int Refusal(Payload payload) {
+    return payload == Payload::kBadTokens ? 401 : payload == Payload::kWrongPath ? 404 : 400;
+  }
+
+  Flood(int port, int connections, int peers, bool keep_alive, Payload payload)
+      : port_(port), keep_alive_(keep_alive), payload_(payload) {
     constexpr int kThreads = 2;
     for (int t = 0; t < kThreads; ++t) {
       std::vector<int> mine;
@@ -788,6 +799,13 @@ class Flood {
   }
 
   std::string Request(uint64_t& rng, uint64_t n) {
+    const std::string connection = keep_alive_ ? "" : "Connection: close\r\n";
+    if (payload_ == Payload::kWrongPath) {
+      return "GET /v1/no-such-route HTTP/1.1\r\nHost: 127.0.0.1\r\n" + connection + "\r\n";
+    }
+    if (payload_ == Payload::kMalformed) {
+      return "GET /v1/version HTTP/1.1 extra\r\nHost: 127.0.0.1\r\n" + connection + "\r\n";
+    }
     const std::string body = "{\"spec\":\"-s 10.250.0.1/32 -j DROP\"}";
     std::string auth;
     switch (n % 4) {
@@ -917,8 +935,8 @@ class Flood {
         if (c.in.size() < head_end + 4 + length) continue;
         const int status = c.in.size() > 12 ? std::atoi(c.in.c_str() + 9) : 0;
         ++local.answered;
-        if (status == 401) {
-          ++local.unauthorized;
+        if (status == Refusal(payload_)) {
+          ++local.refused;
         } else if (status == 429) {
           ++local.too_many;
         } else {
@@ -948,7 +966,7 @@ class Flood {
   }
   static void Add(Counts& to, const Counts& from) {
     to.answered += from.answered;
-    to.unauthorized += from.unauthorized;
+    to.refused += from.refused;
     to.too_many += from.too_many;
     to.other += from.other;
     to.closed += from.closed;
@@ -957,6 +975,7 @@ class Flood {
 
   const int port_;
   const bool keep_alive_;
+  const Payload payload_;
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   Counts counts_;  // guarded by mu_
@@ -991,6 +1010,7 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
     std::string what;
     int connections;  // 0: no flood
     bool keep_alive;
+    Flood::Payload payload = Flood::Payload::kBadTokens;
   };
   const std::string n = std::to_string(config.flood);
   const std::string from = config.flood_peers == 1 ? "1 address" : std::to_string(config.flood_peers) + " addresses";
@@ -998,6 +1018,10 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
       {"no flood", 0, true},
       {"flood: " + n + " keep-alive connections from " + from, config.flood, true},
       {"flood: " + n + " connections, a new one per request, from " + from, config.flood, false},
+      {"flood: " + n + " keep-alive connections from " + from + ", no token, a nonexistent path", config.flood, true,
+       Flood::Payload::kWrongPath},
+      {"flood: " + n + " connections from " + from + ", a malformed request line (closed after each)", config.flood,
+       true, Flood::Payload::kMalformed},
       {"no flood (again)", 0, true},
   };
   // The rows' adds go to a chain of their own, jumped to from INPUT (so that every commit still validates the
@@ -1016,7 +1040,8 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
     std::unique_ptr<Flood> flood;
     const Clock::time_point flood_start = Clock::now();
     if (kind.connections > 0) {
-      flood = std::make_unique<Flood>(daemon.port(), kind.connections, config.flood_peers, kind.keep_alive);
+      flood = std::make_unique<Flood>(daemon.port(), kind.connections, config.flood_peers, kind.keep_alive,
+                                      kind.payload);
       usleep(1000000);  // let it reach its pace
     }
     const std::optional<DaemonCpu> cpu_before = ProcessCpuSeconds(daemon.pid());
@@ -1049,10 +1074,11 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
     out.rows.push_back(std::move(row));
   }
   for (const FloodRow& r : out.rows) {
-    // A request of the flood that was not refused would be a hole: every one of them must be 401 or 429.
+    // A request of the flood that was not refused would be a hole: every one of them must be its kind's refusal
+    // (401, 404 or 400) or 429.
     if (r.flood.other > 0) {
       return Status::Internal(r.what + ": " + std::to_string(r.flood.other) +
-                              " flood requests answered neither 401 nor 429");
+                              " flood requests answered neither their refusal (401, 404, 400) nor 429");
     }
     if (!r.get.error.empty()) return Status::Internal(r.what + ": GET: " + r.get.error);
     if (!r.adds.error.empty()) return Status::Internal(r.what + ": adds: " + r.adds.error);
@@ -1064,7 +1090,7 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
   std::ostringstream md;
   md << "#### Flood of requests with bad or missing tokens (legitimate load beside it)\n\n"
      << "| flood | GET p50 ms | GET p99 ms | GET max ms | adds/s (" << config.clients << " clients) | add p99 ms | "
-     << "iptkitd CPU s (cores) | flood answers/s | 401 | 429 | flood conns dropped unanswered | RSS MB: start, "
+     << "iptkitd CPU s (cores) | flood answers/s | 401, 404 or 400 | 429 | flood conns dropped unanswered | RSS MB: start, "
      << "peak, end |\n"
      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   for (const FloodRow& r : report.rows) {
@@ -1075,7 +1101,7 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
        << Fixed(Percentile(r.adds.latency_ms, 0.99), 1) << " | "
        << (r.cpu_s ? Fixed(*r.cpu_s, 2) + " (" + Fixed(busy > 0 ? *r.cpu_s / busy : 0, 2) + ")" : std::string("?"))
        << " | " << (r.flood_s > 0 ? Fixed(static_cast<double>(r.flood.answered) / r.flood_s, 0) : std::string("-"))
-       << " | " << r.flood.unauthorized << " | " << r.flood.too_many << " | " << r.flood.closed << " | "
+       << " | " << r.flood.refused << " | " << r.flood.too_many << " | " << r.flood.closed << " | "
        << Fixed(static_cast<double>(r.start_rss_kb) / 1024, 0) << ", "
        << Fixed(static_cast<double>(r.peak_rss_kb) / 1024, 0) << ", " << Fixed(static_cast<double>(r.rss_kb) / 1024, 0)
        << " |\n";
@@ -1088,7 +1114,9 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
      << " connections from 127.0.3.x, driven by 2 threads of "
      << "the benchmark through epoll) POSTs adds to `" << kRulesPath << "` with a new random `Bearer iptk_...` "
      << "token (half of the requests), no Authorization header (a quarter) or `Basic ...` (a quarter), as fast as "
-     << "answers come; started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
+     << "answers come (401); the nonexistent-path rows GET `/v1/no-such-route` without a token (404), the "
+     << "malformed rows send `GET /v1/version HTTP/1.1 extra` (400; the daemon closes the connection after it); "
+     << "429: past the address's budget of failed authentications (held). Started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
      << "in cores over its wall time. Peak RSS: VmHWM, reset before each row (clear_refs 5).\n\n";
   return md.str();
 }

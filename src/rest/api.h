@@ -83,10 +83,11 @@ struct ApiOptions {
   size_t audit_page_bytes = 1 << 20;
   double rate_limit = 100;  // requests per second per principal; 0 = unlimited
   double rate_burst = 200;
-  // Failed authentications (401) per client address (AuthFailureBudget: per IPv4 address or IPv6 /64, of requests
-  // that came over TCP): `auth_failure_rate` per second, `auth_failure_burst` at once; 0 = no budget. Beyond it a
-  // request that fails to authenticate is answered 429 (auth_failures_exceeded, Retry-After) after
-  // `auth_failure_hold` (HttpResponse::hold), and its connection closed. A valid token is never refused by it.
+  // Failed authentications per client address (AuthFailureBudget: per IPv4 address or IPv6 /64, of requests that
+  // came over TCP): 401s, and the answers made without a live token before authentication
+  // (ChargeRefusedHead): `auth_failure_rate` per second, `auth_failure_burst` at once; 0 = no budget. Beyond it such
+  // a request is answered 429 (auth_failures_exceeded, Retry-After) after `auth_failure_hold` (HttpResponse::hold),
+  // and its connection closed. A valid token in a well-formed head is never refused by it.
   double auth_failure_rate = 10;
   double auth_failure_burst = 100;
   std::chrono::milliseconds auth_failure_hold{1000};

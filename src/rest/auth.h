@@ -62,10 +62,11 @@ struct AuthResult {
 };
 AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
 
-// The failed authentications (401) each client address may cause: a token bucket per address (an IPv4 address,
-// or the /64 of an IPv6 one, which one host usually holds whole), `rate` per second refilled up to `burst`. It is
-// charged only after a request failed to authenticate, so a request with a valid token is never refused by it,
-// whichever address it comes from; and one address's failures never spend another's budget. At most `max_peers`
+// The failed authentications each client address may cause (401s, and answers made without a live token before
+// authentication: Api::ChargeRefusedHead): a token bucket per address (an IPv4 address, or the /64 of an IPv6 one,
+// which one host usually holds whole), `rate` per second refilled up to `burst`. It is charged only for a request
+// that came without a live token, so a request with a valid token is never refused by it, whichever address it
+// comes from; and one address's failures never spend another's budget. At most `max_peers`
 // addresses are tracked (about 100 bytes each): when the table is full, addresses whose bucket has refilled are
 // forgotten (they are as good as new), and the failures of new addresses beyond it share one overflow bucket, so
 // that many addresses cannot grow the table or reset their own buckets.
