@@ -745,6 +745,7 @@ class Flood {
     uint64_t answered = 0;  // complete answers
     uint64_t refused = 0;   // the kind's own refusal: 401, 404 or 400 (Flood::Payload)
     uint64_t too_many = 0;  // 429
+    uint64_t capped = 0;    // 503: a connection cap (max_connections_per_peer: a reconnect before the close counted)
     uint64_t other = 0;     // any other status
     uint64_t closed = 0;    // connections the daemon closed or reset (after an answer or before one)
     uint64_t connects = 0;
@@ -939,6 +940,8 @@ class Flood {
           ++local.refused;
         } else if (status == 429) {
           ++local.too_many;
+        } else if (status == 503) {
+          ++local.capped;
         } else {
           ++local.other;
         }
@@ -968,6 +971,7 @@ class Flood {
     to.answered += from.answered;
     to.refused += from.refused;
     to.too_many += from.too_many;
+    to.capped += from.capped;
     to.other += from.other;
     to.closed += from.closed;
     to.connects += from.connects;
@@ -1075,10 +1079,10 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
   }
   for (const FloodRow& r : out.rows) {
     // A request of the flood that was not refused would be a hole: every one of them must be its kind's refusal
-    // (401, 404 or 400) or 429.
+    // (401, 404 or 400), 429, or a connection cap's 503.
     if (r.flood.other > 0) {
       return Status::Internal(r.what + ": " + std::to_string(r.flood.other) +
-                              " flood requests answered neither their refusal (401, 404, 400) nor 429");
+                              " flood requests answered neither their refusal (401, 404, 400) nor 429 nor 503");
     }
     if (!r.get.error.empty()) return Status::Internal(r.what + ": GET: " + r.get.error);
     if (!r.adds.error.empty()) return Status::Internal(r.what + ": adds: " + r.adds.error);
@@ -1090,9 +1094,9 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
   std::ostringstream md;
   md << "#### Flood of requests with bad or missing tokens (legitimate load beside it)\n\n"
      << "| flood | GET p50 ms | GET p99 ms | GET max ms | adds/s (" << config.clients << " clients) | add p99 ms | "
-     << "iptkitd CPU s (cores) | flood answers/s | 401, 404 or 400 | 429 | flood conns dropped unanswered | RSS MB: start, "
+     << "iptkitd CPU s (cores) | flood answers/s | 401, 404 or 400 | 429 | 503 | flood conns dropped unanswered | RSS MB: start, "
      << "peak, end |\n"
-     << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+     << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   for (const FloodRow& r : report.rows) {
     const double busy = r.get.wall_s + r.adds.wall_s;
     md << "| " << r.what << " | " << Fixed(Percentile(r.get.latency_ms, 0.5), 2) << " | "
@@ -1101,7 +1105,7 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
        << Fixed(Percentile(r.adds.latency_ms, 0.99), 1) << " | "
        << (r.cpu_s ? Fixed(*r.cpu_s, 2) + " (" + Fixed(busy > 0 ? *r.cpu_s / busy : 0, 2) + ")" : std::string("?"))
        << " | " << (r.flood_s > 0 ? Fixed(static_cast<double>(r.flood.answered) / r.flood_s, 0) : std::string("-"))
-       << " | " << r.flood.refused << " | " << r.flood.too_many << " | " << r.flood.closed << " | "
+       << " | " << r.flood.refused << " | " << r.flood.too_many << " | " << r.flood.capped << " | " << r.flood.closed << " | "
        << Fixed(static_cast<double>(r.start_rss_kb) / 1024, 0) << ", "
        << Fixed(static_cast<double>(r.peak_rss_kb) / 1024, 0) << ", " << Fixed(static_cast<double>(r.rss_kb) / 1024, 0)
        << " |\n";
@@ -1116,7 +1120,8 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
      << "token (half of the requests), no Authorization header (a quarter) or `Basic ...` (a quarter), as fast as "
      << "answers come (401); the nonexistent-path rows GET `/v1/no-such-route` without a token (404), the "
      << "malformed rows send `GET /v1/version HTTP/1.1 extra` (400; the daemon closes the connection after it); "
-     << "429: past the address's budget of failed authentications (held). Started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
+     << "429: past the address's budget of failed authentications (held); 503: a connection over "
+     << "max_connections_per_peer (a reconnect before the daemon counted the closed one). Started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
      << "in cores over its wall time. Peak RSS: VmHWM, reset before each row (clear_refs 5).\n\n";
   return md.str();
 }
