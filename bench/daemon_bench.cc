@@ -1044,8 +1044,8 @@ Status RunFlood(const Config& config, const Daemon& daemon, const std::string& t
     std::unique_ptr<Flood> flood;
     const Clock::time_point flood_start = Clock::now();
     if (kind.connections > 0) {
-      flood = std::make_unique<Flood>(daemon.port(), kind.connections, config.flood_peers, kind.keep_alive,
-                                      kind.payload);
+      flood =
+          std::make_unique<Flood>(daemon.port(), kind.connections, config.flood_peers, kind.keep_alive, kind.payload);
       usleep(1000000);  // let it reach its pace
     }
     const std::optional<DaemonCpu> cpu_before = ProcessCpuSeconds(daemon.pid());
@@ -1094,8 +1094,8 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
   std::ostringstream md;
   md << "#### Flood of requests with bad or missing tokens (legitimate load beside it)\n\n"
      << "| flood | GET p50 ms | GET p99 ms | GET max ms | adds/s (" << config.clients << " clients) | add p99 ms | "
-     << "iptkitd CPU s (cores) | flood answers/s | 401, 404 or 400 | 429 | 503 | flood conns dropped unanswered | RSS MB: start, "
-     << "peak, end |\n"
+     << "iptkitd CPU s (cores) | flood answers/s | 401, 404 or 400 | 429 | 503 | flood conns dropped unanswered | "
+     << "RSS MB: start, peak, end |\n"
      << "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n";
   for (const FloodRow& r : report.rows) {
     const double busy = r.get.wall_s + r.adds.wall_s;
@@ -1105,8 +1105,8 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
        << Fixed(Percentile(r.adds.latency_ms, 0.99), 1) << " | "
        << (r.cpu_s ? Fixed(*r.cpu_s, 2) + " (" + Fixed(busy > 0 ? *r.cpu_s / busy : 0, 2) + ")" : std::string("?"))
        << " | " << (r.flood_s > 0 ? Fixed(static_cast<double>(r.flood.answered) / r.flood_s, 0) : std::string("-"))
-       << " | " << r.flood.refused << " | " << r.flood.too_many << " | " << r.flood.capped << " | " << r.flood.closed << " | "
-       << Fixed(static_cast<double>(r.start_rss_kb) / 1024, 0) << ", "
+       << " | " << r.flood.refused << " | " << r.flood.too_many << " | " << r.flood.capped << " | " << r.flood.closed
+       << " | " << Fixed(static_cast<double>(r.start_rss_kb) / 1024, 0) << ", "
        << Fixed(static_cast<double>(r.peak_rss_kb) / 1024, 0) << ", " << Fixed(static_cast<double>(r.rss_kb) / 1024, 0)
        << " |\n";
   }
@@ -1121,8 +1121,9 @@ std::string FormatFlood(const Config& config, const FloodReport& report) {
      << "answers come (401); the nonexistent-path rows GET `/v1/no-such-route` without a token (404), the "
      << "malformed rows send `GET /v1/version HTTP/1.1 extra` (400; the daemon closes the connection after it); "
      << "429: past the address's budget of failed authentications (held); 503: a connection over "
-     << "max_connections_per_peer (a reconnect before the daemon counted the closed one). Started 1 s before the row. CPU: iptkitd's user + system time over the row (GETs + adds), "
-     << "in cores over its wall time. Peak RSS: VmHWM, reset before each row (clear_refs 5).\n\n";
+     << "max_connections_per_peer (a reconnect before the daemon counted the closed one). Started 1 s before the "
+     << "row. CPU: iptkitd's user + system time over the row (GETs + adds), in cores over its wall time. Peak RSS: "
+     << "VmHWM, reset before each row (clear_refs 5).\n\n";
   return md.str();
 }
 

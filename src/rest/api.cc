@@ -374,7 +374,7 @@ HttpResponse Api::Finish(const Logged& l, HttpResponse resp) {
 }
 
 std::optional<HttpResponse> Api::Overspent(std::string_view remote, std::string_view problem,
-                                            const std::string& request_id, Clock::time_point now) {
+                                           const std::string& request_id, Clock::time_point now) {
   int retry_after = 0;
   if (auth_budget_->Charge(AuthFailureBudget::PeerKey(remote), now, &retry_after)) return std::nullopt;
   env_.auth_failures->Inc({"budget"});

@@ -1166,7 +1166,7 @@ void EventLoop::CheckTimers() {
         break;
       case ConnState::kHead:
         RespondRefusedHead(c, {408, "the request head did not arrive within " + Seconds(s_->options.header_timeout)},
-                       "header_timeout");
+                           "header_timeout");
         break;
       case ConnState::kBody:
         RespondProblem(c, {408, "the request body did not arrive within " + Seconds(s_->options.body_timeout)},
