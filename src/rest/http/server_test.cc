@@ -108,6 +108,19 @@ class ServerTest : public ::testing::Test {
     }
     return out;
   }
+  // Sends blocks of 1 MiB until `limit` bytes went out or the peer refused more (closed or reset); returns how many
+  // bytes were sent. Blocks while the peer keeps the connection open without reading: callers use a connection the
+  // daemon is closing.
+  static size_t SendUntilRefused(int fd, size_t limit) {
+    const std::string block(1 << 20, ' ');
+    size_t sent = 0;
+    while (sent < limit) {
+      const ssize_t n = send(fd, block.data(), block.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    return sent;
+  }
   // Whether the connection ends (EOF or reset) within 3 s, after whatever data was still to come.
   static bool Closed(int fd) {
     char buf[4096];
@@ -379,14 +392,7 @@ TEST_F(ServerTest, UnauthenticatedBodiesAreNotRead) {
   EXPECT_THAT(got, StartsWith("HTTP/1.1 401 Unauthorized\r\n"));
   EXPECT_THAT(got, HasSubstr("Connection: close\r\n"));
   // The daemon shut its side; it discards a little of what still comes, then closes.
-  const std::string block(1 << 20, ' ');
-  size_t sent = 0;
-  while (sent < (size_t{100} << 20)) {
-    const ssize_t n = send(fd, block.data(), block.size(), MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  EXPECT_LT(sent, size_t{32} << 20);
+  EXPECT_LT(SendUntilRefused(fd, size_t{100} << 20), size_t{32} << 20);
   close(fd);
 }
 
@@ -436,14 +442,7 @@ TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
   fd = Connect();
   Send(fd, "POST /v1/transactions HTTP/1.1\r\nHost: x\r\n" + Auth("iptk_notatoken") +
                "Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n" + std::string(1000, ' '));
-  const std::string block(1 << 20, ' ');
-  size_t sent = 0;
-  while (sent < (size_t{100} << 20)) {
-    const ssize_t n = send(fd, block.data(), block.size(), MSG_NOSIGNAL);
-    if (n <= 0) break;
-    sent += static_cast<size_t>(n);
-  }
-  EXPECT_LT(sent, size_t{32} << 20);
+  EXPECT_LT(SendUntilRefused(fd, size_t{100} << 20), size_t{32} << 20);
   close(fd);
   // A valid token from the same address.
   fd = Connect();
