@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "src/backend/fake/shared_fake.h"
@@ -107,6 +108,19 @@ class ServerTest : public ::testing::Test {
       out.append(buf, static_cast<size_t>(n));
     }
     return out;
+  }
+  // Serves an Api whose client addresses may fail authentication twice (a refill takes 100 s), after which every
+  // failure is held 200 ms; `metrics` must outlive the server.
+  void ServeWithATightAuthFailureBudget(service::Metrics& metrics, std::optional<size_t> max_body_bytes = {}) {
+    ApiOptions api_options;
+    api_options.version = "test";
+    api_options.rate_limit = 0;
+    if (max_body_bytes) api_options.max_body_bytes = *max_body_bytes;
+    api_options.auth_failure_rate = 0.01;
+    api_options.auth_failure_burst = 2;
+    api_options.auth_failure_hold = std::chrono::milliseconds(200);
+    api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
+    Serve();
   }
   // Sends blocks of 1 MiB until `limit` bytes went out or the peer refused more (closed or reset); returns how many
   // bytes were sent. Blocks while the peer keeps the connection open without reading: callers use a connection the
@@ -402,15 +416,7 @@ TEST_F(ServerTest, UnauthenticatedBodiesAreNotRead) {
 // same address is served as usual.
 TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
   service::Metrics metrics;
-  ApiOptions api_options;
-  api_options.version = "test";
-  api_options.rate_limit = 0;
-  api_options.max_body_bytes = 4096;
-  api_options.auth_failure_rate = 0.01;  // a refill takes 100 s: two failures, then every one is held
-  api_options.auth_failure_burst = 2;
-  api_options.auth_failure_hold = std::chrono::milliseconds(200);
-  api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
-  Serve();
+  ServeWithATightAuthFailureBudget(metrics, 4096);
   const std::string body = R"({"spec":"-j DROP"})";
   const std::string post =
       "POST /v1/ipv4/tables/filter/chains/INPUT/rules HTTP/1.1\r\nHost: x\r\n" + Auth("iptk_notatoken") +
@@ -457,14 +463,7 @@ TEST_F(ServerTest, FailedAuthenticationsPastTheBudgetAreHeldThenClosed) {
 // token to a wrong path from the held address is answered 404 on its kept-alive connection.
 TEST_F(ServerTest, AnswersBeforeAuthenticationPastTheBudgetAreHeld) {
   service::Metrics metrics;
-  ApiOptions api_options;
-  api_options.version = "test";
-  api_options.rate_limit = 0;
-  api_options.auth_failure_rate = 0.01;  // a refill takes 100 s: two answers, then every one is held
-  api_options.auth_failure_burst = 2;
-  api_options.auth_failure_hold = std::chrono::milliseconds(200);
-  api_ = std::make_unique<Api>(service_.get(), store_.get(), &events_, &metrics, api_options);
-  Serve();
+  ServeWithATightAuthFailureBudget(metrics);
   const std::string nowhere = "GET /v1/nowhere HTTP/1.1\r\nHost: x\r\n\r\n";
   int fd = Connect("127.0.0.1");
   for (int i = 0; i < 2; ++i) {
