@@ -208,7 +208,9 @@ struct Api::Context {
 
 Api::Api(service::Service* service, store::Store* store, service::EventBus* events, service::Metrics* metrics,
          ApiOptions options)
-    : options_(std::move(options)) {
+    : options_(std::move(options)),
+      rate_buckets_(TokenBuckets::Options{
+          .rate = options_.rate_limit, .burst = options_.rate_burst, .max_keys = kMaxRateLimitedPrincipals}) {
   requests_ = &metrics->AddCounter("iptkitd_http_requests_total", "HTTP requests served, by method, route and status.",
                                    {"method", "route", "code"});
   latency_ = &metrics->AddHistogram("iptkitd_http_request_duration_seconds",
@@ -227,7 +229,7 @@ Api::Api(service::Service* service, store::Store* store, service::EventBus* even
   auth_budget_ =
       std::make_unique<AuthFailureBudget>(AuthFailureBudget::Options{.rate = options_.auth_failure_rate,
                                                                      .burst = options_.auth_failure_burst,
-                                                                     .max_peers = options_.auth_failure_peers});
+                                                                     .max_keys = options_.auth_failure_peers});
   // IP sets are always the kernel's: a daemon on the in-memory fake backend (tests, demos) serves none (503), so
   // that it never changes the sets of the namespace it runs in.
   if (options_.sets != nullptr) {
@@ -250,24 +252,7 @@ std::string Api::RouteName(std::string_view path) {
 }
 
 bool Api::RateLimited(const std::string& principal, int* retry_after) {
-  if (options_.rate_limit <= 0) return false;
-  std::lock_guard<std::mutex> lock(rate_mu_);
-  const auto now = Clock::now();
-  auto [it, fresh] = buckets_.try_emplace(principal);
-  Bucket& b = it->second;
-  if (fresh) {
-    b.tokens = options_.rate_burst;
-    b.last = now;
-  }
-  const double elapsed = std::chrono::duration<double>(now - b.last).count();
-  b.tokens = std::min(options_.rate_burst, b.tokens + elapsed * options_.rate_limit);
-  b.last = now;
-  if (b.tokens >= 1) {
-    b.tokens -= 1;
-    return false;
-  }
-  *retry_after = std::max(1, static_cast<int>((1 - b.tokens) / options_.rate_limit + 0.999));
-  return true;
+  return !rate_buckets_.Charge(principal, Clock::now(), retry_after);
 }
 
 HttpResponse Api::Handle(const HttpRequest& req) {

@@ -91,7 +91,7 @@ struct ApiOptions {
   double auth_failure_rate = 10;
   double auth_failure_burst = 100;
   std::chrono::milliseconds auth_failure_hold{1000};
-  size_t auth_failure_peers = 4096;  // addresses tracked at most (AuthFailureBudget::Options::max_peers)
+  size_t auth_failure_peers = 4096;  // addresses tracked at most (TokenBuckets::Options::max_keys)
   std::vector<SocketRule> socket_allow;
   std::string version;  // of iptkitd
   // The dashboard (docs/dashboard.md): static files served at /ui/ on the TCP listeners from this directory;
@@ -208,12 +208,9 @@ class Api {
   std::unique_ptr<service::SetService> sets_;
 
   std::unique_ptr<AuthFailureBudget> auth_budget_;
-  std::mutex rate_mu_;
-  struct Bucket {
-    double tokens = 0;
-    std::chrono::steady_clock::time_point last;
-  };
-  std::map<std::string, Bucket> buckets_;
+  // Principals are tokens and socket peers' uids: far fewer than this; the cap only bounds memory.
+  static constexpr size_t kMaxRateLimitedPrincipals = 65536;
+  TokenBuckets rate_buckets_;  // requests per principal (rate_limit, rate_burst)
 };
 
 }  // namespace iptkit::rest

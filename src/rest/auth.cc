@@ -283,7 +283,7 @@ Status AuthorizeChains(const Principal& p, const std::vector<service::ChangedCha
   return Status::Ok();
 }
 
-bool AuthFailureBudget::Refill(Bucket& b, Clock::time_point now) const {
+bool TokenBuckets::Refill(Bucket& b, Clock::time_point now) const {
   const double elapsed = std::chrono::duration<double>(now - b.last).count();
   if (elapsed > 0) {
     b.tokens = std::min(options_.burst, b.tokens + elapsed * options_.rate);
@@ -292,23 +292,23 @@ bool AuthFailureBudget::Refill(Bucket& b, Clock::time_point now) const {
   return b.tokens >= options_.burst;
 }
 
-bool AuthFailureBudget::Charge(const std::string& peer, Clock::time_point now, int* retry_after_seconds) {
+bool TokenBuckets::Charge(const std::string& key, Clock::time_point now, int* retry_after_seconds) {
   if (options_.rate <= 0) return true;
   std::lock_guard<std::mutex> lock(mu_);
   Bucket* b = nullptr;
-  if (auto it = peers_.find(peer); it != peers_.end()) {
+  if (auto it = buckets_.find(key); it != buckets_.end()) {
     b = &it->second;
   } else {
-    if (peers_.size() >= options_.max_peers && now - swept_ >= std::chrono::seconds(1)) {
-      // A full bucket is what a new address gets: forgetting it changes nothing. At most once a second, so that a
+    if (buckets_.size() >= options_.max_keys && now - swept_ >= std::chrono::seconds(1)) {
+      // A full bucket is what a new key gets: forgetting it changes nothing. At most once a second, so that a
       // table full of draining buckets costs no scan per request.
       swept_ = now;
-      for (auto it = peers_.begin(); it != peers_.end();) {
-        it = Refill(it->second, now) ? peers_.erase(it) : std::next(it);
+      for (auto it = buckets_.begin(); it != buckets_.end();) {
+        it = Refill(it->second, now) ? buckets_.erase(it) : std::next(it);
       }
     }
-    if (peers_.size() < options_.max_peers) {
-      b = &peers_.try_emplace(peer, Bucket{options_.burst, now}).first->second;
+    if (buckets_.size() < options_.max_keys) {
+      b = &buckets_.try_emplace(key, Bucket{options_.burst, now}).first->second;
     } else {
       if (!overflow_used_) overflow_ = Bucket{options_.burst, now};
       overflow_used_ = true;
@@ -324,9 +324,9 @@ bool AuthFailureBudget::Charge(const std::string& peer, Clock::time_point now, i
   return false;
 }
 
-size_t AuthFailureBudget::peers() const {
+size_t TokenBuckets::keys() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return peers_.size();
+  return buckets_.size();
 }
 
 std::string AuthFailureBudget::PeerKey(std::string_view remote) {

@@ -62,38 +62,26 @@ struct AuthResult {
 };
 AuthResult Authenticate(store::Store& store, std::string_view authorization_header);
 
-// The failed authentications each client address may cause (401s, and answers made without a live token before
-// authentication: Api::ChargeRefusedHead): a token bucket per address (an IPv4 address, or the /64 of an IPv6 one,
-// which one host usually holds whole), `rate` per second refilled up to `burst`. It is charged only for a request
-// that came without a live token, so a request with a valid token is never refused by it, whichever address it
-// comes from; and one address's failures never spend another's budget. At most `max_peers`
-// addresses are tracked (about 100 bytes each): when the table is full, addresses whose bucket has refilled are
-// forgotten (they are as good as new), and the failures of new addresses beyond it share one overflow bucket, so
-// that many addresses cannot grow the table or reset their own buckets.
+// Token buckets by key: `rate` per second refilled up to `burst`, one spent per Charge. At most `max_keys` keys are
+// tracked (about 100 bytes each): when the table is full, keys whose bucket has refilled are forgotten (they are as
+// good as new), and new keys beyond it share one overflow bucket, so that many keys cannot grow the table or reset
+// their own buckets. Used for the rate limit per principal (Api) and the failed authentications per client address.
 // Thread-safety: Charge may be called from any number of threads at once.
-//
-//   AuthFailureBudget budget({.rate = 10, .burst = 100});
-//   int retry_after = 0;
-//   if (!budget.Charge(AuthFailureBudget::PeerKey(request.remote), Clock::now(), &retry_after)) { /* 429 */ }
-class AuthFailureBudget {
+class TokenBuckets {
  public:
   using Clock = std::chrono::steady_clock;
   struct Options {
-    double rate = 10;  // failures per second refilled; <= 0: no budget (Charge always succeeds)
+    double rate = 10;  // refilled per second; <= 0: no limit (Charge always succeeds)
     double burst = 100;
-    size_t max_peers = 4096;
+    size_t max_keys = 4096;
   };
-  explicit AuthFailureBudget(Options options) : options_(options) {}
+  explicit TokenBuckets(Options options) : options_(options) {}
 
-  // Spends one failure of `peer` at `now`. False when its budget is spent: then *retry_after_seconds (>= 1) says
-  // when the next one is within it again.
-  bool Charge(const std::string& peer, Clock::time_point now, int* retry_after_seconds);
-  // The addresses tracked now (for tests and metrics).
-  size_t peers() const;
-  // The budget key of a connection's remote end as the HTTP layer writes it ("192.0.2.1:5555", "2001:db8::1:443"):
-  // the IPv4 address, or the first 64 bits of the IPv6 one ("2001:db8::/64"); IPv4-mapped IPv6 as IPv4.
-  // Anything else is its own key, without the port.
-  static std::string PeerKey(std::string_view remote);
+  // Spends one of `key` at `now`. False when its bucket is empty: then *retry_after_seconds (>= 1) says when the
+  // next one is within it again.
+  bool Charge(const std::string& key, Clock::time_point now, int* retry_after_seconds);
+  // The keys tracked now (for tests and metrics).
+  size_t keys() const;
 
  private:
   struct Bucket {
@@ -105,10 +93,28 @@ class AuthFailureBudget {
 
   const Options options_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Bucket> peers_;  // GUARDED_BY(mu_)
-  Bucket overflow_;                                // GUARDED_BY(mu_): addresses beyond max_peers
-  bool overflow_used_ = false;                     // GUARDED_BY(mu_)
-  Clock::time_point swept_;                        // GUARDED_BY(mu_): last sweep of refilled buckets
+  std::unordered_map<std::string, Bucket> buckets_;  // GUARDED_BY(mu_)
+  Bucket overflow_;                                  // GUARDED_BY(mu_): keys beyond max_keys
+  bool overflow_used_ = false;                       // GUARDED_BY(mu_)
+  Clock::time_point swept_;                          // GUARDED_BY(mu_): last sweep of refilled buckets
+};
+
+// The failed authentications each client address may cause (401s, and answers made without a live token before
+// authentication: Api::ChargeRefusedHead): token buckets keyed by PeerKey (an IPv4 address, or the /64 of an IPv6
+// one, which one host usually holds whole). It is charged only for a request that came without a live token, so a
+// request with a valid token is never refused by it, whichever address it comes from; and one address's failures
+// never spend another's budget.
+//
+//   AuthFailureBudget budget({.rate = 10, .burst = 100});
+//   int retry_after = 0;
+//   if (!budget.Charge(AuthFailureBudget::PeerKey(request.remote), Clock::now(), &retry_after)) { /* 429 */ }
+class AuthFailureBudget : public TokenBuckets {
+ public:
+  using TokenBuckets::TokenBuckets;
+  // The budget key of a connection's remote end as the HTTP layer writes it ("192.0.2.1:5555", "2001:db8::1:443"):
+  // the IPv4 address, or the first 64 bits of the IPv6 one ("2001:db8::/64"); IPv4-mapped IPv6 as IPv4.
+  // Anything else is its own key, without the port.
+  static std::string PeerKey(std::string_view remote);
 };
 
 // What a change touches, part by part (for AuthorizeChange).

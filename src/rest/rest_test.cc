@@ -561,7 +561,7 @@ TEST_F(ApiTest, AnswersBeforeAuthenticationSpendTheBudgetUnlessALiveTokenCameWit
 TEST(AuthFailureBudgetTest, PerAddressBucketsRefillAndTheTableIsBounded) {
   using Clock = AuthFailureBudget::Clock;
   const Clock::time_point t0 = Clock::now();
-  AuthFailureBudget budget({.rate = 2, .burst = 3, .max_peers = 2});
+  AuthFailureBudget budget({.rate = 2, .burst = 3, .max_keys = 2});
   int retry = 0;
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Charge("a", t0, &retry));
   EXPECT_FALSE(budget.Charge("a", t0, &retry));
@@ -570,14 +570,14 @@ TEST(AuthFailureBudgetTest, PerAddressBucketsRefillAndTheTableIsBounded) {
   EXPECT_TRUE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));  // one refilled at 2 per second
   EXPECT_FALSE(budget.Charge("a", t0 + std::chrono::milliseconds(500), &retry));
   // The table is full ("a", "b"): new addresses share one overflow bucket of the same size.
-  EXPECT_EQ(budget.peers(), 2u);
+  EXPECT_EQ(budget.keys(), 2u);
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(budget.Charge("c" + std::to_string(i), t0, &retry));
   EXPECT_FALSE(budget.Charge("c9", t0, &retry));
-  EXPECT_EQ(budget.peers(), 2u);
+  EXPECT_EQ(budget.keys(), 2u);
   // Once the buckets have refilled, their addresses are forgotten and new ones get buckets of their own.
   const Clock::time_point later = t0 + std::chrono::seconds(10);
   EXPECT_TRUE(budget.Charge("d", later, &retry));
-  EXPECT_EQ(budget.peers(), 1u);
+  EXPECT_EQ(budget.keys(), 1u);
   for (int i = 0; i < 2; ++i) EXPECT_TRUE(budget.Charge("d", later, &retry));
   EXPECT_FALSE(budget.Charge("d", later, &retry));
   // No budget at all with a rate of 0.
