@@ -37,93 +37,6 @@ constexpr auto kStoreRetryMost = std::chrono::seconds(10);
 
 int64_t Millis(Clock::duration d) { return std::chrono::duration_cast<std::chrono::milliseconds>(d).count(); }
 
-// Appends `s` as a JSON string the way nlohmann::json::dump() writes it: `"` and `\` escaped, \b \f \n \r \t by
-// name, other control characters as \u00xx, everything else as it is. False (nothing appended) when `s` has a byte
-// of 0x80 or more, which dump() checks as UTF-8 first: the caller then lets dump() write it.
-bool AppendJsonString(std::string& out, std::string_view s) {
-  for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return false;
-  }
-  out.push_back('"');
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          static constexpr char kHex[] = "0123456789abcdef";
-          out += "\\u00";
-          out.push_back(kHex[(c >> 4) & 0xf]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(c);
-        }
-    }
-  }
-  out.push_back('"');
-  return true;
-}
-
-// The data of the `commit` event of a client's request without commit-confirm, as the nlohmann::ordered_json object
-// Publish builds otherwise would dump it, written directly (a pass of 64 requests built and dumped 64 JSON objects
-// on the store writer's thread before it sent the first answer). Nullopt when a string is not plain ASCII.
-std::optional<std::string> CommitEventData(const WorkItem& item) {
-  std::string out;
-  size_t size = 160 + item.request.principal.size() + item.request.request_id.size();
-  for (const TableCommit& t : item.result.tables) size += 64 + t.restore_text.size() * 11 / 10;
-  out.reserve(size);
-  bool plain = true;
-  auto member = [&](std::string_view key, std::string_view value) {
-    if (out.size() > 1) out.push_back(',');
-    out.push_back('"');
-    out.append(key);
-    out += "\":";
-    plain = plain && AppendJsonString(out, value);
-  };
-  out.push_back('{');
-  member("id", item.result.id);
-  member("principal", item.request.principal);
-  member("request_id", item.request.request_id);
-  member("action", item.request.action);
-  out += ",\"tables\":[";
-  for (size_t i = 0; i < item.result.tables.size(); ++i) {
-    const TableCommit& t = item.result.tables[i];
-    out += i == 0 ? "{" : ",{";
-    out += "\"family\":";
-    plain = plain && AppendJsonString(out, FamilyName(t.family));
-    out += ",\"table\":";
-    plain = plain && AppendJsonString(out, t.table);
-    out += ",\"restore_text\":";
-    plain = plain && AppendJsonString(out, t.restore_text);
-    out.push_back('}');
-  }
-  out.push_back(']');
-  if (item.result.confirm_deadline_ms)
-    out += ",\"confirm_deadline_ms\":" + std::to_string(*item.result.confirm_deadline_ms);
-  out.push_back('}');
-  if (!plain) return std::nullopt;
-  return out;
-}
-
 }  // namespace
 
 int64_t NowMs() {
@@ -795,12 +708,6 @@ void Service::Impl::Publish(const std::vector<WorkItem*>& items) {
           events->Publish("confirmed", data.dump(), now);
         }
         if (item->result.changed || !item->effects.upserts.empty() || !item->effects.removals.empty()) {
-          if (!item->request.confirm) {
-            if (std::optional<std::string> direct = CommitEventData(*item)) {
-              events->Publish("commit", *std::move(direct), now);
-              break;
-            }
-          }
           data["principal"] = item->request.principal;
           data["request_id"] = item->request.request_id;
           data["action"] = item->request.action;
