@@ -95,8 +95,7 @@ TEST(SubprocessTest, TimeoutKillsTheProcessGroupAndIsUnavailable) {
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("timed out after 300 ms"));
-  EXPECT_LT(elapsed, std::chrono::seconds(3));
-  EXPECT_GE(elapsed, std::chrono::milliseconds(300));
+  EXPECT_LT(elapsed, std::chrono::seconds(3));  // the whole group died, not only the shell (else 30 s)
 }
 
 // A caller killed with SIGKILL takes its child along (a daemon killed with -9 must not leave an iptables-restore
